@@ -1,0 +1,32 @@
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: dev test lint sim bench demo clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+dev: $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+
+# The README's test command: everything CI runs.
+test: dev
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+lint: dev
+	$(BIN)/ruff check kvraft scheduler agent tests
+	$(BIN)/mypy kvraft/raft
+
+sim: dev
+	$(BIN)/python -m kvraft.sim --seeds 0-999
+
+bench: dev
+	$(BIN)/python -m kvraft.sim --seeds 0-199 --bench
+
+demo: dev
+	$(BIN)/python -m kvraft.sim --seeds 0-99
+
+clean:
+	rm -rf $(VENV) build *.egg-info
