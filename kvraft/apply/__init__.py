@@ -1,0 +1,3 @@
+"""Apply: committed entries -> typed ops -> the MVCC store."""
+
+__all__: list[str] = []

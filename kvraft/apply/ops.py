@@ -1,0 +1,155 @@
+"""Typed operations: what a client asked for, as values, and their Raft-entry encoding.
+
+The API layer builds these from a decoded request; the driver proposes ``encode_entry(id,
+op)`` and every member's apply stage runs ``decode_entry(data)`` on the committed bytes.
+One entry carries one request id (so the proposer can find its waiter) and one op.
+
+Wire form: msgpack ``[request_id, tag, *fields]``; nested ops (txn) nest the same arrays
+without the id. Keep the tags stable: they are in every member's log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+__all__ = [
+    "AlarmOp",
+    "Compare",
+    "CompactOp",
+    "DeleteRangeOp",
+    "MemberOp",
+    "Op",
+    "PutOp",
+    "RangeOp",
+    "TxnOp",
+    "decode_entry",
+    "encode_entry",
+    "op_from_wire",
+    "op_to_wire",
+]
+
+# Compare targets / results, with etcd's enum numbers.
+VERSION, CREATE, MOD, VALUE, LEASE = range(5)
+EQUAL, GREATER, LESS, NOT_EQUAL = range(4)
+
+
+@dataclass(slots=True)
+class RangeOp:
+    key: bytes = b""
+    range_end: bytes = b""
+    limit: int = 0
+    revision: int = 0
+    sort_order: int = 0
+    sort_target: int = 0
+    serializable: bool = False
+    keys_only: bool = False
+    count_only: bool = False
+    min_mod_revision: int = 0
+    max_mod_revision: int = 0
+    min_create_revision: int = 0
+    max_create_revision: int = 0
+
+
+@dataclass(slots=True)
+class PutOp:
+    key: bytes = b""
+    value: bytes = b""
+    lease: int = 0
+    prev_kv: bool = False
+    ignore_value: bool = False
+    ignore_lease: bool = False
+
+
+@dataclass(slots=True)
+class DeleteRangeOp:
+    key: bytes = b""
+    range_end: bytes = b""
+    prev_kv: bool = False
+
+
+@dataclass(slots=True)
+class Compare:
+    result: int = EQUAL
+    target: int = VERSION
+    key: bytes = b""
+    version: int = 0
+    create_revision: int = 0
+    mod_revision: int = 0
+    value: bytes = b""
+    lease: int = 0
+    range_end: bytes = b""
+
+
+@dataclass(slots=True)
+class TxnOp:
+    compare: list[Compare] = field(default_factory=list)
+    success: list[Any] = field(default_factory=list)
+    failure: list[Any] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class CompactOp:
+    revision: int = 0
+    physical: bool = False
+
+
+@dataclass(slots=True)
+class MemberOp:
+    """Membership bookkeeping carried in a conf-change entry's context (not a KV op)."""
+
+    action: str = "add"  # add | remove | update | promote
+    member_id: int = 0
+    name: str = ""
+    peer_urls: list[str] = field(default_factory=list)
+    client_urls: list[str] = field(default_factory=list)
+    is_learner: bool = False
+
+
+@dataclass(slots=True)
+class AlarmOp:
+    action: int = 0  # GET, ACTIVATE, DEACTIVATE
+    member_id: int = 0
+    alarm: int = 0  # NONE, NOSPACE, CORRUPT
+
+
+Op = RangeOp | PutOp | DeleteRangeOp | TxnOp | CompactOp | AlarmOp | MemberOp
+
+_TAG = {RangeOp: 1, PutOp: 2, DeleteRangeOp: 3, TxnOp: 4, CompactOp: 5, AlarmOp: 6, MemberOp: 7}
+_SIMPLE = {1: RangeOp, 2: PutOp, 3: DeleteRangeOp, 5: CompactOp, 6: AlarmOp}
+
+
+def op_to_wire(op: Any) -> list[Any]:
+    tag = _TAG[type(op)]
+    if tag == 4:
+        return [
+            4,
+            [[getattr(c, f) for f in Compare.__slots__] for c in op.compare],
+            [op_to_wire(o) for o in op.success],
+            [op_to_wire(o) for o in op.failure],
+        ]
+    return [tag, *(getattr(op, f) for f in type(op).__slots__)]
+
+
+def op_from_wire(wire: list[Any]) -> Any:
+    tag = wire[0]
+    if tag == 4:
+        return TxnOp(
+            [Compare(*c) for c in wire[1]],
+            [op_from_wire(o) for o in wire[2]],
+            [op_from_wire(o) for o in wire[3]],
+        )
+    if tag == 7:
+        return MemberOp(*wire[1:])
+    return _SIMPLE[tag](*wire[1:])
+
+
+def encode_entry(request_id: int, op: Any) -> bytes:
+    return msgpack.packb([request_id, *op_to_wire(op)], use_bin_type=True)
+
+
+def decode_entry(data: bytes) -> tuple[int, Any]:
+    wire = msgpack.unpackb(data, raw=False, use_list=True)
+    return wire[0], op_from_wire(wire[1:])

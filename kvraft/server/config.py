@@ -1,0 +1,177 @@
+"""Member configuration: etcd's flag names and meanings, or the same keys in a YAML file.
+
+``parse_config(argv)`` reads ``--config-file`` first when given (etcd's YAML keys are the
+flag names without dashes), then applies the command-line flags on top. With no flags it
+describes a working single-member cluster on 127.0.0.1:2379/2380 in ``./default.kvraft``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+__all__ = ["Config", "ConfigError", "member_id_for", "parse_config", "cluster_id_for"]
+
+DEFAULT_CLIENT_URL = "http://127.0.0.1:2379"
+DEFAULT_PEER_URL = "http://127.0.0.1:2380"
+
+
+class ConfigError(ValueError):
+    """A flag or config file value that cannot be used."""
+
+
+@dataclass
+class Config:
+    name: str = "default"
+    data_dir: str = ""
+    listen_client_urls: list[str] = field(default_factory=lambda: [DEFAULT_CLIENT_URL])
+    advertise_client_urls: list[str] = field(default_factory=lambda: [DEFAULT_CLIENT_URL])
+    listen_peer_urls: list[str] = field(default_factory=lambda: [DEFAULT_PEER_URL])
+    initial_advertise_peer_urls: list[str] = field(default_factory=lambda: [DEFAULT_PEER_URL])
+    initial_cluster: str = ""
+    initial_cluster_state: str = "new"
+    initial_cluster_token: str = "etcd-cluster"
+    snapshot_count: int = 10000
+    heartbeat_interval: int = 100
+    election_timeout: int = 1000
+    quota_backend_bytes: int = 0
+    max_request_bytes: int = 1572864
+    max_txn_ops: int = 128
+    auto_compaction_mode: str = "periodic"
+    auto_compaction_retention: str = "0"
+    log_level: str = "info"
+    peer_secret_file: str = ""
+    peer_cert_file: str = ""
+    peer_key_file: str = ""
+    peer_trusted_ca_file: str = ""
+    peer_client_cert_auth: bool = False
+    auto_promote_learners: bool = True
+    max_learners: int = 1
+    unsafe_no_fsync: bool = False
+
+    # -- derived ------------------------------------------------------------------------
+    def initial_members(self) -> dict[str, list[str]]:
+        """``--initial-cluster`` as name -> peer URLs (a name may appear several times)."""
+        text = self.initial_cluster or f"{self.name}={','.join(self.initial_advertise_peer_urls)}"
+        members: dict[str, list[str]] = {}
+        for item in text.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            name, sep, url = item.partition("=")
+            if not sep or not name or not url:
+                raise ConfigError(f"--initial-cluster: cannot parse {item!r} (want name=url)")
+            _check_url(url, "--initial-cluster")
+            members.setdefault(name, []).append(url)
+        if self.name not in members:
+            raise ConfigError(f"--initial-cluster has no entry for --name {self.name!r}")
+        return members
+
+    def data_path(self) -> Path:
+        return Path(self.data_dir or f"{self.name}.kvraft")
+
+    def quota_bytes(self) -> int:
+        return self.quota_backend_bytes if self.quota_backend_bytes > 0 else 2 * 1024**3
+
+    def election_ticks(self) -> int:
+        return max(2, round(self.election_timeout / self.heartbeat_interval))
+
+    def validate(self) -> None:
+        for name in ("listen_client_urls", "advertise_client_urls", "listen_peer_urls", "initial_advertise_peer_urls"):
+            for url in getattr(self, name):
+                _check_url(url, "--" + name.replace("_", "-"))
+        if self.initial_cluster_state not in ("new", "existing"):
+            raise ConfigError("--initial-cluster-state must be 'new' or 'existing'")
+        if self.heartbeat_interval <= 0 or self.election_timeout < 5 * self.heartbeat_interval:
+            raise ConfigError("--election-timeout should be at least 5 times --heartbeat-interval")
+        if self.auto_compaction_mode not in ("periodic", "revision"):
+            raise ConfigError("--auto-compaction-mode must be 'periodic' or 'revision'")
+        if self.max_request_bytes <= 0:
+            raise ConfigError("--max-request-bytes must be positive")
+        if self.log_level not in ("debug", "info", "warn", "error", "panic", "fatal"):
+            raise ConfigError("--log-level must be debug, info, warn, error, panic or fatal")
+        self.initial_members()
+
+
+def _check_url(url: str, flag: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
+        raise ConfigError(f"{flag}: {url!r} is not a scheme://host:port URL")
+
+
+def member_id_for(peer_urls: list[str], token: str) -> int:
+    """etcd-like: a member's id is a hash of its sorted peer URLs and the cluster token."""
+    digest = hashlib.sha256(("|".join(sorted(peer_urls)) + "|" + token).encode()).digest()
+    return int.from_bytes(digest[:8], "big") or 1
+
+
+def cluster_id_for(member_ids: list[int], token: str) -> int:
+    text = ",".join(str(m) for m in sorted(member_ids)) + "|" + token
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") or 1
+
+
+_LISTS = {"listen_client_urls", "advertise_client_urls", "listen_peer_urls", "initial_advertise_peer_urls"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    default = getattr(Config(), name)
+    if name in _LISTS:
+        if isinstance(value, list):
+            return [str(v) for v in value]
+        return [u.strip() for u in str(value).split(",") if u.strip()]
+    if isinstance(default, bool):
+        if isinstance(value, str):
+            return value.lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    if isinstance(default, int):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name.replace('_', '-')}: {value!r} is not an integer") from None
+    return str(value)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kvraft", description="kvraft: an etcd-compatible Raft key-value store member"
+    )
+    parser.add_argument("--config-file", default=None, help="YAML file with the same keys as the flags")
+    for item in fields(Config):
+        flag = "--" + item.name.replace("_", "-")
+        default = getattr(Config(), item.name)
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=item.name, nargs="?", const="true", default=None)
+        else:
+            parser.add_argument(flag, dest=item.name, default=None)
+    return parser
+
+
+def parse_config(argv: list[str] | None = None) -> Config:
+    args = _parser().parse_args(argv)
+    config = Config()
+    if args.config_file:
+        try:
+            loaded = yaml.safe_load(Path(args.config_file).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"--config-file: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError("--config-file must hold a mapping")
+        known = {f.name for f in fields(Config)}
+        for key, value in loaded.items():
+            name = str(key).replace("-", "_")
+            if name in known and value is not None:
+                setattr(config, name, _coerce(name, value))
+    for item in fields(Config):
+        value = getattr(args, item.name)
+        if value is not None:
+            setattr(config, item.name, _coerce(item.name, value))
+    if not config.data_dir:
+        config.data_dir = str(Path(f"{config.name}.kvraft"))
+    config.validate()
+    return config

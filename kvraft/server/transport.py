@@ -1,0 +1,348 @@
+"""The peer transport: authenticated, persistent TCP connections carrying msgpack frames.
+
+Each member dials one connection to every peer and sends on it; it receives on the
+connections its peers dialed (so each pair of members shares two connections, one per
+direction, and a slow receiver never blocks the sender's own reads).
+
+Handshake (before any frame is accepted), with ``key`` the cluster secret (from
+``--peer-secret-file``, else derived from ``--initial-cluster-token``)::
+
+    dialer   -> ["kvraft-peer", 1, from_id, to_id, nonce_d]
+    listener -> [nonce_l, HMAC(key, "listener" | nonce_d | nonce_l | from | to)]
+    dialer   -> [HMAC(key, "dialer" | nonce_d | nonce_l | from | to)]
+
+Both sides prove they hold the key; a peer that fails is dropped. Mutual TLS can be layered
+underneath (``ssl`` contexts), and the HMAC exchange then runs inside TLS.
+
+Sending never blocks the driver: ``send`` appends to a bounded per-peer queue; when the queue
+is full (the peer is slow or gone) the messages are dropped and the peer is reported
+unreachable, and Raft retransmits. All frames queued while a write is in flight go out as
+one batch. A broken connection is redialled with jittered exponential backoff.
+A malformed frame, or a frame over ``FRAME_MAX_BYTES``, closes only that connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import random
+import ssl
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgpack
+
+from kvraft.raft.types import Message
+from kvraft.server import wire
+
+__all__ = ["PeerTransport", "TransportStats", "cluster_key"]
+
+log = logging.getLogger("kvraft.transport")
+
+_LEN = struct.Struct(">I")
+HANDSHAKE_TIMEOUT_S = 5.0
+SNAPSHOT_CHUNK_BYTES = 1024 * 1024
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 1.0
+
+FrameHandler = Callable[[int, int, Any], None]
+
+
+def cluster_key(token: str, secret_file: str = "") -> bytes:
+    if secret_file:
+        with open(secret_file, "rb") as handle:
+            secret = handle.read().strip()
+        if not secret:
+            raise ValueError(f"{secret_file} is empty")
+        return hashlib.sha256(b"kvraft-peer-secret|" + secret).digest()
+    return hashlib.sha256(b"kvraft-peer-token|" + token.encode()).digest()
+
+
+def _mac(key: bytes, role: bytes, nonce_d: bytes, nonce_l: bytes, source: int, target: int) -> bytes:
+    text = b"|".join([role, nonce_d, nonce_l, str(source).encode(), str(target).encode()])
+    return hmac.new(key, text, hashlib.sha256).digest()
+
+
+@dataclass
+class TransportStats:
+    frames_sent: int = 0
+    frames_received: int = 0
+    messages_dropped: int = 0
+    connections_rejected: int = 0
+    malformed_frames: int = 0
+
+
+@dataclass
+class _Peer:
+    member_id: int
+    host: str
+    port: int
+    queue: deque[tuple[int, Any]] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    connected: bool = False
+    broken: bool = False
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> Any:
+    (length,) = _LEN.unpack(await reader.readexactly(4))
+    if length > wire.FRAME_MAX_BYTES:
+        raise ValueError(f"frame of {length} bytes is over the limit")
+    return msgpack.unpackb(await reader.readexactly(length), raw=False)
+
+
+def _frame(obj: Any) -> bytes:
+    body = msgpack.packb(obj, use_bin_type=True)
+    return _LEN.pack(len(body)) + body
+
+
+class PeerTransport:
+    def __init__(
+        self,
+        member_id: int,
+        key: bytes,
+        on_frame: FrameHandler,
+        on_unreachable: Callable[[int], None] | None = None,
+        on_snapshot_sent: Callable[[int, bool], None] | None = None,
+        server_ssl: ssl.SSLContext | None = None,
+        client_ssl: ssl.SSLContext | None = None,
+        queue_max: int = 8192,
+    ) -> None:
+        self.member_id = member_id
+        self._key = key
+        self._on_frame = on_frame
+        self._on_unreachable = on_unreachable or (lambda _id: None)
+        self._on_snapshot_sent = on_snapshot_sent or (lambda _id, _ok: None)
+        self._server_ssl = server_ssl
+        self._client_ssl = client_ssl
+        self._queue_max = queue_max
+        self._peers: dict[int, _Peer] = {}
+        self._servers: list[asyncio.base_events.Server] = []
+        self._inbound: set[asyncio.Task[None]] = set()
+        self._snap_seq = 0
+        self._closed = False
+        self.stats = TransportStats()
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def listen(self, urls: list[str]) -> None:
+        for url in urls:
+            parts = urlsplit(url)
+            server = await asyncio.start_server(
+                self._accept, parts.hostname, parts.port, ssl=self._server_ssl, reuse_address=True
+            )
+            self._servers.append(server)
+
+    async def close(self) -> None:
+        self._closed = True
+        for server in self._servers:
+            server.close()
+        for peer in list(self._peers.values()):
+            self.remove_peer(peer.member_id)
+        for task in list(self._inbound):
+            task.cancel()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+
+    def set_peer(self, member_id: int, url: str) -> None:
+        if member_id == self.member_id:
+            return
+        parts = urlsplit(url)
+        old = self._peers.get(member_id)
+        if old is not None and (old.host, old.port) == (parts.hostname, parts.port):
+            return
+        if old is not None:
+            self.remove_peer(member_id)
+        peer = _Peer(member_id, parts.hostname or "127.0.0.1", parts.port or 2380)
+        peer.task = asyncio.get_running_loop().create_task(self._run_peer(peer))
+        self._peers[member_id] = peer
+
+    def remove_peer(self, member_id: int) -> None:
+        peer = self._peers.pop(member_id, None)
+        if peer is not None and peer.task is not None:
+            peer.task.cancel()
+
+    def peers(self) -> list[int]:
+        return sorted(self._peers)
+
+    def connected(self, member_id: int) -> bool:
+        peer = self._peers.get(member_id)
+        return peer is not None and peer.connected
+
+    # -- sending ----------------------------------------------------------------------
+    def send(self, messages: tuple[Message, ...] | list[Message]) -> None:
+        batches: dict[int, list[Any]] = {}
+        for msg in messages:
+            if msg.snapshot is not None and not msg.snapshot.is_empty():
+                self._send_snapshot(msg)
+                continue
+            batches.setdefault(msg.to, []).append(wire.message_to_wire(msg))
+        for target, batch in batches.items():
+            self.send_frame(target, wire.RAFT, batch)
+
+    def send_frame(self, target: int, kind: int, body: Any) -> bool:
+        peer = self._peers.get(target)
+        if peer is None:
+            return False
+        if len(peer.queue) >= self._queue_max:
+            self.stats.messages_dropped += len(body) if kind == wire.RAFT else 1
+            self._on_unreachable(target)
+            return False
+        peer.queue.append((kind, body))
+        peer.wake.set()
+        return True
+
+    def _send_snapshot(self, msg: Message) -> None:
+        assert msg.snapshot is not None
+        self._snap_seq += 1
+        stream = self._snap_seq
+        data = msg.snapshot.data
+        for offset in range(0, len(data), SNAPSHOT_CHUNK_BYTES):
+            if not self.send_frame(msg.to, wire.SNAP_CHUNK, [stream, data[offset : offset + SNAPSHOT_CHUNK_BYTES]]):
+                self._on_snapshot_sent(msg.to, False)
+                return
+        if not self.send_frame(msg.to, wire.SNAP_END, [stream, wire.message_to_wire(msg, False)]):
+            self._on_snapshot_sent(msg.to, False)
+
+    async def _dial(self, peer: _Peer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(peer.host, peer.port, ssl=self._client_ssl)
+        try:
+            nonce_d = os.urandom(16)
+            writer.write(_frame(["kvraft-peer", 1, self.member_id, peer.member_id, nonce_d]))
+            reply = await asyncio.wait_for(_read_frame(reader), HANDSHAKE_TIMEOUT_S)
+            nonce_l, mac_l = bytes(reply[0]), bytes(reply[1])
+            want = _mac(self._key, b"listener", nonce_d, nonce_l, self.member_id, peer.member_id)
+            if not hmac.compare_digest(want, mac_l):
+                raise ConnectionError(f"peer {peer.member_id:x} failed authentication")
+            mac_d = _mac(self._key, b"dialer", nonce_d, nonce_l, self.member_id, peer.member_id)
+            writer.write(_frame([mac_d]))
+            await writer.drain()
+        except BaseException:
+            writer.close()
+            raise
+        return reader, writer
+
+    @staticmethod
+    async def _watch_eof(peer: _Peer, reader: asyncio.StreamReader) -> None:
+        """The listener never writes after the handshake: any read completing means closed."""
+        with contextlib.suppress(Exception):
+            await reader.read(1)
+        peer.broken = True
+        peer.wake.set()
+
+    async def _run_peer(self, peer: _Peer) -> None:
+        backoff = BACKOFF_MIN_S
+        while not self._closed:
+            writer = None
+            eof_task = None
+            try:
+                reader, writer = await asyncio.wait_for(self._dial(peer), HANDSHAKE_TIMEOUT_S)
+                peer.connected, peer.broken = True, False
+                eof_task = asyncio.get_running_loop().create_task(self._watch_eof(peer, reader))
+                backoff = BACKOFF_MIN_S
+                while True:
+                    if not peer.queue:
+                        peer.wake.clear()
+                        await peer.wake.wait()
+                    if peer.broken:
+                        raise ConnectionError("closed by the peer")
+                    frames = []
+                    snapshot_ends = []
+                    while peer.queue:
+                        kind, body = peer.queue.popleft()
+                        if kind == wire.SNAP_END:
+                            snapshot_ends.append(body)
+                        frames.append(_frame([kind, body]))
+                    writer.writelines(frames)
+                    await writer.drain()
+                    self.stats.frames_sent += len(frames)
+                    for _ in snapshot_ends:
+                        self._on_snapshot_sent(peer.member_id, True)
+            except asyncio.CancelledError:
+                if writer is not None:
+                    writer.close()
+                if eof_task is not None:
+                    eof_task.cancel()
+                raise
+            except (TimeoutError, OSError, ConnectionError, asyncio.IncompleteReadError, ValueError, IndexError, TypeError, msgpack.UnpackException) as exc:
+                log.debug("peer %x: %s", peer.member_id, exc)
+            if writer is not None:
+                writer.close()
+            if eof_task is not None:
+                eof_task.cancel()
+            peer.connected = False
+            self._fail_queue(peer)
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def _fail_queue(self, peer: _Peer) -> None:
+        dropped = 0
+        while peer.queue:
+            kind, _body = peer.queue.popleft()
+            dropped += 1
+            if kind == wire.SNAP_END:
+                self._on_snapshot_sent(peer.member_id, False)
+        if dropped:
+            self.stats.messages_dropped += dropped
+        self._on_unreachable(peer.member_id)
+
+    # -- receiving --------------------------------------------------------------------
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._inbound.add(task)
+        try:
+            source = await asyncio.wait_for(self._handshake(reader, writer), HANDSHAKE_TIMEOUT_S)
+        except (TimeoutError, Exception) as exc:  # any failure: reject this connection only
+            self.stats.connections_rejected += 1
+            log.warning("rejected a peer connection: %s", exc)
+            writer.close()
+            self._inbound.discard(task)
+            return
+        chunks: dict[int, list[bytes]] = {}
+        try:
+            while True:
+                frame = await _read_frame(reader)
+                self.stats.frames_received += 1
+                kind, body = frame[0], frame[1]
+                if kind == wire.SNAP_CHUNK:
+                    chunks.setdefault(body[0], []).append(bytes(body[1]))
+                    continue
+                if kind == wire.SNAP_END:
+                    data = b"".join(chunks.pop(body[0], []))
+                    body = wire.message_from_wire(body[1], data)
+                elif kind == wire.RAFT:
+                    body = [wire.message_from_wire(m) for m in body]
+                self._on_frame(source, kind, body)
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        except Exception as exc:  # malformed frame: close this connection, keep running
+            self.stats.malformed_frames += 1
+            log.warning("closing connection from %x after a malformed frame: %s", source, exc)
+        finally:
+            writer.close()
+            self._inbound.discard(task)
+
+    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+        hello = await _read_frame(reader)
+        if not (isinstance(hello, list) and len(hello) == 5 and hello[0] == "kvraft-peer" and hello[1] == 1):
+            raise ValueError("not a kvraft peer hello")
+        source, target, nonce_d = int(hello[2]), int(hello[3]), bytes(hello[4])
+        if target != self.member_id:
+            raise ValueError(f"hello addressed to {target:x}, this member is {self.member_id:x}")
+        nonce_l = os.urandom(16)
+        writer.write(_frame([nonce_l, _mac(self._key, b"listener", nonce_d, nonce_l, source, target)]))
+        await writer.drain()
+        answer = await _read_frame(reader)
+        want = _mac(self._key, b"dialer", nonce_d, nonce_l, source, target)
+        if not (isinstance(answer, list) and answer and hmac.compare_digest(want, bytes(answer[0]))):
+            raise ValueError(f"member {source:x} failed authentication")
+        return source

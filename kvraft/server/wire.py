@@ -1,0 +1,114 @@
+"""Raft messages as msgpack-ready arrays, and the peer frame format.
+
+A frame on a peer connection is a 4-byte big-endian length followed by that many bytes of
+msgpack. After the handshake every frame is ``[kind, body]``:
+
+- ``RAFT``: body is a list of messages (each ``message_to_wire``), a batch for one peer;
+- ``SNAP_CHUNK``: ``[stream_id, chunk]`` one piece of a snapshot's data, in order;
+- ``SNAP_END``: ``[stream_id, message]`` the MsgSnap itself, its data = the chunks joined;
+- ``FORWARD``: ``[data, ...]`` proposals a follower forwards to the leader;
+- ``READ``: ``[ctx]`` a ReadIndex request a follower forwards to the leader;
+- ``READ_RESP``: ``[ctx, index]`` the leader's answer (index 0: could not confirm).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kvraft.raft.types import (
+    ConfState,
+    Entry,
+    EntryType,
+    Message,
+    MessageType,
+    Snapshot,
+    SnapshotMetadata,
+)
+
+__all__ = [
+    "FORWARD",
+    "FRAME_MAX_BYTES",
+    "RAFT",
+    "READ",
+    "READ_RESP",
+    "SNAP_CHUNK",
+    "SNAP_END",
+    "message_from_wire",
+    "message_to_wire",
+    "snapshot_from_wire",
+    "snapshot_to_wire",
+]
+
+RAFT, SNAP_CHUNK, SNAP_END, FORWARD, READ, READ_RESP = range(1, 7)
+FRAME_MAX_BYTES = 64 * 1024 * 1024
+
+_ENTRY_TYPES = {t.value: t for t in EntryType}
+_MESSAGE_TYPES = {t.value: t for t in MessageType}
+
+
+def _conf_to_wire(conf: ConfState) -> list[Any]:
+    return [
+        sorted(conf.voters),
+        sorted(conf.learners),
+        sorted(conf.voters_outgoing),
+        sorted(conf.learners_next),
+        conf.auto_leave,
+    ]
+
+
+def _conf_from_wire(wire: list[Any]) -> ConfState:
+    return ConfState(
+        frozenset(wire[0]), frozenset(wire[1]), frozenset(wire[2]), frozenset(wire[3]), bool(wire[4])
+    )
+
+
+def snapshot_to_wire(snapshot: Snapshot, with_data: bool = True) -> list[Any]:
+    meta = snapshot.metadata
+    return [meta.index, meta.term, _conf_to_wire(meta.conf_state), snapshot.data if with_data else b""]
+
+
+def snapshot_from_wire(wire: list[Any], data: bytes | None = None) -> Snapshot:
+    meta = SnapshotMetadata(wire[0], wire[1], _conf_from_wire(wire[2]))
+    return Snapshot(meta, wire[3] if data is None else data)
+
+
+def message_to_wire(msg: Message, with_snapshot_data: bool = True) -> list[Any]:
+    return [
+        int(msg.type),
+        msg.to,
+        msg.from_,
+        msg.term,
+        msg.log_term,
+        msg.index,
+        [[e.term, e.index, int(e.type), e.data] for e in msg.entries],
+        msg.commit,
+        None if msg.snapshot is None else snapshot_to_wire(msg.snapshot, with_snapshot_data),
+        msg.reject,
+        msg.reject_hint,
+        msg.context,
+    ]
+
+
+def message_from_wire(wire: list[Any], snapshot_data: bytes | None = None) -> Message:
+    """Rebuild a message; raises (KeyError, TypeError, ValueError, IndexError) when malformed."""
+    if not isinstance(wire, list) or len(wire) != 12:
+        raise ValueError("malformed raft message")
+    entries = tuple(Entry(e[0], e[1], _ENTRY_TYPES[e[2]], bytes(e[3])) for e in wire[6])
+    snap = None if wire[8] is None else snapshot_from_wire(wire[8], snapshot_data)
+    for index in (1, 2, 3, 4, 5, 7, 10):
+        if not isinstance(wire[index], int):
+            raise ValueError("malformed raft message")
+    return Message(
+        _MESSAGE_TYPES[wire[0]],
+        wire[1],
+        wire[2],
+        wire[3],
+        wire[4],
+        wire[5],
+        entries,
+        wire[7],
+        snap,
+        bool(wire[9]),
+        wire[10],
+        bytes(wire[11]),
+    )
