@@ -119,8 +119,10 @@ class CheckResult:
                 return f"unknown: search budget exhausted on keys {undecided!r}"
             return f"{self.verdict.value}: {len(self.partitions)} partitions, {self.steps} steps"
         p = bad[0]
-        lines = [f"illegal: key {p.key!r} ({p.ops} ops); longest linearizable prefix "
-                 f"({len(p.partial)} ops):"]
+        lines = [
+            f"illegal: key {p.key!r} ({p.ops} ops); longest linearizable prefix "
+            f"({len(p.partial)} ops):"
+        ]
         lines += [f"  ok    {_describe(op)}" for op in p.partial[-12:]]
         lines += ["  then none of these can come next:"]
         lines += [f"  stuck {_describe(op)}" for op in p.stuck[:12]]
@@ -133,6 +135,7 @@ def _describe(op: Operation) -> str:
 
 
 # -- the key-value register model --------------------------------------------------------
+
 
 def kv_step(state: Any, inp: KvInput, out: Any) -> tuple[bool, Any]:
     """The model of one key: ``state`` is its value (None when absent)."""
@@ -381,6 +384,7 @@ def _check(
 
 # -- Jepsen etcd register logs ------------------------------------------------------------
 
+
 def _parse_value(tok: str) -> Any:
     return None if tok == "nil" else int(tok)
 
@@ -413,7 +417,9 @@ def parse_jepsen_log(text: str, key: str = "x") -> list[Operation]:
             continue
         call, inp = pending.pop(proc)
         if typ == ":ok":
-            out: Any = _parse_value(rest) if inp.op == "get" else (True if inp.op == "cas" else None)
+            out: Any = (
+                _parse_value(rest) if inp.op == "get" else (True if inp.op == "cas" else None)
+            )
             ops.append(Operation(proc, inp, call, out, lineno))
         elif typ == ":fail":
             # a failed cas is a definite "did not swap"; any other failure did not happen

@@ -20,7 +20,9 @@ def get(c: int, key: str, out: object, call: float, ret: float | None) -> Operat
     return Operation(c, KvInput("get", key), call, out, ret)
 
 
-def cas(c: int, key: str, old: object, new: object, out: object, call: float, ret: float | None) -> Operation:
+def cas(
+    c: int, key: str, old: object, new: object, out: object, call: float, ret: float | None
+) -> Operation:
     return Operation(c, KvInput("cas", key, new, old), call, out, ret)
 
 
@@ -29,7 +31,12 @@ def test_empty_history_is_linearizable() -> None:
 
 
 def test_sequential_history() -> None:
-    h = [put(1, "a", 1, 0, 1), get(2, "a", 1, 2, 3), cas(1, "a", 1, 2, True, 4, 5), get(2, "a", 2, 6, 7)]
+    h = [
+        put(1, "a", 1, 0, 1),
+        get(2, "a", 1, 2, 3),
+        cas(1, "a", 1, 2, True, 4, 5),
+        get(2, "a", 2, 6, 7),
+    ]
     assert check_operations(h).ok
 
 
@@ -74,7 +81,12 @@ def test_unknown_write_may_or_may_not_take_effect() -> None:
     # ... but not before it was called, and not flip back once seen
     early = [put(1, "a", 1, 0, 1), get(3, "a", 2, 2, 3), put(2, "a", 2, 4, None)]
     assert check_operations(early).verdict is Verdict.ILLEGAL
-    flip = [put(1, "a", 1, 0, 1), put(2, "a", 2, 2, None), get(3, "a", 2, 5, 6), get(3, "a", 1, 7, 8)]
+    flip = [
+        put(1, "a", 1, 0, 1),
+        put(2, "a", 2, 2, None),
+        get(3, "a", 2, 5, 6),
+        get(3, "a", 1, 7, 8),
+    ]
     assert check_operations(flip).verdict is Verdict.ILLEGAL
 
 

@@ -18,7 +18,9 @@ def _expected() -> dict[str, bool]:
         return {row["file"]: row["linearizable"] == "true" for row in csv.DictReader(f)}
 
 
-@pytest.mark.skipif(not (DATA / "expected.csv").exists(), reason="jepsen-etcd test data not present")
+@pytest.mark.skipif(
+    not (DATA / "expected.csv").exists(), reason="jepsen-etcd test data not present"
+)
 def test_all_jepsen_histories_agree_with_porcupine() -> None:
     expected = _expected()
     assert len(expected) == 102
@@ -39,7 +41,9 @@ def test_all_jepsen_histories_agree_with_porcupine() -> None:
     print(f"102 histories checked in {elapsed:.2f} s")
 
 
-@pytest.mark.skipif(not (DATA / "expected.csv").exists(), reason="jepsen-etcd test data not present")
+@pytest.mark.skipif(
+    not (DATA / "expected.csv").exists(), reason="jepsen-etcd test data not present"
+)
 def test_parser_reads_every_line() -> None:
     text = (DATA / "etcd_000.log").read_text()
     ops = parse_jepsen_log(text)
