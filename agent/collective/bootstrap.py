@@ -1,0 +1,148 @@
+"""``init()``: read the launcher's environment, pick a backend, start the failure monitor.
+
+Environment (set by ``agent.collective.launch``, by the node agent, or by ``mpirun``):
+
+==============================  ======================================================
+``KVRAFT_RANK``                 this rank (else ``OMPI_COMM_WORLD_RANK`` / ``PMI_RANK``)
+``KVRAFT_WORLD_SIZE``           number of ranks (else ``OMPI_COMM_WORLD_SIZE`` / ...)
+``KVRAFT_RENDEZVOUS``           ``tcp://host:port`` (rank 0 hosts it) or ``file:///dir``
+``KVRAFT_RUN_ID``               namespace for rendezvous keys
+``KVRAFT_PLACEMENT``            node of every rank, comma separated (``n1,n1,n2,n2``)
+``KVRAFT_NODE``                 this rank's node when there is no placement (else hostname)
+``KVRAFT_COLLECTIVE_BACKEND``   ``auto`` (default), ``mpi`` or ``tcp``
+``KVRAFT_COLLECTIVE_HOST``      address this rank listens on (default 127.0.0.1)
+``KVRAFT_COLLECTIVE_HIERARCHICAL``  ``auto`` (default), ``1`` or ``0``
+``KVRAFT_COLLECTIVE_COMPRESSION``   ``fp16``, ``bf16`` or unset
+``KVRAFT_COLLECTIVE_HEARTBEAT_S`` / ``KVRAFT_COLLECTIVE_HANG_TIMEOUT_S``  (0.25 / 3.0)
+==============================  ======================================================
+
+Backends are tried in priority order (``BACKENDS``): the first whose ``enabled(env)`` is true
+wins: ``mpi`` when launched by an MPI launcher and mpi4py imports, else ``tcp`` when a
+rendezvous is configured; a single rank with neither gets the loopback backend.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from agent.collective.communicator import Communicator
+from agent.collective.fusion import FusionPolicy
+from agent.collective.interface import Backend, BackendFactory
+from agent.collective.loopback import LoopbackWorld
+from agent.collective.monitor import Monitor
+from agent.collective.mpi import MPIFactory
+from agent.collective.rendezvous import Rendezvous, from_url
+from agent.collective.tcp import TCPFactory
+
+__all__ = ["BACKENDS", "init"]
+
+#: priority order, like Horovod's operation manager: the first enabled backend is used
+BACKENDS: list[BackendFactory] = [MPIFactory(), TCPFactory()]
+
+
+def _int_env(env: dict[str, str], *names: str) -> int | None:
+    for n in names:
+        if env.get(n):
+            return int(env[n])
+    return None
+
+
+def init(
+    backend: str = "auto",
+    *,
+    rank: int | None = None,
+    size: int | None = None,
+    rendezvous: Rendezvous | str | None = None,
+    node: str | None = None,
+    placement: Sequence[str] | None = None,
+    hierarchical: bool | str | None = None,
+    compression: str | None = None,
+    fusion: FusionPolicy | None = None,
+    verify: str = "first",
+    heartbeat_s: float | None = None,
+    hang_timeout_s: float | None = None,
+    timeout_s: float = 60.0,
+    env: dict[str, str] | None = None,
+    **comm_kwargs: Any,
+) -> Communicator:
+    """Create the communicator. Explicit arguments override the environment."""
+    env = dict(os.environ if env is None else env)
+    rank = rank if rank is not None else _int_env(env, "KVRAFT_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
+    size = size if size is not None else _int_env(env, "KVRAFT_WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+    rank = 0 if rank is None else rank
+    size = 1 if size is None else size
+    if not 0 <= rank < size:
+        raise ValueError(f"rank {rank} out of range for world size {size}")
+    if backend == "auto":
+        backend = env.get("KVRAFT_COLLECTIVE_BACKEND", "auto")
+    if rendezvous is None and env.get("KVRAFT_RENDEZVOUS"):
+        rendezvous = env["KVRAFT_RENDEZVOUS"]
+    if isinstance(rendezvous, str):
+        env["KVRAFT_RENDEZVOUS"] = rendezvous
+        rendezvous = from_url(rendezvous, rank, env.get("KVRAFT_RUN_ID", ""), timeout_s)
+    elif rendezvous is not None:
+        env.setdefault("KVRAFT_RENDEZVOUS", "object")
+
+    chosen: Backend
+    by_name = {f.name: f for f in BACKENDS}
+    if backend == "loopback" or (backend == "auto" and size == 1 and not any(f.enabled(env) for f in BACKENDS)):
+        if size != 1:
+            raise ValueError("the loopback backend of init() is single-rank; use LoopbackWorld for more")
+        chosen = LoopbackWorld(1).backend(0)
+    elif backend == "auto":
+        factory = next((f for f in BACKENDS if f.enabled(env)), None)
+        if factory is None:
+            raise RuntimeError(
+                f"no collective backend is enabled for {size} ranks: launch under mpirun (mpi) "
+                "or set KVRAFT_RENDEZVOUS=tcp://host:port (tcp)"
+            )
+        chosen = factory.create(rank, size, env, rendezvous)
+    elif backend in by_name:
+        chosen = by_name[backend].create(rank, size, env, rendezvous)
+    else:
+        raise ValueError(f"unknown backend {backend!r}; known: auto, {', '.join(by_name)}, loopback")
+    if chosen.size != size and backend != "mpi" and chosen.name != "mpi":
+        raise ValueError(f"backend {chosen.name} has {chosen.size} ranks, expected {size}")
+
+    monitor = None
+    if chosen.size > 1 and chosen.name != "loopback":
+        monitor = Monitor(
+            chosen.rank,
+            chosen.size,
+            heartbeat_s=heartbeat_s or float(env.get("KVRAFT_COLLECTIVE_HEARTBEAT_S", 0.25)),
+            hang_timeout_s=hang_timeout_s or float(env.get("KVRAFT_COLLECTIVE_HANG_TIMEOUT_S", 3.0)),
+            host=env.get("KVRAFT_COLLECTIVE_HOST", "127.0.0.1"),
+        )
+        address = np.zeros(256, np.uint8)
+        if chosen.rank == 0:
+            raw = monitor.listen().encode()
+            address[: len(raw)] = np.frombuffer(raw, np.uint8)
+        chosen.broadcast(address, 0)
+        monitor.start(bytes(address).rstrip(b"\0").decode(), timeout_s)
+
+    if placement is None and env.get("KVRAFT_PLACEMENT"):
+        placement = env["KVRAFT_PLACEMENT"].split(",")
+    if hierarchical is None:
+        h = env.get("KVRAFT_COLLECTIVE_HIERARCHICAL", "auto")
+        hierarchical = "auto" if h == "auto" else h not in ("0", "false", "no")
+    if compression is None:
+        compression = env.get("KVRAFT_COLLECTIVE_COMPRESSION") or None
+    comm = Communicator(
+        chosen,
+        node=node or env.get("KVRAFT_NODE"),
+        placement=placement,
+        hierarchical=hierarchical,
+        compression=compression,
+        fusion=fusion,
+        verify=verify,
+        monitor=monitor,
+        **comm_kwargs,
+    )
+    if monitor is not None:
+        monitor.set_callback(comm._on_failure)
+    comm.rendezvous = rendezvous if not isinstance(rendezvous, str) else None
+    return comm

@@ -1,0 +1,541 @@
+"""The communicator a training script uses: ``comm = init(); comm.allreduce(grads)``.
+
+Order of work for one ``allreduce(tensors, op, compression)``:
+
+1. adapt each tensor to a numpy view (torch CPU tensors share memory; bf16, non-contiguous
+   and GPU tensors go through a staging copy that is written back);
+2. the first time a signature (op, shapes, dtypes, compression) is seen, check that every
+   rank submitted the same one (a 16-byte digest allgather; on mismatch a second allgather
+   of the descriptions builds a precise error on every rank);
+3. the PURE fusion plan for the backend's policy (cached per signature) says which tensors
+   go in place and which are packed into persistent bucket buffers;
+4. each bucket is summed by the backend, flat or hierarchically (reduce inside the node,
+   allreduce across node leaders, broadcast inside the node); ``mean`` scales afterwards.
+
+Threads: ``async_op=True`` queues the work for the communication thread and returns a
+``Handle``; a synchronous call runs inline on the caller when nothing is queued (no thread
+hand-off: ~30 us saved per call), else it queues behind the pending work and waits. Ops are
+executed in submission order on every rank.
+
+Failures: the monitor (heartbeats to rank 0) or the data plane reports a ``PeerFailure``;
+the communicator stores the first one, aborts the backend (sockets are shut down, so a
+blocked TCP call returns), and every pending and later operation raises it. MPI calls cannot
+be interrupted: a ``Handle.wait()`` still raises, but a caller blocked *inline* in MPI cannot;
+after ``inline_grace_s`` the watchdog prints the failure and exits the process with status
+``PEER_FAILURE_EXIT_CODE`` (75) instead of hanging.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import os
+import queue
+import socket
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agent.collective import fusion as fusion_mod
+from agent.collective.compression import wire_dtype_for
+from agent.collective.errors import (
+    PEER_FAILURE_EXIT_CODE,
+    CollectiveError,
+    CollectiveTimeout,
+    MismatchError,
+    PeerFailure,
+)
+from agent.collective.interface import Backend
+from agent.collective.schedule import Hierarchy, hierarchy
+
+__all__ = ["Communicator", "Handle", "Statistics"]
+
+_BF16 = "bfloat16"
+
+
+def _torch() -> Any:
+    mod = sys.modules.get("torch")
+    return mod
+
+
+@dataclass(frozen=True, slots=True)
+class Statistics:
+    ops: int
+    tensors: int
+    buckets: int
+    bytes_reduced: int
+    verify_checks: int
+
+
+class Handle:
+    """Result of an ``async_op=True`` call. ``wait()`` returns the op's result (the gathered
+    array for ``allgather``, else None) or raises its error; it never waits forever when a
+    peer fails, because the failure wakes every pending handle."""
+
+    __slots__ = ("_error", "_event", "_result", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._event = threading.Event()
+        self._error: BaseException | None = None
+        self._result: Any = None
+
+    def _finish(self, result: Any = None, error: BaseException | None = None) -> None:
+        if self._event.is_set():
+            return
+        self._result, self._error = result, error
+        self._event.set()
+
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout_s: float | None = None) -> Any:
+        if not self._event.wait(timeout_s):
+            raise CollectiveTimeout(f"{self.name}: not finished after {timeout_s} s")
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+class _Tensor:
+    """A submitted tensor seen as a numpy array (``view``) plus how to write results back."""
+
+    __slots__ = ("dtype_key", "flat", "original", "shape", "staged", "view")
+
+    def __init__(self, t: Any) -> None:
+        self.original = t
+        self.staged = False
+        key: str | None = None
+        if isinstance(t, np.ndarray):
+            arr = t
+        else:
+            torch = _torch()
+            if torch is None or not isinstance(t, torch.Tensor):
+                raise TypeError(f"expected numpy arrays or torch tensors, got {type(t).__name__}")
+            src = t.detach()
+            if src.dtype == torch.bfloat16:  # numpy has no bf16: stage as fp32
+                arr, self.staged, key = src.float().cpu().numpy(), True, _BF16
+            elif src.device.type != "cpu" or not src.is_contiguous():
+                arr, self.staged = src.cpu().contiguous().numpy().copy(), True
+            else:
+                arr = src.numpy()
+        if not arr.flags.c_contiguous:
+            arr, self.staged = np.ascontiguousarray(arr), True
+        if arr.dtype.kind not in "fiu" or arr.dtype.byteorder == ">":
+            raise TypeError(f"cannot reduce dtype {arr.dtype}")
+        self.dtype_key = key or arr.dtype.str
+        self.view = arr
+        self.flat = arr.reshape(-1)
+        self.shape = tuple(t.shape) if key else tuple(arr.shape)
+
+    def write_back(self) -> None:
+        if not self.staged:
+            return
+        t = self.original
+        if isinstance(t, np.ndarray):
+            np.copyto(t, self.view, casting="unsafe")
+        else:
+            torch = _torch()
+            t.detach().copy_(torch.from_numpy(self.view).to(t.dtype).reshape(t.shape))
+
+
+def _spec(t: _Tensor, compression: str | None) -> fusion_mod.TensorSpec:
+    if t.dtype_key == _BF16:
+        acc = np.dtype(np.float32)
+        wire = wire_dtype_for(compression or "bf16", acc)
+    elif t.view.dtype == np.float16:
+        acc = np.dtype(np.float32)
+        wire = wire_dtype_for(compression or "fp16", acc)
+    else:
+        acc = t.view.dtype
+        wire = wire_dtype_for(compression, acc)
+    inplace_ok = (not t.staged) and t.view.dtype == acc
+    return fusion_mod.TensorSpec(t.flat.size, t.dtype_key, acc.str, wire.str, acc.itemsize, inplace_ok)
+
+
+class Communicator:
+    """Collective operations over one backend. Build it with ``agent.collective.init()``."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        node: str | None = None,
+        placement: Sequence[str] | None = None,
+        hierarchical: bool | str = "auto",
+        compression: str | None = None,
+        fusion: fusion_mod.FusionPolicy | None = None,
+        verify: str = "first",
+        monitor: Any = None,
+        inline_sync: bool = True,
+        inline_grace_s: float = 1.0,
+        diagnosis_grace_s: float = 0.5,
+    ) -> None:
+        if verify not in ("first", "always", "never"):
+            raise ValueError("verify must be 'first', 'always' or 'never'")
+        if compression is not None:
+            wire_dtype_for(compression, np.dtype(np.float32))  # validates the name
+        self.backend = backend
+        self.rank = backend.rank
+        self.size = backend.size
+        self.compression = compression
+        self.fusion = fusion or backend.fusion
+        self.verify = verify
+        self.inline_sync = inline_sync
+        self.inline_grace_s = inline_grace_s
+        self.diagnosis_grace_s = diagnosis_grace_s
+        self.monitor = monitor
+        self.rendezvous: Any = None  # closed with the communicator (rank 0 may host it)
+        self._failure: CollectiveError | None = None
+        self._state_lock = threading.Lock()
+        self._submit_lock = threading.Lock()
+        self._exec_lock = threading.Lock()
+        self._pending = 0
+        self._handles: set[Handle] = set()
+        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Handle] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._inline_thread: threading.Thread | None = None
+        self._verified: set[tuple[Any, ...]] = set()
+        self._plans: OrderedDict[tuple[Any, ...], tuple[list[fusion_mod.Bucket], list[np.ndarray | None]]] = OrderedDict()
+        self._stats = {"ops": 0, "tensors": 0, "buckets": 0, "bytes_reduced": 0, "verify_checks": 0}
+        self._closed = False
+        # placement -> hierarchy
+        if placement is None:
+            placement = self._gather_nodes(node or socket.gethostname())
+        if len(placement) != self.size:
+            raise ValueError(f"placement names {len(placement)} nodes for {self.size} ranks")
+        self.placement = tuple(placement)
+        self.hierarchy: Hierarchy = hierarchy(self.placement)
+        self.node = self.placement[self.rank]
+        self.local_rank = self.hierarchy.local_rank[self.rank]
+        self.local_size = self.hierarchy.local_size[self.rank]
+        use_h = self.hierarchy.useful if hierarchical == "auto" else bool(hierarchical)
+        self.local: Backend | None = None
+        self.cross: Backend | None = None
+        if use_h and self.size > 1:
+            self.local = backend.split(self.hierarchy.node_index[self.rank], self.rank)
+            self.cross = backend.split(0 if self.local_rank == 0 else 1, self.rank)
+        self.hierarchical = self.local is not None
+        self.backend_name = backend.name + ("+hierarchical" if self.hierarchical else "")
+        atexit.register(self._atexit)
+
+    # -- public API ------------------------------------------------------------------------
+    def allreduce(
+        self, tensors: Any, op: str = "sum", *, async_op: bool = False, compression: str | None = "default", name: str = "allreduce"
+    ) -> Handle | None:
+        """Sum (or average, ``op="mean"``) a list of numpy arrays / torch tensors in place."""
+        if op not in ("sum", "mean"):
+            raise ValueError(f"op must be 'sum' or 'mean', not {op!r}")
+        comp = self.compression if compression == "default" else compression
+        items = self._as_list(tensors)
+        return self._submit(lambda: self._allreduce(items, op, comp), async_op, name)
+
+    def broadcast(self, tensors: Any, root: int = 0, *, async_op: bool = False) -> Handle | None:
+        """Copy ``root``'s tensors to every rank, in place."""
+        items = self._as_list(tensors)
+        return self._submit(lambda: self._broadcast(items, root), async_op, "broadcast")
+
+    def allgather(self, tensor: Any, *, async_op: bool = False) -> Any:
+        """Every rank's ``tensor`` stacked along a new first axis (shape ``(size, *shape)``)."""
+        return self._submit(lambda: self._allgather(tensor), async_op, "allgather")
+
+    def barrier(self) -> None:
+        self._submit(self.backend.barrier, False, "barrier")
+
+    def statistics(self) -> Statistics:
+        return Statistics(**self._stats)
+
+    @property
+    def failed(self) -> CollectiveError | None:
+        return self._failure
+
+    def close(self, barrier: bool = True, timeout_s: float = 60.0) -> None:
+        """Finish queued work, (optionally) wait for every rank, then release everything."""
+        if self._closed:
+            return
+        if barrier and self._failure is None and self.size > 1:
+            try:
+                h = self._submit(self.backend.barrier, True, "close-barrier")
+                assert h is not None
+                h.wait(timeout_s)
+            except CollectiveError:
+                pass
+        self._closed = True
+        if self.monitor is not None:
+            self.monitor.close()
+        if self._thread is not None:
+            self._queue.put(None)
+            if self._failure is None:
+                self._thread.join(timeout_s)
+        for b in (self.local, self.cross, self.backend):
+            if b is not None and (self._failure is None or b.interruptible):
+                b.close()
+        if self.rendezvous is not None:
+            self.rendezvous.close()
+
+    def __enter__(self) -> Communicator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close(barrier=exc[0] is None)
+
+    # -- submission and threads ------------------------------------------------------------
+    @staticmethod
+    def _as_list(tensors: Any) -> list[Any]:
+        if isinstance(tensors, (list, tuple)):
+            return list(tensors)
+        return [tensors]
+
+    def _submit(self, fn: Callable[[], Any], async_op: bool, name: str) -> Any:
+        if self._failure is not None:
+            raise self._failure
+        if self._closed:
+            raise CollectiveError("communicator is closed")
+        if not async_op and self.inline_sync:
+            with self._submit_lock:
+                inline = self._pending == 0
+                if inline:
+                    self._exec_lock.acquire()
+            if inline:
+                self._inline_thread = threading.current_thread()
+                try:
+                    return self._execute(fn)
+                finally:
+                    self._inline_thread = None
+                    self._exec_lock.release()
+        handle = Handle(name)
+        with self._submit_lock:
+            self._pending += 1
+            self._handles.add(handle)
+            self._queue.put((fn, handle))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._comm_loop, name=f"collective-comm-{self.rank}", daemon=True)
+                self._thread.start()
+        if async_op:
+            return handle
+        return handle.wait()
+
+    def _comm_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fn, handle = item
+            with self._exec_lock:
+                try:
+                    if self._failure is not None:
+                        raise self._failure
+                    handle._finish(self._execute(fn))
+                except BaseException as exc:  # noqa: BLE001 - handed to the waiter
+                    handle._finish(error=exc)
+            with self._submit_lock:
+                self._pending -= 1
+                self._handles.discard(handle)
+
+    def _execute(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except PeerFailure as exc:
+            # A neighbour's socket may close because *it* aborted on someone else's failure:
+            # give the monitor a moment to name the rank that really failed.
+            deadline = time.monotonic() + self.diagnosis_grace_s
+            while self._failure is None and time.monotonic() < deadline and self.monitor is not None:
+                time.sleep(0.01)
+            self._on_failure(exc)
+            assert self._failure is not None
+            raise self._failure from exc
+        except (OSError, CollectiveTimeout) as exc:
+            if self._failure is not None:
+                raise self._failure from exc
+            raise
+
+    def _on_failure(self, exc: CollectiveError) -> None:
+        """Called by the monitor thread or the data plane; the first failure wins."""
+        with self._state_lock:
+            if self._failure is not None:
+                return
+            self._failure = exc
+        for b in (self.backend, self.local, self.cross):
+            if b is not None:
+                b.abort()
+        with self._submit_lock:
+            handles = list(self._handles)
+        for h in handles:
+            h._finish(error=exc)
+        if not self.backend.interruptible and self._inline_thread is not None:
+            threading.Thread(target=self._watchdog, name="collective-watchdog", daemon=True).start()
+
+    def _watchdog(self) -> None:
+        time.sleep(self.inline_grace_s)
+        if self._inline_thread is not None:
+            sys.stderr.write(
+                f"agent.collective rank {self.rank}: {self._failure} -- the caller is blocked inside "
+                f"{self.backend.name} and cannot be interrupted; exiting with status {PEER_FAILURE_EXIT_CODE}\n"
+            )
+            sys.stderr.flush()
+            os._exit(PEER_FAILURE_EXIT_CODE)
+
+    def _atexit(self) -> None:
+        # A thread stuck in MPI would hang MPI_Finalize: leave without it.
+        if self._failure is not None and not self.backend.interruptible:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(PEER_FAILURE_EXIT_CODE)
+
+    # -- verification ----------------------------------------------------------------------
+    def _verify(self, signature: tuple[Any, ...]) -> None:
+        if self.verify == "never" or self.size == 1:
+            return
+        if self.verify == "first" and signature in self._verified:
+            return
+        self._stats["verify_checks"] += 1
+        text = repr(signature).encode()
+        digest = np.frombuffer(hashlib.blake2b(text, digest_size=16).digest(), np.uint8)
+        digests = np.empty(16 * self.size, np.uint8)
+        self.backend.allgather(digest.copy(), digests)
+        rows = digests.reshape(self.size, 16)
+        if (rows == rows[0]).all():
+            self._verified.add(signature)
+            return
+        lengths = np.empty(self.size, np.int64)
+        self.backend.allgather(np.array([len(text)], np.int64), lengths)
+        width = int(lengths.max())
+        mine = np.zeros(width, np.uint8)
+        mine[: len(text)] = np.frombuffer(text, np.uint8)
+        every = np.empty(width * self.size, np.uint8)
+        self.backend.allgather(mine, every)
+        sigs = [bytes(every[r * width : r * width + int(lengths[r])]).decode() for r in range(self.size)]
+        raise MismatchError(_describe_mismatch(sigs, rows))
+
+    # -- the operations (run inline or on the comm thread) ---------------------------------
+    def _plan(self, signature: tuple[Any, ...], items: list[_Tensor], comp: str | None) -> tuple[list[fusion_mod.Bucket], list[np.ndarray | None]]:
+        cached = self._plans.get(signature)
+        if cached is not None:
+            self._plans.move_to_end(signature)
+            return cached
+        specs = [_spec(t, comp) for t in items]
+        buckets = fusion_mod.plan(specs, self.fusion)
+        buffers: list[np.ndarray | None] = [
+            None if b.inplace else np.empty(b.count, np.dtype(b.acc_dtype)) for b in buckets
+        ]
+        self._plans[signature] = (buckets, buffers)
+        if len(self._plans) > 64:
+            self._plans.popitem(last=False)
+        return buckets, buffers
+
+    def _allreduce(self, raw: list[Any], op: str, comp: str | None) -> None:
+        items = [_Tensor(t) for t in raw]
+        if op == "mean" and any(t.view.dtype.kind != "f" for t in items):
+            raise TypeError("op='mean' needs floating-point tensors")
+        signature = ("allreduce", op, comp, tuple((t.shape, t.dtype_key) for t in items))
+        self._verify(signature)
+        buckets, buffers = self._plan(signature, items, comp)
+        scale = 1.0 / self.size
+        for bucket, buf in zip(buckets, buffers, strict=True):
+            if buf is None:
+                flat = items[bucket.entries[0].tensor].flat
+            else:
+                flat = buf
+                for e in bucket.entries:
+                    np.copyto(flat[e.offset : e.offset + e.count], items[e.tensor].flat, casting="unsafe")
+            wire = np.dtype(bucket.wire_dtype)
+            self._reduce_flat(flat, None if wire == flat.dtype else wire)
+            if op == "mean":
+                np.multiply(flat, scale, out=flat, casting="unsafe")
+            if buf is not None:
+                for e in bucket.entries:
+                    np.copyto(items[e.tensor].flat, flat[e.offset : e.offset + e.count], casting="unsafe")
+            self._stats["bytes_reduced"] += flat.nbytes
+        for t in items:
+            t.write_back()
+        self._stats["ops"] += 1
+        self._stats["tensors"] += len(items)
+        self._stats["buckets"] += len(buckets)
+
+    def _reduce_flat(self, flat: np.ndarray, wire: np.dtype | None) -> None:
+        if self.local is None or self.cross is None:
+            self.backend.allreduce(flat, wire)
+            return
+        self.local.reduce(flat, 0)
+        if self.local_rank == 0:
+            self.cross.allreduce(flat, wire)
+        self.local.broadcast(flat, 0)
+
+    def _broadcast(self, raw: list[Any], root: int) -> None:
+        items = [_Tensor(t) for t in raw]
+        self._verify(("broadcast", root, tuple((t.shape, t.dtype_key) for t in items)))
+        for t in items:
+            if t.flat.size:
+                self.backend.broadcast(t.flat.view(np.uint8), root)
+            t.write_back()
+        self._stats["ops"] += 1
+
+    def _allgather(self, tensor: Any) -> Any:
+        t = _Tensor(tensor)
+        self._verify(("allgather", t.shape, t.dtype_key))
+        out = np.empty((self.size, *t.shape), t.view.dtype)
+        if t.flat.size:
+            self.backend.allgather(t.flat.view(np.uint8), out.reshape(-1).view(np.uint8))
+        self._stats["ops"] += 1
+        if isinstance(tensor, np.ndarray):
+            return out
+        torch = _torch()
+        result = torch.from_numpy(out)
+        return result.to(tensor.dtype) if t.dtype_key == _BF16 else result
+
+    def _gather_nodes(self, node: str) -> list[str]:
+        if self.size == 1:
+            return [node]
+        width = 128
+        mine = np.zeros(width, np.uint8)
+        raw = node.encode()[:width]
+        mine[: len(raw)] = np.frombuffer(raw, np.uint8)
+        every = np.empty(width * self.size, np.uint8)
+        self.backend.allgather(mine, every)
+        return [bytes(every[r * width : (r + 1) * width]).rstrip(b"\0").decode() for r in range(self.size)]
+
+
+def _describe_mismatch(sigs: list[str], rows: np.ndarray) -> str:
+    import ast
+
+    parsed: list[Any] = []
+    for s in sigs:
+        try:
+            parsed.append(ast.literal_eval(s))
+        except (ValueError, SyntaxError):
+            parsed.append(s)
+    ref = parsed[0]
+    lines = ["ranks submitted different collectives:"]
+    for r in range(1, len(parsed)):
+        if (rows[r] == rows[0]).all():
+            continue
+        lines.append(f"  rank {r} vs rank 0: {_diff(parsed[r], ref)}")
+    lines.append("  rank 0 submitted: " + sigs[0][:400])
+    return "\n".join(lines)
+
+
+def _diff(mine: Any, ref: Any) -> str:
+    if not (isinstance(mine, tuple) and isinstance(ref, tuple)) or mine[0] != ref[0]:
+        return f"operation {str(mine)[:200]} vs {str(ref)[:200]}"
+    if mine[0] == "allreduce":
+        if mine[1] != ref[1]:
+            return f"op {mine[1]!r} vs {ref[1]!r}"
+        if mine[2] != ref[2]:
+            return f"compression {mine[2]!r} vs {ref[2]!r}"
+        a, b = mine[3], ref[3]
+        if len(a) != len(b):
+            return f"{len(a)} tensors vs {len(b)} tensors"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if x != y:
+                return f"tensor {i}: shape {x[0]} dtype {_dt(x[1])} vs shape {y[0]} dtype {_dt(y[1])}"
+    return f"{str(mine)[:200]} vs {str(ref)[:200]}"
+
+
+def _dt(key: str) -> str:
+    return key if key == _BF16 else str(np.dtype(key))

@@ -1,0 +1,208 @@
+"""Ring collectives over point-to-point links, pipelined segment by segment.
+
+``RingBackend`` implements the Backend Protocol for any transport that can give each rank a
+link to its right neighbour (send) and from its left neighbour (receive): the TCP ring, the
+in-process loopback and the compressed MPI path all run this code. The plans come from the
+PURE ``schedule`` module; this module only walks them.
+
+Pipelining: ``post_send`` is asynchronous, so while segment ``j`` of a chunk is on its way
+right, segment ``j + 1`` is being received from the left and added. The chunk received in
+reduce-scatter step ``s`` is the one sent in step ``s + 1``, so a segment is forwarded as soon
+as it is reduced, and the last reduce-scatter step flows straight into the allgather.
+
+Compression: data travels in ``wire_dtype`` and is accumulated in ``buf.dtype`` (fp32). The
+owner of each reduced chunk rounds it to the wire format once and keeps the rounded value
+itself, so every rank ends with bitwise-identical results.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agent.collective.compression import decode_into, encode_into
+from agent.collective.errors import PeerFailure
+from agent.collective.fusion import FusionPolicy
+from agent.collective.interface import Link
+from agent.collective.schedule import chain_role, chunk_bounds, segment_bounds
+
+__all__ = ["RingBackend"]
+
+
+def _bytes(a: np.ndarray) -> memoryview:
+    return memoryview(a).cast("B")
+
+
+class RingBackend:
+    """Base class: subclasses set ``left``/``right`` links and implement ``_make_group``,
+    ``abort`` and ``close``."""
+
+    name = "ring"
+    interruptible = True
+
+    def __init__(self, rank: int, size: int, global_ranks: list[int], fusion: FusionPolicy, segment_bytes: int) -> None:
+        self.rank = rank
+        self.size = size
+        self.global_ranks = global_ranks
+        self.fusion = fusion
+        self.segment_bytes = segment_bytes
+        self.left: Link | None = None
+        self.right: Link | None = None
+        self._scratch: dict[tuple[str, int], np.ndarray] = {}
+        self._splits = 0
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _buffer(self, dtype: np.dtype, count: int, slot: int) -> np.ndarray:
+        key = (dtype.str, slot)
+        buf = self._scratch.get(key)
+        if buf is None or buf.size < count:
+            buf = np.empty(max(count, 1), dtype)
+            self._scratch[key] = buf
+        return buf[:count]
+
+    def _peer_error(self, exc: BaseException, side: str) -> PeerFailure:
+        peer = (self.rank - 1) % self.size if side == "left" else (self.rank + 1) % self.size
+        return PeerFailure([self.global_ranks[peer]], f"ring link to the {side} neighbour failed: {exc}", self.global_ranks[self.rank])
+
+    def _recv(self, out: np.ndarray) -> None:
+        assert self.left is not None
+        if out.size == 0:
+            return
+        try:
+            self.left.recv_into(_bytes(out))
+        except PeerFailure:
+            raise
+        except OSError as exc:
+            raise self._peer_error(exc, "left") from exc
+
+    def _send(self, data: np.ndarray) -> None:
+        assert self.right is not None
+        if data.size == 0:
+            return
+        try:
+            self.right.post_send(_bytes(data))
+        except PeerFailure:
+            raise
+        except OSError as exc:
+            raise self._peer_error(exc, "right") from exc
+
+    def _flush(self) -> None:
+        assert self.right is not None
+        try:
+            self.right.flush()
+        except PeerFailure:
+            raise
+        except OSError as exc:
+            raise self._peer_error(exc, "right") from exc
+
+    def _seg_elems(self, itemsize: int) -> int:
+        return max(1, self.segment_bytes // itemsize)
+
+    # -- collectives -----------------------------------------------------------------------
+    def allreduce(self, buf: np.ndarray, wire_dtype: np.dtype | None = None) -> None:
+        n, r = self.size, self.rank
+        wire_dt = np.dtype(wire_dtype) if wire_dtype is not None else buf.dtype
+        compressed = wire_dt != buf.dtype
+        if n == 1:
+            if compressed:  # same rounding as with peers, so results do not depend on n
+                wire1 = self._buffer(wire_dt, buf.size, 0)
+                encode_into(buf, wire1)
+                decode_into(wire1, buf, add=False)
+            return
+        chunks = chunk_bounds(buf.size, n)
+        seg = self._seg_elems(wire_dt.itemsize)
+        nseg = max(1, -(-max(hi - lo for lo, hi in chunks) // seg))
+        segs = [segment_bounds(lo, hi, seg, nseg) for lo, hi in chunks]
+        wire = self._buffer(wire_dt, buf.size, 0) if compressed else buf
+        tmp = self._buffer(wire_dt, max(hi - lo for s in segs for lo, hi in s), 1)
+
+        for lo, hi in segs[r]:  # reduce-scatter step 0: our own contribution
+            if compressed:
+                encode_into(buf[lo:hi], wire[lo:hi])
+            self._send(wire[lo:hi])
+        for s in range(n - 1):
+            last = s == n - 2
+            for lo, hi in segs[(r - s - 1) % n]:
+                if hi == lo:
+                    continue
+                t = tmp[: hi - lo]
+                self._recv(t)
+                if compressed:
+                    decode_into(t, buf[lo:hi], add=True)
+                    encode_into(buf[lo:hi], wire[lo:hi])
+                    if last:  # we own this chunk: keep exactly what the others will get
+                        decode_into(wire[lo:hi], buf[lo:hi], add=False)
+                else:
+                    np.add(buf[lo:hi], t, out=buf[lo:hi])
+                self._send(wire[lo:hi])  # next step's send (allgather step 0 after the last)
+        for s in range(n - 1):
+            for lo, hi in segs[(r - s) % n]:
+                if hi == lo:
+                    continue
+                self._recv(wire[lo:hi])
+                if compressed:
+                    decode_into(wire[lo:hi], buf[lo:hi], add=False)
+                if s < n - 2:
+                    self._send(wire[lo:hi])
+        self._flush()
+
+    def reduce(self, buf: np.ndarray, root: int) -> None:
+        receives, sends = chain_role(self.rank, self.size, root, "reduce")
+        tmp = self._buffer(buf.dtype, min(buf.size, self._seg_elems(buf.itemsize)), 1)
+        for lo, hi in segment_bounds(0, buf.size, self._seg_elems(buf.itemsize)):
+            if hi == lo:
+                continue
+            if receives:
+                t = tmp[: hi - lo]
+                self._recv(t)
+                np.add(buf[lo:hi], t, out=buf[lo:hi])
+            if sends:
+                self._send(buf[lo:hi])
+        if sends:
+            self._flush()
+
+    def broadcast(self, buf: np.ndarray, root: int) -> None:
+        receives, sends = chain_role(self.rank, self.size, root, "broadcast")
+        for lo, hi in segment_bounds(0, buf.size, self._seg_elems(buf.itemsize)):
+            if hi == lo:
+                continue
+            if receives:
+                self._recv(buf[lo:hi])
+            if sends:
+                self._send(buf[lo:hi])
+        if sends:
+            self._flush()
+
+    def allgather(self, send: np.ndarray, recv: np.ndarray) -> None:
+        n, r, width = self.size, self.rank, send.size
+        if recv.size != n * width:
+            raise ValueError("allgather: recv must hold size * len(send) elements")
+        recv[r * width : (r + 1) * width] = send
+        for s in range(n - 1):
+            out_block = (r - s) % n
+            in_block = (r - s - 1) % n
+            self._send(recv[out_block * width : (out_block + 1) * width])
+            self._recv(recv[in_block * width : (in_block + 1) * width])
+        if n > 1:
+            self._flush()
+
+    def barrier(self) -> None:
+        self.allreduce(np.zeros(1, np.int64))
+
+    def split(self, color: int, key: int) -> RingBackend:
+        pairs = np.zeros(self.size * 2, np.int64)
+        self.allgather(np.array([color, key], np.int64), pairs)
+        members = sorted(
+            (int(pairs[2 * i + 1]), i) for i in range(self.size) if int(pairs[2 * i]) == color
+        )
+        order = [i for _, i in members]
+        self._splits += 1
+        return self._make_group(order, order.index(self.rank), f"s{self._splits}c{color}")
+
+    def _make_group(self, members: list[int], index: int, tag: str) -> RingBackend:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError

@@ -1,0 +1,253 @@
+"""TCP ring backend: the fallback for hosts without MPI.
+
+Each rank listens on an ephemeral port, publishes ``host:port`` in the rendezvous, connects
+to its right neighbour and accepts its left neighbour: one socket per direction, so with two
+ranks there are two sockets, each used one way. Sends that fit into the kernel buffer go out
+inline (non-blocking ``send``); the remainder is handed to one persistent sender thread per
+link, so the caller keeps receiving and reducing while big segments drain (pipelining).
+Sockets use ``TCP_NODELAY`` and 4 MiB buffers.
+
+``abort()`` shuts the sockets down, which makes a blocked ``recv`` or ``send`` return at once:
+this backend is interruptible, so a failure detected by the monitor becomes an exception in
+the blocked thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import socket
+import struct
+import threading
+import time
+
+from agent.collective.errors import CollectiveTimeout
+from agent.collective.fusion import FusionPolicy
+from agent.collective.rendezvous import Rendezvous
+from agent.collective.ring import RingBackend
+
+__all__ = ["TCPBackend", "TCPFactory", "TCP_FUSION"]
+
+#: measured on the 2-vCPU dev machine: ~0.3 ms per call, ~1.8 GB/s; fusing pays below ~4 MiB
+TCP_FUSION = FusionPolicy(inplace_min_bytes=4 << 20, bucket_bytes=32 << 20)
+SEGMENT_BYTES = int(os.environ.get("KVRAFT_COLLECTIVE_TCP_SEGMENT_BYTES", 256 << 10))
+SOCK_BUF_BYTES = 4 << 20
+_HELLO = struct.Struct("!8sI")
+_MAGIC = b"kvrring1"
+
+
+def _tune(sock: socket.socket) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCK_BUF_BYTES)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCK_BUF_BYTES)
+
+
+class SendLink:
+    """Right-hand link: inline non-blocking send first, a sender thread for the rest."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._queue: collections.deque[memoryview] = collections.deque()
+        self._cv = threading.Condition()
+        self._busy = False  # the thread holds a view it is sending
+        self._error: OSError | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="tcp-ring-send", daemon=True)
+        self._thread.start()
+
+    def post_send(self, data: memoryview) -> None:
+        with self._cv:
+            if self._error is not None:
+                raise self._error
+            idle = not self._queue and not self._busy
+        if idle:
+            try:
+                sent = self.sock.send(data, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        with self._cv:
+            self._queue.append(data)
+            self._cv.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._closed:
+                    self._cv.wait()
+                if self._closed and not self._queue:
+                    return
+                data = self._queue.popleft()
+                self._busy = True
+            try:
+                self.sock.sendall(data)
+            except OSError as exc:
+                with self._cv:
+                    self._error = exc
+                    self._queue.clear()
+                    self._busy = False
+                    self._cv.notify_all()
+                return
+            with self._cv:
+                self._busy = False
+                self._cv.notify_all()
+
+    def flush(self) -> None:
+        with self._cv:
+            while (self._queue or self._busy) and self._error is None:
+                self._cv.wait(0.5)
+            if self._error is not None:
+                raise self._error
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+
+
+class RecvLink:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def post_send(self, data: memoryview) -> None:  # pragma: no cover - receive-only link
+        raise NotImplementedError
+
+    def flush(self) -> None:  # pragma: no cover
+        pass
+
+    def recv_into(self, out: memoryview) -> None:
+        got, n = 0, len(out)
+        while got < n:
+            k = self.sock.recv_into(out[got:], n - got, socket.MSG_WAITALL)
+            if k == 0:
+                raise ConnectionResetError("connection closed by peer")
+            got += k
+
+
+class _SendOnly:
+    """Adapter so the ring sees one Link object per side."""
+
+    def __init__(self, link: SendLink) -> None:
+        self.link = link
+
+    def post_send(self, data: memoryview) -> None:
+        self.link.post_send(data)
+
+    def flush(self) -> None:
+        self.link.flush()
+
+    def recv_into(self, out: memoryview) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+
+class TCPBackend(RingBackend):
+    name = "tcp"
+    interruptible = True
+
+    def __init__(
+        self,
+        rank: int,
+        size: int,
+        rendezvous: Rendezvous,
+        *,
+        host: str = "127.0.0.1",
+        prefix: str = "tcp",
+        global_ranks: list[int] | None = None,
+        timeout_s: float = 60.0,
+        fusion: FusionPolicy = TCP_FUSION,
+        segment_bytes: int = SEGMENT_BYTES,
+    ) -> None:
+        super().__init__(rank, size, global_ranks or list(range(size)), fusion, segment_bytes)
+        self.rendezvous = rendezvous
+        self.host = host
+        self.prefix = prefix
+        self.timeout_s = timeout_s
+        self._socks: list[socket.socket] = []
+        self._send_link: SendLink | None = None
+        if size > 1:
+            self._connect()
+
+    def _connect(self) -> None:
+        listener = socket.create_server((self.host, 0), backlog=16)
+        _tune(listener)
+        port = listener.getsockname()[1]
+        self.rendezvous.set(f"{self.prefix}/addr/{self.rank}", f"{self.host}:{port}".encode())
+        right = (self.rank + 1) % self.size
+        host, _, rport = self.rendezvous.get(f"{self.prefix}/addr/{right}", self.timeout_s).decode().rpartition(":")
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                out = socket.create_connection((host, int(rport)), timeout=self.timeout_s)
+                break
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise CollectiveTimeout(f"tcp ring: cannot connect to rank {right} at {host}:{rport}: {exc}") from exc
+                time.sleep(0.05)
+        _tune(out)
+        out.settimeout(None)
+        out.sendall(_HELLO.pack(_MAGIC, self.rank))
+        listener.settimeout(self.timeout_s)
+        left = (self.rank - 1) % self.size
+        try:
+            while True:
+                conn, _ = listener.accept()
+                conn.settimeout(self.timeout_s)
+                magic, who = _HELLO.unpack(conn.recv(_HELLO.size, socket.MSG_WAITALL))
+                if magic == _MAGIC and who == left:
+                    break
+                conn.close()
+        except (TimeoutError, socket.timeout) as exc:
+            raise CollectiveTimeout(f"tcp ring: rank {left} did not connect within {self.timeout_s} s") from exc
+        finally:
+            listener.close()
+        _tune(conn)
+        conn.settimeout(None)
+        self._socks = [out, conn]
+        self._send_link = SendLink(out)
+        self.right = _SendOnly(self._send_link)
+        self.left = RecvLink(conn)
+
+    def _make_group(self, members: list[int], index: int, tag: str) -> TCPBackend:
+        return TCPBackend(
+            index,
+            len(members),
+            self.rendezvous,
+            host=self.host,
+            prefix=f"{self.prefix}/{tag}",
+            global_ranks=[self.global_ranks[m] for m in members],
+            timeout_s=self.timeout_s,
+            fusion=self.fusion,
+            segment_bytes=self.segment_bytes,
+        )
+
+    def abort(self) -> None:
+        for s in self._socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        if self._send_link is not None:
+            self._send_link.close()
+        for s in self._socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+        self._socks = []
+
+
+class TCPFactory:
+    name = "tcp"
+
+    def enabled(self, env: dict[str, str]) -> bool:
+        return bool(env.get("KVRAFT_RENDEZVOUS"))
+
+    def create(self, rank: int, size: int, env: dict[str, str], rendezvous: object | None) -> TCPBackend:
+        if rendezvous is None:
+            raise ValueError("the tcp backend needs a rendezvous (KVRAFT_RENDEZVOUS)")
+        host = env.get("KVRAFT_COLLECTIVE_HOST", "127.0.0.1")
+        return TCPBackend(rank, size, rendezvous, host=host)  # type: ignore[arg-type]
