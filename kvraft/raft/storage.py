@@ -14,6 +14,7 @@ Errors::
 
 Threading: every method is called from one thread (the driver's), never concurrently.
 Ownership: returned lists belong to the caller; entries are immutable values.
+Sizes: ``max_bytes`` counts ``Entry.size()`` (payload plus a fixed overhead).
 """
 
 from __future__ import annotations

@@ -10,11 +10,14 @@ Terms and indexes are plain ``int``; index 0 and term 0 mean "none". Node ids ar
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass, field
 
 __all__ = [
     "NONE",
+    "ENTRY_OVERHEAD_BYTES",
     "ConfChange",
+    "ConfChangeTransition",
     "ConfChangeType",
     "ConfState",
     "Entry",
@@ -33,6 +36,9 @@ __all__ = [
 NONE = 0
 """The id that names no node (no leader known, no vote cast)."""
 
+ENTRY_OVERHEAD_BYTES = 16
+"""What an entry costs beyond its payload when sizing messages (``Entry.size()``)."""
+
 
 class EntryType(enum.IntEnum):
     NORMAL = 0
@@ -48,11 +54,33 @@ class Entry:
     type: EntryType = EntryType.NORMAL
     data: bytes = b""
 
+    def size(self) -> int:
+        """Bytes this entry counts for in ``max_size_per_msg`` and ``LogStorage.entries``
+        (``max_bytes``): the payload plus a fixed ``ENTRY_OVERHEAD_BYTES``."""
+        return len(self.data) + ENTRY_OVERHEAD_BYTES
+
 
 class ConfChangeType(enum.IntEnum):
     ADD_VOTER = 0
     ADD_LEARNER = 1
     REMOVE_NODE = 2
+
+
+class ConfChangeTransition(enum.IntEnum):
+    """How a ConfChange with ``changes`` is carried out (etcd-io/raft's ConfChangeV2)."""
+
+    AUTO = 0
+    """One change: a simple (single-step) change. Several: joint consensus, left
+    automatically once the joint configuration is applied."""
+    JOINT_IMPLICIT = 1
+    """Always joint consensus, left automatically."""
+    JOINT_EXPLICIT = 2
+    """Always joint consensus; the application proposes ``ConfChange(leave_joint=True)``."""
+
+
+_CC_MAGIC = b"CC1"
+_CC_HEAD = struct.Struct(">3sBBH")  # magic, leave_joint, transition, number of changes
+_CC_ITEM = struct.Struct(">BQ")  # change type, node id
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +92,39 @@ class ConfChange:
     changes: tuple[tuple[ConfChangeType, int], ...] = ()
     leave_joint: bool = False
     context: bytes = b""
+    transition: ConfChangeTransition = ConfChangeTransition.AUTO
+
+    def encode(self) -> bytes:
+        """Deterministic bytes for an entry's ``data``: a header (magic ``CC1``,
+        leave_joint, transition, count), then per change (type: u8, id: u64), then the
+        context. All integers big-endian."""
+        head = _CC_HEAD.pack(
+            _CC_MAGIC, int(self.leave_joint), int(self.transition), len(self.changes)
+        )
+        items = b"".join(_CC_ITEM.pack(int(kind), node) for kind, node in self.changes)
+        return head + items + self.context
+
+    @classmethod
+    def decode(cls, data: bytes) -> ConfChange:
+        """Inverse of ``encode``. Raises ValueError on bytes it did not produce."""
+        if len(data) < _CC_HEAD.size:
+            raise ValueError(f"conf change too short: {len(data)} bytes")
+        magic, leave, transition, count = _CC_HEAD.unpack_from(data, 0)
+        if magic != _CC_MAGIC or leave not in (0, 1):
+            raise ValueError("not an encoded ConfChange")
+        end = _CC_HEAD.size + count * _CC_ITEM.size
+        if len(data) < end:
+            raise ValueError(f"conf change truncated: {count} changes need {end} bytes")
+        changes: list[tuple[ConfChangeType, int]] = []
+        for i in range(count):
+            kind, node = _CC_ITEM.unpack_from(data, _CC_HEAD.size + i * _CC_ITEM.size)
+            changes.append((ConfChangeType(kind), node))
+        return cls(
+            changes=tuple(changes),
+            leave_joint=bool(leave),
+            context=bytes(data[end:]),
+            transition=ConfChangeTransition(transition),
+        )
 
 
 @dataclass(frozen=True, slots=True)
