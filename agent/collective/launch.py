@@ -131,13 +131,36 @@ def main(args: Sequence[str] | None = None) -> int:
     ap.add_argument("--backend", choices=["tcp", "mpi"], default="tcp")
     ap.add_argument("--nodes", type=int, default=1, help="simulated nodes (placement blocks)")
     ap.add_argument("--timeout-s", type=float, default=24 * 3600)
-    ap.add_argument("program", nargs=argparse.REMAINDER)
-    ns = ap.parse_args(args)
-    prog = ns.program
-    if not prog:
+    ap.add_argument("-m", dest="module", help="run a module, like python -m (then its arguments)")
+    ap.add_argument("program", nargs="?", help="program.py or executable (then its arguments)")
+    raw = list(sys.argv[1:] if args is None else args)
+    ours: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(raw):  # our options come first; the program and its arguments follow
+        tok = raw[i]
+        if tok in ("-n", "--np", "--backend", "--nodes", "--timeout-s", "-m") and i + 1 < len(raw):
+            ours += [tok, raw[i + 1]]
+            i += 2
+            if tok == "-m":
+                rest = raw[i:]
+                break
+        elif tok.startswith("-") and tok not in ("--",):
+            ours.append(tok)
+            i += 1
+        else:
+            if tok == "--":
+                i += 1
+            ours.append(raw[i]) if i < len(raw) else None
+            rest = raw[i + 1 :]
+            break
+    ns = ap.parse_args(ours)
+    if ns.module:
+        prog = [sys.executable, "-m", ns.module, *rest]
+    elif ns.program:
+        prog = [sys.executable, ns.program, *rest] if ns.program.endswith(".py") else [ns.program, *rest]
+    else:
         ap.error("missing program")
-    if prog[0].endswith(".py"):
-        prog = [sys.executable, *prog]
     job = spawn(ns.np, prog, backend=ns.backend, nodes=ns.nodes)
     try:
         codes = job.wait(ns.timeout_s)
