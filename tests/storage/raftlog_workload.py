@@ -1,0 +1,66 @@
+"""A deterministic Raft-log write workload, shared by the crash test and its child.
+
+``batch(seed, k, log)`` applies batch ``k`` (1, 2, ...) to any ``WritableLogStorage``;
+the same seed always produces the same batches given the same starting state, so the
+parent can replay them into the reference storage to know every synced state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import sys
+from typing import Any
+
+from kvraft.raft.types import ConfState, Entry, HardState
+
+
+def batch(seed: int, k: int, log: Any) -> None:
+    rng = random.Random(seed * 100_003 + k)
+    first, last = log.first_index(), log.last_index()
+    snap = log.snapshot().metadata.index
+    term = max(log.initial_state()[0].term, 1)
+    lo = last + 1
+    if last > snap + 3 and rng.random() < 0.25:  # a new leader overwrites a suffix
+        lo = rng.randint(snap + 1, last)
+        term += 1
+    n = rng.choice([1, 5, 40, 200])
+    big = rng.random() < 0.2
+    entries = [
+        Entry(term=term, index=i, data=rng.randbytes(rng.randint(3000, 9000) if big else rng.randint(0, 120)))
+        for i in range(lo, lo + n)
+    ]
+    log.append(entries)
+    new_last = entries[-1].index
+    commit = max(snap, rng.randint(max(first - 1, new_last - 50), new_last))
+    log.set_hard_state(HardState(term=term, vote=rng.randint(1, 3), commit=commit))
+    if k % 7 == 0 and commit > snap:
+        log.create_snapshot(commit, ConfState(voters=frozenset({1, 2, 3})), b"snap@%d" % commit)
+        log.compact(max(first, commit - 10))
+
+
+def observe(log: Any) -> tuple[Any, ...]:
+    first, last = log.first_index(), log.last_index()
+    digest = hashlib.sha256()
+    for e in log.entries(first, last + 1):
+        digest.update(b"%d/%d/%d/%d:" % (e.index, e.term, e.type, len(e.data)) + e.data)
+    hard, conf = log.initial_state()
+    snap = log.snapshot()
+    return (first, last, digest.hexdigest(), hard, conf, snap.metadata, snap.data)
+
+
+def child_main(path: str, seed: int) -> None:  # pragma: no cover - runs in a subprocess
+    from kvraft.storage.raft_log import LmdbLogStorage
+
+    log = LmdbLogStorage(path, map_size=1 << 30)
+    print("ready", flush=True)
+    k = 0
+    while True:
+        k += 1
+        batch(seed, k, log)
+        log.sync()
+        print(k, flush=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    child_main(sys.argv[1], int(sys.argv[2]))
