@@ -1,0 +1,19 @@
+"""Shared pytest options.
+
+``--rewrite``: regenerate the expected output of data-driven tests (for example the Raft
+interaction transcripts in tests/raft/testdata) instead of comparing against it; review
+the diff before committing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--rewrite",
+        action="store_true",
+        default=False,
+        help="rewrite expected outputs of data-driven tests instead of checking them",
+    )
