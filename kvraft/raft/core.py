@@ -80,7 +80,22 @@ class Raft:
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = config.election_ticks
 
+        self._restore(storage, config.applied)
+        self.become_follower(self.term, NONE)
+
+    def _restore(self, storage: LogStorage, applied: int) -> None:
+        """Term, vote and commit from ``initial_state()``; the membership as of the
+        applied index: the snapshot's ConfState (``initial_state()``'s when there is no
+        snapshot yet) plus the conf entries after the snapshot up to ``applied``, which
+        the application will not apply again."""
         hard_state, conf = storage.initial_state()
+        base = self.log.first_index() - 1
+        try:
+            snap = storage.snapshot()
+        except UnavailableError:
+            snap = Snapshot()
+        if not snap.is_empty():
+            conf, base = snap.metadata.conf_state, snap.metadata.index
         if not hard_state.is_empty():
             self.term, self.vote = hard_state.term, hard_state.vote
             if not self.log.first_index() - 1 <= hard_state.commit <= self.log.last_index():
@@ -89,17 +104,15 @@ class Raft:
                     f"[{self.log.first_index() - 1}, {self.log.last_index()}]"
                 )
             self.log.commit_to(hard_state.commit)
-        applied = max(config.applied, self.log.applied)
+        self.log.commit_to(base)  # the snapshot is committed, whatever the hard state says
+        applied = max(applied, base)
         if applied > self.log.committed:
             raise ValueError(f"applied {applied} is beyond the stored commit {self.log.committed}")
-        # The stored ConfState is the snapshot's; conf entries the application had already
-        # applied before this restart will not be applied again, so replay them here.
-        for entry in self.log.slice(self.log.applied + 1, applied + 1):
+        for entry in self.log.slice(base + 1, applied + 1):
             if entry.type == EntryType.CONF_CHANGE:
                 conf = apply_change(conf, ConfChange.decode(entry.data))
         self.log.applied_to(applied)
         self.tracker.set_conf(conf, self.log.last_index() + 1)
-        self.become_follower(self.term, NONE)
 
     # -- small helpers ----------------------------------------------------------------
 
@@ -410,13 +423,13 @@ class Raft:
 
     def _handle_snapshot(self, m: Message) -> None:
         assert m.snapshot is not None, "MsgSnap without a snapshot"
-        if self._restore(m.snapshot):
+        if self._restore_snapshot(m.snapshot):
             self._trace(f"restored snapshot at index {m.snapshot.metadata.index}")
             self._send(Message(type=_MT.APP_RESP, to=m.from_, index=self.log.last_index()))
         else:
             self._send(Message(type=_MT.APP_RESP, to=m.from_, index=self.log.committed))
 
-    def _restore(self, snap: Snapshot) -> bool:
+    def _restore_snapshot(self, snap: Snapshot) -> bool:
         meta = snap.metadata
         if meta.index <= self.log.committed:
             return False

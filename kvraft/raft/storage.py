@@ -57,7 +57,14 @@ class LogStorage(Protocol):
 
     def initial_state(self) -> tuple[HardState, ConfState]:
         """The saved hard state and the membership as of the last snapshot or conf entry
-        known to storage (the core replays conf entries after it itself)."""
+        known to storage (the core replays conf entries after it itself).
+
+        How the core uses it at start: term, vote and commit come from the hard state. The
+        membership is rebuilt as of the applied index (``RaftConfig.applied``, at least the
+        snapshot's index): from ``snapshot().metadata.conf_state`` plus the CONF_CHANGE
+        entries after the snapshot up to the applied index. Only when there is no
+        snapshot yet (index 0: a freshly bootstrapped log) is this ConfState used as the
+        starting membership, as of ``first_index() - 1``."""
         ...
 
     def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:

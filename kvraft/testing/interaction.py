@@ -10,10 +10,14 @@ as ``types.Ready`` says (persist, send, apply, advance), and everything persiste
 survives ``crash``; what was not yet handed out in a Ready is lost. Messages wait in the
 network until ``deliver-msgs`` (or ``stabilize``) hands them over, in the order sent;
 messages to a crashed node are lost (those waiting when it crashes are printed as
-dropped), and messages across a ``partition`` are dropped when delivered.
+dropped), and messages sent across a ``partition`` are dropped as they are sent
+(printed under the Ready); messages already in flight when a partition starts still
+arrive.
 
 Randomness: every member's election timeout is exactly ``election_ticks`` (the injected
-rng always draws 0), so ``tick-election`` fires an election on a follower.
+rng always draws 0), so ``tick-election`` fires an election on a follower;
+``randomized-timeout 4 15`` gives node 4 a longer one (from now on), so that it can be
+ticked past the leader's lease without campaigning itself.
 
 Commands (one handler each, below; arguments ``key=value`` or ``key=(a,b)``)::
 
@@ -25,7 +29,8 @@ Commands (one handler each, below; arguments ``key=value`` or ``key=(a,b)``)::
     propose-conf-change 1 v4 l5 r2 [transition=implicit|explicit]   (or: leave)
     read-index 1 ctx         transfer-leader 1 2
     tick-heartbeat 1         tick-election 2        tick 1 [n=3]
-    process-ready 1 [2 ...]  deliver-msgs 2 [3 ...] [drop=(3)] [type=MsgApp]
+    randomized-timeout 4 15
+    process-ready 1 [2 ...]  deliver-msgs 2 [3 ...] [drop=(4)] [type=MsgApp] [from=(1)]
     capture-msgs 2           replay-msgs 2          (copy messages now queued for 2; queue
                                                      the copies again later: stale replays)
     stabilize [1 2 ...]
@@ -71,11 +76,16 @@ from kvraft.raft.types import (
 __all__ = ["InteractionEnv", "parse_args"]
 
 
-class _ZeroRandom(random.Random):
-    """An rng whose ``randrange`` always returns 0: election timeouts are exact."""
+class _FixedRandom(random.Random):
+    """An rng whose ``randrange`` always returns ``offset`` (0 unless set with
+    ``randomized-timeout``): election timeouts are exact."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.offset = 0
 
     def randrange(self, *args: object, **kwargs: object) -> int:  # type: ignore[override]
-        return 0
+        return self.offset
 
 
 @dataclass
@@ -126,6 +136,17 @@ def parse_args(tokens: list[str]) -> Args:
     return Args(positional, options)
 
 
+@dataclass(frozen=True)
+class _MessageFilter:
+    type_name: str
+    senders: frozenset[int]
+
+    def matches(self, m: Message) -> bool:
+        if self.type_name and message_type_name(m.type) != self.type_name:
+            return False
+        return not self.senders or m.from_ in self.senders
+
+
 def _bool(text: str) -> bool:
     if text not in ("true", "false"):
         raise ValueError(f"expected true or false, got {text!r}")
@@ -150,6 +171,7 @@ class InteractionEnv:
             "tick": self._tick,
             "tick-heartbeat": self._tick_heartbeat,
             "tick-election": self._tick_election,
+            "randomized-timeout": self._randomized_timeout,
             "process-ready": self._process_ready,
             "deliver-msgs": self._deliver_msgs,
             "stabilize": self._stabilize,
@@ -226,7 +248,7 @@ class InteractionEnv:
             hard_state, _ = storage.initial_state()
             config = RaftConfig(
                 id=node_id,
-                rng=_ZeroRandom(),
+                rng=_FixedRandom(),
                 election_ticks=int(args.option("election", "10")),
                 heartbeat_ticks=int(args.option("heartbeat", "1")),
                 max_inflight_msgs=int(args.option("max-inflight", "256")),
@@ -361,6 +383,17 @@ class InteractionEnv:
             for _ in range(self.members[node_id].config.election_ticks):
                 node.tick()
 
+    # randomized-timeout 4 15   (node 4's election timeout is 15 ticks from now on)
+    def _randomized_timeout(self, args: Args) -> None:
+        node_id, ticks = args.ids()
+        member = self.members[node_id]
+        if not member.config.election_ticks <= ticks < 2 * member.config.election_ticks:
+            raise ValueError(f"timeout {ticks} outside [election_ticks, 2 * election_ticks)")
+        rng = member.config.rng
+        assert isinstance(rng, _FixedRandom)
+        rng.offset = ticks - member.config.election_ticks
+        self._node(node_id).raft.randomized_election_timeout = ticks
+
     # -- the Ready loop and the network -----------------------------------------------
 
     # process-ready 1 2
@@ -383,8 +416,12 @@ class InteractionEnv:
         if rd.hard_state is not None:
             member.storage.set_hard_state(rd.hard_state)
         member.storage.sync()
-        # 2. send (a crashed node's messages are lost)
-        self.network.extend(m for m in rd.messages if self.members[m.to].node is not None)
+        # 2. send (messages to a crashed node are lost, across a partition dropped)
+        for m in rd.messages:
+            if (m.from_, m.to) in self.cut:
+                self._print("  dropped (partition): " + describe_message(m))
+            elif self.members[m.to].node is not None:
+                self.network.append(m)
         # 3. apply
         if not rd.snapshot.is_empty():
             meta = rd.snapshot.metadata
@@ -399,28 +436,28 @@ class InteractionEnv:
         node.advance(rd)
         return True
 
-    # deliver-msgs 2 3 drop=(4) type=MsgApp
+    # deliver-msgs 2 3 drop=(4) type=MsgApp from=(1)
+    #   deliver what waits for 2 and 3, drop what waits for 4; only messages of that
+    #   type and from those senders when given
     def _deliver_msgs(self, args: Args) -> None:
-        wanted = args.option("type", "")
+        wanted = _MessageFilter(args.option("type", ""), frozenset(args.option_ids("from")))
         for node_id in args.ids():
             self._deliver(node_id, wanted)
         for node_id in args.option_ids("drop"):
             self._drop_for(node_id, wanted)
 
-    def _drop_for(self, node_id: int, wanted: str) -> None:
+    def _drop_for(self, node_id: int, wanted: _MessageFilter) -> None:
         keep: list[Message] = []
         for m in self.network:
-            if m.to == node_id and (not wanted or message_type_name(m.type) == wanted):
+            if m.to == node_id and wanted.matches(m):
                 self._print("dropped: " + describe_message(m))
             else:
                 keep.append(m)
         self.network = keep
 
-    def _deliver(self, node_id: int, wanted: str = "") -> bool:
+    def _deliver(self, node_id: int, wanted: _MessageFilter | None = None) -> bool:
         batch = [
-            m
-            for m in self.network
-            if m.to == node_id and (not wanted or message_type_name(m.type) == wanted)
+            m for m in self.network if m.to == node_id and (wanted is None or wanted.matches(m))
         ]
         if not batch:
             return False
@@ -429,9 +466,6 @@ class InteractionEnv:
         node = self._node(node_id)
         self._print(f"> {node_id} receiving messages")
         for m in batch:
-            if (m.from_, m.to) in self.cut:
-                self._print("  dropped (partition): " + describe_message(m))
-                continue
             self._print("  " + describe_message(m))
             node.step(m)
         return True
