@@ -9,6 +9,7 @@
 See docs/design/collective.md.
 """
 
+from agent.collective.bootstrap import BACKENDS, init
 from agent.collective.communicator import Communicator, Handle, Statistics
 from agent.collective.errors import (
     PEER_FAILURE_EXIT_CODE,
@@ -20,7 +21,6 @@ from agent.collective.errors import (
 from agent.collective.fusion import FusionPolicy
 from agent.collective.loopback import LoopbackWorld, run_ranks
 from agent.collective.rendezvous import FileRendezvous, Rendezvous, TCPStoreRendezvous
-from agent.collective.bootstrap import BACKENDS, init
 
 __all__ = [
     "BACKENDS",

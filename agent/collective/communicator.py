@@ -145,6 +145,12 @@ class _Tensor:
             t.detach().copy_(torch.from_numpy(self.view).to(t.dtype).reshape(t.shape))
 
 
+def _torch_key(t: Any) -> tuple[Any, ...]:
+    if isinstance(t, np.ndarray):
+        return (t.shape, t.dtype, t.flags.c_contiguous)
+    return (tuple(t.shape), str(t.dtype), t.is_contiguous(), t.device.type)
+
+
 def _spec(t: _Tensor, compression: str | None) -> fusion_mod.TensorSpec:
     if t.dtype_key == _BF16:
         acc = np.dtype(np.float32)
@@ -157,6 +163,39 @@ def _spec(t: _Tensor, compression: str | None) -> fusion_mod.TensorSpec:
         wire = wire_dtype_for(compression, acc)
     inplace_ok = (not t.staged) and t.view.dtype == acc
     return fusion_mod.TensorSpec(t.flat.size, t.dtype_key, acc.str, wire.str, acc.itemsize, inplace_ok)
+
+
+class _Program:
+    """A compiled allreduce for one signature: the fusion plan plus persistent buffers."""
+
+    __slots__ = ("buckets", "buffers", "fast", "op", "scale", "wires")
+
+    def __init__(self, buckets: list[fusion_mod.Bucket], op: str, scale: float) -> None:
+        self.buckets = buckets
+        self.buffers = [None if b.inplace else np.empty(b.count, np.dtype(b.acc_dtype)) for b in buckets]
+        self.wires = [None if b.wire_dtype == b.acc_dtype else np.dtype(b.wire_dtype) for b in buckets]
+        self.op = op
+        self.scale = scale
+        self.fast: Callable[[Any], None] | None = None
+
+    def run(self, comm: Communicator, items: list[_Tensor]) -> None:
+        for bucket, buf, wire in zip(self.buckets, self.buffers, self.wires, strict=True):
+            if buf is None:
+                flat = items[bucket.entries[0].tensor].flat
+            else:
+                flat = buf
+                for e in bucket.entries:
+                    np.copyto(flat[e.offset : e.offset + e.count], items[e.tensor].flat, casting="unsafe")
+            comm._reduce_flat(flat, wire)
+            if self.op == "mean":
+                np.multiply(flat, self.scale, out=flat, casting="unsafe")
+            if buf is not None:
+                for e in bucket.entries:
+                    np.copyto(items[e.tensor].flat, flat[e.offset : e.offset + e.count], casting="unsafe")
+            comm._stats["bytes_reduced"] += flat.nbytes
+        for t in items:
+            t.write_back()
+        comm._stats["buckets"] += len(self.buckets)
 
 
 class Communicator:
@@ -200,9 +239,9 @@ class Communicator:
         self._handles: set[Handle] = set()
         self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Handle] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._inline_thread: threading.Thread | None = None
+        self._inline_thread: bool | None = None  # True while a caller runs an op inline
         self._verified: set[tuple[Any, ...]] = set()
-        self._plans: OrderedDict[tuple[Any, ...], tuple[list[fusion_mod.Bucket], list[np.ndarray | None]]] = OrderedDict()
+        self._programs: OrderedDict[tuple[Any, ...], _Program] = OrderedDict()
         self._stats = {"ops": 0, "tensors": 0, "buckets": 0, "bytes_reduced": 0, "verify_checks": 0}
         self._closed = False
         # placement -> hierarchy
@@ -230,11 +269,31 @@ class Communicator:
         self, tensors: Any, op: str = "sum", *, async_op: bool = False, compression: str | None = "default", name: str = "allreduce"
     ) -> Handle | None:
         """Sum (or average, ``op="mean"``) a list of numpy arrays / torch tensors in place."""
-        if op not in ("sum", "mean"):
+        if op != "sum" and op != "mean":
             raise ValueError(f"op must be 'sum' or 'mean', not {op!r}")
         comp = self.compression if compression == "default" else compression
-        items = self._as_list(tensors)
-        return self._submit(lambda: self._allreduce(items, op, comp), async_op, name)
+        t = type(tensors)
+        items = tensors if t is list else [tensors] if t is np.ndarray else self._as_list(tensors)
+        if async_op or not self.inline_sync:
+            return self._submit(lambda: self._allreduce(items, op, comp), async_op, name)
+        # synchronous fast path: run on the caller unless async work is queued (keeps order)
+        if self._failure is not None:
+            raise self._failure
+        if self._pending or self._closed or not self._exec_lock.acquire(False):
+            return self._submit(lambda: self._allreduce(items, op, comp), False, name)
+        if self._pending:  # async work was queued meanwhile: stay behind it
+            self._exec_lock.release()
+            return self._submit(lambda: self._allreduce(items, op, comp), False, name)
+        self._inline_thread = True
+        try:
+            self._allreduce(items, op, comp)
+        except BaseException as exc:
+            self._translate(exc)
+            raise
+        finally:
+            self._inline_thread = None
+            self._exec_lock.release()
+        return None
 
     def broadcast(self, tensors: Any, root: int = 0, *, async_op: bool = False) -> Handle | None:
         """Copy ``root``'s tensors to every rank, in place."""
@@ -303,7 +362,7 @@ class Communicator:
                 if inline:
                     self._exec_lock.acquire()
             if inline:
-                self._inline_thread = threading.current_thread()
+                self._inline_thread = True
                 try:
                     return self._execute(fn)
                 finally:
@@ -341,7 +400,13 @@ class Communicator:
     def _execute(self, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
-        except PeerFailure as exc:
+        except BaseException as exc:
+            self._translate(exc)
+            raise
+
+    def _translate(self, exc: BaseException) -> None:
+        """Raise the communicator's failure instead of a transport error, if there is one."""
+        if isinstance(exc, PeerFailure):
             # A neighbour's socket may close because *it* aborted on someone else's failure:
             # give the monitor a moment to name the rank that really failed.
             deadline = time.monotonic() + self.diagnosis_grace_s
@@ -350,10 +415,8 @@ class Communicator:
             self._on_failure(exc)
             assert self._failure is not None
             raise self._failure from exc
-        except (OSError, CollectiveTimeout) as exc:
-            if self._failure is not None:
-                raise self._failure from exc
-            raise
+        if isinstance(exc, (OSError, CollectiveTimeout)) and self._failure is not None:
+            raise self._failure from exc
 
     def _on_failure(self, exc: CollectiveError) -> None:
         """Called by the monitor thread or the data plane; the first failure wins."""
@@ -414,49 +477,48 @@ class Communicator:
         raise MismatchError(_describe_mismatch(sigs, rows))
 
     # -- the operations (run inline or on the comm thread) ---------------------------------
-    def _plan(self, signature: tuple[Any, ...], items: list[_Tensor], comp: str | None) -> tuple[list[fusion_mod.Bucket], list[np.ndarray | None]]:
-        cached = self._plans.get(signature)
-        if cached is not None:
-            self._plans.move_to_end(signature)
-            return cached
-        specs = [_spec(t, comp) for t in items]
-        buckets = fusion_mod.plan(specs, self.fusion)
-        buffers: list[np.ndarray | None] = [
-            None if b.inplace else np.empty(b.count, np.dtype(b.acc_dtype)) for b in buckets
-        ]
-        self._plans[signature] = (buckets, buffers)
-        if len(self._plans) > 64:
-            self._plans.popitem(last=False)
-        return buckets, buffers
-
     def _allreduce(self, raw: list[Any], op: str, comp: str | None) -> None:
+        try:  # numpy arrays
+            key: tuple[Any, ...] = (op, comp, *[(t.shape, t.dtype, t.flags.c_contiguous) for t in raw])
+        except AttributeError:  # torch tensors (or a mix)
+            key = (op, comp, *[_torch_key(t) for t in raw])
+        program = self._programs.get(key)
+        if program is None or self.verify == "always":
+            program = self._compile(raw, op, comp, key)
+        if program.fast is not None:  # one numpy array reduced where it lies
+            program.fast(raw[0])
+        else:
+            program.run(self, [_Tensor(t) for t in raw])
+        self._stats["ops"] += 1
+
+    def _compile(self, raw: list[Any], op: str, comp: str | None, key: tuple[Any, ...]) -> _Program:
         items = [_Tensor(t) for t in raw]
         if op == "mean" and any(t.view.dtype.kind != "f" for t in items):
             raise TypeError("op='mean' needs floating-point tensors")
         signature = ("allreduce", op, comp, tuple((t.shape, t.dtype_key) for t in items))
         self._verify(signature)
-        buckets, buffers = self._plan(signature, items, comp)
-        scale = 1.0 / self.size
-        for bucket, buf in zip(buckets, buffers, strict=True):
-            if buf is None:
-                flat = items[bucket.entries[0].tensor].flat
+        buckets = fusion_mod.plan([_spec(t, comp) for t in items], self.fusion)
+        program = _Program(buckets, op, 1.0 / self.size)
+        flat_backend = self.local is None
+        if (
+            len(buckets) == 1
+            and buckets[0].inplace
+            and op == "sum"
+            and flat_backend
+            and isinstance(raw[0], np.ndarray)
+            and buckets[0].wire_dtype == buckets[0].acc_dtype
+        ):
+            direct = getattr(self.backend, "direct_allreduce", None)  # MPI: the bound MPI call itself
+            if direct is not None:
+                program.fast = direct()
             else:
-                flat = buf
-                for e in bucket.entries:
-                    np.copyto(flat[e.offset : e.offset + e.count], items[e.tensor].flat, casting="unsafe")
-            wire = np.dtype(bucket.wire_dtype)
-            self._reduce_flat(flat, None if wire == flat.dtype else wire)
-            if op == "mean":
-                np.multiply(flat, scale, out=flat, casting="unsafe")
-            if buf is not None:
-                for e in bucket.entries:
-                    np.copyto(items[e.tensor].flat, flat[e.offset : e.offset + e.count], casting="unsafe")
-            self._stats["bytes_reduced"] += flat.nbytes
-        for t in items:
-            t.write_back()
-        self._stats["ops"] += 1
+                allreduce = self.backend.allreduce
+                program.fast = lambda a: allreduce(a.reshape(-1))
+        self._programs[key] = program
+        if len(self._programs) > 256:
+            self._programs.popitem(last=False)
         self._stats["tensors"] += len(items)
-        self._stats["buckets"] += len(buckets)
+        return program
 
     def _reduce_flat(self, flat: np.ndarray, wire: np.dtype | None) -> None:
         if self.local is None or self.cross is None:

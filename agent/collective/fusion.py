@@ -78,7 +78,8 @@ def plan(specs: list[TensorSpec] | tuple[TensorSpec, ...], policy: FusionPolicy)
 
     def close(key: tuple[str, str]) -> None:
         first, entries, count = open_.pop(key)
-        out.append((first, Bucket(key[0], key[1], count, False, tuple(entries))))
+        alone = len(entries) == 1 and specs[entries[0].tensor].inplace_ok  # packing one tensor is pure cost
+        out.append((first, Bucket(key[0], key[1], count, alone, tuple(entries))))
 
     for i, spec in enumerate(specs):
         if spec.count == 0:

@@ -15,6 +15,7 @@ The node agent will do the same job on real nodes (environment from the job's pl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -83,10 +84,8 @@ class LocalJob:
                 except (ProcessLookupError, PermissionError):
                     p.kill()
         for p in self.procs:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
 
 
 def spawn(

@@ -113,7 +113,7 @@ class Monitor:
             self._listener.settimeout(max(0.01, deadline - time.monotonic()))
             try:
                 conn, _ = self._listener.accept()
-            except (TimeoutError, socket.timeout) as exc:
+            except TimeoutError as exc:
                 missing = sorted(set(range(1, self.size)) - set(self._conns))
                 raise CollectiveTimeout(f"monitor: ranks {missing} did not connect within {timeout_s} s") from exc
             conn.settimeout(timeout_s)

