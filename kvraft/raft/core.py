@@ -636,7 +636,9 @@ class Raft:
     def apply_conf_change(self, cc: ConfChange) -> ConfState:
         """Switch to the configuration after ``cc`` (called as its entry is applied)."""
         conf = apply_change(self.tracker.conf, cc)
-        self.tracker.set_conf(conf, self.log.last_index() + 1)
+        # A member new to the tracker is first probed with the last entry (not an empty
+        # MsgApp), so that it answers and the leader learns where its log stands.
+        self.tracker.set_conf(conf, max(self.log.last_index(), 1))
         self._trace(f"switched to configuration {describe_conf_state(conf)}")
         if self.role != StateRole.LEADER:
             return conf
