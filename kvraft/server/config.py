@@ -38,6 +38,7 @@ class Config:
     initial_cluster_state: str = "new"
     initial_cluster_token: str = "etcd-cluster"
     snapshot_count: int = 10000
+    snapshot_catchup_entries: int = 5000
     heartbeat_interval: int = 100
     election_timeout: int = 1000
     quota_backend_bytes: int = 0

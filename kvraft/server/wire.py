@@ -8,7 +8,10 @@ msgpack. After the handshake every frame is ``[kind, body]``:
 - ``SNAP_END``: ``[stream_id, message]`` the MsgSnap itself, its data = the chunks joined;
 - ``FORWARD``: ``[data, ...]`` proposals a follower forwards to the leader;
 - ``READ``: ``[ctx]`` a ReadIndex request a follower forwards to the leader;
-- ``READ_RESP``: ``[ctx, index]`` the leader's answer (index 0: could not confirm).
+- ``READ_RESP``: ``[ctx, index]`` the leader's answer (index 0: could not confirm);
+- ``FORWARD_CONF``: ``data`` an encoded ConfChange a follower forwards to the leader.
+
+(``READ``/``READ_RESP`` are reserved: the core forwards a follower's ReadIndex itself.)
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from kvraft.raft.types import (
 
 __all__ = [
     "FORWARD",
+    "FORWARD_CONF",
     "FRAME_MAX_BYTES",
     "RAFT",
     "READ",
@@ -39,7 +43,7 @@ __all__ = [
     "snapshot_to_wire",
 ]
 
-RAFT, SNAP_CHUNK, SNAP_END, FORWARD, READ, READ_RESP = range(1, 7)
+RAFT, SNAP_CHUNK, SNAP_END, FORWARD, READ, READ_RESP, FORWARD_CONF = range(1, 8)
 FRAME_MAX_BYTES = 64 * 1024 * 1024
 
 _ENTRY_TYPES = {t.value: t for t in EntryType}

@@ -1,3 +1,5 @@
-"""The client API: etcd v3 JSON gateway routes on aiohttp."""
+"""The client API: etcd v3 JSON gateway routes on aiohttp (and msgpack)."""
 
-__all__: list[str] = []
+from kvraft.server.api.app import make_app
+
+__all__ = ["make_app"]

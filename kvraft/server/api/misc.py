@@ -1,0 +1,38 @@
+"""``GET /version``, ``/health``, ``/metrics`` (Prometheus text)."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from kvraft import __version__
+from kvraft.server.api.state import SERVER
+
+__all__ = ["API_VERSION", "ROUTES"]
+
+API_VERSION = "3.4.0"
+"""The etcd API level kvraft speaks; clients choose the ``/v3/`` prefix from it."""
+
+
+async def _version(_request: web.Request) -> web.Response:
+    doc = {"etcdserver": API_VERSION, "etcdcluster": API_VERSION, "kvraft": __version__}
+    return web.Response(text=json.dumps(doc, separators=(",", ":")), content_type="application/json")
+
+
+async def _health(request: web.Request) -> web.Response:
+    healthy = await request.app[SERVER].healthy()
+    body = json.dumps({"health": "true" if healthy else "false"}, separators=(",", ":"))
+    return web.Response(text=body, status=200 if healthy else 503, content_type="text/plain")
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    lines: list[str] = []
+    for name, kind, help_text, value in request.app[SERVER].metrics():
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        lines.append(f"{name} {value}")
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+ROUTES = {"/version": _version, "/health": _health, "/metrics": _metrics}

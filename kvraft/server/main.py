@@ -1,0 +1,78 @@
+"""``kvraft``: run one member (etcd's flags; see ``kvraft.server.config``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from kvraft.server.api import make_app
+from kvraft.server.config import Config, ConfigError, parse_config
+from kvraft.server.node import Node
+
+__all__ = ["main", "serve"]
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR,
+           "panic": logging.CRITICAL, "fatal": logging.CRITICAL}
+
+
+async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+    """Run a member until ``stop`` is set (or SIGTERM/SIGINT)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    node = Node(config)
+    app = make_app(node)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    sites = []
+    for url in config.listen_client_urls:
+        parts = urlsplit(url)
+        site = web.TCPSite(runner, parts.hostname, parts.port, reuse_address=True, backlog=1024)
+        await site.start()
+        sites.append(site)
+    logging.getLogger("kvraft").info(
+        "member %s (%x) serving clients on %s, peers on %s",
+        config.name, node.member_id, ",".join(config.listen_client_urls), ",".join(config.listen_peer_urls),
+    )
+    fatal = loop.create_task(_watch_fatal(node, stop))
+    try:
+        await stop.wait()
+    finally:
+        fatal.cancel()
+        await runner.cleanup()
+
+
+async def _watch_fatal(node: Node, stop: asyncio.Event) -> None:
+    while node.driver.fatal is None:
+        await asyncio.sleep(0.5)
+    stop.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = parse_config(sys.argv[1:] if argv is None else argv)
+    except ConfigError as exc:
+        print(f"kvraft: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=_LEVELS[config.log_level],
+        format=f"%(asctime)s %(levelname)s {config.name} %(name)s: %(message)s",
+    )
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works
+        pass
+    asyncio.run(serve(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

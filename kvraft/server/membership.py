@@ -1,0 +1,160 @@
+"""The member registry: who is in the cluster, with names and URLs, as etcd reports it.
+
+Raft knows only ids (voters and learners); this registry adds the names, peer URLs and
+client URLs that ``cluster/member/*`` return and that the transport dials. It changes only
+when an entry is applied (a conf change's context, or a ``publish`` entry in which a member
+announces its name and client URLs), so every member holds the same registry at the same
+applied index. It is saved atomically in the data directory and travels in snapshots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from kvraft.apply.errors import FailedPrecondition, InvalidArgument, NotFound
+from kvraft.apply.ops import MemberOp
+from kvraft.server.api.codec import Out
+
+__all__ = ["Member", "Membership"]
+
+
+@dataclass
+class Member:
+    member_id: int
+    name: str = ""
+    peer_urls: list[str] = field(default_factory=list)
+    client_urls: list[str] = field(default_factory=list)
+    is_learner: bool = False
+
+    def to_wire(self) -> list[Any]:
+        return [self.member_id, self.name, self.peer_urls, self.client_urls, self.is_learner]
+
+    @classmethod
+    def from_wire(cls, wire: list[Any]) -> Member:
+        return cls(int(wire[0]), str(wire[1]), list(wire[2]), list(wire[3]), bool(wire[4]))
+
+    def encode(self, out: Out) -> dict[str, Any]:
+        doc: dict[str, Any] = {"ID": out.i(self.member_id)}
+        if self.name:
+            doc["name"] = self.name
+        if self.peer_urls:
+            doc["peerURLs"] = list(self.peer_urls)
+        if self.client_urls:
+            doc["clientURLs"] = list(self.client_urls)
+        if self.is_learner:
+            doc["isLearner"] = True
+        return doc
+
+
+def check_peer_urls(urls: list[str]) -> None:
+    if not urls:
+        raise InvalidArgument("etcdserver: given member URLs are invalid")
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidArgument("etcdserver: given member URLs are invalid")
+        try:
+            if parts.port is None:
+                raise InvalidArgument("etcdserver: given member URLs are invalid")
+        except ValueError:
+            raise InvalidArgument("etcdserver: given member URLs are invalid") from None
+
+
+class Membership:
+    def __init__(self, path: Path | None = None) -> None:
+        self.members: dict[int, Member] = {}
+        self.removed: set[int] = set()
+        self._path = path
+
+    # -- queries --------------------------------------------------------------------------
+    def get(self, member_id: int) -> Member | None:
+        return self.members.get(member_id)
+
+    def sorted_members(self) -> list[Member]:
+        return [self.members[m] for m in sorted(self.members)]
+
+    def learners(self) -> list[Member]:
+        return [m for m in self.members.values() if m.is_learner]
+
+    # -- validation before proposing (the leader re-checks at apply) ------------------------
+    def check_add(self, peer_urls: list[str], is_learner: bool, max_learners: int) -> None:
+        check_peer_urls(peer_urls)
+        taken = {u for m in self.members.values() for u in m.peer_urls}
+        if taken & set(peer_urls):
+            raise FailedPrecondition("etcdserver: Peer URLs already exists")
+        if is_learner and len(self.learners()) >= max_learners:
+            raise FailedPrecondition("etcdserver: too many learner members in cluster")
+
+    def check_exists(self, member_id: int) -> Member:
+        member = self.members.get(member_id)
+        if member is None:
+            if member_id in self.removed:
+                raise NotFound("etcdserver: member not found")
+            raise NotFound("etcdserver: member not found")
+        return member
+
+    def check_update(self, member_id: int, peer_urls: list[str]) -> None:
+        self.check_exists(member_id)
+        check_peer_urls(peer_urls)
+        taken = {u for m in self.members.values() if m.member_id != member_id for u in m.peer_urls}
+        if taken & set(peer_urls):
+            raise FailedPrecondition("etcdserver: Peer URLs already exists")
+
+    def check_promote(self, member_id: int) -> Member:
+        member = self.check_exists(member_id)
+        if not member.is_learner:
+            raise FailedPrecondition("etcdserver: can only promote a learner member")
+        return member
+
+    # -- changes (at apply time) ------------------------------------------------------------
+    def apply(self, op: MemberOp) -> None:
+        member = self.members.get(op.member_id)
+        if op.action == "add":
+            if op.member_id in self.removed:
+                return
+            self.members[op.member_id] = Member(
+                op.member_id, op.name, list(op.peer_urls), list(op.client_urls), op.is_learner
+            )
+        elif op.action == "remove":
+            self.members.pop(op.member_id, None)
+            self.removed.add(op.member_id)
+        elif op.action == "promote" and member is not None:
+            member.is_learner = False
+        elif op.action == "update" and member is not None:
+            member.peer_urls = list(op.peer_urls)
+        elif op.action == "publish" and member is not None:
+            member.name = op.name
+            member.client_urls = list(op.client_urls)
+        self.save()
+
+    # -- persistence ------------------------------------------------------------------------
+    def to_wire(self) -> list[Any]:
+        return [[m.to_wire() for m in self.sorted_members()], sorted(self.removed)]
+
+    def restore(self, wire: list[Any]) -> None:
+        self.members = {m.member_id: m for m in (Member.from_wire(w) for w in wire[0])}
+        self.removed = set(wire[1])
+        self.save()
+
+    def save(self) -> None:
+        if self._path is None:
+            return
+        tmp = self._path.with_suffix(".tmp")
+        with open(tmp, "w") as handle:
+            json.dump(self.to_wire(), handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self._path)
+
+    def load(self) -> bool:
+        if self._path is None or not self._path.exists():
+            return False
+        wire = json.loads(self._path.read_text())
+        self.members = {m.member_id: m for m in (Member.from_wire(w) for w in wire[0])}
+        self.removed = set(wire[1])
+        return True

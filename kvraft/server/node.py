@@ -1,0 +1,296 @@
+"""``Node``: one kvraft member, assembled: Raft log, state machine, registry, transport,
+driver, and the service methods the API handlers call.
+
+Writes go through Raft (``driver.propose``); linearizable reads wait on a ReadIndex
+barrier and then read the local MVCC store; serializable reads read it at once. Any member
+serves any request: a follower's proposals and read rounds reach the leader internally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+from kvraft.apply.errors import FailedPrecondition, InvalidArgument, Unavailable
+from kvraft.apply.ops import AlarmOp, CompactOp, MemberOp, PutOp, RangeOp, TxnOp, encode_entry
+from kvraft.apply.state_machine import StateMachine
+from kvraft.apply.validate import validate_op
+from kvraft.raft.config import RaftConfig
+from kvraft.raft.errors import RaftError
+from kvraft.raft.rawnode import RawNode
+from kvraft.raft.types import NONE, ConfChangeType, ConfState, StateRole
+from kvraft.server.config import Config, cluster_id_for, member_id_for
+from kvraft.server.driver import NodeDriver
+from kvraft.server.membership import Member, Membership
+from kvraft.server.node_status import NodeStatusMixin
+from kvraft.server.tls import peer_ssl_contexts
+from kvraft.server.transport import PeerTransport, cluster_key
+from kvraft.storage.raft_log import LmdbLogStorage
+
+__all__ = ["Node"]
+
+log = logging.getLogger("kvraft.node")
+
+PROMOTE_CHECK_S = 0.5
+
+
+class Node(NodeStatusMixin):
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.data_dir = Path(config.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.member_id = member_id_for(config.initial_advertise_peer_urls, config.initial_cluster_token)
+        initial = config.initial_members()
+        initial_ids = {name: member_id_for(urls, config.initial_cluster_token) for name, urls in initial.items()}
+        self.membership = Membership(self.data_dir / "members.json")
+        if not self.membership.load():
+            for name, urls in initial.items():
+                member = Member(initial_ids[name], name, list(urls))
+                self.membership.members[member.member_id] = member
+            self.membership.save()
+        log_path = self.data_dir / "raft.lmdb"
+        fresh = not log_path.exists()
+        if fresh and config.initial_cluster_state == "new":
+            self.raft_log = LmdbLogStorage.bootstrap(log_path, sorted(initial_ids.values()))
+        else:
+            self.raft_log = LmdbLogStorage(log_path)
+        self.cluster_id = self._load_cluster_id(sorted(initial_ids.values()))
+        self.state = StateMachine(
+            self.data_dir / "mvcc.lmdb",
+            quota_bytes=config.quota_bytes(),
+            member_id=self.member_id,
+            max_txn_ops=config.max_txn_ops,
+            membership=self.membership,
+        )
+        hard, _conf = self.raft_log.initial_state()
+        applied = min(self.state.applied_index(), hard.commit)
+        applied = max(applied, self.raft_log.snapshot().metadata.index)
+        self.raw = RawNode(
+            RaftConfig(
+                id=self.member_id,
+                rng=random.Random(self.member_id ^ random.getrandbits(32)),
+                election_ticks=config.election_ticks(),
+                heartbeat_ticks=1,
+                applied=applied,
+            ),
+            self.raft_log,
+        )
+        server_ssl, client_ssl = peer_ssl_contexts(config)
+        self.transport = PeerTransport(
+            self.member_id,
+            cluster_key(config.initial_cluster_token, config.peer_secret_file),
+            self._on_frame,
+            on_unreachable=self._on_unreachable,
+            on_snapshot_sent=self._on_snapshot_sent,
+            server_ssl=server_ssl,
+            client_ssl=client_ssl,
+        )
+        self.driver = NodeDriver(
+            self.member_id,
+            self.raw,
+            self.raft_log,
+            self.state,
+            self.transport,
+            heartbeat_interval_s=config.heartbeat_interval / 1000,
+            conf_state=self.raw.status().conf_state,
+            snapshot_count=config.snapshot_count,
+            snapshot_catchup_entries=config.snapshot_catchup_entries,
+            on_conf_change=self._on_conf_change,
+        )
+        self.state.on_members_changed = self._sync_peers
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+
+    def _load_cluster_id(self, initial_ids: list[int]) -> int:
+        path = self.data_dir / "cluster_id"
+        if path.exists():
+            return int(path.read_text())
+        cluster_id = cluster_id_for(initial_ids, self.config.initial_cluster_token)
+        path.write_text(str(cluster_id))
+        return cluster_id
+
+    # -- transport callbacks (the driver may not exist yet during __init__) ---------------
+    def _on_frame(self, source: int, kind: int, body: Any) -> None:
+        self.driver.on_frame(source, kind, body)
+
+    def _on_unreachable(self, member_id: int) -> None:
+        self.driver.report_unreachable(member_id)
+
+    def _on_snapshot_sent(self, member_id: int, ok: bool) -> None:
+        self.driver.report_snapshot(member_id, ok)
+
+    def _on_conf_change(self, conf: ConfState) -> None:
+        if self.member_id not in conf.voters | conf.learners and conf.voters:
+            log.warning("member %x was removed from the cluster", self.member_id)
+
+    def _sync_peers(self) -> None:
+        wanted = {m.member_id: m.peer_urls[0] for m in self.membership.members.values() if m.peer_urls}
+        for member_id, url in wanted.items():
+            self.transport.set_peer(member_id, url)
+        for member_id in self.transport.peers():
+            if member_id not in wanted:
+                self.transport.remove_peer(member_id)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        await self.transport.listen(self.config.listen_peer_urls)
+        self._sync_peers()
+        self.driver.start()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._publish()), loop.create_task(self._promote_learners())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.driver.stop()
+        await self.transport.close()
+        self.raft_log.close()
+        self.state.close()
+
+    async def _publish(self) -> None:
+        """Announce this member's name and client URLs through the log (as etcd does)."""
+        while True:
+            me = self.membership.get(self.member_id)
+            if me is not None and me.name == self.config.name and me.client_urls == self.config.advertise_client_urls:
+                return
+            with contextlib.suppress(Unavailable, asyncio.TimeoutError):
+                op = MemberOp("publish", self.member_id, self.config.name, [], list(self.config.advertise_client_urls))
+                await self.driver.propose(op, timeout_s=5.0)
+            await asyncio.sleep(0.5)
+
+    async def _promote_learners(self) -> None:
+        """Leader: promote a learner once its log has caught up (``--auto-promote-learners``)."""
+        while self.config.auto_promote_learners:
+            await asyncio.sleep(PROMOTE_CHECK_S)
+            if self.driver.role != StateRole.LEADER:
+                continue
+            status = self.raw.status()
+            for learner in status.conf_state.learners:
+                progress = status.progress.get(learner)
+                if progress is None or progress.match < status.commit:
+                    continue
+                member = self.membership.get(learner)
+                if member is None or not member.is_learner:
+                    continue
+                log.info("promoting learner %x: caught up at %d", learner, progress.match)
+                with contextlib.suppress(Exception):
+                    await self._conf_change(ConfChangeType.ADD_VOTER, MemberOp("promote", learner))
+
+    # -- KV -------------------------------------------------------------------------------
+    @property
+    def raft_term(self) -> int:
+        return self.driver.term
+
+    async def range(self, op: RangeOp) -> Any:
+        validate_op(op, self.config.max_txn_ops)
+        if not op.serializable:
+            await self.driver.read_barrier()
+        return self.state.range(op)
+
+    async def _write(self, op: Any) -> Any:
+        validate_op(op, self.config.max_txn_ops)
+        if len(encode_entry(0, op)) > self.config.max_request_bytes:
+            raise InvalidArgument("etcdserver: request is too large")
+        return await self.driver.propose(op)
+
+    async def put(self, op: PutOp) -> Any:
+        return await self._write(op)
+
+    async def delete_range(self, op: Any) -> Any:
+        return await self._write(op)
+
+    async def txn(self, op: TxnOp) -> Any:
+        validate_op(op, self.config.max_txn_ops)
+        if self.state.is_read_only(op):
+            await self.driver.read_barrier()
+            return self.state.txn_read_only(op)
+        return await self._write(op)
+
+    async def compact(self, op: CompactOp) -> Any:
+        return await self._write(op)
+
+    # -- cluster ---------------------------------------------------------------------------
+    async def member_list(self, linearizable: bool) -> list[Member]:
+        if linearizable:
+            await self.driver.read_barrier()
+        return self.membership.sorted_members()
+
+    async def _conf_change(self, kind: ConfChangeType, op: MemberOp) -> None:
+        try:
+            await self.driver.propose_conf_change(((kind, op.member_id),), op)
+        except RaftError as exc:
+            raise FailedPrecondition(f"etcdserver: {exc}") from None
+
+    async def member_add(self, peer_urls: list[str], is_learner: bool) -> tuple[Member, list[Member]]:
+        self.membership.check_add(peer_urls, is_learner, self.config.max_learners)
+        member_id = member_id_for(peer_urls, self.config.initial_cluster_token + str(random.getrandbits(32)))
+        kind = ConfChangeType.ADD_LEARNER if is_learner else ConfChangeType.ADD_VOTER
+        await self._conf_change(kind, MemberOp("add", member_id, "", list(peer_urls), [], is_learner))
+        member = self.membership.get(member_id) or Member(member_id, "", list(peer_urls), [], is_learner)
+        return member, self.membership.sorted_members()
+
+    async def member_remove(self, member_id: int) -> list[Member]:
+        self.membership.check_exists(member_id)
+        await self._conf_change(ConfChangeType.REMOVE_NODE, MemberOp("remove", member_id))
+        return self.membership.sorted_members()
+
+    async def member_update(self, member_id: int, peer_urls: list[str]) -> list[Member]:
+        self.membership.check_update(member_id, peer_urls)
+        await self.driver.propose(MemberOp("update", member_id, "", list(peer_urls)))
+        return self.membership.sorted_members()
+
+    async def member_promote(self, member_id: int) -> list[Member]:
+        self.membership.check_promote(member_id)
+        if self.driver.role == StateRole.LEADER:
+            progress = self.raw.status().progress.get(member_id)
+            if progress is None or progress.match < self.raw.status().commit:
+                raise FailedPrecondition(
+                    "etcdserver: can only promote a learner member which is in sync with leader"
+                )
+        await self._conf_change(ConfChangeType.ADD_VOTER, MemberOp("promote", member_id))
+        return self.membership.sorted_members()
+
+    # -- maintenance -------------------------------------------------------------------------
+    async def alarm(self, action: int, member_id: int, alarm: int) -> list[tuple[int, int]]:
+        if action == 0:
+            return self.state.alarms()
+        result = await self.driver.propose(AlarmOp(action, member_id or self.member_id, alarm))
+        return result or []
+
+    async def move_leader(self, target: int) -> int:
+        if self.driver.role != StateRole.LEADER:
+            raise FailedPrecondition("etcdserver: not leader")
+        status = self.raw.status()
+        if target not in status.conf_state.voters or target == NONE:
+            raise FailedPrecondition("etcdserver: bad leader transferee")
+        if target == self.member_id:
+            return self.state.revision()
+        try:
+            self.raw.transfer_leader(target)
+        except RaftError:
+            raise FailedPrecondition("etcdserver: bad leader transferee") from None
+        self.driver.kick()
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if self.driver.leader == target:
+                return self.state.revision()
+        raise Unavailable("etcdserver: request timed out")
+
+    async def healthy(self) -> bool:
+        if self.driver.leader == NONE or self.driver.fatal is not None:
+            return False
+        try:
+            await self.driver.read_barrier(timeout_s=2.0)
+        except Unavailable:
+            return False
+        return True

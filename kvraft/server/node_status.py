@@ -1,0 +1,76 @@
+"""Status, hashes, defragmentation, snapshots and metrics of a ``Node``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kvraft.raft.types import StateRole
+from kvraft.server.api.misc import API_VERSION
+
+__all__ = ["NodeStatusMixin"]
+
+
+class NodeStatusMixin:
+    member_id: int
+    driver: Any
+    raw: Any
+    state: Any
+    transport: Any
+    raft_log: Any
+
+    async def status(self) -> dict[str, Any]:
+        status = self.raw.status()
+        size, in_use = self.state.db_sizes()
+        return {
+            "revision": self.state.revision(),
+            "version": API_VERSION,
+            "dbSize": size,
+            "dbSizeInUse": in_use,
+            "leader": self.driver.leader,
+            "raftIndex": status.commit,
+            "raftTerm": status.term,
+            "raftAppliedIndex": self.driver.applied.applied,
+            "isLearner": self.member_id in status.conf_state.learners,
+            "errors": [],
+        }
+
+    async def hash(self) -> tuple[int, int]:
+        return self.state.revision(), self.state.hash_all()
+
+    async def hash_kv(self, revision: int) -> tuple[int, int, int]:
+        value, compact_revision = self.state.hash_kv(revision)
+        return self.state.revision(), value, compact_revision
+
+    async def defragment(self) -> None:
+        self.state.defragment()
+
+    async def snapshot_blob(self) -> tuple[int, bytes]:
+        return self.state.revision(), self.state.snapshot_data()
+
+    def metrics(self) -> list[tuple[str, str, str, Any]]:
+        driver, transport = self.driver.stats, self.transport.stats
+        status = self.raw.status()
+        size, in_use = self.state.db_sizes()
+        return [
+            ("kvraft_server_has_leader", "gauge", "Whether a leader is known.", int(self.driver.leader != 0)),
+            ("kvraft_server_is_leader", "gauge", "Whether this member leads.", int(self.driver.role == StateRole.LEADER)),
+            ("kvraft_server_term", "gauge", "Current Raft term.", status.term),
+            ("kvraft_server_commit_index", "gauge", "Raft commit index.", status.commit),
+            ("kvraft_server_applied_index", "gauge", "Applied index.", self.driver.applied.applied),
+            ("kvraft_mvcc_revision", "gauge", "Current MVCC revision.", self.state.revision()),
+            ("kvraft_mvcc_db_size_bytes", "gauge", "Backend file size.", size),
+            ("kvraft_mvcc_db_size_in_use_bytes", "gauge", "Backend bytes in use.", in_use),
+            ("kvraft_driver_readies_total", "counter", "Ready values handled.", driver.readies),
+            ("kvraft_driver_syncs_total", "counter", "Durable log commits (group commits).", driver.syncs),
+            ("kvraft_driver_entries_persisted_total", "counter", "Log entries written.", driver.entries_persisted),
+            ("kvraft_driver_entries_applied_total", "counter", "Entries applied.", driver.entries_applied),
+            ("kvraft_driver_proposals_forwarded_total", "counter", "Proposals forwarded to the leader.", driver.proposals_forwarded),
+            ("kvraft_driver_read_index_rounds_total", "counter", "ReadIndex rounds started.", driver.read_rounds),
+            ("kvraft_driver_snapshots_created_total", "counter", "Snapshots taken.", driver.snapshots_created),
+            ("kvraft_driver_snapshots_applied_total", "counter", "Snapshots installed.", driver.snapshots_applied),
+            ("kvraft_transport_frames_sent_total", "counter", "Peer frames sent.", transport.frames_sent),
+            ("kvraft_transport_frames_received_total", "counter", "Peer frames received.", transport.frames_received),
+            ("kvraft_transport_messages_dropped_total", "counter", "Peer messages dropped.", transport.messages_dropped),
+            ("kvraft_transport_connections_rejected_total", "counter", "Peer connections that failed authentication.", transport.connections_rejected),
+            ("kvraft_transport_malformed_frames_total", "counter", "Peer connections closed on a malformed frame.", transport.malformed_frames),
+        ]

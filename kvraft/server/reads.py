@@ -1,0 +1,97 @@
+"""Linearizable-read bookkeeping for the driver: batched ReadIndex and applied-index waits.
+
+Every linearizable read needs "the leader was still leader after my request arrived, and
+this member has applied at least the leader's commit index at that moment". One ReadIndex
+round answers that for every read that arrived before it started, so reads are batched:
+while a round is in flight new reads queue; when it completes, the queued reads start the
+next round together.
+
+Contexts are 16 bytes: the origin member id and a sequence number, so a leader answering
+a forwarded round knows where to send the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import struct
+
+__all__ = ["AppliedWaiters", "ReadBatcher"]
+
+_CTX = struct.Struct(">QQ")
+
+
+class AppliedWaiters:
+    """Futures resolved once the applied index reaches a target."""
+
+    def __init__(self) -> None:
+        self.applied = 0
+        self._heap: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def wait(self, index: int) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if index <= self.applied:
+            future.set_result(None)
+        else:
+            heapq.heappush(self._heap, (index, next(self._seq), future))
+        return future
+
+    def advance(self, applied: int) -> None:
+        self.applied = max(self.applied, applied)
+        while self._heap and self._heap[0][0] <= self.applied:
+            _, _, future = heapq.heappop(self._heap)
+            if not future.done():
+                future.set_result(None)
+
+    def fail_all(self, exc: BaseException) -> None:
+        while self._heap:
+            _, _, future = heapq.heappop(self._heap)
+            if not future.done():
+                future.set_exception(exc)
+
+
+class ReadBatcher:
+    """Groups read requests into ReadIndex rounds. ``start_round`` is called with a fresh
+    context when a round should begin; ``complete(ctx, index)`` resolves that round."""
+
+    def __init__(self, member_id: int) -> None:
+        self.member_id = member_id
+        self._seq = itertools.count(1)
+        self._queued: list[asyncio.Future[int]] = []
+        self._inflight: dict[bytes, list[asyncio.Future[int]]] = {}
+
+    @staticmethod
+    def origin(ctx: bytes) -> int:
+        return _CTX.unpack(ctx)[0] if len(ctx) == _CTX.size else 0
+
+    def enqueue(self) -> asyncio.Future[int]:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queued.append(future)
+        return future
+
+    def idle(self) -> bool:
+        return not self._inflight
+
+    def next_round(self) -> bytes | None:
+        """If reads are queued and no round is in flight, open a round and return its ctx."""
+        if not self._queued or self._inflight:
+            return None
+        ctx = _CTX.pack(self.member_id, next(self._seq))
+        self._inflight[ctx] = [f for f in self._queued if not f.done()]
+        self._queued = []
+        return ctx
+
+    def complete(self, ctx: bytes, index: int) -> None:
+        for future in self._inflight.pop(ctx, ()):
+            if not future.done():
+                future.set_result(index)
+
+    def fail_inflight(self, exc: BaseException) -> None:
+        """Abandon the rounds in flight (leader lost, timed out); their reads fail."""
+        for futures in self._inflight.values():
+            for future in futures:
+                if not future.done():
+                    future.set_exception(exc)
+        self._inflight.clear()
