@@ -1,0 +1,324 @@
+"""HTTP transport: endpoints with failover, retries with jitter, auth tokens, encodings.
+
+Threading: one ``Transport`` belongs to one event loop; every method is a coroutine run
+on it. Failover rule: a request that never reached a member (connect refused, connect
+timeout) moves to the next endpoint for any operation; a request whose answer was lost
+(disconnect or read timeout after sending), or that got ``Unavailable`` (no leader, leader
+changed), is retried only when the caller marks it ``safe`` (reads and idempotent
+operations), with full-jitter exponential backoff, until the request deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from kvraft.client._codec import JSON_CODEC, MSGPACK_CODEC, Codec, codec_for
+from kvraft.client.errors import (
+    EndpointError,
+    InvalidArgumentError,
+    ProtocolError,
+    ServerError,
+    UnauthenticatedError,
+    UnavailableError,
+    error_from_status,
+)
+
+__all__ = ["RetryPolicy", "Transport", "normalize_endpoint"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff for safe operations: attempt ``n`` sleeps ``uniform(0, min(max, base*2**n))``."""
+
+    base_delay_s: float = 0.05
+    max_delay_s: float = 1.0
+    max_attempts: int = 20
+
+    def delay_s(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0.0, min(self.max_delay_s, self.base_delay_s * (2**attempt)))
+
+
+def normalize_endpoint(endpoint: str) -> str:
+    """``host:port`` -> ``http://host:port`` (etcdctl accepts both spellings)."""
+    endpoint = endpoint.strip().rstrip("/")
+    if "://" not in endpoint:
+        endpoint = "http://" + endpoint
+    return endpoint
+
+
+class _LostAnswer(Exception):
+    """The request may have reached the server but no answer came back."""
+
+
+class Transport:
+    def __init__(
+        self,
+        endpoints: list[str],
+        *,
+        encoding: str = "auto",
+        dial_timeout_s: float = 2.0,
+        request_timeout_s: float = 5.0,
+        retry: RetryPolicy | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("at least one endpoint is required")
+        if encoding not in ("auto", "json", "msgpack"):
+            raise ValueError(f"encoding must be auto, json or msgpack, not {encoding!r}")
+        self.endpoints = [normalize_endpoint(e) for e in endpoints]
+        self.encoding = encoding
+        self.dial_timeout_s = dial_timeout_s
+        self.request_timeout_s = request_timeout_s
+        self.retry = retry or RetryPolicy()
+        self.user = user
+        self.password = password
+        self.token: str | None = None
+        self.codec: Codec = MSGPACK_CODEC if encoding == "msgpack" else JSON_CODEC
+        self.prefix = "/v3"
+        self.server_version: dict[str, Any] = {}
+        self._rng = rng or random.Random()
+        self._pinned = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._auth_lock = asyncio.Lock()
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint requests go to first."""
+        return self.endpoints[self._pinned]
+
+    async def open(self) -> None:
+        """Create the session, find a live endpoint, pick the encoding, log in if asked."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(sock_connect=self.dial_timeout_s)
+            )
+        self.server_version = await self._discover()
+        if self.user is not None:
+            await self.authenticate()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _order(self) -> list[int]:
+        n = len(self.endpoints)
+        return [(self._pinned + i) % n for i in range(n)]
+
+    async def _discover(self) -> dict[str, Any]:
+        errors: list[str] = []
+        for index in self._order():
+            try:
+                doc = await self.get_json(self.endpoints[index], "/version")
+            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+                errors.append(f"{self.endpoints[index]}: {_describe(exc)}")
+                continue
+            self._pinned = index
+            if self.encoding == "auto":
+                self.codec = MSGPACK_CODEC if "kvraft" in doc else JSON_CODEC
+            version = str(doc.get("etcdserver", "3.4.0"))
+            major_minor = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+            self.prefix = "/v3" if major_minor >= (3, 4) else "/v3beta"
+            return dict(doc)
+        raise EndpointError("context deadline exceeded (no endpoint answered: " + "; ".join(errors) + ")")
+
+    async def get_json(self, endpoint: str, path: str) -> Any:
+        """A plain ``GET`` (``/version``, ``/health``) against one endpoint."""
+        session = self._require_session()
+        timeout = aiohttp.ClientTimeout(total=self.request_timeout_s, sock_connect=self.dial_timeout_s)
+        async with session.get(endpoint + path, timeout=timeout) as response:
+            return await response.json(content_type=None)
+
+    def _require_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("client is not open; use 'async with Client(...)' or await client.open()")
+        return self._session
+
+    def _headers(self, auth: bool) -> dict[str, str]:
+        headers = {"Content-Type": self.codec.content_type, "Accept": self.codec.content_type}
+        if auth and self.token:
+            headers["Authorization"] = self.token
+        return headers
+
+    async def authenticate(self) -> None:
+        """Get a fresh token for ``user``/``password`` (also called on token expiry)."""
+        async with self._auth_lock:
+            body = {"name": self.user or "", "password": self.password or ""}
+            doc = await self.unary("/auth/authenticate", body, safe=True, auth=False)
+            self.token = str(doc.get("token") or "") or None
+
+    async def unary(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        safe: bool,
+        auth: bool = True,
+        endpoint: str | None = None,
+        timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        """POST ``prefix + path`` and decode the answer, with failover and retries.
+
+        ``endpoint`` pins the request to one member (endpoint status, defrag): no failover.
+        """
+        try:
+            return await self._unary(path, body, safe=safe, auth=auth, endpoint=endpoint, timeout_s=timeout_s)
+        except UnauthenticatedError:
+            if not auth or self.user is None:
+                raise
+        except InvalidArgumentError as exc:
+            if not auth or self.user is None or "user name is empty" not in exc.message:
+                raise
+        await self.authenticate()  # token expired or revoked: log in again, retry once
+        return await self._unary(path, body, safe=safe, auth=auth, endpoint=endpoint, timeout_s=timeout_s)
+
+    async def _unary(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        safe: bool,
+        auth: bool,
+        endpoint: str | None,
+        timeout_s: float | None,
+    ) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        total_s = self.request_timeout_s if timeout_s is None else timeout_s
+        deadline = loop.time() + total_s
+        data = self.codec.dumps(body)
+        errors: list[str] = []
+        attempt = 0
+        while True:
+            if endpoint is not None:
+                targets = [normalize_endpoint(endpoint)]
+            else:
+                targets = [self.endpoints[i] for i in self._order()]
+            for target in targets:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    doc = await self._post(target, path, data, auth, remaining)
+                except _LostAnswer as exc:
+                    if not safe:
+                        raise EndpointError(f"{target}: {exc} (the request may have been applied)") from None
+                    errors.append(f"{target}: {exc}")
+                    continue
+                except (TimeoutError, aiohttp.ClientConnectorError) as exc:
+                    errors.append(f"{target}: {_describe(exc)}")
+                    continue
+                except UnavailableError as exc:
+                    if not safe or endpoint is not None:
+                        raise
+                    errors.append(f"{target}: {exc.message}")
+                    continue
+                if target in self.endpoints and endpoint is None:
+                    self._pinned = self.endpoints.index(target)
+                return doc
+            remaining = deadline - loop.time()
+            if remaining <= 0 or attempt >= self.retry.max_attempts:
+                raise EndpointError("context deadline exceeded (" + "; ".join(errors[-3:]) + ")")
+            await asyncio.sleep(min(remaining, self.retry.delay_s(attempt, self._rng)))
+            attempt += 1
+
+    async def _post(self, endpoint: str, path: str, data: bytes, auth: bool, timeout_s: float) -> dict[str, Any]:
+        session = self._require_session()
+        timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(self.dial_timeout_s, timeout_s))
+        url = endpoint + self.prefix + path
+        try:
+            async with session.post(url, data=data, headers=self._headers(auth), timeout=timeout) as response:
+                payload = await response.read()
+                content_type = response.headers.get("Content-Type", "")
+                status = response.status
+        except aiohttp.ClientConnectorError:
+            raise
+        except TimeoutError:
+            raise _LostAnswer("request timed out waiting for the answer") from None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
+            raise _LostAnswer(_describe(exc)) from None
+        return _decode(url, status, content_type, payload)
+
+    async def stream(
+        self, path: str, body: dict[str, Any], *, auth: bool = True, endpoint: str | None = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """POST a streaming request and yield each ``result`` message as it arrives.
+
+        Connects to the first endpoint that accepts the connection. The iterator ends when
+        the server closes the stream; a lost connection raises ``EndpointError``.
+        """
+        session = self._require_session()
+        data = self.codec.dumps(body)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.dial_timeout_s, sock_read=None)
+        errors: list[str] = []
+        if endpoint is not None:
+            targets = [normalize_endpoint(endpoint)]
+        else:
+            targets = [self.endpoints[i] for i in self._order()]
+        for target in targets:
+            url = target + self.prefix + path
+            try:
+                response = await session.post(url, data=data, headers=self._headers(auth), timeout=timeout)
+            except (TimeoutError, aiohttp.ClientConnectorError) as exc:
+                errors.append(f"{target}: {_describe(exc)}")
+                continue
+            if target in self.endpoints:
+                self._pinned = self.endpoints.index(target)
+            async with response:
+                if response.status != 200:
+                    payload = await response.read()
+                    _decode(url, response.status, response.headers.get("Content-Type", ""), payload)
+                    raise ProtocolError(f"{url}: HTTP {response.status}")
+                decoder = codec_for(response.headers.get("Content-Type", "")).stream_decoder()
+                try:
+                    async for chunk in response.content.iter_any():
+                        for message in decoder.feed(chunk):
+                            yield _stream_result(url, message)
+                except (aiohttp.ClientPayloadError, aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
+                    raise EndpointError(f"{target}: stream lost: {_describe(exc)}") from None
+            return
+        raise EndpointError("context deadline exceeded (" + "; ".join(errors) + ")")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+def _decode(url: str, status: int, content_type: str, payload: bytes) -> dict[str, Any]:
+    try:
+        doc = codec_for(content_type).loads(payload)
+    except ValueError:
+        text = payload.decode("utf-8", errors="replace").strip()
+        if status == 404:
+            raise ServerError(f"{url}: not supported by this server (HTTP 404 {text})", code=12) from None
+        raise ProtocolError(f"{url}: HTTP {status}: {text[:200]}") from None
+    if not isinstance(doc, dict):
+        raise ProtocolError(f"{url}: HTTP {status}: answer is not an object")
+    if status != 200 or ("code" in doc and ("message" in doc or "error" in doc) and "header" not in doc):
+        message = doc.get("message") or doc.get("error") or f"HTTP {status}"
+        raise error_from_status(int(doc.get("code") or 2), str(message))
+    return doc
+
+
+def _stream_result(url: str, message: Any) -> dict[str, Any]:
+    if not isinstance(message, dict):
+        raise ProtocolError(f"{url}: stream message is not an object")
+    if "error" in message:
+        error = message["error"]
+        if isinstance(error, dict):
+            code = int(error.get("grpc_code") or error.get("code") or 2)
+            raise error_from_status(code, str(error.get("message") or ""))
+        raise error_from_status(int(message.get("code") or 2), str(message.get("message") or error))
+    result = message.get("result", message)
+    if not isinstance(result, dict):
+        raise ProtocolError(f"{url}: stream result is not an object")
+    return result

@@ -1,0 +1,105 @@
+"""``Client``: the asyncio client for kvraft and etcd's v3 gateway.
+
+Example::
+
+    from kvraft.client import Client
+
+    async with Client(["127.0.0.1:2379", "127.0.0.1:22379"]) as client:
+        await client.put("greeting", b"hello")
+        response = await client.get("greeting")
+        print(response.kvs[0].value)
+
+Threading: a ``Client`` belongs to the event loop that opened it. For scripts without an
+event loop, use ``kvraft.client.SyncClient``.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from kvraft.client._transport import RetryPolicy, Transport
+from kvraft.client.admin import AdminMixin
+from kvraft.client.concurrency import ConcurrencyMixin
+from kvraft.client.kv import KVMixin
+from kvraft.client.lease import LeaseMixin
+from kvraft.client.watch import WatchMixin
+
+__all__ = ["Client"]
+
+
+class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
+    """A connection to a cluster through a list of endpoints.
+
+    ``endpoints``: ``host:port`` or ``http://host:port``; requests go to one at a time and
+    move to the next on failure. ``encoding``: ``"auto"`` (msgpack when the server is
+    kvraft, JSON otherwise), ``"json"`` or ``"msgpack"``. ``user``/``password``: log in on
+    open and again whenever the token is rejected. ``request_timeout_s`` bounds each
+    request including its retries; ``dial_timeout_s`` each connection attempt.
+    """
+
+    def __init__(
+        self,
+        endpoints: list[str] | str,
+        *,
+        encoding: str = "auto",
+        user: str | None = None,
+        password: str | None = None,
+        dial_timeout_s: float = 2.0,
+        request_timeout_s: float = 5.0,
+        retry: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if isinstance(endpoints, str):
+            endpoints = [e for e in endpoints.split(",") if e.strip()]
+        self._transport = Transport(
+            list(endpoints),
+            encoding=encoding,
+            dial_timeout_s=dial_timeout_s,
+            request_timeout_s=request_timeout_s,
+            retry=retry,
+            user=user,
+            password=password,
+            rng=rng,
+        )
+
+    async def open(self) -> Client:
+        """Reach an endpoint, pick the encoding, log in. ``async with`` calls this."""
+        await self._transport.open()
+        return self
+
+    async def close(self) -> None:
+        await self._transport.close()
+
+    async def __aenter__(self) -> Client:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def endpoints(self) -> list[str]:
+        return list(self._transport.endpoints)
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint requests currently go to first."""
+        return self._transport.endpoint
+
+    @property
+    def encoding(self) -> str:
+        """``"msgpack"`` or ``"json"``: the wire format in use."""
+        return "msgpack" if self._transport.codec.content_type.endswith("msgpack") else "json"
+
+    @property
+    def server_version(self) -> dict[str, Any]:
+        """The ``GET /version`` answer of the first endpoint reached."""
+        return dict(self._transport.server_version)
+
+    @property
+    def token(self) -> str | None:
+        return self._transport.token
+
+    async def authenticate(self) -> None:
+        """Log in again now (normally automatic)."""
+        await self._transport.authenticate()
