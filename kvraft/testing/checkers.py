@@ -248,10 +248,18 @@ class ClusterCheckers:
         self.checks += 1
         self.completeness.on_new_leader(node, term, term_at, first_index, last_index)
 
-    def commit_advanced(self, node: int, old: int, new: int, term_at: TermAt) -> None:
-        """``node``'s commit index moved from ``old`` to ``new``; ``term_at`` reads its log."""
+    def commit_advanced(
+        self, node: int, old: int, new: int, term_at: TermAt, last_index: int | None = None
+    ) -> None:
+        """``node``'s commit index moved from ``old`` to ``new``; ``term_at`` reads its log,
+        which ends at ``last_index`` (when given, the commit index may not pass it)."""
         self.checks += 1
         self.commit.on_commit(node, new)
+        if last_index is not None and new > last_index:
+            raise Violation(
+                "commit_monotonic",
+                f"member {node} commit index {new} is past its last index {last_index}",
+            )
         for index in range(old + 1, new + 1):
             t = term_at(index)
             if t is not None:

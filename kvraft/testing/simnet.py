@@ -189,9 +189,12 @@ class SimNetwork:
         """When the next queued message is due, or None when nothing is in flight."""
         return self._queue[0][0] if self._queue else None
 
-    def deliver_due(self, now_us: int) -> list[tuple[int, int, Any]]:
+    def deliver_due(
+        self, now_us: int, lost: list[tuple[int, int, Any]] | None = None
+    ) -> list[tuple[int, int, Any]]:
         """Pop every message due at or before ``now_us``, in ``(deliver_us, seq)`` order, as
-        ``(src, dst, payload)``; those whose link is now cut are lost."""
+        ``(src, dst, payload)``; those whose link is now cut are lost (and appended to
+        ``lost`` when given, so a transport can report them)."""
         out: list[tuple[int, int, Any]] = []
         q = self._queue
         while q and q[0][0] <= now_us:
@@ -201,6 +204,8 @@ class SimNetwork:
                 out.append((src, dst, payload))
             else:
                 self.stats.blocked += 1
+                if lost is not None:
+                    lost.append((src, dst, payload))
         return out
 
     def pop_next(self) -> tuple[int, int, int, Any] | None:
