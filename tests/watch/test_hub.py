@@ -1,0 +1,166 @@
+"""The hub against an in-memory history: guarantees under random writes, slow streams,
+late watchers and compaction (Hypothesis drives the interleaving)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kvraft.watch import NO_DELETE, NO_PUT, PROGRESS_WATCH_ID, WatchCreate, WatchHub
+
+from .checker import Spec, check_watch
+from .model import FakeHistory
+
+KEYS = [b"a", b"a1", b"ab", b"b", b"c"]
+RANGES = [(b"a", b""), (b"a", b"b"), (b"a", b"\0"), (b"b", b"c"), (b"\0", b"\0"), (b"c", b"")]
+
+
+def _drain(stream, into):
+    while (r := stream.recv_nowait()) is not None:
+        into.append(r)
+
+
+step = st.one_of(
+    st.tuples(st.just("write"), st.lists(st.tuples(st.sampled_from(["put", "put", "del"]), st.sampled_from(KEYS), st.binary(max_size=2)), min_size=1, max_size=3)),
+    st.tuples(st.just("watch"), st.integers(0, 2), st.sampled_from(RANGES), st.integers(-1, 30), st.booleans(), st.sampled_from([(), (NO_PUT,), (NO_DELETE,)])),
+    st.tuples(st.just("drain"), st.integers(0, 2)),
+    st.tuples(st.just("sync")),
+    st.tuples(st.just("compact"), st.integers(0, 30)),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(step, max_size=60), st.integers(1, 4))
+def test_guarantees_hold_for_every_watcher(steps, queue_len) -> None:
+    hist = FakeHistory()
+    hub = WatchHub(hist, hist.revision, queue_len_max=queue_len, max_watchers_per_sync=2)
+    streams = [hub.open() for _ in range(3)]
+    got = {i: [] for i in range(3)}
+    specs = {}
+    for s in steps:
+        if s[0] == "write":
+            batch = hist.write(s[1])
+            if batch.events:
+                hub.notify(batch)
+        elif s[0] == "watch":
+            _, si, (key, end), start, prev, filters = s
+            start = start if start <= hist.revision else 0
+            start = max(start, 0)
+            wid = streams[si].create(WatchCreate(key, end, start, prev_kv=prev, filters=filters))
+            spec = Spec(key, end, start or hist.revision + 1, prev, NO_PUT in filters, NO_DELETE in filters)
+            specs[(si, wid)] = spec
+        elif s[0] == "drain":
+            _drain(streams[s[1]], got[s[1]])
+        elif s[0] == "sync":
+            hub.sync_once()
+        else:
+            rev = min(s[1], hist.revision)
+            hist.compact(rev)
+            hub.compact(rev)
+    for _ in range(200):
+        for i in range(3):
+            _drain(streams[i], got[i])
+        hub.sync_once()
+        if not hub.core.unsynced and not hub.core.victims:
+            break
+    for i in range(3):
+        _drain(streams[i], got[i])
+    assert not hub.core.unsynced and not hub.core.victims
+    for (si, wid), spec in specs.items():
+        mine = [r for r in got[si] if r.watch_id == wid]
+        assert mine[0].created
+        cancels = [r for r in mine if r.canceled]
+        if cancels:
+            # fell behind compaction: what it got is a gap-free prefix, cancel comes last
+            assert mine[-1] is cancels[0]
+            events = [r for r in mine if r.events]
+            last = check_watch(hist.batches, spec, events)
+            assert cancels[0].compact_revision > max(last, spec.start_revision - 1)
+            continue
+        check_watch(hist.batches, spec, [r for r in mine if r.events], reached=hist.revision)
+
+
+def test_slow_stream_does_not_block_others_and_catches_up() -> None:
+    hist = FakeHistory()
+    hub = WatchHub(hist, hist.revision, queue_len_max=2)
+    slow, fast = hub.open(), hub.open()
+    slow.create(WatchCreate(b"k"))
+    fast.create(WatchCreate(b"k"))
+    fast_got: list = []
+    for i in range(50):
+        hub.notify(hist.write([("put", b"k", str(i).encode())]))
+        _drain(fast, fast_got)
+    assert len([r for r in fast_got if r.events]) == 50
+    assert len(hub.core.victims) == 1
+    slow_got: list = []
+    for _ in range(10):
+        _drain(slow, slow_got)
+        hub.sync_once()
+    _drain(slow, slow_got)
+    assert hub.core.is_synced(slow.watchers[0])
+    check_watch(hist.batches, Spec(b"k", start_revision=2), [r for r in slow_got if r.events], reached=hist.revision)
+    # after catching up it is fed directly again
+    hub.notify(hist.write([("put", b"k", b"x")]))
+    _drain(slow, slow_got)
+    assert slow_got[-1].events[0].kv.value == b"x"
+
+
+def test_compacted_start_is_cancelled_with_compact_revision() -> None:
+    hist = FakeHistory()
+    for i in range(5):
+        hist.write([("put", b"k", bytes([i]))])
+    hist.compact(4)
+    hub = WatchHub(hist, hist.revision, compact_revision=4)
+    s = hub.open()
+    s.create(WatchCreate(b"k", start_revision=2))
+    hub.sync_once()
+    created, cancel = s.recv_nowait(), s.recv_nowait()
+    assert created.created and not created.canceled
+    assert cancel.canceled and cancel.compact_revision == 4 and cancel.revision == 0
+    assert not s.watchers
+
+
+def test_ids_duplicates_cancel_and_progress() -> None:
+    hist = FakeHistory()
+    hub = WatchHub(hist, hist.revision)
+    s = hub.open()
+    assert s.create(WatchCreate(b"foo", watch_id=7)) == 7
+    assert s.create(WatchCreate(b"bar")) == 0
+    s.request_progress()
+    assert s.cancel(7)
+    s.create(WatchCreate(b"x", watch_id=0))
+    dup = s.create(WatchCreate(b"y", watch_id=1))
+    out: list = []
+    _drain(s, out)
+    assert [(r.watch_id, r.created, r.canceled) for r in out] == [
+        (7, True, False), (0, True, False), (PROGRESS_WATCH_ID, False, False), (7, False, True),
+        (1, True, False), (dup, True, True),
+    ]
+
+
+def test_progress_waits_until_synced_and_fragments() -> None:
+    hist = FakeHistory()
+    for i in range(3):
+        hist.write([("put", b"k", bytes([i]) * 100)])
+    hub = WatchHub(hist, hist.revision, fragment_bytes=200)
+    s = hub.open()
+    s.create(WatchCreate(b"k", start_revision=2, progress_notify=True))
+    s.request_progress()
+    out: list = []
+    _drain(s, out)
+    assert [r.watch_id for r in out] == [0]  # progress held back: watcher unsynced
+    hub.sync_once()
+    _drain(s, out)
+    assert out[-1].watch_id == PROGRESS_WATCH_ID and out[-1].revision == hist.revision
+    assert len(out[1].events) == 3
+    s.create(WatchCreate(b"big", b"bih", fragment=True, watch_id=5))
+    hub.notify(hist.write([("put", b"big", b"x" * 150), ("put", b"big2", b"y")]))
+    hub.notify(hist.write([("put", b"big", b"1" * 90), ("del", b"k", b""), ("put", b"big2", b"2" * 90)]))
+    out.clear()
+    _drain(s, out)
+    frags = [(r.fragment, len(r.events)) for r in out if r.watch_id == 5 and r.events]
+    assert frags == [(True, 1), (False, 1), (True, 1), (False, 1)]
+    hub.send_progress()
+    out.clear()
+    _drain(s, out)
+    assert [(r.watch_id, r.events) for r in out] == [(0, ())]
