@@ -110,7 +110,9 @@ def spawn(
         base.pop("KVRAFT_RENDEZVOUS", None)
         names = [k for k in base if k.startswith("KVRAFT_")] + ["PYTHONPATH", "PYTHONUNBUFFERED"]
         cmd = mpirun_command(size, list(argv), [n for n in names if n in base])
-        base.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
+        # A training rank has two busy threads (compute + the communication thread blocked in
+        # MPI); spinning MPI then steals the compute thread's core: poll politely.
+        base.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")
         p = subprocess.Popen(cmd, env=base, stdout=stdout, stderr=stderr, cwd=cwd, start_new_session=True)
         return LocalJob([p])
     if backend != "tcp":
