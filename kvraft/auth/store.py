@@ -1,0 +1,231 @@
+"""The auth state: users, roles, permissions, enabled flag and auth revision.
+
+Mutations (``user_add`` ... ``disable``) are applied on every member from committed Raft
+entries, in log order, so they must be deterministic: passwords arrive already hashed
+(the member that took the request hashed it), and nothing here reads a clock. Every
+successful mutation bumps ``revision``; requests carry the revision their token was
+checked at, and are refused with "revision of auth store is old" if it moved since.
+
+Permission checks (``check_*``) are pure functions of the state; the per-user merged
+range sets are cached and dropped whenever the state changes.
+
+The root role is implicit (it can be granted without ``role_add``) and allows everything,
+auth administration and maintenance included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvraft.auth import errors
+from kvraft.auth.permissions import Permission, RangeSet, key_range
+
+__all__ = ["ROOT", "AuthState", "Role", "User"]
+
+ROOT = "root"
+
+
+@dataclass(slots=True)
+class User:
+    name: str
+    password_hash: bytes = b""
+    roles: list[str] = field(default_factory=list)
+    no_password: bool = False
+
+
+@dataclass(slots=True)
+class Role:
+    name: str
+    perms: list[Permission] = field(default_factory=list)
+
+
+class AuthState:
+    def __init__(self) -> None:
+        self.enabled = False
+        self.revision = 1
+        self.users: dict[str, User] = {}
+        self.roles: dict[str, Role] = {}
+        self._cache: dict[str, tuple[RangeSet, RangeSet, bool]] = {}
+
+    def _changed(self) -> None:
+        self.revision += 1
+        self._cache.clear()
+
+    # -- mutations (applied) ----------------------------------------------------------------
+    def enable(self) -> None:
+        if self.enabled:
+            return
+        root = self.users.get(ROOT)
+        if root is None:
+            raise errors.root_user_missing()
+        if ROOT not in root.roles:
+            raise errors.root_role_missing()
+        self.enabled = True
+        self._changed()
+
+    def disable(self) -> None:
+        if self.enabled:
+            self.enabled = False
+            self._changed()
+
+    def user_add(self, name: str, password_hash: bytes, no_password: bool = False) -> None:
+        if not name:
+            raise errors.user_empty()
+        if name in self.users:
+            raise errors.user_exists()
+        self.users[name] = User(name, password_hash, [], no_password)
+        self._changed()
+
+    def user_delete(self, name: str) -> None:
+        if self.enabled and name == ROOT:
+            raise errors.invalid_auth_mgmt()
+        if self.users.pop(name, None) is None:
+            raise errors.user_not_found()
+        self._changed()
+
+    def user_change_password(self, name: str, password_hash: bytes) -> None:
+        user = self._user(name)
+        user.password_hash = password_hash
+        user.no_password = False
+        self._changed()
+
+    def user_grant_role(self, name: str, role: str) -> None:
+        user = self._user(name)
+        if role != ROOT and role not in self.roles:
+            raise errors.role_not_found()
+        if role not in user.roles:
+            user.roles.append(role)
+            user.roles.sort()
+        self._changed()
+
+    def user_revoke_role(self, name: str, role: str) -> None:
+        if self.enabled and name == ROOT and role == ROOT:
+            raise errors.invalid_auth_mgmt()
+        user = self._user(name)
+        if role not in user.roles:
+            raise errors.role_not_granted()
+        user.roles.remove(role)
+        self._changed()
+
+    def role_add(self, name: str) -> None:
+        if not name:
+            raise errors.role_empty()
+        if name in self.roles:
+            raise errors.role_exists()
+        self.roles[name] = Role(name)
+        self._changed()
+
+    def role_delete(self, name: str) -> None:
+        if self.enabled and name == ROOT:
+            raise errors.invalid_auth_mgmt()
+        if self.roles.pop(name, None) is None:
+            raise errors.role_not_found()
+        for user in self.users.values():
+            if name in user.roles:
+                user.roles.remove(name)
+        self._changed()
+
+    def role_grant_permission(self, name: str, perm: Permission) -> None:
+        role = self._role(name)
+        role.perms = [p for p in role.perms if (p.key, p.range_end) != (perm.key, perm.range_end)]
+        role.perms.append(perm)
+        role.perms.sort(key=lambda p: (p.key, p.range_end))
+        self._changed()
+
+    def role_revoke_permission(self, name: str, key: bytes, range_end: bytes) -> None:
+        role = self._role(name)
+        kept = [p for p in role.perms if (p.key, p.range_end) != (key, range_end)]
+        if len(kept) == len(role.perms):
+            raise errors.permission_not_granted()
+        role.perms = kept
+        self._changed()
+
+    # -- reads ----------------------------------------------------------------------------
+    def _user(self, name: str) -> User:
+        if not name:
+            raise errors.user_empty()
+        user = self.users.get(name)
+        if user is None:
+            raise errors.user_not_found()
+        return user
+
+    def _role(self, name: str) -> Role:
+        if not name:
+            raise errors.role_empty()
+        if name == ROOT and name not in self.roles:
+            return Role(ROOT)
+        role = self.roles.get(name)
+        if role is None:
+            raise errors.role_not_found()
+        return role
+
+    def user_get(self, name: str) -> User:
+        return self._user(name)
+
+    def role_get(self, name: str) -> Role:
+        return self._role(name)
+
+    def is_root(self, name: str) -> bool:
+        user = self.users.get(name)
+        return user is not None and ROOT in user.roles
+
+    # -- permission checks ------------------------------------------------------------------
+    def _ranges(self, name: str) -> tuple[RangeSet, RangeSet, bool]:
+        cached = self._cache.get(name)
+        if cached is None:
+            user = self.users[name]
+            perms = [p for r in user.roles if r in self.roles for p in self.roles[r].perms]
+            read = RangeSet(key_range(p.key, p.range_end) for p in perms if p.reads())
+            write = RangeSet(key_range(p.key, p.range_end) for p in perms if p.writes())
+            cached = (read, write, ROOT in user.roles)
+            self._cache[name] = cached
+        return cached
+
+    def check_user(self, name: str, revision: int) -> bool:
+        """Validate the caller; True if auth is off (nothing else to check)."""
+        if not self.enabled:
+            return True
+        if not name:
+            raise errors.user_empty()
+        if revision and revision < self.revision:
+            raise errors.old_revision()
+        if name not in self.users:
+            raise errors.permission_denied()
+        return False
+
+    def check_range(self, name: str, revision: int, key: bytes, range_end: bytes, write: bool) -> None:
+        if self.check_user(name, revision):
+            return
+        read_set, write_set, root = self._ranges(name)
+        if root:
+            return
+        start, end = key_range(key, range_end)
+        if not (write_set if write else read_set).contains(start, end):
+            raise errors.permission_denied()
+
+    def check_admin(self, name: str, revision: int) -> None:
+        if self.check_user(name, revision):
+            return
+        if not self._ranges(name)[2]:
+            raise errors.permission_denied()
+
+    # -- persistence ----------------------------------------------------------------------
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "revision": self.revision,
+            "users": [[u.name, u.password_hash, list(u.roles), u.no_password] for u in self.users.values()],
+            "roles": [[r.name, [[p.perm_type, p.key, p.range_end] for p in r.perms]] for r in self.roles.values()],
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> AuthState:
+        state = cls()
+        state.enabled = bool(record["enabled"])
+        state.revision = int(record["revision"])
+        for name, pw, roles, no_pw in record["users"]:
+            state.users[name] = User(name, bytes(pw), list(roles), bool(no_pw))
+        for name, perms in record["roles"]:
+            state.roles[name] = Role(name, [Permission(int(t), bytes(k), bytes(e)) for t, k, e in perms])
+        return state
