@@ -29,6 +29,7 @@ __all__ = [
     "encode_entry",
     "op_from_wire",
     "op_to_wire",
+    "register_op",
 ]
 
 # Compare targets / results, with etcd's enum numbers.
@@ -119,6 +120,15 @@ Op = RangeOp | PutOp | DeleteRangeOp | TxnOp | CompactOp | AlarmOp | MemberOp
 
 _TAG = {RangeOp: 1, PutOp: 2, DeleteRangeOp: 3, TxnOp: 4, CompactOp: 5, AlarmOp: 6, MemberOp: 7}
 _SIMPLE = {1: RangeOp, 2: PutOp, 3: DeleteRangeOp, 5: CompactOp, 6: AlarmOp}
+
+
+def register_op(tag: int, cls: type) -> None:
+    """Add a flat op type (a slots dataclass of msgpack-able fields) for layers above the
+    KV core (leases, auth: ``kvraft.apply.feature_ops``). Tags are forever."""
+    if _TAG.get(cls, tag) != tag or _SIMPLE.get(tag, cls) is not cls or tag in (4, 7):
+        raise ValueError(f"op tag {tag} is taken")
+    _TAG[cls] = tag
+    _SIMPLE[tag] = cls
 
 
 def op_to_wire(op: Any) -> list[Any]:
