@@ -1,0 +1,217 @@
+"""Extension points: one Protocol each. A plugin implements only the ones it needs.
+
+One attempt to place one job (a gang) runs, in order::
+
+    PreFilter -> [placement: for each level, tightest first:
+                    ScoreDomain ranks racks/spines -> Filter + Capacity per node
+                    -> Score orders nodes, tasks assigned one by one]
+              -> Permit -> (the runtime assumes the binding)
+    on failure: PostFilter (preemption, then backfill reservation)
+
+and a pass over the queue is bracketed by ``PassPlugin.begin_pass``. QueueSort orders the
+pass and ranks jobs for preemption.
+
+Threading and ownership: every method is called from the one scheduling thread; plugins read
+``ClusterState`` and never mutate it (they return values, the runtime applies them). Scores are
+ints in ``[0, MAX_SCORE]``; a node's score may depend only on the job, the node and the cycle
+state (so the runtime may re-score one node after giving it a task). Filter and Capacity must
+be monotone in free resources: a node that fits a job keeps fitting it when more is free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from scheduler.framework.cycle_state import CycleState
+from scheduler.framework.status import Status
+from scheduler.model import Level, Placement, Preemption
+from scheduler.state import ClusterEvent, ClusterState, JobInfo, NodeInfo, RackInfo
+
+__all__ = [
+    "MAX_SCORE",
+    "CapacityPlugin",
+    "Domain",
+    "EnqueueExtensions",
+    "FilterPlugin",
+    "Handle",
+    "PassPlugin",
+    "PermitPlugin",
+    "Plugin",
+    "PostFilterPlugin",
+    "PostFilterResult",
+    "PreFilterPlugin",
+    "QueueSortPlugin",
+    "QueueingHintPlugin",
+    "ScoreDomainPlugin",
+    "ScorePlugin",
+]
+
+MAX_SCORE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    """A rack, a spine or the whole cluster, as a candidate home for a gang."""
+
+    level: Level
+    name: str
+    racks: tuple[RackInfo, ...]
+
+    @property
+    def capacity_gpus(self) -> int:
+        return sum(r.capacity_gpus for r in self.racks)
+
+    @property
+    def free_gpus(self) -> int:
+        return sum(r.free_gpus for r in self.racks)
+
+    def task_capacity(self, gpus_per_task: int, gpu_type: str | None) -> int:
+        return sum(r.task_capacity(gpus_per_task, gpu_type) for r in self.racks)
+
+    def nodes(self) -> list[NodeInfo]:
+        return [n for r in self.racks for n in r.nodes.values()]
+
+
+@dataclass(frozen=True, slots=True)
+class PostFilterResult:
+    """What a PostFilter decided: evict ``victims`` (whole gangs) and/or hold GPUs
+    (``holds``: node -> GPUs) for the job until it can start at ``start_s``."""
+
+    status: Status
+    victims: tuple[Preemption, ...] = ()
+    holds: dict[str, int] = field(default_factory=dict)
+    start_s: float | None = None
+    kind: str = ""
+    domain: str = ""
+
+
+class Plugin(Protocol):
+    name: str
+
+
+@runtime_checkable
+class QueueSortPlugin(Protocol):
+    """Orders the queue (ascending ``sort_key``) and ranks jobs: a gang may preempt only
+    gangs of strictly lower ``rank``. Exactly one per profile."""
+
+    name: str
+
+    def sort_key(self, info: JobInfo, now_s: float) -> tuple[float | str, ...]: ...
+
+    def rank(self, info: JobInfo, now_s: float) -> tuple[float, ...]: ...
+
+    def next_rank_change_s(self, info: JobInfo, now_s: float) -> float | None:
+        """When this job's rank will change by time alone (LAS demotion), or None."""
+        ...
+
+
+@runtime_checkable
+class PreFilterPlugin(Protocol):
+    name: str
+
+    def pre_filter(self, cs: CycleState, info: JobInfo) -> Status: ...
+
+
+@runtime_checkable
+class FilterPlugin(Protocol):
+    name: str
+
+    def filter(self, cs: CycleState, info: JobInfo, node: NodeInfo) -> Status: ...
+
+
+@runtime_checkable
+class CapacityPlugin(Protocol):
+    """The gang extension of Filter: how many of the job's tasks fit on the node (0 = none).
+    The runtime takes the minimum over all Capacity plugins."""
+
+    name: str
+
+    def capacity(self, cs: CycleState, info: JobInfo, node: NodeInfo) -> int: ...
+
+
+@runtime_checkable
+class PostFilterPlugin(Protocol):
+    """Runs when the job did not fit, in profile order, until one returns a success status."""
+
+    name: str
+
+    def post_filter(self, cs: CycleState, info: JobInfo, status: Status) -> PostFilterResult: ...
+
+
+@runtime_checkable
+class ScorePlugin(Protocol):
+    """Score of giving the ``tasks_here``-th task of the job to ``node`` (0..MAX_SCORE)."""
+
+    name: str
+
+    def score(self, cs: CycleState, info: JobInfo, node: NodeInfo, tasks_here: int) -> int: ...
+
+
+@runtime_checkable
+class ScoreDomainPlugin(Protocol):
+    """Score of placing the whole gang in ``domain`` (0..MAX_SCORE); ``tasks_fit`` is an upper
+    bound of the job's tasks the domain can take now."""
+
+    name: str
+
+    def score_domain(self, cs: CycleState, info: JobInfo, domain: Domain, tasks_fit: int) -> int: ...
+
+
+@runtime_checkable
+class PermitPlugin(Protocol):
+    """Last word on a complete placement before it is assumed."""
+
+    name: str
+
+    def permit(self, cs: CycleState, info: JobInfo, placement: Placement) -> Status: ...
+
+
+@runtime_checkable
+class PassPlugin(Protocol):
+    """Called once before each pass over the queue."""
+
+    name: str
+
+    def begin_pass(self, state: ClusterState, now_s: float) -> None: ...
+
+
+@runtime_checkable
+class EnqueueExtensions(Protocol):
+    """Cluster events that can turn this plugin's rejection into a success."""
+
+    name: str
+
+    def events_to_register(self) -> frozenset[ClusterEvent]: ...
+
+
+@runtime_checkable
+class QueueingHintPlugin(Protocol):
+    """Per-job refinement of ``events_to_register`` (Kubernetes QueueingHint): after one of
+    the registered events, may this job, rejected by this plugin, now pass? Must not say
+    False when it could pass (a false True only costs a retry)."""
+
+    name: str
+
+    def queueing_hint(self, state: ClusterState, info: JobInfo, events: set[ClusterEvent]) -> bool: ...
+
+
+class Handle(Protocol):
+    """What plugins may ask of the framework (given to their factories)."""
+
+    def rank(self, info: JobInfo, now_s: float) -> tuple[float, ...]: ...
+
+    def fit_nodes(
+        self, cs: CycleState, info: JobInfo, nodes: Sequence[NodeInfo]
+    ) -> list[tuple[NodeInfo, int]]:
+        """Run Filter and Capacity on ``nodes``; return the feasible ones with task counts."""
+        ...
+
+    def assign(
+        self, cs: CycleState, info: JobInfo, feasible: Sequence[tuple[NodeInfo, int]]
+    ) -> dict[str, int] | None:
+        """Choose how many tasks go on each feasible node (None if the gang does not fit)."""
+        ...
+
+    def domains(self, level: Level) -> list[Domain]: ...

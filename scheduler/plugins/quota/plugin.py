@@ -1,0 +1,88 @@
+"""Quota: per-tenant guaranteed GPUs with borrowing (Kueue cohorts, simplified to one cohort).
+
+A tenant may always use up to its nominal quota. Beyond it, it borrows: allowed when
+borrowing is on, the tenant stays within its ``borrow_limit_gpus``, and all tenants together
+stay within the sum of nominal quotas (what it borrows is quota others leave unused). Jobs of
+tenants without a record have a nominal quota of ``unknown_tenant_nominal_gpus``. With no
+tenants defined at all, quotas are off. Borrowed GPUs can be reclaimed by the preemption
+plugin (``reclaim_borrowed``) when a tenant within its nominal quota needs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from scheduler.framework.args import decode_args
+from scheduler.framework.cycle_state import CycleState
+from scheduler.framework.interfaces import EnqueueExtensions, Handle, PreFilterPlugin
+from scheduler.framework.status import SUCCESS, Status
+from scheduler.state import ClusterEvent, ClusterState, JobInfo
+
+__all__ = ["NAME", "Quota", "QuotaArgs", "new", "nominal_gpus"]
+
+NAME = "quota"
+
+
+@dataclass(frozen=True)
+class QuotaArgs:
+    borrowing: bool = True
+    unknown_tenant_nominal_gpus: int = 0
+
+
+def nominal_gpus(state: ClusterState, tenant: str, unknown: int = 0) -> int:
+    record = state.tenants.get(tenant)
+    return record.nominal_gpus if record is not None else unknown
+
+
+class Quota:
+    name = NAME
+
+    def __init__(self, args: QuotaArgs) -> None:
+        if args.unknown_tenant_nominal_gpus < 0:
+            raise ValueError("quota: unknown_tenant_nominal_gpus must be >= 0")
+        self.borrowing = args.borrowing
+        self.unknown = args.unknown_tenant_nominal_gpus
+
+    def pre_filter(self, cs: CycleState, info: JobInfo) -> Status:
+        state = cs.state
+        if not state.tenants:
+            return SUCCESS
+        job = info.job
+        tenant = job.tenant
+        usage = state.tenant_gpus.get(tenant, 0)
+        nominal = nominal_gpus(state, tenant, self.unknown)
+        if usage + job.gpus <= nominal:
+            return SUCCESS
+        record = state.tenants.get(tenant)
+        limit = record.borrow_limit_gpus if record is not None else None
+        head = f"tenant {tenant} uses {usage} of {nominal} nominal GPUs and needs {job.gpus} more"
+        if not self.borrowing or limit == 0:
+            return Status.unresolvable(f"{head}; borrowing is off", NAME)
+        borrow = usage + job.gpus - nominal
+        if limit is not None and borrow > limit:
+            return Status.unresolvable(f"{head}; would borrow {borrow}, limit {limit}", NAME)
+        total_nominal = sum(t.nominal_gpus for t in state.tenants.values())
+        total_usage = sum(state.tenant_gpus.values())
+        unknown_tenants = {t for t in state.tenant_gpus if t not in state.tenants}
+        total_nominal += self.unknown * len(unknown_tenants | ({tenant} - set(state.tenants)))
+        unused = total_nominal - total_usage
+        if job.gpus > unused:
+            return Status.unresolvable(
+                f"{head}; would borrow {borrow} but only {max(unused, 0)} quota GPUs are unused", NAME)
+        return SUCCESS
+
+    def events_to_register(self) -> frozenset[ClusterEvent]:
+        return frozenset({
+            ClusterEvent.RESOURCES_FREED,  # a gang ended: its tenant's usage dropped
+            ClusterEvent.TENANT_CHANGED,  # quotas were raised
+        })
+
+
+def new(args: Mapping[str, Any], handle: Handle) -> Quota:
+    return Quota(decode_args(QuotaArgs, args))
+
+
+_check_pre_filter: PreFilterPlugin = Quota(QuotaArgs())
+_check_events: EnqueueExtensions = Quota(QuotaArgs())

@@ -1,0 +1,71 @@
+"""ShortestJobFirst: priority, then the shortest estimated remaining work first.
+
+The estimate is the job's ``est_runtime_s`` (else ``max_runtime_s``) minus the service it
+already received; ``by = "gpu_time"`` multiplies by the GPU count (Helios' QSSF). Jobs without
+an estimate go last, FIFO among themselves. ``aging_s`` divides the estimate by
+``1 + waited / aging_s`` so that long jobs are not starved by a stream of short ones.
+Non-preemptive: the rank is the priority only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from scheduler.framework.args import decode_args
+from scheduler.framework.interfaces import Handle, QueueSortPlugin
+from scheduler.state import JobInfo
+
+__all__ = ["NAME", "SjfArgs", "ShortestJobFirst", "new"]
+
+NAME = "sjf"
+
+_UNKNOWN = float("inf")
+
+
+@dataclass(frozen=True)
+class SjfArgs:
+    by: str = "runtime"
+    aging_s: float | None = None
+
+
+class ShortestJobFirst:
+    name = NAME
+
+    def __init__(self, args: SjfArgs) -> None:
+        if args.by not in ("runtime", "gpu_time"):
+            raise ValueError(f"sjf: by must be 'runtime' or 'gpu_time', not {args.by!r}")
+        if args.aging_s is not None and args.aging_s <= 0:
+            raise ValueError("sjf: aging_s must be positive")
+        self.by_gpu_time = args.by == "gpu_time"
+        self.aging_s = args.aging_s
+
+    def remaining_s(self, info: JobInfo) -> float:
+        hint = info.job.runtime_hint_s
+        if hint is None:
+            return _UNKNOWN
+        done = info.attained_gpu_s / info.job.gpus if info.job.gpus else 0.0
+        return max(hint - done, 0.0)
+
+    def sort_key(self, info: JobInfo, now_s: float) -> tuple[float | str, ...]:
+        job = info.job
+        work = self.remaining_s(info)
+        if self.by_gpu_time and work != _UNKNOWN:
+            work *= max(job.gpus, 1)
+        if self.aging_s is not None and work != _UNKNOWN:
+            work /= 1.0 + max(0.0, now_s - job.submit_s) / self.aging_s
+        return (-job.priority, work, job.submit_s, job.job_id)
+
+    def rank(self, info: JobInfo, now_s: float) -> tuple[float, ...]:
+        return (info.job.priority,)
+
+    def next_rank_change_s(self, info: JobInfo, now_s: float) -> float | None:
+        return None
+
+
+def new(args: Mapping[str, Any], handle: Handle) -> ShortestJobFirst:
+    return ShortestJobFirst(decode_args(SjfArgs, args))
+
+
+_check_queue_sort: QueueSortPlugin = ShortestJobFirst(SjfArgs())

@@ -1,0 +1,95 @@
+"""Named scheduler profiles: the shipped ``default`` and the baselines B1-B4 of the reference.
+
+| profile     | queue                              | placement                                   |
+|-------------|------------------------------------|---------------------------------------------|
+| b1-fifo     | strict FIFO (head-of-line blocks)  | relaxed consolidation: node, rack, else any  |
+| b2-spread   | FIFO, skip-ahead                   | per-GPU least-allocated spread (kube default)|
+| b3-pack     | FIFO, skip-ahead                   | strict: <= node size in one node; larger on  |
+|             |                                    | the fewest whole nodes of one rack; or wait  |
+| b4-las      | Tiresias 2D-LAS, 2 queues at 8     | strict, as b3; preemptive (30 s restart)     |
+|             | GPU-h                              |                                             |
+| default     | priority, then shortest estimated  | gang in one node / one rack, holes filled    |
+|             | GPU-time first, with aging         | best fit; backfill reservations for starving |
+|             |                                    | gangs; priority preemption; quotas borrowing |
+
+All profiles use the same plugins (``scheduler/plugins``); they differ only in which ones run
+and their arguments.
+"""
+
+from __future__ import annotations
+
+from scheduler.framework.registry import PluginSpec, Profile, QueueOptions
+
+__all__ = ["PROFILES", "profile"]
+
+_STRICT_PACK = {"small_level": "node", "large_level": "rack", "mode": "required", "fewest_nodes": True}
+
+
+def _b1() -> Profile:
+    return Profile("b1-fifo", (
+        PluginSpec("priority"),
+        PluginSpec("gputype"),
+        PluginSpec("gang"),
+        PluginSpec("topology", args={"small_level": "node", "large_level": "rack", "mode": "preferred"}),
+        PluginSpec("resources", args={"scoring": "none"}),
+    ), QueueOptions(strict_fifo=True))
+
+
+def _b2() -> Profile:
+    return Profile("b2-spread", (
+        PluginSpec("priority"),
+        PluginSpec("gputype"),
+        PluginSpec("gang"),
+        PluginSpec("resources", args={"scoring": "least_allocated"}),
+    ), nodes_to_score=0)
+
+
+def _b3() -> Profile:
+    return Profile("b3-pack", (
+        PluginSpec("priority"),
+        PluginSpec("gputype"),
+        PluginSpec("gang"),
+        PluginSpec("topology", args=_STRICT_PACK),
+        PluginSpec("resources", args={"scoring": "none"}),
+    ))
+
+
+def _b4() -> Profile:
+    return Profile("b4-las", (
+        PluginSpec("las", args={"thresholds_gpu_h": (8.0,)}),
+        PluginSpec("gputype"),
+        PluginSpec("gang"),
+        PluginSpec("topology", args=_STRICT_PACK),
+        PluginSpec("resources", args={"scoring": "none"}),
+        PluginSpec("preemption", args={"restart_overhead_s": 30.0}),
+    ))
+
+
+def _default() -> Profile:
+    return Profile("default", (
+        PluginSpec("sjf", args={"by": "gpu_time", "aging_s": 3600.0}),
+        PluginSpec("gputype"),
+        PluginSpec("quota", args={"borrowing": True}),
+        PluginSpec("gang"),
+        PluginSpec("topology", args={"small_level": "node", "large_level": "rack", "mode": "required"}),
+        PluginSpec("resources", args={"scoring": "none"}),
+        PluginSpec("backfill", args={"max_reservations": 2, "min_gpus": 2, "reserve_after_s": 3600.0}),
+        PluginSpec("preemption", args={"restart_overhead_s": 30.0}),
+    ))
+
+
+PROFILES = {
+    "default": _default,
+    "b1-fifo": _b1,
+    "b2-spread": _b2,
+    "b3-pack": _b3,
+    "b4-las": _b4,
+}
+
+
+def profile(name: str) -> Profile:
+    """The named profile; ``b1``..``b4`` also accept their short names."""
+    for key, make in PROFILES.items():
+        if name == key or key.split("-")[0] == name:
+            return make()
+    raise KeyError(f"unknown profile {name!r}; known: {sorted(PROFILES)}")

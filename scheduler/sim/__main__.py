@@ -1,0 +1,3 @@
+from scheduler.sim.cli import main
+
+raise SystemExit(main())

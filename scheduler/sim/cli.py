@@ -1,0 +1,189 @@
+"""``python -m scheduler.sim``: replay a job trace through the scheduler's plugins.
+
+Examples::
+
+    python -m scheduler.sim --trace ../shared/traces/philly_jobs_busiest_week.csv --policy all
+    python -m scheduler.sim --trace T.csv --nodes 64 --policy default --policy b4 --json
+    python -m scheduler.sim --trace T.csv --node-csv alibaba_openb_nodes.csv --sample-nodes 120 \
+        --racks 8 --gpu-type-frac 0.33 --policy all --plot jct.png
+
+The seed, the cluster, the policies and every derived option are printed first (stderr), so a
+run is reproducible from its header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+from scheduler.model import Tenant
+from scheduler.profiles import PROFILES, profile
+from scheduler.sim.cluster import ClusterSpec, build_nodes, sample_shapes
+from scheduler.sim.engine import RunResult, Simulation
+from scheduler.sim.estimate import ESTIMATORS, Estimator
+from scheduler.sim.metrics import summarize
+from scheduler.sim.progress import Progress
+from scheduler.sim.slowdown import SlowdownModel
+from scheduler.sim.trace import TraceJob, read_nodes, read_trace
+
+__all__ = ["HELIOS_VC_NODES", "main", "run_policy"]
+
+DEFAULT_TRACE = Path(__file__).resolve().parents[2].parent / "shared/traces/philly_jobs_busiest_week.csv"
+
+# HeliosArtifact's Philly VC sizes (nodes of 8 GPUs); scaled to the simulated cluster.
+HELIOS_VC_NODES = {
+    "6214e9": 64, "b436b2": 64, "ee9e8c": 64, "7f04ca": 32, "6c71a0": 32, "0e4a51": 32,
+    "11cb48": 16, "e13805": 16, "2869ce": 16, "ed69ec": 8, "103959": 8,
+}
+
+COLUMNS = [  # (metric, header, width, format)
+    ("policy", "policy", 10, ""), ("jobs", "jobs", 5, "d"), ("avg_jct_h", "avg_jct", 8, ".2f"),
+    ("p50_jct_h", "p50", 7, ".2f"), ("p95_jct_h", "p95", 7, ".2f"), ("p99_jct_h", "p99", 7, ".1f"),
+    ("avg_queue_h", "queue", 7, ".2f"), ("util", "util", 6, ".3f"),
+    ("frac_small_in_one_node", "small1n", 7, ".3f"), ("frac_large_in_one_rack", "large1r", 7, ".3f"),
+    ("preemptions_per_job", "preempt", 7, ".3f"), ("decisions_per_s", "dec/s", 8, ".0f"),
+    ("wall_s", "wall_s", 7, ".1f"),
+]
+
+
+def tenants_for(capacity_gpus: int, kind: str) -> list[Tenant]:
+    if kind == "none":
+        return []
+    total = sum(HELIOS_VC_NODES.values())
+    return [Tenant(vc, round(capacity_gpus * nodes / total)) for vc, nodes in HELIOS_VC_NODES.items()]
+
+
+def gpu_type_constraints(trace: list[TraceJob], spec: ClusterSpec, frac: float, seed: int) -> dict[str, str]:
+    """Give ``frac`` of the jobs a GPU type, weighted by that type's GPUs, among the types
+    whose largest rack could hold the job (so no constraint is made infeasible)."""
+    if frac <= 0 or not spec.shapes:
+        return {}
+    nodes = build_nodes(spec)
+    rack_gpus: dict[tuple[str, str], int] = {}
+    totals: dict[str, int] = {}
+    largest: dict[str, int] = {}
+    for n in nodes:
+        rack_gpus[(n.gpu_type, n.rack)] = rack_gpus.get((n.gpu_type, n.rack), 0) + n.gpus
+        totals[n.gpu_type] = totals.get(n.gpu_type, 0) + n.gpus
+        largest[n.gpu_type] = max(largest.get(n.gpu_type, 0), n.gpus)
+    best_rack = {t: max(g for (k, _), g in rack_gpus.items() if k == t) for t in totals}
+    rng = random.Random(f"gpu-types-{seed}")
+    out: dict[str, str] = {}
+    for job in trace:
+        if rng.random() >= frac:
+            continue
+        fits = [t for t in sorted(totals) if t and best_rack[t] >= job.gpus]
+        if fits:
+            out[job.job_id] = rng.choices(fits, weights=[totals[t] for t in fits])[0]
+    return out
+
+
+def run_policy(args: dict[str, Any]) -> tuple[dict[str, object], list[float]]:
+    """Run one policy (a separate process under ``--parallel``); return metrics and JCTs."""
+    spec: ClusterSpec = args["spec"]
+    nodes = build_nodes(spec)
+    trace: list[TraceJob] = args["trace"]
+    sim = Simulation(
+        trace, nodes, profile(args["policy"]), seed=args["seed"],
+        tenants=tenants_for(sum(n.gpus for n in nodes), args["quotas"]),
+        estimator=Estimator(args["estimates"]),
+        slowdown=SlowdownModel(nodes, args["seed"], args["cross_rack_scale"], not args["no_slowdown"]),
+        restart_overhead_s=args["restart_s"],
+        window_s=args["window_s"],
+        gpu_types=args["gpu_types"],
+    )
+    bar = Progress(args["policy"], enabled=args["progress"])
+    result: RunResult = sim.run(bar)
+    metrics = summarize(profile(args["policy"]).name, result)
+    metrics.update(seed=args["seed"], cluster=spec.describe(), estimates=args["estimates"])
+    bar.close(f"done in {result.wall_s:.1f} s ({result.passes} passes)")
+    jcts = [(r.finish_s - r.trace.submit_s) / 3600 for r in result.records if r.finish_s is not None]
+    return metrics, jcts
+
+
+def _policies(names: list[str]) -> list[str]:
+    if not names:
+        return ["default"]
+    out: list[str] = []
+    for name in names:
+        for resolved in (list(PROFILES) if name == "all" else [profile(name).name]):
+            if resolved not in out:
+                out.append(resolved)
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m scheduler.sim", description=__doc__.split("\n\n")[0])
+    p.add_argument("--trace", default=str(DEFAULT_TRACE), help="job trace CSV (Philly columns)")
+    p.add_argument("--nodes", type=int, default=48)
+    p.add_argument("--gpus-per-node", type=int, default=8)
+    p.add_argument("--racks", type=int, default=6)
+    p.add_argument("--racks-per-spine", type=int, default=0)
+    p.add_argument("--node-csv", help="node shapes CSV (sn, gpu, model, ...); overrides --nodes")
+    p.add_argument("--sample-nodes", type=int, help="with --node-csv: draw this many GPU nodes")
+    p.add_argument("--gpu-type-frac", type=float, default=None,
+                   help="share of jobs with a GPU-type constraint (default 0.33 with --node-csv, else 0)")
+    p.add_argument("--policy", action="append", default=[], help=f"one of {sorted(PROFILES)}, b1..b4, or all")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--estimates", choices=ESTIMATORS, default="history")
+    p.add_argument("--quotas", choices=("helios", "none"), default="helios")
+    p.add_argument("--cross-rack-scale", type=float, default=1.0)
+    p.add_argument("--no-slowdown", action="store_true")
+    p.add_argument("--restart-s", type=float, default=30.0)
+    p.add_argument("--time-scale", type=float, default=1.0, help="multiply submit times (< 1: more load)")
+    p.add_argument("--limit", type=int, help="replay only the first N jobs")
+    p.add_argument("--window-days", type=float, default=7.0, help="utilisation window")
+    p.add_argument("--json", action="store_true", help="one JSON object per policy on stdout")
+    p.add_argument("--plot", help="write a PNG of the JCT distributions (needs matplotlib)")
+    p.add_argument("--parallel", type=int, default=1, help="policies to run at once (processes)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = _parser().parse_args(argv)
+    trace = read_trace(opts.trace, opts.limit, opts.time_scale)
+    shapes = ()
+    if opts.node_csv:
+        shapes = sample_shapes(read_nodes(opts.node_csv), opts.sample_nodes, opts.seed)
+    spec = ClusterSpec(opts.nodes, opts.gpus_per_node, opts.racks, opts.racks_per_spine, shapes)
+    frac = opts.gpu_type_frac if opts.gpu_type_frac is not None else (0.33 if shapes else 0.0)
+    gpu_types = gpu_type_constraints(trace, spec, frac, opts.seed)
+    policies = _policies(opts.policy)
+    print(
+        f"# seed={opts.seed} trace={opts.trace} jobs={len(trace)} cluster={spec.describe()} "
+        f"policies={','.join(policies)} estimates={opts.estimates} quotas={opts.quotas} "
+        f"cross_rack_scale={opts.cross_rack_scale} slowdown={'off' if opts.no_slowdown else 'on'} "
+        f"restart_s={opts.restart_s} time_scale={opts.time_scale} gpu_type_constrained={len(gpu_types)}",
+        file=sys.stderr,
+    )
+    jobs = [dict(
+        spec=spec, trace=trace, policy=name, seed=opts.seed, quotas=opts.quotas,
+        estimates=opts.estimates, cross_rack_scale=opts.cross_rack_scale, no_slowdown=opts.no_slowdown,
+        restart_s=opts.restart_s, window_s=opts.window_days * 86400, gpu_types=gpu_types,
+        progress=not opts.no_progress,
+    ) for name in policies]
+    if opts.parallel > 1 and len(jobs) > 1:
+        with multiprocessing.get_context("fork").Pool(min(opts.parallel, len(jobs))) as pool:
+            results = pool.map(run_policy, jobs)
+    else:
+        results = [run_policy(j) for j in jobs]
+    if opts.json:
+        for metrics, _ in results:
+            print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}))
+    else:
+        print(" ".join(f"{head:>{width}}" for _, head, width, _ in COLUMNS))
+        for metrics, _ in results:
+            print(" ".join(f"{metrics[key]:>{width}{fmt}}" for key, _, width, fmt in COLUMNS))
+    if opts.plot:
+        from scheduler.sim.plot import plot_jct
+
+        plot_jct({m["policy"]: j for m, j in results}, opts.plot, f"{spec.describe()}, seed {opts.seed}")
+        print(f"# wrote {opts.plot}", file=sys.stderr)
+    return 0

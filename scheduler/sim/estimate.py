@@ -1,0 +1,45 @@
+"""Run-time estimates the simulated users attach to their jobs.
+
+- ``history`` (default): the median trace duration of the last ``window`` jobs of the same VC
+  and GPU count that *finished before this job was submitted* (Helios/QSSF-style prediction
+  from history); falls back to the same GPU count, then to all jobs, then to no estimate.
+  Uses only the past: honest.
+- ``oracle``: the true duration (an upper bound on what estimates can buy; not a baseline).
+- ``none``: no estimates (shortest-job-first degrades to FIFO; backfill only drains).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from statistics import median
+
+__all__ = ["ESTIMATORS", "Estimator"]
+
+ESTIMATORS = ("history", "oracle", "none")
+
+
+class Estimator:
+    def __init__(self, kind: str = "history", window: int = 20) -> None:
+        if kind not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {kind!r}; use one of {ESTIMATORS}")
+        self.kind = kind
+        self.window = window
+        self._by_key: dict[tuple[str, int], deque[float]] = defaultdict(lambda: deque(maxlen=window))
+        self._by_gpus: dict[int, deque[float]] = defaultdict(lambda: deque(maxlen=window * 5))
+        self._all: deque[float] = deque(maxlen=window * 25)
+
+    def estimate(self, vc: str, gpus: int, true_duration_s: float) -> float | None:
+        if self.kind == "oracle":
+            return true_duration_s
+        if self.kind == "none":
+            return None
+        for history in (self._by_key.get((vc, gpus)), self._by_gpus.get(gpus), self._all):
+            if history:
+                return float(median(history))
+        return None
+
+    def observe(self, vc: str, gpus: int, duration_s: float) -> None:
+        """A job finished: learn its (ideal) duration."""
+        self._by_key[(vc, gpus)].append(duration_s)
+        self._by_gpus[gpus].append(duration_s)
+        self._all.append(duration_s)

@@ -1,0 +1,598 @@
+"""PURE cluster state, built only from the events of ``model.py``.
+
+``ClusterState.handle(event)`` applies one event and returns the ``ClusterEvent`` kinds it
+caused (the queue uses them as queueing hints). The scheduling cycle reads the state and
+*assumes* its own bindings with ``allocate`` so the next job of the same pass sees them; a
+``JobBound`` event from the store later confirms the assumption, a ``BindFailed`` undoes it.
+
+Aggregates kept up to date on every allocation, so that a pass never has to scan all nodes to
+learn that a job cannot fit:
+
+- ``FreeIndex``: for each GPU type, buckets of usable nodes by free GPU count (tightest-first
+  candidate enumeration, O(1) updates).
+- ``RackInfo.hist``: per rack and GPU type, how many usable nodes have f free GPUs. The
+  capacity of a rack for tasks of G GPUs is ``sum(hist[f] * (f // G))``.
+- ``epoch``: bumped whenever usable capacity can grow (a job ends, a node joins or heals, a
+  hold is released). Within one epoch free capacity only shrinks, so a placement that failed
+  fails again: the cycle caches failures per job shape and epoch.
+
+Worked example (two 8-GPU nodes in one rack)::
+
+    add n1, n2          free n1=8 n2=8   hist[rack-0][""] = [0,0,0,0,0,0,0,0,2]
+    allocate j1 n1:3    free n1=5 n2=8   hist = [..., f5=1, f8=1]; rack capacity for G=4: 1+2=3
+    finish j1           free n1=8        epoch += 1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+
+from scheduler.model import (
+    BindFailed,
+    Event,
+    Job,
+    JobAdded,
+    JobBound,
+    JobDeleted,
+    JobEvicted,
+    JobFinished,
+    JobUpdated,
+    Node,
+    NodeAdded,
+    NodeDeleted,
+    NodeUpdated,
+    Placement,
+    Tenant,
+    TenantDeleted,
+    TenantUpdated,
+)
+
+__all__ = [
+    "ClusterEvent",
+    "ClusterState",
+    "FreeIndex",
+    "JobInfo",
+    "NodeInfo",
+    "Phase",
+    "RackInfo",
+    "Reservation",
+]
+
+
+class ClusterEvent(Enum):
+    """What changed, for queueing hints (which unschedulable jobs are worth retrying)."""
+
+    NODE_ADDED = "node-added"  # a node joined, grew, healed or was uncordoned
+    NODE_CHANGED = "node-changed"  # labels, type or other attributes changed
+    RESOURCES_FREED = "resources-freed"  # a gang finished, was evicted, deleted, unbound
+    TENANT_CHANGED = "tenant-changed"  # quotas changed
+    PRIORITY_CHANGED = "priority-changed"  # a job's rank changed (new spec, LAS demotion)
+    RESERVATION_CHANGED = "reservation-changed"  # a hold was released
+
+
+class Phase(Enum):
+    PENDING = "pending"
+    RUNNING = "running"  # bound (assumed by us or confirmed by the store)
+
+
+class NodeInfo:
+    """Mutable per-node view: what is free, who runs here, what is held for reservations."""
+
+    __slots__ = (
+        "node",
+        "full_mask",
+        "free_mask",
+        "free_gpus",
+        "free_cpu",
+        "free_mem",
+        "jobs",
+        "holds",
+        "held_gpus",
+        "rack",
+        "indexed",
+        "island_masks",
+    )
+
+    def __init__(self, node: Node, rack: RackInfo) -> None:
+        self.node = node
+        self.full_mask = (1 << node.gpus) - 1
+        self.free_mask = self.full_mask
+        self.free_gpus = node.gpus
+        self.free_cpu = node.cpu_milli
+        self.free_mem = node.memory_mib
+        self.jobs: dict[str, int] = {}  # job id -> GPUs it holds here
+        self.holds: dict[str, int] = {}  # reservation owner -> GPUs held here
+        self.held_gpus = 0
+        self.rack = rack
+        self.indexed = False
+        self.island_masks = node.island_masks()
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    def copy(self) -> NodeInfo:
+        """A detached copy for what-if checks (preemption); shares the node and rack."""
+        other = NodeInfo.__new__(NodeInfo)
+        for slot in NodeInfo.__slots__:
+            setattr(other, slot, getattr(self, slot))
+        other.jobs = dict(self.jobs)
+        other.holds = dict(self.holds)
+        other.indexed = False
+        return other
+
+    @property
+    def usable(self) -> bool:
+        return self.node.healthy and self.node.schedulable
+
+
+class RackInfo:
+    """Per-rack aggregates over usable nodes: GPU capacity, free GPUs, free-count histogram."""
+
+    __slots__ = ("name", "spine", "nodes", "capacity_gpus", "free_gpus", "hist", "max_node_gpus", "capacity_by_type")
+
+    def __init__(self, name: str, spine: str) -> None:
+        self.name = name
+        self.spine = spine
+        self.nodes: dict[str, NodeInfo] = {}
+        self.capacity_gpus = 0
+        self.free_gpus = 0
+        self.hist: dict[str, list[int]] = {}  # gpu type -> count of usable nodes by free GPUs
+        self.max_node_gpus = 0
+        self.capacity_by_type: dict[str, int] = {}
+
+    def total_gpus(self, gpu_type: str | None) -> int:
+        """GPUs of usable nodes (of ``gpu_type``), free or not."""
+        if gpu_type is None:
+            return self.capacity_gpus
+        return self.capacity_by_type.get(gpu_type, 0)
+
+    def task_capacity(self, gpus_per_task: int, gpu_type: str | None) -> int:
+        """Upper bound on tasks of ``gpus_per_task`` GPUs that fit (ignores CPU, memory, holds)."""
+        total = 0
+        for kind, hist in self.hist.items():
+            if gpu_type is not None and kind != gpu_type:
+                continue
+            if gpus_per_task == 0:
+                total += sum(hist) * 1_000_000
+                continue
+            for free in range(gpus_per_task, len(hist)):
+                count = hist[free]
+                if count:
+                    total += count * (free // gpus_per_task)
+        return total
+
+    def largest_free_node(self, gpu_type: str | None) -> int:
+        best = 0
+        for kind, hist in self.hist.items():
+            if gpu_type is not None and kind != gpu_type:
+                continue
+            for free in range(len(hist) - 1, best, -1):
+                if hist[free]:
+                    best = free
+                    break
+        return best
+
+
+class FreeIndex:
+    """Usable nodes bucketed by (GPU type, free GPUs); iteration is tightest-first."""
+
+    __slots__ = ("buckets",)
+
+    def __init__(self) -> None:
+        self.buckets: dict[str, list[dict[str, NodeInfo]]] = {}
+
+    def add(self, info: NodeInfo) -> None:
+        kind = info.node.gpu_type
+        buckets = self.buckets.setdefault(kind, [])
+        while len(buckets) <= info.node.gpus:
+            buckets.append({})
+        buckets[info.free_gpus][info.name] = info
+
+    def remove(self, info: NodeInfo) -> None:
+        del self.buckets[info.node.gpu_type][info.free_gpus][info.name]
+
+    def max_free(self, gpu_type: str | None) -> int:
+        """The most free GPUs on any usable node (of ``gpu_type``)."""
+        best = 0
+        for kind, buckets in self.buckets.items():
+            if gpu_type is not None and kind != gpu_type:
+                continue
+            for free in range(len(buckets) - 1, best, -1):
+                if buckets[free]:
+                    best = free
+                    break
+        return best
+
+    def candidates(self, min_free: int, gpu_type: str | None) -> Iterator[NodeInfo]:
+        """Usable nodes with at least ``min_free`` free GPUs, fewest free first.
+
+        Do not allocate or release while iterating."""
+        kinds = (
+            [self.buckets[gpu_type]] if gpu_type is not None and gpu_type in self.buckets
+            else [] if gpu_type is not None
+            else list(self.buckets.values())
+        )
+        top = max((len(b) for b in kinds), default=0)
+        for free in range(min_free, top):
+            for buckets in kinds:
+                if free < len(buckets) and buckets[free]:
+                    yield from buckets[free].values()
+
+
+@dataclass(slots=True)
+class JobInfo:
+    """Mutable per-job record. ``attained_gpu_s`` is service banked before ``bound_at_s``."""
+
+    job: Job
+    phase: Phase = Phase.PENDING
+    placement: Placement | None = None
+    bound_at_s: float | None = None
+    confirmed: bool = False
+    first_bound_s: float | None = None
+    attained_gpu_s: float = 0.0
+    evictions: int = 0
+    pending_since_s: float = 0.0
+    evicting: bool = False  # chosen as a preemption victim, eviction not yet confirmed
+
+    def attained_at(self, now_s: float) -> float:
+        """GPU-seconds of service received up to ``now_s`` (Tiresias' 2D attained service)."""
+        if self.phase is Phase.RUNNING and self.bound_at_s is not None:
+            return self.attained_gpu_s + self.job.gpus * max(0.0, now_s - self.bound_at_s)
+        return self.attained_gpu_s
+
+
+@dataclass(slots=True)
+class Reservation:
+    """GPUs held for a pending gang on specific nodes (backfill) or after preemption.
+
+    A node's held GPUs are taken out of what other jobs may use, up to what is free; jobs that
+    are expected to finish before ``start_s`` may still use them (backfill).
+    """
+
+    job_id: str
+    holds: dict[str, int]
+    start_s: float | None
+    kind: str
+    created_s: float
+    domain: str
+
+
+class ClusterState:
+    """The scheduler's whole mutable world. Single-threaded; mutated only by ``handle``,
+    ``allocate``/``release`` (assume and undo) and the reservation methods."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, NodeInfo] = {}
+        self.racks: dict[str, RackInfo] = {}
+        self.jobs: dict[str, JobInfo] = {}
+        self.tenants: dict[str, Tenant] = {}
+        self.tenant_gpus: dict[str, int] = {}
+        self.reservations: dict[str, Reservation] = {}
+        self.index = FreeIndex()
+        self.epoch = 0
+        self.free_by_type: dict[str, int] = {}  # free GPUs of usable nodes
+        self.running: dict[str, JobInfo] = {}
+        self.pending: dict[str, JobInfo] = {}
+        self._type_totals: dict[str, tuple[int, int]] | None = None
+
+    # --- events -----------------------------------------------------------------------------
+
+    def handle(self, event: Event) -> set[ClusterEvent]:
+        """Apply one event; return what changed. Unknown ids are ignored (idempotent)."""
+        if isinstance(event, NodeAdded | NodeUpdated):
+            return self._put_node(event.node)
+        if isinstance(event, NodeDeleted):
+            return self._delete_node(event.name)
+        if isinstance(event, JobAdded):
+            return self._add_job(event)
+        if isinstance(event, JobUpdated):
+            return self._update_job(event.job)
+        if isinstance(event, JobBound):
+            return self._confirm(event)
+        if isinstance(event, BindFailed | JobEvicted):
+            if event.job_id in self.running:
+                self.release(event.job_id, event.at_s, evicted=isinstance(event, JobEvicted))
+                return {ClusterEvent.RESOURCES_FREED}
+            return set()
+        if isinstance(event, JobFinished | JobDeleted):
+            return self._remove_job(event.job_id, getattr(event, "at_s", None))
+        if isinstance(event, TenantUpdated):
+            self.tenants[event.tenant.name] = event.tenant
+            return {ClusterEvent.TENANT_CHANGED}
+        if isinstance(event, TenantDeleted):
+            self.tenants.pop(event.name, None)
+            return {ClusterEvent.TENANT_CHANGED}
+        raise TypeError(f"unknown event {event!r}")
+
+    def _put_node(self, node: Node) -> set[ClusterEvent]:
+        old = self.nodes.get(node.name)
+        self._type_totals = None
+        if old is None:
+            rack = self._rack(node)
+            info = NodeInfo(node, rack)
+            self.nodes[node.name] = info
+            rack.nodes[node.name] = info
+            self._index_in(info)
+            self.epoch += 1
+            return {ClusterEvent.NODE_ADDED}
+        grew = (
+            node.gpus > old.node.gpus
+            or node.cpu_milli > old.node.cpu_milli
+            or node.memory_mib > old.node.memory_mib
+            or (node.healthy and node.schedulable and not old.usable)
+        )
+        self._index_out(old)
+        if node.rack != old.node.rack:
+            del old.rack.nodes[node.name]
+            old.rack = self._rack(node)
+            old.rack.nodes[node.name] = old
+        allocated = old.full_mask & ~old.free_mask
+        used_cpu = old.node.cpu_milli - old.free_cpu
+        used_mem = old.node.memory_mib - old.free_mem
+        old.node = node
+        old.island_masks = node.island_masks()
+        old.full_mask = (1 << node.gpus) - 1
+        old.free_mask = old.full_mask & ~allocated
+        old.free_gpus = old.free_mask.bit_count()
+        old.free_cpu = node.cpu_milli - used_cpu
+        old.free_mem = node.memory_mib - used_mem
+        self._index_in(old)
+        if grew:
+            self.epoch += 1
+            return {ClusterEvent.NODE_ADDED}
+        return {ClusterEvent.NODE_CHANGED}
+
+    def _delete_node(self, name: str) -> set[ClusterEvent]:
+        info = self.nodes.get(name)
+        if info is None:
+            return set()
+        self._index_out(info)
+        del info.rack.nodes[name]
+        del self.nodes[name]
+        self._type_totals = None
+        for job_id in list(info.holds):
+            self.drop_reservation(job_id)
+        return {ClusterEvent.NODE_CHANGED}
+
+    def _add_job(self, event: JobAdded) -> set[ClusterEvent]:
+        job = event.job
+        if job.job_id in self.jobs:
+            return self._update_job(job)
+        info = JobInfo(job=job, attained_gpu_s=event.attained_gpu_s, pending_since_s=job.submit_s)
+        self.jobs[job.job_id] = info
+        self.pending[job.job_id] = info
+        if event.placement is not None:
+            at = event.bound_at_s if event.bound_at_s is not None else job.submit_s
+            self.allocate(job.job_id, event.placement, at)
+            info.confirmed = True
+        return set()
+
+    def _update_job(self, job: Job) -> set[ClusterEvent]:
+        info = self.jobs.get(job.job_id)
+        if info is None:
+            return set()
+        old = info.job
+        if info.phase is Phase.RUNNING and (
+            (old.tasks, old.gpus_per_task, old.cpu_milli_per_task, old.memory_mib_per_task, old.tenant)
+            != (job.tasks, job.gpus_per_task, job.cpu_milli_per_task, job.memory_mib_per_task, job.tenant)
+        ):
+            raise ValueError(f"job {job.job_id}: cannot change the shape or tenant of a running job")
+        info.job = job
+        return {ClusterEvent.PRIORITY_CHANGED} if job.priority != old.priority else set()
+
+    def _confirm(self, event: JobBound) -> set[ClusterEvent]:
+        info = self.jobs.get(event.job_id)
+        if info is None:
+            return set()
+        if info.phase is Phase.RUNNING and info.placement == event.placement:
+            info.confirmed = True
+            return set()
+        freed = set()
+        if info.phase is Phase.RUNNING:  # bound elsewhere than we assumed
+            self.release(event.job_id, event.at_s, evicted=False)
+            freed.add(ClusterEvent.RESOURCES_FREED)
+        self.allocate(event.job_id, event.placement, event.at_s)
+        info.confirmed = True
+        return freed
+
+    def _remove_job(self, job_id: str, at_s: float | None) -> set[ClusterEvent]:
+        info = self.jobs.get(job_id)
+        if info is None:
+            return set()
+        changed = set()
+        if info.phase is Phase.RUNNING:
+            self.release(job_id, at_s if at_s is not None else info.bound_at_s or 0.0, evicted=False)
+            changed.add(ClusterEvent.RESOURCES_FREED)
+        if job_id in self.reservations:
+            self.drop_reservation(job_id)
+            changed.add(ClusterEvent.RESERVATION_CHANGED)
+        self.pending.pop(job_id, None)
+        del self.jobs[job_id]
+        return changed
+
+    # --- assume / release -------------------------------------------------------------------
+
+    def allocate(self, job_id: str, placement: Placement, at_s: float) -> None:
+        """Take the placement's resources (an assumed binding). Asserts nothing is taken twice."""
+        info = self.jobs[job_id]
+        assert info.phase is Phase.PENDING, f"{job_id} is already running"
+        job = info.job
+        assert len(placement.tasks) == job.tasks, f"{job_id}: partial placement"
+        for node_name, gpus in placement.gpus_by_node().items():
+            node = self.nodes[node_name]
+            mask = 0
+            for gpu in gpus:
+                mask |= 1 << gpu
+            assert mask & node.free_mask == mask, f"{job_id}: GPUs {gpus} of {node_name} not free"
+            tasks_here = len(gpus) // job.gpus_per_task if job.gpus_per_task else sum(
+                1 for t in placement.tasks if t.node == node_name
+            )
+            self._set_free(node, node.free_mask & ~mask)
+            node.free_cpu -= tasks_here * job.cpu_milli_per_task
+            node.free_mem -= tasks_here * job.memory_mib_per_task
+            assert node.free_cpu >= 0 and node.free_mem >= 0, f"{job_id}: overcommits {node_name}"
+            node.jobs[job_id] = node.jobs.get(job_id, 0) + len(gpus)
+        info.phase = Phase.RUNNING
+        info.placement = placement
+        info.bound_at_s = at_s
+        info.confirmed = False
+        if info.first_bound_s is None:
+            info.first_bound_s = at_s
+        self.pending.pop(job_id, None)
+        self.running[job_id] = info
+        self.tenant_gpus[job.tenant] = self.tenant_gpus.get(job.tenant, 0) + job.gpus
+        if job_id in self.reservations:
+            self.drop_reservation(job_id)
+
+    def release(self, job_id: str, at_s: float, *, evicted: bool) -> None:
+        """Free a running gang's resources; it becomes pending again (unless removed)."""
+        info = self.jobs[job_id]
+        assert info.phase is Phase.RUNNING and info.placement is not None
+        job = info.job
+        for node_name, gpus in info.placement.gpus_by_node().items():
+            node = self.nodes.get(node_name)
+            if node is None:
+                continue
+            mask = 0
+            for gpu in gpus:
+                mask |= 1 << gpu
+            tasks_here = len(gpus) // job.gpus_per_task if job.gpus_per_task else sum(
+                1 for t in info.placement.tasks if t.node == node_name
+            )
+            self._set_free(node, (node.free_mask | mask) & node.full_mask)
+            node.free_cpu += tasks_here * job.cpu_milli_per_task
+            node.free_mem += tasks_here * job.memory_mib_per_task
+            del node.jobs[job_id]
+        info.attained_gpu_s = info.attained_at(at_s)
+        info.phase = Phase.PENDING
+        info.placement = None
+        info.bound_at_s = None
+        info.confirmed = False
+        info.evicting = False
+        info.pending_since_s = at_s
+        if evicted:
+            info.evictions += 1
+        del self.running[job_id]
+        self.pending[job_id] = info
+        self.tenant_gpus[job.tenant] -= job.gpus
+        self.epoch += 1
+
+    # --- reservations -----------------------------------------------------------------------
+
+    def add_reservation(self, reservation: Reservation) -> None:
+        if reservation.job_id in self.reservations:
+            self.drop_reservation(reservation.job_id)
+        self.reservations[reservation.job_id] = reservation
+        for name, gpus in reservation.holds.items():
+            node = self.nodes[name]
+            node.holds[reservation.job_id] = gpus
+            node.held_gpus += gpus
+
+    def drop_reservation(self, job_id: str) -> None:
+        reservation = self.reservations.pop(job_id, None)
+        if reservation is None:
+            return
+        for name in reservation.holds:
+            node = self.nodes.get(name)
+            if node is not None and job_id in node.holds:
+                node.held_gpus -= node.holds.pop(job_id)
+        self.epoch += 1
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def type_totals(self) -> dict[str, tuple[int, int]]:
+        """Per GPU type over usable nodes: (total GPUs, GPUs of the largest node)."""
+        if self._type_totals is None:
+            totals: dict[str, tuple[int, int]] = {}
+            for info in self.nodes.values():
+                if not info.usable:
+                    continue
+                total, largest = totals.get(info.node.gpu_type, (0, 0))
+                totals[info.node.gpu_type] = (total + info.node.gpus, max(largest, info.node.gpus))
+            self._type_totals = totals
+        return self._type_totals
+
+    def largest_node_gpus(self, gpu_type: str | None) -> int:
+        totals = self.type_totals()
+        if gpu_type is not None:
+            return totals.get(gpu_type, (0, 0))[1]
+        return max((largest for _, largest in totals.values()), default=0)
+
+    def total_gpus(self, gpu_type: str | None = None) -> int:
+        totals = self.type_totals()
+        if gpu_type is not None:
+            return totals.get(gpu_type, (0, 0))[0]
+        return sum(total for total, _ in totals.values())
+
+    def free_gpus(self, gpu_type: str | None = None) -> int:
+        """Free GPUs on usable nodes (of ``gpu_type``), holds included."""
+        if gpu_type is not None:
+            return self.free_by_type.get(gpu_type, 0)
+        by_type = self.free_by_type
+        if len(by_type) == 1:
+            for free in by_type.values():
+                return free
+        return sum(by_type.values())
+
+    def spines(self) -> dict[str, list[RackInfo]]:
+        out: dict[str, list[RackInfo]] = {}
+        for rack in self.racks.values():
+            out.setdefault(rack.spine, []).append(rack)
+        return out
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _rack(self, node: Node) -> RackInfo:
+        rack = self.racks.get(node.rack)
+        if rack is None:
+            rack = self.racks[node.rack] = RackInfo(node.rack, node.spine)
+        return rack
+
+    def _index_in(self, info: NodeInfo) -> None:
+        if not info.usable:
+            return
+        info.indexed = True
+        self.index.add(info)
+        rack = info.rack
+        hist = rack.hist.setdefault(info.node.gpu_type, [])
+        while len(hist) <= info.node.gpus:
+            hist.append(0)
+        hist[info.free_gpus] += 1
+        rack.capacity_gpus += info.node.gpus
+        rack.free_gpus += info.free_gpus
+        rack.max_node_gpus = max(rack.max_node_gpus, info.node.gpus)
+        kind = info.node.gpu_type
+        rack.capacity_by_type[kind] = rack.capacity_by_type.get(kind, 0) + info.node.gpus
+        self.free_by_type[kind] = self.free_by_type.get(kind, 0) + info.free_gpus
+
+    def _index_out(self, info: NodeInfo) -> None:
+        if not info.indexed:
+            return
+        info.indexed = False
+        self.index.remove(info)
+        rack = info.rack
+        rack.hist[info.node.gpu_type][info.free_gpus] -= 1
+        rack.capacity_gpus -= info.node.gpus
+        rack.free_gpus -= info.free_gpus
+        rack.capacity_by_type[info.node.gpu_type] -= info.node.gpus
+        self.free_by_type[info.node.gpu_type] -= info.free_gpus
+
+    def _set_free(self, info: NodeInfo, free_mask: int) -> None:
+        if info.indexed:
+            kind = info.node.gpu_type
+            buckets = self.index.buckets[kind]
+            del buckets[info.free_gpus][info.name]
+            hist = info.rack.hist[kind]
+            hist[info.free_gpus] -= 1
+            info.rack.free_gpus -= info.free_gpus
+        old_free = info.free_gpus
+        info.free_mask = free_mask
+        info.free_gpus = free_mask.bit_count()
+        if info.indexed:
+            buckets[info.free_gpus][info.name] = info
+            hist[info.free_gpus] += 1
+            info.rack.free_gpus += info.free_gpus
+            self.free_by_type[kind] += info.free_gpus - old_free
