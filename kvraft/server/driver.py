@@ -69,14 +69,18 @@ class ApplyTarget:
     def applied_index(self) -> int:
         raise NotImplementedError
 
-    def apply_ops(self, items: list[tuple[int, Any]], index: int) -> list[Any]:
+    def apply_ops(self, items: list[tuple[int, Any]], index: int, term: int) -> list[Any]:
         """Apply ops in order, record ``index`` as applied; one result (or EtcdError) per op."""
         raise NotImplementedError
 
-    def apply_member(self, op: MemberOp, index: int) -> None:
+    def apply_member(self, op: MemberOp, index: int, term: int) -> None:
         raise NotImplementedError
 
     def snapshot_data(self) -> bytes:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Make everything applied durable (before the log behind it is compacted)."""
         raise NotImplementedError
 
     def restore(self, snapshot: Snapshot) -> None:
@@ -390,6 +394,16 @@ class NodeDriver:
             self._leader_known.set()
 
     async def _apply_loop(self) -> None:
+        try:
+            await self._apply_forever()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # the state machine failed: stop serving
+            self.fatal = exc
+            log.critical("apply stage stopped: %r", exc)
+            raise
+
+    async def _apply_forever(self) -> None:
         while True:
             kind, payload = await self._apply_queue.get()
             if kind == "snapshot":
@@ -404,37 +418,37 @@ class NodeDriver:
 
     def _apply_entries(self, entries: tuple[Entry, ...]) -> None:
         items: list[tuple[int, Any]] = []
-        last = entries[-1].index
+        last = entries[-1]
+        previous = last
         for entry in entries:
             if entry.index <= self.applied.applied:
                 continue
             if entry.type == EntryType.CONF_CHANGE:
-                self._flush_apply(items, entry.index - 1)
+                self._flush_apply(items, previous)
                 items = []
                 context = ConfChange.decode(entry.data).context
                 if context:
                     request_id, op_wire = msgpack.unpackb(context, raw=False)
-                    self.target.apply_member(op_from_wire(op_wire), entry.index)
+                    self.target.apply_member(op_from_wire(op_wire), entry.index, entry.term)
                     self._resolve(request_id, None)
-                continue
-            if not entry.data:
-                continue  # a leader's no-op
-            request_id, op = decode_entry(entry.data)
-            if isinstance(op, MemberOp):
-                self._flush_apply(items, entry.index - 1)
-                items = []
-                self.target.apply_member(op, entry.index)
-                self._resolve(request_id, None)
-                continue
-            items.append((request_id, op))
+            elif entry.data:  # (empty data: a leader's no-op)
+                request_id, op = decode_entry(entry.data)
+                if isinstance(op, MemberOp):
+                    self._flush_apply(items, previous)
+                    items = []
+                    self.target.apply_member(op, entry.index, entry.term)
+                    self._resolve(request_id, None)
+                else:
+                    items.append((request_id, op))
+            previous = entry
         self._flush_apply(items, last)
         self.stats.entries_applied += len(entries)
-        self.applied.advance(last)
+        self.applied.advance(last.index)
 
-    def _flush_apply(self, items: list[tuple[int, Any]], index: int) -> None:
+    def _flush_apply(self, items: list[tuple[int, Any]], upto: Entry) -> None:
         if not items:
             return
-        results = self.target.apply_ops(items, index)
+        results = self.target.apply_ops(items, upto.index, upto.term)
         for (request_id, _op), result in zip(items, results, strict=True):
             self._resolve(request_id, result)
 
@@ -454,6 +468,7 @@ class NodeDriver:
         data = self.target.snapshot_data()
         self.storage.create_snapshot(applied, self._applied_conf, data)
         self._snapshot_index = applied
+        self.target.flush()
         compact_to = applied - self.snapshot_catchup_entries
         if compact_to > self.storage.first_index():
             self.storage.compact(compact_to)

@@ -90,6 +90,7 @@ class LocalCluster:
         self.extra_args = list(extra_args or [])
         self._own_dir = base_dir is None
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix=f"{binary}-cluster-"))
+        self.base_dir.mkdir(parents=True, exist_ok=True)
         self.members: dict[str, ProcessMember] = {}
         for index in range(size):
             self._new_member(f"m{index}")

@@ -1,0 +1,114 @@
+"""The applier chain (etcd's ``applierV3`` decorators): ``Quota(Backend)`` today, with the
+seam for ``Auth`` on top (a later issue): ``build_chain(store, wrap=AuthApplier)``.
+
+Every applier has ``apply(op) -> result`` and raises ``EtcdError`` for expected failures.
+Applying must be deterministic: every member applies the same entries in the same order
+and must reach the same state, so nothing here may look at member-local facts (clock,
+file sizes). That is why the quota is enforced in two places, as etcd does: before
+proposing (``QuotaGuard``, member-local: it proposes a NOSPACE alarm) and at apply time
+only through the replicated alarm (``QuotaApplier``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kvraft.apply.errors import ResourceExhausted
+from kvraft.apply.ops import AlarmOp, CompactOp, DeleteRangeOp, PutOp, RangeOp, TxnOp
+from kvraft.apply.validate import as_etcd_error
+from kvraft.storage.mvcc import ops as mvcc_ops
+from kvraft.storage.mvcc.errors import MVCCError
+
+__all__ = ["Applier", "BackendApplier", "CompactResult", "QuotaApplier", "QuotaGuard", "build_chain"]
+
+NOSPACE = 1
+ACTIVATE, DEACTIVATE = 1, 2
+NOSPACE_MESSAGE = "etcdserver: mvcc: database space exceeded"
+
+
+@dataclass(slots=True)
+class CompactResult:
+    revision: int
+    job: Any = None
+
+
+class Applier:
+    def apply(self, op: Any) -> Any:
+        raise NotImplementedError
+
+
+class BackendApplier(Applier):
+    """Runs ops against the MVCC store."""
+
+    def __init__(self, store: Any, member_id: int) -> None:
+        self.store = store
+        self.member_id = member_id
+
+    def apply(self, op: Any) -> Any:
+        try:
+            if isinstance(op, PutOp):
+                return self.store.put_request(op)
+            if isinstance(op, DeleteRangeOp):
+                return self.store.delete_range_request(op)
+            if isinstance(op, TxnOp):
+                return self.store.txn_request(op)
+            if isinstance(op, RangeOp):
+                return self.store.range_request(op)
+            if isinstance(op, CompactOp):
+                job = self.store.compact(op.revision)
+                return CompactResult(self.store.rev, job)
+            if isinstance(op, AlarmOp):
+                return self._alarm(op)
+        except MVCCError as exc:
+            raise as_etcd_error(exc) from None
+        raise TypeError(f"cannot apply {op!r}")
+
+    def _alarm(self, op: AlarmOp) -> list[tuple[int, int]]:
+        if op.alarm == NOSPACE and op.action in (ACTIVATE, DEACTIVATE):
+            self.store.set_nospace_alarm(op.action == ACTIVATE)
+        return [(self.member_id, NOSPACE)] if self.store.nospace_alarm else []
+
+
+class QuotaApplier(Applier):
+    """With the (replicated) NOSPACE alarm raised, writes that add data fail; ranges,
+    deletes, compaction and alarm changes go on (etcd's ``applierV3Capped``)."""
+
+    def __init__(self, inner: Applier, store: Any) -> None:
+        self.inner = inner
+        self.store = store
+
+    def apply(self, op: Any) -> Any:
+        if self.store.nospace_alarm and isinstance(op, (PutOp, TxnOp)):
+            kind = "put" if isinstance(op, PutOp) else "txn"
+            try:
+                mvcc_ops.check_capped(True, kind, op)
+            except MVCCError as exc:
+                raise as_etcd_error(exc) from None
+        return self.inner.apply(op)
+
+
+class QuotaGuard:
+    """Before proposing a write: if the backend is over quota, refuse it and ask for the
+    NOSPACE alarm to be raised (``raise_alarm``), as etcd's ``quotaKVServer`` does."""
+
+    def __init__(self, store: Any, quota_bytes: int) -> None:
+        self.store = store
+        self.quota_bytes = quota_bytes
+
+    def check(self, op: Any, raise_alarm: Callable[[], None]) -> None:
+        adds = isinstance(op, PutOp) or (isinstance(op, TxnOp) and mvcc_ops.txn_has_put(op))
+        if not adds:
+            return
+        if self.store.nospace_alarm:
+            raise ResourceExhausted(NOSPACE_MESSAGE)
+        size, _in_use = self.store.sizes()
+        if size > self.quota_bytes:
+            raise_alarm()
+            raise ResourceExhausted(NOSPACE_MESSAGE)
+
+
+def build_chain(store: Any, member_id: int, wrap: Callable[[Applier], Applier] | None = None) -> Applier:
+    chain: Applier = QuotaApplier(BackendApplier(store, member_id), store)
+    return wrap(chain) if wrap is not None else chain

@@ -1,0 +1,219 @@
+"""The Lease and Auth appliers: the decorators that make the chain
+``Auth(Lease(Quota(Backend)))`` (etcd: ``authApplierV3`` over the lessor-aware backend).
+
+``AuthApplier`` is the one place permissions are checked for everything that goes
+through Raft: an ``AuthedOp`` is checked against the auth state *as of its apply*, with
+the auth revision its token vouched for ("revision of auth store is old" if the state
+moved on); a bare op that needs a user while auth is on fails with "user name is empty".
+Ops the members propose themselves (expiry, checkpoints, alarms, compaction) are bare
+and pass.
+
+``LeaseApplier`` applies lease ops to the ``Lessor`` and the store: revoking deletes every
+attached key in ONE revision. Lease and auth records are written into the store's
+``lease`` and ``auth`` buckets inside the apply batch, so they commit atomically with the
+consistent index. Deadlines are member-local: ``clock`` (``time.monotonic`` in a member,
+a ``ManualClock`` in tests) is read when a grant, renewal or checkpoint is applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from kvraft.apply.chain import Applier
+from kvraft.apply.errors import EtcdError, FailedPrecondition, NotFound, OutOfRange, error_from_code
+from kvraft.apply.feature_ops import (
+    AuthedOp,
+    AuthOp,
+    LeaseCheckpointOp,
+    LeaseExpireOp,
+    LeaseGrantOp,
+    LeaseRenewOp,
+    LeaseRevokeOp,
+)
+from kvraft.apply.ops import DeleteRangeOp, PutOp, TxnOp
+from kvraft.auth import AuthError, AuthState, Permission, check_request
+from kvraft.auth import errors as auth_errors
+from kvraft.lease import LeaseExists, LeaseNotFound, LeaseTTLTooLarge, Lessor
+
+__all__ = [
+    "AUTH_BUCKET",
+    "LEASE_BUCKET",
+    "AuthApplier",
+    "LeaseApplier",
+    "LeaseGrantResult",
+    "LeaseRenewResult",
+    "load_auth",
+    "load_leases",
+]
+
+LEASE_BUCKET = b"lease"
+AUTH_BUCKET = b"auth"
+AUTH_STATE_KEY = b"state"
+LEASE_NOT_FOUND = "etcdserver: requested lease not found"
+
+
+@dataclass(slots=True)
+class LeaseGrantResult:
+    id: int
+    ttl: int
+    revision: int
+
+
+@dataclass(slots=True)
+class LeaseRenewResult:
+    id: int
+    ttl: int
+    revision: int
+
+
+def _put(store: Any, bucket: bytes, key: bytes, value: bytes | None) -> None:
+    with store.backend.batch() as batch:
+        if value is None:
+            batch.txn.delete(key, db=batch.dbis[bucket])
+        else:
+            batch.txn.put(key, value, db=batch.dbis[bucket])
+
+
+def load_leases(store: Any) -> list[tuple[int, int, int]]:
+    """(id, ttl, remaining) records from the lease bucket."""
+    out = []
+    with store.backend.read() as read:
+        for key, value in read.txn.cursor(db=read.dbis[LEASE_BUCKET]):
+            ttl, remaining = msgpack.unpackb(value)
+            out.append((int.from_bytes(key, "big"), ttl, remaining))
+    return out
+
+
+def load_auth(store: Any) -> AuthState:
+    with store.backend.read() as read:
+        raw = read.txn.get(AUTH_STATE_KEY, db=read.dbis[AUTH_BUCKET])
+    return AuthState.from_record(msgpack.unpackb(raw, raw=False)) if raw else AuthState()
+
+
+class LeaseApplier(Applier):
+    def __init__(self, inner: Applier, store: Any, lessor: Lessor, clock: Callable[[], float]) -> None:
+        self.inner = inner
+        self.store = store
+        self.lessor = lessor
+        self.clock = clock
+
+    def _persist(self, lease_id: int) -> None:
+        lease = self.lessor.leases.get(lease_id)
+        value = None if lease is None else msgpack.packb([lease.ttl_s, lease.remaining_ttl_s])
+        _put(self.store, LEASE_BUCKET, lease_id.to_bytes(8, "big"), value)
+
+    def apply(self, op: Any) -> Any:
+        if isinstance(op, LeaseGrantOp):
+            try:
+                lease = self.lessor.grant(op.id, op.ttl, self.clock())
+            except LeaseExists:
+                raise FailedPrecondition("etcdserver: lease already exists") from None
+            except LeaseTTLTooLarge:
+                raise OutOfRange("etcdserver: too large lease TTL") from None
+            self._persist(op.id)
+            return LeaseGrantResult(op.id, lease.ttl_s, self.store.rev)
+        if isinstance(op, (LeaseRevokeOp, LeaseExpireOp)):
+            if op.id not in self.lessor.leases:
+                raise NotFound(LEASE_NOT_FOUND)
+            keys = self.store.keys_by_lease(op.id)
+            if keys:
+                self.store.delete_keys(keys)
+            self.lessor.revoke(op.id)
+            self._persist(op.id)
+            return self.store.rev
+        if isinstance(op, LeaseRenewOp):
+            try:
+                ttl = self.lessor.renew(op.id, self.clock())
+            except LeaseNotFound:
+                return LeaseRenewResult(op.id, 0, self.store.rev)
+            self._persist(op.id)
+            return LeaseRenewResult(op.id, ttl, self.store.rev)
+        if isinstance(op, LeaseCheckpointOp):
+            now = self.clock()
+            for lease_id, remaining in op.items:
+                self.lessor.checkpoint(lease_id, remaining, now)
+                self._persist(lease_id)
+            return self.store.rev
+        return self.inner.apply(op)
+
+
+_NEEDS_USER = (PutOp, DeleteRangeOp, TxnOp, LeaseGrantOp, LeaseRevokeOp, LeaseRenewOp)
+
+
+class AuthApplier(Applier):
+    """``on_simple_token(token, user)`` registers a replicated simple token locally;
+    ``on_user_changed(user)`` drops a user's tokens (password change, deletion)."""
+
+    def __init__(
+        self,
+        inner: Applier,
+        store: Any,
+        state: AuthState,
+        on_simple_token: Callable[[str, str], None] = lambda _t, _u: None,
+        on_user_changed: Callable[[str], None] = lambda _u: None,
+    ) -> None:
+        self.inner = inner
+        self.store = store
+        self.state = state
+        self.on_simple_token = on_simple_token
+        self.on_user_changed = on_user_changed
+
+    def apply(self, op: Any) -> Any:
+        try:
+            if isinstance(op, AuthedOp):
+                inner = op.op()
+                self._check(op.user, op.revision, inner)
+                op = inner
+            elif self.state.enabled and (
+                isinstance(op, _NEEDS_USER) or (isinstance(op, AuthOp) and op.action != "assign_simple")
+            ):
+                raise auth_errors.user_empty()
+            if isinstance(op, AuthOp):
+                return self._apply_auth(op)
+        except AuthError as exc:
+            raise error_from_code(exc.code, exc.message) from None
+        return self.inner.apply(op)
+
+    def _check(self, user: str, revision: int, op: Any) -> None:
+        state = self.state
+        if isinstance(op, LeaseRevokeOp):
+            if state.check_user(user, revision) or state.is_root(user):
+                return
+            for key in self.store.keys_by_lease(op.id):
+                state.check_range(user, revision, key, b"", write=True)
+        elif isinstance(op, AuthOp):
+            if op.action != "assign_simple":
+                state.check_admin(user, revision)
+        elif isinstance(op, (LeaseGrantOp, LeaseRenewOp)):
+            state.check_user(user, revision)
+        else:
+            check_request(state, user, revision, op)
+
+    def _apply_auth(self, op: AuthOp) -> int:
+        state, args = self.state, op.args
+        action = op.action
+        if action == "assign_simple":
+            self.on_simple_token(args[0], args[1])
+            return self.store.rev
+        if action == "role_grant_permission":
+            state.role_grant_permission(args[0], Permission(int(args[1]), bytes(args[2]), bytes(args[3])))
+        elif action == "role_revoke_permission":
+            state.role_revoke_permission(args[0], bytes(args[1]), bytes(args[2]))
+        elif action in _AUTH_ACTIONS:
+            getattr(state, action)(*args)
+        else:
+            raise EtcdError(f"etcdserver: unknown auth action {action!r}")
+        if action in ("user_delete", "user_change_password"):
+            self.on_user_changed(args[0])
+        _put(self.store, AUTH_BUCKET, AUTH_STATE_KEY, msgpack.packb(state.to_record(), use_bin_type=True))
+        return self.store.rev
+
+
+_AUTH_ACTIONS = frozenset({
+    "enable", "disable", "user_add", "user_delete", "user_change_password", "user_grant_role",
+    "user_revoke_role", "role_add", "role_delete",
+})

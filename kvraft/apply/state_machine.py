@@ -1,0 +1,145 @@
+"""``StateMachine``: what the driver's apply stage drives, on top of the MVCC store.
+
+- ``apply_ops(items, index, term)``: the committed ops of one Ready, applied through the
+  applier chain inside ONE store batch (one LMDB commit), together with the consistent
+  index (the last Raft index applied), so a restart resumes exactly after it.
+- ``apply_member``: membership bookkeeping (the registry lives in the server layer and is
+  handed in as ``membership``; it only needs ``apply(op)``, ``to_wire()`` and
+  ``restore(wire)``).
+- ``snapshot_data`` / ``restore``: the whole state machine as bytes for a Raft snapshot:
+  msgpack ``[1, membership, mvcc snapshot]``.
+
+The store is opened with ``sync=False``: the Raft log is the durable record, and a
+restart re-applies whatever the store had not flushed (its consistent index says where
+to start). Before the Raft log is compacted the store is flushed (``flush``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from kvraft.apply.chain import Applier, QuotaGuard, build_chain
+from kvraft.apply.errors import EtcdError
+from kvraft.apply.ops import MemberOp, TxnOp
+from kvraft.apply.validate import as_etcd_error
+from kvraft.storage.mvcc import MVCCStore
+from kvraft.storage.mvcc import ops as mvcc_ops
+from kvraft.storage.mvcc.errors import MVCCError
+
+__all__ = ["StateMachine"]
+
+SNAPSHOT_FORMAT = 1
+
+
+class StateMachine:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        quota_bytes: int,
+        member_id: int,
+        max_txn_ops: int,
+        membership: Any,
+        wrap: Callable[[Applier], Applier] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.store = MVCCStore(self.path, sync=False, max_txn_ops=max_txn_ops)
+        self.chain = build_chain(self.store, member_id, wrap)
+        self.quota = QuotaGuard(self.store, quota_bytes)
+        self.membership = membership
+        self.on_members_changed: Callable[[], None] = lambda: None
+
+    # -- the apply stage -----------------------------------------------------------------
+    def applied_index(self) -> int:
+        return self.store.consistent_index[0]
+
+    def apply_ops(self, items: list[tuple[int, Any]], index: int, term: int) -> list[Any]:
+        results: list[Any] = []
+        with self.store.batch():
+            for _request_id, op in items:
+                try:
+                    results.append(self.chain.apply(op))
+                except EtcdError as exc:
+                    results.append(exc)
+            self.store.set_consistent_index(index, term)
+        return results
+
+    def apply_member(self, op: MemberOp, index: int, term: int) -> None:
+        self.membership.apply(op)
+        with self.store.batch():
+            self.store.set_consistent_index(index, term)
+        self.on_members_changed()
+
+    # -- reads ---------------------------------------------------------------------------
+    def range(self, op: Any) -> Any:
+        try:
+            return self.store.range_request(op)
+        except MVCCError as exc:
+            raise as_etcd_error(exc) from None
+
+    @staticmethod
+    def is_read_only(op: TxnOp) -> bool:
+        return mvcc_ops.is_txn_readonly(op)
+
+    def txn_read_only(self, op: TxnOp) -> Any:
+        try:
+            return self.store.txn_request(op)
+        except MVCCError as exc:
+            raise as_etcd_error(exc) from None
+
+    def revision(self) -> int:
+        return self.store.rev
+
+    def alarms(self) -> list[tuple[int, int]]:
+        return [(0, 1)] if self.store.nospace_alarm else []
+
+    def db_sizes(self) -> tuple[int, int]:
+        return self.store.sizes()
+
+    def hash_kv(self, revision: int) -> tuple[int, int]:
+        try:
+            result = self.store.hash_kv(revision)
+        except MVCCError as exc:
+            raise as_etcd_error(exc) from None
+        return result.hash, result.compact_revision
+
+    def hash_all(self) -> int:
+        """Hash of the whole state (etcd's ``Hash``: of its backend file; here of the key
+        history and the membership, which is what must agree across members)."""
+        kv_hash, _ = self.hash_kv(0)
+        members = msgpack.packb(self.membership.to_wire())
+        return zlib.crc32(members, kv_hash) & 0xFFFFFFFF
+
+    # -- maintenance ---------------------------------------------------------------------
+    def flush(self) -> None:
+        self.store.backend.sync()
+
+    def defragment(self) -> None:
+        self.store.defragment()
+
+    def snapshot_data(self) -> bytes:
+        buffer = io.BytesIO()
+        for chunk in self.store.snapshot():
+            buffer.write(chunk)
+        return msgpack.packb([SNAPSHOT_FORMAT, self.membership.to_wire(), buffer.getvalue()], use_bin_type=True)
+
+    def restore(self, snapshot: Any) -> None:
+        version, members, data = msgpack.unpackb(snapshot.data, raw=False)
+        if version != SNAPSHOT_FORMAT:
+            raise ValueError(f"unknown snapshot format {version}")
+        self.store.restore([data])
+        meta = snapshot.metadata
+        with self.store.batch():
+            self.store.set_consistent_index(meta.index, meta.term)
+        self.membership.restore(members)
+        self.on_members_changed()
+
+    def close(self) -> None:
+        self.store.close()

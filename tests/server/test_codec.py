@@ -1,0 +1,84 @@
+"""The gateway codec: etcd's JSON mapping rules and Go's error texts, and msgpack."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from kvraft.apply.errors import InvalidArgument
+from kvraft.apply.ops import Compare, PutOp, RangeOp, TxnOp, decode_entry, encode_entry
+from kvraft.server.api import schemas
+from kvraft.server.api.codec import JSON_OUT, MSGPACK, MSGPACK_OUT, decode_body
+from kvraft.server.api.encode import encode_header, encode_put, encode_range, encode_txn
+from kvraft.storage.mvcc.types import KeyValue, PutResult, RangeResult, TxnResult
+
+JSON = "application/json"
+
+
+def test_bytes_are_base64_and_int64_accepts_strings_and_numbers() -> None:
+    op = decode_body(b'{"key":"Zm9v","limit":"1","revision":2,"sort_order":"DESCEND"}', JSON, schemas.RANGE)
+    assert op == RangeOp(key=b"foo", limit=1, revision=2, sort_order=2)
+    assert decode_body(b'{"key":"Zm9v","sort_order":1}', JSON, schemas.RANGE).sort_order == 1
+
+
+def test_empty_body_and_nulls_mean_defaults_and_unknown_fields_are_ignored() -> None:
+    assert decode_body(b"", JSON, schemas.PUT) == PutOp()
+    assert decode_body(b'{"key":null,"whatever":[1]}', JSON, schemas.PUT) == PutOp()
+
+
+@pytest.mark.parametrize(
+    ("body", "schema", "message"),
+    [
+        (b'{"key":123}', schemas.PUT, "json: cannot unmarshal number into Go value of type []uint8"),
+        (b'{"key":"Zm9v","lease":"abc"}', schemas.PUT, "invalid character 'a' looking for beginning of value"),
+        (b'{"prev_kv":"yes"}', schemas.PUT, "json: cannot unmarshal string into Go value of type bool"),
+        (b"[1,2]", schemas.PUT, "json: cannot unmarshal array into Go value of type map[string]json.RawMessage"),
+        (b"not json", schemas.PUT, "invalid character 'o' in literal null (expecting 'u')"),
+        (b'{"key":"!!!"}', schemas.RANGE, "illegal base64 data at input byte 0"),
+        (b'{"limit":1.5}', schemas.RANGE, "json: cannot unmarshal number 1.5 into Go value of type int64"),
+        (b'{"sort_order":"BOGUS"}', schemas.RANGE, 'unknown value "BOGUS" for enum etcdserverpb.RangeRequest_SortOrder'),
+        (b"{bad", schemas.RANGE, "invalid character 'b' looking for beginning of object key string"),
+    ],
+)
+def test_bad_json_gets_gos_error_text(body: bytes, schema, message: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        decode_body(body, JSON, schema)
+    assert info.value.message == message
+    assert info.value.code == 3
+
+
+def test_txn_decodes_nested_ops_and_empty_request_op_is_kept_for_validation() -> None:
+    body = b'{"compare":[{"key":"Zm9v","result":"EQUAL","target":"VALUE","value":"YmFy"}],"success":[{"request_put":{"key":"Zm9v","value":"cXV4"}},{}],"failure":[{"request_txn":{"success":[{"request_range":{"key":"Zm9v"}}]}}]}'
+    op = decode_body(body, JSON, schemas.TXN)
+    assert op.compare == [Compare(result=0, target=3, key=b"foo", value=b"bar")]
+    assert op.success == [PutOp(key=b"foo", value=b"qux"), None]
+    assert op.failure == [TxnOp(success=[RangeOp(key=b"foo")])]
+
+
+def test_msgpack_requests_carry_native_values() -> None:
+    body = msgpack.packb({"key": b"foo", "value": b"\x00\xff", "lease": 7}, use_bin_type=True)
+    assert decode_body(body, MSGPACK, schemas.PUT) == PutOp(key=b"foo", value=b"\x00\xff", lease=7)
+    with pytest.raises(InvalidArgument):
+        decode_body(b"\xc1", MSGPACK, schemas.PUT)
+
+
+def test_responses_omit_defaults_and_spell_int64_as_strings() -> None:
+    header = encode_header(JSON_OUT, 1, 2, 3, 4)
+    assert header == {"cluster_id": "1", "member_id": "2", "revision": "3", "raft_term": "4"}
+    kv = KeyValue(b"foo", 2, 3, 2, b"baz")
+    doc = encode_range(JSON_OUT, header, RangeResult(kvs=(kv,), count=1, revision=3))
+    assert doc["kvs"] == [{"key": "Zm9v", "create_revision": "2", "mod_revision": "3", "version": "2", "value": "YmF6"}]
+    assert doc["count"] == "1" and "more" not in doc
+    assert encode_range(JSON_OUT, header, RangeResult(revision=3)) == {"header": header}
+    assert encode_put(JSON_OUT, header, PutResult(revision=3)) == {"header": header}
+    failed = encode_txn(JSON_OUT, header, TxnResult(revision=3, responses=(PutResult(revision=3),)))
+    assert failed == {"header": header, "responses": [{"response_put": {"header": {"revision": "3"}}}]}
+    nested = encode_txn(JSON_OUT, header, TxnResult(3, True, (TxnResult(0, True, ()),)))
+    assert nested["responses"] == [{"response_txn": {"header": {}, "succeeded": True}}]
+    packed = encode_range(MSGPACK_OUT, encode_header(MSGPACK_OUT, 1, 2, 3, 4), RangeResult(kvs=(kv,), count=1, revision=3))
+    assert packed["kvs"][0]["key"] == b"foo" and packed["count"] == 1
+
+
+def test_entries_round_trip() -> None:
+    op = TxnOp([Compare(key=b"a", target=3, value=b"x")], [PutOp(b"a", b"y")], [TxnOp([], [RangeOp(b"a")], [])])
+    assert decode_entry(encode_entry(42, op)) == (42, op)

@@ -1,0 +1,57 @@
+"""Flags and YAML config: etcd's names and defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from kvraft.server.config import ConfigError, parse_config
+
+
+def test_no_flags_is_a_single_member_on_loopback(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = parse_config([])
+    assert config.name == "default"
+    assert config.data_dir == "default.kvraft"
+    assert config.listen_client_urls == ["http://127.0.0.1:2379"]
+    assert config.listen_peer_urls == ["http://127.0.0.1:2380"]
+    assert config.initial_members() == {"default": ["http://127.0.0.1:2380"]}
+    assert config.heartbeat_interval == 100 and config.election_timeout == 1000
+    assert config.max_request_bytes == 1572864
+    assert config.election_ticks() == 10
+
+
+def test_flags_override_the_yaml_file(tmp_path) -> None:
+    path = tmp_path / "kvraft.yaml"
+    path.write_text(
+        "name: infra1\n"
+        "data-dir: /tmp/infra1\n"
+        "listen-client-urls: http://127.0.0.1:12379\n"
+        "initial-advertise-peer-urls: http://127.0.0.1:12380\n"
+        "listen-peer-urls: http://127.0.0.1:12380\n"
+        "initial-cluster: infra1=http://127.0.0.1:12380,infra2=http://127.0.0.1:22380\n"
+        "initial-cluster-state: existing\n"
+        "snapshot-count: 50\n"
+        "auto-compaction-mode: revision\n"
+    )
+    config = parse_config(["--config-file", str(path), "--snapshot-count", "77", "--log-level", "debug"])
+    assert config.name == "infra1" and config.data_dir == "/tmp/infra1"
+    assert config.listen_client_urls == ["http://127.0.0.1:12379"]
+    assert config.initial_cluster_state == "existing"
+    assert config.snapshot_count == 77 and config.log_level == "debug"
+    assert config.auto_compaction_mode == "revision"
+    assert set(config.initial_members()) == {"infra1", "infra2"}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--initial-cluster-state", "maybe"],
+        ["--listen-client-urls", "127.0.0.1:2379"],
+        ["--initial-cluster", "other=http://127.0.0.1:2380"],
+        ["--heartbeat-interval", "100", "--election-timeout", "200"],
+        ["--snapshot-count", "many"],
+    ],
+)
+def test_bad_settings_are_refused(argv: list[str]) -> None:
+    with pytest.raises(ConfigError):
+        parse_config(argv)
