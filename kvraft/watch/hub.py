@@ -45,6 +45,8 @@ class HistoryReader(Protocol):
 
     def history(self, min_revision: int, max_revision: int) -> list[RevisionEvents]: ...
 
+    def compact_revision(self) -> int: ...
+
 
 def event_size(ev: WatchEvent) -> int:
     size = 64 + len(ev.kv.key) + len(getattr(ev.kv, "value", b""))
@@ -96,6 +98,7 @@ class WatchStream:
             self._next_id += 1
         w = Watcher.from_request(self.stream_id, watch_id, req, req.start_revision)
         self.watchers[watch_id] = w
+        self.hub.prev_kv_watchers += w.prev_kv
         self.put_control(WatchResponse(watch_id, core.current_revision, created=True))
         core.add(w)
         if not core.is_synced(w):
@@ -106,6 +109,7 @@ class WatchStream:
         w = self.watchers.pop(watch_id, None)
         if w is None:
             return False
+        self.hub.prev_kv_watchers -= w.prev_kv
         self.hub.core.cancel(w)
         self.put_control(WatchResponse(watch_id, self.hub.core.current_revision, canceled=True))
         return True
@@ -121,6 +125,7 @@ class WatchStream:
         self.closed = True
         for w in self.watchers.values():
             self.hub.core.cancel(w)
+            self.hub.prev_kv_watchers -= w.prev_kv
         self.watchers.clear()
         self.hub.streams.pop(self.stream_id, None)
         self._ready.set()
@@ -193,6 +198,8 @@ class WatchHub:
         self.size_of = size_of
         self.streams: dict[int, WatchStream] = {}
         self.responses_sent = 0
+        self.prev_kv_watchers = 0
+        """How many watchers want prev_kv (the MVCC adapter skips the reads when none)."""
         self._next_stream = 1
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -277,6 +284,7 @@ class WatchHub:
         pending progress responses. Returns how many watchers moved."""
         moved = 0
         core = self.core
+        core.compact(self.history.compact_revision())
         for w in list(core.victims):
             stream = self.streams.get(w.stream_id)
             if stream is None or stream.offer(w.pending):
@@ -285,8 +293,8 @@ class WatchHub:
         chosen, compacted, low = core.sync_plan(self.max_watchers_per_sync)
         for w in compacted:
             stream = self.streams.get(w.stream_id)
-            if stream is not None:
-                stream.watchers.pop(w.watch_id, None)
+            if stream is not None and stream.watchers.pop(w.watch_id, None) is not None:
+                self.prev_kv_watchers -= w.prev_kv
                 stream.put_control(core.compacted_response(w))
             moved += 1
         if chosen:

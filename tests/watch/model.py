@@ -50,6 +50,9 @@ class FakeHistory:
     def compact(self, revision: int) -> None:
         self.compacted = max(self.compacted, revision)
 
+    def compact_revision(self) -> int:
+        return self.compacted
+
     def history(self, min_revision: int, max_revision: int) -> list[RevisionEvents]:
         assert min_revision >= self.compacted, (min_revision, self.compacted)
         return [b for b in self.batches if min_revision <= b.revision <= max_revision]

@@ -1,0 +1,69 @@
+"""The watch hub's link to the MVCC store: history for catch-up, and the commit listener
+that feeds new revisions to ``WatchHub.notify``.
+
+prev_kv: MVCC events carry only the new key-value; the previous one is the key read at
+``revision - 1`` (a PUT with version 1 and a compacted predecessor have none). The reads
+are skipped while no watcher of the hub asked for prev_kv.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kvraft.storage.mvcc import ops as mvcc_ops
+from kvraft.storage.mvcc.errors import MVCCError
+from kvraft.storage.mvcc.types import RangeRequest
+from kvraft.storage.mvcc.views import ReadView
+from kvraft.watch.hub import WatchHub
+from kvraft.watch.types import EventType, RevisionEvents, WatchEvent
+
+__all__ = ["MVCCHistory", "attach_hub"]
+
+
+class MVCCHistory:
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.want_prev = lambda: True
+
+    def compact_revision(self) -> int:
+        return max(self.store.compact_revision, 0)
+
+    def history(self, min_revision: int, max_revision: int) -> list[RevisionEvents]:
+        return self.convert_all(self.store.events(min_revision, max_revision + 1))
+
+    def convert_all(self, raw: list[tuple[int, list[Any]]]) -> list[RevisionEvents]:
+        """Convert committed revisions; prev_kv reads use one fresh read transaction (this
+        runs in the store's commit listener, where the writer's batch is already closed)."""
+        if not self.want_prev():
+            return [RevisionEvents(rev, tuple(self._event(rev, ev, None) for ev in evs)) for rev, evs in raw]
+        with self.store.backend.read() as txn:
+            view = ReadView(self.store, txn.txn, txn.dbis, self.store.rev)
+            return [RevisionEvents(rev, tuple(self._event(rev, ev, view) for ev in evs)) for rev, evs in raw]
+
+    def _event(self, revision: int, ev: Any, view: Any) -> WatchEvent:
+        kind = EventType.DELETE if int(ev.type) == EventType.DELETE else EventType.PUT
+        prev = None
+        if view is not None and (kind == EventType.DELETE or ev.kv.version > 1):
+            try:
+                result = mvcc_ops.apply_range(view, RangeRequest(ev.kv.key, revision=revision - 1))
+            except MVCCError:
+                result = None
+            if result is not None and result.kvs:
+                prev = result.kvs[0]
+        return WatchEvent(kind, ev.kv, prev)
+
+
+def attach_hub(store: Any, hub_factory: Any) -> tuple[WatchHub, MVCCHistory]:
+    """Build a hub over ``store`` (``hub_factory(history, current, compacted)``) and
+    register the listener that notifies it after every commit."""
+    history = MVCCHistory(store)
+    hub: WatchHub = hub_factory(history, store.rev, history.compact_revision())
+    history.want_prev = lambda: hub.prev_kv_watchers > 0
+
+    def on_commit(batches: list[tuple[int, list[Any]]]) -> None:
+        fresh = [(rev, events) for rev, events in batches if rev > hub.core.current_revision]
+        for batch in history.convert_all(fresh):
+            hub.notify(batch)
+
+    store.add_listener(on_commit)
+    return hub, history
