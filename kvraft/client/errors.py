@@ -26,6 +26,8 @@ Messages are the server's own text (``etcdserver: ...``), so kvctl prints what e
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AlreadyExistsError",
     "ClientError",
@@ -131,13 +133,15 @@ class WatchCompactedError(ClientError):
     and watch again from its header revision + 1.
     """
 
-    def __init__(self, compact_revision: int, start_revision: int) -> None:
+    def __init__(self, compact_revision: int, start_revision: int, response: Any = None) -> None:
         super().__init__(
             f"watch start revision {start_revision} has been compacted "
             f"(compact_revision {compact_revision})"
         )
         self.compact_revision = compact_revision
         self.start_revision = start_revision
+        self.response = response
+        """The server's canceling ``WatchResponse`` (``None`` if not known)."""
 
 
 class LeaseLostError(ClientError):

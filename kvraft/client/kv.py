@@ -277,6 +277,18 @@ class KVMixin:
         op = Op.delete(key, **options)
         return DeleteResponse.from_wire(await self._transport.unary("/kv/deleterange", op.body, safe=False))
 
+    async def do(self, op: Op) -> GetResponse | PutResponse | DeleteResponse | TxnResponse:
+        """Run one ``Op`` outside a txn (like clientv3's ``Do``)."""
+        if op.kind == "range":
+            return GetResponse.from_wire(await self._transport.unary("/kv/range", op.body, safe=True))
+        if op.kind == "put":
+            return PutResponse.from_wire(await self._transport.unary("/kv/put", op.body, safe=False))
+        if op.kind == "delete_range":
+            doc = await self._transport.unary("/kv/deleterange", op.body, safe=False)
+            return DeleteResponse.from_wire(doc)
+        txn = Txn(self._commit_txn).if_(*op.body["compare"]).then(*op.body["success"]).else_(*op.body["failure"])
+        return await txn.commit()
+
     def txn(self) -> Txn:
         """A new transaction builder; ``await txn.commit()`` sends it."""
         return Txn(self._commit_txn)

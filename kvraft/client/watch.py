@@ -141,7 +141,7 @@ class Watcher:
 
     async def _on_cancel(self, response: WatchResponse) -> None:
         if response.compact_revision:
-            raise WatchCompactedError(response.compact_revision, self.next_revision)
+            raise WatchCompactedError(response.compact_revision, self.next_revision, response)
         reason = response.cancel_reason or "watch canceled by the server"
         if "auth token" in reason and self._transport.user is not None:
             await self._transport.authenticate()  # token expired: log in again and resume

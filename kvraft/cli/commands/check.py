@@ -1,0 +1,124 @@
+"""``check perf [--load s|m|l|xl] [--prefix P] [--auto-compact] [--auto-defrag]``.
+
+etcdctl's write benchmark: random 256-byte keys under ``--prefix`` with 1 KiB values, at
+the load's rate limit from its number of concurrent clients for 60 s, then delete the
+prefix and judge: throughput > 90 % of the limit, slowest request <= 500 ms, stddev <=
+100 ms. ``--duration`` (kvctl only) shortens the run. Progress is drawn on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+from typing import Any
+
+from kvraft.cli.context import Context
+from kvraft.cli.errors import EXIT_BAD_FEATURE, EXIT_ERROR, EXIT_INVALID_INPUT, CommandError
+from kvraft.cli.parsing import duration, subcommands
+from kvraft.cli.progress import ProgressBar
+from kvraft.client import ClientError
+
+__all__ = ["LOADS", "register"]
+
+LOADS = {"s": (150, 50), "m": (1000, 200), "l": (8000, 500), "xl": (15000, 1000)}  # (writes/s, clients)
+_ALIASES = {"s": "s", "small": "s", "m": "m", "medium": "m", "l": "l", "large": "l", "xl": "xl", "xLarge": "xl"}
+
+
+async def run_perf(ctx: Context, ns: argparse.Namespace) -> None:
+    model = _ALIASES.get(ns.load)
+    if model is None:
+        raise CommandError(EXIT_BAD_FEATURE, f"unknown load option {ns.load}")
+    limit, clients = LOADS[model]
+    duration_s = ns.duration
+    client = await ctx.client()
+    existing = await client.get(ns.prefix, prefix=True, limit=1)
+    if existing.kvs:
+        raise CommandError(EXIT_INVALID_INPUT,
+                           f'prefix "{ns.prefix}" has keys. Delete with etcdctl del --prefix {ns.prefix} first')
+    value = bytes(1024)
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=clients)
+
+    async def worker() -> None:
+        while (key := await queue.get()) is not None:
+            started = time.perf_counter()
+            try:
+                await client.put(key, value)
+                latencies.append(time.perf_counter() - started)
+            except ClientError as exc:
+                errors[str(exc)] = errors.get(str(exc), 0) + 1
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(clients)]
+    bar = ProgressBar(ctx.stderr, int(duration_s), unit="s")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    sent = 0
+    while (elapsed := loop.time() - started) < duration_s:
+        due = int(elapsed * limit) + 1
+        while sent < due:
+            await queue.put(ns.prefix.encode() + os.urandom(256))
+            sent += 1
+        bar.update(int(elapsed))
+        await asyncio.sleep(min(1.0 / limit, duration_s - elapsed) if elapsed < duration_s else 0)
+    for _ in workers:
+        await queue.put(None)
+    await asyncio.gather(*workers)
+    bar.update(int(duration_s))
+    bar.finish()
+    total_s = loop.time() - started
+
+    deleted = await client.delete(ns.prefix, prefix=True)
+    if ns.auto_compact:
+        ctx.stdout.write(f"Compacting with revision {deleted.header.revision}\n")
+        await client.compact(deleted.header.revision, physical=True)
+        ctx.stdout.write(f"Compacted with revision {deleted.header.revision}\n")
+    if ns.auto_defrag:
+        for ep in ctx.options.endpoints:
+            ctx.stdout.write(f'Defragmenting "{ep}"\n')
+            await client.defragment(endpoint=ep)
+            ctx.stdout.write(f'Defragmented "{ep}"\n')
+
+    ok = True
+    if errors:
+        ctx.stdout.write("FAIL: too many errors\n")
+        for text, count in errors.items():
+            ctx.stdout.write(f"FAIL: ERROR({text}) -> {count}\n")
+        ok = False
+    rps = len(latencies) / total_s if total_s > 0 else 0.0
+    slowest = max(latencies, default=0.0)
+    stddev = statistics.pstdev(latencies) if latencies else 0.0
+    if rps / limit <= 0.9:
+        ctx.stdout.write(f"FAIL: Throughput too low: {int(rps) + 1} writes/s\n")
+        ok = False
+    else:
+        ctx.stdout.write(f"PASS: Throughput is {int(rps) + 1} writes/s\n")
+    if slowest > 0.5:
+        ctx.stdout.write(f"Slowest request took too long: {slowest:f}s\n")
+        ok = False
+    else:
+        ctx.stdout.write(f"PASS: Slowest request took {slowest:f}s\n")
+    if stddev > 0.1:
+        ctx.stdout.write(f"Stddev too high: {stddev:f}s\n")
+        ok = False
+    else:
+        ctx.stdout.write(f"PASS: Stddev is {stddev:f}s\n")
+    ctx.stdout.write("PASS\n" if ok else "FAIL\n")
+    if not ok:
+        raise CommandError(EXIT_ERROR, None)
+
+
+def register(sub: Any, parent: argparse.ArgumentParser) -> None:
+    check = sub.add_parser("check", help="commands for checking properties of the etcd cluster")
+    check.set_defaults(help_parser=check)
+    verbs = subcommands(check, "verb")
+    p = verbs.add_parser("perf", parents=[parent], help="Check the performance of the etcd cluster")
+    p.add_argument("--load", default="s", help="The performance check's workload model. Accepted workloads: s(small), m(medium), l(large), xl(xLarge)")
+    p.add_argument("--prefix", default="/etcdctl-check-perf/", help="The prefix for writing the performance check's keys.")
+    p.add_argument("--auto-compact", action="store_true", help="Compact storage with last revision after test is finished.")
+    p.add_argument("--auto-defrag", action="store_true", help="Defragment storage after test is finished.")
+    p.add_argument("--duration", type=duration, default=60.0, help="How long to write (kvctl only; etcdctl: always 60s)")
+    p.set_defaults(handler=run_perf)

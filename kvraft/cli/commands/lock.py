@@ -1,0 +1,71 @@
+"""``lock <lockname> [exec-command arg1 arg2 ...] [--ttl N]``.
+
+Without a command: print the held key (as ``get`` prints it) and hold the lock until
+SIGINT/SIGTERM. With a command: run it holding the lock (``ETCD_LOCK_KEY`` in its
+environment), release, and exit with its status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+from typing import Any
+
+from kvraft.cli.context import Context
+from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_ERROR, CommandError
+
+__all__ = ["register", "wait_for_signal"]
+
+
+async def wait_for_signal(*others: asyncio.Future[Any]) -> bool:
+    """Wait for SIGINT/SIGTERM (True) or for one of ``others`` to finish (False)."""
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(True))
+    try:
+        done, _ = await asyncio.wait([stop, *others], return_when=asyncio.FIRST_COMPLETED)
+        return stop in done
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def run_lock(ctx: Context, ns: argparse.Namespace) -> None:
+    if not ns.args:
+        raise CommandError(EXIT_BAD_ARGS, "lock takes a lock name argument and an optional command to execute")
+    name, command = ns.args[0], ns.args[1:]
+    client = await ctx.client()
+    mutex = client.lock(name, ttl=ns.ttl)
+    await mutex.acquire()
+    try:
+        if command:
+            env = {"ETCD_LOCK_KEY": mutex.key.decode("utf-8", "surrogateescape"),
+                   "ETCD_LOCK_REV": str(mutex.revision), **os.environ}
+            process = await asyncio.create_subprocess_exec(*command, env=env)
+            code = await process.wait()
+            if code != 0:
+                raise CommandError(EXIT_ERROR, f"exit status {code}")
+            return
+        resp = await client.get(mutex.key)
+        if not resp.kvs:
+            raise CommandError(EXIT_ERROR, "lock lost on init")
+        ctx.printer.get(resp)
+        ctx.stdout.flush()
+        lost = asyncio.ensure_future(mutex.lease.lost.wait())
+        try:
+            if not await wait_for_signal(lost):
+                raise CommandError(EXIT_ERROR, "session expired")
+        finally:
+            lost.cancel()
+    finally:
+        await mutex.release()
+
+
+def register(sub: Any, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("lock", parents=[parent], help="Acquires a named lock")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="<lockname> [exec-command arg1 arg2 ...]")
+    p.add_argument("--ttl", type=int, default=10, help="timeout for session")
+    p.set_defaults(handler=run_lock)

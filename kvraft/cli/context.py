@@ -1,0 +1,99 @@
+"""What every command gets: global options (a frozen dataclass), the printer, the streams,
+and clients opened on demand."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from kvraft.cli.errors import EXIT_BAD_CONNECTION, EXIT_ERROR, CommandError
+from kvraft.cli.printers import Printer, make_printer
+from kvraft.client import Client, EndpointError, ServerError
+
+__all__ = ["DEFAULT_ENDPOINT", "Context", "GlobalOptions", "env"]
+
+DEFAULT_ENDPOINT = "127.0.0.1:2379"
+
+
+@dataclass(frozen=True)
+class GlobalOptions:
+    """etcdctl's global flags (and ``--encoding``, kvctl's own)."""
+
+    endpoints: tuple[str, ...] = (DEFAULT_ENDPOINT,)
+    user: str | None = None
+    password: str | None = None
+    dial_timeout_s: float = 2.0
+    command_timeout_s: float = 5.0
+    write_out: str = "simple"
+    hex_output: bool = False
+    encoding: str = "auto"
+
+
+@dataclass
+class Context:
+    options: GlobalOptions
+    stdin: TextIO
+    stdout: TextIO
+    stderr: TextIO
+    _printer: Printer | None = None
+    _clients: dict[tuple[str, ...], Client] = field(default_factory=dict)
+
+    @property
+    def printer(self) -> Printer:
+        if self._printer is None:
+            self._printer = make_printer(self.options.write_out, self.stdout, self.stderr,
+                                         hex_output=self.options.hex_output)
+        return self._printer
+
+    def credentials(self) -> tuple[str | None, str | None]:
+        user, password = self.options.user, self.options.password
+        if user is None:
+            return None, None
+        if password is None:
+            if ":" in user:
+                user, password = user.split(":", 1)
+            else:
+                password = getpass.getpass("Password: ")
+        elif ":" in user:
+            raise CommandError(EXIT_ERROR, "--user option shouldn't include password when --password is set")
+        return user, password
+
+    async def client(self, endpoints: tuple[str, ...] | None = None) -> Client:
+        """A client on the global endpoints (or on ``endpoints``), opened once and cached."""
+        targets = endpoints or self.options.endpoints
+        if targets in self._clients:
+            return self._clients[targets]
+        user, password = self.credentials()
+        client = Client(list(targets), encoding=self.options.encoding, user=user, password=password,
+                        dial_timeout_s=self.options.dial_timeout_s,
+                        request_timeout_s=self.options.command_timeout_s)
+        try:
+            await client.open()
+        except EndpointError as exc:
+            await client.close()
+            raise CommandError(EXIT_ERROR, f"context deadline exceeded\n{_detail(exc)}") from None
+        except ServerError as exc:
+            await client.close()
+            raise CommandError(EXIT_BAD_CONNECTION, exc.message) from None
+        except BaseException:
+            await client.close()
+            raise
+        self._clients[targets] = client
+        return client
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+
+
+def _detail(exc: EndpointError) -> str:
+    text = str(exc)
+    return text[len("context deadline exceeded ") :].strip("()") if text.startswith("context deadline") else text
+
+
+def env(name: str) -> str | None:
+    """``KVCTL_<NAME>`` first, then etcdctl's ``ETCDCTL_<NAME>``."""
+    return os.environ.get("KVCTL_" + name) or os.environ.get("ETCDCTL_" + name)

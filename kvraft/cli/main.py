@@ -1,0 +1,136 @@
+"""``kvctl``: etcdctl's commands, flags, output formats and exit codes, over kvraft.client.
+
+Global flags come from the command line, else ``KVCTL_<FLAG>``, else ``ETCDCTL_<FLAG>``
+(``ENDPOINTS``, ``USER``, ``PASSWORD``, ``DIAL_TIMEOUT``, ``COMMAND_TIMEOUT``,
+``WRITE_OUT``, ``HEX``). Errors print ``Error: <message>`` on stderr and exit with
+etcdctl's codes (``kvraft.cli.errors``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import io
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from kvraft.cli.commands import MODULES
+from kvraft.cli.commands.watch import split_exec
+from kvraft.cli.context import DEFAULT_ENDPOINT, Context, GlobalOptions, env
+from kvraft.cli.errors import EXIT_BAD_CONNECTION, EXIT_ERROR, EXIT_INTERRUPTED, CommandError
+from kvraft.cli.goformat import parse_duration
+from kvraft.cli.parsing import GoArgumentParser, add_global_flags, normalize_bools, subcommands
+from kvraft.client import ClientError, EndpointError, ServerError
+
+__all__ = ["build_parser", "main", "run"]
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, set[str]]:
+    parent = GoArgumentParser(add_help=False)
+    add_global_flags(parent)
+    parser = GoArgumentParser(prog="kvctl", parents=[parent],
+                              description="A simple command line client for kvraft (and etcd) in etcdctl's image.")
+    sub = subcommands(parser, "command")
+    for name in MODULES:
+        importlib.import_module(f"kvraft.cli.commands.{name}").register(sub, parent)
+    bools: set[str] = set()
+    _collect_bools(parser, bools)
+    return parser, bools
+
+
+def _collect_bools(parser: argparse.ArgumentParser, out: set[str]) -> None:
+    for action in parser._actions:
+        if isinstance(action, argparse._StoreTrueAction):
+            out.update(s for s in action.option_strings if s.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _collect_bools(child, out)
+
+
+def global_options(ns: argparse.Namespace) -> GlobalOptions:
+    def pick(attr: str, name: str) -> Any:
+        value = getattr(ns, attr, None)
+        return value if value is not None else env(name)
+
+    endpoints = pick("endpoints", "ENDPOINTS") or DEFAULT_ENDPOINT
+    dial = pick("dial_timeout", "DIAL_TIMEOUT")
+    command = pick("command_timeout", "COMMAND_TIMEOUT")
+    hex_flag = pick("hex", "HEX")
+    try:
+        dial_s = parse_duration(dial) if isinstance(dial, str) else (dial if dial is not None else 2.0)
+        command_s = parse_duration(command) if isinstance(command, str) else (command if command is not None else 5.0)
+    except ValueError as exc:
+        raise CommandError(EXIT_ERROR, str(exc)) from None
+    return GlobalOptions(
+        endpoints=tuple(e.strip() for e in str(endpoints).split(",") if e.strip()),
+        user=pick("user", "USER"),
+        password=pick("password", "PASSWORD"),
+        dial_timeout_s=dial_s,
+        command_timeout_s=command_s,
+        write_out=pick("write_out", "WRITE_OUT") or "simple",
+        hex_output=hex_flag is True or str(hex_flag).lower() in ("true", "1"),
+        encoding=pick("encoding", "ENCODING") or "auto",
+    )
+
+
+async def _dispatch(ctx: Context, ns: argparse.Namespace) -> None:
+    try:
+        await ns.handler(ctx, ns)
+    finally:
+        await ctx.close()
+
+
+def run(argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    """Run one kvctl command line; returns the exit code (used by ``main`` and tests)."""
+    try:
+        parser, bools = build_parser()
+        argv, exec_args = split_exec(list(argv))
+        ns = parser.parse_args(normalize_bools(argv, bools))
+        if exec_args is not None:
+            ns.exec_args = exec_args
+        handler = getattr(ns, "handler", None)
+        if handler is None:
+            leaf = getattr(ns, "help_parser", None) or parser
+            stdout.write(leaf.format_help())
+            return 0
+        ctx = Context(global_options(ns), stdin, stdout, stderr)
+        asyncio.run(_dispatch(ctx, ns))
+        return 0
+    except CommandError as exc:
+        stdout.flush()
+        if exc.message:
+            stderr.write(f"Error: {exc.message}\n")
+        return exc.code
+    except EndpointError as exc:
+        stdout.flush()
+        stderr.write(f"Error: context deadline exceeded\n{exc}\n")
+        return EXIT_ERROR
+    except ServerError as exc:
+        stdout.flush()
+        stderr.write(f"Error: {exc.message}\n")
+        return EXIT_ERROR
+    except ClientError as exc:
+        stdout.flush()
+        stderr.write(f"Error: {exc}\n")
+        return EXIT_BAD_CONNECTION
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point (``kvctl``)."""
+    stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", errors="surrogateescape",
+                              line_buffering=True, write_through=True)
+    stderr = io.TextIOWrapper(sys.stderr.buffer, encoding="utf-8", errors="surrogateescape",
+                              line_buffering=True, write_through=True)
+    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape")
+    code = run(sys.argv[1:] if argv is None else argv, stdin, stdout, stderr)
+    stdout.flush()
+    stderr.flush()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
