@@ -55,6 +55,11 @@ class Config:
     auto_promote_learners: bool = True
     max_learners: int = 1
     unsafe_no_fsync: bool = False
+    auth_token: str = "simple"
+    """``simple`` or ``jwt,sign-method=HS256|RS256|ES256|EdDSA,priv-key=FILE[,pub-key=FILE][,ttl=5m]``."""
+    auth_token_ttl: int = 300
+    bcrypt_cost: int = 10
+    experimental_watch_progress_notify_interval: str = "10m"
 
     # -- derived ------------------------------------------------------------------------
     def initial_members(self) -> dict[str, list[str]]:
