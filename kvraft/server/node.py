@@ -104,6 +104,8 @@ class Node(NodeStatusMixin):
         self.state.on_members_changed = self._sync_peers
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
+        self.wrap_proposal: Any = lambda op: op
+        """Set by ``kvraft.server.features``: wraps a client's write for the Auth applier."""
 
     def _load_cluster_id(self, initial_ids: list[int]) -> int:
         path = self.data_dir / "cluster_id"
@@ -201,7 +203,7 @@ class Node(NodeStatusMixin):
         validate_op(op, self.config.max_txn_ops)
         if len(encode_entry(0, op)) > self.config.max_request_bytes:
             raise InvalidArgument("etcdserver: request is too large")
-        return await self.driver.propose(op)
+        return await self.driver.propose(self.wrap_proposal(op))
 
     async def put(self, op: PutOp) -> Any:
         return await self._write(op)
