@@ -52,11 +52,18 @@ class SimpleTokens:
         self._index = 0
 
     def assign(self, username: str, revision: int, now: float) -> str:
+        token = self.new_token()
+        self.register(token, username, now)
+        return token
+
+    def new_token(self) -> str:
         self._index += 1
-        token = f"{self._random(16)}.{self._index}"
+        return f"{self._random(16)}.{self._index}"
+
+    def register(self, token: str, username: str, now: float) -> None:
+        """Know ``token`` (members register the tokens replicated through Raft)."""
         self._tokens[token] = (username, now + self.ttl_s)
         self._expire(now)
-        return token
 
     def info(self, token: str, now: float) -> TokenInfo | None:
         entry = self._tokens.get(token)

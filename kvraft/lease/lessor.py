@@ -187,6 +187,7 @@ class Lessor:
         out = []
         for _, lease_id in due[:limit]:
             left = self.remaining(lease_id, now)
+            self._checkpointed_at[lease_id] = now  # in flight; applying it sets this again
             if left > 0:
                 out.append((lease_id, left))
         return out

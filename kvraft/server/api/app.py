@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from kvraft.apply.errors import InvalidArgument
-from kvraft.server.api import cluster, kv, maintenance, misc
+from kvraft.server.api import cluster, gate, kv, maintenance, misc
 from kvraft.server.api.codec import JSON_OUT
 from kvraft.server.api.errors import error_response
 from kvraft.server.api.request import GRPC_OVERHEAD_BYTES
@@ -74,4 +74,5 @@ def make_app(server: Any) -> web.Application:
                 app.router.add_route("OPTIONS", prefix + path, _options)
     for path, handler in misc.ROUTES.items():
         app.router.add_get(path, handler)
+    gate.install(app, server)  # watch, lease, auth, lock, election routes; auth middleware
     return app

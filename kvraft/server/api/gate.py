@@ -1,0 +1,147 @@
+"""Installs watch, leases, auth, locks and elections into the client API
+(``install(app, node)``, called by ``make_app``), and enforces auth on every request.
+
+The auth middleware resolves the caller from ``Authorization`` (raw token or ``Bearer``)
+into ``CALLER`` and applies the path policy below; KV requests are checked op by op by
+``AuthGate`` (the ``SERVER`` the KV routes call), and writes again at apply time.
+
+==========================  ==============================================
+paths (under /v3)           with auth on
+==========================  ==============================================
+auth/authenticate, status   anyone
+watch                       checked per create (refusal sent in-stream)
+kv/range|put|deleterange|   the op's READ/WRITE ranges (``check_request``)
+txn
+lease/revoke, timetolive    root, or WRITE on every attached key
+maintenance/status,         any authenticated user
+cluster/member/list,
+kv/compaction, lease/grant,
+keepalive, leases, lock/*,
+election/*
+everything else             root (auth admin, maintenance, membership)
+==========================  ==============================================
+
+GET /version, /health, /metrics stay open, as in etcd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from kvraft.auth import check_request
+from kvraft.auth import errors as auth_errors
+from kvraft.server.api import auth, election, lease, lock, watch
+from kvraft.server.api.feature_state import FEATURES
+from kvraft.server.api.state import SERVER
+from kvraft.server.features import CALLER, Features
+
+__all__ = ["AuthGate", "install"]
+
+PREFIXES = ("/v3", "/v3beta")
+_OPEN = {"/auth/authenticate", "/auth/status", "/watch"}
+_SELF_CHECKED = {"/kv/range", "/kv/put", "/kv/deleterange", "/kv/txn", "/lease/revoke", "/kv/lease/revoke",
+                 "/lease/timetolive", "/kv/lease/timetolive"}
+_ANY_USER = {"/maintenance/status", "/cluster/member/list", "/kv/compaction", "/lease/grant", "/lease/keepalive",
+             "/lease/leases", "/kv/lease/leases"}
+_ANY_USER_PREFIXES = ("/lock/", "/election/")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _route(path: str) -> str | None:
+    for prefix in PREFIXES:
+        if path.startswith(prefix + "/"):
+            return path[len(prefix):]
+    return None
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    features: Features = request.app[FEATURES]
+    route = _route(request.path)
+    if route is None or request.method == "OPTIONS" or not features.auth.enabled:
+        return await handler(request)
+    caller = features.resolve(request.headers.get("Authorization") or request.headers.get("token"))
+    token = CALLER.set(caller)
+    try:
+        if route not in _OPEN and route not in _SELF_CHECKED:
+            user, revision = (caller.user, caller.revision) if caller is not None else ("", 0)
+            if route in _ANY_USER or route.startswith(_ANY_USER_PREFIXES):
+                features.checked(features.auth.check_user, user, revision)
+            else:
+                features.checked(features.auth.check_admin, user, revision)
+        return await handler(request)
+    finally:
+        CALLER.reset(token)
+
+
+class AuthGate:
+    """The member as the KV routes see it: checks the caller's permissions for each op
+    before calling the member (which proposes writes tagged with the caller)."""
+
+    def __init__(self, node: Any, features: Features) -> None:
+        self._node = node
+        self._features = features
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._node, name)
+
+    def _check(self, op: Any) -> None:
+        features = self._features
+        if not features.auth.enabled:
+            return
+        caller = CALLER.get()
+        if caller is None:
+            features.checked(_raise_empty)
+        user, revision = features.caller_or_empty()
+        features.checked(check_request, features.auth, user, revision, op)
+
+    async def range(self, op: Any) -> Any:
+        self._check(op)
+        return await self._node.range(op)
+
+    async def put(self, op: Any) -> Any:
+        self._check(op)
+        return await self._node.put(op)
+
+    async def delete_range(self, op: Any) -> Any:
+        self._check(op)
+        return await self._node.delete_range(op)
+
+    async def txn(self, op: Any) -> Any:
+        self._check(op)
+        return await self._node.txn(op)
+
+
+def _raise_empty() -> None:
+    raise auth_errors.user_empty()
+
+
+async def _options(_request: web.Request) -> web.Response:
+    return web.Response(status=200)
+
+
+def install(app: web.Application, node: Any) -> Features:
+    features = Features(node)
+    app[FEATURES] = features
+    app[SERVER] = AuthGate(node, features)
+    app.middlewares.append(auth_middleware)
+
+    async def lifetime(_app: web.Application) -> AsyncIterator[None]:
+        features.start()
+        yield
+        await features.stop()
+
+    app.cleanup_ctx.append(lifetime)
+    for family in (lease, auth, lock, election, watch):
+        for path, handler in family.ROUTES.items():
+            for prefix in PREFIXES:
+                app.router.add_post(prefix + path, handler)
+                app.router.add_route("OPTIONS", prefix + path, _options)
+        for path, handler in getattr(family, "WS_ROUTES", {}).items():
+            for prefix in PREFIXES:
+                app.router.add_get(prefix + path, handler)
+    return features

@@ -1,0 +1,102 @@
+"""What locks and elections share, built the way etcd's ``concurrency`` package builds them.
+
+A participant owns the key ``<name>/<lease hex>``, created (if absent) under its lease in
+one txn; its place in line is that key's create revision. It goes first once every key
+under ``<name>/`` created before it is gone (``wait_predecessors``: watch the newest older
+key for its DELETE, repeat). When a holder's lease ends its key is deleted and the next
+waiter proceeds. After waiting, the participant checks its own key still exists (its
+lease may have ended meanwhile; etcd fixed that check after Jepsen's report).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from kvraft.apply.errors import EtcdError, NotFound
+from kvraft.apply.ops import CREATE, EQUAL, Compare, DeleteRangeOp, PutOp, RangeOp, TxnOp
+from kvraft.watch import NO_PUT, WatchCreate
+
+__all__ = ["Participant", "prefix_end"]
+
+SORT_ASCEND, SORT_DESCEND = 1, 2
+SORT_BY_CREATE = 2
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    for i in range(len(prefix) - 1, -1, -1):
+        if prefix[i] < 0xFF:
+            return prefix[:i] + bytes([prefix[i] + 1])
+    return b"\0"
+
+
+class Participant:
+    """One lock holder / election candidate: ``node`` is the member (writes go through
+    Raft with the caller attached), ``hub`` its watch hub."""
+
+    def __init__(self, node: Any, hub: Any, name: bytes, lease: int) -> None:
+        self.node = node
+        self.hub = hub
+        self.prefix = name + b"/"
+        self.key = self.prefix + f"{lease:x}".encode()
+        self.lease = lease
+        self.rev = 0
+        self.value = b""
+
+    async def enter(self, value: bytes = b"") -> int:
+        """Create (or find) our key; returns the header revision."""
+        txn = TxnOp(
+            compare=[Compare(EQUAL, CREATE, self.key, create_revision=0)],
+            success=[PutOp(self.key, value, self.lease)],
+            failure=[RangeOp(self.key)],
+        )
+        result = await self.node.txn(txn)
+        if result.succeeded:
+            self.rev = result.revision
+            self.value = value
+        else:
+            kv = result.responses[0].kvs[0]
+            self.rev = kv.create_revision
+            self.value = kv.value
+        return result.revision
+
+    async def wait_turn(self) -> None:
+        """Block until every older participant's key is deleted; on cancellation (client
+        went away) withdraw our key, as etcd's Mutex does."""
+        try:
+            await self._wait_predecessors()
+        except asyncio.CancelledError:
+            await asyncio.shield(self._withdraw())
+            raise
+        current = await self.node.range(RangeOp(self.key))
+        if not current.kvs or current.kvs[0].create_revision != self.rev:
+            raise NotFound("etcdserver: requested lease not found")
+
+    async def _withdraw(self) -> None:
+        with contextlib.suppress(EtcdError):
+            await self.node.delete_range(DeleteRangeOp(self.key))
+
+    async def _wait_predecessors(self) -> None:
+        while True:
+            older = await self.node.range(RangeOp(
+                self.prefix, prefix_end(self.prefix), limit=1, sort_order=SORT_DESCEND,
+                sort_target=SORT_BY_CREATE, max_create_revision=self.rev - 1,
+            ))
+            if not older.kvs:
+                return
+            await wait_deleted(self.hub, older.kvs[0].key, older.revision + 1)
+
+
+async def wait_deleted(hub: Any, key: bytes, from_revision: int) -> None:
+    """Return once ``key`` is deleted at or after ``from_revision`` (or its watch was
+    cancelled by compaction: the caller re-checks)."""
+    stream = hub.open()
+    try:
+        stream.create(WatchCreate(key, start_revision=from_revision, filters=(NO_PUT,)))
+        while True:
+            response = await stream.recv()
+            if response is None or response.canceled or response.events:
+                return
+    finally:
+        stream.close()

@@ -1,0 +1,92 @@
+"""Streaming replies the way etcd's gateway sends them: one ``{"result": ...}`` JSON
+object plus ``\\n`` per HTTP chunk (one msgpack object per chunk for msgpack clients),
+and the same messages over WebSocket (grpc-websocket-proxy style); plus reading several
+concatenated request objects from one body."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+from aiohttp import web
+
+from kvraft.apply.errors import InvalidArgument
+from kvraft.server.api.codec import MSGPACK, MSGPACK_OUT, Message, Out, decode_message
+
+__all__ = ["CORS", "Sink", "iter_requests", "open_stream"]
+
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, GET, OPTIONS, PUT, DELETE",
+    "Access-Control-Allow-Headers": "accept, content-type, authorization",
+    "Grpc-Metadata-Content-Type": "application/grpc",
+}
+
+
+def iter_requests(body: bytes, packed: bool, schema: Message) -> Iterator[Any]:
+    """Decode every request object in ``body`` (JSON objects back to back, optionally
+    separated by whitespace; or a msgpack stream)."""
+    if packed:
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(body)
+        for obj in unpacker:
+            yield decode_message(obj, schema, packed=True)
+        return
+    text = body.decode("utf-8", errors="replace")
+    decoder = json.JSONDecoder()
+    pos = 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            return
+        try:
+            obj, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(f"invalid character '{text[exc.pos:exc.pos + 1]}' looking for beginning of value") from None
+        yield decode_message(obj, schema)
+
+
+class Sink:
+    """Where a stream's messages go: a chunked HTTP response or a WebSocket."""
+
+    def __init__(self, out: Out, response: web.StreamResponse | None = None, ws: web.WebSocketResponse | None = None) -> None:
+        self.out = out
+        self.response = response
+        self.ws = ws
+
+    async def send(self, result: dict[str, Any]) -> None:
+        doc = {"result": result}
+        if self.ws is not None:
+            if self.out is MSGPACK_OUT:
+                await self.ws.send_bytes(self.out.dumps(doc))
+            else:
+                await self.ws.send_str(json.dumps(doc, separators=(",", ":")))
+            return
+        assert self.response is not None
+        if self.out is MSGPACK_OUT:
+            await self.response.write(self.out.dumps(doc))
+        else:
+            await self.response.write(json.dumps(doc, separators=(",", ":")).encode() + b"\n")
+
+    async def send_error(self, code: int, message: str) -> None:
+        """A stream-level error chunk (grpc-gateway v1 shape)."""
+        http = {3: 400, 5: 404, 7: 403, 9: 412, 11: 400, 14: 503, 16: 401}.get(code, 500)
+        doc = {"error": {"grpc_code": code, "http_code": http, "message": message, "http_status": ""}}
+        if self.ws is not None:
+            await self.ws.send_str(json.dumps(doc))
+        elif self.response is not None:
+            await self.response.write(json.dumps(doc).encode() + b"\n")
+
+
+async def open_stream(request: web.Request, out: Out) -> Sink:
+    response = web.StreamResponse(headers={**CORS, "Content-Type": out.content_type})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    return Sink(out, response=response)
+
+
+def is_packed(request: web.Request) -> bool:
+    return request.content_type == MSGPACK

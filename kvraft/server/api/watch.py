@@ -1,0 +1,224 @@
+"""``POST /v3/watch`` (and WebSocket ``GET /v3/watch``): etcd's watch stream.
+
+The body holds any number of ``WatchRequest`` objects (create / cancel / progress); they
+are handled as they arrive, and the response stays open after the body ends, one
+``{"result": WatchResponse}`` per chunk, until the client goes away. Each stream is one
+``WatchStream`` of the member's hub; its bounded queue means a slow client only slows
+itself. With auth on, a create needs READ on its range; a refused create is answered the
+way etcd answers it (created and canceled, watch_id -1, with the gRPC error text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from kvraft.apply.errors import EtcdError
+from kvraft.server.api.codec import (
+    BOOL,
+    BYTES,
+    INT64,
+    JSON_OUT,
+    MSGPACK,
+    MSGPACK_OUT,
+    Enum,
+    Message,
+    Out,
+    Repeated,
+    decode_body,
+    decode_message,
+)
+from kvraft.server.api.encode import encode_kv
+from kvraft.server.api.feature_state import FEATURES
+from kvraft.server.api.request import header
+from kvraft.server.api.stream import Sink, open_stream
+from kvraft.server.features import CALLER
+from kvraft.watch import PROGRESS_WATCH_ID, WatchCreate, WatchResponse, WatchStream
+
+__all__ = ["ROUTES", "WS_ROUTES", "encode_watch_response"]
+
+FILTER = Enum("etcdserverpb.WatchCreateRequest_FilterType", {"NOPUT": 0, "NODELETE": 1})
+CREATE = Message(
+    "etcdserverpb.WatchCreateRequest",
+    {"key": BYTES, "range_end": BYTES, "start_revision": INT64, "progress_notify": BOOL,
+     "filters": Repeated(FILTER), "prev_kv": BOOL, "watch_id": INT64, "fragment": BOOL},
+)
+CANCEL = Message("etcdserverpb.WatchCancelRequest", {"watch_id": INT64})
+PROGRESS = Message("etcdserverpb.WatchProgressRequest", {})
+WATCH_REQUEST = Message(
+    "etcdserverpb.WatchRequest", {"create_request": CREATE, "cancel_request": CANCEL, "progress_request": PROGRESS}
+)
+_GRPC_NAMES = {3: "InvalidArgument", 7: "PermissionDenied", 16: "Unauthenticated", 11: "OutOfRange"}
+IDLE_CHECK_S = 1.0
+
+
+def encode_watch_response(request: web.Request, out: Out, r: WatchResponse) -> dict[str, Any]:
+    doc: dict[str, Any] = {"header": header(request, out, r.revision)}
+    if r.watch_id:
+        doc["watch_id"] = out.i(r.watch_id)
+    if r.created:
+        doc["created"] = True
+    if r.canceled:
+        doc["canceled"] = True
+    if r.compact_revision:
+        doc["compact_revision"] = out.i(r.compact_revision)
+    if r.cancel_reason:
+        doc["cancel_reason"] = r.cancel_reason
+    if r.fragment:
+        doc["fragment"] = True
+    if r.events:
+        events = []
+        for ev in r.events:
+            item: dict[str, Any] = {}
+            if ev.type:
+                item["type"] = "DELETE"
+            item["kv"] = encode_kv(out, ev.kv)
+            if ev.prev_kv is not None:
+                item["prev_kv"] = encode_kv(out, ev.prev_kv)
+            events.append(item)
+        doc["events"] = events
+    return doc
+
+
+class _Session:
+    """One client stream: requests in, responses out through ``sink``."""
+
+    def __init__(self, request: web.Request, sink: Sink) -> None:
+        self.request = request
+        self.sink = sink
+        self.features = request.app[FEATURES]
+        self.stream: WatchStream = self.features.hub.open()
+
+    def handle(self, req: dict[str, Any]) -> None:
+        if req["create_request"] is not None:
+            self._create(req["create_request"])
+        elif req["cancel_request"] is not None:
+            self.stream.cancel(req["cancel_request"]["watch_id"])
+        elif req["progress_request"] is not None:
+            self.stream.request_progress()
+
+    def _create(self, c: dict[str, Any]) -> None:
+        refused = self._refusal(c)
+        if refused is not None:
+            self.stream.put_control(WatchResponse(
+                PROGRESS_WATCH_ID, self.features.hub.core.current_revision, created=True, canceled=True,
+                cancel_reason=refused,
+            ))
+            return
+        self.stream.create(WatchCreate(
+            c["key"], c["range_end"], c["start_revision"], c["progress_notify"], tuple(c["filters"]),
+            c["prev_kv"], c["watch_id"], c["fragment"],
+        ))
+
+    def _refusal(self, c: dict[str, Any]) -> str | None:
+        features = self.features
+        if not features.auth.enabled:
+            return None
+        caller = CALLER.get()
+        user, revision = (caller.user, caller.revision) if caller is not None else ("", 0)
+        try:
+            features.checked(features.auth.check_range, user, revision, c["key"], c["range_end"], False)
+        except EtcdError as exc:
+            return f"rpc error: code = {_GRPC_NAMES.get(exc.code, 'Unknown')} desc = {exc.message}"
+        return None
+
+    async def send_loop(self) -> None:
+        request = self.request
+        out = self.sink.out
+        while True:
+            try:
+                r = await asyncio.wait_for(self.stream.recv(), IDLE_CHECK_S)
+            except TimeoutError:
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    return
+                continue
+            if r is None:
+                return
+            await self.sink.send(encode_watch_response(request, out, r))
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+async def _read_requests(request: web.Request, session: _Session) -> None:
+    """Decode request objects as their bytes arrive (the body may stay open)."""
+    decoder = json.JSONDecoder()
+    buffer = ""
+    packed = request.content_type == MSGPACK
+    if packed:
+        import msgpack
+
+        unpacker = msgpack.Unpacker(raw=False)
+        async for chunk in request.content.iter_any():
+            unpacker.feed(chunk)
+            for obj in unpacker:
+                session.handle(decode_message(obj, WATCH_REQUEST, packed=True))
+        return
+    async for chunk in request.content.iter_any():
+        buffer += chunk.decode("utf-8", errors="replace")
+        while True:
+            stripped = buffer.lstrip()
+            if not stripped:
+                buffer = ""
+                break
+            try:
+                obj, end = decoder.raw_decode(stripped)
+            except json.JSONDecodeError:
+                break  # incomplete: wait for more bytes
+            buffer = stripped[end:]
+            session.handle(decode_message(obj, WATCH_REQUEST))
+    if buffer.strip():
+        decode_body(buffer.encode(), "application/json", WATCH_REQUEST)  # raises the syntax error
+
+
+async def _watch(request: web.Request) -> web.StreamResponse:
+    out = MSGPACK_OUT if request.content_type == MSGPACK else JSON_OUT
+    request["out"] = out
+    sink = await open_stream(request, out)
+    session = _Session(request, sink)
+    reader = asyncio.get_running_loop().create_task(_read_requests(request, session))
+    sender = asyncio.get_running_loop().create_task(session.send_loop())
+    try:
+        done, _ = await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
+        if reader in done and reader.exception() is not None:
+            exc = reader.exception()
+            await sink.send_error(getattr(exc, "code", 2), getattr(exc, "message", str(exc)))
+        elif reader in done:
+            await sender
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        session.close()
+        for task in (reader, sender):
+            task.cancel()
+    assert sink.response is not None
+    return sink.response
+
+
+async def _watch_ws(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    session = _Session(request, Sink(JSON_OUT, ws=ws))
+    sender = asyncio.get_running_loop().create_task(session.send_loop())
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                session.sink.out = JSON_OUT
+                session.handle(decode_body(msg.data.encode(), "application/json", WATCH_REQUEST))
+            elif msg.type == WSMsgType.BINARY:
+                session.sink.out = MSGPACK_OUT
+                session.handle(decode_body(msg.data, MSGPACK, WATCH_REQUEST))
+            else:
+                break
+    finally:
+        session.close()
+        sender.cancel()
+    return ws
+
+
+ROUTES = {"/watch": _watch}
+WS_ROUTES = {"/watch": _watch_ws}

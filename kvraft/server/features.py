@@ -1,0 +1,270 @@
+"""Watch, leases and auth wired into one member (``Features.attach(node)``).
+
+- Apply chain becomes ``Auth(Lease(Quota(Backend)))``; the store checks lease IDs against
+  the lessor; client writes are tagged with the caller (``AuthedOp``) so the Auth applier
+  checks them at apply time.
+- The watch hub is fed by the MVCC commit listener (on the apply stage, never blocking).
+- The lease loop: when this member leads, it proposes revocations of expired leases and
+  checkpoints of remaining TTLs; the lessor's deadlines are kept on every member.
+- Auth services: token resolution (``Authorization: <token>`` or ``Bearer <token>``),
+  authenticate (rate-limited, bcrypt in a worker thread, simple tokens replicated through
+  Raft so every member knows them), password hashing for user add / change.
+
+The caller of a request is carried in the ``CALLER`` context variable, set by the API
+middleware for the request's task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kvraft.apply.errors import error_from_code
+from kvraft.apply.feature_appliers import AuthApplier, LeaseApplier, load_auth, load_leases
+from kvraft.apply.feature_ops import (
+    AuthOp,
+    LeaseCheckpointOp,
+    LeaseExpireOp,
+    LeaseGrantOp,
+    LeaseRenewOp,
+    LeaseRevokeOp,
+    authed,
+)
+from kvraft.auth import (
+    AuthError,
+    JWTTokens,
+    RateLimiter,
+    SimpleTokens,
+    check_password,
+    hash_password,
+)
+from kvraft.auth import errors as auth_errors
+from kvraft.lease import Lessor
+from kvraft.raft.types import StateRole
+from kvraft.watch import WatchHub
+from kvraft.watch.mvcc import attach_hub
+
+__all__ = ["CALLER", "Caller", "Features", "parse_duration_s"]
+
+log = logging.getLogger("kvraft.features")
+
+LEASE_LOOP_S = 0.1
+CHECKPOINT_INTERVAL_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    user: str
+    revision: int
+
+
+CALLER: ContextVar[Caller | None] = ContextVar("kvraft_caller", default=None)
+
+
+def parse_duration_s(text: str) -> float:
+    """Go-style durations as etcd's flags take them: ``10m``, ``1h``, ``500ms``, ``30s``."""
+    text = text.strip()
+    for suffix, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
+            return float(text[: -len(suffix)]) * scale
+    return float(text)
+
+
+def _token_provider(spec: str, ttl_s: float) -> tuple[Any, SimpleTokens | None]:
+    kind, _, rest = spec.partition(",")
+    if kind in ("", "simple"):
+        simple = SimpleTokens(ttl_s=ttl_s)
+        return simple, simple
+    if kind != "jwt":
+        raise ValueError(f"--auth-token: unknown token type {kind!r}")
+    opts = dict(item.split("=", 1) for item in rest.split(",") if "=" in item)
+    method = opts.get("sign-method", "HS256")
+    priv = Path(opts["priv-key"]).read_bytes()
+    pub = Path(opts["pub-key"]).read_bytes() if "pub-key" in opts else None
+    ttl = parse_duration_s(opts["ttl"]) if "ttl" in opts else ttl_s
+    return JWTTokens(priv, pub, algorithm=method, ttl_s=ttl), None
+
+
+class Features:
+    def __init__(self, node: Any) -> None:
+        config = node.config
+        self.node = node
+        self.store = node.state.store
+        self.bcrypt_cost = config.bcrypt_cost
+        min_ttl = max(1, math.ceil(1.5 * config.election_timeout / 1000))
+        self.lessor = Lessor(min_ttl_s=min_ttl)
+        self.lessor.restore(load_leases(self.store), time.monotonic())
+        self.tokens, self.simple = _token_provider(config.auth_token, float(config.auth_token_ttl))
+        self.limiter = RateLimiter()
+        self.store.lease_check = lambda lease_id: lease_id in self.lessor.leases
+        progress_s = parse_duration_s(config.experimental_watch_progress_notify_interval)
+        self.hub, self.history = attach_hub(
+            self.store,
+            lambda h, cur, comp: WatchHub(h, cur, comp, progress_interval_s=progress_s,
+                                          fragment_bytes=config.max_request_bytes),
+        )
+        self.lease_applier = LeaseApplier(node.state.chain, self.store, self.lessor, time.monotonic)
+        self.auth_applier = AuthApplier(
+            self.lease_applier, self.store, load_auth(self.store),
+            on_simple_token=self._register_simple, on_user_changed=self.tokens.invalidate_user,
+        )
+        node.state.chain = self.auth_applier
+        node.wrap_proposal = self.wrap_proposal
+        previous = node.state.on_members_changed
+        node.state.on_members_changed = lambda: (previous(), self._after_restore())
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending: set[asyncio.Task[Any]] = set()
+
+    @property
+    def auth(self) -> Any:
+        return self.auth_applier.state
+
+    # -- lifetime -------------------------------------------------------------------------
+    def start(self) -> None:
+        self.hub.start()
+        self._tasks = [asyncio.get_running_loop().create_task(self._lease_loop(), name="lease-loop")]
+
+    async def stop(self) -> None:
+        for task in [*self._tasks, *self._pending]:
+            task.cancel()
+        for task in [*self._tasks, *self._pending]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.hub.stop()
+
+    def _after_restore(self) -> None:
+        """After a snapshot was installed (also runs on membership changes): reload the
+        lease and auth records and move the hub to the store's revision."""
+        if self.store.rev != self.hub.core.current_revision:
+            self.lessor.restore(load_leases(self.store), time.monotonic())
+            self.auth_applier.state = load_auth(self.store)
+            self.hub.advance(self.store.rev)
+
+    # -- auth -----------------------------------------------------------------------------
+    def _register_simple(self, token: str, user: str) -> None:
+        if self.simple is not None:
+            self.simple.register(token, user, time.monotonic())
+
+    def wrap_proposal(self, op: Any) -> Any:
+        caller = CALLER.get()
+        return op if caller is None else authed(caller.user, caller.revision, op)
+
+    def resolve(self, header: str | None) -> Caller | None:
+        """The caller a request's ``Authorization`` header names; None if auth is off or
+        there is no token. A bad token raises "invalid auth token" (code 16)."""
+        if not self.auth.enabled or not header:
+            return None
+        token = header[7:].strip() if header[:7].lower() == "bearer " else header.strip()
+        now = time.monotonic() if self.simple is not None else time.time()
+        info = self.tokens.info(token, now)
+        if info is None:
+            raise error_from_code(16, auth_errors.invalid_token().message)
+        return Caller(info.username, info.revision or self.auth.revision)
+
+    def checked(self, fn: Any, *args: Any) -> Any:
+        """Run an ``AuthState`` call, turning ``AuthError`` into the EtcdError answered."""
+        try:
+            return fn(*args)
+        except AuthError as exc:
+            raise error_from_code(exc.code, exc.message) from None
+
+    check = checked
+
+    def check_lease_access(self, keys: list[bytes]) -> None:
+        """TimeToLive / Revoke with auth on: root, or WRITE on every attached key."""
+        state = self.auth
+        if not state.enabled:
+            return
+        user, revision = self.caller_or_empty()
+        self.check(state.check_user, user, 0)
+        if state.is_root(user):
+            return
+        for key in keys:
+            self.check(state.check_range, user, 0, key, b"", True)
+
+    def check_election_read(self, name: bytes) -> None:
+        """Leader / Observe read ``<name>/``: READ on that prefix with auth on."""
+        if not self.auth.enabled:
+            return
+        from kvraft.server.api.locking import prefix_end
+
+        user, revision = self.caller_or_empty()
+        prefix = name + b"/"
+        self.checked(self.auth.check_range, user, revision, prefix, prefix_end(prefix), False)
+
+    def caller_or_empty(self) -> tuple[str, int]:
+        caller = CALLER.get()
+        return (caller.user, caller.revision) if caller is not None else ("", 0)
+
+    async def authenticate(self, name: str, password: str) -> str:
+        try:
+            if not self.auth.enabled:
+                raise auth_errors.auth_not_enabled()
+            if not name:
+                raise auth_errors.user_empty()
+            if not self.limiter.allow(name, time.monotonic()):
+                raise auth_errors.too_many_requests()
+            user = self.auth.users.get(name)
+            digest = user.password_hash if user is not None and not user.no_password else None
+            ok = await asyncio.get_running_loop().run_in_executor(None, check_password, password, digest)
+            if not ok:
+                raise auth_errors.auth_failed()
+        except AuthError as exc:
+            raise error_from_code(exc.code, exc.message) from None
+        if self.simple is None:
+            return self.tokens.assign(name, self.auth.revision, time.time())
+        token = self.simple.new_token()
+        await self.node.driver.propose(AuthOp("assign_simple", [token, name]))
+        return token
+
+    async def hash(self, password: str) -> bytes:
+        return await asyncio.get_running_loop().run_in_executor(None, hash_password, password, self.bcrypt_cost)
+
+    async def propose_auth(self, action: str, args: list[Any]) -> int:
+        op = self.wrap_proposal(AuthOp(action, args))
+        return await self.node.driver.propose(op)
+
+    # -- leases ---------------------------------------------------------------------------
+    async def propose_lease(self, op: Any) -> Any:
+        return await self.node.driver.propose(self.wrap_proposal(op))
+
+    async def grant(self, lease_id: int, ttl: int) -> Any:
+        if lease_id:
+            return await self.propose_lease(LeaseGrantOp(lease_id, ttl))
+        return await self.propose_lease(LeaseGrantOp(random.getrandbits(62) + 1, ttl))
+
+    async def revoke(self, lease_id: int) -> int:
+        return await self.propose_lease(LeaseRevokeOp(lease_id))
+
+    async def renew(self, lease_id: int) -> Any:
+        return await self.propose_lease(LeaseRenewOp(lease_id))
+
+    def _spawn(self, op: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self.node.driver.propose(op, timeout_s=5.0))
+        self._pending.add(task)
+        task.add_done_callback(lambda t: (self._pending.discard(t), t.cancelled() or t.exception()))
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_LOOP_S)
+            now = time.monotonic()
+            leading = self.node.driver.role == StateRole.LEADER
+            if leading and not self.lessor.primary:
+                self.lessor.promote(now)
+            elif not leading and self.lessor.primary:
+                self.lessor.demote()
+            if not self.lessor.primary:
+                continue
+            for lease_id in self.lessor.expired(now):
+                self._spawn(LeaseExpireOp(lease_id))
+            due = self.lessor.checkpoints_due(now, CHECKPOINT_INTERVAL_S)
+            if due:
+                self._spawn(LeaseCheckpointOp([[lid, left] for lid, left in due]))
