@@ -302,6 +302,8 @@ class WatchHub:
             for w in chosen:
                 stream = self.streams.get(w.stream_id)
                 responses = core.catch_up(w, batches)
+                if w.fragment:
+                    responses = [p for r in responses for p in self._shape(w, r.events, r.revision)]
                 if stream is None or stream.offer(responses):
                     core.sync_done(w)
                     moved += 1

@@ -8,14 +8,14 @@ into ``CALLER`` and applies the path policy below; KV requests are checked op by
 ==========================  ==============================================
 paths (under /v3)           with auth on
 ==========================  ==============================================
-auth/authenticate, status   anyone
+auth/authenticate, status,  anyone (maintenance/status and member/list as etcd 3.4:
+maintenance/status,         cluster tooling polls them)
+cluster/member/list
 watch                       checked per create (refusal sent in-stream)
 kv/range|put|deleterange|   the op's READ/WRITE ranges (``check_request``)
 txn
 lease/revoke, timetolive    root, or WRITE on every attached key
-maintenance/status,         any authenticated user
-cluster/member/list,
-kv/compaction, lease/grant,
+kv/compaction, lease/grant, any authenticated user
 keepalive, leases, lock/*,
 election/*
 everything else             root (auth admin, maintenance, membership)
@@ -41,11 +41,10 @@ from kvraft.server.features import CALLER, Features
 __all__ = ["AuthGate", "install"]
 
 PREFIXES = ("/v3", "/v3beta")
-_OPEN = {"/auth/authenticate", "/auth/status", "/watch"}
+_OPEN = {"/auth/authenticate", "/auth/status", "/watch", "/maintenance/status", "/cluster/member/list"}
 _SELF_CHECKED = {"/kv/range", "/kv/put", "/kv/deleterange", "/kv/txn", "/lease/revoke", "/kv/lease/revoke",
                  "/lease/timetolive", "/kv/lease/timetolive"}
-_ANY_USER = {"/maintenance/status", "/cluster/member/list", "/kv/compaction", "/lease/grant", "/lease/keepalive",
-             "/lease/leases", "/kv/lease/leases"}
+_ANY_USER = {"/kv/compaction", "/lease/grant", "/lease/keepalive", "/lease/leases", "/kv/lease/leases"}
 _ANY_USER_PREFIXES = ("/lock/", "/election/")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
