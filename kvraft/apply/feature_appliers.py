@@ -78,6 +78,12 @@ def _put(store: Any, bucket: bytes, key: bytes, value: bytes | None) -> None:
             batch.txn.put(key, value, db=batch.dbis[bucket])
 
 
+def current_revision(store: Any) -> int:
+    """The store's revision including this apply batch's uncommitted revisions."""
+    with store.read() as view:
+        return int(view.rev)
+
+
 def load_leases(store: Any) -> list[tuple[int, int, int]]:
     """(id, ttl, remaining) records from the lease bucket."""
     out = []
@@ -115,29 +121,28 @@ class LeaseApplier(Applier):
             except LeaseTTLTooLarge:
                 raise OutOfRange("etcdserver: too large lease TTL") from None
             self._persist(op.id)
-            return LeaseGrantResult(op.id, lease.ttl_s, self.store.rev)
+            return LeaseGrantResult(op.id, lease.ttl_s, current_revision(self.store))
         if isinstance(op, (LeaseRevokeOp, LeaseExpireOp)):
             if op.id not in self.lessor.leases:
                 raise NotFound(LEASE_NOT_FOUND)
             keys = self.store.keys_by_lease(op.id)
-            if keys:
-                self.store.delete_keys(keys)
+            revision = self.store.delete_keys(keys).revision if keys else current_revision(self.store)
             self.lessor.revoke(op.id)
             self._persist(op.id)
-            return self.store.rev
+            return revision
         if isinstance(op, LeaseRenewOp):
             try:
                 ttl = self.lessor.renew(op.id, self.clock())
             except LeaseNotFound:
-                return LeaseRenewResult(op.id, 0, self.store.rev)
+                return LeaseRenewResult(op.id, 0, current_revision(self.store))
             self._persist(op.id)
-            return LeaseRenewResult(op.id, ttl, self.store.rev)
+            return LeaseRenewResult(op.id, ttl, current_revision(self.store))
         if isinstance(op, LeaseCheckpointOp):
             now = self.clock()
             for lease_id, remaining in op.items:
                 self.lessor.checkpoint(lease_id, remaining, now)
                 self._persist(lease_id)
-            return self.store.rev
+            return current_revision(self.store)
         return self.inner.apply(op)
 
 
@@ -198,7 +203,7 @@ class AuthApplier(Applier):
         action = op.action
         if action == "assign_simple":
             self.on_simple_token(args[0], args[1])
-            return self.store.rev
+            return current_revision(self.store)
         if action == "role_grant_permission":
             state.role_grant_permission(args[0], Permission(int(args[1]), bytes(args[2]), bytes(args[3])))
         elif action == "role_revoke_permission":
@@ -210,7 +215,7 @@ class AuthApplier(Applier):
         if action in ("user_delete", "user_change_password"):
             self.on_user_changed(args[0])
         _put(self.store, AUTH_BUCKET, AUTH_STATE_KEY, msgpack.packb(state.to_record(), use_bin_type=True))
-        return self.store.rev
+        return current_revision(self.store)
 
 
 _AUTH_ACTIONS = frozenset({

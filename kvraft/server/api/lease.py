@@ -50,8 +50,10 @@ async def _keepalive_doc(request: web.Request, out: Out, lease_id: int) -> dict[
 
 
 async def _keepalive(request: web.Request) -> web.StreamResponse:
-    out, _ = await read_request(request, schemas.EMPTY)  # size checks and encoding
+    out = MSGPACK_OUT if is_packed(request) else JSON_OUT
+    request["out"] = out
     body = await request.read()
+    list(iter_requests(body, is_packed(request), LEASE_ID))  # a malformed body fails before the stream opens
     sink = await open_stream(request, out)
     for fields in iter_requests(body, is_packed(request), LEASE_ID):
         await sink.send(await _keepalive_doc(request, out, fields["ID"]))
