@@ -1,0 +1,269 @@
+"""The communicator over the in-process loopback backend (same ring code as TCP)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import agent.collective as gx
+from agent.collective import LoopbackWorld, run_ranks
+from agent.collective.compression import decode_into, encode_into
+
+SHAPES = [(), (1,), (7,), (0,), (3, 5), (2, 3, 4), (1000,), (33_333,), (70_001,)]
+DTYPES = [np.float32, np.float64, np.int32, np.int64, np.uint8, np.float16]
+
+
+def data(rank: int, case: int, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    rng = np.random.default_rng([case, rank])
+    if np.dtype(dtype).kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    return rng.integers(0, 50, shape).astype(dtype)
+
+
+def expected(n: int, case: int, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    total = sum(data(r, case, shape, dtype).astype(np.float64) for r in range(n))
+    return np.asarray(total).astype(dtype)
+
+
+def check(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.shape == want.shape and got.dtype == want.dtype
+    if got.dtype == np.float16:
+        np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=2e-3, atol=5e-3)
+    elif got.dtype.kind == "f":
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    else:
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_allreduce_matches_numpy_for_many_shapes_and_dtypes(n: int) -> None:
+    cases = [(i, s, d) for i, (s, d) in enumerate((s, d) for s in SHAPES for d in DTYPES)]
+
+    def body(comm: gx.Communicator) -> list[np.ndarray]:
+        arrays = [data(comm.rank, i, s, d) for i, s, d in cases]
+        comm.allreduce(arrays)  # one call: fusion packs the small ones, per dtype
+        singles = [data(comm.rank, i, s, d) for i, s, d in cases[:12]]
+        for a in singles:
+            comm.allreduce(a)  # and one tensor per call
+        return arrays + singles
+
+    results = run_ranks(LoopbackWorld(n), body)
+    for res in results:
+        for (i, s, d), got in zip(cases + cases[:12], res, strict=True):
+            check(got, expected(n, i, s, d))
+    for res in results[1:]:  # bitwise identical on every rank
+        for a, b in zip(results[0], res, strict=True):
+            assert a.tobytes() == b.tobytes()
+
+
+def test_mean_and_segmented_pipeline() -> None:
+    def body(comm: gx.Communicator) -> np.ndarray:
+        comm.backend.segment_bytes = 1000  # many pipeline segments per chunk, odd sizes
+        a = data(comm.rank, 1, (50_001,), np.float64)
+        comm.allreduce([a], op="mean")
+        return a
+
+    for a in run_ranks(LoopbackWorld(3), body):
+        np.testing.assert_allclose(a, expected(3, 1, (50_001,), np.float64) / 3, rtol=1e-12)
+
+
+def test_mean_of_integers_is_refused() -> None:
+    with pytest.raises(TypeError, match="floating"):
+        run_ranks(LoopbackWorld(2), lambda comm: comm.allreduce(np.ones(3, np.int32), op="mean"))
+
+
+@pytest.mark.parametrize("compression", ["fp16", "bf16"])
+def test_compression_accumulates_in_fp32_and_agrees_on_every_rank(compression: str) -> None:
+    n = 4
+
+    def body(comm: gx.Communicator) -> np.ndarray:
+        a = data(comm.rank, 7, (20_000,), np.float32)
+        comm.allreduce(a, compression=compression)
+        return a
+
+    out = run_ranks(LoopbackWorld(n), body)
+    want = expected(n, 7, (20_000,), np.float32)
+    rtol = 2e-3 if compression == "fp16" else 1.6e-2  # 10 / 7 mantissa bits, a few roundings
+    np.testing.assert_allclose(out[0], want, rtol=rtol * 3, atol=rtol * 4)
+    assert all(o.tobytes() == out[0].tobytes() for o in out)
+    assert not np.array_equal(out[0], want)  # it really travelled compressed
+
+
+def test_bf16_encoding_rounds_to_nearest_even() -> None:
+    x = np.array([1.0, 1.00390625, 1.01171875, -2.5, 3.0e38, np.inf, 0.0], np.float32)
+    wire = np.empty(x.size, np.uint16)
+    encode_into(x, wire)
+    back = np.empty_like(x)
+    decode_into(wire, back, add=False)
+    # 1 + 2^-8 is a tie -> even (1.0); 1 + 3*2^-8 is a tie -> even (1 + 2^-6)
+    assert back[0] == 1.0 and back[1] == 1.0 and back[2] == np.float32(1.015625)
+    assert back[3] == -2.5 and np.isinf(back[5]) and back[6] == 0.0
+    nan = np.array([np.nan], np.float32)
+    encode_into(nan, wire[:1])
+    decode_into(wire[:1], back[:1], add=False)
+    assert np.isnan(back[0])
+
+
+def test_async_handles_overlap_and_keep_order() -> None:
+    def body(comm: gx.Communicator) -> list[np.ndarray]:
+        arrays = [np.full(10_000, comm.rank + i, np.float64) for i in range(6)]
+        handles = [comm.allreduce([a], async_op=True) for a in arrays]
+        sync = np.ones(5)
+        comm.allreduce(sync)  # queues behind the async work
+        for h in handles:
+            assert h is not None
+            h.wait(30)
+            assert h.done()
+        return [*arrays, sync]
+
+    for res in run_ranks(LoopbackWorld(3), body):
+        for i in range(6):
+            assert np.all(res[i] == 3 + 3 * i)
+        assert np.all(res[6] == 3)
+
+
+def test_broadcast_allgather_barrier() -> None:
+    def body(comm: gx.Communicator) -> tuple[np.ndarray, np.ndarray]:
+        a = np.arange(12, dtype=np.int64).reshape(3, 4) * (comm.rank + 1)
+        comm.broadcast([a], root=2)
+        g = comm.allgather(np.array([comm.rank, 10 * comm.rank], np.int32))
+        comm.barrier()
+        return a, g
+
+    for a, g in run_ranks(LoopbackWorld(4), body):
+        np.testing.assert_array_equal(a, np.arange(12).reshape(3, 4) * 3)
+        np.testing.assert_array_equal(g, [[0, 0], [1, 10], [2, 20], [3, 30]])
+
+
+def test_non_contiguous_arrays_are_written_back() -> None:
+    def body(comm: gx.Communicator) -> np.ndarray:
+        base = np.zeros((10, 10), np.float32)
+        view = base[:, 3]  # strided
+        view[:] = comm.rank + 1
+        comm.allreduce(view)
+        return base
+
+    for base in run_ranks(LoopbackWorld(2), body):
+        assert np.all(base[:, 3] == 3) and base.sum() == 30
+
+
+@pytest.mark.parametrize("placement", [["a", "a", "b", "b"], ["a", "b", "a", "b", "b"]])
+def test_hierarchical_mode_reduces_in_node_then_across(placement: list[str]) -> None:
+    n = len(placement)
+
+    def body(comm: gx.Communicator) -> tuple[bool, np.ndarray, np.ndarray]:
+        a = data(comm.rank, 3, (10_007,), np.float64)
+        b = data(comm.rank, 4, (5,), np.float32)
+        comm.allreduce([a, b], compression=None)
+        return comm.hierarchical, a, b
+
+    results = run_ranks(LoopbackWorld(n), body, placement=placement)
+    for hier, a, b in results:
+        assert hier
+        check(a, expected(n, 3, (10_007,), np.float64))
+        check(b, expected(n, 4, (5,), np.float32))
+    assert all(r[1].tobytes() == results[0][1].tobytes() for r in results)
+
+
+def test_mismatched_shapes_fail_on_every_rank_with_the_difference() -> None:
+    errors: list[str] = []
+
+    def body(comm: gx.Communicator) -> None:
+        shape = (10, 5) if comm.rank != 1 else (10, 4)
+        try:
+            comm.allreduce([np.ones(3), np.ones(shape, np.float32)])
+        except gx.MismatchError as exc:
+            errors.append(str(exc))
+            raise
+
+    with pytest.raises(gx.MismatchError):
+        run_ranks(LoopbackWorld(3), body)
+    assert len(errors) == 3
+    assert all("rank 1 vs rank 0: tensor 1: shape (10, 4) dtype float32 vs shape (10, 5) dtype float32" in e for e in errors)
+
+
+@pytest.mark.parametrize(
+    ("mine", "want"),
+    [
+        (lambda c: c.allreduce([np.ones(3, np.float64 if c.rank else np.float32)]), "dtype float64 vs shape (3,) dtype float32"),
+        (lambda c: c.allreduce([np.ones(3)] * (2 if c.rank else 1)), "2 tensors vs 1 tensors"),
+        (lambda c: c.allreduce([np.ones(3)], op="mean" if c.rank else "sum"), "op 'mean' vs 'sum'"),
+    ],
+)
+def test_mismatch_messages(mine, want: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(gx.MismatchError, match=want.replace("(", r"\(").replace(")", r"\)")):
+        run_ranks(LoopbackWorld(2), mine)
+
+
+def test_verify_always_checks_every_call() -> None:
+    def body(comm: gx.Communicator) -> int:
+        for _ in range(3):
+            comm.allreduce(np.ones(4))
+        return comm.statistics().verify_checks
+
+    assert run_ranks(LoopbackWorld(2), body, verify="always") == [3, 3]
+    assert run_ranks(LoopbackWorld(2), body) == [1, 1]
+
+
+def test_peer_failure_wakes_a_pending_handle_and_poisons_the_communicator() -> None:
+    world = LoopbackWorld(3)
+    seen: list[BaseException] = []
+    started = threading.Event()
+
+    def body(comm: gx.Communicator) -> None:
+        if comm.rank == 2:
+            started.wait(10)
+            time.sleep(0.2)
+            world.fail(2, "rank 2 crashed (simulated)")
+            return
+        h = comm.allreduce(np.ones(1000), async_op=True)
+        started.set()
+        assert h is not None
+        try:
+            h.wait(30)
+        except gx.PeerFailure as exc:
+            seen.append(exc)
+        with pytest.raises(gx.PeerFailure):
+            comm.allreduce(np.ones(3))
+
+    run_ranks(world, body)
+    assert len(seen) == 2
+    assert all(isinstance(e, gx.PeerFailure) and e.ranks == [2] for e in seen)
+
+
+def test_init_single_process_uses_loopback() -> None:
+    comm = gx.init(env={})
+    a = np.arange(5.0)
+    comm.allreduce(a, op="mean")
+    assert comm.size == 1 and comm.backend_name == "loopback"
+    np.testing.assert_array_equal(a, np.arange(5.0))
+    comm.close()
+
+
+def test_init_without_backend_for_many_ranks_says_what_to_do() -> None:
+    with pytest.raises(RuntimeError, match="KVRAFT_RENDEZVOUS"):
+        gx.init(env={"KVRAFT_RANK": "0", "KVRAFT_WORLD_SIZE": "2"})
+
+
+def test_torch_tensors_fp32_bf16_and_non_contiguous() -> None:
+    torch = pytest.importorskip("torch", reason="torch is optional and not installed")
+
+    def body(comm: gx.Communicator) -> list[object]:
+        r = comm.rank + 1
+        f32 = torch.full((4, 5), float(r))
+        bf16 = torch.full((300,), float(r), dtype=torch.bfloat16)
+        strided = torch.full((6, 6), float(r))[:, 1]
+        f64 = torch.arange(10, dtype=torch.float64) * r
+        comm.allreduce([f32, bf16, strided, f64])
+        g = comm.allgather(torch.tensor([comm.rank]))
+        return [f32, bf16, strided, f64, g]
+
+    for f32, bf16, strided, f64, g in run_ranks(LoopbackWorld(3), body):
+        assert torch.all(f32 == 6) and f32.dtype == torch.float32
+        assert torch.all(bf16 == 6) and bf16.dtype == torch.bfloat16
+        assert torch.all(strided == 6)
+        assert torch.equal(f64, torch.arange(10, dtype=torch.float64) * 6)
+        assert torch.equal(g.reshape(-1), torch.tensor([0, 1, 2]))
