@@ -2,7 +2,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev test lint sim bench demo clean
+.PHONY: dev test lint sim bench demo clean bench-collective
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,3 +30,7 @@ demo: dev
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Gradient exchange benchmark (docs/benchmarks.md, "Gradient exchange"): run alone.
+bench-collective: dev
+	flock -x /tmp/kvraft-cpu.lock $(BIN)/python -m agent.collective.bench --resnet50 --failure
