@@ -31,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+from kvraft.apply.errors import EtcdError
 from kvraft.auth import check_request
 from kvraft.auth import errors as auth_errors
 from kvraft.server.api import auth, election, lease, lock, watch
@@ -63,7 +64,14 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     route = _route(request.path)
     if route is None or request.method == "OPTIONS" or not features.auth.enabled:
         return await handler(request)
-    caller = features.resolve(request.headers.get("Authorization") or request.headers.get("token"))
+    header = request.headers.get("Authorization") or request.headers.get("token")
+    if route in _OPEN:  # a bad token does not shut anyone out of these (watch refuses in-stream)
+        try:
+            caller = features.resolve(header)
+        except EtcdError as exc:
+            caller, request["auth_error"] = None, exc
+    else:
+        caller = features.resolve(header)
     token = CALLER.set(caller)
     try:
         if route not in _OPEN and route not in _SELF_CHECKED:

@@ -120,6 +120,8 @@ class _Session:
         caller = CALLER.get()
         user, revision = (caller.user, caller.revision) if caller is not None else ("", 0)
         try:
+            if "auth_error" in self.request:
+                raise self.request["auth_error"]
             features.checked(features.auth.check_range, user, revision, c["key"], c["range_end"], False)
         except EtcdError as exc:
             return f"rpc error: code = {_GRPC_NAMES.get(exc.code, 'Unknown')} desc = {exc.message}"
