@@ -18,6 +18,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PURE = [
     "kvraft/raft",
+    "kvraft/watch/core.py",
+    "kvraft/watch/interval.py",
+    "kvraft/watch/types.py",
+    "kvraft/lease/lessor.py",
+    "kvraft/auth/permissions.py",
+    "kvraft/auth/store.py",
+    "kvraft/auth/check.py",
+    "kvraft/auth/ratelimit.py",
     "scheduler/framework",
     "scheduler/plugins",
     "scheduler/model.py",
