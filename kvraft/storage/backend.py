@@ -1,0 +1,297 @@
+"""``Backend``: the LMDB file holding the state machine, its read and write transactions.
+
+Files: a directory of generations, ``kv-<generation:08d>.lmdb`` (plus LMDB's ``-lock``
+file). Exactly one generation is live; defragmentation and snapshot restore build the
+next one beside it (``*.tmp``), fsync it, rename it into place and fsync the directory,
+then switch. On open, leftovers (``*.tmp``, older generations) are deleted, so a crash at
+any point leaves either the old or the new generation live, never a mix.
+
+Transactions:
+
+- ``read()`` opens an LMDB read transaction: a consistent snapshot of the live
+  generation that writers never block and that is never blocked by them. A generation
+  switch does not disturb open readers: the old file stays open (and on disk) until its
+  last reader is done.
+- ``batch()`` is the single writer's transaction. The first (outermost) ``batch()`` of a
+  thread takes the writer lock and begins an LMDB write transaction; nested ``batch()``
+  calls join it; the outermost exit commits: ONE commit (fsynced when ``sync=True``) for
+  everything in the batch. ``Batch.commit_now()`` commits early and carries on in a
+  fresh transaction. An exception out of the outermost ``batch()``, or a batch marked
+  ``poison()``-ed, aborts it; a poisoned batch always ends in ``BatchAbortedError``
+  (chained to the cause), an unpoisoned one re-raises the exception as it is.
+
+Hooks (set once by the owner, the MVCC store): ``before_commit(batch)`` runs inside the
+transaction just before each commit, ``after_commit(batch)`` right after it,
+``after_abort(batch)`` after an abort; all on the writer thread, under the writer lock.
+
+Threading: any thread may ``read()``. One thread at a time holds the writer lock; the
+LMDB write transaction is used only by the thread that began it. ``maint_lock``
+serializes maintenance that must not interleave (physical compaction, defragmentation,
+restore).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from kvraft.storage.errors import StorageCorruptionError
+from kvraft.storage.lmdb_env import LMDB_CORRUPTION, env_sizes, fsync_dir, open_env
+from kvraft.storage.mvcc.errors import BatchAbortedError
+from kvraft.storage.schema import DEFAULT_BUCKETS
+
+__all__ = ["DEFAULT_MAP_SIZE", "Backend", "Batch", "ReadTxn"]
+
+DEFAULT_MAP_SIZE = 64 << 30
+"""Address space reserved per generation file; the file grows only as pages are used."""
+
+_GEN = re.compile(r"^kv-(\d{8})\.lmdb$")
+
+
+@dataclass
+class _Handle:
+    env: Any
+    path: Path
+    generation: int
+    dbis: dict[bytes, Any]
+    readers: int = 0
+    retired: bool = False
+
+
+@dataclass
+class ReadTxn:
+    """An open read transaction and the bucket handles to use with it."""
+
+    txn: Any
+    dbis: dict[bytes, Any]
+    generation: int
+    env: Any
+
+
+@dataclass
+class Batch:
+    """The open write transaction (see the module docstring)."""
+
+    backend: Backend
+    txn: Any
+    dbis: dict[bytes, Any]
+    owner: int = 0
+    depth: int = 1
+    poisoned: BaseException | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def poison(self, cause: BaseException) -> None:
+        """Mark the batch failed: it will be aborted, whatever happens next."""
+        if self.poisoned is None:
+            self.poisoned = cause
+
+    def commit_now(self) -> None:
+        """Commit what is staged and continue in a new transaction."""
+        self.backend._commit(self)
+        self.txn = self.backend._live.env.begin(write=True)
+
+
+class Backend:
+    """See the module docstring."""
+
+    def __init__(
+        self, directory: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE,
+        sync: bool = True, buckets: tuple[bytes, ...] = DEFAULT_BUCKETS,
+    ) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.map_size = map_size
+        self.sync_commits = sync
+        self.buckets = tuple(buckets)
+        self.writer_lock = threading.RLock()
+        self.maint_lock = threading.Lock()
+        self._handles_lock = threading.Lock()
+        self._batch: Batch | None = None
+        self._closed = False
+        self.before_commit: Callable[[Batch], None] = lambda batch: None
+        self.after_commit: Callable[[Batch], None] = lambda batch: None
+        self.after_abort: Callable[[Batch], None] = lambda batch: None
+        generation = self._clean_directory()
+        self._live = self._open(self.generation_path(generation), generation)
+
+    # -- files ---------------------------------------------------------------------------
+
+    def generation_path(self, generation: int) -> Path:
+        return self.directory / f"kv-{generation:08d}.lmdb"
+
+    def _clean_directory(self) -> int:
+        gens = sorted(int(m.group(1)) for p in self.directory.iterdir() if (m := _GEN.match(p.name)))
+        live = gens[-1] if gens else 1
+        for p in self.directory.iterdir():
+            m = _GEN.match(p.name.removesuffix("-lock"))
+            stale = p.name.endswith((".tmp", ".tmp-lock")) or (m is not None and int(m.group(1)) != live)
+            if stale:
+                p.unlink()
+        return live
+
+    def _open(self, path: Path, generation: int) -> _Handle:
+        try:
+            env = open_env(path, map_size=self.map_size, max_dbs=len(self.buckets) + 1,
+                           sync=self.sync_commits)
+            with env.begin(write=True) as txn:
+                dbis = {name: env.open_db(name, txn=txn) for name in self.buckets}
+        except LMDB_CORRUPTION as exc:
+            raise StorageCorruptionError(f"{path}: lmdb: {exc}") from exc
+        return _Handle(env, path, generation, dbis)
+
+    @property
+    def generation(self) -> int:
+        return self._live.generation
+
+    @property
+    def path(self) -> Path:
+        return self._live.path
+
+    def next_generation_path(self) -> Path:
+        """Where to build the next generation (a ``.tmp`` file, not yet live)."""
+        return self.generation_path(self._live.generation + 1).with_suffix(".lmdb.tmp")
+
+    def open_scratch(self, path: Path) -> tuple[Any, dict[bytes, Any]]:
+        """Create an empty environment at ``path`` with this backend's buckets, for
+        building a new generation (commits there are not synced: ``install`` syncs)."""
+        env = open_env(path, map_size=self.map_size, max_dbs=len(self.buckets) + 1, sync=False,
+                       metasync=False)
+        with env.begin(write=True) as txn:
+            dbis = {name: env.open_db(name, txn=txn) for name in self.buckets}
+        return env, dbis
+
+    def install(self, scratch_path: Path) -> None:
+        """Make the finished scratch file the live generation. The caller holds the
+        writer lock (no batch open) and has closed the scratch environment."""
+        assert self._batch is None, "install inside a write batch"
+        final = self.generation_path(self._live.generation + 1)
+        with open(scratch_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(scratch_path, final)
+        for stale in (Path(str(scratch_path) + "-lock"),):
+            if stale.exists():
+                stale.unlink()
+        fsync_dir(self.directory)
+        new = self._open(final, self._live.generation + 1)
+        with self._handles_lock:
+            old, self._live = self._live, new
+            old.retired = True
+            idle = old.readers == 0
+        if idle:
+            self._retire(old)
+
+    def _retire(self, handle: _Handle) -> None:
+        handle.env.close()
+        for p in (handle.path, Path(str(handle.path) + "-lock")):
+            if p.exists():
+                p.unlink()
+
+    # -- reads ---------------------------------------------------------------------------
+
+    @contextmanager
+    def read(self) -> Iterator[ReadTxn]:
+        with self._handles_lock:
+            handle = self._live
+            handle.readers += 1
+        try:
+            txn = handle.env.begin()
+            try:
+                yield ReadTxn(txn, handle.dbis, handle.generation, handle.env)
+            finally:
+                txn.abort()
+        finally:
+            with self._handles_lock:
+                handle.readers -= 1
+                idle = handle.retired and handle.readers == 0
+            if idle:
+                self._retire(handle)
+
+    # -- writes --------------------------------------------------------------------------
+
+    @contextmanager
+    def batch(self) -> Iterator[Batch]:
+        with self.writer_lock:
+            if self._closed:
+                raise RuntimeError("backend is closed")
+            batch = self._batch
+            if batch is not None:
+                batch.depth += 1
+                try:
+                    yield batch
+                finally:
+                    batch.depth -= 1
+                return
+            batch = Batch(self, self._live.env.begin(write=True), self._live.dbis,
+                          owner=threading.get_ident())
+            self._batch = batch
+            try:
+                yield batch
+            except BaseException as exc:
+                self._abort(batch)
+                if batch.poisoned is not None and not isinstance(exc, BatchAbortedError):
+                    raise BatchAbortedError(f"write batch rolled back: {batch.poisoned!r}") from exc
+                raise
+            if batch.poisoned is not None:
+                cause = batch.poisoned
+                self._abort(batch)
+                raise BatchAbortedError(f"write batch rolled back: {cause!r}") from cause
+            try:
+                self._commit(batch)
+            finally:
+                self._batch = None
+
+    def current_batch(self) -> Batch | None:
+        """The open batch if the calling thread holds it."""
+        batch = self._batch
+        if batch is not None and batch.owner == threading.get_ident():
+            return batch
+        return None
+
+    def _commit(self, batch: Batch) -> None:
+        try:
+            self.before_commit(batch)
+            batch.txn.commit()
+        except (lmdb.Error, StorageCorruptionError) as exc:
+            self._abort(batch)
+            raise BatchAbortedError(f"write batch rolled back: {exc!r}") from exc
+        self.after_commit(batch)
+
+    def _abort(self, batch: Batch) -> None:
+        self._batch = None
+        try:
+            batch.txn.abort()
+        finally:
+            self.after_abort(batch)
+
+    # -- sizes and lifecycle -------------------------------------------------------------
+
+    def sizes(self) -> tuple[int, int]:
+        """``(size, size_in_use)`` of the live generation, in bytes (see ``env_sizes``)."""
+        handle = self._live
+        return env_sizes(handle.env, list(handle.dbis.values()))
+
+    def file_size(self) -> int:
+        return self._live.path.stat().st_size
+
+    def sync(self) -> None:
+        """Flush to disk (needed only when opened with ``sync=False``)."""
+        self._live.env.sync(True)
+
+    def close(self) -> None:
+        with self.writer_lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._batch is not None:  # pragma: no cover - closing inside a batch
+                self._abort(self._batch)
+            if not self.sync_commits:
+                self._live.env.sync(True)
+            self._live.env.close()

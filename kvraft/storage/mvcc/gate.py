@@ -1,0 +1,61 @@
+"""``CompactionGate``: readers in, compaction waits (a writer-preferring RW lock).
+
+Read views hold the gate shared for their lifetime; the compaction of the key index
+(and the move of the compaction point) holds it exclusively. So a read that began at a
+revision that was valid never fails half-way with "compacted" because a compaction ran
+meanwhile: the compaction waits for it (etcd holds its store lock the same way). Once a
+compaction is waiting, new readers queue behind it, so it is never starved; a thread that
+already holds the gate shared may take it again (nested views never deadlock).
+
+Rules: never start a compaction while holding a read view on the same thread; never
+write while holding a read view (the compaction may hold the writer and wait for you).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["CompactionGate"]
+
+
+class CompactionGate:
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._exclusive = False
+        self._waiting = 0
+        self._mine = threading.local()
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        depth = getattr(self._mine, "depth", 0)
+        with self._cond:
+            while self._exclusive or (self._waiting and depth == 0):
+                self._cond.wait()
+            self._readers += 1
+        self._mine.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._mine.depth = depth
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            while self._exclusive or self._readers:
+                self._cond.wait()
+            self._waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()

@@ -1,0 +1,403 @@
+"""``MVCCStore``: etcd's MVCC key-value store on an LMDB ``Backend``.
+
+State: the ``key`` bucket holds every revision of every key (see ``schema``); the
+in-memory ``TreeIndex`` maps keys to their revisions and is rebuilt from the bucket on
+open; ``meta`` holds the current and compaction revisions, the consistent index (the
+last Raft entry applied, for the apply layer) and the NOSPACE alarm.
+
+Revisions: a fresh store is at revision 1; each ``WriteView`` that changes something is
+one new main revision (etcd: first write = 2). ``rev`` is the last COMMITTED revision,
+what new readers see. Writes go through ``batch()``: several write views (several
+revisions) may share one LMDB commit; until it commits they are visible only to the
+writer thread (its reads go through the batch), and a failure part-way rolls the whole
+batch back (``BatchAbortedError``; index, leases and revision are restored).
+
+Interface (the apply layer's): ``range``, ``put``, ``delete_range``, ``txn``,
+``compact``, ``hash_kv``, ``keys_by_lease``, ``events``; lower level ``read()`` /
+``write()`` views (``views``), ``batch()``. Maintenance: ``snapshot``, ``restore``,
+``defragment``, ``verify``, ``sizes``.
+
+Threading: one writer thread (the applier) at a time calls the mutating methods; any
+thread may call ``read()``/``range``/``hash_kv``/``snapshot``/``defragment``. A read
+view holds the ``CompactionGate`` shared, so a compaction waits for reads already under
+way (``gate``): never write or compact while holding a read view. Listeners
+(``add_listener``) are called on the writer thread after each commit with the committed
+revisions' events, in order; they must not block.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from kvraft.storage.backend import DEFAULT_MAP_SIZE, Backend, Batch
+from kvraft.storage.defrag import DefragReport, defragment
+from kvraft.storage.mvcc import ops
+from kvraft.storage.mvcc.compaction import CompactionJob, Compactor
+from kvraft.storage.mvcc.errors import CompactedRevisionError, FutureRevisionError, MVCCError
+from kvraft.storage.mvcc.gate import CompactionGate
+from kvraft.storage.mvcc.hash import hash_kv
+from kvraft.storage.mvcc.index import TreeIndex
+from kvraft.storage.mvcc.rebuild import load_state
+from kvraft.storage.mvcc.types import (
+    DeleteRangeRequest,
+    DeleteRangeResult,
+    Event,
+    HashKVResult,
+    PutRequest,
+    PutResult,
+    RangeRequest,
+    RangeResult,
+    TxnRequest,
+    TxnResult,
+)
+from kvraft.storage.mvcc.views import ReadView, WriteView
+from kvraft.storage.schema import (
+    BUCKET_META,
+    DEFAULT_BUCKETS,
+    META_CONSISTENT_INDEX,
+    META_CURRENT_REV,
+    META_NOSPACE_ALARM,
+    META_SCHEDULED_COMPACT,
+    encode_int,
+    encode_meta,
+)
+from kvraft.storage.snapshot import (
+    DEFAULT_CHUNK_BYTES,
+    RestoreReport,
+    SnapshotStream,
+    restore_generation,
+)
+
+__all__ = ["Listener", "MVCCStore"]
+
+_log = logging.getLogger(__name__)
+
+Listener = Callable[[list[tuple[int, list[Event]]]], None]
+
+
+class MVCCStore:
+    """See the module docstring."""
+
+    def __init__(
+        self, directory: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE,
+        sync: bool = True, max_txn_ops: int = ops.DEFAULT_MAX_TXN_OPS,
+        lease_check: Callable[[int], bool] | None = None, compaction_batch: int = 1000,
+        buckets: tuple[bytes, ...] = DEFAULT_BUCKETS,
+    ) -> None:
+        self.backend = Backend(directory, map_size=map_size, sync=sync, buckets=buckets)
+        self.backend.before_commit = self._before_commit
+        self.backend.after_commit = self._after_commit
+        self.backend.after_abort = self._after_abort
+        self.max_txn_ops = max_txn_ops
+        self.lease_check = lease_check
+        self._listeners: list[Listener] = []
+        self.gate = CompactionGate()
+        self._compactor = Compactor(self, compaction_batch)
+        self._reload()
+
+    def _reload(self) -> None:
+        """(Re)build every in-memory structure from the live backend generation."""
+        state = load_state(self.backend)
+        self.index: TreeIndex = state.index
+        self._rev = self._pending = state.current_rev
+        self._compact_rev = state.compact_rev
+        self._consistent = state.consistent_index
+        self._nospace = state.nospace
+        self._key_lease = state.key_lease
+        self._lease_keys: dict[int, set[bytes]] = {}
+        for key, lease in self._key_lease.items():
+            self._lease_keys.setdefault(lease, set()).add(key)
+        self.last_job: CompactionJob | None = None
+        if state.resume_compaction:
+            dropped = self.index.compact(self._compact_rev)
+            self.last_job = self._compactor.submit(CompactionJob(self._compact_rev, dropped))
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def rev(self) -> int:
+        """The last committed revision (what a new reader sees)."""
+        return self._rev
+
+    @property
+    def compact_revision(self) -> int:
+        """The compaction point; -1 if the store was never compacted (as etcd)."""
+        return self._compact_rev
+
+    @property
+    def consistent_index(self) -> tuple[int, int]:
+        """``(index, term)`` of the last Raft entry applied (``set_consistent_index``)."""
+        return self._consistent
+
+    @property
+    def nospace_alarm(self) -> bool:
+        return self._nospace
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    # -- views and batches ---------------------------------------------------------------
+
+    @contextmanager
+    def read(self) -> Iterator[ReadView]:
+        """A view at the last committed revision; on the writer thread inside a batch,
+        a view of the batch (reads its own uncommitted writes)."""
+        batch = self.backend.current_batch()
+        if batch is not None:
+            yield ReadView(self, batch.txn, batch.dbis, self._pending)
+            return
+        with self.gate.shared():
+            rev = self._rev  # read before the transaction begins: it then contains ``rev``
+            with self.backend.read() as r:
+                yield ReadView(self, r.txn, r.dbis, rev)
+
+    @contextmanager
+    def batch(self) -> Iterator[Batch]:
+        """Group write views (and maintenance such as ``set_consistent_index``) into one
+        LMDB commit."""
+        with self.backend.batch() as batch:
+            yield batch
+
+    @contextmanager
+    def write(self) -> Iterator[WriteView]:
+        """One revision's worth of changes. An MVCC error raised before the view changed
+        anything leaves the batch intact; any failure after poisons it."""
+        with self.backend.batch() as batch:
+            view = WriteView(self, batch.txn, batch.dbis, self._pending)
+            try:
+                yield view
+            except BaseException as exc:
+                if view.changes or not isinstance(exc, MVCCError):
+                    batch.poison(exc)
+                raise
+            if view.changes:
+                self._pending += 1
+                batch.data.setdefault("events", []).append((self._pending, view.changes))
+
+    def _touch(self, key: bytes) -> None:
+        """Remember how to undo this batch's changes to ``key`` (called before each)."""
+        batch = self.backend.current_batch()
+        assert batch is not None, "write outside a batch"
+        undo = batch.data.setdefault("undo", {})
+        if key not in undo:
+            undo[key] = (self.index.shape(key), self._key_lease.get(key, 0))
+
+    def _set_lease(self, key: bytes, lease: int) -> None:
+        old = self._key_lease.get(key, 0)
+        if old == lease:
+            return
+        if old:
+            keys = self._lease_keys[old]
+            keys.discard(key)
+            if not keys:
+                del self._lease_keys[old]
+            del self._key_lease[key]
+        if lease:
+            self._key_lease[key] = lease
+            self._lease_keys.setdefault(lease, set()).add(key)
+
+    def _before_commit(self, batch: Batch) -> None:
+        meta = batch.dbis[BUCKET_META]
+        if self._pending != self._rev:
+            batch.txn.put(META_CURRENT_REV, encode_int(META_CURRENT_REV, self._pending), db=meta)
+        if "consistent" in batch.data:
+            index, term = self._consistent
+            payload = index.to_bytes(8, "big") + term.to_bytes(8, "big")
+            batch.txn.put(META_CONSISTENT_INDEX, encode_meta(META_CONSISTENT_INDEX, payload), db=meta)
+
+    def _after_commit(self, batch: Batch) -> None:
+        self._rev = self._pending
+        events = batch.data.get("events", [])
+        batch.data.clear()
+        if events:
+            for listener in self._listeners:
+                try:
+                    listener(events)
+                except Exception:  # a listener bug must not undo a commit
+                    _log.exception("mvcc listener failed")
+
+    def _after_abort(self, batch: Batch) -> None:
+        for key, (shape, lease) in batch.data.get("undo", {}).items():
+            self.index.truncate(key, shape)
+            self._set_lease(key, lease)
+        if "consistent" in batch.data:
+            self._consistent = batch.data["consistent"]
+        if "nospace" in batch.data:
+            self._nospace = batch.data["nospace"]
+        self._pending = self._rev
+        batch.data.clear()
+
+    def set_consistent_index(self, index: int, term: int) -> None:
+        """Record the last applied Raft entry, in the current batch's commit."""
+        with self.backend.batch() as batch:
+            batch.data.setdefault("consistent", self._consistent)
+            self._consistent = (index, term)
+
+    def set_nospace_alarm(self, active: bool) -> None:
+        """Raise or clear the NOSPACE alarm (a replicated decision: call it when the
+        alarm entry is applied). While raised, puts and txns with puts fail."""
+        with self.backend.batch() as batch:
+            batch.data.setdefault("nospace", self._nospace)
+            self._nospace = active
+            meta = batch.dbis[BUCKET_META]
+            if active:
+                batch.txn.put(META_NOSPACE_ALARM, encode_meta(META_NOSPACE_ALARM, b"\x01"), db=meta)
+            else:
+                batch.txn.delete(META_NOSPACE_ALARM, db=meta)
+
+    # -- requests ------------------------------------------------------------------------
+
+    def range(self, key: bytes, range_end: bytes = b"", **options: Any) -> RangeResult:
+        """etcd Range; ``options`` are RangeRequest's fields (limit, revision, sort_order,
+        sort_target, keys_only, count_only, min/max_mod_revision, min/max_create_revision)."""
+        return self.range_request(RangeRequest(key, range_end, **options))
+
+    def range_request(self, r: Any) -> RangeResult:
+        ops.check_range_request(r)
+        with self.read() as view:
+            return ops.apply_range(view, r)
+
+    def put(self, key: bytes, value: bytes = b"", **options: Any) -> PutResult:
+        """etcd Put; ``options``: lease, prev_kv, ignore_value, ignore_lease."""
+        return self.put_request(PutRequest(key, value, **options))
+
+    def put_request(self, r: Any) -> PutResult:
+        ops.check_put_request(r)
+        ops.check_capped(self._nospace, "put", r)
+        with self.write() as view:
+            return ops.apply_put(view, r, self.lease_check)
+
+    def delete_range(self, key: bytes, range_end: bytes = b"", *, prev_kv: bool = False) -> DeleteRangeResult:
+        return self.delete_range_request(DeleteRangeRequest(key, range_end, prev_kv))
+
+    def delete_range_request(self, r: Any) -> DeleteRangeResult:
+        ops.check_delete_request(r)
+        with self.write() as view:
+            return ops.apply_delete_range(view, r)
+
+    def txn(self, compare: Iterable[Any] = (), success: Iterable[Any] = (),
+            failure: Iterable[Any] = ()) -> TxnResult:
+        return self.txn_request(TxnRequest(tuple(compare), tuple(success), tuple(failure)))
+
+    def txn_request(self, r: Any) -> TxnResult:
+        ops.check_txn_request(r, self.max_txn_ops)
+        ops.check_capped(self._nospace, "txn", r)
+        if ops.is_txn_readonly(r):
+            with self.read() as view:
+                return ops.apply_txn(view, r, self.lease_check, write=False)
+        with self.write() as wview:
+            return ops.apply_txn(wview, r, self.lease_check, write=True)
+
+    def request(self, op: Any) -> Any:
+        """Dispatch any request object (ours or one with etcd's field names)."""
+        kind = ops.op_kind(op)
+        if kind == "range":
+            return self.range_request(op)
+        if kind == "put":
+            return self.put_request(op)
+        if kind == "delete":
+            return self.delete_range_request(op)
+        return self.txn_request(op)
+
+    def delete_keys(self, keys: Iterable[bytes]) -> DeleteRangeResult:
+        """Delete these keys in ONE revision (lease revocation)."""
+        deleted = 0
+        with self.write() as view:
+            for key in sorted(set(keys)):
+                deleted += view.delete_range(key, None)[0]
+            return DeleteRangeResult(revision=view.rev + 1 if view.changes else view.rev, deleted=deleted)
+
+    def keys_by_lease(self, lease: int) -> list[bytes]:
+        """The keys currently attached to ``lease``, sorted ([] for 0, "no lease")."""
+        return sorted(self._lease_keys.get(lease, ()))
+
+    def leases(self) -> dict[int, int]:
+        """Lease id -> number of attached keys, for every lease in use."""
+        return {lease: len(keys) for lease, keys in self._lease_keys.items()}
+
+    # -- compaction and hashing ----------------------------------------------------------
+
+    def compact(self, rev: int, *, physical: bool = False) -> CompactionJob:
+        """Compact history at ``rev``: reads below it fail from now on. Returns the
+        physical job; ``physical=True`` waits for it (not allowed inside a batch)."""
+        if physical and self.backend.current_batch() is not None:
+            raise RuntimeError("a physical compaction cannot be awaited inside a write batch")
+        with self.backend.batch() as batch:
+            if rev <= self._compact_rev:
+                raise CompactedRevisionError()
+            if rev > self._pending:
+                raise FutureRevisionError()
+            batch.txn.put(META_SCHEDULED_COMPACT, encode_int(META_SCHEDULED_COMPACT, rev),
+                          db=batch.dbis[BUCKET_META])
+            batch.commit_now()
+            with self.gate.exclusive():  # readers that began below ``rev`` finish first
+                self._compact_rev = rev
+                dropped = self.index.compact(rev)
+            job = self._compactor.submit(CompactionJob(rev, dropped))
+        self.last_job = job
+        if physical:
+            job.wait()
+            if job.error is not None:
+                raise job.error
+        return job
+
+    def hash_kv(self, rev: int = 0) -> HashKVResult:
+        return hash_kv(self, rev)
+
+    def events(self, start_rev: int, end_rev: int = 0) -> list[tuple[int, list[Event]]]:
+        """History for watchers: the events of revisions ``[start_rev, end_rev)`` (0: to
+        the current revision), grouped by revision. CompactedRevisionError if
+        ``start_rev`` is below the compaction point."""
+        from kvraft.storage.mvcc.rebuild import read_events
+
+        if start_rev < self._compact_rev:
+            raise CompactedRevisionError()
+        with self.read() as view:
+            return read_events(view, start_rev, end_rev or view.rev + 1)
+
+    # -- maintenance ---------------------------------------------------------------------
+
+    def sizes(self) -> tuple[int, int]:
+        """``(db_size, db_size_in_use)`` in bytes (etcd's ``dbSize``, ``dbSizeInUse``)."""
+        return self.backend.sizes()
+
+    def verify(self) -> dict[str, Any]:
+        """Check every record of the live generation against the rebuilt state."""
+        from kvraft.storage.mvcc.rebuild import verify_store
+
+        return verify_store(self)
+
+    def snapshot(self, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> SnapshotStream:
+        """A consistent snapshot of the whole backend at the last commit, as a stream of
+        chunks (see ``kvraft.storage.snapshot``)."""
+        return SnapshotStream(self.backend, chunk_bytes)
+
+    def restore(self, chunks: Iterable[bytes]) -> RestoreReport:
+        """Replace the whole state with a snapshot stream (verified first; on error the
+        store is unchanged). Pending physical compactions of the old state are dropped."""
+        if self.backend.current_batch() is not None:
+            raise RuntimeError("restore cannot run inside a write batch")
+        report = restore_generation(self.backend, chunks)
+        with self.backend.maint_lock, self.backend.writer_lock:
+            self._compactor.cancel_pending()
+            self.backend.install(report.path)
+            self._reload()
+        return report
+
+    def defragment(self, progress: Callable[[str], None] | None = None) -> DefragReport:
+        """Rewrite the backend compactly while reads and writes go on (``defrag``)."""
+        return defragment(self.backend, progress=progress)
+
+    def close(self) -> None:
+        self._compactor.close()
+        self.backend.close()
+
+    def __enter__(self) -> MVCCStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

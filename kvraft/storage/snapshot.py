@@ -1,0 +1,192 @@
+"""Point-in-time snapshots of the whole state machine, streamed in chunks, and restore.
+
+A snapshot is every bucket of the backend as seen by ONE LMDB read transaction, so it is
+consistent (one revision, one consistent index) while writers carry on. The stream::
+
+    frame   = length (u32 BE) | crc32(payload) (u32 BE) | payload (msgpack)
+    first   {"magic": "kvraft-snapshot", "version": 1, "buckets": [...], "revision": r,
+             "consistent_index": [index, term]}
+    then    [bucket, [key, value, key, value, ...]]   (each bucket's records in key order)
+    last    {"end": true, "records": n, "sha256": hex digest of every byte before it}
+
+``SnapshotStream`` yields one frame per chunk (``chunk_bytes`` of records, about); a
+receiver may split or join the bytes any way (``restore_generation`` re-frames them).
+Every frame is checked as it arrives; the whole stream is checked against the trailer's
+sha256 before anything is installed: a truncated or damaged stream raises
+``SnapshotCorruptionError`` and leaves the live store untouched.
+
+Restore builds a new backend generation beside the live one (``Backend.next_generation_
+path``) and returns its path; ``MVCCStore.restore`` installs it and rebuilds the index.
+
+Threading: a stream may be consumed from any thread (one at a time); it holds its read
+transaction until exhausted or ``close()``d. Writers are never blocked by it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from kvraft.storage.backend import Backend
+from kvraft.storage.errors import SnapshotCorruptionError
+from kvraft.storage.schema import (
+    BUCKET_META,
+    META_CONSISTENT_INDEX,
+    META_CURRENT_REV,
+    decode_int,
+    decode_meta,
+)
+
+__all__ = ["DEFAULT_CHUNK_BYTES", "RestoreReport", "SnapshotStream", "restore_generation"]
+
+DEFAULT_CHUNK_BYTES = 1 << 20
+MAGIC = "kvraft-snapshot"
+VERSION = 1
+_HEAD = struct.Struct(">II")
+
+
+def _frame(payload: bytes) -> bytes:
+    return _HEAD.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+class SnapshotStream:
+    """Iterate to get the chunks; see the module docstring."""
+
+    def __init__(self, backend: Backend, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+        self._chunk_bytes = chunk_bytes
+        self._stack = contextlib.ExitStack()
+        read = self._stack.enter_context(backend.read())
+        self._txn, self._dbis = read.txn, read.dbis
+        meta = self._dbis[BUCKET_META]
+        raw = self._txn.get(META_CURRENT_REV, db=meta)
+        self.revision = decode_int(META_CURRENT_REV, raw) if raw is not None else 1
+        raw = self._txn.get(META_CONSISTENT_INDEX, db=meta)
+        ci = decode_meta(META_CONSISTENT_INDEX, raw) if raw is not None else bytes(16)
+        self.consistent_index = (int.from_bytes(ci[:8], "big"), int.from_bytes(ci[8:], "big"))
+        self.size_estimate = backend.sizes()[1]
+        self.records = 0
+        self.bytes = 0
+        self.sha256: str | None = None  # set once the stream is exhausted
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            digest = hashlib.sha256()
+            head = {"magic": MAGIC, "version": VERSION, "buckets": list(self._dbis),
+                    "revision": self.revision, "consistent_index": list(self.consistent_index)}
+            for frame in self._frames(head):
+                digest.update(frame)
+                self.bytes += len(frame)
+                yield frame
+            self.sha256 = digest.hexdigest()
+            tail = _frame(msgpack.packb({"end": True, "records": self.records, "sha256": self.sha256}))
+            self.bytes += len(tail)
+            yield tail
+        finally:
+            self.close()
+
+    def _frames(self, head: dict[str, Any]) -> Iterator[bytes]:
+        yield _frame(msgpack.packb(head))
+        for name, dbi in self._dbis.items():
+            flat: list[bytes] = []
+            size = 0
+            for key, value in self._txn.cursor(db=dbi):
+                flat.append(key)
+                flat.append(value)
+                size += len(key) + len(value) + 8
+                if size >= self._chunk_bytes:
+                    self.records += len(flat) // 2
+                    yield _frame(msgpack.packb([name, flat]))
+                    flat, size = [], 0
+            if flat:
+                self.records += len(flat) // 2
+                yield _frame(msgpack.packb([name, flat]))
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    path: Path
+    records: int
+    bytes: int
+    revision: int
+    consistent_index: tuple[int, int]
+    sha256: str
+
+
+def _reframe(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Payloads of the frames in a byte stream cut anywhere."""
+    buf = bytearray()
+    for chunk in chunks:
+        buf += chunk
+        while len(buf) >= _HEAD.size:
+            length, crc = _HEAD.unpack_from(buf)
+            end = _HEAD.size + length
+            if len(buf) < end:
+                break
+            payload = bytes(buf[_HEAD.size:end])
+            if zlib.crc32(payload) != crc:
+                raise SnapshotCorruptionError("snapshot frame fails its checksum")
+            yield bytes(buf[:end])
+            del buf[:end]
+    if buf:
+        raise SnapshotCorruptionError(f"snapshot truncated: {len(buf)} stray bytes at the end")
+
+
+def restore_generation(backend: Backend, chunks: Iterable[bytes]) -> RestoreReport:
+    """Build the next generation file from a snapshot stream and verify it; the caller
+    installs it. On any failure the scratch file is removed and the error raised."""
+    path = backend.next_generation_path()
+    env, dbis = backend.open_scratch(path)
+    try:
+        report = _restore(env, dbis, path, chunks)
+        env.sync(True)
+        return report
+    except BaseException:
+        env.close()
+        for p in (path, Path(str(path) + "-lock")):
+            p.unlink(missing_ok=True)
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            env.close()
+
+
+def _restore(env: Any, dbis: dict[bytes, Any], path: Path, chunks: Iterable[bytes]) -> RestoreReport:
+    digest = hashlib.sha256()
+    head: dict[str, Any] | None = None
+    records = nbytes = 0
+    for frame in _reframe(chunks):
+        payload = msgpack.unpackb(frame[_HEAD.size:])
+        if head is None:
+            if not isinstance(payload, dict) or payload.get("magic") != MAGIC or payload.get("version") != VERSION:
+                raise SnapshotCorruptionError("not a kvraft snapshot (bad header)")
+            missing = [b for b in payload["buckets"] if b not in dbis]
+            if missing:
+                raise SnapshotCorruptionError(f"snapshot has unknown buckets {missing!r}")
+            head = payload
+        elif isinstance(payload, dict):
+            if payload.get("sha256") != digest.hexdigest() or payload.get("records") != records:
+                raise SnapshotCorruptionError("snapshot fails its whole-stream checksum")
+            return RestoreReport(path, records, nbytes + len(frame), head["revision"],
+                                 (head["consistent_index"][0], head["consistent_index"][1]), digest.hexdigest())
+        else:
+            name, flat = payload
+            pairs = list(zip(flat[0::2], flat[1::2], strict=True))
+            with env.begin(write=True) as txn:
+                _consumed, added = txn.cursor(db=dbis[name]).putmulti(pairs, append=True)
+            if added != len(pairs):
+                raise SnapshotCorruptionError(f"bucket {name!r}: records out of order")
+            records += len(pairs)
+        digest.update(frame)
+        nbytes += len(frame)
+    raise SnapshotCorruptionError("snapshot truncated: no end frame")
