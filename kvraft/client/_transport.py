@@ -109,6 +109,10 @@ class Transport:
             await self._session.close()
             self._session = None
 
+    def _skip(self, endpoint: str) -> None:
+        if endpoint in self.endpoints and self.endpoints[self._pinned] == endpoint:
+            self._pinned = (self._pinned + 1) % len(self.endpoints)
+
     def _order(self) -> list[int]:
         n = len(self.endpoints)
         return [(self._pinned + i) % n for i in range(n)]
@@ -209,6 +213,7 @@ class Transport:
                     doc = await self._post(target, path, data, auth, remaining)
                 except _LostAnswer as exc:
                     if not safe:
+                        self._skip(target)  # the caller's retry (if it decides one) goes elsewhere
                         raise EndpointError(f"{target}: {exc} (the request may have been applied)") from None
                     errors.append(f"{target}: {exc}")
                     continue

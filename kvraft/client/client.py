@@ -65,7 +65,11 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
 
     async def open(self) -> Client:
         """Reach an endpoint, pick the encoding, log in. ``async with`` calls this."""
-        await self._transport.open()
+        try:
+            await self._transport.open()
+        except BaseException:
+            await self._transport.close()
+            raise
         return self
 
     async def close(self) -> None:

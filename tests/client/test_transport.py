@@ -1,0 +1,212 @@
+"""Transport behaviour against scripted fake servers: failover, which requests are retried,
+jittered backoff, token refresh, encoding detection, stream framing. No cluster needed."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import msgpack
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from kvraft.client import (
+    Client,
+    EndpointError,
+    RetryPolicy,
+    ServerError,
+    UnauthenticatedError,
+    UnavailableError,
+)
+from kvraft.client._codec import JSON_CODEC, MSGPACK_CODEC
+
+HEADER = {"cluster_id": "1", "member_id": "2", "revision": "5", "raft_term": "3"}
+FAST = RetryPolicy(base_delay_s=0.001, max_delay_s=0.002, max_attempts=50)
+
+
+def dead_endpoint() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens once closed
+
+
+class Fake:
+    """A scripted member: ``routes[path]`` returns (status, body dict) per call."""
+
+    def __init__(self, version: dict[str, Any] | None = None) -> None:
+        self.version = version or {"etcdserver": "3.4.23", "etcdcluster": "3.4.0"}
+        self.calls: list[tuple[str, dict[str, Any], str | None, str]] = []
+        self.routes: dict[str, Callable[[dict[str, Any]], tuple[int, Any]]] = {}
+
+    def app(self) -> web.Application:
+        app = web.Application()
+
+        async def version(_request: web.Request) -> web.Response:
+            return web.json_response(self.version)
+
+        async def gateway(request: web.Request) -> web.StreamResponse:
+            path = request.path[len("/v3") :]
+            raw = await request.read()
+            packed = request.content_type == "application/x-msgpack"
+            body = msgpack.unpackb(raw) if packed else json.loads(raw or b"{}")
+            self.calls.append((path, body, request.headers.get("Authorization"), request.content_type))
+            status, doc = self.routes[path](body)
+            if status == "drop":
+                assert request.transport is not None
+                request.transport.close()  # the answer is lost after the request arrived
+                raise ConnectionResetError
+            if packed:
+                return web.Response(status=status, body=msgpack.packb(doc), content_type="application/x-msgpack")
+            return web.json_response(doc, status=status)
+
+        app.router.add_get("/version", version)
+        app.router.add_post("/v3/{tail:.*}", gateway)
+        return app
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[tuple[Fake, str]]:
+    member = Fake()
+    server = TestServer(member.app(), host="127.0.0.1")
+    await server.start_server()
+    yield member, str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+def ok_range(_body: dict[str, Any]) -> tuple[int, Any]:
+    return 200, {"header": HEADER, "kvs": [{"key": "YQ==", "value": "MQ==", "mod_revision": "5"}], "count": "1"}
+
+
+async def test_failover_skips_a_refused_endpoint_for_any_request(fake) -> None:  # type: ignore[no-untyped-def]
+    member, url = fake
+    member.routes["/kv/put"] = lambda _b: (200, {"header": HEADER})
+    dead = dead_endpoint()
+    async with Client([dead, url], retry=FAST) as client:
+        assert client.endpoint == url
+        client._transport._pinned = 0  # as if the dead member had been the pinned one
+        await client.put("a", b"1")  # refused connect: never sent, so even a put moves on
+    assert client.endpoint == url
+    assert [c[0] for c in member.calls] == ["/kv/put"]
+
+
+async def test_unavailable_is_retried_for_reads_only(fake) -> None:  # type: ignore[no-untyped-def]
+    member, url = fake
+    answers = iter([(503, {"error": "etcdserver: leader changed", "message": "etcdserver: leader changed", "code": 14})] * 2)
+    member.routes["/kv/range"] = lambda b: next(answers, None) or ok_range(b)
+    member.routes["/kv/put"] = lambda _b: (503, {"error": "etcdserver: no leader", "message": "etcdserver: no leader", "code": 14})
+    async with Client([url], retry=FAST) as client:
+        got = await client.get("a")
+        assert got.kvs[0].value == b"1"
+        assert sum(1 for c in member.calls if c[0] == "/kv/range") == 3
+        with pytest.raises(UnavailableError) as info:
+            await client.put("a", b"2")
+        assert info.value.message == "etcdserver: no leader"
+    assert sum(1 for c in member.calls if c[0] == "/kv/put") == 1  # a write is not retried
+
+
+async def test_lost_answer_retries_reads_elsewhere_but_never_writes(fake) -> None:  # type: ignore[no-untyped-def]
+    member, url = fake
+    other = Fake()
+    other.routes["/kv/range"] = ok_range
+    other.routes["/kv/put"] = lambda _b: (200, {"header": HEADER})
+    server = TestServer(other.app(), host="127.0.0.1")
+    await server.start_server()
+    try:
+        member.routes["/kv/range"] = lambda _b: ("drop", None)
+        member.routes["/kv/put"] = lambda _b: ("drop", None)
+        async with Client([url, str(server.make_url("")).rstrip("/")], retry=FAST) as client:
+            assert (await client.get("a")).kvs[0].value == b"1"
+            assert len(other.calls) == 1
+            client._transport._pinned = 0
+            with pytest.raises(EndpointError, match="may have been applied"):
+                await client.put("a", b"2")
+            assert [c[0] for c in other.calls] == ["/kv/range"]  # the put was not replayed
+            assert client.endpoint != url  # but the next request goes to the other member
+    finally:
+        await server.close()
+
+
+async def test_backoff_is_full_jitter_within_bounds() -> None:
+    policy = RetryPolicy(base_delay_s=0.1, max_delay_s=0.5)
+    rng = random.Random(7)
+    delays = [policy.delay_s(n, rng) for n in range(10) for _ in range(20)]
+    assert all(0.0 <= d <= 0.5 for d in delays)
+    assert all(policy.delay_s(0, rng) <= 0.1 for _ in range(50))
+    assert len({round(d, 6) for d in delays}) > 100  # jittered, not a fixed schedule
+    again = random.Random(7)
+    assert [policy.delay_s(n, again) for n in range(10) for _ in range(20)] == delays  # seeded: reproducible
+
+
+async def test_every_endpoint_refused_is_an_endpoint_error() -> None:
+    with pytest.raises(EndpointError, match="context deadline exceeded"):
+        await Client([dead_endpoint(), dead_endpoint()], dial_timeout_s=0.5).open()
+
+
+async def test_login_and_token_refresh_on_invalid_token(fake) -> None:  # type: ignore[no-untyped-def]
+    member, url = fake
+    tokens = iter(["tok1", "tok2"])
+    member.routes["/auth/authenticate"] = lambda b: (
+        (200, {"header": HEADER, "token": next(tokens)}) if b == {"name": "alice", "password": "pw"}
+        else (400, {"error": "bad", "message": "etcdserver: authentication failed, invalid user ID or password", "code": 3})
+    )
+    seen_tokens: list[str | None] = []
+
+    def guarded(_body: dict[str, Any]) -> tuple[int, Any]:
+        token = member.calls[-1][2]
+        seen_tokens.append(token)
+        if token != "tok2":
+            return 401, {"error": "etcdserver: invalid auth token", "message": "etcdserver: invalid auth token", "code": 16}
+        return ok_range(_body)
+
+    member.routes["/kv/range"] = guarded
+    async with Client([url], user="alice", password="pw") as client:
+        assert client.token == "tok1"
+        await client.get("a")  # tok1 rejected (expired): log in again, retry once with tok2
+        assert client.token == "tok2"
+    assert seen_tokens == ["tok1", "tok2"]
+    with pytest.raises(ServerError, match="authentication failed"):
+        await Client([url], user="alice", password="wrong").open()
+
+
+async def test_rejected_token_without_credentials_surfaces(fake) -> None:  # type: ignore[no-untyped-def]
+    member, url = fake
+    member.routes["/kv/range"] = lambda _b: (401, {"error": "x", "message": "etcdserver: invalid auth token", "code": 16})
+    async with Client([url]) as client:
+        with pytest.raises(UnauthenticatedError):
+            await client.get("a")
+
+
+async def test_msgpack_when_the_server_says_kvraft_json_otherwise(fake) -> None:  # type: ignore[no-untyped-def]
+    member, url = fake
+    member.routes["/kv/range"] = lambda _b: (200, {"header": {"revision": 9}, "kvs": [{"key": b"k", "value": b"\xff"}], "count": 1})
+    member.version = {"etcdserver": "3.4.0", "etcdcluster": "3.4.0", "kvraft": "0.1.0"}
+    async with Client([url]) as client:
+        got = await client.get(b"k")
+    assert client.encoding == "msgpack" and member.calls[-1][3] == "application/x-msgpack"
+    assert member.calls[-1][1] == {"key": b"k"} and got.kvs[0].value == b"\xff" and got.header.revision == 9
+    member.version = {"etcdserver": "3.4.23", "etcdcluster": "3.4.0"}
+    member.routes["/kv/range"] = ok_range
+    async with Client([url]) as client:
+        await client.get(b"k")
+    assert client.encoding == "json" and member.calls[-1][1] == {"key": "aw=="}
+
+
+def test_stream_decoders_accept_any_chunking() -> None:
+    messages = [{"result": {"header": HEADER, "events": [{"kv": {"key": "YQ=="}}]}}, {"result": {"created": True}}]
+    text = b"".join(json.dumps(m).encode() + b"\n" for m in messages)
+    for size in (1, 2, 7, len(text)):
+        decoder = JSON_CODEC.stream_decoder()
+        out = []
+        for i in range(0, len(text), size):
+            out.extend(decoder.feed(text[i : i + size]))
+        assert out == messages
+    packed = b"".join(msgpack.packb(m) for m in messages)
+    decoder = MSGPACK_CODEC.stream_decoder()
+    out = []
+    for i in range(0, len(packed), 3):
+        out.extend(decoder.feed(packed[i : i + 3]))
+    assert out == messages
