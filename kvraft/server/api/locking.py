@@ -78,10 +78,13 @@ class Participant:
             await self.node.delete_range(DeleteRangeOp(self.key))
 
     async def _wait_predecessors(self) -> None:
+        # Local (serializable) reads suffice here: keys older than ours can only go away,
+        # and a DELETE seen by the watch is applied locally. The final ownership check in
+        # ``wait_turn`` stays linearizable.
         while True:
             older = await self.node.range(RangeOp(
                 self.prefix, prefix_end(self.prefix), limit=1, sort_order=SORT_DESCEND,
-                sort_target=SORT_BY_CREATE, max_create_revision=self.rev - 1,
+                sort_target=SORT_BY_CREATE, max_create_revision=self.rev - 1, serializable=True,
             ))
             if not older.kvs:
                 return

@@ -1,0 +1,25 @@
+"""``python -m kvraft.bench WORKLOAD [flags]``: put, range, txn-put, mixed (``kv_load``);
+watch-fanout, lease-keepalive, lock (``watch_load``); watch-suite (``feature_suite``)."""
+
+from __future__ import annotations
+
+import sys
+
+from kvraft.bench import feature_suite, kv_load, watch_load
+
+WORKLOADS = {
+    **{name: kv_load.main for name in ("put", "range", "txn-put", "mixed")},
+    **{name: watch_load.main for name in watch_load.WORKLOADS},
+    "watch-suite": feature_suite.main,
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in WORKLOADS:
+        print(f"usage: python -m kvraft.bench {{{'|'.join(WORKLOADS)}}} [flags]", file=sys.stderr)
+        return 2
+    return WORKLOADS[argv[0]](argv[0], argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
