@@ -10,9 +10,9 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+from hypo import STORAGE
 from hypothesis import given
 from hypothesis import strategies as st
-from hypo import STORAGE
 
 from kvraft.storage.mvcc import (
     Compare,
