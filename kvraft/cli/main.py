@@ -87,7 +87,13 @@ def run(argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: TextIO) -> i
     try:
         parser, bools = build_parser()
         argv, exec_args = split_exec(list(argv))
-        ns = parser.parse_args(normalize_bools(argv, bools))
+        ns, extras = parser.parse_known_args(normalize_bools(argv, bools))
+        for extra in extras:  # positionals after flags (pflag intersperses them)
+            if extra.startswith("-") and extra != "-":
+                raise CommandError(EXIT_ERROR, f"unknown flag: {extra.split('=', 1)[0]}")
+            if not hasattr(ns, "args"):
+                raise CommandError(EXIT_ERROR, f'unknown command "{extra}" for "kvctl"')
+            ns.args.append(extra)
         if exec_args is not None:
             ns.exec_args = exec_args
         handler = getattr(ns, "handler", None)

@@ -70,7 +70,7 @@ async def run_grant(ctx: Context, ns: argparse.Namespace) -> None:
         raise CommandError(EXIT_BAD_ARGS, "role grant command requires role name, permission type, and key [endkey] as its argument")
     perm = _PERMS.get(ns.args[1].upper())
     if perm is None:
-        raise CommandError(EXIT_BAD_ARGS, f"unknown permission type {ns.args[1]}")
+        raise CommandError(EXIT_BAD_ARGS, f"invalid permission type: {ns.args[1]}")
     key, end = _perm_range(ns, ns.args[2:])
     client = await ctx.client()
     ctx.printer.role_grant_permission(ns.args[0], await client.role_grant_permission(ns.args[0], perm, _b(key), _b(end)))

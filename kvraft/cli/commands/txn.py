@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from kvraft.cli.commands.kv import (
     DeleteOptions,
@@ -28,6 +29,8 @@ from kvraft.cli.parsing import GoArgumentParser, subcommands
 from kvraft.client import Compare, Op
 
 __all__ = ["argify", "parse_compare", "parse_request", "register"]
+
+T = TypeVar("T")
 
 _ARG = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'[^']*'|[^'\"\s]\S*[^'\"\s]?")
 _COMPARE = re.compile(r'^(?P<target>[^(]*)\((?P<key>"(?:[^"\\]|\\.)*"|`[^`]*`)\) (?P<op>\S+) (?P<val>"(?:[^"\\]|\\.)*"|`[^`]*`)')
@@ -104,16 +107,17 @@ def parse_request(line: str) -> Op:
     raise _invalid(f"invalid txn request: {line}")
 
 
-def _read_section(ctx: Context) -> list[str]:
-    lines = []
+def _read_section(ctx: Context, parse: Callable[[str], T]) -> list[T]:
+    """Parse lines as they are read (an early bad line fails before a later EOF)."""
+    items = []
     while True:
         line = ctx.stdin.readline()
         if not line.endswith("\n"):
             raise _invalid("EOF")
         line = line.strip()
         if not line:
-            return lines
-        lines.append(line)
+            return items
+        items.append(parse(line))
 
 
 async def run_txn(ctx: Context, ns: argparse.Namespace) -> None:
@@ -128,11 +132,11 @@ async def run_txn(ctx: Context, ns: argparse.Namespace) -> None:
     client = await ctx.client()
     txn = client.txn()
     prompt("compares:")
-    txn.if_(*[parse_compare(line) for line in _read_section(ctx)])
+    txn.if_(*_read_section(ctx, parse_compare))
     prompt("success requests (get, put, del):")
-    txn.then(*[parse_request(line) for line in _read_section(ctx)])
+    txn.then(*_read_section(ctx, parse_request))
     prompt("failure requests (get, put, del):")
-    txn.else_(*[parse_request(line) for line in _read_section(ctx)])
+    txn.else_(*_read_section(ctx, parse_request))
     ctx.printer.txn(await txn.commit())
 
 
