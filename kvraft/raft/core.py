@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from kvraft.raft.confchange import apply_change, is_joint, members
+from kvraft.raft.confchange import apply_change, is_joint
 from kvraft.raft.config import RaftConfig, ReadOnlyOption
 from kvraft.raft.describe import describe_conf_state, message_type_name
 from kvraft.raft.errors import ConfChangeError, NotLeaderError, ProposalDroppedError
@@ -226,9 +226,25 @@ class Raft:
             if self.lead_transferee != NONE:
                 self._trace(f"aborted transfer to {self.lead_transferee}: election timeout")
                 self.lead_transferee = NONE
+            self._retry_lost_snapshots()
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
             self.heartbeat_elapsed = 0
             self._bcast_heartbeat(self.read_only.pending_context())
+
+    def _retry_lost_snapshots(self) -> None:
+        """A follower still waiting for its snapshot a full election timeout later (no
+        MsgAppResp, no ``report_snapshot``) probably lost it: probe again, which sends a
+        new snapshot if it is still needed. Drivers that report every snapshot's fate
+        never reach this."""
+        for node, pr in self.tracker.progress.items():
+            if pr.state != ProgressState.SNAPSHOT:
+                continue
+            if pr.snapshot_waited:
+                self._trace(f"snapshot to {node} presumed lost: probing again")
+                pr.pending_snapshot = 0
+                pr.become_probe()
+            else:
+                pr.snapshot_waited = True
 
     # -- elections --------------------------------------------------------------------
 
@@ -433,9 +449,8 @@ class Raft:
         meta = snap.metadata
         if meta.index <= self.log.committed:
             return False
-        if self.id not in members(meta.conf_state):
-            self._trace(f"ignored snapshot at {meta.index}: not a member of its configuration")
-            return False
+        # A member added after the snapshot was taken is not in its ConfState; it restores
+        # anyway and learns of its membership from the conf entries that follow.
         if self.log.match_term(meta.index, meta.term):
             self.log.commit_to(meta.index)  # we have the entries: just fast-forward the commit
             return False

@@ -10,7 +10,8 @@ A follower's ``Progress`` is in one of three states:
   (``Inflights``). A rejection or an unreachable report sends it back to PROBE.
 - SNAPSHOT: the follower needs entries the leader has compacted. One MsgSnap is in
   flight (``pending_snapshot``); nothing else is sent until ``report_snapshot`` or an
-  MsgAppResp shows the follower can continue from the log.
+  MsgAppResp shows the follower can continue from the log (or, if neither comes, the
+  leader probes again after one to two election timeouts).
 
 Example, ``max_inflight_msgs`` = 2, leader log 1..20, follower has 1..10::
 
@@ -86,6 +87,8 @@ class Progress:
         """PROBE: an MsgApp is outstanding; SNAPSHOT/after report: wait for a response."""
         self.inflights = Inflights(max_inflight)
         self.is_learner = is_learner
+        self.snapshot_waited = False
+        """SNAPSHOT: one election-timeout check has passed since the snapshot was sent."""
 
     def __repr__(self) -> str:
         return f"Progress({self.state.name} match={self.match} next={self.next})"
@@ -93,6 +96,7 @@ class Progress:
     def _reset_state(self, state: ProgressState) -> None:
         self.probe_sent = False
         self.pending_snapshot = 0
+        self.snapshot_waited = False
         self.state = state
         self.inflights.reset()
 

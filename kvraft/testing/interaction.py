@@ -488,7 +488,7 @@ class InteractionEnv:
     # stabilize        stabilize 1 2
     def _stabilize(self, args: Args) -> None:
         chosen = args.ids()
-        while True:
+        for _ in range(10_000):
             ids = [i for i in (chosen or self._running()) if self.members[i].node is not None]
             progressed = False
             for node_id in ids:
@@ -497,6 +497,7 @@ class InteractionEnv:
                 progressed |= self._deliver(node_id)
             if not progressed:
                 return
+        raise RuntimeError("stabilize: the cluster is still busy after 10000 rounds")
 
     # partition (1,2) (3,4,5)
     def _partition(self, args: Args) -> None:
