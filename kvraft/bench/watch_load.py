@@ -125,10 +125,12 @@ async def watch_fanout(args: argparse.Namespace) -> dict[str, Any]:
     await put.connect()
     started = time.perf_counter()
     interval = 1.0 / args.put_rate if args.put_rate > 0 else 0.0
+    put_latencies: list[float] = []
     for i in range(args.puts):
         value = _b64(f"v{i:08d}".encode())
         sent_at[value] = time.perf_counter()
         await _post(put, "/v3/kv/put", {"key": key, "value": value})
+        put_latencies.append(time.perf_counter() - sent_at[value])
         if interval:
             await asyncio.sleep(max(0.0, sent_at[value] + interval - time.perf_counter()))
     with contextlib.suppress(TimeoutError):
@@ -152,6 +154,7 @@ async def watch_fanout(args: argparse.Namespace) -> dict[str, Any]:
         "events_per_s": round(delivered / elapsed, 1) if elapsed else 0.0,
         "latency_ms_p50": round(_pct(latencies, 0.50), 2),
         "latency_ms_p99": round(_pct(latencies, 0.99), 2),
+        "put_latency_ms_p50": round(_pct(sorted(put_latencies), 0.50), 2),
         "rss_bytes_per_watcher": round((rss_after - rss_before) / watchers) if args.pid else None,
     }
 
