@@ -110,6 +110,16 @@ class Member:
             return None
 
 
+def _durable_term_at(storage: Any) -> Callable[[int], int | None]:
+    def term_at(index: int) -> int | None:
+        try:
+            return int(storage.term(index))
+        except StorageError:
+            return None
+
+    return term_at
+
+
 class SimCluster:
     def __init__(
         self, plan: SimPlan, trace: Trace, checkers: ClusterCheckers | None = None
@@ -126,6 +136,9 @@ class SimCluster:
         self.members: dict[int, Member] = {}
         self.used_ids: set[int] = set()
         self.reply: Reply = lambda req, outcome, payload: None
+        # hooks for the nemesis: a member granted a vote / its core accepted a proposal
+        self.on_vote_granted: Callable[[Member], None] | None = None
+        self.on_proposal_accepted: Callable[[Member], None] | None = None
         self.steps = 0
         voters = list(range(1, plan.members + 1))
         for mid in voters:
@@ -380,6 +393,8 @@ class SimCluster:
             return
         if self.trace.on:
             self.trace.emit(self.now, f"n{m.id}", "accept", f"req={req.id} {req.kind} {req.key}")
+        if req.kind != "get" and self.on_proposal_accepted is not None:
+            self.on_proposal_accepted(m)
 
     def _send_reply(self, req: Request, outcome: str, payload: Any) -> None:
         f = self.plan.net
@@ -444,7 +459,8 @@ class SimCluster:
         if not rd.snapshot.is_empty():
             md = rd.snapshot.metadata
             d.apply_snapshot(rd.snapshot)
-            self.checkers.snapshot_installed(m.id, md.index, md.term)
+            term_now = rd.hard_state.term if rd.hard_state is not None else m.term
+            self.checkers.snapshot_installed(m.id, md.index, md.term, term_now)
             if self.trace.on:
                 self.trace.emit(self.now, who, "persist", f"snap={md.index}/{md.term}")
         if rd.entries:
@@ -485,12 +501,25 @@ class SimCluster:
             if m.role == StateRole.LEADER and not was_leader:
                 ck.new_leader(m.id, m.term, m.term_at, m.disk.first_index(), m.disk.last_index())
         if hs is not None and hs.commit != m.commit:
-            ck.commit_advanced(m.id, m.commit, hs.commit, m.term_at, m.disk.last_index())
+            ck.commit_advanced(m.id, m.commit, hs.commit, m.term_at, m.disk.last_index(), m.term)
             m.commit = hs.commit
         # 2. send
         for msg in rd.messages:
             if msg.type == MessageType.VOTE_RESP and not msg.reject:
-                ck.vote_granted(msg.from_, msg.term, msg.to)
+                ck.vote_granted(msg.from_, msg.term, msg.to, m.disk.durable.initial_state()[0])
+                if self.on_vote_granted is not None:
+                    self.on_vote_granted(m)
+            elif msg.type == MessageType.APP_RESP and not msg.reject:
+                durable = m.disk.durable
+                ck.ack_sent(
+                    m.id,
+                    msg.term,
+                    msg.index,
+                    m.term_at(msg.index),
+                    _durable_term_at(durable),
+                    durable.first_index(),
+                    durable.initial_state()[0],
+                )
             copies = self.net.send(msg.from_, msg.to, msg, self.now)
             if tr.on:
                 tr.emit(

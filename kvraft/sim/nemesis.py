@@ -13,7 +13,9 @@ partition   one shape, replacing any earlier one, healed after a while: ``isolat
             talk only through one member)
 crash       a member (the leader half the time) crashes, losing its un-synced writes (a torn
             tail with the plan's ``torn_p``), and restarts after a while; several may be down
-            at once, all of them included
+            at once, all of them included. With ``crash_after_vote_p`` a member also crashes
+            right after granting a vote (back within 0.5-5 ms), and with
+            ``crash_after_append_p`` a leader crashes a few ms after accepting a proposal
 pause       a member stops (SIGSTOP): no ticks, messages queue up; resumes after a while
 churn       one membership change through the leader: add a learner, promote a learner,
             add a voter, remove a voter (the leader included), remove a learner, or replace a
@@ -52,6 +54,10 @@ class Nemesis:
         if self.plan.faults:
             self.running = True
             self.cluster.schedule(self.rng.randint(*self.plan.fault_every_us), self._act)
+        if self.plan.crash_after_vote_p:
+            self.cluster.on_vote_granted = self._after_vote
+        if self.plan.crash_after_append_p:
+            self.cluster.on_proposal_accepted = self._after_append
 
     def stop(self) -> None:
         self.running = False
@@ -155,6 +161,25 @@ class Nemesis:
         self._log("crash", f"member {m.id}")
         self.cluster.schedule(self._length(), self._restart, m)
 
+    def _after_vote(self, m: Member) -> None:
+        """Vote, then crash at once; back within a few ms, maybe in time to be asked again
+        in the same term (a lost vote would let it vote twice)."""
+        if self.running and self.rng.random() < self.plan.crash_after_vote_p:
+            self.cluster.schedule(0, self._crash_now, m, "after voting", (500, 5_000))
+
+    def _after_append(self, m: Member) -> None:
+        """A leader that just accepted a proposal crashes a few ms later (Figure 8)."""
+        if self.running and self.rng.random() < self.plan.crash_after_append_p:
+            delay = self.rng.randint(0, 3 * self.plan.net.delay_max_us)
+            self.cluster.schedule(delay, self._crash_now, m, "after appending", (1_000, 100_000))
+
+    def _crash_now(self, m: Member, why: str, down_us: tuple[int, int]) -> None:
+        if not self.running or not m.alive or m.retired:
+            return
+        self.cluster.crash(m)
+        self._log("crash", f"member {m.id} {why}")
+        self.cluster.schedule(self.rng.randint(*down_us), self._restart, m)
+
     def _restart(self, m: Member) -> None:
         if self.running and not m.alive and not m.retired:
             self.cluster.restart(m)
@@ -210,7 +235,8 @@ class Nemesis:
             options.append("remove-voter")
         if learners:
             options.append("remove-learner")
-        if new is not None and len(voters) >= 2:
+        if new is not None and len(voters) >= 3:
+            # not from 2 voters: the outgoing half would need the removed voter, see above
             options.append("replace")
         if not options:
             return

@@ -64,6 +64,12 @@ class SimPlan:
     follower_read_p: float = 0.1
     # nemesis
     faults: tuple[str, ...] = FAULT_KINDS
+    crash_after_vote_p: float = 0.0
+    """With ``crash`` on: probability that a member crashes right after granting a vote (and
+    restarts within a few ms, while the term may still be running)."""
+    crash_after_append_p: float = 0.0
+    """With ``crash`` on: probability that a leader crashes a few ms after accepting a
+    proposal (the Figure 8 pattern: entries of dead leaders' terms left half replicated)."""
     fault_every_us: tuple[int, int] = (50_000, 400_000)
     fault_length_us: tuple[int, int] = (50_000, 600_000)
     safety_us: int = 3_000_000
@@ -108,6 +114,8 @@ class SimPlan:
             get_p=r.choice([0.2, 0.35, 0.5]),
             follower_read_p=r.choice([0.0, 0.1, 0.3]),
             faults=faults,
+            crash_after_vote_p=r.choice([0.0, 0.0, 0.1, 0.4]) if "crash" in faults else 0.0,
+            crash_after_append_p=r.choice([0.0, 0.0, 0.02, 0.1]) if "crash" in faults else 0.0,
             fault_every_us=r.choice([(20_000, 150_000), (50_000, 400_000), (200_000, 1_000_000)]),
             fault_length_us=r.choice([(20_000, 200_000), (50_000, 600_000), (300_000, 1_500_000)]),
         )

@@ -10,11 +10,16 @@ checker                property
 =====================  ================================================================
 election_safety        at most one leader per term
 vote_once              a member grants at most one vote per term (across restarts)
+durable_promises       what a message promises is on disk (fsynced) when it is sent: a
+                       granted vote is in the durable hard state (or a later term is); an
+                       acknowledged index is in the durable log with the same term (unless
+                       the durable term is already past the acknowledgement's)
 log_matching           two logs with an entry of the same index and term hold the same
                        entry there, and agree on every entry before it
-leader_completeness    a new leader's log holds every entry committed so far
+leader_completeness    a new leader's log holds every entry committed in an earlier term
 committed_immutable    an index, once committed anywhere, keeps its term everywhere
-commit_monotonic       a member's commit index never decreases (per incarnation)
+commit_monotonic       a member's commit index never decreases (per incarnation) and
+                       never passes its last log index
 apply_safety           no index is applied with two different entries; a member applies
                        only committed entries, in order, each once; applied never
                        decreases (per incarnation)
@@ -29,13 +34,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from kvraft.raft.types import Entry, StateRole
+from kvraft.raft.types import Entry, HardState, StateRole
 
 __all__ = [
     "ApplySafety",
     "ClusterCheckers",
     "CommitMonotonic",
     "CommittedImmutable",
+    "DurablePromises",
     "ElectionSafety",
     "LeaderCompleteness",
     "LogMatching",
@@ -83,6 +89,46 @@ class VoteOnce:
             )
 
 
+class DurablePromises:
+    """Persist before send (the Ready contract): checked against what a crash would leave.
+    One Ready may answer several messages and end in a later term (a vote in term 6, then
+    term 12 reached in the same batch): a durable later term keeps the earlier promise (the
+    member will never act in the earlier term again), so only promises of the durable term
+    are checked against the durable log and vote."""
+
+    def on_vote_sent(self, voter: int, term: int, candidate: int, durable: HardState) -> None:
+        if durable.term > term:
+            return
+        if durable.term != term or durable.vote != candidate:
+            raise Violation(
+                "durable_promises",
+                f"member {voter} granted its term {term} vote to {candidate} while its durable "
+                f"hard state is term {durable.term} vote {durable.vote}",
+            )
+
+    def on_ack_sent(
+        self,
+        node: int,
+        msg_term: int,
+        index: int,
+        term: int | None,
+        durable_term_at: TermAt,
+        durable_first: int,
+        durable: HardState,
+    ) -> None:
+        """``node`` acknowledged, in a message of ``msg_term``, holding its log up to
+        ``index`` (with term ``term`` there, when it still holds it)."""
+        if durable.term > msg_term or index < durable_first - 1:
+            return  # superseded by a later durable term, or inside the durable snapshot
+        have = durable_term_at(index)
+        if have is None or (term is not None and have != term):
+            raise Violation(
+                "durable_promises",
+                f"member {node} acknowledged index {index} (term {term}) that is not durable "
+                f"(durable term there: {have})",
+            )
+
+
 @dataclass
 class LogMatching:
     # (index, term) -> (entry, term of the entry before it, or None when unknown)
@@ -119,8 +165,15 @@ class LogMatching:
 @dataclass
 class CommittedImmutable:
     committed: dict[int, int] = field(default_factory=dict)  # index -> term
+    # index -> the lowest current term of a member seen holding it committed: an upper bound
+    # on the term of the leader that committed it (every member that knows an index is
+    # committed has heard, directly or not, from that leader or a later one)
+    known_in: dict[int, int] = field(default_factory=dict)
 
-    def on_committed(self, node: int, index: int, term: int) -> None:
+    def on_committed(self, node: int, index: int, term: int, node_term: int = 0) -> None:
+        known = self.known_in.get(index)
+        if known is None or node_term < known:
+            self.known_in[index] = node_term
         old = self.committed.setdefault(index, term)
         if old != term:
             raise Violation(
@@ -136,9 +189,14 @@ class LeaderCompleteness:
     def on_new_leader(
         self, node: int, term: int, term_at: TermAt, first_index: int, last_index: int
     ) -> None:
+        """Raft's Leader Completeness: an entry committed in term U is in the log of every
+        leader of a term above U. ``node`` is observed becoming leader of ``term`` (maybe
+        later than it happened, e.g. after an fsync): entries known committed only in terms
+        >= ``term`` may have been committed after it was elected, and are not required."""
+        known_in = self.committed.known_in
         for index, cterm in self.committed.committed.items():
-            if index < first_index:
-                continue  # covered by the leader's snapshot
+            if index < first_index or known_in.get(index, 0) >= term:
+                continue  # covered by the leader's snapshot, or maybe committed after it won
             if index > last_index:
                 raise Violation(
                     "leader_completeness",
@@ -219,6 +277,7 @@ class ClusterCheckers:
     def __init__(self) -> None:
         self.election = ElectionSafety()
         self.votes = VoteOnce()
+        self.durable = DurablePromises()
         self.log = LogMatching()
         self.committed = CommittedImmutable()
         self.completeness = LeaderCompleteness(self.committed)
@@ -230,17 +289,37 @@ class ClusterCheckers:
         self.checks += 1
         self.election.on_role(node, term, role)
 
-    def vote_granted(self, voter: int, term: int, candidate: int) -> None:
+    def vote_granted(
+        self, voter: int, term: int, candidate: int, durable: HardState | None = None
+    ) -> None:
+        """``voter`` sends a granting vote; ``durable`` is its hard state on disk, if known."""
         self.checks += 1
         self.votes.on_vote_granted(voter, term, candidate)
+        if durable is not None:
+            self.durable.on_vote_sent(voter, term, candidate, durable)
+
+    def ack_sent(
+        self,
+        node: int,
+        msg_term: int,
+        index: int,
+        term: int | None,
+        durable_term_at: TermAt,
+        durable_first: int,
+        durable: HardState,
+    ) -> None:
+        self.checks += 1
+        self.durable.on_ack_sent(
+            node, msg_term, index, term, durable_term_at, durable_first, durable
+        )
 
     def appended(self, node: int, entries: Iterable[Entry], prev_term: int | None) -> None:
         self.checks += 1
         self.log.on_append(node, entries, prev_term)
 
-    def snapshot_installed(self, node: int, index: int, term: int) -> None:
+    def snapshot_installed(self, node: int, index: int, term: int, node_term: int = 0) -> None:
         self.checks += 1
-        self.committed.on_committed(node, index, term)
+        self.committed.on_committed(node, index, term, node_term)
 
     def new_leader(
         self, node: int, term: int, term_at: TermAt, first_index: int, last_index: int
@@ -249,10 +328,17 @@ class ClusterCheckers:
         self.completeness.on_new_leader(node, term, term_at, first_index, last_index)
 
     def commit_advanced(
-        self, node: int, old: int, new: int, term_at: TermAt, last_index: int | None = None
+        self,
+        node: int,
+        old: int,
+        new: int,
+        term_at: TermAt,
+        last_index: int | None = None,
+        node_term: int = 0,
     ) -> None:
-        """``node``'s commit index moved from ``old`` to ``new``; ``term_at`` reads its log,
-        which ends at ``last_index`` (when given, the commit index may not pass it)."""
+        """``node`` (now in ``node_term``) moved its commit index from ``old`` to ``new``;
+        ``term_at`` reads its log, which ends at ``last_index`` (when given, the commit index
+        may not pass it)."""
         self.checks += 1
         self.commit.on_commit(node, new)
         if last_index is not None and new > last_index:
@@ -263,7 +349,7 @@ class ClusterCheckers:
         for index in range(old + 1, new + 1):
             t = term_at(index)
             if t is not None:
-                self.committed.on_committed(node, index, t)
+                self.committed.on_committed(node, index, t, node_term)
 
     def applied(self, node: int, entry: Entry, commit: int) -> None:
         self.checks += 1

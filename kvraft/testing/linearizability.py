@@ -54,6 +54,9 @@ class _Unknown:
     def __repr__(self) -> str:
         return "UNKNOWN"
 
+    def __reduce__(self) -> str:
+        return "UNKNOWN"  # unpickles as the module's singleton (compared with ``is``)
+
 
 UNKNOWN: Any = _Unknown()
 """The output of an operation whose outcome nobody saw (accepted in any state)."""
@@ -178,8 +181,8 @@ Step = Callable[[Any, Any, Any], tuple[bool, Any]]
 def _search(
     ops: Sequence[Operation], step: Step, init: Any, result_box: list[Any]
 ) -> Iterator[int]:
-    """Generator: yields the number of steps taken so far every few thousand steps; when
-    done, puts (verdict, steps, partial, stuck) into ``result_box``."""
+    """Generator: yields the number of steps taken so far every 4096 steps; when done, puts
+    (verdict, steps, partial, stuck) into ``result_box``."""
     n = len(ops)
     # events: (time, kind, op index); kind 0 = call, 1 = return; calls first on ties
     # (touching operations count as concurrent). Unreturned ops return after everything.
@@ -188,44 +191,53 @@ def _search(
         events.append((op.call, 0, i))
         events.append((float("inf") if op.ret is None else op.ret, 1, i))
     events.sort()
-    events = _defer_open_calls(events, ops)
     m = len(events)
     # node 0 is the head sentinel; event k is node k + 1
     nxt = list(range(1, m + 2))
     nxt[m] = 0
     prv = list(range(-1, m))
-    is_call = [False] * (m + 1)
     op_of = [0] * (m + 1)
     match = [0] * (m + 1)  # call node -> its return node
     call_node = [0] * n
     for k, (_t, kind, i) in enumerate(events):
-        node = k + 1
-        op_of[node] = i
+        op_of[k + 1] = i
         if kind == 0:
-            is_call[node] = True
-            call_node[i] = node
-    for k, (_t, kind, i) in enumerate(events):
-        if kind == 1:
+            call_node[i] = k + 1
+        else:
             match[call_node[i]] = k + 1
     # per node: what to do when the scan meets it. code -1: a return; 0..5: the kv model
     # inlined (see kv_step; a = value, b = expected value or the get's output); 9: generic
     fast = step is kv_step and all(isinstance(op.input, KvInput) for op in ops)
+    # Key-value reductions (see _observed): values nobody observed are one value, BOTTOM;
+    # "lazy" writes (never returned, value unobserved) of one class are interchangeable,
+    # so they are taken in call order only.
+    observed = _observed(ops) if fast else set()
     code = [-1] * (m + 1)
+    after = [0] * (m + 1)  # lazy call node -> the previous call node of its class (0: none)
+    taken = [False] * (m + 1)
     arg_a: list[Any] = [None] * (m + 1)
     arg_b: list[Any] = [None] * (m + 1)
     bit = [0] * (m + 1)
-    for node in range(1, m + 1):
-        if not is_call[node]:
-            continue
-        op = ops[op_of[node]]
-        bit[node] = 1 << op_of[node]
+    last_of_class: dict[Any, int] = {}
+    for i in sorted(range(n), key=lambda j: call_node[j]):
+        op, node = ops[i], call_node[i]
+        bit[node] = 1 << i
         if fast:
+            inp = op.input
             code[node] = _kv_code(op)
-            arg_a[node] = op.input.value
-            arg_b[node] = op.output if op.input.op == "get" else op.input.expect
+            written = inp.value if inp.value in observed else _BOTTOM
+            arg_a[node] = written
+            arg_b[node] = op.output if inp.op == "get" else inp.expect
+            if op.ret is None and inp.op in ("put", "cas") and written is _BOTTOM:
+                cls = ("put",) if inp.op == "put" else ("cas", inp.expect)
+                after[node] = last_of_class.get(cls, 0)
+                last_of_class[cls] = node
         else:
             code[node] = 9
             arg_a[node], arg_b[node] = op.input, op.output
+    if fast and init not in observed:
+        init = _BOTTOM
+    taken[0] = True
 
     state = init
     linearized = 0
@@ -244,6 +256,9 @@ def _search(
             yield steps
         c = code[entry]
         if c >= 0:
+            if not taken[after[entry]]:
+                entry = nxt[entry]
+                continue
             if c == 0:
                 ok, new_state = arg_b[entry] == state, state
             elif c == 1:
@@ -266,6 +281,7 @@ def _search(
                     stack.append((entry, state))
                     state = new_state
                     linearized = new_lin
+                    taken[entry] = True
                     # lift the call and its return
                     r = match[entry]
                     p, q = prv[entry], nxt[entry]
@@ -292,6 +308,7 @@ def _search(
             entry, state = stack.pop()
             depth -= 1
             linearized ^= bit[entry]
+            taken[entry] = False
             # unlift: the return first, then the call (reverse order of lifting)
             r = match[entry]
             p, q = prv[r], nxt[r]
@@ -305,51 +322,36 @@ def _search(
     result_box[:] = [Verdict.OK, steps, (), ()]
 
 
-def _defer_open_calls(
-    events: list[tuple[float, int, int]], ops: Sequence[Operation]
-) -> list[tuple[float, int, int]]:
-    """Within each run of consecutive calls, move the calls of unreturned key-value writes
-    whose value nobody observed (no get returned it, no successful cas expected it) after
-    the others. Which calls may be linearized next depends only on which returns precede
-    them, so this changes only the order in which the search tries candidates: it tries
-    first the operations that must have happened, before the writes that quite likely never
-    did. With unique written values that finds a linearization of a legal history far
-    sooner; with few repeated values (the Jepsen register) it changes nothing."""
+class _Bottom:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "BOTTOM"
+
+
+_BOTTOM: Any = _Bottom()
+
+
+def _observed(ops: Sequence[Operation]) -> set[Any]:
+    """The values some operation can tell apart: outputs of gets and expectations of cases.
+
+    Two reductions rest on it, both exact for the key-value model. (1) Every other value
+    behaves alike in every state (no get can return it, every cas compares unequal to it), so
+    the search keeps one value, BOTTOM, for all of them: fewer states to memoize. (2) A put
+    that never returned and writes such a value can only ever set the state to BOTTOM, and
+    it stays available from its call to the end; so does a cas that never returned and
+    writes such a value (it sets BOTTOM when the state is its expected value). Two such
+    writes of one class (puts; or cases expecting the same value) are interchangeable once
+    both are called, so any linearization can be rewritten to use the earliest-called ones
+    of each class in call order: the search takes them in that order only."""
     observed: set[Any] = set()
     for op in ops:
         inp = op.input
-        if isinstance(inp, KvInput) and op.ret is not None:
-            if inp.op == "get":
-                observed.add(op.output)
-            elif inp.op == "cas" and op.output is True:
-                observed.add(inp.expect)
-
-    def deferred(i: int) -> bool:
-        op = ops[i]
-        inp = op.input
-        return (
-            op.ret is None
-            and isinstance(inp, KvInput)
-            and inp.op in ("put", "cas")
-            and inp.value not in observed
-        )
-
-    out: list[tuple[float, int, int]] = []
-    run: list[tuple[float, int, int]] = []
-    for ev in events:
-        if ev[1] == 0:
-            run.append(ev)
-            continue
-        if run:
-            later = [e for e in run if deferred(e[2])]
-            if later:
-                out += [e for e in run if not deferred(e[2])]
-                out += later
-            else:
-                out += run
-            run = []
-        out.append(ev)
-    return out + run
+        if inp.op == "get" and op.output is not UNKNOWN:
+            observed.add(op.output)
+        elif inp.op == "cas":
+            observed.add(inp.expect)
+    return observed
 
 
 def _pending_after(ops: Sequence[Operation], taken: set[int]) -> tuple[Operation, ...]:

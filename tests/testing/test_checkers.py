@@ -125,3 +125,46 @@ def test_entry_types_are_compared() -> None:
     c.applied(1, Entry(term=1, index=1, type=EntryType.NORMAL, data=b"x"), commit=1)
     with fires("apply_safety"):
         c.applied(2, Entry(term=1, index=1, type=EntryType.CONF_CHANGE, data=b"x"), commit=1)
+
+
+def test_leader_completeness_allows_commits_it_may_have_preceded() -> None:
+    # member 3 is seen becoming leader of term 8 only after term 9 committed index 5: it may
+    # have won term 8 before that commit happened, so it need not hold the entry
+    c = ClusterCheckers()
+    c.commit_advanced(1, 0, 5, log_of(*(e(i, 9) for i in range(1, 6))), node_term=9)
+    c.new_leader(3, 8, log_of(e(1, 9)), 1, 1)
+    with fires("leader_completeness"):
+        c.new_leader(3, 10, log_of(e(1, 9)), 1, 1)
+    # a commit seen by a member of a lower term bounds the committing term from above
+    c.commit_advanced(2, 0, 5, log_of(*(e(i, 9) for i in range(1, 6))), node_term=9)
+    c2 = ClusterCheckers()
+    c2.commit_advanced(1, 0, 2, log_of(e(1, 1), e(2, 1)), node_term=2)
+    with fires("leader_completeness"):
+        c2.new_leader(3, 3, log_of(e(1, 1)), 1, 1)
+
+
+def test_durable_promises_vote() -> None:
+    from kvraft.raft.types import HardState
+
+    c = ClusterCheckers()
+    c.vote_granted(1, 2, 3, HardState(term=2, vote=3, commit=0))
+    c.vote_granted(1, 2, 3, HardState(term=5, vote=0, commit=0))  # a later term keeps it
+    with fires("durable_promises"):
+        c.vote_granted(2, 2, 3, HardState(term=1, vote=0, commit=0))  # vote not on disk
+    with fires("durable_promises"):
+        c.vote_granted(4, 2, 3, HardState(term=2, vote=0, commit=0))
+
+
+def test_durable_promises_ack() -> None:
+    from kvraft.raft.types import HardState
+
+    c = ClusterCheckers()
+    hs = HardState(term=3, vote=1, commit=0)
+    durable = log_of(e(1, 1), e(2, 3))
+    c.ack_sent(2, 3, 2, 3, durable, 1, hs)
+    c.ack_sent(2, 3, 0, None, durable, 5, hs)  # inside the durable snapshot
+    with fires("durable_promises"):
+        c.ack_sent(2, 3, 3, 3, durable, 1, hs)  # index 3 is not on disk
+    with fires("durable_promises"):
+        c.ack_sent(2, 3, 2, 4, log_of(e(1, 1), e(2, 2)), 1, hs)  # a different entry on disk
+    c.ack_sent(2, 2, 3, 3, durable, 1, hs)  # acked in term 2, durable term 3: superseded
