@@ -102,6 +102,7 @@ def run(argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: TextIO) -> i
             stdout.write(leaf.format_help())
             return 0
         ctx = Context(global_options(ns), stdin, stdout, stderr)
+        _ = ctx.printer  # an unsupported -w fails before connecting, as in etcdctl
         asyncio.run(_dispatch(ctx, ns))
         return 0
     except CommandError as exc:

@@ -16,7 +16,7 @@ from typing import Any
 from kvraft.cli.context import Context
 from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_ERROR, CommandError
 
-__all__ = ["register", "wait_for_signal"]
+__all__ = ["register", "run_forwarding", "wait_for_signal"]
 
 
 async def wait_for_signal(*others: asyncio.Future[Any]) -> bool:
@@ -33,6 +33,17 @@ async def wait_for_signal(*others: asyncio.Future[Any]) -> bool:
             loop.remove_signal_handler(sig)
 
 
+async def run_forwarding(ctx: Context, command: list[str], env: dict[str, str]) -> int:
+    """Run ``command``, copying its output to kvctl's stdout/stderr; returns its status."""
+    process = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await process.communicate()
+    ctx.stdout.write(out.decode("utf-8", "surrogateescape"))
+    ctx.stderr.write(err.decode("utf-8", "surrogateescape"))
+    ctx.stdout.flush()
+    return process.returncode if process.returncode is not None else 1
+
+
 async def run_lock(ctx: Context, ns: argparse.Namespace) -> None:
     if not ns.args:
         raise CommandError(EXIT_BAD_ARGS, "lock takes a lock name argument and an optional command to execute")
@@ -44,8 +55,7 @@ async def run_lock(ctx: Context, ns: argparse.Namespace) -> None:
         if command:
             env = {"ETCD_LOCK_KEY": mutex.key.decode("utf-8", "surrogateescape"),
                    "ETCD_LOCK_REV": str(mutex.revision), **os.environ}
-            process = await asyncio.create_subprocess_exec(*command, env=env)
-            code = await process.wait()
+            code = await run_forwarding(ctx, command, env)
             if code != 0:
                 raise CommandError(EXIT_ERROR, f"exit status {code}")
             return

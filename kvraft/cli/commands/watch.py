@@ -13,6 +13,7 @@ import asyncio
 import os
 from typing import Any
 
+from kvraft.cli.commands.lock import run_forwarding
 from kvraft.cli.commands.txn import argify
 from kvraft.cli.context import Context
 from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_ERROR, EXIT_INTERRUPTED, CommandError
@@ -59,9 +60,9 @@ async def _watch(ctx: Context, args: list[str], ns: argparse.Namespace, exec_arg
                                 "ETCD_WATCH_KEY": go_quote(event.kv.key),
                                 "ETCD_WATCH_VALUE": go_quote(event.kv.value)})
                     assert exec_args is not None
-                    process = await asyncio.create_subprocess_exec(*exec_args, env=env)
-                    if await process.wait() != 0:
-                        ctx.stderr.write(f"command {exec_args} error (exit status {process.returncode})\n")
+                    code = await run_forwarding(ctx, exec_args, env)
+                    if code != 0:
+                        ctx.stderr.write(f"command {exec_args} error (exit status {code})\n")
                         raise CommandError(EXIT_ERROR, None)
         except WatchCompactedError as exc:
             ctx.stderr.write("watch was canceled (etcdserver: mvcc: required revision has been compacted)\n")

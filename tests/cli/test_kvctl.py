@@ -1,0 +1,181 @@
+"""kvctl behaviour beyond the golden sequences: snapshot save/status (against etcdctl on
+the same file), watch and lock/elect processes, environment variables, error texts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Identity, run_etcdctl, run_kvctl
+
+from kvraft.client import SyncClient
+
+KVCTL = [sys.executable, "-m", "kvraft.cli"]
+
+
+def _spawn(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "ETCDCTL_API": "3", **(env or {})})
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> tuple[str, str]:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    return out.decode(), "\n".join(line for line in err.decode().splitlines() if not line.startswith('{"level"'))
+
+
+def _wait_line(proc: subprocess.Popen[bytes], count: int) -> list[bytes]:
+    assert proc.stdout is not None
+    return [proc.stdout.readline() for _ in range(count)]
+
+
+def test_snapshot_save_progress_and_status_match_etcdctl(etcd_pair: tuple[Identity, Identity], tmp_path: Path) -> None:
+    a, b = etcd_pair
+    mine = run_kvctl([f"--endpoints={b.endpoint()}", "snapshot", "save", str(tmp_path / "kv.db")])
+    assert mine.rc == 0 and mine.out == f"Snapshot saved at {tmp_path / 'kv.db'}\n"
+    assert "100.00%" in mine.err and "[" in mine.err  # the progress bar (stderr)
+    assert not (tmp_path / "kv.db.part").exists()
+    golden = run_etcdctl([f"--endpoints={a.endpoint()}", "snapshot", "save", str(tmp_path / "ctl.db")])
+    assert golden.rc == 0
+    for path in (tmp_path / "kv.db", tmp_path / "ctl.db"):
+        for fmt in ("simple", "json", "table", "fields"):
+            want = run_etcdctl(["snapshot", "status", str(path), "-w", fmt])
+            got = run_kvctl(["snapshot", "status", str(path), "-w", fmt])
+            assert (got.rc, got.out) == (want.rc, want.out), (path.name, fmt)
+    missing = run_kvctl(["snapshot", "status", str(tmp_path / "nope.db")])
+    assert missing.rc == 1 and missing.err.startswith("Error: ")
+    assert run_kvctl(["--endpoints=a:1,b:2", "snapshot", "save", "x.db"]).rc == 128
+
+
+def test_watch_prints_like_etcdctl(etcd_pair: tuple[Identity, Identity]) -> None:
+    outputs = []
+    for ident, command in ((etcd_pair[0], ["etcdctl"]), (etcd_pair[1], KVCTL)):
+        with SyncClient(ident.runtime.endpoints) as client:
+            start = client.put("wseed", b"0").header.revision
+            client.put("wk", b"a")
+            client.put("wk", b"b")
+            client.delete("wk")
+        proc = _spawn([*command, f"--endpoints={ident.endpoint()}", "watch", "wk", "--prev-kv", "--rev", str(start)])
+        lines = _wait_line(proc, 13)  # PUT wk a / PUT (prev) wk a, wk b / DELETE (prev) wk b, wk ""
+        _stop(proc)
+        outputs.append(b"".join(lines).decode())
+    assert outputs[0] == outputs[1] == "PUT\nwk\na\nPUT\nwk\na\nwk\nb\nDELETE\nwk\nb\nwk\n\n"
+
+
+def test_watch_on_compacted_revision_exits_like_etcdctl(etcd_pair: tuple[Identity, Identity]) -> None:
+    results = []
+    for ident, runner in ((etcd_pair[0], run_etcdctl), (etcd_pair[1], run_kvctl)):
+        with SyncClient(ident.runtime.endpoints) as client:
+            client.put("cw", b"1")
+            now = client.put("cw", b"2").header.revision
+            client.compact(now, physical=True)
+        result = runner([f"--endpoints={ident.endpoint()}", "watch", "cw", "--rev", "1", "-w", "json"])
+        results.append((result.rc, ident.normalize(result.out), result.err))
+    assert results[0] == results[1]
+    assert results[1][0] == 5 and "watch was canceled" in results[1][2]
+
+
+def test_watch_exec_runs_the_command_per_event(etcd_pair: tuple[Identity, Identity]) -> None:
+    b = etcd_pair[1]
+    with SyncClient(b.runtime.endpoints) as client:
+        start = client.put("ex", b"v1").header.revision
+    proc = _spawn([*KVCTL, f"--endpoints={b.endpoint()}", "watch", "ex", "--rev", str(start), "--",
+                   "sh", "-c", 'echo "$ETCD_WATCH_EVENT_TYPE $ETCD_WATCH_KEY $ETCD_WATCH_VALUE"'])
+    lines = _wait_line(proc, 4)
+    _stop(proc)
+    assert lines == [b"PUT\n", b"ex\n", b"v1\n", b'"PUT" "ex" "v1"\n']
+
+
+def test_lock_with_a_command_and_interop_with_etcdctl(etcd_pair: tuple[Identity, Identity]) -> None:
+    b = etcd_pair[1]
+    got = run_kvctl([f"--endpoints={b.endpoint()}", "lock", "L", "sh", "-c", 'echo "held $ETCD_LOCK_KEY"'])
+    assert got.rc == 0 and got.out.startswith("held L/")
+    holder = _spawn(["etcdctl", f"--endpoints={b.endpoint()}", "lock", "L2"])  # etcdctl holds L2
+    key = _wait_line(holder, 1)[0].decode().strip()
+    assert key.startswith("L2/")
+    waiter = _spawn([*KVCTL, f"--endpoints={b.endpoint()}", "lock", "L2", "echo", "mine"])
+    time.sleep(1.0)
+    assert waiter.poll() is None  # kvctl waits for etcdctl's lock: same key layout, same recipe
+    _stop(holder)
+    out, _ = waiter.communicate(timeout=30)
+    assert out == b"mine\n" and waiter.returncode == 0
+
+
+def test_elect_prints_leader_then_observer_sees_it(etcd_pair: tuple[Identity, Identity]) -> None:
+    b = etcd_pair[1]
+    leader = _spawn([*KVCTL, f"--endpoints={b.endpoint()}", "elect", "E", "p1"])
+    key, value = _wait_line(leader, 2)
+    assert key.startswith(b"E/") and value == b"p1\n"
+    observer = _spawn(["etcdctl", f"--endpoints={b.endpoint()}", "elect", "-l", "E"])
+    assert _wait_line(observer, 2) == [key, b"p1\n"]
+    _stop(leader)
+    _stop(observer)
+    assert leader.returncode == 0
+
+
+def test_endpoints_from_environment_and_flag_precedence(etcd_pair: tuple[Identity, Identity]) -> None:
+    b = etcd_pair[1]
+    run_kvctl([f"--endpoints={b.endpoint()}", "put", "envk", "v"])
+    for name in ("ETCDCTL_ENDPOINTS", "KVCTL_ENDPOINTS"):
+        got = run_kvctl(["get", "envk", "--print-value-only"], env={name: b.endpoint()})
+        assert (got.rc, got.out) == (0, "v\n"), name
+    both = run_kvctl(["get", "envk", "-w", "json"], env={"KVCTL_ENDPOINTS": b.endpoint(), "ETCDCTL_ENDPOINTS": "127.0.0.1:1"})
+    assert both.rc == 0
+    flag = run_kvctl([f"--endpoints={b.endpoint()}", "get", "envk"], env={"ETCDCTL_ENDPOINTS": "127.0.0.1:1"})
+    assert flag.rc == 0
+    fmt = run_kvctl(["get", "envk"], env={"ETCDCTL_ENDPOINTS": b.endpoint(), "ETCDCTL_WRITE_OUT": "json"})
+    assert fmt.out.startswith('{"header":')
+
+
+def test_bad_input_is_a_clear_error_and_nonzero_exit() -> None:
+    cases = [
+        (["bogus"], 1, 'Error: unknown command "bogus" for "kvctl"\n'),
+        (["get", "k", "--bogus"], 1, "Error: unknown flag: --bogus\n"),
+        (["get", "k", "--limit", "x"], 1, 'Error: invalid argument "x" for "--limit" flag: strconv.ParseInt: parsing "x": invalid syntax\n'),
+        (["get", "k", "--prefix=maybe"], 1, 'Error: invalid argument "maybe" for "--prefix" flag: strconv.ParseBool: parsing "maybe": invalid syntax\n'),
+        (["--dial-timeout", "soon", "get", "k"], 1, 'Error: invalid argument "soon" for "--dial-timeout" flag: time: invalid duration "soon"\n'),
+        (["-w", "protobuf", "get", "k"], 4, None),
+    ]
+    for argv, code, err in cases:
+        result = run_kvctl(["--endpoints=127.0.0.1:1", *argv])
+        assert result.rc == code, argv
+        if err is not None:
+            assert result.err == err, argv
+        assert result.out == ""
+
+
+def test_unreachable_endpoint_times_out_with_etcdctls_message() -> None:
+    result = run_kvctl(["--endpoints=127.0.0.1:1", "--dial-timeout=200ms", "get", "k"])
+    assert result.rc == 1 and result.err.startswith("Error: context deadline exceeded\n")
+
+
+def test_bool_flags_accept_explicit_values(etcd_pair: tuple[Identity, Identity]) -> None:
+    b = etcd_pair[1]
+    run_kvctl([f"--endpoints={b.endpoint()}", "put", "bf1", "x"])
+    on = run_kvctl([f"--endpoints={b.endpoint()}", "get", "bf", "--prefix=true", "--keys-only=false"])
+    off = run_kvctl([f"--endpoints={b.endpoint()}", "get", "bf", "--prefix=false"])
+    assert on.out == "bf1\nx\n" and off.out == ""
+
+
+@pytest.mark.parametrize("load", ["s"])
+def test_check_perf_runs_and_cleans_up(etcd_pair: tuple[Identity, Identity], load: str) -> None:
+    b = etcd_pair[1]
+    result = run_kvctl([f"--endpoints={b.endpoint()}", "check", "perf", "--load", load, "--duration", "2s",
+                        "--prefix", "/perf/"])
+    lines = result.out.splitlines()
+    assert result.rc in (0, 1)  # throughput depends on the machine; the verdict is printed either way
+    assert lines[-1] in ("PASS", "FAIL") and any("writes/s" in line for line in lines)
+    assert (result.rc == 0) == (lines[-1] == "PASS")
+    assert run_kvctl([f"--endpoints={b.endpoint()}", "get", "/perf/", "--prefix", "--keys-only"]).out == ""
+    bad = run_kvctl([f"--endpoints={b.endpoint()}", "check", "perf", "--load", "huge"])
+    assert (bad.rc, bad.err) == (4, "Error: unknown load option huge\n")
