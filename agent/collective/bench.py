@@ -22,6 +22,7 @@ fused); ``--failure`` runs the crash and hang drills and reports the detection t
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -102,7 +103,7 @@ class Worker:
                 self.torch, self.dist = torch, dist
             except ImportError:
                 pass
-        self.impls: dict[str, Callable[[np.ndarray], None]] = {
+        self.impls: dict[str, Callable[[np.ndarray], object]] = {
             "mpi": lambda a: self.ours_mpi.allreduce(a),
             "raw-mpi": lambda a: self.world.Allreduce(MPI.IN_PLACE, a, op=MPI.SUM),
             "tcp": lambda a: self.ours_tcp.allreduce(a),
@@ -113,7 +114,7 @@ class Worker:
     def _gloo(self, a: np.ndarray) -> None:
         self.dist.all_reduce(self.torch.from_numpy(a))
 
-    def timed(self, fn: Callable[[], None], iters: int) -> float:
+    def timed(self, fn: Callable[[], object], iters: int) -> float:
         times = np.empty(iters)
         for i in range(iters):
             self.world.Barrier()
@@ -123,7 +124,7 @@ class Worker:
         self.world.Allreduce(self.MPI.IN_PLACE, times, op=self.MPI.MAX)
         return float(np.median(times))
 
-    def check(self, name: str, fn: Callable[[np.ndarray], None], count: int) -> None:
+    def check(self, name: str, fn: Callable[[np.ndarray], object], count: int) -> None:
         a = np.full(count, self.rank + 1, np.float32)
         fn(a)
         want = self.size * (self.size + 1) / 2
@@ -145,7 +146,7 @@ class Worker:
                         fn(buf)
                     buf = bufs[s]
                     buf[:] = 0  # zeros stay zeros: no overflow or denormals while timing
-                    t = self.timed(lambda f=fn, b=buf: f(b), iters)
+                    t = self.timed(functools.partial(fn, buf), iters)
                     rows.append({"round": rnd, "backend": name, "size_bytes": s, "t": t, "load": load})
         return rows
 
@@ -190,7 +191,7 @@ class Worker:
                     off += g.size
                 start = end
 
-        strategies: dict[str, Callable[[], None]] = {
+        strategies: dict[str, Callable[[], object]] = {
             "raw-mpi-per-tensor": per_tensor,
             "raw-mpi-fused": one_fused,
             "raw-mpi-25MB-buckets": buckets25,

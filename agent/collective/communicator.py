@@ -275,12 +275,12 @@ class Communicator:
         t = type(tensors)
         items = tensors if t is list else [tensors] if t is np.ndarray else self._as_list(tensors)
         if async_op or not self.inline_sync:
-            return self._submit(lambda: self._allreduce(items, op, comp), async_op, name)
+            return self._submit(lambda: self._allreduce(items, op, comp), async_op, name)  # type: ignore[no-any-return]
         # synchronous fast path: run on the caller unless async work is queued (keeps order)
         if self._failure is not None:
             raise self._failure
         if self._pending or self._closed or not self._exec_lock.acquire(False):
-            return self._submit(lambda: self._allreduce(items, op, comp), False, name)
+            return self._submit(lambda: self._allreduce(items, op, comp), False, name)  # type: ignore[no-any-return]
         if self._pending:  # async work was queued meanwhile: stay behind it
             self._exec_lock.release()
             return self._submit(lambda: self._allreduce(items, op, comp), False, name)
@@ -298,7 +298,7 @@ class Communicator:
     def broadcast(self, tensors: Any, root: int = 0, *, async_op: bool = False) -> Handle | None:
         """Copy ``root``'s tensors to every rank, in place."""
         items = self._as_list(tensors)
-        return self._submit(lambda: self._broadcast(items, root), async_op, "broadcast")
+        return self._submit(lambda: self._broadcast(items, root), async_op, "broadcast")  # type: ignore[no-any-return]
 
     def allgather(self, tensor: Any, *, async_op: bool = False) -> Any:
         """Every rank's ``tensor`` stacked along a new first axis (shape ``(size, *shape)``)."""

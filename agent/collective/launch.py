@@ -70,7 +70,7 @@ class LocalJob:
         while time.monotonic() < deadline:
             codes = [p.poll() for p in self.procs]
             if all(c is not None for c in codes):
-                return codes  # type: ignore[return-value]
+                return codes
             if any(c not in (None, 0) for c in codes):
                 deadline = min(deadline, time.monotonic() + grace_s)
             time.sleep(0.02)

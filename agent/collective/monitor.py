@@ -182,7 +182,7 @@ class Monitor:
                 if not data:
                     sel.unregister(live[r])
                     live.pop(r).close()
-                    self._fail_and_tell(r, "rank %d exited or crashed (connection to the monitor closed)" % r, live)
+                    self._fail_and_tell(r, f"rank {r} exited or crashed (connection to the monitor closed)", live)
                     continue
                 last_seen[r] = now
                 for kind, _, _ in readers[r].feed(data):

@@ -29,7 +29,7 @@ __all__ = ["RingBackend"]
 
 
 def _bytes(a: np.ndarray) -> memoryview:
-    return memoryview(a).cast("B")
+    return memoryview(a).cast("B")  # type: ignore[arg-type]
 
 
 class RingBackend:
