@@ -71,6 +71,14 @@ class Sink:
         else:
             await self.response.write(json.dumps(doc, separators=(",", ":")).encode() + b"\n")
 
+    async def send_raw(self, data: bytes) -> None:
+        """An already encoded JSON message (``{"result": ...}`` plus newline)."""
+        if self.ws is not None:
+            await self.ws.send_str(data.decode().rstrip("\n"))
+        else:
+            assert self.response is not None
+            await self.response.write(data)
+
     async def send_error(self, code: int, message: str) -> None:
         """A stream-level error chunk (grpc-gateway v1 shape)."""
         http = {3: 400, 5: 404, 7: 403, 9: 412, 11: 400, 14: 503, 16: 401}.get(code, 500)

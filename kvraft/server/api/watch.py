@@ -83,6 +83,47 @@ def encode_watch_response(request: web.Request, out: Out, r: WatchResponse) -> d
     return doc
 
 
+_EVENT_JSON: dict[int, tuple[Any, str]] = {}
+_HEADER_JSON: list[Any] = [None, ""]
+
+
+def _event_json(ev: Any) -> str:
+    """One event's JSON, encoded once however many watchers receive the same event object
+    (the cache holds the object, so its id cannot be reused while cached)."""
+    hit = _EVENT_JSON.get(id(ev))
+    if hit is not None and hit[0] is ev:
+        return hit[1]
+    item: dict[str, Any] = {}
+    if ev.type:
+        item["type"] = "DELETE"
+    item["kv"] = encode_kv(JSON_OUT, ev.kv)
+    if ev.prev_kv is not None:
+        item["prev_kv"] = encode_kv(JSON_OUT, ev.prev_kv)
+    text = json.dumps(item, separators=(",", ":"))
+    if len(_EVENT_JSON) >= 8192:
+        _EVENT_JSON.clear()
+    _EVENT_JSON[id(ev)] = (ev, text)
+    return text
+
+
+def _events_json(request: web.Request, r: WatchResponse) -> bytes:
+    """``{"result": ...}`` for an event response, assembled from cached pieces; the same
+    bytes ``encode_watch_response`` + ``json.dumps`` would give."""
+    key = (r.revision, request.app[FEATURES].node.raft_term)
+    if _HEADER_JSON[0] != key:
+        _HEADER_JSON[0] = key
+        _HEADER_JSON[1] = json.dumps(header(request, JSON_OUT, r.revision), separators=(",", ":"))
+    parts = ['{"result":{"header":', _HEADER_JSON[1]]
+    if r.watch_id:
+        parts.append(f',"watch_id":"{r.watch_id}"')
+    if r.fragment:
+        parts.append(',"fragment":true')
+    parts.append(',"events":[')
+    parts.append(",".join(_event_json(ev) for ev in r.events))
+    parts.append("]}}\n")
+    return "".join(parts).encode()
+
+
 class _Session:
     """One client stream: requests in, responses out through ``sink``."""
 
@@ -140,7 +181,10 @@ class _Session:
                 continue
             if r is None:
                 return
-            await self.sink.send(encode_watch_response(request, out, r))
+            if out is JSON_OUT and r.events and not (r.created or r.canceled or r.compact_revision):
+                await self.sink.send_raw(_events_json(request, r))  # the fan-out fast path
+            else:
+                await self.sink.send(encode_watch_response(request, out, r))
 
     def close(self) -> None:
         self.stream.close()
