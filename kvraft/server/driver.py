@@ -355,7 +355,7 @@ class NodeDriver:
             self._persisted_hard = hard
             self.term = hard.term
             self.commit_index = hard.commit
-        if rd.entries or hard is not None or not rd.snapshot.is_empty():
+        if rd.must_sync:  # a commit-index-only change rides along with the next sync
             self.storage.sync()
             self.stats.syncs += 1
         if not early and rd.messages:
