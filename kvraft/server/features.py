@@ -118,8 +118,13 @@ class Features:
         )
         node.state.chain = self.auth_applier
         node.wrap_proposal = self.wrap_proposal
-        previous = node.state.on_members_changed
-        node.state.on_members_changed = lambda: (previous(), self._after_restore())
+        restore = node.state.restore
+
+        def restore_then_reload(snapshot: Any) -> None:
+            restore(snapshot)
+            self._after_restore()
+
+        node.state.restore = restore_then_reload
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[asyncio.Task[Any]] = set()
 
@@ -141,12 +146,12 @@ class Features:
         await self.hub.stop()
 
     def _after_restore(self) -> None:
-        """After a snapshot was installed (also runs on membership changes): reload the
-        lease and auth records and move the hub to the store's revision."""
-        if self.store.rev != self.hub.core.current_revision:
-            self.lessor.restore(load_leases(self.store), time.monotonic())
-            self.auth_applier.state = load_auth(self.store)
-            self.hub.advance(self.store.rev)
+        """A Raft snapshot replaced the store: reload the lease and auth records (deadlines
+        restart from the checkpointed remaining TTLs) and move the hub to the store's
+        revision (its watchers catch up from the restored history)."""
+        self.lessor.restore(load_leases(self.store), time.monotonic())
+        self.auth_applier.state = load_auth(self.store)
+        self.hub.advance(self.store.rev)
 
     # -- auth -----------------------------------------------------------------------------
     def _register_simple(self, token: str, user: str) -> None:
