@@ -242,6 +242,7 @@ class Communicator:
         self._inline_thread: bool | None = None  # True while a caller runs an op inline
         self._verified: set[tuple[Any, ...]] = set()
         self._programs: OrderedDict[tuple[Any, ...], _Program] = OrderedDict()
+        self._last_fast: tuple[Any, ...] | None = None  # (array, op, comp, shape, strides, dtype, call)
         self._stats = {"ops": 0, "tensors": 0, "buckets": 0, "bytes_reduced": 0, "verify_checks": 0}
         self._closed = False
         # placement -> hierarchy
@@ -279,6 +280,29 @@ class Communicator:
         # synchronous fast path: run on the caller unless async work is queued (keeps order)
         if self._failure is not None:
             raise self._failure
+        last = self._last_fast
+        if (  # the same array object as last time, unchanged: skip the signature lookup
+            last is not None
+            and last[0] is tensors
+            and last[1] == op
+            and last[2] == comp
+            and last[3] == tensors.shape
+            and last[4] == tensors.strides
+            and last[5] is tensors.dtype
+            and not self._pending
+            and self._exec_lock.acquire(False)
+        ):
+            self._inline_thread = True
+            try:
+                last[6](tensors)
+                self._stats["ops"] += 1
+            except BaseException as exc:
+                self._translate(exc)
+                raise
+            finally:
+                self._inline_thread = None
+                self._exec_lock.release()
+            return None
         if self._pending or self._closed or not self._exec_lock.acquire(False):
             return self._submit(lambda: self._allreduce(items, op, comp), False, name)  # type: ignore[no-any-return]
         if self._pending:  # async work was queued meanwhile: stay behind it
@@ -486,7 +510,10 @@ class Communicator:
         if program is None or self.verify == "always":
             program = self._compile(raw, op, comp, key)
         if program.fast is not None:  # one numpy array reduced where it lies
-            program.fast(raw[0])
+            a = raw[0]
+            program.fast(a)
+            if self.verify != "always":
+                self._last_fast = (a, op, comp, a.shape, a.strides, a.dtype, program.fast)
         else:
             program.run(self, [_Tensor(t) for t in raw])
         self._stats["ops"] += 1
