@@ -22,9 +22,10 @@ class ReadOnlyOption(enum.IntEnum):
     clock drift between members; opt-in, and requires ``check_quorum``."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RaftConfig:
-    """All knobs of one member. Times are in ticks (``RawNode.tick()`` calls).
+    """All knobs of one member (keyword arguments only). Times are in ticks
+    (``RawNode.tick()`` calls).
 
     The election timeout is drawn from ``[election_ticks, 2 * election_ticks)`` with
     ``rng`` every time the member changes role; ``rng`` is the only randomness the core
@@ -32,9 +33,10 @@ class RaftConfig:
     """
 
     id: int
-    rng: random.Random
     election_ticks: int = 10
     heartbeat_ticks: int = 1
+    rng: random.Random
+    """Required: the injected source of randomness (election timeouts)."""
     max_size_per_msg: int = 1 << 20
     """Bytes (``Entry.size()``) of entries per MsgApp; at least one entry is always sent."""
     max_inflight_msgs: int = 256
