@@ -139,7 +139,10 @@ class Worker:
             load = os.getloadavg()[0]
             for s in sizes:
                 iters = max(3, int(ITERS.get(s, max(5, min(200, (64 << 20) // max(s, 1)))) * self.ns.iter_scale))
-                for name, fn in self.impls.items():
+                names = list(self.impls)
+                names = names[rnd % len(names) :] + names[: rnd % len(names)]  # rotate: no position bias
+                for name in names:
+                    fn = self.impls[name]
                     if rnd == 0:
                         self.check(name, fn, s // 4)
                         buf = bufs[s]
@@ -215,7 +218,9 @@ class Worker:
         iters = max(3, int(7 * self.ns.iter_scale))
         for rnd in range(self.ns.rounds):
             load = os.getloadavg()[0]
-            for name, fn in strategies.items():
+            names = list(strategies)
+            for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
+                fn = strategies[name]
                 fn()  # warm-up (plans, buffers)
                 t = self.timed(fn, iters)
                 rows.append({"round": rnd, "backend": name, "size_bytes": total * 4, "t": t, "load": load, "list": "resnet50"})
@@ -276,18 +281,23 @@ def summarise(rows: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
     return out
 
 
-def summarise_resnet(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summarise_resnet(rows: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+    factor = 2 * (size - 1) / size if size > 1 else 1.0
     by: dict[str, dict[int, float]] = {}
     for r in rows:
         by.setdefault(r["backend"], {})[r["round"]] = r["t"]
     raw_names = [n for n in by if n.startswith("raw-mpi")]
     out = []
+    nbytes = rows[0]["size_bytes"]
     for name, per_round in by.items():
+        t = statistics.median(per_round.values())
         row: dict[str, Any] = {
             "list": "resnet50",
             "backend": name,
-            "size_bytes": rows[0]["size_bytes"],
-            "lat_us": round(statistics.median(per_round.values()) * 1e6, 1),
+            "size_bytes": nbytes,
+            "algbw_gbs": round(nbytes / t / 1e9, 3),
+            "busbw_gbs": round(nbytes / t / 1e9 * factor, 3),
+            "lat_us": round(t * 1e6, 1),
         }
         if name in ("mpi", "tcp") and raw_names:
             ratios = [per_round[k] / min(by[n][k] for n in raw_names) for k in per_round]
@@ -313,9 +323,9 @@ def worker_main(ns: argparse.Namespace) -> int:
         "mpi_library": w.MPI.Get_library_version().splitlines()[0].strip(),
         "gloo": w.dist is not None,
     }
-    summary = summarise(rows, w.size) + (summarise_resnet(rrows) if rrows else [])
-    if ns.json:
-        print(json.dumps({"info": info}), flush=True)
+    summary = summarise(rows, w.size) + (summarise_resnet(rrows, w.size) if rrows else [])
+    if ns.json:  # stdout: only result rows; the context goes to stderr (and to --out)
+        print("# " + json.dumps({"info": info}), file=sys.stderr, flush=True)
         for row in summary:
             print(json.dumps(row), flush=True)
     else:
@@ -376,7 +386,14 @@ def failure_drills(ranks: int, json_out: bool) -> list[dict[str, Any]]:
                 "target_s": 1.0 if mode == "crash" else 5.0,
             }
             results.append(row)
-            print(json.dumps(row) if json_out else f"failure {mode:<5} {backend:<4} survivors {len(seen)}/{ranks - 1} max detection {row['max_detect_s']} s (target {row['target_s']} s)", flush=True)
+            if json_out:  # stdout keeps only the allreduce rows
+                print(json.dumps(row), file=sys.stderr, flush=True)
+            else:
+                print(
+                    f"failure {mode:<5} {backend:<4} survivors {len(seen)}/{ranks - 1} "
+                    f"max detection {row['max_detect_s']} s (target {row['target_s']} s)",
+                    flush=True,
+                )
     return results
 
 
