@@ -8,8 +8,8 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from conftest import Identity, run_etcdctl, run_kvctl
 from kvclusters import etcdctl_path, start_runtime
+from kvctl_harness import Identity, run_etcdctl, run_kvctl
 
 SEQUENCE = [
     ["put", "foo", "bar"], ["put", "foo", "baz", "--prev-kv"], ["put", "foo1", "1", "-w", "json"],

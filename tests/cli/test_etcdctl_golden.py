@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 import pytest
-from conftest import Identity, Result, run_etcdctl, run_kvctl
+from kvctl_harness import Identity, Result, run_etcdctl, run_kvctl
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Identity, run_etcdctl, run_kvctl
+from kvctl_harness import Identity, run_etcdctl, run_kvctl
 
 from kvraft.client import SyncClient
 

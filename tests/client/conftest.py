@@ -1,4 +1,4 @@
-"""Fixtures for the client suite: a shared single-member cluster per runtime (module
+"""Fixtures for the client suite: a shared single-member cluster per runtime (session
 scope), fresh 3-member clusters for the failover tests, and unique key prefixes."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from kvraft.client import Client  # noqa: E402
 _counter = itertools.count()
 
 
-@pytest.fixture(scope="module", params=RUNTIMES)
+@pytest.fixture(scope="session", params=RUNTIMES)
 def runtime(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
     rt = start_runtime(request.param, tmp_path_factory.mktemp("cluster"))
     yield rt
