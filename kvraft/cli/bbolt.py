@@ -72,7 +72,7 @@ class SnapshotStatus:
 class _Bolt:
     def __init__(self, data: bytes) -> None:
         self.data = data
-        metas = []
+        metas: list[tuple[int, ...]] = []
         for offset in (0, None):
             if offset is None:
                 if not metas:

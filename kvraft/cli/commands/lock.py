@@ -22,9 +22,14 @@ __all__ = ["register", "run_forwarding", "wait_for_signal"]
 async def wait_for_signal(*others: asyncio.Future[Any]) -> bool:
     """Wait for SIGINT/SIGTERM (True) or for one of ``others`` to finish (False)."""
     loop = asyncio.get_running_loop()
-    stop = loop.create_future()
+    stop: asyncio.Future[bool] = loop.create_future()
+
+    def on_signal() -> None:
+        if not stop.done():
+            stop.set_result(True)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(True))
+        loop.add_signal_handler(sig, on_signal)
     try:
         done, _ = await asyncio.wait([stop, *others], return_when=asyncio.FIRST_COMPLETED)
         return stop in done

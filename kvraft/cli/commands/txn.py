@@ -109,7 +109,7 @@ def parse_request(line: str) -> Op:
 
 def _read_section(ctx: Context, parse: Callable[[str], T]) -> list[T]:
     """Parse lines as they are read (an early bad line fails before a later EOF)."""
-    items = []
+    items: list[T] = []
     while True:
         line = ctx.stdin.readline()
         if not line.endswith("\n"):
