@@ -226,6 +226,29 @@ class Worker:
                 rows.append({"round": rnd, "backend": name, "size_bytes": total * 4, "t": t, "load": load, "list": "resnet50"})
         return rows
 
+    def profile_tcp(self, nbytes: int, iters: int = 5) -> dict[str, Any]:
+        """Where a TCP ring allreduce spends its time, per call, on this rank (max over ranks)."""
+        backend: Any = self.ours_tcp.backend
+        a = np.zeros(nbytes // 4, np.float32)
+        self.ours_tcp.allreduce(a)
+        backend.profile = {}
+        for _ in range(iters):
+            self.world.Barrier()
+            self.ours_tcp.allreduce(a)
+        prof, backend.profile = backend.profile, None
+        keys = ["total_s", "recv_s", "send_s", "flush_s"]
+        mine = np.array([prof.get(k, 0.0) / iters for k in keys])
+        every = np.empty((self.size, len(keys)))
+        self.world.Allgather(mine, every)
+        vals = every[int(np.argmax(every[:, 0]))]  # the slowest rank's breakdown
+        out = {k.replace("_s", "_ms"): round(float(v) * 1e3, 2) for k, v in zip(keys, vals, strict=True)}
+        out["reduce_and_python_ms"] = round(out["total_ms"] - out["recv_ms"] - out["send_ms"] - out["flush_ms"], 2)
+        half = np.ones(nbytes // 8, np.float32)
+        t0 = time.perf_counter()
+        np.add(half, half, out=half)
+        out["np_add_half_buffer_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
+        return {"profile": "tcp", "size_bytes": nbytes, **out}
+
     def close(self) -> None:
         self.ours_tcp.close()
         self.ours_mpi.close()
@@ -310,6 +333,7 @@ def worker_main(ns: argparse.Namespace) -> int:
     w = Worker(ns)
     rows = w.sweep() if ns.sizes else []
     rrows = w.resnet() if ns.resnet50 else []
+    prof = w.profile_tcp(parse_size(ns.profile)) if ns.profile else None
     loads = [r["load"] for r in rows + rrows]
     w.close()
     if w.rank != 0:
@@ -324,6 +348,8 @@ def worker_main(ns: argparse.Namespace) -> int:
         "gloo": w.dist is not None,
     }
     summary = summarise(rows, w.size) + (summarise_resnet(rrows, w.size) if rrows else [])
+    if prof is not None:
+        print(("# " if ns.json else "") + json.dumps(prof), file=sys.stderr if ns.json else sys.stdout, flush=True)
     if ns.json:  # stdout: only result rows; the context goes to stderr (and to --out)
         print("# " + json.dumps({"info": info}), file=sys.stderr, flush=True)
         for row in summary:
@@ -406,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resnet50", action="store_true")
     ap.add_argument("--failure", action="store_true", help="run the crash / hang detection drills (3 ranks)")
     ap.add_argument("--no-gloo", action="store_true")
+    ap.add_argument("--profile", metavar="SIZE", help="time breakdown of one TCP ring allreduce of SIZE")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--out", help="also write summary + raw rows (JSON lines) here")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -414,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         return worker_main(ns)
     if ns.failure:
         failure_drills(max(3, ns.ranks), ns.json)
-    if not ns.sizes and not ns.resnet50:
+    if not ns.sizes and not ns.resnet50 and not ns.profile:
         return 0
     from agent.collective.launch import mpirun_command
 

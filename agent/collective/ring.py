@@ -17,6 +17,8 @@ itself, so every rank ends with bitwise-identical results.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from agent.collective.compression import decode_into, encode_into
@@ -49,6 +51,10 @@ class RingBackend:
         self.right: Link | None = None
         self._scratch: dict[tuple[str, int], np.ndarray] = {}
         self._splits = 0
+        #: when a dict, seconds spent per activity are added to it (``bench --profile``):
+        #: recv_s (blocked receiving), send_s (inline sends + queueing), flush_s (waiting for
+        #: the sender thread), total_s (whole allreduce calls); the rest is reduction + Python
+        self.profile: dict[str, float] | None = None
 
     # -- helpers ---------------------------------------------------------------------------
     def _buffer(self, dtype: np.dtype, count: int, slot: int) -> np.ndarray:
@@ -67,6 +73,15 @@ class RingBackend:
         assert self.left is not None
         if out.size == 0:
             return
+        if self.profile is not None:
+            t0 = time.perf_counter()
+            self._recv_raw(out)
+            self.profile["recv_s"] = self.profile.get("recv_s", 0.0) + time.perf_counter() - t0
+            return
+        self._recv_raw(out)
+
+    def _recv_raw(self, out: np.ndarray) -> None:
+        assert self.left is not None
         try:
             self.left.recv_into(_bytes(out))
         except PeerFailure:
@@ -78,6 +93,15 @@ class RingBackend:
         assert self.right is not None
         if data.size == 0:
             return
+        if self.profile is not None:
+            t0 = time.perf_counter()
+            self._send_raw(data)
+            self.profile["send_s"] = self.profile.get("send_s", 0.0) + time.perf_counter() - t0
+            return
+        self._send_raw(data)
+
+    def _send_raw(self, data: np.ndarray) -> None:
+        assert self.right is not None
         try:
             self.right.post_send(_bytes(data))
         except PeerFailure:
@@ -87,18 +111,30 @@ class RingBackend:
 
     def _flush(self) -> None:
         assert self.right is not None
+        t0 = time.perf_counter() if self.profile is not None else 0.0
         try:
             self.right.flush()
         except PeerFailure:
             raise
         except OSError as exc:
             raise self._peer_error(exc, "right") from exc
+        if self.profile is not None:
+            self.profile["flush_s"] = self.profile.get("flush_s", 0.0) + time.perf_counter() - t0
 
     def _seg_elems(self, itemsize: int) -> int:
         return max(1, self.segment_bytes // itemsize)
 
     # -- collectives -----------------------------------------------------------------------
     def allreduce(self, buf: np.ndarray, wire_dtype: np.dtype | None = None) -> None:
+        if self.profile is None:
+            self._allreduce(buf, wire_dtype)
+            return
+        t0 = time.perf_counter()
+        self._allreduce(buf, wire_dtype)
+        self.profile["total_s"] = self.profile.get("total_s", 0.0) + time.perf_counter() - t0
+        self.profile["calls"] = self.profile.get("calls", 0.0) + 1
+
+    def _allreduce(self, buf: np.ndarray, wire_dtype: np.dtype | None = None) -> None:
         n, r = self.size, self.rank
         wire_dt = np.dtype(wire_dtype) if wire_dtype is not None else buf.dtype
         compressed = wire_dt != buf.dtype
