@@ -112,7 +112,7 @@ class NodeDriver:
         conf_state: ConfState,
         snapshot_count: int,
         snapshot_catchup_entries: int,
-        on_conf_change: Callable[[ConfState], None] | None = None,
+        on_conf_change: Callable[[ConfState, ConfChange], None] | None = None,
     ) -> None:
         self.member_id = member_id
         self.raw = raw
@@ -124,7 +124,7 @@ class NodeDriver:
         self._applied_conf = conf_state
         self.snapshot_count = snapshot_count
         self.snapshot_catchup_entries = snapshot_catchup_entries
-        self.on_conf_change = on_conf_change or (lambda _conf: None)
+        self.on_conf_change = on_conf_change or (lambda _conf, _cc: None)
         self.stats = DriverStats()
         self.leader = NONE
         self.role = StateRole.FOLLOWER
@@ -381,7 +381,7 @@ class NodeDriver:
             return
         if hasattr(self.storage, "set_conf_state"):
             self.storage.set_conf_state(self.conf_state, entry.index)
-        self.on_conf_change(self.conf_state)
+        self.on_conf_change(self.conf_state, cc)
 
     def _on_soft_state(self, leader: int, role: StateRole) -> None:
         if leader != self.leader:

@@ -49,7 +49,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
 
 
 async def _watch_fatal(node: Node, stop: asyncio.Event) -> None:
-    while node.driver.fatal is None:
+    while node.driver.fatal is None and not node.removed:
         await asyncio.sleep(0.5)
     stop.set()
 

@@ -22,7 +22,7 @@ from kvraft.apply.validate import validate_op
 from kvraft.raft.config import RaftConfig
 from kvraft.raft.errors import RaftError
 from kvraft.raft.rawnode import RawNode
-from kvraft.raft.types import NONE, ConfChangeType, ConfState, StateRole
+from kvraft.raft.types import NONE, ConfChange, ConfChangeType, ConfState, StateRole
 from kvraft.server.config import Config, cluster_id_for, member_id_for
 from kvraft.server.driver import NodeDriver
 from kvraft.server.membership import Member, Membership
@@ -58,7 +58,7 @@ class Node(NodeStatusMixin):
             self.raft_log = LmdbLogStorage.bootstrap(log_path, sorted(initial_ids.values()))
         else:
             self.raft_log = LmdbLogStorage(log_path)
-        self.cluster_id = self._load_cluster_id(sorted(initial_ids.values()))
+        self.cluster_id = self._load_cluster_id()
         self.state = StateMachine(
             self.data_dir / "mvcc.lmdb",
             quota_bytes=config.quota_bytes(),
@@ -104,14 +104,17 @@ class Node(NodeStatusMixin):
         self.state.on_members_changed = self._sync_peers
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
+        self.removed = False
         self.wrap_proposal: Any = lambda op: op
         """Set by ``kvraft.server.features``: wraps a client's write for the Auth applier."""
 
-    def _load_cluster_id(self, initial_ids: list[int]) -> int:
+    def _load_cluster_id(self) -> int:
+        """From the cluster token alone, so founding and joining members agree (tokens
+        must be unique per cluster, as etcd asks)."""
         path = self.data_dir / "cluster_id"
         if path.exists():
             return int(path.read_text())
-        cluster_id = cluster_id_for(initial_ids, self.config.initial_cluster_token)
+        cluster_id = cluster_id_for([], self.config.initial_cluster_token)
         path.write_text(str(cluster_id))
         return cluster_id
 
@@ -125,9 +128,10 @@ class Node(NodeStatusMixin):
     def _on_snapshot_sent(self, member_id: int, ok: bool) -> None:
         self.driver.report_snapshot(member_id, ok)
 
-    def _on_conf_change(self, conf: ConfState) -> None:
-        if self.member_id not in conf.voters | conf.learners and conf.voters:
-            log.warning("member %x was removed from the cluster", self.member_id)
+    def _on_conf_change(self, conf: ConfState, cc: ConfChange) -> None:
+        if (ConfChangeType.REMOVE_NODE, self.member_id) in cc.changes:
+            log.warning("member %x was removed from the cluster; stopping", self.member_id)
+            self.removed = True
 
     def _sync_peers(self) -> None:
         wanted = {m.member_id: m.peer_urls[0] for m in self.membership.members.values() if m.peer_urls}
@@ -177,9 +181,10 @@ class Node(NodeStatusMixin):
             if self.driver.role != StateRole.LEADER:
                 continue
             status = self.raw.status()
+            own = status.progress.get(self.member_id)
             for learner in status.conf_state.learners:
                 progress = status.progress.get(learner)
-                if progress is None or progress.match < status.commit:
+                if progress is None or own is None or not _caught_up(progress.match, own.match):
                     continue
                 member = self.membership.get(learner)
                 if member is None or not member.is_learner:
@@ -235,7 +240,11 @@ class Node(NodeStatusMixin):
 
     async def member_add(self, peer_urls: list[str], is_learner: bool) -> tuple[Member, list[Member]]:
         self.membership.check_add(peer_urls, is_learner, self.config.max_learners)
-        member_id = member_id_for(peer_urls, self.config.initial_cluster_token + str(random.getrandbits(32)))
+        # Deterministic, so the new member (started with --initial-cluster-state existing)
+        # knows its own id; a removed id is never reused (etcd: "ID removed").
+        member_id = member_id_for(peer_urls, self.config.initial_cluster_token)
+        if member_id in self.membership.removed:
+            raise FailedPrecondition("etcdserver: ID removed")
         kind = ConfChangeType.ADD_LEARNER if is_learner else ConfChangeType.ADD_VOTER
         await self._conf_change(kind, MemberOp("add", member_id, "", list(peer_urls), [], is_learner))
         member = self.membership.get(member_id) or Member(member_id, "", list(peer_urls), [], is_learner)
@@ -254,8 +263,9 @@ class Node(NodeStatusMixin):
     async def member_promote(self, member_id: int) -> list[Member]:
         self.membership.check_promote(member_id)
         if self.driver.role == StateRole.LEADER:
-            progress = self.raw.status().progress.get(member_id)
-            if progress is None or progress.match < self.raw.status().commit:
+            status = self.raw.status()
+            progress, own = status.progress.get(member_id), status.progress.get(self.member_id)
+            if progress is None or own is None or not _caught_up(progress.match, own.match):
                 raise FailedPrecondition(
                     "etcdserver: can only promote a learner member which is in sync with leader"
                 )
@@ -296,3 +306,8 @@ class Node(NodeStatusMixin):
         except Unavailable:
             return False
         return True
+
+
+def _caught_up(learner_match: int, leader_match: int) -> bool:
+    """etcd's ``isLearnerReady``: within 10% of the leader's log."""
+    return learner_match >= leader_match * 0.9

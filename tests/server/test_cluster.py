@@ -1,0 +1,169 @@
+"""Real 3-member kvraft clusters as processes on 127.0.0.1: serving from any member,
+failures, restarts, snapshots and membership changes. No timed assertions: waits are
+generous and only bound how long a test may hang."""
+
+from __future__ import annotations
+
+import signal
+
+import msgpack
+
+from kvraft.server.local import post
+from tests.server.conftest import FAST_FLAGS, start_cluster
+from tests.server.helpers import Writer, b64, get, put, unb64, wait_until
+
+
+def test_every_member_serves_writes_and_linearizable_reads(kv_cluster) -> None:
+    urls = [m.client_url for m in kv_cluster.members.values()]
+    leader = kv_cluster.leader()
+    for index, url in enumerate(urls):
+        code, body = put(url, f"k{index}", f"v{index}")
+        assert code == 200, body
+    # a linearizable read on any member sees every acknowledged write, wherever it went
+    for url in urls:
+        assert get(url, "k", "l") == {"k0": "v0", "k1": "v1", "k2": "v2"}
+    follower = next(m for name, m in kv_cluster.members.items() if name != leader)
+    # compare-and-swap through a follower
+    txn = {
+        "compare": [{"key": b64("k0"), "target": "VALUE", "result": "EQUAL", "value": b64("v0")}],
+        "success": [{"request_put": {"key": b64("k0"), "value": b64("swapped")}}],
+        "failure": [{"request_range": {"key": b64("k0")}}],
+    }
+    code, body = post(follower.client_url, "/v3/kv/txn", txn)
+    assert code == 200 and body["succeeded"] is True
+    code, body = post(follower.client_url, "/v3/kv/txn", txn)
+    assert code == 200 and "succeeded" not in body
+    assert unb64(body["responses"][0]["response_range"]["kvs"][0]["value"]) == "swapped"
+    code, body = post(urls[2], "/v3/kv/deleterange", {"key": b64("k1"), "prev_kv": True})
+    assert body["deleted"] == "1" and unb64(body["prev_kvs"][0]["value"]) == "v1"
+    assert get(urls[0], "k", "l") == {"k0": "swapped", "k2": "v2"}
+    # members agree on the history
+    hashes = set()
+    for url in urls:
+        wait_until(lambda url=url: get(url, "k", "l", serializable=True) == {"k0": "swapped", "k2": "v2"})
+        code, body = post(url, "/v3/maintenance/hashkv", {})
+        hashes.add(body["hash"])
+    assert len(hashes) == 1
+
+
+def test_msgpack_requests_get_msgpack_answers(kv_cluster) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+
+    url = urlsplit(kv_cluster.url("m1"))
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    headers = {"Content-Type": "application/x-msgpack"}
+    conn.request("POST", "/v3/kv/put", msgpack.packb({"key": b"bin\x00key", "value": b"\xff\x00"}), headers)
+    response = conn.getresponse()
+    assert response.status == 200 and response.getheader("Content-Type") == "application/x-msgpack"
+    header = msgpack.unpackb(response.read())["header"]
+    assert isinstance(header["revision"], int) and header["revision"] >= 2
+    conn.request("POST", "/v3/kv/range", msgpack.packb({"key": b"bin\x00key"}), headers)
+    body = msgpack.unpackb(conn.getresponse().read())
+    assert body["kvs"][0]["value"] == b"\xff\x00" and body["count"] == 1
+    conn.request("POST", "/v3/kv/range", msgpack.packb({"key": 5}), headers)
+    response = conn.getresponse()
+    assert response.status == 400 and msgpack.unpackb(response.read())["code"] == 3
+    conn.close()
+
+
+def test_leader_killed_no_acknowledged_write_is_lost(kv_cluster) -> None:
+    with Writer(kv_cluster) as writer:
+        writer.wait_acked(30)
+        old_leader = kv_cluster.wait_leader()
+        kv_cluster.stop_member(old_leader, signal.SIGKILL)
+        new_leader = kv_cluster.wait_leader(60)
+        assert new_leader != old_leader
+        writer.wait_acked(30)
+    acked = dict(writer.acked)
+    survivor = kv_cluster.url(new_leader)
+    assert {k: v for k, v in get(survivor, "w/", "w0").items() if k in acked} == acked
+    # the old leader comes back and catches up
+    kv_cluster.start_member(old_leader)
+    wait_until(
+        lambda: set(acked) <= set(get(kv_cluster.url(old_leader), "w/", "w0", serializable=True)),
+        90,
+        what="the restarted member to catch up",
+    )
+
+
+def test_full_cluster_restart_keeps_every_acknowledged_write(kv_cluster) -> None:
+    with Writer(kv_cluster) as writer:
+        writer.wait_acked(40)
+    acked = dict(writer.acked)
+    for name in kv_cluster.members:
+        kv_cluster.stop_member(name, signal.SIGKILL)
+    for name in kv_cluster.members:
+        kv_cluster.start_member(name)
+    kv_cluster.wait_ready(90)
+    for member in kv_cluster.members.values():
+        stored = get(member.client_url, "w/", "w0")
+        assert {k: v for k, v in stored.items() if k in acked} == acked
+
+
+def test_restarted_follower_catches_up_by_snapshot(tmp_path) -> None:
+    flags = [*FAST_FLAGS, "--snapshot-count", "40", "--snapshot-catchup-entries", "5"]
+    cluster = start_cluster(tmp_path, extra=flags)
+    try:
+        leader = cluster.wait_leader()
+        follower = next(name for name in cluster.members if name != leader)
+        cluster.stop_member(follower)
+        url = cluster.url(leader)
+        for index in range(150):
+            code, _ = put(url, f"s/{index:03d}", "x" * 50)
+            assert code == 200
+        cluster.start_member(follower)
+        expected = {f"s/{index:03d}": "x" * 50 for index in range(150)}
+        wait_until(
+            lambda: get(cluster.url(follower), "s/", "s0", serializable=True) == expected,
+            90,
+            what="the follower to catch up",
+        )
+        code, text = _get_text(cluster.url(follower), "/metrics")
+        installed = [line for line in text.splitlines() if line.startswith("kvraft_driver_snapshots_applied_total")]
+        assert installed and float(installed[0].split()[1]) >= 1, installed
+    finally:
+        cluster.stop()
+
+
+def _get_text(url: str, path: str) -> tuple[int, str]:
+    import urllib.request
+
+    with urllib.request.urlopen(url + path, timeout=10) as response:
+        return response.status, response.read().decode()
+
+
+def test_members_added_and_removed_under_load(kv_cluster) -> None:
+    cluster = kv_cluster
+    with Writer(cluster) as writer:
+        writer.wait_acked(20)
+        leader = cluster.wait_leader()
+        newcomer = cluster.add_process("m3")
+        code, body = post(cluster.url(leader), "/v3/cluster/member/add", {"peerURLs": [newcomer.peer_url], "isLearner": True})
+        assert code == 200, body
+        assert body["member"]["isLearner"] is True
+        names = [*(n for n in cluster.members if n != "m3"), "m3"]
+        cluster.start_member("m3", cluster.initial_cluster(names), "existing")
+
+        def promoted() -> bool:
+            code, body = post(cluster.url(leader), "/v3/cluster/member/list", {})
+            me = [m for m in body["members"] if newcomer.peer_url in m["peerURLs"]]
+            return bool(me) and not me[0].get("isLearner") and me[0].get("name") == "m3"
+
+        wait_until(promoted, 90, what="the learner to be promoted")
+        writer.wait_acked(20)
+        # remove a follower that is not the newcomer
+        victim = next(n for n in cluster.members if n not in (leader, "m3"))
+        code, body = post(cluster.url(leader), "/v3/cluster/member/list", {})
+        victim_id = next(m["ID"] for m in body["members"] if m.get("name") == victim)
+        code, body = post(cluster.url("m3"), "/v3/cluster/member/remove", {"ID": victim_id})
+        assert code == 200, body
+        assert victim_id not in {m["ID"] for m in body["members"]}
+        cluster.stop_member(victim)
+        writer.wait_acked(20)
+    acked = dict(writer.acked)
+    for name in (leader, "m3"):
+        stored = get(cluster.url(name), "w/", "w0")
+        assert {k: v for k, v in stored.items() if k in acked} == acked
+    code, body = post(cluster.url("m3"), "/v3/cluster/member/remove", {"ID": victim_id})
+    assert code == 404 and body["code"] == 5
