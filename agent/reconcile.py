@@ -1,0 +1,396 @@
+"""PURE: ``reconcile(desired, observed, reported, now_s) -> actions``.
+
+The agent's whole decision logic, with no I/O, no clock and no randomness (enforced by
+tests/test_house_rules.py). The shell (``agent.agent``) gathers three views and executes the
+actions it gets back:
+
+- **desired**: the assignments of this node in kvraft (``Assignment`` per ``"<job>/<task>"``,
+  with the assignment's create_revision naming the placement);
+- **observed**: every attempt the runtime knows about (``Observed``: from the supervisors'
+  state files, containers, processes), including attempts left over from before an agent
+  restart;
+- **reported**: the last status this agent (or its previous incarnation) wrote to kvraft for
+  each task (``Reported``), so nothing is reported twice.
+
+Rules, in the order they are applied per task key:
+
+1. An attempt whose revision is not the desired one (the assignment was deleted, or replaced
+   by a new placement) is stopped with its grace period if it is live, cleaned up once it has
+   exited, and removed (state and logs) once it holds nothing. Its status is never written:
+   the status key belongs to the current placement.
+2. A desired task with an invalid spec is reported ``Failed`` / ``InvalidSpec`` and never run.
+3. A desired task with no attempt for its revision is started (attempt = highest attempt
+   number ever seen for the key + 1) -- but only once no older attempt is live, so two copies
+   never run at once.
+4. A live attempt is reported ``Starting`` / ``Running`` (once per attempt and phase).
+5. An exited or lost attempt is reported with its exit code, signal, OOM flag and reason; its
+   runtime resources are cleaned (logs kept); the restart policy decides whether a new
+   attempt starts after kubelet's backoff (``Pending`` / ``BackOff`` is reported meanwhile,
+   and a ``Wakeup`` asks the shell to call again when the backoff ends).
+
+Worked example (restart_policy OnFailure, backoff 10 s)::
+
+    desired {j/0 rev 7}, observed {},                       -> Start(j/0, attempt 1, rev 7)
+    observed {j/0#1 running}                                -> Report(Running, attempt 1)
+    observed {j/0#1 exited 3 at t=50}, now 50                -> Report(Pending BackOff, exit 3),
+                                                               Cleanup(j/0#1), Wakeup(60)
+    now 60                                                   -> Start(j/0, attempt 2, rev 7)
+    desired {} (assignment deleted), j/0#2 running           -> Stop(j/0#2, grace 30)
+    j/0#2 exited, held=False                                 -> Remove(j/0#1), Remove(j/0#2)
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from agent.spec import Assignment, TaskSpec
+
+__all__ = [
+    "Action",
+    "AttemptState",
+    "BackoffPolicy",
+    "Cleanup",
+    "ExitInfo",
+    "Observed",
+    "Phase",
+    "Remove",
+    "Report",
+    "Reported",
+    "Start",
+    "Stop",
+    "TaskStatus",
+    "Wakeup",
+    "backoff_s",
+    "reconcile",
+]
+
+
+class AttemptState(Enum):
+    STARTING = "starting"  # the supervisor is preparing or starting it
+    RUNNING = "running"
+    EXITED = "exited"  # exit recorded by the supervisor (exit.json)
+    LOST = "lost"  # the supervisor died without recording an exit; the task was killed
+
+
+class Phase(Enum):
+    PENDING = "Pending"
+    STARTING = "Starting"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+
+_RANK = {Phase.PENDING: 0, Phase.STARTING: 1, Phase.RUNNING: 2, Phase.SUCCEEDED: 3, Phase.FAILED: 3}
+
+# reasons a runtime may put in ExitInfo.reason that no restart can fix
+PERMANENT_REASONS = frozenset({"StartError", "InvalidSpec", "ImageError"})
+
+
+@dataclass(frozen=True, slots=True)
+class ExitInfo:
+    exit_code: int | None  # None when unknown (lost)
+    signal: int | None = None
+    oom_killed: bool = False
+    finished_at_s: float = 0.0
+    reason: str = ""  # set by the runtime for start failures ("StartError"), else derived
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """One attempt as the runtime sees it."""
+
+    key: str
+    attempt: int
+    revision: int
+    state: AttemptState
+    started_at_s: float = 0.0
+    exit: ExitInfo | None = None
+    stop_requested: bool = False
+    held: bool = True  # runtime resources (container, cgroups, bundle) not yet released
+    grace_s: float = 30.0
+
+    @property
+    def live(self) -> bool:
+        return self.state in (AttemptState.STARTING, AttemptState.RUNNING)
+
+
+@dataclass(frozen=True, slots=True)
+class Reported:
+    """The last status written for a task (read back from kvraft after a restart)."""
+
+    revision: int
+    attempt: int
+    phase: Phase
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStatus:
+    phase: Phase
+    attempt: int
+    restarts: int
+    exit_code: int | None = None
+    signal: int | None = None
+    oom_killed: bool = False
+    reason: str = ""
+    message: str = ""
+    started_at_s: float | None = None
+    finished_at_s: float | None = None
+    next_start_s: float | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "phase": self.phase.value,
+            "attempt": self.attempt,
+            "restarts": self.restarts,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "oom_killed": self.oom_killed,
+            "reason": self.reason,
+            "message": self.message,
+            "started_at": self.started_at_s,
+            "finished_at": self.finished_at_s,
+            "next_start_at": self.next_start_s,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffPolicy:
+    """kubelet's restart backoff: 10 s doubling to 5 min, reset after 10 min running."""
+
+    base_s: float = 10.0
+    max_s: float = 300.0
+    reset_after_s: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    key: str
+    attempt: int
+    revision: int
+    spec: TaskSpec
+    stimulus_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    key: str
+    attempt: int
+    grace_s: float
+    reason: str
+    stimulus_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Cleanup:
+    """Release the attempt's container, cgroups, mounts and bundle; keep its logs."""
+
+    key: str
+    attempt: int
+    stimulus_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Remove:
+    """Forget the attempt: delete its state directory and logs."""
+
+    key: str
+    attempt: int
+    stimulus_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    key: str
+    revision: int
+    status: TaskStatus
+    stimulus_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Wakeup:
+    at_s: float
+    stimulus_id: str
+
+
+Action = Start | Stop | Cleanup | Remove | Report | Wakeup
+
+
+def backoff_s(restarts_done: int, ran_for_s: float, policy: BackoffPolicy) -> float:
+    """Delay before the next restart, given restarts already done for this placement."""
+    if ran_for_s >= policy.reset_after_s:
+        return policy.base_s
+    return min(policy.base_s * (2 ** min(restarts_done, 30)), policy.max_s)
+
+
+def _exit_status(attempt: Observed, restarts: int) -> TaskStatus:
+    info = attempt.exit or ExitInfo(exit_code=None, reason="Lost", message="exit not recorded")
+    if attempt.state is AttemptState.LOST:
+        reason = "Lost"
+    elif info.reason:
+        reason = info.reason
+    elif info.oom_killed:
+        reason = "OOMKilled"
+    elif info.exit_code == 0 and info.signal is None:
+        reason = "Completed"
+    elif attempt.stop_requested:
+        reason = "Killed"
+    else:
+        reason = "Error"
+    succeeded = reason == "Completed"
+    return TaskStatus(
+        phase=Phase.SUCCEEDED if succeeded else Phase.FAILED,
+        attempt=attempt.attempt,
+        restarts=restarts,
+        exit_code=info.exit_code,
+        signal=info.signal,
+        oom_killed=info.oom_killed,
+        reason=reason,
+        message=info.message,
+        started_at_s=attempt.started_at_s or None,
+        finished_at_s=info.finished_at_s or None,
+    )
+
+
+def _newer(status: TaskStatus, revision: int, reported: Reported | None) -> bool:
+    """True when ``status`` has not been written yet (and is not older than what was)."""
+    if reported is None or reported.revision != revision:
+        return True
+    if status.attempt != reported.attempt:
+        return status.attempt > reported.attempt
+    if status.phase is Phase.PENDING and reported.phase is not Phase.PENDING:
+        # BackOff after a terminal attempt: written once per attempt
+        return reported.phase.rank < Phase.SUCCEEDED.rank
+    return status.phase.rank > reported.phase.rank
+
+
+def _wants_restart(spec: TaskSpec, status: TaskStatus, restarts: int) -> bool:
+    if status.reason in PERMANENT_REASONS:
+        return False
+    if spec.restart_policy == "Never":
+        return False
+    if spec.restart_policy == "OnFailure" and status.phase is Phase.SUCCEEDED:
+        return False
+    return spec.max_restarts is None or restarts < spec.max_restarts
+
+
+def reconcile(
+    desired: Mapping[str, Assignment],
+    observed: Iterable[Observed],
+    reported: Mapping[str, Reported],
+    now_s: float,
+    *,
+    stimulus_id: str,
+    backoff: BackoffPolicy = BackoffPolicy(),
+) -> list[Action]:
+    """The actions that move observed toward desired. Deterministic: keys in sorted order."""
+    by_key: dict[str, list[Observed]] = defaultdict(list)
+    for attempt in observed:
+        by_key[attempt.key].append(attempt)
+    actions: list[Action] = []
+    wakeups: list[float] = []
+    for key in sorted(set(desired) | set(by_key)):
+        attempts = sorted(by_key.get(key, ()), key=lambda a: a.attempt)
+        assignment = desired.get(key)
+        current = [a for a in attempts if assignment is not None and a.revision == assignment.revision]
+        stale = [a for a in attempts if assignment is None or a.revision != assignment.revision]
+        for a in stale:
+            actions.extend(_retire(a, stimulus_id, "assignment removed" if assignment is None else "reassigned"))
+        if assignment is None:
+            continue
+        rep = reported.get(key)
+        if assignment.spec is None:
+            status = TaskStatus(Phase.FAILED, attempt=0, restarts=0, reason="InvalidSpec", message=assignment.error)
+            if _newer(status, assignment.revision, rep):
+                actions.append(Report(key, assignment.revision, status, stimulus_id))
+            for a in current:
+                actions.extend(_retire(a, stimulus_id, "invalid spec"))
+            continue
+        spec = assignment.spec
+        next_attempt = (attempts[-1].attempt if attempts else 0) + 1
+        if not current:
+            if any(a.live for a in stale):
+                continue  # wait until the old placement's copy is gone
+            actions.append(Start(key, next_attempt, assignment.revision, spec, stimulus_id))
+            continue
+        latest = current[-1]
+        restarts = len(current) - 1
+        for a in current[:-1]:  # earlier attempts of this placement: release what they hold
+            if a.live and not a.stop_requested:
+                actions.append(Stop(key, a.attempt, a.grace_s, "superseded", stimulus_id))
+            elif not a.live and a.held:
+                actions.append(Cleanup(key, a.attempt, stimulus_id))
+        if latest.live:
+            phase = Phase.RUNNING if latest.state is AttemptState.RUNNING else Phase.STARTING
+            status = TaskStatus(phase, latest.attempt, restarts, started_at_s=latest.started_at_s or None)
+            if _newer(status, assignment.revision, rep):
+                actions.append(Report(key, assignment.revision, status, stimulus_id))
+            continue
+        status = _exit_status(latest, restarts)
+        if latest.held:
+            actions.append(Cleanup(key, latest.attempt, stimulus_id))
+        if not _wants_restart(spec, status, restarts):
+            limited = spec.max_restarts is not None and restarts >= spec.max_restarts
+            if limited and spec.restart_policy != "Never" and status.phase is Phase.FAILED:
+                status = _replace_message(status, f"restart limit reached ({spec.max_restarts})")
+            if _newer(status, assignment.revision, rep):
+                actions.append(Report(key, assignment.revision, status, stimulus_id))
+            continue
+        ran_for_s = max(0.0, (status.finished_at_s or now_s) - (latest.started_at_s or now_s))
+        at_s = (status.finished_at_s or now_s) + backoff_s(restarts, ran_for_s, backoff)
+        if now_s >= at_s:
+            if any(a.live for a in attempts):
+                continue  # an earlier copy is still stopping: start once it is gone
+            actions.append(Start(key, next_attempt, assignment.revision, spec, stimulus_id))
+            continue
+        waiting = TaskStatus(
+            Phase.PENDING,
+            latest.attempt,
+            restarts,
+            exit_code=status.exit_code,
+            signal=status.signal,
+            oom_killed=status.oom_killed,
+            reason="BackOff",
+            message=f"last attempt: {status.reason}" + (f" ({status.message})" if status.message else ""),
+            started_at_s=status.started_at_s,
+            finished_at_s=status.finished_at_s,
+            next_start_s=at_s,
+        )
+        if _newer(waiting, assignment.revision, rep):
+            actions.append(Report(key, assignment.revision, waiting, stimulus_id))
+        wakeups.append(at_s)
+    if wakeups:
+        actions.append(Wakeup(min(wakeups), stimulus_id))
+    return actions
+
+
+def _replace_message(status: TaskStatus, note: str) -> TaskStatus:
+    message = f"{status.message}; {note}" if status.message else note
+    return TaskStatus(
+        status.phase,
+        status.attempt,
+        status.restarts,
+        status.exit_code,
+        status.signal,
+        status.oom_killed,
+        status.reason,
+        message,
+        status.started_at_s,
+        status.finished_at_s,
+    )
+
+
+def _retire(a: Observed, stimulus_id: str, reason: str) -> list[Action]:
+    if a.live:
+        return [] if a.stop_requested else [Stop(a.key, a.attempt, a.grace_s, reason, stimulus_id)]
+    if a.held:
+        return [Cleanup(a.key, a.attempt, stimulus_id)]
+    return [Remove(a.key, a.attempt, stimulus_id)]

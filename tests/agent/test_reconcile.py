@@ -1,0 +1,237 @@
+"""The pure reconcile as a table, plus Hypothesis properties over random views."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.reconcile import (
+    AttemptState,
+    BackoffPolicy,
+    Cleanup,
+    ExitInfo,
+    Observed,
+    Phase,
+    Remove,
+    Report,
+    Reported,
+    Start,
+    Stop,
+    Wakeup,
+    backoff_s,
+    reconcile,
+)
+from agent.spec import Assignment, parse_assignment, parse_spec
+
+B = BackoffPolicy(base_s=10, max_s=300, reset_after_s=600)
+
+
+def spec(policy: str = "Never", max_restarts: int | None = None, grace_s: float = 30.0):
+    return parse_spec({"command": ["true"], "restart_policy": policy, "max_restarts": max_restarts, "grace_s": grace_s})
+
+
+def want(key: str = "j/0", rev: int = 7, **kw) -> dict[str, Assignment]:
+    return {key: Assignment(key, rev, spec(**kw))}
+
+
+def running(attempt: int = 1, rev: int = 7, key: str = "j/0", **kw) -> Observed:
+    return Observed(key, attempt, rev, AttemptState.RUNNING, started_at_s=kw.pop("started", 1.0), **kw)
+
+
+def exited(code: int | None, attempt: int = 1, rev: int = 7, key: str = "j/0", at: float = 50.0, **kw) -> Observed:
+    sig = kw.pop("signal", None)
+    oom = kw.pop("oom", False)
+    reason = kw.pop("reason", "")
+    return Observed(key, attempt, rev, AttemptState.EXITED, started_at_s=kw.pop("started", 1.0),
+                    exit=ExitInfo(code, sig, oom, at, reason), **kw)
+
+
+def kinds(actions) -> list[str]:
+    out = []
+    for a in actions:
+        if isinstance(a, Report):
+            out.append(f"Report({a.key}#{a.status.attempt} {a.status.phase.value} {a.status.reason})".replace(" )", ")"))
+        elif isinstance(a, Start):
+            out.append(f"Start({a.key}#{a.attempt})")
+        elif isinstance(a, Stop):
+            out.append(f"Stop({a.key}#{a.attempt} {a.grace_s:g})")
+        elif isinstance(a, Cleanup):
+            out.append(f"Cleanup({a.key}#{a.attempt})")
+        elif isinstance(a, Remove):
+            out.append(f"Remove({a.key}#{a.attempt})")
+        elif isinstance(a, Wakeup):
+            out.append(f"Wakeup({a.at_s:g})")
+    return out
+
+
+@dataclass
+class Case:
+    name: str
+    desired: dict
+    observed: list
+    reported: dict = field(default_factory=dict)
+    now: float = 100.0
+    want: list = field(default_factory=list)
+
+
+CASES = [
+    Case("new assignment starts attempt 1", want(), [], want=["Start(j/0#1)"]),
+    Case("running is reported once", want(), [running()], want=["Report(j/0#1 Running)"]),
+    Case("running already reported: nothing", want(), [running()], {"j/0": Reported(7, 1, Phase.RUNNING)}, want=[]),
+    Case("starting reported as Starting", want(), [Observed("j/0", 1, 7, AttemptState.STARTING)],
+         want=["Report(j/0#1 Starting)"]),
+    Case("exit 0, Never: Succeeded + cleanup", want(), [exited(0)], {"j/0": Reported(7, 1, Phase.RUNNING)},
+         want=["Cleanup(j/0#1)", "Report(j/0#1 Succeeded Completed)"]),
+    Case("exit 3, Never: Failed Error", want(), [exited(3, held=False)], want=["Report(j/0#1 Failed Error)"]),
+    Case("terminal already reported: nothing", want(), [exited(3, held=False)], {"j/0": Reported(7, 1, Phase.FAILED)}, want=[]),
+    Case("OOM", want(), [exited(137, signal=9, oom=True, held=False)], want=["Report(j/0#1 Failed OOMKilled)"]),
+    Case("start error is permanent even with Always", want(policy="Always"),
+         [exited(127, reason="StartError", held=False)], want=["Report(j/0#1 Failed StartError)"]),
+    Case("OnFailure after exit 3: BackOff then wakeup", want(policy="OnFailure"), [exited(3, held=False, at=95)],
+         want=["Report(j/0#1 Pending BackOff)", "Wakeup(105)"]),
+    Case("OnFailure backoff over: attempt 2", want(policy="OnFailure"), [exited(3, held=False, at=85)],
+         {"j/0": Reported(7, 1, Phase.PENDING, "BackOff")}, want=["Start(j/0#2)"]),
+    Case("second restart waits 20 s", want(policy="OnFailure"),
+         [exited(3, 1, held=False, at=50), exited(3, 2, held=False, at=85, started=70)],
+         want=["Report(j/0#2 Pending BackOff)", "Wakeup(105)"]),
+    Case("OnFailure after success: done", want(policy="OnFailure"), [exited(0, held=False)],
+         want=["Report(j/0#1 Succeeded Completed)"]),
+    Case("Always after success restarts", want(policy="Always"), [exited(0, held=False, at=10)], now=100,
+         want=["Start(j/0#2)"]),
+    Case("max_restarts exhausted: Failed", want(policy="OnFailure", max_restarts=1),
+         [exited(3, 1, held=False), exited(3, 2, held=False)], want=["Report(j/0#2 Failed Error)"]),
+    Case("lost attempt is Failed Lost", want(), [Observed("j/0", 1, 7, AttemptState.LOST, held=False)],
+         want=["Report(j/0#1 Failed Lost)"]),
+    Case("assignment removed: stop with grace", {}, [running()], want=["Stop(j/0#1 30)"]),
+    Case("assignment removed, stop already requested: wait", {}, [running(stop_requested=True)], want=[]),
+    Case("assignment removed, exited: cleanup then remove", {}, [exited(0)], want=["Cleanup(j/0#1)"]),
+    Case("assignment removed, released: remove", {}, [exited(0, held=False)], want=["Remove(j/0#1)"]),
+    Case("reassigned: old copy stopped first, no start yet", want(rev=9), [running(rev=7)],
+         want=["Stop(j/0#1 30)"]),
+    Case("reassigned: old copy gone, new attempt starts", want(rev=9), [exited(0, rev=7, held=False)],
+         want=["Remove(j/0#1)", "Start(j/0#2)"]),
+    Case("invalid spec reported once", {"j/0": parse_assignment("j/0", 7, {"spec": {"command": []}})}, [],
+         want=["Report(j/0#0 Failed InvalidSpec)"]),
+    Case("invalid spec already reported", {"j/0": parse_assignment("j/0", 7, {"spec": {"command": []}})}, [],
+         {"j/0": Reported(7, 0, Phase.FAILED, "InvalidSpec")}, want=[]),
+    Case("stopped by agent then exit: Killed", want(), [exited(143, signal=None, stop_requested=True, held=False)],
+         want=["Report(j/0#1 Failed Killed)"]),
+    Case("report from an older revision is overwritten", want(rev=9), [running(rev=9)],
+         {"j/0": Reported(7, 1, Phase.FAILED)}, want=["Report(j/0#1 Running)"]),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_table(case: Case) -> None:
+    actions = reconcile(case.desired, case.observed, case.reported, case.now, stimulus_id="s1", backoff=B)
+    assert kinds(actions) == case.want
+    assert all(a.stimulus_id == "s1" for a in actions)
+
+
+def test_backoff_doubles_to_cap_and_resets() -> None:
+    assert [backoff_s(n, 1.0, B) for n in range(7)] == [10, 20, 40, 80, 160, 300, 300]
+    assert backoff_s(6, 601.0, B) == 10
+
+
+def test_exit_details_carried() -> None:
+    [_, report] = reconcile(want(), [exited(137, signal=9, oom=True)], {}, 100, stimulus_id="x", backoff=B)
+    assert isinstance(report, Report)
+    s = report.status.to_json()
+    assert (s["exit_code"], s["signal"], s["oom_killed"], s["reason"], s["finished_at"]) == (137, 9, True, "OOMKilled", 50.0)
+
+
+# ---- properties -------------------------------------------------------------------------
+
+KEYS = ["a/0", "a/1", "b/0"]
+STATES = list(AttemptState)
+
+
+@st.composite
+def world(draw):
+    desired = {}
+    for key in draw(st.lists(st.sampled_from(KEYS), unique=True)):
+        rev = draw(st.integers(1, 3))
+        pol = draw(st.sampled_from(["Never", "OnFailure", "Always"]))
+        desired[key] = Assignment(key, rev, spec(policy=pol, max_restarts=draw(st.none() | st.integers(0, 3))))
+    observed = []
+    for key in KEYS:
+        n = draw(st.integers(0, 3))
+        for attempt in range(1, n + 1):
+            state = draw(st.sampled_from(STATES))
+            ex = None
+            if state is AttemptState.EXITED:
+                ex = ExitInfo(draw(st.integers(0, 3)), None, False, draw(st.floats(0, 200)))
+            observed.append(Observed(key, attempt, draw(st.integers(1, 3)), state, started_at_s=0.0, exit=ex,
+                                     stop_requested=draw(st.booleans()), held=draw(st.booleans())))
+    reported = {}
+    for key in draw(st.lists(st.sampled_from(KEYS), unique=True)):
+        reported[key] = Reported(draw(st.integers(1, 3)), draw(st.integers(0, 3)), draw(st.sampled_from(list(Phase))))
+    return desired, observed, reported, draw(st.floats(0, 1000))
+
+
+@settings(max_examples=300, deadline=None)
+@given(world())
+def test_properties(w) -> None:
+    desired, observed, reported, now = w
+    actions = reconcile(desired, observed, reported, now, stimulus_id="p", backoff=B)
+    assert actions == reconcile(desired, observed, reported, now, stimulus_id="p", backoff=B)  # deterministic
+    starts = [a for a in actions if isinstance(a, Start)]
+    assert len({a.key for a in starts}) == len(starts), "at most one start per task"
+    for s in starts:
+        attempts = [o for o in observed if o.key == s.key]
+        assert not any(o.live for o in attempts), "never start next to a live copy"
+        assert s.attempt == max((o.attempt for o in attempts), default=0) + 1
+        assert s.key in desired and s.revision == desired[s.key].revision
+    for a in actions:
+        if isinstance(a, Report):
+            assert a.key in desired and a.revision == desired[a.key].revision, "reports only for the current placement"
+        if isinstance(a, Stop | Remove | Cleanup):
+            o = next(o for o in observed if o.key == a.key and o.attempt == a.attempt)
+            if isinstance(a, Stop):
+                assert o.live and not o.stop_requested
+            if isinstance(a, Remove):
+                assert not o.live and not o.held
+                assert a.key not in desired or desired[a.key].revision != o.revision
+            if isinstance(a, Cleanup):
+                assert not o.live and o.held
+    # every live attempt of a removed placement gets stopped (unless already stopping)
+    for o in observed:
+        gone = o.key not in desired or desired[o.key].revision != o.revision
+        if gone and o.live and not o.stop_requested:
+            assert any(isinstance(a, Stop) and (a.key, a.attempt) == (o.key, o.attempt) for a in actions)
+
+
+@settings(max_examples=200, deadline=None)
+@given(world())
+def test_applying_actions_reaches_a_fixed_point(w) -> None:
+    """Carry out the actions in a model world; the next reconcile never repeats a report or
+    starts the same attempt twice (idempotence across agent restarts)."""
+    desired, observed, reported, now = w
+    obs = {(o.key, o.attempt): o for o in observed}
+    rep = dict(reported)
+    for _ in range(6):
+        actions = reconcile(desired, list(obs.values()), rep, now, stimulus_id="f", backoff=B)
+        for a in actions:
+            if isinstance(a, Start):
+                assert (a.key, a.attempt) not in obs
+                obs[(a.key, a.attempt)] = Observed(a.key, a.attempt, a.revision, AttemptState.RUNNING, started_at_s=now)
+            elif isinstance(a, Report):
+                prev = rep.get(a.key)
+                assert prev is None or (prev.revision, prev.attempt, prev.phase) != (a.revision, a.status.attempt, a.status.phase)
+                rep[a.key] = Reported(a.revision, a.status.attempt, a.status.phase, a.status.reason)
+            elif isinstance(a, Stop):
+                obs[(a.key, a.attempt)] = replace(obs[(a.key, a.attempt)], stop_requested=True)
+            elif isinstance(a, Cleanup):
+                obs[(a.key, a.attempt)] = replace(obs[(a.key, a.attempt)], held=False)
+            elif isinstance(a, Remove):
+                del obs[(a.key, a.attempt)]
+        for k, o in list(obs.items()):  # a stop ends the task before the next round
+            if o.live and o.stop_requested:
+                obs[k] = replace(o, state=AttemptState.EXITED, exit=ExitInfo(143, None, False, now))
+        now += 1000  # every backoff ends
+    for key, a in desired.items():
+        mine = [o for o in obs.values() if o.key == key and o.revision == a.revision]
+        assert mine, f"{key} never started"
