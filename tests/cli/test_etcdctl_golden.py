@@ -7,6 +7,7 @@ placeholders. Steps run in order, so revisions line up and are compared exactly.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from dataclasses import dataclass
 
@@ -21,15 +22,37 @@ class Step:
     compare_stderr: bool = True
     loose_widths: bool = False  # a column holds a measured duration: compare all but widths
     rc_only: bool = False
+    capture: tuple[str, str, int] | None = None  # ("$M1", regex, base): an id this step prints
+    unordered: bool = False  # members are listed in id order, and ids differ per cluster
 
 
 def S(*argv: str, stdin: str = "", compare_stderr: bool = True, loose_widths: bool = False,  # noqa: N802
-      rc_only: bool = False) -> Step:
-    return Step(tuple(argv), stdin, compare_stderr, loose_widths, rc_only)
+      rc_only: bool = False, capture: tuple[str, str, int] | None = None, unordered: bool = False) -> Step:
+    return Step(tuple(argv), stdin, compare_stderr, loose_widths, rc_only, capture, unordered)
+
+
+def _unordered(text: str) -> str:
+    """Member order follows member ids; compare as sets (lines, JSON member lists, and the
+    ETCD_INITIAL_CLUSTER entries)."""
+    def entries(match: re.Match[str]) -> str:
+        return 'ETCD_INITIAL_CLUSTER="' + ",".join(sorted(match.group(1).split(","))) + '"'
+
+    text = re.sub(r'ETCD_INITIAL_CLUSTER="([^"]*)"', entries, text)
+    if text.startswith("{"):
+        doc = json.loads(text)
+        if "members" in doc:
+            doc["members"] = sorted(doc["members"], key=lambda d: json.dumps(d, sort_keys=True))
+        return json.dumps(doc, sort_keys=True)
+    return "\n".join(sorted(text.splitlines()))
+
+
+def _learn_id(ident: Identity, name: str, value: int) -> None:
+    extra = [(f"{value:16x}", f"<{name}_HEX>"), (f"{value:x}", f"<{name}_HEX>"), (str(value), f"<{name}>")]
+    ident.replacements = sorted(ident.replacements + extra, key=lambda p: -len(p[0]))
 
 
 def _loose(text: str) -> str:
-    return re.sub(r" {2,}", " ", re.sub(r"-{2,}", "--", text))
+    return re.sub(r" *\| *", "|", re.sub(r" {2,}", " ", re.sub(r"-{2,}", "--", text)))
 
 
 def _show(name: str, result: Result) -> str:
@@ -42,17 +65,28 @@ def run_sequence(pair: tuple[Identity, Identity], steps: list[Step], lease_ids: 
     for step in steps:
         argv_a = [f"--endpoints={a.endpoint()}", *step.argv]
         argv_b = [f"--endpoints={b.endpoint()}", *step.argv]
-        if lease_ids:  # "$L1" names the lease granted by an earlier step, per cluster
+        if leases:  # "$L1"/"$M1" name an id printed by an earlier step, per cluster
             argv_a = [leases.get(x, (x, x))[0] for x in argv_a]
             argv_b = [leases.get(x, (x, x))[1] for x in argv_b]
         golden = run_etcdctl(argv_a, step.stdin)
         ours = run_kvctl(argv_b, step.stdin)
         if lease_ids and step.argv[:2] == ("lease", "grant") and golden.rc == 0 and "-w" not in step.argv:
             leases[f"$L{len(leases) + 1}"] = (golden.out.split()[1], ours.out.split()[1])
+        if step.capture is not None:
+            name, pattern, base = step.capture
+            found_a, found_b = re.search(pattern, golden.out), re.search(pattern, ours.out)
+            assert found_a is not None, golden
+            assert found_b is not None, ours
+            id_a, id_b = int(found_a.group(1), base), int(found_b.group(1), base)
+            leases[name] = (f"{id_a:x}", f"{id_b:x}")
+            _learn_id(a, name.strip("$"), id_a)
+            _learn_id(b, name.strip("$"), id_b)
         want = (golden.rc, a.normalize(golden.out), a.normalize(golden.err) if step.compare_stderr else "")
         got = (ours.rc, b.normalize(ours.out), b.normalize(ours.err) if step.compare_stderr else "")
         if step.rc_only:
             want, got = (want[0], "", ""), (got[0], "", "")
+        if step.unordered:
+            want, got = (want[0], _unordered(want[1]), want[2]), (got[0], _unordered(got[1]), got[2])
         if step.loose_widths:
             want, got = (want[0], _loose(want[1]), want[2]), (got[0], _loose(got[1]), got[2])
         if want != got:
@@ -167,6 +201,19 @@ CLUSTER_STEPS = [
     S("member", "remove", "1234"),
     S("member", "update", "1234"),
     S("member", "promote", "1234"),
+    # a learner does not count towards quorum: the single-member cluster keeps working
+    S("member", "add", "learner1", "--peer-urls=http://127.0.0.1:1", "--learner",
+      capture=("$M1", r"Member\s+([0-9a-f]+) added", 16), unordered=True),
+    S("member", "list", unordered=True),
+    S("member", "list", "-w", "json", unordered=True),
+    S("member", "update", "$M1", "--peer-urls=http://127.0.0.1:2"),
+    S("member", "update", "$M1", "-w", "json", "--peer-urls=http://127.0.0.1:3", unordered=True),
+    S("member", "promote", "$M1"),
+    S("member", "remove", "$M1"),
+    S("member", "add", "learner2", "--peer-urls=http://127.0.0.1:4", "--learner", "-w", "json",
+      capture=("$M2", r'"member":\{"ID":(\d+)', 10), unordered=True),
+    S("member", "remove", "$M2", "-w", "fields"),
+    S("member", "remove", "$M2"),
     S("endpoint", "status"),
     S("endpoint", "status", "-w", "json"),
     S("endpoint", "status", "-w", "table", loose_widths=True),
