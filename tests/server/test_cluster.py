@@ -167,3 +167,27 @@ def test_members_added_and_removed_under_load(kv_cluster) -> None:
         assert {k: v for k, v in stored.items() if k in acked} == acked
     code, body = post(cluster.url("m3"), "/v3/cluster/member/remove", {"ID": victim_id})
     assert code == 404 and body["code"] == 5
+
+
+def test_bad_requests_get_etcd_errors_and_never_crash_a_member(kv_cluster) -> None:
+    url = kv_cluster.url("m0")
+    cases = [
+        ("/v3/kv/put", "not json", 400, 3),
+        ("/v3/kv/put", '{"key":""}', 400, 3),
+        ("/v3/kv/range", '{"key":"Zm9v","revision":"999"}', 400, 11),
+        ("/v3/kv/txn", '{"success":[{"request_put":{"key":"YQ=="}},{"request_put":{"key":"YQ=="}}]}', 400, 3),
+        ("/v3/kv/put", '{"key":"YQ==","value":"' + "A" * 2_200_000 + '"}', 400, 3),
+        ("/v3/cluster/member/remove", '{"ID":"1"}', 404, 5),
+        ("/v3/maintenance/transfer-leadership", '{"targetID":"1"}', 412, 9),
+    ]
+    for path, body, status, code in cases:
+        got_status, got = post(url, path, body)
+        assert (got_status, got["code"]) == (status, code), (path, got)
+        assert got["error"] == got["message"] and got["message"].startswith(("etcdserver: ", "invalid"))
+    for garbage in ("\x00\xff", '{"key":{"a":1}}', '{"compare":5}', '{"success":[{"request_txn":{"success":"x"}}]}', "9" * 5000, "[" * 5000):
+        for path in ("/v3/kv/put", "/v3/kv/txn", "/v3/kv/range", "/v3/cluster/member/add", "/v3/maintenance/alarm"):
+            got_status, got = post(url, path, garbage)
+            assert got_status != 500 and isinstance(got, dict), (path, garbage[:20], got)
+            assert got_status == 200 or got["code"] in (3, 5, 9), (path, garbage[:20], got)
+    assert all(member.alive() for member in kv_cluster.members.values())
+    assert put(url, "still", "serving")[0] == 200

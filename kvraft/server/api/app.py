@@ -18,7 +18,7 @@ from kvraft.apply.errors import InvalidArgument
 from kvraft.server.api import cluster, gate, kv, maintenance, misc
 from kvraft.server.api.codec import JSON_OUT
 from kvraft.server.api.errors import error_response
-from kvraft.server.api.request import GRPC_OVERHEAD_BYTES
+from kvraft.server.api.request import body_limit
 from kvraft.server.api.state import SERVER
 
 __all__ = ["make_app"]
@@ -57,7 +57,7 @@ async def _options(_request: web.Request) -> web.Response:
 def make_app(server: Any) -> web.Application:
     """The client API of one member. ``server`` is a started-or-startable member object
     (``kvraft.server.member.Member``): the app starts it and stops it with itself."""
-    max_bytes = server.config.max_request_bytes + GRPC_OVERHEAD_BYTES
+    max_bytes = body_limit(server.config.max_request_bytes)
     app = web.Application(middlewares=[_errors], client_max_size=max_bytes)
     app[SERVER] = server
 

@@ -261,6 +261,8 @@ def decode_body(body: bytes, content_type: str, schema: Message) -> Any:
         raise InvalidArgument(go_syntax_error(text, exc.pos, expecting_key)) from None
     except RecursionError:
         raise InvalidArgument("exceeded max depth") from None
+    except ValueError:  # e.g. an integer literal longer than Python converts
+        raise InvalidArgument("json: cannot unmarshal number into Go value of type int64") from None
     return decode_message(obj, schema)
 
 

@@ -11,10 +11,16 @@ from kvraft.server.api.codec import JSON_OUT, MSGPACK, MSGPACK_OUT, Message, Out
 from kvraft.server.api.encode import encode_header
 from kvraft.server.api.state import SERVER
 
-__all__ = ["GRPC_OVERHEAD_BYTES", "header", "read_request", "respond"]
+__all__ = ["GRPC_OVERHEAD_BYTES", "body_limit", "header", "read_request", "respond"]
 
 GRPC_OVERHEAD_BYTES = 512 * 1024
 """etcd's gRPC receive limit is --max-request-bytes plus this much."""
+
+
+def body_limit(max_request_bytes: int) -> int:
+    """The HTTP body limit: etcd's gRPC limit applies to the decoded message; a JSON body
+    carries bytes as base64 (4/3 larger) plus field names."""
+    return (max_request_bytes + GRPC_OVERHEAD_BYTES) * 4 // 3 + 64 * 1024
 
 
 async def read_request(request: web.Request, schema: Message) -> tuple[Out, Any]:
@@ -22,7 +28,7 @@ async def read_request(request: web.Request, schema: Message) -> tuple[Out, Any]
     packed = request.content_type == MSGPACK
     out = MSGPACK_OUT if packed else JSON_OUT
     request["out"] = out
-    limit = request.app[SERVER].config.max_request_bytes + GRPC_OVERHEAD_BYTES
+    limit = body_limit(request.app[SERVER].config.max_request_bytes)
     if request.content_length is not None and request.content_length > limit:
         raise ResourceExhausted(
             f"grpc: received message larger than max ({request.content_length} vs. {limit})"

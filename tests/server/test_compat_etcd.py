@@ -1,0 +1,165 @@
+"""The same requests, in the same order, to a real etcd 3.4 and to kvraft; the answers are
+compared field by field (HTTP status, and the JSON body without ids and terms).
+
+Both run as fresh single-member clusters on 127.0.0.1 so revisions line up. Skipped when
+the ``etcd`` binary is absent (``.ci/run`` installs Debian's etcd-server).
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from kvraft.server.local import LocalCluster
+from tests.server.conftest import needs_etcd
+
+IGNORED_HEADER_FIELDS = {"cluster_id", "member_id", "raft_term"}
+
+
+def b(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def call(url: str, method: str, path: str, body: str | bytes | None) -> tuple[int, Any]:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=15)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        raw = response.read()
+    finally:
+        conn.close()
+    try:
+        return response.status, json.loads(raw)
+    except ValueError:
+        return response.status, raw.decode().strip()
+
+
+def scrub(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: scrub(v)
+            for k, v in value.items()
+            if not (k in IGNORED_HEADER_FIELDS and isinstance(v, str))
+        }
+    if isinstance(value, (list, tuple)):
+        return [scrub(v) for v in value]
+    return value
+
+
+def put(key: str, value: str, **extra: Any) -> str:
+    return json.dumps({"key": b(key), "value": b(value), **extra})
+
+
+CAS = json.dumps(
+    {
+        "compare": [{"key": b("foo"), "result": "EQUAL", "target": "VALUE", "value": b("baz")}],
+        "success": [{"request_put": {"key": b("foo"), "value": b("qux")}}],
+        "failure": [{"request_range": {"key": b("foo")}}],
+    }
+)
+
+# (method, path, body); the order matters (revisions).
+SCRIPT: list[tuple[str, str, str | bytes | None]] = [
+    ("POST", "/v3/kv/put", put("foo", "bar")),
+    ("POST", "/v3/kv/put", put("foo", "baz", prev_kv=True)),
+    ("POST", "/v3/kv/put", put("foo1", "1")),
+    ("POST", "/v3/kv/put", put("foo2", "2")),
+    ("POST", "/v3/kv/range", json.dumps({"key": b("foo")})),
+    ("POST", "/v3/kv/range", json.dumps({"key": b("foo"), "range_end": b("fop")})),
+    ("POST", "/v3/kv/range", json.dumps({"key": b("foo"), "range_end": b("fop"), "limit": 1, "sort_order": "DESCEND", "sort_target": "KEY", "keys_only": True})),
+    ("POST", "/v3/kv/range", json.dumps({"key": b("foo"), "range_end": b("fop"), "count_only": True})),
+    ("POST", "/v3/kv/range", json.dumps({"key": "AA==", "range_end": "AA=="})),
+    ("POST", "/v3/kv/range", json.dumps({"key": b("foo"), "revision": 2})),
+    ("POST", "/v3/kv/range", json.dumps({"key": b("foo"), "serializable": True, "limit": "1"})),
+    ("POST", "/v3/kv/range", json.dumps({"key": b("none")})),
+    ("POST", "/v3/kv/txn", CAS),
+    ("POST", "/v3/kv/txn", CAS),
+    ("POST", "/v3/kv/txn", json.dumps({"compare": [{"key": b("new"), "target": "CREATE", "create_revision": "0"}], "success": [{"request_put": {"key": b("new"), "value": b("1")}}, {"request_range": {"key": b("new")}}]})),
+    ("POST", "/v3/kv/txn", json.dumps({"compare": [{"key": b("foo"), "target": "MOD", "result": "GREATER", "mod_revision": "1"}, {"key": b("foo"), "target": "VERSION", "result": "LESS", "version": "10"}], "success": [{"request_delete_range": {"key": b("foo1"), "prev_kv": True}}, {"request_txn": {"success": [{"request_range": {"key": b("foo2")}}]}}]})),
+    ("POST", "/v3/kv/txn", json.dumps({"success": [{"request_put": {"key": b("foo"), "value": b("1")}}, {"request_put": {"key": b("foo"), "value": b("2")}}]})),
+    ("POST", "/v3/kv/txn", json.dumps({})),
+    ("POST", "/v3/kv/txn", json.dumps({"success": [{}]})),
+    ("POST", "/v3/kv/txn", json.dumps({"success": [{"request_put": {"key": b(f"many{i}"), "value": b("x")}} for i in range(129)]})),
+    ("POST", "/v3/kv/deleterange", json.dumps({"key": b("foo2"), "prev_kv": True})),
+    ("POST", "/v3/kv/deleterange", json.dumps({"key": b("none")})),
+    ("POST", "/v3/kv/compaction", json.dumps({"revision": "4", "physical": True})),
+    ("POST", "/v3/kv/range", json.dumps({"key": b("foo"), "revision": "3"})),
+    ("POST", "/v3/kv/range", json.dumps({"key": b("foo"), "revision": "999"})),
+    ("POST", "/v3/kv/compaction", json.dumps({"revision": "3"})),
+    ("POST", "/v3/kv/compaction", json.dumps({"revision": "100"})),
+    ("POST", "/v3/kv/put", put("", "x")),
+    ("POST", "/v3/kv/put", json.dumps({"key": b("foo"), "ignore_value": True, "value": b("x")})),
+    ("POST", "/v3/kv/put", json.dumps({"key": b("absent"), "ignore_value": True})),
+    ("POST", "/v3/kv/put", json.dumps({"key": b("foo"), "value": b("x"), "lease": "12345"})),
+    ("POST", "/v3/kv/put", "not json"),
+    ("POST", "/v3/kv/put", json.dumps({"key": 123})),
+    ("POST", "/v3/kv/put", json.dumps({"key": b("foo"), "lease": "abc"})),
+    ("POST", "/v3/kv/put", json.dumps({"key": b("foo"), "prev_kv": "yes"})),
+    ("POST", "/v3/kv/put", "[1,2]"),
+    ("POST", "/v3/kv/put", ""),
+    ("POST", "/v3/kv/put", json.dumps({"key": b("foo"), "value": b("y"), "unknown_field": 5})),
+    ("POST", "/v3/kv/range", json.dumps({"key": b("foo"), "sort_order": "BOGUS"})),
+    ("POST", "/v3/kv/range", json.dumps({"key": b("foo"), "limit": 1.5})),
+    ("POST", "/v3/kv/range", json.dumps({"key": "!!!"})),
+    ("POST", "/v3/kv/range", "{bad"),
+    ("POST", "/v3/kv/range", json.dumps({})),
+    ("POST", "/v3beta/kv/range", json.dumps({"key": b("foo")})),
+    ("GET", "/v3/kv/range", None),
+    ("POST", "/v3/kv/nothere", "{}"),
+    ("POST", "/v3/kv/put", json.dumps({"key": b("big"), "value": base64.b64encode(b"x" * 1_600_000).decode()})),
+    ("POST", "/v3/maintenance/alarm", json.dumps({"action": "GET"})),
+    ("POST", "/v3/maintenance/defragment", "{}"),
+    ("POST", "/v3/maintenance/transfer-leadership", json.dumps({"targetID": "1"})),
+    ("POST", "/v3/cluster/member/remove", json.dumps({"ID": "12345"})),
+    ("POST", "/v3/cluster/member/promote", json.dumps({"ID": "12345"})),
+    ("POST", "/v3/cluster/member/update", json.dumps({"ID": "12345", "peerURLs": ["http://127.0.0.1:1"]})),
+    ("POST", "/v3/cluster/member/add", json.dumps({"peerURLs": ["notaurl"]})),
+    ("GET", "/health", None),
+]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    etcd = LocalCluster(1, tmp_path_factory.mktemp("etcd"), binary="etcd")
+    kvraft = LocalCluster(1, tmp_path_factory.mktemp("kvraft"))
+    try:
+        etcd.start(90)
+        kvraft.start(90)
+        yield etcd.url("m0"), kvraft.url("m0")
+    finally:
+        etcd.stop()
+        kvraft.stop()
+
+
+@needs_etcd
+def test_kv_and_error_answers_match_etcd_field_by_field(pair) -> None:
+    etcd_url, kvraft_url = pair
+    mismatches = []
+    for method, path, body in SCRIPT:
+        want = call(etcd_url, method, path, body)
+        got = call(kvraft_url, method, path, body)
+        if scrub(want) != scrub(got):
+            shown = body if body is None or len(body) < 200 else body[:200] + "..."
+            mismatches.append(f"{method} {path} {shown}\n  etcd:   {want}\n  kvraft: {got}")
+    assert not mismatches, "\n".join(mismatches)
+
+
+@needs_etcd
+def test_cluster_and_maintenance_answers_have_etcds_shape(pair) -> None:
+    etcd_url, kvraft_url = pair
+    for path, body in (("/v3/cluster/member/list", "{}"), ("/v3/maintenance/status", "{}"), ("/v3/maintenance/hash", "{}")):
+        (want_code, want), (got_code, got) = call(etcd_url, "POST", path, body), call(kvraft_url, "POST", path, body)
+        assert want_code == got_code == 200
+        assert set(got) == set(want), path
+        assert set(got["header"]) == set(want["header"]), path
+    _, want = call(etcd_url, "POST", "/v3/cluster/member/list", "{}")
+    _, got = call(kvraft_url, "POST", "/v3/cluster/member/list", "{}")
+    assert [set(m) for m in got["members"]] == [set(m) for m in want["members"]]
+    _, got = call(kvraft_url, "GET", "/version", None)
+    assert got["etcdserver"].startswith("3.4") and got["etcdcluster"].startswith("3.4")
