@@ -179,3 +179,37 @@ def test_check_perf_runs_and_cleans_up(etcd_pair: tuple[Identity, Identity], loa
     assert run_kvctl([f"--endpoints={b.endpoint()}", "get", "/perf/", "--prefix", "--keys-only"]).out == ""
     bad = run_kvctl([f"--endpoints={b.endpoint()}", "check", "perf", "--load", "huge"])
     assert (bad.rc, bad.err) == (4, "Error: unknown load option huge\n")
+
+
+def test_lease_keep_alive_until_revoked_like_etcdctl(etcd_pair: tuple[Identity, Identity]) -> None:
+    outputs = []
+    for ident, command in ((etcd_pair[0], ["etcdctl"]), (etcd_pair[1], KVCTL)):
+        with SyncClient(ident.runtime.endpoints) as client:
+            lease_id = client.lease_grant(3).id
+            proc = _spawn([*command, f"--endpoints={ident.endpoint()}", "lease", "keep-alive", f"{lease_id:x}"])
+            first = _wait_line(proc, 2)  # two renewals
+            client.lease_revoke(lease_id)
+            out, _err = proc.communicate(timeout=30)
+        lines = [line.decode() for line in first] + out.decode().splitlines(keepends=True)
+        outputs.append((proc.returncode, ident.normalize("".join(lines[:2]) + lines[-1])))
+    assert outputs[0] == outputs[1]
+    assert outputs[1][1].endswith("expired or revoked.\n") and outputs[1][0] == 0
+
+
+def test_kvraft_only_commands(tmp_path: Path) -> None:
+    from kvclusters import start_runtime
+
+    kvraft = start_runtime("kvraft", tmp_path)
+    try:
+        endpoint = f"--endpoints={kvraft.endpoints[0]}"
+        status = run_kvctl([endpoint, "auth", "status"])
+        assert status.rc == 0 and status.out.startswith("Authentication Status: false\nAuthRevision: ")
+        hashkv = run_kvctl([endpoint, "endpoint", "hashkv", "-w", "json"])
+        assert hashkv.rc == 0 and '"HashKV":{"header":' in hashkv.out
+        put = run_kvctl([endpoint, "--encoding=json", "put", "enc", "v"])
+        assert (put.rc, put.out) == (0, "OK\n")
+        assert run_kvctl([endpoint, "get", "enc", "--print-value-only"]).out == "v\n"  # msgpack by default
+        saved = run_kvctl([endpoint, "snapshot", "save", str(tmp_path / "kv.snap")])
+        assert saved.rc == 0 and (tmp_path / "kv.snap").stat().st_size > 0
+    finally:
+        kvraft.stop()

@@ -9,6 +9,7 @@ from typing import Any
 from kvraft.cli.context import Context
 from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_BAD_CONNECTION, EXIT_ERROR, CommandError
 from kvraft.cli.parsing import subcommands
+from kvraft.cli.printers.simple import SimplePrinter
 from kvraft.client import ClientError, ServerError
 
 __all__ = ["lease_id_arg", "register"]
@@ -86,7 +87,8 @@ async def run_keep_alive(ctx: Context, ns: argparse.Namespace) -> None:
         if resp.ttl <= 0:
             if ns.once:
                 raise CommandError(EXIT_BAD_CONNECTION, "etcdserver: requested lease not found")
-            ctx.stdout.write(f"lease {lease_id:016x} expired or revoked.\n")
+            if isinstance(ctx.printer, SimplePrinter):
+                ctx.stdout.write(f"lease {lease_id:016x} expired or revoked.\n")
             return
         ctx.printer.lease_keep_alive(resp)
         ctx.stdout.flush()
