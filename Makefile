@@ -25,8 +25,9 @@ sim: dev
 bench: dev
 	$(BIN)/python -m kvraft.sim --seeds 0-199 --bench
 
+# A local 3-member kvraft cluster (processes on free 127.0.0.1 ports) serving the JSON API.
 demo: dev
-	$(BIN)/python -m kvraft.sim --seeds 0-99
+	$(BIN)/python deploy/kvraft_local.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
