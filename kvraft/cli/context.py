@@ -10,7 +10,7 @@ from typing import TextIO
 
 from kvraft.cli.errors import EXIT_BAD_CONNECTION, EXIT_ERROR, CommandError
 from kvraft.cli.printers import Printer, make_printer
-from kvraft.client import Client, EndpointError, ServerError
+from kvraft.client import Client, EndpointError, ServerError, TLSConfig
 
 __all__ = ["DEFAULT_ENDPOINT", "Context", "GlobalOptions", "env"]
 
@@ -29,6 +29,16 @@ class GlobalOptions:
     write_out: str = "simple"
     hex_output: bool = False
     encoding: str = "auto"
+    cacert: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    insecure_skip_tls_verify: bool = False
+
+    def tls(self) -> TLSConfig | None:
+        """A ``TLSConfig`` when any TLS flag is set (then bare endpoints mean https)."""
+        if not (self.cacert or self.cert or self.key or self.insecure_skip_tls_verify):
+            return None
+        return TLSConfig(self.cacert, self.cert, self.key, self.insecure_skip_tls_verify)
 
 
 @dataclass
@@ -68,7 +78,7 @@ class Context:
         user, password = self.credentials()
         client = Client(list(targets), encoding=self.options.encoding, user=user, password=password,
                         dial_timeout_s=self.options.dial_timeout_s,
-                        request_timeout_s=self.options.command_timeout_s)
+                        request_timeout_s=self.options.command_timeout_s, tls=self.options.tls())
         try:
             await client.open()
         except EndpointError as exc:

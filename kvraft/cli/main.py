@@ -70,9 +70,17 @@ def global_options(ns: argparse.Namespace) -> GlobalOptions:
         dial_timeout_s=dial_s,
         command_timeout_s=command_s,
         write_out=pick("write_out", "WRITE_OUT") or "simple",
-        hex_output=hex_flag is True or str(hex_flag).lower() in ("true", "1"),
+        hex_output=_truthy(hex_flag),
         encoding=pick("encoding", "ENCODING") or "auto",
+        cacert=pick("cacert", "CACERT"),
+        cert=pick("cert", "CERT"),
+        key=pick("key", "KEY"),
+        insecure_skip_tls_verify=_truthy(pick("insecure_skip_tls_verify", "INSECURE_SKIP_TLS_VERIFY")),
     )
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).lower() in ("true", "1")
 
 
 async def _dispatch(ctx: Context, ns: argparse.Namespace) -> None:

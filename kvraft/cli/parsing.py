@@ -69,6 +69,11 @@ def add_global_flags(parser: argparse.ArgumentParser) -> None:
                         help="wire encoding (kvctl only): msgpack when the server is kvraft, else JSON")
     for name, default in (("--keepalive-time", "2s"), ("--keepalive-timeout", "6s")):
         parser.add_argument(name, type=duration, default=s, help=f"accepted for etcdctl compatibility (default {default})")
+    parser.add_argument("--cacert", default=s, help="verify certificates of TLS-enabled secure servers using this CA bundle")
+    parser.add_argument("--cert", default=s, help="identify secure client using this TLS certificate file")
+    parser.add_argument("--key", default=s, help="identify secure client using this TLS key file")
+    parser.add_argument("--insecure-skip-tls-verify", action="store_true", default=s,
+                        help="skip server certificate verification (CAUTION: this option should be enabled only for testing purposes)")
     parser.add_argument("--insecure-transport", action="store_true", default=s, help="accepted for etcdctl compatibility")
     parser.add_argument("--debug", action="store_true", default=s, help="accepted for etcdctl compatibility")
 

@@ -7,7 +7,7 @@ See docs/client.md.
 
 from __future__ import annotations
 
-from kvraft.client._transport import RetryPolicy
+from kvraft.client._transport import RetryPolicy, TLSConfig
 from kvraft.client.admin import SnapshotChunk
 from kvraft.client.client import Client
 from kvraft.client.concurrency import Election, Mutex
@@ -111,6 +111,7 @@ __all__ = [
     "SnapshotChunk",
     "StatusResponse",
     "SyncClient",
+    "TLSConfig",
     "Txn",
     "TxnResponse",
     "UnauthenticatedError",

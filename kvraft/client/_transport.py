@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ from kvraft.client.errors import (
     error_from_status,
 )
 
-__all__ = ["RetryPolicy", "Transport", "normalize_endpoint"]
+__all__ = ["RetryPolicy", "TLSConfig", "Transport", "normalize_endpoint"]
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,32 @@ class RetryPolicy:
         return rng.uniform(0.0, min(self.max_delay_s, self.base_delay_s * (2**attempt)))
 
 
-def normalize_endpoint(endpoint: str) -> str:
+@dataclass(frozen=True)
+class TLSConfig:
+    """Client TLS: trust ``ca_file`` (else the system store), present ``cert_file`` and
+    ``key_file`` when the server checks client certificates. ``insecure_skip_verify``
+    disables server verification (testing only). Endpoints without a scheme use https."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure_skip_verify: bool = False
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        if self.insecure_skip_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+
+def normalize_endpoint(endpoint: str, scheme: str = "http") -> str:
     """``host:port`` -> ``http://host:port`` (etcdctl accepts both spellings)."""
     endpoint = endpoint.strip().rstrip("/")
     if "://" not in endpoint:
-        endpoint = "http://" + endpoint
+        endpoint = f"{scheme}://{endpoint}"
     return endpoint
 
 
@@ -68,12 +90,15 @@ class Transport:
         user: str | None = None,
         password: str | None = None,
         rng: random.Random | None = None,
+        tls: TLSConfig | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint is required")
         if encoding not in ("auto", "json", "msgpack"):
             raise ValueError(f"encoding must be auto, json or msgpack, not {encoding!r}")
-        self.endpoints = [normalize_endpoint(e) for e in endpoints]
+        self.tls = tls
+        self._scheme = "https" if tls is not None else "http"
+        self.endpoints = [normalize_endpoint(e, self._scheme) for e in endpoints]
         self.encoding = encoding
         self.dial_timeout_s = dial_timeout_s
         self.request_timeout_s = request_timeout_s
@@ -97,8 +122,9 @@ class Transport:
     async def open(self) -> None:
         """Create the session, find a live endpoint, pick the encoding, log in if asked."""
         if self._session is None:
+            connector = aiohttp.TCPConnector(ssl=self.tls.context() if self.tls is not None else True)
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(sock_connect=self.dial_timeout_s)
+                connector=connector, timeout=aiohttp.ClientTimeout(sock_connect=self.dial_timeout_s)
             )
         self.server_version = await self._discover()
         if self.user is not None:
@@ -202,7 +228,7 @@ class Transport:
         attempt = 0
         while True:
             if endpoint is not None:
-                targets = [normalize_endpoint(endpoint)]
+                targets = [normalize_endpoint(endpoint, self._scheme)]
             else:
                 targets = [self.endpoints[i] for i in self._order()]
             for target in targets:
@@ -264,7 +290,7 @@ class Transport:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.dial_timeout_s, sock_read=None)
         errors: list[str] = []
         if endpoint is not None:
-            targets = [normalize_endpoint(endpoint)]
+            targets = [normalize_endpoint(endpoint, self._scheme)]
         else:
             targets = [self.endpoints[i] for i in self._order()]
         for target in targets:

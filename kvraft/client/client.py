@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from kvraft.client._transport import RetryPolicy, Transport
+from kvraft.client._transport import RetryPolicy, TLSConfig, Transport
 from kvraft.client.admin import AdminMixin
 from kvraft.client.concurrency import ConcurrencyMixin
 from kvraft.client.kv import KVMixin
@@ -49,6 +49,7 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
         request_timeout_s: float = 5.0,
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
+        tls: TLSConfig | None = None,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e.strip()]
@@ -61,6 +62,7 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
             user=user,
             password=password,
             rng=rng,
+            tls=tls,
         )
 
     async def open(self) -> Client:

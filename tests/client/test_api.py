@@ -33,7 +33,7 @@ PUBLIC = [
     "MemberAddResponse", "MemberListResponse", "Mutex", "NotFoundError", "Op", "OutOfRangeError",
     "Permission", "PermissionDeniedError", "ProtocolError", "PutResponse", "ResourceExhaustedError",
     "ResponseHeader", "RetryPolicy", "RoleGetResponse", "RoleListResponse", "ServerError",
-    "SnapshotChunk", "StatusResponse", "SyncClient", "Txn", "TxnResponse", "UnauthenticatedError",
+    "SnapshotChunk", "StatusResponse", "SyncClient", "TLSConfig", "Txn", "TxnResponse", "UnauthenticatedError",
     "UnavailableError", "UserGetResponse", "UserListResponse", "WatchCompactedError", "WatchResponse",
     "Watcher", "prefix_range_end",
 ]

@@ -31,7 +31,8 @@ async def endpoints_from_cluster(ctx: Context, cluster: bool) -> list[str]:
 async def _health_of(ctx: Context, endpoint: str) -> EndpointHealth:
     user, password = ctx.credentials()
     client = Client([endpoint], encoding=ctx.options.encoding, user=user, password=password,
-                    dial_timeout_s=ctx.options.dial_timeout_s, request_timeout_s=ctx.options.command_timeout_s)
+                    dial_timeout_s=ctx.options.dial_timeout_s, request_timeout_s=ctx.options.command_timeout_s,
+                    tls=ctx.options.tls())
     started = time.perf_counter()
     try:
         await client.open()
