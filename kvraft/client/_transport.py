@@ -135,6 +135,12 @@ class Transport:
             await self._session.close()
             self._session = None
 
+    def set_endpoints(self, endpoints: list[str]) -> None:
+        """New endpoint list; the current endpoint stays pinned if it is in it."""
+        current = self.endpoint
+        self.endpoints = [normalize_endpoint(e, self._scheme) for e in endpoints]
+        self._pinned = self.endpoints.index(current) if current in self.endpoints else 0
+
     def _skip(self, endpoint: str) -> None:
         if endpoint in self.endpoints and self.endpoints[self._pinned] == endpoint:
             self._pinned = (self._pinned + 1) % len(self.endpoints)

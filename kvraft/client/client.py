@@ -106,6 +106,16 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
     def token(self) -> str | None:
         return self._transport.token
 
+    async def sync_endpoints(self) -> list[str]:
+        """Replace the endpoint list with every member's client URLs (members added or
+        removed since the client was created); the current endpoint stays first if it is
+        still a member. Returns the new list."""
+        members = await self.member_list()
+        urls = [url for member in members.members for url in member.client_urls]
+        if urls:
+            self._transport.set_endpoints(urls)
+        return self.endpoints
+
     async def authenticate(self) -> None:
         """Log in again now (normally automatic)."""
         await self._transport.authenticate()
