@@ -141,6 +141,10 @@ class Transport:
         self.endpoints = [normalize_endpoint(e, self._scheme) for e in endpoints]
         self._pinned = self.endpoints.index(current) if current in self.endpoints else 0
 
+    def skip_current(self) -> None:
+        """Move the pin to the next endpoint (the current one answered "no leader")."""
+        self._skip(self.endpoint)
+
     def _skip(self, endpoint: str) -> None:
         if endpoint in self.endpoints and self.endpoints[self._pinned] == endpoint:
             self._pinned = (self._pinned + 1) % len(self.endpoints)

@@ -8,7 +8,8 @@ revision it needs (last event's ``mod_revision`` + 1, or the creation header's r
 next endpoint after a jittered delay and asks for that revision again, so no event is lost
 or repeated. If that revision has been compacted meanwhile, iteration raises
 ``WatchCompactedError`` with the compaction point; any other server-side cancel raises
-``ServerError`` with the server's ``cancel_reason``.
+``ServerError`` with the server's ``cancel_reason``, except transient ones (``no leader``,
+``leader changed``, ``server stopped``), after which it resumes on another member.
 
 Example::
 
@@ -37,6 +38,7 @@ from kvraft.client.types import WatchResponse
 __all__ = ["WatchMixin", "Watcher"]
 
 FILTERS = ("NOPUT", "NODELETE")
+_TRANSIENT = ("no leader", "leader changed", "server stopped")
 
 
 class Watcher:
@@ -143,6 +145,9 @@ class Watcher:
         if response.compact_revision:
             raise WatchCompactedError(response.compact_revision, self.next_revision, response)
         reason = response.cancel_reason or "watch canceled by the server"
+        if any(text in reason for text in _TRANSIENT):
+            self._transport.skip_current()  # that member lost its leader: resume elsewhere
+            return
         if "auth token" in reason and self._transport.user is not None:
             await self._transport.authenticate()  # token expired: log in again and resume
             return

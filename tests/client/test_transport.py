@@ -55,6 +55,12 @@ class Fake:
             body = msgpack.unpackb(raw) if packed else json.loads(raw or b"{}")
             self.calls.append((path, body, request.headers.get("Authorization"), request.content_type))
             status, doc = self.routes[path](body)
+            if status == "stream":
+                response = web.StreamResponse(headers={"Content-Type": "application/json"})
+                await response.prepare(request)
+                for message in doc:
+                    await response.write(json.dumps({"result": message}).encode() + b"\n")
+                return response
             if status == "drop":
                 assert request.transport is not None
                 request.transport.close()  # the answer is lost after the request arrived
@@ -210,3 +216,31 @@ def test_stream_decoders_accept_any_chunking() -> None:
     for i in range(0, len(packed), 3):
         out.extend(decoder.feed(packed[i : i + 3]))
     assert out == messages
+
+
+async def test_watch_resumes_elsewhere_after_a_no_leader_cancel(fake) -> None:  # type: ignore[no-untyped-def]
+    member, url = fake
+    member.routes["/watch"] = lambda _b: ("stream", [
+        {"header": HEADER, "created": True},
+        {"header": HEADER, "events": [{"kv": {"key": "YQ==", "value": "MQ==", "mod_revision": "6"}}]},
+        {"header": HEADER, "canceled": True, "cancel_reason": "etcdserver: no leader"},
+    ])
+    other = Fake()
+    other.routes["/watch"] = lambda _b: ("stream", [
+        {"header": HEADER, "created": True},
+        {"header": HEADER, "events": [{"kv": {"key": "YQ==", "value": "Mg==", "mod_revision": "7"}}]},
+    ])
+    server = TestServer(other.app(), host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with Client([url, str(server.make_url("")).rstrip("/")], retry=FAST) as client:
+            values = []
+            async with client.watch("a", start_revision=6) as watcher:
+                async for response in watcher:
+                    values.extend(e.kv.value for e in response.events)
+                    if len(values) == 2:
+                        break
+        assert values == [b"1", b"2"]
+        assert other.calls[0][1] == {"create_request": {"key": "YQ==", "start_revision": 7}}  # resumed after 6
+    finally:
+        await server.close()
