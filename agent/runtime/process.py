@@ -1,0 +1,124 @@
+"""``process``: plain host processes under the per-task supervisor, for machines with no
+container runtime.
+
+Each task runs in its own session and process group, in its own cgroup when the cgroup tree
+is writable (memory, cpu quota, pids and cpuset limits enforced; OOM detected from the cgroup
+counter); otherwise no limits (``capabilities().limits`` says so). GPUs are fenced only by
+``CUDA_VISIBLE_DEVICES`` / ``NVIDIA_VISIBLE_DEVICES``; there is no filesystem isolation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+from agent.runtime.base import Capabilities, ExecResult, TaskRun
+from agent.runtime.cgroups import CgroupLayout
+from agent.runtime.supervised import (
+    StartFailure,
+    SupervisedRuntime,
+    pid_alive,
+    read_json,
+    run_command,
+    safe_name,
+)
+
+__all__ = ["ProcessRuntime"]
+
+CGROUP_PREFIX = "kvraft-agent"
+
+
+class ProcessRuntime(SupervisedRuntime):
+    name = "process"
+
+    def __init__(self, data_dir: Path, node: str, *, cgroups: CgroupLayout | None = None, **kwargs: Any) -> None:
+        super().__init__(data_dir, node, **kwargs)
+        self.cgroups = cgroups if cgroups is not None else CgroupLayout.detect()
+        self.cgroup_parent = f"{CGROUP_PREFIX}/{safe_name(node)}"
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(isolation="none", limits=self.cgroups.usable, devices=False,
+                            network_namespaces=False, oom_detect=self.cgroups.usable, reattach=True)
+
+    def _cgroup_rel(self, cid: str) -> str:
+        return f"{self.cgroup_parent}/{cid}"
+
+    def _env(self, run: TaskRun, workdir: Path) -> dict[str, str]:
+        env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOME": str(workdir),
+               "LANG": "C.UTF-8", "KVRAFT_JOB": run.job, "KVRAFT_TASK": run.task,
+               "KVRAFT_ATTEMPT": str(run.attempt), "KVRAFT_WORKDIR": str(workdir)}
+        env.update(run.devices.env())
+        env.update(dict(run.spec.env))
+        return env
+
+    async def _prepare(self, run: TaskRun, adir: Path, cid: str) -> dict[str, Any]:
+        spec = run.spec
+        res = spec.resources
+        limited = bool(res.memory_mib or res.cpu_milli or res.pids or res.cpuset)
+        if limited and not self.cgroups.usable:
+            raise StartFailure("InvalidSpec", "resource limits requested but no writable cgroup hierarchy here")
+        if spec.image not in ("", "host"):
+            raise StartFailure("InvalidSpec", f"the process runtime runs host binaries only; image {spec.image!r} "
+                                              "needs the runc or docker runtime")
+        if spec.network not in ("host", ""):
+            raise StartFailure("InvalidSpec", f"the process runtime has no network namespaces (network {spec.network!r})")
+        workdir = self.workdir(run.key)
+        cwd = spec.workdir or str(workdir)
+        if not Path(cwd).is_dir():
+            raise StartFailure("InvalidSpec", f"spec.workdir {cwd!r} does not exist")
+        env = self._env(run, workdir)
+        prog = spec.command[0]
+        if "/" not in prog and shutil.which(prog, path=env.get("PATH")) is None:
+            raise StartFailure("StartError", f"executable not found: {prog!r} (PATH={env.get('PATH')})", 127)
+        conf: dict[str, Any] = {"mode": "process", "argv": list(spec.command), "env": env, "cwd": cwd}
+        if self.cgroups.usable:
+            rel = self._cgroup_rel(cid)
+            dirs, files = self.cgroups.plan(rel, res)
+            conf.update({"cgroup_dirs": dirs, "cgroup_files": files, "oom_file": self.cgroups.oom_file(rel),
+                         "cgroup": rel})
+        return conf
+
+    async def _kill_remains(self, handle: dict[str, Any], adir: Path) -> None:
+        started = read_json(adir / "started.json")
+        if pid_alive(started):
+            assert started is not None
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(int(started["pid"]), signal.SIGKILL)
+        if self.cgroups.usable:
+            self.cgroups.kill_and_remove(self._cgroup_rel(handle["id"]))
+
+    async def _release(self, handle: dict[str, Any], adir: Path) -> None:
+        if self.cgroups.usable:
+            rel = self._cgroup_rel(handle["id"])
+            self.cgroups.kill_and_remove(rel)
+            self.cgroups.remove_empty_parents(rel, CGROUP_PREFIX)
+
+    async def exec(self, key: str, attempt: int, argv: list[str], timeout_s: float) -> ExecResult:
+        adir = self.attempt_dir(key, attempt)
+        conf = read_json(adir / "supervisor.json")
+        if conf is None or not pid_alive(read_json(adir / "started.json")):
+            return ExecResult(126, b"", b"task is not running")
+        return await run_command(argv, timeout_s, env=conf.get("env"), cwd=conf.get("cwd"))
+
+    async def sweep(self) -> list[str]:
+        """Kill and remove task cgroups of this agent that no attempt directory owns."""
+        if not self.cgroups.usable:
+            return []
+        ids = set()
+        for adir in self._attempt_dirs():
+            handle = read_json(adir / "handle.json")
+            if handle:
+                ids.add(handle["id"])
+        removed: list[str] = []
+        for base in self.cgroups.dirs(self.cgroup_parent)[:1]:
+            if not base.is_dir():
+                continue
+            for child in base.iterdir():
+                if child.is_dir() and child.name not in ids:
+                    self.cgroups.kill_and_remove(f"{self.cgroup_parent}/{child.name}")
+                    removed.append(child.name)
+        return removed

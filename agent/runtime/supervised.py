@@ -1,0 +1,348 @@
+"""What the runc and process drivers share: one state directory per attempt, a per-task
+supervisor (``supervisor.py``) that outlives the agent, and re-attach from those files.
+
+Layout under ``<data_dir>/tasks/<job>/<task>/``::
+
+    workdir/                   shared by the task's attempts (checkpoints survive restarts)
+    <attempt>/handle.json      written first: key, attempt, revision, spec, container id
+              supervisor.json  what the supervisor runs
+              shim.json        the supervisor's pid + start time (PID-reuse safe)
+              started.json     the task's pid + start time
+              stop.json        stop requested: signal and absolute SIGKILL deadline
+              exit.json        exit code, signal, OOM, timestamps (written by the supervisor)
+              lost.json        the supervisor died without exit.json; remains were killed
+              cleaned.json     runtime resources released (logs kept)
+              output.log[.N]   CRI-format log, rotated by the supervisor
+
+Each step is crash-safe: files are written atomically (tmp, fsync, rename) and a state is
+derived only from which files exist, so an agent SIGKILLed at any point finds the truth again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+from agent.reconcile import AttemptState, ExitInfo, Observed
+from agent.runtime.base import Capabilities, ExecResult, TaskRun
+from agent.runtime.cgroups import read_cgroup_stats
+
+__all__ = [
+    "StartFailure",
+    "SupervisedRuntime",
+    "container_id",
+    "pid_alive",
+    "proc_start_time",
+    "read_json",
+    "run_command",
+    "safe_name",
+    "write_json",
+]
+
+SUPERVISOR = Path(__file__).with_name("supervisor.py")
+STARTING_GRACE_S = 10.0  # a handle without a supervisor older than this was never started
+
+
+class StartFailure(Exception):
+    """The task cannot start (bad image, missing binary, impossible device request)."""
+
+    def __init__(self, reason: str, message: str, exit_code: int = 128) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.exit_code = exit_code
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(doc, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def proc_start_time(pid: int) -> int | None:
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2 :].split()
+    if fields[0] == b"Z":
+        return None  # a zombie has ended
+    return int(fields[19])
+
+
+def pid_alive(doc: dict[str, Any] | None) -> bool:
+    """True when the process named by ``{"pid", "start_time"}`` still runs (not a reused pid)."""
+    if not doc or not doc.get("pid"):
+        return False
+    st = proc_start_time(int(doc["pid"]))
+    return st is not None and (not doc.get("start_time") or st == int(doc["start_time"]))
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def safe_name(text: str) -> str:
+    """``text`` with everything but letters, digits, ``_.-`` replaced (container/cgroup names)."""
+    return _SAFE.sub("_", text)[:200]
+
+
+def container_id(node: str, key: str, attempt: int) -> str:
+    return safe_name(f"{node}-{key.replace('/', '-')}-{attempt}")
+
+
+class SupervisedRuntime:
+    """Base of the ``process`` and ``runc`` drivers. Subclasses fill in ``_prepare`` (what the
+    supervisor runs), ``_kill_remains`` (kill a task whose supervisor is gone) and
+    ``_release`` (free runtime resources)."""
+
+    name = "supervised"
+
+    def __init__(self, data_dir: Path, node: str, *, log_max_bytes: int = 10 * 1024 * 1024,
+                 log_max_files: int = 5, notify_socket: str = "") -> None:
+        self.data_dir = Path(data_dir)
+        self.tasks_dir = self.data_dir / "tasks"
+        self.tasks_dir.mkdir(parents=True, exist_ok=True)
+        self.node = node
+        self.log_max_bytes = log_max_bytes
+        self.log_max_files = log_max_files
+        self.notify_socket = notify_socket
+        self._starting: set[tuple[str, int]] = set()
+        self.supervisor_python = sys.executable
+
+    # --- paths ---------------------------------------------------------------------------
+    def task_dir(self, key: str) -> Path:
+        job, _, task = key.partition("/")
+        return self.tasks_dir / quote(job, safe="") / quote(task, safe="")
+
+    def attempt_dir(self, key: str, attempt: int) -> Path:
+        return self.task_dir(key) / str(attempt)
+
+    def workdir(self, key: str) -> Path:
+        return self.task_dir(key) / "workdir"
+
+    def capabilities(self) -> Capabilities:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    # --- hooks -----------------------------------------------------------------------------
+    async def _prepare(self, run: TaskRun, adir: Path, cid: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def _kill_remains(self, handle: dict[str, Any], adir: Path) -> None:
+        raise NotImplementedError
+
+    async def _release(self, handle: dict[str, Any], adir: Path) -> None:
+        raise NotImplementedError
+
+    # --- start -----------------------------------------------------------------------------
+    async def start(self, run: TaskRun) -> None:
+        adir = self.attempt_dir(run.key, run.attempt)
+        if (adir / "handle.json").exists():
+            return  # started before (an agent restart mid-start): observe() resolves it
+        adir.mkdir(parents=True, exist_ok=True)
+        self.workdir(run.key).mkdir(parents=True, exist_ok=True)
+        cid = container_id(self.node, run.key, run.attempt)
+        handle = {"key": run.key, "attempt": run.attempt, "revision": run.revision, "runtime": self.name,
+                  "id": cid, "spec": run.spec.to_json(), "grace_s": run.spec.grace_s, "created_at": time.time()}
+        self._starting.add((run.key, run.attempt))
+        try:
+            write_json(adir / "handle.json", handle)
+            try:
+                conf = await self._prepare(run, adir, cid)
+            except StartFailure as exc:
+                (adir / "output.log").write_text(
+                    f"{_rfc3339(time.time())} stderr F [agent] {exc.reason}: {exc.message}\n")
+                write_json(adir / "exit.json", {"id": cid, "pid": 0, "exit_code": exc.exit_code, "signal": None,
+                                                "oom_killed": False, "reason": exc.reason, "message": exc.message,
+                                                "started_at": time.time(), "finished_at": time.time()})
+                return
+            conf.update({"id": cid, "notify": self.notify_socket,
+                         "log": {"path": str(adir / "output.log"), "max_bytes": self.log_max_bytes,
+                                 "max_files": self.log_max_files}})
+            write_json(adir / "supervisor.json", conf)
+            proc = await asyncio.create_subprocess_exec(
+                self.supervisor_python, "-I", "-S", str(SUPERVISOR), str(adir),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+            await asyncio.wait_for(proc.communicate(), timeout=120)
+        finally:
+            self._starting.discard((run.key, run.attempt))
+
+    # --- observe / recover -------------------------------------------------------------------
+    def _attempt_dirs(self) -> list[Path]:
+        out: list[Path] = []
+        if not self.tasks_dir.is_dir():
+            return out
+        for job in self.tasks_dir.iterdir():
+            if not job.is_dir():
+                continue
+            for task in job.iterdir():
+                if not task.is_dir():
+                    continue
+                out.extend(a for a in task.iterdir() if a.name.isdigit() and a.is_dir())
+        return out
+
+    async def observe(self) -> list[Observed]:
+        out: list[Observed] = []
+        for adir in self._attempt_dirs():
+            obs = await self._observe_one(adir)
+            if obs is not None:
+                out.append(obs)
+        return out
+
+    async def _observe_one(self, adir: Path) -> Observed | None:
+        handle = read_json(adir / "handle.json")
+        if handle is None:
+            return None
+        key, attempt = handle["key"], int(handle["attempt"])
+        base = {"key": key, "attempt": attempt, "revision": int(handle["revision"]),
+                "grace_s": float(handle.get("grace_s", 30.0)),
+                "stop_requested": (adir / "stop.json").exists(),
+                "held": not (adir / "cleaned.json").exists()}
+        started = read_json(adir / "started.json")
+        started_at = float(started["started_at"]) if started else 0.0
+        exit_doc = read_json(adir / "exit.json")
+        if exit_doc is not None:
+            return Observed(state=AttemptState.EXITED, started_at_s=float(exit_doc.get("started_at") or started_at),
+                            exit=_exit_info(exit_doc), **base)
+        lost = read_json(adir / "lost.json")
+        if lost is not None:
+            return Observed(state=AttemptState.LOST, started_at_s=started_at,
+                            exit=ExitInfo(None, None, False, float(lost.get("at", 0.0)), "Lost", lost.get("message", "")),
+                            **base)
+        shim = read_json(adir / "shim.json")
+        if pid_alive(shim):
+            state = AttemptState.RUNNING if started else AttemptState.STARTING
+            return Observed(state=state, started_at_s=started_at, **base)
+        if (key, attempt) in self._starting:
+            return Observed(state=AttemptState.STARTING, **base)
+        if shim is None and time.time() - float(handle.get("created_at", 0)) < STARTING_GRACE_S:
+            return Observed(state=AttemptState.STARTING, **base)
+        # the supervisor is gone and recorded no exit: it may have just written exit.json
+        exit_doc = read_json(adir / "exit.json")
+        if exit_doc is not None:
+            return Observed(state=AttemptState.EXITED, started_at_s=started_at, exit=_exit_info(exit_doc), **base)
+        message = "the task's supervisor died; exit status unknown" if shim else "never started (agent died while starting)"
+        await self._kill_remains(handle, adir)
+        write_json(adir / "lost.json", {"at": time.time(), "message": message})
+        return Observed(state=AttemptState.LOST, started_at_s=started_at,
+                        exit=ExitInfo(None, None, False, time.time(), "Lost", message), **base)
+
+    # --- stop / cleanup / remove -------------------------------------------------------------
+    async def stop(self, key: str, attempt: int, grace_s: float) -> None:
+        adir = self.attempt_dir(key, attempt)
+        if not (adir / "stop.json").exists():
+            write_json(adir / "stop.json", {"signal": int(signal.SIGTERM), "deadline": time.time() + grace_s,
+                                            "requested_at": time.time()})
+        shim = read_json(adir / "shim.json")
+        if pid_alive(shim):
+            assert shim is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(shim["pid"]), signal.SIGUSR1)
+
+    async def cleanup(self, key: str, attempt: int) -> None:
+        adir = self.attempt_dir(key, attempt)
+        handle = read_json(adir / "handle.json")
+        if handle is None or (adir / "cleaned.json").exists():
+            return
+        await self._release(handle, adir)
+        write_json(adir / "cleaned.json", {"at": time.time()})
+
+    async def remove(self, key: str, attempt: int) -> None:
+        adir = self.attempt_dir(key, attempt)
+        await self.cleanup(key, attempt)
+        await asyncio.to_thread(shutil.rmtree, adir, True)
+        tdir = self.task_dir(key)
+        if tdir.is_dir() and not any(p.name.isdigit() for p in tdir.iterdir()):
+            await asyncio.to_thread(shutil.rmtree, tdir, True)
+            with contextlib.suppress(OSError):
+                tdir.parent.rmdir()
+
+    # --- logs, stats, exec -------------------------------------------------------------------
+    def log_files(self, key: str, attempt: int) -> list[Path]:
+        adir = self.attempt_dir(key, attempt)
+        rotated = sorted((p for p in adir.glob("output.log.*") if p.suffix[1:].isdigit()),
+                         key=lambda p: -int(p.suffix[1:]))
+        current = adir / "output.log"
+        return rotated + ([current] if current.exists() else [])
+
+    def attempts(self, key: str) -> list[int]:
+        tdir = self.task_dir(key)
+        if not tdir.is_dir():
+            return []
+        return sorted(int(p.name) for p in tdir.iterdir() if p.name.isdigit())
+
+    async def stats(self, key: str, attempt: int) -> dict[str, Any]:
+        started = read_json(self.attempt_dir(key, attempt) / "started.json")
+        if not pid_alive(started):
+            return {}
+        assert started is not None
+        return read_cgroup_stats(int(started["pid"]))
+
+    async def exec(self, key: str, attempt: int, argv: list[str], timeout_s: float) -> ExecResult:
+        raise NotImplementedError
+
+    async def sweep(self) -> list[str]:
+        return []
+
+    async def close(self) -> None:
+        return None
+
+
+async def run_command(argv: list[str], timeout_s: float, **kwargs: Any) -> ExecResult:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, **kwargs)
+    except OSError as exc:
+        return ExecResult(127, b"", str(exc).encode())
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout_s)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        out, err = await proc.communicate()
+        return ExecResult(124, out, err + b"\n[agent] timed out")
+    return ExecResult(proc.returncode if proc.returncode is not None else -1, out, err)
+
+
+def _exit_info(doc: dict[str, Any]) -> ExitInfo:
+    return ExitInfo(
+        exit_code=doc.get("exit_code"),
+        signal=doc.get("signal"),
+        oom_killed=bool(doc.get("oom_killed")),
+        finished_at_s=float(doc.get("finished_at") or 0.0),
+        reason=doc.get("reason", "") or "",
+        message=doc.get("message", "") or "",
+    )
+
+
+def _rfc3339(t: float) -> str:
+    secs = int(t)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{int((t - secs) * 1e9):09d}Z"
+
+
+def key_from_dirs(job: str, task: str) -> str:
+    return f"{unquote(job)}/{unquote(task)}"
