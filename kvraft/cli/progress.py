@@ -53,8 +53,9 @@ class ProgressBar:
     def finish(self) -> None:
         if self.total <= 0 or self.done < self.total:
             self.total = max(self.total, self.done)
-        self._last_step = -1
-        self.update(self.done)
+        if self._tty or self._last_step != 10:
+            self._last_step = -1
+            self.update(self.done)
         if self._tty:
             self.out.write("\n")
             self.out.flush()

@@ -211,5 +211,7 @@ def test_kvraft_only_commands(tmp_path: Path) -> None:
         assert run_kvctl([endpoint, "get", "enc", "--print-value-only"]).out == "v\n"  # msgpack by default
         saved = run_kvctl([endpoint, "snapshot", "save", str(tmp_path / "kv.snap")])
         assert saved.rc == 0 and (tmp_path / "kv.snap").stat().st_size > 0
+        status = run_kvctl(["snapshot", "status", str(tmp_path / "kv.snap")])
+        assert (status.rc, status.err) == (1, "Error: invalid database (no valid meta page)\n")
     finally:
         kvraft.stop()

@@ -2,7 +2,8 @@
 
 ``save`` streams one member's backend to ``<file>.part``, fsyncs it and renames it into
 place, so an interrupted save never leaves a file that looks complete. ``status`` reads an
-etcd (bbolt) snapshot file (``kvraft.cli.bbolt``).
+etcd (bbolt) snapshot file (``kvraft.cli.bbolt``); kvraft's snapshot blob has no stable
+file format yet, so ``status`` reports it as not a bbolt database.
 """
 
 from __future__ import annotations
