@@ -1,28 +1,32 @@
 """The node driver: the only async loop around the pure Raft core.
 
-One task runs the Ready loop; one turns wall time into ticks; one applies committed
-entries (the apply stage). Everything runs on the member's event loop thread; the core is
-never touched from another thread.
+Tasks: the Ready loop (the only code that touches the core), a ticker (wall time ->
+ticks), and the apply stage (``apply_stage.ApplyStage``). Log writes run on the log
+writer's thread (``log_writer.LogWriter``), so a slow fsync never stalls the event loop.
+
+Everything that reaches the core arrives as an input and is queued: peer messages, ticks,
+transport reports, proposals, read requests, leadership transfers. The Ready loop drains
+the queue into the core between Readies, never while a log write is in flight (the core
+reads the log), and proposes every queued proposal as ONE batch (one log append, one
+MsgApp per follower). A follower forwards its batch to the leader (``FORWARD`` frames).
 
 Ready handling (the contract of ``kvraft.raft.types.Ready``):
 
 1. A leader whose term and vote did not change in this Ready sends its messages first, so
    followers write their logs while the leader writes its own (Raft thesis 10.2.1: the
    core counts the leader's own entries toward commitment only after ``advance``, i.e.
-   after they are durable here). Everyone else sends after step 2.
-2. Persist: install the snapshot, append the entries, save the hard state, then ONE
-   ``sync()`` for all of it (group commit: every proposal that arrived while the previous
-   sync ran is in this batch).
-3. Hand the committed entries (and an incoming snapshot) to the apply stage, in order;
-   conf changes are switched on in the core right here (``apply_conf_change``), their
-   member bookkeeping happens in the apply stage.
+   after they are durable). Everyone else sends after step 2.
+2. Persist: snapshot, entries and hard state, then ONE sync (group commit: everything
+   proposed while the previous sync ran is in this batch). A Ready whose only change is
+   the commit index is not synced: the commit index rides along with the next sync (a
+   lower commit index after a crash is safe; the leader re-sends it).
+3. Hand committed entries (and an incoming snapshot) to the apply stage, in order; conf
+   changes are switched on in the core right here (``apply_conf_change``).
 4. ``advance``.
 
 Proposals wait on a future keyed by request id, resolved by the apply stage with the op's
-result. A follower forwards proposals to the leader (``FORWARD`` frames); the entry comes
-back through the log and is applied here too, where the waiter is found. Linearizable
-reads go through batched ReadIndex rounds (``reads.ReadBatcher``); a follower's round is
-forwarded to the leader by the core itself.
+result. Linearizable reads go through batched ReadIndex rounds (``reads.ReadBatcher``); a
+follower's round is forwarded to the leader by the core itself.
 """
 
 from __future__ import annotations
@@ -38,21 +42,22 @@ from typing import Any
 
 import msgpack
 
-from kvraft.apply.errors import EtcdError, Unavailable
-from kvraft.apply.ops import MemberOp, decode_entry, encode_entry, op_from_wire, op_to_wire
+from kvraft.apply.errors import Unavailable
+from kvraft.apply.ops import MemberOp, encode_entry, op_to_wire
 from kvraft.raft.errors import NotLeaderError, ProposalDroppedError, RaftError
 from kvraft.raft.types import (
     NONE,
     ConfChange,
     ConfState,
-    Entry,
     EntryType,
-    Message,
+    HardState,
     Ready,
     Snapshot,
     StateRole,
 )
 from kvraft.server import wire
+from kvraft.server.apply_stage import ApplyStage
+from kvraft.server.log_writer import LogWriter
 from kvraft.server.reads import AppliedWaiters, ReadBatcher
 
 __all__ = ["ApplyTarget", "DriverStats", "NodeDriver"]
@@ -117,51 +122,59 @@ class NodeDriver:
         self.member_id = member_id
         self.raw = raw
         self.storage = log_storage
+        self.writer = LogWriter(log_storage)
         self.target = target
         self.transport = transport
         self.heartbeat_interval_s = heartbeat_interval_s
         self.conf_state = conf_state
-        self._applied_conf = conf_state
         self.snapshot_count = snapshot_count
         self.snapshot_catchup_entries = snapshot_catchup_entries
         self.on_conf_change = on_conf_change or (lambda _conf, _cc: None)
-        self.stats = DriverStats()
+        self._stats = DriverStats()
         self.leader = NONE
         self.role = StateRole.FOLLOWER
         self.term = 0
         self.commit_index = 0
         self.applied = AppliedWaiters()
         self.applied.applied = target.applied_index()
+        self._waiters: dict[int, asyncio.Future[Any]] = {}
+        self.stage = ApplyStage(target, self._waiters, self.applied, conf_state, self._on_applied)
         self._snapshot_index = log_storage.snapshot().metadata.index
+        self._snapshot_due = False
         self._reads = ReadBatcher(member_id)
         self._read_started = 0.0
-        self._waiters: dict[int, asyncio.Future[Any]] = {}
         self._next_request_id = random.getrandbits(62) + 1
-        self._forward: list[bytes] = []
+        self._inbox: list[tuple[Any, ...]] = []
+        self._proposals: list[tuple[bytes, bool, float]] = []
         self._wake = asyncio.Event()
-        self._leader_known = asyncio.Event()
-        self._apply_queue: asyncio.Queue[Any] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
-        self._persisted_hard = log_storage.initial_state()[0]
-        self._stopped = False
+        self._persisted_hard: HardState = log_storage.initial_state()[0]
+        self._unsynced_hard: HardState | None = None
         self.fatal: BaseException | None = None
+
+    @property
+    def stats(self) -> DriverStats:
+        self._stats.syncs = self.writer.syncs
+        self._stats.entries_applied = self.stage.entries_applied
+        self._stats.snapshots_applied = self.stage.snapshots_applied
+        return self._stats
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._ready_loop(), name="raft-ready"),
+            loop.create_task(self._guard(self._ready_loop(), "raft loop"), name="raft-ready"),
             loop.create_task(self._tick_loop(), name="raft-tick"),
-            loop.create_task(self._apply_loop(), name="raft-apply"),
+            loop.create_task(self._guard(self.stage.run(), "apply stage"), name="raft-apply"),
         ]
 
     async def stop(self) -> None:
-        self._stopped = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self.writer.close()
         stopped = Unavailable("etcdserver: server stopped")
         for future in self._waiters.values():
             if not future.done():
@@ -169,40 +182,61 @@ class NodeDriver:
         self._reads.fail_inflight(stopped)
         self.applied.fail_all(stopped)
 
+    async def _guard(self, work: Any, what: str) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # storage or state machine failure: stop serving
+            self.fatal = exc
+            log.critical("%s stopped: %r", what, exc, exc_info=exc)
+            raise
+
     def kick(self) -> None:
         self._wake.set()
 
-    # -- inputs ---------------------------------------------------------------------------
+    # -- inputs (queued; the Ready loop hands them to the core) ---------------------------
     def on_frame(self, source: int, kind: int, body: Any) -> None:
         """Transport callback: a frame from an authenticated peer."""
         if kind == wire.RAFT:
-            for msg in body:
-                self._step(msg)
+            self._inbox.extend(("step", msg) for msg in body)
         elif kind == wire.SNAP_END:
-            self._step(body)
+            self._inbox.append(("step", body))
         elif kind == wire.FORWARD:
-            if self.role == StateRole.LEADER:
-                datas = [bytes(d) for d in body]
-                with contextlib.suppress(ProposalDroppedError):
-                    self.raw.propose_batch(datas)
-        elif kind == wire.FORWARD_CONF and self.role == StateRole.LEADER:
-            with contextlib.suppress(RaftError, ValueError):
-                self.raw.propose_conf_change(ConfChange.decode(bytes(body)))
+            deadline = time.monotonic() + REQUEST_TIMEOUT_S
+            self._proposals.extend((bytes(d), False, deadline) for d in body)
+        elif kind == wire.FORWARD_CONF:
+            self._proposals.append((bytes(body), True, time.monotonic() + REQUEST_TIMEOUT_S))
         self.kick()
 
-    def _step(self, msg: Message) -> None:
-        try:
-            self.raw.step(msg)
-        except (RaftError, ValueError) as exc:
-            log.debug("dropped %s from %x: %s", msg.type.name, msg.from_, exc)
-
     def report_unreachable(self, member_id: int) -> None:
-        self.raw.report_unreachable(member_id)
+        self._inbox.append(("unreachable", member_id))
         self.kick()
 
     def report_snapshot(self, member_id: int, ok: bool) -> None:
-        self.raw.report_snapshot(member_id, ok)
+        self._inbox.append(("snapshot", member_id, ok))
         self.kick()
+
+    def transfer_leader(self, member_id: int) -> None:
+        self._inbox.append(("transfer", member_id))
+        self.kick()
+
+    def _drain_inbox(self) -> None:
+        inbox, self._inbox = self._inbox, []
+        for item in inbox:
+            try:
+                if item[0] == "step":
+                    self.raw.step(item[1])
+                elif item[0] == "tick":
+                    self.raw.tick()
+                elif item[0] == "unreachable":
+                    self.raw.report_unreachable(item[1])
+                elif item[0] == "snapshot":
+                    self.raw.report_snapshot(item[1], item[2])
+                elif item[0] == "transfer":
+                    self.raw.transfer_leader(item[1])
+            except (RaftError, ValueError) as exc:
+                log.debug("dropped input %s: %s", item[0], exc)
 
     # -- proposals ------------------------------------------------------------------------
     def new_request_id(self) -> int:
@@ -227,42 +261,51 @@ class NodeDriver:
     async def _replicate(self, request_id: int, data: bytes, conf: bool, timeout_s: float) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiters[request_id] = future
-        deadline = time.monotonic() + timeout_s
+        self._proposals.append((data, conf, time.monotonic() + timeout_s))
+        self.kick()
         try:
-            await self._submit(data, conf, deadline)
-            remaining = deadline - time.monotonic()
-            return await asyncio.wait_for(future, max(remaining, 0.001))
+            return await asyncio.wait_for(future, timeout_s)
         except TimeoutError:
-            raise Unavailable("etcdserver: request timed out") from None
+            reason = "request timed out" if self.leader != NONE else "no leader"
+            raise Unavailable(f"etcdserver: {reason}") from None
         finally:
             self._waiters.pop(request_id, None)
 
-    async def _submit(self, data: bytes, conf: bool, deadline: float) -> None:
-        while True:
+    def _propose_queued(self) -> None:
+        """Propose every queued proposal as one batch; forward them when not leading."""
+        if not self._proposals:
+            return
+        now = time.monotonic()
+        queued = [p for p in self._proposals if p[2] > now]
+        self._proposals = []
+        normal = [data for data, conf, _ in queued if not conf]
+        if normal:
             try:
-                if conf:
-                    self.raw.propose_conf_change(ConfChange.decode(data))
-                else:
-                    self.raw.propose(data)
-                self.kick()
-                return
+                self.raw.propose_batch(normal)
             except NotLeaderError as exc:
-                if exc.leader != NONE:
-                    if conf:
-                        self.transport.send_frame(exc.leader, wire.FORWARD_CONF, data)
-                    else:
-                        self._forward.append(data)
-                    self.stats.proposals_forwarded += 1
-                    self.kick()
-                    return
+                if exc.leader == NONE:
+                    self._proposals.extend(p for p in queued if not p[1])  # retry when known
+                else:
+                    self.transport.send_frame(exc.leader, wire.FORWARD, normal)
+                    self._stats.proposals_forwarded += len(normal)
             except ProposalDroppedError:
-                pass
-            if time.monotonic() >= deadline:
-                raise Unavailable("etcdserver: no leader")
-            self._leader_known.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._leader_known.wait(), min(0.2, deadline - time.monotonic()))
+                self._proposals.extend(p for p in queued if not p[1])  # e.g. a transfer: retry
+        for data, conf, deadline in queued:
+            if not conf:
+                continue
+            try:
+                self.raw.propose_conf_change(ConfChange.decode(data))
+            except NotLeaderError as exc:
+                if exc.leader == NONE:
+                    self._proposals.append((data, conf, deadline))
+                else:
+                    self.transport.send_frame(exc.leader, wire.FORWARD_CONF, data)
+            except ProposalDroppedError:
+                self._proposals.append((data, conf, deadline))  # a change is pending: retry
+            except RaftError as exc:
+                log.warning("conf change refused: %s", exc)
 
+    # -- reads ----------------------------------------------------------------------------
     async def read_barrier(self, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         """Return once this member has applied everything committed before the call."""
         deadline = time.monotonic() + timeout_s
@@ -278,9 +321,8 @@ class NodeDriver:
                     raise
                 await asyncio.sleep(0.02)
                 continue
-            remaining = deadline - time.monotonic()
             try:
-                await asyncio.wait_for(self.applied.wait(index), max(0.001, remaining))
+                await asyncio.wait_for(self.applied.wait(index), max(0.001, deadline - time.monotonic()))
             except TimeoutError:
                 raise Unavailable("etcdserver: request timed out") from None
             return
@@ -294,7 +336,7 @@ class NodeDriver:
         try:
             self.raw.read_index(ctx)
             self._read_started = time.monotonic()
-            self.stats.read_rounds += 1
+            self._stats.read_rounds += 1
         except RaftError:
             self._reads.fail_inflight(Unavailable("etcdserver: no leader"))
 
@@ -307,34 +349,27 @@ class NodeDriver:
             if delay < -self.heartbeat_interval_s:  # fell far behind (a long pause): resync
                 next_tick = time.monotonic()
             await asyncio.sleep(max(0.0, delay))
-            self.raw.tick()
-            self._start_read_round()
+            self._inbox.append(("tick",))
             self.kick()
 
     async def _ready_loop(self) -> None:
-        try:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
             while True:
-                await self._wake.wait()
-                self._wake.clear()
-                if self._forward:
-                    batch, self._forward = self._forward, []
-                    if self.leader != NONE and self.leader != self.member_id:
-                        self.transport.send_frame(self.leader, wire.FORWARD, batch)
+                self._drain_inbox()
+                self._propose_queued()
                 self._start_read_round()
-                while self.raw.has_ready():
-                    rd = self.raw.ready()
-                    self._handle_ready(rd)
-                    self.raw.advance(rd)
-                    await asyncio.sleep(0)  # let requests in: they join the next batch
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # a storage failure: stop serving rather than diverge
-            self.fatal = exc
-            log.critical("raft loop stopped: %r", exc)
-            raise
+                if self._snapshot_due:
+                    await self._create_snapshot()
+                if not self.raw.has_ready():
+                    break
+                rd = self.raw.ready()
+                await self._handle_ready(rd)
+                self.raw.advance(rd)
 
-    def _handle_ready(self, rd: Ready) -> None:
-        self.stats.readies += 1
+    async def _handle_ready(self, rd: Ready) -> None:
+        self._stats.readies += 1
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
         hard = rd.hard_state
@@ -345,42 +380,36 @@ class NodeDriver:
         early = self.role == StateRole.LEADER and not vote_changed and rd.snapshot.is_empty()
         if early and rd.messages:
             self.transport.send(rd.messages)
-        if not rd.snapshot.is_empty():
-            self.storage.apply_snapshot(rd.snapshot)
-        if rd.entries:
-            self.storage.append(list(rd.entries))
-            self.stats.entries_persisted += len(rd.entries)
         if hard is not None:
-            self.storage.set_hard_state(hard)
-            self._persisted_hard = hard
-            self.term = hard.term
-            self.commit_index = hard.commit
-        if rd.must_sync:  # a commit-index-only change rides along with the next sync
-            self.storage.sync()
-            self.stats.syncs += 1
+            self.term, self.commit_index = hard.term, hard.commit
+        if rd.must_sync or not rd.snapshot.is_empty():
+            await self.writer.persist(rd.snapshot, rd.entries, hard or self._unsynced_hard)
+            self._stats.entries_persisted += len(rd.entries)
+            self._persisted_hard = hard or self._persisted_hard
+            self._unsynced_hard = None
+        elif hard is not None:
+            self._unsynced_hard = hard  # commit index only: saved with the next sync
         if not early and rd.messages:
             self.transport.send(rd.messages)
         if not rd.snapshot.is_empty():
             self.conf_state = rd.snapshot.metadata.conf_state
             self._snapshot_index = rd.snapshot.metadata.index
-            self._apply_queue.put_nowait(("snapshot", rd.snapshot))
+            self.stage.submit_snapshot(rd.snapshot)
         if rd.committed_entries:
             for entry in rd.committed_entries:
                 if entry.type == EntryType.CONF_CHANGE:
-                    self._switch_conf(entry)
-            self._apply_queue.put_nowait(("entries", (rd.committed_entries, self.conf_state)))
+                    await self._switch_conf(ConfChange.decode(entry.data), entry.index)
+            self.stage.submit_entries(rd.committed_entries, self.conf_state)
         for rs in rd.read_states:
             self._reads.complete(rs.request_ctx, rs.index)
 
-    def _switch_conf(self, entry: Entry) -> None:
-        cc = ConfChange.decode(entry.data)
+    async def _switch_conf(self, cc: ConfChange, index: int) -> None:
         try:
             self.conf_state = self.raw.apply_conf_change(cc)
         except RaftError as exc:
-            log.warning("conf change at %d refused: %s", entry.index, exc)
+            log.warning("conf change at %d refused: %s", index, exc)
             return
-        if hasattr(self.storage, "set_conf_state"):
-            self.storage.set_conf_state(self.conf_state, entry.index)
+        await self.writer.set_conf_state(self.conf_state, index)
         self.on_conf_change(self.conf_state, cc)
 
     def _on_soft_state(self, leader: int, role: StateRole) -> None:
@@ -390,88 +419,20 @@ class NodeDriver:
                 # rounds sent to the old leader will never be answered
                 self._reads.fail_inflight(Unavailable("etcdserver: leader changed"))
         self.leader, self.role = leader, role
-        if leader != NONE:
-            self._leader_known.set()
 
-    async def _apply_loop(self) -> None:
-        try:
-            await self._apply_forever()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # the state machine failed: stop serving
-            self.fatal = exc
-            log.critical("apply stage stopped: %r", exc)
-            raise
+    # -- snapshots ------------------------------------------------------------------------
+    def _on_applied(self) -> None:
+        if self.applied.applied - self._snapshot_index >= self.snapshot_count:
+            self._snapshot_due = True
+            self.kick()
 
-    async def _apply_forever(self) -> None:
-        while True:
-            kind, payload = await self._apply_queue.get()
-            if kind == "snapshot":
-                self.target.restore(payload)
-                self._applied_conf = payload.metadata.conf_state
-                self.stats.snapshots_applied += 1
-                self.applied.advance(payload.metadata.index)
-                continue
-            entries, self._applied_conf = payload
-            self._apply_entries(entries)
-            self._maybe_snapshot()
-
-    def _apply_entries(self, entries: tuple[Entry, ...]) -> None:
-        items: list[tuple[int, Any]] = []
-        last = entries[-1]
-        previous = last
-        for entry in entries:
-            if entry.index <= self.applied.applied:
-                continue
-            if entry.type == EntryType.CONF_CHANGE:
-                self._flush_apply(items, previous)
-                items = []
-                context = ConfChange.decode(entry.data).context
-                if context:
-                    request_id, op_wire = msgpack.unpackb(context, raw=False)
-                    self.target.apply_member(op_from_wire(op_wire), entry.index, entry.term)
-                    self._resolve(request_id, None)
-            elif entry.data:  # (empty data: a leader's no-op)
-                request_id, op = decode_entry(entry.data)
-                if isinstance(op, MemberOp):
-                    self._flush_apply(items, previous)
-                    items = []
-                    self.target.apply_member(op, entry.index, entry.term)
-                    self._resolve(request_id, None)
-                else:
-                    items.append((request_id, op))
-            previous = entry
-        self._flush_apply(items, last)
-        self.stats.entries_applied += len(entries)
-        self.applied.advance(last.index)
-
-    def _flush_apply(self, items: list[tuple[int, Any]], upto: Entry) -> None:
-        if not items:
-            return
-        results = self.target.apply_ops(items, upto.index, upto.term)
-        for (request_id, _op), result in zip(items, results, strict=True):
-            self._resolve(request_id, result)
-
-    def _resolve(self, request_id: int, result: Any) -> None:
-        future = self._waiters.get(request_id)
-        if future is None or future.done():
-            return
-        if isinstance(result, EtcdError):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
-
-    def _maybe_snapshot(self) -> None:
-        applied = self.applied.applied
-        if applied - self._snapshot_index < self.snapshot_count:
-            return
+    async def _create_snapshot(self) -> None:
+        self._snapshot_due = False
+        index = self.applied.applied
+        if index - self._snapshot_index < self.snapshot_count or not self.stage.queue.empty():
+            return  # (taken when the stage is idle, so ``index`` matches the state)
         data = self.target.snapshot_data()
-        self.storage.create_snapshot(applied, self._applied_conf, data)
-        self._snapshot_index = applied
-        self.target.flush()
-        compact_to = applied - self.snapshot_catchup_entries
-        if compact_to > self.storage.first_index():
-            self.storage.compact(compact_to)
-        self.storage.sync()
-        self.stats.snapshots_created += 1
-
+        self.target.flush()  # the state must be durable before the log behind it goes
+        await self.writer.snapshot(index, self.stage.conf_state, data, self.snapshot_catchup_entries)
+        self._snapshot_index = index
+        self._stats.snapshots_created += 1

@@ -287,11 +287,7 @@ class Node(NodeStatusMixin):
             raise FailedPrecondition("etcdserver: bad leader transferee")
         if target == self.member_id:
             return self.state.revision()
-        try:
-            self.raw.transfer_leader(target)
-        except RaftError:
-            raise FailedPrecondition("etcdserver: bad leader transferee") from None
-        self.driver.kick()
+        self.driver.transfer_leader(target)
         for _ in range(100):
             await asyncio.sleep(0.05)
             if self.driver.leader == target:

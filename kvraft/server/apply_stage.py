@@ -1,0 +1,110 @@
+"""The apply stage: committed entries -> ops -> the state machine, in log order.
+
+It runs as its own task, fed by the driver's Ready loop through a queue, so the Ready loop
+can persist and replicate the next batch while this one is applied. Runs of ordinary ops
+are applied as one batch (one store commit); a conf change or a membership op is a batch
+boundary. Each op's result (or ``EtcdError``) resolves the waiter registered under its
+request id, if the proposal came from this member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from kvraft.apply.errors import EtcdError
+from kvraft.apply.ops import MemberOp, decode_entry, op_from_wire
+from kvraft.raft.types import ConfChange, ConfState, Entry, EntryType, Snapshot
+from kvraft.server.reads import AppliedWaiters
+
+__all__ = ["ApplyStage"]
+
+log = logging.getLogger("kvraft.apply")
+
+
+class ApplyStage:
+    def __init__(
+        self,
+        target: Any,
+        waiters: dict[int, asyncio.Future[Any]],
+        applied: AppliedWaiters,
+        conf_state: ConfState,
+        on_applied: Callable[[], None],
+    ) -> None:
+        self.target = target
+        self.waiters = waiters
+        self.applied = applied
+        self.conf_state = conf_state
+        """The membership as of the last applied entry (for snapshots taken now)."""
+        self.on_applied = on_applied
+        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.entries_applied = 0
+        self.snapshots_applied = 0
+
+    def submit_entries(self, entries: tuple[Entry, ...], conf_after: ConfState) -> None:
+        self.queue.put_nowait(("entries", (entries, conf_after)))
+
+    def submit_snapshot(self, snapshot: Snapshot) -> None:
+        self.queue.put_nowait(("snapshot", snapshot))
+
+    async def run(self) -> None:
+        while True:
+            kind, payload = await self.queue.get()
+            if kind == "snapshot":
+                self.target.restore(payload)
+                self.snapshots_applied += 1
+                self.conf_state = payload.metadata.conf_state
+                self.applied.advance(payload.metadata.index)
+            else:
+                entries, conf_after = payload
+                self._apply(entries)
+                self.conf_state = conf_after
+            self.on_applied()
+
+    def _apply(self, entries: tuple[Entry, ...]) -> None:
+        items: list[tuple[int, Any]] = []
+        previous = last = entries[-1]
+        for entry in entries:
+            if entry.index <= self.applied.applied:
+                continue  # already in the state machine (a restart replays from the log)
+            if entry.type == EntryType.CONF_CHANGE:
+                self._flush(items, previous)
+                items = []
+                context = ConfChange.decode(entry.data).context
+                if context:
+                    request_id, op_wire = msgpack.unpackb(context, raw=False)
+                    self.target.apply_member(op_from_wire(op_wire), entry.index, entry.term)
+                    self.resolve(request_id, None)
+            elif entry.data:  # (empty data: a new leader's no-op)
+                request_id, op = decode_entry(entry.data)
+                if isinstance(op, MemberOp):
+                    self._flush(items, previous)
+                    items = []
+                    self.target.apply_member(op, entry.index, entry.term)
+                    self.resolve(request_id, None)
+                else:
+                    items.append((request_id, op))
+            previous = entry
+        self._flush(items, last)
+        self.entries_applied += len(entries)
+        self.applied.advance(last.index)
+
+    def _flush(self, items: list[tuple[int, Any]], upto: Entry) -> None:
+        if not items:
+            return
+        results = self.target.apply_ops(items, upto.index, upto.term)
+        for (request_id, _op), result in zip(items, results, strict=True):
+            self.resolve(request_id, result)
+
+    def resolve(self, request_id: int, result: Any) -> None:
+        future = self.waiters.get(request_id)
+        if future is None or future.done():
+            return
+        if isinstance(result, EtcdError):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
