@@ -1,0 +1,90 @@
+"""``python -m kvraft.bench server-vs-etcd``: the issue's side-by-side targets.
+
+Starts a 3-member etcd 3.4 cluster, then a 3-member kvraft cluster (one at a time, each on
+free 127.0.0.1 ports, fsync on), and runs the same ``kv_load`` workloads against each
+cluster's leader, in a subprocess each (so the load generator has its own interpreter):
+
+- put, 1 client (latency p50);
+- put at saturation (``--clients`` workers, 100-byte values), JSON;
+- linearizable range at saturation, JSON;
+- put at saturation through msgpack (kvraft only).
+
+Prints one JSON line per run and a table. Run alone: ``flock -x /tmp/kvraft-cpu.lock``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from typing import Any
+
+from kvraft.server.local import LocalCluster, b64, post
+
+__all__ = ["main"]
+
+
+def _load(url: str, workload: str, *args: str) -> dict[str, Any]:
+    command = [sys.executable, "-m", "kvraft.bench", workload, "--endpoints", url, *args]
+    out = subprocess.run(command, capture_output=True, text=True, check=False, timeout=900)
+    lines = out.stdout.strip().splitlines()
+    if not lines:
+        raise RuntimeError(f"{workload} failed: {out.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def _runs(binary: str, clients: int, total: int) -> list[tuple[str, list[str], str]]:
+    value = ["--val-size", "100", "--key-space-size", "100000"]
+    runs = [
+        ("put c=1", ["--clients", "1", "--conns", "1", "--total", str(max(500, total // 10)), *value], "put"),
+        (f"put c={clients}", ["--clients", str(clients), "--conns", str(clients), "--total", str(total), *value], "put"),
+        (
+            f"range l c={clients}",
+            ["--clients", str(clients), "--conns", str(clients), "--total", str(total), "--consistency", "l", "bench-key"],
+            "range",
+        ),
+    ]
+    if binary == "kvraft":
+        runs.append(
+            (
+                f"put msgpack c={clients}",
+                ["--clients", str(clients), "--conns", str(clients), "--total", str(total), "--encoding", "msgpack", *value],
+                "put",
+            )
+        )
+    return runs
+
+
+def measure(binary: str, clients: int, total: int) -> dict[str, dict[str, Any]]:
+    results: dict[str, dict[str, Any]] = {}
+    with LocalCluster(3, binary=binary, token=f"bench-{binary}") as cluster:
+        cluster.start(120)
+        leader = cluster.wait_leader(60)
+        url = cluster.url(leader)
+        post(url, "/v3/kv/put", {"key": b64("bench-key"), "value": b64("v" * 100)})
+        for name, args, workload in _runs(binary, clients, total):
+            summary = _load(url, workload, *args)
+            summary["target"] = binary
+            results[name] = summary
+            print(json.dumps({"run": name, **summary}, sort_keys=True), flush=True)
+    return results
+
+
+def main(_name: str, argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kvraft.bench server-vs-etcd")
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--total", type=int, default=20000)
+    parser.add_argument("--only", choices=["etcd", "kvraft"], default=None)
+    args = parser.parse_args(argv)
+    binaries = [args.only] if args.only else ["etcd", "kvraft"]
+    table = {binary: measure(binary, args.clients, args.total) for binary in binaries}
+    print(f"\n{'run':<22}" + "".join(f"{b:>28}" for b in binaries))
+    names = list(dict.fromkeys(name for results in table.values() for name in results))
+    for name in names:
+        cells = []
+        for binary in binaries:
+            r = table[binary].get(name)
+            cells.append(f"{r['requests_per_s']:>10.0f}/s p50 {r['latency_ms_p50']:>6.2f}ms" if r else f"{'-':>28}")
+        print(f"{name:<22}" + "".join(f"{c:>28}" for c in cells))
+    return 0
