@@ -64,6 +64,7 @@ __all__ = [
     "TaskStatus",
     "Wakeup",
     "backoff_s",
+    "is_newer",
     "reconcile",
 ]
 
@@ -260,10 +261,13 @@ def _exit_status(attempt: Observed, restarts: int) -> TaskStatus:
     )
 
 
-def _newer(status: TaskStatus, revision: int, reported: Reported | None) -> bool:
-    """True when ``status`` has not been written yet (and is not older than what was)."""
-    if reported is None or reported.revision != revision:
+def is_newer(status: TaskStatus, revision: int, reported: Reported | None) -> bool:
+    """True when ``status`` (of placement ``revision``) moves the task on from ``reported``:
+    not written yet, and neither an older placement's, an older attempt's nor a lower phase."""
+    if reported is None:
         return True
+    if reported.revision != revision:
+        return revision > reported.revision
     if status.attempt != reported.attempt:
         return status.attempt > reported.attempt
     if status.phase is Phase.PENDING and reported.phase is not Phase.PENDING:
@@ -309,7 +313,7 @@ def reconcile(
         rep = reported.get(key)
         if assignment.spec is None:
             status = TaskStatus(Phase.FAILED, attempt=0, restarts=0, reason="InvalidSpec", message=assignment.error)
-            if _newer(status, assignment.revision, rep):
+            if is_newer(status, assignment.revision, rep):
                 actions.append(Report(key, assignment.revision, status, stimulus_id))
             for a in current:
                 actions.extend(_retire(a, stimulus_id, "invalid spec"))
@@ -331,7 +335,7 @@ def reconcile(
         if latest.live:
             phase = Phase.RUNNING if latest.state is AttemptState.RUNNING else Phase.STARTING
             status = TaskStatus(phase, latest.attempt, restarts, started_at_s=latest.started_at_s or None)
-            if _newer(status, assignment.revision, rep):
+            if is_newer(status, assignment.revision, rep):
                 actions.append(Report(key, assignment.revision, status, stimulus_id))
             continue
         status = _exit_status(latest, restarts)
@@ -341,7 +345,7 @@ def reconcile(
             limited = spec.max_restarts is not None and restarts >= spec.max_restarts
             if limited and spec.restart_policy != "Never" and status.phase is Phase.FAILED:
                 status = _replace_message(status, f"restart limit reached ({spec.max_restarts})")
-            if _newer(status, assignment.revision, rep):
+            if is_newer(status, assignment.revision, rep):
                 actions.append(Report(key, assignment.revision, status, stimulus_id))
             continue
         ran_for_s = max(0.0, (status.finished_at_s or now_s) - (latest.started_at_s or now_s))
@@ -364,7 +368,7 @@ def reconcile(
             finished_at_s=status.finished_at_s,
             next_start_s=at_s,
         )
-        if _newer(waiting, assignment.revision, rep):
+        if is_newer(waiting, assignment.revision, rep):
             actions.append(Report(key, assignment.revision, waiting, stimulus_id))
         wakeups.append(at_s)
     if wakeups:

@@ -14,6 +14,7 @@ Environment (set by ``agent.collective.launch``, by the node agent, or by ``mpir
 ``KVRAFT_COLLECTIVE_HIERARCHICAL``  ``auto`` (default), ``1`` or ``0``
 ``KVRAFT_COLLECTIVE_COMPRESSION``   ``fp16``, ``bf16`` or unset
 ``KVRAFT_COLLECTIVE_HEARTBEAT_S`` / ``KVRAFT_COLLECTIVE_HANG_TIMEOUT_S``  (0.25 / 3.0)
+``KVRAFT_COLLECTIVE_STALL_TIMEOUT_S``  fail ranks absent from a collective this long (unset: off)
 ==============================  ======================================================
 
 Backends are tried in priority order (``BACKENDS``): the first whose ``enabled(env)`` is true
@@ -65,6 +66,7 @@ def init(
     verify: str = "first",
     heartbeat_s: float | None = None,
     hang_timeout_s: float | None = None,
+    stall_timeout_s: float | None = None,
     timeout_s: float = 60.0,
     env: dict[str, str] | None = None,
     **comm_kwargs: Any,
@@ -116,6 +118,7 @@ def init(
             heartbeat_s=heartbeat_s or float(env.get("KVRAFT_COLLECTIVE_HEARTBEAT_S", 0.25)),
             hang_timeout_s=hang_timeout_s or float(env.get("KVRAFT_COLLECTIVE_HANG_TIMEOUT_S", 3.0)),
             host=env.get("KVRAFT_COLLECTIVE_HOST", "127.0.0.1"),
+            stall_timeout_s=stall_timeout_s or (float(env["KVRAFT_COLLECTIVE_STALL_TIMEOUT_S"]) if env.get("KVRAFT_COLLECTIVE_STALL_TIMEOUT_S") else None),
         )
         address = np.zeros(256, np.uint8)
         if chosen.rank == 0:
@@ -143,6 +146,7 @@ def init(
         **comm_kwargs,
     )
     if monitor is not None:
+        monitor.progress = comm.progress
         monitor.set_callback(comm._on_failure)
     comm.rendezvous = rendezvous if not isinstance(rendezvous, str) else None
     return comm

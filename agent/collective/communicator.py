@@ -240,6 +240,8 @@ class Communicator:
         self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Handle] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._inline_thread: bool | None = None  # True while a caller runs an op inline
+        self._thread_busy = False  # the communication thread is inside an op
+        self._seq = 0  # collectives started (the same count on every rank): stall inspector
         self._verified: set[tuple[Any, ...]] = set()
         self._programs: OrderedDict[tuple[Any, ...], _Program] = OrderedDict()
         self._last_fast: tuple[Any, ...] | None = None  # (array, op, comp, shape, strides, dtype, call)
@@ -293,6 +295,7 @@ class Communicator:
             and self._exec_lock.acquire(False)
         ):
             self._inline_thread = True
+            self._seq += 1
             try:
                 last[6](tensors)
                 self._stats["ops"] += 1
@@ -309,6 +312,7 @@ class Communicator:
             self._exec_lock.release()
             return self._submit(lambda: self._allreduce(items, op, comp), False, name)
         self._inline_thread = True
+        self._seq += 1
         try:
             self._allreduce(items, op, comp)
         except BaseException as exc:
@@ -333,6 +337,10 @@ class Communicator:
 
     def statistics(self) -> Statistics:
         return Statistics(**self._stats)
+
+    def progress(self) -> tuple[int, bool]:
+        """(collectives started, currently inside one): what the monitor's heartbeats carry."""
+        return (self._seq, self._inline_thread is not None or self._thread_busy)
 
     @property
     def failed(self) -> CollectiveError | None:
@@ -387,6 +395,7 @@ class Communicator:
                     self._exec_lock.acquire()
             if inline:
                 self._inline_thread = True
+                self._seq += 1
                 try:
                     return self._execute(fn)
                 finally:
@@ -411,12 +420,16 @@ class Communicator:
                 return
             fn, handle = item
             with self._exec_lock:
+                self._seq += 1
+                self._thread_busy = True
                 try:
                     if self._failure is not None:
                         raise self._failure
                     handle._finish(self._execute(fn))
                 except BaseException as exc:  # noqa: BLE001 - handed to the waiter
                     handle._finish(error=exc)
+                finally:
+                    self._thread_busy = False
             with self._submit_lock:
                 self._pending -= 1
                 self._handles.discard(handle)

@@ -1,6 +1,7 @@
 """A failure drill, used by the tests and by ``bench --failure``: ranks exchange 1 MiB per
-step; at step ``--at`` the victim rank crashes (``os._exit``) or hangs (``SIGSTOP`` to
-itself). Every survivor must raise ``PeerFailure``; it prints one line
+step; at step ``--at`` the victim rank crashes (``os._exit``), hangs (``SIGSTOP`` to
+itself) or, with ``--mode absent``, stays alive but stops calling collectives (needs
+``KVRAFT_COLLECTIVE_STALL_TIMEOUT_S``). Every survivor must raise ``PeerFailure``; it prints one line
 
     DETECTED rank=<r> after_s=<seconds since the victim's failure> error=<message>
 
@@ -26,7 +27,7 @@ __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--mode", choices=["crash", "hang"], required=True)
+    ap.add_argument("--mode", choices=["crash", "hang", "absent"], required=True)
     ap.add_argument("--victim", type=int, default=1)
     ap.add_argument("--at", type=int, default=5)
     ap.add_argument("--steps", type=int, default=100000)
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                 Path(ns.stamp).write_text(repr(time.time()))
                 if ns.mode == "crash":
                     os._exit(1)
+                if ns.mode == "absent":  # alive (heartbeats go on) but never joins again
+                    time.sleep(3600)
                 os.kill(os.getpid(), signal.SIGSTOP)
             if ns.sync:
                 comm.allreduce(grads)

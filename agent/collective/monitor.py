@@ -10,6 +10,10 @@ Rank 0 runs the coordinator, every other rank a worker; each side has one thread
   after ``hang_timeout_s`` without a frame the coordinator declares it failed and tells the
   others; workers watch the coordinator's heartbeats the same way.
 * A clean ``close()`` sends ``BYE`` first, so a rank that finished is never reported.
+* An **absent** rank (alive, heartbeating, but never entering the collective the others
+  wait in, e.g. a deadlocked training loop): heartbeats carry (collectives started, seconds
+  waiting); with ``stall_timeout_s`` set the coordinator fails the laggards once a rank has
+  waited that long (Horovod's stall inspector only warns).
 
 Detection bounds: crash ~ RTT; hang <= hang_timeout_s + heartbeat_s (defaults 3.0 + 0.25 s).
 The callback runs on the monitor thread; the communicator turns it into a ``PeerFailure``
@@ -68,8 +72,14 @@ class Monitor:
         heartbeat_s: float = 0.25,
         hang_timeout_s: float = 3.0,
         host: str = "127.0.0.1",
+        stall_timeout_s: float | None = None,
     ) -> None:
         self.rank = rank
+        self.stall_timeout_s = stall_timeout_s
+        #: returns (collectives started, currently inside one); set by the communicator
+        self.progress: Callable[[], tuple[int, bool]] | None = None
+        self._probe_last: tuple[int, bool] = (0, False)
+        self._probe_since = time.monotonic()
         self.size = size
         self.on_failure = on_failure
         self.heartbeat_s = heartbeat_s
@@ -154,6 +164,32 @@ class Monitor:
         except (BlockingIOError, OSError):
             return False
 
+    # -- progress (stall inspector) --------------------------------------------------------
+    def _probe(self) -> tuple[int, float]:
+        """(collectives started, seconds spent waiting inside the current one)."""
+        if self.progress is None:
+            return (0, 0.0)
+        seq, busy = self.progress()
+        now = time.monotonic()
+        if (seq, busy) != self._probe_last:
+            self._probe_last, self._probe_since = (seq, busy), now
+        return (seq, now - self._probe_since if busy else 0.0)
+
+    def _check_stall(self, progress: dict[int, tuple[int, float]], live: dict[int, socket.socket]) -> None:
+        """A rank waiting in collective #k for stall_timeout_s while another rank has not
+        started #k: that rank is alive (it heartbeats) but absent. Horovod warns after 60 s
+        ("Missing ranks"); here it is an error, off unless a timeout is configured."""
+        if self.stall_timeout_s is None or not progress:
+            return
+        waiting = [(seq, busy_for) for seq, busy_for in progress.values() if busy_for > self.stall_timeout_s]
+        if not waiting:
+            return
+        k, busy_for = max(waiting)
+        missing = sorted(r for r, (seq, _) in progress.items() if seq < k)
+        for r in missing:
+            if r == 0 or r in live:
+                self._fail_and_tell(r, f"rank {r} did not join collective #{k} for {busy_for:.1f} s (alive, but absent)", live)
+
     # -- coordinator -----------------------------------------------------------------------
     def _coordinator_loop(self) -> None:
         sel = selectors.DefaultSelector()
@@ -164,12 +200,15 @@ class Monitor:
         for r, c in live.items():
             sel.register(c, selectors.EVENT_READ, r)
         next_beat = now
+        progress: dict[int, tuple[int, float]] = {}
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_beat:
                 for c in live.values():
                     self._send(c, _frame(HEARTBEAT, 0))
                 next_beat = now + self.heartbeat_s
+                progress[0] = self._probe()
+                self._check_stall({r: p for r, p in progress.items() if r == 0 or r in live}, live)
             for key, _ in sel.select(timeout=max(0.0, next_beat - now)):
                 r = key.data
                 try:
@@ -185,7 +224,10 @@ class Monitor:
                     self._fail_and_tell(r, f"rank {r} exited or crashed (connection to the monitor closed)", live)
                     continue
                 last_seen[r] = now
-                for kind, _, _ in readers[r].feed(data):
+                for kind, _, payload in readers[r].feed(data):
+                    if kind == HEARTBEAT and payload:
+                        seq, busy_for = payload.split()
+                        progress[r] = (int(seq), float(busy_for))
                     if kind == BYE:
                         sel.unregister(live[r])
                         live.pop(r).close()
@@ -219,7 +261,8 @@ class Monitor:
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_beat:
-                self._send(sock, _frame(HEARTBEAT, self.rank))
+                seq, busy_for = self._probe()
+                self._send(sock, _frame(HEARTBEAT, self.rank, f"{seq} {busy_for:.3f}"))
                 next_beat = now + self.heartbeat_s
             ready = select.select([sock], [], [], max(0.0, next_beat - now))[0]
             now = time.monotonic()

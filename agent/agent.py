@@ -1,0 +1,547 @@
+"""The ``kvraft-agent`` daemon: the imperative shell around ``agent.reconcile``.
+
+Five independent loops on one event loop (the heartbeat never waits on the runtime -- the
+"PLEG is not healthy" lesson):
+
+1. **lease**: grant a kvraft lease, write ``/registry/leases/<node>`` under it and the node
+   record, renew every ``heartbeat_s`` (retry backoff 200 ms -> 7 s, kubelet's), and when
+   the lease is found gone re-register and relist (tasks moved elsewhere get stopped).
+2. **watch**: list ``/registry/assignments/<node>/`` then watch from the listed revision;
+   relist after compaction or lease loss. Builds ``desired``; reads back the statuses of
+   desired tasks into ``reported`` so nothing is reported twice after a restart.
+3. **reconcile**: on every hint (an assignment event, a supervisor's exit datagram, an action
+   finished, a backoff wakeup) or every ``relist_s``: observe the runtime, call the pure
+   ``reconcile``, run the actions -- at most one action in flight per task.
+4. **node status**: recompute conditions (memory/disk/PID pressure, GPU health) and rewrite
+   the node record when they change.
+5. the HTTP endpoint (``agent.endpoint``).
+
+Status writes are a txn: ``if create_revision(assignment) == the placement we ran and
+mod_revision(status) == the one we last saw then put status``; on a mismatch the agent
+re-reads and never overwrites a newer placement's status or regresses a phase.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import random
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from agent.config import AgentConfig
+from agent.devices import (
+    GpuInventory,
+    RdmaDevice,
+    load_gpu_inventory,
+    load_rdma_inventory,
+    machine_facts,
+)
+from agent.keys import (
+    assignment_key,
+    assignments_prefix,
+    lease_key,
+    node_key,
+    split_assignment_key,
+    status_key,
+)
+from agent.node_record import build_node_record, conditions
+from agent.reconcile import (
+    Action,
+    BackoffPolicy,
+    Cleanup,
+    Observed,
+    Phase,
+    Remove,
+    Report,
+    Reported,
+    Start,
+    Stop,
+    Wakeup,
+    is_newer,
+    reconcile,
+)
+from agent.runtime.base import DeviceGrant, Runtime, TaskRun
+from agent.spec import Assignment, parse_assignment
+from kvraft.client import Client, ClientError, Compare, Op, WatchCompactedError
+
+__all__ = ["Agent", "AgentStatistics", "make_runtime"]
+
+log = logging.getLogger("kvraft.agent")
+LOG_TAIL_BYTES = 4096  # kubelet's termination-message limit
+
+
+def make_runtime(config: AgentConfig) -> Runtime:
+    """The configured runtime; default runc where it works, else process."""
+    name = config.runtime
+    notify = str(config.data_dir / "events.sock")
+    notify = notify if len(notify) < 100 else ""
+    common: dict[str, Any] = {"log_max_bytes": config.log_max_bytes, "log_max_files": config.log_max_files,
+                              "notify_socket": notify}
+    if name in ("", "runc"):
+        from agent.runtime.runc import RuncRuntime, runc_available
+
+        why = runc_available()
+        if not why:
+            return RuncRuntime(config.data_dir, config.name, **common)
+        if name == "runc":
+            raise SystemExit(f"kvraft-agent: --runtime runc: {why}")
+        name = "process"
+    if name == "process":
+        from agent.runtime.process import ProcessRuntime
+
+        return ProcessRuntime(config.data_dir, config.name, **common)
+    if name == "docker":
+        from agent.runtime.docker import DockerRuntime
+
+        return DockerRuntime(config.data_dir, config.name, log_max_bytes=config.log_max_bytes,
+                             log_max_files=config.log_max_files)
+    if name == "fake":
+        from agent.runtime.fake import FakeRuntime
+
+        return FakeRuntime(config.data_dir, config.name)
+    raise SystemExit(f"kvraft-agent: unknown runtime {name!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatistics:
+    registered: bool
+    lease_id: int
+    lease_grants: int
+    lease_losses: int
+    keepalive_failures: int
+    desired: int
+    observed: dict[str, int]
+    actions: dict[str, int]
+    status_writes: dict[str, int]
+    reconcile_passes: int
+    reconcile_seconds_total: float
+    watch_relists: int
+    orphans_swept: int
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, runtime: Runtime | None = None, *, client: Client | None = None) -> None:
+        self.config = config
+        self.name = config.name
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.runtime = runtime if runtime is not None else make_runtime(config)
+        self.client = client or Client(config.endpoints, request_timeout_s=config.request_timeout_s,
+                                       user=config.user or None, password=config.password or None)
+        self.gpus: GpuInventory = load_gpu_inventory(config.gpu_inventory or None)
+        self.rdma: tuple[RdmaDevice, ...] = load_rdma_inventory(config.rdma_inventory or None)
+        self.backoff = BackoffPolicy(config.restart_backoff_s, config.restart_backoff_max_s)
+        self.url = config.advertise_url or config.listen_url
+        self.desired: dict[str, Assignment] = {}
+        self.reported: dict[str, Reported] = {}
+        self.observed: list[Observed] = []
+        self._status_mod: dict[str, int] = {}
+        self._busy: set[str] = set()
+        self._wake = asyncio.Event()
+        self._relist = asyncio.Event()
+        self._desired_loaded = asyncio.Event()
+        self.registered = asyncio.Event()
+        self._wakeup_at: float | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._action_tasks: set[asyncio.Task[None]] = set()
+        self._stimulus = itertools.count(1)
+        self._rng = random.Random()
+        self.lease_id = 0
+        self.started_at = time.time()
+        self._conditions: list[dict[str, Any]] = []
+        self._node_doc: dict[str, Any] = {}
+        self._transport: asyncio.DatagramTransport | None = None
+        # statistics
+        self.lease_grants = 0
+        self.lease_losses = 0
+        self.keepalive_failures = 0
+        self.actions: Counter[str] = Counter()
+        self.status_writes: Counter[str] = Counter()
+        self.reconcile_passes = 0
+        self.reconcile_seconds_total = 0.0
+        self.watch_relists = 0
+        self.orphans_swept = 0
+        self.assign_to_running_ms: list[float] = []
+        self._assigned_at: dict[str, float] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect, sweep orphans, and start the loops (returns once they run)."""
+        await self.client.open()
+        swept = await self.runtime.sweep()
+        self.orphans_swept += len(swept)
+        if swept:
+            log.info("swept orphans", extra={"fields": {"orphans": swept}})
+        await self._listen_events()
+        loop = asyncio.get_running_loop()
+        for coro in (self._lease_loop(), self._watch_loop(), self._reconcile_loop(), self._status_loop()):
+            self._tasks.append(loop.create_task(coro))
+
+    async def stop(self) -> None:
+        """Stop the loops; tasks keep running under their supervisors (Nomad's client stop)."""
+        for t in self._tasks + list(self._action_tasks):
+            t.cancel()
+        for t in self._tasks + list(self._action_tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+        if self._transport is not None:
+            self._transport.close()
+        await self.runtime.close()
+        await self.client.close()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def statistics(self) -> AgentStatistics:
+        return AgentStatistics(
+            registered=self.registered.is_set(),
+            lease_id=self.lease_id,
+            lease_grants=self.lease_grants,
+            lease_losses=self.lease_losses,
+            keepalive_failures=self.keepalive_failures,
+            desired=len(self.desired),
+            observed=dict(Counter(o.state.value for o in self.observed)),
+            actions=dict(self.actions),
+            status_writes=dict(self.status_writes),
+            reconcile_passes=self.reconcile_passes,
+            reconcile_seconds_total=self.reconcile_seconds_total,
+            watch_relists=self.watch_relists,
+            orphans_swept=self.orphans_swept,
+        )
+
+    async def _listen_events(self) -> None:
+        path = getattr(self.runtime, "notify_socket", "")
+        if not path:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        agent = self
+
+        class Proto(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                agent.wake()
+
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(Proto, local_addr=path, family=socket.AF_UNIX)
+        self._transport = transport
+
+    # --- lease and node record ------------------------------------------------------------------
+    def node_record(self) -> dict[str, Any]:
+        facts = machine_facts(self.config.data_dir)
+        self._conditions = conditions(facts, self.gpus, self._conditions, time.time())
+        return build_node_record(self.name, self.config.labels, facts, self.gpus, self.rdma, self._conditions,
+                                 runtime=self.runtime.name, capabilities=self.runtime.capabilities().to_json(),
+                                 url=self.url, started_at=self.started_at, lease_id=self.lease_id)
+
+    async def _register(self) -> None:
+        saved = self.config.data_dir / "lease.json"
+        lease_id = 0
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            old = json.loads(saved.read_text())["id"]
+            with contextlib.suppress(ClientError):
+                if (await self.client.lease_keep_alive_once(int(old))).ttl > 0:
+                    lease_id = int(old)  # an agent restart within the TTL keeps its lease
+        if not lease_id:
+            lease_id = (await self.client.lease_grant(self.config.lease_ttl_s)).id
+            self.lease_grants += 1
+        self.lease_id = lease_id
+        saved.write_text(json.dumps({"id": lease_id}))
+        self._node_doc = self.node_record()
+        heartbeat = {"holder": self.name, "lease_id": lease_id, "ttl_s": self.config.lease_ttl_s,
+                     "renew_interval_s": self.config.heartbeat_s, "acquired_at": time.time()}
+        await self.client.txn().then(
+            Op.put(lease_key(self.name), json.dumps(heartbeat).encode(), lease=lease_id),
+            Op.put(node_key(self.name), json.dumps(self._node_doc).encode()),
+        ).commit()
+        self.registered.set()
+        log.info("registered", extra={"fields": {"lease_id": lease_id, "node": self.name}})
+
+    async def _lease_loop(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._register()
+            except ClientError as exc:
+                log.warning("register failed", extra={"fields": {"error": str(exc), "retry_s": delay}})
+                await asyncio.sleep(delay * (0.5 + self._rng.random()))
+                delay = min(delay * 2, 7.0)
+                continue
+            delay = 0.2
+            await self._keep_alive()
+            self.registered.clear()
+            self.lease_losses += 1
+            log.warning("lease lost; re-registering", extra={"fields": {"lease_id": self.lease_id}})
+            self.lease_id = 0
+            with contextlib.suppress(OSError):
+                (self.config.data_dir / "lease.json").unlink()
+            self._relist.set()
+
+    async def _keep_alive(self) -> None:
+        """Renew until the server says the lease is gone."""
+        retry = 0.2
+        while True:
+            await asyncio.sleep(self.config.heartbeat_s)
+            while True:
+                try:
+                    resp = await self.client.lease_keep_alive_once(self.lease_id, timeout_s=self.config.request_timeout_s)
+                except ClientError:
+                    self.keepalive_failures += 1
+                    await asyncio.sleep(retry * (0.5 + self._rng.random()))
+                    retry = min(retry * 2, 7.0)
+                    continue
+                retry = 0.2
+                if resp.ttl <= 0:
+                    return
+                break
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.node_status_s)
+            if not self.registered.is_set():
+                continue
+            try:
+                if self.gpus.source == "nvidia-smi":
+                    self.gpus = await asyncio.to_thread(load_gpu_inventory, None)
+                doc = self.node_record()
+                if _without_times(doc) != _without_times(self._node_doc):
+                    await self.client.put(node_key(self.name), json.dumps(doc).encode())
+                    self._node_doc = doc
+            except (ClientError, OSError) as exc:
+                log.warning("node status update failed", extra={"fields": {"error": str(exc)}})
+
+    # --- desired state ---------------------------------------------------------------------------
+    def _parse(self, key: str, revision: int, value: bytes) -> Assignment:
+        try:
+            doc = json.loads(value)
+        except ValueError as exc:
+            return Assignment(key, revision, None, f"assignment: invalid JSON ({exc})")
+        a = parse_assignment(key, revision, doc)
+        if a.spec is not None:
+            try:
+                self.gpus.grant(a.spec.resources.gpus)
+            except KeyError as exc:
+                return Assignment(key, revision, None, f"spec.resources.gpus: {exc.args[0]}")
+            if a.spec.resources.rdma and not self.rdma:
+                return Assignment(key, revision, None, "spec.resources.rdma: this node has no RDMA devices")
+        return a
+
+    async def _load_reported(self, keys: list[str]) -> None:
+        sem = asyncio.Semaphore(16)
+
+        async def one(key: str) -> None:
+            async with sem:
+                resp = await self.client.get(status_key(key))
+            if not resp.kvs:
+                self._status_mod[key] = 0
+                return
+            kv = resp.kvs[0]
+            self._status_mod[key] = kv.mod_revision
+            rep = _reported_from(kv.value)
+            if rep is not None:
+                self.reported[key] = rep
+
+        await asyncio.gather(*(one(k) for k in keys))
+
+    async def _watch_loop(self) -> None:
+        prefix = assignments_prefix(self.name)
+        delay = 0.2
+        while True:
+            try:
+                resp = await self.client.get(prefix, prefix=True)
+                desired: dict[str, Assignment] = {}
+                for kv in resp.kvs:
+                    key = split_assignment_key(self.name, kv.key.decode())
+                    if key is not None:
+                        desired[key] = self._parse(key, kv.create_revision, kv.value)
+                await self._load_reported(list(desired))
+                self.desired = desired
+                for key in [k for k in self.reported if k not in desired]:
+                    del self.reported[key]
+                self._desired_loaded.set()
+                self.watch_relists += 1
+                self.wake()
+                delay = 0.2
+                self._relist.clear()
+                watch = asyncio.get_running_loop().create_task(self._follow(prefix, resp.header.revision + 1))
+                relist = asyncio.get_running_loop().create_task(self._relist.wait())
+                try:
+                    await asyncio.wait({watch, relist}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    relist.cancel()
+                    watch.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await relist
+                    with contextlib.suppress(asyncio.CancelledError, WatchCompactedError):
+                        await watch
+            except (ClientError, OSError) as exc:
+                log.warning("assignment watch failed", extra={"fields": {"error": str(exc), "retry_s": delay}})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 7.0)
+
+    async def _follow(self, prefix: str, revision: int) -> None:
+        async with self.client.watch(prefix, prefix=True, start_revision=revision, reconnect_timeout_s=None) as w:
+            async for resp in w:
+                for ev in resp.events:
+                    key = split_assignment_key(self.name, ev.kv.key.decode())
+                    if key is None:
+                        continue
+                    if ev.type == "PUT":
+                        a = self._parse(key, ev.kv.create_revision, ev.kv.value)
+                        old = self.desired.get(key)
+                        self.desired[key] = a
+                        if old is None or old.revision != a.revision:
+                            self._status_mod.setdefault(key, 0)
+                            self._assigned_at[key] = time.monotonic()
+                    else:
+                        self.desired.pop(key, None)
+                self.wake()
+
+    # --- reconcile and actions ---------------------------------------------------------------------
+    async def _reconcile_loop(self) -> None:
+        await self._desired_loaded.wait()
+        while True:
+            timeout = self.config.relist_s
+            if self._wakeup_at is not None:
+                timeout = max(0.0, min(timeout, self._wakeup_at - time.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            try:
+                await self.reconcile_once()
+            except Exception:  # a bug must not stop the agent; it is logged with its traceback
+                log.exception("reconcile pass failed")
+                await asyncio.sleep(self.config.relist_s)
+
+    async def reconcile_once(self) -> list[Action]:
+        t0 = time.perf_counter()
+        self.observed = await self.runtime.observe()
+        stimulus_id = f"{self.name}-{next(self._stimulus)}"
+        actions = reconcile(self.desired, self.observed, self.reported, time.time(),
+                            stimulus_id=stimulus_id, backoff=self.backoff)
+        self.reconcile_passes += 1
+        self.reconcile_seconds_total += time.perf_counter() - t0
+        self._wakeup_at = None
+        for action in actions:
+            if isinstance(action, Wakeup):
+                self._wakeup_at = action.at_s
+                continue
+            if action.key in self._busy:
+                continue
+            self._busy.add(action.key)
+            task = asyncio.get_running_loop().create_task(self._run_action(action))
+            self._action_tasks.add(task)
+            task.add_done_callback(self._action_tasks.discard)
+        return actions
+
+    async def _run_action(self, action: Action) -> None:
+        kind = type(action).__name__
+        fields = {"action": kind, "stimulus_id": action.stimulus_id}
+        try:
+            if isinstance(action, Start):
+                fields |= {"task": action.key, "attempt": action.attempt}
+                devices = self.gpus.grant(action.spec.resources.gpus, self.rdma, action.spec.resources.rdma) \
+                    if action.spec.resources.gpus or action.spec.resources.rdma else DeviceGrant()
+                await self.runtime.start(TaskRun(action.key, action.attempt, action.revision, action.spec, devices))
+            elif isinstance(action, Stop):
+                fields |= {"task": action.key, "attempt": action.attempt, "reason": action.reason}
+                await self.runtime.stop(action.key, action.attempt, action.grace_s)
+            elif isinstance(action, Cleanup):
+                fields |= {"task": action.key, "attempt": action.attempt}
+                await self.runtime.cleanup(action.key, action.attempt)
+            elif isinstance(action, Remove):
+                fields |= {"task": action.key, "attempt": action.attempt}
+                await self.runtime.remove(action.key, action.attempt)
+            elif isinstance(action, Report):
+                fields |= {"task": action.key, "phase": action.status.phase.value, "attempt": action.status.attempt}
+                await self._write_status(action)
+            self.actions[kind] += 1
+            log.info(kind.lower(), extra={"fields": fields})
+        except (ClientError, OSError) as exc:
+            self.actions[kind + "Failed"] += 1
+            log.warning(f"{kind.lower()} failed", extra={"fields": fields | {"error": str(exc)}})
+            await asyncio.sleep(0.2)
+        except Exception:
+            self.actions[kind + "Failed"] += 1
+            log.exception(f"{kind.lower()} failed", extra={"fields": fields})
+            await asyncio.sleep(0.2)
+        finally:
+            self._busy.discard(action.key)
+            self.wake()
+
+    def _log_tail(self, key: str, attempt: int) -> str:
+        files = self.runtime.log_files(key, attempt)
+        data = b""
+        for path in reversed(files):
+            with contextlib.suppress(OSError), open(path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(max(0, size - LOG_TAIL_BYTES * 2))
+                data = f.read() + data
+            if len(data) >= LOG_TAIL_BYTES * 2:
+                break
+        lines = [ln.split(b" ", 3)[3] if ln.count(b" ") >= 3 else ln for ln in data.splitlines()[1:] or data.splitlines()]
+        return b"\n".join(lines).decode(errors="replace")[-LOG_TAIL_BYTES:]
+
+    async def _write_status(self, action: Report) -> None:
+        key, s = action.key, action.status
+        doc: dict[str, Any] = {"job": key.split("/", 1)[0], "task": key.split("/", 1)[1], "node": self.name,
+                               "assignment_revision": action.revision, **s.to_json(),
+                               "updated_at": time.time(), "agent_url": self.url, "stimulus_id": action.stimulus_id}
+        if s.phase in (Phase.SUCCEEDED, Phase.FAILED, Phase.PENDING) and s.attempt:
+            doc["log_tail"] = await asyncio.to_thread(self._log_tail, key, s.attempt)
+        akey, skey = assignment_key(self.name, key), status_key(key)
+        body = json.dumps(doc).encode()
+        for _ in range(8):
+            mod = self._status_mod.get(key, 0)
+            resp = await self.client.txn().if_(
+                Compare.create(akey, "=", action.revision), Compare.mod(skey, "=", mod)
+            ).then(Op.put(skey, body)).else_(Op.get(akey), Op.get(skey)).commit()
+            if resp.succeeded:
+                self._status_mod[key] = resp.header.revision
+                self.reported[key] = Reported(action.revision, s.attempt, s.phase, s.reason)
+                self.status_writes["ok"] += 1
+                if s.phase is Phase.RUNNING and key in self._assigned_at:
+                    self.assign_to_running_ms.append((time.monotonic() - self._assigned_at.pop(key)) * 1000)
+                return
+            a_resp, s_resp = resp.responses
+            akvs = getattr(a_resp, "kvs", ())
+            if not akvs or akvs[0].create_revision != action.revision:
+                self.status_writes["stale_assignment"] += 1
+                self.reported[key] = Reported(action.revision, s.attempt, s.phase, s.reason)  # nothing to report to
+                return
+            skvs = getattr(s_resp, "kvs", ())
+            self._status_mod[key] = skvs[0].mod_revision if skvs else 0
+            current = _reported_from(skvs[0].value) if skvs else None
+            if current is not None and not is_newer(s, action.revision, current):
+                self.status_writes["superseded"] += 1
+                self.reported[key] = current
+                return
+            self.status_writes["retry"] += 1
+        raise ClientError(f"status of {key}: compare kept failing")
+
+
+def _reported_from(value: bytes) -> Reported | None:
+    try:
+        doc = json.loads(value)
+        return Reported(int(doc.get("assignment_revision", 0)), int(doc.get("attempt", 0)), Phase(doc["phase"]),
+                        str(doc.get("reason", "")))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _without_times(doc: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in doc.items() if k not in ("updated_at",)}
+    out["conditions"] = [{k: v for k, v in c.items() if k not in ("last_heartbeat",)} for c in doc.get("conditions", [])]
+    facts = dict(out.get("machine", {}))
+    facts.pop("memory_available_mib", None)
+    facts.pop("disk_free_fraction", None)
+    out["machine"] = facts
+    return out

@@ -1,0 +1,228 @@
+"""The agent's HTTP endpoint (aiohttp): ``/health``, ``/metrics``, task list, logs, exec.
+
+- ``GET /health``: 200 ``{"status": "ok", ...}`` once registered under a live lease, else 503.
+- ``GET /metrics``: Prometheus text format.
+- ``GET /tasks``: every attempt the runtime holds (JSON).
+- ``GET /logs/{job}/{task}?attempt=N&tail=100&follow=1&timestamps=1&stream=stdout``: the task's
+  log (latest attempt by default), from the rotated CRI files; ``follow`` streams new lines
+  until the attempt has ended and its log is drained, surviving rotation (the reader follows
+  the rotated file to its end, then opens the new one).
+- ``GET /stats/{job}/{task}``: cgroup counters of the running attempt.
+- ``POST /exec/{job}/{task}`` ``{"argv": [...], "timeout_s": 30}``: run a command in the task's
+  container (``runc exec``) or environment (process runtime); answers exit code and output.
+
+Handlers parse, call one agent or runtime method, and encode; no logic lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import resource
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from agent.agent import Agent
+from agent.reconcile import AttemptState
+
+__all__ = ["AGENT_KEY", "make_app", "serve"]
+
+AGENT_KEY = web.AppKey("agent", Agent)
+
+
+def make_app(agent: Agent) -> web.Application:
+    app = web.Application()
+    app[AGENT_KEY] = agent
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/tasks", tasks)
+    app.router.add_get("/logs/{job}/{task}", logs)
+    app.router.add_get("/stats/{job}/{task}", stats)
+    app.router.add_post("/exec/{job}/{task}", exec_)
+    return app
+
+
+async def serve(agent: Agent, listen_url: str) -> web.AppRunner:
+    host_port = listen_url.split("://", 1)[-1].rstrip("/")
+    host, _, port = host_port.rpartition(":")
+    runner = web.AppRunner(make_app(agent), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
+    return runner
+
+
+async def health(request: web.Request) -> web.Response:
+    agent = request.app[AGENT_KEY]
+    ok = agent.registered.is_set()
+    doc = {"status": "ok" if ok else "unregistered", "node": agent.name, "lease_id": agent.lease_id,
+           "runtime": agent.runtime.name, "desired": len(agent.desired)}
+    return web.json_response(doc, status=200 if ok else 503)
+
+
+def rss_bytes() -> int:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+async def metrics(request: web.Request) -> web.Response:
+    agent = request.app[AGENT_KEY]
+    st = agent.statistics()
+    lines = [
+        "# HELP kvraft_agent_registered 1 while the node is registered under a live lease.",
+        "# TYPE kvraft_agent_registered gauge",
+        f"kvraft_agent_registered {int(st.registered)}",
+        "# TYPE kvraft_agent_lease_grants_total counter",
+        f"kvraft_agent_lease_grants_total {st.lease_grants}",
+        "# TYPE kvraft_agent_lease_losses_total counter",
+        f"kvraft_agent_lease_losses_total {st.lease_losses}",
+        "# TYPE kvraft_agent_keepalive_failures_total counter",
+        f"kvraft_agent_keepalive_failures_total {st.keepalive_failures}",
+        "# TYPE kvraft_agent_desired_tasks gauge",
+        f"kvraft_agent_desired_tasks {st.desired}",
+        "# TYPE kvraft_agent_attempts gauge",
+    ]
+    for state in AttemptState:
+        lines.append(f'kvraft_agent_attempts{{state="{state.value}"}} {st.observed.get(state.value, 0)}')
+    lines.append("# TYPE kvraft_agent_actions_total counter")
+    for kind, n in sorted(st.actions.items()):
+        lines.append(f'kvraft_agent_actions_total{{kind="{kind}"}} {n}')
+    lines.append("# TYPE kvraft_agent_status_writes_total counter")
+    for result, n in sorted(st.status_writes.items()):
+        lines.append(f'kvraft_agent_status_writes_total{{result="{result}"}} {n}')
+    lines += [
+        "# TYPE kvraft_agent_reconcile_seconds summary",
+        f"kvraft_agent_reconcile_seconds_count {st.reconcile_passes}",
+        f"kvraft_agent_reconcile_seconds_sum {st.reconcile_seconds_total:.6f}",
+        "# TYPE kvraft_agent_watch_relists_total counter",
+        f"kvraft_agent_watch_relists_total {st.watch_relists}",
+        "# TYPE kvraft_agent_orphans_swept_total counter",
+        f"kvraft_agent_orphans_swept_total {st.orphans_swept}",
+        "# TYPE kvraft_agent_resident_memory_bytes gauge",
+        f"kvraft_agent_resident_memory_bytes {rss_bytes()}",
+    ]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
+
+
+async def tasks(request: web.Request) -> web.Response:
+    agent = request.app[AGENT_KEY]
+    out = []
+    for o in await agent.runtime.observe():
+        out.append({"task": o.key, "attempt": o.attempt, "revision": o.revision, "state": o.state.value,
+                    "started_at": o.started_at_s or None, "stop_requested": o.stop_requested,
+                    "exit": None if o.exit is None else {"exit_code": o.exit.exit_code, "signal": o.exit.signal,
+                                                         "oom_killed": o.exit.oom_killed, "reason": o.exit.reason}})
+    return web.json_response(sorted(out, key=lambda d: (d["task"], d["attempt"])))
+
+
+def _attempt(request: web.Request) -> tuple[str, int]:
+    agent = request.app[AGENT_KEY]
+    key = f"{request.match_info['job']}/{request.match_info['task']}"
+    if "attempt" in request.query:
+        return key, int(request.query["attempt"])
+    attempts = sorted(o.attempt for o in agent.observed if o.key == key)
+    if not attempts and hasattr(agent.runtime, "attempts"):
+        attempts = agent.runtime.attempts(key)
+    if not attempts:
+        raise web.HTTPNotFound(text=f"no task {key} on node {agent.name}\n")
+    return key, attempts[-1]
+
+
+def _format(line: bytes, timestamps: bool, stream: str) -> bytes | None:
+    parts = line.split(b" ", 3)
+    if len(parts) < 4:
+        return line + b"\n"
+    ts, src, tag, text = parts
+    if stream and src.decode() != stream:
+        return None
+    end = b"" if tag == b"P" else b"\n"
+    return (ts + b" " if timestamps else b"") + text + end
+
+
+async def logs(request: web.Request) -> web.StreamResponse:
+    agent = request.app[AGENT_KEY]
+    key, attempt = _attempt(request)
+    tail = int(request.query.get("tail", "-1"))
+    follow = request.query.get("follow", "") in ("1", "true", "yes")
+    timestamps = request.query.get("timestamps", "") in ("1", "true", "yes")
+    stream = request.query.get("stream", "")
+    files = agent.runtime.log_files(key, attempt)
+    resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    await resp.prepare(request)
+    lines: list[bytes] = []
+    for path in files:
+        with contextlib.suppress(OSError):
+            lines.extend(path.read_bytes().splitlines())
+    if tail >= 0:
+        lines = lines[-tail:] if tail else []
+    for ln in lines:
+        out = _format(ln, timestamps, stream)
+        if out is not None:
+            await resp.write(out)
+    if follow and files:
+        await _follow(agent, key, attempt, files[-1], resp, timestamps, stream)
+    await resp.write_eof()
+    return resp
+
+
+async def _follow(agent: Agent, key: str, attempt: int, path: Path, resp: web.StreamResponse,
+                  timestamps: bool, stream: str) -> None:
+    """Stream lines appended after the initial read; follow rotation by inode."""
+    f = open(path, "rb")  # noqa: SIM115 - closed below
+    try:
+        f.seek(0, os.SEEK_END)
+        inode = os.fstat(f.fileno()).st_ino
+        buf = b""
+        ended_polls = 0
+        while True:
+            chunk = f.read(65536)
+            if chunk:
+                buf += chunk
+                *done, buf = buf.split(b"\n")
+                for ln in done:
+                    out = _format(ln, timestamps, stream)
+                    if out is not None:
+                        await resp.write(out)
+                continue
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_ino != inode:  # rotated: the old file is complete; open the new one
+                    f.close()
+                    f = open(path, "rb")  # noqa: SIM115
+                    inode = os.fstat(f.fileno()).st_ino
+                    continue
+            live = any(o.key == key and o.attempt == attempt and o.live for o in await agent.runtime.observe())
+            ended_polls = 0 if live else ended_polls + 1
+            if ended_polls >= 2:
+                return
+            await asyncio.sleep(0.2)
+    finally:
+        f.close()
+
+
+async def stats(request: web.Request) -> web.Response:
+    agent = request.app[AGENT_KEY]
+    key, attempt = _attempt(request)
+    return web.json_response({"task": key, "attempt": attempt, **await agent.runtime.stats(key, attempt)})
+
+
+async def exec_(request: web.Request) -> web.Response:
+    agent = request.app[AGENT_KEY]
+    key, attempt = _attempt(request)
+    try:
+        body: dict[str, Any] = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text="body must be JSON {\"argv\": [...]}\n") from None
+    argv = body.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise web.HTTPBadRequest(text="argv must be a non-empty list of strings\n")
+    result = await agent.runtime.exec(key, attempt, argv, float(body.get("timeout_s", 30)))
+    return web.json_response({"task": key, "attempt": attempt, "exit_code": result.exit_code,
+                              "stdout": result.stdout.decode(errors="replace"),
+                              "stderr": result.stderr.decode(errors="replace"),
+                              "stdout_b64": base64.b64encode(result.stdout).decode()})

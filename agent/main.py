@@ -1,0 +1,67 @@
+"""``kvraft-agent``: parse flags/YAML, run the agent and its HTTP endpoint, stop on SIGTERM.
+
+SIGTERM/SIGINT stop the agent's loops and endpoint; running tasks are left to their
+supervisors (a new agent re-attaches), and the lease is not revoked, so a restart within the
+TTL keeps the node Ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+from agent.agent import Agent
+from agent.config import AgentConfig, load_config
+from agent.endpoint import serve
+
+__all__ = ["JsonFormatter", "main", "run"]
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg and the record's ``fields``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {"ts": round(record.created, 6), "level": record.levelname.lower(),
+                               "logger": record.name, "msg": record.getMessage()}
+        doc.update(getattr(record, "fields", {}) or {})
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+async def run(config: AgentConfig) -> int:
+    agent = Agent(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = await serve(agent, config.listen_url)
+    await agent.start()
+    logging.getLogger("kvraft.agent").info(
+        "started", extra={"fields": {"node": config.name, "runtime": agent.runtime.name, "url": config.listen_url,
+                                     "endpoints": config.endpoints, "t": time.time()}})
+    await stop.wait()
+    await agent.stop()
+    await runner.cleanup()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = load_config(argv)
+    except ValueError as exc:
+        print(f"kvraft-agent: {exc}", file=sys.stderr)
+        return 2
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
+    return asyncio.run(run(config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
