@@ -56,3 +56,14 @@ def test_mpi_caller_blocked_inline_exits_with_a_clear_message(jobs: Jobs, tmp_pa
     codes, out = jobs.run(3, argv, backend="mpi", timeout_s=90, grace_s=2)
     assert out.count("cannot be interrupted; exiting with status 75") == 2, out[-3000:]
     assert "peer failure: rank 2: rank 2 is hung" in out
+
+
+def test_stall_inspector_fails_an_alive_but_absent_rank(jobs: Jobs, tmp_path: Path) -> None:
+    import os
+
+    argv = [sys.executable, "-m", "agent.collective.failure_drill", "--mode", "absent", "--victim", "1", "--stamp", str(tmp_path / "s")]
+    env = dict(os.environ, KVRAFT_COLLECTIVE_STALL_TIMEOUT_S="2")
+    codes, out = jobs.run(3, argv, backend="tcp", timeout_s=90, grace_s=2, env=env)
+    lines = [line for line in out.splitlines() if line.startswith("DETECTED") and "rank=1 " not in line]
+    assert len(lines) == 2, out[-3000:]
+    assert all("rank 1 did not join collective" in line and "alive, but absent" in line for line in lines)
