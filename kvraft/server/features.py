@@ -125,6 +125,8 @@ class Features:
             self._after_restore()
 
         node.state.restore = restore_then_reload
+        node_metrics = node.metrics
+        node.metrics = lambda: [*node_metrics(), *self.metrics()]
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[asyncio.Task[Any]] = set()
 
@@ -152,6 +154,20 @@ class Features:
         self.lessor.restore(load_leases(self.store), time.monotonic())
         self.auth_applier.state = load_auth(self.store)
         self.hub.advance(self.store.rev)
+
+    def metrics(self) -> list[tuple[str, str, str, float]]:
+        hub = self.hub.statistics()
+        return [
+            ("kvraft_watch_streams", "gauge", "Open watch streams.", hub.streams),
+            ("kvraft_watch_synced_watchers", "gauge", "Watchers fed directly.", hub.synced),
+            ("kvraft_watch_unsynced_watchers", "gauge", "Watchers catching up from history.", hub.unsynced),
+            ("kvraft_watch_victim_watchers", "gauge", "Watchers whose stream was full.", hub.victims),
+            ("kvraft_watch_victims_total", "counter", "Times a watcher's stream was full.", hub.victims_total),
+            ("kvraft_watch_responses_sent_total", "counter", "Watch responses sent.", hub.responses_sent),
+            ("kvraft_lease_leases", "gauge", "Leases held.", len(self.lessor.leases)),
+            ("kvraft_lease_primary", "gauge", "1 while this member expires leases.", int(self.lessor.primary)),
+            ("kvraft_auth_enabled", "gauge", "1 while auth is enabled.", int(self.auth.enabled)),
+        ]
 
     # -- auth -----------------------------------------------------------------------------
     def _register_simple(self, token: str, user: str) -> None:

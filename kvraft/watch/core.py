@@ -201,6 +201,8 @@ class WatchCore:
         self.synced = WatcherGroup()
         self.unsynced = WatcherGroup()
         self.victims: list[Watcher] = []
+        self.victims_total = 0
+        """How many times a watcher became a victim (a stream's queue was full)."""
 
     # -- membership -----------------------------------------------------------------------
     def add(self, w: Watcher) -> None:
@@ -250,6 +252,7 @@ class WatchCore:
         w.pending = list(responses)
         w.next_rev = revision + 1
         self.victims.append(w)
+        self.victims_total += 1
 
     def victim_done(self, w: Watcher) -> None:
         """The stream took ``w.pending``: back to synced, or unsynced if it missed revisions."""

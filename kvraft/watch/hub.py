@@ -61,6 +61,7 @@ class HubStats:
     synced: int
     unsynced: int
     victims: int
+    victims_total: int
     current_revision: int
     responses_sent: int
 
@@ -159,6 +160,13 @@ class WatchStream:
             await self._ready.wait()
         return self.recv_nowait()
 
+    async def wait_ready(self) -> None:
+        """Return once a response is queued or the stream closed (consumes nothing, so it
+        is safe to cancel, e.g. under ``asyncio.wait_for``)."""
+        while not self._queue and not self.closed:
+            self._ready.clear()
+            await self._ready.wait()
+
     def recv_nowait(self) -> WatchResponse | None:
         """The next queued response, or None if nothing is queued."""
         if not self._queue:
@@ -234,7 +242,7 @@ class WatchHub:
     def statistics(self) -> HubStats:
         c = self.core
         return HubStats(len(self.streams), len(c.synced), len(c.unsynced), len(c.victims),
-                        c.current_revision, self.responses_sent)
+                        c.victims_total, c.current_revision, self.responses_sent)
 
     # -- the apply stage's entry points ----------------------------------------------------
     def notify(self, batch: RevisionEvents) -> None:

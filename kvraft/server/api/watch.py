@@ -172,15 +172,17 @@ class _Session:
         request = self.request
         out = self.sink.out
         while True:
-            try:
-                r = await asyncio.wait_for(self.stream.recv(), IDLE_CHECK_S)
-            except TimeoutError:
-                transport = request.transport
-                if transport is None or transport.is_closing():
-                    return
-                continue
+            r = self.stream.recv_nowait()
             if r is None:
-                return
+                if self.stream.closed:
+                    return
+                try:  # (never wait_for(recv()): on 3.11 a timeout racing a result loses it)
+                    await asyncio.wait_for(self.stream.wait_ready(), IDLE_CHECK_S)
+                except TimeoutError:
+                    transport = request.transport
+                    if transport is None or transport.is_closing():
+                        return
+                continue
             if out is JSON_OUT and r.events and not (r.created or r.canceled or r.compact_revision):
                 await self.sink.send_raw(_events_json(request, r))  # the fan-out fast path
             else:
