@@ -21,7 +21,8 @@ from .cluster_helpers import b64, call, call_any, start_cluster, unb64, watch
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = start_cluster(tmp_path_factory.mktemp("watch"), extra=["--max-request-bytes", "32768"])
+    c = start_cluster(tmp_path_factory.mktemp("watch"), extra=[
+        "--max-request-bytes", "32768", "--experimental-watch-progress-notify-interval", "500ms"])
     yield c
     c.stop()
 
@@ -100,6 +101,15 @@ async def test_fragment_splits_large_revisions(cluster) -> None:
     events = [e for p in pieces for e in p["events"]]
     assert [unb64(e["kv"]["key"]) for e in events] == [b"f/0", b"f/1", b"f/2"]
     assert all(len(json.dumps(p)) < 32768 + 1024 for p in pieces)
+
+
+async def test_progress_notify_on_an_idle_watch(cluster) -> None:
+    url = cluster.url(cluster.wait_leader())
+    reqs = [{"create_request": {"key": b64("idle/k"), "progress_notify": True, "watch_id": "3"}}]
+    got = await _collect(url, reqs, 3, timeout_s=60)
+    assert got[0]["created"] is True
+    for progress in got[1:]:
+        assert progress["watch_id"] == "3" and "events" not in progress and "revision" in progress["header"]
 
 
 async def test_websocket_watch(cluster) -> None:
