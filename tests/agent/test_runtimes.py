@@ -1,0 +1,354 @@
+"""Driver tests against the real runtimes: ``process`` everywhere, ``runc`` where it works
+(root, runc installed, writable cgroups; .ci/run installs runc). Scenarios from the
+reference's section 6 (T1-T7, T10-T13)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.reconcile import AttemptState
+from agent.runtime.base import DeviceGrant, GpuDevice, TaskRun
+from agent.runtime.cgroups import CgroupLayout
+from agent.runtime.process import ProcessRuntime
+from agent.runtime.supervised import read_json
+from agent.spec import parse_spec
+from tests.agent.conftest import kill_task_processes
+
+RUNC_MISSING = ""
+try:
+    from agent.runtime.runc import runc_available
+
+    RUNC_MISSING = runc_available()
+except Exception as exc:  # pragma: no cover
+    RUNC_MISSING = str(exc)
+
+NO_CGROUPS = "" if CgroupLayout.detect().usable else "no writable cgroup hierarchy (needs root)"
+
+
+def make_runtime(kind: str, data_dir: Path, node: str = "rt-test", **kw):
+    if kind == "runc":
+        if RUNC_MISSING:
+            pytest.skip(f"runc unavailable: {RUNC_MISSING}")
+        from agent.runtime.runc import RuncRuntime
+
+        return RuncRuntime(data_dir, node, **kw)
+    return ProcessRuntime(data_dir, node, **kw)
+
+
+@pytest.fixture(params=["process", "runc"])
+def kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path):
+    d = tmp_path / "agent"
+    yield d
+    kill_task_processes(d)
+
+
+async def wait_exit(rt, key: str, attempt: int = 1, timeout_s: float = 60.0):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for o in await rt.observe():
+            if o.key == key and o.attempt == attempt and o.state in (AttemptState.EXITED, AttemptState.LOST):
+                return o
+        assert time.monotonic() < deadline, f"{key}#{attempt} did not end"
+        await asyncio.sleep(0.1)
+
+
+async def wait_running(rt, key: str, attempt: int = 1, timeout_s: float = 60.0):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for o in await rt.observe():
+            if o.key == key and o.attempt == attempt and o.state is AttemptState.RUNNING:
+                return o
+        assert time.monotonic() < deadline, f"{key}#{attempt} not running"
+        await asyncio.sleep(0.05)
+
+
+def run(key: str, spec: dict, attempt: int = 1, devices: DeviceGrant | None = None) -> TaskRun:
+    return TaskRun(key, attempt, 1, parse_spec(spec), devices or DeviceGrant())
+
+
+def log_lines(rt, key: str, attempt: int = 1) -> list[str]:
+    out: list[str] = []
+    for p in rt.log_files(key, attempt):
+        out.extend(p.read_text().splitlines())
+    return out
+
+
+PY = "/usr/bin/python3"
+
+
+async def test_exit_code_and_cri_logs(kind, data_dir) -> None:
+    rt = make_runtime(kind, data_dir)
+    await rt.start(run("j/t1", {"command": ["sh", "-c", "echo to-stdout; echo to-stderr >&2; printf partial; exit 3"]}))
+    o = await wait_exit(rt, "j/t1")
+    assert (o.exit.exit_code, o.exit.signal, o.exit.oom_killed, o.exit.reason) == (3, None, False, "")
+    lines = log_lines(rt, "j/t1")
+    streams = {ln.split(" ", 3)[1] + " " + ln.split(" ", 3)[2] + " " + ln.split(" ", 3)[3] for ln in lines}
+    assert {"stdout F to-stdout", "stderr F to-stderr", "stdout P partial"} <= streams
+    assert all(ln[:4].isdigit() and ln.split(" ", 1)[0].endswith("Z") for ln in lines)
+
+
+async def test_stop_delivers_term_within_grace(kind, data_dir) -> None:
+    rt = make_runtime(kind, data_dir)
+    code = "import signal,sys,time\nsignal.signal(signal.SIGTERM, lambda *a: (print('got TERM', flush=True), sys.exit(0)))\nprint('ready', flush=True)\ntime.sleep(300)"
+    await rt.start(run("j/t2", {"command": [PY, "-c", code]}))
+    await wait_running(rt, "j/t2")
+    deadline = time.monotonic() + 30
+    while not any("ready" in ln for ln in log_lines(rt, "j/t2")):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    await rt.stop("j/t2", 1, 30.0)
+    o = await wait_exit(rt, "j/t2")
+    assert o.exit.exit_code == 0 and o.stop_requested
+    assert any(ln.endswith("got TERM") for ln in log_lines(rt, "j/t2"))
+
+
+async def test_ignored_term_escalates_to_kill_after_grace(kind, data_dir) -> None:
+    rt = make_runtime(kind, data_dir)
+    await rt.start(run("j/t3", {"command": ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"], "grace_s": 1}))
+    await wait_running(rt, "j/t3")
+    t0 = time.monotonic()
+    await rt.stop("j/t3", 1, 1.0)
+    o = await wait_exit(rt, "j/t3")
+    assert time.monotonic() - t0 >= 0.9  # not before the grace period
+    assert o.exit.exit_code == 137
+    assert (o.exit.signal == 9) if kind == "process" else True  # under runc, tini reports 128+9
+
+
+@pytest.mark.skipif(bool(NO_CGROUPS), reason=NO_CGROUPS or "ok")
+async def test_oom_is_reported_and_plain_kill_is_not(kind, data_dir) -> None:
+    rt = make_runtime(kind, data_dir)
+    await rt.start(run("j/oom", {"command": [PY, "-c", "b = bytearray(300 << 20); print(len(b))"],
+                                 "resources": {"memory_mib": 32}}))
+    await rt.start(run("j/kill", {"command": [PY, "-c", "import os; os.kill(os.getpid(), 9)"],
+                                  "resources": {"memory_mib": 64}}))
+    oom = await wait_exit(rt, "j/oom")
+    kill = await wait_exit(rt, "j/kill")
+    assert (oom.exit.exit_code, oom.exit.oom_killed) == (137, True)
+    assert (kill.exit.exit_code, kill.exit.oom_killed) == (137, False)
+
+
+async def test_log_rotation_keeps_n_files_and_the_last_line(kind, data_dir) -> None:
+    rt = make_runtime(kind, data_dir, log_max_bytes=200_000, log_max_files=3)
+    code = "import sys\nfor i in range(20000):\n    print(f'line {i:06d} ' + 'x' * 20)\n    print(f'err {i:06d}', file=sys.stderr)"
+    await rt.start(run("j/log", {"command": [PY, "-c", code]}))
+    o = await wait_exit(rt, "j/log")
+    assert o.exit.exit_code == 0
+    files = rt.log_files("j/log", 1)
+    assert [p.name for p in files] == ["output.log.2", "output.log.1", "output.log"]
+    assert all(p.stat().st_size <= 200_000 for p in files)
+    lines = log_lines(rt, "j/log")
+    assert lines[-1].endswith("stderr F err 019999") or lines[-1].endswith("stdout F line 019999 " + "x" * 20)
+    out_nums = [int(ln.split()[4]) for ln in lines if " stdout F " in ln]
+    assert out_nums == list(range(out_nums[0], 20000))  # contiguous: nothing lost inside the kept window
+
+
+async def test_missing_binary_is_a_start_error(kind, data_dir) -> None:
+    rt = make_runtime(kind, data_dir)
+    await rt.start(run("j/bad", {"command": ["no-such-binary-xyz", "--flag"]}))
+    o = await wait_exit(rt, "j/bad")
+    assert (o.exit.exit_code, o.exit.reason) == (127, "StartError")
+    assert "no-such-binary-xyz" in o.exit.message
+
+
+@pytest.mark.skipif(bool(NO_CGROUPS), reason=NO_CGROUPS or "ok")
+async def test_impossible_cpuset_fails_with_a_reason(kind, data_dir) -> None:
+    rt = make_runtime(kind, data_dir)
+    await rt.start(run("j/cpus", {"command": ["true"], "resources": {"cpuset": "63"}}))
+    o = await wait_exit(rt, "j/cpus")
+    assert o.exit.reason == "StartError" and o.exit.message, o
+
+
+async def test_supervisor_death_is_lost_and_the_task_killed(kind, data_dir) -> None:
+    rt = make_runtime(kind, data_dir)
+    await rt.start(run("j/sup", {"command": ["sleep", "300"]}))
+    await wait_running(rt, "j/sup")
+    adir = rt.attempt_dir("j/sup", 1)
+    shim = read_json(adir / "shim.json")
+    started = read_json(adir / "started.json")
+    os.kill(shim["pid"], signal.SIGKILL)
+    o = await wait_exit(rt, "j/sup")
+    assert o.state is AttemptState.LOST and o.exit.exit_code is None
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{started['pid']}").exists() and "Z" not in Path(f"/proc/{started['pid']}/stat").read_text().split()[2]:
+        assert time.monotonic() < deadline, "task survived its supervisor's death"
+        await asyncio.sleep(0.1)
+    if kind == "runc":
+        assert await rt.list_containers() == []
+
+
+async def test_reattach_and_persisted_stop_deadline(kind, data_dir) -> None:
+    """A new runtime object (an agent restart) finds the task, and a stop requested before
+    the restart still ends in SIGKILL at its deadline (T4, T5)."""
+    rt = make_runtime(kind, data_dir)
+    await rt.start(run("j/re", {"command": ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"], "grace_s": 2}))
+    await wait_running(rt, "j/re")
+    await rt.stop("j/re", 1, 2.0)
+    del rt
+    rt2 = make_runtime(kind, data_dir)
+    obs = [o for o in await rt2.observe() if o.key == "j/re"]
+    assert obs and obs[0].stop_requested and obs[0].state is AttemptState.RUNNING
+    o = await wait_exit(rt2, "j/re")
+    assert o.exit.exit_code == 137
+
+
+@pytest.mark.skipif(bool(NO_CGROUPS), reason=NO_CGROUPS or "ok")
+async def test_cpuset_and_pids_limits(kind, data_dir) -> None:
+    rt = make_runtime(kind, data_dir)
+    code = ("import os\nprint('affinity', sorted(os.sched_getaffinity(0)), flush=True)\n"
+            "ok = 0\nfor i in range(40):\n    try:\n        pid = os.fork()\n    except OSError as e:\n"
+            "        print('fork failed', e.errno, flush=True); break\n    if pid == 0:\n        import time; time.sleep(2); os._exit(0)\n"
+            "    ok += 1\nprint('forked', ok, flush=True)")
+    await rt.start(run("j/lim", {"command": [PY, "-c", code], "resources": {"cpuset": "0", "pids": 10}}))
+    o = await wait_exit(rt, "j/lim")
+    text = "\n".join(log_lines(rt, "j/lim"))
+    assert "affinity [0]" in text
+    assert "fork failed 11" in text, text  # EAGAIN from the pids controller
+    forked = int(text.split("forked ")[1].split()[0])
+    assert forked < 10
+    assert o.exit.exit_code == 0
+
+
+async def test_exec_and_stats(kind, data_dir) -> None:
+    rt = make_runtime(kind, data_dir)
+    await rt.start(run("j/ex", {"command": ["sleep", "300"], "env": {"MARK": "m42"}}))
+    await wait_running(rt, "j/ex")
+    r = await rt.exec("j/ex", 1, ["sh", "-c", "echo $MARK"], 30)
+    assert r.exit_code == 0 and r.stdout.strip() == b"m42"
+    if not NO_CGROUPS:
+        st = await rt.stats("j/ex", 1)
+        assert st.get("memory_bytes", 0) > 0 and st.get("pids", 0) >= 1
+    await rt.stop("j/ex", 1, 5)
+    await wait_exit(rt, "j/ex")
+    await rt.remove("j/ex", 1)
+    assert not rt.task_dir("j/ex").exists()
+
+
+async def test_orphan_sweep(kind, data_dir) -> None:
+    rt = make_runtime(kind, data_dir)
+    await rt.start(run("j/keep", {"command": ["sleep", "300"]}))
+    await rt.start(run("j/orphan", {"command": ["sleep", "300"]}))
+    await wait_running(rt, "j/keep")
+    o = await wait_running(rt, "j/orphan")
+    assert o
+    adir = rt.attempt_dir("j/orphan", 1)
+    shim = read_json(adir / "shim.json")
+    started = read_json(adir / "started.json")
+    os.kill(shim["pid"], signal.SIGKILL)  # no supervisor, and the state is gone: an orphan
+    shutil.rmtree(rt.task_dir("j/orphan"))
+    if kind == "process" and NO_CGROUPS:
+        pytest.skip("process orphans are found through their cgroup")
+    removed = await rt.sweep()
+    assert len(removed) == 1 and "orphan" in removed[0]
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{started['pid']}/stat").exists() and "Z" not in Path(f"/proc/{started['pid']}/stat").read_text().split()[2]:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    assert [x.key for x in await rt.observe()] == ["j/keep"]
+    if kind == "runc":
+        assert [c["id"] for c in await rt.list_containers()] == [read_json(rt.attempt_dir("j/keep", 1) / "handle.json")["id"]]
+
+
+# --- runc only ----------------------------------------------------------------------------------
+@pytest.fixture
+def runc_rt(data_dir):
+    return make_runtime("runc", data_dir)
+
+
+async def test_runc_gpu_injection_with_fake_devices(runc_rt) -> None:
+    gpus = (GpuDevice(0, "GPU-aaaa-0", "/dev/null", 1, 3), GpuDevice(1, "GPU-bbbb-1", "/dev/null", 1, 3))
+    grant = DeviceGrant(gpus=(gpus[1],), control=(("/dev/nvidiactl", 1, 3),))
+    code = "ls /dev/nvidia*; echo CUDA=$CUDA_VISIBLE_DEVICES NV=$NVIDIA_VISIBLE_DEVICES; echo x > /dev/nvidia1 && echo writable"
+    await runc_rt.start(run("j/gpu", {"command": ["sh", "-c", code], "resources": {"gpus": [1]}}, devices=grant))
+    o = await wait_exit(runc_rt, "j/gpu")
+    text = "\n".join(ln.split(" ", 3)[3] for ln in log_lines(runc_rt, "j/gpu"))
+    assert o.exit.exit_code == 0, text
+    assert "/dev/nvidia1" in text and "/dev/nvidia0" not in text and "/dev/nvidiactl" in text
+    assert "CUDA=GPU-bbbb-1 NV=GPU-bbbb-1" in text and "writable" in text
+
+
+async def test_runc_network_none_has_only_loopback_and_root_is_read_only(runc_rt) -> None:
+    code = "ls /sys/class/net; touch /usr/x 2>&1 || true; echo ok > /workdir/f && cat /workdir/f; id -u"
+    await runc_rt.start(run("j/net", {"command": ["sh", "-c", code], "network": "none", "user": [65534, 65534]}))
+    o = await wait_exit(runc_rt, "j/net")
+    text = [ln.split(" ", 3)[3] for ln in log_lines(runc_rt, "j/net")]
+    assert o.exit.exit_code == 0
+    assert "lo" in text and not any(t.startswith("eth") for t in text)
+    assert any("Read-only file system" in t for t in text)
+    assert "65534" in text
+
+
+def _oci_layout_from(rootfs: Path, layout: Path, tag: str = "v1") -> None:
+    """Build an OCI image layout (one gzip layer) from a directory, as umoci would."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        tar.add(rootfs, arcname=".")
+    layer = gzip.compress(raw.getvalue())
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return f"sha256:{digest}"
+
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    manifest = json.dumps({"schemaVersion": 2, "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                                          "digest": put(config), "size": len(config)},
+                           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                       "digest": put(layer), "size": len(layer)}]}).encode()
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": put(manifest), "size": len(manifest),
+         "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
+
+
+@pytest.mark.skipif(not Path("/bin/busybox").exists(), reason="busybox-static not installed (apt-get install busybox-static)")
+async def test_runc_oci_image_layout(runc_rt, tmp_path) -> None:
+    rootfs = tmp_path / "bb"
+    (rootfs / "bin").mkdir(parents=True)
+    shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
+    for applet in ("sh", "echo", "cat", "ls"):
+        (rootfs / "bin" / applet).symlink_to("busybox")
+    layout = tmp_path / "layout"
+    _oci_layout_from(rootfs, layout)
+    await runc_rt.start(run("j/img", {"image": f"{layout}:v1", "command": ["sh", "-c", "echo from-image; ls /bin; exit 4"]}))
+    o = await wait_exit(runc_rt, "j/img")
+    text = [ln.split(" ", 3)[3] for ln in log_lines(runc_rt, "j/img")]
+    assert o.exit.exit_code == 4 and "from-image" in text and "busybox" in text
+    await runc_rt.start(run("j/img2", {"image": f"{layout}:nope", "command": ["sh"]}))
+    o2 = await wait_exit(runc_rt, "j/img2")
+    assert o2.exit.reason == "ImageError"
+
+
+async def test_runc_cleanup_removes_container_cgroups_and_bundle(runc_rt) -> None:
+    await runc_rt.start(run("j/cl", {"command": ["sleep", "300"], "resources": {"memory_mib": 64}}))
+    await wait_running(runc_rt, "j/cl")
+    handle = read_json(runc_rt.attempt_dir("j/cl", 1) / "handle.json")
+    mem = Path("/sys/fs/cgroup/memory") / runc_rt.cgroup_parent / handle["id"]
+    assert mem.is_dir()
+    await runc_rt.stop("j/cl", 1, 5)
+    await wait_exit(runc_rt, "j/cl")
+    await runc_rt.cleanup("j/cl", 1)
+    assert not mem.exists() and not (runc_rt.attempt_dir("j/cl", 1) / "bundle").exists()
+    assert (runc_rt.attempt_dir("j/cl", 1) / "output.log").exists()  # logs are kept
+    assert await runc_rt.list_containers() == []
+    with contextlib.suppress(FileNotFoundError):
+        assert not any((Path("/sys/fs/cgroup/memory") / runc_rt.cgroup_parent).iterdir())
