@@ -28,3 +28,85 @@ async def test_registers_runs_and_reports(agents, kv) -> None:
     await unassign(kv, "n-basic", "j1", "ok")
     await unassign(kv, "n-basic", "j1", "bad")
     assert (await status(kv, "j1", "ok"))["phase"] == "Succeeded"
+
+
+async def test_restart_policy_on_failure_counts_attempts(agents, kv) -> None:
+    a = agents("n-restart").start()
+    script = 'n=$(cat "$KVRAFT_WORKDIR/n" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$KVRAFT_WORKDIR/n"; echo attempt $n; [ $n -ge 3 ]'
+    await assign(kv, "n-restart", "jr", "t", {"command": ["sh", "-c", script], "restart_policy": "OnFailure"})
+    s = await wait_status(kv, "jr", "t", "Succeeded", agent=a)
+    assert (s["attempt"], s["restarts"], s["exit_code"]) == (3, 2, 0)
+    await assign(kv, "n-restart", "jr", "never", {"command": ["sh", "-c", "exit 9"], "restart_policy": "OnFailure",
+                                                    "max_restarts": 1})
+    s = await wait_status(kv, "jr", "never", "Failed", agent=a)
+    assert (s["attempt"], s["restarts"], s["exit_code"]) == (2, 1, 9) and "restart limit" in s["message"]
+
+
+async def test_bad_specs_fail_with_reasons_and_do_not_stall_the_agent(agents, kv) -> None:
+    a = agents("n-bad").start()
+    await kv.put("/registry/assignments/n-bad/jb/json", b"{not json")
+    await assign(kv, "n-bad", "jb", "empty", {"command": []})
+    await assign(kv, "n-bad", "jb", "gpu", {"command": ["true"], "resources": {"gpus": [5]}})
+    await assign(kv, "n-bad", "jb", "bin", {"command": ["/no/such/program"]})
+    await assign(kv, "n-bad", "jb", "mem", {"command": ["true"], "resources": {"memory_mib": 1}})
+    await assign(kv, "n-bad", "jb", "policy", {"command": ["true"], "restart_policy": "Sometimes"})
+    got = {t: await wait_status(kv, "jb", t, "Failed", agent=a) for t in ("json", "empty", "gpu", "bin", "mem", "policy")}
+    assert got["json"]["reason"] == "InvalidSpec" and "invalid JSON" in got["json"]["message"]
+    assert got["empty"]["reason"] == "InvalidSpec" and "spec.command" in got["empty"]["message"]
+    assert got["gpu"]["reason"] == "InvalidSpec" and "GPU index [5]" in got["gpu"]["message"]
+    assert got["bin"]["reason"] == "StartError" and got["bin"]["exit_code"] == 127
+    assert got["mem"]["reason"] == "InvalidSpec" and "memory_mib" in got["mem"]["message"]
+    assert got["policy"]["reason"] == "InvalidSpec" and "restart_policy" in got["policy"]["message"]
+    await assign(kv, "n-bad", "jb", "good", {"command": ["true"]})
+    assert (await wait_status(kv, "jb", "good", "Succeeded", agent=a))["exit_code"] == 0
+
+
+async def test_status_compare_never_overwrites_a_newer_placement(agents, kv, kvraft_cluster, tmp_path) -> None:
+    """A stale agent's report (older assignment revision) is dropped by the txn compare."""
+    from agent.agent import Agent
+    from agent.config import AgentConfig
+    from agent.reconcile import Phase, Report, TaskStatus
+    from agent.runtime.fake import FakeRuntime
+    from tests.agent.conftest import endpoints
+
+    cfg = AgentConfig(endpoints=endpoints(kvraft_cluster), name="n-stale", data_dir=tmp_path / "stale")
+    agent = Agent(cfg, FakeRuntime())
+    await agent.client.open()
+    try:
+        old_rev = await assign(kv, "n-stale", "js", "t", {"command": ["fake", "run"]})
+        await agent._write_status(Report("js/t", old_rev, TaskStatus(Phase.RUNNING, 1, 0), "s1"))
+        assert (await status(kv, "js", "t"))["phase"] == "Running"
+        # the scheduler moves the task: a new placement (new create_revision) writes its own status
+        await unassign(kv, "n-stale", "js", "t")
+        new_rev = await assign(kv, "n-stale", "js", "t", {"command": ["fake", "run"]})
+        await kv.put("/registry/tasks/js/t/status", json.dumps({"phase": "Running", "attempt": 1,
+                                                                 "assignment_revision": new_rev, "node": "elsewhere"}).encode())
+        await agent._write_status(Report("js/t", old_rev, TaskStatus(Phase.FAILED, 1, 0, exit_code=1), "s2"))
+        s = await status(kv, "js", "t")
+        assert (s["node"], s["phase"], s["assignment_revision"]) == ("elsewhere", "Running", new_rev)
+        assert agent.status_writes["stale_assignment"] == 1
+        # same placement, but the status moved on meanwhile: never regress the phase
+        await kv.put("/registry/tasks/js/t/status", json.dumps({"phase": "Succeeded", "attempt": 1,
+                                                                 "assignment_revision": new_rev, "node": "n-stale"}).encode())
+        await agent._write_status(Report("js/t", new_rev, TaskStatus(Phase.RUNNING, 1, 0), "s3"))
+        assert (await status(kv, "js", "t"))["phase"] == "Succeeded"
+        assert agent.status_writes["superseded"] == 1
+    finally:
+        await agent.client.close()
+
+
+async def test_unassign_stops_the_task_with_its_grace_period(agents, kv) -> None:
+    import aiohttp
+
+    a = agents("n-stop").start()
+    await assign(kv, "n-stop", "jst", "t", {"command": ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"],
+                                              "grace_s": 1})
+    await wait_status(kv, "jst", "t", "Running", agent=a)
+    await unassign(kv, "n-stop", "jst", "t")
+    async with aiohttp.ClientSession() as http:
+        async def gone():
+            async with http.get(f"{a.url}/tasks") as r:
+                return await r.json() == []
+        await wait_for(gone, 60, "task stopped and removed", a)
+    assert (await status(kv, "jst", "t"))["phase"] == "Running"  # the status belongs to the (gone) placement
+    assert not list(a.data_dir.glob("tasks/jst/*/*"))

@@ -1,0 +1,89 @@
+"""Agent restarts and lease loss with real processes: nothing lost, nothing run twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+
+import aiohttp
+
+from tests.agent.conftest import assign, status, unassign, wait_for, wait_status
+
+COUNTING = 'echo x >> "$KVRAFT_WORKDIR/starts"; '
+
+
+async def test_agent_sigkill_and_restart_reattaches(agents, kv) -> None:
+    a = agents("n-re").start()
+    await assign(kv, "n-re", "ja", "ends", {"command": ["sh", "-c", COUNTING + "sleep 3; exit 7"]})
+    await assign(kv, "n-re", "ja", "long", {"command": ["sh", "-c", COUNTING + "echo up; exec sleep 300"]})
+    await assign(kv, "n-re", "ja", "ok", {"command": ["sh", "-c", COUNTING + "sleep 2; exit 0"]})
+    for t in ("ends", "long", "ok"):
+        await wait_status(kv, "ja", t, "Running", agent=a)
+    a.kill(signal.SIGKILL)
+    await asyncio.sleep(4)  # "ends" and "ok" finish while no agent runs
+    a.start()
+    ends = await wait_status(kv, "ja", "ends", "Failed", agent=a)
+    ok = await wait_status(kv, "ja", "ok", "Succeeded", agent=a)
+    assert (ends["exit_code"], ends["attempt"], ends["reason"]) == (7, 1, "Error")
+    assert (ok["exit_code"], ok["attempt"]) == (0, 1)
+    assert (await status(kv, "ja", "long"))["phase"] == "Running"
+    for t in ("ends", "long", "ok"):
+        starts = (a.data_dir / "tasks" / "ja" / t / "workdir" / "starts").read_text().split()
+        assert starts == ["x"], f"{t} started {len(starts)} times"
+    # a second restart with everything already reported writes nothing new
+    revs = {t: (await kv.get(f"/registry/tasks/ja/{t}/status")).kvs[0].mod_revision for t in ("ends", "ok", "long")}
+    a.kill(signal.SIGKILL)
+    a.start()
+    async with aiohttp.ClientSession() as http:
+        async def healthy():
+            try:
+                async with http.get(f"{a.url}/health") as r:
+                    return r.status == 200
+            except aiohttp.ClientError:
+                return False
+        await wait_for(healthy, 60, "agent healthy again", a)
+        await asyncio.sleep(2)
+    for t, rev in revs.items():
+        assert (await kv.get(f"/registry/tasks/ja/{t}/status")).kvs[0].mod_revision == rev, f"{t} re-reported"
+    await unassign(kv, "n-re", "ja", "long")
+
+
+async def test_lease_expiry_reregisters_and_stops_moved_tasks(agents, kv) -> None:
+    a = agents("n-lease").start()
+    await assign(kv, "n-lease", "jl", "moved", {"command": ["sleep", "300"], "grace_s": 2})
+    await assign(kv, "n-lease", "jl", "stays", {"command": ["sleep", "300"]})
+    await wait_status(kv, "jl", "moved", "Running", agent=a)
+    await wait_status(kv, "jl", "stays", "Running", agent=a)
+    lease_before = json.loads((await kv.get("/registry/leases/n-lease")).kvs[0].value)["lease_id"]
+    assert a.proc is not None
+    a.proc.send_signal(signal.SIGSTOP)  # a partition that outlives the TTL
+    try:
+        async def expired():
+            return not (await kv.get("/registry/leases/n-lease")).kvs
+        await wait_for(expired, 60, "lease expiry")
+        # the scheduler moves one task to another node meanwhile
+        await unassign(kv, "n-lease", "jl", "moved")
+        new_rev = await assign(kv, "n-other", "jl", "moved", {"command": ["sleep", "300"]})
+        await kv.put("/registry/tasks/jl/moved/status", json.dumps(
+            {"phase": "Pending", "attempt": 0, "assignment_revision": new_rev, "node": "n-other"}).encode())
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+
+    async def reregistered():
+        resp = await kv.get("/registry/leases/n-lease")
+        return resp.kvs and json.loads(resp.kvs[0].value)["lease_id"] != lease_before
+    await wait_for(reregistered, 60, "re-registration", a)
+    async with aiohttp.ClientSession() as http:
+        async def moved_stopped():
+            async with http.get(f"{a.url}/tasks") as r:
+                return [t["task"] for t in await r.json()] == ["jl/stays"]
+        await wait_for(moved_stopped, 60, "moved task stopped here", a)
+        async with http.get(f"{a.url}/metrics") as r:
+            text = await r.text()
+    assert "kvraft_agent_lease_losses_total 1" in text
+    moved = await status(kv, "jl", "moved")
+    assert (moved["node"], moved["phase"]) == ("n-other", "Pending")  # never overwritten by n-lease
+    assert (await status(kv, "jl", "stays"))["phase"] == "Running"
+    await unassign(kv, "n-lease", "jl", "stays")
+    await unassign(kv, "n-other", "jl", "moved")
