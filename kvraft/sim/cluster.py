@@ -500,6 +500,8 @@ class SimCluster:
                 tr.emit(self.now, who, "role", f"{ROLE[m.role]} term={m.term} leader={m.leader}")
             if m.role == StateRole.LEADER and not was_leader:
                 ck.new_leader(m.id, m.term, m.term_at, m.disk.first_index(), m.disk.last_index())
+                if self.on_proposal_accepted is not None:
+                    self.on_proposal_accepted(m)  # its no-op: a new leader's first append
         if hs is not None and hs.commit != m.commit:
             ck.commit_advanced(m.id, m.commit, hs.commit, m.term_at, m.disk.last_index(), m.term)
             m.commit = hs.commit

@@ -16,6 +16,7 @@ crash       a member (the leader half the time) crashes, losing its un-synced wr
             at once, all of them included. With ``crash_after_vote_p`` a member also crashes
             right after granting a vote (back within 0.5-5 ms), and with
             ``crash_after_append_p`` a leader crashes a few ms after accepting a proposal
+            or after being elected (its no-op)
 pause       a member stops (SIGSTOP): no ticks, messages queue up; resumes after a while
 churn       one membership change through the leader: add a learner, promote a learner,
             add a voter, remove a voter (the leader included), remove a learner, or replace a

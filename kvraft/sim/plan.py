@@ -69,7 +69,8 @@ class SimPlan:
     restarts within a few ms, while the term may still be running)."""
     crash_after_append_p: float = 0.0
     """With ``crash`` on: probability that a leader crashes a few ms after accepting a
-    proposal (the Figure 8 pattern: entries of dead leaders' terms left half replicated)."""
+    proposal or after winning an election (the Figure 8 pattern: entries of dead leaders'
+    terms left half replicated)."""
     fault_every_us: tuple[int, int] = (50_000, 400_000)
     fault_length_us: tuple[int, int] = (50_000, 600_000)
     safety_us: int = 3_000_000

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import pytest
 
-import kvraft.raft.log as raft_log
 import kvraft.raft.quorum as quorum
 import kvraft.raft.rawnode as rawnode
 from kvraft.sim.runner import run_seed
@@ -45,19 +44,6 @@ def unsynced_vote(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         return bool(entries) or not snapshot.is_empty()
 
     monkeypatch.setattr(rawnode, "_must_sync", broken)
-    yield
-
-
-@pytest.fixture
-def figure8(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Broken commit rule: entries of earlier terms are committed by counting replicas
-    (the paper's Figure 8)."""
-    original = raft_log.RaftLog.maybe_commit
-
-    def broken(self, index, term):  # type: ignore[no-untyped-def]
-        return original(self, index, self.term_or_zero(index) if index > self.committed else term)
-
-    monkeypatch.setattr(raft_log.RaftLog, "maybe_commit", broken)
     yield
 
 
