@@ -477,18 +477,23 @@ class Agent:
             self.wake()
 
     def _log_tail(self, key: str, attempt: int) -> str:
-        files = self.runtime.log_files(key, attempt)
+        """The last ``LOG_TAIL_BYTES`` of the attempt's output, without the CRI prefixes."""
         data = b""
-        for path in reversed(files):
+        truncated = False
+        for path in reversed(self.runtime.log_files(key, attempt)):
             with contextlib.suppress(OSError), open(path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                size = f.tell()
-                f.seek(max(0, size - LOG_TAIL_BYTES * 2))
+                size = f.seek(0, os.SEEK_END)
+                start = max(0, size - LOG_TAIL_BYTES * 2)
+                f.seek(start)
                 data = f.read() + data
+                truncated = start > 0
             if len(data) >= LOG_TAIL_BYTES * 2:
                 break
-        lines = [ln.split(b" ", 3)[3] if ln.count(b" ") >= 3 else ln for ln in data.splitlines()[1:] or data.splitlines()]
-        return b"\n".join(lines).decode(errors="replace")[-LOG_TAIL_BYTES:]
+        lines = data.splitlines()
+        if truncated and lines:
+            lines = lines[1:]  # the first line was cut by the seek
+        texts = [ln.split(b" ", 3)[3] if ln.count(b" ") >= 3 else ln for ln in lines]
+        return b"\n".join(texts).decode(errors="replace")[-LOG_TAIL_BYTES:]
 
     async def _write_status(self, action: Report) -> None:
         key, s = action.key, action.status

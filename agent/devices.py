@@ -13,7 +13,7 @@ a fake inventory file (YAML or JSON) for machines without NVIDIA GPUs::
         device: {path: /dev/null, major: 1, minor: 3}   # what to inject as /dev/nvidia0
     control_devices: [{path: /dev/null, major: 1, minor: 3, name: /dev/nvidiactl}]
     links: {"0-1": NV18}        # pairs, or
-    topology: |                 # the text of `nvidia-smi topo -m`
+    topology: |                 # the text of `nvidia-smi topo -m` (or topology_file: <path>)
       ...
     healthy: true
 
@@ -116,36 +116,22 @@ class GpuInventory:
 
 
 def islands(gpus: tuple[Gpu, ...] | list[Gpu], links: dict[tuple[int, int], str]) -> tuple[int, ...]:
-    """Sizes of the NVLink-connected groups, in GPU index order.
+    """Sizes of the NVLink islands, in GPU index order.
 
-    The scheduler's ``Node.islands`` assigns indices to islands in order, so groups must be
-    contiguous index ranges; a matrix whose NVLink groups interleave is reported as one island
-    per GPU (no NVLink assumption) rather than a wrong grouping.
+    An island is a run of consecutive GPU indices in which every pair is joined directly by
+    NVLink (``NV#``), because the scheduler's ``Node.islands`` assigns indices to islands in
+    order and assumes all-to-all NVLink inside one. An NVSwitch box gives one island of all
+    GPUs; the V100 hybrid cube mesh of the reference gives ``(4, 4)``; PCIe-only GPUs give one
+    island per GPU.
     """
-    idx = sorted(g.index for g in gpus)
-    if not idx:
-        return ()
-    parent = {i: i for i in idx}
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for (a, b), code in links.items():
-        if a in parent and b in parent and code.startswith("NV"):
-            parent[find(a)] = find(b)
-    groups: list[list[int]] = []
-    for i in idx:
-        if groups and find(groups[-1][0]) == find(i):
-            groups[-1].append(i)
+    out: list[list[int]] = []
+    for i in sorted(g.index for g in gpus):
+        group = out[-1] if out else None
+        if group and all(links.get((i, j), links.get((j, i), "")).startswith("NV") for j in group):
+            group.append(i)
         else:
-            groups.append([i])
-    roots = [find(g[0]) for g in groups]
-    if len(set(roots)) != len(roots):
-        return tuple(1 for _ in idx)
-    return tuple(len(g) for g in groups)
+            out.append([i])
+    return tuple(len(g) for g in out)
 
 
 # --- nvidia-smi parsing ------------------------------------------------------------------------
@@ -270,10 +256,13 @@ def _fake_gpus(doc: dict[str, Any]) -> GpuInventory:
     links: dict[tuple[int, int], str] = {}
     if doc.get("topology"):
         links, affinity, _ = parse_topo_matrix(str(doc["topology"]))
-        gpus = [g if g.numa is not None else Gpu(g.index, g.uuid, g.model, g.memory_mib,
-                                                 _numa_of(affinity.get(g.index, {}), ""), g.pci,
-                                                 affinity.get(g.index, {}).get("CPU Affinity", ""), g.device)
-                for g in gpus]
+        filled = []
+        for g in gpus:
+            aff = affinity.get(g.index, {})
+            numa = g.numa if g.numa is not None else _numa_of(aff, "")
+            cpus = g.cpu_affinity or aff.get("CPU Affinity", "")
+            filled.append(Gpu(g.index, g.uuid, g.model, g.memory_mib, numa, g.pci, cpus, g.device))
+        gpus = filled
     for pair, code in (doc.get("links") or {}).items():
         a, b = (int(x) for x in str(pair).split("-"))
         links[(a, b)] = links[(b, a)] = str(code)
@@ -299,7 +288,10 @@ def _fake_gpus(doc: dict[str, Any]) -> GpuInventory:
 def load_gpu_inventory(path: str | Path | None = None, nvidia_smi: str = "nvidia-smi") -> GpuInventory:
     """The fake inventory at ``path`` if given, else nvidia-smi if installed, else no GPUs."""
     if path:
-        return _fake_gpus(_load_doc(Path(path)))
+        doc = _load_doc(Path(path))
+        if doc.get("topology_file"):  # the text of `nvidia-smi topo -m`, relative to the inventory
+            doc["topology"] = (Path(path).parent / str(doc["topology_file"])).read_text()
+        return _fake_gpus(doc)
     binary = shutil.which(nvidia_smi)
     if binary:
         return _nvidia_smi(binary)

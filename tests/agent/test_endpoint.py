@@ -1,0 +1,107 @@
+"""The agent's HTTP endpoint (health, metrics, tasks, logs with tail/follow across
+rotation, exec, stats), runc end to end with a fake GPU inventory, and 100 concurrent tasks."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.agent.conftest import assign, unassign, wait_for, wait_status
+from tests.agent.test_runtimes import RUNC_MISSING
+
+DATA = Path(__file__).parent / "data"
+
+
+async def test_health_metrics_logs_exec(agents, kv) -> None:
+    a = agents("n-http", "process", "--log-max-bytes", "4096", "--log-max-files", "3").start()
+    code = ("import sys,time\nfor i in range(400):\n    print(f'line {i:04d}', flush=True)\n"
+            "    print(f'err {i:04d}', file=sys.stderr, flush=True)\n    time.sleep(0.005)\n")
+    await assign(kv, "n-http", "jh", "t", {"command": ["/usr/bin/python3", "-c", code]})
+    await assign(kv, "n-http", "jh", "sleeper", {"command": ["sleep", "300"], "env": {"MARK": "x1"}})
+    await wait_status(kv, "jh", "sleeper", "Running", agent=a)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{a.url}/health") as r:
+            assert r.status == 200 and (await r.json())["node"] == "n-http"
+        # follow from the start while the task runs: every line, in order, across rotations
+        async with http.get(f"{a.url}/logs/jh/t?follow=1&tail=0&stream=stdout", timeout=aiohttp.ClientTimeout(60)) as r:
+            followed = (await r.text()).splitlines()
+        await wait_status(kv, "jh", "t", "Succeeded", agent=a)
+        async with http.get(f"{a.url}/logs/jh/t?tail=2") as r:
+            tail = (await r.text()).splitlines()
+        async with http.get(f"{a.url}/logs/jh/t?tail=1&timestamps=1") as r:
+            stamped = (await r.text()).strip()
+        async with http.post(f"{a.url}/exec/jh/sleeper", json={"argv": ["sh", "-c", "echo $MARK; exit 4"]}) as r:
+            ex = await r.json()
+        async with http.get(f"{a.url}/stats/jh/sleeper") as r:
+            st = await r.json()
+        async with http.get(f"{a.url}/metrics") as r:
+            metrics = await r.text()
+        async with http.get(f"{a.url}/logs/jh/nope") as r:
+            assert r.status == 404
+    assert followed, "follow returned nothing"
+    nums = [int(x.split()[1]) for x in followed]
+    assert nums == list(range(nums[0], 400)) and nums[0] < 100
+    assert tail == ["line 0399", "err 0399"] or sorted(tail) == ["err 0399", "line 0399"]
+    assert stamped.endswith("Z err 0399") or stamped.endswith("Z line 0399")
+    assert (ex["exit_code"], ex["stdout"].strip()) == (4, "x1")
+    assert st["attempt"] == 1 and "pids" in st
+    assert 'kvraft_agent_actions_total{kind="Start"} 2' in metrics
+    assert "kvraft_agent_registered 1" in metrics
+    assert len(list((a.data_dir / "tasks/jh/t/1").glob("output.log*"))) == 3
+    await unassign(kv, "n-http", "jh", "sleeper")
+
+
+@pytest.mark.skipif(bool(RUNC_MISSING), reason=f"runc unavailable: {RUNC_MISSING}")
+async def test_runc_agent_with_fake_gpu_inventory(agents, kv, tmp_path) -> None:
+    inv = tmp_path / "gpus.yaml"
+    inv.write_text((DATA / "fake_gpus.yaml").read_text().replace("TOPO", str(DATA / "topo_v100x8.txt")))
+    rdma = tmp_path / "rdma.yaml"
+    rdma.write_text("rdma:\n  - {name: mlx5_0, fabric: ib-a, link_layer: InfiniBand, numa: 0,\n"
+                    "     devices: [{path: /dev/infiniband/uverbs0, major: 1, minor: 3}]}\n")
+    a = agents("n-runc", "runc", "--gpu-inventory", str(inv), "--rdma-inventory", str(rdma),
+               "--labels", "rack=r7,switch=s2").start()
+
+    async def node():
+        resp = await kv.get("/registry/nodes/n-runc")
+        return json.loads(resp.kvs[0].value) if resp.kvs else None
+    rec = await wait_for(node, 60, "node record", a)
+    assert (rec["gpus"], rec["gpu_type"], rec["rack"], rec["labels"]) == (8, "V100-SXM2", "r7", {"rack": "r7", "switch": "s2"})
+    assert rec["islands"] == [4, 4]  # V100 hybrid cube mesh: two all-to-all NVLink quads
+    assert rec["gpu_links"]["0-1"] == "NV1" and rec["gpu_links"]["0-5"] == "SYS"
+    assert rec["gpu_list"][4]["cpu_affinity"] == "12-23,36-47" and rec["rdma"][0]["fabric"] == "ib-a"
+    assert rec["agent"]["runtime"] == "runc" and rec["agent"]["capabilities"]["devices"]
+    script = "ls /dev/nvidia* /dev/infiniband; echo CUDA=$CUDA_VISIBLE_DEVICES; ulimit -l"
+    await assign(kv, "n-runc", "jg", "t", {"command": ["sh", "-c", script],
+                                           "resources": {"gpus": [2, 5], "rdma": True, "memory_mib": 128}})
+    s = await wait_status(kv, "jg", "t", "Succeeded", agent=a)
+    tail = s["log_tail"]
+    assert "/dev/nvidia2" in tail and "/dev/nvidia5" in tail and "/dev/nvidia0" not in tail
+    assert "CUDA=GPU-fake-v100-02,GPU-fake-v100-05" in tail and "uverbs0" in tail
+
+
+async def test_hundred_concurrent_tasks(agents, kv) -> None:
+    a = agents("n-100", "process").start()
+    t0 = time.monotonic()
+    for i in range(100):
+        await assign(kv, "n-100", "j100", f"t{i:03d}", {"command": ["sh", "-c", f"sleep 4; exit {i % 3}"]})
+
+    async def all_running():
+        resp = await kv.get("/registry/tasks/j100/", prefix=True)
+        phases = [json.loads(kv_.value)["phase"] for kv_ in resp.kvs]
+        return len(phases) == 100 and all(p in ("Running", "Succeeded", "Failed") for p in phases)
+    await wait_for(all_running, 120, "100 tasks running", a)
+
+    async def all_done():
+        resp = await kv.get("/registry/tasks/j100/", prefix=True)
+        docs = [json.loads(kv_.value) for kv_ in resp.kvs]
+        return docs if len(docs) == 100 and all(d["phase"] in ("Succeeded", "Failed") for d in docs) else None
+    docs = await wait_for(all_done, 180, "100 tasks done", a)
+    assert sorted((d["task"], d["exit_code"]) for d in docs) == [(f"t{i:03d}", i % 3) for i in range(100)]
+    assert all(d["attempt"] == 1 for d in docs)
+    print(f"100 tasks assigned, run and reported in {time.monotonic() - t0:.1f}s")
+    for i in range(100):
+        await unassign(kv, "n-100", "j100", f"t{i:03d}")
