@@ -87,3 +87,33 @@ async def test_lease_expiry_reregisters_and_stops_moved_tasks(agents, kv) -> Non
     assert (await status(kv, "jl", "stays"))["phase"] == "Running"
     await unassign(kv, "n-lease", "jl", "stays")
     await unassign(kv, "n-other", "jl", "moved")
+
+
+async def test_kvraft_leader_killed_while_tasks_run(tmp_path) -> None:
+    """A 3-member kvraft; the leader is SIGKILLed while the task runs; the agent keeps its
+    lease through the other members and reports the exit."""
+    from kvraft.client import Client
+    from kvraft.server.local import LocalCluster
+    from tests.agent.conftest import FAST_FLAGS, AgentProcess
+
+    cluster = LocalCluster(3, tmp_path / "kv3", extra_args=FAST_FLAGS)
+    agent = None
+    try:
+        cluster.start(timeout_s=120)
+        urls = [m.client_url for m in cluster.members.values()]
+        async with Client(urls, request_timeout_s=15.0, dial_timeout_s=5.0) as kv:
+            agent = AgentProcess(cluster, tmp_path, "n-leader", "process").start()
+            await assign(kv, "n-leader", "jk", "t", {"command": ["sh", "-c", "sleep 5; exit 5"]})
+            await wait_status(kv, "jk", "t", "Running", agent=agent)
+            lease = json.loads((await kv.get("/registry/leases/n-leader")).kvs[0].value)["lease_id"]
+            leader = cluster.wait_leader(60)
+            cluster.stop_member(leader, sig=signal.SIGKILL)
+            s = await wait_status(kv, "jk", "t", "Failed", agent=agent, timeout_s=90)
+            assert (s["exit_code"], s["attempt"]) == (5, 1)
+            await asyncio.sleep(2)
+            now = json.loads((await kv.get("/registry/leases/n-leader")).kvs[0].value)["lease_id"]
+            assert now == lease, "the lease survived the leader change"
+    finally:
+        if agent is not None:
+            agent.teardown()
+        cluster.stop()

@@ -1,0 +1,127 @@
+"""Inventories, node record, keys and configuration (no processes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_config, parse_labels
+from agent.devices import (
+    Gpu,
+    islands,
+    load_gpu_inventory,
+    load_rdma_inventory,
+    parse_query_csv,
+    parse_topo_matrix,
+)
+from agent.keys import assignment_key, split_assignment_key, status_key
+from agent.node_record import build_node_record, conditions
+from scheduler.model import Node
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_topo_matrix_space_separated_capture() -> None:
+    links, affinity, nics = parse_topo_matrix((DATA / "topo_v100x8.txt").read_text())
+    assert links[(0, 1)] == "NV1" and links[(0, 3)] == "NV2" and links[(0, 5)] == "SYS" and links[(7, 6)] == "NV2"
+    assert len(links) == 56
+    assert affinity[0] == {"CPU Affinity": "0-11,24-35"} and affinity[7] == {"CPU Affinity": "12-23,36-47"}
+    assert nics["mlx5_0"]["GPU2"] == "PIX" and nics["mlx5_0"]["GPU4"] == "SYS"
+
+
+def test_topo_matrix_tabs_nic_legend_and_numa_columns() -> None:
+    links, affinity, nics = parse_topo_matrix((DATA / "topo_h100x4_tabs.txt").read_text())
+    assert {v for v in links.values()} == {"NV18"} and len(links) == 12
+    assert affinity[2] == {"CPU Affinity": "48-95", "NUMA Affinity": "1", "GPU NUMA ID": "N/A"}
+    assert set(nics) == {"mlx5_0", "mlx5_1"} and nics["mlx5_1"]["GPU3"] == "PXB"
+
+
+def test_topo_matrix_rejects_garbage() -> None:
+    with pytest.raises(ValueError):
+        parse_topo_matrix("no matrix here\n")
+
+
+def test_query_csv() -> None:
+    text = "0, GPU-11111111-2222, NVIDIA H100 80GB HBM3, 81559, 00000000:18:00.0\n1, GPU-3333, NVIDIA H100 80GB HBM3, 81559, 00000000:2A:00.0\n"
+    gpus = parse_query_csv(text)
+    assert [(g.index, g.uuid, g.memory_mib, g.pci, g.device) for g in gpus] == [
+        (0, "GPU-11111111-2222", 81559, "00000000:18:00.0", ("/dev/nvidia0", 195, 0)),
+        (1, "GPU-3333", 81559, "00000000:2a:00.0", ("/dev/nvidia1", 195, 1)),
+    ]
+
+
+@pytest.mark.parametrize("codes,want", [
+    ({}, (1, 1, 1, 1)),
+    ({(a, b): "NV18" for a in range(4) for b in range(4) if a != b}, (4,)),
+    ({(0, 1): "NV4", (2, 3): "NV4"}, (2, 2)),
+    ({(0, 1): "NV4", (1, 2): "NV4"}, (2, 1, 1)),  # 0-2 not joined directly: no all-to-all island of 3
+])
+def test_islands(codes, want) -> None:
+    gpus = [Gpu(i, f"u{i}") for i in range(4)]
+    assert islands(gpus, codes) == want
+
+
+def test_fake_inventory_shortcut_and_grant(tmp_path) -> None:
+    inv = tmp_path / "g.yaml"
+    inv.write_text("count: 8\nmodel: H100-SXM\nmemory_mib: 81559\nislands: [4, 4]\nnuma: [0,0,0,0,1,1,1,1]\nuuid_prefix: n7\n")
+    g = load_gpu_inventory(inv)
+    assert g.source == "fake" and len(g.gpus) == 8 and islands(g.gpus, g.links) == (4, 4)
+    assert g.links[(0, 3)] == "NV18" and g.links[(3, 4)] == "SYS"
+    grant = g.grant((1, 6))
+    assert grant.env() == {"NVIDIA_VISIBLE_DEVICES": "GPU-fake-n7-01,GPU-fake-n7-06",
+                           "CUDA_VISIBLE_DEVICES": "GPU-fake-n7-01,GPU-fake-n7-06"}
+    assert [d.path for d in grant.gpus] == ["/dev/null", "/dev/null"]
+    with pytest.raises(KeyError):
+        g.grant((8,))
+
+
+def test_no_inventory_means_no_gpus(tmp_path) -> None:
+    g = load_gpu_inventory(None, nvidia_smi="no-such-nvidia-smi")
+    assert g.gpus == () and g.source == "none"
+    assert load_rdma_inventory(None, sys_root=tmp_path / "none") == ()
+
+
+def test_node_record_feeds_the_scheduler_model(tmp_path) -> None:
+    inv = tmp_path / "g.json"
+    inv.write_text('{"count": 8, "model": "H100", "islands": [8]}')
+    g = load_gpu_inventory(inv)
+    facts = {"cpus": 2, "memory_mib": 24000, "memory_pressure": False, "disk_pressure": True,
+             "pid_pressure": False, "numa": []}
+    conds = conditions(facts, g, [], 100.0)
+    rec = build_node_record("n7", {"rack": "r3", "spine": "s1"}, facts, g, (), conds, runtime="process",
+                            capabilities={}, url="http://x", started_at=1.0, lease_id=5)
+    node = Node(name=rec["name"], gpus=rec["gpus"], gpu_type=rec["gpu_type"], cpu_milli=rec["cpu_milli"],
+                memory_mib=rec["memory_mib"], rack=rec["rack"], spine=rec["spine"], islands=tuple(rec["islands"]),
+                labels=tuple(rec["labels"].items()), healthy=rec["healthy"])
+    assert (node.gpus, node.islands, node.rack, node.healthy) == (8, (8,), "r3", False)
+    by_type = {c["type"]: c for c in conds}
+    assert by_type["DiskPressure"]["status"] == "True" and by_type["Ready"]["status"] == "False"
+    later = conditions({**facts, "disk_pressure": False}, g, conds, 200.0)
+    assert {c["type"]: c["last_transition"] for c in later} == {
+        "Ready": 200.0, "MemoryPressure": 100.0, "DiskPressure": 200.0, "PIDPressure": 100.0, "GPUHealthy": 100.0}
+
+
+def test_keys() -> None:
+    assert assignment_key("n1", "j/t") == "/registry/assignments/n1/j/t"
+    assert split_assignment_key("n1", "/registry/assignments/n1/j/t") == "j/t"
+    assert split_assignment_key("n1", "/registry/assignments/n10/j/t") is None
+    assert split_assignment_key("n1", "/registry/assignments/n1/j/t/x") is None
+    assert status_key("j/t") == "/registry/tasks/j/t/status"
+    with pytest.raises(ValueError):
+        assignment_key("n/1", "j/t")
+
+
+def test_config_flags_override_yaml(tmp_path) -> None:
+    cfg_file = tmp_path / "agent.yaml"
+    cfg_file.write_text("endpoints: a:1,b:2\nname: from-yaml\nlabels: {rack: r1}\nlease-ttl-s: 20\nheartbeat_s: 5\n")
+    cfg = load_config(["--config", str(cfg_file), "--name", "from-flag", "--labels", "rack=r2,switch=s1"])
+    assert (cfg.endpoints, cfg.name, cfg.labels, cfg.lease_ttl_s, cfg.heartbeat_s) == (
+        ["a:1", "b:2"], "from-flag", {"rack": "r2", "switch": "s1"}, 20, 5.0)
+    with pytest.raises(ValueError, match="heartbeat"):
+        load_config(["--lease-ttl-s", "5", "--heartbeat-s", "6"])
+    cfg_file.write_text("nonsense: 1\n")
+    with pytest.raises(ValueError, match="unknown settings: nonsense"):
+        load_config(["--config", str(cfg_file)])
+    with pytest.raises(ValueError):
+        parse_labels("rack")
