@@ -1,16 +1,20 @@
 """``python -m kvraft.bench WORKLOAD [flags]``: put, range, txn-put, mixed (``kv_load``);
-watch-fanout, lease-keepalive, lock (``watch_load``); watch-suite (``feature_suite``)."""
+watch-fanout, lease-keepalive, lock (``watch_load``); watch-suite (``feature_suite``);
+storage (``storage``: the LMDB log and MVCC store alone); server-vs-etcd
+(``server_compare``: the server targets, kvraft and etcd side by side)."""
 
 from __future__ import annotations
 
 import sys
 
-from kvraft.bench import feature_suite, kv_load, watch_load
+from kvraft.bench import feature_suite, kv_load, server_compare, storage, watch_load
 
 WORKLOADS = {
     **{name: kv_load.main for name in ("put", "range", "txn-put", "mixed")},
     **{name: watch_load.main for name in watch_load.WORKLOADS},
     "watch-suite": feature_suite.main,
+    "storage": storage.main,
+    "server-vs-etcd": server_compare.main,
 }
 
 

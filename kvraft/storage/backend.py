@@ -35,11 +35,10 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import lmdb
 
@@ -66,8 +65,7 @@ class _Handle:
     retired: bool = False
 
 
-@dataclass
-class ReadTxn:
+class ReadTxn(NamedTuple):
     """An open read transaction and the bucket handles to use with it."""
 
     txn: Any
@@ -97,6 +95,54 @@ class Batch:
         """Commit what is staged and continue in a new transaction."""
         self.backend._commit(self)
         self.txn = self.backend._live.env.begin(write=True)
+
+
+class _ReadContext:
+    __slots__ = ("_backend", "_handle", "_txn")
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    def __enter__(self) -> ReadTxn:
+        backend = self._backend
+        with backend._handles_lock:
+            handle = self._handle = backend._live
+            handle.readers += 1
+        try:
+            self._txn = handle.env.begin()
+        except BaseException:
+            backend._release(handle)
+            raise
+        return ReadTxn(self._txn, handle.dbis, handle.generation, handle.env)
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._txn.abort()
+        finally:
+            self._backend._release(self._handle)
+
+
+class _BatchContext:
+    __slots__ = ("_backend", "_batch")
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    def __enter__(self) -> Batch:
+        backend = self._backend
+        backend.writer_lock.acquire()
+        try:
+            self._batch = backend._begin()
+        except BaseException:
+            backend.writer_lock.release()
+            raise
+        return self._batch
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        try:
+            self._backend._end(self._batch, exc)
+        finally:
+            self._backend.writer_lock.release()
 
 
 class Backend:
@@ -196,57 +242,54 @@ class Backend:
 
     # -- reads ---------------------------------------------------------------------------
 
-    @contextmanager
-    def read(self) -> Iterator[ReadTxn]:
+    def read(self) -> _ReadContext:
+        """``with backend.read() as r:`` a ReadTxn (see the module docstring)."""
+        return _ReadContext(self)
+
+    def _release(self, handle: _Handle) -> None:
         with self._handles_lock:
-            handle = self._live
-            handle.readers += 1
-        try:
-            txn = handle.env.begin()
-            try:
-                yield ReadTxn(txn, handle.dbis, handle.generation, handle.env)
-            finally:
-                txn.abort()
-        finally:
-            with self._handles_lock:
-                handle.readers -= 1
-                idle = handle.retired and handle.readers == 0
-            if idle:
-                self._retire(handle)
+            handle.readers -= 1
+            idle = handle.retired and handle.readers == 0
+        if idle:
+            self._retire(handle)
 
     # -- writes --------------------------------------------------------------------------
 
-    @contextmanager
-    def batch(self) -> Iterator[Batch]:
-        with self.writer_lock:
-            if self._closed:
-                raise RuntimeError("backend is closed")
-            batch = self._batch
-            if batch is not None:
-                batch.depth += 1
-                try:
-                    yield batch
-                finally:
-                    batch.depth -= 1
-                return
-            batch = Batch(self, self._live.env.begin(write=True), self._live.dbis,
-                          owner=threading.get_ident())
-            self._batch = batch
-            try:
-                yield batch
-            except BaseException as exc:
-                self._abort(batch)
-                if batch.poisoned is not None and not isinstance(exc, BatchAbortedError):
-                    raise BatchAbortedError(f"write batch rolled back: {batch.poisoned!r}") from exc
-                raise
-            if batch.poisoned is not None:
-                cause = batch.poisoned
-                self._abort(batch)
-                raise BatchAbortedError(f"write batch rolled back: {cause!r}") from cause
-            try:
-                self._commit(batch)
-            finally:
-                self._batch = None
+    def batch(self) -> _BatchContext:
+        """``with backend.batch() as b:`` the write batch (see the module docstring)."""
+        return _BatchContext(self)
+
+    def _begin(self) -> Batch:
+        """Join or begin the batch; the caller holds the writer lock."""
+        if self._closed:
+            raise RuntimeError("backend is closed")
+        batch = self._batch
+        if batch is not None:
+            batch.depth += 1
+            return batch
+        batch = Batch(self, self._live.env.begin(write=True), self._live.dbis,
+                      owner=threading.get_ident())
+        self._batch = batch
+        return batch
+
+    def _end(self, batch: Batch, exc: BaseException | None) -> None:
+        """Leave the batch; the outermost exit commits or aborts it."""
+        batch.depth -= 1
+        if batch.depth:
+            return
+        if exc is not None:
+            self._abort(batch)
+            if batch.poisoned is not None and not isinstance(exc, BatchAbortedError):
+                raise BatchAbortedError(f"write batch rolled back: {batch.poisoned!r}") from exc
+            return
+        if batch.poisoned is not None:
+            cause = batch.poisoned
+            self._abort(batch)
+            raise BatchAbortedError(f"write batch rolled back: {cause!r}") from cause
+        try:
+            self._commit(batch)
+        finally:
+            self._batch = None
 
     def current_batch(self) -> Batch | None:
         """The open batch if the calling thread holds it."""

@@ -69,17 +69,21 @@ def encode_kv(rev_key: bytes, key: bytes, create: int, mod: int, version: int, v
 
 def decode_kv(rev_key: bytes, raw: bytes) -> KVTuple:
     """Check and decode a KV record; ``KVCorruptionError`` names the revision."""
-    try:
-        main, sub, _ = bytes_to_rev(rev_key)
-    except ValueError as exc:
-        raise KVCorruptionError((0, 0), str(exc)) from None
     if len(raw) < 5 or _CRC.unpack_from(raw)[0] != zlib.crc32(rev_key + raw[4:]):
-        raise KVCorruptionError((main, sub), "checksum mismatch")
+        raise KVCorruptionError(_where(rev_key), "checksum mismatch")
     try:
         key, create, mod, version, value, lease = msgpack.unpackb(raw[4:])
     except (ValueError, TypeError, msgpack.ExtraData) as exc:  # pragma: no cover - crc passed
-        raise KVCorruptionError((main, sub), f"undecodable record: {exc}") from None
+        raise KVCorruptionError(_where(rev_key), f"undecodable record: {exc}") from None
     return key, create, mod, version, value, lease
+
+
+def _where(rev_key: bytes) -> tuple[int, int]:
+    try:
+        main, sub, _ = bytes_to_rev(rev_key)
+    except ValueError:
+        return (0, 0)
+    return main, sub
 
 
 def encode_meta(name: bytes, payload: bytes) -> bytes:

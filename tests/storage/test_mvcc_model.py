@@ -73,7 +73,7 @@ compares = st.builds(
 
 
 def txn_ops(depth: int) -> Any:
-    ranges = st.builds(lambda t, rev: RangeRequest(**{f: getattr(t[1], f) for f in RangeRequest.__slots__} | {"revision": rev}),
+    ranges = st.builds(lambda t, rev: RangeRequest(**{f: getattr(t[1], f) for f in RangeRequest._fields} | {"revision": rev}),
                        range_ops(), st.sampled_from([0, 0, 0, 1, 3, 40]))
     leaf = st.one_of(put_ops(), deletes, ranges)
     op = leaf if depth == 0 else st.one_of(leaf, leaf, txn_ops(depth - 1))
@@ -126,7 +126,7 @@ def run_one(op: tuple[Any, ...], store: MVCCStore, model: MemoryKV, in_batch: bo
         a = outcome(lambda: store.request(op[1]))
         b = outcome(lambda: model.request(op[1]))
     elif kind == "range":
-        r = RangeRequest(**{f: getattr(op[1], f) for f in RangeRequest.__slots__} | {"revision": resolve(op[2], model)})
+        r = RangeRequest(**{f: getattr(op[1], f) for f in RangeRequest._fields} | {"revision": resolve(op[2], model)})
         a, b = outcome(lambda: store.range_request(r)), outcome(lambda: model.range_request(r))
     elif kind == "compact":
         rev, physical = resolve(op[1], model), op[2] and not in_batch

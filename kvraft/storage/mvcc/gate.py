@@ -28,22 +28,31 @@ class CompactionGate:
         self._waiting = 0
         self._mine = threading.local()
 
-    @contextmanager
-    def shared(self) -> Iterator[None]:
+    def acquire_shared(self) -> None:
         depth = getattr(self._mine, "depth", 0)
-        with self._cond:
-            while self._exclusive or (self._waiting and depth == 0):
-                self._cond.wait()
-            self._readers += 1
+        if depth == 0:
+            with self._cond:
+                while self._exclusive or self._waiting:
+                    self._cond.wait()
+                self._readers += 1
         self._mine.depth = depth + 1
-        try:
-            yield
-        finally:
-            self._mine.depth = depth
+
+    def release_shared(self) -> None:
+        depth = self._mine.depth - 1
+        self._mine.depth = depth
+        if depth == 0:
             with self._cond:
                 self._readers -= 1
                 if self._readers == 0:
                     self._cond.notify_all()
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        self.acquire_shared()
+        try:
+            yield
+        finally:
+            self.release_shared()
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:

@@ -58,6 +58,25 @@ class TreeIndex:
             if ki.is_compactable():
                 self._compactable.add(key)
 
+    def put_returning(
+        self, key: bytes, rev: int
+    ) -> tuple[tuple[int, int, int] | None, tuple[int, int, int, int] | None]:
+        """``put``, returning what ``get(key, main of rev)`` and ``shape(key)`` said just
+        before it (one lock hold: the hot path of every write)."""
+        with self._lock:
+            ki = self._map.get(key)
+            if ki is None:
+                ki = KeyIndex(key)
+                self._map[key] = ki
+                self._keys.add(key)
+                got, shape = None, None
+            else:
+                got, shape = ki.get(rev >> 32), ki.copy_shape()
+            ki.put(rev)
+            if ki.is_compactable():
+                self._compactable.add(key)
+            return got, shape
+
     def tombstone(self, key: bytes, rev: int) -> bool:
         with self._lock:
             ki = self._map.get(key)

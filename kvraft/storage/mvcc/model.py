@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from kvraft.storage.mvcc import ops
@@ -121,7 +121,7 @@ class MemoryKV:
         if r.limit > 0:
             kvs = kvs[: r.limit]
         if r.keys_only:
-            kvs = [replace(kv, value=b"") for kv in kvs]
+            kvs = [kv._replace(value=b"") for kv in kvs]
         return RangeResult(tuple(kvs), more, count, cur)
 
     # -- requests ------------------------------------------------------------------------
@@ -175,7 +175,7 @@ class MemoryKV:
         w = _Write(self)
         result = w.txn(r, path)
         w.finish()
-        return replace(result, revision=self.rev)
+        return result._replace(revision=self.rev)
 
     def request(self, op: Any) -> Any:
         kind = ops.op_kind(op)

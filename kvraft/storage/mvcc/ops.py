@@ -24,7 +24,6 @@ callable supplied by the store's owner (the lessor, later); None means "any leas
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 from kvraft.storage.mvcc.errors import (
@@ -252,7 +251,7 @@ def apply_range(view: View, r: Any) -> RangeResult:
     if r.limit > 0 and len(kvs) > r.limit:
         kvs, more = kvs[: r.limit], True
     if r.keys_only:
-        kvs = [replace(kv, value=b"") for kv in kvs]
+        kvs = [kv._replace(value=b"") for kv in kvs]
     return RangeResult(kvs=tuple(kvs), more=more, count=count, revision=header)
 
 
@@ -376,7 +375,7 @@ def apply_txn(view: Any, r: Any, lease_check: LeaseCheck = None, *, write: bool)
         _check_requests(view, r, path, _check_put(lease_check))
     _check_requests(view, r, path, _check_range)
     result = _run(view, r, path, lease_check)
-    return replace(result, revision=view.rev + 1 if getattr(view, "changes", None) else view.rev)
+    return result._replace(revision=view.rev + 1 if getattr(view, "changes", None) else view.rev)
 
 
 def _run(view: Any, r: Any, path: Path, lease_check: LeaseCheck) -> TxnResult:

@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from kvraft.storage.backend import DEFAULT_MAP_SIZE, Backend, Batch
@@ -77,6 +76,64 @@ __all__ = ["Listener", "MVCCStore"]
 _log = logging.getLogger(__name__)
 
 Listener = Callable[[list[tuple[int, list[Event]]]], None]
+
+
+class _ReadViewContext:
+    __slots__ = ("_read", "_store")
+
+    def __init__(self, store: MVCCStore) -> None:
+        self._store = store
+        self._read: Any = None
+
+    def __enter__(self) -> ReadView:
+        store = self._store
+        batch = store.backend.current_batch()
+        if batch is not None:
+            return ReadView(store, batch.txn, batch.dbis, store._pending)
+        store.gate.acquire_shared()
+        try:
+            rev = store._rev  # read before the transaction begins: it then contains ``rev``
+            self._read = store.backend.read()
+            r = self._read.__enter__()
+        except BaseException:
+            store.gate.release_shared()
+            raise
+        return ReadView(store, r.txn, r.dbis, rev)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._read is not None:
+            try:
+                self._read.__exit__(None, None, None)
+            finally:
+                self._store.gate.release_shared()
+
+
+class _WriteViewContext:
+    __slots__ = ("_batch", "_ctx", "_store", "_view")
+
+    def __init__(self, store: MVCCStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> WriteView:
+        store = self._store
+        self._ctx = store.backend.batch()
+        batch = self._batch = self._ctx.__enter__()
+        self._view = WriteView(store, batch, store._pending)
+        return self._view
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        view, batch = self._view, self._batch
+        if exc is not None:
+            if view.changes or not isinstance(exc, MVCCError):
+                batch.poison(exc)
+        elif view.changes:
+            store = self._store
+            store._pending += 1
+            events = batch.data.get("events")
+            if events is None:
+                events = batch.data["events"] = []
+            events.append((store._pending, view.changes))
+        self._ctx.__exit__(exc_type, exc, tb)
 
 
 class MVCCStore:
@@ -142,49 +199,30 @@ class MVCCStore:
 
     # -- views and batches ---------------------------------------------------------------
 
-    @contextmanager
-    def read(self) -> Iterator[ReadView]:
-        """A view at the last committed revision; on the writer thread inside a batch,
-        a view of the batch (reads its own uncommitted writes)."""
-        batch = self.backend.current_batch()
-        if batch is not None:
-            yield ReadView(self, batch.txn, batch.dbis, self._pending)
-            return
-        with self.gate.shared():
-            rev = self._rev  # read before the transaction begins: it then contains ``rev``
-            with self.backend.read() as r:
-                yield ReadView(self, r.txn, r.dbis, rev)
+    def read(self) -> _ReadViewContext:
+        """``with store.read() as view:`` a view at the last committed revision; on the
+        writer thread inside a batch, a view of the batch (it reads its own writes)."""
+        return _ReadViewContext(self)
 
-    @contextmanager
-    def batch(self) -> Iterator[Batch]:
-        """Group write views (and maintenance such as ``set_consistent_index``) into one
-        LMDB commit."""
-        with self.backend.batch() as batch:
-            yield batch
+    def batch(self) -> Any:
+        """``with store.batch():`` group write views (and ``set_consistent_index``,
+        ``set_nospace_alarm``) into one LMDB commit."""
+        return self.backend.batch()
 
-    @contextmanager
-    def write(self) -> Iterator[WriteView]:
-        """One revision's worth of changes. An MVCC error raised before the view changed
-        anything leaves the batch intact; any failure after poisons it."""
-        with self.backend.batch() as batch:
-            view = WriteView(self, batch.txn, batch.dbis, self._pending)
-            try:
-                yield view
-            except BaseException as exc:
-                if view.changes or not isinstance(exc, MVCCError):
-                    batch.poison(exc)
-                raise
-            if view.changes:
-                self._pending += 1
-                batch.data.setdefault("events", []).append((self._pending, view.changes))
+    def write(self) -> _WriteViewContext:
+        """``with store.write() as view:`` one revision's worth of changes. An MVCC error
+        raised before the view changed anything leaves the batch intact; any failure
+        after that poisons it (the whole batch rolls back)."""
+        return _WriteViewContext(self)
 
-    def _touch(self, key: bytes) -> None:
-        """Remember how to undo this batch's changes to ``key`` (called before each)."""
-        batch = self.backend.current_batch()
-        assert batch is not None, "write outside a batch"
-        undo = batch.data.setdefault("undo", {})
+    def _remember(self, batch: Batch, key: bytes, shape: tuple[int, int, int, int] | None) -> None:
+        """Record how to undo this batch's changes to ``key`` (``shape``: the key's index
+        before the change being made); only the first change of a batch counts."""
+        undo = batch.data.get("undo")
+        if undo is None:
+            undo = batch.data["undo"] = {}
         if key not in undo:
-            undo[key] = (self.index.shape(key), self._key_lease.get(key, 0))
+            undo[key] = (shape, self._key_lease.get(key, 0))
 
     def _set_lease(self, key: bytes, lease: int) -> None:
         old = self._key_lease.get(key, 0)

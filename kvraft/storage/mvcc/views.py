@@ -25,6 +25,7 @@ from kvraft.storage.revision import bytes_to_rev, main_of, pack, rev_to_bytes, u
 from kvraft.storage.schema import BUCKET_KEY, decode_kv, encode_kv
 
 if TYPE_CHECKING:
+    from kvraft.storage.backend import Batch
     from kvraft.storage.mvcc.store import MVCCStore
 
 __all__ = ["ReadView", "View", "WriteView"]
@@ -104,8 +105,9 @@ class ReadView:
 class WriteView(ReadView):
     """One revision's worth of changes; see the module docstring."""
 
-    def __init__(self, store: MVCCStore, txn: Any, dbis: dict[bytes, Any], begin_rev: int) -> None:
-        super().__init__(store, txn, dbis, begin_rev)
+    def __init__(self, store: MVCCStore, batch: Batch, begin_rev: int) -> None:
+        super().__init__(store, batch.txn, batch.dbis, begin_rev)
+        self._batch = batch
         self.changes: list[Event] = []
 
     def _current(self) -> int:
@@ -121,16 +123,14 @@ class WriteView(ReadView):
         continue its current generation (or start one)."""
         store = self._store
         main = self._rev + 1
-        got = store.index.get(key, main)
-        created, version = (main_of(got[1]), got[2] + 1) if got is not None else (main, 1)
         sub = len(self.changes)
+        got, shape = store.index.put_returning(key, pack(main, sub))
+        store._remember(self._batch, key, shape)
+        created, version = (main_of(got[1]), got[2] + 1) if got is not None else (main, 1)
         rev_key = rev_to_bytes(main, sub)
-        store._touch(key)
         self._append(rev_key, encode_kv(rev_key, key, created, main, version, value, lease))
-        store.index.put(key, pack(main, sub))
         store._set_lease(key, lease)
-        kv = KeyValue(key, created, main, version, value, lease)
-        self.changes.append(Event(EventType.PUT, kv))
+        self.changes.append(Event(EventType.PUT, KeyValue(key, created, main, version, value, lease)))
         return main
 
     def delete_range(self, key: bytes, end: bytes | None) -> tuple[int, int]:
@@ -142,9 +142,9 @@ class WriteView(ReadView):
         for k, *_ in hits:
             sub = len(self.changes)
             rev_key = rev_to_bytes(main, sub, tombstone=True)
-            store._touch(k)
-            self._append(rev_key, encode_kv(rev_key, k, 0, main, 0, b"", 0))
+            store._remember(self._batch, k, store.index.shape(k))
             store.index.tombstone(k, pack(main, sub))
+            self._append(rev_key, encode_kv(rev_key, k, 0, main, 0, b"", 0))
             store._set_lease(k, 0)
             self.changes.append(Event(EventType.DELETE, KeyValue(k, mod_revision=main)))
         return len(hits), self._current()
