@@ -52,6 +52,7 @@ from agent.keys import (
     split_assignment_key,
     status_key,
 )
+from agent.logs import parse_line
 from agent.node_record import build_node_record, conditions
 from agent.reconcile import (
     Action,
@@ -492,7 +493,10 @@ class Agent:
         lines = data.splitlines()
         if truncated and lines:
             lines = lines[1:]  # the first line was cut by the seek
-        texts = [ln.split(b" ", 3)[3] if ln.count(b" ") >= 3 else ln for ln in lines]
+        texts = []
+        for ln in lines:
+            parsed = parse_line(ln)
+            texts.append(ln if parsed is None else parsed[3])
         return b"\n".join(texts).decode(errors="replace")[-LOG_TAIL_BYTES:]
 
     async def _write_status(self, action: Report) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from agent.agent import Agent
+from agent.logs import parse_line
 from agent.reconcile import AttemptState
 
 __all__ = ["AGENT_KEY", "make_app", "serve"]
@@ -135,14 +136,13 @@ def _attempt(request: web.Request) -> tuple[str, int]:
 
 
 def _format(line: bytes, timestamps: bool, stream: str) -> bytes | None:
-    parts = line.split(b" ", 3)
-    if len(parts) < 4:
+    parsed = parse_line(line)
+    if parsed is None:
         return line + b"\n"
-    ts, src, tag, text = parts
-    if stream and src.decode() != stream:
+    ts, src, partial, text = parsed
+    if stream and src != stream:
         return None
-    end = b"" if tag == b"P" else b"\n"
-    return (ts + b" " if timestamps else b"") + text + end
+    return (ts + b" " if timestamps else b"") + text + (b"" if partial else b"\n")
 
 
 async def logs(request: web.Request) -> web.StreamResponse:
