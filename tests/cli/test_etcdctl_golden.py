@@ -39,7 +39,7 @@ def _unordered(text: str) -> str:
 
     text = re.sub(r'ETCD_INITIAL_CLUSTER="([^"]*)"', entries, text)
     if text.startswith("{"):
-        doc = json.loads(text)
+        doc = json.loads(re.sub(r'(?<!")(<[^<>"]+>)(?!")', r'"\1"', text))  # bare placeholders
         if "members" in doc:
             doc["members"] = sorted(doc["members"], key=lambda d: json.dumps(d, sort_keys=True))
         return json.dumps(doc, sort_keys=True)
@@ -214,6 +214,8 @@ CLUSTER_STEPS = [
       capture=("$M2", r'"member":\{"ID":(\d+)', 10), unordered=True),
     S("member", "remove", "$M2", "-w", "fields"),
     S("member", "remove", "$M2"),
+    # bbolt's file size depends on commit timing; defragmenting first makes it canonical
+    S("defrag"),
     S("endpoint", "status"),
     S("endpoint", "status", "-w", "json"),
     S("endpoint", "status", "-w", "table", loose_widths=True),
