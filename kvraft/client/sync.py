@@ -34,7 +34,7 @@ _ASYNC_METHODS = {
     "alarm_disarm", "move_leader", "auth_enable", "auth_disable", "auth_status", "user_add",
     "user_get", "user_list", "user_delete", "user_change_password", "user_grant_role",
     "user_revoke_role", "role_add", "role_get", "role_list", "role_delete",
-    "role_grant_permission", "role_revoke_permission", "authenticate",
+    "role_grant_permission", "role_revoke_permission", "authenticate", "do", "sync_endpoints",
 }
 
 

@@ -53,6 +53,8 @@ async def run_lock(ctx: Context, ns: argparse.Namespace) -> None:
     if not ns.args:
         raise CommandError(EXIT_BAD_ARGS, "lock takes a lock name argument and an optional command to execute")
     name, command = ns.args[0], ns.args[1:]
+    if command[:1] == ["--"]:
+        command = command[1:]
     client = await ctx.client()
     mutex = client.lock(name, ttl=ns.ttl)
     await mutex.acquire()
