@@ -47,9 +47,10 @@ def main() -> None:
         a = data(comm.rank, i, s, d)
         comm.allreduce(a)
         check(a, want(i, s, d), f"single {s} {np.dtype(d)}")
-    big = data(comm.rank, 990, (6_000_000,), np.float32)  # 24 MB: more than the socket buffers
+    ramp = (np.arange(4_000_000) % 1000).astype(np.float32)  # 16 MB: more than the socket buffers
+    big = ramp + comm.rank
     comm.allreduce(big)
-    check(big, want(990, (6_000_000,), np.float32), "24 MB")
+    check(big, ramp * n + n * (n - 1) / 2, "16 MB")
     handles = []
     asyncs = [data(comm.rank, 900 + k, (50_000 + k,), np.float32) for k in range(4)]
     for a in asyncs:
