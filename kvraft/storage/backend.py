@@ -42,9 +42,8 @@ from typing import Any, NamedTuple
 
 import lmdb
 
-from kvraft.storage.errors import StorageCorruptionError
+from kvraft.storage.errors import BatchAbortedError, StorageCorruptionError
 from kvraft.storage.lmdb_env import LMDB_CORRUPTION, env_sizes, fsync_dir, open_env
-from kvraft.storage.mvcc.errors import BatchAbortedError
 from kvraft.storage.schema import DEFAULT_BUCKETS
 
 __all__ = ["DEFAULT_MAP_SIZE", "Backend", "Batch", "ReadTxn"]

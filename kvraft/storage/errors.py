@@ -8,6 +8,9 @@ The tree::
      +-- KVCorruptionError     in the MVCC key bucket; ``revision`` names the record
      +-- SnapshotCorruptionError  a snapshot stream failed its frame or whole-stream check
 
+    BatchAbortedError          a write batch of the state-machine backend failed part-way
+                               and was rolled back (re-exported by ``mvcc.errors``)
+
 Corruption is not an expected outcome: a member that sees one must stop serving from the
 damaged store (etcd raises its CORRUPT alarm). The errors carry enough to say where.
 """
@@ -15,6 +18,7 @@ damaged store (etcd raises its CORRUPT alarm). The errors carry enough to say wh
 from __future__ import annotations
 
 __all__ = [
+    "BatchAbortedError",
     "KVCorruptionError",
     "LogCorruptionError",
     "SnapshotCorruptionError",
@@ -48,3 +52,10 @@ class KVCorruptionError(StorageCorruptionError):
 
 class SnapshotCorruptionError(StorageCorruptionError):
     """A snapshot stream is truncated or fails its checksums."""
+
+
+class BatchAbortedError(RuntimeError):
+    """A write batch failed after it had changed something (an LMDB error such as a full
+    map, or a corrupt record read mid-batch). Everything in the batch was rolled back,
+    the store is back at its last commit (``MVCCStore.rev``), and the caller must apply
+    again every entry after ``MVCCStore.consistent_index``."""

@@ -73,14 +73,6 @@ _IDX = struct.Struct(">Q")
 _CRC = struct.Struct(">I")
 _ENTRY_HEAD = struct.Struct(">IQB")  # crc32, term, type
 _HARD = struct.Struct(">QQQ")
-_ENTRY_OVERHEAD = 16  # kvraft.raft.types.ENTRY_OVERHEAD_BYTES
-
-
-def _entry_size(entry: Entry) -> int:
-    size = getattr(entry, "size", None)
-    return int(size()) if size is not None else len(entry.data) + _ENTRY_OVERHEAD
-
-
 def encode_conf_state(cs: ConfState) -> bytes:
     """Deterministic msgpack bytes of a ConfState (sorted id lists)."""
     raw: bytes = msgpack.packb(
@@ -323,7 +315,7 @@ class LmdbLogStorage:
                     if index != expect:
                         break
                     entry = self._decode_entry(index, key, raw)
-                    total += _entry_size(entry)
+                    total += entry.size()
                     if out and max_bytes is not None and total > max_bytes:
                         return out
                     out.append(entry)

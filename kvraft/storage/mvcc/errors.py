@@ -24,6 +24,8 @@ trace. ``mvcc_message`` is the text without the ``etcdserver: `` prefix (etcd's
 
 from __future__ import annotations
 
+from kvraft.storage.errors import BatchAbortedError
+
 __all__ = [
     "BatchAbortedError",
     "CompactedRevisionError",
@@ -110,10 +112,3 @@ class InvalidSortOptionError(MVCCError):
 class LeaseNotFoundError(MVCCError):
     code = 5
     message = "etcdserver: requested lease not found"
-
-
-class BatchAbortedError(RuntimeError):
-    """A write batch failed after it had changed something (an LMDB error such as a full
-    map, or a corrupt record read mid-batch). Everything in the batch was rolled back,
-    the store is back at its last commit (``MVCCStore.rev``), and the caller must apply
-    again every entry after ``MVCCStore.consistent_index``."""
