@@ -145,7 +145,11 @@ class RingBackend:
                 decode_into(wire1, buf, add=False)
             return
         chunks = chunk_bounds(buf.size, n)
-        seg = self._seg_elems(wire_dt.itemsize)
+        # segments: at least segment_bytes, but no more than ~16 per chunk (fewer Python
+        # round trips for big buffers), and at most 1 MiB so the receive scratch stays in L2
+        chunk_bytes = max(hi - lo for lo, hi in chunks) * wire_dt.itemsize
+        seg_bytes = min(max(self.segment_bytes, chunk_bytes // 16), max(self.segment_bytes, 1 << 20))
+        seg = max(1, seg_bytes // wire_dt.itemsize)
         nseg = max(1, -(-max(hi - lo for lo, hi in chunks) // seg))
         segs = [segment_bounds(lo, hi, seg, nseg) for lo, hi in chunks]
         wire = self._buffer(wire_dt, buf.size, 0) if compressed else buf
