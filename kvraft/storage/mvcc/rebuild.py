@@ -12,6 +12,7 @@ removed the newest records' predecessors but never the newest).
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,12 +63,19 @@ def _rev_of(rev_key: bytes) -> tuple[int, int, bool]:
 
 
 def load_state(backend: Backend) -> State:
-    """Rebuild the index, revisions, leases and flags from the live generation."""
+    """Rebuild the index, revisions, leases and flags from the live generation. The
+    cyclic garbage collector is paused meanwhile: building millions of small objects
+    would otherwise trigger a full collection over all of them again and again."""
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
         with backend.read() as r:
             return _load(r.txn, r.dbis)
     except LMDB_CORRUPTION as exc:
         raise StorageCorruptionError(f"{backend.path}: lmdb: {exc}") from exc
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _load(txn: Any, dbis: dict[bytes, Any]) -> State:

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ReadView", "View", "WriteView"]
 
+_new_kv = tuple.__new__  # KeyValue from a 6-tuple without re-checking the fields
+
 
 class View(Protocol):
     """What ``ops`` needs from a view (both view kinds and the reference model's)."""
@@ -94,12 +96,11 @@ class ReadView:
         return kvs, total, cur
 
     def _fetch(self, packed: int) -> KeyValue:
-        main, sub = unpack(packed)
-        rev_key = rev_to_bytes(main, sub)
+        rev_key = rev_to_bytes(packed >> 32, packed & 0xFFFFFFFF)
         raw = self._txn.get(rev_key, db=self._key_db)
         if raw is None:
-            raise KVCorruptionError((main, sub), "record missing from the key bucket")
-        return KeyValue(*decode_kv(rev_key, raw))
+            raise KVCorruptionError(unpack(packed), "record missing from the key bucket")
+        return _new_kv(KeyValue, decode_kv(rev_key, raw))
 
 
 class WriteView(ReadView):
