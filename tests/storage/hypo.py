@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, Phase, settings
 _PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink]
 
 settings.register_profile(
-    "storage-ci", max_examples=60, deadline=None, derandomize=True, database=None, phases=_PHASES,
+    "storage-ci", max_examples=100, deadline=None, derandomize=True, database=None, phases=_PHASES,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                            HealthCheck.data_too_large],
 )

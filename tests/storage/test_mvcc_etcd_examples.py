@@ -170,6 +170,21 @@ def test_version_resets_after_delete(kv: Any) -> None:
     assert kv.range(b"k", revision=4).kvs == ()
 
 
+def test_versions_continue_across_compaction_and_reopen(kv: Any, tmp_path: Path) -> None:
+    for value in (b"1", b"2", b"3"):
+        kv.put(b"k", value)
+    kv.put(b"other", b"x")
+    kv.compact(kv.rev, physical=True)
+    assert kv.put(b"k", b"4", prev_kv=True).prev_kv == KV(b"k", 2, 4, 3, b"3")
+    assert kv.range(b"k").kvs == (KV(b"k", 2, 6, 4, b"4"),)
+    if isinstance(kv, MVCCStore):
+        kv.close()
+        kv = MVCCStore(tmp_path / "kv", map_size=1 << 28)
+        kv.put(b"k", b"5")
+        assert kv.range(b"k").kvs == (KV(b"k", 2, 7, 5, b"5"),)
+        kv.close()
+
+
 def test_compare_rules(kv: Any) -> None:
     kv.put(b"a1", b"x", lease=5)
     kv.put(b"a2", b"y")

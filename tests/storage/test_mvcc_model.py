@@ -1,7 +1,9 @@
 """Property test: the LMDB store and the reference model agree on random operation
 sequences (puts with every flag, deletes, ranges with every option at past revisions,
-txns with all compare kinds and nested txns, compaction, hashes, history), including
-batches of several revisions per commit and closing/reopening the store (index rebuild).
+txns with all compare kinds and nested txns, compaction, hashes, history, lease revoke,
+the NOSPACE alarm), including batches of several revisions per commit, closing and
+reopening the store (index rebuild), online defragmentation and restoring the store from
+its own snapshot.
 """
 
 from __future__ import annotations
@@ -98,9 +100,10 @@ compactions = st.tuples(
     st.just("compact"), st.one_of(rel_revs, st.tuples(st.just("back"), st.integers(0, 2))), st.booleans()
 )
 operations = st.one_of(
-    no_compact, no_compact, no_compact, no_compact, compactions,
+    no_compact, no_compact, no_compact, no_compact, no_compact, no_compact, compactions, compactions,
     st.tuples(st.just("batch"), st.lists(no_compact, min_size=1, max_size=5)),
-    st.just(("reopen",)),
+    st.tuples(st.just("alarm"), st.sampled_from([True, False, False])),
+    st.sampled_from([("reopen",), ("defrag",), ("snapshot",)]),
 )
 
 
@@ -161,7 +164,7 @@ _dirs = itertools.count()
 
 
 @STORAGE
-@given(st.lists(operations, min_size=4, max_size=40))
+@given(st.lists(operations, min_size=10, max_size=50))
 def test_store_agrees_with_model(tmp_path: Path, program: list[tuple[Any, ...]]) -> None:
     path = tmp_path / f"kv{next(_dirs)}"
     store = MVCCStore(path, map_size=1 << 26, compaction_batch=3)
@@ -171,6 +174,13 @@ def test_store_agrees_with_model(tmp_path: Path, program: list[tuple[Any, ...]])
             if op[0] == "reopen":
                 store.close()
                 store = MVCCStore(path, map_size=1 << 26, compaction_batch=3)
+            elif op[0] == "defrag":
+                store.defragment()
+            elif op[0] == "snapshot":  # replace the state by a snapshot of itself
+                store.restore(list(store.snapshot(chunk_bytes=64)))
+            elif op[0] == "alarm":
+                store.set_nospace_alarm(op[1])
+                model.nospace_alarm = op[1]
             elif op[0] == "batch":
                 with store.batch():
                     for inner in op[1]:
