@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from kvraft.server.compactor import parse_retention_s
+
 __all__ = ["Config", "ConfigError", "member_id_for", "parse_config", "cluster_id_for"]
 
 DEFAULT_CLIENT_URL = "http://127.0.0.1:2379"
@@ -98,6 +100,17 @@ class Config:
             raise ConfigError("--election-timeout should be at least 5 times --heartbeat-interval")
         if self.auto_compaction_mode not in ("periodic", "revision"):
             raise ConfigError("--auto-compaction-mode must be 'periodic' or 'revision'")
+        try:
+            if self.auto_compaction_mode == "revision":
+                if int(self.auto_compaction_retention) < 0:
+                    raise ValueError("negative")
+            else:
+                parse_retention_s(self.auto_compaction_retention)
+        except ValueError:
+            raise ConfigError(
+                f"--auto-compaction-retention {self.auto_compaction_retention!r} does not fit mode "
+                f"{self.auto_compaction_mode!r}"
+            ) from None
         if self.max_request_bytes <= 0:
             raise ConfigError("--max-request-bytes must be positive")
         if self.log_level not in ("debug", "info", "warn", "error", "panic", "fatal"):

@@ -23,6 +23,7 @@ from kvraft.raft.config import RaftConfig
 from kvraft.raft.errors import RaftError
 from kvraft.raft.rawnode import RawNode
 from kvraft.raft.types import NONE, ConfChange, ConfChangeType, ConfState, StateRole
+from kvraft.server.compactor import AutoCompactor
 from kvraft.server.config import Config, cluster_id_for, member_id_for
 from kvraft.server.driver import NodeDriver
 from kvraft.server.membership import Member, Membership
@@ -150,7 +151,12 @@ class Node(NodeStatusMixin):
         self._sync_peers()
         self.driver.start()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._publish()), loop.create_task(self._promote_learners())]
+        compactor = AutoCompactor(self, self.config.auto_compaction_mode, self.config.auto_compaction_retention)
+        self._tasks = [
+            loop.create_task(self._publish()),
+            loop.create_task(self._promote_learners()),
+            loop.create_task(compactor.run()),
+        ]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -224,7 +230,11 @@ class Node(NodeStatusMixin):
         return await self._write(op)
 
     async def compact(self, op: CompactOp) -> Any:
-        return await self._write(op)
+        result = await self._write(op)
+        if op.physical and getattr(result, "job", None) is not None:
+            # etcd answers a physical compaction once the store has dropped the history
+            await asyncio.get_running_loop().run_in_executor(None, result.job.wait)
+        return result
 
     # -- cluster ---------------------------------------------------------------------------
     async def member_list(self, linearizable: bool) -> list[Member]:

@@ -191,3 +191,20 @@ def test_bad_requests_get_etcd_errors_and_never_crash_a_member(kv_cluster) -> No
             assert got_status == 200 or got["code"] in (3, 5, 9), (path, garbage[:20], got)
     assert all(member.alive() for member in kv_cluster.members.values())
     assert put(url, "still", "serving")[0] == 200
+
+
+def test_periodic_auto_compaction_drops_old_history(tmp_path) -> None:
+    cluster = start_cluster(tmp_path, extra=[*FAST_FLAGS, "--auto-compaction-mode", "periodic", "--auto-compaction-retention", "2s"])
+    try:
+        url = cluster.url(cluster.wait_leader())
+        for index in range(5):
+            assert put(url, "c", str(index))[0] == 200
+
+        def compacted() -> bool:
+            code, body = post(url, "/v3/kv/range", {"key": b64("c"), "revision": 2})
+            return code == 400 and body["code"] == 11
+
+        wait_until(compacted, 60, what="an automatic compaction")
+        assert get(url, "c") == {"c": "4"}
+    finally:
+        cluster.stop()

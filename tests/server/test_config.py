@@ -55,3 +55,17 @@ def test_flags_override_the_yaml_file(tmp_path) -> None:
 def test_bad_settings_are_refused(argv: list[str]) -> None:
     with pytest.raises(ConfigError):
         parse_config(argv)
+
+
+@pytest.mark.parametrize(("mode", "retention"), [("periodic", "soon"), ("revision", "1h"), ("revision", "-3")])
+def test_bad_auto_compaction_retention_is_refused(mode: str, retention: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_config(["--auto-compaction-mode", mode, "--auto-compaction-retention", retention])
+
+
+def test_periodic_retention_units() -> None:
+    from kvraft.server.compactor import parse_retention_s
+
+    assert parse_retention_s("1") == 3600
+    assert parse_retention_s("1h30m") == 5400
+    assert parse_retention_s("90s") == 90
