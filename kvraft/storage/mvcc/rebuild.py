@@ -156,6 +156,8 @@ def verify_store(store: MVCCStore) -> dict[str, Any]:
     """Re-read every record (checksums) and compare a fresh rebuild with the live index;
     returns a summary (records, keys, revisions, hash). Raises StorageCorruptionError."""
     state = load_state(store.backend)
+    if store.compact_revision > 0:  # records a physical compaction has yet to delete
+        state.index.compact(store.compact_revision)
     live = store.index
     if len(state.index) != len(live):
         raise StorageCorruptionError(f"index has {len(live)} keys, records rebuild {len(state.index)}")

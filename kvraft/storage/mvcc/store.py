@@ -154,7 +154,12 @@ class MVCCStore:
         self._listeners: list[Listener] = []
         self.gate = CompactionGate()
         self._compactor = Compactor(self, compaction_batch)
-        self._reload()
+        try:
+            self._reload()
+        except BaseException:
+            self._compactor.close()
+            self.backend.close()
+            raise
 
     def _reload(self) -> None:
         """(Re)build every in-memory structure from the live backend generation."""
@@ -416,14 +421,16 @@ class MVCCStore:
 
     def restore(self, chunks: Iterable[bytes]) -> RestoreReport:
         """Replace the whole state with a snapshot stream (verified first; on error the
-        store is unchanged). Pending physical compactions of the old state are dropped."""
+        store is unchanged). Pending physical compactions of the old state are dropped;
+        reads under way finish first (the gate), new ones see the restored state."""
         if self.backend.current_batch() is not None:
             raise RuntimeError("restore cannot run inside a write batch")
-        report = restore_generation(self.backend, chunks)
-        with self.backend.maint_lock, self.backend.writer_lock:
-            self._compactor.cancel_pending()
-            self.backend.install(report.path)
-            self._reload()
+        with self.backend.maint_lock:
+            report = restore_generation(self.backend, chunks)
+            with self.backend.writer_lock, self.gate.exclusive():
+                self._compactor.cancel_pending()
+                self.backend.install(report.path)
+                self._reload()
         return report
 
     def defragment(self, progress: Callable[[str], None] | None = None) -> DefragReport:

@@ -61,6 +61,7 @@ class ReadView:
         self._key_db = dbis[BUCKET_KEY]
         self._rev = rev
         self._first_rev = store.compact_revision
+        self._index = store.index  # the index of this view's generation of the state
 
     @property
     def rev(self) -> int:
@@ -86,10 +87,10 @@ class ReadView:
         if rev < store.compact_revision:
             raise CompactedRevisionError()
         if count_only:
-            total = store.index.count(key, end, rev)
+            total = self._index.count(key, end, rev)
             kvs: list[KeyValue] = []
         else:
-            hits, total = store.index.range(key, end, rev, limit)
+            hits, total = self._index.range(key, end, rev, limit)
             kvs = [self._fetch(modified) for _key, modified, _c, _v in hits]
         if rev < store.compact_revision:  # compacted while we read the index
             raise CompactedRevisionError()
