@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from kvraft.client._transport import Transport
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kvraft.client.types import DeleteResponse, GetResponse, PutResponse, TxnResponse
+from kvraft.client.types import DeleteResponse, GetResponse, KeyValue, PutResponse, TxnResponse
 
 __all__ = ["Compare", "Key", "Op", "Txn", "prefix_range_end", "to_bytes"]
 
@@ -288,6 +288,38 @@ class KVMixin:
             return DeleteResponse.from_wire(doc)
         txn = Txn(self._commit_txn).if_(*op.body["compare"]).then(*op.body["success"]).else_(*op.body["failure"])
         return await txn.commit()
+
+    async def scan(
+        self,
+        key: Key,
+        *,
+        range_end: Key | None = None,
+        prefix: bool = False,
+        from_key: bool = False,
+        page_size: int = 1000,
+        revision: int = 0,
+        keys_only: bool = False,
+    ) -> AsyncIterator[KeyValue]:
+        """Every key-value in a range, fetched ``page_size`` at a time, all at one revision
+        (the first page's, unless ``revision`` is given), so a large listing neither loads
+        at once nor mixes states. Raises ``CompactedError`` if that revision is compacted
+        mid-scan."""
+        if page_size <= 0:
+            raise ValueError("page_size must be positive")
+        fields = range_fields(key, range_end, prefix, from_key)
+        start, end = fields["key"], fields.get("range_end", b"")
+        while True:
+            op = Op.get(start, range_end=end or None, limit=page_size, revision=revision,
+                        keys_only=keys_only, sort_target="KEY", sort_order="ASCEND")
+            if not end:  # a single key: one page
+                op = Op.get(start, revision=revision, keys_only=keys_only)
+            page = GetResponse.from_wire(await self._transport.unary("/kv/range", op.body, safe=True))
+            revision = revision or page.header.revision
+            for kv in page.kvs:
+                yield kv
+            if not page.more or not page.kvs or not end:
+                return
+            start = page.kvs[-1].key + b"\0"
 
     def txn(self) -> Txn:
         """A new transaction builder; ``await txn.commit()`` sends it."""

@@ -148,3 +148,17 @@ async def test_json_on_request_works_on_both(runtime, prefix: str) -> None:  # t
         assert c.encoding == "json"
         await c.put(prefix + "j", b"\x00json")
         assert (await c.get(prefix + "j")).kvs[0].value == b"\x00json"
+
+
+async def test_scan_pages_through_a_range_at_one_revision(client: Client, prefix: str) -> None:
+    for i in range(25):
+        await client.put(f"{prefix}{i:03d}", str(i))
+    seen = []
+    async for kv in client.scan(prefix, prefix=True, page_size=7):
+        if len(seen) == 3:
+            await client.put(prefix + "999", b"late")  # written mid-scan: not part of the snapshot
+        seen.append(kv.key)
+    assert seen == [f"{prefix}{i:03d}".encode() for i in range(25)]
+    assert [kv.key async for kv in client.scan(prefix + "010", range_end=prefix + "013", page_size=2)] == [
+        f"{prefix}{i:03d}".encode() for i in (10, 11, 12)]
+    assert [kv.value async for kv in client.scan(prefix + "005")] == [b"5"]
