@@ -160,3 +160,70 @@ async def test_unreachable_peer_drops_and_reports() -> None:
         assert a.stats.messages_dropped >= 6
     finally:
         await a.close()
+
+
+def _openssl(*args: str) -> None:
+    import subprocess
+
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def _make_pki(tmp_path):
+    """A CA and two leaf certificates signed by it, plus one self-signed stranger."""
+    ca_key, ca_crt = tmp_path / "ca.key", tmp_path / "ca.crt"
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca_crt),
+             "-days", "1", "-subj", "/CN=kvraft-test-ca")
+    leaves = {}
+    for name in ("a", "b"):
+        key, csr, crt = tmp_path / f"{name}.key", tmp_path / f"{name}.csr", tmp_path / f"{name}.crt"
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
+        _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key), "-CAcreateserial",
+                 "-out", str(crt), "-days", "1")
+        leaves[name] = (str(crt), str(key))
+    key, crt = tmp_path / "x.key", tmp_path / "x.crt"
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt), "-days", "1", "-subj", "/CN=x")
+    leaves["stranger"] = (str(crt), str(key))
+    return str(ca_crt), leaves
+
+
+async def test_mutual_tls_delivers_between_members_and_rejects_strangers(tmp_path) -> None:
+    import shutil
+    from types import SimpleNamespace
+
+    import pytest
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    from kvraft.server.tls import peer_ssl_contexts
+
+    ca, leaves = _make_pki(tmp_path)
+
+    def contexts(name: str):
+        cert, key = leaves[name]
+        return peer_ssl_contexts(SimpleNamespace(
+            peer_cert_file=cert, peer_key_file=key, peer_trusted_ca_file=ca, peer_client_cert_auth=True))
+
+    key = cluster_key("tok")
+    inbox_b = Inbox()
+    port_b = free_port()
+    server_b, client_b = contexts("b")
+    b = PeerTransport(2, key, inbox_b, server_ssl=server_b, client_ssl=client_b)
+    await b.listen([f"http://127.0.0.1:{port_b}"])
+    server_a, client_a = contexts("a")
+    a = PeerTransport(1, key, Inbox(), server_ssl=server_a, client_ssl=client_a)
+    _, client_x = contexts("stranger")
+    x = PeerTransport(3, key, Inbox(), client_ssl=client_x)  # right key, untrusted certificate
+    try:
+        a.set_peer(2, f"http://127.0.0.1:{port_b}")
+        a.send([app(2, 1)])
+        await inbox_b.wait_for(1)
+        assert inbox_b.frames[0][0] == 1
+        x.set_peer(2, f"http://127.0.0.1:{port_b}")
+        x.send([Message(MessageType.HEARTBEAT, to=2, from_=3, term=9)])
+        await asyncio.sleep(1.5)  # several dial attempts, each refused in the TLS handshake
+        assert not x.connected(2)
+        assert all(source == 1 for source, _, _ in inbox_b.frames)
+    finally:
+        await a.close()
+        await b.close()
+        await x.close()
