@@ -124,11 +124,17 @@ class StateMachine:
     def defragment(self) -> None:
         self.store.defragment()
 
-    def snapshot_data(self) -> bytes:
+    def backend_snapshot(self) -> bytes:
+        """The MVCC store's own snapshot stream (checksummed; ``MVCCStore.restore`` reads
+        it): what ``maintenance/snapshot`` hands out."""
         buffer = io.BytesIO()
         for chunk in self.store.snapshot():
             buffer.write(chunk)
-        return msgpack.packb([SNAPSHOT_FORMAT, self.membership.to_wire(), buffer.getvalue()], use_bin_type=True)
+        return buffer.getvalue()
+
+    def snapshot_data(self) -> bytes:
+        members = self.membership.to_wire()
+        return msgpack.packb([SNAPSHOT_FORMAT, members, self.backend_snapshot()], use_bin_type=True)
 
     def restore(self, snapshot: Any) -> None:
         version, members, data = msgpack.unpackb(snapshot.data, raw=False)

@@ -45,7 +45,7 @@ class NodeStatusMixin:
         self.state.defragment()
 
     async def snapshot_blob(self) -> tuple[int, bytes]:
-        return self.state.revision(), self.state.snapshot_data()
+        return self.state.revision(), self.state.backend_snapshot()
 
     def metrics(self) -> list[tuple[str, str, str, Any]]:
         driver, transport = self.driver.stats, self.transport.stats
