@@ -230,3 +230,18 @@ def test_periodic_auto_compaction_drops_old_history(tmp_path) -> None:
         assert get(url, "c") == {"c": "4"}
     finally:
         cluster.stop()
+
+
+def test_transfer_leadership_moves_the_leader(kv_cluster) -> None:
+    leader = kv_cluster.wait_leader()
+    target = next(name for name in kv_cluster.members if name != leader)
+    code, body = post(kv_cluster.url(leader), "/v3/cluster/member/list", {})
+    target_id = next(m["ID"] for m in body["members"] if m.get("name") == target)
+    code, body = post(kv_cluster.url(target), "/v3/maintenance/transfer-leadership", {"targetID": target_id})
+    assert (code, body["code"]) == (412, 9)  # only the leader moves leadership, as in etcd
+    code, body = post(kv_cluster.url(leader), "/v3/maintenance/transfer-leadership", {"targetID": target_id})
+    assert code == 200, body
+    assert wait_until(lambda: kv_cluster.leader() == target, 60, what="the new leader")
+    code, body = post(kv_cluster.url(target), "/v3/maintenance/status", {})
+    assert body["leader"] == target_id
+    assert put(kv_cluster.url(leader), "after", "transfer")[0] == 200
