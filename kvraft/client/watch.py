@@ -6,8 +6,10 @@ that carry events (and progress notifications when ``progress_notify`` is set); 
 revision it needs (last event's ``mod_revision`` + 1, or the creation header's revision
 + 1). When the stream breaks (member killed, removed, network lost) it reconnects to the
 next endpoint after a jittered delay and asks for that revision again, so no event is lost
-or repeated. If that revision has been compacted meanwhile, iteration raises
-``WatchCompactedError`` with the compaction point; any other server-side cancel raises
+or repeated. A response the server splits into fragments is yielded whole, so one
+revision is never split across two yields. If the revision it needs has been compacted
+meanwhile, iteration raises ``WatchCompactedError`` with the compaction point; any other
+server-side cancel raises
 ``ServerError`` with the server's ``cancel_reason``, except transient ones (``no leader``,
 ``leader changed``, ``server stopped``), after which it resumes on another member.
 
@@ -27,13 +29,14 @@ if TYPE_CHECKING:
     from kvraft.client._transport import Transport
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from kvraft.client.errors import EndpointError, ServerError, WatchCompactedError
 from kvraft.client.kv import Key, range_fields
-from kvraft.client.types import WatchResponse
+from kvraft.client.types import Event, WatchResponse
 
 __all__ = ["WatchMixin", "Watcher"]
 
@@ -105,6 +108,7 @@ class Watcher:
         attempt = 0
         while not self._closed:
             self._stream = self._transport.stream("/watch", self._request())
+            fragments: list[Event] = []  # a reconnect drops a partial response: asked again
             try:
                 async for doc in self._stream:
                     failing_since, attempt = None, 0
@@ -116,6 +120,12 @@ class Watcher:
                         if not self.next_revision:
                             self.next_revision = response.header.revision + 1
                         continue
+                    if response.fragment:  # part of one large response: yield it whole
+                        fragments.extend(response.events)
+                        continue
+                    if fragments:
+                        response = dataclasses.replace(response, events=tuple(fragments) + response.events)
+                        fragments = []
                     if response.events:
                         self.next_revision = response.events[-1].kv.mod_revision + 1
                     elif response.header.revision >= self.next_revision:

@@ -3,6 +3,7 @@ jittered backoff, token refresh, encoding detection, stream framing. No cluster 
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import socket
@@ -244,3 +245,19 @@ async def test_watch_resumes_elsewhere_after_a_no_leader_cancel(fake) -> None:  
         assert other.calls[0][1] == {"create_request": {"key": "YQ==", "start_revision": 7}}  # resumed after 6
     finally:
         await server.close()
+
+
+async def test_watch_joins_fragments_into_one_response(fake) -> None:  # type: ignore[no-untyped-def]
+    member, url = fake
+    events = [{"kv": {"key": "YQ==", "value": base64.b64encode(bytes([i])).decode(), "mod_revision": "9"}} for i in range(3)]
+    member.routes["/watch"] = lambda _b: ("stream", [
+        {"header": HEADER, "created": True},
+        {"header": HEADER, "fragment": True, "events": events[:1]},
+        {"header": HEADER, "fragment": True, "events": events[1:2]},
+        {"header": HEADER, "events": events[2:]},
+    ])
+    async with Client([url]) as client, client.watch("a", start_revision=9) as watcher:
+        async for response in watcher:
+            assert [e.kv.value for e in response.events] == [b"\x00", b"\x01", b"\x02"]
+            assert watcher.next_revision == 10
+            break
