@@ -7,7 +7,7 @@ See docs/client.md.
 
 from __future__ import annotations
 
-from kvraft.client._transport import RetryPolicy, TLSConfig
+from kvraft.client._transport import ClientStatistics, RetryPolicy, TLSConfig
 from kvraft.client.admin import SnapshotChunk
 from kvraft.client.client import Client
 from kvraft.client.concurrency import Election, Mutex
@@ -71,6 +71,7 @@ __all__ = [
     "AuthStatusResponse",
     "Client",
     "ClientError",
+    "ClientStatistics",
     "CompactedError",
     "Compare",
     "DeleteResponse",

@@ -30,7 +30,19 @@ from kvraft.client.errors import (
     error_from_status,
 )
 
-__all__ = ["RetryPolicy", "TLSConfig", "Transport", "normalize_endpoint"]
+__all__ = ["ClientStatistics", "RetryPolicy", "TLSConfig", "Transport", "normalize_endpoint"]
+
+
+@dataclass(frozen=True)
+class ClientStatistics:
+    """Counters since the client was created (``Client.statistics()``)."""
+
+    endpoint: str
+    requests: int
+    retries: int
+    failovers: int
+    logins: int
+    streams: int
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,7 @@ class Transport:
         self.server_version: dict[str, Any] = {}
         self._rng = rng or random.Random()
         self._pinned = 0
+        self._counts = {"requests": 0, "retries": 0, "failovers": 0, "logins": 0, "streams": 0}
         self._session: aiohttp.ClientSession | None = None
         self._auth_lock = asyncio.Lock()
 
@@ -134,6 +147,9 @@ class Transport:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def statistics(self) -> ClientStatistics:
+        return ClientStatistics(self.endpoint, **self._counts)
 
     def set_endpoints(self, endpoints: list[str]) -> None:
         """New endpoint list; the current endpoint stays pinned if it is in it."""
@@ -191,6 +207,7 @@ class Transport:
     async def authenticate(self) -> None:
         """Get a fresh token for ``user``/``password`` (also called on token expiry)."""
         async with self._auth_lock:
+            self._counts["logins"] += 1
             body = {"name": self.user or "", "password": self.password or ""}
             doc = await self.unary("/auth/authenticate", body, safe=True, auth=False)
             self.token = str(doc.get("token") or "") or None
@@ -236,6 +253,7 @@ class Transport:
         data = self.codec.dumps(body)
         errors: list[str] = []
         attempt = 0
+        self._counts["requests"] += 1
         while True:
             if endpoint is not None:
                 targets = [normalize_endpoint(endpoint, self._scheme)]
@@ -262,6 +280,8 @@ class Transport:
                     errors.append(f"{target}: {exc.message}")
                     continue
                 if target in self.endpoints and endpoint is None:
+                    if self.endpoints.index(target) != self._pinned:
+                        self._counts["failovers"] += 1
                     self._pinned = self.endpoints.index(target)
                 return doc
             remaining = deadline - loop.time()
@@ -269,6 +289,7 @@ class Transport:
                 raise EndpointError("context deadline exceeded (" + "; ".join(errors[-3:]) + ")")
             await asyncio.sleep(min(remaining, self.retry.delay_s(attempt, self._rng)))
             attempt += 1
+            self._counts["retries"] += 1
 
     async def _post(self, endpoint: str, path: str, data: bytes, auth: bool, timeout_s: float) -> dict[str, Any]:
         session = self._require_session()
@@ -312,6 +333,7 @@ class Transport:
                 continue
             if target in self.endpoints:
                 self._pinned = self.endpoints.index(target)
+            self._counts["streams"] += 1
             async with response:
                 if response.status != 200:
                     payload = await response.read()

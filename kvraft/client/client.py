@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from kvraft.client._transport import RetryPolicy, TLSConfig, Transport
+from kvraft.client._transport import ClientStatistics, RetryPolicy, TLSConfig, Transport
 from kvraft.client.admin import AdminMixin
 from kvraft.client.concurrency import ConcurrencyMixin
 from kvraft.client.kv import KVMixin
@@ -105,6 +105,10 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
     @property
     def token(self) -> str | None:
         return self._transport.token
+
+    def statistics(self) -> ClientStatistics:
+        """Requests, retries (backoff rounds), failovers, logins and streams so far."""
+        return self._transport.statistics()
 
     async def sync_endpoints(self) -> list[str]:
         """Replace the endpoint list with every member's client URLs (members added or

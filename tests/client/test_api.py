@@ -25,7 +25,7 @@ from kvraft.client.errors import (
 )
 
 PUBLIC = [
-    "Alarm", "AlarmResponse", "AlreadyExistsError", "AuthStatusResponse", "Client", "ClientError",
+    "Alarm", "AlarmResponse", "AlreadyExistsError", "AuthStatusResponse", "Client", "ClientError", "ClientStatistics",
     "CompactedError", "Compare", "DeleteResponse", "Election", "EndpointError", "Event",
     "FailedPreconditionError", "FutureRevisionError", "GetResponse", "HashKVResponse", "HeaderResponse",
     "InvalidArgumentError", "KeyValue", "Lease", "LeaseGrantResponse", "LeaseKeepAliveResponse",

@@ -96,6 +96,7 @@ async def test_failover_skips_a_refused_endpoint_for_any_request(fake) -> None: 
         assert client.endpoint == url
         client._transport._pinned = 0  # as if the dead member had been the pinned one
         await client.put("a", b"1")  # refused connect: never sent, so even a put moves on
+        assert client.statistics().failovers == 1
     assert client.endpoint == url
     assert [c[0] for c in member.calls] == ["/kv/put"]
 
@@ -109,6 +110,8 @@ async def test_unavailable_is_retried_for_reads_only(fake) -> None:  # type: ign
         got = await client.get("a")
         assert got.kvs[0].value == b"1"
         assert sum(1 for c in member.calls if c[0] == "/kv/range") == 3
+        stats = client.statistics()
+        assert (stats.requests, stats.retries, stats.failovers) == (1, 2, 0)
         with pytest.raises(UnavailableError) as info:
             await client.put("a", b"2")
         assert info.value.message == "etcdserver: no leader"
@@ -174,6 +177,7 @@ async def test_login_and_token_refresh_on_invalid_token(fake) -> None:  # type: 
         assert client.token == "tok1"
         await client.get("a")  # tok1 rejected (expired): log in again, retry once with tok2
         assert client.token == "tok2"
+        assert client.statistics().logins == 2
     assert seen_tokens == ["tok1", "tok2"]
     with pytest.raises(ServerError, match="authentication failed"):
         await Client([url], user="alice", password="wrong").open()
