@@ -98,7 +98,7 @@ def test_watch_exec_runs_the_command_per_event(etcd_pair: tuple[Identity, Identi
 
 def test_lock_with_a_command_and_interop_with_etcdctl(etcd_pair: tuple[Identity, Identity]) -> None:
     b = etcd_pair[1]
-    got = run_kvctl([f"--endpoints={b.endpoint()}", "lock", "L", "sh", "-c", 'echo "held $ETCD_LOCK_KEY"'])
+    got = run_kvctl([f"--endpoints={b.endpoint()}", "lock", "L", "--ttl", "5", "--", "sh", "-c", 'echo "held $ETCD_LOCK_KEY"'])
     assert got.rc == 0 and got.out.startswith("held L/")
     holder = _spawn(["etcdctl", f"--endpoints={b.endpoint()}", "lock", "L2"])  # etcdctl holds L2
     key = _wait_line(holder, 1)[0].decode().strip()

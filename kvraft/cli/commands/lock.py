@@ -49,14 +49,37 @@ async def run_forwarding(ctx: Context, command: list[str], env: dict[str, str]) 
     return process.returncode if process.returncode is not None else 1
 
 
+def _interspersed_ttl(ttl: int, args: list[str]) -> tuple[int, list[str]]:
+    """pflag parses ``--ttl`` anywhere before ``--``; everything else is name and command."""
+    rest: list[str] = []
+    tokens = list(args)
+    while tokens:
+        token = tokens.pop(0)
+        if token == "--":
+            return ttl, rest + tokens
+        if token == "--ttl" and tokens:
+            value = tokens.pop(0)
+        elif token.startswith("--ttl="):
+            value = token.split("=", 1)[1]
+        else:
+            rest.append(token)
+            continue
+        try:
+            ttl = int(value)
+        except ValueError:
+            raise CommandError(EXIT_ERROR, f'invalid argument "{value}" for "--ttl" flag: strconv.ParseInt: parsing "{value}": invalid syntax') from None
+    return ttl, rest
+
+
 async def run_lock(ctx: Context, ns: argparse.Namespace) -> None:
     if not ns.args:
         raise CommandError(EXIT_BAD_ARGS, "lock takes a lock name argument and an optional command to execute")
-    name, command = ns.args[0], ns.args[1:]
-    if command[:1] == ["--"]:
-        command = command[1:]
+    ttl, rest = _interspersed_ttl(ns.ttl, ns.args)
+    if not rest:
+        raise CommandError(EXIT_BAD_ARGS, "lock takes a lock name argument and an optional command to execute")
+    name, command = rest[0], rest[1:]
     client = await ctx.client()
-    mutex = client.lock(name, ttl=ns.ttl)
+    mutex = client.lock(name, ttl=ttl)
     await mutex.acquire()
     try:
         if command:
