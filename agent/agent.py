@@ -174,13 +174,25 @@ class Agent:
 
     # --- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
-        """Connect, sweep orphans, and start the loops (returns once they run)."""
-        await self.client.open()
+        """Sweep orphans and start the loops; returns at once. kvraft may be unreachable: the
+        agent keeps connecting (backoff 200 ms -> 7 s) while its tasks run on."""
         swept = await self.runtime.sweep()
         self.orphans_swept += len(swept)
         if swept:
             log.info("swept orphans", extra={"fields": {"orphans": swept}})
         await self._listen_events()
+        self._tasks.append(asyncio.get_running_loop().create_task(self._connect_then_run()))
+
+    async def _connect_then_run(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self.client.open()
+                break
+            except ClientError as exc:
+                log.warning("kvraft unreachable", extra={"fields": {"error": str(exc), "retry_s": delay}})
+                await asyncio.sleep(delay * (0.5 + self._rng.random()))
+                delay = min(delay * 2, 7.0)
         loop = asyncio.get_running_loop()
         for coro in (self._lease_loop(), self._watch_loop(), self._reconcile_loop(), self._status_loop()):
             self._tasks.append(loop.create_task(coro))

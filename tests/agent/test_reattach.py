@@ -117,3 +117,45 @@ async def test_kvraft_leader_killed_while_tasks_run(tmp_path) -> None:
         if agent is not None:
             agent.teardown()
         cluster.stop()
+
+
+async def test_kvraft_unreachable_tasks_run_on_and_exit_is_reported_later(tmp_path) -> None:
+    """kvraft stopped while a task runs (and absent when an agent starts): the task keeps
+    running, ends, and its exit is reported once kvraft is back (T9)."""
+    import aiohttp
+
+    from kvraft.client import Client
+    from kvraft.server.local import LocalCluster
+    from tests.agent.conftest import FAST_FLAGS, AgentProcess
+
+    cluster = LocalCluster(1, tmp_path / "kv1", extra_args=FAST_FLAGS)
+    agent = None
+    try:
+        cluster.start(timeout_s=90)
+        urls = [m.client_url for m in cluster.members.values()]
+        async with Client(urls, request_timeout_s=15.0, dial_timeout_s=5.0) as kv:
+            agent = AgentProcess(cluster, tmp_path, "n-down", "process").start()
+            await assign(kv, "n-down", "jd", "t", {"command": ["sh", "-c", "sleep 4; exit 6"]})
+            await wait_status(kv, "jd", "t", "Running", agent=agent)
+        cluster.stop_member("m0", sig=signal.SIGKILL)
+        agent.kill(signal.SIGKILL)
+        agent.start()  # an agent starting while kvraft is down keeps trying
+        async with aiohttp.ClientSession() as http:
+            async def unregistered():
+                try:
+                    async with http.get(f"{agent.url}/health") as r:
+                        return r.status == 503
+                except aiohttp.ClientError:
+                    return False
+            await wait_for(unregistered, 60, "agent up but unregistered", agent)
+        await asyncio.sleep(5)  # the task ends while kvraft is down
+        assert agent.proc is not None and agent.proc.poll() is None
+        cluster.start_member("m0")
+        cluster.wait_ready(90)
+        async with Client(urls, request_timeout_s=15.0, dial_timeout_s=5.0) as kv:
+            s = await wait_status(kv, "jd", "t", "Failed", agent=agent, timeout_s=90)
+            assert (s["exit_code"], s["attempt"]) == (6, 1)
+    finally:
+        if agent is not None:
+            agent.teardown()
+        cluster.stop()
