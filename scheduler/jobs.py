@@ -1,0 +1,391 @@
+"""The job, tenant and priority-class documents (YAML), validated with JSON Schema.
+
+A job is a gang in the spirit of Volcano's Job and Kubeflow's MPIJob (docs/jobs.md)::
+
+    name: bert-large
+    tenant: nlp
+    priority_class: high          # or priority: 100
+    tasks:
+      - {name: launcher, replicas: 1, image: host, command: [python3, launch.py],
+         resources: {cpu: 1, memory: 1Gi}}
+      - {name: worker, replicas: 4, image: host, command: [python3, train.py],
+         resources: {gpus: 8, gpu_type: H100, cpu: 16, memory: 64Gi, rdma: true}}
+    topology: {mode: required, level: rack}
+    max_run_s: 86400
+    restart_policy: OnFailure
+    max_restarts: 3
+    checkpoint_dir: /ckpt/bert-large
+
+``validate_job(doc)`` returns every problem at once, each with its path
+(``tasks[1].resources.gpus: must be >= 0``), from ``jsonschema`` plus the few rules a schema
+cannot say (one GPU shape per gang). ``to_model(spec)`` gives the ``scheduler.model.Job`` the
+core places; ``task_names(spec)`` the task instances (``worker-0`` ...).
+
+Tasks with GPUs must all ask for the same resources (the core places uniform gangs); tasks
+without GPUs (a launcher) run on the node of the first GPU task, as MPI Operator's
+``runLauncherAsWorker``; their CPU and memory are not accounted by the core.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+import yaml
+
+from scheduler.model import Job, Level, Mode, Tenant, Topology
+
+__all__ = [
+    "JOB_SCHEMA",
+    "PRIORITY_CLASS_SCHEMA",
+    "TENANT_SCHEMA",
+    "Problem",
+    "ValidationFailed",
+    "cpu_milli",
+    "load_documents",
+    "memory_mib",
+    "normalize_job",
+    "task_instances",
+    "tenant_from_doc",
+    "to_model",
+    "validate_job",
+    "validate_priority_class",
+    "validate_tenant",
+]
+
+NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$"}
+QUANTITY_CPU = {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?m?$"}]}
+QUANTITY_MEM = {"anyOf": [{"type": "integer", "minimum": 0},
+                          {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$"}]}
+
+RESOURCES = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "gpus": {"type": "integer", "minimum": 0, "maximum": 64},
+        "gpu_type": {"type": "string", "minLength": 1},
+        "cpu": QUANTITY_CPU,
+        "memory": QUANTITY_MEM,
+        "rdma": {"type": "boolean"},
+    },
+}
+
+TASK = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "command"],
+    "properties": {
+        "name": NAME,
+        "replicas": {"type": "integer", "minimum": 1, "maximum": 1024},
+        "image": {"type": "string", "minLength": 1},
+        "command": {"anyOf": [{"type": "string", "minLength": 1},
+                              {"type": "array", "minItems": 1, "items": {"type": "string"}}]},
+        "env": {"type": "object", "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+                "additionalProperties": {"type": ["string", "number", "boolean"]}},
+        "workdir": {"type": "string"},
+        "resources": RESOURCES,
+    },
+}
+
+JOB_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "kvraft job",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "tasks"],
+    "properties": {
+        "kind": {"const": "Job"},
+        "name": NAME,
+        "tenant": NAME,
+        "priority": {"type": "integer", "minimum": -1000000, "maximum": 1000000},
+        "priority_class": NAME,
+        "tasks": {"type": "array", "minItems": 1, "maxItems": 16, "items": TASK},
+        "min_available": {"type": "integer", "minimum": 1},
+        "topology": {
+            "type": "object", "additionalProperties": False, "required": ["level"],
+            "properties": {"mode": {"enum": ["required", "preferred"]},
+                           "level": {"enum": ["node", "rack", "spine"]},
+                           "fewest_nodes": {"type": "boolean"}},
+        },
+        "node_selector": {"type": "object", "additionalProperties": {"type": "string"}},
+        "max_run_s": {"type": "number", "exclusiveMinimum": 0},
+        "estimate_s": {"type": "number", "exclusiveMinimum": 0},
+        "preemptible": {"type": "boolean"},
+        "restart_policy": {"enum": ["Never", "OnFailure"]},
+        "max_restarts": {"type": "integer", "minimum": 0, "maximum": 100},
+        "checkpoint_dir": {"type": "string", "minLength": 1},
+        "checkpoint_interval_s": {"type": "number", "exclusiveMinimum": 0},
+        "grace_s": {"type": "number", "minimum": 0, "maximum": 3600},
+    },
+}
+
+TENANT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["kind", "name", "nominal_gpus"],
+    "properties": {
+        "kind": {"const": "Tenant"},
+        "name": NAME,
+        "nominal_gpus": {"type": "integer", "minimum": 0},
+        "borrow_limit_gpus": {"type": ["integer", "null"], "minimum": 0},
+        "description": {"type": "string"},
+    },
+}
+
+PRIORITY_CLASS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["kind", "name", "value"],
+    "properties": {
+        "kind": {"const": "PriorityClass"},
+        "name": NAME,
+        "value": {"type": "integer", "minimum": -1000000, "maximum": 1000000},
+        "preemptible": {"type": "boolean"},
+        "description": {"type": "string"},
+    },
+}
+
+_VALIDATORS = {id(s): jsonschema.Draft202012Validator(s) for s in (JOB_SCHEMA, TENANT_SCHEMA, PRIORITY_CLASS_SCHEMA)}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ValidationFailed(ValueError):
+    def __init__(self, what: str, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__(f"{what}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _path(parts: Iterable[Any]) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _message(err: jsonschema.ValidationError) -> tuple[list[Any], str]:
+    path = list(err.absolute_path)
+    v, val = err.validator, err.validator_value
+    if v == "required":
+        missing = [f for f in val if isinstance(err.instance, dict) and f not in err.instance]
+        return path + missing[:1], "required field is missing"
+    if v == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {}))) if isinstance(err.instance, dict) else []
+        return path + extra[:1], "unknown field" + (f" (known: {', '.join(sorted(err.schema['properties']))})" if err.schema.get("properties") else "")
+    if v == "minimum":
+        return path, f"must be >= {val}, not {err.instance!r}"
+    if v == "maximum":
+        return path, f"must be <= {val}, not {err.instance!r}"
+    if v == "exclusiveMinimum":
+        return path, f"must be > {val}, not {err.instance!r}"
+    if v == "type":
+        kinds = val if isinstance(val, list) else [val]
+        return path, f"must be {' or '.join(kinds)}, not {type(err.instance).__name__} {err.instance!r}"
+    if v == "enum":
+        return path, f"must be one of {', '.join(map(str, val))}, not {err.instance!r}"
+    if v == "const":
+        return path, f"must be {val!r}, not {err.instance!r}"
+    if v == "pattern":
+        return path, f"{err.instance!r} does not match {val}"
+    if v == "minItems":
+        return path, f"needs at least {val} item(s)"
+    if v == "maxItems":
+        return path, f"at most {val} item(s)"
+    if v == "minLength":
+        return path, "must not be empty"
+    if v == "propertyNames":
+        return path, f"bad name {err.instance!r}" if not isinstance(err.instance, dict) else "bad variable name"
+    if v == "anyOf":
+        if "cpu" in path[-1:]:
+            return path, f"must be a number of cores or a quantity like '500m', not {err.instance!r}"
+        if "memory" in path[-1:]:
+            return path, f"must be MiB or a quantity like '4Gi', not {err.instance!r}"
+        if "command" in path[-1:]:
+            return path, f"must be a non-empty string or list of strings, not {err.instance!r}"
+    return path, err.message
+
+
+def _schema_problems(schema: dict[str, Any], doc: Any) -> list[Problem]:
+    validator = _VALIDATORS[id(schema)]
+    out = []
+    for err in sorted(validator.iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path]):
+        path, message = _message(err)
+        out.append(Problem(_path(path), message))
+    return out
+
+
+def cpu_milli(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, str):
+        return int(float(value[:-1])) if value.endswith("m") else int(float(value) * 1000)
+    return int(float(value) * 1000)
+
+
+_MEM = {"": 1 / (1 << 20), "K": 1e3 / (1 << 20), "M": 1e6 / (1 << 20), "G": 1e9 / (1 << 20), "T": 1e12 / (1 << 20),
+        "Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1 << 20}
+
+
+def memory_mib(value: Any) -> int:
+    """Integers are MiB; strings are quantities (``4Gi``, ``512Mi``, ``1G``; a bare number in bytes)."""
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value
+    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|K|M|G|T)?", value)
+    assert m is not None
+    return int(float(m.group(1)) * _MEM[m.group(2) or ""])
+
+
+def _gpu_tasks(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [t for t in doc["tasks"] if (t.get("resources") or {}).get("gpus", 0) > 0]
+
+
+def validate_job(doc: Any) -> list[Problem]:
+    """Every problem of a job document (empty when valid)."""
+    problems = _schema_problems(JOB_SCHEMA, doc)
+    if problems or not isinstance(doc, dict):
+        return problems
+    seen: dict[str, int] = {}
+    for i, task in enumerate(doc["tasks"]):
+        if task["name"] in seen:
+            problems.append(Problem(f"tasks[{i}].name", f"duplicate task name {task['name']!r} (also tasks[{seen[task['name']]}])"))
+        seen.setdefault(task["name"], i)
+    gpu = [(i, t) for i, t in enumerate(doc["tasks"]) if (t.get("resources") or {}).get("gpus", 0) > 0]
+    if gpu:
+        first_i, first = gpu[0]
+        shape = _shape(first)
+        for i, t in gpu[1:]:
+            if _shape(t) != shape:
+                problems.append(Problem(f"tasks[{i}].resources", f"differs from tasks[{first_i}].resources; every GPU task of a gang must ask for the same gpus, gpu_type, cpu and memory"))
+    total = sum(t.get("replicas", 1) for t in doc["tasks"])
+    placed = sum(t.get("replicas", 1) for _, t in gpu) if gpu else total
+    if "min_available" in doc and doc["min_available"] not in (total, placed):
+        problems.append(Problem("min_available", f"must equal the number of tasks ({total}): a job is placed all or nothing"))
+    if "priority" in doc and "priority_class" in doc:
+        problems.append(Problem("priority_class", "give priority or priority_class, not both"))
+    if doc.get("max_restarts", 0) and doc.get("restart_policy", "Never") == "Never":
+        problems.append(Problem("max_restarts", "needs restart_policy OnFailure"))
+    if "estimate_s" in doc and "max_run_s" in doc and doc["estimate_s"] > doc["max_run_s"]:
+        problems.append(Problem("estimate_s", f"must be <= max_run_s ({doc['max_run_s']})"))
+    return problems
+
+
+def _shape(task: dict[str, Any]) -> tuple[Any, ...]:
+    r = task.get("resources") or {}
+    return (r.get("gpus", 0), r.get("gpu_type"), cpu_milli(r.get("cpu")), memory_mib(r.get("memory")), bool(r.get("rdma")))
+
+
+def validate_tenant(doc: Any) -> list[Problem]:
+    problems = _schema_problems(TENANT_SCHEMA, doc)
+    if not problems and doc.get("borrow_limit_gpus") is not None and doc["nominal_gpus"] == 0 and doc["borrow_limit_gpus"] == 0:
+        problems.append(Problem("borrow_limit_gpus", "a tenant with nominal_gpus 0 and borrow_limit_gpus 0 can never run a GPU job"))
+    return problems
+
+
+def validate_priority_class(doc: Any) -> list[Problem]:
+    return _schema_problems(PRIORITY_CLASS_SCHEMA, doc)
+
+
+def normalize_job(doc: dict[str, Any], *, priority: int | None = None, submitted_at: float = 0.0) -> dict[str, Any]:
+    """The stored form of a valid job: defaults filled in, quantities in milli-CPU and MiB,
+    the priority class resolved to a value (``priority``)."""
+    tasks = []
+    for t in doc["tasks"]:
+        r = t.get("resources") or {}
+        command = t["command"]
+        tasks.append({
+            "name": t["name"], "replicas": t.get("replicas", 1), "image": t.get("image", "host"),
+            "command": ["/bin/sh", "-c", command] if isinstance(command, str) else list(command),
+            "env": {k: str(v) for k, v in (t.get("env") or {}).items()}, "workdir": t.get("workdir", ""),
+            "resources": {"gpus": r.get("gpus", 0), "gpu_type": r.get("gpu_type"), "cpu_milli": cpu_milli(r.get("cpu")),
+                          "memory_mib": memory_mib(r.get("memory")), "rdma": bool(r.get("rdma", False))},
+        })
+    topo = doc.get("topology")
+    return {
+        "kind": "Job",
+        "name": doc["name"],
+        "tenant": doc.get("tenant", "default"),
+        "priority": priority if priority is not None else doc.get("priority", 0),
+        "priority_class": doc.get("priority_class"),
+        "tasks": tasks,
+        "topology": None if topo is None else {"mode": topo.get("mode", "required"), "level": topo["level"],
+                                               "fewest_nodes": topo.get("fewest_nodes", False)},
+        "node_selector": dict(doc.get("node_selector") or {}),
+        "max_run_s": doc.get("max_run_s"),
+        "estimate_s": doc.get("estimate_s"),
+        "preemptible": doc.get("preemptible", True),
+        "restart_policy": doc.get("restart_policy", "Never"),
+        "max_restarts": doc.get("max_restarts", 3 if doc.get("restart_policy") == "OnFailure" else 0),
+        "checkpoint_dir": doc.get("checkpoint_dir"),
+        "checkpoint_interval_s": doc.get("checkpoint_interval_s"),
+        "grace_s": doc.get("grace_s", 30.0),
+        "submitted_at": submitted_at,
+        "cancelled": False,
+    }
+
+
+def task_instances(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``(task name, task group)`` for every instance, GPU tasks first (the core's task
+    indices), then GPU-less tasks."""
+    gpu = [t for t in spec["tasks"] if t["resources"]["gpus"] > 0]
+    rest = [t for t in spec["tasks"] if t["resources"]["gpus"] == 0]
+    out = []
+    for group in gpu + rest:
+        for i in range(group["replicas"]):
+            out.append((f"{group['name']}-{i}", group))
+    return out
+
+
+_LEVELS = {"node": Level.NODE, "rack": Level.RACK, "spine": Level.SPINE}
+
+
+def to_model(spec: dict[str, Any]) -> Job:
+    """The core's view of a stored job: a uniform gang of the GPU tasks (or of every task
+    when none has GPUs)."""
+    gpu = [t for t in spec["tasks"] if t["resources"]["gpus"] > 0]
+    groups = gpu or spec["tasks"]
+    shape = groups[0]["resources"]
+    topo = spec.get("topology")
+    return Job(
+        job_id=spec["name"],
+        tenant=spec["tenant"],
+        tasks=sum(t["replicas"] for t in groups),
+        gpus_per_task=shape["gpus"],
+        cpu_milli_per_task=shape["cpu_milli"],
+        memory_mib_per_task=shape["memory_mib"],
+        priority=spec["priority"],
+        gpu_type=shape.get("gpu_type"),
+        topology=None if topo is None else Topology(_LEVELS[topo["level"]], Mode(topo["mode"]), topo.get("fewest_nodes", False)),
+        node_selector=tuple(sorted(spec.get("node_selector", {}).items())),
+        est_runtime_s=spec.get("estimate_s"),
+        max_runtime_s=spec.get("max_run_s"),
+        preemptible=spec.get("preemptible", True),
+        checkpoint_interval_s=spec.get("checkpoint_interval_s"),
+        submit_s=spec.get("submitted_at", 0.0),
+    )
+
+
+def tenant_from_doc(doc: dict[str, Any]) -> Tenant:
+    return Tenant(doc["name"], doc["nominal_gpus"], doc.get("borrow_limit_gpus"))
+
+
+def load_documents(text: str, source: str = "<stdin>") -> list[Any]:
+    """Every YAML document in ``text`` (empty ones dropped); YAML errors name the line."""
+    try:
+        return [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ValueError(f"{where}: invalid YAML: {problem}") from None
