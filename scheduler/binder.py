@@ -1,0 +1,290 @@
+"""Writing the scheduler's decisions to kvraft, each as one txn that compares revisions.
+
+**Bind** (one txn per batch of jobs, at most ``max_ops`` operations)::
+
+    if   create(/registry/scheduler/leader/<our key>) == our election revision   (fence)
+    and  mod(/registry/jobs/<job>)      == the revision the decision read       (not cancelled)
+    and  create(/registry/bindings/<job>) == 0                                 (not bound)
+    and  mod(/registry/alloc/<node>)    == the revision the decision read       (per node)
+    then put alloc/<node> (+ the job's GPUs), bindings/<job>, assignments/<node>/<job>/<task>
+         (the agent's task spec), jobstatus/<job>, events/<job>/<seq>
+
+A stale scheduler (an old leader, or one whose cache lags) fails the compare and learns
+``BindFailed``; no GPU is ever given twice because every GPU of a node is recorded in that
+node's alloc key, and every writer compares its revision. A batch that fails is retried job
+by job so one conflict does not fail its neighbours.
+
+**Release** (a run ended: finished, failed, lost, cancelled, preempted, restarted): re-read
+the alloc keys, then ``if fence and mod(bindings/<job>) == seen and mod(alloc/<node>) == read``
+delete the binding and assignments, take the job out of the alloc keys, write the status and
+events; retried on alloc conflicts.
+
+**Evict** (preemption, step 1): mark the binding ``evicting_until = now + grace`` and delete
+the assignments, so the agents stop the tasks with SIGTERM and the grace period; the release
+follows when the grace period is over.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kvraft.client import Compare, Op
+from scheduler import keys
+from scheduler.informer_view import Binding as StoredBinding
+from scheduler.informer_view import ClusterView
+from scheduler.jobs import task_instances
+from scheduler.model import Binding
+
+__all__ = ["BindOutcome", "Binder", "assignment_doc"]
+
+
+@dataclass(frozen=True, slots=True)
+class BindOutcome:
+    job: str
+    ok: bool
+    revision: int
+    latency_s: float
+
+
+def assignment_doc(spec: dict[str, Any], task: str, group: dict[str, Any], gpus: list[int], *, rank: int,
+                   world: int, restarts: int, peers: str) -> dict[str, Any]:
+    """The agent's assignment document (agent/spec.py) for one task instance."""
+    env = dict(group.get("env") or {})
+    env.update({
+        "KVRAFT_JOB": spec["name"], "KVRAFT_TASK": task, "KVRAFT_RANK": str(rank),
+        "KVRAFT_WORLD_SIZE": str(world), "KVRAFT_RESTARTS": str(restarts), "KVRAFT_PEERS": peers,
+    })
+    if spec.get("checkpoint_dir"):
+        env["KVRAFT_CHECKPOINT_DIR"] = spec["checkpoint_dir"]
+    r = group["resources"]
+    resources: dict[str, Any] = {"gpus": gpus, "cpu_milli": r["cpu_milli"], "rdma": r["rdma"]}
+    if r["memory_mib"]:
+        resources["memory_mib"] = r["memory_mib"]
+    return {"job": spec["name"], "task": task, "spec": {
+        "image": group["image"], "command": group["command"], "env": env, "workdir": group.get("workdir", ""),
+        "resources": resources, "restart_policy": "Never", "grace_s": spec.get("grace_s", 30.0),
+    }}
+
+
+class Binder:
+    def __init__(self, client: Any, view: ClusterView, *, identity: str,
+                 fence: Callable[[], list[Compare]] = list, max_ops: int = 120) -> None:
+        self.client = client
+        self.view = view
+        self.identity = identity
+        self.fence = fence
+        self.max_ops = max_ops
+        self._seq = 0
+        self.conflicts = 0
+        self.txns = 0
+
+    def _event(self, job: str, kind: str, message: str, now: float) -> Op:
+        self._seq += 1
+        seq = int(now * 1e6) * 1000 + self._seq % 1000
+        doc = {"type": kind, "message": message, "at": now, "scheduler": self.identity}
+        return Op.put(keys.event_key(job, seq), json.dumps(doc).encode())
+
+    # --- bind ---------------------------------------------------------------------------------
+    def _plan(self, b: Binding, now: float) -> tuple[list[Compare], list[Op], dict[str, dict[str, Any]], dict[str, Any]]:
+        view = self.view
+        entry = view.jobs[b.job_id]
+        spec = entry.doc
+        instances = task_instances(spec)
+        by_index = {t.task: t for t in b.placement.tasks}
+        restarts = int((view.status.get(b.job_id).doc or {}).get("restarts", 0)) if b.job_id in view.status else 0
+        first_node = b.placement.tasks[0].node
+        rows = []
+        for i, (task, group) in enumerate(instances):
+            t = by_index.get(i)
+            node, gpus = (t.node, list(t.gpus)) if t is not None else (first_node, [])
+            rack = str((view.nodes[node].doc or {}).get("rack", "rack-0")) if node in view.nodes else "rack-0"
+            rows.append({"task": task, "node": node, "rack": rack, "gpus": gpus, "index": i if t is not None else -1,
+                         "group": group})
+        peers = ",".join(f"{r['task']}@{r['node']}" for r in rows)
+        ops: list[Op] = []
+        per_node: dict[str, dict[str, Any]] = {}
+        for rank, row in enumerate(rows):
+            group = row.pop("group")
+            doc = assignment_doc(spec, row["task"], group, row["gpus"], rank=rank, world=len(rows),
+                                 restarts=restarts, peers=peers)
+            ops.append(Op.put(keys.assignment_key(row["node"], f"{b.job_id}/{row['task']}"), json.dumps(doc).encode()))
+            a = per_node.setdefault(row["node"], {"gpus": [], "cpu_milli": 0, "memory_mib": 0})
+            a["gpus"].extend(row["gpus"])
+            a["cpu_milli"] += group["resources"]["cpu_milli"]
+            a["memory_mib"] += group["resources"]["memory_mib"]
+        binding = {"job": b.job_id, "tasks": rows, "bound_at": now, "scheduler": self.identity,
+                   "evicting_until": None, "generation": restarts}
+        ops.append(Op.put(keys.binding_key(b.job_id), json.dumps(binding).encode()))
+        status = {"name": b.job_id, "phase": "Running", "reason": "Scheduled",
+                  "message": f"bound to {len(per_node)} node(s)", "restarts": restarts,
+                  "preemptions": int(((view.status.get(b.job_id) or _NONE).doc or {}).get("preemptions", 0)),
+                  "placement": [{k: r[k] for k in ("task", "node", "rack", "gpus")} for r in rows],
+                  "bound_at": now, "updated_at": now}
+        ops.append(Op.put(keys.jobstatus_key(b.job_id), json.dumps(status).encode()))
+        where = ", ".join(f"{n}:{v['gpus']}" for n, v in per_node.items())
+        ops.append(self._event(b.job_id, "Scheduled", f"bound to {where}", now))
+        compares = [Compare.mod(keys.job_key(b.job_id), "=", entry.mod_revision),
+                    Compare.create(keys.binding_key(b.job_id), "=", 0)]
+        return compares, ops, per_node, {"binding": binding, "status": status}
+
+    async def bind(self, bindings: Sequence[Binding]) -> list[BindOutcome]:
+        """Write ``bindings``; one outcome per binding, in order."""
+        now = time.time()
+        plans = []
+        for b in bindings:
+            if b.job_id not in self.view.jobs:
+                plans.append((b, None))
+                continue
+            plans.append((b, self._plan(b, now)))
+        out: dict[str, BindOutcome] = {}
+        batch: list[tuple[Binding, Any]] = []
+        size = 0
+        for b, plan in plans:
+            if plan is None:
+                out[b.job_id] = BindOutcome(b.job_id, False, 0, 0.0)
+                continue
+            n = len(plan[0]) + len(plan[1]) + 2 * len(plan[2])
+            if batch and size + n > self.max_ops:
+                await self._bind_batch(batch, out)
+                batch, size = [], 0
+            batch.append((b, plan))
+            size += n
+        if batch:
+            await self._bind_batch(batch, out)
+        return [out[b.job_id] for b in bindings]
+
+    async def _bind_batch(self, batch: list[tuple[Binding, Any]], out: dict[str, BindOutcome]) -> None:
+        ok, rev, dt = await self._commit_binds(batch)
+        if ok:
+            for b, _ in batch:
+                out[b.job_id] = BindOutcome(b.job_id, True, rev, dt)
+            return
+        if len(batch) == 1:
+            b = batch[0][0]
+            out[b.job_id] = BindOutcome(b.job_id, False, 0, dt)
+            return
+        for item in batch:
+            ok, rev, dt = await self._commit_binds([item])
+            out[item[0].job_id] = BindOutcome(item[0].job_id, ok, rev, dt)
+
+    async def _commit_binds(self, batch: list[tuple[Binding, Any]]) -> tuple[bool, int, float]:
+        view = self.view
+        compares = list(self.fence())
+        ops: list[Op] = []
+        merged: dict[str, dict[str, Any]] = {}
+        for b, (cmp, bops, per_node, _) in batch:
+            compares += cmp
+            ops += bops
+            for node, add in per_node.items():
+                if node not in merged:
+                    merged[node] = view.alloc_jobs(node)
+                    compares.append(Compare.mod(keys.alloc_key(node), "=", view.alloc_revision(node)))
+                merged[node][b.job_id] = add
+        for node, jobs in merged.items():
+            ops.append(Op.put(keys.alloc_key(node), json.dumps({"node": node, "jobs": jobs}).encode()))
+        t0 = time.perf_counter()
+        resp = await self.client.txn().if_(*compares).then(*ops).commit()
+        dt = time.perf_counter() - t0
+        self.txns += 1
+        if not resp.succeeded:
+            self.conflicts += 1
+            return False, 0, dt
+        rev = resp.header.revision
+        for node, jobs in merged.items():
+            old = view.alloc.get(node)
+            view.put_local(keys.alloc_key(node), {"node": node, "jobs": jobs}, old.create_revision if old else rev, rev)
+        for b, (_, _, _, docs) in batch:
+            view.put_local(keys.binding_key(b.job_id), docs["binding"], rev, rev)
+            old = view.status.get(b.job_id)
+            view.put_local(keys.jobstatus_key(b.job_id), docs["status"], old.create_revision if old else rev, rev)
+        return True, rev, dt
+
+    # --- release and evict --------------------------------------------------------------------
+    async def release(self, b: StoredBinding, status: dict[str, Any], events: Sequence[tuple[str, str]], *,
+                      clear_task_status: bool) -> bool:
+        """End the run held by binding ``b``; ``status`` is the job's new status document.
+        False when the binding changed meanwhile (someone else released it)."""
+        job = b.job
+        nodes = b.nodes()
+        for _ in range(8):
+            now = time.time()
+            read = await self.client.txn().then(*(Op.get(keys.alloc_key(n)) for n in nodes)).commit()
+            compares = list(self.fence()) + [Compare.mod(keys.binding_key(job), "=", b.mod_revision)]
+            ops: list[Op] = [Op.delete(keys.binding_key(job))]
+            for node, r in zip(nodes, read.responses, strict=True):
+                kvs = getattr(r, "kvs", ())
+                mod = kvs[0].mod_revision if kvs else 0
+                compares.append(Compare.mod(keys.alloc_key(node), "=", mod))
+                jobs = dict(json.loads(kvs[0].value).get("jobs", {})) if kvs else {}
+                jobs.pop(job, None)
+                if jobs:
+                    ops.append(Op.put(keys.alloc_key(node), json.dumps({"node": node, "jobs": jobs}).encode()))
+                else:
+                    ops.append(Op.delete(keys.alloc_key(node)))
+                ops.append(Op.delete(f"{keys.ASSIGNMENTS}{node}/{job}/", prefix=True))
+            if clear_task_status:
+                ops.append(Op.delete(keys.task_status_prefix(job), prefix=True))
+            status = dict(status, updated_at=now)
+            ops.append(Op.put(keys.jobstatus_key(job), json.dumps(status).encode()))
+            ops += [self._event(job, kind, message, now) for kind, message in events]
+            resp = await self.client.txn().if_(*compares).then(*ops).else_(Op.get(keys.binding_key(job))).commit()
+            self.txns += 1
+            if resp.succeeded:
+                rev = resp.header.revision
+                self.view.delete_local(keys.binding_key(job))
+                old = self.view.status.get(job)
+                self.view.put_local(keys.jobstatus_key(job), status, old.create_revision if old else rev, rev)
+                return True
+            self.conflicts += 1
+            kvs = getattr(resp.responses[0], "kvs", ())
+            if not kvs or kvs[0].mod_revision != b.mod_revision:
+                return False
+        return False
+
+    async def evict(self, b: StoredBinding, grace_s: float, status: dict[str, Any], message: str) -> bool:
+        now = time.time()
+        doc = {"job": b.job, "tasks": list(b.tasks), "bound_at": b.bound_at, "scheduler": self.identity,
+               "evicting_until": now + grace_s}
+        ops = [Op.put(keys.binding_key(b.job), json.dumps(doc).encode()),
+               Op.put(keys.jobstatus_key(b.job), json.dumps(dict(status, updated_at=now)).encode()),
+               self._event(b.job, "Preempted", message, now)]
+        ops += [Op.delete(f"{keys.ASSIGNMENTS}{n}/{b.job}/", prefix=True) for n in b.nodes()]
+        resp = await self.client.txn().if_(*self.fence(), Compare.mod(keys.binding_key(b.job), "=", b.mod_revision)) \
+            .then(*ops).commit()
+        self.txns += 1
+        if resp.succeeded:
+            rev = resp.header.revision
+            self.view.put_local(keys.binding_key(b.job), doc, b.revision, rev)
+        return bool(resp.succeeded)
+
+    # --- statuses and events ------------------------------------------------------------------
+    async def write_statuses(self, docs: dict[str, dict[str, Any]], events: Sequence[tuple[str, str, str]] = ()) -> int:
+        """Put job status documents (pending reasons and the like), fenced, in batches."""
+        now = time.time()
+        ops = [Op.put(keys.jobstatus_key(j), json.dumps(dict(d, updated_at=now)).encode()) for j, d in docs.items()]
+        ops += [self._event(j, kind, msg, now) for j, kind, msg in events]
+        written = 0
+        fence = self.fence()
+        for i in range(0, len(ops), self.max_ops):
+            chunk = ops[i:i + self.max_ops]
+            resp = await self.client.txn().if_(*fence).then(*chunk).commit()
+            self.txns += 1
+            if not resp.succeeded:
+                return written
+            written += len(chunk)
+        for j, d in docs.items():
+            old = self.view.status.get(j)
+            self.view.put_local(keys.jobstatus_key(j), dict(d, updated_at=now), old.create_revision if old else 0,
+                                old.mod_revision if old else 0)
+        return written
+
+
+class _None:
+    doc: dict[str, Any] = {}
+
+
+_NONE = _None()

@@ -1,0 +1,49 @@
+"""``jobctl cordon|uncordon|drain NODE``: keep new jobs off a node (``/registry/cordons/``);
+drain also lists the jobs still
+running there so the operator can cancel or wait (``--cancel`` cancels them)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any, TextIO
+
+from scheduler import keys
+from scheduler.cli.common import NotFound
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: Any) -> None:
+    for verb, help_ in (("cordon", "mark a node unschedulable"), ("uncordon", "mark a node schedulable"),
+                        ("drain", "cordon a node and list (or cancel) the jobs running on it")):
+        p = sub.add_parser(verb, help=help_)
+        p.add_argument("node")
+        if verb == "drain":
+            p.add_argument("--cancel", action="store_true", help="cancel the jobs running on the node")
+        p.set_defaults(run=run, verb=verb)
+
+
+def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
+    if not client.get(keys.node_key(args.node)).kvs:
+        raise NotFound("nodes", args.node)
+    key = keys.cordon_key(args.node)
+    if args.verb == "uncordon":
+        client.delete(key)
+        out.write(f"node/{args.node} uncordoned\n")
+        return 0
+    existed = bool(client.get(key).kvs)
+    client.put(key, json.dumps({"node": args.node, "at": time.time(), "by": args.verb}).encode())
+    out.write(f"node/{args.node} {'already cordoned' if existed else 'cordoned'}\n")
+    if args.verb == "drain":
+        alloc = client.get(keys.alloc_key(args.node))
+        jobs = sorted(json.loads(alloc.kvs[0].value).get("jobs", {})) if alloc.kvs else []
+        if args.cancel and jobs:
+            from scheduler.cli import cancel
+
+            cancel.run(argparse.Namespace(names=jobs), client, out)
+        elif jobs:
+            out.write(f"jobs still running on {args.node}: {', '.join(jobs)} (jobctl cancel, or drain --cancel)\n")
+        out.write(f"node/{args.node} drained\n" if args.cancel or not jobs else "")
+    return 0

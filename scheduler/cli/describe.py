@@ -1,0 +1,77 @@
+"""``jobctl describe job NAME``: spec summary, placement by rack, node and GPU, the pending
+reason, and the job's events (oldest first), like ``kubectl describe``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any, TextIO
+
+from scheduler import keys
+from scheduler.cli.common import NotFound, job_view
+from scheduler.cli.printers import age, render_table
+
+__all__ = ["add_parser", "events", "run"]
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("describe", help="show a job in detail, with its pending reason and events")
+    p.add_argument("noun", choices=["job", "jobs"])
+    p.add_argument("name")
+    p.set_defaults(run=run)
+
+
+def events(client: Any, name: str) -> list[dict[str, Any]]:
+    out = []
+    for kv in client.get(f"{keys.EVENTS}{name}/", prefix=True).kvs:
+        try:
+            out.append(json.loads(kv.value))
+        except ValueError:
+            continue
+    return out
+
+
+def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
+    items = job_view(client, args.name)
+    if not items:
+        raise NotFound("jobs", args.name)
+    j = items[0]
+    spec, s = j["spec"], j["status"]
+    now = time.time()
+    w = out.write
+    w(f"Name:           {j['name']}\n")
+    w(f"Tenant:         {j['tenant']}\n")
+    w(f"Priority:       {j['priority']}" + (f" (class {j['priority_class']})" if j["priority_class"] else "") + "\n")
+    w(f"Submitted:      {age(now - (s['submitted_at'] or now))} ago\n")
+    w(f"Phase:          {s['phase']}\n")
+    w(f"Reason:         {s['reason']}\n")
+    w(f"Message:        {s['message']}\n")
+    w(f"Restarts:       {s['restarts']} (policy {spec.get('restart_policy')}, max {spec.get('max_restarts')})\n")
+    w(f"Preemptions:    {s['preemptions']}\n")
+    topo = spec.get("topology")
+    w(f"Topology:       {'any' if not topo else topo['mode'] + ' ' + topo['level']}\n")
+    w(f"Checkpoints:    {spec.get('checkpoint_dir') or '<none>'}\n")
+    w("Tasks:\n")
+    for t in spec["tasks"]:
+        r = t["resources"]
+        gt = f" {r['gpu_type']}" if r.get("gpu_type") else ""
+        w(f"  {t['name']} x{t['replicas']}: {r['gpus']} GPU{gt}, {r['cpu_milli']}m CPU, {r['memory_mib']} MiB"
+          f"{', RDMA' if r.get('rdma') else ''}; {' '.join(t['command'])}\n")
+    placement = s["placement"] or s.get("last_placement") or []
+    w("Placement:" + ("" if s["placement"] else " (last run)" if placement else " <none>") + "\n")
+    if placement:
+        rows = [[p["rack"], p["node"], ",".join(map(str, p["gpus"])) or "-", p["task"]]
+                for p in sorted(placement, key=lambda p: (p["rack"], p["node"], p["task"]))]
+        out.write("".join("  " + line + "\n" for line in render_table(["rack", "node", "gpus", "task"], rows).splitlines()))
+    evs = events(client, j["name"])
+    w("Events:" + (" <none>\n" if not evs else "\n"))
+    if evs:
+        rows = [[e.get("type", ""), age(now - float(e.get("at", now))), e.get("scheduler", ""), e.get("message", "")]
+                for e in evs]
+        out.write("".join("  " + line + "\n" for line in render_table(["type", "age", "from", "message"], rows).splitlines()))
+    if s["phase"] == "Pending" and s["reason"] not in ("Queued", ""):
+        w(f"\nWhy pending: {s['message']}\n")
+    return 0
+
+

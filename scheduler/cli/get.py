@@ -1,0 +1,176 @@
+"""``jobctl get jobs|nodes|queues|priorityclasses [NAME] [-o wide|json|yaml]``.
+
+``get job NAME -o json`` prints one object with ``name``, ``tenant``, ``status.phase``,
+``status.reason``, ``status.restarts`` and ``status.placement`` (``task, node, rack, gpus``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any, TextIO
+
+from scheduler import keys
+from scheduler.cli.common import CliError, NotFound, job_view
+from scheduler.cli.printers import age, print_docs, render_table
+
+__all__ = ["add_parser", "nodes_view", "run", "tenants_view"]
+
+NOUNS = {"job": "jobs", "jobs": "jobs", "node": "nodes", "nodes": "nodes", "queue": "queues", "queues": "queues",
+         "tenant": "queues", "tenants": "queues", "priorityclass": "priorityclasses", "priorityclasses": "priorityclasses",
+         "pc": "priorityclasses"}
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("get", help="list jobs, nodes, queues (tenants) or priority classes")
+    p.add_argument("noun", help="jobs | nodes | queues | priorityclasses")
+    p.add_argument("name", nargs="?")
+    p.add_argument("-o", "--output", choices=["wide", "json", "yaml"])
+    p.add_argument("--tenant", help="only jobs of this tenant")
+    p.set_defaults(run=run)
+
+
+def _load(v: bytes) -> Any:
+    try:
+        return json.loads(v)
+    except ValueError:
+        return None
+
+
+def nodes_view(client: Any) -> list[dict[str, Any]]:
+    resp = client.get("/registry/", prefix=True)
+    nodes: dict[str, dict[str, Any]] = {}
+    beats, cordons, alloc = set(), set(), {}
+    for kv in resp.kvs:
+        k = kv.key.decode()
+        where = keys.split(k)
+        if where is None:
+            continue
+        prefix, rest = where
+        if prefix == keys.NODES:
+            doc = _load(kv.value)
+            if isinstance(doc, dict):
+                nodes[rest] = doc
+        elif prefix == keys.LEASES:
+            beats.add(rest)
+        elif prefix == keys.CORDONS:
+            cordons.add(rest)
+        elif prefix == keys.ALLOC:
+            alloc[rest] = (_load(kv.value) or {}).get("jobs", {})
+    out = []
+    for name, doc in sorted(nodes.items()):
+        ready = name in beats and bool(doc.get("healthy", True))
+        jobs = alloc.get(name, {})
+        used = sum(len(j.get("gpus", [])) for j in jobs.values())
+        status = ("Ready" if ready else "NotReady") + (",SchedulingDisabled" if name in cordons else "")
+        out.append({"name": name, "status": status, "ready": ready, "cordoned": name in cordons,
+                    "rack": doc.get("rack"), "gpu_type": doc.get("gpu_type"), "gpus": doc.get("gpus", 0),
+                    "gpus_used": used, "cpu_milli": doc.get("cpu_milli", 0), "memory_mib": doc.get("memory_mib", 0),
+                    "cpu_milli_used": sum(j.get("cpu_milli", 0) for j in jobs.values()),
+                    "memory_mib_used": sum(j.get("memory_mib", 0) for j in jobs.values()),
+                    "jobs": sorted(jobs), "agent_url": (doc.get("agent") or {}).get("url", "")})
+    return out
+
+
+def tenants_view(client: Any) -> list[dict[str, Any]]:
+    tenants = {kv.key.decode()[len(keys.TENANTS):]: _load(kv.value) for kv in client.get(keys.TENANTS, prefix=True).kvs}
+    jobs = job_view(client)
+    usage: dict[str, dict[str, int]] = {}
+    for j in jobs:
+        u = usage.setdefault(j["tenant"], {"running": 0, "pending": 0, "gpus_used": 0, "gpus_pending": 0})
+        phase = j["status"]["phase"]
+        if phase == "Running":
+            u["running"] += 1
+            u["gpus_used"] += j["gpus"]
+        elif phase == "Pending":
+            u["pending"] += 1
+            u["gpus_pending"] += j["gpus"]
+    out = []
+    for name in sorted(set(tenants) | set(usage)):
+        t = tenants.get(name) or {}
+        u = usage.get(name, {"running": 0, "pending": 0, "gpus_used": 0, "gpus_pending": 0})
+        out.append({"name": name, "nominal_gpus": t.get("nominal_gpus"), "borrow_limit_gpus": t.get("borrow_limit_gpus"),
+                    "defined": name in tenants, **u})
+    return out
+
+
+def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
+    noun = NOUNS.get(args.noun)
+    if noun is None:
+        raise CliError(f'error: the server doesn\'t have a resource type "{args.noun}" '
+                       "(jobs, nodes, queues, priorityclasses)")
+    now = time.time()
+    fmt = args.output
+    if noun == "jobs":
+        items = job_view(client, args.name)
+        if args.name and not items:
+            raise NotFound("jobs", args.name)
+        if args.tenant:
+            items = [j for j in items if j["tenant"] == args.tenant]
+        if fmt in ("json", "yaml"):
+            for j in items:
+                j.pop("revision", None)
+            print_docs(items, fmt, out) if items else print_docs([], fmt, out)
+            return 0
+        header = ["name", "tenant", "phase", "gpus", "restarts", "age", "reason"]
+        if fmt == "wide":
+            header += ["priority", "nodes", "message"]
+        rows = []
+        for j in sorted(items, key=lambda j: j["spec"].get("submitted_at") or 0):
+            s = j["status"]
+            row = [j["name"], j["tenant"], s["phase"], j["gpus"], s["restarts"], age(now - (s["submitted_at"] or now)),
+                   s["reason"]]
+            if fmt == "wide":
+                row += [j["priority"], ",".join(dict.fromkeys(p["node"] for p in s["placement"])) or "<none>", s["message"]]
+            rows.append(row)
+        if not rows:
+            out.write("No jobs found.\n")
+            return 0
+        out.write(render_table(header, rows))
+        return 0
+    if noun == "nodes":
+        items = nodes_view(client)
+        if args.name:
+            items = [n for n in items if n["name"] == args.name]
+            if not items:
+                raise NotFound("nodes", args.name)
+        if fmt in ("json", "yaml"):
+            print_docs(items, fmt, out)
+            return 0
+        header = ["name", "status", "rack", "gpu_type", "gpus", "used"]
+        if fmt == "wide":
+            header += ["cpu", "memory", "jobs"]
+        rows = []
+        for n in items:
+            row = [n["name"], n["status"], n["rack"], n["gpu_type"], n["gpus"], n["gpus_used"]]
+            if fmt == "wide":
+                row += [f"{n['cpu_milli'] // 1000}", f"{n['memory_mib'] // 1024}Gi", ",".join(n["jobs"]) or "<none>"]
+            rows.append(row)
+        out.write(render_table(header, rows) if rows else "No nodes found.\n")
+        return 0
+    if noun == "queues":
+        items = tenants_view(client)
+        if args.name:
+            items = [t for t in items if t["name"] == args.name]
+            if not items:
+                raise NotFound("queues", args.name)
+        if fmt in ("json", "yaml"):
+            print_docs(items, fmt, out)
+            return 0
+        rows = [[t["name"], "-" if t["nominal_gpus"] is None else t["nominal_gpus"],
+                 "-" if t["borrow_limit_gpus"] is None else t["borrow_limit_gpus"], t["gpus_used"], t["running"],
+                 t["pending"], t["gpus_pending"]] for t in items]
+        out.write(render_table(["name", "nominal_gpus", "borrow_limit", "gpus_used", "running", "pending", "gpus_pending"],
+                               rows) if rows else "No queues found.\n")
+        return 0
+    items = [_load(kv.value) for kv in client.get(keys.PRIORITY_CLASSES, prefix=True).kvs]
+    if args.name:
+        items = [c for c in items if c and c.get("name") == args.name]
+        if not items:
+            raise NotFound("priorityclasses", args.name)
+    if fmt in ("json", "yaml"):
+        print_docs(items, fmt, out)
+        return 0
+    rows = [[c["name"], c["value"], c.get("preemptible", True), c.get("description", "")] for c in items if c]
+    out.write(render_table(["name", "value", "preemptible", "description"], rows) if rows else "No priority classes found.\n")
+    return 0

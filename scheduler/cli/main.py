@@ -1,0 +1,53 @@
+"""``jobctl``: kubectl's habits for kvraft jobs.
+
+Global flags: ``--endpoints`` (or ``$JOBCTL_ENDPOINTS``), ``--user``, ``--password``,
+``--request-timeout-s``. Exit codes: 0 ok, 1 a user or server error (message on stderr),
+2 bad usage (argparse)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TextIO
+
+from kvraft.client import ClientError, SyncClient
+from scheduler.cli import apply, cancel, cordon, describe, get, logs, submit, top
+from scheduler.cli.common import CliError
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jobctl", description="submit and inspect jobs on a kvraft cluster")
+    p.add_argument("--endpoints", default=os.environ.get("JOBCTL_ENDPOINTS", "127.0.0.1:2379"))
+    p.add_argument("--user", default=os.environ.get("JOBCTL_USER"))
+    p.add_argument("--password", default=os.environ.get("JOBCTL_PASSWORD"))
+    p.add_argument("--request-timeout-s", type=float, default=10.0)
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for module in (submit, apply, get, describe, logs, cancel, cordon, top):
+        module.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    args = build_parser().parse_args(argv)
+    try:
+        with SyncClient(args.endpoints.split(","), user=args.user, password=args.password,
+                        request_timeout_s=args.request_timeout_s) as client:
+            return int(args.run(args, client, out))
+    except CliError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ClientError as exc:
+        print(f"error: kvraft at {args.endpoints}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Output of jobctl: kubectl-style plain tables (``-o wide`` adds columns), ``-o json`` and
+``-o yaml``. Commands build rows or documents; only this module formats them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import yaml
+
+__all__ = ["age", "print_doc", "print_docs", "render_table"]
+
+
+def render_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """kubectl's plain table: upper-case header, left-aligned columns, three spaces apart."""
+    cells = [[str(h).upper() for h in header]] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "".join("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n" for r in cells)
+
+
+def print_doc(doc: Any, fmt: str, out: TextIO) -> None:
+    if fmt == "json":
+        out.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    else:
+        out.write(yaml.safe_dump(doc, sort_keys=True, default_flow_style=False))
+
+
+def print_docs(docs: list[Any], fmt: str, out: TextIO) -> None:
+    """One object for one document (``get job NAME``), a ``List`` otherwise (as kubectl)."""
+    print_doc(docs[0] if len(docs) == 1 else {"kind": "List", "items": docs}, fmt, out)
+
+
+def age(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "<none>"
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    if s < 172800:
+        return f"{s // 3600}h"
+    return f"{s // 86400}d"

@@ -1,0 +1,78 @@
+"""``jobctl submit -f job.yaml`` (``-`` for stdin): validate, resolve the priority class, store.
+
+Prints ``job/<name> submitted`` per job (``-o name``: just the name). Every problem of every
+document is reported before anything is written; an existing job name is refused."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any, TextIO
+
+from kvraft.client import Compare, Op
+from scheduler import keys
+from scheduler.cli.common import CliError, read_input
+from scheduler.jobs import load_documents, normalize_job, validate_job
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("submit", help="submit jobs from a YAML file")
+    p.add_argument("-f", "--filename", required=True, help="job YAML file, or - for stdin")
+    p.add_argument("-o", "--output", choices=["name"], help="print only the job names")
+    p.add_argument("--dry-run", action="store_true", help="validate only")
+    p.set_defaults(run=run)
+
+
+def validated_jobs(text: str, source: str) -> list[dict[str, Any]]:
+    try:
+        docs = load_documents(text, source)
+    except ValueError as exc:
+        raise CliError(f"error: {exc}") from None
+    if not docs:
+        raise CliError(f"error: no objects passed to submit ({source} is empty)")
+    problems = []
+    for i, doc in enumerate(docs):
+        kind = doc.get("kind", "Job") if isinstance(doc, dict) else "Job"
+        label = f"{source}: document {i + 1}" + (f" (job {doc.get('name')})" if isinstance(doc, dict) and doc.get("name") else "")
+        if kind != "Job":
+            problems.append(f"{label}: kind: must be Job, not {kind!r} (use jobctl apply for {kind})")
+            continue
+        problems += [f"{label}: {p}" for p in validate_job(doc)]
+    if problems:
+        raise CliError("error: invalid job\n" + "\n".join(f"  {p}" for p in problems))
+    return docs
+
+
+def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
+    text, source = read_input(args.filename)
+    docs = validated_jobs(text, source)
+    names = [d["name"] for d in docs]
+    if len(set(names)) != len(names):
+        raise CliError(f"error: {source}: a job name appears twice")
+    stored = []
+    for doc in docs:
+        priority = None
+        if doc.get("priority_class"):
+            resp = client.get(keys.priority_class_key(doc["priority_class"]))
+            if not resp.kvs:
+                raise CliError(f'error: job {doc["name"]}: priority_class: no priority class "{doc["priority_class"]}" '
+                               f"(jobctl get priorityclasses lists them)")
+            import json
+
+            priority = int(json.loads(resp.kvs[0].value)["value"])
+        stored.append(normalize_job(doc, priority=priority, submitted_at=time.time()))
+    if args.dry_run:
+        for d in stored:
+            out.write(f"job/{d['name']} valid (dry run)\n")
+        return 0
+    import json
+
+    for d in stored:
+        key = keys.job_key(d["name"])
+        resp = client.txn().if_(Compare.create(key, "=", 0)).then(Op.put(key, json.dumps(d).encode())).commit()
+        if not resp.succeeded:
+            raise CliError(f'Error from server (AlreadyExists): jobs "{d["name"]}" already exists')
+        out.write(f"{d['name']}\n" if args.output == "name" else f"job/{d['name']} submitted\n")
+    return 0

@@ -1,0 +1,468 @@
+"""``kvraft-scheduler``: the leader-elected daemon around the pure scheduling core.
+
+One event loop, four parts:
+
+1. **informer** (``scheduler.informer``) lists ``/registry/`` and watches it into a
+   ``ClusterView`` on every replica, leader or not, so a standby is warm.
+2. **election**: ``client.election("/registry/scheduler/leader", ttl)``; only the leader acts,
+   and every write it makes is fenced by ``create(our leader key) == our revision``. When its
+   lease is lost it stops acting and campaigns again.
+3. **the loop** (leader only), woken by watch events or timers: feed the core the view's
+   changes (``CoreFeed``), run the lifecycle of bound jobs (finished, failed, lost on a node
+   whose heartbeat expired, cancelled, past ``max_run_s``, preemption grace over), run one
+   ``Scheduler.schedule`` pass -- the same code the simulator replays -- and write its
+   decisions with the ``Binder``: bindings, evictions of preemption victims, pending reasons.
+4. **HTTP**: ``/health`` and ``/metrics`` (Prometheus text).
+
+Becoming leader rebuilds the core from the view: the store is the only state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from aiohttp import web
+
+from kvraft.client import Client, ClientError, Compare
+from scheduler import keys
+from scheduler.binder import Binder
+from scheduler.cycle import Scheduler
+from scheduler.informer import Informer
+from scheduler.informer_view import TERMINAL, ClusterView, CoreFeed
+from scheduler.model import BindFailed
+from scheduler.profiles import profile
+from scheduler.service_config import SchedulerConfig, load_config
+
+__all__ = ["SchedulerDaemon", "main", "run"]
+
+log = logging.getLogger("kvraft.scheduler")
+BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class SchedulerDaemon:
+    def __init__(self, config: SchedulerConfig, client: Client | None = None) -> None:
+        self.config = config
+        self.client = client or Client(config.endpoints, request_timeout_s=config.request_timeout_s,
+                                       user=config.user or None, password=config.password or None)
+        self.view = ClusterView()
+        self.informer = Informer(self.client, keys.REGISTRY, self)
+        self.fence: list[Compare] = []
+        self.binder = Binder(self.client, self.view, identity=config.name, fence=lambda: self.fence,
+                             max_ops=config.max_txn_ops)
+        self.core: Scheduler | None = None
+        self.feed = CoreFeed()
+        self.leader = False
+        self.election: Any = None
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._timers: dict[str, float] = {}
+        self.terms = 0
+        # statistics
+        self.passes = 0
+        self.bindings = 0
+        self.bind_failures = 0
+        self.preemptions = 0
+        self.releases: Counter[str] = Counter()
+        self.bind_hist = [0] * (len(BUCKETS_S) + 1)
+        self.bind_sum_s = 0.0
+        self.bind_count = 0
+        self.pending_by_reason: Counter[str] = Counter()
+        self.started = time.time()
+        self.became_leader_at: float | None = None
+
+    # --- informer sink ------------------------------------------------------------------------
+    def replace(self, kvs: Any, revision: int) -> None:
+        self.view.replace(kvs, revision)
+        self._wake.set()
+
+    def apply(self, events: Any, revision: int) -> None:
+        self.view.apply(events, revision)
+        self._wake.set()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.client.open()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self.informer.run()))
+        self._tasks.append(loop.create_task(self._main()))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+        if self.election is not None:
+            with contextlib.suppress(ClientError, Exception):
+                await self.election.resign()
+        await self.client.close()
+
+    async def _main(self) -> None:
+        await self.informer.synced.wait()
+        while True:
+            lost: asyncio.Event
+            if self.config.election:
+                self.election = self.client.election(keys.ELECTION, ttl=self.config.election_ttl_s)
+                try:
+                    await self.election.campaign(self.config.name.encode())
+                except ClientError as exc:
+                    log.warning("campaign failed", extra={"fields": {"error": str(exc)}})
+                    with contextlib.suppress(Exception):
+                        await self.election.resign()
+                    await asyncio.sleep(1.0)
+                    continue
+                key = self.election.key
+                self.fence = [Compare.create(key, "=", self.election.revision)]
+                lost = self.election.lease.lost
+            else:
+                self.fence = []
+                lost = asyncio.Event()
+            # act only on a view at least as new as our leadership
+            with contextlib.suppress(ClientError):
+                await self.informer.list_once()
+            self.terms += 1
+            self.leader = True
+            self.became_leader_at = time.time()
+            log.info("leading", extra={"fields": {"name": self.config.name, "term": self.terms,
+                                                  "revision": self.view.revision}})
+            self._rebuild()
+            try:
+                await self._act(lost)
+            finally:
+                self.leader = False
+            log.warning("leadership lost", extra={"fields": {"name": self.config.name}})
+            with contextlib.suppress(Exception):
+                await self.election.resign()
+
+    def _rebuild(self) -> None:
+        self.core = Scheduler(profile(self.config.profile), seed=self.config.seed)
+        self.feed = CoreFeed()
+        v = self.view
+        v.dirty_nodes |= set(v.nodes) | set(v.heartbeats) | set(v.cordons)
+        v.dirty_jobs |= set(v.jobs) | set(v.bindings)
+        v.dirty_tenants |= set(v.tenants)
+        self._timers.clear()
+
+    async def _act(self, lost: asyncio.Event) -> None:
+        lost_wait = asyncio.get_running_loop().create_task(lost.wait())
+        try:
+            while not lost.is_set():
+                try:
+                    await self.step()
+                except ClientError as exc:
+                    log.warning("pass failed", extra={"fields": {"error": str(exc)}})
+                    await asyncio.sleep(0.5)
+                timeout = self.config.cycle_interval_s
+                wake = self._next_wakeup()
+                if wake is not None:
+                    timeout = max(0.0, min(timeout, wake - time.time()))
+                if not self._wake.is_set():
+                    waiter = asyncio.get_running_loop().create_task(self._wake.wait())
+                    await asyncio.wait({waiter, lost_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                self._wake.clear()
+        finally:
+            lost_wait.cancel()
+
+    def _next_wakeup(self) -> float | None:
+        times = list(self._timers.values())
+        if self.core is not None:
+            w = self.core.next_wakeup_s()
+            if w is not None:
+                times.append(w)
+        return min(times) if times else None
+
+    # --- one step -----------------------------------------------------------------------------
+    async def step(self) -> None:
+        assert self.core is not None
+        core, view, feed = self.core, self.view, self.feed
+        now = time.time()
+        nodes, jobs, tenants = view.take_dirty()
+        for name, at in list(self._timers.items()):
+            if at <= now:
+                jobs.add(name)
+                del self._timers[name]
+        events = []
+        for n in sorted(nodes):
+            events += feed.sync_node(view, n)
+        for t in sorted(tenants):
+            events += feed.sync_tenant(view, t)
+        for j in sorted(jobs):
+            events += feed.sync_job(view, j, now)
+        if events:
+            core.handle(*events)
+        changed = False
+        for j in sorted(jobs):
+            changed |= await self._lifecycle(j, now)
+        if changed:  # releases were applied to the view; feed them before the pass
+            more = []
+            for j in sorted(jobs):
+                more += feed.sync_job(view, j, now)
+            if more:
+                core.handle(*more)
+        result = core.schedule(now)
+        self.passes += 1
+        if result.bindings:
+            for b in result.bindings:
+                feed.assumed(b.job_id, b.placement)
+            outcomes = await self.binder.bind(result.bindings)
+            for o in outcomes:
+                if o.ok:
+                    self.bindings += 1
+                    self._observe_bind(o.latency_s)
+                else:
+                    self.bind_failures += 1
+                    feed.bind_failed(o.job)
+                    core.handle(BindFailed(o.job, now, stimulus_id=f"bind-failed:{o.job}"))
+            # the bindings are in the view (put_local); confirm them to the core now
+            for j in [o.job for o in outcomes if o.ok]:
+                ev = feed.sync_job(view, j, now)
+                if ev:
+                    core.handle(*ev)
+            view.dirty_jobs -= {o.job for o in outcomes if o.ok}
+            log.info("bound", extra={"fields": {"jobs": [o.job for o in outcomes if o.ok],
+                                                "failed": [o.job for o in outcomes if not o.ok],
+                                                "stimulus_id": f"pass:{self.passes}"}})
+        for p in result.preemptions:
+            b = view.bindings.get(p.victim_id)
+            if b is None or b.evicting_until is not None:
+                continue
+            spec = view.jobs[p.victim_id].doc if p.victim_id in view.jobs else {}
+            grace = float(spec.get("grace_s", 30.0))
+            status = dict(self._status(p.victim_id), phase="Running", reason="Preempting",
+                          message=f"preempted by {p.preemptor_id}: {p.reason}")
+            if await self.binder.evict(b, grace, status, f"preempted by {p.preemptor_id} ({p.reason}); "
+                                                           f"stopping with a {grace:g} s grace period"):
+                self.preemptions += 1
+                self._timers[p.victim_id] = time.time() + grace
+        await self._write_pending(now)
+
+    def _observe_bind(self, latency_s: float) -> None:
+        self.bind_sum_s += latency_s
+        self.bind_count += 1
+        for i, edge in enumerate(BUCKETS_S):
+            if latency_s <= edge:
+                self.bind_hist[i] += 1
+                return
+        self.bind_hist[-1] += 1
+
+    def _status(self, job: str) -> dict[str, Any]:
+        st = self.view.status.get(job)
+        doc = dict(st.doc) if st is not None and isinstance(st.doc, dict) else {}
+        doc.setdefault("name", job)
+        doc.setdefault("restarts", 0)
+        doc.setdefault("preemptions", 0)
+        doc.setdefault("placement", [])
+        return doc
+
+    async def _write_pending(self, now: float) -> None:
+        assert self.core is not None
+        core, view = self.core, self.view
+        docs: dict[str, dict[str, Any]] = {}
+        by_reason: Counter[str] = Counter()
+        for job_id in core.state.pending:
+            if job_id in view.bindings:
+                continue
+            r = core.pending_reason(job_id)
+            code, plugin, message = (r.code, r.plugin, r.message) if r is not None else ("Queued", "queue", "waiting for a scheduling pass")
+            by_reason[code] += 1
+            old = self._status(job_id)
+            if (old.get("phase"), old.get("reason"), old.get("message")) == ("Pending", code, message):
+                continue
+            docs[job_id] = dict(old, phase="Pending", reason=code, plugin=plugin, message=message)
+        self.pending_by_reason = by_reason
+        # jobs cancelled before they ever ran
+        for job_id, entry in view.jobs.items():
+            if entry.doc.get("cancelled") and job_id not in view.bindings and view.phase(job_id) not in TERMINAL:
+                docs[job_id] = dict(self._status(job_id), phase="Cancelled", reason="Cancelled",
+                                    message="cancelled before it ran", finished_at=now)
+        if docs:
+            await self.binder.write_statuses(docs)
+
+    async def _lifecycle(self, job: str, now: float) -> bool:
+        """Decide the fate of a bound job; True when its run was released."""
+        view = self.view
+        b = view.bindings.get(job)
+        if b is None:
+            return False
+        entry = view.jobs.get(job)
+        spec: dict[str, Any] = entry.doc if entry is not None else {}
+        st = self._status(job)
+        placement = list(st.get("placement") or [])
+        if b.evicting_until is not None:
+            if now < b.evicting_until:
+                self._timers[job] = b.evicting_until
+                return False
+            doc = dict(st, phase="Pending", reason="Preempted", message="stopped after preemption; waiting to run again",
+                       preemptions=int(st.get("preemptions", 0)) + 1, placement=[], last_placement=placement)
+            return await self._release(b, doc, [("Requeued", "grace period over; back in the queue")], True, "preempted")
+        if entry is None or spec.get("cancelled"):
+            doc = dict(st, phase="Cancelled", reason="Cancelled", message="cancelled by user", finished_at=now)
+            return await self._release(b, doc, [("Cancelled", "tasks stopped")], False, "cancelled")
+        lost = [n for n in b.nodes() if n not in view.heartbeats or n not in view.nodes]
+        if lost:
+            return await self._restart_or_fail(b, spec, st, "NodeLost",
+                                               f"node(s) {', '.join(lost)} NotReady: agent heartbeat expired", "Lost")
+        statuses = view.task_statuses(job, b.revision)
+        failed = sorted(t for t, s in statuses.items() if s.get("phase") == "Failed")
+        if failed:
+            s = statuses[failed[0]]
+            why = s.get("reason") or "Error"
+            return await self._restart_or_fail(b, spec, st, "TaskFailed",
+                                               f"task {failed[0]} failed ({why}, exit code {s.get('exit_code')})", "Failed")
+        if len(statuses) == len(b.tasks) and all(s.get("phase") == "Succeeded" for s in statuses.values()):
+            doc = dict(st, phase="Succeeded", reason="Completed", message=f"all {len(b.tasks)} task(s) succeeded",
+                       finished_at=now)
+            return await self._release(b, doc, [("Completed", "all tasks succeeded")], False, "succeeded")
+        max_run = spec.get("max_run_s")
+        if max_run:
+            deadline = b.bound_at + float(max_run)
+            if now >= deadline:
+                doc = dict(st, phase="Failed", reason="DeadlineExceeded", message=f"ran longer than max_run_s={max_run}",
+                           finished_at=now)
+                return await self._release(b, doc, [("DeadlineExceeded", f"max_run_s={max_run}")], False, "deadline")
+            self._timers[job] = min(self._timers.get(job, deadline), deadline)
+        running = sum(1 for s in statuses.values() if s.get("phase") in ("Running", "Succeeded"))
+        reason, message = ("Running", f"{len(b.tasks)} task(s) running") if running == len(b.tasks) else \
+            ("Starting", f"{running}/{len(b.tasks)} task(s) running")
+        if (st.get("phase"), st.get("reason"), st.get("message")) != ("Running", reason, message):
+            await self.binder.write_statuses({job: dict(st, phase="Running", reason=reason, message=message)})
+        return False
+
+    async def _restart_or_fail(self, b: Any, spec: dict[str, Any], st: dict[str, Any], reason: str, message: str,
+                               event: str) -> bool:
+        restarts = int(st.get("restarts", 0))
+        placement = list(st.get("placement") or [])
+        if spec.get("restart_policy") == "OnFailure" and restarts < int(spec.get("max_restarts", 0)):
+            ckpt = spec.get("checkpoint_dir")
+            doc = dict(st, phase="Pending", reason=reason, message=f"{message}; restarting the gang",
+                       restarts=restarts + 1, placement=[], last_placement=placement)
+            events = [(event, message), ("Restarted", f"restart {restarts + 1}/{spec.get('max_restarts')}"
+                                         + (f", resuming from {ckpt}" if ckpt else ""))]
+            return await self._release(b, doc, events, True, "restarted")
+        doc = dict(st, phase="Failed", reason=reason, message=message, finished_at=time.time())
+        return await self._release(b, doc, [(event, message)], False, "failed")
+
+    async def _release(self, b: Any, doc: dict[str, Any], events: list[tuple[str, str]], clear: bool, kind: str) -> bool:
+        ok = await self.binder.release(b, doc, events, clear_task_status=clear)
+        if ok:
+            self.releases[kind] += 1
+            log.info("released", extra={"fields": {"job": b.job, "kind": kind, "reason": doc.get("reason"),
+                                                   "stimulus_id": f"release:{b.job}@{b.revision}"}})
+        self._wake.set()
+        return ok
+
+    # --- HTTP ---------------------------------------------------------------------------------
+    def health(self) -> tuple[int, dict[str, Any]]:
+        ok = self.informer.synced.is_set()
+        return (200 if ok else 503), {"status": "ok" if ok else "syncing", "leader": self.leader, "name": self.config.name,
+                                      "revision": self.view.revision, "terms": self.terms}
+
+    def metrics_text(self) -> str:
+        lines = []
+
+        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+            lines.append(f"# HELP {name} {help_}")
+            lines.append(f"# TYPE {name} {kind}")
+            for labels, value in samples:
+                lines.append(f"{name}{labels} {value}")
+
+        q = self.core.queue.statistics() if self.core is not None else None
+        metric("kvraft_scheduler_leader", "gauge", "1 when this replica leads", [("", 1 if self.leader else 0)])
+        metric("kvraft_scheduler_queue_depth", "gauge", "jobs waiting, by sub-queue",
+               [('{queue="active"}', q.active if q else 0), ('{queue="backoff"}', q.backoff if q else 0),
+                ('{queue="unschedulable"}', q.unschedulable if q else 0)])
+        metric("kvraft_scheduler_passes_total", "counter", "scheduling passes", [("", self.passes)])
+        metric("kvraft_scheduler_decisions_total", "counter", "bindings written", [("", self.bindings)])
+        metric("kvraft_scheduler_bind_failures_total", "counter", "bindings refused by a revision compare",
+               [("", self.bind_failures)])
+        metric("kvraft_scheduler_preemptions_total", "counter", "gangs evicted for a preemptor", [("", self.preemptions)])
+        metric("kvraft_scheduler_releases_total", "counter", "runs ended, by kind",
+               [(f'{{kind="{k}"}}', v) for k, v in sorted(self.releases.items())])
+        metric("kvraft_scheduler_pending_jobs", "gauge", "pending jobs by reason",
+               [(f'{{reason="{k}"}}', v) for k, v in sorted(self.pending_by_reason.items())])
+        lines.append("# HELP kvraft_scheduler_bind_latency_seconds bind txn latency")
+        lines.append("# TYPE kvraft_scheduler_bind_latency_seconds histogram")
+        acc = 0
+        for edge, count in zip(BUCKETS_S, self.bind_hist, strict=False):
+            acc += count
+            lines.append(f'kvraft_scheduler_bind_latency_seconds_bucket{{le="{edge}"}} {acc}')
+        lines.append(f'kvraft_scheduler_bind_latency_seconds_bucket{{le="+Inf"}} {self.bind_count}')
+        lines.append(f"kvraft_scheduler_bind_latency_seconds_sum {self.bind_sum_s}")
+        lines.append(f"kvraft_scheduler_bind_latency_seconds_count {self.bind_count}")
+        metric("kvraft_scheduler_informer_relists_total", "counter", "lists after the first (compaction, errors)",
+               [("", self.informer.relists)])
+        metric("kvraft_scheduler_txn_conflicts_total", "counter", "txns whose compares failed", [("", self.binder.conflicts)])
+        metric("kvraft_scheduler_nodes", "gauge", "nodes known", [("", len(self.view.nodes))])
+        return "\n".join(lines) + "\n"
+
+
+def make_app(daemon: SchedulerDaemon) -> web.Application:
+    async def health(request: web.Request) -> web.Response:
+        code, doc = daemon.health()
+        return web.json_response(doc, status=code)
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text=daemon.metrics_text(), content_type="text/plain", charset="utf-8")
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {"ts": round(record.created, 6), "level": record.levelname.lower(),
+                               "logger": record.name, "msg": record.getMessage()}
+        doc.update(getattr(record, "fields", {}) or {})
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+async def run(config: SchedulerConfig) -> int:
+    daemon = SchedulerDaemon(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    from urllib.parse import urlsplit
+
+    url = urlsplit(config.listen_url)
+    runner = web.AppRunner(make_app(daemon), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, url.hostname or "127.0.0.1", url.port or 10251).start()
+    await daemon.start()
+    log.info("started", extra={"fields": {"name": config.name, "endpoints": config.endpoints,
+                                          "listen_url": config.listen_url, "profile": config.profile}})
+    await stop.wait()
+    log.info("stopping", extra={"fields": {"name": config.name}})
+    await daemon.stop()
+    await runner.cleanup()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = load_config(argv)
+    except ValueError as exc:
+        print(f"kvraft-scheduler: {exc}", file=sys.stderr)
+        return 2
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
+    return asyncio.run(run(config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""``kvraft-scheduler`` settings: etcd-style flags and the same settings from a YAML file.
+
+Every flag ``--election-ttl-s`` has the YAML key ``election-ttl-s`` (or ``election_ttl_s``);
+flags given on the command line win over the file. Example ``scheduler.yaml``::
+
+    endpoints: 127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379
+    name: sched-a
+    profile: default
+    election-ttl-s: 10
+    listen-url: http://127.0.0.1:10251
+    log-level: info
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import yaml
+
+__all__ = ["SchedulerConfig", "build_parser", "load_config"]
+
+
+@dataclass
+class SchedulerConfig:
+    endpoints: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
+    name: str = field(default_factory=socket.gethostname)
+    profile: str = "default"
+    seed: int = 0
+    election: bool = True  # false: act without leader election (only for tests and benchmarks)
+    election_ttl_s: int = 10
+    listen_url: str = "http://127.0.0.1:10251"
+    cycle_interval_s: float = 1.0  # a pass at least this often, even without events
+    max_txn_ops: int = 120
+    request_timeout_s: float = 5.0
+    log_level: str = "info"
+    user: str = ""
+    password: str = ""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kvraft-scheduler", description="the leader-elected scheduler of kvraft")
+    p.add_argument("--config-file", help="YAML file with the same settings (flags win)")
+    p.add_argument("--endpoints", help="kvraft client URLs, comma-separated")
+    p.add_argument("--name", help="this replica's identity (default: hostname)")
+    p.add_argument("--profile", help="scheduler profile (default, b1-fifo, b2-spread, b3-pack, b4-las)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--election", choices=["true", "false"], help="campaign for leadership (default true)")
+    p.add_argument("--election-ttl-s", type=int, help="lease TTL of the leader key (default 10)")
+    p.add_argument("--listen-url", help="HTTP endpoint for /health and /metrics")
+    p.add_argument("--cycle-interval-s", type=float)
+    p.add_argument("--max-txn-ops", type=int)
+    p.add_argument("--request-timeout-s", type=float)
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--user")
+    p.add_argument("--password")
+    return p
+
+
+def _coerce(name: str, value: Any, current: Any) -> Any:
+    if name == "endpoints":
+        return [e.strip() for e in value.split(",") if e.strip()] if isinstance(value, str) else [str(v) for v in value]
+    if isinstance(current, bool):
+        if isinstance(value, str):
+            if value.lower() not in ("true", "false"):
+                raise ValueError(f"{name}: must be true or false, not {value!r}")
+            return value.lower() == "true"
+        return bool(value)
+    if isinstance(current, int):
+        return int(value)
+    if isinstance(current, float):
+        return float(value)
+    return str(value)
+
+
+def load_config(argv: list[str] | None = None) -> SchedulerConfig:
+    args = build_parser().parse_args(argv)
+    config = SchedulerConfig()
+    names = {f.name for f in fields(SchedulerConfig)}
+    if args.config_file:
+        try:
+            with open(args.config_file) as f:
+                doc = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"--config-file {args.config_file}: {exc}") from None
+        if not isinstance(doc, dict):
+            raise ValueError(f"--config-file {args.config_file}: must be a mapping")
+        for key, value in doc.items():
+            name = str(key).replace("-", "_")
+            if name not in names:
+                raise ValueError(f"--config-file {args.config_file}: unknown setting {key!r}")
+            setattr(config, name, _coerce(name, value, getattr(config, name)))
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(config, name, _coerce(name, value, getattr(config, name)))
+    if config.election_ttl_s < 1:
+        raise ValueError("--election-ttl-s: must be >= 1")
+    from scheduler.profiles import profile
+
+    try:
+        profile(config.profile)
+    except KeyError as exc:
+        raise ValueError(f"--profile: {exc.args[0]}") from None
+    return config
