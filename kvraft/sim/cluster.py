@@ -25,27 +25,24 @@ Every observation is reported to ``ClusterCheckers`` as it happens.
 from __future__ import annotations
 
 import heapq
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from kvraft.raft.config import RaftConfig
 from kvraft.raft.errors import ProposalDroppedError
 from kvraft.raft.memory_storage import MemoryLogStorage
 from kvraft.raft.rawnode import RawNode
-from kvraft.raft.storage import StorageError
 from kvraft.raft.types import (
     NONE,
     ConfChange,
     ConfChangeType,
-    ConfState,
     EntryType,
     Message,
     MessageType,
     Ready,
     StateRole,
 )
+from kvraft.sim.member import Member, Reply, Request, durable_term_at
 from kvraft.sim.model import Command, KvStateMachine, decode_command, encode_command
 from kvraft.sim.plan import SimPlan, derive_rng
 from kvraft.sim.trace import ROLE, Trace, describe_entries, describe_hard_state, describe_message
@@ -55,69 +52,7 @@ from kvraft.testing.clock import ManualClock
 from kvraft.testing.simdisk import SimDisk
 from kvraft.testing.simnet import SimNetwork
 
-__all__ = ["Member", "Request", "SimCluster"]
-
-
-@dataclass(slots=True)
-class Request:
-    """A client operation in flight. ``kind`` is ``get``, ``put`` or ``cas``."""
-
-    id: int
-    client: int
-    kind: str
-    key: str
-    value: str | None = None
-    expect: str | None = None
-    call_us: int = 0
-    done: bool = False
-
-
-Reply = Callable[[Request, str, Any], None]
-"""``reply(request, outcome, payload)``: outcome ``ok`` (payload: the result) or
-``redirect`` (payload: the leader id, 0 when unknown)."""
-
-
-class Member:
-    """One member: its RawNode, disk, state machine and the driver's bookkeeping."""
-
-    def __init__(self, mid: int, disk: SimDisk, tick_us: int) -> None:
-        self.id = mid
-        self.disk = disk
-        self.tick_us = tick_us
-        self.node: RawNode | None = None
-        self.sm = KvStateMachine()
-        self.alive = False
-        self.paused = False
-        self.retired = False
-        self.busy = False
-        self.incarnation = 0
-        self.term = 0
-        self.role = StateRole.FOLLOWER
-        self.leader = NONE
-        self.commit = 0
-        self.applied = 0
-        self.conf = ConfState()
-        self.inbox: deque[tuple[Any, ...]] = deque()
-        self.held_ready: Ready | None = None  # synced while paused, finished on resume
-        self.proposals: dict[int, Request] = {}
-        self.reads: dict[bytes, Request] = {}
-        self.ready_reads: list[tuple[int, bytes]] = []
-
-    def term_at(self, index: int) -> int | None:
-        try:
-            return self.disk.term(index)
-        except StorageError:
-            return None
-
-
-def _durable_term_at(storage: Any) -> Callable[[int], int | None]:
-    def term_at(index: int) -> int | None:
-        try:
-            return int(storage.term(index))
-        except StorageError:
-            return None
-
-    return term_at
+__all__ = ["Member", "Request", "SimCluster"]  # Member and Request re-exported from member
 
 
 class SimCluster:
@@ -518,7 +453,7 @@ class SimCluster:
                     msg.term,
                     msg.index,
                     m.term_at(msg.index),
-                    _durable_term_at(durable),
+                    durable_term_at(durable),
                     durable.first_index(),
                     durable.initial_state()[0],
                 )
