@@ -45,6 +45,7 @@ class BackendApplier(Applier):
     def __init__(self, store: Any, member_id: int) -> None:
         self.store = store
         self.member_id = member_id
+        self.raised_by = 0
 
     def apply(self, op: Any) -> Any:
         try:
@@ -68,7 +69,8 @@ class BackendApplier(Applier):
     def _alarm(self, op: AlarmOp) -> list[tuple[int, int]]:
         if op.alarm == NOSPACE and op.action in (ACTIVATE, DEACTIVATE):
             self.store.set_nospace_alarm(op.action == ACTIVATE)
-        return [(self.member_id, NOSPACE)] if self.store.nospace_alarm else []
+            self.raised_by = op.member_id if op.action == ACTIVATE else 0
+        return [(self.raised_by, NOSPACE)] if self.store.nospace_alarm else []
 
 
 class QuotaApplier(Applier):

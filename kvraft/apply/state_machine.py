@@ -52,6 +52,7 @@ class StateMachine:
         self.path = Path(path)
         self.store = MVCCStore(self.path, sync=False, max_txn_ops=max_txn_ops)
         self.chain = build_chain(self.store, member_id, wrap)
+        self.chain_backend = _innermost(self.chain)
         self.quota = QuotaGuard(self.store, quota_bytes)
         self.membership = membership
         self.on_members_changed: Callable[[], None] = lambda: None
@@ -98,7 +99,11 @@ class StateMachine:
         return self.store.rev
 
     def alarms(self) -> list[tuple[int, int]]:
-        return [(0, 1)] if self.store.nospace_alarm else []
+        """``(member_id, alarm)``: the member that raised NOSPACE (0 if unknown here, e.g.
+        after a restart: the store keeps the alarm, not who raised it)."""
+        if not self.store.nospace_alarm:
+            return []
+        return [(getattr(self.chain_backend, "raised_by", 0), 1)]
 
     def db_sizes(self) -> tuple[int, int]:
         return self.store.sizes()
@@ -149,3 +154,9 @@ class StateMachine:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _innermost(applier: Any) -> Any:
+    while hasattr(applier, "inner"):
+        applier = applier.inner
+    return applier

@@ -42,7 +42,7 @@ from typing import Any
 
 import msgpack
 
-from kvraft.apply.errors import Unavailable
+from kvraft.apply.errors import InvalidArgument, Unavailable
 from kvraft.apply.ops import MemberOp, encode_entry, op_to_wire
 from kvraft.raft.errors import NotLeaderError, ProposalDroppedError, RaftError
 from kvraft.raft.types import (
@@ -243,10 +243,14 @@ class NodeDriver:
         self._next_request_id += 1
         return self._next_request_id
 
-    async def propose(self, op: Any, timeout_s: float = REQUEST_TIMEOUT_S) -> Any:
-        """Replicate ``op`` and return its apply result (raises its EtcdError)."""
+    async def propose(self, op: Any, timeout_s: float = REQUEST_TIMEOUT_S, max_bytes: int = 0) -> Any:
+        """Replicate ``op`` and return its apply result (raises its EtcdError). With
+        ``max_bytes``, an op whose log entry would be larger is refused first."""
         request_id = self.new_request_id()
-        return await self._replicate(request_id, encode_entry(request_id, op), False, timeout_s)
+        data = encode_entry(request_id, op)
+        if max_bytes and len(data) > max_bytes:
+            raise InvalidArgument("etcdserver: request is too large")
+        return await self._replicate(request_id, data, False, timeout_s)
 
     async def propose_conf_change(
         self, changes: tuple[Any, ...], member_op: MemberOp, timeout_s: float = REQUEST_TIMEOUT_S

@@ -15,8 +15,9 @@ import random
 from pathlib import Path
 from typing import Any
 
-from kvraft.apply.errors import FailedPrecondition, InvalidArgument, Unavailable
-from kvraft.apply.ops import AlarmOp, CompactOp, MemberOp, PutOp, RangeOp, TxnOp, encode_entry
+from kvraft.apply.chain import ACTIVATE, NOSPACE
+from kvraft.apply.errors import EtcdError, FailedPrecondition, Unavailable
+from kvraft.apply.ops import AlarmOp, CompactOp, MemberOp, PutOp, RangeOp, TxnOp
 from kvraft.apply.state_machine import StateMachine
 from kvraft.apply.validate import validate_op
 from kvraft.raft.config import RaftConfig
@@ -106,6 +107,7 @@ class Node(NodeStatusMixin):
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self.removed = False
+        self._alarm_task: asyncio.Task[None] | None = None
         self.wrap_proposal: Any = lambda op: op
         """Set by ``kvraft.server.features``: wraps a client's write for the Auth applier."""
 
@@ -212,9 +214,18 @@ class Node(NodeStatusMixin):
 
     async def _write(self, op: Any) -> Any:
         validate_op(op, self.config.max_txn_ops)
-        if len(encode_entry(0, op)) > self.config.max_request_bytes:
-            raise InvalidArgument("etcdserver: request is too large")
-        return await self.driver.propose(self.wrap_proposal(op))
+        self.state.quota.check(op, self._raise_nospace)
+        return await self.driver.propose(self.wrap_proposal(op), max_bytes=self.config.max_request_bytes)
+
+    def _raise_nospace(self) -> None:
+        """Over quota: replicate a NOSPACE alarm (etcd's quotaKVServer), in the background."""
+        if self._alarm_task is None or self._alarm_task.done():
+            op = AlarmOp(ACTIVATE, self.member_id, NOSPACE)
+            self._alarm_task = asyncio.get_running_loop().create_task(self._propose_quietly(op))
+
+    async def _propose_quietly(self, op: Any) -> None:
+        with contextlib.suppress(EtcdError):
+            await self.driver.propose(op)
 
     async def put(self, op: PutOp) -> Any:
         return await self._write(op)

@@ -245,3 +245,39 @@ def test_transfer_leadership_moves_the_leader(kv_cluster) -> None:
     code, body = post(kv_cluster.url(target), "/v3/maintenance/status", {})
     assert body["leader"] == target_id
     assert put(kv_cluster.url(leader), "after", "transfer")[0] == 200
+
+
+def test_quota_raises_nospace_and_reads_and_deletes_go_on(tmp_path) -> None:
+    cluster = start_cluster(tmp_path, extra=[*FAST_FLAGS, "--quota-backend-bytes", "400000"])
+    try:
+        url = cluster.url(cluster.wait_leader())
+        big = "x" * 60000
+        errors = []
+        for index in range(40):
+            code, body = put(url, f"q/{index:02d}", big)
+            if code != 200:
+                errors.append((code, body))
+                break
+        assert errors, "the quota never triggered"
+        code, body = errors[0]
+        assert (code, body["code"], body["message"]) == (429, 8, "etcdserver: mvcc: database space exceeded")
+
+        def alarmed_everywhere() -> bool:
+            for member in cluster.members.values():
+                _, doc = post(member.client_url, "/v3/maintenance/alarm", {"action": "GET"})
+                if [a["alarm"] for a in doc.get("alarms", [])] != ["NOSPACE"]:
+                    return False
+            return True
+
+        wait_until(alarmed_everywhere, 30, what="the NOSPACE alarm on every member")
+        follower = next(m.client_url for m in cluster.members.values() if m.client_url != url)
+        code, body = put(follower, "q/more", "x")
+        assert (code, body["code"]) == (429, 8)
+        assert "q/00" in get(follower, "q/", "q0")
+        code, body = post(follower, "/v3/kv/deleterange", {"key": b64("q/"), "range_end": b64("q0")})
+        assert code == 200 and int(body["deleted"]) >= 1
+        code, body = post(url, "/v3/maintenance/alarm", {"action": "DEACTIVATE", "alarm": "NOSPACE"})
+        assert code == 200
+        wait_until(lambda: "alarms" not in post(follower, "/v3/maintenance/alarm", {})[1], 30, what="the alarm cleared")
+    finally:
+        cluster.stop()

@@ -45,7 +45,8 @@ async def _alarm(request: web.Request) -> web.Response:
     doc = {}
     if alarms:
         doc["alarms"] = [
-            {"memberID": out.i(member_id), "alarm": ALARM_NAMES.get(kind, kind)} for member_id, kind in alarms
+            {**({"memberID": out.i(member_id)} if member_id else {}), "alarm": ALARM_NAMES.get(kind, kind)}
+            for member_id, kind in alarms
         ]
     return respond(out, doc)
 
