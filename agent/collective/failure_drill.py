@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         failed_at = float(Path(ns.stamp).read_text())
         print(f"DETECTED rank={comm.rank} after_s={detected - failed_at:.3f} error={exc}", flush=True)
         comm.close(barrier=False)
-        time.sleep(1.0)  # mpirun tears the job down when one rank exits: let the others report
+        time.sleep(0.5)  # mpirun tears the job down when one rank exits: let the others report
         return 3
     print(f"FINISHED rank={comm.rank} without detecting a failure", flush=True)
     return 0
