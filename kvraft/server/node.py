@@ -68,6 +68,12 @@ class Node(NodeStatusMixin):
             max_txn_ops=config.max_txn_ops,
             membership=self.membership,
         )
+        snapshot = self.raft_log.snapshot()
+        if snapshot.data and self.state.applied_index() < snapshot.metadata.index:
+            # a crash between installing a received snapshot in the log and restoring the
+            # store from it: the entries it covers are gone from the log, so restore now
+            log.info("restoring the state machine from the log's snapshot at %d", snapshot.metadata.index)
+            self.state.restore(snapshot)
         hard, _conf = self.raft_log.initial_state()
         applied = min(self.state.applied_index(), hard.commit)
         applied = max(applied, self.raft_log.snapshot().metadata.index)
