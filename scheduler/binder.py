@@ -215,12 +215,14 @@ class Binder:
             read = await self.client.txn().then(*(Op.get(keys.alloc_key(n)) for n in nodes)).commit()
             compares = list(self.fence()) + [Compare.mod(keys.binding_key(job), "=", b.mod_revision)]
             ops: list[Op] = [Op.delete(keys.binding_key(job))]
+            new_alloc: dict[str, tuple[dict[str, Any], int]] = {}
             for node, r in zip(nodes, read.responses, strict=True):
                 kvs = getattr(r, "kvs", ())
                 mod = kvs[0].mod_revision if kvs else 0
                 compares.append(Compare.mod(keys.alloc_key(node), "=", mod))
                 jobs = dict(json.loads(kvs[0].value).get("jobs", {})) if kvs else {}
                 jobs.pop(job, None)
+                new_alloc[node] = (jobs, kvs[0].create_revision if kvs else 0)
                 if jobs:
                     ops.append(Op.put(keys.alloc_key(node), json.dumps({"node": node, "jobs": jobs}).encode()))
                 else:
@@ -236,6 +238,11 @@ class Binder:
             if resp.succeeded:
                 rev = resp.header.revision
                 self.view.delete_local(keys.binding_key(job))
+                for node, (jobs, create) in new_alloc.items():
+                    if jobs:
+                        self.view.put_local(keys.alloc_key(node), {"node": node, "jobs": jobs}, create or rev, rev)
+                    else:
+                        self.view.delete_local(keys.alloc_key(node))
                 old = self.view.status.get(job)
                 self.view.put_local(keys.jobstatus_key(job), status, old.create_revision if old else rev, rev)
                 return True

@@ -132,7 +132,8 @@ def test_failover_and_racing_schedulers(procs: Procs, tmp_path: Path) -> None:
     no_double_allocation(eps)
     # restart: a new scheduler rebuilds from kvraft and binds nothing twice
     procs.scheduler("sched-c", ttl_s=2)
-    jobctl(eps, "submit", "-f", "-", stdin=gang("late", 1, 8))
+    assert jobctl(eps, "cancel", "j6")[0] == 0  # the cluster is full (32 GPUs); free 2
+    jobctl(eps, "submit", "-f", "-", stdin=gang("late", 1, 2))
     wait_for(lambda: phase(eps, "late") == "Running", timeout_s=90, what="late running")
     no_double_allocation(eps)
     # two schedulers without election race on the same jobs; the alloc compares keep them apart
