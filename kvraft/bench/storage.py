@@ -60,23 +60,26 @@ def _timed(seconds: float, fn: Any) -> tuple[int, float]:
     return n, elapsed
 
 
+def _raft_batches(log: LmdbLogStorage, per: int, data: bytes) -> Any:
+    """A callable appending ``per`` entries and a hard state, then syncing."""
+    nxt = [1]
+
+    def one_batch() -> int:
+        i = nxt[0]
+        log.append([Entry(term=1, index=j, data=data) for j in range(i, i + per)])
+        log.set_hard_state(HardState(term=1, vote=1, commit=i + per - 1))
+        log.sync()
+        nxt[0] = i + per
+        return per
+
+    return one_batch
+
+
 def bench_raft_log(root: Path, seconds: float, batch: int, value_size: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for label, per in (("per_entry", 1), ("group", batch)):
-        path = root / f"raft-{label}.lmdb"
-        log = LmdbLogStorage(path, map_size=8 << 30)
-        data = os.urandom(value_size)
-        nxt = [1]
-
-        def one_batch(log: LmdbLogStorage = log, per: int = per) -> int:
-            i = nxt[0]
-            log.append([Entry(term=1, index=j, data=data) for j in range(i, i + per)])
-            log.set_hard_state(HardState(term=1, vote=1, commit=i + per - 1))
-            log.sync()
-            nxt[0] = i + per
-            return per
-
-        n, elapsed = _timed(seconds, one_batch)
+        log = LmdbLogStorage(root / f"raft-{label}.lmdb", map_size=8 << 30)
+        n, elapsed = _timed(seconds, _raft_batches(log, per, os.urandom(value_size)))
         log.close()
         out[f"raft_append_{label}_per_s"] = round(n / elapsed)
         _say(f"raft log, {'1 entry' if per == 1 else f'{per} entries'} per fsynced commit: {n / elapsed:,.0f} entries/s")
@@ -135,7 +138,11 @@ def bench_reads(store: MVCCStore, keys: int, seconds: float) -> dict[str, Any]:
     n, el = _timed(seconds, lambda: len(store.range(_key(rng.randrange(keys))).kvs))
     out["get_per_s"] = round(n / el)
     _say(f"single-key get: {n / el:,.0f}/s")
-    n, el = _timed(seconds, lambda: len(store.range(_key(rng.randrange(keys)), b"/registry/bench0", limit=100).kvs))
+    def range100() -> int:
+        i = rng.randrange(max(1, keys - 100))
+        return len(store.range(_key(i), _key(i + 100)).kvs)
+
+    n, el = _timed(seconds, range100)
     out["range100_kvs_per_s"] = round(n / el)
     _say(f"100-key ranges: {n / el:,.0f} kvs/s")
     t0 = time.perf_counter()
@@ -195,6 +202,7 @@ def bench_defrag(store: MVCCStore, keys: int, value_size: int, batch: int) -> di
     physical = time.perf_counter() - t0
     _say(f"compaction: logical {logical:.2f} s, physical {physical:.1f} s ({job.deleted:,} records deleted)")
     size_before = store.backend.file_size()
+    in_use_before = store.sizes()[1]
     stop, puts, pauses = threading.Event(), [0], [0.0]
 
     def writer() -> None:
@@ -211,7 +219,8 @@ def bench_defrag(store: MVCCStore, keys: int, value_size: int, batch: int) -> di
     report = store.defragment(progress=_say)
     stop.set()
     thread.join()
-    _say(f"defrag: {size_before / 1e6:,.0f} MB -> {report.size_after / 1e6:,.0f} MB in {report.total_s:.1f} s; "
+    _say(f"defrag: file {size_before / 1e6:,.0f} MB -> {report.size_after / 1e6:,.0f} MB "
+         f"(in use {in_use_before / 1e6:,.0f} -> {report.in_use_after / 1e6:,.0f} MB) in {report.total_s:.1f} s; "
          f"writer lock held {report.writer_pause_s * 1e3:.1f} ms; {puts[0]:,} puts meanwhile, slowest {pauses[0] * 1e3:.0f} ms")
     return {
         "compact_logical_s": round(logical, 2), "compact_physical_s": round(physical, 1),

@@ -4,8 +4,10 @@ etcd's defragment holds its backend lock for the whole copy (writes stop for sec
 a large database, etcd-io/etcd#9222, #20952). Here writes and reads continue:
 
 1. Under ``maint_lock`` only (no physical compaction or restore can interleave), open a
-   read transaction T0 and let LMDB copy the live file as of T0, compacted (free pages
-   dropped, pages packed), to the next generation's scratch file.
+   read transaction T0 and copy every bucket as of T0, record by record in key order,
+   into a fresh scratch file with LMDB's append mode: pages come out full. (LMDB's own
+   compacting copy only drops free pages; pages left half empty by deletions, which is
+   what compaction leaves behind, stay half empty.)
 2. Catch up without blocking anyone: the ``key`` bucket is append-only by revision
    (only physical compaction deletes from it, and it is excluded), so what was written
    since T0 is exactly the records past the last key copied. Copy them from a fresh read
@@ -23,6 +25,7 @@ live, complete (``Backend``'s rename protocol).
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -30,7 +33,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvraft.storage.backend import Backend
-from kvraft.storage.lmdb_env import open_env
 from kvraft.storage.schema import BUCKET_KEY
 
 __all__ = ["DefragReport", "defragment"]
@@ -66,6 +68,19 @@ def _copy_delta(backend: Backend, env: Any, dbis: dict[bytes, Any], after: bytes
     return len(pairs), pairs[-1][0]
 
 
+def _copy_bucket(txn: Any, dbi: Any, env: Any, target: Any, chunk: int = 5_000) -> int:
+    """Copy one bucket in key order, ``chunk`` records per write transaction."""
+    n = 0
+    it = txn.cursor(db=dbi).iternext()
+    while True:
+        pairs = list(itertools.islice(it, chunk))
+        if not pairs:
+            return n
+        with env.begin(write=True) as out:
+            out.cursor(db=target).putmulti(pairs, append=True)
+        n += len(pairs)
+
+
 def _last_key(txn: Any, dbi: Any) -> bytes | None:
     cur = txn.cursor(db=dbi)
     return bytes(cur.key()) if cur.last() else None
@@ -86,15 +101,12 @@ def defragment(
         scratch = backend.next_generation_path()
         for p in (scratch, scratch.with_name(scratch.name + "-lock")):
             p.unlink(missing_ok=True)
-        with backend.read() as r:
-            last = _last_key(r.txn, r.dbis[BUCKET_KEY])
-            r.env.copy(str(scratch), compact=True, txn=r.txn)
-        say(f"defrag: copied {size_before} bytes compacted into {scratch.name}")
-        env = open_env(scratch, map_size=backend.map_size, max_dbs=len(backend.buckets) + 1,
-                       sync=False, metasync=False)
+        env, dbis = backend.open_scratch(scratch)
         try:
-            with env.begin(write=True) as txn:
-                dbis = {name: env.open_db(name, txn=txn) for name in backend.buckets}
+            with backend.read() as r:
+                last = _last_key(r.txn, r.dbis[BUCKET_KEY])
+                copied = sum(_copy_bucket(r.txn, r.dbis[name], env, dbis[name]) for name in backend.buckets)
+            say(f"defrag: copied {copied} records ({in_use_before} bytes in use) into {scratch.name}")
             rounds = delta = 0
             for rounds in range(1, catchup_rounds + 1):  # noqa: B007 - reported below
                 n, last = _copy_delta(backend, env, dbis, last)
@@ -114,8 +126,7 @@ def defragment(
                         txn.drop(dbis[name], delete=False)
                         pairs = list(r.txn.cursor(db=r.dbis[name]).iternext())
                         txn.cursor(db=dbis[name]).putmulti(pairs, append=True)
-                env.sync(True)
-                env.close()
+                env.close()  # install() fsyncs the file and the directory
                 backend.install(scratch)
                 pause = time.perf_counter() - pause0
         except BaseException:

@@ -177,6 +177,20 @@ def test_defragment_shrinks_the_file_while_reads_and_writes_continue(tmp_path: P
     store.close()
 
 
+def test_defragment_repacks_pages_that_compaction_left_half_empty(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "kv")
+    fill(store, 4000, size=150)
+    with store.batch():
+        for i in range(0, 4000, 2):  # a new revision for every other key
+            store.put(b"k%06d" % i, b"new")
+    store.compact(store.rev, physical=True)  # frees half the records of most pages
+    before = store.sizes()[1]
+    report = store.defragment()
+    assert report.in_use_after < 0.7 * before, report
+    assert store.range(b"k", b"l").count == 4000
+    store.close()
+
+
 def test_reader_open_across_a_defragment_keeps_its_snapshot(tmp_path: Path) -> None:
     store = open_store(tmp_path / "kv")
     fill(store, 300)

@@ -1,20 +1,27 @@
-"""Physical compaction: deleting the records that a logical compaction made unreachable.
+"""Compaction's background part: compacting the key index, then deleting the records
+the logical compaction made unreachable.
 
-``MVCCStore.compact(rev)`` is logical and immediate: it raises the compaction point (reads
-below it now fail with the compacted error), persists ``scheduledCompactRev`` and commits,
-then compacts the key index, which returns exactly the revisions it dropped. Those go to
-the ``Compactor``, a background thread that deletes them from the ``key`` bucket in
-batches of ``batch_limit`` records, each batch its own short write transaction (so
-compaction never holds the writer for long: etcd's ``scheduleCompaction``), and finally
-persists ``finishedCompactRev``.
+``MVCCStore.compact(rev)`` is logical and immediate: it persists ``scheduledCompactRev``,
+commits, and moves the compaction point (waiting, through the compaction gate, for reads
+already under way below it); from then on reads below ``rev`` fail with the compacted
+error, and reads at or above it are unaffected by what follows. The rest is a
+``CompactionJob`` for the ``Compactor`` thread:
+
+1. Compact the key index, ``index_chunk`` keys at a time, each chunk under the writer
+   lock (so never inside a write batch, whose rollback relies on the index only growing)
+   and the index lock; writers and readers run between chunks. This yields exactly the
+   revisions the index dropped.
+2. Delete those records from the ``key`` bucket in batches of ``batch_limit``, each its
+   own short write transaction (etcd's ``scheduleCompaction``), then persist
+   ``finishedCompactRev``.
 
 Jobs run one at a time, in order. A crash mid-job loses nothing: on restart the store
 sees ``scheduled > finished``, rebuilds the index from the records still present (the
-undeleted ones come back), compacts it again at the scheduled revision and resubmits.
+undeleted ones come back) and submits the job again.
 
-Threading: ``submit`` is called by the store's writer; the worker takes the backend's
-``maint_lock`` (so defragmentation and restore never see a half-deleted batch) and then
-the writer lock, in that order, for each batch.
+Threading: ``submit`` is called by the store's writer; the worker takes the writer lock
+for index chunks, and the backend's ``maint_lock`` then the writer lock for each delete
+batch (so defragmentation and restore never see a half-deleted batch).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from kvraft.storage.revision import rev_to_bytes, unpack
 from kvraft.storage.schema import BUCKET_KEY, BUCKET_META, META_FINISHED_COMPACT, encode_int
 
 if TYPE_CHECKING:
+    from kvraft.storage.mvcc.index import TreeIndex
     from kvraft.storage.mvcc.store import MVCCStore
 
 __all__ = ["CompactionJob", "Compactor"]
@@ -42,10 +50,12 @@ class _Stopped(RuntimeError):
 
 @dataclass
 class CompactionJob:
-    """A logical compaction's physical part. ``wait()`` until the records are gone."""
+    """A logical compaction's background part. ``wait()`` until the index is compacted
+    and the records are gone."""
 
     revision: int
-    dropped: list[tuple[int, bool]]
+    index: TreeIndex
+    dropped: list[tuple[int, bool]] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
     deleted: int = 0
     error: BaseException | None = None
@@ -59,9 +69,10 @@ class CompactionJob:
 class Compactor:
     """The background worker; see the module docstring."""
 
-    def __init__(self, store: MVCCStore, batch_limit: int = 1000) -> None:
+    def __init__(self, store: MVCCStore, batch_limit: int = 1000, index_chunk: int = 2000) -> None:
         self._store = store
         self._batch_limit = batch_limit
+        self._index_chunk = index_chunk
         self._jobs: queue.Queue[CompactionJob | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="mvcc-compactor", daemon=True)
         self._stopping = False
@@ -94,6 +105,12 @@ class Compactor:
         self._jobs.put(None)
         self._thread.join()
 
+    def _check(self, job: CompactionJob) -> None:
+        if self._stopping:
+            raise _Stopped("store closing: compaction interrupted (resumes on open)")
+        if job.epoch != self._epoch:
+            raise _Stopped("superseded by a snapshot restore")
+
     def _run(self) -> None:
         while True:
             job = self._jobs.get()
@@ -104,7 +121,7 @@ class Compactor:
             except _Stopped as exc:
                 job.error = exc
             except BaseException as exc:  # reported on the job; the store stays usable
-                _log.exception("physical compaction at %d failed", job.revision)
+                _log.exception("compaction at %d failed", job.revision)
                 job.error = exc
             finally:
                 job.done.set()
@@ -113,15 +130,18 @@ class Compactor:
 
     def _execute(self, job: CompactionJob) -> None:
         backend = self._store.backend
+        keys = job.index.compaction_keys()
         dropped = job.dropped
+        for i in range(0, len(keys), self._index_chunk):
+            with backend.writer_lock:
+                self._check(job)
+                job.index.compact_keys(keys[i : i + self._index_chunk], job.revision, dropped)
+        dropped.sort()
         for i in range(0, max(len(dropped), 1), self._batch_limit):
-            if self._stopping:
-                raise _Stopped("store closing: compaction interrupted (resumes on open)")
             chunk = dropped[i : i + self._batch_limit]
             last = i + self._batch_limit >= len(dropped)
             with backend.maint_lock, backend.batch() as batch:
-                if job.epoch != self._epoch:
-                    raise _Stopped("superseded by a snapshot restore")
+                self._check(job)
                 key_db = batch.dbis[BUCKET_KEY]
                 for packed, tomb in chunk:
                     main, sub = unpack(packed)

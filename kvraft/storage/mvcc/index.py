@@ -113,26 +113,37 @@ class TreeIndex:
                     self._compactable.add(ki.key)
             self._keys = SortedList(self._map)
 
-    def compact(self, at: int) -> list[tuple[int, bool]]:
-        """Compact every key at main revision ``at``; return the dropped revisions as
-        ``(rev, is_tombstone)``, sorted. Visits only keys changed since they were last
-        settled (``KeyIndex.is_compactable``)."""
-        dropped: list[tuple[int, bool]] = []
+    def compaction_keys(self) -> list[bytes]:
+        """The keys a compaction must visit, sorted: those changed since they were last
+        settled (``KeyIndex.is_compactable``). A key that becomes compactable later only
+        gained revisions newer than any compaction point already chosen, so a compaction
+        may work from this snapshot."""
         with self._lock:
-            todo = sorted(self._compactable)
+            return sorted(self._compactable)
+
+    def compact_keys(self, keys: list[bytes], at: int, dropped: list[tuple[int, bool]]) -> None:
+        """Compact these keys at main revision ``at`` (one lock hold), appending the
+        dropped revisions to ``dropped`` as ``(rev, is_tombstone)``."""
+        with self._lock:
+            for key in keys:
+                ki = self._map.get(key)
+                if ki is None:
+                    continue
+                ki.compact(at, dropped)
+                if ki.is_empty():
+                    del self._map[key]
+                    self._keys.remove(key)
+                    self._compactable.discard(key)
+                elif not ki.is_compactable():
+                    self._compactable.discard(key)
+
+    def compact(self, at: int) -> list[tuple[int, bool]]:
+        """Compact every key at ``at`` (CHUNK keys per lock hold); the dropped revisions,
+        sorted."""
+        dropped: list[tuple[int, bool]] = []
+        todo = self.compaction_keys()
         for i in range(0, len(todo), CHUNK):
-            with self._lock:
-                for key in todo[i : i + CHUNK]:
-                    ki = self._map.get(key)
-                    if ki is None:
-                        continue
-                    ki.compact(at, dropped)
-                    if ki.is_empty():
-                        del self._map[key]
-                        self._keys.remove(key)
-                        self._compactable.discard(key)
-                    elif not ki.is_compactable():
-                        self._compactable.discard(key)
+            self.compact_keys(todo[i : i + CHUNK], at, dropped)
         dropped.sort()
         return dropped
 

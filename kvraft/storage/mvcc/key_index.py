@@ -69,12 +69,17 @@ class KeyIndex:
     def put(self, rev: int) -> None:
         """Append a put at ``rev`` (must be newer than every revision held)."""
         gens = self.generations
-        if not gens:
-            gens.append(Generation())
+        if not gens or not gens[-1].revs:
+            # a new generation, built at its exact size (most keys never get a second
+            # revision: an over-allocated list would cost them 24 bytes each)
+            g = Generation(1, rev, [rev])
+            if gens:
+                gens[-1] = g
+            else:
+                self.generations = [g]
+            return
         g = gens[-1]
-        assert not g.revs or rev > g.revs[-1], (self.key, rev)
-        if not g.revs:
-            g.created = rev
+        assert rev > g.revs[-1], (self.key, rev)
         g.revs.append(rev)
         g.ver += 1
 

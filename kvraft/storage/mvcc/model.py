@@ -73,6 +73,7 @@ class MemoryKV:
     def __init__(self, *, max_txn_ops: int = ops.DEFAULT_MAX_TXN_OPS,
                  lease_check: Callable[[int], bool] | None = None) -> None:
         self.history: list[_Record] = []
+        self._latest: dict[bytes, KeyValue] = {}
         self.rev = 1
         self.compact_revision = -1
         self.nospace_alarm = False
@@ -81,7 +82,18 @@ class MemoryKV:
 
     # -- reading the history -------------------------------------------------------------
 
+    def _record(self, rec: _Record) -> None:
+        self.history.append(rec)
+        if rec.tombstone:
+            self._latest.pop(rec.kv.key, None)
+        else:
+            self._latest[rec.kv.key] = rec.kv
+
     def state_at(self, rev: int) -> dict[bytes, KeyValue]:
+        """The keys alive at ``rev``, by replaying the history (the latest state is also
+        kept as it is written, only to make long replays in tests affordable)."""
+        if not self.history or rev >= self.history[-1].main:
+            return dict(self._latest)
         alive: dict[bytes, KeyValue] = {}
         for rec in self.history:
             if rec.main > rev:
@@ -318,7 +330,7 @@ class _Write:
         lease = prev.lease if r.ignore_lease and prev else r.lease
         created, version = (prev.create_revision, prev.version + 1) if prev else (self.main, 1)
         kv = KeyValue(r.key, created, self.main, version, value, lease)
-        self.kv.history.append(_Record(self.main, self.changes, kv, False))
+        self.kv._record(_Record(self.main, self.changes, kv, False))
         self.changes += 1
         return PutResult(self.main, prev if r.prev_kv else None)
 
@@ -326,7 +338,7 @@ class _Write:
         state = self.kv.state_at(self.main)
         gone = [state[k] for k in sorted(state) if _in_range(k, key, range_end)]
         for kv in gone:
-            self.kv.history.append(_Record(self.main, self.changes, KeyValue(kv.key, mod_revision=self.main), True))
+            self.kv._record(_Record(self.main, self.changes, KeyValue(kv.key, mod_revision=self.main), True))
             self.changes += 1
         return DeleteRangeResult(self.cur(), len(gone), tuple(gone) if prev_kv else ())
 

@@ -175,8 +175,7 @@ class MVCCStore:
             self._lease_keys.setdefault(lease, set()).add(key)
         self.last_job: CompactionJob | None = None
         if state.resume_compaction:
-            dropped = self.index.compact(self._compact_rev)
-            self.last_job = self._compactor.submit(CompactionJob(self._compact_rev, dropped))
+            self.last_job = self._compactor.submit(CompactionJob(self._compact_rev, self.index))
 
     # -- state ---------------------------------------------------------------------------
 
@@ -365,8 +364,9 @@ class MVCCStore:
     # -- compaction and hashing ----------------------------------------------------------
 
     def compact(self, rev: int, *, physical: bool = False) -> CompactionJob:
-        """Compact history at ``rev``: reads below it fail from now on. Returns the
-        physical job; ``physical=True`` waits for it (not allowed inside a batch)."""
+        """Compact history at ``rev``: reads below it fail from now on (logical, done when
+        this returns). Returns the background job (index compaction, then record
+        deletion); ``physical=True`` waits for it (not allowed inside a batch)."""
         if physical and self.backend.current_batch() is not None:
             raise RuntimeError("a physical compaction cannot be awaited inside a write batch")
         with self.backend.batch() as batch:
@@ -377,10 +377,9 @@ class MVCCStore:
             batch.txn.put(META_SCHEDULED_COMPACT, encode_int(META_SCHEDULED_COMPACT, rev),
                           db=batch.dbis[BUCKET_META])
             batch.commit_now()
-            with self.gate.exclusive():  # readers that began below ``rev`` finish first
+            with self.gate.exclusive():  # reads under way below ``rev`` finish first
                 self._compact_rev = rev
-                dropped = self.index.compact(rev)
-            job = self._compactor.submit(CompactionJob(rev, dropped))
+            job = self._compactor.submit(CompactionJob(rev, self.index))
         self.last_job = job
         if physical:
             job.wait()
