@@ -267,3 +267,21 @@ def test_torch_tensors_fp32_bf16_and_non_contiguous() -> None:
         assert torch.all(strided == 6)
         assert torch.equal(f64, torch.arange(10, dtype=torch.float64) * 6)
         assert torch.equal(g.reshape(-1), torch.tensor([0, 1, 2]))
+
+
+def test_repeated_calls_on_the_same_array_stay_correct() -> None:
+    def body(comm: gx.Communicator) -> list[float]:
+        a = np.zeros(10_000, np.float32)
+        out = []
+        for step in range(5):
+            a[:] = comm.rank + step
+            comm.allreduce(a)  # from the second call on: the cached one-call path
+            out.append(float(a[0]))
+        a.shape = (100, 100)  # same object, new shape: falls back to a signature lookup
+        a[:] = 1
+        comm.allreduce(a)
+        out.append(float(a.sum()))
+        return out
+
+    for res in run_ranks(LoopbackWorld(3), body):
+        assert res == [3.0, 6.0, 9.0, 12.0, 15.0, 30_000.0]
