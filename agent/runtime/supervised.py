@@ -63,12 +63,15 @@ class StartFailure(Exception):
         self.exit_code = exit_code
 
 
-def write_json(path: Path, doc: dict[str, Any]) -> None:
+def write_json(path: Path, doc: dict[str, Any], sync: bool = True) -> None:
+    """Atomic against any process crash (tmp + rename); ``sync`` adds fsync for power loss,
+    used for the records that carry decisions (stop deadlines, exits, lost)."""
     tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
     with open(tmp, "w") as f:
         json.dump(doc, f)
-        f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
     os.rename(tmp, path)
 
 
@@ -130,6 +133,12 @@ class SupervisedRuntime:
         self.notify_socket = notify_socket
         self._starting: set[tuple[str, int]] = set()
         self.supervisor_python = sys.executable
+        zsock = self.data_dir / "zygote.sock"
+        self.zygote_socket = str(zsock) if len(str(zsock)) < 100 else ""
+        self._zygote_started = False
+        self._zygote_lock = asyncio.Lock()
+        self._zygote_requests = asyncio.Semaphore(16)  # the zygote forks one at a time; keep its backlog short
+        self._files: dict[Path, dict[str, dict[str, Any]]] = {}
 
     # --- paths ---------------------------------------------------------------------------
     def task_dir(self, key: str) -> Path:
@@ -167,7 +176,7 @@ class SupervisedRuntime:
                   "id": cid, "spec": run.spec.to_json(), "grace_s": run.spec.grace_s, "created_at": time.time()}
         self._starting.add((run.key, run.attempt))
         try:
-            write_json(adir / "handle.json", handle)
+            write_json(adir / "handle.json", handle, sync=False)
             try:
                 conf = await self._prepare(run, adir, cid)
             except StartFailure as exc:
@@ -180,15 +189,68 @@ class SupervisedRuntime:
             conf.update({"id": cid, "notify": self.notify_socket,
                          "log": {"path": str(adir / "output.log"), "max_bytes": self.log_max_bytes,
                                  "max_files": self.log_max_files}})
-            write_json(adir / "supervisor.json", conf)
-            proc = await asyncio.create_subprocess_exec(
-                self.supervisor_python, "-I", "-S", str(SUPERVISOR), str(adir),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-            )
-            await asyncio.wait_for(proc.communicate(), timeout=120)
+            write_json(adir / "supervisor.json", conf, sync=False)
+            if not await self._launch_via_zygote(adir):
+                proc = await asyncio.create_subprocess_exec(
+                    self.supervisor_python, "-I", "-S", str(SUPERVISOR), str(adir),
+                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                    start_new_session=True,
+                )
+                await asyncio.wait_for(proc.communicate(), timeout=120)
         finally:
             self._starting.discard((run.key, run.attempt))
+
+    # --- zygote (fork server for supervisors) -------------------------------------------------
+    async def _launch_via_zygote(self, adir: Path) -> bool:
+        """Ask the zygote to fork this attempt's supervisor; False when no zygote can be
+        reached (nothing was sent: the caller starts the supervisor directly)."""
+        if not self.zygote_socket:
+            return False
+        async with self._zygote_requests:
+            return await self._zygote_request(adir)
+
+    async def _zygote_request(self, adir: Path) -> bool:
+        for _ in range(2):
+            try:
+                reader, writer = await asyncio.open_unix_connection(self.zygote_socket)
+            except OSError:
+                if not await self._start_zygote():
+                    return False
+                continue
+            try:
+                writer.write(f"{adir}\n".encode())
+                await writer.drain()
+                await asyncio.wait_for(reader.read(), timeout=120)  # the supervisor's ready line, then EOF
+            finally:
+                writer.close()
+            return True
+        return False
+
+    async def _start_zygote(self) -> bool:
+        async with self._zygote_lock:
+            pid_file = self.data_dir / "zygote.pid"
+            old = read_json(pid_file)
+            if self._zygote_started and pid_alive(old):
+                return True  # another start (of this agent) won the race
+            if pid_alive(old):  # an unreachable zygote, or one of an earlier agent: replace it
+                assert old is not None
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(old["pid"]), signal.SIGKILL)
+            proc = await asyncio.create_subprocess_exec(
+                self.supervisor_python, "-I", "-S", str(SUPERVISOR), "--zygote", self.zygote_socket, str(pid_file),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+            for _ in range(500):
+                if os.path.exists(self.zygote_socket) and (read_json(pid_file) or {}).get("pid") == proc.pid:
+                    self._zygote_started = True
+                    return True
+                if proc.returncode is not None:
+                    return False
+                await asyncio.sleep(0.01)
+            return False
+
+    async def close(self) -> None:
+        return None
 
     # --- observe / recover -------------------------------------------------------------------
     def _attempt_dirs(self) -> list[Path]:
@@ -206,14 +268,28 @@ class SupervisedRuntime:
 
     async def observe(self) -> list[Observed]:
         out: list[Observed] = []
-        for adir in self._attempt_dirs():
+        dirs = self._attempt_dirs()
+        for gone in set(self._files) - set(dirs):
+            del self._files[gone]
+        for adir in dirs:
             obs = await self._observe_one(adir)
             if obs is not None:
                 out.append(obs)
         return out
 
+    def _cached(self, adir: Path, name: str) -> dict[str, Any] | None:
+        """Read-once cache of the files that never change once written (handle, shim,
+        started, exit): a relist of 100 attempts then costs a few stat calls each."""
+        entry = self._files.setdefault(adir, {})
+        if name not in entry:
+            doc = read_json(adir / name)
+            if doc is None:
+                return None
+            entry[name] = doc
+        return entry[name]
+
     async def _observe_one(self, adir: Path) -> Observed | None:
-        handle = read_json(adir / "handle.json")
+        handle = self._cached(adir, "handle.json")
         if handle is None:
             return None
         key, attempt = handle["key"], int(handle["attempt"])
@@ -221,18 +297,18 @@ class SupervisedRuntime:
                 "grace_s": float(handle.get("grace_s", 30.0)),
                 "stop_requested": (adir / "stop.json").exists(),
                 "held": not (adir / "cleaned.json").exists()}
-        started = read_json(adir / "started.json")
+        started = self._cached(adir, "started.json")
         started_at = float(started["started_at"]) if started else 0.0
-        exit_doc = read_json(adir / "exit.json")
+        exit_doc = self._cached(adir, "exit.json")
         if exit_doc is not None:
             return Observed(state=AttemptState.EXITED, started_at_s=float(exit_doc.get("started_at") or started_at),
                             exit=_exit_info(exit_doc), **base)
-        lost = read_json(adir / "lost.json")
+        lost = self._cached(adir, "lost.json")
         if lost is not None:
             return Observed(state=AttemptState.LOST, started_at_s=started_at,
                             exit=ExitInfo(None, None, False, float(lost.get("at", 0.0)), "Lost", lost.get("message", "")),
                             **base)
-        shim = read_json(adir / "shim.json")
+        shim = self._cached(adir, "shim.json")
         if pid_alive(shim):
             state = AttemptState.RUNNING if started else AttemptState.STARTING
             return Observed(state=state, started_at_s=started_at, **base)
@@ -241,7 +317,7 @@ class SupervisedRuntime:
         if shim is None and time.time() - float(handle.get("created_at", 0)) < STARTING_GRACE_S:
             return Observed(state=AttemptState.STARTING, **base)
         # the supervisor is gone and recorded no exit: it may have just written exit.json
-        exit_doc = read_json(adir / "exit.json")
+        exit_doc = self._cached(adir, "exit.json")
         if exit_doc is not None:
             return Observed(state=AttemptState.EXITED, started_at_s=started_at, exit=_exit_info(exit_doc), **base)
         message = "the task's supervisor died; exit status unknown" if shim else "never started (agent died while starting)"
@@ -268,12 +344,13 @@ class SupervisedRuntime:
         if handle is None or (adir / "cleaned.json").exists():
             return
         await self._release(handle, adir)
-        write_json(adir / "cleaned.json", {"at": time.time()})
+        write_json(adir / "cleaned.json", {"at": time.time()}, sync=False)
 
     async def remove(self, key: str, attempt: int) -> None:
         adir = self.attempt_dir(key, attempt)
         await self.cleanup(key, attempt)
         await asyncio.to_thread(shutil.rmtree, adir, True)
+        self._files.pop(adir, None)
         tdir = self.task_dir(key)
         if tdir.is_dir() and not any(p.name.isdigit() for p in tdir.iterdir()):
             await asyncio.to_thread(shutil.rmtree, tdir, True)
@@ -306,9 +383,6 @@ class SupervisedRuntime:
 
     async def sweep(self) -> list[str]:
         return []
-
-    async def close(self) -> None:
-        return None
 
 
 async def run_command(argv: list[str], timeout_s: float, **kwargs: Any) -> ExecResult:

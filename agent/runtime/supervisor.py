@@ -65,18 +65,21 @@ def start_time(pid: int) -> int:
     return int(data[data.rindex(b")") + 2 :].split()[19])
 
 
-def write_json(path: str, doc: dict) -> None:
+def write_json(path: str, doc: dict, sync: bool = True) -> None:
+    """Atomic against a crash of any process (tmp + rename); ``sync`` also against power loss."""
     tmp = f"{path}.tmp.{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(doc, f)
-        f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
     os.rename(tmp, path)
-    dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    if sync:
+        dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
 
 class RotatingLog:
@@ -329,7 +332,7 @@ class Supervisor:
         except (OSError, ValueError):
             pid_start = 0  # already gone; the exit is recorded below
         write_json(self.path("started.json"), {"pid": self.pid, "start_time": pid_start,
-                                               "started_at": self.started_at})
+                                               "started_at": self.started_at}, sync=False)
         os.write(ready_w, f"started {self.pid}\n".encode())
         os.close(ready_w)
         sel = selectors.DefaultSelector()
@@ -452,10 +455,87 @@ def last_runc_error(path: str) -> str:
     return (lines[-1] if lines else "no runc log")[:2000]
 
 
-def main(argv: list[str]) -> int:
-    state_dir = os.path.abspath(argv[1])
+def become_supervisor(state_dir: str, ready_w: int) -> int:
+    """In a freshly forked child: detach, become subreaper, supervise ``state_dir``'s task."""
     with open(os.path.join(state_dir, "supervisor.json")) as f:
         conf = json.load(f)
+    os.setsid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):
+        os.dup2(null, fd)
+    err = os.open(os.path.join(state_dir, "supervisor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(err, 2)
+    os.close(null)
+    os.close(err)
+    me = os.getpid()
+    write_json(os.path.join(state_dir, "shim.json"), {"pid": me, "start_time": start_time(me)}, sync=False)
+    sup = Supervisor(state_dir, conf)
+    try:
+        sup.run(ready_w)
+    except BaseException as exc:  # record why, so the agent reports it instead of LOST
+        print(f"supervisor failed: {exc!r}", file=sys.stderr, flush=True)
+        raise
+    return 0
+
+
+def zygote(sock_path: str, pid_file: str) -> int:
+    """Fork server: one process with this module imported forks a supervisor per request
+    (a line with the attempt's state dir) and answers the supervisor's ready line. Forking a
+    warm interpreter costs a millisecond; starting one costs tens. Supervisors ``setsid`` and
+    do not depend on the zygote: killing it (or the agent) leaves every task running."""
+    with contextlib.suppress(OSError):  # already a session leader when started with a new session
+        os.setsid()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are supervisors' launch forks: auto-reap
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(sock_path)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(sock_path)
+    server.listen(1024)
+    me = os.getpid()
+    write_json(pid_file, {"pid": me, "start_time": start_time(me)}, sync=False)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    while True:
+        conn, _ = server.accept()
+        request = b""
+        try:
+            while not request.endswith(b"\n"):
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                request += chunk
+            state_dir = request.decode(errors="replace").strip()
+            if not state_dir or not os.path.isdir(state_dir):
+                if state_dir:
+                    conn.sendall(b"error no such state dir\n")
+                conn.close()
+                continue
+        except OSError:  # a client that went away must never take the zygote down
+            conn.close()
+            continue
+        if os.fork() == 0:
+            server.close()
+            code = 1
+            try:
+                code = become_supervisor(state_dir, conn.detach())
+            finally:
+                os._exit(code)
+        conn.close()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 4 and argv[1] == "--zygote":
+        return zygote(argv[2], argv[3])
+    state_dir = os.path.abspath(argv[1])
     ready_r, ready_w = os.pipe()
     if os.fork() != 0:
         os.close(ready_w)
@@ -469,27 +549,7 @@ def main(argv: list[str]) -> int:
         print(line or "error supervisor died before starting the task", flush=True)
         return 0 if line.startswith("started") else 1
     os.close(ready_r)
-    os.setsid()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1):
-        os.dup2(null, fd)
-    err = os.open(os.path.join(state_dir, "supervisor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(err, 2)
-    os.close(null)
-    os.close(err)
-    me = os.getpid()
-    write_json(os.path.join(state_dir, "shim.json"), {"pid": me, "start_time": start_time(me)})
-    sup = Supervisor(state_dir, conf)
-    try:
-        sup.run(ready_w)
-    except BaseException as exc:  # record why, so the agent reports it instead of LOST
-        print(f"supervisor failed: {exc!r}", file=sys.stderr, flush=True)
-        raise
-    return 0
+    return become_supervisor(state_dir, ready_w)
 
 
 if __name__ == "__main__":

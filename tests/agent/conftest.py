@@ -9,6 +9,7 @@ processes and supervisors are killed by PID through the state directories the ag
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -34,6 +35,11 @@ def kill_task_processes(data_dir: Path) -> None:
     against the recorded start time), then delete runc containers under its private root."""
     from agent.runtime.supervised import pid_alive, read_json
 
+    zygote = read_json(data_dir / "zygote.pid")  # the supervisors' fork server
+    if pid_alive(zygote):
+        assert zygote is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(zygote["pid"]), signal.SIGKILL)
     for name in ("shim.json", "started.json"):
         for f in data_dir.glob(f"tasks/*/*/*/{name}"):
             doc = read_json(f)
@@ -44,10 +50,8 @@ def kill_task_processes(data_dir: Path) -> None:
                         os.killpg(int(doc["pid"]), signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(doc["pid"]), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
     root = data_dir / "runc"
     if root.is_dir() and shutil.which("runc"):
         out = subprocess.run(["runc", "--root", str(root), "list", "-q"], capture_output=True, text=True)
