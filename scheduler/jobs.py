@@ -254,7 +254,19 @@ def _gpu_tasks(doc: dict[str, Any]) -> list[dict[str, Any]]:
 def validate_job(doc: Any) -> list[Problem]:
     """Every problem of a job document (empty when valid)."""
     problems = _schema_problems(JOB_SCHEMA, doc)
-    if problems or not isinstance(doc, dict):
+    if not isinstance(doc, dict):
+        return problems
+    try:
+        problems += _semantic_problems(doc)
+    except (KeyError, TypeError, ValueError, AssertionError, AttributeError):
+        pass  # the structure is broken; the schema problems above say where
+    return problems
+
+
+def _semantic_problems(doc: dict[str, Any]) -> list[Problem]:
+    """The rules a schema cannot say; run on a possibly invalid document."""
+    problems: list[Problem] = []
+    if not isinstance(doc.get("tasks"), list) or not all(isinstance(t, dict) and "name" in t for t in doc["tasks"]):
         return problems
     seen: dict[str, int] = {}
     for i, task in enumerate(doc["tasks"]):

@@ -22,10 +22,24 @@ KINDS = {"Tenant": (validate_tenant, keys.tenant_key, "tenant"),
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("apply", help="create or update tenants and priority classes from YAML")
     p.add_argument("-f", "--filename", required=True)
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, prepare=prepare)
 
 
 def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
+    for doc in args.docs:
+        _, key_of, noun = KINDS[doc["kind"]]
+        key = key_of(doc["name"])
+        body = json.dumps(doc, sort_keys=True).encode()
+        old = client.get(key)
+        if old.kvs and old.kvs[0].value == body:
+            out.write(f"{noun}/{doc['name']} unchanged\n")
+            continue
+        client.put(key, body)
+        out.write(f"{noun}/{doc['name']} {'configured' if old.kvs else 'created'}\n")
+    return 0
+
+
+def prepare(args: argparse.Namespace) -> None:
     text, source = read_input(args.filename)
     try:
         docs = load_documents(text, source)
@@ -43,14 +57,4 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
             problems += [f"{label}: {p}" for p in KINDS[kind][0](doc)]
     if problems:
         raise CliError("error: invalid objects\n" + "\n".join(f"  {p}" for p in problems))
-    for doc in docs:
-        _, key_of, noun = KINDS[doc["kind"]]
-        key = key_of(doc["name"])
-        body = json.dumps(doc, sort_keys=True).encode()
-        old = client.get(key)
-        if old.kvs and old.kvs[0].value == body:
-            out.write(f"{noun}/{doc['name']} unchanged\n")
-            continue
-        client.put(key, body)
-        out.write(f"{noun}/{doc['name']} {'configured' if old.kvs else 'created'}\n")
-    return 0
+    args.docs = docs

@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "prepare", None) is not None:
+            args.prepare(args)
+            if getattr(args, "dry_run", False):
+                for d in args.docs:
+                    out.write(f"job/{d['name']} valid (dry run)\n")
+                return 0
         with SyncClient(args.endpoints.split(","), user=args.user, password=args.password,
                         request_timeout_s=args.request_timeout_s) as client:
             return int(args.run(args, client, out))

@@ -22,7 +22,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-f", "--filename", required=True, help="job YAML file, or - for stdin")
     p.add_argument("-o", "--output", choices=["name"], help="print only the job names")
     p.add_argument("--dry-run", action="store_true", help="validate only")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, prepare=prepare)
 
 
 def validated_jobs(text: str, source: str) -> list[dict[str, Any]]:
@@ -45,9 +45,14 @@ def validated_jobs(text: str, source: str) -> list[dict[str, Any]]:
     return docs
 
 
-def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
+def prepare(args: argparse.Namespace) -> None:
+    """Read and validate before connecting: bad input never needs a cluster."""
     text, source = read_input(args.filename)
-    docs = validated_jobs(text, source)
+    args.docs, args.source = validated_jobs(text, source), source
+
+
+def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
+    docs, source = args.docs, args.source
     names = [d["name"] for d in docs]
     if len(set(names)) != len(names):
         raise CliError(f"error: {source}: a job name appears twice")

@@ -140,11 +140,13 @@ def test_failover_and_racing_schedulers(procs: Procs, tmp_path: Path) -> None:
     for name in list(procs.procs):
         if name.startswith("sched"):
             procs.kill(name)
+    assert jobctl(eps, "cancel", *[f"j{i}" for i in range(6)])[0] == 0  # the cluster is full again
     procs.scheduler("race-a", "--election", "false")
     procs.scheduler("race-b", "--election", "false")
     for i in range(8):
         jobctl(eps, "submit", "-f", "-", stdin=gang(f"r{i}", 1, 1))
     wait_for(lambda: all(phase(eps, f"r{i}") == "Running" for i in range(8)), timeout_s=90, what="race jobs running")
+    assert all(phase(eps, f"j{i}") == "Cancelled" for i in range(6))
     no_double_allocation(eps)
 
 
