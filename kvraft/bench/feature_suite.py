@@ -18,7 +18,10 @@ __all__ = ["main"]
 
 def _run(workload: str, argv: list[str]) -> dict:
     out = subprocess.run([sys.executable, "-m", "kvraft.bench", workload, *argv],
-                         capture_output=True, text=True, timeout=900, check=True).stdout
+                         capture_output=True, text=True, timeout=1500)
+    if out.returncode:
+        raise RuntimeError(f"{workload} failed: {out.stderr[-2000:]}")
+    out = out.stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -44,7 +47,7 @@ def main(_workload: str, argv: list[str] | None = None) -> int:
                 results.append(_run("watch-fanout", [
                     "--endpoints", url, "--streams", str(args.streams), "--watchers-per-stream",
                     str(args.watchers_per_stream), "--puts", str(args.puts), "--put-rate", rate,
-                    "--pid", pid, "--key", f"fanout-{rate}",
+                    "--pid", pid, "--key", f"fanout-{rate}", "--timeout", "600",
                 ]))
             endpoints = ",".join(m.client_url for m in cluster.running())
             results.append(_run("lease-keepalive", ["--endpoints", endpoints, "--clients", str(args.clients),

@@ -97,14 +97,21 @@ async def watch_fanout(args: argparse.Namespace) -> dict[str, Any]:
     all_created = asyncio.Event()
     expected = watchers * args.puts
 
+    per_stream: dict[int, int] = {}
+
     async def receive(reader: asyncio.StreamReader) -> None:
         nonlocal created, delivered
+        pending = b""
         async for payload in _read_lines(reader):
-            for line in payload.split(b"\n"):
+            # a message may span chunks (etcd's gateway flushes its buffer, not messages)
+            lines = (pending + payload).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
                 if not line:
                     continue
                 if b'"created"' in line:
                     created += 1
+                    per_stream[id(reader)] = per_stream.get(id(reader), 0) + 1
                     if created == watchers:
                         all_created.set()
                     continue
@@ -118,7 +125,11 @@ async def watch_fanout(args: argparse.Namespace) -> dict[str, Any]:
                     done.set()
 
     tasks = [asyncio.get_running_loop().create_task(receive(r)) for r, _ in streams]
-    await asyncio.wait_for(all_created.wait(), args.timeout)
+    try:
+        await asyncio.wait_for(all_created.wait(), args.timeout)
+    except TimeoutError:
+        raise RuntimeError(f"only {created} of {watchers} watches created in {args.timeout}s "
+                           f"(per stream: {sorted(per_stream.values())[:10]}...)") from None
     await asyncio.sleep(1.0)
     rss_after = _rss_bytes(args.pid) if args.pid else 0
     put = HttpConnection(url)
