@@ -17,12 +17,11 @@ __all__ = ["main"]
 
 
 def _run(workload: str, argv: list[str]) -> dict:
-    out = subprocess.run([sys.executable, "-m", "kvraft.bench", workload, *argv],
-                         capture_output=True, text=True, timeout=1500)
-    if out.returncode:
-        raise RuntimeError(f"{workload} failed: {out.stderr[-2000:]}")
-    out = out.stdout
-    return json.loads(out.strip().splitlines()[-1])
+    done = subprocess.run([sys.executable, "-m", "kvraft.bench", workload, *argv],
+                          capture_output=True, text=True, timeout=1500)
+    if done.returncode:
+        raise RuntimeError(f"{workload} failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(_workload: str, argv: list[str] | None = None) -> int:
