@@ -15,6 +15,7 @@ Environment (set by ``agent.collective.launch``, by the node agent, or by ``mpir
 ``KVRAFT_COLLECTIVE_COMPRESSION``   ``fp16``, ``bf16`` or unset
 ``KVRAFT_COLLECTIVE_HEARTBEAT_S`` / ``KVRAFT_COLLECTIVE_HANG_TIMEOUT_S``  (0.25 / 3.0)
 ``KVRAFT_COLLECTIVE_STALL_TIMEOUT_S``  fail ranks absent from a collective this long (unset: off)
+``KVRAFT_COLLECTIVE_INLINE_SYNC``   ``0``: synchronous calls also go through the comm thread
 ==============================  ======================================================
 
 Backends are tried in priority order (``BACKENDS``): the first whose ``enabled(env)`` is true
@@ -134,6 +135,8 @@ def init(
         hierarchical = "auto" if h == "auto" else h not in ("0", "false", "no")
     if compression is None:
         compression = env.get("KVRAFT_COLLECTIVE_COMPRESSION") or None
+    if "inline_sync" not in comm_kwargs and env.get("KVRAFT_COLLECTIVE_INLINE_SYNC"):
+        comm_kwargs["inline_sync"] = env["KVRAFT_COLLECTIVE_INLINE_SYNC"] not in ("0", "false", "no")
     comm = Communicator(
         chosen,
         node=node or env.get("KVRAFT_NODE"),

@@ -72,3 +72,13 @@ def test_stall_inspector_fails_an_alive_but_absent_rank(jobs: Jobs, tmp_path: Pa
     lines = [line for line in out.splitlines() if line.startswith("DETECTED") and "rank=1 " not in line]
     assert len(lines) == 2, out[-3000:]
     assert all("rank 1 did not join collective" in line and "alive, but absent" in line for line in lines)
+
+
+@pytest.mark.skipif(mpi_available() is not None, reason=str(mpi_available()))
+def test_mpi_synchronous_calls_raise_when_not_inline(jobs: Jobs, tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "agent.collective.failure_drill", "--mode", "hang", "--victim", "2", "--sync", "--stamp", str(tmp_path / "s")]
+    env = dict(os.environ, KVRAFT_COLLECTIVE_HANG_TIMEOUT_S="2", KVRAFT_COLLECTIVE_INLINE_SYNC="0")
+    codes, out = jobs.run(3, argv, backend="mpi", timeout_s=90, grace_s=0.5, env=env)
+    seen = sorted(int(r) for r in re.findall(r"DETECTED rank=(\d+) after_s=[\d.]+ error=peer failure: rank 2", out))
+    assert seen[:2] == [0, 1], out[-3000:]
+    assert "cannot be interrupted" not in out
