@@ -56,7 +56,6 @@ class Config:
     peer_client_cert_auth: bool = False
     auto_promote_learners: bool = True
     max_learners: int = 1
-    unsafe_no_fsync: bool = False
     auth_token: str = "simple"
     """``simple`` or ``jwt,sign-method=HS256|RS256|ES256|EdDSA,priv-key=FILE[,pub-key=FILE][,ttl=5m]``."""
     auth_token_ttl: int = 300
