@@ -65,11 +65,11 @@ class Procs:
         self.start(name, [PY, "-m", "scheduler.fake_agent", "--endpoints", ",".join(self.endpoints),
                           "--lease-ttl-s", "3", *extra], ready_line=True)
 
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
         p = self.procs.pop(name)
         with contextlib.suppress(ProcessLookupError):
             os.kill(p.pid, sig)
-        p.wait(timeout=30)
+        return p.wait(timeout=30)
 
     def stop_all(self) -> None:
         for name in list(self.procs):

@@ -4,7 +4,9 @@ pending reasons, completion, failure restarts, node loss, preemption, cancel."""
 from __future__ import annotations
 
 import json
+import signal
 import time
+import urllib.request
 from pathlib import Path
 
 from harness import Procs, job, jobctl, no_double_allocation, phase, wait_for, write_yaml
@@ -24,7 +26,7 @@ def gang(name: str, workers: int, gpus: int, command: str = "sleep 600", **extra
 def test_bind_gang_pending_reason_complete(procs: Procs, tmp_path: Path) -> None:
     eps = procs.endpoints
     procs.agent("agents", "--nodes", "4", "--gpus-per-node", "8", "--racks", "2")
-    procs.scheduler("sched-a")
+    url = procs.scheduler("sched-a")
     # a 2 x 8 GPU gang and a 1-GPU job that finishes
     rc, out, err = jobctl(eps, "submit", "-f", write_yaml(tmp_path / "g.yaml", gang("g1", 2, 8, topology={"level": "rack"})))
     assert rc == 0, err
@@ -65,6 +67,13 @@ def test_bind_gang_pending_reason_complete(procs: Procs, tmp_path: Path) -> None
     no_double_allocation(eps)
     rc, out, err = jobctl(eps, "cancel", "nope")
     assert rc == 1 and 'jobs "nope" not found' in err
+    health = json.loads(urllib.request.urlopen(url + "/health", timeout=10).read())
+    assert health["status"] == "ok" and health["leader"] is True
+    metrics = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    assert "kvraft_scheduler_decisions_total" in metrics and 'kvraft_scheduler_queue_depth{queue="active"}' in metrics
+    decisions = [ln for ln in metrics.splitlines() if ln.startswith("kvraft_scheduler_decisions_total ")]
+    assert float(decisions[0].split()[1]) >= 2
+    assert procs.kill("sched-a", signal.SIGTERM) == 0  # clean shutdown
 
 
 def test_failure_restart_and_node_loss(procs: Procs, tmp_path: Path) -> None:
