@@ -28,6 +28,7 @@ without GPUs (a launcher) run on the node of the first GPU task, as MPI Operator
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -256,10 +257,9 @@ def validate_job(doc: Any) -> list[Problem]:
     problems = _schema_problems(JOB_SCHEMA, doc)
     if not isinstance(doc, dict):
         return problems
-    try:
+    # a broken structure stops the extra rules; the schema problems above say where
+    with contextlib.suppress(KeyError, TypeError, ValueError, AssertionError, AttributeError):
         problems += _semantic_problems(doc)
-    except (KeyError, TypeError, ValueError, AssertionError, AttributeError):
-        pass  # the structure is broken; the schema problems above say where
     return problems
 
 

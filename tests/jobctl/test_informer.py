@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvraft.client import WatchCompactedError
-
 from scheduler.informer import Informer
 from scheduler.informer_view import ClusterView, CoreFeed
 from scheduler.model import JobAdded, JobBound, JobEvicted, NodeAdded, NodeUpdated

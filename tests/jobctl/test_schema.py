@@ -8,7 +8,14 @@ import sys
 import pytest
 
 from scheduler.cli.main import main
-from scheduler.jobs import memory_mib, normalize_job, task_instances, to_model, validate_job, validate_tenant
+from scheduler.jobs import (
+    memory_mib,
+    normalize_job,
+    task_instances,
+    to_model,
+    validate_job,
+    validate_tenant,
+)
 from scheduler.model import Level, Mode
 
 GOOD = {"name": "bert", "tenant": "nlp", "priority": 5,
