@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from kvraft.auth import READ
-from kvraft.server.api.codec import BOOL, BYTES, INT64, STRING, Enum, Message
+from kvraft.server.api.codec import BOOL, BYTES, STRING, Enum, Message
 from kvraft.server.api.feature_state import FEATURES
 from kvraft.server.api.request import header, read_request, respond
 from kvraft.server.api.state import SERVER
@@ -40,7 +40,6 @@ REVOKE_PERM = Message(
     "etcdserverpb.AuthRoleRevokePermissionRequest", {"role": STRING, "key": BYTES, "range_end": BYTES}
 )
 EMPTY = Message("etcdserverpb.AuthEnableRequest", {})
-_ = INT64
 
 
 def _mutation(schema: Message, action: str, args_of: Any) -> Any:

@@ -15,7 +15,16 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from kvraft.server.api import schemas
-from kvraft.server.api.codec import INT64, JSON_OUT, MSGPACK, MSGPACK_OUT, Message, Out, decode_body
+from kvraft.server.api.codec import (
+    BOOL,
+    INT64,
+    JSON_OUT,
+    MSGPACK,
+    MSGPACK_OUT,
+    Message,
+    Out,
+    decode_body,
+)
 from kvraft.server.api.feature_state import FEATURES
 from kvraft.server.api.request import header, read_request, respond
 from kvraft.server.api.state import SERVER
@@ -25,7 +34,7 @@ __all__ = ["ROUTES", "WS_ROUTES"]
 
 GRANT = Message("etcdserverpb.LeaseGrantRequest", {"TTL": INT64, "ID": INT64})
 LEASE_ID = Message("etcdserverpb.LeaseRevokeRequest", {"ID": INT64})
-TIME_TO_LIVE = Message("etcdserverpb.LeaseTimeToLiveRequest", {"ID": INT64, "keys": schemas.BOOL})
+TIME_TO_LIVE = Message("etcdserverpb.LeaseTimeToLiveRequest", {"ID": INT64, "keys": BOOL})
 
 
 async def _grant(request: web.Request) -> web.Response:
