@@ -161,6 +161,10 @@ class SchedulerDaemon:
                 except ClientError as exc:
                     log.warning("pass failed", extra={"fields": {"error": str(exc)}})
                     await asyncio.sleep(0.5)
+                except Exception:  # a bug must not leave a leader that does nothing: resync
+                    log.exception("pass failed; rebuilding the core from the view")
+                    self._rebuild()
+                    await asyncio.sleep(0.5)
                 timeout = self.config.cycle_interval_s
                 wake = self._next_wakeup()
                 if wake is not None:
