@@ -60,6 +60,18 @@ def test_bind_gang_pending_reason_complete(procs: Procs, tmp_path: Path) -> None
     rc, out, _ = jobctl(eps, "get", "nodes")
     assert rc == 0 and "Ready" in out
     no_double_allocation(eps)
+    # cordon: the node is shown unschedulable and gets nothing new
+    free = next(n for n in ("node-0", "node-1", "node-2", "node-3") if n not in {p["node"] for p in placement})
+    assert jobctl(eps, "cordon", free)[0] == 0
+    rc, out, _ = jobctl(eps, "get", "nodes", free)
+    assert "SchedulingDisabled" in out
+    rc, out, _ = jobctl(eps, "top", "nodes")
+    assert rc == 0 and "16/32" not in out and "8/8" in out
+    assert jobctl(eps, "uncordon", free)[0] == 0
+    rc, _, err = jobctl(eps, "cordon", "no-such-node")
+    assert rc == 1 and 'nodes "no-such-node" not found' in err
+    rc, out, _ = jobctl(eps, "get", "queues")
+    assert rc == 0 and "default" in out
     # cancel frees the GPUs
     rc, out, _ = jobctl(eps, "cancel", "g1")
     assert rc == 0
