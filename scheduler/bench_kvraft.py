@@ -1,0 +1,205 @@
+"""``python -m scheduler.bench_kvraft [--json]``: the daemon measured through a real kvraft.
+
+Starts a 3-member kvraft (``python -m kvraft.server.main`` processes on 127.0.0.1), fake
+agents registering ``--nodes`` nodes, and two ``kvraft-scheduler`` replicas, then measures:
+
+- ``submit_to_bound``: one 1-GPU job at a time on an idle cluster; from the job's put to its
+  binding's arrival on a watch (p50/p99);
+- ``single_task``: ``--jobs`` 1-GPU jobs submitted at once; binds per second from the first
+  put to the last binding seen;
+- ``gang_8gpu``: 2 x 4-GPU gangs, likewise;
+- ``failover``: SIGKILL the leading scheduler, submit one job, time until it is bound.
+
+Every process is stopped by PID at the end. ``--json``: one object per scenario with
+``scenario, p50_ms, p99_ms, per_s``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from kvraft.client import Client, Op
+from scheduler import keys
+from scheduler.jobs import normalize_job
+
+__all__ = ["main"]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _job(name: str, workers: int, gpus: int) -> bytes:
+    doc = {"name": name, "tasks": [{"name": "w", "replicas": workers, "command": ["sleep", "3600"],
+                                    "resources": {"gpus": gpus}}]}
+    return json.dumps(normalize_job(doc, submitted_at=time.time())).encode()
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else 0.0
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.dir = tempfile.mkdtemp(prefix="sched-bench-")
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.endpoints: list[str] = []
+
+    def spawn(self, argv: list[str], name: str) -> subprocess.Popen[bytes]:
+        log = open(os.path.join(self.dir, name + ".log"), "wb")  # noqa: SIM115
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log)
+        self.procs.append(p)
+        return p
+
+    def start_kvraft(self) -> None:
+        members = [(f"m{i}", _port(), _port()) for i in range(3)]
+        cluster = ",".join(f"{n}=http://127.0.0.1:{pp}" for n, _, pp in members)
+        for n, cp, pp in members:
+            self.spawn([sys.executable, "-m", "kvraft.server.main", "--name", n, "--data-dir", os.path.join(self.dir, n),
+                        "--listen-client-urls", f"http://127.0.0.1:{cp}", "--advertise-client-urls", f"http://127.0.0.1:{cp}",
+                        "--listen-peer-urls", f"http://127.0.0.1:{pp}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{pp}",
+                        "--initial-cluster", cluster, "--initial-cluster-state", "new"], n)
+            self.endpoints.append(f"127.0.0.1:{cp}")
+
+    def stop(self) -> None:
+        for p in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    async def run(self) -> list[dict[str, Any]]:
+        self.start_kvraft()
+        eps = ",".join(self.endpoints)
+        async with Client(self.endpoints, request_timeout_s=30.0) as c:
+            for _ in range(600):
+                with contextlib.suppress(Exception):
+                    await c.put("/bench/ready", b"1")
+                    break
+                await asyncio.sleep(0.1)
+            agent = self.spawn([sys.executable, "-m", "scheduler.fake_agent", "--endpoints", eps, "--nodes",
+                                str(self.args.nodes), "--racks", str(max(1, self.args.nodes // 20)), "--lease-ttl-s", "10"], "agent")
+            assert agent.stdout is not None
+            await asyncio.to_thread(agent.stdout.readline)
+            scheds = {}
+            for name in ("sched-a", "sched-b"):
+                scheds[name] = self.spawn([sys.executable, "-m", "scheduler.service", "--endpoints", eps, "--name", name,
+                                           "--election-ttl-s", str(self.args.ttl_s), "--listen-url",
+                                           f"http://127.0.0.1:{_port()}", "--log-level", "warning"], name)
+                await asyncio.sleep(2.0)
+            bound: dict[str, float] = {}
+            arrived = asyncio.Event()
+            rev = (await c.get("/bench/ready")).header.revision
+
+            async def follow() -> None:
+                async with c.watch(keys.BINDINGS, prefix=True, start_revision=rev + 1, filters=("NODELETE",)) as w:
+                    async for resp in w:
+                        now = time.perf_counter()
+                        for ev in resp.events:
+                            bound.setdefault(ev.kv.key.decode()[len(keys.BINDINGS):], now)
+                        arrived.set()
+
+            watcher = asyncio.get_running_loop().create_task(follow())
+            out = []
+
+            async def wait_bound(names: list[str], timeout_s: float = 300.0) -> None:
+                deadline = time.perf_counter() + timeout_s
+                while not all(n in bound for n in names):
+                    if time.perf_counter() > deadline:
+                        raise RuntimeError(f"{sum(n not in bound for n in names)} job(s) never bound")
+                    arrived.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(arrived.wait(), 1.0)
+
+            # 1. submit-to-bound on an idle cluster
+            lat = []
+            for i in range(self.args.latency_jobs):
+                name = f"lat-{i}"
+                t0 = time.perf_counter()
+                await c.put(keys.job_key(name), _job(name, 1, 1))
+                await wait_bound([name])
+                lat.append((bound[name] - t0) * 1000)
+            out.append({"scenario": "submit_to_bound", "jobs": len(lat), "p50_ms": round(_pct(lat, 0.5), 1),
+                        "p99_ms": round(_pct(lat, 0.99), 1), "per_s": round(1000 / statistics.mean(lat), 1)})
+            # 2./3. saturation
+            for scenario, workers, gpus, count in (("single_task", 1, 1, self.args.jobs),
+                                                   ("gang_8gpu", 2, 4, self.args.gangs)):
+                names = [f"{scenario}-{i}" for i in range(count)]
+                t0 = time.perf_counter()
+                for i in range(0, count, 100):
+                    await c.txn().then(*(Op.put(keys.job_key(n), _job(n, workers, gpus)) for n in names[i:i + 100])).commit()
+                await wait_bound(names)
+                span = max(bound[n] for n in names) - t0
+                per = [(bound[n] - t0) * 1000 for n in names]
+                out.append({"scenario": scenario, "jobs": count, "p50_ms": round(_pct(per, 0.5), 1),
+                            "p99_ms": round(_pct(per, 0.99), 1), "per_s": round(count / span, 1)})
+                await c.delete(keys.JOBS, prefix=True)  # the scheduler keeps what is bound; free the cluster:
+                await c.delete(keys.BINDINGS, prefix=True)
+                await c.delete(keys.ALLOC, prefix=True)
+                await c.delete(keys.ASSIGNMENTS, prefix=True)
+                for n in names:
+                    bound.pop(n, None)
+                # restart the schedulers' view of the cluster: kill both and start fresh ones
+                for name in list(scheds):
+                    scheds.pop(name).kill()
+                for name in (f"{scenario}-a", f"{scenario}-b"):
+                    scheds[name] = self.spawn([sys.executable, "-m", "scheduler.service", "--endpoints", eps, "--name", name,
+                                               "--election-ttl-s", str(self.args.ttl_s), "--listen-url",
+                                               f"http://127.0.0.1:{_port()}", "--log-level", "warning"], name)
+                    await asyncio.sleep(2.0)
+            # 4. failover: SIGKILL the leader, then one job
+            leader = (await c.get(keys.ELECTION + "/", prefix=True, sort_target="CREATE", sort_order="ASCEND", limit=1)).kvs[0].value.decode()
+            t0 = time.perf_counter()
+            scheds.pop(leader).kill()
+            await c.put(keys.job_key("after-failover"), _job("after-failover", 1, 1))
+            await wait_bound(["after-failover"], 120.0)
+            ms = (bound["after-failover"] - t0) * 1000
+            out.append({"scenario": "failover", "lease_ttl_s": self.args.ttl_s, "p50_ms": round(ms, 1), "p99_ms": round(ms, 1),
+                        "per_s": 0.0})
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m scheduler.bench_kvraft")
+    p.add_argument("--nodes", type=int, default=1000)
+    p.add_argument("--jobs", type=int, default=2000)
+    p.add_argument("--gangs", type=int, default=500)
+    p.add_argument("--latency-jobs", type=int, default=50)
+    p.add_argument("--ttl-s", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    bench = Bench(args)
+    try:
+        results = asyncio.run(bench.run())
+    finally:
+        bench.stop()
+    for r in results:
+        print(json.dumps(r) if args.json else "  ".join(f"{k}={v}" for k, v in r.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
