@@ -182,6 +182,11 @@ class Scheduler:
                 reservation = Reservation(job_id, dict(post.holds), post.start_s, post.kind, now_s, post.domain)
                 self.state.add_reservation(reservation)
                 reservations.append(reservation)
+            for victim_id, holds in post.migrations:
+                target = ",".join(holds)
+                reservation = Reservation(victim_id, dict(holds), now_s, "migration", now_s, target)
+                self.state.add_reservation(reservation)
+                reservations.append(reservation)
         held = self.state.reservations.get(job_id)
         if held is not None and (post is None or not post.victims):
             when = "" if held.start_s is None else f", expected start in {max(0.0, held.start_s - now_s) / 3600:.1f} h"

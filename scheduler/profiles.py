@@ -12,6 +12,10 @@
 |             | GPU-time first, with aging         | best fit; backfill reservations for starving |
 |             |                                    | gangs; priority preemption; quotas borrowing |
 
+Order matters where plugins share an extension point: PreFilter runs in the listed order
+and stops at the first rejection, and the PostFilters (preemption, defrag, backfill) read the
+placement levels the topology plugin writes in its PreFilter, so topology comes first.
+
 All profiles use the same plugins (``scheduler/plugins``); they differ only in which ones run
 and their arguments.
 """
@@ -28,9 +32,9 @@ _STRICT_PACK = {"small_level": "node", "large_level": "rack", "mode": "required"
 def _b1() -> Profile:
     return Profile("b1-fifo", (
         PluginSpec("priority"),
+        PluginSpec("topology", args={"small_level": "node", "large_level": "rack", "mode": "preferred"}),
         PluginSpec("gputype"),
         PluginSpec("gang"),
-        PluginSpec("topology", args={"small_level": "node", "large_level": "rack", "mode": "preferred"}),
         PluginSpec("resources", args={"scoring": "none"}),
     ), QueueOptions(strict_fifo=True))
 
@@ -47,9 +51,9 @@ def _b2() -> Profile:
 def _b3() -> Profile:
     return Profile("b3-pack", (
         PluginSpec("priority"),
+        PluginSpec("topology", args=_STRICT_PACK),
         PluginSpec("gputype"),
         PluginSpec("gang"),
-        PluginSpec("topology", args=_STRICT_PACK),
         PluginSpec("resources", args={"scoring": "none"}),
     ))
 
@@ -57,9 +61,9 @@ def _b3() -> Profile:
 def _b4() -> Profile:
     return Profile("b4-las", (
         PluginSpec("las", args={"thresholds_gpu_h": (8.0,)}),
+        PluginSpec("topology", args=_STRICT_PACK),
         PluginSpec("gputype"),
         PluginSpec("gang"),
-        PluginSpec("topology", args=_STRICT_PACK),
         PluginSpec("resources", args={"scoring": "none"}),
         PluginSpec("preemption", args={"restart_overhead_s": 30.0}),
     ))
@@ -67,14 +71,15 @@ def _b4() -> Profile:
 
 def _default() -> Profile:
     return Profile("default", (
-        PluginSpec("sjf", args={"by": "gpu_time", "aging_s": 3600.0}),
+        PluginSpec("las", args={"thresholds_gpu_h": (64.0,), "within": "shortest", "aging_s": 3600.0}),
+        PluginSpec("topology", args={"small_level": "node", "large_level": "rack", "mode": "required"}),
         PluginSpec("gputype"),
         PluginSpec("quota", args={"borrowing": True}),
         PluginSpec("gang"),
-        PluginSpec("topology", args={"small_level": "node", "large_level": "rack", "mode": "required"}),
         PluginSpec("resources", args={"scoring": "none"}),
-        PluginSpec("backfill", args={"max_reservations": 2, "min_gpus": 2, "reserve_after_s": 3600.0}),
         PluginSpec("preemption", args={"restart_overhead_s": 30.0}),
+        PluginSpec("defrag", args={"restart_overhead_s": 30.0}),
+        PluginSpec("backfill", args={"max_reservations": 2, "min_gpus": 2, "reserve_after_s": 24 * 3600.0}),
     ))
 
 

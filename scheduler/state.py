@@ -237,6 +237,17 @@ class JobInfo:
     pending_since_s: float = 0.0
     evicting: bool = False  # chosen as a preemption victim, eviction not yet confirmed
 
+    def remaining_hint_s(self, now_s: float, overrun_factor: float = 1.0) -> float | None:
+        """Expected run time left from the job's estimate (None without one). A job already past
+        its estimate is expected to run ``overrun_factor`` x as long again as it has run (heavy
+        tails: the longer a job has run, the longer it will probably still run)."""
+        hint = self.job.runtime_hint_s
+        if hint is None or not self.job.gpus:
+            return None
+        done = self.attained_at(now_s) / self.job.gpus
+        left = hint - done
+        return left if left > 0 else overrun_factor * done
+
     def attained_at(self, now_s: float) -> float:
         """GPU-seconds of service received up to ``now_s`` (Tiresias' 2D attained service)."""
         if self.phase is Phase.RUNNING and self.bound_at_s is not None:
@@ -270,13 +281,15 @@ class ClusterState:
         self.jobs: dict[str, JobInfo] = {}
         self.tenants: dict[str, Tenant] = {}
         self.tenant_gpus: dict[str, int] = {}
+        self.allocated_gpus = 0  # sum of tenant_gpus
+        self.tenants_version = 0
         self.reservations: dict[str, Reservation] = {}
         self.index = FreeIndex()
         self.epoch = 0
         self.free_by_type: dict[str, int] = {}  # free GPUs of usable nodes
         self.running: dict[str, JobInfo] = {}
         self.pending: dict[str, JobInfo] = {}
-        self._type_totals: dict[str, tuple[int, int]] | None = None
+        self._type_totals: dict[str, tuple[int, int, int]] | None = None
 
     # --- events -----------------------------------------------------------------------------
 
@@ -301,9 +314,11 @@ class ClusterState:
             return self._remove_job(event.job_id, getattr(event, "at_s", None))
         if isinstance(event, TenantUpdated):
             self.tenants[event.tenant.name] = event.tenant
+            self.tenants_version += 1
             return {ClusterEvent.TENANT_CHANGED}
         if isinstance(event, TenantDeleted):
             self.tenants.pop(event.name, None)
+            self.tenants_version += 1
             return {ClusterEvent.TENANT_CHANGED}
         raise TypeError(f"unknown event {event!r}")
 
@@ -444,6 +459,7 @@ class ClusterState:
         self.pending.pop(job_id, None)
         self.running[job_id] = info
         self.tenant_gpus[job.tenant] = self.tenant_gpus.get(job.tenant, 0) + job.gpus
+        self.allocated_gpus += job.gpus
         if job_id in self.reservations:
             self.drop_reservation(job_id)
 
@@ -478,6 +494,7 @@ class ClusterState:
         del self.running[job_id]
         self.pending[job_id] = info
         self.tenant_gpus[job.tenant] -= job.gpus
+        self.allocated_gpus -= job.gpus
         self.epoch += 1
 
     # --- reservations -----------------------------------------------------------------------
@@ -503,29 +520,37 @@ class ClusterState:
 
     # --- queries ----------------------------------------------------------------------------
 
-    def type_totals(self) -> dict[str, tuple[int, int]]:
-        """Per GPU type over usable nodes: (total GPUs, GPUs of the largest node)."""
+    def type_totals(self) -> dict[str, tuple[int, int, int]]:
+        """Per GPU type over usable nodes: (total GPUs, largest node, largest NVLink island)."""
         if self._type_totals is None:
-            totals: dict[str, tuple[int, int]] = {}
+            totals: dict[str, tuple[int, int, int]] = {}
             for info in self.nodes.values():
                 if not info.usable:
                     continue
-                total, largest = totals.get(info.node.gpu_type, (0, 0))
-                totals[info.node.gpu_type] = (total + info.node.gpus, max(largest, info.node.gpus))
+                total, largest, island = totals.get(info.node.gpu_type, (0, 0, 0))
+                biggest_island = max(info.node.islands or (info.node.gpus,))
+                totals[info.node.gpu_type] = (
+                    total + info.node.gpus, max(largest, info.node.gpus), max(island, biggest_island))
             self._type_totals = totals
         return self._type_totals
+
+    def largest_island_gpus(self, gpu_type: str | None) -> int:
+        totals = self.type_totals()
+        if gpu_type is not None:
+            return totals.get(gpu_type, (0, 0, 0))[2]
+        return max((island for _, _, island in totals.values()), default=0)
 
     def largest_node_gpus(self, gpu_type: str | None) -> int:
         totals = self.type_totals()
         if gpu_type is not None:
-            return totals.get(gpu_type, (0, 0))[1]
-        return max((largest for _, largest in totals.values()), default=0)
+            return totals.get(gpu_type, (0, 0, 0))[1]
+        return max((largest for _, largest, _ in totals.values()), default=0)
 
     def total_gpus(self, gpu_type: str | None = None) -> int:
         totals = self.type_totals()
         if gpu_type is not None:
-            return totals.get(gpu_type, (0, 0))[0]
-        return sum(total for total, _ in totals.values())
+            return totals.get(gpu_type, (0, 0, 0))[0]
+        return sum(total for total, _, _ in totals.values())
 
     def free_gpus(self, gpu_type: str | None = None) -> int:
         """Free GPUs on usable nodes (of ``gpu_type``), holds included."""

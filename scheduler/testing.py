@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 from scheduler.cycle import CycleResult, Scheduler
@@ -20,6 +21,8 @@ from scheduler.model import (
     Mode,
     Node,
     NodeAdded,
+    Placement,
+    TaskAssignment,
     Tenant,
     TenantUpdated,
     Topology,
@@ -35,7 +38,9 @@ __all__ = [
     "make_job",
     "make_node",
     "make_nodes",
+    "plugin_of",
     "plugin_profile",
+    "run_pass",
 ]
 
 
@@ -170,6 +175,25 @@ class ClusterBuilder:
     def __init__(self, nodes: list[Node]) -> None:
         self.nodes = list(nodes)
         self.tenants: list[Tenant] = []
+        self.jobs: list[JobAdded] = []
+        self._used: dict[str, int] = {}
+
+    def running(
+        self, job: Job | JobBuilder, on: dict[str, int], bound_at_s: float = 0.0, attained_gpu_s: float = 0.0
+    ) -> ClusterBuilder:
+        """A gang already running with ``on`` = node -> tasks (lowest free GPU indices)."""
+        spec = job.obj() if isinstance(job, JobBuilder) else job
+        if sum(on.values()) != spec.tasks:
+            spec = replace(spec, tasks=sum(on.values()))
+        tasks: list[TaskAssignment] = []
+        for name, count in on.items():
+            for _ in range(count):
+                first = self._used.get(name, 0)
+                gpus = tuple(range(first, first + spec.gpus_per_task))
+                self._used[name] = first + spec.gpus_per_task
+                tasks.append(TaskAssignment(len(tasks), name, gpus))
+        self.jobs.append(JobAdded(spec, Placement(tuple(tasks)), bound_at_s, attained_gpu_s))
+        return self
 
     def tenant(self, name: str, nominal_gpus: int, borrow_limit_gpus: int | None = None) -> ClusterBuilder:
         self.tenants.append(Tenant(name, nominal_gpus, borrow_limit_gpus))
@@ -181,11 +205,14 @@ class ClusterBuilder:
             state.handle(NodeAdded(node))
         for tenant in self.tenants:
             state.handle(TenantUpdated(tenant))
+        for added in self.jobs:
+            state.handle(added)
         return state
 
     def scheduler(self, profile: Profile, seed: int = 0, jobs: list[Job] | None = None) -> Scheduler:
         sched = Scheduler(profile, seed=seed)
         sched.handle(*(NodeAdded(n) for n in self.nodes), *(TenantUpdated(t) for t in self.tenants))
+        sched.handle(*self.jobs)
         if jobs:
             sched.handle(*(JobAdded(j) for j in jobs))
         return sched
@@ -196,8 +223,6 @@ def cluster(nodes: list[Node]) -> ClusterBuilder:
 
 
 def cycle_state(state: ClusterState, info: JobInfo, now_s: float = 0.0, seed: int = 0) -> CycleState:
-    import random
-
     return CycleState(state, now_s, random.Random(seed), info)
 
 
@@ -213,3 +238,11 @@ def plugin_profile(*names: str, queue_sort: str = "priority", **args: dict[str, 
 
 def run_pass(sched: Scheduler, now_s: float = 0.0) -> CycleResult:
     return sched.schedule(now_s)
+
+
+def plugin_of(sched: Scheduler, name: str) -> object:
+    """The instance of plugin ``name`` in a scheduler's framework."""
+    for plugin in sched.framework.plugins:
+        if getattr(plugin, "name", None) == name:
+            return plugin
+    raise KeyError(f"plugin {name!r} is not in profile {sched.profile.name!r}")

@@ -30,9 +30,11 @@ def _check(name: str, annotation: str, value: object) -> object:
     for option in options:
         kinds = _SCALARS.get(option)
         if kinds is not None and isinstance(value, kinds) and not (option != "bool" and isinstance(value, bool)):
-            return float(value) if option == "float" else value  # type: ignore[arg-type]
+            return float(value) if option == "float" and isinstance(value, int | float) else value
         if option.startswith(("tuple[", "Mapping[", "dict[")) and isinstance(value, list | tuple | Mapping):
-            return dict(value) if option.startswith(("Mapping[", "dict[")) else tuple(value)  # type: ignore[arg-type]
+            if option.startswith(("Mapping[", "dict[")):
+                return dict(value)
+            return tuple(value)
     raise ValueError(f"argument {name!r}: {value!r} is not {annotation}")
 
 

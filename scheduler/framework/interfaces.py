@@ -77,7 +77,8 @@ class Domain:
 @dataclass(frozen=True, slots=True)
 class PostFilterResult:
     """What a PostFilter decided: evict ``victims`` (whole gangs) and/or hold GPUs
-    (``holds``: node -> GPUs) for the job until it can start at ``start_s``."""
+    (``holds``: node -> GPUs) for the job until it can start at ``start_s``.
+    ``migrations``: holds for evicted victims on the nodes they move to (defragmentation)."""
 
     status: Status
     victims: tuple[Preemption, ...] = ()
@@ -85,6 +86,7 @@ class PostFilterResult:
     start_s: float | None = None
     kind: str = ""
     domain: str = ""
+    migrations: tuple[tuple[str, dict[str, int]], ...] = ()
 
 
 class Plugin(Protocol):

@@ -105,6 +105,13 @@ class Framework:
             raise ValueError(f"profile {profile.name}: need exactly one QueueSort plugin, got {len(sorters)}")
         if not self.capacities:
             raise ValueError(f"profile {profile.name}: need a Capacity plugin (resources)")
+        writers = [i for i, p in enumerate(self.pre_filters) if getattr(p, "writes_levels", False)]
+        if writers and writers[0] != 0 and self.post_filters:
+            # PreFilter stops at the first rejection, and PostFilters read the levels: a plugin
+            # rejecting before the levels are written would make preemption search wrong domains.
+            raise ValueError(
+                f"profile {profile.name}: {self.pre_filters[writers[0]].name} writes the placement "
+                "levels and must be the first PreFilter plugin when PostFilter plugins run")
         self.queue_sort = sorters[0]
         self._failures: dict[tuple[object, ...], tuple[int, Status]] = {}
         self._domains: dict[Level, list[Domain]] = {}
@@ -230,8 +237,8 @@ class Framework:
                 if cap <= 0:
                     self._reasons["GPUs held for a reservation"] += 1
                     return 0
-        for plugin in self.capacities:
-            c = plugin.capacity(cs, info, node)
+        for capacity in self.capacities:
+            c = capacity.capacity(cs, info, node)
             if c < cap:
                 cap = c
                 if cap <= 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from scheduler.framework.registry import Registry
 from scheduler.plugins import (
     backfill,
+    defrag,
     gang,
     gputype,
     las,
@@ -31,4 +32,5 @@ def in_tree_registry() -> Registry:
         quota.NAME: quota.new,
         preemption.NAME: preemption.new,
         backfill.NAME: backfill.new,
+        defrag.NAME: defrag.new,
     })

@@ -30,7 +30,7 @@ from scheduler.sim.estimate import ESTIMATORS, Estimator
 from scheduler.sim.metrics import summarize
 from scheduler.sim.progress import Progress
 from scheduler.sim.slowdown import SlowdownModel
-from scheduler.sim.trace import TraceJob, read_nodes, read_trace
+from scheduler.sim.trace import NodeShape, TraceJob, read_nodes, read_trace
 
 __all__ = ["HELIOS_VC_NODES", "main", "run_policy"]
 
@@ -149,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     opts = _parser().parse_args(argv)
     trace = read_trace(opts.trace, opts.limit, opts.time_scale)
-    shapes = ()
+    shapes: tuple[NodeShape, ...] = ()
     if opts.node_csv:
         shapes = sample_shapes(read_nodes(opts.node_csv), opts.sample_nodes, opts.seed)
     spec = ClusterSpec(opts.nodes, opts.gpus_per_node, opts.racks, opts.racks_per_spine, shapes)
@@ -184,6 +184,6 @@ def main(argv: list[str] | None = None) -> int:
     if opts.plot:
         from scheduler.sim.plot import plot_jct
 
-        plot_jct({m["policy"]: j for m, j in results}, opts.plot, f"{spec.describe()}, seed {opts.seed}")
+        plot_jct({str(m["policy"]): j for m, j in results}, opts.plot, f"{spec.describe()}, seed {opts.seed}")
         print(f"# wrote {opts.plot}", file=sys.stderr)
     return 0

@@ -22,12 +22,23 @@ from scheduler.state import JobInfo, Phase
 __all__ = ["NAME", "LasArgs", "LeastAttainedService", "new"]
 
 NAME = "las"
+_UNKNOWN = float("inf")
 
 
 @dataclass(frozen=True)
 class LasArgs:
     thresholds_gpu_h: tuple[float, ...] = (8.0,)
     starvation_factor: float | None = None
+    # Order inside a queue: "fifo" (Tiresias), "shortest" (least estimated GPU-time left) or
+    # "shortest_runtime" (least estimated run time left).
+    within: str = "fifo"
+    # A job past its estimate: expected to run this x its run time more (0: "almost done").
+    overrun_factor: float = 0.0
+    # "gpu_time": 2D attained service in GPU-hours (Tiresias); "time": run hours, any width.
+    service: str = "gpu_time"
+    # With ``within`` shortest: divide the estimate by 1 + time since submission / aging_s, so
+    # that wide or long jobs are not starved by a stream of small ones.
+    aging_s: float | None = None
 
 
 class LeastAttainedService:
@@ -38,11 +49,24 @@ class LeastAttainedService:
             t <= 0 for t in args.thresholds_gpu_h
         ):
             raise ValueError(f"las: thresholds must be positive and increasing: {args.thresholds_gpu_h}")
+        if args.within not in ("fifo", "shortest", "shortest_runtime"):
+            raise ValueError(f"las: within must be fifo, shortest or shortest_runtime, not {args.within!r}")
         self.thresholds_gpu_s = tuple(t * 3600.0 for t in args.thresholds_gpu_h)
         self.starvation_factor = args.starvation_factor
+        self.shortest = args.within != "fifo"
+        self.by_runtime = args.within == "shortest_runtime"
+        self.overrun_factor = args.overrun_factor
+        if args.service not in ("gpu_time", "time"):
+            raise ValueError(f"las: service must be gpu_time or time, not {args.service!r}")
+        self.per_gpu = args.service == "time"
+        if args.aging_s is not None and args.aging_s <= 0:
+            raise ValueError("las: aging_s must be positive")
+        self.aging_s = args.aging_s
 
     def queue_of(self, info: JobInfo, now_s: float) -> int:
         attained = info.attained_at(now_s)
+        if self.per_gpu and info.job.gpus:
+            attained /= info.job.gpus
         level = 0
         for threshold in self.thresholds_gpu_s:
             if attained < threshold:
@@ -53,14 +77,25 @@ class LeastAttainedService:
             and self.starvation_factor is not None
             and info.phase is Phase.PENDING
             and info.job.gpus
-            and now_s - info.pending_since_s > self.starvation_factor * attained / info.job.gpus
+            and now_s - info.pending_since_s
+            > self.starvation_factor * (attained if self.per_gpu else attained / info.job.gpus)
         ):
             return 0
         return level
 
     def sort_key(self, info: JobInfo, now_s: float) -> tuple[float | str, ...]:
         job = info.job
-        return (-job.priority, self.queue_of(info, now_s), job.submit_s, job.job_id)
+        level = self.queue_of(info, now_s)
+        if self.shortest:
+            left = info.remaining_hint_s(now_s, self.overrun_factor)
+            if left is None:
+                left = _UNKNOWN
+            elif not self.by_runtime:
+                left *= job.gpus
+            if self.aging_s is not None and left != _UNKNOWN:
+                left /= 1.0 + max(0.0, now_s - job.submit_s) / self.aging_s
+            return (-job.priority, level, left, job.submit_s, job.job_id)
+        return (-job.priority, level, job.submit_s, job.job_id)
 
     def rank(self, info: JobInfo, now_s: float) -> tuple[float, ...]:
         return (info.job.priority, -self.queue_of(info, now_s))
@@ -69,9 +104,13 @@ class LeastAttainedService:
         if info.phase is not Phase.RUNNING or not info.job.gpus:
             return None
         attained = info.attained_at(now_s)
+        rate = float(info.job.gpus)
+        if self.per_gpu:
+            attained /= info.job.gpus
+            rate = 1.0
         for threshold in self.thresholds_gpu_s:
             if attained < threshold:
-                return now_s + (threshold - attained) / info.job.gpus
+                return now_s + (threshold - attained) / rate
         return None
 
 

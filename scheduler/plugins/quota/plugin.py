@@ -44,6 +44,14 @@ class Quota:
             raise ValueError("quota: unknown_tenant_nominal_gpus must be >= 0")
         self.borrowing = args.borrowing
         self.unknown = args.unknown_tenant_nominal_gpus
+        self._nominal_total: tuple[int, int] = (-1, 0)  # (tenants version, sum of nominal quotas)
+
+    def total_nominal(self, state: ClusterState) -> int:
+        version, total = self._nominal_total
+        if version != state.tenants_version:
+            total = sum(t.nominal_gpus for t in state.tenants.values())
+            self._nominal_total = (state.tenants_version, total)
+        return total
 
     def pre_filter(self, cs: CycleState, info: JobInfo) -> Status:
         state = cs.state
@@ -63,11 +71,11 @@ class Quota:
         borrow = usage + job.gpus - nominal
         if limit is not None and borrow > limit:
             return Status.unresolvable(f"{head}; would borrow {borrow}, limit {limit}", NAME)
-        total_nominal = sum(t.nominal_gpus for t in state.tenants.values())
-        total_usage = sum(state.tenant_gpus.values())
-        unknown_tenants = {t for t in state.tenant_gpus if t not in state.tenants}
-        total_nominal += self.unknown * len(unknown_tenants | ({tenant} - set(state.tenants)))
-        unused = total_nominal - total_usage
+        total_nominal = self.total_nominal(state)
+        if self.unknown:
+            unknown_tenants = {t for t in state.tenant_gpus if t not in state.tenants}
+            total_nominal += self.unknown * len(unknown_tenants | ({tenant} - set(state.tenants)))
+        unused = total_nominal - state.allocated_gpus
         if job.gpus > unused:
             return Status.unresolvable(
                 f"{head}; would borrow {borrow} but only {max(unused, 0)} quota GPUs are unused", NAME)

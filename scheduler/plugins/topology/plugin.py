@@ -61,6 +61,7 @@ class TopologyArgs:
 
 class TopologyPlugin:
     name = NAME
+    writes_levels = True  # must be the first PreFilter (the framework checks)
 
     def __init__(self, args: TopologyArgs) -> None:
         for level in (args.small_level, args.large_level):
@@ -90,11 +91,15 @@ class TopologyPlugin:
         req = self.requirement(info, fits_node)
         start = Level.NODE if fits_node else Level.RACK
         required = req.mode is Mode.REQUIRED
-        if required and req.level < start:
+        if required and req.level == Level.ISLAND:
+            island = state.largest_island_gpus(job.gpu_type)
+            if job.gpus > island:
+                return Status.infeasible(
+                    f"needs {job.gpus} GPUs in {_WHERE[req.level]}; the largest island has {island}", NAME)
+            cs.levels = (Level.ISLAND,)
+        elif required and req.level < start:
             return Status.infeasible(
                 f"needs {job.gpus} GPUs in {_WHERE[req.level]}; the largest node has {largest}", NAME)
-        if required and req.level == Level.ISLAND:
-            cs.levels = (Level.ISLAND,)
         else:
             top = req.level if required else Level.CLUSTER
             cs.levels = tuple(lv for lv in _WIDER if start <= lv <= top)

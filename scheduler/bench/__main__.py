@@ -1,0 +1,3 @@
+from scheduler.bench.cli import main
+
+raise SystemExit(main())

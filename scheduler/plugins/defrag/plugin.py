@@ -1,0 +1,120 @@
+"""Defragment: move small gangs out of the way of a gang that fits only in total.
+
+A PostFilter for jobs that do not fit although enough GPUs are free in the cluster: the free
+GPUs are scattered (say an 8-GPU job, and 12 GPUs free as 1-3 per node). It looks for the
+cheapest set of small running gangs (at most ``max_victim_gpus`` GPUs, single node, priority
+not above the job's, moved fewer than ``max_moves`` times) whose eviction lets the job fit
+(``victims.search``), but accepts a set only if every victim can restart at once on another
+node: each gets a hold there, the job gets a hold on the freed GPUs. A move costs the victim
+only its restart (it resumes from its checkpoint), so rank does not matter, unlike preemption.
+
+Example: 8-GPU nodes n1 (7 GPUs free, job a: 1 GPU) and n2 (6 free, job b: 2 GPUs); a new
+8-GPU job does not fit. Moving a to n2 (hold 1 GPU there) frees n1 whole: a restarts on n2,
+the job starts on n1; the cost is a's restart, 30 s x 1 GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from scheduler.framework.args import decode_args
+from scheduler.framework.cycle_state import CycleState
+from scheduler.framework.interfaces import Handle, PostFilterPlugin, PostFilterResult
+from scheduler.framework.status import SUCCESS, Status
+from scheduler.model import Preemption
+from scheduler.plugins.preemption.victims import Candidate, search
+from scheduler.state import JobInfo
+
+__all__ = ["NAME", "Defragment", "DefragArgs", "new"]
+
+NAME = "defrag"
+
+NOTHING = PostFilterResult(Status.unschedulable("no defragmentation", NAME))
+
+
+@dataclass(frozen=True)
+class DefragArgs:
+    restart_overhead_s: float = 30.0
+    max_victim_gpus: int = 4
+    max_moves: int = 2
+    min_job_gpus: int = 2
+    targets_to_check: int = 64
+
+
+class Defragment:
+    name = NAME
+
+    def __init__(self, args: DefragArgs, handle: Handle) -> None:
+        if args.restart_overhead_s < 0 or args.max_victim_gpus < 1 or args.max_moves < 0:
+            raise ValueError("defrag: restart_overhead_s >= 0, max_victim_gpus >= 1, max_moves >= 0")
+        self.args = args
+        self.handle = handle
+
+    def post_filter(self, cs: CycleState, info: JobInfo, status: Status) -> PostFilterResult:
+        job = info.job
+        state = cs.state
+        if not status.preemption_may_help or job.gpus < self.args.min_job_gpus:
+            return NOTHING
+        if state.free_gpus(job.gpu_type) < job.gpus:
+            return NOTHING  # not fragmentation: too few GPUs free in total
+        candidates: dict[str, Candidate] = {}
+        for victim in state.running.values():
+            vjob = victim.job
+            if (
+                victim.evicting or not vjob.preemptible or vjob.job_id == job.job_id
+                or vjob.priority > job.priority or vjob.gpus > self.args.max_victim_gpus
+                or victim.evictions >= self.args.max_moves or victim.placement is None
+                or len(victim.placement.nodes()) != 1
+            ):
+                continue
+            cost = vjob.gpus * self.args.restart_overhead_s / 3600.0
+            candidates[vjob.job_id] = Candidate(victim, cost, (float(vjob.priority),))
+        if not candidates:
+            return NOTHING
+        found = search(self.handle, cs, info, candidates, lambda victims, plan: self._targets(cs, victims, plan))
+        if found is None:
+            return NOTHING
+        moves = tuple(
+            Preemption(v.info.job.job_id, job.job_id, v.cost_gpu_h, f"moved to make room for {job.job_id}")
+            for v in found.victims)
+        holds = {name: tasks * job.gpus_per_task for name, tasks in found.plan.items()}
+        return PostFilterResult(SUCCESS, moves, holds, cs.now_s, "defrag", found.domain, found.extra)
+
+    def _targets(
+        self, cs: CycleState, victims: list[Candidate], plan: dict[str, int]
+    ) -> tuple[tuple[str, dict[str, int]], ...] | None:
+        """A node outside the plan for every victim (biggest first, tightest node first)."""
+        state = cs.state
+        taken: dict[str, int] = {}
+        out: list[tuple[str, dict[str, int]]] = []
+        for victim in sorted(victims, key=lambda v: (-v.info.job.gpus, v.info.job.job_id)):
+            vinfo = victim.info
+            vjob = vinfo.job
+            vcs = CycleState(state, cs.now_s, cs.rng, vinfo)
+            target = None
+            checked = 0
+            for node in state.index.candidates(vjob.gpus, vjob.gpu_type):
+                if node.name in plan or node.name in (vinfo.placement.nodes() if vinfo.placement else ()):
+                    continue
+                checked += 1
+                if checked > self.args.targets_to_check:
+                    break
+                fit = self.handle.fit_nodes(vcs, vinfo, [node])
+                if fit and fit[0][1] * max(vjob.gpus_per_task, 1) - taken.get(node.name, 0) >= vjob.gpus:
+                    target = node.name
+                    break
+            if target is None:
+                return None
+            taken[target] = taken.get(target, 0) + vjob.gpus
+            out.append((vjob.job_id, {target: vjob.gpus}))
+        return tuple(out)
+
+
+def new(args: Mapping[str, Any], handle: Handle) -> Defragment:
+    return Defragment(decode_args(DefragArgs, args), handle)
+
+
+def _conforms(handle: Handle) -> PostFilterPlugin:
+    return Defragment(DefragArgs(), handle)
