@@ -9,7 +9,11 @@ An assignment (``/registry/assignments/<node>/<job>/<task>``, docs/keyspace.md) 
         "resources": {"gpus": [0, 1], "cpu_milli": 2000, "memory_mib": 4096, "pids": 512,
                       "cpuset": "0-3", "rdma": true},
         "restart_policy": "Never" | "OnFailure" | "Always", "max_restarts": 3,
-        "grace_s": 30, "network": "host" | "none" | "<netns path>", "user": [uid, gid]}}
+        "grace_s": 30, "network": "host" | "none" | "job" | "<netns path>", "user": [uid, gid]}}
+
+``network``: ``host`` (default), ``none`` (a fresh namespace with only loopback), ``job`` (one
+loopback-only namespace shared by the job's tasks on this node; runc), or the path of an
+existing namespace (``/run/netns/<name>``).
 
 ``parse_assignment`` never raises on user input: a bad spec comes back as ``SpecError`` text
 that the reconcile turns into a ``Failed`` status with reason ``InvalidSpec``.
@@ -166,7 +170,7 @@ def parse_spec(doc: Any) -> TaskSpec:
         raise SpecError(f"spec.grace_s: must be a number >= 0, not {grace_s!r}")
     network = doc.get("network", "host") or "host"
     if not isinstance(network, str):
-        raise SpecError("spec.network: must be 'host', 'none' or a network namespace path")
+        raise SpecError("spec.network: must be 'host', 'none', 'job' or a network namespace path")
     user = doc.get("user")
     if user is not None and (
         not isinstance(user, list | tuple) or len(user) != 2 or not all(isinstance(u, int) and u >= 0 for u in user)

@@ -20,6 +20,7 @@ import contextlib
 import json
 import resource
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,8 @@ class RuncRuntime(SupervisedRuntime):
         namespaces: list[dict[str, Any]] = [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]
         if spec.network == "none":
             namespaces.append({"type": "network"})
+        elif spec.network == "job":
+            namespaces.append({"type": "network", "path": self._job_netns(run.job)})
         elif spec.network not in ("host", ""):
             if not Path(spec.network).exists():
                 raise StartFailure("InvalidSpec", f"network namespace {spec.network!r} does not exist")
@@ -210,6 +213,34 @@ class RuncRuntime(SupervisedRuntime):
             },
         }
 
+    # --- per-job network namespace -----------------------------------------------------------
+    def _netns_name(self, job: str) -> str:
+        return safe_name(f"kvraft-{self.node}-{job}")[:60]
+
+    def _job_netns(self, job: str) -> str:
+        """``/run/netns/kvraft-<node>-<job>``, created on first use: the job's tasks on this
+        node share a loopback-only network namespace, isolated from other jobs and the host."""
+        name = self._netns_name(job)
+        path = Path("/run/netns") / name
+        if not path.exists():
+            add = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+            if add.returncode != 0 and not path.exists():
+                raise StartFailure("StartError", f"cannot create network namespace {name}: {add.stderr.strip()}")
+            subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], capture_output=True)
+        return str(path)
+
+    async def _release_job_netns(self, handle: dict[str, Any]) -> None:
+        if handle.get("spec", {}).get("network") != "job":
+            return
+        job = handle["key"].split("/", 1)[0]
+        for adir in self._attempt_dirs():
+            other = read_json(adir / "handle.json")
+            if (other and other is not handle and other.get("id") != handle["id"]
+                    and other["key"].split("/", 1)[0] == job and other.get("spec", {}).get("network") == "job"
+                    and not (adir / "cleaned.json").exists()):
+                return  # another task of the job still uses it
+        await run_command(["ip", "netns", "delete", self._netns_name(job)], 30)
+
     # --- lifecycle ---------------------------------------------------------------------------
     async def _kill_remains(self, handle: dict[str, Any], adir: Path) -> None:
         cid = handle["id"]
@@ -229,6 +260,7 @@ class RuncRuntime(SupervisedRuntime):
         await asyncio.to_thread(self.cgroups.remove_empty_parents, rel, CGROUP_PREFIX)
         bundle = adir / "bundle"
         await asyncio.to_thread(shutil.rmtree, bundle, True)
+        await self._release_job_netns(handle)
 
     async def exec(self, key: str, attempt: int, argv: list[str], timeout_s: float) -> ExecResult:
         handle = read_json(self.attempt_dir(key, attempt) / "handle.json")

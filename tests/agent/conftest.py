@@ -69,6 +69,16 @@ def kill_task_processes(data_dir: Path) -> None:
                     layout.kill_and_remove(str(d.relative_to(Path("/sys/fs/cgroup/memory"))))
 
 
+def remove_node_cgroups(node: str) -> None:
+    """The per-node cgroup parents a test agent (or runtime) created, with anything left in them."""
+    from agent.runtime.cgroups import CgroupLayout
+    from agent.runtime.supervised import safe_name
+
+    layout = CgroupLayout.detect()
+    if layout.usable:
+        layout.kill_and_remove(f"kvraft-agent/{safe_name(node)}")
+
+
 @pytest.fixture(scope="module")
 def kvraft_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     cluster = LocalCluster(1, tmp_path_factory.mktemp("kv"), extra_args=FAST_FLAGS)
@@ -129,6 +139,7 @@ class AgentProcess:
     def teardown(self) -> None:
         self.kill()
         kill_task_processes(self.data_dir)
+        remove_node_cgroups(self.name)
 
 
 @pytest.fixture

@@ -125,3 +125,17 @@ def test_config_flags_override_yaml(tmp_path) -> None:
         load_config(["--config", str(cfg_file)])
     with pytest.raises(ValueError):
         parse_labels("rack")
+
+
+def test_log_line_formats_and_docker_demux() -> None:
+    from agent.logs import parse_line
+    from agent.runtime.docker import demux
+
+    assert parse_line(b"2026-12-02T01:47:59.168078184Z stdout F hi there") == (
+        b"2026-12-02T01:47:59.168078184Z", "stdout", False, b"hi there")
+    assert parse_line(b"2026-12-02T01:47:59Z stderr P part")[2] is True
+    assert parse_line(b'{"log":"x\\n","stream":"stderr","time":"2026-12-02T01:00:00Z"}') == (
+        b"2026-12-02T01:00:00Z", "stderr", False, b"x")
+    assert parse_line(b"garbage") is None
+    frames = bytes([1, 0, 0, 0, 0, 0, 0, 3]) + b"out" + bytes([2, 0, 0, 0, 0, 0, 0, 4]) + b"err!"
+    assert demux(frames) == (b"out", b"err!")

@@ -163,3 +163,27 @@ async def test_kvraft_unreachable_tasks_run_on_and_exit_is_reported_later(tmp_pa
         if agent is not None:
             agent.teardown()
         cluster.stop()
+
+
+async def test_supervisor_killed_is_reported_lost_and_restarted_by_policy(agents, kv) -> None:
+    from agent.runtime.supervised import read_json
+
+    a = agents("n-sup").start()
+    await assign(kv, "n-sup", "js", "t", {"command": ["sleep", "300"], "restart_policy": "OnFailure"})
+    await wait_status(kv, "js", "t", "Running", agent=a)
+    adir = a.data_dir / "tasks" / "js" / "t" / "1"
+    shim, started = read_json(adir / "shim.json"), read_json(adir / "started.json")
+    import os
+
+    os.kill(shim["pid"], signal.SIGKILL)
+    s = await wait_status(kv, "js", "t", "Pending", "Running", agent=a, attempt=2)
+    assert s["attempt"] == 2
+
+    async def task_killed():
+        try:
+            return "Z" in open(f"/proc/{started['pid']}/stat").read().split()[2]
+        except OSError:
+            return True
+    await wait_for(task_killed, 30, "attempt 1's task killed with its supervisor gone", a)
+    assert (a.data_dir / "tasks" / "js" / "t" / "1" / "lost.json").exists() or not adir.exists()
+    await unassign(kv, "n-sup", "js", "t")

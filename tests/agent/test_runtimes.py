@@ -25,7 +25,7 @@ from agent.runtime.cgroups import CgroupLayout
 from agent.runtime.process import ProcessRuntime
 from agent.runtime.supervised import read_json
 from agent.spec import parse_spec
-from tests.agent.conftest import kill_task_processes
+from tests.agent.conftest import kill_task_processes, remove_node_cgroups
 
 RUNC_MISSING = ""
 try:
@@ -58,6 +58,7 @@ def data_dir(tmp_path: Path):
     d = tmp_path / "agent"
     yield d
     kill_task_processes(d)
+    remove_node_cgroups("rt-test")
 
 
 async def wait_exit(rt, key: str, attempt: int = 1, timeout_s: float = 60.0):
@@ -352,3 +353,27 @@ async def test_runc_cleanup_removes_container_cgroups_and_bundle(runc_rt) -> Non
     assert await runc_rt.list_containers() == []
     with contextlib.suppress(FileNotFoundError):
         assert not any((Path("/sys/fs/cgroup/memory") / runc_rt.cgroup_parent).iterdir())
+
+
+async def test_runc_per_job_network_namespace(runc_rt) -> None:
+    """Tasks of one job share a loopback-only namespace; another job's task cannot reach them."""
+    server = ("import socket\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+              "s.bind(('127.0.0.1', 7411)); s.listen(1); print('listening', flush=True)\n"
+              "c, _ = s.accept(); c.sendall(b'hello-from-job-a'); c.close()")
+    client = ("import socket, time\nfor _ in range(100):\n    try:\n"
+              "        c = socket.create_connection(('127.0.0.1', 7411), timeout=1); print(c.recv(100).decode()); break\n"
+              "    except OSError as e:\n        err = e; time.sleep(0.05)\nelse:\n    print('refused', err)")
+    await runc_rt.start(run("ja/server", {"command": [PY, "-c", server], "network": "job"}))
+    await runc_rt.start(run("jb/client", {"command": [PY, "-c", client.replace("range(100)", "range(10)")], "network": "job"}))
+    other = await wait_exit(runc_rt, "jb/client")
+    await runc_rt.start(run("ja/client", {"command": [PY, "-c", client], "network": "job"}))
+    mine = await wait_exit(runc_rt, "ja/client")
+    await wait_exit(runc_rt, "ja/server")
+    assert any("hello-from-job-a" in ln for ln in log_lines(runc_rt, "ja/client")), log_lines(runc_rt, "ja/client")
+    assert any("refused" in ln for ln in log_lines(runc_rt, "jb/client"))
+    assert mine.exit.exit_code == 0 and other.exit.exit_code == 0
+    assert Path("/run/netns/" + runc_rt._netns_name("ja")).exists()
+    for key in ("ja/server", "ja/client", "jb/client"):
+        await runc_rt.cleanup(key, 1)
+    assert not Path("/run/netns/" + runc_rt._netns_name("ja")).exists()
+    assert not Path("/run/netns/" + runc_rt._netns_name("jb")).exists()
