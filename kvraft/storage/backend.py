@@ -91,7 +91,10 @@ class Batch:
             self.poisoned = cause
 
     def commit_now(self) -> None:
-        """Commit what is staged and continue in a new transaction."""
+        """Commit what is staged and continue in a new transaction (refused, with
+        ``BatchAbortedError``, once the batch is poisoned)."""
+        if self.poisoned is not None:
+            raise BatchAbortedError(f"write batch rolled back: {self.poisoned!r}")
         self.backend._commit(self)
         self.txn = self.backend._live.env.begin(write=True)
 
@@ -213,25 +216,28 @@ class Backend:
             dbis = {name: env.open_db(name, txn=txn) for name in self.buckets}
         return env, dbis
 
-    def install(self, scratch_path: Path) -> None:
+    def install(self, scratch_path: Path) -> Any:
         """Make the finished scratch file the live generation. The caller holds the
-        writer lock (no batch open) and has closed the scratch environment."""
+        writer lock (no batch open) and has closed the scratch environment. Returns a
+        token for ``release_old``, to be called once the writer lock is released:
+        closing and unlinking the old file (slow for a large one) happens there."""
         assert self._batch is None, "install inside a write batch"
         final = self.generation_path(self._live.generation + 1)
         with open(scratch_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(scratch_path, final)
-        for stale in (Path(str(scratch_path) + "-lock"),):
-            if stale.exists():
-                stale.unlink()
+        Path(str(scratch_path) + "-lock").unlink(missing_ok=True)
         fsync_dir(self.directory)
         new = self._open(final, self._live.generation + 1)
         with self._handles_lock:
             old, self._live = self._live, new
             old.retired = True
-            idle = old.readers == 0
-        if idle:
-            self._retire(old)
+            old.readers += 1  # held by the installer until release_old()
+        return old
+
+    def release_old(self, token: Any) -> None:
+        """Let the generation replaced by ``install`` go once its readers are done."""
+        self._release(token)
 
     def _retire(self, handle: _Handle) -> None:
         handle.env.close()

@@ -127,8 +127,9 @@ def defragment(
                         pairs = list(r.txn.cursor(db=r.dbis[name]).iternext())
                         txn.cursor(db=dbis[name]).putmulti(pairs, append=True)
                 env.close()  # install() fsyncs the file and the directory
-                backend.install(scratch)
+                old = backend.install(scratch)
                 pause = time.perf_counter() - pause0
+            backend.release_old(old)
         except BaseException:
             env.close()
             for p in (scratch, scratch.with_name(scratch.name + "-lock")):

@@ -428,8 +428,9 @@ class MVCCStore:
             report = restore_generation(self.backend, chunks)
             with self.backend.writer_lock, self.gate.exclusive():
                 self._compactor.cancel_pending()
-                self.backend.install(report.path)
+                old = self.backend.install(report.path)
                 self._reload()
+            self.backend.release_old(old)
         return report
 
     def defragment(self, progress: Callable[[str], None] | None = None) -> DefragReport:
