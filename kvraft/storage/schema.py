@@ -56,6 +56,7 @@ META_CONSISTENT_INDEX = b"consistentIndex"  # u64 index | u64 term
 META_NOSPACE_ALARM = b"alarmNoSpace"  # b"\x01" when raised
 
 _CRC = struct.Struct(">I")
+_pack = msgpack.Packer(use_bin_type=True).pack  # packb builds a Packer per call
 _I64 = struct.Struct(">q")
 
 KVTuple = tuple[bytes, int, int, int, bytes, int]
@@ -63,8 +64,8 @@ KVTuple = tuple[bytes, int, int, int, bytes, int]
 
 
 def encode_kv(rev_key: bytes, key: bytes, create: int, mod: int, version: int, value: bytes, lease: int) -> bytes:
-    payload: bytes = msgpack.packb([key, create, mod, version, value, lease])
-    return _CRC.pack(zlib.crc32(rev_key + payload)) + payload
+    payload: bytes = _pack([key, create, mod, version, value, lease])
+    return _CRC.pack(zlib.crc32(payload, zlib.crc32(rev_key))) + payload
 
 
 def decode_kv(rev_key: bytes, raw: bytes) -> KVTuple:

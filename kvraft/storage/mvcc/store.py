@@ -309,7 +309,8 @@ class MVCCStore:
 
     def put_request(self, r: Any) -> PutResult:
         ops.check_put_request(r)
-        ops.check_capped(self._nospace, "put", r)
+        if self._nospace:
+            ops.check_capped(True, "put", r)
         with self.write() as view:
             return ops.apply_put(view, r, self.lease_check)
 

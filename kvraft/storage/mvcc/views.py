@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from kvraft.storage.errors import KVCorruptionError
 from kvraft.storage.mvcc.errors import CompactedRevisionError, FutureRevisionError
 from kvraft.storage.mvcc.types import Event, EventType, KeyValue
-from kvraft.storage.revision import bytes_to_rev, main_of, pack, rev_to_bytes, unpack
+from kvraft.storage.revision import bytes_to_rev, main_of, pack, rev_to_bytes, unpack  # noqa: F401
 from kvraft.storage.schema import BUCKET_KEY, decode_kv, encode_kv
 
 if TYPE_CHECKING:
@@ -126,13 +126,15 @@ class WriteView(ReadView):
         store = self._store
         main = self._rev + 1
         sub = len(self.changes)
-        got, shape = store.index.put_returning(key, pack(main, sub))
+        got, shape = store.index.put_returning(key, main << 32 | sub)  # revision.pack
         store._remember(self._batch, key, shape)
-        created, version = (main_of(got[1]), got[2] + 1) if got is not None else (main, 1)
+        created, version = (got[1] >> 32, got[2] + 1) if got is not None else (main, 1)
         rev_key = rev_to_bytes(main, sub)
         self._append(rev_key, encode_kv(rev_key, key, created, main, version, value, lease))
-        store._set_lease(key, lease)
-        self.changes.append(Event(EventType.PUT, KeyValue(key, created, main, version, value, lease)))
+        if lease or key in store._key_lease:
+            store._set_lease(key, lease)
+        kv = _new_kv(KeyValue, (key, created, main, version, value, lease))
+        self.changes.append(_new_kv(Event, (EventType.PUT, kv)))
         return main
 
     def delete_range(self, key: bytes, end: bytes | None) -> tuple[int, int]:
