@@ -91,12 +91,17 @@ class Bench:
     async def run(self) -> list[dict[str, Any]]:
         self.start_kvraft()
         eps = ",".join(self.endpoints)
-        async with Client(self.endpoints, request_timeout_s=30.0) as c:
-            for _ in range(600):
-                with contextlib.suppress(Exception):
-                    await c.put("/bench/ready", b"1")
-                    break
-                await asyncio.sleep(0.1)
+        c = Client(self.endpoints, request_timeout_s=30.0)
+        for _ in range(600):  # the members take a few seconds to start and elect
+            try:
+                await c.open()
+                await c.put("/bench/ready", b"1")
+                break
+            except Exception:
+                await c.close()
+                c = Client(self.endpoints, request_timeout_s=30.0)
+                await asyncio.sleep(0.2)
+        async with c:
             agent = self.spawn([sys.executable, "-m", "scheduler.fake_agent", "--endpoints", eps, "--nodes",
                                 str(self.args.nodes), "--racks", str(max(1, self.args.nodes // 20)), "--lease-ttl-s", "10"], "agent")
             assert agent.stdout is not None
