@@ -101,7 +101,8 @@ class Bench:
                 await c.close()
                 c = Client(self.endpoints, request_timeout_s=30.0)
                 await asyncio.sleep(0.2)
-        async with c:
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(c.close)  # already open
             agent = self.spawn([sys.executable, "-m", "scheduler.fake_agent", "--endpoints", eps, "--nodes",
                                 str(self.args.nodes), "--racks", str(max(1, self.args.nodes // 20)), "--lease-ttl-s", "10"], "agent")
             assert agent.stdout is not None
