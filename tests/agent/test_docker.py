@@ -49,8 +49,11 @@ def dockerd(tmp_path_factory):
         proc.kill()
         proc.wait(timeout=30)
     log.close()
-    for m in (d / "data",):
-        subprocess.run(["umount", str(m)], capture_output=True)
+    # dockerd leaves a bind of its data root and exec/netns/default mounted: unmount all under d
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
+              if line.split()[1].startswith(str(d) + "/")]
+    for m in sorted(mounts, reverse=True):
+        subprocess.run(["umount", m], capture_output=True)
     shutil.rmtree(d, ignore_errors=True)
 
 
