@@ -160,6 +160,12 @@ def test_put_flags(kv: Any) -> None:
     assert kv.rev == 5
 
 
+def test_long_keys_and_values(kv: Any) -> None:
+    key, value = b"k" * 5000, b"v" * 200_000  # far past LMDB's 511-byte key limit
+    kv.put(key, value)
+    assert kv.range(b"k", b"l").kvs == (KV(key, 2, 2, 1, value),)
+
+
 def test_version_resets_after_delete(kv: Any) -> None:
     kv.put(b"k", b"1")
     kv.put(b"k", b"2")
