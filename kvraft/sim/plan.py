@@ -90,6 +90,11 @@ class SimPlan:
         net = NetFaults(drop_p, dup_p, delay_min, delay_max, reorder_p, reorder_max)
         fsync_lo = r.choice([50, 200, 1_000])
         faults = tuple(k for k in FAULT_KINDS if r.random() < 0.6)
+        # flow control: tiny messages (one entry each) or a tiny window, not both, which
+        # would catch a member up one entry per round trip (legal, but then "heals within
+        # the bound" would measure the catch-up, not whether the cluster is stuck)
+        max_size = r.choice([1 << 20, 1 << 20, 256, 64])
+        inflight = r.choice([256, 256, 4, 1]) if max_size > 256 else r.choice([256, 16])
         skew = tuple(
             r.choice([0, 0, 0, 20_000, -20_000, 50_000, -50_000]) for _ in range(members + 4)
         )
@@ -99,8 +104,8 @@ class SimPlan:
             tick_skew_ppm=skew,
             pre_vote=r.random() < 0.85,
             check_quorum=r.random() < 0.85,
-            max_size_per_msg=r.choice([1 << 20, 1 << 20, 256, 64]),
-            max_inflight_msgs=r.choice([256, 256, 4, 1]),
+            max_size_per_msg=max_size,
+            max_inflight_msgs=inflight,
             step_while_busy=r.random() < 0.7,
             snapshot_every=r.choice([0, 10, 30, 100]),
             compact_keep=r.choice([0, 5, 20]),
