@@ -71,7 +71,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         except EtcdError as exc:
             caller, request["auth_error"] = None, exc
     else:
-        caller = features.resolve(header)
+        caller = await _resolve_caught_up(request, features, header)
     token = CALLER.set(caller)
     try:
         if route not in _OPEN and route not in _SELF_CHECKED:
@@ -83,6 +83,20 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     finally:
         CALLER.reset(token)
+
+
+async def _resolve_caught_up(request: web.Request, features: Features, header: str | None) -> Any:
+    """Resolve the caller; a token this member does not know yet may have been issued through
+    another member moments ago (simple tokens are assigned through Raft). Before refusing it,
+    catch up with a linearizable barrier and look again, so a token works on every member as
+    soon as authenticate has answered."""
+    try:
+        return features.resolve(header)
+    except EtcdError as exc:
+        if header is None or exc.code != 16:
+            raise
+        await request.app[SERVER].driver.read_barrier()
+        return features.resolve(header)
 
 
 class AuthGate:
