@@ -71,7 +71,7 @@ def _b4() -> Profile:
 
 def _default() -> Profile:
     return Profile("default", (
-        PluginSpec("las", args={"thresholds_gpu_h": (64.0,), "within": "shortest", "aging_s": 3600.0}),
+        PluginSpec("las", args={"thresholds_gpu_h": (128.0,), "within": "shortest", "aging_s": 3600.0}),
         PluginSpec("topology", args={"small_level": "node", "large_level": "rack", "mode": "required"}),
         PluginSpec("gputype"),
         PluginSpec("quota", args={"borrowing": True}),

@@ -4,8 +4,10 @@
 - **backoff**: jobs whose binding failed (a store conflict); they return to active after an
   exponential backoff (``backoff_initial_s`` doubling up to ``backoff_max_s``).
 - **unschedulable**: jobs that did not fit. Each remembers the cluster events that could help
-  (the rejecting plugin's ``events_to_register``, its queueing hints); such an event moves it
-  back to active. ``unschedulable_flush_s`` bounds how long a job waits without a retry.
+  (the rejecting plugin's ``events_to_register``, refined per job by its ``queueing_hint``);
+  such an event moves it back to active. A flush on every multiple of
+  ``unschedulable_flush_s`` retries the jobs parked for longer than that, a safety net for
+  what no hint foresaw (Kubernetes flushes pods unschedulable for 5 minutes).
 
 Time is an input (``now_s``); nothing here reads a clock.
 
@@ -16,6 +18,7 @@ it to active and the next pass tries it again.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -109,9 +112,14 @@ class SchedulingQueue:
         return list(self.active)
 
     def next_wakeup_s(self) -> float | None:
+        """When the next job leaves backoff, or the next flush tick: flushes happen on multiples
+        of ``unschedulable_flush_s`` so that parked jobs are retried together, one pass per
+        tick, rather than one pass per job."""
         times = list(self.backoff.values())
         if self.unschedulable:
-            times.append(min(s for s, _, _ in self.unschedulable.values()) + self.options.unschedulable_flush_s)
+            flush = self.options.unschedulable_flush_s
+            due = min(s for s, _, _ in self.unschedulable.values()) + flush
+            times.append(math.ceil(due / flush) * flush if flush > 0 else due)
         return min(times) if times else None
 
     def statistics(self) -> QueueStatistics:

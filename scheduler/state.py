@@ -26,7 +26,7 @@ Worked example (two 8-GPU nodes in one rack)::
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from scheduler.model import (
@@ -116,11 +116,18 @@ class NodeInfo:
     def copy(self) -> NodeInfo:
         """A detached copy for what-if checks (preemption); shares the node and rack."""
         other = NodeInfo.__new__(NodeInfo)
-        for slot in NodeInfo.__slots__:
-            setattr(other, slot, getattr(self, slot))
+        other.node = self.node
+        other.full_mask = self.full_mask
+        other.free_mask = self.free_mask
+        other.free_gpus = self.free_gpus
+        other.free_cpu = self.free_cpu
+        other.free_mem = self.free_mem
         other.jobs = dict(self.jobs)
         other.holds = dict(self.holds)
+        other.held_gpus = self.held_gpus
+        other.rack = self.rack
         other.indexed = False
+        other.island_masks = self.island_masks
         return other
 
     @property
@@ -236,6 +243,7 @@ class JobInfo:
     evictions: int = 0
     pending_since_s: float = 0.0
     evicting: bool = False  # chosen as a preemption victim, eviction not yet confirmed
+    by_node: dict[str, tuple[int, ...]] = field(default_factory=dict)  # placement's GPUs per node
 
     def remaining_hint_s(self, now_s: float, overrun_factor: float = 1.0) -> float | None:
         """Expected run time left from the job's estimate (None without one). A job already past
@@ -436,7 +444,8 @@ class ClusterState:
         assert info.phase is Phase.PENDING, f"{job_id} is already running"
         job = info.job
         assert len(placement.tasks) == job.tasks, f"{job_id}: partial placement"
-        for node_name, gpus in placement.gpus_by_node().items():
+        by_node = placement.gpus_by_node()
+        for node_name, gpus in by_node.items():
             node = self.nodes[node_name]
             mask = 0
             for gpu in gpus:
@@ -452,6 +461,7 @@ class ClusterState:
             node.jobs[job_id] = node.jobs.get(job_id, 0) + len(gpus)
         info.phase = Phase.RUNNING
         info.placement = placement
+        info.by_node = by_node
         info.bound_at_s = at_s
         info.confirmed = False
         if info.first_bound_s is None:
@@ -468,7 +478,7 @@ class ClusterState:
         info = self.jobs[job_id]
         assert info.phase is Phase.RUNNING and info.placement is not None
         job = info.job
-        for node_name, gpus in info.placement.gpus_by_node().items():
+        for node_name, gpus in info.by_node.items():
             node = self.nodes.get(node_name)
             if node is None:
                 continue
@@ -485,6 +495,7 @@ class ClusterState:
         info.attained_gpu_s = info.attained_at(at_s)
         info.phase = Phase.PENDING
         info.placement = None
+        info.by_node = {}
         info.bound_at_s = None
         info.confirmed = False
         info.evicting = False

@@ -7,6 +7,7 @@ not above the job's, moved fewer than ``max_moves`` times) whose eviction lets t
 (``victims.search``), but accepts a set only if every victim can restart at once on another
 node: each gets a hold there, the job gets a hold on the freed GPUs. A move costs the victim
 only its restart (it resumes from its checkpoint), so rank does not matter, unlike preemption.
+A search that failed for a job shape is not repeated in the same pass until capacity is freed.
 
 Example: 8-GPU nodes n1 (7 GPUs free, job a: 1 GPU) and n2 (6 free, job b: 2 GPUs); a new
 8-GPU job does not fit. Moving a to n2 (hold 1 GPU there) frees n1 whole: a restarts on n2,
@@ -21,11 +22,11 @@ from typing import Any
 
 from scheduler.framework.args import decode_args
 from scheduler.framework.cycle_state import CycleState
-from scheduler.framework.interfaces import Handle, PostFilterPlugin, PostFilterResult
+from scheduler.framework.interfaces import Handle, PassPlugin, PostFilterPlugin, PostFilterResult
 from scheduler.framework.status import SUCCESS, Status
 from scheduler.model import Preemption
 from scheduler.plugins.preemption.victims import Candidate, search
-from scheduler.state import JobInfo
+from scheduler.state import ClusterState, JobInfo
 
 __all__ = ["NAME", "Defragment", "DefragArgs", "new"]
 
@@ -51,6 +52,10 @@ class Defragment:
             raise ValueError("defrag: restart_overhead_s >= 0, max_victim_gpus >= 1, max_moves >= 0")
         self.args = args
         self.handle = handle
+        self.failed: dict[tuple[object, ...], int] = {}
+
+    def begin_pass(self, state: ClusterState, now_s: float) -> None:
+        self.failed = {}
 
     def post_filter(self, cs: CycleState, info: JobInfo, status: Status) -> PostFilterResult:
         job = info.job
@@ -59,23 +64,37 @@ class Defragment:
             return NOTHING
         if state.free_gpus(job.gpu_type) < job.gpus:
             return NOTHING  # not fragmentation: too few GPUs free in total
+        # Within a pass, capacity only shrinks until something is released (the epoch moves):
+        # a search that failed for this shape fails again.
+        key = (job.tasks, job.gpus_per_task, job.cpu_milli_per_task, job.memory_mib_per_task, job.gpu_type,
+               job.node_selector, job.priority, cs.levels, cs.fewest_nodes)
+        if self.failed.get(key) == state.epoch:
+            return NOTHING
+        found = self._search(cs, info)
+        if found is None:
+            self.failed[key] = state.epoch
+            return NOTHING
+        return found
+
+    def _search(self, cs: CycleState, info: JobInfo) -> PostFilterResult | None:
+        job = info.job
+        state = cs.state
         candidates: dict[str, Candidate] = {}
         for victim in state.running.values():
             vjob = victim.job
             if (
                 victim.evicting or not vjob.preemptible or vjob.job_id == job.job_id
                 or vjob.priority > job.priority or vjob.gpus > self.args.max_victim_gpus
-                or victim.evictions >= self.args.max_moves or victim.placement is None
-                or len(victim.placement.nodes()) != 1
+                or victim.evictions >= self.args.max_moves or len(victim.by_node) != 1
             ):
                 continue
             cost = vjob.gpus * self.args.restart_overhead_s / 3600.0
             candidates[vjob.job_id] = Candidate(victim, cost, (float(vjob.priority),))
         if not candidates:
-            return NOTHING
+            return None
         found = search(self.handle, cs, info, candidates, lambda victims, plan: self._targets(cs, victims, plan))
         if found is None:
-            return NOTHING
+            return None
         moves = tuple(
             Preemption(v.info.job.job_id, job.job_id, v.cost_gpu_h, f"moved to make room for {job.job_id}")
             for v in found.victims)
@@ -96,7 +115,7 @@ class Defragment:
             target = None
             checked = 0
             for node in state.index.candidates(vjob.gpus, vjob.gpu_type):
-                if node.name in plan or node.name in (vinfo.placement.nodes() if vinfo.placement else ()):
+                if node.name in plan or node.name in vinfo.by_node:
                     continue
                 checked += 1
                 if checked > self.args.targets_to_check:
@@ -116,5 +135,6 @@ def new(args: Mapping[str, Any], handle: Handle) -> Defragment:
     return Defragment(decode_args(DefragArgs, args), handle)
 
 
-def _conforms(handle: Handle) -> PostFilterPlugin:
-    return Defragment(DefragArgs(), handle)
+def _conforms(handle: Handle) -> tuple[PostFilterPlugin, PassPlugin]:
+    plugin = Defragment(DefragArgs(), handle)
+    return plugin, plugin

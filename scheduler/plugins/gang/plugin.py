@@ -26,6 +26,11 @@ from scheduler.framework.status import SUCCESS, Status
 from scheduler.model import Placement
 from scheduler.state import ClusterEvent, ClusterState, JobInfo
 
+
+def _gpus(count: int) -> str:
+    return f"{count} GPU" if count == 1 else f"{count} GPUs"
+
+
 __all__ = ["NAME", "Gang", "GangArgs", "new"]
 
 NAME = "gang"
@@ -55,13 +60,13 @@ class Gang:
             total = state.total_gpus(job.gpu_type)
             if total < job.gpus:
                 return Status.infeasible(
-                    f"needs {job.gpus} GPUs{_of_type(job.gpu_type)}; the cluster has {total}", NAME)
+                    f"needs {_gpus(job.gpus)}{_of_type(job.gpu_type)}; the cluster has {total}", NAME)
             return Status.unschedulable(
-                f"needs {job.gpus} GPUs{_of_type(job.gpu_type)}; {free} free in the cluster", NAME)
+                f"needs {_gpus(job.gpus)}{_of_type(job.gpu_type)}; {free} free in the cluster", NAME)
         largest = state.largest_node_gpus(job.gpu_type)
         if job.gpus_per_task > largest:
             return Status.infeasible(
-                f"a task needs {job.gpus_per_task} GPUs{_of_type(job.gpu_type)}; "
+                f"a task needs {_gpus(job.gpus_per_task)}{_of_type(job.gpu_type)}; "
                 f"the largest node has {largest}", NAME)
         return SUCCESS
 

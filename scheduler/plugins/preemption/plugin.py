@@ -50,9 +50,11 @@ class Preempt:
         self.lowest_rank: tuple[float, ...] | None = None
         self.borrowing = False
         self._pass: tuple[ClusterState, float] | None = None
+        self.failed: dict[tuple[object, ...], int] = {}
 
     def begin_pass(self, state: ClusterState, now_s: float) -> None:
         self._pass = (state, now_s)
+        self.failed = {}
         self.lowest_rank = None
         self.borrowing = False
 
@@ -105,14 +107,23 @@ class Preempt:
         if lowest is None or (self.handle.rank(info, cs.now_s) <= lowest and not self.borrowing):
             return NOTHING
         job = info.job
+        # A pass attempts jobs in rank order, so the victims eligible for a job never grow
+        # during the pass, and capacity only shrinks until something is released: a search
+        # that failed for this shape and rank fails again in the same epoch.
+        key = (job.tasks, job.gpus_per_task, job.cpu_milli_per_task, job.memory_mib_per_task, job.gpu_type,
+               job.node_selector, job.tenant, self.handle.rank(info, cs.now_s), cs.levels, cs.fewest_nodes)
+        if self.failed.get(key) == cs.state.epoch:
+            return NOTHING
         eligible = self._eligible(cs, info)
         if not eligible:
+            self.failed[key] = cs.state.epoch
             return NOTHING
         freeable = sum(v.info.job.gpus for v in eligible.values())
         if cs.state.free_gpus(job.gpu_type) + freeable < job.gpus:
             return NOTHING
         found = search(self.handle, cs, info, eligible, lambda victims, plan: True)
         if found is None:
+            self.failed[key] = cs.state.epoch
             return NOTHING
         mine = self.handle.rank(info, cs.now_s)
         preemptions = tuple(

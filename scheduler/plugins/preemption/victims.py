@@ -53,8 +53,7 @@ def without(nodes: Sequence[NodeInfo], removed: Mapping[str, Candidate]) -> list
         copy = node.copy()
         for victim in gone:
             vjob = victim.info.job
-            assert victim.info.placement is not None
-            gpus = victim.info.placement.gpus_by_node()[node.name]
+            gpus = victim.info.by_node[node.name]
             for gpu in gpus:
                 copy.free_mask |= 1 << gpu
             tasks_here = len(gpus) // vjob.gpus_per_task if vjob.gpus_per_task else 1
@@ -103,16 +102,21 @@ def search(
     """The cheapest acceptable victim set, or None. ``accept(victims, plan)`` may veto a set
     (returning None) or attach extra data to it (defragmentation's re-placement targets)."""
     state = cs.state
+    job = info.job
     by_node: dict[str, list[str]] = {}
+    freeable: dict[str, int] = {}
     for job_id, victim in candidates.items():
-        assert victim.info.placement is not None
-        for name in victim.info.placement.nodes():
+        for name, gpus in victim.info.by_node.items():
             by_node.setdefault(name, []).append(job_id)
+            freeable[name] = freeable.get(name, 0) + len(gpus)
     for level in cs.levels:
         if level <= Level.NODE:
-            groups = [[state.nodes[name]] for name in sorted(by_node) if name in state.nodes]
+            # Necessary condition first: free GPUs plus the candidates' GPUs on the node.
+            groups = [[state.nodes[name]] for name in sorted(by_node)
+                      if name in state.nodes and state.nodes[name].free_gpus + freeable[name] >= job.gpus]
         else:
-            groups = [d.nodes() for d in handle.domains(level)]
+            groups = [nodes for nodes in (d.nodes() for d in handle.domains(level))
+                      if sum(n.free_gpus + freeable.get(n.name, 0) for n in nodes) >= job.gpus]
         best: tuple[tuple[float, int, tuple[float, ...]], Found[E]] | None = None
         for nodes in groups:
             touching = sorted({v for n in nodes for v in by_node.get(n.name, ())})

@@ -36,6 +36,11 @@ from scheduler.framework.status import SUCCESS, Status
 from scheduler.model import Level, Mode, Topology
 from scheduler.state import ClusterEvent, ClusterState, JobInfo, NodeInfo
 
+
+def _gpus(count: int) -> str:
+    return f"{count} GPU" if count == 1 else f"{count} GPUs"
+
+
 __all__ = ["NAME", "TopologyArgs", "TopologyPlugin", "new"]
 
 NAME = "topology"
@@ -95,11 +100,11 @@ class TopologyPlugin:
             island = state.largest_island_gpus(job.gpu_type)
             if job.gpus > island:
                 return Status.infeasible(
-                    f"needs {job.gpus} GPUs in {_WHERE[req.level]}; the largest island has {island}", NAME)
+                    f"needs {_gpus(job.gpus)} in {_WHERE[req.level]}; the largest island has {island}", NAME)
             cs.levels = (Level.ISLAND,)
         elif required and req.level < start:
             return Status.infeasible(
-                f"needs {job.gpus} GPUs in {_WHERE[req.level]}; the largest node has {largest}", NAME)
+                f"needs {_gpus(job.gpus)} in {_WHERE[req.level]}; the largest node has {largest}", NAME)
         else:
             top = req.level if required else Level.CLUSTER
             cs.levels = tuple(lv for lv in _WIDER if start <= lv <= top)
@@ -124,7 +129,7 @@ class TopologyPlugin:
             if best >= job.gpus:
                 return SUCCESS
             return Status.unschedulable(
-                f"needs {job.gpus} GPUs in {_WHERE[level]}; the largest free node has {best}", NAME)
+                f"needs {_gpus(job.gpus)} in {_WHERE[level]}; the largest free node has {best}", NAME)
         if level == Level.CLUSTER:
             return SUCCESS
         groups: dict[str, list[Any]] = {}
@@ -141,9 +146,9 @@ class TopologyPlugin:
         name = _WHERE[level]
         if best_total < job.gpus:
             return Status.infeasible(
-                f"needs {job.gpus} GPUs in {name}; the largest has {best_total}", NAME)
+                f"needs {_gpus(job.gpus)} in {name}; the largest has {best_total}", NAME)
         return Status.unschedulable(
-            f"needs {job.gpus} GPUs in {name}; the largest free {_NOUN[level]} has {best_tasks * per_task}",
+            f"needs {_gpus(job.gpus)} in {name}; the largest free {_NOUN[level]} has {best_tasks * per_task}",
             NAME)
 
     # --- Filter (island requirement only) ---------------------------------------------------
