@@ -1,0 +1,37 @@
+"""The throughput benchmark runs the real core on YAML workloads (tiny sizes here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scheduler.bench import load, load_all, run_workload
+from scheduler.bench.cli import main
+
+
+def test_shipped_workloads_load() -> None:
+    names = {w.name for w in load_all()}
+    assert {"single-1k", "single-5k", "gang-1k", "gang-5k"} <= names
+
+
+@pytest.mark.parametrize("name", ["single-1k", "gang-1k"])
+def test_small_runs_place_jobs(name: str) -> None:
+    workload = load_all([name])[0].scaled(nodes=128, passes=3)
+    result = run_workload(workload, keep_passes=1)
+    assert result.nodes == 128 and result.submitted == 3 * workload.batch
+    assert 0 < result.placed <= result.submitted
+    assert result.decisions_per_s > 0 and result.pass_ms_p99 >= result.pass_ms_p50 > 0
+
+
+def test_bad_workload_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nnodes: 1\ngpus_per_node: 8\nnodes_per_rack: 1\nfill: 2\n"
+                    "job: {tasks: [1], gpus_per_task: 1}\nbatch: 1\npasses: 1\ncolour: red\n")
+    with pytest.raises(ValueError, match="unknown fields"):
+        load(path)
+
+
+def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--workload", "single-1k", "--nodes", "64", "--passes", "1", "--json"]) == 0
+    assert '"workload": "single-1k"' in capsys.readouterr().out

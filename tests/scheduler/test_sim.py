@@ -1,0 +1,140 @@
+"""The simulator: replays, the slowdown model, estimates, metrics and the CLI's JSON lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scheduler.model import Node, Placement, TaskAssignment
+from scheduler.profiles import profile
+from scheduler.sim import (
+    ClusterSpec,
+    Estimator,
+    Simulation,
+    SlowdownModel,
+    build_nodes,
+    read_trace,
+    summarize,
+)
+from scheduler.sim.cli import main
+from scheduler.sim.metrics import percentile
+from scheduler.sim.trace import TraceJob
+
+TRACES = Path(__file__).resolve().parents[3] / "shared" / "traces"
+PHILLY = TRACES / "philly_jobs_busiest_week.csv"
+ALIBABA = TRACES / "alibaba_openb_nodes.csv"
+needs_traces = pytest.mark.skipif(not PHILLY.exists(), reason="shared traces not present")
+
+FIELDS = {"policy", "jobs", "avg_jct_h", "p50_jct_h", "p95_jct_h", "p99_jct_h", "avg_queue_h", "util",
+          "frac_small_in_one_node", "frac_large_in_one_rack", "preemptions_per_job", "decisions_per_s"}
+
+
+def synthetic_trace() -> list[TraceJob]:
+    """Two waves: a 16-GPU gang, 8-GPU jobs and a stream of one-GPU jobs on 2 x 8 GPUs."""
+    jobs = [TraceJob("big", "vc1", 0.0, 16, 3600.0)]
+    jobs += [TraceJob(f"w{i}", "vc1", 10.0 + i, 8, 1800.0) for i in range(3)]
+    jobs += [TraceJob(f"s{i}", "vc2" if i % 2 else "vc1", 20.0 + 60 * i, 1, 300.0 + 10 * i) for i in range(40)]
+    return jobs
+
+
+def replay(name: str, trace: list[TraceJob], nodes: list[Node], seed: int = 0) -> dict[str, object]:
+    sim = Simulation(trace, nodes, profile(name), seed=seed, slowdown=SlowdownModel(nodes, seed))
+    return summarize(name, sim.run())
+
+
+@pytest.mark.parametrize("name", ["default", "b1-fifo", "b2-spread", "b3-pack", "b4-las"])
+def test_every_policy_finishes_a_synthetic_trace(name: str) -> None:
+    nodes = build_nodes(ClusterSpec(2, 8, 1))
+    trace = synthetic_trace()
+    metrics = replay(name, trace, nodes)
+    assert metrics["jobs"] == 44 and metrics["unfinished"] == 0
+    ideal_h = sum(j.duration_s for j in trace) / len(trace) / 3600
+    assert float(metrics["avg_jct_h"]) >= ideal_h  # nobody finishes faster than its run time
+    assert 0 < float(metrics["util"]) <= 1
+
+
+def test_strict_fifo_makes_small_jobs_wait_behind_the_gang() -> None:
+    nodes = build_nodes(ClusterSpec(2, 8, 1))
+    trace = [TraceJob("busy", "v", 0.0, 4, 3600.0), TraceJob("gang", "v", 1.0, 16, 600.0)]
+    trace += [TraceJob(f"s{i}", "v", 2.0 + i, 1, 60.0) for i in range(4)]
+    b1 = Simulation(trace, nodes, profile("b1"), slowdown=SlowdownModel(nodes, 0)).run()
+    b3 = Simulation(trace, nodes, profile("b3"), slowdown=SlowdownModel(nodes, 0)).run()
+    start = {r.trace.job_id: r.first_start_s for r in b1.records}
+    assert all(start[f"s{i}"] >= 3600.0 for i in range(4))  # head-of-line blocking
+    start3 = {r.trace.job_id: r.first_start_s for r in b3.records}
+    assert all(start3[f"s{i}"] < 10.0 for i in range(4))  # skip ahead
+
+
+def test_same_seed_same_replay() -> None:
+    nodes = build_nodes(ClusterSpec(2, 8, 1))
+    a, b = (replay("default", synthetic_trace(), nodes, seed=3) for _ in range(2))
+    for key in ("avg_jct_h", "p99_jct_h", "avg_queue_h", "preemptions_per_job", "util"):
+        assert a[key] == b[key]
+
+
+def test_slowdown_model_levels() -> None:
+    nodes = [Node("a", 8, rack="r0", islands=(4, 4)), Node("b", 8, rack="r0"), Node("c", 8, rack="r1")]
+    model = SlowdownModel(nodes, seed=0)
+    draws = [model.assign(f"j{i}", 8) for i in range(2000)]
+    shares = {c.name: sum(1 for d in draws if d is c) / len(draws) for c in {d for d in draws if d}}
+    assert shares["compute-bound"] == pytest.approx(0.4, abs=0.04)
+    assert shares["comm-heavy"] == pytest.approx(0.2, abs=0.04)
+    assert model.assign("single", 1) is None
+    cls = model.classes["j0"]
+
+    def on(*parts: tuple[str, tuple[int, ...]]) -> Placement:
+        return Placement(tuple(TaskAssignment(i, n, g) for i, (n, g) in enumerate(parts)))
+
+    assert model.factor("j0", on(("a", (0, 1, 2, 3)))) == 1.0
+    assert model.factor("j0", on(("a", (3, 4)))) == cls.split_node
+    assert model.factor("j0", on(("a", (0,)), ("b", (0,)))) == cls.same_rack
+    assert model.factor("j0", on(("a", (0,)), ("c", (0,)))) == cls.cross_rack
+    stretched = SlowdownModel(nodes, 0, cross_rack_scale=2.0)
+    stretched.classes["j0"] = cls
+    assert stretched.factor("j0", on(("a", (0,)), ("c", (0,)))) == pytest.approx(1 + 2 * (cls.cross_rack - 1))
+
+
+def test_history_estimates_use_only_finished_jobs() -> None:
+    est = Estimator("history")
+    assert est.estimate("vc", 1, 999.0) is None
+    est.observe("vc", 2, 100.0)
+    assert est.estimate("vc", 1, 999.0) == 100.0  # falls back to all jobs
+    est.observe("vc", 1, 50.0)
+    est.observe("vc", 1, 70.0)
+    assert est.estimate("vc", 1, 999.0) == 60.0
+    assert Estimator("oracle").estimate("vc", 1, 999.0) == 999.0
+    assert Estimator("none").estimate("vc", 1, 999.0) is None
+
+
+def test_percentile() -> None:
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile([5.0], 99) == 5.0
+
+
+@needs_traces
+def test_cli_json_lines_on_the_real_trace(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--trace", str(PHILLY), "--limit", "400", "--nodes", "8", "--racks", "2", "--policy", "b3",
+                 "--policy", "default", "--json", "--no-progress"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["policy"] for line in lines] == ["b3-pack", "default"]
+    for line in lines:
+        assert set(line) >= FIELDS and line["jobs"] == 400
+
+
+@needs_traces
+def test_alibaba_shapes_with_gpu_type_constraints(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--trace", str(PHILLY), "--limit", "300", "--node-csv", str(ALIBABA), "--sample-nodes", "40",
+                 "--racks", "4", "--policy", "default", "--json", "--no-progress"]) == 0
+    out = capsys.readouterr()
+    line = json.loads(out.out.strip())
+    assert line["jobs"] + line["unfinished"] == 300 and line["jobs"] > 250
+    assert "gpu_type_constrained=" in out.err and "gpu_type_constrained=0" not in out.err
+
+
+@needs_traces
+def test_trace_reader() -> None:
+    jobs = read_trace(PHILLY, limit=5)
+    assert [j.job_id for j in jobs][:2] == ["philly-41869", "philly-41870"]
+    assert jobs[2].gpus == 4 and jobs[2].duration_s == 29894.0
