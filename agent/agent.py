@@ -71,7 +71,7 @@ from agent.reconcile import (
 )
 from agent.runtime.base import DeviceGrant, Runtime, TaskRun
 from agent.spec import Assignment, parse_assignment
-from kvraft.client import Client, ClientError, Compare, Op, WatchCompactedError
+from kvraft.client import Client, ClientError, Compare, Op, TLSConfig, WatchCompactedError
 
 __all__ = ["Agent", "AgentStatistics", "make_runtime"]
 
@@ -134,8 +134,10 @@ class Agent:
         self.name = config.name
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.runtime = runtime if runtime is not None else make_runtime(config)
-        self.client = client or Client(config.endpoints, request_timeout_s=config.request_timeout_s,
-                                       user=config.user or None, password=config.password or None)
+        self.client = client or Client(
+            config.endpoints, request_timeout_s=config.request_timeout_s, user=config.user or None,
+            password=config.password or None,
+            tls=TLSConfig.from_flags(config.cacert, config.cert, config.key, config.insecure_skip_tls_verify))
         self.gpus: GpuInventory = load_gpu_inventory(config.gpu_inventory or None)
         self.rdma: tuple[RdmaDevice, ...] = load_rdma_inventory(config.rdma_inventory or None)
         self.backoff = BackoffPolicy(config.restart_backoff_s, config.restart_backoff_max_s)

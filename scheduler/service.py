@@ -31,7 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
-from kvraft.client import Client, ClientError, Compare
+from kvraft.client import Client, ClientError, Compare, TLSConfig
 from scheduler import keys
 from scheduler.binder import Binder
 from scheduler.cycle import Scheduler
@@ -50,8 +50,10 @@ BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 class SchedulerDaemon:
     def __init__(self, config: SchedulerConfig, client: Client | None = None) -> None:
         self.config = config
-        self.client = client or Client(config.endpoints, request_timeout_s=config.request_timeout_s,
-                                       user=config.user or None, password=config.password or None)
+        self.client = client or Client(
+            config.endpoints, request_timeout_s=config.request_timeout_s, user=config.user or None,
+            password=config.password or None,
+            tls=TLSConfig.from_flags(config.cacert, config.cert, config.key, config.insecure_skip_tls_verify))
         self.view = ClusterView()
         self.informer = Informer(self.client, keys.REGISTRY, self)
         self.fence: list[Compare] = []

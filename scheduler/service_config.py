@@ -38,6 +38,10 @@ class SchedulerConfig:
     log_level: str = "info"
     user: str = ""
     password: str = ""
+    cacert: str = ""  # TLS to kvraft, as etcdctl: CA bundle, client certificate and key
+    cert: str = ""
+    key: str = ""
+    insecure_skip_tls_verify: bool = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--user")
     p.add_argument("--password")
+    p.add_argument("--cacert", help="verify kvraft's certificate with this CA bundle (https)")
+    p.add_argument("--cert", help="client certificate for kvraft (--client-cert-auth)")
+    p.add_argument("--key", help="the client certificate's key")
+    p.add_argument("--insecure-skip-tls-verify", choices=["true", "false"], nargs="?", const="true",
+                   help="do not verify kvraft's certificate (testing only)")
     return p
 
 

@@ -68,6 +68,18 @@ class TLSConfig:
     key_file: str | None = None
     insecure_skip_verify: bool = False
 
+    @classmethod
+    def from_flags(
+        cls, cacert: str | None = None, cert: str | None = None, key: str | None = None, insecure: bool = False
+    ) -> TLSConfig | None:
+        """etcdctl's ``--cacert --cert --key --insecure-skip-tls-verify`` as a ``TLSConfig``,
+        or None when none is given (plain http unless an endpoint says ``https://``)."""
+        if not (cacert or cert or key or insecure):
+            return None
+        if bool(cert) != bool(key):
+            raise ValueError("--cert and --key go together")
+        return cls(cacert or None, cert or None, key or None, insecure)
+
     def context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=self.ca_file)
         if self.cert_file:

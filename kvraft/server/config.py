@@ -49,11 +49,17 @@ class Config:
     auto_compaction_mode: str = "periodic"
     auto_compaction_retention: str = "0"
     log_level: str = "info"
+    cert_file: str = ""
+    key_file: str = ""
+    trusted_ca_file: str = ""
+    client_cert_auth: bool = False
+    auto_tls: bool = False
     peer_secret_file: str = ""
     peer_cert_file: str = ""
     peer_key_file: str = ""
     peer_trusted_ca_file: str = ""
     peer_client_cert_auth: bool = False
+    peer_auto_tls: bool = False
     auto_promote_learners: bool = True
     max_learners: int = 1
     auth_token: str = "simple"
@@ -115,6 +121,45 @@ class Config:
         if self.log_level not in ("debug", "info", "warn", "error", "panic", "fatal"):
             raise ConfigError("--log-level must be debug, info, warn, error, panic or fatal")
         self.initial_members()
+        self._validate_tls()
+
+    def _validate_tls(self) -> None:
+        """etcd's rules, stricter where etcd would silently serve plain text: an ``https://``
+        URL needs a certificate (or auto TLS), a certificate needs an ``https://`` URL."""
+        client_https = any(urlsplit(u).scheme == "https" for u in self.listen_client_urls)
+        if client_https and not (self.cert_file or self.auto_tls):
+            raise ConfigError("--listen-client-urls has https:// but no --cert-file/--key-file (or --auto-tls)")
+        if (self.cert_file or self.client_cert_auth) and not client_https:
+            raise ConfigError("--cert-file/--client-cert-auth set but no https:// URL in --listen-client-urls")
+        _check_pair("", self.cert_file, self.key_file)
+        if self.client_cert_auth and not self.trusted_ca_file:
+            raise ConfigError("--client-cert-auth needs --trusted-ca-file (the CA that signs client certificates)")
+        peer_urls = [*self.listen_peer_urls, *self.initial_advertise_peer_urls]
+        peer_urls += [u for urls in self.initial_members().values() for u in urls]
+        schemes = {urlsplit(u).scheme for u in peer_urls}
+        if len(schemes) > 1:
+            raise ConfigError("peer URLs mix http:// and https:// (--listen-peer-urls, "
+                              "--initial-advertise-peer-urls, --initial-cluster must agree)")
+        peer_https = schemes == {"https"}
+        if peer_https and not (self.peer_cert_file or self.peer_auto_tls):
+            raise ConfigError("peer URLs are https:// but no --peer-cert-file/--peer-key-file (or --peer-auto-tls)")
+        if (self.peer_cert_file or self.peer_client_cert_auth) and not peer_https:
+            raise ConfigError("--peer-cert-file/--peer-client-cert-auth set but the peer URLs are http://")
+        _check_pair("peer-", self.peer_cert_file, self.peer_key_file)
+        if self.peer_client_cert_auth and not self.peer_trusted_ca_file:
+            raise ConfigError("--peer-client-cert-auth needs --peer-trusted-ca-file")
+        for flag in ("trusted_ca_file", "peer_trusted_ca_file"):
+            path = getattr(self, flag)
+            if path and not Path(path).is_file():
+                raise ConfigError(f"--{flag.replace('_', '-')}: {path} is not a readable file")
+
+
+def _check_pair(prefix: str, cert: str, key: str) -> None:
+    if bool(cert) != bool(key):
+        raise ConfigError(f"--{prefix}cert-file and --{prefix}key-file go together")
+    for flag, path in (("cert-file", cert), ("key-file", key)):
+        if path and not Path(path).is_file():
+            raise ConfigError(f"--{prefix}{flag}: {path} is not a readable file")
 
 
 def _check_url(url: str, flag: str) -> None:

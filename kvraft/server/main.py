@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 from urllib.parse import urlsplit
 
@@ -13,6 +14,7 @@ from aiohttp import web
 from kvraft.server.api import make_app
 from kvraft.server.config import Config, ConfigError, parse_config
 from kvraft.server.node import Node
+from kvraft.server.tls import AutoTLSError, apply_auto_tls, client_ssl_context
 
 __all__ = ["main", "serve"]
 
@@ -26,6 +28,8 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    apply_auto_tls(config)
+    client_ssl = client_ssl_context(config)
     node = Node(config)
     app = make_app(node)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -33,7 +37,8 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     sites = []
     for url in config.listen_client_urls:
         parts = urlsplit(url)
-        site = web.TCPSite(runner, parts.hostname, parts.port, reuse_address=True, backlog=1024)
+        site = web.TCPSite(runner, parts.hostname, parts.port, reuse_address=True, backlog=1024,
+                           ssl_context=client_ssl if parts.scheme == "https" else None)
         await site.start()
         sites.append(site)
     logging.getLogger("kvraft").info(
@@ -70,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works
         pass
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except (AutoTLSError, ssl.SSLError) as exc:
+        print(f"kvraft: TLS: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

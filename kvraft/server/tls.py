@@ -1,11 +1,55 @@
-"""Mutual TLS for the peer transport, from etcd's ``--peer-*`` flags."""
+"""TLS for the client listener and the peer transport, from etcd's flags.
+
+Client side (``--cert-file``, ``--key-file``, ``--trusted-ca-file``, ``--client-cert-auth``):
+every ``https://`` URL in ``--listen-client-urls`` serves TLS with that certificate; with
+``--client-cert-auth`` a client must present a certificate signed by ``--trusted-ca-file``
+(the handshake fails otherwise). ``http://`` URLs in the same list stay plain, as in etcd.
+
+Peer side (the ``--peer-`` forms): see ``peer_ssl_contexts``. The HMAC handshake of the peer
+transport runs inside TLS, so a peer needs both the cluster secret and a trusted certificate.
+
+``--auto-tls`` / ``--peer-auto-tls``: when no certificate is given, a self-signed one is
+made once (with the ``openssl`` command) under ``<data-dir>/fixtures/client`` or
+``.../peer`` and reused on restart. As in etcd, peers using auto TLS do not verify each
+other's certificate (there is no CA), and ``--client-cert-auth`` needs a real CA.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import os
+import shutil
 import ssl
+import subprocess
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-__all__ = ["peer_ssl_contexts"]
+__all__ = ["AutoTLSError", "apply_auto_tls", "client_ssl_context", "peer_ssl_contexts", "self_signed"]
+
+log = logging.getLogger("kvraft.tls")
+
+
+class AutoTLSError(RuntimeError):
+    """The self-signed certificate for ``--auto-tls`` could not be made."""
+
+
+def client_ssl_context(config: Any) -> ssl.SSLContext | None:
+    """The server context for ``https://`` client URLs, or None when no certificate is set."""
+    if not config.cert_file:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.cert_file, config.key_file or None)
+    if config.client_cert_auth:
+        context.load_verify_locations(config.trusted_ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+    elif config.trusted_ca_file:
+        # etcd: a CA without --client-cert-auth verifies a certificate a client offers
+        context.load_verify_locations(config.trusted_ca_file)
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
 
 
 def peer_ssl_contexts(config: Any) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
@@ -15,8 +59,10 @@ def peer_ssl_contexts(config: Any) -> tuple[ssl.SSLContext | None, ssl.SSLContex
     if not config.peer_cert_file:
         return None, None
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.minimum_version = ssl.TLSVersion.TLSv1_2
     server.load_cert_chain(config.peer_cert_file, config.peer_key_file or None)
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.minimum_version = ssl.TLSVersion.TLSv1_2
     client.load_cert_chain(config.peer_cert_file, config.peer_key_file or None)
     client.check_hostname = False  # peers are addressed by IP in --initial-cluster
     if config.peer_trusted_ca_file:
@@ -28,3 +74,49 @@ def peer_ssl_contexts(config: Any) -> tuple[ssl.SSLContext | None, ssl.SSLContex
     else:
         client.verify_mode = ssl.CERT_NONE
     return server, client
+
+
+def apply_auto_tls(config: Any) -> None:
+    """Fill ``cert_file``/``key_file`` (and the peer pair) with self-signed certificates when
+    ``--auto-tls`` (``--peer-auto-tls``) is on and no certificate was given."""
+    base = Path(config.data_dir) / "fixtures"
+    if config.auto_tls and not config.cert_file:
+        hosts = [urlsplit(u).hostname or "" for u in (*config.listen_client_urls, *config.advertise_client_urls)]
+        config.cert_file, config.key_file = self_signed(base / "client", hosts)
+    if config.peer_auto_tls and not config.peer_cert_file:
+        hosts = [urlsplit(u).hostname or "" for u in (*config.listen_peer_urls, *config.initial_advertise_peer_urls)]
+        config.peer_cert_file, config.peer_key_file = self_signed(base / "peer", hosts)
+
+
+def self_signed(directory: Path, hosts: list[str]) -> tuple[str, str]:
+    """``(cert.pem, key.pem)`` in ``directory``: made once (EC P-256, one year, the hosts as
+    subject alternative names), reused as long as both files exist."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    if cert.exists() and key.exists():
+        return str(cert), str(key)
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise AutoTLSError("--auto-tls/--peer-auto-tls need the openssl command; give --cert-file/--key-file instead")
+    directory.mkdir(parents=True, exist_ok=True)
+    names = sorted({h for h in hosts if h} | {"localhost"})
+    san = ",".join(("IP:" if _is_ip(h) else "DNS:") + h for h in names)
+    tmp_cert, tmp_key = directory / "cert.pem.tmp", directory / "key.pem.tmp"
+    command = [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+               "-keyout", str(tmp_key), "-out", str(tmp_cert), "-days", "365", "-subj", "/O=kvraft autogenerated",
+               "-addext", f"subjectAltName={san}", "-addext", "extendedKeyUsage=serverAuth,clientAuth"]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise AutoTLSError(f"openssl could not make a self-signed certificate: {result.stderr.strip()[-300:]}")
+    os.chmod(tmp_key, 0o600)
+    os.replace(tmp_key, key)
+    os.replace(tmp_cert, cert)
+    log.info("made a self-signed certificate for %s in %s", ",".join(names), directory)
+    return str(cert), str(key)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

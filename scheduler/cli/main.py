@@ -1,7 +1,8 @@
 """``jobctl``: kubectl's habits for kvraft jobs.
 
 Global flags: ``--endpoints`` (or ``$JOBCTL_ENDPOINTS``), ``--user``, ``--password``,
-``--request-timeout-s``. Exit codes: 0 ok, 1 a user or server error (message on stderr),
+``--request-timeout-s``, and TLS as etcdctl: ``--cacert --cert --key
+--insecure-skip-tls-verify`` (or ``$JOBCTL_CACERT`` ...). Exit codes: 0 ok, 1 a user or server error (message on stderr),
 2 bad usage (argparse)."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import sys
 from typing import TextIO
 
-from kvraft.client import ClientError, SyncClient
+from kvraft.client import ClientError, SyncClient, TLSConfig
 from scheduler.cli import apply, cancel, cordon, describe, get, logs, submit, top
 from scheduler.cli.common import CliError
 
@@ -24,6 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", default=os.environ.get("JOBCTL_USER"))
     p.add_argument("--password", default=os.environ.get("JOBCTL_PASSWORD"))
     p.add_argument("--request-timeout-s", type=float, default=10.0)
+    p.add_argument("--cacert", default=os.environ.get("JOBCTL_CACERT"), help="CA bundle for kvraft's https")
+    p.add_argument("--cert", default=os.environ.get("JOBCTL_CERT"), help="client certificate")
+    p.add_argument("--key", default=os.environ.get("JOBCTL_KEY"), help="the client certificate's key")
+    p.add_argument("--insecure-skip-tls-verify", action="store_true",
+                   default=os.environ.get("JOBCTL_INSECURE_SKIP_TLS_VERIFY", "").lower() in ("1", "true"))
     sub = p.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for module in (submit, apply, get, describe, logs, cancel, cordon, top):
@@ -41,8 +47,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
                 for d in args.docs:
                     out.write(f"job/{d['name']} valid (dry run)\n")
                 return 0
+        tls = TLSConfig.from_flags(args.cacert, args.cert, args.key, args.insecure_skip_tls_verify)
         with SyncClient(args.endpoints.split(","), user=args.user, password=args.password,
-                        request_timeout_s=args.request_timeout_s) as client:
+                        request_timeout_s=args.request_timeout_s, tls=tls) as client:
             return int(args.run(args, client, out))
     except CliError as exc:
         print(str(exc), file=sys.stderr)

@@ -1,0 +1,257 @@
+"""TLS with etcd's flags: a 3-member kvraft cluster with client and peer TLS (certificates
+from deploy/make-certs.sh, client-certificate auth on both), reached by the client, kvctl,
+jobctl and the scheduler daemon with --cacert/--cert/--key; a client without a certificate
+is refused. Config rules and --auto-tls are checked too."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kvraft.client import EndpointError, SyncClient, TLSConfig
+from kvraft.server.config import ConfigError, parse_config
+from kvraft.server.local import LocalCluster, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+MAKE_CERTS = ROOT / "deploy" / "make-certs.sh"
+FAST_FLAGS = ["--heartbeat-interval", "50", "--election-timeout", "500"]
+
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+
+
+def make_certs(pki: Path, *members: str, clients: tuple[str, ...] = ("client",)) -> None:
+    flags = [arg for c in clients for arg in ("-c", c)]
+    subprocess.run(["bash", str(MAKE_CERTS), "-o", str(pki), "-d", "2", *flags, *members],
+                   check=True, capture_output=True)
+
+
+def wait_for(predicate, timeout_s: float = 90.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except (EndpointError, OSError) as exc:
+            last = exc
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what} (last error: {last})")
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, Path]]:
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    base = tmp_path_factory.mktemp("tls-cluster")
+    pki = base / "pki"
+    make_certs(pki, "m0=127.0.0.1", "m1=127.0.0.1", "m2=127.0.0.1", clients=("admin", "scheduler"))
+    cluster = LocalCluster(3, base / "members", extra_args=FAST_FLAGS)
+    for name, member in cluster.members.items():
+        member.client_url = member.client_url.replace("http://", "https://")
+        member.peer_url = member.peer_url.replace("http://", "https://")
+        member.extra = [
+            "--cert-file", str(pki / f"{name}.crt"), "--key-file", str(pki / f"{name}.key"),
+            "--trusted-ca-file", str(pki / "ca.crt"), "--client-cert-auth",
+            "--peer-cert-file", str(pki / f"{name}-peer.crt"), "--peer-key-file", str(pki / f"{name}-peer.key"),
+            "--peer-trusted-ca-file", str(pki / "ca.crt"), "--peer-client-cert-auth",
+        ]  # fmt: skip
+    try:
+        initial = cluster.initial_cluster()
+        for name in cluster.members:
+            cluster.start_member(name, initial, "new")
+        tls = TLSConfig(str(pki / "ca.crt"), str(pki / "admin.crt"), str(pki / "admin.key"))
+        urls = [m.client_url for m in cluster.members.values()]
+        for url in urls:  # every member answers a linearizable read: a leader was elected over peer TLS
+            wait_for(lambda url=url: _read_ok(url, tls), what=f"{url} serving over TLS")
+        yield cluster, pki
+    finally:
+        cluster.stop()
+
+
+def _read_ok(url: str, tls: TLSConfig) -> bool:
+    with SyncClient([url], tls=tls, request_timeout_s=5.0) as client:
+        client.get("ready")
+    return True
+
+
+def _admin(pki: Path) -> TLSConfig:
+    return TLSConfig(str(pki / "ca.crt"), str(pki / "admin.crt"), str(pki / "admin.key"))
+
+
+def test_client_with_ca_and_certificate_writes_through_one_member_reads_through_another(tls_cluster) -> None:
+    cluster, pki = tls_cluster
+    urls = [m.client_url for m in cluster.members.values()]
+    with SyncClient([urls[0]], tls=_admin(pki)) as client:
+        client.put("tls/k", b"v1")
+        members = client.member_list().members
+    assert sorted(u for m in members for u in m.client_urls) == sorted(urls)
+    assert all(u.startswith("https://") for m in members for u in m.peer_urls)
+    # endpoints without a scheme mean https when TLS options are given
+    with SyncClient([urls[2].removeprefix("https://")], tls=_admin(pki)) as client:
+        assert client.get("tls/k").kvs[0].value == b"v1"
+
+
+def test_a_client_without_a_certificate_is_refused(tls_cluster) -> None:
+    cluster, pki = tls_cluster
+    url = cluster.members["m1"].client_url
+    with pytest.raises(EndpointError), SyncClient([url], tls=TLSConfig(str(pki / "ca.crt")), dial_timeout_s=2.0,
+                                                 request_timeout_s=3.0) as client:
+        client.get("tls/k")
+    stranger = pki.parent / "stranger"  # a certificate from another CA
+    make_certs(stranger, "x=127.0.0.1")
+    bad = TLSConfig(str(pki / "ca.crt"), str(stranger / "client.crt"), str(stranger / "client.key"))
+    with pytest.raises(EndpointError), SyncClient([url], tls=bad, request_timeout_s=3.0) as client:
+        client.get("tls/k")
+    with pytest.raises(OSError):  # plain http on an https port: no answer
+        urllib.request.urlopen(url.replace("https://", "http://") + "/version", timeout=5).read()
+
+
+def _cli(module: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", module, *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def test_kvctl_and_jobctl_connect_with_certificates(tls_cluster) -> None:
+    cluster, pki = tls_cluster
+    endpoints = ",".join(m.client_url.removeprefix("https://") for m in cluster.members.values())
+    tls = [f"--cacert={pki / 'ca.crt'}", f"--cert={pki / 'admin.crt'}", f"--key={pki / 'admin.key'}"]
+    put = _cli("kvraft.cli.main", f"--endpoints={endpoints}", *tls, "put", "tls/kvctl", "hello")
+    assert (put.returncode, put.stdout) == (0, "OK\n"), put.stderr
+    got = _cli("kvraft.cli.main", f"--endpoints={endpoints}", *tls, "get", "tls/kvctl", "--print-value-only")
+    assert (got.returncode, got.stdout) == (0, "hello\n"), got.stderr
+    refused = _cli("kvraft.cli.main", f"--endpoints={endpoints}", f"--cacert={pki / 'ca.crt'}", "--dial-timeout=1s",
+                   "--command-timeout=3s", "get", "tls/kvctl")
+    assert refused.returncode == 1 and refused.stdout == ""
+
+    jobs = _cli("scheduler.cli.main", "--endpoints", endpoints, *tls, "get", "jobs", "-o", "json")
+    assert jobs.returncode == 0, jobs.stderr
+    json.loads(jobs.stdout)
+    no_cert = _cli("scheduler.cli.main", "--endpoints", endpoints, f"--cacert={pki / 'ca.crt'}",
+                   "--request-timeout-s", "3", "get", "jobs")
+    assert no_cert.returncode == 1 and "error: kvraft at" in no_cert.stderr
+
+
+def test_scheduler_daemon_connects_with_certificates(tls_cluster, tmp_path) -> None:
+    cluster, pki = tls_cluster
+    endpoints = ",".join(m.client_url for m in cluster.members.values())
+    port = free_port()
+    log = open(tmp_path / "scheduler.log", "wb")  # noqa: SIM115 - handed to the child
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.service", "--endpoints", endpoints, "--name", "sched-tls",
+         "--listen-url", f"http://127.0.0.1:{port}", "--election-ttl-s", "3", "--cacert", str(pki / "ca.crt"),
+         "--cert", str(pki / "scheduler.crt"), "--key", str(pki / "scheduler.key")],
+        cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    log.close()
+    try:
+        def leading() -> bool:
+            assert process.poll() is None, (tmp_path / "scheduler.log").read_text()[-2000:]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+                return bool(json.loads(response.read())["leader"])
+
+        wait_for(leading, what="the scheduler to lead over TLS")
+        with SyncClient([cluster.members["m0"].client_url], tls=_admin(pki)) as client:
+            assert client.get("/registry/scheduler/leader/", prefix=True).kvs  # its election key, written over TLS
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(30)
+
+
+def test_agent_registers_its_node_over_tls(tls_cluster, tmp_path) -> None:
+    cluster, pki = tls_cluster
+    endpoints = ",".join(m.client_url.removeprefix("https://") for m in cluster.members.values())
+    log = open(tmp_path / "agent.log", "wb")  # noqa: SIM115 - handed to the child
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agent", "--endpoints", endpoints, "--name", "tls-node", "--runtime", "fake",
+         "--data-dir", str(tmp_path / "agent"), "--listen-url", f"http://127.0.0.1:{free_port()}",
+         "--lease-ttl-s", "10", "--heartbeat-s", "2", "--cacert", str(pki / "ca.crt"),
+         "--cert", str(pki / "admin.crt"), "--key", str(pki / "admin.key")],
+        cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    log.close()
+    try:
+        def registered() -> bool:
+            assert process.poll() is None, (tmp_path / "agent.log").read_text()[-2000:]
+            with SyncClient([cluster.members["m2"].client_url], tls=_admin(pki)) as client:
+                return bool(client.get("/registry/nodes/tls-node").kvs)
+
+        wait_for(registered, what="the agent's node record written over TLS")
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(30)
+
+
+def test_auto_tls_serves_https_with_a_self_signed_certificate(tmp_path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    client_port, peer_port = free_port(), free_port()
+    url, peer = f"https://127.0.0.1:{client_port}", f"https://127.0.0.1:{peer_port}"
+    log = open(tmp_path / "member.log", "wb")  # noqa: SIM115 - handed to the child
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kvraft.server.main", "--name", "auto", "--data-dir", str(tmp_path / "data"),
+         "--listen-client-urls", url, "--advertise-client-urls", url, "--listen-peer-urls", peer,
+         "--initial-advertise-peer-urls", peer, "--initial-cluster", f"auto={peer}", "--auto-tls", "--peer-auto-tls"],
+        cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    log.close()
+    try:
+        cert = tmp_path / "data" / "fixtures" / "client" / "cert.pem"
+        skip = TLSConfig(insecure_skip_verify=True)
+        wait_for(lambda: process.poll() is None and _read_ok(url, skip), what="the auto-TLS member")
+        assert (tmp_path / "data" / "fixtures" / "peer" / "cert.pem").is_file()
+        with SyncClient([url], tls=TLSConfig(str(cert))) as client:  # the self-signed certificate as the CA
+            client.put("auto", b"1")
+            assert client.get("auto").kvs[0].value == b"1"
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(30)
+        assert process.returncode == 0, (tmp_path / "member.log").read_text()[-2000:]
+
+
+@needs_openssl
+def test_tls_flags_are_checked(tmp_path) -> None:
+    make_certs(tmp_path, "m0=127.0.0.1")
+    cert, key, ca = str(tmp_path / "m0.crt"), str(tmp_path / "m0.key"), str(tmp_path / "ca.crt")
+    https = ["--listen-client-urls", "https://127.0.0.1:2379", "--advertise-client-urls", "https://127.0.0.1:2379"]
+    peer_https = ["--listen-peer-urls", "https://127.0.0.1:2380", "--initial-advertise-peer-urls",
+                  "https://127.0.0.1:2380"]
+    ok = parse_config([*https, "--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca, "--client-cert-auth"])
+    assert ok.client_cert_auth and ok.cert_file == cert
+    assert parse_config([*peer_https, "--peer-auto-tls"]).peer_auto_tls
+    bad = [
+        [*https],  # https without a certificate
+        [*https, "--cert-file", cert],  # a certificate without its key
+        [*https, "--cert-file", cert, "--key-file", key, "--client-cert-auth"],  # no CA for client certificates
+        ["--cert-file", cert, "--key-file", key],  # a certificate but only http URLs
+        [*https, "--cert-file", cert, "--key-file", str(tmp_path / "missing.key")],
+        [*peer_https],  # https peers without a peer certificate
+        ["--listen-peer-urls", "https://127.0.0.1:2380", "--peer-auto-tls"],  # advertise stays http: mixed
+        ["--peer-cert-file", cert, "--peer-key-file", key],  # peer certificate with http peers
+        [*peer_https, "--peer-cert-file", cert, "--peer-key-file", key, "--peer-client-cert-auth"],
+    ]
+    for argv in bad:
+        with pytest.raises(ConfigError):
+            parse_config(argv)
+
+
+@needs_openssl
+def test_the_member_exits_with_a_message_on_a_key_that_does_not_match(tmp_path) -> None:
+    make_certs(tmp_path, "m0=127.0.0.1", "m1=127.0.0.1")
+    port = free_port()
+    url = f"https://127.0.0.1:{port}"
+    result = subprocess.run(
+        [sys.executable, "-m", "kvraft.server.main", "--data-dir", str(tmp_path / "data"), "--listen-client-urls", url,
+         "--advertise-client-urls", url, "--listen-peer-urls", f"http://127.0.0.1:{free_port()}",
+         "--cert-file", str(tmp_path / "m0.crt"), "--key-file", str(tmp_path / "m1.key")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "kvraft: TLS:" in result.stderr, result.stderr
