@@ -211,7 +211,7 @@ def test_kvraft_only_commands(tmp_path: Path) -> None:
         assert run_kvctl([endpoint, "get", "enc", "--print-value-only"]).out == "v\n"  # msgpack by default
         saved = run_kvctl([endpoint, "snapshot", "save", str(tmp_path / "kv.snap")])
         assert saved.rc == 0 and (tmp_path / "kv.snap").stat().st_size > 0
-        status = run_kvctl(["snapshot", "status", str(tmp_path / "kv.snap")])
-        assert (status.rc, status.err) == (1, "Error: invalid database (no valid meta page)\n")
+        status = run_kvctl(["snapshot", "status", str(tmp_path / "kv.snap")])  # kvraft's own format
+        assert status.rc == 0 and status.out.count(", ") == 3, status.err
     finally:
         kvraft.stop()

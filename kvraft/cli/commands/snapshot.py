@@ -1,15 +1,22 @@
-"""``snapshot save <file>`` (with a progress bar on stderr) and ``snapshot status <file>``.
+"""``snapshot save <file>`` (with a progress bar on stderr), ``snapshot status <file>`` and
+``snapshot restore <file> --data-dir ... --name ... --initial-cluster ...``.
 
 ``save`` streams one member's backend to ``<file>.part``, fsyncs it and renames it into
-place, so an interrupted save never leaves a file that looks complete. ``status`` reads an
-etcd (bbolt) snapshot file (``kvraft.cli.bbolt``); kvraft's snapshot blob has no stable
-file format yet, so ``status`` reports it as not a bbolt database.
+place, so an interrupted save never leaves a file that looks complete. From a kvraft
+member the file is kvraft's framed snapshot (``kvraft.cli.snapshot_file``), checked
+end to end (every frame's CRC, the trailer's SHA-256) before the rename; from etcd it is
+etcd's bbolt file. ``status`` reads either kind (``-w simple|json|table|fields``).
+``restore`` turns a kvraft snapshot into the data dir of a member of a new cluster
+(``kvraft.server.restore``); it writes JSON log lines on stderr, as etcdctl does, and
+nothing on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import time
 from typing import Any
 
 from kvraft.cli.bbolt import BoltError, snapshot_status
@@ -18,6 +25,7 @@ from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_ERROR, CommandError
 from kvraft.cli.parsing import subcommands
 from kvraft.cli.printers import DBStatus
 from kvraft.cli.progress import ProgressBar
+from kvraft.cli.snapshot_file import SnapshotFileError, is_kvraft_snapshot, verify_snapshot
 
 __all__ = ["register"]
 
@@ -40,14 +48,18 @@ async def run_save(ctx: Context, ns: argparse.Namespace) -> None:
                 bar.update(written, written + chunk.remaining_bytes)
             out.flush()
             os.fsync(out.fileno())
+        if written == 0:
+            raise CommandError(EXIT_ERROR, "snapshot stream ended without data")
+        if is_kvraft_snapshot(partial):
+            try:
+                verify_snapshot(partial)
+            except SnapshotFileError as exc:
+                raise CommandError(EXIT_ERROR, f"snapshot stream is incomplete or damaged: {exc}") from None
     except BaseException:
         if os.path.exists(partial):
             os.unlink(partial)
         raise
     bar.finish()
-    if written == 0:
-        os.unlink(partial)
-        raise CommandError(EXIT_ERROR, "snapshot stream ended without data")
     os.replace(partial, path)
     ctx.stdout.write(f"Snapshot saved at {path}\n")
 
@@ -55,11 +67,55 @@ async def run_save(ctx: Context, ns: argparse.Namespace) -> None:
 async def run_status(ctx: Context, ns: argparse.Namespace) -> None:
     if len(ns.args) != 1:
         raise CommandError(EXIT_BAD_ARGS, "snapshot status requires exactly one argument")
+    path = ns.args[0]
     try:
-        status = snapshot_status(ns.args[0])
-    except (OSError, BoltError) as exc:
-        raise CommandError(EXIT_ERROR, str(exc)) from None
+        if is_kvraft_snapshot(path):
+            kv = verify_snapshot(path)
+            ctx.printer.db_status(DBStatus(kv.hash, kv.revision, kv.total_key, kv.total_size))
+            return
+        status = snapshot_status(path)
+    except (OSError, BoltError, SnapshotFileError) as exc:
+        raise CommandError(EXIT_ERROR, _os_text(exc)) from None
     ctx.printer.db_status(DBStatus(status.hash, status.revision, status.total_key, status.total_size))
+
+
+def _os_text(exc: BaseException) -> str:
+    """Go's wording for a missing file (``open x: no such file or directory``)."""
+    if isinstance(exc, FileNotFoundError) and exc.filename is not None:
+        return f"open {exc.filename}: no such file or directory"
+    return str(exc)
+
+
+def _log(ctx: Context, msg: str, **fields: Any) -> None:
+    ctx.stderr.write(json.dumps({"level": "info", "ts": time.time(), "caller": "kvctl/snapshot", "msg": msg, **fields}) + "\n")
+
+
+async def run_restore(ctx: Context, ns: argparse.Namespace) -> None:
+    from kvraft.server.restore import RestoreError, restore_member_dir  # the server side: only here
+
+    if len(ns.args) != 1:
+        raise CommandError(EXIT_BAD_ARGS, "snapshot restore requires exactly one argument")
+    path = ns.args[0]
+    data_dir = ns.data_dir or f"{ns.name}.kvraft"
+    if ns.wal_dir and os.path.abspath(ns.wal_dir) != os.path.abspath(data_dir):
+        raise CommandError(EXIT_ERROR, "--wal-dir: kvraft keeps its Raft log inside --data-dir")
+    peer_urls = [u.strip() for u in ns.initial_advertise_peer_urls.split(",") if u.strip()]
+    _log(ctx, "restoring snapshot", path=path, **{"data-dir": data_dir})
+    try:
+        if os.path.exists(path) and not is_kvraft_snapshot(path):
+            raise RestoreError(f"{path}: not a kvraft snapshot (an etcd snapshot is restored with etcdctl; "
+                               "kvctl restores files saved from a kvraft member)")
+        restored = restore_member_dir(
+            path, data_dir, name=ns.name, initial_cluster=ns.initial_cluster,
+            initial_cluster_token=ns.initial_cluster_token, initial_advertise_peer_urls=peer_urls,
+        )
+    except (RestoreError, OSError) as exc:
+        raise CommandError(EXIT_ERROR, _os_text(exc)) from None
+    for name, member_id in sorted(restored.members.items()):
+        _log(ctx, "added member", **{"cluster-id": f"{restored.cluster_id:x}", "added-peer-id": f"{member_id:x}",
+                                     "added-peer-name": name})
+    _log(ctx, "restored snapshot", path=path, **{"data-dir": data_dir, "revision": restored.revision,
+                                                  "records": restored.records})
 
 
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:
@@ -69,7 +125,21 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     for name, handler, text in (
         ("save", run_save, "Stores an etcd node backend snapshot to a given file"),
         ("status", run_status, "Gets backend snapshot status of a given file"),
+        ("restore", run_restore, "Restores an etcd member snapshot to an etcd directory"),
     ):
         p = verbs.add_parser(name, parents=[parent], help=text)
         p.add_argument("args", nargs="*", metavar="<filename>")
         p.set_defaults(handler=handler)
+        if name == "restore":
+            p.add_argument("--data-dir", default="", help="Path to the data directory (default <name>.kvraft)")
+            p.add_argument("--wal-dir", default="", help="accepted only when it names --data-dir (kvraft keeps its log there)")
+            p.add_argument("--name", default="default", help="Human-readable name for this member")
+            p.add_argument("--initial-cluster", default="default=http://localhost:2380",
+                           help="Initial cluster configuration for restore bootstrap")
+            p.add_argument("--initial-cluster-token", default="etcd-cluster",
+                           help="Initial cluster token for the etcd cluster during restore bootstrap")
+            p.add_argument("--initial-advertise-peer-urls", default="http://localhost:2380",
+                           help="List of this member's peer URLs to advertise to the rest of the cluster")
+            p.add_argument("--skip-hash-check", action="store_true",
+                           help="accepted for etcdctl compatibility; a kvraft snapshot is always checked (every frame's "
+                                "CRC and the whole file's SHA-256)")

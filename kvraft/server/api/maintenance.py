@@ -3,19 +3,25 @@ transfer-leadership."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from typing import Any
 
 from aiohttp import web
 
 from kvraft.server.api import schemas
-from kvraft.server.api.codec import MSGPACK_OUT
+from kvraft.server.api.codec import MSGPACK_OUT, Out
+from kvraft.server.api.errors import to_etcd_error
 from kvraft.server.api.request import header, read_request, respond
 from kvraft.server.api.state import SERVER
 
 __all__ = ["ROUTES"]
 
 ALARM_NAMES = {0: "NONE", 1: "NOSPACE", 2: "CORRUPT"}
-SNAPSHOT_CHUNK_BYTES = 32 * 1024
+SNAPSHOT_CHUNK_BYTES = 64 * 1024
+
+log = logging.getLogger("kvraft.api")
 
 
 async def _status(request: web.Request) -> web.Response:
@@ -78,24 +84,48 @@ async def _transfer_leadership(request: web.Request) -> web.Response:
 
 
 async def _snapshot(request: web.Request) -> web.StreamResponse:
+    """Stream the member's backend as the framed, checksummed snapshot format of
+    ``kvraft.storage.snapshot`` (what ``kvctl snapshot status`` and ``restore`` read): one
+    frame per message, read from one LMDB read transaction on a worker thread as the
+    client takes them, so memory stays at one frame and writers are never blocked.
+    ``remaining_bytes`` is an estimate (the store's bytes in use) until the last message,
+    which carries 0. A failure after the first byte ends the stream with an error
+    message (``{"error": ...}``), which the client raises; the file is then incomplete
+    and its missing trailer says so."""
     out, _ = await read_request(request, schemas.EMPTY)
     server = request.app[SERVER]
-    revision, data = await server.snapshot_blob()
+    loop = asyncio.get_running_loop()
+    stream = await loop.run_in_executor(None, server.state.store.snapshot, SNAPSHOT_CHUNK_BYTES)
+    frames = iter(stream)
     response = web.StreamResponse(headers={"Content-Type": out.content_type})
-    await response.prepare(request)
-    remaining = len(data)
-    for offset in range(0, max(len(data), 1), SNAPSHOT_CHUNK_BYTES):
-        chunk = data[offset : offset + SNAPSHOT_CHUNK_BYTES]
-        remaining -= len(chunk)
-        result = {"header": header(request, out, revision), "blob": out.b(chunk)}
-        if remaining:
-            result["remaining_bytes"] = out.i(remaining)
-        if out is MSGPACK_OUT:
-            await response.write(out.dumps({"result": result}))
-        else:
-            await response.write(json.dumps({"result": result}, separators=(",", ":")).encode() + b"\n")
+    try:
+        await response.prepare(request)
+        sent = 0
+        frame = await loop.run_in_executor(None, next, frames, None)
+        while frame is not None:
+            following = await loop.run_in_executor(None, next, frames, None)
+            sent += len(frame)
+            result = {"header": header(request, out, stream.revision), "blob": out.b(frame)}
+            if following is not None:
+                result["remaining_bytes"] = out.i(max(stream.size_estimate - sent, 1))
+            await response.write(_message(out, {"result": result}))
+            frame = following
+    except (ConnectionError, asyncio.CancelledError):
+        raise  # the client went away
+    except Exception as exc:  # noqa: BLE001 - reported in-band: the headers are sent
+        log.exception("snapshot stream failed", exc_info=exc)
+        error = to_etcd_error(exc)
+        await response.write(_message(out, {"error": {"grpc_code": error.code, "message": error.message}}))
+    finally:
+        await loop.run_in_executor(None, stream.close)
     await response.write_eof()
     return response
+
+
+def _message(out: Out, doc: dict[str, Any]) -> bytes:
+    if out is MSGPACK_OUT:
+        return out.dumps(doc)
+    return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
 
 
 ROUTES = {

@@ -1,0 +1,144 @@
+"""``kvctl snapshot save / status / restore`` against kvraft, end to end: keys written to a
+source member, saved through ``maintenance/snapshot`` (the framed, checksummed stream),
+restored into three new data dirs, a 3-member cluster started from them, the keys read
+back from every member; and the refusals (existing data dir, damaged file, bad flags)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kvclusters import FAST_FLAGS, Runtime, start_runtime
+from kvctl_harness import run_kvctl
+
+from kvraft.client import SyncClient
+from kvraft.server.local import LocalCluster
+
+KEYS = {f"snap/{i:03d}": f"value-{i}" for i in range(120)}
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runtime, Path, int]]:
+    """A kvraft member with data, and a snapshot of it saved by kvctl: (runtime, file, revision)."""
+    base = tmp_path_factory.mktemp("snapsrc")
+    rt = start_runtime("kvraft", base)
+    try:
+        with SyncClient(rt.endpoints, request_timeout_s=30) as client:
+            for key, value in KEYS.items():
+                client.put(key, value)
+            client.put("snap/000", "overwritten")  # history: two revisions of one key
+            client.delete("snap/119")
+            client.put("bin\x00key", b"\xff\x00\x01")
+            client.user_add("alice", "pw")
+            revision = client.get("snap/000").header.revision
+        path = base / "kv.snap"
+        saved = run_kvctl([f"--endpoints={rt.endpoints[0]}", "snapshot", "save", str(path)])
+        assert (saved.rc, saved.out) == (0, f"Snapshot saved at {path}\n"), saved.err
+        assert "100.00%" in saved.err and not Path(str(path) + ".part").exists()
+        yield rt, path, revision
+    finally:
+        rt.stop()
+
+
+def test_status_reads_a_kvraft_snapshot_in_every_format(source: tuple[Runtime, Path, int]) -> None:
+    _rt, path, revision = source
+    doc = run_kvctl(["snapshot", "status", str(path), "-w", "json"])
+    assert doc.rc == 0, doc.err
+    status = json.loads(doc.out)
+    assert status["revision"] == revision
+    assert status["totalKey"] > len(KEYS) + 1  # every revision of every key, plus meta/auth records
+    assert status["totalSize"] == path.stat().st_size and status["hash"] > 0
+    simple = run_kvctl(["snapshot", "status", str(path)])
+    assert simple.out == f"{status['hash']:x}, {revision}, {status['totalKey']}, {_humanize(status['totalSize'])}\n"
+    table = run_kvctl(["snapshot", "status", str(path), "-w", "table"]).out
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines() if line.startswith("|")]
+    assert rows == [["HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE"],
+                    [f"{status['hash']:x}", str(revision), str(status["totalKey"]), _humanize(status["totalSize"])]]
+    fields = run_kvctl(["snapshot", "status", str(path), "-w", "fields"]).out
+    assert f'"Revision" : {revision}\n' in fields
+    again = run_kvctl(["snapshot", "status", str(path), "-w", "json"])
+    assert json.loads(again.out)["hash"] == status["hash"]  # stable
+
+
+def _humanize(size: int) -> str:
+    from kvraft.cli.goformat import humanize_bytes
+
+    return humanize_bytes(size)
+
+
+def test_damaged_or_truncated_snapshots_are_refused(source: tuple[Runtime, Path, int], tmp_path: Path) -> None:
+    _rt, path, _revision = source
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.snap"
+    truncated.write_bytes(data[: len(data) - 40])
+    flipped = tmp_path / "flipped.snap"
+    flipped.write_bytes(data[:200] + bytes([data[200] ^ 0xFF]) + data[201:])
+    for bad in (truncated, flipped):
+        status = run_kvctl(["snapshot", "status", str(bad)])
+        assert status.rc == 1 and status.err.startswith("Error: snapshot"), status.err
+        target = tmp_path / f"{bad.stem}.data"
+        restore = run_kvctl(["snapshot", "restore", str(bad), "--data-dir", str(target)])
+        assert restore.rc == 1 and "Error: " in restore.err and not target.exists()
+        assert not list(tmp_path.glob(f"{bad.stem}.data.restoring-*"))
+
+
+def test_restore_refuses_what_etcdctl_refuses(source: tuple[Runtime, Path, int], tmp_path: Path) -> None:
+    _rt, path, _revision = source
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    result = run_kvctl(["snapshot", "restore", str(path), "--data-dir", str(taken)])
+    assert (result.rc, result.err.splitlines()[-1]) == (1, f'Error: data-dir "{taken}" exists')
+    result = run_kvctl(["snapshot", "restore", str(path), "--data-dir", str(tmp_path / "x"), "--name", "x"])
+    assert result.err.splitlines()[-1] == 'Error: couldn\'t find local name "x" in the initial cluster configuration'
+    result = run_kvctl(["snapshot", "restore", str(tmp_path / "nope.snap"), "--data-dir", str(tmp_path / "y")])
+    assert (result.rc, result.err.splitlines()[-1]) == (1, f"Error: open {tmp_path / 'nope.snap'}: no such file or directory")
+    assert run_kvctl(["snapshot", "restore"]).rc == 128
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_restore_into_three_new_members_serves_every_key(source: tuple[Runtime, Path, int], tmp_path: Path) -> None:
+    rt, path, revision = source
+    with SyncClient(rt.endpoints) as client:
+        old_members = {m.id for m in client.member_list().members}
+        old_cluster = client.member_list().header.cluster_id
+    cluster = LocalCluster(3, tmp_path / "restored", binary="kvraft", token="restored-cluster", extra_args=FAST_FLAGS)
+    try:
+        for member in cluster.members.values():
+            result = run_kvctl([
+                "snapshot", "restore", str(path), "--data-dir", str(member.data_dir), "--name", member.name,
+                "--initial-cluster", cluster.initial_cluster(), "--initial-cluster-token", cluster.token,
+                "--initial-advertise-peer-urls", member.peer_url,
+            ])
+            assert (result.rc, result.out) == (0, ""), result.err
+            assert '"msg": "restored snapshot"' in result.err
+        cluster.start(timeout_s=120)
+        for member in cluster.members.values():
+            with SyncClient([member.client_url], request_timeout_s=30) as client:
+                got = client.get("snap/", prefix=True)
+                values = {kv.key.decode(): kv.value.decode() for kv in got.kvs}
+                want = {**KEYS, "snap/000": "overwritten"}
+                del want["snap/119"]
+                assert values == want, member.name
+                assert got.header.revision >= revision  # the revision carries over
+                assert client.get("bin\x00key").kvs[0].value == b"\xff\x00\x01"
+                assert client.get("snap/000", revision=2).kvs[0].value == b"value-0"  # history too
+                members = client.member_list()
+                assert {m.id for m in members.members}.isdisjoint(old_members)
+                assert sorted(m.name for m in members.members) == ["m0", "m1", "m2"]
+                assert members.header.cluster_id != old_cluster
+                assert "alice" in client.user_list().users
+        with SyncClient([m.client_url for m in cluster.members.values()], request_timeout_s=30) as client:
+            put = client.put("after/restore", "yes")
+            assert put.header.revision > revision
+        for member in cluster.members.values():  # the new cluster replicates new writes
+            with SyncClient([member.client_url], request_timeout_s=30) as client:
+                assert client.get("after/restore").kvs[0].value == b"yes"
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
