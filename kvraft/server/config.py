@@ -200,6 +200,27 @@ def _coerce(name: str, value: Any) -> Any:
     return str(value)
 
 
+_SECURITY_KEYS = ("cert-file", "key-file", "trusted-ca-file", "client-cert-auth", "auto-tls")
+
+
+def _flatten_transport_security(loaded: dict[Any, Any]) -> dict[Any, Any]:
+    """etcd's YAML nests TLS: ``client-transport-security: {cert-file: ...}`` and
+    ``peer-transport-security: {...}``; both become the flat flag names here."""
+    out = dict(loaded)
+    for section, prefix in (("client-transport-security", ""), ("peer-transport-security", "peer-")):
+        nested = out.pop(section, None)
+        if nested is None:
+            continue
+        if not isinstance(nested, dict):
+            raise ConfigError(f"--config-file: {section} must be a mapping")
+        for key, value in nested.items():
+            if key not in _SECURITY_KEYS:
+                raise ConfigError(f"--config-file: {section}.{key} is not supported "
+                                  f"(supported: {', '.join(_SECURITY_KEYS)})")
+            out[prefix + key] = value
+    return out
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kvraft", description="kvraft: an etcd-compatible Raft key-value store member"
@@ -226,6 +247,7 @@ def parse_config(argv: list[str] | None = None) -> Config:
         if not isinstance(loaded, dict):
             raise ConfigError("--config-file must hold a mapping")
         known = {f.name for f in fields(Config)}
+        loaded = _flatten_transport_security(loaded)
         for key, value in loaded.items():
             name = str(key).replace("-", "_")
             if name in known and value is not None:

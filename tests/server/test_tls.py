@@ -242,6 +242,13 @@ def test_tls_flags_are_checked(tmp_path) -> None:
     for argv in bad:
         with pytest.raises(ConfigError):
             parse_config(argv)
+    nested = tmp_path / "etcd.yaml"  # etcd's YAML nests the TLS keys
+    nested.write_text(f"listen-client-urls: https://127.0.0.1:2379\nadvertise-client-urls: https://127.0.0.1:2379\n"
+                      f"client-transport-security:\n  cert-file: {cert}\n  key-file: {key}\n")
+    assert parse_config(["--config-file", str(nested)]).cert_file == cert
+    nested.write_text("client-transport-security:\n  allowed-cn: admin\n")
+    with pytest.raises(ConfigError, match="allowed-cn is not supported"):
+        parse_config(["--config-file", str(nested)])
 
 
 @needs_openssl

@@ -1,0 +1,153 @@
+"""deploy/: the systemd units, example configs, Dockerfiles and make-certs.sh fit together and
+fit the programs: every unit's command line, with its example environment file and
+certificates made by make-certs.sh, is accepted by the program's own flag parser, and the
+YAML form of the member config says the same as the member unit."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_config as agent_config
+from kvraft.client import TLSConfig
+from kvraft.server.config import parse_config
+from scheduler.service_config import load_config as scheduler_config
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+MEMBERS = ("m1=10.0.0.11", "m2=10.0.0.12", "m3=10.0.0.13")
+
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+
+
+def unit(name: str) -> dict[str, dict[str, list[str]]]:
+    """A unit file as section -> key -> values (continuation lines joined)."""
+    text = (DEPLOY / "systemd" / name).read_text().replace("\\\n", " ")
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            current = sections.setdefault(line.strip("[]"), {})
+            continue
+        key, _, value = line.partition("=")
+        current.setdefault(key, []).append(value.strip())
+    return sections
+
+
+def env_file(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+def exec_argv(name: str, env: dict[str, str], etc: Path) -> list[str]:
+    [command] = unit(name)["Service"]["ExecStart"]
+
+    def substitute(match: re.Match[str]) -> str:
+        assert match.group(1) in env, f"{name}: ${{{match.group(1)}}} is not in its example environment file"
+        return env[match.group(1)]
+
+    command = re.sub(r"\$\{(\w+)\}", substitute, command).replace("/etc/kvraft", str(etc))
+    return shlex.split(command)
+
+
+@pytest.fixture(scope="module")
+def etc(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """/etc/kvraft as docs/deploy.md lays it out: the example configs and make-certs.sh's pki."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    etc = tmp_path_factory.mktemp("etc-kvraft")
+    subprocess.run(["bash", str(DEPLOY / "make-certs.sh"), "-o", str(etc / "pki"), "-d", "2", "-c", "scheduler",
+                    "-c", "agent", "-c", "admin", *MEMBERS], check=True, capture_output=True)
+    for path in (DEPLOY / "config").iterdir():
+        (etc / path.name).write_text(path.read_text().replace("/etc/kvraft", str(etc)))
+    (etc / "peer-secret").write_text("0123456789abcdef0123456789abcdef\n")
+    return etc
+
+
+def test_every_unit_restarts_and_installs() -> None:
+    for name in ("kvraft.service", "kvraft-scheduler.service", "kvraft-agent.service"):
+        sections = unit(name)
+        assert sections["Unit"]["Description"] and "network-online.target" in sections["Unit"]["After"][0]
+        assert sections["Service"]["Restart"][0] in ("on-failure", "always")
+        assert sections["Install"]["WantedBy"] == ["multi-user.target"]
+        program = sections["Service"]["ExecStart"][0].split()[0]
+        scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+        assert Path(program).name in scripts, f"{name} runs {program}, which pyproject does not install"
+    assert unit("kvraft-agent.service")["Service"]["KillMode"] == ["process"]  # tasks outlive an agent restart
+
+
+def test_member_unit_and_yaml_describe_the_same_tls_member(etc: Path) -> None:
+    argv = exec_argv("kvraft.service", env_file(etc / "member.env"), etc)[1:]
+    flags = parse_config(argv)
+    assert flags.client_cert_auth and flags.peer_client_cert_auth
+    assert flags.cert_file == str(etc / "pki" / "m1.crt") and flags.peer_cert_file == str(etc / "pki" / "m1-peer.crt")
+    assert all(u.startswith("https://") for u in flags.listen_client_urls + flags.listen_peer_urls)
+    assert set(flags.initial_members()) == {"m1", "m2", "m3"}
+    yaml_config = parse_config(["--config-file", str(etc / "kvraft.yaml")])
+    for field in ("name", "data_dir", "listen_client_urls", "advertise_client_urls", "listen_peer_urls",
+                  "initial_advertise_peer_urls", "initial_cluster", "initial_cluster_token", "peer_secret_file",
+                  "cert_file", "key_file", "trusted_ca_file", "client_cert_auth", "peer_cert_file", "peer_key_file",
+                  "peer_trusted_ca_file", "peer_client_cert_auth", "auto_compaction_mode",
+                  "auto_compaction_retention", "quota_backend_bytes"):
+        assert getattr(yaml_config, field) == getattr(flags, field), field
+
+
+def test_scheduler_and_agent_units_connect_with_certificates(etc: Path) -> None:
+    sched = scheduler_config(exec_argv("kvraft-scheduler.service", env_file(etc / "scheduler.env"), etc)[1:])
+    assert sched.name == "sched-m1" and len(sched.endpoints) == 3 and sched.profile == "default"
+    assert TLSConfig.from_flags(sched.cacert, sched.cert, sched.key) is not None
+    agent = agent_config(exec_argv("kvraft-agent.service", env_file(etc / "agent.env"), etc)[1:])
+    assert agent.name == "gpu-01" and agent.labels == {"rack": "r1", "switch": "s1"} and agent.runtime == "runc"
+    assert agent.cert == str(etc / "pki" / "agent.crt") and agent.lease_ttl_s == 40
+    for path in (sched.cacert, sched.cert, sched.key, agent.cacert, agent.cert, agent.key):
+        assert Path(path).is_file(), f"make-certs.sh did not make {path}"
+
+
+@needs_openssl
+def test_make_certs_reuses_its_ca_to_add_a_machine(tmp_path: Path) -> None:
+    script = ["bash", str(DEPLOY / "make-certs.sh"), "-o", str(tmp_path), "-d", "2"]
+    subprocess.run([*script, "m1=10.0.0.11"], check=True, capture_output=True)
+    ca = (tmp_path / "ca.crt").read_bytes()
+    subprocess.run([*script, "m4=10.0.0.14,m4.example.net"], check=True, capture_output=True)
+    assert (tmp_path / "ca.crt").read_bytes() == ca
+    verify = subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "ca.crt"), str(tmp_path / "m1.crt"),
+                             str(tmp_path / "m4-peer.crt"), str(tmp_path / "client.crt")], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    text = subprocess.run(["openssl", "x509", "-in", str(tmp_path / "m4.crt"), "-noout", "-text"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "IP Address:10.0.0.14" in text and "DNS:m4.example.net" in text and "IP Address:127.0.0.1" in text
+    assert (tmp_path / "m4.key").stat().st_mode & 0o077 == 0
+    for bad in (["m5"], ["=1.2.3.4"], ["-d", "soon", "m5=1.2.3.4"], []):
+        result = subprocess.run([*script, *bad], capture_output=True, text=True)
+        assert result.returncode == 2 and "make-certs:" in result.stderr, bad
+
+
+def test_dockerfiles_copy_what_exists_and_run_installed_programs() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for name in ("Dockerfile.server", "Dockerfile.agent", "Dockerfile.train"):
+        text = (DEPLOY / "docker" / name).read_text()
+        for line in text.splitlines():
+            if line.startswith("COPY "):
+                for source in line.split()[1:-1]:
+                    assert (ROOT / source).exists(), f"{name}: COPY {source} does not exist"
+        entry = re.search(r'^ENTRYPOINT \[(.*)\]', text, re.M)
+        assert entry is not None, name
+        programs = [p.strip().strip('"') for p in entry.group(1).split(",")]
+        kvraft = [p for p in programs if p.startswith("kvraft")]
+        assert all(p in project["scripts"] for p in kvraft), (name, programs)
+        extras = re.search(r"^ARG EXTRAS=(\S+)", text, re.M)
+        if extras:
+            assert set(extras.group(1).split(",")) <= set(project["optional-dependencies"]), name
