@@ -30,6 +30,8 @@ import tempfile
 import time
 from typing import Any
 
+import aiohttp
+
 from kvraft.client import Client, Op
 from scheduler import keys
 from scheduler.jobs import normalize_job
@@ -77,6 +79,48 @@ class Bench:
                         "--initial-cluster", cluster, "--initial-cluster-state", "new"], n)
             self.endpoints.append(f"127.0.0.1:{cp}")
 
+    def spawn_scheduler(self, name: str, eps: str) -> tuple[subprocess.Popen[bytes], str]:
+        url = f"http://127.0.0.1:{_port()}"
+        proc = self.spawn([sys.executable, "-m", "scheduler.service", "--endpoints", eps, "--name", name,
+                           "--election-ttl-s", str(self.args.ttl_s), "--listen-url", url, "--log-level", "warning"], name)
+        return proc, url
+
+    async def start_schedulers(self, scheds: dict[str, tuple[subprocess.Popen[bytes], str]], names: tuple[str, ...],
+                               eps: str) -> None:
+        """Start the replicas one after the other (the first leads) and wait until it leads."""
+        for name in names:
+            scheds[name] = self.spawn_scheduler(name, eps)
+            await self.leader(scheds)
+
+    async def leader(self, scheds: dict[str, tuple[subprocess.Popen[bytes], str]], timeout_s: float = 120.0) -> str:
+        """The replica whose /health says it leads (its informer synced, the core rebuilt)."""
+        deadline = time.monotonic() + timeout_s
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                for name, (proc, url) in scheds.items():
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"scheduler {name} exited with {proc.returncode}")
+                    with contextlib.suppress(aiohttp.ClientError, ValueError):
+                        async with http.get(f"{url}/health") as r:
+                            if r.status == 200 and (await r.json()).get("leader"):
+                                return name
+                await asyncio.sleep(0.1)
+        raise RuntimeError("no scheduler became leader")
+
+    def emit(self, out: list[dict[str, Any]], row: dict[str, Any]) -> None:
+        """Print each scenario as soon as it is measured (a later failure keeps the earlier rows)."""
+        out.append(row)
+        print(json.dumps(row) if self.args.json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+
+    @staticmethod
+    def terminate(proc: subprocess.Popen[bytes]) -> None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
     def stop(self) -> None:
         for p in self.procs:
             with contextlib.suppress(ProcessLookupError):
@@ -107,12 +151,8 @@ class Bench:
                                 str(self.args.nodes), "--racks", str(max(1, self.args.nodes // 20)), "--lease-ttl-s", "10"], "agent")
             assert agent.stdout is not None
             await asyncio.to_thread(agent.stdout.readline)
-            scheds = {}
-            for name in ("sched-a", "sched-b"):
-                scheds[name] = self.spawn([sys.executable, "-m", "scheduler.service", "--endpoints", eps, "--name", name,
-                                           "--election-ttl-s", str(self.args.ttl_s), "--listen-url",
-                                           f"http://127.0.0.1:{_port()}", "--log-level", "warning"], name)
-                await asyncio.sleep(2.0)
+            scheds: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+            await self.start_schedulers(scheds, ("sched-a", "sched-b"), eps)
             bound: dict[str, float] = {}
             arrived = asyncio.Event()
             rev = (await c.get("/bench/ready")).header.revision
@@ -126,7 +166,7 @@ class Bench:
                         arrived.set()
 
             watcher = asyncio.get_running_loop().create_task(follow())
-            out = []
+            out: list[dict[str, Any]] = []
 
             async def wait_bound(names: list[str], timeout_s: float = 300.0) -> None:
                 deadline = time.perf_counter() + timeout_s
@@ -145,7 +185,7 @@ class Bench:
                 await c.put(keys.job_key(name), _job(name, 1, 1))
                 await wait_bound([name])
                 lat.append((bound[name] - t0) * 1000)
-            out.append({"scenario": "submit_to_bound", "jobs": len(lat), "p50_ms": round(_pct(lat, 0.5), 1),
+            self.emit(out, {"scenario": "submit_to_bound", "jobs": len(lat), "p50_ms": round(_pct(lat, 0.5), 1),
                         "p99_ms": round(_pct(lat, 0.99), 1), "per_s": round(1000 / statistics.mean(lat), 1)})
             # 2./3. saturation
             for scenario, workers, gpus, count in (("single_task", 1, 1, self.args.jobs),
@@ -157,7 +197,7 @@ class Bench:
                 await wait_bound(names)
                 span = max(bound[n] for n in names) - t0
                 per = [(bound[n] - t0) * 1000 for n in names]
-                out.append({"scenario": scenario, "jobs": count, "p50_ms": round(_pct(per, 0.5), 1),
+                self.emit(out, {"scenario": scenario, "jobs": count, "p50_ms": round(_pct(per, 0.5), 1),
                             "p99_ms": round(_pct(per, 0.99), 1), "per_s": round(count / span, 1)})
                 await c.delete(keys.JOBS, prefix=True)  # the scheduler keeps what is bound; free the cluster:
                 await c.delete(keys.BINDINGS, prefix=True)
@@ -165,22 +205,19 @@ class Bench:
                 await c.delete(keys.ASSIGNMENTS, prefix=True)
                 for n in names:
                     bound.pop(n, None)
-                # restart the schedulers' view of the cluster: kill both and start fresh ones
+                # fresh schedulers for the next scenario: stop both (SIGTERM resigns, so the next
+                # leader is elected at once) and wait until a new one leads
                 for name in list(scheds):
-                    scheds.pop(name).kill()
-                for name in (f"{scenario}-a", f"{scenario}-b"):
-                    scheds[name] = self.spawn([sys.executable, "-m", "scheduler.service", "--endpoints", eps, "--name", name,
-                                               "--election-ttl-s", str(self.args.ttl_s), "--listen-url",
-                                               f"http://127.0.0.1:{_port()}", "--log-level", "warning"], name)
-                    await asyncio.sleep(2.0)
+                    self.terminate(scheds.pop(name)[0])
+                await self.start_schedulers(scheds, (f"{scenario}-a", f"{scenario}-b"), eps)
             # 4. failover: SIGKILL the leader, then one job
-            leader = (await c.get(keys.ELECTION + "/", prefix=True, sort_target="CREATE", sort_order="ASCEND", limit=1)).kvs[0].value.decode()
+            leader = await self.leader(scheds)
             t0 = time.perf_counter()
-            scheds.pop(leader).kill()
+            scheds.pop(leader)[0].kill()
             await c.put(keys.job_key("after-failover"), _job("after-failover", 1, 1))
             await wait_bound(["after-failover"], 120.0)
             ms = (bound["after-failover"] - t0) * 1000
-            out.append({"scenario": "failover", "lease_ttl_s": self.args.ttl_s, "p50_ms": round(ms, 1), "p99_ms": round(ms, 1),
+            self.emit(out, {"scenario": "failover", "lease_ttl_s": self.args.ttl_s, "p50_ms": round(ms, 1), "p99_ms": round(ms, 1),
                         "per_s": 0.0})
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -189,7 +226,7 @@ class Bench:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m scheduler.bench_kvraft")
+    p = argparse.ArgumentParser(prog="python -m scheduler.bench --through-kvraft")
     p.add_argument("--nodes", type=int, default=1000)
     p.add_argument("--jobs", type=int, default=2000)
     p.add_argument("--gangs", type=int, default=500)
@@ -199,11 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     bench = Bench(args)
     try:
-        results = asyncio.run(bench.run())
+        asyncio.run(bench.run())
     finally:
         bench.stop()
-    for r in results:
-        print(json.dumps(r) if args.json else "  ".join(f"{k}={v}" for k, v in r.items()))
     return 0
 
 

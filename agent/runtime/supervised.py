@@ -136,6 +136,7 @@ class SupervisedRuntime:
         zsock = self.data_dir / "zygote.sock"
         self.zygote_socket = str(zsock) if len(str(zsock)) < 100 else ""
         self._zygote_started = False
+        self._zygote_proc: asyncio.subprocess.Process | None = None
         self._zygote_lock = asyncio.Lock()
         self._zygote_requests = asyncio.Semaphore(16)  # the zygote forks one at a time; keep its backlog short
         self._files: dict[Path, dict[str, dict[str, Any]]] = {}
@@ -238,11 +239,12 @@ class SupervisedRuntime:
                     os.kill(int(old["pid"]), signal.SIGKILL)
             proc = await asyncio.create_subprocess_exec(
                 self.supervisor_python, "-I", "-S", str(SUPERVISOR), "--zygote", self.zygote_socket, str(pid_file),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                str(os.getpid()), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
             for _ in range(500):
                 if os.path.exists(self.zygote_socket) and (read_json(pid_file) or {}).get("pid") == proc.pid:
                     self._zygote_started = True
+                    self._zygote_proc = proc
                     return True
                 if proc.returncode is not None:
                     return False
@@ -250,7 +252,27 @@ class SupervisedRuntime:
             return False
 
     async def close(self) -> None:
-        return None
+        """A deliberate stop of the agent: stop the zygote this runtime started (a fork server
+        that owns no task) and leave every task running under its supervisor, as a stopped
+        kubelet or containerd leaves its shims; the next agent re-attaches to them. (A crashed
+        agent's zygote exits by itself: it asked for SIGTERM on its parent's death.)"""
+        proc, self._zygote_proc = self._zygote_proc, None
+        self._zygote_started = False
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=10)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        doc = read_json(self.data_dir / "zygote.pid")
+        if doc is not None and doc.get("pid") == proc.pid:
+            for path in (self.zygote_socket, str(self.data_dir / "zygote.pid")):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
 
     # --- observe / recover -------------------------------------------------------------------
     def _attempt_dirs(self) -> list[Path]:

@@ -483,13 +483,25 @@ def become_supervisor(state_dir: str, ready_w: int) -> int:
     return 0
 
 
-def zygote(sock_path: str, pid_file: str) -> int:
+PR_SET_PDEATHSIG = 1
+
+
+def zygote(sock_path: str, pid_file: str, parent: int = 0) -> int:
     """Fork server: one process with this module imported forks a supervisor per request
     (a line with the attempt's state dir) and answers the supervisor's ready line. Forking a
     warm interpreter costs a millisecond; starting one costs tens. Supervisors ``setsid`` and
-    do not depend on the zygote: killing it (or the agent) leaves every task running."""
+    do not depend on the zygote: killing it (or the agent) leaves every task running.
+
+    ``parent`` (the agent's pid): the zygote asks for SIGTERM when its parent dies, so an
+    agent that crashed leaves no zygote behind (a stopped agent terminates it itself). The
+    setting is cleared in forked children, so supervisors are unaffected."""
     with contextlib.suppress(OSError):  # already a session leader when started with a new session
         os.setsid()
+    if parent:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the agent died before the request took effect
+            return 0
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are supervisors' launch forks: auto-reap
     for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
@@ -533,8 +545,8 @@ def zygote(sock_path: str, pid_file: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 4 and argv[1] == "--zygote":
-        return zygote(argv[2], argv[3])
+    if len(argv) in (4, 5) and argv[1] == "--zygote":
+        return zygote(argv[2], argv[3], int(argv[4]) if len(argv) == 5 else 0)
     state_dir = os.path.abspath(argv[1])
     ready_r, ready_w = os.pipe()
     if os.fork() != 0:

@@ -2,6 +2,8 @@
 
     python -m scheduler.bench                       # every workload in scheduler/bench/workloads
     python -m scheduler.bench --workload single-5k --workload gang-5k --json
+    python -m scheduler.bench --through-kvraft [--json]   # the daemon on a real kvraft
+                                                          # (scheduler/bench_kvraft.py)
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--through-kvraft" in args:  # the daemon scenarios take their own flags
+        from scheduler.bench_kvraft import main as through_kvraft
+
+        args.remove("--through-kvraft")
+        return through_kvraft(args)
     p = argparse.ArgumentParser(prog="python -m scheduler.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--workload", action="append", default=[], help="workload name or YAML path (repeatable)")
     p.add_argument("--profile", default="default")
@@ -25,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--passes", type=int, help="override the measured passes of every workload")
     p.add_argument("--nodes", type=int, help="override the node count of every workload")
     p.add_argument("--json", action="store_true")
-    opts = p.parse_args(argv)
+    p.add_argument("--through-kvraft", action="store_true",
+                   help="measure kvraft-scheduler on a real 3-member kvraft with fake nodes instead "
+                        "(see python -m scheduler.bench_kvraft --help for its flags)")
+    opts = p.parse_args(args)
     workloads = [w.scaled(opts.nodes, opts.passes) for w in load_all(opts.workload)]
     print(f"# profile={opts.profile} seed={opts.seed} python={platform.python_version()} "
           f"machine={platform.machine()}", file=sys.stderr)
