@@ -171,6 +171,10 @@ class MemoryLogStorage:
                 f"compact to {compact_index}: not covered by the snapshot at "
                 f"{self._snapshot.metadata.index}"
             )
+        if compact_index > self.last_index():
+            # an append truncated the log below the snapshot index: the entries to compact
+            # to are gone, and so is the term the new first entry would need (as LmdbLogStorage)
+            raise UnavailableError(f"compact to {compact_index}: last index is {self.last_index()}")
         i = compact_index - offset
         self._entries = [
             Entry(term=self._entries[i].term, index=compact_index),

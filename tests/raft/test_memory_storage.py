@@ -108,3 +108,31 @@ def test_apply_snapshot_keeps_matching_suffix_only() -> None:
     assert (other.first_index(), other.last_index(), other.term(5)) == (6, 5, 7)
     with pytest.raises(SnapshotOutOfDateError):
         other.apply_snapshot(Snapshot(metadata=meta))
+
+
+@pytest.mark.parametrize("backend", ["memory", "lmdb"])
+def test_compact_after_an_append_truncated_below_the_snapshot(backend: str, tmp_path) -> None:
+    """An append may truncate the log below the snapshot index (the snapshot is recorded
+    separately from the entries). Compacting to an index the log no longer has is refused
+    with UnavailableError, the same on every implementation (MemoryLogStorage raised
+    IndexError), and leaves the log usable; compacting within what is left still works."""
+    if backend == "memory":
+        s: WritableLogStorage = MemoryLogStorage()
+    else:
+        from kvraft.storage.raft_log import LmdbLogStorage
+
+        s = LmdbLogStorage(tmp_path / "raft.lmdb", map_size=1 << 26)
+    s.append([Entry(term=1, index=i, data=b"x") for i in range(1, 11)])
+    s.create_snapshot(8, ConfState(voters=frozenset({1})), b"snap")
+    s.append([Entry(term=2, index=i, data=b"y") for i in range(5, 7)])
+    assert (s.first_index(), s.last_index()) == (1, 6)
+    for index in (8, 7):
+        with pytest.raises(UnavailableError):
+            s.compact(index)
+        assert (s.first_index(), s.last_index(), s.term(6)) == (1, 6, 2)
+    s.compact(5)
+    assert (s.first_index(), s.last_index(), s.term(5), s.term(6)) == (6, 6, 2, 2)
+    s.append([Entry(term=2, index=7, data=b"z")])
+    assert [e.index for e in s.entries(6, 8)] == [6, 7]
+    if backend == "lmdb":
+        s.close()  # type: ignore[attr-defined]
