@@ -1,7 +1,7 @@
 """kvraft.client: the asyncio client for kvraft (and etcd's v3 JSON gateway).
 
 The scheduler, the agents and ``kvctl`` reach kvraft only through this package. Its
-public surface is exactly ``__all__`` (pinned by tests/client/test_exports.py).
+public surface is exactly ``__all__`` (pinned by tests/client/test_api.py).
 See docs/client.md.
 """
 
@@ -62,7 +62,7 @@ from kvraft.client.types import (
     UserListResponse,
     WatchResponse,
 )
-from kvraft.client.watch import Watcher
+from kvraft.client.watch import Watcher, WatchSession
 
 __all__ = [
     "Alarm",
@@ -121,6 +121,7 @@ __all__ = [
     "UserListResponse",
     "WatchCompactedError",
     "WatchResponse",
+    "WatchSession",
     "Watcher",
     "prefix_range_end",
 ]

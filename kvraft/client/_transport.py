@@ -362,6 +362,28 @@ class Transport:
         raise EndpointError("context deadline exceeded (" + "; ".join(errors) + ")")
 
 
+    async def websocket(self, path: str, *, endpoint: str | None = None) -> aiohttp.ClientWebSocketResponse:
+        """Open a WebSocket to ``prefix + path`` (JSON text messages; etcd's gateway and
+        kvraft both serve ``/v3/watch`` this way) on the first endpoint that accepts it."""
+        session = self._require_session()
+        targets = [normalize_endpoint(endpoint, self._scheme)] if endpoint is not None else [
+            self.endpoints[i] for i in self._order()]
+        headers = {"Authorization": self.token} if self.token else {}
+        errors: list[str] = []
+        for target in targets:
+            try:
+                ws = await session.ws_connect(target + self.prefix + path, headers=headers,
+                                              timeout=aiohttp.ClientWSTimeout(ws_close=self.request_timeout_s))
+            except (TimeoutError, aiohttp.ClientConnectorError, aiohttp.WSServerHandshakeError) as exc:
+                errors.append(f"{target}: {_describe(exc)}")
+                continue
+            if target in self.endpoints:
+                self._pinned = self.endpoints.index(target)
+            self._counts["streams"] += 1
+            return ws
+        raise EndpointError("context deadline exceeded (" + "; ".join(errors) + ")")
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out"

@@ -30,15 +30,17 @@ if TYPE_CHECKING:
 
 import asyncio
 import dataclasses
+import json
 import random
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
+from kvraft.client._codec import JSON_CODEC
 from kvraft.client.errors import EndpointError, ServerError, WatchCompactedError
 from kvraft.client.kv import Key, range_fields
 from kvraft.client.types import Event, WatchResponse
 
-__all__ = ["WatchMixin", "Watcher"]
+__all__ = ["WatchMixin", "WatchSession", "Watcher"]
 
 FILTERS = ("NOPUT", "NODELETE")
 _TRANSIENT = ("no leader", "leader changed", "server stopped")
@@ -164,6 +166,70 @@ class Watcher:
         raise ServerError(reason)
 
 
+class WatchSession:
+    """Several watches on ONE stream, plus progress requests: what ``etcdctl watch -i``
+    drives. It is a WebSocket to ``/v3/watch`` (etcd 3.4's gateway and kvraft both serve
+    it), so requests can follow one another on the open stream. ``create`` sends a
+    create request (options as ``client.watch``), ``request_progress`` asks the server
+    for a progress notification (``watch_id`` -1, no events, the revision up to which
+    every event has been sent), ``cancel`` ends one watch. Iterating yields every
+    response as the server sends it (created and canceled ones included). Unlike
+    ``Watcher`` it does not resume after a disconnect: iteration raises
+    ``EndpointError`` (an interactive session reports it and ends)."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._ws: Any = None
+
+    async def __aenter__(self) -> WatchSession:
+        self._ws = await self._transport.websocket("/watch")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+            self._ws = None
+
+    async def _send(self, request: dict[str, Any]) -> None:
+        if self._ws is None:
+            raise RuntimeError("watch session is not open; use 'async with client.watch_session()'")
+        await self._ws.send_str(JSON_CODEC.dumps(request).decode())
+
+    async def create(self, key: Key, **options: Any) -> None:
+        await self._send(Watcher(self._transport, key, **options)._request())
+
+    async def request_progress(self) -> None:
+        await self._send({"progress_request": {}})
+
+    async def cancel(self, watch_id: int) -> None:
+        await self._send({"cancel_request": {"watch_id": watch_id}})
+
+    def __aiter__(self) -> AsyncIterator[WatchResponse]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[WatchResponse]:
+        import aiohttp
+
+        while self._ws is not None:
+            msg = await self._ws.receive()
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                doc = json.loads(msg.data)
+                if "error" in doc:
+                    error = doc["error"]
+                    detail = error.get("message", error) if isinstance(error, dict) else error
+                    raise ServerError(str(detail))
+                yield WatchResponse.from_wire(doc.get("result", doc))
+            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                if self._ws is None:
+                    return
+                raise EndpointError("watch stream closed by the server")
+            elif msg.type == aiohttp.WSMsgType.ERROR:
+                raise EndpointError(f"watch stream lost: {self._ws.exception()}")
+
+
 class WatchMixin:
     _transport: Transport
 
@@ -172,3 +238,7 @@ class WatchMixin:
         ``start_revision``, ``prev_kv``, ``progress_notify``, ``filters`` (``"NOPUT"``,
         ``"NODELETE"``), ``reconnect_timeout_s`` (``None``: retry forever)."""
         return Watcher(self._transport, key, **options)
+
+    def watch_session(self) -> WatchSession:
+        """Several watches and progress requests on one stream (``async with``)."""
+        return WatchSession(self._transport)

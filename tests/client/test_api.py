@@ -35,7 +35,7 @@ PUBLIC = [
     "ResponseHeader", "RetryPolicy", "RoleGetResponse", "RoleListResponse", "ServerError",
     "SnapshotChunk", "StatusResponse", "SyncClient", "TLSConfig", "Txn", "TxnResponse", "UnauthenticatedError",
     "UnavailableError", "UserGetResponse", "UserListResponse", "WatchCompactedError", "WatchResponse",
-    "Watcher", "prefix_range_end",
+    "WatchSession", "Watcher", "prefix_range_end",
 ]
 
 

@@ -1,5 +1,6 @@
-"""``watch [--prefix] [--rev N] [--prev-kv] <key> [range_end] [-- exec-command args...]``
-and ``watch -i`` (interactive: one ``watch ...`` line per watch on stdin).
+"""``watch [--prefix] [--rev N] [--prev-kv] [--progress-notify] <key> [range_end] [-- exec-command
+args...]`` and ``watch -i`` (interactive: ``watch ...`` and ``progress`` lines on stdin, every
+watch on one stream).
 
 Events print as responses arrive. The client resumes after disconnects; if the server
 cancels the watch (compaction), kvctl prints ``watch was canceled (<reason>)`` on stderr
@@ -16,10 +17,16 @@ from typing import Any
 from kvraft.cli.commands.lock import run_forwarding
 from kvraft.cli.commands.txn import argify
 from kvraft.cli.context import Context
-from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_ERROR, EXIT_INTERRUPTED, CommandError
+from kvraft.cli.errors import (
+    EXIT_BAD_ARGS,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID_INPUT,
+    CommandError,
+)
 from kvraft.cli.goformat import go_quote
 from kvraft.cli.parsing import GoArgumentParser, int64
-from kvraft.client import ServerError, WatchCompactedError
+from kvraft.client import ServerError, WatchCompactedError, WatchResponse, WatchSession
 
 __all__ = ["register", "split_exec"]
 
@@ -37,35 +44,57 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix", action="store_true", help="Watch on a prefix if prefix is set")
     p.add_argument("--rev", type=int64, default=0, help="Revision to start watching")
     p.add_argument("--prev-kv", action="store_true", help="get the previous key-value pair before the event happens")
+    p.add_argument("--progress-notify", action="store_true",
+                   help="get periodic watch progress notification from server (as etcdctl 3.5)")
 
 
-async def _watch(ctx: Context, args: list[str], ns: argparse.Namespace, exec_args: list[str] | None) -> None:
+def _watch_options(args: list[str], ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """etcdctl's ``getWatchArgs``: (key, watch options) or a CommandError."""
     if not args:
         raise CommandError(EXIT_BAD_ARGS, "bad number of arguments")
-    options: dict[str, Any] = {"start_revision": ns.rev, "prev_kv": ns.prev_kv, "reconnect_timeout_s": None}
+    options: dict[str, Any] = {"start_revision": ns.rev, "prev_kv": ns.prev_kv, "prefix": ns.prefix,
+                               "progress_notify": ns.progress_notify}
     if len(args) == 2:
         if ns.prefix:
             raise CommandError(EXIT_BAD_ARGS, "`range_end` and `--prefix` are mutually exclusive")
         options["range_end"] = args[1]
+    elif len(args) > 2:
+        raise CommandError(EXIT_BAD_ARGS, "bad number of arguments")
+    return args[0], options
+
+
+async def _exec_per_event(ctx: Context, resp: WatchResponse, exec_args: list[str]) -> None:
+    for event in resp.events:
+        env = dict(os.environ)
+        env.update({"ETCD_WATCH_REVISION": str(resp.header.revision),
+                    "ETCD_WATCH_EVENT_TYPE": go_quote(event.type),
+                    "ETCD_WATCH_KEY": go_quote(event.kv.key),
+                    "ETCD_WATCH_VALUE": go_quote(event.kv.value)})
+        code = await run_forwarding(ctx, exec_args, env)
+        if code != 0:
+            ctx.stderr.write(f"command {exec_args} error (exit status {code})\n")
+            raise CommandError(EXIT_ERROR, None)
+
+
+def _show(ctx: Context, resp: WatchResponse) -> None:
+    """etcdctl's ``printWatchCh`` body: the progress line, then the response."""
+    if resp.is_progress_notify:
+        ctx.stdout.write(f"progress notify: {resp.header.revision}\n")
+    ctx.printer.watch(resp)
+    ctx.stdout.flush()
+
+
+async def _watch(ctx: Context, args: list[str], ns: argparse.Namespace, exec_args: list[str] | None) -> None:
+    key, options = _watch_options(args, ns)
     client = await ctx.client()
-    async with client.watch(args[0], prefix=ns.prefix, **options) as watcher:
+    async with client.watch(key, reconnect_timeout_s=None, **options) as watcher:
         try:
             async for resp in watcher:
-                ctx.printer.watch(resp)
-                ctx.stdout.flush()
-                for event in resp.events if exec_args else ():
-                    env = dict(os.environ)
-                    env.update({"ETCD_WATCH_REVISION": str(resp.header.revision),
-                                "ETCD_WATCH_EVENT_TYPE": go_quote(event.type),
-                                "ETCD_WATCH_KEY": go_quote(event.kv.key),
-                                "ETCD_WATCH_VALUE": go_quote(event.kv.value)})
-                    assert exec_args is not None
-                    code = await run_forwarding(ctx, exec_args, env)
-                    if code != 0:
-                        ctx.stderr.write(f"command {exec_args} error (exit status {code})\n")
-                        raise CommandError(EXIT_ERROR, None)
+                _show(ctx, resp)
+                if exec_args:
+                    await _exec_per_event(ctx, resp, exec_args)
         except WatchCompactedError as exc:
-            ctx.stderr.write("watch was canceled (etcdserver: mvcc: required revision has been compacted)\n")
+            ctx.stderr.write(f"watch was canceled ({COMPACTED})\n")
             if exc.response is not None:
                 ctx.printer.watch(exc.response)
         except ServerError as exc:
@@ -73,36 +102,111 @@ async def _watch(ctx: Context, args: list[str], ns: argparse.Namespace, exec_arg
     raise CommandError(EXIT_INTERRUPTED, "watch is canceled by the server")
 
 
-async def _interactive(ctx: Context) -> None:
-    parser = GoArgumentParser(prog="watch", add_help=False)
-    _add_flags(parser)
-    tasks = []
-    loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, ctx.stdin.readline)
-        if not line:
-            break
-        args = argify(line.rstrip("\n"))
-        if not args:
-            ctx.stderr.write(f"Invalid command: {line.rstrip()} (watch and progress supported)\n")
-            continue
-        if args[0] != "watch":
-            ctx.stderr.write(f"Invalid command {line.rstrip()} (only support watch)\n")
-            continue
+COMPACTED = "etcdserver: mvcc: required revision has been compacted"
+
+
+class _Interactive:
+    """``watch -i``: ``watch ...`` and ``progress`` lines from stdin, every watch on one
+    stream (``client.watch_session()``), as etcdctl does; a ``progress`` answer is shown
+    once per open watch (clientv3 hands it to every watcher of the stream). EOF on stdin
+    ends the command with etcdctl's ``Error reading watch request line: EOF`` (exit 3)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.session: WatchSession | None = None
+        self.active: set[int] = set()
+        self.pending_exec: list[list[str] | None] = []
+        self.exec_for: dict[int, list[str]] = {}
+        self.printer: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        parser = GoArgumentParser(prog="watch", add_help=False)
+        _add_flags(parser)
+        loop = asyncio.get_running_loop()
         try:
-            ns = parser.parse_args(args[1:])
+            while True:
+                line = await loop.run_in_executor(None, self.ctx.stdin.readline)
+                if not line:
+                    raise CommandError(EXIT_INVALID_INPUT, "Error reading watch request line: EOF")
+                if self.printer is not None and self.printer.done():
+                    self.printer.result()  # the stream failed: report it
+                await self._line(parser, line.rstrip("\n"))
+        finally:
+            if self.printer is not None:
+                self.printer.cancel()
+            if self.session is not None:
+                await self.session.close()
+
+    async def _line(self, parser: GoArgumentParser, line: str) -> None:
+        args = argify(line)
+        if not args:
+            self.ctx.stderr.write(f"Invalid command: {line} (watch and progress supported)\n")
+        elif args[0] == "watch":
+            await self._create(parser, line, args[1:])
+        elif args[0] == "progress":
+            if self.session is not None:  # no stream yet: nothing to ask (as clientv3)
+                await self.session.request_progress()
+        else:
+            self.ctx.stderr.write(f"Invalid command {line} (only support watch)\n")
+
+    async def _create(self, parser: GoArgumentParser, line: str, words: list[str]) -> None:
+        if not words:
+            self.ctx.stderr.write(f"Invalid command {line} (command type or key is not provided)\n")
+            return
+        exec_args = None
+        if "--" in words:
+            cut = words.index("--")
+            words, exec_args = words[:cut], words[cut + 1 :]
+            if not exec_args:
+                self.ctx.stderr.write(f"Invalid command {line} (bad number of arguments (found separator --, but no commands))\n")
+                return
+        try:
+            ns = parser.parse_args(words)
+            key, options = _watch_options(ns.args, ns)
         except CommandError as exc:
-            ctx.stderr.write(f"Invalid command {line.rstrip()} ({exc.message})\n")
-            continue
-        tasks.append(asyncio.ensure_future(_watch(ctx, ns.args, ns, None)))
-    if tasks:
-        await asyncio.gather(*tasks)
-    raise CommandError(EXIT_INTERRUPTED, "watch is canceled by the server")
+            self.ctx.stderr.write(f"Invalid command {line} ({exc.message})\n")
+            return
+        if self.session is None:
+            client = await self.ctx.client()
+            self.session = client.watch_session()
+            await self.session.__aenter__()
+            self.printer = asyncio.ensure_future(self._print(self.session))
+        self.pending_exec.append(exec_args)
+        await self.session.create(key, **options)
+
+    async def _print(self, session: WatchSession) -> None:
+        ctx = self.ctx
+        async for resp in session:
+            if resp.created and not resp.canceled:
+                self.active.add(resp.watch_id)
+                exec_args = self.pending_exec.pop(0) if self.pending_exec else None
+                if exec_args:
+                    self.exec_for[resp.watch_id] = exec_args
+                continue
+            if resp.canceled:
+                if resp.created and self.pending_exec:
+                    self.pending_exec.pop(0)
+                self.active.discard(resp.watch_id)
+                reason = COMPACTED if resp.compact_revision else resp.cancel_reason
+                ctx.stderr.write(f"watch was canceled ({reason})\n")
+                ctx.printer.watch(resp)
+                continue
+            if resp.is_progress_notify and resp.watch_id == PROGRESS_WATCH_ID:
+                for _ in sorted(self.active):
+                    _show(ctx, resp)
+                continue
+            _show(ctx, resp)
+            exec_args = self.exec_for.get(resp.watch_id)
+            if exec_args:
+                await _exec_per_event(ctx, resp, exec_args)
+
+
+PROGRESS_WATCH_ID = -1
 
 
 async def run_watch(ctx: Context, ns: argparse.Namespace) -> None:
     if ns.interactive:
-        await _interactive(ctx)
+        await _Interactive(ctx).run()
         return
     args = list(ns.args)
     env_key, env_range = os.environ.get("ETCDCTL_WATCH_KEY", ""), os.environ.get("ETCDCTL_WATCH_RANGE_END", "")
