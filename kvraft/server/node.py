@@ -32,12 +32,27 @@ from kvraft.server.node_status import NodeStatusMixin
 from kvraft.server.tls import peer_ssl_contexts
 from kvraft.server.transport import PeerTransport, cluster_key
 from kvraft.storage.raft_log import LmdbLogStorage
+from kvraft.storage.wal import WalLogStorage
 
-__all__ = ["Node"]
+__all__ = ["Node", "open_raft_log"]
 
 log = logging.getLogger("kvraft.node")
 
 PROMOTE_CHECK_S = 0.5
+
+
+def open_raft_log(data_dir: Path, founders: list[int], new_cluster: bool) -> Any:
+    """The member's Raft log: the WAL ``raft.wal/`` (bootstrapped with ``founders`` when
+    it is empty and the cluster is new). A data directory from before the WAL (holding
+    ``raft.lmdb``) keeps its LMDB log: same contract, slower commits."""
+    legacy = data_dir / "raft.lmdb"
+    if legacy.exists():
+        log.info("%s: using the LMDB Raft log of an older data directory", legacy)
+        return LmdbLogStorage(legacy)
+    wal = WalLogStorage(data_dir / "raft.wal")
+    if new_cluster and wal.is_empty():
+        wal.bootstrap_members(founders)
+    return wal
 
 
 class Node(NodeStatusMixin):
@@ -54,12 +69,7 @@ class Node(NodeStatusMixin):
                 member = Member(initial_ids[name], name, list(urls))
                 self.membership.members[member.member_id] = member
             self.membership.save()
-        log_path = self.data_dir / "raft.lmdb"
-        fresh = not log_path.exists()
-        if fresh and config.initial_cluster_state == "new":
-            self.raft_log = LmdbLogStorage.bootstrap(log_path, sorted(initial_ids.values()))
-        else:
-            self.raft_log = LmdbLogStorage(log_path)
+        self.raft_log = open_raft_log(self.data_dir, sorted(initial_ids.values()), config.initial_cluster_state == "new")
         self.cluster_id = self._load_cluster_id()
         self.state = StateMachine(
             self.data_dir / "mvcc.lmdb",

@@ -49,10 +49,19 @@ def observe(log: Any) -> tuple[Any, ...]:
     return (first, last, digest.hexdigest(), hard, conf, snap.metadata, snap.data)
 
 
-def child_main(path: str, seed: int) -> None:  # pragma: no cover - runs in a subprocess
+def open_log(path: str, kind: str) -> Any:
+    """The durable log under test: ``lmdb`` or ``wal`` (small segments, so it rotates)."""
+    if kind == "wal":
+        from kvraft.storage.wal import WalLogStorage
+
+        return WalLogStorage(path, segment_bytes=256 << 10)
     from kvraft.storage.raft_log import LmdbLogStorage
 
-    log = LmdbLogStorage(path, map_size=1 << 30)
+    return LmdbLogStorage(path, map_size=1 << 30)
+
+
+def child_main(path: str, seed: int, kind: str = "lmdb") -> None:  # pragma: no cover - runs in a subprocess
+    log = open_log(path, kind)
     print("ready", flush=True)
     k = 0
     while True:
@@ -63,4 +72,4 @@ def child_main(path: str, seed: int) -> None:  # pragma: no cover - runs in a su
 
 
 if __name__ == "__main__":  # pragma: no cover
-    child_main(sys.argv[1], int(sys.argv[2]))
+    child_main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:4])

@@ -24,6 +24,7 @@ from kvraft.raft.storage import (
 )
 from kvraft.raft.types import ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata
 from kvraft.storage.raft_log import LmdbLogStorage
+from kvraft.storage.wal import WalLogStorage
 
 
 def _memory(tmp_path: Path) -> Any:
@@ -35,9 +36,15 @@ def _lmdb(tmp_path: Path) -> Any:
     return LmdbLogStorage(tmp_path / "raft.lmdb", map_size=1 << 26)
 
 
+def _wal(tmp_path: Path) -> Any:
+    # small segments, so the random sequences below rotate (and drop) segments
+    return WalLogStorage(tmp_path / "raft.wal", segment_bytes=4096)
+
+
 IMPLEMENTATIONS: dict[str, Callable[[Path], Any]] = {
     "memory": _memory,
     "lmdb": _lmdb,
+    "wal": _wal,
 }
 
 
@@ -45,7 +52,7 @@ IMPLEMENTATIONS: dict[str, Callable[[Path], Any]] = {
 def log(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     storage = IMPLEMENTATIONS[request.param](tmp_path)
     yield storage
-    if isinstance(storage, LmdbLogStorage):
+    if isinstance(storage, (LmdbLogStorage, WalLogStorage)):
         storage.close()
 
 
@@ -266,4 +273,13 @@ def test_implementations_agree_on_random_sequences(tmp_path: Path, seed: int) ->
         lm.close()
         again = LmdbLogStorage(tmp_path / "lmdb" / "raft.lmdb")
         assert _observe(again) == before
+        again.close()
+    wal = stores.get("wal")
+    if wal is not None:  # the same for the WAL (replayed from its newest segment)
+        wal.sync()
+        before = _observe(wal)
+        wal.close()
+        again = WalLogStorage(tmp_path / "wal" / "raft.wal", segment_bytes=4096)
+        assert _observe(again) == before
+        again.verify()
         again.close()

@@ -1,0 +1,653 @@
+"""``WalLogStorage``: the durable Raft log as an append-only write-ahead log (etcd's design).
+
+Implements ``kvraft.raft.storage.WritableLogStorage`` with the semantics of
+``MemoryLogStorage`` plus the conf-state bookkeeping of ``LmdbLogStorage`` (one contract
+suite runs against all three). The log since the last compaction is held in memory, as
+etcd's ``MemoryStorage`` holds it; the files make it durable.
+
+Layout: a directory::
+
+    0000000000000007.wal          segments, named by sequence number (hex); normally one
+    snap-00000000000c3500.snap    the current snapshot's data (none for an empty snapshot)
+
+A segment is a preallocated file (``segment_bytes``, 64 MiB by default; ``fallocate``, so
+an append does not change the file size and ``fdatasync`` writes no size metadata) holding
+frames back to back, then zeros::
+
+    frame   = length (u32 BE) | crc32(payload) (u32 BE) | payload
+    payload = records, back to back (one frame per ``sync()``: a batch is atomic)
+
+    record  kind (u8) then:
+      1 APPEND   count (u32), per entry: index u64 | term u64 | type u8 | len u32 | data
+      2 HARD     term u64 | vote u64 | commit u64
+      3 CONF     index u64 | len u32 | encode_conf_state bytes
+      4 SNAP     how u8 (0 apply, 1 create) | index u64 | term u64 | data len u64 |
+                 data crc32 u32 | conf len u32 | conf bytes      (data lives in snap-*.snap)
+      5 COMPACT  index u64
+      6 HEAD     seq u64 | offset u64 | offset term u64 | conf index u64 | conf len u32 |
+                 conf | snapshot (index u64, term u64, data len u64, data crc u32,
+                 conf len u32, conf) | hard (3 x u64)
+                 followed in the same frame by one APPEND of every entry in memory
+
+A zero length ends the data. Every segment starts with a HEAD frame: the whole state at
+that moment (snapshot metadata, offset, hard and conf state, every retained entry), so a
+segment never needs an older one. Records after the head are the write operations
+themselves and are replayed through the same code that executed them.
+
+Group commit: every write method applies its change to the in-memory log (reads see it at
+once) and stages its record; ``sync()`` writes all staged records as ONE frame and calls
+``fdatasync`` once. Nothing staged is durable before ``sync()`` returns; a crash loses the
+batch in flight, whole (its frame fails its crc or is absent), never part of it.
+
+Segment rotation and compaction: after a ``sync()`` that leaves the active segment past
+``segment_bytes``, a new segment is written (as ``*.tmp``, preallocated, HEAD frame,
+fdatasync, renamed, directory fsynced) and every older segment is deleted: compaction
+drops whole segments, and what ``compact()`` removed is simply not in the new head. If the
+retained entries are more than half a segment (no compaction for a long time) the active
+segment grows instead, so rewriting stays a small fraction of what is written.
+
+Open: the newest segment is replayed (older ones are leftovers of a rotation a crash
+interrupted, and are deleted; so are ``*.tmp`` files and snapshot files nobody refers to).
+A frame that fails its check with only zeros after it is a torn write of a batch that was
+never acknowledged: the tail is cut there (zeroed and fsynced). A bad frame with data
+after it, a bad head, or a snapshot file that fails its check raises
+``LogCorruptionError`` (naming the first entry index of the frame when it can be read).
+
+Write failures (disk full, EIO from fsync): the log refuses every later write and sync
+(``OSError``); what was acknowledged stays on disk. The driver treats it as fatal.
+
+Threading: as ``LmdbLogStorage``: one thread at a time (the driver's log writer thread
+writes, the loop thread reads while no write runs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from kvraft.raft.memory_storage import limit_size
+from kvraft.raft.storage import CompactedError, SnapshotOutOfDateError, UnavailableError
+from kvraft.raft.types import ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata
+from kvraft.storage.errors import LogCorruptionError
+from kvraft.storage.raft_log import decode_conf_state, encode_conf_state
+
+__all__ = ["DEFAULT_SEGMENT_BYTES", "WalLogStorage", "is_wal_dir"]
+
+DEFAULT_SEGMENT_BYTES = 64 << 20
+
+_FRAME = struct.Struct(">II")
+_U32 = struct.Struct(">I")
+_APPEND = struct.Struct(">BI")
+_ENTRY = struct.Struct(">QQBI")
+_HARD = struct.Struct(">BQQQ")
+_CONF = struct.Struct(">BQI")
+_SNAP = struct.Struct(">BBQQQII")
+_COMPACT = struct.Struct(">BQ")
+_HEAD = struct.Struct(">BQQQQI")
+_SNAPREF = struct.Struct(">QQQII")
+_HARD3 = struct.Struct(">QQQ")
+_SNAPFILE = struct.Struct(">QI")  # data length, crc32 of the data
+
+K_APPEND, K_HARD, K_CONF, K_SNAP, K_COMPACT, K_HEAD = 1, 2, 3, 4, 5, 6
+SNAP_APPLY, SNAP_CREATE = 0, 1
+
+
+def is_wal_dir(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` holds a WAL (a directory with at least one segment)."""
+    p = Path(path)
+    return p.is_dir() and any(p.glob("*.wal"))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _encode_entries(entries: list[Entry]) -> bytes:
+    pack = _ENTRY.pack
+    parts = [_APPEND.pack(K_APPEND, len(entries))]
+    for e in entries:
+        parts.append(pack(e.index, e.term, e.type, len(e.data)))
+        parts.append(e.data)
+    return b"".join(parts)
+
+
+class _Reader:
+    """Decodes the records of one payload."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.buf = memoryview(payload)
+        self.pos = 0
+
+    def take(self, st: struct.Struct) -> tuple[Any, ...]:
+        out = st.unpack_from(self.buf, self.pos)
+        self.pos += st.size
+        return out
+
+    def raw(self, n: int) -> bytes:
+        if self.pos + n > len(self.buf):
+            raise ValueError("record runs past its frame")
+        out = bytes(self.buf[self.pos : self.pos + n])
+        self.pos += n
+        return out
+
+    def entries(self) -> list[Entry]:
+        (count,) = _U32.unpack_from(self.buf, self.pos + 1)
+        self.pos += _APPEND.size
+        out = []
+        unpack, size = _ENTRY.unpack_from, _ENTRY.size
+        for _ in range(count):
+            index, term, etype, n = unpack(self.buf, self.pos)
+            self.pos += size
+            out.append(Entry(term=term, index=index, type=EntryType(etype), data=self.raw(n)))
+        return out
+
+
+def _first_index_in(payload: bytes) -> int:
+    """The first entry index a (possibly damaged) payload names, or 0."""
+    with contextlib.suppress(Exception):
+        r = _Reader(payload)
+        kind = payload[0]
+        if kind == K_HEAD:
+            return int(r.take(_HEAD)[2]) + 1
+        if kind == K_APPEND:
+            return int(_ENTRY.unpack_from(payload, _APPEND.size)[0])
+    return 0
+
+
+class WalLogStorage:
+    """Durable ``WritableLogStorage`` on a write-ahead log; see the module docstring."""
+
+    def __init__(self, path: str | os.PathLike[str], *, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
+        self.path = Path(path)
+        self.segment_bytes = segment_bytes
+        self._reset_state()
+        self._fd = -1
+        self._seq = 0
+        self._pos = 0
+        self._failed: BaseException | None = None
+        self.syncs = 0
+        self.rotations = 0
+        created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        if created:
+            _fsync_dir(self.path.parent)
+        self._open()
+
+    def _reset_state(self) -> None:
+        self._hard = HardState()
+        self._snapshot = Snapshot()
+        self._snap_len, self._snap_crc = 0, 0
+        self._snap_dirty = False
+        self._entries: list[Entry] = [Entry(term=0, index=0)]
+        self._conf_index, self._conf = 0, ConfState()
+        self._staged: list[bytes] = []
+        self._replaying = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @classmethod
+    def bootstrap(
+        cls, path: str | os.PathLike[str], voters: Iterable[int], learners: Iterable[int] = (),
+        **kwargs: Any,
+    ) -> WalLogStorage:
+        """A durable log for a founding member, identical to
+        ``MemoryLogStorage.bootstrap(voters, learners)`` (durable before returning)."""
+        log = cls(path, **kwargs)
+        try:
+            log.bootstrap_members(voters, learners)
+        except BaseException:
+            log.close()
+            raise
+        return log
+
+    def is_empty(self) -> bool:
+        """Nothing was ever written (a new log, or a bootstrap a crash interrupted)."""
+        return self.last_index() == 0 and self._hard.is_empty() and self._snapshot.metadata == SnapshotMetadata()
+
+    def bootstrap_members(self, voters: Iterable[int], learners: Iterable[int] = ()) -> None:
+        """Turn this empty log into a founding member's (atomically: one new segment)."""
+        from kvraft.raft.memory_storage import MemoryLogStorage
+
+        mem = MemoryLogStorage.bootstrap(voters, learners)
+        if not self.is_empty() or self._staged:
+            raise ValueError(f"{self.path}: not an empty log, refusing to bootstrap")
+        hard, conf = mem.initial_state()
+        self._snapshot = mem.snapshot()
+        self._conf_index, self._conf = 0, conf
+        self._entries = [Entry(term=0, index=0), *mem.entries(mem.first_index(), mem.last_index() + 1)]
+        self._hard = hard
+        self._rotate()  # a segment whose head is exactly this state
+
+    def close(self, *, sync: bool = True) -> None:
+        """Write what is staged (unless ``sync=False``: drop it, as a crash would) and
+        close the files. The object is unusable afterwards."""
+        if sync and self._staged and self._failed is None:
+            self.sync()
+        self._staged = []
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> WalLogStorage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- files ---------------------------------------------------------------------------
+
+    def _segment(self, seq: int) -> Path:
+        return self.path / f"{seq:016x}.wal"
+
+    def _snap_file(self, index: int) -> Path:
+        return self.path / f"snap-{index:016x}.snap"
+
+    def _open(self) -> None:
+        for tmp in self.path.glob("*.tmp"):
+            tmp.unlink()
+        segments = sorted(self.path.glob("*.wal"))
+        if not segments:
+            self._rotate()
+            return
+        last = segments[-1]
+        self._seq = int(last.stem, 16)
+        self._replay(last)
+        for old in segments[:-1]:  # superseded by the newest head (an interrupted rotation)
+            old.unlink()
+        if len(segments) > 1:
+            _fsync_dir(self.path)
+        self._load_snapshot_data()
+        self._fd = os.open(last, os.O_RDWR)
+
+    def _replay(self, segment: Path) -> None:
+        data = segment.read_bytes()
+        pos, first = 0, True
+        self._replaying = True
+        try:
+            while pos + _FRAME.size <= len(data):
+                length, crc = _FRAME.unpack_from(data, pos)
+                if length == 0 and crc == 0:
+                    break
+                end = pos + _FRAME.size + length
+                payload = data[pos + _FRAME.size : end]
+                if end > len(data) or zlib.crc32(payload) != crc or length == 0:
+                    if first or data[max(end, pos + _FRAME.size) :].lstrip(b"\0"):
+                        raise LogCorruptionError(
+                            _first_index_in(payload), f"{segment.name}: frame at byte {pos} fails its checksum"
+                        )
+                    self._cut_tail(segment, pos, len(data))
+                    break
+                try:
+                    self._apply_payload(payload, head=first)
+                except LogCorruptionError:
+                    raise
+                except Exception as exc:
+                    raise LogCorruptionError(
+                        _first_index_in(payload), f"{segment.name}: frame at byte {pos} does not decode: {exc!r}"
+                    ) from exc
+                first = False
+                pos = end
+        finally:
+            self._replaying = False
+        if first:
+            raise LogCorruptionError(0, f"{segment.name}: no head frame")
+        self._pos = pos
+
+    @staticmethod
+    def _cut_tail(segment: Path, pos: int, size: int) -> None:
+        """Zero a torn tail (a batch never acknowledged) so later frames land on zeros."""
+        fd = os.open(segment, os.O_RDWR)
+        try:
+            os.ftruncate(fd, pos)
+            os.posix_fallocate(fd, pos, max(size - pos, 1))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _load_snapshot_data(self) -> None:
+        meta = self._snapshot.metadata
+        keep = None
+        if meta.index and self._snap_len:
+            keep = self._snap_file(meta.index)
+            try:
+                raw = keep.read_bytes()
+            except FileNotFoundError:
+                raise LogCorruptionError(0, f"snapshot file {keep.name} is missing") from None
+            if len(raw) < _SNAPFILE.size:
+                raise LogCorruptionError(0, f"snapshot file {keep.name} is truncated")
+            length, crc = _SNAPFILE.unpack_from(raw)
+            body = raw[_SNAPFILE.size :]
+            if (length, crc) != (self._snap_len, self._snap_crc) or len(body) != length or zlib.crc32(body) != crc:
+                raise LogCorruptionError(0, f"snapshot file {keep.name} fails its checksum")
+            self._snapshot = Snapshot(metadata=meta, data=body)
+        self._drop_snapshot_files(keep)
+
+    def _drop_snapshot_files(self, keep: Path | None) -> None:
+        for f in self.path.glob("snap-*.snap"):
+            if f != keep:
+                f.unlink()
+
+    def _write_snapshot_file(self, index: int, data: bytes) -> int:
+        """Write the data of a snapshot durably (before its record is staged); its crc."""
+        crc = zlib.crc32(data)
+        if not data:
+            return crc
+        final = self._snap_file(index)
+        tmp = final.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, _SNAPFILE.pack(len(data), crc))
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        _fsync_dir(self.path)
+        return crc
+
+    # -- records -------------------------------------------------------------------------
+
+    def _apply_payload(self, payload: bytes, *, head: bool) -> None:
+        r = _Reader(payload)
+        n = len(payload)
+        if head and (not payload or payload[0] != K_HEAD):
+            raise LogCorruptionError(0, "segment does not start with a head record")
+        while r.pos < n:
+            kind = payload[r.pos]
+            if kind == K_APPEND:
+                self.append(r.entries())
+            elif kind == K_HARD:
+                _, term, vote, commit = r.take(_HARD)
+                self.set_hard_state(HardState(term=term, vote=vote, commit=commit))
+            elif kind == K_CONF:
+                _, index, size = r.take(_CONF)
+                self.set_conf_state(decode_conf_state(r.raw(size)), index)
+            elif kind == K_SNAP:
+                _, how, index, term, dlen, dcrc, size = r.take(_SNAP)
+                conf = decode_conf_state(r.raw(size))
+                if how == SNAP_APPLY:
+                    meta = SnapshotMetadata(index=index, term=term, conf_state=conf)
+                    self._apply_snapshot(Snapshot(metadata=meta), dlen, dcrc)
+                else:
+                    self._create_snapshot(index, conf, b"", dlen, dcrc)
+            elif kind == K_COMPACT:
+                self.compact(r.take(_COMPACT)[1])
+            elif kind == K_HEAD and head and r.pos == 0:
+                self._read_head(r)
+            else:
+                raise ValueError(f"unexpected record kind {kind} at {r.pos}")
+
+    def _read_head(self, r: _Reader) -> None:
+        _, seq, offset, offset_term, conf_index, size = r.take(_HEAD)
+        conf = decode_conf_state(r.raw(size))
+        s_index, s_term, s_len, s_crc, s_size = r.take(_SNAPREF)
+        s_conf = decode_conf_state(r.raw(s_size))
+        term, vote, commit = r.take(_HARD3)
+        if seq != self._seq:
+            raise LogCorruptionError(0, f"head names segment {seq}, file is {self._seq}")
+        self._entries = [Entry(term=offset_term, index=offset)]
+        self._conf_index, self._conf = conf_index, conf
+        self._snapshot = Snapshot(metadata=SnapshotMetadata(index=s_index, term=s_term, conf_state=s_conf))
+        self._snap_len, self._snap_crc = s_len, s_crc
+        self._hard = HardState(term=term, vote=vote, commit=commit)
+
+    def _head_payload(self) -> bytes:
+        offset = self._entries[0]
+        conf = encode_conf_state(self._conf)
+        meta = self._snapshot.metadata
+        s_conf = encode_conf_state(meta.conf_state)
+        parts = [
+            _HEAD.pack(K_HEAD, self._seq, offset.index, offset.term, self._conf_index, len(conf)),
+            conf,
+            _SNAPREF.pack(meta.index, meta.term, self._snap_len, self._snap_crc, len(s_conf)),
+            s_conf,
+            _HARD3.pack(self._hard.term, self._hard.vote, self._hard.commit),
+        ]
+        if len(self._entries) > 1:
+            parts.append(_encode_entries(self._entries[1:]))
+        return b"".join(parts)
+
+    def _stage(self, record: bytes) -> None:
+        if self._replaying:
+            return
+        if self._failed is not None:
+            raise OSError(f"{self.path}: the log failed earlier ({self._failed!r}); refusing writes")
+        self._staged.append(record)
+
+    # -- read side (LogStorage) ------------------------------------------------------------
+
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        return self._hard, self._conf
+
+    def first_index(self) -> int:
+        return self._entries[0].index + 1
+
+    def last_index(self) -> int:
+        return self._entries[0].index + len(self._entries) - 1
+
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def term(self, index: int) -> int:
+        offset = self._entries[0].index
+        if index < offset:
+            raise CompactedError(f"term of {index}: compacted up to {offset}")
+        if index > self.last_index():
+            raise UnavailableError(f"term of {index}: last index is {self.last_index()}")
+        return self._entries[index - offset].term
+
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        offset = self._entries[0].index
+        if lo <= offset:
+            raise CompactedError(f"entries from {lo}: compacted up to {offset}")
+        if hi > self.last_index() + 1:
+            raise UnavailableError(f"entries up to {hi - 1}: last index is {self.last_index()}")
+        if lo >= hi:
+            return []
+        return limit_size(self._entries[lo - offset : hi - offset], max_bytes)
+
+    # -- write side (WritableLogStorage) ------------------------------------------------
+
+    def append(self, entries: list[Entry]) -> None:
+        if not entries:
+            return
+        for prev, cur in zip(entries, entries[1:], strict=False):
+            if cur.index != prev.index + 1:
+                raise ValueError(f"entries not contiguous: {prev.index} then {cur.index}")
+        first = entries[0].index
+        if first > self.last_index() + 1:
+            raise ValueError(f"append at {first} leaves a gap after {self.last_index()}")
+        offset = self._entries[0].index
+        if entries[-1].index <= offset:
+            return  # entirely covered by the snapshot
+        if first <= offset:
+            entries = entries[offset + 1 - first :]
+            first = offset + 1
+        self._stage(_encode_entries(entries))
+        del self._entries[first - offset :]
+        self._entries.extend(entries)
+
+    def set_hard_state(self, hard_state: HardState) -> None:
+        self._stage(_HARD.pack(K_HARD, hard_state.term, hard_state.vote, hard_state.commit))
+        self._hard = hard_state
+
+    def set_conf_state(self, conf_state: ConfState, index: int) -> None:
+        """Record the membership in force as of log ``index`` (the conf entry applied
+        there). ``initial_state()`` returns the newest of this and the snapshots'."""
+        raw = encode_conf_state(conf_state)
+        self._stage(_CONF.pack(K_CONF, index, len(raw)) + raw)
+        self._conf_index, self._conf = index, conf_state
+
+    def _install(self, snapshot: Snapshot, length: int, crc: int) -> None:
+        self._snapshot = snapshot
+        self._snap_len, self._snap_crc = length, crc
+        self._snap_dirty = True
+        if snapshot.metadata.index >= self._conf_index:
+            self._conf_index, self._conf = snapshot.metadata.index, snapshot.metadata.conf_state
+
+    def _snap_record(self, how: int, meta: SnapshotMetadata, length: int, crc: int) -> bytes:
+        conf = encode_conf_state(meta.conf_state)
+        return _SNAP.pack(K_SNAP, how, meta.index, meta.term, length, crc, len(conf)) + conf
+
+    def apply_snapshot(self, snapshot: Snapshot) -> None:
+        meta = snapshot.metadata
+        if meta.index <= self._snapshot.metadata.index:
+            raise SnapshotOutOfDateError(
+                f"snapshot at {meta.index} is not newer than {self._snapshot.metadata.index}"
+            )
+        self._check_writable()
+        crc = self._write_snapshot_file(meta.index, snapshot.data)
+        self._apply_snapshot(snapshot, len(snapshot.data), crc)
+
+    def _apply_snapshot(self, snapshot: Snapshot, length: int, crc: int) -> None:
+        meta = snapshot.metadata
+        if meta.index <= self._snapshot.metadata.index:
+            raise SnapshotOutOfDateError(
+                f"snapshot at {meta.index} is not newer than {self._snapshot.metadata.index}"
+            )
+        self._stage(self._snap_record(SNAP_APPLY, meta, length, crc))
+        keep: list[Entry] = []
+        offset = self._entries[0].index
+        if offset < meta.index <= self.last_index() and self.term(meta.index) == meta.term:
+            keep = self._entries[meta.index - offset + 1 :]
+        self._entries = [Entry(term=meta.term, index=meta.index), *keep]
+        self._install(snapshot, length, crc)
+
+    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
+        return self._create_snapshot(index, conf_state, data, len(data), None)
+
+    def _create_snapshot(
+        self, index: int, conf_state: ConfState, data: bytes, length: int, crc: int | None
+    ) -> Snapshot:
+        if index <= self._snapshot.metadata.index:
+            raise SnapshotOutOfDateError(
+                f"snapshot at {index} is not newer than {self._snapshot.metadata.index}"
+            )
+        if index > self.last_index():
+            raise UnavailableError(f"snapshot at {index}: last index is {self.last_index()}")
+        meta = SnapshotMetadata(index=index, term=self.term(index), conf_state=conf_state)
+        if crc is None:  # a live call (replay passes the recorded crc)
+            self._check_writable()
+            crc = self._write_snapshot_file(index, data)
+        self._stage(self._snap_record(SNAP_CREATE, meta, length, crc))
+        snap = Snapshot(metadata=meta, data=data)
+        self._install(snap, length, crc)
+        return snap
+
+    def compact(self, compact_index: int) -> None:
+        offset = self._entries[0].index
+        if compact_index <= offset:
+            return
+        if compact_index > self._snapshot.metadata.index:
+            raise ValueError(
+                f"compact to {compact_index}: not covered by the snapshot at "
+                f"{self._snapshot.metadata.index}"
+            )
+        self._stage(_COMPACT.pack(K_COMPACT, compact_index))
+        i = compact_index - offset
+        self._entries = [Entry(term=self._entries[i].term, index=compact_index), *self._entries[i + 1 :]]
+
+    # -- durability ----------------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        if self._failed is not None:
+            raise OSError(f"{self.path}: the log failed earlier ({self._failed!r}); refusing writes")
+
+    def sync(self) -> None:
+        """Write everything staged as one frame and ``fdatasync`` once."""
+        self._check_writable()
+        if not self._staged:
+            return
+        payload = b"".join(self._staged)
+        self._staged = []
+        frame = _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+        try:
+            written = os.pwrite(self._fd, frame, self._pos)
+            if written != len(frame):
+                raise OSError(f"short write to {self._segment(self._seq).name}: {written} of {len(frame)}")
+            os.fdatasync(self._fd)
+        except BaseException as exc:
+            self._failed = exc
+            raise
+        self._pos += len(frame)
+        self.syncs += 1
+        if self._pos >= self.segment_bytes and self._retained_bytes() < self.segment_bytes // 2:
+            self._rotate()
+        elif self._snap_dirty:
+            self._drop_snapshot_files(self._current_snap_file())
+
+    def _current_snap_file(self) -> Path | None:
+        self._snap_dirty = False
+        return self._snap_file(self._snapshot.metadata.index) if self._snap_len else None
+
+    def _retained_bytes(self) -> int:
+        return sum(len(e.data) for e in self._entries) + 21 * len(self._entries)
+
+    def _rotate(self) -> None:
+        """Start segment ``seq + 1`` with a head of the current (fully synced) state and
+        delete every older segment."""
+        seq = self._seq + 1
+        final = self._segment(seq)
+        tmp = final.with_suffix(".tmp")
+        self._seq = seq
+        payload = self._head_payload()
+        frame = _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, max(self.segment_bytes, len(frame) + _FRAME.size))
+                os.pwrite(fd, frame, 0)
+                os.fdatasync(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            os.replace(tmp, final)
+            _fsync_dir(self.path)
+        except BaseException as exc:
+            self._failed = exc
+            raise
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._pos = fd, len(frame)
+        self.rotations += 1
+        for old in self.path.glob("*.wal"):
+            if old != final:
+                old.unlink()
+        self._drop_snapshot_files(self._current_snap_file())
+
+    # -- maintenance ---------------------------------------------------------------------
+
+    def verify(self) -> int:
+        """Re-read the newest segment and compare it with the log in memory; return the
+        number of entries. Raises ``LogCorruptionError`` on any difference."""
+        if self._staged:
+            self.sync()
+        again = WalLogStorage.__new__(WalLogStorage)
+        again.path, again._seq = self.path, self._seq
+        again._reset_state()
+        again._replay(self._segment(self._seq))
+        if (again._entries, again._hard, again._conf, again._snapshot.metadata) != (
+            self._entries, self._hard, self._conf, self._snapshot.metadata,
+        ):
+            raise LogCorruptionError(0, f"{self.path}: the file does not replay to the log in memory")
+        return len(self._entries) - 1
+
+    def stats(self) -> dict[str, int]:
+        """Bytes on disk, the active segment's fill and the entries held, for metrics."""
+        files = sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+        return {
+            "file_bytes": files,
+            "high_water_bytes": self._pos,
+            "entries": len(self._entries) - 1,
+        }

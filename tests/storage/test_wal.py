@@ -1,0 +1,264 @@
+"""The WAL Raft log: one fdatasync per batch, crash safety (SIGKILL at random moments),
+torn tails, corruption, segment rotation and snapshot files. The contract itself runs in
+``test_raft_log_contract.py`` (against the reference and the LMDB log)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import raftlog_workload as workload
+
+from kvraft.raft.memory_storage import MemoryLogStorage
+from kvraft.raft.types import ConfState, Entry, HardState
+from kvraft.storage.errors import LogCorruptionError
+from kvraft.storage.wal import WalLogStorage, is_wal_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+
+def _segments(path: Path) -> list[Path]:
+    return sorted(path.glob("*.wal"))
+
+
+def _write(path: Path, batches: int, **kw: Any) -> None:
+    log = WalLogStorage(path, **kw)
+    for b in range(batches):
+        log.append([
+            Entry(term=1, index=b * 10 + i + 1, data=b"PAYLOAD-%06d" % (b * 10 + i + 1) + bytes(40))
+            for i in range(10)
+        ])
+        log.set_hard_state(HardState(term=1, vote=3, commit=b * 10))
+        log.sync()
+    log.close()
+
+
+def test_one_fdatasync_per_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = WalLogStorage(tmp_path / "wal")
+    calls: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (calls.append(fd), real(fd))[1])
+    size = _segments(tmp_path / "wal")[0].stat().st_size
+    for b in range(10):
+        log.append([Entry(term=1, index=b * 100 + i + 1, data=b"x" * 50) for i in range(100)])
+        log.set_hard_state(HardState(term=1, vote=1, commit=b * 100))
+    assert calls == []  # nothing written while staging
+    assert log.entries(999, 1001)[0].index == 999  # staged writes are readable
+    log.sync()
+    assert len(calls) == 1  # 1000 entries + 10 hard states: one fdatasync
+    log.sync()
+    assert len(calls) == 1  # nothing staged: nothing written
+    assert _segments(tmp_path / "wal")[0].stat().st_size == size  # preallocated: no growth
+    log.close()
+
+
+def test_unsynced_writes_are_lost_synced_ones_kept(tmp_path: Path) -> None:
+    path = tmp_path / "wal"
+    log = WalLogStorage(path)
+    log.append([Entry(term=1, index=i) for i in range(1, 6)])
+    log.set_hard_state(HardState(term=1, vote=2, commit=3))
+    log.sync()
+    log.append([Entry(term=2, index=i) for i in range(4, 9)])
+    log.set_hard_state(HardState(term=2, vote=3, commit=5))
+    log.close(sync=False)  # as a crash would
+    log = WalLogStorage(path)
+    assert (log.last_index(), log.term(5)) == (5, 1)
+    assert log.initial_state()[0] == HardState(term=1, vote=2, commit=3)
+    log.close()
+
+
+def test_bootstrap_matches_the_reference(tmp_path: Path) -> None:
+    mem = MemoryLogStorage.bootstrap([1, 2, 3], [4])
+    log = WalLogStorage.bootstrap(tmp_path / "wal", [1, 2, 3], [4])
+    assert workload.observe(log) == workload.observe(mem)
+    log.close()
+    again = WalLogStorage(tmp_path / "wal")
+    assert workload.observe(again) == workload.observe(mem)
+    again.close()
+    assert is_wal_dir(tmp_path / "wal") and not is_wal_dir(tmp_path / "nothing")
+    with pytest.raises(ValueError):
+        WalLogStorage.bootstrap(tmp_path / "wal", [1])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sigkill_leaves_a_synced_prefix(tmp_path: Path, seed: int) -> None:
+    path = tmp_path / "wal"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "raftlog_workload.py"), str(path), str(seed), "wal"],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(random.Random(seed).uniform(0.1, 0.8))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    acked = [int(line) for line in proc.stdout.read().split()]
+    last_acked = acked[-1] if acked else 0
+    assert last_acked >= 3, "the writer barely started: the kill tested nothing"
+    ref = MemoryLogStorage()
+    states = {0: workload.observe(ref)}
+    for k in range(1, last_acked + 2):
+        workload.batch(seed, k, ref)
+        states[k] = workload.observe(ref)
+    log = workload.open_log(str(path), "wal")
+    got = workload.observe(log)
+    log.verify()
+    log.close()
+    assert got in (states[last_acked], states[last_acked + 1]), f"acked {last_acked}"
+
+
+def _frames(segment: Path) -> list[tuple[int, int]]:
+    """(offset, total length) of every frame in a segment."""
+    data, pos, out = segment.read_bytes(), 0, []
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        if length == 0:
+            break
+        out.append((pos, 8 + length))
+        pos += 8 + length
+    return out
+
+
+@pytest.mark.parametrize("cut", ["zero-half", "short-header", "zero-payload-byte"])
+def test_torn_tail_is_cut_and_the_log_goes_on(tmp_path: Path, cut: str) -> None:
+    path = tmp_path / "wal"
+    _write(path, 5)
+    segment = _segments(path)[-1]
+    pos, length = _frames(segment)[-1]
+    data = bytearray(segment.read_bytes())
+    if cut == "zero-half":
+        data[pos + length // 2 : pos + length] = bytes(length - length // 2)
+    elif cut == "short-header":
+        data[pos + 4 : pos + length] = bytes(length - 4)
+    else:
+        data[pos + 8] ^= 0xFF
+        data[pos + 8 + 1 : pos + length] = bytes(length - 9)
+    segment.write_bytes(bytes(data))
+    log = WalLogStorage(path)
+    assert log.last_index() == 40  # the last batch (41..50) was torn: gone, whole
+    assert log.initial_state()[0] == HardState(term=1, vote=3, commit=30)
+    log.append([Entry(term=2, index=41, data=b"after")])
+    log.sync()
+    log.close()
+    log = WalLogStorage(path)
+    assert log.entries(40, 42)[1].data == b"after"
+    assert log.verify() == 41
+    log.close()
+
+
+def test_a_bad_frame_with_data_after_it_names_the_index(tmp_path: Path) -> None:
+    path = tmp_path / "wal"
+    _write(path, 30)
+    segment = _segments(path)[-1]
+    data = bytearray(segment.read_bytes())
+    at = data.find(b"PAYLOAD-000123")
+    data[at + 10] ^= 0x10
+    segment.write_bytes(bytes(data))
+    with pytest.raises(LogCorruptionError) as err:
+        WalLogStorage(path)
+    assert err.value.index == 121  # the first entry of the damaged batch (121..130)
+    assert "raft log entry 121" in str(err.value)
+
+
+def test_a_bad_head_is_corruption_not_a_torn_tail(tmp_path: Path) -> None:
+    path = tmp_path / "wal"
+    _write(path, 1)
+    segment = _segments(path)[-1]
+    data = bytearray(segment.read_bytes())
+    data[12] ^= 0x01
+    segment.write_bytes(bytes(data))
+    with pytest.raises(LogCorruptionError, match="checksum"):
+        WalLogStorage(path)
+
+
+def _snapshotting_workload(path: Path, segment_bytes: int, batches: int) -> tuple[Any, Any]:
+    log = WalLogStorage(path, segment_bytes=segment_bytes)
+    ref = MemoryLogStorage()
+    for k in range(1, batches + 1):
+        for s in (log, ref):
+            s.append([Entry(term=1, index=s.last_index() + 1 + i, data=bytes(100)) for i in range(20)])
+            s.set_hard_state(HardState(term=1, vote=1, commit=s.last_index()))
+            if k % 10 == 0:
+                index = s.last_index() - 5
+                s.create_snapshot(index, ConfState(voters=frozenset({1})), b"state@%d" % index)
+                s.compact(index - 30)
+        log.sync()
+    return log, ref
+
+
+def test_rotation_drops_whole_segments_and_old_snapshots(tmp_path: Path) -> None:
+    path = tmp_path / "wal"
+    log, ref = _snapshotting_workload(path, 16 << 10, 200)
+    assert log.rotations > 10
+    assert len(_segments(path)) == 1  # compaction dropped every older segment
+    snaps = sorted(path.glob("snap-*.snap"))
+    assert [p.name for p in snaps] == [f"snap-{ref.snapshot().metadata.index:016x}.snap"]
+    assert sum(p.stat().st_size for p in path.iterdir()) < 4 * (16 << 10)
+    assert workload.observe(log) == workload.observe(ref)
+    log.close()
+    again = WalLogStorage(path, segment_bytes=16 << 10)
+    assert workload.observe(again) == workload.observe(ref)
+    again.close()
+
+
+def test_interrupted_rotation_leftovers_are_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "wal"
+    log, ref = _snapshotting_workload(path, 16 << 10, 30)
+    log.close()
+    newest = _segments(path)[-1]
+    # a crash between the new head and the deletion of the old segment; and one while
+    # the next segment was still being written
+    (path / "0000000000000001.wal").write_bytes(b"stale segment, superseded")
+    (path / f"{int(newest.stem, 16) + 1:016x}.tmp").write_bytes(b"half a head")
+    again = WalLogStorage(path, segment_bytes=16 << 10)
+    assert workload.observe(again) == workload.observe(ref)
+    assert _segments(path) == [newest] and not list(path.glob("*.tmp"))
+    again.close()
+
+
+def test_damaged_snapshot_file_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "wal"
+    log, _ref = _snapshotting_workload(path, 1 << 20, 10)
+    log.close()
+    (snap,) = path.glob("snap-*.snap")
+    data = bytearray(snap.read_bytes())
+    data[-1] ^= 0x01
+    snap.write_bytes(bytes(data))
+    with pytest.raises(LogCorruptionError, match="snapshot file"):
+        WalLogStorage(path, segment_bytes=1 << 20)
+    snap.unlink()
+    with pytest.raises(LogCorruptionError, match="missing"):
+        WalLogStorage(path, segment_bytes=1 << 20)
+
+
+def test_a_failed_fdatasync_refuses_later_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "wal"
+    log = WalLogStorage(path)
+    log.append([Entry(term=1, index=1)])
+    log.sync()
+
+    def broken(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", broken)
+    log.append([Entry(term=1, index=2)])
+    with pytest.raises(OSError):
+        log.sync()
+    monkeypatch.undo()
+    with pytest.raises(OSError, match="failed earlier"):
+        log.append([Entry(term=1, index=3)])
+    with pytest.raises(OSError, match="failed earlier"):
+        log.sync()
+    log.close()
+    again = WalLogStorage(path)
+    assert again.last_index() in (1, 2)  # the failed batch may or may not have reached the disk
+    again.close()
