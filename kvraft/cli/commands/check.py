@@ -1,4 +1,5 @@
-"""``check perf [--load s|m|l|xl] [--prefix P] [--auto-compact] [--auto-defrag]``.
+"""``check perf [--load s|m|l|xl] [--prefix P] [--auto-compact] [--auto-defrag]`` and
+``check datascale`` (the same flags; see ``run_datascale``).
 
 etcdctl's write benchmark: random 256-byte keys under ``--prefix`` with 1 KiB values, at
 the load's rate limit from its number of concurrent clients for 60 s, then delete the
@@ -20,6 +21,7 @@ from kvraft.cli.errors import EXIT_BAD_FEATURE, EXIT_ERROR, EXIT_INVALID_INPUT, 
 from kvraft.cli.parsing import duration, subcommands
 from kvraft.cli.progress import ProgressBar
 from kvraft.client import ClientError
+from kvraft.client._transport import normalize_endpoint
 
 __all__ = ["LOADS", "register"]
 
@@ -72,15 +74,7 @@ async def run_perf(ctx: Context, ns: argparse.Namespace) -> None:
     total_s = loop.time() - started
 
     deleted = await client.delete(ns.prefix, prefix=True)
-    if ns.auto_compact:
-        ctx.stdout.write(f"Compacting with revision {deleted.header.revision}\n")
-        await client.compact(deleted.header.revision, physical=True)
-        ctx.stdout.write(f"Compacted with revision {deleted.header.revision}\n")
-    if ns.auto_defrag:
-        for ep in ctx.options.endpoints:
-            ctx.stdout.write(f'Defragmenting "{ep}"\n')
-            await client.defragment(endpoint=ep)
-            ctx.stdout.write(f'Defragmented "{ep}"\n')
+    await _compact_and_defrag(ctx, ns, deleted.header.revision)
 
     ok = True
     if errors:
@@ -111,6 +105,99 @@ async def run_perf(ctx: Context, ns: argparse.Namespace) -> None:
         raise CommandError(EXIT_ERROR, None)
 
 
+DATASCALE = {"s": (10000, 50), "m": (100000, 200), "l": (1000000, 500), "xl": (3000000, 1000)}  # (pairs, clients)
+DATASCALE_KV_BYTES = 1024
+
+
+async def _resident_bytes(ctx: Context, endpoint: str) -> float:
+    """``process_resident_memory_bytes`` from the member's ``/metrics`` (0 if absent)."""
+    import aiohttp
+
+    tls = ctx.options.tls()
+    url = normalize_endpoint(endpoint, "https" if tls is not None else "http") + "/metrics"
+    connector = aiohttp.TCPConnector(ssl=tls.context() if tls is not None else True)
+    timeout = aiohttp.ClientTimeout(total=ctx.options.command_timeout_s, sock_connect=ctx.options.dial_timeout_s)
+    try:
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session, session.get(url) as response:
+            text = await response.text()
+    except (aiohttp.ClientError, TimeoutError):
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith("process_resident_memory_bytes "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def run_datascale(ctx: Context, ns: argparse.Namespace) -> None:
+    """etcdctl's ``check datascale``: put the load's number of 1 KiB pairs (512-byte random
+    keys under ``--prefix``, 512-byte values) from its number of concurrent clients, read
+    the first endpoint's resident memory before and after, delete the prefix, report the
+    difference. ``--limit`` (kvctl only) writes fewer pairs."""
+    model = _ALIASES.get(ns.load)
+    if model is None:
+        raise CommandError(EXIT_BAD_FEATURE, f"unknown load option {ns.load}")
+    pairs, clients = DATASCALE[model]
+    if ns.limit:
+        pairs = ns.limit
+    client = await ctx.client()
+    existing = await client.get(ns.prefix, prefix=True, limit=1)
+    if existing.kvs:
+        raise CommandError(EXIT_INVALID_INPUT,
+                           f'prefix "{ns.prefix}" has keys. Delete with etcdctl del --prefix {ns.prefix} first')
+    endpoint = ctx.options.endpoints[0]
+    before = await _resident_bytes(ctx, endpoint)
+    if before == 0:
+        ctx.stdout.write("FAIL: Could not read process_resident_memory_bytes before the put operations.\n")
+        raise CommandError(EXIT_ERROR, None)
+    ctx.stdout.write(f"Start data scale check for work load [{pairs} key-value pairs, {DATASCALE_KV_BYTES} bytes "
+                     f"per key-value, {clients} concurrent clients].\n")
+    ctx.stdout.flush()
+    value = bytes(DATASCALE_KV_BYTES // 2)
+    errors: dict[str, int] = {}
+    bar = ProgressBar(ctx.stderr, pairs, unit="puts")
+    remaining = iter(range(pairs))
+    done = 0
+
+    async def worker() -> None:
+        nonlocal done
+        for _ in remaining:
+            key = ns.prefix.encode() + os.urandom(8) + bytes(DATASCALE_KV_BYTES // 2 - 8)
+            try:
+                await client.put(key, value)
+            except ClientError as exc:
+                errors[str(exc)] = errors.get(str(exc), 0) + 1
+            done += 1
+            bar.update(done)
+
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    bar.finish()
+    after = await _resident_bytes(ctx, endpoint)
+    deleted = await client.delete(ns.prefix, prefix=True)
+    await _compact_and_defrag(ctx, ns, deleted.header.revision)
+    if after == 0:
+        ctx.stdout.write("FAIL: Could not read process_resident_memory_bytes after the put operations.\n")
+        raise CommandError(EXIT_ERROR, None)
+    if errors:
+        ctx.stdout.write("FAIL: too many errors\n")
+        for text, count in errors.items():
+            ctx.stdout.write(f"FAIL: ERROR({text}) -> {count}\n")
+        raise CommandError(EXIT_ERROR, None)
+    ctx.stdout.write(f"PASS: Approximate system memory used : {(after - before) / (1024 * 1024):.2f} MB.\n")
+
+
+async def _compact_and_defrag(ctx: Context, ns: argparse.Namespace, revision: int) -> None:
+    client = await ctx.client()
+    if ns.auto_compact:
+        ctx.stdout.write(f"Compacting with revision {revision}\n")
+        await client.compact(revision, physical=True)
+        ctx.stdout.write(f"Compacted with revision {revision}\n")
+    if ns.auto_defrag:
+        for ep in ctx.options.endpoints:
+            ctx.stdout.write(f'Defragmenting "{ep}"\n')
+            await client.defragment(endpoint=ep)
+            ctx.stdout.write(f'Defragmented "{ep}"\n')
+
+
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     check = sub.add_parser("check", help="commands for checking properties of the etcd cluster")
     check.set_defaults(help_parser=check)
@@ -122,3 +209,11 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--auto-defrag", action="store_true", help="Defragment storage after test is finished.")
     p.add_argument("--duration", type=duration, default=60.0, help="How long to write (kvctl only; etcdctl: always 60s)")
     p.set_defaults(handler=run_perf)
+    p = verbs.add_parser("datascale", parents=[parent],
+                         help="Check the memory usage of holding data for different workloads on a given server endpoint.")
+    p.add_argument("--load", default="s", help="The datascale check's workload model. Accepted workloads: s(small), m(medium), l(large), xl(xLarge)")
+    p.add_argument("--prefix", default="/etcdctl-check-datascale/", help="The prefix for writing the datascale check's keys.")
+    p.add_argument("--auto-compact", action="store_true", help="Compact storage with last revision after test is finished.")
+    p.add_argument("--auto-defrag", action="store_true", help="Defragment storage after test is finished.")
+    p.add_argument("--limit", type=int, default=0, help="How many pairs to write (kvctl only; etcdctl: the load's count)")
+    p.set_defaults(handler=run_datascale)
