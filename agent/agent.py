@@ -6,6 +6,10 @@ Five independent loops on one event loop (the heartbeat never waits on the runti
 1. **lease**: grant a kvraft lease, write ``/registry/leases/<node>`` under it and the node
    record, renew every ``heartbeat_s`` (retry backoff 200 ms -> 7 s, kubelet's), and when
    the lease is found gone re-register and relist (tasks moved elsewhere get stopped).
+   When no renewal has succeeded for ``lease_ttl_s + lease_loss_grace_s`` (a partition: the
+   scheduler has seen the lease expire and may have placed the node's gangs elsewhere) the
+   node is *fenced*: every task is stopped with its grace period and nothing starts until a
+   renewal succeeds and the assignments are listed again.
 2. **watch**: list ``/registry/assignments/<node>/`` then watch from the listed revision;
    relist after compaction or lease loss. Builds ``desired``; reads back the statuses of
    desired tasks into ``reported`` so nothing is reported twice after a restart.
@@ -158,6 +162,9 @@ class Agent:
         self._rng = random.Random()
         self.lease_id = 0
         self.started_at = time.time()
+        self._lease_ok_at = time.monotonic() - _saved_lease_age(config.data_dir / "lease.json")
+        self._fenced = False
+        self.fences = 0
         self._conditions: list[dict[str, Any]] = []
         self._node_doc: dict[str, Any] = {}
         self._transport: asyncio.DatagramTransport | None = None
@@ -259,16 +266,18 @@ class Agent:
     async def _register(self) -> None:
         saved = self.config.data_dir / "lease.json"
         lease_id = 0
+        sent = time.monotonic()
         with contextlib.suppress(OSError, ValueError, KeyError):
             old = json.loads(saved.read_text())["id"]
             with contextlib.suppress(ClientError):
                 if (await self.client.lease_keep_alive_once(int(old))).ttl > 0:
                     lease_id = int(old)  # an agent restart within the TTL keeps its lease
         if not lease_id:
+            sent = time.monotonic()
             lease_id = (await self.client.lease_grant(self.config.lease_ttl_s)).id
             self.lease_grants += 1
         self.lease_id = lease_id
-        saved.write_text(json.dumps({"id": lease_id}))
+        self._lease_renewed(sent)
         self._node_doc = self.node_record()
         heartbeat = {"holder": self.name, "lease_id": lease_id, "ttl_s": self.config.lease_ttl_s,
                      "renew_interval_s": self.config.heartbeat_s, "acquired_at": time.time()}
@@ -306,6 +315,7 @@ class Agent:
             await asyncio.sleep(self.config.heartbeat_s)
             while True:
                 try:
+                    sent = time.monotonic()
                     resp = await self.client.lease_keep_alive_once(self.lease_id, timeout_s=self.config.request_timeout_s)
                 except ClientError:
                     self.keepalive_failures += 1
@@ -315,7 +325,25 @@ class Agent:
                 retry = 0.2
                 if resp.ttl <= 0:
                     return
+                self._lease_renewed(sent)
                 break
+
+    def _lease_renewed(self, sent: float) -> None:
+        """A renewal sent at ``sent`` (monotonic) succeeded: the lease lives at least until
+        ``sent + ttl``. Saved with the lease id, so a restarted agent knows how long it has
+        been out of touch; ends a fence once the assignments are listed again."""
+        self._lease_ok_at = max(self._lease_ok_at, sent)
+        doc = {"id": self.lease_id, "renewed_at": time.time() - (time.monotonic() - self._lease_ok_at)}
+        with contextlib.suppress(OSError):
+            (self.config.data_dir / "lease.json").write_text(json.dumps(doc))
+        if self._fenced:
+            self._relist.set()
+
+    def _out_of_touch(self) -> bool:
+        """No renewal succeeded for TTL + grace: kvraft has let the lease expire (or will
+        before anyone hears from us), and the scheduler may have moved our tasks."""
+        grace = self.config.lease_loss_grace_s
+        return grace >= 0 and time.monotonic() > self._lease_ok_at + self.config.lease_ttl_s + grace
 
     async def _status_loop(self) -> None:
         while True:
@@ -370,6 +398,8 @@ class Agent:
         delay = 0.2
         while True:
             try:
+                self._relist.clear()  # a request arriving while listing asks for another list
+                list_started = time.monotonic()
                 resp = await self.client.get(prefix, prefix=True)
                 desired: dict[str, Assignment] = {}
                 for kv in resp.kvs:
@@ -381,10 +411,13 @@ class Agent:
                 for key in [k for k in self.reported if k not in desired]:
                     del self.reported[key]
                 self._desired_loaded.set()
+                if self._fenced and self._lease_ok_at <= list_started and not self._out_of_touch():
+                    self._fenced = False  # renewed, then listed: the assignments are current again
+                    log.warning("lease renewed and assignments relisted: unfenced",
+                                extra={"fields": {"lease_id": self.lease_id, "tasks": len(desired)}})
                 self.watch_relists += 1
                 self.wake()
                 delay = 0.2
-                self._relist.clear()
                 watch = asyncio.get_running_loop().create_task(self._follow(prefix, resp.header.revision + 1))
                 relist = asyncio.get_running_loop().create_task(self._relist.wait())
                 try:
@@ -421,7 +454,6 @@ class Agent:
 
     # --- reconcile and actions ---------------------------------------------------------------------
     async def _reconcile_loop(self) -> None:
-        await self._desired_loaded.wait()
         while True:
             timeout = self.config.relist_s
             if self._wakeup_at is not None:
@@ -429,6 +461,14 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
+            if not self._fenced and self._out_of_touch():
+                self._fenced = True
+                self.fences += 1
+                log.warning("lease out of touch past its TTL and grace: fenced, stopping every task",
+                            extra={"fields": {"lease_id": self.lease_id, "ttl_s": self.config.lease_ttl_s,
+                                              "grace_s": self.config.lease_loss_grace_s}})
+            if not self._desired_loaded.is_set() and not self._fenced:
+                continue  # a restarted agent never acts before it has read its assignments
             try:
                 await self.reconcile_once()
             except Exception:  # a bug must not stop the agent; it is logged with its traceback
@@ -440,7 +480,7 @@ class Agent:
         self.observed = await self.runtime.observe()
         stimulus_id = f"{self.name}-{next(self._stimulus)}"
         actions = reconcile(self.desired, self.observed, self.reported, time.time(),
-                            stimulus_id=stimulus_id, backoff=self.backoff)
+                            stimulus_id=stimulus_id, backoff=self.backoff, fenced=self._fenced)
         self.reconcile_passes += 1
         self.reconcile_seconds_total += time.perf_counter() - t0
         self._wakeup_at = None
@@ -558,6 +598,15 @@ def _reported_from(value: bytes) -> Reported | None:
                         str(doc.get("reason", "")))
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def _saved_lease_age(path: Any) -> float:
+    """Seconds since the saved lease was last renewed (0 when unknown: a first start)."""
+    try:
+        renewed_at = float(json.loads(path.read_text())["renewed_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+    return max(0.0, time.time() - renewed_at)
 
 
 def _without_times(doc: dict[str, Any]) -> dict[str, Any]:

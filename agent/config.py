@@ -38,6 +38,7 @@ class AgentConfig:
     rdma_inventory: str = ""
     lease_ttl_s: int = 40
     heartbeat_s: float = 10.0
+    lease_loss_grace_s: float = 30.0  # out of touch this long past the TTL: stop the tasks (< 0: never)
     listen_url: str = "http://127.0.0.1:10250"
     advertise_url: str = ""  # what jobctl uses to reach this agent (default: listen-url)
     log_max_bytes: int = 10 * 1024 * 1024
@@ -84,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rdma-inventory", help="fake RDMA inventory file (default: /sys/class/infiniband)")
     p.add_argument("--lease-ttl-s", type=int, help="node lease TTL (default 40)")
     p.add_argument("--heartbeat-s", type=float, help="lease renewal interval (default 10)")
+    p.add_argument("--lease-loss-grace-s", type=float,
+                   help="stop this node's tasks when no renewal has succeeded for lease-ttl-s plus this "
+                        "(the scheduler may have moved them); negative: never (default 30)")
     p.add_argument("--listen-url", help="the agent's HTTP endpoint (default http://127.0.0.1:10250)")
     p.add_argument("--advertise-url", help="URL other machines use to reach the endpoint (default: listen-url)")
     p.add_argument("--log-max-bytes", type=int, help="task log file size before rotation (default 10 MiB)")

@@ -28,6 +28,12 @@ Rules, in the order they are applied per task key:
    attempt starts after kubelet's backoff (``Pending`` / ``BackOff`` is reported meanwhile,
    and a ``Wakeup`` asks the shell to call again when the backoff ends).
 
+``fenced`` (the node has been out of touch with its lease for longer than the grace: the
+scheduler may have placed its gangs elsewhere) overrides all of that: every live attempt is
+stopped with its grace period ("lease lost"), ended ones are cleaned, and nothing is started,
+reported or removed -- the attempts stay on disk, so once the agent is back in touch the
+normal rules report them and restart them by policy if they are still assigned here.
+
 Worked example (restart_policy OnFailure, backoff 10 s)::
 
     desired {j/0 rev 7}, observed {},                       -> Start(j/0, attempt 1, rev 7)
@@ -294,12 +300,21 @@ def reconcile(
     *,
     stimulus_id: str,
     backoff: BackoffPolicy = BackoffPolicy(),
+    fenced: bool = False,
 ) -> list[Action]:
     """The actions that move observed toward desired. Deterministic: keys in sorted order."""
     by_key: dict[str, list[Observed]] = defaultdict(list)
     for attempt in observed:
         by_key[attempt.key].append(attempt)
     actions: list[Action] = []
+    if fenced:
+        for key in sorted(by_key):
+            for a in sorted(by_key[key], key=lambda a: a.attempt):
+                if a.live and not a.stop_requested:
+                    actions.append(Stop(key, a.attempt, a.grace_s, "lease lost", stimulus_id))
+                elif not a.live and a.held:
+                    actions.append(Cleanup(key, a.attempt, stimulus_id))
+        return actions
     wakeups: list[float] = []
     for key in sorted(set(desired) | set(by_key)):
         attempts = sorted(by_key.get(key, ()), key=lambda a: a.attempt)

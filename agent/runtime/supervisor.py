@@ -15,8 +15,8 @@ What it does, in order (docs/design/agent.md, "Supervisor"):
 1. Forks; the parent (the process the agent spawned) waits on a pipe until the task has
    started or failed to start, prints one line and exits, so the agent learns the outcome
    without polling. The child calls ``setsid``, becomes the child subreaper
-   (``PR_SET_CHILD_SUBREAPER``) and ignores SIGHUP/SIGINT/SIGPIPE/SIGTERM: it outlives the
-   agent.
+   (``PR_SET_CHILD_SUBREAPER``) and shrugs off SIGHUP/SIGINT/SIGPIPE/SIGTERM (no-op
+   handlers, so the task does not inherit them ignored): it outlives the agent.
 2. Writes ``shim.json`` {pid, start_time} (start time = /proc/<pid>/stat field 22, against PID
    reuse), then starts the task with its stdout/stderr on pipes: ``process`` mode spawns it in
    its own session after joining the cgroups; ``runc`` mode runs ``runc run --detach`` and
@@ -455,6 +455,10 @@ def last_runc_error(path: str) -> str:
     return (lines[-1] if lines else "no runc log")[:2000]
 
 
+def _ignore(signum: int, frame: object) -> None:
+    return None
+
+
 def become_supervisor(state_dir: str, ready_w: int) -> int:
     """In a freshly forked child: detach, become subreaper, supervise ``state_dir``'s task."""
     with open(os.path.join(state_dir, "supervisor.json")) as f:
@@ -463,8 +467,12 @@ def become_supervisor(state_dir: str, ready_w: int) -> int:
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
+    # survive the agent's session ending and stray signals -- but with a handler, not SIG_IGN:
+    # an ignored disposition survives exec, and the task (or runc) would inherit SIGTERM ignored
+    # and only ever die by the SIGKILL at the end of its grace period. Handlers reset on exec.
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _ignore)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # subprocess restores SIGPIPE for the task
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1):
         os.dup2(null, fd)

@@ -187,3 +187,79 @@ async def test_supervisor_killed_is_reported_lost_and_restarted_by_policy(agents
     await wait_for(task_killed, 30, "attempt 1's task killed with its supervisor gone", a)
     assert (a.data_dir / "tasks" / "js" / "t" / "1" / "lost.json").exists() or not adir.exists()
     await unassign(kv, "n-sup", "js", "t")
+
+
+async def test_agent_stop_ends_its_zygote_and_tasks_are_reattached(agents, kv) -> None:
+    """A deliberate stop (SIGTERM) and a crash (SIGKILL) both leave the tasks running under
+    their supervisors and no zygote behind; the next agent re-attaches and starts nothing twice."""
+    from agent.runtime.supervised import pid_alive, read_json
+
+    a = agents("n-zyg").start()
+    await assign(kv, "n-zyg", "jz", "long", {"command": ["sh", "-c", COUNTING + "exec sleep 300"]})
+    await wait_status(kv, "jz", "long", "Running", agent=a)
+    started = read_json(a.data_dir / "tasks" / "jz" / "long" / "1" / "started.json")
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        zygote = read_json(a.data_dir / "zygote.pid")
+        assert pid_alive(zygote), f"no zygote before {sig!r}"
+        a.kill(sig)
+
+        async def zygote_gone(z=zygote):
+            return not pid_alive(z)
+        await wait_for(zygote_gone, 30, f"the zygote gone after {sig!r}", a)
+        assert pid_alive(started), f"the task died with the agent ({sig!r})"
+        a.start()
+        # a new task goes through a new zygote; the old one is still attempt 1, started once
+        await assign(kv, "n-zyg", "jz", f"after-{int(sig)}", {"command": ["sh", "-c", "exec sleep 300"]})
+        await wait_status(kv, "jz", f"after-{int(sig)}", "Running", agent=a)
+        assert (await status(kv, "jz", "long"))["attempt"] == 1
+        assert (a.data_dir / "tasks" / "jz" / "long" / "workdir" / "starts").read_text().split() == ["x"]
+    for t in ("long", f"after-{int(signal.SIGTERM)}", f"after-{int(signal.SIGKILL)}"):
+        await unassign(kv, "n-zyg", "jz", t)
+
+
+async def test_out_of_touch_past_ttl_and_grace_stops_every_task(tmp_path) -> None:
+    """kvraft unreachable for longer than the lease TTL + --lease-loss-grace-s: the agent
+    fences the node (every task stopped with its grace, nothing started); back in touch it
+    reports the stopped attempts and restarts by policy the tasks still assigned here."""
+    from agent.runtime.supervised import pid_alive, read_json
+    from kvraft.client import Client
+    from kvraft.server.local import LocalCluster
+    from tests.agent.conftest import FAST_FLAGS, AgentProcess
+
+    cluster = LocalCluster(1, tmp_path / "kv1", extra_args=FAST_FLAGS)
+    agent = None
+    try:
+        cluster.start(timeout_s=90)
+        urls = [m.client_url for m in cluster.members.values()]
+        agent = AgentProcess(cluster, tmp_path, "n-fence", "process", "--lease-loss-grace-s", "1").start()
+        async with Client(urls, request_timeout_s=15.0, dial_timeout_s=5.0) as kv:
+            await assign(kv, "n-fence", "jf", "never", {"command": ["sleep", "300"], "grace_s": 2})
+            await assign(kv, "n-fence", "jf", "again", {"command": ["sleep", "300"], "grace_s": 2,
+                                                        "restart_policy": "OnFailure"})
+            for t in ("never", "again"):
+                await wait_status(kv, "jf", t, "Running", agent=agent)
+        started = {t: read_json(agent.data_dir / "tasks" / "jf" / t / "1" / "started.json") for t in ("never", "again")}
+        cluster.stop_member("m0", sig=signal.SIGKILL)
+
+        async def stopped():
+            return all(not pid_alive(doc) for doc in started.values())
+        await wait_for(stopped, 60, "tasks stopped once out of touch past TTL + grace", agent)
+        for t in ("never", "again"):
+            exit_doc = read_json(agent.data_dir / "tasks" / "jf" / t / "1" / "exit.json")
+            assert exit_doc is not None and exit_doc["signal"] == signal.SIGTERM, exit_doc
+        assert "fenced" in agent.log_text()
+        await asyncio.sleep(2)  # fenced: nothing restarts while out of touch
+        assert sorted(p.name for p in (agent.data_dir / "tasks" / "jf" / "again").iterdir()) == ["1", "workdir"]
+        cluster.start_member("m0")
+        cluster.wait_ready(90)
+        async with Client(urls, request_timeout_s=15.0, dial_timeout_s=5.0) as kv:
+            never = await wait_status(kv, "jf", "never", "Failed", agent=agent, timeout_s=90)
+            assert (never["attempt"], never["reason"], never["signal"]) == (1, "Killed", signal.SIGTERM)
+            await wait_status(kv, "jf", "again", "Running", agent=agent, attempt=2, timeout_s=90)
+            assert "unfenced" in agent.log_text()
+            for t in ("never", "again"):
+                await unassign(kv, "n-fence", "jf", t)
+    finally:
+        if agent is not None:
+            agent.teardown()
+        cluster.stop()

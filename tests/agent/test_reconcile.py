@@ -75,6 +75,7 @@ class Case:
     reported: dict = field(default_factory=dict)
     now: float = 100.0
     want: list = field(default_factory=list)
+    fenced: bool = False
 
 
 CASES = [
@@ -121,12 +122,21 @@ CASES = [
          want=["Report(j/0#1 Failed Killed)"]),
     Case("report from an older revision is overwritten", want(rev=9), [running(rev=9)],
          {"j/0": Reported(7, 1, Phase.FAILED)}, want=["Report(j/0#1 Running)"]),
+    Case("fenced: every live attempt stopped, nothing started or reported",
+         {**want(), **want("j/1", policy="Always"), **want("j/2")},
+         [running(), exited(0, key="j/1", held=False, at=10), running(key="j/2", stop_requested=True),
+          exited(3, key="j/3")],
+         fenced=True, want=["Stop(j/0#1 30)", "Cleanup(j/3#1)"]),
+    Case("fenced, then back in touch: the stopped attempt is reported and restarted by policy",
+         want(policy="OnFailure"), [exited(143, stop_requested=True, held=False, at=85)],
+         {"j/0": Reported(7, 1, Phase.RUNNING)}, want=["Start(j/0#2)"]),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_table(case: Case) -> None:
-    actions = reconcile(case.desired, case.observed, case.reported, case.now, stimulus_id="s1", backoff=B)
+    actions = reconcile(case.desired, case.observed, case.reported, case.now, stimulus_id="s1", backoff=B,
+                        fenced=case.fenced)
     assert kinds(actions) == case.want
     assert all(a.stimulus_id == "s1" for a in actions)
 

@@ -121,6 +121,25 @@ async def test_stop_delivers_term_within_grace(kind, data_dir) -> None:
     assert any(ln.endswith("got TERM") for ln in log_lines(rt, "j/t2"))
 
 
+async def test_task_gets_default_signal_dispositions(kind, data_dir) -> None:
+    """The supervisor ignores SIGTERM/SIGHUP/SIGINT for itself; its tasks must not inherit
+    that (an ignored disposition survives exec): a plain ``sleep`` ends on the stop's SIGTERM,
+    long before its grace period would escalate to SIGKILL."""
+    rt = make_runtime(kind, data_dir)
+    await rt.start(run("j/ign", {"command": ["grep", "SigIgn", "/proc/self/status"]}))
+    await wait_exit(rt, "j/ign")
+    [line] = [ln for ln in log_lines(rt, "j/ign") if "SigIgn" in ln]
+    ignored = int(line.rsplit(None, 1)[-1], 16)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        assert not ignored & (1 << (sig - 1)), f"the task inherited {sig!r} ignored ({line})"
+    await rt.start(run("j/sleep", {"command": ["sleep", "300"], "grace_s": 300}))
+    await wait_running(rt, "j/sleep")
+    await rt.stop("j/sleep", 1, 300.0)
+    o = await wait_exit(rt, "j/sleep", timeout_s=120)  # an ignored TERM would wait out the 300 s grace
+    assert o.exit.exit_code == 143
+    assert (o.exit.signal == signal.SIGTERM) if kind == "process" else True  # under runc, tini reports 128+15
+
+
 async def test_ignored_term_escalates_to_kill_after_grace(kind, data_dir) -> None:
     rt = make_runtime(kind, data_dir)
     await rt.start(run("j/t3", {"command": ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"], "grace_s": 1}))
