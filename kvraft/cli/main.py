@@ -27,7 +27,7 @@ from kvraft.client import ClientError, EndpointError, ServerError
 __all__ = ["build_parser", "main", "run"]
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, set[str]]:
+def build_parser() -> tuple[argparse.ArgumentParser, set[str], frozenset[str]]:
     parent = GoArgumentParser(add_help=False)
     add_global_flags(parent)
     parser = GoArgumentParser(prog="kvctl", parents=[parent],
@@ -36,17 +36,21 @@ def build_parser() -> tuple[argparse.ArgumentParser, set[str]]:
     for name in MODULES:
         importlib.import_module(f"kvraft.cli.commands.{name}").register(sub, parent)
     bools: set[str] = set()
-    _collect_bools(parser, bools)
-    return parser, bools
+    true_by_default: set[str] = set()
+    _collect_bools(parser, bools, true_by_default)
+    return parser, bools, frozenset(true_by_default)
 
 
-def _collect_bools(parser: argparse.ArgumentParser, out: set[str]) -> None:
+def _collect_bools(parser: argparse.ArgumentParser, out: set[str], true_by_default: set[str]) -> None:
     for action in parser._actions:
         if isinstance(action, argparse._StoreTrueAction):
-            out.update(s for s in action.option_strings if s.startswith("--"))
+            names = [s for s in action.option_strings if s.startswith("--")]
+            out.update(names)
+            if action.default is True:
+                true_by_default.update(names)
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
-                _collect_bools(child, out)
+                _collect_bools(child, out, true_by_default)
 
 
 def global_options(ns: argparse.Namespace) -> GlobalOptions:
@@ -93,9 +97,9 @@ async def _dispatch(ctx: Context, ns: argparse.Namespace) -> None:
 def run(argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
     """Run one kvctl command line; returns the exit code (used by ``main`` and tests)."""
     try:
-        parser, bools = build_parser()
+        parser, bools, true_by_default = build_parser()
         argv, exec_args = split_exec(list(argv))
-        ns, extras = parser.parse_known_args(normalize_bools(argv, bools))
+        ns, extras = parser.parse_known_args(normalize_bools(argv, bools, true_by_default))
         for extra in extras:  # positionals after flags (pflag intersperses them)
             if extra.startswith("-") and extra != "-":
                 raise CommandError(EXIT_ERROR, f"unknown flag: {extra.split('=', 1)[0]}")

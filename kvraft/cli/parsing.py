@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_ERROR, CommandError
 from kvraft.cli.goformat import parse_duration
 
-__all__ = ["GoArgumentParser", "add_global_flags", "duration", "int64", "normalize_bools", "subcommands"]
+__all__ = ["GoArgumentParser", "add_default_true_flag", "add_global_flags", "duration", "int64", "normalize_bools", "subcommands"]
 
 _SEP = "\x00"
 
@@ -78,12 +78,21 @@ def add_global_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", default=s, help="accepted for etcdctl compatibility")
 
 
+def add_default_true_flag(parser: argparse.ArgumentParser, flag: str, help_text: str) -> None:
+    """A boolean flag that defaults to true; ``--flag=false`` reaches it as ``--no-flag``."""
+    dest = flag[2:].replace("-", "_")
+    parser.add_argument(flag, dest=dest, action="store_true", default=True, help=help_text)
+    parser.add_argument("--no-" + flag[2:], dest=dest, action="store_false", help=argparse.SUPPRESS)
+
+
 def subcommands(parser: argparse.ArgumentParser, title: str) -> Any:
     return parser.add_subparsers(dest=title, metavar="<command>", parser_class=GoArgumentParser)
 
 
-def normalize_bools(argv: list[str], bool_flags: set[str]) -> list[str]:
-    """pflag accepts ``--flag=true`` / ``--flag=false`` for boolean flags."""
+def normalize_bools(argv: list[str], bool_flags: set[str], true_by_default: frozenset[str] = frozenset()) -> list[str]:
+    """pflag accepts ``--flag=true`` / ``--flag=false`` for boolean flags. A flag that is
+    true by default (``user add --interactive``) is turned off as ``--no-<flag>``, which
+    its command defines (``add_default_true_flag``)."""
     out: list[str] = []
     for i, arg in enumerate(argv):
         if arg == "--":
@@ -93,6 +102,8 @@ def normalize_bools(argv: list[str], bool_flags: set[str]) -> list[str]:
             if value.lower() in ("true", "1", "t"):
                 out.append(name)
             elif value.lower() in ("false", "0", "f"):
+                if name in true_by_default:
+                    out.append("--no-" + name[2:])
                 continue
             else:
                 raise CommandError(EXIT_ERROR, f'invalid argument "{value}" for "{name}" flag: strconv.ParseBool: parsing "{value}": invalid syntax')

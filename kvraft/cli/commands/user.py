@@ -8,7 +8,7 @@ from typing import Any
 
 from kvraft.cli.context import Context
 from kvraft.cli.errors import EXIT_BAD_ARGS, CommandError
-from kvraft.cli.parsing import subcommands
+from kvraft.cli.parsing import add_default_true_flag, subcommands
 from kvraft.cli.printers.simple import SimplePrinter
 
 __all__ = ["register"]
@@ -113,8 +113,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
         p.add_argument("args", nargs="*")
         p.set_defaults(handler=handler)
         if name in ("add", "passwd"):
-            p.add_argument("--interactive", action="store_true", default=True,
-                           help="Read password from stdin instead of interactive terminal")
+            add_default_true_flag(p, "--interactive", "Read password from stdin instead of interactive terminal")
         if name == "add":
             p.add_argument("--new-user-password", default="", help="Supply password from the command line flag")
             p.add_argument("--no-password", action="store_true", help="Create a user without password (CN based auth only)")
