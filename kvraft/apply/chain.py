@@ -1,5 +1,6 @@
-"""The applier chain (etcd's ``applierV3`` decorators): ``Quota(Backend)`` today, with the
-seam for ``Auth`` on top (a later issue): ``build_chain(store, wrap=AuthApplier)``.
+"""The applier chain (etcd's ``applierV3`` decorators): ``Quota(Backend)`` here, wrapped by
+the lease and auth appliers of ``feature_appliers`` into ``Auth(Lease(Quota(Backend)))``
+through ``build_chain(store, wrap=...)``.
 
 Every applier has ``apply(op) -> result`` and raises ``EtcdError`` for expected failures.
 Applying must be deterministic: every member applies the same entries in the same order
