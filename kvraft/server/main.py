@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from kvraft.server.api import make_app
+from kvraft.server.api.fast import FastTCPSite
 from kvraft.server.config import Config, ConfigError, parse_config
 from kvraft.server.node import Node
 from kvraft.server.tls import AutoTLSError, apply_auto_tls, client_ssl_context
@@ -37,7 +38,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     sites = []
     for url in config.listen_client_urls:
         parts = urlsplit(url)
-        site = web.TCPSite(runner, parts.hostname, parts.port, reuse_address=True, backlog=1024,
+        site = FastTCPSite(runner, parts.hostname, parts.port, reuse_address=True, backlog=1024,
                            ssl_context=client_ssl if parts.scheme == "https" else None)
         await site.start()
         sites.append(site)

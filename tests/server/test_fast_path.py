@@ -1,0 +1,187 @@
+"""The fast path for the hot KV routes (``kvraft.server.api.fast``): same answers as the
+aiohttp routes, keep-alive and pipelining, hand-over of a connection to aiohttp, and the
+msgpack ``kv/batch`` route. One real member process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgpack
+import pytest
+
+from kvraft.server.local import LocalCluster
+from tests.server.conftest import FAST_FLAGS, start_cluster
+from tests.server.helpers import b64
+
+
+@pytest.fixture(scope="module")
+def member(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    cluster: LocalCluster = start_cluster(tmp_path_factory.mktemp("fast"), size=1, extra=FAST_FLAGS)
+    try:
+        cluster.wait_leader(60)
+        url = urlsplit(cluster.url(next(iter(cluster.members))))
+        assert url.hostname is not None and url.port is not None
+        yield url.hostname, url.port
+    finally:
+        cluster.stop()
+
+
+def _request(path: str, body: bytes, *, version: str = "1.1", ctype: str = "application/json",
+             extra: str = "") -> bytes:
+    return (
+        f"POST {path} HTTP/{version}\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
+
+
+def _read_responses(sock: socket.socket, n: int) -> list[tuple[int, dict[str, str], bytes]]:
+    """Read ``n`` responses (Content-Length framed; or up to EOF without one)."""
+    buf, out = b"", []
+    sock.settimeout(30)
+    while len(out) < n:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            lines = buf[:end].decode("latin-1").split("\r\n")
+            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+            status = int(lines[0].split(" ")[1])
+            length = int(headers.get("content-length", "-1"))
+            if length >= 0 and len(buf) >= end + 4 + length:
+                out.append((status, headers, buf[end + 4 : end + 4 + length]))
+                buf = buf[end + 4 + length :]
+                continue
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"connection closed after {len(out)} of {n} responses: {buf[:200]!r}")
+        buf += chunk
+    return out
+
+
+def _exchange(addr: tuple[str, int], raw: bytes, n: int = 1) -> list[tuple[int, dict[str, str], bytes]]:
+    with socket.create_connection(addr, timeout=30) as sock:
+        sock.sendall(raw)
+        return _read_responses(sock, n)
+
+
+def _strip(doc: dict[str, Any]) -> dict[str, Any]:
+    doc = dict(doc)
+    doc.pop("header", None)
+    return doc
+
+
+def test_pipelined_requests_are_answered_in_order(member: tuple[str, int]) -> None:
+    raws = [_request("/v3/kv/put", json.dumps({"key": b64(f"p{i}"), "value": b64(f"v{i}")}).encode()) for i in range(5)]
+    raws.append(_request("/v3/kv/range", json.dumps({"key": b64("p"), "range_end": b64("q")}).encode()))
+    answers = _exchange(member, b"".join(raws), 6)
+    assert [status for status, _, _ in answers] == [200] * 6
+    revisions = [int(json.loads(body)["header"]["revision"]) for _, _, body in answers[:5]]
+    assert revisions == sorted(revisions) and len(set(revisions)) == 5
+    kvs = json.loads(answers[5][2])["kvs"]
+    assert [kv["key"] for kv in kvs] == [b64(f"p{i}") for i in range(5)]
+    status, headers, _ = answers[0]
+    assert headers["content-type"] == "application/json"
+    assert headers["access-control-allow-origin"] == "*"
+    assert "date" in headers
+
+
+@pytest.mark.parametrize(
+    ("path", "doc"),
+    [
+        ("/v3/kv/range", {"key": b64("p0")}),
+        ("/v3beta/kv/range", {"key": b64("p"), "range_end": b64("q"), "limit": "2", "count_only": True}),
+        ("/v3/kv/range", {"key": 5}),  # wrong type: etcd's error
+        ("/v3/kv/put", {"key": ""}),  # empty key: etcd's error
+        ("/v3/kv/txn", {"compare": [{"key": b64("p0"), "target": "VALUE", "value": b64("v0")}],
+                        "success": [{"request_range": {"key": b64("p1")}}]}),
+        ("/v3/kv/deleterange", {"key": b64("nothing-here")}),
+    ],
+)
+def test_same_answers_as_the_aiohttp_routes(member: tuple[str, int], path: str, doc: dict[str, Any]) -> None:
+    body = json.dumps(doc).encode()
+    (fast,) = _exchange(member, _request(path, body))
+    # HTTP/1.0 is never taken by the fast path: aiohttp answers it
+    (slow,) = _exchange(member, _request(path, body, version="1.0"))
+    assert fast[0] == slow[0]
+    assert _strip(json.loads(fast[2])) == _strip(json.loads(slow[2]))
+    for name in ("content-type", "access-control-allow-origin", "access-control-allow-headers"):
+        assert fast[1][name] == slow[1][name]
+
+
+def test_bad_json_answers_etcds_error(member: tuple[str, int]) -> None:
+    (fast,) = _exchange(member, _request("/v3/kv/put", b'{"key": '))
+    (slow,) = _exchange(member, _request("/v3/kv/put", b'{"key": ', version="1.0"))
+    assert fast[0] == slow[0] == 400
+    assert json.loads(fast[2]) == json.loads(slow[2])
+    assert json.loads(fast[2])["code"] == 3
+
+
+def test_other_routes_hand_the_connection_to_aiohttp(member: tuple[str, int]) -> None:
+    raw = (
+        _request("/v3/kv/put", json.dumps({"key": b64("h"), "value": b64("1")}).encode())
+        + b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n"
+        + _request("/v3/kv/range", json.dumps({"key": b64("h")}).encode())
+        + _request("/v3/maintenance/status", b"{}")
+    )
+    answers = _exchange(member, raw, 4)
+    assert [status for status, _, _ in answers] == [200] * 4
+    assert "etcdserver" in json.loads(answers[1][2])
+    assert json.loads(answers[2][2])["kvs"][0]["value"] == b64("1")
+    assert "version" in json.loads(answers[3][2])
+
+
+def test_a_chunked_body_is_left_to_aiohttp(member: tuple[str, int]) -> None:
+    body = json.dumps({"key": b64("chunked"), "value": b64("yes")}).encode()
+    raw = (
+        b"POST /v3/kv/put HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    )
+    ((status, _, answer),) = _exchange(member, raw)
+    assert status == 200 and "revision" in json.loads(answer)["header"]
+
+
+def test_connection_close_is_honoured(member: tuple[str, int]) -> None:
+    with socket.create_connection(member, timeout=30) as sock:
+        sock.sendall(_request("/v3/kv/range", json.dumps({"key": b64("h")}).encode(), extra="Connection: close\r\n"))
+        ((status, headers, _),) = _read_responses(sock, 1)
+        assert status == 200 and headers["connection"] == "close"
+        sock.settimeout(30)
+        assert sock.recv(100) == b""
+
+
+def _batch(member: tuple[str, int], ops: Any, ctype: str = "application/x-msgpack") -> tuple[int, Any]:
+    body = msgpack.packb(ops, use_bin_type=True)
+    ((status, headers, answer),) = _exchange(member, _request("/v3/kv/batch", body, ctype=ctype))
+    if headers["content-type"] == "application/json":
+        return status, json.loads(answer)
+    return status, msgpack.unpackb(answer, raw=False)
+
+
+def test_msgpack_batch_applies_every_op(member: tuple[str, int]) -> None:
+    ops = [["put", {"key": b"b%03d" % i, "value": b"x" * 100}] for i in range(200)]
+    ops.append(["range", {"key": b"b", "range_end": b"c", "count_only": True}])
+    ops.append(["put", {"key": b""}])  # refused alone: the others still apply
+    status, answers = _batch(member, ops)
+    assert status == 200 and len(answers) == 202
+    assert all(code == 0 for code, _ in answers[:201])
+    revisions = {doc["header"]["revision"] for _, doc in answers[:200]}
+    assert len(revisions) == 200  # one revision per put
+    assert answers[202 - 1][0] == 3 and "key is not provided" in answers[201][1]["message"]
+    status, answers = _batch(member, [["range", {"key": b"b", "range_end": b"c", "count_only": True}]])
+    assert answers[0][1]["count"] == 200
+
+
+@pytest.mark.parametrize(
+    ("ops", "ctype"),
+    [
+        ([["put", {"key": b"k"}]], "application/json"),  # msgpack only
+        ({"not": "a list"}, "application/x-msgpack"),
+        ([["compaction", {}]], "application/x-msgpack"),
+        ([["put"]], "application/x-msgpack"),
+    ],
+)
+def test_bad_batches_are_refused_whole(member: tuple[str, int], ops: Any, ctype: str) -> None:
+    status, doc = _batch(member, ops, ctype)
+    assert status == 400 and doc["code"] == 3
