@@ -64,9 +64,10 @@ def _check_flags(name: str, initial_cluster: str, advertise_peer_urls: list[str]
             raise RestoreError(f'couldn\'t find local name "{name}" in the initial cluster configuration') from None
         raise RestoreError(str(exc)) from None
     if sorted(members[name]) != sorted(advertise_peer_urls):
+        have, want = ",".join(sorted(advertise_peer_urls)), ",".join(sorted(members[name]))
         raise RestoreError(
             f"--initial-cluster has {name}={','.join(members[name])} but missing from "
-            f"--initial-advertise-peer-urls={','.join(advertise_peer_urls)}"
+            f'--initial-advertise-peer-urls={",".join(advertise_peer_urls)} (resolved urls: "{have}" != "{want}")'
         )
     return members
 

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kvclusters import FAST_FLAGS, Runtime, start_runtime
-from kvctl_harness import run_kvctl
+from kvclusters import FAST_FLAGS, Runtime, etcdctl_path, start_runtime
+from kvctl_harness import run_etcdctl, run_kvctl
 
 from kvraft.client import SyncClient
 from kvraft.server.local import LocalCluster
@@ -97,6 +97,31 @@ def test_restore_refuses_what_etcdctl_refuses(source: tuple[Runtime, Path, int],
     assert (result.rc, result.err.splitlines()[-1]) == (1, f"Error: open {tmp_path / 'nope.snap'}: no such file or directory")
     assert run_kvctl(["snapshot", "restore"]).rc == 128
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_restore_refusals_match_etcdctl(source: tuple[Runtime, Path, int], tmp_path: Path) -> None:
+    """The same refusals through etcdctl 3.4 and kvctl: the exit code and the ``Error:``
+    line (both log JSON lines on stderr before it). etcdctl checks these before it reads
+    the file, so both get the same kvraft snapshot."""
+    if etcdctl_path() is None:
+        pytest.skip("etcdctl not installed")
+    _rt, path, _revision = source
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    cases = [
+        [str(path), "--data-dir", str(taken)],
+        [str(path), "--data-dir", str(tmp_path / "x"), "--name", "x"],
+        [str(tmp_path / "nope.db"), "--data-dir", str(tmp_path / "z")],
+        [str(path), "--data-dir", str(tmp_path / "y"), "--initial-advertise-peer-urls", "http://localhost:2390"],
+        [],
+    ]
+    for argv in cases:
+        results = []
+        for runner in (run_etcdctl, run_kvctl):
+            result = runner(["snapshot", "restore", *argv])
+            results.append((result.rc, result.err.strip().splitlines()[-1]))
+        assert results[0] == results[1], argv
+    assert not any((tmp_path / name).exists() for name in ("x", "y", "z"))
 
 
 def test_restore_into_three_new_members_serves_every_key(source: tuple[Runtime, Path, int], tmp_path: Path) -> None:
