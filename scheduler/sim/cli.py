@@ -14,6 +14,7 @@ run is reproducible from its header.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import multiprocessing
@@ -32,7 +33,7 @@ from scheduler.sim.progress import Progress
 from scheduler.sim.slowdown import SlowdownModel
 from scheduler.sim.trace import NodeShape, TraceJob, read_nodes, read_trace
 
-__all__ = ["HELIOS_VC_NODES", "main", "run_policy"]
+__all__ = ["HELIOS_VC_NODES", "RECORD_COLUMNS", "main", "run_policy"]
 
 DEFAULT_TRACE = Path(__file__).resolve().parents[2].parent / "shared/traces/philly_jobs_busiest_week.csv"
 
@@ -41,6 +42,11 @@ HELIOS_VC_NODES = {
     "6214e9": 64, "b436b2": 64, "ee9e8c": 64, "7f04ca": 32, "6c71a0": 32, "0e4a51": 32,
     "11cb48": 16, "e13805": 16, "2869ce": 16, "ed69ec": 8, "103959": 8,
 }
+
+RECORD_COLUMNS = [
+    "policy", "job_id", "vc", "gpus", "submit_s", "duration_s", "first_start_s", "finish_s",
+    "preemptions", "levels", "runs", "capacity_gpus",
+]
 
 COLUMNS = [  # (metric, header, width, format)
     ("policy", "policy", 10, ""), ("jobs", "jobs", 5, "d"), ("avg_jct_h", "avg_jct", 8, ".2f"),
@@ -84,8 +90,9 @@ def gpu_type_constraints(trace: list[TraceJob], spec: ClusterSpec, frac: float, 
     return out
 
 
-def run_policy(args: dict[str, Any]) -> tuple[dict[str, object], list[float]]:
-    """Run one policy (a separate process under ``--parallel``); return metrics and JCTs."""
+def run_policy(args: dict[str, Any]) -> tuple[dict[str, object], list[dict[str, object]]]:
+    """Run one policy (a separate process under ``--parallel``); return metrics and one row
+    per job (``RECORD_COLUMNS``)."""
     spec: ClusterSpec = args["spec"]
     nodes = build_nodes(spec)
     trace: list[TraceJob] = args["trace"]
@@ -103,8 +110,16 @@ def run_policy(args: dict[str, Any]) -> tuple[dict[str, object], list[float]]:
     metrics = summarize(profile(args["policy"]).name, result)
     metrics.update(seed=args["seed"], cluster=spec.describe(), estimates=args["estimates"])
     bar.close(f"done in {result.wall_s:.1f} s ({result.passes} passes)")
-    jcts = [(r.finish_s - r.trace.submit_s) / 3600 for r in result.records if r.finish_s is not None]
-    return metrics, jcts
+    capacity = sum(n.gpus for n in nodes)
+    rows: list[dict[str, object]] = [{
+        "policy": metrics["policy"], "job_id": r.trace.job_id, "vc": r.trace.vc, "gpus": r.trace.gpus,
+        "submit_s": r.trace.submit_s, "duration_s": r.trace.duration_s,
+        "first_start_s": "" if r.first_start_s is None else r.first_start_s,
+        "finish_s": "" if r.finish_s is None else r.finish_s, "preemptions": r.preemptions,
+        "levels": "/".join(r.levels), "runs": ";".join(f"{a:.0f}:{b:.0f}" for a, b in r.runs),
+        "capacity_gpus": capacity,
+    } for r in result.records]
+    return metrics, rows
 
 
 def _policies(names: list[str]) -> list[str]:
@@ -140,7 +155,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="replay only the first N jobs")
     p.add_argument("--window-days", type=float, default=7.0, help="utilisation window")
     p.add_argument("--json", action="store_true", help="one JSON object per policy on stdout")
-    p.add_argument("--plot", help="write a PNG of the JCT distributions (needs matplotlib)")
+    p.add_argument("--plot", help="write a PNG of the JCT distributions and utilisation (needs matplotlib)")
+    p.add_argument("--records", help="write one CSV row per job and policy (for python -m scheduler.sim.plot)")
     p.add_argument("--parallel", type=int, default=1, help="policies to run at once (processes)")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -181,9 +197,17 @@ def main(argv: list[str] | None = None) -> int:
         print(" ".join(f"{head:>{width}}" for _, head, width, _ in COLUMNS))
         for metrics, _ in results:
             print(" ".join(f"{metrics[key]:>{width}{fmt}}" for key, _, width, fmt in COLUMNS))
+    if opts.records:
+        with open(opts.records, "w", newline="") as f:
+            writer = csv.DictWriter(f, RECORD_COLUMNS)
+            writer.writeheader()
+            for _, rows in results:
+                writer.writerows(rows)
+        print(f"# wrote {opts.records}", file=sys.stderr)
     if opts.plot:
-        from scheduler.sim.plot import plot_jct
+        from scheduler.sim.plot import plot_records
 
-        plot_jct({str(m["policy"]): j for m, j in results}, opts.plot, f"{spec.describe()}, seed {opts.seed}")
+        plot_records([row for _, rows in results for row in rows], opts.plot,
+                     f"{spec.describe()}, seed {opts.seed}", opts.window_days * 86400)
         print(f"# wrote {opts.plot}", file=sys.stderr)
     return 0

@@ -59,6 +59,8 @@ class JobRecord:
     factors: list[float] = field(default_factory=list)
     busy_gpu_s: float = 0.0  # allocated GPU-seconds inside the utilisation window
     ran_s: float = 0.0
+    restart_s: float = 0.0  # time spent paying restart overheads (after preemptions)
+    runs: list[tuple[float, float]] = field(default_factory=list)  # (start, stop) of every run
 
 
 @dataclass
@@ -203,6 +205,8 @@ class Simulation:
 
     def _stop(self, rec: JobRecord, now: float, *, finished: bool) -> None:
         elapsed = now - rec.run_start_s
+        rec.restart_s += min(elapsed, rec.run_overhead_s)
+        rec.runs.append((rec.run_start_s, now))
         if finished:
             rec.remaining_s = 0.0
         else:
