@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -58,6 +59,7 @@ from agent.keys import (
 )
 from agent.logs import parse_line
 from agent.node_record import build_node_record, conditions
+from agent.rankenv import NodeFacts, rank_env
 from agent.reconcile import (
     Action,
     BackoffPolicy,
@@ -74,7 +76,7 @@ from agent.reconcile import (
     reconcile,
 )
 from agent.runtime.base import DeviceGrant, Runtime, TaskRun
-from agent.spec import Assignment, parse_assignment
+from agent.spec import Assignment, TaskSpec, parse_assignment
 from kvraft.client import Client, ClientError, Compare, Op, TLSConfig, WatchCompactedError
 
 __all__ = ["Agent", "AgentStatistics", "make_runtime"]
@@ -504,7 +506,8 @@ class Agent:
                 fields |= {"task": action.key, "attempt": action.attempt}
                 devices = self.gpus.grant(action.spec.resources.gpus, self.rdma, action.spec.resources.rdma) \
                     if action.spec.resources.gpus or action.spec.resources.rdma else DeviceGrant()
-                await self.runtime.start(TaskRun(action.key, action.attempt, action.revision, action.spec, devices))
+                spec = await self._with_rank_env(action.spec)
+                await self.runtime.start(TaskRun(action.key, action.attempt, action.revision, spec, devices))
             elif isinstance(action, Stop):
                 fields |= {"task": action.key, "attempt": action.attempt, "reason": action.reason}
                 await self.runtime.stop(action.key, action.attempt, action.grace_s)
@@ -530,6 +533,25 @@ class Agent:
         finally:
             self._busy.discard(action.key)
             self.wake()
+
+    async def _with_rank_env(self, spec: TaskSpec) -> TaskSpec:
+        """Add the rank/placement environment (``agent.rankenv``, owned by the end-to-end work,
+        issue 13); the binding and job uid are read once per start, best effort."""
+        env = dict(spec.env)
+        binding: dict[str, Any] | None = None
+        uid = 0
+        job = env.get("KVRAFT_JOB", "")
+        if job and env.get("KVRAFT_PEERS"):
+            with contextlib.suppress(ClientError, OSError, ValueError, asyncio.TimeoutError):
+                got = await self.client.get(f"/registry/bindings/{job}")
+                binding = json.loads(got.kvs[0].value) if got.kvs else None
+                got = await self.client.get(f"/registry/jobs/{job}")
+                uid = got.kvs[0].create_revision if got.kvs else 0
+        host = (self.config.listen_url.split("://", 1)[-1].rsplit(":", 1)[0]).strip("[]")
+        facts = NodeFacts(self.name, self.config.labels.get("rack", "rack-0"), tuple(self.config.endpoints),
+                          host if host not in ("", "0.0.0.0", "::") else "")
+        extra = rank_env(env, facts, binding, uid)
+        return dataclasses.replace(spec, env=tuple(sorted((env | extra).items()))) if extra else spec
 
     def _log_tail(self, key: str, attempt: int) -> str:
         """The last ``LOG_TAIL_BYTES`` of the attempt's output, without the CRI prefixes."""

@@ -11,14 +11,18 @@ Implementations:
   every rank (rank 0 too) is a client. Good on one host and across hosts.
 * ``FileRendezvous`` (``file:///path``): a directory every rank can see (one host, or NFS).
   ``set`` writes atomically (temp file + rename); ``get`` polls.
-* later ``KvraftRendezvous``: ``set`` = put under ``/jobs/<job>/rdzv/``, ``get`` = get + watch,
-  through ``kvraft.client`` only. Nothing else changes: the Protocol is all the exchange uses.
+* ``KvraftRendezvous`` (``kvraft://[ep1,ep2]/prefix``, endpoints default to
+  ``KVRAFT_ENDPOINTS``, prefix to ``/jobs/<KVRAFT_JOB>/rendezvous``): ``set`` = put under
+  ``<prefix>/<run id>/`` attached to a lease this rank keeps alive (the keys vanish with the
+  rank), ``get`` = get, then a watch from the next revision. Through ``kvraft.client`` only.
+  This is what a job the scheduler places uses: no rank has to host anything.
 
 Thread safety: every method may be called from any thread (clients serialise internally).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -27,11 +31,11 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from agent.collective.errors import CollectiveTimeout
 
-__all__ = ["FileRendezvous", "Rendezvous", "TCPStoreRendezvous", "TCPStoreServer", "from_url"]
+__all__ = ["FileRendezvous", "KvraftRendezvous", "Rendezvous", "TCPStoreRendezvous", "TCPStoreServer", "from_url"]
 
 _HDR = struct.Struct("!BII")  # op, key length, value length
 _OP_SET, _OP_GET, _OP_OK, _OP_MISSING = 1, 2, 3, 4
@@ -195,8 +199,114 @@ class FileRendezvous:
         pass
 
 
+class KvraftRendezvous:
+    """Keys in kvraft under ``<prefix>/<run id>/``, written under a lease of ``lease_ttl_s``
+    that a thread keeps alive while this object is open.
+
+    ``kvraft.client`` is imported lazily: a training script that uses MPI or the TCP store
+    pays nothing for it.
+    """
+
+    def __init__(self, endpoints: list[str], prefix: str, run_id: str = "", *, lease_ttl_s: int = 30,
+                 timeout_s: float = 60.0, **client_options: Any) -> None:
+        from kvraft.client import Client
+
+        self.prefix = prefix.rstrip("/") + "/" + (f"{run_id}/" if run_id else "")
+        self.lease_ttl_s = lease_ttl_s
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="rdzv-kvraft", daemon=True)
+        self._thread.start()
+        client_options.setdefault("request_timeout_s", 10.0)
+        self._client = Client(endpoints, **client_options)
+        self._closed = threading.Event()
+        self.lease_id = 0
+        try:
+            self._run(self._client.open(), timeout_s)
+            self.lease_id = self._run(self._client.lease_grant(lease_ttl_s), timeout_s).id
+        except BaseException:
+            self.close()
+            raise
+        self._keeper = threading.Thread(target=self._keep_alive, name="rdzv-lease", daemon=True)
+        self._keeper.start()
+
+    def _run(self, coro: Any, timeout_s: float | None = None) -> Any:
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def _keep_alive(self) -> None:
+        period = max(0.5, self.lease_ttl_s / 3)
+        while not self._closed.wait(period):
+            with contextlib.suppress(Exception):
+                self._run(self._client.lease_keep_alive_once(self.lease_id), period * 2)
+
+    def set(self, key: str, value: bytes) -> None:
+        self._run(self._client.put(self.prefix + key, value, lease=self.lease_id), 30.0)
+
+    def delete(self, key: str) -> None:
+        self._run(self._client.delete(self.prefix + key), 30.0)
+
+    def try_get(self, key: str) -> bytes | None:
+        got = self._run(self._client.get(self.prefix + key), 30.0)
+        return bytes(got.kvs[0].value) if got.kvs else None
+
+    async def _get(self, key: str) -> bytes:
+        full = self.prefix + key
+        while True:
+            got = await self._client.get(full)
+            if got.kvs:
+                return bytes(got.kvs[0].value)
+            watcher = self._client.watch(full, start_revision=got.header.revision + 1)
+            try:
+                async for response in watcher:
+                    for event in response.events:
+                        if event.type == "PUT":
+                            return bytes(event.kv.value)
+            finally:
+                await watcher.close()
+
+    def get(self, key: str, timeout_s: float) -> bytes:
+        try:
+            return self._run(asyncio.wait_for(self._get(key), timeout_s))  # type: ignore[no-any-return]
+        except TimeoutError:
+            raise CollectiveTimeout(f"rendezvous: {self.prefix}{key} not published within {timeout_s} s") from None
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        with contextlib.suppress(Exception):
+            if self.lease_id:
+                self._run(self._client.lease_revoke(self.lease_id), 5.0)
+        with contextlib.suppress(Exception):
+            self._run(self._client.close(), 5.0)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+
+def kvraft_from_url(url: str, run_id: str = "", timeout_s: float = 60.0,
+                    env: dict[str, str] | None = None) -> KvraftRendezvous:
+    """``kvraft://ep1,ep2/prefix``; empty parts come from ``KVRAFT_ENDPOINTS`` and ``KVRAFT_JOB``."""
+    env = dict(os.environ if env is None else env)
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    netloc, _, path = rest.partition("/")
+    endpoints = [e for e in (netloc or env.get("KVRAFT_ENDPOINTS", "")).split(",") if e]
+    if not endpoints:
+        raise ValueError(f"rendezvous url {url!r}: no kvraft endpoints (in the url or KVRAFT_ENDPOINTS)")
+    prefix = "/" + path.strip("/") if path.strip("/") else f"/jobs/{env.get('KVRAFT_JOB') or 'default'}/rendezvous"
+    options: dict[str, Any] = {}
+    if env.get("KVRAFT_USER"):
+        options.update(user=env["KVRAFT_USER"], password=env.get("KVRAFT_PASSWORD", ""))
+    return KvraftRendezvous(endpoints, prefix, run_id, timeout_s=timeout_s, **options)
+
+
 def from_url(url: str, rank: int, run_id: str = "", timeout_s: float = 60.0) -> Rendezvous:
-    """``tcp://host:port`` or ``file:///dir``."""
+    """``tcp://host:port``, ``file:///dir`` or ``kvraft://[endpoints]/[prefix]``."""
+    if url.startswith("kvraft:"):
+        return kvraft_from_url(url, run_id, timeout_s)
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme == "tcp":
         if not parsed.hostname or not parsed.port:
@@ -204,4 +314,4 @@ def from_url(url: str, rank: int, run_id: str = "", timeout_s: float = 60.0) -> 
         return TCPStoreRendezvous(parsed.hostname, parsed.port, rank, run_id, timeout_s)
     if parsed.scheme == "file":
         return FileRendezvous(parsed.path, run_id)
-    raise ValueError(f"unknown rendezvous url {url!r}; use tcp://host:port or file:///dir")
+    raise ValueError(f"unknown rendezvous url {url!r}; use tcp://host:port, file:///dir or kvraft://")

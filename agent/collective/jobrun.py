@@ -1,0 +1,236 @@
+"""What each task of a scheduled training gang runs: one MPI world (or TCP ring) across agents.
+
+    python -m agent.collective.jobrun [--backend auto|mpi|tcp] -- python3 train.py ARGS...
+
+Every task of the gang is started by the agent of its own node, with the rank environment
+the agent injects (``agent.rankenv``: ``KVRAFT_RANK``, ``KVRAFT_WORLD_SIZE``, ``KVRAFT_RUN_ID``,
+``KVRAFT_ENDPOINTS``, ``KVRAFT_PLACEMENT``, ...). The ranks meet through kvraft
+(``KvraftRendezvous`` under ``/jobs/<job>/launch/<run id>/``, keys on each rank's lease), so
+no rank needs to know another's address in advance.
+
+``mpi`` (the default when the Open MPI wheel and mpi4py are installed) is the launcher pattern
+of Kubeflow's MPI Operator with kvraft in place of ssh:
+
+1. every task starts an *exec server* and publishes ``ready/<rank>``;
+2. rank 0 waits for all of them, then runs ``mpirun -H r0:1,r1:1,... -n N`` with
+   ``plm_ssh_agent`` set to ``python -m agent.collective.jobrun --rsh``;
+3. for "host" ``rK`` that rsh agent writes the daemon's command line (``prted ...``) to
+   ``exec/K`` and waits until rank K's exec server answers ``started/K``;
+4. the exec server of task K runs the daemon *inside task K* (its process group, its cgroup,
+   its GPUs' environment), without ``--daemonize`` so the agent's stop, kill and cancel reach
+   it; the daemon starts MPI rank K there, which inherits the task's environment;
+5. when mpirun ends, every daemon ends, every task exits with its status; a lost rank makes
+   mpirun abort the world (non-zero exit), and the scheduler restarts the gang by policy.
+
+Access is authenticated the way every kvraft client is (user/password or client
+certificates); only a process that can write the job's keys can start a daemon in its tasks.
+
+``tcp`` execs the program with ``KVRAFT_COLLECTIVE_BACKEND=tcp`` and
+``KVRAFT_RENDEZVOUS=kvraft://``: the ring addresses go through the same kvraft rendezvous.
+
+A program given as ``python3``/``python`` runs with this interpreter; a relative script path
+that does not exist in the task's working directory is looked up in the kvraft source tree
+(``examples/train_digits.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent.collective.errors import CollectiveTimeout
+from agent.collective.rendezvous import KvraftRendezvous, kvraft_from_url
+
+__all__ = ["HOST_PREFIX", "main", "mpirun_argv", "resolve_program", "strip_daemonize"]
+
+HOST_PREFIX = "r"  # mpirun's host names: r0, r1, ... (rank K's task hosts "rK")
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def resolve_program(argv: Sequence[str], cwd: Path | None = None) -> list[str]:
+    out = list(argv)
+    if not out:
+        raise ValueError("missing program")
+    if out[0] in ("python", "python3"):
+        out[0] = sys.executable
+    if len(out) > 1 and out[0] == sys.executable and out[1].endswith(".py") and not os.path.isabs(out[1]):
+        here = (cwd or Path.cwd()) / out[1]
+        if not here.exists() and (SOURCE_ROOT / out[1]).exists():
+            out[1] = str(SOURCE_ROOT / out[1])
+    return out
+
+
+def strip_daemonize(command: str) -> str:
+    """The daemon runs in the foreground inside the task (PRRTE's ``--daemonize`` would
+    escape the task's process group)."""
+    return " ".join(tok for tok in command.split(" ") if tok != "--daemonize")
+
+
+def _mpirun() -> str | None:
+    path = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+    return shutil.which("mpirun", path=path)
+
+
+def mpirun_argv(size: int, rsh_agent: str, program: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
+    exe = _mpirun()
+    if exe is None:
+        raise FileNotFoundError("mpirun not found: pip install 'kvraft[mpi]'")
+    hosts = ",".join(f"{HOST_PREFIX}{r}:1" for r in range(size))
+    return [exe, "--allow-run-as-root", "-H", hosts, "-n", str(size), "--map-by", "slot",
+            "--prtemca", "plm_ssh_agent", rsh_agent, "--prtemca", "plm_ssh_no_tree_spawn", "1",
+            # One rank per "host" (task). Tasks of one machine are separate hosts to PRRTE but
+            # one node to hwloc: the shared-memory BTL and the HAN / sm collectives then mix the
+            # two views and the world hung in its first MPI_Allreduce (measured here). The
+            # communicator's own hierarchical mode follows the scheduler's placement instead.
+            "--mca", "btl", "self,tcp", "--mca", "coll", "^han,sm", *extra, *program]
+
+
+def _rdzv(env: dict[str, str], timeout_s: float) -> KvraftRendezvous:
+    job = env.get("KVRAFT_JOB") or "default"
+    return kvraft_from_url(f"kvraft:///jobs/{job}/launch", env.get("KVRAFT_RUN_ID", ""), timeout_s, env)
+
+
+def _log(msg: str) -> None:
+    print(f"jobrun[{os.environ.get('KVRAFT_TASK', '?')}]: {msg}", file=sys.stderr, flush=True)
+
+
+class ExecServer:
+    """Runs the one daemon command mpirun sends to this rank, in this task."""
+
+    def __init__(self, rdzv: KvraftRendezvous, rank: int, wait_s: float) -> None:
+        self.rdzv = rdzv
+        self.rank = rank
+        self.wait_s = wait_s
+        self.exit_code: int | None = None
+        self.done = threading.Event()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.thread = threading.Thread(target=self._run, name="exec-server", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            doc = json.loads(self.rdzv.get(f"exec/{self.rank}", self.wait_s))
+            command = strip_daemonize(str(doc["cmd"]))
+            self.proc = subprocess.Popen(["/bin/sh", "-c", command])
+            self.rdzv.set(f"started/{self.rank}", json.dumps({"pid": self.proc.pid}).encode())
+            self.exit_code = self.proc.wait()
+        except CollectiveTimeout:
+            _log(f"mpirun never asked this rank to start within {self.wait_s:.0f} s")
+            self.exit_code = 1
+        except Exception as exc:  # report, never hang
+            _log(f"exec server failed: {exc!r}")
+            with _suppress():
+                self.rdzv.set(f"started/{self.rank}", json.dumps({"error": repr(exc)}).encode())
+            self.exit_code = 1
+        finally:
+            self.done.set()
+
+
+class _suppress:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return True
+
+
+def run_mpi(program: list[str], env: dict[str, str], mpi_args: list[str], wait_s: float) -> int:
+    rank = int(env.get("KVRAFT_RANK", "0"))
+    size = int(env.get("KVRAFT_WORLD_SIZE", "1"))
+    # what the ranks inherit from the task (through the daemon): MPI, not a rendezvous
+    os.environ["KVRAFT_COLLECTIVE_BACKEND"] = "mpi"
+    os.environ.pop("KVRAFT_RENDEZVOUS", None)
+    os.environ.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    rdzv = _rdzv(dict(os.environ), wait_s)
+    try:
+        server = ExecServer(rdzv, rank, wait_s)
+        server.start()
+        rdzv.set(f"ready/{rank}", json.dumps({"node": env.get("KVRAFT_NODE", ""), "pid": os.getpid()}).encode())
+        if rank != 0:
+            server.done.wait()
+            return server.exit_code if server.exit_code is not None else 1
+        for r in range(size):
+            rdzv.get(f"ready/{r}", wait_s)
+        _log(f"all {size} ranks ready; starting mpirun")
+        work = Path(env.get("KVRAFT_WORKDIR") or Path.cwd())
+        agent_path = work / f".jobrun-rsh-{os.getpid()}"
+        agent_path.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m agent.collective.jobrun --rsh \"$@\"\n")
+        agent_path.chmod(0o755)
+        argv = mpirun_argv(size, str(agent_path), program, mpi_args)
+        code = subprocess.call(argv)
+        rdzv.set("done", str(code).encode())
+        server.done.wait(30)
+        return code
+    finally:
+        rdzv.close()
+
+
+def rsh(args: list[str], wait_s: float) -> int:
+    """``plm_ssh_agent``: ``HOST COMMAND...`` -> run COMMAND in the task of rank K (host rK)."""
+    while args and args[0].startswith("-"):  # ssh options PRRTE may pass (-x etc.)
+        args = args[1:]
+    if len(args) < 2 or not args[0].startswith(HOST_PREFIX) or not args[0][len(HOST_PREFIX):].isdigit():
+        _log(f"rsh: cannot parse {args!r}")
+        return 2
+    rank = int(args[0][len(HOST_PREFIX):])
+    rdzv = _rdzv(dict(os.environ), wait_s)
+    try:
+        rdzv.set(f"exec/{rank}", json.dumps({"cmd": " ".join(args[1:])}).encode())
+        answer = json.loads(rdzv.get(f"started/{rank}", wait_s))
+        if "error" in answer:
+            _log(f"rsh: rank {rank} could not start the daemon: {answer['error']}")
+            return 1
+        return 0
+    finally:
+        rdzv.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    raw = list(sys.argv[1:] if argv is None else argv)
+    wait_s = float(os.environ.get("KVRAFT_JOBRUN_WAIT_S", "300"))
+    if raw[:1] == ["--rsh"]:
+        return rsh(raw[1:], wait_s)
+    if "--" not in raw:
+        print("usage: python -m agent.collective.jobrun [--backend auto|mpi|tcp] [--mpi-arg A]... -- PROGRAM ARGS",
+              file=sys.stderr)
+        return 2
+    split = raw.index("--")
+    ap = argparse.ArgumentParser(prog="python -m agent.collective.jobrun")
+    ap.add_argument("--backend", choices=["auto", "mpi", "tcp"], default=os.environ.get("KVRAFT_JOBRUN_BACKEND", "auto"))
+    ap.add_argument("--mpi-arg", action="append", default=[], help="extra mpirun argument (repeatable)")
+    ns = ap.parse_args(raw[:split])
+    program = resolve_program(raw[split + 1 :])
+    env = dict(os.environ)
+    backend = ns.backend
+    if backend == "auto":
+        backend = "mpi" if _mpirun() is not None and _has_mpi4py() else "tcp"
+    t0 = time.monotonic()
+    if backend == "tcp":
+        os.environ["KVRAFT_COLLECTIVE_BACKEND"] = "tcp"
+        os.environ.setdefault("KVRAFT_RENDEZVOUS", "kvraft://")
+        os.execv(program[0], program)
+    code = run_mpi(program, env, list(ns.mpi_arg), wait_s)
+    _log(f"mpirun world ended with {code} after {time.monotonic() - t0:.1f} s")
+    return code
+
+
+def _has_mpi4py() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("mpi4py") is not None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The rank/placement environment the agent adds to a gang's tasks (agent.rankenv, PURE),
+and the mpirun command line the job wrapper builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.collective.jobrun import mpirun_argv, resolve_program, strip_daemonize
+from agent.rankenv import NodeFacts, parse_peers, rank_env
+
+PEERS = "worker-0@n1,worker-1@n1,worker-2@n2,worker-3@n2"
+BINDING = {"tasks": [{"task": f"worker-{i}", "node": "n1" if i < 2 else "n2", "rack": "r0", "gpus": [0, 1]}
+                     for i in range(4)]}
+
+
+def env_of(rank: int, node: str, **extra: str) -> dict[str, str]:
+    spec = {"KVRAFT_JOB": "digits", "KVRAFT_TASK": f"worker-{rank}", "KVRAFT_RANK": str(rank),
+            "KVRAFT_WORLD_SIZE": "4", "KVRAFT_RESTARTS": "1", "KVRAFT_PEERS": PEERS, **extra}
+    return spec | rank_env(spec, NodeFacts(node, "r0", ("http://127.0.0.1:2379",), "127.0.0.3"), BINDING, 42)
+
+
+def test_every_rank_gets_local_and_node_rank() -> None:
+    got = [env_of(r, "n1" if r < 2 else "n2") for r in range(4)]
+    assert [g["KVRAFT_LOCAL_RANK"] for g in got] == ["0", "1", "0", "1"]
+    assert [g["KVRAFT_LOCAL_SIZE"] for g in got] == ["2"] * 4
+    assert [g["KVRAFT_NODE_RANK"] for g in got] == ["0", "0", "1", "1"]
+    assert {g["KVRAFT_NUM_NODES"] for g in got} == {"2"}
+    assert {g["KVRAFT_PLACEMENT"] for g in got} == {"n1,n1,n2,n2"}
+    assert {g["KVRAFT_PLACEMENT_RACKS"] for g in got} == {"r0,r0,r0,r0"}
+    assert {g["KVRAFT_RUN_ID"] for g in got} == {"digits-42-1"}  # one namespace per run, same on every rank
+    assert got[2]["KVRAFT_NODE"] == "n2" and got[2]["KVRAFT_COLLECTIVE_HOST"] == "127.0.0.3"
+    assert got[0]["KVRAFT_ENDPOINTS"] == "http://127.0.0.1:2379"
+
+
+def test_job_env_wins_and_non_gang_tasks_get_only_node_facts() -> None:
+    assert env_of(0, "n1", KVRAFT_PLACEMENT="x,y,z,w")["KVRAFT_PLACEMENT"] == "x,y,z,w"
+    plain = rank_env({"FOO": "1"}, NodeFacts("n1", "r0", ("e",)))
+    assert plain == {"KVRAFT_NODE": "n1", "KVRAFT_RACK": "r0", "KVRAFT_ENDPOINTS": "e"}
+
+
+def test_bad_peers_are_ignored_not_fatal() -> None:
+    spec = {"KVRAFT_JOB": "j", "KVRAFT_RANK": "0", "KVRAFT_PEERS": "nonsense"}
+    assert "KVRAFT_PLACEMENT" not in rank_env(spec, NodeFacts("n1", "r0", ("e",)))
+    with pytest.raises(ValueError):
+        parse_peers("a@b,c")
+
+
+def test_mpirun_hosts_are_ranks_and_daemon_stays_in_the_task() -> None:
+    argv = mpirun_argv(3, "/tmp/rsh", ["python", "t.py"])
+    assert argv[argv.index("-H") + 1] == "r0:1,r1:1,r2:1"
+    assert argv[argv.index("plm_ssh_agent") + 1] == "/tmp/rsh"
+    assert "^han,sm" in argv
+    assert strip_daemonize("a/prted --daemonize --x 1") == "a/prted --x 1"
+    prog = resolve_program(["python3", "examples/train_digits.py"], cwd=Path("/"))
+    assert prog[1].endswith("/examples/train_digits.py") and prog[1].startswith("/")
