@@ -1,0 +1,104 @@
+"""What a robustness run must satisfy, checked on its recorded ``History``.
+
+* ``check_linearizable``: the KV history (with the final reads after healing) is
+  linearizable, with the same checker as the simulator (``kvraft.testing.linearizability``);
+  a delete is a put of "absent". An undecided search (budget exhausted) is a failure.
+* ``check_watches``: each watcher's events are in strictly increasing (revision, key) order
+  with no duplicates; watchers agree on every event they share; every acknowledged write
+  appears, at the revision its response reported, in every watcher that got that far; and
+  every watched event is explained by some write a client issued (no phantom events).
+* lease violations noted by the lease clients are reported as they are.
+
+Each check returns a list of problems (empty: passed), worded for a person.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kvraft.robustness.workload import History
+from kvraft.testing.linearizability import UNKNOWN, KvInput, Operation, Verdict, check_operations
+
+__all__ = ["check_all", "check_linearizable", "check_watches"]
+
+
+def to_operations(ops: list[dict[str, Any]]) -> list[Operation]:
+    out = []
+    for op in ops:
+        if op["op"] == "cas":
+            inp = KvInput("cas", op["key"], op["value"], op["expect"])
+        elif op["op"] == "put":
+            inp = KvInput("put", op["key"], op.get("value"))
+        else:
+            inp = KvInput("get", op["key"])
+        done = op.get("ret") is not None
+        out.append(Operation(op["client"], inp, op["call"], op.get("output") if done else UNKNOWN, op.get("ret")))
+    return out
+
+
+def check_linearizable(history: History, *, max_steps: int = 20_000_000, timeout_s: float = 120.0) -> list[str]:
+    result = check_operations(to_operations(history.ops), max_steps=max_steps, timeout_s=timeout_s)
+    if result.verdict is Verdict.OK:
+        return []
+    return [f"linearizability {result.verdict.value}: {result.explain()}"]
+
+
+def _writes(history: History) -> tuple[dict[tuple[int, str], dict[str, Any]], dict[str, set[str | None]]]:
+    """(acknowledged writes by (revision, key), every value ever written per key)."""
+    acked: dict[tuple[int, str], dict[str, Any]] = {}
+    written: dict[str, set[str | None]] = {}
+    for op in history.ops:
+        if op["op"] == "get":
+            continue
+        written.setdefault(op["key"], set()).add(op.get("value"))
+        if op.get("ret") is None:
+            continue
+        if op["op"] == "cas" and not op.get("output"):
+            continue
+        if op.get("delete") and not op.get("deleted"):
+            continue  # deleted nothing: no revision, no event
+        acked[(op["revision"], op["key"])] = op
+    return acked, written
+
+
+def check_watches(history: History) -> list[str]:
+    problems: list[str] = []
+    acked, written = _writes(history)
+    seen: dict[tuple[int, str], tuple[str, str | None, str]] = {}
+    for name, events in sorted(history.watches.items()):
+        last: tuple[int, str] | None = None
+        mine: set[tuple[int, str]] = set()
+        top = 0
+        for ev in events:
+            at = (ev["revision"], ev["key"])
+            if last is not None and at <= last:
+                problems.append(f"watch {name}: event {at} after {last} (out of order or duplicated)")
+            last = at
+            mine.add(at)
+            top = max(top, ev["revision"])
+            what = (ev["type"], ev["value"], name)
+            other = seen.setdefault(at, what)
+            if other[:2] != what[:2]:
+                problems.append(f"watch {name}: event {at} is {what[:2]} but watch {other[2]} saw {other[:2]}")
+            key = ev["key"]
+            if key in written and ev["type"] == "PUT" and ev["value"] not in written[key]:
+                problems.append(f"watch {name}: PUT {key}={ev['value']!r} at {ev['revision']} was never written by a client")
+        for (rev, key), op in sorted(acked.items()):
+            if rev <= top and (rev, key) not in mine:
+                kind = "DELETE" if op.get("delete") else "PUT"
+                problems.append(f"watch {name}: missed acknowledged {kind} {key} at revision {rev} (watched up to {top})")
+    for (rev, key), op in sorted(acked.items()):
+        got = seen.get((rev, key))
+        if got is None:
+            continue
+        want = ("DELETE", None) if op.get("delete") else ("PUT", op["value"])
+        if got[:2] != want:
+            problems.append(f"revision {rev} {key}: acknowledged {want} but watched {got[:2]}")
+    return problems[:50]
+
+
+def check_all(history: History) -> list[str]:
+    problems = check_linearizable(history)
+    problems += check_watches(history)
+    problems += [f"lease: {text}" for text in history.lease_violations]
+    return problems

@@ -1,0 +1,184 @@
+"""``RobustCluster``: a local cluster of member processes that faults can be injected into.
+
+On top of ``kvraft.server.local.LocalCluster``: each member runs with its own group id (so
+``NetFaults`` can cut its traffic), and the cluster can SIGKILL, SIGSTOP/SIGCONT and restart
+members, add and remove members through the API, and wait for every member to converge
+(same applied revision, same ``hashkv``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from kvraft.server.local import LocalCluster, ProcessMember, post
+
+__all__ = ["GID_BASE", "RobustCluster"]
+
+GID_BASE = 47_000
+
+
+class RobustCluster(LocalCluster):
+    def __init__(self, size: int, base_dir: str, *, extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+        super().__init__(size, base_dir, token=f"robust-{os.getpid()}", extra_args=extra_args)
+        self.env = dict(env or {})
+        self.gids: dict[str, int] = {}
+        self.paused: set[str] = set()
+        self.states: dict[str, str] = {}  # name -> --initial-cluster-state it was started with
+        self.member_initial_cluster: dict[str, str] = {}  # members added at runtime
+        for name in self.members:
+            self._gid(name)
+
+    def _gid(self, name: str) -> int:
+        if name not in self.gids:
+            self.gids[name] = GID_BASE + len(self.gids)
+        return self.gids[name]
+
+    def peer_port(self, name: str) -> int:
+        port = urlsplit(self.members[name].peer_url).port
+        assert port is not None
+        return port
+
+    def start_member(self, name: str, initial_cluster: str | None = None, state: str = "new") -> None:
+        member = self.members[name]
+        if member.alive():
+            return
+        gid = self._gid(name)
+        log = open(member.log_path, "ab")  # noqa: SIM115 - handed to the child
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
+        can_setgid = os.geteuid() == 0
+
+        def become_group() -> None:
+            if can_setgid:
+                os.setgroups([gid])
+                os.setgid(gid)
+
+        member.process = subprocess.Popen(
+            self.command(member, initial_cluster or self.initial_cluster(), state),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            preexec_fn=become_group,  # noqa: PLW1509 - no threads hold locks the child needs
+        )  # fmt: skip
+        log.close()
+        self.states[name] = state
+
+    # -- faults ------------------------------------------------------------------------------
+    def kill(self, name: str) -> None:
+        member = self.members[name]
+        if member.process is not None and member.process.poll() is None:
+            if name in self.paused:
+                os.kill(member.process.pid, signal.SIGCONT)
+                self.paused.discard(name)
+            os.kill(member.process.pid, signal.SIGKILL)
+            member.process.wait(30)
+
+    def restart(self, name: str) -> None:
+        self.start_member(name, self.member_initial_cluster.get(name), self.states.get(name, "new"))
+
+    def pause(self, name: str) -> None:
+        member = self.members[name]
+        if member.alive() and name not in self.paused:
+            assert member.process is not None
+            os.kill(member.process.pid, signal.SIGSTOP)
+            self.paused.add(name)
+
+    def resume(self, name: str) -> None:
+        member = self.members[name]
+        if name in self.paused and member.process is not None:
+            os.kill(member.process.pid, signal.SIGCONT)
+        self.paused.discard(name)
+
+    def resume_all(self) -> None:
+        for name in list(self.paused):
+            self.resume(name)
+
+    # -- membership ----------------------------------------------------------------------------
+    def member_ids(self, via: str | None = None) -> dict[str, int]:
+        """name -> member id, from ``member/list`` through any serving member."""
+        for name in [via] if via else [m.name for m in self.running()]:
+            try:
+                code, doc = post(self.members[name].client_url, "/v3/cluster/member/list", {}, timeout_s=5.0)
+            except OSError:
+                continue
+            if code == 200:
+                return {m["name"]: int(m["ID"]) for m in doc.get("members", []) if m.get("name")}
+        return {}
+
+    def add_member(self, name: str, timeout_s: float = 60.0) -> ProcessMember:
+        """``member/add`` through the leader, then start the new process with state
+        ``existing`` and the initial cluster the answer implies."""
+        member = self.add_process(name)
+        self._gid(name)
+        deadline = time.monotonic() + timeout_s
+        last: Any = None
+        while time.monotonic() < deadline:
+            leader = self.leader()
+            if leader is not None:
+                try:
+                    code, doc = post(self.url(leader), "/v3/cluster/member/add", {"peerURLs": [member.peer_url]}, timeout_s=10.0)
+                except OSError as exc:
+                    last = exc
+                else:
+                    if code == 200:
+                        names = []
+                        for m in doc["members"]:
+                            found = [n for n, pm in self.members.items() if m["peerURLs"] and pm.peer_url == m["peerURLs"][0]]
+                            names.extend(found)
+                        cluster = ",".join(f"{n}={self.members[n].peer_url}" for n in names)
+                        self.member_initial_cluster[name] = cluster
+                        self.start_member(name, cluster, "existing")
+                        return member
+                    last = doc
+            time.sleep(0.5)
+        raise TimeoutError(f"member add {name} failed: {last}")
+
+    def remove_member(self, name: str, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        last: Any = None
+        while time.monotonic() < deadline:
+            leader = self.leader()
+            ids = self.member_ids(leader) if leader else {}
+            if leader is not None and name in ids:
+                try:
+                    code, doc = post(self.url(leader), "/v3/cluster/member/remove", {"ID": str(ids[name])}, timeout_s=10.0)
+                except OSError as exc:
+                    last = exc
+                else:
+                    if code == 200:
+                        return
+                    last = doc
+            elif leader is not None and ids and name not in ids:
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"member remove {name} failed: {last}")
+
+    # -- convergence ----------------------------------------------------------------------------
+    def converged(self, names: list[str]) -> tuple[bool, str]:
+        """Every named member at the same revision with the same ``hashkv``."""
+        seen: dict[str, tuple[int, int]] = {}
+        for name in names:
+            try:
+                code, doc = post(self.url(name), "/v3/maintenance/hashkv", {"revision": "0"}, timeout_s=5.0)
+            except OSError as exc:
+                return False, f"{name}: {exc}"
+            if code != 200:
+                return False, f"{name}: HTTP {code} {doc}"
+            seen[name] = (int(doc["header"].get("revision", 0)), int(doc.get("hash", 0)))
+        revisions = {rev for rev, _ in seen.values()}
+        hashes = {h for _, h in seen.values()}
+        if len(revisions) == 1 and len(hashes) == 1:
+            return True, f"revision {revisions.pop()} hash {hashes.pop()}"
+        return False, " ".join(f"{n}=rev{r}/hash{h}" for n, (r, h) in sorted(seen.items()))
+
+    def wait_converged(self, names: list[str], timeout_s: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        why = ""
+        while time.monotonic() < deadline:
+            ok, why = self.converged(names)
+            if ok:
+                return why
+            time.sleep(0.5)
+        raise AssertionError(f"members did not converge in {timeout_s:g} s: {why}")

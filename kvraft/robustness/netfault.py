@@ -1,0 +1,122 @@
+"""Network faults between members on one machine: iptables rules keyed by process group.
+
+Every member process runs with its own group id (``RobustCluster`` sets it when it starts
+the member). The peer transport dials one connection per direction (A sends to B only on
+the connection A dialed to B's peer port), so dropping the packets that group A sends to
+B's peer port cuts A -> B and nothing else; the other direction is a separate rule.
+Symmetric, asymmetric and partial partitions are sets of such one-way cuts.
+
+Only the loopback interface is involved: every rule matches ``-o lo``, a destination port of
+one of our members, and the owner group of one of our members. The rules live in a chain of
+their own (``KVRAFT-<pid>``), jumped to from ``OUTPUT``, and are removed on ``close``.
+
+Needs root and iptables with the ``owner`` match (``available()`` says whether this machine
+has them); scenarios that need it are skipped with that reason otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable
+
+__all__ = ["NetFaults", "available"]
+
+
+def _iptables() -> str | None:
+    return shutil.which("iptables") or (os.path.exists("/usr/sbin/iptables") and "/usr/sbin/iptables" or None)
+
+
+def available() -> tuple[bool, str]:
+    """(usable, why not)."""
+    if os.geteuid() != 0:
+        return False, "network faults need root (iptables owner match)"
+    binary = _iptables()
+    if binary is None:
+        return False, "iptables is not installed"
+    probe = subprocess.run([binary, "-L", "OUTPUT", "-n"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return False, f"iptables does not work here: {probe.stderr.strip()[:200]}"
+    return True, ""
+
+
+class NetFaults:
+    """One-way cuts between members, by name. ``members`` maps a name to (gid, peer port)."""
+
+    def __init__(self, members: dict[str, tuple[int, int]]) -> None:
+        binary = _iptables()
+        if binary is None:
+            raise RuntimeError("iptables is not installed")
+        self._bin = binary
+        self.members = dict(members)
+        self.chain = f"KVRAFT-{os.getpid()}"
+        self.cuts: set[tuple[str, str]] = set()
+        self._run("-N", self.chain)
+        self._run("-I", "OUTPUT", "-j", self.chain)
+        self._open = True
+
+    def _run(self, *args: str) -> None:
+        done = subprocess.run([self._bin, *args], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"iptables {' '.join(args)}: {done.stderr.strip()}")
+
+    def _rule(self, src: str, dst: str) -> list[str]:
+        gid, _ = self.members[src]
+        _, port = self.members[dst]
+        return [
+            "-o", "lo", "-p", "tcp", "--dport", str(port),
+            "-m", "owner", "--gid-owner", str(gid), "-j", "DROP",
+        ]  # fmt: skip
+
+    def add_member(self, name: str, gid: int, peer_port: int) -> None:
+        self.members[name] = (gid, peer_port)
+
+    # -- cuts -------------------------------------------------------------------------------
+    def cut(self, src: str, dst: str) -> None:
+        """Drop everything ``src`` sends to ``dst`` (one direction)."""
+        if (src, dst) in self.cuts or src == dst:
+            return
+        self._run("-A", self.chain, *self._rule(src, dst))
+        self.cuts.add((src, dst))
+
+    def cut_both(self, a: str, b: str) -> None:
+        self.cut(a, b)
+        self.cut(b, a)
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        """Members talk only inside their group (symmetric). Members not named in any group
+        form a group of their own."""
+        sides = [set(g) for g in groups]
+        rest = set(self.members) - set().union(*sides)
+        if rest:
+            sides.append(rest)
+        for i, side in enumerate(sides):
+            for other in sides[i + 1 :]:
+                for a in side:
+                    for b in other:
+                        self.cut_both(a, b)
+
+    def isolate(self, name: str) -> None:
+        self.partition([name])
+
+    def heal(self) -> None:
+        if self.cuts:
+            self._run("-F", self.chain)
+            self.cuts.clear()
+
+    def describe(self) -> str:
+        return ",".join(f"{a}->{b}" for a, b in sorted(self.cuts)) or "none"
+
+    def close(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        for args in (("-D", "OUTPUT", "-j", self.chain), ("-F", self.chain), ("-X", self.chain)):
+            subprocess.run([self._bin, *args], capture_output=True)
+
+    def __enter__(self) -> NetFaults:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

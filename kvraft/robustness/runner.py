@@ -1,0 +1,141 @@
+"""One scenario, start to finish: cluster up, traffic, faults, heal, converge, check.
+
+``run_scenario`` returns a ``RunResult`` whose ``line()`` is the one line per scenario the
+CLI prints. A failing run keeps its directory: member data and logs, ``history.jsonl`` (the
+whole recorded history) and ``problems.txt``; ``check_saved(dir)`` checks a kept history
+again (after a checker fix, or to read it at leisure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kvraft.robustness.checks import check_all
+from kvraft.robustness.cluster import RobustCluster
+from kvraft.robustness.netfault import NetFaults, available
+from kvraft.robustness.scenarios import Nemesis, Scenario
+from kvraft.robustness.workload import History, Workload
+
+__all__ = ["RunResult", "check_saved", "run_scenario"]
+
+
+@dataclass
+class RunResult:
+    scenario: str
+    seed: int
+    members: int
+    ops: int = 0
+    unknown: int = 0
+    watch_events: int = 0
+    lease_cycles: int = 0
+    faults: list[str] = field(default_factory=list)
+    converged: str = ""
+    problems: list[str] = field(default_factory=list)
+    skipped: str = ""
+    seconds: float = 0.0
+    kept: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def line(self) -> str:
+        if self.skipped:
+            return f"scenario={self.scenario} seed={self.seed} verdict=SKIP ({self.skipped})"
+        verdict = "PASS" if self.ok else f"FAIL ({len(self.problems)} problems: {self.problems[0][:160]})"
+        faults = "; ".join(f.split("s ", 1)[-1] for f in self.faults)
+        kept = f" kept={self.kept}" if self.kept else ""
+        return (
+            f"scenario={self.scenario} members={self.members} seed={self.seed} ops={self.ops} unknown={self.unknown} "
+            f"watch_events={self.watch_events} lease_cycles={self.lease_cycles} faults=[{faults}] "
+            f"converged=[{self.converged}] {self.seconds:.0f}s verdict={verdict}{kept}"
+        )
+
+
+def _summarize(result: RunResult, history: History) -> None:
+    result.ops = len(history.ops)
+    result.unknown = sum(1 for op in history.ops if op.get("ret") is None)
+    result.watch_events = sum(len(v) for v in history.watches.values())
+    result.lease_cycles = history.lease_cycles
+    result.faults = list(history.faults)
+
+
+async def _run(scenario: Scenario, seed: int, base: Path, pace: float, clients: int, stale_reads: bool) -> tuple[RunResult, History]:
+    result = RunResult(scenario.name, seed, scenario.members)
+    cluster = RobustCluster(scenario.members, str(base), extra_args=list(scenario.extra_args))
+    net: NetFaults | None = None
+    workload: Workload | None = None
+    history = History()
+    try:
+        await asyncio.to_thread(cluster.start, 90.0)
+        if scenario.needs_net:
+            net = NetFaults({name: (cluster.gids[name], cluster.peer_port(name)) for name in cluster.members})
+        urls = [m.client_url for m in cluster.members.values()]
+        workload = Workload(urls, seed=seed, clients=clients, stale_reads=stale_reads)
+        history = workload.history
+        await workload.start()
+        await asyncio.sleep(2 * pace)
+        nemesis = Nemesis(cluster, net, history, pace)
+        try:
+            await scenario.nemesis(nemesis)
+        finally:
+            # heal everything the nemesis may have left broken
+            if net is not None:
+                net.heal()
+            cluster.resume_all()
+            for name in cluster.members:
+                if name not in nemesis.removed and not cluster.members[name].alive():
+                    await asyncio.to_thread(cluster.restart, name)
+        await asyncio.sleep(2 * pace)
+        await workload.stop()
+        live = [n for n in cluster.members if n not in nemesis.removed]
+        await asyncio.to_thread(cluster.wait_ready, 90.0)
+        try:
+            result.converged = await asyncio.to_thread(cluster.wait_converged, live, 90.0)
+        except AssertionError as exc:
+            result.problems.append(str(exc))
+        workload.urls = [cluster.members[n].client_url for n in live]
+        await workload.final_reads()
+    finally:
+        if workload is not None:
+            await workload.stop()
+            await workload.close()
+        if net is not None:
+            net.close()
+        await asyncio.to_thread(cluster.stop)
+    return result, history
+
+
+def run_scenario(
+    scenario: Scenario, seed: int, *, keep: str | None = None, pace: float = 1.0, clients: int = 4, stale_reads: bool = False
+) -> RunResult:
+    """Run one scenario. ``stale_reads`` makes the clients' gets serializable: a deliberately
+    unsafe workload, used to show that the checks catch stale reads."""
+    if scenario.needs_net:
+        usable, why = available()
+        if not usable:
+            return RunResult(scenario.name, seed, scenario.members, skipped=why)
+    base = Path(keep or tempfile.mkdtemp(prefix=f"kvraft-robust-{scenario.name}-"))
+    base.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    result, history = asyncio.run(_run(scenario, seed, base, pace, clients, stale_reads))
+    result.problems += check_all(history)
+    _summarize(result, history)
+    result.seconds = time.monotonic() - started
+    if result.problems or keep:
+        history.dump(str(base / "history.jsonl"))
+        (base / "problems.txt").write_text("\n".join(result.problems) + "\n")
+        (base / "faults.txt").write_text("\n".join(history.faults) + "\n")
+        result.kept = str(base)
+    else:
+        shutil.rmtree(base, ignore_errors=True)
+    return result
+
+
+def check_saved(directory: str) -> list[str]:
+    return check_all(History.load(str(Path(directory) / "history.jsonl")))

@@ -1,0 +1,244 @@
+"""Named fault scenarios for live clusters (``shared/reference/raft.md`` section 5, the ones
+that apply to real processes), each a nemesis run while the workload runs.
+
+A scenario is ``Scenario(name, members, nemesis, needs_net=..., extra_args=...)``; the
+nemesis is an async function of a ``Nemesis`` context, which wraps the cluster's blocking
+calls in threads (the workload shares the event loop and must keep its timing) and records
+every fault it injects. The runner heals everything afterwards (heal the network, resume
+paused members, restart killed ones) before it checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from kvraft.robustness.cluster import RobustCluster
+from kvraft.robustness.netfault import NetFaults
+from kvraft.robustness.workload import History
+
+__all__ = ["SCENARIOS", "Nemesis", "Scenario"]
+
+
+class Nemesis:
+    def __init__(self, cluster: RobustCluster, net: NetFaults | None, history: History, pace: float) -> None:
+        self.cluster = cluster
+        self.net = net
+        self.history = history
+        self.pace = pace
+        self.started = time.monotonic()
+        self.removed: set[str] = set()
+
+    def fault(self, text: str) -> None:
+        self.history.faults.append(f"{time.monotonic() - self.started:6.1f}s {text}")
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds * self.pace)
+
+    async def leader(self) -> str:
+        return await asyncio.to_thread(self.cluster.wait_leader, 60.0)
+
+    async def followers(self) -> tuple[str, list[str]]:
+        leader = await self.leader()
+        others = [m.name for m in self.cluster.running() if m.name != leader and m.name not in self.removed]
+        return leader, sorted(others)
+
+    async def kill(self, *names: str) -> None:
+        for name in names:
+            self.fault(f"kill -9 {name}")
+            await asyncio.to_thread(self.cluster.kill, name)
+
+    async def restart(self, *names: str) -> None:
+        for name in names:
+            self.fault(f"restart {name}")
+            await asyncio.to_thread(self.cluster.restart, name)
+
+    async def pause(self, name: str) -> None:
+        self.fault(f"SIGSTOP {name}")
+        self.cluster.pause(name)
+
+    async def resume(self, name: str) -> None:
+        self.fault(f"SIGCONT {name}")
+        self.cluster.resume(name)
+
+    def _net(self) -> NetFaults:
+        if self.net is None:
+            raise RuntimeError("this scenario needs network faults")
+        return self.net
+
+    async def partition(self, *groups: list[str]) -> None:
+        net = self._net()
+        net.partition(*groups)
+        self.fault(f"partition {' | '.join(','.join(sorted(g)) for g in groups)} (cuts {net.describe()})")
+
+    async def cut(self, src: str, dst: str) -> None:
+        self._net().cut(src, dst)
+        self.fault(f"cut {src}->{dst}")
+
+    async def heal(self) -> None:
+        if self.net is not None and self.net.cuts:
+            self.net.heal()
+            self.fault("heal network")
+
+    async def add_member(self, name: str) -> None:
+        self.fault(f"member add {name}")
+        await asyncio.to_thread(self.cluster.add_member, name)
+        if self.net is not None:
+            self.net.add_member(name, self.cluster.gids[name], self.cluster.peer_port(name))
+
+    async def remove_member(self, name: str) -> None:
+        self.fault(f"member remove {name}")
+        await asyncio.to_thread(self.cluster.remove_member, name)
+        self.removed.add(name)
+
+
+NemesisFn = Callable[[Nemesis], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    members: int
+    nemesis: NemesisFn
+    needs_net: bool = False
+    extra_args: tuple[str, ...] = ()
+    about: str = ""
+    tags: frozenset[str] = field(default_factory=frozenset)
+
+
+async def kill_leader(n: Nemesis) -> None:
+    for _ in range(2):
+        leader = await n.leader()
+        await n.kill(leader)
+        await n.sleep(3)
+        await n.restart(leader)
+        await n.sleep(3)
+
+
+async def kill_follower(n: Nemesis) -> None:
+    _, followers = await n.followers()
+    await n.kill(followers[0])
+    await n.sleep(3)
+    await n.restart(followers[0])
+    await n.sleep(3)
+
+
+async def kill_majority(n: Nemesis) -> None:
+    leader, followers = await n.followers()
+    await n.kill(leader, followers[0])
+    await n.sleep(3)
+    await n.restart(followers[0])
+    await n.sleep(1)
+    await n.restart(leader)
+    await n.sleep(3)
+
+
+async def cold_restart(n: Nemesis) -> None:
+    names = [m.name for m in n.cluster.running()]
+    await n.kill(*names)
+    await n.sleep(1)
+    for name in names:
+        await n.restart(name)
+        await n.sleep(0.5)
+    await n.sleep(4)
+
+
+async def pause_leader(n: Nemesis) -> None:
+    leader = await n.leader()
+    await n.pause(leader)
+    await n.sleep(3)  # three election timeouts
+    await n.resume(leader)
+    await n.sleep(3)
+
+
+async def partition_leader(n: Nemesis) -> None:
+    leader = await n.leader()
+    await n.partition([leader])
+    await n.sleep(4)
+    await n.heal()
+    await n.sleep(3)
+
+
+async def partition_leader_minority(n: Nemesis) -> None:
+    leader, followers = await n.followers()
+    await n.partition([leader, followers[0]], followers[1:])
+    await n.sleep(5)
+    await n.heal()
+    await n.sleep(3)
+
+
+async def leader_deaf(n: Nemesis) -> None:
+    """Asymmetric: the leader's sends arrive, nothing reaches it (check-quorum steps it down)."""
+    leader, followers = await n.followers()
+    for f in followers:
+        await n.cut(f, leader)
+    await n.sleep(4)
+    await n.heal()
+    await n.sleep(3)
+
+
+async def partial_connectivity(n: Nemesis) -> None:
+    """Five members; two of them each reach only one other follower (not the leader, not
+    each other): the Howard-Abraham / Cloudflare shapes. Writes must keep going."""
+    leader, followers = await n.followers()
+    a, b, c, d = followers[:4]
+    for x, keep in ((c, a), (d, b)):
+        for other in [leader, *followers]:
+            if other not in (x, keep):
+                n._net().cut_both(x, other)
+    n.fault(f"partial connectivity: {c} reaches only {a}, {d} reaches only {b} (cuts {n._net().describe()})")
+    await n.sleep(6)
+    await n.heal()
+    await n.sleep(3)
+
+
+async def membership_churn(n: Nemesis) -> None:
+    await n.add_member("m3")
+    await n.sleep(2)
+    _, followers = await n.followers()
+    isolated, removed = [f for f in followers if f != "m3"][:2]
+    await n.partition([isolated])
+    await n.remove_member(removed)
+    await n.sleep(3)
+    await n.heal()
+    await n.sleep(3)
+    await asyncio.to_thread(n.cluster.stop_member, removed)
+
+
+async def snapshot_catchup(n: Nemesis) -> None:
+    """A follower cut off while the leader compacts past it, then healed, then killed in
+    the middle of catching up (by snapshot) and restarted."""
+    _, followers = await n.followers()
+    lagging = followers[0]
+    await n.partition([lagging])
+    await n.sleep(6)
+    await n.heal()
+    await n.sleep(0.3)
+    await n.kill(lagging)
+    await n.sleep(1)
+    await n.restart(lagging)
+    await n.sleep(4)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario("kill-leader", 3, kill_leader, about="SIGKILL the leader twice, restart it"),
+        Scenario("kill-follower", 3, kill_follower, about="SIGKILL a follower, restart it"),
+        Scenario("kill-majority", 3, kill_majority, about="SIGKILL the leader and a follower (no quorum), restart"),
+        Scenario("full-cluster-cold-restart-under-load", 3, cold_restart, about="SIGKILL every member mid-write, staggered restart"),
+        Scenario("leader-pause", 3, pause_leader, about="SIGSTOP the leader for 3 election timeouts, SIGCONT"),
+        Scenario("partitioned-leader", 3, partition_leader, needs_net=True, about="isolate the leader (symmetric), heal"),
+        Scenario("partitioned-leader-minority-writes", 5, partition_leader_minority, needs_net=True,
+                 about="leader + 1 follower vs 3 of 5, clients on both sides"),
+        Scenario("asymmetric-deaf-leader", 3, leader_deaf, needs_net=True, about="nothing reaches the leader; its sends arrive"),
+        Scenario("partial-connectivity-5node", 5, partial_connectivity, needs_net=True,
+                 about="two of five members each reach only one follower"),
+        Scenario("membership-churn-under-faults", 3, membership_churn, needs_net=True,
+                 about="add a member, remove another while a third is partitioned"),
+        Scenario("snapshot-catchup-with-crashes", 3, snapshot_catchup, needs_net=True, extra_args=("--snapshot-count", "100"),
+                 about="follower cut off past a compaction, healed, killed mid catch-up"),
+    ]
+}  # fmt: skip

@@ -1,0 +1,314 @@
+"""The traffic of a robustness run, and its recorded history.
+
+* **KV clients** run puts, linearizable gets, compare-and-swap txns and deletes on a small
+  set of keys through the v3 JSON API, each client pinned to a member and failing over to
+  the next one when that member stops answering (as ``kvraft.client`` does). Every
+  operation is recorded with its call and return time; a write whose outcome the client
+  could not see (timeout, reset, 5xx) is recorded with ``ret = None`` (outcome unknown).
+  A request that could not even connect is dropped: it never reached a member.
+* **Watchers**, one per member, watch the key prefix from revision 1 and resume from the
+  last revision they saw after every disconnect (on the next member, as a client would).
+* **Lease clients** grant a lease, attach a key, keep the lease alive, then revoke it, and
+  note a violation when the key is missing while the lease is alive, or present after an
+  acknowledged revoke.
+
+All records are plain dicts (JSON lines in ``history.jsonl``), so a failed run's history can
+be checked again later (``python -m kvraft.robustness --check DIR``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+__all__ = ["History", "KEY_PREFIX", "Workload"]
+
+KEY_PREFIX = "rb/"
+REQUEST_TIMEOUT_S = 3.0
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _unb64(text: str | None) -> str | None:
+    return None if text is None else base64.b64decode(text).decode()
+
+
+def _prefix_end(prefix: str) -> str:
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+class Definite(Exception):
+    """The request certainly did not take effect (it never reached a member)."""
+
+
+@dataclass
+class History:
+    ops: list[dict[str, Any]] = field(default_factory=list)  # KV operations
+    watches: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # watcher -> events
+    watch_errors: list[str] = field(default_factory=list)
+    lease_violations: list[str] = field(default_factory=list)
+    lease_cycles: int = 0
+    faults: list[str] = field(default_factory=list)
+
+    def dump(self, path: str) -> None:
+        with open(path, "w") as out:
+            for op in self.ops:
+                out.write(json.dumps({"kind": "op", **op}) + "\n")
+            for name, events in self.watches.items():
+                for ev in events:
+                    out.write(json.dumps({"kind": "watch", "watcher": name, **ev}) + "\n")
+            for text in self.watch_errors:
+                out.write(json.dumps({"kind": "watch_error", "text": text}) + "\n")
+            for text in self.lease_violations:
+                out.write(json.dumps({"kind": "lease_violation", "text": text}) + "\n")
+            for text in self.faults:
+                out.write(json.dumps({"kind": "fault", "text": text}) + "\n")
+
+    @classmethod
+    def load(cls, path: str) -> History:
+        history = cls()
+        with open(path) as src:
+            for line in src:
+                doc = json.loads(line)
+                kind = doc.pop("kind")
+                if kind == "op":
+                    history.ops.append(doc)
+                elif kind == "watch":
+                    history.watches.setdefault(doc.pop("watcher"), []).append(doc)
+                elif kind == "watch_error":
+                    history.watch_errors.append(doc["text"])
+                elif kind == "lease_violation":
+                    history.lease_violations.append(doc["text"])
+                elif kind == "fault":
+                    history.faults.append(doc["text"])
+        return history
+
+
+class Workload:
+    """Traffic against ``urls`` (client URLs of the members) until ``stop()``."""
+
+    def __init__(
+        self, urls: list[str], *, seed: int, clients: int = 4, keys: int = 8, lease_clients: int = 1, stale_reads: bool = False
+    ) -> None:
+        self.urls = list(urls)
+        self.rng = random.Random(seed)
+        self.clients = clients
+        self.keys = [f"{KEY_PREFIX}k{i}" for i in range(keys)]
+        self.lease_clients = lease_clients
+        self.stale_reads = stale_reads  # serializable gets: only for showing that the checks catch stale reads
+        self.history = History()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._session: aiohttp.ClientSession | None = None
+        self._seq = 0
+
+    # -- life cycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
+        for index in range(len(self.urls)):
+            self._tasks.append(asyncio.create_task(self._watcher(f"w{index}", index)))
+        for client in range(self.clients):
+            self._tasks.append(asyncio.create_task(self._kv_client(client, random.Random(self.rng.random()))))
+        for client in range(self.lease_clients):
+            self._tasks.append(asyncio.create_task(self._lease_client(client)))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        # clients finish the request in flight (each has a deadline) and record it; watchers
+        # wait on open streams and are cancelled once the last write is in
+        await asyncio.gather(*self._tasks[len(self.urls):], return_exceptions=True)
+        await asyncio.sleep(1.0)
+        for task in self._tasks[: len(self.urls)]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    # -- requests ----------------------------------------------------------------------------
+    async def _post(self, url: str, path: str, doc: dict[str, Any], timeout_s: float = REQUEST_TIMEOUT_S) -> dict[str, Any]:
+        assert self._session is not None
+        try:
+            async with self._session.post(url + path, json=doc, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                body = await resp.json(content_type=None)
+                if resp.status != 200:
+                    raise RuntimeError(f"HTTP {resp.status}: {body}")
+                return body  # type: ignore[no-any-return]
+        except aiohttp.ClientConnectorError as exc:
+            raise Definite(str(exc)) from exc
+
+    # -- KV clients --------------------------------------------------------------------------
+    async def _kv_client(self, client: int, rng: random.Random) -> None:
+        member = client % len(self.urls)
+        while not self._stop.is_set():
+            key = rng.choice(self.keys)
+            roll = rng.random()
+            self._seq += 1
+            value = f"c{client}-{self._seq}"
+            if roll < 0.4:
+                op: dict[str, Any] = {"op": "get", "key": key}
+            elif roll < 0.75:
+                op = {"op": "put", "key": key, "value": value}
+            elif roll < 0.9:
+                expect = await self._peek(member, key)
+                op = {"op": "cas", "key": key, "value": value, "expect": expect}
+            else:
+                op = {"op": "put", "key": key, "value": None, "delete": True}
+            op.update(client=client, member=member)
+            ok = await self._run_op(op)
+            if not ok:
+                member = (member + 1) % len(self.urls)
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(rng.uniform(0, 0.01))
+
+    async def _peek(self, member: int, key: str) -> str | None:
+        """A serializable read, to give CAS a plausible expected value (not recorded)."""
+        try:
+            doc = await self._post(self.urls[member], "/v3/kv/range", {"key": _b64(key), "serializable": True}, 1.0)
+        except Exception:
+            return None
+        kvs = doc.get("kvs") or []
+        return _unb64(kvs[0].get("value", "")) if kvs else None
+
+    async def _run_op(self, op: dict[str, Any]) -> bool:
+        """Run and record one operation; False when the member did not answer."""
+        url = self.urls[op["member"]]
+        key = op["key"]
+        op["call"] = time.monotonic()
+        try:
+            if op["op"] == "get":
+                doc = await self._post(url, "/v3/kv/range", {"key": _b64(key), "serializable": self.stale_reads})
+                kvs = doc.get("kvs") or []
+                op["output"] = _unb64(kvs[0].get("value", "")) if kvs else None
+            elif op["op"] == "put" and op.get("delete"):
+                doc = await self._post(url, "/v3/kv/deleterange", {"key": _b64(key)})
+                op["output"] = None
+                op["deleted"] = int(doc.get("deleted", 0))
+            elif op["op"] == "put":
+                doc = await self._post(url, "/v3/kv/put", {"key": _b64(key), "value": _b64(op["value"])})
+                op["output"] = None
+            else:
+                if op["expect"] is None:
+                    cmp = {"key": _b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+                else:
+                    cmp = {"key": _b64(key), "target": "VALUE", "result": "EQUAL", "value": _b64(op["expect"])}
+                put = {"request_put": {"key": _b64(key), "value": _b64(op["value"])}}
+                doc = await self._post(url, "/v3/kv/txn", {"compare": [cmp], "success": [put]})
+                op["output"] = bool(doc.get("succeeded", False))
+            op["ret"] = time.monotonic()
+            op["revision"] = int(doc.get("header", {}).get("revision", 0))
+        except Definite:
+            return False
+        except Exception as exc:  # timeout, reset, 5xx, leader changed: outcome unknown
+            if op["op"] == "get":
+                return False  # a read that failed changed nothing: leave it out
+            op["ret"] = None
+            op["error"] = f"{type(exc).__name__}: {exc}"[:200]
+            self.history.ops.append(op)
+            return False
+        self.history.ops.append(op)
+        return True
+
+    async def final_reads(self) -> None:
+        """One linearizable read of every key through every member (after healing)."""
+        self.stale_reads = False
+        for index in range(len(self.urls)):
+            for key in self.keys:
+                op: dict[str, Any] = {"op": "get", "key": key, "client": 10_000 + index, "member": index}
+                for _ in range(20):
+                    if await self._run_op(dict(op)):
+                        break
+                    await asyncio.sleep(0.5)
+
+    # -- watchers ----------------------------------------------------------------------------
+    async def _watcher(self, name: str, member: int) -> None:
+        assert self._session is not None
+        events = self.history.watches.setdefault(name, [])
+        next_rev = 1
+        while not self._stop.is_set():
+            url = self.urls[member]
+            create = {"create_request": {"key": _b64(KEY_PREFIX), "range_end": _b64(_prefix_end(KEY_PREFIX)), "start_revision": str(next_rev)}}
+            try:
+                async with self._session.post(url + "/v3/watch", json=create, timeout=aiohttp.ClientTimeout(total=None, sock_read=5.0)) as resp:
+                    if resp.status != 200:
+                        raise RuntimeError(f"HTTP {resp.status}")
+                    buffer = b""
+                    while not self._stop.is_set():
+                        chunk = await resp.content.readany()
+                        if not chunk:
+                            break
+                        buffer += chunk
+                        while b"\n" in buffer:
+                            line, buffer = buffer.split(b"\n", 1)
+                            if line.strip():
+                                next_rev = self._on_watch_line(name, line, events, next_rev)
+            except TimeoutError:
+                pass  # no event for a while, or the member stopped answering: reconnect
+            except Exception as exc:
+                if not self._stop.is_set() and not isinstance(exc, aiohttp.ClientConnectorError):
+                    self.history.watch_errors.append(f"{name}@{url}: {type(exc).__name__}: {exc}"[:300])
+            if not self._stop.is_set():
+                member = (member + 1) % len(self.urls)
+                await asyncio.sleep(0.2)
+
+    def _on_watch_line(self, name: str, line: bytes, events: list[dict[str, Any]], next_rev: int) -> int:
+        doc = json.loads(line)
+        if "error" in doc:
+            self.history.watch_errors.append(f"{name}: {doc['error']}"[:300])
+            return next_rev
+        result = doc.get("result", {})
+        if result.get("canceled"):
+            self.history.watch_errors.append(f"{name}: canceled: {result.get('cancel_reason', '')}"[:300])
+        for ev in result.get("events", []):
+            kv = ev.get("kv", {})
+            rev = int(kv.get("mod_revision", 0))
+            events.append({
+                "type": ev.get("type", "PUT"),
+                "key": _unb64(kv.get("key")),
+                "value": _unb64(kv.get("value")) if ev.get("type", "PUT") == "PUT" else None,
+                "revision": rev,
+                "at": time.monotonic(),
+            })  # fmt: skip
+            next_rev = max(next_rev, rev + 1)
+        return next_rev
+
+    # -- lease clients -----------------------------------------------------------------------
+    async def _lease_client(self, client: int) -> None:
+        member = client % len(self.urls)
+        cycle = 0
+        while not self._stop.is_set():
+            cycle += 1
+            url = self.urls[member]
+            key = f"{KEY_PREFIX}lease/{client}-{cycle}"
+            try:
+                granted = await self._post(url, "/v3/lease/grant", {"TTL": "10"})
+                lease_id = granted["ID"]
+                await self._post(url, "/v3/kv/put", {"key": _b64(key), "value": _b64("held"), "lease": lease_id})
+                for _ in range(5):
+                    if self._stop.is_set():
+                        break
+                    await asyncio.sleep(0.5)
+                    sent = time.monotonic()
+                    await self._post(url, "/v3/lease/keepalive", {"ID": lease_id})
+                    doc = await self._post(url, "/v3/kv/range", {"key": _b64(key)})
+                    if not doc.get("kvs") and time.monotonic() - sent < 5.0:
+                        self.history.lease_violations.append(f"{key}: missing right after an acknowledged keepalive of lease {lease_id}")
+                await self._post(url, "/v3/lease/revoke", {"ID": lease_id})
+                doc = await self._post(url, "/v3/kv/range", {"key": _b64(key)})
+                if doc.get("kvs"):
+                    self.history.lease_violations.append(f"{key}: present after lease {lease_id} was revoked")
+                self.history.lease_cycles += 1
+            except Exception:
+                member = (member + 1) % len(self.urls)
+                await asyncio.sleep(0.2)
