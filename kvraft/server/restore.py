@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,8 +80,11 @@ def restore_member_dir(
     initial_cluster: str = "default=http://localhost:2380",
     initial_cluster_token: str = "etcd-cluster",
     initial_advertise_peer_urls: list[str] | None = None,
+    chunks: Iterable[bytes] | None = None,
 ) -> RestoredMember:
-    """Build ``data_dir`` from the snapshot (see the module docstring)."""
+    """Build ``data_dir`` from the snapshot (see the module docstring). ``chunks``, when
+    given, is the snapshot stream itself (e.g. converted from an etcd file), read
+    instead of the file's bytes."""
     peer_urls = list(initial_advertise_peer_urls or ["http://localhost:2380"])
     members = _check_flags(name, initial_cluster, peer_urls)
     target = Path(data_dir)
@@ -96,7 +99,9 @@ def restore_member_dir(
     try:
         with MVCCStore(scratch / "mvcc.lmdb", sync=True) as store:
             try:
-                report = store.restore(_chunks(snapshot_path))
+                report = store.restore(chunks if chunks is not None else _chunks(snapshot_path))
+            except RestoreError:
+                raise  # raised by the caller's chunks, already worded
             except Exception as exc:  # SnapshotCorruptionError, or a msgpack decoding error
                 raise RestoreError(f"{snapshot_path}: {exc}") from None
             with store.batch():  # the fresh log's commit: its conf changes count as applied

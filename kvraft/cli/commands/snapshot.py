@@ -6,7 +6,8 @@ place, so an interrupted save never leaves a file that looks complete. From a kv
 member the file is kvraft's framed snapshot (``kvraft.cli.snapshot_file``), checked
 end to end (every frame's CRC, the trailer's SHA-256) before the rename; from etcd it is
 etcd's bbolt file. ``status`` reads either kind (``-w simple|json|table|fields``).
-``restore`` turns a kvraft snapshot into the data dir of a member of a new cluster
+``restore`` turns a kvraft snapshot, or an etcd one (converted by
+``kvraft.cli.etcd_import``), into the data dir of a member of a new cluster
 (``kvraft.server.restore``); it writes JSON log lines on stderr, as etcdctl does, and
 nothing on stdout.
 """
@@ -17,11 +18,13 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from kvraft.cli.bbolt import BoltError, snapshot_status
 from kvraft.cli.context import Context
 from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_ERROR, CommandError
+from kvraft.cli.etcd_import import EtcdImportError, frames_from_etcd_snapshot
 from kvraft.cli.parsing import subcommands
 from kvraft.cli.printers import DBStatus
 from kvraft.cli.progress import ProgressBar
@@ -102,20 +105,30 @@ async def run_restore(ctx: Context, ns: argparse.Namespace) -> None:
     peer_urls = [u.strip() for u in ns.initial_advertise_peer_urls.split(",") if u.strip()]
     _log(ctx, "restoring snapshot", path=path, **{"data-dir": data_dir})
     try:
-        if os.path.exists(path) and not is_kvraft_snapshot(path):
-            raise RestoreError(f"{path}: not a kvraft snapshot (an etcd snapshot is restored with etcdctl; "
-                               "kvctl restores files saved from a kvraft member)")
+        chunks = None
+        if os.path.isfile(path) and not is_kvraft_snapshot(path):  # an etcd file: converted as it is read
+            chunks = _worded(frames_from_etcd_snapshot(path, skip_hash_check=ns.skip_hash_check), RestoreError)
+            _log(ctx, "converting an etcd snapshot", path=path)
         restored = restore_member_dir(
             path, data_dir, name=ns.name, initial_cluster=ns.initial_cluster,
-            initial_cluster_token=ns.initial_cluster_token, initial_advertise_peer_urls=peer_urls,
+            initial_cluster_token=ns.initial_cluster_token, initial_advertise_peer_urls=peer_urls, chunks=chunks,
         )
-    except (RestoreError, OSError) as exc:
+    except (RestoreError, OSError, EtcdImportError) as exc:
         raise CommandError(EXIT_ERROR, _os_text(exc)) from None
     for name, member_id in sorted(restored.members.items()):
         _log(ctx, "added member", **{"cluster-id": f"{restored.cluster_id:x}", "added-peer-id": f"{member_id:x}",
                                      "added-peer-name": name})
     _log(ctx, "restored snapshot", path=path, **{"data-dir": data_dir, "revision": restored.revision,
                                                   "records": restored.records})
+
+
+def _worded(frames: Iterator[bytes], error: type[Exception]) -> Iterator[bytes]:
+    """The frames, with a conversion error re-raised as ``error`` (the restore reports it
+    as it is, without the file name in front)."""
+    try:
+        yield from frames
+    except EtcdImportError as exc:
+        raise error(str(exc)) from None
 
 
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:
@@ -141,5 +154,5 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
             p.add_argument("--initial-advertise-peer-urls", default="http://localhost:2380",
                            help="List of this member's peer URLs to advertise to the rest of the cluster")
             p.add_argument("--skip-hash-check", action="store_true",
-                           help="accepted for etcdctl compatibility; a kvraft snapshot is always checked (every frame's "
-                                "CRC and the whole file's SHA-256)")
+                           help="Ignore an etcd snapshot's integrity hash (required if copied from a data directory); "
+                                "a kvraft snapshot is always checked")
