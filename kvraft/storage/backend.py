@@ -152,12 +152,13 @@ class Backend:
 
     def __init__(
         self, directory: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE,
-        sync: bool = True, buckets: tuple[bytes, ...] = DEFAULT_BUCKETS,
+        sync: bool = True, metasync: bool = True, buckets: tuple[bytes, ...] = DEFAULT_BUCKETS,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.map_size = map_size
         self.sync_commits = sync
+        self.metasync = metasync
         self.buckets = tuple(buckets)
         self.writer_lock = threading.RLock()
         self.maint_lock = threading.Lock()
@@ -188,7 +189,7 @@ class Backend:
     def _open(self, path: Path, generation: int) -> _Handle:
         try:
             env = open_env(path, map_size=self.map_size, max_dbs=len(self.buckets) + 1,
-                           sync=self.sync_commits)
+                           sync=self.sync_commits, metasync=self.metasync)
             with env.begin(write=True) as txn:
                 dbis = {name: env.open_db(name, txn=txn) for name in self.buckets}
         except LMDB_CORRUPTION as exc:

@@ -141,11 +141,11 @@ class MVCCStore:
 
     def __init__(
         self, directory: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE,
-        sync: bool = True, max_txn_ops: int = ops.DEFAULT_MAX_TXN_OPS,
+        sync: bool = True, metasync: bool = True, max_txn_ops: int = ops.DEFAULT_MAX_TXN_OPS,
         lease_check: Callable[[int], bool] | None = None, compaction_batch: int = 1000,
         buckets: tuple[bytes, ...] = DEFAULT_BUCKETS,
     ) -> None:
-        self.backend = Backend(directory, map_size=map_size, sync=sync, buckets=buckets)
+        self.backend = Backend(directory, map_size=map_size, sync=sync, metasync=metasync, buckets=buckets)
         self.backend.before_commit = self._before_commit
         self.backend.after_commit = self._after_commit
         self.backend.after_abort = self._after_abort
