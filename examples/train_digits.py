@@ -13,11 +13,19 @@ N ranks follow the same trajectory as one process, up to floating-point summatio
 The backward pass overlaps communication: the output layer's gradients start their
 (async) allreduce while the hidden layer's gradients are computed. Rank 0 writes a checkpoint
 after every epoch (atomically); ``--resume`` continues from the latest one.
+
+Run as a scheduled job (``examples/digits-dp.yaml``, ``KVRAFT_JOB`` and ``KVRAFT_ENDPOINTS``
+set by the agent), rank 0 also reports every epoch to kvraft at ``/jobs/<job>/progress``
+(``jobctl describe`` and ``kvraft-local demo`` show it) and, unless ``--checkpoint-dir`` or
+``KVRAFT_CHECKPOINT_DIR`` names a shared directory, keeps the checkpoint in kvraft at
+``/jobs/<job>/<job uid>/checkpoint``: nodes share no filesystem, and a gang rescheduled on
+other nodes resumes from there (``--resume`` is the default in a job).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -99,6 +107,46 @@ def load_checkpoint(directory: Path) -> tuple[int, dict[str, np.ndarray], dict[s
         return int(z["epoch"]), params, velocity
 
 
+class JobStore:
+    """Progress and checkpoints of a scheduled job in kvraft (rank 0 only)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        from kvraft.client import SyncClient
+
+        self.job = env["KVRAFT_JOB"]
+        self.uid = env.get("KVRAFT_JOB_UID", "0")
+        self.run = env.get("KVRAFT_RUN_ID", "")
+        self.restarts = int(env.get("KVRAFT_RESTARTS", "0") or 0)
+        options = {"user": env["KVRAFT_USER"], "password": env.get("KVRAFT_PASSWORD", "")} if env.get("KVRAFT_USER") else {}
+        self.client = SyncClient(env["KVRAFT_ENDPOINTS"].split(","), request_timeout_s=10.0, **options)
+
+    @property
+    def checkpoint_key(self) -> str:
+        return f"/jobs/{self.job}/{self.uid}/checkpoint"
+
+    def report(self, record: dict[str, object]) -> None:
+        doc = dict(record, job=self.job, run=self.run, restarts=self.restarts, at=time.time())
+        self.client.put(f"/jobs/{self.job}/progress", json.dumps(doc).encode())
+
+    def save(self, epoch: int, params: dict[str, np.ndarray], velocity: dict[str, np.ndarray]) -> None:
+        buf = io.BytesIO()
+        arrays = {f"p_{k}": v for k, v in params.items()} | {f"v_{k}": v for k, v in velocity.items()}
+        np.savez(buf, epoch=np.array(epoch), **arrays)
+        self.client.put(self.checkpoint_key, buf.getvalue())
+
+    def load(self) -> tuple[int, dict[str, np.ndarray], dict[str, np.ndarray]] | None:
+        got = self.client.get(self.checkpoint_key)
+        if not got.kvs:
+            return None
+        with np.load(io.BytesIO(bytes(got.kvs[0].value))) as z:
+            params = {k[2:]: z[k].copy() for k in z.files if k.startswith("p_")}
+            velocity = {k[2:]: z[k].copy() for k in z.files if k.startswith("v_")}
+            return int(z["epoch"]), params, velocity
+
+    def close(self) -> None:
+        self.client.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=10)
@@ -113,7 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--save-weights", type=Path, help="rank 0 writes the final weights here (.npz)")
     ap.add_argument("--json", action="store_true", help="one JSON object per epoch")
+    ap.add_argument("--epoch-pause-s", type=float, default=0.0, help="sleep after each epoch (fault drills)")
     ns = ap.parse_args(argv)
+    in_job = bool(os.environ.get("KVRAFT_JOB") and os.environ.get("KVRAFT_ENDPOINTS"))
+    if ns.checkpoint_dir is None and os.environ.get("KVRAFT_CHECKPOINT_DIR"):
+        ns.checkpoint_dir = Path(os.environ["KVRAFT_CHECKPOINT_DIR"])
+    ns.resume = ns.resume or in_job
 
     x_train, y_train, x_test, y_test = load_data(ns.seed)  # before init: ranks start in step
     comm = gx.init(compression=ns.compression)
@@ -122,10 +175,16 @@ def main(argv: list[str] | None = None) -> int:
     params = init_params(ns.seed, ns.hidden, dtype)
     velocity = {k: np.zeros_like(v) for k, v in params.items()}
     start_epoch = 0
-    if ns.resume and ns.checkpoint_dir is not None:
-        loaded = load_checkpoint(ns.checkpoint_dir)
+    store = JobStore(dict(os.environ)) if in_job and comm.rank == 0 else None
+    if ns.resume and comm.rank == 0:  # rank 0 loads; the broadcast below gives it to everyone
+        loaded = load_checkpoint(ns.checkpoint_dir) if ns.checkpoint_dir is not None else \
+            store.load() if store is not None else None
         if loaded is not None:
             start_epoch, params, velocity = loaded
+            print(f"resumed from the checkpoint of epoch {start_epoch}", flush=True)
+    epoch_box = np.array([start_epoch], np.int64)
+    comm.broadcast([epoch_box], root=0)
+    start_epoch = int(epoch_box[0])
     names = ["w1", "b1", "w2", "b2"]
     comm.broadcast([params[k] for k in names] + [velocity[k] for k in names], root=0)  # one source of truth
 
@@ -174,9 +233,21 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(record) if ns.json else " ".join(f"{k} {v}" for k, v in record.items()), flush=True)
             if ns.checkpoint_dir is not None:
                 save_checkpoint(ns.checkpoint_dir, epoch + 1, params, velocity)
+            elif store is not None:
+                store.save(epoch + 1, params, velocity)
+            if store is not None:
+                store.report(record)
         comm.barrier()  # the checkpoint exists before anyone can resume from it
+        if ns.epoch_pause_s:
+            time.sleep(ns.epoch_pause_s)
     if ns.save_weights is not None and comm.rank == 0:
         np.savez(ns.save_weights, **params)
+    if store is not None:
+        _, _, test_probs = forward(params, x_test)
+        final = {"epoch": ns.epochs, "test_acc": round(float((test_probs.argmax(1) == y_test).mean()), 4),
+                 "done": True, "ranks": comm.size, "backend": comm.backend_name}
+        store.report(final)
+        store.close()
     comm.close()
     return 0
 

@@ -1,0 +1,5 @@
+import sys
+
+from kvraft.local.cli import main
+
+sys.exit(main())

@@ -1,0 +1,288 @@
+"""A whole local cluster in the background: kvraft members, schedulers, node agents.
+
+State lives in ``<dir>/cluster.json`` (every process's name, role, pid, start time, URL and
+log), so ``status``, ``kill-node`` and ``down`` work from any later shell. Ports are free ports
+chosen at ``up``; several clusters in different directories run side by side.
+
+Addresses: members and schedulers listen on 127.0.0.1; agent ``i`` listens on its own
+loopback address ``127.0.0.<10+i>`` and its tasks bind their collective sockets there
+(``KVRAFT_COLLECTIVE_HOST``), so ranks of different nodes talk between distinct addresses.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kvraft.local.procs import (
+    agent_descendants,
+    free_port,
+    http_ok,
+    kill_pids,
+    pid_alive,
+    proc_start_time,
+    spawn,
+    wait_gone,
+)
+
+__all__ = ["ClusterError", "LocalSpec", "Proc", "down", "kill_node", "load_state", "status", "up"]
+
+ROOT = Path(__file__).resolve().parents[2]
+STATE = "cluster.json"
+FAST_RAFT = ["--heartbeat-interval", "100", "--election-timeout", "1000"]
+
+
+class ClusterError(RuntimeError):
+    """Something a user can act on (printed without a traceback)."""
+
+
+@dataclass
+class LocalSpec:
+    members: int = 3
+    schedulers: int = 2
+    agents: int = 4
+    gpus_per_agent: int = 4
+    racks: int = 2
+    runtime: str = "process"
+    lease_ttl_s: int = 10
+    heartbeat_s: float = 2.0
+    election_ttl_s: int = 5
+
+
+@dataclass
+class Proc:
+    name: str
+    role: str  # member, scheduler, agent
+    pid: int
+    start_time: int | None
+    url: str
+    log: str
+    rack: str = ""
+    data_dir: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid, self.start_time)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def load_state(directory: Path) -> dict[str, Any]:
+    path = directory / STATE
+    if not path.exists():
+        raise ClusterError(f"no local cluster in {directory} (run: kvraft-local up --dir {directory})")
+    doc: dict[str, Any] = json.loads(path.read_text())
+    return doc
+
+
+def _save(directory: Path, doc: dict[str, Any]) -> None:
+    tmp = directory / f".{STATE}.tmp"
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, directory / STATE)
+
+
+def _procs(doc: dict[str, Any]) -> list[Proc]:
+    return [Proc(**p) for p in doc.get("processes", [])]
+
+
+def _post(url: str, path: str, body: dict[str, Any]) -> int:
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=3)
+    try:
+        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        return conn.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return 0
+    finally:
+        conn.close()
+
+
+def _wait(what: str, cond: Any, timeout_s: float, logs: list[str]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise ClusterError(f"{what} not ready after {timeout_s:.0f} s; logs: {', '.join(logs)}")
+        time.sleep(0.2)
+
+
+def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any = print) -> dict[str, Any]:
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    if (directory / STATE).exists():
+        old = load_state(directory)
+        if any(p.alive() for p in _procs(old)):
+            raise ClusterError(f"a cluster is already running in {directory} (kvraft-local down --dir {directory})")
+    if spec.agents < 1 or spec.members < 1 or spec.schedulers < 0 or spec.racks < 1:
+        raise ClusterError("need at least 1 member, 1 agent and 1 rack")
+    env = _env()
+    py = sys.executable
+    procs: list[Proc] = []
+    doc: dict[str, Any] = {"dir": str(directory), "spec": asdict(spec), "created_at": time.time(), "processes": []}
+
+    def record(p: Proc) -> None:
+        procs.append(p)
+        doc["processes"] = [asdict(x) for x in procs]
+        _save(directory, doc)
+
+    try:
+        # members
+        peers = {f"m{i}": f"http://127.0.0.1:{free_port()}" for i in range(spec.members)}
+        clients = {f"m{i}": f"http://127.0.0.1:{free_port()}" for i in range(spec.members)}
+        initial = ",".join(f"{n}={u}" for n, u in peers.items())
+        token = f"kvraft-local-{os.getpid()}-{int(time.time())}"
+        for name in peers:
+            data = directory / "members" / name
+            log = directory / "logs" / f"{name}.log"
+            argv = [py, "-m", "kvraft.server.main", "--name", name, "--data-dir", str(data),
+                    "--listen-client-urls", clients[name], "--advertise-client-urls", clients[name],
+                    "--listen-peer-urls", peers[name], "--initial-advertise-peer-urls", peers[name],
+                    "--initial-cluster", initial, "--initial-cluster-state", "new",
+                    "--initial-cluster-token", token, *FAST_RAFT]
+            p = spawn(argv, log, env)
+            record(Proc(name, "member", p.pid, proc_start_time(p.pid), clients[name], str(log), data_dir=str(data)))
+        endpoints = list(clients.values())
+        doc["endpoints"] = endpoints
+        _save(directory, doc)
+        say(f"kvraft-local: {spec.members} members starting ({', '.join(endpoints)})")
+        key = base64.b64encode(b"kvraft-local/ready").decode()
+        for name, url in clients.items():
+            _wait(f"member {name}", lambda u=url: _post(u, "/v3/kv/range", {"key": key}) == 200, timeout_s,
+                  [str(directory / "logs" / f"{name}.log")])
+        eps = ",".join(endpoints)
+        # schedulers
+        for i in range(spec.schedulers):
+            name = f"sched-{i}"
+            url = f"http://127.0.0.1:{free_port()}"
+            log = directory / "logs" / f"{name}.log"
+            argv = [py, "-m", "scheduler.service", "--endpoints", eps, "--name", name, "--listen-url", url,
+                    "--election-ttl-s", str(spec.election_ttl_s), "--cycle-interval-s", "0.5"]
+            p = spawn(argv, log, env)
+            record(Proc(name, "scheduler", p.pid, proc_start_time(p.pid), url, str(log)))
+        # agents: contiguous blocks per rack, so a rack holds several nodes
+        per_rack = -(-spec.agents // spec.racks)
+        for i in range(spec.agents):
+            rack = f"rack-{i // per_rack}"
+            name = f"node-{i}"
+            host = f"127.0.0.{10 + i}"
+            url = f"http://{host}:{free_port(host)}"
+            home = directory / "agents" / name
+            home.mkdir(parents=True, exist_ok=True)
+            inventory = home / "gpus.yaml"
+            inventory.write_text(f"count: {spec.gpus_per_agent}\nmodel: FAKE-H100\nuuid_prefix: {name}\n"
+                                 f"memory_mib: 81559\nislands: [{spec.gpus_per_agent}]\n")
+            log = directory / "logs" / f"{name}.log"
+            argv = [py, "-m", "agent.main", "--endpoints", eps, "--name", name, "--data-dir", str(home / "data"),
+                    "--runtime", spec.runtime, "--labels", f"rack={rack}", "--gpu-inventory", str(inventory),
+                    "--lease-ttl-s", str(spec.lease_ttl_s), "--heartbeat-s", str(spec.heartbeat_s),
+                    "--listen-url", url, "--restart-backoff-s", "1", "--node-status-s", "5"]
+            p = spawn(argv, log, env)
+            record(Proc(name, "agent", p.pid, proc_start_time(p.pid), url, str(log), rack=rack,
+                        data_dir=str(home / "data"), extra={"address": host, "gpus": spec.gpus_per_agent}))
+        for p in procs:
+            if p.role in ("agent", "scheduler"):
+                _wait(f"{p.role} {p.name}", lambda p=p: (not p.alive()) or http_ok(p.url), timeout_s, [p.log])
+                if not p.alive():
+                    raise ClusterError(f"{p.role} {p.name} exited at start; see {p.log}")
+        if spec.schedulers:
+            _wait("a scheduler leader", lambda: any(_is_leader(p.url) for p in procs if p.role == "scheduler"),
+                  timeout_s, [p.log for p in procs if p.role == "scheduler"])
+    except BaseException:
+        _stop(procs, directory)
+        raise
+    return doc
+
+
+def _is_leader(url: str) -> bool:
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=2)
+    try:
+        conn.request("GET", "/health")
+        r = conn.getresponse()
+        return r.status == 200 and bool(json.loads(r.read() or b"{}").get("leader"))
+    except (OSError, ValueError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def status(directory: Path) -> dict[str, Any]:
+    doc = load_state(directory.resolve())
+    out = []
+    for p in _procs(doc):
+        alive = p.alive()
+        row: dict[str, Any] = {"name": p.name, "role": p.role, "pid": p.pid, "url": p.url, "alive": alive}
+        if p.role == "agent":
+            row["rack"] = p.rack
+        if alive:
+            row["healthy"] = http_ok(p.url, "/health" if p.role != "member" else "/health", 2.0)
+        else:
+            row["healthy"] = False
+        out.append(row)
+    return {"dir": doc["dir"], "endpoints": doc.get("endpoints", []), "processes": out, "dashboard": None}
+
+
+def kill_node(directory: Path, name: str) -> list[int]:
+    """SIGKILL a node agent and every process it started (supervisors, tasks, MPI daemons and
+    ranks): what losing the machine looks like on one box."""
+    doc = load_state(directory.resolve())
+    agents = {p.name: p for p in _procs(doc) if p.role == "agent"}
+    if name not in agents:
+        raise ClusterError(f"no node {name!r} in {directory} (nodes: {', '.join(sorted(agents))})")
+    p = agents[name]
+    victims = agent_descendants(p.pid if p.alive() else None, Path(p.data_dir))
+    if p.alive():
+        victims.add(p.pid)
+    kill_pids(victims, signal.SIGKILL)
+    left = wait_gone(victims, 10.0)
+    # anything the tasks spawned during the first sweep
+    again = agent_descendants(None, Path(p.data_dir)) - victims
+    kill_pids(again, signal.SIGKILL)
+    if left:
+        raise ClusterError(f"processes still alive after SIGKILL: {sorted(left)}")
+    return sorted(victims | again)
+
+
+def _stop(procs: list[Proc], directory: Path) -> list[int]:
+    stopped: list[int] = []
+    order = {"scheduler": 0, "agent": 1, "member": 2}
+    for role in sorted(order, key=order.__getitem__):
+        group = [p for p in procs if p.role == role]
+        pids = {p.pid for p in group if p.alive()}
+        if role == "agent":
+            for p in group:
+                pids |= agent_descendants(p.pid if p.alive() else None, Path(p.data_dir)) if p.data_dir else set()
+        kill_pids(pids, signal.SIGTERM)
+        left = wait_gone(pids, 10.0)
+        kill_pids(left, signal.SIGKILL)
+        wait_gone(left, 10.0)
+        stopped += sorted(pids)
+    return stopped
+
+
+def down(directory: Path) -> list[int]:
+    directory = directory.resolve()
+    doc = load_state(directory)
+    stopped = _stop(_procs(doc), directory)
+    doc["stopped_at"] = time.time()
+    _save(directory, doc)
+    return stopped
