@@ -4,6 +4,7 @@ transfer-leadership."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
@@ -98,6 +99,7 @@ async def _snapshot(request: web.Request) -> web.StreamResponse:
     stream = await loop.run_in_executor(None, server.state.store.snapshot, SNAPSHOT_CHUNK_BYTES)
     frames = iter(stream)
     response = web.StreamResponse(headers={"Content-Type": out.content_type})
+    failure: Exception | None = None
     try:
         await response.prepare(request)
         sent = 0
@@ -110,15 +112,18 @@ async def _snapshot(request: web.Request) -> web.StreamResponse:
                 result["remaining_bytes"] = out.i(max(stream.size_estimate - sent, 1))
             await response.write(_message(out, {"result": result}))
             frame = following
-    except (ConnectionError, asyncio.CancelledError):
+    except ConnectionError:
         raise  # the client went away
-    except Exception as exc:  # noqa: BLE001 - reported in-band: the headers are sent
+    except Exception as exc:  # noqa: BLE001 - reported in-band below: the headers are sent
         log.exception("snapshot stream failed", exc_info=exc)
-        error = to_etcd_error(exc)
-        await response.write(_message(out, {"error": {"grpc_code": error.code, "message": error.message}}))
+        failure = exc
     finally:
-        await loop.run_in_executor(None, stream.close)
-    await response.write_eof()
+        await loop.run_in_executor(None, stream.close)  # the read transaction ends first
+    with contextlib.suppress(ConnectionError):
+        if failure is not None:
+            error = to_etcd_error(failure)
+            await response.write(_message(out, {"error": {"grpc_code": error.code, "message": error.message}}))
+        await response.write_eof()
     return response
 
 
