@@ -2,7 +2,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev test lint sim bench demo clean bench-collective
+.PHONY: dev test lint sim bench demo down clean bench-collective
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,9 +25,16 @@ sim: dev
 bench: dev
 	$(BIN)/python -m kvraft.sim --seeds 0-199 --bench
 
-# A local 3-member kvraft cluster (processes on free 127.0.0.1 ports) serving the JSON API.
-demo: dev
-	$(BIN)/python deploy/kvraft_local.py
+# The README's main command: a local cluster (3 members, 2 schedulers, 4 agents in 2 racks,
+# 4 fake GPUs each) runs the data-parallel digits job over MPI; the cluster stays up.
+DEMO_DIR ?= .kvraft-local
+demo: $(BIN)/python
+	$(BIN)/pip install -q -e '.[mpi,train]'
+	$(BIN)/kvraft-local demo --dir $(DEMO_DIR)
+
+# Stop every process of the local cluster (members, schedulers, agents, tasks) by PID.
+down:
+	@if [ -x $(BIN)/kvraft-local ]; then $(BIN)/kvraft-local down --dir $(DEMO_DIR); else echo "no venv: nothing to stop"; fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,9 +1,5 @@
-"""The launcher behind ``make demo``: a local 3-member kvraft cluster, shown serving.
-
-Starts three members as processes on free 127.0.0.1 ports, writes and reads a few keys
-through the etcd v3 JSON API (through different members), prints the member list and the
-leader, then stops every member by PID. See ``kvraft.server.local`` for the harness.
-"""
+"""``kvraft-local`` without installing the package: ``python deploy/kvraft_local.py up|status|
+kill-node|down|demo --dir D`` (see ``kvraft.local.cli``; ``make demo`` runs the demo verb)."""
 
 from __future__ import annotations
 
@@ -12,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kvraft.server.local import demo  # noqa: E402
+from kvraft.local.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(demo())
+    sys.exit(main())
