@@ -482,7 +482,8 @@ class Agent:
         self.observed = await self.runtime.observe()
         stimulus_id = f"{self.name}-{next(self._stimulus)}"
         actions = reconcile(self.desired, self.observed, self.reported, time.time(),
-                            stimulus_id=stimulus_id, backoff=self.backoff, fenced=self._fenced)
+                            stimulus_id=stimulus_id, backoff=self.backoff, fenced=self._fenced,
+                            retain_finished_s=self.config.finished_retention_s)
         self.reconcile_passes += 1
         self.reconcile_seconds_total += time.perf_counter() - t0
         self._wakeup_at = None

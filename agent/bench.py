@@ -84,7 +84,8 @@ class Bench:
             [sys.executable, "-m", "agent", "--endpoints", ",".join(self.endpoints), "--name", self.node,
              "--data-dir", str(self.base / "agent"), "--runtime", self.runtime,
              "--listen-url", f"http://127.0.0.1:{free_port()}", "--log-level", "warning",
-             "--restart-backoff-s", "1", "--heartbeat-s", "2", "--lease-ttl-s", "10"],
+             "--restart-backoff-s", "1", "--heartbeat-s", "2", "--lease-ttl-s", "10",
+             "--finished-retention-s", "0"],  # wait_idle waits for every attempt to be removed
             stdout=log, stderr=log, start_new_session=True)
 
     def kill_agent(self) -> None:

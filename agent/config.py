@@ -45,6 +45,7 @@ class AgentConfig:
     log_max_files: int = 5
     restart_backoff_s: float = 10.0
     restart_backoff_max_s: float = 300.0
+    finished_retention_s: float = 3600.0  # logs of tasks that ended by themselves, after unassignment
     relist_s: float = 1.0
     node_status_s: float = 10.0
     request_timeout_s: float = 5.0
@@ -94,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-max-files", type=int, help="task log files kept (default 5)")
     p.add_argument("--restart-backoff-s", type=float, help="first restart delay, doubling (default 10)")
     p.add_argument("--restart-backoff-max-s", type=float, help="restart delay cap (default 300)")
+    p.add_argument("--finished-retention-s", type=float,
+                   help="keep the state and logs of a task that finished by itself this long after its "
+                        "assignment is removed, for jobctl logs (default 3600)")
     p.add_argument("--relist-s", type=float, help="runtime relist interval (default 1)")
     p.add_argument("--node-status-s", type=float, help="node conditions check interval (default 10)")
     p.add_argument("--request-timeout-s", type=float, help="kvraft request timeout (default 5)")

@@ -17,7 +17,10 @@ Rules, in the order they are applied per task key:
 1. An attempt whose revision is not the desired one (the assignment was deleted, or replaced
    by a new placement) is stopped with its grace period if it is live, cleaned up once it has
    exited, and removed (state and logs) once it holds nothing. Its status is never written:
-   the status key belongs to the current placement.
+   the status key belongs to the current placement. An attempt that *finished by itself*
+   (not stopped) before its assignment went -- a completed job, released by the scheduler --
+   keeps its logs for ``retain_finished_s`` after it finished, so ``jobctl logs`` still
+   shows them (kubelet keeps a finished pod's logs until the pod is deleted; Nomad until GC).
 2. A desired task with an invalid spec is reported ``Failed`` / ``InvalidSpec`` and never run.
 3. A desired task with no attempt for its revision is started (attempt = highest attempt
    number ever seen for the key + 1) -- but only once no older attempt is live, so two copies
@@ -301,6 +304,7 @@ def reconcile(
     stimulus_id: str,
     backoff: BackoffPolicy = BackoffPolicy(),
     fenced: bool = False,
+    retain_finished_s: float = 0.0,
 ) -> list[Action]:
     """The actions that move observed toward desired. Deterministic: keys in sorted order."""
     by_key: dict[str, list[Observed]] = defaultdict(list)
@@ -322,7 +326,13 @@ def reconcile(
         current = [a for a in attempts if assignment is not None and a.revision == assignment.revision]
         stale = [a for a in attempts if assignment is None or a.revision != assignment.revision]
         for a in stale:
-            actions.extend(_retire(a, stimulus_id, "assignment removed" if assignment is None else "reassigned"))
+            retire = _retire(a, stimulus_id, "assignment removed" if assignment is None else "reassigned")
+            if retire and isinstance(retire[0], Remove) and _finished_by_itself(a) and a.exit is not None:
+                keep_until = a.exit.finished_at_s + retain_finished_s
+                if now_s < keep_until:
+                    wakeups.append(keep_until)
+                    continue
+            actions.extend(retire)
         if assignment is None:
             continue
         rep = reported.get(key)
@@ -405,6 +415,11 @@ def _replace_message(status: TaskStatus, note: str) -> TaskStatus:
         status.started_at_s,
         status.finished_at_s,
     )
+
+
+def _finished_by_itself(a: Observed) -> bool:
+    return a.state is AttemptState.EXITED and not a.stop_requested and a.exit is not None \
+        and a.exit.finished_at_s > 0
 
 
 def _retire(a: Observed, stimulus_id: str, reason: str) -> list[Action]:

@@ -76,6 +76,7 @@ class Case:
     now: float = 100.0
     want: list = field(default_factory=list)
     fenced: bool = False
+    retain: float = 0.0
 
 
 CASES = [
@@ -130,13 +131,21 @@ CASES = [
     Case("fenced, then back in touch: the stopped attempt is reported and restarted by policy",
          want(policy="OnFailure"), [exited(143, stop_requested=True, held=False, at=85)],
          {"j/0": Reported(7, 1, Phase.RUNNING)}, want=["Start(j/0#2)"]),
+    Case("finished by itself, assignment removed: logs kept until the retention ends", {},
+         [exited(0, held=False, at=50)], retain=3600, want=["Wakeup(3650)"]),
+    Case("finished by itself, retention over: removed", {}, [exited(0, held=False, at=50)], now=3650, retain=3600,
+         want=["Remove(j/0#1)"]),
+    Case("stopped because unassigned: removed at once despite retention", {},
+         [exited(143, held=False, stop_requested=True)], retain=3600, want=["Remove(j/0#1)"]),
+    Case("reassigned: the finished copy is kept, the new placement starts", want(rev=9),
+         [exited(0, rev=7, held=False, at=50)], retain=3600, want=["Start(j/0#2)", "Wakeup(3650)"]),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_table(case: Case) -> None:
     actions = reconcile(case.desired, case.observed, case.reported, case.now, stimulus_id="s1", backoff=B,
-                        fenced=case.fenced)
+                        fenced=case.fenced, retain_finished_s=case.retain)
     assert kinds(actions) == case.want
     assert all(a.stimulus_id == "s1" for a in actions)
 
