@@ -185,7 +185,8 @@ def test_lease_keep_alive_until_revoked_like_etcdctl(etcd_pair: tuple[Identity, 
     outputs = []
     for ident, command in ((etcd_pair[0], ["etcdctl"]), (etcd_pair[1], KVCTL)):
         with SyncClient(ident.runtime.endpoints) as client:
-            lease_id = client.lease_grant(3).id
+            # long enough that a slow start-up (seconds on a loaded box) cannot let it expire
+            lease_id = client.lease_grant(15).id
             proc = _spawn([*command, f"--endpoints={ident.endpoint()}", "lease", "keep-alive", f"{lease_id:x}"])
             first = _wait_line(proc, 2)  # two renewals
             client.lease_revoke(lease_id)
