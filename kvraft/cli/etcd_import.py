@@ -102,7 +102,7 @@ def _one(fields: dict[int, list[Any]], number: int, default: Any) -> Any:
 
 
 def _frame(payload: Any) -> bytes:
-    body = msgpack.packb(payload, use_bin_type=True)
+    body: bytes = msgpack.packb(payload, use_bin_type=True)
     return _HEAD.pack(len(body), zlib.crc32(body)) + body
 
 
