@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -94,6 +95,15 @@ class RobustCluster(LocalCluster):
     def resume_all(self) -> None:
         for name in list(self.paused):
             self.resume(name)
+
+    def arm(self, name: str, failpoint: str, action: str) -> None:
+        """``PUT /debug/failpoints/NAME`` on a member started with ``KVRAFT_FAILPOINTS``."""
+        request = urllib.request.Request(
+            f"{self.url(name)}/debug/failpoints/{failpoint}", data=action.encode(), method="PUT"
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            if resp.status != 204:
+                raise RuntimeError(f"arming {failpoint}={action} on {name}: HTTP {resp.status}")
 
     # -- membership ----------------------------------------------------------------------------
     def member_ids(self, via: str | None = None) -> dict[str, int]:

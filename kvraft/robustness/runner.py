@@ -67,7 +67,8 @@ def _summarize(result: RunResult, history: History) -> None:
 
 async def _run(scenario: Scenario, seed: int, base: Path, pace: float, clients: int, stale_reads: bool) -> tuple[RunResult, History]:
     result = RunResult(scenario.name, seed, scenario.members)
-    cluster = RobustCluster(scenario.members, str(base), extra_args=list(scenario.extra_args))
+    env = {"KVRAFT_FAILPOINTS": ""} if scenario.failpoints else {}
+    cluster = RobustCluster(scenario.members, str(base), extra_args=list(scenario.extra_args), env=env)
     net: NetFaults | None = None
     workload: Workload | None = None
     history = History()

@@ -82,6 +82,21 @@ class Nemesis:
             self.net.heal()
             self.fault("heal network")
 
+    async def arm(self, member: str, failpoint: str, action: str) -> None:
+        """Arm a failpoint in a member started with ``KVRAFT_FAILPOINTS`` (``Scenario.env``)."""
+        self.fault(f"failpoint {member} {failpoint}={action}")
+        await asyncio.to_thread(self.cluster.arm, member, failpoint, action)
+
+    async def wait_exit(self, member: str, timeout_s: float = 30.0) -> int | None:
+        """Wait for a member a failpoint should have stopped; its exit status (None: still up)."""
+        process = self.cluster.members[member].process
+        deadline = time.monotonic() + timeout_s
+        while process is not None and process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        code = None if process is None else process.poll()
+        self.fault(f"{member} exited with {code}" if code is not None else f"{member} still running")
+        return code
+
     async def add_member(self, name: str) -> None:
         self.fault(f"member add {name}")
         await asyncio.to_thread(self.cluster.add_member, name)
@@ -105,6 +120,7 @@ class Scenario:
     needs_net: bool = False
     extra_args: tuple[str, ...] = ()
     about: str = ""
+    failpoints: bool = False  # start members with KVRAFT_FAILPOINTS set
     tags: frozenset[str] = field(default_factory=frozenset)
 
 
@@ -222,6 +238,46 @@ async def snapshot_catchup(n: Nemesis) -> None:
     await n.sleep(4)
 
 
+async def power_loss(n: Nemesis) -> None:
+    """A power cut on a follower, then on the leader: each dies between writing a WAL frame
+    and its fdatasync, and the frame is torn (``crash``). Then both restart."""
+    leader, followers = await n.followers()
+    await n.arm(followers[0], "wal_before_fdatasync", "1*crash")
+    await n.wait_exit(followers[0])
+    await n.sleep(1)
+    await n.arm(leader, "wal_before_fdatasync", "1*crash")
+    await n.wait_exit(leader)
+    await n.sleep(2)
+    await n.restart(followers[0], leader)
+    await n.sleep(3)
+
+
+async def slow_disk_leader(n: Nemesis) -> None:
+    leader = await n.leader()
+    await n.arm(leader, "raft_before_save", "sleep(150)")
+    await n.sleep(5)
+    await n.arm(leader, "raft_before_save", "off")
+    await n.sleep(2)
+
+
+async def failing_disk(n: Nemesis) -> None:
+    """A follower's log write fails (EIO): it must stop rather than go on with a log it could
+    not write; the others keep serving; restarted with a working disk it catches up. Then
+    the same on the leader's apply (the state machine commit)."""
+    leader, followers = await n.followers()
+    await n.arm(followers[0], "raft_before_save", "1*error")
+    await n.wait_exit(followers[0])
+    await n.sleep(2)
+    await n.restart(followers[0])
+    await n.sleep(3)
+    leader = await n.leader()
+    await n.arm(leader, "apply_before_commit", "1*error")
+    await n.wait_exit(leader)
+    await n.sleep(2)
+    await n.restart(leader)
+    await n.sleep(3)
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in [
@@ -240,5 +296,10 @@ SCENARIOS: dict[str, Scenario] = {
                  about="add a member, remove another while a third is partitioned"),
         Scenario("snapshot-catchup-with-crashes", 3, snapshot_catchup, needs_net=True, extra_args=("--snapshot-count", "100"),
                  about="follower cut off past a compaction, healed, killed mid catch-up"),
+        Scenario("power-loss-unsynced-data", 3, power_loss, failpoints=True,
+                 about="follower, then leader, die between a WAL write and its fdatasync (torn frame)"),
+        Scenario("slow-disk-leader", 3, slow_disk_leader, failpoints=True, about="the leader's log writes take 150 ms more"),
+        Scenario("failing-disk", 3, failing_disk, failpoints=True,
+                 about="EIO on a follower's log write, then on the leader's state-machine commit"),
     ]
 }  # fmt: skip

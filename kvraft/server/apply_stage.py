@@ -16,6 +16,7 @@ from typing import Any
 
 import msgpack
 
+from kvraft import failpoints
 from kvraft.apply.errors import EtcdError
 from kvraft.apply.ops import MemberOp, decode_entry, op_from_wire
 from kvraft.raft.types import ConfChange, ConfState, Entry, EntryType, Snapshot
@@ -96,7 +97,9 @@ class ApplyStage:
     def _flush(self, items: list[tuple[int, Any]], upto: Entry) -> None:
         if not items:
             return
+        failpoints.hit("apply_before_commit")
         results = self.target.apply_ops(items, upto.index, upto.term)
+        failpoints.hit("apply_after_commit")
         for (request_id, _op), result in zip(items, results, strict=True):
             self.resolve(request_id, result)
 

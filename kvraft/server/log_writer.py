@@ -18,6 +18,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from kvraft import failpoints
 from kvraft.raft.types import ConfState, Entry, HardState, Snapshot
 
 __all__ = ["LogWriter"]
@@ -35,14 +36,17 @@ class LogWriter:
         await loop.run_in_executor(self._thread, self._persist, snapshot, entries, hard)
 
     def _persist(self, snapshot: Snapshot, entries: tuple[Entry, ...], hard: HardState | None) -> None:
+        failpoints.hit("raft_before_save")
         if not snapshot.is_empty():
             self.storage.apply_snapshot(snapshot)
         if entries:
             self.storage.append(list(entries))
         if hard is not None:
             self.storage.set_hard_state(hard)
+        failpoints.hit("raft_before_fsync")  # `crash` here loses this write (nothing was synced)
         self.storage.sync()
         self.syncs += 1
+        failpoints.hit("raft_after_save")
 
     async def set_conf_state(self, conf: ConfState, index: int) -> None:
         if not hasattr(self.storage, "set_conf_state"):

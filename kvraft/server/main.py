@@ -23,8 +23,10 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING
            "panic": logging.CRITICAL, "fatal": logging.CRITICAL}
 
 
-async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
-    """Run a member until ``stop`` is set (or SIGTERM/SIGINT)."""
+async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
+    """Run a member until ``stop`` is set (or SIGTERM/SIGINT). Returns the exit status: 1
+    when the member stopped on a fatal error (a failed log write or apply: it must not go on,
+    and a supervisor such as systemd's ``Restart=on-failure`` should see a failure), else 0."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -52,6 +54,10 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     finally:
         fatal.cancel()
         await runner.cleanup()
+    if node.driver.fatal is not None:
+        logging.getLogger("kvraft").critical("member %s stopped on a fatal error: %r", config.name, node.driver.fatal)
+        return 1
+    return 0
 
 
 async def _watch_fatal(node: Node, stop: asyncio.Event) -> None:
@@ -77,11 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works
         pass
     try:
-        asyncio.run(serve(config))
+        return asyncio.run(serve(config))
     except (AutoTLSError, ssl.SSLError) as exc:
         print(f"kvraft: TLS: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from kvraft import failpoints
 from kvraft.raft.memory_storage import limit_size
 from kvraft.raft.storage import CompactedError, SnapshotOutOfDateError, UnavailableError
 from kvraft.raft.types import ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata
@@ -174,6 +175,9 @@ class WalLogStorage:
         self._seq = 0
         self._pos = 0
         self._failed: BaseException | None = None
+        self._unsynced: tuple[int, int] | None = None  # (offset, length) written, not yet fdatasynced
+        if failpoints.enabled():
+            failpoints.on_crash(self._lose_unsynced)
         self.syncs = 0
         self.rotations = 0
         created = not self.path.exists()
@@ -564,6 +568,15 @@ class WalLogStorage:
         if self._failed is not None:
             raise OSError(f"{self.path}: the log failed earlier ({self._failed!r}); refusing writes")
 
+    def _lose_unsynced(self) -> None:
+        """A power cut (failpoint ``crash``): the frame written but not yet fdatasynced is torn,
+        its second half never reached the disk."""
+        if self._unsynced is not None and self._fd >= 0:
+            pos, length = self._unsynced
+            keep = length // 2
+            os.pwrite(self._fd, bytes(length - keep), pos + keep)
+            os.fdatasync(self._fd)
+
     def sync(self) -> None:
         """Write everything staged as one frame and ``fdatasync`` once."""
         self._check_writable()
@@ -576,7 +589,11 @@ class WalLogStorage:
             written = os.pwrite(self._fd, frame, self._pos)
             if written != len(frame):
                 raise OSError(f"short write to {self._segment(self._seq).name}: {written} of {len(frame)}")
+            if failpoints.enabled():
+                self._unsynced = (self._pos, len(frame))
+                failpoints.hit("wal_before_fdatasync")  # `crash`: the frame is torn (see _lose_unsynced)
             os.fdatasync(self._fd)
+            self._unsynced = None
         except BaseException as exc:
             self._failed = exc
             raise

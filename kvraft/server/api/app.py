@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from kvraft.apply.errors import InvalidArgument
-from kvraft.server.api import cluster, gate, kv, maintenance, misc
+from kvraft.server.api import cluster, debug, gate, kv, maintenance, misc
 from kvraft.server.api.codec import JSON_OUT
 from kvraft.server.api.errors import error_response
 from kvraft.server.api.request import body_limit
@@ -75,4 +75,5 @@ def make_app(server: Any) -> web.Application:
     for path, handler in misc.ROUTES.items():
         app.router.add_get(path, handler)
     gate.install(app, server)  # watch, lease, auth, lock, election routes; auth middleware
+    debug.install(app)  # /debug/failpoints, only with KVRAFT_FAILPOINTS set
     return app

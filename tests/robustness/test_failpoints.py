@@ -1,0 +1,117 @@
+"""Failpoints: the module's parsing and counting, the debug route, and real members hitting
+them (a failed log write stops the member with a failure status; a power cut tears the
+unsynced WAL frame and the member recovers)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from kvraft import failpoints
+from kvraft.robustness.cluster import RobustCluster
+from kvraft.server.local import LocalCluster, post
+
+
+def test_parse_count_and_disarm(monkeypatch: pytest.MonkeyPatch) -> None:
+    failpoints.arm("t_point", "2*error")
+    assert failpoints.armed()["t_point"] == "2*error"
+    for _ in range(2):
+        with pytest.raises(OSError, match="injected I/O error"):
+            failpoints.hit("t_point")
+    failpoints.hit("t_point")  # the count is spent: nothing happens
+    assert "t_point" not in failpoints.armed()
+    failpoints.arm("t_point", "sleep(1)")
+    failpoints.arm("t_point", "off")
+    assert "t_point" not in failpoints.armed()
+    failpoints.hit("never_armed")
+    for bad in ("explode", "sleep(x)", "3*", "sleep(10", "-1*error"):
+        with pytest.raises(failpoints.FailpointError):
+            failpoints.arm("t_point", bad)
+    with pytest.raises(failpoints.FailpointError, match="bad failpoint name"):
+        failpoints.arm("Bad Name", "error")
+
+
+def test_env_arms_at_start_and_rejects_garbage() -> None:
+    code = "from kvraft import failpoints; print(failpoints.enabled(), failpoints.armed())"
+    env = dict(os.environ, KVRAFT_FAILPOINTS="a_b=1*panic; c=50%sleep(5)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "True {'a_b': '1*panic', 'c': '50%sleep(5)'}"
+    env["KVRAFT_FAILPOINTS"] = "nonsense"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode != 0 and "want NAME=ACTION" in done.stderr
+    env.pop("KVRAFT_FAILPOINTS")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False {}"
+
+
+def _put(url: str, key: str) -> int:
+    status, _ = post(url, "/v3/kv/put", {"key": base64.b64encode(key.encode()).decode(), "value": "dg=="}, timeout_s=10)
+    return status
+
+
+@pytest.fixture
+def cluster(tmp_path: object) -> Iterator[RobustCluster]:
+    c = RobustCluster(3, str(tmp_path), env={"KVRAFT_FAILPOINTS": ""})
+    try:
+        c.start(90)
+        yield c
+    finally:
+        c.stop()
+
+
+def test_debug_route_only_with_the_variable() -> None:
+    with LocalCluster(1) as plain:
+        plain.start()
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(plain.url("m0") + "/debug/failpoints", timeout=10)
+        assert err.value.code in (404, 405)
+
+
+def _wait_exit(c: RobustCluster, name: str, timeout_s: float = 60) -> int:
+    process = c.members[name].process
+    assert process is not None
+    deadline = time.monotonic() + timeout_s
+    while process.poll() is None:
+        assert time.monotonic() < deadline, f"{name} did not stop"
+        time.sleep(0.1)
+    return process.returncode
+
+
+def test_failed_log_write_stops_the_member_with_a_failure_status(cluster: RobustCluster) -> None:
+    leader = cluster.wait_leader()
+    follower = next(n for n in cluster.members if n != leader)
+    bad = urllib.request.Request(cluster.url(follower) + "/debug/failpoints/raft_before_save", data=b"boom", method="PUT")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(bad, timeout=10)
+    assert err.value.code == 400
+    cluster.arm(follower, "raft_before_save", "1*error")
+    for i in range(20):
+        assert _put(cluster.url(leader), f"k{i}") == 200  # the other two keep a quorum
+        if not cluster.members[follower].alive():
+            break
+    assert _wait_exit(cluster, follower) == 1  # was 0: a fatal stop looked like a clean exit
+    cluster.restart(follower)
+    assert "revision" in cluster.wait_converged(list(cluster.members), 90)
+
+
+def test_power_cut_tears_the_unsynced_frame_and_the_member_recovers(cluster: RobustCluster) -> None:
+    leader = cluster.wait_leader()
+    cluster.arm(leader, "wal_before_fdatasync", "1*crash")
+    for i in range(20):
+        try:
+            _put(cluster.url(leader), f"p{i}")
+        except OSError:
+            break
+    assert _wait_exit(cluster, leader) == failpoints.EXIT_CODE
+    assert "failpoint wal_before_fdatasync: 1*crash" in cluster.members[leader].log_path.read_text()
+    cluster.restart(leader)
+    cluster.wait_ready(90)
+    assert "revision" in cluster.wait_converged(list(cluster.members), 90)
