@@ -263,17 +263,23 @@ class NodeDriver:
         await self._replicate(request_id, data, True, timeout_s)
 
     async def _replicate(self, request_id: int, data: bytes, conf: bool, timeout_s: float) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self._waiters[request_id] = future
         self._proposals.append((data, conf, time.monotonic() + timeout_s))
         self.kick()
+        # one timer per proposal (asyncio.wait_for's wrapper cost ~14% of a put's CPU)
+        timer = loop.call_later(timeout_s, self._expire, future)
         try:
-            return await asyncio.wait_for(future, timeout_s)
-        except TimeoutError:
-            reason = "request timed out" if self.leader != NONE else "no leader"
-            raise Unavailable(f"etcdserver: {reason}") from None
+            return await future
         finally:
+            timer.cancel()
             self._waiters.pop(request_id, None)
+
+    def _expire(self, future: asyncio.Future[Any]) -> None:
+        if not future.done():
+            reason = "request timed out" if self.leader != NONE else "no leader"
+            future.set_exception(Unavailable(f"etcdserver: {reason}"))
 
     def _propose_queued(self) -> None:
         """Propose every queued proposal as one batch; forward them when not leading."""
