@@ -1,7 +1,7 @@
 """``kvraft-local``: a whole local cluster (members, schedulers, node agents) in the background.
 
     kvraft-local up [--dir D] [--members 3] [--schedulers 2] [--agents 4] [--gpus-per-agent 4]
-                    [--racks 2] [--runtime process] [--lease-ttl-s 10]
+                    [--racks 2] [--runtime process] [--lease-ttl-s 10] [--tls]
     kvraft-local status [--dir D] [-o json|table]
     kvraft-local kill-node NAME [--dir D]     # SIGKILL the node's agent and all it started
     kvraft-local down [--dir D]               # stop every process by PID, tasks included
@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("up", help="start members, schedulers and agents in the background")
     with_dir(p)
     with_spec(p)
+    p.add_argument("--tls", action="store_true",
+                   help="client and peer mutual TLS (a CA and certificates in <dir>/pki, made by deploy/make-certs.sh); "
+                        "clients need --cacert/--cert/--key, printed by up")
     p = sub.add_parser("status", help="endpoints and every process (name, role, pid, URL)")
     with_dir(p)
     p.add_argument("-o", "--output", choices=["json", "table"], default="table")
@@ -63,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _spec(ns: argparse.Namespace) -> LocalSpec:
     return LocalSpec(members=ns.members, schedulers=ns.schedulers, agents=ns.agents, gpus_per_agent=ns.gpus_per_agent,
-                     racks=ns.racks, runtime=ns.runtime, lease_ttl_s=ns.lease_ttl_s)
+                     racks=ns.racks, runtime=ns.runtime, lease_ttl_s=ns.lease_ttl_s, tls=getattr(ns, "tls", False))
 
 
 def _table(doc: dict[str, object]) -> str:
@@ -83,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             doc = up(ns.dir, _spec(ns))
             print(_table(status(ns.dir)))
             print(f"kvraft-local: up in {doc['dir']}; stop with: kvraft-local down --dir {ns.dir}")
+            if doc.get("tls"):
+                t = doc["tls"]
+                print(f"kvraft-local: TLS on; connect with: kvctl --endpoints {','.join(doc['endpoints'])} "
+                      f"--cacert {t['cacert']} --cert {t['cert']} --key {t['key']} ... (jobctl takes the same flags)")
             return 0
         if ns.verb == "status":
             doc = status(ns.dir)

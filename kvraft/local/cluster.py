@@ -15,6 +15,8 @@ import base64
 import json
 import os
 import signal
+import ssl
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -54,6 +56,7 @@ class LocalSpec:
     lease_ttl_s: int = 10
     heartbeat_s: float = 2.0
     election_ttl_s: int = 5
+    tls: bool = False  # client and peer mutual TLS, certificates from deploy/make-certs.sh in <dir>/pki
 
 
 @dataclass
@@ -99,12 +102,16 @@ def _procs(doc: dict[str, Any]) -> list[Proc]:
     return [Proc(**p) for p in doc.get("processes", [])]
 
 
-def _post(url: str, path: str, body: dict[str, Any]) -> int:
+def _post(url: str, path: str, body: dict[str, Any], context: ssl.SSLContext | None = None) -> int:
     import http.client
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=3)
+    conn: http.client.HTTPConnection
+    if parts.scheme == "https":
+        conn = http.client.HTTPSConnection(parts.hostname or "127.0.0.1", parts.port or 443, timeout=3, context=context)
+    else:
+        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=3)
     try:
         conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
         return conn.getresponse().status
@@ -143,8 +150,13 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
 
     try:
         # members
-        peers = {f"m{i}": f"http://127.0.0.1:{free_port()}" for i in range(spec.members)}
-        clients = {f"m{i}": f"http://127.0.0.1:{free_port()}" for i in range(spec.members)}
+        scheme = "https" if spec.tls else "http"
+        peers = {f"m{i}": f"{scheme}://127.0.0.1:{free_port()}" for i in range(spec.members)}
+        clients = {f"m{i}": f"{scheme}://127.0.0.1:{free_port()}" for i in range(spec.members)}
+        tls = _make_certs(directory / "pki", list(peers)) if spec.tls else None
+        context = tls_context(tls) if tls else None
+        if tls:
+            doc["tls"] = tls
         initial = ",".join(f"{n}={u}" for n, u in peers.items())
         token = f"kvraft-local-{os.getpid()}-{int(time.time())}"
         for name in peers:
@@ -155,6 +167,12 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
                     "--listen-peer-urls", peers[name], "--initial-advertise-peer-urls", peers[name],
                     "--initial-cluster", initial, "--initial-cluster-state", "new",
                     "--initial-cluster-token", token, *FAST_RAFT]
+            if tls:
+                pki = directory / "pki"
+                argv += ["--cert-file", str(pki / f"{name}.crt"), "--key-file", str(pki / f"{name}.key"),
+                         "--trusted-ca-file", tls["cacert"], "--client-cert-auth",
+                         "--peer-cert-file", str(pki / f"{name}-peer.crt"), "--peer-key-file", str(pki / f"{name}-peer.key"),
+                         "--peer-trusted-ca-file", tls["cacert"], "--peer-client-cert-auth"]
             p = spawn(argv, log, env)
             record(Proc(name, "member", p.pid, proc_start_time(p.pid), clients[name], str(log), data_dir=str(data)))
         endpoints = list(clients.values())
@@ -163,7 +181,7 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
         say(f"kvraft-local: {spec.members} members starting ({', '.join(endpoints)})")
         key = base64.b64encode(b"kvraft-local/ready").decode()
         for name, url in clients.items():
-            _wait(f"member {name}", lambda u=url: _post(u, "/v3/kv/range", {"key": key}) == 200, timeout_s,
+            _wait(f"member {name}", lambda u=url: _post(u, "/v3/kv/range", {"key": key}, context) == 200, timeout_s,
                   [str(directory / "logs" / f"{name}.log")])
         eps = ",".join(endpoints)
         # schedulers
@@ -173,6 +191,8 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
             log = directory / "logs" / f"{name}.log"
             argv = [py, "-m", "scheduler.service", "--endpoints", eps, "--name", name, "--listen-url", url,
                     "--election-ttl-s", str(spec.election_ttl_s), "--cycle-interval-s", "0.5"]
+            if tls:
+                argv += _client_flags(directory / "pki", "scheduler")
             p = spawn(argv, log, env)
             record(Proc(name, "scheduler", p.pid, proc_start_time(p.pid), url, str(log)))
         # agents: contiguous blocks per rack, so a rack holds several nodes
@@ -192,6 +212,8 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
                     "--runtime", spec.runtime, "--labels", f"rack={rack}", "--gpu-inventory", str(inventory),
                     "--lease-ttl-s", str(spec.lease_ttl_s), "--heartbeat-s", str(spec.heartbeat_s),
                     "--listen-url", url, "--restart-backoff-s", "1", "--node-status-s", "5"]
+            if tls:
+                argv += _client_flags(directory / "pki", "agent")
             p = spawn(argv, log, env)
             record(Proc(name, "agent", p.pid, proc_start_time(p.pid), url, str(log), rack=rack,
                         data_dir=str(home / "data"), extra={"address": host, "gpus": spec.gpus_per_agent}))
@@ -207,6 +229,29 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
         _stop(procs, directory)
         raise
     return doc
+
+
+def _make_certs(pki: Path, members: list[str]) -> dict[str, str]:
+    """A CA and certificates for every member and for the scheduler, agent and admin clients
+    (``deploy/make-certs.sh``; the CA is reused if ``pki`` has one)."""
+    script = ROOT / "deploy" / "make-certs.sh"
+    argv = ["bash", str(script), "-o", str(pki), "-d", "30", "-c", "scheduler", "-c", "agent", "-c", "admin",
+            *(f"{m}=127.0.0.1" for m in members)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ClusterError(f"--tls: making certificates failed: {done.stderr.strip()[-500:]}")
+    return {"cacert": str(pki / "ca.crt"), "cert": str(pki / "admin.crt"), "key": str(pki / "admin.key")}
+
+
+def _client_flags(pki: Path, who: str) -> list[str]:
+    return ["--cacert", str(pki / "ca.crt"), "--cert", str(pki / f"{who}.crt"), "--key", str(pki / f"{who}.key")]
+
+
+def tls_context(tls: dict[str, str]) -> ssl.SSLContext:
+    """A client context with the cluster's CA and the admin certificate (``doc["tls"]``)."""
+    context = ssl.create_default_context(cafile=tls["cacert"])
+    context.load_cert_chain(tls["cert"], tls["key"])
+    return context
 
 
 def _is_leader(url: str) -> bool:
@@ -233,12 +278,15 @@ def status(directory: Path) -> dict[str, Any]:
         row: dict[str, Any] = {"name": p.name, "role": p.role, "pid": p.pid, "url": p.url, "alive": alive}
         if p.role == "agent":
             row["rack"] = p.rack
-        if alive:
+        if alive and p.role == "member" and doc.get("tls"):
+            row["healthy"] = _post(p.url, "/v3/maintenance/status", {}, tls_context(doc["tls"])) == 200
+        elif alive:
             row["healthy"] = http_ok(p.url, "/health" if p.role != "member" else "/health", 2.0)
         else:
             row["healthy"] = False
         out.append(row)
-    return {"dir": doc["dir"], "endpoints": doc.get("endpoints", []), "processes": out, "dashboard": None}
+    return {"dir": doc["dir"], "endpoints": doc.get("endpoints", []), "processes": out, "dashboard": None,
+            **({"tls": doc["tls"]} if doc.get("tls") else {})}
 
 
 def kill_node(directory: Path, name: str) -> list[int]:
