@@ -62,6 +62,7 @@ class Bench:
         self.dir = tempfile.mkdtemp(prefix="sched-bench-")
         self.procs: list[subprocess.Popen[bytes]] = []
         self.endpoints: list[str] = []
+        self.t0 = time.monotonic()
 
     def spawn(self, argv: list[str], name: str) -> subprocess.Popen[bytes]:
         log = open(os.path.join(self.dir, name + ".log"), "wb")  # noqa: SIM115
@@ -81,7 +82,9 @@ class Bench:
 
     def spawn_scheduler(self, name: str, eps: str) -> tuple[subprocess.Popen[bytes], str]:
         url = f"http://127.0.0.1:{_port()}"
-        proc = self.spawn([sys.executable, "-m", "scheduler.service", "--endpoints", eps, "--name", name,
+        prof = ["-m", "cProfile", "-o", os.path.join(self.args.profile_dir, f"{name}.prof")] \
+            if self.args.profile_dir else []
+        proc = self.spawn([sys.executable, *prof, "-m", "scheduler.service", "--endpoints", eps, "--name", name,
                            "--election-ttl-s", str(self.args.ttl_s), "--listen-url", url, "--log-level", "warning"], name)
         return proc, url
 
@@ -110,6 +113,7 @@ class Bench:
     def emit(self, out: list[dict[str, Any]], row: dict[str, Any]) -> None:
         """Print each scenario as soon as it is measured (a later failure keeps the earlier rows)."""
         out.append(row)
+        self.note(f"{row['scenario']} measured")
         print(json.dumps(row) if self.args.json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
 
     @staticmethod
@@ -132,7 +136,11 @@ class Bench:
                 p.kill()
                 p.wait()
 
+    def note(self, what: str) -> None:
+        print(f"# +{time.monotonic() - self.t0:.1f}s {what}", file=sys.stderr, flush=True)
+
     async def run(self) -> list[dict[str, Any]]:
+        self.t0 = time.monotonic()
         self.start_kvraft()
         eps = ",".join(self.endpoints)
         c = Client(self.endpoints, request_timeout_s=30.0)
@@ -147,12 +155,15 @@ class Bench:
                 await asyncio.sleep(0.2)
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(c.close)  # already open
+            self.note("kvraft ready")
             agent = self.spawn([sys.executable, "-m", "scheduler.fake_agent", "--endpoints", eps, "--nodes",
                                 str(self.args.nodes), "--racks", str(max(1, self.args.nodes // 20)), "--lease-ttl-s", "10"], "agent")
             assert agent.stdout is not None
             await asyncio.to_thread(agent.stdout.readline)
+            self.note(f"{self.args.nodes} fake nodes registered")
             scheds: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
             await self.start_schedulers(scheds, ("sched-a", "sched-b"), eps)
+            self.note("schedulers up")
             bound: dict[str, float] = {}
             arrived = asyncio.Event()
             rev = (await c.get("/bench/ready")).header.revision
@@ -233,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-jobs", type=int, default=50)
     p.add_argument("--ttl-s", type=int, default=5)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--profile-dir", help="run the schedulers under cProfile, one <name>.prof each here "
+                                         "(written when a scheduler is stopped, so not for a SIGKILLed leader)")
     args = p.parse_args(argv)
     bench = Bench(args)
     try:

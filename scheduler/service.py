@@ -207,8 +207,11 @@ class SchedulerDaemon:
         if events:
             core.handle(*events)
         changed = False
+        updates: dict[str, dict[str, Any]] = {}
         for j in sorted(jobs):
-            changed |= await self._lifecycle(j, now)
+            changed |= await self._lifecycle(j, now, updates)
+        if updates:  # Starting/Running updates of many jobs: one batched write, not a txn per job
+            await self.binder.write_statuses(updates)
         if changed:  # releases were applied to the view; feed them before the pass
             more = []
             for j in sorted(jobs):
@@ -294,8 +297,9 @@ class SchedulerDaemon:
         if docs:
             await self.binder.write_statuses(docs)
 
-    async def _lifecycle(self, job: str, now: float) -> bool:
-        """Decide the fate of a bound job; True when its run was released."""
+    async def _lifecycle(self, job: str, now: float, updates: dict[str, dict[str, Any]]) -> bool:
+        """Decide the fate of a bound job; True when its run was released. A job that runs on
+        gets its Starting/Running status put in ``updates`` (written by the caller, batched)."""
         view = self.view
         b = view.bindings.get(job)
         if b is None:
@@ -341,7 +345,7 @@ class SchedulerDaemon:
         reason, message = ("Running", f"{len(b.tasks)} task(s) running") if running == len(b.tasks) else \
             ("Starting", f"{running}/{len(b.tasks)} task(s) running")
         if (st.get("phase"), st.get("reason"), st.get("message")) != ("Running", reason, message):
-            await self.binder.write_statuses({job: dict(st, phase="Running", reason=reason, message=message)})
+            updates[job] = dict(st, phase="Running", reason=reason, message=message)
         return False
 
     async def _restart_or_fail(self, b: Any, spec: dict[str, Any], st: dict[str, Any], reason: str, message: str,

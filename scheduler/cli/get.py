@@ -110,7 +110,7 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
         if fmt in ("json", "yaml"):
             for j in items:
                 j.pop("revision", None)
-            print_docs(items, fmt, out) if items else print_docs([], fmt, out)
+            print_docs(items, fmt, out, named=bool(args.name))
             return 0
         header = ["name", "tenant", "phase", "gpus", "restarts", "age", "reason"]
         if fmt == "wide":
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
             if not items:
                 raise NotFound("nodes", args.name)
         if fmt in ("json", "yaml"):
-            print_docs(items, fmt, out)
+            print_docs(items, fmt, out, named=bool(args.name))
             return 0
         header = ["name", "status", "rack", "gpu_type", "gpus", "used"]
         if fmt == "wide":
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
             if not items:
                 raise NotFound("queues", args.name)
         if fmt in ("json", "yaml"):
-            print_docs(items, fmt, out)
+            print_docs(items, fmt, out, named=bool(args.name))
             return 0
         rows = [[t["name"], "-" if t["nominal_gpus"] is None else t["nominal_gpus"],
                  "-" if t["borrow_limit_gpus"] is None else t["borrow_limit_gpus"], t["gpus_used"], t["running"],
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
         if not items:
             raise NotFound("priorityclasses", args.name)
     if fmt in ("json", "yaml"):
-        print_docs(items, fmt, out)
+        print_docs(items, fmt, out, named=bool(args.name))
         return 0
     rows = [[c["name"], c["value"], c.get("preemptible", True), c.get("description", "")] for c in items if c]
     out.write(render_table(["name", "value", "preemptible", "description"], rows) if rows else "No priority classes found.\n")

@@ -48,6 +48,9 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
                 out.write(chunk.decode(errors="replace"))
                 out.flush()
     except urllib.error.HTTPError as exc:
+        if exc.code == 404 and s["phase"] == "Running" and s["reason"] == "Starting":  # as kubectl says it
+            raise CliError(f"error: task {task} of job {args.name} is waiting to start on {node}: "
+                           f"{s['message']}") from None
         raise CliError(f"error: agent on {node}: {exc.code} {exc.read().decode(errors='replace').strip()}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise CliError(f"error: cannot reach the agent of {node} at {url}: {exc}") from None

@@ -26,9 +26,10 @@ def print_doc(doc: Any, fmt: str, out: TextIO) -> None:
         out.write(yaml.safe_dump(doc, sort_keys=True, default_flow_style=False))
 
 
-def print_docs(docs: list[Any], fmt: str, out: TextIO) -> None:
-    """One object for one document (``get job NAME``), a ``List`` otherwise (as kubectl)."""
-    print_doc(docs[0] if len(docs) == 1 else {"kind": "List", "items": docs}, fmt, out)
+def print_docs(docs: list[Any], fmt: str, out: TextIO, *, named: bool) -> None:
+    """The object itself when one was asked for by name (``get job NAME``), else a ``List``,
+    even of one item or none (as kubectl: ``get pods -o json`` is always a List)."""
+    print_doc(docs[0] if named and len(docs) == 1 else {"kind": "List", "items": docs}, fmt, out)
 
 
 def age(seconds: float | None) -> str:
