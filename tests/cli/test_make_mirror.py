@@ -113,3 +113,28 @@ def test_unreachable_destination_exits_2(two_clusters: tuple[Runtime, Runtime]) 
     result = run_kvctl([f"--endpoints={source.endpoints[0]}", "--dial-timeout=300ms", "--command-timeout=1s",
                         "make-mirror", "127.0.0.1:1"])
     assert result.rc == 2 and result.err.startswith("Error: context deadline exceeded")
+
+
+def test_mirror_from_etcd_into_kvraft(two_clusters: tuple[Runtime, Runtime], tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The online way from etcd 3.4 into kvraft (docs/kvctl.md): kvctl reads etcd's gateway."""
+    import shutil
+
+    if shutil.which("etcd") is None:
+        pytest.skip("etcd not installed")
+    _source, dest = two_clusters
+    etcd = start_runtime("etcd", tmp_path_factory.mktemp("mirror-etcd"))
+    try:
+        with SyncClient(etcd.endpoints) as src, SyncClient(dest.endpoints) as dst:
+            src.put("em/one", "1")
+            proc = subprocess.Popen([*KVCTL, f"--endpoints={etcd.endpoints[0]}", "make-mirror", "--prefix", "em/",
+                                     dest.endpoints[0]], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                _eventually(lambda: _dump(dst, "em/") == {"em/one": "1"}, "the base copy from etcd")
+                src.put("em/two", "2")
+                src.delete("em/one")
+                _eventually(lambda: _dump(dst, "em/") == {"em/two": "2"}, "the updates from etcd")
+            finally:
+                proc.kill()
+                proc.communicate(timeout=30)
+    finally:
+        etcd.stop()
