@@ -92,6 +92,25 @@ def test_checkpoint_interval_raises_the_cost() -> None:
     assert "stale" not in [v.victim_id for v in victims]
 
 
+def test_max_evictions_spares_gangs_evicted_often() -> None:
+    def victims(max_evictions: int | None, evicted: dict[str, int]) -> list[str]:
+        args = {} if max_evictions is None else {"max_evictions": max_evictions}
+        profile = Profile("t", (*PREEMPT.plugins[:-1], PluginSpec("preemption", args=args)))
+        builder = cluster(make_nodes(2)).running(low("a", 8), {"n0": 8}).running(low("b", 8), {"n1": 8})
+        sched = builder.scheduler(profile, jobs=[make_job("p").gpus(8).priority(1).obj()])
+        for job_id, count in evicted.items():
+            sched.state.jobs[job_id].evictions = count
+        return [v.victim_id for v in sched.schedule(10.0).preemptions]
+
+    assert victims(None, {"a": 2}) == ["a"]  # equal cost: the first node's gang
+    assert victims(2, {"a": 2}) == ["b"]
+    assert victims(2, {"a": 2, "b": 2}) == []
+    assert victims(3, {"a": 2, "b": 2}) == ["a"]
+    with pytest.raises(ValueError, match="max_evictions must be"):
+        cluster(make_nodes(1)).scheduler(
+            Profile("t", (*PREEMPT.plugins[:-1], PluginSpec("preemption", args={"max_evictions": 0}))))
+
+
 DEFRAG = Profile("t", (PluginSpec("priority"), PluginSpec("topology"), PluginSpec("gang"),
                        PluginSpec("resources", args={"scoring": "none"}), PluginSpec("defrag")))
 

@@ -3,7 +3,9 @@
 Runs as a PostFilter when a job is UNSCHEDULABLE. Victims must be preemptible, not already
 being evicted, and rank strictly lower than the preemptor (the QueueSort plugin's rank:
 priority, or priority then LAS queue). With ``reclaim_borrowed`` a job whose tenant stays
-within its nominal quota may also evict gangs of tenants that are borrowing.
+within its nominal quota may also evict gangs of tenants that are borrowing. With
+``max_evictions`` a gang already evicted that many times is not evicted again (bounds churn,
+as Tiresias bounds thrashing: a long job demoted by LAS is not bounced back and forth).
 
 The victim set is the cheapest one ``victims.search`` finds over the levels and domains the
 topology plugin allows (fewest GPU-hours lost, then fewest victims, then lowest rank). The cost of a victim is its GPUs x (restart overhead + work since its last
@@ -36,6 +38,7 @@ NOTHING = PostFilterResult(Status.unschedulable("no preemption", NAME))
 class PreemptionArgs:
     restart_overhead_s: float = 30.0
     reclaim_borrowed: bool = False
+    max_evictions: int | None = None
 
 
 class Preempt:
@@ -46,6 +49,9 @@ class Preempt:
             raise ValueError("preemption: restart_overhead_s must be >= 0")
         self.restart_s = args.restart_overhead_s
         self.reclaim = args.reclaim_borrowed
+        if args.max_evictions is not None and args.max_evictions < 1:
+            raise ValueError("preemption: max_evictions must be >= 1 (or None)")
+        self.max_evictions = args.max_evictions
         self.handle = handle
         self.lowest_rank: tuple[float, ...] | None = None
         self.borrowing = False
@@ -66,7 +72,9 @@ class Preempt:
             state, now_s = self._pass
             self._pass = None
             rank = self.handle.rank
-            ranks = [rank(v, now_s) for v in state.running.values() if v.job.preemptible and not v.evicting]
+            cap = self.max_evictions
+            ranks = [rank(v, now_s) for v in state.running.values()
+                     if v.job.preemptible and not v.evicting and (cap is None or v.evictions < cap)]
             self.lowest_rank = min(ranks) if ranks else None
             self.borrowing = self.reclaim and any(
                 state.tenant_gpus.get(t, 0) > nominal_gpus(state, t) for t in state.tenant_gpus)
@@ -90,6 +98,8 @@ class Preempt:
         out: dict[str, Candidate] = {}
         for victim in state.running.values():
             if victim.evicting or not victim.job.preemptible or victim.job.job_id == job.job_id:
+                continue
+            if self.max_evictions is not None and victim.evictions >= self.max_evictions:
                 continue
             rank = self.handle.rank(victim, now)
             ok = rank < mine
