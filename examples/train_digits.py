@@ -185,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     epoch_box = np.array([start_epoch], np.int64)
     comm.broadcast([epoch_box], root=0)
     start_epoch = int(epoch_box[0])
+    if store is not None:  # the world is formed: every rank is in it
+        store.report({"epoch": start_epoch, "started": True, "resumed_from": start_epoch, "ranks": comm.size,
+                      "backend": comm.backend_name})
     names = ["w1", "b1", "w2", "b2"]
     comm.broadcast([params[k] for k in names] + [velocity[k] for k in names], root=0)  # one source of truth
 
@@ -236,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             elif store is not None:
                 store.save(epoch + 1, params, velocity)
             if store is not None:
-                store.report(record)
+                store.report(dict(record, resumed_from=start_epoch))
         comm.barrier()  # the checkpoint exists before anyone can resume from it
         if ns.epoch_pause_s:
             time.sleep(ns.epoch_pause_s)
@@ -245,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     if store is not None:
         _, _, test_probs = forward(params, x_test)
         final = {"epoch": ns.epochs, "test_acc": round(float((test_probs.argmax(1) == y_test).mean()), 4),
-                 "done": True, "ranks": comm.size, "backend": comm.backend_name}
+                 "done": True, "ranks": comm.size, "backend": comm.backend_name, "resumed_from": start_epoch}
         store.report(final)
         store.close()
     comm.close()

@@ -104,7 +104,12 @@ def run_demo(directory: Path, spec: LocalSpec, job_file: Path | None, timeout_s:
                     + (f" ({status.get('reason')}: {status.get('message')})" if status.get("message") else ""))
                 last_phase = phase
             epoch_key = (int(progress.get("restarts", 0) or 0), int(progress.get("epoch", -1)))
-            if progress and not progress.get("done") and epoch_key != last_epoch:
+            if progress.get("started") and epoch_key != last_epoch:
+                last_epoch = epoch_key
+                resumed = int(progress.get("resumed_from", 0) or 0)
+                say(f"  {progress.get('ranks')} ranks formed one world ({progress.get('backend')})"
+                    + (f", resumed from the checkpoint of epoch {resumed}" if resumed else ""))
+            elif progress and not progress.get("done") and epoch_key != last_epoch:
                 last_epoch = epoch_key
                 say(f"  epoch {progress['epoch']:>3}  loss {progress.get('loss', 0):.4f}  train acc "
                     f"{progress.get('train_acc', 0):.4f}  test acc {progress.get('test_acc', 0):.4f}  "

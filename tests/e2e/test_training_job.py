@@ -1,0 +1,90 @@
+"""The whole flow on a local cluster (3 members, 2 schedulers, 4 agents in 2 racks, 4 fake GPUs
+each, lease TTL 3 s): a data-parallel job submitted with jobctl forms one MPI world across
+agents and succeeds with the weights a single process gets; a job that cannot fit stays
+pending with a reason; a cancelled job leaves no process; a SIGKILLed node's gang finishes
+elsewhere from its checkpoint. The node-kill test runs last (it takes a node away)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from tests.e2e.conftest import ROOT, Cluster, job_yaml, processes_with_env, wait_for
+
+
+def _submit(cluster: Cluster, text: str) -> str:
+    r = cluster.jobctl("submit", "-f", "-", "-o", "name", stdin=text)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def test_mpi_world_across_agents_succeeds_with_single_process_weights(cluster: Cluster, tmp_path) -> None:
+    weights = tmp_path / "dist.npz"
+    name = _submit(cluster, job_yaml("e2e-mpi", "--epochs", "3", "--save-weights", str(weights)))
+    assert name == "e2e-mpi"
+    wait_for(lambda: cluster.status(name).get("phase") in ("Succeeded", "Failed"), 240, "e2e-mpi to finish")
+    status = cluster.status(name)
+    assert status["phase"] == "Succeeded", cluster.describe(name)
+    placement = status["placement"] or status.get("last_placement") or []
+    nodes = {p["node"] for p in placement}
+    assert len(placement) == 4 and len(nodes) == 2 and len({p["rack"] for p in placement}) == 1, placement
+    done = cluster.progress(name)
+    assert done.get("done") and done["ranks"] == 4, done
+    assert done["backend"] == "mpi+hierarchical", done  # one MPI world, hierarchy from the placement
+    assert 0.9 < done["test_acc"] <= 1.0
+    # the same global batch and seed in one process gives the same weights
+    single = tmp_path / "single.npz"
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "train_digits.py"), "--epochs", "3",
+                        "--save-weights", str(single)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    with np.load(weights) as got, np.load(single) as ref:
+        assert sorted(got.files) == sorted(ref.files)
+        for k in ref.files:
+            np.testing.assert_allclose(got[k], ref[k], rtol=0, atol=1e-9, err_msg=k)
+
+
+def test_a_job_that_cannot_fit_stays_pending_with_a_reason(cluster: Cluster) -> None:
+    name = _submit(cluster, job_yaml("e2e-huge", "--epochs", "1", workers=3, gpus=4))  # 12 GPUs in one rack: 8 max
+    status = wait_for(lambda: (s := cluster.status(name)) and s.get("message") and s.get("reason") != "Queued" and s,
+                      120, "a pending reason")
+    assert status["phase"] == "Pending", status
+    assert "GPU" in status["message"] and "rack" in status["message"], status["message"]
+    r = cluster.jobctl("describe", "job", name)
+    assert "Why pending:" in r.stdout
+    assert cluster.jobctl("cancel", name).returncode == 0
+
+
+def test_cancel_stops_every_task_everywhere(cluster: Cluster) -> None:
+    name = _submit(cluster, job_yaml("e2e-cancel", "--epochs", "200", "--epoch-pause-s", "1"))
+    wait_for(lambda: cluster.progress(name).get("ranks") == 4, 240, "the MPI world of e2e-cancel")
+    assert len(processes_with_env(f"KVRAFT_JOB={name}")) >= 8  # jobrun + rank on each of 4 tasks, at least
+    r = cluster.jobctl("cancel", name)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: cluster.status(name).get("phase") == "Cancelled", 120, "phase Cancelled")
+    wait_for(lambda: not processes_with_env(f"KVRAFT_JOB={name}"), 120, "no process of the job left")
+
+
+def test_killed_node_gang_finishes_elsewhere_from_its_checkpoint(cluster: Cluster) -> None:
+    name = _submit(cluster, job_yaml("e2e-kill", "--epochs", "6", "--epoch-pause-s", "1.5",
+                                     restart_policy="OnFailure", max_restarts=3))
+    wait_for(lambda: (cluster.progress(name).get("epoch") or 0) >= 2 and not cluster.progress(name).get("started"),
+             240, "two epochs of e2e-kill")
+    placement = cluster.status(name)["placement"]
+    victim = placement[-1]["node"]
+    r = cluster.local("kill-node", victim)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: cluster.status(name).get("restarts", 0) >= 1, 120, "the gang restarted")
+    wait_for(lambda: cluster.status(name).get("phase") in ("Succeeded", "Failed"), 300, "e2e-kill to finish")
+    status = cluster.status(name)
+    assert status["phase"] == "Succeeded", cluster.describe(name)
+    assert victim not in {p["node"] for p in (status["placement"] or status.get("last_placement") or [])}
+    done = cluster.progress(name)
+    assert done.get("done") and done["restarts"] >= 1 and done["resumed_from"] >= 2, done
+    # resuming from a checkpoint reaches the accuracy of an uninterrupted run (same seed)
+    r2 = subprocess.run([sys.executable, str(ROOT / "examples" / "train_digits.py"), "--epochs", "6", "--json"],
+                        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    last = [line for line in r2.stdout.splitlines() if line.startswith("{")][-1]
+    assert abs(json.loads(last)["test_acc"] - done["test_acc"]) <= 0.003, (last, done)
