@@ -27,6 +27,8 @@ data dir has none, and etcd asks for ``--skip-hash-check`` then too).
 from __future__ import annotations
 
 import hashlib
+import mmap
+import os
 import struct
 import zlib
 from collections.abc import Iterator
@@ -106,15 +108,16 @@ def _frame(payload: Any) -> bytes:
     return _HEAD.pack(len(body), zlib.crc32(body)) + body
 
 
-def _check_hash(data: bytes, skip_hash_check: bool) -> bytes:
+def _check_hash(data: Any, skip_hash_check: bool) -> None:
+    """``data``: the file, mapped. Its trailing SHA-256 (if any) lies past bbolt's last
+    page, so the pages are read from the same mapping either way."""
     if len(data) % 512 == hashlib.sha256().digest_size:
-        body, digest = data[:-32], data[-32:]
-        if not skip_hash_check and hashlib.sha256(body).digest() != digest:
-            raise EtcdImportError("expected sha256 [...], got [...] (the snapshot file is damaged)")
-        return body
+        with memoryview(data) as view:
+            if not skip_hash_check and hashlib.sha256(view[:-32]).digest() != view[-32:]:
+                raise EtcdImportError("expected sha256 [...], got [...] (the snapshot file is damaged)")
+        return
     if not skip_hash_check:
         raise EtcdImportError("snapshot missing hash but --skip-hash-check=false")
-    return data
 
 
 def _main_of(rev_bytes: bytes) -> int:
@@ -170,7 +173,17 @@ def _auth_record(buckets: dict[bytes, bytes], bolt: _Bolt) -> bytes | None:
 def frames_from_etcd_snapshot(path: str, *, skip_hash_check: bool = False) -> Iterator[bytes]:
     """The kvraft snapshot stream (see the module docstring) of an etcd snapshot file."""
     with open(path, "rb") as handle:
-        data = _check_hash(handle.read(), skip_hash_check)
+        if os.fstat(handle.fileno()).st_size == 0:
+            raise EtcdImportError("snapshot file is empty")
+        data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)  # pages are read as needed
+    try:
+        _check_hash(data, skip_hash_check)
+        yield from _frames(data)
+    finally:
+        data.close()
+
+
+def _frames(data: Any) -> Iterator[bytes]:
     try:
         bolt = _Bolt(data)
         buckets = {name: value for name, value, flags in bolt.walk(bolt.root) if flags & _BUCKET_LEAF}
