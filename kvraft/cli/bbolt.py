@@ -15,9 +15,12 @@ value in order; the main revision of the last key in bucket ``key``; the key cou
 
 from __future__ import annotations
 
+import mmap
+import os
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["BoltError", "SnapshotStatus", "crc32c", "snapshot_status"]
 
@@ -79,7 +82,7 @@ class SnapshotStatus:
 
 
 class _Bolt:
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: Any) -> None:  # bytes or a read-only mmap
         self.data = data
         metas: list[tuple[int, ...]] = []
         for offset in (0, None):
@@ -152,8 +155,16 @@ class _Bolt:
 
 def snapshot_status(path: str) -> SnapshotStatus:
     with open(path, "rb") as f:
-        data = f.read()
-    bolt = _Bolt(data)
+        if os.fstat(f.fileno()).st_size == 0:
+            raise BoltError("invalid database (no valid meta page)")
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # pages are read as walked
+    try:
+        return _status(_Bolt(data))
+    finally:
+        data.close()
+
+
+def _status(bolt: _Bolt) -> SnapshotStatus:
     crc, revision, total = 0, 0, 0
     for name, value, flags in bolt.walk(bolt.root):
         if not flags & _BUCKET_LEAF:
