@@ -1,4 +1,4 @@
-"""``python -m scheduler.bench_kvraft [--json]``: the daemon measured through a real kvraft.
+"""``python -m scheduler.bench --through-kvraft [--json]`` (or ``python -m scheduler.bench_kvraft``): the daemon measured through a real kvraft.
 
 Starts a 3-member kvraft (``python -m kvraft.server.main`` processes on 127.0.0.1), fake
 agents registering ``--nodes`` nodes, and two ``kvraft-scheduler`` replicas, then measures:
@@ -6,9 +6,16 @@ agents registering ``--nodes`` nodes, and two ``kvraft-scheduler`` replicas, the
 - ``submit_to_bound``: one 1-GPU job at a time on an idle cluster; from the job's put to its
   binding's arrival on a watch (p50/p99);
 - ``single_task``: ``--jobs`` 1-GPU jobs submitted at once; binds per second from the first
-  put to the last binding seen;
-- ``gang_8gpu``: 2 x 4-GPU gangs, likewise;
+  put to the last binding seen, with fake nodes that run their tasks (each task's Running
+  status is written, and the scheduler updates the job's status);
+- ``gang_8gpu``: ``--gangs`` gangs of 2 x 4 GPUs, likewise;
+- ``single_task_bind_only``, ``gang_8gpu_bind_only``: the same two with fake nodes that run
+  nothing (kube-scheduler's scheduler_perf measures binding this way: no kubelets);
 - ``failover``: SIGKILL the leading scheduler, submit one job, time until it is bound.
+
+Each saturation scenario starts with fresh schedulers (the old ones are stopped, which
+resigns, and the bench waits until a new one leads). ``--profile-dir`` runs them under
+cProfile.
 
 Every process is stopped by PID at the end. ``--json``: one object per scenario with
 ``scenario, p50_ms, p99_ms, per_s``.
@@ -79,6 +86,17 @@ class Bench:
                         "--listen-peer-urls", f"http://127.0.0.1:{pp}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{pp}",
                         "--initial-cluster", cluster, "--initial-cluster-state", "new"], n)
             self.endpoints.append(f"127.0.0.1:{cp}")
+
+    async def start_agent(self, eps: str, *, run: bool) -> subprocess.Popen[bytes]:
+        """The fake nodes (one process for all); ``run=False``: they ignore their assignments."""
+        agent = self.spawn([sys.executable, "-m", "scheduler.fake_agent", "--endpoints", eps, "--nodes",
+                            str(self.args.nodes), "--racks", str(max(1, self.args.nodes // 20)), "--lease-ttl-s", "10",
+                            *([] if run else ["--no-run"])], "agent" if run else "agent-no-run")
+        assert agent.stdout is not None
+        line = await asyncio.to_thread(agent.stdout.readline)
+        if line.strip() != b"ready":
+            raise RuntimeError(f"fake agent did not start (see {self.dir})")
+        return agent
 
     def spawn_scheduler(self, name: str, eps: str) -> tuple[subprocess.Popen[bytes], str]:
         url = f"http://127.0.0.1:{_port()}"
@@ -156,10 +174,7 @@ class Bench:
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(c.close)  # already open
             self.note("kvraft ready")
-            agent = self.spawn([sys.executable, "-m", "scheduler.fake_agent", "--endpoints", eps, "--nodes",
-                                str(self.args.nodes), "--racks", str(max(1, self.args.nodes // 20)), "--lease-ttl-s", "10"], "agent")
-            assert agent.stdout is not None
-            await asyncio.to_thread(agent.stdout.readline)
+            agent = await self.start_agent(eps, run=True)
             self.note(f"{self.args.nodes} fake nodes registered")
             scheds: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
             await self.start_schedulers(scheds, ("sched-a", "sched-b"), eps)
@@ -199,8 +214,12 @@ class Bench:
             self.emit(out, {"scenario": "submit_to_bound", "jobs": len(lat), "p50_ms": round(_pct(lat, 0.5), 1),
                         "p99_ms": round(_pct(lat, 0.99), 1), "per_s": round(1000 / statistics.mean(lat), 1)})
             # 2./3. saturation
-            for scenario, workers, gpus, count in (("single_task", 1, 1, self.args.jobs),
-                                                   ("gang_8gpu", 2, 4, self.args.gangs)):
+            # "_bind_only": the same with fake nodes that run nothing (no task statuses, no
+            # Running updates): binding alone, as kube-scheduler's scheduler_perf measures it
+            scenarios = [("single_task", 1, 1, self.args.jobs, True), ("gang_8gpu", 2, 4, self.args.gangs, True),
+                         ("single_task_bind_only", 1, 1, self.args.jobs, False),
+                         ("gang_8gpu_bind_only", 2, 4, self.args.gangs, False)]
+            for k, (scenario, workers, gpus, count, run) in enumerate(scenarios):
                 names = [f"{scenario}-{i}" for i in range(count)]
                 t0 = time.perf_counter()
                 for i in range(0, count, 100):
@@ -216,6 +235,10 @@ class Bench:
                 await c.delete(keys.ASSIGNMENTS, prefix=True)
                 for n in names:
                     bound.pop(n, None)
+                next_run = scenarios[k + 1][4] if k + 1 < len(scenarios) else True
+                if next_run != run:
+                    self.terminate(agent)
+                    agent = await self.start_agent(eps, run=next_run)
                 # fresh schedulers for the next scenario: stop both (SIGTERM resigns, so the next
                 # leader is elected at once) and wait until a new one leads
                 for name in list(scheds):

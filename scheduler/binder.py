@@ -26,6 +26,7 @@ follows when the grace period is over.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -38,6 +39,8 @@ from scheduler.informer_view import Binding as StoredBinding
 from scheduler.informer_view import ClusterView
 from scheduler.jobs import task_instances
 from scheduler.model import Binding
+
+WAVE = 8  # bind txns in flight at once
 
 __all__ = ["BindOutcome", "Binder", "assignment_doc"]
 
@@ -141,21 +144,42 @@ class Binder:
                 continue
             plans.append((b, self._plan(b, now)))
         out: dict[str, BindOutcome] = {}
-        batch: list[tuple[Binding, Any]] = []
-        size = 0
+        # Batches of <= max_ops ops, committed concurrently in waves whose batches share no
+        # node (each batch compares the alloc revisions of its nodes, so two batches touching
+        # one node would fail each other's compare); kvraft commits a wave in one group.
+        wave: list[list[tuple[Binding, Any]]] = []
+        sizes: list[int] = []
+        owner: dict[str, int] = {}  # node -> its batch in the current wave
         for b, plan in plans:
             if plan is None:
                 out[b.job_id] = BindOutcome(b.job_id, False, 0, 0.0)
                 continue
             n = len(plan[0]) + len(plan[1]) + 2 * len(plan[2])
-            if batch and size + n > self.max_ops:
-                await self._bind_batch(batch, out)
-                batch, size = [], 0
-            batch.append((b, plan))
-            size += n
-        if batch:
-            await self._bind_batch(batch, out)
+            owners = {owner[node] for node in plan[2] if node in owner}
+            if len(owners) > 1 or (owners and sizes[next(iter(owners))] + n > self.max_ops):
+                await self._bind_wave(wave, out)
+                wave, sizes, owner, owners = [], [], {}, set()
+            if owners:
+                i = next(iter(owners))
+            elif len(wave) < WAVE:
+                i = len(wave)  # spread over up to WAVE concurrent txns
+                wave.append([])
+                sizes.append(0)
+            else:
+                i = next((k for k, size in enumerate(sizes) if size + n <= self.max_ops), -1)
+                if i < 0:
+                    await self._bind_wave(wave, out)
+                    wave, sizes, owner, i = [[]], [0], {}, 0
+            wave[i].append((b, plan))
+            sizes[i] += n
+            for node in plan[2]:
+                owner[node] = i
+        await self._bind_wave(wave, out)
         return [out[b.job_id] for b in bindings]
+
+    async def _bind_wave(self, wave: list[list[tuple[Binding, Any]]], out: dict[str, BindOutcome]) -> None:
+        if wave:
+            await asyncio.gather(*(self._bind_batch(batch, out) for batch in wave if batch))
 
     async def _bind_batch(self, batch: list[tuple[Binding, Any]], out: dict[str, BindOutcome]) -> None:
         ok, rev, dt = await self._commit_binds(batch)

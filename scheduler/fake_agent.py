@@ -11,6 +11,8 @@ nodes cost one keepalive) and runs no process; the task's command says what happ
 - ``["exit", "N"]``: Running, then Failed with exit code N after 0.2 s;
 - anything else: Running until the assignment is deleted.
 
+``--no-run`` registers the nodes and ignores assignments (no status at all).
+
 Run: ``python -m scheduler.fake_agent --endpoints URL --nodes 4 --gpus-per-node 8 --racks 2``;
 it prints ``ready`` once every node is registered. SIGKILL it and its heartbeats expire
 after the lease TTL, as a dead machine's would.
@@ -61,8 +63,9 @@ def node_record(n: FakeNode, lease_id: int) -> dict[str, Any]:
 
 
 class FakeAgent:
-    def __init__(self, client: Client, nodes: list[FakeNode], *, lease_ttl_s: int = 5) -> None:
+    def __init__(self, client: Client, nodes: list[FakeNode], *, lease_ttl_s: int = 5, run_tasks: bool = True) -> None:
         self.client = client
+        self.run_tasks = run_tasks  # False: nodes only, assignments ignored (scheduler_perf's fake nodes)
         self.nodes = {n.name: n for n in nodes}
         self.lease_ttl_s = lease_ttl_s
         self.lease: Any = None
@@ -122,7 +125,7 @@ class FakeAgent:
     def _on_put(self, key: str, revision: int, value: bytes) -> None:
         rest = key[len(keys.ASSIGNMENTS):]
         parts = rest.split("/")
-        if len(parts) != 3 or parts[0] not in self.nodes or rest in self.running:
+        if not self.run_tasks or len(parts) != 3 or parts[0] not in self.nodes or rest in self.running:
             return
         doc = json.loads(value)
         self.started[rest] = time.time()
@@ -162,7 +165,7 @@ async def _amain(args: argparse.Namespace) -> int:
     if args.rack:
         nodes = [FakeNode(n.name, n.gpus, n.gpu_type, args.rack) for n in nodes]
     async with Client(args.endpoints.split(","), request_timeout_s=10.0) as client:
-        agent = FakeAgent(client, nodes, lease_ttl_s=args.lease_ttl_s)
+        agent = FakeAgent(client, nodes, lease_ttl_s=args.lease_ttl_s, run_tasks=not args.no_run)
         await agent.start()
         print("ready", flush=True)
         stop = asyncio.Event()
@@ -185,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefix", default="node-")
     p.add_argument("--gpu-type", default="A100")
     p.add_argument("--lease-ttl-s", type=int, default=5)
+    p.add_argument("--no-run", action="store_true",
+                   help="register the nodes but run nothing: assignments get no status (bind-only benchmarks, "
+                        "like kube-scheduler's scheduler_perf, whose fake nodes run no kubelet)")
     return asyncio.run(_amain(p.parse_args(argv)))
 
 
