@@ -42,3 +42,8 @@ clean:
 # Gradient exchange benchmark (docs/benchmarks.md, "Gradient exchange"): run alone.
 bench-collective: dev
 	flock -x /tmp/kvraft-cpu.lock $(BIN)/python -m agent.collective.bench --resnet50 --failure
+
+# Every robustness scenario once against real member processes (docs/robustness.md); needs
+# root for the network partitions (iptables) and faketime for the clock steps.
+robustness: dev
+	$(BIN)/python -m kvraft.robustness --scenario all

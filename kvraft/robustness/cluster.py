@@ -13,20 +13,23 @@ import signal
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from kvraft.server.local import LocalCluster, ProcessMember, post
 
-__all__ = ["GID_BASE", "RobustCluster"]
+__all__ = ["FAKETIME_LIB", "GID_BASE", "RobustCluster"]
 
 GID_BASE = 47_000
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"  # Debian's libfaketime
 
 
 class RobustCluster(LocalCluster):
     def __init__(self, size: int, base_dir: str, *, extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         super().__init__(size, base_dir, token=f"robust-{os.getpid()}", extra_args=extra_args)
         self.env = dict(env or {})
+        self.member_env: dict[str, dict[str, str]] = {}  # per member, on top of ``env``
         self.gids: dict[str, int] = {}
         self.paused: set[str] = set()
         self.states: dict[str, str] = {}  # name -> --initial-cluster-state it was started with
@@ -50,7 +53,7 @@ class RobustCluster(LocalCluster):
             return
         gid = self._gid(name)
         log = open(member.log_path, "ab")  # noqa: SIM115 - handed to the child
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env, **self.member_env.get(name, {}))
         can_setgid = os.geteuid() == 0
 
         def become_group() -> None:
@@ -95,6 +98,21 @@ class RobustCluster(LocalCluster):
     def resume_all(self) -> None:
         for name in list(self.paused):
             self.resume(name)
+
+    def skew_clock(self, name: str) -> Path:
+        """Start ``name`` (call before it starts) under libfaketime with a wall-clock offset
+        read from the returned file on every call (``+90s``, ``-90s``, ``+0``). The
+        monotonic clock is left alone: it is what Raft's ticks and the leases use, and a
+        real NTP step does not move it either."""
+        offset = self.base_dir / f"{name}.faketime"
+        offset.write_text("+0\n")
+        self.member_env[name] = {
+            "LD_PRELOAD": FAKETIME_LIB,
+            "FAKETIME_TIMESTAMP_FILE": str(offset),
+            "FAKETIME_NO_CACHE": "1",
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        }
+        return offset
 
     def arm(self, name: str, failpoint: str, action: str) -> None:
         """``PUT /debug/failpoints/NAME`` on a member started with ``KVRAFT_FAILPOINTS``."""

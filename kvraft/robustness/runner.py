@@ -9,6 +9,7 @@ again (after a checker fix, or to read it at leisure).
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvraft.robustness.checks import check_all
-from kvraft.robustness.cluster import RobustCluster
+from kvraft.robustness.cluster import FAKETIME_LIB, RobustCluster
 from kvraft.robustness.netfault import NetFaults, available
 from kvraft.robustness.scenarios import Nemesis, Scenario
 from kvraft.robustness.workload import History, Workload
@@ -69,6 +70,8 @@ async def _run(scenario: Scenario, seed: int, base: Path, pace: float, clients: 
     result = RunResult(scenario.name, seed, scenario.members)
     env = {"KVRAFT_FAILPOINTS": ""} if scenario.failpoints else {}
     cluster = RobustCluster(scenario.members, str(base), extra_args=list(scenario.extra_args), env=env)
+    if scenario.clock_skew:
+        cluster.skew_clock("m0")
     net: NetFaults | None = None
     workload: Workload | None = None
     history = History()
@@ -85,6 +88,7 @@ async def _run(scenario: Scenario, seed: int, base: Path, pace: float, clients: 
         try:
             await scenario.nemesis(nemesis)
         finally:
+            result.problems += nemesis.problems
             # heal everything the nemesis may have left broken
             if net is not None:
                 net.heal()
@@ -121,6 +125,8 @@ def run_scenario(
         usable, why = available()
         if not usable:
             return RunResult(scenario.name, seed, scenario.members, skipped=why)
+    if scenario.clock_skew and not os.path.exists(FAKETIME_LIB):
+        return RunResult(scenario.name, seed, scenario.members, skipped="libfaketime is not installed (apt-get install faketime)")
     base = Path(keep or tempfile.mkdtemp(prefix=f"kvraft-robust-{scenario.name}-"))
     base.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
