@@ -27,8 +27,8 @@ from pathlib import Path
 
 from kvraft.server.config import Config, ConfigError, cluster_id_for, member_id_for
 from kvraft.server.membership import Member, Membership
+from kvraft.server.node import open_raft_log
 from kvraft.storage.mvcc import MVCCStore
-from kvraft.storage.raft_log import LmdbLogStorage
 
 __all__ = ["RestoreError", "RestoredMember", "restore_member_dir"]
 
@@ -111,7 +111,8 @@ def restore_member_dir(
         for member, urls in members.items():
             membership.members[ids[member]] = Member(ids[member], member, list(urls))
         membership.save()
-        LmdbLogStorage.bootstrap(scratch / "raft.lmdb", sorted(ids.values())).close()
+        # the same log a founding member opens (the node's own choice of log storage)
+        open_raft_log(scratch, sorted(ids.values()), True).close()
         cluster_id = cluster_id_for([], initial_cluster_token)
         (scratch / "cluster_id").write_text(str(cluster_id))
         _fsync_dir(scratch)

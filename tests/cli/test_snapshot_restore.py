@@ -140,6 +140,9 @@ def test_restore_into_three_new_members_serves_every_key(source: tuple[Runtime, 
             assert (result.rc, result.out) == (0, ""), result.err
             assert '"msg": "restored snapshot"' in result.err
         cluster.start(timeout_s=120)
+        founded = next(iter(rt.cluster.members.values())).data_dir  # a member that founded its cluster
+        for member in cluster.members.values():  # the same layout (the same Raft log storage)
+            assert sorted(p.name for p in member.data_dir.iterdir()) == sorted(p.name for p in founded.iterdir())
         for member in cluster.members.values():
             with SyncClient([member.client_url], request_timeout_s=30) as client:
                 got = client.get("snap/", prefix=True)
