@@ -36,6 +36,9 @@ class Config:
     advertise_client_urls: list[str] = field(default_factory=lambda: [DEFAULT_CLIENT_URL])
     listen_peer_urls: list[str] = field(default_factory=lambda: [DEFAULT_PEER_URL])
     initial_advertise_peer_urls: list[str] = field(default_factory=lambda: [DEFAULT_PEER_URL])
+    listen_metrics_urls: list[str] = field(default_factory=list)
+    """Extra listeners serving only ``/metrics``, ``/health`` and ``/version`` (etcd's flag): an
+    ``http://127.0.0.1:2381`` one lets monitoring in without a client certificate."""
     initial_cluster: str = ""
     initial_cluster_state: str = "new"
     initial_cluster_token: str = "etcd-cluster"
@@ -96,7 +99,8 @@ class Config:
         return max(2, round(self.election_timeout / self.heartbeat_interval))
 
     def validate(self) -> None:
-        for name in ("listen_client_urls", "advertise_client_urls", "listen_peer_urls", "initial_advertise_peer_urls"):
+        for name in ("listen_client_urls", "advertise_client_urls", "listen_peer_urls", "initial_advertise_peer_urls",
+                     "listen_metrics_urls"):
             for url in getattr(self, name):
                 _check_url(url, "--" + name.replace("_", "-"))
         if self.initial_cluster_state not in ("new", "existing"):
@@ -127,9 +131,11 @@ class Config:
         """etcd's rules, stricter where etcd would silently serve plain text: an ``https://``
         URL needs a certificate (or auto TLS), a certificate needs an ``https://`` URL."""
         client_https = any(urlsplit(u).scheme == "https" for u in self.listen_client_urls)
-        if client_https and not (self.cert_file or self.auto_tls):
-            raise ConfigError("--listen-client-urls has https:// but no --cert-file/--key-file (or --auto-tls)")
-        if (self.cert_file or self.client_cert_auth) and not client_https:
+        metrics_https = any(urlsplit(u).scheme == "https" for u in self.listen_metrics_urls)
+        if (client_https or metrics_https) and not (self.cert_file or self.auto_tls):
+            raise ConfigError("--listen-client-urls/--listen-metrics-urls have https:// but no "
+                              "--cert-file/--key-file (or --auto-tls)")
+        if (self.cert_file or self.client_cert_auth) and not (client_https or metrics_https):
             raise ConfigError("--cert-file/--client-cert-auth set but no https:// URL in --listen-client-urls")
         _check_pair("", self.cert_file, self.key_file)
         if self.client_cert_auth and not self.trusted_ca_file:
@@ -179,7 +185,8 @@ def cluster_id_for(member_ids: list[int], token: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") or 1
 
 
-_LISTS = {"listen_client_urls", "advertise_client_urls", "listen_peer_urls", "initial_advertise_peer_urls"}
+_LISTS = {"listen_client_urls", "advertise_client_urls", "listen_peer_urls", "initial_advertise_peer_urls",
+          "listen_metrics_urls"}
 
 
 def _coerce(name: str, value: Any) -> Any:

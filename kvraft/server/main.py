@@ -11,8 +11,9 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from kvraft.server.api import make_app
+from kvraft.server.api import make_app, misc
 from kvraft.server.api.fast import FastTCPSite
+from kvraft.server.api.state import SERVER
 from kvraft.server.config import Config, ConfigError, parse_config
 from kvraft.server.node import Node
 from kvraft.server.tls import AutoTLSError, apply_auto_tls, client_ssl_context
@@ -44,6 +45,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
                            ssl_context=client_ssl if parts.scheme == "https" else None)
         await site.start()
         sites.append(site)
+    metrics_runner = await _serve_metrics(config, node, client_ssl)
     logging.getLogger("kvraft").info(
         "member %s (%x) serving clients on %s, peers on %s",
         config.name, node.member_id, ",".join(config.listen_client_urls), ",".join(config.listen_peer_urls),
@@ -53,11 +55,31 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
         await stop.wait()
     finally:
         fatal.cancel()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await runner.cleanup()
     if node.driver.fatal is not None:
         logging.getLogger("kvraft").critical("member %s stopped on a fatal error: %r", config.name, node.driver.fatal)
         return 1
     return 0
+
+
+async def _serve_metrics(config: Config, node: Node, client_ssl: ssl.SSLContext | None) -> web.AppRunner | None:
+    """``--listen-metrics-urls``: ``/metrics``, ``/health`` and ``/version`` alone (https ones
+    with the client URLs' TLS settings, as etcd)."""
+    if not config.listen_metrics_urls:
+        return None
+    app = web.Application()
+    app[SERVER] = node
+    for path, handler in misc.ROUTES.items():
+        app.router.add_get(path, handler)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    for url in config.listen_metrics_urls:
+        parts = urlsplit(url)
+        await web.TCPSite(runner, parts.hostname, parts.port, reuse_address=True,
+                          ssl_context=client_ssl if parts.scheme == "https" else None).start()
+    return runner
 
 
 async def _watch_fatal(node: Node, stop: asyncio.Event) -> None:

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,6 +220,43 @@ def test_auto_tls_serves_https_with_a_self_signed_certificate(tmp_path) -> None:
 
 
 @needs_openssl
+def test_metrics_urls_serve_health_and_metrics_without_a_client_certificate(tmp_path) -> None:
+    """--listen-metrics-urls (etcd's flag): a plain listener with only /metrics, /health and
+    /version, so monitoring needs no certificate while the client URL requires one."""
+    make_certs(tmp_path, "m0=127.0.0.1")
+    client, peer, metrics = (f"127.0.0.1:{free_port()}" for _ in range(3))
+    log = open(tmp_path / "member.log", "wb")  # noqa: SIM115 - handed to the child
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kvraft.server.main", "--name", "m0", "--data-dir", str(tmp_path / "data"),
+         "--listen-client-urls", f"https://{client}", "--advertise-client-urls", f"https://{client}",
+         "--listen-peer-urls", f"http://{peer}", "--initial-advertise-peer-urls", f"http://{peer}",
+         "--initial-cluster", f"m0=http://{peer}", "--listen-metrics-urls", f"http://{metrics}",
+         "--cert-file", str(tmp_path / "m0.crt"), "--key-file", str(tmp_path / "m0.key"),
+         "--trusted-ca-file", str(tmp_path / "ca.crt"), "--client-cert-auth"],
+        cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    log.close()
+    try:
+        def healthy() -> bool:
+            assert process.poll() is None, (tmp_path / "member.log").read_text()[-2000:]
+            with urllib.request.urlopen(f"http://{metrics}/health", timeout=5) as response:
+                return json.loads(response.read())["health"] == "true"
+
+        wait_for(healthy, what="/health on the metrics URL")
+        with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5) as response:
+            assert b"process_resident_memory_bytes" in response.read()
+        with pytest.raises(urllib.error.HTTPError) as missing:  # nothing else on the metrics URL
+            urllib.request.urlopen(urllib.request.Request(f"http://{metrics}/v3/kv/range", data=b"{}"), timeout=5)
+        assert missing.value.code in (404, 405)
+        with pytest.raises(EndpointError), SyncClient([f"https://{client}"], tls=TLSConfig(str(tmp_path / "ca.crt")),
+                                                     request_timeout_s=3.0) as c:
+            c.get("k")
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(30)
+
+
+@needs_openssl
 def test_tls_flags_are_checked(tmp_path) -> None:
     make_certs(tmp_path, "m0=127.0.0.1")
     cert, key, ca = str(tmp_path / "m0.crt"), str(tmp_path / "m0.key"), str(tmp_path / "ca.crt")
@@ -238,6 +276,8 @@ def test_tls_flags_are_checked(tmp_path) -> None:
         ["--listen-peer-urls", "https://127.0.0.1:2380", "--peer-auto-tls"],  # advertise stays http: mixed
         ["--peer-cert-file", cert, "--peer-key-file", key],  # peer certificate with http peers
         [*peer_https, "--peer-cert-file", cert, "--peer-key-file", key, "--peer-client-cert-auth"],
+        ["--listen-metrics-urls", "https://127.0.0.1:2381"],  # https metrics without a certificate
+        ["--listen-metrics-urls", "127.0.0.1:2381"],  # not a URL
     ]
     for argv in bad:
         with pytest.raises(ConfigError):
