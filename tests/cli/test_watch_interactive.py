@@ -146,3 +146,29 @@ def test_progress_notify_flag_prints_progress_lines(tmp_path: Path) -> None:
             proc.proc.communicate(timeout=30)
     finally:
         cluster.stop()
+
+
+def test_interactive_watch_ends_with_an_error_when_its_stream_is_lost(tmp_path: Path) -> None:
+    """The member is killed while stdin stays open: kvctl reports the lost stream and exits
+    1 at once (before, it noticed only at the next input line)."""
+    rt = start_runtime("kvraft", tmp_path)
+    proc = None
+    try:
+        endpoint = rt.endpoints[0]
+        with SyncClient([endpoint]) as client:
+            start = client.put("lost/seed", b"0").header.revision
+        proc = _Proc([*KVCTL, f"--endpoints={endpoint}", "watch", "-i"])
+        proc.send(f"watch lost/k --rev {start}")
+        with SyncClient([endpoint]) as client:
+            client.put("lost/k", b"1")
+        assert proc.lines(3) == ["PUT", "lost/k", "1"]
+        rt.kill(next(iter(rt.cluster.members)))
+        rc = proc.proc.wait(timeout=60)  # stdin is still open
+        assert proc.proc.stderr is not None
+        err = proc.proc.stderr.read().decode()
+        assert rc == 1 and "Error: " in err and "watch stream" in err, err
+    finally:
+        if proc is not None and proc.proc.poll() is None:
+            proc.proc.kill()
+            proc.proc.communicate(timeout=30)
+        rt.stop()

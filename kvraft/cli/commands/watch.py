@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import select
+import threading
 from typing import Any
 
 from kvraft.cli.commands.lock import run_forwarding
@@ -118,24 +121,67 @@ class _Interactive:
         self.pending_exec: list[list[str] | None] = []
         self.exec_for: dict[int, list[str]] = {}
         self.printer: asyncio.Task[None] | None = None
+        self.stop = threading.Event()
 
     async def run(self) -> None:
         parser = GoArgumentParser(prog="watch", add_help=False)
         _add_flags(parser)
-        loop = asyncio.get_running_loop()
+        lines = self._stdin_lines(asyncio.get_running_loop())
         try:
             while True:
-                line = await loop.run_in_executor(None, self.ctx.stdin.readline)
+                reading: asyncio.Future[Any] = asyncio.ensure_future(lines.get())
+                if self.printer is not None:  # a stream that fails ends the session at once
+                    await asyncio.wait({reading, self.printer}, return_when=asyncio.FIRST_COMPLETED)
+                    if self.printer.done():
+                        reading.cancel()
+                        self.printer.result()  # raises the stream's error (EndpointError, ServerError)
+                line = await reading
                 if not line:
                     raise CommandError(EXIT_INVALID_INPUT, "Error reading watch request line: EOF")
-                if self.printer is not None and self.printer.done():
-                    self.printer.result()  # the stream failed: report it
                 await self._line(parser, line.rstrip("\n"))
         finally:
+            self.stop.set()
             if self.printer is not None:
                 self.printer.cancel()
             if self.session is not None:
                 await self.session.close()
+
+    def _stdin_lines(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue[str]:
+        """stdin's lines ("" at EOF), read by a daemon thread that must never hold up the
+        end of the process: on a real file descriptor it waits with ``select`` and reads
+        with ``os.read`` (no buffered-reader lock held at interpreter shutdown) and stops
+        when ``self.stop`` is set; a file object without one (tests) is read by lines."""
+        queue: asyncio.Queue[str] = asyncio.Queue()
+
+        def deliver(line: str) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the command ended
+                loop.call_soon_threadsafe(queue.put_nowait, line)
+
+        def pump() -> None:
+            try:
+                fd = self.ctx.stdin.fileno()
+            except (AttributeError, OSError, ValueError):
+                while line := self.ctx.stdin.readline():
+                    deliver(line)
+                deliver("")
+                return
+            pending = b""
+            while not self.stop.is_set():
+                if not select.select([fd], [], [], 0.2)[0]:
+                    continue
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    if pending:
+                        deliver(pending.decode("utf-8", "surrogateescape"))
+                    deliver("")
+                    return
+                pending += chunk
+                while b"\n" in pending:
+                    raw, pending = pending.split(b"\n", 1)
+                    deliver(raw.decode("utf-8", "surrogateescape") + "\n")
+
+        threading.Thread(target=pump, name="kvctl-watch-stdin", daemon=True).start()
+        return queue
 
     async def _line(self, parser: GoArgumentParser, line: str) -> None:
         args = argify(line)
