@@ -220,6 +220,26 @@ def test_auto_tls_serves_https_with_a_self_signed_certificate(tmp_path) -> None:
 
 
 @needs_openssl
+def test_three_members_form_a_cluster_over_peer_auto_tls(tmp_path) -> None:
+    """--peer-auto-tls: each member makes its own self-signed peer certificate; the peers
+    talk TLS without verifying each other (as etcd), authenticated by the cluster secret."""
+    cluster = LocalCluster(3, tmp_path / "members", extra_args=[*FAST_FLAGS, "--peer-auto-tls"])
+    for member in cluster.members.values():
+        member.peer_url = member.peer_url.replace("http://", "https://")
+    try:
+        cluster.start(timeout_s=120)  # a leader and every member serving linearizable reads
+        urls = [m.client_url for m in cluster.members.values()]
+        with SyncClient([urls[0]]) as client:
+            client.put("peer-auto", b"1")
+        with SyncClient([urls[2]]) as client:
+            assert client.get("peer-auto").kvs[0].value == b"1"
+        for member in cluster.members.values():
+            assert (member.data_dir / "fixtures" / "peer" / "cert.pem").is_file()
+    finally:
+        cluster.stop()
+
+
+@needs_openssl
 def test_metrics_urls_serve_health_and_metrics_without_a_client_certificate(tmp_path) -> None:
     """--listen-metrics-urls (etcd's flag): a plain listener with only /metrics, /health and
     /version, so monitoring needs no certificate while the client URL requires one."""
