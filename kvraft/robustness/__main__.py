@@ -12,6 +12,7 @@ One line per scenario run, then ``runs: N, passed: P, failed: F, skipped: S``; e
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=0.0, help="repeat the scenarios until this many minutes are spent")
     parser.add_argument("--clients", type=int, default=4, help="concurrent KV clients")
     parser.add_argument("--pace", type=float, default=1.0, help="scale every fault duration (>1 is slower)")
+    parser.add_argument("--member-args", default="", help="extra flags for every member, e.g. '--log-level debug'")
     parser.add_argument("--keep", default=None, help="keep every run's directory under this path")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument("--check", metavar="DIR", help="check a kept run's history.jsonl again and exit")
@@ -56,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     while True:
         for name in names:
             keep = f"{args.keep}/{name}-{seed}" if args.keep else None
-            result = run_scenario(SCENARIOS[name], seed, keep=keep, pace=args.pace, clients=args.clients)
+            result = run_scenario(
+                SCENARIOS[name], seed, keep=keep, pace=args.pace, clients=args.clients, member_args=shlex.split(args.member_args)
+            )
             print(result.line(), flush=True)
             runs += 1
             if result.skipped:

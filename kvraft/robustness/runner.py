@@ -66,10 +66,12 @@ def _summarize(result: RunResult, history: History) -> None:
     result.faults = list(history.faults)
 
 
-async def _run(scenario: Scenario, seed: int, base: Path, pace: float, clients: int, stale_reads: bool) -> tuple[RunResult, History]:
+async def _run(
+    scenario: Scenario, seed: int, base: Path, pace: float, clients: int, stale_reads: bool, member_args: list[str]
+) -> tuple[RunResult, History]:
     result = RunResult(scenario.name, seed, scenario.members)
     env = {"KVRAFT_FAILPOINTS": ""} if scenario.failpoints else {}
-    cluster = RobustCluster(scenario.members, str(base), extra_args=list(scenario.extra_args), env=env)
+    cluster = RobustCluster(scenario.members, str(base), extra_args=[*scenario.extra_args, *member_args], env=env)
     if scenario.clock_skew:
         cluster.skew_clock("m0")
     net: NetFaults | None = None
@@ -106,6 +108,10 @@ async def _run(scenario: Scenario, seed: int, base: Path, pace: float, clients: 
             result.problems.append(str(exc))
         workload.urls = [cluster.members[n].client_url for n in live]
         await workload.final_reads()
+    except (TimeoutError, AssertionError, RuntimeError, OSError) as exc:
+        # the cluster did not come back (no leader, no convergence, a member that would not
+        # start): a liveness failure of the run, kept and reported like any other
+        result.problems.append(f"liveness: {type(exc).__name__}: {exc}")
     finally:
         if workload is not None:
             await workload.stop()
@@ -117,7 +123,14 @@ async def _run(scenario: Scenario, seed: int, base: Path, pace: float, clients: 
 
 
 def run_scenario(
-    scenario: Scenario, seed: int, *, keep: str | None = None, pace: float = 1.0, clients: int = 4, stale_reads: bool = False
+    scenario: Scenario,
+    seed: int,
+    *,
+    keep: str | None = None,
+    pace: float = 1.0,
+    clients: int = 4,
+    stale_reads: bool = False,
+    member_args: list[str] | None = None,
 ) -> RunResult:
     """Run one scenario. ``stale_reads`` makes the clients' gets serializable: a deliberately
     unsafe workload, used to show that the checks catch stale reads."""
@@ -130,7 +143,7 @@ def run_scenario(
     base = Path(keep or tempfile.mkdtemp(prefix=f"kvraft-robust-{scenario.name}-"))
     base.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    result, history = asyncio.run(_run(scenario, seed, base, pace, clients, stale_reads))
+    result, history = asyncio.run(_run(scenario, seed, base, pace, clients, stale_reads, list(member_args or [])))
     result.problems += check_all(history)
     _summarize(result, history)
     result.seconds = time.monotonic() - started
