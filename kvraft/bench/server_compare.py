@@ -33,7 +33,8 @@ def _load(url: str, workload: str, *args: str) -> dict[str, Any]:
     lines = out.stdout.strip().splitlines()
     if not lines:
         raise RuntimeError(f"{workload} failed: {out.stderr[-2000:]}")
-    return json.loads(lines[-1])
+    summary: dict[str, Any] = json.loads(lines[-1])
+    return summary
 
 
 BATCH = 100

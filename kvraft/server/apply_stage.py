@@ -104,7 +104,7 @@ class ApplyStage:
             self.resolve(request_id, result)
 
     def resolve(self, request_id: int, result: Any) -> None:
-        future = self.waiters.get(request_id)
+        future = self.waiters.pop(request_id, None)
         if future is None or future.done():
             return
         if isinstance(result, EtcdError):

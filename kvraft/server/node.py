@@ -229,9 +229,15 @@ class Node(NodeStatusMixin):
         return self.state.range(op)
 
     async def _write(self, op: Any) -> Any:
+        return await self.submit_write(op)
+
+    def submit_write(self, op: Any) -> asyncio.Future[Any]:
+        """Check and queue a write now; the future resolves to its result (EtcdErrors of
+        the checks are raised here). ``put``/``delete_range``/``txn`` await it; the
+        msgpack batch route submits many and awaits them together."""
         validate_op(op, self.config.max_txn_ops)
         self.state.quota.check(op, self._raise_nospace)
-        return await self.driver.propose(self.wrap_proposal(op), max_bytes=self.config.max_request_bytes)
+        return self.driver.submit(self.wrap_proposal(op), max_bytes=self.config.max_request_bytes)
 
     def _raise_nospace(self) -> None:
         """Over quota: replicate a NOSPACE alarm (etcd's quotaKVServer), in the background."""
