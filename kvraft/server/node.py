@@ -31,6 +31,7 @@ from kvraft.server.membership import Member, Membership
 from kvraft.server.node_status import NodeStatusMixin
 from kvraft.server.tls import peer_ssl_contexts
 from kvraft.server.transport import PeerTransport, cluster_key
+from kvraft.storage.errors import StorageCorruptionError
 from kvraft.storage.raft_log import LmdbLogStorage
 from kvraft.storage.wal import WalLogStorage
 
@@ -78,6 +79,7 @@ class Node(NodeStatusMixin):
             max_txn_ops=config.max_txn_ops,
             membership=self.membership,
         )
+        self._check_log_covers_state()
         snapshot = self.raft_log.snapshot()
         if snapshot.data and self.state.applied_index() < snapshot.metadata.index:
             # a crash between installing a received snapshot in the log and restoring the
@@ -126,6 +128,23 @@ class Node(NodeStatusMixin):
         self._alarm_task: asyncio.Task[None] | None = None
         self.wrap_proposal: Any = lambda op: op
         """Set by ``kvraft.server.features``: wraps a client's write for the Auth applier."""
+
+    def _check_log_covers_state(self) -> None:
+        """A member applies only entries its log holds durably, so the state machine can
+        never be ahead of the log. If it is, the log was lost or cut (a deleted or emptied
+        WAL directory, a restored backup of one file but not the other): starting would
+        forget the member's vote and term, and an empty log on a "new" cluster would even
+        bootstrap again. Refuse, as etcd refuses a data dir without its WAL."""
+        applied = self.state.applied_index()
+        covered = max(self.raft_log.last_index(), self.raft_log.snapshot().metadata.index)
+        if applied > covered:
+            self.raft_log.close()
+            self.state.close()
+            raise StorageCorruptionError(
+                f"{self.data_dir}: the state machine has applied index {applied} but the Raft log ends at {covered}: "
+                "the log was lost or truncated; refusing to start (restore this member from a snapshot, "
+                "or remove it from the cluster and add it again with an empty data dir)"
+            )
 
     def _load_cluster_id(self) -> int:
         """From the cluster token alone, so founding and joining members agree (tokens
