@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from kvraft.client._transport import Transport
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import random
@@ -173,13 +174,26 @@ class WatchSession:
     create request (options as ``client.watch``), ``request_progress`` asks the server
     for a progress notification (``watch_id`` -1, no events, the revision up to which
     every event has been sent), ``cancel`` ends one watch. Iterating yields every
-    response as the server sends it (created and canceled ones included). Unlike
-    ``Watcher`` it does not resume after a disconnect: iteration raises
-    ``EndpointError`` (an interactive session reports it and ends)."""
+    response as the server sends it (created and canceled ones included).
 
-    def __init__(self, transport: Any) -> None:
+    Like ``Watcher`` it survives a lost stream (member killed, network gone): it
+    reconnects to the next endpoint after a jittered delay and re-creates every open
+    watch from the revision it needs next (the last event's ``mod_revision`` + 1, or past
+    the last progress notification), so no event is lost or repeated. Watch ids stay
+    those the caller first saw (the new stream's ids are mapped back); the re-creations'
+    acknowledgements are not yielded. ``reconnect_timeout_s`` bounds the time without a
+    stream (``None``: retry forever); past it iteration raises ``EndpointError``."""
+
+    def __init__(self, transport: Any, *, reconnect_timeout_s: float | None = 60.0) -> None:
         self._transport = transport
         self._ws: Any = None
+        self._closed = False
+        self._reconnect_timeout_s = reconnect_timeout_s
+        self._rng = random.Random()
+        self._watches: dict[int, dict[str, Any]] = {}  # caller's id -> create_request (kept current)
+        self._to_local: dict[int, int] = {}  # this stream's watch id -> caller's id
+        self._pending: list[tuple[dict[str, Any], int | None]] = []  # creates awaiting their ack
+        self.reconnects = 0
 
     async def __aenter__(self) -> WatchSession:
         self._ws = await self._transport.websocket("/watch")
@@ -189,6 +203,7 @@ class WatchSession:
         await self.close()
 
     async def close(self) -> None:
+        self._closed = True
         if self._ws is not None:
             await self._ws.close()
             self._ws = None
@@ -196,38 +211,114 @@ class WatchSession:
     async def _send(self, request: dict[str, Any]) -> None:
         if self._ws is None:
             raise RuntimeError("watch session is not open; use 'async with client.watch_session()'")
-        await self._ws.send_str(JSON_CODEC.dumps(request).decode())
+        with contextlib.suppress(ConnectionError):  # a lost stream: the reconnect re-sends creates
+            await self._ws.send_str(JSON_CODEC.dumps(request).decode())
 
     async def create(self, key: Key, **options: Any) -> None:
-        await self._send(Watcher(self._transport, key, **options)._request())
+        request = Watcher(self._transport, key, **options)._request()
+        self._pending.append((request["create_request"], None))
+        await self._send(request)
 
     async def request_progress(self) -> None:
         await self._send({"progress_request": {}})
 
     async def cancel(self, watch_id: int) -> None:
-        await self._send({"cancel_request": {"watch_id": watch_id}})
+        server_id = next((s for s, local in self._to_local.items() if local == watch_id), watch_id)
+        await self._send({"cancel_request": {"watch_id": server_id}})
 
     def __aiter__(self) -> AsyncIterator[WatchResponse]:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[WatchResponse]:
+        while not self._closed:
+            try:
+                async for response in self._receive():
+                    yield response
+                return
+            except EndpointError:
+                if self._closed:
+                    return
+                await self._reconnect()
+
+    async def _receive(self) -> AsyncIterator[WatchResponse]:
         import aiohttp
 
         while self._ws is not None:
-            msg = await self._ws.receive()
+            try:
+                msg = await self._ws.receive()
+            except (aiohttp.ClientError, ConnectionError) as exc:
+                raise EndpointError(f"watch stream lost: {exc}") from None
             if msg.type == aiohttp.WSMsgType.TEXT:
                 doc = json.loads(msg.data)
                 if "error" in doc:
                     error = doc["error"]
                     detail = error.get("message", error) if isinstance(error, dict) else error
                     raise ServerError(str(detail))
-                yield WatchResponse.from_wire(doc.get("result", doc))
+                response = self._track(WatchResponse.from_wire(doc.get("result", doc)))
+                if response is not None:
+                    yield response
             elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
-                if self._ws is None:
+                if self._closed:
                     return
                 raise EndpointError("watch stream closed by the server")
             elif msg.type == aiohttp.WSMsgType.ERROR:
                 raise EndpointError(f"watch stream lost: {self._ws.exception()}")
+
+    def _track(self, response: WatchResponse) -> WatchResponse | None:
+        """Keep each watch's resume point; map ids back; hide re-creation acks."""
+        if response.created:
+            create, local = self._pending.pop(0) if self._pending else ({}, None)
+            if response.canceled:
+                return response if local is None else None
+            if local is None:  # a new watch: the caller's id is the server's, unless taken
+                local = response.watch_id
+                if local in self._watches:
+                    local = max(self._watches) + 1
+            self._watches[local] = create
+            self._to_local[response.watch_id] = local
+            create.setdefault("start_revision", response.header.revision + 1)
+            return dataclasses.replace(response, watch_id=local) if local != response.watch_id else response
+        if response.watch_id == -1 and not response.events:  # progress: every watch is caught up
+            for create in self._watches.values():
+                create["start_revision"] = max(create.get("start_revision", 0), response.header.revision + 1)
+            return response
+        local = self._to_local.get(response.watch_id, response.watch_id)
+        current = self._watches.get(local)
+        if current is not None and response.events:
+            current["start_revision"] = response.events[-1].kv.mod_revision + 1
+        if response.canceled:
+            self._watches.pop(local, None)
+            self._to_local.pop(response.watch_id, None)
+        return dataclasses.replace(response, watch_id=local) if local != response.watch_id else response
+
+    async def _reconnect(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        attempt = 0
+        self._transport.skip_current()
+        while True:
+            if self._ws is not None:
+                with contextlib.suppress(Exception):
+                    await self._ws.close()
+                self._ws = None
+            await asyncio.sleep(self._transport.retry.delay_s(min(attempt, 6), self._rng))
+            attempt += 1
+            try:
+                self._ws = await self._transport.websocket("/watch")
+                break
+            except EndpointError:
+                limit = self._reconnect_timeout_s
+                if limit is not None and loop.time() - started > limit:
+                    raise
+        self.reconnects += 1
+        fresh = [create for create, local in self._pending if local is None]
+        self._pending, self._to_local = [], {}
+        for local, create in sorted(self._watches.items()):
+            self._pending.append((create, local))
+            await self._send({"create_request": create})
+        for create in fresh:
+            self._pending.append((create, None))
+            await self._send({"create_request": create})
 
 
 class WatchMixin:
@@ -239,6 +330,6 @@ class WatchMixin:
         ``"NODELETE"``), ``reconnect_timeout_s`` (``None``: retry forever)."""
         return Watcher(self._transport, key, **options)
 
-    def watch_session(self) -> WatchSession:
+    def watch_session(self, *, reconnect_timeout_s: float | None = 60.0) -> WatchSession:
         """Several watches and progress requests on one stream (``async with``)."""
-        return WatchSession(self._transport)
+        return WatchSession(self._transport, reconnect_timeout_s=reconnect_timeout_s)

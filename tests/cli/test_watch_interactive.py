@@ -148,25 +148,35 @@ def test_progress_notify_flag_prints_progress_lines(tmp_path: Path) -> None:
         cluster.stop()
 
 
-def test_interactive_watch_ends_with_an_error_when_its_stream_is_lost(tmp_path: Path) -> None:
-    """The member is killed while stdin stays open: kvctl reports the lost stream and exits
-    1 at once (before, it noticed only at the next input line)."""
-    rt = start_runtime("kvraft", tmp_path)
+def test_interactive_watches_survive_killing_their_member(tmp_path: Path) -> None:
+    """The member serving the session is killed (3 members; stdin stays open): kvctl, like
+    etcdctl, reconnects to another member and re-creates both watches from the revision
+    each needs next: the events written meanwhile arrive once, and progress works again."""
+    rt = start_runtime("kvraft", tmp_path, size=3)
     proc = None
     try:
-        endpoint = rt.endpoints[0]
-        with SyncClient([endpoint]) as client:
-            start = client.put("lost/seed", b"0").header.revision
-        proc = _Proc([*KVCTL, f"--endpoints={endpoint}", "watch", "-i"])
-        proc.send(f"watch lost/k --rev {start}")
-        with SyncClient([endpoint]) as client:
-            client.put("lost/k", b"1")
-        assert proc.lines(3) == ["PUT", "lost/k", "1"]
-        rt.kill(next(iter(rt.cluster.members)))
-        rc = proc.proc.wait(timeout=60)  # stdin is still open
-        assert proc.proc.stderr is not None
-        err = proc.proc.stderr.read().decode()
-        assert rc == 1 and "Error: " in err and "watch stream" in err, err
+        leader = rt.leader()
+        victim = next(name for name in rt.cluster.members if name != leader)
+        endpoints = [rt.cluster.url(victim)] + [rt.cluster.url(n) for n in rt.cluster.members if n != victim]
+        others = endpoints[1:]
+        with SyncClient(others) as client:
+            start = client.put("sv/seed", b"0").header.revision
+        proc = _Proc([*KVCTL, f"--endpoints={','.join(endpoints)}", "watch", "-i"])
+        proc.send(f"watch sv/a --rev {start}")
+        proc.send(f"watch --prefix sv/b --rev {start}")
+        with SyncClient(others) as client:
+            client.put("sv/a", b"1")
+            client.put("sv/b", b"1")
+            assert sorted(_blocks_sorted(proc.lines(6))) == sorted(["PUT", "sv/a", "1", "PUT", "sv/b", "1"])
+            rt.kill(victim)  # mid-session
+            client.put("sv/a", b"2")
+            last = client.put("sv/b", b"2").header.revision
+        assert sorted(proc.lines(6)) == sorted(["PUT", "sv/a", "2", "PUT", "sv/b", "2"])  # once each
+        proc.send("progress")
+        assert proc.lines(2) == [f"progress notify: {last}"] * 2
+        rc, rest, err = proc.finish()
+        assert (rc, rest) == (3, ""), err
+        assert err.splitlines()[-1] == "Error: Error reading watch request line: EOF"
     finally:
         if proc is not None and proc.proc.poll() is None:
             proc.proc.kill()

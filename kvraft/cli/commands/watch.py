@@ -110,9 +110,11 @@ COMPACTED = "etcdserver: mvcc: required revision has been compacted"
 
 class _Interactive:
     """``watch -i``: ``watch ...`` and ``progress`` lines from stdin, every watch on one
-    stream (``client.watch_session()``), as etcdctl does; a ``progress`` answer is shown
-    once per open watch (clientv3 hands it to every watcher of the stream). EOF on stdin
-    ends the command with etcdctl's ``Error reading watch request line: EOF`` (exit 3)."""
+    stream (``client.watch_session()``, which resumes on another member after a lost
+    stream, as clientv3 does), as etcdctl does; a ``progress`` answer is shown once per
+    open watch (clientv3 hands it to every watcher of the stream). EOF on stdin ends the
+    command with etcdctl's ``Error reading watch request line: EOF`` (exit 3); a stream
+    error the session cannot recover from (a server error) ends it at once (exit 1)."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -214,7 +216,7 @@ class _Interactive:
             return
         if self.session is None:
             client = await self.ctx.client()
-            self.session = client.watch_session()
+            self.session = client.watch_session(reconnect_timeout_s=None)  # etcdctl retries forever
             await self.session.__aenter__()
             self.printer = asyncio.ensure_future(self._print(self.session))
         self.pending_exec.append(exec_args)
