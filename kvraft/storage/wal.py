@@ -271,6 +271,7 @@ class WalLogStorage:
             _fsync_dir(self.path)
         self._load_snapshot_data()
         self._fd = os.open(last, os.O_RDWR)
+        self._rotate_at = self.segment_bytes
 
     def _replay(self, segment: Path) -> None:
         data = segment.read_bytes()
@@ -599,7 +600,7 @@ class WalLogStorage:
             raise
         self._pos += len(frame)
         self.syncs += 1
-        if self._pos >= self.segment_bytes and self._retained_bytes() < self.segment_bytes // 2:
+        if self._pos >= self._rotate_at and self._wants_rotation():
             self._rotate()
         elif self._snap_dirty:
             self._drop_snapshot_files(self._current_snap_file())
@@ -608,8 +609,14 @@ class WalLogStorage:
         self._snap_dirty = False
         return self._snap_file(self._snapshot.metadata.index) if self._snap_len else None
 
-    def _retained_bytes(self) -> int:
-        return sum(len(e.data) for e in self._entries) + 21 * len(self._entries)
+    def _wants_rotation(self) -> bool:
+        """Rotate unless the retained entries are over half a segment (then grow, and look
+        again a quarter segment later: summing the entries is O(entries))."""
+        retained = sum(len(e.data) for e in self._entries) + 21 * len(self._entries)
+        if retained < self.segment_bytes // 2:
+            return True
+        self._rotate_at = self._pos + self.segment_bytes // 4
+        return False
 
     def _rotate(self) -> None:
         """Start segment ``seq + 1`` with a head of the current (fully synced) state and
@@ -637,6 +644,7 @@ class WalLogStorage:
         if self._fd >= 0:
             os.close(self._fd)
         self._fd, self._pos = fd, len(frame)
+        self._rotate_at = self.segment_bytes
         self.rotations += 1
         for old in self.path.glob("*.wal"):
             if old != final:

@@ -262,3 +262,28 @@ def test_a_failed_fdatasync_refuses_later_writes(tmp_path: Path, monkeypatch: py
     again = WalLogStorage(path)
     assert again.last_index() in (1, 2)  # the failed batch may or may not have reached the disk
     again.close()
+
+
+def test_without_compaction_the_segment_grows_then_rotates_once_compacted(tmp_path: Path) -> None:
+    path = tmp_path / "wal"
+    log = WalLogStorage(path, segment_bytes=8 << 10)
+    for _ in range(60):  # ~1.2 KiB of entries per batch, never compacted
+        first = log.last_index() + 1
+        log.append([Entry(term=1, index=first + i, data=bytes(100)) for i in range(10)])
+        log.sync()
+    assert log.rotations == 1  # (the first segment) retained entries are over half a segment: it grew
+    assert _segments(path)[-1].stat().st_size > 8 << 10
+    index = log.last_index()
+    log.create_snapshot(index, ConfState(voters=frozenset({1})), b"state")
+    log.compact(index)
+    for _ in range(3):  # the next look is at most a quarter segment (2 KiB) later
+        first = log.last_index() + 1
+        log.append([Entry(term=1, index=first + i, data=bytes(100)) for i in range(10)])
+        log.sync()
+    assert log.rotations == 2 and len(_segments(path)) == 1
+    assert _segments(path)[0].stat().st_size == 8 << 10  # a fresh, preallocated segment
+    last = log.last_index()
+    log.close()
+    again = WalLogStorage(path, segment_bytes=8 << 10)
+    assert (again.first_index(), again.last_index()) == (index + 1, last)
+    again.close()
