@@ -164,3 +164,17 @@ def test_backfill_without_estimates_drains_the_closest_domain() -> None:
     assert [(r.holds, r.start_s) for r in first.reservations] == [({"n1": 8}, None)]
     sched.handle(JobAdded(make_job("small").gpus(1).submitted(1).obj()))
     assert {b.job_id: b.placement.nodes() for b in sched.schedule(1.0).bindings} == {"small": ("n0",)}
+
+
+def test_backfill_reservations_never_hold_the_same_gpus_twice() -> None:
+    # Found in the full-week replay: two 8-GPU gangs both held all 8 GPUs of one node (the
+    # drain fallback ignored the other reservation's hold), so neither could ever start.
+    profile = Profile("t", (*BACKFILL.plugins[:-1],
+                            PluginSpec("backfill", args={"max_reservations": 2, "min_gpus": 2})))
+    builder = cluster(make_nodes(2)).running(low("a", 2), {"n0": 2}).running(low("b", 8), {"n1": 8})
+    gangs = [make_job(f"g{i}").gpus(8).submitted(i).obj() for i in range(2)]
+    sched = builder.scheduler(profile, jobs=gangs)
+    result = sched.schedule(10.0)
+    assert [(r.job_id, r.holds) for r in result.reservations] == [("g0", {"n0": 8}), ("g1", {"n1": 8})]
+    for node in sched.state.nodes.values():
+        assert node.held_gpus <= node.node.gpus

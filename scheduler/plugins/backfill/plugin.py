@@ -175,17 +175,24 @@ class Backfill:
         static = {n.name: cap for n, cap in self.handle.fit_nodes(cs, info, empty)}
         if sum(static.values()) < job.tasks:
             return None
+        # Never hold what other reservations hold: a node's room for this job is its GPUs less
+        # the others' holds, however much frees up (two reservations on one node's 8 GPUs
+        # would each wait for the other).
         free: dict[str, int] = {}
+        room: dict[str, int] = {}
         releases: list[tuple[float, str, int]] = []
         for node in nodes:
             if node.name not in static:
                 continue
             others = sum(g for o, g in node.holds.items() if o != job.job_id)
+            room[node.name] = max(0, node.node.gpus - others)
             free[node.name] = max(0, node.free_gpus - others)
             for j, gpus in node.jobs.items():
                 releases.append((expected_end_s(state.jobs[j], now, self.args.overrun_factor), node.name, gpus))
         releases.sort()
         free_now = sum(free.values())
+        if sum(min(static[n], r // per_task) for n, r in room.items()) < job.tasks:
+            return None
 
         def plan() -> dict[str, int] | None:
             tasks = {n: min(static[n], f // per_task) for n, f in free.items()}
@@ -211,21 +218,21 @@ class Backfill:
         for end, name, gpus in releases:
             if end == INF:
                 break
-            free[name] += gpus
+            free[name] = min(free[name] + gpus, room[name])
             holds = plan()
             if holds is not None:
                 return end, free_now, holds
         # No estimate says when: drain the domain, holding the nodes with the most free now.
-        free_now_by_node = {x.name: x.free_gpus for x in nodes}
-        order = sorted(free, key=lambda n: (-free_now_by_node[n], n))
+        order = sorted(free, key=lambda n: (-free[n], n))
         holds = {}
         left = job.tasks
         for name in order:
             if not left:
                 break
-            take = min(static[name], left)
-            holds[name] = take * per_task
-            left -= take
+            take = min(static[name], room[name] // per_task, left)
+            if take:
+                holds[name] = take * per_task
+                left -= take
         return INF, free_now, holds
 
 
