@@ -268,8 +268,11 @@ class WatchSession:
         """Keep each watch's resume point; map ids back; hide re-creation acks."""
         if response.created:
             create, local = self._pending.pop(0) if self._pending else ({}, None)
-            if response.canceled:
-                return response if local is None else None
+            if response.canceled:  # refused (a re-creation too: the caller learns its watch ended)
+                if local is not None:
+                    self._watches.pop(local, None)
+                    return dataclasses.replace(response, watch_id=local)
+                return response
             if local is None:  # a new watch: the caller's id is the server's, unless taken
                 local = response.watch_id
                 if local in self._watches:
