@@ -1,0 +1,368 @@
+"""``kvraft-dashboard``: the live page (aiohttp), fed by kvraft watches, pushed over SSE.
+
+Routes:
+
+- ``GET /``, ``/static/{app.js,app.css}``: the page (package data, no build step);
+- ``GET /api/session``: ``{"auth", "user", "can_write"}``; ``POST /api/login`` (JSON
+  ``{"user", "password"}``, kvraft's authenticate) sets an HttpOnly, SameSite=Strict session
+  cookie; ``POST /api/logout``;
+- ``GET /api/stream``: Server-Sent Events; the first message is the whole state
+  (``snapshot``), then diffs (``set``/``del`` of items) and trainer ``progress`` records;
+- ``GET /api/jobs/{job}``: a job's panel (timeline, placement, loss/accuracy per epoch);
+- ``GET /api/jobs/{job}/logs?task=T&tail=N``: the task's log tail through its agent's endpoint;
+- ``POST /api/jobs/{job}/cancel``, ``POST /api/nodes/{node}/cordon|uncordon``: only for a
+  user allowed to write (with auth: the user's kvraft rights; without: ``--allow-writes``).
+- ``GET /health``.
+
+With kvraft auth on, every ``/api/`` route but session and login needs a logged-in session;
+that session's kvraft calls (job panel, logs lookup, cancel, cordon) use the user's token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from kvraft.client import (
+    Client,
+    ClientError,
+    Compare,
+    Op,
+    PermissionDeniedError,
+    TLSConfig,
+    UnauthenticatedError,
+)
+from scheduler import keys
+from scheduler.dashboard import model
+from scheduler.dashboard.live import LiveState
+
+__all__ = ["COOKIE", "DashboardConfig", "Session", "make_app"]
+
+COOKIE = "kvraft_dashboard"
+SESSION_TTL_S = 12 * 3600
+MAX_SESSIONS = 1000
+
+
+@dataclass
+class DashboardConfig:
+    endpoints: list[str]
+    tls: TLSConfig | None = None
+    user: str | None = None  # the dashboard's own identity (reads /registry/ and /jobs/)
+    password: str | None = None
+    allow_writes: bool = False  # without kvraft auth: show cancel / cordon
+    scheduler_urls: list[str] = field(default_factory=list)
+    poll_s: float = 1.5
+    request_timeout_s: float = 10.0
+
+
+@dataclass
+class Session:
+    user: str
+    client: Client
+    can_write: bool
+    expires: float
+
+
+async def can_write(client: Client) -> bool:
+    """Whether the client's user may write jobs and cordons: a txn that never takes its
+    branch still has every op's permission checked (as etcd does)."""
+    probe = keys.CORDONS + "~dashboard-probe"
+    try:
+        await client.txn().if_(Compare.version(probe, "<", 0)).then(
+            Op.put(keys.JOBS + "~dashboard-probe", b""), Op.put(probe, b"")).commit()
+    except PermissionDeniedError:
+        return False
+    return True
+
+
+class Dashboard:
+    def __init__(self, config: DashboardConfig) -> None:
+        self.config = config
+        self.client = self._client(config.user, config.password)
+        self.live = LiveState(self.client, scheduler_urls=config.scheduler_urls, poll_s=config.poll_s)
+        self.auth = False
+        self.sessions: dict[str, Session] = {}
+        self.http: aiohttp.ClientSession | None = None
+
+    def _client(self, user: str | None, password: str | None) -> Client:
+        return Client(self.config.endpoints, user=user, password=password, tls=self.config.tls,
+                      request_timeout_s=self.config.request_timeout_s)
+
+    async def start(self, app: web.Application) -> None:
+        await self.client.open()
+        self.auth = (await self.client.auth_status()).enabled
+        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        await self.live.start()
+
+    async def close_streams(self, app: web.Application) -> None:
+        self.live.publish({"bye": True})
+
+    async def stop(self, app: web.Application) -> None:
+        await self.live.stop()
+        for s in list(self.sessions.values()):
+            await s.client.close()
+        self.sessions.clear()
+        if self.http is not None:
+            await self.http.close()
+        await self.client.close()
+
+    # --- sessions ----------------------------------------------------------------------------
+    def session(self, request: web.Request) -> Session | None:
+        token = request.cookies.get(COOKIE)
+        s = self.sessions.get(token or "")
+        if s is not None and s.expires < time.time():
+            self.sessions.pop(token or "", None)
+            asyncio.get_running_loop().create_task(s.client.close())
+            return None
+        return s
+
+    def require(self, request: web.Request) -> Session | None:
+        """The session when auth is on (401 without one); None when auth is off."""
+        if not self.auth:
+            return None
+        s = self.session(request)
+        if s is None:
+            raise web.HTTPUnauthorized(text=json.dumps({"error": "login required"}), content_type="application/json")
+        return s
+
+    def writer(self, request: web.Request) -> Client:
+        s = self.require(request)
+        if request.headers.get("X-Requested-With") != "kvraft-dashboard":
+            raise web.HTTPForbidden(text=json.dumps({"error": "missing X-Requested-With"}),
+                                    content_type="application/json")
+        if s is None:
+            if not self.config.allow_writes:
+                raise web.HTTPForbidden(text=json.dumps({"error": "read-only dashboard (start it with --allow-writes)"}),
+                                        content_type="application/json")
+            return self.client
+        if not s.can_write:
+            raise web.HTTPForbidden(text=json.dumps({"error": f"user {s.user} may not write jobs or cordons"}),
+                                    content_type="application/json")
+        return s.client
+
+    # --- handlers ----------------------------------------------------------------------------
+    async def index(self, request: web.Request) -> web.Response:
+        return web.Response(body=_asset("index.html"), content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-cache"})
+
+    async def static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        types = {"app.js": "application/javascript", "app.css": "text/css"}
+        if name not in types:
+            raise web.HTTPNotFound()
+        return web.Response(body=_asset(name), content_type=types[name], charset="utf-8",
+                            headers={"Cache-Control": "no-cache"})
+
+    async def health(self, request: web.Request) -> web.Response:
+        ok = self.live.informer.synced.is_set()
+        return web.json_response({"status": "ok" if ok else "syncing", "revision": self.live.view.revision},
+                                 status=200 if ok else 503)
+
+    async def get_session(self, request: web.Request) -> web.Response:
+        s = self.session(request)
+        if not self.auth:
+            return web.json_response({"auth": False, "user": None, "can_write": self.config.allow_writes})
+        return web.json_response({"auth": True, "user": s.user if s else None, "can_write": bool(s and s.can_write)})
+
+    async def login(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            user, password = str(body["user"]), str(body.get("password", ""))
+        except (ValueError, KeyError, TypeError):
+            return web.json_response({"error": "expected JSON {\"user\", \"password\"}"}, status=400)
+        if not self.auth:
+            return web.json_response({"error": "kvraft auth is not enabled"}, status=400)
+        client = self._client(user, password)
+        try:
+            await client.open()
+            await client.get(keys.REGISTRY, prefix=True, limit=1, keys_only=True)
+            writable = await can_write(client)
+        except (UnauthenticatedError, PermissionDeniedError) as exc:
+            await client.close()
+            return web.json_response({"error": f"login failed: {exc}"}, status=401)
+        except ClientError as exc:
+            await client.close()
+            return web.json_response({"error": f"kvraft: {exc}"}, status=502)
+        while len(self.sessions) >= MAX_SESSIONS:
+            old = self.sessions.pop(min(self.sessions, key=lambda t: self.sessions[t].expires))
+            await old.client.close()
+        token = secrets.token_urlsafe(32)
+        self.sessions[token] = Session(user, client, writable, time.time() + SESSION_TTL_S)
+        resp = web.json_response({"auth": True, "user": user, "can_write": writable})
+        resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/", max_age=SESSION_TTL_S,
+                        secure=request.secure)
+        return resp
+
+    async def logout(self, request: web.Request) -> web.Response:
+        s = self.sessions.pop(request.cookies.get(COOKIE, ""), None)
+        if s is not None:
+            await s.client.close()
+        resp = web.json_response({"ok": True})
+        resp.del_cookie(COOKIE, path="/")
+        return resp
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        self.require(request)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no"})
+        await resp.prepare(request)
+        q, first = self.live.subscribe()
+        try:
+            await resp.write(_sse(first))
+            while True:
+                try:
+                    msg = await asyncio.wait_for(q.get(), timeout=15.0)
+                except TimeoutError:
+                    await resp.write(b": keep-alive\n\n")
+                    continue
+                if msg.get("bye"):
+                    break
+                if self.auth and self.session(request) is None:
+                    await resp.write(b"event: logout\ndata: {}\n\n")
+                    break
+                await resp.write(_sse(msg))
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.live.unsubscribe(q)
+        return resp
+
+    async def job(self, request: web.Request) -> web.Response:
+        s = self.require(request)
+        name = request.match_info["job"]
+        client = s.client if s is not None else self.client
+        try:
+            progress = await self.live.progress_history(client, name)
+        except ClientError as exc:
+            progress = list(self.live.progress.get(name, []))
+            if isinstance(exc, PermissionDeniedError | UnauthenticatedError):
+                return web.json_response({"error": str(exc)}, status=403)
+        detail = model.job_detail(self.live.view, name, self.live.job_events(name), progress)
+        if detail is None:
+            return web.json_response({"error": f'job "{name}" not found'}, status=404)
+        return web.json_response(detail)
+
+    async def logs(self, request: web.Request) -> web.Response:
+        s = self.require(request)
+        name = request.match_info["job"]
+        try:
+            tail = min(max(int(request.query.get("tail", "100")), 1), 5000)
+        except ValueError:
+            return web.json_response({"error": "tail must be an integer"}, status=400)
+        detail = model.job_detail(self.live.view, name, (), ())
+        if detail is None:
+            return web.json_response({"error": f'job "{name}" not found'}, status=404)
+        rows = detail["placement"]
+        if not rows:
+            return web.json_response({"error": f"job {name} has not run yet ({detail['phase']}: {detail['message']})"},
+                                     status=404)
+        task = request.query.get("task") or rows[0]["task"]
+        row = next((r for r in rows if r["task"] == task), None)
+        if row is None:
+            return web.json_response({"error": f"job {name} has no task {task!r}"}, status=404)
+        client = s.client if s is not None else self.client
+        try:
+            rec = await client.get(keys.node_key(row["node"]))
+        except ClientError as exc:
+            return web.json_response({"error": f"kvraft: {exc}"}, status=502)
+        url = ""
+        if rec.kvs:
+            url = ((model.progress_record(rec.kvs[0].value) or {}).get("agent") or {}).get("url", "")
+        if not url:
+            return web.json_response({"error": f"node {row['node']} advertises no agent URL"}, status=404)
+        assert self.http is not None
+        try:
+            async with self.http.get(f"{url.rstrip('/')}/logs/{name}/{task}", params={"tail": str(tail)}) as r:
+                text = (await r.read())[-1_000_000:].decode(errors="replace")
+                if r.status != 200:
+                    return web.json_response({"error": f"agent on {row['node']}: {r.status} {text.strip()}"}, status=502)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            return web.json_response({"error": f"cannot reach the agent of {row['node']} at {url}: {exc}"}, status=502)
+        return web.json_response({"job": name, "task": task, "node": row["node"], "text": text})
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        client = self.writer(request)
+        name = request.match_info["job"]
+        key = keys.job_key(name)
+        try:
+            for _ in range(5):
+                resp = await client.get(key)
+                if not resp.kvs:
+                    return web.json_response({"error": f'job "{name}" not found'}, status=404)
+                kv = resp.kvs[0]
+                doc = json.loads(kv.value)
+                if self.live.view.phase(name) in ("Succeeded", "Failed", "Cancelled"):
+                    return web.json_response({"error": f"job {name} already finished"}, status=409)
+                if doc.get("cancelled"):
+                    break
+                doc["cancelled"] = True
+                txn = await client.txn().if_(Compare.mod(key, "=", kv.mod_revision)).then(
+                    Op.put(key, json.dumps(doc).encode())).commit()
+                if txn.succeeded:
+                    break
+            else:
+                return web.json_response({"error": f"job {name} kept changing; try again"}, status=409)
+        except PermissionDeniedError as exc:
+            return web.json_response({"error": str(exc)}, status=403)
+        except ClientError as exc:
+            return web.json_response({"error": f"kvraft: {exc}"}, status=502)
+        return web.json_response({"job": name, "cancelled": True})
+
+    async def cordon(self, request: web.Request) -> web.Response:
+        client = self.writer(request)
+        node, verb = request.match_info["node"], request.match_info["verb"]
+        try:
+            if not (await client.get(keys.node_key(node))).kvs:
+                return web.json_response({"error": f'node "{node}" not found'}, status=404)
+            if verb == "uncordon":
+                await client.delete(keys.cordon_key(node))
+            else:
+                await client.put(keys.cordon_key(node),
+                                 json.dumps({"node": node, "at": time.time(), "by": "dashboard"}).encode())
+        except PermissionDeniedError as exc:
+            return web.json_response({"error": str(exc)}, status=403)
+        except ClientError as exc:
+            return web.json_response({"error": f"kvraft: {exc}"}, status=502)
+        return web.json_response({"node": node, "cordoned": verb == "cordon"})
+
+
+def _sse(msg: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(msg, separators=(",", ":")).encode() + b"\n\n"
+
+
+_ASSETS: dict[str, bytes] = {}
+
+
+def _asset(name: str) -> bytes:
+    if name not in _ASSETS:
+        _ASSETS[name] = resources.files("scheduler.dashboard").joinpath("static", name).read_bytes()
+    return _ASSETS[name]
+
+
+def make_app(config: DashboardConfig) -> tuple[web.Application, Dashboard]:
+    d = Dashboard(config)
+    app = web.Application()
+    app.on_startup.append(d.start)
+    app.on_shutdown.append(d.close_streams)
+    app.on_cleanup.append(d.stop)
+    r = app.router
+    r.add_get("/", d.index)
+    r.add_get("/static/{name}", d.static)
+    r.add_get("/health", d.health)
+    r.add_get("/api/session", d.get_session)
+    r.add_post("/api/login", d.login)
+    r.add_post("/api/logout", d.logout)
+    r.add_get("/api/stream", d.stream)
+    r.add_get("/api/jobs/{job}", d.job)
+    r.add_get("/api/jobs/{job}/logs", d.logs)
+    r.add_post("/api/jobs/{job}/cancel", d.cancel)
+    r.add_post("/api/nodes/{node}/{verb:cordon|uncordon}", d.cordon)
+    return app, d

@@ -1,0 +1,102 @@
+"""``kvraft-dashboard --endpoints URLS --listen-url http://127.0.0.1:8080``.
+
+Flags as jobctl's: ``--user --password`` (the dashboard's own identity when kvraft auth is
+on: it needs read access to ``/registry/`` and ``/jobs/``), ``--cacert --cert --key
+--insecure-skip-tls-verify``; ``--allow-writes`` (cancel and cordon buttons when kvraft auth
+is off; with auth they follow each user's rights); ``--scheduler-url`` (repeatable; the
+scheduler daemons' HTTP, for queue depth and decisions/s). Once it listens it prints
+``dashboard: http://HOST:PORT/`` on stdout (port 0 picks a free one). Exit 0 on SIGTERM/SIGINT,
+1 when kvraft cannot be reached, 2 on bad flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from kvraft.client import ClientError, TLSConfig
+from scheduler.dashboard.app import DashboardConfig, make_app
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("kvraft.dashboard")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="kvraft-dashboard", description="the live web dashboard of a kvraft cluster")
+    p.add_argument("--endpoints", default=env("JOBCTL_ENDPOINTS", "127.0.0.1:2379"))
+    p.add_argument("--listen-url", default="http://127.0.0.1:8080")
+    p.add_argument("--user", default=env("KVRAFT_DASHBOARD_USER"))
+    p.add_argument("--password", default=env("KVRAFT_DASHBOARD_PASSWORD"))
+    p.add_argument("--allow-writes", action="store_true", help="without kvraft auth: allow cancel and cordon")
+    p.add_argument("--scheduler-url", action="append", default=[], help="a kvraft-scheduler's HTTP URL (repeatable)")
+    p.add_argument("--poll-s", type=float, default=1.5, help="member status and scheduler metrics poll interval")
+    p.add_argument("--request-timeout-s", type=float, default=10.0)
+    p.add_argument("--cacert", default=env("JOBCTL_CACERT"), help="CA bundle for kvraft's https")
+    p.add_argument("--cert", default=env("JOBCTL_CERT"), help="client certificate")
+    p.add_argument("--key", default=env("JOBCTL_KEY"), help="the client certificate's key")
+    p.add_argument("--insecure-skip-tls-verify", action="store_true")
+    p.add_argument("--log-level", default="info")
+    return p
+
+
+async def run(config: DashboardConfig, listen_url: str) -> int:
+    url = urlsplit(listen_url)
+    if url.scheme != "http" or not url.hostname:
+        print(f"kvraft-dashboard: --listen-url {listen_url!r}: expected http://HOST:PORT", file=sys.stderr)
+        return 2
+    app, _ = make_app(config)
+    runner = web.AppRunner(app, access_log=None)
+    try:
+        await runner.setup()
+    except (ClientError, OSError) as exc:
+        print(f"kvraft-dashboard: kvraft at {','.join(config.endpoints)}: {exc}", file=sys.stderr)
+        await runner.cleanup()
+        return 1
+    site = web.TCPSite(runner, url.hostname, url.port if url.port is not None else 8080)
+    try:
+        await site.start()
+    except OSError as exc:
+        print(f"kvraft-dashboard: cannot listen on {listen_url}: {exc}", file=sys.stderr)
+        await runner.cleanup()
+        return 1
+    host, port = runner.addresses[0][:2]
+    print(f"dashboard: http://{url.hostname}:{port}/", flush=True)
+    log.info("listening on %s:%s", host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        tls = TLSConfig.from_flags(args.cacert, args.cert, args.key, args.insecure_skip_tls_verify)
+    except ValueError as exc:
+        print(f"kvraft-dashboard: {exc}", file=sys.stderr)
+        return 2
+    if args.poll_s <= 0:
+        print("kvraft-dashboard: --poll-s must be positive", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
+    config = DashboardConfig([e for e in args.endpoints.split(",") if e.strip()], tls=tls, user=args.user,
+                             password=args.password, allow_writes=args.allow_writes,
+                             scheduler_urls=list(args.scheduler_url), poll_s=args.poll_s,
+                             request_timeout_s=args.request_timeout_s)
+    return asyncio.run(run(config, args.listen_url))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

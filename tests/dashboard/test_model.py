@@ -1,0 +1,159 @@
+"""The dashboard's view model: from the informer cache to the page's items (deterministic)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from scheduler.dashboard import model
+from scheduler.informer_view import ClusterView
+
+
+@dataclass
+class KV:
+    key: bytes
+    value: bytes
+    create_revision: int = 1
+    mod_revision: int = 1
+    version: int = 1
+
+
+def view_of(docs: dict[str, object]) -> ClusterView:
+    v = ClusterView()
+    v.replace([KV(k.encode(), json.dumps(d).encode(), i + 1, i + 1) for i, (k, d) in enumerate(docs.items())], 100)
+    return v
+
+
+def node(name: str, rack: str, gpus: int = 4, gpu_ok: bool = True) -> dict[str, object]:
+    return {"name": name, "gpus": gpus, "gpu_type": "A100", "rack": rack, "healthy": True,
+            "conditions": [{"type": "GPUHealthy", "status": "True" if gpu_ok else "False"}],
+            "agent": {"url": f"http://{name}:1"}}
+
+
+def spec(name: str, tenant: str, gpus: int, replicas: int = 1, at: float = 1.0) -> dict[str, object]:
+    return {"name": name, "tenant": tenant, "priority": 0, "submitted_at": at,
+            "tasks": [{"name": "w", "replicas": replicas, "command": ["sleep", "1"], "resources": {"gpus": gpus}}]}
+
+
+def cluster() -> ClusterView:
+    return view_of({
+        "/registry/nodes/n10": node("n10", "rack-1"),
+        "/registry/nodes/n2": node("n2", "rack-1"),
+        "/registry/nodes/n3": node("n3", "rack-0", gpu_ok=False),
+        "/registry/nodes/n4": node("n4", "rack-0"),
+        "/registry/leases/n10": {"holder": "n10"}, "/registry/leases/n2": {"holder": "n2"},
+        "/registry/leases/n3": {"holder": "n3"},  # n4 has no heartbeat: its agent is gone
+        "/registry/cordons/n2": {"node": "n2"},
+        "/registry/alloc/n10": {"node": "n10", "jobs": {"train": {"gpus": [1, 3]}}},
+        "/registry/jobs/train": spec("train", "vision", 2),
+        "/registry/jobstatus/train": {"phase": "Running", "reason": "Bound", "message": "bound",
+                                      "placement": [{"task": "w-0", "node": "n10", "rack": "rack-1", "gpus": [1, 3]}],
+                                      "bound_at": 5.0},
+        "/registry/jobs/big": spec("big", "vision", 8, replicas=2, at=3.0),
+        "/registry/jobstatus/big": {"phase": "Pending", "reason": "Unschedulable",
+                                    "message": "no node has 8 free GPUs"},
+        "/registry/jobs/new": spec("new", "nlp", 1, at=2.0),
+        "/registry/jobs/old": spec("old", "nlp", 1),
+        "/registry/jobstatus/old": {"phase": "Succeeded", "finished_at": 9.0},
+        "/registry/tenants/vision": {"name": "vision", "nominal_gpus": 8, "borrow_limit_gpus": 4},
+    })
+
+
+def test_racks_nodes_and_gpus() -> None:
+    racks = model.rack_items(cluster())
+    assert set(racks) == {"rack/rack-0", "rack/rack-1"}
+    r1 = racks["rack/rack-1"]
+    assert [n["name"] for n in r1["nodes"]] == ["n2", "n10"]  # natural order
+    n10 = r1["nodes"][1]
+    assert n10["g"] == [None, "train", None, "train"] and n10["state"] == "Ready" and not n10["cordoned"]
+    assert r1["nodes"][0]["cordoned"] is True
+    assert (r1["gpus"], r1["used"], r1["unhealthy"]) == (8, 2, 0)
+    r0 = {n["name"]: n for n in racks["rack/rack-0"]["nodes"]}
+    assert r0["n3"]["g"] == ["!"] * 4 and r0["n3"]["state"] == "Ready"  # GPUs reported unhealthy
+    assert r0["n4"]["g"] == ["!"] * 4 and r0["n4"]["state"] == "NotReady"  # heartbeat gone
+    assert racks["rack/rack-0"]["unhealthy"] == 8
+
+
+def test_queues_quota_and_pending_reasons() -> None:
+    v = cluster()
+    jobs = {n: model.job_item(v, n) for n in v.jobs}
+    q = model.queue_items(v, jobs)
+    assert q["queue/vision"] == {"name": "vision", "defined": True, "nominal": 8, "borrow_limit": 4, "used": 2,
+                                 "running": 1, "pending": [{"name": "big", "gpus": 16, "reason": "Unschedulable",
+                                                            "message": "no node has 8 free GPUs"}]}
+    nlp = q["queue/nlp"]
+    assert nlp["defined"] is False and nlp["nominal"] is None
+    assert nlp["pending"] == [{"name": "new", "gpus": 1, "reason": "Queued", "message": "waiting for the scheduler"}]
+
+
+def test_items_summary_and_finished_jobs_cut() -> None:
+    v = cluster()
+    it = model.items(v, max_jobs=3)
+    assert {k for k in it if k.startswith("job/")} == {"job/train", "job/big", "job/new"}  # live jobs first
+    assert it["summary"] == {"nodes": 4, "ready": 3, "gpus": 16, "used": 2, "unhealthy": 8,
+                             "jobs": {"Pending": 2, "Running": 1, "Succeeded": 1}}
+    assert "job/old" in model.items(v, max_jobs=4)
+    assert it["job/train"]["nodes"] == ["n10"] and it["job/big"]["gpus"] == 16 and it["job/big"]["tasks"] == 2
+
+
+def test_diff_sets_and_deletes_only_what_changed() -> None:
+    v = cluster()
+    before = model.items(v)
+    assert model.diff(before, model.items(v)) is None
+    v.apply([type("E", (), {"type": "DELETE", "kv": KV(b"/registry/cordons/n2", b"")})()], 101)
+    v.apply([type("E", (), {"type": "PUT", "kv": KV(b"/registry/jobstatus/new", json.dumps(
+        {"phase": "Running"}).encode(), 50, 102)})()], 102)
+    d = model.diff(before, model.items(v))
+    assert d is not None
+    assert set(d["set"]) == {"rack/rack-1", "job/new", "queue/nlp", "summary"} and d["del"] == []
+    v.apply([type("E", (), {"type": "DELETE", "kv": KV(b"/registry/jobs/old", b"")})()], 103)
+    v.apply([type("E", (), {"type": "DELETE", "kv": KV(b"/registry/nodes/n3", b"")})()], 103)
+    d3 = model.diff(before, model.items(v))
+    assert d3 is not None and "job/old" in d3["del"]
+    assert [n["name"] for n in d3["set"]["rack/rack-0"]["nodes"]] == ["n4"]
+
+
+def test_kvraft_members_leader_and_alarms() -> None:
+    st = {"leader": 0xB, "raft_term": 3, "raft_index": 40, "raft_applied_index": 39, "db_size": 4096,
+          "db_size_in_use": 2048, "errors": [], "is_learner": False}
+    item = model.kvraft_item(
+        [{"id": 0xA, "name": "m1", "endpoint": "http://a", "status": st},
+         {"id": 0xB, "name": "m2", "endpoint": "http://b", "status": st},
+         {"id": 0xC, "name": "m3", "endpoint": "http://c", "error": "connection refused"}],
+        [{"member_id": 0xA, "alarm": "NOSPACE"}, {"member_id": 0xB, "alarm": "NONE"}])
+    assert item["leader"] == "m2"
+    assert [m["leader"] for m in item["members"]] == [False, True, False]
+    assert item["members"][0]["commit"] == 40 and item["members"][0]["applied"] == 39
+    assert item["members"][2] == {"id": "c", "name": "m3", "endpoint": "http://c", "up": False,
+                                  "error": "connection refused", "leader": False}
+    assert item["alarms"] == [{"member": "m1", "alarm": "NOSPACE"}]
+
+
+def test_scheduler_item_rates_from_metrics() -> None:
+    text = ("# HELP x\nkvraft_scheduler_leader 1\nkvraft_scheduler_decisions_total 30\n"
+            'kvraft_scheduler_queue_depth{queue="active"} 2\nkvraft_scheduler_queue_depth{queue="unschedulable"} 5\n')
+    m = model.parse_metrics(text)
+    prev = {"kvraft_scheduler_decisions_total": 10.0}
+    jobs = {"a": {"phase": "Pending"}, "b": {"phase": "Running"}}
+    s = model.scheduler_item("sched-a", m, prev, 2.0, jobs)
+    assert s == {"leader": "sched-a", "pending": 1, "metrics": True, "decisions_total": 30, "decisions_per_s": 10.0,
+                 "queue": {"active": 2, "backoff": 0, "unschedulable": 5}}
+    assert model.scheduler_item(None, None, None, 0.0, jobs) == {"leader": "", "pending": 1, "metrics": False}
+
+
+def test_job_detail_timeline_placement_and_series() -> None:
+    v = cluster()
+    events = [{"type": "Scheduled", "message": "bound to n10:2", "at": 5.0}]
+    progress = [{"epoch": 0, "started": True}, {"epoch": 1, "loss": 0.9, "train_acc": 0.7, "test_acc": 0.8},
+                {"epoch": 2, "loss": 0.5, "train_acc": 0.8, "test_acc": 0.85},
+                {"epoch": 2, "loss": 0.6, "train_acc": 0.8, "test_acc": 0.84},  # resumed run redid epoch 2
+                {"epoch": 2, "test_acc": 0.84, "done": True}]
+    d = model.job_detail(v, "train", events, progress)
+    assert d is not None
+    assert [t["type"] for t in d["timeline"]] == ["Submitted", "Scheduled"]
+    assert d["placement"] == [{"rack": "rack-1", "node": "n10", "gpus": [1, 3], "task": "w-0"}] and not d["last_run"]
+    assert [(p["epoch"], p["loss"]) for p in d["series"]] == [(1, 0.9), (2, 0.6)]
+    assert d["progress"] == {"epoch": 2, "test_acc": 0.84, "done": True}
+    done = model.job_detail(v, "old", [], [])
+    assert done is not None and [t["type"] for t in done["timeline"]] == ["Submitted", "Succeeded"]
+    assert model.job_detail(v, "nope", [], []) is None
