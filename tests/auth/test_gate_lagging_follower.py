@@ -1,14 +1,22 @@
 """The auth gate and a lagging follower, deterministically: three members in one event loop;
-one follower's incoming Raft traffic is held back, so a simple token issued through the
-leader is unknown to it; the token presented to that follower at once still works, because
-the gate looks an unknown token up again after a linearizable barrier (which here releases
-the held traffic, as the follower catching up would). A token nobody issued is still
-refused after the barrier."""
+one follower's incoming Raft traffic is held back until it takes a read barrier (which
+releases it, as the follower catching up would).
+
+- A simple token issued through the leader is unknown to the follower; presented there at
+  once it still works, because the gate looks an unknown token up again after a barrier. A
+  token nobody issued is still refused.
+- A token revoked through the leader (password change) is still valid in the follower's
+  stale state; a linearizable read presented with it there is refused, because the gate
+  resolves the caller of a linearizable read after its barrier, as etcd does."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -46,11 +54,61 @@ async def _wait(predicate: Any, what: str, timeout_s: float = 90.0) -> Any:
         await asyncio.sleep(0.1)
 
 
-async def test_a_token_issued_through_the_leader_works_at_once_on_a_lagging_follower(tmp_path) -> None:
+@dataclass
+class Cluster:
+    session: aiohttp.ClientSession
+    clients: dict[str, str]
+    nodes: dict[str, Node]
+    apps: dict[str, web.Application]
+    leader: str = ""
+    follower: str = ""
+    barriers: int = 0
+    held: list[tuple[int, int, Any]] = field(default_factory=list)
+    holding: bool = False
+
+    async def call(self, name: str, path: str, doc: dict[str, Any], token: str | None = None) -> tuple[int, Any]:
+        return await _post(self.session, self.clients[name], path, doc, token)
+
+    def hold_follower(self) -> None:
+        """From now on the follower receives nothing from its peers until its next read
+        barrier, which releases what was held (in order) and lets traffic through again."""
+        node = self.nodes[self.follower]
+        deliver, barrier = node.driver.on_frame, node.driver.read_barrier
+        self.holding = True
+
+        def on_frame(source: int, kind: int, body: Any) -> None:
+            if self.holding:
+                self.held.append((source, kind, body))
+            else:
+                deliver(source, kind, body)
+
+        async def read_barrier(*args: Any, **kwargs: Any) -> None:
+            self.barriers += 1
+            if self.holding:
+                self.holding = False
+                for frame in self.held:
+                    deliver(*frame)
+                self.held.clear()
+            await barrier(*args, **kwargs)
+
+        node.driver.on_frame = on_frame  # type: ignore[method-assign]
+        node.driver.read_barrier = read_barrier  # type: ignore[method-assign]
+
+    def follower_knows(self, token: str) -> bool:
+        try:
+            return self.apps[self.follower][FEATURES].resolve(token) is not None
+        except EtcdError as exc:
+            assert exc.code == 16
+            return False
+
+
+@asynccontextmanager
+async def secured_cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    """Three in-process members with auth on (root/pw; user ro/ro with READ on app/)."""
     names = ["a", "b", "c"]
     peers = {n: f"http://127.0.0.1:{free_port()}" for n in names}
     clients = {n: f"http://127.0.0.1:{free_port()}" for n in names}
-    cluster = ",".join(f"{n}={peers[n]}" for n in names)
+    initial = ",".join(f"{n}={peers[n]}" for n in names)
     nodes: dict[str, Node] = {}
     apps: dict[str, web.Application] = {}
     runners: list[web.AppRunner] = []
@@ -59,7 +117,7 @@ async def test_a_token_issued_through_the_leader_works_at_once_on_a_lagging_foll
             config = parse_config([
                 "--name", n, "--data-dir", str(tmp_path / n), "--listen-client-urls", clients[n],
                 "--advertise-client-urls", clients[n], "--listen-peer-urls", peers[n],
-                "--initial-advertise-peer-urls", peers[n], "--initial-cluster", cluster,
+                "--initial-advertise-peer-urls", peers[n], "--initial-cluster", initial,
                 # a long election timeout: the held-back follower must not start elections
                 "--heartbeat-interval", "100", "--election-timeout", "10000", "--bcrypt-cost", "4",
             ])  # fmt: skip
@@ -68,76 +126,83 @@ async def test_a_token_issued_through_the_leader_works_at_once_on_a_lagging_foll
             runner = web.AppRunner(apps[n], access_log=None, handle_signals=False)
             await runner.setup()
             runners.append(runner)
-            port = int(clients[n].rsplit(":", 1)[1])
-            await web.TCPSite(runner, "127.0.0.1", port, reuse_address=True).start()
-
+            await web.TCPSite(runner, "127.0.0.1", int(clients[n].rsplit(":", 1)[1]), reuse_address=True).start()
         async with aiohttp.ClientSession() as session:
+            cluster = Cluster(session, clients, nodes, apps)
+
             async def leader() -> str | None:
                 for n in names:
-                    code, doc = await _post(session, clients[n], "/maintenance/status", {})
+                    code, doc = await cluster.call(n, "/maintenance/status", {})
                     if code == 200 and doc.get("leader") and int(doc["leader"]) == int(doc["header"]["member_id"]):
                         return n
                 return None
 
-            lead = await _wait(leader, "a leader")
-            url = clients[lead]
+            cluster.leader = await _wait(leader, "a leader")
+            cluster.follower = next(n for n in names if n != cluster.leader)
             for path, doc in (("/auth/user/add", {"name": "root", "password": "pw"}),
                               ("/auth/user/grant", {"user": "root", "role": "root"}),
+                              ("/auth/role/add", {"name": "ro"}),
+                              ("/auth/role/grant", {"name": "ro", "perm": {"permType": "READ", "key": _b64("app/"),
+                                                                           "range_end": _b64("app0")}}),
+                              ("/auth/user/add", {"name": "ro", "password": "ro"}),
+                              ("/auth/user/grant", {"user": "ro", "role": "ro"}),
                               ("/auth/enable", {})):
-                code, body = await _post(session, url, path, doc)
+                code, body = await cluster.call(cluster.leader, path, doc)
                 assert code == 200, (path, body)
-            follower = next(n for n in names if n != lead)
-            node = nodes[follower]
 
             async def follower_has_auth_on() -> bool:
-                return bool(apps[follower][FEATURES].auth.enabled)
+                return bool(apps[cluster.follower][FEATURES].auth.enabled)
 
             await _wait(follower_has_auth_on, "the follower to apply auth enable")
-
-            # hold back everything the follower receives from its peers
-            held: list[tuple[int, int, Any]] = []
-            deliver = node.driver.on_frame
-            holding = True
-
-            def on_frame(source: int, kind: int, body: Any) -> None:
-                if holding:
-                    held.append((source, kind, body))
-                else:
-                    deliver(source, kind, body)
-
-            node.driver.on_frame = on_frame  # type: ignore[method-assign]
-            code, body = await _post(session, url, "/auth/authenticate", {"name": "root", "password": "pw"})
-            assert code == 200, body
-            token = body["token"]
-            with pytest.raises(EtcdError) as refused:  # the follower really does not know it yet
-                apps[follower][FEATURES].resolve(token)
-            assert refused.value.code == 16
-
-            barriers = 0
-            barrier = node.driver.read_barrier
-
-            async def read_barrier(*args: Any, **kwargs: Any) -> None:
-                nonlocal holding, barriers
-                barriers += 1
-                holding = False  # the follower catches up
-                for frame in held:
-                    deliver(*frame)
-                held.clear()
-                await barrier(*args, **kwargs)
-
-            node.driver.read_barrier = read_barrier  # type: ignore[method-assign]
-            code, body = await _post(session, clients[follower], "/kv/put", {"key": _b64("k"), "value": _b64("v")},
-                                     token=token)
-            assert code == 200, body
-            assert barriers == 1
-            read = {"key": _b64("k"), "serializable": True}  # a read that takes no barrier itself
-            code, body = await _post(session, clients[follower], "/kv/range", read, token=token)
-            assert code == 200 and body["kvs"][0]["value"] == _b64("v"), body
-            assert barriers == 1  # a known token needs no barrier
-
-            code, body = await _post(session, clients[follower], "/kv/range", read, token="never-issued.1")
-            assert code == 401 and body["code"] == 16, body
-            assert barriers == 2
+            yield cluster
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
+
+
+async def test_a_token_issued_through_the_leader_works_at_once_on_a_lagging_follower(tmp_path) -> None:
+    async with secured_cluster(tmp_path) as c:
+        c.hold_follower()
+        code, body = await c.call(c.leader, "/auth/authenticate", {"name": "root", "password": "pw"})
+        assert code == 200, body
+        token = body["token"]
+        assert not c.follower_knows(token)  # the follower really lags
+
+        code, body = await c.call(c.follower, "/kv/put", {"key": _b64("k"), "value": _b64("v")}, token)
+        assert code == 200, body
+        assert c.barriers == 1
+        read = {"key": _b64("k"), "serializable": True}  # a read that takes no barrier itself
+        code, body = await c.call(c.follower, "/kv/range", read, token)
+        assert code == 200 and body["kvs"][0]["value"] == _b64("v"), body
+        assert c.barriers == 1  # a known token needs no barrier
+
+        code, body = await c.call(c.follower, "/kv/range", read, "never-issued.1")
+        assert code == 401 and body["code"] == 16, body
+        assert c.barriers == 2
+
+
+@pytest.mark.parametrize("route", ["range", "read-only txn"])
+async def test_a_token_revoked_through_the_leader_is_refused_by_a_lagging_follower(tmp_path, route: str) -> None:
+    async with secured_cluster(tmp_path) as c:
+        code, body = await c.call(c.leader, "/auth/authenticate", {"name": "ro", "password": "ro"})
+        assert code == 200, body
+        token = body["token"]
+
+        async def follower_knows() -> bool:
+            return c.follower_knows(token)
+
+        await _wait(follower_knows, "the follower to learn the token")
+        read = {"key": _b64("app/x")}
+        request = ("/kv/range", read) if route == "range" else ("/kv/txn", {"success": [{"request_range": read}]})
+        code, body = await c.call(c.follower, *request, token)
+        assert code == 200, body
+
+        c.hold_follower()
+        code, body = await c.call(c.leader, "/auth/user/changepw", {"name": "ro", "password": "new"},
+                                  (await c.call(c.leader, "/auth/authenticate",
+                                                {"name": "root", "password": "pw"}))[1]["token"])
+        assert code == 200, body
+        assert c.follower_knows(token)  # the follower's state still has it
+        code, body = await c.call(c.follower, *request, token)
+        assert (code, body.get("code")) == (401, 16), body  # resolved after the barrier: revoked
+        assert c.barriers == 1

@@ -3,7 +3,10 @@
 
 The auth middleware resolves the caller from ``Authorization`` (raw token or ``Bearer``)
 into ``CALLER`` and applies the path policy below; KV requests are checked op by op by
-``AuthGate`` (the ``SERVER`` the KV routes call), and writes again at apply time.
+``AuthGate`` (the ``SERVER`` the KV routes call), and writes again at apply time. A
+linearizable read (a range, a read-only txn) resolves its caller again after its read
+barrier, as etcd does, so a lagging member does not honour a token or permission revoked
+just before through another member.
 
 ==========================  ==============================================
 paths (under /v3)           with auth on
@@ -26,12 +29,15 @@ GET /version, /health, /metrics stay open, as in etcd.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 from aiohttp import web
 
 from kvraft.apply.errors import EtcdError
+from kvraft.apply.validate import validate_op
 from kvraft.auth import check_request
 from kvraft.auth import errors as auth_errors
 from kvraft.server.api import auth, election, lease, lock, watch
@@ -49,6 +55,9 @@ _ANY_USER = {"/kv/compaction", "/lease/grant", "/lease/keepalive", "/lease/lease
 _ANY_USER_PREFIXES = ("/lock/", "/election/")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HEADER: ContextVar[str | None] = ContextVar("kvraft_auth_header", default=None)
+"""The request's token, for resolving the caller again after a read barrier."""
 
 
 def _route(path: str) -> str | None:
@@ -73,6 +82,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     else:
         caller = await _resolve_caught_up(request, features, header)
     token = CALLER.set(caller)
+    header_token = _HEADER.set(header)
     try:
         if route not in _OPEN and route not in _SELF_CHECKED:
             user, revision = (caller.user, caller.revision) if caller is not None else ("", 0)
@@ -82,6 +92,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 features.checked(features.auth.check_admin, user, revision)
         return await handler(request)
     finally:
+        _HEADER.reset(header_token)
         CALLER.reset(token)
 
 
@@ -120,7 +131,18 @@ class AuthGate:
         user, revision = features.caller_or_empty()
         features.checked(check_request, features.auth, user, revision, op)
 
+    async def _caller_after_barrier(self) -> None:
+        """As etcd, a linearizable read checks its caller after the read barrier: a member
+        that lags must not honour a token or a permission revoked through another member
+        before the read began (the caller resolved on arrival may be stale)."""
+        await self._node.driver.read_barrier()
+        CALLER.set(self._features.resolve(_HEADER.get()))
+
     async def range(self, op: Any) -> Any:
+        if self._features.auth.enabled and not op.serializable:
+            await self._caller_after_barrier()
+            self._check(op)
+            return await self._node.range(dataclasses.replace(op, serializable=True))  # barrier done
         self._check(op)
         return await self._node.range(op)
 
@@ -133,8 +155,14 @@ class AuthGate:
         return await self._node.delete_range(op)
 
     async def txn(self, op: Any) -> Any:
+        node = self._node
+        if self._features.auth.enabled and node.state.is_read_only(op):
+            await self._caller_after_barrier()
+            self._check(op)
+            validate_op(op, node.config.max_txn_ops)
+            return node.state.txn_read_only(op)  # what Node.txn does after its own barrier
         self._check(op)
-        return await self._node.txn(op)
+        return await node.txn(op)
 
 
 def _raise_empty() -> None:
