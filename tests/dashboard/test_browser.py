@@ -1,0 +1,97 @@
+"""The dashboard in Debian's chromium (playwright) on a real 3-member kvraft with a scheduler
+and fake agents: the page loads live, a new agent's node appears, a job's pending reason is
+shown and the job moves Pending -> Running -> Succeeded on the page, its panel shows the
+timeline, placement and the trainer's loss, and a writer can cancel it."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from dash_harness import start_dashboard
+from harness import Procs, job, jobctl, wait_for
+
+from kvraft.client import SyncClient
+
+PHASES_JS = """name => {
+  window.__phases = [];
+  const look = () => {
+    const el = document.querySelector(`#jobs tr[data-job="${name}"] [data-testid=phase]`);
+    const p = el ? el.textContent : null;
+    if (p && window.__phases[window.__phases.length - 1] !== p) window.__phases.push(p);
+  };
+  look();
+  new MutationObserver(look).observe(document.getElementById("jobs"), {childList: true, subtree: true});
+}"""
+
+
+def one(name: str, gpus: int, command: str) -> str:
+    cmd = json.dumps(command.split())
+    return (f"name: {name}\ntenant: team-a\ntasks:\n  - {{name: worker, replicas: 1, command: {cmd}, "
+            f"resources: {{gpus: {gpus}, cpu: 1, memory: 1Gi}}}}\n")
+
+
+def test_page_loads_members_and_a_new_node_appears(procs: Procs, page: Any) -> None:
+    procs.agent("agents", "--nodes", "2", "--gpus-per-node", "4", "--racks", "1")
+    url = start_dashboard(procs, "dash")
+    page.goto(url)
+    page.wait_for_selector('.node[data-node="node-1"]')
+    assert page.locator('.node[data-node="node-0"] .gpu').count() == 4
+    page.wait_for_function("document.getElementById('conn').textContent === 'live'")
+    page.wait_for_function("document.querySelectorAll('#kvraft tr[data-member]').length === 3")
+    page.wait_for_selector("#kvraft .badge")  # the leader
+    assert "2/2 nodes ready" in page.inner_text("#summary")
+    # a new agent registers: its node is on the page within 2 s of its write
+    procs.agent("late", "--nodes", "1", "--gpus-per-node", "8", "--prefix", "late-", "--rack", "rack-9")
+    registered = time.monotonic()
+    page.wait_for_selector('#rack-rack-9 .node[data-node="late-0"]')
+    assert time.monotonic() - registered <= 2.0
+    assert page.locator('.node[data-node="late-0"] .gpu').count() == 8
+
+
+def test_job_pending_reason_then_live_to_succeeded_and_cancel(procs: Procs, page: Any) -> None:
+    eps = procs.endpoints
+    procs.agent("agents", "--nodes", "2", "--gpus-per-node", "4", "--racks", "1")
+    sched = procs.scheduler("sched")
+    url = start_dashboard(procs, "dash", "--allow-writes", "--scheduler-url", sched)
+    page.goto(url)
+    page.wait_for_selector('.node[data-node="node-0"]')
+    page.wait_for_function("document.querySelector('[data-testid=sched-leader]')?.textContent === 'sched'")
+    # 8 GPUs in one task: no node has them, so the job waits, and the page says why
+    assert jobctl(eps, "submit", "-f", "-", stdin=one("big", 8, "sleep 6"))[0] == 0
+    page.wait_for_selector('#jobs tr[data-job="big"]')
+    page.evaluate(PHASES_JS, "big")
+    reason = page.locator('.queue li.pending[data-job="big"] [data-testid=pending-reason]')
+    page.wait_for_function("el => el.textContent !== 'Queued'", arg=reason.element_handle())
+    status = wait_for(lambda: (j := job(eps, "big")) and j["status"]["reason"] != "Queued" and j["status"], what="reason")
+    assert status["phase"] == "Pending"
+    assert reason.inner_text() == status["reason"]
+    assert status["message"] in page.inner_text('.queue li.pending[data-job="big"]')
+    # a node big enough joins: the job runs on its 8 GPUs, then succeeds, all seen live
+    procs.agent("big-node", "--nodes", "1", "--gpus-per-node", "8", "--prefix", "big-", "--rack", "rack-1")
+    page.wait_for_function("document.querySelectorAll('.gpu.used[data-job=big]').length === 8")
+    with SyncClient(eps) as c:
+        for e in (1, 2, 3):
+            c.put("/jobs/big/progress", json.dumps({"epoch": e, "loss": 1.0 / e, "train_acc": 0.5 + e / 10,
+                                                    "test_acc": 0.6 + e / 10}).encode())
+    page.wait_for_function("window.__phases.includes('Succeeded')")
+    phases = page.evaluate("window.__phases")
+    assert phases[0] == "Pending" and "Running" in phases and phases[-1] == "Succeeded", phases
+    assert phases.index("Running") < phases.index("Succeeded")
+    assert page.locator(".gpu.used[data-job=big]").count() == 0
+    # the job's panel: phase, timeline, placement, the trainer's loss curve
+    page.goto(url + "#job=big")
+    page.wait_for_selector("[data-testid=detail-phase]")
+    assert page.inner_text("[data-testid=detail-phase]") == "Succeeded"
+    body = page.inner_text("#detail-body")
+    assert "Scheduled" in body and "big-0" in body and "loss" in body
+    assert page.locator("#detail-body svg.chart path.loss").count() == 1
+    # a writer cancels a running job from its panel
+    assert jobctl(eps, "submit", "-f", "-", stdin=one("long", 4, "sleep 600"))[0] == 0
+    page.goto(url + "#job=long")
+    page.wait_for_selector("#cancel-job")
+    page.on("dialog", lambda d: d.accept())
+    page.click("#cancel-job")
+    wait_for(lambda: (j := job(eps, "long")) and j["status"]["phase"] == "Cancelled", what="long cancelled")
+    page.wait_for_function("document.querySelector('[data-testid=detail-phase]')?.textContent === 'Cancelled'")
