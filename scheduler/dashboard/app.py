@@ -35,10 +35,12 @@ from kvraft.client import (
     Client,
     ClientError,
     Compare,
+    EndpointError,
     Op,
     PermissionDeniedError,
     TLSConfig,
     UnauthenticatedError,
+    UnavailableError,
 )
 from scheduler import keys
 from scheduler.dashboard import model
@@ -182,12 +184,18 @@ class Dashboard:
             return web.json_response({"error": "kvraft auth is not enabled"}, status=400)
         client = self._client(user, password)
         try:
-            await client.open()
+            await client.open()  # kvraft's authenticate
+        except ClientError as exc:  # a wrong password is etcd's InvalidArgument
+            await client.close()
+            status = 502 if isinstance(exc, EndpointError | UnavailableError) else 401
+            return web.json_response({"error": f"login failed: {exc}"}, status=status)
+        try:
             await client.get(keys.REGISTRY, prefix=True, limit=1, keys_only=True)
             writable = await can_write(client)
         except (UnauthenticatedError, PermissionDeniedError) as exc:
             await client.close()
-            return web.json_response({"error": f"login failed: {exc}"}, status=401)
+            return web.json_response({"error": f"login failed: user {user} may not read {keys.REGISTRY}: {exc}"},
+                                     status=403)
         except ClientError as exc:
             await client.close()
             return web.json_response({"error": f"kvraft: {exc}"}, status=502)

@@ -198,7 +198,10 @@ class LiveState:
             return row
 
         rows = await asyncio.gather(*(one(m) for m in members))
-        alarms = [{"member_id": a.member_id, "alarm": a.alarm} for a in (await self.client.alarm_list()).alarms]
+        try:
+            alarms = [{"member_id": a.member_id, "alarm": a.alarm} for a in (await self.client.alarm_list()).alarms]
+        except ClientError as exc:  # e.g. a dashboard user without the right to list alarms
+            alarms = [{"member_id": 0, "alarm": f"unknown ({exc})"}]
         return model.kvraft_item(rows, alarms)
 
     async def _poll_members(self) -> None:
