@@ -1,0 +1,158 @@
+"""End-to-end figures on a local cluster (docs/benchmarks.md, "End to end").
+
+    python -m kvraft.local.bench running [--runs 10] [--runtime process|runc]
+    python -m kvraft.local.bench world [--runs 3]
+    python -m kvraft.local.bench recovery [--lease-ttl-s 10]
+
+* ``running``: submit a 4 x 2-GPU gang of ``sleep`` tasks with jobctl and time until every
+  task's status (written by its agent) is ``Running``; then cancel it and wait until its tasks
+  are gone before the next run. Prints p50 / p90 / max.
+* ``world``: the same for the digits job under ``agent.collective.jobrun``, until rank 0
+  reports the MPI world formed (every rank inside ``MPI_Init`` and the first broadcast).
+* ``recovery``: the digits job with a pause per epoch; after two epochs SIGKILL one node of its
+  placement (``kill-node``) and time until the gang is bound elsewhere, until its tasks run,
+  and until the MPI world is formed again from the checkpoint; then until it succeeds.
+
+Each mode starts its own cluster in a temporary directory and stops it by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from kvraft.client import SyncClient
+from kvraft.local.cluster import ROOT, LocalSpec, _env, down, kill_node, up
+
+__all__ = ["main"]
+
+
+def _jobctl(eps: list[str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "scheduler.cli.main", "--endpoints", ",".join(eps), *args],
+                          input=stdin, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=120)
+
+
+def _doc(client: SyncClient, key: str) -> dict[str, Any]:
+    got = client.get(key)
+    return json.loads(got.kvs[0].value) if got.kvs else {}
+
+
+def _phases(client: SyncClient, job: str) -> list[str]:
+    return [json.loads(kv.value).get("phase", "") for kv in client.get(f"/registry/tasks/{job}/", prefix=True).kvs]
+
+
+def _wait(cond: Any, timeout_s: float, what: str) -> float:
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout_s:
+            raise SystemExit(f"bench: timed out waiting for {what}")
+        time.sleep(0.02)
+    return time.monotonic()
+
+
+def _job(name: str, command: list[str], extra: str = "") -> str:
+    return (f"name: {name}\ntasks:\n  - {{name: worker, replicas: 4, command: {json.dumps(command)}, "
+            f"resources: {{gpus: 2, cpu: \"100m\"}}}}\ntopology: {{mode: required, level: rack}}\ngrace_s: 2\n{extra}")
+
+
+def _summary(label: str, xs: list[float]) -> None:
+    xs = sorted(xs)
+    p90 = xs[min(len(xs) - 1, int(round(0.9 * (len(xs) - 1))))]
+    print(f"{label}: n={len(xs)} p50={statistics.median(xs):.3f} s p90={p90:.3f} s max={xs[-1]:.3f} s "
+          f"all={[round(x, 3) for x in xs]}", flush=True)
+
+
+def bench_running(eps: list[str], client: SyncClient, runs: int, world: bool) -> None:
+    bound: list[float] = []
+    ready: list[float] = []
+    for i in range(runs):
+        name = f"bench-{'world' if world else 'run'}-{i}"
+        if world:
+            cmd = ["python3", "-m", "agent.collective.jobrun", "--", "python3", "examples/train_digits.py",
+                   "--epochs", "1000", "--epoch-pause-s", "1"]
+        else:
+            cmd = ["sleep", "600"]
+        t0 = time.monotonic()
+        r = _jobctl(eps, "submit", "-f", "-", "-o", "name", stdin=_job(name, cmd))
+        if r.returncode != 0:
+            raise SystemExit(f"bench: submit failed: {r.stderr}")
+        t_bound = _wait(lambda n=name: _doc(client, f"/registry/jobstatus/{n}").get("placement"), 120, "binding")
+        if world:
+            t_ready = _wait(lambda n=name: _doc(client, f"/jobs/{n}/progress").get("ranks") == 4, 300, "MPI world")
+        else:
+            t_ready = _wait(lambda n=name: _phases(client, n).count("Running") == 4, 120, "4 tasks Running")
+        bound.append(t_bound - t0)
+        ready.append(t_ready - t0)
+        print(f"run {i}: bound {t_bound - t0:.3f} s, {'world formed' if world else 'all running'} {t_ready - t0:.3f} s",
+              flush=True)
+        _jobctl(eps, "cancel", name)
+        _wait(lambda n=name: _doc(client, f"/registry/jobstatus/{n}").get("phase") == "Cancelled", 120, "Cancelled")
+        _wait(lambda n=name: not client.get(f"/registry/bindings/{n}").kvs, 120, "released")
+    _summary("submit -> bound", bound)
+    _summary("submit -> " + ("MPI world formed" if world else "all 4 tasks Running"), ready)
+
+
+def bench_recovery(eps: list[str], client: SyncClient, directory: Path, lease_ttl_s: int) -> None:
+    name = "bench-recovery"
+    cmd = ["python3", "-m", "agent.collective.jobrun", "--", "python3", "examples/train_digits.py",
+           "--epochs", "8", "--epoch-pause-s", "1"]
+    r = _jobctl(eps, "submit", "-f", "-", "-o", "name",
+                stdin=_job(name, cmd, "restart_policy: OnFailure\nmax_restarts: 3\n"))
+    if r.returncode != 0:
+        raise SystemExit(f"bench: submit failed: {r.stderr}")
+    _wait(lambda: (_doc(client, f"/jobs/{name}/progress").get("epoch") or 0) >= 2, 300, "two epochs")
+    victim = _doc(client, f"/registry/jobstatus/{name}")["placement"][-1]["node"]
+    t_kill = time.monotonic()
+    pids = kill_node(directory, victim)
+    print(f"killed {victim}: {len(pids)} processes (SIGKILL), lease TTL {lease_ttl_s} s", flush=True)
+    t_rebound = _wait(lambda: (s := _doc(client, f"/registry/jobstatus/{name}")).get("restarts", 0) >= 1
+                      and bool(s.get("placement")), 300, "rebound")
+    t_running = _wait(lambda: _phases(client, name).count("Running") == 4, 300, "4 tasks Running again")
+    t_world = _wait(lambda: (p := _doc(client, f"/jobs/{name}/progress")).get("restarts", 0) >= 1
+                    and p.get("ranks") == 4, 300, "the world formed again")
+    t_done = _wait(lambda: _doc(client, f"/registry/jobstatus/{name}").get("phase") in ("Succeeded", "Failed"),
+                   600, "the job to finish")
+    final = _doc(client, f"/registry/jobstatus/{name}")
+    progress = _doc(client, f"/jobs/{name}/progress")
+    print(f"kill -> rebound elsewhere {t_rebound - t_kill:.3f} s; -> 4 tasks Running {t_running - t_kill:.3f} s; "
+          f"-> MPI world formed from the checkpoint {t_world - t_kill:.3f} s; -> {final.get('phase')} "
+          f"{t_done - t_kill:.3f} s (restarts {final.get('restarts')}, resumed from epoch "
+          f"{progress.get('resumed_from')}, test accuracy {progress.get('test_acc')})", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m kvraft.local.bench")
+    ap.add_argument("mode", choices=["running", "world", "recovery"])
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--runtime", default="process")
+    ap.add_argument("--lease-ttl-s", type=int, default=10)
+    ns = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the cluster on timeout(1) too
+    directory = Path(tempfile.mkdtemp(prefix="kvraft-e2e-bench-"))
+    spec = LocalSpec(runtime=ns.runtime, lease_ttl_s=ns.lease_ttl_s, heartbeat_s=max(1.0, ns.lease_ttl_s / 5))
+    t0 = time.monotonic()
+    doc = up(directory, spec, say=lambda m: None)
+    print(f"cluster up in {time.monotonic() - t0:.1f} s ({directory}, runtime {ns.runtime})", flush=True)
+    try:
+        with SyncClient(doc["endpoints"], request_timeout_s=15.0) as client:
+            if ns.mode == "recovery":
+                bench_recovery(doc["endpoints"], client, directory, ns.lease_ttl_s)
+            else:
+                bench_running(doc["endpoints"], client, ns.runs, ns.mode == "world")
+    finally:
+        down(directory)
+        shutil.rmtree(directory, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
