@@ -12,7 +12,8 @@ response to the event on that node's watch is the watch lag.
 
 Steps of agent counts (``--steps``, default 500,1000,2000,5000,7500,10000): agents are
 added until the count is reached and registered, then the load runs for
-``--step-seconds`` and is measured: per-verb p50/p99 and errors, watch lag p50/p99 and
+``--step-seconds`` and is measured (new agents join at 100 per second, as nodes of a
+growing cluster would, not all in one instant): per-verb p50/p99 and errors, watch lag p50/p99 and
 binds whose event never came, leases lost (a keepalive answered without a TTL), every
 member's CPU and RSS, and the load generator's own CPU. A step holds when every p99 < 1 s,
 the watch-lag p99 < 1 s and nothing failed; stepping stops at the first step that does not
@@ -52,6 +53,7 @@ LEASE_TTL_S = 40
 PERIOD_S = 10.0
 VERBS = ("lease_grant", "register", "watch_create", "keepalive", "status_put", "bind")
 POOL_PER_MEMBER = 16
+JOIN_RATE_PER_S = 100  # new agents registering per second while a step ramps up
 RAMP_VERBS = ("lease_grant", "register", "watch_create")  # measured while the step's new agents register
 
 
@@ -132,8 +134,9 @@ async def _timed(stats: _Stats, verb: str, coro: Any) -> Any:
 
 
 # -- one simulated agent ----------------------------------------------------------------------
-async def _agent(node: str, url: str, pool: _Pool, stats: _Stats, registered: list[int], rng: random.Random) -> None:
-    await asyncio.sleep(rng.uniform(0, 2.0))
+async def _agent(node: str, url: str, pool: _Pool, stats: _Stats, registered: list[int], rng: random.Random,
+                 ramp_s: float) -> None:  # fmt: skip
+    await asyncio.sleep(rng.uniform(0, ramp_s))  # new nodes join over the ramp, not all in one instant
     granted = await _timed(stats, "lease_grant", pool.post(url, "/v3/lease/grant", {"TTL": str(LEASE_TTL_S)}))
     if granted is None:
         return
@@ -218,9 +221,11 @@ async def _worker_loop(index: int, workers: int, urls: list[str], inbox: Any, ou
         cmd, arg = await loop.run_in_executor(None, inbox.get)
         if cmd == "grow":  # arg: the total agent count across all workers
             mine = [i for i in range(arg) if i % workers == index]
-            for i in mine[len(agents) :]:
+            new = mine[len(agents) :]
+            ramp_s = max(2.0, len(new) * workers / JOIN_RATE_PER_S)
+            for i in new:
                 node = f"n{i:05d}"
-                agents.append(asyncio.create_task(_agent(node, urls[i % len(urls)], pool, stats, registered, rng)))
+                agents.append(asyncio.create_task(_agent(node, urls[i % len(urls)], pool, stats, registered, rng, ramp_s)))
             outbox.put(("grown", len(agents)))
         elif cmd == "registered":
             outbox.put(("registered", registered[0]))
