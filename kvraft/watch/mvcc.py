@@ -62,6 +62,11 @@ def attach_hub(store: Any, hub_factory: Any) -> tuple[WatchHub, MVCCHistory]:
 
     def on_commit(batches: list[tuple[int, list[Any]]]) -> None:
         fresh = [(rev, events) for rev, events in batches if rev > hub.core.current_revision]
+        if fresh and not len(hub.core.synced):
+            # no synced watcher to deliver to (unsynced ones catch up from the store): only
+            # the revision moves; converting every event was ~7% of a loaded leader's CPU
+            hub.core.current_revision = max(rev for rev, _ in fresh)
+            return
         for batch in history.convert_all(fresh):
             hub.notify(batch)
 
