@@ -299,11 +299,14 @@ class SupervisedRuntime:
                 out.append(obs)
         return out
 
-    def _cached(self, adir: Path, name: str) -> dict[str, Any] | None:
+    def _cached(self, adir: Path, name: str, names: set[str] | None = None) -> dict[str, Any] | None:
         """Read-once cache of the files that never change once written (handle, shim,
-        started, exit): a relist of 100 attempts then costs a few stat calls each."""
+        started, exit): a relist of 100 attempts then costs one directory read and one
+        /proc read each. ``names``: the directory's listing, so absent files are not opened."""
         entry = self._files.setdefault(adir, {})
         if name not in entry:
+            if names is not None and name not in names:
+                return None
             doc = read_json(adir / name)
             if doc is None:
                 return None
@@ -311,26 +314,30 @@ class SupervisedRuntime:
         return entry[name]
 
     async def _observe_one(self, adir: Path) -> Observed | None:
-        handle = self._cached(adir, "handle.json")
+        try:
+            names = set(os.listdir(adir))
+        except OSError:
+            return None
+        handle = self._cached(adir, "handle.json", names)
         if handle is None:
             return None
         key, attempt = handle["key"], int(handle["attempt"])
         base = {"key": key, "attempt": attempt, "revision": int(handle["revision"]),
                 "grace_s": float(handle.get("grace_s", 30.0)),
-                "stop_requested": (adir / "stop.json").exists(),
-                "held": not (adir / "cleaned.json").exists()}
-        started = self._cached(adir, "started.json")
+                "stop_requested": "stop.json" in names,
+                "held": "cleaned.json" not in names}
+        started = self._cached(adir, "started.json", names)
         started_at = float(started["started_at"]) if started else 0.0
-        exit_doc = self._cached(adir, "exit.json")
+        exit_doc = self._cached(adir, "exit.json", names)
         if exit_doc is not None:
             return Observed(state=AttemptState.EXITED, started_at_s=float(exit_doc.get("started_at") or started_at),
                             exit=_exit_info(exit_doc), **base)
-        lost = self._cached(adir, "lost.json")
+        lost = self._cached(adir, "lost.json", names)
         if lost is not None:
             return Observed(state=AttemptState.LOST, started_at_s=started_at,
                             exit=ExitInfo(None, None, False, float(lost.get("at", 0.0)), "Lost", lost.get("message", "")),
                             **base)
-        shim = self._cached(adir, "shim.json")
+        shim = self._cached(adir, "shim.json")  # not from the listing: a missing shim can mean lost
         if pid_alive(shim):
             state = AttemptState.RUNNING if started else AttemptState.STARTING
             return Observed(state=state, started_at_s=started_at, **base)

@@ -192,10 +192,44 @@ class Supervisor:
             with open(name, "w") as f:
                 f.write(str(value))
 
-    def join_cgroups(self) -> None:  # runs in the child between fork and exec
+    def join_cgroups(self) -> None:  # runs in the child between fork and exec (the fallback)
         for d in self.conf.get("cgroup_dirs", []):
             with open(os.path.join(d, "cgroup.procs"), "w") as f:
                 f.write("0")
+
+    @staticmethod
+    def go_home(homes: list[str]) -> None:
+        for home in homes:  # best effort: kill_cgroup never kills this process anyway
+            with contextlib.suppress(OSError):
+                _write(os.path.join(home, "cgroup.procs"), "0")
+
+    def cgroup_moves(self) -> list[tuple[str, str]] | None:
+        """``(task leaf, this process's own cgroup)`` per hierarchy, so the supervisor can step
+        into the task's cgroups around a plain spawn (the child inherits them) and step back
+        out. None when a hierarchy's home cannot be told: then the child joins them itself
+        between fork and exec, which costs a Python-level fork (5-13 ms here vs 1.6 ms)."""
+        dirs = self.conf.get("cgroup_dirs", [])
+        rel = str(self.conf.get("cgroup") or "").strip("/")
+        if not dirs or not rel:
+            return None
+        try:
+            with open("/proc/self/cgroup") as f:
+                own = [line.rstrip("\n").split(":", 2) for line in f if line.strip()]
+        except OSError:
+            return None
+        moves = []
+        for leaf in dirs:
+            if not leaf.rstrip("/").endswith("/" + rel):
+                continue  # a parent: created, never joined
+            root = leaf.rstrip("/")[: -len(rel) - 1]
+            names = set(os.path.basename(root).split(","))
+            home = next((path for _, ctrls, path in own if ctrls and names <= set(ctrls.split(","))), None)
+            if home is None and os.path.exists(os.path.join(root, "cgroup.controllers")):
+                home = next((path for _, ctrls, path in own if not ctrls), None)  # v2: the unified hierarchy
+            if home is None:
+                return None
+            moves.append((leaf, root + home))
+        return moves or None
 
     def start(self, out_w: int, err_w: int) -> str:
         """Start the task; return "" or the reason it could not start."""
@@ -205,18 +239,30 @@ class Supervisor:
             except OSError as exc:
                 return f"cgroup setup failed: {exc}"
             self.oom_start = self.oom_count()
+            homes: list[str] = []  # where this supervisor returns to after the spawn
             try:
-                proc = subprocess.Popen(
-                    self.conf["argv"],
-                    env=self.conf.get("env"),
-                    cwd=self.conf.get("cwd") or None,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out_w,
-                    stderr=err_w,
-                    start_new_session=True,
-                    preexec_fn=self.join_cgroups if self.conf.get("cgroup_dirs") else None,
-                    close_fds=True,
-                )
+                for leaf, home in self.cgroup_moves() or ():
+                    _write(os.path.join(leaf, "cgroup.procs"), "0")
+                    homes.append(home)
+            except OSError:
+                self.go_home(homes)
+                homes = []
+            preexec = self.join_cgroups if self.conf.get("cgroup_dirs") and not homes else None
+            try:
+                try:
+                    proc = subprocess.Popen(
+                        self.conf["argv"],
+                        env=self.conf.get("env"),
+                        cwd=self.conf.get("cwd") or None,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out_w,
+                        stderr=err_w,
+                        start_new_session=True,
+                        preexec_fn=preexec,
+                        close_fds=True,
+                    )
+                finally:
+                    self.go_home(homes)
             except FileNotFoundError as exc:
                 return f"executable not found: {exc.filename or self.conf['argv'][0]}"
             except PermissionError as exc:
@@ -294,6 +340,8 @@ class Supervisor:
             except OSError:
                 continue
             for p in pids:
+                if p == os.getpid():
+                    continue  # never this supervisor, whatever happened to its cgroup moves
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p, signal.SIGKILL)
 
@@ -437,6 +485,11 @@ class Supervisor:
         for d in self.conf.get("cgroup_dirs", []):
             with contextlib.suppress(OSError):
                 os.rmdir(d)
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def last_runc_error(path: str) -> str:

@@ -85,6 +85,16 @@ def run(key: str, spec: dict, attempt: int = 1, devices: DeviceGrant | None = No
     return TaskRun(key, attempt, 1, parse_spec(spec), devices or DeviceGrant())
 
 
+IGNORES_TERM = "trap '' TERM; echo trapped; while true; do sleep 1; done"
+
+
+async def wait_log(rt, key: str, text: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not any(ln.endswith(text) for ln in log_lines(rt, key)):
+        assert time.monotonic() < deadline, f"{key} never logged {text!r}"
+        await asyncio.sleep(0.05)
+
+
 def log_lines(rt, key: str, attempt: int = 1) -> list[str]:
     out: list[str] = []
     for p in rt.log_files(key, attempt):
@@ -142,8 +152,9 @@ async def test_task_gets_default_signal_dispositions(kind, data_dir) -> None:
 
 async def test_ignored_term_escalates_to_kill_after_grace(kind, data_dir) -> None:
     rt = make_runtime(kind, data_dir)
-    await rt.start(run("j/t3", {"command": ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"], "grace_s": 1}))
+    await rt.start(run("j/t3", {"command": ["sh", "-c", IGNORES_TERM], "grace_s": 1}))
     await wait_running(rt, "j/t3")
+    await wait_log(rt, "j/t3", "trapped")  # a stop before the trap would simply end it
     t0 = time.monotonic()
     await rt.stop("j/t3", 1, 1.0)
     o = await wait_exit(rt, "j/t3")
@@ -218,8 +229,9 @@ async def test_reattach_and_persisted_stop_deadline(kind, data_dir) -> None:
     """A new runtime object (an agent restart) finds the task, and a stop requested before
     the restart still ends in SIGKILL at its deadline (T4, T5)."""
     rt = make_runtime(kind, data_dir)
-    await rt.start(run("j/re", {"command": ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"], "grace_s": 2}))
+    await rt.start(run("j/re", {"command": ["sh", "-c", IGNORES_TERM], "grace_s": 2}))
     await wait_running(rt, "j/re")
+    await wait_log(rt, "j/re", "trapped")
     await rt.stop("j/re", 1, 2.0)
     del rt
     rt2 = make_runtime(kind, data_dir)
@@ -227,6 +239,30 @@ async def test_reattach_and_persisted_stop_deadline(kind, data_dir) -> None:
     assert obs and obs[0].stop_requested and obs[0].state is AttemptState.RUNNING
     o = await wait_exit(rt2, "j/re")
     assert o.exit.exit_code == 137
+
+
+@pytest.mark.skipif(bool(NO_CGROUPS), reason=NO_CGROUPS or "ok")
+async def test_process_task_in_its_cgroups_and_supervisor_not(data_dir) -> None:
+    """The supervisor steps into the task's cgroups around the spawn and back out: the task
+    (and what it forks) is in every one of them, the supervisor in none, with full affinity."""
+    from agent.runtime.supervised import read_json
+
+    rt = make_runtime("process", data_dir, node="cg-node")
+    await rt.start(run("j/cg", {"command": ["sh", "-c", "sleep 300 & exec sleep 300"], "resources": {"cpuset": "0"}}))
+    await wait_running(rt, "j/cg")
+    adir = rt.attempt_dir("j/cg", 1)
+    task, shim = read_json(adir / "started.json"), read_json(adir / "shim.json")
+    rel = read_json(adir / "supervisor.json")["cgroup"]
+
+    def cgroups(pid: int) -> list[str]:
+        return [ln.split(":", 2)[2] for ln in Path(f"/proc/{pid}/cgroup").read_text().splitlines()]
+    joined = [c for c in cgroups(task["pid"]) if c.endswith("/" + rel) or c == "/" + rel]
+    assert len(joined) >= (1 if CgroupLayout.detect().version == 2 else 2), cgroups(task["pid"])  # v1: each hierarchy
+    assert not any(rel in c for c in cgroups(shim["pid"])), cgroups(shim["pid"])
+    assert len(os.sched_getaffinity(shim["pid"])) == len(os.sched_getaffinity(0))
+    await rt.stop("j/cg", 1, 5.0)
+    o = await wait_exit(rt, "j/cg")
+    assert o.exit.signal == signal.SIGTERM
 
 
 @pytest.mark.skipif(bool(NO_CGROUPS), reason=NO_CGROUPS or "ok")
