@@ -7,12 +7,15 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from harness import ROOT, Procs, job, jobctl, no_double_allocation, phase, wait_for, write_yaml
 
-from kvraft.client import SyncClient
+from kvraft.client import Op, SyncClient
 from kvraft.server.local import LocalCluster, free_port
+from scheduler import keys
+from scheduler.jobs import normalize_job
 
 PY = sys.executable
 DATA = ROOT / "tests" / "agent" / "data"
@@ -152,4 +155,50 @@ def test_kvraft_leader_killed_while_scheduling(procs: Procs, cluster3: LocalClus
     finally:
         cluster3.start_member(leader)
         cluster3.wait_ready(120)
+    no_double_allocation(eps)
+
+
+def test_scheduler_sigkilled_mid_bind(procs: Procs, tmp_path: Path) -> None:
+    """The leader is frozen (SIGSTOP) as soon as its first bindings land, so it is caught in
+    the middle of binding a burst, then SIGKILLed; the standby takes over and binds the rest.
+    Every job ends bound exactly once: one binding, one Scheduled event, alloc agreeing."""
+    eps = procs.endpoints
+    procs.agent("agents", "--nodes", "160", "--gpus-per-node", "8", "--racks", "8")
+    procs.scheduler("sched-a", ttl_s=2)
+    with SyncClient(eps, request_timeout_s=15.0) as c:
+        wait_for(lambda: c.get("/registry/scheduler/leader/", prefix=True).kvs, what="a leader")
+        procs.scheduler("sched-b", ttl_s=2)
+        names: list[str] = []
+        caught = False
+        for round_ in range(3):  # a burst the leader finishes before it is frozen does not count
+            batch = [f"m{round_}-{i}" for i in range(400)]  # several waves of bind txns
+            names += batch
+            docs = [normalize_job({"name": n, "tasks": [{"name": "w", "command": ["sleep", "600"],
+                                                         "resources": {"gpus": 1}}]}) for n in batch]
+            before = c.get("/registry/bindings/m", prefix=True, count_only=True).count
+            for i in range(0, len(docs), 100):
+                c.txn().then(*(Op.put(keys.job_key(d["name"]), json.dumps(d).encode()) for d in docs[i:i + 100])).commit()
+            deadline = time.monotonic() + 60
+            while c.get("/registry/bindings/m", prefix=True, count_only=True).count == before:  # tight: catch it early
+                assert time.monotonic() < deadline, "no binding of the burst within 60 s"
+            leader = c.get("/registry/scheduler/leader/", prefix=True, sort_target="CREATE", sort_order="ASCEND",
+                           limit=1).kvs[0].value.decode()
+            procs.procs[leader].send_signal(signal.SIGSTOP)
+            bound = c.get("/registry/bindings/m", prefix=True, count_only=True).count
+            procs.kill(leader)  # SIGKILL
+            if bound < len(names):
+                print(f"leader {leader} frozen and killed with {bound} of {len(names)} jobs bound")
+                caught = True
+                break
+            procs.scheduler(f"sched-{round_}", ttl_s=2)  # keep a standby for the next round
+        assert caught, "the leader finished every burst before it could be frozen"
+
+        def all_bound() -> bool:
+            return c.get("/registry/bindings/m", prefix=True, count_only=True).count == len(names)
+        wait_for(all_bound, 90, "every job bound by the new leader")
+        bindings = [kv.key.decode().rsplit("/", 1)[1] for kv in c.get("/registry/bindings/m", prefix=True, keys_only=True).kvs]
+        assert sorted(bindings) == sorted(names)
+        for n in names:
+            events = [json.loads(kv.value)["type"] for kv in c.get(f"/registry/events/{n}/", prefix=True).kvs]
+            assert events.count("Scheduled") == 1, (n, events)
     no_double_allocation(eps)
