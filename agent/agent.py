@@ -167,6 +167,7 @@ class Agent:
         self._lease_ok_at = time.monotonic() - _saved_lease_age(config.data_dir / "lease.json")
         self._fenced = False
         self.fences = 0
+        self._contact_tried = asyncio.Event()  # a restarted agent first tries to renew, then fences
         self._conditions: list[dict[str, Any]] = []
         self._node_doc: dict[str, Any] = {}
         self._transport: asyncio.DatagramTransport | None = None
@@ -192,7 +193,12 @@ class Agent:
         if swept:
             log.info("swept orphans", extra={"fields": {"orphans": swept}})
         await self._listen_events()
-        self._tasks.append(asyncio.get_running_loop().create_task(self._connect_then_run()))
+        loop = asyncio.get_running_loop()
+        # the reconcile loop runs from the start: it acts only on listed assignments, or to
+        # fence a node that has been out of touch too long (also when kvraft is unreachable
+        # from the start: the clock runs from the saved renewal time)
+        self._tasks.append(loop.create_task(self._reconcile_loop()))
+        self._tasks.append(loop.create_task(self._connect_then_run()))
 
     async def _connect_then_run(self) -> None:
         delay = 0.2
@@ -201,11 +207,12 @@ class Agent:
                 await self.client.open()
                 break
             except ClientError as exc:
+                self._contact_tried.set()
                 log.warning("kvraft unreachable", extra={"fields": {"error": str(exc), "retry_s": delay}})
                 await asyncio.sleep(delay * (0.5 + self._rng.random()))
                 delay = min(delay * 2, 7.0)
         loop = asyncio.get_running_loop()
-        for coro in (self._lease_loop(), self._watch_loop(), self._reconcile_loop(), self._status_loop()):
+        for coro in (self._lease_loop(), self._watch_loop(), self._status_loop()):
             self._tasks.append(loop.create_task(coro))
 
     async def stop(self) -> None:
@@ -296,11 +303,13 @@ class Agent:
             try:
                 await self._register()
             except ClientError as exc:
+                self._contact_tried.set()
                 log.warning("register failed", extra={"fields": {"error": str(exc), "retry_s": delay}})
                 await asyncio.sleep(delay * (0.5 + self._rng.random()))
                 delay = min(delay * 2, 7.0)
                 continue
             delay = 0.2
+            self._contact_tried.set()
             await self._keep_alive()
             self.registered.clear()
             self.lease_losses += 1
@@ -336,8 +345,11 @@ class Agent:
         been out of touch; ends a fence once the assignments are listed again."""
         self._lease_ok_at = max(self._lease_ok_at, sent)
         doc = {"id": self.lease_id, "renewed_at": time.time() - (time.monotonic() - self._lease_ok_at)}
+        path = self.config.data_dir / "lease.json"
         with contextlib.suppress(OSError):
-            (self.config.data_dir / "lease.json").write_text(json.dumps(doc))
+            tmp = path.with_name("lease.json.tmp")
+            tmp.write_text(json.dumps(doc))
+            os.replace(tmp, path)  # a crash mid-write never leaves a torn file
         if self._fenced:
             self._relist.set()
 
@@ -463,7 +475,7 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
-            if not self._fenced and self._out_of_touch():
+            if not self._fenced and self._contact_tried.is_set() and self._out_of_touch():
                 self._fenced = True
                 self.fences += 1
                 log.warning("lease out of touch past its TTL and grace: fenced, stopping every task",

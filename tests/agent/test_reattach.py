@@ -257,6 +257,21 @@ async def test_out_of_touch_past_ttl_and_grace_stops_every_task(tmp_path) -> Non
             assert (never["attempt"], never["reason"], never["signal"]) == (1, "Killed", signal.SIGTERM)
             await wait_status(kv, "jf", "again", "Running", agent=agent, attempt=2, timeout_s=90)
             assert "unfenced" in agent.log_text()
+        # an agent restarted while kvraft is unreachable fences too, counting from the
+        # renewal time it saved (its own clock starts at zero)
+        second = read_json(agent.data_dir / "tasks" / "jf" / "again" / "2" / "started.json")
+        cluster.stop_member("m0", sig=signal.SIGKILL)
+        agent.kill(signal.SIGKILL)
+        agent.start()
+
+        async def second_stopped():
+            return not pid_alive(second)
+        await wait_for(second_stopped, 60, "attempt 2 stopped by a restarted, unconnected agent", agent)
+        exit_doc = read_json(agent.data_dir / "tasks" / "jf" / "again" / "2" / "exit.json")
+        assert exit_doc is not None and exit_doc["signal"] == signal.SIGTERM, exit_doc
+        cluster.start_member("m0")
+        cluster.wait_ready(90)
+        async with Client(urls, request_timeout_s=15.0, dial_timeout_s=5.0) as kv:
             for t in ("never", "again"):
                 await unassign(kv, "n-fence", "jf", t)
     finally:
