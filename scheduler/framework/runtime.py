@@ -123,6 +123,12 @@ class Framework:
     def rank(self, info: JobInfo, now_s: float) -> tuple[float, ...]:
         return self.queue_sort.rank(info, now_s)
 
+    def plugin(self, name: str) -> object | None:
+        for plugin in self.plugins:
+            if getattr(plugin, "name", None) == name:
+                return plugin
+        return None
+
     def domains(self, level: Level) -> list[Domain]:
         key = (len(self.state.racks), len(self.state.nodes))
         if key != self._domains_key:
@@ -185,10 +191,10 @@ class Framework:
 
     def attempt(self, info: JobInfo, now_s: float) -> Attempt:
         cs = CycleState(self.state, now_s, self.rng, info)
-        for plugin in self.pre_filters:
+        for i, plugin in enumerate(self.pre_filters):
             status = plugin.pre_filter(cs, info)
             if not status.ok:
-                return self._post_filter(cs, info, status)
+                return self._post_filter(cs, info, self._strongest(cs, info, status, i + 1))
         job = info.job
         key = (
             job.tasks, job.gpus_per_task, job.cpu_milli_per_task, job.memory_mib_per_task,
@@ -207,6 +213,18 @@ class Framework:
             if not status.ok:
                 return self._post_filter(cs, info, status)
         return Attempt(SUCCESS, placement)
+
+    def _strongest(self, cs: CycleState, info: JobInfo, status: Status, rest: int) -> Status:
+        """A rejection that preemption may help is final only if no later PreFilter says
+        preemption cannot help: evicting gangs for a job its quota blocks anyway would leave
+        their GPUs held for a job that cannot start."""
+        if not status.preemption_may_help:
+            return status
+        for plugin in self.pre_filters[rest:]:
+            other = plugin.pre_filter(cs, info)
+            if not other.ok and not other.preemption_may_help:
+                return other
+        return status
 
     def _post_filter(self, cs: CycleState, info: JobInfo, status: Status) -> Attempt:
         if status.code in (Code.INFEASIBLE, Code.WAIT):

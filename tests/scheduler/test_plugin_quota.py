@@ -28,8 +28,10 @@ T = (Tenant("a", 16), Tenant("b", 16))
 CASES = [
     QuotaCase("within nominal", T, {"a": 8}, "a", 8, Code.SUCCESS),
     QuotaCase("borrows unused quota", T, {"a": 16}, "a", 8, Code.SUCCESS),
-    QuotaCase("nothing left to borrow", T, {"a": 20, "b": 12}, "a", 1, Code.UNRESOLVABLE,
+    QuotaCase("nothing left to borrow: preemption may free some", T, {"a": 20, "b": 12}, "a", 1, Code.UNSCHEDULABLE,
               "tenant a uses 20 of 16 nominal GPUs and needs 1 more; would borrow 5 but only 0 quota GPUs are unused"),
+    QuotaCase("more than all quotas together", T, {"a": 20, "b": 12}, "a", 13, Code.UNRESOLVABLE,
+              "tenant a uses 20 of 16 nominal GPUs and needs 13 more; would borrow 17 but only 0 quota GPUs are unused"),
     QuotaCase("borrow limit", (Tenant("a", 16, 4), Tenant("b", 16)), {"a": 16}, "a", 8, Code.UNRESOLVABLE,
               "tenant a uses 16 of 16 nominal GPUs and needs 8 more; would borrow 8, limit 4"),
     QuotaCase("borrowing off", T, {"a": 16}, "a", 1, Code.UNRESOLVABLE,

@@ -180,3 +180,23 @@ def test_a_small_stream_by_hand() -> None:
     # b's unused 4; a second would borrow quota nobody leaves unused.
     log = run("default", (2, 8, 1), [Op("submit", 8), Op("submit", 8), Op("pass")], 0)
     assert [job_id for job_id, _ in log[0][2]] == ["j0"]
+
+
+def test_no_preemption_for_a_gang_its_quota_blocks() -> None:
+    # Found by test_invariants_hold_on_random_streams: the topology PreFilter rejected the
+    # 8-GPU gang first (no rack had room), preemption evicted all four running jobs, then the
+    # quota PreFilter refused the gang: its hold on the freed GPUs kept everyone else out.
+    stream = [Op("submit", 1)] * 5 + [Op("pass"), Op("submit", 8, 1), Op("pass")]
+    log = run("priority-preempt", (2, 4, 1), stream, 0)
+    assert all(not preempted for _, _, _, preempted in log)
+
+
+def test_preemption_frees_quota_outside_the_domain_it_fills() -> None:
+    # Found by test_invariants_hold_on_random_streams: tenant x (no quota of its own) can take
+    # 12 GPUs only once all 12 nominal GPUs are unused; rack-0 has room once j4 goes, but the
+    # quota also needs j0-j3 (in rack-1) gone. Before, the victim search looked only inside the
+    # rack and the priority-1 gang waited behind priority-0 gangs.
+    stream = [Op("submit", 1)] * 4 + [Op("submit", 8), Op("pass"), Op("submit", 12, 1, "x"), Op("pass")]
+    log = run("priority-preempt", (3, 8, 2), stream, 0)
+    assert sorted(v for entry in log for v in entry[3]) == ["j0", "j1", "j2", "j3", "j4"]
+    assert any(job_id == "j6" for entry in log for job_id, _ in entry[2])

@@ -3,7 +3,7 @@
 A PostFilter for jobs that do not fit although enough GPUs are free in the cluster: the free
 GPUs are scattered (say an 8-GPU job, and 12 GPUs free as 1-3 per node). It looks for the
 cheapest set of small running gangs (at most ``max_victim_gpus`` GPUs, single node, priority
-not above the job's, moved fewer than ``max_moves`` times) whose eviction lets the job fit
+not above the job's, evicted fewer than ``max_moves`` times, preemptions included) whose eviction lets the job fit
 (``victims.search``), but accepts a set only if every victim can restart at once on another
 node: each gets a hold there, the job gets a hold on the freed GPUs. A move costs the victim
 only its restart (it resumes from its checkpoint), so rank does not matter, unlike preemption.
@@ -60,8 +60,8 @@ class Defragment:
     def post_filter(self, cs: CycleState, info: JobInfo, status: Status) -> PostFilterResult:
         job = info.job
         state = cs.state
-        if not status.preemption_may_help or job.gpus < self.args.min_job_gpus:
-            return NOTHING
+        if not status.preemption_may_help or job.gpus < self.args.min_job_gpus or status.plugin == "quota":
+            return NOTHING  # moving gangs frees no quota
         if state.free_gpus(job.gpu_type) < job.gpus:
             return NOTHING  # not fragmentation: too few GPUs free in total
         # Within a pass, capacity only shrinks until something is released (the epoch moves):

@@ -24,7 +24,7 @@ from scheduler.framework.interfaces import Handle, PassPlugin, PostFilterPlugin,
 from scheduler.framework.status import SUCCESS, Status
 from scheduler.model import Preemption
 from scheduler.plugins.preemption.victims import Candidate, search
-from scheduler.plugins.quota.plugin import nominal_gpus
+from scheduler.plugins.quota.plugin import Quota, nominal_gpus
 from scheduler.state import ClusterState, JobInfo
 
 __all__ = ["NAME", "Preempt", "PreemptionArgs", "new"]
@@ -131,7 +131,17 @@ class Preempt:
         freeable = sum(v.info.job.gpus for v in eligible.values())
         if cs.state.free_gpus(job.gpu_type) + freeable < job.gpus:
             return NOTHING
-        found = search(self.handle, cs, info, eligible, lambda victims, plan: True)
+        quota = self.handle.plugin("quota")
+
+        def enough(removed: Mapping[str, Candidate]) -> bool:
+            if not isinstance(quota, Quota) or not cs.state.tenants:
+                return True
+            freed: dict[str, int] = {}
+            for v in removed.values():
+                freed[v.info.job.tenant] = freed.get(v.info.job.tenant, 0) + v.info.job.gpus
+            return quota.allows_after(cs.state, job, freed)
+
+        found = search(self.handle, cs, info, eligible, lambda victims, plan: True, enough)
         if found is None:
             self.failed[key] = cs.state.epoch
             return NOTHING

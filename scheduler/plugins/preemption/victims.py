@@ -2,8 +2,10 @@
 whose removal lets a job fit in some domain.
 
 For each level the job may use, tightest first, and each domain of that level (a node, a
-rack, ...): remove every candidate touching the domain; if the job then fits, give candidates
-back one at a time, most expensive first, as long as it still fits. Among the domains of the
+rack, ...): remove every candidate touching the domain (and, when the caller's ``enough``
+condition, the preemptor's quota, needs more, every other candidate too); if the job then
+fits, give candidates back one at a time, most expensive first, as long as it still fits and
+``enough`` holds. Among the domains of the
 tightest level that works, the cheapest set wins (then fewer victims, then lower rank).
 
 Example: a 1-GPU job, node n1 runs a (1 GPU, 0.008 GPU-h to restart) and b (4 GPUs,
@@ -76,15 +78,22 @@ def _fits(handle: Handle, cs: CycleState, info: JobInfo, level: Level, nodes: Se
 
 
 def _minimal(handle: Handle, cs: CycleState, info: JobInfo, level: Level, nodes: Sequence[NodeInfo],
-             victims: list[Candidate]) -> tuple[list[Candidate], dict[str, int]] | None:
+             victims: list[Candidate], enough: Callable[[Mapping[str, Candidate]], bool],
+             ) -> tuple[list[Candidate], dict[str, int]] | None:
     removed = {v.info.job.job_id: v for v in victims}
     plan = _fits(handle, cs, info, level, nodes, removed)
-    if plan is None:
+    if plan is None or not enough(removed):
         return None
+    here = {n.name for n in nodes}
     for victim in sorted(victims, key=lambda v: (-v.cost_gpu_h, tuple(-r for r in v.rank), v.info.job.job_id)):
         job_id = victim.info.job.job_id
         del removed[job_id]
-        trial = _fits(handle, cs, info, level, nodes, removed)
+        if not enough(removed):
+            trial = None
+        elif here.isdisjoint(victim.info.by_node):
+            trial = plan  # evicted elsewhere only to free quota: the room here is unchanged
+        else:
+            trial = _fits(handle, cs, info, level, nodes, removed)
         if trial is None:
             removed[job_id] = victim
         else:
@@ -98,9 +107,12 @@ def search(
     info: JobInfo,
     candidates: Mapping[str, Candidate],
     accept: Callable[[list[Candidate], dict[str, int]], E | None],
+    enough: Callable[[Mapping[str, Candidate]], bool] = lambda removed: True,
 ) -> Found[E] | None:
     """The cheapest acceptable victim set, or None. ``accept(victims, plan)`` may veto a set
-    (returning None) or attach extra data to it (defragmentation's re-placement targets)."""
+    (returning None) or attach extra data to it (defragmentation's re-placement targets).
+    ``enough(removed)`` is a condition besides room that the removal must meet while victims
+    are given back (preemption: the preemptor's quota once they are gone)."""
     state = cs.state
     job = info.job
     by_node: dict[str, list[str]] = {}
@@ -122,10 +134,18 @@ def search(
             touching = sorted({v for n in nodes for v in by_node.get(n.name, ())})
             if not touching:
                 continue
-            found = _minimal(handle, cs, info, level, nodes, [candidates[v] for v in touching])
+            victims = [candidates[v] for v in touching]
+            if not enough({v.info.job.job_id: v for v in victims}):
+                # Room here is not all it needs (quota): gangs elsewhere may be evicted too.
+                victims += [c for j, c in sorted(candidates.items()) if j not in set(touching)]
+            found = _minimal(handle, cs, info, level, nodes, victims, enough)
             if found is None:
                 continue
             victims, plan = found
+            if not victims:
+                # It fits with nothing evicted: what blocks it (quota, a hold) is not capacity
+                # here, and evicting gangs would not help.
+                continue
             key = (round(sum(v.cost_gpu_h for v in victims), 9), len(victims), max(v.rank for v in victims))
             if best is not None and key >= best[0]:
                 continue

@@ -2,7 +2,9 @@
 
 A tenant may always use up to its nominal quota. Beyond it, it borrows: allowed when
 borrowing is on, the tenant stays within its ``borrow_limit_gpus``, and all tenants together
-stay within the sum of nominal quotas (what it borrows is quota others leave unused). Jobs of
+stay within the sum of nominal quotas (what it borrows is quota others leave unused). A job
+refused only because others use the quota is UNSCHEDULABLE (preempting their gangs may help)
+when its tenant's usage plus the job fits the sum of nominal quotas, else UNRESOLVABLE. Jobs of
 tenants without a record have a nominal quota of ``unknown_tenant_nominal_gpus``. With no
 tenants defined at all, quotas are off. Borrowed GPUs can be reclaimed by the preemption
 plugin (``reclaim_borrowed``) when a tenant within its nominal quota needs them.
@@ -18,6 +20,7 @@ from scheduler.framework.args import decode_args
 from scheduler.framework.cycle_state import CycleState
 from scheduler.framework.interfaces import EnqueueExtensions, Handle, PreFilterPlugin
 from scheduler.framework.status import SUCCESS, Status
+from scheduler.model import Job
 from scheduler.state import ClusterEvent, ClusterState, JobInfo
 
 __all__ = ["NAME", "Quota", "QuotaArgs", "new", "nominal_gpus"]
@@ -58,8 +61,21 @@ class Quota:
         if not state.tenants:
             return SUCCESS
         job = info.job
+        return self._check(state, job, state.tenant_gpus.get(job.tenant, 0), state.allocated_gpus,
+                           set(state.tenant_gpus))
+
+    def allows_after(self, state: ClusterState, job: Job, freed: Mapping[str, int]) -> bool:
+        """Would ``job`` pass once the gangs counted in ``freed`` (tenant -> GPUs) are gone?
+        Preemption asks before evicting, so that it never evicts for a job quota still blocks."""
+        if not state.tenants:
+            return True
+        usage = state.tenant_gpus.get(job.tenant, 0) - freed.get(job.tenant, 0)
+        allocated = state.allocated_gpus - sum(freed.values())
+        using = {t for t, g in state.tenant_gpus.items() if g - freed.get(t, 0) > 0}
+        return self._check(state, job, usage, allocated, using).ok
+
+    def _check(self, state: ClusterState, job: Job, usage: int, allocated: int, using: set[str]) -> Status:
         tenant = job.tenant
-        usage = state.tenant_gpus.get(tenant, 0)
         nominal = nominal_gpus(state, tenant, self.unknown)
         if usage + job.gpus <= nominal:
             return SUCCESS
@@ -73,12 +89,15 @@ class Quota:
             return Status.unresolvable(f"{head}; would borrow {borrow}, limit {limit}", NAME)
         total_nominal = self.total_nominal(state)
         if self.unknown:
-            unknown_tenants = {t for t in state.tenant_gpus if t not in state.tenants}
+            unknown_tenants = {t for t in using if t not in state.tenants}
             total_nominal += self.unknown * len(unknown_tenants | ({tenant} - set(state.tenants)))
-        unused = total_nominal - state.allocated_gpus
+        unused = total_nominal - allocated
         if job.gpus > unused:
-            return Status.unresolvable(
-                f"{head}; would borrow {borrow} but only {max(unused, 0)} quota GPUs are unused", NAME)
+            message = f"{head}; would borrow {borrow} but only {max(unused, 0)} quota GPUs are unused"
+            if usage + job.gpus <= total_nominal:
+                # Evicting other tenants' gangs frees quota too: preemption may help.
+                return Status.unschedulable(message, NAME)
+            return Status.unresolvable(message, NAME)
         return SUCCESS
 
     def events_to_register(self) -> frozenset[ClusterEvent]:
