@@ -8,9 +8,15 @@
 |             |                                    | the fewest whole nodes of one rack; or wait  |
 | b4-las      | Tiresias 2D-LAS, 2 queues at 8     | strict, as b3; preemptive (30 s restart)     |
 |             | GPU-h                              |                                             |
-| default     | priority, then shortest estimated  | gang in one node / one rack, holes filled    |
-|             | GPU-time first, with aging         | best fit; backfill reservations for starving |
-|             |                                    | gangs; priority preemption; quotas borrowing |
+| default     | priority, LAS (2 queues at 128     | gang in one node / one rack, holes filled    |
+|             | GPU-h), then shortest estimated    | best fit; backfill reservations for starving |
+|             | GPU-time first, aged over 30 min   | gangs; preemption; defragmentation moves;    |
+|             |                                    | quotas with borrowing                        |
+
+The default's arguments come from the sweep recorded in docs/benchmarks.md ("Scheduler"):
+aging 30 min rather than 1 h or none, and defragmentation allowed to move a gang evicted up to
+8 times (2 left long-running one-GPU jobs, evicted twice by LAS, pinned in the way of 8-GPU
+gangs for days).
 
 Order matters where plugins share an extension point: PreFilter runs in the listed order
 and stops at the first rejection, and the PostFilters (preemption, defrag, backfill) read the
@@ -71,14 +77,14 @@ def _b4() -> Profile:
 
 def _default() -> Profile:
     return Profile("default", (
-        PluginSpec("las", args={"thresholds_gpu_h": (128.0,), "within": "shortest", "aging_s": 3600.0}),
+        PluginSpec("las", args={"thresholds_gpu_h": (128.0,), "within": "shortest", "aging_s": 1800.0}),
         PluginSpec("topology", args={"small_level": "node", "large_level": "rack", "mode": "required"}),
         PluginSpec("gputype"),
         PluginSpec("quota", args={"borrowing": True}),
         PluginSpec("gang"),
         PluginSpec("resources", args={"scoring": "none"}),
         PluginSpec("preemption", args={"restart_overhead_s": 30.0}),
-        PluginSpec("defrag", args={"restart_overhead_s": 30.0}),
+        PluginSpec("defrag", args={"restart_overhead_s": 30.0, "max_moves": 8}),
         PluginSpec("backfill", args={"max_reservations": 2, "min_gpus": 2, "reserve_after_s": 24 * 3600.0}),
     ))
 
