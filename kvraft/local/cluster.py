@@ -56,13 +56,14 @@ class LocalSpec:
     lease_ttl_s: int = 10
     heartbeat_s: float = 2.0
     election_ttl_s: int = 5
+    dashboard: bool = True
     tls: bool = False  # client and peer mutual TLS, certificates from deploy/make-certs.sh in <dir>/pki
 
 
 @dataclass
 class Proc:
     name: str
-    role: str  # member, scheduler, agent
+    role: str  # member, scheduler, agent, dashboard
     pid: int
     start_time: int | None
     url: str
@@ -195,6 +196,18 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
                 argv += _client_flags(directory / "pki", "scheduler")
             p = spawn(argv, log, env)
             record(Proc(name, "scheduler", p.pid, proc_start_time(p.pid), url, str(log)))
+        # the dashboard (scheduler.dashboard), when this build has it
+        if spec.dashboard and (ROOT / "scheduler" / "dashboard" / "main.py").exists():
+            url = f"http://127.0.0.1:{free_port()}"
+            log = directory / "logs" / "dashboard.log"
+            argv = [py, "-m", "scheduler.dashboard.main", "--endpoints", eps, "--listen-url", url, "--allow-writes"]
+            for p in procs:
+                if p.role == "scheduler":
+                    argv += ["--scheduler-url", p.url]
+            if tls:
+                argv += _client_flags(directory / "pki", "scheduler")
+            p = spawn(argv, log, env)
+            record(Proc("dashboard", "dashboard", p.pid, proc_start_time(p.pid), url, str(log)))
         # agents: contiguous blocks per rack, so a rack holds several nodes
         per_rack = -(-spec.agents // spec.racks)
         for i in range(spec.agents):
@@ -218,7 +231,7 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
             record(Proc(name, "agent", p.pid, proc_start_time(p.pid), url, str(log), rack=rack,
                         data_dir=str(home / "data"), extra={"address": host, "gpus": spec.gpus_per_agent}))
         for p in procs:
-            if p.role in ("agent", "scheduler"):
+            if p.role in ("agent", "scheduler", "dashboard"):
                 _wait(f"{p.role} {p.name}", lambda p=p: (not p.alive()) or http_ok(p.url), timeout_s, [p.log])
                 if not p.alive():
                     raise ClusterError(f"{p.role} {p.name} exited at start; see {p.log}")
@@ -285,7 +298,8 @@ def status(directory: Path) -> dict[str, Any]:
         else:
             row["healthy"] = False
         out.append(row)
-    return {"dir": doc["dir"], "endpoints": doc.get("endpoints", []), "processes": out, "dashboard": None,
+    dash = next((p.url for p in _procs(doc) if p.role == "dashboard"), None)
+    return {"dir": doc["dir"], "endpoints": doc.get("endpoints", []), "processes": out, "dashboard": dash,
             **({"tls": doc["tls"]} if doc.get("tls") else {})}
 
 
@@ -312,7 +326,7 @@ def kill_node(directory: Path, name: str) -> list[int]:
 
 def _stop(procs: list[Proc], directory: Path) -> list[int]:
     stopped: list[int] = []
-    order = {"scheduler": 0, "agent": 1, "member": 2}
+    order = {"dashboard": 0, "scheduler": 0, "agent": 1, "member": 2}
     for role in sorted(order, key=order.__getitem__):
         group = [p for p in procs if p.role == role]
         pids = {p.pid for p in group if p.alive()}

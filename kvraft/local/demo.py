@@ -119,7 +119,9 @@ def run_demo(directory: Path, spec: LocalSpec, job_file: Path | None, timeout_s:
                 took = time.monotonic() - t_submit
                 say(f"demo: the cluster keeps running ({directory}); see it with: kvraft-local status --dir {directory};"
                     f" jobctl --endpoints {','.join(endpoints)} describe job {job_name}")
-                say("demo: no web dashboard in this build; `make down` stops everything")
+                dash = next((p["url"] for p in doc["processes"] if p["role"] == "dashboard"), None)
+                say(f"demo: dashboard: open {dash}/#job={job_name} in a browser" if dash else "demo: no dashboard in this build")
+                say("demo: `make down` (kvraft-local down) stops everything")
                 say(f"demo: total wall time {time.monotonic() - t_start:.1f} s")
                 say(f"demo: job {job_name} Succeeded in {took:.0f} s, test accuracy {acc}")
                 return 0 if acc is not None else 1
