@@ -431,6 +431,7 @@ def main(_workload: str, argv: list[str] | None = None) -> int:
     parser.add_argument("--bind-rate", type=float, default=20.0, help="scheduler binds per second")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2), help="agent load processes")
     parser.add_argument("--compare-etcd", default="", help="path of an etcd binary to run the same steps against")
+    parser.add_argument("--skip-kvraft", action="store_true", help="run only the etcd comparison")
     parser.add_argument("--all-steps", action="store_true", help="keep stepping after a step that does not hold")
     parser.add_argument("--json", default="", help="also write every figure to this file")
     args = parser.parse_args(argv)
@@ -440,9 +441,11 @@ def main(_workload: str, argv: list[str] | None = None) -> int:
         parser.error(f"--steps: not a list of integers: {args.steps!r}")
     if not steps or min(steps) <= 0 or args.step_seconds <= 0 or args.bind_rate <= 0 or args.workers < 1:
         parser.error("--steps must be positive integers; --step-seconds, --bind-rate and --workers positive")
+    if args.skip_kvraft and not args.compare_etcd:
+        parser.error("--skip-kvraft needs --compare-etcd")
     if args.compare_etcd and not os.access(args.compare_etcd, os.X_OK):
         parser.error(f"--compare-etcd: {args.compare_etcd} is not an executable")
-    targets: list[tuple[str, Any]] = [("kvraft", lambda d: LocalCluster(3, d, token="cluster-load"))]
+    targets: list[tuple[str, Any]] = [] if args.skip_kvraft else [("kvraft", lambda d: LocalCluster(3, d, token="cluster-load"))]
     if args.compare_etcd:
         targets.append(("etcd", lambda d: _EtcdCluster(3, d, args.compare_etcd)))
     doc: dict[str, Any] = {"steps": steps, "step_seconds": args.step_seconds, "bind_rate": args.bind_rate, "results": {}}
