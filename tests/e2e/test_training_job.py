@@ -7,6 +7,8 @@ elsewhere from its checkpoint. The node-kill test runs last (it takes a node awa
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -65,6 +67,40 @@ def test_cancel_stops_every_task_everywhere(cluster: Cluster) -> None:
     assert r.returncode == 0, r.stderr
     wait_for(lambda: cluster.status(name).get("phase") == "Cancelled", 120, "phase Cancelled")
     wait_for(lambda: not processes_with_env(f"KVRAFT_JOB={name}"), 120, "no process of the job left")
+
+
+def test_tcp_ring_through_the_kvraft_rendezvous(cluster: Cluster) -> None:
+    name = _submit(cluster, job_yaml("e2e-tcp", "--epochs", "2", backend="tcp"))
+    wait_for(lambda: cluster.status(name).get("phase") in ("Succeeded", "Failed"), 240, "e2e-tcp to finish")
+    assert cluster.status(name)["phase"] == "Succeeded", cluster.describe(name)
+    done = cluster.progress(name)
+    assert done["ranks"] == 4 and done["backend"] == "tcp+hierarchical", done
+
+
+def _rank_pid(name: str, rank: int) -> int | None:
+    for pid in processes_with_env(f"KVRAFT_JOB={name}"):
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read()  # noqa: SIM115
+            env = open(f"/proc/{pid}/environ", "rb").read()  # noqa: SIM115
+        except OSError:
+            continue
+        if b"train_digits.py" in cmd and b"jobrun" not in cmd and f"KVRAFT_RANK={rank}\0".encode() in env:
+            return pid
+    return None
+
+
+def test_a_crashed_worker_restarts_the_gang_by_policy(cluster: Cluster) -> None:
+    name = _submit(cluster, job_yaml("e2e-crash", "--epochs", "5", "--epoch-pause-s", "1.5",
+                                     restart_policy="OnFailure", max_restarts=2))
+    wait_for(lambda: (cluster.progress(name).get("epoch") or 0) >= 2 and not cluster.progress(name).get("started"),
+             240, "two epochs of e2e-crash")
+    pid = wait_for(lambda: _rank_pid(name, 2), 30, "the process of rank 2")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: cluster.status(name).get("restarts", 0) >= 1, 120, "the gang restarted")
+    wait_for(lambda: cluster.status(name).get("phase") in ("Succeeded", "Failed"), 300, "e2e-crash to finish")
+    assert cluster.status(name)["phase"] == "Succeeded", cluster.describe(name)
+    done = cluster.progress(name)
+    assert done["restarts"] >= 1 and done["resumed_from"] >= 2, done
 
 
 def test_killed_node_gang_finishes_elsewhere_from_its_checkpoint(cluster: Cluster) -> None:
