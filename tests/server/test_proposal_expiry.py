@@ -1,5 +1,6 @@
-"""Proposals that never commit fail with etcd's timeout errors after their deadline, and
-leave no waiter behind (the driver's expiry task; no timer per proposal)."""
+"""Proposals that never commit, and linearizable reads that get no ReadIndex answer, fail
+with etcd's timeout errors after their deadline, and proposals leave no waiter behind
+(the driver's expiry task; no timer per proposal)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,11 @@ def test_proposals_without_a_leader_expire(tmp_path) -> None:
             # (the member's own publish proposal may be waiting too)
             assert not any(f is mine for f in node.driver._waiters.values() for mine in futures)
             assert len(node.driver._waiters) <= 1
+            # a linearizable read without a leader fails after its deadline too
+            started = time.monotonic()
+            with pytest.raises(Unavailable):
+                await node.driver.read_barrier(timeout_s=0.5)
+            assert time.monotonic() - started >= 0.5
         finally:
             await node.stop()
 
