@@ -14,8 +14,9 @@ of Kubeflow's MPI Operator with kvraft in place of ssh:
 1. every task starts an *exec server* and publishes ``ready/<rank>``;
 2. rank 0 waits for all of them, then runs ``mpirun -H r0:1,r1:1,... -n N`` with
    ``plm_ssh_agent`` set to ``python -m agent.collective.jobrun --rsh``;
-3. for "host" ``rK`` that rsh agent writes the daemon's command line (``prted ...``) to
-   ``exec/K`` and waits until rank K's exec server answers ``started/K``;
+3. for "host" ``rK`` that rsh agent (a standard-library script relaying to rank 0's jobrun
+   over loopback) writes the daemon's command line (``prted ...``) to ``exec/K`` and waits
+   until rank K's exec server answers ``started/K``;
 4. the exec server of task K runs the daemon *inside task K* (its process group, its cgroup,
    its GPUs' environment), without ``--daemonize`` so the agent's stop, kill and cancel reach
    it; the daemon starts MPI rank K there, which inherits the task's environment;
@@ -38,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -46,6 +46,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from agent.collective.errors import CollectiveTimeout
 from agent.collective.rendezvous import KvraftRendezvous, kvraft_from_url
@@ -164,10 +165,11 @@ def run_mpi(program: list[str], env: dict[str, str], mpi_args: list[str], wait_s
         for r in range(size):
             rdzv.get(f"ready/{r}", wait_s)
         _log(f"all {size} ranks ready; starting mpirun")
+        relay = RshRelay(rdzv, wait_s)
         work = Path(env.get("KVRAFT_WORKDIR") or Path.cwd())
         agent_path = work / f".jobrun-rsh-{os.getpid()}"
-        agent_path.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m agent.collective.jobrun --rsh \"$@\"\n")
-        agent_path.chmod(0o755)
+        agent_path.write_text(RSH_SCRIPT.format(python=sys.executable, port=relay.port))
+        agent_path.chmod(0o700)
         argv = mpirun_argv(size, str(agent_path), program, mpi_args)
         code = subprocess.call(argv)
         rdzv.set("done", str(code).encode())
@@ -177,24 +179,77 @@ def run_mpi(program: list[str], env: dict[str, str], mpi_args: list[str], wait_s
         rdzv.close()
 
 
+# mpirun's ssh agent: a standard-library script (-IS: ~20 ms to start, where importing the
+# kvraft client took seconds per daemon on a loaded machine) that hands HOST and COMMAND to
+# rank 0's jobrun over loopback; jobrun writes them to kvraft (``RshRelay``).
+RSH_SCRIPT = """#!{python} -IS
+import json, socket, sys
+args = sys.argv[1:]
+while args and args[0].startswith("-"):
+    args = args[1:]
+with socket.create_connection(("127.0.0.1", {port})) as s:
+    s.sendall(json.dumps({{"host": args[0] if args else "", "cmd": " ".join(args[1:])}}).encode() + b"\\n")
+    answer = json.loads(s.makefile().readline() or "{{}}")
+if not answer.get("ok"):
+    sys.stderr.write("jobrun rsh: %s\\n" % answer.get("error", "no answer"))
+    sys.exit(1)
+"""
+
+
+class RshRelay:
+    """Rank 0's loopback listener for ``RSH_SCRIPT``: one request per daemon."""
+
+    def __init__(self, rdzv: KvraftRendezvous, wait_s: float) -> None:
+        import socket
+
+        self.rdzv = rdzv
+        self.wait_s = wait_s
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        threading.Thread(target=self._accept, name="rsh-relay", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), name="rsh-request", daemon=True).start()
+
+    def _serve(self, conn: Any) -> None:
+        with conn:
+            try:
+                req = json.loads(conn.makefile().readline())
+                error = relay_exec(self.rdzv, str(req.get("host", "")), str(req.get("cmd", "")), self.wait_s)
+            except Exception as exc:  # answer, never hang mpirun
+                error = repr(exc)
+            conn.sendall(json.dumps({"ok": not error, "error": error}).encode() + b"\n")
+
+
+def relay_exec(rdzv: KvraftRendezvous, host: str, command: str, wait_s: float) -> str:
+    """Ask rank K's exec server to run ``command``; "" when it started, else the reason."""
+    if not host.startswith(HOST_PREFIX) or not host[len(HOST_PREFIX):].isdigit() or not command:
+        return f"cannot parse host {host!r} / command"
+    rank = int(host[len(HOST_PREFIX):])
+    rdzv.set(f"exec/{rank}", json.dumps({"cmd": command}).encode())
+    answer = json.loads(rdzv.get(f"started/{rank}", wait_s))
+    return f"rank {rank} could not start the daemon: {answer['error']}" if "error" in answer else ""
+
+
 def rsh(args: list[str], wait_s: float) -> int:
-    """``plm_ssh_agent``: ``HOST COMMAND...`` -> run COMMAND in the task of rank K (host rK)."""
-    while args and args[0].startswith("-"):  # ssh options PRRTE may pass (-x etc.)
+    """``jobrun --rsh HOST COMMAND...``: the same request as ``RSH_SCRIPT``, straight to kvraft
+    (for use outside rank 0's jobrun, e.g. by hand)."""
+    while args and args[0].startswith("-"):  # ssh options PRRTE may pass
         args = args[1:]
-    if len(args) < 2 or not args[0].startswith(HOST_PREFIX) or not args[0][len(HOST_PREFIX):].isdigit():
-        _log(f"rsh: cannot parse {args!r}")
-        return 2
-    rank = int(args[0][len(HOST_PREFIX):])
     rdzv = _rdzv(dict(os.environ), wait_s)
     try:
-        rdzv.set(f"exec/{rank}", json.dumps({"cmd": " ".join(args[1:])}).encode())
-        answer = json.loads(rdzv.get(f"started/{rank}", wait_s))
-        if "error" in answer:
-            _log(f"rsh: rank {rank} could not start the daemon: {answer['error']}")
-            return 1
-        return 0
+        error = relay_exec(rdzv, args[0] if args else "", " ".join(args[1:]), wait_s)
     finally:
         rdzv.close()
+    if error:
+        _log(f"rsh: {error}")
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
