@@ -86,10 +86,14 @@ async def test_docker_exit_code_logs_and_exec(rt) -> None:
 
 async def test_docker_oom_and_grace_escalation(rt) -> None:
     await rt.start(run("j/oom", {"command": [PY, "-c", "b = bytearray(300 << 20)"], "resources": {"memory_mib": 32}}))
-    await rt.start(run("j/term", {"command": ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"], "grace_s": 1}))
+    await rt.start(run("j/term", {"command": ["sh", "-c", "trap '' TERM; echo trapped; while true; do sleep 1; done"], "grace_s": 1}))
     oom = await wait_exit(rt, "j/oom")
     assert (oom.exit.exit_code, oom.exit.oom_killed) == (137, True)
     await wait_running(rt, "j/term")
+    deadline = time.monotonic() + 60
+    while not any("trapped" in ln for ln in log_lines(rt, "j/term")):  # a stop before the trap would end it at once
+        assert time.monotonic() < deadline, "the task never installed its trap"
+        await asyncio.sleep(0.05)
     await rt.stop("j/term", 1, 1.0)
     t0 = time.monotonic()
     o = await wait_exit(rt, "j/term")
