@@ -222,9 +222,9 @@ class Dashboard:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
         await resp.prepare(request)
-        q, first = self.live.subscribe()
+        q, _ = self.live.subscribe()
         try:
-            await resp.write(_sse(first))
+            await resp.write(self.live.snapshot_bytes())
             while True:
                 try:
                     msg = await asyncio.wait_for(q.get(), timeout=15.0)

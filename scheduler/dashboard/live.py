@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -104,6 +105,7 @@ class LiveState:
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.rebuilds = 0
+        self._snapshot: tuple[int, bytes] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -164,6 +166,14 @@ class LiveState:
         self.subscribers.add(q)
         return q, {"seq": self.seq, "revision": self.view.revision, "snapshot": self.items,
                    "synced": self.informer.synced.is_set()}
+
+    def snapshot_bytes(self) -> bytes:
+        """The first SSE message of a new page, serialized once per state."""
+        if self._snapshot is None or self._snapshot[0] != self.seq:
+            msg = {"seq": self.seq, "revision": self.view.revision, "snapshot": self.items,
+                   "synced": self.informer.synced.is_set()}
+            self._snapshot = (self.seq, b"data: " + json.dumps(msg, separators=(",", ":")).encode() + b"\n\n")
+        return self._snapshot[1]
 
     def unsubscribe(self, q: asyncio.Queue[dict[str, Any]]) -> None:
         self.subscribers.discard(q)

@@ -14,6 +14,9 @@ from harness import Procs, job, jobctl, wait_for
 
 from kvraft.client import SyncClient
 
+GPUS_OF_JS = """job => [...document.querySelectorAll(".node")].reduce((n, el) =>
+  n + el.dataset.jobs.split(" ").filter(x => x.startsWith(job + ":")).reduce((a, x) => a + +x.split(":")[1], 0), 0)"""
+
 PHASES_JS = """name => {
   window.__phases = [];
   const look = () => {
@@ -37,7 +40,7 @@ def test_page_loads_members_and_a_new_node_appears(procs: Procs, page: Any) -> N
     url = start_dashboard(procs, "dash")
     page.goto(url)
     page.wait_for_selector('.node[data-node="node-1"]')
-    assert page.locator('.node[data-node="node-0"] .gpu').count() == 4
+    assert page.get_attribute('.node[data-node="node-0"]', "data-gpus") == "4"
     page.wait_for_function("document.getElementById('conn').textContent === 'live'")
     page.wait_for_function("document.querySelectorAll('#kvraft tr[data-member]').length === 3")
     page.wait_for_selector("#kvraft .badge")  # the leader
@@ -47,7 +50,7 @@ def test_page_loads_members_and_a_new_node_appears(procs: Procs, page: Any) -> N
     registered = time.monotonic()
     page.wait_for_selector('#rack-rack-9 .node[data-node="late-0"]')
     assert time.monotonic() - registered <= 2.0
-    assert page.locator('.node[data-node="late-0"] .gpu').count() == 8
+    assert page.get_attribute('.node[data-node="late-0"]', "data-gpus") == "8"
 
 
 def test_job_pending_reason_then_live_to_succeeded_and_cancel(procs: Procs, page: Any) -> None:
@@ -70,7 +73,7 @@ def test_job_pending_reason_then_live_to_succeeded_and_cancel(procs: Procs, page
     assert status["message"] in page.inner_text('.queue li.pending[data-job="big"]')
     # a node big enough joins: the job runs on its 8 GPUs, then succeeds, all seen live
     procs.agent("big-node", "--nodes", "1", "--gpus-per-node", "8", "--prefix", "big-", "--rack", "rack-1")
-    page.wait_for_function("document.querySelectorAll('.gpu.used[data-job=big]').length === 8")
+    page.wait_for_function(f"({GPUS_OF_JS})('big') === 8")
     with SyncClient(eps) as c:
         for e in (1, 2, 3):
             c.put("/jobs/big/progress", json.dumps({"epoch": e, "loss": 1.0 / e, "train_acc": 0.5 + e / 10,
@@ -79,7 +82,7 @@ def test_job_pending_reason_then_live_to_succeeded_and_cancel(procs: Procs, page
     phases = page.evaluate("window.__phases")
     assert phases[0] == "Pending" and "Running" in phases and phases[-1] == "Succeeded", phases
     assert phases.index("Running") < phases.index("Succeeded")
-    assert page.locator(".gpu.used[data-job=big]").count() == 0
+    page.wait_for_function(f"({GPUS_OF_JS})('big') === 0")
     # the job's panel: phase, timeline, placement, the trainer's loss curve
     page.goto(url + "#job=big")
     page.wait_for_selector("[data-testid=detail-phase]")

@@ -2,6 +2,8 @@
 "use strict";
 (function () {
   const items = new Map();
+  const gpuMap = new Map();  // node -> its GPUs (null free, "!" unhealthy, else the job)
+  const marks = window.__marks = { script: performance.now() };  // timings the benchmark reads
   let session = { auth: false, user: null, can_write: false };
   let source = null;
   let openJob = null;
@@ -31,6 +33,9 @@
 
   // --- session and login ---------------------------------------------------------------------
   async function start() {
+    // the stream and the session in parallel: with auth on and no session the stream is
+    // refused (401) and the session answer shows the login form
+    if (!source) connect();
     session = await api("/api/session");
     $("user").textContent = session.user ? `${session.user}${session.can_write ? "" : " (read-only)"}` :
       (session.can_write ? "" : "read-only");
@@ -38,7 +43,7 @@
     if (session.auth && !session.user) { showLogin(); return; }
     $("login").hidden = true;
     $("main").hidden = false;
-    connect();
+    if (!source) connect();
   }
   function showLogin() {
     if (source) { source.close(); source = null; }
@@ -63,13 +68,20 @@
   // --- the stream ----------------------------------------------------------------------------
   function connect() {
     source = new EventSource("/api/stream");
-    source.onopen = () => { $("conn").textContent = "live"; $("conn").className = "conn on"; };
+    source.onopen = () => {
+      if (!marks.open) marks.open = performance.now(); $("conn").textContent = "live"; $("conn").className = "conn on"; };
     source.onerror = () => {
       $("conn").textContent = "reconnecting"; $("conn").className = "conn off";
       api("/api/session").then((s) => { if (s.auth && !s.user) showLogin(); }).catch(() => {});
     };
     source.addEventListener("logout", showLogin);
-    source.onmessage = (ev) => apply(JSON.parse(ev.data));
+    source.onmessage = (ev) => {
+      if (!marks.message) marks.message = performance.now();
+      const msg = JSON.parse(ev.data);
+      if (!marks.parsed) marks.parsed = performance.now();
+      apply(msg);
+      if (!marks.applied) marks.applied = performance.now();
+    };
   }
 
   function apply(msg) {
@@ -86,7 +98,9 @@
     render(touched, !!msg.snapshot);
     document.body.dataset.seq = msg.seq;
     document.body.dataset.revision = msg.revision;
-    if (msg.snapshot && !window.__firstRenderMs) window.__firstRenderMs = performance.now();
+    if (msg.snapshot && !window.__firstRenderMs) {  // after the frame that shows it is painted
+      requestAnimationFrame(() => setTimeout(() => { window.__firstRenderMs = window.__firstRenderMs || performance.now(); }, 0));
+    }
   }
 
   function render(touched, all) {
@@ -124,13 +138,24 @@
       const after = [...racks.children].find((c) => c.dataset.rack.localeCompare(r.name, undefined, { numeric: true }) > 0);
       racks.insertBefore(el, after || null);
     }
+    // one element per node: its GPUs are hard stops of one gradient (13 px a GPU), so 1,000
+    // nodes x 8 GPUs are 1,000 boxes to lay out and paint, not 9,000
     const nodes = r.nodes.map((n) => {
-      const cells = n.g.map((g, i) => g === null ? `<i class="gpu" title="${esc(n.name)} GPU ${i}: free"></i>`
-        : g === "!" ? `<i class="gpu bad" title="${esc(n.name)} GPU ${i}: unhealthy"></i>`
-          : `<i class="gpu used" style="background:${jobColor(g)}" data-job="${esc(g)}" title="${esc(n.name)} GPU ${i}: ${esc(g)}"></i>`).join("");
-      const cls = `node${n.state === "Ready" ? "" : " notready"}${n.cordoned ? " cordoned" : ""}`;
-      return `<div class="${cls}" data-node="${esc(n.name)}" title="${esc(n.name)} · ${esc(n.type)} · ${esc(n.state)}${n.cordoned ? " · cordoned" : ""}">` +
-        `<span class="nname">${esc(n.name)}</span><span class="gpus">${cells}</span></div>`;
+      gpuMap.set(n.name, n.g);
+      const stops = [];
+      const count = {};
+      n.g.forEach((g, i) => {
+        const c = g === null ? "var(--free)" : g === "!" ? "var(--bad)" : jobColor(g);
+        if (g !== null && g !== "!") count[g] = (count[g] || 0) + 1;
+        stops.push(`${c} ${i * 13}px ${i * 13 + 11}px,transparent ${i * 13 + 11}px ${i * 13 + 13}px`);
+      });
+      const bg = stops.length ? `background-image:linear-gradient(90deg,${stops.join(",")})` : "";
+      const jobs = Object.entries(count).map(([j, k]) => `${j}:${k}`).join(" ");
+      const bad = n.g.includes("!");
+      const cls = `node${n.state === "Ready" ? "" : " notready"}${n.cordoned ? " cordoned" : ""}${bad ? " sick" : ""}`;
+      return `<div class="${cls}" data-node="${esc(n.name)}" data-gpus="${n.g.length}" data-jobs="${esc(jobs)}" ` +
+        `title="${esc(n.name)} · ${esc(n.type)} · ${esc(n.state)}${n.cordoned ? " · cordoned" : ""}">` +
+        `<span class="nname">${esc(n.name)}</span><span class="gpus" style="width:${n.g.length * 13}px;${bg}"></span></div>`;
     }).join("");
     el.innerHTML = `<div class="rack-head"><b>${esc(r.name)}</b> <span>${r.used}/${r.gpus}</span>` +
       `<span class="bar"><span style="width:${r.gpus ? (100 * r.used / r.gpus).toFixed(1) : 0}%"></span></span></div>` +
@@ -263,10 +288,23 @@
   }
   window.addEventListener("hashchange", onHash);
 
+  const gpuAt = (ev) => {  // the GPU under the pointer in a node's strip
+    const strip = ev.target.closest(".gpus");
+    if (!strip) return null;
+    const node = strip.closest(".node").dataset.node;
+    const i = Math.floor(ev.offsetX / 13);
+    const g = (gpuMap.get(node) || [])[i];
+    return g === undefined ? null : { node, i, g };
+  };
+  $("racks").addEventListener("mousemove", (ev) => {
+    const at = gpuAt(ev);
+    if (at) ev.target.title = `${at.node} GPU ${at.i}: ${at.g === null ? "free" : at.g === "!" ? "unhealthy" : at.g}`;
+  });
+
   // cordon / uncordon by clicking a node's name (writers only)
   $("racks").addEventListener("click", async (ev) => {
-    const gpu = ev.target.closest(".gpu.used");
-    if (gpu) { location.hash = `job=${encodeURIComponent(gpu.dataset.job)}`; return; }
+    const at = gpuAt(ev);
+    if (at && at.g !== null && at.g !== "!") { location.hash = `job=${encodeURIComponent(at.g)}`; return; }
     const node = ev.target.closest(".node");
     if (!node || !session.can_write) return;
     const cordoned = node.classList.contains("cordoned");
