@@ -287,7 +287,7 @@ def job_detail(view: ClusterView, name: str, events: Iterable[Mapping[str, Any]]
     placement = st.get("placement") or st.get("last_placement") or []
     rows = sorted(({"rack": str(p.get("rack", "")), "node": str(p.get("node", "")), "gpus": list(p.get("gpus") or ()),
                     "task": str(p.get("task", ""))} for p in placement if isinstance(p, dict)),
-                  key=lambda r: (r["rack"], _natural(r["node"]), r["task"]))
+                  key=lambda r: (str(r["rack"]), _natural(str(r["node"])), str(r["task"])))
     tasks = {t: _doc(e) for t, e in view.tasks.get(name, {}).items()}
     records = list(progress)
     last = records[-1] if records else None
