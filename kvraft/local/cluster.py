@@ -201,9 +201,7 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
             url = f"http://127.0.0.1:{free_port()}"
             log = directory / "logs" / "dashboard.log"
             argv = [py, "-m", "scheduler.dashboard.main", "--endpoints", eps, "--listen-url", url, "--allow-writes"]
-            for p in procs:
-                if p.role == "scheduler":
-                    argv += ["--scheduler-url", p.url]
+            argv += [arg for q in procs if q.role == "scheduler" for arg in ("--scheduler-url", q.url)]
             if tls:
                 argv += _client_flags(directory / "pki", "scheduler")
             p = spawn(argv, log, env)
@@ -230,11 +228,11 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
             p = spawn(argv, log, env)
             record(Proc(name, "agent", p.pid, proc_start_time(p.pid), url, str(log), rack=rack,
                         data_dir=str(home / "data"), extra={"address": host, "gpus": spec.gpus_per_agent}))
-        for p in procs:
-            if p.role in ("agent", "scheduler", "dashboard"):
-                _wait(f"{p.role} {p.name}", lambda p=p: (not p.alive()) or http_ok(p.url), timeout_s, [p.log])
-                if not p.alive():
-                    raise ClusterError(f"{p.role} {p.name} exited at start; see {p.log}")
+        for q in procs:
+            if q.role in ("agent", "scheduler", "dashboard"):
+                _wait(f"{q.role} {q.name}", lambda q=q: (not q.alive()) or http_ok(q.url), timeout_s, [q.log])
+                if not q.alive():
+                    raise ClusterError(f"{q.role} {q.name} exited at start; see {q.log}")
         if spec.schedulers:
             _wait("a scheduler leader", lambda: any(_is_leader(p.url) for p in procs if p.role == "scheduler"),
                   timeout_s, [p.log for p in procs if p.role == "scheduler"])

@@ -109,9 +109,9 @@ def agent_descendants(agent_pid: int | None, data_dir: Path) -> set[int]:
     if tasks.is_dir():
         for name in ("shim.json", "started.json", "supervisor.json"):
             for path in tasks.glob(f"*/*/*/{name}"):
-                doc = _json(path)
-                if doc and isinstance(doc.get("pid"), int):
-                    pids.add(int(doc["pid"]))  # type: ignore[arg-type]
+                pid = (_json(path) or {}).get("pid")
+                if isinstance(pid, int):
+                    pids.add(pid)
     for pid in list(pids):
         st = _stat(pid)
         if st is not None:
