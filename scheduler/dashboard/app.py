@@ -152,7 +152,7 @@ class Dashboard:
 
     # --- handlers ----------------------------------------------------------------------------
     async def index(self, request: web.Request) -> web.Response:
-        return web.Response(body=_asset("index.html"), content_type="text/html", charset="utf-8",
+        return web.Response(body=_page(), content_type="text/html", charset="utf-8",
                             headers={"Cache-Control": "no-cache"})
 
     async def static(self, request: web.Request) -> web.Response:
@@ -353,6 +353,18 @@ def _asset(name: str) -> bytes:
     if name not in _ASSETS:
         _ASSETS[name] = resources.files("scheduler.dashboard").joinpath("static", name).read_bytes()
     return _ASSETS[name]
+
+
+def _page() -> bytes:
+    """index.html with app.css and app.js inlined: one request to the first render."""
+    if "page" not in _ASSETS:
+        html = _asset("index.html")
+        html = html.replace(b'<link rel="stylesheet" href="/static/app.css">',
+                            b"<style>\n" + _asset("app.css") + b"</style>")
+        html = html.replace(b'<script src="/static/app.js"></script>',
+                            b"<script>\n" + _asset("app.js").replace(b"</script", b"<\\/script") + b"</script>")
+        _ASSETS["page"] = html
+    return _ASSETS["page"]
 
 
 def make_app(config: DashboardConfig) -> tuple[web.Application, Dashboard]:
