@@ -185,3 +185,17 @@ def test_msgpack_batch_applies_every_op(member: tuple[str, int]) -> None:
 def test_bad_batches_are_refused_whole(member: tuple[str, int], ops: Any, ctype: str) -> None:
     status, doc = _batch(member, ops, ctype)
     assert status == 400 and doc["code"] == 3
+
+
+def test_a_client_pipelining_megabytes_is_throttled_not_dropped(member: tuple[str, int]) -> None:
+    """More pipelined bytes than one request may hold (the protocol pauses reading until
+    it catches up): every request is still answered, in order."""
+    value = b64(b"x" * 100_000)
+    raws = [_request("/v3/kv/put", json.dumps({"key": b64(f"big{i}"), "value": value}).encode()) for i in range(40)]
+    assert sum(map(len, raws)) > 4 << 20
+    with socket.create_connection(member, timeout=60) as sock:
+        sock.sendall(b"".join(raws))
+        answers = _read_responses(sock, 40)
+    assert [status for status, _, _ in answers] == [200] * 40
+    revisions = [int(json.loads(body)["header"]["revision"]) for _, _, body in answers]
+    assert revisions == sorted(revisions)

@@ -165,6 +165,7 @@ class FastProtocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.busy = False
         self.closing = False
+        self.paused = False
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -173,6 +174,10 @@ class FastProtocol(asyncio.Protocol):
         self.buffer += data
         if not self.busy:
             self._next()
+        elif len(self.buffer) > self.max_body + 2 * _HEADER_LIMIT and not self.paused:
+            # a client pipelining faster than we answer: stop reading until we catch up
+            self.paused = True
+            self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
         self.closing = True
@@ -185,6 +190,9 @@ class FastProtocol(asyncio.Protocol):
 
     def _hand_over(self) -> None:
         """Give this connection (and what was read) to aiohttp for good."""
+        if self.paused:
+            self.paused = False
+            self.transport.resume_reading()
         proto = self.fallback()
         self.transport.set_protocol(proto)
         proto.connection_made(self.transport)
@@ -264,6 +272,9 @@ class FastProtocol(asyncio.Protocol):
         if close or self.closing:
             transport.close()
             return
+        if self.paused:
+            self.paused = False
+            transport.resume_reading()
         if self.buffer:
             self._next()
 
