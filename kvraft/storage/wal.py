@@ -670,7 +670,10 @@ class WalLogStorage:
 
     def stats(self) -> dict[str, int]:
         """Bytes on disk, the active segment's fill and the entries held, for metrics."""
-        files = sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+        files = 0
+        for f in self.path.iterdir():
+            with contextlib.suppress(FileNotFoundError):  # a rotation may delete it meanwhile
+                files += f.stat().st_size
         return {
             "file_bytes": files,
             "high_water_bytes": self._pos,
