@@ -61,8 +61,11 @@ class RobustCluster(LocalCluster):
                 os.setgroups([gid])
                 os.setgid(gid)
 
+        command = self.command(member, initial_cluster or self.initial_cluster(), state)
+        with open(self.base_dir / f"{name}.cmd", "a") as record:  # to restart a kept run's members by hand
+            record.write(" ".join(command) + "\n")
         member.process = subprocess.Popen(
-            self.command(member, initial_cluster or self.initial_cluster(), state),
+            command,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             preexec_fn=become_group,  # noqa: PLW1509 - no threads hold locks the child needs
         )  # fmt: skip

@@ -246,6 +246,7 @@ class PeerTransport:
             try:
                 reader, writer = await asyncio.wait_for(self._dial(peer), HANDSHAKE_TIMEOUT_S)
                 peer.connected, peer.broken = True, False
+                log.info("peer %x: connected to %s:%s", peer.member_id, peer.host, peer.port)
                 eof_task = asyncio.get_running_loop().create_task(self._watch_eof(peer, reader))
                 backoff = BACKOFF_MIN_S
                 while True:
@@ -273,7 +274,10 @@ class PeerTransport:
                     eof_task.cancel()
                 raise
             except (TimeoutError, OSError, ConnectionError, asyncio.IncompleteReadError, ValueError, IndexError, TypeError, msgpack.UnpackException) as exc:
-                log.debug("peer %x: %s", peer.member_id, exc)
+                if peer.connected:  # once per lost connection, not per failed redial
+                    log.info("peer %x: connection lost: %s", peer.member_id, exc or type(exc).__name__)
+                else:
+                    log.debug("peer %x: %s", peer.member_id, exc)
             if writer is not None:
                 writer.close()
             if eof_task is not None:
@@ -307,6 +311,7 @@ class PeerTransport:
             writer.close()
             self._inbound.discard(task)
             return
+        log.info("peer %x: accepted its connection", source)
         chunks: dict[int, list[bytes]] = {}
         try:
             while True:
