@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import statistics
@@ -127,6 +128,10 @@ def bench_recovery(eps: list[str], client: SyncClient, directory: Path, lease_tt
           f"-> MPI world formed from the checkpoint {t_world - t_kill:.3f} s; -> {final.get('phase')} "
           f"{t_done - t_kill:.3f} s (restarts {final.get('restarts')}, resumed from epoch "
           f"{progress.get('resumed_from')}, test accuracy {progress.get('test_acc')})", flush=True)
+    for kv in client.get(f"/registry/events/{name}/", prefix=True).kvs:
+        ev = json.loads(kv.value)
+        print(f"  event +{float(ev.get('at', 0)) - (time.time() - (time.monotonic() - t_kill)):7.3f} s "
+              f"{ev.get('type')}: {ev.get('message')}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     ns = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the cluster on timeout(1) too
     directory = Path(tempfile.mkdtemp(prefix="kvraft-e2e-bench-"))
-    spec = LocalSpec(runtime=ns.runtime, lease_ttl_s=ns.lease_ttl_s, heartbeat_s=max(1.0, ns.lease_ttl_s / 5))
+    spec = LocalSpec(runtime=ns.runtime, lease_ttl_s=ns.lease_ttl_s, heartbeat_s=max(1.0, ns.lease_ttl_s / 5),
+                     node_prefix=f"bench{os.getpid()}")
     t0 = time.monotonic()
     doc = up(directory, spec, say=lambda m: None)
     print(f"cluster up in {time.monotonic() - t0:.1f} s ({directory}, runtime {ns.runtime})", flush=True)

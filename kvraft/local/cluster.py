@@ -4,9 +4,11 @@ State lives in ``<dir>/cluster.json`` (every process's name, role, pid, start ti
 log), so ``status``, ``kill-node`` and ``down`` work from any later shell. Ports are free ports
 chosen at ``up``; several clusters in different directories run side by side.
 
-Addresses: members and schedulers listen on 127.0.0.1; agent ``i`` listens on its own
-loopback address ``127.0.0.<10+i>`` and its tasks bind their collective sockets there
-(``KVRAFT_COLLECTIVE_HOST``), so ranks of different nodes talk between distinct addresses.
+Addresses: with ``network="loopback"`` members and schedulers listen on 127.0.0.1 and agent
+``i`` on its own loopback address ``127.0.0.<10+i>``, where its tasks bind their collective
+sockets (``KVRAFT_COLLECTIVE_HOST``); with ``network="netns"`` (root) every agent runs in its
+own network namespace on a bridge (``kvraft.local.netns``). Clusters side by side need
+distinct ``node_prefix``es (agents' cgroup parents are per node name).
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kvraft.local.netns import NetPlan
+from kvraft.local.netns import available as netns_available
+from kvraft.local.netns import plan as netns_plan
+from kvraft.local.netns import setup as netns_setup
+from kvraft.local.netns import teardown as netns_teardown
 from kvraft.local.procs import (
     agent_descendants,
     free_port,
@@ -57,6 +64,10 @@ class LocalSpec:
     heartbeat_s: float = 2.0
     election_ttl_s: int = 5
     dashboard: bool = True
+    # Node names must differ between clusters on one machine: an agent's cgroups live under
+    # /kvraft-agent/<node>/ and its start-up sweep removes what it does not own there.
+    node_prefix: str = "node"
+    network: str = "loopback"  # or "netns": a network namespace per agent on a bridge (root)
     tls: bool = False  # client and peer mutual TLS, certificates from deploy/make-certs.sh in <dir>/pki
 
 
@@ -149,11 +160,27 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
         doc["processes"] = [asdict(x) for x in procs]
         _save(directory, doc)
 
+    net: NetPlan | None = None
+    hostaddr = "127.0.0.1"
+    if spec.network == "netns":
+        why = netns_available()
+        if why:
+            raise ClusterError(f"--network netns needs root and ip netns here: {why}")
+        if spec.tls:
+            raise ClusterError("--tls with --network netns is not supported yet (certificates name 127.0.0.1)")
+        net = netns_plan(directory, spec.agents)
+        netns_setup(net)
+        hostaddr = net.host_address
+        doc["network"] = {"mode": "netns", "bridge": net.bridge, "subnet": net.subnet + ".0/24",
+                          "namespaces": list(net.namespaces)}
+        _save(directory, doc)
+    elif spec.network != "loopback":
+        raise ClusterError(f"--network must be loopback or netns, not {spec.network!r}")
     try:
         # members
         scheme = "https" if spec.tls else "http"
-        peers = {f"m{i}": f"{scheme}://127.0.0.1:{free_port()}" for i in range(spec.members)}
-        clients = {f"m{i}": f"{scheme}://127.0.0.1:{free_port()}" for i in range(spec.members)}
+        peers = {f"m{i}": f"{scheme}://{hostaddr}:{free_port(hostaddr)}" for i in range(spec.members)}
+        clients = {f"m{i}": f"{scheme}://{hostaddr}:{free_port(hostaddr)}" for i in range(spec.members)}
         tls = _make_certs(directory / "pki", list(peers)) if spec.tls else None
         context = tls_context(tls) if tls else None
         if tls:
@@ -188,7 +215,7 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
         # schedulers
         for i in range(spec.schedulers):
             name = f"sched-{i}"
-            url = f"http://127.0.0.1:{free_port()}"
+            url = f"http://{hostaddr}:{free_port(hostaddr)}"
             log = directory / "logs" / f"{name}.log"
             argv = [py, "-m", "scheduler.service", "--endpoints", eps, "--name", name, "--listen-url", url,
                     "--election-ttl-s", str(spec.election_ttl_s), "--cycle-interval-s", "0.5"]
@@ -198,7 +225,7 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
             record(Proc(name, "scheduler", p.pid, proc_start_time(p.pid), url, str(log)))
         # the dashboard (scheduler.dashboard), when this build has it
         if spec.dashboard and (ROOT / "scheduler" / "dashboard" / "main.py").exists():
-            url = f"http://127.0.0.1:{free_port()}"
+            url = f"http://{hostaddr}:{free_port(hostaddr)}"
             log = directory / "logs" / "dashboard.log"
             argv = [py, "-m", "scheduler.dashboard.main", "--endpoints", eps, "--listen-url", url, "--allow-writes"]
             argv += [arg for q in procs if q.role == "scheduler" for arg in ("--scheduler-url", q.url)]
@@ -210,9 +237,9 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
         per_rack = -(-spec.agents // spec.racks)
         for i in range(spec.agents):
             rack = f"rack-{i // per_rack}"
-            name = f"node-{i}"
-            host = f"127.0.0.{10 + i}"
-            url = f"http://{host}:{free_port(host)}"
+            name = f"{spec.node_prefix}-{i}"
+            host = net.address(i) if net else f"127.0.0.{10 + i}"
+            url = f"http://{host}:{free_port() if net else free_port(host)}"
             home = directory / "agents" / name
             home.mkdir(parents=True, exist_ok=True)
             inventory = home / "gpus.yaml"
@@ -225,7 +252,7 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
                     "--listen-url", url, "--restart-backoff-s", "1", "--node-status-s", "5"]
             if tls:
                 argv += _client_flags(directory / "pki", "agent")
-            p = spawn(argv, log, env)
+            p = spawn((net.exec_prefix(i) if net else []) + argv, log, env)
             record(Proc(name, "agent", p.pid, proc_start_time(p.pid), url, str(log), rack=rack,
                         data_dir=str(home / "data"), extra={"address": host, "gpus": spec.gpus_per_agent}))
         for q in procs:
@@ -238,6 +265,8 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
                   timeout_s, [p.log for p in procs if p.role == "scheduler"])
     except BaseException:
         _stop(procs, directory)
+        if net:
+            netns_teardown(net)
         raise
     return doc
 
@@ -343,6 +372,8 @@ def down(directory: Path) -> list[int]:
     directory = directory.resolve()
     doc = load_state(directory)
     stopped = _stop(_procs(doc), directory)
+    if doc.get("network", {}).get("mode") == "netns":
+        netns_teardown(netns_plan(directory, len(doc["network"]["namespaces"])))
     doc["stopped_at"] = time.time()
     _save(directory, doc)
     return stopped
