@@ -43,8 +43,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--lease-ttl-s", type=int, default=10, help="node lease TTL of the agents")
         p.add_argument("--node-prefix", default="node",
                        help="agents are PREFIX-0.. (use distinct prefixes for clusters side by side)")
-        p.add_argument("--network", choices=["loopback", "netns"], default="loopback",
-                       help="loopback: agent i on 127.0.0.<10+i>; netns: a network namespace per agent on a bridge (root)")
+        p.add_argument("--network", choices=["auto", "loopback", "netns"], default="auto",
+                       help="netns: a network namespace per agent on a bridge (root); loopback: agent i on "
+                            "127.0.0.<10+i>; auto (default): netns when root and `ip netns` works (and no --tls)")
 
     p = sub.add_parser("up", help="start members, schedulers and agents in the background")
     with_dir(p)
@@ -68,10 +69,20 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _network(ns: argparse.Namespace) -> str:
+    if ns.network != "auto":
+        return str(ns.network)
+    if getattr(ns, "tls", False):
+        return "loopback"
+    from kvraft.local.netns import available
+
+    return "loopback" if available() else "netns"
+
+
 def _spec(ns: argparse.Namespace) -> LocalSpec:
     return LocalSpec(members=ns.members, schedulers=ns.schedulers, agents=ns.agents, gpus_per_agent=ns.gpus_per_agent,
                      racks=ns.racks, runtime=ns.runtime, lease_ttl_s=ns.lease_ttl_s, tls=getattr(ns, "tls", False),
-                     network=ns.network, node_prefix=ns.node_prefix)
+                     network=_network(ns), node_prefix=ns.node_prefix)
 
 
 def _table(doc: dict[str, object]) -> str:

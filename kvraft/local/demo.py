@@ -65,7 +65,8 @@ def run_demo(directory: Path, spec: LocalSpec, job_file: Path | None, timeout_s:
             down(directory)
         shutil.rmtree(directory, ignore_errors=True)
     say(f"demo: starting a local cluster in {directory}: {spec.members} members, {spec.schedulers} schedulers, "
-        f"{spec.agents} agents in {spec.racks} racks with {spec.gpus_per_agent} fake GPUs each ({spec.runtime} runtime)")
+        f"{spec.agents} agents in {spec.racks} racks with {spec.gpus_per_agent} fake GPUs each ({spec.runtime} runtime, "
+        f"{spec.network} network)")
     doc = up(directory, spec, say=lambda m: None)
     endpoints: list[str] = doc["endpoints"]
     say(f"demo: cluster up in {time.monotonic() - t_start:.1f} s; endpoints {','.join(endpoints)}")
