@@ -559,6 +559,10 @@ class WalLogStorage:
                 f"compact to {compact_index}: not covered by the snapshot at "
                 f"{self._snapshot.metadata.index}"
             )
+        if compact_index > self.last_index():
+            # an append truncated the log below the snapshot index: the entries to compact to
+            # are gone, and so is the term the new first entry would need (as the other logs)
+            raise UnavailableError(f"compact to {compact_index}: last index is {self.last_index()}")
         self._stage(_COMPACT.pack(K_COMPACT, compact_index))
         i = compact_index - offset
         self._entries = [Entry(term=self._entries[i].term, index=compact_index), *self._entries[i + 1 :]]

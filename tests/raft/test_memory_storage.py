@@ -110,7 +110,7 @@ def test_apply_snapshot_keeps_matching_suffix_only() -> None:
         other.apply_snapshot(Snapshot(metadata=meta))
 
 
-@pytest.mark.parametrize("backend", ["memory", "lmdb"])
+@pytest.mark.parametrize("backend", ["memory", "lmdb", "wal"])
 def test_compact_after_an_append_truncated_below_the_snapshot(backend: str, tmp_path) -> None:
     """An append may truncate the log below the snapshot index (the snapshot is recorded
     separately from the entries). Compacting to an index the log no longer has is refused
@@ -118,6 +118,10 @@ def test_compact_after_an_append_truncated_below_the_snapshot(backend: str, tmp_
     IndexError), and leaves the log usable; compacting within what is left still works."""
     if backend == "memory":
         s: WritableLogStorage = MemoryLogStorage()
+    elif backend == "wal":
+        from kvraft.storage.wal import WalLogStorage
+
+        s = WalLogStorage(tmp_path / "raft.wal", segment_bytes=1 << 20)
     else:
         from kvraft.storage.raft_log import LmdbLogStorage
 
@@ -134,5 +138,5 @@ def test_compact_after_an_append_truncated_below_the_snapshot(backend: str, tmp_
     assert (s.first_index(), s.last_index(), s.term(5), s.term(6)) == (6, 6, 2, 2)
     s.append([Entry(term=2, index=7, data=b"z")])
     assert [e.index for e in s.entries(6, 8)] == [6, 7]
-    if backend == "lmdb":
+    if backend != "memory":
         s.close()  # type: ignore[attr-defined]
