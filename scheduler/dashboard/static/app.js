@@ -106,7 +106,13 @@
   function render(touched, all) {
     const kinds = new Set([...touched].map((k) => k.split("/")[0]));
     if (all) $("racks").innerHTML = "";
-    for (const k of touched) if (k.startsWith("rack/")) renderRack(k);
+    // racks: heads first, then the node rows of the racks near the viewport only; the others
+    // are filled when they scroll into view (1,000 node rows are most of a first render)
+    const racks = [...touched].filter((k) => k.startsWith("rack/")).map(renderRack).filter(Boolean);
+    const near = window.innerHeight;
+    for (const el of racks) {
+      if (el.getBoundingClientRect().top < near) fillRack(el); else el.dataset.stale = "1";
+    }
     if (kinds.has("queue") || kinds.has("job")) renderQueues();
     if (kinds.has("job")) renderJobs();
     if (kinds.has("summary")) renderSummary();
@@ -128,7 +134,7 @@
     const id = `rack-${key.slice(5)}`;
     let el = document.getElementById(id);
     const r = items.get(key);
-    if (!r) { if (el) el.remove(); return; }
+    if (!r) { if (el) { rackObserver.unobserve(el); el.remove(); } return null; }
     if (!el) {
       el = document.createElement("div");
       el.className = "rack";
@@ -137,11 +143,26 @@
       const racks = $("racks");
       const after = [...racks.children].find((c) => c.dataset.rack.localeCompare(r.name, undefined, { numeric: true }) > 0);
       racks.insertBefore(el, after || null);
+      rackObserver.observe(el);
     }
+    el.innerHTML = `<div class="rack-head"><b>${esc(r.name)}</b> <span>${r.used}/${r.gpus}</span>` +
+      `<span class="bar"><span style="width:${r.gpus ? (100 * r.used / r.gpus).toFixed(1) : 0}%"></span></span></div>` +
+      `<div class="nodes" style="min-height:${r.nodes.length * 17}px"></div>`;
+    for (const n of r.nodes) gpuMap.set(n.name, n.g);
+    return el;
+  }
+
+  const rackObserver = new IntersectionObserver((entries) => {
+    for (const e of entries) if (e.isIntersecting && e.target.dataset.stale) fillRack(e.target);
+  }, { rootMargin: "300px" });
+
+  function fillRack(el) {
+    delete el.dataset.stale;
+    const r = items.get(`rack/${el.dataset.rack}`);
+    if (!r) return;
     // one element per node: its GPUs are hard stops of one gradient (13 px a GPU), so 1,000
     // nodes x 8 GPUs are 1,000 boxes to lay out and paint, not 9,000
     const nodes = r.nodes.map((n) => {
-      gpuMap.set(n.name, n.g);
       const stops = [];
       const count = {};
       n.g.forEach((g, i) => {
@@ -157,9 +178,9 @@
         `title="${esc(n.name)} · ${esc(n.type)} · ${esc(n.state)}${n.cordoned ? " · cordoned" : ""}">` +
         `<span class="nname">${esc(n.name)}</span><span class="gpus" style="width:${n.g.length * 13}px;${bg}"></span></div>`;
     }).join("");
-    el.innerHTML = `<div class="rack-head"><b>${esc(r.name)}</b> <span>${r.used}/${r.gpus}</span>` +
-      `<span class="bar"><span style="width:${r.gpus ? (100 * r.used / r.gpus).toFixed(1) : 0}%"></span></span></div>` +
-      `<div class="nodes">${nodes}</div>`;
+    const box = el.querySelector(".nodes");
+    box.innerHTML = nodes;
+    box.style.minHeight = "";
   }
 
   function renderQueues() {
@@ -178,16 +199,23 @@
     }).join("") : `<p class="empty">No tenants or jobs yet.</p>`;
   }
 
+  let showAllJobs = false;
   const PHASE_ORDER = { Running: 0, Pending: 1, Failed: 2, Cancelled: 3, Succeeded: 4 };
   function renderJobs() {
     const js = [...items.entries()].filter(([k]) => k.startsWith("job/")).map(([, v]) => v);
     js.sort((a, b) => (PHASE_ORDER[a.phase] ?? 9) - (PHASE_ORDER[b.phase] ?? 9) ||
       (b.submitted_at || 0) - (a.submitted_at || 0) || a.name.localeCompare(b.name));
-    const rows = js.map((j) => `<tr data-job="${esc(j.name)}"><td><span class="swatch" style="background:${jobColor(j.name)}"></span>` +
+    const shown = showAllJobs || js.length <= 100 ? js : js.slice(0, 60);  // a long table is slow to lay out
+    const rows = shown.map((j) => `<tr data-job="${esc(j.name)}"><td><span class="swatch" style="background:${jobColor(j.name)}"></span>` +
       `<a href="#job=${encodeURIComponent(j.name)}">${esc(j.name)}</a></td><td>${esc(j.tenant)}</td>` +
       `<td><span class="phase ${esc(j.phase)}" data-testid="phase">${esc(j.phase)}</span></td><td>${j.gpus}</td>` +
       `<td class="nodes-cell">${esc(j.nodes.join(", "))}</td><td class="reason-cell" title="${esc(j.message)}">${esc(j.reason)}</td></tr>`);
+    if (shown.length < js.length) {
+      rows.push(`<tr><td colspan="6"><a href="#" id="more-jobs">show all ${js.length} jobs</a></td></tr>`);
+    }
     $("jobs").tBodies[0].innerHTML = rows.join("") || `<tr><td colspan="6" class="empty">No jobs.</td></tr>`;
+    const more = $("more-jobs");
+    if (more) more.onclick = (ev) => { ev.preventDefault(); showAllJobs = true; renderJobs(); };
   }
 
   function renderKvraft() {
