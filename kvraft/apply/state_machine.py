@@ -50,7 +50,11 @@ class StateMachine:
         wrap: Callable[[Applier], Applier] | None = None,
     ) -> None:
         self.path = Path(path)
-        self.store = MVCCStore(self.path, sync=False, max_txn_ops=max_txn_ops)
+        # data pages fsynced on every apply commit, the meta page by the next one: a power
+        # cut undoes at most the last apply (the consistent index rolls back with it and the
+        # Raft log re-applies it); MDB_NOSYNC could leave a mix no member ever had
+        # (docs/design/storage.md, section 8)
+        self.store = MVCCStore(self.path, sync=True, metasync=False, max_txn_ops=max_txn_ops)
         self.chain = build_chain(self.store, member_id, wrap)
         self.chain_backend = _innermost(self.chain)
         self.quota = QuotaGuard(self.store, quota_bytes)
