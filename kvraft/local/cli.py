@@ -4,6 +4,7 @@
                     [--racks 2] [--runtime process] [--lease-ttl-s 10] [--tls]
     kvraft-local status [--dir D] [-o json|table]
     kvraft-local kill-node NAME [--dir D]     # SIGKILL the node's agent and all it started
+    kvraft-local start-node NAME [--dir D]    # start its agent again (re-attaches to live tasks)
     kvraft-local down [--dir D]               # stop every process by PID, tasks included
     kvraft-local demo [--dir D] [--job examples/digits-dp.yaml]   # what `make demo` runs
 
@@ -18,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from kvraft.local.cluster import ClusterError, LocalSpec, down, kill_node, status, up
+from kvraft.local.cluster import ClusterError, LocalSpec, down, kill_node, start_node, status, up
 
 __all__ = ["main"]
 
@@ -57,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     with_dir(p)
     p.add_argument("-o", "--output", choices=["json", "table"], default="table")
     p = sub.add_parser("kill-node", help="SIGKILL a node's agent and every process it started")
+    with_dir(p)
+    p.add_argument("name")
+    p = sub.add_parser("start-node", help="start a node's agent again (after kill-node, or an agent killed alone)")
     with_dir(p)
     p.add_argument("name")
     p = sub.add_parser("down", help="stop every process of the cluster by PID")
@@ -114,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.verb == "kill-node":
             pids = kill_node(ns.dir, ns.name)
             print(f"kvraft-local: killed node {ns.name}: {len(pids)} processes (SIGKILL): {' '.join(map(str, pids))}")
+            return 0
+        if ns.verb == "start-node":
+            pid = start_node(ns.dir, ns.name)
+            print(f"kvraft-local: started the agent of {ns.name}: pid {pid}")
             return 0
         if ns.verb == "down":
             pids = down(ns.dir)

@@ -41,7 +41,7 @@ from kvraft.local.procs import (
     wait_gone,
 )
 
-__all__ = ["ClusterError", "LocalSpec", "Proc", "down", "kill_node", "load_state", "status", "up"]
+__all__ = ["ClusterError", "LocalSpec", "Proc", "down", "kill_node", "load_state", "start_node", "status", "up"]
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = "cluster.json"
@@ -252,9 +252,11 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
                     "--listen-url", url, "--restart-backoff-s", "1", "--node-status-s", "5"]
             if tls:
                 argv += _client_flags(directory / "pki", "agent")
-            p = spawn((net.exec_prefix(i) if net else []) + argv, log, env)
+            argv = (net.exec_prefix(i) if net else []) + argv
+            p = spawn(argv, log, env)
             record(Proc(name, "agent", p.pid, proc_start_time(p.pid), url, str(log), rack=rack,
-                        data_dir=str(home / "data"), extra={"address": host, "gpus": spec.gpus_per_agent}))
+                        data_dir=str(home / "data"),
+                        extra={"address": host, "gpus": spec.gpus_per_agent, "argv": argv}))
         for q in procs:
             if q.role in ("agent", "scheduler", "dashboard"):
                 _wait(f"{q.role} {q.name}", lambda q=q: (not q.alive()) or http_ok(q.url), timeout_s, [q.log])
@@ -328,6 +330,32 @@ def status(directory: Path) -> dict[str, Any]:
     dash = next((p.url for p in _procs(doc) if p.role == "dashboard"), None)
     return {"dir": doc["dir"], "endpoints": doc.get("endpoints", []), "processes": out, "dashboard": dash,
             **({"tls": doc["tls"]} if doc.get("tls") else {})}
+
+
+def start_node(directory: Path, name: str, timeout_s: float = 120.0) -> int:
+    """Start a node's agent again with the flags ``up`` gave it (after ``kill-node``, or an
+    agent killed alone): it re-registers (or resumes its lease) and re-attaches to the tasks
+    still running under their supervisors. Returns the new PID."""
+    directory = directory.resolve()
+    doc = load_state(directory)
+    procs = _procs(doc)
+    by_name = {p.name: p for p in procs if p.role == "agent"}
+    if name not in by_name:
+        raise ClusterError(f"no node {name!r} in {directory} (nodes: {', '.join(sorted(by_name))})")
+    old = by_name[name]
+    if old.alive():
+        raise ClusterError(f"the agent of {name} is running (pid {old.pid})")
+    argv = old.extra.get("argv")
+    if not argv:
+        raise ClusterError(f"{name}: no recorded command line (cluster made by an older kvraft-local)")
+    child = spawn(list(argv), Path(old.log), _env())
+    old.pid, old.start_time = child.pid, proc_start_time(child.pid)
+    doc["processes"] = [asdict(p) for p in procs]
+    _save(directory, doc)
+    _wait(f"agent {name}", lambda: (not old.alive()) or http_ok(old.url), timeout_s, [old.log])
+    if not old.alive():
+        raise ClusterError(f"agent {name} exited at start; see {old.log}")
+    return child.pid
 
 
 def kill_node(directory: Path, name: str) -> list[int]:
