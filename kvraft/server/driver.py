@@ -163,6 +163,7 @@ class NodeDriver:
         self._persisted_hard: HardState = log_storage.initial_state()[0]
         self._unsynced_hard: HardState | None = None
         self.fatal: BaseException | None = None
+        self.dropped_inputs: dict[tuple[str, str], int] = {}  # (input kind, error type) -> count
 
     @property
     def stats(self) -> DriverStats:
@@ -249,7 +250,16 @@ class NodeDriver:
                 elif item[0] == "transfer":
                     self.raw.transfer_leader(item[1])
             except (RaftError, ValueError) as exc:
-                log.debug("dropped input %s: %s", item[0], exc)
+                # expected now and then (a response from a removed peer, a proposal with no
+                # leader), so not fatal; but a member that drops every message it gets must
+                # not do so silently: the first of each kind, then one in 1,000, at WARNING
+                what = (item[0], type(exc).__name__)
+                self.dropped_inputs[what] = self.dropped_inputs.get(what, 0) + 1
+                count = self.dropped_inputs[what]
+                if count == 1 or count % 1000 == 0:
+                    log.warning("dropped input %s (%d so far of this kind): %r", item[0], count, exc)
+                else:
+                    log.debug("dropped input %s: %s", item[0], exc)
 
     # -- proposals ------------------------------------------------------------------------
     def new_request_id(self) -> int:
