@@ -152,8 +152,14 @@ class Dashboard:
 
     # --- handlers ----------------------------------------------------------------------------
     async def index(self, request: web.Request) -> web.Response:
-        return web.Response(body=_page(), content_type="text/html", charset="utf-8",
-                            headers={"Cache-Control": "no-cache"})
+        body = _page()
+        if (not self.auth or self.session(request) is not None) and self.live.informer.synced.is_set():
+            # the state rides with the page: it is drawn before the event stream is even open
+            state = self.live.snapshot_json().replace(b"</", b"<\\/")
+            body = body.replace(b"<script>\n", b'<script type="application/json" id="first-state">' + state +
+                                b"</script>\n<script>\n", 1)
+        return web.Response(body=body, content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-cache", "Vary": "Cookie"})
 
     async def static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

@@ -167,13 +167,17 @@ class LiveState:
         return q, {"seq": self.seq, "revision": self.view.revision, "snapshot": self.items,
                    "synced": self.informer.synced.is_set()}
 
-    def snapshot_bytes(self) -> bytes:
-        """The first SSE message of a new page, serialized once per state."""
+    def snapshot_json(self) -> bytes:
+        """The whole state as JSON, serialized once per state: the first SSE message of a new
+        page, and the state inlined in the page itself."""
         if self._snapshot is None or self._snapshot[0] != self.seq:
             msg = {"seq": self.seq, "revision": self.view.revision, "snapshot": self.items,
                    "synced": self.informer.synced.is_set()}
-            self._snapshot = (self.seq, b"data: " + json.dumps(msg, separators=(",", ":")).encode() + b"\n\n")
+            self._snapshot = (self.seq, json.dumps(msg, separators=(",", ":")).encode())
         return self._snapshot[1]
+
+    def snapshot_bytes(self) -> bytes:
+        return b"data: " + self.snapshot_json() + b"\n\n"
 
     def unsubscribe(self, q: asyncio.Queue[dict[str, Any]]) -> None:
         self.subscribers.discard(q)

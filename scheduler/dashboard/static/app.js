@@ -36,6 +36,8 @@
     // the stream and the session in parallel: with auth on and no session the stream is
     // refused (401) and the session answer shows the login form
     if (!source) connect();
+    const first = $("first-state");
+    if (first) { apply(JSON.parse(first.textContent)); first.remove(); }
     session = await api("/api/session");
     $("user").textContent = session.user ? `${session.user}${session.can_write ? "" : " (read-only)"}` :
       (session.can_write ? "" : "read-only");
@@ -84,18 +86,26 @@
     };
   }
 
+  let shownSeq = -1;
   function apply(msg) {
     if (msg.progress) { onProgress(msg.progress); return; }
+    if (msg.snapshot && msg.seq === shownSeq) return;  // the state the page came with
+    if (msg.seq !== undefined) shownSeq = msg.seq;
     const touched = new Set();
-    if (msg.snapshot) {
-      for (const k of items.keys()) touched.add(k);
-      items.clear();
+    let all = false;
+    if (msg.snapshot && items.size) {  // a newer whole state (a reconnect): redraw what differs
+      for (const k of [...items.keys()]) if (!(k in msg.snapshot)) { items.delete(k); touched.add(k); }
+      for (const [k, v] of Object.entries(msg.snapshot)) {
+        if (JSON.stringify(items.get(k)) !== JSON.stringify(v)) { items.set(k, v); touched.add(k); }
+      }
+    } else if (msg.snapshot) {
+      all = true;
       for (const [k, v] of Object.entries(msg.snapshot)) { items.set(k, v); touched.add(k); }
     } else {
       for (const [k, v] of Object.entries(msg.set || {})) { items.set(k, v); touched.add(k); }
       for (const k of msg.del || []) { items.delete(k); touched.add(k); }
     }
-    render(touched, !!msg.snapshot);
+    render(touched, all);
     document.body.dataset.seq = msg.seq;
     document.body.dataset.revision = msg.revision;
     if (msg.snapshot && !window.__firstRenderMs) {  // after the frame that shows it is painted
