@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from typing import Any
 
 from dash_harness import start_dashboard
@@ -40,6 +41,9 @@ def test_page_loads_members_and_a_new_node_appears(procs: Procs, page: Any) -> N
     url = start_dashboard(procs, "dash")
     page.goto(url)
     page.wait_for_selector('.node[data-node="node-1"]')
+    # the page itself carries the state once the dashboard has listed kvraft (drawn, then removed)
+    wait_for(lambda: b'id="first-state"' in urllib.request.urlopen(url, timeout=30).read(), what="state in page")
+    assert page.locator("#first-state").count() == 0
     assert page.get_attribute('.node[data-node="node-0"]', "data-gpus") == "4"
     page.wait_for_function("document.getElementById('conn').textContent === 'live'")
     page.wait_for_function("document.querySelectorAll('#kvraft tr[data-member]').length === 3")

@@ -62,6 +62,8 @@ def test_login_required_and_rights_follow_the_user(auth_procs: Procs, page: Any)
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(url + "api/stream", timeout=30)
     assert err.value.code == 401
+    with urllib.request.urlopen(url, timeout=30) as r:  # the page carries no state without a session
+        assert b'id="first-state"' not in r.read()
     # a wrong password is refused with kvraft's message
     login(page, "viewer", "wrong")
     page.wait_for_function("document.getElementById('login-error').textContent.includes('login failed')")
