@@ -5,7 +5,9 @@ timeline, placement and the trainer's loss, and a writer can cancel it."""
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 import time
 import urllib.request
 from typing import Any
@@ -94,6 +96,35 @@ def test_job_pending_reason_then_live_to_succeeded_and_cancel(procs: Procs, page
     body = page.inner_text("#detail-body")
     assert "Scheduled" in body and "big-0" in body and "loss" in body
     assert page.locator("#detail-body svg.chart path.loss").count() == 1
+    # the log tail comes through the node's agent endpoint (a stand-in agent on 127.0.0.1)
+    asked: list[str] = []
+
+    class Agent(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            body = b"epoch 1 loss 0.5\nepoch 2 loss 0.25\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    agent = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Agent)
+    threading.Thread(target=agent.serve_forever, daemon=True).start()
+    try:
+        with SyncClient(eps) as c:
+            rec = json.loads(c.get("/registry/nodes/big-0").kvs[0].value)
+            rec["agent"]["url"] = f"http://127.0.0.1:{agent.server_address[1]}"
+            c.put("/registry/nodes/big-0", json.dumps(rec).encode())
+        wait_for(lambda: page.evaluate("fetch('/api/jobs/big/logs?tail=5').then(r => r.status)") == 200,
+                 what="agent URL seen")
+        page.click("#load-logs")
+        page.wait_for_function("document.getElementById('logs').textContent.includes('epoch 2 loss 0.25')")
+        assert asked[-1].startswith("/logs/big/worker-0?") and "tail=200" in asked[-1], asked
+    finally:
+        agent.shutdown()
     # a writer cancels a running job from its panel
     assert jobctl(eps, "submit", "-f", "-", stdin=one("long", 4, "sleep 600"))[0] == 0
     page.goto(url + "#job=long")
