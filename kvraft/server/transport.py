@@ -49,6 +49,7 @@ log = logging.getLogger("kvraft.transport")
 
 _LEN = struct.Struct(">I")
 HANDSHAKE_TIMEOUT_S = 5.0
+WRITE_TIMEOUT_S = 10.0
 SNAPSHOT_CHUNK_BYTES = 1024 * 1024
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 1.0
@@ -231,12 +232,15 @@ class PeerTransport:
         return reader, writer
 
     @staticmethod
-    async def _watch_eof(peer: _Peer, reader: asyncio.StreamReader) -> None:
-        """The listener never writes after the handshake: any read completing means closed."""
+    async def _watch_eof(peer: _Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The listener never writes after the handshake: any read completing means closed.
+        The connection is aborted at once, so a sender blocked in ``drain`` (the peer had
+        stopped reading before it went away) fails now instead of waiting on a dead socket."""
         with contextlib.suppress(Exception):
             await reader.read(1)
         peer.broken = True
         peer.wake.set()
+        writer.transport.abort()
 
     async def _run_peer(self, peer: _Peer) -> None:
         backoff = BACKOFF_MIN_S
@@ -247,7 +251,7 @@ class PeerTransport:
                 reader, writer = await asyncio.wait_for(self._dial(peer), HANDSHAKE_TIMEOUT_S)
                 peer.connected, peer.broken = True, False
                 log.info("peer %x: connected to %s:%s", peer.member_id, peer.host, peer.port)
-                eof_task = asyncio.get_running_loop().create_task(self._watch_eof(peer, reader))
+                eof_task = asyncio.get_running_loop().create_task(self._watch_eof(peer, reader, writer))
                 backoff = BACKOFF_MIN_S
                 while True:
                     if not peer.queue:
@@ -263,7 +267,8 @@ class PeerTransport:
                             snapshot_ends.append(body)
                         frames.append(_frame([kind, body]))
                     writer.writelines(frames)
-                    await writer.drain()
+                    # a peer that takes no bytes for this long is gone or wedged: redial
+                    await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
                     self.stats.frames_sent += len(frames)
                     for _ in snapshot_ends:
                         self._on_snapshot_sent(peer.member_id, True)
@@ -275,9 +280,11 @@ class PeerTransport:
                 raise
             except (TimeoutError, OSError, ConnectionError, asyncio.IncompleteReadError, ValueError, IndexError, TypeError, msgpack.UnpackException) as exc:
                 if peer.connected:  # once per lost connection, not per failed redial
-                    log.info("peer %x: connection lost: %s", peer.member_id, exc or type(exc).__name__)
+                    log.info("peer %x: connection lost: %r", peer.member_id, exc)
                 else:
                     log.debug("peer %x: %s", peer.member_id, exc)
+            except Exception as exc:  # never let the sender die: a dead task means a peer cut off for good
+                log.warning("peer %x: sender failed, redialling: %r", peer.member_id, exc)
             if writer is not None:
                 writer.close()
             if eof_task is not None:

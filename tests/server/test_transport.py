@@ -227,3 +227,43 @@ async def test_mutual_tls_delivers_between_members_and_rejects_strangers(tmp_pat
         await a.close()
         await b.close()
         await x.close()
+
+
+async def test_a_peer_that_stops_reading_is_redialled(monkeypatch) -> None:
+    """A listener that completes the handshake and then never reads: the sender's buffers
+    fill and ``drain`` waited for ever (one suspect for the robustness runs in which a
+    restarted old leader never heard from the new one). The write deadline drops the
+    connection and the sender dials again."""
+    from kvraft.server import transport as tr
+
+    monkeypatch.setattr(tr, "WRITE_TIMEOUT_S", 0.5)
+    key = cluster_key("tok")
+    dials = 0
+
+    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal dials
+        dials += 1
+        hello = msgpack.unpackb(await reader.readexactly(struct.unpack(">I", await reader.readexactly(4))[0]))
+        nonce_d, nonce_l = bytes(hello[4]), b"n" * 16
+        body = msgpack.packb([nonce_l, tr._mac(key, b"listener", nonce_d, nonce_l, hello[2], hello[3])])
+        writer.write(struct.pack(">I", len(body)) + body)
+        await writer.drain()
+        await asyncio.sleep(3600)  # never read again
+
+    server = await asyncio.start_server(deaf, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.sockets[0].setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    a = PeerTransport(1, key, lambda *_: None, queue_max=1 << 20)
+    a.set_peer(2, f"http://127.0.0.1:{port}")
+    try:
+        big = [Message(type=MessageType.APP, to=2, from_=1, term=1,
+                       entries=(Entry(term=1, index=i, data=b"x" * 60_000),)) for i in range(1, 60)]  # fmt: skip
+        for _ in range(200):
+            if dials >= 2:
+                break
+            a.send(big)
+            await asyncio.sleep(0.1)
+        assert dials >= 2, "the sender never gave up on the peer that stopped reading"
+    finally:
+        await a.close()
+        server.close()
