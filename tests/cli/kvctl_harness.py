@@ -82,7 +82,13 @@ class Identity:
 
     def normalize(self, text: str) -> str:
         for old, new in self.replacements:
-            text = text.replace(old, new)
+            if old.startswith(" "):
+                # a "%16x" id padded with spaces (etcdctl's "Member %16x added"): only where
+                # a space precedes the padding, or ", <id>" in a list would lose its space
+                # when the id happens to have fewer than 16 hex digits
+                text = re.sub(r"(?<= )" + re.escape(old), new, text)
+            else:
+                text = text.replace(old, new)
         text = re.sub(r"\b[0-9a-f]{16}\b", "<HEX16>", text)  # lease ids (server-chosen, time based)
         text = re.sub(r"\b\d{17,20}\b", "<ID>", text)
         text = re.sub(r"(took = |\"took\":\"|\| )\d+(\.\d+)?(ns|µs|ms|s)\b", r"\1<TOOK>", text)
