@@ -37,7 +37,26 @@ from kvraft.raft.types import (
     SnapshotMetadata,
 )
 
-__all__ = ["MemoryLogStorage", "limit_size"]
+__all__ = ["MemoryLogStorage", "entries_to_append", "limit_size"]
+
+
+def entries_to_append(stored: list[Entry], entries: list[Entry]) -> list[Entry]:
+    """The part of ``entries`` an append writes to a log holding ``stored`` (its first
+    element the dummy entry at the snapshot index): checked for contiguity and gaps, and
+    without what the snapshot already covers (empty when it covers all of it). The caller
+    then replaces everything from the first returned index on."""
+    if not entries:
+        return []
+    for prev, cur in zip(entries, entries[1:], strict=False):
+        if cur.index != prev.index + 1:
+            raise ValueError(f"entries not contiguous: {prev.index} then {cur.index}")
+    first, last = entries[0].index, stored[-1].index
+    if first > last + 1:
+        raise ValueError(f"append at {first} leaves a gap after {last}")
+    offset = stored[0].index
+    if entries[-1].index <= offset:
+        return []  # entirely covered by the snapshot
+    return entries[offset + 1 - first :] if first <= offset else entries
 
 
 def limit_size(entries: list[Entry], max_bytes: int | None) -> list[Entry]:
@@ -118,22 +137,10 @@ class MemoryLogStorage:
     # -- write side (WritableLogStorage) ----------------------------------------------
 
     def append(self, entries: list[Entry]) -> None:
-        if not entries:
-            return
-        for prev, cur in zip(entries, entries[1:], strict=False):
-            if cur.index != prev.index + 1:
-                raise ValueError(f"entries not contiguous: {prev.index} then {cur.index}")
-        first = entries[0].index
-        if first > self.last_index() + 1:
-            raise ValueError(f"append at {first} leaves a gap after {self.last_index()}")
-        offset = self._entries[0].index
-        if entries[-1].index <= offset:
-            return  # entirely covered by the snapshot
-        if first <= offset:
-            entries = entries[offset + 1 - first :]
-            first = offset + 1
-        del self._entries[first - offset :]
-        self._entries.extend(entries)
+        entries = entries_to_append(self._entries, entries)
+        if entries:
+            del self._entries[entries[0].index - self._entries[0].index :]
+            self._entries.extend(entries)
 
     def set_hard_state(self, hard_state: HardState) -> None:
         self._hard_state = hard_state

@@ -71,7 +71,7 @@ from pathlib import Path
 from typing import Any
 
 from kvraft import failpoints
-from kvraft.raft.memory_storage import limit_size
+from kvraft.raft.memory_storage import entries_to_append, limit_size
 from kvraft.raft.storage import CompactedError, SnapshotOutOfDateError, UnavailableError
 from kvraft.raft.types import ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata
 from kvraft.storage.errors import LogCorruptionError
@@ -465,23 +465,11 @@ class WalLogStorage:
     # -- write side (WritableLogStorage) ------------------------------------------------
 
     def append(self, entries: list[Entry]) -> None:
-        if not entries:
-            return
-        for prev, cur in zip(entries, entries[1:], strict=False):
-            if cur.index != prev.index + 1:
-                raise ValueError(f"entries not contiguous: {prev.index} then {cur.index}")
-        first = entries[0].index
-        if first > self.last_index() + 1:
-            raise ValueError(f"append at {first} leaves a gap after {self.last_index()}")
-        offset = self._entries[0].index
-        if entries[-1].index <= offset:
-            return  # entirely covered by the snapshot
-        if first <= offset:
-            entries = entries[offset + 1 - first :]
-            first = offset + 1
-        self._stage(_encode_entries(entries))
-        del self._entries[first - offset :]
-        self._entries.extend(entries)
+        entries = entries_to_append(self._entries, entries)
+        if entries:
+            self._stage(_encode_entries(entries))
+            del self._entries[entries[0].index - self._entries[0].index :]
+            self._entries.extend(entries)
 
     def set_hard_state(self, hard_state: HardState) -> None:
         self._stage(_HARD.pack(K_HARD, hard_state.term, hard_state.vote, hard_state.commit))
