@@ -113,6 +113,8 @@ class DriverStats:
     read_rounds: int = 0
     snapshots_created: int = 0
     snapshots_applied: int = 0
+    leader_changes: int = 0  # etcd_server_leader_changes_seen_total
+    proposals_failed: int = 0  # etcd_server_proposals_failed_total
 
 
 class NodeDriver:
@@ -312,6 +314,7 @@ class NodeDriver:
                 future = self._waiters.pop(request_id, None)
                 if future is not None and not future.done():
                     reason = "request timed out" if self.leader != NONE else "no leader"
+                    self._stats.proposals_failed += 1
                     future.set_exception(Unavailable(f"etcdserver: {reason}"))
 
     def _propose_queued(self) -> None:
@@ -469,6 +472,8 @@ class NodeDriver:
 
     def _on_soft_state(self, leader: int, role: StateRole) -> None:
         if leader != self.leader:
+            if leader != NONE:  # as etcd: a change to a known leader
+                self._stats.leader_changes += 1
             log.info("member %x: leader is now %x", self.member_id, leader)
             if self.leader != NONE:
                 # rounds sent to the old leader will never be answered

@@ -35,6 +35,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from typing import Any, NamedTuple
 
 import lmdb
 
+from kvraft.durations import DurationHistogram
 from kvraft.storage.errors import BatchAbortedError, StorageCorruptionError
 from kvraft.storage.lmdb_env import LMDB_CORRUPTION, env_sizes, fsync_dir, open_env
 from kvraft.storage.schema import DEFAULT_BUCKETS
@@ -168,6 +170,7 @@ class Backend:
         self.before_commit: Callable[[Batch], None] = lambda batch: None
         self.after_commit: Callable[[Batch], None] = lambda batch: None
         self.after_abort: Callable[[Batch], None] = lambda batch: None
+        self.commit_seconds = DurationHistogram()  # etcd_disk_backend_commit_duration_seconds
         generation = self._clean_directory()
         self._live = self._open(self.generation_path(generation), generation)
 
@@ -307,7 +310,9 @@ class Backend:
     def _commit(self, batch: Batch) -> None:
         try:
             self.before_commit(batch)
+            started = time.perf_counter()
             batch.txn.commit()
+            self.commit_seconds.observe(time.perf_counter() - started)
         except (lmdb.Error, StorageCorruptionError) as exc:
             self._abort(batch)
             raise BatchAbortedError(f"write batch rolled back: {exc!r}") from exc

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -52,6 +53,7 @@ from typing import Any
 import lmdb
 import msgpack
 
+from kvraft.durations import DurationHistogram
 from kvraft.raft.storage import CompactedError, SnapshotOutOfDateError, UnavailableError
 from kvraft.raft.types import (
     ConfState,
@@ -125,6 +127,7 @@ class LmdbLogStorage:
         except LMDB_CORRUPTION as exc:
             raise LogCorruptionError(0, f"{self.path}: lmdb: {exc}") from exc
         self._txn: Any = None  # the staged write transaction, if any
+        self.fsync_seconds = DurationHistogram()  # the durable commit: etcd_disk_wal_fsync_duration_seconds
         self._load()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -232,11 +235,13 @@ class LmdbLogStorage:
         if self._txn is None:
             return
         txn, self._txn = self._txn, None
+        started = time.perf_counter()
         try:
             txn.commit()
         except lmdb.Error:
             self._load()
             raise
+        self.fsync_seconds.observe(time.perf_counter() - started)
 
     # -- records -------------------------------------------------------------------------
 

@@ -65,12 +65,14 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+import time
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from kvraft import failpoints
+from kvraft.durations import DurationHistogram
 from kvraft.raft.memory_storage import entries_to_append, limit_size
 from kvraft.raft.storage import CompactedError, SnapshotOutOfDateError, UnavailableError
 from kvraft.raft.types import ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata
@@ -180,6 +182,7 @@ class WalLogStorage:
             failpoints.on_crash(self._lose_unsynced)
         self.syncs = 0
         self.rotations = 0
+        self.fsync_seconds = DurationHistogram()  # etcd_disk_wal_fsync_duration_seconds
         created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         if created:
@@ -585,7 +588,9 @@ class WalLogStorage:
             if failpoints.enabled():
                 self._unsynced = (self._pos, len(frame))
                 failpoints.hit("wal_before_fdatasync")  # `crash`: the frame is torn (see _lose_unsynced)
+            started = time.perf_counter()
             os.fdatasync(self._fd)
+            self.fsync_seconds.observe(time.perf_counter() - started)
             self._unsynced = None
         except BaseException as exc:
             self._failed = exc

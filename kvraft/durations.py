@@ -1,0 +1,50 @@
+"""``DurationHistogram``: a fixed-bucket histogram that the storage layers fill where the work
+happens (the WAL's ``fdatasync``, the backend's commit) and the ``/metrics`` collector reads at
+scrape time (``kvraft.server.metrics``).
+
+It is deliberately not a ``prometheus_client`` object: the storage code stays free of the
+metrics library, and each storage instance owns its histogram, so several members in one
+process (tests) never mix their figures. One thread observes (the log writer, or the apply
+thread), another reads; under the GIL each ``observe`` is a couple of list/float updates, and a
+scrape that races one sees at worst a count one ahead of the sum, which Prometheus tolerates.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Sequence
+
+__all__ = ["ETCD_DISK_BUCKETS_S", "DurationHistogram"]
+
+ETCD_DISK_BUCKETS_S: tuple[float, ...] = tuple(0.001 * 2**i for i in range(14))
+"""etcd's buckets for ``etcd_disk_wal_fsync_duration_seconds`` and
+``etcd_disk_backend_commit_duration_seconds``: ``prometheus.ExponentialBuckets(0.001, 2, 14)``,
+1 ms to 8.192 s."""
+
+
+class DurationHistogram:
+    """Counts of observations per upper bound (``le``), plus their sum, in seconds."""
+
+    __slots__ = ("buckets", "counts", "sum")
+
+    def __init__(self, buckets: Sequence[float] = ETCD_DISK_BUCKETS_S) -> None:
+        self.buckets: tuple[float, ...] = tuple(sorted(buckets))
+        self.counts: list[int] = [0] * (len(self.buckets) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.buckets, seconds)] += 1
+        self.sum += seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``(le, cumulative count)`` pairs in Prometheus order, ending with ``+Inf``."""
+        out: list[tuple[str, int]] = []
+        total = 0
+        for bound, n in zip((*self.buckets, float("inf")), list(self.counts), strict=True):
+            total += n
+            out.append(("+Inf" if bound == float("inf") else repr(bound), total))
+        return out
