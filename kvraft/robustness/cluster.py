@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from kvraft.server.local import LocalCluster, ProcessMember, post
+from kvraft.server.local import LocalCluster, ProcessMember, b64, post
 
 __all__ = ["FAKETIME_LIB", "GID_BASE", "RobustCluster"]
 
@@ -125,6 +125,21 @@ class RobustCluster(LocalCluster):
         with urllib.request.urlopen(request, timeout=10) as resp:
             if resp.status != 204:
                 raise RuntimeError(f"arming {failpoint}={action} on {name}: HTTP {resp.status}")
+
+    def compact(self, name: str, keep: int, record: dict[str, Any]) -> None:
+        """Compact through ``name`` at ``keep`` revisions below its current one; ``record``
+        gets the revision (before the request is sent) and ``ok`` (True, False with the
+        error, or left None when the outcome is unknown)."""
+        code, doc = post(self.url(name), "/v3/kv/range", {"key": b64("\0"), "limit": 1}, timeout_s=10.0)
+        if code != 200:
+            raise RuntimeError(f"range through {name}: HTTP {code} {doc}")
+        record["revision"] = max(1, int(doc["header"]["revision"]) - keep)
+        record["call"] = time.monotonic()
+        code, doc = post(self.url(name), "/v3/kv/compaction", {"revision": str(record["revision"])}, timeout_s=10.0)
+        record["ret"] = time.monotonic()
+        record["ok"] = code == 200
+        if code != 200:
+            record["error"] = str(doc)[:200]
 
     # -- membership ----------------------------------------------------------------------------
     def member_ids(self, via: str | None = None) -> dict[str, int]:

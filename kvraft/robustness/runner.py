@@ -34,6 +34,7 @@ class RunResult:
     unknown: int = 0
     watch_events: int = 0
     lease_cycles: int = 0
+    compacted: int = 0  # watches answered compacted
     faults: list[str] = field(default_factory=list)
     converged: str = ""
     problems: list[str] = field(default_factory=list)
@@ -53,7 +54,8 @@ class RunResult:
         kept = f" kept={self.kept}" if self.kept else ""
         return (
             f"scenario={self.scenario} members={self.members} seed={self.seed} ops={self.ops} unknown={self.unknown} "
-            f"watch_events={self.watch_events} lease_cycles={self.lease_cycles} faults=[{faults}] "
+            f"watch_events={self.watch_events}{f' compacted={self.compacted}' if self.compacted else ''} "
+            f"lease_cycles={self.lease_cycles} faults=[{faults}] "
             f"converged=[{self.converged}] {self.seconds:.0f}s verdict={verdict}{kept}"
         )
 
@@ -63,6 +65,7 @@ def _summarize(result: RunResult, history: History) -> None:
     result.unknown = sum(1 for op in history.ops if op.get("ret") is None)
     result.watch_events = sum(len(v) for v in history.watches.values())
     result.lease_cycles = history.lease_cycles
+    result.compacted = sum(len(v) for v in history.watch_compacted.values())
     result.faults = list(history.faults)
 
 
@@ -82,7 +85,7 @@ async def _run(
         if scenario.needs_net:
             net = NetFaults({name: (cluster.gids[name], cluster.peer_port(name)) for name in cluster.members})
         urls = [m.client_url for m in cluster.members.values()]
-        workload = Workload(urls, seed=seed, clients=clients, stale_reads=stale_reads)
+        workload = Workload(urls, seed=seed, clients=clients, stale_reads=stale_reads, lagging_watchers=scenario.lagging_watchers)
         history = workload.history
         await workload.start()
         await asyncio.sleep(2 * pace)

@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from kvraft.robustness.cluster import RobustCluster
 from kvraft.robustness.netfault import NetFaults
@@ -122,6 +123,28 @@ class Nemesis:
                     raise RuntimeError("m0 does not run under libfaketime: its clock cannot be stepped")
         (self.cluster.base_dir / "m0.faketime").write_text(offset + "\n")
 
+    async def compact(self, keep: int = 2) -> None:
+        """Compact the keyspace at ``keep`` revisions below the current one, through the
+        leader. Recorded in ``history.compactions`` before it is sent (an answer lost to a
+        fault leaves its outcome unknown, and it may still have been applied)."""
+        record: dict[str, Any] = {"revision": 0, "ok": None}
+        leader = await self.leader()
+        try:
+            await asyncio.to_thread(self.cluster.compact, leader, keep, record)
+        except OSError as exc:
+            record["error"] = f"{type(exc).__name__}: {exc}"[:200]
+        if record["revision"]:
+            self.history.compactions.append(record)
+            self.fault(f"compact {record['revision']} via {leader}" + ("" if record["ok"] else " (refused or unknown)"))
+
+    def expect_compacted_answers(self) -> None:
+        """Note a problem unless some watch was resumed below a compaction and answered the
+        way etcd answers it: a compaction scenario that never got there tested nothing."""
+        answers = sum(len(v) for v in self.history.watch_compacted.values())
+        self.fault(f"{answers} watches answered compacted")
+        if not answers:
+            self.problems.append("coverage: no watch was resumed below a compaction (no compacted answer)")
+
     async def add_member(self, name: str) -> None:
         self.fault(f"member add {name}")
         await asyncio.to_thread(self.cluster.add_member, name)
@@ -147,6 +170,7 @@ class Scenario:
     about: str = ""
     failpoints: bool = False  # start members with KVRAFT_FAILPOINTS set
     clock_skew: bool = False  # start m0 under libfaketime (``Nemesis.set_clock``)
+    lagging_watchers: int = 0  # watchers that go away until a compaction passes them (``Workload``)
     tags: frozenset[str] = field(default_factory=frozenset)
 
 
@@ -321,6 +345,26 @@ async def clock_jumps(n: Nemesis) -> None:
     await n.sleep(2)
 
 
+async def compaction_with_watches(n: Nemesis) -> None:
+    """Compactions every second while the watchers run; the lagging watchers go away until
+    a compaction passes their next revision and resume below it (etcd's answer: canceled,
+    ``compact_revision`` set). The leader is killed in the middle, so resumed watches land
+    on other members, some of them before they applied the newest compaction."""
+    for _ in range(4):
+        await n.compact()
+        await n.sleep(1)
+    leader = await n.leader()
+    await n.kill(leader)
+    for _ in range(3):
+        await n.compact()
+        await n.sleep(1)
+    await n.restart(leader)
+    for _ in range(4):
+        await n.compact()
+        await n.sleep(1)
+    n.expect_compacted_answers()
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in [
@@ -345,5 +389,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("failing-disk", 3, failing_disk, failpoints=True,
                  about="EIO on a follower's log write, then on the leader's state-machine commit"),
         Scenario("clock-jumps", 3, clock_jumps, clock_skew=True, about="one member's wall clock steps +90 s, -90 s, back"),
+        Scenario("compaction-with-watches", 3, compaction_with_watches, lagging_watchers=2,
+                 about="compact every second under watches; watches resumed below the compaction; leader killed"),
     ]
 }  # fmt: skip

@@ -58,6 +58,10 @@ class History:
     lease_violations: list[str] = field(default_factory=list)
     lease_cycles: int = 0
     faults: list[str] = field(default_factory=list)
+    compactions: list[dict[str, Any]] = field(default_factory=list)  # issued: revision, ok (None: unknown)
+    # watcher -> compacted answers: the start revision asked for, the compact_revision
+    # given, and how many events the watcher had seen before (``after``)
+    watch_compacted: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def dump(self, path: str) -> None:
         with open(path, "w") as out:
@@ -72,6 +76,11 @@ class History:
                 out.write(json.dumps({"kind": "lease_violation", "text": text}) + "\n")
             for text in self.faults:
                 out.write(json.dumps({"kind": "fault", "text": text}) + "\n")
+            for doc in self.compactions:
+                out.write(json.dumps({"kind": "compaction", **doc}) + "\n")
+            for name, answers in self.watch_compacted.items():
+                for doc in answers:
+                    out.write(json.dumps({"kind": "watch_compacted", "watcher": name, **doc}) + "\n")
 
     @classmethod
     def load(cls, path: str) -> History:
@@ -90,6 +99,10 @@ class History:
                     history.lease_violations.append(doc["text"])
                 elif kind == "fault":
                     history.faults.append(doc["text"])
+                elif kind == "compaction":
+                    history.compactions.append(doc)
+                elif kind == "watch_compacted":
+                    history.watch_compacted.setdefault(doc.pop("watcher"), []).append(doc)
         return history
 
 
@@ -97,9 +110,18 @@ class Workload:
     """Traffic against ``urls`` (client URLs of the members) until ``stop()``."""
 
     def __init__(
-        self, urls: list[str], *, seed: int, clients: int = 4, keys: int = 8, lease_clients: int = 1, stale_reads: bool = False
+        self,
+        urls: list[str],
+        *,
+        seed: int,
+        clients: int = 4,
+        keys: int = 8,
+        lease_clients: int = 1,
+        stale_reads: bool = False,
+        lagging_watchers: int = 0,
     ) -> None:
         self.urls = list(urls)
+        self.lagging_watchers = lagging_watchers  # watchers that go away until a compaction passes them
         self.rng = random.Random(seed)
         self.clients = clients
         self.keys = [f"{KEY_PREFIX}k{i}" for i in range(keys)]
@@ -108,6 +130,7 @@ class Workload:
         self.history = History()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._watch_tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
         self._seq = 0
 
@@ -115,7 +138,9 @@ class Workload:
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
         for index in range(len(self.urls)):
-            self._tasks.append(asyncio.create_task(self._watcher(f"w{index}", index)))
+            self._watch_tasks.append(asyncio.create_task(self._watcher(f"w{index}", index)))
+        for index in range(self.lagging_watchers):
+            self._watch_tasks.append(asyncio.create_task(self._watcher(f"lag{index}", index % len(self.urls), lagging=True)))
         for client in range(self.clients):
             self._tasks.append(asyncio.create_task(self._kv_client(client, random.Random(self.rng.random()))))
         for client in range(self.lease_clients):
@@ -125,12 +150,13 @@ class Workload:
         self._stop.set()
         # clients finish the request in flight (each has a deadline) and record it; watchers
         # wait on open streams and are cancelled once the last write is in
-        await asyncio.gather(*self._tasks[len(self.urls):], return_exceptions=True)
-        await asyncio.sleep(1.0)
-        for task in self._tasks[: len(self.urls)]:
-            task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.sleep(1.0)
+        for task in self._watch_tasks:
+            task.cancel()
+        await asyncio.gather(*self._watch_tasks, return_exceptions=True)
         self._tasks.clear()
+        self._watch_tasks.clear()
 
     async def close(self) -> None:
         if self._session is not None:
@@ -232,44 +258,71 @@ class Workload:
                     await asyncio.sleep(0.5)
 
     # -- watchers ----------------------------------------------------------------------------
-    async def _watcher(self, name: str, member: int) -> None:
+    async def _watcher(self, name: str, member: int, lagging: bool = False) -> None:
+        """Watch the prefix from revision 1, resuming from the next revision after every
+        disconnect. A compacted answer (canceled, ``compact_revision`` set) is recorded and
+        the watch resumes from the compact revision, as an etcd client must. A ``lagging``
+        watcher reads for a while, goes away until a compaction past its next revision is
+        acknowledged, then resumes below it."""
         assert self._session is not None
         events = self.history.watches.setdefault(name, [])
+        compacted = self.history.watch_compacted.setdefault(name, [])
+        rng = random.Random(f"{name}-{len(self.urls)}")
         next_rev = 1
         while not self._stop.is_set():
             url = self.urls[member]
-            create = {"create_request": {"key": _b64(KEY_PREFIX), "range_end": _b64(_prefix_end(KEY_PREFIX)), "start_revision": str(next_rev)}}
+            start = next_rev
+            read_until = time.monotonic() + rng.uniform(0.5, 2.0) if lagging else None
+            create = {"create_request": {"key": _b64(KEY_PREFIX), "range_end": _b64(_prefix_end(KEY_PREFIX)), "start_revision": str(start)}}
+            answered = False
             try:
                 async with self._session.post(url + "/v3/watch", json=create, timeout=aiohttp.ClientTimeout(total=None, sock_read=5.0)) as resp:
                     if resp.status != 200:
                         raise RuntimeError(f"HTTP {resp.status}")
                     buffer = b""
-                    while not self._stop.is_set():
+                    reading = True
+                    while reading and not self._stop.is_set() and (read_until is None or time.monotonic() < read_until):
                         chunk = await resp.content.readany()
                         if not chunk:
                             break
+                        answered = True
                         buffer += chunk
-                        while b"\n" in buffer:
+                        while reading and b"\n" in buffer:
                             line, buffer = buffer.split(b"\n", 1)
                             if line.strip():
-                                next_rev = self._on_watch_line(name, line, events, next_rev)
+                                next_rev, reading = self._on_watch_line(name, line, events, next_rev, start, url, compacted)
             except TimeoutError:
                 pass  # no event for a while, or the member stopped answering: reconnect
             except Exception as exc:
                 if not self._stop.is_set() and not isinstance(exc, aiohttp.ClientConnectorError):
                     self.history.watch_errors.append(f"{name}@{url}: {type(exc).__name__}: {exc}"[:300])
-            if not self._stop.is_set():
-                member = (member + 1) % len(self.urls)
-                await asyncio.sleep(0.2)
+            if self._stop.is_set():
+                break
+            if compacted and compacted[-1]["start"] == start and compacted[-1]["member"] == url and next_rev > start:
+                continue  # resume at once from the compact revision, on the same member
+            if lagging and answered:
+                await self._away_until_compacted(next_rev)
+            member = (member + 1) % len(self.urls)
+            await asyncio.sleep(0.2)
 
-    def _on_watch_line(self, name: str, line: bytes, events: list[dict[str, Any]], next_rev: int) -> int:
+    async def _away_until_compacted(self, next_rev: int, timeout_s: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            if any(c.get("ok") and c["revision"] > next_rev for c in self.history.compactions):
+                await asyncio.sleep(0.3)  # let the followers apply it too
+                return
+            await asyncio.sleep(0.1)
+
+    def _on_watch_line(
+        self, name: str, line: bytes, events: list[dict[str, Any]], next_rev: int, start: int, url: str,
+        compacted: list[dict[str, Any]],
+    ) -> tuple[int, bool]:
+        """Record one watch response; (next revision to watch from, keep reading)."""
         doc = json.loads(line)
         if "error" in doc:
             self.history.watch_errors.append(f"{name}: {doc['error']}"[:300])
-            return next_rev
+            return next_rev, False
         result = doc.get("result", {})
-        if result.get("canceled"):
-            self.history.watch_errors.append(f"{name}: canceled: {result.get('cancel_reason', '')}"[:300])
         for ev in result.get("events", []):
             kv = ev.get("kv", {})
             rev = int(kv.get("mod_revision", 0))
@@ -281,7 +334,15 @@ class Workload:
                 "at": time.monotonic(),
             })  # fmt: skip
             next_rev = max(next_rev, rev + 1)
-        return next_rev
+        compact = int(result.get("compact_revision", 0))
+        if compact:
+            compacted.append({"start": start, "compact_revision": compact, "canceled": bool(result.get("canceled")),
+                              "after": len(events), "member": url, "at": time.monotonic()})
+            return max(next_rev, compact), False
+        if result.get("canceled"):
+            self.history.watch_errors.append(f"{name}: canceled: {result.get('cancel_reason', '')}"[:300])
+            return next_rev, False
+        return next_rev, True
 
     # -- lease clients -----------------------------------------------------------------------
     async def _lease_client(self, client: int) -> None:

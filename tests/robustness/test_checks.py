@@ -73,3 +73,41 @@ def test_lease_violations_fail_the_run() -> None:
     h = good_history()
     h.lease_violations.append("rb/lease/0-1: present after lease 5 was revoked")
     assert check_all(h) == ["lease: rb/lease/0-1: present after lease 5 was revoked"]
+
+
+def compacted_history(**answer: object) -> History:
+    """w1 saw revision 2, was away, resumed from 3 after revision 4 was compacted: etcd
+    answers canceled with compact_revision 4, and the watch goes on from 4."""
+    h = good_history()
+    h.compactions = [{"revision": 4, "ok": True}]
+    h.watches["w1"] = [h.watches["w0"][0], h.watches["w0"][2]]
+    doc: dict[str, object] = {"start": 3, "compact_revision": 4, "canceled": True, "after": 1, "member": "m1"}
+    doc.update(answer)
+    h.watch_compacted = {"w1": [doc]}
+    return h
+
+
+def test_a_compacted_answer_explains_the_gap_it_announces(tmp_path: Path) -> None:
+    h = compacted_history()
+    assert check_all(h) == []
+    h.dump(str(tmp_path / "history.jsonl"))
+    again = History.load(str(tmp_path / "history.jsonl"))
+    assert again.compactions == h.compactions and again.watch_compacted == h.watch_compacted
+    assert check_all(again) == []
+
+
+def test_a_silently_skipped_revision_is_caught_even_after_a_compaction() -> None:
+    h = compacted_history()
+    h.watch_compacted = {}  # the watch went on from 4 without saying 3 was compacted
+    assert any("missed acknowledged PUT rb/k0 at revision 3" in p for p in check_watches(h))
+
+
+def test_bad_compacted_answers_are_caught() -> None:
+    problems = check_watches(compacted_history(canceled=False))
+    assert any("without canceled" in p for p in problems)
+    problems = check_watches(compacted_history(start=4, compact_revision=4))  # 4 was still there
+    assert any("was not compacted" in p for p in problems)
+    problems = check_watches(compacted_history(compact_revision=5))
+    assert any("no compaction asked for" in p for p in problems)
+    problems = check_watches(compacted_history(after=0))  # revision 2 arrived after the answer
+    assert any("events at [2] after being told revisions below 4 were compacted" in p for p in problems)
