@@ -79,6 +79,8 @@ class TransportStats:
     messages_dropped: int = 0
     connections_rejected: int = 0
     malformed_frames: int = 0
+    bytes_sent: dict[int, int] = field(default_factory=dict)  # per peer: etcd_network_peer_sent_bytes_total
+    bytes_received: dict[int, int] = field(default_factory=dict)  # per peer: ..._received_bytes_total
 
 
 @dataclass
@@ -94,10 +96,15 @@ class _Peer:
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> Any:
+    return (await _read_sized_frame(reader))[0]
+
+
+async def _read_sized_frame(reader: asyncio.StreamReader) -> tuple[Any, int]:
+    """A frame and its size on the wire."""
     (length,) = _LEN.unpack(await reader.readexactly(4))
     if length > wire.FRAME_MAX_BYTES:
         raise ValueError(f"frame of {length} bytes is over the limit")
-    return msgpack.unpackb(await reader.readexactly(length), raw=False)
+    return msgpack.unpackb(await reader.readexactly(length), raw=False), _LEN.size + length
 
 
 def _frame(obj: Any) -> bytes:
@@ -270,6 +277,8 @@ class PeerTransport:
                     # a peer that takes no bytes for this long is gone or wedged: redial
                     await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
                     self.stats.frames_sent += len(frames)
+                    sent = self.stats.bytes_sent
+                    sent[peer.member_id] = sent.get(peer.member_id, 0) + sum(map(len, frames))
                     for _ in snapshot_ends:
                         self._on_snapshot_sent(peer.member_id, True)
             except asyncio.CancelledError:
@@ -322,8 +331,10 @@ class PeerTransport:
         chunks: dict[int, list[bytes]] = {}
         try:
             while True:
-                frame = await _read_frame(reader)
+                frame, size = await _read_sized_frame(reader)
                 self.stats.frames_received += 1
+                received = self.stats.bytes_received
+                received[source] = received.get(source, 0) + size
                 kind, body = frame[0], frame[1]
                 if kind == wire.SNAP_CHUNK:
                     chunks.setdefault(body[0], []).append(bytes(body[1]))
