@@ -1,0 +1,158 @@
+"""A member's ``/metrics``: one ``CollectorRegistry`` per ``Node`` whose collector reads the
+member's live state at scrape time (docs/observability.md lists every name).
+
+Names and types are etcd 3.4's where etcd has the same metric (``etcd_server_*``,
+``etcd_mvcc_*``, ``etcd_debugging_mvcc_*``, ``etcd_disk_*``, ``etcd_network_*``), so an etcd
+dashboard or alert works unchanged; etcd's quirks are kept too (``proposals_committed_total``
+and ``proposals_applied_total`` are gauges holding the indexes). The kvraft-specific figures
+(``kvraft_driver_*``, ``kvraft_transport_*``, ``kvraft_watch_*``, ``kvraft_lease_*``, ...) come
+from ``Node.metrics()`` as before. ``process_*`` and ``python_*`` are prometheus_client's.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from kvraft import __version__
+from kvraft.client.observe import new_registry
+from kvraft.durations import DurationHistogram
+from kvraft.raft.types import StateRole
+from kvraft.server.api.misc import API_VERSION
+
+__all__ = ["MemberCollector", "histogram_family", "registry_for"]
+
+_REGISTRIES: weakref.WeakKeyDictionary[Any, CollectorRegistry] = weakref.WeakKeyDictionary()
+
+
+def registry_for(node: Any) -> CollectorRegistry:
+    """The member's registry (made on first use; the client and ``--listen-metrics-urls``
+    listeners share it)."""
+    registry = _REGISTRIES.get(node)
+    if registry is None:
+        registry = new_registry()
+        registry.register(MemberCollector(node))
+        _REGISTRIES[node] = registry
+    return registry
+
+
+def histogram_family(name: str, help_text: str, hist: DurationHistogram | None) -> HistogramMetricFamily:
+    """A ``DurationHistogram`` as a Prometheus histogram (all zero when the storage has none)."""
+    hist = hist if hist is not None else DurationHistogram()
+    return HistogramMetricFamily(name, help_text, buckets=hist.cumulative(), sum_value=hist.sum)
+
+
+def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, help_text, value=value)
+
+
+def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, help_text, value=value)
+
+
+def _per_peer(name: str, help_text: str, label: str, values: dict[int, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, help_text, labels=[label])
+    for peer, value in sorted(values.items()):
+        family.add_metric([f"{peer:x}"], value)
+    return family
+
+
+class MemberCollector(Collector):
+    """Collects one member; every figure is read when Prometheus scrapes."""
+
+    def __init__(self, node: Any) -> None:
+        self._node = weakref.ref(node)
+
+    def collect(self) -> Iterator[Metric]:
+        node = self._node()
+        if node is None:
+            return
+        legacy = list(node.metrics())
+        by_name = {name: value for name, _kind, _help, value in legacy}
+        yield from self._server(node)
+        yield from self._mvcc(node, by_name)
+        yield from self._disk(node)
+        yield from self._network(node)
+        for name, kind, help_text, value in legacy:
+            yield _counter(name, help_text, value) if kind == "counter" else _gauge(name, help_text, value)
+        info = GaugeMetricFamily("kvraft_build_info", "kvraft's version; always 1.", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+
+    def _server(self, node: Any) -> Iterator[Metric]:
+        driver = node.driver
+        stats = driver.stats
+        status = node.raw.status()
+        yield _gauge("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.",
+                     int(driver.leader != 0))
+        yield _gauge("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+                     int(driver.role == StateRole.LEADER))
+        yield _gauge("etcd_server_is_learner", "Whether or not this member is a learner. 1 if is, 0 otherwise.",
+                     int(node.member_id in status.conf_state.learners))
+        yield _counter("etcd_server_leader_changes_seen_total", "The number of leader changes seen.",
+                       stats.leader_changes)
+        yield _gauge("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.",
+                     status.commit)
+        yield _gauge("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.",
+                     driver.applied.applied)
+        yield _gauge("etcd_server_proposals_pending", "The current number of pending proposals to commit.",
+                     len(driver._waiters))  # registered, not yet applied (nor expired)
+        yield _counter("etcd_server_proposals_failed_total", "The total number of failed proposals seen.",
+                       stats.proposals_failed)
+        yield _gauge("etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.",
+                     node.config.quota_bytes())
+        version = GaugeMetricFamily("etcd_server_version", "Which version is running. 1 for 'server_version' "
+                                    "label with current version.", labels=["server_version"])
+        version.add_metric([API_VERSION], 1)
+        yield version
+        member = GaugeMetricFamily("etcd_server_id", "Server or member ID in hexadecimal format. 1 for "
+                                   "'server_id' label with current ID.", labels=["server_id"])
+        member.add_metric([f"{node.member_id:x}"], 1)
+        yield member
+
+    def _mvcc(self, node: Any, by_name: dict[str, Any]) -> Iterator[Metric]:
+        size, in_use = node.state.db_sizes()
+        store = node.state.store
+        yield _gauge("etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically "
+                     "allocated in bytes.", size)
+        yield _gauge("etcd_mvcc_db_total_size_in_use_in_bytes", "Total size of the underlying database logically "
+                     "in use in bytes.", in_use)
+        yield _gauge("etcd_debugging_mvcc_keys_total", "Total number of keys (in the index; a deleted key "
+                     "counts until a compaction drops it).", len(store.index))
+        yield _gauge("etcd_debugging_mvcc_current_revision", "The current revision of store.", store.rev)
+        yield _gauge("etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.",
+                     store.compact_revision)
+        if "kvraft_watch_streams" in by_name:  # the watch hub is attached (kvraft.server.features)
+            yield _gauge("etcd_debugging_mvcc_watch_stream_total", "Total number of watch streams.",
+                         by_name["kvraft_watch_streams"])
+            slow = by_name["kvraft_watch_unsynced_watchers"] + by_name["kvraft_watch_victim_watchers"]
+            yield _gauge("etcd_debugging_mvcc_watcher_total", "Total number of watchers.",
+                         by_name["kvraft_watch_synced_watchers"] + slow)
+            yield _gauge("etcd_debugging_mvcc_slow_watcher_total", "Total number of unsynced slow watchers.", slow)
+
+    def _disk(self, node: Any) -> Iterator[Metric]:
+        yield histogram_family(
+            "etcd_disk_wal_fsync_duration_seconds",
+            "The latency distributions of fsync called by WAL.",
+            getattr(node.raft_log, "fsync_seconds", None))
+        yield histogram_family(
+            "etcd_disk_backend_commit_duration_seconds",
+            "The latency distributions of commit called by backend.",
+            getattr(node.state.store.backend, "commit_seconds", None))
+
+    def _network(self, node: Any) -> Iterator[Metric]:
+        stats = node.transport.stats
+        yield _per_peer("etcd_network_peer_sent_bytes_total", "The total number of bytes sent to peers.", "To",
+                        stats.bytes_sent)
+        yield _per_peer("etcd_network_peer_received_bytes_total", "The total number of bytes received from peers.",
+                        "From", stats.bytes_received)
