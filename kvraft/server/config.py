@@ -52,6 +52,11 @@ class Config:
     auto_compaction_mode: str = "periodic"
     auto_compaction_retention: str = "0"
     log_level: str = "info"
+    logger: str = "zap"
+    """etcd's ``--logger``: ``zap`` writes one JSON object per line (etcd 3.5's default; see
+    docs/observability.md), ``capnslog`` the plain text lines."""
+    log_outputs: list[str] = field(default_factory=lambda: ["default"])
+    """etcd's ``--log-outputs``: ``default`` or ``stderr``, ``stdout``, or file paths (appended to)."""
     cert_file: str = ""
     key_file: str = ""
     trusted_ca_file: str = ""
@@ -124,6 +129,10 @@ class Config:
             raise ConfigError("--max-request-bytes must be positive")
         if self.log_level not in ("debug", "info", "warn", "error", "panic", "fatal"):
             raise ConfigError("--log-level must be debug, info, warn, error, panic or fatal")
+        if self.logger not in ("zap", "capnslog"):
+            raise ConfigError("--logger must be 'zap' (JSON lines) or 'capnslog' (text)")
+        if not self.log_outputs:
+            raise ConfigError("--log-outputs must name at least one output (default, stderr, stdout or a file)")
         self.initial_members()
         self._validate_tls()
 
@@ -186,7 +195,7 @@ def cluster_id_for(member_ids: list[int], token: str) -> int:
 
 
 _LISTS = {"listen_client_urls", "advertise_client_urls", "listen_peer_urls", "initial_advertise_peer_urls",
-          "listen_metrics_urls"}
+          "listen_metrics_urls", "log_outputs"}
 
 
 def _coerce(name: str, value: Any) -> Any:

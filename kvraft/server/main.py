@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from kvraft.client.observe import configure_logging
 from kvraft.server.api import make_app, misc
 from kvraft.server.api.fast import FastTCPSite
 from kvraft.server.api.state import SERVER
@@ -95,10 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"kvraft: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=_LEVELS[config.log_level],
-        format=f"%(asctime)s %(levelname)s {config.name} %(name)s: %(message)s",
-    )
+    try:  # etcd's --logger zap: JSON lines; capnslog: text; --log-outputs: where
+        configure_logging(_LEVELS[config.log_level], "json" if config.logger == "zap" else "text",
+                          config.log_outputs, static={"member": config.name},
+                          text_format=f"%(asctime)s %(levelname)s {config.name} %(name)s: %(message)s")
+    except OSError as exc:
+        print(f"kvraft: --log-outputs: {exc}", file=sys.stderr)
+        return 2
     try:
         import uvloop
 
