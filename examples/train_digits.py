@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     comm.broadcast([params[k] for k in names] + [velocity[k] for k in names], root=0)  # one source of truth
 
     n = len(y_train)
+    last: dict[str, object] = {}
     for epoch in range(start_epoch, ns.epochs):
         t0 = time.perf_counter()
         order = np.random.default_rng([ns.seed, epoch]).permutation(n)
@@ -232,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             "ranks": comm.size,
             "backend": comm.backend_name,
         }
+        last = {"loss": record["loss"], "train_acc": record["train_acc"]}
         if comm.rank == 0:
             print(json.dumps(record) if ns.json else " ".join(f"{k} {v}" for k, v in record.items()), flush=True)
             if ns.checkpoint_dir is not None:
@@ -248,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     if store is not None:
         _, _, test_probs = forward(params, x_test)
         final = {"epoch": ns.epochs, "test_acc": round(float((test_probs.argmax(1) == y_test).mean()), 4),
-                 "done": True, "ranks": comm.size, "backend": comm.backend_name, "resumed_from": start_epoch}
+                 "done": True, "ranks": comm.size, "backend": comm.backend_name, "resumed_from": start_epoch, **last}
         store.report(final)
         store.close()
     comm.close()

@@ -15,6 +15,7 @@ A job is a gang in the spirit of Volcano's Job and Kubeflow's MPIJob (docs/jobs.
     restart_policy: OnFailure
     max_restarts: 3
     checkpoint_dir: /ckpt/bert-large
+    ttl_seconds_after_finished: 3600   # keys deleted an hour after it ends (scheduler.job_gc)
 
 ``validate_job(doc)`` returns every problem at once, each with its path
 (``tasks[1].resources.gpus: must be >= 0``), from ``jsonschema`` plus the few rules a schema
@@ -120,6 +121,7 @@ JOB_SCHEMA: dict[str, Any] = {
         "checkpoint_dir": {"type": "string", "minLength": 1},
         "checkpoint_interval_s": {"type": "number", "exclusiveMinimum": 0},
         "grace_s": {"type": "number", "minimum": 0, "maximum": 3600},
+        "ttl_seconds_after_finished": {"type": "number", "minimum": 0},
     },
 }
 
@@ -342,6 +344,7 @@ def normalize_job(doc: dict[str, Any], *, priority: int | None = None, submitted
         "checkpoint_dir": doc.get("checkpoint_dir"),
         "checkpoint_interval_s": doc.get("checkpoint_interval_s"),
         "grace_s": doc.get("grace_s", 30.0),
+        "ttl_seconds_after_finished": doc.get("ttl_seconds_after_finished"),
         "submitted_at": submitted_at,
         "cancelled": False,
     }

@@ -37,6 +37,7 @@ from scheduler.binder import Binder
 from scheduler.cycle import Scheduler
 from scheduler.informer import Informer
 from scheduler.informer_view import TERMINAL, ClusterView, CoreFeed
+from scheduler.job_gc import collect, due_at
 from scheduler.model import BindFailed
 from scheduler.profiles import profile
 from scheduler.service_config import SchedulerConfig, load_config
@@ -72,6 +73,7 @@ class SchedulerDaemon:
         self.bindings = 0
         self.bind_failures = 0
         self.preemptions = 0
+        self.collected = 0  # finished jobs deleted after their TTL
         self.releases: Counter[str] = Counter()
         self.bind_hist = [0] * (len(BUCKETS_S) + 1)
         self.bind_sum_s = 0.0
@@ -212,6 +214,8 @@ class SchedulerDaemon:
             changed |= await self._lifecycle(j, now, updates)
         if updates:  # Starting/Running updates of many jobs: one batched write, not a txn per job
             await self.binder.write_statuses(updates)
+        for j in sorted(jobs):
+            await self._collect(j, now)
         if changed:  # releases were applied to the view; feed them before the pass
             more = []
             for j in sorted(jobs):
@@ -347,6 +351,22 @@ class SchedulerDaemon:
         if (st.get("phase"), st.get("reason"), st.get("message")) != ("Running", reason, message):
             updates[job] = dict(st, phase="Running", reason=reason, message=message)
         return False
+
+    async def _collect(self, job: str, now: float) -> None:
+        """Delete a finished job's keys once its TTL after finishing is over (scheduler.job_gc)."""
+        entry, st = self.view.jobs.get(job), self.view.status.get(job)
+        if entry is None or st is None or job in self.view.bindings or not isinstance(st.doc, dict):
+            return
+        due = due_at(entry.doc, st.doc, self.config.ttl_seconds_after_finished)
+        if due is None:
+            return
+        if now < due:
+            self._timers[job] = min(self._timers.get(job, due), due)
+            return
+        if await collect(self.client, self.fence, job, entry.mod_revision, st.mod_revision):
+            self.collected += 1
+            log.info("collected", extra={"fields": {"job": job, "phase": st.doc.get("phase")}})
+        self._wake.set()
 
     async def _restart_or_fail(self, b: Any, spec: dict[str, Any], st: dict[str, Any], reason: str, message: str,
                                event: str) -> bool:

@@ -42,6 +42,7 @@ class SchedulerConfig:
     cert: str = ""
     key: str = ""
     insecure_skip_tls_verify: bool = False
+    ttl_seconds_after_finished: float = 86400.0  # finished jobs' keys deleted after this; < 0: never (job_gc)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", help="the client certificate's key")
     p.add_argument("--insecure-skip-tls-verify", choices=["true", "false"], nargs="?", const="true",
                    help="do not verify kvraft's certificate (testing only)")
+    p.add_argument("--ttl-seconds-after-finished", type=float,
+                   help="delete a finished job's keys this long after it finished, unless the job sets "
+                        "ttl_seconds_after_finished (default 86400; negative: keep for ever)")
     return p
 
 

@@ -1,5 +1,10 @@
 """``jobctl describe job NAME``: spec summary, placement by rack, node and GPU, the pending
-reason, and the job's events (oldest first), like ``kubectl describe``."""
+reason, the training progress the job's rank 0 reports, and the job's events (oldest first),
+like ``kubectl describe``.
+
+Progress is the record the trainer writes to ``/jobs/<job>/progress`` (the key the dashboard's
+loss curve reads; examples/train_digits.py): once the world is formed (``started``), after
+every epoch (``epoch``, ``loss``, ``train_acc``, ``test_acc``) and at the end (``done``)."""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from scheduler import keys
 from scheduler.cli.common import NotFound, job_view
 from scheduler.cli.printers import age, render_table
 
-__all__ = ["add_parser", "events", "run"]
+__all__ = ["add_parser", "events", "progress", "progress_lines", "progress_key", "run"]
 
 
 def add_parser(sub: Any) -> None:
@@ -30,6 +35,49 @@ def events(client: Any, name: str) -> list[dict[str, Any]]:
         except ValueError:
             continue
     return out
+
+
+def progress_key(job: str) -> str:
+    return f"/jobs/{keys.check_name(job, 'job')}/progress"
+
+
+def progress(client: Any, name: str) -> dict[str, Any] | None:
+    got = client.get(progress_key(name)).kvs
+    if not got:
+        return None
+    try:
+        doc = json.loads(got[0].value)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _num(value: Any, fmt: str) -> str:
+    return format(value, fmt) if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
+
+
+def progress_lines(doc: dict[str, Any] | None, now: float) -> list[str]:
+    """The ``Progress:`` block of a trainer's latest record (pure; ``now`` is passed in)."""
+    if not doc:
+        return ["<none reported>"]
+    at = doc.get("at")
+    when = f"reported {age(now - float(at))} ago" if isinstance(at, (int, float)) else "reported at an unknown time"
+    if doc.get("done"):
+        head = f"finished: epoch {doc.get('epoch', '?')}, test acc {_num(doc.get('test_acc'), '.4f')}"
+        if "loss" in doc:
+            head += f", last loss {_num(doc.get('loss'), '.4f')}"
+    elif doc.get("started"):
+        head = f"world formed at epoch {doc.get('epoch', '?')}, no epoch finished yet"
+    else:
+        head = (f"epoch {doc.get('epoch', '?')}, loss {_num(doc.get('loss'), '.4f')}, "
+                f"train acc {_num(doc.get('train_acc'), '.4f')}, test acc {_num(doc.get('test_acc'), '.4f')}")
+        if isinstance(doc.get("seconds"), (int, float)):
+            head += f", {doc['seconds']:.1f} s/epoch"
+    detail = [f"{doc['ranks']} ranks" if "ranks" in doc else "", str(doc.get("backend") or ""),
+              f"run {doc['run']}" if doc.get("run") else "",
+              f"restarts {doc['restarts']}" if "restarts" in doc else "",
+              f"resumed from epoch {doc['resumed_from']}" if doc.get("resumed_from") else ""]
+    return [f"{head} ({when})", ", ".join(d for d in detail if d)]
 
 
 def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
@@ -64,6 +112,8 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
         rows = [[p["rack"], p["node"], ",".join(map(str, p["gpus"])) or "-", p["task"]]
                 for p in sorted(placement, key=lambda p: (p["rack"], p["node"], p["task"]))]
         out.write("".join("  " + line + "\n" for line in render_table(["rack", "node", "gpus", "task"], rows).splitlines()))
+    lines = [line for line in progress_lines(progress(client, j["name"]), now) if line]
+    w(f"Progress:       {lines[0]}\n" + "".join(f"                {line}\n" for line in lines[1:]))
     evs = events(client, j["name"])
     w("Events:" + (" <none>\n" if not evs else "\n"))
     if evs:
