@@ -1,5 +1,6 @@
 """Reading kvraft snapshot files (what ``kvctl snapshot save`` writes from a kvraft member):
-the framed, checksummed stream of ``kvraft.storage.snapshot``.
+the framed, checksummed stream of ``kvraft.storage.snapshot``, read by its parser
+(``read_frames``).
 
 ::
 
@@ -26,11 +27,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-import msgpack
+from kvraft.storage.snapshot import MAGIC, SnapshotFrameError, read_frames
 
 __all__ = ["MAGIC", "SnapshotFileError", "SnapshotFileStatus", "is_kvraft_snapshot", "verify_snapshot"]
 
-MAGIC = "kvraft-snapshot"
 _HEAD = struct.Struct(">II")
 _READ_BYTES = 1 << 20
 
@@ -50,30 +50,18 @@ class SnapshotFileStatus:
 
 
 def _frames(handle: BinaryIO) -> Iterator[tuple[bytes, Any]]:
-    """(raw frame bytes, decoded payload) for each frame; checks each frame's CRC."""
-    buf = bytearray()
-    while True:
-        chunk = handle.read(_READ_BYTES)
-        if chunk:
-            buf += chunk
-        while len(buf) >= _HEAD.size:
-            length, crc = _HEAD.unpack_from(buf)
-            end = _HEAD.size + length
-            if len(buf) < end:
-                break
-            payload = bytes(buf[_HEAD.size:end])
-            if zlib.crc32(payload) != crc:
-                raise SnapshotFileError("snapshot frame fails its checksum (the file is damaged)")
-            try:
-                decoded = msgpack.unpackb(payload)
-            except (ValueError, msgpack.UnpackException) as exc:
-                raise SnapshotFileError(f"snapshot frame does not decode: {exc}") from None
-            yield bytes(buf[:end]), decoded
-            del buf[:end]
-        if not chunk:
-            if buf:
-                raise SnapshotFileError(f"snapshot truncated: {len(buf)} stray bytes at the end")
-            return
+    """(raw frame bytes, decoded payload) for each frame, by ``kvraft.storage.snapshot``'s
+    parser; its errors are worded for the command line."""
+    try:
+        yield from read_frames(iter(lambda: handle.read(_READ_BYTES), b""))
+    except SnapshotFrameError as exc:
+        if exc.reason == "checksum":
+            text = "snapshot frame fails its checksum (the file is damaged)"
+        elif exc.reason == "decode":
+            text = f"snapshot frame does not decode: {exc.cause}"
+        else:
+            text = f"snapshot truncated: {exc.stray} stray bytes at the end"
+        raise SnapshotFileError(text) from None
 
 
 def _header(payload: Any) -> dict[str, Any] | None:
@@ -88,16 +76,15 @@ def is_kvraft_snapshot(path: str) -> bool:
         head = handle.read(_HEAD.size)
         if len(head) < _HEAD.size:
             return False
-        length, crc = _HEAD.unpack(head)
+        length, _crc = _HEAD.unpack(head)
         if length > 1 << 20:
             return False
-        payload = handle.read(length)
-    if len(payload) != length or zlib.crc32(payload) != crc:
-        return False
+        first = head + handle.read(length)
     try:
-        return _header(msgpack.unpackb(payload)) is not None
-    except (ValueError, msgpack.UnpackException):
+        _raw, payload = next(read_frames([first]))
+    except (SnapshotFrameError, StopIteration):
         return False
+    return _header(payload) is not None
 
 
 def verify_snapshot(path: str) -> SnapshotFileStatus:

@@ -10,7 +10,8 @@ consistent (one revision, one consistent index) while writers carry on. The stre
     last    {"end": true, "records": n, "sha256": hex digest of every byte before it}
 
 ``SnapshotStream`` yields one frame per chunk (``chunk_bytes`` of records, about); a
-receiver may split or join the bytes any way (``restore_generation`` re-frames them).
+receiver may split or join the bytes any way (``read_frames`` re-frames them: the one
+parser of the format, also used by ``kvctl snapshot status``).
 Every frame is checked as it arrives; the whole stream is checked against the trailer's
 sha256 before anything is installed: a truncated or damaged stream raises
 ``SnapshotCorruptionError`` and leaves the live store untouched.
@@ -45,7 +46,16 @@ from kvraft.storage.schema import (
     decode_meta,
 )
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "RestoreReport", "SnapshotStream", "restore_generation"]
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "MAGIC",
+    "VERSION",
+    "RestoreReport",
+    "SnapshotFrameError",
+    "SnapshotStream",
+    "read_frames",
+    "restore_generation",
+]
 
 DEFAULT_CHUNK_BYTES = 1 << 20
 MAGIC = "kvraft-snapshot"
@@ -123,9 +133,30 @@ class RestoreReport:
     sha256: str
 
 
-def _reframe(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Payloads of the frames in a byte stream cut anywhere."""
+class SnapshotFrameError(SnapshotCorruptionError):
+    """A frame of a snapshot stream is damaged: ``reason`` is ``"checksum"`` (the payload
+    fails its crc32), ``"decode"`` (it is not msgpack; ``cause`` is the decoder's message) or
+    ``"truncated"`` (the stream ends ``stray`` bytes into a frame); ``frame`` counts from 0,
+    ``offset`` is its first byte in the stream."""
+
+    def __init__(self, reason: str, frame: int, offset: int, *, stray: int = 0, cause: str = "") -> None:
+        detail = {
+            "checksum": "fails its checksum",
+            "decode": f"does not decode: {cause}",
+            "truncated": f"truncated: the stream ends {stray} bytes into it",
+        }[reason]
+        super().__init__(f"snapshot frame {frame} at byte {offset} {detail}")
+        self.reason, self.frame, self.offset = reason, frame, offset
+        self.stray, self.cause = stray, cause
+
+
+def read_frames(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, Any]]:
+    """``(frame bytes, decoded payload)`` for each frame of a snapshot stream cut anywhere
+    into ``chunks``. Each frame's crc32 is checked and its msgpack payload decoded before it
+    is yielded; a damaged frame, or bytes left over at the end, raise ``SnapshotFrameError``.
+    What the frames say (header, records, trailer) is the caller's to check."""
     buf = bytearray()
+    frame = offset = 0
     for chunk in chunks:
         buf += chunk
         while len(buf) >= _HEAD.size:
@@ -135,11 +166,17 @@ def _reframe(chunks: Iterable[bytes]) -> Iterator[bytes]:
                 break
             payload = bytes(buf[_HEAD.size:end])
             if zlib.crc32(payload) != crc:
-                raise SnapshotCorruptionError("snapshot frame fails its checksum")
-            yield bytes(buf[:end])
+                raise SnapshotFrameError("checksum", frame, offset)
+            try:
+                decoded = msgpack.unpackb(payload)
+            except (ValueError, msgpack.UnpackException) as exc:
+                raise SnapshotFrameError("decode", frame, offset, cause=str(exc)) from None
+            yield bytes(buf[:end]), decoded
             del buf[:end]
+            frame += 1
+            offset += end
     if buf:
-        raise SnapshotCorruptionError(f"snapshot truncated: {len(buf)} stray bytes at the end")
+        raise SnapshotFrameError("truncated", frame, offset, stray=len(buf))
 
 
 def restore_generation(backend: Backend, chunks: Iterable[bytes]) -> RestoreReport:
@@ -165,8 +202,7 @@ def _restore(env: Any, dbis: dict[bytes, Any], path: Path, chunks: Iterable[byte
     digest = hashlib.sha256()
     head: dict[str, Any] | None = None
     records = nbytes = 0
-    for frame in _reframe(chunks):
-        payload = msgpack.unpackb(frame[_HEAD.size:])
+    for frame, payload in read_frames(chunks):
         if head is None:
             if not isinstance(payload, dict) or payload.get("magic") != MAGIC or payload.get("version") != VERSION:
                 raise SnapshotCorruptionError("not a kvraft snapshot (bad header)")
