@@ -132,6 +132,9 @@ class AgentStatistics:
     reconcile_seconds_total: float
     watch_relists: int
     orphans_swept: int
+    fenced: bool = False  # out of touch past TTL + grace: every task stopped (docs/design/agent.md)
+    fences: int = 0
+    lease_age_s: float = 0.0  # since the last successful renewal
 
 
 class Agent:
@@ -231,6 +234,15 @@ class Agent:
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def node_doc(self) -> dict[str, Any]:
+        """The node record last written to kvraft (empty before the first registration)."""
+        return self._node_doc
+
+    @property
+    def fenced(self) -> bool:
+        return self._fenced
+
     def statistics(self) -> AgentStatistics:
         return AgentStatistics(
             registered=self.registered.is_set(),
@@ -246,6 +258,9 @@ class Agent:
             reconcile_seconds_total=self.reconcile_seconds_total,
             watch_relists=self.watch_relists,
             orphans_swept=self.orphans_swept,
+            fenced=self._fenced,
+            fences=self.fences,
+            lease_age_s=max(0.0, time.monotonic() - self._lease_ok_at),
         )
 
     async def _listen_events(self) -> None:
@@ -561,8 +576,10 @@ class Agent:
                 got = await self.client.get(f"/registry/jobs/{job}")
                 uid = got.kvs[0].create_revision if got.kvs else 0
         host = (self.config.listen_url.split("://", 1)[-1].rsplit(":", 1)[0]).strip("[]")
-        facts = NodeFacts(self.name, self.config.labels.get("rack", "rack-0"), tuple(self.config.endpoints),
-                          host if host not in ("", "0.0.0.0", "::") else "")
+        c = self.config
+        facts = NodeFacts(self.name, c.labels.get("rack", "rack-0"), tuple(c.endpoints),
+                          host if host not in ("", "0.0.0.0", "::") else "", cacert=c.cacert, cert=c.cert, key=c.key,
+                          insecure_skip_tls_verify=c.insecure_skip_tls_verify)
         extra = rank_env(env, facts, binding, uid)
         return dataclasses.replace(spec, env=tuple(sorted((env | extra).items()))) if extra else spec
 

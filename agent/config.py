@@ -50,6 +50,7 @@ class AgentConfig:
     node_status_s: float = 10.0
     request_timeout_s: float = 5.0
     log_level: str = "info"
+    log_format: str = "json"  # json lines (docs/observability.md) or text
     user: str = ""
     password: str = ""
     cacert: str = ""  # TLS to kvraft, as etcdctl: CA bundle, client certificate and key
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-status-s", type=float, help="node conditions check interval (default 10)")
     p.add_argument("--request-timeout-s", type=float, help="kvraft request timeout (default 5)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=["json", "text"], help="log lines as JSON objects (default) or text")
     p.add_argument("--user", help="kvraft user (auth enabled)")
     p.add_argument("--password", help="kvraft password")
     p.add_argument("--cacert", help="verify kvraft's certificate with this CA bundle (https)")
@@ -135,6 +137,8 @@ def load_config(argv: list[str] | None = None) -> AgentConfig:
     if "data_dir" in values:
         values["data_dir"] = Path(values["data_dir"])
     cfg = AgentConfig(**values)
+    if cfg.log_format not in ("json", "text"):
+        raise ValueError(f"log-format must be json or text, not {cfg.log_format!r}")
     if cfg.heartbeat_s <= 0 or cfg.lease_ttl_s <= 0 or cfg.heartbeat_s >= cfg.lease_ttl_s:
         raise ValueError(f"need 0 < heartbeat-s ({cfg.heartbeat_s}) < lease-ttl-s ({cfg.lease_ttl_s})")
     return cfg

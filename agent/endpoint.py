@@ -1,7 +1,9 @@
 """The agent's HTTP endpoint (aiohttp): ``/health``, ``/metrics``, task list, logs, exec.
 
-- ``GET /health``: 200 ``{"status": "ok", ...}`` once registered under a live lease, else 503.
-- ``GET /metrics``: Prometheus text format.
+- ``GET /health``: 200 ``{"status": "ok", ...}`` once registered under a live lease and not
+  fenced, else 503 with ``status`` ``unregistered`` or ``fenced`` (``fenced``, ``fences`` and
+  ``lease_age_s`` are always there).
+- ``GET /metrics``: Prometheus text format (``agent.metrics``; docs/observability.md).
 - ``GET /tasks``: every attempt the runtime holds (JSON).
 - ``GET /logs/{job}/{task}?attempt=N&tail=100&follow=1&timestamps=1&stream=stdout``: the task's
   log (latest attempt by default), from the rotated CRI files; ``follow`` streams new lines
@@ -20,24 +22,27 @@ import asyncio
 import base64
 import contextlib
 import os
-import resource
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from agent.agent import Agent
 from agent.logs import parse_line
-from agent.reconcile import AttemptState
+from agent.metrics import agent_registry
+from kvraft.client.observe import metrics_response
 
 __all__ = ["AGENT_KEY", "make_app", "serve"]
 
 AGENT_KEY = web.AppKey("agent", Agent)
+REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
 
 
 def make_app(agent: Agent) -> web.Application:
     app = web.Application()
     app[AGENT_KEY] = agent
+    app[REGISTRY_KEY] = agent_registry(agent)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/tasks", tasks)
@@ -58,57 +63,16 @@ async def serve(agent: Agent, listen_url: str) -> web.AppRunner:
 
 async def health(request: web.Request) -> web.Response:
     agent = request.app[AGENT_KEY]
-    ok = agent.registered.is_set()
-    doc = {"status": "ok" if ok else "unregistered", "node": agent.name, "lease_id": agent.lease_id,
-           "runtime": agent.runtime.name, "desired": len(agent.desired)}
+    st = agent.statistics()
+    ok = st.registered and not st.fenced
+    doc = {"status": "fenced" if st.fenced else "ok" if ok else "unregistered", "node": agent.name,
+           "lease_id": agent.lease_id, "runtime": agent.runtime.name, "desired": st.desired, "fenced": st.fenced,
+           "fences": st.fences, "lease_age_s": round(st.lease_age_s, 3)}
     return web.json_response(doc, status=200 if ok else 503)
 
 
-def rss_bytes() -> int:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 async def metrics(request: web.Request) -> web.Response:
-    agent = request.app[AGENT_KEY]
-    st = agent.statistics()
-    lines = [
-        "# HELP kvraft_agent_registered 1 while the node is registered under a live lease.",
-        "# TYPE kvraft_agent_registered gauge",
-        f"kvraft_agent_registered {int(st.registered)}",
-        "# TYPE kvraft_agent_lease_grants_total counter",
-        f"kvraft_agent_lease_grants_total {st.lease_grants}",
-        "# TYPE kvraft_agent_lease_losses_total counter",
-        f"kvraft_agent_lease_losses_total {st.lease_losses}",
-        "# TYPE kvraft_agent_keepalive_failures_total counter",
-        f"kvraft_agent_keepalive_failures_total {st.keepalive_failures}",
-        "# TYPE kvraft_agent_desired_tasks gauge",
-        f"kvraft_agent_desired_tasks {st.desired}",
-        "# TYPE kvraft_agent_attempts gauge",
-    ]
-    for state in AttemptState:
-        lines.append(f'kvraft_agent_attempts{{state="{state.value}"}} {st.observed.get(state.value, 0)}')
-    lines.append("# TYPE kvraft_agent_actions_total counter")
-    for kind, n in sorted(st.actions.items()):
-        lines.append(f'kvraft_agent_actions_total{{kind="{kind}"}} {n}')
-    lines.append("# TYPE kvraft_agent_status_writes_total counter")
-    for result, n in sorted(st.status_writes.items()):
-        lines.append(f'kvraft_agent_status_writes_total{{result="{result}"}} {n}')
-    lines += [
-        "# TYPE kvraft_agent_reconcile_seconds summary",
-        f"kvraft_agent_reconcile_seconds_count {st.reconcile_passes}",
-        f"kvraft_agent_reconcile_seconds_sum {st.reconcile_seconds_total:.6f}",
-        "# TYPE kvraft_agent_watch_relists_total counter",
-        f"kvraft_agent_watch_relists_total {st.watch_relists}",
-        "# TYPE kvraft_agent_orphans_swept_total counter",
-        f"kvraft_agent_orphans_swept_total {st.orphans_swept}",
-        "# TYPE kvraft_agent_resident_memory_bytes gauge",
-        f"kvraft_agent_resident_memory_bytes {rss_bytes()}",
-    ]
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
+    return metrics_response(request.app[REGISTRY_KEY], request)
 
 
 async def tasks(request: web.Request) -> web.Response:

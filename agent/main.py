@@ -8,30 +8,17 @@ TTL keeps the node Ready.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import sys
 import time
-from typing import Any
 
 from agent.agent import Agent
 from agent.config import AgentConfig, load_config
 from agent.endpoint import serve
+from kvraft.client.observe import configure_logging
 
-__all__ = ["JsonFormatter", "main", "run"]
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg and the record's ``fields``."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {"ts": round(record.created, 6), "level": record.levelname.lower(),
-                               "logger": record.name, "msg": record.getMessage()}
-        doc.update(getattr(record, "fields", {}) or {})
-        if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str)
+__all__ = ["main", "run"]
 
 
 async def run(config: AgentConfig) -> int:
@@ -57,9 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"kvraft-agent: {exc}", file=sys.stderr)
         return 2
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
+    configure_logging(config.log_level, config.log_format, static={"node": config.name})
     return asyncio.run(run(config))
 
 
