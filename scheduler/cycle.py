@@ -120,6 +120,8 @@ class Scheduler:
         self._passes += 1
         state, queue, fw = self.state, self.queue, self.framework
         self._fire_rank_changes(now_s)
+        if state.expire_reservations(now_s):
+            queue.on_events({ClusterEvent.RESERVATION_CHANGED}, self._hint)
         queue.flush(now_s)
         fw.begin_pass(now_s)
         strict = self.profile.queue.strict_fifo
@@ -171,6 +173,7 @@ class Scheduler:
         message = status.message
         post = attempt.post
         if post is not None:
+            expires = None if post.hold_s is None else now_s + post.hold_s
             for victim in post.victims:
                 self.state.jobs[victim.victim_id].evicting = True
                 preemptions.append(victim)
@@ -179,12 +182,18 @@ class Scheduler:
                 names = ", ".join(v.victim_id for v in post.victims)
                 message += f"; preempting {names} ({lost:.2f} GPU-h lost)"
             if post.holds:
-                reservation = Reservation(job_id, dict(post.holds), post.start_s, post.kind, now_s, post.domain)
+                reservation = Reservation(job_id, dict(post.holds), post.start_s, post.kind, now_s, post.domain,
+                                          expires)
                 self.state.add_reservation(reservation)
                 reservations.append(reservation)
             for victim_id, holds in post.migrations:
                 target = ",".join(holds)
-                reservation = Reservation(victim_id, dict(holds), now_s, "migration", now_s, target)
+                reservation = Reservation(victim_id, dict(holds), now_s, "migration", now_s, target, expires)
+                self.state.add_reservation(reservation)
+                reservations.append(reservation)
+            back = None if post.return_hold_s is None else now_s + post.return_hold_s
+            for victim_id, holds in post.returns:
+                reservation = Reservation(victim_id, dict(holds), None, "return", now_s, ",".join(holds), back, job_id)
                 self.state.add_reservation(reservation)
                 reservations.append(reservation)
         held = self.state.reservations.get(job_id)
@@ -221,7 +230,8 @@ class Scheduler:
             if info is not None and info.bound_at_s == bound_at:
                 break
             heappop(heap)
-        times = [t for t in (self.queue.next_wakeup_s(), heap[0][0] if heap else None) if t is not None]
+        times = [t for t in (self.queue.next_wakeup_s(), heap[0][0] if heap else None, self.state.next_expiry_s())
+                 if t is not None]
         return min(times) if times else None
 
     # --- queries ----------------------------------------------------------------------------

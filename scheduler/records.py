@@ -66,7 +66,12 @@ class Reservation:
     """GPUs held for a pending gang on specific nodes (backfill) or after preemption.
 
     A node's held GPUs are taken out of what other jobs may use, up to what is free; jobs that
-    are expected to finish before ``start_s`` may still use them (backfill).
+    are expected to finish before ``start_s`` may still use them (backfill). ``expires_s``:
+    the hold is dropped then even if its job has not started (None: only when it starts or is
+    removed). Holds made for a preemption or a move are always bounded: a preemptor that can
+    no longer start there must not keep GPUs idle for ever. ``after_job``: the hold starts when
+    that job ends (a preempted gang's return hold waits for its preemptor); until then jobs
+    expected to end before it may use the GPUs (backfill).
     """
 
     job_id: str
@@ -75,3 +80,5 @@ class Reservation:
     kind: str
     created_s: float
     domain: str
+    expires_s: float | None = None
+    after_job: str | None = None

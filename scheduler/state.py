@@ -299,6 +299,17 @@ class ClusterState:
             node.holds[reservation.job_id] = gpus
             node.held_gpus += gpus
 
+    def expire_reservations(self, now_s: float) -> bool:
+        """Drop the holds whose time is up; True if any was dropped."""
+        expired = [j for j, r in self.reservations.items() if r.expires_s is not None and r.expires_s <= now_s]
+        for job_id in expired:
+            self.drop_reservation(job_id)
+        return bool(expired)
+
+    def next_expiry_s(self) -> float | None:
+        times = [r.expires_s for r in self.reservations.values() if r.expires_s is not None]
+        return min(times) if times else None
+
     def drop_reservation(self, job_id: str) -> None:
         reservation = self.reservations.pop(job_id, None)
         if reservation is None:

@@ -78,7 +78,10 @@ class Domain:
 class PostFilterResult:
     """What a PostFilter decided: evict ``victims`` (whole gangs) and/or hold GPUs
     (``holds``: node -> GPUs) for the job until it can start at ``start_s``.
-    ``migrations``: holds for evicted victims on the nodes they move to (defragmentation)."""
+    ``migrations``: holds for evicted victims on the nodes they move to (defragmentation).
+    ``hold_s``: how long the holds last if their job does not start (None: until it starts).
+    ``returns``: return holds for evicted victims on the GPUs they ran on, from when the job
+    ends (preemption's ``return_holds``), lasting ``return_hold_s``."""
 
     status: Status
     victims: tuple[Preemption, ...] = ()
@@ -87,6 +90,9 @@ class PostFilterResult:
     kind: str = ""
     domain: str = ""
     migrations: tuple[tuple[str, dict[str, int]], ...] = ()
+    hold_s: float | None = None
+    returns: tuple[tuple[str, dict[str, int]], ...] = ()
+    return_hold_s: float | None = None
 
 
 class Plugin(Protocol):

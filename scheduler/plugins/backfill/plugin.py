@@ -31,7 +31,7 @@ from scheduler.framework.interfaces import (
 )
 from scheduler.framework.status import SUCCESS, Code, Status
 from scheduler.model import Level
-from scheduler.state import ClusterState, JobInfo, NodeInfo
+from scheduler.state import ClusterState, JobInfo, NodeInfo, Phase
 
 __all__ = ["NAME", "Backfill", "BackfillArgs", "new"]
 
@@ -76,9 +76,13 @@ class Backfill:
     # --- pass -------------------------------------------------------------------------------
 
     def begin_pass(self, state: ClusterState, now_s: float) -> None:
-        """Refresh the estimated start of every backfill reservation."""
+        """Refresh the estimated start of every backfill reservation, and of every hold that
+        waits for another job to end (a preempted gang's return hold: when its preemptor ends)."""
         self.starts = {}
         for reservation in state.reservations.values():
+            if reservation.after_job is not None:
+                self.starts[reservation.job_id] = self._after_s(state, reservation.after_job, now_s)
+                continue
             if reservation.kind != KIND:
                 continue
             start = now_s
@@ -90,6 +94,17 @@ class Backfill:
                 ready = self._ready_s(state, node, hold, now_s, reservation.job_id)
                 start = max(start, ready)
             self.starts[reservation.job_id] = start
+
+    def _after_s(self, state: ClusterState, job_id: str, now_s: float) -> float:
+        """When ``job_id`` is expected to end: now if it is gone; if it is still pending, its
+        expected run time from now (it is about to start on the GPUs it freed)."""
+        after = state.jobs.get(job_id)
+        if after is None:
+            return now_s
+        if after.phase is Phase.RUNNING:
+            return expected_end_s(after, now_s, self.args.overrun_factor)
+        left = after.remaining_hint_s(now_s, self.args.overrun_factor)
+        return INF if left is None else now_s + left
 
     def _ready_s(self, state: ClusterState, node: NodeInfo, need: int, now_s: float, owner: str) -> float:
         free = node.free_gpus - sum(g for o, g in node.holds.items() if o != owner)
@@ -115,8 +130,10 @@ class Backfill:
             return SUCCESS
         done = info.attained_gpu_s / info.job.gpus if info.job.gpus else 0.0
         end = cs.now_s + max(hint - done, 0.0)
+        reservations = cs.state.reservations
         cs.ignore_holds = frozenset(
-            owner for owner, start in self.starts.items() if end <= start and owner != info.job.job_id
+            owner for owner, start in self.starts.items()
+            if owner != info.job.job_id and (end <= start or getattr(reservations.get(owner), "after_job", None) == info.job.job_id)
         )
         return SUCCESS
 

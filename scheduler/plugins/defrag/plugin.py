@@ -8,6 +8,8 @@ not above the job's, evicted fewer than ``max_moves`` times, preemptions include
 node: each gets a hold there, the job gets a hold on the freed GPUs. A move costs the victim
 only its restart (it resumes from its checkpoint), so rank does not matter, unlike preemption.
 A search that failed for a job shape is not repeated in the same pass until capacity is freed.
+All these holds last at most ``hold_s`` (as preemption's: a job that cannot start where its
+hold is must not keep the GPUs idle for ever).
 
 Example: 8-GPU nodes n1 (7 GPUs free, job a: 1 GPU) and n2 (6 free, job b: 2 GPUs); a new
 8-GPU job does not fit. Moving a to n2 (hold 1 GPU there) frees n1 whole: a restarts on n2,
@@ -42,14 +44,15 @@ class DefragArgs:
     max_moves: int = 2
     min_job_gpus: int = 2
     targets_to_check: int = 64
+    hold_s: float = 600.0
 
 
 class Defragment:
     name = NAME
 
     def __init__(self, args: DefragArgs, handle: Handle) -> None:
-        if args.restart_overhead_s < 0 or args.max_victim_gpus < 1 or args.max_moves < 0:
-            raise ValueError("defrag: restart_overhead_s >= 0, max_victim_gpus >= 1, max_moves >= 0")
+        if args.restart_overhead_s < 0 or args.max_victim_gpus < 1 or args.max_moves < 0 or args.hold_s <= 0:
+            raise ValueError("defrag: restart_overhead_s >= 0, max_victim_gpus >= 1, max_moves >= 0, hold_s > 0")
         self.args = args
         self.handle = handle
         self.failed: dict[tuple[object, ...], int] = {}
@@ -99,7 +102,8 @@ class Defragment:
             Preemption(v.info.job.job_id, job.job_id, v.cost_gpu_h, f"moved to make room for {job.job_id}")
             for v in found.victims)
         holds = {name: tasks * job.gpus_per_task for name, tasks in found.plan.items()}
-        return PostFilterResult(SUCCESS, moves, holds, cs.now_s, "defrag", found.domain, found.extra)
+        return PostFilterResult(SUCCESS, moves, holds, cs.now_s, "defrag", found.domain, found.extra,
+                                hold_s=self.args.hold_s)
 
     def _targets(
         self, cs: CycleState, victims: list[Candidate], plan: dict[str, int]

@@ -9,7 +9,11 @@ as Tiresias bounds thrashing: a long job demoted by LAS is not bounced back and 
 
 The victim set is the cheapest one ``victims.search`` finds over the levels and domains the
 topology plugin allows (fewest GPU-hours lost, then fewest victims, then lowest rank). The cost of a victim is its GPUs x (restart overhead + work since its last
-checkpoint). The preemptor gets a hold on the freed GPUs so no one else takes them.
+checkpoint). The preemptor gets a hold on the freed GPUs so no one else takes them, for at
+most ``hold_s`` (600 s: far more than an eviction's grace period, 30 s by default in the
+daemon, and the simulator's preemptor starts in the same pass): a preemptor that can no
+longer start there (its spec or quota changed, a node failed) must not keep them idle for
+ever; if it still outranks gangs when the hold lapses it may preempt again.
 """
 
 from __future__ import annotations
@@ -39,6 +43,15 @@ class PreemptionArgs:
     restart_overhead_s: float = 30.0
     reclaim_borrowed: bool = False
     max_evictions: int | None = None
+    hold_s: float = 600.0
+    # Return holds: each evicted gang of at least ``return_min_gpus`` GPUs keeps a hold on the
+    # GPUs it ran on, from when its preemptor is expected to end (jobs expected to end before
+    # then may use them, as in backfill), for the preemptor's expected run + ``hold_s``.
+    return_holds: bool = False
+    return_min_gpus: int = 2
+    # Remaining-work rule: a gang expected to end within ``spare_within`` x the preemptor's
+    # expected run time is not a victim (None: off).
+    spare_within: float | None = None
 
 
 class Preempt:
@@ -52,6 +65,12 @@ class Preempt:
         if args.max_evictions is not None and args.max_evictions < 1:
             raise ValueError("preemption: max_evictions must be >= 1 (or None)")
         self.max_evictions = args.max_evictions
+        if args.hold_s <= 0:
+            raise ValueError("preemption: hold_s must be > 0")
+        self.hold_s = args.hold_s
+        if args.return_min_gpus < 1 or (args.spare_within is not None and args.spare_within < 0):
+            raise ValueError("preemption: return_min_gpus must be >= 1 and spare_within >= 0")
+        self.args = args
         self.handle = handle
         self.lowest_rank: tuple[float, ...] | None = None
         self.borrowing = False
@@ -96,11 +115,20 @@ class Preempt:
             usage = state.tenant_gpus.get(job.tenant, 0)
             reclaim = usage + job.gpus <= nominal_gpus(state, job.tenant)
         out: dict[str, Candidate] = {}
+        spare_s = None
+        if self.args.spare_within is not None:
+            run_s = info.remaining_hint_s(now)
+            if run_s is not None:
+                spare_s = self.args.spare_within * run_s
         for victim in state.running.values():
             if victim.evicting or not victim.job.preemptible or victim.job.job_id == job.job_id:
                 continue
             if self.max_evictions is not None and victim.evictions >= self.max_evictions:
                 continue
+            if spare_s is not None:
+                left_s = victim.remaining_hint_s(now)
+                if left_s is not None and left_s <= spare_s:
+                    continue
             rank = self.handle.rank(victim, now)
             ok = rank < mine
             if not ok and reclaim and victim.job.tenant != job.tenant:
@@ -151,7 +179,15 @@ class Preempt:
                        f"preempted by {job.job_id} (rank {mine} > {v.rank})")
             for v in found.victims)
         holds = {name: tasks * job.gpus_per_task for name, tasks in found.plan.items()}
-        return PostFilterResult(SUCCESS, preemptions, holds, cs.now_s, "preemption", found.domain)
+        returns: tuple[tuple[str, dict[str, int]], ...] = ()
+        return_hold_s = None
+        run_s = info.remaining_hint_s(cs.now_s) if self.args.return_holds else None
+        if run_s is not None:
+            returns = tuple((v.info.job.job_id, {n: len(g) for n, g in v.info.by_node.items()})
+                            for v in found.victims if v.info.job.gpus >= self.args.return_min_gpus)
+            return_hold_s = run_s + self.hold_s
+        return PostFilterResult(SUCCESS, preemptions, holds, cs.now_s, "preemption", found.domain,
+                                hold_s=self.hold_s, returns=returns, return_hold_s=return_hold_s)
 
 
 def new(args: Mapping[str, Any], handle: Handle) -> Preempt:
