@@ -3,7 +3,7 @@ step; at step ``--at`` the victim rank crashes (``os._exit``), hangs (``SIGSTOP`
 itself) or, with ``--mode absent``, stays alive but stops calling collectives (needs
 ``KVRAFT_COLLECTIVE_STALL_TIMEOUT_S``). Every survivor must raise ``PeerFailure``; it prints one line
 
-    DETECTED rank=<r> after_s=<seconds since the victim's failure> error=<message>
+    DETECTED rank=<r> after_s=<seconds since the victim's failure> error=<message> [links=<kinds>]
 
 and exits with status 3. The victim writes the wall-clock time of its failure to
 ``--stamp`` first (same host, so ``time.time()`` is comparable).
@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         while not Path(ns.stamp).exists() and time.time() < deadline:
             time.sleep(0.01)
         failed_at = float(Path(ns.stamp).read_text())
-        print(f"DETECTED rank={comm.rank} after_s={detected - failed_at:.3f} error={exc}", flush=True)
+        links = getattr(comm.backend, "links", "-")  # ring backends: what the data links were
+        print(f"DETECTED rank={comm.rank} after_s={detected - failed_at:.3f} error={exc} [links={links}]", flush=True)
         comm.close(barrier=False)
         time.sleep(0.5)  # mpirun tears the job down when one rank exits: let the others report
         return 3

@@ -7,6 +7,12 @@ inline (non-blocking ``send``); the remainder is handed to one persistent sender
 link, so the caller keeps receiving and reducing while big segments drain (pipelining).
 Sockets use ``TCP_NODELAY`` and 4 MiB buffers.
 
+Links: for a neighbour on the same host (same kernel and pid namespace, checked by a probe,
+see ``cma.py``) the socket becomes the control channel of a cross-memory-attach link: the
+receiver copies straight out of the sender's buffer with ``process_vm_readv``, one copy
+instead of two. ``links="socket"`` (``KVRAFT_COLLECTIVE_LINKS=socket``) forces the plain
+socket link; ``backend.links`` says what each direction uses.
+
 ``abort()`` shuts the sockets down, which makes a blocked ``recv`` or ``send`` return at once:
 this backend is interruptible, so a failure detected by the monitor becomes an exception in
 the blocked thread.
@@ -22,6 +28,7 @@ import struct
 import threading
 import time
 
+from agent.collective.cma import CMARecvLink, CMASendLink, handshake_recv, handshake_send
 from agent.collective.errors import CollectiveTimeout
 from agent.collective.fusion import FusionPolicy
 from agent.collective.rendezvous import Rendezvous
@@ -33,6 +40,8 @@ __all__ = ["TCPBackend", "TCPFactory", "TCP_FUSION"]
 TCP_FUSION = FusionPolicy(inplace_min_bytes=4 << 20, bucket_bytes=32 << 20)
 SEGMENT_BYTES = int(os.environ.get("KVRAFT_COLLECTIVE_TCP_SEGMENT_BYTES", 256 << 10))
 SOCK_BUF_BYTES = 4 << 20
+#: "auto": cross-memory attach to same-host neighbours when the probe succeeds; "socket": never
+LINK_MODES = ("auto", "socket")
 _HELLO = struct.Struct("!8sI")
 _MAGIC = b"kvrring1"
 
@@ -130,7 +139,7 @@ class RecvLink:
 class _SendOnly:
     """Adapter so the ring sees one Link object per side."""
 
-    def __init__(self, link: SendLink) -> None:
+    def __init__(self, link: SendLink | CMASendLink) -> None:
         self.link = link
 
     def post_send(self, data: memoryview) -> None:
@@ -159,8 +168,14 @@ class TCPBackend(RingBackend):
         timeout_s: float = 60.0,
         fusion: FusionPolicy = TCP_FUSION,
         segment_bytes: int = SEGMENT_BYTES,
+        links: str = "auto",
     ) -> None:
         super().__init__(rank, size, global_ranks or list(range(size)), fusion, segment_bytes)
+        if links not in LINK_MODES:
+            raise ValueError(f"links must be one of {', '.join(LINK_MODES)}, not {links!r}")
+        self.link_mode = links
+        #: what the ring uses to the right and from the left: "socket" or "cma"
+        self.link_kinds: dict[str, str] = {}
         self.rendezvous = rendezvous
         self.host = host
         self.prefix = prefix
@@ -189,6 +204,7 @@ class TCPBackend(RingBackend):
         _tune(out)
         out.settimeout(None)
         out.sendall(_HELLO.pack(_MAGIC, self.rank))
+        want_cma = self.link_mode == "auto"
         listener.settimeout(self.timeout_s)
         left = (self.rank - 1) % self.size
         try:
@@ -203,12 +219,30 @@ class TCPBackend(RingBackend):
             raise CollectiveTimeout(f"tcp ring: rank {left} did not connect within {self.timeout_s} s") from exc
         finally:
             listener.close()
+        self._socks = [out, conn]
+        try:  # link choice: offer on the right connection, answer on the left one
+            out.settimeout(self.timeout_s)
+            answer = handshake_send(out, want_cma)
+            left_pid = handshake_recv(conn, want_cma)
+            right_cma = answer()
+        except (TimeoutError, OSError) as exc:
+            raise CollectiveTimeout(f"tcp ring: link handshake with rank {left} / {right} failed: {exc}") from exc
         _tune(conn)
         conn.settimeout(None)
-        self._socks = [out, conn]
-        self._send_link = SendLink(out)
-        self.right = _SendOnly(self._send_link)
-        self.left = RecvLink(conn)
+        out.settimeout(None)
+        self.right = _SendOnly(CMASendLink(out) if right_cma else self._start_sender(out))
+        self.left = CMARecvLink(conn, left_pid) if left_pid is not None else RecvLink(conn)
+        self.link_kinds = {"right": "cma" if right_cma else "socket", "left": "cma" if left_pid is not None else "socket"}
+
+    def _start_sender(self, sock: socket.socket) -> SendLink:
+        self._send_link = SendLink(sock)
+        return self._send_link
+
+    @property
+    def links(self) -> str:
+        """``socket``, ``cma``, or ``cma+socket`` when the two directions differ."""
+        kinds = sorted(set(self.link_kinds.values()))
+        return "+".join(kinds) if kinds else "none"
 
     def _make_group(self, members: list[int], index: int, tag: str) -> TCPBackend:
         return TCPBackend(
@@ -221,6 +255,7 @@ class TCPBackend(RingBackend):
             timeout_s=self.timeout_s,
             fusion=self.fusion,
             segment_bytes=self.segment_bytes,
+            links=self.link_mode,
         )
 
     def abort(self) -> None:
@@ -247,4 +282,5 @@ class TCPFactory:
         if rendezvous is None:
             raise ValueError("the tcp backend needs a rendezvous (KVRAFT_RENDEZVOUS)")
         host = env.get("KVRAFT_COLLECTIVE_HOST", "127.0.0.1")
-        return TCPBackend(rank, size, rendezvous, host=host)  # type: ignore[arg-type]
+        links = env.get("KVRAFT_COLLECTIVE_LINKS", "auto")
+        return TCPBackend(rank, size, rendezvous, host=host, links=links)  # type: ignore[arg-type]

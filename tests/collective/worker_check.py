@@ -2,7 +2,8 @@
 
 Checks allreduce against numpy sums for many shapes and dtypes (each rank regenerates every
 rank's data from the seed), plus mean, compression, async handles, broadcast, allgather and
-barrier. Prints ``CHECKED rank=<r> backend=<name> cases=<k>`` and exits 0, or raises.
+barrier. Prints ``CHECKED rank=<r> backend=<name> links=<kinds> cases=<k>`` and exits 0, or
+raises (``links`` is what the ring backend's links use, ``-`` for MPI).
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def main() -> None:
     g = comm.allgather(np.array([comm.rank], np.int64))
     assert g.ravel().tolist() == list(range(n))
     comm.barrier()
-    print(f"CHECKED rank={comm.rank} backend={comm.backend_name} cases={len(cases) * 2}", flush=True)
+    links = getattr(comm.backend, "links", "-")
+    print(f"CHECKED rank={comm.rank} backend={comm.backend_name} links={links} cases={len(cases) * 2}", flush=True)
     comm.close()
 
 

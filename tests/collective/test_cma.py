@@ -1,0 +1,264 @@
+"""The same-host link (``agent/collective/cma.py``): link choice, the byte stream (eager and
+pulled ranges), flush semantics, failures; then the TCP ring over it in one process (threads:
+a process may read its own memory with ``process_vm_readv``, so the pull path is the real one).
+The multi-process sums and failure drills over this link are in ``test_processes.py``."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+
+from agent.collective import cma
+from agent.collective.errors import PeerFailure
+from agent.collective.launch import free_port
+from agent.collective.rendezvous import TCPStoreRendezvous
+from agent.collective.tcp import TCPBackend
+
+pytestmark = pytest.mark.skipif(not cma.available(), reason="process_vm_readv is Linux-only")
+
+
+def _can_read_self() -> bool:
+    a, b = socket.socketpair()
+    try:
+        answer = cma.handshake_send(a, True)
+        return cma.handshake_recv(b, True) is not None and answer()
+    finally:
+        a.close()
+        b.close()
+
+
+needs_cma = pytest.mark.skipif(not _can_read_self(), reason="process_vm_readv denied here (ptrace policy)")
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    for s in (a, b):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def _in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - checked by the caller
+            errors.append(exc)
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    return t, errors
+
+
+# -- link choice ----------------------------------------------------------------------------------
+@needs_cma
+def test_handshake_accepts_a_readable_peer(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    answer = cma.handshake_send(a, True)
+    assert cma.handshake_recv(b, True) == os.getpid()
+    assert answer() is True
+
+
+@pytest.mark.parametrize(("send_wants", "recv_wants"), [(False, True), (True, False), (False, False)])
+def test_handshake_declines_when_either_side_forces_sockets(pair: tuple[socket.socket, socket.socket], send_wants: bool, recv_wants: bool) -> None:
+    a, b = pair
+    answer = cma.handshake_send(a, send_wants)
+    assert cma.handshake_recv(b, recv_wants) is None
+    assert answer() is False
+
+
+def test_handshake_declines_another_kernel_or_pid_namespace(pair: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = pair
+    answer = cma.handshake_send(a, True)
+    real = cma._identity()
+    assert real is not None
+    monkeypatch.setattr(cma, "_identity", lambda: (real[0], real[1] + 1))  # the receiver's view
+    assert cma.handshake_recv(b, True) is None
+    assert answer() is False
+
+
+def test_handshake_declines_when_the_nonce_reads_back_wrong(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    ident = cma._identity()
+    assert ident is not None
+    decoy = ctypes.create_string_buffer(b"x" * 16, 16)  # readable, but not the nonce offered
+    a.sendall(cma._OFFER.pack(cma._MAGIC, os.getpid(), ident[0], ident[1], ctypes.addressof(decoy), b"y" * 16))
+    assert cma.handshake_recv(b, True) is None
+    assert a.recv(1) == cma._DECLINE
+
+
+def test_handshake_refuses_garbage(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    a.sendall(b"\0" * cma._OFFER.size)
+    with pytest.raises(ConnectionError, match="bad link offer"):
+        cma.handshake_recv(b, True)
+
+
+# -- the byte stream ------------------------------------------------------------------------------
+SIZES = [1, 7, 4096, 65535, 65536, 65537, 300_001, 1 << 20]
+
+
+@needs_cma
+@pytest.mark.parametrize("dtype", [np.uint8, np.float16, np.float32, np.float64, np.int64])
+@pytest.mark.parametrize("recv_split", ["same", "whole", "odd"])
+def test_stream_of_eager_and_pulled_ranges(pair: tuple[socket.socket, socket.socket], dtype: type, recv_split: str) -> None:
+    a, b = pair
+    rng = np.random.default_rng(7)
+    sent = [rng.integers(0, 250, max(1, n // np.dtype(dtype).itemsize)).astype(dtype) for n in SIZES]
+    total = sum(x.nbytes for x in sent)
+    sender = cma.CMASendLink(a, eager_max=65536)
+    receiver = cma.CMARecvLink(b, os.getpid())
+    got = np.zeros(total, np.uint8)
+    view = memoryview(got)
+    if recv_split == "same":
+        cuts = np.cumsum([0] + [x.nbytes for x in sent]).tolist()
+    elif recv_split == "whole":
+        cuts = [0, total]
+    else:  # boundaries that never line up with the sender's
+        cuts = sorted({0, total, *range(0, total, 99_991)})
+    t, errors = _in_thread(lambda: [receiver.recv_into(view[lo:hi]) for lo, hi in zip(cuts, cuts[1:], strict=False)])
+    for x in sent:
+        sender.post_send(memoryview(x).cast("B"))
+    sender.flush()  # returns only once every pulled range was read
+    t.join(60)
+    assert not t.is_alive() and not errors, errors
+    assert bytes(got) == b"".join(x.tobytes() for x in sent)
+
+
+@needs_cma
+def test_flush_waits_until_the_receiver_pulled(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    data = np.arange(1 << 18, dtype=np.float32)
+    sender = cma.CMASendLink(a)
+    sender.post_send(memoryview(data).cast("B"))
+    flushed = threading.Event()
+    t, errors = _in_thread(lambda: (sender.flush(), flushed.set()))
+    assert not flushed.wait(0.3)  # nothing pulled yet: the sender must not reuse the memory
+    out = np.zeros_like(data)
+    cma.CMARecvLink(b, os.getpid()).recv_into(memoryview(out).cast("B"))
+    assert flushed.wait(60) and not errors, errors
+    assert np.array_equal(out, data)
+
+
+def test_eof_and_shutdown_fail_the_blocked_side(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    receiver = cma.CMARecvLink(b, os.getpid())
+    out = np.zeros(1 << 16, np.uint8)
+    t, errors = _in_thread(lambda: receiver.recv_into(memoryview(out)))
+    b.shutdown(socket.SHUT_RDWR)  # what abort() does: a blocked recv returns at once
+    t.join(30)
+    assert not t.is_alive() and errors and isinstance(errors[0], ConnectionResetError)
+    sender = cma.CMASendLink(a)
+    data = np.ones(1 << 17, np.uint8)
+    with pytest.raises(OSError):  # peer gone: the announcement or the wait for its ack fails
+        sender.post_send(memoryview(data))
+        sender.flush()
+
+
+def test_pull_from_a_dead_process_raises() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait(60)
+    a, b = socket.socketpair()
+    try:
+        a.sendall(cma._HDR.pack(cma._PULL, 4096, 64))
+        with pytest.raises(OSError):
+            cma.CMARecvLink(b, proc.pid).recv_into(memoryview(bytearray(64)))
+    finally:
+        a.close()
+        b.close()
+
+
+# -- the ring over it -----------------------------------------------------------------------------
+def _ring(n: int, links: str, body: Callable[[TCPBackend], object]) -> list[object]:
+    port = free_port()
+    results: list[object] = [None] * n
+    errors: list[BaseException] = []
+
+    def rank(r: int) -> None:
+        try:
+            rdv = TCPStoreRendezvous("127.0.0.1", port, r, "cma")
+            be = TCPBackend(r, n, rdv, links=links, timeout_s=60)
+            try:
+                results[r] = body(be)
+            finally:
+                be.close()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=rank, args=(r,), daemon=True) for r in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads) and not errors, errors
+    return results
+
+
+@needs_cma
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_ring_over_cma_matches_numpy_sums(n: int) -> None:
+    shapes = [1, 5, 1000, 16_385, 70_001, 600_007]
+    dtypes = [np.float32, np.float64, np.int32, np.int64]
+
+    def data(r: int, i: int, size: int, dt: type) -> np.ndarray:
+        return np.random.default_rng([i, r]).integers(-50, 50, size).astype(dt)
+
+    def body(be: TCPBackend) -> object:
+        assert be.link_kinds == {"right": "cma", "left": "cma"} and be.links == "cma"
+        for i, (size, dt) in enumerate((s, d) for s in shapes for d in dtypes):
+            a = data(be.rank, i, size, dt)
+            be.allreduce(a)
+            want = sum(data(r, i, size, dt) for r in range(n))
+            assert np.array_equal(a, want), (size, dt)
+        h = np.random.default_rng(be.rank).standard_normal(200_000).astype(np.float32)
+        be.allreduce(h, np.dtype(np.float16))  # compressed ring: every rank bitwise equal
+        b = np.arange(300_000, dtype=np.float64) * be.rank
+        be.broadcast(b, n - 1)
+        assert np.array_equal(b, np.arange(300_000, dtype=np.float64) * (n - 1))
+        g = np.zeros(n * 100_000, np.int64)
+        be.allgather(np.full(100_000, be.rank, np.int64), g)
+        assert np.array_equal(g, np.repeat(np.arange(n), 100_000))
+        return h
+
+    got = _ring(n, "auto", body)
+    assert all(np.array_equal(g, got[0]) for g in got)  # type: ignore[arg-type]
+
+
+def test_forced_sockets_and_bad_mode() -> None:
+    got = _ring(2, "socket", lambda be: be.links)
+    assert got == ["socket", "socket"]
+    with pytest.raises(ValueError, match="links must be one of"):
+        TCPBackend(0, 1, None, links="shm")  # type: ignore[arg-type]
+
+
+@needs_cma
+def test_abort_unblocks_a_rank_waiting_on_the_cma_link() -> None:
+    done = threading.Event()
+
+    def body(be: TCPBackend) -> object:
+        if be.rank == 1:  # alive, links open, but never joins: rank 0 blocks on its left link
+            done.wait(60)
+            return "idle"
+        t, errors = _in_thread(lambda: be.allreduce(np.ones(1 << 20, np.float32)))
+        t.join(0.3)
+        be.abort()  # what the monitor does on a failure
+        t.join(30)
+        done.set()
+        assert not t.is_alive()
+        return errors[0] if errors else None
+
+    got = _ring(2, "auto", body)
+    assert isinstance(got[0], PeerFailure), got
