@@ -8,9 +8,15 @@ exit with a summary means every record decoded and passed its checksum; a
 ``StorageCorruptionError`` or a death by signal is reported as corruption, naming the file
 (and the index or revision when the child could say).
 
-KIND is ``raftlog`` (an ``LmdbLogStorage`` file) or ``mvcc`` (a ``Backend`` directory).
-The child prints one JSON line: ``{"ok": true, ...summary}`` or ``{"ok": false, "error":
-...}``; exit status 0 or 3.
+KIND is ``raftlog`` (a Raft log: a directory is the WAL ``raft.wal/`` of current data
+directories, checked read-only by ``fsck_wal``; a file is the ``LmdbLogStorage`` of older
+ones), ``wal`` or ``lmdb`` (the same, format forced), or ``mvcc`` (a ``Backend``
+directory). Both Raft log checks end with what the Raft core checks when it starts (the
+hard state's commit inside the stored log, the snapshot covering the log's start, terms
+never decreasing). The child prints one JSON line: ``{"ok": true, "summary": {...}}`` or
+``{"ok": false, "error": ...}``; exit status 0 (intact; a WAL's torn tail, the remains of
+an unacknowledged batch that the next open cuts, is not corruption: it is reported in the
+summary's ``torn_tail`` and ``notes``), 3 (corruption, named in ``error``), 2 (usage).
 """
 
 from __future__ import annotations
@@ -26,27 +32,36 @@ from typing import Any
 
 from kvraft.storage.errors import StorageCorruptionError
 
-__all__ = ["check", "main", "summarize"]
+__all__ = ["KINDS", "check", "main", "summarize"]
+
+KINDS = ("raftlog", "wal", "lmdb", "mvcc")
 
 
 def summarize(kind: str, path: str) -> dict[str, Any]:
     """Open the store read-write in this process and read every record (may crash on a
     damaged LMDB page: use ``check`` for that). Returns a summary with a content digest."""
-    if kind == "raftlog":
+    if kind == "wal" or (kind == "raftlog" and Path(path).is_dir()):
+        from kvraft.storage.fsck_wal import summarize_wal
+
+        return summarize_wal(path)
+    if kind in ("raftlog", "lmdb"):
+        from kvraft.storage.fsck_wal import check_log_consistency
         from kvraft.storage.raft_log import LmdbLogStorage
 
         log = LmdbLogStorage(path)
         try:
             n = log.verify()
+            check_log_consistency(log, Path(path).name)
             first, last = log.first_index(), log.last_index()
             digest = hashlib.sha256()
             for e in log.entries(first, last + 1):
                 digest.update(b"%d/%d/%d/%d:" % (e.index, e.term, e.type, len(e.data)) + e.data)
             hard, conf = log.initial_state()
+            snap = log.snapshot().metadata
             return {
-                "entries": n, "first": first, "last": last, "digest": digest.hexdigest(),
+                "format": "lmdb", "entries": n, "first": first, "last": last, "digest": digest.hexdigest(),
                 "hard": [hard.term, hard.vote, hard.commit], "conf": sorted(conf.voters),
-                "snapshot_index": log.snapshot().metadata.index,
+                "snapshot_index": snap.index, "snapshot_term": snap.term,
             }
         finally:
             log.close(sync=False)
@@ -86,8 +101,11 @@ def check(kind: str, path: str | os.PathLike[str], *, timeout_s: float = 600.0) 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        print("usage: python -m kvraft.storage.fsck raftlog|mvcc PATH", file=sys.stderr)
+    if len(args) != 2 or args[0] not in KINDS:
+        print(f"usage: python -m kvraft.storage.fsck {'|'.join(KINDS)} PATH", file=sys.stderr)
+        return 2
+    if not os.path.exists(args[1]):  # opening would create an empty store
+        print(f"fsck: {args[1]}: no such file or directory", file=sys.stderr)
         return 2
     try:
         summary = summarize(args[0], args[1])

@@ -46,18 +46,16 @@ drops whole segments, and what ``compact()`` removed is simply not in the new he
 retained entries are more than half a segment (no compaction for a long time) the active
 segment grows instead, so rewriting stays a small fraction of what is written.
 
-Open: the newest segment is replayed (older ones are leftovers of a rotation a crash
-interrupted, and are deleted; so are ``*.tmp`` files and snapshot files nobody refers to).
-A frame that fails its check with only zeros after it is a torn write of a batch that was
-never acknowledged: the tail is cut there (zeroed and fsynced). A bad frame with data
-after it, a bad head, or a snapshot file that fails its check raises
-``LogCorruptionError`` (naming the first entry index of the frame when it can be read).
+Open: the newest segment is replayed (older ones, ``*.tmp`` files and unreferenced
+snapshot files are leftovers of an interrupted rotation: deleted). A bad frame with only
+zeros after it is a torn write of a batch never acknowledged: cut (zeroed, fsynced). A bad
+frame with data after it, a bad head, a bad snapshot file, or snapshot files without a
+segment raise ``LogCorruptionError`` (naming the frame's first entry index when readable).
+``replay_only`` reads without changing anything (``kvraft.storage.fsck_wal``).
 
 Write failures (disk full, EIO from fsync): the log refuses every later write and sync
 (``OSError``); what was acknowledged stays on disk. The driver treats it as fatal.
-
-Threading: as ``LmdbLogStorage``: one thread at a time (the driver's log writer thread
-writes, the loop thread reads while no write runs).
+Threading: as ``LmdbLogStorage``, one thread at a time (the driver's log writer writes).
 """
 
 from __future__ import annotations
@@ -177,6 +175,8 @@ class WalLogStorage:
         self._seq = 0
         self._pos = 0
         self._failed: BaseException | None = None
+        self.frames = 0  # frames replayed at open
+        self.torn_tail: tuple[int, int] | None = None  # see _replay
         self._unsynced: tuple[int, int] | None = None  # (offset, length) written, not yet fdatasynced
         if failpoints.enabled():
             failpoints.on_crash(self._lose_unsynced)
@@ -263,6 +263,8 @@ class WalLogStorage:
             tmp.unlink()
         segments = sorted(self.path.glob("*.wal"))
         if not segments:
+            for orphan in self.path.glob("snap-*.snap"):  # written only once a segment exists
+                raise LogCorruptionError(0, f"{self.path}: no segment, but snapshot file {orphan.name}: the log is missing")
             self._rotate()
             return
         last = segments[-1]
@@ -276,9 +278,12 @@ class WalLogStorage:
         self._fd = os.open(last, os.O_RDWR)
         self._rotate_at = self.segment_bytes
 
-    def _replay(self, segment: Path) -> None:
+    def _replay(self, segment: Path, *, repair: bool = True) -> None:
+        """Replay ``segment`` into the log. A torn tail is described in ``torn_tail``
+        (offset, bytes) and cut, unless ``repair`` is false (a read-only check)."""
         data = segment.read_bytes()
         pos, first = 0, True
+        self.frames, self.torn_tail = 0, None
         self._replaying = True
         try:
             while pos + _FRAME.size <= len(data):
@@ -288,11 +293,14 @@ class WalLogStorage:
                 end = pos + _FRAME.size + length
                 payload = data[pos + _FRAME.size : end]
                 if end > len(data) or zlib.crc32(payload) != crc or length == 0:
-                    if first or data[max(end, pos + _FRAME.size) :].lstrip(b"\0"):
-                        raise LogCorruptionError(
-                            _first_index_in(payload), f"{segment.name}: frame at byte {pos} fails its checksum"
-                        )
-                    self._cut_tail(segment, pos, len(data))
+                    after = len(data[max(end, pos + _FRAME.size) :].strip(b"\0"))
+                    if first or after:
+                        why = " (the head)" if first else f"; {after} bytes of data follow it: damage inside the log"
+                        raise LogCorruptionError(_first_index_in(payload), f"{segment.name}: frame at byte {pos} "
+                                                 f"fails its checksum{why}, not a torn write")
+                    self.torn_tail = (pos, len(data[pos:].rstrip(b"\0")))
+                    if repair:
+                        self._cut_tail(segment, pos, len(data))
                     break
                 try:
                     self._apply_payload(payload, head=first)
@@ -300,10 +308,13 @@ class WalLogStorage:
                     raise
                 except Exception as exc:
                     raise LogCorruptionError(
-                        _first_index_in(payload), f"{segment.name}: frame at byte {pos} does not decode: {exc!r}"
+                        _first_index_in(payload),
+                        f"{segment.name}: frame at byte {pos} passes its checksum but does not replay: "
+                        f"{type(exc).__name__}: {exc}",
                     ) from exc
                 first = False
                 pos = end
+                self.frames += 1
         finally:
             self._replaying = False
         if first:
@@ -321,7 +332,8 @@ class WalLogStorage:
         finally:
             os.close(fd)
 
-    def _load_snapshot_data(self) -> None:
+    def _load_snapshot_data(self, *, drop: bool = True) -> None:
+        """Read and check the current snapshot's file; delete the others (``drop``)."""
         meta = self._snapshot.metadata
         keep = None
         if meta.index and self._snap_len:
@@ -337,7 +349,8 @@ class WalLogStorage:
             if (length, crc) != (self._snap_len, self._snap_crc) or len(body) != length or zlib.crc32(body) != crc:
                 raise LogCorruptionError(0, f"snapshot file {keep.name} fails its checksum")
             self._snapshot = Snapshot(metadata=meta, data=body)
-        self._drop_snapshot_files(keep)
+        if drop:
+            self._drop_snapshot_files(keep)
 
     def _drop_snapshot_files(self, keep: Path | None) -> None:
         for f in self.path.glob("snap-*.snap"):
@@ -650,15 +663,24 @@ class WalLogStorage:
 
     # -- maintenance ---------------------------------------------------------------------
 
+    @classmethod
+    def replay_only(cls, path: str | os.PathLike[str], seq: int) -> WalLogStorage:
+        """What segment ``seq`` of ``path`` replays to, read without changing any file (a
+        torn tail stays, described in ``torn_tail``; no file is deleted), for ``verify`` and
+        ``kvraft.storage.fsck_wal``. The object refuses writes."""
+        log = cls.__new__(cls)
+        log.path, log._seq, log._fd, log._failed = Path(path), seq, -1, OSError("opened for a check")
+        log._reset_state()
+        log._replay(log._segment(seq), repair=False)
+        log._load_snapshot_data(drop=False)
+        return log
+
     def verify(self) -> int:
         """Re-read the newest segment and compare it with the log in memory; return the
         number of entries. Raises ``LogCorruptionError`` on any difference."""
         if self._staged:
             self.sync()
-        again = WalLogStorage.__new__(WalLogStorage)
-        again.path, again._seq = self.path, self._seq
-        again._reset_state()
-        again._replay(self._segment(self._seq))
+        again = WalLogStorage.replay_only(self.path, self._seq)
         if (again._entries, again._hard, again._conf, again._snapshot.metadata) != (
             self._entries, self._hard, self._conf, self._snapshot.metadata,
         ):
