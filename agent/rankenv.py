@@ -21,6 +21,10 @@ every rank. ``rank_env`` turns that into the variables a training program needs:
                                of the same name gets a new one)
 ``KVRAFT_ENDPOINTS``           kvraft client URLs (rendezvous, progress, checkpoints)
 ``KVRAFT_COLLECTIVE_HOST``     the address this node's ranks listen on (the agent's)
+``KVRAFT_CACERT``              TLS to kvraft, as etcdctl's ``--cacert --cert --key``: the
+``KVRAFT_CERT``                agent's own files (a ``--client-cert-auth`` cluster refuses a
+``KVRAFT_KEY``                 rank without a certificate); set only when the agent has them
+``KVRAFT_INSECURE_SKIP_TLS_VERIFY``  ``true`` when the agent runs with it
 =============================  =============================================================
 
 A task that is not part of a gang (no ``KVRAFT_PEERS``) gets only the node, rack and
@@ -42,6 +46,10 @@ class NodeFacts:
     rack: str
     endpoints: tuple[str, ...]
     host: str = ""  # the address tasks of this node listen on ("" = leave the default)
+    cacert: str = ""  # the agent's TLS files for kvraft, passed on to the ranks
+    cert: str = ""
+    key: str = ""
+    insecure_skip_tls_verify: bool = False
 
 
 def parse_peers(text: str) -> list[tuple[str, str]]:
@@ -65,6 +73,11 @@ def rank_env(spec_env: Mapping[str, str], facts: NodeFacts, binding: Mapping[str
                            "KVRAFT_ENDPOINTS": ",".join(facts.endpoints)}
     if facts.host:
         add["KVRAFT_COLLECTIVE_HOST"] = facts.host
+    for name, value in (("KVRAFT_CACERT", facts.cacert), ("KVRAFT_CERT", facts.cert), ("KVRAFT_KEY", facts.key)):
+        if value:
+            add[name] = value
+    if facts.insecure_skip_tls_verify:
+        add["KVRAFT_INSECURE_SKIP_TLS_VERIFY"] = "true"
     job = spec_env.get("KVRAFT_JOB", "")
     if job:
         restarts = spec_env.get("KVRAFT_RESTARTS", "0") or "0"

@@ -111,14 +111,15 @@ class JobStore:
     """Progress and checkpoints of a scheduled job in kvraft (rank 0 only)."""
 
     def __init__(self, env: dict[str, str]) -> None:
+        from agent.collective.rendezvous import client_options
         from kvraft.client import SyncClient
 
         self.job = env["KVRAFT_JOB"]
         self.uid = env.get("KVRAFT_JOB_UID", "0")
         self.run = env.get("KVRAFT_RUN_ID", "")
         self.restarts = int(env.get("KVRAFT_RESTARTS", "0") or 0)
-        options = {"user": env["KVRAFT_USER"], "password": env.get("KVRAFT_PASSWORD", "")} if env.get("KVRAFT_USER") else {}
-        self.client = SyncClient(env["KVRAFT_ENDPOINTS"].split(","), request_timeout_s=10.0, **options)
+        # user/password or the TLS files the agent passes on (agent.rankenv), as the rendezvous
+        self.client = SyncClient(env["KVRAFT_ENDPOINTS"].split(","), request_timeout_s=10.0, **client_options(env))
 
     @property
     def checkpoint_key(self) -> str:
@@ -147,6 +148,16 @@ class JobStore:
         self.client.close()
 
 
+def _process_age_s() -> float:
+    """Seconds since this process started (Linux ``/proc``), -1 where unknown."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return -1.0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=10)
@@ -168,8 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         ns.checkpoint_dir = Path(os.environ["KVRAFT_CHECKPOINT_DIR"])
     ns.resume = ns.resume or in_job
 
+    t_main = time.monotonic()
     x_train, y_train, x_test, y_test = load_data(ns.seed)  # before init: ranks start in step
+    t_data = time.monotonic()
     comm = gx.init(compression=ns.compression)
+    t_init = time.monotonic()
     dtype = np.dtype(ns.dtype)
     x_train, x_test = x_train.astype(dtype), x_test.astype(dtype)
     params = init_params(ns.seed, ns.hidden, dtype)
@@ -185,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     epoch_box = np.array([start_epoch], np.int64)
     comm.broadcast([epoch_box], root=0)
     start_epoch = int(epoch_box[0])
+    if comm.rank == 0:  # where the time to form the world goes (docs/e2e.md)
+        print(f"world formed: {comm.size} ranks ({comm.backend_name}); {_process_age_s() - (time.monotonic() - t_main):.2f}"
+              f" s to start and import, {t_data - t_main:.2f} s loading data, {t_init - t_data:.2f} s in init, "
+              f"{time.monotonic() - t_init:.2f} s connecting to kvraft and loading the checkpoint", file=sys.stderr,
+              flush=True)
     if store is not None:  # the world is formed: every rank is in it
         store.report({"epoch": start_epoch, "started": True, "resumed_from": start_epoch, "ranks": comm.size,
                       "backend": comm.backend_name})

@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -51,7 +52,7 @@ from typing import Any
 from agent.collective.errors import CollectiveTimeout
 from agent.collective.rendezvous import KvraftRendezvous, kvraft_from_url
 
-__all__ = ["HOST_PREFIX", "main", "mpirun_argv", "resolve_program", "strip_daemonize"]
+__all__ = ["HOST_PREFIX", "first_error_line", "main", "mpirun_argv", "resolve_program", "strip_daemonize"]
 
 HOST_PREFIX = "r"  # mpirun's host names: r0, r1, ... (rank K's task hosts "rK")
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
@@ -100,8 +101,14 @@ def _rdzv(env: dict[str, str], timeout_s: float) -> KvraftRendezvous:
     return kvraft_from_url(f"kvraft:///jobs/{job}/launch", env.get("KVRAFT_RUN_ID", ""), timeout_s, env)
 
 
+_T0 = time.monotonic()
+
+
 def _log(msg: str) -> None:
-    print(f"jobrun[{os.environ.get('KVRAFT_TASK', '?')}]: {msg}", file=sys.stderr, flush=True)
+    """One line on stderr, with the seconds since this wrapper started (the stages of forming
+    the world: docs/e2e.md)."""
+    print(f"jobrun[{os.environ.get('KVRAFT_TASK', '?')}] +{time.monotonic() - _T0:.2f}s: {msg}", file=sys.stderr,
+          flush=True)
 
 
 class ExecServer:
@@ -123,6 +130,7 @@ class ExecServer:
         try:
             doc = json.loads(self.rdzv.get(f"exec/{self.rank}", self.wait_s))
             command = strip_daemonize(str(doc["cmd"]))
+            _log("mpirun asked for this rank's daemon; starting it")
             self.proc = subprocess.Popen(["/bin/sh", "-c", command])
             self.rdzv.set(f"started/{self.rank}", json.dumps({"pid": self.proc.pid}).encode())
             self.exit_code = self.proc.wait()
@@ -159,9 +167,14 @@ def run_mpi(program: list[str], env: dict[str, str], mpi_args: list[str], wait_s
         server = ExecServer(rdzv, rank, wait_s)
         server.start()
         rdzv.set(f"ready/{rank}", json.dumps({"node": env.get("KVRAFT_NODE", ""), "pid": os.getpid()}).encode())
+        _log(f"rank {rank} ready in {rdzv.prefix}")
         if rank != 0:
             server.done.wait()
-            return server.exit_code if server.exit_code is not None else 1
+            code = server.exit_code if server.exit_code is not None else 1
+            if code != 0:
+                _log(f"this rank's MPI daemon ended with exit code {code}: the world ended "
+                     "(the ranks' output and the first error are in rank 0's log)")
+            return code
         for r in range(size):
             rdzv.get(f"ready/{r}", wait_s)
         _log(f"all {size} ranks ready; starting mpirun")
@@ -171,12 +184,39 @@ def run_mpi(program: list[str], env: dict[str, str], mpi_args: list[str], wait_s
         agent_path.write_text(RSH_SCRIPT.format(python=sys.executable, port=relay.port))
         agent_path.chmod(0o700)
         argv = mpirun_argv(size, str(agent_path), program, mpi_args)
-        code = subprocess.call(argv)
+        code, first_error = _run_and_watch(argv)
+        if code != 0:  # the last line of the task's log says why (the scheduler's message shows it)
+            _log(f"the MPI world failed with exit code {code}"
+                 + (f"; first error: {first_error}" if first_error else "; no rank reported an error"))
         rdzv.set("done", str(code).encode())
         server.done.wait(30)
         return code
     finally:
         rdzv.close()
+
+
+ERROR_LINE = re.compile(r"^(?:\[[^\]]*\](?:<\w+>)?:?\s*)?([A-Za-z_][\w.]*(?:Error|Exception|Failure|Timeout|Exit)\b.*)$")
+
+
+def first_error_line(line: str) -> str | None:
+    """A Python exception line (``agent.collective.errors.PeerFailure: ...``) of a rank's
+    output, without mpirun's ``[job,rank]<stderr>:`` tag (``--tag-output``), else None."""
+    m = ERROR_LINE.match(line.strip())
+    return m.group(1)[:400] if m and ":" in m.group(1) else None
+
+
+def _run_and_watch(argv: list[str]) -> tuple[int, str]:
+    """Run mpirun with its output passed through to ours; return its exit code and the first
+    exception line any rank printed (the cause; later ones are usually its consequences)."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    first = ""
+    for raw in proc.stdout:
+        sys.stdout.buffer.write(raw)
+        sys.stdout.buffer.flush()
+        if not first:
+            first = first_error_line(raw.decode(errors="replace")) or ""
+    return proc.wait(), first
 
 
 # mpirun's ssh agent: a standard-library script (-IS: ~20 ms to start, where importing the

@@ -35,7 +35,8 @@ from typing import Any, Protocol
 
 from agent.collective.errors import CollectiveTimeout
 
-__all__ = ["FileRendezvous", "KvraftRendezvous", "Rendezvous", "TCPStoreRendezvous", "TCPStoreServer", "from_url"]
+__all__ = ["FileRendezvous", "KvraftRendezvous", "Rendezvous", "TCPStoreRendezvous", "TCPStoreServer", "client_options",
+           "from_url", "kvraft_from_url"]
 
 _HDR = struct.Struct("!BII")  # op, key length, value length
 _OP_SET, _OP_GET, _OP_OK, _OP_MISSING = 1, 2, 3, 4
@@ -297,10 +298,23 @@ def kvraft_from_url(url: str, run_id: str = "", timeout_s: float = 60.0,
     if not endpoints:
         raise ValueError(f"rendezvous url {url!r}: no kvraft endpoints (in the url or KVRAFT_ENDPOINTS)")
     prefix = "/" + path.strip("/") if path.strip("/") else f"/jobs/{env.get('KVRAFT_JOB') or 'default'}/rendezvous"
+    return KvraftRendezvous(endpoints, prefix, run_id, timeout_s=timeout_s, **client_options(env))
+
+
+def client_options(env: dict[str, str]) -> dict[str, Any]:
+    """``kvraft.client.Client`` options from a rank's environment (``agent.rankenv``):
+    ``KVRAFT_USER``/``KVRAFT_PASSWORD`` and ``KVRAFT_CACERT``/``KVRAFT_CERT``/``KVRAFT_KEY``/
+    ``KVRAFT_INSECURE_SKIP_TLS_VERIFY`` (etcdctl's ``--cacert --cert --key``)."""
     options: dict[str, Any] = {}
     if env.get("KVRAFT_USER"):
         options.update(user=env["KVRAFT_USER"], password=env.get("KVRAFT_PASSWORD", ""))
-    return KvraftRendezvous(endpoints, prefix, run_id, timeout_s=timeout_s, **options)
+    insecure = env.get("KVRAFT_INSECURE_SKIP_TLS_VERIFY", "").lower() in ("1", "true", "yes")
+    if env.get("KVRAFT_CACERT") or env.get("KVRAFT_CERT") or env.get("KVRAFT_KEY") or insecure:
+        from kvraft.client import TLSConfig
+
+        options["tls"] = TLSConfig.from_flags(env.get("KVRAFT_CACERT"), env.get("KVRAFT_CERT"), env.get("KVRAFT_KEY"),
+                                              insecure)
+    return options
 
 
 def from_url(url: str, rank: int, run_id: str = "", timeout_s: float = 60.0) -> Rendezvous:

@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--runtime", default="process")
     ap.add_argument("--lease-ttl-s", type=int, default=10)
+    ap.add_argument("--keep-logs", action="store_true", help="keep the cluster's directory (task logs) afterwards")
     ns = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the cluster on timeout(1) too
     directory = Path(tempfile.mkdtemp(prefix="kvraft-e2e-bench-"))
@@ -156,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
                 bench_running(doc["endpoints"], client, ns.runs, ns.mode == "world")
     finally:
         down(directory)
-        shutil.rmtree(directory, ignore_errors=True)
+        if ns.keep_logs:
+            print(f"logs kept in {directory}", flush=True)
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
     return 0
 
 

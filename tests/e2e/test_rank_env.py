@@ -55,3 +55,35 @@ def test_mpirun_hosts_are_ranks_and_daemon_stays_in_the_task() -> None:
     assert strip_daemonize("a/prted --daemonize --x 1") == "a/prted --x 1"
     prog = resolve_program(["python3", "examples/train_digits.py"], cwd=Path("/"))
     assert prog[1].endswith("/examples/train_digits.py") and prog[1].startswith("/")
+
+
+def test_ranks_get_the_agents_tls_files_and_the_rendezvous_uses_them(tmp_path: Path) -> None:
+    from agent.collective.rendezvous import client_options
+
+    facts = NodeFacts("n1", "r0", ("https://127.0.0.1:2379",), cacert="/pki/ca.pem", cert="/pki/agent.pem",
+                      key="/pki/agent-key.pem")
+    env = rank_env({"KVRAFT_JOB": "j"}, facts)
+    assert (env["KVRAFT_CACERT"], env["KVRAFT_CERT"], env["KVRAFT_KEY"]) == ("/pki/ca.pem", "/pki/agent.pem",
+                                                                          "/pki/agent-key.pem")
+    assert "KVRAFT_INSECURE_SKIP_TLS_VERIFY" not in env
+    assert rank_env({}, NodeFacts("n1", "r0", ("e",), insecure_skip_tls_verify=True))[
+        "KVRAFT_INSECURE_SKIP_TLS_VERIFY"] == "true"
+    assert "KVRAFT_CERT" not in rank_env({}, NodeFacts("n1", "r0", ("e",)))  # no TLS: nothing added
+    assert rank_env({"KVRAFT_CERT": "mine.pem"}, facts).get("KVRAFT_CERT") is None  # the job's env wins
+    tls = client_options(env)["tls"]
+    assert (tls.ca_file, tls.cert_file, tls.key_file, tls.insecure_skip_verify) == \
+        ("/pki/ca.pem", "/pki/agent.pem", "/pki/agent-key.pem", False)
+    assert client_options({"KVRAFT_USER": "u", "KVRAFT_PASSWORD": "p"}) == {"user": "u", "password": "p"}
+    assert client_options({}) == {}
+    with pytest.raises(ValueError, match="--cert and --key"):
+        client_options({"KVRAFT_CERT": "a.pem"})
+
+
+def test_jobrun_names_the_first_error_a_rank_raised() -> None:
+    from agent.collective.jobrun import first_error_line
+
+    line = "agent.collective.errors.PeerFailure: peer failure: rank 2: rank 2 is hung (no heartbeat for 3.1 s)"
+    assert first_error_line(line + "\n") == line
+    assert first_error_line("[1,2]<stderr>: RuntimeError: boom") == "RuntimeError: boom"
+    for other in ("Traceback (most recent call last):", '  File "t.py", line 3', "epoch 1 loss 0.3", "Error", ""):
+        assert first_error_line(other) is None

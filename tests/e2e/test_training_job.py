@@ -103,6 +103,39 @@ def test_a_crashed_worker_restarts_the_gang_by_policy(cluster: Cluster) -> None:
     assert done["restarts"] >= 1 and done["resumed_from"] >= 2, done
 
 
+def _state(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]  # noqa: SIM115
+    except (OSError, IndexError):
+        return "gone"
+
+
+def test_a_hung_worker_is_detected_and_the_gang_restarts_from_its_checkpoint(cluster: Cluster) -> None:
+    """SIGSTOP of one rank: the collective's monitor declares it hung after its hang timeout,
+    every survivor raises, the world ends, the gang restarts (OnFailure) from its checkpoint and
+    finishes; the stopped process does not outlive its run."""
+    name = _submit(cluster, job_yaml("e2e-hang", "--epochs", "5", "--epoch-pause-s", "1.5",
+                                     restart_policy="OnFailure", max_restarts=2))
+    wait_for(lambda: (cluster.progress(name).get("epoch") or 0) >= 2 and not cluster.progress(name).get("started"),
+             240, "two epochs of e2e-hang")
+    pid = wait_for(lambda: _rank_pid(name, 2), 30, "the process of rank 2")
+    os.kill(pid, signal.SIGSTOP)
+    wait_for(lambda: cluster.status(name).get("restarts", 0) >= 1, 120, "the gang restarted after the hang")
+    wait_for(lambda: _state(pid) in ("gone", "Z"), 60, "the stopped rank to be killed")
+    events = cluster.jobctl("describe", "job", name).stdout
+    assert "Restarted" in events and "failed" in events, events
+    # the hang was detected by the collective's monitor, not by a timeout of mpirun's: rank 0's
+    # jobrun names the first error the ranks raised (its last log line, in the job's event)
+    first_run = [p.read_text(errors="replace") for p in cluster.dir.glob(f"agents/*/data/tasks/{name}/worker-0/1/*.log")]
+    summary = [ln for text in first_run for ln in text.splitlines() if "the MPI world failed" in ln]
+    assert summary and "first error: agent.collective.errors.PeerFailure" in summary[0] \
+        and "rank 2 is hung (no heartbeat for" in summary[0], summary or first_run
+    wait_for(lambda: cluster.status(name).get("phase") in ("Succeeded", "Failed"), 300, "e2e-hang to finish")
+    assert cluster.status(name)["phase"] == "Succeeded", cluster.describe(name)
+    done = cluster.progress(name)
+    assert done["restarts"] >= 1 and done["resumed_from"] >= 2, done
+
+
 def test_killed_node_gang_finishes_elsewhere_from_its_checkpoint(cluster: Cluster) -> None:
     name = _submit(cluster, job_yaml("e2e-kill", "--epochs", "6", "--epoch-pause-s", "1.5",
                                      restart_policy="OnFailure", max_restarts=3))

@@ -129,3 +129,11 @@ def test_the_leader_collects_finished_jobs_after_their_ttl(procs: Procs, tmp_pat
         rc, _, err = jobctl(eps, "submit", "-f", "-", stdin=_job("short", "sleep 1"))
         assert rc == 0, err
         wait_for(lambda: phase(eps, "short") == "Succeeded", 120, "the new short to succeed")
+
+
+def test_a_failed_task_s_last_log_line_goes_in_the_message() -> None:
+    from scheduler.service import _last_line
+
+    assert _last_line("a\nb: the cause\n\n  \n") == "b: the cause"
+    assert _last_line(None) == "" and _last_line("") == ""
+    assert _last_line("x" * 500) == "x" * 297 + "..."
