@@ -7,6 +7,7 @@ from kvraft.lease.lessor import (
     LeaseNotFound,
     LeaseTTLTooLarge,
     Lessor,
+    NotPrimary,
 )
 
-__all__ = ["MAX_LEASE_TTL_S", "Lease", "LeaseExists", "LeaseNotFound", "LeaseTTLTooLarge", "Lessor"]
+__all__ = ["MAX_LEASE_TTL_S", "Lease", "LeaseExists", "LeaseNotFound", "LeaseTTLTooLarge", "Lessor", "NotPrimary"]

@@ -1,24 +1,34 @@
 """The lessor: leases, the keys attached to them, and when each one expires.
 
-Two kinds of calls:
+Three kinds of calls:
 
 - **Applied** (every member, in log order, from committed Raft entries): ``grant``,
-  ``revoke``, ``renew``, ``checkpoint``, ``attach``/``detach``. They change the replicated
-  state (ID, granted TTL, checkpointed remaining TTL, keys) identically everywhere.
-- **Local** (the member's own clock): every member keeps a local deadline for each lease,
-  set when a grant, renew or checkpoint is applied (``now + remaining``). Only the
-  primary (the Raft leader) acts on deadlines: ``expired(now)`` names leases to revoke
-  through Raft and ``checkpoints_due(now)`` names remaining TTLs to replicate.
+  ``revoke``, ``checkpoint``, ``attach``/``detach`` (and ``renew``, for ``LeaseRenewOp``
+  entries older logs still hold). They change the replicated state (ID, granted TTL,
+  checkpointed remaining TTL, keys) identically everywhere.
+- **Primary** (the Raft leader, its own clock): ``keepalive`` renews a lease in memory,
+  as etcd's ``Lessor.Renew``: no log entry, the answer comes at once. ``expired(now)``
+  names leases to revoke through Raft; ``checkpoints_due(now)`` names the remaining TTLs
+  to replicate: every lease renewed since its last checkpoint (so followers learn of
+  renewals within one lease-loop period) and every lease untouched for the interval (so a
+  restart resumes from a recent remaining TTL).
+- **Local** deadlines: every member keeps one per lease. A follower sets it when a grant
+  or checkpoint is applied (``now + remaining``), so its TimeToLive trails the leader's
+  by at most the checkpoint delay. The primary's deadlines are its own (grants and
+  keepalives); applying its own checkpoints changes only the persisted remaining TTL, never
+  the deadline (a checkpoint proposed before a keepalive must not undo it).
 
-Why the remaining TTL survives a leader change: a follower's deadline comes from the same
-applied grants, renewals and checkpoints as the leader's, so a new primary keeps it
-(``promote`` only makes sure nothing is overdue by more than a tick). etcd instead resets
-every lease to its full TTL on promotion unless checkpointing is switched on.
+Leader change, as etcd's ``Promote(extend)``: the new primary starts from the deadlines
+the applied checkpoints gave it and extends every lease by ``extend`` (the election
+timeout), so a lease whose owner kept it alive survives the time without a leader, and a
+lease nobody renews still ends within TTL + election timeout + checkpoint delay. The
+caller promotes only once the new leader has applied everything committed before its term
+(the old leader's last checkpoints).
 
-Worked example (TTL 10, checkpoint interval 4): grant at t=0 -> deadline 10; checkpoint
-at t=4 records remaining 6; the leader dies at t=5; a follower that applied the
-checkpoint at t=4.01 keeps deadline 10.01; a member restarted from disk at t=20 starts
-the lease from the persisted remaining TTL: deadline 26.
+Worked example (TTL 10, keepalive at t=3, checkpoint loop every 0.1 s): grant at t=0 ->
+deadline 10 everywhere; the leader renews at t=3 -> deadline 13 on the leader, checkpoint
+``(id, 10)`` proposed at t=3.1, applied by a follower at t=3.15 -> deadline 13.15 there;
+the leader dies at t=5, the follower is promoted at t=6.5 with extend 1 -> deadline 14.15.
 
 PURE: time comes in as ``now`` (seconds, float, any monotonic origin). Not thread-safe.
 """
@@ -36,6 +46,7 @@ __all__ = [
     "LeaseNotFound",
     "LeaseTTLTooLarge",
     "Lessor",
+    "NotPrimary",
 ]
 
 MAX_LEASE_TTL_S = 9_000_000_000
@@ -51,6 +62,10 @@ class LeaseExists(ValueError):
 
 class LeaseTTLTooLarge(ValueError):
     """etcdserver: too large lease TTL (code 11)."""
+
+
+class NotPrimary(RuntimeError):
+    """A keepalive reached a member that is not (yet) the primary lessor."""
 
 
 @dataclass(slots=True)
@@ -74,6 +89,8 @@ class Lessor:
         self._deadlines: list[tuple[float, int]] = []
         self._revoking: dict[int, float] = {}
         self._checkpointed_at: dict[int, float] = {}
+        self._renewed: set[int] = set()
+        """Primary: leases renewed by ``keepalive`` since their last checkpoint."""
 
     # -- applied through Raft ---------------------------------------------------------------
     def grant(self, lease_id: int, ttl_s: int, now: float) -> Lease:
@@ -95,10 +112,12 @@ class Lessor:
             raise LeaseNotFound(lease_id)
         self._revoking.pop(lease_id, None)
         self._checkpointed_at.pop(lease_id, None)
+        self._renewed.discard(lease_id)
         return sorted(lease.keys)
 
     def renew(self, lease_id: int, now: float) -> int:
-        """A keepalive: the lease runs its full TTL again from ``now``. Returns the TTL."""
+        """An applied ``LeaseRenewOp`` (logs written before keepalives became
+        leader-local): the lease runs its full TTL again from ``now``. Returns the TTL."""
         lease = self.leases.get(lease_id)
         if lease is None:
             raise LeaseNotFound(lease_id)
@@ -108,12 +127,15 @@ class Lessor:
         return lease.ttl_s
 
     def checkpoint(self, lease_id: int, remaining_ttl_s: int, now: float) -> None:
+        """An applied checkpoint: ``remaining_ttl_s`` is persisted; a follower's deadline
+        becomes ``now + remaining``; the primary keeps its own deadline."""
         lease = self.leases.get(lease_id)
         if lease is None:
             return  # revoked meanwhile: the checkpoint is moot
         lease.remaining_ttl_s = remaining_ttl_s
-        self._set_deadline(lease, now + remaining_ttl_s)
-        self._checkpointed_at[lease_id] = now
+        if not self.primary:
+            self._set_deadline(lease, now + remaining_ttl_s)
+            self._checkpointed_at[lease_id] = now
 
     def attach(self, lease_id: int, key: bytes) -> None:
         lease = self.leases.get(lease_id)
@@ -126,15 +148,41 @@ class Lessor:
         if lease is not None:
             lease.keys.discard(key)
 
-    # -- local --------------------------------------------------------------------------------
-    def promote(self, now: float) -> None:
-        """This member became the Raft leader: start acting on deadlines."""
+    # -- primary ------------------------------------------------------------------------------
+    def keepalive(self, lease_id: int, now: float) -> int:
+        """Renew on the primary, in memory (etcd's ``Lessor.Renew``): the lease runs its
+        full TTL again from ``now``; a checkpoint of it is due at once. Returns the TTL.
+        Raises ``NotPrimary`` off the primary and ``LeaseNotFound`` for an unknown lease
+        or one already past its deadline (its revocation is or will be under way: a
+        keepalive must not bring it back)."""
+        if not self.primary:
+            raise NotPrimary(lease_id)
+        lease = self.leases.get(lease_id)
+        if lease is None or lease.deadline <= now or lease_id in self._revoking:
+            raise LeaseNotFound(lease_id)
+        self._set_deadline(lease, now + lease.ttl_s)
+        self._renewed.add(lease_id)
+        return lease.ttl_s
+
+    def promote(self, now: float, extend_s: float = 0.0) -> None:
+        """This member became the Raft leader (and has applied everything committed before
+        its term): start acting on deadlines, each extended by ``extend_s`` (a deadline
+        already past counts from ``now``), as etcd's ``Promote``."""
         self.primary = True
         self._revoking.clear()
+        self._renewed.clear()
+        if extend_s > 0:
+            for lease in self.leases.values():
+                self._set_deadline(lease, max(lease.deadline, now) + extend_s)
+        for lease_id in self.leases:
+            self._checkpointed_at.setdefault(lease_id, now)
 
     def demote(self) -> None:
         self.primary = False
         self._revoking.clear()
+        self._renewed.clear()
+
+    # -- local --------------------------------------------------------------------------------
 
     def remaining(self, lease_id: int, now: float) -> int:
         """TimeToLive's ``TTL``: whole seconds left (ceil), -1 if unknown or ended."""
@@ -178,16 +226,27 @@ class Lessor:
             heapq.heappop(self._deadlines)
         return math.inf
 
-    def checkpoints_due(self, now: float, interval_s: float, limit: int = 256) -> list[tuple[int, int]]:
-        """Primary only: (lease, remaining TTL) for leases not checkpointed (nor granted or
-        renewed) within ``interval_s``, oldest first."""
+    def checkpoints_due(self, now: float, interval_s: float, limit: int = 1024) -> list[tuple[int, int]]:
+        """Primary only: (lease, remaining TTL) to replicate: leases renewed by
+        ``keepalive`` since their last checkpoint, then leases not checkpointed (nor
+        granted) within ``interval_s``, oldest first; at most ``limit`` (the rest next
+        time)."""
         if not self.primary:
             return []
-        due = sorted((at, lid) for lid, at in self._checkpointed_at.items() if now - at >= interval_s)
-        out = []
-        for _, lease_id in due[:limit]:
+        out: list[tuple[int, int]] = []
+        renewed = self._renewed
+        while renewed and len(out) < limit:
+            lease_id = renewed.pop()
+            self._checkpointed_at[lease_id] = now
             left = self.remaining(lease_id, now)
-            self._checkpointed_at[lease_id] = now  # in flight; applying it sets this again
+            if left > 0:
+                out.append((lease_id, left))
+        if len(out) >= limit:
+            return out
+        due = sorted((at, lid) for lid, at in self._checkpointed_at.items() if now - at >= interval_s)
+        for _, lease_id in due[: limit - len(out)]:
+            left = self.remaining(lease_id, now)
+            self._checkpointed_at[lease_id] = now  # in flight
             if left > 0:
                 out.append((lease_id, left))
         return out
@@ -203,6 +262,7 @@ class Lessor:
         self._deadlines.clear()
         self._revoking.clear()
         self._checkpointed_at.clear()
+        self._renewed.clear()
         for lease_id, ttl_s, remaining_s in records:
             lease = Lease(lease_id, ttl_s, remaining_s)
             self.leases[lease_id] = lease

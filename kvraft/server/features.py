@@ -4,8 +4,11 @@
   the lessor; client writes are tagged with the caller (``AuthedOp``) so the Auth applier
   checks them at apply time.
 - The watch hub is fed by the MVCC commit listener (on the apply stage, never blocking).
-- The lease loop: when this member leads, it proposes revocations of expired leases and
-  checkpoints of remaining TTLs; the lessor's deadlines are kept on every member.
+- Leases: keepalives are renewed by the leader's lessor in memory, a follower forwards them
+  (``lease_renew.KeepaliveRouter``). The lease loop: when this member leads (and has
+  applied everything committed before its term) its lessor is promoted, every lease
+  extended by the election timeout; then it proposes revocations of expired leases and
+  batched checkpoints of remaining TTLs (renewed leases at once, the others every 10 s).
 - Auth services: token resolution (``Authorization: <token>`` or ``Bearer <token>``),
   authenticate (rate-limited, bcrypt in a worker thread, simple tokens replicated through
   Raft so every member knows them), password hashing for user add / change.
@@ -34,7 +37,6 @@ from kvraft.apply.feature_ops import (
     LeaseCheckpointOp,
     LeaseExpireOp,
     LeaseGrantOp,
-    LeaseRenewOp,
     LeaseRevokeOp,
     authed,
 )
@@ -49,6 +51,7 @@ from kvraft.auth import (
 from kvraft.auth import errors as auth_errors
 from kvraft.lease import Lessor
 from kvraft.raft.types import StateRole
+from kvraft.server.lease_renew import KeepaliveRouter
 from kvraft.watch import WatchHub
 from kvraft.watch.mvcc import attach_hub
 
@@ -102,6 +105,8 @@ class Features:
         min_ttl = max(1, math.ceil(1.5 * config.election_timeout / 1000))
         self.lessor = Lessor(min_ttl_s=min_ttl)
         self.lessor.restore(load_leases(self.store), time.monotonic())
+        self.promote_extend_s = config.election_timeout / 1000
+        self.keepalives = KeepaliveRouter(node, self.lessor)
         self.tokens, self.simple = _token_provider(config.auth_token, float(config.auth_token_ttl))
         self.limiter = RateLimiter()
         self.store.lease_check = lambda lease_id: lease_id in self.lessor.leases
@@ -140,6 +145,7 @@ class Features:
         self._tasks = [asyncio.get_running_loop().create_task(self._lease_loop(), name="lease-loop")]
 
     async def stop(self) -> None:
+        self.keepalives.close()
         for task in [*self._tasks, *self._pending]:
             task.cancel()
         for task in [*self._tasks, *self._pending]:
@@ -166,6 +172,10 @@ class Features:
             ("kvraft_watch_responses_sent_total", "counter", "Watch responses sent.", hub.responses_sent),
             ("kvraft_lease_leases", "gauge", "Leases held.", len(self.lessor.leases)),
             ("kvraft_lease_primary", "gauge", "1 while this member expires leases.", int(self.lessor.primary)),
+            ("kvraft_lease_renewed_here_total", "counter", "Keepalives renewed by this member's lessor.",
+             self.keepalives.stats.renewed_here + self.keepalives.stats.served_for_peers),
+            ("kvraft_lease_forwarded_total", "counter", "Keepalives forwarded to the leader.",
+             self.keepalives.stats.forwarded),
             ("kvraft_auth_enabled", "gauge", "1 while auth is enabled.", int(self.auth.enabled)),
         ]
 
@@ -266,7 +276,9 @@ class Features:
         return await self.propose_lease(LeaseRevokeOp(lease_id))
 
     async def renew(self, lease_id: int) -> Any:
-        return await self.propose_lease(LeaseRenewOp(lease_id))
+        """A keepalive, renewed by the leader's lessor in memory (forwarded there from a
+        follower); no log entry (the lease loop checkpoints the new remaining TTL)."""
+        return await self.keepalives.renew(lease_id)
 
     def _spawn(self, op: Any) -> None:
         task = asyncio.get_running_loop().create_task(self.node.driver.propose(op, timeout_s=5.0))
@@ -279,8 +291,20 @@ class Features:
             now = time.monotonic()
             leading = self.node.driver.role == StateRole.LEADER
             if leading and not self.lessor.primary:
-                self.lessor.promote(now)
-            elif not leading and self.lessor.primary:
+                # the old leader's last checkpoints must be applied first (etcd too waits
+                # for the applied index before the new leader's lessor serves)
+                try:
+                    await self.node.driver.read_barrier(timeout_s=5.0)
+                except Exception as exc:  # no quorum yet: try again next turn
+                    log.debug("lease promotion waits: %r", exc)
+                    continue
+                if self.node.driver.role != StateRole.LEADER:
+                    continue
+                self.lessor.promote(time.monotonic(), self.promote_extend_s)
+                log.info("lessor promoted: %d leases extended by %.1f s", len(self.lessor.leases),
+                         self.promote_extend_s)
+                continue
+            if not leading and self.lessor.primary:
                 self.lessor.demote()
             if not self.lessor.primary:
                 continue

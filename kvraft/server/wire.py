@@ -9,7 +9,11 @@ msgpack. After the handshake every frame is ``[kind, body]``:
 - ``FORWARD``: ``[data, ...]`` proposals a follower forwards to the leader;
 - ``READ``: ``[ctx]`` a ReadIndex request a follower forwards to the leader;
 - ``READ_RESP``: ``[ctx, index]`` the leader's answer (index 0: could not confirm);
-- ``FORWARD_CONF``: ``data`` an encoded ConfChange a follower forwards to the leader.
+- ``FORWARD_CONF``: ``data`` an encoded ConfChange a follower forwards to the leader;
+- ``LEASE_RENEW``: ``[request_id, [lease_id, ...]]`` keepalives a follower forwards to the
+  leader (``kvraft.server.lease_renew``);
+- ``LEASE_RENEW_RESP``: ``[request_id, [ttl, ...] | None, revision]`` the leader's answer
+  (a TTL of 0: no such lease; None: not the primary lessor, ask again).
 
 (``READ``/``READ_RESP`` are reserved: the core forwards a follower's ReadIndex itself.)
 """
@@ -32,6 +36,8 @@ __all__ = [
     "FORWARD",
     "FORWARD_CONF",
     "FRAME_MAX_BYTES",
+    "LEASE_RENEW",
+    "LEASE_RENEW_RESP",
     "RAFT",
     "READ",
     "READ_RESP",
@@ -44,6 +50,7 @@ __all__ = [
 ]
 
 RAFT, SNAP_CHUNK, SNAP_END, FORWARD, READ, READ_RESP, FORWARD_CONF = range(1, 8)
+LEASE_RENEW, LEASE_RENEW_RESP = 8, 9
 FRAME_MAX_BYTES = 64 * 1024 * 1024
 
 _ENTRY_TYPES = {t.value: t for t in EntryType}

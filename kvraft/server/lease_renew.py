@@ -1,0 +1,167 @@
+"""Keepalives reach the primary lessor (etcd's ``EtcdServer.LeaseRenew``).
+
+On the leader, a keepalive is answered from memory: ``Lessor.keepalive`` extends the
+deadline, no log entry is written (the lease loop replicates the new remaining TTL in a
+batched checkpoint within one loop period). On a follower, keepalives are forwarded to the
+leader over the peer connection (``wire.LEASE_RENEW``), coalesced: every keepalive that
+arrives in one event-loop turn travels in one frame, and the leader answers them in one
+``LEASE_RENEW_RESP``. While there is no leader, or the leader has not yet taken over the
+leases (it promotes its lessor only after applying what the old leader committed), the
+keepalive is retried every 50 ms until the request deadline, then fails with etcd's
+"request timed out" / "no leader".
+
+The router hooks the peer frames it serves in front of the driver's ``on_frame`` (every
+other frame goes on to the driver unchanged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kvraft.apply.errors import Unavailable
+from kvraft.apply.feature_appliers import LeaseRenewResult
+from kvraft.lease import LeaseNotFound, Lessor
+from kvraft.raft.types import NONE, StateRole
+from kvraft.server import wire
+
+__all__ = ["KeepaliveRouter", "RenewStats"]
+
+RENEW_TIMEOUT_S = 7.0
+"""As a proposal's: the whole keepalive, retries included."""
+FORWARD_TIMEOUT_S = 2.0
+"""One forwarded batch unanswered this long is asked again (the leader may have died)."""
+RETRY_S = 0.05
+
+
+@dataclass(slots=True)
+class RenewStats:
+    renewed_here: int = 0
+    forwarded: int = 0
+    served_for_peers: int = 0
+    retries: int = 0
+
+
+_Batch = list[tuple[int, "asyncio.Future[tuple[int, int] | None]"]]
+
+
+class KeepaliveRouter:
+    def __init__(self, node: Any, lessor: Lessor, clock: Callable[[], float] = time.monotonic) -> None:
+        self.node = node
+        self.lessor = lessor
+        self.clock = clock
+        self.stats = RenewStats()
+        self._pending: dict[int, _Batch] = {}
+        """Leader id -> keepalives waiting for this turn's frame to it."""
+        self._inflight: dict[int, tuple[_Batch, asyncio.TimerHandle]] = {}
+        self._next_id = 0
+        driver = node.driver
+        inner = driver.on_frame
+
+        def on_frame(source: int, kind: int, body: Any) -> None:
+            if kind == wire.LEASE_RENEW:
+                self._serve(source, body)
+            elif kind == wire.LEASE_RENEW_RESP:
+                self._answered(body)
+            else:
+                inner(source, kind, body)
+
+        driver.on_frame = on_frame
+
+    # -- the leader -----------------------------------------------------------------------
+    def renew_here(self, lease_ids: list[int]) -> list[int] | None:
+        """TTLs (0: no such lease) if this member leads and its lessor is primary, else
+        None."""
+        if self.node.driver.role != StateRole.LEADER or not self.lessor.primary:
+            return None
+        now = self.clock()
+        out = []
+        for lease_id in lease_ids:
+            try:
+                out.append(self.lessor.keepalive(lease_id, now))
+            except LeaseNotFound:
+                out.append(0)
+        return out
+
+    def _serve(self, source: int, body: Any) -> None:
+        request_id, lease_ids = body[0], [int(i) for i in body[1]]
+        ttls = self.renew_here(lease_ids)
+        if ttls is not None:
+            self.stats.served_for_peers += len(lease_ids)
+        self.node.transport.send_frame(source, wire.LEASE_RENEW_RESP, [request_id, ttls, self.node.state.store.rev])
+
+    # -- a follower -----------------------------------------------------------------------
+    def _answered(self, body: Any) -> None:
+        entry = self._inflight.pop(int(body[0]), None)
+        if entry is None:
+            return  # answered after we gave up on it
+        batch, timer = entry
+        timer.cancel()
+        ttls, revision = body[1], int(body[2])
+        for i, (_lease_id, future) in enumerate(batch):
+            if not future.done():
+                future.set_result(None if ttls is None else (int(ttls[i]), revision))
+
+    def _forward(self, leader: int, lease_id: int) -> asyncio.Future[tuple[int, int] | None]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[int, int] | None] = loop.create_future()
+        batch = self._pending.get(leader)
+        if batch is None:
+            batch = self._pending[leader] = []
+            loop.call_soon(self._flush, leader)
+        batch.append((lease_id, future))
+        return future
+
+    def _flush(self, leader: int) -> None:
+        batch = self._pending.pop(leader, None)
+        if not batch:
+            return
+        self._next_id += 1
+        request_id = self._next_id
+        timer = asyncio.get_running_loop().call_later(FORWARD_TIMEOUT_S, self._give_up, request_id)
+        self._inflight[request_id] = (batch, timer)
+        self.stats.forwarded += len(batch)
+        if not self.node.transport.send_frame(leader, wire.LEASE_RENEW, [request_id, [i for i, _ in batch]]):
+            self._give_up(request_id)
+
+    def _give_up(self, request_id: int) -> None:
+        entry = self._inflight.pop(request_id, None)
+        if entry is None:
+            return
+        entry[1].cancel()
+        for _lease_id, future in entry[0]:
+            if not future.done():
+                future.set_result(None)
+
+    # -- the API --------------------------------------------------------------------------
+    async def renew(self, lease_id: int) -> LeaseRenewResult:
+        """Renew ``lease_id`` at the primary; ``ttl`` 0 when the lease does not exist."""
+        driver = self.node.driver
+        deadline = time.monotonic() + RENEW_TIMEOUT_S
+        while True:
+            ttls = self.renew_here([lease_id])
+            if ttls is not None:
+                self.stats.renewed_here += 1
+                return LeaseRenewResult(lease_id, ttls[0], self.node.state.store.rev)
+            leader = driver.leader
+            if leader not in (NONE, driver.member_id):
+                answer = await self._forward(leader, lease_id)
+                if answer is not None:
+                    return LeaseRenewResult(lease_id, answer[0], answer[1])
+            if time.monotonic() >= deadline:
+                reason = "request timed out" if driver.leader != NONE else "no leader"
+                raise Unavailable(f"etcdserver: {reason}")
+            self.stats.retries += 1
+            await asyncio.sleep(RETRY_S)
+
+    def close(self) -> None:
+        for request_id in list(self._inflight):
+            self._give_up(request_id)
+        for batch in self._pending.values():
+            for _lease_id, future in batch:
+                if not future.done():
+                    future.set_result(None)
+        self._pending.clear()
