@@ -34,7 +34,7 @@ import msgpack
 from aiohttp import web
 
 from kvraft.apply.errors import FailedPrecondition, InvalidArgument
-from kvraft.server.api import schemas
+from kvraft.server.api import fast_lease, schemas
 from kvraft.server.api.codec import JSON_OUT, MSGPACK, MSGPACK_OUT, Out, decode_body, decode_message
 from kvraft.server.api.encode import (
     encode_delete,
@@ -154,6 +154,7 @@ _PATHS: dict[bytes, str] = {}
 for _prefix in (b"/v3", b"/v3beta"):
     for _name in ("put", "range", "deleterange", "txn", "batch"):
         _PATHS[_prefix + b"/kv/" + _name.encode()] = _name
+_PATHS.update(fast_lease.PATHS)  # lease/grant, keepalive, timetolive (served by fast_lease)
 
 
 class FastProtocol(asyncio.Protocol):
@@ -243,6 +244,8 @@ class FastProtocol(asyncio.Protocol):
         task.add_done_callback(_log_failure)
 
     async def _serve(self, route: str, out: Out, body: bytes, close: bool) -> None:
+        if route in fast_lease.ROUTES:
+            return await fast_lease.serve(self, route, out, body, close)
         status = 200
         try:
             if route == "batch":
@@ -257,9 +260,11 @@ class FastProtocol(asyncio.Protocol):
             status, payload = answer.status, bytes(answer.body or b"")  # type: ignore[arg-type]
         self._respond(status, out.content_type, payload, close)
 
-    def _respond(self, status: int, content_type: str, payload: bytes, close: bool) -> None:
-        head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nDate: %s\r\nServer: %s\r\n%s" % (
-            status, _REASONS.get(status, b"Unknown"), content_type.encode(), len(payload), _Date.get(),
+    def _respond(self, status: int, content_type: str, payload: bytes, close: bool, chunked: bool = False) -> None:
+        """``chunked``: ``payload`` is an encoded chunked body (a stream's answer)."""
+        length = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(payload)
+        head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s\r\nDate: %s\r\nServer: %s\r\n%s" % (
+            status, _REASONS.get(status, b"Unknown"), content_type.encode(), length, _Date.get(),
             self.routes.server_header, _CORS,
         )
         if close:

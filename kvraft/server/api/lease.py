@@ -3,13 +3,17 @@ timetolive, leases.
 
 Keepalive over HTTP answers each request object in the body with one ``{"result": ...}``
 chunk and ends (the gateway's one-shot form); over WebSocket it is a real stream: every
-message received is a keepalive, answered in order. A renewal goes through Raft, so every
-member restarts the lease's deadline and a new leader keeps it.
+message received is a keepalive, answered in order. A renewal is served by the leader's
+lessor in memory (a follower forwards it, ``kvraft.server.lease_renew``); the leader
+replicates the new remaining TTL in a batched checkpoint. Grant, keepalive and timetolive
+are also served by the fast path (``fast_lease``), with these same functions.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -25,23 +29,102 @@ from kvraft.server.api.codec import (
     Out,
     decode_body,
 )
+from kvraft.server.api.encode import encode_header
+from kvraft.server.api.errors import HTTP_STATUS, to_etcd_error
 from kvraft.server.api.feature_state import FEATURES
 from kvraft.server.api.request import header, read_request, respond
 from kvraft.server.api.state import SERVER
 from kvraft.server.api.stream import Sink, is_packed, iter_requests, open_stream
 
-__all__ = ["ROUTES", "WS_ROUTES"]
+__all__ = [
+    "GRANT",
+    "LEASE_ID",
+    "ROUTES",
+    "TIME_TO_LIVE",
+    "WS_ROUTES",
+    "error_chunk",
+    "grant_doc",
+    "keepalive_chunks",
+    "keepalive_doc",
+    "result_chunk",
+    "time_to_live_doc",
+]
 
 GRANT = Message("etcdserverpb.LeaseGrantRequest", {"TTL": INT64, "ID": INT64})
 LEASE_ID = Message("etcdserverpb.LeaseRevokeRequest", {"ID": INT64})
 TIME_TO_LIVE = Message("etcdserverpb.LeaseTimeToLiveRequest", {"ID": INT64, "keys": BOOL})
 
 
+async def grant_doc(features: Any, server: Any, out: Out, fields: dict[str, Any]) -> dict[str, Any]:
+    result = await features.grant(fields["ID"], fields["TTL"])
+    return {"header": _header(server, out, result.revision), "ID": out.i(result.id), "TTL": out.i(result.ttl)}
+
+
+async def keepalive_doc(features: Any, server: Any, out: Out, lease_id: int) -> dict[str, Any]:
+    result = await features.renew(lease_id)
+    doc: dict[str, Any] = {"header": _header(server, out, result.revision), "ID": out.i(lease_id)}
+    if result.ttl:
+        doc["TTL"] = out.i(result.ttl)
+    return doc
+
+
+async def keepalive_chunks(features: Any, server: Any, out: Out, requests: list[Any]) -> AsyncIterator[bytes]:
+    """One encoded ``{"result": ...}`` per request object, in order. An error on the first
+    raises (answered as a plain error, nothing sent yet); a later one ends the stream with
+    an error chunk (grpc-gateway v1's shape)."""
+    for i, fields in enumerate(requests):
+        try:
+            doc = await keepalive_doc(features, server, out, fields["ID"])
+        except Exception as exc:
+            if i == 0:
+                raise
+            yield error_chunk(exc)
+            return
+        yield result_chunk(out, doc)
+
+
+def result_chunk(out: Out, doc: dict[str, Any]) -> bytes:
+    """A stream message as ``stream.Sink.send`` writes it."""
+    if out is MSGPACK_OUT:
+        return out.dumps({"result": doc})
+    return json.dumps({"result": doc}, separators=(",", ":")).encode() + b"\n"
+
+
+def error_chunk(exc: BaseException) -> bytes:
+    """A stream-level error as ``stream.Sink.send_error`` writes it."""
+    error = to_etcd_error(exc)
+    doc = {"error": {"grpc_code": error.code, "http_code": HTTP_STATUS.get(error.code, 500),
+                     "message": error.message, "http_status": ""}}
+    return json.dumps(doc).encode() + b"\n"
+
+
+async def time_to_live_doc(features: Any, server: Any, out: Out, fields: dict[str, Any]) -> dict[str, Any]:
+    await server.driver.read_barrier()
+    lease_id = fields["ID"]
+    lease = features.lessor.leases.get(lease_id)
+    revision = features.store.rev
+    if lease is None:
+        return {"header": _header(server, out, revision), "ID": out.i(lease_id), "TTL": out.i(-1)}
+    keys = features.store.keys_by_lease(lease_id)
+    features.check_lease_access(keys)
+    doc: dict[str, Any] = {
+        "header": _header(server, out, revision),
+        "ID": out.i(lease_id),
+        "TTL": out.i(features.lessor.remaining(lease_id, time.monotonic())),
+        "grantedTTL": out.i(lease.ttl_s),
+    }
+    if fields["keys"] and keys:
+        doc["keys"] = [out.b(k) for k in keys]
+    return doc
+
+
+def _header(server: Any, out: Out, revision: int) -> dict[str, Any]:
+    return encode_header(out, server.cluster_id, server.member_id, revision, server.raft_term)
+
+
 async def _grant(request: web.Request) -> web.Response:
     out, fields = await read_request(request, GRANT)
-    result = await request.app[FEATURES].grant(fields["ID"], fields["TTL"])
-    doc = {"header": header(request, out, result.revision), "ID": out.i(result.id), "TTL": out.i(result.ttl)}
-    return respond(out, doc)
+    return respond(out, await grant_doc(request.app[FEATURES], request.app[SERVER], out, fields))
 
 
 async def _revoke(request: web.Request) -> web.Response:
@@ -50,22 +133,19 @@ async def _revoke(request: web.Request) -> web.Response:
     return respond(out, {"header": header(request, out, revision)})
 
 
-async def _keepalive_doc(request: web.Request, out: Out, lease_id: int) -> dict[str, Any]:
-    result = await request.app[FEATURES].renew(lease_id)
-    doc: dict[str, Any] = {"header": header(request, out, result.revision), "ID": out.i(lease_id)}
-    if result.ttl:
-        doc["TTL"] = out.i(result.ttl)
-    return doc
-
-
 async def _keepalive(request: web.Request) -> web.StreamResponse:
-    out = MSGPACK_OUT if is_packed(request) else JSON_OUT
+    packed = is_packed(request)
+    out = MSGPACK_OUT if packed else JSON_OUT
     request["out"] = out
     body = await request.read()
-    list(iter_requests(body, is_packed(request), LEASE_ID))  # a malformed body fails before the stream opens
+    requests = list(iter_requests(body, packed, LEASE_ID))  # a malformed body fails before the stream opens
+    chunks = keepalive_chunks(request.app[FEATURES], request.app[SERVER], out, requests)
+    first = await anext(chunks, None)  # a failure here is answered as a plain error
     sink = await open_stream(request, out)
-    for fields in iter_requests(body, is_packed(request), LEASE_ID):
-        await sink.send(await _keepalive_doc(request, out, fields["ID"]))
+    if first is not None:
+        await sink.send_raw(first)
+        async for chunk in chunks:
+            await sink.send_raw(chunk)
     assert sink.response is not None
     await sink.response.write_eof()
     return sink.response
@@ -74,6 +154,7 @@ async def _keepalive(request: web.Request) -> web.StreamResponse:
 async def _keepalive_ws(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse()
     await ws.prepare(request)
+    features, server = request.app[FEATURES], request.app[SERVER]
     async for msg in ws:
         if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
             break
@@ -81,30 +162,13 @@ async def _keepalive_ws(request: web.Request) -> web.WebSocketResponse:
         out = MSGPACK_OUT if packed else JSON_OUT
         data = msg.data if packed else msg.data.encode()
         fields = decode_body(data, MSGPACK if packed else "application/json", LEASE_ID)
-        await Sink(out, ws=ws).send(await _keepalive_doc(request, out, fields["ID"]))
+        await Sink(out, ws=ws).send(await keepalive_doc(features, server, out, fields["ID"]))
     return ws
 
 
 async def _time_to_live(request: web.Request) -> web.Response:
     out, fields = await read_request(request, TIME_TO_LIVE)
-    features = request.app[FEATURES]
-    await request.app[SERVER].driver.read_barrier()
-    lease_id = fields["ID"]
-    lease = features.lessor.leases.get(lease_id)
-    revision = features.store.rev
-    if lease is None:
-        return respond(out, {"header": header(request, out, revision), "ID": out.i(lease_id), "TTL": out.i(-1)})
-    keys = features.store.keys_by_lease(lease_id)
-    features.check_lease_access(keys)
-    doc: dict[str, Any] = {
-        "header": header(request, out, revision),
-        "ID": out.i(lease_id),
-        "TTL": out.i(features.lessor.remaining(lease_id, time.monotonic())),
-        "grantedTTL": out.i(lease.ttl_s),
-    }
-    if fields["keys"] and keys:
-        doc["keys"] = [out.b(k) for k in keys]
-    return respond(out, doc)
+    return respond(out, await time_to_live_doc(request.app[FEATURES], request.app[SERVER], out, fields))
 
 
 async def _leases(request: web.Request) -> web.Response:
