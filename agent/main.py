@@ -44,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"kvraft-agent: {exc}", file=sys.stderr)
         return 2
-    configure_logging(config.log_level, config.log_format, static={"node": config.name})
+    try:
+        configure_logging(config.log_level, config.log_format, static={"node": config.name})
+    except ValueError as exc:
+        print(f"kvraft-agent: {exc}", file=sys.stderr)
+        return 2
     return asyncio.run(run(config))
 
 

@@ -12,7 +12,7 @@ One event loop, four parts:
    whose heartbeat expired, cancelled, past ``max_run_s``, preemption grace over), run one
    ``Scheduler.schedule`` pass -- the same code the simulator replays -- and write its
    decisions with the ``Binder``: bindings, evictions of preemption victims, pending reasons.
-4. **HTTP**: ``/health`` and ``/metrics`` (Prometheus text).
+4. **HTTP**: ``/health`` and ``/metrics`` (Prometheus text; ``scheduler.metrics``).
 
 Becoming leader rebuilds the core from the view: the store is the only state.
 """
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import sys
@@ -30,14 +29,18 @@ from collections import Counter
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import generate_latest
 
 from kvraft.client import Client, ClientError, Compare, TLSConfig
+from kvraft.client.observe import configure_logging, metrics_response
 from scheduler import keys
 from scheduler.binder import Binder
 from scheduler.cycle import Scheduler
 from scheduler.informer import Informer
 from scheduler.informer_view import TERMINAL, ClusterView, CoreFeed
 from scheduler.job_gc import collect, due_at
+from scheduler.metrics import BIND_BUCKETS_S as BUCKETS_S
+from scheduler.metrics import SchedulerMetrics
 from scheduler.model import BindFailed
 from scheduler.profiles import profile
 from scheduler.service_config import SchedulerConfig, load_config
@@ -45,7 +48,6 @@ from scheduler.service_config import SchedulerConfig, load_config
 __all__ = ["SchedulerDaemon", "main", "run"]
 
 log = logging.getLogger("kvraft.scheduler")
-BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class SchedulerDaemon:
@@ -81,6 +83,7 @@ class SchedulerDaemon:
         self.pending_by_reason: Counter[str] = Counter()
         self.started = time.time()
         self.became_leader_at: float | None = None
+        self.metrics = SchedulerMetrics(self)  # /metrics: a registry of this daemon's own
 
     # --- informer sink ------------------------------------------------------------------------
     def replace(self, kvs: Any, revision: int) -> None:
@@ -222,7 +225,9 @@ class SchedulerDaemon:
                 more += feed.sync_job(view, j, now)
             if more:
                 core.handle(*more)
+        started = time.perf_counter()
         result = core.schedule(now)
+        self.metrics.algorithm.observe(time.perf_counter() - started)
         self.passes += 1
         if result.bindings:
             for b in result.bindings:
@@ -245,6 +250,7 @@ class SchedulerDaemon:
             log.info("bound", extra={"fields": {"jobs": [o.job for o in outcomes if o.ok],
                                                 "failed": [o.job for o in outcomes if not o.ok],
                                                 "stimulus_id": f"pass:{self.passes}"}})
+            self.metrics.e2e.observe(time.perf_counter() - started)
         for p in result.preemptions:
             b = view.bindings.get(p.victim_id)
             if b is None or b.evicting_until is not None:
@@ -400,42 +406,8 @@ class SchedulerDaemon:
                                       "revision": self.view.revision, "terms": self.terms}
 
     def metrics_text(self) -> str:
-        lines = []
-
-        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
-            lines.append(f"# HELP {name} {help_}")
-            lines.append(f"# TYPE {name} {kind}")
-            for labels, value in samples:
-                lines.append(f"{name}{labels} {value}")
-
-        q = self.core.queue.statistics() if self.core is not None else None
-        metric("kvraft_scheduler_leader", "gauge", "1 when this replica leads", [("", 1 if self.leader else 0)])
-        metric("kvraft_scheduler_queue_depth", "gauge", "jobs waiting, by sub-queue",
-               [('{queue="active"}', q.active if q else 0), ('{queue="backoff"}', q.backoff if q else 0),
-                ('{queue="unschedulable"}', q.unschedulable if q else 0)])
-        metric("kvraft_scheduler_passes_total", "counter", "scheduling passes", [("", self.passes)])
-        metric("kvraft_scheduler_decisions_total", "counter", "bindings written", [("", self.bindings)])
-        metric("kvraft_scheduler_bind_failures_total", "counter", "bindings refused by a revision compare",
-               [("", self.bind_failures)])
-        metric("kvraft_scheduler_preemptions_total", "counter", "gangs evicted for a preemptor", [("", self.preemptions)])
-        metric("kvraft_scheduler_releases_total", "counter", "runs ended, by kind",
-               [(f'{{kind="{k}"}}', v) for k, v in sorted(self.releases.items())])
-        metric("kvraft_scheduler_pending_jobs", "gauge", "pending jobs by reason",
-               [(f'{{reason="{k}"}}', v) for k, v in sorted(self.pending_by_reason.items())])
-        lines.append("# HELP kvraft_scheduler_bind_latency_seconds bind txn latency")
-        lines.append("# TYPE kvraft_scheduler_bind_latency_seconds histogram")
-        acc = 0
-        for edge, count in zip(BUCKETS_S, self.bind_hist, strict=False):
-            acc += count
-            lines.append(f'kvraft_scheduler_bind_latency_seconds_bucket{{le="{edge}"}} {acc}')
-        lines.append(f'kvraft_scheduler_bind_latency_seconds_bucket{{le="+Inf"}} {self.bind_count}')
-        lines.append(f"kvraft_scheduler_bind_latency_seconds_sum {self.bind_sum_s}")
-        lines.append(f"kvraft_scheduler_bind_latency_seconds_count {self.bind_count}")
-        metric("kvraft_scheduler_informer_relists_total", "counter", "lists after the first (compaction, errors)",
-               [("", self.informer.relists)])
-        metric("kvraft_scheduler_txn_conflicts_total", "counter", "txns whose compares failed", [("", self.binder.conflicts)])
-        metric("kvraft_scheduler_nodes", "gauge", "nodes known", [("", len(self.view.nodes))])
-        return "\n".join(lines) + "\n"
+        """The Prometheus text ``/metrics`` serves (``scheduler.metrics``)."""
+        return generate_latest(self.metrics.registry).decode()
 
 
 def _last_line(log_tail: Any, limit: int = 300) -> str:
@@ -452,22 +424,12 @@ def make_app(daemon: SchedulerDaemon) -> web.Application:
         return web.json_response(doc, status=code)
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text=daemon.metrics_text(), content_type="text/plain", charset="utf-8")
+        return metrics_response(daemon.metrics.registry, request)
 
     app = web.Application()
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     return app
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {"ts": round(record.created, 6), "level": record.levelname.lower(),
-                               "logger": record.name, "msg": record.getMessage()}
-        doc.update(getattr(record, "fields", {}) or {})
-        if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str)
 
 
 async def run(config: SchedulerConfig) -> int:
@@ -498,9 +460,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"kvraft-scheduler: {exc}", file=sys.stderr)
         return 2
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
+    try:
+        configure_logging(config.log_level, config.log_format, static={"scheduler": config.name})
+    except ValueError as exc:
+        print(f"kvraft-scheduler: {exc}", file=sys.stderr)
+        return 2
     return asyncio.run(run(config))
 
 

@@ -36,6 +36,7 @@ class SchedulerConfig:
     max_txn_ops: int = 120
     request_timeout_s: float = 5.0
     log_level: str = "info"
+    log_format: str = "json"  # json lines (docs/observability.md) or text
     user: str = ""
     password: str = ""
     cacert: str = ""  # TLS to kvraft, as etcdctl: CA bundle, client certificate and key
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-txn-ops", type=int)
     p.add_argument("--request-timeout-s", type=float)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=["json", "text"], help="log lines as JSON objects (default) or text")
     p.add_argument("--user")
     p.add_argument("--password")
     p.add_argument("--cacert", help="verify kvraft's certificate with this CA bundle (https)")
