@@ -12,7 +12,7 @@ Routes:
 - ``GET /api/jobs/{job}/logs?task=T&tail=N``: the task's log tail through its agent's endpoint;
 - ``POST /api/jobs/{job}/cancel``, ``POST /api/nodes/{node}/cordon|uncordon``: only for a
   user allowed to write (with auth: the user's kvraft rights; without: ``--allow-writes``).
-- ``GET /health``.
+- ``GET /health``; ``GET /metrics`` (Prometheus text, ``scheduler.dashboard.metrics``).
 
 With kvraft auth on, every ``/api/`` route but session and login needs a logged-in session;
 that session's kvraft calls (job panel, logs lookup, cancel, cordon) use the user's token.
@@ -42,9 +42,11 @@ from kvraft.client import (
     UnauthenticatedError,
     UnavailableError,
 )
+from kvraft.client.observe import metrics_response
 from scheduler import keys
 from scheduler.dashboard import model
 from scheduler.dashboard.live import LiveState
+from scheduler.dashboard.metrics import dashboard_registry
 
 __all__ = ["COOKIE", "DashboardConfig", "Session", "make_app"]
 
@@ -383,6 +385,12 @@ def make_app(config: DashboardConfig) -> tuple[web.Application, Dashboard]:
     r.add_get("/", d.index)
     r.add_get("/static/{name}", d.static)
     r.add_get("/health", d.health)
+    registry = dashboard_registry(d)
+
+    async def metrics(request: web.Request) -> web.Response:
+        return metrics_response(registry, request)
+
+    r.add_get("/metrics", metrics)
     r.add_get("/api/session", d.get_session)
     r.add_post("/api/login", d.login)
     r.add_post("/api/logout", d.logout)

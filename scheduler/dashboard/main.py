@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from kvraft.client import ClientError, TLSConfig
+from kvraft.client.observe import configure_logging
 from scheduler.dashboard.app import DashboardConfig, make_app
 
 __all__ = ["build_parser", "main"]
@@ -45,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", default=env("JOBCTL_KEY"), help="the client certificate's key")
     p.add_argument("--insecure-skip-tls-verify", action="store_true")
     p.add_argument("--log-level", default="info")
+    p.add_argument("--log-format", choices=["json", "text"], default="json",
+                   help="log lines as JSON objects (default) or text")
     return p
 
 
@@ -90,7 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.poll_s <= 0:
         print("kvraft-dashboard: --poll-s must be positive", file=sys.stderr)
         return 2
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
+    try:
+        configure_logging(args.log_level, args.log_format, static={"dashboard": args.listen_url})
+    except ValueError as exc:
+        print(f"kvraft-dashboard: {exc}", file=sys.stderr)
+        return 2
     config = DashboardConfig([e for e in args.endpoints.split(",") if e.strip()], tls=tls, user=args.user,
                              password=args.password, allow_writes=args.allow_writes,
                              scheduler_urls=list(args.scheduler_url), poll_s=args.poll_s,
