@@ -35,7 +35,9 @@ from kvraft.client.types import (
     LeaseTimeToLiveResponse,
 )
 
-__all__ = ["Lease", "LeaseMixin"]
+__all__ = ["KEEPALIVE_RETRY_S", "Lease", "LeaseMixin"]
+
+KEEPALIVE_RETRY_S = 0.5
 
 
 class Lease:
@@ -96,24 +98,32 @@ class Lease:
             self._on_lost(self.error)
 
     async def _keep_alive(self) -> None:
+        """Renew every ``ttl / 3``; after a failed or unanswered keepalive, retry every
+        ``KEEPALIVE_RETRY_S`` (as etcd's client resends every 500 ms until an answer
+        comes) until the TTL since the last answer runs out. One attempt waits at most
+        ``ttl / 3``: a keepalive stuck on a member that forwards it to a dead leader must
+        not use up the whole TTL while a new leader is already there."""
         loop = asyncio.get_running_loop()
         last_ok = loop.time()
         interval_s = max(self.ttl / 3.0, 0.2)
+        retry_s = min(KEEPALIVE_RETRY_S, interval_s / 2)
+        await asyncio.sleep(interval_s)
         while True:
-            await asyncio.sleep(interval_s)
             remaining = self.ttl - (loop.time() - last_ok)
             if remaining <= 0:
                 self._lose(f"no keepalive succeeded for its TTL ({self.ttl}s)")
                 return
             try:
-                response = await self._client.lease_keep_alive_once(self.id, timeout_s=remaining)
+                response = await self._client.lease_keep_alive_once(self.id, timeout_s=min(remaining, interval_s))
             except ClientError:
-                continue  # every endpoint failed for now; retry until the TTL runs out
+                await asyncio.sleep(retry_s)  # every endpoint failed for now; retry until the TTL runs out
+                continue
             if response.ttl <= 0:
                 self._lose("the server reports it expired or was revoked")
                 return
             last_ok = loop.time()
             self.keepalives += 1
+            await asyncio.sleep(interval_s)
 
 
 class LeaseMixin:
@@ -151,6 +161,7 @@ class LeaseMixin:
                     results.append(doc)
                     break
         except TimeoutError:
+            self._transport.skip_current()  # the next try goes to another member
             raise ClientError("lease keepalive timed out") from None
         finally:
             await stream.aclose()
