@@ -95,11 +95,22 @@ def bench_running(eps: list[str], client: SyncClient, runs: int, world: bool) ->
         ready.append(t_ready - t0)
         print(f"run {i}: bound {t_bound - t0:.3f} s, {'world formed' if world else 'all running'} {t_ready - t0:.3f} s",
               flush=True)
+        if world:
+            _print_stages(eps, name)
         _jobctl(eps, "cancel", name)
         _wait(lambda n=name: _doc(client, f"/registry/jobstatus/{n}").get("phase") == "Cancelled", 120, "Cancelled")
         _wait(lambda n=name: not client.get(f"/registry/bindings/{n}").kvs, 120, "released")
     _summary("submit -> bound", bound)
     _summary("submit -> " + ("MPI world formed" if world else "all 4 tasks Running"), ready)
+
+
+def _print_stages(eps: list[str], name: str, tasks: int = 4) -> None:
+    """The stages of forming the world, as jobrun and rank 0 log them (docs/e2e.md)."""
+    for t in range(tasks):
+        r = _jobctl(eps, "logs", name, "--task", f"worker-{t}")
+        for line in r.stdout.splitlines():
+            if "jobrun[" in line or "world formed:" in line:
+                print(f"  worker-{t}: {line.strip()[:300]}", flush=True)
 
 
 def bench_recovery(eps: list[str], client: SyncClient, directory: Path, lease_ttl_s: int) -> None:
@@ -120,6 +131,7 @@ def bench_recovery(eps: list[str], client: SyncClient, directory: Path, lease_tt
     t_running = _wait(lambda: _phases(client, name).count("Running") == 4, 300, "4 tasks Running again")
     t_world = _wait(lambda: (p := _doc(client, f"/jobs/{name}/progress")).get("restarts", 0) >= 1
                     and p.get("ranks") == 4, 300, "the world formed again")
+    _print_stages(eps, name)
     t_done = _wait(lambda: _doc(client, f"/registry/jobstatus/{name}").get("phase") in ("Succeeded", "Failed"),
                    600, "the job to finish")
     final = _doc(client, f"/registry/jobstatus/{name}")
