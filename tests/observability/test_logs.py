@@ -1,0 +1,93 @@
+"""Every daemon logs one JSON object per line (kvraft.client.observe.JsonFormatter): the
+members with etcd's ``--logger zap`` default (and ``--log-outputs`` to a file), the
+scheduler, the agent and the dashboard. Each line parses on its own and carries the fixed
+keys; the daemons' own fields (member, node, scheduler) are on every line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from datetime import datetime
+from pathlib import Path
+
+from kvraft.client.observe import JsonFormatter, configure_logging
+from tests.observability.conftest import PY, ROOT, Stack, wait_for
+
+FIXED = ("level", "ts", "logger", "caller", "msg")
+
+
+def _lines(path: Path) -> list[dict[str, object]]:
+    docs = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError as exc:
+            raise AssertionError(f"{path.name}:{number} is not JSON: {line[:300]!r}") from exc
+        assert isinstance(doc, dict), (path.name, number, line)
+        for key in FIXED:
+            assert key in doc, (path.name, number, key, doc)
+        assert doc["level"] in ("debug", "info", "warn", "error", "fatal"), doc
+        datetime.strptime(str(doc["ts"]), "%Y-%m-%dT%H:%M:%S.%fZ")
+        docs.append(doc)
+    return docs
+
+
+def test_every_daemon_writes_json_lines(stack: Stack) -> None:
+    # the members: zap is the default; m1 also writes to a file through --log-outputs
+    for name, member in stack.cluster.members.items():
+        docs = wait_for(lambda p=member.log_path: _lines(p), what=f"{name}'s log")
+        assert all(d["member"] == name for d in docs)
+        assert any("serving clients" in str(d["msg"]) for d in docs), docs[:5]
+    zap = wait_for(lambda: _lines(stack.zap_file), what="m1's --log-outputs file")
+    assert all(d["member"] == "m1" for d in zap)
+    for daemon, key, value in (("scheduler", "scheduler", "obs-sched"), ("agent", "node", stack.node),
+                               ("dashboard", "dashboard", None)):
+        docs = wait_for(lambda d=daemon: _lines(stack.logs[d]), what=f"the {daemon}'s log")
+        assert all(key in d for d in docs), (daemon, docs[:3])
+        if value is not None:
+            assert all(d[key] == value for d in docs), (daemon, docs[:3])
+    # a record's structured fields land as keys (the agent's "started" line)
+    started = [d for d in _lines(stack.logs["agent"]) if d["msg"] == "started"]
+    assert started and started[0]["runtime"] == "process" and started[0]["node"] == stack.node
+
+
+def test_formatter_keeps_fixed_keys_and_reports_exceptions() -> None:
+    formatter = JsonFormatter({"member": "m9", "msg": "static never replaces msg"})
+    record = logging.LogRecord("kvraft.test", logging.WARNING, "/x/y/file.py", 42, "hello %s", ("world",), None)
+    record.fields = {"level": "shadow", "key": b"\xff", "n": 3}
+    doc = json.loads(formatter.format(record))
+    assert (doc["level"], doc["msg"], doc["caller"], doc["logger"]) == ("warn", "hello world", "file.py:42", "kvraft.test")
+    assert (doc["member"], doc["field_msg"], doc["field_level"], doc["n"]) == ("m9", "static never replaces msg", "shadow", 3)
+    assert doc["key"] == str(b"\xff")  # anything not JSON is written with str()
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("kvraft.test", logging.ERROR, "f.py", 1, "failed", (), sys.exc_info())
+    doc = json.loads(formatter.format(record))
+    assert doc["error"] == "ValueError('boom')" and "Traceback" in doc["stacktrace"]
+    assert "\n" not in formatter.format(record)  # one line, whatever the traceback
+
+
+def test_bad_log_settings_are_refused(tmp_path: Path) -> None:
+    try:
+        configure_logging("loud")
+    except ValueError as exc:
+        assert "unknown log level 'loud'" in str(exc)
+    else:
+        raise AssertionError("a bad level was accepted")
+    for argv, message in (
+        ([PY, "-m", "kvraft.server.main", "--logger", "glog"], "--logger must be 'zap'"),
+        ([PY, "-m", "kvraft.server.main", "--data-dir", str(tmp_path / "d"), "--log-outputs",
+          str(tmp_path / "no" / "such" / "dir" / "f.log")], "--log-outputs"),
+        ([PY, "-m", "agent", "--log-format", "xml"], "invalid choice"),
+        ([PY, "-m", "scheduler.service", "--log-format", "xml"], "invalid choice"),
+        ([PY, "-m", "scheduler.dashboard.main", "--log-format", "xml"], "invalid choice"),
+    ):
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert result.returncode == 2, (argv, result.returncode, result.stderr[-500:])
+        assert message in result.stderr, (argv, result.stderr[-500:])
