@@ -13,12 +13,14 @@ them into ``StorageCorruptionError`` subclasses that say which store and where.
 from __future__ import annotations
 
 import os
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lmdb
 
-__all__ = ["LMDB_CORRUPTION", "env_sizes", "fsync_dir", "open_env"]
+__all__ = ["LMDB_CORRUPTION", "MetaPage", "env_sizes", "fsync_dir", "open_env", "read_meta_pages"]
 
 LMDB_CORRUPTION: tuple[type[BaseException], ...] = (
     lmdb.CorruptedError,
@@ -66,3 +68,48 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@dataclass(frozen=True)
+class MetaPage:
+    """One of LMDB's two meta pages as stored. ``valid``: magic and data version are LMDB's."""
+
+    valid: bool
+    txnid: int
+    main_root: int
+    psize: int
+
+
+_META_MAGIC, _META_VERSION = 0xBEEFC0DE, 1
+_PAGE_HEADER = 16  # pgno u64, pad u16, flags u16, lower u16, upper u16
+
+
+def read_meta_pages(path: str | os.PathLike[str]) -> tuple[MetaPage, MetaPage] | None:
+    """The two meta pages of an LMDB file, read from the file (not through LMDB, which
+    picks the one with the larger txnid and keeps no checksum of either). Layout of
+    MDB_meta (64-bit little-endian builds) after the page header: magic u32, version u32,
+    address, mapsize, the free and the main MDB_db (48 bytes each; the free one's first u32
+    is the page size, the main one's root page number is its last u64), last_pg, txnid.
+    Page ``p`` starts at ``p * page size``. ``None`` if the file is missing or too short."""
+    try:
+        with open(path, "rb") as f:
+            first = f.read(_PAGE_HEADER + 160)
+            if len(first) < _PAGE_HEADER + 160:
+                return None
+            (psize,) = struct.unpack_from("<I", first, _PAGE_HEADER + 24)
+            if psize < 512 or psize > 1 << 16 or psize & (psize - 1):
+                psize = os.sysconf("SC_PAGE_SIZE")  # damaged; LMDB itself will judge
+            f.seek(psize)
+            second = f.read(_PAGE_HEADER + 160)
+            if len(second) < _PAGE_HEADER + 160:
+                return None
+    except FileNotFoundError:
+        return None
+
+    def meta(raw: bytes) -> MetaPage:
+        magic, version = struct.unpack_from("<II", raw, _PAGE_HEADER)
+        (root,) = struct.unpack_from("<Q", raw, _PAGE_HEADER + 112)
+        (txnid,) = struct.unpack_from("<Q", raw, _PAGE_HEADER + 128)
+        return MetaPage((magic, version) == (_META_MAGIC, _META_VERSION), txnid, root, psize)
+
+    return meta(first), meta(second)

@@ -64,9 +64,9 @@ from kvraft.raft.types import (
     SnapshotMetadata,
 )
 from kvraft.storage.errors import LogCorruptionError
-from kvraft.storage.lmdb_env import LMDB_CORRUPTION, open_env
+from kvraft.storage.lmdb_env import LMDB_CORRUPTION, open_env, read_meta_pages
 
-__all__ = ["DEFAULT_LOG_MAP_SIZE", "LmdbLogStorage", "decode_conf_state", "encode_conf_state"]
+__all__ = ["DEFAULT_LOG_MAP_SIZE", "LmdbLogStorage", "check_meta_pages", "decode_conf_state", "encode_conf_state"]
 
 DEFAULT_LOG_MAP_SIZE = 16 << 30
 """Address space reserved for the log file (the file itself grows only as used)."""
@@ -105,6 +105,29 @@ def _guard(index: int) -> Iterator[None]:
         raise LogCorruptionError(index, f"lmdb: {exc}") from exc
 
 
+_REFUSE = ("refusing to open it (restore this member from a snapshot, or remove it from the cluster and "
+           "add it again with an empty data dir)")
+
+
+def check_meta_pages(path: Path) -> None:
+    """Refuse a file whose meta pages an intact LMDB file cannot have. LMDB keeps no
+    checksum of its two meta pages and opens the one with the larger txnid; commit ``t``
+    writes page ``t % 2``, so an intact file holds ``t`` and ``t - 1``, each on the page of
+    its parity (both 0 before the first commit). A flipped txnid bit breaks that (except a
+    newer page's txnid lowered by exactly 2), and LMDB would open an older commit."""
+    metas = read_meta_pages(path)
+    if metas is None or not (metas[0].valid and metas[1].valid):
+        return  # a new file, or a bad magic that LMDB refuses itself
+    t0, t1 = metas[0].txnid, metas[1].txnid
+    if (t0, t1) == (0, 0) or (t0 % 2, t1 % 2, abs(t0 - t1)) == (0, 1, 1):
+        return
+    raise LogCorruptionError(
+        0, f"{path}: LMDB's meta pages hold transactions {t0} (page 0) and {t1} (page 1), which no intact file "
+        f"holds: a meta page is damaged and LMDB would open an older commit of the log, forgetting synced "
+        f"entries or a vote; {_REFUSE}",
+    )
+
+
 def _seal(name: bytes, payload: bytes) -> bytes:
     return _CRC.pack(zlib.crc32(name + payload)) + payload
 
@@ -120,15 +143,37 @@ class LmdbLogStorage:
 
     def __init__(self, path: str | os.PathLike[str], *, map_size: int = DEFAULT_LOG_MAP_SIZE) -> None:
         self.path = Path(path)
+        check_meta_pages(self.path)
         try:
             self._env = open_env(self.path, map_size=map_size, max_dbs=2, max_readers=16)
-            self._entries_db = self._env.open_db(b"entries")
-            self._state_db = self._env.open_db(b"state")
+            self._open_dbs()
         except LMDB_CORRUPTION as exc:
             raise LogCorruptionError(0, f"{self.path}: lmdb: {exc}") from exc
         self._txn: Any = None  # the staged write transaction, if any
         self.fsync_seconds = DurationHistogram()  # the durable commit: etcd_disk_wal_fsync_duration_seconds
         self._load()
+
+    def _open_dbs(self) -> None:
+        """The two sub-databases. A new file gets them and its first sealed txnid in one
+        commit (older versions made two commits, one per database, and sealed nothing). In
+        a file past those commits a missing one means LMDB opened a tree it should not
+        have: refused, before a create could write to the damaged file."""
+        env = self._env
+        if env.info()["last_txnid"] <= 2:
+            with env.begin(write=True) as txn:
+                self._entries_db = env.open_db(b"entries", txn=txn)
+                self._state_db = env.open_db(b"state", txn=txn)
+                if not txn.stat(self._state_db)["entries"]:
+                    txn.put(b"txnid", _seal(b"txnid", _IDX.pack(txn.id())), db=self._state_db)
+            return
+        try:
+            self._entries_db = env.open_db(b"entries", create=False)
+            self._state_db = env.open_db(b"state", create=False)
+        except lmdb.NotFoundError:
+            raise LogCorruptionError(
+                0, f"{self.path}: LMDB opened transaction {env.info()['last_txnid']}, whose tree lacks the log's "
+                f"databases: a damaged meta page made LMDB open another commit of the log; {_REFUSE}",
+            ) from None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -189,11 +234,30 @@ class LmdbLogStorage:
             else:
                 idx, cs = msgpack.unpackb(_unseal(b"conf", raw))
                 self._conf_index, self._conf = idx, decode_conf_state(cs)
+            self._check_txnid(txn)
             cur = txn.cursor(db=self._entries_db)
             self._last = _key_index(cur.key(), 0) if cur.last() else self._offset
             if self._last < self._offset:
                 self._last = self._offset
             self._last_term = self._read_term(txn, self._last)
+
+    def _check_txnid(self, txn: Any) -> None:
+        """The tree LMDB opened must be the one its meta page's commit wrote: every commit
+        seals its own txnid in it (files of older versions: from their first commit by
+        this one on; before that, only a rollback to the empty tree is told apart)."""
+        raw = txn.get(b"txnid", db=self._state_db)
+        if raw is not None:
+            written = _IDX.unpack(_unseal(b"txnid", raw))[0]
+        elif txn.id() > 2 and not txn.stat(self._state_db)["entries"] and not txn.stat(self._entries_db)["entries"]:
+            written = 0  # the empty tree of a file's creation
+        else:
+            return
+        if written != txn.id():
+            raise LogCorruptionError(
+                0, f"{self.path}: LMDB opened transaction {txn.id()}, but the tree it reads was written by "
+                f"transaction {written or 'creating the file'}: a damaged meta page made LMDB open another commit "
+                f"of the log; {_REFUSE}",
+            )
 
     # -- staging -------------------------------------------------------------------------
 
@@ -237,8 +301,12 @@ class LmdbLogStorage:
         txn, self._txn = self._txn, None
         started = time.perf_counter()
         try:
+            # the commit's own txnid, sealed in its tree: a meta page pointing at another
+            # commit's tree is caught on open (``_load``)
+            txn.put(b"txnid", _seal(b"txnid", _IDX.pack(txn.id())), db=self._state_db)
             txn.commit()
         except lmdb.Error:
+            txn.abort()  # a no-op after a failed commit; needed after a failed put
             self._load()
             raise
         self.fsync_seconds.observe(time.perf_counter() - started)
@@ -430,7 +498,7 @@ class LmdbLogStorage:
         self.initial_state()
         n = 0
         with self._reader(self._offset + 1) as txn:
-            for name in (b"offset", b"hard", b"conf", b"snap"):
+            for name in (b"offset", b"hard", b"conf", b"snap", b"txnid"):
                 raw = txn.get(name, db=self._state_db)
                 if raw is not None:
                     _unseal(name, raw)

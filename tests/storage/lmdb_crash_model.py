@@ -36,7 +36,7 @@ from typing import Any
 
 from kvraft.storage.lmdb_env import open_env
 
-__all__ = ["Recorder", "crash_image", "digest_of", "read_images"]
+__all__ = ["Recorder", "crash_image", "digest_of", "log_digest", "read_images"]
 
 DB = b"data"
 
@@ -169,14 +169,49 @@ for line in sys.stdin:
 """
 
 
-def read_images(paths: list[Path]) -> list[dict[str, Any]]:
+_LOG_CHILD = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from kvraft.storage.raft_log import LmdbLogStorage
+from tests.storage.lmdb_crash_model import log_digest
+for line in sys.stdin:
+    path = line.strip()
+    try:
+        log = LmdbLogStorage(path, map_size=1 << 26)
+        try:
+            result = {"digest": log_digest(log)}
+        finally:
+            log.close(sync=False)
+    except Exception as exc:
+        result = {"error": type(exc).__name__ + ": " + str(exc)[:300]}
+    print(json.dumps(result), flush=True)
+"""
+
+
+def log_digest(log: Any) -> str:
+    """Everything a Raft log holds (entries, hard state, membership, snapshot), as one digest."""
+    h = hashlib.sha256()
+    first, last = log.first_index(), log.last_index()
+    hard, conf = log.initial_state()
+    snap = log.snapshot()
+    h.update(repr((first, last, hard.term, hard.vote, hard.commit, sorted(conf.voters), snap.metadata.index,
+                   snap.metadata.term, snap.data)).encode())
+    for e in log.entries(first, last + 1):
+        h.update(b"%d/%d/%d/%d:" % (e.index, e.term, e.type, len(e.data)) + e.data)
+    return h.hexdigest()
+
+
+def read_images(paths: list[Path], *, raft_log: bool = False) -> list[dict[str, Any]]:
     """Open each image in a child process: ``{"digest": ...}``, ``{"error": ...}`` or
-    ``{"signal": n}`` (the child died reading it; a new child goes on with the next)."""
+    ``{"signal": n}`` (the child died reading it; a new child goes on with the next). With
+    ``raft_log`` the images are opened as ``LmdbLogStorage`` files (``log_digest``), else
+    as the ``Recorder``'s database (``digest_of``)."""
     root = str(Path(__file__).resolve().parents[2])
+    child = _LOG_CHILD if raft_log else _CHILD
     results: list[dict[str, Any]] = []
     while len(results) < len(paths):
         todo = paths[len(results):]
-        proc = subprocess.run([sys.executable, "-c", _CHILD, root], input="".join(f"{p}\n" for p in todo),
+        proc = subprocess.run([sys.executable, "-c", child, root], input="".join(f"{p}\n" for p in todo),
                               capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=root), timeout=600)
         lines = [json.loads(x) for x in proc.stdout.splitlines() if x.strip()]
         results += lines
