@@ -1,4 +1,4 @@
-"""Real processes on 127.0.0.1, shared by a module: a 3-member kvraft (member m0 also serves
+"""Real processes on 127.0.0.1, shared by the package's tests: a 3-member kvraft (member m0 also serves
 ``--listen-metrics-urls``; m1 logs to stderr and a file), one ``kvraft-scheduler``, one
 ``kvraft-agent`` (process runtime, a fake 2-GPU inventory) and ``kvraft-dashboard``. Every
 process is stopped by PID in teardown, and the agent's task processes are killed."""
@@ -69,7 +69,11 @@ class Scrape:
         return page
 
     def names(self) -> set[str]:
-        return {s.name for s in self.samples}
+        """Every series name the page can carry: its samples' names, and those its families
+        declare even while they have no sample yet (a counter by label with no label seen)."""
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
+        declared = {family + suffix for family, kind in self.types.items() for suffix in suffixes.get(kind, ("",))}
+        return {s.name for s in self.samples} | declared
 
     def value(self, metric: str, **labels: str) -> float:
         hits = [s.value for s in self.samples
@@ -126,7 +130,7 @@ class Stack:
                 proc.stdout.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from tests.agent.conftest import kill_task_processes
 
