@@ -173,7 +173,8 @@ class Lessor:
         self._renewed.clear()
         if extend_s > 0:
             for lease in self.leases.values():
-                self._set_deadline(lease, max(lease.deadline, now) + extend_s)
+                lease.deadline = max(lease.deadline, now) + extend_s
+        self._rebuild_heap()
         for lease_id in self.leases:
             self._checkpointed_at.setdefault(lease_id, now)
 
@@ -181,6 +182,7 @@ class Lessor:
         self.primary = False
         self._revoking.clear()
         self._renewed.clear()
+        self._deadlines.clear()
 
     # -- local --------------------------------------------------------------------------------
 
@@ -218,6 +220,8 @@ class Lessor:
         return out
 
     def next_deadline(self) -> float:
+        if not self.primary:
+            return min((lease.deadline for lease in self.leases.values()), default=math.inf)
         while self._deadlines:
             deadline, lease_id = self._deadlines[0]
             lease = self.leases.get(lease_id)
@@ -268,7 +272,22 @@ class Lessor:
             self.leases[lease_id] = lease
             self._set_deadline(lease, now + (remaining_s if remaining_s > 0 else ttl_s))
             self._checkpointed_at[lease_id] = now
+        self._rebuild_heap()
 
     def _set_deadline(self, lease: Lease, deadline: float) -> None:
+        """Only the primary keeps the deadline heap (only it expires leases); a superseded
+        entry stays in it until it comes due, or until the heap is rebuilt when stale
+        entries outnumber live ones (a keepalive every 2 ms at 5,000 agents)."""
         lease.deadline = deadline
+        if not self.primary:
+            return
         heapq.heappush(self._deadlines, (deadline, lease.id))
+        if len(self._deadlines) > 4 * len(self.leases) + 1024:
+            self._rebuild_heap()
+
+    def _rebuild_heap(self) -> None:
+        if not self.primary:
+            self._deadlines.clear()
+            return
+        self._deadlines = [(lease.deadline, lease.id) for lease in self.leases.values()]
+        heapq.heapify(self._deadlines)

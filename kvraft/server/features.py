@@ -301,11 +301,13 @@ class Features:
                 if self.node.driver.role != StateRole.LEADER:
                     continue
                 self.lessor.promote(time.monotonic(), self.promote_extend_s)
+                self.keepalives.poke()
                 log.info("lessor promoted: %d leases extended by %.1f s", len(self.lessor.leases),
                          self.promote_extend_s)
                 continue
             if not leading and self.lessor.primary:
                 self.lessor.demote()
+            self.keepalives.poke()
             if not self.lessor.primary:
                 continue
             for lease_id in self.lessor.expired(now):

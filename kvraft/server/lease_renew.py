@@ -7,8 +7,10 @@ leader over the peer connection (``wire.LEASE_RENEW``), coalesced: every keepali
 arrives in one event-loop turn travels in one frame, and the leader answers them in one
 ``LEASE_RENEW_RESP``. While there is no leader, or the leader has not yet taken over the
 leases (it promotes its lessor only after applying what the old leader committed), the
-keepalive is retried every 50 ms until the request deadline, then fails with etcd's
-"request timed out" / "no leader".
+keepalive waits until the leader or this lessor's role changes (``poke``, called every
+lease-loop turn), at most 250 ms, and tries again, until the request deadline; then it
+fails with etcd's "request timed out" / "no leader". (Waiting on the change rather than
+polling: during an election at 5,000 agents hundreds of keepalives wait at once.)
 
 The router hooks the peer frames it serves in front of the driver's ``on_frame`` (every
 other frame goes on to the driver unchanged).
@@ -17,6 +19,7 @@ other frame goes on to the driver unchanged).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +37,9 @@ RENEW_TIMEOUT_S = 7.0
 """As a proposal's: the whole keepalive, retries included."""
 FORWARD_TIMEOUT_S = 2.0
 """One forwarded batch unanswered this long is asked again (the leader may have died)."""
-RETRY_S = 0.05
+RETRY_S = 0.25
+"""The longest a waiting keepalive goes without trying again (the leader's own promotion
+is not visible to a follower)."""
 
 
 @dataclass(slots=True)
@@ -58,6 +63,8 @@ class KeepaliveRouter:
         """Leader id -> keepalives waiting for this turn's frame to it."""
         self._inflight: dict[int, tuple[_Batch, asyncio.TimerHandle]] = {}
         self._next_id = 0
+        self._state: tuple[int, bool] = (NONE, False)
+        self._changed: asyncio.Future[None] | None = None
         driver = node.driver
         inner = driver.on_frame
 
@@ -151,13 +158,32 @@ class KeepaliveRouter:
                 answer = await self._forward(leader, lease_id)
                 if answer is not None:
                     return LeaseRenewResult(lease_id, answer[0], answer[1])
-            if time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 reason = "request timed out" if driver.leader != NONE else "no leader"
                 raise Unavailable(f"etcdserver: {reason}")
             self.stats.retries += 1
-            await asyncio.sleep(RETRY_S)
+            await self._wait_change(min(left, RETRY_S))
+
+    def poke(self) -> None:
+        """Wake the waiting keepalives if the leader or this lessor's role changed."""
+        state = (self.node.driver.leader, self.lessor.primary)
+        if state == self._state:
+            return
+        self._state = state
+        future, self._changed = self._changed, None
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def _wait_change(self, timeout_s: float) -> None:
+        if self._changed is None:
+            self._changed = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._changed), timeout_s)
 
     def close(self) -> None:
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
         for request_id in list(self._inflight):
             self._give_up(request_id)
         for batch in self._pending.values():
