@@ -12,7 +12,13 @@
   (as etcd answers); the watcher then misses [S, C) and sees nothing below C afterwards.
   A watch served from a later revision than it asked for, without that answer, is a
   silently skipped event and fails.
-* lease violations noted by the lease clients are reported as they are.
+* ``check_leases``: a lease's key is never gone (through any member's read, or in any
+  watcher's DELETE event) before the lease could have expired: its grant, or the latest
+  keepalive acknowledged before the observation began, plus the TTL (a lease's deadline on
+  the primary is at least that, whatever any member's wall clock does), unless a revoke
+  had been sent; it is never there after an acknowledged revoke; and an expiring lease's
+  key (never kept alive) is gone through every member after healing.
+  Older histories' ``lease_violations`` (noted by the clients then) are reported as they are.
 
 Each check returns a list of problems (empty: passed), worded for a person.
 """
@@ -24,7 +30,7 @@ from typing import Any
 from kvraft.robustness.workload import History
 from kvraft.testing.linearizability import UNKNOWN, KvInput, Operation, Verdict, check_operations
 
-__all__ = ["check_all", "check_linearizable", "check_watches"]
+__all__ = ["check_all", "check_leases", "check_linearizable", "check_watches"]
 
 
 def to_operations(ops: list[dict[str, Any]]) -> list[Operation]:
@@ -117,8 +123,55 @@ def check_watches(history: History) -> list[str]:
     return problems[:50]
 
 
+def check_leases(history: History) -> list[str]:
+    problems: list[str] = []
+    by_key = {str(r["key"]): r for r in history.leases}
+    by_id = {str(r["id"]): r for r in history.leases}
+
+    def early(record: dict[str, Any], call: float, ret: float, where: str) -> None:
+        if not record.get("attached") or call < record["attached_ret"]:
+            return  # the key may not have been there yet
+        if record.get("revoke_call") is not None and record["revoke_call"] <= ret:
+            return  # a revoke was on its way
+        renewed = [float(c) for c, r in record["keepalives"] if r <= call]
+        bound = max([float(record["grant_call"]), *renewed]) + int(record["ttl"])
+        if ret < bound:
+            problems.append(
+                f"lease {record['id']} ({record['key']}, TTL {record['ttl']}): key gone {where} "
+                f"{ret - record['grant_call']:.1f} s after the grant, {bound - ret:.1f} s before the lease could expire"
+            )
+
+    for read in history.lease_reads:
+        record = by_id.get(str(read["lease"]))
+        if record is None:
+            continue
+        if not read["present"]:
+            early(record, read["call"], read["ret"], f"through {read['member']}")
+        elif record.get("revoke_ret") is not None and read["call"] > record["revoke_ret"]:
+            problems.append(f"lease {record['id']} ({record['key']}): key present through {read['member']} after the revoke was acknowledged")
+    for name, events in sorted(history.watches.items()):
+        for ev in events:
+            record = by_key.get(str(ev["key"]))
+            if record is not None and ev["type"] == "DELETE" and "at" in ev:
+                early(record, ev["at"], ev["at"], f"in watch {name}")
+    for final in history.lease_final:
+        if final["present"] is None:
+            problems.append(f"lease: no final read through {final['member']} succeeded")
+            continue
+        for key in final["present"]:
+            record = by_key.get(key)
+            if record is not None and record["role"] == "expiring":
+                late = final["at"] - (record["grant_ret"] + record["ttl"])
+                problems.append(
+                    f"lease {record['id']} ({key}, TTL {record['ttl']}, never kept alive): key still present through "
+                    f"{final['member']} {late:.0f} s after the lease expired"
+                )
+    return problems[:50]
+
+
 def check_all(history: History) -> list[str]:
     problems = check_linearizable(history)
     problems += check_watches(history)
+    problems += check_leases(history)
     problems += [f"lease: {text}" for text in history.lease_violations]
     return problems

@@ -181,6 +181,25 @@ class RobustCluster(LocalCluster):
             time.sleep(0.5)
         raise TimeoutError(f"member add {name} failed: {last}")
 
+    def move_leader(self, target: str, timeout_s: float = 60.0) -> None:
+        """Make ``target`` the leader (``maintenance/transfer-leadership`` through the
+        current leader, repeated until every member agrees)."""
+        deadline = time.monotonic() + timeout_s
+        last: Any = None
+        while time.monotonic() < deadline:
+            leader = self.leader()
+            if leader == target:
+                return
+            ids = self.member_ids(leader) if leader else {}
+            if leader is not None and target in ids:
+                try:
+                    code, doc = post(self.url(leader), "/v3/maintenance/transfer-leadership", {"targetID": str(ids[target])}, timeout_s=10.0)
+                    last = None if code == 200 else doc
+                except OSError as exc:
+                    last = exc
+            time.sleep(0.5)
+        raise TimeoutError(f"leadership did not move to {target} in {timeout_s:g} s: {last}")
+
     def remove_member(self, name: str, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
         last: Any = None

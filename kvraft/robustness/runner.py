@@ -35,6 +35,7 @@ class RunResult:
     watch_events: int = 0
     lease_cycles: int = 0
     compacted: int = 0  # watches answered compacted
+    leases_expired: int = 0  # expiring leases granted (never kept alive)
     faults: list[str] = field(default_factory=list)
     converged: str = ""
     problems: list[str] = field(default_factory=list)
@@ -55,7 +56,7 @@ class RunResult:
         return (
             f"scenario={self.scenario} members={self.members} seed={self.seed} ops={self.ops} unknown={self.unknown} "
             f"watch_events={self.watch_events}{f' compacted={self.compacted}' if self.compacted else ''} "
-            f"lease_cycles={self.lease_cycles} faults=[{faults}] "
+            f"lease_cycles={self.lease_cycles} leases_expired={self.leases_expired} faults=[{faults}] "
             f"converged=[{self.converged}] {self.seconds:.0f}s verdict={verdict}{kept}"
         )
 
@@ -65,6 +66,7 @@ def _summarize(result: RunResult, history: History) -> None:
     result.unknown = sum(1 for op in history.ops if op.get("ret") is None)
     result.watch_events = sum(len(v) for v in history.watches.values())
     result.lease_cycles = history.lease_cycles
+    result.leases_expired = sum(1 for r in history.leases if r["role"] == "expiring")
     result.compacted = sum(len(v) for v in history.watch_compacted.values())
     result.faults = list(history.faults)
 
@@ -111,6 +113,7 @@ async def _run(
             result.problems.append(str(exc))
         workload.urls = [cluster.members[n].client_url for n in live]
         await workload.final_reads()
+        await workload.final_lease_reads()
     except (TimeoutError, AssertionError, RuntimeError, OSError) as exc:
         # the cluster did not come back (no leader, no convergence, a member that would not
         # start): a liveness failure of the run, kept and reported like any other

@@ -123,6 +123,10 @@ class Nemesis:
                     raise RuntimeError("m0 does not run under libfaketime: its clock cannot be stepped")
         (self.cluster.base_dir / "m0.faketime").write_text(offset + "\n")
 
+    async def move_leader(self, name: str) -> None:
+        self.fault(f"leadership -> {name}")
+        await asyncio.to_thread(self.cluster.move_leader, name)
+
     async def compact(self, keep: int = 2) -> None:
         """Compact the keyspace at ``keep`` revisions below the current one, through the
         leader. Recorded in ``history.compactions`` before it is sent (an answer lost to a
@@ -345,6 +349,21 @@ async def clock_jumps(n: Nemesis) -> None:
     await n.sleep(2)
 
 
+async def lease_leader_clock_jump(n: Nemesis) -> None:
+    """m0 is made the leader, then its wall clock steps 90 s ahead, back, 90 s behind and
+    back, while leases are kept alive and others (TTL 3) expire: no lease may end early on
+    any member (the primary's deadlines must not follow the wall clock), and each expired
+    lease's key must be gone (``checks.check_leases``)."""
+    for offset in ("+90s", "-90s"):
+        await n.move_leader("m0")
+        await n.set_clock(offset)
+        await n.sleep(5)  # longer than the expiring leases' TTL: some expire in the window
+        leader = await asyncio.to_thread(n.cluster.leader)
+        n.fault(f"leader after the step: {leader}")
+        await n.set_clock("+0")
+        await n.sleep(2)
+
+
 async def compaction_with_watches(n: Nemesis) -> None:
     """Compactions every second while the watchers run; the lagging watchers go away until
     a compaction passes their next revision and resume below it (etcd's answer: canceled,
@@ -389,6 +408,8 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("failing-disk", 3, failing_disk, failpoints=True,
                  about="EIO on a follower's log write, then on the leader's state-machine commit"),
         Scenario("clock-jumps", 3, clock_jumps, clock_skew=True, about="one member's wall clock steps +90 s, -90 s, back"),
+        Scenario("lease-leader-clock-jump", 3, lease_leader_clock_jump, clock_skew=True,
+                 about="the leader's wall clock steps +90 s, then -90 s, while leases are kept alive and others expire"),
         Scenario("compaction-with-watches", 3, compaction_with_watches, lagging_watchers=2,
                  about="compact every second under watches; watches resumed below the compaction; leader killed"),
     ]

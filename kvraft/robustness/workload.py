@@ -8,9 +8,10 @@
   A request that could not even connect is dropped: it never reached a member.
 * **Watchers**, one per member, watch the key prefix from revision 1 and resume from the
   last revision they saw after every disconnect (on the next member, as a client would).
-* **Lease clients** grant a lease, attach a key, keep the lease alive, then revoke it, and
-  note a violation when the key is missing while the lease is alive, or present after an
-  acknowledged revoke.
+  A compacted answer is recorded and the watch resumes from the compact revision.
+  ``lagging_watchers`` go away until a compaction passes them, then resume below it.
+* **Lease clients** (``kvraft.robustness.leases``): kept-alive leases, and expiring
+  leases never kept alive, with their keys read through every member.
 
 All records are plain dicts (JSON lines in ``history.jsonl``), so a failed run's history can
 be checked again later (``python -m kvraft.robustness --check DIR``).
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+
+from kvraft.robustness.leases import expiring_lease_client, final_lease_reads, kept_lease_client
 
 __all__ = ["History", "KEY_PREFIX", "Workload"]
 
@@ -62,6 +65,11 @@ class History:
     # watcher -> compacted answers: the start revision asked for, the compact_revision
     # given, and how many events the watcher had seen before (``after``)
     watch_compacted: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # leases (``kvraft.robustness.leases``): each granted lease, each read of a lease's
+    # key, and the last round of reads after healing
+    leases: list[dict[str, Any]] = field(default_factory=list)
+    lease_reads: list[dict[str, Any]] = field(default_factory=list)
+    lease_final: list[dict[str, Any]] = field(default_factory=list)
 
     def dump(self, path: str) -> None:
         with open(path, "w") as out:
@@ -81,6 +89,9 @@ class History:
             for name, answers in self.watch_compacted.items():
                 for doc in answers:
                     out.write(json.dumps({"kind": "watch_compacted", "watcher": name, **doc}) + "\n")
+            for kind, docs in (("lease", self.leases), ("lease_read", self.lease_reads), ("lease_final", self.lease_final)):
+                for doc in docs:
+                    out.write(json.dumps({"kind": kind, **doc}) + "\n")
 
     @classmethod
     def load(cls, path: str) -> History:
@@ -103,6 +114,12 @@ class History:
                     history.compactions.append(doc)
                 elif kind == "watch_compacted":
                     history.watch_compacted.setdefault(doc.pop("watcher"), []).append(doc)
+                elif kind == "lease":
+                    history.leases.append(doc)
+                elif kind == "lease_read":
+                    history.lease_reads.append(doc)
+                elif kind == "lease_final":
+                    history.lease_final.append(doc)
         return history
 
 
@@ -119,6 +136,7 @@ class Workload:
         lease_clients: int = 1,
         stale_reads: bool = False,
         lagging_watchers: int = 0,
+        expiring_leases: bool = True,
     ) -> None:
         self.urls = list(urls)
         self.lagging_watchers = lagging_watchers  # watchers that go away until a compaction passes them
@@ -126,6 +144,7 @@ class Workload:
         self.clients = clients
         self.keys = [f"{KEY_PREFIX}k{i}" for i in range(keys)]
         self.lease_clients = lease_clients
+        self.expiring_leases = expiring_leases  # a TTL-3 lease a second, never kept alive
         self.stale_reads = stale_reads  # serializable gets: only for showing that the checks catch stale reads
         self.history = History()
         self._stop = asyncio.Event()
@@ -144,7 +163,9 @@ class Workload:
         for client in range(self.clients):
             self._tasks.append(asyncio.create_task(self._kv_client(client, random.Random(self.rng.random()))))
         for client in range(self.lease_clients):
-            self._tasks.append(asyncio.create_task(self._lease_client(client)))
+            self._tasks.append(asyncio.create_task(kept_lease_client(self, client)))
+        if self.expiring_leases:
+            self._tasks.append(asyncio.create_task(expiring_lease_client(self)))
 
     async def stop(self) -> None:
         self._stop.set()
@@ -257,6 +278,10 @@ class Workload:
                         break
                     await asyncio.sleep(0.5)
 
+    async def final_lease_reads(self) -> None:
+        """The expiring leases' keys through every member until gone (after healing)."""
+        await final_lease_reads(self)
+
     # -- watchers ----------------------------------------------------------------------------
     async def _watcher(self, name: str, member: int, lagging: bool = False) -> None:
         """Watch the prefix from revision 1, resuming from the next revision after every
@@ -343,33 +368,3 @@ class Workload:
             self.history.watch_errors.append(f"{name}: canceled: {result.get('cancel_reason', '')}"[:300])
             return next_rev, False
         return next_rev, True
-
-    # -- lease clients -----------------------------------------------------------------------
-    async def _lease_client(self, client: int) -> None:
-        member = client % len(self.urls)
-        cycle = 0
-        while not self._stop.is_set():
-            cycle += 1
-            url = self.urls[member]
-            key = f"{KEY_PREFIX}lease/{client}-{cycle}"
-            try:
-                granted = await self._post(url, "/v3/lease/grant", {"TTL": "10"})
-                lease_id = granted["ID"]
-                await self._post(url, "/v3/kv/put", {"key": _b64(key), "value": _b64("held"), "lease": lease_id})
-                for _ in range(5):
-                    if self._stop.is_set():
-                        break
-                    await asyncio.sleep(0.5)
-                    sent = time.monotonic()
-                    await self._post(url, "/v3/lease/keepalive", {"ID": lease_id})
-                    doc = await self._post(url, "/v3/kv/range", {"key": _b64(key)})
-                    if not doc.get("kvs") and time.monotonic() - sent < 5.0:
-                        self.history.lease_violations.append(f"{key}: missing right after an acknowledged keepalive of lease {lease_id}")
-                await self._post(url, "/v3/lease/revoke", {"ID": lease_id})
-                doc = await self._post(url, "/v3/kv/range", {"key": _b64(key)})
-                if doc.get("kvs"):
-                    self.history.lease_violations.append(f"{key}: present after lease {lease_id} was revoked")
-                self.history.lease_cycles += 1
-            except Exception:
-                member = (member + 1) % len(self.urls)
-                await asyncio.sleep(0.2)

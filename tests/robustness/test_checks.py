@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kvraft.robustness.checks import check_all, check_linearizable, check_watches
+from kvraft.robustness.checks import check_all, check_leases, check_linearizable, check_watches
 from kvraft.robustness.workload import History
 
 
@@ -111,3 +111,58 @@ def test_bad_compacted_answers_are_caught() -> None:
     assert any("no compaction asked for" in p for p in problems)
     problems = check_watches(compacted_history(after=0))  # revision 2 arrived after the answer
     assert any("events at [2] after being told revisions below 4 were compacted" in p for p in problems)
+
+
+def lease_history() -> History:
+    """An expiring lease (TTL 3, granted at 10) read at 11 and 14 (gone), expired in a
+    watch at 13.5; a kept lease (TTL 10, granted at 20) kept alive at 25, read through two
+    members at 26 and 33, revoked at 34 and read again (gone)."""
+    h = History()
+    expiring = {"id": "1", "key": "rb/exp/1", "role": "expiring", "ttl": 3, "grant_call": 10.0, "grant_ret": 10.1,
+                "attached": True, "attached_ret": 10.2, "keepalives": [], "revoke_call": None, "revoke_ret": None}
+    kept = {"id": "2", "key": "rb/lease/0-1", "role": "kept", "ttl": 10, "grant_call": 20.0, "grant_ret": 20.1,
+            "attached": True, "attached_ret": 20.2, "keepalives": [[25.0, 25.1]], "revoke_call": 34.0, "revoke_ret": 34.1}
+    h.leases = [expiring, kept]
+    h.lease_reads = [
+        {"lease": "1", "member": "m0", "call": 11.0, "ret": 11.1, "present": True},
+        {"lease": "1", "member": "m1", "call": 14.0, "ret": 14.1, "present": False},
+        {"lease": "2", "member": "m0", "call": 26.0, "ret": 26.1, "present": True},
+        {"lease": "2", "member": "m1", "call": 33.0, "ret": 33.1, "present": True},
+        {"lease": "2", "member": "m1", "call": 34.2, "ret": 34.3, "present": False},
+    ]
+    h.watches = {"w0": [{"type": "DELETE", "key": "rb/exp/1", "value": None, "revision": 9, "at": 13.5}]}
+    h.lease_final = [{"member": "m0", "at": 40.0, "present": []}, {"member": "m1", "at": 40.0, "present": []}]
+    return h
+
+
+def test_a_good_lease_history_passes(tmp_path: Path) -> None:
+    h = lease_history()
+    assert check_leases(h) == []
+    h.dump(str(tmp_path / "history.jsonl"))
+    again = History.load(str(tmp_path / "history.jsonl"))
+    assert (again.leases, again.lease_reads, again.lease_final) == (h.leases, h.lease_reads, h.lease_final)
+    assert check_all(again) == []
+
+
+def test_a_lease_that_ends_early_is_caught() -> None:
+    h = lease_history()
+    h.lease_reads.append({"lease": "1", "member": "m2", "call": 12.0, "ret": 12.1, "present": False})
+    assert any("key gone through m2 2.1 s after the grant, 0.9 s before" in p for p in check_leases(h))
+    h = lease_history()  # gone 7 s after an acknowledged keepalive of a TTL-10 lease
+    h.lease_reads.append({"lease": "2", "member": "m2", "call": 32.0, "ret": 32.1, "present": False})
+    assert any("lease 2 (rb/lease/0-1, TTL 10): key gone through m2" in p for p in check_leases(h))
+    h = lease_history()  # an expiry event that came too soon, in any member's watch
+    h.watches["w1"] = [{"type": "DELETE", "key": "rb/exp/1", "value": None, "revision": 9, "at": 11.5}]
+    assert any("key gone in watch w1" in p for p in check_leases(h))
+
+
+def test_a_revoked_lease_that_stays_and_an_expired_one_that_stays_are_caught() -> None:
+    h = lease_history()
+    h.lease_reads.append({"lease": "2", "member": "m2", "call": 34.5, "ret": 34.6, "present": True})
+    assert any("key present through m2 after the revoke was acknowledged" in p for p in check_leases(h))
+    h = lease_history()
+    h.lease_final[1] = {"member": "m1", "at": 40.0, "present": ["rb/exp/1"]}
+    assert any("never kept alive): key still present through m1 27 s after the lease expired" in p for p in check_leases(h))
+    h = lease_history()
+    h.lease_final[1] = {"member": "m1", "at": 40.0, "present": None}
+    assert check_leases(h) == ["lease: no final read through m1 succeeded"]
