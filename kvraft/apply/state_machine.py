@@ -1,23 +1,29 @@
 """``StateMachine``: what the driver's apply stage drives, on top of the MVCC store.
 
 - ``apply_ops(items, index, term)``: the committed ops of one Ready, applied through the
-  applier chain inside ONE store batch (one LMDB commit), together with the consistent
-  index (the last Raft index applied), so a restart resumes exactly after it.
+  applier chain as one unit of the store's held batch, together with the consistent
+  index (the last Raft index applied), so a restart resumes exactly after it. Units are
+  group-committed, as etcd's backend batches its commits: ONE LMDB commit (one
+  ``fdatasync``) once ``COMMIT_INTERVAL_S`` passed or ``COMMIT_OPS`` ops were applied since
+  the first unit held, or when the apply stage asks (``commit``: it is idle). Until then
+  the applied state is in memory and in the open write transaction, which every read on
+  the member's thread goes through; a crash loses it and the restart re-applies it from
+  the durable Raft log (the consistent index on disk says from where).
 - ``apply_member``: membership bookkeeping (the registry lives in the server layer and is
   handed in as ``membership``; it only needs ``apply(op)``, ``to_wire()`` and
   ``restore(wire)``).
 - ``snapshot_data`` / ``restore``: the whole state machine as bytes for a Raft snapshot:
   msgpack ``[1, membership, mvcc snapshot]``.
 
-The store is opened with ``sync=False``: the Raft log is the durable record, and a
-restart re-applies whatever the store had not flushed (its consistent index says where
-to start). Before the Raft log is compacted the store is flushed (``flush``).
+Snapshots, restores, defragmentation, ``flush`` and ``close`` commit what is held first;
+before the Raft log is compacted the store is flushed (``flush``).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +42,10 @@ from kvraft.storage.mvcc.errors import MVCCError
 __all__ = ["StateMachine"]
 
 SNAPSHOT_FORMAT = 1
+COMMIT_INTERVAL_S = 0.1
+"""The longest applied units are held before their commit (etcd: ``--backend-batch-interval``)."""
+COMMIT_OPS = 10_000
+"""The most ops held before a commit (etcd: ``--backend-batch-limit``)."""
 
 
 class StateMachine:
@@ -60,6 +70,9 @@ class StateMachine:
         self.quota = QuotaGuard(self.store, quota_bytes)
         self.membership = membership
         self.on_members_changed: Callable[[], None] = lambda: None
+        self._held_since = 0.0
+        self._held_ops = 0
+        self.commits = 0
 
     # -- the apply stage -----------------------------------------------------------------
     def applied_index(self) -> int:
@@ -67,16 +80,41 @@ class StateMachine:
 
     def apply_ops(self, items: list[tuple[int, Any]], index: int, term: int) -> list[Any]:
         results: list[Any] = []
-        with self.store.batch():
-            for _request_id, op in items:
-                try:
-                    results.append(self.chain.apply(op))
-                except EtcdError as exc:
-                    results.append(exc)
-            self.store.set_consistent_index(index, term)
+        store = self.store
+        if not store.holding:
+            store.hold()
+            self._held_since = time.monotonic()
+        try:
+            with store.batch():
+                for _request_id, op in items:
+                    try:
+                        results.append(self.chain.apply(op))
+                    except EtcdError as exc:
+                        results.append(exc)
+                store.set_consistent_index(index, term)
+            store.publish()
+        except BaseException as exc:  # nothing held may reach the disk: the log re-applies it
+            store.abort_held(exc)
+            raise
+        self._held_ops += len(items)
+        if self._held_ops >= COMMIT_OPS or time.monotonic() - self._held_since >= COMMIT_INTERVAL_S:
+            self.commit()
         return results
 
+    @property
+    def holding(self) -> bool:
+        """Whether applied units wait for their commit."""
+        return bool(self.store.holding)
+
+    def commit(self) -> None:
+        """Commit the applied units held (one LMDB commit), if any."""
+        if self.store.holding:
+            self._held_ops = 0
+            self.commits += 1
+            self.store.release()
+
     def apply_member(self, op: MemberOp, index: int, term: int) -> None:
+        self.commit()  # the registry file and the store then move together, as before
         self.membership.apply(op)
         with self.store.batch():
             self.store.set_consistent_index(index, term)
@@ -128,14 +166,17 @@ class StateMachine:
 
     # -- maintenance ---------------------------------------------------------------------
     def flush(self) -> None:
+        self.commit()
         self.store.backend.sync()
 
     def defragment(self) -> None:
+        self.commit()
         self.store.defragment()
 
     def backend_snapshot(self) -> bytes:
         """The MVCC store's own snapshot stream (checksummed; ``MVCCStore.restore`` reads
         it): what ``maintenance/snapshot`` hands out."""
+        self.commit()
         buffer = io.BytesIO()
         for chunk in self.store.snapshot():
             buffer.write(chunk)
@@ -149,6 +190,7 @@ class StateMachine:
         version, members, data = msgpack.unpackb(snapshot.data, raw=False)
         if version != SNAPSHOT_FORMAT:
             raise ValueError(f"unknown snapshot format {version}")
+        self.commit()
         self.store.restore([data])
         meta = snapshot.metadata
         with self.store.batch():
@@ -157,6 +199,7 @@ class StateMachine:
         self.on_members_changed()
 
     def close(self) -> None:
+        self.commit()
         self.store.close()
 
 

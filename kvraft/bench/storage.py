@@ -4,7 +4,10 @@ Measures, in this order (each step prints progress lines on stderr; the summary 
 goes to stdout, and to ``--json`` if given):
 
 1. Raft log: durable appends, one fsynced commit per entry vs one per batch.
-2. MVCC: durable puts, one commit per put vs group commit (``--batch`` puts per commit).
+2. MVCC: durable puts, one commit per put vs group commit (``--batch`` puts per commit);
+   then the server's apply path (``StateMachine.apply_ops``, units of ``APPLY_UNIT`` puts,
+   as the apply stage hands over one Ready's entries): one commit per unit vs the state
+   machine's group commit (one commit per ``COMMIT_INTERVAL_S`` / ``COMMIT_OPS``).
 3. Load ``--keys`` keys (group commit), then memory (anonymous RSS: mostly the key index)
    and disk (file size, pages in use); reopen time (index rebuild).
 4. Reads: single-key gets, 100-key ranges, a count over every key, a full scan.
@@ -31,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kvraft.apply.ops import PutOp
+from kvraft.apply.state_machine import StateMachine
 from kvraft.raft.types import Entry, HardState
 from kvraft.storage.mvcc import MVCCStore
 from kvraft.storage.raft_log import LmdbLogStorage
@@ -230,6 +235,50 @@ def bench_defrag(store: MVCCStore, keys: int, value_size: int, batch: int) -> di
     }
 
 
+APPLY_UNIT = 10
+"""Puts per apply call in the apply-path step (one Ready's committed entries)."""
+
+
+class _Members:
+    """The member registry a ``StateMachine`` needs, empty (no member ops here)."""
+
+    def apply(self, op: Any) -> None:
+        raise AssertionError("no member ops in this benchmark")
+
+    def to_wire(self) -> list[Any]:
+        return []
+
+    def restore(self, wire: Any) -> None:
+        pass
+
+
+def bench_apply_path(root: Path, seconds: float, value_size: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    value = os.urandom(value_size)
+    for label, each in (("commit_per_unit", True), ("group", False)):
+        machine = StateMachine(root / f"apply-{label}", quota_bytes=8 << 30, member_id=1, max_txn_ops=128,
+                               membership=_Members())
+        ctr = [0]
+
+        def unit(machine: StateMachine = machine, each: bool = each, ctr: list[int] = ctr) -> int:
+            items = [(0, PutOp(b"apply/%09d" % (ctr[0] + i), value)) for i in range(APPLY_UNIT)]
+            ctr[0] += APPLY_UNIT
+            machine.apply_ops(items, ctr[0], 1)
+            if each:
+                machine.commit()
+            return APPLY_UNIT
+
+        n, elapsed = _timed(seconds, unit)
+        machine.commit()
+        out[f"apply_{label}_per_s"] = round(n / elapsed)
+        out[f"apply_{label}_commits"] = machine.commits
+        _say(f"apply path, {APPLY_UNIT} puts per apply, {'a commit per apply' if each else 'group commit'}: "
+             f"{n / elapsed:,.0f} puts/s, {machine.commits} commits")
+        machine.close()
+    out["apply_group_commit_speedup"] = round(out["apply_group_per_s"] / out["apply_commit_per_unit_per_s"], 1)
+    return out
+
+
 def main(name: str = "storage", argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog=f"python -m kvraft.bench {name}", description=__doc__.splitlines()[0])
     ap.add_argument("--keys", type=int, default=1_000_000, help="keys loaded for steps 3-6")
@@ -246,6 +295,7 @@ def main(name: str = "storage", argv: list[str] | None = None) -> int:
     try:
         results.update(bench_raft_log(root, args.seconds, args.batch, args.value_size))
         results.update(bench_durable_puts(root, args.seconds, args.batch, args.value_size))
+        results.update(bench_apply_path(root, args.seconds, args.value_size))
         rss0 = _rss()
         store = MVCCStore(root / "kv", map_size=64 << 30, sync=True)
         results.update(load(store, args.keys, args.value_size, args.batch))

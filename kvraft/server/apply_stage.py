@@ -5,6 +5,11 @@ can persist and replicate the next batch while this one is applied. Runs of ordi
 are applied as one batch (one store commit); a conf change or a membership op is a batch
 boundary. Each op's result (or ``EtcdError``) resolves the waiter registered under its
 request id, if the proposal came from this member.
+
+The state machine group-commits applied batches (``StateMachine.apply_ops``: one LMDB
+commit per ``COMMIT_INTERVAL_S`` or ``COMMIT_OPS``); when it holds applied batches and this
+stage has nothing more to apply, a timer queues a ``commit`` after ``COMMIT_INTERVAL_S``,
+so what was applied reaches the disk within that time even when no further entry comes.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import msgpack
 from kvraft import failpoints
 from kvraft.apply.errors import EtcdError
 from kvraft.apply.ops import MemberOp, decode_entry, op_from_wire
+from kvraft.apply.state_machine import COMMIT_INTERVAL_S
 from kvraft.raft.types import ConfChange, ConfState, Entry, EntryType, Snapshot
 from kvraft.server.reads import AppliedWaiters
 
@@ -45,6 +51,7 @@ class ApplyStage:
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.entries_applied = 0
         self.snapshots_applied = 0
+        self._commit_timer: asyncio.TimerHandle | None = None
 
     def submit_entries(self, entries: tuple[Entry, ...], conf_after: ConfState) -> None:
         self.queue.put_nowait(("entries", (entries, conf_after)))
@@ -53,8 +60,25 @@ class ApplyStage:
         self.queue.put_nowait(("snapshot", snapshot))
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self._commit_timer is not None:
+                self._commit_timer.cancel()
+                self._commit_timer = None
+
+    def _commit_due(self) -> None:
+        self._commit_timer = None
+        self.queue.put_nowait(("commit", None))
+
+    async def _run(self) -> None:
         while True:
             kind, payload = await self.queue.get()
+            if kind == "commit":  # (on this task, so a failed commit stops the member)
+                commit = getattr(self.target, "commit", None)
+                if commit is not None:
+                    commit()
+                continue
             if kind == "snapshot":
                 self.target.restore(payload)
                 self.snapshots_applied += 1
@@ -65,6 +89,9 @@ class ApplyStage:
                 self._apply(entries)
                 self.conf_state = conf_after
             self.on_applied()
+            if self._commit_timer is None and getattr(self.target, "holding", False):
+                loop = asyncio.get_running_loop()
+                self._commit_timer = loop.call_later(COMMIT_INTERVAL_S, self._commit_due)
 
     def _apply(self, entries: tuple[Entry, ...]) -> None:
         items: list[tuple[int, Any]] = []

@@ -13,7 +13,6 @@ from typing import Any
 from kvraft.storage.mvcc import ops as mvcc_ops
 from kvraft.storage.mvcc.errors import MVCCError
 from kvraft.storage.mvcc.types import RangeRequest
-from kvraft.storage.mvcc.views import ReadView
 from kvraft.watch.hub import WatchHub
 from kvraft.watch.types import EventType, RevisionEvents, WatchEvent
 
@@ -32,12 +31,12 @@ class MVCCHistory:
         return self.convert_all(self.store.events(min_revision, max_revision + 1))
 
     def convert_all(self, raw: list[tuple[int, list[Any]]]) -> list[RevisionEvents]:
-        """Convert committed revisions; prev_kv reads use one fresh read transaction (this
-        runs in the store's commit listener, where the writer's batch is already closed)."""
+        """Convert committed revisions; prev_kv reads use one read view that sees them
+        (``listener_read``: through the store's held batch when the apply stage published
+        them, a fresh read transaction when a commit did)."""
         if not self.want_prev():
             return [RevisionEvents(rev, tuple(self._event(rev, ev, None) for ev in evs)) for rev, evs in raw]
-        with self.store.backend.read() as txn:
-            view = ReadView(self.store, txn.txn, txn.dbis, self.store.rev)
+        with self.store.listener_read() as view:
             return [RevisionEvents(rev, tuple(self._event(rev, ev, view) for ev in evs)) for rev, evs in raw]
 
     def _event(self, revision: int, ev: Any, view: Any) -> WatchEvent:

@@ -96,6 +96,7 @@ async def _snapshot(request: web.Request) -> web.StreamResponse:
     out, _ = await read_request(request, schemas.EMPTY)
     server = request.app[SERVER]
     loop = asyncio.get_running_loop()
+    server.state.commit()  # applied batches the store still holds go to disk first (as etcd's ForceCommit)
     stream = await loop.run_in_executor(None, server.state.store.snapshot, SNAPSHOT_CHUNK_BYTES)
     frames = iter(stream)
     response = web.StreamResponse(headers={"Content-Type": out.content_type})

@@ -27,6 +27,7 @@ revisions' events, in order; they must not block.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -34,6 +35,7 @@ from typing import Any
 
 from kvraft.storage.backend import DEFAULT_MAP_SIZE, Backend, Batch
 from kvraft.storage.defrag import DefragReport, defragment
+from kvraft.storage.errors import BatchAbortedError
 from kvraft.storage.mvcc import ops
 from kvraft.storage.mvcc.compaction import CompactionJob, Compactor
 from kvraft.storage.mvcc.errors import CompactedRevisionError, FutureRevisionError, MVCCError
@@ -79,20 +81,21 @@ Listener = Callable[[list[tuple[int, list[Event]]]], None]
 
 
 class _ReadViewContext:
-    __slots__ = ("_read", "_store")
+    __slots__ = ("_fresh", "_read", "_store")
 
-    def __init__(self, store: MVCCStore) -> None:
+    def __init__(self, store: MVCCStore, fresh: bool = False) -> None:
         self._store = store
+        self._fresh = fresh
         self._read: Any = None
 
     def __enter__(self) -> ReadView:
         store = self._store
-        batch = store.backend.current_batch()
+        batch = None if self._fresh else store.backend.current_batch()
         if batch is not None:
             return ReadView(store, batch.txn, batch.dbis, store._pending)
         store.gate.acquire_shared()
         try:
-            rev = store._rev  # read before the transaction begins: it then contains ``rev``
+            rev = store._disk_rev  # read before the transaction begins: it then contains ``rev``
             self._read = store.backend.read()
             r = self._read.__enter__()
         except BaseException:
@@ -152,6 +155,8 @@ class MVCCStore:
         self.max_txn_ops = max_txn_ops
         self.lease_check = lease_check
         self._listeners: list[Listener] = []
+        self._held: Any = None  # the batch context ``hold`` opened
+        self._committing = False  # listeners running from a commit (its txn is closed)
         self.gate = CompactionGate()
         self._compactor = Compactor(self, compaction_batch)
         try:
@@ -165,7 +170,7 @@ class MVCCStore:
         """(Re)build every in-memory structure from the live backend generation."""
         state = load_state(self.backend)
         self.index: TreeIndex = state.index
-        self._rev = self._pending = state.current_rev
+        self._rev = self._pending = self._disk_rev = state.current_rev
         self._compact_rev = state.compact_rev
         self._consistent = state.consistent_index
         self._nospace = state.nospace
@@ -219,6 +224,71 @@ class MVCCStore:
         after that poisons it (the whole batch rolls back)."""
         return _WriteViewContext(self)
 
+    # -- group commit across batches ----------------------------------------------------
+
+    @property
+    def holding(self) -> bool:
+        """Whether a held batch has units that are not on disk yet."""
+        return self._held is not None
+
+    def hold(self) -> None:
+        """Keep a write batch open across the batches that follow (writer thread only),
+        until ``release`` or ``abort_held``. No-op if one is held already."""
+        if self._held is None:
+            ctx = self.backend.batch()
+            ctx.__enter__()
+            self._held = ctx
+
+    def publish(self) -> None:
+        """End one unit of work inside the held batch: its revisions become ``rev`` (what
+        reads on the writer thread see) and its events go to the listeners, as a commit
+        would do; the data reaches the disk with ``release``. A poisoned batch is rolled
+        back whole (every unit since ``hold``) and ``BatchAbortedError`` raised."""
+        batch = self.backend.current_batch()
+        if self._held is None or batch is None:
+            return
+        if batch.poisoned is not None:
+            error = BatchAbortedError(f"write batch rolled back: {batch.poisoned!r}")
+            self.abort_held(error)
+            raise error
+        self._rev = self._pending
+        events = batch.data.pop("events", None)
+        if events:
+            self._notify(events)
+
+    def release(self) -> None:
+        """Commit everything held in ONE LMDB commit (``BatchAbortedError`` if that fails:
+        then nothing held is kept)."""
+        ctx, self._held = self._held, None
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
+
+    def _settle(self) -> None:
+        """Commit what is held, if this thread holds it (before work that needs the
+        disk to have everything: snapshots, restore, defragmentation, close)."""
+        if self._held is not None and self.backend.current_batch() is not None:
+            self.release()
+
+    def abort_held(self, cause: BaseException) -> None:
+        """Roll back everything held (the in-memory index, leases, consistent index and
+        revision go back to the state on disk)."""
+        ctx, self._held = self._held, None
+        if ctx is None:
+            return
+        batch = self.backend.current_batch()
+        if batch is not None:
+            batch.poison(cause)
+        with contextlib.suppress(BatchAbortedError):
+            ctx.__exit__(type(cause), cause, None)
+
+    def listener_read(self) -> Any:
+        """For listeners: a read view at ``rev`` that sees every published unit (through
+        the held batch on the writer thread; a fresh read transaction otherwise, and while
+        a commit calls the listeners)."""
+        if self._committing or self._held is None or self.backend.current_batch() is None:
+            return _ReadViewContext(self, fresh=True)
+        return _ReadViewContext(self)
+
     def _remember(self, batch: Batch, key: bytes, shape: tuple[int, int, int, int] | None) -> None:
         """Record how to undo this batch's changes to ``key`` (``shape``: the key's index
         before the change being made); only the first change of a batch counts."""
@@ -252,15 +322,22 @@ class MVCCStore:
             batch.txn.put(META_CONSISTENT_INDEX, encode_meta(META_CONSISTENT_INDEX, payload), db=meta)
 
     def _after_commit(self, batch: Batch) -> None:
-        self._rev = self._pending
+        self._rev = self._disk_rev = self._pending
         events = batch.data.get("events", [])
         batch.data.clear()
         if events:
-            for listener in self._listeners:
-                try:
-                    listener(events)
-                except Exception:  # a listener bug must not undo a commit
-                    _log.exception("mvcc listener failed")
+            self._committing = True
+            try:
+                self._notify(events)
+            finally:
+                self._committing = False
+
+    def _notify(self, events: list[tuple[int, list[Event]]]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(events)
+            except Exception:  # a listener bug must not undo a commit
+                _log.exception("mvcc listener failed")
 
     def _after_abort(self, batch: Batch) -> None:
         for key, (shape, lease) in batch.data.get("undo", {}).items():
@@ -270,7 +347,7 @@ class MVCCStore:
             self._consistent = batch.data["consistent"]
         if "nospace" in batch.data:
             self._nospace = batch.data["nospace"]
-        self._pending = self._rev
+        self._rev = self._pending = self._disk_rev  # (units published while held roll back too)
         batch.data.clear()
 
     def set_consistent_index(self, index: int, term: int) -> None:
@@ -417,12 +494,14 @@ class MVCCStore:
     def snapshot(self, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> SnapshotStream:
         """A consistent snapshot of the whole backend at the last commit, as a stream of
         chunks (see ``kvraft.storage.snapshot``)."""
+        self._settle()
         return SnapshotStream(self.backend, chunk_bytes)
 
     def restore(self, chunks: Iterable[bytes]) -> RestoreReport:
         """Replace the whole state with a snapshot stream (verified first; on error the
         store is unchanged). Pending physical compactions of the old state are dropped;
         reads under way finish first (the gate), new ones see the restored state."""
+        self._settle()
         if self.backend.current_batch() is not None:
             raise RuntimeError("restore cannot run inside a write batch")
         with self.backend.maint_lock:
@@ -436,9 +515,11 @@ class MVCCStore:
 
     def defragment(self, progress: Callable[[str], None] | None = None) -> DefragReport:
         """Rewrite the backend compactly while reads and writes go on (``defrag``)."""
+        self._settle()
         return defragment(self.backend, progress=progress)
 
     def close(self) -> None:
+        self._settle()
         self._compactor.close()
         self.backend.close()
 
