@@ -56,6 +56,8 @@ _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 _RESERVED = ("level", "ts", "logger", "caller", "msg")
 
+_LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
 
 def parse_level(name: str) -> int:
     """A level name (any case) -> ``logging`` level; ``ValueError`` names the accepted ones."""
@@ -92,7 +94,8 @@ class JsonFormatter(logging.Formatter):
             doc["stacktrace"] = self.formatException(record.exc_info)
         if record.stack_info:
             doc["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(doc, default=str, separators=(",", ":"))
+        text = json.dumps(doc, default=str, separators=(",", ":"), ensure_ascii=False)  # UTF-8, as zap
+        return text.translate(_LINE_BREAKS)  # one line even for readers that split on U+2028
 
 
 def _handler(output: str) -> logging.Handler:

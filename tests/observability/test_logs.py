@@ -71,6 +71,9 @@ def test_formatter_keeps_fixed_keys_and_reports_exceptions() -> None:
     doc = json.loads(formatter.format(record))
     assert doc["error"] == "ValueError('boom')" and "Traceback" in doc["stacktrace"]
     assert "\n" not in formatter.format(record)  # one line, whatever the traceback
+    record = logging.LogRecord("kvraft.test", logging.INFO, "f.py", 1, "a\u2028b\x85c\nd é", (), None)
+    line = formatter.format(record)
+    assert len(line.splitlines()) == 1 and json.loads(line)["msg"] == "a\u2028b\x85c\nd é"
 
 
 def test_bad_log_settings_are_refused(tmp_path: Path) -> None:
