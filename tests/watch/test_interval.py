@@ -42,3 +42,37 @@ def test_matches_naive_scan(ranges, probes, data) -> None:
         want = {i for i, (s, e) in live.items() if s <= k and (e is None or k < e)}
         assert set(idx.stab(k)) == want
         assert len(idx.stab(k)) == len(want)
+
+
+def test_interleaved_adds_removes_and_readds_match_a_naive_scan() -> None:
+    """Many more ops than the side tables hold, so answers mix the tree, the ranges added
+    since its rebuild and the values removed since (re-adding a value with another range
+    included)."""
+    import random
+
+    rng = random.Random(15)
+    pool = [bytes([a]) + bytes([b]) for a in range(97, 107) for b in range(97, 107)]
+    idx: IntervalIndex[int] = IntervalIndex()
+    live: dict[int, tuple[bytes, bytes | None]] = {}
+    rebuilds = 0
+    for step in range(6000):
+        op = rng.random()
+        value = rng.randrange(400)
+        if op < 0.45:
+            start = rng.choice(pool)
+            end = None if rng.random() < 0.1 else start + b"\xff" * rng.randrange(1, 3)
+            idx.add(start, end, value)
+            live[value] = (start, end)
+        elif op < 0.75:
+            idx.remove(value)
+            live.pop(value, None)
+        else:
+            was_dirty = idx._dirty
+            key = rng.choice(pool) + rng.choice([b"", b"a", b"\xff\xff"])
+            got = idx.stab(key)
+            want = {i for i, (s, e) in live.items() if s <= key and (e is None or key < e)}
+            assert set(got) == want, (step, key)
+            assert len(got) == len(want), (step, key)
+            rebuilds += was_dirty
+        assert len(idx) == len(live)
+    assert 3 < rebuilds < 300  # the tree is rebuilt now and then, not on every change
