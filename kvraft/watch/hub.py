@@ -167,6 +167,21 @@ class WatchStream:
             self._ready.clear()
             await self._ready.wait()
 
+    async def wait_ready_for(self, timeout_s: float) -> bool:
+        """``wait_ready`` for at most ``timeout_s``; True if a response is queued or the
+        stream closed. A timer sets the stream's own event: no task, timeout future or
+        cancellation per wait as ``asyncio.wait_for`` makes (a leader whose 5,000 idle
+        watch streams each waited a second at a time spent ~10% of its CPU in that
+        machinery, cluster-load profile)."""
+        if not self._queue and not self.closed:
+            self._ready.clear()
+            timer = asyncio.get_running_loop().call_later(timeout_s, self._ready.set)
+            try:
+                await self._ready.wait()
+            finally:
+                timer.cancel()
+        return bool(self._queue) or self.closed
+
     def recv_nowait(self) -> WatchResponse | None:
         """The next queued response, or None if nothing is queued."""
         if not self._queue:

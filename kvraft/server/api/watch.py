@@ -176,9 +176,8 @@ class _Session:
             if r is None:
                 if self.stream.closed:
                     return
-                try:  # (never wait_for(recv()): on 3.11 a timeout racing a result loses it)
-                    await asyncio.wait_for(self.stream.wait_ready(), IDLE_CHECK_S)
-                except TimeoutError:
+                # (never wait_for(recv()): on 3.11 a timeout racing a result loses it)
+                if not await self.stream.wait_ready_for(IDLE_CHECK_S):
                     transport = request.transport
                     if transport is None or transport.is_closing():
                         return
