@@ -11,9 +11,10 @@ no rank needs to know another's address in advance.
 ``mpi`` (the default when the Open MPI wheel and mpi4py are installed) is the launcher pattern
 of Kubeflow's MPI Operator with kvraft in place of ssh:
 
-1. every task starts an *exec server* and publishes ``ready/<rank>``;
-2. rank 0 waits for all of them, then runs ``mpirun -H r0:1,r1:1,... -n N`` with
-   ``plm_ssh_agent`` set to ``python -m agent.collective.jobrun --rsh``;
+1. every task starts an *exec server* and publishes ``ready/<rank>`` (for people and tools:
+   nothing waits for it);
+2. rank 0 runs ``mpirun -H r0:1,r1:1,... -n N`` at once, with ``plm_ssh_agent`` set to
+   ``python -m agent.collective.jobrun --rsh``;
 3. for "host" ``rK`` that rsh agent (a standard-library script relaying to rank 0's jobrun
    over loopback) writes the daemon's command line (``prted ...``) to ``exec/K`` and waits
    until rank K's exec server answers ``started/K``;
@@ -175,9 +176,10 @@ def run_mpi(program: list[str], env: dict[str, str], mpi_args: list[str], wait_s
                 _log(f"this rank's MPI daemon ended with exit code {code}: the world ended "
                      "(the ranks' output and the first error are in rank 0's log)")
             return code
-        for r in range(size):
-            rdzv.get(f"ready/{r}", wait_s)
-        _log(f"all {size} ranks ready; starting mpirun")
+        # mpirun starts at once, without waiting for every rank's ``ready``: its own start-up
+        # overlaps the other wrappers', and a daemon request to a rank whose exec server is
+        # not up yet waits in kvraft (``exec/K``) until it is (``started/K``, ``wait_s``).
+        _log(f"starting mpirun for {size} ranks")
         relay = RshRelay(rdzv, wait_s)
         work = Path(env.get("KVRAFT_WORKDIR") or Path.cwd())
         agent_path = work / f".jobrun-rsh-{os.getpid()}"
