@@ -20,7 +20,7 @@ from typing import Any
 
 import lmdb
 
-__all__ = ["LMDB_CORRUPTION", "MetaPage", "env_sizes", "fsync_dir", "open_env", "read_meta_pages"]
+__all__ = ["LMDB_CORRUPTION", "MetaPage", "env_sizes", "fsync_dir", "open_env", "read_meta_pages", "read_via_meta"]
 
 LMDB_CORRUPTION: tuple[type[BaseException], ...] = (
     lmdb.CorruptedError,
@@ -113,3 +113,70 @@ def read_meta_pages(path: str | os.PathLike[str]) -> tuple[MetaPage, MetaPage] |
         return MetaPage((magic, version) == (_META_MAGIC, _META_VERSION), txnid, root, psize)
 
     return meta(first), meta(second)
+
+
+_P_BRANCH, _P_LEAF, _F_BIGDATA, _F_SUBDATA = 0x01, 0x02, 0x01, 0x02
+
+
+def read_via_meta(path: str | os.PathLike[str], meta: MetaPage, db: bytes, key: bytes) -> bytes | None:
+    """The value of ``key`` in the named database ``db`` of the tree ``meta`` points at,
+    read by walking LMDB's pages in the file with plain reads (not through LMDB, which only
+    ever opens the newest meta page; no mmap, so a damaged page cannot kill the process).
+    ``None`` when the tree does not hold it or anything on the way does not look like an
+    LMDB page: this answers "what does that tree say", never "is the file intact".
+
+    Pages (64-bit builds): a 16-byte header (pgno u64, pad u16, flags u16, lower u16, upper
+    u16), then ``(lower - 16) / 2`` u16 offsets of its nodes. A node: lo u16, hi u16, flags
+    u16, key size u16, the key, then (leaf) the data, ``lo | hi << 16`` bytes, a named
+    database's data being its MDB_db record (root page number at byte 40); in a branch the
+    child page number is ``lo | hi << 16 | flags << 32`` and the first key is empty."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            psize = meta.psize
+
+            def page(pgno: int) -> bytes | None:
+                if pgno <= 1 or (pgno + 1) * psize > size:
+                    return None
+                f.seek(pgno * psize)
+                return f.read(psize)
+
+            def lookup(root: int, want: bytes) -> tuple[int, bytes] | None:
+                pgno = root
+                for _depth in range(16):
+                    raw = page(pgno)
+                    if raw is None:
+                        return None
+                    _pg, _pad, flags, lower, _upper = struct.unpack_from("<QHHHH", raw)
+                    if lower < _PAGE_HEADER or lower > psize:
+                        return None
+                    nodes = []
+                    for i in range((lower - _PAGE_HEADER) // 2):
+                        (off,) = struct.unpack_from("<H", raw, _PAGE_HEADER + 2 * i)
+                        if off + 8 > psize:
+                            return None
+                        lo, hi, nflags, ksize = struct.unpack_from("<HHHH", raw, off)
+                        nodes.append((raw[off + 8 : off + 8 + ksize], lo | hi << 16, nflags, off + 8 + ksize))
+                    if flags & _P_BRANCH:
+                        chosen = [n for i, n in enumerate(nodes) if i == 0 or n[0] <= want]
+                        if not chosen:
+                            return None
+                        _k, lohi, nflags, _at = chosen[-1]
+                        pgno = lohi | nflags << 32
+                        continue
+                    if not flags & _P_LEAF:
+                        return None
+                    for k, dsize, nflags, at in nodes:
+                        if k == want and not nflags & _F_BIGDATA and at + dsize <= psize:
+                            return nflags, raw[at : at + dsize]
+                    return None
+                return None
+
+            found = lookup(meta.main_root, db)
+            if found is None or not found[0] & _F_SUBDATA or len(found[1]) != 48:
+                return None
+            (db_root,) = struct.unpack_from("<Q", found[1], 40)
+            value = lookup(db_root, key)
+            return None if value is None else value[1]
+    except OSError:
+        return None

@@ -64,7 +64,7 @@ from kvraft.raft.types import (
     SnapshotMetadata,
 )
 from kvraft.storage.errors import LogCorruptionError
-from kvraft.storage.lmdb_env import LMDB_CORRUPTION, open_env, read_meta_pages
+from kvraft.storage.lmdb_env import LMDB_CORRUPTION, open_env, read_meta_pages, read_via_meta
 
 __all__ = ["DEFAULT_LOG_MAP_SIZE", "LmdbLogStorage", "check_meta_pages", "decode_conf_state", "encode_conf_state"]
 
@@ -113,19 +113,33 @@ def check_meta_pages(path: Path) -> None:
     """Refuse a file whose meta pages an intact LMDB file cannot have. LMDB keeps no
     checksum of its two meta pages and opens the one with the larger txnid; commit ``t``
     writes page ``t % 2``, so an intact file holds ``t`` and ``t - 1``, each on the page of
-    its parity (both 0 before the first commit). A flipped txnid bit breaks that (except a
-    newer page's txnid lowered by exactly 2), and LMDB would open an older commit."""
+    its parity (both 0 before the first commit). A flipped txnid bit breaks that, and LMDB
+    would open an older commit; except the newer page's txnid lowered by exactly 2, which
+    the tree of the page LMDB passes over tells: it was written by a newer commit than the
+    one LMDB opens (in an intact file that tree is the previous commit's, whose pages LMDB
+    does not reuse before the next commit)."""
     metas = read_meta_pages(path)
     if metas is None or not (metas[0].valid and metas[1].valid):
         return  # a new file, or a bad magic that LMDB refuses itself
     t0, t1 = metas[0].txnid, metas[1].txnid
-    if (t0, t1) == (0, 0) or (t0 % 2, t1 % 2, abs(t0 - t1)) == (0, 1, 1):
+    if (t0, t1) == (0, 0):
         return
-    raise LogCorruptionError(
-        0, f"{path}: LMDB's meta pages hold transactions {t0} (page 0) and {t1} (page 1), which no intact file "
-        f"holds: a meta page is damaged and LMDB would open an older commit of the log, forgetting synced "
-        f"entries or a vote; {_REFUSE}",
-    )
+    if (t0 % 2, t1 % 2, abs(t0 - t1)) != (0, 1, 1):
+        raise LogCorruptionError(
+            0, f"{path}: LMDB's meta pages hold transactions {t0} (page 0) and {t1} (page 1), which no intact "
+            f"file holds: a meta page is damaged and LMDB would open an older commit of the log, forgetting "
+            f"synced entries or a vote; {_REFUSE}",
+        )
+    raw = read_via_meta(path, metas[0] if t0 < t1 else metas[1], b"state", b"txnid")
+    if raw is None or len(raw) != 12 or _CRC.unpack_from(raw)[0] != zlib.crc32(b"txnid" + raw[4:]):
+        return  # no sealed txnid there (a file of an older version, or its first commits)
+    written = _IDX.unpack_from(raw, 4)[0]
+    if written > max(t0, t1):
+        raise LogCorruptionError(
+            0, f"{path}: LMDB would open transaction {max(t0, t1)}, but the other meta page points at a tree "
+            f"written by transaction {written}: the newer meta page's txnid is damaged and LMDB would open an "
+            f"older commit of the log; {_REFUSE}",
+        )
 
 
 def _seal(name: bytes, payload: bytes) -> bytes:
