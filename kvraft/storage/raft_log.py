@@ -7,6 +7,8 @@ Layout: one LMDB file (``subdir=False``) with two sub-databases::
 
     entries   key: index as u64 big-endian (8 bytes)      value: entry record
     state     key: b"hard" | b"conf" | b"snap" | b"offset" value: state record
+              b"txnid": the LMDB txnid of the commit that wrote the tree (checked at open,
+              with both meta pages: ``check_meta_pages``; docs/design/storage.md section 8)
 
     entry record  = crc32 (u32) | term (u64) | type (u8) | data
                     crc32 = zlib.crc32(key || term || type || data)
