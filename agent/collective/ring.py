@@ -155,10 +155,12 @@ class RingBackend:
         wire = self._buffer(wire_dt, buf.size, 0) if compressed else buf
         tmp = self._buffer(wire_dt, max(hi - lo for s in segs for lo, hi in s), 1)
 
-        for lo, hi in segs[r]:  # reduce-scatter step 0: our own contribution
-            if compressed:
+        if compressed:  # reduce-scatter step 0: our own contribution, encoded segment-wise
+            for lo, hi in segs[r]:
                 encode_into(buf[lo:hi], wire[lo:hi])
-            self._send(wire[lo:hi])
+                self._send(wire[lo:hi])
+        else:  # ready as a whole: one post (one announcement on a CMA link, one hand-off on TCP)
+            self._send(wire[chunks[r][0] : chunks[r][1]])
         for s in range(n - 1):
             last = s == n - 2
             for lo, hi in segs[(r - s - 1) % n]:

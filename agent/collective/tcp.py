@@ -230,8 +230,17 @@ class TCPBackend(RingBackend):
         _tune(conn)
         conn.settimeout(None)
         out.settimeout(None)
-        self.right = _SendOnly(CMASendLink(out) if right_cma else self._start_sender(out))
-        self.left = CMARecvLink(conn, left_pid) if left_pid is not None else RecvLink(conn)
+        if right_cma:
+            # hold announcements back until this rank would block: only when every blocking
+            # receive is on a CMA link that pushes them first (else they go out at once)
+            sender = CMASendLink(out, coalesce=left_pid is not None)
+            self.right = _SendOnly(sender)
+        else:
+            self.right = _SendOnly(self._start_sender(out))
+        if left_pid is not None:
+            self.left = CMARecvLink(conn, left_pid, before_block=sender.push if right_cma else None)
+        else:
+            self.left = RecvLink(conn)
         self.link_kinds = {"right": "cma" if right_cma else "socket", "left": "cma" if left_pid is not None else "socket"}
 
     def _start_sender(self, sock: socket.socket) -> SendLink:

@@ -153,6 +153,27 @@ def test_flush_waits_until_the_receiver_pulled(pair: tuple[socket.socket, socket
     assert np.array_equal(out, data)
 
 
+@needs_cma
+def test_contiguous_announcements_are_held_back_until_the_rank_would_block(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    data = np.arange(1 << 20, dtype=np.float32)
+    other = np.arange(1 << 17, dtype=np.float64)
+    sender = cma.CMASendLink(a, coalesce=True)
+    for lo in range(0, data.size, 1 << 16):  # 16 contiguous posts of 256 KiB
+        sender.post_send(memoryview(data[lo : lo + (1 << 16)]).cast("B"))
+    sender.post_send(memoryview(other).cast("B"))  # not contiguous: the first range goes out
+    assert sender._unacked == 1 and sender._pending_len == other.nbytes
+    receiver = cma.CMARecvLink(b, os.getpid(), before_block=sender.push)
+    got = np.zeros(data.size, np.float32)
+    receiver.recv_into(memoryview(got).cast("B"))  # header there already: no push needed
+    assert np.array_equal(got, data) and sender._pending_len == other.nbytes
+    got2 = np.zeros_like(other)
+    receiver.recv_into(memoryview(got2).cast("B"))  # would block: pushes the held-back range
+    assert np.array_equal(got2, other) and sender._unacked == 2
+    sender.flush()
+    assert sender._unacked == 0
+
+
 def test_eof_and_shutdown_fail_the_blocked_side(pair: tuple[socket.socket, socket.socket]) -> None:
     a, b = pair
     receiver = cma.CMARecvLink(b, os.getpid())
