@@ -49,7 +49,7 @@ def _build(path: Path, batches: int = 24) -> tuple[Any, ...]:
     for k in range(1, batches + 1):
         workload.batch(5, k, log)
         log.sync()
-    observed = workload.observe(log)
+    observed: tuple[Any, ...] = workload.observe(log)
     assert log.rotations >= 1 and log.snapshot().metadata.index > 0
     log.close()
     return observed
