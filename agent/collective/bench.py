@@ -94,17 +94,18 @@ class Worker:
         self.rank = self.world.Get_rank()
         self.size = self.world.Get_size()
         self.ns = ns
-        self.ours_mpi = gx.init(backend="mpi", hierarchical=False)
+        fusion = "probe" if ns.fusion == "probe" else None  # else each backend's fixed policy
+        self.ours_mpi = gx.init(backend="mpi", hierarchical=False, fusion=fusion)
         port = self.world.bcast(_free_port() if self.rank == 0 else None, root=0)
         # the socket-only ring, and the same ring with its default (same-host: CMA) links
         self.ours_tcp = gx.init(
             backend="tcp", rank=self.rank, size=self.size, rendezvous=f"tcp://127.0.0.1:{port}", hierarchical=False,
-            env=dict(os.environ, KVRAFT_COLLECTIVE_LINKS="socket", KVRAFT_RUN_ID="bench-socket"),
+            env=dict(os.environ, KVRAFT_COLLECTIVE_LINKS="socket", KVRAFT_RUN_ID="bench-socket"), fusion=fusion,
         )
         cport = self.world.bcast(_free_port() if self.rank == 0 else None, root=0)
         self.ours_cma = gx.init(
             backend="tcp", rank=self.rank, size=self.size, rendezvous=f"tcp://127.0.0.1:{cport}", hierarchical=False,
-            env=dict(os.environ, KVRAFT_COLLECTIVE_LINKS="auto", KVRAFT_RUN_ID="bench-cma"),
+            env=dict(os.environ, KVRAFT_COLLECTIVE_LINKS="auto", KVRAFT_RUN_ID="bench-cma"), fusion=fusion,
         )
         self.links = {"mpi": "shm+cma", "raw-mpi": "shm+cma", "gloo": "socket"}
         for name, comm in (("tcp", self.ours_tcp), ("tcp+cma", self.ours_cma)):
@@ -306,6 +307,14 @@ def _memcpy_gbs(nbytes: int = 256 << 20, reps: int = 5) -> float:
 RING = ("tcp", "tcp+cma")
 
 
+def _fusion_info(comm: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"inplace_min_bytes": comm.fusion.inplace_min_bytes, "bucket_bytes": comm.fusion.bucket_bytes}
+    if comm.fusion_probe is not None:
+        out["probed_alpha_us"] = round(comm.fusion_probe.latency_s * 1e6, 1)
+        out["probed_beta_gbs"] = round(comm.fusion_probe.bandwidth_bytes_s / 1e9, 3)
+    return out
+
+
 def summarise(rows: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
     """Median over rounds of each (backend, size), best round too; paired ratios per round."""
     factor = 2 * (size - 1) / size if size > 1 else 1.0
@@ -398,6 +407,7 @@ def worker_main(ns: argparse.Namespace) -> int:
         "memcpy_256MB_gbs": round(_memcpy_gbs(), 2),
         "mpi_library": w.MPI.Get_library_version().splitlines()[0].strip(),
         "gloo": w.dist is not None,
+        "fusion": {name: _fusion_info(comm) for name, comm in (("mpi", w.ours_mpi), ("tcp", w.ours_tcp), ("tcp+cma", w.ours_cma))},
     }
     summary = summarise(rows, w.size) + (summarise_resnet(rrows, w.size) if rrows else [])
     for prof in profs:
@@ -495,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resnet50", action="store_true")
     ap.add_argument("--failure", action="store_true", help="run the crash / hang detection drills (3 ranks)")
     ap.add_argument("--no-gloo", action="store_true")
+    ap.add_argument("--fusion", choices=["fixed", "probe"], default="fixed",
+                    help="ours with each backend's fixed fusion policy, or one derived from alpha/beta probed at init")
     ap.add_argument("--profile", metavar="SIZE", help="time breakdown of one ring allreduce of SIZE (tcp and tcp+cma)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--out", help="also write summary + raw rows (JSON lines) here")

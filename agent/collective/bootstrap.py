@@ -13,6 +13,8 @@ Environment (set by ``agent.collective.launch``, by the node agent, or by ``mpir
 ``KVRAFT_COLLECTIVE_HOST``      address this rank listens on (default 127.0.0.1)
 ``KVRAFT_COLLECTIVE_HIERARCHICAL``  ``auto`` (default), ``1`` or ``0``
 ``KVRAFT_COLLECTIVE_COMPRESSION``   ``fp16``, ``bf16`` or unset
+``KVRAFT_COLLECTIVE_FUSION``        ``probe``: fusion policy from alpha/beta measured at init
+``KVRAFT_COLLECTIVE_LINKS``         ``auto`` (default: same-host ring links use CMA) or ``socket``
 ``KVRAFT_COLLECTIVE_HEARTBEAT_S`` / ``KVRAFT_COLLECTIVE_HANG_TIMEOUT_S``  (0.25 / 3.0)
 ``KVRAFT_COLLECTIVE_STALL_TIMEOUT_S``  fail ranks absent from a collective this long (unset: off)
 ``KVRAFT_COLLECTIVE_INLINE_SYNC``   ``0``: synchronous calls also go through the comm thread
@@ -63,7 +65,7 @@ def init(
     placement: Sequence[str] | None = None,
     hierarchical: bool | str | None = None,
     compression: str | None = None,
-    fusion: FusionPolicy | None = None,
+    fusion: FusionPolicy | str | None = None,
     verify: str = "first",
     heartbeat_s: float | None = None,
     hang_timeout_s: float | None = None,
@@ -135,6 +137,8 @@ def init(
         hierarchical = "auto" if h == "auto" else h not in ("0", "false", "no")
     if compression is None:
         compression = env.get("KVRAFT_COLLECTIVE_COMPRESSION") or None
+    if fusion is None and env.get("KVRAFT_COLLECTIVE_FUSION"):
+        fusion = env["KVRAFT_COLLECTIVE_FUSION"]  # "probe" (anything else is refused)
     if "inline_sync" not in comm_kwargs and env.get("KVRAFT_COLLECTIVE_INLINE_SYNC"):
         comm_kwargs["inline_sync"] = env["KVRAFT_COLLECTIVE_INLINE_SYNC"] not in ("0", "false", "no")
     comm = Communicator(

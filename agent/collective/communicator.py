@@ -52,6 +52,7 @@ from agent.collective.errors import (
     PeerFailure,
 )
 from agent.collective.interface import Backend
+from agent.collective.probe import Probe, probe_policy
 from agent.collective.schedule import Hierarchy, hierarchy
 
 __all__ = ["Communicator", "Handle", "Statistics"]
@@ -209,7 +210,7 @@ class Communicator:
         placement: Sequence[str] | None = None,
         hierarchical: bool | str = "auto",
         compression: str | None = None,
-        fusion: fusion_mod.FusionPolicy | None = None,
+        fusion: fusion_mod.FusionPolicy | str | None = None,
         verify: str = "first",
         monitor: Any = None,
         inline_sync: bool = True,
@@ -224,6 +225,13 @@ class Communicator:
         self.rank = backend.rank
         self.size = backend.size
         self.compression = compression
+        #: alpha / beta measured at start-up with ``fusion="probe"`` (``probe.py``), else None
+        self.fusion_probe: Probe | None = None
+        if fusion == "probe":
+            self.fusion_probe = probe_policy(backend)
+            fusion = self.fusion_probe.policy
+        elif isinstance(fusion, str):
+            raise ValueError(f"fusion must be a FusionPolicy, 'probe' or None, not {fusion!r}")
         self.fusion = fusion or backend.fusion
         self.verify = verify
         self.inline_sync = inline_sync

@@ -285,3 +285,22 @@ def test_repeated_calls_on_the_same_array_stay_correct() -> None:
 
     for res in run_ranks(LoopbackWorld(3), body):
         assert res == [3.0, 6.0, 9.0, 12.0, 15.0, 30_000.0]
+
+
+def test_probed_fusion_policy_is_the_same_on_every_rank_and_is_used() -> None:
+    from agent.collective.fusion import policy_for
+
+    def body(comm: gx.Communicator) -> tuple[object, object, list[float]]:
+        a = [np.full(n, comm.rank + 1.0, np.float32) for n in (10, 100_000, 3, 5_000)]
+        comm.allreduce(a)
+        return comm.fusion, comm.fusion_probe, [float(x[0]) for x in a]
+
+    results = run_ranks(LoopbackWorld(3), body, fusion="probe")
+    policies = {fusion for fusion, _, _ in results}
+    assert len(policies) == 1  # every rank plans the same collectives
+    _, probe, sums = results[0]
+    assert probe is not None and probe.latency_s > 0 and probe.bandwidth_bytes_s > 0  # type: ignore[attr-defined]
+    assert policies == {policy_for(probe.latency_s, probe.bandwidth_bytes_s)}  # type: ignore[attr-defined]
+    assert all(s == [6.0] * 4 for _, _, s in results)
+    with pytest.raises(ValueError, match="fusion must be a FusionPolicy, 'probe' or None"):
+        gx.Communicator(LoopbackWorld(1).backend(0), fusion="fastest")
