@@ -213,3 +213,62 @@ def test_files_of_older_versions_open_and_are_sealed_from_their_next_commit(tmp_
             assert txn.get(b"txnid", db=log._state_db) is not None
     finally:
         log.close()
+
+
+def test_a_member_refuses_to_start_on_a_rolled_back_lmdb_log(tmp_path: Path) -> None:
+    """End to end: a member of an older data directory (``raft.lmdb``) serves, stops; its
+    newer meta page's txnid lowered by 2 (the flip that keeps the txnids consistent) makes
+    it exit 1 with the reason, every time; the intact file starts again."""
+    import base64
+    import shutil
+    import subprocess
+
+    from kvraft.server.local import LocalCluster, post
+    from kvraft.storage.wal import WalLogStorage
+
+    def put(url: str, key: str) -> None:
+        status, _ = post(url, "/v3/kv/put", {"key": base64.b64encode(key.encode()).decode(), "value": "dg=="})
+        assert status == 200
+
+    with LocalCluster(1, tmp_path / "c") as cluster:
+        cluster.start(timeout_s=120)
+        put(cluster.url("m0"), "before")
+        cluster.stop_member("m0")
+        member = cluster.members["m0"]
+        data = member.data_dir
+        wal = WalLogStorage(data / "raft.wal")  # the same log, as an older version kept it
+        legacy = LmdbLogStorage(data / "raft.lmdb")
+        if wal.snapshot().metadata.index:
+            legacy.apply_snapshot(wal.snapshot())
+        legacy.append(wal.entries(wal.first_index(), wal.last_index() + 1))
+        hard, conf = wal.initial_state()
+        legacy.set_conf_state(conf, wal._conf_index)
+        legacy.set_hard_state(hard)
+        legacy.close()
+        wal.close()
+        shutil.rmtree(data / "raft.wal")
+        cluster.start_member("m0")
+        cluster.wait_ready(120)
+        put(cluster.url("m0"), "after")
+        cluster.stop_member("m0")
+        assert not (data / "raft.wal").exists()  # it ran on the LMDB log
+
+        path = data / "raft.lmdb"
+        intact = path.read_bytes()
+        metas = read_meta_pages(path)
+        assert metas is not None
+        newer = max((0, 1), key=lambda p: metas[p].txnid)
+        damaged = bytearray(intact)
+        struct.pack_into("<Q", damaged, newer * metas[0].psize + 16 + 128, metas[newer].txnid - 2)
+        path.write_bytes(bytes(damaged))
+        for _ in range(2):
+            done = subprocess.run(cluster.command(member, cluster.initial_cluster(), "new"),
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 1, done.stderr[-2000:]
+            assert "newer meta page's txnid is damaged" in done.stderr and "refusing to open it" in done.stderr
+        assert path.read_bytes() == bytes(damaged)  # nothing was written to it
+        path.write_bytes(intact)
+        cluster.start_member("m0")
+        cluster.wait_ready(120)
+        status, doc = post(cluster.url("m0"), "/v3/kv/range", {"key": base64.b64encode(b"after").decode()})
+        assert status == 200 and doc.get("count") in (1, "1"), doc
