@@ -132,6 +132,8 @@ def check_meta_pages(path: Path) -> None:
             f"file holds: a meta page is damaged and LMDB would open an older commit of the log, forgetting "
             f"synced entries or a vote; {_REFUSE}",
         )
+    if min(t0, t1) <= 1:
+        return  # txnid 1 may be a compacting copy's, which keeps the copied commit's seal
     raw = read_via_meta(path, metas[0] if t0 < t1 else metas[1], b"state", b"txnid")
     if raw is None or len(raw) != 12 or _CRC.unpack_from(raw)[0] != zlib.crc32(b"txnid" + raw[4:]):
         return  # no sealed txnid there (a file of an older version, or its first commits)
@@ -260,7 +262,9 @@ class LmdbLogStorage:
     def _check_txnid(self, txn: Any) -> None:
         """The tree LMDB opened must be the one its meta page's commit wrote: every commit
         seals its own txnid in it (files of older versions: from their first commit by
-        this one on; before that, only a rollback to the empty tree is told apart)."""
+        this one on; before that, only a rollback to the empty tree is told apart). A copy
+        made with LMDB's compaction (``mdb_copy -c``) restarts at txnid 1 with the tree of
+        the copied commit: accepted (damage would have to set both meta pages to 0 and 1)."""
         raw = txn.get(b"txnid", db=self._state_db)
         if raw is not None:
             written = _IDX.unpack(_unseal(b"txnid", raw))[0]
@@ -268,7 +272,7 @@ class LmdbLogStorage:
             written = 0  # the empty tree of a file's creation
         else:
             return
-        if written != txn.id():
+        if written != txn.id() and not (txn.id() == 1 and written > 1):  # a compacting copy starts at txn 1
             raise LogCorruptionError(
                 0, f"{self.path}: LMDB opened transaction {txn.id()}, but the tree it reads was written by "
                 f"transaction {written or 'creating the file'}: a damaged meta page made LMDB open another commit "

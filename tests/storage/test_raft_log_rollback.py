@@ -272,3 +272,28 @@ def test_a_member_refuses_to_start_on_a_rolled_back_lmdb_log(tmp_path: Path) -> 
         cluster.wait_ready(120)
         status, doc = post(cluster.url("m0"), "/v3/kv/range", {"key": base64.b64encode(b"after").decode()})
         assert status == 200 and doc.get("count") in (1, "1"), doc
+
+
+def test_copies_made_by_lmdb_open(tmp_path: Path) -> None:
+    """A plain copy keeps the txnids; a compacting one (``mdb_copy -c``) restarts them at 1
+    with the copied tree: both are intact logs, not rollbacks."""
+    rec = _record(tmp_path / "raft.lmdb", 6, commits=6)
+    log = LmdbLogStorage(tmp_path / "raft.lmdb", map_size=1 << 26)
+    try:
+        log._env.copy(str(tmp_path / "plain.lmdb"))
+        log._env.copy(str(tmp_path / "compact.lmdb"), compact=True)
+    finally:
+        log.close()
+    for name in ("plain.lmdb", "compact.lmdb"):
+        copy = LmdbLogStorage(tmp_path / name, map_size=1 << 26)
+        try:
+            assert log_digest(copy) == rec.states[-1]
+            _batch(copy, random.Random(2), 1)
+            digest = log_digest(copy)
+        finally:
+            copy.close()
+        again = LmdbLogStorage(tmp_path / name, map_size=1 << 26)
+        try:
+            assert log_digest(again) == digest
+        finally:
+            again.close()
