@@ -98,32 +98,60 @@ class Lease:
             self._on_lost(self.error)
 
     async def _keep_alive(self) -> None:
-        """Renew every ``ttl / 3``; after a failed or unanswered keepalive, retry every
-        ``KEEPALIVE_RETRY_S`` (as etcd's client resends every 500 ms until an answer
-        comes) until the TTL since the last answer runs out. One attempt waits at most
-        ``ttl / 3``: a keepalive stuck on a member that forwards it to a dead leader must
-        not use up the whole TTL while a new leader is already there."""
+        """Renew every ``ttl / 3`` until the TTL since the last answer runs out. A
+        keepalive that has not answered after ``hedge_s`` is not given up: another one is
+        sent to the next member while it goes on (etcd's client likewise resends every
+        500 ms until an answer comes), and whichever answers first renews the lease. So a
+        keepalive stuck on a member that forwards it to a dead leader does not use up the
+        TTL while a new leader is there, and a slow one on a loaded machine still counts."""
         loop = asyncio.get_running_loop()
         last_ok = loop.time()
         interval_s = max(self.ttl / 3.0, 0.2)
-        retry_s = min(KEEPALIVE_RETRY_S, interval_s / 2)
         await asyncio.sleep(interval_s)
         while True:
-            remaining = self.ttl - (loop.time() - last_ok)
-            if remaining <= 0:
+            response = await self._renew(last_ok + self.ttl, max(KEEPALIVE_RETRY_S, interval_s / 2))
+            if response is None:
                 self._lose(f"no keepalive succeeded for its TTL ({self.ttl}s)")
                 return
-            try:
-                response = await self._client.lease_keep_alive_once(self.id, timeout_s=min(remaining, interval_s))
-            except ClientError:
-                await asyncio.sleep(retry_s)  # every endpoint failed for now; retry until the TTL runs out
-                continue
             if response.ttl <= 0:
                 self._lose("the server reports it expired or was revoked")
                 return
             last_ok = loop.time()
             self.keepalives += 1
             await asyncio.sleep(interval_s)
+
+    async def _renew(self, deadline: float, hedge_s: float) -> LeaseKeepAliveResponse | None:
+        """The first answer of keepalives sent now and every ``hedge_s`` while none has
+        answered (each further one to the next member; after one failed, the next goes
+        ``KEEPALIVE_RETRY_S`` later at most); None once ``deadline`` passes without one."""
+        loop = asyncio.get_running_loop()
+        pending: set[asyncio.Task[LeaseKeepAliveResponse]] = set()
+        next_send = loop.time()
+        try:
+            while (now := loop.time()) < deadline:
+                if now >= next_send:
+                    if pending:
+                        self._client.next_keepalive_endpoint()
+                    pending.add(loop.create_task(self._client.lease_keep_alive_once(self.id, timeout_s=deadline - now)))
+                    next_send = now + hedge_s
+                wait_s = max(min(next_send, deadline) - loop.time(), 0.0)
+                if not pending:
+                    await asyncio.sleep(wait_s)
+                    continue
+                done, pending = await asyncio.wait(pending, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    error = task.exception()
+                    if error is None:
+                        return task.result()
+                    if not isinstance(error, ClientError):
+                        raise error
+                    next_send = min(next_send, loop.time() + KEEPALIVE_RETRY_S)
+            return None
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
 
 
 class LeaseMixin:
@@ -151,6 +179,10 @@ class LeaseMixin:
     async def lease_leases(self) -> LeaseLeasesResponse:
         return LeaseLeasesResponse.from_wire(await self._transport.unary("/lease/leases", {}, safe=True))
 
+    def next_keepalive_endpoint(self) -> None:
+        """Send the next keepalive to another member (this one has not answered yet)."""
+        self._transport.skip_current()
+
     async def lease_keep_alive_once(self, lease_id: int, *, timeout_s: float | None = None) -> LeaseKeepAliveResponse:
         """Renew once; ``ttl`` 0 in the answer means the lease is gone."""
         results: list[dict[str, Any]] = []
@@ -161,7 +193,6 @@ class LeaseMixin:
                     results.append(doc)
                     break
         except TimeoutError:
-            self._transport.skip_current()  # the next try goes to another member
             raise ClientError("lease keepalive timed out") from None
         finally:
             await stream.aclose()
