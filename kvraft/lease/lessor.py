@@ -91,6 +91,7 @@ class Lessor:
         self._checkpointed_at: dict[int, float] = {}
         self._renewed: set[int] = set()
         """Primary: leases renewed by ``keepalive`` since their last checkpoint."""
+        self._scanned_at = -math.inf
 
     # -- applied through Raft ---------------------------------------------------------------
     def grant(self, lease_id: int, ttl_s: int, now: float) -> Lease:
@@ -233,8 +234,9 @@ class Lessor:
     def checkpoints_due(self, now: float, interval_s: float, limit: int = 1024) -> list[tuple[int, int]]:
         """Primary only: (lease, remaining TTL) to replicate: leases renewed by
         ``keepalive`` since their last checkpoint, then leases not checkpointed (nor
-        granted) within ``interval_s``, oldest first; at most ``limit`` (the rest next
-        time)."""
+        granted) within ``interval_s``, oldest first (looked for at most every
+        ``interval_s / 10``: a scan of 5,000 leases every lease-loop turn was 4% of a
+        leader's CPU); at most ``limit`` (the rest next time)."""
         if not self.primary:
             return []
         out: list[tuple[int, int]] = []
@@ -245,8 +247,9 @@ class Lessor:
             left = self.remaining(lease_id, now)
             if left > 0:
                 out.append((lease_id, left))
-        if len(out) >= limit:
+        if len(out) >= limit or now - self._scanned_at < interval_s / 10:
             return out
+        self._scanned_at = now  # the scan of every lease runs a tenth as often as the interval
         due = sorted((at, lid) for lid, at in self._checkpointed_at.items() if now - at >= interval_s)
         for _, lease_id in due[: limit - len(out)]:
             left = self.remaining(lease_id, now)
