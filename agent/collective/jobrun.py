@@ -187,11 +187,11 @@ def run_mpi(program: list[str], env: dict[str, str], mpi_args: list[str], wait_s
         agent_path.chmod(0o700)
         argv = mpirun_argv(size, str(agent_path), program, mpi_args)
         code, first_error = _run_and_watch(argv)
-        if code != 0:  # the last line of the task's log says why (the scheduler's message shows it)
-            _log(f"the MPI world failed with exit code {code}"
-                 + (f"; first error: {first_error}" if first_error else "; no rank reported an error"))
         rdzv.set("done", str(code).encode())
         server.done.wait(30)
+        if code != 0:  # the task log's last line says why (the scheduler's Failed event shows it)
+            _log(f"the MPI world failed with exit code {code}"
+                 + (f"; first error: {first_error}" if first_error else "; no rank reported an error"))
         return code
     finally:
         rdzv.close()
@@ -319,7 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("KVRAFT_RENDEZVOUS", "kvraft://")
         os.execv(program[0], program)
     code = run_mpi(program, env, list(ns.mpi_arg), wait_s)
-    _log(f"mpirun world ended with {code} after {time.monotonic() - t0:.1f} s")
+    if code == 0:  # a failure's reason is the last line already (run_mpi)
+        _log(f"mpirun world ended with {code} after {time.monotonic() - t0:.1f} s")
     return code
 
 

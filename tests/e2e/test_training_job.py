@@ -124,6 +124,8 @@ def test_a_hung_worker_is_detected_and_the_gang_restarts_from_its_checkpoint(clu
     wait_for(lambda: _state(pid) in ("gone", "Z"), 60, "the stopped rank to be killed")
     events = cluster.jobctl("describe", "job", name).stdout
     assert "Restarted" in events and "failed" in events, events
+    # the Failed event ends with the failed task's last log line: jobrun's reason
+    assert "the MPI world failed with exit code" in events or "MPI daemon ended with exit code" in events, events
     # the hang was detected by the collective's monitor, not by a timeout of mpirun's: rank 0's
     # jobrun names the first error the ranks raised (its last log line, in the job's event)
     first_run = [p.read_text(errors="replace") for p in cluster.dir.glob(f"agents/*/data/tasks/{name}/worker-0/1/*.log")]
