@@ -94,3 +94,19 @@ def test_bad_log_settings_are_refused(tmp_path: Path) -> None:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert result.returncode == 2, (argv, result.returncode, result.stderr[-500:])
         assert message in result.stderr, (argv, result.stderr[-500:])
+
+
+def test_capnslog_keeps_the_text_lines(tmp_path: Path) -> None:
+    """``--logger capnslog``: the plain text lines of before (time, level, member, logger)."""
+    from kvraft.server.local import LocalCluster
+    from tests.observability.conftest import FAST_FLAGS
+
+    cluster = LocalCluster(1, tmp_path / "kv", extra_args=[*FAST_FLAGS, "--logger", "capnslog"])
+    try:
+        cluster.start(timeout_s=90)
+        path = cluster.members["m0"].log_path
+        line = wait_for(lambda: next((ln for ln in path.read_text().splitlines() if "serving clients" in ln), None),
+                        what="the serving line")
+        assert not line.startswith("{") and " INFO m0 kvraft: member m0 (" in line, line
+    finally:
+        cluster.stop()
