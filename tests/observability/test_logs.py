@@ -12,7 +12,8 @@ from datetime import datetime
 from pathlib import Path
 
 from kvraft.client.observe import JsonFormatter, configure_logging
-from tests.observability.conftest import PY, ROOT, Stack, wait_for
+from kvraft.server.local import LocalCluster
+from tests.observability.conftest import FAST_FLAGS, PY, ROOT, Stack, wait_for
 
 FIXED = ("level", "ts", "logger", "caller", "msg")
 
@@ -98,9 +99,6 @@ def test_bad_log_settings_are_refused(tmp_path: Path) -> None:
 
 def test_capnslog_keeps_the_text_lines(tmp_path: Path) -> None:
     """``--logger capnslog``: the plain text lines of before (time, level, member, logger)."""
-    from kvraft.server.local import LocalCluster
-    from tests.observability.conftest import FAST_FLAGS
-
     cluster = LocalCluster(1, tmp_path / "kv", extra_args=[*FAST_FLAGS, "--logger", "capnslog"])
     try:
         cluster.start(timeout_s=90)
