@@ -176,6 +176,14 @@ class Features:
              self.keepalives.stats.renewed_here + self.keepalives.stats.served_for_peers),
             ("kvraft_lease_forwarded_total", "counter", "Keepalives forwarded to the leader.",
              self.keepalives.stats.forwarded),
+            ("kvraft_lease_forward_timeouts_total", "counter",
+             "Forwarded keepalives unanswered for 2 s (asked again).", self.keepalives.stats.forward_timeouts),
+            ("kvraft_lease_keepalive_retries_total", "counter",
+             "Keepalive attempts that found no leader or lessor and waited.", self.keepalives.stats.retries),
+            ("kvraft_lease_keepalives_total", "counter", "Keepalives answered by this member.",
+             self.keepalives.stats.renews),
+            ("kvraft_lease_keepalive_seconds_total", "counter", "Time this member took to answer them.",
+             self.keepalives.stats.renew_seconds),
             ("kvraft_auth_enabled", "gauge", "1 while auth is enabled.", int(self.auth.enabled)),
         ]
 

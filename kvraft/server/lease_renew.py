@@ -48,6 +48,11 @@ class RenewStats:
     forwarded: int = 0
     served_for_peers: int = 0
     retries: int = 0
+    forward_timeouts: int = 0
+    """Forwarded keepalives given up on after ``FORWARD_TIMEOUT_S`` (then asked again)."""
+    renews: int = 0
+    renew_seconds: float = 0.0
+    """Summed time ``renew`` took, retries included (this member's side of a keepalive)."""
 
 
 _Batch = list[tuple[int, "asyncio.Future[tuple[int, int] | None]"]]
@@ -138,6 +143,7 @@ class KeepaliveRouter:
         entry = self._inflight.pop(request_id, None)
         if entry is None:
             return
+        self.stats.forward_timeouts += len(entry[0])
         entry[1].cancel()
         for _lease_id, future in entry[0]:
             if not future.done():
@@ -146,8 +152,15 @@ class KeepaliveRouter:
     # -- the API --------------------------------------------------------------------------
     async def renew(self, lease_id: int) -> LeaseRenewResult:
         """Renew ``lease_id`` at the primary; ``ttl`` 0 when the lease does not exist."""
+        started = time.monotonic()
+        try:
+            return await self._renew(lease_id, started + RENEW_TIMEOUT_S)
+        finally:
+            self.stats.renews += 1
+            self.stats.renew_seconds += time.monotonic() - started
+
+    async def _renew(self, lease_id: int, deadline: float) -> LeaseRenewResult:
         driver = self.node.driver
-        deadline = time.monotonic() + RENEW_TIMEOUT_S
         while True:
             ttls = self.renew_here([lease_id])
             if ttls is not None:
