@@ -120,3 +120,12 @@ def test_remaining_work_rule_spares_a_gang_about_to_end() -> None:
     assert victims(None) == ["ending"], "by cost alone the first node's gang"
     assert victims(1.0) == ["young"], "waiting 500 s for 'ending' beats evicting it for 3,600 s"
     assert victims(1.0, young_left_s=3_000.0) == [], "both end before the preemptor would: it waits"
+
+
+def test_patience_preempts_only_after_waiting_as_long_as_the_job_would_run() -> None:
+    profile = Profile("t", (*PREEMPT.plugins[:-1], PluginSpec("preemption", args={"patience": 1.0})))
+    sched = cluster(make_nodes(1)).running(make_job("low").gpus(8), {"n0": 8}).scheduler(
+        profile, jobs=[make_job("p").gpus(8).priority(1).estimate(1_000).submitted(0).obj()])
+    assert sched.schedule(999.0).preemptions == ()
+    # parked; retried by the next event or the 300 s flush (no wake-up of its own)
+    assert [v.victim_id for v in sched.schedule(1_500.0).preemptions] == ["low"]

@@ -52,6 +52,9 @@ class PreemptionArgs:
     # Remaining-work rule: a gang expected to end within ``spare_within`` x the preemptor's
     # expected run time is not a victim (None: off).
     spare_within: float | None = None
+    # Ski rental: a job preempts only once it has waited ``patience`` x its expected run time
+    # (1: the break-even point, where waiting has cost it as much as evicting costs a victim).
+    patience: float | None = None
 
 
 class Preempt:
@@ -141,6 +144,10 @@ class Preempt:
     def post_filter(self, cs: CycleState, info: JobInfo, status: Status) -> PostFilterResult:
         if not status.preemption_may_help:
             return NOTHING
+        if self.args.patience is not None:
+            run_s = info.remaining_hint_s(cs.now_s)
+            if run_s is not None and cs.now_s - info.pending_since_s < self.args.patience * run_s:
+                return NOTHING
         lowest = self._lowest()
         if lowest is None or (self.handle.rank(info, cs.now_s) <= lowest and not self.borrowing):
             return NOTHING
