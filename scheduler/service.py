@@ -371,7 +371,13 @@ class SchedulerDaemon:
         if now < due:
             self._timers[job] = min(self._timers.get(job, due), due)
             return
-        if await collect(self.client, self.fence, job, entry.mod_revision, st.mod_revision):
+        try:
+            done = await collect(self.client, self.fence, job, entry.mod_revision, st.mod_revision)
+        except ClientError as exc:  # try again in a second; the pass goes on
+            log.warning("collecting a finished job failed", extra={"fields": {"job": job, "error": str(exc)}})
+            self._timers[job] = now + 1.0
+            return
+        if done:
             self.collected += 1
             log.info("collected", extra={"fields": {"job": job, "phase": st.doc.get("phase")}})
         self._wake.set()

@@ -8,7 +8,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from kvraft.client import Client, Compare, SyncClient
+from kvraft.client import Client, Compare, EndpointError, SyncClient
 from kvraft.server.local import LocalCluster
 from scheduler.cli.describe import progress_lines
 from scheduler.job_gc import collect, due_at, ttl_of
@@ -137,3 +137,49 @@ def test_a_failed_task_s_last_log_line_goes_in_the_message() -> None:
     assert _last_line("a\nb: the cause\n\n  \n") == "b: the cause"
     assert _last_line(None) == "" and _last_line("") == ""
     assert _last_line("x" * 500) == "x" * 297 + "..."
+
+
+class _FailingTxn:
+    def __init__(self, owner: _FlakyClient) -> None:
+        self.owner = owner
+
+    def if_(self, *compares: object) -> _FailingTxn:
+        return self
+
+    def then(self, *ops: object) -> _FailingTxn:
+        return self
+
+    async def commit(self) -> object:
+        self.owner.attempts += 1
+        if self.owner.attempts == 1:
+            raise EndpointError("kvraft unreachable")
+
+        class Resp:
+            succeeded = True
+        return Resp()
+
+
+class _FlakyClient:
+    """The first txn fails as an unreachable cluster does; the next one succeeds."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def txn(self) -> _FailingTxn:
+        return _FailingTxn(self)
+
+
+def test_a_collection_that_fails_on_the_network_is_retried() -> None:
+    from scheduler.service import SchedulerDaemon
+    from scheduler.service_config import SchedulerConfig
+
+    client = _FlakyClient()
+    daemon = SchedulerDaemon(SchedulerConfig(election=False, ttl_seconds_after_finished=10), client=client)  # type: ignore[arg-type]
+    daemon.view.put_local("/registry/jobs/j1", {"name": "j1"}, 5, 5)
+    daemon.view.put_local("/registry/jobstatus/j1", {"phase": "Failed", "finished_at": NOW}, 6, 7)
+    asyncio.run(daemon._collect("j1", NOW + 5))  # not due yet: a timer, no txn
+    assert client.attempts == 0 and daemon._timers["j1"] == NOW + 10
+    asyncio.run(daemon._collect("j1", NOW + 10))  # the network fails: retried a second later
+    assert client.attempts == 1 and daemon.collected == 0 and daemon._timers["j1"] == NOW + 11
+    asyncio.run(daemon._collect("j1", NOW + 11))
+    assert client.attempts == 2 and daemon.collected == 1
