@@ -3,8 +3,9 @@
 It runs as its own task, fed by the driver's Ready loop through a queue, so the Ready loop
 can persist and replicate the next batch while this one is applied. Runs of ordinary ops
 are applied as one batch (one store commit); a conf change or a membership op is a batch
-boundary. Each op's result (or ``EtcdError``) resolves the waiter registered under its
-request id, if the proposal came from this member.
+boundary, and a compaction begins a new batch (it commits the store at once: see
+``_commits_early``). Each op's result (or ``EtcdError``) resolves the waiter registered
+under its request id, if the proposal came from this member.
 
 The state machine group-commits applied batches (``StateMachine.apply_ops``: one LMDB
 commit per ``COMMIT_INTERVAL_S`` or ``COMMIT_OPS``); when it holds applied batches and this
@@ -23,7 +24,8 @@ import msgpack
 
 from kvraft import failpoints
 from kvraft.apply.errors import EtcdError
-from kvraft.apply.ops import MemberOp, decode_entry, op_from_wire
+from kvraft.apply.feature_ops import AuthedOp
+from kvraft.apply.ops import CompactOp, MemberOp, decode_entry, op_from_wire, op_to_wire
 from kvraft.apply.state_machine import COMMIT_INTERVAL_S
 from kvraft.raft.types import ConfChange, ConfState, Entry, EntryType, Snapshot
 from kvraft.server.reads import AppliedWaiters
@@ -31,6 +33,20 @@ from kvraft.server.reads import AppliedWaiters
 __all__ = ["ApplyStage"]
 
 log = logging.getLogger("kvraft.apply")
+
+_COMPACT_TAG = op_to_wire(CompactOp())[0]
+
+
+def _commits_early(op: Any) -> bool:
+    """Whether applying ``op`` commits the store's write batch in its midst: a compaction
+    persists its scheduled revision at once (``MVCCStore.compact``), and that commit
+    carries the consistent index of the last whole batch applied. So nothing of the
+    compaction's own batch may be applied before it: a restart after that commit (and
+    before the next: up to ``COMMIT_INTERVAL_S`` with group commit) would apply those
+    ops again from the log."""
+    if isinstance(op, AuthedOp):
+        return bool(op.wire) and op.wire[0] == _COMPACT_TAG
+    return isinstance(op, CompactOp)
 
 
 class ApplyStage:
@@ -115,6 +131,9 @@ class ApplyStage:
                     self.target.apply_member(op, entry.index, entry.term)
                     self.resolve(request_id, None)
                 else:
+                    if items and _commits_early(op):
+                        self._flush(items, previous)
+                        items = []
                     items.append((request_id, op))
             previous = entry
         self._flush(items, last)

@@ -1,0 +1,184 @@
+"""Group commit (9f1fc0b) against a crash: the apply stage and the state machine, killed
+after any Ready was applied but before (or after) its delayed commit, then restarted and
+fed the same committed entries again (as the Raft log does), must end in exactly the
+state of a member that never crashed: the same key history (hashkv), revision, consistent
+index, leases and auth records. Each Ready mixes ops whose double application or loss
+shows: a txn that only succeeds once, puts with prev_kv, lease grant / attach / revoke,
+a compaction in the middle of a Ready, auth changes and a checkpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from kvraft.apply.feature_appliers import (
+    AUTH_BUCKET,
+    AuthApplier,
+    LeaseApplier,
+    load_auth,
+    load_leases,
+)
+from kvraft.apply.feature_ops import AuthOp, LeaseCheckpointOp, LeaseGrantOp, LeaseRevokeOp, authed
+from kvraft.apply.ops import (
+    EQUAL,
+    VALUE,
+    CompactOp,
+    Compare,
+    DeleteRangeOp,
+    PutOp,
+    RangeOp,
+    TxnOp,
+    encode_entry,
+)
+from kvraft.apply.state_machine import StateMachine
+from kvraft.lease import Lessor
+from kvraft.raft.types import ConfState, Entry
+from kvraft.server.apply_stage import ApplyStage
+from kvraft.server.membership import Membership
+from kvraft.server.reads import AppliedWaiters
+
+TERM = 2
+
+
+def _readies() -> list[list[Any]]:
+    """The committed ops, one list per Ready (each op one entry)."""
+    bump = TxnOp(  # succeeds only the first time: applied twice, it takes the failure branch
+        compare=[Compare(result=EQUAL, target=VALUE, key=b"counter", value=b"0")],
+        success=[PutOp(b"counter", b"1", prev_kv=True)],
+        failure=[PutOp(b"counter", b"twice")],
+    )
+    return [
+        [PutOp(b"counter", b"0"), PutOp(b"a", b"1", prev_kv=True), LeaseGrantOp(100, 60)],
+        [PutOp(b"leased", b"x", lease=100), bump, PutOp(b"a", b"2", prev_kv=True)],
+        [PutOp(b"c", b"1"), CompactOp(3), PutOp(b"d", b"1"), PutOp(b"a", b"3")],
+        [AuthOp("role_add", ["r"]), PutOp(b"e", b"1"), AuthOp("user_add", ["u", b"hash", False])],
+        [PutOp(b"f", b"1"), LeaseRevokeOp(100), DeleteRangeOp(b"d", b"e"), authed("root", 0, CompactOp(7)), PutOp(b"g", b"1")],
+        [LeaseGrantOp(200, 30), LeaseCheckpointOp([[200, 20]]), PutOp(b"a", b"4", prev_kv=True)],
+    ]
+
+
+def _entries() -> list[tuple[Entry, ...]]:
+    out, index, rid = [], 10, 1000
+    for ops in _readies():
+        batch = []
+        for op in ops:
+            index += 1
+            rid += 1
+            batch.append(Entry(TERM, index, data=encode_entry(rid, op)))
+        out.append(tuple(batch))
+    return out
+
+
+def open_member(path: Path) -> tuple[StateMachine, ApplyStage]:
+    """A state machine with the server's lease and auth appliers, and its apply stage
+    starting after the consistent index on disk (as ``NodeDriver`` does)."""
+    sm = StateMachine(path, quota_bytes=1 << 30, member_id=1, max_txn_ops=128, membership=Membership())
+    lessor = Lessor(min_ttl_s=1)
+    lessor.restore(load_leases(sm.store), 0.0)
+    leases = LeaseApplier(sm.chain, sm.store, lessor, lambda: 0.0)
+    sm.chain = AuthApplier(leases, sm.store, load_auth(sm.store))
+    applied = AppliedWaiters()
+    applied.applied = sm.applied_index()
+    return sm, ApplyStage(sm, {}, applied, ConfState(voters=(1,)), lambda: None)
+
+
+def fingerprint(sm: StateMachine) -> dict[str, Any]:
+    sm.commit()
+    leases = sorted((lease_id, ttl) for lease_id, ttl, _ in load_leases(sm.store))
+    with sm.store.backend.read() as r:
+        auth = [bytes(v) for _, v in r.txn.cursor(db=r.dbis[AUTH_BUCKET])]
+    counter = sm.range(RangeOp(b"counter")).kvs
+    return {
+        "hash": sm.hash_all(),
+        "revision": sm.revision(),
+        "compact": sm.store.compact_revision,
+        "applied": sm.applied_index(),
+        "leases": leases,
+        "auth": [msgpack.unpackb(v, raw=False) for v in auth],
+        "counter": counter[0].value if counter else None,
+    }
+
+
+REPO = Path(__file__).resolve().parents[2]
+CHILD = """
+import os, sys
+sys.path.insert(0, sys.argv[4])
+from kvraft.apply import state_machine as sm_module
+from tests.storage.test_group_commit_replay import _entries, open_member
+sm_module.COMMIT_INTERVAL_S = 1e9  # only the commits asked for (and those the store forces)
+crash_after, commit_after = int(sys.argv[2]), {int(x) for x in sys.argv[3].split(",") if x}
+sm, stage = open_member(sys.argv[1])
+for i, entries in enumerate(_entries()):
+    stage._apply(entries)
+    if i in commit_after:
+        sm.commit()
+    if i == crash_after:
+        sys.stdout.flush()
+        os._exit(0)  # SIGKILL-like: what is held in the open write transaction is lost
+"""
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    sm, stage = open_member(tmp_path_factory.mktemp("ref") / "sm")
+    try:
+        for entries in _entries():
+            stage._apply(entries)
+            sm.commit()
+        found = fingerprint(sm)
+    finally:
+        sm.close()
+    assert found["counter"] == b"1" and found["compact"] == 7 and found["leases"] == [(200, 30)]
+    assert len(found["auth"]) == 1
+    return found
+
+
+CASES = [(0, ""), (2, ""), (3, ""), (4, ""), (5, ""), (2, "1"), (4, "3"), (5, "0,2,4")]
+"""(crash after Ready k, commits after Readies j,...): nothing committed but what the
+compactions force, or some Readies already on disk."""
+
+
+@pytest.mark.parametrize(("crash_after", "commit_after"), CASES)
+def test_a_crash_before_the_delayed_commit_replays_to_the_same_state(
+    tmp_path: Path, reference: dict[str, Any], crash_after: int, commit_after: str,
+) -> None:
+    path = tmp_path / "sm"
+    subprocess.run([sys.executable, "-c", CHILD, str(path), str(crash_after), commit_after, str(REPO)],
+                   check=True, timeout=120)
+    sm, stage = open_member(path)
+    try:
+        assert sm.applied_index() <= _entries()[crash_after][-1].index
+        for entries in _entries():  # the log hands every committed entry over again
+            stage._apply(entries)
+        assert fingerprint(sm) == reference
+    finally:
+        sm.close()
+
+
+def test_the_commit_timer_puts_an_idle_stage_on_disk(tmp_path: Path, reference: dict[str, Any]) -> None:
+    """Fed through the queue, the stage commits on its own once idle: a fresh reader (as
+    after a crash) then sees every Ready."""
+    sm, stage = open_member(tmp_path / "sm")
+
+    async def run() -> None:
+        task = asyncio.get_running_loop().create_task(stage.run())
+        for entries in _entries():
+            stage.submit_entries(entries, stage.conf_state)
+        deadline = asyncio.get_running_loop().time() + 60
+        while sm.holding or stage.applied.applied < _entries()[-1][-1].index:
+            assert asyncio.get_running_loop().time() < deadline, "the held units were never committed"
+            await asyncio.sleep(0.02)
+        task.cancel()
+
+    try:
+        asyncio.run(run())
+        assert not sm.holding and sm.commits >= 1
+        assert fingerprint(sm) == reference
+    finally:
+        sm.close()
