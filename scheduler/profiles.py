@@ -28,9 +28,12 @@ and their arguments.
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 from scheduler.framework.registry import PluginSpec, Profile, QueueOptions
 
-__all__ = ["PROFILES", "profile"]
+__all__ = ["PROFILES", "profile", "with_args"]
 
 _STRICT_PACK = {"small_level": "node", "large_level": "rack", "mode": "required", "fewest_nodes": True}
 
@@ -104,3 +107,27 @@ def profile(name: str) -> Profile:
         if name == key or key.split("-")[0] == name:
             return make()
     raise KeyError(f"unknown profile {name!r}; known: {sorted(PROFILES)}")
+
+
+def with_args(base: Profile, settings: list[str]) -> Profile:
+    """``base`` with plugin arguments changed, for sweeps: each setting is ``plugin.arg=VALUE``
+    (VALUE in JSON; a list becomes a tuple). The plugin must be in the profile; the plugin
+    itself validates the argument when the scheduler is built."""
+    specs = list(base.plugins)
+    for setting in settings:
+        key, sep, raw = setting.partition("=")
+        name, dot, arg = key.partition(".")
+        if not sep or not dot or not arg:
+            raise ValueError(f"setting {setting!r}: expected plugin.arg=VALUE")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"setting {setting!r}: VALUE is not JSON ({e.msg})") from None
+        if isinstance(value, list):
+            value = tuple(value)
+        at = [i for i, spec in enumerate(specs) if spec.name == name]
+        if not at:
+            raise ValueError(f"setting {setting!r}: profile {base.name} has no plugin {name!r}")
+        for i in at:
+            specs[i] = replace(specs[i], args={**specs[i].args, arg: value})
+    return replace(base, plugins=tuple(specs))

@@ -6,6 +6,7 @@ Examples::
     python -m scheduler.sim --trace T.csv --nodes 64 --policy default --policy b4 --json
     python -m scheduler.sim --trace T.csv --node-csv alibaba_openb_nodes.csv --sample-nodes 120 \
         --racks 8 --gpu-type-frac 0.33 --policy all --plot jct.png
+    python -m scheduler.sim --policy default --set preemption.return_holds=true   # a sweep row
 
 The seed, the cluster, the policies and every derived option are printed first (stderr), so a
 run is reproducible from its header.
@@ -23,8 +24,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from scheduler.cycle import Scheduler
 from scheduler.model import Tenant
-from scheduler.profiles import PROFILES, profile
+from scheduler.profiles import PROFILES, profile, with_args
 from scheduler.sim.cluster import ClusterSpec, build_nodes, sample_shapes
 from scheduler.sim.engine import RunResult, Simulation
 from scheduler.sim.estimate import ESTIMATORS, Estimator
@@ -96,8 +98,9 @@ def run_policy(args: dict[str, Any]) -> tuple[dict[str, object], list[dict[str, 
     spec: ClusterSpec = args["spec"]
     nodes = build_nodes(spec)
     trace: list[TraceJob] = args["trace"]
+    chosen = with_args(profile(args["policy"]), args.get("settings", []))
     sim = Simulation(
-        trace, nodes, profile(args["policy"]), seed=args["seed"],
+        trace, nodes, chosen, seed=args["seed"],
         tenants=tenants_for(sum(n.gpus for n in nodes), args["quotas"]),
         estimator=Estimator(args["estimates"]),
         slowdown=SlowdownModel(nodes, args["seed"], args["cross_rack_scale"], not args["no_slowdown"]),
@@ -107,7 +110,7 @@ def run_policy(args: dict[str, Any]) -> tuple[dict[str, object], list[dict[str, 
     )
     bar = Progress(args["policy"], enabled=args["progress"])
     result: RunResult = sim.run(bar)
-    metrics = summarize(profile(args["policy"]).name, result)
+    metrics = summarize(chosen.name, result)
     metrics.update(seed=args["seed"], cluster=spec.describe(), estimates=args["estimates"])
     bar.close(f"done in {result.wall_s:.1f} s ({result.passes} passes)")
     capacity = sum(n.gpus for n in nodes)
@@ -146,6 +149,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="share of jobs with a GPU-type constraint (default 0.33 with --node-csv, else 0)")
     p.add_argument("--policy", action="append", default=[], help=f"one of {sorted(PROFILES)}, b1..b4, or all")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="PLUGIN.ARG=JSON",
+                   help="change a plugin argument of the policies run (repeatable), e.g. "
+                        "preemption.return_holds=true")
     p.add_argument("--estimates", choices=ESTIMATORS, default="history")
     p.add_argument("--quotas", choices=("helios", "none"), default="helios")
     p.add_argument("--cross-rack-scale", type=float, default=1.0)
@@ -172,18 +178,25 @@ def main(argv: list[str] | None = None) -> int:
     frac = opts.gpu_type_frac if opts.gpu_type_frac is not None else (0.33 if shapes else 0.0)
     gpu_types = gpu_type_constraints(trace, spec, frac, opts.seed)
     policies = _policies(opts.policy)
+    for name in policies:
+        try:
+            Scheduler(with_args(profile(name), opts.set))  # the plugins check their arguments
+        except ValueError as e:
+            print(f"python -m scheduler.sim: --set: {e}", file=sys.stderr)
+            return 2
     print(
         f"# seed={opts.seed} trace={opts.trace} jobs={len(trace)} cluster={spec.describe()} "
         f"policies={','.join(policies)} estimates={opts.estimates} quotas={opts.quotas} "
         f"cross_rack_scale={opts.cross_rack_scale} slowdown={'off' if opts.no_slowdown else 'on'} "
-        f"restart_s={opts.restart_s} time_scale={opts.time_scale} gpu_type_constrained={len(gpu_types)}",
+        f"restart_s={opts.restart_s} time_scale={opts.time_scale} gpu_type_constrained={len(gpu_types)}"
+        + "".join(f" set={s}" for s in opts.set),
         file=sys.stderr,
     )
     jobs = [dict(
         spec=spec, trace=trace, policy=name, seed=opts.seed, quotas=opts.quotas,
         estimates=opts.estimates, cross_rack_scale=opts.cross_rack_scale, no_slowdown=opts.no_slowdown,
         restart_s=opts.restart_s, window_s=opts.window_days * 86400, gpu_types=gpu_types,
-        progress=not opts.no_progress,
+        progress=not opts.no_progress, settings=list(opts.set),
     ) for name in policies]
     if opts.parallel > 1 and len(jobs) > 1:
         with multiprocessing.get_context("fork").Pool(min(opts.parallel, len(jobs))) as pool:

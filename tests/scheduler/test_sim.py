@@ -138,3 +138,20 @@ def test_trace_reader() -> None:
     jobs = read_trace(PHILLY, limit=5)
     assert [j.job_id for j in jobs][:2] == ["philly-41869", "philly-41870"]
     assert jobs[2].gpus == 4 and jobs[2].duration_s == 29894.0
+
+
+@needs_traces
+def test_set_changes_plugin_arguments_and_refuses_bad_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    from scheduler.profiles import with_args
+
+    base = profile("default")
+    changed = with_args(base, ["preemption.return_holds=true", "las.thresholds_gpu_h=[8, 128]"])
+    args = {spec.name: dict(spec.args) for spec in changed.plugins}
+    assert args["preemption"]["return_holds"] is True
+    assert args["las"]["thresholds_gpu_h"] == (8, 128)
+    assert {spec.name: dict(spec.args) for spec in base.plugins}["preemption"].get("return_holds") is None
+    for bad, says in (("nope.x=1", "has no plugin 'nope'"), ("preemption.bogus=1", "unknown arguments"),
+                      ("preemption.return_min_gpus=0", "return_min_gpus must be"),
+                      ("preemption.hold_s=soon", "not JSON"), ("preemption", "expected plugin.arg=VALUE")):
+        assert main(["--trace", str(PHILLY), "--limit", "5", "--set", bad, "--no-progress"]) == 2
+        assert says in capsys.readouterr().err
