@@ -100,6 +100,10 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     topo = spec.get("topology")
     w(f"Topology:       {'any' if not topo else topo['mode'] + ' ' + topo['level']}\n")
     w(f"Checkpoints:    {spec.get('checkpoint_dir') or '<none>'}\n")
+    ttl = spec.get("ttl_seconds_after_finished")
+    finished = s.get("finished_at") if s["phase"] in ("Succeeded", "Failed", "Cancelled") else None
+    w(f"TTL after end:  {'the scheduler default' if ttl is None else f'{ttl:g} s'}"
+      + (f" (finished {age(now - float(finished))} ago)" if isinstance(finished, (int, float)) else "") + "\n")
     w("Tasks:\n")
     for t in spec["tasks"]:
         r = t["resources"]

@@ -113,6 +113,7 @@ def test_the_leader_collects_finished_jobs_after_their_ttl(procs: Procs, tmp_pat
         wait_for(lambda: phase(eps, "keep") == "Succeeded", 120, "keep to succeed")
         rc, out, _ = jobctl(eps, "describe", "job", "keep")
         assert rc == 0 and "Progress:       epoch 3, loss 0.2500, train acc 0.9000, test acc 0.8750" in out, out
+        assert "TTL after end:  the scheduler default (finished " in out, out
         # short: Succeeded, then every key of it deleted (jobctl: NotFound)
         wait_for(lambda: jobctl(eps, "get", "job", "short")[0] != 0, 120, "short to be collected")
         for verb in (["get", "job", "short"], ["describe", "job", "short"]):
