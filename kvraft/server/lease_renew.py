@@ -12,8 +12,17 @@ lease-loop turn), at most 250 ms, and tries again, until the request deadline; t
 fails with etcd's "request timed out" / "no leader". (Waiting on the change rather than
 polling: during an election at 5,000 agents hundreds of keepalives wait at once.)
 
+Before the leader renews (its own keepalives and those peers forward), it confirms its
+leadership and applies everything committed (``NodeDriver.read_barrier``: one batched
+ReadIndex round), as etcd's ``LeaseRenew`` does (``ensureLeadership``, etcd-io/etcd#15247;
+``waitAppliedIndex``, etcd-io/etcd#13675): a deposed leader that has not stepped down yet
+renews nothing (a TTL it handed out would be unknown to the new leader, which may expire
+the lease while the client believes it holds), and a lease whose revocation is committed
+is not renewed by a leader still applying it.
+
 The router hooks the peer frames it serves in front of the driver's ``on_frame`` (every
-other frame goes on to the driver unchanged).
+other frame goes on to the driver unchanged). A malformed answer ends the keepalives it
+answered (they ask again) before the transport closes that connection.
 """
 
 from __future__ import annotations
@@ -37,6 +46,9 @@ RENEW_TIMEOUT_S = 7.0
 """As a proposal's: the whole keepalive, retries included."""
 FORWARD_TIMEOUT_S = 2.0
 """One forwarded batch unanswered this long is asked again (the leader may have died)."""
+CONFIRM_TIMEOUT_S = 1.5
+"""The longest the leader waits to confirm its leadership for one batch of keepalives
+(shorter than ``FORWARD_TIMEOUT_S``, so a forwarding follower gets an answer)."""
 RETRY_S = 0.25
 """The longest a waiting keepalive goes without trying again (the leader's own promotion
 is not visible to a follower)."""
@@ -70,6 +82,7 @@ class KeepaliveRouter:
         self._next_id = 0
         self._state: tuple[int, bool] = (NONE, False)
         self._changed: asyncio.Future[None] | None = None
+        self._serving: set[asyncio.Task[None]] = set()
         driver = node.driver
         inner = driver.on_frame
 
@@ -98,9 +111,28 @@ class KeepaliveRouter:
                 out.append(0)
         return out
 
+    def _leads(self) -> bool:
+        return bool(self.node.driver.role == StateRole.LEADER and self.lessor.primary)
+
+    async def _confirmed(self, timeout_s: float) -> bool:
+        """Whether a quorum still follows this leader and it has applied what was
+        committed before the call (etcd's ``ensureLeadership`` + ``waitAppliedIndex``)."""
+        try:
+            await self.node.driver.read_barrier(timeout_s=max(0.001, timeout_s))
+        except Unavailable:
+            return False
+        return True
+
     def _serve(self, source: int, body: Any) -> None:
         request_id, lease_ids = body[0], [int(i) for i in body[1]]
-        ttls = self.renew_here(lease_ids)
+        task = asyncio.get_running_loop().create_task(self._serve_confirmed(source, request_id, lease_ids))
+        self._serving.add(task)
+        task.add_done_callback(self._serving.discard)
+
+    async def _serve_confirmed(self, source: int, request_id: Any, lease_ids: list[int]) -> None:
+        ttls = None
+        if self._leads() and await self._confirmed(CONFIRM_TIMEOUT_S):
+            ttls = self.renew_here(lease_ids)
         if ttls is not None:
             self.stats.served_for_peers += len(lease_ids)
         self.node.transport.send_frame(source, wire.LEASE_RENEW_RESP, [request_id, ttls, self.node.state.store.rev])
@@ -112,10 +144,15 @@ class KeepaliveRouter:
             return  # answered after we gave up on it
         batch, timer = entry
         timer.cancel()
-        ttls, revision = body[1], int(body[2])
-        for i, (_lease_id, future) in enumerate(batch):
-            if not future.done():
-                future.set_result(None if ttls is None else (int(ttls[i]), revision))
+        answers: list[tuple[int, int] | None] = [None] * len(batch)  # None: ask again
+        try:
+            ttls, revision = body[1], int(body[2])
+            if ttls is not None:
+                answers = [(int(ttls[i]), revision) for i in range(len(batch))]
+        finally:  # (a malformed answer raises on: the transport closes the connection)
+            for (_lease_id, future), answer in zip(batch, answers, strict=True):
+                if not future.done():
+                    future.set_result(answer)
 
     def _forward(self, leader: int, lease_id: int) -> asyncio.Future[tuple[int, int] | None]:
         loop = asyncio.get_running_loop()
@@ -162,7 +199,9 @@ class KeepaliveRouter:
     async def _renew(self, lease_id: int, deadline: float) -> LeaseRenewResult:
         driver = self.node.driver
         while True:
-            ttls = self.renew_here([lease_id])
+            ttls = None
+            if self._leads() and await self._confirmed(min(deadline - time.monotonic(), CONFIRM_TIMEOUT_S)):
+                ttls = self.renew_here([lease_id])
             if ttls is not None:
                 self.stats.renewed_here += 1
                 return LeaseRenewResult(lease_id, ttls[0], self.node.state.store.rev)
@@ -195,6 +234,8 @@ class KeepaliveRouter:
             await asyncio.wait_for(asyncio.shield(self._changed), timeout_s)
 
     def close(self) -> None:
+        for task in self._serving:
+            task.cancel()
         if self._changed is not None and not self._changed.done():
             self._changed.set_result(None)
         for request_id in list(self._inflight):

@@ -1,0 +1,174 @@
+"""``KeepaliveRouter`` (986f4a1, de7975f) in one process, with a scripted node: what a
+keepalive is answered when the leader's view is stale, and what a malformed
+``LEASE_RENEW`` / ``LEASE_RENEW_RESP`` peer frame does.
+
+etcd's ``EtcdServer.LeaseRenew`` on the leader first confirms its leadership with a
+quorum (``ensureLeadership``, after etcd-io/etcd#15247) and waits until it has applied
+everything committed (``waitAppliedIndex``, "linearizable renew lease", etcd-io/etcd#13675):
+so a deposed leader that has not noticed yet answers no keepalive, and a lease whose
+revocation is committed is not renewed by a leader still applying it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from kvraft.apply.errors import Unavailable
+from kvraft.lease import Lessor
+from kvraft.raft.types import StateRole
+from kvraft.server import lease_renew, wire
+from kvraft.server.lease_renew import KeepaliveRouter
+
+LEADER, FOLLOWER = 1, 2
+
+
+class Driver:
+    """The parts of ``NodeDriver`` the router uses. ``committed`` holds what the core
+    committed and the apply stage has not applied yet; ``read_barrier`` applies it when a
+    quorum confirms the leadership (``quorum``), else fails as a ReadIndex round does."""
+
+    def __init__(self, member_id: int, role: StateRole, leader: int) -> None:
+        self.member_id, self.role, self.leader = member_id, role, leader
+        self.committed: list[Any] = []
+        self.quorum = True
+        self.barriers = 0
+        self.frames: list[tuple[int, int, Any]] = []
+
+    def on_frame(self, source: int, kind: int, body: Any) -> None:
+        self.frames.append((source, kind, body))
+
+    def apply_committed(self) -> None:
+        while self.committed:
+            self.committed.pop(0)()
+
+    async def read_barrier(self, timeout_s: float = 7.0) -> None:
+        self.barriers += 1
+        await asyncio.sleep(0)
+        if not self.quorum:
+            raise Unavailable("etcdserver: request timed out")
+        self.apply_committed()
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, int, Any]] = []
+
+    def send_frame(self, target: int, kind: int, body: Any) -> bool:
+        self.sent.append((target, kind, body))
+        return True
+
+
+class Store:
+    rev = 7
+
+
+class State:
+    store = Store()
+
+
+class Node:
+    def __init__(self, member_id: int, role: StateRole, leader: int) -> None:
+        self.driver = Driver(member_id, role, leader)
+        self.transport = Transport()
+        self.state = State()
+
+
+def leader_router(now: list[float]) -> tuple[Node, Lessor, KeepaliveRouter]:
+    node = Node(LEADER, StateRole.LEADER, LEADER)
+    lessor = Lessor(min_ttl_s=1)
+    lessor.grant(5, 10, now[0])
+    lessor.promote(now[0])
+    return node, lessor, KeepaliveRouter(node, lessor, clock=lambda: now[0])
+
+
+async def until(condition: Any, what: str, deadline_s: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    while not condition():
+        assert loop.time() < end, what
+        await asyncio.sleep(0.01)
+
+
+async def test_a_keepalive_after_a_committed_revoke_is_not_renewed() -> None:
+    """The revoke is committed (a client may already have its answer from a follower
+    that applied it) but the leader's apply stage has not applied it yet."""
+    now = [100.0]
+    node, lessor, router = leader_router(now)
+    node.driver.committed.append(lambda: lessor.revoke(5))
+    result = await router.renew(5)
+    assert result.ttl == 0, "a lease whose revocation was committed got a TTL"
+    assert 5 not in lessor.leases
+
+
+async def test_a_deposed_leader_answers_no_keepalive() -> None:
+    """Partitioned, it still believes it leads (until check-quorum steps it down); a TTL
+    it hands out is unknown to the new leader, which may then expire the lease while the
+    client believes it held. etcd answers ErrNotPrimary and the client asks another
+    member; here the keepalive must not be acknowledged."""
+    now = [100.0]
+    node, lessor, router = leader_router(now)
+    node.driver.quorum = False
+    deadline = lease_renew.RENEW_TIMEOUT_S
+    lease_renew.RENEW_TIMEOUT_S = 1.0
+    try:
+        with pytest.raises(Unavailable):
+            await router.renew(5)
+    finally:
+        lease_renew.RENEW_TIMEOUT_S = deadline
+    assert lessor.leases[5].deadline == 110.0, "the deposed leader renewed the lease"
+
+
+async def test_a_peer_keepalive_is_served_after_the_barrier_too() -> None:
+    now = [100.0]
+    node, lessor, router = leader_router(now)
+    node.driver.committed.append(lambda: lessor.revoke(5))
+    node.driver.on_frame(FOLLOWER, wire.LEASE_RENEW, [3, [5]])
+    await until(lambda: node.transport.sent, "the peer's keepalive was never answered")
+    assert node.transport.sent == [(FOLLOWER, wire.LEASE_RENEW_RESP, [3, [0], 7])]
+    node.driver.quorum = False
+    node.driver.on_frame(FOLLOWER, wire.LEASE_RENEW, [4, [6]])
+    await until(lambda: len(node.transport.sent) == 2, "the peer's keepalive was never answered")
+    assert node.transport.sent[1] == (FOLLOWER, wire.LEASE_RENEW_RESP, [4, None, 7])  # (ask again)
+
+
+@pytest.mark.parametrize("body", [
+    lambda rid: [rid, [], 7],  # fewer TTLs than keepalives
+    lambda rid: [rid, "x", 7],
+    lambda rid: [rid, [10], "rev"],
+    lambda rid: [rid, [None], 7],
+    lambda rid: [rid],
+])
+async def test_a_malformed_answer_does_not_strand_the_keepalive(body: Any) -> None:
+    """The transport closes the connection on a frame its handler cannot take; the
+    keepalive it answered must still end (asked again, then answered properly), not wait
+    forever with its timer cancelled."""
+    node = Node(FOLLOWER, StateRole.FOLLOWER, LEADER)
+    router = KeepaliveRouter(node, Lessor(min_ttl_s=1))
+    task = asyncio.get_running_loop().create_task(router.renew(5))
+    sent = node.transport.sent
+    await until(lambda: sent, "no LEASE_RENEW sent")
+    assert sent[0][:2] == (LEADER, wire.LEASE_RENEW)
+    request_id = sent[0][2][0]
+    with pytest.raises(Exception):  # noqa: B017, PT011 (the transport's reader catches any)
+        node.driver.on_frame(LEADER, wire.LEASE_RENEW_RESP, body(request_id))
+    await until(lambda: len(sent) >= 2, "the keepalive waits for an answer that will not come")
+    node.driver.on_frame(LEADER, wire.LEASE_RENEW_RESP, [sent[-1][2][0], [10], 9])
+    result = await asyncio.wait_for(task, 30)
+    assert (result.ttl, result.revision) == (10, 9)
+
+
+@pytest.mark.parametrize("body", [None, 5, [], [1], [1, 5], [1, ["a"]], [1, [5, None]], [1, None]])
+async def test_a_malformed_request_is_refused_and_renews_nothing(body: Any) -> None:
+    """Refused as a whole (the transport's reader closes the connection on the error),
+    not half-served: no lease of it is renewed, nothing is answered."""
+    now = [100.0]
+    node, lessor, router = leader_router(now)
+    now[0] = 103.0
+    with pytest.raises(Exception):  # noqa: B017, PT011
+        node.driver.on_frame(FOLLOWER, wire.LEASE_RENEW, body)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert lessor.leases[5].deadline == 110.0
+    assert node.transport.sent == [] and node.driver.barriers == 0
