@@ -129,3 +129,17 @@ def test_patience_preempts_only_after_waiting_as_long_as_the_job_would_run() -> 
     assert sched.schedule(999.0).preemptions == ()
     # parked; retried by the next event or the 300 s flush (no wake-up of its own)
     assert [v.victim_id for v in sched.schedule(1_500.0).preemptions] == ["low"]
+
+
+def test_preemptive_shortest_remaining_first_evicts_only_much_longer_gangs() -> None:
+    # 'near' (4 GPUs) is cheaper to evict than 'long' (8 GPUs), but it has less work left
+    # (1,500 s) than the preemptor (2,000 s): same rank bucket, not a victim.
+    def victims(profile: Profile) -> list[str]:
+        builder = cluster(make_nodes(2)).running(make_job("long").gpus(8).estimate(100_000), {"n0": 8})
+        builder.running(make_job("near").gpus(4).estimate(1_500), {"n1": 4})
+        builder.running(make_job("pinned").gpus(4).not_preemptible(), {"n1": 4})
+        sched = builder.scheduler(profile, jobs=[make_job("p").gpus(4).estimate(2_000).submitted(0).obj()])
+        return [v.victim_id for v in sched.schedule(0.0).preemptions]
+
+    assert victims(Profile("t", (PluginSpec("sjf", args={"preempt_ratio": 2.0}), *PREEMPT.plugins[1:]))) == ["long"]
+    assert victims(Profile("t", (PluginSpec("sjf"), *PREEMPT.plugins[1:]))) == [], "plain sjf never preempts"

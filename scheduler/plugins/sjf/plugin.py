@@ -4,11 +4,16 @@ The estimate is the job's ``est_runtime_s`` (else ``max_runtime_s``) minus the s
 already received; ``by = "gpu_time"`` multiplies by the GPU count (Helios' QSSF). Jobs without
 an estimate go last, FIFO among themselves. ``aging_s`` divides the estimate by
 ``1 + waited / aging_s`` so that long jobs are not starved by a stream of short ones.
-Non-preemptive: the rank is the priority only.
+Non-preemptive by default: the rank is the priority only. With ``preempt_ratio`` r (> 1) it is
+preemptive shortest-remaining-first, discretised as Tiresias discretises its priorities: the
+rank is (priority, -k) with k = ceil(log_r(remaining work)), so a job may preempt only gangs
+whose estimated remaining work is more than about r times its own; a job without an estimate
+ranks lowest.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +33,7 @@ _UNKNOWN = float("inf")
 class SjfArgs:
     by: str = "runtime"
     aging_s: float | None = None
+    preempt_ratio: float | None = None
 
 
 class ShortestJobFirst:
@@ -40,6 +46,9 @@ class ShortestJobFirst:
             raise ValueError("sjf: aging_s must be positive")
         self.by_gpu_time = args.by == "gpu_time"
         self.aging_s = args.aging_s
+        if args.preempt_ratio is not None and args.preempt_ratio <= 1:
+            raise ValueError("sjf: preempt_ratio must be > 1")
+        self.log_ratio = None if args.preempt_ratio is None else math.log(args.preempt_ratio)
 
     def remaining_s(self, info: JobInfo) -> float:
         hint = info.job.runtime_hint_s
@@ -58,7 +67,16 @@ class ShortestJobFirst:
         return (-job.priority, work, job.submit_s, job.job_id)
 
     def rank(self, info: JobInfo, now_s: float) -> tuple[float, ...]:
-        return (info.job.priority,)
+        if self.log_ratio is None:
+            return (info.job.priority,)
+        hint = info.job.runtime_hint_s
+        if hint is None:
+            return (info.job.priority, -math.inf)
+        gpus = max(info.job.gpus, 1)
+        work = max(hint - info.attained_at(now_s) / gpus, 0.0)
+        if self.by_gpu_time:
+            work *= gpus
+        return (info.job.priority, -float(math.ceil(math.log(work + 1.0) / self.log_ratio)))
 
     def next_rank_change_s(self, info: JobInfo, now_s: float) -> float | None:
         return None
