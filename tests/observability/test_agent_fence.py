@@ -44,9 +44,10 @@ def test_fence_in_health_and_metrics(tmp_path) -> None:
         cluster.wait_ready(90)
         wait_for(lambda: _health(url)[0] == 200, 120, "the fence lifted after renewal and relist")
         code, doc = _health(url)
-        assert (doc["status"], doc["fenced"], doc["fences"]) == ("ok", False, 1), doc
-        page = Scrape.of(url)
-        assert page.value("kvraft_agent_fenced") == 0 and page.value("kvraft_agent_fences_total") == 1
+        assert (doc["status"], doc["fenced"]) == ("ok", False) and int(str(doc["fences"])) >= 1, doc
+        page = Scrape.of(url)  # (a second fence would need another 5 s without a renewal)
+        assert page.value("kvraft_agent_fences_total") >= 1
+        wait_for(lambda: Scrape.of(url).value("kvraft_agent_fenced") == 0, 60, "kvraft_agent_fenced 0")
         wait_for(lambda: Scrape.of(url).value("kvraft_agent_lease_age_seconds") < 4, 60, "renewals again")
     finally:
         if agent is not None:
