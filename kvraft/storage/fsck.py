@@ -17,16 +17,29 @@ never decreasing). The child prints one JSON line: ``{"ok": true, "summary": {..
 ``{"ok": false, "error": ...}``; exit status 0 (intact; a WAL's torn tail, the remains of
 an unacknowledged batch that the next open cuts, is not corruption: it is reported in the
 summary's ``torn_tail`` and ``notes``), 3 (corruption, named in ``error``), 2 (usage).
+
+Nothing checked is modified. The WAL is read by ``fsck_wal`` without writing. An LMDB file
+cannot be opened by the stores without writing (a write transaction on an older empty Raft
+log, which records its txnid; LMDB's ``-lock`` file; the MVCC backend deletes leftovers and
+resumes a pending compaction), so an LMDB Raft log file or the MVCC backend's live
+generation is copied byte for byte into a private temporary directory (``$TMPDIR``: room
+for one copy) and the copy is opened and checked; errors name the original path. Run it
+on a stopped member's files (a copy taken while a member writes may be torn).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +50,44 @@ __all__ = ["KINDS", "check", "main", "summarize"]
 KINDS = ("raftlog", "wal", "lmdb", "mvcc")
 
 
+_GENERATION = re.compile(r"^kv-(\d{8})\.lmdb$")
+
+
+@contextlib.contextmanager
+def _private_copy(kind: str, path: str) -> Iterator[str]:
+    """A byte-for-byte copy of what ``summarize`` opens (see the module docstring), in a
+    temporary directory removed afterwards; corruption errors name ``path``, not the copy."""
+    source = Path(path)
+    with tempfile.TemporaryDirectory(prefix="kvraft-fsck-") as scratch:
+        if kind == "mvcc":
+            target = Path(scratch) / source.name
+            target.mkdir()
+            gens = sorted((int(m.group(1)), p) for p in source.iterdir() if (m := _GENERATION.match(p.name)))
+            if gens:  # the live generation (the backend's open deletes the others: not checked)
+                shutil.copyfile(gens[-1][1], target / gens[-1][1].name)
+        else:
+            target = Path(scratch) / source.name
+            shutil.copyfile(source, target)
+        try:
+            yield str(target)
+        except StorageCorruptionError as exc:
+            exc.args = tuple(a.replace(str(target), str(source)) if isinstance(a, str) else a for a in exc.args)
+            raise
+
+
 def summarize(kind: str, path: str) -> dict[str, Any]:
-    """Open the store read-write in this process and read every record (may crash on a
-    damaged LMDB page: use ``check`` for that). Returns a summary with a content digest."""
+    """Read every record of the store at ``path`` in this process, changing nothing there
+    (may crash on a damaged LMDB page: use ``check`` for that). Returns a summary with a
+    content digest."""
     if kind == "wal" or (kind == "raftlog" and Path(path).is_dir()):
         from kvraft.storage.fsck_wal import summarize_wal
 
         return summarize_wal(path)
+    with _private_copy(kind, path) as copy:
+        return _summarize_copy(kind, copy)
+
+
+def _summarize_copy(kind: str, path: str) -> dict[str, Any]:
     if kind in ("raftlog", "lmdb"):
         from kvraft.storage.fsck_wal import check_log_consistency
         from kvraft.storage.raft_log import LmdbLogStorage
