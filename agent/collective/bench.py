@@ -95,17 +95,22 @@ class Worker:
         self.size = self.world.Get_size()
         self.ns = ns
         fusion = "probe" if ns.fusion == "probe" else None  # else each backend's fixed policy
-        self.ours_mpi = gx.init(backend="mpi", hierarchical=False, fusion=fusion)
+        # a rank starved for seconds by foreign load is not hung: the sweep measures speed, and
+        # a false "hung" verdict would end the run (the drills use their own, short timeout)
+        hang_s = float(os.environ.get("KVRAFT_COLLECTIVE_HANG_TIMEOUT_S", 30.0))
+        self.ours_mpi = gx.init(backend="mpi", hierarchical=False, fusion=fusion, hang_timeout_s=hang_s)
         port = self.world.bcast(_free_port() if self.rank == 0 else None, root=0)
         # the socket-only ring, and the same ring with its default (same-host: CMA) links
         self.ours_tcp = gx.init(
             backend="tcp", rank=self.rank, size=self.size, rendezvous=f"tcp://127.0.0.1:{port}", hierarchical=False,
             env=dict(os.environ, KVRAFT_COLLECTIVE_LINKS="socket", KVRAFT_RUN_ID="bench-socket"), fusion=fusion,
+            hang_timeout_s=hang_s,
         )
         cport = self.world.bcast(_free_port() if self.rank == 0 else None, root=0)
         self.ours_cma = gx.init(
             backend="tcp", rank=self.rank, size=self.size, rendezvous=f"tcp://127.0.0.1:{cport}", hierarchical=False,
             env=dict(os.environ, KVRAFT_COLLECTIVE_LINKS="auto", KVRAFT_RUN_ID="bench-cma"), fusion=fusion,
+            hang_timeout_s=hang_s,
         )
         self.links = {"mpi": "shm+cma", "raw-mpi": "shm+cma", "gloo": "socket"}
         for name, comm in (("tcp", self.ours_tcp), ("tcp+cma", self.ours_cma)):
