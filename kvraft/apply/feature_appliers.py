@@ -139,9 +139,15 @@ class LeaseApplier(Applier):
             return LeaseRenewResult(op.id, ttl, current_revision(self.store))
         if isinstance(op, LeaseCheckpointOp):
             now = self.clock()
+            leases = self.lessor.leases
             for lease_id, remaining in op.items:
+                lease = leases.get(lease_id)
+                if lease is None:
+                    continue  # revoked meanwhile
+                before = lease.remaining_ttl_s
                 self.lessor.checkpoint(lease_id, remaining, now)
-                self._persist(lease_id)
+                if lease.remaining_ttl_s != before:  # a steady keepalive checkpoints the same value
+                    self._persist(lease_id)
             return current_revision(self.store)
         return self.inner.apply(op)
 
