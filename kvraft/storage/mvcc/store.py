@@ -55,7 +55,7 @@ from kvraft.storage.mvcc.types import (
     TxnRequest,
     TxnResult,
 )
-from kvraft.storage.mvcc.views import ReadView, WriteView
+from kvraft.storage.mvcc.views import ReadView, WriteView, put_event
 from kvraft.storage.schema import (
     BUCKET_META,
     DEFAULT_BUCKETS,
@@ -388,8 +388,32 @@ class MVCCStore:
         ops.check_put_request(r)
         if self._nospace:
             ops.check_capped(True, "put", r)
+        batch = self.backend.current_batch()
+        if batch is not None and batch.poisoned is None and not (r.prev_kv or r.ignore_value or r.ignore_lease):
+            return self._plain_put(batch, r)
         with self.write() as view:
             return ops.apply_put(view, r, self.lease_check)
+
+    def _plain_put(self, batch: Batch, r: Any) -> PutResult:
+        """A put without prev_kv/ignore_* inside this thread's batch (every put the apply
+        stage applies): what ``write()`` + ``apply_put`` do, without a view, a context and
+        a nested batch per put (those were ~20% of a put's apply CPU). Same rules: an MVCC
+        error before any change leaves the batch intact, any failure after poisons it."""
+        lease = r.lease
+        if lease and self.lease_check is not None and not self.lease_check(lease):
+            raise ops.LeaseNotFoundError()
+        main = self._pending + 1
+        try:
+            event = put_event(self, batch, main, 0, r.key, r.value, lease)
+        except BaseException as exc:
+            batch.poison(exc)
+            raise
+        self._pending = main
+        events = batch.data.get("events")
+        if events is None:
+            events = batch.data["events"] = []
+        events.append((main, [event]))
+        return PutResult(revision=main)
 
     def delete_range(self, key: bytes, range_end: bytes = b"", *, prev_kv: bool = False) -> DeleteRangeResult:
         return self.delete_range_request(DeleteRangeRequest(key, range_end, prev_kv))

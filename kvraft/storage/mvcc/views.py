@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from kvraft.storage.backend import Batch
     from kvraft.storage.mvcc.store import MVCCStore
 
-__all__ = ["ReadView", "View", "WriteView"]
+__all__ = ["ReadView", "View", "WriteView", "put_event"]
 
 _new_kv = tuple.__new__  # KeyValue from a 6-tuple without re-checking the fields
 
@@ -123,18 +123,8 @@ class WriteView(ReadView):
     def put(self, key: bytes, value: bytes, lease: int = 0) -> int:
         """Write ``key``; returns the new revision. The key's create revision and version
         continue its current generation (or start one)."""
-        store = self._store
         main = self._rev + 1
-        sub = len(self.changes)
-        got, shape = store.index.put_returning(key, main << 32 | sub)  # revision.pack
-        store._remember(self._batch, key, shape)
-        created, version = (got[1] >> 32, got[2] + 1) if got is not None else (main, 1)
-        rev_key = rev_to_bytes(main, sub)
-        self._append(rev_key, encode_kv(rev_key, key, created, main, version, value, lease))
-        if lease or key in store._key_lease:
-            store._set_lease(key, lease)
-        kv = _new_kv(KeyValue, (key, created, main, version, value, lease))
-        self.changes.append(_new_kv(Event, (EventType.PUT, kv)))
+        self.changes.append(put_event(self._store, self._batch, main, len(self.changes), key, value, lease))
         return main
 
     def delete_range(self, key: bytes, end: bytes | None) -> tuple[int, int]:
@@ -152,3 +142,20 @@ class WriteView(ReadView):
             store._set_lease(k, 0)
             self.changes.append(Event(EventType.DELETE, KeyValue(k, mod_revision=main)))
         return len(hits), self._current()
+
+
+def put_event(store: MVCCStore, batch: Batch, main: int, sub: int, key: bytes, value: bytes, lease: int) -> Event:
+    """Write ``key`` at revision ``(main, sub)`` in ``batch`` (index, undo record, key
+    bucket, lease map) and return its PUT event: the body of ``WriteView.put``, shared with
+    ``MVCCStore.put_request``'s path for plain puts inside a batch."""
+    got, shape = store.index.put_returning(key, main << 32 | sub)  # revision.pack
+    store._remember(batch, key, shape)
+    created, version = (got[1] >> 32, got[2] + 1) if got is not None else (main, 1)
+    rev_key = rev_to_bytes(main, sub)
+    if not batch.txn.put(rev_key, encode_kv(rev_key, key, created, main, version, value, lease),
+                         db=batch.dbis[BUCKET_KEY], append=True):
+        raise KVCorruptionError((main, sub), "revision is not past the newest stored one")
+    if lease or key in store._key_lease:
+        store._set_lease(key, lease)
+    kv = _new_kv(KeyValue, (key, created, main, version, value, lease))
+    return _new_kv(Event, (EventType.PUT, kv))  # type: ignore[no-any-return]
