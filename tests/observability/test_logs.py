@@ -20,7 +20,10 @@ FIXED = ("level", "ts", "logger", "caller", "msg")
 
 def _lines(path: Path) -> list[dict[str, object]]:
     docs = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    text = path.read_text()
+    if not text.endswith("\n"):  # the daemon is writing its last line right now: leave it
+        text = text[: text.rfind("\n") + 1]
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
