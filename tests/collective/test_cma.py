@@ -203,7 +203,7 @@ def test_pull_from_a_dead_process_raises() -> None:
 
 
 # -- the ring over it -----------------------------------------------------------------------------
-def _ring(n: int, links: str, body: Callable[[TCPBackend], object]) -> list[object]:
+def _ring(n: int, links: str | list[str], body: Callable[[TCPBackend], object]) -> list[object]:
     port = free_port()
     results: list[object] = [None] * n
     errors: list[BaseException] = []
@@ -211,7 +211,7 @@ def _ring(n: int, links: str, body: Callable[[TCPBackend], object]) -> list[obje
     def rank(r: int) -> None:
         try:
             rdv = TCPStoreRendezvous("127.0.0.1", port, r, "cma")
-            be = TCPBackend(r, n, rdv, links=links, timeout_s=60)
+            be = TCPBackend(r, n, rdv, links=links if isinstance(links, str) else links[r], timeout_s=60)
             try:
                 results[r] = body(be)
             finally:
@@ -256,6 +256,26 @@ def test_ring_over_cma_matches_numpy_sums(n: int) -> None:
 
     got = _ring(n, "auto", body)
     assert all(np.array_equal(g, got[0]) for g in got)  # type: ignore[arg-type]
+
+
+@needs_cma
+def test_mixed_links_when_one_rank_forces_sockets() -> None:
+    # rank 1 forces sockets: 0 -> 1 and 1 -> 2 are sockets, 2 -> 0 stays CMA, so rank 0
+    # receives over CMA but sends over a socket, and rank 2 the other way round
+    def body(be: TCPBackend) -> object:
+        for size in (3, 70_001, 1_000_003):
+            a = np.full(size, be.rank + 1.0)
+            be.allreduce(a)
+            assert np.all(a == 6.0), size
+        be.barrier()
+        return be.link_kinds
+
+    kinds = _ring(3, ["auto", "socket", "auto"], body)
+    assert kinds == [
+        {"right": "socket", "left": "cma"},
+        {"right": "socket", "left": "socket"},
+        {"right": "cma", "left": "socket"},
+    ]
 
 
 def test_forced_sockets_and_bad_mode() -> None:
