@@ -52,6 +52,10 @@ class MVCCHistory:
         return WatchEvent(kind, ev.kv, prev)
 
 
+def _watched(synced: Any, key: bytes) -> bool:
+    return next(iter(synced.matching(key)), None) is not None
+
+
 def attach_hub(store: Any, hub_factory: Any) -> tuple[WatchHub, MVCCHistory]:
     """Build a hub over ``store`` (``hub_factory(history, current, compacted)``) and
     register the listener that notifies it after every commit."""
@@ -61,12 +65,18 @@ def attach_hub(store: Any, hub_factory: Any) -> tuple[WatchHub, MVCCHistory]:
 
     def on_commit(batches: list[tuple[int, list[Any]]]) -> None:
         fresh = [(rev, events) for rev, events in batches if rev > hub.core.current_revision]
-        if fresh and not len(hub.core.synced):
+        synced = hub.core.synced
+        if fresh and not len(synced):
             # no synced watcher to deliver to (unsynced ones catch up from the store): only
             # the revision moves; converting every event was ~7% of a loaded leader's CPU
             hub.core.current_revision = max(rev for rev, _ in fresh)
             return
-        for batch in history.convert_all(fresh):
+        # only the events some synced watcher's key or range holds are converted (and have
+        # their prev_kv read); a revision with none still reaches the hub, empty, to move its
+        # revision. With 5,000 agents each watching its own prefix and 1,000 writes a
+        # second of which 20 concern a watcher, converting them all was 8% of the leader.
+        wanted = [(rev, [ev for ev in events if _watched(synced, ev.kv.key)]) for rev, events in fresh]
+        for batch in history.convert_all(wanted):
             hub.notify(batch)
 
     store.add_listener(on_commit)
