@@ -38,22 +38,24 @@ that does not exist in the task's working directory is looked up in the kvraft s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from agent.collective.errors import CollectiveTimeout
 from agent.collective.rendezvous import KvraftRendezvous, kvraft_from_url
 
-__all__ = ["HOST_PREFIX", "first_error_line", "main", "mpirun_argv", "resolve_program", "strip_daemonize"]
+__all__ = ["HOST_PREFIX", "first_error_line", "fresh_tmpdir", "main", "mpirun_argv", "resolve_program", "strip_daemonize"]
 
 HOST_PREFIX = "r"  # mpirun's host names: r0, r1, ... (rank K's task hosts "rK")
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
@@ -132,9 +134,10 @@ class ExecServer:
             doc = json.loads(self.rdzv.get(f"exec/{self.rank}", self.wait_s))
             command = strip_daemonize(str(doc["cmd"]))
             _log("mpirun asked for this rank's daemon; starting it")
-            self.proc = subprocess.Popen(["/bin/sh", "-c", command])
-            self.rdzv.set(f"started/{self.rank}", json.dumps({"pid": self.proc.pid}).encode())
-            self.exit_code = self.proc.wait()
+            with fresh_tmpdir() as env:
+                self.proc = subprocess.Popen(["/bin/sh", "-c", command], env=env)
+                self.rdzv.set(f"started/{self.rank}", json.dumps({"pid": self.proc.pid}).encode())
+                self.exit_code = self.proc.wait()
         except CollectiveTimeout:
             _log(f"mpirun never asked this rank to start within {self.wait_s:.0f} s")
             self.exit_code = 1
@@ -210,15 +213,30 @@ def first_error_line(line: str) -> str | None:
 def _run_and_watch(argv: list[str]) -> tuple[int, str]:
     """Run mpirun with its output passed through to ours; return its exit code and the first
     exception line any rank printed (the cause; later ones are usually its consequences)."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert proc.stdout is not None
-    first = ""
-    for raw in proc.stdout:
-        sys.stdout.buffer.write(raw)
-        sys.stdout.buffer.flush()
-        if not first:
-            first = first_error_line(raw.decode(errors="replace")) or ""
-    return proc.wait(), first
+    with fresh_tmpdir() as env:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        assert proc.stdout is not None
+        first = ""
+        for raw in proc.stdout:
+            sys.stdout.buffer.write(raw)
+            sys.stdout.buffer.flush()
+            if not first:
+                first = first_error_line(raw.decode(errors="replace")) or ""
+        return proc.wait(), first
+
+
+@contextlib.contextmanager
+def fresh_tmpdir() -> Iterator[dict[str, str]]:
+    """The environment for mpirun or a PRRTE daemon with ``TMPDIR`` in a new directory of
+    its own, removed afterwards. PRRTE and PMIx keep their session directory and rendezvous
+    files under ``$TMPDIR/<prterun|prted>.<pid>``: a process SIGKILLed by ``kill-node`` leaves
+    them behind, and a later daemon that got the same PID (PIDs wrap at 32768 on a busy
+    machine) failed with "The PMIx server's listener thread failed to start" (seen here)."""
+    path = tempfile.mkdtemp(prefix="kvraft-mpi-")
+    try:
+        yield dict(os.environ, TMPDIR=path)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # mpirun's ssh agent: a standard-library script (-IS: ~20 ms to start, where importing the

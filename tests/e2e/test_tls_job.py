@@ -1,7 +1,7 @@
 """``kvraft-local up --tls`` (client and peer mutual TLS, ``--client-cert-auth``): a 2-rank
 MPI job runs across two agents. Its ranks reach kvraft (launch rendezvous, progress,
 checkpoints) with the TLS files their agent passes on (``agent.rankenv``: ``KVRAFT_CACERT``,
-``KVRAFT_CERT``, ``KVRAFT_KEY``); without them the cluster refuses them and the job fails."""
+``KVRAFT_CERT``, ``KVRAFT_KEY``); a job whose ranks drop them fails (the cluster refuses them)."""
 
 from __future__ import annotations
 
@@ -60,3 +60,14 @@ def test_a_two_rank_mpi_job_on_a_client_cert_auth_cluster(tls_cluster: dict[str,
         done = doc("/jobs/tls-mpi/progress")  # written by rank 0 over TLS
         assert done.get("done") and done["ranks"] == 2 and done["backend"].startswith("mpi"), done
         assert "finished: epoch 2" in described
+        # the same job whose ranks drop the certificates (the job's env wins) is refused: what
+        # every rank met before the agent passed its TLS files on
+        bare = job_yaml("tls-bare", "--epochs", "1", workers=2, gpus=2).replace(
+            "resources:", 'env: {KVRAFT_CACERT: "", KVRAFT_CERT: "", KVRAFT_KEY: ""}, resources:')
+        r = jobctl("submit", "-f", "-", "-o", "name", stdin=bare)
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: doc("/registry/jobstatus/tls-bare").get("phase") in ("Succeeded", "Failed"), 300,
+                 "tls-bare to finish")
+        status = doc("/registry/jobstatus/tls-bare")
+        assert status["phase"] == "Failed" and status["reason"] == "TaskFailed", status
+        assert not doc("/jobs/tls-bare/progress")
