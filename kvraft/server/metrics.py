@@ -145,6 +145,9 @@ class MemberCollector(Collector):
             "etcd_disk_wal_fsync_duration_seconds",
             "The latency distributions of fsync called by WAL.",
             getattr(node.raft_log, "fsync_seconds", None))
+        written = getattr(node.raft_log, "bytes_written", None)
+        if written is not None:  # the WAL (not the LMDB log of old data dirs); a gauge in etcd too
+            yield _gauge("etcd_disk_wal_write_bytes_total", "Total number of bytes written in WAL.", written)
         yield histogram_family(
             "etcd_disk_backend_commit_duration_seconds",
             "The latency distributions of commit called by backend.",

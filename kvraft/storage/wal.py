@@ -183,6 +183,7 @@ class WalLogStorage:
         self.syncs = 0
         self.rotations = 0
         self.fsync_seconds = DurationHistogram()  # etcd_disk_wal_fsync_duration_seconds
+        self.bytes_written = 0  # frames made durable: etcd_disk_wal_write_bytes_total
         created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         if created:
@@ -609,6 +610,7 @@ class WalLogStorage:
             self._failed = exc
             raise
         self._pos += len(frame)
+        self.bytes_written += len(frame)
         self.syncs += 1
         if self._pos >= self._rotate_at and self._wants_rotation():
             self._rotate()

@@ -33,6 +33,7 @@ MEMBER_TYPES = {
     "etcd_debugging_mvcc_watcher_total": "gauge",
     "etcd_disk_wal_fsync_duration_seconds": "histogram",
     "etcd_disk_backend_commit_duration_seconds": "histogram",
+    "etcd_disk_wal_write_bytes_total": "gauge",  # as etcd
     "etcd_network_peer_sent_bytes": "counter",
     "etcd_network_peer_received_bytes": "counter",
     "process_resident_memory_bytes": "gauge",
@@ -91,6 +92,8 @@ def test_members_export_etcd_names_with_sane_values(stack: Stack) -> None:
             and after[n].value("etcd_disk_backend_commit_duration_seconds_count")
             > before[n].value("etcd_disk_backend_commit_duration_seconds_count")
             and after[n].value("etcd_debugging_mvcc_keys_total") >= 20
+            and after[n].value("etcd_disk_wal_write_bytes_total") >= before[n].value("etcd_disk_wal_write_bytes_total")
+            + 20 * 100  # at least the values written
             for n in (leader, follower))
     wait_for(grown, what="fsync and backend commit counts to grow on the leader and a follower")
     page = Scrape.of(stack.member_url(leader))
