@@ -35,6 +35,7 @@ from kvraft.apply.chain import Applier, QuotaGuard, build_chain
 from kvraft.apply.errors import EtcdError
 from kvraft.apply.ops import MemberOp, TxnOp
 from kvraft.apply.validate import as_etcd_error
+from kvraft.storage.errors import BatchAbortedError
 from kvraft.storage.mvcc import MVCCStore
 from kvraft.storage.mvcc import ops as mvcc_ops
 from kvraft.storage.mvcc.errors import MVCCError
@@ -73,12 +74,20 @@ class StateMachine:
         self._held_since = 0.0
         self._held_ops = 0
         self.commits = 0
+        self.failure: BaseException | None = None
+        """Set when a commit of held units failed: they rolled back to the state on disk,
+        so no further entry may be applied on top (its revisions would differ from every
+        other member's); the member must stop, and a restart re-applies them from the log."""
+        self.on_failure: Callable[[BaseException], None] = lambda exc: None
+        """Called once, with the error, when a commit fails (the node stops the member)."""
 
     # -- the apply stage -----------------------------------------------------------------
     def applied_index(self) -> int:
         return self.store.consistent_index[0]
 
     def apply_ops(self, items: list[tuple[int, Any]], index: int, term: int) -> list[Any]:
+        if self.failure is not None:
+            raise BatchAbortedError(f"state machine stopped by a failed commit: {self.failure!r}")
         results: list[Any] = []
         store = self.store
         if not store.holding:
@@ -111,9 +120,17 @@ class StateMachine:
         if self.store.holding:
             self._held_ops = 0
             self.commits += 1
-            self.store.release()
+            try:
+                self.store.release()
+            except BaseException as exc:  # what was held rolled back: stop (see ``failure``)
+                if self.failure is None:
+                    self.failure = exc
+                    self.on_failure(exc)
+                raise
 
     def apply_member(self, op: MemberOp, index: int, term: int) -> None:
+        if self.failure is not None:
+            raise BatchAbortedError(f"state machine stopped by a failed commit: {self.failure!r}")
         self.commit()  # the registry file and the store then move together, as before
         self.membership.apply(op)
         with self.store.batch():

@@ -122,12 +122,21 @@ class Node(NodeStatusMixin):
             on_conf_change=self._on_conf_change,
         )
         self.state.on_members_changed = self._sync_peers
+        self.state.on_failure = self._state_failed
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self.removed = False
         self._alarm_task: asyncio.Task[None] | None = None
         self.wrap_proposal: Any = lambda op: op
         """Set by ``kvraft.server.features``: wraps a client's write for the Auth applier."""
+
+    def _state_failed(self, exc: BaseException) -> None:
+        """A commit of applied units failed (wherever it ran: the apply stage, a snapshot,
+        a defragmentation): they rolled back, so the member stops as on any fatal storage
+        error (the state machine refuses further entries; a restart re-applies them)."""
+        if self.driver.fatal is None:
+            self.driver.fatal = exc
+            log.critical("state machine commit failed: %r", exc, exc_info=exc)
 
     def _check_log_covers_state(self) -> None:
         """A member applies only entries its log holds durably, so the state machine can

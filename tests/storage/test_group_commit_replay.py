@@ -14,9 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import lmdb
 import msgpack
 import pytest
 
+from kvraft.apply import state_machine as sm_module
 from kvraft.apply.feature_appliers import (
     AUTH_BUCKET,
     AuthApplier,
@@ -42,6 +44,7 @@ from kvraft.raft.types import ConfState, Entry
 from kvraft.server.apply_stage import ApplyStage
 from kvraft.server.membership import Membership
 from kvraft.server.reads import AppliedWaiters
+from kvraft.storage.errors import BatchAbortedError
 
 TERM = 2
 
@@ -179,6 +182,62 @@ def test_the_commit_timer_puts_an_idle_stage_on_disk(tmp_path: Path, reference: 
     try:
         asyncio.run(run())
         assert not sm.holding and sm.commits >= 1
+        assert fingerprint(sm) == reference
+    finally:
+        sm.close()
+
+
+def _fail_next_commit(sm: StateMachine) -> None:
+    """The next LMDB commit fails as a full disk would (then the hook is restored)."""
+    backend = sm.store.backend
+    hook = backend.before_commit
+
+    def fail(batch: Any) -> None:
+        backend.before_commit = hook
+        raise lmdb.DiskError("No space left on device")
+
+    backend.before_commit = fail
+
+
+@pytest.mark.parametrize("where", ["backend_snapshot", "defragment", "flush", "apply"])
+def test_a_failed_delayed_commit_stops_the_member_and_the_log_repairs_it(
+    tmp_path: Path, reference: dict[str, Any], where: str,
+) -> None:
+    """The commit of held units fails (disk full) in the apply stage or in a maintenance
+    call that commits first (snapshot, defragment, the Ready loop's flush): the held units
+    roll back, so the member must not apply one more entry on top (its revisions would
+    diverge from the other members' for good) and reports the failure; restarted, it
+    replays the log to the reference state."""
+    path = tmp_path / "sm"
+    failures: list[BaseException] = []
+    sm, stage = open_member(path)
+    sm.on_failure = failures.append
+    entries = _entries()
+    try:
+        for ready in entries[:3]:
+            stage._apply(ready)
+        assert sm.holding
+        _fail_next_commit(sm)
+        if where == "apply":
+            sm_module_interval = sm_module.COMMIT_INTERVAL_S
+            sm_module.COMMIT_INTERVAL_S = 0.0
+            try:
+                with pytest.raises(BatchAbortedError):
+                    stage._apply(entries[3])
+            finally:
+                sm_module.COMMIT_INTERVAL_S = sm_module_interval
+        else:
+            with pytest.raises(BatchAbortedError):
+                getattr(sm, where)()
+        assert failures and isinstance(failures[0], BatchAbortedError)
+        with pytest.raises(BatchAbortedError):  # nothing more is applied on the rolled-back state
+            stage._apply(entries[4])
+    finally:
+        sm.close()
+    sm, stage = open_member(path)
+    try:
+        for ready in entries:
+            stage._apply(ready)
         assert fingerprint(sm) == reference
     finally:
         sm.close()
