@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import json
 import multiprocessing as mp
 import os
@@ -91,19 +92,42 @@ class _Stats:
 
 
 class _Pool:
-    """A few keep-alive connections per member, shared by the agents of one process."""
+    """A few keep-alive connections per member, shared by the agents of one process, handed
+    out first come, first served: a released connection goes to the longest waiter. (An
+    ``asyncio.Queue`` of connections let a request made right after another one finished,
+    such as an agent's status put after its keepalive or its register after its grant, take
+    the connection ahead of every request already waiting, which then went to the back of
+    the line: under load the first request of each agent's pair waited seconds to minutes
+    while the second did not, and the keepalive looked slow where the pool was.)"""
 
     def __init__(self, urls: list[str]) -> None:
-        self.queues: dict[str, asyncio.Queue[HttpConnection]] = {}
-        for url in urls:
-            q: asyncio.Queue[HttpConnection] = asyncio.Queue()
-            for _ in range(POOL_PER_MEMBER):
-                q.put_nowait(HttpConnection(url))
-            self.queues[url] = q
+        self.free: dict[str, list[HttpConnection]] = {url: [HttpConnection(url) for _ in range(POOL_PER_MEMBER)] for url in urls}
+        self.waiters: dict[str, collections.deque[asyncio.Future[HttpConnection]]] = {url: collections.deque() for url in urls}
+
+    async def acquire(self, url: str) -> HttpConnection:
+        free, waiters = self.free[url], self.waiters[url]
+        if free and not waiters:
+            return free.pop()
+        future: asyncio.Future[HttpConnection] = asyncio.get_running_loop().create_future()
+        waiters.append(future)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release(url, future.result())  # handed over just as we were cancelled
+            raise
+
+    def release(self, url: str, conn: HttpConnection) -> None:
+        waiters = self.waiters[url]
+        while waiters:
+            future = waiters.popleft()
+            if not future.done():
+                future.set_result(conn)
+                return
+        self.free[url].append(conn)
 
     async def post(self, url: str, path: str, doc: dict[str, Any]) -> dict[str, Any]:
-        q = self.queues[url]
-        conn = await q.get()
+        conn = await self.acquire(url)
         try:
             status, body = await asyncio.wait_for(
                 conn.request(render_post(conn.authority, path, json.dumps(doc).encode(), JSON)), 10.0
@@ -112,7 +136,7 @@ class _Pool:
             await conn.close()
             raise
         finally:
-            q.put_nowait(conn)
+            self.release(url, conn)
         text = body.decode()
         if text.startswith('{"result"'):
             text = text.strip().splitlines()[0]
