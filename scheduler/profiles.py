@@ -13,6 +13,10 @@
 |             | GPU-time first, aged over 30 min   | gangs; preemption; defragmentation moves;    |
 |             |                                    | quotas with borrowing                        |
 
+``srpt`` (an analysis profile, not in ``all``): ``default`` with preemptive
+shortest-remaining-GPU-time-first (``sjf``, ``preempt_ratio`` 2) instead of LAS; with oracle
+estimates it bounds what better run-time estimates could give.
+
 The default's arguments come from the sweep recorded in docs/benchmarks.md ("Scheduler"):
 aging 30 min rather than 1 h or none, and defragmentation allowed to move a gang evicted up to
 8 times (2 left long-running one-GPU jobs, evicted twice by LAS, pinned in the way of 8-GPU
@@ -33,7 +37,7 @@ from dataclasses import replace
 
 from scheduler.framework.registry import PluginSpec, Profile, QueueOptions
 
-__all__ = ["PROFILES", "profile", "with_args"]
+__all__ = ["ANALYSIS", "PROFILES", "profile", "with_args"]
 
 _STRICT_PACK = {"small_level": "node", "large_level": "rack", "mode": "required", "fewest_nodes": True}
 
@@ -92,6 +96,14 @@ def _default() -> Profile:
     ))
 
 
+def _srpt() -> Profile:
+    """``default`` with preemptive shortest-remaining-GPU-time-first instead of LAS. With
+    ``--estimates oracle`` it bounds what better run-time estimates could give (benchmarks)."""
+    base = _default()
+    plugins = tuple(p for p in base.plugins if p.name != "las")
+    return Profile("srpt", (PluginSpec("sjf", args={"by": "gpu_time", "preempt_ratio": 2.0}), *plugins))
+
+
 PROFILES = {
     "default": _default,
     "b1-fifo": _b1,
@@ -100,13 +112,18 @@ PROFILES = {
     "b4-las": _b4,
 }
 
+# Analysis profiles: accepted by name, not part of ``all``.
+ANALYSIS = {
+    "srpt": _srpt,
+}
+
 
 def profile(name: str) -> Profile:
     """The named profile; ``b1``..``b4`` also accept their short names."""
-    for key, make in PROFILES.items():
+    for key, make in (*PROFILES.items(), *ANALYSIS.items()):
         if name == key or key.split("-")[0] == name:
             return make()
-    raise KeyError(f"unknown profile {name!r}; known: {sorted(PROFILES)}")
+    raise KeyError(f"unknown profile {name!r}; known: {sorted((*PROFILES, *ANALYSIS))}")
 
 
 def with_args(base: Profile, settings: list[str]) -> Profile:

@@ -26,7 +26,7 @@ from typing import Any
 
 from scheduler.cycle import Scheduler
 from scheduler.model import Tenant
-from scheduler.profiles import PROFILES, profile, with_args
+from scheduler.profiles import ANALYSIS, PROFILES, profile, with_args
 from scheduler.sim.cluster import ClusterSpec, build_nodes, sample_shapes
 from scheduler.sim.engine import RunResult, Simulation
 from scheduler.sim.estimate import ESTIMATORS, Estimator
@@ -147,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-nodes", type=int, help="with --node-csv: draw this many GPU nodes")
     p.add_argument("--gpu-type-frac", type=float, default=None,
                    help="share of jobs with a GPU-type constraint (default 0.33 with --node-csv, else 0)")
-    p.add_argument("--policy", action="append", default=[], help=f"one of {sorted(PROFILES)}, b1..b4, or all")
+    p.add_argument("--policy", action="append", default=[], help=f"one of {sorted(PROFILES)}, b1..b4, all, or an analysis profile: {sorted(ANALYSIS)}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="PLUGIN.ARG=JSON",
                    help="change a plugin argument of the policies run (repeatable), e.g. "

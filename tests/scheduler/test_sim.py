@@ -155,3 +155,16 @@ def test_set_changes_plugin_arguments_and_refuses_bad_ones(capsys: pytest.Captur
                       ("preemption.hold_s=soon", "not JSON"), ("preemption", "expected plugin.arg=VALUE")):
         assert main(["--trace", str(PHILLY), "--limit", "5", "--set", bad, "--no-progress"]) == 2
         assert says in capsys.readouterr().err
+
+
+def test_srpt_is_an_analysis_profile_outside_all() -> None:
+    from scheduler.cycle import Scheduler
+    from scheduler.sim.cli import _policies
+
+    srpt = profile("srpt")
+    names = [spec.name for spec in srpt.plugins]
+    assert names[0] == "sjf" and "las" not in names
+    assert dict(srpt.plugins[0].args) == {"by": "gpu_time", "preempt_ratio": 2.0}
+    assert names[1:] == [spec.name for spec in profile("default").plugins if spec.name != "las"]
+    Scheduler(srpt)  # builds: the plugins accept their arguments
+    assert "srpt" not in _policies(["all"]) and _policies(["srpt"]) == ["srpt"]
