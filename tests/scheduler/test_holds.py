@@ -143,3 +143,19 @@ def test_preemptive_shortest_remaining_first_evicts_only_much_longer_gangs() -> 
 
     assert victims(Profile("t", (PluginSpec("sjf", args={"preempt_ratio": 2.0}), *PREEMPT.plugins[1:]))) == ["long"]
     assert victims(Profile("t", (PluginSpec("sjf"), *PREEMPT.plugins[1:]))) == [], "plain sjf never preempts"
+
+
+def test_sjf_overrun_factor_says_how_long_a_job_past_its_estimate_still_runs() -> None:
+    from scheduler.plugins.sjf.plugin import ShortestJobFirst, SjfArgs
+
+    over = make_job("over").gpus(1).estimate(1_000).info()
+    over.attained_gpu_s = 2_000.0  # ran twice its estimate before it was preempted
+    fresh = make_job("fresh").gpus(1).estimate(1_500).info()
+
+    def first(overrun: float) -> str:
+        plugin = ShortestJobFirst(SjfArgs(overrun_factor=overrun, preempt_ratio=2.0))
+        assert plugin.remaining_s(over) == overrun * 2_000.0
+        return min((over, fresh), key=lambda i: plugin.sort_key(i, 0.0)).job.job_id
+
+    assert first(0.0) == "over", "about to end"
+    assert first(1.0) == "fresh", "expected to run 2,000 s more"

@@ -8,7 +8,9 @@ Non-preemptive by default: the rank is the priority only. With ``preempt_ratio``
 preemptive shortest-remaining-first, discretised as Tiresias discretises its priorities: the
 rank is (priority, -k) with k = ceil(log_r(remaining work)), so a job may preempt only gangs
 whose estimated remaining work is more than about r times its own; a job without an estimate
-ranks lowest.
+ranks lowest. ``overrun_factor``: a job past its estimate is expected to run this x its run
+time so far more (0, the default: it is about to end; 1: as long again, the heavy-tailed guess
+``JobInfo.remaining_hint_s`` makes).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class SjfArgs:
     by: str = "runtime"
     aging_s: float | None = None
     preempt_ratio: float | None = None
+    overrun_factor: float = 0.0
 
 
 class ShortestJobFirst:
@@ -49,13 +52,16 @@ class ShortestJobFirst:
         if args.preempt_ratio is not None and args.preempt_ratio <= 1:
             raise ValueError("sjf: preempt_ratio must be > 1")
         self.log_ratio = None if args.preempt_ratio is None else math.log(args.preempt_ratio)
+        if args.overrun_factor < 0:
+            raise ValueError("sjf: overrun_factor must be >= 0")
+        self.overrun = args.overrun_factor
 
     def remaining_s(self, info: JobInfo) -> float:
         hint = info.job.runtime_hint_s
         if hint is None:
             return _UNKNOWN
         done = info.attained_gpu_s / info.job.gpus if info.job.gpus else 0.0
-        return max(hint - done, 0.0)
+        return hint - done if hint > done else self.overrun * done
 
     def sort_key(self, info: JobInfo, now_s: float) -> tuple[float | str, ...]:
         job = info.job
@@ -73,7 +79,8 @@ class ShortestJobFirst:
         if hint is None:
             return (info.job.priority, -math.inf)
         gpus = max(info.job.gpus, 1)
-        work = max(hint - info.attained_at(now_s) / gpus, 0.0)
+        done = info.attained_at(now_s) / gpus
+        work = hint - done if hint > done else self.overrun * done
         if self.by_gpu_time:
             work *= gpus
         return (info.job.priority, -float(math.ceil(math.log(work + 1.0) / self.log_ratio)))
