@@ -61,6 +61,8 @@ log = logging.getLogger("kvraft.features")
 
 LEASE_LOOP_S = 0.1
 CHECKPOINT_INTERVAL_S = 10.0
+EXPIRE_CONFIRM_S = 2.0
+"""The longest the leader waits for a quorum to confirm it before proposing expirations."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +295,24 @@ class Features:
         self._pending.add(task)
         task.add_done_callback(lambda t: (self._pending.discard(t), t.cancelled() or t.exception()))
 
+    async def _expire(self, lease_ids: list[int]) -> None:
+        """Propose the revocation of leases past their deadline once a quorum confirms
+        that this member still leads (etcd's ``revokeExpiredLeases`` after
+        etcd-io/etcd#15247): a leader deposed without knowing it yet, whose deadlines miss
+        the keepalives the new leader renewed, must not revoke those leases (its proposal,
+        queued while no leader is known, would be forwarded to the new leader and
+        committed). Not confirmed: the lessor names them again after its retry delay."""
+        try:
+            await self.node.driver.read_barrier(timeout_s=EXPIRE_CONFIRM_S)
+        except Exception as exc:  # no quorum (or no longer leading)
+            log.debug("lease expiry waits for a confirmed leadership: %r", exc)
+            return
+        if self.node.driver.role != StateRole.LEADER or not self.lessor.primary:
+            return
+        for lease_id in lease_ids:
+            if lease_id in self.lessor.leases:
+                self._spawn(LeaseExpireOp(lease_id))
+
     async def _lease_loop(self) -> None:
         while True:
             await asyncio.sleep(LEASE_LOOP_S)
@@ -318,8 +338,11 @@ class Features:
             self.keepalives.poke()
             if not self.lessor.primary:
                 continue
-            for lease_id in self.lessor.expired(now):
-                self._spawn(LeaseExpireOp(lease_id))
+            expired = self.lessor.expired(now)
+            if expired:
+                task = asyncio.get_running_loop().create_task(self._expire(expired))
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
             due = self.lessor.checkpoints_due(now, CHECKPOINT_INTERVAL_S)
             if due:
                 self._spawn(LeaseCheckpointOp([[lid, left] for lid, left in due]))

@@ -11,14 +11,19 @@ revocation is committed is not renewed by a leader still applying it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from kvraft.apply.errors import Unavailable
+from kvraft.apply.feature_ops import LeaseCheckpointOp, LeaseExpireOp
 from kvraft.lease import Lessor
 from kvraft.raft.types import StateRole
 from kvraft.server import lease_renew, wire
+from kvraft.server.features import Features
 from kvraft.server.lease_renew import KeepaliveRouter
 
 LEADER, FOLLOWER = 1, 2
@@ -172,3 +177,40 @@ async def test_a_malformed_request_is_refused_and_renews_nothing(body: Any) -> N
         await asyncio.sleep(0)
     assert lessor.leases[5].deadline == 110.0
     assert node.transport.sent == [] and node.driver.barriers == 0
+
+
+def _lease_loop_stub(quorum: bool) -> tuple[SimpleNamespace, list[Any]]:
+    """The parts of ``Features`` its lease loop uses, on a leader whose lessor holds
+    lease 5 already past its deadline."""
+    node = Node(LEADER, StateRole.LEADER, LEADER)
+    node.driver.quorum = quorum
+    lessor = Lessor(min_ttl_s=1)
+    lessor.grant(5, 1, time.monotonic() - 10)
+    lessor.promote(time.monotonic() - 10)
+    spawned: list[Any] = []
+    stub = SimpleNamespace(node=node, lessor=lessor, keepalives=SimpleNamespace(poke=lambda: None),
+                           promote_extend_s=0.5, _pending=set(), _spawn=spawned.append)
+    stub._expire = lambda ids: Features._expire(stub, ids)  # type: ignore[arg-type]
+    return stub, spawned
+
+
+@pytest.mark.parametrize("quorum", [False, True])
+async def test_a_deposed_leader_proposes_no_expiry(quorum: bool) -> None:
+    """Its deadlines miss the keepalives the new leader renewed; a revocation it queued
+    while no leader is known would be forwarded to the new leader and committed (etcd
+    confirms leadership before revoking, etcd-io/etcd#15247). A confirmed leader expires."""
+    stub, spawned = _lease_loop_stub(quorum)
+    loop = asyncio.get_running_loop().create_task(Features._lease_loop(stub))  # type: ignore[arg-type]
+    try:
+        if quorum:
+            await until(lambda: spawned, "the expired lease was never revoked")
+            assert [type(op) for op in spawned if not isinstance(op, LeaseCheckpointOp)] == [LeaseExpireOp]
+        else:
+            await until(lambda: stub.node.driver.barriers >= 1, "expiry was proposed without a barrier")
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert [op for op in spawned if isinstance(op, LeaseExpireOp)] == []
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
