@@ -248,8 +248,12 @@ class Framework:
             # GPUs held for reservations (backfill, preemption nominations) are not free for
             # others, unless the job may backfill into them. Enforced here, like Kubernetes
             # accounting for nominated pods, so holds work whatever plugins a profile runs.
-            job_id, ignore = info.job.job_id, cs.ignore_holds
-            held = sum(g for owner, g in node.holds.items() if owner != job_id and owner not in ignore)
+            # A job may use its own holds and those that wait for it to end (its victims'
+            # return holds: they start when it ends).
+            job_id, ignore, reservations = info.job.job_id, cs.ignore_holds, self.state.reservations
+            held = sum(g for owner, g in node.holds.items()
+                       if owner != job_id and owner not in ignore
+                       and getattr(reservations.get(owner), "after_job", None) != job_id)
             if held and info.job.gpus_per_task:
                 cap = (node.free_gpus - min(held, node.free_gpus)) // info.job.gpus_per_task
                 if cap <= 0:

@@ -159,3 +159,15 @@ def test_sjf_overrun_factor_says_how_long_a_job_past_its_estimate_still_runs() -
 
     assert first(0.0) == "over", "about to end"
     assert first(1.0) == "fresh", "expected to run 2,000 s more"
+
+
+def test_the_preemptor_may_use_its_victims_return_holds_without_backfill() -> None:
+    # The return hold covers the GPUs the preemptor takes; a profile without the backfill
+    # plugin must not leave the preemptor waiting on its own victim's hold.
+    profile = Profile("t", (*PREEMPT.plugins[:-1], PluginSpec("preemption", args={"return_holds": True})))
+    sched = cluster(make_nodes(1)).running(make_job("a").gpus(8).estimate(90_000), {"n0": 8}).scheduler(
+        profile, jobs=[make_job("p").gpus(8).priority(1).estimate(1_000).obj()])
+    assert [v.victim_id for v in sched.schedule(10.0).preemptions] == ["a"]
+    sched.handle(JobEvicted("a", 10.0))
+    assert [b.job_id for b in sched.schedule(10.0).bindings] == ["p"]
+    assert sched.state.reservations["a"].kind == "return"

@@ -130,10 +130,8 @@ class Backfill:
             return SUCCESS
         done = info.attained_gpu_s / info.job.gpus if info.job.gpus else 0.0
         end = cs.now_s + max(hint - done, 0.0)
-        reservations = cs.state.reservations
         cs.ignore_holds = frozenset(
-            owner for owner, start in self.starts.items()
-            if owner != info.job.job_id and (end <= start or getattr(reservations.get(owner), "after_job", None) == info.job.job_id)
+            owner for owner, start in self.starts.items() if end <= start and owner != info.job.job_id
         )
         return SUCCESS
 
