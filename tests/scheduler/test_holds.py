@@ -171,3 +171,15 @@ def test_the_preemptor_may_use_its_victims_return_holds_without_backfill() -> No
     sched.handle(JobEvicted("a", 10.0))
     assert [b.job_id for b in sched.schedule(10.0).bindings] == ["p"]
     assert sched.state.reservations["a"].kind == "return"
+
+
+def test_remaining_work_rule_does_not_reuse_a_failed_search_of_a_longer_job() -> None:
+    # 'slow' (10,000 s) and 'quick' (100 s) have the same shape and rank. 'slow' may not evict
+    # 'v' (1,000 s left), 'quick' may; the search that failed for 'slow' must not be taken
+    # for 'quick''s in the same pass.
+    profile = Profile("t", (*PREEMPT.plugins[:-1], PluginSpec("preemption", args={"spare_within": 1.0})))
+    sched = cluster(make_nodes(1)).running(make_job("v").gpus(8).estimate(1_000), {"n0": 8}, bound_at_s=10.0).scheduler(
+        profile, jobs=[make_job("slow").gpus(8).priority(1).estimate(10_000).submitted(0).obj(),
+                       make_job("quick").gpus(8).priority(1).estimate(100).submitted(1).obj()])
+    result = sched.schedule(10.0)
+    assert [(v.victim_id, v.preemptor_id) for v in result.preemptions] == [("v", "quick")]

@@ -151,7 +151,7 @@ def test_set_changes_plugin_arguments_and_refuses_bad_ones(capsys: pytest.Captur
     assert args["las"]["thresholds_gpu_h"] == (8, 128)
     assert {spec.name: dict(spec.args) for spec in base.plugins}["preemption"].get("return_holds") is None
     for bad, says in (("nope.x=1", "has no plugin 'nope'"), ("preemption.bogus=1", "unknown arguments"),
-                      ("preemption.return_min_gpus=0", "return_min_gpus must be"),
+                      ("preemption.return_min_gpus=0", "return_min_gpus must be"), ("preemption.patience=-1", "patience >= 0"),
                       ("preemption.hold_s=soon", "not JSON"), ("preemption", "expected plugin.arg=VALUE")):
         assert main(["--trace", str(PHILLY), "--limit", "5", "--set", bad, "--no-progress"]) == 2
         assert says in capsys.readouterr().err

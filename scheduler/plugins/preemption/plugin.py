@@ -71,8 +71,9 @@ class Preempt:
         if args.hold_s <= 0:
             raise ValueError("preemption: hold_s must be > 0")
         self.hold_s = args.hold_s
-        if args.return_min_gpus < 1 or (args.spare_within is not None and args.spare_within < 0):
-            raise ValueError("preemption: return_min_gpus must be >= 1 and spare_within >= 0")
+        if (args.return_min_gpus < 1 or (args.spare_within is not None and args.spare_within < 0)
+                or (args.patience is not None and args.patience < 0)):
+            raise ValueError("preemption: return_min_gpus must be >= 1, spare_within and patience >= 0")
         self.args = args
         self.handle = handle
         self.lowest_rank: tuple[float, ...] | None = None
@@ -155,8 +156,10 @@ class Preempt:
         # A pass attempts jobs in rank order, so the victims eligible for a job never grow
         # during the pass, and capacity only shrinks until something is released: a search
         # that failed for this shape and rank fails again in the same epoch.
+        # With the remaining-work rule the victims also depend on the job's expected run time.
+        spares = info.remaining_hint_s(cs.now_s) if self.args.spare_within is not None else None
         key = (job.tasks, job.gpus_per_task, job.cpu_milli_per_task, job.memory_mib_per_task, job.gpu_type,
-               job.node_selector, job.tenant, self.handle.rank(info, cs.now_s), cs.levels, cs.fewest_nodes)
+               job.node_selector, job.tenant, self.handle.rank(info, cs.now_s), cs.levels, cs.fewest_nodes, spares)
         if self.failed.get(key) == cs.state.epoch:
             return NOTHING
         eligible = self._eligible(cs, info)
