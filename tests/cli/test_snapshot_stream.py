@@ -50,7 +50,8 @@ def _free_port() -> int:
 
 def _serve(stream: _FailingStream) -> tuple[str, Any]:
     server = SimpleNamespace(config=SimpleNamespace(max_request_bytes=1 << 20), cluster_id=1, member_id=2,
-                             raft_term=3, state=SimpleNamespace(store=SimpleNamespace(snapshot=lambda _chunk: stream)))
+                             raft_term=3, state=SimpleNamespace(commit=lambda: None,
+                                                         store=SimpleNamespace(snapshot=lambda _chunk: stream)))
 
     async def version(_request: web.Request) -> web.Response:
         return web.json_response({"etcdserver": "3.4.0", "etcdcluster": "3.4.0"})

@@ -16,7 +16,7 @@ import pytest
 
 from kvraft.apply import state_machine as sm_module
 from kvraft.apply.chain import Applier
-from kvraft.apply.ops import PutOp, RangeOp
+from kvraft.apply.ops import DeleteRangeOp, PutOp, RangeOp
 from kvraft.apply.state_machine import StateMachine
 from kvraft.raft.types import Snapshot, SnapshotMetadata
 from kvraft.server.membership import Membership
@@ -176,5 +176,31 @@ def test_a_crash_before_the_commit_leaves_the_last_commit(tmp_path: Path) -> Non
         assert sm.applied_index() == 10 and sm.revision() == 2
         assert sm.range(RangeOp(b"a")).kvs[0].value == b"committed"
         assert sm.range(RangeOp(b"b")).kvs == ()
+    finally:
+        sm.close()
+
+
+def test_the_committed_revision_reaches_the_disk_for_snapshots_and_reopening(tmp_path: Path) -> None:
+    """The current revision is written with the held units (it was left out when every unit
+    had been published before the commit: snapshots then said revision 1)."""
+    from kvraft.storage.snapshot import SnapshotStream
+
+    sm = machine(tmp_path / "sm")
+    try:
+        sm.apply_ops([(1, PutOp(b"a", b"1"))], 5, 2)
+        sm.apply_ops([(2, PutOp(b"b", b"2")), (3, PutOp(b"a", b"3"))], 7, 2)
+        sm.commit()
+        stream = SnapshotStream(sm.store.backend)
+        try:
+            assert stream.revision == 4 and stream.consistent_index == (7, 2)
+        finally:
+            stream.close()
+        sm.apply_ops([(4, DeleteRangeOp(b"b"))], 8, 2)  # the newest revision holds no live key
+        sm.commit()
+    finally:
+        sm.close()
+    sm = machine(tmp_path / "sm")
+    try:
+        assert sm.revision() == 5 and sm.applied_index() == 8
     finally:
         sm.close()

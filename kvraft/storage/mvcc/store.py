@@ -314,7 +314,7 @@ class MVCCStore:
 
     def _before_commit(self, batch: Batch) -> None:
         meta = batch.dbis[BUCKET_META]
-        if self._pending != self._rev:
+        if self._pending != self._disk_rev:  # not ``_rev``: held units published it already
             batch.txn.put(META_CURRENT_REV, encode_int(META_CURRENT_REV, self._pending), db=meta)
         if "consistent" in batch.data:
             index, term = self._consistent
