@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import raftlog_workload as workload
+from test_wal import _frames  # the WAL tests' frame walker
 
 from kvraft.raft.types import Entry, HardState
 from kvraft.storage import fsck
@@ -30,16 +31,6 @@ def _segment(path: Path) -> Path:
     return segment
 
 
-def _frames(segment: Path) -> list[tuple[int, int]]:
-    """(offset, total length) of every frame in a segment."""
-    data, pos, out = segment.read_bytes(), 0, []
-    while pos + 8 <= len(data):
-        length = int.from_bytes(data[pos : pos + 4], "big")
-        if length == 0:
-            break
-        out.append((pos, 8 + length))
-        pos += 8 + length
-    return out
 
 
 def _build(path: Path, batches: int = 24) -> tuple[Any, ...]:
