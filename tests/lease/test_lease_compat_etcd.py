@@ -17,8 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from kvraft.server.local import LocalCluster
-from tests.server.conftest import needs_etcd
+from tests.server.conftest import etcd_and_kvraft, needs_etcd
 
 IGNORED = {"cluster_id", "member_id", "raft_term"}
 
@@ -81,15 +80,8 @@ def script(lease: int) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    etcd = LocalCluster(1, tmp_path_factory.mktemp("etcd"), binary="etcd")
-    kvraft = LocalCluster(1, tmp_path_factory.mktemp("kvraft"))
-    try:
-        etcd.start(90)
-        kvraft.start(90)
-        yield etcd.url("m0"), kvraft.url("m0")
-    finally:
-        etcd.stop()
-        kvraft.stop()
+    with etcd_and_kvraft(tmp_path_factory) as urls:
+        yield urls
 
 
 @needs_etcd

@@ -3,6 +3,7 @@ every one stopped by PID in the finalizer."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterator
 
@@ -37,3 +38,17 @@ def etcd_available() -> bool:
 needs_etcd = pytest.mark.skipif(
     not etcd_available(), reason="etcd binary not installed (apt-get install etcd-server; .ci/run does)"
 )
+
+
+@contextlib.contextmanager
+def etcd_and_kvraft(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """One etcd member and one kvraft member side by side: (etcd's url, kvraft's url)."""
+    etcd = LocalCluster(1, tmp_path_factory.mktemp("etcd"), binary="etcd")
+    kvraft = LocalCluster(1, tmp_path_factory.mktemp("kvraft"))
+    try:
+        etcd.start(90)
+        kvraft.start(90)
+        yield etcd.url("m0"), kvraft.url("m0")
+    finally:
+        etcd.stop()
+        kvraft.stop()
