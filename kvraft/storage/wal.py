@@ -12,24 +12,8 @@ Layout: a directory::
 
 A segment is a preallocated file (``segment_bytes``, 64 MiB by default; ``fallocate``, so
 an append does not change the file size and ``fdatasync`` writes no size metadata) holding
-frames back to back, then zeros::
-
-    frame   = length (u32 BE) | crc32(payload) (u32 BE) | payload
-    payload = records, back to back (one frame per ``sync()``: a batch is atomic)
-
-    record  kind (u8) then:
-      1 APPEND   count (u32), per entry: index u64 | term u64 | type u8 | len u32 | data
-      2 HARD     term u64 | vote u64 | commit u64
-      3 CONF     index u64 | len u32 | encode_conf_state bytes
-      4 SNAP     how u8 (0 apply, 1 create) | index u64 | term u64 | data len u64 |
-                 data crc32 u32 | conf len u32 | conf bytes      (data lives in snap-*.snap)
-      5 COMPACT  index u64
-      6 HEAD     seq u64 | offset u64 | offset term u64 | conf index u64 | conf len u32 |
-                 conf | snapshot (index u64, term u64, data len u64, data crc u32,
-                 conf len u32, conf) | hard (3 x u64)
-                 followed in the same frame by one APPEND of every entry in memory
-
-A zero length ends the data. Every segment starts with a HEAD frame: the whole state at
+frames back to back, then zeros. The bytes of frames, records and snapshot files are
+``kvraft.storage.wal_format``. Every segment starts with a HEAD frame: the whole state at
 that moment (snapshot metadata, offset, hard and conf state, every retained entry), so a
 segment never needs an older one. Records after the head are the write operations
 themselves and are replayed through the same code that executed them.
@@ -47,7 +31,8 @@ retained entries are more than half a segment (no compaction for a long time) th
 segment grows instead, so rewriting stays a small fraction of what is written.
 
 Open: the newest segment is replayed (older ones, ``*.tmp`` files and unreferenced
-snapshot files are leftovers of an interrupted rotation: deleted). A bad frame with only
+snapshot files are leftovers of an interrupted rotation: deleted). Reading it back (frame
+checks, torn tails, corruption) is ``kvraft.storage.wal_replay``: a bad frame with only
 zeros after it is a torn write of a batch never acknowledged: cut (zeroed, fsynced). A bad
 frame with data after it, a bad head, a bad snapshot file, or snapshot files without a
 segment raise ``LogCorruptionError`` (naming the frame's first entry index when readable).
@@ -62,7 +47,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import struct
 import time
 import zlib
 from collections.abc import Iterable
@@ -73,29 +57,38 @@ from kvraft import failpoints
 from kvraft.durations import DurationHistogram
 from kvraft.raft.memory_storage import entries_to_append, limit_size
 from kvraft.raft.storage import CompactedError, SnapshotOutOfDateError, UnavailableError
-from kvraft.raft.types import ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata
+from kvraft.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
 from kvraft.storage.errors import LogCorruptionError
-from kvraft.storage.raft_log import decode_conf_state, encode_conf_state
+from kvraft.storage.wal_format import (
+    FRAME,
+    SNAP_APPLY,
+    SNAP_CREATE,
+    SNAPFILE,
+    encode_compact,
+    encode_conf,
+    encode_entries,
+    encode_frame,
+    encode_hard,
+    encode_head,
+    encode_snap,
+    segment_name,
+    snap_file_name,
+)
+from kvraft.storage.wal_replay import (
+    AppendRecord,
+    CompactRecord,
+    ConfRecord,
+    HardRecord,
+    HeadRecord,
+    SnapRecord,
+    iter_records,
+    read_snapshot_file,
+    replay_segment,
+)
 
 __all__ = ["DEFAULT_SEGMENT_BYTES", "WalLogStorage", "is_wal_dir"]
 
 DEFAULT_SEGMENT_BYTES = 64 << 20
-
-_FRAME = struct.Struct(">II")
-_U32 = struct.Struct(">I")
-_APPEND = struct.Struct(">BI")
-_ENTRY = struct.Struct(">QQBI")
-_HARD = struct.Struct(">BQQQ")
-_CONF = struct.Struct(">BQI")
-_SNAP = struct.Struct(">BBQQQII")
-_COMPACT = struct.Struct(">BQ")
-_HEAD = struct.Struct(">BQQQQI")
-_SNAPREF = struct.Struct(">QQQII")
-_HARD3 = struct.Struct(">QQQ")
-_SNAPFILE = struct.Struct(">QI")  # data length, crc32 of the data
-
-K_APPEND, K_HARD, K_CONF, K_SNAP, K_COMPACT, K_HEAD = 1, 2, 3, 4, 5, 6
-SNAP_APPLY, SNAP_CREATE = 0, 1
 
 
 def is_wal_dir(path: str | os.PathLike[str]) -> bool:
@@ -112,58 +105,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _encode_entries(entries: list[Entry]) -> bytes:
-    pack = _ENTRY.pack
-    parts = [_APPEND.pack(K_APPEND, len(entries))]
-    for e in entries:
-        parts.append(pack(e.index, e.term, e.type, len(e.data)))
-        parts.append(e.data)
-    return b"".join(parts)
-
-
-class _Reader:
-    """Decodes the records of one payload."""
-
-    def __init__(self, payload: bytes) -> None:
-        self.buf = memoryview(payload)
-        self.pos = 0
-
-    def take(self, st: struct.Struct) -> tuple[Any, ...]:
-        out = st.unpack_from(self.buf, self.pos)
-        self.pos += st.size
-        return out
-
-    def raw(self, n: int) -> bytes:
-        if self.pos + n > len(self.buf):
-            raise ValueError("record runs past its frame")
-        out = bytes(self.buf[self.pos : self.pos + n])
-        self.pos += n
-        return out
-
-    def entries(self) -> list[Entry]:
-        (count,) = _U32.unpack_from(self.buf, self.pos + 1)
-        self.pos += _APPEND.size
-        out = []
-        unpack, size = _ENTRY.unpack_from, _ENTRY.size
-        for _ in range(count):
-            index, term, etype, n = unpack(self.buf, self.pos)
-            self.pos += size
-            out.append(Entry(term=term, index=index, type=EntryType(etype), data=self.raw(n)))
-        return out
-
-
-def _first_index_in(payload: bytes) -> int:
-    """The first entry index a (possibly damaged) payload names, or 0."""
-    with contextlib.suppress(Exception):
-        r = _Reader(payload)
-        kind = payload[0]
-        if kind == K_HEAD:
-            return int(r.take(_HEAD)[2]) + 1
-        if kind == K_APPEND:
-            return int(_ENTRY.unpack_from(payload, _APPEND.size)[0])
-    return 0
-
-
 class WalLogStorage:
     """Durable ``WritableLogStorage`` on a write-ahead log; see the module docstring."""
 
@@ -176,7 +117,7 @@ class WalLogStorage:
         self._pos = 0
         self._failed: BaseException | None = None
         self.frames = 0  # frames replayed at open
-        self.torn_tail: tuple[int, int] | None = None  # see _replay
+        self.torn_tail: tuple[int, int] | None = None  # (offset, bytes): see wal_replay
         self._unsynced: tuple[int, int] | None = None  # (offset, length) written, not yet fdatasynced
         if failpoints.enabled():
             failpoints.on_crash(self._lose_unsynced)
@@ -254,10 +195,10 @@ class WalLogStorage:
     # -- files ---------------------------------------------------------------------------
 
     def _segment(self, seq: int) -> Path:
-        return self.path / f"{seq:016x}.wal"
+        return self.path / segment_name(seq)
 
     def _snap_file(self, index: int) -> Path:
-        return self.path / f"snap-{index:016x}.snap"
+        return self.path / snap_file_name(index)
 
     def _open(self) -> None:
         for tmp in self.path.glob("*.tmp"):
@@ -280,58 +221,15 @@ class WalLogStorage:
         self._rotate_at = self.segment_bytes
 
     def _replay(self, segment: Path, *, repair: bool = True) -> None:
-        """Replay ``segment`` into the log. A torn tail is described in ``torn_tail``
-        (offset, bytes) and cut, unless ``repair`` is false (a read-only check)."""
-        data = segment.read_bytes()
-        pos, first = 0, True
-        self.frames, self.torn_tail = 0, None
+        """Replay ``segment`` into the log (``wal_replay.replay_segment``). A torn tail is
+        described in ``torn_tail`` (offset, bytes) and cut, unless ``repair`` is false (a
+        read-only check)."""
         self._replaying = True
         try:
-            while pos + _FRAME.size <= len(data):
-                length, crc = _FRAME.unpack_from(data, pos)
-                if length == 0 and crc == 0:
-                    break
-                end = pos + _FRAME.size + length
-                payload = data[pos + _FRAME.size : end]
-                if end > len(data) or zlib.crc32(payload) != crc or length == 0:
-                    after = len(data[max(end, pos + _FRAME.size) :].strip(b"\0"))
-                    if first or after:
-                        why = " (the head)" if first else f"; {after} bytes of data follow it: damage inside the log"
-                        raise LogCorruptionError(_first_index_in(payload), f"{segment.name}: frame at byte {pos} "
-                                                 f"fails its checksum{why}, not a torn write")
-                    self.torn_tail = (pos, len(data[pos:].rstrip(b"\0")))
-                    if repair:
-                        self._cut_tail(segment, pos, len(data))
-                    break
-                try:
-                    self._apply_payload(payload, head=first)
-                except LogCorruptionError:
-                    raise
-                except Exception as exc:
-                    raise LogCorruptionError(
-                        _first_index_in(payload),
-                        f"{segment.name}: frame at byte {pos} passes its checksum but does not replay: "
-                        f"{type(exc).__name__}: {exc}",
-                    ) from exc
-                first = False
-                pos = end
-                self.frames += 1
+            replayed = replay_segment(segment, self._apply_payload, repair=repair)
         finally:
             self._replaying = False
-        if first:
-            raise LogCorruptionError(0, f"{segment.name}: no head frame")
-        self._pos = pos
-
-    @staticmethod
-    def _cut_tail(segment: Path, pos: int, size: int) -> None:
-        """Zero a torn tail (a batch never acknowledged) so later frames land on zeros."""
-        fd = os.open(segment, os.O_RDWR)
-        try:
-            os.ftruncate(fd, pos)
-            os.posix_fallocate(fd, pos, max(size - pos, 1))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        self.frames, self.torn_tail, self._pos = replayed.frames, replayed.torn_tail, replayed.end
 
     def _load_snapshot_data(self, *, drop: bool = True) -> None:
         """Read and check the current snapshot's file; delete the others (``drop``)."""
@@ -339,16 +237,7 @@ class WalLogStorage:
         keep = None
         if meta.index and self._snap_len:
             keep = self._snap_file(meta.index)
-            try:
-                raw = keep.read_bytes()
-            except FileNotFoundError:
-                raise LogCorruptionError(0, f"snapshot file {keep.name} is missing") from None
-            if len(raw) < _SNAPFILE.size:
-                raise LogCorruptionError(0, f"snapshot file {keep.name} is truncated")
-            length, crc = _SNAPFILE.unpack_from(raw)
-            body = raw[_SNAPFILE.size :]
-            if (length, crc) != (self._snap_len, self._snap_crc) or len(body) != length or zlib.crc32(body) != crc:
-                raise LogCorruptionError(0, f"snapshot file {keep.name} fails its checksum")
+            body = read_snapshot_file(keep, self._snap_len, self._snap_crc)
             self._snapshot = Snapshot(metadata=meta, data=body)
         if drop:
             self._drop_snapshot_files(keep)
@@ -367,7 +256,7 @@ class WalLogStorage:
         tmp = final.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, _SNAPFILE.pack(len(data), crc))
+            os.write(fd, SNAPFILE.pack(len(data), crc))
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
@@ -380,65 +269,40 @@ class WalLogStorage:
 
     # -- records -------------------------------------------------------------------------
 
-    def _apply_payload(self, payload: bytes, *, head: bool) -> None:
-        r = _Reader(payload)
-        n = len(payload)
-        if head and (not payload or payload[0] != K_HEAD):
-            raise LogCorruptionError(0, "segment does not start with a head record")
-        while r.pos < n:
-            kind = payload[r.pos]
-            if kind == K_APPEND:
-                self.append(r.entries())
-            elif kind == K_HARD:
-                _, term, vote, commit = r.take(_HARD)
-                self.set_hard_state(HardState(term=term, vote=vote, commit=commit))
-            elif kind == K_CONF:
-                _, index, size = r.take(_CONF)
-                self.set_conf_state(decode_conf_state(r.raw(size)), index)
-            elif kind == K_SNAP:
-                _, how, index, term, dlen, dcrc, size = r.take(_SNAP)
-                conf = decode_conf_state(r.raw(size))
-                if how == SNAP_APPLY:
-                    meta = SnapshotMetadata(index=index, term=term, conf_state=conf)
-                    self._apply_snapshot(Snapshot(metadata=meta), dlen, dcrc)
-                else:
-                    self._create_snapshot(index, conf, b"", dlen, dcrc)
-            elif kind == K_COMPACT:
-                self.compact(r.take(_COMPACT)[1])
-            elif kind == K_HEAD and head and r.pos == 0:
-                self._read_head(r)
-            else:
-                raise ValueError(f"unexpected record kind {kind} at {r.pos}")
+    def _apply_payload(self, payload: bytes, head: bool) -> None:
+        """Replay one frame's records through the methods that wrote them."""
+        for record in iter_records(payload, head=head):
+            match record:
+                case AppendRecord(entries):
+                    self.append(entries)
+                case HardRecord(hard):
+                    self.set_hard_state(hard)
+                case ConfRecord(index, conf):
+                    self.set_conf_state(conf, index)
+                case SnapRecord(how, meta, length, crc):
+                    if how == SNAP_APPLY:
+                        self._apply_snapshot(Snapshot(metadata=meta), length, crc)
+                    else:
+                        self._create_snapshot(meta.index, meta.conf_state, b"", length, crc)
+                case CompactRecord(index):
+                    self.compact(index)
+                case HeadRecord():
+                    self._restore_head(record)
 
-    def _read_head(self, r: _Reader) -> None:
-        _, seq, offset, offset_term, conf_index, size = r.take(_HEAD)
-        conf = decode_conf_state(r.raw(size))
-        s_index, s_term, s_len, s_crc, s_size = r.take(_SNAPREF)
-        s_conf = decode_conf_state(r.raw(s_size))
-        term, vote, commit = r.take(_HARD3)
-        if seq != self._seq:
-            raise LogCorruptionError(0, f"head names segment {seq}, file is {self._seq}")
-        self._entries = [Entry(term=offset_term, index=offset)]
-        self._conf_index, self._conf = conf_index, conf
-        self._snapshot = Snapshot(metadata=SnapshotMetadata(index=s_index, term=s_term, conf_state=s_conf))
-        self._snap_len, self._snap_crc = s_len, s_crc
-        self._hard = HardState(term=term, vote=vote, commit=commit)
+    def _restore_head(self, head: HeadRecord) -> None:
+        if head.seq != self._seq:
+            raise LogCorruptionError(0, f"head names segment {head.seq}, file is {self._seq}")
+        self._entries = [head.offset]
+        self._conf_index, self._conf = head.conf_index, head.conf
+        self._snapshot = Snapshot(metadata=head.snapshot)
+        self._snap_len, self._snap_crc = head.snap_len, head.snap_crc
+        self._hard = head.hard
 
     def _head_payload(self) -> bytes:
-        offset = self._entries[0]
-        conf = encode_conf_state(self._conf)
-        meta = self._snapshot.metadata
-        s_conf = encode_conf_state(meta.conf_state)
-        parts = [
-            _HEAD.pack(K_HEAD, self._seq, offset.index, offset.term, self._conf_index, len(conf)),
-            conf,
-            _SNAPREF.pack(meta.index, meta.term, self._snap_len, self._snap_crc, len(s_conf)),
-            s_conf,
-            _HARD3.pack(self._hard.term, self._hard.vote, self._hard.commit),
-        ]
-        if len(self._entries) > 1:
-            parts.append(_encode_entries(self._entries[1:]))
-        return b"".join(parts)
+        return encode_head(
+            self._seq, self._entries, self._conf_index, self._conf, self._snapshot.metadata,
+            self._snap_len, self._snap_crc, self._hard,
+        )
 
     def _stage(self, record: bytes) -> None:
         if self._replaying:
@@ -484,19 +348,18 @@ class WalLogStorage:
     def append(self, entries: list[Entry]) -> None:
         entries = entries_to_append(self._entries, entries)
         if entries:
-            self._stage(_encode_entries(entries))
+            self._stage(encode_entries(entries))
             del self._entries[entries[0].index - self._entries[0].index :]
             self._entries.extend(entries)
 
     def set_hard_state(self, hard_state: HardState) -> None:
-        self._stage(_HARD.pack(K_HARD, hard_state.term, hard_state.vote, hard_state.commit))
+        self._stage(encode_hard(hard_state))
         self._hard = hard_state
 
     def set_conf_state(self, conf_state: ConfState, index: int) -> None:
         """Record the membership in force as of log ``index`` (the conf entry applied
         there). ``initial_state()`` returns the newest of this and the snapshots'."""
-        raw = encode_conf_state(conf_state)
-        self._stage(_CONF.pack(K_CONF, index, len(raw)) + raw)
+        self._stage(encode_conf(index, conf_state))
         self._conf_index, self._conf = index, conf_state
 
     def _install(self, snapshot: Snapshot, length: int, crc: int) -> None:
@@ -505,10 +368,6 @@ class WalLogStorage:
         self._snap_dirty = True
         if snapshot.metadata.index >= self._conf_index:
             self._conf_index, self._conf = snapshot.metadata.index, snapshot.metadata.conf_state
-
-    def _snap_record(self, how: int, meta: SnapshotMetadata, length: int, crc: int) -> bytes:
-        conf = encode_conf_state(meta.conf_state)
-        return _SNAP.pack(K_SNAP, how, meta.index, meta.term, length, crc, len(conf)) + conf
 
     def apply_snapshot(self, snapshot: Snapshot) -> None:
         meta = snapshot.metadata
@@ -526,7 +385,7 @@ class WalLogStorage:
             raise SnapshotOutOfDateError(
                 f"snapshot at {meta.index} is not newer than {self._snapshot.metadata.index}"
             )
-        self._stage(self._snap_record(SNAP_APPLY, meta, length, crc))
+        self._stage(encode_snap(SNAP_APPLY, meta, length, crc))
         keep: list[Entry] = []
         offset = self._entries[0].index
         if offset < meta.index <= self.last_index() and self.term(meta.index) == meta.term:
@@ -550,7 +409,7 @@ class WalLogStorage:
         if crc is None:  # a live call (replay passes the recorded crc)
             self._check_writable()
             crc = self._write_snapshot_file(index, data)
-        self._stage(self._snap_record(SNAP_CREATE, meta, length, crc))
+        self._stage(encode_snap(SNAP_CREATE, meta, length, crc))
         snap = Snapshot(metadata=meta, data=data)
         self._install(snap, length, crc)
         return snap
@@ -568,7 +427,7 @@ class WalLogStorage:
             # an append truncated the log below the snapshot index: the entries to compact to
             # are gone, and so is the term the new first entry would need (as the other logs)
             raise UnavailableError(f"compact to {compact_index}: last index is {self.last_index()}")
-        self._stage(_COMPACT.pack(K_COMPACT, compact_index))
+        self._stage(encode_compact(compact_index))
         i = compact_index - offset
         self._entries = [Entry(term=self._entries[i].term, index=compact_index), *self._entries[i + 1 :]]
 
@@ -594,7 +453,7 @@ class WalLogStorage:
             return
         payload = b"".join(self._staged)
         self._staged = []
-        frame = _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+        frame = encode_frame(payload)
         try:
             written = os.pwrite(self._fd, frame, self._pos)
             if written != len(frame):
@@ -638,11 +497,11 @@ class WalLogStorage:
         tmp = final.with_suffix(".tmp")
         self._seq = seq
         payload = self._head_payload()
-        frame = _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+        frame = encode_frame(payload)
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                os.posix_fallocate(fd, 0, max(self.segment_bytes, len(frame) + _FRAME.size))
+                os.posix_fallocate(fd, 0, max(self.segment_bytes, len(frame) + FRAME.size))
                 os.pwrite(fd, frame, 0)
                 os.fdatasync(fd)
             except BaseException:
