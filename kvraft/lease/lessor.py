@@ -7,7 +7,8 @@ Three kinds of calls:
   entries older logs still hold). They change the replicated state (ID, granted TTL,
   checkpointed remaining TTL, keys) identically everywhere.
 - **Primary** (the Raft leader, its own clock): ``keepalive`` renews a lease in memory,
-  as etcd's ``Lessor.Renew``: no log entry, the answer comes at once. ``expired(now)``
+  as etcd's ``Lessor.Renew``: no log entry of its own (the caller answers the client once
+  the checkpoint carrying the renewal has committed, ``server/lease_renew.py``). ``expired(now)``
   names leases to revoke through Raft; ``checkpoints_due(now)`` names the remaining TTLs
   to replicate: every lease renewed since its last checkpoint (so followers learn of
   renewals within one lease-loop period) and every lease untouched for the interval (so a
@@ -164,6 +165,10 @@ class Lessor:
         self._set_deadline(lease, now + lease.ttl_s)
         self._renewed.add(lease_id)
         return lease.ttl_s
+
+    def renewal_pending(self, lease_id: int) -> bool:
+        """Whether a renewal of ``lease_id`` waits for ``checkpoints_due`` to take it."""
+        return lease_id in self._renewed
 
     def promote(self, now: float, extend_s: float = 0.0) -> None:
         """This member became the Raft leader (and has applied everything committed before

@@ -1,8 +1,15 @@
 """Keepalives reach the primary lessor (etcd's ``EtcdServer.LeaseRenew``).
 
-On the leader, a keepalive is answered from memory: ``Lessor.keepalive`` extends the
-deadline, no log entry is written (the lease loop replicates the new remaining TTL in a
-batched checkpoint within one loop period). On a follower, keepalives are forwarded to the
+On the leader, ``Lessor.keepalive`` extends the deadline in memory and no log entry of its
+own is written: the lease loop replicates the new remaining TTL in a batched checkpoint
+within one loop period, and the keepalive is answered once that checkpoint has committed
+(``checkpoint_proposed`` hands the lease loop the keepalives a checkpoint carries; it
+settles them when its proposal ends). So a TTL a client was told is known to every later
+leader: one acknowledged by a leader that died before its checkpoint committed would have
+been lost with it, and the new leader, starting from the previous checkpoint, could
+expire the lease up to TTL/3 early (docs/design/lease.md). A checkpoint that fails
+(timeout, leadership lost) answers nothing: its keepalives renew again, at whoever leads.
+On a follower, keepalives are forwarded to the
 leader over the peer connection (``wire.LEASE_RENEW``), coalesced: every keepalive that
 arrives in one event-loop turn travels in one frame, and the leader answers them in one
 ``LEASE_RENEW_RESP``. While there is no leader, or the leader has not yet taken over the
@@ -83,6 +90,8 @@ class KeepaliveRouter:
         self._state: tuple[int, bool] = (NONE, False)
         self._changed: asyncio.Future[None] | None = None
         self._serving: set[asyncio.Task[None]] = set()
+        self._awaiting: dict[int, list[asyncio.Future[bool]]] = {}
+        """Lease id -> renewals waiting for the checkpoint that will carry them."""
         driver = node.driver
         inner = driver.on_frame
 
@@ -111,6 +120,55 @@ class KeepaliveRouter:
                 out.append(0)
         return out
 
+    async def renew_durably(self, lease_ids: list[int]) -> list[int] | None:
+        """``renew_here``, answered once the checkpoint carrying every renewal has
+        committed; None if this member does not lead, or a checkpoint failed (ask again)."""
+        ttls = self.renew_here(lease_ids)
+        if ttls is None:
+            return None
+        loop = asyncio.get_running_loop()
+        waits = []
+        for lease_id, ttl in zip(lease_ids, ttls, strict=True):
+            if ttl > 0:
+                future: asyncio.Future[bool] = loop.create_future()
+                self._awaiting.setdefault(lease_id, []).append(future)
+                waits.append(future)
+        for future in waits:
+            if not await future:
+                return None
+        return ttls
+
+    def checkpoint_proposed(self, lease_ids: list[int]) -> list[asyncio.Future[bool]]:
+        """The lease loop is about to propose a checkpoint of ``lease_ids`` (the leases
+        ``Lessor.checkpoints_due`` took): the renewals waiting for them, for the loop to
+        settle (True once it committed, False if it failed). Renewals of a lease the
+        lessor no longer has pending (revoked, demoted, taken by a checkpoint that left it
+        out) fail now, so none waits for a checkpoint that will not come."""
+        awaiting = self._awaiting
+        if not awaiting:
+            return []
+        taken: list[asyncio.Future[bool]] = []
+        for lease_id in lease_ids:
+            futures = awaiting.pop(lease_id, None)
+            if futures:
+                taken.extend(futures)
+        if awaiting:
+            pending = self.lessor.renewal_pending
+            for lease_id in [i for i in awaiting if not pending(i)]:
+                self.settle(awaiting.pop(lease_id), False)
+        return taken
+
+    @staticmethod
+    def settle(futures: list[asyncio.Future[bool]], committed: bool) -> None:
+        for future in futures:
+            if not future.done():
+                future.set_result(committed)
+
+    def _fail_awaiting(self) -> None:
+        awaiting, self._awaiting = self._awaiting, {}
+        for futures in awaiting.values():
+            self.settle(futures, False)
+
     def _leads(self) -> bool:
         return bool(self.node.driver.role == StateRole.LEADER and self.lessor.primary)
 
@@ -132,7 +190,7 @@ class KeepaliveRouter:
     async def _serve_confirmed(self, source: int, request_id: Any, lease_ids: list[int]) -> None:
         ttls = None
         if self._leads() and await self._confirmed(CONFIRM_TIMEOUT_S):
-            ttls = self.renew_here(lease_ids)
+            ttls = await self.renew_durably(lease_ids)
         if ttls is not None:
             self.stats.served_for_peers += len(lease_ids)
         self.node.transport.send_frame(source, wire.LEASE_RENEW_RESP, [request_id, ttls, self.node.state.store.rev])
@@ -201,7 +259,7 @@ class KeepaliveRouter:
         while True:
             ttls = None
             if self._leads() and await self._confirmed(min(deadline - time.monotonic(), CONFIRM_TIMEOUT_S)):
-                ttls = self.renew_here([lease_id])
+                ttls = await self.renew_durably([lease_id])
             if ttls is not None:
                 self.stats.renewed_here += 1
                 return LeaseRenewResult(lease_id, ttls[0], self.node.state.store.rev)
@@ -218,7 +276,10 @@ class KeepaliveRouter:
             await self._wait_change(min(left, RETRY_S))
 
     def poke(self) -> None:
-        """Wake the waiting keepalives if the leader or this lessor's role changed."""
+        """Wake the waiting keepalives if the leader or this lessor's role changed; fail
+        the renewals waiting for a checkpoint once this lessor is no longer primary."""
+        if self._awaiting and not self.lessor.primary:
+            self._fail_awaiting()
         state = (self.node.driver.leader, self.lessor.primary)
         if state == self._state:
             return
@@ -234,6 +295,7 @@ class KeepaliveRouter:
             await asyncio.wait_for(asyncio.shield(self._changed), timeout_s)
 
     def close(self) -> None:
+        self._fail_awaiting()
         for task in self._serving:
             task.cancel()
         if self._changed is not None and not self._changed.done():

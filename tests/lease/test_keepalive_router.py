@@ -188,8 +188,9 @@ def _lease_loop_stub(quorum: bool) -> tuple[SimpleNamespace, list[Any]]:
     lessor.grant(5, 1, time.monotonic() - 10)
     lessor.promote(time.monotonic() - 10)
     spawned: list[Any] = []
-    stub = SimpleNamespace(node=node, lessor=lessor, keepalives=SimpleNamespace(poke=lambda: None),
-                           promote_extend_s=0.5, _pending=set(), _spawn=spawned.append)
+    stub = SimpleNamespace(node=node, lessor=lessor,
+                           keepalives=SimpleNamespace(poke=lambda: None, checkpoint_proposed=lambda ids: []),
+                           promote_extend_s=0.5, _pending=set(), _spawn=lambda op, *_: spawned.append(op))
     stub._expire = lambda ids: Features._expire(stub, ids)  # type: ignore[arg-type]
     return stub, spawned
 
@@ -214,3 +215,112 @@ async def test_a_deposed_leader_proposes_no_expiry(quorum: bool) -> None:
         loop.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await loop
+
+
+class Proposals:
+    """``driver.propose`` for the lease loop: each proposal waits until the test commits
+    it (applied on the follower ``B`` as the log would) or fails it (the leader died)."""
+
+    def __init__(self) -> None:
+        self.ops: list[tuple[Any, asyncio.Future[Any]]] = []
+
+    async def propose(self, op: Any, timeout_s: float = 5.0) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.ops.append((op, future))
+        return await future
+
+
+def _leader_with_lease_loop() -> tuple[Node, Lessor, KeepaliveRouter, SimpleNamespace, Proposals]:
+    """A leader whose lessor (on the real clock, as the lease loop's) holds lease 5 (TTL
+    10), granted 5 s ago; its lease loop proposes through ``Proposals``."""
+    node = Node(LEADER, StateRole.LEADER, LEADER)
+    lessor = Lessor(min_ttl_s=1)
+    lessor.grant(5, 10, time.monotonic() - 5)
+    lessor.promote(time.monotonic())
+    router = KeepaliveRouter(node, lessor)
+    proposals = Proposals()
+    node.driver.propose = proposals.propose  # type: ignore[attr-defined]
+    stub = SimpleNamespace(node=node, lessor=lessor, keepalives=router, promote_extend_s=0.5, _pending=set())
+    stub._spawn = lambda op, waiters=None: Features._spawn(stub, op, waiters)  # type: ignore[arg-type]
+    stub._expire = lambda ids: Features._expire(stub, ids)  # type: ignore[arg-type]
+    return node, lessor, router, stub, proposals
+
+
+async def _turns(n: int = 20) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_a_keepalive_is_answered_only_once_its_checkpoint_committed() -> None:
+    """The known window of docs/design/lease.md, closed: leader A renews lease 5 (TTL 10,
+    granted 5 s ago); follower B holds what the checkpoints gave it (the grant's deadline,
+    5 s from now). Answered at once (before), the TTL reached the client while only A knew
+    it: A dying before its checkpoint committed left B, promoted with the election
+    timeout (0.5 s), 4.5 s short of what the client was told. Now the answer waits for the
+    checkpoint: a lost one answers nothing (the client asks the next leader), a committed
+    one is on B before the client hears."""
+    node, lessor, router, stub, proposals = _leader_with_lease_loop()
+    b = Lessor(min_ttl_s=1)
+    b.grant(5, 10, time.monotonic() - 5)
+    loop_task = asyncio.get_running_loop().create_task(Features._lease_loop(stub))  # type: ignore[arg-type]
+    try:
+        sent_at = time.monotonic()
+        renew = asyncio.get_running_loop().create_task(router.renew(5))
+        await _turns()
+        if not renew.done():
+            await until(lambda: proposals.ops or renew.done(), "no checkpoint proposed for the renewal")
+        assert not renew.done(), "the keepalive was answered before any checkpoint carried it"
+        op, committed = proposals.ops.pop(0)
+        assert isinstance(op, LeaseCheckpointOp) and op.items == [[5, 10]]
+        await _turns()
+        assert not renew.done(), "the keepalive was answered before its checkpoint committed"
+        # the checkpoint commits: B applies it, then the proposer hears
+        for lease_id, left in op.items:
+            b.checkpoint(lease_id, left, time.monotonic())
+        committed.set_result(7)
+        result = await asyncio.wait_for(renew, 30)
+        assert result.ttl == 10
+        b.promote(time.monotonic(), extend_s=0.5)
+        assert b.leases[5].deadline >= sent_at + result.ttl, "B would end the lease before the client's deadline"
+
+        # a checkpoint lost with the leader: that renewal is never acknowledged
+        renew = asyncio.get_running_loop().create_task(router.renew(5))
+        await until(lambda: proposals.ops or renew.done(), "no checkpoint proposed for the second renewal")
+        assert not renew.done()
+        _, lost = proposals.ops.pop(0)
+        node.driver.role = StateRole.FOLLOWER  # deposed: the proposal fails
+        node.driver.leader = 3
+        lost.set_exception(Unavailable("etcdserver: leader changed"))
+        await until(lambda: node.transport.sent, "the keepalive was not asked of the new leader")
+        assert not renew.done(), "a renewal whose checkpoint failed was acknowledged"
+        assert node.transport.sent[0][:2] == (3, wire.LEASE_RENEW)
+        renew.cancel()
+    finally:
+        loop_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop_task
+
+
+async def test_renewals_a_checkpoint_left_out_or_a_demotion_are_not_stranded() -> None:
+    """A renewal waits for a checkpoint only while the lessor still has it pending: one
+    whose lease was revoked before the lease loop took it, and every one waiting when
+    the lessor is demoted, is settled as failed (asked again), not left waiting."""
+    now = [100.0]
+    node, lessor, router = leader_router(now)
+    lessor.grant(6, 10, 100.0)
+    first = asyncio.get_running_loop().create_task(router.renew_durably([5, 6]))
+    await _turns()
+    lessor.revoke(6)
+    taken = router.checkpoint_proposed([5])
+    assert len(taken) == 1
+    router.settle(taken, True)
+    await _turns()
+    assert first.done() and first.result() is None, "lease 6's renewal, never checkpointed, was acknowledged"
+    second = asyncio.get_running_loop().create_task(router.renew_durably([5]))
+    await _turns()
+    assert not second.done()
+    lessor.demote()
+    router.poke()
+    await _turns()
+    assert second.done() and second.result() is None
+    assert await router.renew_durably([5]) is None  # not primary: not renewed at all
