@@ -290,10 +290,19 @@ class Features:
         follower); no log entry (the lease loop checkpoints the new remaining TTL)."""
         return await self.keepalives.renew(lease_id)
 
-    def _spawn(self, op: Any) -> None:
+    def _spawn(self, op: Any, waiters: list[asyncio.Future[bool]] | None = None) -> None:
+        """Propose ``op`` in the background; ``waiters`` (keepalives a checkpoint carries)
+        are settled with whether it committed."""
         task = asyncio.get_running_loop().create_task(self.node.driver.propose(op, timeout_s=5.0))
         self._pending.add(task)
-        task.add_done_callback(lambda t: (self._pending.discard(t), t.cancelled() or t.exception()))
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._pending.discard(t)
+            committed = not t.cancelled() and t.exception() is None
+            if waiters:
+                KeepaliveRouter.settle(waiters, committed)
+
+        task.add_done_callback(done)
 
     async def _expire(self, lease_ids: list[int]) -> None:
         """Propose the revocation of leases past their deadline once a quorum confirms
@@ -344,5 +353,7 @@ class Features:
                 self._pending.add(task)
                 task.add_done_callback(self._pending.discard)
             due = self.lessor.checkpoints_due(now, CHECKPOINT_INTERVAL_S)
+            # the keepalives renewed since the last turn are answered once this commits
+            waiters = self.keepalives.checkpoint_proposed([lid for lid, _ in due])
             if due:
-                self._spawn(LeaseCheckpointOp([[lid, left] for lid, left in due]))
+                self._spawn(LeaseCheckpointOp([[lid, left] for lid, left in due]), waiters)
