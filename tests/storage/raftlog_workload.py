@@ -1,8 +1,10 @@
-"""A deterministic Raft-log write workload, shared by the crash test and its child.
+"""A deterministic Raft-log write workload, shared by the crash tests and their child.
 
 ``batch(seed, k, log)`` applies batch ``k`` (1, 2, ...) to any ``WritableLogStorage``;
 the same seed always produces the same batches given the same starting state, so the
-parent can replay them into the reference storage to know every synced state.
+parent can replay them into the reference storage to know every synced state
+(``synced_states``). ``kill_writer`` runs this file as the child that writes and syncs
+batch after batch, and SIGKILLs it.
 """
 
 from __future__ import annotations
@@ -10,8 +12,12 @@ from __future__ import annotations
 import hashlib
 import random
 import sys
+from pathlib import Path
 from typing import Any
 
+from sigkill import kill_after
+
+from kvraft.raft.memory_storage import MemoryLogStorage
 from kvraft.raft.types import ConfState, Entry, HardState
 
 
@@ -58,6 +64,22 @@ def open_log(path: str, kind: str) -> Any:
     from kvraft.storage.raft_log import LmdbLogStorage
 
     return LmdbLogStorage(path, map_size=1 << 30)
+
+
+def kill_writer(path: Path, seed: int, kind: str, after_s: float) -> int:
+    """Run this file as the writer (``child_main``) on ``path`` and SIGKILL it ``after_s``
+    seconds after it is ready; the last batch it acknowledged (synced), 0 if none."""
+    return kill_after(__file__, [str(path), str(seed), kind], after_s)
+
+
+def synced_states(seed: int, last: int) -> dict[int, tuple[Any, ...]]:
+    """``observe`` of the reference log after each batch ``k`` in ``0..last`` of ``seed``."""
+    ref = MemoryLogStorage()
+    states = {0: observe(ref)}
+    for k in range(1, last + 1):
+        batch(seed, k, ref)
+        states[k] = observe(ref)
+    return states
 
 
 def child_main(path: str, seed: int, kind: str = "lmdb") -> None:  # pragma: no cover - runs in a subprocess

@@ -3,41 +3,25 @@ background compaction), flipped bytes in the LMDB file."""
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import mvcc_workload as workload
 import pytest
+from sigkill import kill_after
 
 from kvraft.storage import fsck
 from kvraft.storage.errors import KVCorruptionError, StorageCorruptionError
 from kvraft.storage.mvcc import MemoryKV, MVCCStore
 
-ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_sigkill_leaves_a_committed_prefix(tmp_path: Path, seed: int) -> None:
     path = tmp_path / "kv"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "mvcc_workload.py"), str(path), str(seed)],
-        stdout=subprocess.PIPE, text=True, env=env,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    time.sleep(random.Random(seed).uniform(0.2, 1.2))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    acked = [int(x) for x in proc.stdout.read().split()]
-    last = acked[-1] if acked else 0
+    last = kill_after(HERE / "mvcc_workload.py", [str(path), str(seed)], random.Random(seed).uniform(0.2, 1.2))
     assert last >= 3, "the writer barely started: the kill tested nothing"
     model = MemoryKV()
     for k in range(1, last + 1):

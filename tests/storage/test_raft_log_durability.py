@@ -1,14 +1,9 @@
 """Group commit, crash safety (SIGKILL at random moments) and corruption detection of the
-LMDB Raft log."""
+LMDB Raft log; the crash cases run against the WAL too (its own cases: ``test_wal.py``)."""
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +14,6 @@ from kvraft.raft.types import Entry, HardState
 from kvraft.storage import fsck
 from kvraft.storage.errors import LogCorruptionError, StorageCorruptionError
 from kvraft.storage.raft_log import LmdbLogStorage
-
-ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
 
 
 def _reference() -> Any:
@@ -54,16 +46,17 @@ def test_one_durable_commit_per_batch(tmp_path: Path) -> None:
     log.close()
 
 
-def test_unsynced_writes_are_lost_synced_ones_kept(tmp_path: Path) -> None:
-    path = tmp_path / "raft.lmdb"
-    log = LmdbLogStorage(path)
+@pytest.mark.parametrize("kind", ["lmdb", "wal"])
+def test_unsynced_writes_are_lost_synced_ones_kept(tmp_path: Path, kind: str) -> None:
+    path = str(tmp_path / kind)
+    log = workload.open_log(path, kind)
     log.append([Entry(term=1, index=i) for i in range(1, 6)])
     log.set_hard_state(HardState(term=1, vote=2, commit=3))
     log.sync()
     log.append([Entry(term=2, index=i) for i in range(4, 9)])
     log.set_hard_state(HardState(term=2, vote=3, commit=5))
     log.close(sync=False)  # as a crash would
-    log = LmdbLogStorage(path)
+    log = workload.open_log(path, kind)
     assert (log.last_index(), log.term(5)) == (5, 1)
     assert log.initial_state()[0] == HardState(term=1, vote=2, commit=3)
     log.close()
@@ -83,28 +76,14 @@ def test_bootstrap_matches_the_reference(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_sigkill_leaves_a_synced_prefix(tmp_path: Path, seed: int) -> None:
-    path = tmp_path / "raft.lmdb"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "raftlog_workload.py"), str(path), str(seed)],
-        stdout=subprocess.PIPE, text=True, env=env,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    time.sleep(random.Random(seed).uniform(0.05, 0.8))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    acked = [int(line) for line in proc.stdout.read().split()]
-    last_acked = acked[-1] if acked else 0
+@pytest.mark.parametrize("kind", ["lmdb", "wal"])
+def test_sigkill_leaves_a_synced_prefix(tmp_path: Path, kind: str, seed: int) -> None:
+    path = tmp_path / kind
+    last_acked = workload.kill_writer(path, seed, kind, random.Random(seed).uniform(0.1, 0.8))
     assert last_acked >= 3, "the writer barely started: the kill tested nothing"
     # Replay the batches into the reference to learn every synced state.
-    ref = _reference()
-    states = {0: workload.observe(ref)}
-    for k in range(1, last_acked + 2):
-        workload.batch(seed, k, ref)
-        states[k] = workload.observe(ref)
-    log = LmdbLogStorage(path)
+    states = workload.synced_states(seed, last_acked + 1)
+    log = workload.open_log(str(path), kind)
     got = workload.observe(log)
     log.verify()
     log.close()

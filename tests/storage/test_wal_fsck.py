@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from kvraft.raft.types import Entry, HardState
 from kvraft.storage import fsck
 from kvraft.storage.errors import StorageCorruptionError
 from kvraft.storage.wal import WalLogStorage
+from kvraft.storage.wal_format import encode_entries, encode_frame, encode_hard
 
 ROOT = Path(__file__).resolve().parents[2]
 SEGMENT = 64 << 10
@@ -29,8 +29,6 @@ SEGMENT = 64 << 10
 def _segment(path: Path) -> Path:
     (segment,) = sorted(path.glob("*.wal"))
     return segment
-
-
 
 
 def _build(path: Path, batches: int = 24) -> tuple[Any, ...]:
@@ -63,15 +61,7 @@ def _append_frame(path: Path, payload: bytes) -> None:
     pos, length = _frames(segment)[-1]
     with open(segment, "r+b") as f:
         f.seek(pos + length)
-        f.write(len(payload).to_bytes(4, "big") + zlib.crc32(payload).to_bytes(4, "big") + payload)
-
-
-def _entries_record(entries: list[Entry]) -> bytes:
-    out = bytes([1]) + len(entries).to_bytes(4, "big")
-    for e in entries:
-        out += b"".join(x.to_bytes(8, "big") for x in (e.index, e.term)) + bytes([e.type])
-        out += len(e.data).to_bytes(4, "big") + e.data
-    return out
+        f.write(encode_frame(payload))
 
 
 def test_an_intact_log_passes_and_is_summarized(tmp_path: Path) -> None:
@@ -172,13 +162,13 @@ def test_frames_that_break_the_index_sequence_are_corruption(tmp_path: Path) -> 
     gap.mkdir()
     for name, data in _files(path).items():
         (gap / name).write_bytes(data)
-    _append_frame(gap, _entries_record([Entry(term=term, index=last + 2, data=b"x")]))
+    _append_frame(gap, encode_entries([Entry(term=term, index=last + 2, data=b"x")]))
     with pytest.raises(StorageCorruptionError) as err:
         fsck.check("raftlog", gap)
     assert f"passes its checksum but does not replay: ValueError: append at {last + 2} leaves a gap after {last}" in str(
         err.value
     )
-    _append_frame(path, _entries_record([Entry(term=term, index=last + 1), Entry(term=term, index=last + 3)]))
+    _append_frame(path, encode_entries([Entry(term=term, index=last + 1), Entry(term=term, index=last + 3)]))
     with pytest.raises(StorageCorruptionError, match=f"entries not contiguous: {last + 1} then {last + 3}"):
         fsck.check("raftlog", path)
 
@@ -187,8 +177,7 @@ def test_a_hard_state_the_raft_core_would_refuse_is_corruption(tmp_path: Path) -
     path = tmp_path / "raft.wal"
     _build(path)
     last = fsck.check("raftlog", path)["last"]
-    hard = bytes([2]) + b"".join(x.to_bytes(8, "big") for x in (9, 1, last + 5))
-    _append_frame(path, hard)
+    _append_frame(path, encode_hard(HardState(term=9, vote=1, commit=last + 5)))
     with pytest.raises(StorageCorruptionError, match=f"hard state commit {last + 5} outside the stored log"):
         fsck.check("raftlog", path)
 
