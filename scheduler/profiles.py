@@ -104,6 +104,15 @@ def _srpt() -> Profile:
     return Profile("srpt", (PluginSpec("sjf", args={"by": "gpu_time", "preempt_ratio": 2.0}), *plugins))
 
 
+def _remaining() -> Profile:
+    """``default`` with preemptive shortest expected remaining GPU-time first, the expectation
+    learned by the core from finished jobs given each job's attained service (``remaining``)."""
+    base = _default()
+    plugins = tuple(p for p in base.plugins if p.name != "las")
+    return Profile("remaining", (
+        PluginSpec("remaining", args={"by": "gpu_time", "preempt_ratio": 2.0}), *plugins))
+
+
 PROFILES = {
     "default": _default,
     "b1-fifo": _b1,
@@ -115,6 +124,7 @@ PROFILES = {
 # Analysis profiles: accepted by name, not part of ``all``.
 ANALYSIS = {
     "srpt": _srpt,
+    "remaining": _remaining,
 }
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "Domain",
     "EnqueueExtensions",
     "FilterPlugin",
+    "FinishPlugin",
     "Handle",
     "PassPlugin",
     "PermitPlugin",
@@ -183,6 +184,17 @@ class PassPlugin(Protocol):
     name: str
 
     def begin_pass(self, state: ClusterState, now_s: float) -> None: ...
+
+
+@runtime_checkable
+class FinishPlugin(Protocol):
+    """Told that a job finished (``JobFinished``; not a deletion), before the state forgets
+    it, with its record as of then: plugins that learn run times from history (the
+    ``remaining`` QueueSort) learn them here, so they never see a job's future."""
+
+    name: str
+
+    def job_finished(self, info: JobInfo, at_s: float) -> None: ...
 
 
 @runtime_checkable

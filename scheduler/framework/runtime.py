@@ -30,6 +30,7 @@ from scheduler.framework.interfaces import (
     Domain,
     EnqueueExtensions,
     FilterPlugin,
+    FinishPlugin,
     PassPlugin,
     PermitPlugin,
     PostFilterPlugin,
@@ -73,6 +74,7 @@ class Framework:
         self.domain_scores: list[tuple[ScoreDomainPlugin, int]] = []
         self.permits: list[PermitPlugin] = []
         self.pass_plugins: list[PassPlugin] = []
+        self.finish_plugins: list[FinishPlugin] = []
         self.hints: dict[str, frozenset[ClusterEvent]] = {}
         self.queueing_hints: dict[str, QueueingHintPlugin] = {}
         sorters: list[QueueSortPlugin] = []
@@ -97,6 +99,8 @@ class Framework:
                 self.permits.append(plugin)
             if isinstance(plugin, PassPlugin):
                 self.pass_plugins.append(plugin)
+            if isinstance(plugin, FinishPlugin):
+                self.finish_plugins.append(plugin)
             if isinstance(plugin, EnqueueExtensions):
                 self.hints[plugin.name] = plugin.events_to_register()
             if isinstance(plugin, QueueingHintPlugin):
@@ -183,6 +187,12 @@ class Framework:
             job = info.job
             return not job.gpus_per_task or self.state.free_gpus(job.gpu_type) >= job.gpus
         return True
+
+    def job_finished(self, info: JobInfo, at_s: float) -> None:
+        """A job finished: tell the plugins that learn from finished jobs (before the state
+        drops its record)."""
+        for plugin in self.finish_plugins:
+            plugin.job_finished(info, at_s)
 
     def begin_pass(self, now_s: float) -> None:
         self._failures.clear()

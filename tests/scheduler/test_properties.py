@@ -31,7 +31,7 @@ PRIORITY_PREEMPT = Profile("priority-preempt", (
     PluginSpec("priority"), PluginSpec("topology"), PluginSpec("gang"), PluginSpec("quota"),
     PluginSpec("resources", args={"scoring": "none"}), PluginSpec("preemption"),
 ))
-PROFILES = ["default", "b1-fifo", "b2-spread", "b3-pack", "b4-las", "priority-preempt", "srpt"]
+PROFILES = ["default", "b1-fifo", "b2-spread", "b3-pack", "b4-las", "priority-preempt", "srpt", "remaining"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,130 @@
+"""RemainingTimeFirst: preemptive shortest *expected remaining* time first, learned online.
+
+The QueueSort of the ``remaining`` profile. A job's expected remaining run time comes from
+``RunTimeHistory`` (history.py): the run times of the jobs that finished so far (the plugin
+learns them from ``JobFinished``, never from a job's future), conditioned on the run time the
+job has already received (its attained GPU-seconds / its GPUs), per tenant and size class.
+Before any job finished it uses the job's own estimate (``runtime_hint_s``) minus what it ran;
+without either it ranks last.
+
+- ``by = "gpu_time"`` (default) multiplies the remaining run time by the GPU count
+  (shortest remaining GPU-time first); ``"runtime"`` does not.
+- ``aging_s``: the work is divided by ``1 + (now - submit) / aging_s``, for the sort order and
+  the rank alike, so a job that has been in the system long (waiting or running) climbs and,
+  once running, is not preempted by newcomers with the same expected work. None: no aging.
+- ``preempt_ratio`` r (> 1): the rank is (priority, -k) with k = ceil(log_r(work)), so a job
+  may preempt only gangs expected to need more than about r x its own work (Tiresias-style
+  discretisation: fewer, more worthwhile preemptions as r grows). None: non-preemptive (the
+  rank is the priority only).
+- ``min_samples``, ``window``, ``stat`` (``"mean"`` or ``"median"``), ``quantile``,
+  ``overrun_factor``: the history's (history.py).
+
+Ties: submit time, then job id. ``next_rank_change_s`` is None: ranks move with attained
+service and with what is learned, and a parked job is retried on the queue's events and
+flushes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from scheduler.framework.args import decode_args
+from scheduler.framework.interfaces import FinishPlugin, Handle, QueueSortPlugin
+from scheduler.plugins.remaining.history import RunTimeHistory
+from scheduler.state import JobInfo
+
+__all__ = ["NAME", "RemainingArgs", "RemainingTimeFirst", "new"]
+
+NAME = "remaining"
+
+_UNKNOWN = float("inf")
+
+
+@dataclass(frozen=True)
+class RemainingArgs:
+    by: str = "gpu_time"
+    aging_s: float | None = None
+    preempt_ratio: float | None = None
+    min_samples: int = 10
+    window: int = 500
+    stat: str = "mean"
+    quantile: float = 0.5
+    overrun_factor: float = 1.0
+
+
+class RemainingTimeFirst:
+    name = NAME
+
+    def __init__(self, args: RemainingArgs) -> None:
+        if args.by not in ("runtime", "gpu_time"):
+            raise ValueError(f"remaining: by must be 'runtime' or 'gpu_time', not {args.by!r}")
+        if args.aging_s is not None and args.aging_s <= 0:
+            raise ValueError("remaining: aging_s must be positive")
+        if args.preempt_ratio is not None and args.preempt_ratio <= 1:
+            raise ValueError("remaining: preempt_ratio must be > 1")
+        self.by_gpu_time = args.by == "gpu_time"
+        self.aging_s = args.aging_s
+        self.log_ratio = None if args.preempt_ratio is None else math.log(args.preempt_ratio)
+        self.history = RunTimeHistory(
+            window=args.window, min_samples=args.min_samples, stat=args.stat, quantile=args.quantile,
+            overrun_factor=args.overrun_factor,
+        )
+
+    # --- learning ---------------------------------------------------------------------------
+
+    def job_finished(self, info: JobInfo, at_s: float) -> None:
+        job = info.job
+        if job.gpus:
+            self.history.observe(job.tenant, job.gpus, info.attained_at(at_s) / job.gpus)
+
+    # --- ordering ---------------------------------------------------------------------------
+
+    def remaining_s(self, info: JobInfo, now_s: float) -> float:
+        """Expected run time left (inf when nothing is known)."""
+        job = info.job
+        done = info.attained_at(now_s) / job.gpus if job.gpus else 0.0
+        left = self.history.remaining_s(job.tenant, job.gpus, done)
+        if left is not None:
+            return left
+        hint = job.runtime_hint_s
+        if hint is None:
+            return _UNKNOWN
+        return max(hint - done, 0.0)
+
+    def work(self, info: JobInfo, now_s: float) -> float:
+        """The ordering quantity: expected remaining (GPU-)time, aged."""
+        job = info.job
+        work = self.remaining_s(info, now_s)
+        if work == _UNKNOWN:
+            return work
+        if self.by_gpu_time:
+            work *= max(job.gpus, 1)
+        if self.aging_s is not None:
+            work /= 1.0 + max(0.0, now_s - job.submit_s) / self.aging_s
+        return work
+
+    def sort_key(self, info: JobInfo, now_s: float) -> tuple[float | str, ...]:
+        job = info.job
+        return (-job.priority, self.work(info, now_s), job.submit_s, job.job_id)
+
+    def rank(self, info: JobInfo, now_s: float) -> tuple[float, ...]:
+        if self.log_ratio is None:
+            return (info.job.priority,)
+        work = self.work(info, now_s)
+        if work == _UNKNOWN:
+            return (info.job.priority, -math.inf)
+        return (info.job.priority, -float(math.ceil(math.log(work + 1.0) / self.log_ratio)))
+
+    def next_rank_change_s(self, info: JobInfo, now_s: float) -> float | None:
+        return None
+
+
+def new(args: Mapping[str, Any], handle: Handle) -> RemainingTimeFirst:
+    return RemainingTimeFirst(decode_args(RemainingArgs, args))
+
+
+_check_queue_sort: QueueSortPlugin = RemainingTimeFirst(RemainingArgs())
+_check_finish: FinishPlugin = RemainingTimeFirst(RemainingArgs())

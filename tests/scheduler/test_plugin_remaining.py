@@ -1,0 +1,198 @@
+"""The learned remaining-time estimate (``remaining`` QueueSort, plugins/remaining): table-driven
+history cases, the ordering and ranks it gives, and that it learns only from the past."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from scheduler.cycle import Scheduler
+from scheduler.model import JobAdded, JobDeleted, JobFinished, NodeAdded
+from scheduler.plugins.remaining.history import RunTimeHistory, size_class
+from scheduler.plugins.remaining.plugin import RemainingArgs, RemainingTimeFirst
+from scheduler.profiles import profile, with_args
+from scheduler.sim import ClusterSpec, Simulation, SlowdownModel, build_nodes
+from scheduler.sim.trace import TraceJob
+from scheduler.state import JobInfo, Phase
+from scheduler.testing import make_job, make_node
+
+RUNS = (60.0, 120.0, 600.0, 3600.0, 36000.0)
+
+
+@dataclass(frozen=True)
+class HistoryCase:
+    name: str
+    samples: tuple[tuple[str, int, float], ...]  # (tenant, gpus, run seconds)
+    tenant: str
+    gpus: int
+    attained_s: float
+    want: float | None
+    stat: str = "mean"
+    min_samples: int = 1
+    overrun_factor: float = 1.0
+
+
+def same(runs: tuple[float, ...], tenant: str = "a", gpus: int = 1) -> tuple[tuple[str, int, float], ...]:
+    return tuple((tenant, gpus, r) for r in runs)
+
+
+HISTORY_CASES = [
+    HistoryCase("no history: nothing to say", (), "a", 1, 0.0, None),
+    HistoryCase("fresh job: the mean", same(RUNS), "a", 1, 0.0, 40380.0 / 5),
+    HistoryCase("fresh job: the median", same(RUNS), "a", 1, 0.0, 600.0, stat="median"),
+    HistoryCase("after 700 s only the two longer runs count (mean)", same(RUNS), "a", 1, 700.0, 19800.0 - 700.0),
+    HistoryCase("after 700 s: median of the longer runs", same(RUNS), "a", 1, 700.0, 36000.0 - 700.0, stat="median"),
+    HistoryCase("gittins, fresh: the best quantum ends at 120 s: (60 + 120 + 3 x 120) / 2 jobs done",
+                same(RUNS), "a", 1, 0.0, 270.0, stat="gittins"),
+    HistoryCase("gittins after 600 s: quantum to 3,600 s: (3,000 + 3,000) / 1 job done", same(RUNS), "a", 1, 600.0,
+                6000.0, stat="gittins"),
+    HistoryCase("gittins past the second-longest: only the longest run is left", same(RUNS), "a", 1, 3600.0,
+                32400.0, stat="gittins"),
+    HistoryCase("a run equal to the attained service is not longer", same(RUNS), "a", 1, 3600.0, 36000.0 - 3600.0),
+    HistoryCase("past every run: overrun_factor x as long again", same(RUNS), "a", 1, 50000.0, 50000.0),
+    HistoryCase("past every run, overrun 0.5", same(RUNS), "a", 1, 50000.0, 25000.0, overrun_factor=0.5),
+    HistoryCase("tenant first: b's runs are ignored when a has enough",
+                same(RUNS) + same((9e5,) * 3, tenant="b"), "a", 1, 0.0, 40380.0 / 5),
+    HistoryCase("too few longer runs in the tenant: the size class (both tenants)",
+                same((100.0, 200.0)) + same((1000.0, 3000.0), tenant="b"), "a", 1, 150.0, 1400.0 - 150.0,
+                min_samples=3),
+    HistoryCase("another size class is not used while the class has enough",
+                same((100.0,) * 3, gpus=4) + same((9e4,) * 3, gpus=1), "a", 3, 0.0, 100.0, min_samples=3),
+    HistoryCase("no class has enough: all jobs", same((100.0,), gpus=4) + same((1000.0, 3000.0), gpus=1),
+                "a", 4, 0.0, 4100.0 / 3, min_samples=3),
+    HistoryCase("nobody has min_samples longer: the longest runs' mean if above overrun",
+                same((100.0, 10000.0)), "a", 1, 500.0, 9500.0, min_samples=5),
+    HistoryCase("unknown tenant falls back to its size class", same(RUNS), "zz", 1, 0.0, 40380.0 / 5),
+]
+
+
+@pytest.mark.parametrize("case", HISTORY_CASES, ids=lambda c: c.name)
+def test_history_conditional_estimate(case: HistoryCase) -> None:
+    history = RunTimeHistory(min_samples=case.min_samples, stat=case.stat, overrun_factor=case.overrun_factor)
+    for tenant, gpus, run_s in case.samples:
+        history.observe(tenant, gpus, run_s)
+    got = history.remaining_s(case.tenant, case.gpus, case.attained_s)
+    assert got == (None if case.want is None else pytest.approx(case.want))
+
+
+def test_history_window_forgets_the_oldest_runs() -> None:
+    history = RunTimeHistory(window=3, min_samples=1)
+    for run_s in (1e6, 10.0, 20.0, 30.0):
+        history.observe("a", 1, run_s)
+    assert history.remaining_s("a", 1, 0.0) == pytest.approx(20.0)  # 1e6 left the tenant's window
+    history.observe("a", 1, 40.0)  # a query in between must not keep a stale sorted view
+    assert history.remaining_s("a", 1, 0.0) == pytest.approx(30.0)
+
+
+def test_size_classes() -> None:
+    assert [size_class(g) for g in (0, 1, 2, 3, 4, 5, 8, 9, 16, 32, 33, 128)] == [1, 1, 2, 4, 4, 8, 8, 16, 16, 32, 64, 64]
+
+
+@pytest.mark.parametrize("kwargs", [{"window": 0}, {"min_samples": 0}, {"stat": "mode"}, {"quantile": 1.0},
+                                    {"overrun_factor": -1.0}])
+def test_history_refuses_bad_arguments(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        RunTimeHistory(**kwargs)  # type: ignore[arg-type]
+
+
+def info(job_id: str, *, gpus: int = 1, tenant: str = "a", submit: float = 0.0, est: float | None = None,
+         attained_h: float = 0.0, priority: int = 0) -> JobInfo:
+    builder = make_job(job_id).gpus(gpus).tenant(tenant).submitted(submit).priority(priority)
+    if est is not None:
+        builder.estimate(est)
+    out = builder.info()
+    out.attained_gpu_s = attained_h * 3600 * gpus
+    return out
+
+
+def learned(args: RemainingArgs | None = None, runs: tuple[float, ...] = RUNS) -> RemainingTimeFirst:
+    plugin = RemainingTimeFirst(args or RemainingArgs(min_samples=1))
+    for run_s in runs:
+        plugin.history.observe("a", 1, run_s)
+        plugin.history.observe("a", 8, run_s)
+    return plugin
+
+
+@dataclass(frozen=True)
+class OrderCase:
+    name: str
+    plugin: RemainingTimeFirst
+    jobs: tuple[JobInfo, ...]
+    want: tuple[str, ...]
+    now_s: float = 0.0
+
+
+ORDER_CASES = [
+    OrderCase("fresh before long-running (more expected left once past the short runs)", learned(),
+              (info("ran-1h", attained_h=1.0, submit=0), info("fresh", submit=5)), ("fresh", "ran-1h")),
+    OrderCase("gpu_time counts width", learned(), (info("wide", gpus=8, submit=0), info("narrow", submit=9)),
+              ("narrow", "wide")),
+    OrderCase("runtime ignores width: fifo between equals", learned(RemainingArgs(min_samples=1, by="runtime")),
+              (info("narrow", submit=9), info("wide", gpus=8, submit=0)), ("wide", "narrow")),
+    OrderCase("priority beats expected work", learned(),
+              (info("short", submit=0), info("urgent", attained_h=5, priority=1, submit=9)), ("urgent", "short")),
+    OrderCase("no history: the job's own estimate, unknown last", RemainingTimeFirst(RemainingArgs()),
+              (info("unknown", submit=0), info("long", est=7200, submit=1), info("short", est=60, submit=2)),
+              ("short", "long", "unknown")),
+    OrderCase("aging lifts a job long in the system", learned(RemainingArgs(min_samples=1, aging_s=3600)),
+              (info("fresh", submit=99_000), info("waited", gpus=8, submit=0)), ("waited", "fresh"), now_s=100_000),
+]
+
+
+@pytest.mark.parametrize("case", ORDER_CASES, ids=lambda c: c.name)
+def test_order(case: OrderCase) -> None:
+    got = sorted(case.jobs, key=lambda i: case.plugin.sort_key(i, case.now_s))
+    assert tuple(i.job.job_id for i in got) == case.want
+
+
+def test_rank_lets_a_job_preempt_only_much_more_expected_work() -> None:
+    plugin = learned(RemainingArgs(min_samples=1, preempt_ratio=4.0))
+    fresh, long_run = info("fresh"), info("long", attained_h=4.0)  # 8,076 s vs 32,400 s expected left
+    assert plugin.rank(fresh, 0.0) > plugin.rank(long_run, 0.0)
+    same_bucket = learned(RemainingArgs(min_samples=1, preempt_ratio=1e5))
+    assert same_bucket.rank(fresh, 0.0) == same_bucket.rank(long_run, 0.0)
+    assert RemainingTimeFirst(RemainingArgs()).rank(fresh, 0.0) == (0,), "no preempt_ratio: never preemptive"
+    assert RemainingTimeFirst(RemainingArgs(preempt_ratio=2.0)).rank(fresh, 0.0)[1] == float("-inf")
+
+
+def test_running_time_counts_as_attained_service() -> None:
+    plugin = learned()
+    running = info("r")
+    running.phase, running.bound_at_s = Phase.RUNNING, 0.0
+    assert plugin.remaining_s(running, 700.0) == pytest.approx(19800.0 - 700.0)
+
+
+def test_the_scheduler_teaches_it_finished_jobs_only() -> None:
+    sched = Scheduler(with_args(profile("remaining"), ["remaining.min_samples=1"]))
+    sched.handle(NodeAdded(make_node("n1").gpus(8).obj()))
+    sched.handle(*(JobAdded(make_job(j).gpus(2).tenant("t").obj()) for j in ("done", "gone", "left")))
+    assert {b.job_id for b in sched.schedule(0.0).bindings} == {"done", "gone", "left"}
+    plugin = sched.framework.queue_sort
+    assert isinstance(plugin, RemainingTimeFirst)
+    sched.handle(JobFinished("done", 1800.0), JobDeleted("gone"))
+    assert plugin.history.observed == 1, "a deleted job's run time is not a run time"
+    # learnt: "done" ran 1,800 s; "left" has run 1,000 s, so expects 800 s more
+    assert plugin.remaining_s(sched.state.jobs["left"], 1000.0) == pytest.approx(800.0)
+    sched.handle(JobFinished("nobody", 1900.0))  # unknown ids are ignored
+    assert plugin.history.observed == 1
+
+
+def test_replay_never_sees_a_running_jobs_future() -> None:
+    """Two traces that differ only in how long one job runs: every decision before that job
+    ends is the same (the estimate may use only jobs that finished)."""
+    nodes = build_nodes(ClusterSpec(2, 8, 1))
+    base = [TraceJob(f"j{i}", "vc1" if i % 3 else "vc2", 60.0 * i, (1, 2, 4, 8)[i % 4], 600.0 + 97.0 * (i % 7))
+            for i in range(60)]
+    base.insert(5, TraceJob("probe", "vc1", 250.0, 4, 20000.0))
+    longer = [t if t.job_id != "probe" else TraceJob("probe", "vc1", 250.0, 4, 90000.0) for t in base]
+
+    def runs(trace: list[TraceJob]) -> dict[str, list[tuple[float, float]]]:
+        sim = Simulation(trace, nodes, profile("remaining"), estimator=None, slowdown=SlowdownModel(nodes, 0))
+        return {r.trace.job_id: r.runs for r in sim.run().records}
+
+    a, b = runs(base), runs(longer)
+    probe_end = min(end for _, end in a["probe"][-1:])
+    cut = lambda rs: [(s, e) for s, e in rs if e < probe_end]  # noqa: E731
+    assert any(a[j] != b[j] for j in a), "the probe's length must matter after it ends"
+    assert {j: cut(r) for j, r in a.items()} == {j: cut(r) for j, r in b.items()}
