@@ -90,7 +90,12 @@ class Scheduler:
     def handle(self, *events: Event) -> None:
         kinds: set[ClusterEvent] = set()
         state, queue = self.state, self.queue
+        finish = self.framework.finish_plugins
         for event in events:
+            if finish and isinstance(event, JobFinished):
+                done = state.jobs.get(event.job_id)
+                if done is not None:
+                    self.framework.job_finished(done, event.at_s)
             kinds |= state.handle(event)
             if isinstance(event, JobAdded | JobUpdated):
                 job_id = event.job.job_id
