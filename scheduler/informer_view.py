@@ -96,6 +96,9 @@ class ClusterView:
         self.dirty_nodes: set[str] = set()
         self.dirty_jobs: set[str] = set()
         self.dirty_tenants: set[str] = set()
+        # nodes the daemon suspects of a dead agent although their lease lives
+        # (scheduler.suspects): NotReady for the core; not from the store, kept across replace()
+        self.unreachable: set[str] = set()
 
     # --- informer sink ----------------------------------------------------------------------
     def replace(self, kvs: Sequence[Any], revision: int) -> None:
@@ -104,7 +107,9 @@ class ClusterView:
             "j": set(self.jobs) | set(self.bindings) | set(self.status) | set(self.tasks),
             "t": set(self.tenants),
         }
+        unreachable = self.unreachable
         self.__init__()  # type: ignore[misc]
+        self.unreachable = unreachable
         for kv in kvs:
             self._put(kv.key.decode(), kv.value, kv.create_revision, kv.mod_revision)
         self.revision = revision
@@ -232,6 +237,7 @@ class ClusterView:
         return rec is not None and name in self.heartbeats and bool(rec.doc.get("healthy", True))
 
     def node_model(self, name: str) -> Node | None:
+        """The core's node: healthy when Ready and not suspected of a dead agent."""
         rec = self.nodes.get(name)
         if rec is None:
             return None
@@ -242,7 +248,7 @@ class ClusterView:
                 cpu_milli=int(d.get("cpu_milli", 0)), memory_mib=int(d.get("memory_mib", 0)),
                 rack=str(d.get("rack", "rack-0")), spine=str(d.get("spine", "spine-0")),
                 islands=tuple(d.get("islands") or ()), labels=tuple(sorted((d.get("labels") or {}).items())),
-                healthy=self.node_ready(name), schedulable=name not in self.cordons,
+                healthy=self.node_ready(name) and name not in self.unreachable, schedulable=name not in self.cordons,
             )
         except (ValueError, TypeError):
             return None

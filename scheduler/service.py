@@ -9,7 +9,9 @@ One event loop, four parts:
    lease is lost it stops acting and campaigns again.
 3. **the loop** (leader only), woken by watch events or timers: feed the core the view's
    changes (``CoreFeed``), run the lifecycle of bound jobs (finished, failed, lost on a node
-   whose heartbeat expired, cancelled, past ``max_run_s``, preemption grace over), run one
+   whose heartbeat expired, cancelled, past ``max_run_s``, preemption grace over), keep the
+   nodes of a failed gang whose agent reported nothing out of placement until their lease is
+   seen renewed (``scheduler.suspects``: a dead agent's lease outlives it by the TTL), run one
    ``Scheduler.schedule`` pass -- the same code the simulator replays -- and write its
    decisions with the ``Binder``: bindings, evictions of preemption victims, pending reasons.
 4. **HTTP**: ``/health`` and ``/metrics`` (Prometheus text; ``scheduler.metrics``).
@@ -44,6 +46,7 @@ from scheduler.metrics import SchedulerMetrics
 from scheduler.model import BindFailed
 from scheduler.profiles import profile
 from scheduler.service_config import SchedulerConfig, load_config
+from scheduler.suspects import Suspects
 
 __all__ = ["SchedulerDaemon", "main", "run"]
 
@@ -69,6 +72,8 @@ class SchedulerDaemon:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._timers: dict[str, float] = {}
+        self.suspects = Suspects()  # nodes that may have lost their agent (scheduler.suspects)
+        self._fresh_suspects: set[str] = set()  # suspected in this step: the pass must know
         self.terms = 0
         # statistics
         self.passes = 0
@@ -186,6 +191,9 @@ class SchedulerDaemon:
 
     def _next_wakeup(self) -> float | None:
         times = list(self._timers.values())
+        w_mono = self.suspects.next_wakeup()
+        if w_mono is not None:
+            times.append(time.time() + (w_mono - time.monotonic()))
         if self.core is not None:
             w = self.core.next_wakeup_s()
             if w is not None:
@@ -196,6 +204,8 @@ class SchedulerDaemon:
     async def step(self) -> None:
         assert self.core is not None
         core, view, feed = self.core, self.view, self.feed
+        if len(self.suspects):
+            await self._probe_suspects()
         now = time.time()
         nodes, jobs, tenants = view.take_dirty()
         for name, at in list(self._timers.items()):
@@ -223,6 +233,11 @@ class SchedulerDaemon:
             more = []
             for j in sorted(jobs):
                 more += feed.sync_job(view, j, now)
+            if more:
+                core.handle(*more)
+        if self._fresh_suspects:  # nodes suspected by the lifecycle: NotReady for this pass
+            fresh, self._fresh_suspects = sorted(self._fresh_suspects), set()
+            more = [ev for n in fresh for ev in feed.sync_node(view, n)]
             if more:
                 core.handle(*more)
         started = time.perf_counter()
@@ -335,6 +350,7 @@ class SchedulerDaemon:
         statuses = view.task_statuses(job, b.revision)
         failed = sorted(t for t, s in statuses.items() if s.get("phase") == "Failed")
         if failed:
+            self._suspect_silent_nodes(b, statuses)
             s = statuses[failed[0]]
             why = s.get("reason") or "Error"
             last = _last_line(s.get("log_tail"))  # Kubernetes' FallbackToLogsOnError, one line
@@ -359,6 +375,59 @@ class SchedulerDaemon:
         if (st.get("phase"), st.get("reason"), st.get("message")) != ("Running", reason, message):
             updates[job] = dict(st, phase="Running", reason=reason, message=message)
         return False
+
+    # --- nodes whose agent may be dead (scheduler.suspects) ------------------------------------
+    def _suspect_silent_nodes(self, b: Any, statuses: dict[str, dict[str, Any]]) -> None:
+        """A gang's run failed: every node of it whose agent reported none of the run's task
+        endings may have lost its agent (a dead agent reports nothing; its lease lives on)."""
+        node_of = {t["task"]: t["node"] for t in b.tasks}
+        reported = {node_of.get(t, s.get("node")) for t, s in statuses.items()
+                    if s.get("phase") in ("Failed", "Succeeded")}
+        now = time.monotonic()
+        for n in b.nodes():
+            hb = self.view.heartbeats.get(n)
+            if n in reported or hb is None or not isinstance(hb.doc, dict):
+                continue
+            try:
+                ttl = float(hb.doc.get("ttl_s") or 10.0)
+                renew = float(hb.doc.get("renew_interval_s") or ttl / 3)
+                lease_id = int(hb.doc.get("lease_id") or 0)
+            except (TypeError, ValueError):
+                continue
+            if self.suspects.suspect(n, lease_id=lease_id, heartbeat_revision=hb.create_revision, ttl_s=ttl,
+                                     renew_interval_s=renew, now=now, reason=f"no task of {b.job} reported its end"):
+                self.view.unreachable.add(n)
+                self._fresh_suspects.add(n)
+                log.warning("node suspected", extra={"fields": {
+                    "node": n, "job": b.job, "lease_id": lease_id,
+                    "why": "its tasks of a failed gang reported nothing; NotReady until its lease is seen renewed"}})
+
+    async def _probe_suspects(self) -> None:
+        """Ask kvraft for the remaining TTL of each suspect node's lease that is due; clear the
+        nodes whose lease was renewed, whose heartbeat is gone or new, or past their give-up."""
+        view, sus = self.view, self.suspects
+        names = sus.names()
+        current = {n: view.heartbeats[n].create_revision for n in names if n in view.heartbeats}
+        cleared = [(n, "heartbeat gone or registered again") for n in sus.heartbeats(current)]
+        cleared += [(n, "give-up time passed with the lease still there") for n in sus.expire(time.monotonic())]
+        due = sus.due(time.monotonic())
+        if due:
+            answers = await asyncio.gather(*(self._lease_ttl(lease_id) for _, lease_id in due), return_exceptions=True)
+            for (node, _), answer in zip(due, answers, strict=True):
+                if isinstance(answer, BaseException):
+                    sus.probe_failed(node, time.monotonic())
+                elif sus.observe(node, *answer):
+                    cleared.append((node, "lease renewed"))
+        for node, why in cleared:
+            view.unreachable.discard(node)
+            view.dirty_nodes.add(node)
+            log.info("node no longer suspected", extra={"fields": {"node": node, "why": why}})
+
+    async def _lease_ttl(self, lease_id: int) -> tuple[int, float, float]:
+        sent = time.monotonic()
+        async with asyncio.timeout(1.0):
+            resp = await self.client.lease_time_to_live(lease_id)
+        return resp.ttl, sent, time.monotonic()
 
     async def _collect(self, job: str, now: float) -> None:
         """Delete a finished job's keys once its TTL after finishing is over (scheduler.job_gc)."""
@@ -409,7 +478,8 @@ class SchedulerDaemon:
     def health(self) -> tuple[int, dict[str, Any]]:
         ok = self.informer.synced.is_set()
         return (200 if ok else 503), {"status": "ok" if ok else "syncing", "leader": self.leader, "name": self.config.name,
-                                      "revision": self.view.revision, "terms": self.terms}
+                                      "revision": self.view.revision, "terms": self.terms,
+                                      "suspect_nodes": sorted(self.suspects.names())}
 
     def metrics_text(self) -> str:
         """The Prometheus text ``/metrics`` serves (``scheduler.metrics``)."""
