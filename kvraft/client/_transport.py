@@ -181,6 +181,13 @@ class Transport:
         n = len(self.endpoints)
         return [(self._pinned + i) % n for i in range(n)]
 
+    def _targets(self, endpoint: str | None) -> list[str]:
+        """Where a request goes: ``endpoint`` alone when given, else every endpoint, the
+        pinned one first."""
+        if endpoint is not None:
+            return [normalize_endpoint(endpoint, self._scheme)]
+        return [self.endpoints[i] for i in self._order()]
+
     async def _discover(self) -> dict[str, Any]:
         errors: list[str] = []
         for index in self._order():
@@ -267,11 +274,7 @@ class Transport:
         attempt = 0
         self._counts["requests"] += 1
         while True:
-            if endpoint is not None:
-                targets = [normalize_endpoint(endpoint, self._scheme)]
-            else:
-                targets = [self.endpoints[i] for i in self._order()]
-            for target in targets:
+            for target in self._targets(endpoint):
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
@@ -332,11 +335,7 @@ class Transport:
         data = self.codec.dumps(body)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.dial_timeout_s, sock_read=None)
         errors: list[str] = []
-        if endpoint is not None:
-            targets = [normalize_endpoint(endpoint, self._scheme)]
-        else:
-            targets = [self.endpoints[i] for i in self._order()]
-        for target in targets:
+        for target in self._targets(endpoint):
             url = target + self.prefix + path
             try:
                 response = await session.post(url, data=data, headers=self._headers(auth), timeout=timeout)
@@ -366,11 +365,9 @@ class Transport:
         """Open a WebSocket to ``prefix + path`` (JSON text messages; etcd's gateway and
         kvraft both serve ``/v3/watch`` this way) on the first endpoint that accepts it."""
         session = self._require_session()
-        targets = [normalize_endpoint(endpoint, self._scheme)] if endpoint is not None else [
-            self.endpoints[i] for i in self._order()]
         headers = {"Authorization": self.token} if self.token else {}
         errors: list[str] = []
-        for target in targets:
+        for target in self._targets(endpoint):
             try:
                 ws = await session.ws_connect(target + self.prefix + path, headers=headers,
                                               timeout=aiohttp.ClientWSTimeout(ws_close=self.request_timeout_s))

@@ -60,7 +60,11 @@ async def _create_own_key(client: Any, key: bytes, value: bytes, lease: Lease) -
     return existing.kvs[0].create_revision, existing.kvs[0].value
 
 
-class Mutex:
+class _OwnKey:
+    """What a lock and a campaign share: the key ``<name>/<lease id in hex>`` under a lease
+    (the caller's, or one of ``ttl`` seconds owned here), created once, and its turn after
+    every key under ``name`` created before it."""
+
     def __init__(self, client: Any, name: Key, *, ttl: int = 60, lease: Lease | None = None) -> None:
         self._client = client
         self.prefix = to_bytes(name) + b"/"
@@ -69,14 +73,42 @@ class Mutex:
         self.key = b""
         self.revision = 0
 
-    async def acquire(self) -> Mutex:
-        """Block until the lock is held. ``self.key`` is the held key."""
+    async def _create(self, value: bytes) -> bytes:
+        """Create the key with ``value`` unless it exists (granting the lease first if
+        needed); sets ``key`` and ``revision``, returns the value it holds."""
         if not self.lease.id:
             await self.lease.grant()
         self.key = self.prefix + f"{self.lease.id:x}".encode()
-        self.revision, _ = await _create_own_key(self._client, self.key, b"", self.lease)
+        self.revision, current = await _create_own_key(self._client, self.key, value, self.lease)
+        return current
+
+    async def _wait_turn(self) -> None:
+        """Until every key created before ours is deleted."""
+        await _wait_deletes(self._client, self.prefix, self.revision - 1)
+
+    async def _give_up(self) -> None:
+        """Delete the key, and revoke the lease if it is ours."""
+        if self.key:
+            await self._client.delete(self.key)
+            self.key = b""
+        if self._own_lease:
+            await self.lease.close(revoke=True)
+
+    async def _first(self) -> GetResponse:
+        """The oldest key under the name (at most one kv)."""
+        response: GetResponse = await self._client.get(
+            self.prefix, range_end=prefix_range_end(self.prefix), sort_target="CREATE",
+            sort_order="ASCEND", limit=1,
+        )
+        return response
+
+
+class Mutex(_OwnKey):
+    async def acquire(self) -> Mutex:
+        """Block until the lock is held. ``self.key`` is the held key."""
+        await self._create(b"")
         try:
-            await _wait_deletes(self._client, self.prefix, self.revision - 1)
+            await self._wait_turn()
         except BaseException:
             await self._client.delete(self.key)
             raise
@@ -85,11 +117,7 @@ class Mutex:
         return self
 
     async def release(self) -> None:
-        if self.key:
-            await self._client.delete(self.key)
-            self.key = b""
-        if self._own_lease:
-            await self.lease.close(revoke=True)
+        await self._give_up()
 
     async def __aenter__(self) -> Mutex:
         return await self.acquire()
@@ -98,27 +126,16 @@ class Mutex:
         await self.release()
 
 
-class Election:
+class Election(_OwnKey):
     """Campaign for leadership of ``name``; observe who leads."""
-
-    def __init__(self, client: Any, name: Key, *, ttl: int = 60, lease: Lease | None = None) -> None:
-        self._client = client
-        self.prefix = to_bytes(name) + b"/"
-        self._own_lease = lease is None
-        self.lease = lease or client.lease(ttl)
-        self.key = b""
-        self.revision = 0
 
     async def campaign(self, value: Key) -> None:
         """Block until elected; then ``self.key`` holds ``value``."""
-        if not self.lease.id:
-            await self.lease.grant()
-        self.key = self.prefix + f"{self.lease.id:x}".encode()
-        self.revision, current = await _create_own_key(self._client, self.key, to_bytes(value), self.lease)
+        current = await self._create(to_bytes(value))
         if current != to_bytes(value):
             await self.proclaim(value)
         try:
-            await _wait_deletes(self._client, self.prefix, self.revision - 1)
+            await self._wait_turn()
         except BaseException:
             await self.resign()
             raise
@@ -135,28 +152,18 @@ class Election:
             raise ClientError("election: not leader")
 
     async def resign(self) -> None:
-        if self.key:
-            await self._client.delete(self.key)
-            self.key = b""
-        if self._own_lease:
-            await self.lease.close(revoke=True)
+        await self._give_up()
 
     async def leader(self) -> KeyValue | None:
         """The current leader's key-value, or ``None`` when nobody leads."""
-        response = await self._client.get(
-            self.prefix, range_end=prefix_range_end(self.prefix), sort_target="CREATE",
-            sort_order="ASCEND", limit=1,
-        )
+        response = await self._first()
         return response.kvs[0] if response.kvs else None
 
     async def observe(self) -> AsyncIterator[GetResponse]:
         """Yield a ``GetResponse`` (one kv: the leader) each time leadership or its value changes."""
         client = self._client
         while True:
-            response = await client.get(
-                self.prefix, range_end=prefix_range_end(self.prefix), sort_target="CREATE",
-                sort_order="ASCEND", limit=1,
-            )
+            response = await self._first()
             if not response.kvs:
                 async with client.watch(self.prefix, prefix=True,
                                         start_revision=response.header.revision + 1) as watcher:
