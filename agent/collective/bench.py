@@ -139,6 +139,13 @@ class Worker:
         if self.dist is not None:
             self.impls["gloo"] = self._gloo
 
+    def links_for(self, name: str, nbytes: int) -> str:
+        """What carried a call of ``nbytes``: the ring picks its data path per call size."""
+        comm = {"tcp": self.ours_tcp, "tcp+cma": self.ours_cma}.get(name)
+        per_size = getattr(comm.backend, "links_for", None) if comm is not None else None
+        kinds = self.world.allgather(per_size(nbytes) if per_size is not None else self.links.get(name, "?"))
+        return kinds[0] if len(set(kinds)) == 1 else "mixed:" + ",".join(kinds)
+
     def _gloo(self, a: np.ndarray) -> None:
         self.dist.all_reduce(self.torch.from_numpy(a))
 
@@ -182,7 +189,7 @@ class Worker:
                     buf = bufs[s]
                     buf[:] = 0  # zeros stay zeros: no overflow or denormals while timing
                     t, cpu = self.timed(functools.partial(fn, buf), iters)
-                    rows.append({"round": rnd, "backend": name, "links": self.links.get(name, "?"), "size_bytes": s, "t": t, "cpu": cpu, "load": load})
+                    rows.append({"round": rnd, "backend": name, "links": self.links_for(name, s), "size_bytes": s, "t": t, "cpu": cpu, "load": load})
         return rows
 
     def resnet(self) -> list[dict[str, Any]]:
@@ -282,7 +289,7 @@ class Worker:
         t0 = time.perf_counter()
         np.add(half, half, out=half)
         out["np_add_half_buffer_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
-        return {"profile": name, "links": self.links[name], "size_bytes": nbytes, **out}
+        return {"profile": name, "links": self.links_for(name, nbytes), "size_bytes": nbytes, **out}
 
     def close(self) -> None:
         self.ours_cma.close()
@@ -320,23 +327,34 @@ def _fusion_info(comm: Any) -> dict[str, Any]:
     return out
 
 
+def _link_info(comm: Any) -> dict[str, Any]:
+    """The ring's data path per call size: the threshold in force and what the probe measured
+    (best ms per call, summed over the ranks)."""
+    backend = comm.backend
+    out: dict[str, Any] = {"links": getattr(backend, "links", "?"), "attach_from_bytes": getattr(backend, "cma_min_bytes", None)}
+    probe = getattr(backend, "link_probe", None)
+    if probe is not None:
+        out["probe_ms"] = {_fmt_size(s): [round(ts * 1e3, 3), round(ta * 1e3, 3)] for s, ts, ta in zip(probe.sizes, probe.socket_s, probe.attach_s, strict=True)}
+    return out
+
+
 def summarise(rows: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
     """Median over rounds of each (backend, size), best round too; paired ratios per round."""
     factor = 2 * (size - 1) / size if size > 1 else 1.0
     by: dict[tuple[str, int], dict[int, float]] = {}
     cpu: dict[tuple[str, int], list[float]] = {}
-    links: dict[str, str] = {}
+    links: dict[tuple[str, int], str] = {}
     for r in rows:
         by.setdefault((r["backend"], r["size_bytes"]), {})[r["round"]] = r["t"]
         cpu.setdefault((r["backend"], r["size_bytes"]), []).append(r.get("cpu", float("nan")))
-        links[r["backend"]] = r.get("links", "?")
+        links[(r["backend"], r["size_bytes"])] = r.get("links", "?")
     out = []
     for (backend, nbytes), per_round in by.items():
         t = statistics.median(per_round.values())
         best = min(per_round.values())
         row: dict[str, Any] = {
             "backend": backend,
-            "links": links[backend],
+            "links": links[(backend, nbytes)],
             "size_bytes": nbytes,
             "lat_us": round(t * 1e6, 1),
             "algbw_gbs": round(nbytes / t / 1e9, 3),
@@ -413,6 +431,7 @@ def worker_main(ns: argparse.Namespace) -> int:
         "mpi_library": w.MPI.Get_library_version().splitlines()[0].strip(),
         "gloo": w.dist is not None,
         "fusion": {name: _fusion_info(comm) for name, comm in (("mpi", w.ours_mpi), ("tcp", w.ours_tcp), ("tcp+cma", w.ours_cma))},
+        "tcp+cma_links": _link_info(w.ours_cma),
     }
     summary = summarise(rows, w.size) + (summarise_resnet(rrows, w.size) if rrows else [])
     for prof in profs:

@@ -124,6 +124,10 @@ class RingBackend:
     def _seg_elems(self, itemsize: int) -> int:
         return max(1, self.segment_bytes // itemsize)
 
+    def _select_links(self, nbytes: int) -> None:
+        """Called at the start of every collective with its size in bytes (the same on every
+        rank): a transport with several data paths sets ``left``/``right`` for it here."""
+
     # -- collectives -----------------------------------------------------------------------
     def allreduce(self, buf: np.ndarray, wire_dtype: np.dtype | None = None) -> None:
         if self.profile is None:
@@ -138,6 +142,8 @@ class RingBackend:
         n, r = self.size, self.rank
         wire_dt = np.dtype(wire_dtype) if wire_dtype is not None else buf.dtype
         compressed = wire_dt != buf.dtype
+        if n > 1:
+            self._select_links(buf.size * wire_dt.itemsize)
         if n == 1:
             if compressed:  # same rounding as with peers, so results do not depend on n
                 wire1 = self._buffer(wire_dt, buf.size, 0)
@@ -189,6 +195,7 @@ class RingBackend:
 
     def reduce(self, buf: np.ndarray, root: int) -> None:
         receives, sends = chain_role(self.rank, self.size, root, "reduce")
+        self._select_links(buf.nbytes)
         tmp = self._buffer(buf.dtype, min(buf.size, self._seg_elems(buf.itemsize)), 1)
         for lo, hi in segment_bounds(0, buf.size, self._seg_elems(buf.itemsize)):
             if hi == lo:
@@ -204,6 +211,7 @@ class RingBackend:
 
     def broadcast(self, buf: np.ndarray, root: int) -> None:
         receives, sends = chain_role(self.rank, self.size, root, "broadcast")
+        self._select_links(buf.nbytes)
         for lo, hi in segment_bounds(0, buf.size, self._seg_elems(buf.itemsize)):
             if hi == lo:
                 continue
@@ -219,6 +227,8 @@ class RingBackend:
         if recv.size != n * width:
             raise ValueError("allgather: recv must hold size * len(send) elements")
         recv[r * width : (r + 1) * width] = send
+        if n > 1:
+            self._select_links(recv.nbytes)
         for s in range(n - 1):
             out_block = (r - s) % n
             in_block = (r - s - 1) % n

@@ -11,7 +11,18 @@ Links: for a neighbour on the same host (same kernel and pid namespace, checked 
 see ``cma.py``) the socket becomes the control channel of a cross-memory-attach link: the
 receiver copies straight out of the sender's buffer with ``process_vm_readv``, one copy
 instead of two. ``links="socket"`` (``KVRAFT_COLLECTIVE_LINKS=socket``) forces the plain
-socket link; ``backend.links`` says what each direction uses.
+socket link; ``backend.links`` says what each direction can use.
+
+Data path per call size: a pull costs a syscall with page pinning and an acknowledgement, so
+the attach link loses to in-cache socket copies for small calls and wins for big ones. Where
+a connection has both, every collective picks one by its size in bytes (the same on every
+rank, so both ends of a connection agree): below ``cma_min_bytes`` the plain socket link (the
+very code of the socket ring), from it the attach link. The threshold is measured by
+``probe.probe_links`` at the first call of at least ``LINK_LADDER[0]`` bytes (both paths
+timed on a ladder of sizes, agreed over the ranks), unless ``cma_min_bytes`` /
+``KVRAFT_COLLECTIVE_CMA_MIN_BYTES`` fixes it. Before that first collective, the ranks agree
+(one small allgather at the first collective) on whether any link can attach and on a fixed
+threshold, so a rank never probes alone.
 
 ``abort()`` shuts the sockets down, which makes a blocked ``recv`` or ``send`` return at once:
 this backend is interruptible, so a failure detected by the monitor becomes an exception in
@@ -28,9 +39,13 @@ import struct
 import threading
 import time
 
-from agent.collective.cma import CMARecvLink, CMASendLink, handshake_recv, handshake_send
+import numpy as np
+
+from agent.collective.cma import EAGER_MAX, CMARecvLink, CMASendLink, handshake_recv, handshake_send
 from agent.collective.errors import CollectiveTimeout
 from agent.collective.fusion import FusionPolicy
+from agent.collective.interface import Link
+from agent.collective.probe import LinkProbe, probe_links
 from agent.collective.rendezvous import Rendezvous
 from agent.collective.ring import RingBackend
 
@@ -42,6 +57,9 @@ SEGMENT_BYTES = int(os.environ.get("KVRAFT_COLLECTIVE_TCP_SEGMENT_BYTES", 256 <<
 SOCK_BUF_BYTES = 4 << 20
 #: "auto": cross-memory attach to same-host neighbours when the probe succeeds; "socket": never
 LINK_MODES = ("auto", "socket")
+#: call sizes the data-path probe times (bytes): from the eager size up (below it an attach
+#: link sends inline anyway), x4 per step, up to 16 MiB (about 5 + 11 ms per call here)
+LINK_LADDER = tuple(EAGER_MAX << (2 * i) for i in range(5))
 _HELLO = struct.Struct("!8sI")
 _MAGIC = b"kvrring1"
 
@@ -169,13 +187,26 @@ class TCPBackend(RingBackend):
         fusion: FusionPolicy = TCP_FUSION,
         segment_bytes: int = SEGMENT_BYTES,
         links: str = "auto",
+        cma_min_bytes: int | None = None,
     ) -> None:
         super().__init__(rank, size, global_ranks or list(range(size)), fusion, segment_bytes)
         if links not in LINK_MODES:
             raise ValueError(f"links must be one of {', '.join(LINK_MODES)}, not {links!r}")
+        if cma_min_bytes is not None and cma_min_bytes < 0:
+            raise ValueError("cma_min_bytes must be >= 0 (None: measure it)")
         self.link_mode = links
-        #: what the ring uses to the right and from the left: "socket" or "cma"
+        #: what each direction can use, to the right and from the left: "socket" or "cma"
         self.link_kinds: dict[str, str] = {}
+        #: the fixed threshold asked for (None: probe); what is in force is ``cma_min_bytes``
+        self.cma_min_bytes_asked = cma_min_bytes
+        #: calls of at least this many bytes use the attach links (None: never, or not known yet)
+        self.cma_min_bytes: int | None = None
+        #: the data-path probe's measurements, when it ran
+        self.link_probe: LinkProbe | None = None
+        self._links_state = "new"  # -> "probe" (agreed, not measured yet) -> "done"
+        self._force: str | None = None  # "socket" / "attach" while agreeing and probing
+        self._socket_pair: tuple[Link, Link] | None = None
+        self._attach_pair: tuple[Link, Link] | None = None
         self.rendezvous = rendezvous
         self.host = host
         self.prefix = prefix
@@ -230,18 +261,80 @@ class TCPBackend(RingBackend):
         _tune(conn)
         conn.settimeout(None)
         out.settimeout(None)
-        if right_cma:
-            # hold announcements back until this rank would block: only when every blocking
-            # receive is on a CMA link that pushes them first (else they go out at once)
-            sender = CMASendLink(out, coalesce=left_pid is not None)
-            self.right = _SendOnly(sender)
-        else:
-            self.right = _SendOnly(self._start_sender(out))
-        if left_pid is not None:
-            self.left = CMARecvLink(conn, left_pid, before_block=sender.push if right_cma else None)
-        else:
-            self.left = RecvLink(conn)
+        # the plain socket links always exist (small calls use them); the attach links beside
+        # them where the probe allowed it. A connection switches between the two only between
+        # collectives, when both ends have consumed everything (flush waited for every ack).
+        socket_right = _SendOnly(self._start_sender(out))
+        socket_left = RecvLink(conn)
+        self._socket_pair = (socket_right, socket_left)
+        if right_cma or left_pid is not None:
+            attach_right: Link = socket_right
+            attach_left: Link = socket_left
+            if right_cma:
+                # hold announcements back until this rank would block: only when every blocking
+                # receive is on a CMA link that pushes them first (else they go out at once)
+                sender = CMASendLink(out, coalesce=left_pid is not None)
+                attach_right = _SendOnly(sender)
+            if left_pid is not None:
+                attach_left = CMARecvLink(conn, left_pid, before_block=sender.push if right_cma else None)
+            self._attach_pair = (attach_right, attach_left)
+        self.right, self.left = self._socket_pair
         self.link_kinds = {"right": "cma" if right_cma else "socket", "left": "cma" if left_pid is not None else "socket"}
+
+    # -- data path per call size -----------------------------------------------------------
+    def _select_links(self, nbytes: int) -> None:
+        if self._socket_pair is None:
+            return
+        kind = self._force
+        if kind is None:
+            if self._links_state == "new":
+                self._agree_links()
+            if self._links_state == "probe" and nbytes >= LINK_LADDER[0]:
+                self._probe_links()
+            kind = "attach" if self.cma_min_bytes is not None and nbytes >= self.cma_min_bytes else "socket"
+        pair = self._attach_pair if kind == "attach" and self._attach_pair is not None else self._socket_pair
+        self.right, self.left = pair
+
+    def _agree_links(self) -> None:
+        """Collective, at the first collective: can any link attach, is a threshold fixed?"""
+        mine = np.array([self._attach_pair is not None, -1 if self.cma_min_bytes_asked is None else self.cma_min_bytes_asked], np.int64)
+        every = np.zeros(2 * self.size, np.int64)
+        self._force = "socket"
+        try:
+            self.allgather(mine, every)
+        finally:
+            self._force = None
+        fixed = [int(x) for x in every[1::2] if x >= 0]
+        if not every[0::2].any():
+            self.cma_min_bytes, self._links_state = None, "done"
+        elif fixed:  # set on some ranks: the largest, so every rank uses the same
+            self.cma_min_bytes, self._links_state = max(fixed), "done"
+        else:
+            self._links_state = "probe"
+
+    def _probe_links(self) -> None:
+        """Collective: time both data paths on the ladder; every rank gets the same threshold."""
+
+        def run(kind: str, buf: np.ndarray) -> None:
+            self._force = kind
+            self.allreduce(buf)
+
+        def agree(times: np.ndarray) -> None:
+            self._force = "socket"
+            self.allreduce(times)
+
+        try:
+            self.link_probe = probe_links(run, agree, LINK_LADDER)
+        finally:
+            self._force = None
+        self.cma_min_bytes, self._links_state = self.link_probe.threshold, "done"
+
+    def links_for(self, nbytes: int) -> str:
+        """What a collective of ``nbytes`` bytes uses now: ``socket``, ``cma`` or ``cma+socket``
+        (``cma`` only once the threshold is known)."""
+        if self.cma_min_bytes is None or nbytes < self.cma_min_bytes:
+            return "socket" if self.link_kinds else "none"
+        return self.links
 
     def _start_sender(self, sock: socket.socket) -> SendLink:
         self._send_link = SendLink(sock)
@@ -265,6 +358,7 @@ class TCPBackend(RingBackend):
             fusion=self.fusion,
             segment_bytes=self.segment_bytes,
             links=self.link_mode,
+            cma_min_bytes=self.cma_min_bytes_asked,
         )
 
     def abort(self) -> None:
@@ -292,4 +386,6 @@ class TCPFactory:
             raise ValueError("the tcp backend needs a rendezvous (KVRAFT_RENDEZVOUS)")
         host = env.get("KVRAFT_COLLECTIVE_HOST", "127.0.0.1")
         links = env.get("KVRAFT_COLLECTIVE_LINKS", "auto")
-        return TCPBackend(rank, size, rendezvous, host=host, links=links)  # type: ignore[arg-type]
+        fixed = env.get("KVRAFT_COLLECTIVE_CMA_MIN_BYTES", "probe")
+        cma_min = None if fixed in ("", "probe") else int(fixed)
+        return TCPBackend(rank, size, rendezvous, host=host, links=links, cma_min_bytes=cma_min)  # type: ignore[arg-type]

@@ -203,7 +203,9 @@ def test_pull_from_a_dead_process_raises() -> None:
 
 
 # -- the ring over it -----------------------------------------------------------------------------
-def _ring(n: int, links: str | list[str], body: Callable[[TCPBackend], object]) -> list[object]:
+def _ring(n: int, links: str | list[str], body: Callable[[TCPBackend], object], cma_min_bytes: int | None | list[int | None] = 0) -> list[object]:
+    """``n`` ranks on threads; ``cma_min_bytes=0`` (default here) puts every call on the attach
+    links, so the small sizes exercise them too."""
     port = free_port()
     results: list[object] = [None] * n
     errors: list[BaseException] = []
@@ -211,7 +213,8 @@ def _ring(n: int, links: str | list[str], body: Callable[[TCPBackend], object]) 
     def rank(r: int) -> None:
         try:
             rdv = TCPStoreRendezvous("127.0.0.1", port, r, "cma")
-            be = TCPBackend(r, n, rdv, links=links if isinstance(links, str) else links[r], timeout_s=60)
+            fixed = cma_min_bytes[r] if isinstance(cma_min_bytes, list) else cma_min_bytes
+            be = TCPBackend(r, n, rdv, links=links if isinstance(links, str) else links[r], timeout_s=60, cma_min_bytes=fixed)
             try:
                 results[r] = body(be)
             finally:
@@ -239,6 +242,8 @@ def test_ring_over_cma_matches_numpy_sums(n: int) -> None:
 
     def body(be: TCPBackend) -> object:
         assert be.link_kinds == {"right": "cma", "left": "cma"} and be.links == "cma"
+        be.barrier()  # the first collective: the ranks agree on the fixed threshold
+        assert be.cma_min_bytes == 0 and be.links_for(4) == "cma"
         for i, (size, dt) in enumerate((s, d) for s in shapes for d in dtypes):
             a = data(be.rank, i, size, dt)
             be.allreduce(a)
@@ -303,3 +308,120 @@ def test_abort_unblocks_a_rank_waiting_on_the_cma_link() -> None:
 
     got = _ring(2, "auto", body)
     assert isinstance(got[0], PeerFailure), got
+
+
+# -- the data path per call size ------------------------------------------------------------------
+def _used_links(be: TCPBackend) -> str:
+    if be._attach_pair is not None and (be.right, be.left) == be._attach_pair:
+        return "attach"
+    assert (be.right, be.left) == be._socket_pair
+    return "socket"
+
+
+@needs_cma
+@pytest.mark.parametrize("n", [2, 3])
+def test_calls_below_the_threshold_use_the_socket_links_and_above_it_attach(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    received: dict[int, int] = {}  # attach receive link -> receives on it
+    real_recv = cma.CMARecvLink.recv_into
+
+    def counting_recv(self: cma.CMARecvLink, out: memoryview) -> None:
+        received[id(self)] = received.get(id(self), 0) + 1
+        real_recv(self, out)
+
+    monkeypatch.setattr(cma.CMARecvLink, "recv_into", counting_recv)
+    threshold = 400_000
+    # sizes alternate around the threshold on the same connections: each switch happens
+    # between collectives, and the byte streams stay in step
+    sizes = [10, 150_000, 20, 700_001, 3, 99_999, 1_000_000, 100_000, 100_001, 5]
+
+    def body(be: TCPBackend) -> object:
+        assert be._attach_pair is not None
+        mine = id(be._attach_pair[1])
+        used = []
+        for i, count in enumerate(sizes):  # float32: 4 bytes per element
+            before = received.get(mine, 0)
+            a = np.random.default_rng([i, be.rank]).integers(-9, 9, count).astype(np.float32)
+            be.allreduce(a)
+            want = sum(np.random.default_rng([i, r]).integers(-9, 9, count).astype(np.float32) for r in range(n))
+            assert np.array_equal(a, want), count
+            b = np.arange(count, dtype=np.float32) * be.rank
+            be.broadcast(b, n - 1)
+            assert np.array_equal(b, np.arange(count, dtype=np.float32) * (n - 1))
+            kind = _used_links(be)
+            assert (received.get(mine, 0) > before) == (kind == "attach"), (count, kind)
+            used.append(kind)
+        return used
+
+    got = _ring(n, "auto", body, cma_min_bytes=threshold)
+    assert got == [["attach" if 4 * c >= threshold else "socket" for c in sizes]] * n
+
+
+@needs_cma
+def test_fixed_thresholds_are_agreed_and_the_probe_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.collective.tcp as tcp_mod
+
+    def no_probe(*a: object, **k: object) -> object:
+        raise AssertionError("probed although a threshold was fixed")
+
+    monkeypatch.setattr(tcp_mod, "probe_links", no_probe)
+    # set on one rank only: every rank uses it (the largest of those set)
+    got = _ring(3, "auto", lambda be: (be.allreduce(np.ones(1 << 20, np.float32)), be.cma_min_bytes)[1], cma_min_bytes=[None, 1 << 20, 300_000])
+    assert got == [1 << 20] * 3
+    # no link can attach anywhere: no probe, sockets for every size
+    got = _ring(2, "socket", lambda be: (be.allreduce(np.ones(1 << 20, np.float32)), be.cma_min_bytes, be._links_state, _used_links(be))[1:], cma_min_bytes=None)
+    assert got == [(None, "done", "socket")] * 2
+
+
+@needs_cma
+def test_an_injected_probe_decides_the_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.collective.tcp as tcp_mod
+    from agent.collective.probe import LinkProbe, link_threshold
+
+    seen: list[tuple[int, ...]] = []
+
+    def fake_probe(run: Callable[[str, np.ndarray], None], agree: Callable[[np.ndarray], None], sizes: tuple[int, ...], reps: int = 3) -> LinkProbe:
+        seen.append(tuple(sizes))
+        for kind in ("socket", "attach"):  # the real probe's calls, once each (collective)
+            run(kind, np.ones(sizes[0] // 4, np.float32))
+        t = np.zeros(2, np.float64)
+        agree(t)
+        sock, att = [1.0, 2.0, 5.0, 9.0, 30.0], [2.0, 3.0, 4.0, 5.0, 6.0]
+        return LinkProbe(tuple(sizes), tuple(sock), tuple(att), link_threshold(sizes, sock, att))
+
+    monkeypatch.setattr(tcp_mod, "probe_links", fake_probe)
+
+    def body(be: TCPBackend) -> object:
+        small = np.full(1000, be.rank + 1.0, np.float32)  # below the ladder: no probe yet
+        be.allreduce(small)
+        assert be._links_state == "probe" and be.cma_min_bytes is None and _used_links(be) == "socket"
+        used = []
+        for nbytes in (tcp_mod.LINK_LADDER[0], tcp_mod.LINK_LADDER[2], tcp_mod.LINK_LADDER[2] - 4, 4):
+            a = np.full(nbytes // 4, be.rank + 1.0, np.float32)
+            be.allreduce(a)
+            assert np.all(a == 3.0)
+            used.append(_used_links(be))
+        return be.cma_min_bytes, used
+
+    got = _ring(2, "auto", body, cma_min_bytes=None)
+    assert got == [(tcp_mod.LINK_LADDER[2], ["socket", "attach", "socket", "socket"])] * 2
+    assert seen == [tcp_mod.LINK_LADDER] * 2  # once per rank
+
+
+@needs_cma
+def test_the_real_probe_gives_every_rank_the_same_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.collective.tcp as tcp_mod
+    from agent.collective.probe import link_threshold
+
+    monkeypatch.setattr(tcp_mod, "LINK_LADDER", (64 << 10, 256 << 10, 1 << 20))  # quick
+
+    def body(be: TCPBackend) -> object:
+        a = np.full(1 << 18, be.rank + 1.0, np.float32)
+        be.allreduce(a)
+        assert np.all(a == 3.0)
+        p = be.link_probe
+        assert p is not None and p.sizes == tcp_mod.LINK_LADDER
+        assert be.cma_min_bytes == p.threshold == link_threshold(p.sizes, p.socket_s, p.attach_s)
+        return p
+
+    got = _ring(2, "auto", body, cma_min_bytes=None)
+    assert got[0] == got[1]  # bitwise the same times on both ranks

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.collective.fusion import FusionPolicy, TensorSpec, plan, policy_for
+from agent.collective.probe import link_threshold, probe_links
 from agent.collective.schedule import (
     chain_role,
     chunk_bounds,
@@ -173,3 +174,60 @@ def test_policy_follows_latency_and_bandwidth() -> None:
     tcp = policy_for(300e-6, 1.8e9)
     assert shm.inplace_min_bytes < tcp.inplace_min_bytes
     assert tcp.bucket_bytes > shm.bucket_bytes
+
+
+# -- data path per call size (probe.link_threshold) ----------------------------------------------
+def test_link_threshold_is_the_first_size_from_which_attach_always_won() -> None:
+    sizes = [64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20]
+    # the quiet baseline's shape: sockets ahead up to 1 MiB, the attach link from 4 MiB
+    assert link_threshold(sizes, [55, 80, 540, 2600, 10800], [73, 96, 860, 1900, 4400]) == 4 << 20
+    # a win below a loss does not count: the crossover must hold for every larger size
+    assert link_threshold(sizes, [55, 80, 540, 2600, 10800], [50, 96, 600, 1900, 4400]) == 4 << 20
+    assert link_threshold(sizes, [9, 9, 9, 9, 9], [1, 1, 1, 1, 1]) == 64 << 10
+    # lost (or tied) at the largest size: never attach
+    assert link_threshold(sizes, [9, 9, 9, 9, 9], [1, 1, 1, 1, 9]) is None
+    assert link_threshold([], [], []) is None
+    with pytest.raises(ValueError, match="ascending"):
+        link_threshold([2, 1], [1, 1], [1, 1])
+    with pytest.raises(ValueError, match="one time"):
+        link_threshold([1, 2], [1], [1, 1])
+
+
+@given(st.lists(st.tuples(st.floats(0.1, 10), st.floats(0.1, 10)), min_size=1, max_size=8))
+def test_link_threshold_never_picks_attach_where_it_measured_slower(times: list[tuple[float, float]]) -> None:
+    sizes = [1 << (10 + i) for i in range(len(times))]
+    t = link_threshold(sizes, [s for s, _ in times], [a for _, a in times])
+    for size, (ts, ta) in zip(sizes, times, strict=True):
+        if t is not None and size >= t:
+            assert ta < ts
+    if t is not None:  # and it is the smallest such suffix
+        i = sizes.index(t)
+        assert i == 0 or not times[i - 1][1] < times[i - 1][0]
+
+
+def test_probe_links_alternates_kinds_keeps_the_best_and_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.collective.probe as probe_mod
+
+    sizes, cost = [4096, 65536], {"socket": 2.0, "attach": 1.0}  # seconds per KiB (fake clock)
+    calls: list[tuple[str, int]] = []
+    clock = [0.0]
+
+    def run(kind: str, buf: np.ndarray) -> None:
+        rep = sum(1 for k, n in calls if (k, n) == (kind, buf.nbytes))
+        calls.append((kind, buf.nbytes))
+        # warm-up (rep 0) slow, then rep 1 the best, reps 2 and 3 a little slower
+        clock[0] += cost[kind] * buf.nbytes / 1024 + (5.0 if rep == 0 else abs(rep - 1) * 0.5)
+
+    agreed: list[np.ndarray] = []
+
+    def agree(a: np.ndarray) -> None:
+        a *= 2  # a 2-rank sum of identical times
+        agreed.append(a)
+
+    monkeypatch.setattr(probe_mod.time, "perf_counter", lambda: clock[0])
+    got = probe_links(run, agree, sizes, reps=3)
+    assert [k for k, _ in calls[:4]] == ["socket", "attach", "attach", "socket"]  # alternating
+    assert len(calls) == 2 * 4 * len(sizes) and {n for _, n in calls} == set(sizes)
+    assert got.socket_s == (2 * 2.0 * 4, 2 * 2.0 * 64)  # best timed rep; warm-up ignored
+    assert got.attach_s == (2 * 1.0 * 4, 2 * 1.0 * 64)
+    assert got.threshold == 4096 and len(agreed) == 1 and got.sizes == (4096, 65536)
