@@ -15,8 +15,10 @@ Environment (set by ``agent.collective.launch``, by the node agent, or by ``mpir
 ``KVRAFT_COLLECTIVE_COMPRESSION``   ``fp16``, ``bf16`` or unset
 ``KVRAFT_COLLECTIVE_FUSION``        ``probe``: fusion policy from alpha/beta measured at init
 ``KVRAFT_COLLECTIVE_LINKS``         ``auto`` (default: same-host ring links use CMA) or ``socket``
+``KVRAFT_COLLECTIVE_CMA_MIN_BYTES``  calls from this size use the CMA links (default ``probe``: measured)
 ``KVRAFT_COLLECTIVE_HEARTBEAT_S`` / ``KVRAFT_COLLECTIVE_HANG_TIMEOUT_S``  (0.25 / 3.0)
 ``KVRAFT_COLLECTIVE_STALL_TIMEOUT_S``  fail ranks absent from a collective this long (unset: off)
+``KVRAFT_COLLECTIVE_STARVED_TIMEOUT_S``  a silent same-host rank that still runs is hung after (30)
 ``KVRAFT_COLLECTIVE_INLINE_SYNC``   ``0``: synchronous calls also go through the comm thread
 ==============================  ======================================================
 
@@ -122,6 +124,7 @@ def init(
             hang_timeout_s=hang_timeout_s or float(env.get("KVRAFT_COLLECTIVE_HANG_TIMEOUT_S", 3.0)),
             host=env.get("KVRAFT_COLLECTIVE_HOST", "127.0.0.1"),
             stall_timeout_s=stall_timeout_s or (float(env["KVRAFT_COLLECTIVE_STALL_TIMEOUT_S"]) if env.get("KVRAFT_COLLECTIVE_STALL_TIMEOUT_S") else None),
+            starved_timeout_s=float(env.get("KVRAFT_COLLECTIVE_STARVED_TIMEOUT_S", 30.0)),
         )
         address = np.zeros(256, np.uint8)
         if chosen.rank == 0:

@@ -15,24 +15,42 @@ Rank 0 runs the coordinator, every other rank a worker; each side has one thread
   waiting); with ``stall_timeout_s`` set the coordinator fails the laggards once a rank has
   waited that long (Horovod's stall inspector only warns).
 
-Detection bounds: crash ~ RTT; hang <= hang_timeout_s + heartbeat_s (defaults 3.0 + 0.25 s).
-The callback runs on the monitor thread; the communicator turns it into a ``PeerFailure``
-on every survivor.
+Detection bounds: crash ~ RTT; hang <= hang_timeout_s + heartbeat_s (defaults 3.0 + 0.25 s)
+of the monitor's own on-schedule time. The callback runs on the monitor thread; the
+communicator turns it into a ``PeerFailure`` on every survivor.
+
+Oversubscribed hosts (``HangJudge``, PURE: the clock and the peers' process states are
+inputs). A silence is evidence of a hang only while the watcher itself was running:
+
+* **The watcher's own scheduling delay.** Each loop iteration credits the peers' silence
+  with the time since the previous one, but at most ``2 * heartbeat_s``: when the monitor
+  thread itself was not scheduled (a stalled vCPU, a starved process, the GIL held
+  elsewhere), the peer's beats could not have been read either, so that stretch does not
+  count. On schedule, every second counts: a stopped rank is still found within
+  ``hang_timeout_s + heartbeat_s``.
+* **A peer on the same host** (same boot id and pid namespace, exchanged in the HELLO frames)
+  is looked at in ``/proc`` before it is declared hung: stopped (``T``, SIGSTOP), gone, or
+  with no thread runnable and no CPU time used since the previous look means hung; a peer
+  that is runnable or burning CPU is alive but starved (its heartbeat thread could not run)
+  and gets up to ``starved_timeout_s`` (default 30 s) before it is declared hung anyway.
+  Ranks on other hosts are judged by the credited silence alone.
 """
 
 from __future__ import annotations
 
+import os
 import select
 import selectors
 import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from agent.collective.errors import CollectiveTimeout, PeerFailure
 
-__all__ = ["Monitor"]
+__all__ = ["HangJudge", "Monitor", "PeerState", "process_state"]
 
 _FRAME = struct.Struct("!BiH")
 HELLO, HEARTBEAT, FAIL, BYE = 1, 2, 3, 4
@@ -41,6 +59,128 @@ HELLO, HEARTBEAT, FAIL, BYE = 1, 2, 3, 4
 def _frame(kind: int, rank: int, reason: str = "") -> bytes:
     data = reason.encode()[:60000]
     return _FRAME.pack(kind, rank, len(data)) + data
+
+
+# -- the hang judgement (PURE) ------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PeerState:
+    """What the kernel says about a peer process (``process_state``)."""
+
+    state: str  # "gone", "stopped", "running" (some thread runnable) or "waiting"
+    cpu_ticks: int  # user + system time of the whole process, in clock ticks
+
+
+class HangJudge:
+    """PURE: which peers are hung. The caller feeds it the clock (``tick``, once per loop
+    iteration), the beats it read (``heard``), and a way to look at a peer's process
+    (``verdicts(inspect)``; ``inspect`` returns None for a peer it cannot see)."""
+
+    def __init__(
+        self, peers: Iterable[int], now: float, *, heartbeat_s: float, hang_timeout_s: float, starved_timeout_s: float = 30.0
+    ) -> None:
+        self.hang_timeout_s = hang_timeout_s
+        self.starved_timeout_s = max(starved_timeout_s, hang_timeout_s)
+        #: most silence one iteration can add: the loop wakes every heartbeat_s; anything
+        #: longer was this watcher's own scheduling delay
+        self.max_credit_s = 2 * heartbeat_s
+        self.silent: dict[int, float] = dict.fromkeys(peers, 0.0)
+        self.own_delay_s = 0.0  # total time not credited (the watcher was late)
+        self.max_own_delay_s = 0.0
+        self._last = now
+        self._cpu: dict[int, int] = {}
+
+    def tick(self, now: float) -> None:
+        elapsed = max(0.0, now - self._last)
+        self._last = now
+        credit = min(elapsed, self.max_credit_s)
+        late = elapsed - credit
+        self.own_delay_s += late
+        self.max_own_delay_s = max(self.max_own_delay_s, late)
+        for r in self.silent:
+            self.silent[r] += credit
+
+    def heard(self, rank: int) -> None:
+        if rank in self.silent:
+            self.silent[rank] = 0.0
+            self._cpu.pop(rank, None)
+
+    def forget(self, rank: int) -> None:
+        self.silent.pop(rank, None)
+        self._cpu.pop(rank, None)
+
+    def verdicts(self, inspect: Callable[[int], PeerState | None]) -> list[tuple[int, str]]:
+        """(rank, reason) for every peer judged hung now (the caller then forgets it)."""
+        out = []
+        for r, silent in self.silent.items():
+            if silent <= self.hang_timeout_s / 2:
+                continue
+            st = inspect(r)
+            before = self._cpu.get(r)
+            if st is not None:
+                self._cpu[r] = st.cpu_ticks
+            if silent <= self.hang_timeout_s:
+                continue  # looked at half-way, so CPU progress can be judged at the timeout
+            if st is None:
+                out.append((r, f"rank {r} is hung (no heartbeat for {silent:.1f} s)"))
+            elif st.state == "gone":
+                out.append((r, f"rank {r} is hung (no heartbeat for {silent:.1f} s; its process is gone)"))
+            elif st.state == "stopped":
+                out.append((r, f"rank {r} is hung (no heartbeat for {silent:.1f} s; its process is stopped)"))
+            elif st.state == "running" or (before is not None and st.cpu_ticks > before):
+                if silent > self.starved_timeout_s:
+                    out.append((r, f"rank {r} is hung (no heartbeat for {silent:.1f} s although its process runs)"))
+                # else: alive but starved (its heartbeat thread could not run): wait
+            else:
+                out.append((r, f"rank {r} is hung (no heartbeat for {silent:.1f} s; no CPU used, nothing runnable)"))
+        return out
+
+
+# -- looking at a peer process on this host ---------------------------------------------------
+def _identity() -> str:
+    """``pid boot-id pid-namespace``: lets a peer tell whether it can see us in its /proc."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{os.getpid()} {boot} {os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
+
+
+def _visible_pid(identity: str) -> int | None:
+    """The peer's pid when it is in our kernel and pid namespace, else None."""
+    mine, theirs = _identity().split(), identity.split()
+    if len(mine) != 3 or len(theirs) != 3 or mine[1:] != theirs[1:]:
+        return None
+    return int(theirs[0])
+
+
+def _stat_fields(path: str) -> list[str]:
+    with open(path) as f:
+        data = f.read()
+    return data[data.rindex(")") + 2 :].split()  # after "pid (comm) "
+
+
+def process_state(pid: int) -> PeerState | None:
+    """The process's state from /proc (None when it cannot be read)."""
+    try:
+        fields = _stat_fields(f"/proc/{pid}/stat")
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return PeerState("gone", 0)
+    except (OSError, ValueError):
+        return None
+    cpu = int(fields[11]) + int(fields[12])  # utime, stime (all threads)
+    if fields[0] in "ZX":
+        return PeerState("gone", cpu)
+    states = set()
+    for tid in tids:
+        try:
+            states.add(_stat_fields(f"/proc/{pid}/task/{tid}/stat")[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    if states and states <= {"T", "t"}:
+        return PeerState("stopped", cpu)
+    return PeerState("running" if "R" in states else "waiting", cpu)
 
 
 class _Reader:
@@ -73,13 +213,20 @@ class Monitor:
         hang_timeout_s: float = 3.0,
         host: str = "127.0.0.1",
         stall_timeout_s: float | None = None,
+        starved_timeout_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rank = rank
+        self.starved_timeout_s = starved_timeout_s
+        #: the time source (tests inject one); a judge per loop is built from it
+        self.clock = clock
+        self.judge: HangJudge | None = None
+        self._pids: dict[int, int] = {}  # peers visible in our /proc
         self.stall_timeout_s = stall_timeout_s
         #: returns (collectives started, currently inside one); set by the communicator
         self.progress: Callable[[], tuple[int, bool]] | None = None
         self._probe_last: tuple[int, bool] = (0, False)
-        self._probe_since = time.monotonic()
+        self._probe_since = clock()
         self.size = size
         self.on_failure = on_failure
         self.heartbeat_s = heartbeat_s
@@ -110,7 +257,7 @@ class Monitor:
             host, _, port = address.rpartition(":")
             self._sock = socket.create_connection((host, int(port)), timeout=timeout_s)
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._sock.sendall(_frame(HELLO, self.rank))
+            self._sock.sendall(_frame(HELLO, self.rank, _identity()))
             self._sock.setblocking(False)
             target = self._worker_loop
         self._thread = threading.Thread(target=target, name=f"collective-monitor-{self.rank}", daemon=True)
@@ -127,11 +274,16 @@ class Monitor:
                 missing = sorted(set(range(1, self.size)) - set(self._conns))
                 raise CollectiveTimeout(f"monitor: ranks {missing} did not connect within {timeout_s} s") from exc
             conn.settimeout(timeout_s)
-            kind, who, _ = _FRAME.unpack(conn.recv(_FRAME.size, socket.MSG_WAITALL))
+            kind, who, n = _FRAME.unpack(conn.recv(_FRAME.size, socket.MSG_WAITALL))
+            ident = conn.recv(n, socket.MSG_WAITALL).decode(errors="replace") if n else ""
             if kind != HELLO:
                 conn.close()
                 continue
+            pid = _visible_pid(ident)
+            if pid is not None:
+                self._pids[who] = pid
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.sendall(_frame(HELLO, 0, _identity()))  # so the worker can look at us too
             conn.setblocking(False)
             self._conns[who] = conn
         self._listener.close()
@@ -143,7 +295,7 @@ class Monitor:
         self._reported.add(rank)
         exc = PeerFailure([rank], reason, self.rank)
         with self._cb_lock:
-            self.detections.append((time.monotonic(), exc))
+            self.detections.append((self.clock(), exc))
             callback = self.on_failure
         if callback is not None:
             callback(exc)
@@ -170,7 +322,7 @@ class Monitor:
         if self.progress is None:
             return (0, 0.0)
         seq, busy = self.progress()
-        now = time.monotonic()
+        now = self.clock()
         if (seq, busy) != self._probe_last:
             self._probe_last, self._probe_since = (seq, busy), now
         return (seq, now - self._probe_since if busy else 0.0)
@@ -191,39 +343,49 @@ class Monitor:
                 self._fail_and_tell(r, f"rank {r} did not join collective #{k} for {busy_for:.1f} s (alive, but absent)", live)
 
     # -- coordinator -----------------------------------------------------------------------
+    def _inspect(self, rank: int) -> PeerState | None:
+        pid = self._pids.get(rank)
+        return process_state(pid) if pid is not None else None
+
     def _coordinator_loop(self) -> None:
         sel = selectors.DefaultSelector()
         readers = {r: _Reader() for r in self._conns}
-        now = time.monotonic()
-        last_seen = dict.fromkeys(self._conns, now)
+        now = self.clock()
         live = dict(self._conns)
+        judge = self.judge = HangJudge(
+            live, now, heartbeat_s=self.heartbeat_s, hang_timeout_s=self.hang_timeout_s, starved_timeout_s=self.starved_timeout_s
+        )
         for r, c in live.items():
             sel.register(c, selectors.EVENT_READ, r)
         next_beat = now
         progress: dict[int, tuple[int, float]] = {}
         while not self._stop.is_set():
-            now = time.monotonic()
+            now = self.clock()
             if now >= next_beat:
                 for c in live.values():
                     self._send(c, _frame(HEARTBEAT, 0))
                 next_beat = now + self.heartbeat_s
                 progress[0] = self._probe()
                 self._check_stall({r: p for r, p in progress.items() if r == 0 or r in live}, live)
-            for key, _ in sel.select(timeout=max(0.0, next_beat - now)):
+            events = sel.select(timeout=max(0.0, next_beat - now))
+            judge.tick(self.clock())  # credits silence only for time this loop was running
+            for key, _ in events:
                 r = key.data
+                if r not in live:
+                    continue
                 try:
                     data = live[r].recv(65536)
                 except BlockingIOError:
                     continue
                 except OSError:
                     data = b""
-                now = time.monotonic()
                 if not data:
                     sel.unregister(live[r])
                     live.pop(r).close()
+                    judge.forget(r)
                     self._fail_and_tell(r, f"rank {r} exited or crashed (connection to the monitor closed)", live)
                     continue
-                last_seen[r] = now
+                judge.heard(r)
                 for kind, _, payload in readers[r].feed(data):
                     if kind == HEARTBEAT and payload:
                         seq, busy_for = payload.split()
@@ -231,14 +393,14 @@ class Monitor:
                     if kind == BYE:
                         sel.unregister(live[r])
                         live.pop(r).close()
+                        judge.forget(r)
                         break
-            now = time.monotonic()
-            for r in list(live):
-                silent = now - last_seen[r]
-                if silent > self.hang_timeout_s:
+            for r, reason in judge.verdicts(self._inspect):
+                judge.forget(r)
+                if r in live:
                     sel.unregister(live[r])
                     live.pop(r).close()
-                    self._fail_and_tell(r, f"rank {r} is hung (no heartbeat for {silent:.1f} s)", live)
+                self._fail_and_tell(r, reason, live)
         for c in live.values():
             self._send(c, _frame(BYE, 0))
             c.close()
@@ -256,16 +418,19 @@ class Monitor:
         sock = self._sock
         assert sock is not None
         reader = _Reader()
-        last_seen = time.monotonic()
-        next_beat = last_seen
+        now = self.clock()
+        judge = self.judge = HangJudge(
+            [0], now, heartbeat_s=self.heartbeat_s, hang_timeout_s=self.hang_timeout_s, starved_timeout_s=self.starved_timeout_s
+        )
+        next_beat = now
         while not self._stop.is_set():
-            now = time.monotonic()
+            now = self.clock()
             if now >= next_beat:
                 seq, busy_for = self._probe()
                 self._send(sock, _frame(HEARTBEAT, self.rank, f"{seq} {busy_for:.3f}"))
                 next_beat = now + self.heartbeat_s
             ready = select.select([sock], [], [], max(0.0, next_beat - now))[0]
-            now = time.monotonic()
+            judge.tick(self.clock())
             if ready:
                 try:
                     data = sock.recv(65536)
@@ -277,14 +442,18 @@ class Monitor:
                     self._report(0, "rank 0 exited or crashed (connection to the monitor closed)")
                     return
                 if data:
-                    last_seen = now
+                    judge.heard(0)
                     for kind, rank, reason in reader.feed(data):
                         if kind == FAIL:
                             self._report(rank, reason)
                         elif kind == BYE:
                             return
-            elif now - last_seen > self.hang_timeout_s:
-                self._report(0, f"rank 0 is hung (no heartbeat for {now - last_seen:.1f} s)")
+                        elif kind == HELLO:
+                            pid = _visible_pid(reason)
+                            if pid is not None:
+                                self._pids[0] = pid
+            for r, reason in judge.verdicts(self._inspect):
+                self._report(r, reason)
                 return
 
     # -- shutdown --------------------------------------------------------------------------

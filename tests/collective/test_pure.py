@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -206,8 +208,6 @@ def test_link_threshold_never_picks_attach_where_it_measured_slower(times: list[
 
 
 def test_probe_links_alternates_kinds_keeps_the_best_and_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
-    import agent.collective.probe as probe_mod
-
     sizes, cost = [4096, 65536], {"socket": 2.0, "attach": 1.0}  # seconds per KiB (fake clock)
     calls: list[tuple[str, int]] = []
     clock = [0.0]
@@ -224,7 +224,7 @@ def test_probe_links_alternates_kinds_keeps_the_best_and_agrees(monkeypatch: pyt
         a *= 2  # a 2-rank sum of identical times
         agreed.append(a)
 
-    monkeypatch.setattr(probe_mod.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
     got = probe_links(run, agree, sizes, reps=3)
     assert [k for k, _ in calls[:4]] == ["socket", "attach", "attach", "socket"]  # alternating
     assert len(calls) == 2 * 4 * len(sizes) and {n for _, n in calls} == set(sizes)
