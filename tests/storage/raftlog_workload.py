@@ -45,6 +45,20 @@ def batch(seed: int, k: int, log: Any) -> None:
         log.compact(max(first, commit - 10))
 
 
+def write_marked(log: Any, batches: int, hard_term: int = 1) -> None:
+    """``batches`` synced batches of 10 entries whose data starts ``PAYLOAD-<index:06d>``
+    (bytes the corruption tests find and damage), each with a hard state of ``hard_term``;
+    then close the log."""
+    for b in range(batches):
+        log.append([
+            Entry(term=1, index=b * 10 + i + 1, data=b"PAYLOAD-%06d" % (b * 10 + i + 1) + bytes(40))
+            for i in range(10)
+        ])
+        log.set_hard_state(HardState(term=hard_term, vote=3, commit=b * 10))
+        log.sync()
+    log.close()
+
+
 def observe(log: Any) -> tuple[Any, ...]:
     first, last = log.first_index(), log.last_index()
     digest = hashlib.sha256()

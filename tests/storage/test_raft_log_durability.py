@@ -95,15 +95,8 @@ def test_sigkill_leaves_a_synced_prefix(tmp_path: Path, kind: str, seed: int) ->
 
 
 def _write_log(path: Path, batches: int = 30) -> None:
-    log = LmdbLogStorage(path, map_size=1 << 26)
-    for b in range(batches):
-        log.append([
-            Entry(term=1, index=b * 10 + i + 1, data=b"PAYLOAD-%06d" % (b * 10 + i + 1) + bytes(40))
-            for i in range(10)
-        ])
-        log.set_hard_state(HardState(term=0x0102030405060708, vote=3, commit=b * 10))
-        log.sync()
-    log.close()
+    # a hard-state term whose bytes are easy to find in the file
+    workload.write_marked(LmdbLogStorage(path, map_size=1 << 26), batches, hard_term=0x0102030405060708)
 
 
 def _flip_all(path: Path, needle: bytes, delta: int = 0) -> int:

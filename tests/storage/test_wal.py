@@ -22,15 +22,7 @@ def _segments(path: Path) -> list[Path]:
 
 
 def _write(path: Path, batches: int, **kw: Any) -> None:
-    log = WalLogStorage(path, **kw)
-    for b in range(batches):
-        log.append([
-            Entry(term=1, index=b * 10 + i + 1, data=b"PAYLOAD-%06d" % (b * 10 + i + 1) + bytes(40))
-            for i in range(10)
-        ])
-        log.set_hard_state(HardState(term=1, vote=3, commit=b * 10))
-        log.sync()
-    log.close()
+    workload.write_marked(WalLogStorage(path, **kw), batches)
 
 
 def test_one_fdatasync_per_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
