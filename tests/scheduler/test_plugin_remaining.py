@@ -196,3 +196,22 @@ def test_replay_never_sees_a_running_jobs_future() -> None:
     cut = lambda rs: [(s, e) for s, e in rs if e < probe_end]  # noqa: E731
     assert any(a[j] != b[j] for j in a), "the probe's length must matter after it ends"
     assert {j: cut(r) for j, r in a.items()} == {j: cut(r) for j, r in b.items()}
+
+
+def test_las_within_learned_orders_each_queue_by_the_learned_estimate() -> None:
+    from scheduler.plugins.las.plugin import LasArgs, LeastAttainedService
+
+    las = LeastAttainedService(LasArgs(thresholds_gpu_h=(2.0,), within="learned", learned_stat="mean",
+                                       learned_min_samples=1))
+    for run_s in RUNS:
+        las.job_finished(info("done", attained_h=run_s / 3600), 0.0)
+    jobs = (info("demoted", attained_h=3.0, submit=0),  # queue 1 whatever it expects
+            info("ran-10min", attained_h=600 / 3600, submit=1),  # past 600 s: 19,800 - 600 s left
+            info("fresh-own-estimate-1e6s", est=1e6, submit=2),  # the learned estimate wins: 8,076 s
+            info("fresh-later", submit=3))
+    got = sorted(jobs, key=lambda i: las.sort_key(i, 0.0))
+    assert [i.job.job_id for i in got] == ["fresh-own-estimate-1e6s", "fresh-later", "ran-10min", "demoted"]
+    assert las.rank(jobs[1], 0.0) > las.rank(jobs[0], 0.0), "preemption still follows the queues"
+    plain = LeastAttainedService(LasArgs(within="shortest"))
+    plain.job_finished(info("x"), 10.0)
+    assert plain.history is None, "only within learned keeps a history"

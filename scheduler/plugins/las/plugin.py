@@ -7,6 +7,12 @@ avoid thrashing). The rank used by preemption is (priority, -queue): a gang in a
 may preempt gangs in higher queues. With ``starvation_factor`` set, a pending job that has
 waited longer than ``starvation_factor`` x its run time so far goes back to queue 0
 (Tiresias' STARVELIMIT); off by default.
+
+``within = "learned"`` orders a queue by the expected remaining GPU-time that the core learns
+from finished jobs given each job's attained service (``remaining.history.RunTimeHistory``,
+``learned_stat``: mean, median or Gittins index; the plugin learns through ``job_finished``),
+instead of the job's own estimate: preemption still follows the queues, the order inside them
+follows the learned estimate (the job's own estimate only before any job finished).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 
 from scheduler.framework.args import decode_args
 from scheduler.framework.interfaces import Handle, QueueSortPlugin
+from scheduler.plugins.remaining.history import RunTimeHistory
 from scheduler.state import JobInfo, Phase
 
 __all__ = ["NAME", "LasArgs", "LeastAttainedService", "new"]
@@ -39,6 +46,9 @@ class LasArgs:
     # With ``within`` shortest: divide the estimate by 1 + time since submission / aging_s, so
     # that wide or long jobs are not starved by a stream of small ones.
     aging_s: float | None = None
+    # With ``within`` learned: the statistic of the learned conditional run-time distribution.
+    learned_stat: str = "gittins"
+    learned_min_samples: int = 10
 
 
 class LeastAttainedService:
@@ -49,8 +59,8 @@ class LeastAttainedService:
             t <= 0 for t in args.thresholds_gpu_h
         ):
             raise ValueError(f"las: thresholds must be positive and increasing: {args.thresholds_gpu_h}")
-        if args.within not in ("fifo", "shortest", "shortest_runtime"):
-            raise ValueError(f"las: within must be fifo, shortest or shortest_runtime, not {args.within!r}")
+        if args.within not in ("fifo", "shortest", "shortest_runtime", "learned"):
+            raise ValueError(f"las: within must be fifo, shortest, shortest_runtime or learned, not {args.within!r}")
         self.thresholds_gpu_s = tuple(t * 3600.0 for t in args.thresholds_gpu_h)
         self.starvation_factor = args.starvation_factor
         self.shortest = args.within != "fifo"
@@ -62,6 +72,24 @@ class LeastAttainedService:
         if args.aging_s is not None and args.aging_s <= 0:
             raise ValueError("las: aging_s must be positive")
         self.aging_s = args.aging_s
+        self.history = (RunTimeHistory(stat=args.learned_stat, min_samples=args.learned_min_samples)
+                        if args.within == "learned" else None)
+
+    def job_finished(self, info: JobInfo, at_s: float) -> None:
+        job = info.job
+        if self.history is not None and job.gpus:
+            self.history.observe(job.tenant, job.gpus, info.attained_at(at_s) / job.gpus)
+
+    def _left_s(self, info: JobInfo, now_s: float) -> float | None:
+        if self.history is not None:
+            job = info.job
+            done = info.attained_at(now_s) / job.gpus if job.gpus else 0.0
+            left = self.history.remaining_s(job.tenant, job.gpus, done)
+            if left is not None:
+                return left
+            hint = job.runtime_hint_s
+            return None if hint is None else max(hint - done, 0.0)
+        return info.remaining_hint_s(now_s, self.overrun_factor)
 
     def queue_of(self, info: JobInfo, now_s: float) -> int:
         attained = info.attained_at(now_s)
@@ -87,7 +115,7 @@ class LeastAttainedService:
         job = info.job
         level = self.queue_of(info, now_s)
         if self.shortest:
-            left = info.remaining_hint_s(now_s, self.overrun_factor)
+            left = self._left_s(info, now_s)
             if left is None:
                 left = _UNKNOWN
             elif not self.by_runtime:
