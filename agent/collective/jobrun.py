@@ -13,8 +13,9 @@ of Kubeflow's MPI Operator with kvraft in place of ssh:
 
 1. every task starts an *exec server* and publishes ``ready/<rank>`` (for people and tools:
    nothing waits for it);
-2. rank 0 runs ``mpirun -H r0:1,r1:1,... -n N`` at once, with ``plm_ssh_agent`` set to
-   ``python -m agent.collective.jobrun --rsh``;
+2. rank 0 runs ``mpirun -H r0:1,r1:1,... -n N`` at once -- before its own kvraft client is
+   imported and connected, which overlaps mpirun's start -- with ``plm_ssh_agent`` set to
+   the rsh agent below;
 3. for "host" ``rK`` that rsh agent (a standard-library script relaying to rank 0's jobrun
    over loopback) writes the daemon's command line (``prted ...``) to ``exec/K`` and waits
    until rank K's exec server answers ``started/K``;
@@ -166,38 +167,68 @@ def run_mpi(program: list[str], env: dict[str, str], mpi_args: list[str], wait_s
     os.environ.pop("KVRAFT_RENDEZVOUS", None)
     os.environ.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    if rank == 0:
+        return _run_rank0(program, env, size, mpi_args, wait_s)
     rdzv = _rdzv(dict(os.environ), wait_s)
     try:
         server = ExecServer(rdzv, rank, wait_s)
         server.start()
-        rdzv.set(f"ready/{rank}", json.dumps({"node": env.get("KVRAFT_NODE", ""), "pid": os.getpid()}).encode())
-        _log(f"rank {rank} ready in {rdzv.prefix}")
-        if rank != 0:
-            server.done.wait()
-            code = server.exit_code if server.exit_code is not None else 1
-            if code != 0:
-                _log(f"this rank's MPI daemon ended with exit code {code}: the world ended "
-                     "(the ranks' output and the first error are in rank 0's log)")
-            return code
-        # mpirun starts at once, without waiting for every rank's ``ready``: its own start-up
-        # overlaps the other wrappers', and a daemon request to a rank whose exec server is
-        # not up yet waits in kvraft (``exec/K``) until it is (``started/K``, ``wait_s``).
-        _log(f"starting mpirun for {size} ranks")
-        relay = RshRelay(rdzv, wait_s)
-        work = Path(env.get("KVRAFT_WORKDIR") or Path.cwd())
-        agent_path = work / f".jobrun-rsh-{os.getpid()}"
-        agent_path.write_text(RSH_SCRIPT.format(python=sys.executable, port=relay.port))
-        agent_path.chmod(0o700)
-        argv = mpirun_argv(size, str(agent_path), program, mpi_args)
-        code, first_error = _run_and_watch(argv)
-        rdzv.set("done", str(code).encode())
-        server.done.wait(30)
-        if code != 0:  # the task log's last line says why (the scheduler's Failed event shows it)
-            _log(f"the MPI world failed with exit code {code}"
-                 + (f"; first error: {first_error}" if first_error else "; no rank reported an error"))
+        _ready(rdzv, rank, env)
+        server.done.wait()
+        code = server.exit_code if server.exit_code is not None else 1
+        if code != 0:
+            _log(f"this rank's MPI daemon ended with exit code {code}: the world ended "
+                 "(the ranks' output and the first error are in rank 0's log)")
         return code
     finally:
         rdzv.close()
+
+
+def _ready(rdzv: KvraftRendezvous, rank: int, env: dict[str, str]) -> None:
+    rdzv.set(f"ready/{rank}", json.dumps({"node": env.get("KVRAFT_NODE", ""), "pid": os.getpid()}).encode())
+    _log(f"rank {rank} ready in {rdzv.prefix}")
+
+
+def _run_rank0(program: list[str], env: dict[str, str], size: int, mpi_args: list[str], wait_s: float) -> int:
+    """Rank 0 starts mpirun first, before its own kvraft client: mpirun's start-up overlaps
+    the client's import and connection (and the other wrappers' start), and the relay holds
+    mpirun's daemon requests until the client is there. It does not wait for every rank's
+    ``ready`` either: a daemon request to a rank whose exec server is not up yet waits in
+    kvraft (``exec/K``) until it is (``started/K``, ``wait_s``)."""
+    _log(f"starting mpirun for {size} ranks")
+    relay = RshRelay(None, wait_s)
+    work = Path(env.get("KVRAFT_WORKDIR") or Path.cwd())
+    agent_path = work / f".jobrun-rsh-{os.getpid()}"
+    agent_path.write_text(RSH_SCRIPT.format(python=sys.executable, port=relay.port))
+    agent_path.chmod(0o700)
+    argv = mpirun_argv(size, str(agent_path), program, mpi_args)
+    rdzv: KvraftRendezvous | None = None
+    with fresh_tmpdir() as mpi_env:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=mpi_env)
+        try:
+            try:
+                rdzv = _rdzv(dict(os.environ), wait_s)
+            except BaseException as exc:
+                relay.attach(None, f"rank 0 could not reach kvraft: {exc!r}")
+                raise
+            relay.attach(rdzv)
+            server = ExecServer(rdzv, 0, wait_s)
+            server.start()
+            _ready(rdzv, 0, env)
+            code, first_error = _watch(proc)
+            rdzv.set("done", str(code).encode())
+            server.done.wait(30)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            if rdzv is not None:
+                rdzv.close()
+    if code != 0:  # the task log's last line says why (the scheduler's Failed event shows it)
+        _log(f"the MPI world failed with exit code {code}"
+             + (f"; first error: {first_error}" if first_error else "; no rank reported an error"))
+    return code
 
 
 ERROR_LINE = re.compile(r"^(?:\[[^\]]*\](?:<\w+>)?:?\s*)?([A-Za-z_][\w.]*(?:Error|Exception|Failure|Timeout|Exit)\b.*)$")
@@ -210,19 +241,17 @@ def first_error_line(line: str) -> str | None:
     return m.group(1)[:400] if m and ":" in m.group(1) else None
 
 
-def _run_and_watch(argv: list[str]) -> tuple[int, str]:
-    """Run mpirun with its output passed through to ours; return its exit code and the first
-    exception line any rank printed (the cause; later ones are usually its consequences)."""
-    with fresh_tmpdir() as env:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-        assert proc.stdout is not None
-        first = ""
-        for raw in proc.stdout:
-            sys.stdout.buffer.write(raw)
-            sys.stdout.buffer.flush()
-            if not first:
-                first = first_error_line(raw.decode(errors="replace")) or ""
-        return proc.wait(), first
+def _watch(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
+    """Pass mpirun's output through to ours; return its exit code and the first exception
+    line any rank printed (the cause; later ones are usually its consequences)."""
+    assert proc.stdout is not None
+    first = ""
+    for raw in proc.stdout:
+        sys.stdout.buffer.write(raw)
+        sys.stdout.buffer.flush()
+        if not first:
+            first = first_error_line(raw.decode(errors="replace")) or ""
+    return proc.wait(), first
 
 
 @contextlib.contextmanager
@@ -257,16 +286,26 @@ if not answer.get("ok"):
 
 
 class RshRelay:
-    """Rank 0's loopback listener for ``RSH_SCRIPT``: one request per daemon."""
+    """Rank 0's loopback listener for ``RSH_SCRIPT``: one request per daemon. It may start
+    before rank 0's rendezvous exists (``rdzv`` None): requests wait for ``attach``."""
 
-    def __init__(self, rdzv: KvraftRendezvous, wait_s: float) -> None:
+    def __init__(self, rdzv: KvraftRendezvous | None, wait_s: float) -> None:
         import socket
 
         self.rdzv = rdzv
+        self.error = ""
+        self.attached = threading.Event()
+        if rdzv is not None:
+            self.attached.set()
         self.wait_s = wait_s
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.sock.getsockname()[1])
         threading.Thread(target=self._accept, name="rsh-relay", daemon=True).start()
+
+    def attach(self, rdzv: KvraftRendezvous | None, error: str = "") -> None:
+        """The rendezvous is there (or, with ``error``, will never be): answer the requests."""
+        self.rdzv, self.error = rdzv, error
+        self.attached.set()
 
     def _accept(self) -> None:
         while True:
@@ -280,7 +319,12 @@ class RshRelay:
         with conn:
             try:
                 req = json.loads(conn.makefile().readline())
-                error = relay_exec(self.rdzv, str(req.get("host", "")), str(req.get("cmd", "")), self.wait_s)
+                if not self.attached.wait(self.wait_s):
+                    error = f"rank 0's rendezvous not ready within {self.wait_s:.0f} s"
+                elif self.rdzv is None:
+                    error = self.error or "rank 0 has no rendezvous"
+                else:
+                    error = relay_exec(self.rdzv, str(req.get("host", "")), str(req.get("cmd", "")), self.wait_s)
             except Exception as exc:  # answer, never hang mpirun
                 error = repr(exc)
             conn.sendall(json.dumps({"ok": not error, "error": error}).encode() + b"\n")

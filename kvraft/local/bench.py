@@ -3,6 +3,7 @@
     python -m kvraft.local.bench running [--runs 10] [--runtime process|runc]
     python -m kvraft.local.bench world [--runs 3]
     python -m kvraft.local.bench recovery [--lease-ttl-s 10]
+    python -m kvraft.local.bench startup [--runs 20] [--tree DIR]...
 
 * ``running``: submit a 4 x 2-GPU gang of ``sleep`` tasks with jobctl and time until every
   task's status (written by its agent) is ``Running``; then cancel it and wait until its tasks
@@ -12,6 +13,11 @@
 * ``recovery``: the digits job with a pause per epoch; after two epochs SIGKILL one node of its
   placement (``kill-node``) and time until the gang is bound elsewhere, until its tasks run,
   and until the MPI world is formed again from the checkpoint; then until it succeeds.
+* ``startup``: no cluster; the start of the Python processes on the way to the world: a
+  bare interpreter, ``agent.collective.jobrun`` imported (each task's wrapper), and the same
+  with ``kvraft.client`` (what the wrapper loads before it publishes ``ready``), ``--runs``
+  times each, interleaved; each ``--tree`` (a copy of the source, e.g. ``git archive``
+  of an older commit) is measured the same way in the same rounds, first on ``PYTHONPATH``.
 
 Each mode starts its own cluster in a temporary directory and stops it by PID.
 """
@@ -127,7 +133,8 @@ def bench_recovery(eps: list[str], client: SyncClient, directory: Path, lease_tt
     pids = kill_node(directory, victim)
     print(f"killed {victim}: {len(pids)} processes (SIGKILL), lease TTL {lease_ttl_s} s", flush=True)
     t_rebound = _wait(lambda: (s := _doc(client, f"/registry/jobstatus/{name}")).get("restarts", 0) >= 1
-                      and bool(s.get("placement")), 300, "rebound")
+                      and bool(s.get("placement")) and victim not in {p["node"] for p in s["placement"]},
+                      300, "rebound elsewhere")
     t_running = _wait(lambda: _phases(client, name).count("Running") == 4, 300, "4 tasks Running again")
     t_world = _wait(lambda: (p := _doc(client, f"/jobs/{name}/progress")).get("restarts", 0) >= 1
                     and p.get("ranks") == 4, 300, "the world formed again")
@@ -146,14 +153,48 @@ def bench_recovery(eps: list[str], client: SyncClient, directory: Path, lease_tt
               f"{ev.get('type')}: {ev.get('message')}", flush=True)
 
 
+STARTUP = {
+    "python -c pass": "pass",
+    "import agent.collective.jobrun": "import agent.collective.jobrun",
+    "+ import kvraft.client": "import agent.collective.jobrun, kvraft.client",
+}
+
+
+def bench_startup(runs: int, trees: list[str]) -> None:
+    """Wall and CPU seconds of each start-up, per source tree (``""``: this one)."""
+    variants = [(tree, label, code) for tree in ["", *trees] for label, code in STARTUP.items()]
+    wall: dict[tuple[str, str], list[float]] = {(t, lb): [] for t, lb, _ in variants}
+    cpu: dict[tuple[str, str], list[float]] = {(t, lb): [] for t, lb, _ in variants}
+    for _ in range(runs):
+        for tree, label, code in variants:
+            env = _env()
+            if tree:
+                env["PYTHONPATH"] = tree + os.pathsep + env.get("PYTHONPATH", "")
+            before = os.times()
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], env=env, cwd=tempfile.gettempdir(), check=True)
+            wall[(tree, label)].append(time.perf_counter() - t0)
+            after = os.times()
+            cpu[(tree, label)].append(after.children_user + after.children_system
+                                      - before.children_user - before.children_system)
+    for tree, label, _ in variants:
+        w, c = wall[(tree, label)], cpu[(tree, label)]
+        print(f"{tree or 'this tree'}: {label}: wall p50 {statistics.median(w):.3f} s min {min(w):.3f} s; "
+              f"CPU p50 {statistics.median(c):.3f} s", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m kvraft.local.bench")
-    ap.add_argument("mode", choices=["running", "world", "recovery"])
+    ap.add_argument("mode", choices=["running", "world", "recovery", "startup"])
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--runtime", default="process")
     ap.add_argument("--lease-ttl-s", type=int, default=10)
     ap.add_argument("--keep-logs", action="store_true", help="keep the cluster's directory (task logs) afterwards")
+    ap.add_argument("--tree", action="append", default=[], help="startup: another source tree to compare")
     ns = ap.parse_args(argv)
+    if ns.mode == "startup":
+        bench_startup(ns.runs, ns.tree)
+        return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the cluster on timeout(1) too
     directory = Path(tempfile.mkdtemp(prefix="kvraft-e2e-bench-"))
     spec = LocalSpec(runtime=ns.runtime, lease_ttl_s=ns.lease_ttl_s, heartbeat_s=max(1.0, ns.lease_ttl_s / 5),

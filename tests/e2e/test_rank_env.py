@@ -3,7 +3,9 @@ and the mpirun command line the job wrapper builds."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,3 +89,50 @@ def test_jobrun_names_the_first_error_a_rank_raised() -> None:
     assert first_error_line("[1,2]<stderr>: RuntimeError: boom") == "RuntimeError: boom"
     for other in ("Traceback (most recent call last):", '  File "t.py", line 3', "epoch 1 loss 0.3", "Error", ""):
         assert first_error_line(other) is None
+
+
+class _FakeRendezvous:
+    """What ``relay_exec`` needs of a ``KvraftRendezvous``: rank 1's exec server answers at once."""
+
+    def __init__(self) -> None:
+        self.written: dict[str, bytes] = {}
+
+    def set(self, key: str, value: bytes) -> None:
+        self.written[key] = value
+
+    def get(self, key: str, timeout_s: float) -> bytes:
+        assert key == "started/1"
+        return b'{"pid": 4242}'
+
+
+def _rsh(tmp_path: Path, port: int) -> Any:
+    import subprocess
+    import sys
+
+    from agent.collective.jobrun import RSH_SCRIPT
+
+    script = tmp_path / "rsh"
+    script.write_text(RSH_SCRIPT.format(python=sys.executable, port=port))
+    script.chmod(0o700)
+    return subprocess.Popen([str(script), "-x", "r1", "prted", "--daemonize", "--foo"], stderr=subprocess.PIPE,
+                            text=True)
+
+
+def test_rank0s_relay_holds_mpiruns_requests_until_its_rendezvous_is_there(tmp_path: Path) -> None:
+    """Rank 0 starts mpirun before its kvraft client (its start overlaps the client's import
+    and connection): a daemon request that comes first waits for ``attach``."""
+    from agent.collective.jobrun import RshRelay
+
+    relay = RshRelay(None, wait_s=60)
+    proc = _rsh(tmp_path, relay.port)
+    rdzv = _FakeRendezvous()
+    relay.attach(rdzv)  # type: ignore[arg-type]
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert json.loads(rdzv.written["exec/1"]) == {"cmd": "prted --daemonize --foo"}
+    # rank 0 could not reach kvraft: every request is answered with the reason, none hangs
+    failed = RshRelay(None, wait_s=60)
+    proc = _rsh(tmp_path, failed.port)
+    failed.attach(None, "rank 0 could not reach kvraft: ClientError('no member')")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "could not reach kvraft" in err

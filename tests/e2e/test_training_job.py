@@ -152,8 +152,11 @@ def test_killed_node_gang_finishes_elsewhere_from_its_checkpoint(cluster: Cluste
     status = cluster.status(name)
     assert status["phase"] == "Succeeded", cluster.describe(name)
     assert victim not in {p["node"] for p in (status["placement"] or status.get("last_placement") or [])}
+    # one restart for one lost node: the world aborts before the victim's lease expires, and
+    # the restart is not bound onto the victim again (scheduler/suspects.py)
+    assert status["restarts"] == 1, cluster.describe(name)
     done = cluster.progress(name)
-    assert done.get("done") and done["restarts"] >= 1 and done["resumed_from"] >= 2, done
+    assert done.get("done") and done["restarts"] == 1 and done["resumed_from"] >= 2, done
     # resuming from a checkpoint reaches the accuracy of an uninterrupted run (same seed)
     r2 = subprocess.run([sys.executable, str(ROOT / "examples" / "train_digits.py"), "--epochs", "6", "--json"],
                         capture_output=True, text=True, timeout=300, cwd=ROOT)
