@@ -30,7 +30,6 @@ on a stopped member's files (a copy taken while a member writes may be torn).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -89,7 +88,7 @@ def summarize(kind: str, path: str) -> dict[str, Any]:
 
 def _summarize_copy(kind: str, path: str) -> dict[str, Any]:
     if kind in ("raftlog", "lmdb"):
-        from kvraft.storage.fsck_wal import check_log_consistency
+        from kvraft.storage.fsck_wal import check_log_consistency, entries_digest
         from kvraft.storage.raft_log import LmdbLogStorage
 
         log = LmdbLogStorage(path)
@@ -97,13 +96,10 @@ def _summarize_copy(kind: str, path: str) -> dict[str, Any]:
             n = log.verify()
             check_log_consistency(log, Path(path).name)
             first, last = log.first_index(), log.last_index()
-            digest = hashlib.sha256()
-            for e in log.entries(first, last + 1):
-                digest.update(b"%d/%d/%d/%d:" % (e.index, e.term, e.type, len(e.data)) + e.data)
             hard, conf = log.initial_state()
             snap = log.snapshot().metadata
             return {
-                "format": "lmdb", "entries": n, "first": first, "last": last, "digest": digest.hexdigest(),
+                "format": "lmdb", "entries": n, "first": first, "last": last, "digest": entries_digest(log),
                 "hard": [hard.term, hard.vote, hard.commit], "conf": sorted(conf.voters),
                 "snapshot_index": snap.index, "snapshot_term": snap.term,
             }

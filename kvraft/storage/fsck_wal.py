@@ -35,7 +35,7 @@ from typing import Any
 from kvraft.storage.errors import LogCorruptionError
 from kvraft.storage.wal import WalLogStorage
 
-__all__ = ["check_log_consistency", "summarize_wal"]
+__all__ = ["check_log_consistency", "entries_digest", "summarize_wal"]
 
 
 def _seq(segment: Path) -> int | None:
@@ -89,9 +89,6 @@ def summarize_wal(path: str | os.PathLike[str]) -> dict[str, Any]:
                               "never synced (a crash), or the log lost its newest segment")
     first, last = log.first_index(), log.last_index()
     check_log_consistency(log, name)
-    digest = hashlib.sha256()
-    for e in log.entries(first, last + 1):
-        digest.update(b"%d/%d/%d/%d:" % (e.index, e.term, e.type, len(e.data)) + e.data)
     hard, conf = log.initial_state()
     torn = None
     if log.torn_tail is not None:
@@ -101,10 +98,20 @@ def summarize_wal(path: str | os.PathLike[str]) -> dict[str, Any]:
                      "cut at open, no acknowledged write is lost)")
     return {
         "format": "wal", "entries": last - first + 1, "first": first, "last": last,
-        "digest": digest.hexdigest(), "hard": [hard.term, hard.vote, hard.commit], "conf": sorted(conf.voters),
+        "digest": entries_digest(log), "hard": [hard.term, hard.vote, hard.commit], "conf": sorted(conf.voters),
         "snapshot_index": meta.index, "snapshot_term": meta.term, "segment": name, "frames": log.frames,
         "torn_tail": torn, "notes": notes,
     }
+
+
+def entries_digest(log: Any) -> str:
+    """sha256 over every entry the log holds (index, term, type, data): the ``digest`` of
+    both fsck summaries, so two logs can be compared entry for entry."""
+    digest = hashlib.sha256()
+    first, last = log.first_index(), log.last_index()
+    for e in log.entries(first, last + 1):
+        digest.update(b"%d/%d/%d/%d:" % (e.index, e.term, e.type, len(e.data)) + e.data)
+    return digest.hexdigest()
 
 
 def check_log_consistency(log: Any, name: str) -> None:

@@ -59,6 +59,7 @@ from kvraft.raft.memory_storage import entries_to_append, limit_size
 from kvraft.raft.storage import CompactedError, SnapshotOutOfDateError, UnavailableError
 from kvraft.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
 from kvraft.storage.errors import LogCorruptionError
+from kvraft.storage.lmdb_env import fsync_dir
 from kvraft.storage.wal_format import (
     FRAME,
     SNAP_APPLY,
@@ -97,14 +98,6 @@ def is_wal_dir(path: str | os.PathLike[str]) -> bool:
     return p.is_dir() and any(p.glob("*.wal"))
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class WalLogStorage:
     """Durable ``WritableLogStorage`` on a write-ahead log; see the module docstring."""
 
@@ -128,7 +121,7 @@ class WalLogStorage:
         created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         if created:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         self._open()
 
     def _reset_state(self) -> None:
@@ -215,7 +208,7 @@ class WalLogStorage:
         for old in segments[:-1]:  # superseded by the newest head (an interrupted rotation)
             old.unlink()
         if len(segments) > 1:
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
         self._load_snapshot_data()
         self._fd = os.open(last, os.O_RDWR)
         self._rotate_at = self.segment_bytes
@@ -264,7 +257,7 @@ class WalLogStorage:
         finally:
             os.close(fd)
         os.replace(tmp, final)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
         return crc
 
     # -- records -------------------------------------------------------------------------
@@ -369,22 +362,22 @@ class WalLogStorage:
         if snapshot.metadata.index >= self._conf_index:
             self._conf_index, self._conf = snapshot.metadata.index, snapshot.metadata.conf_state
 
+    def _require_newer(self, index: int) -> None:
+        if index <= self._snapshot.metadata.index:
+            raise SnapshotOutOfDateError(
+                f"snapshot at {index} is not newer than {self._snapshot.metadata.index}"
+            )
+
     def apply_snapshot(self, snapshot: Snapshot) -> None:
         meta = snapshot.metadata
-        if meta.index <= self._snapshot.metadata.index:
-            raise SnapshotOutOfDateError(
-                f"snapshot at {meta.index} is not newer than {self._snapshot.metadata.index}"
-            )
+        self._require_newer(meta.index)  # before writing its file
         self._check_writable()
         crc = self._write_snapshot_file(meta.index, snapshot.data)
         self._apply_snapshot(snapshot, len(snapshot.data), crc)
 
     def _apply_snapshot(self, snapshot: Snapshot, length: int, crc: int) -> None:
         meta = snapshot.metadata
-        if meta.index <= self._snapshot.metadata.index:
-            raise SnapshotOutOfDateError(
-                f"snapshot at {meta.index} is not newer than {self._snapshot.metadata.index}"
-            )
+        self._require_newer(meta.index)
         self._stage(encode_snap(SNAP_APPLY, meta, length, crc))
         keep: list[Entry] = []
         offset = self._entries[0].index
@@ -399,10 +392,7 @@ class WalLogStorage:
     def _create_snapshot(
         self, index: int, conf_state: ConfState, data: bytes, length: int, crc: int | None
     ) -> Snapshot:
-        if index <= self._snapshot.metadata.index:
-            raise SnapshotOutOfDateError(
-                f"snapshot at {index} is not newer than {self._snapshot.metadata.index}"
-            )
+        self._require_newer(index)
         if index > self.last_index():
             raise UnavailableError(f"snapshot at {index}: last index is {self.last_index()}")
         meta = SnapshotMetadata(index=index, term=self.term(index), conf_state=conf_state)
@@ -508,7 +498,7 @@ class WalLogStorage:
                 os.close(fd)
                 raise
             os.replace(tmp, final)
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
         except BaseException as exc:
             self._failed = exc
             raise
