@@ -11,6 +11,12 @@ cluster's leader, in a subprocess each (so the load generator has its own interp
 - put through msgpack batches (kvraft only): ``BATCH`` puts per ``/v3/kv/batch`` request,
   16 clients, 5x ``--total`` puts; its figure is puts per second (``ops_per_s``).
 
+Each run's line also carries the CPU time (utime + stime from ``/proc/<pid>/stat``) that
+every member process and the load generator spent during it, in microseconds per put or
+read (``cpu_us_per_op``: ``leader``, ``follower`` (each), ``generator``). Unlike the
+rates, these hardly depend on how loaded the box is. ``--runs`` picks runs by name
+prefix (``--runs "put msgpack"``).
+
 Prints one JSON line per run and a table. Run alone: ``flock -x /tmp/kvraft-cpu.lock``.
 """
 
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -27,13 +34,38 @@ from kvraft.server.local import LocalCluster, b64, post
 __all__ = ["main"]
 
 
-def _load(url: str, workload: str, *args: str) -> dict[str, Any]:
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process so far (0.0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # fields 14 and 15 of proc(5)
+
+
+def _load(url: str, workload: str, *args: str, members: dict[str, int] | None = None) -> dict[str, Any]:
+    """Run one load in a subprocess; with ``members`` (role -> pid), add the CPU each
+    member and the generator spent, per op (``cpu_us_per_op``)."""
     command = [sys.executable, "-m", "kvraft.bench", workload, "--endpoints", url, *args]
+    before = {role: cpu_seconds(pid) for role, pid in (members or {}).items()}
+    children = os.times()
     out = subprocess.run(command, capture_output=True, text=True, check=False, timeout=900)
+    spent = {role: cpu_seconds(pid) - before[role] for role, pid in (members or {}).items()}
+    after = os.times()
     lines = out.stdout.strip().splitlines()
     if not lines:
         raise RuntimeError(f"{workload} failed: {out.stderr[-2000:]}")
     summary: dict[str, Any] = json.loads(lines[-1])
+    ops = summary.get("ok_ops") or summary.get("ok") or 0
+    if members and ops:
+        spent["generator"] = (after.children_user - children.children_user) + (
+            after.children_system - children.children_system
+        )
+        summary["cpu_us_per_op"] = {role: round(seconds * 1e6 / ops, 1) for role, seconds in spent.items()}
     return summary
 
 
@@ -70,7 +102,7 @@ def _runs(binary: str, clients: int, total: int) -> list[tuple[str, list[str], s
     return runs
 
 
-def measure(binary: str, clients: int, total: int) -> dict[str, dict[str, Any]]:
+def measure(binary: str, clients: int, total: int, only: list[str] | None = None) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     with LocalCluster(3, binary=binary, token=f"bench-{binary}") as cluster:
         cluster.start(120)
@@ -78,7 +110,16 @@ def measure(binary: str, clients: int, total: int) -> dict[str, dict[str, Any]]:
         url = cluster.url(leader)
         post(url, "/v3/kv/put", {"key": b64("bench-key"), "value": b64("v" * 100)})
         for name, args, workload in _runs(binary, clients, total):
-            summary = _load(url, workload, *args)
+            if only and not any(name.startswith(prefix) for prefix in only):
+                continue
+            if cluster.leader() != leader:
+                raise RuntimeError(f"{binary}: the leader changed during the runs")
+            members, n = {}, 0
+            for member_name, member in cluster.members.items():
+                if member.pid is not None:
+                    n += member_name != leader
+                    members["leader" if member_name == leader else f"follower{n}"] = member.pid
+            summary = _load(url, workload, *args, members=members)
             summary["target"] = binary
             results[name] = summary
             print(json.dumps({"run": name, **summary}, sort_keys=True), flush=True)
@@ -90,9 +131,11 @@ def main(_name: str, argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--total", type=int, default=20000)
     parser.add_argument("--only", choices=["etcd", "kvraft"], default=None)
+    parser.add_argument("--runs", action="append", default=None,
+                        help="run only the runs whose name starts with this (repeatable)")
     args = parser.parse_args(argv)
     binaries = [args.only] if args.only else ["etcd", "kvraft"]
-    table = {binary: measure(binary, args.clients, args.total) for binary in binaries}
+    table = {binary: measure(binary, args.clients, args.total, args.runs) for binary in binaries}
     print(f"\n{'run':<22}" + "".join(f"{b:>28}" for b in binaries))
     names = list(dict.fromkeys(name for results in table.values() for name in results))
     for name in names:
