@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import random
+
+import pytest
+
 from kvraft.storage.mvcc.index import CHUNK, TreeIndex
 from kvraft.storage.mvcc.key_index import KeyIndex
 from kvraft.storage.revision import (
@@ -100,3 +104,29 @@ def test_tree_index_ranges_across_chunks() -> None:
     assert idx.range(b"k00003", None, n + 1)[1] == 1
     assert idx.range(b"k00003", None, n + 2)[1] == 0
     assert idx.range(b"z", b"a", n)[1] == 0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_put_returning_says_what_get_and_shape_said_before_the_put(seed: int) -> None:
+    """``put_returning`` answers from the last generation without searching; it must agree
+    with ``get`` at the put's revision and ``shape`` taken just before, whatever history the
+    key has (puts, deletes, compactions, a key re-created after leaving the index)."""
+    rng = random.Random(seed)
+    index = TreeIndex()
+    rev = 1
+    for _ in range(400):
+        key = b"k%d" % rng.randrange(4)
+        rev += 1
+        roll = rng.random()
+        if roll < 0.2:
+            index.tombstone(key, pack(rev, 0))
+        elif roll < 0.25:
+            index.compact(rev - rng.randrange(1, 5))
+        else:
+            expected = (index.get(key, rev), index.shape(key))
+            sub = rng.randrange(3)
+            assert index.put_returning(key, pack(rev, sub)) == expected
+            created, version = (expected[0][1], expected[0][2] + 1) if expected[0] else (pack(rev, sub), 1)
+            assert index.get(key, rev) == (pack(rev, sub), created, version)
+            if index._map[key].is_compactable():
+                assert key in index.compaction_keys()

@@ -69,13 +69,29 @@ class TreeIndex:
                 ki = KeyIndex(key)
                 self._map[key] = ki
                 self._keys.add(key)
-                got, shape = None, None
+                ki.put(rev)
+                return None, None
+            gens = ki.generations
+            if gens:
+                # ``rev`` is newer than every revision held, so what ``get`` finds at it is
+                # the last generation's newest revision, or nothing when that generation is
+                # empty (the key is deleted): no search (the hot path of every put)
+                g = gens[-1]
+                revs = g.revs
+                shape = (len(gens), len(revs), g.ver, g.created)
+                if revs:
+                    got: tuple[int, int, int] | None = (revs[-1], g.created, g.ver)
+                    assert rev > revs[-1], (key, rev)
+                    revs.append(rev)
+                    g.ver += 1
+                    self._compactable.add(key)  # two revisions or more: compactable
+                    return got, shape
             else:
-                got, shape = ki.get(rev >> 32), ki.copy_shape()
+                shape = (0, 0, 0, 0)
             ki.put(rev)
             if ki.is_compactable():
                 self._compactable.add(key)
-            return got, shape
+            return None, shape
 
     def tombstone(self, key: bytes, rev: int) -> bool:
         with self._lock:
