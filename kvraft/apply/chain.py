@@ -2,7 +2,9 @@
 the lease and auth appliers of ``feature_appliers`` into ``Auth(Lease(Quota(Backend)))``
 through ``build_chain(store, wrap=...)``.
 
-Every applier has ``apply(op) -> result`` and raises ``EtcdError`` for expected failures.
+Every applier has ``apply(op) -> result`` and raises ``EtcdError`` for expected failures;
+a ``BatchOp``'s result is a list with each op's result or ``EtcdError`` (one op refused
+does not stop the others).
 Applying must be deterministic: every member applies the same entries in the same order
 and must reach the same state, so nothing here may look at member-local facts (clock,
 file sizes). That is why the quota is enforced in two places, as etcd does: before
@@ -17,13 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kvraft.apply.errors import ResourceExhausted
-from kvraft.apply.ops import AlarmOp, CompactOp, DeleteRangeOp, PutOp, RangeOp, TxnOp
+from kvraft.apply.errors import EtcdError, InvalidArgument, ResourceExhausted
+from kvraft.apply.ops import AlarmOp, BatchOp, CompactOp, DeleteRangeOp, PutOp, RangeOp, TxnOp
 from kvraft.apply.validate import as_etcd_error
 from kvraft.storage.mvcc import ops as mvcc_ops
 from kvraft.storage.mvcc.errors import MVCCError
 
-__all__ = ["Applier", "BackendApplier", "CompactResult", "QuotaApplier", "QuotaGuard", "build_chain"]
+__all__ = ["Applier", "BackendApplier", "CompactResult", "QuotaApplier", "QuotaGuard", "apply_each", "build_chain"]
 
 NOSPACE = 1
 ACTIVATE, DEACTIVATE = 1, 2
@@ -64,15 +66,53 @@ class BackendApplier(Applier):
                 return CompactResult(self.store.rev, job)
             if isinstance(op, AlarmOp):
                 return self._alarm(op)
+            if isinstance(op, BatchOp):
+                return self._batch(op)
         except MVCCError as exc:
             raise as_etcd_error(exc) from None
         raise TypeError(f"cannot apply {op!r}")
+
+    def _batch(self, op: BatchOp) -> list[Any]:
+        """Runs of plain puts go to the store in one call (``put_many``); anything else
+        one op at a time, in order."""
+        results: list[Any] = []
+        puts: list[PutOp] = []
+        for item in op.ops:
+            if type(item) is PutOp:
+                puts.append(item)
+                continue
+            if puts:
+                results.extend(self._puts(puts))
+                puts = []
+            results.append(_one(self, item))
+        if puts:
+            results.extend(self._puts(puts))
+        return results
+
+    def _puts(self, puts: list[PutOp]) -> list[Any]:
+        return [as_etcd_error(r) if isinstance(r, MVCCError) else r for r in self.store.put_many(puts)]
 
     def _alarm(self, op: AlarmOp) -> list[tuple[int, int]]:
         if op.alarm == NOSPACE and op.action in (ACTIVATE, DEACTIVATE):
             self.store.set_nospace_alarm(op.action == ACTIVATE)
             self.raised_by = op.member_id if op.action == ACTIVATE else 0
         return [(self.raised_by, NOSPACE)] if self.store.nospace_alarm else []
+
+
+def _one(applier: Applier, op: Any) -> Any:
+    """``applier.apply(op)``, or the ``EtcdError`` it raised."""
+    if isinstance(op, BatchOp):
+        return InvalidArgument("etcdserver: a batch cannot hold a batch")
+    try:
+        return applier.apply(op)
+    except EtcdError as exc:
+        return exc
+
+
+def apply_each(applier: Applier, op: BatchOp) -> list[Any]:
+    """A batch applied one op at a time through ``applier`` (the per-op path, for the
+    appliers that must look at every op)."""
+    return [_one(applier, item) for item in op.ops]
 
 
 class QuotaApplier(Applier):
@@ -84,6 +124,8 @@ class QuotaApplier(Applier):
         self.store = store
 
     def apply(self, op: Any) -> Any:
+        if self.store.nospace_alarm and isinstance(op, BatchOp):
+            return apply_each(self, op)
         if self.store.nospace_alarm and isinstance(op, (PutOp, TxnOp)):
             kind = "put" if isinstance(op, PutOp) else "txn"
             try:
@@ -116,6 +158,10 @@ class QuotaGuard:
     def check(self, op: Any, raise_alarm: Callable[[], None]) -> None:
         if isinstance(op, PutOp):
             added = len(op.key) + len(op.value or b"")
+        elif isinstance(op, BatchOp):
+            added = sum(len(o.key) + len(o.value or b"") for o in op.ops if isinstance(o, PutOp))
+            if not added and not any(isinstance(o, TxnOp) and mvcc_ops.txn_has_put(o) for o in op.ops):
+                return
         elif isinstance(op, TxnOp) and mvcc_ops.txn_has_put(op):
             added = self.REFRESH_BYTES  # not worth sizing: measure again
         else:

@@ -34,7 +34,7 @@ from kvraft.apply.feature_ops import (
     LeaseRenewOp,
     LeaseRevokeOp,
 )
-from kvraft.apply.ops import DeleteRangeOp, PutOp, TxnOp
+from kvraft.apply.ops import BatchOp, DeleteRangeOp, PutOp, TxnOp
 from kvraft.auth import AuthError, AuthState, Permission, check_request
 from kvraft.auth import errors as auth_errors
 from kvraft.lease import LeaseExists, LeaseNotFound, LeaseTTLTooLarge, Lessor
@@ -152,7 +152,7 @@ class LeaseApplier(Applier):
         return self.inner.apply(op)
 
 
-_NEEDS_USER = (PutOp, DeleteRangeOp, TxnOp, LeaseGrantOp, LeaseRevokeOp, LeaseRenewOp)
+_NEEDS_USER = (PutOp, DeleteRangeOp, TxnOp, BatchOp, LeaseGrantOp, LeaseRevokeOp, LeaseRenewOp)
 
 
 class AuthApplier(Applier):
@@ -201,6 +201,9 @@ class AuthApplier(Applier):
                 state.check_admin(user, revision)
         elif isinstance(op, (LeaseGrantOp, LeaseRenewOp)):
             state.check_user(user, revision)
+        elif isinstance(op, BatchOp):  # every op must be allowed (the batch is one request)
+            for item in op.ops:
+                self._check(user, revision, item)
         else:
             check_request(state, user, revision, op)
 

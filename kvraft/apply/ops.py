@@ -2,7 +2,10 @@
 
 The API layer builds these from a decoded request; the driver proposes ``encode_entry(id,
 op)`` and every member's apply stage runs ``decode_entry(data)`` on the committed bytes.
-One entry carries one request id (so the proposer can find its waiter) and one op.
+One entry carries one request id (so the proposer can find its waiter) and one op; a
+``BatchOp`` (the msgpack ``kv/batch`` route's puts) is one op holding many, applied in
+order, each with its own revision and its own result or error, as if each had been an
+entry of its own: one proposal, one log entry and one waiter instead of one per put.
 
 Wire form: msgpack ``[request_id, tag, *fields]``; nested ops (txn) nest the same arrays
 without the id. Keep the tags stable: they are in every member's log.
@@ -17,6 +20,7 @@ import msgpack
 
 __all__ = [
     "AlarmOp",
+    "BatchOp",
     "Compare",
     "CompactOp",
     "DeleteRangeOp",
@@ -116,16 +120,26 @@ class AlarmOp:
     alarm: int = 0  # NONE, NOSPACE, CORRUPT
 
 
-Op = RangeOp | PutOp | DeleteRangeOp | TxnOp | CompactOp | AlarmOp | MemberOp
+@dataclass(slots=True)
+class BatchOp:
+    """Independent writes in one entry (not a transaction): applied in order, each its
+    own revision; the result is a list with each op's result or ``EtcdError``."""
 
-_TAG = {RangeOp: 1, PutOp: 2, DeleteRangeOp: 3, TxnOp: 4, CompactOp: 5, AlarmOp: 6, MemberOp: 7}
+    ops: list[Any] = field(default_factory=list)
+
+
+Op = RangeOp | PutOp | DeleteRangeOp | TxnOp | CompactOp | AlarmOp | MemberOp | BatchOp
+
+_TAG = {RangeOp: 1, PutOp: 2, DeleteRangeOp: 3, TxnOp: 4, CompactOp: 5, AlarmOp: 6, MemberOp: 7, BatchOp: 8}
+assert PutOp.__slots__ == ("key", "value", "lease", "prev_kv", "ignore_value", "ignore_lease")  # BatchOp's wire
+_RESERVED = (4, 7, 8)  # tags with their own wire form (not register_op's flat field list)
 _SIMPLE = {1: RangeOp, 2: PutOp, 3: DeleteRangeOp, 5: CompactOp, 6: AlarmOp}
 
 
 def register_op(tag: int, cls: type) -> None:
     """Add a flat op type (a slots dataclass of msgpack-able fields) for layers above the
     KV core (leases, auth: ``kvraft.apply.feature_ops``). Tags are forever."""
-    if _TAG.get(cls, tag) != tag or _SIMPLE.get(tag, cls) is not cls or tag in (4, 7):
+    if _TAG.get(cls, tag) != tag or _SIMPLE.get(tag, cls) is not cls or tag in _RESERVED:
         raise ValueError(f"op tag {tag} is taken")
     _TAG[cls] = tag
     _SIMPLE[tag] = cls
@@ -140,6 +154,9 @@ def op_to_wire(op: Any) -> list[Any]:
             [op_to_wire(o) for o in op.success],
             [op_to_wire(o) for o in op.failure],
         ]
+    if tag == 8:  # (puts spelled out: a batch holds thousands)
+        return [8, [[2, o.key, o.value, o.lease, o.prev_kv, o.ignore_value, o.ignore_lease] if type(o) is PutOp
+                    else op_to_wire(o) for o in op.ops]]
     return [tag, *(getattr(op, f) for f in type(op).__slots__)]
 
 
@@ -153,6 +170,8 @@ def op_from_wire(wire: list[Any]) -> Any:
         )
     if tag == 7:
         return MemberOp(*wire[1:])
+    if tag == 8:
+        return BatchOp([PutOp(*o[1:]) if o[0] == 2 else op_from_wire(o) for o in wire[1]])
     return _SIMPLE[tag](*wire[1:])
 
 

@@ -33,7 +33,7 @@ import msgpack
 
 from kvraft.apply.chain import Applier, QuotaGuard, build_chain
 from kvraft.apply.errors import EtcdError
-from kvraft.apply.ops import MemberOp, TxnOp
+from kvraft.apply.ops import BatchOp, MemberOp, TxnOp
 from kvraft.apply.validate import as_etcd_error
 from kvraft.storage.errors import BatchAbortedError
 from kvraft.storage.mvcc import MVCCStore
@@ -93,9 +93,12 @@ class StateMachine:
         if not store.holding:
             store.hold()
             self._held_since = time.monotonic()
+        count = len(items)
         try:
             with store.batch():
                 for _request_id, op in items:
+                    if type(op) is BatchOp:
+                        count += len(op.ops) - 1
                     try:
                         results.append(self.chain.apply(op))
                     except EtcdError as exc:
@@ -105,7 +108,7 @@ class StateMachine:
         except BaseException as exc:  # nothing held may reach the disk: the log re-applies it
             store.abort_held(exc)
             raise
-        self._held_ops += len(items)
+        self._held_ops += count
         if self._held_ops >= COMMIT_OPS or time.monotonic() - self._held_since >= COMMIT_INTERVAL_S:
             self.commit()
         return results

@@ -173,6 +173,77 @@ def test_msgpack_batch_applies_every_op(member: tuple[str, int]) -> None:
     assert answers[0][1]["count"] == 200
 
 
+def _raft_index(member: tuple[str, int]) -> int:
+    ((status, _, answer),) = _exchange(member, _request("/v3/maintenance/status", b"{}"))
+    assert status == 200
+    return int(json.loads(answer)["raftIndex"])
+
+
+def test_the_puts_of_a_batch_are_one_log_entry(member: tuple[str, int]) -> None:
+    """(One entry per put before: a 100-put batch cost 100 proposals, waiters and entries.)"""
+    before = _raft_index(member)
+    status, answers = _batch(member, [["put", {"key": b"one%03d" % i, "value": b"v"}] for i in range(300)])
+    assert status == 200 and [code for code, _ in answers] == [0] * 300
+    revisions = [doc["header"]["revision"] for _, doc in answers]
+    assert revisions == list(range(revisions[0], revisions[0] + 300))  # in order, one each
+    assert _raft_index(member) - before == 1
+
+
+def test_plain_and_decoded_puts_of_a_batch_keep_the_batch_order(member: tuple[str, int]) -> None:
+    """Plain puts (binary key and value only) skip the schema walk; the others (more
+    fields, a text key) are decoded; all are applied in the batch's order."""
+    ops: list[Any] = []
+    for i in range(20):
+        doc: dict[str, Any] = {"key": b"ord%02d" % i, "value": b"v"}
+        if i % 3 == 1:
+            doc["lease"] = 0
+        elif i % 3 == 2:
+            doc = {"key": f"ord{i:02d}", "value": b"v"}
+        ops.append(["put", doc])
+    status, answers = _batch(member, ops)
+    assert status == 200 and [code for code, _ in answers] == [0] * 20
+    revisions = [doc["header"]["revision"] for _, doc in answers]
+    assert revisions == list(range(revisions[0], revisions[0] + 20))
+
+
+def test_a_batch_with_a_malformed_op_applies_nothing(member: tuple[str, int]) -> None:
+    status, doc = _batch(member, [["put", {"key": b"never", "value": b"1"}], ["put", {"key": 5}]])
+    assert status == 400 and doc["code"] == 3
+    status, answers = _batch(member, [["range", {"key": b"never"}]])
+    assert "kvs" not in answers[0][1]
+
+
+def test_a_batch_over_max_request_bytes_is_split_and_a_too_large_put_fails_alone(member: tuple[str, int]) -> None:
+    """The default --max-request-bytes is 1.5 MiB (the body may be larger, as etcd's
+    gateway allows for base64): 12 puts of 200 KB take two entries; a 1.6 MB put is
+    refused alone, as kv/put refuses it, and its neighbours apply."""
+    before = _raft_index(member)
+    status, answers = _batch(member, [["put", {"key": b"big%02d" % i, "value": b"x" * 200_000}] for i in range(12)])
+    assert status == 200 and [code for code, _ in answers] == [0] * 12
+    assert _raft_index(member) - before == 2
+    ops = [["put", {"key": b"big", "value": b"1"}], ["put", {"key": b"huge", "value": b"x" * 1_600_000}],
+           ["put", {"key": b"bigger", "value": b"2"}]]
+    status, answers = _batch(member, ops)
+    assert status == 200 and [code for code, _ in answers] == [0, 3, 0]
+    assert answers[1][1]["message"] == "etcdserver: request is too large"
+    status, answers = _batch(member, [["range", {"key": b"big", "range_end": b"bih", "count_only": True}]])
+    assert answers[0][1]["count"] == 14
+
+
+def test_batch_answers_match_the_put_route(member: tuple[str, int]) -> None:
+    """A put's answer in a batch is the msgpack kv/put answer (header fields, prev_kv)."""
+    status, answers = _batch(member, [["put", {"key": b"same", "value": b"1"}],
+                                      ["put", {"key": b"same", "value": b"2", "prev_kv": True}]])
+    assert status == 200
+    body = msgpack.packb({"key": b"same", "value": b"3", "prev_kv": True}, use_bin_type=True)
+    ((status, _, raw),) = _exchange(member, _request("/v3/kv/put", body, ctype="application/x-msgpack"))
+    single = msgpack.unpackb(raw, raw=False)
+    assert set(answers[0][1]) == {"header"}
+    assert set(answers[0][1]["header"]) == set(single["header"]) == {"cluster_id", "member_id", "revision", "raft_term"}
+    assert answers[1][1]["prev_kv"]["value"] == b"1" and single["prev_kv"]["value"] == b"2"
+    assert single["header"]["revision"] == answers[1][1]["header"]["revision"] + 1
+
+
 @pytest.mark.parametrize(
     ("ops", "ctype"),
     [

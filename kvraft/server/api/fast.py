@@ -19,7 +19,9 @@ buffer.
 ``put``, ``range``, ``deleterange``, ``txn`` and the request in the route's msgpack shape;
 the answer is a list with one ``[code, response]`` per op (code 0 and the route's
 response, or the gRPC code and ``{"error", "message", "code"}``). The ops are independent
-(not a transaction); writes are proposed together, so they share Raft batches.
+(not a transaction). The puts are proposed as ``BatchOp`` entries (one log entry, one
+proposal and one waiter per up to ``--max-request-bytes`` of puts, each put its own
+revision, in the batch's order); the other ops take their route's path, concurrently.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ import msgpack
 from aiohttp import web
 
 from kvraft.apply.errors import FailedPrecondition, InvalidArgument
+from kvraft.apply.ops import BatchOp, PutOp
+from kvraft.apply.validate import validate_op
 from kvraft.server.api import fast_lease, schemas
 from kvraft.server.api.codec import JSON_OUT, MSGPACK, MSGPACK_OUT, Out, decode_body, decode_message
 from kvraft.server.api.encode import (
@@ -115,32 +119,114 @@ class _Routes:
             raise InvalidArgument(f"msgpack: {exc}") from None
         if not isinstance(items, list) or len(items) > MAX_BATCH_OPS:
             raise InvalidArgument(f"kv/batch: want a list of at most {MAX_BATCH_OPS} [kind, request] pairs")
-        ops = []
-        for item in items:
-            if not (isinstance(item, list) and len(item) == 2 and item[0] in SCHEMAS):
+        answers: list[Any] = [None] * len(items)
+        puts: list[tuple[int, PutOp]] = []
+        others: list[tuple[int, str, Any]] = []
+        for i, item in enumerate(items):
+            if not (type(item) is list and len(item) == 2 and type(item[0]) is str and item[0] in SCHEMAS):
                 raise InvalidArgument("kv/batch: each op is [kind, request], kind put|range|deleterange|txn")
-            ops.append((item[0], decode_message(item[1], SCHEMAS[item[0]], packed=True)))
-        # puts are queued at once (no task per op): they share Raft batches and fsyncs
-        pending: list[Any] = []
-        for route, op in ops:
-            if route == "put":
-                try:
-                    pending.append(self.server.submit_write(op))
-                except Exception as exc:
-                    pending.append(_failed(exc))
-            else:
-                pending.append(asyncio.ensure_future(self.one(route, MSGPACK_OUT, op)))
-        results = await asyncio.gather(*pending, return_exceptions=True)
-        answers: list[Any] = []
-        for (route, _op), result in zip(ops, results, strict=True):
-            if isinstance(result, BaseException):
-                error = to_etcd_error(result)
-                answers.append([error.code, {"error": error.message, "message": error.message, "code": error.code}])
-            elif route == "put":
-                answers.append([0, encode_put(MSGPACK_OUT, self.header(MSGPACK_OUT, result.revision), result)])
-            else:
-                answers.append([0, result])
+            kind, request = item
+            if kind == "put" and type(request) is dict:
+                # a plain put (a non-empty binary key, a binary value or none, nothing else):
+                # the PutOp that decode_message would build and validate_op pass, built here
+                key, value, n = request.get("key"), request.get("value", b""), len(request)
+                if (type(key) is bytes and key and type(value) is bytes
+                        and (n == 2 and "value" in request or n == 1)):
+                    puts.append((i, PutOp(key, value)))
+                    continue
+            others.append((i, kind, decode_message(request, SCHEMAS[kind], packed=True)))
+        tasks: list[tuple[int, asyncio.Future[Any]]] = []
+        max_txn_ops = self.server.config.max_txn_ops
+        plain = len(puts)
+        for i, route, op in others:
+            if route != "put":  # reads, deletes, txns: their own route's path, concurrently
+                tasks.append((i, asyncio.ensure_future(self.one(route, MSGPACK_OUT, op))))
+                continue
+            try:
+                validate_op(op, max_txn_ops)
+            except Exception as exc:
+                answers[i] = _error_answer(exc)
+                continue
+            puts.append((i, op))
+        if plain and len(puts) > plain:
+            puts.sort(key=_first)  # (the decoded ones were appended last): the batch's order
+        # the puts go into the log as BatchOp entries (one proposal, one entry, one waiter
+        # per entry of up to ``max_request_bytes``), applied in order, a revision each
+        max_bytes = self.server.config.max_request_bytes
+        chunks = [puts] if len(body) + 64 <= max_bytes else _chunks(puts, max_bytes)
+        submitted = [(chunk, self._submit(chunk)) for chunk in chunks if chunk]
+        for i, future in tasks:
+            try:
+                answers[i] = [0, await future]
+            except Exception as exc:
+                answers[i] = _error_answer(exc)
+        for chunk, future in submitted:
+            await self._answer_puts(chunk, future, answers)
         return answers
+
+    def _submit(self, chunk: list[tuple[int, PutOp]]) -> asyncio.Future[Any]:
+        try:
+            return self.server.submit_write(BatchOp([op for _i, op in chunk]))
+        except Exception as exc:
+            return _failed(exc)
+
+    async def _answer_puts(self, chunk: list[tuple[int, PutOp]], submitted: asyncio.Future[Any],
+                           answers: list[Any]) -> None:
+        try:
+            results = await submitted
+        except InvalidArgument as exc:
+            if len(chunk) > 1 and "too large" in exc.message:  # (sizes were estimated): halve
+                half = len(chunk) // 2
+                for part in (chunk[:half], chunk[half:]):
+                    await self._answer_puts(part, self._submit(part), answers)
+                return
+            results = [exc] * len(chunk)
+        except Exception as exc:  # the whole entry failed (timeout, no leader, quota, auth)
+            results = [exc] * len(chunk)
+        s = self.server
+        cluster_id, member_id, term = s.cluster_id, s.member_id, s.raft_term
+        plain = bool(cluster_id and member_id and term)
+        for (i, _op), result in zip(chunk, results, strict=True):
+            if isinstance(result, BaseException):
+                answers[i] = _error_answer(result)
+            elif plain and result.prev_kv is None:  # encode_put's answer, built in one go
+                answers[i] = [0, {"header": {"cluster_id": cluster_id, "member_id": member_id,
+                                             "revision": result.revision, "raft_term": term}}]
+            else:
+                answers[i] = [0, encode_put(MSGPACK_OUT, self.header(MSGPACK_OUT, result.revision), result)]
+
+
+def _first(item: tuple[int, Any]) -> int:
+    return item[0]
+
+
+_ENTRY_OVERHEAD = 16  # msgpack framing of one put in a BatchOp entry, at most about this
+# (a body within ``max_bytes`` needs no sizing: a put's entry form is no larger than its
+# ``["put", {"key": .., "value": ..}]`` in the body, give or take the 64 bytes allowed)
+
+
+def _chunks(puts: list[tuple[int, PutOp]], max_bytes: int) -> list[list[tuple[int, PutOp]]]:
+    """Split the puts into runs whose BatchOp entry stays within ``max_bytes`` (estimated;
+    a run found too large when encoded is halved, a single put too large fails alone)."""
+    chunks: list[list[tuple[int, PutOp]]] = []
+    current: list[tuple[int, PutOp]] = []
+    size = 64
+    for item in puts:
+        op = item[1]
+        grow = len(op.key) + len(op.value) + _ENTRY_OVERHEAD
+        if current and size + grow > max_bytes:
+            chunks.append(current)
+            current, size = [], 64
+        current.append(item)
+        size += grow
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _error_answer(exc: BaseException) -> list[Any]:
+    error = to_etcd_error(exc)
+    return [error.code, {"error": error.message, "message": error.message, "code": error.code}]
 
 
 def _failed(exc: BaseException) -> asyncio.Future[Any]:
