@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "client"))
 
-from kvclusters import Runtime, etcdctl_path, start_runtime  # noqa: E402
+from kvclusters import Runtime, etcdctl_path, started  # noqa: E402
 
 __all__ = ["Identity", "Result", "etcd_pair", "run_etcdctl", "run_kvctl"]
 
@@ -101,15 +101,8 @@ def etcd_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Identi
     if etcdctl_path() is None:
         pytest.skip("etcdctl not installed (apt-get install etcd-client; .ci/run does)")
     base = tmp_path_factory.mktemp("pair")
-    first = start_runtime("etcd", base / "a")
-    try:
-        second = start_runtime("etcd", base / "b")
-    except BaseException:
-        first.stop()
-        raise
-    a, b = Identity(first), Identity(second)
-    a.learn()
-    b.learn()
-    yield a, b
-    first.stop()
-    second.stop()
+    with started(("etcd", base / "a"), ("etcd", base / "b")) as (first, second):
+        a, b = Identity(first), Identity(second)
+        a.learn()
+        b.learn()
+        yield a, b

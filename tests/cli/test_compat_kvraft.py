@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from kvclusters import etcdctl_path, start_runtime
+from kvclusters import etcdctl_path, started
 from kvctl_harness import Identity, run_etcdctl, run_kvctl
 
 SEQUENCE = [
@@ -71,18 +71,11 @@ def etcd_and_kvraft(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
     if etcdctl_path() is None:
         pytest.skip("etcdctl not installed (apt-get install etcd-client; .ci/run does)")
     base = tmp_path_factory.mktemp("compat")
-    etcd = start_runtime("etcd", base)
-    try:
-        kvraft = start_runtime("kvraft", base)
-    except BaseException:
-        etcd.stop()
-        raise
-    a, b = Identity(etcd), Identity(kvraft)
-    a.learn()
-    b.learn()
-    yield a, b
-    etcd.stop()
-    kvraft.stop()
+    with started(("etcd", base), ("kvraft", base)) as (etcd, kvraft):
+        a, b = Identity(etcd), Identity(kvraft)
+        a.learn()
+        b.learn()
+        yield a, b
 
 
 def test_same_sequence_same_output_on_etcd_and_kvraft(etcd_and_kvraft: tuple[Identity, Identity]) -> None:

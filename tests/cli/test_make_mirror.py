@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from kvclusters import Runtime, etcdctl_path, start_runtime
+from kvclusters import Runtime, etcdctl_path, start_runtime, started
 from kvctl_harness import run_etcdctl, run_kvctl
 
 from kvraft.client import Op, SyncClient
@@ -22,15 +22,8 @@ KVCTL = [sys.executable, "-m", "kvraft.cli"]
 @pytest.fixture(scope="module")
 def two_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runtime, Runtime]]:
     base = tmp_path_factory.mktemp("mirror")
-    source = start_runtime("kvraft", base / "src")
-    try:
-        dest = start_runtime("kvraft", base / "dst")
-    except BaseException:
-        source.stop()
-        raise
-    yield source, dest
-    source.stop()
-    dest.stop()
+    with started(("kvraft", base / "src"), ("kvraft", base / "dst")) as (source, dest):
+        yield source, dest
 
 
 def _eventually(check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:

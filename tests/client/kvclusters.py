@@ -11,8 +11,10 @@ the day the feature lands (an XPASS fails the run).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import pytest
 
 from kvraft.server.local import LocalCluster
 
-__all__ = ["FAST_FLAGS", "KVRAFT_MISSING", "RUNTIMES", "Runtime", "etcdctl_path", "require"]
+__all__ = ["FAST_FLAGS", "KVRAFT_MISSING", "RUNTIMES", "Runtime", "etcdctl_path", "require", "started"]
 
 FAST_FLAGS = ["--heartbeat-interval", "50", "--election-timeout", "500"]
 RUNTIMES = ["etcd", "kvraft"]
@@ -67,6 +69,20 @@ def start_runtime(name: str, base: Path, size: int = 1) -> Runtime:
         cluster.stop()
         raise
     return Runtime(name, cluster)
+
+
+@contextlib.contextmanager
+def started(*specs: tuple[str, Path]) -> Iterator[list[Runtime]]:
+    """One runtime per ``(name, base)``, started in order (those already up are stopped if
+    a later one fails to start); all stopped, in order, on exit."""
+    runtimes: list[Runtime] = []
+    try:
+        for name, base in specs:
+            runtimes.append(start_runtime(name, base))
+        yield runtimes
+    finally:
+        for runtime in runtimes:
+            runtime.stop()
 
 
 def require(request: pytest.FixtureRequest, runtime: Runtime, feature: str) -> None:

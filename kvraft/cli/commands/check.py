@@ -29,17 +29,33 @@ LOADS = {"s": (150, 50), "m": (1000, 200), "l": (8000, 500), "xl": (15000, 1000)
 _ALIASES = {"s": "s", "small": "s", "m": "m", "medium": "m", "l": "l", "large": "l", "xl": "xl", "xLarge": "xl"}
 
 
-async def run_perf(ctx: Context, ns: argparse.Namespace) -> None:
-    model = _ALIASES.get(ns.load)
+def _load_model(name: str) -> str:
+    model = _ALIASES.get(name)
     if model is None:
-        raise CommandError(EXIT_BAD_FEATURE, f"unknown load option {ns.load}")
+        raise CommandError(EXIT_BAD_FEATURE, f"unknown load option {name}")
+    return model
+
+
+def _write_errors(ctx: Context, errors: dict[str, int]) -> None:
+    ctx.stdout.write("FAIL: too many errors\n")
+    for text, count in errors.items():
+        ctx.stdout.write(f"FAIL: ERROR({text}) -> {count}\n")
+
+
+async def _require_empty(client: Any, prefix: str) -> None:
+    """Refuse to run a check over a prefix that already holds keys (as etcdctl)."""
+    existing = await client.get(prefix, prefix=True, limit=1)
+    if existing.kvs:
+        raise CommandError(EXIT_INVALID_INPUT,
+                           f'prefix "{prefix}" has keys. Delete with etcdctl del --prefix {prefix} first')
+
+
+async def run_perf(ctx: Context, ns: argparse.Namespace) -> None:
+    model = _load_model(ns.load)
     limit, clients = LOADS[model]
     duration_s = ns.duration
     client = await ctx.client()
-    existing = await client.get(ns.prefix, prefix=True, limit=1)
-    if existing.kvs:
-        raise CommandError(EXIT_INVALID_INPUT,
-                           f'prefix "{ns.prefix}" has keys. Delete with etcdctl del --prefix {ns.prefix} first')
+    await _require_empty(client, ns.prefix)
     value = bytes(1024)
     latencies: list[float] = []
     errors: dict[str, int] = {}
@@ -78,9 +94,7 @@ async def run_perf(ctx: Context, ns: argparse.Namespace) -> None:
 
     ok = True
     if errors:
-        ctx.stdout.write("FAIL: too many errors\n")
-        for text, count in errors.items():
-            ctx.stdout.write(f"FAIL: ERROR({text}) -> {count}\n")
+        _write_errors(ctx, errors)
         ok = False
     rps = len(latencies) / total_s if total_s > 0 else 0.0
     slowest = max(latencies, default=0.0)
@@ -133,17 +147,12 @@ async def run_datascale(ctx: Context, ns: argparse.Namespace) -> None:
     keys under ``--prefix``, 512-byte values) from its number of concurrent clients, read
     the first endpoint's resident memory before and after, delete the prefix, report the
     difference. ``--limit`` (kvctl only) writes fewer pairs."""
-    model = _ALIASES.get(ns.load)
-    if model is None:
-        raise CommandError(EXIT_BAD_FEATURE, f"unknown load option {ns.load}")
+    model = _load_model(ns.load)
     pairs, clients = DATASCALE[model]
     if ns.limit:
         pairs = ns.limit
     client = await ctx.client()
-    existing = await client.get(ns.prefix, prefix=True, limit=1)
-    if existing.kvs:
-        raise CommandError(EXIT_INVALID_INPUT,
-                           f'prefix "{ns.prefix}" has keys. Delete with etcdctl del --prefix {ns.prefix} first')
+    await _require_empty(client, ns.prefix)
     endpoint = ctx.options.endpoints[0]
     before = await _resident_bytes(ctx, endpoint)
     if before == 0:
@@ -178,9 +187,7 @@ async def run_datascale(ctx: Context, ns: argparse.Namespace) -> None:
         ctx.stdout.write("FAIL: Could not read process_resident_memory_bytes after the put operations.\n")
         raise CommandError(EXIT_ERROR, None)
     if errors:
-        ctx.stdout.write("FAIL: too many errors\n")
-        for text, count in errors.items():
-            ctx.stdout.write(f"FAIL: ERROR({text}) -> {count}\n")
+        _write_errors(ctx, errors)
         raise CommandError(EXIT_ERROR, None)
     ctx.stdout.write(f"PASS: Approximate system memory used : {(after - before) / (1024 * 1024):.2f} MB.\n")
 

@@ -12,7 +12,14 @@ from typing import Any, TextIO
 
 from kvraft.cli.errors import EXIT_BAD_FEATURE, CommandError
 from kvraft.cli.goformat import humanize_bytes
-from kvraft.client import HashKVResponse, MemberListResponse, StatusResponse
+from kvraft.client import (
+    DeleteResponse,
+    GetResponse,
+    HashKVResponse,
+    MemberListResponse,
+    PutResponse,
+    StatusResponse,
+)
 
 __all__ = [
     "DBStatus",
@@ -72,6 +79,19 @@ class Printer:
 
     def unsupported(self, *_args: Any, **_kwargs: Any) -> None:
         raise CommandError(EXIT_BAD_FEATURE, f"{self.name} not supported as output format")
+
+    def txn_item(self, item: object) -> bool:
+        """Print one response of a txn's branch as this format prints that request's own
+        result; False, printing nothing, for any other kind (a nested txn)."""
+        if isinstance(item, DeleteResponse):
+            self.delete(item)
+        elif isinstance(item, PutResponse):
+            self.put(item)
+        elif isinstance(item, GetResponse):
+            self.get(item)
+        else:
+            return False
+        return True
 
     get = put = delete = txn = watch = unsupported
     lease_grant = lease_revoke = lease_keep_alive = lease_time_to_live = lease_leases = unsupported

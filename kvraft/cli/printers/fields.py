@@ -76,13 +76,7 @@ class FieldsPrinter(Printer):
         self.hdr(resp.header)
         self.line(f'"Succeeded" : {_bool(resp.succeeded)}')
         for item in resp.responses:
-            if isinstance(item, DeleteResponse):
-                self.delete(item)
-            elif isinstance(item, PutResponse):
-                self.put(item)
-            elif isinstance(item, GetResponse):
-                self.get(item)
-            else:
+            if not self.txn_item(item):
                 self.line(f'"Unknown" : {go_quote(str(item))}')
 
     def watch(self, resp: WatchResponse) -> None:

@@ -75,13 +75,7 @@ class SimplePrinter(Printer):
         self.line("SUCCESS" if resp.succeeded else "FAILURE")
         for item in resp.responses:
             self.line("")
-            if isinstance(item, DeleteResponse):
-                self.delete(item)
-            elif isinstance(item, PutResponse):
-                self.put(item)
-            elif isinstance(item, GetResponse):
-                self.get(item)
-            else:
+            if not self.txn_item(item):
                 self.line(f"unexpected response {item}")
 
     def watch(self, resp: WatchResponse) -> None:
