@@ -25,6 +25,27 @@ GID_BASE = 47_000
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"  # Debian's libfaketime
 
 
+def faketime_env(offset_file: Path) -> dict[str, str]:
+    """The environment that runs a process under libfaketime with the wall-clock offset in
+    ``offset_file`` (re-read on every call) and the monotonic clock left alone.
+
+    ``FAKETIME_FORCE_MONOTONIC_FIX=0``: libfaketime 0.9.10 turns its "monotonic fix" on by
+    itself on a recent glibc, and with it a ``pthread_cond_timedwait`` on a condition
+    variable of CLOCK_MONOTONIC (CPython's GIL) no longer times out properly: a thread
+    waiting for the GIL while another runs Python code starves. A member's Raft-log
+    writer thread then waited 0.3-1 s per write behind a busy event loop, which made the
+    skewed member too slow to win a leadership transfer (seed 3025 of
+    ``lease-leader-clock-jump``, docs/robustness.md) and to keep leading under load.
+    ``tests/robustness/test_faketime.py`` checks such a wait under this environment."""
+    return {
+        "LD_PRELOAD": FAKETIME_LIB,
+        "FAKETIME_TIMESTAMP_FILE": str(offset_file),
+        "FAKETIME_NO_CACHE": "1",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "FAKETIME_FORCE_MONOTONIC_FIX": "0",
+    }
+
+
 class RobustCluster(LocalCluster):
     def __init__(self, size: int, base_dir: str, *, extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         super().__init__(size, base_dir, token=f"robust-{os.getpid()}", extra_args=extra_args)
@@ -111,27 +132,6 @@ class RobustCluster(LocalCluster):
         offset.write_text("+0\n")
         self.member_env[name] = faketime_env(offset)
         return offset
-
-
-def faketime_env(offset_file: Path) -> dict[str, str]:
-    """The environment that runs a process under libfaketime with the wall-clock offset in
-    ``offset_file`` (re-read on every call) and the monotonic clock left alone.
-
-    ``FAKETIME_FORCE_MONOTONIC_FIX=0``: libfaketime 0.9.10 turns its "monotonic fix" on by
-    itself on a recent glibc, and with it a ``pthread_cond_timedwait`` on a condition
-    variable of CLOCK_MONOTONIC (CPython's GIL) no longer times out properly: a thread
-    waiting for the GIL while another runs Python code starves. A member's Raft-log
-    writer thread then waited 0.3-1 s per write behind a busy event loop, which made the
-    skewed member too slow to win a leadership transfer (seed 3025 of
-    ``lease-leader-clock-jump``, docs/robustness.md) and to keep leading under load.
-    ``tests/robustness/test_faketime.py`` runs two busy threads under this environment."""
-    return {
-        "LD_PRELOAD": FAKETIME_LIB,
-        "FAKETIME_TIMESTAMP_FILE": str(offset_file),
-        "FAKETIME_NO_CACHE": "1",
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-        "FAKETIME_FORCE_MONOTONIC_FIX": "0",
-    }
 
     def arm(self, name: str, failpoint: str, action: str) -> None:
         """``PUT /debug/failpoints/NAME`` on a member started with ``KVRAFT_FAILPOINTS``."""
