@@ -215,3 +215,17 @@ def test_las_within_learned_orders_each_queue_by_the_learned_estimate() -> None:
     plain = LeastAttainedService(LasArgs(within="shortest"))
     plain.job_finished(info("x"), 10.0)
     assert plain.history is None, "only within learned keeps a history"
+
+
+def test_relative_learns_run_time_over_the_jobs_own_estimate() -> None:
+    from scheduler.plugins.remaining.history import LearnedRemaining
+
+    learned = LearnedRemaining(relative=True, min_samples=1)
+    for est, ran in ((100.0, 200.0), (1000.0, 3000.0)):  # ran 2x and 3x their estimates
+        learned.job_finished(info("done", est=est, attained_h=ran / 3600), 0.0)
+    assert learned.remaining_s(info("j", est=1000.0), 0.0) == pytest.approx(2500.0)
+    assert learned.remaining_s(info("j", est=1000.0, attained_h=2500 / 3600), 0.0) == pytest.approx(500.0)
+    # no estimate: the run-time history (mean of 200 and 3,000 s)
+    assert learned.remaining_s(info("j"), 0.0) == pytest.approx(1600.0)
+    assert LearnedRemaining(relative=True).remaining_s(info("j", est=60.0), 0.0) == 60.0, "no history yet"
+    assert LearnedRemaining(relative=True).remaining_s(info("j"), 0.0) is None

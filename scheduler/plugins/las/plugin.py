@@ -23,7 +23,7 @@ from typing import Any
 
 from scheduler.framework.args import decode_args
 from scheduler.framework.interfaces import Handle, QueueSortPlugin
-from scheduler.plugins.remaining.history import RunTimeHistory
+from scheduler.plugins.remaining.history import LearnedRemaining
 from scheduler.state import JobInfo, Phase
 
 __all__ = ["NAME", "LasArgs", "LeastAttainedService", "new"]
@@ -49,6 +49,7 @@ class LasArgs:
     # With ``within`` learned: the statistic of the learned conditional run-time distribution.
     learned_stat: str = "gittins"
     learned_min_samples: int = 10
+    learned_relative: bool = False
 
 
 class LeastAttainedService:
@@ -72,23 +73,18 @@ class LeastAttainedService:
         if args.aging_s is not None and args.aging_s <= 0:
             raise ValueError("las: aging_s must be positive")
         self.aging_s = args.aging_s
-        self.history = (RunTimeHistory(stat=args.learned_stat, min_samples=args.learned_min_samples)
+        self.learned = (LearnedRemaining(stat=args.learned_stat, min_samples=args.learned_min_samples,
+                                         relative=args.learned_relative)
                         if args.within == "learned" else None)
+        self.history = None if self.learned is None else self.learned.absolute
 
     def job_finished(self, info: JobInfo, at_s: float) -> None:
-        job = info.job
-        if self.history is not None and job.gpus:
-            self.history.observe(job.tenant, job.gpus, info.attained_at(at_s) / job.gpus)
+        if self.learned is not None:
+            self.learned.job_finished(info, at_s)
 
     def _left_s(self, info: JobInfo, now_s: float) -> float | None:
-        if self.history is not None:
-            job = info.job
-            done = info.attained_at(now_s) / job.gpus if job.gpus else 0.0
-            left = self.history.remaining_s(job.tenant, job.gpus, done)
-            if left is not None:
-                return left
-            hint = job.runtime_hint_s
-            return None if hint is None else max(hint - done, 0.0)
+        if self.learned is not None:
+            return self.learned.remaining_s(info, now_s)
         return info.remaining_hint_s(now_s, self.overrun_factor)
 
     def queue_of(self, info: JobInfo, now_s: float) -> int:

@@ -37,10 +37,13 @@ import math
 from bisect import bisect_right
 from collections import deque
 from itertools import accumulate
+from typing import Any
 
 import numpy as np
 
-__all__ = ["RunTimeHistory", "size_class"]
+from scheduler.records import JobInfo
+
+__all__ = ["LearnedRemaining", "RunTimeHistory", "size_class"]
 
 _CLASSES = (1, 2, 4, 8, 16, 32)
 
@@ -53,16 +56,16 @@ def size_class(gpus: int) -> int:
     return 64
 
 
-_GRID_FIRST_S, _GRID_STEP = 30.0, 1.25
+_GRID_STEP = 1.25
 _LOG_STEP = math.log(_GRID_STEP)
 
 
-def _grid_point(attained_s: float) -> tuple[int, float]:
-    """The log grid's point at or below ``attained_s``: (number, seconds)."""
-    if attained_s < _GRID_FIRST_S:
+def _grid_point(attained_s: float, first: float) -> tuple[int, float]:
+    """The log grid's point at or below ``attained_s``: (number, value)."""
+    if attained_s < first:
         return 0, 0.0
-    k = int(math.log(attained_s / _GRID_FIRST_S) / _LOG_STEP) + 1
-    return k, _GRID_FIRST_S * _GRID_STEP ** (k - 1)
+    k = int(math.log(attained_s / first) / _LOG_STEP) + 1
+    return k, first * _GRID_STEP ** (k - 1)
 
 
 def _inverse_gittins(longer: np.ndarray, at_s: float) -> float:
@@ -104,7 +107,7 @@ class _Samples:
 class RunTimeHistory:
     def __init__(
         self, *, window: int = 500, min_samples: int = 10, stat: str = "mean", quantile: float = 0.5,
-        overrun_factor: float = 1.0,
+        overrun_factor: float = 1.0, grid_first: float = 30.0,
     ) -> None:
         if window < 1 or min_samples < 1:
             raise ValueError("window and min_samples must be >= 1")
@@ -120,6 +123,7 @@ class RunTimeHistory:
         self.gittins = stat == "gittins"
         self.quantile = quantile
         self.overrun = overrun_factor
+        self.grid_first = grid_first
         self._keyed: dict[tuple[str, int], _Samples] = {}
         self._sized: dict[int, _Samples] = {}
         self._all = _Samples(4 * window)
@@ -168,9 +172,48 @@ class RunTimeHistory:
             return samples.suffix[at] / longer - attained_s
         if self.stat == "median":
             return ordered[at + int(self.quantile * longer)] - attained_s
-        k, point = _grid_point(attained_s)
+        k, point = _grid_point(attained_s, self.grid_first)
         got = samples.cache.get((at, k))
         if got is None:
             at_s = max(point, ordered[at - 1] if at else 0.0)
             got = samples.cache[(at, k)] = _inverse_gittins(samples.array[at:], at_s)
         return got
+
+
+class LearnedRemaining:
+    """A job's expected remaining run time from what finished jobs ran (what the ``remaining``
+    QueueSort and ``las`` with ``within: learned`` use).
+
+    ``relative = False``: from their run times (``RunTimeHistory`` in seconds).
+    ``relative = True``: from their run times *over their own estimates* (``runtime_hint_s``):
+    a job with estimate E that has run a expects E x (the ratio history's remaining at a / E),
+    so the estimate's recency (a user's or a recent-history guess) and the attained service
+    both count; jobs without an estimate use the run-time history. Either way, with no history
+    yet: the estimate minus what ran (None without an estimate)."""
+
+    def __init__(self, *, relative: bool = False, **history: Any) -> None:
+        self.absolute = RunTimeHistory(**history)
+        self.relative = RunTimeHistory(**{**history, "grid_first": 0.01}) if relative else None
+
+    def job_finished(self, info: JobInfo, at_s: float) -> None:
+        job = info.job
+        if not job.gpus:
+            return
+        run_s = info.attained_at(at_s) / job.gpus
+        self.absolute.observe(job.tenant, job.gpus, run_s)
+        hint = job.runtime_hint_s
+        if self.relative is not None and hint:
+            self.relative.observe(job.tenant, job.gpus, run_s / hint)
+
+    def remaining_s(self, info: JobInfo, now_s: float) -> float | None:
+        job = info.job
+        done = info.attained_at(now_s) / job.gpus if job.gpus else 0.0
+        hint = job.runtime_hint_s
+        if self.relative is not None and hint:
+            ratio = self.relative.remaining_s(job.tenant, job.gpus, done / hint)
+            if ratio is not None:
+                return ratio * hint
+        left = self.absolute.remaining_s(job.tenant, job.gpus, done)
+        if left is not None:
+            return left
+        return None if hint is None else max(hint - done, 0.0)

@@ -16,8 +16,9 @@ without either it ranks last.
   may preempt only gangs expected to need more than about r x its own work (Tiresias-style
   discretisation: fewer, more worthwhile preemptions as r grows). None: non-preemptive (the
   rank is the priority only).
-- ``min_samples``, ``window``, ``stat`` (``"mean"`` or ``"median"``), ``quantile``,
-  ``overrun_factor``: the history's (history.py).
+- ``min_samples``, ``window``, ``stat`` (``"mean"``, ``"median"`` or ``"gittins"``),
+  ``quantile``, ``overrun_factor``: the history's (history.py); ``relative``: learn run time
+  over the job's own estimate rather than run time (``LearnedRemaining``).
 
 Ties: submit time, then job id. ``next_rank_change_s`` is None: ranks move with attained
 service and with what is learned, and a parked job is retried on the queue's events and
@@ -33,7 +34,7 @@ from typing import Any
 
 from scheduler.framework.args import decode_args
 from scheduler.framework.interfaces import FinishPlugin, Handle, QueueSortPlugin
-from scheduler.plugins.remaining.history import RunTimeHistory
+from scheduler.plugins.remaining.history import LearnedRemaining
 from scheduler.state import JobInfo
 
 __all__ = ["NAME", "RemainingArgs", "RemainingTimeFirst", "new"]
@@ -53,6 +54,7 @@ class RemainingArgs:
     stat: str = "mean"
     quantile: float = 0.5
     overrun_factor: float = 1.0
+    relative: bool = False
 
 
 class RemainingTimeFirst:
@@ -68,31 +70,23 @@ class RemainingTimeFirst:
         self.by_gpu_time = args.by == "gpu_time"
         self.aging_s = args.aging_s
         self.log_ratio = None if args.preempt_ratio is None else math.log(args.preempt_ratio)
-        self.history = RunTimeHistory(
-            window=args.window, min_samples=args.min_samples, stat=args.stat, quantile=args.quantile,
-            overrun_factor=args.overrun_factor,
+        self.learned = LearnedRemaining(
+            relative=args.relative, window=args.window, min_samples=args.min_samples, stat=args.stat,
+            quantile=args.quantile, overrun_factor=args.overrun_factor,
         )
+        self.history = self.learned.absolute
 
     # --- learning ---------------------------------------------------------------------------
 
     def job_finished(self, info: JobInfo, at_s: float) -> None:
-        job = info.job
-        if job.gpus:
-            self.history.observe(job.tenant, job.gpus, info.attained_at(at_s) / job.gpus)
+        self.learned.job_finished(info, at_s)
 
     # --- ordering ---------------------------------------------------------------------------
 
     def remaining_s(self, info: JobInfo, now_s: float) -> float:
         """Expected run time left (inf when nothing is known)."""
-        job = info.job
-        done = info.attained_at(now_s) / job.gpus if job.gpus else 0.0
-        left = self.history.remaining_s(job.tenant, job.gpus, done)
-        if left is not None:
-            return left
-        hint = job.runtime_hint_s
-        if hint is None:
-            return _UNKNOWN
-        return max(hint - done, 0.0)
+        left = self.learned.remaining_s(info, now_s)
+        return _UNKNOWN if left is None else left
 
     def work(self, info: JobInfo, now_s: float) -> float:
         """The ordering quantity: expected remaining (GPU-)time, aged."""
