@@ -22,6 +22,7 @@ from kvraft.apply.state_machine import StateMachine
 from kvraft.apply.validate import validate_op
 from kvraft.raft.config import RaftConfig
 from kvraft.raft.errors import RaftError
+from kvraft.raft.events import RaftEvent
 from kvraft.raft.rawnode import RawNode
 from kvraft.raft.types import NONE, ConfChange, ConfChangeType, ConfState, StateRole
 from kvraft.server.compactor import AutoCompactor
@@ -38,8 +39,15 @@ from kvraft.storage.wal import WalLogStorage
 __all__ = ["Node", "open_raft_log"]
 
 log = logging.getLogger("kvraft.node")
+raft_trace_log = logging.getLogger("kvraft.raft")
 
 PROMOTE_CHECK_S = 0.5
+
+
+def _trace_raft(event: RaftEvent) -> None:
+    """The core's decisions (votes given or ignored, role changes, leadership transfers),
+    logged at debug level: what a kept robustness run is read for."""
+    raft_trace_log.debug("raft %x term %d: %s", event.node, event.term, event.text)
 
 
 def open_raft_log(data_dir: Path, founders: list[int], new_cluster: bool) -> Any:
@@ -96,6 +104,7 @@ class Node(NodeStatusMixin):
                 election_ticks=config.election_ticks(),
                 heartbeat_ticks=1,
                 applied=applied,
+                trace=_trace_raft if raft_trace_log.isEnabledFor(logging.DEBUG) else None,
             ),
             self.raft_log,
         )
