@@ -342,9 +342,7 @@ class Transport:
             except (TimeoutError, aiohttp.ClientConnectorError) as exc:
                 errors.append(f"{target}: {_describe(exc)}")
                 continue
-            if target in self.endpoints:
-                self._pinned = self.endpoints.index(target)
-            self._counts["streams"] += 1
+            self._stream_opened(target)
             async with response:
                 if response.status != 200:
                     payload = await response.read()
@@ -360,6 +358,11 @@ class Transport:
             return
         raise EndpointError("context deadline exceeded (" + "; ".join(errors) + ")")
 
+    def _stream_opened(self, target: str) -> None:
+        """A stream or WebSocket is open on ``target``: later requests go there first."""
+        if target in self.endpoints:
+            self._pinned = self.endpoints.index(target)
+        self._counts["streams"] += 1
 
     async def websocket(self, path: str, *, endpoint: str | None = None) -> aiohttp.ClientWebSocketResponse:
         """Open a WebSocket to ``prefix + path`` (JSON text messages; etcd's gateway and
@@ -374,9 +377,7 @@ class Transport:
             except (TimeoutError, aiohttp.ClientConnectorError, aiohttp.WSServerHandshakeError) as exc:
                 errors.append(f"{target}: {_describe(exc)}")
                 continue
-            if target in self.endpoints:
-                self._pinned = self.endpoints.index(target)
-            self._counts["streams"] += 1
+            self._stream_opened(target)
             return ws
         raise EndpointError("context deadline exceeded (" + "; ".join(errors) + ")")
 
