@@ -92,6 +92,9 @@ class KeepaliveRouter:
         self._serving: set[asyncio.Task[None]] = set()
         self._awaiting: dict[int, list[asyncio.Future[bool]]] = {}
         """Lease id -> renewals waiting for the checkpoint that will carry them."""
+        self.on_parked: Callable[[], None] | None = None
+        """Called when a renewal starts waiting for its checkpoint (the lease loop's owner
+        proposes one soon rather than at its next turn)."""
         driver = node.driver
         inner = driver.on_frame
 
@@ -133,6 +136,8 @@ class KeepaliveRouter:
                 future: asyncio.Future[bool] = loop.create_future()
                 self._awaiting.setdefault(lease_id, []).append(future)
                 waits.append(future)
+        if waits and self.on_parked is not None:
+            self.on_parked()
         for future in waits:
             if not await future:
                 return None
@@ -157,6 +162,10 @@ class KeepaliveRouter:
             for lease_id in [i for i in awaiting if not pending(i)]:
                 self.settle(awaiting.pop(lease_id), False)
         return taken
+
+    def parked(self) -> bool:
+        """Whether renewals wait for a checkpoint not proposed yet."""
+        return bool(self._awaiting)
 
     @staticmethod
     def settle(futures: list[asyncio.Future[bool]], committed: bool) -> None:

@@ -189,8 +189,8 @@ def _lease_loop_stub(quorum: bool) -> tuple[SimpleNamespace, list[Any]]:
     lessor.promote(time.monotonic() - 10)
     spawned: list[Any] = []
     stub = SimpleNamespace(node=node, lessor=lessor,
-                           keepalives=SimpleNamespace(poke=lambda: None, checkpoint_proposed=lambda ids: []),
-                           promote_extend_s=0.5, _pending=set(), _spawn=lambda op, *_: spawned.append(op))
+                           keepalives=SimpleNamespace(poke=lambda: None), promote_extend_s=0.5, _pending=set(),
+                           _spawn=spawned.append, _checkpoint=lambda now: None)
     stub._expire = lambda ids: Features._expire(stub, ids)  # type: ignore[arg-type]
     return stub, spawned
 
@@ -240,9 +240,11 @@ def _leader_with_lease_loop() -> tuple[Node, Lessor, KeepaliveRouter, SimpleName
     router = KeepaliveRouter(node, lessor)
     proposals = Proposals()
     node.driver.propose = proposals.propose  # type: ignore[attr-defined]
-    stub = SimpleNamespace(node=node, lessor=lessor, keepalives=router, promote_extend_s=0.5, _pending=set())
-    stub._spawn = lambda op, waiters=None: Features._spawn(stub, op, waiters)  # type: ignore[arg-type]
-    stub._expire = lambda ids: Features._expire(stub, ids)  # type: ignore[arg-type]
+    stub = SimpleNamespace(node=node, lessor=lessor, keepalives=router, promote_extend_s=0.5, _pending=set(),
+                           _checkpoints_in_flight=0, _checkpoint_soon=False)
+    for name in ("_spawn", "_expire", "_checkpoint", "_renewals_parked", "_checkpoint_now"):
+        setattr(stub, name, getattr(Features, name).__get__(stub))
+    router.on_parked = stub._renewals_parked
     return node, lessor, router, stub, proposals
 
 
@@ -324,3 +326,25 @@ async def test_renewals_a_checkpoint_left_out_or_a_demotion_are_not_stranded() -
     await _turns()
     assert second.done() and second.result() is None
     assert await router.renew_durably([5]) is None  # not primary: not renewed at all
+
+
+async def test_checkpoints_for_keepalives_are_proposed_at_once_one_at_a_time() -> None:
+    """Without waiting for the lease loop's turn: a parked renewal gets a checkpoint
+    proposed in the same event-loop turn; renewals parked while it is in flight go in the
+    next one, proposed when it ends (so at most one such proposal is in flight)."""
+    node, lessor, router, stub, proposals = _leader_with_lease_loop()
+    lessor.grant(6, 10, time.monotonic())
+    first = asyncio.get_running_loop().create_task(router.renew_durably([5]))
+    await until(lambda: proposals.ops, "no checkpoint proposed for a parked renewal")
+    second = asyncio.get_running_loop().create_task(router.renew_durably([6]))
+    await _turns()
+    assert len(proposals.ops) == 1, "a second checkpoint was proposed while one was in flight"
+    op, committed = proposals.ops.pop(0)
+    assert [i for i, _ in op.items] == [5]
+    committed.set_result(7)
+    assert await asyncio.wait_for(first, 30) == [10]
+    await until(lambda: proposals.ops, "the renewal parked meanwhile got no checkpoint")
+    op, committed = proposals.ops.pop(0)
+    assert [i for i, _ in op.items] == [6] and not second.done()
+    committed.set_result(8)
+    assert await asyncio.wait_for(second, 30) == [10]
