@@ -20,6 +20,14 @@ the watch-lag p99 < 1 s and nothing failed; stepping stops at the first step tha
 hold (``--all-steps`` runs them all). ``--compare-etcd /usr/bin/etcd`` runs the same steps
 against etcd (3.4, through the same v3 JSON gateway) in the same invocation.
 
+Each agent has its own keep-alive connection to its member (a real agent's client does;
+its keepalive and status put go one after the other on it), besides its watch stream's.
+``--pool-per-member N`` shares N connections per member among the agents of a load
+process instead (how every run before 2026-12-02 11:00 UTC measured, with 16): a request
+then also waits for a free connection, so once a member's latency times the offered rate
+exceeds the pool, every verb queues in the generator, not in the store (Little's law: 32
+connections per member at 333 requests a second allow 96 ms per request).
+
     python -m kvraft.bench cluster-load --steps 500,1000 --step-seconds 30 --compare-etcd /usr/bin/etcd
 
 One line per step and target, then a JSON document with every figure (``--json FILE``
@@ -40,6 +48,7 @@ import resource
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +63,7 @@ LEASE_TTL_S = 40
 PERIOD_S = 10.0
 VERBS = ("lease_grant", "register", "watch_create", "keepalive", "status_put", "bind")
 POOL_PER_MEMBER = 16
+"""Connections per member of the shared pool (the binder's; the agents' with ``--pool-per-member``)."""
 JOIN_RATE_PER_S = 100  # new agents registering per second while a step ramps up
 RAMP_VERBS = ("lease_grant", "register", "watch_create")  # measured while the step's new agents register
 
@@ -100,8 +110,8 @@ class _Pool:
     the line: under load the first request of each agent's pair waited seconds to minutes
     while the second did not, and the keepalive looked slow where the pool was.)"""
 
-    def __init__(self, urls: list[str]) -> None:
-        self.free: dict[str, list[HttpConnection]] = {url: [HttpConnection(url) for _ in range(POOL_PER_MEMBER)] for url in urls}
+    def __init__(self, urls: list[str], per_member: int = POOL_PER_MEMBER) -> None:
+        self.free: dict[str, list[HttpConnection]] = {url: [HttpConnection(url) for _ in range(per_member)] for url in urls}
         self.waiters: dict[str, collections.deque[asyncio.Future[HttpConnection]]] = {url: collections.deque() for url in urls}
 
     async def acquire(self, url: str) -> HttpConnection:
@@ -126,24 +136,32 @@ class _Pool:
                 return
         self.free[url].append(conn)
 
-    async def post(self, url: str, path: str, doc: dict[str, Any]) -> dict[str, Any]:
+    async def post(self, url: str, path: str, doc: dict[str, Any], own: HttpConnection | None = None) -> dict[str, Any]:
+        """One request, on ``own`` (an agent's own connection) if given, else on a pooled one."""
+        if own is not None:
+            return await _post(own, path, doc)
         conn = await self.acquire(url)
         try:
-            status, body = await asyncio.wait_for(
-                conn.request(render_post(conn.authority, path, json.dumps(doc).encode(), JSON)), 10.0
-            )
-        except BaseException:
-            await conn.close()
-            raise
+            return await _post(conn, path, doc)
         finally:
             self.release(url, conn)
-        text = body.decode()
-        if text.startswith('{"result"'):
-            text = text.strip().splitlines()[0]
-        parsed = json.loads(text)
-        if status != 200:
-            raise RuntimeError(f"{path}: HTTP {status} {str(parsed)[:120]}")
-        return parsed.get("result", parsed)  # type: ignore[no-any-return]
+
+
+async def _post(conn: HttpConnection, path: str, doc: dict[str, Any]) -> dict[str, Any]:
+    try:
+        status, body = await asyncio.wait_for(
+            conn.request(render_post(conn.authority, path, json.dumps(doc).encode(), JSON)), 10.0
+        )
+    except BaseException:
+        await conn.close()
+        raise
+    text = body.decode()
+    if text.startswith('{"result"'):
+        text = text.strip().splitlines()[0]
+    parsed = json.loads(text)
+    if status != 200:
+        raise RuntimeError(f"{path}: HTTP {status} {str(parsed)[:120]}")
+    return parsed.get("result", parsed)  # type: ignore[no-any-return]
 
 
 async def _timed(stats: _Stats, verb: str, coro: Any) -> Any:
@@ -159,14 +177,24 @@ async def _timed(stats: _Stats, verb: str, coro: Any) -> Any:
 
 # -- one simulated agent ----------------------------------------------------------------------
 async def _agent(node: str, url: str, pool: _Pool, stats: _Stats, registered: list[int], rng: random.Random,
-                 ramp_s: float) -> None:  # fmt: skip
+                 ramp_s: float, own: HttpConnection | None) -> None:  # fmt: skip
+    """``own``: the agent's own connection (None: it uses the shared pool)."""
+    try:
+        await _agent_life(node, url, pool, stats, registered, rng, ramp_s, own)
+    finally:
+        if own is not None:
+            await own.close()
+
+
+async def _agent_life(node: str, url: str, pool: _Pool, stats: _Stats, registered: list[int], rng: random.Random,
+                      ramp_s: float, own: HttpConnection | None) -> None:  # fmt: skip
     await asyncio.sleep(rng.uniform(0, ramp_s))  # new nodes join over the ramp, not all in one instant
-    granted = await _timed(stats, "lease_grant", pool.post(url, "/v3/lease/grant", {"TTL": str(LEASE_TTL_S)}))
+    granted = await _timed(stats, "lease_grant", pool.post(url, "/v3/lease/grant", {"TTL": str(LEASE_TTL_S)}, own))
     if granted is None:
         return
     lease = granted["ID"]
     record = json.dumps({"name": node, "gpus": 8, "rack": f"r{int(node[1:]) // 32}", "ready": True})
-    if await _timed(stats, "register", pool.post(url, "/v3/kv/put", {"key": _b64(f"/registry/nodes/{node}"), "value": _b64(record), "lease": lease})) is None:
+    if await _timed(stats, "register", pool.post(url, "/v3/kv/put", {"key": _b64(f"/registry/nodes/{node}"), "value": _b64(record), "lease": lease}, own)) is None:
         return
     watch = asyncio.create_task(_watch(node, url, stats))
     registered[0] += 1
@@ -174,11 +202,11 @@ async def _agent(node: str, url: str, pool: _Pool, stats: _Stats, registered: li
         await asyncio.sleep(rng.uniform(0, PERIOD_S))
         while True:
             started = time.monotonic()
-            alive = await _timed(stats, "keepalive", pool.post(url, "/v3/lease/keepalive", {"ID": lease}))
+            alive = await _timed(stats, "keepalive", pool.post(url, "/v3/lease/keepalive", {"ID": lease}, own))
             if alive is not None and int(alive.get("TTL", 0)) <= 0:
                 stats.lost_leases += 1
             status = json.dumps({"node": node, "at": time.time(), "free_gpus": rng.randint(0, 8)})
-            await _timed(stats, "status_put", pool.post(url, "/v3/kv/put", {"key": _b64(f"/registry/nodes/{node}/status"), "value": _b64(status)}))
+            await _timed(stats, "status_put", pool.post(url, "/v3/kv/put", {"key": _b64(f"/registry/nodes/{node}/status"), "value": _b64(status)}, own))
             await asyncio.sleep(max(0.0, PERIOD_S - (time.monotonic() - started)))
     finally:
         watch.cancel()
@@ -222,19 +250,20 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _worker(index: int, workers: int, urls: list[str], inbox: Any, outbox: Any) -> None:
+def _worker(index: int, workers: int, urls: list[str], inbox: Any, outbox: Any, pool_per_member: int = 0) -> None:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:  # pragma: no cover
         pass
-    asyncio.run(_worker_loop(index, workers, urls, inbox, outbox))
+    asyncio.run(_worker_loop(index, workers, urls, inbox, outbox, pool_per_member))
 
 
-async def _worker_loop(index: int, workers: int, urls: list[str], inbox: Any, outbox: Any) -> None:
+async def _worker_loop(index: int, workers: int, urls: list[str], inbox: Any, outbox: Any, pool_per_member: int = 0) -> None:
+    """``pool_per_member`` 0: every agent has its own connection; N: they share N per member."""
     stats = _Stats()
-    pool = _Pool(urls)
+    pool = _Pool(urls, pool_per_member or POOL_PER_MEMBER)
     rng = random.Random(index)
     agents: list[asyncio.Task[None]] = []
     registered = [0]
@@ -249,7 +278,9 @@ async def _worker_loop(index: int, workers: int, urls: list[str], inbox: Any, ou
             ramp_s = max(2.0, len(new) * workers / JOIN_RATE_PER_S)
             for i in new:
                 node = f"n{i:05d}"
-                agents.append(asyncio.create_task(_agent(node, urls[i % len(urls)], pool, stats, registered, rng, ramp_s)))
+                url = urls[i % len(urls)]
+                own = None if pool_per_member else HttpConnection(url)
+                agents.append(asyncio.create_task(_agent(node, url, pool, stats, registered, rng, ramp_s, own)))
             outbox.put(("grown", len(agents)))
         elif cmd == "registered":
             outbox.put(("registered", registered[0]))
@@ -330,17 +361,23 @@ class StepResult:
     error_samples: list[str] = field(default_factory=list)
     members: dict[str, dict[str, float]] = field(default_factory=dict)
     generator_cpu_pct: float = 0.0
+    member_keepalive_ms: dict[str, float] = field(default_factory=dict)
+    """kvraft only: each member's own mean time per keepalive it answered in the step (its
+    ``/metrics`` counters: the leader's renewals and a follower's forwarding round trip),
+    to tell the store's latency from the generator's."""
     holds: bool = False
 
     def line(self) -> str:
         verbs = " ".join(f"{v}={d['p50_ms']:.0f}/{d['p99_ms']:.0f}ms" for v, d in self.verbs.items() if d["count"])
         members = " ".join(f"{n}:{d['cpu_pct']:.0f}%/{d['rss_mib']:.0f}MiB" for n, d in self.members.items())
         lag = self.watch_lag
+        member_ka = " ".join(f"{n}:{ms:.0f}ms" for n, ms in self.member_keepalive_ms.items())
         return (
             f"cluster-load target={self.target} agents={self.agents} registered={self.registered} "
             f"holds={'yes' if self.holds else 'NO'} p50/p99: {verbs} watch_lag={lag.get('p50_ms', 0):.0f}/"
             f"{lag.get('p99_ms', 0):.0f}ms missed_events={lag.get('missed', 0):.0f} errors={self.errors} "
             f"lost_leases={self.lost_leases} members(cpu/rss): {members} generator_cpu={self.generator_cpu_pct:.0f}%"
+            + (f" member_keepalive_mean: {member_ka}" if member_ka else "")
         )
 
 
@@ -353,6 +390,27 @@ class _EtcdCluster(LocalCluster):
         return [self.binary_path, *super().command(member, initial_cluster, state)[1:]]
 
 
+def _keepalive_counters(cluster: LocalCluster) -> dict[str, tuple[float, float]]:
+    """kvraft members: (keepalives answered, seconds spent) from ``/metrics``; {} for etcd."""
+    out: dict[str, tuple[float, float]] = {}
+    if getattr(cluster, "binary", "") == "etcd":
+        return out
+    for member in cluster.members.values():
+        try:
+            with urllib.request.urlopen(member.client_url + "/metrics", timeout=5) as answer:
+                text = answer.read().decode()
+        except OSError:
+            continue
+        values = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in ("kvraft_lease_keepalives_total", "kvraft_lease_keepalive_seconds_total"):
+                values[name] = float(value)
+        if len(values) == 2:
+            out[member.name] = (values["kvraft_lease_keepalives_total"], values["kvraft_lease_keepalive_seconds_total"])
+    return out
+
+
 def _ask(inboxes: list[Any], outbox: Any, cmd: str, arg: Any = None, timeout_s: float = 120.0) -> list[Any]:
     for q in inboxes:
         q.put((cmd, arg))
@@ -360,12 +418,13 @@ def _ask(inboxes: list[Any], outbox: Any, cmd: str, arg: Any = None, timeout_s: 
 
 
 def run_steps(target: str, cluster: LocalCluster, steps: list[int], step_seconds: float, bind_rate: float,
-              workers: int, all_steps: bool, log: Any = print) -> list[StepResult]:  # fmt: skip
+              workers: int, all_steps: bool, log: Any = print, pool_per_member: int = 0) -> list[StepResult]:  # fmt: skip
     urls = [m.client_url for m in cluster.members.values()]
     ctx = mp.get_context("spawn")
     outbox = ctx.Queue()
     inboxes = [ctx.Queue() for _ in range(workers + 1)]  # the last worker only binds
-    procs = [ctx.Process(target=_worker, args=(i, workers, urls, inboxes[i], outbox), daemon=True) for i in range(workers)]
+    procs = [ctx.Process(target=_worker, args=(i, workers, urls, inboxes[i], outbox, pool_per_member), daemon=True)
+             for i in range(workers)]
     procs.append(ctx.Process(target=_worker, args=(workers, workers, urls, inboxes[workers], outbox), daemon=True))
     for p in procs:
         p.start()
@@ -385,15 +444,21 @@ def run_steps(target: str, cluster: LocalCluster, steps: list[int], step_seconds
             _ask([inboxes[workers]], outbox, "bind", (bind_rate, agents))
             ramp = _ask(inboxes, outbox, "report")  # registration figures; the rest of the ramp is discarded
             marks = {n: p.sample() for n, p in members.items()}
+            ka_marks = _keepalive_counters(cluster)
             started = time.monotonic()
             time.sleep(step_seconds)
             reports = _ask(inboxes, outbox, "report")
             elapsed = time.monotonic() - started
+            ka_ends = _keepalive_counters(cluster)
             for r, early in zip(reports, ramp, strict=True):
                 for verb in RAMP_VERBS:
                     r["lat"][verb] = early["lat"][verb] + r["lat"][verb]
                     r["errors"][verb] += early["errors"][verb]
             result = _summarize(target, agents, registered, elapsed, reports, members, marks)
+            for name, (count, seconds) in ka_ends.items():
+                if name in ka_marks and count > ka_marks[name][0]:
+                    mean_s = (seconds - ka_marks[name][1]) / (count - ka_marks[name][0])
+                    result.member_keepalive_ms[name] = round(mean_s * 1000, 1)
             results.append(result)
             log(result.line(), flush=True)
             if not result.holds and not all_steps:
@@ -456,6 +521,8 @@ def main(_workload: str, argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2), help="agent load processes")
     parser.add_argument("--compare-etcd", default="", help="path of an etcd binary to run the same steps against")
     parser.add_argument("--skip-kvraft", action="store_true", help="run only the etcd comparison")
+    parser.add_argument("--pool-per-member", type=int, default=0,
+                        help="agents share N connections per member and load process (0: one per agent, as real agents)")
     parser.add_argument("--all-steps", action="store_true", help="keep stepping after a step that does not hold")
     parser.add_argument("--json", default="", help="also write every figure to this file")
     args = parser.parse_args(argv)
@@ -463,7 +530,7 @@ def main(_workload: str, argv: list[str] | None = None) -> int:
         steps = [int(s) for s in args.steps.split(",") if s.strip()]
     except ValueError:
         parser.error(f"--steps: not a list of integers: {args.steps!r}")
-    if not steps or min(steps) <= 0 or args.step_seconds <= 0 or args.bind_rate <= 0 or args.workers < 1:
+    if not steps or min(steps) <= 0 or args.step_seconds <= 0 or args.bind_rate <= 0 or args.workers < 1 or args.pool_per_member < 0:
         parser.error("--steps must be positive integers; --step-seconds, --bind-rate and --workers positive")
     if args.skip_kvraft and not args.compare_etcd:
         parser.error("--skip-kvraft needs --compare-etcd")
@@ -472,13 +539,15 @@ def main(_workload: str, argv: list[str] | None = None) -> int:
     targets: list[tuple[str, Any]] = [] if args.skip_kvraft else [("kvraft", lambda d: LocalCluster(3, d, token="cluster-load"))]
     if args.compare_etcd:
         targets.append(("etcd", lambda d: _EtcdCluster(3, d, args.compare_etcd)))
-    doc: dict[str, Any] = {"steps": steps, "step_seconds": args.step_seconds, "bind_rate": args.bind_rate, "results": {}}
+    doc: dict[str, Any] = {"steps": steps, "step_seconds": args.step_seconds, "bind_rate": args.bind_rate,
+                           "pool_per_member": args.pool_per_member, "results": {}}
     for name, make in targets:
         with tempfile.TemporaryDirectory(prefix=f"cluster-load-{name}-") as base:
             cluster = make(base)
             with cluster:
                 cluster.start(120)
-                results = run_steps(name, cluster, steps, args.step_seconds, args.bind_rate, args.workers, args.all_steps)
+                results = run_steps(name, cluster, steps, args.step_seconds, args.bind_rate, args.workers, args.all_steps,
+                                    pool_per_member=args.pool_per_member)
             doc["results"][name] = [r.__dict__ for r in results]
     held = {name: max((r["agents"] for r in rs if r["holds"]), default=0) for name, rs in doc["results"].items()}
     doc["held"] = held
