@@ -311,6 +311,29 @@ async def power_loss(n: Nemesis) -> None:
     await n.sleep(3)
 
 
+async def crash_after_apply(n: Nemesis) -> None:
+    """The leader, then a follower, stops right after applying a batch to the state machine
+    (``apply_after_commit``: the batch is published, and in the MVCC store's last LMDB
+    commit when that group commit was due, but none of its clients is answered yet); the
+    leader exits at once (``panic``), the follower in a power cut (``crash``). Each
+    restarts and re-applies from its Raft log what its store lacks: a batch applied twice
+    shows as a revision or ``hashkv`` apart from the others; a write lost, as a missing
+    acknowledged write or an impossible read."""
+    leader = await n.leader()
+    await n.arm(leader, "apply_after_commit", "1*panic")
+    await n.wait_exit(leader)
+    await n.sleep(1.5)  # a new leader after one to two election timeouts
+    await n.expect_progress(2, "the old leader's absence")
+    await n.restart(leader)
+    await n.sleep(3)
+    _, followers = await n.followers()
+    await n.arm(followers[0], "apply_after_commit", "1*crash")
+    await n.wait_exit(followers[0])
+    await n.sleep(1)
+    await n.restart(followers[0])
+    await n.sleep(3)
+
+
 async def slow_disk_leader(n: Nemesis) -> None:
     leader = await n.leader()
     await n.arm(leader, "raft_before_save", "sleep(150)")
@@ -404,6 +427,8 @@ SCENARIOS: dict[str, Scenario] = {
                  about="follower cut off past a compaction, healed, killed mid catch-up"),
         Scenario("power-loss-unsynced-data", 3, power_loss, failpoints=True,
                  about="follower, then leader, die between a WAL write and its fdatasync (torn frame)"),
+        Scenario("crash-after-apply", 3, crash_after_apply, failpoints=True,
+                 about="leader, then follower, die after applying a batch, before answering it"),
         Scenario("slow-disk-leader", 3, slow_disk_leader, failpoints=True, about="the leader's log writes take 150 ms more"),
         Scenario("failing-disk", 3, failing_disk, failpoints=True,
                  about="EIO on a follower's log write, then on the leader's state-machine commit"),
