@@ -229,3 +229,17 @@ def test_relative_learns_run_time_over_the_jobs_own_estimate() -> None:
     assert learned.remaining_s(info("j"), 0.0) == pytest.approx(1600.0)
     assert LearnedRemaining(relative=True).remaining_s(info("j", est=60.0), 0.0) == 60.0, "no history yet"
     assert LearnedRemaining(relative=True).remaining_s(info("j"), 0.0) is None
+
+
+def test_min_run_s_protects_a_gang_for_its_first_run_time() -> None:
+    plugin = learned(RemainingArgs(min_samples=1, preempt_ratio=2.0, min_run_s=3600.0))
+    running = info("r", gpus=8)
+    running.phase, running.bound_at_s = Phase.RUNNING, 1000.0
+    fresh = info("fresh")
+    assert plugin.rank(running, 1000.0 + 3599.0) > plugin.rank(fresh, 1000.0 + 3599.0)
+    assert plugin.next_rank_change_s(running, 2000.0) == 1000.0 + 3600.0
+    assert plugin.rank(running, 1000.0 + 3600.0) < plugin.rank(fresh, 1000.0 + 3600.0), "then evictable"
+    assert plugin.next_rank_change_s(running, 1000.0 + 3600.0) is None
+    assert plugin.next_rank_change_s(fresh, 0.0) is None
+    urgent = info("urgent", priority=1)
+    assert plugin.rank(urgent, 2000.0) > plugin.rank(running, 2000.0), "a higher priority still may"

@@ -20,9 +20,12 @@ without either it ranks last.
   ``quantile``, ``overrun_factor``: the history's (history.py); ``relative``: learn run time
   over the job's own estimate rather than run time (``LearnedRemaining``).
 
-Ties: submit time, then job id. ``next_rank_change_s`` is None: ranks move with attained
-service and with what is learned, and a parked job is retried on the queue's events and
-flushes.
+- ``min_run_s``: a gang that started less than this ago ranks above every job of its priority,
+  so it runs at least that long each time before a job of its priority may evict it (fewer
+  preemptions: a minimum quantum); ``next_rank_change_s`` says when that ends.
+
+Ties: submit time, then job id. Otherwise ranks move with attained service and with what is
+learned, unannounced; a parked job is retried on the queue's events and flushes.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any
 from scheduler.framework.args import decode_args
 from scheduler.framework.interfaces import FinishPlugin, Handle, QueueSortPlugin
 from scheduler.plugins.remaining.history import LearnedRemaining
-from scheduler.state import JobInfo
+from scheduler.state import JobInfo, Phase
 
 __all__ = ["NAME", "RemainingArgs", "RemainingTimeFirst", "new"]
 
@@ -55,6 +58,7 @@ class RemainingArgs:
     quantile: float = 0.5
     overrun_factor: float = 1.0
     relative: bool = False
+    min_run_s: float = 0.0
 
 
 class RemainingTimeFirst:
@@ -75,6 +79,9 @@ class RemainingTimeFirst:
             quantile=args.quantile, overrun_factor=args.overrun_factor,
         )
         self.history = self.learned.absolute
+        if args.min_run_s < 0:
+            raise ValueError("remaining: min_run_s must be >= 0")
+        self.min_run_s = args.min_run_s
 
     # --- learning ---------------------------------------------------------------------------
 
@@ -107,12 +114,18 @@ class RemainingTimeFirst:
     def rank(self, info: JobInfo, now_s: float) -> tuple[float, ...]:
         if self.log_ratio is None:
             return (info.job.priority,)
+        if self.min_run_s and info.phase is Phase.RUNNING and info.bound_at_s is not None \
+                and now_s - info.bound_at_s < self.min_run_s:
+            return (info.job.priority, math.inf)  # its guaranteed run: no equal-priority job evicts it
         work = self.work(info, now_s)
         if work == _UNKNOWN:
             return (info.job.priority, -math.inf)
         return (info.job.priority, -float(math.ceil(math.log(work + 1.0) / self.log_ratio)))
 
     def next_rank_change_s(self, info: JobInfo, now_s: float) -> float | None:
+        if self.min_run_s and self.log_ratio is not None and info.phase is Phase.RUNNING \
+                and info.bound_at_s is not None and now_s < info.bound_at_s + self.min_run_s:
+            return info.bound_at_s + self.min_run_s
         return None
 
 
