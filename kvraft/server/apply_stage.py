@@ -87,27 +87,45 @@ class ApplyStage:
         self._commit_timer = None
         self.queue.put_nowait(("commit", None))
 
+    def idle(self) -> bool:
+        """Nothing queued: entries applied now by ``apply_now`` keep the log order. (An
+        item put on the queue stays there until this task resumes and takes it, and the
+        task processes an item without awaiting, so an empty queue means nothing is
+        pending or half done.)"""
+        return self.queue.empty()
+
+    def apply_now(self, entries: tuple[Entry, ...], conf_after: ConfState) -> None:
+        """Apply ``entries`` on the caller's stack instead of queueing them (the Ready
+        loop does so for a small batch when the stage is idle: the waiters are resolved
+        one task wake-up sooner). Only while ``idle()``."""
+        if not self.queue.empty():
+            raise RuntimeError("apply_now while entries are queued")
+        self._process("entries", (entries, conf_after))
+
     async def _run(self) -> None:
         while True:
             kind, payload = await self.queue.get()
-            if kind == "commit":  # (on this task, so a failed commit stops the member)
-                commit = getattr(self.target, "commit", None)
-                if commit is not None:
-                    commit()
-                continue
-            if kind == "snapshot":
-                self.target.restore(payload)
-                self.snapshots_applied += 1
-                self.conf_state = payload.metadata.conf_state
-                self.applied.advance(payload.metadata.index)
-            else:
-                entries, conf_after = payload
-                self._apply(entries)
-                self.conf_state = conf_after
-            self.on_applied()
-            if self._commit_timer is None and getattr(self.target, "holding", False):
-                loop = asyncio.get_running_loop()
-                self._commit_timer = loop.call_later(COMMIT_INTERVAL_S, self._commit_due)
+            self._process(kind, payload)
+
+    def _process(self, kind: str, payload: Any) -> None:
+        if kind == "commit":  # (on this task, so a failed commit stops the member)
+            commit = getattr(self.target, "commit", None)
+            if commit is not None:
+                commit()
+            return
+        if kind == "snapshot":
+            self.target.restore(payload)
+            self.snapshots_applied += 1
+            self.conf_state = payload.metadata.conf_state
+            self.applied.advance(payload.metadata.index)
+        else:
+            entries, conf_after = payload
+            self._apply(entries)
+            self.conf_state = conf_after
+        self.on_applied()
+        if self._commit_timer is None and getattr(self.target, "holding", False):
+            loop = asyncio.get_running_loop()
+            self._commit_timer = loop.call_later(COMMIT_INTERVAL_S, self._commit_due)
 
     def _apply(self, entries: tuple[Entry, ...]) -> None:
         items: list[tuple[int, Any]] = []

@@ -267,3 +267,35 @@ async def test_a_peer_that_stops_reading_is_redialled(monkeypatch) -> None:
     finally:
         await a.close()
         server.close()
+
+
+async def test_an_idle_connection_is_written_at_once_and_order_holds_when_sends_queue() -> None:
+    """Once connected, ``send`` writes to the socket itself (no wake-up of the peer's
+    sender task); when the socket's buffer is not empty the frames queue for the task.
+    Either way the receiver gets every message in the order sent."""
+    key = cluster_key("tok")
+    a, b, _, inbox_b, _ = await make_pair(key, key)
+    try:
+        a.send([app(2, 1)])
+        await inbox_b.wait_for(1)
+        for _ in range(100):  # the first frame may have gone through the task: wait for idle
+            peer = a._peers[2]
+            if peer.writer is not None and not peer.queue and peer.writer.transport.get_write_buffer_size() == 0:
+                break
+            await asyncio.sleep(0.01)
+        sent = a.stats.frames_sent
+        a.send([app(2, 2)])
+        assert a.stats.frames_sent == sent + 1 and not a._peers[2].queue  # written, not queued
+        big = b"y" * 200_000
+        queued = 0
+        for index in range(3, 203):  # large frames fill the socket buffer: later ones queue
+            a.send([Message(MessageType.APP, to=2, from_=1, term=2, log_term=2, index=index - 1,
+                            entries=(Entry(2, index, data=big if index % 2 else b"x"),), commit=index - 1)])  # fmt: skip
+            queued += bool(a._peers[2].queue)
+        assert queued, "no send found the connection busy (the test did not exercise the queue)"
+        await inbox_b.wait_for(202, timeout_s=30)
+        got = [m for _, kind, body in inbox_b.frames if kind == wire.RAFT for m in body]
+        assert [m.index for m in got] == list(range(0, 202))
+    finally:
+        await a.close()
+        await b.close()

@@ -1,0 +1,161 @@
+"""The driver's Ready handling with fakes around it: a Ready with nothing to persist has its
+committed entries applied in the Ready loop itself when the apply stage is idle (and queued
+behind the stage's work when it is not), its messages go out after the clients' handlers
+ran and before any later message, and a Ready that persists keeps the apply stage."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from kvraft.apply.ops import PutOp, encode_entry
+from kvraft.raft.types import (
+    ConfState,
+    Entry,
+    HardState,
+    Message,
+    MessageType,
+    Ready,
+    Snapshot,
+    SnapshotMetadata,
+    StateRole,
+)
+from kvraft.server.driver import INLINE_APPLY_MAX, ApplyTarget, NodeDriver
+
+
+class Log:
+    def __init__(self) -> None:
+        self.appended: list[Entry] = []
+        self.syncs = 0
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(metadata=SnapshotMetadata(index=0, term=0, conf_state=ConfState(voters=frozenset({1}))))
+
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        return HardState(), ConfState(voters=frozenset({1}))
+
+    def append(self, entries: list[Entry]) -> None:
+        self.appended.extend(entries)
+
+    def set_hard_state(self, hard: HardState) -> None:
+        pass
+
+    def sync(self) -> None:
+        self.syncs += 1
+
+
+class Target(ApplyTarget):
+    def __init__(self, events: list[Any]) -> None:
+        self.events = events
+        self.index = 0
+
+    def applied_index(self) -> int:
+        return self.index
+
+    def apply_ops(self, items: list[tuple[int, Any]], index: int, term: int) -> list[Any]:
+        self.events.append(("apply", index))
+        self.index = index
+        return [("ok", op.key) for _, op in items]
+
+
+class Transport:
+    def __init__(self, events: list[Any]) -> None:
+        self.events = events
+
+    def send(self, messages: Any) -> None:
+        self.events.append(("send", [m.index for m in messages]))
+
+
+def make_driver(events: list[Any]) -> NodeDriver:
+    log = Log()
+    driver = NodeDriver(
+        1, None, log, Target(events), Transport(events),
+        heartbeat_interval_s=0.1, conf_state=ConfState(voters=frozenset({1})),
+        snapshot_count=10**9, snapshot_catchup_entries=10,
+    )  # fmt: skip
+    driver.role = StateRole.LEADER
+    return driver
+
+
+def committed(driver: NodeDriver, first: int, count: int) -> tuple[tuple[Entry, ...], list[asyncio.Future[Any]]]:
+    """Entries ``first..first+count-1`` for puts proposed on this member, and their waiters."""
+    entries, futures = [], []
+    for index in range(first, first + count):
+        request_id = driver.new_request_id()
+        future = asyncio.get_running_loop().create_future()
+        driver._waiters[request_id] = future
+        futures.append(future)
+        entries.append(Entry(term=1, index=index, data=encode_entry(request_id, PutOp(b"k%d" % index, b"v"))))
+    return tuple(entries), futures
+
+
+def msg(index: int) -> Message:
+    return Message(type=MessageType.APP, to=2, from_=1, term=1, index=index, commit=index)
+
+
+async def test_a_commit_only_ready_is_applied_inline_and_answers_before_its_messages_go_out() -> None:
+    events: list[Any] = []
+    driver = make_driver(events)
+    entries, futures = committed(driver, 1, 3)
+
+    async def handler(future: asyncio.Future[Any]) -> None:
+        events.append(("answered", (await future)[1]))
+
+    handlers = [asyncio.ensure_future(handler(f)) for f in futures]
+    await asyncio.sleep(0)  # the handlers wait on their futures
+    await driver._handle_ready(Ready(hard_state=HardState(term=1, commit=3), committed_entries=entries, messages=(msg(3),)))
+    # applied on the spot (no apply-stage task ran), the waiters resolved, nothing sent yet
+    assert events == [("apply", 3)]
+    assert all(f.done() for f in futures) and driver.applied.applied == 3
+    assert driver.stage.entries_applied == 3
+    await asyncio.gather(*handlers)
+    await asyncio.sleep(0)
+    assert events == [("apply", 3), ("answered", b"k1"), ("answered", b"k2"), ("answered", b"k3"), ("send", [3])]
+
+
+async def test_put_off_messages_go_out_before_any_later_message() -> None:
+    events: list[Any] = []
+    driver = make_driver(events)
+    entries, _ = committed(driver, 1, 1)
+    await driver._handle_ready(Ready(hard_state=HardState(term=1, commit=1), committed_entries=entries, messages=(msg(1),)))
+    # the next Ready persists new entries and sends at once (leader: before its fsync)
+    new = (Entry(term=1, index=2, data=b""),)
+    await driver._handle_ready(Ready(entries=new, messages=(msg(2),), must_sync=True))
+    assert [e for e in events if e[0] == "send"] == [("send", [1]), ("send", [2])]
+    await asyncio.sleep(0)
+    assert [e for e in events if e[0] == "send"] == [("send", [1]), ("send", [2])]  # not sent twice
+
+
+async def test_entries_queue_behind_a_busy_apply_stage_and_keep_their_order() -> None:
+    events: list[Any] = []
+    driver = make_driver(events)
+    first, _ = committed(driver, 1, 2)
+    driver.stage.submit_entries(first, driver.conf_state)  # queued, the stage task not started
+    second, futures = committed(driver, 3, 1)
+    await driver._handle_ready(Ready(hard_state=HardState(term=1, commit=3), committed_entries=second))
+    assert events == [] and not futures[0].done()  # not applied ahead of the queued entries
+    task = asyncio.ensure_future(driver.stage.run())
+    try:
+        await asyncio.wait_for(futures[0], 5)
+        assert events == [("apply", 2), ("apply", 3)]
+    finally:
+        task.cancel()
+
+
+async def test_a_ready_that_persists_leaves_applying_to_the_stage() -> None:
+    events: list[Any] = []
+    driver = make_driver(events)
+    entries, futures = committed(driver, 1, 1)
+    rd = Ready(entries=(Entry(term=1, index=2, data=b""),), committed_entries=entries, must_sync=True)
+    await driver._handle_ready(rd)
+    assert driver.storage.syncs == 1
+    assert ("apply", 1) not in events and driver.stage.queue.qsize() == 1 and not futures[0].done()
+    driver.writer.close()
+
+
+async def test_a_large_commit_goes_through_the_stage() -> None:
+    events: list[Any] = []
+    driver = make_driver(events)
+    entries, _ = committed(driver, 1, INLINE_APPLY_MAX + 1)
+    await driver._handle_ready(Ready(hard_state=HardState(term=1, commit=len(entries)), committed_entries=entries))
+    assert events == [] and driver.stage.queue.qsize() == 1
