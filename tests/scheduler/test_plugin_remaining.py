@@ -243,3 +243,13 @@ def test_min_run_s_protects_a_gang_for_its_first_run_time() -> None:
     assert plugin.next_rank_change_s(fresh, 0.0) is None
     urgent = info("urgent", priority=1)
     assert plugin.rank(urgent, 2000.0) > plugin.rank(running, 2000.0), "a higher priority still may"
+
+
+def test_starve_s_puts_a_long_pending_job_first() -> None:
+    plugin = learned(RemainingArgs(min_samples=1, preempt_ratio=2.0, starve_s=86400.0))
+    waited, fresh = info("waited", gpus=8, submit=0.0), info("fresh", submit=86000.0)
+    assert plugin.sort_key(fresh, 86400.0) < plugin.sort_key(waited, 86400.0)
+    assert plugin.sort_key(waited, 86401.0) < plugin.sort_key(fresh, 86401.0)
+    assert plugin.rank(waited, 86401.0) > plugin.rank(fresh, 86401.0)
+    waited.phase, waited.bound_at_s = Phase.RUNNING, 86401.0
+    assert plugin.work(waited, 90000.0) > 0, "only while it waits"

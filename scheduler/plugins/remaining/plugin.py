@@ -24,6 +24,9 @@ without either it ranks last.
   so it runs at least that long each time before a job of its priority may evict it (fewer
   preemptions: a minimum quantum); ``next_rank_change_s`` says when that ends.
 
+- ``starve_s``: a job pending longer than this (since it was submitted or last evicted) has
+  work 0: it goes first and may preempt (Tiresias' STARVELIMIT, in time). None: off.
+
 Ties: submit time, then job id. Otherwise ranks move with attained service and with what is
 learned, unannounced; a parked job is retried on the queue's events and flushes.
 """
@@ -59,6 +62,7 @@ class RemainingArgs:
     overrun_factor: float = 1.0
     relative: bool = False
     min_run_s: float = 0.0
+    starve_s: float | None = None
 
 
 class RemainingTimeFirst:
@@ -82,6 +86,9 @@ class RemainingTimeFirst:
         if args.min_run_s < 0:
             raise ValueError("remaining: min_run_s must be >= 0")
         self.min_run_s = args.min_run_s
+        if args.starve_s is not None and args.starve_s <= 0:
+            raise ValueError("remaining: starve_s must be positive")
+        self.starve_s = args.starve_s
 
     # --- learning ---------------------------------------------------------------------------
 
@@ -98,6 +105,8 @@ class RemainingTimeFirst:
     def work(self, info: JobInfo, now_s: float) -> float:
         """The ordering quantity: expected remaining (GPU-)time, aged."""
         job = info.job
+        if self.starve_s is not None and info.phase is Phase.PENDING and now_s - info.pending_since_s > self.starve_s:
+            return 0.0
         work = self.remaining_s(info, now_s)
         if work == _UNKNOWN:
             return work
