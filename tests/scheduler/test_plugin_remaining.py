@@ -253,3 +253,12 @@ def test_starve_s_puts_a_long_pending_job_first() -> None:
     assert plugin.rank(waited, 86401.0) > plugin.rank(fresh, 86401.0)
     waited.phase, waited.bound_at_s = Phase.RUNNING, 86401.0
     assert plugin.work(waited, 90000.0) > 0, "only while it waits"
+
+
+def test_min_run_growth_lengthens_the_quantum_after_each_eviction() -> None:
+    plugin = learned(RemainingArgs(min_samples=1, preempt_ratio=2.0, min_run_s=3600.0, min_run_growth=2.0))
+    running = info("r", gpus=8)
+    running.phase, running.bound_at_s, running.evictions = Phase.RUNNING, 0.0, 2
+    assert plugin.quantum_s(running) == 4 * 3600.0
+    assert plugin.next_rank_change_s(running, 3600.0) == 4 * 3600.0
+    assert plugin.rank(running, 4 * 3600.0 - 1) > plugin.rank(info("fresh"), 4 * 3600.0 - 1)

@@ -22,7 +22,9 @@ without either it ranks last.
 
 - ``min_run_s``: a gang that started less than this ago ranks above every job of its priority,
   so it runs at least that long each time before a job of its priority may evict it (fewer
-  preemptions: a minimum quantum); ``next_rank_change_s`` says when that ends.
+  preemptions: a minimum quantum), ``min_run_growth``^(times evicted) x longer after each
+  eviction (so evictions per job grow only with the log of its run time);
+  ``next_rank_change_s`` says when that ends.
 
 - ``starve_s``: a job pending longer than this (since it was submitted or last evicted) has
   work 0: it goes first and may preempt (Tiresias' STARVELIMIT, in time). None: off.
@@ -62,6 +64,7 @@ class RemainingArgs:
     overrun_factor: float = 1.0
     relative: bool = False
     min_run_s: float = 0.0
+    min_run_growth: float = 1.0
     starve_s: float | None = None
 
 
@@ -86,6 +89,9 @@ class RemainingTimeFirst:
         if args.min_run_s < 0:
             raise ValueError("remaining: min_run_s must be >= 0")
         self.min_run_s = args.min_run_s
+        if args.min_run_growth < 1:
+            raise ValueError("remaining: min_run_growth must be >= 1")
+        self.growth = args.min_run_growth
         if args.starve_s is not None and args.starve_s <= 0:
             raise ValueError("remaining: starve_s must be positive")
         self.starve_s = args.starve_s
@@ -124,7 +130,7 @@ class RemainingTimeFirst:
         if self.log_ratio is None:
             return (info.job.priority,)
         if self.min_run_s and info.phase is Phase.RUNNING and info.bound_at_s is not None \
-                and now_s - info.bound_at_s < self.min_run_s:
+                and now_s - info.bound_at_s < self.quantum_s(info):
             return (info.job.priority, math.inf)  # its guaranteed run: no equal-priority job evicts it
         work = self.work(info, now_s)
         if work == _UNKNOWN:
@@ -133,9 +139,13 @@ class RemainingTimeFirst:
 
     def next_rank_change_s(self, info: JobInfo, now_s: float) -> float | None:
         if self.min_run_s and self.log_ratio is not None and info.phase is Phase.RUNNING \
-                and info.bound_at_s is not None and now_s < info.bound_at_s + self.min_run_s:
-            return info.bound_at_s + self.min_run_s
+                and info.bound_at_s is not None and now_s < info.bound_at_s + self.quantum_s(info):
+            return info.bound_at_s + self.quantum_s(info)
         return None
+
+    def quantum_s(self, info: JobInfo) -> float:
+        """The run a gang is guaranteed each time it starts: min_run_s x growth^evictions."""
+        return self.min_run_s * self.growth ** min(info.evictions, 30)
 
 
 def new(args: Mapping[str, Any], handle: Handle) -> RemainingTimeFirst:
