@@ -5,9 +5,9 @@ Done on the event loop it would stall HTTP parsing, peer frames and the apply st
 that long; done here the loop keeps serving while the thread waits for the disk (LMDB
 releases the GIL while it commits).
 
-LMDB binds a write transaction to the thread that began it, so EVERY write (append, hard
-state, snapshots, compaction, sync) goes through this thread, and every job ends with a
-``sync()`` so no write transaction stays open while the loop thread reads the log. The
+LMDB binds a write transaction to the thread that began it, so every job ends with a
+``sync()`` (no write transaction stays open between jobs), and jobs never overlap (the
+driver awaits each), so a small persist may also run on the loop's thread (``persist``). The
 driver never touches the Raft core while a job runs (the core reads the log), which makes
 the log single-threaded in effect, as its contract requires.
 """
@@ -15,6 +15,7 @@ the log single-threaded in effect, as its contract requires.
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,18 +25,41 @@ from kvraft.raft.types import ConfState, Entry, HardState, Snapshot
 __all__ = ["LogWriter"]
 
 
+INLINE_MAX_ENTRIES = 4
+"""A persist of at most this many entries (and no snapshot) may run on the caller's thread."""
+INLINE_MAX_SYNC_S = 0.002
+"""... while the recent syncs (a moving average) took less than this."""
+
+
 class LogWriter:
     def __init__(self, storage: Any) -> None:
         self.storage = storage
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raft-log")
         self.syncs = 0
+        self.inline_syncs = 0
+        self.sync_avg_s = 0.0
+        """Moving average of a persist's duration, write and sync (weight 1/8 for the newest)."""
 
     async def persist(self, snapshot: Snapshot, entries: tuple[Entry, ...], hard: HardState | None) -> None:
-        """Install ``snapshot`` (if not empty), append ``entries``, save ``hard``: one sync."""
+        """Install ``snapshot`` (if not empty), append ``entries``, save ``hard``: one sync.
+
+        A small write (``INLINE_MAX_ENTRIES``, no snapshot) while syncs are fast
+        (``INLINE_MAX_SYNC_S``) runs right here, on the event loop: on a busy machine the
+        thread hand-off (wake the writer thread, which then waits for the GIL; then wake
+        the loop again) took longer than the sync itself, twice per member on a lone
+        client's write path. The loop is blocked for that sync (a fraction of a
+        millisecond): nothing it could do meanwhile would reach the disk sooner, and
+        requests that arrive wait in their socket buffers for the next batch. Larger
+        batches and slow disks keep the thread, so the loop goes on parsing requests."""
+        if snapshot.is_empty() and len(entries) <= INLINE_MAX_ENTRIES and self.sync_avg_s < INLINE_MAX_SYNC_S:
+            self.inline_syncs += 1
+            self._persist(snapshot, entries, hard)
+            return
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._thread, self._persist, snapshot, entries, hard)
 
     def _persist(self, snapshot: Snapshot, entries: tuple[Entry, ...], hard: HardState | None) -> None:
+        started = time.monotonic()
         failpoints.hit("raft_before_save")
         if not snapshot.is_empty():
             self.storage.apply_snapshot(snapshot)
@@ -45,6 +69,7 @@ class LogWriter:
             self.storage.set_hard_state(hard)
         failpoints.hit("raft_before_fsync")  # `crash` here loses this write (nothing was synced)
         self.storage.sync()
+        self.sync_avg_s += (time.monotonic() - started - self.sync_avg_s) / 8
         self.syncs += 1
         failpoints.hit("raft_after_save")
 
