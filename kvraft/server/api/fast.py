@@ -39,6 +39,7 @@ from kvraft.apply.errors import FailedPrecondition, InvalidArgument
 from kvraft.apply.ops import BatchOp, PutOp
 from kvraft.apply.validate import validate_op
 from kvraft.server.api import fast_lease, schemas
+from kvraft.server.api.coalesce import PutCoalescer
 from kvraft.server.api.codec import JSON_OUT, MSGPACK, MSGPACK_OUT, Out, decode_body, decode_message
 from kvraft.server.api.encode import (
     encode_delete,
@@ -91,6 +92,7 @@ class _Routes:
         self.server = server
         self.features = features
         self.server_header = server_header
+        self.puts = PutCoalescer(server, features)
 
     def header(self, out: Out, revision: int) -> dict[str, Any]:
         s = self.server
@@ -98,8 +100,8 @@ class _Routes:
 
     async def one(self, route: str, out: Out, op: Any) -> dict[str, Any]:
         s = self.server
-        if route == "put":
-            result = await s.put(op)
+        if route == "put":  # puts of one loop turn share a log entry (coalesce.py)
+            result = await self.puts.put(op)
             return encode_put(out, self.header(out, result.revision), result)
         if route == "range":
             result = await s.range(op)
