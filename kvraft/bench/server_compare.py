@@ -13,8 +13,9 @@ cluster's leader, in a subprocess each (so the load generator has its own interp
 
 Each run's line also carries the CPU time (utime + stime from ``/proc/<pid>/stat``) that
 every member process and the load generator spent during it, in microseconds per put or
-read (``cpu_us_per_op``: ``leader``, ``follower`` (each), ``generator``). Unlike the
-rates, these hardly depend on how loaded the box is. ``--runs`` picks runs by name
+read (``cpu_us_per_op``: ``leader``, ``follower`` (each), ``generator``), and the leader's
+log entries per op (``entries_per_op``). These depend on the box's load much less than
+the rates do (but not nothing: at load 10+ they rise by 20-50%, the generator's too). ``--runs`` picks runs by name
 prefix (``--runs "put msgpack"``).
 
 Prints one JSON line per run and a table. Run alone: ``flock -x /tmp/kvraft-cpu.lock``.
@@ -102,6 +103,14 @@ def _runs(binary: str, clients: int, total: int) -> list[tuple[str, list[str], s
     return runs
 
 
+def _raft_index(url: str) -> int | None:
+    try:
+        status, doc = post(url, "/v3/maintenance/status", {})
+        return int(doc["raftIndex"]) if status == 200 else None
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
 def measure(binary: str, clients: int, total: int, only: list[str] | None = None) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     with LocalCluster(3, binary=binary, token=f"bench-{binary}") as cluster:
@@ -119,7 +128,12 @@ def measure(binary: str, clients: int, total: int, only: list[str] | None = None
                 if member.pid is not None:
                     n += member_name != leader
                     members["leader" if member_name == leader else f"follower{n}"] = member.pid
+            index = _raft_index(url)
             summary = _load(url, workload, *args, members=members)
+            if index is not None and summary.get("ok_ops"):
+                after = _raft_index(url)
+                if after is not None:  # log entries per op: how many ops shared an entry
+                    summary["entries_per_op"] = round((after - index) / summary["ok_ops"], 3)
             summary["target"] = binary
             results[name] = summary
             print(json.dumps({"run": name, **summary}, sort_keys=True), flush=True)
