@@ -110,6 +110,49 @@ def test_same_answers_as_the_aiohttp_routes(member: tuple[str, int], path: str, 
         assert fast[1][name] == slow[1][name]
 
 
+@pytest.mark.parametrize(
+    ("body", "ctype"),
+    [
+        (b'{"key": "cHV0MQ==", "value": "dg=="}', "application/json"),  # plain: the template path
+        (b'{"key": "cHV0MQ=="}', "application/json"),
+        (b'{"key": "cHV0MQ", "value": "dg=="}', "application/json"),  # bad base64
+        (b'{"key": "cHV0MQ==", "value": null}', "application/json"),
+        (b'{"key": "cHV0MQ==", "value": "dg==", "prev_kv": true}', "application/json"),
+        (b'{"key": "", "value": "dg=="}', "application/json"),
+        (b'{"key": 5}', "application/json"),
+        (b'["key"]', "application/json"),
+        ('{"key": "cHV0MQ=="}'.encode("utf-16"), "application/json"),
+        (b"", "application/json"),
+        (msgpack.packb({"key": b"put1", "value": b"v"}), "application/x-msgpack"),
+        (msgpack.packb({"key": "put1", "value": b"v"}), "application/x-msgpack"),
+        (msgpack.packb({"key": b"put1", "value": b"v", "lease": 0}), "application/x-msgpack"),
+        (b"\xc1", "application/x-msgpack"),
+    ],
+)
+def test_put_bodies_answer_as_the_aiohttp_route(member: tuple[str, int], body: bytes, ctype: str) -> None:
+    """kv/put on the fast path is decoded and answered without a task (plain puts without
+    the schema walk, the answer from a template): the same answers as aiohttp's route,
+    header included (its revision aside)."""
+    (fast,) = _exchange(member, _request("/v3/kv/put", body, ctype=ctype))
+    (slow,) = _exchange(member, _request("/v3/kv/put", body, ctype=ctype, version="1.0"))
+    loads = json.loads if ctype == "application/json" else (lambda raw: msgpack.unpackb(raw, raw=False))
+    fast_doc, slow_doc = loads(fast[2]), loads(slow[2])
+    assert fast[0] == slow[0] and fast[1]["content-type"] == slow[1]["content-type"]
+    if fast[0] != 200:
+        assert fast_doc == slow_doc
+        return
+    fast_prev, slow_prev = fast_doc.pop("prev_kv", None), slow_doc.pop("prev_kv", None)
+    if fast_prev is not None or slow_prev is not None:  # (the slow put's prev is the fast put)
+        assert fast_prev is not None and slow_prev is not None and fast_prev["key"] == slow_prev["key"]
+        assert int(slow_prev["mod_revision"]) == int(fast_doc["header"]["revision"])
+    assert _strip(fast_doc) == _strip(slow_doc)
+    fast_header, slow_header = fast_doc["header"], slow_doc["header"]
+    assert list(fast_header) == list(slow_header) == ["cluster_id", "member_id", "revision", "raft_term"]
+    assert int(slow_header["revision"]) == int(fast_header["revision"]) + 1
+    assert {k: v for k, v in fast_header.items() if k != "revision"} == {
+        k: v for k, v in slow_header.items() if k != "revision"}
+
+
 def test_bad_json_answers_etcds_error(member: tuple[str, int]) -> None:
     (fast,) = _exchange(member, _request("/v3/kv/put", b'{"key": '))
     (slow,) = _exchange(member, _request("/v3/kv/put", b'{"key": ', version="1.0"))

@@ -48,10 +48,15 @@ class PutCoalescer:
         """The put's result (a ``PutResult``), or its ``EtcdError`` raised."""
         if self.features.auth.enabled:
             return await self.server.put(op)
-        validate_op(op, self.max_txn_ops)  # a bad request fails alone, at once
+        return await self.submit(op)
+
+    def submit(self, op: PutOp) -> asyncio.Future[Any]:
+        """``put`` without the coroutine (auth must be off): the future of its result. A
+        bad request raises here, alone."""
+        validate_op(op, self.max_txn_ops)
         size = len(op.key) + len(op.value) + _OP_OVERHEAD
         if size + _ENTRY_OVERHEAD > self.max_bytes // 2:
-            return await self.server.put(op)
+            return self.server.submit_write(op)  # (alone: its own "request is too large")
         if self._bytes + size > self.max_bytes or len(self._pending) >= MAX_OPS:
             self._flush()
         loop = asyncio.get_running_loop()
@@ -61,7 +66,7 @@ class PutCoalescer:
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._turn_over)
-        return await future
+        return future
 
     def _turn_over(self) -> None:
         self._scheduled = False

@@ -27,15 +27,18 @@ revision, in the batch's order); the other ops take their route's path, concurre
 from __future__ import annotations
 
 import asyncio
+import binascii
+import json
 import logging
 import time
+from base64 import b64decode
 from email.utils import formatdate
 from typing import Any
 
 import msgpack
 from aiohttp import web
 
-from kvraft.apply.errors import FailedPrecondition, InvalidArgument
+from kvraft.apply.errors import FailedPrecondition, InvalidArgument, Unavailable
 from kvraft.apply.ops import BatchOp, PutOp
 from kvraft.apply.validate import validate_op
 from kvraft.server.api import fast_lease, schemas
@@ -97,6 +100,18 @@ class _Routes:
     def header(self, out: Out, revision: int) -> dict[str, Any]:
         s = self.server
         return encode_header(out, s.cluster_id, s.member_id, revision, s.raft_term)
+
+    def put_answer(self, out: Out, result: Any) -> bytes:
+        """``out.dumps(encode_put(...))``; the usual answer (no prev_kv, every header
+        field set) from a template."""
+        s = self.server
+        cluster_id, member_id, term = s.cluster_id, s.member_id, s.raft_term
+        if result.prev_kv is None and cluster_id and member_id and term and result.revision:
+            if out is JSON_OUT:
+                return _PUT_JSON % (cluster_id, member_id, result.revision, term)
+            return out.dumps({"header": {"cluster_id": cluster_id, "member_id": member_id,
+                                         "revision": result.revision, "raft_term": term}})
+        return out.dumps(encode_put(out, self.header(out, result.revision), result))
 
     async def one(self, route: str, out: Out, op: Any) -> dict[str, Any]:
         s = self.server
@@ -196,6 +211,33 @@ class _Routes:
                                              "revision": result.revision, "raft_term": term}}]
             else:
                 answers[i] = [0, encode_put(MSGPACK_OUT, self.header(MSGPACK_OUT, result.revision), result)]
+
+
+_PUT_JSON = b'{"header":{"cluster_id":"%d","member_id":"%d","revision":"%d","raft_term":"%d"}}'
+
+
+def _decode_put(body: bytes, out: Out) -> PutOp:
+    """``decode_body(body, ..., PUT)``; a plain put (only a non-empty key and a value, as
+    base64 text in JSON or bytes in msgpack) is built without the schema walk. Anything
+    else, malformed bodies included, takes ``decode_body`` for its exact answer."""
+    try:
+        if out is JSON_OUT:
+            doc = json.loads(body.decode("utf-8"))
+        else:
+            doc = msgpack.unpackb(body, raw=False)
+    except Exception:  # (decode_body words the error)
+        doc = None
+    if type(doc) is dict:
+        key, value, n = doc.get("key"), doc.get("value", b"" if out is MSGPACK_OUT else ""), len(doc)
+        if key and (n == 1 or n == 2 and "value" in doc):
+            if out is JSON_OUT and type(key) is str and type(value) is str:
+                try:
+                    return PutOp(b64decode(key, validate=True), b64decode(value, validate=True))
+                except (binascii.Error, ValueError):
+                    pass
+            elif out is MSGPACK_OUT and type(key) is bytes and type(value) is bytes:
+                return PutOp(key, value)
+    return decode_body(body, out.content_type, schemas.PUT)  # type: ignore[no-any-return]
 
 
 def _first(item: tuple[int, Any]) -> int:
@@ -328,6 +370,9 @@ class FastProtocol(asyncio.Protocol):
         del buf[: start + length]
         self.busy = True
         out = MSGPACK_OUT if ctype == MSGPACK.encode() else JSON_OUT
+        if route == "put":  # answered from a callback: no task, no coroutine
+            self._put(out, body, close)
+            return
         task = asyncio.get_running_loop().create_task(self._serve(route, out, body, close))
         task.add_done_callback(_log_failure)
 
@@ -347,6 +392,33 @@ class FastProtocol(asyncio.Protocol):
             answer = error_response(exc, out)
             status, payload = answer.status, bytes(answer.body or b"")  # type: ignore[arg-type]
         self._respond(status, out.content_type, payload, close)
+
+    def _put(self, out: Out, body: bytes, close: bool) -> None:
+        try:
+            future = self.routes.puts.submit(_decode_put(body, out))
+        except Exception as exc:
+            self._fail(exc, out, close)
+            return
+        future.add_done_callback(lambda done: self._put_done(done, out, close))
+
+    def _put_done(self, done: asyncio.Future[Any], out: Out, close: bool) -> None:
+        if done.cancelled():  # (not expected: nothing cancels a proposal's future)
+            self._fail(Unavailable("etcdserver: request cancelled"), out, close)
+            return
+        error = done.exception()
+        if error is not None:
+            self._fail(error, out, close)
+            return
+        try:
+            payload = self.routes.put_answer(out, done.result())
+        except Exception as exc:
+            self._fail(exc, out, close)
+            return
+        self._respond(200, out.content_type, payload, close)
+
+    def _fail(self, exc: BaseException, out: Out, close: bool) -> None:
+        answer = error_response(exc, out)
+        self._respond(answer.status, out.content_type, bytes(answer.body or b""), close)  # type: ignore[arg-type]
 
     def _respond(self, status: int, content_type: str, payload: bytes, close: bool, chunked: bool = False) -> None:
         """``chunked``: ``payload`` is an encoded chunked body (a stream's answer)."""
