@@ -19,13 +19,24 @@ lease-loop turn), at most 250 ms, and tries again, until the request deadline; t
 fails with etcd's "request timed out" / "no leader". (Waiting on the change rather than
 polling: during an election at 5,000 agents hundreds of keepalives wait at once.)
 
-Before the leader renews (its own keepalives and those peers forward), it confirms its
-leadership and applies everything committed (``NodeDriver.read_barrier``: one batched
-ReadIndex round), as etcd's ``LeaseRenew`` does (``ensureLeadership``, etcd-io/etcd#15247;
-``waitAppliedIndex``, etcd-io/etcd#13675): a deposed leader that has not stepped down yet
-renews nothing (a TTL it handed out would be unknown to the new leader, which may expire
-the lease while the client believes it holds), and a lease whose revocation is committed
-is not renewed by a leader still applying it.
+What etcd's ``LeaseRenew`` gets from a ReadIndex round before renewing
+(``ensureLeadership``, etcd-io/etcd#15247; ``waitAppliedIndex``, etcd-io/etcd#13675), the
+checkpoint's commit gives here, so a keepalive waits for one round trip, not two (until
+2026-12-02 it took a ReadIndex round first, then, for a while, the commit as well):
+
+- a deposed leader that has not stepped down yet hands out no TTL: the answer requires
+  that this member still leads **in the term it renewed in** once the checkpoint has
+  committed. An entry it appended in that term and saw committed while still leading it
+  is in every later leader's log, applied before that leader promotes its lessor. (Without
+  the term check a checkpoint a deposed leader queued would be forwarded by the driver to
+  the new leader and committed in its term, after its promotion: applied on a primary it
+  moves no deadline, and the TTL handed out would not be honoured. A ReadIndex round
+  before the renewal left the same window between the round and the proposal.)
+- a lease whose revocation was committed is answered without a TTL: the checkpoint is
+  applied after every entry committed before it, so a lease it finds gone is answered 0;
+- a lease this leader does not know is looked for again after a ReadIndex round (its
+  grant may be committed and answered by a member that applied it first): only that rare
+  answer pays for the round.
 
 The router hooks the peer frames it serves in front of the driver's ``on_frame`` (every
 other frame goes on to the driver unchanged). A malformed answer ends the keepalives it
@@ -53,9 +64,9 @@ RENEW_TIMEOUT_S = 7.0
 """As a proposal's: the whole keepalive, retries included."""
 FORWARD_TIMEOUT_S = 2.0
 """One forwarded batch unanswered this long is asked again (the leader may have died)."""
-CONFIRM_TIMEOUT_S = 1.5
-"""The longest the leader waits to confirm its leadership for one batch of keepalives
-(shorter than ``FORWARD_TIMEOUT_S``, so a forwarding follower gets an answer)."""
+CHECKPOINT_TIMEOUT_S = 1.5
+"""The longest a checkpoint carrying keepalives may take to commit (shorter than
+``FORWARD_TIMEOUT_S``, so a forwarding follower gets an answer); then they ask again."""
 RETRY_S = 0.25
 """The longest a waiting keepalive goes without trying again (the leader's own promotion
 is not visible to a follower)."""
@@ -126,7 +137,18 @@ class KeepaliveRouter:
     async def renew_durably(self, lease_ids: list[int]) -> list[int] | None:
         """``renew_here``, answered once the checkpoint carrying every renewal has
         committed; None if this member does not lead, or a checkpoint failed (ask again)."""
+        driver = self.node.driver
+        term = driver.term
         ttls = self.renew_here(lease_ids)
+        if ttls is not None and 0 in ttls:
+            # unknown here: perhaps granted by an entry committed but not applied here yet
+            # (its grant answered by a member that applied it first): apply what is
+            # committed, as etcd's waitAppliedIndex (etcd-io/etcd#13675), and look again
+            try:
+                await driver.read_barrier(timeout_s=CHECKPOINT_TIMEOUT_S)
+            except Unavailable:
+                return None
+            ttls = self.renew_here(lease_ids)
         if ttls is None:
             return None
         loop = asyncio.get_running_loop()
@@ -141,7 +163,10 @@ class KeepaliveRouter:
         for future in waits:
             if not await future:
                 return None
-        return ttls
+        if driver.term != term or not self._leads():
+            return None  # the checkpoint may have been committed by a later leader: ask again
+        leases = self.lessor.leases
+        return [ttl if lease_id in leases else 0 for lease_id, ttl in zip(lease_ids, ttls, strict=True)]
 
     def checkpoint_proposed(self, lease_ids: list[int]) -> list[asyncio.Future[bool]]:
         """The lease loop is about to propose a checkpoint of ``lease_ids`` (the leases
@@ -181,25 +206,14 @@ class KeepaliveRouter:
     def _leads(self) -> bool:
         return bool(self.node.driver.role == StateRole.LEADER and self.lessor.primary)
 
-    async def _confirmed(self, timeout_s: float) -> bool:
-        """Whether a quorum still follows this leader and it has applied what was
-        committed before the call (etcd's ``ensureLeadership`` + ``waitAppliedIndex``)."""
-        try:
-            await self.node.driver.read_barrier(timeout_s=max(0.001, timeout_s))
-        except Unavailable:
-            return False
-        return True
-
     def _serve(self, source: int, body: Any) -> None:
         request_id, lease_ids = body[0], [int(i) for i in body[1]]
-        task = asyncio.get_running_loop().create_task(self._serve_confirmed(source, request_id, lease_ids))
+        task = asyncio.get_running_loop().create_task(self._serve_durably(source, request_id, lease_ids))
         self._serving.add(task)
         task.add_done_callback(self._serving.discard)
 
-    async def _serve_confirmed(self, source: int, request_id: Any, lease_ids: list[int]) -> None:
-        ttls = None
-        if self._leads() and await self._confirmed(CONFIRM_TIMEOUT_S):
-            ttls = await self.renew_durably(lease_ids)
+    async def _serve_durably(self, source: int, request_id: Any, lease_ids: list[int]) -> None:
+        ttls = await self.renew_durably(lease_ids) if self._leads() else None
         if ttls is not None:
             self.stats.served_for_peers += len(lease_ids)
         self.node.transport.send_frame(source, wire.LEASE_RENEW_RESP, [request_id, ttls, self.node.state.store.rev])
@@ -266,9 +280,7 @@ class KeepaliveRouter:
     async def _renew(self, lease_id: int, deadline: float) -> LeaseRenewResult:
         driver = self.node.driver
         while True:
-            ttls = None
-            if self._leads() and await self._confirmed(min(deadline - time.monotonic(), CONFIRM_TIMEOUT_S)):
-                ttls = await self.renew_durably([lease_id])
+            ttls = await self.renew_durably([lease_id]) if self._leads() else None
             if ttls is not None:
                 self.stats.renewed_here += 1
                 return LeaseRenewResult(lease_id, ttls[0], self.node.state.store.rev)

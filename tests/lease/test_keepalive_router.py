@@ -36,6 +36,7 @@ class Driver:
 
     def __init__(self, member_id: int, role: StateRole, leader: int) -> None:
         self.member_id, self.role, self.leader = member_id, role, leader
+        self.term = 1
         self.committed: list[Any] = []
         self.quorum = True
         self.barriers = 0
@@ -98,42 +99,79 @@ async def until(condition: Any, what: str, deadline_s: float = 30.0) -> None:
 
 async def test_a_keepalive_after_a_committed_revoke_is_not_renewed() -> None:
     """The revoke is committed (a client may already have its answer from a follower
-    that applied it) but the leader's apply stage has not applied it yet."""
-    now = [100.0]
-    node, lessor, router = leader_router(now)
+    that applied it) but the leader's apply stage has not applied it yet: the checkpoint
+    carrying the renewal is applied after it and finds the lease gone."""
+    node, lessor, router, _stub, proposals = _leader_with_lease_loop()
     node.driver.committed.append(lambda: lessor.revoke(5))
-    result = await router.renew(5)
+    renew = asyncio.get_running_loop().create_task(router.renew(5))
+    await until(lambda: proposals.ops, "no checkpoint proposed for the renewal")
+    _, committed = proposals.ops.pop(0)
+    node.driver.apply_committed()  # the log applies the revoke, then the checkpoint
+    committed.set_result(7)
+    result = await asyncio.wait_for(renew, 30)
     assert result.ttl == 0, "a lease whose revocation was committed got a TTL"
     assert 5 not in lessor.leases
+
+
+async def test_a_lease_granted_but_not_applied_here_yet_is_looked_for_after_a_barrier() -> None:
+    """Its grant was answered by a member that applied it first: the leader applies what
+    is committed (etcd's waitAppliedIndex) before it answers 'not found'."""
+    node, lessor, router, _stub, proposals = _leader_with_lease_loop()
+    node.driver.committed.append(lambda: lessor.grant(9, 10, time.monotonic()))
+    renew = asyncio.get_running_loop().create_task(router.renew(9))
+    await until(lambda: proposals.ops, "the lease granted by a committed entry was not renewed")
+    assert node.driver.barriers == 1
+    proposals.ops.pop(0)[1].set_result(7)
+    assert (await asyncio.wait_for(renew, 30)).ttl == 10
+
+
+async def _fail_proposals(proposals: Proposals, until_done: asyncio.Task[Any]) -> None:
+    while not until_done.done():
+        while proposals.ops:
+            proposals.ops.pop(0)[1].set_exception(Unavailable("etcdserver: request timed out"))
+        await asyncio.sleep(0.01)
 
 
 async def test_a_deposed_leader_answers_no_keepalive() -> None:
     """Partitioned, it still believes it leads (until check-quorum steps it down); a TTL
     it hands out is unknown to the new leader, which may then expire the lease while the
-    client believes it held. etcd answers ErrNotPrimary and the client asks another
-    member; here the keepalive must not be acknowledged."""
-    now = [100.0]
-    node, lessor, router = leader_router(now)
-    node.driver.quorum = False
+    client believes it held. etcd confirms its leadership first and answers ErrNotPrimary;
+    here the answer waits for the checkpoint to commit in the term of the renewal: one
+    that cannot commit, or that commits only in a later term (a queued proposal the driver
+    forwarded to the new leader: applied on its primary lessor it moves no deadline),
+    answers nothing."""
+    node, lessor, router, _stub, proposals = _leader_with_lease_loop()
     deadline = lease_renew.RENEW_TIMEOUT_S
     lease_renew.RENEW_TIMEOUT_S = 1.0
     try:
+        renew = asyncio.get_running_loop().create_task(router.renew(5))
+        await until(lambda: proposals.ops, "no checkpoint proposed")
+        _, committed = proposals.ops.pop(0)
+        node.driver.term = 2  # committed, but only once another member led a later term
+        committed.set_result(7)
+        failing = asyncio.get_running_loop().create_task(_fail_proposals(proposals, renew))
         with pytest.raises(Unavailable):
-            await router.renew(5)
+            await asyncio.wait_for(renew, 30)
+        await failing
     finally:
         lease_renew.RENEW_TIMEOUT_S = deadline
-    assert lessor.leases[5].deadline == 110.0, "the deposed leader renewed the lease"
 
 
-async def test_a_peer_keepalive_is_served_after_the_barrier_too() -> None:
-    now = [100.0]
-    node, lessor, router = leader_router(now)
+async def test_a_peer_keepalive_is_answered_after_its_checkpoint_too() -> None:
+    node, lessor, router, _stub, proposals = _leader_with_lease_loop()
     node.driver.committed.append(lambda: lessor.revoke(5))
     node.driver.on_frame(FOLLOWER, wire.LEASE_RENEW, [3, [5]])
+    await until(lambda: proposals.ops, "no checkpoint proposed for the peer's keepalive")
+    assert node.transport.sent == []
+    _, committed = proposals.ops.pop(0)
+    node.driver.apply_committed()
+    committed.set_result(7)
     await until(lambda: node.transport.sent, "the peer's keepalive was never answered")
     assert node.transport.sent == [(FOLLOWER, wire.LEASE_RENEW_RESP, [3, [0], 7])]
-    node.driver.quorum = False
+    lessor.grant(6, 10, time.monotonic())
     node.driver.on_frame(FOLLOWER, wire.LEASE_RENEW, [4, [6]])
+    await until(lambda: proposals.ops, "no checkpoint proposed for the peer's keepalive")
+    proposals.ops.pop(0)[1].set_exception(Unavailable("etcdserver: request timed out"))
     await until(lambda: len(node.transport.sent) == 2, "the peer's keepalive was never answered")
     assert node.transport.sent[1] == (FOLLOWER, wire.LEASE_RENEW_RESP, [4, None, 7])  # (ask again)
 
