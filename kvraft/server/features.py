@@ -51,7 +51,7 @@ from kvraft.auth import (
 from kvraft.auth import errors as auth_errors
 from kvraft.lease import Lessor
 from kvraft.raft.types import StateRole
-from kvraft.server.lease_renew import KeepaliveRouter
+from kvraft.server.lease_renew import CHECKPOINT_TIMEOUT_S, KeepaliveRouter
 from kvraft.watch import WatchHub
 from kvraft.watch.mvcc import attach_hub
 
@@ -307,7 +307,8 @@ class Features:
             return
         self._checkpoints_in_flight += 1
         task = asyncio.get_running_loop().create_task(
-            self.node.driver.propose(LeaseCheckpointOp([[lid, left] for lid, left in due]), timeout_s=5.0)
+            self.node.driver.propose(LeaseCheckpointOp([[lid, left] for lid, left in due]),
+                                     timeout_s=CHECKPOINT_TIMEOUT_S if waiters else 5.0)
         )
         self._pending.add(task)
 
