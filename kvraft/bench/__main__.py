@@ -2,13 +2,22 @@
 watch-fanout, lease-keepalive, lock (``watch_load``); watch-suite (``feature_suite``);
 storage (``storage``: the LMDB log and MVCC store alone); server-vs-etcd
 (``server_compare``: the server targets, kvraft and etcd side by side); cluster-load
-(``cluster_load``: simulated agents and a binder, step by step, kvraft and etcd)."""
+(``cluster_load``: simulated agents and a binder, step by step, kvraft and etcd); paired
+(``paired``: an A/B of kvraft source trees, bursts interleaved)."""
 
 from __future__ import annotations
 
 import sys
 
-from kvraft.bench import cluster_load, feature_suite, kv_load, server_compare, storage, watch_load
+from kvraft.bench import (
+    cluster_load,
+    feature_suite,
+    kv_load,
+    paired,
+    server_compare,
+    storage,
+    watch_load,
+)
 
 WORKLOADS = {
     **{name: kv_load.main for name in ("put", "range", "txn-put", "mixed")},
@@ -17,6 +26,7 @@ WORKLOADS = {
     "storage": storage.main,
     "server-vs-etcd": server_compare.main,
     "cluster-load": cluster_load.main,
+    "paired": paired.main,
 }
 
 
