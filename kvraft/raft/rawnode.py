@@ -161,11 +161,16 @@ class RawNode:
     # -- Ready ------------------------------------------------------------------------
 
     def has_ready(self) -> bool:
+        # (compares fields instead of building SoftState/HardState values: this runs on
+        # every pass of the driver's loop)
         r = self._raft
-        if r.soft_state() != self._prev_soft:
+        soft = self._prev_soft
+        if r.lead != soft.leader or r.role != soft.role:
             return True
-        hard = r.hard_state()
-        if hard != self._prev_hard and not hard.is_empty():
+        hard, committed = self._prev_hard, r.log.committed
+        if (r.term != hard.term or r.vote != hard.vote or committed != hard.commit) and (
+            r.term != 0 or r.vote != NONE or committed != 0
+        ):
             return True
         return bool(
             r.log.unstable.snapshot is not None
