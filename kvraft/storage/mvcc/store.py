@@ -421,7 +421,8 @@ class MVCCStore:
         """Independent puts in order, each its own revision (as ``put_request`` each, not a
         txn): the result of each, or the ``MVCCError`` that refused it (before any change,
         so the others go on). Inside this thread's batch the plain ones take
-        ``_plain_put``'s path without a call per put (a msgpack ``kv/batch`` entry)."""
+        ``_plain_put``'s path in one loop (no ``put_request`` dispatch and batch lookup per
+        put): a ``BatchOp`` entry's puts."""
         batch = self.backend.current_batch()
         results: list[PutResult | MVCCError] = []
         if batch is None:
