@@ -262,3 +262,15 @@ def test_min_run_growth_lengthens_the_quantum_after_each_eviction() -> None:
     assert plugin.quantum_s(running) == 4 * 3600.0
     assert plugin.next_rank_change_s(running, 3600.0) == 4 * 3600.0
     assert plugin.rank(running, 4 * 3600.0 - 1) > plugin.rank(info("fresh"), 4 * 3600.0 - 1)
+
+
+def test_remaining_is_an_analysis_profile_outside_all() -> None:
+    from scheduler.sim.cli import _policies
+
+    rem = profile("remaining")
+    names = [spec.name for spec in rem.plugins]
+    assert names[0] == "remaining" and "las" not in names
+    assert names[1:] == [spec.name for spec in profile("default").plugins if spec.name != "las"]
+    plugin = Scheduler(rem).framework.queue_sort  # builds: the plugins accept their arguments
+    assert isinstance(plugin, RemainingTimeFirst) and plugin.learned.relative is not None
+    assert "remaining" not in _policies(["all"]) and _policies(["remaining"]) == ["remaining"]
