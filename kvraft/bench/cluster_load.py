@@ -13,7 +13,8 @@ response to the event on that node's watch is the watch lag.
 Steps of agent counts (``--steps``, default 500,1000,2000,5000,7500,10000): agents are
 added until the count is reached and registered, then the load runs for
 ``--step-seconds`` and is measured (new agents join at 100 per second, as nodes of a
-growing cluster would, not all in one instant): per-verb p50/p99 and errors, watch lag p50/p99 and
+growing cluster would, not all in one instant; one whose registration fails tries again,
+200 ms -> 7 s, as the real agent): per-verb p50/p99 and errors, watch lag p50/p99 and
 binds whose event never came, leases lost (a keepalive answered without a TTL), every
 member's CPU and RSS, and the load generator's own CPU. A step holds when every p99 < 1 s,
 the watch-lag p99 < 1 s and nothing failed; stepping stops at the first step that does not
@@ -189,13 +190,17 @@ async def _agent(node: str, url: str, pool: _Pool, stats: _Stats, registered: li
 async def _agent_life(node: str, url: str, pool: _Pool, stats: _Stats, registered: list[int], rng: random.Random,
                       ramp_s: float, own: HttpConnection | None) -> None:  # fmt: skip
     await asyncio.sleep(rng.uniform(0, ramp_s))  # new nodes join over the ramp, not all in one instant
-    granted = await _timed(stats, "lease_grant", pool.post(url, "/v3/lease/grant", {"TTL": str(LEASE_TTL_S)}, own))
-    if granted is None:
-        return
-    lease = granted["ID"]
     record = json.dumps({"name": node, "gpus": 8, "rack": f"r{int(node[1:]) // 32}", "ready": True})
-    if await _timed(stats, "register", pool.post(url, "/v3/kv/put", {"key": _b64(f"/registry/nodes/{node}"), "value": _b64(record), "lease": lease}, own)) is None:
-        return
+    delay = 0.2
+    while True:  # a failed registration is tried again, as the real agent does (200 ms -> 7 s, jittered)
+        granted = await _timed(stats, "lease_grant", pool.post(url, "/v3/lease/grant", {"TTL": str(LEASE_TTL_S)}, own))
+        if granted is not None:
+            lease = granted["ID"]
+            put = {"key": _b64(f"/registry/nodes/{node}"), "value": _b64(record), "lease": lease}
+            if await _timed(stats, "register", pool.post(url, "/v3/kv/put", put, own)) is not None:
+                break
+        await asyncio.sleep(delay * (0.5 + rng.random()))
+        delay = min(delay * 2, 7.0)
     watch = asyncio.create_task(_watch(node, url, stats))
     registered[0] += 1
     try:
