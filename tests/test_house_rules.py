@@ -35,6 +35,7 @@ PURE = [
     "scheduler/queue.py",
     "scheduler/cycle.py",
     "scheduler/profiles.py",
+    "scheduler/suspects.py",
     "agent/reconcile.py",
     "agent/collective/fusion.py",
     "agent/collective/schedule.py",
