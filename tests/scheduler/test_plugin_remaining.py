@@ -274,3 +274,13 @@ def test_remaining_is_an_analysis_profile_outside_all() -> None:
     plugin = Scheduler(rem).framework.queue_sort  # builds: the plugins accept their arguments
     assert isinstance(plugin, RemainingTimeFirst) and plugin.learned.relative is not None
     assert "remaining" not in _policies(["all"]) and _policies(["remaining"]) == ["remaining"]
+
+
+def test_min_run_single_s_is_the_quantum_of_one_gpu_jobs() -> None:
+    plugin = learned(RemainingArgs(min_samples=1, preempt_ratio=2.0, min_run_s=3600.0, min_run_single_s=8 * 3600.0))
+    single, gang = info("single"), info("gang", gpus=8)
+    assert (plugin.quantum_s(single), plugin.quantum_s(gang)) == (8 * 3600.0, 3600.0)
+    only_single = learned(RemainingArgs(min_samples=1, preempt_ratio=2.0, min_run_single_s=600.0))
+    single.phase, single.bound_at_s = Phase.RUNNING, 0.0
+    assert only_single.next_rank_change_s(single, 10.0) == 600.0
+    assert RemainingTimeFirst(RemainingArgs(preempt_ratio=2.0, min_run_s=60.0)).quantum_s(single) == 60.0

@@ -24,7 +24,8 @@ without either it ranks last.
   so it runs at least that long each time before a job of its priority may evict it (fewer
   preemptions: a minimum quantum), ``min_run_growth``^(times evicted) x longer after each
   eviction (so evictions per job grow only with the log of its run time);
-  ``next_rank_change_s`` says when that ends.
+  ``next_rank_change_s`` says when that ends. ``min_run_single_s``: the same for jobs of at
+  most one GPU (default: ``min_run_s``); their evictions help only other small jobs.
 
 - ``starve_s``: a job pending longer than this (since it was submitted or last evicted) has
   work 0: it goes first and may preempt (Tiresias' STARVELIMIT, in time). None: off.
@@ -65,6 +66,7 @@ class RemainingArgs:
     relative: bool = False
     min_run_s: float = 0.0
     min_run_growth: float = 1.0
+    min_run_single_s: float | None = None
     starve_s: float | None = None
 
 
@@ -92,6 +94,9 @@ class RemainingTimeFirst:
         if args.min_run_growth < 1:
             raise ValueError("remaining: min_run_growth must be >= 1")
         self.growth = args.min_run_growth
+        if args.min_run_single_s is not None and args.min_run_single_s < 0:
+            raise ValueError("remaining: min_run_single_s must be >= 0")
+        self.min_run_single_s = args.min_run_s if args.min_run_single_s is None else args.min_run_single_s
         if args.starve_s is not None and args.starve_s <= 0:
             raise ValueError("remaining: starve_s must be positive")
         self.starve_s = args.starve_s
@@ -129,7 +134,7 @@ class RemainingTimeFirst:
     def rank(self, info: JobInfo, now_s: float) -> tuple[float, ...]:
         if self.log_ratio is None:
             return (info.job.priority,)
-        if self.min_run_s and info.phase is Phase.RUNNING and info.bound_at_s is not None \
+        if info.phase is Phase.RUNNING and info.bound_at_s is not None \
                 and now_s - info.bound_at_s < self.quantum_s(info):
             return (info.job.priority, math.inf)  # its guaranteed run: no equal-priority job evicts it
         work = self.work(info, now_s)
@@ -138,14 +143,16 @@ class RemainingTimeFirst:
         return (info.job.priority, -float(math.ceil(math.log(work + 1.0) / self.log_ratio)))
 
     def next_rank_change_s(self, info: JobInfo, now_s: float) -> float | None:
-        if self.min_run_s and self.log_ratio is not None and info.phase is Phase.RUNNING \
+        if self.log_ratio is not None and info.phase is Phase.RUNNING \
                 and info.bound_at_s is not None and now_s < info.bound_at_s + self.quantum_s(info):
             return info.bound_at_s + self.quantum_s(info)
         return None
 
     def quantum_s(self, info: JobInfo) -> float:
-        """The run a gang is guaranteed each time it starts: min_run_s x growth^evictions."""
-        return self.min_run_s * self.growth ** min(info.evictions, 30)
+        """The run a gang is guaranteed each time it starts: min_run_s (min_run_single_s for a
+        job of at most one GPU) x growth^evictions."""
+        base = self.min_run_single_s if info.job.gpus <= 1 else self.min_run_s
+        return base * self.growth ** min(info.evictions, 30) if base else 0.0
 
 
 def new(args: Mapping[str, Any], handle: Handle) -> RemainingTimeFirst:
