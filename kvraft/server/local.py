@@ -127,11 +127,42 @@ class LocalCluster:
         return ",".join(f"{n}={self.members[n].peer_url}" for n in chosen)
 
     # -- processes ----------------------------------------------------------------------
-    def start(self, timeout_s: float = 60.0) -> None:
-        cluster = self.initial_cluster()
+    def start(self, timeout_s: float = 60.0, attempts: int = 3) -> None:
+        """Start every member of a new cluster and wait until all serve.
+
+        A free port picked here can be taken by another process (a parallel test) before the
+        member binds it: that member exits with "address already in use" while the others
+        elect a leader without it. Then the whole new cluster starts again on fresh ports
+        (nothing was acknowledged yet); any other early exit is an error."""
+        for attempt in range(attempts):
+            cluster = self.initial_cluster()
+            for member in self.members.values():
+                self.start_member(member.name, cluster, "new")
+            try:
+                self.wait_ready(timeout_s)
+            except TimeoutError:
+                if not self._port_taken():
+                    raise
+            dead = [m for m in self.members.values() if not m.alive()]
+            if not dead:
+                return
+            if not self._port_taken() or attempt == attempts - 1:
+                raise RuntimeError(f"{', '.join(m.name for m in dead)} exited at start; logs in {self.base_dir}")
+            for name in list(self.members):
+                self.stop_member(name, signal.SIGKILL)
+                member = self.members[name]
+                shutil.rmtree(member.data_dir, ignore_errors=True)
+                member.log_path.rename(member.log_path.with_suffix(f".log.port-taken-{attempt}"))
+                self._new_member(name).extra = member.extra
+
+    def _port_taken(self) -> bool:
+        """Whether a member that is not running failed to bind its address."""
         for member in self.members.values():
-            self.start_member(member.name, cluster, "new")
-        self.wait_ready(timeout_s)
+            if member.alive() or not member.log_path.exists():
+                continue
+            if b"address already in use" in member.log_path.read_bytes()[-4096:].lower():
+                return True
+        return False
 
     def start_member(self, name: str, initial_cluster: str | None = None, state: str = "new") -> None:
         member = self.members[name]
@@ -217,7 +248,7 @@ class LocalCluster:
         leader = self.wait_leader(timeout_s)
         deadline = time.monotonic() + timeout_s
         for member in self.running():
-            while True:
+            while member.alive():  # one that exits is the caller's to see (start() retries)
                 try:
                     code, _ = post(member.client_url, "/v3/kv/range", {"key": b64("ready")}, timeout_s=3.0)
                     if code == 200:
