@@ -459,7 +459,10 @@ class NodeDriver:
         if hard is not None:
             self.term, self.commit_index = hard.term, hard.commit
         if sync:
-            await self.writer.persist(rd.snapshot, rd.entries, hard or self._unsynced_hard)
+            # small persists on the loop only on followers: a leader's loop parses
+            # requests meanwhile (8 clients: -20% with the leader inline too)
+            inline_ok = self.role != StateRole.LEADER
+            await self.writer.persist(rd.snapshot, rd.entries, hard or self._unsynced_hard, inline_ok)
             self._stats.entries_persisted += len(rd.entries)
             self._persisted_hard = hard or self._persisted_hard
             self._unsynced_hard = None

@@ -40,7 +40,9 @@ class LogWriter:
         self.sync_avg_s = 0.0
         """Moving average of a persist's duration, write and sync (weight 1/8 for the newest)."""
 
-    async def persist(self, snapshot: Snapshot, entries: tuple[Entry, ...], hard: HardState | None) -> None:
+    async def persist(
+        self, snapshot: Snapshot, entries: tuple[Entry, ...], hard: HardState | None, inline_ok: bool = True
+    ) -> None:
         """Install ``snapshot`` (if not empty), append ``entries``, save ``hard``: one sync.
 
         A small write (``INLINE_MAX_ENTRIES``, no snapshot) while syncs are fast
@@ -50,8 +52,14 @@ class LogWriter:
         client's write path. The loop is blocked for that sync (a fraction of a
         millisecond): nothing it could do meanwhile would reach the disk sooner, and
         requests that arrive wait in their socket buffers for the next batch. Larger
-        batches and slow disks keep the thread, so the loop goes on parsing requests."""
-        if snapshot.is_empty() and len(entries) <= INLINE_MAX_ENTRIES and self.sync_avg_s < INLINE_MAX_SYNC_S:
+        batches and slow disks keep the thread, so the loop goes on parsing requests.
+        ``inline_ok`` false (the driver: on the leader) always uses the thread."""
+        if (
+            inline_ok
+            and snapshot.is_empty()
+            and len(entries) <= INLINE_MAX_ENTRIES
+            and self.sync_avg_s < INLINE_MAX_SYNC_S
+        ):
             self.inline_syncs += 1
             self._persist(snapshot, entries, hard)
             return

@@ -159,3 +159,18 @@ async def test_a_large_commit_goes_through_the_stage() -> None:
     entries, _ = committed(driver, 1, INLINE_APPLY_MAX + 1)
     await driver._handle_ready(Ready(hard_state=HardState(term=1, commit=len(entries)), committed_entries=entries))
     assert events == [] and driver.stage.queue.qsize() == 1
+
+
+async def test_small_persists_run_inline_on_a_follower_and_on_the_thread_on_a_leader() -> None:
+    import threading
+
+    for role, inline in ((StateRole.FOLLOWER, True), (StateRole.LEADER, False)):
+        driver = make_driver([])
+        driver.role = role
+        synced_on: list[int] = []
+        driver.storage.sync = lambda out=synced_on: out.append(threading.get_ident())  # type: ignore[method-assign]
+        try:
+            await driver._handle_ready(Ready(entries=(Entry(term=1, index=1, data=b""),), must_sync=True))
+            assert (synced_on == [threading.get_ident()]) is inline, role
+        finally:
+            driver.writer.close()

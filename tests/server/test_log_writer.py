@@ -68,3 +68,18 @@ async def test_slow_syncs_send_even_small_persists_to_the_thread() -> None:
         assert writer.sync_avg_s >= log_writer.INLINE_MAX_SYNC_S
     finally:
         writer.close()
+
+
+async def test_the_leader_keeps_the_thread_for_small_persists_too() -> None:
+    """``inline_ok`` false (the driver passes it on the leader, whose loop parses client
+    requests meanwhile) sends even a one-entry persist to the thread."""
+    storage = Storage()
+    writer = LogWriter(storage)
+    try:
+        await writer.persist(Snapshot(), entries(1, 1), None, inline_ok=False)
+        await writer.persist(Snapshot(), entries(2, 1), None)
+        assert storage.sync_threads[0] != threading.get_ident()
+        assert storage.sync_threads[1] == threading.get_ident()
+        assert writer.inline_syncs == 1
+    finally:
+        writer.close()
