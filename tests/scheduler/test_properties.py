@@ -200,3 +200,17 @@ def test_preemption_frees_quota_outside_the_domain_it_fills() -> None:
     log = run("priority-preempt", (3, 8, 2), stream, 0)
     assert sorted(v for entry in log for v in entry[3]) == ["j0", "j1", "j2", "j3", "j4"]
     assert any(job_id == "j6" for entry in log for job_id, _ in entry[2])
+
+
+def test_lower_ranked_jobs_do_not_take_quota_a_preemptor_freed() -> None:
+    # Found by test_invariants_hold_on_random_streams: j4 (tenant a, priority 1) must borrow 2
+    # GPUs but only 1 of the 4 nominal GPUs was unused, so it preempted j0 (tenant b); in the
+    # same pass j3 (b, priority 0, within b's nominal quota) took the quota j0 freed. Next pass
+    # j4 preempted j3 and j0 took it back, for ever: j4 never started and j3 or j0 always
+    # waited. Now the freed quota is j4's until it starts.
+    stream = [Op("submit", 1, 0, "b"), Op("submit", 2, 0, "a"), Op("pass"), Op("submit", 1, 0, "b"),
+              Op("submit", 2, 1, "a"), Op("pass")]
+    log = run("priority-preempt", (2, 4, 1), stream, 0)
+    bound = [job_id for entry in log for job_id, _ in entry[2]]
+    assert "j4" in bound
+    assert len(log) < 10, "the preemptions did not settle"

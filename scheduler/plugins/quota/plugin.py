@@ -8,6 +8,13 @@ when its tenant's usage plus the job fits the sum of nominal quotas, else UNRESO
 tenants without a record have a nominal quota of ``unknown_tenant_nominal_gpus``. With no
 tenants defined at all, quotas are off. Borrowed GPUs can be reclaimed by the preemption
 plugin (``reclaim_borrowed``) when a tenant within its nominal quota needs them.
+
+Quota freed by a preemption belongs to its preemptor until it starts (Kubernetes keeps a
+nominated pod's node resources from lower-priority pods; this is the same for quota): a job
+ranked below a pending preemptor that holds a preemption reservation is UNRESOLVABLE if
+admitting it would make the preemptor's quota check fail once the gangs being evicted are
+gone. Else a lower-ranked job within its own nominal quota took the GPUs the preemptor was to
+borrow, the preemptor evicted it in the next pass, a third job took them again, and so on.
 """
 
 from __future__ import annotations
@@ -42,11 +49,12 @@ def nominal_gpus(state: ClusterState, tenant: str, unknown: int = 0) -> int:
 class Quota:
     name = NAME
 
-    def __init__(self, args: QuotaArgs) -> None:
+    def __init__(self, args: QuotaArgs, handle: Handle | None = None) -> None:
         if args.unknown_tenant_nominal_gpus < 0:
             raise ValueError("quota: unknown_tenant_nominal_gpus must be >= 0")
         self.borrowing = args.borrowing
         self.unknown = args.unknown_tenant_nominal_gpus
+        self.handle = handle
         self._nominal_total: tuple[int, int] = (-1, 0)  # (tenants version, sum of nominal quotas)
 
     def total_nominal(self, state: ClusterState) -> int:
@@ -61,8 +69,36 @@ class Quota:
         if not state.tenants:
             return SUCCESS
         job = info.job
-        return self._check(state, job, state.tenant_gpus.get(job.tenant, 0), state.allocated_gpus,
-                           set(state.tenant_gpus))
+        status = self._check(state, job, state.tenant_gpus.get(job.tenant, 0), state.allocated_gpus,
+                             set(state.tenant_gpus))
+        if not status.ok or not state.reservations or self.handle is None:
+            return status
+        return self._nominated(cs, info)
+
+    def _nominated(self, cs: CycleState, info: JobInfo) -> Status:
+        """Refuse ``info`` if it would take quota a higher-ranked pending preemptor needs once
+        the gangs being evicted (all of them: a reservation does not name its victims) are gone."""
+        state, job = cs.state, info.job
+        preemptors = [r.job_id for r in state.reservations.values()
+                      if r.kind == "preemption" and r.job_id != job.job_id and r.job_id in state.pending]
+        if not preemptors:
+            return SUCCESS
+        assert self.handle is not None
+        freed: dict[str, int] = {}
+        for victim in state.running.values():
+            if victim.evicting:
+                freed[victim.job.tenant] = freed.get(victim.job.tenant, 0) + victim.job.gpus
+        taken = dict(freed)
+        taken[job.tenant] = taken.get(job.tenant, 0) - job.gpus  # a negative release: admit job
+        mine = self.handle.rank(info, cs.now_s)
+        for job_id in preemptors:
+            other = state.pending[job_id]
+            if self.handle.rank(other, cs.now_s) <= mine:
+                continue
+            if self.allows_after(state, other.job, freed) and not self.allows_after(state, other.job, taken):
+                return Status.unresolvable(
+                    f"tenant {job.tenant} would take quota that {job_id} (ranked higher) preempted gangs for", NAME)
+        return SUCCESS
 
     def allows_after(self, state: ClusterState, job: Job, freed: Mapping[str, int]) -> bool:
         """Would ``job`` pass once the gangs counted in ``freed`` (tenant -> GPUs) are gone?
@@ -104,11 +140,12 @@ class Quota:
         return frozenset({
             ClusterEvent.RESOURCES_FREED,  # a gang ended: its tenant's usage dropped
             ClusterEvent.TENANT_CHANGED,  # quotas were raised
+            ClusterEvent.RESERVATION_CHANGED,  # a preemptor's hold lapsed: its quota is free
         })
 
 
 def new(args: Mapping[str, Any], handle: Handle) -> Quota:
-    return Quota(decode_args(QuotaArgs, args))
+    return Quota(decode_args(QuotaArgs, args), handle)
 
 
 _check_pre_filter: PreFilterPlugin = Quota(QuotaArgs())
