@@ -153,6 +153,17 @@ def test_put_bodies_answer_as_the_aiohttp_route(member: tuple[str, int], body: b
         k: v for k, v in slow_header.items() if k != "revision"}
 
 
+def test_thousands_of_pipelined_bad_puts_are_each_answered(member: tuple[str, int]) -> None:
+    """A put refused before proposing is answered a loop turn later: answered at once, each
+    answer started the next pipelined request from inside the previous one (a recursion
+    per request: RecursionError after a few hundred, and the connection dropped)."""
+    n = 3000
+    with socket.create_connection(member, timeout=60) as sock:
+        sock.sendall(_request("/v3/kv/put", b'{"key": ""}') * n + _request("/v3/kv/put", b'{"key": "b2s="}'))
+        answers = _read_responses(sock, n + 1)
+    assert [status for status, _, _ in answers] == [400] * n + [200]
+
+
 def test_bad_json_answers_etcds_error(member: tuple[str, int]) -> None:
     (fast,) = _exchange(member, _request("/v3/kv/put", b'{"key": '))
     (slow,) = _exchange(member, _request("/v3/kv/put", b'{"key": ', version="1.0"))

@@ -396,8 +396,9 @@ class FastProtocol(asyncio.Protocol):
     def _put(self, out: Out, body: bytes, close: bool) -> None:
         try:
             future = self.routes.puts.submit(_decode_put(body, out))
-        except Exception as exc:
-            self._fail(exc, out, close)
+        except Exception as exc:  # answered a turn later: ``_respond`` starts the next
+            # pipelined request, so answering here would recurse once per bad request
+            asyncio.get_running_loop().call_soon(self._fail, exc, out, close)
             return
         future.add_done_callback(lambda done: self._put_done(done, out, close))
 
