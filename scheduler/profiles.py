@@ -14,8 +14,9 @@
 |             |                                    | quotas with borrowing                        |
 
 ``remaining`` (an analysis profile, not in ``all``): ``default`` with preemptive shortest
-*learned* remaining GPU-time first (plugins/remaining), 2 h minimum runs and a 48 h starvation
-limit; 2 % below ``default``'s average JCT on the base case, not made the default (benchmarks).
+*learned* remaining GPU-time first (plugins/remaining), minimum runs (45 min, one-GPU jobs 8 h)
+and a 24 h starvation limit; 3.5 % below ``default``'s average JCT on the base case (4.535 h,
+0.05 % over the target), worse on 64 x 8, so not made the default (benchmarks).
 
 ``srpt`` (an analysis profile, not in ``all``): ``default`` with preemptive
 shortest-remaining-GPU-time-first (``sjf``, ``preempt_ratio`` 2) instead of LAS; with oracle
@@ -111,14 +112,16 @@ def _srpt() -> Profile:
 def _remaining() -> Profile:
     """``default`` with preemptive shortest expected remaining GPU-time first, the expectation
     learned by the core from finished jobs given each job's attained service and its own
-    estimate (``remaining``, ``relative``), each start guaranteed 2 h against jobs of its
-    priority (``min_run_s``), a job pending over 48 h first (``starve_s``): the best of the
-    session-19 sweep that keeps p95 and preemptions within the issue-8 targets (benchmarks)."""
+    estimate (``remaining``, ``relative``), each start guaranteed 45 min (a one-GPU job's 8 h)
+    against jobs of its priority (``min_run_s``), a job pending over 24 h first (``starve_s``):
+    the best of the session-19 sweep that keeps p95 and preemptions within the issue-8 targets
+    (benchmarks)."""
     base = _default()
     plugins = tuple(p for p in base.plugins if p.name != "las")
     return Profile("remaining", (
         PluginSpec("remaining", args={"by": "gpu_time", "preempt_ratio": 2.0, "relative": True,
-                                      "min_run_s": 7200.0, "starve_s": 172800.0}), *plugins))
+                                      "min_run_s": 2700.0, "min_run_single_s": 28800.0,
+                                      "starve_s": 86400.0}), *plugins))
 
 
 PROFILES = {
