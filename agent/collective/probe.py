@@ -18,8 +18,10 @@ The same-host ring also probes which *data path* to use per call size (``probe_l
 run by ``tcp.TCPBackend`` at its first call of at least ``tcp.LINK_LADDER[0]`` bytes): a
 cross-memory-attach link copies once but pays a pull and an acknowledgement per range, so
 it wins for big calls and loses to plain sockets for small ones. The ladder's sizes are
-timed both ways (best of ``reps``, summed over the ranks by one allreduce, so every rank
-gets the same answer), and ``link_threshold`` picks the smallest size from which the
+timed both ways in CPU time of the process (all threads, user + system: the copies, the
+syscalls, the adds; neither path busy-waits), which foreign load hardly moves, unlike wall
+time (at load 16 a wall-clock probe once saw CMA lose at 16 MiB and turned it off), best of
+``reps``, summed over the ranks by one allreduce, so every rank gets the same answer, and ``link_threshold`` picks the smallest size from which the
 attach path won at every larger size of the ladder. This choice changes no result, only
 the speed, so it is on by default.
 """
@@ -73,7 +75,7 @@ def probe_policy(backend: Backend, *, small_bytes: int = 4 << 10, big_bytes: int
 @dataclass(frozen=True, slots=True)
 class LinkProbe:
     sizes: tuple[int, ...]  # bytes per call, ascending
-    socket_s: tuple[float, ...]  # best time per call over plain sockets, summed over ranks
+    socket_s: tuple[float, ...]  # best CPU time per call over plain sockets, summed over ranks
     attach_s: tuple[float, ...]  # the same over the cross-memory-attach links
     #: calls of at least this many bytes use the attach links; None: never
     threshold: int | None
@@ -97,7 +99,7 @@ def link_threshold(sizes: Sequence[int], socket_s: Sequence[float], attach_s: Se
 
 
 def probe_links(run: Callable[[str, np.ndarray], None], agree: Callable[[np.ndarray], None], sizes: Sequence[int], reps: int = 3) -> LinkProbe:
-    """Collective: time ``run(kind, buf)`` (an allreduce of ``buf`` over the ``"socket"`` or
+    """Collective: CPU-time ``run(kind, buf)`` (an allreduce of ``buf`` over the ``"socket"`` or
     ``"attach"`` links) at every size, ``reps`` times each, alternating the two kinds; each
     rank keeps its best time per (size, kind), ``agree`` sums them over the ranks (an
     allreduce whose result is bitwise the same everywhere)."""
@@ -107,10 +109,10 @@ def probe_links(run: Callable[[str, np.ndarray], None], agree: Callable[[np.ndar
         view = buf[: max(1, size // 4)]
         for rep in range(reps + 1):
             for k in ((0, 1) if rep % 2 == 0 else (1, 0)):
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 run(("socket", "attach")[k], view)
                 if rep:  # the first of each is a warm-up (page faults, scratch buffers)
-                    best[k, i] = min(best[k, i], time.perf_counter() - t0)
+                    best[k, i] = min(best[k, i], time.process_time() - t0)
     agreed = best.reshape(-1).copy()
     agree(agreed)
     socket_s, attach_s = tuple(float(x) for x in agreed[: len(sizes)]), tuple(float(x) for x in agreed[len(sizes) :])
