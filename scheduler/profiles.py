@@ -15,8 +15,8 @@
 
 ``remaining`` (an analysis profile, not in ``all``): ``default`` with preemptive shortest
 *learned* remaining GPU-time first (plugins/remaining), minimum runs (45 min, one-GPU jobs 8 h)
-and a 24 h starvation limit; 3.5 % below ``default``'s average JCT on the base case (4.535 h,
-0.05 % over the target), worse on 64 x 8, so not made the default (benchmarks).
+and a 24 h starvation limit; 3 % below ``default``'s average JCT on the base case (4.549 h,
+0.4 % over the target), worse on 64 x 8, so not made the default (benchmarks).
 
 ``srpt`` (an analysis profile, not in ``all``): ``default`` with preemptive
 shortest-remaining-GPU-time-first (``sjf``, ``preempt_ratio`` 2) instead of LAS; with oracle
