@@ -202,6 +202,14 @@ class Scheduler:
                 self.state.add_reservation(reservation)
                 reservations.append(reservation)
         held = self.state.reservations.get(job_id)
+        if (held is not None and held.kind == "preemption" and post is None
+                and status.code in (Code.UNRESOLVABLE, Code.INFEASIBLE)):
+            # The preemptor can no longer start for a reason preemption cannot fix (its quota
+            # was taken meanwhile): drop its hold now rather than keep the GPUs idle until it
+            # lapses, as Kubernetes clears a nominated pod's node when it fails again.
+            self.state.drop_reservation(job_id)
+            self.queue.on_events({ClusterEvent.RESERVATION_CHANGED}, self._hint)
+            held = None
         if held is not None and (post is None or not post.victims):
             when = "" if held.start_s is None else f", expected start in {max(0.0, held.start_s - now_s) / 3600:.1f} h"
             message += f"; holds a {held.kind} reservation on {held.domain}{when}"

@@ -214,3 +214,15 @@ def test_lower_ranked_jobs_do_not_take_quota_a_preemptor_freed() -> None:
     bound = [job_id for entry in log for job_id, _ in entry[2]]
     assert "j4" in bound
     assert len(log) < 10, "the preemptions did not settle"
+
+
+def test_a_preemptor_its_quota_now_refuses_drops_its_hold() -> None:
+    # Found by test_invariants_hold_on_random_streams: j12 (12 GPUs, priority 2) preempted and
+    # got a hold on 12 GPUs; j16 (same priority) and j17 then took tenant a's quota, so j12's
+    # next attempt was refused by its quota, yet its hold kept j11 (1 GPU) out until it lapsed.
+    a1, b1 = Op("submit", 1, 0, "a"), Op("submit", 1, 0, "b")
+    stream = [a1, a1, a1, Op("pass"), Op("finish"), Op("finish"), b1, a1, b1, Op("finish"), Op("pass"), b1,
+              Op("submit", 12, 2, "a"), Op("finish", pick=1), a1, a1, Op("submit", 2, 2, "a"),
+              Op("submit", 8, 1, "a"), Op("pass")]
+    log = run("priority-preempt", (6, 4, 1), stream, 0)
+    assert any(job_id == "j11" for entry in log for job_id, _ in entry[2])
