@@ -79,7 +79,6 @@ _log = logging.getLogger(__name__)
 
 Listener = Callable[[list[tuple[int, list[Event]]]], None]
 
-_new_put_result = tuple.__new__  # PutResult from a 2-tuple without the NamedTuple call
 
 
 class _ReadViewContext:
@@ -420,45 +419,24 @@ class MVCCStore:
     def put_many(self, requests: Iterable[Any]) -> list[PutResult | MVCCError]:
         """Independent puts in order, each its own revision (as ``put_request`` each, not a
         txn): the result of each, or the ``MVCCError`` that refused it (before any change,
-        so the others go on). Inside this thread's batch the plain ones take
-        ``_plain_put``'s path in one loop (no ``put_request`` dispatch and batch lookup per
-        put): a ``BatchOp`` entry's puts."""
+        so the others go on). Inside this thread's batch the plain ones go straight to
+        ``_plain_put`` (no ``put_request`` checks and batch lookup per put): a ``BatchOp``
+        entry's puts."""
         batch = self.backend.current_batch()
         results: list[PutResult | MVCCError] = []
-        if batch is None:
-            for r in requests:
-                try:
-                    results.append(self.put_request(r))
-                except MVCCError as exc:
-                    results.append(exc)
-            return results
-        events = batch.data.get("events")
-        if events is None:
-            events = batch.data["events"] = []
-        lease_check = self.lease_check
         for r in requests:
-            if r.prev_kv or r.ignore_value or r.ignore_lease or self._nospace or batch.poisoned is not None:
-                try:
-                    results.append(self.put_request(r))
-                except MVCCError as exc:
-                    results.append(exc)
-                continue
-            if not r.key:
-                results.append(ops.EmptyKeyError())
-                continue
-            lease = r.lease
-            if lease and lease_check is not None and not lease_check(lease):
-                results.append(ops.LeaseNotFoundError())
-                continue
-            main = self._pending + 1
             try:
-                event = put_event(self, batch, main, 0, r.key, r.value, lease)
-            except BaseException as exc:
-                batch.poison(exc)
-                raise
-            self._pending = main
-            events.append((main, [event]))
-            results.append(_new_put_result(PutResult, (main, None)))
+                if (batch is None or batch.poisoned is not None or self._nospace
+                        or r.prev_kv or r.ignore_value or r.ignore_lease):
+                    results.append(self.put_request(r))
+                elif not r.key:
+                    results.append(ops.EmptyKeyError())
+                else:
+                    results.append(self._plain_put(batch, r))
+            except MVCCError as exc:
+                if batch is not None and batch.poisoned is exc:
+                    raise  # a failure after a change: the batch is poisoned, not this put refused
+                results.append(exc)
         return results
 
     def delete_range(self, key: bytes, range_end: bytes = b"", *, prev_kv: bool = False) -> DeleteRangeResult:
