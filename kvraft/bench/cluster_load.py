@@ -54,12 +54,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kvraft.bench.http_client import HttpConnection, render_post
+from kvraft.bench.http_client import JSON, HttpConnection, post_json, render_post
 from kvraft.server.local import LocalCluster
 
 __all__ = ["main", "run_steps"]
 
-JSON = "application/json"
 LEASE_TTL_S = 40
 PERIOD_S = 10.0
 VERBS = ("lease_grant", "register", "watch_create", "keepalive", "status_put", "bind")
@@ -149,20 +148,7 @@ class _Pool:
 
 
 async def _post(conn: HttpConnection, path: str, doc: dict[str, Any]) -> dict[str, Any]:
-    try:
-        status, body = await asyncio.wait_for(
-            conn.request(render_post(conn.authority, path, json.dumps(doc).encode(), JSON)), 10.0
-        )
-    except BaseException:
-        await conn.close()
-        raise
-    text = body.decode()
-    if text.startswith('{"result"'):
-        text = text.strip().splitlines()[0]
-    parsed = json.loads(text)
-    if status != 200:
-        raise RuntimeError(f"{path}: HTTP {status} {str(parsed)[:120]}")
-    return parsed.get("result", parsed)  # type: ignore[no-any-return]
+    return await post_json(conn, path, doc, timeout_s=10.0, error_chars=120)
 
 
 async def _timed(stats: _Stats, verb: str, coro: Any) -> Any:

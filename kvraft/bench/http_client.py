@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["HttpConnection", "render_post"]
+__all__ = ["HttpConnection", "post_json", "render_post"]
+
+JSON = "application/json"
 
 
 def render_post(host: str, path: str, body: bytes, content_type: str) -> bytes:
@@ -91,3 +95,27 @@ class HttpConnection:
                 return b"".join(parts)
             parts.append(await self._reader.readexactly(size))
             await self._reader.readexactly(2)
+
+
+async def post_json(conn: HttpConnection, path: str, doc: dict[str, Any], timeout_s: float | None = None,
+                    error_chars: int | None = None) -> dict[str, Any]:
+    """POST a JSON document to an etcd v3 gateway; the answer's ``result`` (a stream's first
+    message) or the document itself. A non-200 status raises RuntimeError (the body cut to
+    ``error_chars``). With ``timeout_s`` a request that fails or times out closes the
+    connection (its answer may still come: the connection cannot be reused)."""
+    request = conn.request(render_post(conn.authority, path, json.dumps(doc).encode(), JSON))
+    if timeout_s is None:
+        status, body = await request
+    else:
+        try:
+            status, body = await asyncio.wait_for(request, timeout_s)
+        except BaseException:
+            await conn.close()
+            raise
+    text = body.decode()
+    if text.startswith('{"result"'):
+        text = text.strip().splitlines()[0]
+    parsed = json.loads(text)
+    if status != 200:
+        raise RuntimeError(f"{path}: HTTP {status} {str(parsed)[:error_chars]}")
+    return parsed.get("result", parsed)  # type: ignore[no-any-return]

@@ -24,12 +24,11 @@ import json
 import time
 from typing import Any
 
-from kvraft.bench.http_client import HttpConnection, render_post
+from kvraft.bench.http_client import JSON, HttpConnection, post_json
 
 __all__ = ["WORKLOADS", "main"]
 
 WORKLOADS = ("watch-fanout", "lease-keepalive", "lock")
-JSON = "application/json"
 
 
 def _b64(data: bytes) -> str:
@@ -51,14 +50,7 @@ def _pct(sorted_values: list[float], p: float) -> float:
 
 
 async def _post(conn: HttpConnection, path: str, doc: dict[str, Any]) -> dict[str, Any]:
-    status, body = await conn.request(render_post(conn.authority, path, json.dumps(doc).encode(), JSON))
-    text = body.decode()
-    if text.startswith('{"result"'):
-        text = text.strip().splitlines()[0]
-    parsed = json.loads(text)
-    if status != 200:
-        raise RuntimeError(f"{path}: HTTP {status} {parsed}")
-    return parsed.get("result", parsed)
+    return await post_json(conn, path, doc)
 
 
 # -- watch fan-out --------------------------------------------------------------------------
