@@ -487,11 +487,17 @@ class SchedulerDaemon:
 
 
 def _last_line(log_tail: Any, limit: int = 300) -> str:
-    """The last non-empty line of a task's log tail, cut to ``limit`` characters."""
+    """The last readable line of a task's log tail, cut to ``limit`` characters. Control
+    characters and undecodable bytes (U+FFFD) are dropped first: a line made only of them
+    (a NUL that mpirun's output ended with, flushed at EOF after jobrun's reason; seen in CI)
+    is not the reason a task failed."""
     if not isinstance(log_tail, str):
         return ""
-    line = next((ln.strip() for ln in reversed(log_tail.splitlines()) if ln.strip()), "")
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+    for raw in reversed(log_tail.splitlines()):
+        line = "".join(ch for ch in raw if ch == "\t" or (ch.isprintable() and ch != "\ufffd")).strip()
+        if line:
+            return line if len(line) <= limit else line[: limit - 3] + "..."
+    return ""
 
 
 def make_app(daemon: SchedulerDaemon) -> web.Application:

@@ -246,11 +246,15 @@ def _watch(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
     line any rank printed (the cause; later ones are usually its consequences)."""
     assert proc.stdout is not None
     first = ""
+    raw = b"\n"
     for raw in proc.stdout:
         sys.stdout.buffer.write(raw)
         sys.stdout.buffer.flush()
         if not first:
             first = first_error_line(raw.decode(errors="replace")) or ""
+    if not raw.endswith(b"\n"):  # end mpirun's last line (once a lone NUL) before our reason on stderr
+        sys.stdout.buffer.write(b"\n")
+        sys.stdout.buffer.flush()
     return proc.wait(), first
 
 

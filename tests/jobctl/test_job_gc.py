@@ -138,6 +138,10 @@ def test_a_failed_task_s_last_log_line_goes_in_the_message() -> None:
     assert _last_line("a\nb: the cause\n\n  \n") == "b: the cause"
     assert _last_line(None) == "" and _last_line("") == ""
     assert _last_line("x" * 500) == "x" * 297 + "..."
+    # an unterminated NUL of stdout, flushed at EOF after jobrun's reason on stderr (CI, stop 19)
+    assert _last_line("the MPI world failed with exit code 14\n\x00") == "the MPI world failed with exit code 14"
+    assert _last_line("why\n\ufffd\ufffd \x1b\n") == "why"
+    assert _last_line("a\x00b\tc") == "ab\tc"
 
 
 class _FailingTxn:
