@@ -6,9 +6,12 @@ extra ``PYTHONPATH`` entries (e.g. a directory holding a ``sitecustomize.py`` th
 interpreter option). One 3-member cluster per variant is started up front; then short
 bursts of the same load are run against each variant's leader in turn, round after round
 (the order reversed every other round), so load that comes and goes on the machine falls
-on every variant alike. Per burst it records the client's p50/p90 and rate, and per put
+on every variant alike. Per burst it records the client's p50/p90 and rate, and per op
 the CPU time and voluntary context switches (all threads) of the leader and of the
-followers (mean), from ``/proc``. Prints one JSON line per variant with the medians over
+followers (mean), from ``/proc``. ``--loads`` items are ``CLIENTS:OPS`` (JSON puts of
+100-byte values) or ``rCLIENTS:OPS`` (linearizable JSON ranges of the one key
+``bench-key``, as ``server-vs-etcd``'s range row); their figures are keyed ``c64_...`` and
+``r64_...``. Prints one JSON line per variant with the medians over
 the rounds and the per-round values. Linux only. Run under the benchmark lock::
 
     git archive HEAD~1 | tar -x -C /tmp/a; git archive HEAD | tar -x -C /tmp/b
@@ -29,7 +32,7 @@ from typing import Any
 
 from kvraft.server.local import LocalCluster, b64, post
 
-__all__ = ["main", "per_put"]
+__all__ = ["main", "parse_loads", "per_put"]
 
 VALUE = ["--val-size", "100", "--key-space-size", "100000"]
 
@@ -70,10 +73,21 @@ def per_put(before: dict[str, tuple[float, int]], after: dict[str, tuple[float, 
     }
 
 
-def _burst(load_tree: str, url: str, clients: int, total: int) -> dict[str, Any]:
+def parse_loads(text: str) -> list[tuple[str, int, int]]:
+    """``"1:300,r64:20000"`` -> ``[("put", 1, 300), ("range", 64, 20000)]``."""
+    loads = []
+    for item in text.split(","):
+        clients, _, total = item.strip().partition(":")
+        workload = "range" if clients.startswith("r") else "put"
+        loads.append((workload, int(clients.removeprefix("r")), int(total)))
+    return loads
+
+
+def _burst(load_tree: str, url: str, workload: str, clients: int, total: int) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=load_tree)
-    command = [sys.executable, "-m", "kvraft.bench", "put", "--endpoints", url, "--clients", str(clients),
-               "--conns", str(clients), "--total", str(total), *VALUE]
+    shape = ["--consistency", "l", "bench-key"] if workload == "range" else VALUE
+    command = [sys.executable, "-m", "kvraft.bench", workload, "--endpoints", url, "--clients", str(clients),
+               "--conns", str(clients), "--total", str(total), *shape]
     out = subprocess.run(command, capture_output=True, text=True, env=env, cwd="/", check=False, timeout=900)
     lines = out.stdout.strip().splitlines()
     if not lines:
@@ -86,9 +100,10 @@ def main(_name: str, argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kvraft.bench paired")
     parser.add_argument("variants", nargs="+", help="NAME=TREE[:EXTRA_PYTHONPATH...]")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--loads", default="1:300,64:5000", help="CLIENTS:PUTS per burst, comma-separated")
+    parser.add_argument("--loads", default="1:300,64:5000",
+                        help="CLIENTS:PUTS or rCLIENTS:RANGES (linearizable) per burst, comma-separated")
     args = parser.parse_args(argv)
-    loads = [tuple(int(x) for x in item.split(":")) for item in args.loads.split(",")]
+    loads = parse_loads(args.loads)
     clusters: dict[str, tuple[LocalCluster, str, str]] = {}
     first_tree = ""
     saved_path, saved_cwd = os.environ.get("PYTHONPATH"), os.getcwd()
@@ -112,14 +127,15 @@ def main(_name: str, argv: list[str] | None = None) -> int:
         for round_ in range(args.rounds):
             for name in names if round_ % 2 == 0 else names[::-1]:
                 cluster, url, leader = clusters[name]
-                for clients, total in loads:
+                for workload, clients, total in loads:
                     before = _meter(cluster)
-                    summary = _burst(first_tree, url, clients, total)
+                    summary = _burst(first_tree, url, workload, clients, total)
                     figures = per_put(before, _meter(cluster), max(1, summary["ok_ops"]), leader)
                     figures.update(rate=summary["ops_per_s"], p50_ms=summary["latency_ms_p50"],
                                    p90_ms=summary["latency_ms_p90"])
                     for key, value in figures.items():
-                        results[name].setdefault(f"c{clients}_{key}", []).append(value)
+                        tag = "r" if workload == "range" else "c"
+                        results[name].setdefault(f"{tag}{clients}_{key}", []).append(value)
         for name, series in results.items():
             medians = {key: round(statistics.median(values), 3) for key, values in series.items()}
             print(json.dumps({"variant": name, "median": medians, "rounds": series}), flush=True)

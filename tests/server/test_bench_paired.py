@@ -16,3 +16,9 @@ def test_a_member_that_died_during_the_burst_is_left_out() -> None:
     before = {"m0": (0.0, 0), "m1": (0.0, 0)}
     after = {"m0": (100.0, 4), "m1": (300.0, 8), "m2": (50.0, 1)}  # m2 (re)started in between
     assert per_put(before, after, 2, "m0")["cpu_follower_us"] == 150.0
+
+
+def test_loads_name_puts_and_linearizable_ranges() -> None:
+    from kvraft.bench.paired import parse_loads
+
+    assert parse_loads("1:300, 64:5000,r64:20000") == [("put", 1, 300), ("put", 64, 5000), ("range", 64, 20000)]
