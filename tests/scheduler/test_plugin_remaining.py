@@ -284,3 +284,145 @@ def test_min_run_single_s_is_the_quantum_of_one_gpu_jobs() -> None:
     single.phase, single.bound_at_s = Phase.RUNNING, 0.0
     assert only_single.next_rank_change_s(single, 10.0) == 600.0
     assert RemainingTimeFirst(RemainingArgs(preempt_ratio=2.0, min_run_s=60.0)).quantum_s(single) == 60.0
+
+
+# --- scale-free guards (session 20): quantum and starvation limit relative to the expected run ----
+
+E_FRESH = 40380.0 / 5  # a fresh job's expected run from RUNS (the mean): 8,076 s
+
+
+@dataclass(frozen=True)
+class QuantumCase:
+    name: str
+    args: dict[str, object]
+    want: float
+    gpus: int = 8
+    banked_s: float = 0.0  # run time banked before this run started
+    evictions: int = 0
+    history: bool = True
+
+
+QUANTUM_CASES = [
+    QuantumCase("absolute floor alone (no min_run_frac): as before", {"min_run_s": 3600.0}, 3600.0),
+    QuantumCase("a fraction of the expected run", {"min_run_s": 600.0, "min_run_frac": 0.5}, 0.5 * E_FRESH),
+    QuantumCase("the floor when the fraction is shorter", {"min_run_s": 600.0, "min_run_frac": 0.05}, 600.0),
+    QuantumCase("capped by min_run_max_s", {"min_run_s": 600.0, "min_run_frac": 0.5, "min_run_max_s": 3000.0}, 3000.0),
+    QuantumCase("one-GPU jobs: min_run_single_s is their floor",
+                {"min_run_s": 600.0, "min_run_single_s": 1000.0, "min_run_frac": 0.05}, 1000.0, gpus=1),
+    QuantumCase("one-GPU jobs: the fraction above their floor",
+                {"min_run_s": 600.0, "min_run_single_s": 1000.0, "min_run_frac": 0.5}, 0.5 * E_FRESH, gpus=1),
+    QuantumCase("E is taken at the run's start: 700 s banked, 19,100 s expected", {"min_run_frac": 0.5},
+                0.5 * (19800.0 - 700.0), banked_s=700.0),
+    QuantumCase("growth per eviction multiplies the relative quantum",
+                {"min_run_s": 600.0, "min_run_frac": 0.5, "min_run_growth": 2.0}, 4 * 0.5 * E_FRESH, evictions=2),
+    QuantumCase("nothing known (no history, no estimate): the floor alone", {"min_run_s": 600.0, "min_run_frac": 0.5},
+                600.0, history=False),
+]
+
+
+@pytest.mark.parametrize("case", QUANTUM_CASES, ids=lambda c: c.name)
+def test_quantum_arithmetic(case: QuantumCase) -> None:
+    args = RemainingArgs(min_samples=1, preempt_ratio=2.0, **case.args)  # type: ignore[arg-type]
+    plugin = learned(args) if case.history else RemainingTimeFirst(args)
+    running = info("r", gpus=case.gpus, attained_h=case.banked_s / 3600)
+    running.phase, running.bound_at_s, running.evictions = Phase.RUNNING, 5000.0, case.evictions
+    assert plugin.quantum_s(running) == pytest.approx(case.want)
+    # announced once, and the same a while later although the job has run since (E at the start)
+    assert plugin.next_rank_change_s(running, 5001.0) == pytest.approx(5000.0 + case.want)
+    assert plugin.next_rank_change_s(running, 5000.0 + case.want / 2) == pytest.approx(5000.0 + case.want)
+
+
+@dataclass(frozen=True)
+class StarveCase:
+    name: str
+    args: dict[str, object]
+    want: float
+    history: bool = True
+
+
+STARVE_CASES = [
+    StarveCase("neither: never", {}, float("inf")),
+    StarveCase("starve_s alone: as before", {"starve_s": 86400.0}, 86400.0),
+    StarveCase("starve_factor x the expected run", {"starve_factor": 2.0}, 2 * E_FRESH),
+    StarveCase("starve_s caps the relative limit", {"starve_factor": 4.0, "starve_s": 20000.0}, 20000.0),
+    StarveCase("relative below the cap", {"starve_factor": 2.0, "starve_s": 86400.0}, 2 * E_FRESH),
+    StarveCase("nothing known: the cap", {"starve_factor": 2.0, "starve_s": 86400.0}, 86400.0, history=False),
+    StarveCase("nothing known, no cap: never", {"starve_factor": 2.0}, float("inf"), history=False),
+]
+
+
+@pytest.mark.parametrize("case", STARVE_CASES, ids=lambda c: c.name)
+def test_starvation_limit_arithmetic(case: StarveCase) -> None:
+    args = RemainingArgs(min_samples=1, preempt_ratio=2.0, **case.args)  # type: ignore[arg-type]
+    plugin = learned(args) if case.history else RemainingTimeFirst(args)
+    waiting = info("w", gpus=8, submit=1000.0)
+    assert plugin.starve_limit_s(waiting) == case.want
+    if case.want != float("inf"):
+        assert plugin.work(waiting, 1000.0 + case.want - 1) > 0
+        assert plugin.work(waiting, 1000.0 + case.want + 1) == 0.0, "starving: first"
+
+
+def test_relative_guards_scale_with_the_jobs_own_estimate() -> None:
+    """Ten times the estimate, ten times the quantum and the starvation limit: no absolute
+    hours hide in the guards once the floor and the cap do not bind."""
+    plugin = RemainingTimeFirst(RemainingArgs(min_samples=1, preempt_ratio=2.0, relative=True, min_run_s=60.0,
+                                              min_run_frac=0.5, starve_factor=3.0))
+    for est, ran in ((100.0, 200.0), (1000.0, 3000.0)):  # learned ratios 2 and 3: mean 2.5
+        plugin.job_finished(info("done", gpus=8, est=est, attained_h=ran / 3600), 0.0)
+    small, large = info("small", gpus=8, est=1000.0), info("large", gpus=8, est=10000.0)
+    assert plugin.starve_limit_s(small) == pytest.approx(3 * 2500.0)
+    assert plugin.starve_limit_s(large) == pytest.approx(3 * 25000.0)
+    for job in (small, large):
+        job.phase, job.bound_at_s = Phase.RUNNING, 0.0
+    assert plugin.quantum_s(small) == pytest.approx(1250.0)
+    assert plugin.quantum_s(large) == pytest.approx(12500.0)
+
+
+def test_relative_quantum_is_kept_for_the_run_and_renewed_on_the_next() -> None:
+    plugin = learned(RemainingArgs(min_samples=1, preempt_ratio=2.0, min_run_s=60.0, min_run_frac=0.5))
+    running = info("r", gpus=8)
+    running.phase, running.bound_at_s = Phase.RUNNING, 0.0
+    first = plugin.quantum_s(running)
+    assert first == pytest.approx(0.5 * E_FRESH)
+    for _ in range(20):  # what is learned during the run does not move its announced end
+        plugin.history.observe("a", 8, 10.0)
+    assert plugin.quantum_s(running) == first
+    running.attained_gpu_s, running.bound_at_s = 8 * 3000.0, 9000.0  # evicted after 3,000 s, restarted
+    assert plugin.quantum_s(running) != first, "a new run: E from the history and service now"
+    plugin.job_finished(running, 9500.0)
+    assert "r" not in plugin._quanta
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"min_run_frac": 0.0}, {"min_run_frac": -0.5}, {"min_run_frac": 101.0},
+    {"min_run_max_s": 0.0}, {"min_run_s": 3600.0, "min_run_max_s": 600.0},
+    {"min_run_single_s": 28800.0, "min_run_max_s": 3600.0}, {"starve_factor": 0.0}, {"starve_factor": -1.0},
+])
+def test_scale_free_guards_refuse_bad_arguments(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="remaining: (min_run_frac|min_run_max_s|starve_factor)"):
+        RemainingTimeFirst(RemainingArgs(**kwargs))  # type: ignore[arg-type]
+
+
+def test_replay_quantum_comes_from_the_estimate_not_the_true_duration() -> None:
+    """One 8-GPU node. Three 8-GPU jobs of 1,000 s teach the estimator and the history; then a
+    probe (estimate 1,000 s, true duration 50,000 or 90,000 s) starts, and one-GPU jobs arrive
+    that outrank it once its quantum ends. With min_run_frac 2 the probe runs 2 x 1,000 s before
+    its first eviction (the parked one-GPU jobs are retried by then or at the next 300 s queue
+    flush), whatever its true duration; absolute hours would give the 600 s floor (evicted at
+    4,800 s), the true duration 100,000 or 180,000 s."""
+    nodes = build_nodes(ClusterSpec(1, 8, 1))
+    prof = with_args(profile("remaining"), [
+        "remaining.min_run_s=600.0", "remaining.min_run_single_s=null", "remaining.min_run_frac=2.0",
+        "remaining.starve_s=null", "remaining.min_samples=1"])
+
+    def probe_runs(duration_s: float) -> list[tuple[float, float]]:
+        trace = [TraceJob(f"w{i}", "vc1", 1100.0 * i, 8, 1000.0) for i in range(3)]
+        trace.append(TraceJob("probe", "vc1", 4000.0, 8, duration_s))
+        trace += [TraceJob(f"s{i}", "vc2", 4100.0 + i, 1, 300.0) for i in range(4)]
+        sim = Simulation(trace, nodes, prof, slowdown=SlowdownModel(nodes, 0))
+        return {r.trace.job_id: r.runs for r in sim.run().records}["probe"]
+
+    short, long_ = probe_runs(50000.0), probe_runs(90000.0)
+    assert short[0] == long_[0]
+    start, end = short[0]
+    assert start == 4000.0 and 6000.0 <= end < 6000.0 + 300.0, "evicted when the quantum ends (or the next flush)"

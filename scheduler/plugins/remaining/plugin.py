@@ -30,6 +30,17 @@ without either it ranks last.
 - ``starve_s``: a job pending longer than this (since it was submitted or last evicted) has
   work 0: it goes first and may preempt (Tiresias' STARVELIMIT, in time). None: off.
 
+Scale-free guards (session 20): the absolute hours above were chosen on one cluster. Relative
+to the job's own expected run E (``expected_run_s``: the learned expected remaining run time,
+the same estimate the order uses, never the job's true duration):
+
+- ``min_run_frac`` f: the quantum is max(floor, f x E), E taken when the run starts (memoised
+  per run, so the announced rank change holds), the floor being ``min_run_s``
+  (``min_run_single_s`` for one-GPU jobs), capped by ``min_run_max_s`` when set; then x
+  ``min_run_growth``^evictions as before. None: the floor alone (the absolute quantum).
+- ``starve_factor`` k: a pending job starves after k x E of waiting (E now), at most
+  ``starve_s`` when that is set (a cap); None: ``starve_s`` alone.
+
 Ties: submit time, then job id. Otherwise ranks move with attained service and with what is
 learned, unannounced; a parked job is retried on the queue's events and flushes.
 """
@@ -68,6 +79,9 @@ class RemainingArgs:
     min_run_growth: float = 1.0
     min_run_single_s: float | None = None
     starve_s: float | None = None
+    min_run_frac: float | None = None
+    min_run_max_s: float | None = None
+    starve_factor: float | None = None
 
 
 class RemainingTimeFirst:
@@ -100,10 +114,27 @@ class RemainingTimeFirst:
         if args.starve_s is not None and args.starve_s <= 0:
             raise ValueError("remaining: starve_s must be positive")
         self.starve_s = args.starve_s
+        if args.min_run_frac is not None and not 0 < args.min_run_frac <= 100:
+            raise ValueError(f"remaining: min_run_frac must be in (0, 100], not {args.min_run_frac!r}")
+        self.min_run_frac = args.min_run_frac
+        if args.min_run_max_s is not None:
+            if args.min_run_max_s <= 0:
+                raise ValueError("remaining: min_run_max_s must be positive")
+            if args.min_run_max_s < max(self.min_run_s, self.min_run_single_s):
+                raise ValueError(
+                    f"remaining: min_run_max_s ({args.min_run_max_s}) is below the quantum's floor "
+                    f"(min_run_s {self.min_run_s}, min_run_single_s {self.min_run_single_s})")
+        self.min_run_max_s = args.min_run_max_s
+        if args.starve_factor is not None and args.starve_factor <= 0:
+            raise ValueError("remaining: starve_factor must be positive")
+        self.starve_factor = args.starve_factor
+        # job id -> (bound_at_s, quantum_s): a relative quantum is fixed when the run starts
+        self._quanta: dict[str, tuple[float, float]] = {}
 
     # --- learning ---------------------------------------------------------------------------
 
     def job_finished(self, info: JobInfo, at_s: float) -> None:
+        self._quanta.pop(info.job.job_id, None)
         self.learned.job_finished(info, at_s)
 
     # --- ordering ---------------------------------------------------------------------------
@@ -116,9 +147,9 @@ class RemainingTimeFirst:
     def work(self, info: JobInfo, now_s: float) -> float:
         """The ordering quantity: expected remaining (GPU-)time, aged."""
         job = info.job
-        if self.starve_s is not None and info.phase is Phase.PENDING and now_s - info.pending_since_s > self.starve_s:
+        work = self.remaining_s(info, now_s)  # pending: attained is fixed, so this is E
+        if info.phase is Phase.PENDING and now_s - info.pending_since_s > self._starve_limit(work):
             return 0.0
-        work = self.remaining_s(info, now_s)
         if work == _UNKNOWN:
             return work
         if self.by_gpu_time:
@@ -148,11 +179,48 @@ class RemainingTimeFirst:
             return info.bound_at_s + self.quantum_s(info)
         return None
 
+    def expected_run_s(self, info: JobInfo) -> float:
+        """E, what the scale-free guards scale with: the expected remaining run time given the
+        service banked so far (for a running job, at the start of its run), from the learned
+        estimate (inf when nothing is known). The job's true duration is never an input."""
+        at_s = info.bound_at_s if info.phase is Phase.RUNNING and info.bound_at_s is not None else 0.0
+        return self.remaining_s(info, at_s)
+
     def quantum_s(self, info: JobInfo) -> float:
-        """The run a gang is guaranteed each time it starts: min_run_s (min_run_single_s for a
-        job of at most one GPU) x growth^evictions."""
-        base = self.min_run_single_s if info.job.gpus <= 1 else self.min_run_s
-        return base * self.growth ** min(info.evictions, 30) if base else 0.0
+        """The run a gang is guaranteed each time it starts: the floor min_run_s
+        (min_run_single_s for a job of at most one GPU), or with ``min_run_frac`` f
+        max(floor, f x E) capped by ``min_run_max_s`` (E at the run's start, kept for the run),
+        x growth^evictions."""
+        floor = self.min_run_single_s if info.job.gpus <= 1 else self.min_run_s
+        base = floor
+        if self.min_run_frac is not None:
+            key = info.job.job_id
+            bound = info.bound_at_s if info.phase is Phase.RUNNING else None
+            kept = self._quanta.get(key) if bound is not None else None
+            if kept is not None and kept[0] == bound:
+                base = kept[1]
+            else:
+                expected = self.expected_run_s(info)  # unknown: the floor alone
+                if expected != _UNKNOWN:
+                    base = max(floor, self.min_run_frac * expected)
+                if self.min_run_max_s is not None:
+                    base = min(base, self.min_run_max_s)
+                if bound is not None:
+                    self._quanta[key] = (bound, base)
+        if not base:
+            return 0.0
+        return base * self.growth ** min(info.evictions, 30)
+
+    def starve_limit_s(self, info: JobInfo) -> float:
+        """How long a job may wait (since submitted or last evicted) before it goes first:
+        ``starve_s``, or with ``starve_factor`` k min(k x E, starve_s); inf: never."""
+        return self._starve_limit(self.expected_run_s(info))
+
+    def _starve_limit(self, expected_s: float) -> float:
+        limit = math.inf if self.starve_s is None else self.starve_s
+        if self.starve_factor is not None and expected_s != _UNKNOWN:
+            limit = min(limit, self.starve_factor * expected_s)
+        return limit
 
 
 def new(args: Mapping[str, Any], handle: Handle) -> RemainingTimeFirst:
