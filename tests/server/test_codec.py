@@ -9,7 +9,13 @@ from kvraft.apply.errors import InvalidArgument
 from kvraft.apply.ops import Compare, PutOp, RangeOp, TxnOp, decode_entry, encode_entry
 from kvraft.server.api import schemas
 from kvraft.server.api.codec import JSON_OUT, MSGPACK, MSGPACK_OUT, decode_body
-from kvraft.server.api.encode import encode_header, encode_put, encode_range, encode_txn
+from kvraft.server.api.encode import (
+    encode_header,
+    encode_put,
+    encode_range,
+    encode_range_json,
+    encode_txn,
+)
 from kvraft.storage.mvcc.types import KeyValue, PutResult, RangeResult, TxnResult
 
 JSON = "application/json"
@@ -77,6 +83,28 @@ def test_responses_omit_defaults_and_spell_int64_as_strings() -> None:
     assert nested["responses"] == [{"response_txn": {"header": {}, "succeeded": True}}]
     packed = encode_range(MSGPACK_OUT, encode_header(MSGPACK_OUT, 1, 2, 3, 4), RangeResult(kvs=(kv,), count=1, revision=3))
     assert packed["kvs"][0]["key"] == b"foo" and packed["count"] == 1
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_direct_json_range_answer_is_the_encoders_byte_for_byte(seed: int) -> None:
+    """``encode_range_json`` against ``JSON_OUT.dumps(encode_range(...))``: zero fields
+    (omitted), empty and binary keys and values, leases, ``more``, ``count`` without kvs."""
+    import random
+
+    rng = random.Random(seed)
+
+    def number() -> int:
+        return rng.choice([0, 0, 1, rng.randrange(2**63)])
+
+    def blob() -> bytes:
+        return rng.choice([b"", b"k", bytes(rng.randrange(256) for _ in range(rng.randrange(1, 120)))])
+
+    for _ in range(200):
+        kvs = tuple(KeyValue(blob(), number(), number(), number(), blob(), number()) for _ in range(rng.randrange(4)))
+        result = RangeResult(kvs=kvs, more=rng.random() < 0.3, count=number(), revision=number())
+        ids = number(), number(), number()
+        want = JSON_OUT.dumps(encode_range(JSON_OUT, encode_header(JSON_OUT, ids[0], ids[1], result.revision, ids[2]), result))
+        assert encode_range_json(*ids, result) == want
 
 
 def test_entries_round_trip() -> None:

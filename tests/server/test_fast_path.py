@@ -153,6 +153,72 @@ def test_put_bodies_answer_as_the_aiohttp_route(member: tuple[str, int], body: b
         k: v for k, v in slow_header.items() if k != "revision"}
 
 
+_RANGE_BODIES = [
+    (b'{"key": "cDA="}', "application/json"),  # plain: decoded without the schema walk
+    (b'{"key": "cA==", "range_end": "cQ==", "limit": 2, "keys_only": true}', "application/json"),
+    (b'{"key": "cA==", "range_end": "cQ==", "count_only": true, "serializable": true}', "application/json"),
+    (b'{"key": "cA==", "range_end": "", "limit": 0, "serializable": false}', "application/json"),
+    (b'{"key": "cA==", "range_end": "cQ==", "limit": "2"}', "application/json"),  # a string number
+    (b'{"key": "cA==", "limit": -1}', "application/json"),
+    (b'{"key": "cA==", "limit": 1.0}', "application/json"),
+    (b'{"key": "cA==", "limit": 9223372036854775808}', "application/json"),  # over int64
+    (b'{"key": "cA==", "serializable": 1}', "application/json"),
+    (b'{"key": "cA==", "serializable": null}', "application/json"),
+    (b'{"key": "cA==", "sort_order": "DESCEND", "range_end": "cQ=="}', "application/json"),
+    (b'{"key": "cA==", "revision": 1}', "application/json"),
+    (b'{"key": "cDA", "range_end": "cQ=="}', "application/json"),  # bad base64
+    (b'{"key": "cA==", "range_end": "c@=="}', "application/json"),
+    (b'{"key": "c\\u00e9A="}', "application/json"),  # non-ASCII in base64 text
+    (b'{"key": ""}', "application/json"),  # empty key: etcd's error
+    (b'{"key": 5}', "application/json"),
+    (b'{"range_end": "cQ=="}', "application/json"),
+    (b'["key"]', "application/json"),
+    (b'{"key": "cA=="} x', "application/json"),
+    (b'{"key": ', "application/json"),
+    (b"", "application/json"),
+    ('{"key": "cDA="}'.encode("utf-16"), "application/json"),
+    (msgpack.packb({"key": b"p", "range_end": b"q", "limit": 3}), "application/x-msgpack"),
+    (msgpack.packb({"key": b"p0"}), "application/x-msgpack"),
+    (msgpack.packb({"key": "p0"}), "application/x-msgpack"),  # str for bytes: UTF-8
+    (msgpack.packb({"key": b"p", "range_end": b"q", "limit": True}), "application/x-msgpack"),
+    (msgpack.packb({"key": b""}), "application/x-msgpack"),
+    (b"\xc1", "application/x-msgpack"),
+]
+
+
+@pytest.mark.parametrize(("body", "ctype"), _RANGE_BODIES)
+def test_the_range_decoder_is_decode_bodys(body: bytes, ctype: str) -> None:
+    """``_decode_range`` builds plain ranges itself: the same op, or the same error, as the
+    schema walk."""
+    from kvraft.apply.errors import InvalidArgument
+    from kvraft.server.api import schemas
+    from kvraft.server.api.codec import JSON_OUT, MSGPACK_OUT, decode_body
+    from kvraft.server.api.fast import _decode_range
+
+    out = MSGPACK_OUT if ctype == "application/x-msgpack" else JSON_OUT
+    try:
+        want: Any = decode_body(body, ctype, schemas.RANGE)
+    except InvalidArgument as exc:
+        with pytest.raises(InvalidArgument) as got:
+            _decode_range(body, out)
+        assert got.value.message == exc.message
+        return
+    assert _decode_range(body, out) == want
+
+
+@pytest.mark.parametrize(("body", "ctype"), _RANGE_BODIES)
+def test_range_bodies_answer_as_the_aiohttp_route_byte_for_byte(member: tuple[str, int], body: bytes,
+                                                                 ctype: str) -> None:
+    """kv/range on the fast path (its own decoder, the JSON answer written directly): the
+    very bytes of aiohttp's route (a range changes no revision, so nothing differs)."""
+    setup = [_request("/v3/kv/put", json.dumps({"key": b64(f"p{i}"), "value": b64(f"v{i}")}).encode())
+             for i in range(3)]
+    _exchange(member, b"".join(setup), 3)
+    (fast,) = _exchange(member, _request("/v3/kv/range", body, ctype=ctype))
+    (slow,) = _exchange(member, _request("/v3/kv/range", body, ctype=ctype, version="1.0"))
+    assert (fast[0], fast[1]["content-type"], fast[2]) == (slow[0], slow[1]["content-type"], slow[2])
+
+
 def test_thousands_of_pipelined_bad_puts_are_each_answered(member: tuple[str, int]) -> None:
     """A put refused before proposing is answered a loop turn later: answered at once, each
     answer started the next pipelined request from inside the previous one (a recursion

@@ -8,12 +8,21 @@ a nested txn), as etcd's gateway answers.
 
 from __future__ import annotations
 
+from base64 import b64encode
 from typing import Any
 
 from kvraft.server.api.codec import Out
 from kvraft.storage.mvcc.types import DeleteRangeResult, PutResult, RangeResult, TxnResult
 
-__all__ = ["encode_delete", "encode_header", "encode_kv", "encode_put", "encode_range", "encode_txn"]
+__all__ = [
+    "encode_delete",
+    "encode_header",
+    "encode_kv",
+    "encode_put",
+    "encode_range",
+    "encode_range_json",
+    "encode_txn",
+]
 
 
 def encode_header(out: Out, cluster_id: int, member_id: int, revision: int, raft_term: int) -> dict[str, Any]:
@@ -55,6 +64,48 @@ def encode_range(out: Out, header: dict[str, Any], result: RangeResult) -> dict[
     if result.count:
         doc["count"] = out.i(result.count)
     return doc
+
+
+def encode_range_json(cluster_id: int, member_id: int, raft_term: int, result: RangeResult) -> bytes:
+    """``JSON_OUT.dumps(encode_range(JSON_OUT, encode_header(JSON_OUT, cluster_id, member_id,
+    result.revision, raft_term), result))``, byte for byte, written directly (the dicts, the
+    JSON encoder and its per-value dispatch were ~25 µs of a one-key range's ~200 µs on the
+    leader). Base64 text and decimal digits need no JSON escaping; field order and the
+    omitted defaults are ``encode_range``'s."""
+    head = []
+    if cluster_id:
+        head.append(b'"cluster_id":"%d"' % cluster_id)
+    if member_id:
+        head.append(b'"member_id":"%d"' % member_id)
+    if result.revision:
+        head.append(b'"revision":"%d"' % result.revision)
+    if raft_term:
+        head.append(b'"raft_term":"%d"' % raft_term)
+    parts = [b'{"header":{', b",".join(head), b"}"]
+    if result.kvs:
+        docs = []
+        for key, create, mod, version, value, lease in result.kvs:
+            doc = []
+            if key:
+                doc.append(b'"key":"%s"' % b64encode(key))
+            if create:
+                doc.append(b'"create_revision":"%d"' % create)
+            if mod:
+                doc.append(b'"mod_revision":"%d"' % mod)
+            if version:
+                doc.append(b'"version":"%d"' % version)
+            if value:
+                doc.append(b'"value":"%s"' % b64encode(value))
+            if lease:
+                doc.append(b'"lease":"%d"' % lease)
+            docs.append(b"{" + b",".join(doc) + b"}")
+        parts.append(b',"kvs":[' + b",".join(docs) + b"]")
+    if result.more:
+        parts.append(b',"more":true')
+    if result.count:
+        parts.append(b',"count":"%d"' % result.count)
+    parts.append(b"}")
+    return b"".join(parts)
 
 
 def encode_put(out: Out, header: dict[str, Any], result: PutResult) -> dict[str, Any]:

@@ -39,7 +39,7 @@ import msgpack
 from aiohttp import web
 
 from kvraft.apply.errors import FailedPrecondition, InvalidArgument, Unavailable
-from kvraft.apply.ops import BatchOp, PutOp
+from kvraft.apply.ops import BatchOp, PutOp, RangeOp
 from kvraft.apply.validate import validate_op
 from kvraft.server.api import fast_lease, schemas
 from kvraft.server.api.coalesce import PutCoalescer
@@ -49,6 +49,7 @@ from kvraft.server.api.encode import (
     encode_header,
     encode_put,
     encode_range,
+    encode_range_json,
     encode_txn,
 )
 from kvraft.server.api.errors import HTTP_STATUS, error_response, to_etcd_error
@@ -112,6 +113,13 @@ class _Routes:
             return out.dumps({"header": {"cluster_id": cluster_id, "member_id": member_id,
                                          "revision": result.revision, "raft_term": term}})
         return out.dumps(encode_put(out, self.header(out, result.revision), result))
+
+    def range_answer(self, out: Out, result: Any) -> bytes:
+        """``out.dumps(encode_range(...))``; JSON written directly (``encode_range_json``)."""
+        s = self.server
+        if out is JSON_OUT:
+            return encode_range_json(s.cluster_id, s.member_id, s.raft_term, result)
+        return out.dumps(encode_range(out, self.header(out, result.revision), result))
 
     async def one(self, route: str, out: Out, op: Any) -> dict[str, Any]:
         s = self.server
@@ -238,6 +246,39 @@ def _decode_put(body: bytes, out: Out) -> PutOp:
             elif out is MSGPACK_OUT and type(key) is bytes and type(value) is bytes:
                 return PutOp(key, value)
     return decode_body(body, out.content_type, schemas.PUT)  # type: ignore[no-any-return]
+
+
+_RANGE_FLAGS = ("serializable", "keys_only", "count_only")
+_RANGE_FAST = frozenset(("key", "range_end", "limit", *_RANGE_FLAGS))
+
+
+def _decode_range(body: bytes, out: Out) -> Any:
+    """``decode_body(body, ..., RANGE)``; a plain range (a non-empty key, optionally
+    ``range_end``, a non-negative ``limit`` number and the three flags as booleans; in JSON
+    bytes as base64 text, in msgpack as bin) is built without the schema walk. Anything
+    else (other fields, strings for numbers, nulls, malformed bodies) takes ``decode_body``
+    for its exact answer."""
+    try:
+        if out is JSON_OUT:
+            doc = json.loads(body.decode("utf-8"))
+        else:
+            doc = msgpack.unpackb(body, raw=False)
+    except Exception:  # (decode_body words the error)
+        doc = None
+    if type(doc) is dict and doc.keys() <= _RANGE_FAST:
+        key, end, limit = doc.get("key"), doc.get("range_end", b""), doc.get("limit", 0)
+        flags = [doc.get(name, False) for name in _RANGE_FLAGS]
+        if key and type(limit) is int and 0 <= limit < 2**63 and all(type(flag) is bool for flag in flags):
+            if out is JSON_OUT:
+                if type(key) is str and (type(end) is str or end == b""):
+                    try:
+                        return RangeOp(b64decode(key, validate=True), b64decode(end, validate=True) if end else b"",
+                                       limit, 0, 0, 0, *flags)
+                    except (binascii.Error, ValueError):
+                        pass
+            elif type(key) is bytes and type(end) is bytes:
+                return RangeOp(key, end, limit, 0, 0, 0, *flags)
+    return decode_body(body, out.content_type, schemas.RANGE)
 
 
 def _first(item: tuple[int, Any]) -> int:
@@ -385,6 +426,9 @@ class FastProtocol(asyncio.Protocol):
                 if out is not MSGPACK_OUT:
                     raise InvalidArgument("kv/batch takes application/x-msgpack only")
                 payload = out.dumps(await self.routes.batch(body))
+            elif route == "range":
+                op = _decode_range(body, out)
+                payload = self.routes.range_answer(out, await self.routes.server.range(op))
             else:
                 op = decode_body(body, out.content_type, SCHEMAS[route])
                 payload = out.dumps(await self.routes.one(route, out, op))
