@@ -16,8 +16,13 @@ import asyncio
 import heapq
 import itertools
 import struct
+import time
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["AppliedWaiters", "ReadBatcher"]
+from kvraft.apply.errors import Unavailable
+
+__all__ = ["AppliedWaiters", "BarrierWait", "ReadBatcher"]
 
 _CTX = struct.Struct(">QQ")
 
@@ -95,3 +100,89 @@ class ReadBatcher:
                 if not future.done():
                     future.set_exception(exc)
         self._inflight.clear()
+
+
+RETRY_S = 0.02
+"""After a failed round (leader changed, no leader), the next try waits this long."""
+
+
+class _TimedOut(Exception):
+    """A barrier's deadline passed while it waited (answered as etcd's timeout error)."""
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(_TimedOut())
+
+
+class BarrierWait:
+    """``NodeDriver.read_barrier`` as callbacks instead of a coroutine, for callers that
+    answer from a callback (the fast path's ranges: no task, no coroutine frames per read).
+    ``future`` resolves to ``then()`` once this member has applied everything committed
+    before the wait began, or fails as ``read_barrier`` does: ``Unavailable("etcdserver:
+    request timed out")`` at ``deadline`` (``time.monotonic``), a failed round retried
+    after ``RETRY_S`` until then, an error ``then`` raises passed on.
+
+    The same steps as ``read_barrier``: queue on the next ReadIndex round (``enqueue``,
+    ``kick``), one timer per wait for the deadline, no applied-index wait when the round's
+    index is already applied."""
+
+    __slots__ = ("_applied", "_deadline", "_enqueue", "_kick", "_loop", "_then", "_timer", "future")
+
+    def __init__(self, enqueue: Callable[[], asyncio.Future[int]], kick: Callable[[], None],
+                 applied: AppliedWaiters, deadline: float, then: Callable[[], Any]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._enqueue, self._kick, self._applied = enqueue, kick, applied
+        self._deadline, self._then = deadline, then
+        self.future: asyncio.Future[Any] = self._loop.create_future()
+        self._round()
+
+    def _arm(self, future: asyncio.Future[Any]) -> None:
+        delay = max(0.001, self._deadline - time.monotonic())
+        self._timer = self._loop.call_later(delay, _expire, future)
+
+    def _round(self) -> None:
+        waiter = self._enqueue()
+        self._kick()
+        self._arm(waiter)
+        waiter.add_done_callback(self._rounded)
+
+    def _rounded(self, waiter: asyncio.Future[int]) -> None:
+        self._timer.cancel()
+        error = waiter.exception() if not waiter.cancelled() else Unavailable("etcdserver: request cancelled")
+        if error is not None:
+            if isinstance(error, Unavailable) and time.monotonic() < self._deadline:
+                self._loop.call_later(RETRY_S, self._round)
+                return
+            self._fail(error)
+            return
+        index = waiter.result()
+        if index <= self._applied.applied:
+            self._finish()
+            return
+        applied = self._applied.wait(index)
+        self._arm(applied)
+        applied.add_done_callback(self._caught_up)
+
+    def _caught_up(self, applied: asyncio.Future[None]) -> None:
+        self._timer.cancel()
+        error = applied.exception() if not applied.cancelled() else Unavailable("etcdserver: request cancelled")
+        if error is not None:
+            self._fail(error)
+            return
+        self._finish()
+
+    def _finish(self) -> None:
+        try:
+            result = self._then()
+        except Exception as exc:
+            self._fail(exc)
+            return
+        if not self.future.done():
+            self.future.set_result(result)
+
+    def _fail(self, error: BaseException) -> None:
+        if isinstance(error, _TimedOut):
+            error = Unavailable("etcdserver: request timed out")
+        if not self.future.done():
+            self.future.set_exception(error)
