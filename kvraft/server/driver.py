@@ -62,7 +62,7 @@ from kvraft.raft.types import (
 from kvraft.server import wire
 from kvraft.server.apply_stage import ApplyStage
 from kvraft.server.log_writer import LogWriter
-from kvraft.server.reads import AppliedWaiters, ReadBatcher
+from kvraft.server.reads import AppliedWaiters, BarrierWait, ReadBatcher
 
 __all__ = ["ApplyTarget", "DriverStats", "NodeDriver"]
 
@@ -390,6 +390,11 @@ class NodeDriver:
             finally:
                 timer.cancel()
             return
+
+    def read_barrier_future(self, then: Callable[[], Any], timeout_s: float = REQUEST_TIMEOUT_S) -> asyncio.Future[Any]:
+        """``read_barrier`` without a coroutine (``reads.BarrierWait``, the same steps): a
+        future of ``then()``, called once the barrier is passed; fails as ``read_barrier``."""
+        return BarrierWait(self._reads.enqueue, self.kick, self.applied, time.monotonic() + timeout_s, then).future
 
     def _start_read_round(self) -> None:
         if not self._reads.idle() and time.monotonic() - self._read_started > READ_ROUND_TIMEOUT_S:
