@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from pathlib import Path
@@ -264,6 +265,20 @@ class Node(NodeStatusMixin):
         if not op.serializable:
             await self.driver.read_barrier()
         return self.state.range(op)
+
+    def range_future(self, op: RangeOp) -> asyncio.Future[Any]:
+        """``range`` without a coroutine, for callers that answer from a callback (the fast
+        path): the op is checked now (its EtcdErrors raised here); the future resolves to
+        the result after the read barrier (a serializable range: at once)."""
+        validate_op(op, self.config.max_txn_ops)
+        if not op.serializable:
+            return self.driver.read_barrier_future(functools.partial(self.state.range, op))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        try:
+            future.set_result(self.state.range(op))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
 
     async def _write(self, op: Any) -> Any:
         return await self.submit_write(op)

@@ -414,6 +414,9 @@ class FastProtocol(asyncio.Protocol):
         if route == "put":  # answered from a callback: no task, no coroutine
             self._put(out, body, close)
             return
+        if route == "range":  # the same
+            self._range(out, body, close)
+            return
         task = asyncio.get_running_loop().create_task(self._serve(route, out, body, close))
         task.add_done_callback(_log_failure)
 
@@ -426,9 +429,6 @@ class FastProtocol(asyncio.Protocol):
                 if out is not MSGPACK_OUT:
                     raise InvalidArgument("kv/batch takes application/x-msgpack only")
                 payload = out.dumps(await self.routes.batch(body))
-            elif route == "range":
-                op = _decode_range(body, out)
-                payload = self.routes.range_answer(out, await self.routes.server.range(op))
             else:
                 op = decode_body(body, out.content_type, SCHEMAS[route])
                 payload = out.dumps(await self.routes.one(route, out, op))
@@ -444,9 +444,18 @@ class FastProtocol(asyncio.Protocol):
             # pipelined request, so answering here would recurse once per bad request
             asyncio.get_running_loop().call_soon(self._fail, exc, out, close)
             return
-        future.add_done_callback(lambda done: self._put_done(done, out, close))
+        future.add_done_callback(lambda done: self._answer(done, out, close, self.routes.put_answer))
 
-    def _put_done(self, done: asyncio.Future[Any], out: Out, close: bool) -> None:
+    def _range(self, out: Out, body: bytes, close: bool) -> None:
+        try:
+            future = self.routes.server.range_future(_decode_range(body, out))
+        except Exception as exc:  # (answered a turn later, as ``_put``'s)
+            asyncio.get_running_loop().call_soon(self._fail, exc, out, close)
+            return
+        future.add_done_callback(lambda done: self._answer(done, out, close, self.routes.range_answer))
+
+    def _answer(self, done: asyncio.Future[Any], out: Out, close: bool, encode: Any) -> None:
+        """Answer a put or a range from its future: ``encode(out, result)`` or the error."""
         if done.cancelled():  # (not expected: nothing cancels a proposal's future)
             self._fail(Unavailable("etcdserver: request cancelled"), out, close)
             return
@@ -455,7 +464,7 @@ class FastProtocol(asyncio.Protocol):
             self._fail(error, out, close)
             return
         try:
-            payload = self.routes.put_answer(out, done.result())
+            payload = encode(out, done.result())
         except Exception as exc:
             self._fail(exc, out, close)
             return
