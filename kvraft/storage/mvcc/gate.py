@@ -22,28 +22,30 @@ __all__ = ["CompactionGate"]
 
 class CompactionGate:
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._readers = 0
         self._exclusive = False
         self._waiting = 0
         self._mine = threading.local()
 
     def acquire_shared(self) -> None:
-        depth = getattr(self._mine, "depth", 0)
+        mine = self._mine
+        depth = getattr(mine, "depth", 0)
         if depth == 0:
-            with self._cond:
+            with self._lock:  # (the condition's lock, taken without its Python wrapper)
                 while self._exclusive or self._waiting:
                     self._cond.wait()
                 self._readers += 1
-        self._mine.depth = depth + 1
+        mine.depth = depth + 1
 
     def release_shared(self) -> None:
-        depth = self._mine.depth - 1
-        self._mine.depth = depth
+        mine = self._mine
+        depth = mine.depth = mine.depth - 1
         if depth == 0:
-            with self._cond:
+            with self._lock:
                 self._readers -= 1
-                if self._readers == 0:
+                if self._readers == 0 and self._waiting:  # only a compaction waits on readers
                     self._cond.notify_all()
 
     @contextmanager

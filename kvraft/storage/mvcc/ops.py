@@ -223,6 +223,16 @@ _SORT_KEYS: dict[int, Callable[[KeyValue], Any]] = {
 
 
 def apply_range(view: View, r: Any) -> RangeResult:
+    if not (r.sort_order or r.sort_target or r.keys_only or r.min_mod_revision or r.max_mod_revision
+            or r.min_create_revision or r.max_create_revision):
+        # the usual range (key order, no filter): what the general path below does for it,
+        # without its enum comparisons and copies
+        limit = r.limit
+        kvs, count, header = view.range(r.key, mk_gte_range(r.range_end), rev=r.revision,
+                                        limit=limit + 1 if limit > 0 else 0, count_only=r.count_only)
+        if limit > 0 and len(kvs) > limit:
+            return RangeResult(tuple(kvs[:limit]), True, count, header)
+        return RangeResult(tuple(kvs), False, count, header)
     limit = r.limit
     filtered = bool(r.min_mod_revision or r.max_mod_revision or r.min_create_revision or r.max_create_revision)
     if r.sort_order != SortOrder.NONE or filtered:
