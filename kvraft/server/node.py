@@ -272,7 +272,7 @@ class Node(NodeStatusMixin):
         the result after the read barrier (a serializable range: at once)."""
         validate_op(op, self.config.max_txn_ops)
         if not op.serializable:
-            return self.driver.read_barrier_future(functools.partial(self.state.range, op))
+            return self.driver.read_barrier_future(functools.partial(self.state.range, op))  # type: ignore[no-any-return]
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         try:
             future.set_result(self.state.range(op))
