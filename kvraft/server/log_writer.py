@@ -7,9 +7,10 @@ releases the GIL while it commits).
 
 LMDB binds a write transaction to the thread that began it, so every job ends with a
 ``sync()`` (no write transaction stays open between jobs), and jobs never overlap (the
-driver awaits each), so a small persist may also run on the loop's thread (``persist``). The
-driver never touches the Raft core while a job runs (the core reads the log), which makes
-the log single-threaded in effect, as its contract requires.
+driver awaits each), so a small persist may also run on the loop's thread (``persist``). While
+a job runs the driver feeds the Raft core nothing that could make it read the entries being
+written (a leader steps only its followers' acks then, ``NodeDriver._step_acks``; a leader
+only appends), which keeps the log single-threaded in effect, as its contract requires.
 """
 
 from __future__ import annotations

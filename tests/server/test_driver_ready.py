@@ -20,6 +20,7 @@ from kvraft.raft.types import (
     SnapshotMetadata,
     StateRole,
 )
+from kvraft.server import wire
 from kvraft.server.driver import INLINE_APPLY_MAX, ApplyTarget, NodeDriver
 
 
@@ -174,3 +175,56 @@ async def test_small_persists_run_inline_on_a_follower_and_on_the_thread_on_a_le
             assert (synced_on == [threading.get_ident()]) is inline, role
         finally:
             driver.writer.close()
+
+
+class Raw:
+    """Records what the driver steps into the core."""
+
+    def __init__(self) -> None:
+        self.stepped: list[Message] = []
+
+    def step(self, msg: Message) -> None:
+        self.stepped.append(msg)
+
+
+async def test_a_leader_steps_its_followers_acks_while_its_own_sync_runs() -> None:
+    """The acks of this term that arrive during the leader's own log sync (on the writer
+    thread) reach the core at once, so the commit is decided when the sync returns; another
+    kind of message, another term's, and everything after either wait in the inbox, in order.
+    Before: every frame waited in the inbox until the sync was done."""
+    import threading
+
+    driver = make_driver([])
+    driver.raw = Raw()
+    driver.term = 5
+    started, release = threading.Event(), threading.Event()
+
+    def slow_sync() -> None:
+        started.set()
+        release.wait(10)
+
+    driver.storage.sync = slow_sync  # type: ignore[method-assign]
+    ack = Message(type=MessageType.APP_RESP, to=1, from_=2, term=5, index=1)
+    beat = Message(type=MessageType.HEARTBEAT_RESP, to=1, from_=3, term=5)
+    old = Message(type=MessageType.APP_RESP, to=1, from_=3, term=4, index=1)
+    vote = Message(type=MessageType.VOTE, to=1, from_=3, term=6)
+    try:
+        persist = asyncio.create_task(
+            driver._handle_ready(Ready(hard_state=HardState(term=5), entries=(Entry(term=5, index=1, data=b""),),
+                                       must_sync=True)))
+        while not started.is_set():
+            await asyncio.sleep(0.001)
+        driver.on_frame(2, wire.RAFT, [ack, beat])
+        assert driver.raw.stepped == [ack, beat] and driver._inbox == []
+        driver.on_frame(3, wire.RAFT, [old, ack])  # another term: it and what follows wait
+        assert driver.raw.stepped == [ack, beat] and [m for _, m in driver._inbox] == [old, ack]
+        driver.on_frame(2, wire.RAFT, [ack])  # something is queued: queue behind it
+        assert len(driver._inbox) == 3
+        release.set()
+        await persist
+        driver._inbox.clear()
+        driver.on_frame(2, wire.RAFT, [ack, vote])  # no sync running: everything queues
+        assert driver.raw.stepped == [ack, beat] and len(driver._inbox) == 2
+    finally:
+        release.set()
+        driver.writer.close()
