@@ -426,3 +426,19 @@ def test_replay_quantum_comes_from_the_estimate_not_the_true_duration() -> None:
     assert short[0] == long_[0]
     start, end = short[0]
     assert start == 4000.0 and 6000.0 <= end < 6000.0 + 300.0, "evicted when the quantum ends (or the next flush)"
+
+
+def test_guard_basis_estimate_scales_with_the_jobs_own_estimate_not_the_learned_mean() -> None:
+    args = RemainingArgs(min_samples=1, preempt_ratio=2.0, min_run_s=60.0, min_run_frac=0.5, starve_factor=2.0,
+                         guard_basis="estimate")
+    plugin = learned(args)  # the learned mean for a fresh job is 8,076 s; its own estimate 1,000 s
+    job = info("j", gpus=8, est=1000.0, attained_h=5.0)
+    assert plugin.starve_limit_s(job) == 2000.0
+    assert plugin.work(job, 2001.0) == 0.0 and plugin.work(job, 1999.0) > 0
+    job.phase, job.bound_at_s = Phase.RUNNING, 0.0
+    assert plugin.quantum_s(job) == 500.0, "the estimate, whatever the service banked"
+    no_estimate = info("n", gpus=8)
+    no_estimate.phase, no_estimate.bound_at_s = Phase.RUNNING, 0.0
+    assert plugin.quantum_s(no_estimate) == pytest.approx(0.5 * E_FRESH), "without one: the learned E"
+    with pytest.raises(ValueError, match="remaining: guard_basis"):
+        RemainingTimeFirst(RemainingArgs(guard_basis="truth"))

@@ -40,6 +40,9 @@ the same estimate the order uses, never the job's true duration):
   ``min_run_growth``^evictions as before. None: the floor alone (the absolute quantum).
 - ``starve_factor`` k: a pending job starves after k x E of waiting (E now), at most
   ``starve_s`` when that is set (a cap); None: ``starve_s`` alone.
+- ``guard_basis``: ``"expected"`` (E as above) or ``"estimate"``: E is the job's own estimate
+  (``runtime_hint_s``, the whole run; the learned E without one), which the heavy tail of the
+  learned ratio does not inflate.
 
 Ties: submit time, then job id. Otherwise ranks move with attained service and with what is
 learned, unannounced; a parked job is retried on the queue's events and flushes.
@@ -82,6 +85,7 @@ class RemainingArgs:
     min_run_frac: float | None = None
     min_run_max_s: float | None = None
     starve_factor: float | None = None
+    guard_basis: str = "expected"
 
 
 class RemainingTimeFirst:
@@ -128,6 +132,9 @@ class RemainingTimeFirst:
         if args.starve_factor is not None and args.starve_factor <= 0:
             raise ValueError("remaining: starve_factor must be positive")
         self.starve_factor = args.starve_factor
+        if args.guard_basis not in ("expected", "estimate"):
+            raise ValueError(f"remaining: guard_basis must be 'expected' or 'estimate', not {args.guard_basis!r}")
+        self.basis_estimate = args.guard_basis == "estimate"
         # job id -> (bound_at_s, quantum_s): a relative quantum is fixed when the run starts
         self._quanta: dict[str, tuple[float, float]] = {}
 
@@ -148,7 +155,8 @@ class RemainingTimeFirst:
         """The ordering quantity: expected remaining (GPU-)time, aged."""
         job = info.job
         work = self.remaining_s(info, now_s)  # pending: attained is fixed, so this is E
-        if info.phase is Phase.PENDING and now_s - info.pending_since_s > self._starve_limit(work):
+        if info.phase is Phase.PENDING and now_s - info.pending_since_s > self._starve_limit(
+                self.expected_run_s(info) if self.basis_estimate else work):
             return 0.0
         if work == _UNKNOWN:
             return work
@@ -183,6 +191,8 @@ class RemainingTimeFirst:
         """E, what the scale-free guards scale with: the expected remaining run time given the
         service banked so far (for a running job, at the start of its run), from the learned
         estimate (inf when nothing is known). The job's true duration is never an input."""
+        if self.basis_estimate and info.job.runtime_hint_s is not None:
+            return info.job.runtime_hint_s
         at_s = info.bound_at_s if info.phase is Phase.RUNNING and info.bound_at_s is not None else 0.0
         return self.remaining_s(info, at_s)
 
