@@ -63,7 +63,7 @@ from kvraft.raft.types import (
 from kvraft.server import wire
 from kvraft.server.apply_stage import ApplyStage
 from kvraft.server.log_writer import LogWriter
-from kvraft.server.reads import AppliedWaiters, BarrierWait, ReadBatcher
+from kvraft.server.reads import AppliedWaiters, BarrierWait, ReadBatcher, TimedOut, expire
 
 __all__ = ["ApplyTarget", "DriverStats", "NodeDriver"]
 
@@ -77,15 +77,6 @@ READ_ROUND_TIMEOUT_S = 1.0
 EXPIRE_EVERY_S = 0.1
 INLINE_APPLY_MAX = 256
 """Committed entries applied in the Ready loop itself at most (see ``_apply_inline``)."""
-
-
-class _Expired(Exception):
-    """A read's deadline passed (turned into etcd's timeout error by the caller)."""
-
-
-def _expire_future(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_exception(_Expired())
 
 
 class ApplyTarget:
@@ -393,10 +384,10 @@ class NodeDriver:
         while True:
             future = self._reads.enqueue()
             self.kick()
-            timer = loop.call_later(max(0.001, deadline - time.monotonic()), _expire_future, future)
+            timer = loop.call_later(max(0.001, deadline - time.monotonic()), expire, future)
             try:
                 index = await future
-            except _Expired:
+            except TimedOut:
                 raise Unavailable("etcdserver: request timed out") from None
             except Unavailable:
                 if time.monotonic() >= deadline:
@@ -408,10 +399,10 @@ class NodeDriver:
             if index <= self.applied.applied:
                 return
             waiter = self.applied.wait(index)
-            timer = loop.call_later(max(0.001, deadline - time.monotonic()), _expire_future, waiter)
+            timer = loop.call_later(max(0.001, deadline - time.monotonic()), expire, waiter)
             try:
                 await waiter
-            except _Expired:
+            except TimedOut:
                 raise Unavailable("etcdserver: request timed out") from None
             finally:
                 timer.cancel()

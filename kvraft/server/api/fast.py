@@ -224,17 +224,22 @@ class _Routes:
 _PUT_JSON = b'{"header":{"cluster_id":"%d","member_id":"%d","revision":"%d","raft_term":"%d"}}'
 
 
+def _load(body: bytes, out: Out) -> Any:
+    """The body as JSON or msgpack, or None when it does not parse (``decode_body`` then
+    words the error)."""
+    try:
+        if out is JSON_OUT:
+            return json.loads(body.decode("utf-8"))
+        return msgpack.unpackb(body, raw=False)
+    except Exception:
+        return None
+
+
 def _decode_put(body: bytes, out: Out) -> PutOp:
     """``decode_body(body, ..., PUT)``; a plain put (only a non-empty key and a value, as
     base64 text in JSON or bytes in msgpack) is built without the schema walk. Anything
     else, malformed bodies included, takes ``decode_body`` for its exact answer."""
-    try:
-        if out is JSON_OUT:
-            doc = json.loads(body.decode("utf-8"))
-        else:
-            doc = msgpack.unpackb(body, raw=False)
-    except Exception:  # (decode_body words the error)
-        doc = None
+    doc = _load(body, out)
     if type(doc) is dict:
         key, value, n = doc.get("key"), doc.get("value", b"" if out is MSGPACK_OUT else ""), len(doc)
         if key and (n == 1 or n == 2 and "value" in doc):
@@ -258,13 +263,7 @@ def _decode_range(body: bytes, out: Out) -> Any:
     bytes as base64 text, in msgpack as bin) is built without the schema walk. Anything
     else (other fields, strings for numbers, nulls, malformed bodies) takes ``decode_body``
     for its exact answer."""
-    try:
-        if out is JSON_OUT:
-            doc = json.loads(body.decode("utf-8"))
-        else:
-            doc = msgpack.unpackb(body, raw=False)
-    except Exception:  # (decode_body words the error)
-        doc = None
+    doc = _load(body, out)
     if type(doc) is dict and doc.keys() <= _RANGE_FAST:
         key, end, limit = doc.get("key"), doc.get("range_end", b""), doc.get("limit", 0)
         flags = [doc.get(name, False) for name in _RANGE_FLAGS]
