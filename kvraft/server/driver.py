@@ -63,7 +63,7 @@ from kvraft.raft.types import (
 from kvraft.server import wire
 from kvraft.server.apply_stage import ApplyStage
 from kvraft.server.log_writer import LogWriter
-from kvraft.server.reads import AppliedWaiters, BarrierWait, ReadBatcher, TimedOut, expire
+from kvraft.server.reads import AppliedWaiters, BarrierWait, ReadBatcher
 
 __all__ = ["ApplyTarget", "DriverStats", "NodeDriver"]
 
@@ -77,6 +77,10 @@ READ_ROUND_TIMEOUT_S = 1.0
 EXPIRE_EVERY_S = 0.1
 INLINE_APPLY_MAX = 256
 """Committed entries applied in the Ready loop itself at most (see ``_apply_inline``)."""
+
+
+def _nothing() -> None:
+    return None
 
 
 class ApplyTarget:
@@ -376,37 +380,9 @@ class NodeDriver:
 
     # -- reads ----------------------------------------------------------------------------
     async def read_barrier(self, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
-        """Return once this member has applied everything committed before the call.
-        (One ``call_later`` per wait instead of ``asyncio.wait_for``, which cost a read as
-        much as its ReadIndex bookkeeping; no wait at all when already applied.)"""
-        loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + timeout_s
-        while True:
-            future = self._reads.enqueue()
-            self.kick()
-            timer = loop.call_later(max(0.001, deadline - time.monotonic()), expire, future)
-            try:
-                index = await future
-            except TimedOut:
-                raise Unavailable("etcdserver: request timed out") from None
-            except Unavailable:
-                if time.monotonic() >= deadline:
-                    raise
-                await asyncio.sleep(0.02)
-                continue
-            finally:
-                timer.cancel()
-            if index <= self.applied.applied:
-                return
-            waiter = self.applied.wait(index)
-            timer = loop.call_later(max(0.001, deadline - time.monotonic()), expire, waiter)
-            try:
-                await waiter
-            except TimedOut:
-                raise Unavailable("etcdserver: request timed out") from None
-            finally:
-                timer.cancel()
-            return
+        """Return once this member has applied everything committed before the call
+        (``read_barrier_future``'s steps, awaited)."""
+        await self.read_barrier_future(_nothing, timeout_s)
 
     def read_barrier_future(self, then: Callable[[], Any], timeout_s: float = REQUEST_TIMEOUT_S) -> asyncio.Future[Any]:
         """``read_barrier`` without a coroutine (``reads.BarrierWait``, the same steps): a

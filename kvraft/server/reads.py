@@ -141,6 +141,11 @@ class BarrierWait:
         delay = max(0.001, self._deadline - time.monotonic())
         self._timer = self._loop.call_later(delay, expire, future)
 
+    def _settled(self, future: asyncio.Future[Any]) -> BaseException | None:
+        """The awaited step is done: stop its deadline timer; its error, if any."""
+        self._timer.cancel()
+        return future.exception() if not future.cancelled() else Unavailable("etcdserver: request cancelled")
+
     def _round(self) -> None:
         waiter = self._enqueue()
         self._kick()
@@ -148,8 +153,7 @@ class BarrierWait:
         waiter.add_done_callback(self._rounded)
 
     def _rounded(self, waiter: asyncio.Future[int]) -> None:
-        self._timer.cancel()
-        error = waiter.exception() if not waiter.cancelled() else Unavailable("etcdserver: request cancelled")
+        error = self._settled(waiter)
         if error is not None:
             if isinstance(error, Unavailable) and time.monotonic() < self._deadline:
                 self._loop.call_later(RETRY_S, self._round)
@@ -165,8 +169,7 @@ class BarrierWait:
         applied.add_done_callback(self._caught_up)
 
     def _caught_up(self, applied: asyncio.Future[None]) -> None:
-        self._timer.cancel()
-        error = applied.exception() if not applied.cancelled() else Unavailable("etcdserver: request cancelled")
+        error = self._settled(applied)
         if error is not None:
             self._fail(error)
             return
