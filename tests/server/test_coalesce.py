@@ -118,3 +118,101 @@ def test_with_auth_enabled_each_put_is_its_own_request() -> None:
     server = FakeServer()
     asyncio.run(_gather(coalescer(server, auth=True), [PutOp(b"a"), PutOp(b"b")]))
     assert server.direct == [PutOp(b"a"), PutOp(b"b")] and server.proposed == server.direct
+
+
+class HeldServer(FakeServer):
+    """``submit_write`` returns a pending waiter, as the driver's; ``applied`` resolves it and
+    then queues a mark, as the driver's ``_send_after_answers`` queues the commit index for
+    the followers right after the inline apply resolved the waiters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cluster_id, self.member_id, self.raft_term = 1, 2, 3
+        self.waiters: list[tuple[Any, asyncio.Future[Any]]] = []
+
+    def submit_write(self, op: Any) -> asyncio.Future[Any]:
+        self.proposed.append(op)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.waiters.append((op, future))
+        return future
+
+    def applied(self, events: list[str]) -> None:
+        for op, future in self.waiters:
+            future.set_result([self._result(o) for o in op.ops] if isinstance(op, BatchOp) else self._result(op))
+        self.waiters = []
+        asyncio.get_running_loop().call_soon(events.append, "commit index sent")
+
+
+async def _turns(n: int) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def test_submit_then_answers_in_the_waiters_own_callback() -> None:
+    """Each put's answer runs in the turn the waiter's callbacks run, before anything queued
+    after the waiter was resolved (``submit``'s future would answer a turn later)."""
+
+    async def run() -> list[Any]:
+        server, events = HeldServer(), []
+        c = coalescer(server)
+        for key in (b"a", b"b", b"bad-lease"):
+            c.submit_then(PutOp(key, b"v"), lambda result, error, key=key: events.append((key, result, error)))
+        await _turns(2)
+        assert len(server.waiters) == 1 and events == []
+        server.applied(events)
+        await _turns(3)
+        return events
+
+    events = asyncio.run(run())
+    assert [e[0] for e in events[:3]] == [b"a", b"b", b"bad-lease"] and events[3] == "commit index sent"
+    assert [e[1].revision for e in events[:2]] == [11, 12] and events[2][1] is None
+    assert isinstance(events[2][2], EtcdError)
+
+
+def test_a_failing_answer_does_not_keep_the_others_unanswered() -> None:
+    async def run() -> list[Any]:
+        server, events = HeldServer(), []
+        c = coalescer(server)
+
+        def broken(result: Any, error: BaseException | None) -> None:
+            raise RuntimeError("the connection went away")
+
+        c.submit_then(PutOp(b"a", b"v"), broken)
+        c.submit_then(PutOp(b"b", b"v"), lambda result, error: events.append(result.revision))
+        await _turns(2)
+        server.applied(events)
+        await _turns(3)
+        return events
+
+    assert asyncio.run(run()) == [12, "commit index sent"]
+
+
+def test_the_fast_paths_put_is_written_before_the_commit_index_goes_out() -> None:
+    """The fast path's kv/put answer is on the socket in the turn the waiter's callbacks run:
+    before the driver's commit-index messages (which wake the followers, competing with the
+    answer for the CPU). It was two turns later: the coalescer's future, then the answer."""
+    from kvraft.server.api.fast import FastProtocol, _Routes
+
+    class Transport:
+        def __init__(self, events: list[Any]) -> None:
+            self.events = events
+
+        def is_closing(self) -> bool:
+            return False
+
+        def write(self, data: bytes) -> None:
+            self.events.append(data.split(b"\r\n", 1)[0])
+
+    async def run() -> list[Any]:
+        server, events = HeldServer(), []
+        features = SimpleNamespace(auth=SimpleNamespace(enabled=False))
+        proto = FastProtocol(None, _Routes(server, features, b"kvraft"), 1 << 20)
+        proto.connection_made(Transport(events))
+        body = b'{"key": "YQ==", "value": "dg=="}'
+        proto.data_received(b"POST /v3/kv/put HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await _turns(2)
+        server.applied(events)
+        await _turns(3)
+        return events
+
+    assert asyncio.run(run()) == [b"HTTP/1.1 200 OK", "commit index sent"]

@@ -18,13 +18,20 @@ too large"), and any put while auth is enabled (its entry carries the caller).
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from kvraft.apply.errors import EtcdError
 from kvraft.apply.ops import BatchOp, PutOp
 from kvraft.apply.validate import validate_op
 
-__all__ = ["MAX_OPS", "PutCoalescer"]
+__all__ = ["MAX_OPS", "PutCoalescer", "Then"]
+
+log = logging.getLogger("kvraft.api.coalesce")
+
+Then = Callable[[Any, BaseException | None], None]
+"""A put's answer: called once with (result, None) or (None, error)."""
 
 MAX_OPS = 1000
 """The most puts in one entry (a bigger turn is split)."""
@@ -38,7 +45,7 @@ class PutCoalescer:
         self.features = features
         self.max_bytes = int(server.config.max_request_bytes)
         self.max_txn_ops = int(server.config.max_txn_ops)
-        self._pending: list[tuple[PutOp, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[PutOp, Then]] = []
         self._bytes = _ENTRY_OVERHEAD
         self._scheduled = False
         self.entries = 0
@@ -53,20 +60,30 @@ class PutCoalescer:
     def submit(self, op: PutOp) -> asyncio.Future[Any]:
         """``put`` without the coroutine (auth must be off): the future of its result. A
         bad request raises here, alone."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.submit_then(op, lambda result, error: _settle(future, result, error))
+        return future
+
+    def submit_then(self, op: PutOp, then: Then) -> None:
+        """``submit`` without the future: ``then(result, None)`` or ``then(None, error)``
+        is called once, from the callback of the entry's waiter (the loop turn after the
+        entry was applied), with no further turn before it: a future's callbacks run a
+        turn after the future is resolved, and in that turn the driver sends the commit
+        index to the followers (``NodeDriver._send_after_answers``), whose wake-ups then
+        compete with the answer for the CPU. A bad request raises here, alone."""
         validate_op(op, self.max_txn_ops)
         size = len(op.key) + len(op.value) + _OP_OVERHEAD
         if size + _ENTRY_OVERHEAD > self.max_bytes // 2:
-            return self.server.submit_write(op)  # (alone: its own "request is too large")
+            # (alone: its own "request is too large")
+            self.server.submit_write(op).add_done_callback(lambda done: _distribute(done, [(op, then)], True))
+            return
         if self._bytes + size > self.max_bytes or len(self._pending) >= MAX_OPS:
             self._flush()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((op, future))
+        self._pending.append((op, then))
         self._bytes += size
         if not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._turn_over)
-        return future
+            asyncio.get_running_loop().call_soon(self._turn_over)
 
     def _turn_over(self) -> None:
         self._scheduled = False
@@ -81,30 +98,47 @@ class PutCoalescer:
         single = len(pending) == 1
         try:
             submitted = self.server.submit_write(pending[0][0] if single else BatchOp([op for op, _ in pending]))
-        except Exception as exc:  # refused before proposing (quota, size): each put is
-            for _op, future in pending:
-                if not future.done():
-                    future.set_exception(exc)
+        except Exception as exc:  # refused before proposing (quota, size): each put is,
+            # answered a turn later (``_flush`` may run inside a request's handling)
+            loop = asyncio.get_running_loop()
+            for _op, then in pending:
+                loop.call_soon(_call, then, None, exc)
             return
         submitted.add_done_callback(lambda done: _distribute(done, pending, single))
 
 
-def _distribute(done: asyncio.Future[Any], pending: list[tuple[PutOp, asyncio.Future[Any]]], single: bool) -> None:
+def _distribute(done: asyncio.Future[Any], pending: list[tuple[PutOp, Then]], single: bool) -> None:
     if done.cancelled():
-        for _op, future in pending:
-            future.cancel()
+        for _op, then in pending:
+            _call(then, None, asyncio.CancelledError())
         return
     error = done.exception()
     if error is not None:
-        for _op, future in pending:
-            if not future.done():
-                future.set_exception(error)
+        for _op, then in pending:
+            _call(then, None, error)
         return
     results = [done.result()] if single else done.result()
-    for (_op, future), result in zip(pending, results, strict=True):
-        if future.done():  # (its request went away)
-            continue
+    for (_op, then), result in zip(pending, results, strict=True):
         if isinstance(result, EtcdError):
-            future.set_exception(result)
+            _call(then, None, result)
         else:
-            future.set_result(result)
+            _call(then, result, None)
+
+
+def _call(then: Then, result: Any, error: BaseException | None) -> None:
+    """One put's answer; a failing one must not keep the others of its entry unanswered."""
+    try:
+        then(result, error)
+    except Exception:
+        log.exception("answering a put failed")
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # (its request went away)
+        return
+    if isinstance(error, asyncio.CancelledError):
+        future.cancel()
+    elif error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

@@ -437,13 +437,13 @@ class FastProtocol(asyncio.Protocol):
         self._respond(status, out.content_type, payload, close)
 
     def _put(self, out: Out, body: bytes, close: bool) -> None:
-        try:
-            future = self.routes.puts.submit(_decode_put(body, out))
+        try:  # answered from the entry's waiter callback itself (``submit_then``)
+            self.routes.puts.submit_then(
+                _decode_put(body, out), lambda result, error: self._answered(result, error, out, close, self.routes.put_answer)
+            )
         except Exception as exc:  # answered a turn later: ``_respond`` starts the next
             # pipelined request, so answering here would recurse once per bad request
             asyncio.get_running_loop().call_soon(self._fail, exc, out, close)
-            return
-        future.add_done_callback(lambda done: self._answer(done, out, close, self.routes.put_answer))
 
     def _range(self, out: Out, body: bytes, close: bool) -> None:
         try:
@@ -454,16 +454,23 @@ class FastProtocol(asyncio.Protocol):
         future.add_done_callback(lambda done: self._answer(done, out, close, self.routes.range_answer))
 
     def _answer(self, done: asyncio.Future[Any], out: Out, close: bool, encode: Any) -> None:
-        """Answer a put or a range from its future: ``encode(out, result)`` or the error."""
-        if done.cancelled():  # (not expected: nothing cancels a proposal's future)
-            self._fail(Unavailable("etcdserver: request cancelled"), out, close)
+        """Answer a range from its future: ``encode(out, result)`` or the error."""
+        if done.cancelled():  # (not expected: nothing cancels a read's future)
+            self._answered(None, asyncio.CancelledError(), out, close, encode)
             return
         error = done.exception()
+        self._answered(None if error is not None else done.result(), error, out, close, encode)
+
+    def _answered(self, result: Any, error: BaseException | None, out: Out, close: bool, encode: Any) -> None:
+        """Answer a put or a range: ``encode(out, result)`` or the error."""
+        if isinstance(error, asyncio.CancelledError):
+            self._fail(Unavailable("etcdserver: request cancelled"), out, close)
+            return
         if error is not None:
             self._fail(error, out, close)
             return
         try:
-            payload = encode(out, done.result())
+            payload = encode(out, result)
         except Exception as exc:
             self._fail(exc, out, close)
             return
