@@ -157,7 +157,10 @@ class Scheduler:
                 continue
             reason = self._apply_post_filter(info, attempt, now_s, preemptions, reservations)
             pending[job_id] = self.reasons[job_id] = reason
-            queue.park(job_id, now_s, fw.hints.get(attempt.status.plugin, ALL_EVENTS), attempt.status.plugin)
+            hints = fw.hints.get(attempt.status.plugin, ALL_EVENTS)
+            if attempt.post_failed:
+                hints |= fw.post_hints
+            queue.park(job_id, now_s, hints, attempt.status.plugin)
             if strict:
                 # Everything behind waits; pending_reason() derives their reason on demand
                 # instead of rewriting one per job per pass.

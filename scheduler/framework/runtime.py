@@ -58,6 +58,9 @@ class Attempt:
     status: Status
     placement: Placement | None = None
     post: PostFilterResult | None = None
+    # The PostFilter plugins ran and none could help (preemption found no victims): the job
+    # also waits for their registered events (``Framework.post_hints``).
+    post_failed: bool = False
 
 
 class Framework:
@@ -117,6 +120,10 @@ class Framework:
                 f"profile {profile.name}: {self.pre_filters[writers[0]].name} writes the placement "
                 "levels and must be the first PreFilter plugin when PostFilter plugins run")
         self.queue_sort = sorters[0]
+        # Events that may let a failed PostFilter succeed (preemption: a running gang's rank
+        # fell below the waiting job's): a job whose PostFilters failed waits for these too.
+        self.post_hints: frozenset[ClusterEvent] = frozenset().union(
+            *(self.hints.get(p.name, frozenset()) for p in self.post_filters))
         self._failures: dict[tuple[object, ...], tuple[int, Status]] = {}
         self._domains: dict[Level, list[Domain]] = {}
         self._domains_key: tuple[int, int] = (-1, -1)
@@ -179,6 +186,20 @@ class Framework:
     # --- one job ----------------------------------------------------------------------------
 
     def queueing_hint(self, info: JobInfo, plugin: str, events: set[ClusterEvent]) -> bool:
+        """May ``events`` let ``info``, rejected by ``plugin``, pass now? Events the rejecting
+        plugin registered are its to judge; the rest came from the PostFilter plugins'
+        registrations (the job waits for them when its preemption failed), each judged by
+        the PostFilter plugin that registered it."""
+        own = self.hints.get(plugin)
+        if own is None or events & own:
+            return self._plugin_hint(info, plugin, events)
+        for post in self.post_filters:
+            theirs = events & self.hints.get(post.name, frozenset())
+            if theirs and self._plugin_hint(info, post.name, set(theirs)):
+                return True
+        return False
+
+    def _plugin_hint(self, info: JobInfo, plugin: str, events: set[ClusterEvent]) -> bool:
         hinter = self.queueing_hints.get(plugin)
         if hinter is not None:
             return hinter.queueing_hint(self.state, info, events)
@@ -243,7 +264,7 @@ class Framework:
             result = plugin.post_filter(cs, info, status)
             if result.status.ok:
                 return Attempt(status, post=result)
-        return Attempt(status)
+        return Attempt(status, post_failed=bool(self.post_filters))
 
     # --- placement --------------------------------------------------------------------------
 

@@ -4,7 +4,15 @@ LAS demotion wake-ups, bind failures."""
 from __future__ import annotations
 
 from scheduler.framework.registry import PluginSpec, Profile, QueueOptions
-from scheduler.model import BindFailed, JobAdded, JobFinished, Level, Tenant, TenantUpdated
+from scheduler.model import (
+    BindFailed,
+    JobAdded,
+    JobFinished,
+    JobUpdated,
+    Level,
+    Tenant,
+    TenantUpdated,
+)
 from scheduler.profiles import profile
 from scheduler.testing import cluster, make_job, make_node, make_nodes
 
@@ -78,6 +86,29 @@ def test_las_demotion_wakes_the_scheduler_and_lets_new_jobs_preempt() -> None:
     assert early.preemptions == ()  # same LAS queue: no preemption yet
     late = sched.schedule(3600.0)
     assert [p.victim_id for p in late.preemptions] == ["long"]
+
+
+def test_a_rank_change_retries_at_once_a_job_whose_preemption_failed() -> None:
+    # "new" arrives just before "long" is demoted: its preemption fails (same LAS queue) and
+    # it parks; the demotion (3600 s) must retry it then, not at the next flush tick (3900 s).
+    builder = cluster(make_nodes(1))
+    sched = builder.scheduler(profile("b4"), jobs=[make_job("long").gpus(8).submitted(0).obj()])
+    sched.schedule(0.0)
+    sched.handle(JobAdded(make_job("new").gpus(1).submitted(3500).obj()))
+    assert sched.schedule(3500.0).preemptions == ()
+    assert sched.next_wakeup_s() == 3600.0
+    late = sched.schedule(3600.0)
+    assert late.attempts == 1 and [p.victim_id for p in late.preemptions] == ["long"]
+
+
+def test_a_rank_change_leaves_parked_a_job_that_cannot_preempt() -> None:
+    # b3 has no preemption: a rank change (a new priority for the running job) cannot help
+    # the parked job, which waits for resources or the flush.
+    builder = cluster(make_nodes(1)).running(make_job("bg").gpus(8), {"n0": 8})
+    sched = builder.scheduler(profile("b3"), jobs=[make_job("j").gpus(1).obj()])
+    assert sched.schedule(0.0).attempts == 1
+    sched.handle(JobUpdated(make_job("bg").gpus(8).priority(-1).obj()))
+    assert sched.schedule(1.0).attempts == 0
 
 
 def test_bind_failure_backs_off_then_retries() -> None:

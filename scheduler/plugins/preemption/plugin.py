@@ -29,7 +29,7 @@ from scheduler.framework.status import SUCCESS, Status
 from scheduler.model import Preemption
 from scheduler.plugins.preemption.victims import Candidate, search
 from scheduler.plugins.quota.plugin import Quota, nominal_gpus
-from scheduler.state import ClusterState, JobInfo
+from scheduler.state import ClusterEvent, ClusterState, JobInfo
 
 __all__ = ["NAME", "Preempt", "PreemptionArgs", "new"]
 
@@ -80,6 +80,12 @@ class Preempt:
         self.borrowing = False
         self._pass: tuple[ClusterState, float] | None = None
         self.failed: dict[tuple[object, ...], int] = {}
+
+    def events_to_register(self) -> frozenset[ClusterEvent]:
+        return frozenset({
+            ClusterEvent.PRIORITY_CHANGED,  # a running gang's rank fell (LAS demotion, a quantum
+            # ended): it may now be a victim of a job whose preemption failed
+        })
 
     def begin_pass(self, state: ClusterState, now_s: float) -> None:
         self._pass = (state, now_s)
