@@ -77,6 +77,9 @@ READ_ROUND_TIMEOUT_S = 1.0
 EXPIRE_EVERY_S = 0.1
 INLINE_APPLY_MAX = 256
 """Committed entries applied in the Ready loop itself at most (see ``_apply_inline``)."""
+COMMIT_HOLD_S = 0.002
+"""How long a leader holds a MsgApp without entries (a follower's new commit index) for
+the next MsgApp to that follower to carry it instead (``_transmit``)."""
 
 
 def _nothing() -> None:
@@ -172,6 +175,8 @@ class NodeDriver:
         self.fatal: BaseException | None = None
         self.dropped_inputs: dict[tuple[str, str], int] = {}  # (input kind, error type) -> count
         self._acks_now = False  # the leader's own sync runs: acks are stepped on arrival
+        self._held: dict[int, Message] = {}  # follower -> its held MsgApp without entries
+        self._held_timer: asyncio.TimerHandle | None = None
         self._acks_stepped = 0
 
     @property
@@ -192,6 +197,9 @@ class NodeDriver:
         ]
 
     async def stop(self) -> None:
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -487,7 +495,41 @@ class NodeDriver:
     def _send(self, messages: tuple[Message, ...]) -> None:
         if self._later:
             self._send_later()  # (in order: what was put off goes first)
-        self.transport.send(messages)
+        self._transmit(messages)
+
+    def _transmit(self, messages: tuple[Message, ...] | list[Message]) -> None:
+        """Hand ``messages`` to the transport, but hold a leader's MsgApps without entries
+        (the new commit index after every commit: one frame to each follower, which wakes
+        it to step, answer and apply) for up to ``COMMIT_HOLD_S``: the next MsgApp to that
+        follower (with a lone client, the next put's, ~0.5 ms later) carries a commit index
+        at least as high and replaces it; otherwise it goes out when the time is up. Holding
+        a message is a delay the network could add (safe in Raft); it is never dropped
+        unless a later MsgApp to the same follower goes out in its place, and only a
+        follower's apply and commit index lag by that time (heartbeats carry the commit
+        index too). Everything else goes out at once, in order."""
+        held = self._held
+        out: list[Message] = []
+        for m in messages:
+            if m.type == MessageType.APP:
+                if not m.entries and self.role == StateRole.LEADER:
+                    held[m.to] = m
+                    continue
+                held.pop(m.to, None)  # (replaced: this one carries a commit index >= its)
+            out.append(m)
+        if not held:
+            if self._held_timer is not None:  # (all replaced: no wake-up for nothing)
+                self._held_timer.cancel()
+                self._held_timer = None
+        elif self._held_timer is None:
+            self._held_timer = asyncio.get_running_loop().call_later(COMMIT_HOLD_S, self._send_held)
+        if out:
+            self.transport.send(out)
+
+    def _send_held(self) -> None:
+        self._held_timer = None
+        held, self._held = self._held, {}
+        if held:
+            self.transport.send(list(held.values()))
 
     def _send_after_answers(self, messages: tuple[Message, ...]) -> None:
         """Send ``messages`` once the tasks woken so far (the handlers whose waiters the
@@ -501,7 +543,7 @@ class NodeDriver:
     def _send_later(self) -> None:
         later, self._later = self._later, []
         if later:
-            self.transport.send(later)
+            self._transmit(later)
 
     def _apply_inline(self, rd: Ready) -> bool:
         """Apply a Ready's committed entries right here, in the Ready loop, when that Ready

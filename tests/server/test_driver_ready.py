@@ -91,7 +91,14 @@ def committed(driver: NodeDriver, first: int, count: int) -> tuple[tuple[Entry, 
 
 
 def msg(index: int) -> Message:
-    return Message(type=MessageType.APP, to=2, from_=1, term=1, index=index, commit=index)
+    """A heartbeat (a MsgApp without entries would be held back: ``test_commit_indexes_...``)."""
+    return Message(type=MessageType.HEARTBEAT, to=2, from_=1, term=1, index=index, commit=index)
+
+
+def app(index: int, to: int = 2, entries: int = 0) -> Message:
+    """A MsgApp after ``index`` with ``entries`` new entries."""
+    new = tuple(Entry(term=1, index=index + 1 + i, data=b"") for i in range(entries))
+    return Message(type=MessageType.APP, to=to, from_=1, term=1, index=index, commit=index, entries=new)
 
 
 async def test_a_commit_only_ready_is_applied_inline_and_answers_before_its_messages_go_out() -> None:
@@ -121,10 +128,10 @@ async def test_put_off_messages_go_out_before_any_later_message() -> None:
     await driver._handle_ready(Ready(hard_state=HardState(term=1, commit=1), committed_entries=entries, messages=(msg(1),)))
     # the next Ready persists new entries and sends at once (leader: before its fsync)
     new = (Entry(term=1, index=2, data=b""),)
-    await driver._handle_ready(Ready(entries=new, messages=(msg(2),), must_sync=True))
-    assert [e for e in events if e[0] == "send"] == [("send", [1]), ("send", [2])]
+    await driver._handle_ready(Ready(entries=new, messages=(app(1, entries=1),), must_sync=True))
+    assert [e for e in events if e[0] == "send"] == [("send", [1]), ("send", [1])]
     await asyncio.sleep(0)
-    assert [e for e in events if e[0] == "send"] == [("send", [1]), ("send", [2])]  # not sent twice
+    assert [e for e in events if e[0] == "send"] == [("send", [1]), ("send", [1])]  # not sent twice
 
 
 async def test_entries_queue_behind_a_busy_apply_stage_and_keep_their_order() -> None:
@@ -228,3 +235,36 @@ async def test_a_leader_steps_its_followers_acks_while_its_own_sync_runs() -> No
     finally:
         release.set()
         driver.writer.close()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+
+    def send(self, messages: Any) -> None:
+        self.sent.extend(messages)
+
+
+async def test_commit_indexes_wait_for_the_next_append_to_carry_them() -> None:
+    """A leader's MsgApp without entries (a follower's new commit index, sent after every
+    commit) is held for up to COMMIT_HOLD_S: the next MsgApp to that follower replaces it
+    (one frame instead of two, one wake-up of the follower instead of two); a follower with
+    no later MsgApp gets it when the time is up; other messages are never held. Before:
+    each went out at once."""
+    from kvraft.server.driver import COMMIT_HOLD_S
+
+    driver = make_driver([])
+    driver.transport = transport = Recorder()
+    beat = msg(3)
+    driver._send((app(3, to=2), app(3, to=3), beat))
+    assert transport.sent == [beat]  # the two commit indexes held, the heartbeat not
+    with_entries = app(3, to=2, entries=1)
+    driver._send((with_entries,))
+    assert transport.sent == [beat, with_entries]  # it carries follower 2's commit index
+    await asyncio.sleep(COMMIT_HOLD_S * 3)
+    assert transport.sent == [beat, with_entries, app(3, to=3)]  # follower 3's, on time
+    await asyncio.sleep(COMMIT_HOLD_S * 3)
+    assert transport.sent == [beat, with_entries, app(3, to=3)]  # follower 2's was dropped
+    driver.role = StateRole.FOLLOWER  # (not a leader: nothing is held)
+    driver._send((app(4, to=2),))
+    assert transport.sent[-1] == app(4, to=2)
