@@ -90,12 +90,16 @@ class Scheduler:
     def handle(self, *events: Event) -> None:
         kinds: set[ClusterEvent] = set()
         state, queue = self.state, self.queue
-        finish = self.framework.finish_plugins
+        finish, forget = self.framework.finish_plugins, self.framework.forget_plugins
         for event in events:
             if finish and isinstance(event, JobFinished):
                 done = state.jobs.get(event.job_id)
                 if done is not None:
                     self.framework.job_finished(done, event.at_s)
+            elif forget and isinstance(event, JobDeleted):
+                gone = state.jobs.get(event.job_id)
+                if gone is not None:
+                    self.framework.job_deleted(gone)
             kinds |= state.handle(event)
             if isinstance(event, JobAdded | JobUpdated):
                 job_id = event.job.job_id

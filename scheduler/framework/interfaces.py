@@ -36,6 +36,7 @@ __all__ = [
     "EnqueueExtensions",
     "FilterPlugin",
     "FinishPlugin",
+    "ForgetPlugin",
     "Handle",
     "PassPlugin",
     "PermitPlugin",
@@ -195,6 +196,17 @@ class FinishPlugin(Protocol):
     name: str
 
     def job_finished(self, info: JobInfo, at_s: float) -> None: ...
+
+
+@runtime_checkable
+class ForgetPlugin(Protocol):
+    """Told that a job was deleted before it finished (``JobDeleted``), before the state
+    forgets it: plugins that keep something per job drop it here (``job_finished`` covers
+    the jobs that finish)."""
+
+    name: str
+
+    def job_deleted(self, info: JobInfo) -> None: ...
 
 
 @runtime_checkable

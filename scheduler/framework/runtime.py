@@ -31,6 +31,7 @@ from scheduler.framework.interfaces import (
     EnqueueExtensions,
     FilterPlugin,
     FinishPlugin,
+    ForgetPlugin,
     PassPlugin,
     PermitPlugin,
     PostFilterPlugin,
@@ -78,6 +79,7 @@ class Framework:
         self.permits: list[PermitPlugin] = []
         self.pass_plugins: list[PassPlugin] = []
         self.finish_plugins: list[FinishPlugin] = []
+        self.forget_plugins: list[ForgetPlugin] = []
         self.hints: dict[str, frozenset[ClusterEvent]] = {}
         self.queueing_hints: dict[str, QueueingHintPlugin] = {}
         sorters: list[QueueSortPlugin] = []
@@ -104,6 +106,8 @@ class Framework:
                 self.pass_plugins.append(plugin)
             if isinstance(plugin, FinishPlugin):
                 self.finish_plugins.append(plugin)
+            if isinstance(plugin, ForgetPlugin):
+                self.forget_plugins.append(plugin)
             if isinstance(plugin, EnqueueExtensions):
                 self.hints[plugin.name] = plugin.events_to_register()
             if isinstance(plugin, QueueingHintPlugin):
@@ -214,6 +218,11 @@ class Framework:
         drops its record)."""
         for plugin in self.finish_plugins:
             plugin.job_finished(info, at_s)
+
+    def job_deleted(self, info: JobInfo) -> None:
+        """A job was deleted unfinished: the plugins that keep per-job state drop it."""
+        for plugin in self.forget_plugins:
+            plugin.job_deleted(info)
 
     def begin_pass(self, now_s: float) -> None:
         self._failures.clear()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from scheduler.cycle import Scheduler
-from scheduler.model import JobAdded, JobDeleted, JobFinished, NodeAdded
+from scheduler.model import JobAdded, JobDeleted, JobEvicted, JobFinished, NodeAdded
 from scheduler.plugins.remaining.history import RunTimeHistory, size_class
 from scheduler.plugins.remaining.plugin import RemainingArgs, RemainingTimeFirst
 from scheduler.profiles import profile, with_args
@@ -391,6 +391,22 @@ def test_relative_quantum_is_kept_for_the_run_and_renewed_on_the_next() -> None:
     assert plugin.quantum_s(running) != first, "a new run: E from the history and service now"
     plugin.job_finished(running, 9500.0)
     assert "r" not in plugin._quanta
+
+
+def test_relative_quantum_memo_forgets_a_job_deleted_unfinished() -> None:
+    """A relative quantum is memoised per run; a job deleted while running, or evicted and
+    then deleted while pending, never finishes, so the deletion must drop the memo."""
+    sched = Scheduler(with_args(profile("remaining"), ["remaining.min_samples=1", "remaining.min_run_frac=0.5"]))
+    sched.handle(NodeAdded(make_node("n1").gpus(8).obj()))
+    sched.handle(*(JobAdded(make_job(j).gpus(2).estimate(3600.0).obj()) for j in ("run", "evicted", "done")))
+    assert {b.job_id for b in sched.schedule(0.0).bindings} == {"run", "evicted", "done"}
+    plugin = sched.framework.queue_sort
+    assert isinstance(plugin, RemainingTimeFirst)
+    assert set(plugin._quanta) == {"run", "evicted", "done"}
+    sched.handle(JobEvicted("evicted", 100.0))
+    sched.schedule(100.0)
+    sched.handle(JobDeleted("run"), JobDeleted("evicted"), JobFinished("done", 200.0))
+    assert plugin._quanta == {}
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scheduler.framework.args import decode_args
-from scheduler.framework.interfaces import FinishPlugin, Handle, QueueSortPlugin
+from scheduler.framework.interfaces import FinishPlugin, ForgetPlugin, Handle, QueueSortPlugin
 from scheduler.plugins.remaining.history import LearnedRemaining
 from scheduler.state import JobInfo, Phase
 
@@ -143,6 +143,9 @@ class RemainingTimeFirst:
     def job_finished(self, info: JobInfo, at_s: float) -> None:
         self._quanta.pop(info.job.job_id, None)
         self.learned.job_finished(info, at_s)
+
+    def job_deleted(self, info: JobInfo) -> None:
+        self._quanta.pop(info.job.job_id, None)
 
     # --- ordering ---------------------------------------------------------------------------
 
@@ -239,3 +242,4 @@ def new(args: Mapping[str, Any], handle: Handle) -> RemainingTimeFirst:
 
 _check_queue_sort: QueueSortPlugin = RemainingTimeFirst(RemainingArgs())
 _check_finish: FinishPlugin = RemainingTimeFirst(RemainingArgs())
+_check_forget: ForgetPlugin = RemainingTimeFirst(RemainingArgs())
