@@ -115,10 +115,12 @@ class RawNode:
         """Raises NotLeaderError (with the leader's id when known) or ProposalDroppedError."""
         self._raft.propose([data])
 
-    def propose_batch(self, datas: Sequence[bytes]) -> None:
-        """Append many entries as one proposal (one log append, one MsgApp per follower)."""
+    def propose_batch(self, datas: Sequence[bytes]) -> int:
+        """Append many entries as one proposal (one log append, one MsgApp per follower);
+        returns the index of the last one (0 when ``datas`` is empty)."""
         if datas:
-            self._raft.propose(list(datas))
+            return self._raft.propose(list(datas))
+        return 0
 
     def propose_conf_change(self, cc: ConfChange) -> None:
         """Raises NotLeaderError, ProposalDroppedError (a change is pending) or

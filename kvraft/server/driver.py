@@ -176,6 +176,8 @@ class NodeDriver:
         self.dropped_inputs: dict[tuple[str, str], int] = {}  # (input kind, error type) -> count
         self._acks_now = False  # the leader's own sync runs: acks are stepped on arrival
         self._held: dict[int, Message] = {}  # follower -> its held MsgApp without entries
+        self._forwarders: set[int] = set()  # followers whose forwarded proposals are queued
+        self._forwarded: dict[int, int] = {}  # follower -> the last index it forwarded
         self._held_timer: asyncio.TimerHandle | None = None
         self._acks_stepped = 0
 
@@ -238,6 +240,7 @@ class NodeDriver:
         elif kind == wire.FORWARD:
             deadline = time.monotonic() + REQUEST_TIMEOUT_S
             self._proposals.extend((bytes(d), False, deadline) for d in body)
+            self._forwarders.add(source)
         elif kind == wire.FORWARD_CONF:
             self._proposals.append((bytes(body), True, time.monotonic() + REQUEST_TIMEOUT_S))
         self.kick()
@@ -362,7 +365,10 @@ class NodeDriver:
         normal = [data for data, conf, _ in queued if not conf]
         if normal:
             try:
-                self.raw.propose_batch(normal)
+                last = self.raw.propose_batch(normal)
+                for source in self._forwarders:  # (their commit index is not held: _transmit)
+                    self._forwarded[source] = last
+                self._forwarders.clear()
             except NotLeaderError as exc:
                 if exc.leader == NONE:
                     self._proposals.extend(p for p in queued if not p[1])  # retry when known
@@ -506,12 +512,17 @@ class NodeDriver:
         a message is a delay the network could add (safe in Raft); it is never dropped
         unless a later MsgApp to the same follower goes out in its place, and only a
         follower's apply and commit index lag by that time (heartbeats carry the commit
-        index too). Everything else goes out at once, in order."""
+        index too). Not held: the commit index that commits entries a follower forwarded
+        (its clients wait for it to apply them, and no next MsgApp may come before they
+        are answered). Everything else goes out at once, in order."""
         held = self._held
         out: list[Message] = []
         for m in messages:
             if m.type == MessageType.APP:
-                if not m.entries and self.role == StateRole.LEADER:
+                forwarded = self._forwarded.get(m.to)
+                if forwarded is not None and m.commit >= forwarded:
+                    del self._forwarded[m.to]  # (it learns that its proposals are committed)
+                elif not m.entries and self.role == StateRole.LEADER:
                     held[m.to] = m
                     continue
                 held.pop(m.to, None)  # (replaced: this one carries a commit index >= its)

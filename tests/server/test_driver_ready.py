@@ -268,3 +268,34 @@ async def test_commit_indexes_wait_for_the_next_append_to_carry_them() -> None:
     driver.role = StateRole.FOLLOWER  # (not a leader: nothing is held)
     driver._send((app(4, to=2),))
     assert transport.sent[-1] == app(4, to=2)
+
+
+class ProposingRaw:
+    def __init__(self, last: int) -> None:
+        self.last = last
+        self.proposed: list[bytes] = []
+
+    def propose_batch(self, datas: list[bytes]) -> int:
+        self.proposed.extend(datas)
+        return self.last
+
+
+async def test_the_commit_index_of_a_followers_forwarded_proposals_is_not_held() -> None:
+    """A follower's clients wait for it to apply what it forwarded; with one client no next
+    MsgApp comes before that answer, so the commit index that commits those entries goes
+    out at once (held, the put through a follower waited COMMIT_HOLD_S). Commit indexes
+    below them, and those for other followers, are still held."""
+    driver = make_driver([])
+    driver.transport = transport = Recorder()
+    driver.raw = ProposingRaw(last=7)
+    driver.on_frame(3, wire.FORWARD, [b"put"])
+    driver._propose_queued()
+    assert driver.raw.proposed == [b"put"]
+    driver._send((app(6, to=3), app(7, to=2)))
+    assert transport.sent == []  # entry 7 is not committed yet; follower 2 forwarded nothing
+    driver._send((app(7, to=3),))
+    assert transport.sent == [app(7, to=3)]  # commits follower 3's entry: at once
+    driver._send((app(8, to=3),))
+    assert transport.sent == [app(7, to=3)]  # nothing of its own waits any more: held
+    driver._send_held()
+    assert sorted(m.to for m in transport.sent[1:]) == [2, 3]
