@@ -53,7 +53,7 @@ class ApplyStage:
     def __init__(
         self,
         target: Any,
-        waiters: dict[int, asyncio.Future[Any]],
+        waiters: dict[int, Any],  # request id -> its future or ``driver.CallbackWaiter``
         applied: AppliedWaiters,
         conf_state: ConfState,
         on_applied: Callable[[], None],

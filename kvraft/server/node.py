@@ -291,6 +291,13 @@ class Node(NodeStatusMixin):
         self.state.quota.check(op, self._raise_nospace)
         return self.driver.submit(self.wrap_proposal(op), max_bytes=self.config.max_request_bytes)
 
+    def submit_write_then(self, op: Any, then: Any) -> None:
+        """``submit_write`` with a callback instead of the future: ``then(result, error)``
+        runs where the op is applied (``NodeDriver.submit_then``)."""
+        validate_op(op, self.config.max_txn_ops)
+        self.state.quota.check(op, self._raise_nospace)
+        self.driver.submit_then(self.wrap_proposal(op), then, max_bytes=self.config.max_request_bytes)
+
     def _raise_nospace(self) -> None:
         """Over quota: replicate a NOSPACE alarm (etcd's quotaKVServer), in the background."""
         if self._alarm_task is None or self._alarm_task.done():

@@ -47,6 +47,10 @@ class FakeServer:
                 future.set_result(result)
         return future
 
+    def submit_write_then(self, op: Any, then: Any) -> None:
+        future = self.submit_write(op)
+        future.add_done_callback(lambda done: then(None, done.exception()) if done.exception() else then(done.result(), None))
+
     async def put(self, op: PutOp) -> Any:
         self.direct.append(op)
         return await self.submit_write(op)
@@ -121,25 +125,25 @@ def test_with_auth_enabled_each_put_is_its_own_request() -> None:
 
 
 class HeldServer(FakeServer):
-    """``submit_write`` returns a pending waiter, as the driver's; ``applied`` resolves it and
-    then queues a mark, as the driver's ``_send_after_answers`` queues the commit index for
-    the followers right after the inline apply resolved the waiters."""
+    """``submit_write_then`` registers a waiter, as the driver's (``CallbackWaiter``: called
+    where the entry is applied); ``applied`` resolves them and then queues a mark, as the
+    driver's ``_send_after_answers`` queues the commit index for the followers right after
+    the inline apply resolved the waiters."""
 
     def __init__(self) -> None:
         super().__init__()
         self.cluster_id, self.member_id, self.raft_term = 1, 2, 3
-        self.waiters: list[tuple[Any, asyncio.Future[Any]]] = []
+        self.waiters: list[tuple[Any, Any]] = []
 
-    def submit_write(self, op: Any) -> asyncio.Future[Any]:
+    def submit_write_then(self, op: Any, then: Any) -> None:
         self.proposed.append(op)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.waiters.append((op, future))
-        return future
+        self.waiters.append((op, then))
 
-    def applied(self, events: list[str]) -> None:
-        for op, future in self.waiters:
-            future.set_result([self._result(o) for o in op.ops] if isinstance(op, BatchOp) else self._result(op))
+    def applied(self, events: list[Any]) -> None:
+        for op, then in self.waiters:
+            then([self._result(o) for o in op.ops] if isinstance(op, BatchOp) else self._result(op), None)
         self.waiters = []
+        events.append("applied")
         asyncio.get_running_loop().call_soon(events.append, "commit index sent")
 
 
@@ -148,9 +152,9 @@ async def _turns(n: int) -> None:
         await asyncio.sleep(0)
 
 
-def test_submit_then_answers_in_the_waiters_own_callback() -> None:
-    """Each put's answer runs in the turn the waiter's callbacks run, before anything queued
-    after the waiter was resolved (``submit``'s future would answer a turn later)."""
+def test_submit_then_answers_where_the_entry_is_applied() -> None:
+    """Each put's answer runs where the entry's waiter is resolved, before anything queued
+    after it (``submit``'s future would answer a turn later)."""
 
     async def run() -> list[Any]:
         server, events = HeldServer(), []
@@ -164,7 +168,7 @@ def test_submit_then_answers_in_the_waiters_own_callback() -> None:
         return events
 
     events = asyncio.run(run())
-    assert [e[0] for e in events[:3]] == [b"a", b"b", b"bad-lease"] and events[3] == "commit index sent"
+    assert [e[0] for e in events[:3]] == [b"a", b"b", b"bad-lease"] and events[3:] == ["applied", "commit index sent"]
     assert [e[1].revision for e in events[:2]] == [11, 12] and events[2][1] is None
     assert isinstance(events[2][2], EtcdError)
 
@@ -184,13 +188,15 @@ def test_a_failing_answer_does_not_keep_the_others_unanswered() -> None:
         await _turns(3)
         return events
 
-    assert asyncio.run(run()) == [12, "commit index sent"]
+    assert asyncio.run(run()) == [12, "applied", "commit index sent"]
 
 
 def test_the_fast_paths_put_is_written_before_the_commit_index_goes_out() -> None:
     """The fast path's kv/put answer is on the socket in the turn the waiter's callbacks run:
     before the driver's commit-index messages (which wake the followers, competing with the
-    answer for the CPU). It was two turns later: the coalescer's future, then the answer."""
+    answer for the CPU), indeed in the apply itself (a callback waiter, not a future: the
+    answer no longer waits for the rest of the Ready loop's pass). It was two turns later:
+    the waiter's future, then the coalescer's."""
     from kvraft.server.api.fast import FastProtocol, _Routes
 
     class Transport:
@@ -215,4 +221,5 @@ def test_the_fast_paths_put_is_written_before_the_commit_index_goes_out() -> Non
         await _turns(3)
         return events
 
-    assert asyncio.run(run()) == [b"HTTP/1.1 200 OK", "commit index sent"]
+    # written in the apply itself: before the Ready loop's pass goes on
+    assert asyncio.run(run()) == [b"HTTP/1.1 200 OK", "applied", "commit index sent"]

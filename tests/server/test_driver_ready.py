@@ -299,3 +299,21 @@ async def test_the_commit_index_of_a_followers_forwarded_proposals_is_not_held()
     assert transport.sent == [app(7, to=3)]  # nothing of its own waits any more: held
     driver._send_held()
     assert sorted(m.to for m in transport.sent[1:]) == [2, 3]
+
+
+async def test_a_callback_waiter_is_called_in_the_apply_and_a_failing_one_stops_nothing() -> None:
+    """``submit_then``'s callback runs where the entry is applied (inside ``_handle_ready``
+    for an inline apply, not a loop turn later as a future's callbacks); one that raises is
+    logged and the apply goes on (the next op still gets its answer)."""
+    events: list[Any] = []
+    driver = make_driver(events)
+
+    def broken(result: Any, error: BaseException | None) -> None:
+        raise RuntimeError("the client went away")
+
+    driver.submit_then(PutOp(b"a", b"v"), broken)
+    driver.submit_then(PutOp(b"b", b"v"), lambda result, error: events.append(("answered", result[1], error)))
+    entries = tuple(Entry(term=1, index=i + 1, data=data) for i, (data, _, _) in enumerate(driver._proposals))
+    await driver._handle_ready(Ready(hard_state=HardState(term=1, commit=2), committed_entries=entries))
+    assert events == [("apply", 2), ("answered", b"b", None)]  # before any loop turn
+    assert driver._waiters == {} and driver.applied.applied == 2

@@ -66,16 +66,17 @@ class PutCoalescer:
 
     def submit_then(self, op: PutOp, then: Then) -> None:
         """``submit`` without the future: ``then(result, None)`` or ``then(None, error)``
-        is called once, from the callback of the entry's waiter (the loop turn after the
-        entry was applied), with no further turn before it: a future's callbacks run a
-        turn after the future is resolved, and in that turn the driver sends the commit
-        index to the followers (``NodeDriver._send_after_answers``), whose wake-ups then
-        compete with the answer for the CPU. A bad request raises here, alone."""
+        is called once, where the entry is applied (``Node.submit_write_then``: the
+        entry's waiter is a callback, not a future), with no loop turn before it: a
+        future's callbacks run a turn after the future is resolved, after the rest of the
+        Ready loop's pass and the commit index sent to the followers
+        (``NodeDriver._send_after_answers``), whose wake-ups then compete with the answer
+        for the CPU. A bad request raises here, alone."""
         validate_op(op, self.max_txn_ops)
         size = len(op.key) + len(op.value) + _OP_OVERHEAD
         if size + _ENTRY_OVERHEAD > self.max_bytes // 2:
             # (alone: its own "request is too large")
-            self.server.submit_write(op).add_done_callback(lambda done: _distribute(done, [(op, then)], True))
+            self.server.submit_write_then(op, lambda result, error: _deliver(result, error, [(op, then)], True))
             return
         if self._bytes + size > self.max_bytes or len(self._pending) >= MAX_OPS:
             self._flush()
@@ -97,27 +98,25 @@ class PutCoalescer:
         self.puts += len(pending)
         single = len(pending) == 1
         try:
-            submitted = self.server.submit_write(pending[0][0] if single else BatchOp([op for op, _ in pending]))
+            self.server.submit_write_then(
+                pending[0][0] if single else BatchOp([op for op, _ in pending]),
+                lambda result, error: _deliver(result, error, pending, single),
+            )
         except Exception as exc:  # refused before proposing (quota, size): each put is,
             # answered a turn later (``_flush`` may run inside a request's handling)
             loop = asyncio.get_running_loop()
             for _op, then in pending:
                 loop.call_soon(_call, then, None, exc)
             return
-        submitted.add_done_callback(lambda done: _distribute(done, pending, single))
 
 
-def _distribute(done: asyncio.Future[Any], pending: list[tuple[PutOp, Then]], single: bool) -> None:
-    if done.cancelled():
-        for _op, then in pending:
-            _call(then, None, asyncio.CancelledError())
-        return
-    error = done.exception()
+def _deliver(result: Any, error: BaseException | None, pending: list[tuple[PutOp, Then]], single: bool) -> None:
+    """The entry's outcome to each of its puts."""
     if error is not None:
         for _op, then in pending:
             _call(then, None, error)
         return
-    results = [done.result()] if single else done.result()
+    results = [result] if single else result
     for (_op, then), result in zip(pending, results, strict=True):
         if isinstance(result, EtcdError):
             _call(then, None, result)
