@@ -75,16 +75,22 @@ def _relative(line: str, start: int) -> str:
     return line
 
 
-def _blocks_sorted(lines: list[str]) -> list[str]:
+def _blocks(lines: list[str]) -> list[list[str]]:
     blocks: list[list[str]] = []
     for line in lines:
         if line in ("PUT", "DELETE"):
             blocks.append([])
+        assert blocks, f"output does not start with an event: {lines}"
         blocks[-1].append(line)
-    return [line for block in sorted(blocks) for line in block]
+    return blocks
 
 
-def _session(command: list[str], endpoint: str) -> list[str]:
+def _session(command: list[str], endpoint: str, events: list[list[str]] | None = None) -> list[str]:
+    """The transcript of an interactive watch session. The 8 lines that two watchers print
+    for one put come sorted line by line: etcdctl prints each watcher's event from its own
+    goroutine, a line at a time, so its two events may interleave (seen once in a full run). With
+    ``events`` given, those lines are also split into whole events there, to check that
+    kvctl's never interleave."""
     with SyncClient([endpoint]) as client:
         start = client.put("iw/seed", b"0").header.revision
         proc = _Proc([*command, f"--endpoints={endpoint}", "watch", "-i"])
@@ -99,7 +105,10 @@ def _session(command: list[str], endpoint: str) -> list[str]:
             proc.send(f"watch --prefix iw/ --rev {start + 1} --prev-kv")
             transcript += proc.lines(3)
             client.put("iw/a", b"2")  # both watches see it: the second one with the previous value
-            transcript += _blocks_sorted(proc.lines(8))  # two watchers: either may print first
+            both = proc.lines(8)  # two watchers: either may print first
+            transcript += sorted(both)
+            if events is not None:
+                events += _blocks(both)
             proc.send("bogus")
             proc.send("watch")
             proc.send("watch x y --prefix")
@@ -122,8 +131,10 @@ def test_interactive_watch_matches_etcdctl(etcd_pair: tuple[Identity, Identity],
                            "Invalid command watch x y --prefix (`range_end` and `--prefix` are mutually exclusive)",
                            "Error: Error reading watch request line: EOF"]
     assert golden[-5] == "rc=3 rest=''"
-    assert _session(KVCTL, etcd_pair[1].runtime.endpoints[0]) == golden
-    assert _session(KVCTL, kvraft_runtime.endpoints[0]) == golden
+    for endpoint in (etcd_pair[1].runtime.endpoints[0], kvraft_runtime.endpoints[0]):
+        events: list[list[str]] = []
+        assert _session(KVCTL, endpoint, events) == golden
+        assert sorted(events) == [["PUT", "iw/a", "1", "iw/a", "2"], ["PUT", "iw/a", "2"]], "whole events"
 
 
 def test_progress_notify_flag_prints_progress_lines(tmp_path: Path) -> None:
@@ -167,7 +178,7 @@ def test_interactive_watches_survive_killing_their_member(tmp_path: Path) -> Non
         with SyncClient(others) as client:
             client.put("sv/a", b"1")
             client.put("sv/b", b"1")
-            assert sorted(_blocks_sorted(proc.lines(6))) == sorted(["PUT", "sv/a", "1", "PUT", "sv/b", "1"])
+            assert sorted(_blocks(proc.lines(6))) == [["PUT", "sv/a", "1"], ["PUT", "sv/b", "1"]]
             rt.kill(victim)  # mid-session
             client.put("sv/a", b"2")
             last = client.put("sv/b", b"2").header.revision
