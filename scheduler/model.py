@@ -212,12 +212,15 @@ class Binding:
 
 @dataclass(frozen=True, slots=True)
 class Preemption:
-    """Decision: evict the whole gang ``victim_id`` so that ``preemptor_id`` can run."""
+    """Decision: evict the whole gang ``victim_id`` so that ``preemptor_id`` can run.
+    ``migration``: the victim is moved (defragmentation: it holds GPUs elsewhere to restart
+    on at once), not pushed back into the queue."""
 
     victim_id: str
     preemptor_id: str
     gpu_hours_lost: float
     reason: str
+    migration: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,8 @@ COLUMNS = [  # (metric, header, width, format)
     ("p50_jct_h", "p50", 7, ".2f"), ("p95_jct_h", "p95", 7, ".2f"), ("p99_jct_h", "p99", 7, ".1f"),
     ("avg_queue_h", "queue", 7, ".2f"), ("util", "util", 6, ".3f"),
     ("frac_small_in_one_node", "small1n", 7, ".3f"), ("frac_large_in_one_rack", "large1r", 7, ".3f"),
-    ("preemptions_per_job", "preempt", 7, ".3f"), ("decisions_per_s", "dec/s", 8, ".0f"),
+    ("preemptions_per_job", "preempt", 7, ".3f"), ("moves_per_job", "moves", 6, ".3f"),
+    ("decisions_per_s", "dec/s", 8, ".0f"),
     ("wall_s", "wall_s", 7, ".1f"),
 ]
 

@@ -54,7 +54,8 @@ class JobRecord:
     run_overhead_s: float = 0.0
     token: int = 0
     starts: int = 0
-    preemptions: int = 0
+    preemptions: int = 0  # evictions, defragmentation moves included
+    moves: int = 0  # of which defragmentation moves
     levels: list[str] = field(default_factory=list)
     factors: list[float] = field(default_factory=list)
     busy_gpu_s: float = 0.0  # allocated GPU-seconds inside the utilisation window
@@ -171,6 +172,7 @@ class Simulation:
                     rec = records[preemption.victim_id]
                     self._stop(rec, now, finished=False)
                     rec.preemptions += 1
+                    rec.moves += preemption.migration
                     evictions.append(JobEvicted(rec.job.job_id, now, stimulus_id=f"preempt:{preemption.preemptor_id}"))
                 sched.handle(*evictions)
             wake = sched.next_wakeup_s()

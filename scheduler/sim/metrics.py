@@ -70,6 +70,7 @@ def summarize(policy: str, result: RunResult) -> dict[str, object]:
         "frac_large_in_one_rack": _frac(large, "rack"),
         "mean_slowdown": fmean(factors) if factors else 1.0,
         "preemptions_per_job": preemptions / len(result.records) if result.records else 0.0,
+        "moves_per_job": sum(r.moves for r in result.records) / len(result.records) if result.records else 0.0,
         "gpu_h_lost_to_restarts": sum(r.restart_s * r.trace.gpus for r in result.records) / 3600,
         "gpu_h_lost_to_slowdown": (allocated - ideal) / 3600
         - sum(r.restart_s * r.trace.gpus for r in done) / 3600,

@@ -119,7 +119,7 @@ def test_defrag_moves_a_small_gang_out_of_the_way() -> None:
     builder = cluster(make_nodes(2)).running(low("a", 1), {"n0": 1}).running(low("b", 2), {"n1": 2})
     sched = builder.scheduler(DEFRAG, jobs=[make_job("big").gpus(8).obj()])
     result = sched.schedule(0.0)
-    assert [p.victim_id for p in result.preemptions] == ["a"]
+    assert [(p.victim_id, p.migration) for p in result.preemptions] == [("a", True)]
     holds = {r.job_id: r.holds for r in result.reservations}
     assert holds == {"big": {"n0": 8}, "a": {"n1": 1}}
     assert sched.pending_reason("big") is not None

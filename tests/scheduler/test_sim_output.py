@@ -24,10 +24,30 @@ def test_restart_and_slowdown_losses_are_accounted_apart() -> None:
     result = sim.run()
     m = summarize("b4-las", result)
     assert m["preemptions_per_job"] == 0.5
+    assert m["moves_per_job"] == 0.0  # a preemption, not a defragmentation move
     assert m["gpu_h_lost_to_restarts"] == pytest.approx(8 * 30 / 3600)
     assert m["gpu_h_lost_to_slowdown"] == pytest.approx(0.0, abs=1e-9)
     long = next(r for r in result.records if r.job.job_id == "long")
     assert long.runs == [(0.0, 7200.0), (7800.0, 7800.0 + 30 + 3600.0)]
+
+
+def test_defragmentation_moves_are_counted_among_preemptions_and_apart() -> None:
+    # Two 8-GPU nodes, default. "x" (4 GPUs) and "y" (4, short) fill n0; "z" (3) and "one"
+    # (1) go to n1. Once y ends, 4 GPUs are free on each node. "eight" (8 GPUs, one node
+    # required) ranks no higher than anyone (all in LAS's first queue): no preemption, so
+    # defragmentation moves gangs to empty a node, and eight starts long before x and z end.
+    nodes = build_nodes(ClusterSpec(2, 8, 1))
+    trace = [TraceJob("x", "v", 0.0, 4, 36000.0), TraceJob("y", "v", 0.0, 4, 100.0),
+             TraceJob("z", "v", 1.0, 3, 36000.0), TraceJob("one", "v", 2.0, 1, 36000.0),
+             TraceJob("eight", "v", 200.0, 8, 600.0)]
+    sim = Simulation(trace, nodes, profile("default"), slowdown=SlowdownModel(nodes, 0), restart_overhead_s=30.0)
+    result = sim.run()
+    m = summarize("default", result)
+    records = {r.job.job_id: r for r in result.records}
+    assert records["eight"].first_start_s is not None and records["eight"].first_start_s < 1000.0
+    moved = sum(r.moves for r in result.records)
+    assert moved >= 1 and all(r.moves == r.preemptions for r in result.records)
+    assert m["moves_per_job"] == m["preemptions_per_job"] == pytest.approx(moved / 5)
 
 
 def test_utilisation_series_splits_runs_over_hours() -> None:

@@ -99,7 +99,8 @@ class Defragment:
         if found is None:
             return None
         moves = tuple(
-            Preemption(v.info.job.job_id, job.job_id, v.cost_gpu_h, f"moved to make room for {job.job_id}")
+            Preemption(v.info.job.job_id, job.job_id, v.cost_gpu_h, f"moved to make room for {job.job_id}",
+                       migration=True)
             for v in found.victims)
         holds = {name: tasks * job.gpus_per_task for name, tasks in found.plan.items()}
         return PostFilterResult(SUCCESS, moves, holds, cs.now_s, "defrag", found.domain, found.extra,
