@@ -345,12 +345,8 @@ class NodeDriver:
     def submit(self, op: Any, timeout_s: float = REQUEST_TIMEOUT_S, max_bytes: int = 0) -> asyncio.Future[Any]:
         """``propose`` without the coroutine: queue ``op`` now and return the future of its
         result (for callers that submit many ops and await them together)."""
-        request_id = self.new_request_id()
-        data = encode_entry(request_id, op)
-        if max_bytes and len(data) > max_bytes:
-            raise InvalidArgument("etcdserver: request is too large")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._register(request_id, data, False, timeout_s, future)
+        self._submit(op, future, timeout_s, max_bytes)
         return future
 
     async def propose_conf_change(
@@ -372,11 +368,15 @@ class NodeDriver:
         """``submit`` without the future: ``then(result, None)`` or ``then(None, error)`` is
         called where the op is applied (or fails), in the same pass of the Ready loop.
         Raises as ``submit``."""
+        self._submit(op, CallbackWaiter(then), timeout_s, max_bytes)
+
+    def _submit(self, op: Any, waiter: asyncio.Future[Any] | CallbackWaiter, timeout_s: float, max_bytes: int) -> None:
+        """Encode ``op`` as an entry (refused when over ``max_bytes``) and queue it."""
         request_id = self.new_request_id()
         data = encode_entry(request_id, op)
         if max_bytes and len(data) > max_bytes:
             raise InvalidArgument("etcdserver: request is too large")
-        self._register(request_id, data, False, timeout_s, CallbackWaiter(then))
+        self._register(request_id, data, False, timeout_s, waiter)
 
     def _register(
         self, request_id: int, data: bytes, conf: bool, timeout_s: float, waiter: asyncio.Future[Any] | CallbackWaiter

@@ -287,15 +287,18 @@ class Node(NodeStatusMixin):
         """Check and queue a write now; the future resolves to its result (EtcdErrors of
         the checks are raised here). ``put``/``delete_range``/``txn`` await it; the
         msgpack batch route submits many and awaits them together."""
+        self._admit(op)
+        return self.driver.submit(self.wrap_proposal(op), max_bytes=self.config.max_request_bytes)
+
+    def _admit(self, op: Any) -> None:
+        """A write's checks before it is proposed (raise its EtcdError): shape, quota."""
         validate_op(op, self.config.max_txn_ops)
         self.state.quota.check(op, self._raise_nospace)
-        return self.driver.submit(self.wrap_proposal(op), max_bytes=self.config.max_request_bytes)
 
     def submit_write_then(self, op: Any, then: Any) -> None:
         """``submit_write`` with a callback instead of the future: ``then(result, error)``
         runs where the op is applied (``NodeDriver.submit_then``)."""
-        validate_op(op, self.config.max_txn_ops)
-        self.state.quota.check(op, self._raise_nospace)
+        self._admit(op)
         self.driver.submit_then(self.wrap_proposal(op), then, max_bytes=self.config.max_request_bytes)
 
     def _raise_nospace(self) -> None:

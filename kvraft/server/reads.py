@@ -22,7 +22,7 @@ from typing import Any
 
 from kvraft.apply.errors import Unavailable
 
-__all__ = ["AppliedWaiters", "BarrierWait", "ReadBatcher", "TimedOut", "expire"]
+__all__ = ["AppliedWaiters", "BarrierWait", "ReadBatcher"]
 
 _CTX = struct.Struct(">QQ")
 
@@ -106,13 +106,13 @@ RETRY_S = 0.02
 """After a failed round (leader changed, no leader), the next try waits this long."""
 
 
-class TimedOut(Exception):
+class _TimedOut(Exception):
     """A barrier's deadline passed while it waited (answered as etcd's timeout error)."""
 
 
-def expire(future: asyncio.Future[Any]) -> None:
+def _expire(future: asyncio.Future[Any]) -> None:
     if not future.done():
-        future.set_exception(TimedOut())
+        future.set_exception(_TimedOut())
 
 
 class BarrierWait:
@@ -139,7 +139,7 @@ class BarrierWait:
 
     def _arm(self, future: asyncio.Future[Any]) -> None:
         delay = max(0.001, self._deadline - time.monotonic())
-        self._timer = self._loop.call_later(delay, expire, future)
+        self._timer = self._loop.call_later(delay, _expire, future)
 
     def _settled(self, future: asyncio.Future[Any]) -> BaseException | None:
         """The awaited step is done: stop its deadline timer; its error, if any."""
@@ -185,7 +185,7 @@ class BarrierWait:
             self.future.set_result(result)
 
     def _fail(self, error: BaseException) -> None:
-        if isinstance(error, TimedOut):
+        if isinstance(error, _TimedOut):
             error = Unavailable("etcdserver: request timed out")
         if not self.future.done():
             self.future.set_exception(error)
