@@ -94,6 +94,7 @@ class _Stats:
         self.lost_leases = 0
         self.events: dict[str, float] = {}  # assignment key -> monotonic time its event arrived
         self.binds: dict[str, float] = {}  # assignment key -> monotonic time the bind was acknowledged
+        self.since = time.monotonic()  # when this window began (CLOCK_MONOTONIC: one clock for all processes)
 
     def error(self, verb: str, exc: BaseException) -> None:
         self.errors[verb] += 1
@@ -286,7 +287,7 @@ async def _worker_loop(index: int, workers: int, urls: list[str], inbox: Any, ou
             outbox.put(("report", {
                 "lat": stats.lat, "errors": stats.errors, "error_samples": stats.error_samples,
                 "lost_leases": stats.lost_leases, "events": stats.events, "binds": stats.binds,
-                "cpu_s": now_cpu - cpu_mark,
+                "cpu_s": now_cpu - cpu_mark, "since": stats.since, "at": time.monotonic(),
             }))  # fmt: skip
             cpu_mark = now_cpu
             stats.reset()
@@ -485,8 +486,13 @@ def _summarize(target: str, agents: int, registered: int, elapsed: float, report
         result.verbs[v] = {"count": len(lat[v]), "p50_ms": _pct(lat[v], 0.5), "p99_ms": _pct(lat[v], 0.99),
                            "errors": sum(r["errors"][v] for r in reports)}  # fmt: skip
     lags = [events[k] - t for k, t in binds.items() if k in events]
-    horizon = max(binds.values(), default=0.0) - 2.0  # binds acknowledged in the last 2 s may still be in flight
-    missed = sum(1 for k, t in binds.items() if k not in events and t < horizon)
+    # Each process starts and ends its window when it handles "report", not all at once: a
+    # bind whose event reached a watcher before that watcher's window began, or after it
+    # ended, is not missed. Count only binds acknowledged 1 s after the last window began and
+    # 2 s before the first one ended (or the last bind: events may still be in flight).
+    begun = max((r["since"] for r in reports), default=0.0) + 1.0
+    horizon = min(max(binds.values(), default=0.0), min((r["at"] for r in reports), default=0.0)) - 2.0
+    missed = sum(1 for k, t in binds.items() if k not in events and begun <= t < horizon)
     result.watch_lag = {"count": len(lags), "p50_ms": _pct(lags, 0.5), "p99_ms": _pct(lags, 0.99), "missed": missed}
     tick = os.sysconf("SC_CLK_TCK")
     for name, proc in members.items():
