@@ -44,6 +44,7 @@ __all__ = [
     "PostFilterPlugin",
     "PostFilterResult",
     "PreFilterPlugin",
+    "PreemptGuardPlugin",
     "QueueSortPlugin",
     "QueueingHintPlugin",
     "ScoreDomainPlugin",
@@ -115,6 +116,17 @@ class QueueSortPlugin(Protocol):
     def next_rank_change_s(self, info: JobInfo, now_s: float) -> float | None:
         """When this job's rank will change by time alone (LAS demotion), or None."""
         ...
+
+
+@runtime_checkable
+class PreemptGuardPlugin(Protocol):
+    """Optional on the QueueSort plugin: a pairwise test on top of the rank order (a total
+    order cannot say "at least r x more work than the preemptor"). Called only for a victim
+    already ranked strictly below the preemptor; True lets it be evicted."""
+
+    name: str
+
+    def may_evict(self, preemptor: JobInfo, victim: JobInfo, now_s: float) -> bool: ...
 
 
 @runtime_checkable
@@ -233,6 +245,11 @@ class Handle(Protocol):
     """What plugins may ask of the framework (given to their factories)."""
 
     def rank(self, info: JobInfo, now_s: float) -> tuple[float, ...]: ...
+
+    def may_evict(self, preemptor: JobInfo, victim: JobInfo, now_s: float) -> bool:
+        """For a victim already ranked strictly below ``preemptor``: the QueueSort plugin's
+        pairwise test when it has one (``PreemptGuardPlugin``), else True."""
+        ...
 
     def fit_nodes(
         self, cs: CycleState, info: JobInfo, nodes: Sequence[NodeInfo]

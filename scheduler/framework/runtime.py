@@ -36,6 +36,7 @@ from scheduler.framework.interfaces import (
     PermitPlugin,
     PostFilterPlugin,
     PostFilterResult,
+    PreemptGuardPlugin,
     PreFilterPlugin,
     QueueingHintPlugin,
     QueueSortPlugin,
@@ -124,6 +125,7 @@ class Framework:
                 f"profile {profile.name}: {self.pre_filters[writers[0]].name} writes the placement "
                 "levels and must be the first PreFilter plugin when PostFilter plugins run")
         self.queue_sort = sorters[0]
+        self._guard = self.queue_sort if isinstance(self.queue_sort, PreemptGuardPlugin) else None
         # Events that may let a failed PostFilter succeed (preemption: a running gang's rank
         # fell below the waiting job's): a job whose PostFilters failed waits for these too.
         self.post_hints: frozenset[ClusterEvent] = frozenset().union(
@@ -137,6 +139,9 @@ class Framework:
 
     def rank(self, info: JobInfo, now_s: float) -> tuple[float, ...]:
         return self.queue_sort.rank(info, now_s)
+
+    def may_evict(self, preemptor: JobInfo, victim: JobInfo, now_s: float) -> bool:
+        return self._guard is None or self._guard.may_evict(preemptor, victim, now_s)
 
     def plugin(self, name: str) -> object | None:
         for plugin in self.plugins:

@@ -458,3 +458,40 @@ def test_guard_basis_estimate_scales_with_the_jobs_own_estimate_not_the_learned_
     assert plugin.quantum_s(no_estimate) == pytest.approx(0.5 * E_FRESH), "without one: the learned E"
     with pytest.raises(ValueError, match="remaining: guard_basis"):
         RemainingTimeFirst(RemainingArgs(guard_basis="truth"))
+
+
+# --- the pairwise margin (session 22): an eviction only for m x less expected work -------------
+
+
+def test_preempt_margin_refuses_a_victim_with_less_than_m_times_the_work() -> None:
+    fresh, ran = info("fresh"), info("ran", attained_h=700 / 3600)  # 8,076 s vs 19,100 s left: 2.37 x
+    buckets = learned(RemainingArgs(min_samples=1, preempt_ratio=2.0))
+    assert buckets.rank(ran, 0.0) < buckets.rank(fresh, 0.0), "the buckets let fresh evict ran"
+    assert buckets.may_evict(fresh, ran, 0.0), "no margin: the rank alone decides"
+    assert learned(RemainingArgs(min_samples=1, preempt_ratio=2.0, preempt_margin=2.0)).may_evict(fresh, ran, 0.0)
+    three = learned(RemainingArgs(min_samples=1, preempt_ratio=2.0, preempt_margin=3.0))
+    assert not three.may_evict(fresh, ran, 0.0), "2.37 x is under a margin of 3"
+    urgent = info("urgent", attained_h=700 / 3600, priority=1)
+    assert three.may_evict(urgent, fresh, 0.0), "a higher priority needs no margin"
+    unknown = RemainingTimeFirst(RemainingArgs(preempt_ratio=2.0, preempt_margin=3.0))
+    assert unknown.may_evict(info("a", est=60.0), info("b"), 0.0), "a victim of unknown work is fair game"
+    with pytest.raises(ValueError, match="remaining: preempt_margin"):
+        RemainingTimeFirst(RemainingArgs(preempt_margin=0.5))
+
+
+@pytest.mark.parametrize(("margin", "want"), [(None, ["old"]), (2.0, ["old"]), (3.0, [])])
+def test_preemption_asks_the_queue_sorts_margin(margin: float | None, want: list[str]) -> None:
+    """One 8-GPU node held by an 8-GPU gang for 3,000 s (past the 45 min quantum): it expects
+    16,800 s more per GPU, a newcomer of the same width 8,076 s (2.08 x less). The rank buckets
+    (ratio 2) allow the eviction; the preemption plugin asks the margin too."""
+    args = ["remaining.min_samples=1", f"remaining.preempt_margin={'null' if margin is None else margin}"]
+    sched = Scheduler(with_args(profile("remaining"), args))
+    plugin = sched.framework.queue_sort
+    assert isinstance(plugin, RemainingTimeFirst)
+    for run_s in RUNS:
+        plugin.history.observe("t", 8, run_s)
+    sched.handle(NodeAdded(make_node("n1").gpus(8).obj()))
+    sched.handle(JobAdded(make_job("old").gpus(8).tenant("t").obj()))
+    assert [b.job_id for b in sched.schedule(0.0).bindings] == ["old"]
+    sched.handle(JobAdded(make_job("new").gpus(8).tenant("t").submitted(3000.0).obj()))
+    assert [p.victim_id for p in sched.schedule(3000.0).preemptions] == want

@@ -2,8 +2,10 @@
 
 Runs as a PostFilter when a job is UNSCHEDULABLE. Victims must be preemptible, not already
 being evicted, and rank strictly lower than the preemptor (the QueueSort plugin's rank:
-priority, or priority then LAS queue). With ``reclaim_borrowed`` a job whose tenant stays
-within its nominal quota may also evict gangs of tenants that are borrowing. With
+priority, or priority then LAS queue), and pass the QueueSort plugin's pairwise test when it
+has one (``Handle.may_evict``: ``remaining``'s ``preempt_margin``). With ``reclaim_borrowed``
+a job whose tenant stays within its nominal quota may also evict gangs of tenants that are
+borrowing. With
 ``max_evictions`` a gang already evicted that many times is not evicted again (bounds churn,
 as Tiresias bounds thrashing: a long job demoted by LAS is not bounced back and forth).
 
@@ -140,7 +142,7 @@ class Preempt:
                 if left_s is not None and left_s <= spare_s:
                     continue
             rank = self.handle.rank(victim, now)
-            ok = rank < mine
+            ok = rank < mine and self.handle.may_evict(info, victim, now)
             if not ok and reclaim and victim.job.tenant != job.tenant:
                 tenant = victim.job.tenant
                 ok = state.tenant_gpus.get(tenant, 0) > nominal_gpus(state, tenant)
