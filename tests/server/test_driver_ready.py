@@ -169,17 +169,38 @@ async def test_a_large_commit_goes_through_the_stage() -> None:
     assert events == [] and driver.stage.queue.qsize() == 1
 
 
-async def test_small_persists_run_inline_on_a_follower_and_on_the_thread_on_a_leader() -> None:
+async def test_small_persists_run_inline_on_a_follower_and_on_a_leader_only_when_alone() -> None:
+    """A follower's small persist runs on the loop; a leader's only when its Ready holds the
+    only write in flight (one entry, at most one waiting proposal, for one client's write):
+    else on the writer thread, so its loop parses the other requests during the sync."""
     import threading
 
-    for role, inline in ((StateRole.FOLLOWER, True), (StateRole.LEADER, False)):
+    from kvraft.server.driver import CallbackWaiter
+
+    def one_entry() -> tuple[Entry, ...]:
+        return (Entry(term=1, index=1, data=b""),)
+
+    def two_entries() -> tuple[Entry, ...]:
+        return (Entry(term=1, index=1, data=b""), Entry(term=1, index=2, data=b""))
+
+    cases = [  # (role, entries, waiters' ops counts, inline?)
+        (StateRole.FOLLOWER, one_entry(), [1, 1, 1], True),
+        (StateRole.LEADER, one_entry(), [], True),  # a follower's forwarded write
+        (StateRole.LEADER, one_entry(), [1], True),  # a lone client's put
+        (StateRole.LEADER, one_entry(), [1, 1], False),  # another write waits
+        (StateRole.LEADER, one_entry(), [3], False),  # one entry of three clients' puts
+        (StateRole.LEADER, two_entries(), [1], False),
+    ]
+    for role, new, ops, inline in cases:
         driver = make_driver([])
         driver.role = role
+        for count in ops:
+            driver._waiters[driver.new_request_id()] = CallbackWaiter(lambda _r, _e: None, count)
         synced_on: list[int] = []
         driver.storage.sync = lambda out=synced_on: out.append(threading.get_ident())  # type: ignore[method-assign]
         try:
-            await driver._handle_ready(Ready(entries=(Entry(term=1, index=1, data=b""),), must_sync=True))
-            assert (synced_on == [threading.get_ident()]) is inline, role
+            await driver._handle_ready(Ready(entries=new, must_sync=True))
+            assert (synced_on == [threading.get_ident()]) is inline, (role, len(new), ops)
         finally:
             driver.writer.close()
 
@@ -211,6 +232,8 @@ async def test_a_leader_steps_its_followers_acks_while_its_own_sync_runs() -> No
         release.wait(10)
 
     driver.storage.sync = slow_sync  # type: ignore[method-assign]
+    for _ in range(2):  # other writes wait: the sync runs on the writer thread
+        driver._waiters[driver.new_request_id()] = asyncio.get_running_loop().create_future()
     ack = Message(type=MessageType.APP_RESP, to=1, from_=2, term=5, index=1)
     beat = Message(type=MessageType.HEARTBEAT_RESP, to=1, from_=3, term=5)
     old = Message(type=MessageType.APP_RESP, to=1, from_=3, term=4, index=1)
