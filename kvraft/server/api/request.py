@@ -11,7 +11,7 @@ from kvraft.server.api.codec import JSON_OUT, MSGPACK, MSGPACK_OUT, Message, Out
 from kvraft.server.api.encode import encode_header
 from kvraft.server.api.state import SERVER
 
-__all__ = ["GRPC_OVERHEAD_BYTES", "body_limit", "header", "read_request", "respond"]
+__all__ = ["GRPC_OVERHEAD_BYTES", "body_limit", "header", "read_body", "read_request", "respond"]
 
 GRPC_OVERHEAD_BYTES = 512 * 1024
 """etcd's gRPC receive limit is --max-request-bytes plus this much."""
@@ -23,22 +23,33 @@ def body_limit(max_request_bytes: int) -> int:
     return (max_request_bytes + GRPC_OVERHEAD_BYTES) * 4 // 3 + 64 * 1024
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, at most ``body_limit`` bytes; beyond, etcd's ResourceExhausted error
+    with the body's size. A chunked body (no Content-Length) is read to its end to count it,
+    keeping nothing past the limit, so the error names its size as etcd's does."""
+    limit = body_limit(request.app[SERVER].config.max_request_bytes)
+    size = request.content_length
+    if size is not None:
+        if size > limit:
+            raise ResourceExhausted(f"grpc: received message larger than max ({size} vs. {limit})")
+        return await request.read()
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size <= limit:
+            parts.append(chunk)
+    if size > limit:
+        raise ResourceExhausted(f"grpc: received message larger than max ({size} vs. {limit})")
+    return b"".join(parts)
+
+
 async def read_request(request: web.Request, schema: Message) -> tuple[Out, Any]:
     """Read and decode the body; the ``Out`` matches the request's encoding."""
     packed = request.content_type == MSGPACK
     out = MSGPACK_OUT if packed else JSON_OUT
     request["out"] = out
-    limit = body_limit(request.app[SERVER].config.max_request_bytes)
-    if request.content_length is not None and request.content_length > limit:
-        raise ResourceExhausted(
-            f"grpc: received message larger than max ({request.content_length} vs. {limit})"
-        )
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise ResourceExhausted(
-            f"grpc: received message larger than max ({exc.actual_size} vs. {limit})"
-        ) from None
+    body = await read_body(request)
     return out, decode_body(body, MSGPACK if packed else "application/json", schema)
 
 
