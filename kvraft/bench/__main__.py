@@ -3,7 +3,8 @@ watch-fanout, lease-keepalive, lock (``watch_load``); watch-suite (``feature_sui
 storage (``storage``: the LMDB log and MVCC store alone); server-vs-etcd
 (``server_compare``: the server targets, kvraft and etcd side by side); cluster-load
 (``cluster_load``: simulated agents and a binder, step by step, kvraft and etcd); paired
-(``paired``: an A/B of kvraft source trees, bursts interleaved)."""
+(``paired``: an A/B of kvraft source trees, bursts interleaved); raft-core (``raft_core``: the
+Raft core's CPU per replicated write, no I/O)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from kvraft.bench import (
     feature_suite,
     kv_load,
     paired,
+    raft_core,
     server_compare,
     storage,
     watch_load,
@@ -27,6 +29,7 @@ WORKLOADS = {
     "server-vs-etcd": server_compare.main,
     "cluster-load": cluster_load.main,
     "paired": paired.main,
+    "raft-core": raft_core.main,
 }
 
 

@@ -131,7 +131,10 @@ class RaftLog:
     def find_conflict(self, entries: tuple[Entry, ...] | list[Entry]) -> int:
         """Index of the first entry whose term differs from ours (or that we lack);
         0 when every entry is already in the log."""
+        last = self.last_index()
         for entry in entries:
+            if entry.index > last:  # (we lack it: no term lookup, which would raise)
+                return entry.index
             if not self.match_term(entry.index, entry.term):
                 return entry.index
         return 0

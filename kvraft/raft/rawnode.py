@@ -42,10 +42,14 @@ from kvraft.raft.types import (
     MessageType,
     Ready,
     Snapshot,
+    SoftState,
     StateRole,
 )
 
 __all__ = ["LOCAL_MESSAGE_TYPES", "ProgressStatus", "RawNode", "Status"]
+
+_NO_SNAPSHOT = Snapshot()
+"""The ``snapshot`` of every Ready without one (a frozen value: shared)."""
 
 LOCAL_MESSAGE_TYPES = frozenset(
     {
@@ -186,26 +190,34 @@ class RawNode:
         if self._outstanding:
             raise RuntimeError("ready() called again before advance() of the previous Ready")
         r = self._raft
-        soft = r.soft_state()
-        hard = r.hard_state()
-        entries = tuple(r.log.unstable_entries())
-        snapshot = r.log.unstable.snapshot or Snapshot()
-        hard_changed = hard != self._prev_hard and not hard.is_empty()
+        # (fields compared before building SoftState/HardState values, and one shared empty
+        # Snapshot: a Ready is taken ~3 times per replicated write on a leader)
+        prev_soft, prev_hard = self._prev_soft, self._prev_hard
+        soft = None
+        if r.lead != prev_soft.leader or r.role != prev_soft.role:
+            soft = self._prev_soft = SoftState(leader=r.lead, role=r.role)
+        term, vote, commit = r.term, r.vote, r.log.committed
+        hard = None
+        if (term != prev_hard.term or vote != prev_hard.vote or commit != prev_hard.commit) and (
+            term != 0 or vote != NONE or commit != 0
+        ):
+            hard = self._prev_hard = HardState(term=term, vote=vote, commit=commit)
+        unstable = r.log.unstable
+        entries = tuple(unstable.entries)
+        snapshot = unstable.snapshot or _NO_SNAPSHOT
         rd = Ready(
-            soft_state=soft if soft != self._prev_soft else None,
-            hard_state=hard if hard_changed else None,
+            soft_state=soft,
+            hard_state=hard,
             entries=entries,
             snapshot=snapshot,
             committed_entries=tuple(r.log.next_committed_entries()),
             messages=tuple(r.msgs),
             read_states=tuple(r.read_states),
-            must_sync=_must_sync(hard, self._prev_hard, entries, snapshot),
+            # (no new hard state: its term and vote are the previous ones)
+            must_sync=_must_sync(hard or prev_hard, prev_hard, entries, snapshot),
         )
         r.msgs = []
         r.read_states = []
-        self._prev_soft = soft
-        if hard_changed:
-            self._prev_hard = hard
         self._outstanding = True
         return rd
 

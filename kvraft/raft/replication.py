@@ -74,6 +74,8 @@ class LeaderReplication:
         pr = self.tracker.progress[to]
         if pr.is_paused():
             return False
+        if not send_if_empty and pr.next > self.log.last_index():
+            return False  # (nothing to send: what the slice below would find, without it)
         prev_index = pr.next - 1
         try:
             prev_term = self.log.term(prev_index)
