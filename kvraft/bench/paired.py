@@ -12,10 +12,16 @@ followers (mean), from ``/proc``. ``--loads`` items are ``CLIENTS:OPS`` (JSON pu
 100-byte values) or ``rCLIENTS:OPS`` (linearizable JSON ranges of the one key
 ``bench-key``, as ``server-vs-etcd``'s range row); their figures are keyed ``c64_...`` and
 ``r64_...``. Prints one JSON line per variant with the medians over
-the rounds and the per-round values. Linux only. Run under the benchmark lock::
+the rounds and the per-round values (and its ``target``: the tree, or ``etcd``). Linux only. Run under the benchmark lock::
 
     git archive HEAD~1 | tar -x -C /tmp/a; git archive HEAD | tar -x -C /tmp/b
     flock -x /tmp/kvraft-cpu.lock python -m kvraft.bench paired a=/tmp/a b=/tmp/b --rounds 3
+
+A variant written ``NAME=etcd`` is a 3-member etcd cluster (the ``etcd`` binary, fsync on, as
+``server-vs-etcd`` starts it) instead of a tree, so the issue's side-by-side can be read
+from interleaved bursts too (``paired etcd=etcd kvraft=. --loads 1:600``): a box whose load
+drifts between the two halves of ``server-vs-etcd`` moves both alike here. The load
+generator is the first tree given (this checkout's when only etcd is).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from kvraft.server.local import LocalCluster, b64, post
 __all__ = ["main", "parse_loads", "per_put"]
 
 VALUE = ["--val-size", "100", "--key-space-size", "100000"]
+ETCD = "etcd"
 
 
 def _meter(cluster: LocalCluster) -> dict[str, tuple[float, int]]:
@@ -98,24 +105,34 @@ def _burst(load_tree: str, url: str, workload: str, clients: int, total: int) ->
 
 def main(_name: str, argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kvraft.bench paired")
-    parser.add_argument("variants", nargs="+", help="NAME=TREE[:EXTRA_PYTHONPATH...]")
+    parser.add_argument("variants", nargs="+", help="NAME=TREE[:EXTRA_PYTHONPATH...], or NAME=etcd for a 3-member etcd")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--loads", default="1:300,64:5000",
                         help="CLIENTS:PUTS or rCLIENTS:RANGES (linearizable) per burst, comma-separated")
     args = parser.parse_args(argv)
     loads = parse_loads(args.loads)
     clusters: dict[str, tuple[LocalCluster, str, str]] = {}
+    targets: dict[str, str] = {}  # variant -> "etcd" or its tree's absolute path
     first_tree = ""
     saved_path, saved_cwd = os.environ.get("PYTHONPATH"), os.getcwd()
     os.chdir("/")  # so the members import the variant's tree, not a kvraft/ under the cwd
     try:
         for spec in args.variants:
             name, path = spec.split("=", 1)
-            first_tree = first_tree or path.split(":")[0]
-            os.environ["PYTHONPATH"] = path
+            if path == ETCD:
+                targets[name] = ETCD
+                cluster = LocalCluster(3, binary="etcd", token=f"paired-{name}")
+                clusters[name] = (cluster, "", "")
+                cluster.start(120)
+                continue
+            parts = [os.path.abspath(os.path.join(saved_cwd, part)) for part in path.split(":")]
+            targets[name] = parts[0]
+            first_tree = first_tree or parts[0]
+            os.environ["PYTHONPATH"] = ":".join(parts)
             cluster = LocalCluster(3, binary="kvraft", token=f"paired-{name}")
             clusters[name] = (cluster, "", "")
             cluster.start(120)
+        first_tree = first_tree or str(Path(__file__).resolve().parents[2])
         for name, (cluster, _, _) in clusters.items():
             leader = cluster.wait_leader(60)
             url = cluster.url(leader)
@@ -138,7 +155,8 @@ def main(_name: str, argv: list[str] | None = None) -> int:
                         results[name].setdefault(f"{tag}{clients}_{key}", []).append(value)
         for name, series in results.items():
             medians = {key: round(statistics.median(values), 3) for key, values in series.items()}
-            print(json.dumps({"variant": name, "median": medians, "rounds": series}), flush=True)
+            print(json.dumps({"variant": name, "target": targets[name], "median": medians, "rounds": series}),
+                  flush=True)
         print(f"# end {time.strftime('%H:%M:%S')} load {_loadavg()}", flush=True)
     finally:
         os.chdir(saved_cwd)

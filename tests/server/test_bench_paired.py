@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from kvraft.bench.paired import per_put
+import json
+import os
+import shutil
+
+import pytest
+
+from kvraft.bench.paired import main, parse_loads, per_put
 
 
 def test_per_put_splits_the_leader_from_the_followers_mean() -> None:
@@ -19,6 +25,23 @@ def test_a_member_that_died_during_the_burst_is_left_out() -> None:
 
 
 def test_loads_name_puts_and_linearizable_ranges() -> None:
-    from kvraft.bench.paired import parse_loads
-
     assert parse_loads("1:300, 64:5000,r64:20000") == [("put", 1, 300), ("put", 64, 5000), ("range", 64, 20000)]
+
+
+def test_etcd_is_a_variant_beside_a_tree(capsys: pytest.CaptureFixture[str]) -> None:
+    """``NAME=etcd`` runs a 3-member etcd beside the kvraft tree, bursts interleaved; a
+    relative tree is taken from the caller's directory (the members run from /)."""
+    if shutil.which("etcd") is None:
+        pytest.skip("etcd is not installed (.ci/run installs etcd-server)")
+    here = os.getcwd()
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    os.chdir(os.path.dirname(root))
+    try:
+        assert main("paired", ["etcd=etcd", f"kv={os.path.basename(root)}", "--rounds", "2", "--loads", "1:20"]) == 0
+    finally:
+        os.chdir(here)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(line["variant"], line["target"]) for line in lines] == [("etcd", "etcd"), ("kv", root)]
+    for line in lines:
+        assert len(line["rounds"]["c1_p50_ms"]) == 2 and line["median"]["c1_p50_ms"] > 0
+        assert line["median"]["c1_cpu_leader_us"] > 0
