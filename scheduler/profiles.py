@@ -42,7 +42,7 @@ from dataclasses import replace
 
 from scheduler.framework.registry import PluginSpec, Profile, QueueOptions
 
-__all__ = ["ANALYSIS", "PROFILES", "profile", "with_args"]
+__all__ = ["ANALYSIS", "PROFILES", "profile", "with_args", "with_plugins"]
 
 _STRICT_PACK = {"small_level": "node", "large_level": "rack", "mode": "required", "fewest_nodes": True}
 
@@ -145,6 +145,36 @@ def profile(name: str) -> Profile:
         if name == key or key.split("-")[0] == name:
             return make()
     raise KeyError(f"unknown profile {name!r}; known: {sorted((*PROFILES, *ANALYSIS))}")
+
+
+def with_plugins(base: Profile, additions: list[str]) -> Profile:
+    """``base`` with plugins added or re-weighted, for sweeps: each addition is ``plugin`` or
+    ``plugin:WEIGHT`` (its Score weight, an int >= 1). A plugin the profile does not run is
+    appended last with default arguments (``with_args`` changes them), which suits plugins whose
+    order does not matter (Score, Finish, Pass); for one it runs, WEIGHT replaces its weight.
+    The profile is renamed ``base+plugin[:WEIGHT]`` so records tell the variants apart. The
+    registry refuses an unknown name when the scheduler is built."""
+    specs = list(base.plugins)
+    name = base.name
+    for addition in additions:
+        plugin, sep, raw = addition.partition(":")
+        weight = 1
+        if sep:
+            try:
+                weight = int(raw)
+            except ValueError:
+                raise ValueError(f"plugin {addition!r}: WEIGHT must be an integer") from None
+        if not plugin or weight < 1:
+            raise ValueError(f"plugin {addition!r}: expected NAME or NAME:WEIGHT with WEIGHT >= 1")
+        at = [i for i, spec in enumerate(specs) if spec.name == plugin]
+        if at and not sep:
+            raise ValueError(f"plugin {addition!r}: profile {base.name} already runs {plugin!r} (give a WEIGHT)")
+        for i in at:
+            specs[i] = replace(specs[i], weight=weight)
+        if not at:
+            specs.append(PluginSpec(plugin, weight=weight))
+        name += f"+{plugin}" + (f":{weight}" if sep else "")
+    return replace(base, name=name, plugins=tuple(specs))
 
 
 def with_args(base: Profile, settings: list[str]) -> Profile:

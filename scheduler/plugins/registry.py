@@ -6,6 +6,7 @@ from scheduler.framework.registry import Registry
 from scheduler.plugins import (
     backfill,
     defrag,
+    endtime,
     gang,
     gputype,
     las,
@@ -35,4 +36,5 @@ def in_tree_registry() -> Registry:
         preemption.NAME: preemption.new,
         backfill.NAME: backfill.new,
         defrag.NAME: defrag.new,
+        endtime.NAME: endtime.new,
     })

@@ -7,6 +7,7 @@ Examples::
     python -m scheduler.sim --trace T.csv --node-csv alibaba_openb_nodes.csv --sample-nodes 120 \
         --racks 8 --gpu-type-frac 0.33 --policy all --plot jct.png
     python -m scheduler.sim --policy default --set preemption.return_holds=true   # a sweep row
+    python -m scheduler.sim --policy remaining --plugin endtime --set endtime.mode='"match"'
 
 The seed, the cluster, the policies and every derived option are printed first (stderr), so a
 run is reproducible from its header.
@@ -26,7 +27,7 @@ from typing import Any
 
 from scheduler.cycle import Scheduler
 from scheduler.model import Tenant
-from scheduler.profiles import ANALYSIS, PROFILES, profile, with_args
+from scheduler.profiles import ANALYSIS, PROFILES, profile, with_args, with_plugins
 from scheduler.sim.cluster import ClusterSpec, build_nodes, sample_shapes
 from scheduler.sim.engine import RunResult, Simulation
 from scheduler.sim.estimate import ESTIMATORS, Estimator
@@ -99,7 +100,7 @@ def run_policy(args: dict[str, Any]) -> tuple[dict[str, object], list[dict[str, 
     spec: ClusterSpec = args["spec"]
     nodes = build_nodes(spec)
     trace: list[TraceJob] = args["trace"]
-    chosen = with_args(profile(args["policy"]), args.get("settings", []))
+    chosen = with_args(with_plugins(profile(args["policy"]), args.get("plugins", [])), args.get("settings", []))
     sim = Simulation(
         trace, nodes, chosen, seed=args["seed"],
         tenants=tenants_for(sum(n.gpus for n in nodes), args["quotas"]),
@@ -153,6 +154,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="PLUGIN.ARG=JSON",
                    help="change a plugin argument of the policies run (repeatable), e.g. "
                         "preemption.return_holds=true")
+    p.add_argument("--plugin", action="append", default=[], metavar="NAME[:WEIGHT]",
+                   help="add a plugin (Score weight WEIGHT, default 1) at the end of the policies "
+                        "run, or set the weight of one they run (repeatable; applied before --set, "
+                        "which may then set its arguments), e.g. endtime or topology:4")
     p.add_argument("--estimates", choices=ESTIMATORS, default="history")
     p.add_argument("--quotas", choices=("helios", "none"), default="helios")
     p.add_argument("--cross-rack-scale", type=float, default=1.0)
@@ -181,23 +186,24 @@ def main(argv: list[str] | None = None) -> int:
     policies = _policies(opts.policy)
     for name in policies:
         try:
-            Scheduler(with_args(profile(name), opts.set))  # the plugins check their arguments
-        except ValueError as e:
-            print(f"python -m scheduler.sim: --set: {e}", file=sys.stderr)
+            # the registry knows the plugins, and the plugins check their arguments
+            Scheduler(with_args(with_plugins(profile(name), opts.plugin), opts.set))
+        except (ValueError, KeyError) as e:
+            print(f"python -m scheduler.sim: --plugin/--set: {e}", file=sys.stderr)
             return 2
     print(
         f"# seed={opts.seed} trace={opts.trace} jobs={len(trace)} cluster={spec.describe()} "
         f"policies={','.join(policies)} estimates={opts.estimates} quotas={opts.quotas} "
         f"cross_rack_scale={opts.cross_rack_scale} slowdown={'off' if opts.no_slowdown else 'on'} "
         f"restart_s={opts.restart_s} time_scale={opts.time_scale} gpu_type_constrained={len(gpu_types)}"
-        + "".join(f" set={s}" for s in opts.set),
+        + "".join(f" plugin={s}" for s in opts.plugin) + "".join(f" set={s}" for s in opts.set),
         file=sys.stderr,
     )
     jobs = [dict(
         spec=spec, trace=trace, policy=name, seed=opts.seed, quotas=opts.quotas,
         estimates=opts.estimates, cross_rack_scale=opts.cross_rack_scale, no_slowdown=opts.no_slowdown,
         restart_s=opts.restart_s, window_s=opts.window_days * 86400, gpu_types=gpu_types,
-        progress=not opts.no_progress, settings=list(opts.set),
+        progress=not opts.no_progress, settings=list(opts.set), plugins=list(opts.plugin),
     ) for name in policies]
     if opts.parallel > 1 and len(jobs) > 1:
         with multiprocessing.get_context("fork").Pool(min(opts.parallel, len(jobs))) as pool:

@@ -157,6 +157,19 @@ def test_set_changes_plugin_arguments_and_refuses_bad_ones(capsys: pytest.Captur
         assert says in capsys.readouterr().err
 
 
+@needs_traces
+def test_plugin_adds_a_plugin_and_refuses_bad_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--trace", str(PHILLY), "--limit", "5", "--no-progress", "--json"]
+    assert main([*argv, "--plugin", "endtime:2", "--set", 'endtime.mode="match"']) == 0
+    assert json.loads(capsys.readouterr().out)["policy"] == "default+endtime:2"
+    for bad, says in (("nope", "unknown plugin 'nope'"), ("endtime:0", "WEIGHT >= 1"),
+                      ("topology", "already runs")):
+        assert main([*argv, "--plugin", bad]) == 2
+        assert says in capsys.readouterr().err
+    assert main([*argv, "--plugin", "endtime", "--set", 'endtime.mode="spread"']) == 2
+    assert "mode must be" in capsys.readouterr().err
+
+
 def test_srpt_is_an_analysis_profile_outside_all() -> None:
     from scheduler.cycle import Scheduler
     from scheduler.sim.cli import _policies
