@@ -139,7 +139,7 @@ class PeerTransport:
         self._queue_max = queue_max
         self._peers: dict[int, _Peer] = {}
         self._servers: list[asyncio.base_events.Server] = []
-        self._inbound: set[asyncio.Task[None]] = set()
+        self._inbound: set[_Inbound] = set()
         self._snap_seq = 0
         self._closed = False
         self.stats = TransportStats()
@@ -148,8 +148,8 @@ class PeerTransport:
     async def listen(self, urls: list[str]) -> None:
         for url in urls:
             parts = urlsplit(url)
-            server = await asyncio.start_server(
-                self._accept, parts.hostname, parts.port, ssl=self._server_ssl, reuse_address=True
+            server = await asyncio.get_running_loop().create_server(
+                lambda: _Inbound(self), parts.hostname, parts.port or 2380, ssl=self._server_ssl, reuse_address=True
             )
             self._servers.append(server)
 
@@ -159,8 +159,8 @@ class PeerTransport:
             server.close()
         for peer in list(self._peers.values()):
             self.remove_peer(peer.member_id)
-        for task in list(self._inbound):
-            task.cancel()
+        for inbound in list(self._inbound):
+            inbound.close()
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
@@ -342,57 +342,118 @@ class PeerTransport:
         self._on_unreachable(peer.member_id)
 
     # -- receiving --------------------------------------------------------------------
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._inbound.add(task)
-        try:
-            source = await asyncio.wait_for(self._handshake(reader, writer), HANDSHAKE_TIMEOUT_S)
-        except (TimeoutError, Exception) as exc:  # any failure: reject this connection only
-            self.stats.connections_rejected += 1
-            log.warning("rejected a peer connection: %s", exc)
-            writer.close()
-            self._inbound.discard(task)
-            return
-        log.info("peer %x: accepted its connection", source)
-        chunks: dict[int, list[bytes]] = {}
-        try:
-            while True:
-                frame, size = await _read_sized_frame(reader)
-                self.stats.frames_received += 1
-                received = self.stats.bytes_received
-                received[source] = received.get(source, 0) + size
-                kind, body = frame[0], frame[1]
-                if kind == wire.SNAP_CHUNK:
-                    chunks.setdefault(body[0], []).append(bytes(body[1]))
-                    continue
-                if kind == wire.SNAP_END:
-                    data = b"".join(chunks.pop(body[0], []))
-                    body = wire.message_from_wire(body[1], data)
-                elif kind == wire.RAFT:
-                    body = [wire.message_from_wire(m) for m in body]
-                self._on_frame(source, kind, body)
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-            pass
-        except Exception as exc:  # malformed frame: close this connection, keep running
-            self.stats.malformed_frames += 1
-            log.warning("closing connection from %x after a malformed frame: %s", source, exc)
-        finally:
-            writer.close()
-            self._inbound.discard(task)
-
-    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
-        hello = await _read_frame(reader)
+    def _hello(self, hello: Any) -> tuple[int, bytes, bytes]:
+        """Check a dialer's hello; (its id, its nonce, this listener's nonce)."""
         if not (isinstance(hello, list) and len(hello) == 5 and hello[0] == "kvraft-peer" and hello[1] == 1):
             raise ValueError("not a kvraft peer hello")
         source, target, nonce_d = int(hello[2]), int(hello[3]), bytes(hello[4])
         if target != self.member_id:
             raise ValueError(f"hello addressed to {target:x}, this member is {self.member_id:x}")
-        nonce_l = os.urandom(16)
-        writer.write(_frame([nonce_l, _mac(self._key, b"listener", nonce_d, nonce_l, source, target)]))
-        await writer.drain()
-        answer = await _read_frame(reader)
-        want = _mac(self._key, b"dialer", nonce_d, nonce_l, source, target)
-        if not (isinstance(answer, list) and answer and hmac.compare_digest(want, bytes(answer[0]))):
-            raise ValueError(f"member {source:x} failed authentication")
-        return source
+        return source, nonce_d, os.urandom(16)
+
+    def _received(self, source: int, frame: Any, size: int, chunks: dict[int, list[bytes]]) -> None:
+        """One frame from an authenticated peer, to the handler (raises when malformed)."""
+        self.stats.frames_received += 1
+        received = self.stats.bytes_received
+        received[source] = received.get(source, 0) + size
+        kind, body = frame[0], frame[1]
+        if kind == wire.SNAP_CHUNK:
+            chunks.setdefault(body[0], []).append(bytes(body[1]))
+            return
+        if kind == wire.SNAP_END:
+            data = b"".join(chunks.pop(body[0], []))
+            body = wire.message_from_wire(body[1], data)
+        elif kind == wire.RAFT:
+            body = [wire.message_from_wire(m) for m in body]
+        self._on_frame(source, kind, body)
+
+
+class _Inbound(asyncio.Protocol):
+    """A connection a peer dialed: the handshake, then its frames, each parsed and handed
+    to the member in ``data_received`` (no reader task: a frame reaches the driver without
+    a coroutine resuming, a future or a loop turn; every frame complete in one read is
+    handled in it). Until the dialer has proven it holds the key nothing is delivered;
+    any failure before that rejects the connection, a malformed frame after it closes
+    the connection (counted), and the member keeps running."""
+
+    def __init__(self, owner: PeerTransport) -> None:
+        self.owner = owner
+        self.transport: Any = None
+        self.buffer = bytearray()
+        self.source = 0
+        self.state = "hello"  # -> "answer" -> "frames" | "closed"
+        self.nonces = (b"", b"")
+        self.chunks: dict[int, list[bytes]] = {}
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.owner._inbound.add(self)
+        self.timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT_S, self._reject, TimeoutError("handshake timed out"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.state in ("hello", "answer"):  # gone before proving it holds the key
+            self._reject(exc or ConnectionError("closed during the handshake"))
+        self.state = "closed"
+        self.owner._inbound.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def close(self) -> None:
+        self.state = "closed"
+        if self.transport is not None:
+            self.transport.close()
+
+    def _reject(self, exc: BaseException) -> None:
+        if self.state == "closed":
+            return
+        self.owner.stats.connections_rejected += 1
+        log.warning("rejected a peer connection: %r", exc)
+        self.close()
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        start, end = 0, len(buffer)
+        try:
+            while end - start >= _LEN.size and self.state != "closed":
+                (length,) = _LEN.unpack_from(buffer, start)
+                if length > wire.FRAME_MAX_BYTES:
+                    raise ValueError(f"frame of {length} bytes is over the limit")
+                if end - start - _LEN.size < length:
+                    break
+                body = start + _LEN.size
+                frame = msgpack.unpackb(buffer[body : body + length], raw=False)
+                start = body + length
+                self._frame(frame, _LEN.size + length)
+        except Exception as exc:
+            if self.state == "frames":  # malformed frame: close this connection, keep running
+                self.owner.stats.malformed_frames += 1
+                log.warning("closing connection from %x after a malformed frame: %s", self.source, exc)
+                self.close()
+            else:
+                self._reject(exc)
+            return
+        finally:
+            del buffer[:start]
+
+    def _frame(self, frame: Any, size: int) -> None:
+        owner = self.owner
+        if self.state == "frames":
+            owner._received(self.source, frame, size, self.chunks)
+        elif self.state == "hello":
+            self.source, nonce_d, nonce_l = owner._hello(frame)
+            self.nonces = (nonce_d, nonce_l)
+            mac = _mac(owner._key, b"listener", nonce_d, nonce_l, self.source, owner.member_id)
+            self.transport.write(_frame([nonce_l, mac]))
+            self.state = "answer"
+        elif self.state == "answer":
+            want = _mac(owner._key, b"dialer", *self.nonces, self.source, owner.member_id)
+            if not (isinstance(frame, list) and frame and hmac.compare_digest(want, bytes(frame[0]))):
+                raise ValueError(f"member {self.source:x} failed authentication")
+            self.state = "frames"
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            log.info("peer %x: accepted its connection", self.source)
