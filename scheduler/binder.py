@@ -98,9 +98,10 @@ class Binder:
         spec = entry.doc
         instances = task_instances(spec)
         by_index = {t.task: t for t in b.placement.tasks}
-        restarts = int((view.status.get(b.job_id).doc or {}).get("restarts", 0)) if b.job_id in view.status else 0
+        known = view.status.get(b.job_id)
+        restarts = int((known.doc or {}).get("restarts", 0)) if known is not None else 0
         first_node = b.placement.tasks[0].node
-        rows = []
+        rows: list[dict[str, Any]] = []
         for i, (task, group) in enumerate(instances):
             t = by_index.get(i)
             node, gpus = (t.node, list(t.gpus)) if t is not None else (first_node, [])
@@ -137,7 +138,7 @@ class Binder:
     async def bind(self, bindings: Sequence[Binding]) -> list[BindOutcome]:
         """Write ``bindings``; one outcome per binding, in order."""
         now = time.time()
-        plans = []
+        plans: list[tuple[Binding, Any]] = []
         for b in bindings:
             if b.job_id not in self.view.jobs:
                 plans.append((b, None))

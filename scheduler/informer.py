@@ -55,7 +55,7 @@ class Informer:
 
     async def list_once(self) -> int:
         resp = await self.client.get(self.prefix, prefix=True)
-        revision = resp.header.revision
+        revision = int(resp.header.revision)
         self.sink.replace(list(resp.kvs), revision)
         if self.synced.is_set():
             self.relists += 1

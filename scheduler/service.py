@@ -267,14 +267,14 @@ class SchedulerDaemon:
                                                 "stimulus_id": f"pass:{self.passes}"}})
             self.metrics.e2e.observe(time.perf_counter() - started)
         for p in result.preemptions:
-            b = view.bindings.get(p.victim_id)
-            if b is None or b.evicting_until is not None:
+            bound = view.bindings.get(p.victim_id)
+            if bound is None or bound.evicting_until is not None:
                 continue
             spec = view.jobs[p.victim_id].doc if p.victim_id in view.jobs else {}
             grace = float(spec.get("grace_s", 30.0))
             status = dict(self._status(p.victim_id), phase="Running", reason="Preempting",
                           message=f"preempted by {p.preemptor_id}: {p.reason}")
-            if await self.binder.evict(b, grace, status, f"preempted by {p.preemptor_id} ({p.reason}); "
+            if await self.binder.evict(bound, grace, status, f"preempted by {p.preemptor_id} ({p.reason}); "
                                                            f"stopping with a {grace:g} s grace period"):
                 self.preemptions += 1
                 self._timers[p.victim_id] = time.time() + grace
