@@ -238,7 +238,7 @@ def backoff_s(restarts_done: int, ran_for_s: float, policy: BackoffPolicy) -> fl
     """Delay before the next restart, given restarts already done for this placement."""
     if ran_for_s >= policy.reset_after_s:
         return policy.base_s
-    return min(policy.base_s * (2 ** min(restarts_done, 30)), policy.max_s)
+    return min(policy.base_s * float(2 ** min(restarts_done, 30)), policy.max_s)
 
 
 def _exit_status(attempt: Observed, restarts: int) -> TaskStatus:
