@@ -54,7 +54,8 @@ class LogWriter:
         millisecond): nothing it could do meanwhile would reach the disk sooner, and
         requests that arrive wait in their socket buffers for the next batch. Larger
         batches and slow disks keep the thread, so the loop goes on parsing requests.
-        ``inline_ok`` false (the driver: on the leader) always uses the thread."""
+        ``inline_ok`` false (the driver: on a leader, unless its Ready holds the only write
+        in flight, ``NodeDriver._alone``) always uses the thread."""
         if (
             inline_ok
             and snapshot.is_empty()
