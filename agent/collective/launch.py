@@ -19,7 +19,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,13 +26,9 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from kvraft.testing.ports import free_port
+
 __all__ = ["LocalJob", "free_port", "mpirun_command", "placement_for", "spawn"]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def placement_for(size: int, nodes: int) -> list[str]:

@@ -12,12 +12,13 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from kvraft.testing.ports import free_port
 
 __all__ = [
     "agent_descendants",
@@ -28,12 +29,6 @@ __all__ = [
     "proc_start_time",
     "spawn",
 ]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def proc_start_time(pid: int) -> int | None:

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,13 +26,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from kvraft.testing.ports import free_port
+
 __all__ = ["LocalCluster", "ProcessMember", "free_port", "post"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def post(url: str, path: str, doc: Any, timeout_s: float = 10.0) -> tuple[int, Any]:

@@ -11,12 +11,7 @@ import msgpack
 from kvraft.raft.types import ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata
 from kvraft.server import wire
 from kvraft.server.transport import PeerTransport, cluster_key
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from kvraft.testing.ports import free_port
 
 
 class Inbox:

@@ -1,0 +1,36 @@
+"""``kvraft.testing.ports.free_port``: below the ephemeral range, bindable, with a fallback."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from kvraft.testing import ports
+
+
+def test_a_port_below_the_ephemeral_range_that_binds() -> None:
+    low = ports._ephemeral_low()
+    for _ in range(20):
+        port = ports.free_port()
+        if low - 1 - ports._LOWEST >= 1000:
+            assert ports._LOWEST <= port < low, "outside the range outgoing connections draw from"
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
+
+
+def test_a_port_in_use_is_not_returned(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        busy = taken.getsockname()[1]
+        draws = iter([busy, busy + 1 if busy < 65535 else busy - 1])
+        monkeypatch.setattr(ports, "_ephemeral_low", lambda: 65535)
+        monkeypatch.setattr(ports._draw, "randint", lambda a, b: next(draws))
+        assert ports.free_port() != busy
+
+
+def test_no_room_below_the_range_falls_back_to_the_kernels_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ports, "_ephemeral_low", lambda: 1024)
+    port = ports.free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
