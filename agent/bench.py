@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,14 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from kvraft.client import Client, ClientError
+from kvraft.testing.ports import free_port
 
 __all__ = ["main", "run_bench"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_kvraft(base: Path) -> tuple[subprocess.Popen[bytes], str]:

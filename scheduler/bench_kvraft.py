@@ -29,7 +29,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,16 +39,11 @@ from typing import Any
 import aiohttp
 
 from kvraft.client import Client, Op
+from kvraft.testing.ports import free_port
 from scheduler import keys
 from scheduler.jobs import normalize_job
 
 __all__ = ["main"]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _job(name: str, workers: int, gpus: int) -> bytes:
@@ -78,7 +72,7 @@ class Bench:
         return p
 
     def start_kvraft(self) -> None:
-        members = [(f"m{i}", _port(), _port()) for i in range(3)]
+        members = [(f"m{i}", free_port(), free_port()) for i in range(3)]
         cluster = ",".join(f"{n}=http://127.0.0.1:{pp}" for n, _, pp in members)
         for n, cp, pp in members:
             self.spawn([sys.executable, "-m", "kvraft.server.main", "--name", n, "--data-dir", os.path.join(self.dir, n),
@@ -99,7 +93,7 @@ class Bench:
         return agent
 
     def spawn_scheduler(self, name: str, eps: str) -> tuple[subprocess.Popen[bytes], str]:
-        url = f"http://127.0.0.1:{_port()}"
+        url = f"http://127.0.0.1:{free_port()}"
         prof = ["-m", "cProfile", "-o", os.path.join(self.args.profile_dir, f"{name}.prof")] \
             if self.args.profile_dir else []
         proc = self.spawn([sys.executable, *prof, "-m", "scheduler.service", "--endpoints", eps, "--name", name,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from kvctl_harness import run_kvctl
 
 from kvraft.server.api import maintenance
 from kvraft.server.api.state import SERVER
+from kvraft.testing.ports import free_port
 
 
 class _FailingStream:
@@ -42,12 +42,6 @@ class _FailingStream:
         self.closed = True
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _serve(stream: _FailingStream) -> tuple[str, Any]:
     server = SimpleNamespace(config=SimpleNamespace(max_request_bytes=1 << 20), cluster_id=1, member_id=2,
                              raft_term=3, state=SimpleNamespace(commit=lambda: None,
@@ -60,7 +54,7 @@ def _serve(stream: _FailingStream) -> tuple[str, Any]:
     app[SERVER] = server
     app.router.add_get("/version", version)
     app.router.add_post("/v3/maintenance/snapshot", maintenance.ROUTES["/maintenance/snapshot"])
-    port = _free_port()
+    port = free_port()
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(app)
     loop.run_until_complete(runner.setup())
