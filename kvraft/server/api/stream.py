@@ -31,9 +31,18 @@ def iter_requests(body: bytes, packed: bool, schema: Message) -> Iterator[Any]:
     if packed:
         unpacker = msgpack.Unpacker(raw=False)
         unpacker.feed(body)
-        for obj in unpacker:
+        done = 0  # where the last whole object ended
+        while True:
+            try:
+                obj = unpacker.unpack()
+            except msgpack.OutOfData:
+                if done != len(body):
+                    raise InvalidArgument("msgpack: unexpected end of data") from None
+                return
+            except Exception as exc:  # msgpack raises several unrelated types (as decode_body)
+                raise InvalidArgument(f"msgpack: {exc!r}") from None
+            done = unpacker.tell()
             yield decode_message(obj, schema, packed=True)
-        return
     text = body.decode("utf-8", errors="replace")
     decoder = json.JSONDecoder()
     pos = 0
@@ -46,6 +55,10 @@ def iter_requests(body: bytes, packed: bool, schema: Message) -> Iterator[Any]:
             obj, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             raise InvalidArgument(f"invalid character '{text[exc.pos:exc.pos + 1]}' looking for beginning of value") from None
+        except RecursionError:
+            raise InvalidArgument("exceeded max depth") from None
+        except ValueError:  # e.g. an integer literal longer than Python converts (as decode_body)
+            raise InvalidArgument("json: cannot unmarshal number into Go value of type int64") from None
         yield decode_message(obj, schema)
 
 
