@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from kvraft.apply.errors import EtcdError
+from kvraft.apply.errors import EtcdError, InvalidArgument
 from kvraft.server.api.codec import (
     BOOL,
     BYTES,
@@ -202,7 +202,13 @@ async def _read_requests(request: web.Request, session: _Session) -> None:
         unpacker = msgpack.Unpacker(raw=False)
         async for chunk in request.content.iter_any():
             unpacker.feed(chunk)
-            for obj in unpacker:
+            while True:
+                try:
+                    obj = unpacker.unpack()
+                except msgpack.OutOfData:
+                    break  # incomplete: wait for more bytes
+                except Exception as exc:  # msgpack raises several unrelated types (as decode_body)
+                    raise InvalidArgument(f"msgpack: {exc!r}") from None
                 session.handle(decode_message(obj, WATCH_REQUEST, packed=True))
         return
     async for chunk in request.content.iter_any():
@@ -216,6 +222,10 @@ async def _read_requests(request: web.Request, session: _Session) -> None:
                 obj, end = decoder.raw_decode(stripped)
             except json.JSONDecodeError:
                 break  # incomplete: wait for more bytes
+            except RecursionError:
+                raise InvalidArgument("exceeded max depth") from None
+            except ValueError:  # an integer literal longer than Python converts (as decode_body)
+                raise InvalidArgument("json: cannot unmarshal number into Go value of type int64") from None
             buffer = stripped[end:]
             session.handle(decode_message(obj, WATCH_REQUEST))
     if buffer.strip():
