@@ -171,6 +171,8 @@ class Backend:
         self.after_commit: Callable[[Batch], None] = lambda batch: None
         self.after_abort: Callable[[Batch], None] = lambda batch: None
         self.commit_seconds = DurationHistogram()  # etcd_disk_backend_commit_duration_seconds
+        self.changes = 0
+        """Commits and installs so far: the file's sizes change only when this does."""
         generation = self._clean_directory()
         self._live = self._open(self.generation_path(generation), generation)
 
@@ -235,6 +237,7 @@ class Backend:
         new = self._open(final, self._live.generation + 1)
         with self._handles_lock:
             old, self._live = self._live, new
+            self.changes += 1
             old.retired = True
             old.readers += 1  # held by the installer until release_old()
         return old
@@ -313,6 +316,7 @@ class Backend:
             started = time.perf_counter()
             batch.txn.commit()
             self.commit_seconds.observe(time.perf_counter() - started)
+            self.changes += 1
         except (lmdb.Error, StorageCorruptionError) as exc:
             self._abort(batch)
             raise BatchAbortedError(f"write batch rolled back: {exc!r}") from exc

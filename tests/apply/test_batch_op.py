@@ -17,6 +17,7 @@ from kvraft.apply.feature_appliers import AuthApplier
 from kvraft.apply.ops import (
     AlarmOp,
     BatchOp,
+    CompactOp,
     Compare,
     DeleteRangeOp,
     PutOp,
@@ -139,15 +140,53 @@ def test_the_quota_guard_sizes_a_batch_by_its_puts(tmp_path: Path) -> None:
     sm = machine(tmp_path / "sm")
     try:
         raised: list[bool] = []
-        guard = QuotaGuard(sm.store, quota_bytes=sm.store.sizes()[0] + 1000)
-        guard.REFRESH_BYTES = 1000  # re-measure once 1000 bytes were admitted
+        guard = QuotaGuard(sm.store, quota_bytes=sm.store.sizes()[1] + 3000)
         guard.check(BatchOp([PutOp(b"k", b"v" * 600), PutOp(b"l", b"v" * 600)]), lambda: raised.append(True))
-        assert guard._admitted == 1202
+        assert guard._admitted == 2 * (256 + 601)
         sm.apply_ops([(1, BatchOp([PutOp(b"k%d" % i, b"v" * 2000) for i in range(200)]))], 2, 1)
         sm.commit()
         with pytest.raises(ResourceExhausted):
             guard.check(BatchOp([PutOp(b"k", b"v")]), lambda: raised.append(True))
         assert raised == [True]
         guard.check(BatchOp([DeleteRangeOp(b"k")]), lambda: raised.append(True))  # adds nothing: passes
+    finally:
+        sm.close()
+
+
+def test_the_quota_guard_counts_writes_applied_but_not_yet_committed(tmp_path: Path, monkeypatch: Any) -> None:
+    """Applied writes wait in memory for the group commit (up to ``COMMIT_INTERVAL_S``),
+    and the file does not grow until then: the guard must count what it admitted since
+    the last commit. (It compared the file alone: a CI run accepted 40 puts of 60 kB,
+    2.4 MB, over a 400 kB quota, all inside one commit interval.)"""
+    monkeypatch.setattr(sm_module, "COMMIT_INTERVAL_S", 3600.0)  # nothing commits by time here
+    sm = machine(tmp_path / "sm")
+    try:
+        quota = sm.store.sizes()[1] + 400_000
+        guard = QuotaGuard(sm.store, quota_bytes=quota)
+        raised: list[bool] = []
+        accepted = 0
+        for index in range(40):
+            op = PutOp(b"q/%02d" % index, b"x" * 60_000)
+            try:
+                guard.check(op, lambda: raised.append(True))
+            except ResourceExhausted:
+                break
+            sm.apply_ops([(index + 1, op)], index + 2, 1)
+            accepted += 1
+        assert sm.holding  # every accepted put is still held, none committed
+        assert raised == [True]
+        assert accepted == 7  # 7 x 60,260 bytes pass a 400,000-byte quota; the 8th is over
+        sm.commit()  # once committed, the file itself is over the quota
+        with pytest.raises(ResourceExhausted):
+            guard.check(PutOp(b"after", b"v"), lambda: raised.append(True))
+        assert guard._size > quota
+        # the space IN USE is compared: deleting and compacting frees quota, no defrag needed
+        sm.apply_ops([(50, DeleteRangeOp(b"q/", b"q0"))], 50, 1)
+        rev = sm.store.rev
+        result = sm.apply_ops([(51, CompactOp(rev, physical=True))], 51, 1)[0]
+        sm.commit()  # (the compaction's thread takes the writer lock the held batch has)
+        assert result.job.wait(30)
+        guard.check(PutOp(b"after", b"v"), lambda: raised.append(True))
+        assert guard._size < quota
     finally:
         sm.close()
