@@ -71,8 +71,12 @@ def test_job_pending_reason_then_live_to_succeeded_and_cancel(procs: Procs, page
     assert jobctl(eps, "submit", "-f", "-", stdin=one("big", 8, "sleep 6"))[0] == 0
     page.wait_for_selector('#jobs tr[data-job="big"]')
     page.evaluate(PHASES_JS, "big")
-    reason = page.locator('.queue li.pending[data-job="big"] [data-testid=pending-reason]')
-    page.wait_for_function("el => el.textContent !== 'Queued'", arg=reason.element_handle())
+    selector = '.queue li.pending[data-job="big"] [data-testid=pending-reason]'
+    reason = page.locator(selector)
+    # looked up afresh each time: every render replaces the queue's HTML, so a handle taken
+    # once can be a detached element that says 'Queued' for ever (a CI run timed out so)
+    page.wait_for_function("sel => { const el = document.querySelector(sel); return !!el && el.textContent !== 'Queued'; }",
+                           arg=selector)
     status = wait_for(lambda: (j := job(eps, "big")) and j["status"]["reason"] != "Queued" and j["status"], what="reason")
     assert status["phase"] == "Pending"
     assert reason.inner_text() == status["reason"]
