@@ -18,7 +18,7 @@ from kvraft.apply.errors import InvalidArgument
 from kvraft.server.api import cluster, debug, gate, kv, maintenance, misc
 from kvraft.server.api.codec import JSON_OUT
 from kvraft.server.api.errors import error_response
-from kvraft.server.api.request import body_limit
+from kvraft.server.api.request import OUT, body_limit
 from kvraft.server.api.state import SERVER
 
 __all__ = ["make_app"]
@@ -43,9 +43,9 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         elif exc.status == 404:
             response = web.Response(status=404, text="Not Found")
         else:
-            response = error_response(InvalidArgument(exc.reason), request.get("out", JSON_OUT))
+            response = error_response(InvalidArgument(exc.reason), request.get(OUT, JSON_OUT))
     except Exception as exc:  # every failure answers etcd's error JSON, never a bare 500
-        response = error_response(exc, request.get("out", JSON_OUT))
+        response = error_response(exc, request.get(OUT, JSON_OUT))
     response.headers.update(CORS_HEADERS)
     return response
 

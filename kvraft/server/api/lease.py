@@ -32,7 +32,7 @@ from kvraft.server.api.codec import (
 from kvraft.server.api.encode import encode_header
 from kvraft.server.api.errors import HTTP_STATUS, to_etcd_error
 from kvraft.server.api.feature_state import FEATURES
-from kvraft.server.api.request import header, read_body, read_request, respond
+from kvraft.server.api.request import OUT, header, read_body, read_request, respond
 from kvraft.server.api.state import SERVER
 from kvraft.server.api.stream import Sink, is_packed, iter_requests, open_stream
 
@@ -136,7 +136,7 @@ async def _revoke(request: web.Request) -> web.Response:
 async def _keepalive(request: web.Request) -> web.StreamResponse:
     packed = is_packed(request)
     out = MSGPACK_OUT if packed else JSON_OUT
-    request["out"] = out
+    request[OUT] = out
     body = await read_body(request)
     requests = list(iter_requests(body, packed, LEASE_ID))  # a malformed body fails before the stream opens
     chunks = keepalive_chunks(request.app[FEATURES], request.app[SERVER], out, requests)

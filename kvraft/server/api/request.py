@@ -11,7 +11,10 @@ from kvraft.server.api.codec import JSON_OUT, MSGPACK, MSGPACK_OUT, Message, Out
 from kvraft.server.api.encode import encode_header
 from kvraft.server.api.state import SERVER
 
-__all__ = ["GRPC_OVERHEAD_BYTES", "body_limit", "header", "read_body", "read_request", "respond"]
+OUT: web.RequestKey[Out] = web.RequestKey("out", Out)
+"""The request's encoding, kept for the error handler (``app.py``)."""
+
+__all__ = ["GRPC_OVERHEAD_BYTES", "OUT", "body_limit", "header", "read_body", "read_request", "respond"]
 
 GRPC_OVERHEAD_BYTES = 512 * 1024
 """etcd's gRPC receive limit is --max-request-bytes plus this much."""
@@ -48,7 +51,7 @@ async def read_request(request: web.Request, schema: Message) -> tuple[Out, Any]
     """Read and decode the body; the ``Out`` matches the request's encoding."""
     packed = request.content_type == MSGPACK
     out = MSGPACK_OUT if packed else JSON_OUT
-    request["out"] = out
+    request[OUT] = out
     body = await read_body(request)
     return out, decode_body(body, MSGPACK if packed else "application/json", schema)
 

@@ -33,7 +33,7 @@ from kvraft.server.api.codec import (
 )
 from kvraft.server.api.encode import encode_kv
 from kvraft.server.api.feature_state import FEATURES
-from kvraft.server.api.request import header
+from kvraft.server.api.request import OUT, header
 from kvraft.server.api.stream import Sink, open_stream
 from kvraft.server.features import CALLER
 from kvraft.watch import PROGRESS_WATCH_ID, WatchCreate, WatchResponse, WatchStream
@@ -234,7 +234,7 @@ async def _read_requests(request: web.Request, session: _Session) -> None:
 
 async def _watch(request: web.Request) -> web.StreamResponse:
     out = MSGPACK_OUT if request.content_type == MSGPACK else JSON_OUT
-    request["out"] = out
+    request[OUT] = out
     sink = await open_stream(request, out)
     session = _Session(request, sink)
     reader = asyncio.get_running_loop().create_task(_read_requests(request, session))
