@@ -178,3 +178,40 @@ def test_backfill_reservations_never_hold_the_same_gpus_twice() -> None:
     assert [(r.job_id, r.holds) for r in result.reservations] == [("g0", {"n0": 8}), ("g1", {"n1": 8})]
     for node in sched.state.nodes.values():
         assert node.held_gpus <= node.node.gpus
+
+
+def _room_profile(estimate: str) -> Profile:
+    return Profile("t", (PluginSpec("priority"), PluginSpec("topology"), PluginSpec("gang"),
+                         PluginSpec("resources", args={"scoring": "none"}),
+                         PluginSpec("defrag", args={"room_within_s": 600.0, "room_estimate": estimate})))
+
+
+@pytest.mark.parametrize("estimate_s, moved", [(100.0, []), (10_000.0, ["a"])])
+def test_defrag_waits_when_a_node_is_expected_to_have_room_soon_by_the_hint(estimate_s: float, moved: list[str]) -> None:
+    # 'a' holds the one GPU that keeps n0 from being whole; if it is expected to end within
+    # room_within_s, the gang waits for n0 instead of moving it
+    builder = cluster(make_nodes(2)).running(low("a", 1).estimate(estimate_s), {"n0": 1})
+    builder.running(low("b", 2).estimate(50_000), {"n1": 2})
+    sched = builder.scheduler(_room_profile("hint"), jobs=[make_job("big").gpus(8).obj()])
+    assert [p.victim_id for p in sched.schedule(0.0).preemptions] == moved
+
+
+@pytest.mark.parametrize("ratio, moved", [(1.0, []), (200.0, ["a"])])
+def test_defrag_room_learned_from_finished_jobs(ratio: float, moved: list[str]) -> None:
+    # what finished jobs ran over their own estimates: all ended at 1x (so 'a', estimated
+    # at 100 s, ends within 600 s) or all ran 200x theirs (so it will not)
+    builder = cluster(make_nodes(2)).running(low("a", 1).estimate(100.0), {"n0": 1})
+    builder.running(low("b", 2).estimate(50_000), {"n1": 2})
+    sched = builder.scheduler(_room_profile("learned"), jobs=[make_job("big").gpus(8).obj()])
+    plugin = sched.framework.plugin("defrag")
+    assert plugin is not None
+    for _ in range(10):
+        plugin.learned.relative.observe("default", 1, ratio)  # type: ignore[attr-defined]
+    assert [p.victim_id for p in sched.schedule(0.0).preemptions] == moved
+
+
+def test_defrag_room_arguments_are_checked() -> None:
+    for args, message in (({"room_estimate": "guess"}, "room_estimate must be"),
+                          ({"room_within_s": -1.0}, "room_within_s must be")):
+        with pytest.raises(ValueError, match=message):
+            cluster(make_nodes(1)).scheduler(Profile("t", (*DEFRAG.plugins[:-1], PluginSpec("defrag", args=args))))

@@ -85,6 +85,18 @@ def test_history_window_forgets_the_oldest_runs() -> None:
     assert history.remaining_s("a", 1, 0.0) == pytest.approx(30.0)
 
 
+def test_history_chance_to_end_within() -> None:
+    """P(T <= a + w | T > a) from the same samples (the docstring's worked example)."""
+    history = RunTimeHistory(min_samples=1)
+    assert history.p_end_within("a", 1, 0.0, 600.0) is None  # no history yet
+    for run_s in (60.0, 120.0, 600.0, 3600.0, 36000.0):
+        history.observe("a", 1, run_s)
+    assert history.p_end_within("a", 1, 0.0, 600.0) == pytest.approx(3 / 5)
+    assert history.p_end_within("a", 1, 700.0, 3000.0) == pytest.approx(1 / 2)  # 3600 of 3600, 36000
+    assert history.p_end_within("a", 1, 700.0, 100.0) == 0.0
+    assert history.p_end_within("a", 1, 40000.0, 1e9) == 0.0  # past every run: not ending soon
+
+
 def test_size_classes() -> None:
     assert [size_class(g) for g in (0, 1, 2, 3, 4, 5, 8, 9, 16, 32, 33, 128)] == [1, 1, 2, 4, 4, 8, 8, 16, 16, 32, 64, 64]
 

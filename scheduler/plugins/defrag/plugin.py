@@ -28,6 +28,7 @@ from scheduler.framework.interfaces import Handle, PassPlugin, PostFilterPlugin,
 from scheduler.framework.status import SUCCESS, Status
 from scheduler.model import Preemption
 from scheduler.plugins.preemption.victims import Candidate, search
+from scheduler.plugins.remaining.history import LearnedRemaining
 from scheduler.state import ClusterState, JobInfo
 
 __all__ = ["NAME", "Defragment", "DefragArgs", "new"]
@@ -45,6 +46,14 @@ class DefragArgs:
     min_job_gpus: int = 2
     targets_to_check: int = 64
     hold_s: float = 600.0
+    # Expected room: no move for a job when some node of its GPU type is expected to have
+    # room for it within ``room_within_s`` anyway (None: off): the GPUs its running gangs
+    # are expected to free by then (each gang's GPUs x its chance to end by then) cover what
+    # the job lacks there. The chance: ``"learned"``, from the run times of finished jobs
+    # given the service each gang already had (``remaining``'s history, relative to the
+    # job's own estimate); ``"hint"``, 1 if the job's own estimate says it ends by then.
+    room_within_s: float | None = None
+    room_estimate: str = "learned"
 
 
 class Defragment:
@@ -53,9 +62,19 @@ class Defragment:
     def __init__(self, args: DefragArgs, handle: Handle) -> None:
         if args.restart_overhead_s < 0 or args.max_victim_gpus < 1 or args.max_moves < 0 or args.hold_s <= 0:
             raise ValueError("defrag: restart_overhead_s >= 0, max_victim_gpus >= 1, max_moves >= 0, hold_s > 0")
+        if args.room_estimate not in ("learned", "hint"):
+            raise ValueError(f"defrag: room_estimate must be 'learned' or 'hint', not {args.room_estimate!r}")
+        if args.room_within_s is not None and args.room_within_s < 0:
+            raise ValueError("defrag: room_within_s must be >= 0 (or None)")
         self.args = args
         self.handle = handle
         self.failed: dict[tuple[object, ...], int] = {}
+        self.learned = (LearnedRemaining(relative=True)
+                        if args.room_within_s is not None and args.room_estimate == "learned" else None)
+
+    def job_finished(self, info: JobInfo, at_s: float) -> None:
+        if self.learned is not None:
+            self.learned.job_finished(info, at_s)
 
     def begin_pass(self, state: ClusterState, now_s: float) -> None:
         self.failed = {}
@@ -73,11 +92,45 @@ class Defragment:
                job.node_selector, job.priority, cs.levels, cs.fewest_nodes)
         if self.failed.get(key) == state.epoch:
             return NOTHING
+        if self.args.room_within_s is not None and self._room_soon(state, info, cs.now_s):
+            return NOTHING
         found = self._search(cs, info)
         if found is None:
             self.failed[key] = state.epoch
             return NOTHING
         return found
+
+    def _room_soon(self, state: ClusterState, info: JobInfo, now_s: float) -> bool:
+        """Whether a usable node of the job's GPU type is expected to have room for it within
+        ``room_within_s`` (see ``DefragArgs``). A gang with no estimate frees nothing here."""
+        job = info.job
+        within = self.args.room_within_s or 0.0
+        chance: dict[str, float] = {}
+        for node in state.nodes.values():
+            if node.node.gpus < job.gpus or not node.usable:
+                continue
+            if job.gpu_type is not None and node.node.gpu_type != job.gpu_type:
+                continue
+            need = job.gpus - max(node.free_gpus - node.held_gpus, 0)
+            if need <= 0:
+                return True
+            freed = 0.0
+            for job_id, gpus in node.jobs.items():
+                p = chance.get(job_id)
+                if p is None:
+                    p = chance[job_id] = self._p_end(state.running.get(job_id), now_s, within)
+                freed += gpus * p
+            if freed >= need:
+                return True
+        return False
+
+    def _p_end(self, running: JobInfo | None, now_s: float, within_s: float) -> float:
+        if running is None or running.evicting:
+            return 0.0
+        if self.learned is not None:
+            return self.learned.p_end_within(running, now_s, within_s) or 0.0
+        left = running.remaining_hint_s(now_s)
+        return 1.0 if left is not None and left <= within_s else 0.0
 
     def _search(self, cs: CycleState, info: JobInfo) -> PostFilterResult | None:
         job = info.job

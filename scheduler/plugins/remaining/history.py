@@ -165,6 +165,23 @@ class RunTimeHistory:
             guess = max(guess, self._stat(self._all, at, attained_s))
         return guess
 
+    def p_end_within(self, tenant: str, gpus: int, attained_s: float, within_s: float) -> float | None:
+        """P(T <= attained_s + within_s | T > attained_s): the chance that a job that has run
+        ``attained_s`` ends within ``within_s`` more, from the same history ``remaining_s``
+        reads (None before any job finished; 0 past all but fewer than ``min_samples`` runs)."""
+        if not self.observed:
+            return None
+        cls = size_class(gpus)
+        for samples in (self._keyed.get((tenant, cls)), self._sized.get(cls), self._all):
+            if samples is None:
+                continue
+            ordered, _ = samples.view()
+            at = bisect_right(ordered, attained_s)
+            longer = len(ordered) - at
+            if longer >= self.min_samples:
+                return (bisect_right(ordered, attained_s + within_s) - at) / longer
+        return 0.0
+
     def _stat(self, samples: _Samples, at: int, attained_s: float) -> float:
         ordered = samples.sorted
         longer = len(ordered) - at
@@ -204,6 +221,21 @@ class LearnedRemaining:
         hint = job.runtime_hint_s
         if self.relative is not None and hint:
             self.relative.observe(job.tenant, job.gpus, run_s / hint)
+
+    def p_end_within(self, info: JobInfo, now_s: float, within_s: float) -> float | None:
+        """The chance that the job ends within ``within_s`` of ``now_s`` (``RunTimeHistory.
+        p_end_within``, on the ratio history when the job has an estimate and ``relative``);
+        None with no history yet."""
+        job = info.job
+        if not job.gpus:
+            return None
+        done = info.attained_at(now_s) / job.gpus
+        hint = job.runtime_hint_s
+        if self.relative is not None and hint:
+            p = self.relative.p_end_within(job.tenant, job.gpus, done / hint, within_s / hint)
+            if p is not None:
+                return p
+        return self.absolute.p_end_within(job.tenant, job.gpus, done, within_s)
 
     def remaining_s(self, info: JobInfo, now_s: float) -> float | None:
         job = info.job
