@@ -145,11 +145,10 @@ class RunTimeHistory:
         self._all.add(run_s)
         self.observed += 1
 
-    def remaining_s(self, tenant: str, gpus: int, attained_s: float) -> float | None:
-        """Expected run time still to come for a job that has run ``attained_s`` seconds (None
-        before any job finished)."""
-        if not self.observed:
-            return None
+    def _samples_at(self, tenant: str, gpus: int, attained_s: float) -> tuple[_Samples, int] | None:
+        """The most specific history with at least ``min_samples`` runs longer than
+        ``attained_s`` (tenant and size class, else class, else all), and where those runs
+        start in its sorted samples; None when even the whole history has too few."""
         cls = size_class(gpus)
         for samples in (self._keyed.get((tenant, cls)), self._sized.get(cls), self._all):
             if samples is None:
@@ -157,7 +156,17 @@ class RunTimeHistory:
             ordered, _ = samples.view()
             at = bisect_right(ordered, attained_s)
             if len(ordered) - at >= self.min_samples:
-                return self._stat(samples, at, attained_s)
+                return samples, at
+        return None
+
+    def remaining_s(self, tenant: str, gpus: int, attained_s: float) -> float | None:
+        """Expected run time still to come for a job that has run ``attained_s`` seconds (None
+        before any job finished)."""
+        if not self.observed:
+            return None
+        found = self._samples_at(tenant, gpus, attained_s)
+        if found is not None:
+            return self._stat(found[0], found[1], attained_s)
         ordered, _ = self._all.view()
         at = bisect_right(ordered, attained_s)
         guess = self.overrun * attained_s
@@ -171,16 +180,12 @@ class RunTimeHistory:
         reads (None before any job finished; 0 past all but fewer than ``min_samples`` runs)."""
         if not self.observed:
             return None
-        cls = size_class(gpus)
-        for samples in (self._keyed.get((tenant, cls)), self._sized.get(cls), self._all):
-            if samples is None:
-                continue
-            ordered, _ = samples.view()
-            at = bisect_right(ordered, attained_s)
-            longer = len(ordered) - at
-            if longer >= self.min_samples:
-                return (bisect_right(ordered, attained_s + within_s) - at) / longer
-        return 0.0
+        found = self._samples_at(tenant, gpus, attained_s)
+        if found is None:
+            return 0.0
+        samples, at = found
+        ordered = samples.sorted
+        return (bisect_right(ordered, attained_s + within_s) - at) / (len(ordered) - at)
 
     def _stat(self, samples: _Samples, at: int, attained_s: float) -> float:
         ordered = samples.sorted
