@@ -55,7 +55,7 @@ from agent.collective.interface import Backend
 from agent.collective.probe import Probe, probe_policy
 from agent.collective.schedule import Hierarchy, hierarchy
 
-__all__ = ["Communicator", "Handle", "Statistics"]
+__all__ = ["Communicator", "Handle", "Statistics", "blocked_exit_line"]
 
 _BF16 = "bfloat16"
 
@@ -63,6 +63,16 @@ _BF16 = "bfloat16"
 def _torch() -> Any:
     mod = sys.modules.get("torch")
     return mod
+
+
+def blocked_exit_line(failure: BaseException | None, rank: int, backend: str) -> str:
+    """What a rank prints when it must leave with a caller blocked inside a call that cannot
+    be interrupted (MPI). It starts as a traceback's last line does, with the exception's
+    qualified name, so that jobrun's ``first_error_line`` finds the cause in it: this rank
+    leaves without a traceback (a CI run's summary named a later consequence instead)."""
+    kind = type(failure)
+    return (f"{kind.__module__}.{kind.__qualname__}: {failure} -- rank {rank}: the caller is blocked inside "
+            f"{backend} and cannot be interrupted; exiting with status {PEER_FAILURE_EXIT_CODE}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,10 +493,7 @@ class Communicator:
     def _watchdog(self) -> None:
         time.sleep(self.inline_grace_s)
         if self._inline_thread is not None:
-            sys.stderr.write(
-                f"agent.collective rank {self.rank}: {self._failure} -- the caller is blocked inside "
-                f"{self.backend.name} and cannot be interrupted; exiting with status {PEER_FAILURE_EXIT_CODE}\n"
-            )
+            sys.stderr.write(blocked_exit_line(self._failure, self.rank, self.backend.name) + "\n")
             sys.stderr.flush()
             os._exit(PEER_FAILURE_EXIT_CODE)
 

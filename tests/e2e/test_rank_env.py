@@ -89,6 +89,14 @@ def test_jobrun_names_the_first_error_a_rank_raised() -> None:
     assert first_error_line("[1,2]<stderr>: RuntimeError: boom") == "RuntimeError: boom"
     for other in ("Traceback (most recent call last):", '  File "t.py", line 3', "epoch 1 loss 0.3", "Error", ""):
         assert first_error_line(other) is None
+    # a rank blocked inside MPI leaves without a traceback; its last words must name the cause
+    # (a CI run's summary named rank 2's later "rank 0 exited" instead of "rank 2 is hung")
+    from agent.collective.communicator import blocked_exit_line
+    from agent.collective.errors import PeerFailure
+
+    hung = PeerFailure([2], "rank 2 is hung (no heartbeat for 3.2 s; its process is stopped)", 0)
+    said = first_error_line("[1,0]<stderr>: " + blocked_exit_line(hung, 0, "mpi"))
+    assert said is not None and said.startswith("agent.collective.errors.PeerFailure: peer failure: rank 2: rank 2 is hung")
 
 
 class _FakeRendezvous:
