@@ -23,7 +23,7 @@ from kvraft.apply.ops import AlarmOp, BatchOp, CompactOp, DeleteRangeOp, PutOp, 
 from kvraft.apply.validate import as_etcd_error
 from kvraft.storage.mvcc import ops as mvcc_ops
 from kvraft.storage.mvcc.errors import MVCCError
-from kvraft.storage.quota import KV_OVERHEAD_BYTES, cost
+from kvraft.storage.quota import cost, put_cost
 
 __all__ = ["Applier", "BackendApplier", "CompactResult", "QuotaApplier", "QuotaGuard", "apply_each", "build_chain"]
 
@@ -142,10 +142,10 @@ class QuotaGuard:
     The size compared is the backend's space in use as last committed (pages reachable
     from the trees, not the file's high-water mark: compaction alone frees quota, see
     docs/design/storage.md section 7) plus the cost (``quota.cost``: 256 + key + value per
-    put) of every write admitted since that commit. Applied writes
-    are held in memory for up to ``COMMIT_INTERVAL_S`` (group commit), so the file alone
-    lags the data by that much: at a few hundred puts/s of 60 kB values the file stayed at
-    45 kB while 1.5 MB were accepted over a 400 kB quota (2.4 MB in a CI run). Measuring the file (LMDB info and
+    put) of every write admitted since that commit. Applied writes are held in memory for
+    up to ``COMMIT_INTERVAL_S`` (group commit), so the file alone lags the data by that
+    much: at a few hundred puts/s of 60 kB values the file stayed at 45 kB while 1.5 MB were
+    accepted over a 400 kB quota (2.4 MB in a CI run). Measuring the file (LMDB info and
     tree stats, ~0.2 ms, as much as the rest of a put's request path) happens once per
     commit (``Backend.changes``), not per write. Writes admitted just before a commit but
     applied after it are counted again only by the next measurement: the check stays
@@ -162,10 +162,9 @@ class QuotaGuard:
 
     def check(self, op: Any, raise_alarm: Callable[[], None]) -> None:
         if isinstance(op, PutOp):
-            added = KV_OVERHEAD_BYTES + len(op.key) + len(op.value or b"")
+            added = put_cost(op)
         elif isinstance(op, BatchOp):
-            added = sum(KV_OVERHEAD_BYTES + len(o.key) + len(o.value or b"") if type(o) is PutOp
-                        else cost(o) if isinstance(o, TxnOp) else 0 for o in op.ops)
+            added = sum(put_cost(o) if type(o) is PutOp else cost(o) if isinstance(o, TxnOp) else 0 for o in op.ops)
             if not added:
                 return
         elif isinstance(op, TxnOp) and mvcc_ops.txn_has_put(op):

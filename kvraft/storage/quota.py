@@ -30,6 +30,7 @@ __all__ = [
     "MAX_QUOTA_BYTES",
     "BackendQuota",
     "cost",
+    "put_cost",
 ]
 
 DEFAULT_QUOTA_BYTES = 2 << 30
@@ -38,10 +39,16 @@ KV_OVERHEAD_BYTES = 256
 LEASE_OVERHEAD_BYTES = 64
 
 
+def put_cost(op: Any) -> int:
+    """A put's cost (``key`` and ``value`` attributes, ``value`` may be None), without
+    ``op_kind``'s dispatch: the server's quota guard calls it on every put."""
+    return KV_OVERHEAD_BYTES + len(op.key) + len(op.value or b"")
+
+
 def _cost_op(op: Any) -> int:
     kind = op_kind(op)
     if kind == "put":
-        return KV_OVERHEAD_BYTES + len(op.key) + len(op.value)
+        return put_cost(op)
     if kind == "txn":
         return max(sum(_cost_op(o) for o in op.success), sum(_cost_op(o) for o in op.failure))
     return 0
