@@ -21,6 +21,7 @@ jobs behind it.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -226,6 +227,12 @@ class Scheduler:
 
     def _track_rank(self, info: JobInfo, now_s: float) -> None:
         when = self.framework.queue_sort.next_rank_change_s(info, now_s)
+        if when is not None and when <= now_s:
+            # A change due now that has not happened yet: a threshold a rounding error away
+            # (attained service 28799.999999999996 of 28800 GPU-s, and "4e-16 s from now" is
+            # now). Re-arming at now_s would spin _fire_rank_changes for ever; the next
+            # representable instant always makes progress.
+            when = math.nextafter(now_s, math.inf)
         if when is not None and info.bound_at_s is not None:
             heappush(self._rank_changes, (when, info.job.job_id, info.bound_at_s))
 

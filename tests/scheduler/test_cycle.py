@@ -3,6 +3,8 @@ LAS demotion wake-ups, bind failures."""
 
 from __future__ import annotations
 
+import threading
+
 from scheduler.framework.registry import PluginSpec, Profile, QueueOptions
 from scheduler.model import (
     BindFailed,
@@ -99,6 +101,27 @@ def test_a_rank_change_retries_at_once_a_job_whose_preemption_failed() -> None:
     assert sched.next_wakeup_s() == 3600.0
     late = sched.schedule(3600.0)
     assert late.attempts == 1 and [p.victim_id for p in late.preemptions] == ["long"]
+
+
+def test_a_rank_change_lost_to_rounding_does_not_spin_the_pass() -> None:
+    # Bound at 496.32 s, 8 GPUs, b4's 8 GPU-h threshold: the demotion is due at
+    # fl(496.32 + 3600) = 4096.32 s, but there the attained service computes as
+    # (4096.32 - 496.32) x 8 = 28799.999999999996 GPU-s, just under the threshold, and
+    # "the threshold is 4.4e-16 s away" rounds back to 4096.32. The pass used to re-arm the
+    # wake-up at the same instant for ever (found by a replay that never ended).
+    builder = cluster(make_nodes(1))
+    sched = builder.scheduler(profile("b4"), jobs=[make_job("long").gpus(8).submitted(0).obj()])
+    assert [b.job_id for b in sched.schedule(496.32).bindings] == ["long"]
+    assert sched.next_wakeup_s() == 4096.32
+    done: list[object] = []
+    worker = threading.Thread(target=lambda: done.append(sched.schedule(4096.32)), daemon=True)
+    worker.start()
+    worker.join(timeout=10.0)
+    assert done, "the pass at the demotion instant never returned"
+    later = sched.next_wakeup_s()
+    assert later is not None and later > 4096.32
+    sched.handle(JobAdded(make_job("new").gpus(1).submitted(4096.32).obj()))
+    assert [p.victim_id for p in sched.schedule(later).preemptions] == ["long"]
 
 
 def test_a_rank_change_leaves_parked_a_job_that_cannot_preempt() -> None:
