@@ -101,9 +101,9 @@ class SchedulingQueue:
             if ready <= now_s:
                 del self.backoff[job_id]
                 self.active[job_id] = None
-        limit = now_s - self.options.unschedulable_flush_s
+        flush = self.options.unschedulable_flush_s
         for job_id, (since, _, _) in list(self.unschedulable.items()):
-            if since <= limit:
+            if since + flush <= now_s:  # the same sum as next_wakeup_s's, so its tick flushes
                 del self.unschedulable[job_id]
                 self.active[job_id] = None
 
@@ -119,7 +119,8 @@ class SchedulingQueue:
         if self.unschedulable:
             flush = self.options.unschedulable_flush_s
             due = min(s for s, _, _ in self.unschedulable.values()) + flush
-            times.append(math.ceil(due / flush) * flush if flush > 0 else due)
+            # max: due / flush may round down onto a multiple just below due
+            times.append(max(math.ceil(due / flush) * flush, due) if flush > 0 else due)
         return min(times) if times else None
 
     def statistics(self) -> QueueStatistics:

@@ -3,6 +3,7 @@ LAS demotion wake-ups, bind failures."""
 
 from __future__ import annotations
 
+import math
 import threading
 
 from scheduler.framework.registry import PluginSpec, Profile, QueueOptions
@@ -16,6 +17,7 @@ from scheduler.model import (
     TenantUpdated,
 )
 from scheduler.profiles import profile
+from scheduler.queue import SchedulingQueue
 from scheduler.testing import cluster, make_job, make_node, make_nodes
 
 
@@ -122,6 +124,20 @@ def test_a_rank_change_lost_to_rounding_does_not_spin_the_pass() -> None:
     assert later is not None and later > 4096.32
     sched.handle(JobAdded(make_job("new").gpus(1).submitted(4096.32).obj()))
     assert [p.victim_id for p in sched.schedule(later).preemptions] == ["long"]
+
+
+def test_the_flush_tick_flushes_a_job_parked_a_rounding_error_after_a_multiple() -> None:
+    # Parked at 300.00000000000006 s: its flush is due at 300.00000000000006 + 300, which
+    # rounds to 600.0, the tick next_wakeup_s announces. The flush used to test
+    # "parked <= now - 300" (600.0 - 300 = 300.0 < 300.00000000000006), so the announced tick
+    # flushed nothing and the job waited for some other event.
+    queue = SchedulingQueue(QueueOptions())
+    parked_at = math.nextafter(300.0, math.inf)
+    queue.park("j", parked_at, frozenset())
+    tick = queue.next_wakeup_s()
+    assert tick == 600.0
+    queue.flush(tick)
+    assert queue.take_active() == ["j"]
 
 
 def test_a_rank_change_leaves_parked_a_job_that_cannot_preempt() -> None:
