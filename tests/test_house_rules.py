@@ -38,6 +38,7 @@ PURE = [
     "scheduler/queue.py",
     "scheduler/cycle.py",
     "scheduler/profiles.py",
+    "scheduler/sim/seeds.py",
     "scheduler/suspects.py",
     "agent/reconcile.py",
     "agent/collective/fusion.py",

@@ -8,17 +8,22 @@ Examples::
         --racks 8 --gpu-type-frac 0.33 --policy all --plot jct.png
     python -m scheduler.sim --policy default --set preemption.return_holds=true   # a sweep row
     python -m scheduler.sim --policy remaining --plugin endtime --set endtime.mode='"match"'
+    python -m scheduler.sim --policy default --policy b3 --policy b4 --seed 0-7 --parallel 2
 
 The seed, the cluster, the policies and every derived option are printed first (stderr), so a
 run is reproducible from its header.
+
+``--seed`` takes one seed or several (``0-7``, ``0,3,5``): every policy runs on every seed,
+one result per pair, then one summary per policy over the seeds (``seeds.summarize_seeds``:
+mean, min and max of the main metrics, and each seed's average JCT over the better of B3 and
+B4 *of that seed*, with the number of seeds meeting the 0.9 x target). With ``--json`` the
+summaries are extra lines marked ``"summary": true``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
-import math
 import multiprocessing
 import random
 import sys
@@ -33,6 +38,7 @@ from scheduler.sim.engine import RunResult, Simulation
 from scheduler.sim.estimate import ESTIMATORS, Estimator
 from scheduler.sim.metrics import summarize
 from scheduler.sim.progress import Progress
+from scheduler.sim.seeds import format_summaries, json_line, parse_seeds, summarize_seeds
 from scheduler.sim.slowdown import SlowdownModel
 from scheduler.sim.trace import NodeShape, TraceJob, read_nodes, read_trace
 
@@ -48,7 +54,7 @@ HELIOS_VC_NODES = {
 
 RECORD_COLUMNS = [
     "policy", "job_id", "vc", "gpus", "submit_s", "duration_s", "first_start_s", "finish_s",
-    "preemptions", "levels", "runs", "capacity_gpus",
+    "preemptions", "levels", "runs", "capacity_gpus", "seed",
 ]
 
 COLUMNS = [  # (metric, header, width, format)
@@ -122,7 +128,7 @@ def run_policy(args: dict[str, Any]) -> tuple[dict[str, object], list[dict[str, 
         "first_start_s": "" if r.first_start_s is None else r.first_start_s,
         "finish_s": "" if r.finish_s is None else r.finish_s, "preemptions": r.preemptions,
         "levels": "/".join(r.levels), "runs": ";".join(f"{a:.0f}:{b:.0f}" for a, b in r.runs),
-        "capacity_gpus": capacity,
+        "capacity_gpus": capacity, "seed": args["seed"],
     } for r in result.records]
     return metrics, rows
 
@@ -138,6 +144,27 @@ def _policies(names: list[str]) -> list[str]:
     return out
 
 
+def _seed_text(seeds: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2,5"``."""
+    parts: list[str] = []
+    start = prev = seeds[0]
+    for s in [*seeds[1:], None]:
+        if s is not None and s == prev + 1:
+            prev = s
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if s is not None:
+            start = prev = s
+    return ",".join(parts)
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return parse_seeds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m scheduler.sim", description=__doc__.split("\n\n")[0])
     p.add_argument("--trace", default=str(DEFAULT_TRACE), help="job trace CSV (Philly columns)")
@@ -150,7 +177,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-type-frac", type=float, default=None,
                    help="share of jobs with a GPU-type constraint (default 0.33 with --node-csv, else 0)")
     p.add_argument("--policy", action="append", default=[], help=f"one of {sorted(PROFILES)}, b1..b4, all, or an analysis profile: {sorted(ANALYSIS)}")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", "--seeds", type=_seeds, default=[0], metavar="SEEDS",
+                   help="one seed, or several: A-B, A,B,C (each policy runs on each; a summary follows)")
     p.add_argument("--set", action="append", default=[], metavar="PLUGIN.ARG=JSON",
                    help="change a plugin argument of the policies run (repeatable), e.g. "
                         "preemption.return_holds=true")
@@ -169,7 +197,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per policy on stdout")
     p.add_argument("--plot", help="write a PNG of the JCT distributions and utilisation (needs matplotlib)")
     p.add_argument("--records", help="write one CSV row per job and policy (for python -m scheduler.sim.plot)")
-    p.add_argument("--parallel", type=int, default=1, help="policies to run at once (processes)")
+    p.add_argument("--parallel", type=int, default=1, help="replays (policy x seed) to run at once (processes)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -177,12 +205,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     opts = _parser().parse_args(argv)
     trace = read_trace(opts.trace, opts.limit, opts.time_scale)
-    shapes: tuple[NodeShape, ...] = ()
-    if opts.node_csv:
-        shapes = sample_shapes(read_nodes(opts.node_csv), opts.sample_nodes, opts.seed)
-    spec = ClusterSpec(opts.nodes, opts.gpus_per_node, opts.racks, opts.racks_per_spine, shapes)
-    frac = opts.gpu_type_frac if opts.gpu_type_frac is not None else (0.33 if shapes else 0.0)
-    gpu_types = gpu_type_constraints(trace, spec, frac, opts.seed)
+    seeds: list[int] = opts.seed
     policies = _policies(opts.policy)
     for name in policies:
         try:
@@ -191,32 +214,46 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, KeyError) as e:
             print(f"python -m scheduler.sim: --plugin/--set: {e}", file=sys.stderr)
             return 2
-    print(
-        f"# seed={opts.seed} trace={opts.trace} jobs={len(trace)} cluster={spec.describe()} "
-        f"policies={','.join(policies)} estimates={opts.estimates} quotas={opts.quotas} "
-        f"cross_rack_scale={opts.cross_rack_scale} slowdown={'off' if opts.no_slowdown else 'on'} "
-        f"restart_s={opts.restart_s} time_scale={opts.time_scale} gpu_type_constrained={len(gpu_types)}"
-        + "".join(f" plugin={s}" for s in opts.plugin) + "".join(f" set={s}" for s in opts.set),
-        file=sys.stderr,
-    )
-    jobs = [dict(
-        spec=spec, trace=trace, policy=name, seed=opts.seed, quotas=opts.quotas,
-        estimates=opts.estimates, cross_rack_scale=opts.cross_rack_scale, no_slowdown=opts.no_slowdown,
-        restart_s=opts.restart_s, window_s=opts.window_days * 86400, gpu_types=gpu_types,
-        progress=not opts.no_progress, settings=list(opts.set), plugins=list(opts.plugin),
-    ) for name in policies]
+    jobs: list[dict[str, Any]] = []
+    for seed in seeds:
+        shapes: tuple[NodeShape, ...] = ()
+        if opts.node_csv:
+            shapes = sample_shapes(read_nodes(opts.node_csv), opts.sample_nodes, seed)
+        spec = ClusterSpec(opts.nodes, opts.gpus_per_node, opts.racks, opts.racks_per_spine, shapes)
+        frac = opts.gpu_type_frac if opts.gpu_type_frac is not None else (0.33 if shapes else 0.0)
+        gpu_types = gpu_type_constraints(trace, spec, frac, seed)
+        print(
+            f"# seed={seed} trace={opts.trace} jobs={len(trace)} cluster={spec.describe()} "
+            f"policies={','.join(policies)} estimates={opts.estimates} quotas={opts.quotas} "
+            f"cross_rack_scale={opts.cross_rack_scale} slowdown={'off' if opts.no_slowdown else 'on'} "
+            f"restart_s={opts.restart_s} time_scale={opts.time_scale} gpu_type_constrained={len(gpu_types)}"
+            + "".join(f" plugin={s}" for s in opts.plugin) + "".join(f" set={s}" for s in opts.set),
+            file=sys.stderr,
+        )
+        jobs.extend(dict(
+            spec=spec, trace=trace, policy=name, seed=seed, quotas=opts.quotas,
+            estimates=opts.estimates, cross_rack_scale=opts.cross_rack_scale, no_slowdown=opts.no_slowdown,
+            restart_s=opts.restart_s, window_s=opts.window_days * 86400, gpu_types=gpu_types,
+            progress=not opts.no_progress, settings=list(opts.set), plugins=list(opts.plugin),
+        ) for name in policies)
     if opts.parallel > 1 and len(jobs) > 1:
         with multiprocessing.get_context("fork").Pool(min(opts.parallel, len(jobs))) as pool:
             results = pool.map(run_policy, jobs)
     else:
         results = [run_policy(j) for j in jobs]
+    summaries = summarize_seeds([m for m, _ in results]) if len(seeds) > 1 else []
     if opts.json:
         for metrics, _ in results:
-            print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}))
+            print(json_line(metrics))
+        for summary in summaries:
+            print(json_line(summary))
     else:
-        print(" ".join(f"{head:>{width}}" for _, head, width, _ in COLUMNS))
+        columns = [*COLUMNS[:1], ("seed", "seed", 4, "d"), *COLUMNS[1:]] if len(seeds) > 1 else COLUMNS
+        print(" ".join(f"{head:>{width}}" for _, head, width, _ in columns))
         for metrics, _ in results:
-            print(" ".join(f"{metrics[key]:>{width}{fmt}}" for key, _, width, fmt in COLUMNS))
+            print(" ".join(f"{metrics[key]:>{width}{fmt}}" for key, _, width, fmt in columns))
+        for line in format_summaries(summaries):
+            print(line)
     if opts.records:
         with open(opts.records, "w", newline="") as f:
             writer = csv.DictWriter(f, RECORD_COLUMNS)
@@ -227,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     if opts.plot:
         from scheduler.sim.plot import plot_records
 
+        which = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {_seed_text(seeds)} pooled"
         plot_records([row for _, rows in results for row in rows], opts.plot,
-                     f"{spec.describe()}, seed {opts.seed}", opts.window_days * 86400)
+                     f"{jobs[0]['spec'].describe()}, {which}", opts.window_days * 86400)
         print(f"# wrote {opts.plot}", file=sys.stderr)
     return 0

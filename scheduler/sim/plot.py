@@ -4,7 +4,8 @@
 the per-job CSVs written by ``python -m scheduler.sim --records`` (one or more policies per
 file, so that long runs can be made one policy at a time) and draws, per policy: the JCT CDF,
 JCT box plots (p5-p95 whiskers, mean marked) and the allocated share of the cluster's GPUs
-over time (hourly), with the utilisation window marked.
+over time (hourly), with the utilisation window marked. Records of several seeds (``--seed
+0-7``) pool per policy: the JCTs of every seed, the GPUs over the seeds' clusters together.
 """
 
 from __future__ import annotations
@@ -36,12 +37,13 @@ def _jcts(rows: Sequence[Mapping[str, object]]) -> dict[str, list[float]]:
 
 
 def utilisation_series(rows: Sequence[Mapping[str, object]], step_s: float = 3600.0) -> dict[str, list[float]]:
-    """Per policy, the share of the cluster's GPUs allocated in each ``step_s`` bucket."""
+    """Per policy, the share of the cluster's GPUs allocated in each ``step_s`` bucket; rows of
+    several seeds (the ``seed`` column) pool their clusters' capacities."""
     busy: dict[str, list[float]] = {}
-    capacity: dict[str, float] = {}
+    capacity: dict[str, dict[str, float]] = {}
     for row in rows:
         policy = str(row["policy"])
-        capacity[policy] = float(str(row["capacity_gpus"]))
+        capacity.setdefault(policy, {})[str(row.get("seed", ""))] = float(str(row["capacity_gpus"]))
         series = busy.setdefault(policy, [])
         gpus = float(str(row["gpus"]))
         for run in str(row["runs"]).split(";"):
@@ -55,7 +57,7 @@ def utilisation_series(rows: Sequence[Mapping[str, object]], step_s: float = 360
                 lo, hi = max(start, bucket * step_s), min(stop, (bucket + 1) * step_s)
                 if hi > lo:
                     series[bucket] += gpus * (hi - lo)
-    return {p: [b / (capacity[p] * step_s) for b in s] for p, s in busy.items()}
+    return {p: [b / (sum(capacity[p].values()) * step_s) for b in s] for p, s in busy.items()}
 
 
 def plot_records(rows: Sequence[Mapping[str, object]], path: str | Path, title: str, window_s: float) -> None:

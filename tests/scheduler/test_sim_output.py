@@ -58,6 +58,16 @@ def test_utilisation_series_splits_runs_over_hours() -> None:
     assert utilisation_series(rows) == {"p": [0.25, 1.25, 0.0]}
 
 
+def test_utilisation_series_pools_the_capacity_of_several_seeds() -> None:
+    rows: list[dict[str, object]] = [
+        {"policy": "p", "gpus": 8, "runs": "0:3600", "capacity_gpus": 8, "seed": 0},  # all of seed 0's
+        {"policy": "p", "gpus": 4, "runs": "0:3600", "capacity_gpus": 8, "seed": 1},  # half of seed 1's
+        {"policy": "p", "gpus": 4, "runs": "0:3600", "capacity_gpus": 8, "seed": 1},  # the other half
+        {"policy": "q", "gpus": 2, "runs": "0:3600", "capacity_gpus": 8, "seed": 1},
+    ]
+    assert utilisation_series(rows) == {"p": [1.0, 0.0], "q": [0.25, 0.0]}
+
+
 def test_records_csv_and_plot(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     trace = tmp_path / "t.csv"
