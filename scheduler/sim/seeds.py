@@ -22,10 +22,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from statistics import fmean
 
-__all__ = ["JCT_TARGET", "SPREAD_METRICS", "format_summaries", "json_line", "main", "parse_seeds", "summarize_seeds"]
+__all__ = ["JCT_TARGET", "PREEMPTION_CAP", "SPREAD_METRICS", "format_summaries", "json_line", "main", "parse_seeds", "summarize_seeds"]
 
-# avg JCT <= 0.9 x the better of B3 and B4 (the reference's section 6.6, issue 8)
+# avg JCT <= 0.9 x the better of B3 and B4; at most 0.5 preemptions per job (the
+# reference's section 6.6, issue 8)
 JCT_TARGET = 0.9
+PREEMPTION_CAP = 0.5
 BASELINES = ("b3-pack", "b4-las")
 SPREAD_METRICS = (
     "avg_jct_h", "p95_jct_h", "p99_jct_h", "avg_queue_h", "preemptions_per_job",
@@ -69,7 +71,8 @@ def summarize_seeds(runs: Sequence[Mapping[str, object]]) -> list[dict[str, obje
     """One summary per policy (in first-seen order) over the runs' seeds: the mean, min and
     max of ``SPREAD_METRICS``; where B3 or B4 ran on a seed, the policy's average JCT over the
     better of them on that seed (``jct_vs_best_b3_b4_*``), the seeds where that is at most
-    ``JCT_TARGET`` and the seeds where its p95 is no higher than B4's."""
+    ``JCT_TARGET`` and the seeds where its p95 is no higher than B4's; on every seed, whether
+    it stays within ``PREEMPTION_CAP`` preemptions per job."""
     best: dict[object, float] = {}
     b4_p95: dict[object, float] = {}
     for run in runs:
@@ -97,6 +100,8 @@ def summarize_seeds(runs: Sequence[Mapping[str, object]]) -> list[dict[str, obje
         p95s = [(p95, b4_p95[r.get("seed")]) for r in group
                 if r.get("seed") in b4_p95 and (p95 := _number(r.get("p95_jct_h"))) is not None]
         row["seeds_p95_target_met"] = sum(1 for mine, theirs in p95s if mine <= theirs)
+        row["seeds_preemption_cap_met"] = sum(
+            1 for r in group if (x := _number(r.get("preemptions_per_job"))) is not None and x <= PREEMPTION_CAP)
         out.append(row)
     return out
 
@@ -119,8 +124,8 @@ def format_summaries(summaries: Sequence[Mapping[str, object]]) -> list[str]:
         return []
     lines = [
         f"# over seeds: mean [min-max]; vs B3/B4 = avg JCT / the better of B3 and B4 of the same seed "
-        f"(target <= {JCT_TARGET})",
-        f"{'policy':>10} {'seeds':>5} {'avg_jct':>21} {'p95':>6} {'preempt':>7} {'vs B3/B4':>19} "
+        f"(target <= {JCT_TARGET}); preempt <= cap: seeds with at most {PREEMPTION_CAP} preemptions per job",
+        f"{'policy':>10} {'seeds':>5} {'avg_jct':>21} {'p95':>6} {'preempt':>19} {'<= cap':>6} {'vs B3/B4':>19} "
         f"{'<= target':>9} {'p95<=B4':>7}",
     ]
     for row in summaries:
@@ -131,7 +136,9 @@ def format_summaries(summaries: Sequence[Mapping[str, object]]) -> list[str]:
         lines.append(
             f"{str(row.get('policy')):>10} {len(seeds) if isinstance(seeds, list) else 0:>5} "
             f"{_triple(row, 'avg_jct_h', '.3f'):>21} {_mean(row, 'p95_jct_h', '.2f'):>6} "
-            f"{_mean(row, 'preemptions_per_job', '.3f'):>7} {_triple(row, 'jct_vs_best_b3_b4', '.3f'):>19} "
+            f"{_triple(row, 'preemptions_per_job', '.3f'):>19} "
+            f"{row.get('seeds_preemption_cap_met')}/{len(seeds) if isinstance(seeds, list) else 0:<4} "
+            f"{_triple(row, 'jct_vs_best_b3_b4', '.3f'):>19} "
             f"{met:>9} {p95_met:>7}")
     return lines
 

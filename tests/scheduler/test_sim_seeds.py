@@ -71,18 +71,20 @@ def test_each_seed_is_compared_with_its_own_baselines() -> None:
     assert d["jct_vs_best_b3_b4_max"] == pytest.approx(0.95)
     assert d["jct_vs_best_b3_b4_mean"] == pytest.approx(0.915)
     assert (d["seeds_compared"], d["seeds_jct_target_met"], d["seeds_p95_target_met"]) == (2, 1, 1)
+    assert d["seeds_preemption_cap_met"] == 2
     assert summaries["b4-las"]["seeds_p95_target_met"] == 2  # its own p95 equals B4's
     assert summaries["b3-pack"]["jct_vs_best_b3_b4_max"] == pytest.approx(1.2)
 
 
 def test_without_baselines_nothing_is_compared() -> None:
-    runs = [_run("default", 0, 4.0), _run("remaining", 0, 3.9), _run("default", 2, 4.2)]
+    runs = [_run("default", 0, 4.0), _run("remaining", 0, 3.9, pre=0.51), _run("default", 2, 4.2, pre=0.5)]
     summaries = {s["policy"]: s for s in summarize_seeds(runs)}
     d = summaries["default"]
     assert d["seeds"] == [0, 2] and d["avg_jct_h_mean"] == pytest.approx(4.1)
     assert d["jct_vs_best_b3_b4_mean"] is None and d["seeds_compared"] == 0
     assert d["seeds_jct_target_met"] == 0 and d["seeds_p95_target_met"] == 0
     assert summaries["remaining"]["p99_jct_h_mean"] is None  # a metric the runs lack
+    assert d["seeds_preemption_cap_met"] == 2 and summaries["remaining"]["seeds_preemption_cap_met"] == 0
 
 
 def test_a_baseline_missing_on_one_seed_compares_only_the_others() -> None:
