@@ -38,7 +38,7 @@ from scheduler.sim.engine import RunResult, Simulation
 from scheduler.sim.estimate import ESTIMATORS, Estimator
 from scheduler.sim.metrics import summarize
 from scheduler.sim.progress import Progress
-from scheduler.sim.seeds import format_summaries, json_line, parse_seeds, summarize_seeds
+from scheduler.sim.seeds import format_summaries, json_line, parse_seeds, seed_text, summarize_seeds
 from scheduler.sim.slowdown import SlowdownModel
 from scheduler.sim.trace import NodeShape, TraceJob, read_nodes, read_trace
 
@@ -144,20 +144,6 @@ def _policies(names: list[str]) -> list[str]:
     return out
 
 
-def _seed_text(seeds: list[int]) -> str:
-    """``[0, 1, 2, 5]`` -> ``"0-2,5"``."""
-    parts: list[str] = []
-    start = prev = seeds[0]
-    for s in [*seeds[1:], None]:
-        if s is not None and s == prev + 1:
-            prev = s
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-        if s is not None:
-            start = prev = s
-    return ",".join(parts)
-
-
 def _seeds(text: str) -> list[int]:
     try:
         return parse_seeds(text)
@@ -214,11 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, KeyError) as e:
             print(f"python -m scheduler.sim: --plugin/--set: {e}", file=sys.stderr)
             return 2
+    node_shapes = read_nodes(opts.node_csv) if opts.node_csv else None
     jobs: list[dict[str, Any]] = []
     for seed in seeds:
         shapes: tuple[NodeShape, ...] = ()
-        if opts.node_csv:
-            shapes = sample_shapes(read_nodes(opts.node_csv), opts.sample_nodes, seed)
+        if node_shapes is not None:
+            shapes = sample_shapes(node_shapes, opts.sample_nodes, seed)
         spec = ClusterSpec(opts.nodes, opts.gpus_per_node, opts.racks, opts.racks_per_spine, shapes)
         frac = opts.gpu_type_frac if opts.gpu_type_frac is not None else (0.33 if shapes else 0.0)
         gpu_types = gpu_type_constraints(trace, spec, frac, seed)
@@ -264,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     if opts.plot:
         from scheduler.sim.plot import plot_records
 
-        which = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {_seed_text(seeds)} pooled"
+        which = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seed_text(seeds)} pooled"
         plot_records([row for _, rows in results for row in rows], opts.plot,
                      f"{jobs[0]['spec'].describe()}, {which}", opts.window_days * 86400)
         print(f"# wrote {opts.plot}", file=sys.stderr)

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from statistics import fmean
 
-__all__ = ["JCT_TARGET", "PREEMPTION_CAP", "SPREAD_METRICS", "format_summaries", "json_line", "main", "parse_seeds", "summarize_seeds"]
+__all__ = ["JCT_TARGET", "PREEMPTION_CAP", "SPREAD_METRICS", "format_summaries", "json_line", "main", "parse_seeds", "seed_text", "summarize_seeds"]
 
 # avg JCT <= 0.9 x the better of B3 and B4; at most 0.5 preemptions per job (the
 # reference's section 6.6, issue 8)
@@ -53,6 +53,21 @@ def parse_seeds(text: str) -> list[int]:
             raise ValueError(f"seed {text!r}: at most {MAX_SEEDS} seeds")
         seeds.update(range(first, last + 1))
     return sorted(seeds)
+
+
+def seed_text(seeds: Sequence[int]) -> str:
+    """The inverse of ``parse_seeds``: ``[0, 1, 2, 5]`` -> ``"0-2,5"``."""
+    parts: list[str] = []
+    start = prev = seeds[0]
+    s: int | None
+    for s in [*seeds[1:], None]:
+        if s is not None and s == prev + 1:
+            prev = s
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if s is not None:
+            start = prev = s
+    return ",".join(parts)
 
 
 def _spread(prefix: str, values: Sequence[float]) -> dict[str, float | None]:
@@ -130,14 +145,15 @@ def format_summaries(summaries: Sequence[Mapping[str, object]]) -> list[str]:
     ]
     for row in summaries:
         seeds = row.get("seeds")
+        n = len(seeds) if isinstance(seeds, list) else 0
         compared = row.get("seeds_compared")
         met = f"{row.get('seeds_jct_target_met')}/{compared}" if compared else "-"
         p95_met = f"{row.get('seeds_p95_target_met')}/{compared}" if compared else "-"
         lines.append(
-            f"{str(row.get('policy')):>10} {len(seeds) if isinstance(seeds, list) else 0:>5} "
+            f"{str(row.get('policy')):>10} {n:>5} "
             f"{_triple(row, 'avg_jct_h', '.3f'):>21} {_mean(row, 'p95_jct_h', '.2f'):>6} "
             f"{_triple(row, 'preemptions_per_job', '.3f'):>19} "
-            f"{row.get('seeds_preemption_cap_met')}/{len(seeds) if isinstance(seeds, list) else 0:<4} "
+            f"{row.get('seeds_preemption_cap_met')}/{n:<4} "
             f"{_triple(row, 'jct_vs_best_b3_b4', '.3f'):>19} "
             f"{met:>9} {p95_met:>7}")
     return lines
@@ -155,9 +171,9 @@ def _read_runs(paths: Sequence[str]) -> list[dict[str, object]]:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{path}:{number}: not a JSON line ({e.msg})") from None
+                if isinstance(obj, dict) and obj.get("summary") is True:
+                    continue  # a summary of an earlier pooling: the runs are what counts
                 if not isinstance(obj, dict) or "policy" not in obj or "seed" not in obj:
-                    if isinstance(obj, dict) and obj.get("summary") is True:
-                        continue  # a summary of an earlier pooling: the runs are what counts
                     raise ValueError(f"{path}:{number}: not a replay's JSON line (needs policy and seed)")
                 runs.append(obj)
     seen: set[tuple[object, object]] = set()

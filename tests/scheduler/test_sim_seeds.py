@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.sim.cli import _seed_text, main
-from scheduler.sim.seeds import parse_seeds, summarize_seeds
+from scheduler.sim.cli import main
+from scheduler.sim.seeds import parse_seeds, seed_text, summarize_seeds
 
 PHILLY = Path(__file__).resolve().parents[3] / "shared" / "traces" / "philly_jobs_busiest_week.csv"
 needs_traces = pytest.mark.skipif(not PHILLY.exists(), reason="shared traces not present")
@@ -44,9 +44,10 @@ def test_parse_seeds_refuses(text: str, says: str) -> None:
 
 
 def test_seed_text_folds_runs() -> None:
-    assert _seed_text([0, 1, 2, 5]) == "0-2,5"
-    assert _seed_text([4]) == "4"
-    assert _seed_text([1, 3, 4]) == "1,3-4"
+    assert seed_text([0, 1, 2, 5]) == "0-2,5"
+    assert seed_text([4]) == "4"
+    assert seed_text([1, 3, 4]) == "1,3-4"
+    assert parse_seeds(seed_text([0, 1, 2, 5, 7, 8])) == [0, 1, 2, 5, 7, 8]
 
 
 def _run(policy: str, seed: int, avg: float, p95: float = 7.0, pre: float = 0.3) -> dict[str, object]:
