@@ -39,6 +39,7 @@ PURE = [
     "scheduler/cycle.py",
     "scheduler/profiles.py",
     "scheduler/sim/seeds.py",
+    "scheduler/sim/accuracy.py",
     "scheduler/suspects.py",
     "agent/reconcile.py",
     "agent/collective/fusion.py",

@@ -54,7 +54,7 @@ HELIOS_VC_NODES = {
 
 RECORD_COLUMNS = [
     "policy", "job_id", "vc", "gpus", "submit_s", "duration_s", "first_start_s", "finish_s",
-    "preemptions", "levels", "runs", "capacity_gpus", "seed",
+    "preemptions", "levels", "runs", "capacity_gpus", "seed", "est_s",
 ]
 
 COLUMNS = [  # (metric, header, width, format)
@@ -129,6 +129,7 @@ def run_policy(args: dict[str, Any]) -> tuple[dict[str, object], list[dict[str, 
         "finish_s": "" if r.finish_s is None else r.finish_s, "preemptions": r.preemptions,
         "levels": "/".join(r.levels), "runs": ";".join(f"{a:.0f}:{b:.0f}" for a, b in r.runs),
         "capacity_gpus": capacity, "seed": args["seed"],
+        "est_s": "" if r.job.est_runtime_s is None else r.job.est_runtime_s,
     } for r in result.records]
     return metrics, rows
 

@@ -5,6 +5,8 @@
   from history); falls back to the same GPU count, then to all jobs, then to no estimate.
   Uses only the past: honest.
 - ``oracle``: the true duration (an upper bound on what estimates can buy; not a baseline).
+- ``oracle-gangs`` / ``oracle-single``: the true duration for multi-GPU jobs only / one-GPU jobs
+  only, ``history`` for the others: which jobs' estimates the bound comes from (analysis).
 - ``none``: no estimates (shortest-job-first degrades to FIFO; backfill only drains).
 """
 
@@ -15,7 +17,7 @@ from statistics import median
 
 __all__ = ["ESTIMATORS", "Estimator"]
 
-ESTIMATORS = ("history", "oracle", "none")
+ESTIMATORS = ("history", "oracle", "none", "oracle-gangs", "oracle-single")
 
 
 class Estimator:
@@ -29,7 +31,8 @@ class Estimator:
         self._all: deque[float] = deque(maxlen=window * 25)
 
     def estimate(self, vc: str, gpus: int, true_duration_s: float) -> float | None:
-        if self.kind == "oracle":
+        if self.kind == "oracle" or (self.kind == "oracle-gangs" and gpus > 1) \
+                or (self.kind == "oracle-single" and gpus <= 1):
             return true_duration_s
         if self.kind == "none":
             return None

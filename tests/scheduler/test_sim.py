@@ -108,6 +108,17 @@ def test_history_estimates_use_only_finished_jobs() -> None:
     assert Estimator("none").estimate("vc", 1, 999.0) is None
 
 
+def test_partial_oracles_give_true_durations_to_one_size_class_only() -> None:
+    gangs, single = Estimator("oracle-gangs"), Estimator("oracle-single")
+    for est in (gangs, single):
+        est.observe("vc", 1, 50.0)
+        est.observe("vc", 4, 70.0)
+    assert gangs.estimate("vc", 4, 999.0) == 999.0
+    assert gangs.estimate("vc", 1, 999.0) == 50.0  # history for one-GPU jobs
+    assert single.estimate("vc", 1, 999.0) == 999.0
+    assert single.estimate("vc", 4, 999.0) == 70.0  # history for gangs
+
+
 def test_percentile() -> None:
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert percentile([5.0], 99) == 5.0
