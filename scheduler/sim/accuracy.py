@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from statistics import median
+
+from scheduler.sim.seeds import json_line
 
 __all__ = ["CLASSES", "accuracy", "main", "spearman"]
 
@@ -118,17 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         groups = _read(opts.records)
     except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"python -m scheduler.sim.accuracy: {e}", file=sys.stderr)
         return 2
     if not groups:
-        print("error: no job in these records has an estimate (--estimates none?)", file=sys.stderr)
+        print("python -m scheduler.sim.accuracy: no job in these records has an estimate (--estimates none?)",
+              file=sys.stderr)
         return 2
     if not opts.json:
         print(f"{'policy':<12} {'seed':>4} {'class':<14} {'jobs':>5} {'spearman':>8} {'|log2|':>7} {'<=2x':>6}")
     for (policy, seed), triples in sorted(groups.items()):
         for row in accuracy(triples):
             if opts.json:
-                print(json.dumps({"policy": policy, "seed": seed, **row}))
+                print(json_line({"policy": policy, "seed": seed, **row}))
             else:
                 print(f"{policy:<12} {seed:>4} {row['class']:<14} {row['jobs']:>5} {row['spearman']:>8.3f} "
                       f"{row['median_abs_log2']:>7.2f} {row['within_2x']:>6.3f}")

@@ -68,7 +68,10 @@ def test_cli_reads_records_per_policy_and_seed(tmp_path: Path, capsys: pytest.Ca
         {"policy": "b4-las", "seed": 1, "gpus": 4, "duration_s": 100, "est_s": 50},
     ])
     assert main([str(f), "--json"]) == 0
-    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    # strict JSON: a class of one job has no rank correlation, written null (not NaN)
+    lines = [json.loads(x, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+             for x in capsys.readouterr().out.splitlines()]
+    assert lines[0]["spearman"] is None
     assert [(x["policy"], x["seed"], x["class"], x["jobs"]) for x in lines] == [
         ("b4-las", "1", "2-8 GPUs", 1), ("default", "0", "1 GPU", 2)]
     assert main([str(f)]) == 0
