@@ -40,6 +40,7 @@ PURE = [
     "scheduler/profiles.py",
     "scheduler/sim/seeds.py",
     "scheduler/sim/accuracy.py",
+    "scheduler/sim/frontier.py",
     "scheduler/suspects.py",
     "agent/reconcile.py",
     "agent/collective/fusion.py",

@@ -119,7 +119,8 @@ def run_policy(args: dict[str, Any]) -> tuple[dict[str, object], list[dict[str, 
     bar = Progress(args["policy"], enabled=args["progress"])
     result: RunResult = sim.run(bar)
     metrics = summarize(chosen.name, result)
-    metrics.update(seed=args["seed"], cluster=spec.describe(), estimates=args["estimates"])
+    metrics.update(seed=args["seed"], cluster=spec.describe(), estimates=args["estimates"],
+                   settings=list(args.get("settings", [])), plugins=list(args.get("plugins", [])))
     bar.close(f"done in {result.wall_s:.1f} s ({result.passes} passes)")
     capacity = sum(n.gpus for n in nodes)
     rows: list[dict[str, object]] = [{

@@ -22,7 +22,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from statistics import fmean
 
-__all__ = ["JCT_TARGET", "PREEMPTION_CAP", "SPREAD_METRICS", "format_summaries", "json_line", "main", "parse_seeds", "seed_text", "summarize_seeds"]
+__all__ = [
+    "JCT_TARGET", "PREEMPTION_CAP", "SPREAD_METRICS", "format_summaries", "json_line", "main", "parse_seeds",
+    "read_runs", "seed_text", "summarize_seeds",
+]
 
 # avg JCT <= 0.9 x the better of B3 and B4; at most 0.5 preemptions per job (the
 # reference's section 6.6, issue 8)
@@ -159,7 +162,9 @@ def format_summaries(summaries: Sequence[Mapping[str, object]]) -> list[str]:
     return lines
 
 
-def _read_runs(paths: Sequence[str]) -> list[dict[str, object]]:
+def read_runs(paths: Sequence[str], unique: bool = True) -> list[dict[str, object]]:
+    """The replays' JSON lines in ``paths`` (summary lines skipped); with ``unique``, a
+    (policy, seed) pair twice is refused: two settings under one name cannot be pooled."""
     runs: list[dict[str, object]] = []
     for path in paths:
         with open(path, encoding="utf-8") as f:
@@ -177,7 +182,7 @@ def _read_runs(paths: Sequence[str]) -> list[dict[str, object]]:
                     raise ValueError(f"{path}:{number}: not a replay's JSON line (needs policy and seed)")
                 runs.append(obj)
     seen: set[tuple[object, object]] = set()
-    for run in runs:
+    for run in runs if unique else ():
         key = (run["policy"], run["seed"])
         if key in seen:
             raise ValueError(f"policy {key[0]!r} seed {key[1]!r} appears twice: pool runs of one setting per policy")
@@ -197,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="one JSON summary per policy")
     opts = p.parse_args(argv)
     try:
-        runs = _read_runs(opts.files)
+        runs = read_runs(opts.files)
     except (OSError, ValueError) as e:
         print(f"python -m scheduler.sim.seeds: {e}", file=sys.stderr)
         return 2
