@@ -49,6 +49,23 @@ def jct_target(runs: Sequence[Mapping[str, object]]) -> float | None:
     return JCT_TARGET * min(best.values())
 
 
+# how a point is drawn: the unchanged baselines, replays that know true durations, the rest
+KINDS = {
+    "baseline": ("s", "black"),
+    "true durations (a bound, not a policy)": ("^", "tab:orange"),
+    "honest estimates": ("o", "tab:blue"),
+}
+
+
+def _kind(run: Mapping[str, object]) -> str:
+    if run.get("estimates", "history") not in ("history", "none"):
+        return "true durations (a bound, not a policy)"
+    if str(run.get("policy")).split("-")[0] in ("b1", "b2", "b3", "b4") and not run.get("settings") \
+            and not run.get("plugins"):
+        return "baseline"
+    return "honest estimates"
+
+
 def _one_draw(runs: Sequence[Mapping[str, object]]) -> tuple[object, object]:
     draws = {(run.get("seed"), run.get("cluster")) for run in runs}
     if len(draws) != 1:
@@ -81,8 +98,12 @@ def plot_frontier(runs: Sequence[Mapping[str, object]], path: str | Path, title:
     seed, cluster = _one_draw(runs)
     xs, ys = _points(runs)
     target = jct_target(runs)
-    fig, (ax, key) = plt.subplots(1, 2, figsize=(15, 6.5), gridspec_kw={"width_ratios": [3, 2]})
-    ax.scatter(xs, ys, color="tab:blue", zorder=3)
+    fig, (ax, key) = plt.subplots(1, 2, figsize=(14, 6.5), gridspec_kw={"width_ratios": [5, 4]})
+    kinds = [_kind(r) for r in runs]
+    for kind, (marker, colour) in KINDS.items():
+        at = [i for i, k in enumerate(kinds) if k == kind]
+        if at:
+            ax.scatter([xs[i] for i in at], [ys[i] for i in at], marker=marker, color=colour, zorder=3, label=kind)
     for i, (x, y) in enumerate(zip(xs, ys, strict=True), 1):
         ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
     ax.axvline(PREEMPTION_CAP, color="grey", linestyle="--", linewidth=0.9)
@@ -92,7 +113,7 @@ def plot_frontier(runs: Sequence[Mapping[str, object]], path: str | Path, title:
         y_lo = min([*ys, target]) - 0.05 * (max(ys) - min(ys) or 1.0)
         ax.fill_between([x_lo, PREEMPTION_CAP], y_lo, target, color="tab:green", alpha=0.12,
                         label=f"both targets: avg JCT <= {target:.3f} h, <= {PREEMPTION_CAP} preemptions/job")
-        ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper right", fontsize=8)
     ax.set_xlim(x_lo, x_hi)
     ax.set_xlabel("preemptions per job (defragmentation moves included)")
     ax.set_ylabel("average JCT (h)")
@@ -101,7 +122,7 @@ def plot_frontier(runs: Sequence[Mapping[str, object]], path: str | Path, title:
     key.axis("off")
     lines = [f"{i:>2}  {y:.3f} h  {x:.3f}  {label(r)}" for i, (r, x, y) in enumerate(zip(runs, xs, ys, strict=True), 1)]
     key.text(0.0, 1.0, "\n".join([" #  avg JCT  preempt  replay", *lines]), va="top", ha="left",
-             family="monospace", fontsize=7.5, transform=key.transAxes)
+             family="monospace", fontsize=8, transform=key.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -66,3 +66,12 @@ def test_cli_refuses_mixed_draws_and_bad_lines(tmp_path: Path, capsys: pytest.Ca
     assert main([str(empty), "--out", out]) == 2
     assert "no replay lines" in capsys.readouterr().err
     assert not Path(out).exists()
+
+
+def test_points_are_drawn_as_baseline_bound_or_policy() -> None:
+    from scheduler.sim.frontier import _kind
+
+    assert _kind(run("b4-las", 5.0, 0.47)) == "baseline"
+    assert _kind(run("b4-las", 5.0, 0.47, settings=["las.aging_s=1"])) == "honest estimates"
+    assert _kind(run("remaining", 4.3, 0.5, estimates="oracle-gangs")) == "true durations (a bound, not a policy)"
+    assert _kind(run("default", 4.7, 0.3, estimates="none")) == "honest estimates"
