@@ -17,22 +17,16 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from scheduler.sim.seeds import BASELINES, JCT_TARGET, PREEMPTION_CAP, read_runs
+from scheduler.sim.seeds import (
+    BASELINES,
+    JCT_TARGET,
+    PREEMPTION_CAP,
+    is_baseline,
+    read_runs,
+    variant,
+)
 
-__all__ = ["jct_target", "label", "main", "plot_frontier"]
-
-
-def label(run: Mapping[str, object]) -> str:
-    """``policy [--plugin ...] [--set ...] [estimates]``, the estimates only when not honest."""
-    parts = [str(run.get("policy"))]
-    for key in ("plugins", "settings"):
-        value = run.get(key) or []
-        if isinstance(value, list):
-            parts.extend(str(v) for v in value)
-    estimates = run.get("estimates")
-    if estimates not in (None, "history"):
-        parts.append(f"[{estimates} estimates]")
-    return " ".join(parts)
+__all__ = ["jct_target", "main", "plot_frontier"]
 
 
 def jct_target(runs: Sequence[Mapping[str, object]]) -> float | None:
@@ -40,10 +34,8 @@ def jct_target(runs: Sequence[Mapping[str, object]]) -> float | None:
     when either baseline is missing."""
     best: dict[str, float] = {}
     for run in runs:
-        name = run.get("policy")
-        if name in BASELINES and not run.get("settings") and not run.get("plugins") \
-                and run.get("estimates", "history") == "history":
-            best[str(name)] = float(str(run["avg_jct_h"]))
+        if is_baseline(run):
+            best[str(run.get("policy"))] = float(str(run["avg_jct_h"]))
     if len(best) < len(BASELINES):
         return None
     return JCT_TARGET * min(best.values())
@@ -60,8 +52,7 @@ KINDS = {
 def _kind(run: Mapping[str, object]) -> str:
     if run.get("estimates", "history") not in ("history", "none"):
         return "true durations (a bound, not a policy)"
-    if str(run.get("policy")).split("-")[0] in ("b1", "b2", "b3", "b4") and not run.get("settings") \
-            and not run.get("plugins"):
+    if str(run.get("policy")).split("-")[0] in ("b1", "b2", "b3", "b4") and variant(run) == run.get("policy"):
         return "baseline"
     return "honest estimates"
 
@@ -83,7 +74,7 @@ def _points(runs: Sequence[Mapping[str, object]]) -> tuple[list[float], list[flo
             xs.append(float(str(run["preemptions_per_job"])))
             ys.append(float(str(run["avg_jct_h"])))
         except (KeyError, ValueError):
-            raise ValueError(f"replay {i} ({label(run)}): needs numbers avg_jct_h and preemptions_per_job") from None
+            raise ValueError(f"replay {i} ({variant(run)}): needs numbers avg_jct_h and preemptions_per_job") from None
     return xs, ys
 
 
@@ -120,7 +111,7 @@ def plot_frontier(runs: Sequence[Mapping[str, object]], path: str | Path, title:
     ax.grid(True, alpha=0.3)
     ax.set_title(title or f"{cluster}, seed {seed}")
     key.axis("off")
-    lines = [f"{i:>2}  {y:.3f} h  {x:.3f}  {label(r)}" for i, (r, x, y) in enumerate(zip(runs, xs, ys, strict=True), 1)]
+    lines = [f"{i:>2}  {y:.3f} h  {x:.3f}  {variant(r)}" for i, (r, x, y) in enumerate(zip(runs, xs, ys, strict=True), 1)]
     key.text(0.0, 1.0, "\n".join([" #  avg JCT  preempt  replay", *lines]), va="top", ha="left",
              family="monospace", fontsize=8, transform=key.transAxes)
     fig.tight_layout()

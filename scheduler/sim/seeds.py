@@ -24,7 +24,7 @@ from statistics import fmean
 
 __all__ = [
     "JCT_TARGET", "PREEMPTION_CAP", "SPREAD_METRICS", "format_summaries", "json_line", "main", "parse_seeds",
-    "read_runs", "seed_text", "summarize_seeds",
+    "is_baseline", "read_runs", "seed_text", "summarize_seeds", "variant",
 ]
 
 # avg JCT <= 0.9 x the better of B3 and B4; at most 0.5 preemptions per job (the
@@ -73,6 +73,26 @@ def seed_text(seeds: Sequence[int]) -> str:
     return ",".join(parts)
 
 
+def variant(run: Mapping[str, object]) -> str:
+    """What tells replays of one policy apart: ``policy [--plugin ...] [--set ...]``, and the
+    estimate mode when it is not the honest ``history`` (lines written before the changes
+    were recorded give the policy alone)."""
+    parts = [str(run.get("policy"))]
+    for key in ("plugins", "settings"):
+        value = run.get(key) or []
+        if isinstance(value, list):
+            parts.extend(str(v) for v in value)
+    estimates = run.get("estimates")
+    if estimates not in (None, "history"):
+        parts.append(f"[{estimates} estimates]")
+    return " ".join(parts)
+
+
+def is_baseline(run: Mapping[str, object]) -> bool:
+    """B3 or B4 as defined: no changed argument, no added plugin, honest estimates."""
+    return run.get("policy") in BASELINES and variant(run) == run.get("policy")
+
+
 def _spread(prefix: str, values: Sequence[float]) -> dict[str, float | None]:
     if not values:
         return {f"{prefix}_mean": None, f"{prefix}_min": None, f"{prefix}_max": None}
@@ -86,7 +106,8 @@ def _number(value: object) -> float | None:
 
 
 def summarize_seeds(runs: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
-    """One summary per policy (in first-seen order) over the runs' seeds: the mean, min and
+    """One summary per policy variant (``variant``: a ``--set`` or estimate mode of its own
+    is summarised apart; in first-seen order) over the runs' seeds: the mean, min and
     max of ``SPREAD_METRICS``; where B3 or B4 ran on a seed, the policy's average JCT over the
     better of them on that seed (``jct_vs_best_b3_b4_*``), the seeds where that is at most
     ``JCT_TARGET`` and the seeds where its p95 is no higher than B4's; on every seed, whether
@@ -94,7 +115,7 @@ def summarize_seeds(runs: Sequence[Mapping[str, object]]) -> list[dict[str, obje
     best: dict[object, float] = {}
     b4_p95: dict[object, float] = {}
     for run in runs:
-        if run.get("policy") in BASELINES:
+        if is_baseline(run):
             avg = _number(run.get("avg_jct_h"))
             if avg is not None:
                 best[run.get("seed")] = min(avg, best.get(run.get("seed"), avg))
@@ -103,7 +124,7 @@ def summarize_seeds(runs: Sequence[Mapping[str, object]]) -> list[dict[str, obje
                 b4_p95[run.get("seed")] = p95
     by_policy: dict[str, list[Mapping[str, object]]] = {}
     for run in runs:
-        by_policy.setdefault(str(run.get("policy")), []).append(run)
+        by_policy.setdefault(variant(run), []).append(run)
     out: list[dict[str, object]] = []
     for policy, group in by_policy.items():
         seeds = sorted(int(str(r.get("seed"))) for r in group)
@@ -140,10 +161,11 @@ def format_summaries(summaries: Sequence[Mapping[str, object]]) -> list[str]:
     """The summaries as a table (no lines for no summaries)."""
     if not summaries:
         return []
+    width = max(10, *(len(str(row.get("policy"))) for row in summaries))
     lines = [
         f"# over seeds: mean [min-max]; vs B3/B4 = avg JCT / the better of B3 and B4 of the same seed "
         f"(target <= {JCT_TARGET}); preempt <= cap: seeds with at most {PREEMPTION_CAP} preemptions per job",
-        f"{'policy':>10} {'seeds':>5} {'avg_jct':>21} {'p95':>6} {'preempt':>19} {'<= cap':>6} {'vs B3/B4':>19} "
+        f"{'policy':<{width}} {'seeds':>5} {'avg_jct':>21} {'p95':>6} {'preempt':>19} {'<= cap':>6} {'vs B3/B4':>19} "
         f"{'<= target':>9} {'p95<=B4':>7}",
     ]
     for row in summaries:
@@ -153,7 +175,7 @@ def format_summaries(summaries: Sequence[Mapping[str, object]]) -> list[str]:
         met = f"{row.get('seeds_jct_target_met')}/{compared}" if compared else "-"
         p95_met = f"{row.get('seeds_p95_target_met')}/{compared}" if compared else "-"
         lines.append(
-            f"{str(row.get('policy')):>10} {n:>5} "
+            f"{str(row.get('policy')):<{width}} {n:>5} "
             f"{_triple(row, 'avg_jct_h', '.3f'):>21} {_mean(row, 'p95_jct_h', '.2f'):>6} "
             f"{_triple(row, 'preemptions_per_job', '.3f'):>19} "
             f"{row.get('seeds_preemption_cap_met')}/{n:<4} "
@@ -163,8 +185,8 @@ def format_summaries(summaries: Sequence[Mapping[str, object]]) -> list[str]:
 
 
 def read_runs(paths: Sequence[str], unique: bool = True) -> list[dict[str, object]]:
-    """The replays' JSON lines in ``paths`` (summary lines skipped); with ``unique``, a
-    (policy, seed) pair twice is refused: two settings under one name cannot be pooled."""
+    """The replays' JSON lines in ``paths`` (summary lines skipped); with ``unique``, the same
+    variant (``variant``) and seed twice is refused."""
     runs: list[dict[str, object]] = []
     for path in paths:
         with open(path, encoding="utf-8") as f:
@@ -183,9 +205,9 @@ def read_runs(paths: Sequence[str], unique: bool = True) -> list[dict[str, objec
                 runs.append(obj)
     seen: set[tuple[object, object]] = set()
     for run in runs if unique else ():
-        key = (run["policy"], run["seed"])
+        key = (variant(run), run["seed"])
         if key in seen:
-            raise ValueError(f"policy {key[0]!r} seed {key[1]!r} appears twice: pool runs of one setting per policy")
+            raise ValueError(f"{key[0]!r} seed {key[1]!r} appears twice: the same replay cannot be pooled twice")
         seen.add(key)
     return runs
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.sim.frontier import jct_target, label, main
-from scheduler.sim.seeds import read_runs
+from scheduler.sim.frontier import jct_target, main
+from scheduler.sim.seeds import read_runs, variant
 
 
 def run(policy: str, jct: float, preempt: float, **extra: object) -> dict[str, object]:
@@ -17,10 +17,10 @@ def run(policy: str, jct: float, preempt: float, **extra: object) -> dict[str, o
 
 
 def test_label_names_the_changes_and_a_non_honest_estimate() -> None:
-    assert label(run("default", 4.7, 0.3)) == "default"
-    assert label(run("remaining", 4.5, 0.5, settings=["defrag.room_within_s=600"], plugins=["endtime"],
+    assert variant(run("default", 4.7, 0.3)) == "default"
+    assert variant(run("remaining", 4.5, 0.5, settings=["defrag.room_within_s=600"], plugins=["endtime"],
                      estimates="oracle-gangs")) == "remaining endtime defrag.room_within_s=600 [oracle-gangs estimates]"
-    assert label({"policy": "b4-las"}) == "b4-las"  # lines written before settings were recorded
+    assert variant({"policy": "b4-las"}) == "b4-las"  # lines written before settings were recorded
 
 
 def test_target_is_0_9_of_the_better_unchanged_baseline() -> None:
@@ -37,11 +37,14 @@ def _write(path: Path, runs: list[dict[str, object]]) -> str:
     return str(path)
 
 
-def test_read_runs_keeps_variants_of_one_policy_when_not_pooling(tmp_path: Path) -> None:
-    f = _write(tmp_path / "a.jsonl", [run("remaining", 4.5, 0.5), run("remaining", 4.6, 0.4, settings=["x.y=1"])])
-    assert len(read_runs([f], unique=False)) == 2
+def test_read_runs_tells_variants_apart_and_refuses_a_replay_twice(tmp_path: Path) -> None:
+    f = _write(tmp_path / "a.jsonl", [run("remaining", 4.5, 0.5), run("remaining", 4.6, 0.4, settings=["x.y=1"]),
+                                      run("remaining", 4.3, 0.5, estimates="oracle")])
+    assert len(read_runs([f])) == 3
+    twice = _write(tmp_path / "b.jsonl", [run("remaining", 4.5, 0.5), run("remaining", 4.5, 0.5)])
     with pytest.raises(ValueError, match="appears twice"):
-        read_runs([f])
+        read_runs([twice])
+    assert len(read_runs([twice], unique=False)) == 2
 
 
 def test_cli_draws_a_png(tmp_path: Path) -> None:

@@ -163,6 +163,21 @@ def test_pooling_runs_from_separate_invocations(tmp_path: Path, capsys: pytest.C
     assert table[0].startswith("# over seeds") and table[-1].split()[:2] == ["remaining", "2"]
     assert table[-1].split()[-2:] == ["1/2", "2/2"]
 
+    # a --set variant or another estimate mode of the same policy is summarised apart, and a
+    # changed baseline is not the baseline
+    variants = tmp_path / "variants.jsonl"
+    variants.write_text("\n".join(json_line(r) for r in (
+        {**_run("remaining", 0, 4.3), "settings": ["defrag.max_moves=16"]},
+        {**_run("remaining", 0, 4.0), "estimates": "oracle"},
+        {**_run("b4-las", 0, 3.0), "settings": ["las.aging_s=1"]},
+    )) + "\n")
+    assert pool([str(base), str(other), str(variants), "--json"]) == 0
+    rows = {r["policy"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert rows["remaining"]["jct_vs_best_b3_b4_mean"] == pytest.approx(0.9)  # unchanged by the others
+    assert rows["remaining defrag.max_moves=16"]["jct_vs_best_b3_b4_mean"] == pytest.approx(4.3 / 5.0)
+    assert rows["remaining [oracle estimates]"]["seeds"] == [0]
+    assert rows["b4-las las.aging_s=1"]["jct_vs_best_b3_b4_mean"] == pytest.approx(3.0 / 5.0)
+
     again = tmp_path / "again.jsonl"
     again.write_text(json_line(_run("remaining", 1, 5.0)) + "\n")
     bad = tmp_path / "bad.jsonl"
