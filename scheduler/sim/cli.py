@@ -122,6 +122,11 @@ def run_policy(args: dict[str, Any]) -> tuple[dict[str, object], list[dict[str, 
     metrics.update(seed=args["seed"], cluster=spec.describe(), estimates=args["estimates"],
                    settings=list(args.get("settings", [])), plugins=list(args.get("plugins", [])))
     bar.close(f"done in {result.wall_s:.1f} s ({result.passes} passes)")
+    if result.unfinished:
+        shown = ", ".join(result.unfinished[:5]) + (", ..." if len(result.unfinished) > 5 else "")
+        print(f"# {metrics['policy']} seed {args['seed']}: {len(result.unfinished)} jobs never finished, none of"
+              f" them placeable even on the idle cluster ({shown}); the metrics cover the finished jobs",
+              file=sys.stderr)
     capacity = sum(n.gpus for n in nodes)
     rows: list[dict[str, object]] = [{
         "policy": metrics["policy"], "job_id": r.trace.job_id, "vc": r.trace.vc, "gpus": r.trace.gpus,

@@ -37,9 +37,15 @@ from scheduler.sim.estimate import Estimator
 from scheduler.sim.slowdown import SlowdownModel
 from scheduler.sim.trace import TraceJob
 
-__all__ = ["JobRecord", "RunResult", "Simulation"]
+__all__ = ["STUCK_AFTER_S", "JobRecord", "RunResult", "Simulation"]
 
 SUBMIT, FINISH, WAKE = 0, 1, 2
+
+# Once every job is submitted and none runs, the replay stops after this much simulated time:
+# the jobs still pending then (``RunResult.unfinished``) fit nowhere even on the idle cluster.
+# Two days outlast every timer of the shipped profiles (24 h starvation and reservation limits,
+# 600 s holds, 300 s retries).
+STUCK_AFTER_S = 2 * 86400.0
 
 
 @dataclass(slots=True)
@@ -129,11 +135,24 @@ class Simulation:
         done = 0
         now = 0.0
         horizon = self.horizon_s if self.horizon_s is not None else float("inf")
+        running = 0
+        idle_since: float | None = None  # all submitted, nothing running, some job still pending
         while submit_at < len(trace) or heap:
             now = min(trace[submit_at].submit_s if submit_at < len(trace) else float("inf"),
                       heap[0][0] if heap else float("inf"))
             if now > horizon:
                 break
+            if submit_at >= len(trace) and running == 0:
+                # Only the scheduler's own timers are left (retries, aging, starvation limits,
+                # holds): a job that fits in none of their changes within STUCK_AFTER_S on an
+                # idle cluster never will, and the replay would wake up forever.
+                if idle_since is None:
+                    idle_since = now
+                elif now - idle_since > STUCK_AFTER_S:
+                    now = idle_since
+                    break
+            else:
+                idle_since = None
             events: list[JobAdded | JobFinished] = []
             while submit_at < len(trace) and trace[submit_at].submit_s <= now:
                 t = trace[submit_at]
@@ -150,6 +169,7 @@ class Simulation:
                 if token != rec.token or rec.finish_s is not None:
                     continue
                 self._stop(rec, now, finished=True)
+                running -= 1
                 rec.finish_s = now
                 done += 1
                 self.estimator.observe(rec.trace.vc, rec.trace.gpus, rec.ran_s)
@@ -164,6 +184,7 @@ class Simulation:
                     seq += 1
                     rec = records[binding.job_id]
                     end = self._start(rec, binding.placement, now)
+                    running += 1
                     heapq.heappush(heap, (end, seq, FINISH, rec.job.job_id, rec.token))
                 if not result.preemptions:
                     break
@@ -171,6 +192,7 @@ class Simulation:
                 for preemption in result.preemptions:
                     rec = records[preemption.victim_id]
                     self._stop(rec, now, finished=False)
+                    running -= 1
                     rec.preemptions += 1
                     rec.moves += preemption.migration
                     evictions.append(JobEvicted(rec.job.job_id, now, stimulus_id=f"preempt:{preemption.preemptor_id}"))

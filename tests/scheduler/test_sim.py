@@ -55,6 +55,33 @@ def test_every_policy_finishes_a_synthetic_trace(name: str) -> None:
     assert 0 < float(metrics["util"]) <= 1
 
 
+@pytest.mark.parametrize("name", ["default", "b3-pack", "b4-las", "remaining"])
+def test_a_replay_ends_when_a_job_fits_nowhere(name: str) -> None:
+    # A 16-GPU gang on one 8-GPU node never starts. The replay used to wake up every retry
+    # period forever (B3 on the Alibaba shapes, seed 2, never returned); now it stops
+    # STUCK_AFTER_S after the cluster went idle and reports the job unfinished.
+    import signal
+
+    def hung(signum: int, frame: object) -> None:
+        raise TimeoutError("the replay did not end")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        nodes = build_nodes(ClusterSpec(1, 8, 1))
+        trace = [TraceJob("fits", "v", 0.0, 4, 600.0), TraceJob("never", "v", 10.0, 16, 600.0),
+                 TraceJob("later", "v", 5000.0, 1, 60.0)]
+        sim = Simulation(trace, nodes, profile(name), slowdown=SlowdownModel(nodes, 0))
+        result = sim.run()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert result.unfinished == ["never"]
+    assert {r.trace.job_id for r in result.records if r.finish_s is not None} == {"fits", "later"}
+    assert result.end_s < 5060.0 + 3600  # the makespan ends where the cluster went idle, not after the wait
+    assert summarize(name, result)["unfinished"] == 1
+
+
 def test_strict_fifo_makes_small_jobs_wait_behind_the_gang() -> None:
     nodes = build_nodes(ClusterSpec(2, 8, 1))
     trace = [TraceJob("busy", "v", 0.0, 4, 3600.0), TraceJob("gang", "v", 1.0, 16, 600.0)]
