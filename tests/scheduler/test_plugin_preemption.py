@@ -157,6 +157,22 @@ def test_backfill_reserves_where_the_gang_starts_first_and_lets_short_jobs_in() 
     assert "GPUs held for a reservation" in second.pending["long"].message
 
 
+def test_backfill_reservation_start_follows_a_job_that_overran_its_estimate() -> None:
+    # Found in the week's replay: a 32-GPU gang's pending reason said "expected start in 0.0 h"
+    # for three days; the start estimated when the reservation was made (the blockers' estimated
+    # ends) had passed and was never refreshed, while the jobs under the hold ran on.
+    builder = cluster(make_nodes(2))
+    builder.running(make_job("slow").gpus(7).estimate(10_000), {"n0": 7})
+    builder.running(make_job("quick").gpus(4).estimate(1_000), {"n1": 4})
+    sched = builder.scheduler(BACKFILL, jobs=[make_job("big").gpus(8).estimate(5_000).submitted(0).obj()])
+    assert [r.start_s for r in sched.schedule(0.0).reservations] == [1_000.0]
+    sched.handle(JobAdded(make_job("other").gpus(1).estimate(50_000).submitted(1).obj()))
+    later = sched.schedule(5_000.0)
+    # 'quick' has run 5,000 s of its 1,000: expected to run overrun_factor (0.5) x that more
+    assert sched.state.reservations["big"].start_s == 7_500.0
+    assert "holds a backfill reservation on n1, expected start in 0.7 h" in later.pending["big"].message
+
+
 def test_backfill_without_estimates_drains_the_closest_domain() -> None:
     builder = cluster(make_nodes(2)).running(low("a", 6), {"n0": 6}).running(low("b", 3), {"n1": 3})
     sched = builder.scheduler(BACKFILL, jobs=[make_job("big").gpus(8).obj()])

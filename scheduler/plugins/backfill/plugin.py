@@ -76,8 +76,9 @@ class Backfill:
     # --- pass -------------------------------------------------------------------------------
 
     def begin_pass(self, state: ClusterState, now_s: float) -> None:
-        """Refresh the estimated start of every backfill reservation, and of every hold that
-        waits for another job to end (a preempted gang's return hold: when its preemptor ends)."""
+        """Refresh the estimated start of every backfill reservation (also its ``start_s``, which
+        the pending reason shows), and of every hold that waits for another job to end (a
+        preempted gang's return hold: when its preemptor ends)."""
         self.starts = {}
         for reservation in state.reservations.values():
             if reservation.after_job is not None:
@@ -94,6 +95,9 @@ class Backfill:
                 ready = self._ready_s(state, node, hold, now_s, reservation.job_id)
                 start = max(start, ready)
             self.starts[reservation.job_id] = start
+            # What the pending reason tells the user: the estimate as of now, not the one
+            # made with the reservation (its blockers may have run past their estimates).
+            reservation.start_s = None if start == INF else start
 
     def _after_s(self, state: ClusterState, job_id: str, now_s: float) -> float:
         """When ``job_id`` is expected to end: now if it is gone; if it is still pending, its
