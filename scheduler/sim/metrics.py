@@ -5,6 +5,9 @@ inside the window (the 7 trace days) / (capacity x window); effective utilisatio
 GPU-hours / allocated GPU-hours. Locality counts a job as "in one node" (2-8 GPUs) or "in one
 rack" (> 8 GPUs) only if every one of its runs was. Finish-time fairness per VC is the mean
 of JCT / ideal duration (Themis' rho with the isolated run time taken as the trace duration).
+Idle while waiting = GPU-hours free (not allocated, whatever the reason: scattered, held for a
+reservation, of the wrong type, over a quota) while at least one submitted job is pending, over
+the whole replay: what fragmentation and holds cost.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from statistics import fmean
 
 from scheduler.sim.engine import JobRecord, RunResult
 
-__all__ = ["percentile", "summarize"]
+__all__ = ["idle_gpu_s_while_waiting", "percentile", "summarize"]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -32,6 +35,32 @@ def _frac(records: list[JobRecord], ok: str) -> float:
     if not records:
         return float("nan")
     return sum(1 for r in records if r.levels and all(lv == ok or lv == "node" for lv in r.levels)) / len(records)
+
+
+def idle_gpu_s_while_waiting(result: RunResult) -> float:
+    """GPU-seconds free while at least one submitted job was pending (waiting for a first start
+    or to restart after an eviction), from every job's runs; unfinished jobs wait to the end."""
+    steps: list[tuple[float, int, int]] = []  # (time, change of allocated GPUs, change of waiting jobs)
+    for r in result.records:
+        gpus, since = r.trace.gpus, r.trace.submit_s
+        for start, stop in r.runs:
+            if start > since:
+                steps += [(since, 0, 1), (start, 0, -1)]
+            steps += [(start, gpus, 0), (stop, -gpus, 0)]
+            since = stop
+        if r.finish_s is None and result.end_s > since:
+            steps += [(since, 0, 1), (result.end_s, 0, -1)]
+    steps.sort()
+    idle = 0.0
+    allocated = waiting = 0
+    last = steps[0][0] if steps else 0.0
+    for at, d_alloc, d_wait in steps:
+        if waiting > 0:
+            idle += max(result.capacity_gpus - allocated, 0) * (at - last)
+        allocated += d_alloc
+        waiting += d_wait
+        last = at
+    return idle
 
 
 def summarize(policy: str, result: RunResult) -> dict[str, object]:
@@ -71,6 +100,7 @@ def summarize(policy: str, result: RunResult) -> dict[str, object]:
         "mean_slowdown": fmean(factors) if factors else 1.0,
         "preemptions_per_job": preemptions / len(result.records) if result.records else 0.0,
         "moves_per_job": sum(r.moves for r in result.records) / len(result.records) if result.records else 0.0,
+        "idle_gpu_h_while_waiting": idle_gpu_s_while_waiting(result) / 3600,
         "gpu_h_lost_to_restarts": sum(r.restart_s * r.trace.gpus for r in result.records) / 3600,
         "gpu_h_lost_to_slowdown": (allocated - ideal) / 3600
         - sum(r.restart_s * r.trace.gpus for r in done) / 3600,

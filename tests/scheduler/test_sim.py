@@ -94,6 +94,20 @@ def test_strict_fifo_makes_small_jobs_wait_behind_the_gang() -> None:
     assert all(start3[f"s{i}"] < 10.0 for i in range(4))  # skip ahead
 
 
+def test_idle_gpu_hours_while_a_job_waits() -> None:
+    # One 8-GPU node: 'busy' holds 4 GPUs for an hour, the 8-GPU 'gang' waits for it from t=1,
+    # and a one-GPU job skips ahead onto the idle GPUs for a minute. Idle while some job
+    # waits: 4 GPUs x 3,599 s less the minute the small job used one of them.
+    nodes = build_nodes(ClusterSpec(1, 8, 1))
+    trace = [TraceJob("busy", "v", 0.0, 4, 3600.0), TraceJob("gang", "v", 1.0, 8, 600.0),
+             TraceJob("small", "v", 2.0, 1, 60.0)]
+    metrics = summarize("b3", Simulation(trace, nodes, profile("b3"), slowdown=SlowdownModel(nodes, 0)).run())
+    assert metrics["idle_gpu_h_while_waiting"] == pytest.approx((4 * 3599.0 - 60.0) / 3600)
+    # nothing waits: nothing counted, however idle the cluster
+    alone = summarize("b3", Simulation(trace[:1], nodes, profile("b3"), slowdown=SlowdownModel(nodes, 0)).run())
+    assert alone["idle_gpu_h_while_waiting"] == 0.0
+
+
 def test_same_seed_same_replay() -> None:
     nodes = build_nodes(ClusterSpec(2, 8, 1))
     a, b = (replay("default", synthetic_trace(), nodes, seed=3) for _ in range(2))
