@@ -78,6 +78,10 @@ class ClusterState:
         self.running: dict[str, JobInfo] = {}
         self.pending: dict[str, JobInfo] = {}
         self._type_totals: dict[str, tuple[int, int, int]] | None = None
+        # Counters since this state was built (an eviction budget reads them): jobs added,
+        # and evictions (preemptions and defragmentation moves) of any job.
+        self.jobs_added = 0
+        self.evictions_total = 0
 
     # --- events -----------------------------------------------------------------------------
 
@@ -166,6 +170,7 @@ class ClusterState:
             return self._update_job(job)
         info = JobInfo(job=job, attained_gpu_s=event.attained_gpu_s, pending_since_s=job.submit_s)
         self.jobs[job.job_id] = info
+        self.jobs_added += 1
         self.pending[job.job_id] = info
         if event.placement is not None:
             at = event.bound_at_s if event.bound_at_s is not None else job.submit_s
@@ -282,6 +287,7 @@ class ClusterState:
         info.pending_since_s = at_s
         if evicted:
             info.evictions += 1
+            self.evictions_total += 1
         del self.running[job_id]
         self.pending[job_id] = info
         self.tenant_gpus[job.tenant] -= job.gpus

@@ -507,3 +507,40 @@ def test_preemption_asks_the_queue_sorts_margin(margin: float | None, want: list
     assert [b.job_id for b in sched.schedule(0.0).bindings] == ["old"]
     sched.handle(JobAdded(make_job("new").gpus(8).tenant("t").submitted(3000.0).obj()))
     assert [p.victim_id for p in sched.schedule(3000.0).preemptions] == want
+
+
+@pytest.mark.parametrize(("budget", "las_gpu_h", "want"), [
+    (None, 128.0, ["new"]),  # no budget: the learned rank lets "newer" evict "new" as "new" evicted "old"
+    (0.3, 128.0, []),  # 1 eviction > 0.3 x 3 jobs: LAS's rank, and "new" has attained 6.7 of 128 GPU-h
+    (0.3, 6.0, ["new"]),  # ... but past a 6 GPU-h LAS threshold "new" is in the lower queue
+    (0.4, 128.0, ["new"]),  # 1 eviction <= 0.4 x 3 jobs: the budget is not spent
+])
+def test_evict_budget_falls_back_to_las_rank_once_spent(budget: float | None, las_gpu_h: float,
+                                                        want: list[str]) -> None:
+    """One 8-GPU node. "old" runs from 0, "new" evicts it at 3,000 s (16,800 s expected left
+    against a newcomer's 8,076 s: the rank buckets allow it), "newer" arrives at 6,000 s when
+    "new" has run 3,000 s too: the same comparison, unless the budget is spent."""
+    args = ["remaining.min_samples=1", f"remaining.evict_budget={'null' if budget is None else budget}",
+            "remaining.evict_budget_min_jobs=1", f"remaining.evict_budget_las_gpu_h={las_gpu_h}"]
+    sched = Scheduler(with_args(profile("remaining"), args))
+    plugin = sched.framework.queue_sort
+    assert isinstance(plugin, RemainingTimeFirst)
+    for run_s in RUNS:
+        plugin.history.observe("t", 8, run_s)
+    sched.handle(NodeAdded(make_node("n1").gpus(8).obj()))
+    sched.handle(JobAdded(make_job("old").gpus(8).tenant("t").obj()))
+    assert [b.job_id for b in sched.schedule(0.0).bindings] == ["old"]
+    sched.handle(JobAdded(make_job("new").gpus(8).tenant("t").submitted(3000.0).obj()))
+    assert [p.victim_id for p in sched.schedule(3000.0).preemptions] == ["old"], "0 evictions: within any budget"
+    sched.handle(JobEvicted("old", 3000.0))
+    assert [b.job_id for b in sched.schedule(3000.0).bindings] == ["new"]
+    assert (sched.state.jobs_added, sched.state.evictions_total) == (2, 1)
+    sched.handle(JobAdded(make_job("newer").gpus(8).tenant("t").submitted(6000.0).obj()))
+    assert [p.victim_id for p in sched.schedule(6000.0).preemptions] == want
+
+
+@pytest.mark.parametrize("kwargs", [{"evict_budget": 0.0}, {"evict_budget_min_jobs": 0},
+                                    {"evict_budget_las_gpu_h": -1.0}])
+def test_evict_budget_refuses_bad_arguments(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="remaining: evict_budget"):
+        RemainingTimeFirst(RemainingArgs(**kwargs))  # type: ignore[arg-type]

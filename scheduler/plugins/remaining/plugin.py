@@ -49,6 +49,14 @@ the same estimate the order uses, never the job's true duration):
   (``runtime_hint_s``, the whole run; the learned E without one), which the heavy tail of the
   learned ratio does not inflate.
 
+Eviction budget (session 28; in no profile, benchmarks): ``evict_budget`` b (evictions per
+job): while the evictions so far (preemptions and defragmentation moves, ``ClusterState``'s
+counters since the scheduler started) exceed b x the jobs added (at least
+``evict_budget_min_jobs``), the rank falls back to LAS's: a gang may preempt only gangs of a
+lower priority, or of its priority that have attained ``evict_budget_las_gpu_h`` GPU-hours
+while it has not (the order stays the learned one). Checked at the start of each pass. None:
+no budget.
+
 Ties: submit time, then job id. Otherwise ranks move with attained service and with what is
 learned, unannounced; a parked job is retried on the queue's events and flushes.
 """
@@ -65,11 +73,12 @@ from scheduler.framework.interfaces import (
     FinishPlugin,
     ForgetPlugin,
     Handle,
+    PassPlugin,
     PreemptGuardPlugin,
     QueueSortPlugin,
 )
 from scheduler.plugins.remaining.history import LearnedRemaining
-from scheduler.state import JobInfo, Phase
+from scheduler.state import ClusterState, JobInfo, Phase
 
 __all__ = ["NAME", "RemainingArgs", "RemainingTimeFirst", "new"]
 
@@ -98,6 +107,9 @@ class RemainingArgs:
     starve_factor: float | None = None
     guard_basis: str = "expected"
     preempt_margin: float | None = None
+    evict_budget: float | None = None
+    evict_budget_min_jobs: int = 200
+    evict_budget_las_gpu_h: float = 128.0
 
 
 class RemainingTimeFirst:
@@ -152,6 +164,22 @@ class RemainingTimeFirst:
         self.margin = args.preempt_margin
         # job id -> (bound_at_s, quantum_s): a relative quantum is fixed when the run starts
         self._quanta: dict[str, tuple[float, float]] = {}
+        if args.evict_budget is not None and args.evict_budget <= 0:
+            raise ValueError(f"remaining: evict_budget must be positive, not {args.evict_budget!r}")
+        if args.evict_budget_min_jobs < 1:
+            raise ValueError("remaining: evict_budget_min_jobs must be >= 1")
+        if args.evict_budget_las_gpu_h <= 0:
+            raise ValueError("remaining: evict_budget_las_gpu_h must be positive")
+        self.evict_budget = args.evict_budget
+        self.budget_min_jobs = args.evict_budget_min_jobs
+        self.budget_las_gpu_s = args.evict_budget_las_gpu_h * 3600.0
+        self.budget_spent = False  # set by begin_pass: the rank is LAS's
+
+    def begin_pass(self, state: ClusterState, now_s: float) -> None:
+        """Whether the eviction budget is spent, for this pass."""
+        if self.evict_budget is not None:
+            jobs = max(state.jobs_added, self.budget_min_jobs)
+            self.budget_spent = state.evictions_total > self.evict_budget * jobs
 
     # --- learning ---------------------------------------------------------------------------
 
@@ -194,6 +222,8 @@ class RemainingTimeFirst:
         if info.phase is Phase.RUNNING and info.bound_at_s is not None \
                 and now_s - info.bound_at_s < self.quantum_s(info):
             return (info.job.priority, math.inf)  # its guaranteed run: no equal-priority job evicts it
+        if self.budget_spent:  # LAS's two queues
+            return (info.job.priority, -1.0 if info.attained_at(now_s) >= self.budget_las_gpu_s else 0.0)
         work = self.work(info, now_s)
         if work == _UNKNOWN:
             return (info.job.priority, -math.inf)
@@ -266,3 +296,4 @@ _check_queue_sort: QueueSortPlugin = RemainingTimeFirst(RemainingArgs())
 _check_finish: FinishPlugin = RemainingTimeFirst(RemainingArgs())
 _check_forget: ForgetPlugin = RemainingTimeFirst(RemainingArgs())
 _check_guard: PreemptGuardPlugin = RemainingTimeFirst(RemainingArgs())
+_check_pass: PassPlugin = RemainingTimeFirst(RemainingArgs())
