@@ -170,7 +170,8 @@ def _kv_code(op: Operation) -> int:
 
 
 def kv_partition(op: Operation) -> Hashable:
-    return op.input.key
+    key: Hashable = op.input.key
+    return key
 
 
 # -- the search -----------------------------------------------------------------------------
@@ -301,8 +302,7 @@ def _search(
             if not stack:
                 steps += 4096 - budget
                 partial = tuple(ops[op_of[e]] for e in best)
-                taken = {op_of[e] for e in best}
-                stuck = _pending_after(ops, taken)
+                stuck = _pending_after(ops, {op_of[e] for e in best})
                 result_box[:] = [Verdict.ILLEGAL, steps, partial, stuck]
                 return
             entry, state = stack.pop()
