@@ -81,6 +81,10 @@ from kvraft.client import Client, ClientError, Compare, Op, TLSConfig, WatchComp
 
 __all__ = ["Agent", "AgentStatistics", "make_runtime"]
 
+TaskAction = Start | Stop | Cleanup | Remove | Report
+"""The actions ``_run_action`` carries out: every ``Action`` but ``Wakeup``, which
+``reconcile_once`` consumes itself (it only moves the next pass)."""
+
 log = logging.getLogger("kvraft.agent")
 LOG_TAIL_BYTES = 4096  # kubelet's termination-message limit
 
@@ -526,9 +530,9 @@ class Agent:
             task.add_done_callback(self._action_tasks.discard)
         return actions
 
-    async def _run_action(self, action: Action) -> None:
+    async def _run_action(self, action: TaskAction) -> None:
         kind = type(action).__name__
-        fields = {"action": kind, "stimulus_id": action.stimulus_id}
+        fields: dict[str, object] = {"action": kind, "stimulus_id": action.stimulus_id}
         try:
             if isinstance(action, Start):
                 fields |= {"task": action.key, "attempt": action.attempt}

@@ -221,7 +221,8 @@ class DockerRuntime(SupervisedRuntime):
 
     async def _inspect(self, cid: str) -> dict[str, Any] | None:
         try:
-            return await self.api("GET", f"/containers/{cid}/json")
+            info: dict[str, Any] | None = await self.api("GET", f"/containers/{cid}/json")  # its JSON object
+            return info
         except DockerError as exc:
             if exc.status == 404:
                 return None

@@ -78,7 +78,7 @@ def unpack_oci(layout: Path, tag: str, cache_dir: Path) -> Path:
             manifests = [m for m in manifests if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag]
         if not manifests:
             raise ImageError(f"OCI layout {layout}: no manifest{' tagged ' + tag if tag else ''}")
-        digest = manifests[0]["digest"]
+        digest: str = manifests[0]["digest"]
         manifest = json.loads(_blob(layout, digest).read_text())
         if "manifests" in manifest:  # an image index: take the first platform's manifest
             digest = manifest["manifests"][0]["digest"]

@@ -47,6 +47,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 PR_SET_CHILD_SUBREAPER = 36
 CHUNK = 65536
@@ -65,7 +66,7 @@ def start_time(pid: int) -> int:
     return int(data[data.rindex(b")") + 2 :].split()[19])
 
 
-def write_json(path: str, doc: dict, sync: bool = True) -> None:
+def write_json(path: str, doc: dict[str, Any], sync: bool = True) -> None:
     """Atomic against a crash of any process (tmp + rename); ``sync`` also against power loss."""
     tmp = f"{path}.tmp.{os.getpid()}"
     with open(tmp, "w") as f:
@@ -119,7 +120,7 @@ class RotatingLog:
 
 
 class Supervisor:
-    def __init__(self, state_dir: str, conf: dict) -> None:
+    def __init__(self, state_dir: str, conf: dict[str, Any]) -> None:
         self.dir = state_dir
         self.conf = conf
         self.mode = conf["mode"]
@@ -143,7 +144,7 @@ class Supervisor:
     def path(self, name: str) -> str:
         return os.path.join(self.dir, name)
 
-    def runc(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+    def runc(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[bytes]:
         r = self.conf["runc"]
         argv = [r.get("binary", "runc"), "--root", r["root"], *args]
         return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=check)
