@@ -46,7 +46,7 @@ class EtcdError(Exception):
         super().__init__(message)
         self.message = message
 
-    def __reduce__(self):  # pragma: no cover - pickling support for completeness
+    def __reduce__(self) -> tuple[type[EtcdError], tuple[str]]:  # pragma: no cover - pickling support for completeness
         return (type(self), (self.message,))
 
 

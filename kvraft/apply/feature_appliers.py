@@ -141,12 +141,12 @@ class LeaseApplier(Applier):
             now = self.clock()
             leases = self.lessor.leases
             for lease_id, remaining in op.items:
-                lease = leases.get(lease_id)
-                if lease is None:
+                held = leases.get(lease_id)
+                if held is None:
                     continue  # revoked meanwhile
-                before = lease.remaining_ttl_s
+                before = held.remaining_ttl_s
                 self.lessor.checkpoint(lease_id, remaining, now)
-                if lease.remaining_ttl_s != before:  # a steady keepalive checkpoints the same value
+                if held.remaining_ttl_s != before:  # a steady keepalive checkpoints the same value
                     self._persist(lease_id)
             return current_revision(self.store)
         return self.inner.apply(op)

@@ -176,7 +176,8 @@ def op_from_wire(wire: list[Any]) -> Any:
 
 
 def encode_entry(request_id: int, op: Any) -> bytes:
-    return msgpack.packb([request_id, *op_to_wire(op)], use_bin_type=True)
+    data: bytes = msgpack.packb([request_id, *op_to_wire(op)], use_bin_type=True)  # msgpack has no type hints
+    return data
 
 
 def decode_entry(data: bytes) -> tuple[int, Any]:

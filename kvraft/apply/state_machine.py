@@ -204,7 +204,9 @@ class StateMachine:
 
     def snapshot_data(self) -> bytes:
         members = self.membership.to_wire()
-        return msgpack.packb([SNAPSHOT_FORMAT, members, self.backend_snapshot()], use_bin_type=True)
+        # msgpack has no type hints: packb's bytes are declared here
+        data: bytes = msgpack.packb([SNAPSHOT_FORMAT, members, self.backend_snapshot()], use_bin_type=True)
+        return data
 
     def restore(self, snapshot: Any) -> None:
         version, members, data = msgpack.unpackb(snapshot.data, raw=False)

@@ -9,6 +9,7 @@ Raft core's CPU per replicated write, no I/O)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 from kvraft.bench import (
     cluster_load,
@@ -21,7 +22,7 @@ from kvraft.bench import (
     watch_load,
 )
 
-WORKLOADS = {
+WORKLOADS: dict[str, Callable[[str, list[str]], int]] = {
     **{name: kv_load.main for name in ("put", "range", "txn-put", "mixed")},
     **{name: watch_load.main for name in watch_load.WORKLOADS},
     "watch-suite": feature_suite.main,

@@ -10,18 +10,20 @@ import json
 import subprocess
 import sys
 import tempfile
+from typing import Any
 
 from kvraft.server.local import LocalCluster
 
 __all__ = ["main"]
 
 
-def _run(workload: str, argv: list[str]) -> dict:
+def _run(workload: str, argv: list[str]) -> dict[str, Any]:
     done = subprocess.run([sys.executable, "-m", "kvraft.bench", workload, *argv],
                           capture_output=True, text=True, timeout=1500)
     if done.returncode:
         raise RuntimeError(f"{workload} failed: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])  # the workload's JSON line
+    return summary
 
 
 def main(_workload: str, argv: list[str] | None = None) -> int:

@@ -84,7 +84,7 @@ class HttpConnection:
 
     async def _read_chunked(self) -> bytes:
         assert self._reader is not None
-        parts = []
+        parts: list[bytes] = []
         while True:
             size_line = await self._reader.readuntil(b"\r\n")
             size = int(size_line.split(b";")[0], 16)

@@ -195,7 +195,8 @@ async def _timed_workers(args: argparse.Namespace, setup: Any, step: Any) -> tup
 
 async def lease_keepalive(args: argparse.Namespace) -> dict[str, Any]:
     async def setup(conn: HttpConnection, _i: int) -> str:
-        return (await _post(conn, "/v3/lease/grant", {"TTL": "600"}))["ID"]
+        lease: str = (await _post(conn, "/v3/lease/grant", {"TTL": "600"}))["ID"]  # int64 as a JSON string
+        return lease
 
     async def step(conn: HttpConnection, lease: str) -> None:
         result = await _post(conn, "/v3/lease/keepalive", {"ID": lease})
@@ -210,7 +211,8 @@ async def lock(args: argparse.Namespace) -> dict[str, Any]:
     name = _b64(args.key.encode())
 
     async def setup(conn: HttpConnection, _i: int) -> str:
-        return (await _post(conn, "/v3/lease/grant", {"TTL": "600"}))["ID"]
+        lease: str = (await _post(conn, "/v3/lease/grant", {"TTL": "600"}))["ID"]  # int64 as a JSON string
+        return lease
 
     async def step(conn: HttpConnection, lease: str) -> None:
         held = await _post(conn, "/v3/lock/lock", {"name": name, "lease": lease})

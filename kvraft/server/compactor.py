@@ -18,11 +18,14 @@ import logging
 import re
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kvraft.apply.errors import EtcdError
 from kvraft.apply.ops import CompactOp
 from kvraft.raft.types import StateRole
+
+if TYPE_CHECKING:
+    from kvraft.server.node import Node
 
 __all__ = ["AutoCompactor", "parse_retention_s"]
 
@@ -44,7 +47,7 @@ def parse_retention_s(text: str) -> float:
 
 
 class AutoCompactor:
-    def __init__(self, node: Any, mode: str, retention: str) -> None:
+    def __init__(self, node: Node, mode: str, retention: str) -> None:
         self.node = node
         self.mode = mode
         self.retention = retention

@@ -41,7 +41,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
@@ -119,8 +119,8 @@ class CallbackWaiter:
             log.exception("a proposal's callback failed")
 
 
-class ApplyTarget:
-    """What the apply stage drives (implemented by ``kvraft.server.member_state``)."""
+class ApplyTarget(Protocol):
+    """What the apply stage drives (implemented by ``kvraft.apply.state_machine.StateMachine``)."""
 
     def applied_index(self) -> int:
         raise NotImplementedError

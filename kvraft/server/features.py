@@ -45,6 +45,7 @@ from kvraft.auth import (
     JWTTokens,
     RateLimiter,
     SimpleTokens,
+    TokenProvider,
     check_password,
     hash_password,
 )
@@ -83,7 +84,7 @@ def parse_duration_s(text: str) -> float:
     return float(text)
 
 
-def _token_provider(spec: str, ttl_s: float) -> tuple[Any, SimpleTokens | None]:
+def _token_provider(spec: str, ttl_s: float) -> tuple[TokenProvider, SimpleTokens | None]:
     kind, _, rest = spec.partition(",")
     if kind in ("", "simple"):
         simple = SimpleTokens(ttl_s=ttl_s)
@@ -274,7 +275,8 @@ class Features:
 
     async def propose_auth(self, action: str, args: list[Any]) -> int:
         op = self.wrap_proposal(AuthOp(action, args))
-        return await self.node.driver.propose(op)
+        revision: int = await self.node.driver.propose(op)  # AuthApplier's result: the revision
+        return revision
 
     # -- leases ---------------------------------------------------------------------------
     async def propose_lease(self, op: Any) -> Any:
@@ -286,7 +288,8 @@ class Features:
         return await self.propose_lease(LeaseGrantOp(random.getrandbits(62) + 1, ttl))
 
     async def revoke(self, lease_id: int) -> int:
-        return await self.propose_lease(LeaseRevokeOp(lease_id))
+        revision: int = await self.propose_lease(LeaseRevokeOp(lease_id))  # LeaseApplier's result
+        return revision
 
     async def renew(self, lease_id: int) -> Any:
         """A keepalive, renewed by the leader's lessor in memory (forwarded there from a
@@ -296,7 +299,15 @@ class Features:
     def _spawn(self, op: Any) -> None:
         task = asyncio.get_running_loop().create_task(self.node.driver.propose(op, timeout_s=5.0))
         self._pending.add(task)
-        task.add_done_callback(lambda t: (self._pending.discard(t), t.cancelled() or t.exception()))
+        task.add_done_callback(self._proposed)
+
+    def _proposed(self, task: asyncio.Task[Any]) -> None:
+        """A ``_spawn``ed proposal is done: forget it and retrieve its exception, so asyncio
+        does not log it (a failed expiry is proposed again when the lessor names the lease
+        again)."""
+        self._pending.discard(task)
+        if not task.cancelled():
+            task.exception()
 
     def _checkpoint(self, now: float) -> None:
         """Propose the checkpoints due (``Lessor.checkpoints_due``); the keepalives parked

@@ -34,6 +34,8 @@ __all__ = ["LocalCluster", "ProcessMember", "free_port", "post"]
 def post(url: str, path: str, doc: Any, timeout_s: float = 10.0) -> tuple[int, Any]:
     """POST JSON to a member; returns (HTTP status, decoded body or the raw text)."""
     parts = urlsplit(url)
+    if parts.hostname is None:
+        raise ValueError(f"{url!r}: not a URL with a host")
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
     try:
         body = doc if isinstance(doc, (bytes, str)) else json.dumps(doc)

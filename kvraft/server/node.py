@@ -51,7 +51,7 @@ def _trace_raft(event: RaftEvent) -> None:
     raft_trace_log.debug("raft %x term %d: %s", event.node, event.term, event.text)
 
 
-def open_raft_log(data_dir: Path, founders: list[int], new_cluster: bool) -> Any:
+def open_raft_log(data_dir: Path, founders: list[int], new_cluster: bool) -> LmdbLogStorage | WalLogStorage:
     """The member's Raft log: the WAL ``raft.wal/`` (bootstrapped with ``founders`` when
     it is empty and the cluster is new). A data directory from before the WAL (holding
     ``raft.lmdb``) keeps its LMDB log: same contract, slower commits."""
@@ -272,7 +272,7 @@ class Node(NodeStatusMixin):
         the result after the read barrier (a serializable range: at once)."""
         validate_op(op, self.config.max_txn_ops)
         if not op.serializable:
-            return self.driver.read_barrier_future(functools.partial(self.state.range, op))  # type: ignore[no-any-return]
+            return self.driver.read_barrier_future(functools.partial(self.state.range, op))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         try:
             future.set_result(self.state.range(op))

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kvraft.raft.types import StateRole
 from kvraft.server.api.misc import API_VERSION
+
+if TYPE_CHECKING:
+    from kvraft.apply.state_machine import StateMachine
+    from kvraft.raft.rawnode import RawNode
+    from kvraft.server.driver import NodeDriver
+    from kvraft.server.transport import PeerTransport
+    from kvraft.storage.raft_log import LmdbLogStorage
+    from kvraft.storage.wal import WalLogStorage
 
 __all__ = ["NodeStatusMixin"]
 
 
 class NodeStatusMixin:
     member_id: int
-    driver: Any
-    raw: Any
-    state: Any
-    transport: Any
-    raft_log: Any
+    driver: NodeDriver
+    raw: RawNode
+    state: StateMachine
+    transport: PeerTransport
+    raft_log: LmdbLogStorage | WalLogStorage
 
     async def status(self) -> dict[str, Any]:
         status = self.raw.status()

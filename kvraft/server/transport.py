@@ -113,7 +113,7 @@ async def _read_sized_frame(reader: asyncio.StreamReader) -> tuple[Any, int]:
 
 
 def _frame(obj: Any) -> bytes:
-    body = msgpack.packb(obj, use_bin_type=True)
+    body: bytes = msgpack.packb(obj, use_bin_type=True)  # msgpack has no type hints
     return _LEN.pack(len(body)) + body
 
 

@@ -242,9 +242,12 @@ class Nemesis:
         if not options:
             return
         op = r.choice(options)
+        changes: tuple[tuple[ConfChangeType, int], ...]
         if op == "add-learner":
+            assert new is not None  # the adding ops are offered only with a free id
             changes = ((ConfChangeType.ADD_LEARNER, new),)
         elif op == "add-voter":
+            assert new is not None
             changes = ((ConfChangeType.ADD_VOTER, new),)
         elif op == "promote":
             changes = ((ConfChangeType.ADD_VOTER, r.choice(learners)),)
@@ -253,6 +256,7 @@ class Nemesis:
         elif op == "remove-learner":
             changes = ((ConfChangeType.REMOVE_NODE, r.choice(learners)),)
         else:
+            assert new is not None
             changes = (
                 (ConfChangeType.ADD_VOTER, new),
                 (ConfChangeType.REMOVE_NODE, r.choice(voters)),

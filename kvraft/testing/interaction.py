@@ -84,7 +84,7 @@ class _FixedRandom(random.Random):
         super().__init__(0)
         self.offset = 0
 
-    def randrange(self, *args: object, **kwargs: object) -> int:  # type: ignore[override]
+    def randrange(self, *args: object, **kwargs: object) -> int:
         return self.offset
 
 
@@ -223,7 +223,7 @@ class InteractionEnv:
     def _running(self) -> list[int]:
         return [i for i, m in sorted(self.members.items()) if m.node is not None]
 
-    def _attempt(self, action: Callable[[], None]) -> None:
+    def _attempt(self, action: Callable[[], object]) -> None:
         try:
             action()
         except RaftError as err:

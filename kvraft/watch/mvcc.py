@@ -8,7 +8,8 @@ are skipped while no watcher of the hub asked for prev_kv.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from kvraft.storage.mvcc import ops as mvcc_ops
 from kvraft.storage.mvcc.errors import MVCCError
@@ -16,13 +17,16 @@ from kvraft.storage.mvcc.types import RangeRequest
 from kvraft.watch.hub import WatchHub
 from kvraft.watch.types import EventType, RevisionEvents, WatchEvent
 
+if TYPE_CHECKING:
+    from kvraft.storage.mvcc.store import MVCCStore
+
 __all__ = ["MVCCHistory", "attach_hub"]
 
 
 class MVCCHistory:
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: MVCCStore) -> None:
         self.store = store
-        self.want_prev = lambda: True
+        self.want_prev: Callable[[], bool] = lambda: True
 
     def compact_revision(self) -> int:
         return max(self.store.compact_revision, 0)
@@ -56,7 +60,7 @@ def _watched(synced: Any, key: bytes) -> bool:
     return next(iter(synced.matching(key)), None) is not None
 
 
-def attach_hub(store: Any, hub_factory: Any) -> tuple[WatchHub, MVCCHistory]:
+def attach_hub(store: MVCCStore, hub_factory: Any) -> tuple[WatchHub, MVCCHistory]:
     """Build a hub over ``store`` (``hub_factory(history, current, compacted)``) and
     register the listener that notifies it after every commit."""
     history = MVCCHistory(store)

@@ -304,7 +304,8 @@ class _MsgpackOut(Out):
         return value
 
     def dumps(self, obj: Any) -> bytes:
-        return msgpack.packb(obj, use_bin_type=True)
+        data: bytes = msgpack.packb(obj, use_bin_type=True)  # msgpack has no type hints
+        return data
 
 
 JSON_OUT: Out = _JsonOut()

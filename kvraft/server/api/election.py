@@ -50,7 +50,8 @@ async def _proclaim_as(node: Any, key: bytes, rev: int, lease: int, value: bytes
     result = await node.txn(txn)
     if not result.succeeded:
         raise EtcdError("election: not leader")
-    return result.revision
+    revision: int = result.revision  # the txn's TxnResult
+    return revision
 
 
 async def _proclaim(request: web.Request) -> web.Response:

@@ -191,7 +191,8 @@ class _Routes:
 
     def _submit(self, chunk: list[tuple[int, PutOp]]) -> asyncio.Future[Any]:
         try:
-            return self.server.submit_write(BatchOp([op for _i, op in chunk]))
+            future: asyncio.Future[Any] = self.server.submit_write(BatchOp([op for _i, op in chunk]))
+            return future
         except Exception as exc:
             return _failed(exc)
 

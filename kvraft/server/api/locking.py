@@ -59,7 +59,8 @@ class Participant:
             kv = result.responses[0].kvs[0]
             self.rev = kv.create_revision
             self.value = kv.value
-        return result.revision
+        revision: int = result.revision  # the txn's TxnResult
+        return revision
 
     async def wait_turn(self) -> None:
         """Block until every older participant's key is deleted; on cancellation (client

@@ -7,6 +7,9 @@ KV schemas build the typed ops of ``kvraft.apply.ops``; the others yield plain d
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 from kvraft.apply.ops import CompactOp, Compare, DeleteRangeOp, PutOp, RangeOp, TxnOp
 from kvraft.server.api.codec import BOOL, BYTES, INT64, STRING, UINT64, Enum, Message, Repeated
 
@@ -42,7 +45,10 @@ ALARM_ACTION = Enum("etcdserverpb.AlarmRequest_AlarmAction", {"GET": 0, "ACTIVAT
 ALARM_TYPE = Enum("etcdserverpb.AlarmType", {"NONE": 0, "NOSPACE": 1, "CORRUPT": 2})
 
 
-def _build(cls):  # type: ignore[no-untyped-def]
+_Op = TypeVar("_Op")
+
+
+def _build(cls: Callable[..., _Op]) -> Callable[[dict[str, Any]], _Op]:
     return lambda fields: cls(**fields)
 
 
@@ -99,7 +105,7 @@ COMPARE = Message(
 )
 
 
-def _request_op(fields: dict) -> object:  # type: ignore[type-arg]
+def _request_op(fields: dict[str, Any]) -> object:
     for name in ("request_range", "request_put", "request_delete_range", "request_txn"):
         if fields[name] is not None:
             return fields[name]

@@ -38,7 +38,13 @@ from kvraft.storage.defrag import DefragReport, defragment
 from kvraft.storage.errors import BatchAbortedError
 from kvraft.storage.mvcc import ops
 from kvraft.storage.mvcc.compaction import CompactionJob, Compactor
-from kvraft.storage.mvcc.errors import CompactedRevisionError, FutureRevisionError, MVCCError
+from kvraft.storage.mvcc.errors import (
+    CompactedRevisionError,
+    EmptyKeyError,
+    FutureRevisionError,
+    LeaseNotFoundError,
+    MVCCError,
+)
 from kvraft.storage.mvcc.gate import CompactionGate
 from kvraft.storage.mvcc.hash import hash_kv
 from kvraft.storage.mvcc.index import TreeIndex
@@ -402,7 +408,7 @@ class MVCCStore:
         error before any change leaves the batch intact, any failure after poisons it."""
         lease = r.lease
         if lease and self.lease_check is not None and not self.lease_check(lease):
-            raise ops.LeaseNotFoundError()
+            raise LeaseNotFoundError()
         main = self._pending + 1
         try:
             event = put_event(self, batch, main, 0, r.key, r.value, lease)
@@ -430,7 +436,7 @@ class MVCCStore:
                         or r.prev_kv or r.ignore_value or r.ignore_lease):
                     results.append(self.put_request(r))
                 elif not r.key:
-                    results.append(ops.EmptyKeyError())
+                    results.append(EmptyKeyError())
                 else:
                     results.append(self._plain_put(batch, r))
             except MVCCError as exc:

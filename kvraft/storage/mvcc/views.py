@@ -158,4 +158,4 @@ def put_event(store: MVCCStore, batch: Batch, main: int, sub: int, key: bytes, v
     if lease or key in store._key_lease:
         store._set_lease(key, lease)
     kv = _new_kv(KeyValue, (key, created, main, version, value, lease))
-    return _new_kv(Event, (EventType.PUT, kv))  # type: ignore[no-any-return]
+    return _new_kv(Event, (EventType.PUT, kv))
