@@ -17,7 +17,7 @@ test: dev
 
 lint: dev
 	$(BIN)/ruff check kvraft scheduler agent tests
-	$(BIN)/mypy kvraft/raft scheduler agent/reconcile.py agent/collective/schedule.py agent/collective/fusion.py
+	$(BIN)/mypy kvraft scheduler agent
 
 sim: dev
 	$(BIN)/python -m kvraft.sim --seeds 0-999
