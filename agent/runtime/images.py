@@ -6,6 +6,8 @@
 - an **OCI image layout** directory (``index.json``, ``blobs/sha256/...``), optionally
   ``path:tag``: unpacked once per manifest digest into ``<data_dir>/images/<digest>/rootfs``
   (layers applied in order, whiteouts honoured) and shared read-only by every task using it.
+  Every digest must match the OCI grammar (``algorithm:encoded``) before it names a blob or a
+  cache directory; anything malformed in the layout is an ``ImageError``.
 - any other directory: used as the root filesystem as it is (read-only).
 """
 
@@ -15,9 +17,11 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tarfile
 from pathlib import Path
+from typing import Any
 
 __all__ = ["ImageError", "host_rootfs", "resolve_image", "unpack_oci"]
 
@@ -65,26 +69,54 @@ def resolve_image(image: str, cache_dir: Path) -> Path:
     return p
 
 
+# The OCI image spec's digest grammar (descriptor.md): algorithm ":" encoded. Nothing else may
+# name a blob or a cache directory: "sha256:../../x" would reach outside both.
+_DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+
+
+def _digest(descriptor: object) -> str:
+    """The digest of a descriptor (a JSON object), checked against the spec's grammar."""
+    if not isinstance(descriptor, dict):
+        raise ImageError(f"descriptor {descriptor!r} is not a JSON object")
+    digest = descriptor.get("digest")
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        raise ImageError(f"digest {digest!r} is not algorithm:encoded")
+    return digest
+
+
 def _blob(layout: Path, digest: str) -> Path:
     algo, _, hexdigest = digest.partition(":")
     return layout / "blobs" / algo / hexdigest
 
 
+def _json_object(path: Path) -> dict[str, Any]:
+    doc = json.loads(path.read_text())
+    if not isinstance(doc, dict):
+        raise ImageError(f"{path.name}: not a JSON object")
+    return doc
+
+
 def unpack_oci(layout: Path, tag: str, cache_dir: Path) -> Path:
     try:
-        index = json.loads((layout / "index.json").read_text())
-        manifests = index.get("manifests", [])
+        index = _json_object(layout / "index.json")
+        manifests = _list(index, "manifests")
         if tag:
-            manifests = [m for m in manifests if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag]
+            manifests = [m for m in manifests if isinstance(m, dict) and isinstance(m.get("annotations"), dict)
+                         and m["annotations"].get("org.opencontainers.image.ref.name") == tag]
         if not manifests:
-            raise ImageError(f"OCI layout {layout}: no manifest{' tagged ' + tag if tag else ''}")
-        digest: str = manifests[0]["digest"]
-        manifest = json.loads(_blob(layout, digest).read_text())
+            raise ImageError(f"no manifest{' tagged ' + tag if tag else ''}")
+        digest = _digest(manifests[0])
+        manifest = _json_object(_blob(layout, digest))
         if "manifests" in manifest:  # an image index: take the first platform's manifest
-            digest = manifest["manifests"][0]["digest"]
-            manifest = json.loads(_blob(layout, digest).read_text())
-        layers = manifest["layers"]
-    except (OSError, ValueError, KeyError) as exc:
+            platforms = _list(manifest, "manifests")
+            if not platforms:
+                raise ImageError(f"image index {digest}: no manifests")
+            digest = _digest(platforms[0])
+            manifest = _json_object(_blob(layout, digest))
+        layers = [_digest(layer) for layer in _list(manifest, "layers", required=True)]
+    except ImageError as exc:
+        raise ImageError(f"OCI layout {layout}: {exc}") from None
+    except (OSError, ValueError) as exc:
         raise ImageError(f"OCI layout {layout}: {exc}") from exc
     target = cache_dir / digest.replace(":", "-")
     rootfs = target / "rootfs"
@@ -94,12 +126,20 @@ def unpack_oci(layout: Path, tag: str, cache_dir: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "rootfs").mkdir(parents=True)
     for layer in layers:
-        blob = _blob(layout, layer["digest"])
-        data = blob.read_bytes()
-        if hashlib.sha256(data).hexdigest() != layer["digest"].partition(":")[2]:
+        blob = _blob(layout, layer)
+        try:
+            data = blob.read_bytes()
+        except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise ImageError(f"layer {layer['digest']}: digest mismatch")
-        _apply_layer(blob, tmp / "rootfs")
+            raise ImageError(f"OCI layout {layout}: layer {layer}: {exc}") from exc
+        if hashlib.sha256(data).hexdigest() != layer.partition(":")[2]:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ImageError(f"layer {layer}: digest mismatch")
+        try:
+            _apply_layer(blob, tmp / "rootfs")
+        except (tarfile.TarError, OSError) as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ImageError(f"layer {layer}: {exc}") from exc
     target.mkdir(parents=True, exist_ok=True)
     try:
         os.rename(tmp / "rootfs", rootfs)
@@ -107,6 +147,15 @@ def unpack_oci(layout: Path, tag: str, cache_dir: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(tmp, ignore_errors=True)
     return rootfs
+
+
+def _list(doc: dict[str, Any], key: str, *, required: bool = False) -> list[Any]:
+    if required and key not in doc:
+        raise ImageError(f"no {key!r}")
+    value = doc.get(key, [])
+    if not isinstance(value, list):
+        raise ImageError(f"{key!r} is not a list")
+    return value
 
 
 def _apply_layer(blob: Path, rootfs: Path) -> None:
