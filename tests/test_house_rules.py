@@ -5,7 +5,7 @@
 - Layering: kvraft never imports scheduler, agent or deploy; scheduler and agent reach kvraft
   only through ``kvraft.client`` (and the shipped test helpers in ``kvraft.testing``).
 - Every package has an ``__all__``.
-- PURE modules type-check under ``mypy --strict``.
+- kvraft, scheduler and agent type-check under ``mypy --strict`` (the whole tree, pure cores included).
 """
 
 from __future__ import annotations
@@ -120,9 +120,10 @@ def test_every_package_has_all() -> None:
             assert has_all, f"{init.relative_to(ROOT)} has no __all__"
 
 
-def test_pure_modules_type_check_strictly() -> None:
-    """The pure cores are where mypy's strict mode pays (docs/architecture.md); it ran only
-    on kvraft/raft in ``make lint`` before, and the scheduler daemon drifted meanwhile."""
-    out = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-error-summary", *PURE],
+def test_the_whole_tree_type_checks_strictly() -> None:
+    """The pure cores are where mypy's strict mode pays most (docs/architecture.md), but the
+    whole tree is held to it (pyproject.toml; ``make lint``): it ran only on kvraft/raft in
+    ``make lint`` once and the scheduler daemon drifted, and later the checker's own module did."""
+    out = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-error-summary", "kvraft", "scheduler", "agent"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
