@@ -9,4 +9,4 @@ from aiohttp import web
 __all__ = ["SERVER"]
 
 SERVER: web.AppKey[Any] = web.AppKey("server", object)
-"""The member this app serves (``kvraft.server.member.Member``)."""
+"""The member this app serves (``kvraft.server.node.Node``)."""
