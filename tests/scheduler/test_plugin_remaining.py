@@ -496,7 +496,14 @@ def test_preemption_asks_the_queue_sorts_margin(margin: float | None, want: list
     """One 8-GPU node held by an 8-GPU gang for 3,000 s (past the 45 min quantum): it expects
     16,800 s more per GPU, a newcomer of the same width 8,076 s (2.08 x less). The rank buckets
     (ratio 2) allow the eviction; the preemption plugin asks the margin too."""
-    args = ["remaining.min_samples=1", f"remaining.preempt_margin={'null' if margin is None else margin}"]
+    sched = _old_then_new(["remaining.min_samples=1",
+                           f"remaining.preempt_margin={'null' if margin is None else margin}"])
+    assert [p.victim_id for p in sched.schedule(3000.0).preemptions] == want
+
+
+def _old_then_new(args: list[str]) -> Scheduler:
+    """`remaining` with ``args``, one 8-GPU node, 8-GPU runs of RUNS learned: "old" (8 GPUs)
+    bound at 0 and "new" (8 GPUs) submitted at 3,000 s, not yet scheduled."""
     sched = Scheduler(with_args(profile("remaining"), args))
     plugin = sched.framework.queue_sort
     assert isinstance(plugin, RemainingTimeFirst)
@@ -506,7 +513,7 @@ def test_preemption_asks_the_queue_sorts_margin(margin: float | None, want: list
     sched.handle(JobAdded(make_job("old").gpus(8).tenant("t").obj()))
     assert [b.job_id for b in sched.schedule(0.0).bindings] == ["old"]
     sched.handle(JobAdded(make_job("new").gpus(8).tenant("t").submitted(3000.0).obj()))
-    assert [p.victim_id for p in sched.schedule(3000.0).preemptions] == want
+    return sched
 
 
 @pytest.mark.parametrize(("budget", "las_gpu_h", "want"), [
@@ -520,17 +527,8 @@ def test_evict_budget_falls_back_to_las_rank_once_spent(budget: float | None, la
     """One 8-GPU node. "old" runs from 0, "new" evicts it at 3,000 s (16,800 s expected left
     against a newcomer's 8,076 s: the rank buckets allow it), "newer" arrives at 6,000 s when
     "new" has run 3,000 s too: the same comparison, unless the budget is spent."""
-    args = ["remaining.min_samples=1", f"remaining.evict_budget={'null' if budget is None else budget}",
-            "remaining.evict_budget_min_jobs=1", f"remaining.evict_budget_las_gpu_h={las_gpu_h}"]
-    sched = Scheduler(with_args(profile("remaining"), args))
-    plugin = sched.framework.queue_sort
-    assert isinstance(plugin, RemainingTimeFirst)
-    for run_s in RUNS:
-        plugin.history.observe("t", 8, run_s)
-    sched.handle(NodeAdded(make_node("n1").gpus(8).obj()))
-    sched.handle(JobAdded(make_job("old").gpus(8).tenant("t").obj()))
-    assert [b.job_id for b in sched.schedule(0.0).bindings] == ["old"]
-    sched.handle(JobAdded(make_job("new").gpus(8).tenant("t").submitted(3000.0).obj()))
+    sched = _old_then_new(["remaining.min_samples=1", f"remaining.evict_budget={'null' if budget is None else budget}",
+                           "remaining.evict_budget_min_jobs=1", f"remaining.evict_budget_las_gpu_h={las_gpu_h}"])
     assert [p.victim_id for p in sched.schedule(3000.0).preemptions] == ["old"], "0 evictions: within any budget"
     sched.handle(JobEvicted("old", 3000.0))
     assert [b.job_id for b in sched.schedule(3000.0).bindings] == ["new"]
