@@ -241,8 +241,9 @@ async def test_out_of_touch_past_ttl_and_grace_stops_every_task(tmp_path) -> Non
         started = {t: read_json(agent.data_dir / "tasks" / "jf" / t / "1" / "started.json") for t in ("never", "again")}
         cluster.stop_member("m0", sig=signal.SIGKILL)
 
-        async def stopped():
-            return all(not pid_alive(doc) for doc in started.values())
+        async def stopped():  # dead, and its supervisor has recorded how (exit.json follows the reap)
+            return all(not pid_alive(doc) and (agent.data_dir / "tasks" / "jf" / t / "1" / "exit.json").exists()
+                       for t, doc in started.items())
         await wait_for(stopped, 60, "tasks stopped once out of touch past TTL + grace", agent)
         for t in ("never", "again"):
             exit_doc = read_json(agent.data_dir / "tasks" / "jf" / t / "1" / "exit.json")
@@ -265,7 +266,7 @@ async def test_out_of_touch_past_ttl_and_grace_stops_every_task(tmp_path) -> Non
         agent.start()
 
         async def second_stopped():
-            return not pid_alive(second)
+            return not pid_alive(second) and (agent.data_dir / "tasks" / "jf" / "again" / "2" / "exit.json").exists()
         await wait_for(second_stopped, 60, "attempt 2 stopped by a restarted, unconnected agent", agent)
         exit_doc = read_json(agent.data_dir / "tasks" / "jf" / "again" / "2" / "exit.json")
         assert exit_doc is not None and exit_doc["signal"] == signal.SIGTERM, exit_doc
