@@ -63,8 +63,8 @@ def split_assignment_key(node: str, key: str) -> str | None:
         return None
     rest = key[len(prefix) :]
     parts = rest.split("/")
-    if len(parts) != 2 or not all(parts):
-        return None
+    if len(parts) != 2 or not all(parts) or any(p in (".", "..") for p in parts):
+        return None  # what ``_check`` refuses: "../.." would name a task directory outside the agent's
     return rest
 
 

@@ -107,6 +107,9 @@ def test_keys() -> None:
     assert split_assignment_key("n1", "/registry/assignments/n1/j/t") == "j/t"
     assert split_assignment_key("n1", "/registry/assignments/n10/j/t") is None
     assert split_assignment_key("n1", "/registry/assignments/n1/j/t/x") is None
+    for job, task in ((".", "t"), ("..", "t"), ("j", ".."), ("..", "..")):
+        # the key names refuse them, and "../.." would be a task directory outside the agent's
+        assert split_assignment_key("n1", f"/registry/assignments/n1/{job}/{task}") is None, (job, task)
     assert status_key("j/t") == "/registry/tasks/j/t/status"
     with pytest.raises(ValueError):
         assignment_key("n/1", "j/t")
