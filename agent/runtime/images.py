@@ -96,6 +96,15 @@ def _json_object(path: Path) -> dict[str, Any]:
     return doc
 
 
+def _list(doc: dict[str, Any], key: str, *, required: bool = False) -> list[Any]:
+    if required and key not in doc:
+        raise ImageError(f"no {key!r}")
+    value = doc.get(key, [])
+    if not isinstance(value, list):
+        raise ImageError(f"{key!r} is not a list")
+    return value
+
+
 def unpack_oci(layout: Path, tag: str, cache_dir: Path) -> Path:
     try:
         index = _json_object(layout / "index.json")
@@ -128,18 +137,12 @@ def unpack_oci(layout: Path, tag: str, cache_dir: Path) -> Path:
     for layer in layers:
         blob = _blob(layout, layer)
         try:
-            data = blob.read_bytes()
-        except OSError as exc:
+            if hashlib.sha256(blob.read_bytes()).hexdigest() != layer.partition(":")[2]:
+                raise ImageError("digest mismatch")
+            _apply_layer(blob, tmp / "rootfs")
+        except (ImageError, tarfile.TarError, OSError) as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise ImageError(f"OCI layout {layout}: layer {layer}: {exc}") from exc
-        if hashlib.sha256(data).hexdigest() != layer.partition(":")[2]:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise ImageError(f"layer {layer}: digest mismatch")
-        try:
-            _apply_layer(blob, tmp / "rootfs")
-        except (tarfile.TarError, OSError) as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise ImageError(f"layer {layer}: {exc}") from exc
     target.mkdir(parents=True, exist_ok=True)
     try:
         os.rename(tmp / "rootfs", rootfs)
@@ -147,15 +150,6 @@ def unpack_oci(layout: Path, tag: str, cache_dir: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(tmp, ignore_errors=True)
     return rootfs
-
-
-def _list(doc: dict[str, Any], key: str, *, required: bool = False) -> list[Any]:
-    if required and key not in doc:
-        raise ImageError(f"no {key!r}")
-    value = doc.get(key, [])
-    if not isinstance(value, list):
-        raise ImageError(f"{key!r} is not a list")
-    return value
 
 
 def _apply_layer(blob: Path, rootfs: Path) -> None:
