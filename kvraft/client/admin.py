@@ -33,6 +33,7 @@ from kvraft.client.types import (
     wire_bytes,
     wire_int,
 )
+from kvraft.urls import parse_peer_urls
 
 __all__ = ["AdminMixin", "SnapshotChunk"]
 
@@ -57,6 +58,8 @@ class AdminMixin:
         return MemberListResponse.from_wire(await self._transport.unary("/cluster/member/list", {}, safe=True))
 
     async def member_add(self, peer_urls: list[str], *, is_learner: bool = False) -> MemberAddResponse:
+        """``ValueError`` before sending when a URL is not one etcd takes (``kvraft.urls``)."""
+        parse_peer_urls(peer_urls)
         body: dict[str, Any] = {"peerURLs": list(peer_urls)}
         if is_learner:
             body["isLearner"] = True
@@ -67,6 +70,8 @@ class AdminMixin:
         return MemberListResponse.from_wire(doc)
 
     async def member_update(self, member_id: int, peer_urls: list[str]) -> MemberListResponse:
+        """``ValueError`` before sending when a URL is not one etcd takes (``kvraft.urls``)."""
+        parse_peer_urls(peer_urls)
         body = {"ID": member_id, "peerURLs": list(peer_urls)}
         return MemberListResponse.from_wire(await self._transport.unary("/cluster/member/update", body, safe=False))
 

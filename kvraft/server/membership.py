@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from kvraft.apply.errors import FailedPrecondition, InvalidArgument, NotFound
 from kvraft.apply.ops import MemberOp
 from kvraft.server.api.codec import Out
+from kvraft.urls import parse_peer_urls
 
 __all__ = ["Member", "Membership"]
 
@@ -51,18 +52,18 @@ class Member:
         return doc
 
 
-def check_peer_urls(urls: list[str]) -> None:
-    if not urls:
-        raise InvalidArgument("etcdserver: given member URLs are invalid")
-    for url in urls:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidArgument("etcdserver: given member URLs are invalid")
-        try:
-            if parts.port is None:
-                raise InvalidArgument("etcdserver: given member URLs are invalid")
-        except ValueError:
-            raise InvalidArgument("etcdserver: given member URLs are invalid") from None
+def check_peer_urls(urls: list[str]) -> list[str]:
+    """The URLs trimmed and sorted, as etcd stores them (``kvraft.urls``); kvraft's transport
+    dials only http and https peers with a host and a port in range."""
+    try:
+        clean = parse_peer_urls(urls)
+        for url in clean:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
+                raise ValueError(url)
+    except ValueError:
+        raise InvalidArgument("etcdserver: given member URLs are invalid") from None
+    return clean
 
 
 class Membership:
@@ -82,13 +83,15 @@ class Membership:
         return [m for m in self.members.values() if m.is_learner]
 
     # -- validation before proposing (the leader re-checks at apply) ------------------------
-    def check_add(self, peer_urls: list[str], is_learner: bool, max_learners: int) -> None:
-        check_peer_urls(peer_urls)
+    def check_add(self, peer_urls: list[str], is_learner: bool, max_learners: int) -> list[str]:
+        """The URLs as they will be stored (``check_peer_urls``), or the error etcd answers."""
+        peer_urls = check_peer_urls(peer_urls)
         taken = {u for m in self.members.values() for u in m.peer_urls}
         if taken & set(peer_urls):
             raise FailedPrecondition("etcdserver: Peer URLs already exists")
         if is_learner and len(self.learners()) >= max_learners:
             raise FailedPrecondition("etcdserver: too many learner members in cluster")
+        return peer_urls
 
     def check_exists(self, member_id: int) -> Member:
         member = self.members.get(member_id)
@@ -98,12 +101,14 @@ class Membership:
             raise NotFound("etcdserver: member not found")
         return member
 
-    def check_update(self, member_id: int, peer_urls: list[str]) -> None:
+    def check_update(self, member_id: int, peer_urls: list[str]) -> list[str]:
+        """The URLs as they will be stored (``check_peer_urls``), or the error etcd answers."""
         self.check_exists(member_id)
-        check_peer_urls(peer_urls)
+        peer_urls = check_peer_urls(peer_urls)
         taken = {u for m in self.members.values() if m.member_id != member_id for u in m.peer_urls}
         if taken & set(peer_urls):
             raise FailedPrecondition("etcdserver: Peer URLs already exists")
+        return peer_urls
 
     def check_promote(self, member_id: int) -> Member:
         member = self.check_exists(member_id)

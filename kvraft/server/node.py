@@ -344,7 +344,7 @@ class Node(NodeStatusMixin):
             raise FailedPrecondition(f"etcdserver: {exc}") from None
 
     async def member_add(self, peer_urls: list[str], is_learner: bool) -> tuple[Member, list[Member]]:
-        self.membership.check_add(peer_urls, is_learner, self.config.max_learners)
+        peer_urls = self.membership.check_add(peer_urls, is_learner, self.config.max_learners)
         # Deterministic, so the new member (started with --initial-cluster-state existing)
         # knows its own id; a removed id is never reused (etcd: "ID removed").
         member_id = member_id_for(peer_urls, self.config.initial_cluster_token)
@@ -361,7 +361,7 @@ class Node(NodeStatusMixin):
         return self.membership.sorted_members()
 
     async def member_update(self, member_id: int, peer_urls: list[str]) -> list[Member]:
-        self.membership.check_update(member_id, peer_urls)
+        peer_urls = self.membership.check_update(member_id, peer_urls)
         await self.driver.propose(MemberOp("update", member_id, "", list(peer_urls)))
         return self.membership.sorted_members()
 

@@ -211,6 +211,19 @@ CLUSTER_STEPS = [
     S("member", "remove", "1234"),
     S("member", "update", "1234"),
     S("member", "promote", "1234"),
+    # the client checks the URLs before it sends (clientv3's types.NewURLs)
+    S("member", "add", "bad", "--peer-urls=foo"),
+    S("member", "add", "bad", "--peer-urls=http://a"),
+    S("member", "add", "bad", "--peer-urls=http://a:1/x"),
+    S("member", "add", "bad", "--peer-urls=http://127.0.0.1:1,"),
+    S("member", "add", "bad", "--peer-urls=http://[::1"),
+    S("member", "add", "bad", "--peer-urls=http://a:xx"),
+    S("member", "update", "1234", "--peer-urls=http://a:1/"),
+    # the server stores them trimmed and sorted
+    S("member", "add", "learner0", "--peer-urls=http://127.0.0.1:7, http://127.0.0.1:6", "--learner",
+      capture=("$M0", r"Member\s+([0-9a-f]+) added", 16), unordered=True),
+    S("member", "list", "-w", "json", unordered=True),
+    S("member", "remove", "$M0"),
     # a learner does not count towards quorum: the single-member cluster keeps working
     S("member", "add", "learner1", "--peer-urls=http://127.0.0.1:1", "--learner",
       capture=("$M1", r"Member\s+([0-9a-f]+) added", 16), unordered=True),

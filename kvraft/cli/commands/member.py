@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from kvraft.cli.context import Context
-from kvraft.cli.errors import EXIT_BAD_ARGS, CommandError
+from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_ERROR, CommandError
 from kvraft.cli.goformat import go_quote
 from kvraft.cli.parsing import subcommands
 from kvraft.cli.printers.simple import SimplePrinter
@@ -39,7 +39,10 @@ async def run_add(ctx: Context, ns: argparse.Namespace) -> None:
         raise CommandError(EXIT_BAD_ARGS, "member peer urls not provided")
     urls = ns.peer_urls.split(",")
     client = await ctx.client()
-    resp = await client.member_add(urls, is_learner=ns.learner)
+    try:
+        resp = await client.member_add(urls, is_learner=ns.learner)
+    except ValueError as exc:  # the client's check of the URLs, as clientv3's
+        raise CommandError(EXIT_ERROR, str(exc)) from None
     ctx.printer.member_add(resp)
     if isinstance(ctx.printer, SimplePrinter):
         conf = []
@@ -65,7 +68,11 @@ async def run_update(ctx: Context, ns: argparse.Namespace) -> None:
     if not ns.peer_urls:
         raise CommandError(EXIT_BAD_ARGS, "member peer urls not provided")
     client = await ctx.client()
-    ctx.printer.member_update(member_id, await client.member_update(member_id, ns.peer_urls.split(",")))
+    try:
+        resp = await client.member_update(member_id, ns.peer_urls.split(","))
+    except ValueError as exc:
+        raise CommandError(EXIT_ERROR, str(exc)) from None
+    ctx.printer.member_update(member_id, resp)
 
 
 async def run_list(ctx: Context, _ns: argparse.Namespace) -> None:
