@@ -30,6 +30,7 @@ without GPUs (a launcher) run on the node of the first GPU task, as MPI Operator
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ __all__ = [
     "TENANT_SCHEMA",
     "Problem",
     "ValidationFailed",
+    "STORED_JOB_SCHEMA",
+    "check_stored_job",
     "cpu_milli",
     "load_documents",
     "memory_mib",
@@ -151,7 +154,79 @@ PRIORITY_CLASS_SCHEMA: dict[str, Any] = {
     },
 }
 
-_VALIDATORS = {id(s): jsonschema.Draft202012Validator(s) for s in (JOB_SCHEMA, TENANT_SCHEMA, PRIORITY_CLASS_SCHEMA)}
+STORED_TASK: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "replicas", "image", "command", "resources"],
+    "properties": {
+        "name": NAME,
+        "replicas": {"type": "integer", "minimum": 1, "maximum": 1024},
+        "image": {"type": "string", "minLength": 1},
+        "command": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+        "env": {"type": "object", "additionalProperties": {"type": "string"}},
+        "workdir": {"type": "string"},
+        "resources": {
+            "type": "object",
+            "required": ["gpus", "cpu_milli", "memory_mib", "rdma"],
+            "properties": {
+                "gpus": {"type": "integer", "minimum": 0, "maximum": 64},
+                "gpu_type": {"type": ["string", "null"]},
+                "cpu_milli": {"type": "integer", "minimum": 0},
+                "memory_mib": {"type": "integer", "minimum": 0},
+                "rdma": {"type": "boolean"},
+            },
+        },
+    },
+}
+
+# The stored (normalized) job, as the daemon reads it from /registry/jobs/<job>: what
+# ``normalize_job`` writes. Fields it does not know are allowed (a newer writer); the optional
+# ones may be missing (an older one). Anyone may write the key, so the daemon checks it.
+STORED_JOB_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "tenant", "priority", "tasks"],
+    "properties": {
+        "kind": {"const": "Job"},
+        "name": NAME,
+        "tenant": NAME,
+        "priority": {"type": "integer", "minimum": -1000000, "maximum": 1000000},
+        "priority_class": {"type": ["string", "null"]},
+        "tasks": {"type": "array", "minItems": 1, "maxItems": 16, "items": STORED_TASK},
+        "topology": {
+            "type": ["object", "null"], "required": ["level", "mode"],
+            "properties": {"mode": {"enum": ["required", "preferred"]},
+                           "level": {"enum": ["node", "rack", "spine"]},
+                           "fewest_nodes": {"type": "boolean"}},
+        },
+        "node_selector": {"type": "object", "additionalProperties": {"type": "string"}},
+        "max_run_s": {"type": ["number", "null"], "exclusiveMinimum": 0},
+        "estimate_s": {"type": ["number", "null"], "exclusiveMinimum": 0},
+        "preemptible": {"type": "boolean"},
+        "restart_policy": {"enum": ["Never", "OnFailure"]},
+        "max_restarts": {"type": "integer", "minimum": 0, "maximum": 100},
+        "checkpoint_dir": {"type": ["string", "null"]},
+        "checkpoint_interval_s": {"type": ["number", "null"], "exclusiveMinimum": 0},
+        "grace_s": {"type": "number", "minimum": 0, "maximum": 3600},
+        "ttl_seconds_after_finished": {"type": ["number", "null"]},
+        "submitted_at": {"type": "number"},
+        "cancelled": {"type": "boolean"},
+    },
+}
+
+
+def _is_integer(checker: Any, instance: Any) -> bool:
+    """An int, not a bool; not 2.0 either (jsonschema's integer takes 2.0, which range() refuses)."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+def _is_number(checker: Any, instance: Any) -> bool:
+    """A finite int or float: YAML's .nan and .inf (and JSON's NaN) are not numbers here."""
+    return isinstance(instance, int | float) and not isinstance(instance, bool) and math.isfinite(instance)
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many({"integer": _is_integer, "number": _is_number}))
+_VALIDATORS = {id(s): _Validator(s) for s in (JOB_SCHEMA, TENANT_SCHEMA, PRIORITY_CLASS_SCHEMA, STORED_JOB_SCHEMA)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +373,15 @@ def _semantic_problems(doc: dict[str, Any]) -> list[Problem]:
 def _shape(task: dict[str, Any]) -> tuple[Any, ...]:
     r = task.get("resources") or {}
     return (r.get("gpus", 0), r.get("gpu_type"), cpu_milli(r.get("cpu")), memory_mib(r.get("memory")), bool(r.get("rdma")))
+
+
+def check_stored_job(name: str, doc: Any) -> list[Problem]:
+    """Every problem of a job as stored under ``/registry/jobs/<name>`` (empty when the daemon
+    may use it: ``to_model`` and ``task_instances`` then work and every field has its type)."""
+    problems = _schema_problems(STORED_JOB_SCHEMA, doc)
+    if isinstance(doc, dict) and "name" in doc and doc["name"] != name:
+        problems.insert(0, Problem("name", f"{doc['name']!r} is not the key's name {name!r}"))
+    return problems
 
 
 def validate_tenant(doc: Any) -> list[Problem]:

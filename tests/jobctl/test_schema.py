@@ -6,9 +6,12 @@ import io
 import sys
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from scheduler.cli.main import main
 from scheduler.jobs import (
+    check_stored_job,
     memory_mib,
     normalize_job,
     task_instances,
@@ -84,3 +87,50 @@ def test_jobctl_rejects_bad_yaml_before_connecting(capsys: pytest.CaptureFixture
     assert rc == 1 and "nominal_gpus: must be >= 0" in err
     rc, _, err = _run(["submit", "-f", "/nonexistent.yaml"], "", capsys, monkeypatch)
     assert rc == 1 and "cannot be read" in err
+
+
+@pytest.mark.parametrize(("field", "value", "want"), [
+    ("replicas", 2.0, "tasks[0].replicas: must be integer, not float 2.0"),
+    ("gpus", 8.0, "tasks[0].resources.gpus: must be integer, not float 8.0"),
+    ("max_run_s", float("nan"), "max_run_s: must be number, not float nan"),
+    ("estimate_s", float("inf"), "estimate_s: must be number, not float inf"),
+], ids=["replicas-float", "gpus-float", "max-run-nan", "estimate-inf"])
+def test_integers_are_integers_and_numbers_are_finite(field: str, value: float, want: str) -> None:
+    """YAML ``replicas: 2.0`` passed (jsonschema's integer takes 2.0), was stored as 2.0, and the
+    daemon's bind raised TypeError (range(2.0)) on every pass; ``max_run_s: .nan`` was stored."""
+    doc = {"name": "j", "tasks": [{"name": "w", "command": "x", "resources": {"gpus": 8}}]}
+    if field == "replicas":
+        doc["tasks"][0]["replicas"] = value  # type: ignore[index]
+    elif field == "gpus":
+        doc["tasks"][0]["resources"]["gpus"] = value  # type: ignore[index]
+    else:
+        doc[field] = value
+    assert [str(p) for p in validate_job(doc)] == [want]
+
+
+def test_a_stored_job_is_checked_before_the_daemon_uses_it() -> None:
+    spec = normalize_job(GOOD)
+    assert check_stored_job("bert", spec) == []
+    assert [str(p) for p in check_stored_job("other", spec)] == ["name: 'bert' is not the key's name 'other'"]
+    bad = dict(spec, max_run_s="soon", tasks=[dict(spec["tasks"][0], replicas=2.0, name="a/b")])
+    got = [str(p) for p in check_stored_job("bert", bad)]
+    assert got == ["max_run_s: must be number or null, not str 'soon'",
+                   "tasks[0].name: 'a/b' does not match ^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$",
+                   "tasks[0].replicas: must be integer, not float 2.0"], got
+    assert check_stored_job("x", ["not", "a", "job"]) != []
+    # an older writer's job without the optional fields is still a job
+    old = {k: spec[k] for k in ("name", "tenant", "priority", "tasks")}
+    assert check_stored_job("bert", old) == []
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                    max_leaves=30))
+def test_a_stored_job_that_passes_the_check_converts(doc: object) -> None:
+    """Any JSON value: either problems, or to_model and task_instances work (what the daemon calls)."""
+    for value in (doc, dict(normalize_job(GOOD), tasks=doc), dict(normalize_job(GOOD), topology=doc)):
+        if check_stored_job("bert", value) == []:
+            assert isinstance(value, dict)
+            to_model(value)
+            task_instances(value)
