@@ -90,7 +90,7 @@ def load_leases(store: Any) -> list[tuple[int, int, int]]:
     with store.backend.read() as read:
         for key, value in read.txn.cursor(db=read.dbis[LEASE_BUCKET]):
             ttl, remaining = msgpack.unpackb(value)
-            out.append((int.from_bytes(key, "big"), ttl, remaining))
+            out.append((int.from_bytes(key, "big", signed=True), ttl, remaining))
     return out
 
 
@@ -110,7 +110,8 @@ class LeaseApplier(Applier):
     def _persist(self, lease_id: int) -> None:
         lease = self.lessor.leases.get(lease_id)
         value = None if lease is None else msgpack.packb([lease.ttl_s, lease.remaining_ttl_s])
-        _put(self.store, LEASE_BUCKET, lease_id.to_bytes(8, "big"), value)
+        # keyed by the int64 ID's 64-bit pattern, as etcd's lease bucket (IDs may be negative)
+        _put(self.store, LEASE_BUCKET, lease_id.to_bytes(8, "big", signed=True), value)
 
     def apply(self, op: Any) -> Any:
         if isinstance(op, LeaseGrantOp):

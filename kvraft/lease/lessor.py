@@ -96,10 +96,10 @@ class Lessor:
 
     # -- applied through Raft ---------------------------------------------------------------
     def grant(self, lease_id: int, ttl_s: int, now: float) -> Lease:
+        if ttl_s > MAX_LEASE_TTL_S:  # before the ID, as etcd's lessor checks
+            raise LeaseTTLTooLarge(ttl_s)
         if lease_id in self.leases:
             raise LeaseExists(lease_id)
-        if ttl_s > MAX_LEASE_TTL_S:
-            raise LeaseTTLTooLarge(ttl_s)
         lease = Lease(lease_id, max(ttl_s, self.min_ttl_s))
         self.leases[lease_id] = lease
         self._set_deadline(lease, now + lease.ttl_s)

@@ -5,10 +5,13 @@ agents for nothing)."""
 
 from __future__ import annotations
 
+import pytest
+
 from kvraft.apply.feature_appliers import LeaseApplier, load_leases
 from kvraft.apply.feature_ops import LeaseCheckpointOp, LeaseGrantOp
 from kvraft.apply.state_machine import StateMachine
 from kvraft.lease import Lessor
+from kvraft.lease.lessor import LeaseTTLTooLarge
 from kvraft.server.membership import Membership
 
 
@@ -40,3 +43,31 @@ def test_checkpoints_persist_only_a_changed_remaining_ttl(tmp_path) -> None:
         assert restarted.remaining(5, 100.0) == 31
     finally:
         sm.close()
+
+
+def test_a_negative_lease_id_is_granted_persisted_and_restored(tmp_path) -> None:
+    """etcd takes any int64 lease ID (``{"ID": "-7"}`` is granted as -7) and keys its lease
+    bucket by the ID's 64-bit pattern. The grant used to raise OverflowError in the apply
+    (``to_bytes`` of a negative int), which stopped every member that applied it."""
+    sm = StateMachine(tmp_path, quota_bytes=1 << 30, member_id=1, max_txn_ops=128, membership=Membership())
+    try:
+        lessor = Lessor(min_ttl_s=1)
+        applier = LeaseApplier(sm.chain, sm.store, lessor, lambda: 0.0)
+        with sm.store.batch():
+            result = applier.apply(LeaseGrantOp(-7, 40))
+        assert result.id == -7
+        with sm.store.batch():
+            applier.apply(LeaseGrantOp(-(2**63), 40))
+        sm.commit()
+        assert sorted(lease_id for lease_id, _, _ in load_leases(sm.store)) == [-(2**63), -7]
+    finally:
+        sm.close()
+
+
+def test_ttl_too_large_is_refused_before_an_existing_id() -> None:
+    """etcd's lessor checks the TTL before the ID: a too-large TTL for an existing lease is
+    'too large lease TTL', not 'lease already exists'."""
+    lessor = Lessor(min_ttl_s=1)
+    lessor.grant(5, 40, 0.0)
+    with pytest.raises(LeaseTTLTooLarge):
+        lessor.grant(5, 9_000_000_001, 0.0)
