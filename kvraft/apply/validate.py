@@ -1,13 +1,13 @@
 """Checks etcd makes before a request enters Raft (``v3rpc/key.go``): a bad request is
 refused at once, costs no log entry and no revision. The rules themselves live with the
-MVCC store (``kvraft.storage.mvcc.ops``); this adds what only a decoded HTTP request can
-get wrong (an empty ``RequestOp``) and turns the store's errors into ``EtcdError``."""
+MVCC store (``kvraft.storage.mvcc.ops``, an empty ``RequestOp`` included: it is None
+there); this turns the store's errors into ``EtcdError``."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from kvraft.apply.errors import EtcdError, InvalidArgument, error_from_code
+from kvraft.apply.errors import EtcdError, error_from_code
 from kvraft.apply.ops import DeleteRangeOp, PutOp, RangeOp, TxnOp
 from kvraft.storage.mvcc import ops as mvcc_ops
 from kvraft.storage.mvcc.errors import MVCCError
@@ -19,15 +19,6 @@ def as_etcd_error(exc: MVCCError) -> EtcdError:
     return error_from_code(exc.code, exc.message)
 
 
-def _no_empty_ops(op: TxnOp) -> None:
-    for branch in (op.success, op.failure):
-        for item in branch:
-            if item is None:
-                raise InvalidArgument("etcdserver: key not found")
-            if isinstance(item, TxnOp):
-                _no_empty_ops(item)
-
-
 def validate_op(op: Any, max_txn_ops: int = 128) -> None:
     try:
         if isinstance(op, RangeOp):
@@ -37,7 +28,6 @@ def validate_op(op: Any, max_txn_ops: int = 128) -> None:
         elif isinstance(op, DeleteRangeOp):
             mvcc_ops.check_delete_request(op)
         elif isinstance(op, TxnOp):
-            _no_empty_ops(op)
             mvcc_ops.check_txn_request(op, max_txn_ops)
     except MVCCError as exc:
         raise as_etcd_error(exc) from None

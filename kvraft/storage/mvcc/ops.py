@@ -139,6 +139,8 @@ def _check_txn_ops(r: Any, max_txn_ops: int) -> None:
         if not c.key:
             raise EmptyKeyError()
     for op in (*r.success, *r.failure):
+        if op is None:  # an empty RequestOp (a decoded ``{}``), in its turn among the checks
+            raise KeyNotFoundError()
         kind = op_kind(op)
         if kind == "range":
             check_range_request(op)
@@ -198,6 +200,8 @@ def check_intervals(reqs: Sequence[Any]) -> tuple[set[bytes], list[Interval]]:
 def txn_has_put(r: Any) -> bool:
     """etcd's quota cost of a txn is > 0: some branch, at any depth, has a put."""
     for op in (*r.success, *r.failure):
+        if op is None:  # an empty RequestOp (a decoded ``{}``), in its turn among the checks
+            raise KeyNotFoundError()
         kind = op_kind(op)
         if kind == "put" or (kind == "txn" and txn_has_put(op)):
             return True
