@@ -110,3 +110,73 @@ def test_the_direct_json_range_answer_is_the_encoders_byte_for_byte(seed: int) -
 def test_entries_round_trip() -> None:
     op = TxnOp([Compare(key=b"a", target=3, value=b"x")], [PutOp(b"a", b"y")], [TxnOp([], [RangeOp(b"a")], [])])
     assert decode_entry(encode_entry(42, op)) == (42, op)
+
+
+# What etcd 3.4's gateway answered where kvraft differed (found by the randomized comparison,
+# tests/server/compat_fuzz.py): Go's json.Decoder reads only the first value of the body,
+# jsonpb takes camelCase names too (the camelCase one wins), an int64 given as a string is
+# the string's raw contents handed to json.Unmarshal, bytes fields go through Go's base64
+# (CR/LF skipped, strict padding) or are an array of uint8 numbers, number errors quote
+# the literal, and enum errors name the enum's Go type.
+@pytest.mark.parametrize(
+    ("body", "schema", "want"),
+    [
+        (b'{"key":"YQ=="}x', schemas.RANGE, RangeOp(key=b"a")),
+        (b'{"key":"YQ=="} {"key":"Yg=="}', schemas.RANGE, RangeOp(key=b"a")),
+        (b'{"key":"YQ=="},', schemas.RANGE, RangeOp(key=b"a")),
+        (b"null", schemas.RANGE, RangeOp()),
+        (b'{"key":"YQ==","rangeEnd":"AA==","range_end":"Yg==","countOnly":true}', schemas.RANGE,
+         RangeOp(key=b"a", range_end=b"\x00", count_only=True)),
+        (b'{"key":"YQ==","limit":"null"}', schemas.RANGE, RangeOp(key=b"a")),
+        (b'{"key":"YQ==","limit":" 5"}', schemas.RANGE, RangeOp(key=b"a", limit=5)),
+        (b'{"key":"YQ==","limit":-0}', schemas.RANGE, RangeOp(key=b"a")),
+        (b'{"key":"YQ==\\n"}', schemas.RANGE, RangeOp(key=b"a")),
+        (b'{"key":"YQ=\\r\\n="}', schemas.RANGE, RangeOp(key=b"a")),
+        (b'{"key":[97, null],"value":[]}', schemas.PUT, PutOp(key=b"a\x00")),
+        (b'{"key":"YQ==","prevKv":true}', schemas.PUT, PutOp(key=b"a", prev_kv=True)),
+        (b'{"success":[{"requestPut":{"key":"YQ=="}}]}', schemas.TXN, TxnOp(success=[PutOp(key=b"a")])),
+    ],
+)
+def test_what_etcds_gateway_accepts(body: bytes, schema, want) -> None:
+    assert decode_body(body, JSON, schema) == want
+
+
+@pytest.mark.parametrize(
+    ("body", "schema", "message"),
+    [
+        (b'{"key":', schemas.RANGE, "unexpected EOF"),
+        (b"nul", schemas.RANGE, "unexpected EOF"),
+        (b"1x", schemas.RANGE, "json: cannot unmarshal number into Go value of type map[string]json.RawMessage"),
+        (b"\xef\xbb\xbf{}", schemas.RANGE, "invalid character '\u00ef' looking for beginning of value"),
+        (b'{"key":"YQ==","limit":"+5"}', schemas.RANGE, "invalid character '+' looking for beginning of value"),
+        (b'{"key":"YQ==","limit":"1_0"}', schemas.RANGE, "invalid character '_' after top-level value"),
+        (b'{"key":"YQ==","limit":"true"}', schemas.RANGE, "json: cannot unmarshal bool into Go value of type int64"),
+        (b'{"key":"YQ==","limit":"\\"5\\""}', schemas.RANGE, "invalid character '\\\\' looking for beginning of value"),
+        (b'{"key":"YQ==","limit":"\xd9\xa3"}', schemas.RANGE, "invalid character '\u00d9' looking for beginning of value"),
+        (b'{"key":"YQ==","limit":2.0}', schemas.RANGE, "json: cannot unmarshal number 2.0 into Go value of type int64"),
+        (b'{"key":"YQ==","limit":1e30}', schemas.RANGE, "json: cannot unmarshal number 1e30 into Go value of type int64"),
+        (b'{"key":"YQ==","limit":1E2}', schemas.RANGE, "json: cannot unmarshal number 1E2 into Go value of type int64"),
+        (b'{"key":"YQ==","limit":NaN}', schemas.RANGE, "invalid character 'N' looking for beginning of value"),
+        (b'{"key":"YQ==","limit":-}', schemas.RANGE, "invalid character '}' in numeric literal"),
+        (b'{"key":"YQ==","limit":1.}', schemas.RANGE, "invalid character '}' after decimal point in numeric literal"),
+        (b'{"key":"YQ==","limit":01}', schemas.RANGE, "invalid character '1' after object key:value pair"),
+        (b'{"key":"YQ==","a":"\t"}', schemas.RANGE, "invalid character '\\t' in string literal"),
+        (b'{"key":"YQ==","sort_order":5000000000}', schemas.RANGE,
+         "json: cannot unmarshal number 5000000000 into Go value of type etcdserverpb.RangeRequest_SortOrder"),
+        (b'{"key":"YQ==","sort_order":1.0}', schemas.RANGE,
+         "json: cannot unmarshal number 1.0 into Go value of type etcdserverpb.RangeRequest_SortOrder"),
+        (b'{"key":"YQ==","sortOrder":"BAD"}', schemas.RANGE, 'unknown value "BAD" for enum etcdserverpb.RangeRequest_SortOrder'),
+        (b'{"key":"YQ==","prevKv":5}', schemas.PUT, "json: cannot unmarshal number into Go value of type bool"),
+        (b'{"key":"YWJj="}', schemas.RANGE, "illegal base64 data at input byte 4"),
+        (b'{"key":"YQ==="}', schemas.RANGE, "illegal base64 data at input byte 4"),
+        (b'{"key":"YQ==YQ=="}', schemas.RANGE, "illegal base64 data at input byte 4"),
+        (b'{"key":"YQ"}', schemas.RANGE, "illegal base64 data at input byte 0"),
+        (b'{"key":[256]}', schemas.PUT, "json: cannot unmarshal number 256 into Go value of type uint8"),
+        (b'{"key":[1.5]}', schemas.PUT, "json: cannot unmarshal number 1.5 into Go value of type uint8"),
+        (b'{"key":["a"]}', schemas.PUT, "json: cannot unmarshal string into Go value of type uint8"),
+    ],
+)
+def test_what_etcds_gateway_refuses_and_how(body: bytes, schema, message: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        decode_body(body, JSON, schema)
+    assert info.value.message == message

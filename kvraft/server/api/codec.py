@@ -18,7 +18,6 @@ ints); a str where bytes are expected is taken as UTF-8.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,8 @@ from typing import Any
 import msgpack
 
 from kvraft.apply.errors import InvalidArgument
+from kvraft.server.api import gojson
+from kvraft.server.api.gojson import GoNumber
 
 __all__ = [
     "BOOL",
@@ -42,7 +43,6 @@ __all__ = [
     "Out",
     "Repeated",
     "decode_body",
-    "go_syntax_error",
 ]
 
 MSGPACK = "application/x-msgpack"
@@ -80,7 +80,7 @@ class Message:
 def _json_kind(value: Any) -> str:
     if isinstance(value, bool):
         return "bool"
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float, GoNumber)):
         return "number"
     if isinstance(value, str):
         return "string"
@@ -91,55 +91,20 @@ def _json_kind(value: Any) -> str:
 
 def _type_error(value: Any, go_type: str) -> InvalidArgument:
     kind = _json_kind(value)
-    if kind == "number" and go_type in ("int64", "uint64", "int32"):
-        return InvalidArgument(f"json: cannot unmarshal number {value} into Go value of type {go_type}")
+    if kind == "number" and (go_type in ("int64", "uint64", "int32") or go_type.startswith("etcdserverpb.")):
+        shown = value.text if isinstance(value, GoNumber) else value
+        return InvalidArgument(f"json: cannot unmarshal number {shown} into Go value of type {go_type}")
     return InvalidArgument(f"json: cannot unmarshal {kind} into Go value of type {go_type}")
 
 
-_LITERALS = {"n": "null", "t": "true", "f": "false"}
-
-
-def go_syntax_error(text: str, pos: int, expecting_key: bool = False) -> str:
-    """Go's ``encoding/json`` syntax-error text for the first bad byte at ``pos``."""
-    if pos >= len(text):
-        return "unexpected end of JSON input"
-    ch = text[pos]
-    literal = _LITERALS.get(ch)
-    if literal is not None and not expecting_key:
-        for offset, want in enumerate(literal):
-            got = text[pos + offset] if pos + offset < len(text) else None
-            if got is None:
-                return "unexpected end of JSON input"
-            if got != want:
-                return f"invalid character '{got}' in literal {literal} (expecting '{want}')"
-    where = "looking for beginning of object key string" if expecting_key else "looking for beginning of value"
-    return f"invalid character '{ch}' {where}"
-
-
-def _parse_int_text(text: str, kind: str) -> int:
+def _parse_packed_int_text(text: str, kind: str) -> int:
+    """A msgpack request's integer given as a string: decimal text (kvraft's own rule;
+    JSON strings follow jsonpb's, ``gojson.parse_int_text``)."""
     stripped = text.strip()
     try:
         number = int(stripped, 10)
     except ValueError:
-        # The gateway hands the string's contents to a JSON number parser.
-        index = 0
-        if stripped[:1] == "-":
-            index = 1
-        while index < len(stripped) and stripped[index].isdigit():
-            index += 1
-        if index == 0 or (index == 1 and stripped[:1] == "-"):
-            raise InvalidArgument(go_syntax_error(stripped, index)) from None
-        if index < len(stripped):
-            try:
-                float(stripped)
-            except ValueError:
-                raise InvalidArgument(
-                    f"invalid character '{stripped[index]}' after top-level value"
-                ) from None
-            raise InvalidArgument(
-                f"json: cannot unmarshal number {stripped} into Go value of type {_GO_TYPE[kind]}"
-            ) from None
-        raise InvalidArgument("unexpected end of JSON input") from None
+        raise InvalidArgument(f"json: cannot unmarshal string into Go value of type {_GO_TYPE[kind]}") from None
     return _check_bounds(number, kind, stripped)
 
 
@@ -150,39 +115,34 @@ def _check_bounds(number: int, kind: str, shown: Any) -> int:
     return number
 
 
-def _b64(text: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
-        raw = text.encode("utf-8", "replace")
-        bad = [index for index, byte in enumerate(raw) if byte not in alphabet]
-        if bad:
-            index = bad[0]
-        else:
-            index = (len(raw) // 4) * 4 if "=" not in text else max(raw.find(b"="), 0)
-        raise InvalidArgument(f"illegal base64 data at input byte {index}") from None
-
-
 def _scalar(value: Any, kind: str, packed: bool) -> Any:
+    """One field's value, as encoding/json (under jsonpb) stores a JSON value into the
+    field's Go type."""
     if kind == BYTES:
         if isinstance(value, str):
-            return value.encode() if packed else _b64(value)
+            return value.encode() if packed else gojson.b64decode(value.encode("utf-8", "surrogatepass"))
         if packed and isinstance(value, (bytes, bytearray)):
             return bytes(value)
+        if isinstance(value, list) and not packed:  # encoding/json: an array of uint8 numbers
+            return bytes(_byte(item) for item in value)
         raise _type_error(value, "[]uint8")
     if kind in (INT64, UINT64):
+        go_type = _GO_TYPE[kind]
         if isinstance(value, bool):
-            raise _type_error(value, _GO_TYPE[kind])
+            raise _type_error(value, go_type)
         if isinstance(value, int):
             return _check_bounds(value, kind, value)
-        if isinstance(value, float):
+        if isinstance(value, GoNumber):  # 2.0, 1e3: ParseInt refuses them
+            return gojson.int_from_literal(value.text, go_type)
+        if isinstance(value, float):  # msgpack only
             if value.is_integer():
                 return _check_bounds(int(value), kind, value)
-            raise _type_error(value, _GO_TYPE[kind])
+            raise _type_error(value, go_type)
         if isinstance(value, str):
-            return _parse_int_text(value, kind)
-        raise _type_error(value, _GO_TYPE[kind])
+            if packed:
+                return _parse_packed_int_text(value, kind)
+            return gojson.parse_int_text(gojson.raw_string_text(value), go_type)
+        raise _type_error(value, go_type)
     if kind == BOOL:
         if isinstance(value, bool):
             return value
@@ -192,16 +152,36 @@ def _scalar(value: Any, kind: str, packed: bool) -> Any:
     raise _type_error(value, "string")
 
 
+def _byte(item: Any) -> int:
+    """One element of a JSON array given for a ``bytes`` field (null is 0)."""
+    if item is None:
+        return 0
+    if isinstance(item, int) and not isinstance(item, bool):
+        if 0 <= item <= 255:
+            return item
+        raise InvalidArgument(f"json: cannot unmarshal number {item} into Go value of type uint8")
+    if isinstance(item, GoNumber):
+        return gojson.int_from_literal(item.text, "uint8")
+    raise _type_error(item, "uint8")
+
+
+_INT32 = (-(2**31), 2**31 - 1)
+
+
 def _enum(value: Any, spec: Enum) -> int:
+    """jsonpb: a JSON string is looked up by name; anything else is unmarshalled into the
+    enum's Go type (an int32), whose name Go's messages carry."""
     if isinstance(value, str):
         if value in spec.values:
             return spec.values[value]
-        raise InvalidArgument(f'unknown value "{value}" for enum {spec.go_name}')
+        raise InvalidArgument(f"unknown value {gojson.go_quote(value)} for enum {spec.go_name}")
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float) and value.is_integer():
+        if _INT32[0] <= value <= _INT32[1]:
+            return value
+        raise InvalidArgument(f"json: cannot unmarshal number {value} into Go value of type {spec.go_name}")
+    if isinstance(value, float) and value.is_integer():  # msgpack only
         return int(value)
-    raise _type_error(value, "int32")
+    raise _type_error(value, spec.go_name)
 
 
 def _default(kind: Any) -> Any:
@@ -228,14 +208,29 @@ def _value(value: Any, kind: Any, packed: bool) -> Any:
     return decode_message(value, kind, packed)
 
 
+def json_name(name: str) -> str:
+    """protoc's JSON name of a field: lowerCamelCase of the proto name (``range_end`` ->
+    ``rangeEnd``; ``ID``, ``TTL`` and ``peerURLs`` stay as they are)."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
 def decode_message(obj: Any, schema: Message, packed: bool = False) -> Any:
+    """A message from a JSON object: each field by its proto name or its JSON (camelCase)
+    name, the latter winning when both are present (jsonpb accepts both)."""
     if not isinstance(obj, dict):
         raise _type_error(obj, "map[string]json.RawMessage")
     out: dict[str, Any] = {}
     for name, kind in schema.fields.items():
-        raw = obj.get(name)
+        camel = _CAMEL.get(name)
+        if camel is None:
+            camel = _CAMEL[name] = json_name(name)
+        raw = obj[camel] if camel in obj else obj.get(name)
         out[name] = _default(kind) if raw is None else _value(raw, kind, packed)
     return schema.build(out) if schema.build is not None else out
+
+
+_CAMEL: dict[str, str] = {}
 
 
 def decode_body(body: bytes, content_type: str, schema: Message) -> Any:
@@ -246,23 +241,9 @@ def decode_body(body: bytes, content_type: str, schema: Message) -> Any:
         except Exception as exc:  # msgpack raises several unrelated types
             raise InvalidArgument(f"msgpack: {exc}") from None
         return decode_message(obj, schema, packed=True)
-    if not body.strip():
-        return decode_message({}, schema)
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidArgument("invalid character looking for beginning of value") from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        expecting_key = exc.msg.startswith("Expecting property name")
-        if exc.msg.startswith("Extra data"):
-            raise InvalidArgument(f"invalid character '{text[exc.pos]}' after top-level value") from None
-        raise InvalidArgument(go_syntax_error(text, exc.pos, expecting_key)) from None
-    except RecursionError:
-        raise InvalidArgument("exceeded max depth") from None
-    except ValueError:  # e.g. an integer literal longer than Python converts
-        raise InvalidArgument("json: cannot unmarshal number into Go value of type int64") from None
+    obj = gojson.load_body(body)
+    if obj is gojson.EMPTY or obj is None:  # io.EOF, or jsonpb's "null": an empty message
+        obj = {}
     return decode_message(obj, schema)
 
 

@@ -31,7 +31,6 @@ import binascii
 import json
 import logging
 import time
-from base64 import b64decode
 from email.utils import formatdate
 from typing import Any
 
@@ -41,7 +40,7 @@ from aiohttp import web
 from kvraft.apply.errors import FailedPrecondition, InvalidArgument, Unavailable
 from kvraft.apply.ops import BatchOp, PutOp, RangeOp
 from kvraft.apply.validate import validate_op
-from kvraft.server.api import fast_lease, schemas
+from kvraft.server.api import fast_lease, gojson, schemas
 from kvraft.server.api.coalesce import PutCoalescer
 from kvraft.server.api.codec import JSON_OUT, MSGPACK, MSGPACK_OUT, Out, decode_body, decode_message
 from kvraft.server.api.encode import (
@@ -236,6 +235,15 @@ def _load(body: bytes, out: Out) -> Any:
         return None
 
 
+def _b64(text: str) -> bytes:
+    """Canonical padded base64 only (what Go's decoder takes without CR/LF); anything
+    else raises ValueError and takes ``decode_body`` for Go's exact answer."""
+    raw = text.encode("utf-8", "surrogatepass")
+    if not gojson.STRICT_B64.fullmatch(raw):
+        raise ValueError("not canonical base64")
+    return binascii.a2b_base64(raw)
+
+
 def _decode_put(body: bytes, out: Out) -> PutOp:
     """``decode_body(body, ..., PUT)``; a plain put (only a non-empty key and a value, as
     base64 text in JSON or bytes in msgpack) is built without the schema walk. Anything
@@ -246,7 +254,7 @@ def _decode_put(body: bytes, out: Out) -> PutOp:
         if key and (n == 1 or n == 2 and "value" in doc):
             if out is JSON_OUT and type(key) is str and type(value) is str:
                 try:
-                    return PutOp(b64decode(key, validate=True), b64decode(value, validate=True))
+                    return PutOp(_b64(key), _b64(value))
                 except (binascii.Error, ValueError):
                     pass
             elif out is MSGPACK_OUT and type(key) is bytes and type(value) is bytes:
@@ -272,7 +280,7 @@ def _decode_range(body: bytes, out: Out) -> Any:
             if out is JSON_OUT:
                 if type(key) is str and (type(end) is str or end == b""):
                     try:
-                        return RangeOp(b64decode(key, validate=True), b64decode(end, validate=True) if end else b"",
+                        return RangeOp(_b64(key), _b64(end) if end else b"",
                                        limit, 0, 0, 0, *flags)
                     except (binascii.Error, ValueError):
                         pass
