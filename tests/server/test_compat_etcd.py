@@ -120,6 +120,20 @@ SCRIPT: list[tuple[str, str, str | bytes | None]] = [
     ("POST", "/v3/cluster/member/update", json.dumps({"ID": "12345", "peerURLs": ["http://127.0.0.1:1"]})),
     ("POST", "/v3/cluster/member/add", json.dumps({"peerURLs": ["notaurl"]})),
     ("GET", "/health", None),
+    # found by the randomized comparison (tests/server/compat_fuzz.py)
+    ("POST", "/v3/lease/grant", json.dumps({"TTL": "600", "ID": "-7"})),
+    ("POST", "/v3/lease/grant", json.dumps({"TTL": "9000000001", "ID": "-7"})),
+    ("POST", "/v3/lease/revoke", json.dumps({"ID": "-7"})),
+    ("POST", "/v3/kv/txn", json.dumps({"compare": [{"key": "", "target": "VERSION"}], "success": [{"request_range": {"key": b("foo")}}, {}]})),
+    ("POST", "/v3/kv/range", json.dumps({"key": b("foo"), "rangeEnd": "AA==", "countOnly": True}) + " {}x"),
+    ("POST", "/v3/kv/range", json.dumps({"key": [102, 111, 111], "limit": "null"})),
+    ("POST", "/v3/kv/range", json.dumps({"key": b("foo"), "limit": "+5"})),
+    ("POST", "/v3/kv/range", '{"key": "Zm9v\\n", "limit": 2.0}'),
+    ("POST", "/v3/kv/range", '{"key": "Zm9v", "limit"'),
+    ("POST", "/v3//kv/range", json.dumps({"key": b("foo")})),
+    ("GET", "/v3beta/./kv/range", None),
+    ("POST", "/v3", "{}"),
+    ("POST", "/v4/kv/range", "{}"),
 ]
 
 

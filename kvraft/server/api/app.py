@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -33,6 +34,55 @@ CORS_HEADERS = {
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _go_clean(path: str) -> str:
+    """Go's ``path.Clean`` as ``http.ServeMux`` applies it (a trailing slash kept)."""
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(part)
+    clean = "/" + "/".join(parts)
+    if path.endswith("/") and clean != "/":
+        clean += "/"
+    return clean
+
+
+def _redirect(request: web.Request, location: str) -> web.Response:
+    """Go's ``http.Redirect`` with 301: a small HTML body for GET only."""
+    if request.query_string:
+        location += "?" + request.query_string
+    if request.method == "GET":
+        return web.Response(status=301, headers={"Location": location}, content_type="text/html",
+                            text=f'<a href="{location}">Moved Permanently</a>.\n\n')
+    return web.Response(status=301, headers={"Location": location})
+
+
+@web.middleware
+async def _paths(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Paths as etcd's HTTP mux sees them: ``/v3beta/`` is rewritten to ``/v3/`` first; a
+    path that is not clean (``//``, ``.``, ``..``), or ``/v3`` without its slash, is
+    redirected (301) to the clean one; a path outside ``/v3/`` that no route serves is Go's
+    ``404 page not found`` (inside ``/v3/`` the gateway's ``Not Found``). aiohttp's URL
+    parsing removes dot segments, so the raw path is what is looked at."""
+    path = unquote(request.raw_path.split("?", 1)[0])
+    if path.startswith("/v3beta/"):
+        path = "/v3/" + path[len("/v3beta/"):]
+    clean = _go_clean(path)
+    if clean != path:
+        return _redirect(request, clean)
+    if path == "/v3":
+        return _redirect(request, "/v3/")
+    request[_IN_GATEWAY] = path.startswith("/v3/")
+    return await handler(request)
+
+
+_IN_GATEWAY = "kvraft.in_gateway"
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -40,8 +90,9 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status == 405:
             response = web.Response(status=405, text="Method Not Allowed")
-        elif exc.status == 404:
-            response = web.Response(status=404, text="Not Found")
+        elif exc.status == 404:  # the gateway's text inside /v3/, Go's mux's outside
+            text = "Not Found" if request.get(_IN_GATEWAY, True) else "404 page not found\n"
+            response = web.Response(status=404, text=text)
         else:
             response = error_response(InvalidArgument(exc.reason), request.get(OUT, JSON_OUT))
     except Exception as exc:  # every failure answers etcd's error JSON, never a bare 500
@@ -58,7 +109,7 @@ def make_app(server: Any) -> web.Application:
     """The client API of one member. ``server`` is a started-or-startable member object
     (``kvraft.server.member.Member``): the app starts it and stops it with itself."""
     max_bytes = body_limit(server.config.max_request_bytes)
-    app = web.Application(middlewares=[_errors], client_max_size=max_bytes)
+    app = web.Application(middlewares=[_paths, _errors], client_max_size=max_bytes)
     app[SERVER] = server
 
     async def member_lifetime(_app: web.Application) -> AsyncIterator[None]:
