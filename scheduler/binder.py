@@ -28,19 +28,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kvraft.client import Compare, Op
-from scheduler import keys
+from scheduler import decode, keys
 from scheduler.informer_view import Binding as StoredBinding
 from scheduler.informer_view import ClusterView
 from scheduler.jobs import task_instances
 from scheduler.model import Binding
 
 WAVE = 8  # bind txns in flight at once
+
+log = logging.getLogger("kvraft.scheduler.binder")
 
 __all__ = ["BindOutcome", "Binder", "assignment_doc"]
 
@@ -143,7 +146,11 @@ class Binder:
             if b.job_id not in self.view.jobs:
                 plans.append((b, None))
                 continue
-            plans.append((b, self._plan(b, now)))
+            plan = self._plan(b, now)
+            why = self._taken(b.job_id, plan[2])
+            if why:
+                log.warning("bind refused", extra={"fields": {"job": b.job_id, "why": why}})
+            plans.append((b, None if why else plan))
         out: dict[str, BindOutcome] = {}
         # Batches of <= max_ops ops, committed concurrently in waves whose batches share no
         # node (each batch compares the alloc revisions of its nodes, so two batches touching
@@ -178,6 +185,20 @@ class Binder:
         await self._bind_wave(wave, out)
         return [out[b.job_id] for b in bindings]
 
+    def _taken(self, job: str, per_node: dict[str, dict[str, Any]]) -> str:
+        """Why the GPUs a plan takes are not free in the alloc records, or "": every GPU is given
+        once, whatever the core believed (it is told only what decodes)."""
+        for node, add in per_node.items():
+            try:
+                held = self.view.alloc_jobs(node)
+            except decode.Malformed as exc:
+                return f"{keys.alloc_key(node)}: {exc}"
+            taken = {g for other, h in held.items() if other != job for g in h["gpus"]}
+            both = sorted(taken & set(add["gpus"]))
+            if both:
+                return f"GPUs {both} of {node} are held by {sorted(o for o, h in held.items() if set(h['gpus']) & set(both))}"
+        return ""
+
     async def _bind_wave(self, wave: list[list[tuple[Binding, Any]]], out: dict[str, BindOutcome]) -> None:
         if wave:
             await asyncio.gather(*(self._bind_batch(batch, out) for batch in wave if batch))
@@ -206,7 +227,10 @@ class Binder:
             ops += bops
             for node, add in per_node.items():
                 if node not in merged:
-                    merged[node] = view.alloc_jobs(node)
+                    try:
+                        merged[node] = view.alloc_jobs(node)
+                    except decode.Malformed:  # changed since the plan (the watch ran meanwhile)
+                        return False, 0, 0.0
                     compares.append(Compare.mod(keys.alloc_key(node), "=", view.alloc_revision(node)))
                 merged[node][b.job_id] = add
         for node, jobs in merged.items():
@@ -230,11 +254,12 @@ class Binder:
 
     # --- release and evict --------------------------------------------------------------------
     async def release(self, b: StoredBinding, status: dict[str, Any], events: Sequence[tuple[str, str]], *,
-                      clear_task_status: bool) -> bool:
+                      clear_task_status: bool, extra_nodes: Sequence[str] = ()) -> bool:
         """End the run held by binding ``b``; ``status`` is the job's new status document.
-        False when the binding changed meanwhile (someone else released it)."""
+        False when the binding changed meanwhile (someone else released it). ``extra_nodes``:
+        nodes the job holds that the binding does not name (rows that did not decode)."""
         job = b.job
-        nodes = b.nodes()
+        nodes = tuple(dict.fromkeys((*b.nodes(), *extra_nodes)))
         for _ in range(8):
             now = time.time()
             read = await self.client.txn().then(*(Op.get(keys.alloc_key(n)) for n in nodes)).commit()
@@ -245,13 +270,19 @@ class Binder:
                 kvs = getattr(r, "kvs", ())
                 mod = kvs[0].mod_revision if kvs else 0
                 compares.append(Compare.mod(keys.alloc_key(node), "=", mod))
-                jobs = dict(json.loads(kvs[0].value).get("jobs", {})) if kvs else {}
-                jobs.pop(job, None)
-                new_alloc[node] = (jobs, kvs[0].create_revision if kvs else 0)
-                if jobs:
-                    ops.append(Op.put(keys.alloc_key(node), json.dumps({"node": node, "jobs": jobs}).encode()))
-                else:
-                    ops.append(Op.delete(keys.alloc_key(node)))
+                try:
+                    jobs = decode.alloc_jobs(decode.json_value(kvs[0].value)) if kvs else {}
+                except decode.Malformed as exc:  # left as it is (the node stays unschedulable)
+                    log.warning("alloc record not updated", extra={"fields": {"key": keys.alloc_key(node), "job": job,
+                                                                                "why": str(exc)}})
+                    jobs = None
+                if jobs is not None:
+                    jobs.pop(job, None)
+                    new_alloc[node] = (jobs, kvs[0].create_revision if kvs else 0)
+                    if jobs:
+                        ops.append(Op.put(keys.alloc_key(node), json.dumps({"node": node, "jobs": jobs}).encode()))
+                    else:
+                        ops.append(Op.delete(keys.alloc_key(node)))
                 ops.append(Op.delete(f"{keys.ASSIGNMENTS}{node}/{job}/", prefix=True))
             if clear_task_status:
                 ops.append(Op.delete(keys.task_status_prefix(job), prefix=True))

@@ -8,7 +8,8 @@
    The client's watcher already resumes after a disconnect or a member change from the next
    revision it needs (``reconnect_timeout_s=None``), so nothing is lost or repeated;
 3. on ``WatchCompactedError`` (the revision it needs is gone) or any other client error,
-   back to 1 after a short jittered backoff (200 ms doubling to 5 s).
+   back to 1 after a short jittered backoff (200 ms doubling to 5 s); so too when the sink
+   raises (a bug: it is logged with its traceback), rather than ending the task.
 
 The sink is called on the informer's task; it must not block. ``synced`` is set after the
 first list; ``relists`` counts lists after the first.
@@ -86,5 +87,9 @@ class Informer:
                 self.errors += 1
                 log.warning("informer error; relisting", extra={"fields": {"prefix": self.prefix, "error": str(exc),
                                                                            "retry_s": round(delay, 3)}})
+            except Exception:  # the sink's bug must not end the informer (a view never updated again)
+                self.errors += 1
+                log.exception("informer sink failed; relisting", extra={"fields": {"prefix": self.prefix,
+                                                                                   "retry_s": round(delay, 3)}})
             await asyncio.sleep(delay * (0.5 + self.rng.random()))
             delay = min(delay * 2, self.backoff_max_s)

@@ -7,6 +7,14 @@ with the revisions the binder compares. Every change marks the names it touches 
 turns them into the core's events with ``CoreFeed``, which remembers what the core was told
 so the same fact is never fed twice.
 
+Anyone may write any key, so every value is decoded (``scheduler.decode``,
+``scheduler.jobs.check_stored_job``) before it is kept; one that does not decode is skipped,
+its key and reason kept in ``invalid`` and logged (a warning naming the key), and nothing else
+is affected: a job spec that does not decode is not a job (the daemon writes its pending reason
+``InvalidSpec``, or fails its run), a node record that does not decode is not a node, a
+binding that does not decode is kept with its ``problem`` so the daemon can release it (it
+holds GPUs), an alloc record that does not decode makes its node unschedulable.
+
 Example: a heartbeat key of ``n1`` is deleted (its agent's lease expired) -> ``n1`` dirty ->
 ``node_model("n1")`` has ``healthy=False`` -> ``CoreFeed.sync_node`` emits ``NodeUpdated``;
 every job bound on ``n1`` is dirty too, so the daemon's lifecycle step sees it lost.
@@ -15,12 +23,13 @@ every job bound on ``n1`` is dirty too, so the daemon's lifecycle step sees it l
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
-from scheduler import keys
-from scheduler.jobs import to_model
+from scheduler import decode, keys
+from scheduler.jobs import check_stored_job, to_model
 from scheduler.model import (
     Event,
     Job,
@@ -43,6 +52,8 @@ from scheduler.model import (
 
 __all__ = ["TERMINAL", "Binding", "ClusterView", "CoreFeed", "Entry"]
 
+log = logging.getLogger("kvraft.scheduler.view")
+
 TERMINAL = frozenset({"Succeeded", "Failed", "Cancelled"})
 
 
@@ -63,6 +74,7 @@ class Binding:
     evicting_until: float | None
     revision: int  # create revision: the assignments' create revision too
     mod_revision: int
+    problem: str = ""  # what did not decode ("" when nothing); ``tasks`` are the rows that did
 
     def nodes(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(t["node"] for t in self.tasks))
@@ -72,11 +84,12 @@ class Binding:
                                for t in self.tasks if t["index"] >= 0))
 
 
-def _load(value: bytes) -> Any:
+def _load(value: bytes) -> tuple[Any, str]:
+    """The JSON value and "", or None and why it is not JSON."""
     try:
-        return json.loads(value)
-    except ValueError:
-        return None
+        return decode.json_value(value), ""
+    except decode.Malformed as exc:
+        return None, str(exc)
 
 
 class ClusterView:
@@ -85,7 +98,8 @@ class ClusterView:
         self.nodes: dict[str, Entry] = {}
         self.heartbeats: dict[str, Entry] = {}
         self.cordons: dict[str, Entry] = {}
-        self.jobs: dict[str, Entry] = {}
+        self.jobs: dict[str, Entry] = {}  # only specs that pass check_stored_job
+        self.invalid_jobs: dict[str, Entry] = {}  # the others (why: ``invalid``); only collected
         self.bindings: dict[str, Binding] = {}
         self.alloc: dict[str, Entry] = {}
         self.status: dict[str, Entry] = {}
@@ -93,12 +107,14 @@ class ClusterView:
         self.tenants: dict[str, Entry] = {}
         self.classes: dict[str, Entry] = {}
         self.jobs_on_node: dict[str, set[str]] = {}
+        self.invalid: dict[str, str] = {}  # key -> why its value was skipped (logged once per put)
         self.dirty_nodes: set[str] = set()
         self.dirty_jobs: set[str] = set()
         self.dirty_tenants: set[str] = set()
         # nodes the daemon suspects of a dead agent although their lease lives
         # (scheduler.suspects): NotReady for the core; not from the store, kept across replace()
         self.unreachable: set[str] = set()
+        self._warned: dict[str, str] = {}  # key -> the reason logged (kept across replace(): logged once)
 
     # --- informer sink ----------------------------------------------------------------------
     def replace(self, kvs: Sequence[Any], revision: int) -> None:
@@ -107,11 +123,15 @@ class ClusterView:
             "j": set(self.jobs) | set(self.bindings) | set(self.status) | set(self.tasks),
             "t": set(self.tenants),
         }
-        unreachable = self.unreachable
+        unreachable, warned = self.unreachable, self._warned
         self.__init__()  # type: ignore[misc]
-        self.unreachable = unreachable
+        self.unreachable, self._warned = unreachable, warned
         for kv in kvs:
-            self._put(kv.key.decode(), kv.value, kv.create_revision, kv.mod_revision)
+            key = self._key(kv.key)
+            if key is not None:
+                self._put(key, kv.value, kv.create_revision, kv.mod_revision)
+                if key not in self.invalid:
+                    self._warned.pop(key, None)
         self.revision = revision
         self.dirty_nodes |= before["n"] | set(self.nodes) | set(self.heartbeats) | set(self.cordons)
         self.dirty_jobs |= before["j"] | set(self.jobs) | set(self.bindings)
@@ -119,11 +139,15 @@ class ClusterView:
 
     def apply(self, events: Sequence[Any], revision: int) -> None:
         for ev in events:
-            key = ev.kv.key.decode()
+            key = self._key(ev.kv.key)
+            if key is None:
+                continue
             if ev.type == "PUT":
                 self._put(key, ev.kv.value, ev.kv.create_revision, ev.kv.mod_revision)
             else:
                 self._delete(key)
+            if key not in self.invalid:
+                self._warned.pop(key, None)
         self.revision = max(self.revision, revision)
 
     # --- own writes (applied at once; the watch brings the same revisions later) -------------
@@ -134,6 +158,20 @@ class ClusterView:
         self._delete(key)
 
     # --- parsing ----------------------------------------------------------------------------
+    @staticmethod
+    def _key(raw: bytes) -> str | None:
+        try:
+            return decode.key_text(raw)
+        except decode.Malformed as exc:
+            log.warning("key skipped", extra={"fields": {"key": repr(raw), "why": str(exc)}})
+            return None
+
+    def _invalid(self, key: str, why: str) -> None:
+        if self._warned.get(key) != why:
+            log.warning("malformed value skipped", extra={"fields": {"key": key, "why": why}})
+            self._warned[key] = why
+        self.invalid[key] = why
+
     def _put(self, key: str, value: bytes, create: int, mod: int) -> None:
         where = keys.split(key)
         if where is None:
@@ -141,20 +179,24 @@ class ClusterView:
         prefix, rest = where
         if prefix == keys.EVENTS or prefix == keys.ASSIGNMENTS:
             return
-        doc = _load(value)
+        doc, why = _load(value)
+        self.invalid.pop(key, None)
         entry = Entry(doc, create, mod)
         if prefix == keys.TASKS:
-            parts = rest.split("/")
-            if len(parts) == 3 and parts[2] == "status" and isinstance(doc, dict):
-                self.tasks.setdefault(parts[0], {})[parts[1]] = entry
-                self.dirty_jobs.add(parts[0])
+            self._put_task_status(key, rest, entry, why)
             return
-        if "/" in rest or not rest:
+        if "/" in rest or rest in ("", ".", ".."):
             return
         if prefix == keys.NODES:
-            if isinstance(doc, dict):
+            try:
+                if why:
+                    raise decode.Malformed(why)
+                decode.node(rest, doc)
                 self.nodes[rest] = entry
-                self._node_dirty(rest)
+            except decode.Malformed as exc:
+                self._invalid(key, str(exc))
+                self.nodes.pop(rest, None)  # a record that does not decode: no node (NotReady)
+            self._node_dirty(rest)
         elif prefix == keys.LEASES:
             self.heartbeats[rest] = entry
             self._node_dirty(rest)
@@ -162,33 +204,76 @@ class ClusterView:
             self.cordons[rest] = entry
             self._node_dirty(rest)
         elif prefix == keys.ALLOC:
-            self.alloc[rest] = entry
+            self.alloc[rest] = entry  # kept when malformed: the bind and release txns compare its revision
+            try:
+                if why:
+                    raise decode.Malformed(why)
+                decode.alloc_jobs(doc)
+            except decode.Malformed as exc:
+                self._invalid(key, f"{exc}; node {rest} unschedulable until it is fixed")
+            self._node_dirty(rest)
         elif prefix == keys.JOBS:
-            if isinstance(doc, dict):
+            problems = [why] if why else [str(p) for p in check_stored_job(rest, doc)]
+            if problems:
+                self._invalid(key, "; ".join(problems))
+                self.jobs.pop(rest, None)
+                self.invalid_jobs[rest] = entry
+            else:
                 self.jobs[rest] = entry
-                self.dirty_jobs.add(rest)
+                self.invalid_jobs.pop(rest, None)
+            self.dirty_jobs.add(rest)
         elif prefix == keys.BINDINGS:
-            if isinstance(doc, dict):
-                old = self.bindings.get(rest)
-                if old is not None:
-                    self._unindex(old)
-                b = Binding(rest, tuple(doc.get("tasks", ())), float(doc.get("bound_at", 0.0)),
-                            doc.get("evicting_until"), create, mod)
-                self.bindings[rest] = b
-                for n in b.nodes():
-                    self.jobs_on_node.setdefault(n, set()).add(rest)
-                self.dirty_jobs.add(rest)
+            old = self.bindings.get(rest)
+            if old is not None:
+                self._unindex(old)
+            tasks, bound_at, evicting_until, problem = decode.binding(doc) if not why else ((), 0.0, None, why)
+            if problem:
+                self._invalid(key, problem)
+            b = Binding(rest, tasks, bound_at, evicting_until, create, mod, problem)
+            self.bindings[rest] = b
+            for n in b.nodes():
+                self.jobs_on_node.setdefault(n, set()).add(rest)
+            self.dirty_jobs.add(rest)
         elif prefix == keys.JOBSTATUS:
-            self.status[rest] = entry
+            fixed, problems = decode.job_status(doc)
+            if why or problems:
+                self._invalid(key, "; ".join([why] if why else problems) + " (read as missing; rewritten on the next status write)")
+            self.status[rest] = Entry(fixed, create, mod)
             self.dirty_jobs.add(rest)
         elif prefix == keys.TENANTS:
-            if isinstance(doc, dict):
+            try:
+                if why:
+                    raise decode.Malformed(why)
+                decode.tenant(rest, doc)
                 self.tenants[rest] = entry
-                self.dirty_tenants.add(rest)
+            except decode.Malformed as exc:
+                self._invalid(key, str(exc))
+                self.tenants.pop(rest, None)
+            self.dirty_tenants.add(rest)
         elif prefix == keys.PRIORITY_CLASSES and isinstance(doc, dict):
             self.classes[rest] = entry
 
+    def _put_task_status(self, key: str, rest: str, entry: Entry, why: str) -> None:
+        parts = rest.split("/")
+        if len(parts) != 3 or parts[2] != "status" or not parts[0] or not parts[1]:
+            return
+        job, task = parts[0], parts[1]
+        try:
+            if why:
+                raise decode.Malformed(why)
+            decode.task_status(entry.doc)
+        except decode.Malformed as exc:
+            self._invalid(key, str(exc))
+            known = self.tasks.get(job, {})
+            known.pop(task, None)
+            if not known:
+                self.tasks.pop(job, None)
+        else:
+            self.tasks.setdefault(job, {})[task] = entry
+        self.dirty_jobs.add(job)
+
     def _delete(self, key: str) -> None:
+        self.invalid.pop(key, None)
         where = keys.split(key)
         if where is None:
             return
@@ -213,7 +298,9 @@ class ClusterView:
         if table is None:
             return
         table.pop(rest, None)
-        if prefix in (keys.NODES, keys.LEASES, keys.CORDONS):
+        if prefix == keys.JOBS:
+            self.invalid_jobs.pop(rest, None)
+        if prefix in (keys.NODES, keys.LEASES, keys.CORDONS, keys.ALLOC):
             self._node_dirty(rest)
         elif prefix in (keys.JOBS, keys.JOBSTATUS):
             self.dirty_jobs.add(rest)
@@ -234,24 +321,23 @@ class ClusterView:
     def node_ready(self, name: str) -> bool:
         """The agent's heartbeat is alive and its record says Ready."""
         rec = self.nodes.get(name)
-        return rec is not None and name in self.heartbeats and bool(rec.doc.get("healthy", True))
+        return rec is not None and name in self.heartbeats and rec.doc.get("healthy", True) is not False
 
     def node_model(self, name: str) -> Node | None:
         """The core's node: healthy when Ready and not suspected of a dead agent."""
         rec = self.nodes.get(name)
         if rec is None:
             return None
-        d = rec.doc
         try:
-            return Node(
-                name=name, gpus=int(d.get("gpus", 0)), gpu_type=str(d.get("gpu_type", "")),
-                cpu_milli=int(d.get("cpu_milli", 0)), memory_mib=int(d.get("memory_mib", 0)),
-                rack=str(d.get("rack", "rack-0")), spine=str(d.get("spine", "spine-0")),
-                islands=tuple(d.get("islands") or ()), labels=tuple(sorted((d.get("labels") or {}).items())),
-                healthy=self.node_ready(name) and name not in self.unreachable, schedulable=name not in self.cordons,
-            )
-        except (ValueError, TypeError):
+            node = decode.node(name, rec.doc)
+        except decode.Malformed:
             return None
+        return replace(node, healthy=self.node_ready(name) and name not in self.unreachable,
+                       schedulable=name not in self.cordons and self.alloc_ok(name))
+
+    def alloc_ok(self, node: str) -> bool:
+        """The node's alloc record decodes (or is absent): binds may add to it."""
+        return keys.alloc_key(node) not in self.invalid if node in self.alloc else True
 
     def phase(self, job: str) -> str:
         st = self.status.get(job)
@@ -259,27 +345,29 @@ class ClusterView:
 
     def job_model(self, job: str) -> Job | None:
         """The core's job, or None when the job is gone, cancelled or finished."""
-        entry = self.jobs.get(job)
+        entry = self.jobs.get(job)  # only specs that passed check_stored_job
         if entry is None or self.phase(job) in TERMINAL:
             return None
         if entry.doc.get("cancelled") and job not in self.bindings:
             return None
-        try:
-            return to_model(entry.doc)
-        except (KeyError, TypeError, ValueError):
-            return None
+        return to_model(entry.doc)
+
+    def job_problem(self, job: str) -> str | None:
+        """Why ``/registry/jobs/<job>`` is not a job, or None (a job, or no key)."""
+        return self.invalid.get(keys.JOBS + job)
 
     def task_statuses(self, job: str, revision: int) -> dict[str, dict[str, Any]]:
         """Task statuses written for the placement with assignment ``revision``."""
         out = {}
-        for task, entry in self.tasks.get(job, {}).items():
-            if int(entry.doc.get("assignment_revision", 0)) == revision:
+        for task, entry in self.tasks.get(job, {}).items():  # every one passed decode.task_status
+            if entry.doc.get("assignment_revision", 0) == revision:
                 out[task] = entry.doc
         return out
 
     def alloc_jobs(self, node: str) -> dict[str, Any]:
+        """What the node's alloc record holds; raises ``decode.Malformed`` when it does not decode."""
         entry = self.alloc.get(node)
-        return dict(entry.doc.get("jobs", {})) if entry is not None and isinstance(entry.doc, dict) else {}
+        return decode.alloc_jobs(entry.doc) if entry is not None else {}
 
     def alloc_revision(self, node: str) -> int:
         entry = self.alloc.get(node)
@@ -302,6 +390,7 @@ class CoreFeed:
         self.nodes: dict[str, Node] = {}
         self.jobs: dict[str, tuple[Job, Placement | None, bool]] = {}  # job, placement, confirmed
         self.tenants: dict[str, Tenant] = {}
+        self.unfit: dict[str, str] = {}  # job -> why the core cannot hold its stored placement
 
     def assumed(self, job: str, placement: Placement) -> None:
         j = self.jobs[job]
@@ -325,25 +414,33 @@ class CoreFeed:
         return [NodeAdded(new, stimulus_id=sid) if old is None else NodeUpdated(new, stimulus_id=sid)]
 
     def sync_tenant(self, view: ClusterView, name: str) -> list[Event]:
-        entry = view.tenants.get(name)
+        entry = view.tenants.get(name)  # only records that passed decode.tenant
         sid = f"tenant:{name}@{view.revision}"
         if entry is None:
             if self.tenants.pop(name, None) is None:
                 return []
             return [TenantDeleted(name, stimulus_id=sid)]
-        try:
-            t = Tenant(entry.doc["name"], int(entry.doc["nominal_gpus"]), entry.doc.get("borrow_limit_gpus"))
-        except (KeyError, TypeError, ValueError):
-            return []
+        t = decode.tenant(name, entry.doc)
         if self.tenants.get(name) == t:
             return []
         self.tenants[name] = t
         return [TenantUpdated(t, stimulus_id=sid)]
 
-    def sync_job(self, view: ClusterView, name: str, now_s: float) -> list[Event]:
+    def sync_job(self, view: ClusterView, name: str, now_s: float,
+                 fits: Callable[[Job, Placement], str] | None = None) -> list[Event]:
+        """``fits(job, placement)`` says why the core cannot hold a stored placement ("" when it
+        can): such a binding is not given to the core (``unfit`` keeps why, for the daemon to
+        release the run) -- the core asserts that what it is told fits."""
         job = view.job_model(name)
         b = view.bindings.get(name)
-        placement = b.placement() if b is not None and job is not None else None
+        placement = b.placement() if b is not None and job is not None and not b.problem else None
+        self.unfit.pop(name, None)
+        held = self.jobs.get(name)
+        if job is not None and placement is not None and fits is not None and (held is None or placement != held[1]):
+            why = fits(job, placement)
+            if why:
+                self.unfit[name] = why
+                placement = None
         old = self.jobs.get(name)
         sid = f"job:{name}@{view.revision}"
         if job is None:

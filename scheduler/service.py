@@ -35,7 +35,7 @@ from prometheus_client import generate_latest
 
 from kvraft.client import Client, ClientError, Compare, TLSConfig
 from kvraft.client.observe import configure_logging, metrics_response
-from scheduler import keys
+from scheduler import decode, keys
 from scheduler.binder import Binder
 from scheduler.cycle import Scheduler
 from scheduler.informer import Informer
@@ -217,10 +217,7 @@ class SchedulerDaemon:
             events += feed.sync_node(view, n)
         for t in sorted(tenants):
             events += feed.sync_tenant(view, t)
-        for j in sorted(jobs):
-            events += feed.sync_job(view, j, now)
-        if events:
-            core.handle(*events)
+        self._feed_jobs(sorted(jobs), now, events)
         changed = False
         updates: dict[str, dict[str, Any]] = {}
         for j in sorted(jobs):
@@ -230,11 +227,7 @@ class SchedulerDaemon:
         for j in sorted(jobs):
             await self._collect(j, now)
         if changed:  # releases were applied to the view; feed them before the pass
-            more = []
-            for j in sorted(jobs):
-                more += feed.sync_job(view, j, now)
-            if more:
-                core.handle(*more)
+            self._feed_jobs(sorted(jobs), now, [])
         if self._fresh_suspects:  # nodes suspected by the lifecycle: NotReady for this pass
             fresh, self._fresh_suspects = sorted(self._fresh_suspects), set()
             more = [ev for n in fresh for ev in feed.sync_node(view, n)]
@@ -257,10 +250,7 @@ class SchedulerDaemon:
                     feed.bind_failed(o.job)
                     core.handle(BindFailed(o.job, now, stimulus_id=f"bind-failed:{o.job}"))
             # the bindings are in the view (put_local); confirm them to the core now
-            for j in [o.job for o in outcomes if o.ok]:
-                ev = feed.sync_job(view, j, now)
-                if ev:
-                    core.handle(*ev)
+            self._feed_jobs([o.job for o in outcomes if o.ok], now, [])
             view.dirty_jobs -= {o.job for o in outcomes if o.ok}
             log.info("bound", extra={"fields": {"jobs": [o.job for o in outcomes if o.ok],
                                                 "failed": [o.job for o in outcomes if not o.ok],
@@ -279,6 +269,25 @@ class SchedulerDaemon:
                 self.preemptions += 1
                 self._timers[p.victim_id] = time.time() + grace
         await self._write_pending(now)
+
+    def _feed_jobs(self, jobs: list[str], now: float, events: list[Any]) -> None:
+        """Tell the core ``events`` and what changed of ``jobs``, in one batch. A stored placement
+        the core does not hold yet is first checked against its state (told everything before
+        it): one it cannot hold (a node it does not know, GPUs another job holds: anyone may
+        write a binding) is not given to it, and the lifecycle releases that run."""
+        core = self.core
+        assert core is not None
+
+        def fits(job: Any, placement: Any) -> str:
+            if events:
+                core.handle(*events)
+                events.clear()
+            return core.state.placement_problem(job, placement)
+
+        for j in jobs:
+            events += self.feed.sync_job(self.view, j, now, fits=fits)
+        if events:
+            core.handle(*events)
 
     def _observe_bind(self, latency_s: float) -> None:
         self.bind_sum_s += latency_s
@@ -313,6 +322,16 @@ class SchedulerDaemon:
             if (old.get("phase"), old.get("reason"), old.get("message")) == ("Pending", code, message):
                 continue
             docs[job_id] = dict(old, phase="Pending", reason=code, plugin=plugin, message=message)
+        # job keys whose value is not a job: the reason names the key (a fixed spec is a job again)
+        for key, why in view.invalid.items():
+            job_id = key[len(keys.JOBS):]
+            if not key.startswith(keys.JOBS) or job_id in view.bindings or view.phase(job_id) in TERMINAL:
+                continue
+            by_reason["InvalidSpec"] += 1
+            message = f"{key}: {why}"
+            old = self._status(job_id)
+            if (old.get("phase"), old.get("reason"), old.get("message")) != ("Pending", "InvalidSpec", message):
+                docs[job_id] = dict(old, phase="Pending", reason="InvalidSpec", plugin="daemon", message=message)
         self.pending_by_reason = by_reason
         # jobs cancelled before they ever ran
         for job_id, entry in view.jobs.items():
@@ -333,6 +352,14 @@ class SchedulerDaemon:
         spec: dict[str, Any] = entry.doc if entry is not None else {}
         st = self._status(job)
         placement = list(st.get("placement") or [])
+        broken = b.problem or self.feed.unfit.get(job)
+        if entry is None and view.job_problem(job) is not None:
+            why = f"{keys.job_key(job)}: {view.job_problem(job)}"
+            doc = dict(st, phase="Failed", reason="InvalidSpec", message=why, finished_at=now)
+            return await self._release(b, doc, [("Failed", why)], False, "invalid")
+        if broken:
+            return await self._restart_or_fail(b, spec, st, "InvalidBinding", f"{keys.binding_key(job)}: {broken}",
+                                               "Failed")
         if b.evicting_until is not None:
             if now < b.evicting_until:
                 self._timers[job] = b.evicting_until
@@ -386,14 +413,14 @@ class SchedulerDaemon:
         now = time.monotonic()
         for n in b.nodes():
             hb = self.view.heartbeats.get(n)
-            if n in reported or hb is None or not isinstance(hb.doc, dict):
+            if n in reported or hb is None:
                 continue
             try:
-                ttl = float(hb.doc.get("ttl_s") or 10.0)
-                renew = float(hb.doc.get("renew_interval_s") or ttl / 3)
-                lease_id = int(hb.doc.get("lease_id") or 0)
-            except (TypeError, ValueError):
+                lease = decode.heartbeat(hb.doc)
+            except decode.Malformed as exc:
+                log.warning("heartbeat not probed", extra={"fields": {"key": keys.lease_key(n), "why": str(exc)}})
                 continue
+            ttl, renew, lease_id = lease.ttl_s, lease.renew_interval_s, lease.lease_id
             if self.suspects.suspect(n, lease_id=lease_id, heartbeat_revision=hb.create_revision, ttl_s=ttl,
                                      renew_interval_s=renew, now=now, reason=f"no task of {b.job} reported its end"):
                 self.view.unreachable.add(n)
@@ -432,9 +459,12 @@ class SchedulerDaemon:
     async def _collect(self, job: str, now: float) -> None:
         """Delete a finished job's keys once its TTL after finishing is over (scheduler.job_gc)."""
         entry, st = self.view.jobs.get(job), self.view.status.get(job)
+        spec = entry.doc if entry is not None else {}
+        if entry is None:  # a spec that does not decode is collected with the daemon's TTL
+            entry = self.view.invalid_jobs.get(job)
         if entry is None or st is None or job in self.view.bindings or not isinstance(st.doc, dict):
             return
-        due = due_at(entry.doc, st.doc, self.config.ttl_seconds_after_finished)
+        due = due_at(spec, st.doc, self.config.ttl_seconds_after_finished)
         if due is None:
             return
         if now < due:
@@ -466,7 +496,9 @@ class SchedulerDaemon:
         return await self._release(b, doc, [(event, message)], False, "failed")
 
     async def _release(self, b: Any, doc: dict[str, Any], events: list[tuple[str, str]], clear: bool, kind: str) -> bool:
-        ok = await self.binder.release(b, doc, events, clear_task_status=clear)
+        # a binding with rows that did not decode: the nodes whose alloc record holds the job too
+        extra = [n for n in self.view.alloc if n not in b.nodes() and _holds(self.view, n, b.job)] if b.problem else []
+        ok = await self.binder.release(b, doc, events, clear_task_status=clear, extra_nodes=extra)
         if ok:
             self.releases[kind] += 1
             log.info("released", extra={"fields": {"job": b.job, "kind": kind, "reason": doc.get("reason"),
@@ -484,6 +516,13 @@ class SchedulerDaemon:
     def metrics_text(self) -> str:
         """The Prometheus text ``/metrics`` serves (``scheduler.metrics``)."""
         return generate_latest(self.metrics.registry).decode()
+
+
+def _holds(view: ClusterView, node: str, job: str) -> bool:
+    try:
+        return job in view.alloc_jobs(node)
+    except decode.Malformed:
+        return False
 
 
 def _last_line(log_tail: Any, limit: int = 300) -> str:

@@ -223,6 +223,40 @@ class ClusterState:
 
     # --- assume / release -------------------------------------------------------------------
 
+    def placement_problem(self, job: Job, placement: Placement) -> str:
+        """Why ``allocate`` would refuse ``placement`` for ``job``, or "": a placement read from the
+        store (anyone may write it) must fit the cluster as known before the core is told of it.
+        What the job itself holds now counts as free (a binding that moved it)."""
+        if sorted(t.task for t in placement.tasks) != list(range(job.tasks)):
+            return f"task indices {sorted(t.task for t in placement.tasks)} for a gang of {job.tasks}"
+        own = self.jobs.get(job.job_id)
+        held = own if own is not None and own.phase is Phase.RUNNING else None
+        held_tasks = held.placement.tasks if held is not None and held.placement is not None else ()
+        for node_name, gpus in placement.gpus_by_node().items():
+            node = self.nodes.get(node_name)
+            if node is None:
+                return f"node {node_name} is not a known node"
+            tasks_here = [t for t in placement.tasks if t.node == node_name]
+            if any(len(t.gpus) != job.gpus_per_task for t in tasks_here) or len(set(gpus)) != len(gpus):
+                return f"GPUs {list(gpus)} of {node_name} are not {len(tasks_here)} x {job.gpus_per_task} distinct GPUs"
+            free, cpu, mem = node.free_mask, node.free_cpu, node.free_mem
+            if held is not None and node_name in held.by_node:
+                mine = sum(1 for t in held_tasks if t.node == node_name)
+                for gpu in held.by_node[node_name]:
+                    free |= 1 << gpu
+                cpu += mine * held.job.cpu_milli_per_task
+                mem += mine * held.job.memory_mib_per_task
+            mask = 0
+            for gpu in gpus:
+                mask |= 1 << gpu
+            if mask & node.full_mask != mask:
+                return f"GPUs {list(gpus)} of {node_name}: it has {node.node.gpus}"
+            if mask & free != mask:
+                return f"GPUs {list(gpus)} of {node_name} are held by another job"
+            if len(tasks_here) * job.cpu_milli_per_task > cpu or len(tasks_here) * job.memory_mib_per_task > mem:
+                return f"{node_name} has not the CPU or memory left for {len(tasks_here)} task(s)"
+        return ""
+
     def allocate(self, job_id: str, placement: Placement, at_s: float) -> None:
         """Take the placement's resources (an assumed binding). Asserts nothing is taken twice."""
         info = self.jobs[job_id]

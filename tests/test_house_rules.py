@@ -42,6 +42,7 @@ PURE = [
     "scheduler/sim/accuracy.py",
     "scheduler/sim/frontier.py",
     "scheduler/suspects.py",
+    "scheduler/decode.py",
     "agent/reconcile.py",
     "agent/collective/fusion.py",
     "agent/collective/schedule.py",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from scheduler.dashboard import model
 from scheduler.informer_view import ClusterView
+from scheduler.jobs import normalize_job
 
 
 @dataclass
@@ -31,8 +32,9 @@ def node(name: str, rack: str, gpus: int = 4, gpu_ok: bool = True) -> dict[str, 
 
 
 def spec(name: str, tenant: str, gpus: int, replicas: int = 1, at: float = 1.0) -> dict[str, object]:
-    return {"name": name, "tenant": tenant, "priority": 0, "submitted_at": at,
-            "tasks": [{"name": "w", "replicas": replicas, "command": ["sleep", "1"], "resources": {"gpus": gpus}}]}
+    """A job as jobctl submit stores it (the view skips a spec that is not in the stored form)."""
+    return normalize_job({"name": name, "tenant": tenant, "priority": 0, "tasks": [
+        {"name": "w", "replicas": replicas, "command": ["sleep", "1"], "resources": {"gpus": gpus}}]}, submitted_at=at)
 
 
 def cluster() -> ClusterView:

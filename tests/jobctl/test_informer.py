@@ -4,14 +4,22 @@ compaction (deletions missed meanwhile are seen), and the view's translation to 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from kvraft.client import WatchCompactedError
+from scheduler import decode
 from scheduler.informer import Informer
 from scheduler.informer_view import ClusterView, CoreFeed
-from scheduler.model import JobAdded, JobBound, JobEvicted, NodeAdded, NodeUpdated
+from scheduler.model import JobAdded, JobBound, JobEvicted, NodeAdded, NodeUpdated, Tenant
+from scheduler.profiles import profile
+from scheduler.testing import cluster, make_node
 
 
 @dataclass
@@ -154,3 +162,218 @@ def test_view_feeds_the_core_once_per_fact() -> None:
     assert "j" in jobs
     evs = feed.sync_node(view, "n1")
     assert [type(e) for e in evs] == [NodeUpdated] and not evs[0].node.healthy
+
+
+# --- malformed keys and values: skipped, named, and nothing else affected ---------------------
+
+SPEC = {"kind": "Job", "name": "j", "tenant": "t", "priority": 0, "tasks": [
+    {"name": "w", "replicas": 1, "image": "host", "command": ["x"], "env": {}, "workdir": "",
+     "resources": {"gpus": 2, "gpu_type": None, "cpu_milli": 0, "memory_mib": 0, "rdma": False}}]}
+
+
+def _raw(key: bytes, value: bytes, rev: int = 1) -> Ev:
+    return Ev("PUT", KV(key, value, rev, rev))
+
+
+def test_a_key_that_is_not_utf8_is_skipped_in_a_list_and_a_watch() -> None:
+    """Was UnicodeDecodeError out of the sink, which ended the informer's task (it catches
+    client errors only): the scheduler's view never changed again."""
+    view = ClusterView()
+    good = KV(b"/registry/nodes/n1", json.dumps(node("n1")).encode(), 1, 1)
+    view.replace([KV(b"/registry/nodes/\xff", b"{}", 2, 2), good], 2)
+    assert set(view.nodes) == {"n1"}
+    view.apply([_raw(b"/registry/jobs/\xfe\xff", b"{}", 3), _raw(b"/registry/leases/n1", b"{}", 4)], 4)
+    assert view.node_ready("n1") and view.jobs == {}
+
+
+@pytest.mark.parametrize("doc", [
+    {"job": "j", "tasks": [{"task": "w-0", "node": "n1", "gpus": [0], "index": 0}], "bound_at": "yesterday"},
+    {"job": "j", "tasks": 5, "bound_at": 1.0},
+    {"job": "j", "tasks": ["w-0@n1"], "bound_at": 1.0},
+    {"job": "j", "tasks": [{"task": "w-0", "node": "../n1", "gpus": [0], "index": 0}], "bound_at": 1.0},
+    {"job": "j", "tasks": [{"task": "w-0", "node": "n1", "gpus": [0.5], "index": 0}], "bound_at": 1.0},
+    {"job": "j", "tasks": [{"task": "w-0", "node": "n1", "gpus": [0], "index": 0}], "bound_at": 1.0,
+     "evicting_until": "soon"},
+    ["not", "a", "binding"],
+], ids=["bound-at-text", "tasks-int", "tasks-text", "node-dotdot", "gpu-float", "evicting-text", "a-list"])
+def test_a_binding_that_does_not_decode_is_kept_broken_not_raised(doc: object) -> None:
+    """Was ValueError/TypeError/KeyError out of the sink (float('yesterday'), t['node'] of a
+    string): the informer's task ended. The binding holds GPUs, so it is kept with its problem
+    for the daemon to release, and the core is not given its placement."""
+    view = ClusterView()
+    c = FakeClient()
+    view.apply([c.put("/registry/jobs/j", SPEC), c.put("/registry/bindings/j", doc)], c.rev)
+    b = view.bindings["j"]
+    assert b.problem and "/registry/bindings/j" in view.invalid
+    feed = CoreFeed()
+    assert [type(e) for e in feed.sync_job(view, "j", 0.0)] == [JobAdded]
+    assert feed.jobs["j"][1] is None  # the core holds no placement of a broken binding
+
+
+def test_a_job_key_whose_spec_names_another_job_is_not_that_job() -> None:
+    """Was: /registry/jobs/a holding the spec of 'b' gave the core job 'b' from key 'a' (two
+    keys feeding one job; the binder then read view.jobs['b'])."""
+    view = ClusterView()
+    c = FakeClient()
+    view.apply([c.put("/registry/jobs/a", SPEC)], c.rev)
+    assert view.job_model("a") is None
+    assert view.job_problem("a") == "name: 'j' is not the key's name 'a'"
+    assert CoreFeed().sync_job(view, "a", 0.0) == []
+    view.apply([c.put("/registry/jobs/a", dict(SPEC, name="a"))], c.rev)  # fixed: a job again
+    assert view.job_model("a") is not None and view.job_problem("a") is None
+
+
+@pytest.mark.parametrize("patch", [{"labels": ["rack=r1"]}, {"gpus": 1e999}, {"islands": [8.0]},
+                                   {"gpus": 10 ** 12}, {"labels": {"rack": 1}}, {"rack": None}],
+                         ids=["labels-list", "gpus-inf", "islands-float", "gpus-huge", "label-int", "rack-null"])
+def test_a_node_record_that_does_not_decode_is_no_node(patch: dict[str, object]) -> None:
+    """Was AttributeError (labels.items), OverflowError (int(inf)) out of node_model, which
+    raised in every pass; islands [8.0] made a Node whose island masks raise in the core
+    (1 << 8.0); 10**12 GPUs a mask of 10**12 bits."""
+    view = ClusterView()
+    c = FakeClient()
+    view.apply([c.put("/registry/nodes/n1", dict(node("n1"), **patch)), c.put("/registry/leases/n1", {}),
+                c.put("/registry/nodes/n2", node("n2")), c.put("/registry/leases/n2", {})], c.rev)
+    assert view.node_model("n1") is None and "/registry/nodes/n1" in view.invalid
+    assert view.node_model("n2") is not None
+    feed = CoreFeed()
+    assert [e.node.name for e in feed.sync_node(view, "n2")] == ["n2"] and feed.sync_node(view, "n1") == []
+
+
+def test_task_statuses_and_job_statuses_that_do_not_decode() -> None:
+    """Was ValueError (int('x')) in task_statuses and int(st['restarts']) in the lifecycle:
+    the pass raised, the core was rebuilt, forever."""
+    view = ClusterView()
+    c = FakeClient()
+    view.apply([c.put("/registry/tasks/j/w-0/status", {"assignment_revision": "x", "phase": "Failed"}),
+                c.put("/registry/tasks/j/w-1/status", {"assignment_revision": 7, "phase": "Running"}),
+                c.put("/registry/tasks/j/w-2/status", {"assignment_revision": 7, "phase": "Failed", "node": [1]}),
+                c.put("/registry/jobstatus/j", {"phase": "Running", "restarts": "many", "placement": 3,
+                                                "finished_at": float("nan")})], c.rev)
+    assert list(view.task_statuses("j", 7)) == ["w-1"]
+    st = view.status["j"].doc
+    assert (st["restarts"], st["placement"], "finished_at" in st) == (0, [], False)
+    assert view.phase("j") == "Running"
+
+
+def test_an_alloc_record_that_does_not_decode_makes_its_node_unschedulable() -> None:
+    view = ClusterView()
+    c = FakeClient()
+    view.apply([c.put("/registry/nodes/n1", node("n1")), c.put("/registry/leases/n1", {}),
+                c.put("/registry/alloc/n1", {"jobs": [1, 2]})], c.rev)
+    m = view.node_model("n1")
+    assert m is not None and m.healthy and not m.schedulable
+    with pytest.raises(decode.Malformed):
+        view.alloc_jobs("n1")
+    view.apply([c.put("/registry/alloc/n1", {"jobs": {}})], c.rev)
+    m = view.node_model("n1")
+    assert m is not None and m.schedulable
+
+
+def test_a_tenant_key_whose_record_names_another_tenant() -> None:
+    """Was TenantUpdated('b') from key 'a': key a's record overwrote tenant b's quota."""
+    view = ClusterView()
+    c = FakeClient()
+    feed = CoreFeed()
+    view.apply([c.put("/registry/tenants/b", {"kind": "Tenant", "name": "b", "nominal_gpus": 8})], c.rev)
+    assert [e.tenant for e in feed.sync_tenant(view, "b")] == [Tenant("b", 8)]
+    view.apply([c.put("/registry/tenants/a", {"kind": "Tenant", "name": "b", "nominal_gpus": 0}),
+                c.put("/registry/tenants/c", {"kind": "Tenant", "name": "c", "nominal_gpus": "8"})], c.rev)
+    assert feed.sync_tenant(view, "a") == [] and feed.sync_tenant(view, "c") == []
+    assert feed.tenants == {"b": Tenant("b", 8)}
+
+
+def test_a_stored_placement_the_core_cannot_hold_is_withheld() -> None:
+    """Was: the core's allocate asserted (GPUs not free, unknown node: KeyError) on a binding
+    anyone wrote, in every pass after the rebuild that the failure caused."""
+    sched = cluster([make_node("n1").gpus(8).obj()]).scheduler(profile("default"))
+    view = ClusterView()
+    c = FakeClient()
+    other = dict(SPEC, name="k")
+    row = {"task": "w-0", "node": "n1", "rack": "rack-0", "gpus": [0, 1], "index": 0}
+    view.apply([c.put("/registry/jobs/j", SPEC), c.put("/registry/jobs/k", other),
+                c.put("/registry/bindings/j", {"job": "j", "tasks": [row], "bound_at": 1.0}),
+                c.put("/registry/bindings/k", {"job": "k", "tasks": [dict(row, task="w-0")], "bound_at": 1.0})], c.rev)
+    feed = CoreFeed()
+    for name in ("j", "k"):
+        sched.handle(*feed.sync_job(view, name, 0.0, fits=sched.state.placement_problem))
+    assert feed.unfit == {"k": "GPUs [0, 1] of n1 are held by another job"}
+    assert sched.state.jobs["j"].placement is not None and sched.state.jobs["k"].placement is None
+    ghost = {"job": "k", "tasks": [dict(row, node="ghost")], "bound_at": 1.0}
+    view.apply([c.put("/registry/bindings/k", ghost)], c.rev)
+    sched.handle(*feed.sync_job(view, "k", 0.0, fits=sched.state.placement_problem))
+    assert feed.unfit == {"k": "node ghost is not a known node"}
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+                         st.sampled_from(["name", "gpus", "tasks", "node", "task", "index", "jobs", "labels", "islands",
+                                          "bound_at", "phase", "assignment_revision", "nominal_gpus", "ttl_s",
+                                          "lease_id", "restarts", "placement", "x"]) | st.text(max_size=4),
+                         inner, max_size=5), max_leaves=25)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_JSON)
+def test_every_decoder_returns_a_value_or_raises_malformed(doc: object) -> None:
+    for fn in (lambda d: decode.node("n1", d), decode.alloc_jobs, decode.task_status,
+               lambda d: decode.tenant("t", d), decode.heartbeat):
+        with contextlib.suppress(decode.Malformed):
+            fn(doc)
+    rows, bound_at, evicting, problem = decode.binding(doc)
+    assert isinstance(problem, str) and isinstance(bound_at, float)
+    decode.job_status(doc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["/registry/nodes/n1", "/registry/leases/n1", "/registry/jobs/j", "/registry/bindings/j",
+                        "/registry/alloc/n1", "/registry/jobstatus/j", "/registry/tasks/j/w-0/status",
+                        "/registry/tenants/t", "/registry/cordons/n1", "/registry/priorityclasses/p",
+                        "/registry/nodes/..", "/registry/tasks/j//status"]),
+       st.one_of(_JSON.map(lambda d: json.dumps(d).encode()), st.binary(max_size=20)))
+def test_the_view_and_the_feed_take_any_value(key: str, value: bytes) -> None:
+    """Whatever is put under any prefix: the sink does not raise, nor does feeding the core."""
+    sched = cluster([make_node("n1").gpus(8).obj()]).scheduler(profile("default"))
+    view = ClusterView()
+    c = FakeClient()
+    view.apply([c.put("/registry/nodes/n1", node("n1")), c.put("/registry/leases/n1", {}),
+                c.put("/registry/jobs/j", SPEC)], c.rev)
+    view.apply([_raw(key.encode(), value, c.rev + 1)], c.rev + 1)
+    feed = CoreFeed()
+    nodes, jobs, tenants = view.take_dirty()
+    for n in sorted(nodes):
+        sched.handle(*feed.sync_node(view, n))
+    for t in sorted(tenants):
+        sched.handle(*feed.sync_tenant(view, t))
+    for j in sorted(jobs):
+        sched.handle(*feed.sync_job(view, j, 0.0, fits=sched.state.placement_problem))
+        view.task_statuses(j, 1)
+    sched.schedule(0.0)
+
+
+async def test_a_sink_that_raises_does_not_end_the_informer() -> None:
+    """Was: any exception but a client error out of the sink ended ``run()``; the daemon's
+    view then never changed again while the daemon went on acting on it."""
+    c = FakeClient()
+    c.put("/registry/nodes/n1", node("n1"))
+    c.streams += [[], []]
+
+    class Flaky(ClusterView):
+        calls = 0
+
+        def replace(self, kvs: Any, revision: int) -> None:
+            Flaky.calls += 1
+            if Flaky.calls == 1:
+                raise RuntimeError("a bug in the sink")
+            super().replace(kvs, revision)
+
+    view = Flaky()
+    inf = Informer(c, "/registry/", view, backoff_initial_s=0.01)
+    task = asyncio.get_running_loop().create_task(inf.run())
+    for _ in range(200):
+        if "n1" in view.nodes:
+            break
+        await asyncio.sleep(0.01)
+    assert not task.done(), task
+    task.cancel()
+    assert "n1" in view.nodes and inf.errors == 1

@@ -133,7 +133,7 @@ def no_double_allocation(eps: list[str]) -> None:
     alloc: dict[str, dict[str, Any]] = {}
     bindings: dict[str, dict[str, Any]] = {}
     for kv in resp.kvs:
-        k = kv.key.decode()
+        k = kv.key.decode(errors="replace")  # a test may have written a key that is not UTF-8
         if k.startswith("/registry/alloc/"):
             alloc[k.rsplit("/", 1)[1]] = json.loads(kv.value)["jobs"]
         elif k.startswith("/registry/bindings/"):

@@ -1,0 +1,167 @@
+"""What anyone may write under /registry/ cannot crash, wedge or mislead the daemon: the
+daemon's own pass (``SchedulerDaemon.step``) on a real one-member kvraft, in this process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import FAST_FLAGS, no_double_allocation
+
+from kvraft.client import Client
+from kvraft.server.local import LocalCluster
+from scheduler.jobs import normalize_job
+from scheduler.service import SchedulerDaemon
+from scheduler.service_config import SchedulerConfig
+
+
+@pytest.fixture(scope="module")
+def one_member(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    cluster = LocalCluster(1, tmp_path_factory.mktemp("kv"), extra_args=FAST_FLAGS)
+    try:
+        cluster.start(timeout_s=120)
+        yield [m.client_url for m in cluster.members.values()]
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+async def daemon(one_member: list[str]) -> AsyncIterator[SchedulerDaemon]:
+    client = Client(one_member, request_timeout_s=10.0)
+    await client.open()
+    await client.delete("/registry/", prefix=True)
+    d = SchedulerDaemon(SchedulerConfig(name="t", election=False, endpoints=one_member), client)
+    try:
+        yield d
+    finally:
+        await client.close()
+
+
+def spec(name: str, gpus: int = 8, replicas: int = 1, **extra: Any) -> dict[str, Any]:
+    doc = {"name": name, "tasks": [{"name": "w", "replicas": replicas, "command": "sleep 1",
+                                    "resources": {"gpus": gpus}}], **extra}
+    return normalize_job(doc, submitted_at=1.0)
+
+
+async def put(d: SchedulerDaemon, key: str | bytes, doc: Any) -> None:
+    await d.client.put(key, doc if isinstance(doc, bytes) else json.dumps(doc).encode())
+
+
+async def nodes(d: SchedulerDaemon, *names: str) -> None:
+    for n in names:
+        await put(d, f"/registry/nodes/{n}", {"name": n, "gpus": 8, "gpu_type": "A100", "cpu_milli": 64000,
+                                             "memory_mib": 512000, "rack": "r0", "healthy": True})
+        await put(d, f"/registry/leases/{n}", {"holder": n, "lease_id": 1, "ttl_s": 40, "renew_interval_s": 10})
+
+
+async def steps(d: SchedulerDaemon, n: int = 3) -> None:
+    """List (the informer's first step), become 'leader', and run ``n`` passes; a pass that
+    raises fails the test (the daemon would log it, rebuild the core and fail again)."""
+    await d.informer.list_once()
+    if d.core is None:
+        d._rebuild()
+    for _ in range(n):
+        await d.informer.list_once()
+        await d.step()
+
+
+async def doc(d: SchedulerDaemon, key: str) -> Any:
+    resp = await d.client.get(key)
+    return json.loads(resp.kvs[0].value) if resp.kvs else None
+
+
+def eps(d: SchedulerDaemon) -> list[str]:
+    return list(d.config.endpoints)
+
+
+async def test_malformed_jobs_wait_with_their_reason_and_the_queue_goes_on(daemon: SchedulerDaemon) -> None:
+    """A job stored with replicas 2.0 (what jobctl submit let through) made every pass raise
+    TypeError in the binder (range(2.0)); the daemon rebuilt its core and failed again, and
+    no job was ever bound. A spec under another job's key fed that other job."""
+    d = daemon
+    await nodes(d, "n1", "n2")
+    await put(d, "/registry/jobs/a-float", dict(spec("a-float", replicas=1), tasks=[
+        dict(spec("x")["tasks"][0], replicas=2.0)]))
+    await put(d, "/registry/jobs/b-text", b"{not json")
+    await put(d, "/registry/jobs/c-other", spec("d-good"))  # names another job
+    await put(d, b"/registry/jobs/\xff\xfe", spec("e"))  # not UTF-8
+    await put(d, "/registry/jobs/d-good", spec("d-good"))
+    await put(d, "/registry/jobstatus/d-good", {"phase": "Pending", "restarts": "many", "placement": 7})
+    await steps(d)
+    assert (await doc(d, "/registry/bindings/d-good")) is not None
+    for name in ("a-float", "b-text", "c-other"):
+        st = await doc(d, f"/registry/jobstatus/{name}")
+        assert (st["phase"], st["reason"]) == ("Pending", "InvalidSpec"), st
+        assert st["message"].startswith(f"/registry/jobs/{name}: "), st
+    assert "tasks[0].replicas: must be integer, not float 2.0" in (await doc(d, "/registry/jobstatus/a-float"))["message"]
+    assert "'d-good' is not the key's name 'c-other'" in (await doc(d, "/registry/jobstatus/c-other"))["message"]
+    assert (await doc(d, "/registry/jobstatus/d-good"))["restarts"] == 0
+    no_double_allocation(eps(d))
+
+
+async def test_a_running_jobs_spec_overwritten_fails_its_run_and_no_gpu_is_given_twice(daemon: SchedulerDaemon) -> None:
+    """A bound job whose spec stopped decoding was JobFinished for the core (its GPUs free) while
+    its binding and alloc record stayed: the next pass bound the waiting job on the same GPUs."""
+    d = daemon
+    await nodes(d, "n1")
+    await put(d, "/registry/jobs/first", spec("first"))
+    await steps(d, 1)
+    assert (await doc(d, "/registry/bindings/first")) is not None
+    await put(d, "/registry/jobs/second", spec("second"))
+    await put(d, "/registry/jobs/first", dict(spec("first"), max_run_s="forever"))
+    await steps(d, 3)
+    no_double_allocation(eps(d))
+    st = await doc(d, "/registry/jobstatus/first")
+    assert (st["phase"], st["reason"]) == ("Failed", "InvalidSpec"), st
+    assert "max_run_s: must be number or null" in st["message"]
+    assert (await doc(d, "/registry/bindings/second")) is not None  # the GPUs were released first
+
+
+async def test_forged_bindings_are_released_not_fed_to_the_core(daemon: SchedulerDaemon) -> None:
+    """A binding that does not decode (bound_at text), one on GPUs another job holds and one on
+    GPUs the node does not have: the core asserted on them (or the sink raised) in every pass."""
+    d = daemon
+    await nodes(d, "n1", "n2")
+    await put(d, "/registry/jobs/held", spec("held"))
+    await steps(d, 1)
+    held = await doc(d, "/registry/bindings/held")
+    node = held["tasks"][0]["node"]
+    other = "n2" if node == "n1" else "n1"
+    row = {"task": "w-0", "node": node, "rack": "r0", "gpus": list(range(8)), "index": 0}
+    for name, binding in (("twice", {"job": "twice", "tasks": [row], "bound_at": 1.0}),
+                          ("text", {"job": "text", "tasks": [dict(row, node=other)], "bound_at": "noon"}),
+                          ("nine", {"job": "nine", "tasks": [dict(row, node=other, gpus=list(range(1, 9)))],
+                                    "bound_at": 1.0})):
+        await put(d, f"/registry/jobs/{name}", spec(name))
+        await put(d, f"/registry/bindings/{name}", binding)
+    await steps(d, 4)
+    no_double_allocation(eps(d))
+    want = {"twice": f"GPUs [0, 1, 2, 3, 4, 5, 6, 7] of {node} are held by another job",
+            "text": "bound_at: must be a finite number, not 'noon'",
+            "nine": f"GPUs [1, 2, 3, 4, 5, 6, 7, 8] of {other}: it has 8"}
+    for name, why in want.items():
+        st = await doc(d, f"/registry/jobstatus/{name}")
+        assert (st["phase"], st["reason"], st["message"]) == (
+            "Failed", "InvalidBinding", f"/registry/bindings/{name}: {why}"), st
+        assert (await doc(d, f"/registry/bindings/{name}")) is None
+    assert (await doc(d, "/registry/bindings/held")) == held  # untouched
+    assert d.releases["failed"] == 3
+    d._rebuild()  # a new leader: every stored placement is checked against a core that knows the nodes
+    await steps(d, 2)
+    assert (await doc(d, "/registry/bindings/held")) == held and d.releases["failed"] == 3
+    assert (await doc(d, "/registry/jobstatus/held"))["phase"] == "Running"
+
+
+async def test_a_broken_alloc_record_keeps_binds_off_its_node(daemon: SchedulerDaemon, tmp_path: Path) -> None:
+    d = daemon
+    await nodes(d, "n1", "n2")
+    await put(d, "/registry/alloc/n1", {"jobs": {"someone": {"gpus": "all"}}})
+    for name in ("j1", "j2"):
+        await put(d, f"/registry/jobs/{name}", spec(name))
+    await steps(d, 3)
+    bound = [b for b in [await doc(d, "/registry/bindings/j1"), await doc(d, "/registry/bindings/j2")] if b]
+    assert [t["node"] for b in bound for t in b["tasks"]] == ["n2"]
+    assert (await doc(d, "/registry/alloc/n1")) == {"jobs": {"someone": {"gpus": "all"}}}
