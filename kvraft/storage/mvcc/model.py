@@ -234,13 +234,20 @@ class MemoryKV:
                 else:
                     check(op)
 
+        live = set(state)  # the keys as the txn's ops so far leave them, in run order
+
         def check_put(op: Any) -> None:
-            if ops.op_kind(op) != "put":
+            kind = ops.op_kind(op)
+            if kind == "delete":
+                live.difference_update([k for k in live if _in_range(k, op.key, op.range_end)])
                 return
-            if (op.ignore_value or op.ignore_lease) and op.key not in state:
+            if kind != "put":
+                return
+            if (op.ignore_value or op.ignore_lease) and op.key not in live:
                 raise KeyNotFoundError()
             if op.lease and self.lease_check is not None and not self.lease_check(op.lease):
                 raise LeaseNotFoundError()
+            live.add(op.key)
 
         def check_range(op: Any) -> None:
             if ops.op_kind(op) == "range" and op.revision:
