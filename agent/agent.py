@@ -436,7 +436,7 @@ class Agent:
                 resp = await self.client.get(prefix, prefix=True)
                 desired: dict[str, Assignment] = {}
                 for kv in resp.kvs:
-                    key = split_assignment_key(self.name, kv.key.decode())
+                    key = split_assignment_key(self.name, kv.key)  # None for bytes that are not UTF-8
                     if key is not None:
                         desired[key] = self._parse(key, kv.create_revision, kv.value)
                 await self._load_reported(list(desired))
@@ -471,7 +471,7 @@ class Agent:
         async with self.client.watch(prefix, prefix=True, start_revision=revision, reconnect_timeout_s=None) as w:
             async for resp in w:
                 for ev in resp.events:
-                    key = split_assignment_key(self.name, ev.kv.key.decode())
+                    key = split_assignment_key(self.name, ev.kv.key)
                     if key is None:
                         continue
                     if ev.type == "PUT":
@@ -573,10 +573,11 @@ class Agent:
         binding: dict[str, Any] | None = None
         uid = 0
         job = env.get("KVRAFT_JOB", "")
-        if job and env.get("KVRAFT_PEERS"):
+        if job and env.get("KVRAFT_PEERS") and "/" not in job and job not in (".", ".."):
             with contextlib.suppress(ClientError, OSError, ValueError, asyncio.TimeoutError):
                 got = await self.client.get(f"/registry/bindings/{job}")
-                binding = json.loads(got.kvs[0].value) if got.kvs else None
+                doc = json.loads(got.kvs[0].value) if got.kvs else None
+                binding = doc if isinstance(doc, dict) else None  # anyone may write it: racks are a hint
                 got = await self.client.get(f"/registry/jobs/{job}")
                 uid = got.kvs[0].create_revision if got.kvs else 0
         host = (self.config.listen_url.split("://", 1)[-1].rsplit(":", 1)[0]).strip("[]")
@@ -648,12 +649,19 @@ class Agent:
 
 
 def _reported_from(value: bytes) -> Reported | None:
+    """The status last written for a task, None when it does not decode (anyone may write the
+    key: a list, text, 1e999; it is then overwritten like a missing one)."""
     try:
         doc = json.loads(value)
-        return Reported(int(doc.get("assignment_revision", 0)), int(doc.get("attempt", 0)), Phase(doc["phase"]),
-                        str(doc.get("reason", "")))
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, RecursionError):
         return None
+    if not isinstance(doc, dict):
+        return None
+    revision, attempt, phase = doc.get("assignment_revision", 0), doc.get("attempt", 0), doc.get("phase")
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in (revision, attempt)) or \
+            not isinstance(phase, str) or phase not in {p.value for p in Phase}:
+        return None
+    return Reported(revision, attempt, Phase(phase), str(doc.get("reason", "")))
 
 
 def _saved_lease_age(path: Any) -> float:

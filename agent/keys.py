@@ -56,14 +56,21 @@ def assignment_key(node: str, task_key: str) -> str:
     return f"{assignments_prefix(node)}{_check(job, 'job')}/{_check(task, 'task')}"
 
 
-def split_assignment_key(node: str, key: str) -> str | None:
-    """``"<job>/<task>"`` for an assignment key of ``node``, None for anything else."""
+def split_assignment_key(node: str, key: str | bytes) -> str | None:
+    """``"<job>/<task>"`` for an assignment key of ``node`` (as text or as kvraft's bytes), None
+    for anything else: another prefix, bytes that are not UTF-8, names that are empty, '.',
+    '..' or carry control characters (they become a task directory's path)."""
+    if isinstance(key, bytes):
+        try:
+            key = key.decode()
+        except UnicodeDecodeError:
+            return None
     prefix = assignments_prefix(node)
     if not key.startswith(prefix):
         return None
     rest = key[len(prefix) :]
     parts = rest.split("/")
-    if len(parts) != 2 or not all(parts) or any(p in (".", "..") for p in parts):
+    if len(parts) != 2 or not all(parts) or any(p in (".", "..") or not p.isprintable() for p in parts):
         return None  # what ``_check`` refuses: "../.." would name a task directory outside the agent's
     return rest
 

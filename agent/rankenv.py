@@ -112,7 +112,9 @@ def rank_env(spec_env: Mapping[str, str], facts: NodeFacts, binding: Mapping[str
 def _racks(binding: Mapping[str, Any] | None) -> dict[str, str]:
     if not binding:
         return {}
-    rows: Sequence[Any] = binding.get("tasks") or ()
+    rows = binding.get("tasks") if isinstance(binding, Mapping) else None
+    if not isinstance(rows, Sequence) or isinstance(rows, str):
+        return {}
     out = {}
     for row in rows:
         if isinstance(row, Mapping) and isinstance(row.get("task"), str):

@@ -21,6 +21,7 @@ that the reconcile turns into a ``Failed`` status with reason ``InvalidSpec``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,14 +167,15 @@ def parse_spec(doc: Any) -> TaskSpec:
     if max_restarts is not None and (isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0):
         raise SpecError(f"spec.max_restarts: must be an integer >= 0, not {max_restarts!r}")
     grace_s = doc.get("grace_s", 30.0)
-    if isinstance(grace_s, bool) or not isinstance(grace_s, int | float) or grace_s < 0:
-        raise SpecError(f"spec.grace_s: must be a number >= 0, not {grace_s!r}")
+    if isinstance(grace_s, bool) or not isinstance(grace_s, int | float) or not 0 <= grace_s < math.inf:
+        raise SpecError(f"spec.grace_s: must be a finite number >= 0, not {grace_s!r}")
     network = doc.get("network", "host") or "host"
     if not isinstance(network, str):
         raise SpecError("spec.network: must be 'host', 'none', 'job' or a network namespace path")
     user = doc.get("user")
     if user is not None and (
-        not isinstance(user, list | tuple) or len(user) != 2 or not all(isinstance(u, int) and u >= 0 for u in user)
+        not isinstance(user, list | tuple) or len(user) != 2
+        or not all(isinstance(u, int) and not isinstance(u, bool) and 0 <= u < 1 << 32 for u in user)
     ):
         raise SpecError(f"spec.user: must be [uid, gid], not {user!r}")
     workdir = doc.get("workdir", "") or ""

@@ -110,3 +110,24 @@ async def test_unassign_stops_the_task_with_its_grace_period(agents, kv) -> None
         await wait_for(gone, 60, "task stopped and removed", a)
     assert (await status(kv, "jst", "t"))["phase"] == "Running"  # the status belongs to the (gone) placement
     assert not list(a.data_dir.glob("tasks/jst/*/*"))
+
+
+async def test_malformed_keys_and_values_do_not_stop_the_agent(agents, kv) -> None:
+    """A key under the agent's assignments that is not UTF-8 raised out of kv.key.decode() and
+    ended the assignment loop (nothing assigned later ever ran); a task status that was a JSON
+    list or held 1e999 raised out of its decoding (AttributeError, OverflowError): at a list,
+    the same end; at a status write, a report that failed for ever; a binding that was not an
+    object failed every start of a ranked task (AttributeError in its rack lookup)."""
+    await kv.put("/registry/tasks/jm/listed/status", b"[1]")
+    await kv.put(b"/registry/assignments/n-mal/jm/\xff", b"{}")
+    await assign(kv, "n-mal", "jm", "listed", {"command": ["true"]})
+    a = agents("n-mal").start()
+    assert (await wait_status(kv, "jm", "listed", "Succeeded", agent=a))["exit_code"] == 0
+    await kv.put(b"/registry/assignments/n-mal/jm/\xfe", b"{}")  # while the agent watches
+    await kv.put("/registry/bindings/jm", b'["not", "a", "binding"]')
+    await assign(kv, "n-mal", "jm", "ranked", {"command": ["true"], "env": {
+        "KVRAFT_JOB": "jm", "KVRAFT_PEERS": "ranked@n-mal", "KVRAFT_RANK": "0"}})
+    await kv.put("/registry/tasks/jm/late/status", b'{"assignment_revision": 1e999, "phase": "Running"}')
+    await assign(kv, "n-mal", "jm", "late", {"command": ["true"]})
+    for task in ("ranked", "late"):
+        assert (await wait_status(kv, "jm", task, "Succeeded", agent=a))["exit_code"] == 0

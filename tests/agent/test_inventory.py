@@ -110,6 +110,12 @@ def test_keys() -> None:
     for job, task in ((".", "t"), ("..", "t"), ("j", ".."), ("..", "..")):
         # the key names refuse them, and "../.." would be a task directory outside the agent's
         assert split_assignment_key("n1", f"/registry/assignments/n1/{job}/{task}") is None, (job, task)
+    # a key that is not UTF-8 (kv.key.decode() raised out of the assignment loop) or whose
+    # names carry control characters (a NUL in a task directory's path) is not an assignment
+    assert split_assignment_key("n1", b"/registry/assignments/n1/j/t") == "j/t"
+    assert split_assignment_key("n1", b"/registry/assignments/n1/j/\xff") is None
+    assert split_assignment_key("n1", "/registry/assignments/n1/j/t\x00") is None
+    assert split_assignment_key("n1", "/registry/assignments/n1/j\n/t") is None
     assert status_key("j/t") == "/registry/tasks/j/t/status"
     with pytest.raises(ValueError):
         assignment_key("n/1", "j/t")

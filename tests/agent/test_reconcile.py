@@ -254,3 +254,33 @@ def test_applying_actions_reaches_a_fixed_point(w) -> None:
     for key, a in desired.items():
         mine = [o for o in obs.values() if o.key == key and o.revision == a.revision]
         assert mine, f"{key} never started"
+
+
+@pytest.mark.parametrize(("spec", "want"), [
+    ({"command": ["x"], "grace_s": float("nan")}, "spec.grace_s: must be a finite number >= 0, not nan"),
+    ({"command": ["x"], "grace_s": float("inf")}, "spec.grace_s: must be a finite number >= 0, not inf"),
+    ({"command": ["x"], "user": [True, 0]}, "spec.user: must be [uid, gid], not [True, 0]"),
+], ids=["grace-nan", "grace-inf", "user-bool"])
+def test_a_spec_with_numbers_that_are_not_numbers_is_invalid(spec: dict[str, object], want: str) -> None:
+    """grace_s NaN passed (NaN < 0 is False) and became the SIGTERM-to-SIGKILL wait."""
+    a = parse_assignment("j/t", 1, {"spec": spec})
+    assert (a.spec, a.error) == (None, want)
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+                         st.sampled_from(["spec", "command", "image", "env", "resources", "gpus", "grace_s", "user",
+                                          "network", "workdir", "restart_policy", "max_restarts", "cpuset",
+                                          "memory_mib", "pids", "cpu_milli", "rdma"]) | st.text(max_size=4),
+                         inner, max_size=6), max_leaves=30)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_JSON)
+def test_parse_assignment_takes_any_json_value(doc: object) -> None:
+    """The documented contract: never raises on user input; a spec or the reason it is none."""
+    for value in (doc, {"spec": doc}, {"spec": {"command": ["x"], "resources": doc}}):
+        a = parse_assignment("j/t", 1, value)
+        assert (a.spec is None) == bool(a.error)
+        if a.spec is not None:
+            a.spec.to_json()
