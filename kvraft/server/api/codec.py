@@ -172,9 +172,12 @@ def _enum(value: Any, spec: Enum) -> int:
     """jsonpb: a JSON string is looked up by name; anything else is unmarshalled into the
     enum's Go type (an int32), whose name Go's messages carry."""
     if isinstance(value, str):
-        if value in spec.values:
-            return spec.values[value]
-        raise InvalidArgument(f"unknown value {gojson.go_quote(value)} for enum {spec.go_name}")
+        # jsonpb looks up the text between the quotes as written, escapes not undone
+        # ("ASCEND\n" written with an escape is the 9-character name ASCEND\n)
+        raw = gojson.raw_string_text(value).decode("utf-8", "replace")
+        if raw in spec.values:
+            return spec.values[raw]
+        raise InvalidArgument(f"unknown value {gojson.go_quote(raw)} for enum {spec.go_name}")
     if isinstance(value, int) and not isinstance(value, bool):
         if _INT32[0] <= value <= _INT32[1]:
             return value

@@ -297,7 +297,9 @@ def parse_int_text(raw: bytes, go_type: str) -> int:
 
 def raw_string_text(value: str) -> bytes:
     """The text between the quotes of a JSON string holding ``value``, as a client would
-    have written it (Python's reader keeps only the decoded string)."""
+    have written it (Python's reader keeps only the decoded string). jsonpb uses this raw
+    text for int64 strings and enum names. An approximation: a character the client
+    escaped needlessly (``\\u0041``) is taken as written plainly (etcd would not)."""
     return json.dumps(value, ensure_ascii=False)[1:-1].encode("utf-8", "surrogatepass")
 
 
