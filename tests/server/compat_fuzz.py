@@ -295,6 +295,16 @@ class Generator:
         "1e3", "0x10", " 7", "7 ", "+5", "", "null", 2.0, "-0",
     ]  # fmt: skip
 
+    def bad_value(self, field: str) -> Any:
+        bad = self.rng.choice(self.BAD_SCALARS)
+        if field in ("sort_order", "sort_target") and type(bad) is int and -(2**31) <= bad < 2**31:
+            # An unknown sort value in int32's range: etcd 3.4 panics (the whole member
+            # dies) on an unknown sort_target and ignores an unknown sort_order; kvraft
+            # refuses both with etcd 3.5's 'invalid sort option' (docs/design/server.md,
+            # "Differences from etcd worth knowing"). Not compared, so as not to kill etcd.
+            return "BOGUS"
+        return bad
+
     @staticmethod
     def dumps(doc: Any) -> str:
         """JSON text for a Raw body (fixed now, so a Rev is taken from revision 1)."""
@@ -306,14 +316,7 @@ class Generator:
         r = rng.random()
         if r < 0.45 and doc:
             field = rng.choice(sorted(doc))
-            bad = rng.choice(self.BAD_SCALARS)
-            if field in ("sort_order", "sort_target") and type(bad) is int and -(2**31) <= bad < 2**31:
-                # An unknown sort value in int32's range: etcd 3.4 panics (the whole member
-                # dies) on an unknown sort_target and ignores an unknown sort_order; kvraft
-                # refuses both with etcd 3.5's 'invalid sort option' (docs/design/server.md,
-                # "Differences from etcd worth knowing"). Not compared, so as not to kill etcd.
-                bad = "BOGUS"
-            doc[field] = bad
+            doc[field] = self.bad_value(field)
             return doc
         if r < 0.55:
             name = rng.choice(["unknown_field", "Key", "rangeEnd", "prevKv", "sortOrder", "keysOnly", "ttl", "id"])
@@ -331,7 +334,7 @@ class Generator:
             return Raw(rng.choice(["", " ", "null", "[]", "[1,2]", "1", '"x"', "true", "{bad", "{'a':1}", '{"key":}', "\x00", "{}{}", '{"a":1,}', "nul", "tru", "\ufeff{}"]))
         if r < 0.86 and doc:  # the same field twice: the last one wins in Go and in Python
             field = rng.choice(sorted(doc))
-            return Raw(self.dumps(doc)[:-1] + (", " if len(doc) else "") + f'"{field}": {json.dumps(rng.choice(self.BAD_SCALARS))}' + "}")
+            return Raw(self.dumps(doc)[:-1] + (", " if len(doc) else "") + f'"{field}": {json.dumps(self.bad_value(field))}' + "}")
         if r < 0.93:
             for field in list(doc):
                 if rng.random() < 0.3:
@@ -436,6 +439,10 @@ def scrub(value: Any) -> Any:
         if isinstance(leases, list):
             # etcd lists leases in Go map order (random per call); the set is what counts.
             out["leases"] = sorted(leases, key=lambda item: json.dumps(item, sort_keys=True))
+        keys = out.get("keys")
+        if "grantedTTL" in out and isinstance(keys, list):
+            # timetolive's keys: etcd walks the lease's key set, a Go map (random order).
+            out["keys"] = sorted(keys, key=str)
         return out
     if isinstance(value, list):
         return [scrub(v) for v in value]

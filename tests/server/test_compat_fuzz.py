@@ -61,7 +61,9 @@ def test_the_comparison_scrubs_only_ids_terms_lease_order_and_ttl_drift() -> Non
     assert not answers_match((200, {"header": header}), (400, {"header": header}))
     leases = [{"ID": "1"}, {"ID": "2"}]
     assert answers_match((200, {"leases": leases}), (200, {"leases": leases[::-1]}))
-    ttl = {"ID": "1", "TTL": "59", "grantedTTL": "60"}
+    ttl = {"ID": "1", "TTL": "59", "grantedTTL": "60", "keys": ["YQ==", "Yg=="]}
+    assert answers_match((200, ttl), (200, {**ttl, "keys": ["Yg==", "YQ=="]}))
+    assert not answers_match((200, ttl), (200, {**ttl, "keys": ["YQ=="]}))
     assert answers_match((200, ttl), (200, {**ttl, "TTL": "58"}))
     assert not answers_match((200, ttl), (200, {**ttl, "TTL": "57"}))
     assert not answers_match((200, {"TTL": "59"}), (200, {"TTL": "58"}))  # a grant's TTL is exact
