@@ -7,8 +7,9 @@ import json
 from typing import Any, TextIO
 
 from kvraft.client import Compare, Op
-from scheduler import keys
+from scheduler import decode, keys
 from scheduler.cli.common import CliError, NotFound
+from scheduler.jobs import check_stored_job
 
 __all__ = ["add_parser", "run"]
 
@@ -27,9 +28,20 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
             if not resp.kvs:
                 raise NotFound("jobs", name)
             kv = resp.kvs[0]
-            doc = json.loads(kv.value)
+            try:
+                doc = decode.json_value(kv.value)
+            except decode.Malformed as exc:
+                doc, problems = None, [str(exc)]
+            else:
+                problems = [str(p) for p in check_stored_job(name, doc)]
+            if problems:
+                raise CliError(f"error: job {name}: {key} is not a job ({'; '.join(problems)}); "
+                               f"the scheduler does not run it (kvctl del {key} removes it)")
             st = client.get(keys.jobstatus_key(name))
-            phase = json.loads(st.kvs[0].value).get("phase") if st.kvs else "Pending"
+            try:
+                phase = decode.job_status(decode.json_value(st.kvs[0].value))[0].get("phase") if st.kvs else "Pending"
+            except decode.Malformed:
+                phase = "Pending"  # the scheduler rewrites a status that does not decode
             if phase in ("Succeeded", "Failed", "Cancelled"):
                 raise CliError(f"error: job {name} already finished ({phase})")
             if doc.get("cancelled"):

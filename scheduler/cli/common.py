@@ -1,15 +1,20 @@
-"""What the verbs share: the error type, reading files, and fetching jobs with their status."""
+"""What the verbs share: the error type, reading files, and fetching jobs with their status.
+
+Anyone may write the keys jobctl reads, so every value is decoded (``scheduler.decode``,
+``scheduler.jobs.check_stored_job``) before it is shown: in a listing, one that does not
+decode is skipped with ``warning: skipping <key>: <why>`` on stderr; asked for by name, it
+is an error naming the key (exit code 1), never a traceback."""
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 from kvraft.client import Op
-from scheduler import keys
+from scheduler import decode, keys
+from scheduler.jobs import check_stored_job
 
-__all__ = ["CliError", "NotFound", "job_view", "read_input"]
+__all__ = ["CliError", "NotFound", "job_view", "key_of", "placement_rows", "read_input", "skip"]
 
 
 class CliError(Exception):
@@ -31,11 +36,37 @@ def read_input(path: str) -> tuple[str, str]:
         raise CliError(f"error: the path \"{path}\" cannot be read: {exc.strerror}") from None
 
 
-def _load(value: bytes) -> Any:
+def skip(key: str, why: str) -> None:
+    """Say on stderr that the object under ``key`` is left out of a listing, and why."""
+    print(f"warning: skipping {key}: {why}", file=sys.stderr)
+
+
+def key_of(kv: Any) -> str | None:
+    """The key as text; None (with a warning) when it is not UTF-8."""
     try:
-        return json.loads(value)
-    except ValueError:
+        return decode.key_text(kv.key)
+    except decode.Malformed as exc:
+        skip(repr(kv.key), str(exc))
         return None
+
+
+def placement_rows(rows: Any) -> list[dict[str, Any]]:
+    """The rows of a status ``placement`` that have the shape the scheduler writes."""
+    out = []
+    for r in rows if isinstance(rows, list) else ():
+        if isinstance(r, dict) and all(isinstance(r.get(f), str) for f in ("task", "node", "rack")) \
+                and isinstance(r.get("gpus"), list):
+            out.append(r)
+    return out
+
+
+def _spec(key: str, name: str, value: bytes) -> dict[str, Any]:
+    """The stored job under ``key``; ``decode.Malformed`` naming the problems when it is none."""
+    doc = decode.json_value(value)
+    problems = check_stored_job(name, doc)
+    if problems:
+        raise decode.Malformed("; ".join(str(p) for p in problems))
+    return doc  # type: ignore[no-any-return]
 
 
 def job_view(client: Any, name: str | None = None) -> list[dict[str, Any]]:
@@ -50,21 +81,42 @@ def job_view(client: Any, name: str | None = None) -> list[dict[str, Any]]:
         rev = client.get(keys.JOBS, prefix=True)
         jobs = list(rev.kvs)
         statuses = list(client.get(keys.JOBSTATUS, prefix=True, revision=rev.header.revision).kvs)
-    st = {kv.key.decode()[len(keys.JOBSTATUS):]: _load(kv.value) for kv in statuses}
+    st: dict[str, dict[str, Any]] = {}
+    for kv in statuses:
+        key = key_of(kv)
+        if key is None:
+            continue
+        try:
+            doc = decode.json_value(kv.value)
+        except decode.Malformed as exc:
+            skip(key, f"{exc} (the job is shown without its status)")
+            continue
+        st[key[len(keys.JOBSTATUS):]], problems = decode.job_status(doc)
+        if problems:
+            skip(key, "; ".join(problems) + " (those fields are left out)")
     out = []
     for kv in jobs:
-        spec = _load(kv.value)
-        if not isinstance(spec, dict):
+        key = key_of(kv)
+        if key is None:
             continue
-        n = spec["name"]
+        n = key[len(keys.JOBS):]
+        if "/" in n:
+            continue  # not a job key (a job name has no '/')
+        try:
+            spec = _spec(key, n, kv.value)
+        except decode.Malformed as exc:
+            if name is not None:
+                raise CliError(f"error: job {name}: {key} is not a job: {exc}") from None
+            skip(key, str(exc))
+            continue
         s = st.get(n) or {}
         status = {"phase": s.get("phase", "Pending"), "reason": s.get("reason", "Queued"),
-                  "message": s.get("message", "waiting for the scheduler"), "restarts": int(s.get("restarts", 0)),
-                  "preemptions": int(s.get("preemptions", 0)), "placement": list(s.get("placement") or []),
+                  "message": s.get("message", "waiting for the scheduler"), "restarts": s.get("restarts", 0),
+                  "preemptions": s.get("preemptions", 0), "placement": placement_rows(s.get("placement")),
                   "submitted_at": spec.get("submitted_at"), "bound_at": s.get("bound_at"),
                   "finished_at": s.get("finished_at")}
-        if s.get("last_placement"):
-            status["last_placement"] = s["last_placement"]
+        if placement_rows(s.get("last_placement")):
+            status["last_placement"] = placement_rows(s.get("last_placement"))
         gpus = sum(t["replicas"] * t["resources"]["gpus"] for t in spec["tasks"])
         out.append({"name": n, "tenant": spec.get("tenant"), "priority": spec.get("priority"),
                     "priority_class": spec.get("priority_class"), "gpus": gpus,

@@ -9,8 +9,8 @@ import json
 import time
 from typing import Any, TextIO
 
-from scheduler import keys
-from scheduler.cli.common import NotFound
+from scheduler import decode, keys
+from scheduler.cli.common import CliError, NotFound
 
 __all__ = ["add_parser", "run"]
 
@@ -38,7 +38,11 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     out.write(f"node/{args.node} {'already cordoned' if existed else 'cordoned'}\n")
     if args.verb == "drain":
         alloc = client.get(keys.alloc_key(args.node))
-        jobs = sorted(json.loads(alloc.kvs[0].value).get("jobs", {})) if alloc.kvs else []
+        try:
+            jobs = sorted(decode.alloc_jobs(decode.json_value(alloc.kvs[0].value))) if alloc.kvs else []
+        except decode.Malformed as exc:
+            raise CliError(f"error: node/{args.node} cordoned, but {keys.alloc_key(args.node)} does not decode "
+                           f"({exc}): which jobs run there is unknown") from None
         if args.cancel and jobs:
             from scheduler.cli import cancel
 

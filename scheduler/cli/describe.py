@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from typing import Any, TextIO
 
@@ -31,10 +32,17 @@ def events(client: Any, name: str) -> list[dict[str, Any]]:
     out = []
     for kv in client.get(f"{keys.EVENTS}{name}/", prefix=True).kvs:
         try:
-            out.append(json.loads(kv.value))
+            doc = json.loads(kv.value)
         except ValueError:
             continue
+        if isinstance(doc, dict):  # anyone may write the key: what is not an event is left out
+            out.append(doc)
     return out
+
+
+def _ago(at: Any, now: float) -> str:
+    ok = isinstance(at, int | float) and not isinstance(at, bool) and math.isfinite(at)
+    return age(now - float(at)) if ok else "?"
 
 
 def progress_key(job: str) -> str:
@@ -61,7 +69,7 @@ def progress_lines(doc: dict[str, Any] | None, now: float) -> list[str]:
     if not doc:
         return ["<none reported>"]
     at = doc.get("at")
-    when = f"reported {age(now - float(at))} ago" if isinstance(at, (int, float)) else "reported at an unknown time"
+    when = f"reported {_ago(at, now)} ago" if _ago(at, now) != "?" else "reported at an unknown time"
     if doc.get("done"):
         head = f"finished: epoch {doc.get('epoch', '?')}, test acc {_num(doc.get('test_acc'), '.4f')}"
         if "loss" in doc:
@@ -103,7 +111,7 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     ttl = spec.get("ttl_seconds_after_finished")
     finished = s.get("finished_at") if s["phase"] in ("Succeeded", "Failed", "Cancelled") else None
     w(f"TTL after end:  {'the scheduler default' if ttl is None else f'{ttl:g} s'}"
-      + (f" (finished {age(now - float(finished))} ago)" if isinstance(finished, (int, float)) else "") + "\n")
+      + (f" (finished {_ago(finished, now)} ago)" if finished is not None else "") + "\n")
     w("Tasks:\n")
     for t in spec["tasks"]:
         r = t["resources"]
@@ -121,7 +129,7 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     evs = events(client, j["name"])
     w("Events:" + (" <none>\n" if not evs else "\n"))
     if evs:
-        rows = [[e.get("type", ""), age(now - float(e.get("at", now))), e.get("scheduler", ""), e.get("message", "")]
+        rows = [[e.get("type", ""), _ago(e.get("at"), now), e.get("scheduler", ""), e.get("message", "")]
                 for e in evs]
         out.write("".join("  " + line + "\n" for line in render_table(["type", "age", "from", "message"], rows).splitlines()))
     if s["phase"] == "Pending" and s["reason"] not in ("Queued", ""):

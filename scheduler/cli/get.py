@@ -10,9 +10,10 @@ import json
 import time
 from typing import Any, TextIO
 
-from scheduler import keys
-from scheduler.cli.common import CliError, NotFound, job_view
+from scheduler import decode, keys
+from scheduler.cli.common import CliError, NotFound, job_view, key_of, skip
 from scheduler.cli.printers import age, print_docs, render_table
+from scheduler.jobs import validate_priority_class
 
 __all__ = ["add_parser", "nodes_view", "run", "tenants_view"]
 
@@ -37,29 +38,40 @@ def _load(v: bytes) -> Any:
         return None
 
 
+def _decoded(key: str, value: bytes, fn: Any) -> Any:
+    """``fn(the JSON value)``, or None with a warning naming ``key`` when it does not decode."""
+    try:
+        return fn(decode.json_value(value))
+    except decode.Malformed as exc:
+        skip(key, str(exc))
+        return None
+
+
 def nodes_view(client: Any) -> list[dict[str, Any]]:
     resp = client.get("/registry/", prefix=True)
     nodes: dict[str, dict[str, Any]] = {}
     beats, cordons, alloc = set(), set(), {}
     for kv in resp.kvs:
-        k = kv.key.decode()
-        where = keys.split(k)
-        if where is None:
+        k = key_of(kv)
+        where = keys.split(k) if k is not None else None
+        if k is None or where is None:
             continue
         prefix, rest = where
+        if "/" in rest or not rest:
+            continue
         if prefix == keys.NODES:
-            doc = _load(kv.value)
-            if isinstance(doc, dict):
-                nodes[rest] = doc
+            if _decoded(k, kv.value, lambda d, n=rest: decode.node(n, d)) is not None:
+                nodes[rest] = json.loads(kv.value)
         elif prefix == keys.LEASES:
             beats.add(rest)
         elif prefix == keys.CORDONS:
             cordons.add(rest)
         elif prefix == keys.ALLOC:
-            alloc[rest] = (_load(kv.value) or {}).get("jobs", {})
+            jobs = _decoded(k, kv.value, decode.alloc_jobs)
+            alloc[rest] = jobs if jobs is not None else {}
     out = []
     for name, doc in sorted(nodes.items()):
-        ready = name in beats and bool(doc.get("healthy", True))
+        ready = name in beats and doc.get("healthy", True) is not False
         jobs = alloc.get(name, {})
         used = sum(len(j.get("gpus", [])) for j in jobs.values())
         status = ("Ready" if ready else "NotReady") + (",SchedulingDisabled" if name in cordons else "")
@@ -68,12 +80,23 @@ def nodes_view(client: Any) -> list[dict[str, Any]]:
                     "gpus_used": used, "cpu_milli": doc.get("cpu_milli", 0), "memory_mib": doc.get("memory_mib", 0),
                     "cpu_milli_used": sum(j.get("cpu_milli", 0) for j in jobs.values()),
                     "memory_mib_used": sum(j.get("memory_mib", 0) for j in jobs.values()),
-                    "jobs": sorted(jobs), "agent_url": (doc.get("agent") or {}).get("url", "")})
+                    "jobs": sorted(jobs), "agent_url": _agent_url(doc)})
     return out
 
 
+def _agent_url(record: dict[str, Any]) -> str:
+    agent = record.get("agent")
+    url = agent.get("url", "") if isinstance(agent, dict) else ""
+    return url if isinstance(url, str) else ""
+
+
 def tenants_view(client: Any) -> list[dict[str, Any]]:
-    tenants = {kv.key.decode()[len(keys.TENANTS):]: _load(kv.value) for kv in client.get(keys.TENANTS, prefix=True).kvs}
+    tenants = {}
+    for kv in client.get(keys.TENANTS, prefix=True).kvs:
+        key = key_of(kv)
+        name = key[len(keys.TENANTS):] if key is not None else ""
+        if key is not None and _decoded(key, kv.value, lambda d, n=name: decode.tenant(n, d)) is not None:
+            tenants[name] = json.loads(kv.value)
     jobs = job_view(client)
     usage: dict[str, dict[str, int]] = {}
     for j in jobs:
@@ -163,7 +186,16 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
         out.write(render_table(["name", "nominal_gpus", "borrow_limit", "gpus_used", "running", "pending", "gpus_pending"],
                                rows) if rows else "No queues found.\n")
         return 0
-    items = [_load(kv.value) for kv in client.get(keys.PRIORITY_CLASSES, prefix=True).kvs]
+    items = []
+    for kv in client.get(keys.PRIORITY_CLASSES, prefix=True).kvs:
+        key, doc = key_of(kv), _load(kv.value)
+        problems = [str(p) for p in validate_priority_class(doc)]
+        if key is not None and not problems and doc["name"] != key[len(keys.PRIORITY_CLASSES):]:
+            problems = [f"name: {doc['name']!r} is not the key's name"]
+        if key is not None and problems:
+            skip(key, "; ".join(problems))
+        elif key is not None:
+            items.append(doc)
     if args.name:
         items = [c for c in items if c and c.get("name") == args.name]
         if not items:

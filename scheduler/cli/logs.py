@@ -38,9 +38,16 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
         raise CliError(f"error: job {args.name} has no task {task!r} (tasks: {', '.join(sorted(tasks))})")
     node = tasks[task]["node"]
     rec = client.get(keys.node_key(node))
-    url = (json.loads(rec.kvs[0].value).get("agent") or {}).get("url", "") if rec.kvs else ""
-    if not url:
-        raise CliError(f"error: node {node} advertises no agent URL; logs of {args.name}/{task} are on that node")
+    try:
+        record = json.loads(rec.kvs[0].value) if rec.kvs else {}
+    except ValueError:
+        record = {}
+    agent = record.get("agent") if isinstance(record, dict) else None
+    url = agent.get("url", "") if isinstance(agent, dict) else ""
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        # anyone may write the record: only an agent's http(s) endpoint is asked (not file://...)
+        raise CliError(f"error: node {node} advertises no agent URL ({url!r}); logs of {args.name}/{task} are on "
+                       "that node")
     q = f"?tail={args.tail}" + ("&follow=1" if args.follow else "")
     try:
         with urllib.request.urlopen(f"{url.rstrip('/')}/logs/{args.name}/{task}{q}", timeout=None if args.follow else 30) as r:

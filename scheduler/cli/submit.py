@@ -12,7 +12,7 @@ from typing import Any, TextIO
 from kvraft.client import Compare, Op
 from scheduler import keys
 from scheduler.cli.common import CliError, read_input
-from scheduler.jobs import load_documents, normalize_job, validate_job
+from scheduler.jobs import load_documents, normalize_job, validate_job, validate_priority_class
 
 __all__ = ["add_parser", "run"]
 
@@ -66,7 +66,16 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
                                f"(jobctl get priorityclasses lists them)")
             import json
 
-            priority = int(json.loads(resp.kvs[0].value)["value"])
+            try:
+                pc = json.loads(resp.kvs[0].value)
+            except ValueError:
+                pc = None
+            problems = [str(p) for p in validate_priority_class(pc)]
+            if problems:
+                raise CliError(f'error: job {doc["name"]}: priority_class: '
+                               f'{keys.priority_class_key(doc["priority_class"])} is not a priority class '
+                               f'({"; ".join(problems)})')
+            priority = pc["value"]
         stored.append(normalize_job(doc, priority=priority, submitted_at=time.time()))
     if args.dry_run:
         for d in stored:

@@ -165,3 +165,59 @@ async def test_a_broken_alloc_record_keeps_binds_off_its_node(daemon: SchedulerD
     bound = [b for b in [await doc(d, "/registry/bindings/j1"), await doc(d, "/registry/bindings/j2")] if b]
     assert [t["node"] for b in bound for t in b["tasks"]] == ["n2"]
     assert (await doc(d, "/registry/alloc/n1")) == {"jobs": {"someone": {"gpus": "all"}}}
+
+
+def test_jobctl_skips_what_does_not_decode_and_names_it(one_member: list[str], capsys: pytest.CaptureFixture[str],
+                                                        tmp_path: Path) -> None:
+    """Each of these raised out of jobctl with a traceback (KeyError, TypeError, AttributeError,
+    UnicodeDecodeError), or made a listing of every job fail for one of them."""
+    from kvraft.client import SyncClient
+    from scheduler.cli.main import main
+
+    good_node = {"name": "n2", "gpus": 8, "rack": "r0", "healthy": True, "agent": {"url": "http://127.0.0.1:1"}}
+    values: dict[str | bytes, Any] = {
+        "/registry/jobs/x-bad": b"{not json", "/registry/jobs/y-float": dict(spec("y-float"), tasks=[
+            dict(spec("y")["tasks"][0], replicas=2.0)]),
+        b"/registry/jobs/\xff": spec("w"), "/registry/jobs/z-good": spec("z-good"),
+        "/registry/jobstatus/z-good": {"phase": "Running", "restarts": "many",
+                                       "placement": [1, {"node": 3}, {"task": "w-0", "node": "n3", "rack": "r0",
+                                                                        "gpus": [0]}]},
+        "/registry/events/z-good/1": [1], "/registry/events/z-good/2": {"type": "Scheduled", "at": "x"},
+        "/registry/nodes/n1": {"name": "n1", "gpus": 8, "labels": ["a"]}, "/registry/nodes/n2": good_node,
+        "/registry/nodes/n3": dict(good_node, name="n3", agent={"url": "file:///etc/passwd"}),
+        "/registry/alloc/n2": {"jobs": [1]}, "/registry/tenants/t1": {"kind": "Tenant", "name": "t2", "nominal_gpus": 1},
+        "/registry/priorityclasses/pc1": {"kind": "PriorityClass", "name": "pc1"},
+    }
+    with SyncClient(one_member, request_timeout_s=10.0) as c:
+        c.delete("/registry/", prefix=True)
+        for k, v in values.items():
+            c.put(k, v if isinstance(v, bytes) else json.dumps(v).encode())
+    job = tmp_path / "j.yaml"
+    job.write_text("name: p\npriority_class: pc1\ntasks: [{name: w, command: x}]\n")
+    eps = ["--endpoints", ",".join(one_member)]
+    want = {
+        ("get", "jobs", "-o", "wide"): 0, ("get", "jobs", "-o", "json"): 0, ("describe", "job", "z-good"): 0,
+        ("get", "nodes"): 0, ("top", "nodes"): 0, ("get", "queues"): 0, ("get", "priorityclasses"): 0,
+        ("get", "job", "x-bad"): 1, ("cancel", "y-float"): 1, ("submit", "-f", str(job)): 1, ("drain", "n2"): 1,
+        ("logs", "z-good"): 1,
+    }
+    for argv, rc in want.items():
+        got = main([*eps, *argv])
+        out, err = capsys.readouterr()
+        assert got == rc and "Traceback" not in err, (argv, got, out, err)
+        if argv[:2] == ("get", "jobs"):
+            assert "z-good" in out and "warning: skipping /registry/jobs/y-float: tasks[0].replicas: must be integer" in err
+            assert "warning: skipping b'/registry/jobs/\\xff': key" in err and "x-bad" in err
+        elif argv[0] == "describe":
+            assert "Scheduled" in out and "n3" in out
+        elif argv == ("get", "nodes"):
+            assert "n2" in out and "n1" not in out and "skipping /registry/nodes/n1: labels" in err
+            assert "skipping /registry/alloc/n2: jobs: must be a JSON object" in err
+        elif argv == ("get", "queues"):
+            assert "skipping /registry/tenants/t1: name: 't2' is not the key's name 't1'" in err
+        elif argv == ("get", "priorityclasses"):
+            assert "skipping /registry/priorityclasses/pc1: value: required field is missing" in err
+        elif rc == 1:
+            assert err.splitlines()[-1].startswith("error: "), (argv, err)  # after any warnings
+    assert main([*eps, "logs", "z-good"]) == 1
+    assert "advertises no agent URL ('file:///etc/passwd')" in capsys.readouterr().err
