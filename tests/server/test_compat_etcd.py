@@ -134,6 +134,9 @@ SCRIPT: list[tuple[str, str, str | bytes | None]] = [
     ("GET", "/v3beta/./kv/range", None),
     ("POST", "/v3", "{}"),
     ("POST", "/v4/kv/range", "{}"),
+    ("OPTIONS", "/v3/nothere", None),
+    ("OPTIONS", "/health", None),
+    ("HEAD", "/health", None),
 ]
 
 

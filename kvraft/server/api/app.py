@@ -4,7 +4,8 @@ Typed state lives under ``AppKey``s; the member (``SERVER``) is built by the cal
 its lifetime is bound to the app with ``cleanup_ctx``. Route families are one module each
 (``kv``, ``cluster``, ``maintenance``, ``misc``); handlers are thin: decode, call one
 method of the member, encode. Every gateway route answers under ``/v3/`` and ``/v3beta/``,
-POST only (other methods: 405 as etcd's mux; OPTIONS: 200 for CORS preflight).
+POST only (other methods: 405 as etcd's mux; OPTIONS: 200 on any path, as etcd's CORS
+wrapper answers preflights).
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ async def _paths(request: web.Request, handler: Handler) -> web.StreamResponse:
     redirected (301) to the clean one; a path outside ``/v3/`` that no route serves is Go's
     ``404 page not found`` (inside ``/v3/`` the gateway's ``Not Found``). aiohttp's URL
     parsing removes dot segments, so the raw path is what is looked at."""
+    if request.method == "OPTIONS":  # etcd's CORS wrapper answers every preflight, any path
+        return web.Response(status=200)
     path = unquote(request.raw_path.split("?", 1)[0])
     if path.startswith("/v3beta/"):
         path = "/v3/" + path[len("/v3beta/"):]
@@ -124,7 +127,7 @@ def make_app(server: Any) -> web.Application:
                 app.router.add_post(prefix + path, handler)
                 app.router.add_route("OPTIONS", prefix + path, _options)
     for path, handler in misc.ROUTES.items():
-        app.router.add_get(path, handler)
+        app.router.add_get(path, handler, allow_head=False)  # etcd: HEAD is 405
     gate.install(app, server)  # watch, lease, auth, lock, election routes; auth middleware
     debug.install(app)  # /debug/failpoints, only with KVRAFT_FAILPOINTS set
     return app
