@@ -137,6 +137,8 @@ SCRIPT: list[tuple[str, str, str | bytes | None]] = [
     ("OPTIONS", "/v3/nothere", None),
     ("OPTIONS", "/health", None),
     ("HEAD", "/health", None),
+    ("HEAD", "/version", None),
+    ("HEAD", "/metrics", None),
 ]
 
 

@@ -127,7 +127,10 @@ def make_app(server: Any) -> web.Application:
                 app.router.add_post(prefix + path, handler)
                 app.router.add_route("OPTIONS", prefix + path, _options)
     for path, handler in misc.ROUTES.items():
-        app.router.add_get(path, handler, allow_head=False)  # etcd: HEAD is 405
+        if path == "/metrics":  # etcd's Prometheus handler takes any method
+            app.router.add_route("*", path, handler)
+        else:
+            app.router.add_get(path, handler, allow_head=False)  # etcd: HEAD is 405
     gate.install(app, server)  # watch, lease, auth, lock, election routes; auth middleware
     debug.install(app)  # /debug/failpoints, only with KVRAFT_FAILPOINTS set
     return app
