@@ -289,10 +289,11 @@ class Dashboard:
             rec = await client.get(keys.node_key(row["node"]))
         except ClientError as exc:
             return web.json_response({"error": f"kvraft: {exc}"}, status=502)
-        url = ""
-        if rec.kvs:
-            url = ((model.progress_record(rec.kvs[0].value) or {}).get("agent") or {}).get("url", "")
-        if not url:
+        url: Any = ""
+        if rec.kvs:  # anyone may write the record: an agent URL only when it is one
+            agent = (model.progress_record(rec.kvs[0].value) or {}).get("agent")
+            url = agent.get("url", "") if isinstance(agent, dict) else ""
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             return web.json_response({"error": f"node {row['node']} advertises no agent URL"}, status=404)
         assert self.http is not None
         try:
@@ -314,7 +315,15 @@ class Dashboard:
                 if not resp.kvs:
                     return web.json_response({"error": f'job "{name}" not found'}, status=404)
                 kv = resp.kvs[0]
-                doc = json.loads(kv.value)
+                if self.live.view.job_problem(name) is not None:  # anyone may write the key
+                    return web.json_response({"error": f"{key} is not a job: {self.live.view.job_problem(name)}"},
+                                             status=409)
+                try:
+                    doc = json.loads(kv.value)
+                except ValueError:
+                    doc = None
+                if not isinstance(doc, dict):
+                    return web.json_response({"error": f"{key} is not a job"}, status=409)
                 if self.live.view.phase(name) in ("Succeeded", "Failed", "Cancelled"):
                     return web.json_response({"error": f"job {name} already finished"}, status=409)
                 if doc.get("cancelled"):

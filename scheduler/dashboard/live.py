@@ -48,14 +48,14 @@ class _Sink:
         st.events.clear()
         st.election.clear()
         for kv in kvs:
-            self._extra(kv.key.decode(), kv.value, kv.create_revision, put=True)
+            self._extra(kv.key.decode(errors="replace"), kv.value, kv.create_revision, put=True)
         st.changed()
 
     def apply(self, events: Sequence[Any], revision: int) -> None:
         st = self.state
         st.view.apply(events, revision)
         for ev in events:
-            self._extra(ev.kv.key.decode(), ev.kv.value, ev.kv.create_revision, put=ev.type == "PUT")
+            self._extra(ev.kv.key.decode(errors="replace"), ev.kv.value, ev.kv.create_revision, put=ev.type == "PUT")
         st.changed()
 
     def _extra(self, key: str, value: bytes, create: int, *, put: bool) -> None:
@@ -276,7 +276,7 @@ class LiveState:
                     async for resp in w:
                         for ev in resp.events:
                             if ev.type == "PUT":
-                                self._progress(ev.kv.key.decode(), ev.kv.value)
+                                self._progress(ev.kv.key.decode(errors="replace"), ev.kv.value)
                         start = resp.header.revision + 1
             except WatchCompactedError as exc:
                 start = exc.compact_revision

@@ -159,3 +159,42 @@ def test_job_detail_timeline_placement_and_series() -> None:
     done = model.job_detail(v, "old", [], [])
     assert done is not None and [t["type"] for t in done["timeline"]] == ["Submitted", "Succeeded"]
     assert model.job_detail(v, "nope", [], []) is None
+
+
+def test_the_live_sink_takes_keys_that_are_not_utf8() -> None:
+    """Was UnicodeDecodeError out of the dashboard's informer sink for a key anyone may write
+    (/registry/events/j/\\xff): the page stopped updating."""
+    from scheduler.dashboard.live import LiveState, _Sink
+
+    state = LiveState(None)
+    sink = _Sink(state)
+    sink.replace([KV(b"/registry/events/j/\xff", b'{"type": "Scheduled"}'),
+                  KV(b"/registry/nodes/n\xfe", json.dumps(node("n", "r")).encode()),
+                  KV(b"/registry/nodes/n1", json.dumps(node("n1", "r")).encode())], 5)
+    sink.apply([type("Ev", (), {"type": "PUT", "kv": KV(b"/registry/scheduler/leader/\xff", b"s\xffa", 6, 6)})()], 6)
+    assert set(state.view.nodes) == {"n1"} and list(state.events) == ["j"]
+    assert state.leader_name() == "s\ufffda"
+
+
+async def test_cancel_of_a_key_that_holds_no_job_is_a_clear_409() -> None:
+    """Was AttributeError ([1].get) out of the handler: a 500 and a traceback in the log."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from scheduler.dashboard.app import Dashboard, DashboardConfig
+
+    class Got:
+        def __init__(self, value: bytes) -> None:
+            self.kvs = [KV(b"/registry/jobs/x", value, 3, 3)]
+
+    d = Dashboard(DashboardConfig(endpoints=["http://127.0.0.1:1"], allow_writes=True))
+
+    async def get(key: str) -> Got:
+        return Got(value)
+
+    d.client.get = get  # type: ignore[method-assign]
+    for value in (b"[1]", b"{not json", json.dumps({"name": "y"}).encode()):
+        d.live.view.replace([KV(b"/registry/jobs/x", value, 3, 3)], 3)
+        req = make_mocked_request("POST", "/api/jobs/x/cancel", headers={"X-Requested-With": "kvraft-dashboard"},
+                                  match_info={"job": "x"})
+        resp = await d.cancel(req)
+        assert resp.status == 409 and "/registry/jobs/x is not a job" in resp.text, (value, resp.text)
