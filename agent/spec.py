@@ -141,10 +141,24 @@ def _resources(doc: Any) -> Resources:
     )
 
 
+def _no_nul(value: Any, path: str) -> None:
+    """No string of a spec may hold a NUL: no argv, environment or path can (exec refuses it)."""
+    if isinstance(value, str) and "\0" in value:
+        raise SpecError(f"{path}: contains a NUL character")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _no_nul(k, f"{path} key")
+            _no_nul(v, f"{path}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _no_nul(v, f"{path}[{i}]")
+
+
 def parse_spec(doc: Any) -> TaskSpec:
     """Validate a spec mapping; raise ``SpecError`` naming the first bad field."""
     if not isinstance(doc, dict):
         raise SpecError("spec: must be a mapping")
+    _no_nul(doc, "spec")
     command = doc.get("command")
     if isinstance(command, str):
         if not command.strip():

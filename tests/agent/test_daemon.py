@@ -131,3 +131,8 @@ async def test_malformed_keys_and_values_do_not_stop_the_agent(agents, kv) -> No
     await assign(kv, "n-mal", "jm", "late", {"command": ["true"]})
     for task in ("ranked", "late"):
         assert (await wait_status(kv, "jm", task, "Succeeded", agent=a))["exit_code"] == 0
+    # a NUL in the environment: no exec takes it (was: the supervisor died of ValueError and the
+    # task failed without naming the field); now InvalidSpec before anything starts
+    await assign(kv, "n-mal", "jm", "nul", {"command": ["true"], "env": {"A": "b\0c"}})
+    nul = await wait_status(kv, "jm", "nul", "Failed", agent=a, timeout_s=20)
+    assert (nul["reason"], nul["message"]) == ("InvalidSpec", "spec.env.A: contains a NUL character")

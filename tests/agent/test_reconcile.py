@@ -260,9 +260,13 @@ def test_applying_actions_reaches_a_fixed_point(w) -> None:
     ({"command": ["x"], "grace_s": float("nan")}, "spec.grace_s: must be a finite number >= 0, not nan"),
     ({"command": ["x"], "grace_s": float("inf")}, "spec.grace_s: must be a finite number >= 0, not inf"),
     ({"command": ["x"], "user": [True, 0]}, "spec.user: must be [uid, gid], not [True, 0]"),
-], ids=["grace-nan", "grace-inf", "user-bool"])
+    ({"command": ["x"], "env": {"A": "b\0c"}}, "spec.env.A: contains a NUL character"),
+    ({"command": ["/bin/x\0"]}, "spec.command[0]: contains a NUL character"),
+], ids=["grace-nan", "grace-inf", "user-bool", "env-nul", "command-nul"])
 def test_a_spec_with_numbers_that_are_not_numbers_is_invalid(spec: dict[str, object], want: str) -> None:
-    """grace_s NaN passed (NaN < 0 is False) and became the SIGTERM-to-SIGKILL wait."""
+    """grace_s NaN passed (NaN < 0 is False) and became the SIGTERM-to-SIGKILL wait; a NUL in
+    an argument or a variable passed, and the task's supervisor died of ValueError('embedded
+    null byte') after the start (a failure that did not name the field)."""
     a = parse_assignment("j/t", 1, {"spec": spec})
     assert (a.spec, a.error) == (None, want)
 
