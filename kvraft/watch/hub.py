@@ -35,6 +35,7 @@ __all__ = ["HistoryReader", "HubStats", "WatchHub", "WatchStream"]
 log = logging.getLogger("kvraft.watch")
 
 DUPLICATE_ID_REASON = "mvcc: duplicate watch ID provided on the WatchStream"
+EMPTY_RANGE_REASON = "mvcc: watcher range is empty"
 
 
 class HistoryReader(Protocol):
@@ -86,13 +87,20 @@ class WatchStream:
         """Register a watch; its ``created`` response is queued before any of its events."""
         core = self.hub.core
         watch_id = req.watch_id
-        if watch_id > 0 and watch_id in self.watchers:
+        refused = ""
+        key = req.key or b"\0"  # etcd: the empty key is the smallest key
+        if req.range_end not in (b"", b"\0") and key >= req.range_end:
+            refused = EMPTY_RANGE_REASON
+        elif watch_id != 0 and watch_id in self.watchers:
+            refused = DUPLICATE_ID_REASON
+        if refused:
+            # etcd answers a refused create with watch id -1, whatever id was asked for
             self.put_control(
-                WatchResponse(watch_id, core.current_revision, created=True, canceled=True,
-                              cancel_reason=DUPLICATE_ID_REASON)
+                WatchResponse(PROGRESS_WATCH_ID, core.current_revision, created=True, canceled=True,
+                              cancel_reason=refused)
             )
-            return watch_id
-        if watch_id <= 0:
+            return PROGRESS_WATCH_ID
+        if watch_id == 0:  # etcd's AutoWatchID; any other id, negative too, is the client's
             while self._next_id in self.watchers:
                 self._next_id += 1
             watch_id = self._next_id

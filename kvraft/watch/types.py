@@ -51,8 +51,8 @@ class RevisionEvents:
 @dataclass(frozen=True, slots=True)
 class WatchCreate:
     """etcd's ``WatchCreateRequest``. ``range_end`` b"" = one key, b"\\0" = every key >= key;
-    ``start_revision`` 0 = from the next revision; ``watch_id`` 0 = the stream picks
-    (client-chosen IDs must be > 0 here; etcd treats 0 as "auto" too)."""
+    ``start_revision`` 0 = from the next revision; ``watch_id`` 0 = the stream picks (etcd's
+    AutoWatchID); any other id, negative too, is the client's."""
 
     key: bytes
     range_end: bytes = b""

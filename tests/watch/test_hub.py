@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvraft.watch import NO_DELETE, NO_PUT, PROGRESS_WATCH_ID, WatchCreate, WatchHub
+from kvraft.watch.hub import DUPLICATE_ID_REASON, EMPTY_RANGE_REASON
 
 from .checker import Spec, check_watch
 from .model import FakeHistory
@@ -136,6 +137,31 @@ def test_ids_duplicates_cancel_and_progress() -> None:
         (7, True, False), (0, True, False), (PROGRESS_WATCH_ID, False, False), (7, False, True),
         (1, True, False), (dup, True, True),
     ]
+
+
+def test_refused_creates_answer_watch_id_minus_one_as_etcd() -> None:
+    """etcd's watchStream.Watch: an empty range (key >= range_end) and a duplicate id are
+    refused with watch id -1; any id other than 0, negative too, is the client's own."""
+    hist = FakeHistory()
+    hub = WatchHub(hist, hist.revision)
+    s = hub.open()
+    assert s.create(WatchCreate(b"a", watch_id=-5)) == -5
+    assert s.create(WatchCreate(b"b", b"a")) == PROGRESS_WATCH_ID
+    assert s.create(WatchCreate(b"a", b"a", watch_id=3)) == PROGRESS_WATCH_ID
+    assert s.create(WatchCreate(b"c", watch_id=-5)) == PROGRESS_WATCH_ID
+    assert s.create(WatchCreate(b"", b"a")) == 0  # the empty key is the smallest key
+    assert s.create(WatchCreate(b"z", b"\0")) == 1  # every key >= z
+    out: list = []
+    _drain(s, out)
+    assert [(r.watch_id, r.created, r.canceled, r.cancel_reason) for r in out] == [
+        (-5, True, False, ""),
+        (-1, True, True, EMPTY_RANGE_REASON),
+        (-1, True, True, EMPTY_RANGE_REASON),
+        (-1, True, True, DUPLICATE_ID_REASON),
+        (0, True, False, ""),
+        (1, True, False, ""),
+    ]
+    assert sorted(s.watchers) == [-5, 0, 1]
 
 
 def test_progress_waits_until_synced_and_fragments() -> None:
