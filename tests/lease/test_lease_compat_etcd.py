@@ -69,6 +69,11 @@ def script(lease: int) -> list[tuple[str, str]]:
         ("/v3/lease/keepalive", json.dumps({"ID": lid}) + " " + json.dumps({"ID": "999"})),
         ("/v3beta/lease/keepalive", json.dumps({"ID": lid})),
         ("/v3/lease/keepalive", ""),
+        # found by the randomized comparison: decoding stops at the first bad object
+        ("/v3/lease/keepalive", json.dumps({"ID": lid}) + "] " + json.dumps({"ID": lid})),
+        ("/v3/lease/keepalive", json.dumps({"ID": "x"}) + json.dumps({"ID": lid})),
+        ("/v3/lease/keepalive", json.dumps({"ID": lid}) + "null{}"),
+        ("/v3/lease/timetolive", json.dumps({"ID": 0})),
         ("/v3/lease/timetolive", json.dumps({"ID": lid, "keys": True})),
         ("/v3/kv/lease/timetolive", json.dumps({"ID": lid})),
         ("/v3/lease/timetolive", json.dumps({"ID": "999"})),

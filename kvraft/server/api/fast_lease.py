@@ -27,7 +27,7 @@ from kvraft.server.api.lease import (
     keepalive_chunks,
     time_to_live_doc,
 )
-from kvraft.server.api.stream import iter_requests
+from kvraft.server.api.stream import decode_stream
 
 __all__ = ["PATHS", "ROUTES", "serve"]
 
@@ -46,7 +46,7 @@ async def serve(proto: Any, route: str, out: Out, body: bytes, close: bool) -> N
     features, server = routes.features, routes.server
     try:
         if route == "lease/keepalive":
-            requests = list(iter_requests(body, out is MSGPACK_OUT, LEASE_ID))
+            requests = decode_stream(body, out is MSGPACK_OUT, LEASE_ID)
             payload = b""
             async for chunk in keepalive_chunks(features, server, out, requests):
                 payload += b"%x\r\n%s\r\n" % (len(chunk), chunk)

@@ -25,11 +25,14 @@ from __future__ import annotations
 import binascii
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from kvraft.apply.errors import InvalidArgument
 
-__all__ = ["EMPTY", "GoNumber", "b64decode", "check_syntax", "go_quote", "load_body", "parse_int_text"]
+__all__ = [
+    "EMPTY", "GoNumber", "b64decode", "check_syntax", "go_quote", "iter_values", "load_body", "parse_int_text",
+]
 
 MAX_DEPTH = 10000
 _SPACE = b" \t\r\n"
@@ -67,8 +70,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(name)
 
 
+def _parse_int(text: str) -> Any:
+    # beyond Python's int-from-text digit limit: no Go integer holds it either
+    return int(text) if len(text) < 4000 else GoNumber(text)
+
+
 def _loads(text: str) -> Any:
-    return json.loads(text, parse_float=GoNumber, parse_constant=_reject_constant)
+    return json.loads(text, parse_float=GoNumber, parse_int=_parse_int, parse_constant=_reject_constant)
+
+
+_DECODER = json.JSONDecoder(parse_float=GoNumber, parse_int=_parse_int, parse_constant=_reject_constant)
 
 
 def _quote_char(c: int) -> str:
@@ -123,12 +134,52 @@ class _Scanner:
             pos += 1
         return pos
 
-    def scan_value(self, pos: int, depth: int = 0) -> int:
+    def scan_value(self, pos: int) -> int:
+        """The offset just past the value at ``pos``; containers on an explicit stack (Go
+        allows 10,000 levels, beyond Python's recursion limit)."""
+        stack: list[int] = []  # the closing byte of each open container
+        while True:
+            c = self.at(pos)
+            if c in (0x7B, 0x5B):  # { [
+                if len(stack) >= MAX_DEPTH:
+                    raise InvalidArgument("exceeded max depth")
+                closing = 0x7D if c == 0x7B else 0x5D
+                pos = self.skip_space(pos + 1)
+                if self.at(pos) != closing:
+                    stack.append(closing)
+                    if closing == 0x7D:
+                        pos = self._key(pos)
+                    continue  # a value at pos
+                pos += 1  # an empty container: a whole value
+            else:
+                pos = self._scalar(pos)
+            while True:  # after a value: close containers, or the next element
+                if not stack:
+                    return pos
+                pos = self.skip_space(pos)
+                c, closing = self.at(pos), stack[-1]
+                if c == closing:
+                    stack.pop()
+                    pos += 1
+                    continue
+                if c != 0x2C:
+                    raise self.fail(pos, "after object key:value pair" if closing == 0x7D else "after array element")
+                pos = self.skip_space(pos + 1)
+                if closing == 0x7D:
+                    pos = self._key(pos)
+                break
+
+    def _key(self, pos: int) -> int:
+        """An object key and its colon at ``pos``; the offset of the value after them."""
+        if self.at(pos) != 0x22:
+            raise self.fail(pos, "looking for beginning of object key string")
+        pos = self.skip_space(self.scan_string(pos + 1))
+        if self.at(pos) != 0x3A:
+            raise self.fail(pos, "after object key")
+        return self.skip_space(pos + 1)
+
+    def _scalar(self, pos: int) -> int:
         c = self.at(pos)
-        if c == 0x7B:  # {
-            return self.scan_object(pos + 1, depth + 1)
-        if c == 0x5B:  # [
-            return self.scan_array(pos + 1, depth + 1)
         if c == 0x22:
             return self.scan_string(pos + 1)
         if c == 0x2D or 0x30 <= c <= 0x39:
@@ -141,43 +192,6 @@ class _Scanner:
                         raise self.fail(pos + offset, f"in literal {literal.decode()} (expecting '{expecting}')")
                 return pos + len(literal)
         raise self.fail(pos, "looking for beginning of value")
-
-    def _depth(self, depth: int) -> None:
-        if depth > MAX_DEPTH:
-            raise InvalidArgument("exceeded max depth")
-
-    def scan_object(self, pos: int, depth: int) -> int:
-        self._depth(depth)
-        pos = self.skip_space(pos)
-        if self.at(pos) == 0x7D:
-            return pos + 1
-        while True:
-            if self.at(pos) != 0x22:
-                raise self.fail(pos, "looking for beginning of object key string")
-            pos = self.skip_space(self.scan_string(pos + 1))
-            if self.at(pos) != 0x3A:
-                raise self.fail(pos, "after object key")
-            pos = self.skip_space(self.scan_value(self.skip_space(pos + 1), depth))
-            c = self.at(pos)
-            if c == 0x7D:
-                return pos + 1
-            if c != 0x2C:
-                raise self.fail(pos, "after object key:value pair")
-            pos = self.skip_space(pos + 1)
-
-    def scan_array(self, pos: int, depth: int) -> int:
-        self._depth(depth)
-        pos = self.skip_space(pos)
-        if self.at(pos) == 0x5D:
-            return pos + 1
-        while True:
-            pos = self.skip_space(self.scan_value(pos, depth))
-            c = self.at(pos)
-            if c == 0x5D:
-                return pos + 1
-            if c != 0x2C:
-                raise self.fail(pos, "after array element")
-            pos = self.skip_space(pos + 1)
 
     def scan_string(self, pos: int) -> int:
         while True:
@@ -249,10 +263,32 @@ def load_body(body: bytes) -> Any:
     end = scanner.scan_value(start)
     try:
         return _loads(body[start:end].decode("utf-8", "replace"))
-    except RecursionError:
+    except RecursionError:  # Go-valid (at most 10,000 levels) but deeper than Python reads
         raise InvalidArgument("exceeded max depth") from None
     except ValueError as exc:  # Go-valid, Python not (e.g. lone surrogates)
         raise InvalidArgument(f"invalid JSON: {exc}") from None
+
+
+def iter_values(body: bytes) -> Iterator[Any]:
+    """The JSON values of a streaming request body one by one, as the gateway's decoder
+    reads them (back to back, whitespace optional between them); a value that does not
+    parse raises Go's error when its turn comes (the values before it were yielded)."""
+    text = body.decode("utf-8", "surrogateescape")
+    pos, n = 0, len(text)
+    while True:
+        while pos < n and text[pos] in " \t\r\n":
+            pos += 1
+        if pos >= n:
+            return
+        try:
+            value, pos = _DECODER.raw_decode(text, pos)
+        except (ValueError, RecursionError):
+            start = len(text[:pos].encode("utf-8", "surrogateescape"))
+            scanner = _Scanner(body, "unexpected EOF")
+            end = scanner.scan_value(start)  # raises Go's syntax error
+            value = load_body(body[start:end])  # Go-valid, Python not: Go's reading of it
+            pos = len(body[:end].decode("utf-8", "surrogateescape"))
+        yield value
 
 
 _BOUNDS = {"int64": (-(2**63), 2**63 - 1), "uint64": (0, 2**64 - 1), "uint8": (0, 255)}
@@ -275,7 +311,7 @@ def int_from_literal(text: str, go_type: str) -> int:
     """``strconv.ParseInt``/``ParseUint`` of a JSON number literal, as ``encoding/json``
     stores a number into an integer."""
     low, high = _BOUNDS[go_type]
-    if _INT_LITERAL.fullmatch(text.encode()):
+    if len(text) <= 21 and _INT_LITERAL.fullmatch(text.encode()):
         number = int(text)
         if low <= number <= high:
             return number

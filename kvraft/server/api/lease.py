@@ -34,7 +34,7 @@ from kvraft.server.api.errors import HTTP_STATUS, to_etcd_error
 from kvraft.server.api.feature_state import FEATURES
 from kvraft.server.api.request import OUT, header, read_body, read_request, respond
 from kvraft.server.api.state import SERVER
-from kvraft.server.api.stream import Sink, is_packed, iter_requests, open_stream
+from kvraft.server.api.stream import Sink, decode_stream, is_packed, open_stream
 
 __all__ = [
     "GRANT",
@@ -62,7 +62,9 @@ async def grant_doc(features: Any, server: Any, out: Out, fields: dict[str, Any]
 
 async def keepalive_doc(features: Any, server: Any, out: Out, lease_id: int) -> dict[str, Any]:
     result = await features.renew(lease_id)
-    doc: dict[str, Any] = {"header": _header(server, out, result.revision), "ID": out.i(lease_id)}
+    doc: dict[str, Any] = {"header": _header(server, out, result.revision)}
+    if lease_id:  # proto3 JSON omits zero values (a keepalive of ID 0 or null)
+        doc["ID"] = out.i(lease_id)
     if result.ttl:
         doc["TTL"] = out.i(result.ttl)
     return doc
@@ -104,7 +106,10 @@ async def time_to_live_doc(features: Any, server: Any, out: Out, fields: dict[st
     lease = features.lessor.leases.get(lease_id)
     revision = features.store.rev
     if lease is None:
-        return {"header": _header(server, out, revision), "ID": out.i(lease_id), "TTL": out.i(-1)}
+        missing: dict[str, Any] = {"header": _header(server, out, revision), "ID": out.i(lease_id), "TTL": out.i(-1)}
+        if not lease_id:  # proto3 JSON omits zero values
+            del missing["ID"]
+        return missing
     keys = features.store.keys_by_lease(lease_id)
     features.check_lease_access(keys)
     doc: dict[str, Any] = {
@@ -138,7 +143,7 @@ async def _keepalive(request: web.Request) -> web.StreamResponse:
     out = MSGPACK_OUT if packed else JSON_OUT
     request[OUT] = out
     body = await read_body(request)
-    requests = list(iter_requests(body, packed, LEASE_ID))  # a malformed body fails before the stream opens
+    requests = decode_stream(body, packed, LEASE_ID)  # a malformed first object fails before the stream opens
     chunks = keepalive_chunks(request.app[FEATURES], request.app[SERVER], out, requests)
     first = await anext(chunks, None)  # a failure here is answered as a plain error
     sink = await open_stream(request, out)

@@ -12,10 +12,11 @@ from typing import Any
 import msgpack
 from aiohttp import web
 
-from kvraft.apply.errors import InvalidArgument
+from kvraft.apply.errors import EtcdError, InvalidArgument, Unknown
+from kvraft.server.api import gojson
 from kvraft.server.api.codec import MSGPACK, MSGPACK_OUT, Message, Out, decode_message
 
-__all__ = ["CORS", "Sink", "iter_requests", "open_stream"]
+__all__ = ["CORS", "Sink", "decode_stream", "iter_requests", "open_stream"]
 
 CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -27,7 +28,8 @@ CORS = {
 
 def iter_requests(body: bytes, packed: bool, schema: Message) -> Iterator[Any]:
     """Decode every request object in ``body`` (JSON objects back to back, optionally
-    separated by whitespace; or a msgpack stream)."""
+    separated by whitespace; or a msgpack stream). A JSON object that does not decode
+    raises in its turn, after the ones before it (see ``decode_stream``)."""
     if packed:
         unpacker = msgpack.Unpacker(raw=False)
         unpacker.feed(body)
@@ -43,23 +45,26 @@ def iter_requests(body: bytes, packed: bool, schema: Message) -> Iterator[Any]:
                 raise InvalidArgument(f"msgpack: {exc!r}") from None
             done = unpacker.tell()
             yield decode_message(obj, schema, packed=True)
-    text = body.decode("utf-8", errors="replace")
-    decoder = json.JSONDecoder()
-    pos = 0
-    while True:
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-        if pos >= len(text):
-            return
-        try:
-            obj, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            raise InvalidArgument(f"invalid character '{text[exc.pos:exc.pos + 1]}' looking for beginning of value") from None
-        except RecursionError:
-            raise InvalidArgument("exceeded max depth") from None
-        except ValueError:  # e.g. an integer literal longer than Python converts (as decode_body)
-            raise InvalidArgument("json: cannot unmarshal number into Go value of type int64") from None
-        yield decode_message(obj, schema)
+    for obj in gojson.iter_values(body):
+        yield decode_message({} if obj is None else obj, schema)  # jsonpb: null is empty
+
+
+def decode_stream(body: bytes, packed: bool, schema: Message) -> list[Any]:
+    """The request objects of a streaming body as etcd 3.4's gateway serves them: it
+    decodes and sends them one at a time, and the first one that does not decode ends the
+    stream there. When that is the first object, the request fails with the decoder's
+    error as a bare error (gRPC Unknown, HTTP 500); after it, the objects before it are
+    answered and the stream ends normally. (msgpack, kvraft's own: refused whole.)"""
+    if packed:
+        return list(iter_requests(body, packed, schema))
+    requests: list[Any] = []
+    try:
+        for request in iter_requests(body, packed, schema):
+            requests.append(request)
+    except EtcdError as exc:
+        if not requests:
+            raise Unknown(exc.message) from None
+    return requests
 
 
 class Sink:
