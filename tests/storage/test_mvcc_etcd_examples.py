@@ -142,6 +142,19 @@ def test_range_options(kv: Any) -> None:
         kv.range(b"")
 
 
+def test_a_negative_limit_is_no_limit(kv: Any) -> None:
+    """etcd's mvcc takes a limit <= 0 as 'all' and its range cuts only for a limit > 0.
+    kvraft's general range path (sorting, keys_only, filters) passed -1 on to the index
+    and answered no kvs, only the count (found by the randomized etcd comparison)."""
+    for key in (b"a", b"b", b"c"):
+        kv.put(key, b"v")
+    plain = kv.range(b"a", b"\x00", limit=-1)
+    assert [x.key for x in plain.kvs] == [b"a", b"b", b"c"] and not plain.more
+    for options in ({"keys_only": True}, {"sort_order": SortOrder.DESCEND}, {"min_mod_revision": 1}):
+        r = kv.range(b"a", b"\x00", limit=-1, **options)
+        assert len(r.kvs) == 3 and r.count == 3 and not r.more, options
+
+
 def test_put_flags(kv: Any) -> None:
     with pytest.raises(KeyNotFoundError) as err:
         kv.put(b"k", ignore_value=True)

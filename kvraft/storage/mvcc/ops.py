@@ -235,7 +235,7 @@ def apply_range(view: View, r: Any) -> RangeResult:
         if limit > 0 and len(kvs) > limit:
             return RangeResult(tuple(kvs[:limit]), True, count, header)
         return RangeResult(tuple(kvs), False, count, header)
-    limit = r.limit
+    limit = max(r.limit, 0)  # a negative limit is no limit, as etcd's mvcc takes it
     filtered = bool(r.min_mod_revision or r.max_mod_revision or r.min_create_revision or r.max_create_revision)
     if r.sort_order != SortOrder.NONE or filtered:
         limit = 0  # fetch everything; sort and cut afterwards
