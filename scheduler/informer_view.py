@@ -180,7 +180,7 @@ class ClusterView:
         if prefix == keys.EVENTS or prefix == keys.ASSIGNMENTS:
             return
         doc, why = _load(value)
-        self.invalid.pop(key, None)
+        was_invalid = self.invalid.pop(key, None) is not None
         entry = Entry(doc, create, mod)
         if prefix == keys.TASKS:
             self._put_task_status(key, rest, entry, why)
@@ -211,7 +211,8 @@ class ClusterView:
                 decode.alloc_jobs(doc)
             except decode.Malformed as exc:
                 self._invalid(key, f"{exc}; node {rest} unschedulable until it is fixed")
-            self._node_dirty(rest)
+            if was_invalid != (key in self.invalid):  # schedulable or not: the core must hear of it
+                self._node_dirty(rest)
         elif prefix == keys.JOBS:
             problems = [why] if why else [str(p) for p in check_stored_job(rest, doc)]
             if problems:
@@ -273,7 +274,7 @@ class ClusterView:
         self.dirty_jobs.add(job)
 
     def _delete(self, key: str) -> None:
-        self.invalid.pop(key, None)
+        was_invalid = self.invalid.pop(key, None) is not None
         where = keys.split(key)
         if where is None:
             return
@@ -300,7 +301,7 @@ class ClusterView:
         table.pop(rest, None)
         if prefix == keys.JOBS:
             self.invalid_jobs.pop(rest, None)
-        if prefix in (keys.NODES, keys.LEASES, keys.CORDONS, keys.ALLOC):
+        if prefix in (keys.NODES, keys.LEASES, keys.CORDONS) or (prefix == keys.ALLOC and was_invalid):
             self._node_dirty(rest)
         elif prefix in (keys.JOBS, keys.JOBSTATUS):
             self.dirty_jobs.add(rest)
