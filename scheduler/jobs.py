@@ -377,11 +377,67 @@ def _shape(task: dict[str, Any]) -> tuple[Any, ...]:
 
 def check_stored_job(name: str, doc: Any) -> list[Problem]:
     """Every problem of a job as stored under ``/registry/jobs/<name>`` (empty when the daemon
-    may use it: ``to_model`` and ``task_instances`` then work and every field has its type)."""
+    may use it: ``to_model`` and ``task_instances`` then work and every field has its type).
+    A valid job is recognised by ``_stored_job_ok`` (some microseconds; the daemon checks every
+    spec it lists or sees change); only an invalid one pays for jsonschema's messages."""
+    if _stored_job_ok(doc) and doc["name"] == name:
+        return []
     problems = _schema_problems(STORED_JOB_SCHEMA, doc)
     if isinstance(doc, dict) and "name" in doc and doc["name"] != name:
         problems.insert(0, Problem("name", f"{doc['name']!r} is not the key's name {name!r}"))
     return problems
+
+
+def _i(value: Any, lo: int, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def _n(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _name_ok(value: Any) -> bool:
+    return isinstance(value, str) and re.search(NAME["pattern"], value) is not None
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
+def _task_ok(t: Any) -> bool:
+    if not isinstance(t, dict) or not all(f in t for f in STORED_TASK["required"]):
+        return False
+    r, command = t["resources"], t["command"]
+    return (_name_ok(t["name"]) and _i(t["replicas"], 1, 1024) and isinstance(t["image"], str) and t["image"] != ""
+            and isinstance(command, list) and len(command) >= 1 and all(isinstance(a, str) for a in command)
+            and ("env" not in t or _strings(t["env"])) and isinstance(t.get("workdir", ""), str)
+            and isinstance(r, dict) and all(f in r for f in ("gpus", "cpu_milli", "memory_mib", "rdma"))
+            and _i(r["gpus"], 0, 64) and (r.get("gpu_type") is None or isinstance(r["gpu_type"], str))
+            and _i(r["cpu_milli"], 0, 1 << 63) and _i(r["memory_mib"], 0, 1 << 63) and isinstance(r["rdma"], bool))
+
+
+def _stored_job_ok(doc: Any) -> bool:
+    """What STORED_JOB_SCHEMA accepts, said in code (tests/jobctl/test_schema.py holds the two
+    equal over random documents); never raises."""
+    if not isinstance(doc, dict) or not all(f in doc for f in STORED_JOB_SCHEMA["required"]):
+        return False
+    tasks, topo = doc["tasks"], doc.get("topology")
+    positive = ("max_run_s", "estimate_s", "checkpoint_interval_s")
+    return ((doc["kind"] == "Job" if "kind" in doc else True) and _name_ok(doc["name"]) and _name_ok(doc["tenant"])
+            and _i(doc["priority"], -1000000, 1000000)
+            and (doc.get("priority_class") is None or isinstance(doc["priority_class"], str))
+            and isinstance(tasks, list) and 1 <= len(tasks) <= 16 and all(_task_ok(t) for t in tasks)
+            and (topo is None or (isinstance(topo, dict) and "level" in topo and "mode" in topo
+                                  and topo["mode"] in ("required", "preferred") and topo["level"] in ("node", "rack", "spine")
+                                  and isinstance(topo.get("fewest_nodes", False), bool)))
+            and ("node_selector" not in doc or _strings(doc["node_selector"]))
+            and all(doc.get(f) is None or (_n(doc[f]) and doc[f] > 0) for f in positive)
+            and isinstance(doc.get("preemptible", True), bool) and doc.get("restart_policy", "Never") in ("Never", "OnFailure")
+            and ("max_restarts" not in doc or _i(doc["max_restarts"], 0, 100))
+            and (doc.get("checkpoint_dir") is None or isinstance(doc["checkpoint_dir"], str))
+            and ("grace_s" not in doc or (_n(doc["grace_s"]) and 0 <= doc["grace_s"] <= 3600))
+            and (doc.get("ttl_seconds_after_finished") is None or _n(doc["ttl_seconds_after_finished"]))
+            and ("submitted_at" not in doc or _n(doc["submitted_at"])) and isinstance(doc.get("cancelled", False), bool))
 
 
 def validate_tenant(doc: Any) -> list[Problem]:
