@@ -357,9 +357,6 @@ class SchedulerDaemon:
             why = f"{keys.job_key(job)}: {view.job_problem(job)}"
             doc = dict(st, phase="Failed", reason="InvalidSpec", message=why, finished_at=now)
             return await self._release(b, doc, [("Failed", why)], False, "invalid")
-        if broken:
-            return await self._restart_or_fail(b, spec, st, "InvalidBinding", f"{keys.binding_key(job)}: {broken}",
-                                               "Failed")
         if b.evicting_until is not None:
             if now < b.evicting_until:
                 self._timers[job] = b.evicting_until
@@ -374,6 +371,9 @@ class SchedulerDaemon:
         if lost:
             return await self._restart_or_fail(b, spec, st, "NodeLost",
                                                f"node(s) {', '.join(lost)} NotReady: agent heartbeat expired", "Lost")
+        if broken:  # what anyone wrote: a binding that does not decode, or that the core cannot hold
+            return await self._restart_or_fail(b, spec, st, "InvalidBinding", f"{keys.binding_key(job)}: {broken}",
+                                               "Failed")
         statuses = view.task_statuses(job, b.revision)
         failed = sorted(t for t, s in statuses.items() if s.get("phase") == "Failed")
         if failed:

@@ -221,3 +221,21 @@ def test_jobctl_skips_what_does_not_decode_and_names_it(one_member: list[str], c
             assert err.splitlines()[-1].startswith("error: "), (argv, err)  # after any warnings
     assert main([*eps, "logs", "z-good"]) == 1
     assert "advertises no agent URL ('file:///etc/passwd')" in capsys.readouterr().err
+
+
+async def test_a_bound_job_on_a_deleted_node_record_is_lost_not_a_wedge(daemon: SchedulerDaemon) -> None:
+    """`kvctl del /registry/nodes/n1` under a running job, then a new leader: the core was told
+    JobAdded with a placement on a node it did not know (KeyError in allocate) in every pass."""
+    d = daemon
+    await nodes(d, "n1")
+    await put(d, "/registry/jobs/j", spec("j", restart_policy="OnFailure", max_restarts=1))
+    await steps(d, 1)
+    assert (await doc(d, "/registry/bindings/j")) is not None
+    await d.client.delete("/registry/nodes/n1")
+    d._rebuild()
+    await steps(d, 2)
+    st = await doc(d, "/registry/jobstatus/j")
+    assert (st["phase"], st["restarts"], st["last_placement"][0]["node"]) == ("Pending", 1, "n1"), st
+    assert (await doc(d, "/registry/bindings/j")) is None and dict(d.releases) == {"restarted": 1}
+    events = (await d.client.get("/registry/events/j/", prefix=True)).kvs
+    assert "Lost" in [json.loads(kv.value)["type"] for kv in events]  # NodeLost, not InvalidBinding
