@@ -3,13 +3,13 @@
 The tree::
 
     AuthError                     code, message
+     +-- (code 2)  password given for a no-password user (unmapped in etcd 3.4)
      +-- (code 3)  user name is empty, role name is empty, authentication failed,
-     |             revision of auth store is old
+     |             revision of auth store is old, invalid auth management
      +-- (code 7)  permission denied
      +-- (code 8)  too many requests (authenticate rate limit)
      +-- (code 9)  root user does not exist, user/role already exists or not found,
-     |             role not granted, permission not granted, invalid auth management,
-     |             authentication is not enabled
+     |             role not granted, permission not granted, authentication is not enabled
      +-- (code 16) invalid auth token
 
 The API layer answers any exception with integer ``code`` and ``message`` as etcd's error
@@ -24,6 +24,7 @@ __all__ = [
     "auth_not_enabled",
     "invalid_auth_mgmt",
     "invalid_token",
+    "no_password_user",
     "old_revision",
     "permission_denied",
     "permission_not_granted",
@@ -114,7 +115,12 @@ def permission_not_granted() -> AuthError:
 
 
 def invalid_auth_mgmt() -> AuthError:
-    return _e(9, "invalid auth management")
+    return _e(3, "invalid auth management")
+
+
+def no_password_user() -> AuthError:
+    """etcd 3.4 does not map this one to a gRPC code: Unknown (2), HTTP 500 on the gateway."""
+    return AuthError(2, "auth: authentication failed, password was given for no password user")
 
 
 def auth_not_enabled() -> AuthError:

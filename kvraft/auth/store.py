@@ -130,7 +130,7 @@ class AuthState:
         role = self._role(name)
         role.perms = [p for p in role.perms if (p.key, p.range_end) != (perm.key, perm.range_end)]
         role.perms.append(perm)
-        role.perms.sort(key=lambda p: (p.key, p.range_end))
+        role.perms.sort(key=lambda p: p.key)  # etcd: by key; one key's ranges in grant order
         self._changed()
 
     def role_revoke_permission(self, name: str, key: bytes, range_end: bytes) -> None:
@@ -209,6 +209,18 @@ class AuthState:
             return
         if not self._ranges(name)[2]:
             raise errors.permission_denied()
+
+    def check_user_get(self, name: str, revision: int, target: str) -> None:
+        """etcd's UserGet: root, or any user reading its own record."""
+        if self.check_user(name, revision) or name == target:
+            return
+        self.check_admin(name, revision)
+
+    def check_role_get(self, name: str, revision: int, role: str) -> None:
+        """etcd's RoleGet: root, or any user reading a role it holds."""
+        if self.check_user(name, revision) or role in self.users[name].roles:
+            return
+        self.check_admin(name, revision)
 
     # -- persistence ----------------------------------------------------------------------
     def to_record(self) -> dict[str, Any]:

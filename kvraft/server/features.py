@@ -253,12 +253,12 @@ class Features:
         try:
             if not self.auth.enabled:
                 raise auth_errors.auth_not_enabled()
-            if not name:
-                raise auth_errors.user_empty()
             if not self.limiter.allow(name, time.monotonic()):
                 raise auth_errors.too_many_requests()
             user = self.auth.users.get(name)
-            digest = user.password_hash if user is not None and not user.no_password else None
+            if user is not None and user.no_password:
+                raise auth_errors.no_password_user()
+            digest = user.password_hash if user is not None else None
             ok = await asyncio.get_running_loop().run_in_executor(None, check_password, password, digest)
             if not ok:
                 raise auth_errors.auth_failed()

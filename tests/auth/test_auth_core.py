@@ -50,8 +50,35 @@ def test_enable_needs_root_with_root_role() -> None:
     assert _code(s.enable) == (9, "root user does not have root role")
     s.user_grant_role("root", "root")
     s.enable()
-    assert _code(lambda: s.user_delete("root")) == (9, "invalid auth management")
-    assert _code(lambda: s.user_revoke_role("root", "root")) == (9, "invalid auth management")
+    # etcd's ErrGRPCInvalidAuthMgmt is InvalidArgument (3)
+    assert _code(lambda: s.user_delete("root")) == (3, "invalid auth management")
+    assert _code(lambda: s.user_revoke_role("root", "root")) == (3, "invalid auth management")
+    assert _code(lambda: s.role_delete("root")) == (3, "invalid auth management")
+
+
+def test_users_read_their_own_record_and_the_roles_they_hold() -> None:
+    s = _state()
+    s.user_add("bob", b"h")
+    s.check_user_get("alice", 0, "alice")
+    s.check_role_get("alice", 0, "app")
+    s.check_user_get("root", 0, "alice")
+    s.check_role_get("root", 0, "app")
+    assert _code(lambda: s.check_user_get("bob", 0, "alice")) == (7, "permission denied")
+    assert _code(lambda: s.check_role_get("bob", 0, "app")) == (7, "permission denied")
+    assert _code(lambda: s.check_user_get("", 0, "")) == (3, "user name is empty")
+    s.disable()
+    s.check_role_get("bob", 0, "app")
+
+
+def test_one_keys_permissions_stay_in_grant_order() -> None:
+    """etcd sorts a role's permissions by key only (its grant appends, then sorts)."""
+    s = _state()
+    s.role_add("r")
+    for perm in (Permission(READ, b"a", b"b"), Permission(WRITE, b"a", b"\0"), Permission(READWRITE, b"z"),
+                 Permission(READ, b"")):
+        s.role_grant_permission("r", perm)
+    assert [(p.key, p.range_end) for p in s.role_get("r").perms] == [
+        (b"", b""), (b"a", b"b"), (b"a", b"\0"), (b"z", b"")]
 
 
 def test_management_errors_match_etcd() -> None:

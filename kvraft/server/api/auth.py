@@ -98,6 +98,7 @@ async def _status(request: web.Request) -> web.Response:
 
 async def _user_get(request: web.Request) -> web.Response:
     out, fields, features = await _read_state(request, NAME)
+    features.checked(features.auth.check_user_get, *features.caller_or_empty(), fields["name"])
     user = features.checked(features.auth.user_get, fields["name"])
     doc: dict[str, Any] = {"header": header(request, out, features.store.rev)}
     if user.roles:
@@ -115,6 +116,7 @@ async def _user_list(request: web.Request) -> web.Response:
 
 async def _role_get(request: web.Request) -> web.Response:
     out, fields, features = await _read_state(request, ROLE)
+    features.checked(features.auth.check_role_get, *features.caller_or_empty(), fields["role"])
     role = features.checked(features.auth.role_get, fields["role"])
     doc: dict[str, Any] = {"header": header(request, out, features.store.rev)}
     perms = []

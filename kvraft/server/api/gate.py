@@ -18,6 +18,9 @@ watch                       checked per create (refusal sent in-stream)
 kv/range|put|deleterange|   the op's READ/WRITE ranges (``check_request``)
 txn
 lease/revoke, timetolive    root, or WRITE on every attached key
+auth/user/get, role/get     root, or the caller's own user / a role it holds (etcd)
+maintenance/alarm           GET: any authenticated user (etcd); ACTIVATE, DEACTIVATE:
+                            root (etcd 3.4 lets any user raise or clear an alarm)
 kv/compaction, lease/grant, any authenticated user
 keepalive, leases, lock/*,
 election/*
@@ -51,7 +54,8 @@ __all__ = ["AuthGate", "install"]
 PREFIXES = ("/v3", "/v3beta")
 _OPEN = {"/auth/authenticate", "/auth/status", "/watch", "/maintenance/status", "/cluster/member/list"}
 _SELF_CHECKED = {"/kv/range", "/kv/put", "/kv/deleterange", "/kv/txn", "/lease/revoke", "/kv/lease/revoke",
-                 "/lease/timetolive", "/kv/lease/timetolive"}
+                 "/lease/timetolive", "/kv/lease/timetolive", "/auth/user/get", "/auth/role/get",
+                 "/maintenance/alarm"}
 _ANY_USER = {"/kv/compaction", "/lease/grant", "/lease/keepalive", "/lease/leases", "/kv/lease/leases"}
 _ANY_USER_PREFIXES = ("/lock/", "/election/")
 

@@ -14,12 +14,14 @@ from aiohttp import web
 from kvraft.server.api import schemas
 from kvraft.server.api.codec import MSGPACK_OUT, Out
 from kvraft.server.api.errors import to_etcd_error
+from kvraft.server.api.feature_state import FEATURES
 from kvraft.server.api.request import header, read_request, respond
 from kvraft.server.api.state import SERVER
 
 __all__ = ["ROUTES"]
 
 ALARM_NAMES = {0: "NONE", 1: "NOSPACE", 2: "CORRUPT"}
+ALARM_GET = 0  # AlarmRequest.AlarmAction: GET, ACTIVATE, DEACTIVATE
 SNAPSHOT_CHUNK_BYTES = 64 * 1024
 
 log = logging.getLogger("kvraft.api")
@@ -48,6 +50,10 @@ async def _defragment(request: web.Request) -> web.Response:
 
 async def _alarm(request: web.Request) -> web.Response:
     out, fields = await read_request(request, schemas.ALARM)
+    features = request.app[FEATURES]
+    if features.auth.enabled:  # reading alarms is open to any user; changing them is root's
+        check = features.auth.check_user if fields["action"] == ALARM_GET else features.auth.check_admin
+        features.checked(check, *features.caller_or_empty())
     alarms = await request.app[SERVER].alarm(fields["action"], fields["memberID"], fields["alarm"])
     doc = {}
     if alarms:
