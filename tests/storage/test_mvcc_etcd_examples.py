@@ -221,6 +221,20 @@ def test_compare_rules(kv: Any) -> None:
     assert kv.rev == 3  # read-only txns do not bump the revision
 
 
+def test_an_unknown_compare_target_compares_as_equal(kv: Any) -> None:
+    """etcd's compareKV leaves its comparison at 0 for a target it does not know (a number
+    beyond LEASE in the JSON), so EQUAL holds and NOT_EQUAL, GREATER, LESS do not; an
+    unknown result holds. kvraft held every unknown target (found by the randomized etcd
+    comparison)."""
+    kv.put(b"a", b"x")
+    want = {CompareResult.EQUAL: True, CompareResult.NOT_EQUAL: False, CompareResult.GREATER: False,
+            CompareResult.LESS: False, 7: True}  # fmt: skip
+    for key in (b"a", b"missing"):
+        for result, held in want.items():
+            assert kv.txn([Compare(result, 9, key)]).succeeded is held, (key, result)
+    assert kv.txn([Compare(7, CompareTarget.VERSION, b"a", version=5)]).succeeded
+
+
 def test_nested_txn_compares_see_the_state_before_the_txn(kv: Any) -> None:
     kv.put(b"x", b"0")
     inner = TxnRequest(compare=(Compare(CompareResult.EQUAL, CompareTarget.VALUE, b"x", value=b"0"),),

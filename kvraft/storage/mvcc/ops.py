@@ -311,8 +311,8 @@ def _compare(c: Any, kv: KeyValue) -> bool:
         a, b = kv.version, c.version
     elif target == CompareTarget.LEASE:
         a, b = kv.lease, c.lease
-    else:
-        return True  # unknown target: etcd's compareKV falls through to true
+    else:  # unknown target: etcd's compareKV leaves its comparison at 0 ("equal")
+        a, b = 0, 0
     result = c.result
     if result == CompareResult.EQUAL:
         return bool(a == b)
