@@ -194,6 +194,12 @@ LEASE_STEPS = [
     S("lease", "timetolive"),
     S("lease", "keep-alive"),
     S("lease", "keep-alive", "--once", "1234"),
+    # argument errors of the blocking commands (they exit before connecting)
+    S("elect"),
+    S("elect", "e1"),
+    S("elect", "-l", "e1", "proposal"),
+    S("elect", "a", "b", "c"),
+    S("lock"),
 ]
 
 CLUSTER_STEPS = [

@@ -18,8 +18,12 @@ __all__ = ["register"]
 
 
 async def run_elect(ctx: Context, ns: argparse.Namespace) -> None:
-    if len(ns.args) != 1 + (0 if ns.listen else 1):
-        raise CommandError(EXIT_BAD_ARGS, "elect takes one election name argument and one proposal argument.")
+    if len(ns.args) not in (1, 2):
+        raise CommandError(EXIT_BAD_ARGS, "elect takes one election name argument and an optional proposal argument")
+    if ns.listen and len(ns.args) == 2:
+        raise CommandError(EXIT_BAD_ARGS, "proposal given but -l is set")
+    if not ns.listen and len(ns.args) == 1:
+        raise CommandError(EXIT_BAD_ARGS, "no proposal argument but -l not set")
     client = await ctx.client()
     election = client.election(ns.args[0], ttl=ns.ttl)
     if ns.listen:
