@@ -175,6 +175,17 @@ def test_what_etcds_gateway_accepts(body: bytes, schema, want) -> None:
         (b'{"key":"YQ==="}', schemas.RANGE, "illegal base64 data at input byte 4"),
         (b'{"key":"YQ==YQ=="}', schemas.RANGE, "illegal base64 data at input byte 4"),
         (b'{"key":"YQ"}', schemas.RANGE, "illegal base64 data at input byte 0"),
+        # json.Unmarshal of a cut number or literal reports the space it scans at the end
+        (b'{"key":"YQ==","limit":"-"}', schemas.RANGE, "invalid character ' ' in numeric literal"),
+        (b'{"key":"YQ==","limit":"1e"}', schemas.RANGE, "invalid character ' ' in exponent of numeric literal"),
+        (b'{"key":"YQ==","limit":"1e+"}', schemas.RANGE, "invalid character ' ' in exponent of numeric literal"),
+        (b'{"key":"YQ==","limit":"1."}', schemas.RANGE, "invalid character ' ' after decimal point in numeric literal"),
+        (b'{"key":"YQ==","limit":"tr"}', schemas.RANGE, "invalid character ' ' in literal true (expecting 'u')"),
+        (b'{"key":"YQ==","limit":"[1,"}', schemas.RANGE, "unexpected end of JSON input"),
+        # a string written with escapes: jsonpb reads the raw text between the quotes
+        (b'{"key":"YQ==","limit":"\\u00e9==="}', schemas.RANGE, "invalid character '\\\\' looking for beginning of value"),
+        (b'{"key":"YQ==","sort_order":"\\u0041SCEND"}', schemas.RANGE,
+         'unknown value "\\\\u0041SCEND" for enum etcdserverpb.RangeRequest_SortOrder'),
         (b'{"key":[256]}', schemas.PUT, "json: cannot unmarshal number 256 into Go value of type uint8"),
         (b'{"key":[1.5]}', schemas.PUT, "json: cannot unmarshal number 1.5 into Go value of type uint8"),
         (b'{"key":["a"]}', schemas.PUT, "json: cannot unmarshal string into Go value of type uint8"),

@@ -117,12 +117,17 @@ class _Scanner:
     """Go's JSON grammar over bytes, with Go's error text. ``scan_value`` returns the
     offset just past one value; ``eof`` is the message for input that ends inside it."""
 
-    def __init__(self, data: bytes, eof: str) -> None:
+    def __init__(self, data: bytes, eof: str, space_at_eof: bool = False) -> None:
         self.data = data
         self.eof = eof
+        self.space_at_eof = space_at_eof
 
     def fail(self, pos: int, context: str) -> InvalidArgument:
         if pos >= len(self.data):
+            # json.Unmarshal ends its check by scanning one space: where a space is wrong
+            # (a number or literal cut short) that is the error, not the end of input
+            if self.space_at_eof and ("numeric literal" in context or context.startswith("in literal")):
+                return InvalidArgument(f"invalid character ' ' {context}")
             return InvalidArgument(self.eof)
         return InvalidArgument(f"invalid character {_quote_char(self.data[pos])} {context}")
 
@@ -244,25 +249,74 @@ class _Scanner:
 
 def check_syntax(data: bytes) -> None:
     """``json.Unmarshal``'s validity check: one value, then only whitespace."""
-    scanner = _Scanner(data, "unexpected end of JSON input")
+    scanner = _Scanner(data, "unexpected end of JSON input", space_at_eof=True)
     end = scanner.skip_space(scanner.scan_value(scanner.skip_space(0)))
     if end < len(data):
         raise scanner.fail(end, "after top-level value")
 
 
+class RawStr(str):
+    """A JSON string that was written with escapes, with ``raw``: the bytes between its
+    quotes as sent (jsonpb reads int64 strings and enum names from those)."""
+
+    raw: bytes
+
+
+def _parse_raw(data: bytes, pos: int) -> tuple[Any, int]:
+    """One Go-valid JSON value at ``pos`` (``_Scanner`` has checked it), its strings kept
+    with their raw text. For bodies with escapes only; recursive (deep ones: RecursionError)."""
+    scanner = _Scanner(data, "unexpected EOF")
+    c = data[pos]
+    if c == 0x7B or c == 0x5B:
+        closing = 0x7D if c == 0x7B else 0x5D
+        obj: dict[str, Any] = {}
+        items: list[Any] = []
+        pos = scanner.skip_space(pos + 1)
+        while data[pos] != closing:
+            if closing == 0x7D:
+                key, pos = _parse_raw(data, pos)
+                pos = scanner.skip_space(scanner.skip_space(pos) + 1)  # the colon
+                obj[str(key)], pos = _parse_raw(data, pos)
+            else:
+                item, pos = _parse_raw(data, pos)
+                items.append(item)
+            pos = scanner.skip_space(pos)
+            if data[pos] == 0x2C:
+                pos = scanner.skip_space(pos + 1)
+        return (obj if closing == 0x7D else items), pos + 1
+    end = scanner._scalar(pos)
+    token = data[pos:end]
+    if c == 0x22:
+        text = json.loads(token.decode("utf-8", "replace"))
+        if b"\\" not in token:
+            return text, end
+        value = RawStr(text)
+        value.raw = token[1:-1]
+        return value, end
+    return _loads(token.decode()), end
+
+
+def _load_value(data: bytes, start: int, end: int) -> Any:
+    """The Go-valid value ``data[start:end]`` as Python values."""
+    if b"\\" in data[start:end]:
+        return _parse_raw(data, start)[0]
+    return _loads(data[start:end].decode("utf-8", "replace"))
+
+
 def load_body(body: bytes) -> Any:
     """The first JSON value of a request body, as the gateway's decoder reads it."""
-    try:
-        return _loads(body.decode("utf-8"))
-    except (ValueError, RecursionError):
-        pass
+    if b"\\" not in body:
+        try:
+            return _loads(body.decode("utf-8"))
+        except (ValueError, RecursionError):
+            pass
     scanner = _Scanner(body, "unexpected EOF")
     start = scanner.skip_space(0)
     if start == len(body):
         return EMPTY
     end = scanner.scan_value(start)
     try:
-        return _loads(body[start:end].decode("utf-8", "replace"))
+        return _load_value(body, start, end)
     except RecursionError:  # Go-valid (at most 10,000 levels) but deeper than Python reads
         raise InvalidArgument("exceeded max depth") from None
     except ValueError as exc:  # Go-valid, Python not (e.g. lone surrogates)
@@ -273,6 +327,17 @@ def iter_values(body: bytes) -> Iterator[Any]:
     """The JSON values of a streaming request body one by one, as the gateway's decoder
     reads them (back to back, whitespace optional between them); a value that does not
     parse raises Go's error when its turn comes (the values before it were yielded)."""
+    if b"\\" in body:  # escapes: Go's reading, raw strings kept
+        scanner = _Scanner(body, "unexpected EOF")
+        start = scanner.skip_space(0)
+        while start < len(body):
+            end = scanner.scan_value(start)
+            try:
+                yield _load_value(body, start, end)
+            except RecursionError:
+                raise InvalidArgument("exceeded max depth") from None
+            start = scanner.skip_space(end)
+        return
     text = body.decode("utf-8", "surrogateescape")
     pos, n = 0, len(text)
     while True:
@@ -332,11 +397,12 @@ def parse_int_text(raw: bytes, go_type: str) -> int:
 
 
 def raw_string_text(value: str) -> bytes:
-    """The text between the quotes of a JSON string holding ``value``, as a client would
-    have written it (Python's reader keeps only the decoded string). jsonpb uses this raw
-    text for int64 strings and enum names. An approximation: a character the client
-    escaped needlessly (``\\u0041``) is taken as written plainly (etcd would not)."""
-    return json.dumps(value, ensure_ascii=False)[1:-1].encode("utf-8", "surrogatepass")
+    """The text between the quotes of a JSON string holding ``value``, as the client wrote
+    it: jsonpb uses this raw text for int64 strings and enum names. A string of a body with
+    escapes is a ``RawStr`` that kept it; in a body without any, raw and decoded agree."""
+    if isinstance(value, RawStr):
+        return value.raw
+    return value.encode("utf-8", "surrogatepass")
 
 
 _B64 = {c: i for i, c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
