@@ -97,3 +97,46 @@ def test_election_campaign_observe_proclaim_resign(cluster) -> None:
     assert unb64(doc["kv"]["value"]) == b"b"
     status, doc = call(url, "/v3/election/proclaim", {"leader": leader_a, "value": b64("stale")})
     assert doc["message"] == "election: not leader"
+
+
+def _keys(url: str, prefix: str) -> list[dict]:
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    status, doc = call(url, "/v3/kv/range", {"key": b64(prefix), "range_end": b64(end)})
+    assert status == 200, doc
+    return doc.get("kvs", [])
+
+
+def _gives_up(url: str, path: str, doc: dict) -> None:
+    """A blocking request whose client stops waiting after 2 s."""
+    try:
+        call(url, path, doc, timeout_s=2)
+    except TimeoutError:
+        return
+    raise AssertionError(f"{path} answered while it should have waited")
+
+
+def test_waiters_that_leave_leave_the_line_and_a_lock_without_a_lease_ends(cluster) -> None:
+    """etcd's v3lock and v3election: a waiter whose client goes away withdraws its key (it
+    used to stay in line, then hold the lock for nobody, forever: its key had no lease), and a
+    lock or campaign without a lease runs under a new 60 s lease that nobody renews."""
+    url = cluster.url(cluster.wait_leader())
+    held = call(url, "/v3/lease/grant", {"TTL": "30"})[1]["ID"]
+    for path, name, extra in (("/v3/lock/lock", "gone", {}), ("/v3/election/campaign", "gonel", {"value": b64("v")})):
+        status, doc = call(url, path, {"name": b64(name), "lease": held, **extra})
+        assert status == 200, doc
+        _gives_up(url, path, {"name": b64(name), **extra})
+        _gives_up(url, path, {"name": b64(name), **extra})
+        deadline = time.monotonic() + 30
+        while len(_keys(url, name + "/")) > 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [unb64(kv["key"]) for kv in _keys(url, name + "/")] == [f"{name}/{int(held):x}".encode()]
+    assert call(url, "/v3/lease/revoke", {"ID": held})[0] == 200
+    status, doc = call(url, "/v3/lock/lock", {"name": b64("gone")}, timeout_s=10)
+    assert status == 200, doc
+    (kv,) = _keys(url, "gone/")
+    assert unb64(kv["key"]) == unb64(doc["key"]) and int(kv.get("lease", 0)) != 0
+    status, ttl = call(url, "/v3/lease/timetolive", {"ID": kv["lease"]})
+    assert ttl["grantedTTL"] == "60" and int(ttl["TTL"]) <= 60
+    status, doc = call(url, "/v3/election/campaign", {"name": b64("gonel"), "value": b64("w")}, timeout_s=10)
+    assert status == 200, doc
+    assert int(doc["leader"]["lease"]) != 0

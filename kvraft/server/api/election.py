@@ -13,7 +13,15 @@ from kvraft.apply.ops import CREATE, EQUAL, Compare, DeleteRangeOp, PutOp, Range
 from kvraft.server.api.codec import BYTES, INT64, JSON_OUT, MSGPACK, MSGPACK_OUT, Message, Out
 from kvraft.server.api.encode import encode_kv
 from kvraft.server.api.feature_state import FEATURES
-from kvraft.server.api.locking import SORT_ASCEND, SORT_BY_CREATE, Participant, prefix_end
+from kvraft.server.api.locking import (
+    SORT_ASCEND,
+    SORT_BY_CREATE,
+    ClientGone,
+    Participant,
+    prefix_end,
+    session_lease,
+    until_disconnect,
+)
 from kvraft.server.api.request import header, read_request, respond
 from kvraft.server.api.stream import open_stream
 from kvraft.watch import WatchCreate
@@ -36,11 +44,14 @@ def _leader_field(leader: dict[str, Any] | None) -> dict[str, Any]:
 async def _campaign(request: web.Request) -> web.Response:
     out, fields = await read_request(request, CAMPAIGN)
     features = request.app[FEATURES]
-    me = Participant(features.node, features.hub, fields["name"], fields["lease"])
+    me = Participant(features.node, features.hub, fields["name"], await session_lease(features, fields["lease"]))
     await me.enter(fields["value"])
     if me.value != fields["value"]:
         await _proclaim_as(features.node, me.key, me.rev, me.lease, fields["value"])
-    await me.wait_turn()
+    try:
+        await until_disconnect(request, me.wait_turn())
+    except ClientGone:
+        return web.Response(status=499)  # nobody reads it
     leader = {"name": out.b(fields["name"]), "key": out.b(me.key), "rev": out.i(me.rev), "lease": out.i(me.lease)}
     return respond(out, {"header": header(request, out, features.store.rev), "leader": leader})
 

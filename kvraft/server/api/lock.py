@@ -2,7 +2,9 @@
 
 Lock ``{"name", "lease"}`` answers ``{"header", "key"}`` once the caller holds the lock:
 its key ``<name>/<lease hex>`` is the oldest under ``<name>/``. The lock is released by
-Unlock ``{"key"}`` or when the lease ends (the key is deleted with it).
+Unlock ``{"key"}`` or when the lease ends (the key is deleted with it). Without a lease the
+lock gets a new 60 s one that nobody renews, and a caller that leaves while it waits leaves
+the line, as in etcd (``locking.session_lease``, ``locking.until_disconnect``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from aiohttp import web
 from kvraft.apply.ops import DeleteRangeOp
 from kvraft.server.api.codec import BYTES, INT64, Message
 from kvraft.server.api.feature_state import FEATURES
-from kvraft.server.api.locking import Participant
+from kvraft.server.api.locking import ClientGone, Participant, session_lease, until_disconnect
 from kvraft.server.api.request import header, read_request, respond
 
 __all__ = ["ROUTES"]
@@ -24,9 +26,12 @@ UNLOCK = Message("v3lockpb.UnlockRequest", {"key": BYTES})
 async def _lock(request: web.Request) -> web.Response:
     out, fields = await read_request(request, LOCK)
     features = request.app[FEATURES]
-    me = Participant(features.node, features.hub, fields["name"], fields["lease"])
+    me = Participant(features.node, features.hub, fields["name"], await session_lease(features, fields["lease"]))
     await me.enter()
-    await me.wait_turn()
+    try:
+        await until_disconnect(request, me.wait_turn())
+    except ClientGone:
+        return web.Response(status=499)  # nobody reads it
     revision = features.store.rev
     return respond(out, {"header": header(request, out, revision), "key": out.b(me.key)})
 

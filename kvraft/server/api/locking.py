@@ -18,10 +18,50 @@ from kvraft.apply.errors import EtcdError, NotFound
 from kvraft.apply.ops import CREATE, EQUAL, Compare, DeleteRangeOp, PutOp, RangeOp, TxnOp
 from kvraft.watch import NO_PUT, WatchCreate
 
-__all__ = ["Participant", "prefix_end"]
+__all__ = ["ClientGone", "Participant", "prefix_end", "session_lease", "until_disconnect"]
 
 SORT_ASCEND, SORT_DESCEND = 1, 2
 SORT_BY_CREATE = 2
+SESSION_TTL_S = 60  # etcd's concurrency.NewSession default
+DISCONNECT_CHECK_S = 0.5
+
+
+class ClientGone(Exception):
+    """The client of a blocking lock or campaign went away before it was answered."""
+
+
+async def session_lease(features: Any, lease: int) -> int:
+    """The lease a lock or campaign runs under. etcd's v3lock and v3election open an orphaned
+    session: a request without a lease gets a new one of 60 s that nobody keeps alive, so a
+    lock taken without a lease ends by itself (kvraft used lease 0: a key that never went)."""
+    if lease:
+        return lease
+    result = await features.grant(0, SESSION_TTL_S)
+    return int(result.id)
+
+
+async def until_disconnect(request: Any, waiting: Any) -> Any:
+    """Await ``waiting`` (a participant's ``wait_turn``); if the client goes away first,
+    cancel it, so the participant withdraws its key as etcd's do when their context is
+    cancelled, and raise ``ClientGone``. (aiohttp does not cancel a handler whose client
+    left: without this a waiter that timed out stayed in line and then held the lock.)"""
+    task = asyncio.ensure_future(waiting)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_CHECK_S)
+            if done:
+                return task.result()
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                raise ClientGone()
+    except asyncio.CancelledError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise
 
 
 def prefix_end(prefix: bytes) -> bytes:
