@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import functools
 import http.client
 import json
 import random
@@ -607,18 +608,24 @@ def reproduces(pair: Pair, requests: list[Request], fresh: bool = False) -> Dive
     return run_sequence(*pair.urls, requests, base)
 
 
-def shrink(pair: Pair, requests: list[Request], log: Callable[[str], None],
+Replay = Callable[[list[Request], bool], "Divergence | None"]
+"""Run requests (on fresh servers when the flag says so); the first divergence or None."""
+
+
+def shrink(replay: Replay, requests: list[Request], log: Callable[[str], None],
            budget_s: float = 600.0) -> tuple[list[Request], Divergence]:
     """The shortest sub-sequence found (by dropping requests: the failing one alone first,
     then chunks of halving size) whose last request still diverges; the result is checked
-    once more on fresh servers. Stops improving after ``budget_s`` seconds."""
+    once more on fresh servers. Stops improving after ``budget_s`` seconds. ``replay`` is
+    ``functools.partial(reproduces, pair)`` in a campaign."""
     deadline = time.monotonic() + budget_s
+
     current = list(requests)
-    found = reproduces(pair, current, fresh=True)
+    found = replay(current, True)
     if found is None:
         raise RuntimeError("the divergence does not reproduce on fresh servers")
     current = current[: found.index + 1]
-    alone = reproduces(pair, current[-1:], fresh=True)
+    alone = replay(current[-1:], True)
     if alone is not None:
         return current[-1:], alone
     chunk = max(1, (len(current) - 1) // 2)
@@ -627,7 +634,7 @@ def shrink(pair: Pair, requests: list[Request], log: Callable[[str], None],
         while start < len(current) - 1 and time.monotonic() < deadline:
             end = min(start + chunk, len(current) - 1)  # never the diverging request
             trial = current[:start] + current[end:]
-            result = reproduces(pair, trial)
+            result = replay(trial, False)
             if result is not None and result.index == len(trial) - 1:
                 current = trial
                 log(f"    shrunk to {len(current)} requests")
@@ -636,7 +643,7 @@ def shrink(pair: Pair, requests: list[Request], log: Callable[[str], None],
         if chunk == 1:
             break
         chunk = max(1, chunk // 2)
-    final = reproduces(pair, current, fresh=True)
+    final = replay(current, True)
     if final is None or final.index != len(current) - 1:
         raise RuntimeError(f"the {len(current)}-request reduction does not reproduce on fresh servers")
     return current, final
@@ -672,7 +679,7 @@ def campaign(seeds: list[int], ops: int, do_shrink: bool, log: Callable[[str], N
                 log(f"seed {seed}: DIVERGENCE\n{found.describe()}")
                 if do_shrink:
                     try:
-                        minimal, last = shrink(pair, requests, log)
+                        minimal, last = shrink(functools.partial(reproduces, pair), requests, log)
                     except RuntimeError as exc:
                         log(f"  not shrunk: {exc}")
                     else:

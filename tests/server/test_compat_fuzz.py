@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.server.compat_fuzz import (
+    Divergence,
     Pair,
     Raw,
     Request,
@@ -21,6 +22,7 @@ from tests.server.compat_fuzz import (
     generate,
     prefix_end,
     run_sequence,
+    shrink,
 )
 from tests.server.conftest import needs_etcd
 
@@ -67,6 +69,26 @@ def test_the_comparison_scrubs_only_ids_terms_lease_order_and_ttl_drift() -> Non
     assert answers_match((200, ttl), (200, {**ttl, "TTL": "58"}))
     assert not answers_match((200, ttl), (200, {**ttl, "TTL": "57"}))
     assert not answers_match((200, {"TTL": "59"}), (200, {"TTL": "58"}))  # a grant's TTL is exact
+
+
+def test_shrink_keeps_only_what_the_divergence_needs() -> None:
+    """A fake pair of servers that diverges on "c" only after "a" and then "b" were sent."""
+    requests = [Request("POST", f"/{name}", None) for name in "xaxyxbzzcx"]
+    fresh_runs: list[int] = []
+
+    def replay(trial: list[Request], fresh: bool) -> Divergence | None:
+        if fresh:
+            fresh_runs.append(len(trial))
+        seen = ""
+        for index, request in enumerate(trial):
+            seen += request.path[1:]
+            if request.path == "/c" and "a" in seen and "b" in seen[seen.index("a"):]:
+                return Divergence(index, request, None, (200, {}), (400, {}))
+        return None
+
+    minimal, last = shrink(replay, requests, lambda _line: None)
+    assert [r.path for r in minimal] == ["/a", "/b", "/c"]
+    assert last.index == 2 and fresh_runs[-1] == 3  # the result checked on fresh servers
 
 
 @pytest.fixture(scope="module")
