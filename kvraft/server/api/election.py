@@ -45,7 +45,7 @@ async def _campaign(request: web.Request) -> web.Response:
     out, fields = await read_request(request, CAMPAIGN)
     features = request.app[FEATURES]
     me = Participant(features.node, features.hub, fields["name"], await session_lease(features, fields["lease"]))
-    await me.enter(fields["value"])
+    entered = await me.enter(fields["value"])  # etcd answers with the header of this txn
     if me.value != fields["value"]:
         await _proclaim_as(features.node, me.key, me.rev, me.lease, fields["value"])
     try:
@@ -53,7 +53,7 @@ async def _campaign(request: web.Request) -> web.Response:
     except ClientGone:
         return web.Response(status=499)  # nobody reads it
     leader = {"name": out.b(fields["name"]), "key": out.b(me.key), "rev": out.i(me.rev), "lease": out.i(me.lease)}
-    return respond(out, {"header": header(request, out, features.store.rev), "leader": leader})
+    return respond(out, {"header": header(request, out, entered), "leader": leader})
 
 
 async def _proclaim_as(node: Any, key: bytes, rev: int, lease: int, value: bytes) -> int:
