@@ -139,6 +139,15 @@ SCRIPT: list[tuple[str, str, str | bytes | None]] = [
     ("HEAD", "/health", None),
     ("HEAD", "/version", None),
     ("HEAD", "/metrics", None),
+    # v3election/v3lock answer their errors as gRPC Unknown (code 2, HTTP 500) in etcd 3.4
+    ("POST", "/v3/election/leader", json.dumps({"name": b("nobody")})),
+    ("POST", "/v3/election/resign", json.dumps({"leader": None})),
+    ("POST", "/v3/election/proclaim", json.dumps({"leader": {"name": b("e"), "rev": "3"}, "value": b("v")})),
+    ("POST", "/v3/election/proclaim", json.dumps({"leader": {"name": b("e"), "key": b("e/1"), "lease": "999"}})),
+    ("POST", "/v3/election/resign", json.dumps({"leader": {"name": b("e"), "key": b("e/1"), "rev": "3"}})),
+    ("POST", "/v3/lock/unlock", "{}"),
+    ("POST", "/v3/lock/lock", json.dumps({"name": b("l"), "lease": "999"})),
+    ("POST", "/v3/election/campaign", json.dumps({"name": b("e"), "lease": "999"})),
 ]
 
 

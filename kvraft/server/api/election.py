@@ -18,6 +18,7 @@ from kvraft.server.api.locking import (
     SORT_BY_CREATE,
     ClientGone,
     Participant,
+    client_errors,
     prefix_end,
     session_lease,
     until_disconnect,
@@ -43,17 +44,18 @@ def _leader_field(leader: dict[str, Any] | None) -> dict[str, Any]:
 
 async def _campaign(request: web.Request) -> web.Response:
     out, fields = await read_request(request, CAMPAIGN)
-    features = request.app[FEATURES]
-    me = Participant(features.node, features.hub, fields["name"], await session_lease(features, fields["lease"]))
-    entered = await me.enter(fields["value"])  # etcd answers with the header of this txn
-    if me.value != fields["value"]:
-        await _proclaim_as(features.node, me.key, me.rev, me.lease, fields["value"])
-    try:
-        await until_disconnect(request, me.wait_turn())
-    except ClientGone:
-        return web.Response(status=499)  # nobody reads it
-    leader = {"name": out.b(fields["name"]), "key": out.b(me.key), "rev": out.i(me.rev), "lease": out.i(me.lease)}
-    return respond(out, {"header": header(request, out, entered), "leader": leader})
+    with client_errors():
+        features = request.app[FEATURES]
+        me = Participant(features.node, features.hub, fields["name"], await session_lease(features, fields["lease"]))
+        entered = await me.enter(fields["value"])  # etcd answers with the header of this txn
+        if me.value != fields["value"]:
+            await _proclaim_as(features.node, me.key, me.rev, me.lease, fields["value"])
+        try:
+            await until_disconnect(request, me.wait_turn())
+        except ClientGone:
+            return web.Response(status=499)  # nobody reads it
+        leader = {"name": out.b(fields["name"]), "key": out.b(me.key), "rev": out.i(me.rev), "lease": out.i(me.lease)}
+        return respond(out, {"header": header(request, out, entered), "leader": leader})
 
 
 async def _proclaim_as(node: Any, key: bytes, rev: int, lease: int, value: bytes) -> int:
@@ -67,10 +69,11 @@ async def _proclaim_as(node: Any, key: bytes, rev: int, lease: int, value: bytes
 
 async def _proclaim(request: web.Request) -> web.Response:
     out, fields = await read_request(request, PROCLAIM)
-    leader = _leader_field(fields["leader"])
-    features = request.app[FEATURES]
-    revision = await _proclaim_as(features.node, leader["key"], leader["rev"], leader["lease"], fields["value"])
-    return respond(out, {"header": header(request, out, revision)})
+    with client_errors():
+        leader = _leader_field(fields["leader"])
+        features = request.app[FEATURES]
+        revision = await _proclaim_as(features.node, leader["key"], leader["rev"], leader["lease"], fields["value"])
+        return respond(out, {"header": header(request, out, revision)})
 
 
 async def _current_leader(node: Any, name: bytes) -> tuple[Any, int]:
@@ -82,12 +85,13 @@ async def _current_leader(node: Any, name: bytes) -> tuple[Any, int]:
 
 async def _leader(request: web.Request) -> web.Response:
     out, fields = await read_request(request, LEADER)
-    features = request.app[FEATURES]
-    features.check_election_read(fields["name"])
-    kv, revision = await _current_leader(features.node, fields["name"])
-    if kv is None:
-        raise EtcdError("election: no leader")
-    return respond(out, {"header": header(request, out, revision), "kv": encode_kv(out, kv)})
+    with client_errors():
+        features = request.app[FEATURES]
+        features.check_election_read(fields["name"])
+        kv, revision = await _current_leader(features.node, fields["name"])
+        if kv is None:
+            raise EtcdError("election: no leader")
+        return respond(out, {"header": header(request, out, revision), "kv": encode_kv(out, kv)})
 
 
 async def _observe(request: web.Request) -> web.StreamResponse:
@@ -121,12 +125,13 @@ async def _observe(request: web.Request) -> web.StreamResponse:
 
 async def _resign(request: web.Request) -> web.Response:
     out, fields = await read_request(request, RESIGN)
-    leader = _leader_field(fields["leader"])
-    features = request.app[FEATURES]
-    txn = TxnOp(compare=[Compare(EQUAL, CREATE, leader["key"], create_revision=leader["rev"])],
-                success=[DeleteRangeOp(leader["key"])])
-    result = await features.node.txn(txn)
-    return respond(out, {"header": header(request, out, result.revision)})
+    with client_errors():
+        leader = _leader_field(fields["leader"])
+        features = request.app[FEATURES]
+        txn = TxnOp(compare=[Compare(EQUAL, CREATE, leader["key"], create_revision=leader["rev"])],
+                    success=[DeleteRangeOp(leader["key"])])
+        result = await features.node.txn(txn)
+        return respond(out, {"header": header(request, out, result.revision)})
 
 
 ROUTES = {

@@ -12,18 +12,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
-from kvraft.apply.errors import EtcdError, NotFound
+from kvraft.apply.errors import EtcdError, NotFound, Unknown
 from kvraft.apply.ops import CREATE, EQUAL, Compare, DeleteRangeOp, PutOp, RangeOp, TxnOp
 from kvraft.watch import NO_PUT, WatchCreate
 
-__all__ = ["ClientGone", "Participant", "prefix_end", "session_lease", "until_disconnect"]
+__all__ = ["ClientGone", "Participant", "client_errors", "prefix_end", "session_lease", "until_disconnect"]
 
 SORT_ASCEND, SORT_DESCEND = 1, 2
 SORT_BY_CREATE = 2
 SESSION_TTL_S = 60  # etcd's concurrency.NewSession default
 DISCONNECT_CHECK_S = 0.5
+
+
+@contextlib.contextmanager
+def client_errors() -> Iterator[None]:
+    """etcd 3.4's v3lock and v3election servers do their work through an in-process client,
+    whose errors reach the gateway without their gRPC status: every failure after decoding
+    (a missing key or leader field, an unknown lease, 'election: no leader', a permission)
+    is Unknown (code 2, HTTP 500) with the same message. Decoding errors stay code 3."""
+    try:
+        yield
+    except EtcdError as exc:
+        if exc.code == Unknown.code:
+            raise
+        raise Unknown(exc.message) from None
 
 
 class ClientGone(Exception):
