@@ -388,6 +388,24 @@ class Generator:
             if len(docs) > 1:
                 return Request("POST", path, Raw(" ".join(json.dumps(d) for d in docs)))
             doc = docs[0]
+        elif r < 0.87:  # the concurrency routes that never block (lock and campaign can)
+            kind = rng.choice(["leader", "resign", "proclaim", "unlock"])
+            leader = {"name": b64(self.key()), "key": b64(self.key()), "rev": self.rev(),
+                      "lease": self.int_field(self.lease_id())}  # fmt: skip
+            for name in ("name", "key", "rev"):
+                if rng.random() < 0.2:
+                    del leader[name]
+            # Always a lease: without one etcd's Proclaim/Resign open a session that grants a
+            # new 60 s lease, left to expire (kvraft does not; docs/design/server.md).
+            docs: dict[str, dict[str, Any]] = {"leader": {"name": b64(self.key())}, "resign": {"leader": leader},
+                   "proclaim": {"leader": leader, "value": b64(self.value())},
+                   "unlock": {"key": b64(self.key())}}  # fmt: skip
+            doc = docs[kind]
+            if kind in ("proclaim", "unlock"):
+                self.writes += 1
+            path = "/v3/lock/unlock" if kind == "unlock" else f"/v3/election/{kind}"
+            if rng.random() < 0.15 and kind in ("leader", "unlock"):
+                return Request("POST", path, self.mutate(doc))
         elif r < 0.88:
             method = rng.choice(["GET", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"])
             path = rng.choice([*PATHS, "/health", "/version", "/v3/nothere"])
