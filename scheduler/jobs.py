@@ -61,10 +61,12 @@ __all__ = [
     "validate_tenant",
 ]
 
-NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$"}
-QUANTITY_CPU = {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?m?$"}]}
+# Patterns end in \Z, not $: jsonschema matches with re.search, and Python's $ also matches
+# before a final newline (a name "j\n" passed, and memory "4Gi\n" then failed to convert).
+NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?\Z"}
+QUANTITY_CPU = {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?m?\Z"}]}
 QUANTITY_MEM = {"anyOf": [{"type": "integer", "minimum": 0},
-                          {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$"}]}
+                          {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?\Z"}]}
 
 RESOURCES = {
     "type": "object",
@@ -88,7 +90,7 @@ TASK = {
         "image": {"type": "string", "minLength": 1},
         "command": {"anyOf": [{"type": "string", "minLength": 1},
                               {"type": "array", "minItems": 1, "items": {"type": "string"}}]},
-        "env": {"type": "object", "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+        "env": {"type": "object", "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*\Z"},
                 "additionalProperties": {"type": ["string", "number", "boolean"]}},
         "workdir": {"type": "string"},
         "resources": RESOURCES,
@@ -274,7 +276,8 @@ def _message(err: jsonschema.ValidationError) -> tuple[list[Any], str]:
     if v == "const":
         return path, f"must be {val!r}, not {err.instance!r}"
     if v == "pattern":
-        return path, f"{err.instance!r} does not match {val}"
+        shown = val[:-2] + "$" if val.endswith("\\Z") else val  # as users write it
+        return path, f"{err.instance!r} does not match {shown}"
     if v == "minItems":
         return path, f"needs at least {val} item(s)"
     if v == "maxItems":

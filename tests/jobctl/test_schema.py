@@ -62,6 +62,22 @@ def test_every_problem_with_its_path(doc: dict, want: list[str]) -> None:
         assert g.startswith(w), (g, w)
 
 
+@pytest.mark.parametrize(("doc", "want"), [
+    ({"name": "j\n", "tasks": [{"name": "a", "command": "x"}]}, "name: 'j\\n' does not match"),
+    ({"name": "j", "tasks": [{"name": "a\n", "command": "x"}]}, "tasks[0].name: 'a\\n' does not match"),
+    ({"name": "j", "tasks": [{"name": "a", "command": "x", "resources": {"memory": "4Gi\n"}}]},
+     "tasks[0].resources.memory: must be MiB or a quantity"),
+    ({"name": "j", "tasks": [{"name": "a", "command": "x", "resources": {"cpu": "4\n"}}]},
+     "tasks[0].resources.cpu:"),
+    ({"name": "j", "tasks": [{"name": "a", "command": "x", "env": {"A\n": "1"}}]}, "tasks[0].env:"),
+], ids=["name", "task-name", "memory", "cpu", "env-name"])
+def test_a_trailing_newline_does_not_pass_a_pattern(doc: dict, want: str) -> None:
+    """jsonschema matches patterns with re.search, where $ also matches before a final
+    newline: these passed, and memory '4Gi\\n' then failed to convert (AssertionError)."""
+    got = [str(p) for p in validate_job(doc)]
+    assert len(got) == 1 and got[0].startswith(want), got
+
+
 def test_tenant_and_quantities() -> None:
     assert validate_tenant({"kind": "Tenant", "name": "a", "nominal_gpus": 8}) == []
     bad = [str(p) for p in validate_tenant({"kind": "Tenant", "name": "a", "nominal_gpus": -8, "borrow_limit_gpus": "x"})]
