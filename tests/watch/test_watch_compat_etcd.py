@@ -21,6 +21,8 @@ import pytest
 
 from tests.server.conftest import etcd_and_kvraft, needs_etcd
 
+from .cluster_helpers import watch
+
 pytestmark = needs_etcd
 
 IGNORED = {"cluster_id", "member_id", "raft_term"}
@@ -53,21 +55,14 @@ def scrub(value: Any) -> Any:
 
 async def stream(url: str, requests: list[dict[str, Any]], count: int,
                  after_created: Callable[[], object] | None = None) -> list[Any]:
-    """The first ``count`` responses of one stream; ``after_created`` runs once there is a
-    response for each request (each a ``created``)."""
-    body = "".join(json.dumps(r) for r in requests)
+    """The first ``count`` results of one stream; ``after_created`` runs once there is a
+    result for each request (each a ``created``)."""
     out: list[Any] = []
-    async with aiohttp.ClientSession() as session, session.post(url + "/v3/watch", data=body) as response:
-        assert response.status == 200
-        buffer = b""
-        async for chunk in response.content.iter_any():
-            buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                if line.strip():
-                    out.append(scrub(json.loads(line)))
-                    if len(out) == len(requests) and after_created is not None:
-                        after_created()
+    async with aiohttp.ClientSession() as session:
+        async for result in watch(session, url, requests):
+            out.append(scrub(result))
+            if len(out) == len(requests) and after_created is not None:
+                after_created()
             if len(out) >= count:
                 break
     return out
