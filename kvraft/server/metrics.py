@@ -28,6 +28,7 @@ from kvraft import __version__
 from kvraft.client.observe import new_registry
 from kvraft.durations import DurationHistogram
 from kvraft.raft.types import StateRole
+from kvraft.server.api.grpc_stats import CODE_NAMES
 from kvraft.server.api.misc import API_VERSION
 
 __all__ = ["MemberCollector", "histogram_family", "registry_for"]
@@ -83,11 +84,31 @@ class MemberCollector(Collector):
         yield from self._mvcc(node, by_name)
         yield from self._disk(node)
         yield from self._network(node)
+        yield from self._grpc(node)
         for name, kind, help_text, value in legacy:
             yield _counter(name, help_text, value) if kind == "counter" else _gauge(name, help_text, value)
         info = GaugeMetricFamily("kvraft_build_info", "kvraft's version; always 1.", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
+
+    @staticmethod
+    def _grpc(node: Any) -> Iterator[Metric]:
+        """go-grpc-prometheus's counters, as etcd registers them, over the gateway's calls
+        (``kvraft.server.api.grpc_stats``)."""
+        stats = node.grpc_stats
+        labels = ["grpc_type", "grpc_service", "grpc_method"]
+        started = CounterMetricFamily("grpc_server_started_total",
+                                      "Total number of RPCs started on the server.", labels=labels)
+        for method, count in sorted(stats.started.items()):
+            started.add_metric(list(method), count)
+        yield started
+        handled = CounterMetricFamily("grpc_server_handled_total",
+                                      "Total number of RPCs completed on the server, regardless of success or failure.",
+                                      labels=[*labels, "grpc_code"])
+        for (kind, service, name, code), count in sorted(stats.handled.items()):
+            code_name = CODE_NAMES[code] if 0 <= code < len(CODE_NAMES) else "Unknown"
+            handled.add_metric([kind, service, name, code_name], count)
+        yield handled
 
     def _server(self, node: Any) -> Iterator[Metric]:
         driver = node.driver

@@ -26,6 +26,7 @@ from kvraft.raft.errors import RaftError
 from kvraft.raft.events import RaftEvent
 from kvraft.raft.rawnode import RawNode
 from kvraft.raft.types import NONE, ConfChange, ConfChangeType, ConfState, StateRole
+from kvraft.server.api.grpc_stats import GrpcStats
 from kvraft.server.compactor import AutoCompactor
 from kvraft.server.config import Config, cluster_id_for, member_id_for
 from kvraft.server.driver import NodeDriver
@@ -68,6 +69,7 @@ def open_raft_log(data_dir: Path, founders: list[int], new_cluster: bool) -> Lmd
 class Node(NodeStatusMixin):
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.grpc_stats = GrpcStats()  # the gateway's calls by etcd's gRPC method (api.grpc_stats)
         self.data_dir = Path(config.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.member_id = member_id_for(config.initial_advertise_peer_urls, config.initial_cluster_token)

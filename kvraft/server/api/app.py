@@ -19,7 +19,8 @@ from aiohttp import web
 from kvraft.apply.errors import InvalidArgument
 from kvraft.server.api import cluster, debug, gate, kv, maintenance, misc
 from kvraft.server.api.codec import JSON_OUT
-from kvraft.server.api.errors import error_response
+from kvraft.server.api.errors import GRPC_CODE, error_response
+from kvraft.server.api.grpc_stats import method_for
 from kvraft.server.api.request import OUT, body_limit
 from kvraft.server.api.state import SERVER
 
@@ -88,9 +89,16 @@ _IN_GATEWAY = "kvraft.in_gateway"
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # the gRPC method etcd's gateway would call (POST; the WebSocket watch is a GET)
+    method = method_for(request.path) if request.method in ("POST", "GET") else None
+    stats = getattr(request.app[SERVER], "grpc_stats", None) if method is not None else None
+    if stats is not None and method is not None:
+        stats.start(method)
     try:
         response = await handler(request)
     except web.HTTPException as exc:
+        if exc.status in (404, 405):  # answered by the gateway's mux: no gRPC call
+            method = None
         if exc.status == 405:
             response = web.Response(status=405, text="Method Not Allowed")
         elif exc.status == 404:  # the gateway's text inside /v3/, Go's mux's outside
@@ -100,6 +108,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             response = error_response(InvalidArgument(exc.reason), request.get(OUT, JSON_OUT))
     except Exception as exc:  # every failure answers etcd's error JSON, never a bare 500
         response = error_response(exc, request.get(OUT, JSON_OUT))
+    if stats is not None and method is not None:
+        stats.finish(method, response.get(GRPC_CODE, 0))
     response.headers.update(CORS_HEADERS)
     return response
 

@@ -15,7 +15,7 @@ from aiohttp import web
 from kvraft.apply.errors import EtcdError, Unknown
 from kvraft.server.api.codec import JSON_OUT, Out
 
-__all__ = ["HTTP_STATUS", "error_response", "to_etcd_error"]
+__all__ = ["GRPC_CODE", "HTTP_STATUS", "error_response", "to_etcd_error"]
 
 log = logging.getLogger("kvraft.api")
 
@@ -53,7 +53,13 @@ def to_etcd_error(exc: BaseException) -> EtcdError:
     return Unknown(f"etcdserver: {type(exc).__name__}: {exc}")
 
 
+GRPC_CODE = "kvraft.grpc_code"
+"""The gRPC code an error answer carries, stored in the response (``grpc_stats``)."""
+
+
 def error_response(exc: BaseException, out: Out = JSON_OUT) -> web.Response:
     error = to_etcd_error(exc)
     body = out.dumps({"error": error.message, "message": error.message, "code": error.code})
-    return web.Response(body=body, status=HTTP_STATUS.get(error.code, 500), content_type=out.content_type)
+    response = web.Response(body=body, status=HTTP_STATUS.get(error.code, 500), content_type=out.content_type)
+    response[GRPC_CODE] = error.code
+    return response

@@ -51,8 +51,9 @@ from kvraft.server.api.encode import (
     encode_range_json,
     encode_txn,
 )
-from kvraft.server.api.errors import HTTP_STATUS, error_response, to_etcd_error
+from kvraft.server.api.errors import GRPC_CODE, HTTP_STATUS, error_response, to_etcd_error
 from kvraft.server.api.feature_state import FEATURES
+from kvraft.server.api.grpc_stats import GrpcStats, Method, method_for
 from kvraft.server.api.request import body_limit
 from kvraft.server.api.state import SERVER
 
@@ -96,6 +97,7 @@ class _Routes:
         self.features = features
         self.server_header = server_header
         self.puts = PutCoalescer(server, features)
+        self.grpc_stats: GrpcStats = getattr(server, "grpc_stats", None) or GrpcStats()
 
     def header(self, out: Out, revision: int) -> dict[str, Any]:
         s = self.server
@@ -334,6 +336,8 @@ for _prefix in (b"/v3", b"/v3beta"):
     for _name in ("put", "range", "deleterange", "txn", "batch"):
         _PATHS[_prefix + b"/kv/" + _name.encode()] = _name
 _PATHS.update(fast_lease.PATHS)  # lease/grant, keepalive, timetolive (served by fast_lease)
+# the gRPC method each route counts as (``grpc_stats``); kvraft's own /kv/batch has none
+_GRPC = {route: method_for("/v3/" + route if "/" in route else "/v3/kv/" + route) for route in set(_PATHS.values())}
 
 
 class FastProtocol(asyncio.Protocol):
@@ -346,6 +350,7 @@ class FastProtocol(asyncio.Protocol):
         self.busy = False
         self.closing = False
         self.paused = False
+        self.grpc: Method | None = None  # the request being answered, for grpc_stats
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -418,6 +423,9 @@ class FastProtocol(asyncio.Protocol):
         body = bytes(buf[start : start + length])
         del buf[: start + length]
         self.busy = True
+        self.grpc = _GRPC[route]
+        if self.grpc is not None:
+            self.routes.grpc_stats.start(self.grpc)
         out = MSGPACK_OUT if ctype == MSGPACK.encode() else JSON_OUT
         if route == "put":  # answered from a callback: no task, no coroutine
             self._put(out, body, close)
@@ -431,7 +439,7 @@ class FastProtocol(asyncio.Protocol):
     async def _serve(self, route: str, out: Out, body: bytes, close: bool) -> None:
         if route in fast_lease.ROUTES:
             return await fast_lease.serve(self, route, out, body, close)
-        status = 200
+        status, code = 200, 0
         try:
             if route == "batch":
                 if out is not MSGPACK_OUT:
@@ -442,8 +450,8 @@ class FastProtocol(asyncio.Protocol):
                 payload = out.dumps(await self.routes.one(route, out, op))
         except Exception as exc:  # every failure answers etcd's error JSON, never a bare 500
             answer = error_response(exc, out)
-            status, payload = answer.status, bytes(answer.body or b"")  # type: ignore[arg-type]
-        self._respond(status, out.content_type, payload, close)
+            status, payload, code = answer.status, bytes(answer.body or b""), answer[GRPC_CODE]  # type: ignore[arg-type]
+        self._respond(status, out.content_type, payload, close, code=code)
 
     def _put(self, out: Out, body: bytes, close: bool) -> None:
         try:  # answered from the entry's waiter callback itself (``submit_then``)
@@ -487,10 +495,16 @@ class FastProtocol(asyncio.Protocol):
 
     def _fail(self, exc: BaseException, out: Out, close: bool) -> None:
         answer = error_response(exc, out)
-        self._respond(answer.status, out.content_type, bytes(answer.body or b""), close)  # type: ignore[arg-type]
+        self._respond(answer.status, out.content_type, bytes(answer.body or b""), close,  # type: ignore[arg-type]
+                      code=answer[GRPC_CODE])
 
-    def _respond(self, status: int, content_type: str, payload: bytes, close: bool, chunked: bool = False) -> None:
-        """``chunked``: ``payload`` is an encoded chunked body (a stream's answer)."""
+    def _respond(self, status: int, content_type: str, payload: bytes, close: bool, chunked: bool = False,
+                 code: int = 0) -> None:
+        """``chunked``: ``payload`` is an encoded chunked body (a stream's answer); ``code``:
+        the gRPC code of an error answer."""
+        if self.grpc is not None:
+            self.routes.grpc_stats.finish(self.grpc, code)
+            self.grpc = None
         length = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(payload)
         head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s\r\nDate: %s\r\nServer: %s\r\n%s" % (
             status, _REASONS.get(status, b"Unknown"), content_type.encode(), length, _Date.get(),

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from kvraft.server.api.codec import MSGPACK_OUT, Out, decode_body
-from kvraft.server.api.errors import error_response
+from kvraft.server.api.errors import GRPC_CODE, error_response
 from kvraft.server.api.lease import (
     GRANT,
     LEASE_ID,
@@ -56,8 +56,8 @@ async def serve(proto: Any, route: str, out: Out, body: bytes, close: bool) -> N
             doc = await grant_doc(features, server, out, decode_body(body, out.content_type, GRANT))
         else:
             doc = await time_to_live_doc(features, server, out, decode_body(body, out.content_type, TIME_TO_LIVE))
-        status, payload = 200, out.dumps(doc)
+        status, payload, code = 200, out.dumps(doc), 0
     except Exception as exc:  # every failure answers etcd's error JSON, never a bare 500
         answer = error_response(exc, out)
-        status, payload = answer.status, bytes(answer.body or b"")  # type: ignore[arg-type]
-    proto._respond(status, out.content_type, payload, close)
+        status, payload, code = answer.status, bytes(answer.body or b""), answer[GRPC_CODE]  # type: ignore[arg-type]
+    proto._respond(status, out.content_type, payload, close, code=code)

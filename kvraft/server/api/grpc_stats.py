@@ -1,0 +1,98 @@
+"""The gateway's calls counted under etcd's gRPC names, for ``grpc_server_started_total`` and
+``grpc_server_handled_total`` (go-grpc-prometheus, which etcd 3.4 registers by default).
+
+etcd serves its JSON gateway by calling its own gRPC server, so every gateway call shows in
+those two counters, labelled with the gRPC type, service, method and (handled) status code.
+The etcd mixin's alerts read them (``etcdHighNumberOfFailedGRPCRequests``:
+``grpc_server_handled_total{grpc_code!="OK"}``). kvraft has no gRPC server; each route
+counts as the method etcd's gateway would call. A request the gateway answers itself
+(an unknown path, a wrong method) reaches no method and is not counted; nor is kvraft's
+msgpack ``/kv/batch``, which has no gRPC counterpart.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CODE_NAMES", "GrpcStats", "Method", "method_for"]
+
+Method = tuple[str, str, str]  # (grpc_type, grpc_service, grpc_method)
+
+CODE_NAMES = (
+    "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound", "AlreadyExists",
+    "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted", "OutOfRange", "Unimplemented",
+    "Internal", "Unavailable", "DataLoss", "Unauthenticated",
+)  # fmt: skip
+
+_UNARY, _SERVER_STREAM, _BIDI = "unary", "server_stream", "bidi_stream"
+_KV, _LEASE, _CLUSTER = "etcdserverpb.KV", "etcdserverpb.Lease", "etcdserverpb.Cluster"
+_MAINTENANCE, _AUTH = "etcdserverpb.Maintenance", "etcdserverpb.Auth"
+_ELECTION = "v3electionpb.Election"
+
+_METHODS: dict[str, Method] = {
+    "/kv/range": (_UNARY, _KV, "Range"),
+    "/kv/put": (_UNARY, _KV, "Put"),
+    "/kv/deleterange": (_UNARY, _KV, "DeleteRange"),
+    "/kv/txn": (_UNARY, _KV, "Txn"),
+    "/kv/compaction": (_UNARY, _KV, "Compact"),
+    "/watch": (_BIDI, "etcdserverpb.Watch", "Watch"),
+    "/lease/grant": (_UNARY, _LEASE, "LeaseGrant"),
+    "/lease/revoke": (_UNARY, _LEASE, "LeaseRevoke"),
+    "/kv/lease/revoke": (_UNARY, _LEASE, "LeaseRevoke"),
+    "/lease/keepalive": (_BIDI, _LEASE, "LeaseKeepAlive"),
+    "/lease/timetolive": (_UNARY, _LEASE, "LeaseTimeToLive"),
+    "/kv/lease/timetolive": (_UNARY, _LEASE, "LeaseTimeToLive"),
+    "/lease/leases": (_UNARY, _LEASE, "LeaseLeases"),
+    "/kv/lease/leases": (_UNARY, _LEASE, "LeaseLeases"),
+    "/cluster/member/add": (_UNARY, _CLUSTER, "MemberAdd"),
+    "/cluster/member/remove": (_UNARY, _CLUSTER, "MemberRemove"),
+    "/cluster/member/update": (_UNARY, _CLUSTER, "MemberUpdate"),
+    "/cluster/member/list": (_UNARY, _CLUSTER, "MemberList"),
+    "/cluster/member/promote": (_UNARY, _CLUSTER, "MemberPromote"),
+    "/maintenance/alarm": (_UNARY, _MAINTENANCE, "Alarm"),
+    "/maintenance/status": (_UNARY, _MAINTENANCE, "Status"),
+    "/maintenance/defragment": (_UNARY, _MAINTENANCE, "Defragment"),
+    "/maintenance/hash": (_UNARY, _MAINTENANCE, "Hash"),
+    "/maintenance/hashkv": (_UNARY, _MAINTENANCE, "HashKV"),
+    "/maintenance/snapshot": (_SERVER_STREAM, _MAINTENANCE, "Snapshot"),
+    "/maintenance/transfer-leadership": (_UNARY, _MAINTENANCE, "MoveLeader"),
+    "/lock/lock": (_UNARY, "v3lockpb.Lock", "Lock"),
+    "/lock/unlock": (_UNARY, "v3lockpb.Lock", "Unlock"),
+    "/election/campaign": (_UNARY, _ELECTION, "Campaign"),
+    "/election/proclaim": (_UNARY, _ELECTION, "Proclaim"),
+    "/election/leader": (_UNARY, _ELECTION, "Leader"),
+    "/election/observe": (_SERVER_STREAM, _ELECTION, "Observe"),
+    "/election/resign": (_UNARY, _ELECTION, "Resign"),
+}
+for _path, _name in (
+    ("enable", "AuthEnable"), ("disable", "AuthDisable"), ("status", "AuthStatus"),
+    ("authenticate", "Authenticate"), ("user/add", "UserAdd"), ("user/get", "UserGet"), ("user/list", "UserList"),
+    ("user/delete", "UserDelete"), ("user/changepw", "UserChangePassword"), ("user/grant", "UserGrantRole"),
+    ("user/revoke", "UserRevokeRole"), ("role/add", "RoleAdd"), ("role/get", "RoleGet"), ("role/list", "RoleList"),
+    ("role/delete", "RoleDelete"), ("role/grant", "RoleGrantPermission"), ("role/revoke", "RoleRevokePermission"),
+):  # fmt: skip
+    _METHODS["/auth/" + _path] = (_UNARY, _AUTH, _name)
+
+
+def method_for(path: str) -> Method | None:
+    """The gRPC method a gateway path (``/v3/...`` or ``/v3beta/...``) stands for."""
+    for prefix in ("/v3/", "/v3beta/"):
+        if path.startswith(prefix):
+            return _METHODS.get(path[len(prefix) - 1:])
+    return None
+
+
+class GrpcStats:
+    """Counts by method (started) and by method and status code (handled); read at scrape
+    time. Event-loop only: plain dict increments, no locks."""
+
+    __slots__ = ("handled", "started")
+
+    def __init__(self) -> None:
+        self.started: dict[Method, int] = {}
+        self.handled: dict[tuple[str, str, str, int], int] = {}
+
+    def start(self, method: Method) -> None:
+        self.started[method] = self.started.get(method, 0) + 1
+
+    def finish(self, method: Method, code: int) -> None:
+        key = (*method, code)
+        self.handled[key] = self.handled.get(key, 0) + 1
