@@ -143,18 +143,15 @@ class AuthState:
 
     # -- reads ----------------------------------------------------------------------------
     def _user(self, name: str) -> User:
-        if not name:
-            raise errors.user_empty()
+        # an empty name is simply not found (etcd 3.4 checks emptiness in user/add only)
         user = self.users.get(name)
         if user is None:
             raise errors.user_not_found()
         return user
 
     def _role(self, name: str) -> Role:
-        if not name:
-            raise errors.role_empty()
-        if name == ROOT and name not in self.roles:
-            return Role(ROOT)
+        # an empty name, or "root" never added, is not found (etcd 3.4: only user/grant
+        # takes the root role without it existing; role/add alone checks emptiness)
         role = self.roles.get(name)
         if role is None:
             raise errors.role_not_found()
