@@ -5,7 +5,8 @@ The generator (``generate``) is pure: ``random.Random(seed)`` alone decides the 
 Requests touch a small key alphabet (so ranges, prefixes and compares hit) and cover put,
 range, deleterange, txn (compares on every target and result, nested txns, duplicate
 puts), compaction, the lease routes (explicit lease IDs, so both servers name leases the
-same; keepalive streams), the lock/election routes that never block, and malformed input
+same; keepalive streams), the lock/election routes that never block, auth users and roles
+(never auth/enable), and malformed input
 (bad base64, wrong JSON types, out-of-range integers, unknown and camelCase fields, cut,
 invalid and trailing JSON, empty bodies, wrong methods, unknown and unclean paths).
 
@@ -111,6 +112,8 @@ KEYS: list[bytes] = [b"a", b"a/", b"a/b", b"a/c", b"ab", b"b", b"b/1", b"c", b"a
 VALUES: list[bytes] = [b"", b"v1", b"v2", b"x", b"\x00\xff", b"long-" + b"z" * 40]
 LEASE_IDS = [1, 2, 3, 77, 2**62 + 5]
 MISSING_LEASE = 999
+USERS = ["alice", "bob", "", "root"]
+ROLES = ["r1", "r2", "", "root"]
 ORDERS = ["NONE", "ASCEND", "DESCEND"]
 TARGETS = ["KEY", "VERSION", "CREATE", "MOD", "VALUE"]
 CMP_TARGETS = ["VALUE", "VERSION", "CREATE", "MOD", "LEASE"]
@@ -302,6 +305,25 @@ class Generator:
         doc: dict[str, Any] = {"TTL": self.int_field(ttl), "ID": self.int_field(self.lease_id())}
         return doc
 
+    def auth(self) -> tuple[str, dict[str, Any]]:
+        rng = self.rng
+        user, role = rng.choice(USERS), rng.choice(ROLES)
+        perm = {"permType": rng.choice(["READ", "WRITE", "READWRITE", 1]), "key": b64(self.key())}
+        if rng.random() < 0.5:
+            perm["range_end"] = b64(self.range_end(b"a") or b"")
+        choices: list[tuple[str, dict[str, Any]]] = [
+            ("user/add", {"name": user, "password": "pw"} if rng.random() < 0.8 else {"name": user, "options": {"no_password": True}}),
+            ("user/get", {"name": user}), ("user/list", {}), ("user/delete", {"name": user}),
+            ("user/changepw", {"name": user, "password": "pw2"}),
+            ("user/grant", {"user": user, "role": role}), ("user/revoke", {"name": user, "role": role}),
+            ("role/add", {"name": role}), ("role/get", {"role": role}), ("role/list", {}),
+            ("role/delete", {"role": role}), ("role/grant", {"name": role, "perm": perm}),
+            ("role/revoke", {"role": role, "key": perm["key"], **({"range_end": perm["range_end"]} if "range_end" in perm else {})}),
+            ("disable", {}), ("authenticate", {"name": user, "password": "pw"}),
+        ]  # fmt: skip
+        name, doc = rng.choice(choices)
+        return f"/v3/auth/{name}", doc
+
     # -- malformed -----------------------------------------------------------------------
     BAD_SCALARS: list[Any] = [
         "!!!", "YQ", "YQ=", "a===", " YQ==", "YQ==\n", 12, 1.5, True, [], {}, None, "",
@@ -413,6 +435,10 @@ class Generator:
                 self.writes += 1
             path = "/v3/lock/unlock" if kind == "unlock" else f"/v3/election/{kind}"
             if rng.random() < 0.15 and kind in ("leader", "unlock"):
+                return Request("POST", path, self.mutate(doc))
+        elif r < 0.875:  # auth users and roles (never auth/enable: every later request would fail)
+            path, doc = self.auth()
+            if rng.random() < 0.15:
                 return Request("POST", path, self.mutate(doc))
         elif r < 0.88:
             method = rng.choice(["GET", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"])
@@ -582,6 +608,10 @@ class Pair:
             code, doc = call(url, "POST", "/v3/lease/leases", "{}")
             for lease in sorted(int(item["ID"]) for item in doc.get("leases", [])):
                 call(url, "POST", "/v3/lease/revoke", json.dumps({"ID": str(lease)}))
+            for kind, field in (("user", "users"), ("role", "roles")):
+                code, doc = call(url, "POST", f"/v3/auth/{kind}/list", "{}")
+                for name in sorted(doc.get(field, [])):
+                    call(url, "POST", f"/v3/auth/{kind}/delete", json.dumps({"name" if kind == "user" else "role": name}))
             code, doc = call(url, "POST", "/v3/kv/range", json.dumps({"key": "AA==", "count_only": True}))
             revisions.append(int(doc["header"]["revision"]))
         return revisions[0] if revisions[0] == revisions[1] else None
