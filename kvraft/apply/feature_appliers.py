@@ -23,8 +23,15 @@ from typing import Any
 
 import msgpack
 
-from kvraft.apply.chain import Applier
-from kvraft.apply.errors import EtcdError, FailedPrecondition, NotFound, OutOfRange, error_from_code
+from kvraft.apply.chain import NOSPACE_MESSAGE, Applier
+from kvraft.apply.errors import (
+    EtcdError,
+    FailedPrecondition,
+    NotFound,
+    OutOfRange,
+    ResourceExhausted,
+    error_from_code,
+)
 from kvraft.apply.feature_ops import (
     AuthedOp,
     AuthOp,
@@ -115,6 +122,8 @@ class LeaseApplier(Applier):
 
     def apply(self, op: Any) -> Any:
         if isinstance(op, LeaseGrantOp):
+            if self.store.nospace_alarm:  # etcd's capped applier refuses grants first
+                raise ResourceExhausted(NOSPACE_MESSAGE)
             try:
                 lease = self.lessor.grant(op.id, op.ttl, self.clock())
             except LeaseExists:

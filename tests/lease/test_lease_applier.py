@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from kvraft.apply.errors import ResourceExhausted
 from kvraft.apply.feature_appliers import LeaseApplier, load_leases
 from kvraft.apply.feature_ops import LeaseCheckpointOp, LeaseGrantOp
 from kvraft.apply.state_machine import StateMachine
@@ -71,3 +72,25 @@ def test_ttl_too_large_is_refused_before_an_existing_id() -> None:
     lessor.grant(5, 40, 0.0)
     with pytest.raises(LeaseTTLTooLarge):
         lessor.grant(5, 9_000_000_001, 0.0)
+
+
+def test_no_grant_while_the_nospace_alarm_is_raised(tmp_path) -> None:
+    """etcd's capped applier refuses every lease grant while NOSPACE is raised, before the
+    TTL or the ID is looked at; kvraft granted (found by the randomized etcd comparison)."""
+    sm = StateMachine(tmp_path, quota_bytes=1 << 30, member_id=1, max_txn_ops=128, membership=Membership())
+    try:
+        lessor = Lessor(min_ttl_s=1)
+        applier = LeaseApplier(sm.chain, sm.store, lessor, lambda: 0.0)
+        with sm.store.batch():
+            applier.apply(LeaseGrantOp(5, 40))
+        sm.store.set_nospace_alarm(True)
+        for op in (LeaseGrantOp(6, 40), LeaseGrantOp(5, 40), LeaseGrantOp(7, 9_000_000_001)):
+            with pytest.raises(ResourceExhausted, match="database space exceeded"), sm.store.batch():
+                applier.apply(op)
+        assert sorted(lessor.leases) == [5]
+        sm.store.set_nospace_alarm(False)
+        with sm.store.batch():
+            applier.apply(LeaseGrantOp(6, 40))
+        assert sorted(lessor.leases) == [5, 6]
+    finally:
+        sm.close()
