@@ -49,7 +49,10 @@ class BackendApplier(Applier):
     def __init__(self, store: Any, member_id: int) -> None:
         self.store = store
         self.member_id = member_id
-        self.raised_by = 0
+        # (member id, alarm type) raised, as etcd's alarm store: a NOSPACE one caps writes
+        # until the last is deactivated. Only the NOSPACE flag is stored (``set_nospace_alarm``);
+        # after a restart the set is rebuilt from it with member 0 (unknown here).
+        self.alarms: set[tuple[int, int]] = {(0, NOSPACE)} if store.nospace_alarm else set()
 
     def apply(self, op: Any) -> Any:
         try:
@@ -93,10 +96,36 @@ class BackendApplier(Applier):
         return [as_etcd_error(r) if isinstance(r, MVCCError) else r for r in self.store.put_many(puts)]
 
     def _alarm(self, op: AlarmOp) -> list[tuple[int, int]]:
-        if op.alarm == NOSPACE and op.action in (ACTIVATE, DEACTIVATE):
-            self.store.set_nospace_alarm(op.action == ACTIVATE)
-            self.raised_by = op.member_id if op.action == ACTIVATE else 0
-        return [(self.raised_by, NOSPACE)] if self.store.nospace_alarm else []
+        """etcd's applyAlarm: ACTIVATE answers the alarm (new or already there), DEACTIVATE
+        the one removed (nothing if it was not raised); any type is kept, NONE included."""
+        self._sync()
+        entry = (op.member_id, op.alarm)
+        if op.action == ACTIVATE:
+            self.alarms.add(entry)
+        elif op.action == DEACTIVATE:
+            if entry not in self.alarms:
+                return []
+            self.alarms.discard(entry)
+        else:
+            return self.raised(op.alarm)
+        nospace = any(kind == NOSPACE for _, kind in self.alarms)
+        if nospace != self.store.nospace_alarm:
+            self.store.set_nospace_alarm(nospace)
+        return [entry]
+
+    def raised(self, alarm: int = 0) -> list[tuple[int, int]]:
+        """The alarms raised, of one type or (NONE) all, sorted."""
+        self._sync()
+        return sorted(a for a in self.alarms if not alarm or a[1] == alarm)
+
+    def _sync(self) -> None:
+        """Follow the stored NOSPACE flag where it changed under this applier (a restored
+        snapshot): raised by member 0 (unknown), or no longer raised."""
+        nospace = any(kind == NOSPACE for _, kind in self.alarms)
+        if self.store.nospace_alarm and not nospace:
+            self.alarms.add((0, NOSPACE))
+        elif nospace and not self.store.nospace_alarm:
+            self.alarms = {a for a in self.alarms if a[1] != NOSPACE}
 
 
 def _one(applier: Applier, op: Any) -> Any:

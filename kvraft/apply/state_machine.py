@@ -160,12 +160,10 @@ class StateMachine:
     def revision(self) -> int:
         return self.store.rev
 
-    def alarms(self) -> list[tuple[int, int]]:
-        """``(member_id, alarm)``: the member that raised NOSPACE (0 if unknown here, e.g.
-        after a restart: the store keeps the alarm, not who raised it)."""
-        if not self.store.nospace_alarm:
-            return []
-        return [(getattr(self.chain_backend, "raised_by", 0), 1)]
+    def alarms(self, alarm: int = 0) -> list[tuple[int, int]]:
+        """``(member_id, alarm)`` raised, of one type or (0) all; a NOSPACE raised before a
+        restart is member 0 (the store keeps the alarm, not who raised it)."""
+        return list(self.chain_backend.raised(alarm))
 
     def db_sizes(self) -> tuple[int, int]:
         return self.store.sizes()

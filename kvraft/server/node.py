@@ -382,7 +382,7 @@ class Node(NodeStatusMixin):
     # -- maintenance -------------------------------------------------------------------------
     async def alarm(self, action: int, member_id: int, alarm: int) -> list[tuple[int, int]]:
         if action == 0:
-            return self.state.alarms()
+            return self.state.alarms(alarm)
         result = await self.driver.propose(AlarmOp(action, member_id or self.member_id, alarm))
         return result or []
 
