@@ -5,7 +5,8 @@ The generator (``generate``) is pure: ``random.Random(seed)`` alone decides the 
 Requests touch a small key alphabet (so ranges, prefixes and compares hit) and cover put,
 range, deleterange, txn (compares on every target and result, nested txns, duplicate
 puts), compaction, the lease routes (explicit lease IDs, so both servers name leases the
-same; keepalive streams), the lock/election routes that never block, auth users and roles
+same; keepalive streams), the lock/election routes that never block, the NOSPACE alarm
+(raised for made-up member IDs, so both servers name it the same), auth users and roles
 (never auth/enable), and malformed input
 (bad base64, wrong JSON types, out-of-range integers, unknown and camelCase fields, cut,
 invalid and trailing JSON, empty bodies, wrong methods, unknown and unclean paths).
@@ -436,6 +437,11 @@ class Generator:
             path = "/v3/lock/unlock" if kind == "unlock" else f"/v3/election/{kind}"
             if rng.random() < 0.15 and kind in ("leader", "unlock"):
                 return Request("POST", path, self.mutate(doc))
+        elif r < 0.8725:  # the NOSPACE alarm: writes refused while it is raised
+            action = rng.choice(["GET", "GET", "ACTIVATE", "DEACTIVATE", "DEACTIVATE"])
+            path, doc = "/v3/maintenance/alarm", {"action": action}
+            if action != "GET" or rng.random() < 0.3:
+                doc.update(memberID=rng.choice(["5", "6", 5]), alarm=rng.choice(["NOSPACE", "NOSPACE", "NONE", 1]))
         elif r < 0.875:  # auth users and roles (never auth/enable: every later request would fail)
             path, doc = self.auth()
             if rng.random() < 0.15:
@@ -509,6 +515,9 @@ def scrub(value: Any) -> Any:
         if isinstance(leases, list):
             # etcd lists leases in Go map order (random per call); the set is what counts.
             out["leases"] = sorted(leases, key=lambda item: json.dumps(item, sort_keys=True))
+        alarms = out.get("alarms")
+        if isinstance(alarms, list):  # etcd's alarm store is a Go map too
+            out["alarms"] = sorted(alarms, key=lambda item: json.dumps(item, sort_keys=True))
         keys = out.get("keys")
         if "grantedTTL" in out and isinstance(keys, list):
             # timetolive's keys: etcd walks the lease's key set, a Go map (random order).
@@ -608,6 +617,9 @@ class Pair:
             code, doc = call(url, "POST", "/v3/lease/leases", "{}")
             for lease in sorted(int(item["ID"]) for item in doc.get("leases", [])):
                 call(url, "POST", "/v3/lease/revoke", json.dumps({"ID": str(lease)}))
+            code, doc = call(url, "POST", "/v3/maintenance/alarm", json.dumps({"action": "GET"}))
+            for alarm in doc.get("alarms", []):
+                call(url, "POST", "/v3/maintenance/alarm", json.dumps({"action": "DEACTIVATE", **alarm}))
             for kind, field in (("user", "users"), ("role", "roles")):
                 code, doc = call(url, "POST", f"/v3/auth/{kind}/list", "{}")
                 for name in sorted(doc.get(field, [])):
