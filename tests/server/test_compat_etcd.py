@@ -148,6 +148,18 @@ SCRIPT: list[tuple[str, str, str | bytes | None]] = [
     ("POST", "/v3/lock/unlock", "{}"),
     ("POST", "/v3/lock/lock", json.dumps({"name": b("l"), "lease": "999"})),
     ("POST", "/v3/election/campaign", json.dumps({"name": b("e"), "lease": "999"})),
+    # alarms are kept per (member, type), NONE included, zero fields omitted
+    ("POST", "/v3/maintenance/alarm", json.dumps({"action": "ACTIVATE", "memberID": "5", "alarm": "NONE"})),
+    ("POST", "/v3/maintenance/alarm", json.dumps({"action": "ACTIVATE", "memberID": "5", "alarm": "NOSPACE"})),
+    ("POST", "/v3/maintenance/alarm", json.dumps({"action": "ACTIVATE", "memberID": "6", "alarm": "NOSPACE"})),
+    ("POST", "/v3/lease/grant", json.dumps({"TTL": "60", "ID": "31"})),
+    ("POST", "/v3/maintenance/alarm", json.dumps({"action": "DEACTIVATE", "memberID": "5", "alarm": "NOSPACE"})),
+    ("POST", "/v3/maintenance/alarm", json.dumps({"action": "DEACTIVATE", "memberID": "5", "alarm": "NOSPACE"})),
+    ("POST", "/v3/maintenance/alarm", json.dumps({"action": "GET", "alarm": "NOSPACE"})),
+    ("POST", "/v3/kv/put", put("capped", "x")),
+    ("POST", "/v3/maintenance/alarm", json.dumps({"action": "DEACTIVATE", "memberID": "6", "alarm": "NOSPACE"})),
+    ("POST", "/v3/maintenance/alarm", json.dumps({"action": "DEACTIVATE", "memberID": "5", "alarm": "NONE"})),
+    ("POST", "/v3/maintenance/alarm", json.dumps({"action": "GET"})),
 ]
 
 

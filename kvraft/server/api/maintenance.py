@@ -58,7 +58,8 @@ async def _alarm(request: web.Request) -> web.Response:
     doc = {}
     if alarms:
         doc["alarms"] = [
-            {**({"memberID": out.i(member_id)} if member_id else {}), "alarm": ALARM_NAMES.get(kind, kind)}
+            {**({"memberID": out.i(member_id)} if member_id else {}),
+             **({"alarm": ALARM_NAMES.get(kind, kind)} if kind else {})}  # proto3 JSON omits zeros
             for member_id, kind in alarms
         ]
     return respond(out, doc)
