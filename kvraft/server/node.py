@@ -402,6 +402,8 @@ class Node(NodeStatusMixin):
         raise Unavailable("etcdserver: request timed out")
 
     async def healthy(self) -> bool:
+        if self.state.alarms():  # any raised alarm, as etcd's /health says
+            return False
         if self.driver.leader == NONE or self.driver.fatal is not None:
             return False
         try:

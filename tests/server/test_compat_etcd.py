@@ -153,13 +153,16 @@ SCRIPT: list[tuple[str, str, str | bytes | None]] = [
     ("POST", "/v3/maintenance/alarm", json.dumps({"action": "ACTIVATE", "memberID": "5", "alarm": "NOSPACE"})),
     ("POST", "/v3/maintenance/alarm", json.dumps({"action": "ACTIVATE", "memberID": "6", "alarm": "NOSPACE"})),
     ("POST", "/v3/lease/grant", json.dumps({"TTL": "60", "ID": "31"})),
+    ("GET", "/health", None),  # false while any alarm is raised
     ("POST", "/v3/maintenance/alarm", json.dumps({"action": "DEACTIVATE", "memberID": "5", "alarm": "NOSPACE"})),
     ("POST", "/v3/maintenance/alarm", json.dumps({"action": "DEACTIVATE", "memberID": "5", "alarm": "NOSPACE"})),
     ("POST", "/v3/maintenance/alarm", json.dumps({"action": "GET", "alarm": "NOSPACE"})),
     ("POST", "/v3/kv/put", put("capped", "x")),
     ("POST", "/v3/maintenance/alarm", json.dumps({"action": "DEACTIVATE", "memberID": "6", "alarm": "NOSPACE"})),
+    ("GET", "/health", None),  # only the NONE one left
     ("POST", "/v3/maintenance/alarm", json.dumps({"action": "DEACTIVATE", "memberID": "5", "alarm": "NONE"})),
     ("POST", "/v3/maintenance/alarm", json.dumps({"action": "GET"})),
+    ("GET", "/health", None),
 ]
 
 
