@@ -1,9 +1,8 @@
 """Locks and elections answer as etcd 3.4's v3lock and v3election gateways do: the same
 requests that do not block, in the same order, to a real etcd and to kvraft, compared by
 HTTP status and JSON body (without ids and terms). The waiting itself is tested in
-test_lock_election.py. Left out on purpose: errors that etcd's gateway leaves unmapped
-(a missing ``leader`` field, an unknown lease: 500 and code 2 there; kvraft answers 400 code 3
-and 404 code 5). Skipped without the ``etcd`` binary.
+test_lock_election.py. Errors included: etcd's gateway answers them as gRPC Unknown (500,
+code 2), and so does kvraft. Skipped without the ``etcd`` binary.
 """
 
 from __future__ import annotations
@@ -42,6 +41,8 @@ SCRIPT: list[tuple[str, dict[str, Any]]] = [
     ("/v3/election/proclaim", {"leader": leader("e/64", 3), "value": b("v3")}),
     ("/v3/election/proclaim", {"leader": leader("e/64", 2), "value": b("v3")}),
     ("/v3/election/proclaim", {"leader": leader("e/65", 2, 101), "value": b("v4")}),
+    ("/v3/election/proclaim", {}),
+    ("/v3/election/campaign", {"name": b("e"), "lease": "999", "value": b("v")}),
     ("/v3/election/leader", {"name": b("e")}),
     ("/v3/election/leader", {"name": b("nobody")}),
     ("/v3/election/resign", {"leader": leader("e/64", 99)}),
