@@ -77,20 +77,8 @@ class Message:
     build: Callable[[dict[str, Any]], Any] | None = None
 
 
-def _json_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float, GoNumber)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
 def _type_error(value: Any, go_type: str) -> InvalidArgument:
-    kind = _json_kind(value)
+    kind = gojson.kind_of(value)
     if kind == "number" and (go_type in ("int64", "uint64", "int32") or go_type.startswith("etcdserverpb.")):
         shown = value.text if isinstance(value, GoNumber) else value
         return InvalidArgument(f"json: cannot unmarshal number {shown} into Go value of type {go_type}")

@@ -31,7 +31,7 @@ from typing import Any
 from kvraft.apply.errors import InvalidArgument
 
 __all__ = [
-    "EMPTY", "GoNumber", "b64decode", "check_syntax", "go_quote", "iter_values", "load_body", "parse_int_text",
+    "EMPTY", "GoNumber", "b64decode", "check_syntax", "go_quote", "iter_values", "kind_of", "load_body", "parse_int_text",
 ]
 
 MAX_DEPTH = 10000
@@ -360,10 +360,11 @@ _BOUNDS = {"int64": (-(2**63), 2**63 - 1), "uint64": (0, 2**64 - 1), "uint8": (0
 _INT_LITERAL = re.compile(rb"-?(0|[1-9][0-9]*)")
 
 
-def _kind_of(value: Any) -> str:
+def kind_of(value: Any) -> str:
+    """The JSON kind Go's error messages name (``cannot unmarshal <kind> into ...``)."""
     if isinstance(value, bool):
         return "bool"
-    if isinstance(value, (int, GoNumber)):
+    if isinstance(value, (int, float, GoNumber)):
         return "number"
     if isinstance(value, str):
         return "string"
@@ -392,7 +393,7 @@ def parse_int_text(raw: bytes, go_type: str) -> int:
         return 0
     if text[:1] in (b"-", *(bytes([d]) for d in range(0x30, 0x3A))):
         return int_from_literal(text.decode(), go_type)
-    kind = _kind_of(_loads(text.decode("utf-8", "replace")))
+    kind = kind_of(_loads(text.decode("utf-8", "replace")))
     raise InvalidArgument(f"json: cannot unmarshal {kind} into Go value of type {go_type}")
 
 
