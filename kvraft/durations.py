@@ -11,10 +11,26 @@ scrape that races one sees at worst a count one ahead of the sum, which Promethe
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from collections.abc import Sequence
 
-__all__ = ["ETCD_DISK_BUCKETS_S", "DurationHistogram"]
+__all__ = ["ETCD_DISK_BUCKETS_S", "DurationHistogram", "parse_go_duration_s"]
+
+_GO_UNITS_S = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|ms|s|m|h)")
+
+
+def parse_go_duration_s(text: str) -> float:
+    """Seconds of a Go ``time.Duration`` string as etcd's duration flags take them: ``0``,
+    ``500ms``, ``1m30s``, ``2h``; ``ValueError`` otherwise (negative ones included)."""
+    text = text.strip()
+    if text == "0":
+        return 0.0
+    parts = _GO_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"invalid duration {text!r} (want a Go duration such as 500ms, 30s, 5m, 1h30m)")
+    return sum(float(n) * _GO_UNITS_S[u] for n, u in parts)
 
 ETCD_DISK_BUCKETS_S: tuple[float, ...] = tuple(0.001 * 2**i for i in range(14))
 """etcd's buckets for ``etcd_disk_wal_fsync_duration_seconds`` and

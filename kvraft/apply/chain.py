@@ -1,6 +1,6 @@
 """The applier chain (etcd's ``applierV3`` decorators): ``Quota(Backend)`` here, wrapped by
 the lease and auth appliers of ``feature_appliers`` into ``Auth(Lease(Quota(Backend)))``
-through ``build_chain(store, wrap=...)``.
+through ``build_chain(store, wrap=...)``, and that by ``CorruptApplier``.
 
 Every applier has ``apply(op) -> result`` and raises ``EtcdError`` for expected failures;
 a ``BatchOp``'s result is a list with each op's result or ``EtcdError`` (one op refused
@@ -18,18 +18,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kvraft.apply.errors import EtcdError, InvalidArgument, ResourceExhausted
+from kvraft.apply.errors import DataLoss, EtcdError, InvalidArgument, ResourceExhausted
+from kvraft.apply.feature_ops import AuthedOp, LeaseExpireOp, LeaseGrantOp, LeaseRevokeOp
 from kvraft.apply.ops import AlarmOp, BatchOp, CompactOp, DeleteRangeOp, PutOp, RangeOp, TxnOp
 from kvraft.apply.validate import as_etcd_error
 from kvraft.storage.mvcc import ops as mvcc_ops
 from kvraft.storage.mvcc.errors import MVCCError
 from kvraft.storage.quota import cost, put_cost
 
-__all__ = ["Applier", "BackendApplier", "CompactResult", "QuotaApplier", "QuotaGuard", "apply_each", "build_chain"]
+__all__ = [
+    "Applier",
+    "BackendApplier",
+    "CompactResult",
+    "CorruptApplier",
+    "QuotaApplier",
+    "QuotaGuard",
+    "apply_each",
+    "build_chain",
+]
 
-NOSPACE = 1
+NOSPACE, CORRUPT = 1, 2
 ACTIVATE, DEACTIVATE = 1, 2
 NOSPACE_MESSAGE = "etcdserver: mvcc: database space exceeded"
+CORRUPT_MESSAGE = "etcdserver: corrupt cluster"
 
 
 @dataclass(slots=True)
@@ -49,10 +60,6 @@ class BackendApplier(Applier):
     def __init__(self, store: Any, member_id: int) -> None:
         self.store = store
         self.member_id = member_id
-        # (member id, alarm type) raised, as etcd's alarm store: a NOSPACE one caps writes
-        # until the last is deactivated. Only the NOSPACE flag is stored (``set_nospace_alarm``);
-        # after a restart the set is rebuilt from it with member 0 (unknown here).
-        self.alarms: set[tuple[int, int]] = {(0, NOSPACE)} if store.nospace_alarm else set()
 
     def apply(self, op: Any) -> Any:
         try:
@@ -97,35 +104,24 @@ class BackendApplier(Applier):
 
     def _alarm(self, op: AlarmOp) -> list[tuple[int, int]]:
         """etcd's applyAlarm: ACTIVATE answers the alarm (new or already there), DEACTIVATE
-        the one removed (nothing if it was not raised); any type is kept, NONE included."""
-        self._sync()
+        the one removed (nothing if it was not raised); any type is kept, NONE included.
+        The set is the store's (``MVCCStore.set_alarms``): kept on disk, in snapshots."""
         entry = (op.member_id, op.alarm)
+        alarms = self.store.alarms
         if op.action == ACTIVATE:
-            self.alarms.add(entry)
+            if entry not in alarms:
+                self.store.set_alarms(alarms | {entry})
         elif op.action == DEACTIVATE:
-            if entry not in self.alarms:
+            if entry not in alarms:
                 return []
-            self.alarms.discard(entry)
+            self.store.set_alarms(alarms - {entry})
         else:
             return self.raised(op.alarm)
-        nospace = any(kind == NOSPACE for _, kind in self.alarms)
-        if nospace != self.store.nospace_alarm:
-            self.store.set_nospace_alarm(nospace)
         return [entry]
 
     def raised(self, alarm: int = 0) -> list[tuple[int, int]]:
         """The alarms raised, of one type or (NONE) all, sorted."""
-        self._sync()
-        return sorted(a for a in self.alarms if not alarm or a[1] == alarm)
-
-    def _sync(self) -> None:
-        """Follow the stored NOSPACE flag where it changed under this applier (a restored
-        snapshot): raised by member 0 (unknown), or no longer raised."""
-        nospace = any(kind == NOSPACE for _, kind in self.alarms)
-        if self.store.nospace_alarm and not nospace:
-            self.alarms.add((0, NOSPACE))
-        elif nospace and not self.store.nospace_alarm:
-            self.alarms = {a for a in self.alarms if a[1] != NOSPACE}
+        return sorted(a for a in self.store.alarms if not alarm or a[1] == alarm)
 
 
 def _one(applier: Applier, op: Any) -> Any:
@@ -212,6 +208,33 @@ class QuotaGuard:
         self._admitted += added
 
 
+_REFUSED_WHEN_CORRUPT = (PutOp, DeleteRangeOp, TxnOp, RangeOp, CompactOp, LeaseGrantOp, LeaseRevokeOp, LeaseExpireOp)
+
+
+class CorruptApplier(Applier):
+    """With a CORRUPT alarm raised (a member's data diverged: ``kvraft.server.corruption``),
+    nothing that changes the key space or the leases applies: puts, deletes, txns,
+    compactions, lease grants, revocations and expiries fail with DataLoss "etcdserver:
+    corrupt cluster", before any auth check (etcd's ``applierV3Corrupt``, outermost).
+    Alarms, auth changes and lease checkpoints go on, so the alarm can be disarmed once the
+    member is replaced; reads are served as before (they are not applied)."""
+
+    def __init__(self, inner: Applier, store: Any) -> None:
+        self.inner = inner
+        self.store = store
+
+    def apply(self, op: Any) -> Any:
+        if not self.store.corrupt_alarm:
+            return self.inner.apply(op)
+        request = op.op() if isinstance(op, AuthedOp) else op
+        if isinstance(request, BatchOp):
+            return [DataLoss(CORRUPT_MESSAGE) for _ in request.ops]
+        if isinstance(request, _REFUSED_WHEN_CORRUPT):
+            raise DataLoss(CORRUPT_MESSAGE)
+        return self.inner.apply(op)
+
+
 def build_chain(store: Any, member_id: int, wrap: Callable[[Applier], Applier] | None = None) -> Applier:
+    """``Corrupt(wrap(Quota(Backend)))``: ``wrap`` adds the lease and auth appliers."""
     chain: Applier = QuotaApplier(BackendApplier(store, member_id), store)
-    return wrap(chain) if wrap is not None else chain
+    return CorruptApplier(wrap(chain) if wrap is not None else chain, store)

@@ -27,11 +27,11 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
-from kvraft.apply.chain import Applier, QuotaGuard, build_chain
+from kvraft.apply.chain import Applier, CorruptApplier, QuotaGuard, build_chain
 from kvraft.apply.errors import EtcdError
 from kvraft.apply.ops import BatchOp, MemberOp, TxnOp
 from kvraft.apply.validate import as_etcd_error
@@ -41,6 +41,8 @@ from kvraft.storage.mvcc import ops as mvcc_ops
 from kvraft.storage.mvcc.errors import MVCCError
 
 __all__ = ["StateMachine"]
+
+_A = TypeVar("_A", bound=Applier)
 
 SNAPSHOT_FORMAT = 1
 COMMIT_INTERVAL_S = 0.1
@@ -80,6 +82,17 @@ class StateMachine:
         other member's); the member must stop, and a restart re-applies them from the log."""
         self.on_failure: Callable[[BaseException], None] = lambda exc: None
         """Called once, with the error, when a commit fails (the node stops the member)."""
+
+    def wrap_chain(self, wrap: Callable[[Applier], _A]) -> _A:
+        """Put appliers (lease, auth: ``kvraft.server.features``) around the chain, inside
+        its outermost ``CorruptApplier`` (a CORRUPT alarm refuses writes before anything
+        else looks at them, as etcd's). Returns what was wrapped in."""
+        outer = self.chain
+        if not isinstance(outer, CorruptApplier):
+            raise TypeError(f"the chain's outermost applier is {type(outer).__name__}, not CorruptApplier")
+        wrapped = wrap(outer.inner)
+        outer.inner = wrapped
+        return wrapped
 
     # -- the apply stage -----------------------------------------------------------------
     def applied_index(self) -> int:

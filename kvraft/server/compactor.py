@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from kvraft.apply.errors import EtcdError
 from kvraft.apply.ops import CompactOp
+from kvraft.durations import parse_go_duration_s
 from kvraft.raft.types import StateRole
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ __all__ = ["AutoCompactor", "parse_retention_s"]
 log = logging.getLogger("kvraft.compactor")
 
 REVISION_MODE_INTERVAL_S = 300.0
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_retention_s(text: str) -> float:
@@ -40,10 +40,10 @@ def parse_retention_s(text: str) -> float:
     text = text.strip()
     if re.fullmatch(r"\d+(\.\d+)?", text):
         return float(text) * 3600.0
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"cannot parse retention {text!r}")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
+    try:
+        return parse_go_duration_s(text)
+    except ValueError:
+        raise ValueError(f"cannot parse retention {text!r}") from None
 
 
 class AutoCompactor:

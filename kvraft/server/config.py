@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from kvraft.durations import parse_go_duration_s
 from kvraft.server.compactor import parse_retention_s
 
 __all__ = ["Config", "ConfigError", "member_id_for", "parse_config", "cluster_id_for"]
@@ -75,6 +76,12 @@ class Config:
     auth_token_ttl: int = 300
     bcrypt_cost: int = 10
     experimental_watch_progress_notify_interval: str = "10m"
+    experimental_initial_corrupt_check: bool = False
+    """Compare this member's hash with its peers' before serving; refuse to start on a
+    mismatch (``kvraft.server.corruption``)."""
+    experimental_corrupt_check_time: str = "0s"
+    """How often the leader compares every member's hash (a Go duration; 0s: never); a
+    mismatch raises the CORRUPT alarm, which stops writes."""
 
     # -- derived ------------------------------------------------------------------------
     def initial_members(self) -> dict[str, list[str]]:
@@ -131,6 +138,11 @@ class Config:
             raise ConfigError("--log-level must be debug, info, warn, error, panic or fatal")
         if self.logger not in ("zap", "capnslog"):
             raise ConfigError("--logger must be 'zap' (JSON lines) or 'capnslog' (text)")
+        for name in ("experimental_corrupt_check_time", "experimental_watch_progress_notify_interval"):
+            try:
+                parse_go_duration_s(getattr(self, name))
+            except ValueError as exc:
+                raise ConfigError(f"--{name.replace('_', '-')}: {exc}") from None
         if not self.log_outputs:
             raise ConfigError("--log-outputs must name at least one output (default, stderr, stdout or a file)")
         self.initial_members()

@@ -50,6 +50,7 @@ from kvraft.auth import (
     hash_password,
 )
 from kvraft.auth import errors as auth_errors
+from kvraft.durations import parse_go_duration_s
 from kvraft.lease import Lessor
 from kvraft.raft.types import StateRole
 from kvraft.server.lease_renew import CHECKPOINT_TIMEOUT_S, KeepaliveRouter
@@ -76,12 +77,13 @@ CALLER: ContextVar[Caller | None] = ContextVar("kvraft_caller", default=None)
 
 
 def parse_duration_s(text: str) -> float:
-    """Go-style durations as etcd's flags take them: ``10m``, ``1h``, ``500ms``, ``30s``."""
+    """Go-style durations as etcd's flags take them (``10m``, ``1h``, ``500ms``, ``1m30s``),
+    or a plain number of seconds."""
     text = text.strip()
-    for suffix, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
-        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
-            return float(text[: -len(suffix)]) * scale
-    return float(text)
+    try:
+        return float(text)
+    except ValueError:
+        return parse_go_duration_s(text)
 
 
 def _token_provider(spec: str, ttl_s: float) -> tuple[TokenProvider, SimpleTokens | None]:
@@ -119,12 +121,15 @@ class Features:
             lambda h, cur, comp: WatchHub(h, cur, comp, progress_interval_s=progress_s,
                                           fragment_bytes=config.max_request_bytes),
         )
-        self.lease_applier = LeaseApplier(node.state.chain, self.store, self.lessor, time.monotonic)
-        self.auth_applier = AuthApplier(
-            self.lease_applier, self.store, load_auth(self.store),
-            on_simple_token=self._register_simple, on_user_changed=self.tokens.invalidate_user,
+        self.lease_applier = node.state.wrap_chain(
+            lambda chain: LeaseApplier(chain, self.store, self.lessor, time.monotonic)
         )
-        node.state.chain = self.auth_applier
+        self.auth_applier = node.state.wrap_chain(
+            lambda chain: AuthApplier(
+                chain, self.store, load_auth(self.store),
+                on_simple_token=self._register_simple, on_user_changed=self.tokens.invalidate_user,
+            )
+        )
         node.wrap_proposal = self.wrap_proposal
         restore = node.state.restore
 

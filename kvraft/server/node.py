@@ -21,6 +21,7 @@ from kvraft.apply.errors import EtcdError, FailedPrecondition, Unavailable
 from kvraft.apply.ops import AlarmOp, CompactOp, MemberOp, PutOp, RangeOp, TxnOp
 from kvraft.apply.state_machine import StateMachine
 from kvraft.apply.validate import validate_op
+from kvraft.durations import parse_go_duration_s
 from kvraft.raft.config import RaftConfig
 from kvraft.raft.errors import RaftError
 from kvraft.raft.events import RaftEvent
@@ -29,6 +30,7 @@ from kvraft.raft.types import NONE, ConfChange, ConfChangeType, ConfState, State
 from kvraft.server.api.grpc_stats import GrpcStats
 from kvraft.server.compactor import AutoCompactor
 from kvraft.server.config import Config, cluster_id_for, member_id_for
+from kvraft.server.corruption import CorruptionChecker
 from kvraft.server.driver import NodeDriver
 from kvraft.server.membership import Member, Membership
 from kvraft.server.node_status import NodeStatusMixin
@@ -91,6 +93,9 @@ class Node(NodeStatusMixin):
             membership=self.membership,
         )
         self._check_log_covers_state()
+        self.initialized = self.state.applied_index() > 0
+        """Whether this member had data before this start (the initial corruption check
+        compares only such a member's, as etcd's)."""
         snapshot = self.raft_log.snapshot()
         if snapshot.data and self.state.applied_index() < snapshot.metadata.index:
             # a crash between installing a received snapshot in the log and restoring the
@@ -133,6 +138,7 @@ class Node(NodeStatusMixin):
             snapshot_catchup_entries=config.snapshot_catchup_entries,
             on_conf_change=self._on_conf_change,
         )
+        self.corruption = CorruptionChecker(self)
         self.state.on_members_changed = self._sync_peers
         self.state.on_failure = self._state_failed
         self._tasks: list[asyncio.Task[None]] = []
@@ -207,6 +213,14 @@ class Node(NodeStatusMixin):
         self._started = True
         await self.transport.listen(self.config.listen_peer_urls)
         self._sync_peers()
+        if self.config.experimental_initial_corrupt_check and self.initialized:
+            try:  # before this member takes part in Raft or serves anyone, as etcd's
+                await self.corruption.initial_check()
+            except BaseException:
+                await self.transport.close()
+                self.raft_log.close()
+                self.state.close()
+                raise
         self.driver.start()
         loop = asyncio.get_running_loop()
         compactor = AutoCompactor(self, self.config.auto_compaction_mode, self.config.auto_compaction_retention)
@@ -215,6 +229,9 @@ class Node(NodeStatusMixin):
             loop.create_task(self._promote_learners()),
             loop.create_task(compactor.run()),
         ]
+        check_every_s = parse_go_duration_s(self.config.experimental_corrupt_check_time)
+        if check_every_s > 0:
+            self._tasks.append(loop.create_task(self.corruption.run(check_every_s)))
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
-from kvraft.raft.types import StateRole
+from kvraft.raft.types import NONE, StateRole
+from kvraft.server.api.maintenance import alarm_text
 from kvraft.server.api.misc import API_VERSION
 
 if TYPE_CHECKING:
     from kvraft.apply.state_machine import StateMachine
     from kvraft.raft.rawnode import RawNode
+    from kvraft.server.corruption import CorruptionChecker
     from kvraft.server.driver import NodeDriver
     from kvraft.server.transport import PeerTransport
     from kvraft.storage.raft_log import LmdbLogStorage
@@ -24,6 +27,7 @@ class NodeStatusMixin:
     raw: RawNode
     state: StateMachine
     transport: PeerTransport
+    corruption: CorruptionChecker
     raft_log: LmdbLogStorage | WalLogStorage
 
     async def status(self) -> dict[str, Any]:
@@ -39,14 +43,22 @@ class NodeStatusMixin:
             "raftTerm": status.term,
             "raftAppliedIndex": self.driver.applied.applied,
             "isLearner": self.member_id in status.conf_state.learners,
-            "errors": [],
+            "errors": self.status_errors(),
         }
+
+    def status_errors(self) -> list[str]:
+        """etcd's status ``errors``: "no leader" while none is known, then every alarm raised."""
+        errors = ["etcdserver: no leader"] if self.driver.leader == NONE else []
+        return errors + [alarm_text(member_id, alarm) for member_id, alarm in self.state.alarms()]
 
     async def hash(self) -> tuple[int, int]:
         return self.state.revision(), self.state.hash_all()
 
     async def hash_kv(self, revision: int) -> tuple[int, int, int]:
-        value, compact_revision = self.state.hash_kv(revision)
+        """(current revision, hash, compact revision): hashed on a worker thread (it reads
+        every record up to ``revision``; the event loop goes on serving)."""
+        loop = asyncio.get_running_loop()
+        value, compact_revision = await loop.run_in_executor(None, self.state.hash_kv, revision)
         return self.state.revision(), value, compact_revision
 
     async def defragment(self) -> None:
@@ -76,6 +88,10 @@ class NodeStatusMixin:
             ("kvraft_driver_read_index_rounds_total", "counter", "ReadIndex rounds started.", driver.read_rounds),
             ("kvraft_driver_snapshots_created_total", "counter", "Snapshots taken.", driver.snapshots_created),
             ("kvraft_driver_snapshots_applied_total", "counter", "Snapshots installed.", driver.snapshots_applied),
+            ("kvraft_corruption_check_rounds_total", "counter", "Corruption check rounds run (as leader).",
+             self.corruption.rounds),
+            ("kvraft_corruption_alarms_raised_total", "counter", "CORRUPT alarms this member raised.",
+             self.corruption.alarms_raised),
             ("kvraft_transport_frames_sent_total", "counter", "Peer frames sent.", transport.frames_sent),
             ("kvraft_transport_frames_received_total", "counter", "Peer frames received.", transport.frames_received),
             ("kvraft_transport_messages_dropped_total", "counter", "Peer messages dropped.", transport.messages_dropped),

@@ -14,6 +14,10 @@ msgpack. After the handshake every frame is ``[kind, body]``:
   leader (``kvraft.server.lease_renew``);
 - ``LEASE_RENEW_RESP``: ``[request_id, [ttl, ...] | None, revision]`` the leader's answer
   (a TTL of 0: no such lease; None: not the primary lessor, ask again).
+- ``HASH_KV``: ``[request_id, revision]`` a peer's hash of its key-value history at a
+  revision, asked for by the corruption checks (``kvraft.server.corruption``);
+- ``HASH_KV_RESP``: ``[request_id, revision, hash, compact_revision, error]`` the answer
+  (``error`` "" or why there is no hash: a future or compacted revision).
 
 (``READ``/``READ_RESP`` are reserved: the core forwards a follower's ReadIndex itself.)
 """
@@ -36,6 +40,8 @@ __all__ = [
     "FORWARD",
     "FORWARD_CONF",
     "FRAME_MAX_BYTES",
+    "HASH_KV",
+    "HASH_KV_RESP",
     "LEASE_RENEW",
     "LEASE_RENEW_RESP",
     "RAFT",
@@ -51,6 +57,7 @@ __all__ = [
 
 RAFT, SNAP_CHUNK, SNAP_END, FORWARD, READ, READ_RESP, FORWARD_CONF = range(1, 8)
 LEASE_RENEW, LEASE_RENEW_RESP = 8, 9
+HASH_KV, HASH_KV_RESP = 10, 11
 FRAME_MAX_BYTES = 64 * 1024 * 1024
 
 _ENTRY_TYPES = {t.value: t for t in EntryType}

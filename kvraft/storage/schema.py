@@ -29,6 +29,9 @@ from kvraft.storage.errors import KVCorruptionError, StorageCorruptionError
 from kvraft.storage.revision import bytes_to_rev
 
 __all__ = [
+    "ALARM_CORRUPT",
+    "ALARM_NOSPACE",
+    "BUCKET_ALARM",
     "BUCKET_KEY",
     "BUCKET_META",
     "DEFAULT_BUCKETS",
@@ -37,6 +40,8 @@ __all__ = [
     "META_FINISHED_COMPACT",
     "META_NOSPACE_ALARM",
     "META_SCHEDULED_COMPACT",
+    "alarm_from_record",
+    "alarm_record",
     "decode_int",
     "decode_kv",
     "decode_meta",
@@ -47,13 +52,17 @@ __all__ = [
 
 BUCKET_KEY = b"key"
 BUCKET_META = b"meta"
+BUCKET_ALARM = b"alarm"
 DEFAULT_BUCKETS = (BUCKET_KEY, BUCKET_META, b"lease", b"auth", b"alarm", b"members")
 
 META_CURRENT_REV = b"currentRev"
 META_SCHEDULED_COMPACT = b"scheduledCompactRev"
 META_FINISHED_COMPACT = b"finishedCompactRev"
 META_CONSISTENT_INDEX = b"consistentIndex"  # u64 index | u64 term
-META_NOSPACE_ALARM = b"alarmNoSpace"  # b"\x01" when raised
+META_NOSPACE_ALARM = b"alarmNoSpace"  # b"\x01" when raised: before the alarm bucket (read, then replaced)
+
+ALARM_NOSPACE, ALARM_CORRUPT = 1, 2  # etcd's AlarmType numbers
+_ALARM = struct.Struct(">QI")
 
 _CRC = struct.Struct(">I")
 _pack = msgpack.Packer(use_bin_type=True).pack  # packb builds a Packer per call
@@ -96,6 +105,21 @@ def decode_meta(name: bytes, raw: bytes) -> bytes:
     if len(raw) < 4 or _CRC.unpack_from(raw)[0] != zlib.crc32(name + raw[4:]):
         raise StorageCorruptionError(f"corrupt mvcc meta record {name.decode()!r}")
     return bytes(raw[4:])
+
+
+def alarm_record(member_id: int, alarm: int) -> tuple[bytes, bytes]:
+    """An alarm bucket record (as etcd's ``alarm`` bucket: one per raised ``(member, type)``):
+    key ``member_id u64 | type u32``, value the checksum of the key."""
+    key = _ALARM.pack(member_id, alarm)
+    return key, encode_meta(BUCKET_ALARM, key)
+
+
+def alarm_from_record(key: bytes, raw: bytes) -> tuple[int, int]:
+    """``(member_id, type)`` of an alarm record; ``StorageCorruptionError`` if damaged."""
+    if len(key) != _ALARM.size or decode_meta(BUCKET_ALARM, raw) != key:
+        raise StorageCorruptionError(f"corrupt alarm record {key.hex()}")
+    member_id, alarm = _ALARM.unpack(key)
+    return member_id, alarm
 
 
 def encode_int(name: bytes, value: int) -> bytes:

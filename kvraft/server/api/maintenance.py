@@ -18,11 +18,18 @@ from kvraft.server.api.feature_state import FEATURES
 from kvraft.server.api.request import header, read_request, respond
 from kvraft.server.api.state import SERVER
 
-__all__ = ["ROUTES"]
+__all__ = ["ALARM_NAMES", "ROUTES", "alarm_text"]
 
 ALARM_NAMES = {0: "NONE", 1: "NOSPACE", 2: "CORRUPT"}
 ALARM_GET = 0  # AlarmRequest.AlarmAction: GET, ACTIVATE, DEACTIVATE
 SNAPSHOT_CHUNK_BYTES = 64 * 1024
+
+
+def alarm_text(member_id: int, alarm: int) -> str:
+    """An alarm as etcd's status ``errors`` list it (its AlarmMember in protobuf's compact
+    text: each field set followed by a space, zeros left out): ``memberID:1 alarm:CORRUPT ``."""
+    text = f"memberID:{member_id} " if member_id else ""
+    return text + (f"alarm:{ALARM_NAMES.get(alarm, alarm)} " if alarm else "")
 
 log = logging.getLogger("kvraft.api")
 

@@ -24,6 +24,8 @@ from kvraft.storage.mvcc.key_index import KeyIndex
 from kvraft.storage.mvcc.types import Event, EventType, KeyValue
 from kvraft.storage.revision import bytes_to_rev, pack, rev_to_bytes
 from kvraft.storage.schema import (
+    ALARM_NOSPACE,
+    BUCKET_ALARM,
     BUCKET_KEY,
     BUCKET_META,
     META_CONSISTENT_INDEX,
@@ -31,6 +33,7 @@ from kvraft.storage.schema import (
     META_FINISHED_COMPACT,
     META_NOSPACE_ALARM,
     META_SCHEDULED_COMPACT,
+    alarm_from_record,
     decode_int,
     decode_kv,
     decode_meta,
@@ -49,7 +52,7 @@ class State:
     current_rev: int = 1
     compact_rev: int = -1
     consistent_index: tuple[int, int] = (0, 0)
-    nospace: bool = False
+    alarms: frozenset[tuple[int, int]] = frozenset()
     resume_compaction: bool = False
     key_lease: dict[bytes, int] = field(default_factory=dict)
     records: int = 0
@@ -124,8 +127,12 @@ def _load(txn: Any, dbis: dict[bytes, Any]) -> State:
     if raw is not None:
         payload = decode_meta(META_CONSISTENT_INDEX, raw)
         state.consistent_index = (int.from_bytes(payload[:8], "big"), int.from_bytes(payload[8:], "big"))
+    alarm_db = dbis.get(BUCKET_ALARM)
+    alarms = set() if alarm_db is None else {alarm_from_record(k, v) for k, v in txn.cursor(db=alarm_db).iternext()}
     raw = txn.get(META_NOSPACE_ALARM, db=meta)
-    state.nospace = raw is not None and decode_meta(META_NOSPACE_ALARM, raw) == b"\x01"
+    if raw is not None and decode_meta(META_NOSPACE_ALARM, raw) == b"\x01" and not any(t == ALARM_NOSPACE for _, t in alarms):
+        alarms.add((0, ALARM_NOSPACE))  # a store from before the alarm bucket: who raised it is unknown
+    state.alarms = frozenset(alarms)
     return state
 
 

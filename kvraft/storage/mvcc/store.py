@@ -63,12 +63,16 @@ from kvraft.storage.mvcc.types import (
 )
 from kvraft.storage.mvcc.views import ReadView, WriteView, put_event
 from kvraft.storage.schema import (
+    ALARM_CORRUPT,
+    ALARM_NOSPACE,
+    BUCKET_ALARM,
     BUCKET_META,
     DEFAULT_BUCKETS,
     META_CONSISTENT_INDEX,
     META_CURRENT_REV,
     META_NOSPACE_ALARM,
     META_SCHEDULED_COMPACT,
+    alarm_record,
     encode_int,
     encode_meta,
 )
@@ -180,7 +184,7 @@ class MVCCStore:
         self._rev = self._pending = self._disk_rev = state.current_rev
         self._compact_rev = state.compact_rev
         self._consistent = state.consistent_index
-        self._nospace = state.nospace
+        self._use_alarms(state.alarms)
         self._key_lease = state.key_lease
         self._lease_keys: dict[int, set[bytes]] = {}
         for key, lease in self._key_lease.items():
@@ -209,6 +213,11 @@ class MVCCStore:
     @property
     def nospace_alarm(self) -> bool:
         return self._nospace
+
+    @property
+    def alarms(self) -> frozenset[tuple[int, int]]:
+        """The raised alarms, ``(member_id, type)`` (``set_alarms``)."""
+        return self._alarms
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -352,8 +361,8 @@ class MVCCStore:
             self._set_lease(key, lease)
         if "consistent" in batch.data:
             self._consistent = batch.data["consistent"]
-        if "nospace" in batch.data:
-            self._nospace = batch.data["nospace"]
+        if "alarms" in batch.data:
+            self._use_alarms(batch.data["alarms"])
         self._rev = self._pending = self._disk_rev  # (units published while held roll back too)
         batch.data.clear()
 
@@ -363,17 +372,33 @@ class MVCCStore:
             batch.data.setdefault("consistent", self._consistent)
             self._consistent = (index, term)
 
-    def set_nospace_alarm(self, active: bool) -> None:
-        """Raise or clear the NOSPACE alarm (a replicated decision: call it when the
-        alarm entry is applied). While raised, puts and txns with puts fail."""
+    def set_alarms(self, alarms: Iterable[tuple[int, int]]) -> None:
+        """Replace the raised alarms, ``(member_id, type)`` pairs (a replicated decision:
+        call it when an alarm entry is applied), in the current batch's commit. They are
+        kept in the ``alarm`` bucket, so they survive a restart and travel in snapshots.
+        While a NOSPACE one is raised, puts and txns with puts fail."""
+        new = frozenset(alarms)
         with self.backend.batch() as batch:
-            batch.data.setdefault("nospace", self._nospace)
-            self._nospace = active
-            meta = batch.dbis[BUCKET_META]
-            if active:
-                batch.txn.put(META_NOSPACE_ALARM, encode_meta(META_NOSPACE_ALARM, b"\x01"), db=meta)
-            else:
-                batch.txn.delete(META_NOSPACE_ALARM, db=meta)
+            batch.data.setdefault("alarms", self._alarms)
+            bucket = batch.dbis[BUCKET_ALARM]
+            for member_id, alarm in self._alarms - new:
+                batch.txn.delete(alarm_record(member_id, alarm)[0], db=bucket)
+            for member_id, alarm in new:
+                batch.txn.put(*alarm_record(member_id, alarm), db=bucket)
+            batch.txn.delete(META_NOSPACE_ALARM, db=batch.dbis[BUCKET_META])  # the flag of older stores
+            self._use_alarms(new)
+
+    def _use_alarms(self, alarms: frozenset[tuple[int, int]]) -> None:
+        self._alarms = alarms
+        self._nospace = any(alarm == ALARM_NOSPACE for _, alarm in alarms)
+        self.corrupt_alarm = any(alarm == ALARM_CORRUPT for _, alarm in alarms)
+        """Whether a CORRUPT alarm is raised (the applier chain then refuses writes)."""
+
+    def set_nospace_alarm(self, active: bool) -> None:
+        """Raise (as member 0 unless one is raised already) or clear every NOSPACE alarm."""
+        others = {a for a in self._alarms if a[1] != ALARM_NOSPACE}
+        raised = {a for a in self._alarms if a[1] == ALARM_NOSPACE} or {(0, ALARM_NOSPACE)}
+        self.set_alarms(others | raised if active else others)
 
     # -- requests ------------------------------------------------------------------------
 

@@ -1,0 +1,89 @@
+"""The corruption checks' decisions (``kvraft.server.corruption``), table-driven: which
+peers make a starting member refuse to start, and which members a leader's round names
+for a CORRUPT alarm."""
+
+from __future__ import annotations
+
+import pytest
+
+from kvraft.server.corruption import (
+    COMPACTED,
+    FUTURE,
+    UNREACHABLE,
+    LocalHash,
+    PeerHash,
+    judge_initial,
+    judge_round,
+)
+
+L = 1  # the leader (or the starting member)
+LOCAL = LocalHash(hash=111, revision=50, compact_revision=10)
+
+
+@pytest.mark.parametrize(
+    ("peers", "mismatched", "notes"),
+    [
+        ([PeerHash(2, 60, 111, 10), PeerHash(3, 55, 111, 10)], [], 0),
+        ([PeerHash(2, 60, 999, 10), PeerHash(3, 55, 111, 10)], [2], 0),
+        ([PeerHash(2, 60, 999, 10), PeerHash(3, 55, 998, 10)], [2, 3], 0),
+        # another compaction point: the hashes cannot be compared (etcd only warns)
+        ([PeerHash(2, 60, 999, 20)], [], 1),
+        ([PeerHash(2, error=FUTURE), PeerHash(3, error=COMPACTED), PeerHash(4, error=UNREACHABLE)], [], 3),
+        ([PeerHash(2, error="etcdserver: something else"), PeerHash(3, 50, 999, 10)], [3], 1),
+        ([], [], 0),
+    ],
+)
+def test_initial_check(peers: list[PeerHash], mismatched: list[int], notes: int) -> None:
+    found, said = judge_initial(LOCAL, peers)
+    assert found == mismatched
+    assert len(said) == notes
+
+
+def named(found: list[tuple[int, str]]) -> list[int]:
+    return [member for member, _ in found]
+
+
+@pytest.mark.parametrize(
+    ("peers", "members", "expected"),
+    [
+        # all agree
+        ([PeerHash(2, 50, 111, 10), PeerHash(3, 50, 111, 10)], 3, []),
+        # one follower differs, the others agree with the leader: that follower
+        ([PeerHash(2, 50, 111, 10), PeerHash(3, 50, 999, 10)], 3, [3]),
+        # the leader is the odd one out: the leader (etcd would name the first follower)
+        ([PeerHash(2, 50, 999, 10), PeerHash(3, 50, 999, 10)], 3, [L]),
+        # five members, two followers differ in two ways: both
+        ([PeerHash(2, 50, 111, 10), PeerHash(3, 50, 111, 10), PeerHash(4, 50, 7, 10), PeerHash(5, 50, 8, 10)], 5,
+         [4, 5]),
+        # no majority (one follower did not answer): every follower that differs from the leader
+        ([PeerHash(2, 50, 999, 10), PeerHash(3, error=UNREACHABLE)], 3, [2]),
+        # a follower ahead of the leader, or compacted past it
+        ([PeerHash(2, 70, 111, 10), PeerHash(3, 50, 111, 10)], 3, [2]),
+        ([PeerHash(2, 50, 111, 10), PeerHash(3, 50, 5, 30)], 3, [3]),
+        # a follower behind (future revision) or at another, older compaction point: not compared
+        ([PeerHash(2, error=FUTURE), PeerHash(3, 50, 999, 5)], 3, []),
+    ],
+)
+def test_round(peers: list[PeerHash], members: int, expected: list[int]) -> None:
+    after = LocalHash(111, 50, 10)
+    assert named(judge_round(L, LOCAL, after, 52, peers, members)) == expected
+
+
+def test_round_names_the_leader_when_its_own_hash_changes_under_it() -> None:
+    after = LocalHash(112, 50, 10)  # same revision and compaction point, another hash
+    found = judge_round(L, LOCAL, after, 50, [PeerHash(2, 50, 111, 10)], 3)
+    assert named(found) == [L]
+    assert "changed" in found[0][1]
+
+
+def test_round_compares_peers_with_the_applied_revision_not_only_the_hashed_one() -> None:
+    """The leader's hash is of its committed revision; a follower may have committed a little
+    more already, but never more than the leader has applied."""
+    after = LocalHash(111, 50, 10)
+    assert named(judge_round(L, LOCAL, after, 55, [PeerHash(2, 54, 111, 10)], 3)) == []
+    assert named(judge_round(L, LOCAL, after, 55, [PeerHash(2, 56, 111, 10)], 3)) == [2]
+
+
+def test_every_reason_names_the_numbers() -> None:
+    found = judge_round(L, LOCAL, LOCAL, 50, [PeerHash(2, 50, 111, 10), PeerHash(3, 50, 999, 10)], 3)
+    assert found == [(3, "hash 999 at revision 50; 2 of 3 members agree on 111")]
