@@ -39,6 +39,7 @@ from kvraft.storage.errors import BatchAbortedError
 from kvraft.storage.mvcc import MVCCStore
 from kvraft.storage.mvcc import ops as mvcc_ops
 from kvraft.storage.mvcc.errors import MVCCError
+from kvraft.storage.mvcc.types import HashKVResult
 
 __all__ = ["StateMachine"]
 
@@ -182,11 +183,16 @@ class StateMachine:
         return self.store.sizes()
 
     def hash_kv(self, revision: int) -> tuple[int, int]:
+        result = self.hash_kv_result(revision)
+        return result.hash, result.compact_revision
+
+    def hash_kv_result(self, revision: int) -> HashKVResult:
+        """The store's hash at ``revision`` (0: its last committed one), with the revision
+        hashed; ``EtcdError`` for a compacted or future revision."""
         try:
-            result = self.store.hash_kv(revision)
+            return self.store.hash_kv(revision)
         except MVCCError as exc:
             raise as_etcd_error(exc) from None
-        return result.hash, result.compact_revision
 
     def hash_all(self) -> int:
         """Hash of the whole state (etcd's ``Hash``: of its backend file; here of the key

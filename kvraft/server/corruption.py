@@ -187,8 +187,8 @@ class CorruptionChecker:
 
     async def _answer(self, source: int, request_id: int, revision: int) -> None:
         try:
-            current, value, compact = await self.node.hash_kv(revision)
-            answer = [request_id, current, value, compact, ""]
+            result = await self.node.hash_kv_result(revision)
+            answer = [request_id, result.revision, result.hash, result.compact_revision, ""]
         except EtcdError as exc:
             text = str(exc)
             error = COMPACTED if "compacted" in text else FUTURE if "future revision" in text else text
@@ -224,8 +224,8 @@ class CorruptionChecker:
         return [f.result() if f.done() else PeerHash(m, error=UNREACHABLE) for _, m, f in asked]
 
     async def own_hash(self) -> LocalHash:
-        revision, value, compact = await self.node.hash_kv(0)
-        return LocalHash(value, revision, compact)
+        result = await self.node.hash_kv_result(0)
+        return LocalHash(result.hash, result.hash_revision, result.compact_revision)
 
     async def initial_check(self) -> None:
         """etcd's ``--experimental-initial-corrupt-check``: raise ``CorruptionError`` if a

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from kvraft.server.corruption import CorruptionChecker
     from kvraft.server.driver import NodeDriver
     from kvraft.server.transport import PeerTransport
+    from kvraft.storage.mvcc.types import HashKVResult
     from kvraft.storage.raft_log import LmdbLogStorage
     from kvraft.storage.wal import WalLogStorage
 
@@ -55,11 +56,19 @@ class NodeStatusMixin:
         return self.state.revision(), self.state.hash_all()
 
     async def hash_kv(self, revision: int) -> tuple[int, int, int]:
-        """(current revision, hash, compact revision): hashed on a worker thread (it reads
-        every record up to ``revision``; the event loop goes on serving)."""
+        result = await self.hash_kv_result(revision)
+        return self.state.revision(), result.hash, result.compact_revision
+
+    async def hash_kv_result(self, revision: int) -> HashKVResult:
+        """The store's hash at ``revision`` (0: the revision applied now), computed on a
+        worker thread (it reads every record up to the revision; the event loop goes on
+        serving). What is applied but held for the next group commit is committed first:
+        the worker reads the disk, and must find the revision there."""
+        self.state.commit()
+        if revision <= 0:
+            revision = self.state.revision()
         loop = asyncio.get_running_loop()
-        value, compact_revision = await loop.run_in_executor(None, self.state.hash_kv, revision)
-        return self.state.revision(), value, compact_revision
+        return await loop.run_in_executor(None, self.state.hash_kv_result, revision)
 
     async def defragment(self) -> None:
         self.state.defragment()

@@ -1,0 +1,121 @@
+"""A member whose data diverged, in a real 3-member cluster of processes on 127.0.0.1:
+the leader's periodic check (``--experimental-corrupt-check-time``) names it with a CORRUPT
+alarm, after which writes fail with DataLoss and reads go on; restarted with
+``--experimental-initial-corrupt-check`` it refuses to start; once it is removed and the
+alarm disarmed, the cluster writes again. The divergence is made offline: one record's
+value rewritten with a valid checksum, what no check at open can see."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from kvraft.server.config import member_id_for
+from kvraft.server.local import post
+from kvraft.storage.mvcc import MVCCStore
+from kvraft.storage.schema import BUCKET_KEY, decode_kv, encode_kv
+from tests.server.conftest import FAST_FLAGS, start_cluster
+from tests.server.helpers import b64, get, put, wait_until
+
+CORRUPT_MESSAGE = "etcdserver: corrupt cluster"
+
+
+def rewrite_value(data_dir: Path, key: bytes, value: bytes) -> None:
+    """Give the newest record of ``key`` another value, checksum and all."""
+    with MVCCStore(data_dir / "mvcc.lmdb", sync=True) as store, store.backend.batch() as batch:
+        bucket = batch.dbis[BUCKET_KEY]
+        found = None
+        for rev_key, raw in batch.txn.cursor(db=bucket):
+            if decode_kv(rev_key, raw)[0] == key:
+                found = rev_key, decode_kv(rev_key, raw)
+        assert found is not None, key
+        rev_key, (_, create, mod, version, _old, lease) = found
+        batch.txn.put(rev_key, encode_kv(rev_key, key, create, mod, version, value, lease), db=bucket)
+
+
+def alarms(url: str) -> list[dict]:
+    code, body = post(url, "/v3/maintenance/alarm", {"action": "GET"})
+    assert code == 200, body
+    return body.get("alarms", [])
+
+
+def test_a_diverged_member_is_refused_at_start_then_caught_by_the_leader(tmp_path) -> None:
+    cluster = start_cluster(tmp_path, extra=[*FAST_FLAGS, "--experimental-corrupt-check-time", "1s"])
+    try:
+        for member in cluster.members.values():
+            member.extra = ["--experimental-initial-corrupt-check"]
+        for name in cluster.members:  # restart each with the start-up check: all agree, all start
+            cluster.stop_member(name)
+            cluster.start_member(name)
+            cluster.wait_ready(60)
+        urls = {name: m.client_url for name, m in cluster.members.items()}
+        for index in range(20):
+            assert put(urls["m0"], f"k{index:02d}", f"v{index}")[0] == 200
+        for url in urls.values():  # every member has applied them all (a serializable read of each)
+            wait_until(lambda url=url: len(get(url, "k", "l", serializable=True)) == 20)
+
+        victim = next(name for name in urls if name != cluster.leader())
+        others = [name for name in urls if name != victim]
+        cluster.stop_member(victim)
+        rewrite_value(cluster.members[victim].data_dir, b"k07", b"not what was written")
+
+        # 1. it starts, and the leader's round raises its CORRUPT alarm
+        cluster.members[victim].extra = []
+        cluster.start_member(victim)
+        victim_id = member_id_for([cluster.members[victim].peer_url], cluster.token)
+        wait_until(lambda: alarms(urls[others[0]]) != [], timeout_s=60, what="a CORRUPT alarm")
+        assert alarms(urls[others[0]]) == [{"memberID": str(victim_id), "alarm": "CORRUPT"}]
+
+        for url in urls.values():
+            wait_until(lambda url=url: alarms(url) != [], what="the alarm everywhere")
+            code, body = put(url, "after", "x")
+            assert (code, body["code"], body["error"]) == (500, 15, CORRUPT_MESSAGE)
+            code, body = post(url, "/v3/kv/range", {"key": b64("k00")})
+            assert code == 200 and body["count"] == "1"  # reads go on
+            code, body = post(url, "/v3/maintenance/status", {})
+            assert f"memberID:{victim_id} alarm:CORRUPT " in body["errors"]
+        code, body = post(urls[others[0]], "/v3/lease/grant", {"TTL": 30})
+        assert (code, body["code"]) == (500, 15)
+
+        # 2. restarted with the start-up check, it refuses to start
+        cluster.stop_member(victim)
+        cluster.members[victim].extra = ["--experimental-initial-corrupt-check"]
+        cluster.start_member(victim)
+        process = cluster.members[victim].process
+        assert process is not None
+        assert process.wait(60) == 1
+        log = cluster.members[victim].log_path.read_text()
+        assert "found data inconsistency with peers" in log, log[-2000:]
+
+        # 3. the operator's way out: remove the member, disarm, write again
+        code, body = post(urls[others[0]], "/v3/cluster/member/remove", {"ID": str(victim_id)})
+        assert code == 200, body
+        cluster.stop_member(victim)
+        code, body = post(urls[others[0]], "/v3/maintenance/alarm",
+                          {"action": "DEACTIVATE", "memberID": str(victim_id), "alarm": "CORRUPT"})
+        assert code == 200, body
+        deadline = time.monotonic() + 30
+        while put(urls[others[1]], "after", "x")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert get(urls[others[0]], "after") == {"after": "x"}
+        assert alarms(urls[others[1]]) == []
+    finally:
+        cluster.stop()
+
+
+def test_hashkv_right_after_a_write_hashes_the_write(tmp_path) -> None:
+    """The hash runs on a worker thread, which reads the disk: the applied writes held for the
+    next group commit must be committed first, or the hash is of an older revision than the
+    header says (the corruption check then compared a leader's stale hash with its peers')."""
+    cluster = start_cluster(tmp_path, size=1, extra=FAST_FLAGS)
+    try:
+        url = cluster.url("m0")
+        for index in range(5):
+            assert put(url, "k", f"v{index}")[0] == 200
+            code, now = post(url, "/v3/maintenance/hashkv", {})
+            revision = int(now["header"]["revision"])
+            time.sleep(0.3)  # past the group commit
+            code, later = post(url, "/v3/maintenance/hashkv", {"revision": revision})
+            assert code == 200 and now["hash"] == later["hash"], (now, later)
+    finally:
+        cluster.stop()
