@@ -196,7 +196,7 @@ class QuotaGuard:
             added = cost(op)
         else:
             return
-        if self.store.nospace_alarm:
+        if self.store.nospace_alarm and not self.store.corrupt_alarm:  # (CORRUPT answers first, at apply)
             raise ResourceExhausted(NOSPACE_MESSAGE)
         changes = self.store.backend.changes
         if changes != self._seen:
