@@ -128,3 +128,55 @@ def test_go_formatting_helpers() -> None:
     assert format_duration(0.001231782) == "1.231782ms" and format_duration(60.5) == "1m0.5s"
     assert parse_duration("1m30s") == 90.0 and parse_duration("500ms") == 0.5
     assert go_quote(b'a"\n\xff') == '"a\\"\\n\\xff"'
+
+
+def test_table_cells_over_30_columns_wrap_as_etcdctls() -> None:
+    """tablewriter wraps a cell wider than 30 columns at its spaces (a status error list);
+    a single word stays whole however long (client URLs are joined by commas only). Both
+    captured from etcdctl 3.4.23; kvctl printed the first on one line before."""
+    me = 13668033151171901709
+    header = ResponseHeader(15118495548433857066, me, 2, 2)
+    corrupt = [EndpointStatus("http://127.0.0.1:23791", StatusResponse(
+        header, "3.4.23", 20480, me, 13, 2, 13, (f"memberID:{me} alarm:CORRUPT ",), 16384))]
+    line = ("+------------------------+------------------+---------+---------+-----------+------------+-----------"
+            "+------------+--------------------+--------------------------------+\n")
+    assert show("table", "endpoint_status", corrupt) == (
+        line
+        + "|        ENDPOINT        |        ID        | VERSION | DB SIZE | IS LEADER | IS LEARNER | RAFT TERM "
+          "| RAFT INDEX | RAFT APPLIED INDEX |             ERRORS             |\n"
+        + line
+        + "| http://127.0.0.1:23791 | bdae9bbc11dd390d |  3.4.23 |   20 kB |      true |      false |         2 "
+          "|         13 |                 13 |  memberID:13668033151171901709 |\n"
+        + "|                        |                  |         |         |           |            |           "
+          "|            |                    |                 alarm:CORRUPT  |\n"
+        + line
+    )
+    urls = ("http://127.0.0.1:23791", "http://127.0.0.2:23791", "http://localhost:23791")
+    members = MemberListResponse(header, (Member(me, "lab1", ("http://127.0.0.1:23801",), urls),))
+    line = ("+------------------+---------+------+------------------------+"
+            "----------------------------------------------------------------------+------------+\n")
+    assert show("table", "member_list", members) == (
+        line
+        + "|        ID        | STATUS  | NAME |       PEER ADDRS       |                             CLIENT ADDRS"
+          "                             | IS LEARNER |\n"
+        + line
+        + "| bdae9bbc11dd390d | started | lab1 | http://127.0.0.1:23801 | http://127.0.0.1:23791,http://127.0.0.2:23791,"
+          "http://localhost:23791 |      false |\n"
+        + line
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "lines"),
+    [
+        ("short", 30, ["short"]),
+        ("a b c", 3, ["a b", "c"]),
+        ("aaaa bb cc ddddd", 6, ["aaaa", "bb cc", "ddddd"]),  # least ragged, not greedy ("aaaa bb")
+        ("averyveryverylongword x", 5, ["averyveryverylongword", "x"]),
+        ("x  y", 2, ["x ", "y"]),  # two spaces: an empty word
+    ],
+)
+def test_wrap_cell(text: str, limit: int, lines: list[str]) -> None:
+    from kvraft.cli.printers.table import wrap_cell
+
+    assert wrap_cell(text, limit) == lines
