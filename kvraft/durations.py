@@ -15,7 +15,13 @@ import re
 from bisect import bisect_left
 from collections.abc import Sequence
 
-__all__ = ["ETCD_DISK_BUCKETS_S", "DurationHistogram", "parse_go_duration_s"]
+__all__ = [
+    "ETCD_DISK_BUCKETS_S",
+    "ETCD_PEER_RTT_BUCKETS_S",
+    "PROMETHEUS_DEFAULT_BUCKETS_S",
+    "DurationHistogram",
+    "parse_go_duration_s",
+]
 
 _GO_UNITS_S = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|ms|s|m|h)")
@@ -36,6 +42,13 @@ ETCD_DISK_BUCKETS_S: tuple[float, ...] = tuple(0.001 * 2**i for i in range(14))
 """etcd's buckets for ``etcd_disk_wal_fsync_duration_seconds`` and
 ``etcd_disk_backend_commit_duration_seconds``: ``prometheus.ExponentialBuckets(0.001, 2, 14)``,
 1 ms to 8.192 s."""
+
+ETCD_PEER_RTT_BUCKETS_S: tuple[float, ...] = tuple(0.0001 * 2**i for i in range(14))
+"""etcd's buckets for ``etcd_network_peer_round_trip_time_seconds``:
+``prometheus.ExponentialBuckets(0.0001, 2, 14)``, 0.1 ms to 0.8192 s."""
+
+PROMETHEUS_DEFAULT_BUCKETS_S: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""``prometheus.DefBuckets``: go-grpc-prometheus's for ``grpc_server_handling_seconds``."""
 
 
 class DurationHistogram:

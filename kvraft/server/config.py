@@ -76,6 +76,9 @@ class Config:
     auth_token_ttl: int = 300
     bcrypt_cost: int = 10
     experimental_watch_progress_notify_interval: str = "10m"
+    metrics: str = "basic"
+    """etcd's ``--metrics``: ``extensive`` adds ``grpc_server_handling_seconds`` (histograms
+    of each call's handling time)."""
     experimental_initial_corrupt_check: bool = False
     """Compare this member's hash with its peers' before serving; refuse to start on a
     mismatch (``kvraft.server.corruption``)."""
@@ -143,6 +146,8 @@ class Config:
                 parse_go_duration_s(getattr(self, name))
             except ValueError as exc:
                 raise ConfigError(f"--{name.replace('_', '-')}: {exc}") from None
+        if self.metrics not in ("basic", "extensive"):
+            raise ConfigError("--metrics must be 'basic' or 'extensive'")
         if not self.log_outputs:
             raise ConfigError("--log-outputs must name at least one output (default, stderr, stdout or a file)")
         self.initial_members()

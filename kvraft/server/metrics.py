@@ -109,6 +109,14 @@ class MemberCollector(Collector):
             code_name = CODE_NAMES[code] if 0 <= code < len(CODE_NAMES) else "Unknown"
             handled.add_metric([kind, service, name, code_name], count)
         yield handled
+        if stats.timed:
+            handling = HistogramMetricFamily(
+                "grpc_server_handling_seconds",
+                "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+                labels=labels)
+            for method, hist in sorted(stats.handling.items()):
+                handling.add_metric(list(method), hist.cumulative(), hist.sum)
+            yield handling
 
     def _server(self, node: Any) -> Iterator[Metric]:
         driver = node.driver
@@ -180,3 +188,8 @@ class MemberCollector(Collector):
                         stats.bytes_sent)
         yield _per_peer("etcd_network_peer_received_bytes_total", "The total number of bytes received from peers.",
                         "From", stats.bytes_received)
+        rtt = HistogramMetricFamily("etcd_network_peer_round_trip_time_seconds",
+                                    "Round-Trip-Time histogram between peers", labels=["To"])
+        for peer, hist in sorted(stats.round_trip_seconds.items()):
+            rtt.add_metric([f"{peer:x}"], hist.cumulative(), hist.sum)
+        yield rtt

@@ -71,7 +71,8 @@ def open_raft_log(data_dir: Path, founders: list[int], new_cluster: bool) -> Lmd
 class Node(NodeStatusMixin):
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.grpc_stats = GrpcStats()  # the gateway's calls by etcd's gRPC method (api.grpc_stats)
+        # the gateway's calls by etcd's gRPC method (api.grpc_stats); timed with --metrics extensive
+        self.grpc_stats = GrpcStats(timed=config.metrics == "extensive")
         self.data_dir = Path(config.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.member_id = member_id_for(config.initial_advertise_peer_urls, config.initial_cluster_token)

@@ -32,6 +32,7 @@ import os
 import random
 import ssl
 import struct
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from urllib.parse import urlsplit
 
 import msgpack
 
+from kvraft.durations import ETCD_PEER_RTT_BUCKETS_S, DurationHistogram
 from kvraft.raft.types import Message
 from kvraft.server import wire
 
@@ -53,6 +55,8 @@ WRITE_TIMEOUT_S = 10.0
 SNAPSHOT_CHUNK_BYTES = 1024 * 1024
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 1.0
+PROBE_INTERVAL_S = 4.0
+"""How often each connected peer is probed for its round trip (etcd's prober: every 4 s)."""
 
 FrameHandler = Callable[[int, int, Any], None]
 
@@ -84,6 +88,8 @@ class TransportStats:
     malformed_frames: int = 0
     bytes_sent: dict[int, int] = field(default_factory=dict)  # per peer: etcd_network_peer_sent_bytes_total
     bytes_received: dict[int, int] = field(default_factory=dict)  # per peer: ..._received_bytes_total
+    round_trip_seconds: dict[int, DurationHistogram] = field(default_factory=dict)
+    """Per peer: the probes' round trips (etcd_network_peer_round_trip_time_seconds)."""
 
 
 @dataclass
@@ -128,6 +134,7 @@ class PeerTransport:
         server_ssl: ssl.SSLContext | None = None,
         client_ssl: ssl.SSLContext | None = None,
         queue_max: int = 8192,
+        probe_interval_s: float = PROBE_INTERVAL_S,
     ) -> None:
         self.member_id = member_id
         self._key = key
@@ -142,6 +149,8 @@ class PeerTransport:
         self._inbound: set[_Inbound] = set()
         self._snap_seq = 0
         self._closed = False
+        self._prober: asyncio.Task[None] | None = None
+        self._probe_interval_s = probe_interval_s
         self.stats = TransportStats()
 
     # -- lifecycle --------------------------------------------------------------------
@@ -152,9 +161,13 @@ class PeerTransport:
                 lambda: _Inbound(self), parts.hostname, parts.port or 2380, ssl=self._server_ssl, reuse_address=True
             )
             self._servers.append(server)
+        if self._prober is None:
+            self._prober = asyncio.get_running_loop().create_task(self._probe_loop(self._probe_interval_s))
 
     async def close(self) -> None:
         self._closed = True
+        if self._prober is not None:
+            self._prober.cancel()
         for server in self._servers:
             server.close()
         for peer in list(self._peers.values()):
@@ -341,6 +354,26 @@ class PeerTransport:
             self.stats.messages_dropped += dropped
         self._on_unreachable(peer.member_id)
 
+    # -- round trips ------------------------------------------------------------------
+    async def _probe_loop(self, interval_s: float) -> None:
+        """Send every connected peer a ``PING`` with the time; its ``PONG`` echoes it back."""
+        while True:
+            await asyncio.sleep(interval_s)
+            for member_id, peer in list(self._peers.items()):
+                if peer.connected:
+                    self.send_frame(member_id, wire.PING, time.monotonic_ns())
+
+    def _ponged(self, source: int, sent_ns: Any) -> None:
+        if not isinstance(sent_ns, int):
+            raise ValueError("malformed pong")
+        seconds = (time.monotonic_ns() - sent_ns) / 1e9
+        if seconds < 0:
+            raise ValueError("a pong from the future")
+        hist = self.stats.round_trip_seconds.get(source)
+        if hist is None:
+            hist = self.stats.round_trip_seconds[source] = DurationHistogram(ETCD_PEER_RTT_BUCKETS_S)
+        hist.observe(seconds)
+
     # -- receiving --------------------------------------------------------------------
     def _hello(self, hello: Any) -> tuple[int, bytes, bytes]:
         """Check a dialer's hello; (its id, its nonce, this listener's nonce)."""
@@ -365,6 +398,12 @@ class PeerTransport:
             body = wire.message_from_wire(body[1], data)
         elif kind == wire.RAFT:
             body = [wire.message_from_wire(m) for m in body]
+        elif kind == wire.PING:  # answered here, at once: the round trip is the transport's
+            self.send_frame(source, wire.PONG, body)
+            return
+        elif kind == wire.PONG:
+            self._ponged(source, body)
+            return
         self._on_frame(source, kind, body)
 
 

@@ -18,6 +18,8 @@ msgpack. After the handshake every frame is ``[kind, body]``:
   revision, asked for by the corruption checks (``kvraft.server.corruption``);
 - ``HASH_KV_RESP``: ``[request_id, revision, hash, compact_revision, error]`` the answer
   (``error`` "" or why there is no hash: a future or compacted revision).
+- ``PING``: ``t`` a probe (the sender's monotonic clock, ns); ``PONG``: ``t`` its echo,
+  for the round-trip histogram (``PeerTransport``; etcd's prober).
 
 (``READ``/``READ_RESP`` are reserved: the core forwards a follower's ReadIndex itself.)
 """
@@ -44,6 +46,8 @@ __all__ = [
     "HASH_KV_RESP",
     "LEASE_RENEW",
     "LEASE_RENEW_RESP",
+    "PING",
+    "PONG",
     "RAFT",
     "READ",
     "READ_RESP",
@@ -58,6 +62,7 @@ __all__ = [
 RAFT, SNAP_CHUNK, SNAP_END, FORWARD, READ, READ_RESP, FORWARD_CONF = range(1, 8)
 LEASE_RENEW, LEASE_RENEW_RESP = 8, 9
 HASH_KV, HASH_KV_RESP = 10, 11
+PING, PONG = 12, 13
 FRAME_MAX_BYTES = 64 * 1024 * 1024
 
 _ENTRY_TYPES = {t.value: t for t in EntryType}

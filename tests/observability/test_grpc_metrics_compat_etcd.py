@@ -1,6 +1,8 @@
 """``grpc_server_started_total`` and ``grpc_server_handled_total`` count the same calls, with
 the same methods and codes, as a real etcd 3.4 does for the same gateway requests (the etcd
-mixin's ``etcdHighNumberOfFailedGRPCRequests`` alert reads them). The requests take both of
+mixin's ``etcdHighNumberOfFailedGRPCRequests`` alert reads them); with ``--metrics
+extensive``, ``grpc_server_handling_seconds`` observes the same calls (its
+``etcdGRPCRequestsSlow`` alert), and without it neither exports that histogram. The requests take both of
 kvraft's paths: the fast path (put, range, txn, lease grant) and aiohttp's routes (compaction,
 lease revoke, status). Skipped without the ``etcd`` binary.
 """
@@ -50,7 +52,8 @@ def counts(url: str) -> dict[tuple[str, ...], float]:
     """The two families' samples for etcd's services (etcd also counts its own health checks)."""
     text = urllib.request.urlopen(url + "/metrics", timeout=15).read().decode()
     out = {}
-    for m in re.finditer(r"^(grpc_server_(?:handled|started)_total)\{(.*)\} (\S+)$", text, re.M):
+    pattern = r"^(grpc_server_(?:handled_total|started_total|handling_seconds_count))\{(.*)\} (\S+)$"
+    for m in re.finditer(pattern, text, re.M):
         labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
         if labels["grpc_service"] in ("etcdserverpb.KV", "etcdserverpb.Lease", "etcdserverpb.Maintenance"):
             key = (m.group(1), labels["grpc_type"], labels["grpc_service"], labels["grpc_method"], labels.get("grpc_code", ""))
@@ -58,14 +61,27 @@ def counts(url: str) -> dict[tuple[str, ...], float]:
     return out
 
 
-def test_the_same_calls_counted_as_etcd(tmp_path_factory: pytest.TempPathFactory) -> None:
+def deltas_of(tmp_path_factory: pytest.TempPathFactory, extra: list[str]) -> dict[str, dict[tuple[str, ...], float]]:
     deltas = {}
-    with etcd_and_kvraft(tmp_path_factory) as urls:
+    with etcd_and_kvraft(tmp_path_factory, extra) as urls:
         for who, url in zip(("etcd", "kvraft"), urls, strict=True):
             before = counts(url)
             for path, doc in REQUESTS:
                 post(url, path, doc)
             after = counts(url)
             deltas[who] = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    return deltas
+
+
+def test_the_same_calls_counted_as_etcd(tmp_path_factory: pytest.TempPathFactory) -> None:
+    deltas = deltas_of(tmp_path_factory, [])
     assert deltas["kvraft"] == deltas["etcd"]
     assert deltas["kvraft"][("grpc_server_handled_total", "unary", "etcdserverpb.KV", "Range", "OutOfRange")] == 2
+    assert not any(key[0] == "grpc_server_handling_seconds_count" for key in deltas["kvraft"])
+
+
+def test_metrics_extensive_times_the_same_calls_as_etcd(tmp_path_factory: pytest.TempPathFactory) -> None:
+    deltas = deltas_of(tmp_path_factory, ["--metrics", "extensive"])
+    assert deltas["kvraft"] == deltas["etcd"]
+    timed = ("grpc_server_handling_seconds_count", "unary", "etcdserverpb.KV", "Put", "")
+    assert deltas["kvraft"][timed] == 4  # the three puts and the refused one

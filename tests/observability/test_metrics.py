@@ -36,6 +36,7 @@ MEMBER_TYPES = {
     "etcd_disk_wal_write_bytes_total": "gauge",  # as etcd
     "etcd_network_peer_sent_bytes": "counter",
     "etcd_network_peer_received_bytes": "counter",
+    "etcd_network_peer_round_trip_time_seconds": "histogram",
     "process_resident_memory_bytes": "gauge",
     "process_cpu_seconds": "counter",
     "python_info": "gauge",
@@ -111,6 +112,13 @@ def test_members_export_etcd_names_with_sane_values(stack: Stack) -> None:
     assert {s.labels["To"] for s in page.labelled("etcd_network_peer_sent_bytes_total")} == others
     assert {s.labels["From"] for s in page.labelled("etcd_network_peer_received_bytes_total")} == others
     assert all(s.value > 0 for s in page.labelled("etcd_network_peer_sent_bytes_total"))
+    # round trips, probed every 4 s: each peer's, in etcd's buckets
+    wait_for(lambda: {s.labels["To"] for s in Scrape.of(stack.member_url(leader)).labelled(
+        "etcd_network_peer_round_trip_time_seconds_count") if s.value > 0} == others, what="a round trip to each peer")
+    page = Scrape.of(stack.member_url(leader))
+    rtt = [s.labels["le"] for s in page.labelled("etcd_network_peer_round_trip_time_seconds_bucket")
+           if s.labels["To"] == min(others)]
+    assert rtt == [repr(0.0001 * 2**i) for i in range(14)] + ["+Inf"], rtt
 
 
 def test_listen_metrics_urls_serves_the_same_registry(stack: Stack) -> None:

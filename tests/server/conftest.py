@@ -41,10 +41,13 @@ needs_etcd = pytest.mark.skipif(
 
 
 @contextlib.contextmanager
-def etcd_and_kvraft(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """One etcd member and one kvraft member side by side: (etcd's url, kvraft's url)."""
-    etcd = LocalCluster(1, tmp_path_factory.mktemp("etcd"), binary="etcd")
-    kvraft = LocalCluster(1, tmp_path_factory.mktemp("kvraft"))
+def etcd_and_kvraft(
+    tmp_path_factory: pytest.TempPathFactory, extra: list[str] | None = None
+) -> Iterator[tuple[str, str]]:
+    """One etcd member and one kvraft member side by side: (etcd's url, kvraft's url);
+    ``extra`` flags go to both."""
+    etcd = LocalCluster(1, tmp_path_factory.mktemp("etcd"), binary="etcd", extra_args=extra)
+    kvraft = LocalCluster(1, tmp_path_factory.mktemp("kvraft"), extra_args=extra)
     try:
         etcd.start(90)
         kvraft.start(90)

@@ -294,3 +294,35 @@ async def test_an_idle_connection_is_written_at_once_and_order_holds_when_sends_
     finally:
         await a.close()
         await b.close()
+
+
+async def test_peers_are_probed_for_their_round_trip() -> None:
+    """Each member pings its connected peers; the echo gives the round trip, kept per peer
+    for ``etcd_network_peer_round_trip_time_seconds``. Probes never reach the member."""
+    key = cluster_key("tok")
+    inbox_a, inbox_b = Inbox(), Inbox()
+    port_a, port_b = free_port(), free_port()
+    a = PeerTransport(1, key, inbox_a, probe_interval_s=0.05)
+    b = PeerTransport(2, key, inbox_b, probe_interval_s=0.05)
+    try:
+        await a.listen([f"http://127.0.0.1:{port_a}"])
+        await b.listen([f"http://127.0.0.1:{port_b}"])
+        a.set_peer(2, f"http://127.0.0.1:{port_b}")
+        b.set_peer(1, f"http://127.0.0.1:{port_a}")
+
+        def probes(transport: PeerTransport, peer: int) -> int:
+            hist = transport.stats.round_trip_seconds.get(peer)
+            return 0 if hist is None else hist.count
+
+        async def probed() -> None:
+            while min(probes(a, 2), probes(b, 1)) < 3:
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(probed(), 10)
+        hist = a.stats.round_trip_seconds[2]
+        assert 0 < hist.sum < hist.count * 1.0  # loopback: well under a second each
+        assert list(a.stats.round_trip_seconds) == [2] and list(b.stats.round_trip_seconds) == [1]
+        assert inbox_a.frames == [] and inbox_b.frames == []
+    finally:
+        await a.close()
+        await b.close()

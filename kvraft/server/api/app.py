@@ -92,8 +92,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     # the gRPC method etcd's gateway would call (POST; the WebSocket watch is a GET)
     method = method_for(request.path) if request.method in ("POST", "GET") else None
     stats = getattr(request.app[SERVER], "grpc_stats", None) if method is not None else None
-    if stats is not None and method is not None:
-        stats.start(method)
+    started = stats.start(method) if stats is not None and method is not None else 0.0
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -109,7 +108,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception as exc:  # every failure answers etcd's error JSON, never a bare 500
         response = error_response(exc, request.get(OUT, JSON_OUT))
     if stats is not None and method is not None:
-        stats.finish(method, response.get(GRPC_CODE, 0))
+        stats.finish(method, response.get(GRPC_CODE, 0), started)
     response.headers.update(CORS_HEADERS)
     return response
 

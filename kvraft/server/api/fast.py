@@ -351,6 +351,7 @@ class FastProtocol(asyncio.Protocol):
         self.closing = False
         self.paused = False
         self.grpc: Method | None = None  # the request being answered, for grpc_stats
+        self.grpc_started = 0.0
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -425,7 +426,7 @@ class FastProtocol(asyncio.Protocol):
         self.busy = True
         self.grpc = _GRPC[route]
         if self.grpc is not None:
-            self.routes.grpc_stats.start(self.grpc)
+            self.grpc_started = self.routes.grpc_stats.start(self.grpc)
         out = MSGPACK_OUT if ctype == MSGPACK.encode() else JSON_OUT
         if route == "put":  # answered from a callback: no task, no coroutine
             self._put(out, body, close)
@@ -503,7 +504,7 @@ class FastProtocol(asyncio.Protocol):
         """``chunked``: ``payload`` is an encoded chunked body (a stream's answer); ``code``:
         the gRPC code of an error answer."""
         if self.grpc is not None:
-            self.routes.grpc_stats.finish(self.grpc, code)
+            self.routes.grpc_stats.finish(self.grpc, code, self.grpc_started)
             self.grpc = None
         length = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(payload)
         head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s\r\nDate: %s\r\nServer: %s\r\n%s" % (

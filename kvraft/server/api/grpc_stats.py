@@ -12,6 +12,10 @@ msgpack ``/kv/batch``, which has no gRPC counterpart.
 
 from __future__ import annotations
 
+import time
+
+from kvraft.durations import PROMETHEUS_DEFAULT_BUCKETS_S, DurationHistogram
+
 __all__ = ["CODE_NAMES", "GrpcStats", "Method", "method_for"]
 
 Method = tuple[str, str, str]  # (grpc_type, grpc_service, grpc_method)
@@ -81,18 +85,30 @@ def method_for(path: str) -> Method | None:
 
 
 class GrpcStats:
-    """Counts by method (started) and by method and status code (handled); read at scrape
+    """Counts by method (started) and by method and status code (handled), and with
+    ``timed`` (etcd's ``--metrics extensive``) each call's handling time by method, for
+    ``grpc_server_handling_seconds`` (go-grpc-prometheus's opt-in histogram, which etcd
+    enables only then; the mixin's ``etcdGRPCRequestsSlow`` alert reads it). Read at scrape
     time. Event-loop only: plain dict increments, no locks."""
 
-    __slots__ = ("handled", "started")
+    __slots__ = ("handled", "handling", "started", "timed")
 
-    def __init__(self) -> None:
+    def __init__(self, timed: bool = False) -> None:
+        self.timed = timed
         self.started: dict[Method, int] = {}
         self.handled: dict[tuple[str, str, str, int], int] = {}
+        self.handling: dict[Method, DurationHistogram] = {}
 
-    def start(self, method: Method) -> None:
+    def start(self, method: Method) -> float:
+        """Count a call; its start time for ``finish`` (0.0 when not timed)."""
         self.started[method] = self.started.get(method, 0) + 1
+        return time.perf_counter() if self.timed else 0.0
 
-    def finish(self, method: Method, code: int) -> None:
+    def finish(self, method: Method, code: int, started: float = 0.0) -> None:
         key = (*method, code)
         self.handled[key] = self.handled.get(key, 0) + 1
+        if self.timed and started:
+            hist = self.handling.get(method)
+            if hist is None:
+                hist = self.handling[method] = DurationHistogram(PROMETHEUS_DEFAULT_BUCKETS_S)
+            hist.observe(time.perf_counter() - started)
