@@ -10,7 +10,8 @@ goes to stdout, and to ``--json`` if given):
    machine's group commit (one commit per ``COMMIT_INTERVAL_S`` / ``COMMIT_OPS``).
 3. Load ``--keys`` keys (group commit), then memory (anonymous RSS: mostly the key index)
    and disk (file size, pages in use); reopen time (index rebuild).
-4. Reads: single-key gets, 100-key ranges, a count over every key, a full scan.
+4. Reads: single-key gets, 100-key ranges, a count over every key, a full scan, a
+   ``hash_kv`` of the whole history (what each corruption check costs a member).
 5. Snapshot: stream the whole store to a file (MB/s), restore it into a new store
    (MB/s including the index rebuild).
 6. Update 50% of the keys, compact, defragment while a writer thread keeps putting:
@@ -158,6 +159,12 @@ def bench_reads(store: MVCCStore, keys: int, seconds: float) -> dict[str, Any]:
     el = time.perf_counter() - t0
     out["full_scan_kvs_per_s"] = round(got / el)
     _say(f"count over {count:,} keys: {out['count_all_s']} s; full scan: {got / el:,.0f} kvs/s")
+    t0 = time.perf_counter()
+    store.hash_kv()
+    el = time.perf_counter() - t0
+    records = keys  # one revision per key loaded
+    out.update(hashkv_s=round(el, 2), hashkv_records_per_s=round(records / el))
+    _say(f"hashkv over {records:,} records (a corruption check's hash): {el:.2f} s = {records / el:,.0f} records/s")
     return out
 
 
