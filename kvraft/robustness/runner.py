@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from kvraft.robustness.cluster import FAKETIME_LIB, RobustCluster
 from kvraft.robustness.netfault import NetFaults, available
 from kvraft.robustness.scenarios import Nemesis, Scenario
 from kvraft.robustness.workload import History, Workload
+from kvraft.server.local import post
 
 __all__ = ["RunResult", "check_saved", "run_scenario"]
 
@@ -76,7 +79,8 @@ async def _run(
 ) -> tuple[RunResult, History]:
     result = RunResult(scenario.name, seed, scenario.members)
     env = {"KVRAFT_FAILPOINTS": ""} if scenario.failpoints else {}
-    cluster = RobustCluster(scenario.members, str(base), extra_args=[*scenario.extra_args, *member_args], env=env)
+    cluster = RobustCluster(scenario.members, str(base), extra_args=[*CORRUPTION_CHECKS, *scenario.extra_args, *member_args],
+                            env=env)
     if scenario.clock_skew:
         cluster.skew_clock("m0")
     net: NetFaults | None = None
@@ -111,6 +115,7 @@ async def _run(
             result.converged = await asyncio.to_thread(cluster.wait_converged, live, 90.0)
         except AssertionError as exc:
             result.problems.append(str(exc))
+        result.problems += await asyncio.to_thread(_corrupt_alarms, cluster, live)
         workload.urls = [cluster.members[n].client_url for n in live]
         await workload.final_reads()
         await workload.final_lease_reads()
@@ -126,6 +131,30 @@ async def _run(
             net.close()
         await asyncio.to_thread(cluster.stop)
     return result, history
+
+
+CORRUPTION_CHECKS = ("--experimental-initial-corrupt-check", "--experimental-corrupt-check-time", "1s")
+"""Every run's members check each other (kvraft.server.corruption): a member restarted with a
+store that differs from its peers' refuses to start, and the leader compares every member's
+hash each second, so a divergence shows while the faults go on, not only at the end."""
+
+
+def _corrupt_alarms(cluster: RobustCluster, live: list[str]) -> list[str]:
+    """A CORRUPT alarm raised during the run: a divergence, or a false alarm (a bug either way)."""
+    code, doc = post(cluster.url(live[0]), "/v3/maintenance/alarm", {"action": "GET"}, timeout_s=10.0)
+    if code != 200:
+        return [f"alarm list: HTTP {code} {doc}"]
+    problems = [f"CORRUPT alarm raised for member {int(a.get('memberID', 0)):x}" for a in doc.get("alarms", [])
+                if a.get("alarm") == "CORRUPT"]
+    rounds = 0.0
+    for name in live:  # the leaders' rounds (whoever led): the checks did run
+        with urllib.request.urlopen(cluster.url(name) + "/metrics", timeout=10) as response:
+            text = response.read().decode()
+        found = re.search(r"^kvraft_corruption_check_rounds_total (\S+)$", text, re.M)
+        rounds += float(found.group(1)) if found else 0.0
+    if not rounds:
+        problems.append("no corruption check round ran (--experimental-corrupt-check-time 1s)")
+    return problems
 
 
 def run_scenario(
