@@ -25,6 +25,7 @@ from kvraft.apply.validate import as_etcd_error
 from kvraft.storage.mvcc import ops as mvcc_ops
 from kvraft.storage.mvcc.errors import MVCCError
 from kvraft.storage.quota import cost, put_cost
+from kvraft.storage.schema import ALARM_CORRUPT, ALARM_NOSPACE
 
 __all__ = [
     "Applier",
@@ -37,7 +38,7 @@ __all__ = [
     "build_chain",
 ]
 
-NOSPACE, CORRUPT = 1, 2
+NOSPACE, CORRUPT = ALARM_NOSPACE, ALARM_CORRUPT  # etcd's AlarmType numbers, as the store keeps them
 ACTIVATE, DEACTIVATE = 1, 2
 NOSPACE_MESSAGE = "etcdserver: mvcc: database space exceeded"
 CORRUPT_MESSAGE = "etcdserver: corrupt cluster"

@@ -43,6 +43,7 @@ from kvraft.apply.errors import EtcdError
 from kvraft.apply.ops import AlarmOp
 from kvraft.raft.types import StateRole
 from kvraft.server import wire
+from kvraft.storage.mvcc.errors import CompactedRevisionError, FutureRevisionError
 
 __all__ = [
     "COMPACTED",
@@ -191,7 +192,7 @@ class CorruptionChecker:
             answer = [request_id, result.revision, result.hash, result.compact_revision, ""]
         except EtcdError as exc:
             text = str(exc)
-            error = COMPACTED if "compacted" in text else FUTURE if "future revision" in text else text
+            error = {CompactedRevisionError.message: COMPACTED, FutureRevisionError.message: FUTURE}.get(text, text)
             answer = [request_id, self.node.state.revision(), 0, 0, error]
         self.node.transport.send_frame(source, wire.HASH_KV_RESP, answer)
 

@@ -87,3 +87,37 @@ def test_round_compares_peers_with_the_applied_revision_not_only_the_hashed_one(
 def test_every_reason_names_the_numbers() -> None:
     found = judge_round(L, LOCAL, LOCAL, 50, [PeerHash(2, 50, 111, 10), PeerHash(3, 50, 999, 10)], 3)
     assert found == [(3, "hash 999 at revision 50; 2 of 3 members agree on 111")]
+
+
+async def test_a_peer_answers_why_it_has_no_hash() -> None:
+    """A compacted or future revision travels as COMPACTED / FUTURE (the judges skip those);
+    any other error as its text."""
+    from types import SimpleNamespace
+
+    from kvraft.apply.errors import Unavailable
+    from kvraft.apply.validate import as_etcd_error
+    from kvraft.server import wire
+    from kvraft.server.corruption import CorruptionChecker
+    from kvraft.storage.mvcc.errors import CompactedRevisionError, FutureRevisionError
+
+    sent: list[object] = []
+    errors = iter([as_etcd_error(CompactedRevisionError()), as_etcd_error(FutureRevisionError()),
+                   Unavailable("etcdserver: no leader")])
+
+    async def hash_kv_result(revision: int) -> object:
+        raise next(errors)
+
+    node = SimpleNamespace(
+        driver=SimpleNamespace(on_frame=lambda *a: None),
+        hash_kv_result=hash_kv_result,
+        state=SimpleNamespace(revision=lambda: 42),
+        transport=SimpleNamespace(send_frame=lambda to, kind, body: sent.append((to, kind, body))),
+    )
+    checker = CorruptionChecker(node)
+    for request_id in (1, 2, 3):
+        await checker._answer(7, request_id, 10)
+    assert sent == [
+        (7, wire.HASH_KV_RESP, [1, 42, 0, 0, COMPACTED]),
+        (7, wire.HASH_KV_RESP, [2, 42, 0, 0, FUTURE]),
+        (7, wire.HASH_KV_RESP, [3, 42, 0, 0, "etcdserver: no leader"]),
+    ]
