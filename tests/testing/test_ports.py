@@ -23,10 +23,19 @@ def test_a_port_in_use_is_not_returned(monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         busy = taken.getsockname()[1]
-        draws = iter([busy, busy + 1 if busy < 65535 else busy - 1])
+        # The first draw is the busy port; later draws are the real ones. (A fixed second
+        # draw such as busy + 1 failed in CI: another test's server held that port.)
+        real_randint = ports._draw.randint
+        drawn: list[int] = []
+
+        def draw(a: int, b: int) -> int:
+            drawn.append(busy if not drawn else real_randint(a, b))
+            return drawn[-1]
+
         monkeypatch.setattr(ports, "_ephemeral_low", lambda: 65535)
-        monkeypatch.setattr(ports._draw, "randint", lambda a, b: next(draws))
+        monkeypatch.setattr(ports._draw, "randint", draw)
         assert ports.free_port() != busy
+        assert drawn[0] == busy and len(drawn) >= 2, "the busy port was drawn and refused"
 
 
 def test_no_room_below_the_range_falls_back_to_the_kernels_choice(monkeypatch: pytest.MonkeyPatch) -> None:
