@@ -74,6 +74,7 @@ class BackendApplier(Applier):
                 return self.store.range_request(op)
             if isinstance(op, CompactOp):
                 job = self.store.compact(op.revision)
+                self.store.counts.ranges += 1  # etcd reads a key for the header's revision
                 return CompactResult(self.store.rev, job)
             if isinstance(op, AlarmOp):
                 return self._alarm(op)

@@ -156,6 +156,16 @@ class MemberCollector(Collector):
                      "allocated in bytes.", size)
         yield _gauge("etcd_mvcc_db_total_size_in_use_in_bytes", "Total size of the underlying database logically "
                      "in use in bytes.", in_use)
+        counts = store.counts
+        ranges = counts.ranges + by_name.get("kvraft_watch_prev_kv_reads_total", 0)
+        for prefix in ("etcd_mvcc", "etcd_debugging_mvcc"):  # etcd 3.4 exports both names
+            yield _counter(f"{prefix}_range_total", "Total number of ranges seen by this member.", ranges)
+            yield _counter(f"{prefix}_put_total", "Total number of puts seen by this member.", counts.puts)
+            yield _counter(f"{prefix}_delete_total", "Total number of deletes seen by this member.",
+                           counts.deletes)
+            yield _counter(f"{prefix}_txn_total", "Total number of txns seen by this member.", counts.txns)
+        yield _gauge("etcd_debugging_mvcc_total_put_size_in_bytes", "The total size of put kv pairs seen by "
+                     "this member.", counts.put_bytes)
         yield _gauge("etcd_debugging_mvcc_keys_total", "Total number of keys (in the index; a deleted key "
                      "counts until a compaction drops it).", len(store.index))
         yield _gauge("etcd_debugging_mvcc_current_revision", "The current revision of store.", store.rev)

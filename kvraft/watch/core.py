@@ -192,6 +192,12 @@ def responses_for(
     return out, last
 
 
+def reads_prev(event: WatchEvent) -> bool:
+    """Whether etcd reads ``event``'s previous value for a prev_kv watcher: not for a put
+    that created its key (etcd's ``IsCreateEvent``)."""
+    return event.type == EventType.DELETE or event.kv.create_revision != event.kv.mod_revision
+
+
 class WatchCore:
     """Synced / unsynced / victim bookkeeping for every watcher of one member."""
 
@@ -203,6 +209,9 @@ class WatchCore:
         self.victims: list[Watcher] = []
         self.victims_total = 0
         """How many times a watcher became a victim (a stream's queue was full)."""
+        self.prev_kv_reads = 0
+        """Events shaped for prev_kv watchers that etcd reads the previous value of (a delete,
+        a put that did not create its key): etcd counts each read as an MVCC range."""
 
     # -- membership -----------------------------------------------------------------------
     def add(self, w: Watcher) -> None:
@@ -241,6 +250,8 @@ class WatchCore:
             for w in self.synced.matching(ev.kv.key):
                 if w.next_rev <= batch.revision and w.wants(ev):
                     out.setdefault(w, []).append(w.shape(ev))
+                    if w.prev_kv and reads_prev(ev):
+                        self.prev_kv_reads += 1
         return out
 
     def delivered(self, w: Watcher, revision: int) -> None:
@@ -291,6 +302,8 @@ class WatchCore:
         """Responses bringing ``w`` from ``next_rev`` to the current revision; ``batches``
         must hold every revision in between that has events for anyone."""
         responses, _ = responses_for(w, batches, self.current_revision, max_events)
+        if w.prev_kv:
+            self.prev_kv_reads += sum(reads_prev(ev) for r in responses for ev in r.events)
         return responses
 
     def sync_done(self, w: Watcher) -> None:

@@ -65,6 +65,7 @@ class HubStats:
     victims_total: int
     current_revision: int
     responses_sent: int
+    prev_kv_reads: int = 0
 
 
 class WatchStream:
@@ -265,7 +266,7 @@ class WatchHub:
     def statistics(self) -> HubStats:
         c = self.core
         return HubStats(len(self.streams), len(c.synced), len(c.unsynced), len(c.victims),
-                        c.victims_total, c.current_revision, self.responses_sent)
+                        c.victims_total, c.current_revision, self.responses_sent, c.prev_kv_reads)
 
     # -- the apply stage's entry points ----------------------------------------------------
     def notify(self, batch: RevisionEvents) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from kvraft.storage.mvcc.counts import OpCounts, Tally
 from kvraft.storage.mvcc.errors import (
     CompactedRevisionError,
     DuplicateKeyError,
@@ -269,26 +270,35 @@ def apply_range(view: View, r: Any) -> RangeResult:
     return RangeResult(kvs=tuple(kvs), more=more, count=count, revision=header)
 
 
-def apply_put(view: Any, r: Any, lease_check: LeaseCheck = None, *, in_txn: bool = False) -> PutResult:
+def apply_put(view: Any, r: Any, lease_check: LeaseCheck = None, *, in_txn: bool = False,
+              tally: Tally | None = None) -> PutResult:
     """``view`` must be a write view. Outside a txn the lease is checked first (inside,
-    ``check_put`` has done it)."""
+    ``check_put`` has done it). ``tally`` counts what etcd's MVCC txn counts (``counts``)."""
     if not in_txn and r.lease and lease_check is not None and not lease_check(r.lease):
         raise LeaseNotFoundError()
     prev: KeyValue | None = None
     if r.ignore_value or r.ignore_lease or r.prev_kv:
+        if tally is not None:
+            tally.ranges += 1
         kvs, _, _ = view.range(r.key, None)
         prev = kvs[0] if kvs else None
     if (r.ignore_value or r.ignore_lease) and prev is None:
         raise KeyNotFoundError()
     value = prev.value if r.ignore_value and prev is not None else r.value
     lease = prev.lease if r.ignore_lease and prev is not None else r.lease
+    if tally is not None:
+        tally.puts += 1
+        tally.put_bytes += len(r.key) + len(value)
     rev = view.put(r.key, value, lease)
     return PutResult(revision=rev, prev_kv=prev if r.prev_kv else None)
 
 
-def apply_delete_range(view: Any, r: Any) -> DeleteRangeResult:
+def apply_delete_range(view: Any, r: Any, tally: Tally | None = None) -> DeleteRangeResult:
     end = mk_gte_range(r.range_end)
     prev: list[KeyValue] = []
+    if tally is not None:
+        tally.ranges += bool(r.prev_kv)
+        tally.deletes += 1
     if r.prev_kv:
         prev, _, _ = view.range(r.key, end)
     deleted, rev = view.delete_range(r.key, end)
@@ -342,10 +352,19 @@ Path = tuple[bool, tuple[Any, ...]]
 """(succeeded, paths of the nested txns of the chosen branch, in order)."""
 
 
-def compare_to_path(view: View, r: Any) -> Path:
-    ok = all(_apply_compare(view, c) for c in r.compare)
+def compare_to_path(view: View, r: Any, tally: Tally | None = None) -> Path:
+    """Evaluate the compares, stopping at the first false one, then those of the nested
+    txns of the chosen branch (etcd's ``compareToPath``); ``tally`` counts one range per
+    compare evaluated."""
+    ok = True
+    for c in r.compare:
+        if tally is not None:
+            tally.ranges += 1
+        if not _apply_compare(view, c):
+            ok = False
+            break
     ops = r.success if ok else r.failure
-    return ok, tuple(compare_to_path(view, op) for op in ops if op_kind(op) == "txn")
+    return ok, tuple(compare_to_path(view, op, tally) for op in ops if op_kind(op) == "txn")
 
 
 def _check_requests(view: View, r: Any, path: Path, check: Callable[[View, Any], None]) -> None:
@@ -358,12 +377,13 @@ def _check_requests(view: View, r: Any, path: Path, check: Callable[[View, Any],
             check(view, op)
 
 
-def _check_put(lease_check: LeaseCheck) -> Callable[[View, Any], None]:
+def _check_put(lease_check: LeaseCheck, tally: Tally | None = None) -> Callable[[View, Any], None]:
     """The put checks over the chosen path, in the order the ops will run: a put that
     needs its key (ignore_value/ignore_lease) sees the txn's own earlier puts and deletes.
     (etcd 3.4 checks against the state before the txn only; a key deleted earlier in the
     same txn then fails in its apply, which panics. A delete to "\\0" escapes the
-    duplicate-key rule, so such a txn gets this far.) Ranges and txns are skipped."""
+    duplicate-key rule, so such a txn gets this far.) Ranges and txns are skipped.
+    ``tally`` counts one range per put that needs its key, as etcd reads it each time."""
     written: dict[bytes, bool] = {}  # key -> exists, for keys the txn put or deleted
     deleted: list[tuple[bytes, bytes | None]] = []  # [key, end) of the deletes so far
 
@@ -387,6 +407,8 @@ def _check_put(lease_check: LeaseCheck) -> Callable[[View, Any], None]:
             return
         if kind != "put":
             return
+        if (op.ignore_value or op.ignore_lease) and tally is not None:
+            tally.ranges += 1
         if (op.ignore_value or op.ignore_lease) and not exists(view, op.key):
             raise KeyNotFoundError()
         if op.lease and lease_check is not None and not lease_check(op.lease):
@@ -405,29 +427,48 @@ def _check_range(view: View, op: Any) -> None:
         raise CompactedRevisionError()
 
 
-def apply_txn(view: Any, r: Any, lease_check: LeaseCheck = None, *, write: bool) -> TxnResult:
+def apply_txn(view: Any, r: Any, lease_check: LeaseCheck = None, *, write: bool,
+              counts: OpCounts | None = None) -> TxnResult:
     """Evaluate and apply a txn on ``view`` (a write view when ``write``). The caller
-    has run ``check_txn_request`` and ``check_capped``."""
-    path = compare_to_path(view, r)
+    has run ``check_txn_request`` and ``check_capped``. ``counts`` gets what etcd's MVCC
+    txns count (``counts``): the compares and checks in a read txn of their own when the
+    txn writes, everything in one when it only reads."""
+    checks = Tally()
+    try:
+        path = compare_to_path(view, r, checks)
+        if write:
+            _check_requests(view, r, path, _check_put(lease_check, checks))
+        _check_requests(view, r, path, _check_range)
+    except BaseException:
+        if counts is not None:
+            counts.end(checks)
+        raise
+    ops = checks
     if write:
-        _check_requests(view, r, path, _check_put(lease_check))
-    _check_requests(view, r, path, _check_range)
-    result = _run(view, r, path, lease_check)
+        if counts is not None:
+            counts.end(checks)
+        ops = Tally()
+    try:
+        result = _run(view, r, path, lease_check, ops)
+    finally:
+        if counts is not None:
+            counts.end(ops)
     return result._replace(revision=view.rev + 1 if getattr(view, "changes", None) else view.rev)
 
 
-def _run(view: Any, r: Any, path: Path, lease_check: LeaseCheck) -> TxnResult:
+def _run(view: Any, r: Any, path: Path, lease_check: LeaseCheck, tally: Tally) -> TxnResult:
     ok, children = path
     nested = iter(children)
     responses: list[Any] = []
     for op in r.success if ok else r.failure:
         kind = op_kind(op)
         if kind == "range":
+            tally.ranges += 1
             responses.append(apply_range(view, op))
         elif kind == "put":
-            responses.append(apply_put(view, op, lease_check, in_txn=True))
+            responses.append(apply_put(view, op, lease_check, in_txn=True, tally=tally))
         elif kind == "delete":
-            responses.append(apply_delete_range(view, op))
+            responses.append(apply_delete_range(view, op, tally))
         else:
-            responses.append(_run(view, op, next(nested), lease_check))
+            responses.append(_run(view, op, next(nested), lease_check, tally))
     return TxnResult(revision=0, succeeded=ok, responses=tuple(responses))

@@ -38,6 +38,7 @@ from kvraft.storage.defrag import DefragReport, defragment
 from kvraft.storage.errors import BatchAbortedError
 from kvraft.storage.mvcc import ops
 from kvraft.storage.mvcc.compaction import CompactionJob, Compactor
+from kvraft.storage.mvcc.counts import OpCounts, Tally
 from kvraft.storage.mvcc.errors import (
     CompactedRevisionError,
     EmptyKeyError,
@@ -166,6 +167,7 @@ class MVCCStore:
         self.max_txn_ops = max_txn_ops
         self.lease_check = lease_check
         self._listeners: list[Listener] = []
+        self.counts = OpCounts()  # etcd's etcd_mvcc_*_total (``counts``), since the process started
         self._held: Any = None  # the batch context ``hold`` opened
         self._committing = False  # listeners running from a commit (its txn is closed)
         self.gate = CompactionGate()
@@ -409,6 +411,7 @@ class MVCCStore:
 
     def range_request(self, r: Any) -> RangeResult:
         ops.check_range_request(r)
+        self.counts.ranges += 1  # one range, failed or not: no txn
         with self.read() as view:
             return ops.apply_range(view, r)
 
@@ -423,8 +426,12 @@ class MVCCStore:
         batch = self.backend.current_batch()
         if batch is not None and batch.poisoned is None and not (r.prev_kv or r.ignore_value or r.ignore_lease):
             return self._plain_put(batch, r)
-        with self.write() as view:
-            return ops.apply_put(view, r, self.lease_check)
+        tally = Tally()
+        try:
+            with self.write() as view:
+                return ops.apply_put(view, r, self.lease_check, tally=tally)
+        finally:
+            self.counts.end(tally)
 
     def _plain_put(self, batch: Batch, r: Any) -> PutResult:
         """A put without prev_kv/ignore_* inside this thread's batch (every put the apply
@@ -441,6 +448,9 @@ class MVCCStore:
             batch.poison(exc)
             raise
         self._pending = main
+        counts = self.counts
+        counts.puts += 1
+        counts.put_bytes += len(r.key) + len(r.value)
         events = batch.data.get("events")
         if events is None:
             events = batch.data["events"] = []
@@ -475,8 +485,12 @@ class MVCCStore:
 
     def delete_range_request(self, r: Any) -> DeleteRangeResult:
         ops.check_delete_request(r)
-        with self.write() as view:
-            return ops.apply_delete_range(view, r)
+        tally = Tally()
+        try:
+            with self.write() as view:
+                return ops.apply_delete_range(view, r, tally)
+        finally:
+            self.counts.end(tally)
 
     def txn(self, compare: Iterable[Any] = (), success: Iterable[Any] = (),
             failure: Iterable[Any] = ()) -> TxnResult:
@@ -487,9 +501,9 @@ class MVCCStore:
         ops.check_capped(self._nospace, "txn", r)
         if ops.is_txn_readonly(r):
             with self.read() as view:
-                return ops.apply_txn(view, r, self.lease_check, write=False)
+                return ops.apply_txn(view, r, self.lease_check, write=False, counts=self.counts)
         with self.write() as wview:
-            return ops.apply_txn(wview, r, self.lease_check, write=True)
+            return ops.apply_txn(wview, r, self.lease_check, write=True, counts=self.counts)
 
     def request(self, op: Any) -> Any:
         """Dispatch any request object (ours or one with etcd's field names)."""
@@ -505,9 +519,12 @@ class MVCCStore:
     def delete_keys(self, keys: Iterable[bytes]) -> DeleteRangeResult:
         """Delete these keys in ONE revision (lease revocation)."""
         deleted = 0
+        tally = Tally()
         with self.write() as view:
             for key in sorted(set(keys)):
+                tally.deletes += 1
                 deleted += view.delete_range(key, None)[0]
+            self.counts.end(tally)
             return DeleteRangeResult(revision=view.rev + 1 if view.changes else view.rev, deleted=deleted)
 
     def keys_by_lease(self, lease: int) -> list[bytes]:
