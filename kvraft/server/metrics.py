@@ -198,6 +198,21 @@ class MemberCollector(Collector):
                         stats.bytes_sent)
         yield _per_peer("etcd_network_peer_received_bytes_total", "The total number of bytes received from peers.",
                         "From", stats.bytes_received)
+        yield _per_peer("etcd_network_peer_sent_failures_total", "The total number of send failures from peers.",
+                        "To", stats.sent_failures)
+        yield _per_peer("etcd_network_peer_received_failures_total",
+                        "The total number of receive failures from peers.", "From", stats.received_failures)
+        local = f"{node.member_id:x}"
+        active = GaugeMetricFamily("etcd_network_active_peers", "The current number of active peer connections.",
+                                   labels=["Local", "Remote"])
+        for peer, up in sorted(stats.active.items()):
+            active.add_metric([local, f"{peer:x}"], int(up))
+        yield active
+        lost = CounterMetricFamily("etcd_network_disconnected_peers_total", "The total number of disconnected peers.",
+                                   labels=["Local", "Remote"])
+        for peer, count in sorted(stats.disconnects.items()):
+            lost.add_metric([local, f"{peer:x}"], count)
+        yield lost
         rtt = HistogramMetricFamily("etcd_network_peer_round_trip_time_seconds",
                                     "Round-Trip-Time histogram between peers", labels=["To"])
         for peer, hist in sorted(stats.round_trip_seconds.items()):

@@ -90,6 +90,20 @@ class TransportStats:
     bytes_received: dict[int, int] = field(default_factory=dict)  # per peer: ..._received_bytes_total
     round_trip_seconds: dict[int, DurationHistogram] = field(default_factory=dict)
     """Per peer: the probes' round trips (etcd_network_peer_round_trip_time_seconds)."""
+    sent_failures: dict[int, int] = field(default_factory=dict)
+    """Per peer: messages that could not be sent (dropped: the peer is unreachable or slow;
+    lost with a broken connection): etcd_network_peer_sent_failures_total."""
+    received_failures: dict[int, int] = field(default_factory=dict)
+    """Per peer: malformed frames from it (the connection is closed)."""
+    active: dict[int, bool] = field(default_factory=dict)
+    """Per peer ever connected: whether the connection to it is up (etcd_network_active_peers)."""
+    disconnects: dict[int, int] = field(default_factory=dict)
+    """Per peer: connections to it lost (etcd_network_disconnected_peers_total)."""
+
+
+def _messages(kind: int, body: Any) -> int:
+    """Raft messages in a frame (a RAFT frame batches them; any other frame is one)."""
+    return len(body) if kind == wire.RAFT else 1
 
 
 @dataclass
@@ -238,7 +252,7 @@ class PeerTransport:
             sent[target] = sent.get(target, 0) + len(frame)
             return True
         if len(peer.queue) >= self._queue_max:
-            self.stats.messages_dropped += len(body) if kind == wire.RAFT else 1
+            self._failed(target, _messages(kind, body))
             self._on_unreachable(target)
             return False
         peer.queue.append((kind, body))
@@ -291,9 +305,11 @@ class PeerTransport:
         while not self._closed:
             writer = None
             eof_task = None
+            unsent = 0  # messages written but not drained when the connection breaks
             try:
                 reader, writer = await asyncio.wait_for(self._dial(peer), HANDSHAKE_TIMEOUT_S)
                 peer.connected, peer.broken = True, False
+                self.stats.active[peer.member_id] = True
                 log.info("peer %x: connected to %s:%s", peer.member_id, peer.host, peer.port)
                 eof_task = asyncio.get_running_loop().create_task(self._watch_eof(peer, reader, writer))
                 backoff = BACKOFF_MIN_S
@@ -311,9 +327,11 @@ class PeerTransport:
                         if kind == wire.SNAP_END:
                             snapshot_ends.append(body)
                         frames.append(_frame([kind, body]))
+                        unsent += _messages(kind, body)
                     writer.writelines(frames)
                     # a peer that takes no bytes for this long is gone or wedged: redial
                     await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+                    unsent = 0
                     self.stats.frames_sent += len(frames)
                     sent = self.stats.bytes_sent
                     sent[peer.member_id] = sent.get(peer.member_id, 0) + sum(map(len, frames))
@@ -329,6 +347,8 @@ class PeerTransport:
             except (TimeoutError, OSError, ConnectionError, asyncio.IncompleteReadError, ValueError, IndexError, TypeError, msgpack.UnpackException) as exc:
                 if peer.connected:  # once per lost connection, not per failed redial
                     log.info("peer %x: connection lost: %r", peer.member_id, exc)
+                    disconnects = self.stats.disconnects
+                    disconnects[peer.member_id] = disconnects.get(peer.member_id, 0) + 1
                 else:
                     log.debug("peer %x: %s", peer.member_id, exc)
             except Exception as exc:  # never let the sender die: a dead task means a peer cut off for good
@@ -338,7 +358,11 @@ class PeerTransport:
                 writer.close()
             if eof_task is not None:
                 eof_task.cancel()
+            if peer.connected:
+                self.stats.active[peer.member_id] = False
             peer.connected = False
+            if unsent:
+                self._failed(peer.member_id, unsent)
             self._fail_queue(peer)
             await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
             backoff = min(backoff * 2, BACKOFF_MAX_S)
@@ -346,13 +370,18 @@ class PeerTransport:
     def _fail_queue(self, peer: _Peer) -> None:
         dropped = 0
         while peer.queue:
-            kind, _body = peer.queue.popleft()
-            dropped += 1
+            kind, body = peer.queue.popleft()
+            dropped += _messages(kind, body)
             if kind == wire.SNAP_END:
                 self._on_snapshot_sent(peer.member_id, False)
         if dropped:
-            self.stats.messages_dropped += dropped
+            self._failed(peer.member_id, dropped)
         self._on_unreachable(peer.member_id)
+
+    def _failed(self, target: int, messages: int) -> None:
+        self.stats.messages_dropped += messages
+        failures = self.stats.sent_failures
+        failures[target] = failures.get(target, 0) + messages
 
     # -- round trips ------------------------------------------------------------------
     async def _probe_loop(self, interval_s: float) -> None:
@@ -469,6 +498,8 @@ class _Inbound(asyncio.Protocol):
         except Exception as exc:
             if self.state == "frames":  # malformed frame: close this connection, keep running
                 self.owner.stats.malformed_frames += 1
+                failures = self.owner.stats.received_failures
+                failures[self.source] = failures.get(self.source, 0) + 1
                 log.warning("closing connection from %x after a malformed frame: %s", self.source, exc)
                 self.close()
             else:

@@ -133,6 +133,7 @@ async def test_malformed_frame_closes_only_that_connection() -> None:
                 break
         assert inbox_b.frames[-1][2][0] == app(2, 7)
         assert b.stats.malformed_frames == 1
+        assert b.stats.received_failures == {1: 1}  # etcd_network_peer_received_failures_total{From}
         assert msgpack  # the frame codec in use
     finally:
         await a.close()
@@ -153,8 +154,51 @@ async def test_unreachable_peer_drops_and_reports() -> None:
             await asyncio.sleep(0.05)
         assert 2 in unreachable
         assert a.stats.messages_dropped >= 6
+        assert a.stats.sent_failures == {2: a.stats.messages_dropped}
+        assert a.stats.active == {} and a.stats.disconnects == {}  # never connected: no series
     finally:
         await a.close()
+
+
+async def test_a_peer_that_goes_away_counts_as_disconnected_and_each_message_to_it_as_a_send_failure() -> None:
+    """What the etcd mixin's ``etcdMembersDown`` alert reads: while a peer is down, every
+    message to it is a send failure (``etcd_network_peer_sent_failures_total{To}``); the
+    connection shows in ``etcd_network_active_peers`` and ``_disconnected_peers_total``."""
+    key = cluster_key("tok")
+    a, b, _, inbox_b, port_b = await make_pair(key, key)
+    try:
+        a.send([app(2, 1)])
+        await inbox_b.wait_for(1)
+        assert a.stats.active == {2: True} and a.stats.sent_failures == {}
+        await b.close()
+        for _ in range(200):
+            if a.stats.active[2] is False:
+                break
+            await asyncio.sleep(0.05)
+        assert a.stats.active == {2: False} and a.stats.disconnects == {2: 1}
+        sent = 0
+        for i in range(40):  # heartbeats and appends go on while it is down
+            a.send([app(2, i + 2), app(2, i + 2)])
+            sent += 2
+            await asyncio.sleep(0.05)
+        for _ in range(200):  # the queue is failed when the next dial does
+            if a.stats.sent_failures.get(2, 0) >= sent:
+                break
+            a.send([app(2, 1)])
+            sent += 1
+            await asyncio.sleep(0.05)
+        assert sent - 8 <= a.stats.sent_failures[2] <= sent  # a few may still wait in the queue
+        b = PeerTransport(2, key, inbox_b)
+        await b.listen([f"http://127.0.0.1:{port_b}"])
+        for _ in range(200):
+            a.send([app(2, 1)])
+            await asyncio.sleep(0.05)
+            if a.stats.active[2]:
+                break
+        assert a.stats.active == {2: True} and a.stats.disconnects == {2: 1}
+    finally:
+        await a.close()
+        await b.close()
 
 
 def _openssl(*args: str) -> None:
