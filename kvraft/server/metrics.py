@@ -29,7 +29,9 @@ from kvraft.client.observe import new_registry
 from kvraft.durations import DurationHistogram
 from kvraft.raft.types import StateRole
 from kvraft.server.api.grpc_stats import CODE_NAMES
+from kvraft.server.api.maintenance import ALARM_NAMES
 from kvraft.server.api.misc import API_VERSION
+from kvraft.storage.schema import ALARM_CORRUPT, ALARM_NOSPACE
 
 __all__ = ["MemberCollector", "histogram_family", "registry_for"]
 
@@ -144,6 +146,13 @@ class MemberCollector(Collector):
                                     "label with current version.", labels=["server_version"])
         version.add_metric([API_VERSION], 1)
         yield version
+        raised = node.state.alarms()
+        alarms = GaugeMetricFamily("kvraft_server_alarms", "Alarms raised in the cluster (as every member "
+                                   "replicates them), by type: NOSPACE makes it refuse writes, CORRUPT too.",
+                                   labels=["alarm"])
+        for number in (ALARM_NOSPACE, ALARM_CORRUPT):
+            alarms.add_metric([ALARM_NAMES[number]], sum(1 for _member, kind in raised if kind == number))
+        yield alarms
         member = GaugeMetricFamily("etcd_server_id", "Server or member ID in hexadecimal format. 1 for "
                                    "'server_id' label with current ID.", labels=["server_id"])
         member.add_metric([f"{node.member_id:x}"], 1)
