@@ -155,6 +155,7 @@ class DriverStats:
     snapshots_applied: int = 0
     leader_changes: int = 0  # etcd_server_leader_changes_seen_total
     proposals_failed: int = 0  # etcd_server_proposals_failed_total
+    heartbeat_send_failures: int = 0  # etcd_server_heartbeat_send_failures_total
 
 
 class NodeDriver:
@@ -197,6 +198,7 @@ class NodeDriver:
         self._snapshot_due = False
         self._reads = ReadBatcher(member_id)
         self._read_started = 0.0
+        self._heartbeat_sent: dict[int, float] = {}  # peer -> when the last heartbeat to it went out
         self._next_request_id = random.getrandbits(62) + 1
         self._inbox: list[tuple[Any, ...]] = []
         self._proposals: list[tuple[bytes, bool, float]] = []
@@ -580,7 +582,9 @@ class NodeDriver:
         held = self._held
         out: list[Message] = []
         for m in messages:
-            if m.type == MessageType.APP:
+            if m.type == MessageType.HEARTBEAT:
+                self._heartbeat_out(m.to)
+            elif m.type == MessageType.APP:
                 forwarded = self._forwarded.get(m.to)
                 if forwarded is not None and m.commit >= forwarded:
                     del self._forwarded[m.to]  # (it learns that its proposals are committed)
@@ -597,6 +601,25 @@ class NodeDriver:
             self._held_timer = asyncio.get_running_loop().call_later(COMMIT_HOLD_S, self._send_held)
         if out:
             self.transport.send(out)
+
+    def _heartbeat_out(self, to: int) -> None:
+        """etcd's check that the leader keeps time: two heartbeats to one peer more than two
+        heartbeat intervals apart mean its loop stalled (a slow disk, a long apply, a
+        pause) and followers may have started elections. Counted and logged as etcd does;
+        forgotten on every change of leader or role."""
+        now = time.monotonic()
+        last = self._heartbeat_sent.get(to)
+        self._heartbeat_sent[to] = now
+        if last is None:
+            return
+        expected = 2 * self.heartbeat_interval_s
+        exceeded = now - last - expected
+        if exceeded > 0:
+            self._stats.heartbeat_send_failures += 1
+            log.warning("leader failed to send out heartbeat on time; took too long, leader is overloaded "
+                        "likely from slow disk (to %x, heartbeat interval %.0f ms, expected within %.0f ms, "
+                        "exceeded by %.0f ms)", to, self.heartbeat_interval_s * 1000, expected * 1000,
+                        exceeded * 1000)
 
     def _send_held(self) -> None:
         self._held_timer = None
@@ -643,6 +666,7 @@ class NodeDriver:
         self.on_conf_change(self.conf_state, cc)
 
     def _on_soft_state(self, leader: int, role: StateRole) -> None:
+        self._heartbeat_sent.clear()
         if leader != self.leader:
             if leader != NONE:  # as etcd: a change to a known leader
                 self._stats.leader_changes += 1
