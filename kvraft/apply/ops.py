@@ -30,6 +30,7 @@ __all__ = [
     "RangeOp",
     "TxnOp",
     "decode_entry",
+    "describe",
     "encode_entry",
     "op_from_wire",
     "op_to_wire",
@@ -183,3 +184,33 @@ def encode_entry(request_id: int, op: Any) -> bytes:
 def decode_entry(data: bytes) -> tuple[int, Any]:
     wire = msgpack.unpackb(data, raw=False, use_list=True)
     return wire[0], op_from_wire(wire[1:])
+
+
+def describe(op: Any) -> str:
+    """One line naming a request for a log, etcd's way: keys shown, values only by size
+    ("put key:\"a\" value_size:3")."""
+    name = type(op).__name__.removesuffix("Op").lower()
+    key = getattr(op, "key", None)
+    if isinstance(op, BatchOp):
+        return f"batch ops:{len(op.ops)}"
+    if isinstance(op, TxnOp):
+        return f"txn compare:{len(op.compare)} success:{len(op.success)} failure:{len(op.failure)}"
+    parts = [name]
+    if isinstance(key, bytes):
+        parts.append(f"key:{_quoted(key)}")
+        end = getattr(op, "range_end", b"")
+        if end:
+            parts.append(f"range_end:{_quoted(end)}")
+    if isinstance(op, PutOp):
+        parts.append(f"value_size:{len(op.value)}")
+        if op.lease:
+            parts.append(f"lease:{op.lease}")
+    elif isinstance(op, CompactOp):
+        parts.append(f"revision:{op.revision}")
+    return " ".join(parts)
+
+
+def _quoted(data: bytes, limit: int = 64) -> str:
+    text = data[:limit].decode("utf-8", "backslashreplace")
+    return '"' + text.replace('"', '\\"') + ('..."' if len(data) > limit else '"')
+

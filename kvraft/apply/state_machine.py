@@ -22,6 +22,7 @@ before the Raft log is compacted the store is flushed (``flush``).
 from __future__ import annotations
 
 import io
+import logging
 import os
 import time
 import zlib
@@ -33,7 +34,7 @@ import msgpack
 
 from kvraft.apply.chain import Applier, CorruptApplier, QuotaGuard, build_chain
 from kvraft.apply.errors import EtcdError
-from kvraft.apply.ops import BatchOp, MemberOp, TxnOp
+from kvraft.apply.ops import BatchOp, MemberOp, TxnOp, describe
 from kvraft.apply.validate import as_etcd_error
 from kvraft.storage.errors import BatchAbortedError
 from kvraft.storage.mvcc import MVCCStore
@@ -41,7 +42,9 @@ from kvraft.storage.mvcc import ops as mvcc_ops
 from kvraft.storage.mvcc.errors import MVCCError
 from kvraft.storage.mvcc.types import HashKVResult
 
-__all__ = ["StateMachine"]
+__all__ = ["WARN_APPLY_S", "StateMachine"]
+
+log = logging.getLogger(__name__)
 
 _A = TypeVar("_A", bound=Applier)
 
@@ -50,6 +53,9 @@ COMMIT_INTERVAL_S = 0.1
 """The longest applied units are held before their commit (etcd: ``--backend-batch-interval``)."""
 COMMIT_OPS = 10_000
 """The most ops held before a commit (etcd: ``--backend-batch-limit``)."""
+WARN_APPLY_S = 0.1
+"""An op applied (or a read served) slower than this is logged and counted (etcd's
+``warnApplyDuration``: ``etcd_server_slow_apply_total``)."""
 
 
 class StateMachine:
@@ -77,6 +83,8 @@ class StateMachine:
         self._held_since = 0.0
         self._held_ops = 0
         self.commits = 0
+        self.slow_applies = 0
+        """Ops applied and reads served that took longer than ``WARN_APPLY_S``."""
         self.failure: BaseException | None = None
         """Set when a commit of held units failed: they rolled back to the state on disk,
         so no further entry may be applied on top (its revisions would differ from every
@@ -113,10 +121,14 @@ class StateMachine:
                 for _request_id, op in items:
                     if type(op) is BatchOp:
                         count += len(op.ops) - 1
+                    started = time.perf_counter()
                     try:
                         results.append(self.chain.apply(op))
                     except EtcdError as exc:
                         results.append(exc)
+                    took = time.perf_counter() - started
+                    if took > WARN_APPLY_S:
+                        self._slow("", op, took, results[-1])
                 store.set_consistent_index(index, term)
             store.publish()
         except BaseException as exc:  # nothing held may reach the disk: the log re-applies it
@@ -154,22 +166,40 @@ class StateMachine:
             self.store.set_consistent_index(index, term)
         self.on_members_changed()
 
+    def _slow(self, prefix: str, op: Any, took: float, result: Any) -> None:
+        """etcd's "apply request took too long" (``warnOfExpensiveRequest``)."""
+        self.slow_applies += 1
+        error = result if isinstance(result, BaseException) else None
+        log.warning("apply request took too long", extra={"fields": {
+            "took": f"{took * 1000:.3f}ms", "expected-duration": f"{WARN_APPLY_S * 1000:.0f}ms",
+            "prefix": prefix, "request": describe(op), **({"error": str(error)} if error is not None else {})}})
+
     # -- reads ---------------------------------------------------------------------------
     def range(self, op: Any) -> Any:
+        started = time.perf_counter()
         try:
             return self.store.range_request(op)
         except MVCCError as exc:
             raise as_etcd_error(exc) from None
+        finally:
+            took = time.perf_counter() - started
+            if took > WARN_APPLY_S:
+                self._slow("read-only range ", op, took, None)
 
     @staticmethod
     def is_read_only(op: TxnOp) -> bool:
         return mvcc_ops.is_txn_readonly(op)
 
     def txn_read_only(self, op: TxnOp) -> Any:
+        started = time.perf_counter()
         try:
             return self.store.txn_request(op)
         except MVCCError as exc:
             raise as_etcd_error(exc) from None
+        finally:
+            took = time.perf_counter() - started
+            if took > WARN_APPLY_S:
+                self._slow("read-only txn ", op, took, None)
 
     def revision(self) -> int:
         return self.store.rev

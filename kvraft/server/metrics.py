@@ -140,6 +140,8 @@ class MemberCollector(Collector):
                      len(driver._waiters))  # registered, not yet applied (nor expired)
         yield _counter("etcd_server_proposals_failed_total", "The total number of failed proposals seen.",
                        stats.proposals_failed)
+        yield _counter("etcd_server_slow_apply_total", "The total number of slow apply requests (likely "
+                       "overloaded from slow disk).", node.state.slow_applies)
         yield _counter("etcd_server_heartbeat_send_failures_total", "The total number of leader heartbeat send "
                        "failures (likely overloaded from slow disk).", stats.heartbeat_send_failures)
         yield _gauge("etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.",
