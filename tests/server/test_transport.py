@@ -187,7 +187,8 @@ async def test_a_peer_that_goes_away_counts_as_disconnected_and_each_message_to_
             a.send([app(2, 1)])
             sent += 1
             await asyncio.sleep(0.05)
-        assert sent - 8 <= a.stats.sent_failures[2] <= sent  # a few may still wait in the queue
+        # a few may still wait in the queue; a round-trip probe may be among those dropped
+        assert sent - 8 <= a.stats.sent_failures[2] <= sent + 2
         b = PeerTransport(2, key, inbox_b)
         await b.listen([f"http://127.0.0.1:{port_b}"])
         for _ in range(200):
