@@ -40,6 +40,8 @@ import heapq
 import math
 from dataclasses import dataclass, field
 
+from kvraft.durations import DurationHistogram
+
 __all__ = [
     "MAX_LEASE_TTL_S",
     "Lease",
@@ -51,6 +53,10 @@ __all__ = [
 ]
 
 MAX_LEASE_TTL_S = 9_000_000_000
+
+
+LEASE_TTL_BUCKETS_S = tuple(float(2**i) for i in range(24))
+"""etcd's buckets for ``etcd_debugging_lease_ttl_total``: 1 s to 2^23 s (97 days), doubling."""
 
 
 class LeaseNotFound(KeyError):
@@ -93,6 +99,16 @@ class Lessor:
         self._renewed: set[int] = set()
         """Primary: leases renewed by ``keepalive`` since their last checkpoint."""
         self._scanned_at = -math.inf
+        # etcd's lessor counters (etcd_debugging_lease_*), since the process started
+        self.granted = 0
+        self.revoked = 0
+        self.renewed = 0
+        """Keepalives renewed here as the primary (etcd counts the leader's renewals)."""
+        self.expired_revoked = 0
+        """Expired leases whose revocation this member proposed and saw applied (the server's
+        ``etcd_debugging_server_lease_expired_total``; counted by its caller)."""
+        self.ttls = DurationHistogram(LEASE_TTL_BUCKETS_S)
+        """The TTL of every lease granted (after the minimum is applied)."""
 
     # -- applied through Raft ---------------------------------------------------------------
     def grant(self, lease_id: int, ttl_s: int, now: float) -> Lease:
@@ -102,6 +118,8 @@ class Lessor:
             raise LeaseExists(lease_id)
         lease = Lease(lease_id, max(ttl_s, self.min_ttl_s))
         self.leases[lease_id] = lease
+        self.granted += 1
+        self.ttls.observe(lease.ttl_s)
         self._set_deadline(lease, now + lease.ttl_s)
         self._checkpointed_at[lease_id] = now
         return lease
@@ -115,6 +133,7 @@ class Lessor:
         self._revoking.pop(lease_id, None)
         self._checkpointed_at.pop(lease_id, None)
         self._renewed.discard(lease_id)
+        self.revoked += 1
         return sorted(lease.keys)
 
     def renew(self, lease_id: int, now: float) -> int:
@@ -164,6 +183,7 @@ class Lessor:
             raise LeaseNotFound(lease_id)
         self._set_deadline(lease, now + lease.ttl_s)
         self._renewed.add(lease_id)
+        self.renewed += 1
         return lease.ttl_s
 
     def renewal_pending(self, lease_id: int) -> bool:

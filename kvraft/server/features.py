@@ -140,6 +140,7 @@ class Features:
         node.state.restore = restore_then_reload
         node_metrics = node.metrics
         node.metrics = lambda: [*node_metrics(), *self.metrics()]
+        node.lessor = self.lessor  # its counters, for /metrics (kvraft.server.metrics)
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[asyncio.Task[Any]] = set()
         self._checkpoints_in_flight = 0
@@ -307,6 +308,13 @@ class Features:
         task = asyncio.get_running_loop().create_task(self.node.driver.propose(op, timeout_s=5.0))
         self._pending.add(task)
         task.add_done_callback(self._proposed)
+        if isinstance(op, LeaseExpireOp):
+            task.add_done_callback(self._expiry_done)
+
+    def _expiry_done(self, task: asyncio.Task[Any]) -> None:
+        """etcd counts an expired lease once its revocation succeeded."""
+        if not task.cancelled() and task.exception() is None:
+            self.lessor.expired_revoked += 1
 
     def _proposed(self, task: asyncio.Task[Any]) -> None:
         """A ``_spawn``ed proposal is done: forget it and retrieve its exception, so asyncio

@@ -87,6 +87,7 @@ class MemberCollector(Collector):
         yield from self._disk(node)
         yield from self._network(node)
         yield from self._grpc(node)
+        yield from self._lease(node)
         for name, kind, help_text, value in legacy:
             yield _counter(name, help_text, value) if kind == "counter" else _gauge(name, help_text, value)
         info = GaugeMetricFamily("kvraft_build_info", "kvraft's version; always 1.", labels=["version"])
@@ -119,6 +120,20 @@ class MemberCollector(Collector):
             for method, hist in sorted(stats.handling.items()):
                 handling.add_metric(list(method), hist.cumulative(), hist.sum)
             yield handling
+
+    @staticmethod
+    def _lease(node: Any) -> Iterator[Metric]:
+        """etcd's lessor counters (a member without the lease feature has none)."""
+        lessor = getattr(node, "lessor", None)
+        if lessor is None:
+            return
+        yield _counter("etcd_debugging_lease_granted_total", "The total number of granted leases.", lessor.granted)
+        yield _counter("etcd_debugging_lease_revoked_total", "The total number of revoked leases.", lessor.revoked)
+        yield _counter("etcd_debugging_lease_renewed_total", "The number of renewed leases seen by the leader.",
+                       lessor.renewed)
+        yield histogram_family("etcd_debugging_lease_ttl_total", "Bucketed histogram of lease TTLs.", lessor.ttls)
+        yield _counter("etcd_debugging_server_lease_expired_total", "The total number of expired leases.",
+                       lessor.expired_revoked)
 
     def _server(self, node: Any) -> Iterator[Metric]:
         driver = node.driver
