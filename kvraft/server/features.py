@@ -182,6 +182,8 @@ class Features:
             ("kvraft_watch_victim_watchers", "gauge", "Watchers whose stream was full.", hub.victims),
             ("kvraft_watch_victims_total", "counter", "Times a watcher's stream was full.", hub.victims_total),
             ("kvraft_watch_responses_sent_total", "counter", "Watch responses sent.", hub.responses_sent),
+            ("kvraft_watch_events_sent_total", "counter", "Events sent to watchers.", hub.events_sent),
+            ("kvraft_watch_events_pending", "gauge", "Events queued for watchers, not sent yet.", hub.events_pending),
             ("kvraft_watch_prev_kv_reads_total", "counter", "Events sent to prev_kv watchers whose previous "
              "value etcd would read (counted in etcd_mvcc_range_total, as etcd does).", hub.prev_kv_reads),
             ("kvraft_lease_leases", "gauge", "Leases held.", len(self.lessor.leases)),

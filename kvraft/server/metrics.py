@@ -11,6 +11,8 @@ from ``Node.metrics()`` as before. ``process_*`` and ``python_*`` are prometheus
 
 from __future__ import annotations
 
+import os
+import resource
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -55,12 +57,29 @@ def histogram_family(name: str, help_text: str, hist: DurationHistogram | None) 
     return HistogramMetricFamily(name, help_text, buckets=hist.cumulative(), sum_value=hist.sum)
 
 
+def _descriptors() -> tuple[int | None, int]:
+    """(descriptors open, the soft limit) of this process (etcd's ``os_fd_*``)."""
+    try:
+        used: int | None = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        used = None
+    return used, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, help_text, value=value)
 
 
 def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, help_text, value=value)
+
+
+def _bare_counter(name: str, help_text: str, value: float) -> Metric:
+    """A counter etcd names without ``_total`` (prometheus_client would add it to a
+    counter): exported untyped under etcd's exact name."""
+    metric = Metric(name, help_text, "unknown")
+    metric.add_sample(name, {}, value)
+    return metric
 
 
 def _per_peer(name: str, help_text: str, label: str, values: dict[int, int]) -> CounterMetricFamily:
@@ -88,6 +107,7 @@ class MemberCollector(Collector):
         yield from self._network(node)
         yield from self._grpc(node)
         yield from self._lease(node)
+        yield from self._maintenance(node)
         for name, kind, help_text, value in legacy:
             yield _counter(name, help_text, value) if kind == "counter" else _gauge(name, help_text, value)
         info = GaugeMetricFamily("kvraft_build_info", "kvraft's version; always 1.", labels=["version"])
@@ -120,6 +140,40 @@ class MemberCollector(Collector):
             for method, hist in sorted(stats.handling.items()):
                 handling.add_metric(list(method), hist.cumulative(), hist.sum)
             yield handling
+
+    @staticmethod
+    def _maintenance(node: Any) -> Iterator[Metric]:
+        """Health checks, hashes, snapshots, defragmentation, compaction, descriptors."""
+        counters = node.counters
+        yield _bare_counter("etcd_server_health_success", "The total number of successful health checks",
+                            counters.health_success)
+        yield _bare_counter("etcd_server_health_failures", "The total number of failed health checks",
+                            counters.health_failures)
+        yield _bare_counter("etcd_server_learner_promote_successes", "The total number of successful learner "
+                            "promotions while this member is leader.", counters.learner_promotions)
+        yield histogram_family("etcd_mvcc_hash_duration_seconds", "The latency distribution of storage hash "
+                               "operation.", counters.hash_seconds)
+        yield histogram_family("etcd_mvcc_hash_rev_duration_seconds", "The latency distribution of storage hash "
+                               "by revision operation.", counters.hash_rev_seconds)
+        timings = node.state.store.timings
+        yield histogram_family("etcd_disk_backend_snapshot_duration_seconds", "The latency distribution of "
+                               "backend snapshots.", timings.snapshot_seconds)
+        yield histogram_family("etcd_disk_backend_defrag_duration_seconds", "The latency distribution of backend "
+                               "defragmentation.", timings.defrag_seconds)
+        yield _gauge("etcd_disk_defrag_inflight", "Whether or not defrag is active on the member. 1 means active, "
+                     "0 means not.", timings.defrag_inflight)
+        yield _counter("etcd_debugging_mvcc_db_compaction_keys_total", "Total number of db keys compacted.",
+                       timings.db_compaction_keys)
+        yield histogram_family("etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds", "Bucketed "
+                               "histogram of db compaction pause duration.", timings.db_compaction_pause_ms)
+        yield histogram_family("etcd_debugging_mvcc_db_compaction_total_duration_milliseconds", "Bucketed "
+                               "histogram of db compaction total duration.", timings.db_compaction_total_ms)
+        yield histogram_family("etcd_debugging_mvcc_index_compaction_pause_duration_milliseconds", "Bucketed "
+                               "histogram of index compaction pause duration.", timings.index_compaction_pause_ms)
+        used, limit = _descriptors()
+        if used is not None:
+            yield _gauge("os_fd_used", "The number of used file descriptors.", used)
+        yield _gauge("os_fd_limit", "The file descriptor limit.", limit)
 
     @staticmethod
     def _lease(node: Any) -> Iterator[Metric]:
@@ -165,6 +219,10 @@ class MemberCollector(Collector):
                                     "label with current version.", labels=["server_version"])
         version.add_metric([API_VERSION], 1)
         yield version
+        cluster = GaugeMetricFamily("etcd_cluster_version", "Which version is running. 1 for 'cluster_version' "
+                                    "label with current cluster version", labels=["cluster_version"])
+        cluster.add_metric([API_VERSION.rsplit(".", 1)[0]], 1)
+        yield cluster
         raised = node.state.alarms()
         alarms = GaugeMetricFamily("kvraft_server_alarms", "Alarms raised in the cluster (as every member "
                                    "replicates them), by type: NOSPACE makes it refuse writes, CORRUPT too.",
@@ -182,6 +240,8 @@ class MemberCollector(Collector):
         store = node.state.store
         yield _gauge("etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically "
                      "allocated in bytes.", size)
+        yield _gauge("etcd_debugging_mvcc_db_total_size_in_bytes", "Total size of the underlying database "
+                     "physically allocated in bytes.", size)  # etcd 3.4 keeps the old name too
         yield _gauge("etcd_mvcc_db_total_size_in_use_in_bytes", "Total size of the underlying database logically "
                      "in use in bytes.", in_use)
         counts = store.counts
@@ -206,6 +266,10 @@ class MemberCollector(Collector):
             yield _gauge("etcd_debugging_mvcc_watcher_total", "Total number of watchers.",
                          by_name["kvraft_watch_synced_watchers"] + slow)
             yield _gauge("etcd_debugging_mvcc_slow_watcher_total", "Total number of unsynced slow watchers.", slow)
+            yield _counter("etcd_debugging_mvcc_events_total", "Total number of events sent by this member.",
+                           by_name["kvraft_watch_events_sent_total"])
+            yield _gauge("etcd_debugging_mvcc_pending_events_total", "Total number of pending events to be sent.",
+                         by_name["kvraft_watch_events_pending"])
 
     def _disk(self, node: Any) -> Iterator[Metric]:
         yield histogram_family(

@@ -33,7 +33,7 @@ from kvraft.server.config import Config, cluster_id_for, member_id_for
 from kvraft.server.corruption import CorruptionChecker
 from kvraft.server.driver import NodeDriver
 from kvraft.server.membership import Member, Membership
-from kvraft.server.node_status import NodeStatusMixin
+from kvraft.server.node_status import MemberCounters, NodeStatusMixin
 from kvraft.server.tls import peer_ssl_contexts
 from kvraft.server.transport import PeerTransport, cluster_key
 from kvraft.storage.errors import StorageCorruptionError
@@ -73,6 +73,7 @@ class Node(NodeStatusMixin):
         self.config = config
         # the gateway's calls by etcd's gRPC method (api.grpc_stats); timed with --metrics extensive
         self.grpc_stats = GrpcStats(timed=config.metrics == "extensive")
+        self.counters = MemberCounters()
         self.data_dir = Path(config.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.member_id = member_id_for(config.initial_advertise_peer_urls, config.initial_cluster_token)
@@ -274,6 +275,7 @@ class Node(NodeStatusMixin):
                 log.info("promoting learner %x: caught up at %d", learner, progress.match)
                 with contextlib.suppress(Exception):
                     await self._conf_change(ConfChangeType.ADD_VOTER, MemberOp("promote", learner))
+                    self.counters.learner_promotions += 1
 
     # -- KV -------------------------------------------------------------------------------
     @property
@@ -395,6 +397,7 @@ class Node(NodeStatusMixin):
                     "etcdserver: can only promote a learner member which is in sync with leader"
                 )
         await self._conf_change(ConfChangeType.ADD_VOTER, MemberOp("promote", member_id))
+        self.counters.learner_promotions += 1
         return self.membership.sorted_members()
 
     # -- maintenance -------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
+from kvraft.durations import DurationHistogram
 from kvraft.raft.types import NONE, StateRole
 from kvraft.server.api.maintenance import alarm_text
 from kvraft.server.api.misc import API_VERSION
@@ -19,7 +21,23 @@ if TYPE_CHECKING:
     from kvraft.storage.raft_log import LmdbLogStorage
     from kvraft.storage.wal import WalLogStorage
 
-__all__ = ["NodeStatusMixin"]
+__all__ = ["MemberCounters", "NodeStatusMixin"]
+
+_HASH_BUCKETS_S = tuple(0.01 * 2**i for i in range(15))  # etcd's: 10 ms to 163.84 s
+
+
+class MemberCounters:
+    """etcd's server-level figures a member keeps for ``/metrics``: health checks answered,
+    learners promoted here, and how long hashes took (``etcd_mvcc_hash_duration_seconds``
+    for a whole-state hash, ``_hash_rev_`` for a hash at a revision: a client's HashKV or a
+    peer's, for the corruption checks)."""
+
+    def __init__(self) -> None:
+        self.health_success = 0
+        self.health_failures = 0
+        self.learner_promotions = 0
+        self.hash_seconds = DurationHistogram(_HASH_BUCKETS_S)
+        self.hash_rev_seconds = DurationHistogram(_HASH_BUCKETS_S)
 
 
 class NodeStatusMixin:
@@ -30,6 +48,7 @@ class NodeStatusMixin:
     transport: PeerTransport
     corruption: CorruptionChecker
     raft_log: LmdbLogStorage | WalLogStorage
+    counters: MemberCounters
 
     async def status(self) -> dict[str, Any]:
         status = self.raw.status()
@@ -53,7 +72,11 @@ class NodeStatusMixin:
         return errors + [alarm_text(member_id, alarm) for member_id, alarm in self.state.alarms()]
 
     async def hash(self) -> tuple[int, int]:
-        return self.state.revision(), self.state.hash_all()
+        started = time.monotonic()
+        try:
+            return self.state.revision(), self.state.hash_all()
+        finally:
+            self.counters.hash_seconds.observe(time.monotonic() - started)
 
     async def hash_kv(self, revision: int) -> tuple[int, int, int]:
         result = await self.hash_kv_result(revision)
@@ -68,7 +91,11 @@ class NodeStatusMixin:
         if revision <= 0:
             revision = self.state.revision()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, self.state.hash_kv_result, revision)
+        started = time.monotonic()
+        try:
+            return await loop.run_in_executor(None, self.state.hash_kv_result, revision)
+        finally:
+            self.counters.hash_rev_seconds.observe(time.monotonic() - started)
 
     async def defragment(self) -> None:
         self.state.defragment()

@@ -28,8 +28,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import struct
+import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,12 @@ def _frame(payload: bytes) -> bytes:
 class SnapshotStream:
     """Iterate to get the chunks; see the module docstring."""
 
-    def __init__(self, backend: Backend, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+    def __init__(self, backend: Backend, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                 on_close: Callable[[float], None] | None = None) -> None:
+        """``on_close`` gets the seconds from here to the first ``close``."""
         self._chunk_bytes = chunk_bytes
+        self._opened = time.monotonic()
+        self._on_close = on_close
         self._stack = contextlib.ExitStack()
         read = self._stack.enter_context(backend.read())
         self._txn, self._dbis = read.txn, read.dbis
@@ -121,6 +126,9 @@ class SnapshotStream:
 
     def close(self) -> None:
         self._stack.close()
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close(time.monotonic() - self._opened)
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,8 @@ class HubStats:
     current_revision: int
     responses_sent: int
     prev_kv_reads: int = 0
+    events_sent: int = 0
+    events_pending: int = 0
 
 
 class WatchStream:
@@ -78,6 +80,8 @@ class WatchStream:
         self.watchers: dict[int, Watcher] = {}
         self._queue: deque[tuple[WatchResponse, bool]] = deque()
         self._events_queued = 0
+        self.events_in_queue = 0
+        """Events in the queued responses (etcd_debugging_mvcc_pending_events_total)."""
         self._ready = asyncio.Event()
         self._next_id = 0
         self.progress_pending = False
@@ -153,6 +157,7 @@ class WatchStream:
             return False
         for r in responses:
             self._queue.append((r, True))
+            self.events_in_queue += len(r.events)
         self._events_queued += len(responses)
         self._ready.set()
         return True
@@ -198,6 +203,8 @@ class WatchStream:
         response, counted = self._queue.popleft()
         if counted:
             self._events_queued -= 1
+            self.events_in_queue -= len(response.events)
+            self.hub.events_sent += len(response.events)
             if self._events_queued < self.queue_len_max // 2 and self.hub.core.victims:
                 self.hub.wake()
         self.hub.responses_sent += 1
@@ -230,6 +237,8 @@ class WatchHub:
         self.size_of = size_of
         self.streams: dict[int, WatchStream] = {}
         self.responses_sent = 0
+        self.events_sent = 0
+        """Events handed to clients (etcd_debugging_mvcc_events_total)."""
         self.prev_kv_watchers = 0
         """How many watchers want prev_kv (the MVCC adapter skips the reads when none)."""
         self._next_stream = 1
@@ -266,7 +275,8 @@ class WatchHub:
     def statistics(self) -> HubStats:
         c = self.core
         return HubStats(len(self.streams), len(c.synced), len(c.unsynced), len(c.victims),
-                        c.victims_total, c.current_revision, self.responses_sent, c.prev_kv_reads)
+                        c.victims_total, c.current_revision, self.responses_sent, c.prev_kv_reads,
+                        self.events_sent, sum(s.events_in_queue for s in self.streams.values()))
 
     # -- the apply stage's entry points ----------------------------------------------------
     def notify(self, batch: RevisionEvents) -> None:

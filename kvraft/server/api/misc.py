@@ -22,7 +22,14 @@ async def _version(_request: web.Request) -> web.Response:
 
 
 async def _health(request: web.Request) -> web.Response:
-    healthy = await request.app[SERVER].healthy()
+    server = request.app[SERVER]
+    healthy = await server.healthy()
+    counters = getattr(server, "counters", None)
+    if counters is not None:  # etcd_server_health_success / _failures
+        if healthy:
+            counters.health_success += 1
+        else:
+            counters.health_failures += 1
     body = json.dumps({"health": "true" if healthy else "false"}, separators=(",", ":"))
     return web.Response(text=body, status=200 if healthy else 503, content_type="text/plain")
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -38,7 +39,7 @@ from kvraft.storage.defrag import DefragReport, defragment
 from kvraft.storage.errors import BatchAbortedError
 from kvraft.storage.mvcc import ops
 from kvraft.storage.mvcc.compaction import CompactionJob, Compactor
-from kvraft.storage.mvcc.counts import OpCounts, Tally
+from kvraft.storage.mvcc.counts import OpCounts, StoreTimings, Tally
 from kvraft.storage.mvcc.errors import (
     CompactedRevisionError,
     EmptyKeyError,
@@ -168,6 +169,7 @@ class MVCCStore:
         self.lease_check = lease_check
         self._listeners: list[Listener] = []
         self.counts = OpCounts()  # etcd's etcd_mvcc_*_total (``counts``), since the process started
+        self.timings = StoreTimings()  # snapshots, defragmentations, compactions (``counts``)
         self._held: Any = None  # the batch context ``hold`` opened
         self._committing = False  # listeners running from a commit (its txn is closed)
         self.gate = CompactionGate()
@@ -591,7 +593,7 @@ class MVCCStore:
         """A consistent snapshot of the whole backend at the last commit, as a stream of
         chunks (see ``kvraft.storage.snapshot``)."""
         self._settle()
-        return SnapshotStream(self.backend, chunk_bytes)
+        return SnapshotStream(self.backend, chunk_bytes, on_close=self.timings.snapshot_seconds.observe)
 
     def restore(self, chunks: Iterable[bytes]) -> RestoreReport:
         """Replace the whole state with a snapshot stream (verified first; on error the
@@ -612,7 +614,14 @@ class MVCCStore:
     def defragment(self, progress: Callable[[str], None] | None = None) -> DefragReport:
         """Rewrite the backend compactly while reads and writes go on (``defrag``)."""
         self._settle()
-        return defragment(self.backend, progress=progress)
+        timings = self.timings
+        timings.defrag_inflight = 1
+        started = time.monotonic()
+        try:
+            return defragment(self.backend, progress=progress)
+        finally:
+            timings.defrag_seconds.observe(time.monotonic() - started)
+            timings.defrag_inflight = 0
 
     def close(self) -> None:
         self._settle()
