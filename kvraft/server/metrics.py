@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import resource
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -106,7 +106,6 @@ class MemberCollector(Collector):
         yield from self._disk(node)
         yield from self._network(node)
         yield from self._grpc(node)
-        yield from self._lease(node)
         yield from self._maintenance(node)
         for name, kind, help_text, value in legacy:
             yield _counter(name, help_text, value) if kind == "counter" else _gauge(name, help_text, value)
@@ -143,51 +142,56 @@ class MemberCollector(Collector):
 
     @staticmethod
     def _maintenance(node: Any) -> Iterator[Metric]:
-        """Health checks, hashes, snapshots, defragmentation, compaction, descriptors."""
-        counters = node.counters
-        yield _bare_counter("etcd_server_health_success", "The total number of successful health checks",
-                            counters.health_success)
-        yield _bare_counter("etcd_server_health_failures", "The total number of failed health checks",
-                            counters.health_failures)
-        yield _bare_counter("etcd_server_learner_promote_successes", "The total number of successful learner "
-                            "promotions while this member is leader.", counters.learner_promotions)
-        yield histogram_family("etcd_mvcc_hash_duration_seconds", "The latency distribution of storage hash "
-                               "operation.", counters.hash_seconds)
-        yield histogram_family("etcd_mvcc_hash_rev_duration_seconds", "The latency distribution of storage hash "
-                               "by revision operation.", counters.hash_rev_seconds)
-        timings = node.state.store.timings
-        yield histogram_family("etcd_disk_backend_snapshot_duration_seconds", "The latency distribution of "
-                               "backend snapshots.", timings.snapshot_seconds)
-        yield histogram_family("etcd_disk_backend_defrag_duration_seconds", "The latency distribution of backend "
-                               "defragmentation.", timings.defrag_seconds)
-        yield _gauge("etcd_disk_defrag_inflight", "Whether or not defrag is active on the member. 1 means active, "
-                     "0 means not.", timings.defrag_inflight)
-        yield _counter("etcd_debugging_mvcc_db_compaction_keys_total", "Total number of db keys compacted.",
-                       timings.db_compaction_keys)
-        yield histogram_family("etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds", "Bucketed "
-                               "histogram of db compaction pause duration.", timings.db_compaction_pause_ms)
-        yield histogram_family("etcd_debugging_mvcc_db_compaction_total_duration_milliseconds", "Bucketed "
-                               "histogram of db compaction total duration.", timings.db_compaction_total_ms)
-        yield histogram_family("etcd_debugging_mvcc_index_compaction_pause_duration_milliseconds", "Bucketed "
-                               "histogram of index compaction pause duration.", timings.index_compaction_pause_ms)
+        """Health checks, hashes, snapshots, defragmentation, compaction, descriptors: one
+        row per family (how it is made, etcd's name and help, the value)."""
+        counters, timings = node.counters, node.state.store.timings
         used, limit = _descriptors()
+        rows: list[tuple[Callable[[str, str, Any], Metric], str, str, Any]] = [
+            (_bare_counter, "etcd_server_health_success", "The total number of successful health checks",
+             counters.health_success),
+            (_bare_counter, "etcd_server_health_failures", "The total number of failed health checks",
+             counters.health_failures),
+            (_bare_counter, "etcd_server_learner_promote_successes",
+             "The total number of successful learner promotions while this member is leader.",
+             counters.learner_promotions),
+            (histogram_family, "etcd_mvcc_hash_duration_seconds",
+             "The latency distribution of storage hash operation.", counters.hash_seconds),
+            (histogram_family, "etcd_mvcc_hash_rev_duration_seconds",
+             "The latency distribution of storage hash by revision operation.", counters.hash_rev_seconds),
+            (histogram_family, "etcd_disk_backend_snapshot_duration_seconds",
+             "The latency distribution of backend snapshots.", timings.snapshot_seconds),
+            (histogram_family, "etcd_disk_backend_defrag_duration_seconds",
+             "The latency distribution of backend defragmentation.", timings.defrag_seconds),
+            (_gauge, "etcd_disk_defrag_inflight",
+             "Whether or not defrag is active on the member. 1 means active, 0 means not.", timings.defrag_inflight),
+            (_counter, "etcd_debugging_mvcc_db_compaction_keys_total", "Total number of db keys compacted.",
+             timings.db_compaction_keys),
+            (histogram_family, "etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds",
+             "Bucketed histogram of db compaction pause duration.", timings.db_compaction_pause_ms),
+            (histogram_family, "etcd_debugging_mvcc_db_compaction_total_duration_milliseconds",
+             "Bucketed histogram of db compaction total duration.", timings.db_compaction_total_ms),
+            (histogram_family, "etcd_debugging_mvcc_index_compaction_pause_duration_milliseconds",
+             "Bucketed histogram of index compaction pause duration.", timings.index_compaction_pause_ms),
+            (_gauge, "os_fd_limit", "The file descriptor limit.", limit),
+        ]
         if used is not None:
-            yield _gauge("os_fd_used", "The number of used file descriptors.", used)
-        yield _gauge("os_fd_limit", "The file descriptor limit.", limit)
-
-    @staticmethod
-    def _lease(node: Any) -> Iterator[Metric]:
-        """etcd's lessor counters (a member without the lease feature has none)."""
-        lessor = getattr(node, "lessor", None)
-        if lessor is None:
-            return
-        yield _counter("etcd_debugging_lease_granted_total", "The total number of granted leases.", lessor.granted)
-        yield _counter("etcd_debugging_lease_revoked_total", "The total number of revoked leases.", lessor.revoked)
-        yield _counter("etcd_debugging_lease_renewed_total", "The number of renewed leases seen by the leader.",
-                       lessor.renewed)
-        yield histogram_family("etcd_debugging_lease_ttl_total", "Bucketed histogram of lease TTLs.", lessor.ttls)
-        yield _counter("etcd_debugging_server_lease_expired_total", "The total number of expired leases.",
-                       lessor.expired_revoked)
+            rows.append((_gauge, "os_fd_used", "The number of used file descriptors.", used))
+        lessor = getattr(node, "lessor", None)  # etcd's lessor counters (with the lease feature)
+        if lessor is not None:
+            rows += [
+                (_counter, "etcd_debugging_lease_granted_total", "The total number of granted leases.",
+                 lessor.granted),
+                (_counter, "etcd_debugging_lease_revoked_total", "The total number of revoked leases.",
+                 lessor.revoked),
+                (_counter, "etcd_debugging_lease_renewed_total", "The number of renewed leases seen by the leader.",
+                 lessor.renewed),
+                (histogram_family, "etcd_debugging_lease_ttl_total", "Bucketed histogram of lease TTLs.",
+                 lessor.ttls),
+                (_counter, "etcd_debugging_server_lease_expired_total", "The total number of expired leases.",
+                 lessor.expired_revoked),
+            ]
+        for make, name, help_text, value in rows:
+            yield make(name, help_text, value)
 
     def _server(self, node: Any) -> Iterator[Metric]:
         driver = node.driver

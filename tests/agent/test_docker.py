@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.reconcile import AttemptState
+from kvraft.testing.procs import stop_process
 from tests.agent.test_runtimes import PY, log_lines, run, wait_exit, wait_running
 
 
@@ -42,12 +42,7 @@ def dockerd(tmp_path_factory):
     out = subprocess.run(["docker", "-H", f"unix://{sock}", "ps", "-aq"], capture_output=True, text=True).stdout.split()
     if out:
         subprocess.run(["docker", "-H", f"unix://{sock}", "rm", "-f", *out], capture_output=True)
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=30)
+    stop_process(proc, timeout_s=30)
     log.close()
     # dockerd leaves a bind of its data root and exec/netns/default mounted: unmount all under d
     mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from kvraft.server.local import LocalCluster, free_port, post
+from kvraft.testing.procs import stop_process
 from tests.observability.conftest import FAST_FLAGS, ROOT, Scrape, Stack, wait_for
 from tests.observability.test_grafana import metric_names
 
@@ -111,12 +112,7 @@ def prometheus(base: Path, targets: list[str]) -> Iterator[str]:
         assert proc.poll() is None, (base / "prometheus.log").read_text()[-3000:]
         yield url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=20)
+        stop_process(proc)
 
 
 def _ready(url: str) -> bool:
