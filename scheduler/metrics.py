@@ -32,6 +32,10 @@ __all__ = ["BIND_BUCKETS_S", "KUBE_LATENCY_BUCKETS_S", "SchedulerCollector", "Sc
 KUBE_LATENCY_BUCKETS_S = tuple(0.001 * 2**i for i in range(15))
 """kube-scheduler's ``metrics.ExponentialBuckets(0.001, 2, 15)`` for its scheduling latencies."""
 
+JOB_WAIT_BUCKETS_S = tuple(0.01 * 2**i for i in range(24))
+"""``scheduler_job_scheduling_duration_seconds``: kube's ``ExponentialBuckets(0.01, 2, 20)``
+carried four doublings further (10 ms to 23 h), since a training job may wait for hours."""
+
 QUEUES = ("active", "backoff", "unschedulable")
 
 BIND_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -50,6 +54,11 @@ class SchedulerMetrics:
         self.algorithm = Histogram(
             "scheduler_scheduling_algorithm_duration_seconds", "Scheduling algorithm latency in seconds (one pass)",
             buckets=KUBE_LATENCY_BUCKETS_S, registry=self.registry)
+        self.job_wait = Histogram(
+            "scheduler_job_scheduling_duration_seconds",
+            "E2e latency for a job being scheduled: from when it became pending (submitted, or requeued after "
+            "a preemption or a lost node) to its binding (kube-scheduler's pod_scheduling_duration_seconds)",
+            buckets=JOB_WAIT_BUCKETS_S, registry=self.registry)
         self.registry.register(SchedulerCollector(daemon))
 
 

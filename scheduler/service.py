@@ -245,6 +245,9 @@ class SchedulerDaemon:
                 if o.ok:
                     self.bindings += 1
                     self._observe_bind(o.latency_s)
+                    info = core.state.jobs.get(o.job)
+                    if info is not None and 0 < info.pending_since_s <= now:  # (a record without submitted_at: 0)
+                        self.metrics.job_wait.observe(now - info.pending_since_s)
                 else:
                     self.bind_failures += 1
                     feed.bind_failed(o.job)

@@ -161,6 +161,9 @@ def test_scheduler_agent_and_dashboard_follow_a_job(stack: Stack) -> None:
         assert page.types["scheduler_e2e_scheduling_duration_seconds"] == "histogram"
         assert page.value("scheduler_e2e_scheduling_duration_seconds_count") >= 1
         assert page.value("scheduler_scheduling_algorithm_duration_seconds_count") >= 1
+        assert page.types["scheduler_job_scheduling_duration_seconds"] == "histogram"
+        assert page.value("scheduler_job_scheduling_duration_seconds_count") >= 1  # submit to bound
+        assert 0 <= page.value("scheduler_job_scheduling_duration_seconds_sum") < 120
         for queue in ("active", "backoff", "unschedulable"):
             assert page.value("scheduler_pending_jobs", queue=queue) >= 0
             assert page.value("kvraft_scheduler_queue_depth", queue=queue) >= 0  # the dashboard reads these
