@@ -156,6 +156,8 @@ class DriverStats:
     leader_changes: int = 0  # etcd_server_leader_changes_seen_total
     proposals_failed: int = 0  # etcd_server_proposals_failed_total
     heartbeat_send_failures: int = 0  # etcd_server_heartbeat_send_failures_total
+    slow_read_indexes: int = 0  # etcd_server_slow_read_indexes_total: rounds timed out, late answers
+    read_indexes_failed: int = 0  # etcd_server_read_indexes_failed_total: no leader, leader changed
 
 
 class NodeDriver:
@@ -458,6 +460,9 @@ class NodeDriver:
     def _start_read_round(self) -> None:
         if not self._reads.idle() and time.monotonic() - self._read_started > READ_ROUND_TIMEOUT_S:
             self._reads.fail_inflight(Unavailable("etcdserver: leader changed"))  # retried by caller
+            self._stats.slow_read_indexes += 1  # (not idle: a round was in flight)
+            log.warning("timed out waiting for read index response (local node might have slow network) "
+                            "(member %x, after %.1f s)", self.member_id, READ_ROUND_TIMEOUT_S)
         ctx = self._reads.next_round()
         if ctx is None:
             return
@@ -467,6 +472,7 @@ class NodeDriver:
             self._stats.read_rounds += 1
         except RaftError:
             self._reads.fail_inflight(Unavailable("etcdserver: no leader"))
+            self._stats.read_indexes_failed += 1
 
     # -- the loops ------------------------------------------------------------------------
     async def _tick_loop(self) -> None:
@@ -514,8 +520,7 @@ class NodeDriver:
                 self._unsynced_hard = hard  # commit index only: saved with the next sync
             if rd.messages:
                 self._send_after_answers(rd.messages)
-            for rs in rd.read_states:
-                self._reads.complete(rs.request_ctx, rs.index)
+            self._read_states(rd)
             return
         early = self.role == StateRole.LEADER and not vote_changed and rd.snapshot.is_empty()
         if early and rd.messages:
@@ -548,8 +553,14 @@ class NodeDriver:
                 if entry.type == EntryType.CONF_CHANGE:
                     await self._switch_conf(ConfChange.decode(entry.data), entry.index)
             self.stage.submit_entries(rd.committed_entries, self.conf_state)
+        self._read_states(rd)
+
+    def _read_states(self, rd: Ready) -> None:
         for rs in rd.read_states:
-            self._reads.complete(rs.request_ctx, rs.index)
+            if not self._reads.complete(rs.request_ctx, rs.index):
+                # the answer to a round already abandoned (timed out): etcd's "ignored
+                # out-of-date read index response"
+                self._stats.slow_read_indexes += 1
 
     def _alone(self, rd: Ready) -> bool:
         """Whether a leader's Ready carries the only write in flight: one entry, and at
@@ -673,7 +684,8 @@ class NodeDriver:
             log.info("member %x: leader is now %x", self.member_id, leader)
             if self.leader != NONE:
                 # rounds sent to the old leader will never be answered
-                self._reads.fail_inflight(Unavailable("etcdserver: leader changed"))
+                abandoned = self._reads.fail_inflight(Unavailable("etcdserver: leader changed"))
+                self._stats.read_indexes_failed += bool(abandoned)
         self.leader, self.role = leader, role
 
     # -- snapshots ------------------------------------------------------------------------

@@ -215,6 +215,10 @@ class MemberCollector(Collector):
                        stats.proposals_failed)
         yield _counter("etcd_server_slow_apply_total", "The total number of slow apply requests (likely "
                        "overloaded from slow disk).", node.state.slow_applies)
+        yield _counter("etcd_server_slow_read_indexes_total", "The total number of pending read indexes not in "
+                       "sync with leader's or timed out read index requests.", stats.slow_read_indexes)
+        yield _counter("etcd_server_read_indexes_failed_total", "The total number of failed read indexes seen.",
+                       stats.read_indexes_failed)
         yield _counter("etcd_server_heartbeat_send_failures_total", "The total number of leader heartbeat send "
                        "failures (likely overloaded from slow disk).", stats.heartbeat_send_failures)
         yield _gauge("etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.",

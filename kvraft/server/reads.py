@@ -88,18 +88,25 @@ class ReadBatcher:
         self._queued = []
         return ctx
 
-    def complete(self, ctx: bytes, index: int) -> None:
-        for future in self._inflight.pop(ctx, ()):
+    def complete(self, ctx: bytes, index: int) -> bool:
+        """Resolve the round ``ctx``; False if it is not in flight (an answer to a round
+        already abandoned)."""
+        futures = self._inflight.pop(ctx, None)
+        for future in futures or ():
             if not future.done():
                 future.set_result(index)
+        return futures is not None
 
-    def fail_inflight(self, exc: BaseException) -> None:
-        """Abandon the rounds in flight (leader lost, timed out); their reads fail."""
+    def fail_inflight(self, exc: BaseException) -> int:
+        """Abandon the rounds in flight (leader lost, timed out); their reads fail. Returns
+        how many rounds were abandoned."""
         for futures in self._inflight.values():
             for future in futures:
                 if not future.done():
                     future.set_exception(exc)
+        abandoned = len(self._inflight)
         self._inflight.clear()
+        return abandoned
 
 
 RETRY_S = 0.02
