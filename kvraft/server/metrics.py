@@ -131,6 +131,17 @@ class MemberCollector(Collector):
             code_name = CODE_NAMES[code] if 0 <= code < len(CODE_NAMES) else "Unknown"
             handled.add_metric([kind, service, name, code_name], count)
         yield handled
+        # etcd's interceptors count every call by client version (gRPC metadata the gateway
+        # does not set: "unknown") and kind; no series before the first call, as etcd
+        kinds: dict[str, int] = {}
+        for (grpc_type, _service, _name), count in stats.started.items():
+            kind = "unary" if grpc_type == "unary" else "stream"
+            kinds[kind] = kinds.get(kind, 0) + count
+        requests = CounterMetricFamily("etcd_server_client_requests_total", "The total number of client requests "
+                                       "per client version.", labels=["client_api_version", "type"])
+        for kind, count in sorted(kinds.items()):
+            requests.add_metric(["unknown", kind], count)
+        yield requests
         if stats.timed:
             handling = HistogramMetricFamily(
                 "grpc_server_handling_seconds",

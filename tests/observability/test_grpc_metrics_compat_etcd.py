@@ -58,6 +58,10 @@ def counts(url: str) -> dict[tuple[str, ...], float]:
         if labels["grpc_service"] in ("etcdserverpb.KV", "etcdserverpb.Lease", "etcdserverpb.Maintenance"):
             key = (m.group(1), labels["grpc_type"], labels["grpc_service"], labels["grpc_method"], labels.get("grpc_code", ""))
             out[key] = float(m.group(3))
+    # every call by client version and kind (the gateway's: "unknown")
+    for m in re.finditer(r'^etcd_server_client_requests_total\{client_api_version="([^"]*)",type="([^"]*)"\} (\S+)$',
+                         text, re.M):
+        out[("etcd_server_client_requests_total", m.group(1), m.group(2))] = float(m.group(3))
     return out
 
 
@@ -77,6 +81,7 @@ def test_the_same_calls_counted_as_etcd(tmp_path_factory: pytest.TempPathFactory
     deltas = deltas_of(tmp_path_factory, [])
     assert deltas["kvraft"] == deltas["etcd"]
     assert deltas["kvraft"][("grpc_server_handled_total", "unary", "etcdserverpb.KV", "Range", "OutOfRange")] == 2
+    assert deltas["kvraft"][("etcd_server_client_requests_total", "unknown", "unary")] == len(REQUESTS) - 1
     assert not any(key[0] == "grpc_server_handling_seconds_count" for key in deltas["kvraft"])
 
 
