@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Least-privilege users and roles for a kvraft deployment with auth on (docs/deploy.md,
+# "Auth: who may write what"; the prefixes are docs/keyspace.md's).
+#
+# Run once as root, before or after `kvctl auth enable`:
+#   ETCDCTL_ENDPOINTS=https://10.0.0.1:2379 KVCTL_FLAGS="--user root:... --cacert ..." \
+#   SCHEDULER_PASSWORD=... AGENT_PASSWORD=... deploy/rbac.sh
+#
+# It makes three roles and two users:
+#   kvraft-scheduler (user kvraft-scheduler): reads all of /registry/; writes what the
+#     scheduler writes (bindings, allocations, assignments, task statuses it sets, job
+#     status and events, its election key) and /registry/jobs/ (cancelled jobs it collects).
+#   kvraft-agent (user kvraft-agent, for every agent): writes node records, node leases and
+#     task statuses; reads assignments, bindings and jobs (the rank environment); writes
+#     /jobs/, where the ranks it starts keep their launch rendezvous, progress and checkpoints
+#     (ranks act with their agent's identity: docs/e2e.md).
+#   kvraft-submitter (give it to each person who submits jobs: `kvctl user add alice`,
+#     `kvctl user grant-role alice kvraft-submitter`): reads /registry/ (get, describe, top)
+#     and writes job specs, nothing else. Tenants, priority classes and cordons stay root's.
+# A submitter cannot write assignments: what an agent runs comes only from the scheduler.
+# Idempotent: existing roles and users are kept (their permissions are granted again).
+set -euo pipefail
+KVCTL=${KVCTL:-kvctl}
+read -r -a FLAGS <<< "${KVCTL_FLAGS:-}"
+
+kv() { "$KVCTL" "${FLAGS[@]}" "$@" >/dev/null; }
+quietly() { "$KVCTL" "${FLAGS[@]}" "$@" >/dev/null 2>&1 || true; }  # "already exists" is fine
+
+role() {  # role NAME PERM PREFIX [PERM PREFIX ...]
+  local name=$1
+  shift
+  quietly role add "$name"
+  while [ $# -gt 0 ]; do
+    kv role grant-permission --prefix "$name" "$1" "$2"
+    shift 2
+  done
+}
+
+user() {  # user NAME PASSWORD ROLE
+  if [ -z "$2" ]; then echo "rbac.sh: no password for user $1" >&2; exit 2; fi
+  quietly user add "$1:$2"
+  kv user grant-role "$1" "$3"
+}
+
+role kvraft-scheduler \
+  read /registry/ \
+  readwrite /registry/bindings/ readwrite /registry/alloc/ readwrite /registry/assignments/ \
+  readwrite /registry/tasks/ readwrite /registry/jobstatus/ readwrite /registry/events/ \
+  readwrite /registry/scheduler/leader/ readwrite /registry/jobs/
+role kvraft-agent \
+  readwrite /registry/nodes/ readwrite /registry/leases/ readwrite /registry/tasks/ \
+  read /registry/assignments/ read /registry/bindings/ read /registry/jobs/ \
+  readwrite /jobs/
+role kvraft-submitter \
+  read /registry/ readwrite /registry/jobs/
+
+user kvraft-scheduler "${SCHEDULER_PASSWORD:-}" kvraft-scheduler
+user kvraft-agent "${AGENT_PASSWORD:-}" kvraft-agent
+echo "rbac.sh: roles kvraft-scheduler, kvraft-agent, kvraft-submitter; users kvraft-scheduler, kvraft-agent"

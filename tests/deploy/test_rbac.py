@@ -1,0 +1,122 @@
+"""``deploy/rbac.sh`` on a cluster with auth on: the scheduler and an agent run with the users
+it makes, a job submitted by a person holding only ``kvraft-submitter`` runs to Succeeded, and
+each identity is refused outside its rights: the submitter cannot write an assignment (what an
+agent runs comes only from the scheduler), a node record or a tenant; the agent cannot write a
+job spec or an assignment; nobody without a user reads anything. The script runs verbatim,
+through kvctl, as an operator would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kvraft.server.local import LocalCluster, free_port
+from kvraft.testing.procs import stop_process
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = sys.executable
+FLAGS = ["--heartbeat-interval", "50", "--election-timeout", "500", "--bcrypt-cost", "4"]
+PASSWORDS = {"root": "rootpw", "kvraft-scheduler": "schedpw", "kvraft-agent": "agentpw", "alice": "alicepw"}
+ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+def kvctl(endpoint: str, user: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+    auth = ["--user", f"{user}:{PASSWORDS[user]}"] if user else []
+    return subprocess.run([PY, "-m", "kvraft.cli.main", "--endpoints", endpoint, *auth, *args],
+                          capture_output=True, text=True, timeout=60, env=ENV)
+
+
+def jobctl(endpoint: str, user: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PY, "-m", "scheduler.cli.main", "--endpoints", endpoint, "--user", user,
+                           "--password", PASSWORDS[user], *args], input=stdin, capture_output=True, text=True,
+                          timeout=120, env=ENV)
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[str]:
+    cluster = LocalCluster(1, tmp_path / "kv", extra_args=FLAGS)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        cluster.start(timeout_s=120)
+        url = cluster.url("m0")
+        for args in (["user", "add", "root:rootpw"], ["user", "grant-role", "root", "root"], ["auth", "enable"]):
+            done = kvctl(url, None, *args)
+            assert done.returncode == 0, done.stderr
+        kvctl_bin = tmp_path / "kvctl"  # the script calls `kvctl`: this interpreter's
+        kvctl_bin.write_text(f"#!/bin/sh\nexec {PY} -m kvraft.cli.main \"$@\"\n")
+        kvctl_bin.chmod(0o755)
+        done = subprocess.run(["bash", str(ROOT / "deploy" / "rbac.sh")], capture_output=True, text=True, timeout=120,
+                              env=dict(ENV, KVCTL=str(kvctl_bin), ETCDCTL_ENDPOINTS=url, KVCTL_FLAGS="--user root:rootpw",
+                                       SCHEDULER_PASSWORD=PASSWORDS["kvraft-scheduler"],
+                                       AGENT_PASSWORD=PASSWORDS["kvraft-agent"]))
+        assert done.returncode == 0, done.stdout + done.stderr
+        for args in (["user", "add", "alice:alicepw"], ["user", "grant-role", "alice", "kvraft-submitter"]):
+            done = kvctl(url, "root", *args)
+            assert done.returncode == 0, done.stderr
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        node = f"rbac{os.getpid()}"
+        inventory = tmp_path / "gpus.yaml"
+        inventory.write_text(f"count: 1\nmodel: FAKE-H100\nuuid_prefix: {node}\nmemory_mib: 81559\nislands: [1]\n")
+        for name, argv in (
+            ("scheduler", [PY, "-m", "scheduler.service", "--endpoints", url, "--name", "rbac-sched",
+                           "--listen-url", f"http://127.0.0.1:{free_port()}", "--election-ttl-s", "3",
+                           "--cycle-interval-s", "0.5", "--user", "kvraft-scheduler",
+                           "--password", PASSWORDS["kvraft-scheduler"]]),
+            ("agent", [PY, "-m", "agent", "--endpoints", url, "--name", node, "--data-dir", str(tmp_path / "agent"),
+                       "--runtime", "process", "--gpu-inventory", str(inventory),
+                       "--listen-url", f"http://127.0.0.1:{free_port()}", "--lease-ttl-s", "4", "--heartbeat-s", "1",
+                       "--relist-s", "0.5", "--node-status-s", "1", "--user", "kvraft-agent",
+                       "--password", PASSWORDS["kvraft-agent"]]),
+        ):
+            with open(logs / f"{name}.log", "wb") as log:
+                procs.append(subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                              env=ENV))
+        yield url
+    finally:
+        for proc in procs:
+            stop_process(proc)
+        cluster.stop()
+
+
+def refused(done: subprocess.CompletedProcess[str]) -> bool:
+    return done.returncode != 0 and "permission denied" in (done.stdout + done.stderr).lower()
+
+
+def test_each_identity_does_its_part_and_nothing_else(secured: str) -> None:
+    url = secured
+    spec = "name: rbac-job\ntasks:\n  - {name: worker, replicas: 1, command: [\"true\"], resources: {gpus: 1}}\n"
+    deadline = time.monotonic() + 120
+    while True:  # the agent registers, the scheduler leads: then the job is accepted and placed
+        done = jobctl(url, "alice", "submit", "-f", "-", stdin=spec)
+        if done.returncode == 0:
+            break
+        assert time.monotonic() < deadline, done.stdout + done.stderr
+        time.sleep(1)
+    phase = ""
+    while time.monotonic() < deadline:
+        done = jobctl(url, "alice", "get", "job", "rbac-job", "-o", "json")
+        if done.returncode == 0:
+            phase = json.loads(done.stdout).get("status", {}).get("phase", "")
+            if phase in ("Succeeded", "Failed"):
+                break
+        time.sleep(1)
+    assert phase == "Succeeded", (phase, done.stdout, done.stderr)
+
+    assignment = "/registry/assignments/any-node/evil/worker"
+    for user, key in (("alice", assignment), ("alice", "/registry/nodes/any-node"),
+                      ("alice", "/registry/tenants/mine"), ("alice", "/registry/bindings/rbac-job"),
+                      ("kvraft-agent", "/registry/jobs/evil"), ("kvraft-agent", assignment),
+                      ("kvraft-agent", "/registry/alloc/any-node")):
+        done = kvctl(url, user, "put", key, "{}")
+        assert refused(done), (user, key, done.returncode, done.stdout, done.stderr)
+    done = kvctl(url, None, "get", "/registry/", "--prefix")
+    assert done.returncode != 0, "an anonymous read must be refused"
+    assert kvctl(url, "alice", "get", "/registry/jobs/rbac-job").returncode == 0
