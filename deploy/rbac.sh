@@ -14,6 +14,10 @@
 #     task statuses; reads assignments, bindings and jobs (the rank environment); writes
 #     /jobs/, where the ranks it starts keep their launch rendezvous, progress and checkpoints
 #     (ranks act with their agent's identity: docs/e2e.md).
+#   With AGENT_NODES="gpu-1 gpu-2 ..." each node gets a user and role of its own instead
+#     (kvraft-agent-<node>, password AGENT_PASSWORD_<node with - and . as _>, or
+#     AGENT_PASSWORD): it writes only its own node record and lease, and reads only its own
+#     assignments, so a compromised machine cannot pose as another or see its tasks.
 #   kvraft-submitter (give it to each person who submits jobs: `kvctl user add alice`,
 #     `kvctl user grant-role alice kvraft-submitter`): reads /registry/ (get, describe, top)
 #     and writes job specs, nothing else. Tenants, priority classes and cordons stay root's.
@@ -51,9 +55,25 @@ role kvraft-agent \
   readwrite /registry/nodes/ readwrite /registry/leases/ readwrite /registry/tasks/ \
   read /registry/assignments/ read /registry/bindings/ read /registry/jobs/ \
   readwrite /jobs/
+for node in ${AGENT_NODES:-}; do
+  case "$node" in */*|"") echo "rbac.sh: bad node name: $node" >&2; exit 2 ;; esac
+  # the record and the lease key exactly (no --prefix: gpu-1 must not cover gpu-10)
+  quietly role add "kvraft-agent-$node"
+  kv role grant-permission "kvraft-agent-$node" readwrite "/registry/nodes/$node"
+  kv role grant-permission "kvraft-agent-$node" readwrite "/registry/leases/$node"
+  role "kvraft-agent-$node" \
+    read "/registry/assignments/$node/" readwrite /registry/tasks/ \
+    read /registry/bindings/ read /registry/jobs/ readwrite /jobs/
+done
 role kvraft-submitter \
   read /registry/ readwrite /registry/jobs/
 
 user kvraft-scheduler "${SCHEDULER_PASSWORD:-}" kvraft-scheduler
-user kvraft-agent "${AGENT_PASSWORD:-}" kvraft-agent
-echo "rbac.sh: roles kvraft-scheduler, kvraft-agent, kvraft-submitter; users kvraft-scheduler, kvraft-agent"
+if [ -z "${AGENT_NODES:-}" ]; then
+  user kvraft-agent "${AGENT_PASSWORD:-}" kvraft-agent
+fi
+for node in ${AGENT_NODES:-}; do
+  var="AGENT_PASSWORD_${node//[-.]/_}"
+  user "kvraft-agent-$node" "${!var:-${AGENT_PASSWORD:-}}" "kvraft-agent-$node"
+done
+echo "rbac.sh: roles kvraft-scheduler, kvraft-agent${AGENT_NODES:+ (and one per node)}, kvraft-submitter"

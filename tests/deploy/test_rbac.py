@@ -39,8 +39,10 @@ def jobctl(endpoint: str, user: str, *args: str, stdin: str | None = None) -> su
                           timeout=120, env=ENV)
 
 
-@pytest.fixture
-def secured(tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(params=["shared", "per-node"])
+def secured(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """(client URL, the agent's user): one agent user for every node, or one per node
+    (``AGENT_NODES``)."""
     cluster = LocalCluster(1, tmp_path / "kv", extra_args=FLAGS)
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -49,20 +51,23 @@ def secured(tmp_path: Path) -> Iterator[str]:
         for args in (["user", "add", "root:rootpw"], ["user", "grant-role", "root", "root"], ["auth", "enable"]):
             done = kvctl(url, None, *args)
             assert done.returncode == 0, done.stderr
+        node = f"rbac{os.getpid()}"
+        agent_user = "kvraft-agent" if request.param == "shared" else f"kvraft-agent-{node}"
+        PASSWORDS[agent_user] = PASSWORDS["kvraft-agent"]
         kvctl_bin = tmp_path / "kvctl"  # the script calls `kvctl`: this interpreter's
         kvctl_bin.write_text(f"#!/bin/sh\nexec {PY} -m kvraft.cli.main \"$@\"\n")
         kvctl_bin.chmod(0o755)
         done = subprocess.run(["bash", str(ROOT / "deploy" / "rbac.sh")], capture_output=True, text=True, timeout=120,
                               env=dict(ENV, KVCTL=str(kvctl_bin), ETCDCTL_ENDPOINTS=url, KVCTL_FLAGS="--user root:rootpw",
                                        SCHEDULER_PASSWORD=PASSWORDS["kvraft-scheduler"],
-                                       AGENT_PASSWORD=PASSWORDS["kvraft-agent"]))
+                                       AGENT_PASSWORD=PASSWORDS["kvraft-agent"],
+                                       AGENT_NODES="" if request.param == "shared" else f"{node} other-node"))
         assert done.returncode == 0, done.stdout + done.stderr
         for args in (["user", "add", "alice:alicepw"], ["user", "grant-role", "alice", "kvraft-submitter"]):
             done = kvctl(url, "root", *args)
             assert done.returncode == 0, done.stderr
         logs = tmp_path / "logs"
         logs.mkdir()
-        node = f"rbac{os.getpid()}"
         inventory = tmp_path / "gpus.yaml"
         inventory.write_text(f"count: 1\nmodel: FAKE-H100\nuuid_prefix: {node}\nmemory_mib: 81559\nislands: [1]\n")
         for name, argv in (
@@ -73,13 +78,13 @@ def secured(tmp_path: Path) -> Iterator[str]:
             ("agent", [PY, "-m", "agent", "--endpoints", url, "--name", node, "--data-dir", str(tmp_path / "agent"),
                        "--runtime", "process", "--gpu-inventory", str(inventory),
                        "--listen-url", f"http://127.0.0.1:{free_port()}", "--lease-ttl-s", "4", "--heartbeat-s", "1",
-                       "--relist-s", "0.5", "--node-status-s", "1", "--user", "kvraft-agent",
-                       "--password", PASSWORDS["kvraft-agent"]]),
+                       "--relist-s", "0.5", "--node-status-s", "1", "--user", agent_user,
+                       "--password", PASSWORDS[agent_user]]),
         ):
             with open(logs / f"{name}.log", "wb") as log:
                 procs.append(subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                               env=ENV))
-        yield url
+        yield url, agent_user
     finally:
         for proc in procs:
             stop_process(proc)
@@ -90,8 +95,8 @@ def refused(done: subprocess.CompletedProcess[str]) -> bool:
     return done.returncode != 0 and "permission denied" in (done.stdout + done.stderr).lower()
 
 
-def test_each_identity_does_its_part_and_nothing_else(secured: str) -> None:
-    url = secured
+def test_each_identity_does_its_part_and_nothing_else(secured: tuple[str, str]) -> None:
+    url, agent = secured
     spec = "name: rbac-job\ntasks:\n  - {name: worker, replicas: 1, command: [\"true\"], resources: {gpus: 1}}\n"
     deadline = time.monotonic() + 120
     while True:  # the agent registers, the scheduler leads: then the job is accepted and placed
@@ -113,10 +118,15 @@ def test_each_identity_does_its_part_and_nothing_else(secured: str) -> None:
     assignment = "/registry/assignments/any-node/evil/worker"
     for user, key in (("alice", assignment), ("alice", "/registry/nodes/any-node"),
                       ("alice", "/registry/tenants/mine"), ("alice", "/registry/bindings/rbac-job"),
-                      ("kvraft-agent", "/registry/jobs/evil"), ("kvraft-agent", assignment),
-                      ("kvraft-agent", "/registry/alloc/any-node")):
+                      (agent, "/registry/jobs/evil"), (agent, assignment), (agent, "/registry/alloc/any-node")):
         done = kvctl(url, user, "put", key, "{}")
         assert refused(done), (user, key, done.returncode, done.stdout, done.stderr)
     done = kvctl(url, None, "get", "/registry/", "--prefix")
     assert done.returncode != 0, "an anonymous read must be refused"
     assert kvctl(url, "alice", "get", "/registry/jobs/rbac-job").returncode == 0
+    if agent != "kvraft-agent":  # a node's own user: nothing of another node
+        for args in (["put", "/registry/nodes/other-node", "{}"], ["put", "/registry/leases/other-node", "{}"],
+                     ["get", "/registry/assignments/other-node/", "--prefix"],
+                     ["put", f"/registry/nodes/{agent.removeprefix('kvraft-agent-')}0", "{}"]):
+            done = kvctl(url, agent, *args)
+            assert refused(done), (args, done.returncode, done.stdout, done.stderr)
