@@ -66,6 +66,8 @@ def test_kvctl_and_jobctl_with_the_printed_flags(local_tls: dict) -> None:
     t = local_tls["tls"]
     eps = ",".join(local_tls["endpoints"])
     flags = [f"--cacert={t['cacert']}", f"--cert={t['cert']}", f"--key={t['key']}"]
+    with SyncClient(local_tls["endpoints"], tls=TLSConfig(t["cacert"], t["cert"], t["key"])) as client:
+        client.put("local-tls", b"yes")  # (as the test before does: this one may run alone)
     got = _run("-m", "kvraft.cli.main", f"--endpoints={eps}", *flags, "get", "local-tls", "--print-value-only")
     assert (got.returncode, got.stdout) == (0, "yes\n"), got.stderr
     nodes = _run("-m", "scheduler.cli.main", "--endpoints", eps, *flags, "get", "nodes", "-o", "json")
