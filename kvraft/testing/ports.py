@@ -8,19 +8,29 @@ process could take it (seen in a full test run: ``address already in use`` while
 clusters and load generators ran). Below the range only another ``free_port`` caller can,
 and it draws at random from thousands of ports. When the range leaves no room below it, the
 answer is ``bind(0)``'s, as before.
+
+A port is never handed out twice by one process (the last ``_REMEMBERED`` answers are kept):
+the callers bind their ports later, so two draws of the same free port before either binds
+gave two members of one ``LocalCluster`` the same client URL. One of them then never served,
+and the harness's checks, sent to that URL, reached the other (a full test run, session 31:
+a 3-member cluster that was really two and could not elect a leader without the third).
 """
 
 from __future__ import annotations
 
 import random
 import socket
+from collections import deque
 from pathlib import Path
 
 __all__ = ["free_port"]
 
 _LOWEST = 10000  # leave the well-known and registered low ports alone
 _TRIES = 64
+_REMEMBERED = 4096
 _draw = random.Random()
+_handed: set[int] = set()
+_handed_order: deque[int] = deque()
 
 
 def _ephemeral_low() -> int:
@@ -39,14 +49,27 @@ def _bindable(host: str, port: int) -> bool:
     return True
 
 
+def _hand_out(port: int) -> int:
+    _handed.add(port)
+    _handed_order.append(port)
+    if len(_handed_order) > _REMEMBERED:
+        _handed.discard(_handed_order.popleft())
+    return port
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port on ``host`` that nothing is bound to now, outside the ephemeral range."""
+    """A port on ``host`` that nothing is bound to now, outside the ephemeral range, and
+    not handed out by this process before."""
     top = _ephemeral_low() - 1
     if top - _LOWEST >= 1000:
         for _ in range(_TRIES):
             port = _draw.randint(_LOWEST, top)
-            if _bindable(host, port):
-                return port
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+            if port not in _handed and _bindable(host, port):
+                return _hand_out(port)
+    for _ in range(_TRIES):
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed:
+            return _hand_out(port)
+    raise OSError(f"no free port on {host} that this process has not handed out already")

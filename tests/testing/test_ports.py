@@ -43,3 +43,25 @@ def test_no_room_below_the_range_falls_back_to_the_kernels_choice(monkeypatch: p
     port = ports.free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_a_port_is_not_handed_out_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two draws of the same free port (nothing binds it in between) give two ports: the
+    second is drawn again. Before, one LocalCluster got one client port for two members."""
+    first = ports.free_port()
+    real_randint = ports._draw.randint
+    drawn: list[int] = []
+
+    def draw(a: int, b: int) -> int:
+        drawn.append(first if not drawn else real_randint(a, b))
+        return drawn[-1]
+
+    monkeypatch.setattr(ports._draw, "randint", draw)
+    second = ports.free_port()
+    assert second != first and drawn[0] == first
+
+
+def test_many_ports_are_all_distinct() -> None:
+    got = [ports.free_port() for _ in range(2000)]
+    assert len(set(got)) == len(got)
+
