@@ -42,15 +42,23 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
     node = Node(config)
     app = make_app(node)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
+    await runner.setup()  # (starts the member: its peers, its Raft loop, its stores)
     sites = []
-    for url in config.listen_client_urls:
-        parts = urlsplit(url)
-        site = FastTCPSite(runner, parts.hostname, parts.port, reuse_address=True, backlog=1024,
-                           ssl_context=client_ssl if parts.scheme == "https" else None)
-        await site.start()
-        sites.append(site)
-    metrics_runner = await _serve_metrics(config, node, client_ssl)
+    try:
+        for url in config.listen_client_urls:
+            parts = urlsplit(url)
+            site = FastTCPSite(runner, parts.hostname, parts.port, reuse_address=True, backlog=1024,
+                               ssl_context=client_ssl if parts.scheme == "https" else None)
+            await site.start()
+            sites.append(site)
+        metrics_runner = await _serve_metrics(config, node, client_ssl)
+    except BaseException:
+        # e.g. a client URL already in use: stop the started member before the error ends
+        # the process. (Left to asyncio.run's cancellation, a peer sender could swallow it and
+        # the member ran on without clients and without taking part in Raft: a 3-member
+        # cluster whose third member was like this lost its quorum with the first.)
+        await runner.cleanup()
+        raise
     logging.getLogger("kvraft").info(
         "member %s (%x) serving clients on %s, peers on %s",
         config.name, node.member_id, ",".join(config.listen_client_urls), ",".join(config.listen_peer_urls),

@@ -364,6 +364,12 @@ class PeerTransport:
             if unsent:
                 self._failed(peer.member_id, unsent)
             self._fail_queue(peer)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # a cancel that reached ``wait_for`` as its dial failed comes out as the
+                # dial's error (asyncio.wait_for in 3.11 may swallow it): stop anyway, or
+                # this loop outlives the member and its shutdown waits for it for ever
+                raise asyncio.CancelledError
             await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
