@@ -270,35 +270,31 @@ def apply_range(view: View, r: Any) -> RangeResult:
     return RangeResult(kvs=tuple(kvs), more=more, count=count, revision=header)
 
 
-def apply_put(view: Any, r: Any, lease_check: LeaseCheck = None, *, in_txn: bool = False,
-              tally: Tally | None = None) -> PutResult:
+def apply_put(view: Any, r: Any, lease_check: LeaseCheck, *, tally: Tally, in_txn: bool = False) -> PutResult:
     """``view`` must be a write view. Outside a txn the lease is checked first (inside,
     ``check_put`` has done it). ``tally`` counts what etcd's MVCC txn counts (``counts``)."""
     if not in_txn and r.lease and lease_check is not None and not lease_check(r.lease):
         raise LeaseNotFoundError()
     prev: KeyValue | None = None
     if r.ignore_value or r.ignore_lease or r.prev_kv:
-        if tally is not None:
-            tally.ranges += 1
+        tally.ranges += 1
         kvs, _, _ = view.range(r.key, None)
         prev = kvs[0] if kvs else None
     if (r.ignore_value or r.ignore_lease) and prev is None:
         raise KeyNotFoundError()
     value = prev.value if r.ignore_value and prev is not None else r.value
     lease = prev.lease if r.ignore_lease and prev is not None else r.lease
-    if tally is not None:
-        tally.puts += 1
-        tally.put_bytes += len(r.key) + len(value)
+    tally.puts += 1
+    tally.put_bytes += len(r.key) + len(value)
     rev = view.put(r.key, value, lease)
     return PutResult(revision=rev, prev_kv=prev if r.prev_kv else None)
 
 
-def apply_delete_range(view: Any, r: Any, tally: Tally | None = None) -> DeleteRangeResult:
+def apply_delete_range(view: Any, r: Any, tally: Tally) -> DeleteRangeResult:
     end = mk_gte_range(r.range_end)
     prev: list[KeyValue] = []
-    if tally is not None:
-        tally.ranges += bool(r.prev_kv)
-        tally.deletes += 1
+    tally.ranges += bool(r.prev_kv)
+    tally.deletes += 1
     if r.prev_kv:
         prev, _, _ = view.range(r.key, end)
     deleted, rev = view.delete_range(r.key, end)
@@ -352,14 +348,13 @@ Path = tuple[bool, tuple[Any, ...]]
 """(succeeded, paths of the nested txns of the chosen branch, in order)."""
 
 
-def compare_to_path(view: View, r: Any, tally: Tally | None = None) -> Path:
+def compare_to_path(view: View, r: Any, tally: Tally) -> Path:
     """Evaluate the compares, stopping at the first false one, then those of the nested
     txns of the chosen branch (etcd's ``compareToPath``); ``tally`` counts one range per
     compare evaluated."""
     ok = True
     for c in r.compare:
-        if tally is not None:
-            tally.ranges += 1
+        tally.ranges += 1
         if not _apply_compare(view, c):
             ok = False
             break
@@ -377,7 +372,7 @@ def _check_requests(view: View, r: Any, path: Path, check: Callable[[View, Any],
             check(view, op)
 
 
-def _check_put(lease_check: LeaseCheck, tally: Tally | None = None) -> Callable[[View, Any], None]:
+def _check_put(lease_check: LeaseCheck, tally: Tally) -> Callable[[View, Any], None]:
     """The put checks over the chosen path, in the order the ops will run: a put that
     needs its key (ignore_value/ignore_lease) sees the txn's own earlier puts and deletes.
     (etcd 3.4 checks against the state before the txn only; a key deleted earlier in the
@@ -407,10 +402,10 @@ def _check_put(lease_check: LeaseCheck, tally: Tally | None = None) -> Callable[
             return
         if kind != "put":
             return
-        if (op.ignore_value or op.ignore_lease) and tally is not None:
+        if op.ignore_value or op.ignore_lease:
             tally.ranges += 1
-        if (op.ignore_value or op.ignore_lease) and not exists(view, op.key):
-            raise KeyNotFoundError()
+            if not exists(view, op.key):
+                raise KeyNotFoundError()
         if op.lease and lease_check is not None and not lease_check(op.lease):
             raise LeaseNotFoundError()
         written[op.key] = True
@@ -427,8 +422,7 @@ def _check_range(view: View, op: Any) -> None:
         raise CompactedRevisionError()
 
 
-def apply_txn(view: Any, r: Any, lease_check: LeaseCheck = None, *, write: bool,
-              counts: OpCounts | None = None) -> TxnResult:
+def apply_txn(view: Any, r: Any, lease_check: LeaseCheck, *, write: bool, counts: OpCounts) -> TxnResult:
     """Evaluate and apply a txn on ``view`` (a write view when ``write``). The caller
     has run ``check_txn_request`` and ``check_capped``. ``counts`` gets what etcd's MVCC
     txns count (``counts``): the compares and checks in a read txn of their own when the
@@ -440,19 +434,16 @@ def apply_txn(view: Any, r: Any, lease_check: LeaseCheck = None, *, write: bool,
             _check_requests(view, r, path, _check_put(lease_check, checks))
         _check_requests(view, r, path, _check_range)
     except BaseException:
-        if counts is not None:
-            counts.end(checks)
+        counts.end(checks)
         raise
     ops = checks
     if write:
-        if counts is not None:
-            counts.end(checks)
+        counts.end(checks)
         ops = Tally()
     try:
         result = _run(view, r, path, lease_check, ops)
     finally:
-        if counts is not None:
-            counts.end(ops)
+        counts.end(ops)
     return result._replace(revision=view.rev + 1 if getattr(view, "changes", None) else view.rev)
 
 
