@@ -11,9 +11,11 @@ scrape that races one sees at worst a count one ahead of the sum, which Promethe
 
 from __future__ import annotations
 
+import contextlib
 import re
+import time
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 __all__ = [
     "ETCD_DISK_BUCKETS_S",
@@ -64,6 +66,15 @@ class DurationHistogram:
     def observe(self, seconds: float) -> None:
         self.counts[bisect_left(self.buckets, seconds)] += 1
         self.sum += seconds
+
+    @contextlib.contextmanager
+    def timer(self) -> Iterator[None]:
+        """``with hist.timer():`` observes how long the block took, however it ends."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.observe(time.monotonic() - started)
 
     @property
     def count(self) -> int:

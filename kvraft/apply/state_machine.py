@@ -176,30 +176,27 @@ class StateMachine:
 
     # -- reads ---------------------------------------------------------------------------
     def range(self, op: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return self.store.range_request(op)
-        except MVCCError as exc:
-            raise as_etcd_error(exc) from None
-        finally:
-            took = time.perf_counter() - started
-            if took > WARN_APPLY_S:
-                self._slow("read-only range ", op, took, None)
+        return self._read("read-only range ", self.store.range_request, op)
 
     @staticmethod
     def is_read_only(op: TxnOp) -> bool:
         return mvcc_ops.is_txn_readonly(op)
 
     def txn_read_only(self, op: TxnOp) -> Any:
+        return self._read("read-only txn ", self.store.txn_request, op)
+
+    def _read(self, prefix: str, run: Callable[[Any], Any], op: Any) -> Any:
+        """A read on the store, its MVCC error as etcd's, a slow one logged and counted
+        under ``prefix`` (etcd's)."""
         started = time.perf_counter()
         try:
-            return self.store.txn_request(op)
+            return run(op)
         except MVCCError as exc:
             raise as_etcd_error(exc) from None
         finally:
             took = time.perf_counter() - started
             if took > WARN_APPLY_S:
-                self._slow("read-only txn ", op, took, None)
+                self._slow(prefix, op, took, None)
 
     def revision(self) -> int:
         return self.store.rev

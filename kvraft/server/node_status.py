@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING, Any
 
 from kvraft.durations import DurationHistogram
@@ -72,11 +71,8 @@ class NodeStatusMixin:
         return errors + [alarm_text(member_id, alarm) for member_id, alarm in self.state.alarms()]
 
     async def hash(self) -> tuple[int, int]:
-        started = time.monotonic()
-        try:
+        with self.counters.hash_seconds.timer():
             return self.state.revision(), self.state.hash_all()
-        finally:
-            self.counters.hash_seconds.observe(time.monotonic() - started)
 
     async def hash_kv(self, revision: int) -> tuple[int, int, int]:
         result = await self.hash_kv_result(revision)
@@ -91,11 +87,8 @@ class NodeStatusMixin:
         if revision <= 0:
             revision = self.state.revision()
         loop = asyncio.get_running_loop()
-        started = time.monotonic()
-        try:
+        with self.counters.hash_rev_seconds.timer():
             return await loop.run_in_executor(None, self.state.hash_kv_result, revision)
-        finally:
-            self.counters.hash_rev_seconds.observe(time.monotonic() - started)
 
     async def defragment(self) -> None:
         self.state.defragment()

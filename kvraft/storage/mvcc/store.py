@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -616,11 +615,10 @@ class MVCCStore:
         self._settle()
         timings = self.timings
         timings.defrag_inflight = 1
-        started = time.monotonic()
         try:
-            return defragment(self.backend, progress=progress)
+            with timings.defrag_seconds.timer():
+                return defragment(self.backend, progress=progress)
         finally:
-            timings.defrag_seconds.observe(time.monotonic() - started)
             timings.defrag_inflight = 0
 
     def close(self) -> None:
