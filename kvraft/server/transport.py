@@ -347,8 +347,6 @@ class PeerTransport:
             except (TimeoutError, OSError, ConnectionError, asyncio.IncompleteReadError, ValueError, IndexError, TypeError, msgpack.UnpackException) as exc:
                 if peer.connected:  # once per lost connection, not per failed redial
                     log.info("peer %x: connection lost: %r", peer.member_id, exc)
-                    disconnects = self.stats.disconnects
-                    disconnects[peer.member_id] = disconnects.get(peer.member_id, 0) + 1
                 else:
                     log.debug("peer %x: %s", peer.member_id, exc)
             except Exception as exc:  # never let the sender die: a dead task means a peer cut off for good
@@ -358,8 +356,10 @@ class PeerTransport:
                 writer.close()
             if eof_task is not None:
                 eof_task.cancel()
-            if peer.connected:
+            if peer.connected:  # a connection lost, whatever broke it
                 self.stats.active[peer.member_id] = False
+                disconnects = self.stats.disconnects
+                disconnects[peer.member_id] = disconnects.get(peer.member_id, 0) + 1
             peer.connected = False
             if unsent:
                 self._failed(peer.member_id, unsent)
