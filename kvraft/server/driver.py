@@ -62,6 +62,7 @@ from kvraft.raft.types import (
 )
 from kvraft.server import wire
 from kvraft.server.apply_stage import ApplyStage
+from kvraft.server.heartbeats import LateHeartbeats
 from kvraft.server.log_writer import LogWriter
 from kvraft.server.reads import AppliedWaiters, BarrierWait, ReadBatcher
 
@@ -200,7 +201,7 @@ class NodeDriver:
         self._snapshot_due = False
         self._reads = ReadBatcher(member_id)
         self._read_started = 0.0
-        self._heartbeat_sent: dict[int, float] = {}  # peer -> when the last heartbeat to it went out
+        self._late = LateHeartbeats(heartbeat_interval_s)  # etcd_server_heartbeat_send_failures_total
         self._next_request_id = random.getrandbits(62) + 1
         self._inbox: list[tuple[Any, ...]] = []
         self._proposals: list[tuple[bytes, bool, float]] = []
@@ -462,7 +463,7 @@ class NodeDriver:
             self._reads.fail_inflight(Unavailable("etcdserver: leader changed"))  # retried by caller
             self._stats.slow_read_indexes += 1  # (not idle: a round was in flight)
             log.warning("timed out waiting for read index response (local node might have slow network) "
-                            "(member %x, after %.1f s)", self.member_id, READ_ROUND_TIMEOUT_S)
+                        "(member %x, after %.1f s)", self.member_id, READ_ROUND_TIMEOUT_S)
         ctx = self._reads.next_round()
         if ctx is None:
             return
@@ -614,23 +615,13 @@ class NodeDriver:
             self.transport.send(out)
 
     def _heartbeat_out(self, to: int) -> None:
-        """etcd's check that the leader keeps time: two heartbeats to one peer more than two
-        heartbeat intervals apart mean its loop stalled (a slow disk, a long apply, a
-        pause) and followers may have started elections. Counted and logged as etcd does;
-        forgotten on every change of leader or role."""
-        now = time.monotonic()
-        last = self._heartbeat_sent.get(to)
-        self._heartbeat_sent[to] = now
-        if last is None:
-            return
-        expected = 2 * self.heartbeat_interval_s
-        exceeded = now - last - expected
+        """A late heartbeat (``LateHeartbeats``) is counted and logged as etcd does."""
+        exceeded = self._late.sent(to, time.monotonic())
         if exceeded > 0:
             self._stats.heartbeat_send_failures += 1
-            log.warning("leader failed to send out heartbeat on time; took too long, leader is overloaded "
-                        "likely from slow disk (to %x, heartbeat interval %.0f ms, expected within %.0f ms, "
-                        "exceeded by %.0f ms)", to, self.heartbeat_interval_s * 1000, expected * 1000,
-                        exceeded * 1000)
+            log.warning("leader failed to send out heartbeat on time; took too long, leader is overloaded likely "
+                        "from slow disk (to %x, expected within %.0f ms, exceeded by %.0f ms)",
+                        to, self._late.expected_s * 1000, exceeded * 1000)
 
     def _send_held(self) -> None:
         self._held_timer = None
@@ -677,7 +668,7 @@ class NodeDriver:
         self.on_conf_change(self.conf_state, cc)
 
     def _on_soft_state(self, leader: int, role: StateRole) -> None:
-        self._heartbeat_sent.clear()
+        self._late.reset()
         if leader != self.leader:
             if leader != NONE:  # as etcd: a change to a known leader
                 self._stats.leader_changes += 1
