@@ -189,13 +189,12 @@ def decode_entry(data: bytes) -> tuple[int, Any]:
 def describe(op: Any) -> str:
     """One line naming a request for a log, etcd's way: keys shown, values only by size
     ("put key:\"a\" value_size:3")."""
-    name = type(op).__name__.removesuffix("Op").lower()
-    key = getattr(op, "key", None)
     if isinstance(op, BatchOp):
         return f"batch ops:{len(op.ops)}"
     if isinstance(op, TxnOp):
         return f"txn compare:{len(op.compare)} success:{len(op.success)} failure:{len(op.failure)}"
-    parts = [name]
+    parts = [type(op).__name__.removesuffix("Op").lower()]
+    key = getattr(op, "key", None)
     if isinstance(key, bytes):
         parts.append(f"key:{_quoted(key)}")
         end = getattr(op, "range_end", b"")
@@ -213,4 +212,3 @@ def describe(op: Any) -> str:
 def _quoted(data: bytes, limit: int = 64) -> str:
     text = data[:limit].decode("utf-8", "backslashreplace")
     return '"' + text.replace('"', '\\"') + ('..."' if len(data) > limit else '"')
-
