@@ -24,12 +24,10 @@ async def _version(_request: web.Request) -> web.Response:
 async def _health(request: web.Request) -> web.Response:
     server = request.app[SERVER]
     healthy = await server.healthy()
-    counters = getattr(server, "counters", None)
-    if counters is not None:  # etcd_server_health_success / _failures
-        if healthy:
-            counters.health_success += 1
-        else:
-            counters.health_failures += 1
+    if healthy:  # etcd_server_health_success / _failures
+        server.counters.health_success += 1
+    else:
+        server.counters.health_failures += 1
     body = json.dumps({"health": "true" if healthy else "false"}, separators=(",", ":"))
     return web.Response(text=body, status=200 if healthy else 503, content_type="text/plain")
 
