@@ -77,6 +77,7 @@ from agent.reconcile import (
 )
 from agent.runtime.base import DeviceGrant, Runtime, TaskRun
 from agent.spec import Assignment, TaskSpec, parse_assignment
+from kvraft.aio import cancel_and_wait, wait_event
 from kvraft.client import Client, ClientError, Compare, Op, TLSConfig, WatchCompactedError
 
 __all__ = ["Agent", "AgentStatistics", "make_runtime"]
@@ -224,11 +225,7 @@ class Agent:
 
     async def stop(self) -> None:
         """Stop the loops; tasks keep running under their supervisors (Nomad's client stop)."""
-        for t in self._tasks + list(self._action_tasks):
-            t.cancel()
-        for t in self._tasks + list(self._action_tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(*self._tasks, *self._action_tasks)
         self._tasks.clear()
         if self._transport is not None:
             self._transport.close()
@@ -456,12 +453,11 @@ class Agent:
                 try:
                     await asyncio.wait({watch, relist}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    relist.cancel()
-                    watch.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await relist
-                    with contextlib.suppress(asyncio.CancelledError, WatchCompactedError):
-                        await watch
+                    await cancel_and_wait(relist, watch)
+                # a failed watch (not one that fell behind compaction: relist) is retried below
+                failed = None if watch.cancelled() else watch.exception()
+                if failed is not None and not isinstance(failed, WatchCompactedError):
+                    raise failed
             except (ClientError, OSError) as exc:
                 log.warning("assignment watch failed", extra={"fields": {"error": str(exc), "retry_s": delay}})
                 await asyncio.sleep(delay)
@@ -491,8 +487,7 @@ class Agent:
             timeout = self.config.relist_s
             if self._wakeup_at is not None:
                 timeout = max(0.0, min(timeout, self._wakeup_at - time.time()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await wait_event(self._wake, timeout)
             self._wake.clear()
             if not self._fenced and self._contact_tried.is_set() and self._out_of_touch():
                 self._fenced = True

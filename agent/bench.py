@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kvraft.aio import wait_event
 from kvraft.client import Client, ClientError
 from kvraft.testing.ports import free_port
 
@@ -107,8 +108,7 @@ class Bench:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{job}/{task} never reached {phases} (last: {got})")
             self.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), 1.0)
+            await wait_event(self.changed, 1.0)
 
     async def assign(self, kv: Client, job: str, task: str, spec: dict[str, Any]) -> float:
         t0 = time.perf_counter()

@@ -38,6 +38,7 @@ from typing import Any
 
 import aiohttp
 
+from kvraft.aio import wait_event
 from kvraft.client import Client, Op
 from kvraft.testing.ports import free_port
 from scheduler import keys
@@ -194,8 +195,7 @@ class Bench:
                     if time.perf_counter() > deadline:
                         raise RuntimeError(f"{sum(n not in bound for n in names)} job(s) never bound")
                     arrived.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(arrived.wait(), 1.0)
+                    await wait_event(arrived, 1.0)
 
             # 1. submit-to-bound on an idle cluster
             lat = []

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import signal
 import sys
@@ -30,6 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from kvraft.aio import cancel_and_wait
 from kvraft.client import Client, Compare, Op, WatchCompactedError
 from scheduler import keys
 
@@ -89,11 +89,7 @@ class FakeAgent:
         await self.ready.wait()
 
     async def stop(self, *, revoke: bool = True) -> None:
-        for t in list(self.running.values()) + self._tasks:
-            t.cancel()
-        for t in list(self.running.values()) + self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(*self.running.values(), *self._tasks)
         if self.lease is not None:
             await self.lease.close(revoke=revoke)
 

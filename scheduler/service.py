@@ -33,6 +33,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import generate_latest
 
+from kvraft.aio import cancel_and_wait
 from kvraft.client import Client, ClientError, Compare, TLSConfig
 from kvraft.client.observe import configure_logging, metrics_response
 from scheduler import decode, keys
@@ -107,11 +108,7 @@ class SchedulerDaemon:
         self._tasks.append(loop.create_task(self._main()))
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(*self._tasks)
         self._tasks.clear()
         if self.election is not None:
             with contextlib.suppress(ClientError, Exception):

@@ -3,7 +3,8 @@
 - PURE modules import no asyncio, socket, aiohttp, lmdb, time, threading, and never call the
   ``random`` module's global functions (an injected ``random.Random`` is fine).
 - Layering: kvraft never imports scheduler, agent or deploy; scheduler and agent reach kvraft
-  only through ``kvraft.client`` (and the shipped test helpers in ``kvraft.testing``).
+  only through ``kvraft.client`` (and the shipped test helpers in ``kvraft.testing``, and
+  ``kvraft.aio``, the asyncio helpers every daemon shares).
 - Every package has an ``__all__``.
 - kvraft, scheduler and agent type-check under ``mypy --strict`` (the whole tree, pure cores included).
 """
@@ -100,7 +101,7 @@ def test_layering() -> None:
         for path in _py_files(pkg):
             for name in _imports(ast.parse(path.read_text())):
                 if name.split(".")[0] == "kvraft":
-                    allowed = name == "kvraft" or name.startswith(("kvraft.client", "kvraft.testing"))
+                    allowed = name in {"kvraft", "kvraft.aio"} or name.startswith(("kvraft.client", "kvraft.testing"))
                     assert allowed, f"{path.relative_to(ROOT)} imports {name}; use kvraft.client"
     # raft is the bottom layer of kvraft
     for path in _py_files("kvraft/raft"):

@@ -269,9 +269,13 @@ class KvraftRendezvous:
             finally:
                 await watcher.close()
 
+    async def _get_within(self, key: str, timeout_s: float) -> bytes:
+        async with asyncio.timeout(timeout_s):
+            return await self._get(key)
+
     def get(self, key: str, timeout_s: float) -> bytes:
         try:
-            return self._run(asyncio.wait_for(self._get(key), timeout_s))  # type: ignore[no-any-return]
+            return self._run(self._get_within(key, timeout_s))  # type: ignore[no-any-return]
         except TimeoutError:
             raise CollectiveTimeout(f"rendezvous: {self.prefix}{key} not published within {timeout_s} s") from None
 

@@ -332,8 +332,8 @@ class DockerRuntime(SupervisedRuntime):
         try:
             created = await self.api("POST", f"/containers/{handle['id']}/exec",
                                      body={"Cmd": argv, "AttachStdout": True, "AttachStderr": True})
-            raw = await asyncio.wait_for(self.api("POST", f"/exec/{created['Id']}/start", body={"Detach": False},
-                                                  raw=True), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                raw = await self.api("POST", f"/exec/{created['Id']}/start", body={"Detach": False}, raw=True)
             info = await self.api("GET", f"/exec/{created['Id']}/json")
         except DockerError as exc:
             return ExecResult(126, b"", exc.message.encode())

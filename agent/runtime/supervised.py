@@ -197,7 +197,8 @@ class SupervisedRuntime:
                     stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                     start_new_session=True,
                 )
-                await asyncio.wait_for(proc.communicate(), timeout=120)
+                async with asyncio.timeout(120):
+                    await proc.communicate()
         finally:
             self._starting.discard((run.key, run.attempt))
 
@@ -221,7 +222,8 @@ class SupervisedRuntime:
             try:
                 writer.write(f"{adir}\n".encode())
                 await writer.drain()
-                await asyncio.wait_for(reader.read(), timeout=120)  # the supervisor's ready line, then EOF
+                async with asyncio.timeout(120):
+                    await reader.read()  # the supervisor's ready line, then EOF
             finally:
                 writer.close()
             return True
@@ -263,7 +265,8 @@ class SupervisedRuntime:
         with contextlib.suppress(ProcessLookupError):
             proc.terminate()
         try:
-            await asyncio.wait_for(proc.wait(), timeout=10)
+            async with asyncio.timeout(10):
+                await proc.wait()
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
@@ -422,7 +425,8 @@ async def run_command(argv: list[str], timeout_s: float, **kwargs: Any) -> ExecR
     except OSError as exc:
         return ExecResult(127, b"", str(exc).encode())
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout_s)
+        async with asyncio.timeout(timeout_s):
+            out, err = await proc.communicate()
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()

@@ -108,7 +108,8 @@ async def post_json(conn: HttpConnection, path: str, doc: dict[str, Any], timeou
         status, body = await request
     else:
         try:
-            status, body = await asyncio.wait_for(request, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                status, body = await request
         except BaseException:
             await conn.close()
             raise

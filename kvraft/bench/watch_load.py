@@ -118,7 +118,8 @@ async def watch_fanout(args: argparse.Namespace) -> dict[str, Any]:
 
     tasks = [asyncio.get_running_loop().create_task(receive(r)) for r, _ in streams]
     try:
-        await asyncio.wait_for(all_created.wait(), args.timeout)
+        async with asyncio.timeout(args.timeout):
+            await all_created.wait()
     except TimeoutError:
         raise RuntimeError(f"only {created} of {watchers} watches created in {args.timeout}s "
                            f"(per stream: {sorted(per_stream.values())[:10]}...)") from None
@@ -137,7 +138,8 @@ async def watch_fanout(args: argparse.Namespace) -> dict[str, Any]:
         if interval:
             await asyncio.sleep(max(0.0, sent_at[value] + interval - time.perf_counter()))
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(done.wait(), args.timeout)
+        async with asyncio.timeout(args.timeout):
+            await done.wait()
     elapsed = time.perf_counter() - started
     for t in tasks:
         t.cancel()

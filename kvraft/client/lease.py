@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from kvraft.aio import cancel_and_wait
+
 if TYPE_CHECKING:
     from kvraft.client._transport import Transport
 
@@ -77,9 +79,7 @@ class Lease:
     async def close(self, *, revoke: bool = True) -> None:
         """Stop the keepalive task; revoke the lease (attached keys are deleted) if asked."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         if revoke and not self.lost.is_set():
             with contextlib.suppress(LeaseNotFoundError):

@@ -34,7 +34,6 @@ follower's round is forwarded to the leader by the core itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import logging
 import random
@@ -45,6 +44,7 @@ from typing import Any, Protocol
 
 import msgpack
 
+from kvraft.aio import cancel_and_wait
 from kvraft.apply.errors import InvalidArgument, Unavailable
 from kvraft.apply.ops import BatchOp, MemberOp, encode_entry, op_to_wire
 from kvraft.raft.errors import NotLeaderError, ProposalDroppedError, RaftError
@@ -240,11 +240,7 @@ class NodeDriver:
         if self._held_timer is not None:
             self._held_timer.cancel()
             self._held_timer = None
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*self._tasks)
         self.writer.close()
         stopped = Unavailable("etcdserver: server stopped")
         for future in self._waiters.values():

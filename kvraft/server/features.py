@@ -20,7 +20,6 @@ middleware for the request's task.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kvraft.aio import cancel_and_wait
 from kvraft.apply.errors import error_from_code
 from kvraft.apply.feature_appliers import AuthApplier, LeaseApplier, load_auth, load_leases
 from kvraft.apply.feature_ops import (
@@ -158,11 +158,7 @@ class Features:
 
     async def stop(self) -> None:
         self.keepalives.close()
-        for task in [*self._tasks, *self._pending]:
-            task.cancel()
-        for task in [*self._tasks, *self._pending]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*self._tasks, *self._pending)
         await self.hub.stop()
 
     def _after_restore(self) -> None:

@@ -313,7 +313,8 @@ class KeepaliveRouter:
         if self._changed is None:
             self._changed = asyncio.get_running_loop().create_future()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._changed), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(self._changed)
 
     def close(self) -> None:
         self._fail_awaiting()

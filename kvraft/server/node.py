@@ -16,6 +16,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from kvraft.aio import cancel_and_wait
 from kvraft.apply.chain import ACTIVATE, NOSPACE
 from kvraft.apply.errors import EtcdError, FailedPrecondition, Unavailable
 from kvraft.apply.ops import AlarmOp, CompactOp, MemberOp, PutOp, RangeOp, TxnOp
@@ -236,11 +237,7 @@ class Node(NodeStatusMixin):
             self._tasks.append(loop.create_task(self.corruption.run(check_every_s)))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*self._tasks)
         await self.driver.stop()
         await self.transport.close()
         self.raft_log.close()

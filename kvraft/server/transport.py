@@ -190,7 +190,8 @@ class PeerTransport:
             inbound.close()
         for server in self._servers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await server.wait_closed()
 
     def set_peer(self, member_id: int, url: str) -> None:
         if member_id == self.member_id:
@@ -276,7 +277,8 @@ class PeerTransport:
         try:
             nonce_d = os.urandom(16)
             writer.write(_frame(["kvraft-peer", 1, self.member_id, peer.member_id, nonce_d]))
-            reply = await asyncio.wait_for(_read_frame(reader), HANDSHAKE_TIMEOUT_S)
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+                reply = await _read_frame(reader)
             nonce_l, mac_l = bytes(reply[0]), bytes(reply[1])
             want = _mac(self._key, b"listener", nonce_d, nonce_l, self.member_id, peer.member_id)
             if not hmac.compare_digest(want, mac_l):
@@ -307,7 +309,8 @@ class PeerTransport:
             eof_task = None
             unsent = 0  # messages written but not drained when the connection breaks
             try:
-                reader, writer = await asyncio.wait_for(self._dial(peer), HANDSHAKE_TIMEOUT_S)
+                async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+                    reader, writer = await self._dial(peer)
                 peer.connected, peer.broken = True, False
                 self.stats.active[peer.member_id] = True
                 log.info("peer %x: connected to %s:%s", peer.member_id, peer.host, peer.port)
@@ -330,7 +333,8 @@ class PeerTransport:
                         unsent += _messages(kind, body)
                     writer.writelines(frames)
                     # a peer that takes no bytes for this long is gone or wedged: redial
-                    await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+                    async with asyncio.timeout(WRITE_TIMEOUT_S):
+                        await writer.drain()
                     unsent = 0
                     self.stats.frames_sent += len(frames)
                     sent = self.stats.bytes_sent

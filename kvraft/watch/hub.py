@@ -14,13 +14,13 @@ admitted whole or not at all, so a revision is never half-queued.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from kvraft.aio import cancel_and_wait, wait_event
 from kvraft.watch.core import WatchCore, Watcher, fragment_events
 from kvraft.watch.types import (
     PROGRESS_WATCH_ID,
@@ -254,11 +254,7 @@ class WatchHub:
         ]
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
         for s in list(self.streams.values()):
             s.close()
@@ -355,8 +351,7 @@ class WatchHub:
 
     async def _sync_loop(self) -> None:
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.sync_interval_s)
+            await wait_event(self._wake, self.sync_interval_s)
             self._wake.clear()
             try:
                 moved = self.sync_once()

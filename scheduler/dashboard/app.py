@@ -235,7 +235,8 @@ class Dashboard:
             await resp.write(self.live.snapshot_bytes())
             while True:
                 try:
-                    msg = await asyncio.wait_for(q.get(), timeout=15.0)
+                    async with asyncio.timeout(15.0):
+                        msg = await q.get()
                 except TimeoutError:
                     await resp.write(b": keep-alive\n\n")
                     continue

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from kvraft.aio import cancel_and_wait
 from kvraft.client import ClientError, WatchCompactedError
 from scheduler import keys
 from scheduler.dashboard import model
@@ -116,11 +116,7 @@ class LiveState:
             self._tasks.append(loop.create_task(self._poll_scheduler()))
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(*self._tasks)
 
     # --- changes -----------------------------------------------------------------------------
     def changed(self) -> None:
@@ -202,7 +198,8 @@ class LiveState:
             url = m.client_urls[0] if m.client_urls else ""
             row: dict[str, Any] = {"id": m.id, "name": m.name, "endpoint": url}
             try:
-                st = await asyncio.wait_for(self.client.status(url), timeout=max(1.0, self.poll_s))
+                async with asyncio.timeout(max(1.0, self.poll_s)):
+                    st = await self.client.status(url)
                 row["status"] = {"leader": st.leader, "raft_term": st.raft_term, "raft_index": st.raft_index,
                                  "raft_applied_index": st.raft_applied_index, "db_size": st.db_size,
                                  "db_size_in_use": st.db_size_in_use, "errors": list(st.errors),

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 from typing import Any
 
+from kvraft.aio import cancel_and_wait
 from kvraft.cli.context import Context
 from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_BAD_CONNECTION, CommandError
 from kvraft.cli.parsing import duration
@@ -117,9 +117,7 @@ async def run_make_mirror(ctx: Context, ns: argparse.Namespace) -> None:
     except ClientError as exc:
         raise CommandError(EXIT_BAD_CONNECTION, str(exc)) from None
     finally:
-        reporter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reporter
+        await cancel_and_wait(reporter)
         await dest.close()
 
 

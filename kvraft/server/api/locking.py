@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from kvraft.aio import cancel_and_wait
 from kvraft.apply.errors import EtcdError, NotFound, Unknown
 from kvraft.apply.ops import CREATE, EQUAL, Compare, DeleteRangeOp, PutOp, RangeOp, TxnOp
 from kvraft.watch import NO_PUT, WatchCreate
@@ -68,14 +69,10 @@ async def until_disconnect(request: Any, waiting: Any) -> Any:
                 return task.result()
             transport = request.transport
             if transport is None or transport.is_closing():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
                 raise ClientGone()
     except asyncio.CancelledError:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         raise
 
 
