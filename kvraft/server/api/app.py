@@ -84,7 +84,7 @@ async def _paths(request: web.Request, handler: Handler) -> web.StreamResponse:
     return await handler(request)
 
 
-_IN_GATEWAY = "kvraft.in_gateway"
+_IN_GATEWAY = web.RequestKey("kvraft.in_gateway", bool)
 
 
 @web.middleware

@@ -53,7 +53,7 @@ def to_etcd_error(exc: BaseException) -> EtcdError:
     return Unknown(f"etcdserver: {type(exc).__name__}: {exc}")
 
 
-GRPC_CODE = "kvraft.grpc_code"
+GRPC_CODE = web.ResponseKey("kvraft.grpc_code", int)
 """The gRPC code an error answer carries, stored in the response (``grpc_stats``)."""
 
 

@@ -83,7 +83,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         try:
             caller = features.resolve(header)
         except EtcdError as exc:
-            caller, request["auth_error"] = None, exc
+            caller, request[watch.AUTH_ERROR] = None, exc
     else:
         caller = await _resolve_caught_up(request, features, header)
     token = CALLER.set(caller)

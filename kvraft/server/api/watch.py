@@ -38,7 +38,7 @@ from kvraft.server.api.stream import Sink, open_stream
 from kvraft.server.features import CALLER
 from kvraft.watch import PROGRESS_WATCH_ID, WatchCreate, WatchResponse, WatchStream
 
-__all__ = ["ROUTES", "WS_ROUTES", "encode_watch_response"]
+__all__ = ["AUTH_ERROR", "ROUTES", "WS_ROUTES", "encode_watch_response"]
 
 FILTER = Enum("etcdserverpb.WatchCreateRequest_FilterType", {"NOPUT": 0, "NODELETE": 1})
 CREATE = Message(
@@ -51,6 +51,10 @@ PROGRESS = Message("etcdserverpb.WatchProgressRequest", {})
 WATCH_REQUEST = Message(
     "etcdserverpb.WatchRequest", {"create_request": CREATE, "cancel_request": CANCEL, "progress_request": PROGRESS}
 )
+AUTH_ERROR = web.RequestKey("kvraft.auth_error", EtcdError)
+"""A bad token on a watch request: the gate lets the stream open, and each create is refused
+with it in-stream (as etcd does)."""
+
 _GRPC_NAMES = {3: "InvalidArgument", 7: "PermissionDenied", 16: "Unauthenticated", 11: "OutOfRange"}
 IDLE_CHECK_S = 1.0
 
@@ -161,8 +165,8 @@ class _Session:
         caller = CALLER.get()
         user, revision = (caller.user, caller.revision) if caller is not None else ("", 0)
         try:
-            if "auth_error" in self.request:
-                raise self.request["auth_error"]
+            if AUTH_ERROR in self.request:
+                raise self.request[AUTH_ERROR]
             features.checked(features.auth.check_range, user, revision, c["key"], c["range_end"], False)
         except EtcdError as exc:
             return f"rpc error: code = {_GRPC_NAMES.get(exc.code, 'Unknown')} desc = {exc.message}"
