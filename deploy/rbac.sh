@@ -21,6 +21,12 @@
 #   kvraft-submitter (give it to each person who submits jobs: `kvctl user add alice`,
 #     `kvctl user grant-role alice kvraft-submitter`): reads /registry/ (get, describe, top)
 #     and writes job specs, nothing else. Tenants, priority classes and cordons stay root's.
+#   With TENANTS="nlp vision=cv-" each tenant gets a role of its own,
+#     kvraft-submitter-<tenant>: as kvraft-submitter, but it writes only the jobs whose names
+#     start with the tenant's prefix (default "<tenant>-"), so its people can neither submit
+#     under another tenant's quota nor cancel another tenant's jobs. Give the tenant the same
+#     prefix (`job_name_prefix: nlp-` in `jobctl apply`): the scheduler and jobctl then hold
+#     every job to its name (docs/jobs.md, "Tenant admission").
 # A submitter cannot write assignments: what an agent runs comes only from the scheduler.
 # Idempotent: existing roles and users are kept (their permissions are granted again).
 set -euo pipefail
@@ -67,6 +73,15 @@ for node in ${AGENT_NODES:-}; do
 done
 role kvraft-submitter \
   read /registry/ readwrite /registry/jobs/
+for entry in ${TENANTS:-}; do
+  tenant=${entry%%=*}
+  prefix=${entry#*=}
+  if [ "$entry" = "$tenant" ]; then prefix="$tenant-"; fi
+  case "$tenant$prefix" in */*|"") echo "rbac.sh: bad tenant entry: $entry" >&2; exit 2 ;; esac
+  case "$prefix" in "") echo "rbac.sh: empty job name prefix for tenant $tenant" >&2; exit 2 ;; esac
+  role "kvraft-submitter-$tenant" \
+    read /registry/ readwrite "/registry/jobs/$prefix"
+done
 
 user kvraft-scheduler "${SCHEDULER_PASSWORD:-}" kvraft-scheduler
 if [ -z "${AGENT_NODES:-}" ]; then
@@ -76,4 +91,4 @@ for node in ${AGENT_NODES:-}; do
   var="AGENT_PASSWORD_${node//[-.]/_}"
   user "kvraft-agent-$node" "${!var:-${AGENT_PASSWORD:-}}" "kvraft-agent-$node"
 done
-echo "rbac.sh: roles kvraft-scheduler, kvraft-agent${AGENT_NODES:+ (and one per node)}, kvraft-submitter"
+echo "rbac.sh: roles kvraft-scheduler, kvraft-agent${AGENT_NODES:+ (and one per node)}, kvraft-submitter${TENANTS:+ (and one per tenant)}"

@@ -194,7 +194,12 @@ def tenant(name: str, doc: Any) -> Tenant:
     if "nominal_gpus" not in d:
         raise Malformed("nominal_gpus: required field is missing")
     limit = d.get("borrow_limit_gpus")
-    return Tenant(name, _int(d, "nominal_gpus"), None if limit is None else _int(d, "borrow_limit_gpus"))
+    prefix = d.get("job_name_prefix")
+    if prefix is not None and (not isinstance(prefix, str) or prefix == ""):
+        raise Malformed(f"job_name_prefix: must be a non-empty string, not {prefix!r}")
+    top = d.get("max_priority")
+    return Tenant(name, _int(d, "nominal_gpus"), None if limit is None else _int(d, "borrow_limit_gpus"),
+                  prefix, None if top is None else _int(d, "max_priority", minimum=-1000000, maximum=1000000))
 
 
 def job_status(doc: Any) -> tuple[dict[str, Any], list[str]]:

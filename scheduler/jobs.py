@@ -139,6 +139,9 @@ TENANT_SCHEMA: dict[str, Any] = {
         "name": NAME,
         "nominal_gpus": {"type": "integer", "minimum": 0},
         "borrow_limit_gpus": {"type": ["integer", "null"], "minimum": 0},
+        # scheduler/admission.py: names of this tenant's jobs start with it (and only theirs do)
+        "job_name_prefix": {"type": ["string", "null"], "pattern": r"^[a-z0-9][-a-z0-9_.]{0,61}\Z"},
+        "max_priority": {"type": ["integer", "null"], "minimum": -1000000, "maximum": 1000000},
         "description": {"type": "string"},
     },
 }
@@ -535,7 +538,8 @@ def to_model(spec: dict[str, Any]) -> Job:
 
 
 def tenant_from_doc(doc: dict[str, Any]) -> Tenant:
-    return Tenant(doc["name"], doc["nominal_gpus"], doc.get("borrow_limit_gpus"))
+    return Tenant(doc["name"], doc["nominal_gpus"], doc.get("borrow_limit_gpus"), doc.get("job_name_prefix"),
+                  doc.get("max_priority"))
 
 
 def load_documents(text: str, source: str = "<stdin>") -> list[Any]:

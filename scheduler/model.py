@@ -169,12 +169,15 @@ class Tenant:
 
     ``borrow_limit_gpus``: how far above nominal the tenant may go by borrowing the unused
     nominal quota of other tenants; None means no limit other than what is unused, 0 means no
-    borrowing.
+    borrowing. ``job_name_prefix`` and ``max_priority``: what the tenant admits
+    (``scheduler.admission``); None admits any name and any priority.
     """
 
     name: str
     nominal_gpus: int
     borrow_limit_gpus: int | None = None
+    job_name_prefix: str | None = None
+    max_priority: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ PURE = [
     "scheduler/framework",
     "scheduler/plugins",
     "scheduler/model.py",
+    "scheduler/admission.py",
     "scheduler/state.py",
     "scheduler/nodeinfo.py",
     "scheduler/records.py",

@@ -113,6 +113,7 @@ def tenants_view(client: Any) -> list[dict[str, Any]]:
         t = tenants.get(name) or {}
         u = usage.get(name, {"running": 0, "pending": 0, "gpus_used": 0, "gpus_pending": 0})
         out.append({"name": name, "nominal_gpus": t.get("nominal_gpus"), "borrow_limit_gpus": t.get("borrow_limit_gpus"),
+                    "job_name_prefix": t.get("job_name_prefix"), "max_priority": t.get("max_priority"),
                     "defined": name in tenants, **u})
     return out
 
@@ -183,8 +184,13 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
         rows = [[t["name"], "-" if t["nominal_gpus"] is None else t["nominal_gpus"],
                  "-" if t["borrow_limit_gpus"] is None else t["borrow_limit_gpus"], t["gpus_used"], t["running"],
                  t["pending"], t["gpus_pending"]] for t in items]
-        out.write(render_table(["name", "nominal_gpus", "borrow_limit", "gpus_used", "running", "pending", "gpus_pending"],
-                               rows) if rows else "No queues found.\n")
+        header = ["name", "nominal_gpus", "borrow_limit", "gpus_used", "running", "pending", "gpus_pending"]
+        if fmt == "wide":  # what the tenant admits (scheduler/admission.py)
+            header += ["job_name_prefix", "max_priority"]
+            for row, t in zip(rows, items, strict=True):
+                row += ["-" if t["job_name_prefix"] is None else t["job_name_prefix"],
+                        "-" if t["max_priority"] is None else t["max_priority"]]
+        out.write(render_table(header, rows) if rows else "No queues found.\n")
         return 0
     items = []
     for kv in client.get(keys.PRIORITY_CLASSES, prefix=True).kvs:

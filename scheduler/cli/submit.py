@@ -1,7 +1,8 @@
 """``jobctl submit -f job.yaml`` (``-`` for stdin): validate, resolve the priority class, store.
 
 Prints ``job/<name> submitted`` per job (``-o name``: just the name). Every problem of every
-document is reported before anything is written; an existing job name is refused."""
+document is reported before anything is written; an existing job name is refused, and so is a
+job its tenant does not admit (``scheduler.admission``: name prefix, priority cap)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import time
 from typing import Any, TextIO
 
 from kvraft.client import Compare, Op
-from scheduler import keys
-from scheduler.cli.common import CliError, read_input
+from scheduler import decode, keys
+from scheduler.admission import admission_problem
+from scheduler.cli.common import CliError, key_of, read_input
 from scheduler.jobs import load_documents, normalize_job, validate_job, validate_priority_class
+from scheduler.model import Tenant
 
 __all__ = ["add_parser", "run"]
 
@@ -51,6 +54,21 @@ def prepare(args: argparse.Namespace) -> None:
     args.docs, args.source = validated_jobs(text, source), source
 
 
+def _tenants(client: Any) -> dict[str, Tenant]:
+    """The tenant records that decode (the scheduler skips the others too)."""
+    out = {}
+    for kv in client.get(keys.TENANTS, prefix=True).kvs:
+        key = key_of(kv)
+        if key is None:
+            continue
+        name = key[len(keys.TENANTS):]
+        try:
+            out[name] = decode.tenant(name, decode.json_value(kv.value))
+        except decode.Malformed:
+            continue
+    return out
+
+
 def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     docs, source = args.docs, args.source
     names = [d["name"] for d in docs]
@@ -77,6 +95,11 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
                                f'({"; ".join(problems)})')
             priority = pc["value"]
         stored.append(normalize_job(doc, priority=priority, submitted_at=time.time()))
+    tenants = _tenants(client)
+    refused = [f"job {d['name']}: {why}" for d in stored
+               if (why := admission_problem(d["name"], d["tenant"], d["priority"], tenants)) is not None]
+    if refused:
+        raise CliError("error: not admitted\n" + "\n".join(f"  {r}" for r in refused))
     if args.dry_run:
         for d in stored:
             out.write(f"job/{d['name']} valid (dry run)\n")

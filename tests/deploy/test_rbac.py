@@ -2,8 +2,10 @@
 it makes, a job submitted by a person holding only ``kvraft-submitter`` runs to Succeeded, and
 each identity is refused outside its rights: the submitter cannot write an assignment (what an
 agent runs comes only from the scheduler), a node record or a tenant; the agent cannot write a
-job spec or an assignment; nobody without a user reads anything. The script runs verbatim,
-through kvctl, as an operator would run it."""
+job spec or an assignment; nobody without a user reads anything. With ``TENANTS`` a tenant's
+submitter writes only the jobs named with the tenant's prefix, and the scheduler and jobctl hold
+each job to its name (scheduler/admission.py). The script runs verbatim, through kvctl, as an
+operator would run it."""
 
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from kvraft.testing.procs import stop_process
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 FLAGS = ["--heartbeat-interval", "50", "--election-timeout", "500", "--bcrypt-cost", "4"]
-PASSWORDS = {"root": "rootpw", "kvraft-scheduler": "schedpw", "kvraft-agent": "agentpw", "alice": "alicepw"}
+PASSWORDS = {"root": "rootpw", "kvraft-scheduler": "schedpw", "kvraft-agent": "agentpw", "alice": "alicepw",
+             "bob": "bobpw"}
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 
 
@@ -61,9 +64,11 @@ def secured(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
                               env=dict(ENV, KVCTL=str(kvctl_bin), ETCDCTL_ENDPOINTS=url, KVCTL_FLAGS="--user root:rootpw",
                                        SCHEDULER_PASSWORD=PASSWORDS["kvraft-scheduler"],
                                        AGENT_PASSWORD=PASSWORDS["kvraft-agent"],
-                                       AGENT_NODES="" if request.param == "shared" else f"{node} other-node"))
+                                       AGENT_NODES="" if request.param == "shared" else f"{node} other-node",
+                                       TENANTS="nlp vision=cv-"))
         assert done.returncode == 0, done.stdout + done.stderr
-        for args in (["user", "add", "alice:alicepw"], ["user", "grant-role", "alice", "kvraft-submitter"]):
+        for args in (["user", "add", "alice:alicepw"], ["user", "grant-role", "alice", "kvraft-submitter"],
+                     ["user", "add", "bob:bobpw"], ["user", "grant-role", "bob", "kvraft-submitter-nlp"]):
             done = kvctl(url, "root", *args)
             assert done.returncode == 0, done.stderr
         logs = tmp_path / "logs"
@@ -130,3 +135,82 @@ def test_each_identity_does_its_part_and_nothing_else(secured: tuple[str, str]) 
                      ["put", f"/registry/nodes/{agent.removeprefix('kvraft-agent-')}0", "{}"]):
             done = kvctl(url, agent, *args)
             assert refused(done), (args, done.returncode, done.stdout, done.stderr)
+
+
+TENANTS = """\
+kind: Tenant
+name: nlp
+nominal_gpus: 1
+job_name_prefix: nlp-
+max_priority: 100
+---
+kind: Tenant
+name: vision
+nominal_gpus: 1
+job_name_prefix: cv-
+---
+kind: PriorityClass
+name: urgent
+value: 1000
+"""
+
+
+def one_job(name: str, tenant: str, command: str = "true", gpus: int = 1, **extra: str) -> str:
+    lines = [f"name: {name}", f"tenant: {tenant}", "tasks:",
+             f"  - {{name: worker, command: {json.dumps(command.split())}, resources: {{gpus: {gpus}}}}}"]
+    return "\n".join(lines + [f"{k}: {v}" for k, v in extra.items()]) + "\n"
+
+
+def job_status(url: str, name: str) -> dict[str, object]:
+    done = jobctl(url, "root", "get", "job", name, "-o", "json")
+    return json.loads(done.stdout).get("status", {}) if done.returncode == 0 else {}
+
+
+def wait_status(url: str, name: str, check: object, what: str, timeout_s: float = 120.0) -> dict[str, object]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = job_status(url, name)
+        if check(status):  # type: ignore[operator]
+            return status
+        assert time.monotonic() < deadline, f"{what}: {status}"
+        time.sleep(0.5)
+
+
+@pytest.mark.parametrize("secured", ["shared"], indirect=True)  # the agents' users do not matter here
+def test_a_tenants_people_write_only_its_jobs(secured: tuple[str, str]) -> None:
+    """bob holds kvraft-submitter-nlp (rbac.sh, TENANTS="nlp vision=cv-")."""
+    url, _ = secured
+    done = jobctl(url, "root", "apply", "-f", "-", stdin=TENANTS)
+    assert done.returncode == 0, done.stderr
+    # vision's long job, submitted by root
+    deadline = time.monotonic() + 120
+    while (done := jobctl(url, "root", "submit", "-f", "-", stdin=one_job("cv-run", "vision", "sleep 600", 0))).returncode:
+        assert time.monotonic() < deadline, done.stderr  # the scheduler is not leading yet
+        time.sleep(1)
+    # bob's own job runs
+    done = jobctl(url, "bob", "submit", "-f", "-", stdin=one_job("nlp-ok", "nlp"))
+    assert done.returncode == 0, done.stderr
+    wait_status(url, "nlp-ok", lambda s: s.get("phase") == "Succeeded", "nlp-ok ran")
+    # kvraft refuses what is outside his prefix: another tenant's name, another tenant's job
+    assert refused(jobctl(url, "bob", "submit", "-f", "-", stdin=one_job("cv-mine", "vision")))
+    assert refused(jobctl(url, "bob", "cancel", "cv-run"))
+    # jobctl refuses what his prefix allows but his tenant does not admit
+    done = jobctl(url, "bob", "submit", "-f", "-", stdin=one_job("nlp-charged-to-vision", "vision"))
+    assert done.returncode != 0 and 'tenant vision admits only jobs whose names start with "cv-"' in done.stderr, done.stderr
+    done = jobctl(url, "bob", "submit", "-f", "-", stdin=one_job("nlp-charged-to-default", "default"))
+    assert done.returncode != 0 and "belongs to tenant nlp" in done.stderr, done.stderr
+    done = jobctl(url, "bob", "submit", "-f", "-", stdin=one_job("nlp-urgent", "nlp", priority_class="urgent"))
+    assert done.returncode != 0 and "tenant nlp allows priority up to 100; this job has 1000" in done.stderr, done.stderr
+    # a spec written around jobctl is held to its name by the scheduler: it never runs (the
+    # tenant "default" has no record: without the rule its job would borrow others' quota)
+    from scheduler.jobs import normalize_job
+
+    forged = normalize_job({"name": "nlp-forged", "tenant": "default",
+                            "tasks": [{"name": "worker", "command": ["true"], "resources": {"gpus": 1}}]},
+                           priority=None, submitted_at=time.time())
+    done = kvctl(url, "bob", "put", "/registry/jobs/nlp-forged", json.dumps(forged))
+    assert done.returncode == 0, done.stderr
+    status = wait_status(url, "nlp-forged", lambda s: "belongs to tenant nlp" in str(s.get("message", "")),
+                         "the forged job's pending reason")
+    assert status["phase"] == "Pending", status
+    assert job_status(url, "cv-run")["phase"] in ("Pending", "Running")  # bob's cancel did nothing

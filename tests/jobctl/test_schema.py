@@ -85,6 +85,21 @@ def test_tenant_and_quantities() -> None:
     assert (memory_mib("4Gi"), memory_mib("512Mi"), memory_mib(100)) == (4096, 512, 100)
 
 
+def test_tenant_admission_fields() -> None:
+    from scheduler import decode
+
+    ok = {"kind": "Tenant", "name": "nlp", "nominal_gpus": 8, "job_name_prefix": "nlp-", "max_priority": 100}
+    assert validate_tenant(ok) == []
+    assert decode.tenant("nlp", ok).job_name_prefix == "nlp-" and decode.tenant("nlp", ok).max_priority == 100
+    for field, value in (("job_name_prefix", "NLP/"), ("job_name_prefix", ""), ("job_name_prefix", "-x"),
+                         ("job_name_prefix", "nlp-\n"), ("max_priority", 10**7), ("max_priority", "high")):
+        got = [str(p) for p in validate_tenant(dict(ok, **{field: value}))]
+        assert len(got) == 1 and got[0].startswith(field), (field, value, got)
+    for field, value in (("job_name_prefix", ""), ("job_name_prefix", 7), ("max_priority", "high")):
+        with pytest.raises(decode.Malformed, match=field):
+            decode.tenant("nlp", dict(ok, **{field: value}))
+
+
 def _run(args: list[str], stdin: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
     monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
     out = io.StringIO()

@@ -1,4 +1,4 @@
-"""Quota with borrowing: table-driven PreFilter cases."""
+"""Quota with borrowing, and tenant admission (scheduler/admission.py): table-driven PreFilter cases."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ class QuotaCase:
     want_code: Code
     want_message: str = ""
     args: QuotaArgs = field(default_factory=QuotaArgs)
+    job: str = "j"
+    priority: int = 0
 
 
 T = (Tenant("a", 16), Tenant("b", 16))
@@ -42,8 +44,29 @@ CASES = [
     QuotaCase("no tenants: quotas off", (), {"a": 64}, "a", 64, Code.SUCCESS),
 ]
 
+P = (Tenant("a", 16, job_name_prefix="a-", max_priority=10), Tenant("ab", 16, job_name_prefix="a-b-"), Tenant("b", 16))
+ADMISSION = [
+    QuotaCase("its own prefix", P, {}, "a", 8, Code.SUCCESS, job="a-1"),
+    QuotaCase("a name without the tenant's prefix", P, {}, "a", 8, Code.UNRESOLVABLE,
+              'tenant a admits only jobs whose names start with "a-"; this one is j'),
+    QuotaCase("a name with another tenant's prefix", P, {}, "b", 8, Code.UNRESOLVABLE,
+              'a job named a-x belongs to tenant a (its names start with "a-"), not to tenant b', job="a-x"),
+    QuotaCase("charged to a tenant without a record", P, {}, "nobody", 8, Code.UNRESOLVABLE,
+              'a job named a-x belongs to tenant a (its names start with "a-"), not to tenant nobody', job="a-x"),
+    QuotaCase("the longest prefix owns the name", P, {}, "a", 8, Code.UNRESOLVABLE,
+              'a job named a-b-1 belongs to tenant ab (its names start with "a-b-"), not to tenant a', job="a-b-1"),
+    QuotaCase("the longer prefix's own job", P, {}, "ab", 8, Code.SUCCESS, job="a-b-1"),
+    QuotaCase("a tenant without a prefix takes other names", P, {}, "b", 8, Code.SUCCESS, job="j"),
+    QuotaCase("priority at the cap", P, {}, "a", 8, Code.SUCCESS, job="a-1", priority=10),
+    QuotaCase("priority over the cap", P, {}, "a", 8, Code.UNRESOLVABLE,
+              "tenant a allows priority up to 10; this job has 11", job="a-1", priority=11),
+    QuotaCase("admitted, then held to its quota", P, {"a": 16}, "a", 1, Code.UNRESOLVABLE,
+              "tenant a uses 16 of 16 nominal GPUs and needs 1 more; borrowing is off", QuotaArgs(borrowing=False),
+              job="a-1"),
+]
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+
+@pytest.mark.parametrize("case", CASES + ADMISSION, ids=lambda c: c.name)
 def test_quota(case: QuotaCase) -> None:
     builder = cluster(make_nodes(16))
     node = 0
@@ -59,6 +82,6 @@ def test_quota(case: QuotaCase) -> None:
     state = builder.state()
     for tenant in case.tenants:
         state.handle(TenantUpdated(tenant))
-    info = make_job("j").gpus(case.gpus).tenant(case.tenant).info()
+    info = make_job(case.job).gpus(case.gpus).tenant(case.tenant).priority(case.priority).info()
     status = Quota(case.args).pre_filter(cycle_state(state, info), info)
     assert (status.code, status.message) == (case.want_code, case.want_message)

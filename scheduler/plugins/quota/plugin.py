@@ -9,6 +9,9 @@ tenants without a record have a nominal quota of ``unknown_tenant_nominal_gpus``
 tenants defined at all, quotas are off. Borrowed GPUs can be reclaimed by the preemption
 plugin (``reclaim_borrowed``) when a tenant within its nominal quota needs them.
 
+Before any of that, the tenant must admit the job (``scheduler.admission``: its name prefix and
+its priority cap); a job it does not admit is UNRESOLVABLE with the reason.
+
 Quota freed by a preemption belongs to its preemptor until it starts (Kubernetes keeps a
 nominated pod's node resources from lower-priority pods; this is the same for quota): a job
 ranked below a pending preemptor that holds a preemption reservation is UNRESOLVABLE if
@@ -23,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from scheduler.admission import admission_problem
 from scheduler.framework.args import decode_args
 from scheduler.framework.cycle_state import CycleState
 from scheduler.framework.interfaces import EnqueueExtensions, Handle, PreFilterPlugin
@@ -56,6 +60,7 @@ class Quota:
         self.unknown = args.unknown_tenant_nominal_gpus
         self.handle = handle
         self._nominal_total: tuple[int, int] = (-1, 0)  # (tenants version, sum of nominal quotas)
+        self._admission: tuple[int, bool] = (-1, False)  # (tenants version, any tenant has rules)
 
     def total_nominal(self, state: ClusterState) -> int:
         version, total = self._nominal_total
@@ -64,11 +69,22 @@ class Quota:
             self._nominal_total = (state.tenants_version, total)
         return total
 
+    def _has_admission_rules(self, state: ClusterState) -> bool:
+        version, rules = self._admission
+        if version != state.tenants_version:
+            rules = any(t.job_name_prefix or t.max_priority is not None for t in state.tenants.values())
+            self._admission = (state.tenants_version, rules)
+        return rules
+
     def pre_filter(self, cs: CycleState, info: JobInfo) -> Status:
         state = cs.state
         if not state.tenants:
             return SUCCESS
         job = info.job
+        if self._has_admission_rules(state):
+            problem = admission_problem(job.job_id, job.tenant, job.priority, state.tenants)
+            if problem is not None:
+                return Status.unresolvable(problem, NAME)
         status = self._check(state, job, state.tenant_gpus.get(job.tenant, 0), state.allocated_gpus,
                              set(state.tenant_gpus))
         if not status.ok or not state.reservations or self.handle is None:
