@@ -31,17 +31,15 @@ async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
     return True
 
 
-async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
-    """Cancel ``tasks`` and wait until every one has ended, whatever it ended with.
+async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> list[BaseException]:
+    """Cancel ``tasks`` and wait until every one has ended, whatever it ended with; the errors
+    they ended with (not their cancels), in order, for a caller that should raise them.
 
-    What the tasks raised is marked retrieved and dropped: a caller that cares reads
-    ``task.exception()`` afterwards. A cancel of the caller while it waits propagates (the
-    tasks have been cancelled already and end on their own)."""
+    A cancel of the caller while it waits propagates (the tasks have been cancelled already
+    and end on their own)."""
     for task in tasks:
         task.cancel()
     pending = {task for task in tasks if not task.done()}
     if pending:
         await asyncio.wait(pending)
-    for task in tasks:
-        if not task.cancelled():
-            task.exception()
+    return [error for task in tasks if not task.cancelled() and (error := task.exception()) is not None]

@@ -79,8 +79,10 @@ class Lease:
     async def close(self, *, revoke: bool = True) -> None:
         """Stop the keepalive task; revoke the lease (attached keys are deleted) if asked."""
         if self._task is not None:
-            await cancel_and_wait(self._task)
+            errors = await cancel_and_wait(self._task)
             self._task = None
+            if errors:  # a bug in the keepalive loop: not hidden by closing
+                raise errors[0]
         if revoke and not self.lost.is_set():
             with contextlib.suppress(LeaseNotFoundError):
                 await self._client.lease_revoke(self.id)

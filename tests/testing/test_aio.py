@@ -45,10 +45,10 @@ async def test_cancel_and_wait_ends_tasks_and_drops_what_they_raised() -> None:
     failing, sleeping = asyncio.create_task(fails()), asyncio.create_task(asyncio.sleep(30))
     finished = asyncio.create_task(asyncio.sleep(0))
     await asyncio.sleep(0.01)
-    await cancel_and_wait(failing, sleeping, finished)
+    errors = await cancel_and_wait(failing, sleeping, finished)
     assert sleeping.cancelled() and not finished.cancelled()
-    assert isinstance(failing.exception(), RuntimeError)
-    await cancel_and_wait()  # nothing to stop
+    assert len(errors) == 1 and errors[0] is failing.exception() and isinstance(errors[0], RuntimeError)
+    assert await cancel_and_wait() == []  # nothing to stop
 
 
 async def test_the_callers_cancel_is_not_swallowed() -> None:
