@@ -302,6 +302,7 @@ async def _worker_loop(index: int, workers: int, urls: list[str], inbox: Any, ou
 
 
 async def _binder(rate: float, nodes: int, urls: list[str], pool: _Pool, stats: _Stats, rng: random.Random, index: int) -> None:
+    binds: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly: keep each until it ends
     seq = 0
     interval = 1.0 / rate
     next_at = time.monotonic()
@@ -314,7 +315,9 @@ async def _binder(rate: float, nodes: int, urls: list[str], pool: _Pool, stats: 
             "success": [{"request_put": {"key": _b64(key), "value": _b64(json.dumps({"job": f"job-{seq}", "gpus": [0]}))}}],
         }
         url = urls[seq % len(urls)]
-        asyncio.create_task(_bind_one(key, url, doc, pool, stats))
+        bind = asyncio.create_task(_bind_one(key, url, doc, pool, stats))
+        binds.add(bind)
+        bind.add_done_callback(binds.discard)
         next_at += interval
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 

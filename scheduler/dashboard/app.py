@@ -95,6 +95,7 @@ class Dashboard:
         self.auth = False
         self.sessions: dict[str, Session] = {}
         self.http: aiohttp.ClientSession | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # expired sessions' clients (the loop keeps weak refs)
 
     def _client(self, user: str | None, password: str | None) -> Client:
         return Client(self.config.endpoints, user=user, password=password, tls=self.config.tls,
@@ -111,6 +112,8 @@ class Dashboard:
 
     async def stop(self, app: web.Application) -> None:
         await self.live.stop()
+        if self._closing:
+            await asyncio.wait(set(self._closing))
         for s in list(self.sessions.values()):
             await s.client.close()
         self.sessions.clear()
@@ -124,7 +127,9 @@ class Dashboard:
         s = self.sessions.get(token or "")
         if s is not None and s.expires < time.time():
             self.sessions.pop(token or "", None)
-            asyncio.get_running_loop().create_task(s.client.close())
+            closing = asyncio.get_running_loop().create_task(s.client.close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
             return None
         return s
 
