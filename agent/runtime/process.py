@@ -75,6 +75,8 @@ class ProcessRuntime(SupervisedRuntime):
         if "/" not in prog and shutil.which(prog, path=env.get("PATH")) is None:
             raise StartFailure("StartError", f"executable not found: {prog!r} (PATH={env.get('PATH')})", 127)
         conf: dict[str, Any] = {"mode": "process", "argv": list(spec.command), "env": env, "cwd": cwd}
+        if spec.user:
+            conf["user"] = list(spec.user)  # [uid, gid]: the supervisor drops to it for the task
         if self.cgroups.usable:
             rel = self._cgroup_rel(cid)
             dirs, files = self.cgroups.plan(rel, res)
@@ -102,7 +104,9 @@ class ProcessRuntime(SupervisedRuntime):
         conf = read_json(adir / "supervisor.json")
         if conf is None or not pid_alive(read_json(adir / "started.json")):
             return ExecResult(126, b"", b"task is not running")
-        return await run_command(argv, timeout_s, env=conf.get("env"), cwd=conf.get("cwd"))
+        user = conf.get("user")  # an exec runs as the task does
+        ids: dict[str, Any] = {"user": user[0], "group": user[1], "extra_groups": []} if user else {}
+        return await run_command(argv, timeout_s, env=conf.get("env"), cwd=conf.get("cwd"), **ids)
 
     async def sweep(self) -> list[str]:
         """Kill and remove task cgroups of this agent that no attempt directory owns."""

@@ -171,7 +171,11 @@ class SupervisedRuntime:
         if (adir / "handle.json").exists():
             return  # started before (an agent restart mid-start): observe() resolves it
         adir.mkdir(parents=True, exist_ok=True)
-        self.workdir(run.key).mkdir(parents=True, exist_ok=True)
+        workdir = self.workdir(run.key)
+        workdir.mkdir(parents=True, exist_ok=True)
+        if run.spec.user:  # a task run as a user writes its work dir (checkpoints) as that user
+            with contextlib.suppress(PermissionError):  # not root: the start fails on the user instead
+                os.chown(workdir, *run.spec.user)
         cid = container_id(self.node, run.key, run.attempt)
         handle = {"key": run.key, "attempt": run.attempt, "revision": run.revision, "runtime": self.name,
                   "id": cid, "spec": run.spec.to_json(), "grace_s": run.spec.grace_s, "created_at": time.time()}

@@ -47,6 +47,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -198,6 +199,16 @@ class Supervisor:
             with open(os.path.join(d, "cgroup.procs"), "w") as f:
                 f.write("0")
 
+    def join_cgroups_as(self, uid: int, gid: int) -> Callable[[], None]:
+        """The fallback for a task with a user: join the cgroups while still root, then drop
+        to the user (Popen's own ``user=`` would drop before ``preexec_fn`` runs)."""
+        def preexec() -> None:
+            self.join_cgroups()
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+        return preexec
+
     @staticmethod
     def go_home(homes: list[str]) -> None:
         for home in homes:  # best effort: kill_cgroup never kills this process anyway
@@ -249,6 +260,12 @@ class Supervisor:
                 self.go_home(homes)
                 homes = []
             preexec = self.join_cgroups if self.conf.get("cgroup_dirs") and not homes else None
+            ids: dict[str, Any] = {}
+            user = self.conf.get("user")  # [uid, gid]: the task runs as it, with no supplementary groups
+            if user and preexec is None:
+                ids = {"user": user[0], "group": user[1], "extra_groups": []}
+            elif user:
+                preexec = self.join_cgroups_as(user[0], user[1])
             try:
                 try:
                     proc = subprocess.Popen(
@@ -261,6 +278,7 @@ class Supervisor:
                         start_new_session=True,
                         preexec_fn=preexec,
                         close_fds=True,
+                        **ids,
                     )
                 finally:
                     self.go_home(homes)

@@ -436,3 +436,28 @@ async def test_runc_per_job_network_namespace(runc_rt) -> None:
         await runc_rt.cleanup(key, 1)
     assert not Path("/run/netns/" + runc_rt._netns_name("ja")).exists()
     assert not Path("/run/netns/" + runc_rt._netns_name("jb")).exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running a task as another user needs root")
+async def test_process_task_runs_as_its_user_and_owns_its_workdir(tmp_path_factory) -> None:
+    """``spec.user`` was accepted and ignored by the process runtime: the task ran as root."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="kvraft-user-"))  # pytest's tmp dirs are 0700: no way in for uid 65534
+    root.chmod(0o755)
+    rt = make_runtime("process", root / "agent")
+    try:
+        code = 'id -u; id -g; id -G; echo ckpt > "$KVRAFT_WORKDIR/ckpt" && echo wrote; sleep 300'
+        await rt.start(run("j/user", {"command": ["sh", "-c", code], "user": [65534, 65534]}))
+        await wait_log(rt, "j/user", "wrote")
+        assert [ln.rsplit(" ", 1)[-1] for ln in log_lines(rt, "j/user")[:3]] == ["65534", "65534", "65534"]
+        assert rt.workdir("j/user").stat().st_uid == 65534
+        r = await rt.exec("j/user", 1, ["id", "-u"], 30)  # an exec runs as the task does
+        assert r.exit_code == 0 and r.stdout.strip() == b"65534"
+        await rt.stop("j/user", 1, 5)
+        await wait_exit(rt, "j/user")
+    finally:
+        kill_task_processes(root / "agent")
+        remove_node_cgroups("rt-test")
+        shutil.rmtree(root, ignore_errors=True)
