@@ -57,8 +57,9 @@ class BindOutcome:
 
 
 def assignment_doc(spec: dict[str, Any], task: str, group: dict[str, Any], gpus: list[int], *, rank: int,
-                   world: int, restarts: int, peers: str) -> dict[str, Any]:
-    """The agent's assignment document (agent/spec.py) for one task instance."""
+                   world: int, restarts: int, peers: str, user: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The agent's assignment document (agent/spec.py) for one task instance; ``user``: the
+    ``(uid, gid)`` it runs as (its tenant's ``run_as``), else root."""
     env = dict(group.get("env") or {})
     env.update({
         "KVRAFT_JOB": spec["name"], "KVRAFT_TASK": task, "KVRAFT_RANK": str(rank),
@@ -70,10 +71,13 @@ def assignment_doc(spec: dict[str, Any], task: str, group: dict[str, Any], gpus:
     resources: dict[str, Any] = {"gpus": gpus, "cpu_milli": r["cpu_milli"], "rdma": r["rdma"]}
     if r["memory_mib"]:
         resources["memory_mib"] = r["memory_mib"]
-    return {"job": spec["name"], "task": task, "spec": {
+    doc: dict[str, Any] = {
         "image": group["image"], "command": group["command"], "env": env, "workdir": group.get("workdir", ""),
         "resources": resources, "restart_policy": "Never", "grace_s": spec.get("grace_s", 30.0),
-    }}
+    }
+    if user is not None:
+        doc["user"] = list(user)
+    return {"job": spec["name"], "task": task, "spec": doc}
 
 
 class Binder:
@@ -95,6 +99,17 @@ class Binder:
         return Op.put(keys.event_key(job, seq), json.dumps(doc).encode())
 
     # --- bind ---------------------------------------------------------------------------------
+    def _run_as(self, tenant: str) -> tuple[int, int] | None:
+        """The tenant's ``run_as`` (None without a record, or one that does not decode: the
+        view has logged it)."""
+        entry = self.view.tenants.get(tenant)
+        if entry is None:
+            return None
+        try:
+            return decode.tenant(tenant, entry.doc).run_as
+        except decode.Malformed:
+            return None
+
     def _plan(self, b: Binding, now: float) -> tuple[list[Compare], list[Op], dict[str, dict[str, Any]], dict[str, Any]]:
         view = self.view
         entry = view.jobs[b.job_id]
@@ -112,12 +127,13 @@ class Binder:
             rows.append({"task": task, "node": node, "rack": rack, "gpus": gpus, "index": i if t is not None else -1,
                          "group": group})
         peers = ",".join(f"{r['task']}@{r['node']}" for r in rows)
+        user = self._run_as(str(spec.get("tenant", "")))
         ops: list[Op] = []
         per_node: dict[str, dict[str, Any]] = {}
         for rank, row in enumerate(rows):
             group = row.pop("group")
             doc = assignment_doc(spec, row["task"], group, row["gpus"], rank=rank, world=len(rows),
-                                 restarts=restarts, peers=peers)
+                                 restarts=restarts, peers=peers, user=user)
             ops.append(Op.put(keys.assignment_key(row["node"], f"{b.job_id}/{row['task']}"), json.dumps(doc).encode()))
             a = per_node.setdefault(row["node"], {"gpus": [], "cpu_milli": 0, "memory_mib": 0})
             a["gpus"].extend(row["gpus"])

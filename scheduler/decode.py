@@ -198,8 +198,13 @@ def tenant(name: str, doc: Any) -> Tenant:
     if prefix is not None and (not isinstance(prefix, str) or prefix == ""):
         raise Malformed(f"job_name_prefix: must be a non-empty string, not {prefix!r}")
     top = d.get("max_priority")
+    run_as = None
+    if (d.get("run_as_user") is None) != (d.get("run_as_group") is None):
+        raise Malformed("run_as_user, run_as_group: they go together")
+    if d.get("run_as_user") is not None:
+        run_as = (_int(d, "run_as_user", 0, 0, 4294967294), _int(d, "run_as_group", 0, 0, 4294967294))
     return Tenant(name, _int(d, "nominal_gpus"), None if limit is None else _int(d, "borrow_limit_gpus"),
-                  prefix, None if top is None else _int(d, "max_priority", minimum=-1000000, maximum=1000000))
+                  prefix, None if top is None else _int(d, "max_priority", minimum=-1000000, maximum=1000000), run_as)
 
 
 def job_status(doc: Any) -> tuple[dict[str, Any], list[str]]:

@@ -142,6 +142,9 @@ TENANT_SCHEMA: dict[str, Any] = {
         # scheduler/admission.py: names of this tenant's jobs start with it (and only theirs do)
         "job_name_prefix": {"type": ["string", "null"], "pattern": r"^[a-z0-9][-a-z0-9_.]{0,61}\Z"},
         "max_priority": {"type": ["integer", "null"], "minimum": -1000000, "maximum": 1000000},
+        # the uid and gid its tasks run as on the nodes (spec.user of its assignments); else root
+        "run_as_user": {"type": ["integer", "null"], "minimum": 0, "maximum": 4294967294},
+        "run_as_group": {"type": ["integer", "null"], "minimum": 0, "maximum": 4294967294},
         "description": {"type": "string"},
     },
 }
@@ -450,6 +453,9 @@ def validate_tenant(doc: Any) -> list[Problem]:
     problems = _schema_problems(TENANT_SCHEMA, doc)
     if not problems and doc.get("borrow_limit_gpus") is not None and doc["nominal_gpus"] == 0 and doc["borrow_limit_gpus"] == 0:
         problems.append(Problem("borrow_limit_gpus", "a tenant with nominal_gpus 0 and borrow_limit_gpus 0 can never run a GPU job"))
+    if not problems and (doc.get("run_as_user") is None) != (doc.get("run_as_group") is None):
+        problems.append(Problem("run_as_group" if doc.get("run_as_group") is None else "run_as_user",
+                                "run_as_user and run_as_group go together"))
     return problems
 
 
@@ -538,8 +544,9 @@ def to_model(spec: dict[str, Any]) -> Job:
 
 
 def tenant_from_doc(doc: dict[str, Any]) -> Tenant:
+    uid, gid = doc.get("run_as_user"), doc.get("run_as_group")
     return Tenant(doc["name"], doc["nominal_gpus"], doc.get("borrow_limit_gpus"), doc.get("job_name_prefix"),
-                  doc.get("max_priority"))
+                  doc.get("max_priority"), None if uid is None or gid is None else (uid, gid))
 
 
 def load_documents(text: str, source: str = "<stdin>") -> list[Any]:

@@ -170,7 +170,8 @@ class Tenant:
     ``borrow_limit_gpus``: how far above nominal the tenant may go by borrowing the unused
     nominal quota of other tenants; None means no limit other than what is unused, 0 means no
     borrowing. ``job_name_prefix`` and ``max_priority``: what the tenant admits
-    (``scheduler.admission``); None admits any name and any priority.
+    (``scheduler.admission``); None admits any name and any priority. ``run_as``: the
+    ``(uid, gid)`` its tasks run as on the nodes (None: root), as a Slurm job runs as its user.
     """
 
     name: str
@@ -178,6 +179,7 @@ class Tenant:
     borrow_limit_gpus: int | None = None
     job_name_prefix: str | None = None
     max_priority: int | None = None
+    run_as: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

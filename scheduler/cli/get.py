@@ -114,6 +114,7 @@ def tenants_view(client: Any) -> list[dict[str, Any]]:
         u = usage.get(name, {"running": 0, "pending": 0, "gpus_used": 0, "gpus_pending": 0})
         out.append({"name": name, "nominal_gpus": t.get("nominal_gpus"), "borrow_limit_gpus": t.get("borrow_limit_gpus"),
                     "job_name_prefix": t.get("job_name_prefix"), "max_priority": t.get("max_priority"),
+                    "run_as_user": t.get("run_as_user"), "run_as_group": t.get("run_as_group"),
                     "defined": name in tenants, **u})
     return out
 
@@ -185,11 +186,12 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
                  "-" if t["borrow_limit_gpus"] is None else t["borrow_limit_gpus"], t["gpus_used"], t["running"],
                  t["pending"], t["gpus_pending"]] for t in items]
         header = ["name", "nominal_gpus", "borrow_limit", "gpus_used", "running", "pending", "gpus_pending"]
-        if fmt == "wide":  # what the tenant admits (scheduler/admission.py)
-            header += ["job_name_prefix", "max_priority"]
+        if fmt == "wide":  # what the tenant admits (scheduler/admission.py), and who its tasks run as
+            header += ["job_name_prefix", "max_priority", "run_as"]
             for row, t in zip(rows, items, strict=True):
                 row += ["-" if t["job_name_prefix"] is None else t["job_name_prefix"],
-                        "-" if t["max_priority"] is None else t["max_priority"]]
+                        "-" if t["max_priority"] is None else t["max_priority"],
+                        "root" if t["run_as_user"] is None else f"{t['run_as_user']}:{t['run_as_group']}"]
         out.write(render_table(header, rows) if rows else "No queues found.\n")
         return 0
     items = []

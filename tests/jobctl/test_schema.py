@@ -206,3 +206,21 @@ def test_the_fast_stored_job_check_says_what_the_schema_says(edits: list[tuple[t
             elif isinstance(where, list) and isinstance(path[-1], int) and path[-1] < len(where):
                 where[path[-1]] = value[0] if value is not None else None  # type: ignore[index]
     assert _stored_job_ok(doc) == (_schema_problems(STORED_JOB_SCHEMA, doc) == []), doc
+
+
+def test_tenant_run_as() -> None:
+    from scheduler import decode
+
+    ok = {"kind": "Tenant", "name": "nlp", "nominal_gpus": 8, "run_as_user": 1000, "run_as_group": 100}
+    assert validate_tenant(ok) == [] and decode.tenant("nlp", ok).run_as == (1000, 100)
+    assert decode.tenant("nlp", dict(ok, run_as_user=None, run_as_group=None)).run_as is None
+    for missing in ("run_as_user", "run_as_group"):
+        half = {k: v for k, v in ok.items() if k != missing}
+        got = [str(p) for p in validate_tenant(half)]
+        assert got == [f"{missing}: run_as_user and run_as_group go together"], got
+        with pytest.raises(decode.Malformed, match="go together"):
+            decode.tenant("nlp", half)
+    for bad in (-1, 1 << 32, "root", True):
+        assert validate_tenant(dict(ok, run_as_user=bad)), bad
+        with pytest.raises(decode.Malformed, match="run_as_user"):
+            decode.tenant("nlp", dict(ok, run_as_user=bad))
