@@ -16,6 +16,11 @@ Layout under ``<data_dir>/tasks/<job>/<task>/``::
 
 Each step is crash-safe: files are written atomically (tmp, fsync, rename) and a state is
 derived only from which files exist, so an agent SIGKILLed at any point finds the truth again.
+
+Tasks of different tenants may run as different users (``spec.user``) on one node, so the
+tree is closed to them: ``tasks/`` and each job's and task's directory are 0711 (a task can
+reach its own work dir but list nothing), an attempt directory (the spec with its env, the
+logs) is 0700, and a work dir with a user belongs to that user, 0700.
 """
 
 from __future__ import annotations
@@ -127,6 +132,7 @@ class SupervisedRuntime:
         self.data_dir = Path(data_dir)
         self.tasks_dir = self.data_dir / "tasks"
         self.tasks_dir.mkdir(parents=True, exist_ok=True)
+        self.tasks_dir.chmod(0o711)
         self.node = node
         self.log_max_bytes = log_max_bytes
         self.log_max_files = log_max_files
@@ -170,12 +176,16 @@ class SupervisedRuntime:
         adir = self.attempt_dir(run.key, run.attempt)
         if (adir / "handle.json").exists():
             return  # started before (an agent restart mid-start): observe() resolves it
-        adir.mkdir(parents=True, exist_ok=True)
+        adir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        adir.chmod(0o700)
+        for d in (adir.parent.parent, adir.parent):  # the job's and the task's: traverse only
+            d.chmod(0o711)
         workdir = self.workdir(run.key)
         workdir.mkdir(parents=True, exist_ok=True)
         if run.spec.user:  # a task run as a user writes its work dir (checkpoints) as that user
             with contextlib.suppress(PermissionError):  # not root: the start fails on the user instead
                 os.chown(workdir, *run.spec.user)
+                workdir.chmod(0o700)
         cid = container_id(self.node, run.key, run.attempt)
         handle = {"key": run.key, "attempt": run.attempt, "revision": run.revision, "runtime": self.name,
                   "id": cid, "spec": run.spec.to_json(), "grace_s": run.spec.grace_s, "created_at": time.time()}

@@ -448,15 +448,29 @@ async def test_process_task_runs_as_its_user_and_owns_its_workdir(tmp_path_facto
     root.chmod(0o755)
     rt = make_runtime("process", root / "agent")
     try:
-        code = 'id -u; id -g; id -G; echo ckpt > "$KVRAFT_WORKDIR/ckpt" && echo wrote; sleep 300'
+        # another task's files (here: the root task's spec and env, then its own attempt's) are
+        # out of reach, and so is the list of tasks
+        await rt.start(run("j/root", {"command": ["sleep", "300"], "env": {"SECRET": "s3"}}))
+        await wait_running(rt, "j/root")
+        tasks = rt.tasks_dir
+        code = ('id -u; id -g; id -G; echo ckpt > "$KVRAFT_WORKDIR/ckpt" && echo wrote; '
+                f'cat {rt.attempt_dir("j/root", 1)}/handle.json || echo no-other; '
+                f'cat {rt.attempt_dir("j/user", 1)}/supervisor.json || echo no-own; ls {tasks} || echo no-list; sleep 300')
         await rt.start(run("j/user", {"command": ["sh", "-c", code], "user": [65534, 65534]}))
-        await wait_log(rt, "j/user", "wrote")
-        assert [ln.rsplit(" ", 1)[-1] for ln in log_lines(rt, "j/user")[:3]] == ["65534", "65534", "65534"]
+        await wait_log(rt, "j/user", "no-list")
+        lines = log_lines(rt, "j/user")
+        assert [ln.rsplit(" ", 1)[-1] for ln in lines[:3]] == ["65534", "65534", "65534"]
+        tails = [ln.rsplit(" ", 1)[-1] for ln in lines]
+        assert {"wrote", "no-other", "no-own", "no-list"} <= set(tails) and not any("s3" in ln for ln in lines)
         assert rt.workdir("j/user").stat().st_uid == 65534
+        assert [oct(p.stat().st_mode & 0o777) for p in (tasks, rt.task_dir("j/user").parent, rt.task_dir("j/user"),
+                                                         rt.attempt_dir("j/user", 1), rt.workdir("j/user"))] == \
+            ["0o711", "0o711", "0o711", "0o700", "0o700"]
         r = await rt.exec("j/user", 1, ["id", "-u"], 30)  # an exec runs as the task does
         assert r.exit_code == 0 and r.stdout.strip() == b"65534"
-        await rt.stop("j/user", 1, 5)
-        await wait_exit(rt, "j/user")
+        for key in ("j/user", "j/root"):
+            await rt.stop(key, 1, 5)
+            await wait_exit(rt, key)
     finally:
         kill_task_processes(root / "agent")
         remove_node_cgroups("rt-test")
