@@ -11,6 +11,11 @@ The state machine group-commits applied batches (``StateMachine.apply_ops``: one
 commit per ``COMMIT_INTERVAL_S`` or ``COMMIT_OPS``); when it holds applied batches and this
 stage has nothing more to apply, a timer queues a ``commit`` after ``COMMIT_INTERVAL_S``,
 so what was applied reaches the disk within that time even when no further entry comes.
+
+A stage that failed (a batch the state machine could not apply: the member is stopping on
+it) applies nothing more, on its task or inline (``failed``): anything applied after the
+failed batch would take that batch's revisions, answer clients with them and reach the disk
+when the state machine closes (``tests/storage/test_apply_stage_failure.py``).
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ class ApplyStage:
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.entries_applied = 0
         self.snapshots_applied = 0
+        self.failed: BaseException | None = None  # what stopped it; then it applies nothing more
         self._commit_timer: asyncio.TimerHandle | None = None
 
     def submit_entries(self, entries: tuple[Entry, ...], conf_after: ConfState) -> None:
@@ -91,8 +97,8 @@ class ApplyStage:
         """Nothing queued: entries applied now by ``apply_now`` keep the log order. (An
         item put on the queue stays there until this task resumes and takes it, and the
         task processes an item without awaiting, so an empty queue means nothing is
-        pending or half done.)"""
-        return self.queue.empty()
+        pending or half done.) Never once the stage has failed."""
+        return self.failed is None and self.queue.empty()
 
     def apply_now(self, entries: tuple[Entry, ...], conf_after: ConfState) -> None:
         """Apply ``entries`` on the caller's stack instead of queueing them (the Ready
@@ -108,6 +114,15 @@ class ApplyStage:
             self._process(kind, payload)
 
     def _process(self, kind: str, payload: Any) -> None:
+        if self.failed is not None:
+            raise self.failed
+        try:
+            self._process_one(kind, payload)
+        except BaseException as exc:
+            self.failed = exc
+            raise
+
+    def _process_one(self, kind: str, payload: Any) -> None:
         if kind == "commit":  # (on this task, so a failed commit stops the member)
             commit = getattr(self.target, "commit", None)
             if commit is not None:
