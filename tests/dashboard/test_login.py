@@ -88,28 +88,3 @@ def test_login_required_and_rights_follow_the_user(auth_procs: Procs, page: Any)
     with SyncClient(auth_procs.endpoints, user="root", password="rootpw") as c:
         assert c.get("/registry/cordons/n0").kvs
 
-
-async def test_an_expired_session_is_dropped_and_its_client_closed() -> None:
-    """The close runs in a task the dashboard keeps (the loop holds tasks only weakly), and
-    stopping the dashboard waits for it."""
-    import asyncio
-    import time
-    from types import SimpleNamespace
-
-    from scheduler.dashboard.app import COOKIE, Dashboard, DashboardConfig, Session
-
-    closed = []
-
-    class FakeClient:
-        async def close(self) -> None:
-            await asyncio.sleep(0.05)
-            closed.append(True)
-
-    dash = Dashboard(DashboardConfig(endpoints=["127.0.0.1:1"]))
-    dash.sessions["old"] = Session("alice", FakeClient(), False, time.time() - 1)  # type: ignore[arg-type]
-    dash.sessions["new"] = Session("bob", FakeClient(), False, time.time() + 60)  # type: ignore[arg-type]
-    assert dash.session(SimpleNamespace(cookies={COOKIE: "old"})) is None  # type: ignore[arg-type]
-    assert "old" not in dash.sessions and len(dash._closing) == 1
-    assert dash.session(SimpleNamespace(cookies={COOKIE: "new"})).user == "bob"  # type: ignore[arg-type,union-attr]
-    await dash.stop(None)  # type: ignore[arg-type]
-    assert len(closed) == 2 and not dash._closing  # the expired one's, then the live one's

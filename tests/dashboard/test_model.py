@@ -198,3 +198,30 @@ async def test_cancel_of_a_key_that_holds_no_job_is_a_clear_409() -> None:
                                   match_info={"job": "x"})
         resp = await d.cancel(req)
         assert resp.status == 409 and "/registry/jobs/x is not a job" in resp.text, (value, resp.text)
+
+
+async def test_an_expired_session_is_dropped_and_its_client_closed() -> None:
+    """The close runs in a task the dashboard keeps (the loop holds tasks only weakly), and
+    stopping the dashboard waits for it. (Not in test_login.py: its module-scoped browser
+    keeps playwright's event loop running in the thread, where an async test cannot run.)"""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from scheduler.dashboard.app import COOKIE, Dashboard, DashboardConfig, Session
+
+    closed = []
+
+    class FakeClient:
+        async def close(self) -> None:
+            await asyncio.sleep(0.05)
+            closed.append(True)
+
+    dash = Dashboard(DashboardConfig(endpoints=["127.0.0.1:1"]))
+    dash.sessions["old"] = Session("alice", FakeClient(), False, time.time() - 1)  # type: ignore[arg-type]
+    dash.sessions["new"] = Session("bob", FakeClient(), False, time.time() + 60)  # type: ignore[arg-type]
+    assert dash.session(SimpleNamespace(cookies={COOKIE: "old"})) is None  # type: ignore[arg-type]
+    assert "old" not in dash.sessions and len(dash._closing) == 1
+    assert dash.session(SimpleNamespace(cookies={COOKIE: "new"})).user == "bob"  # type: ignore[arg-type,union-attr]
+    await dash.stop(None)  # type: ignore[arg-type]
+    assert len(closed) == 2 and not dash._closing  # the expired one's, then the live one's
