@@ -13,6 +13,7 @@ from agent.agent import Agent
 from agent.config import AgentConfig
 from agent.runtime.fake import FakeRuntime
 from kvraft.server.local import free_port
+from kvraft.testing.stopping import stops_in_time
 
 
 async def test_stop_as_the_reconcile_loop_is_woken_ends_it(tmp_path) -> None:
@@ -23,10 +24,4 @@ async def test_stop_as_the_reconcile_loop_is_woken_ends_it(tmp_path) -> None:
     await agent.start()
     await asyncio.sleep(0.2)  # the reconcile loop is waiting to be woken
     agent.wake()  # in the same tick as stop() cancels the loop
-    stopping = asyncio.create_task(agent.stop())
-    done, _ = await asyncio.wait({stopping}, timeout=5)
-    if not done:  # cancel the loops again so the test ends
-        for task in agent._tasks:
-            task.cancel()
-        await stopping
-    assert done, "stop() hung: the reconcile loop lost its cancel"
+    assert await stops_in_time(agent.stop(), agent._tasks), "stop() hung: the reconcile loop lost its cancel"

@@ -197,15 +197,11 @@ async def test_stop_as_the_sync_loop_is_woken_ends_it() -> None:
     sync loop went on and ``stop`` waited for it for ever (a member that would not shut down)."""
     import asyncio
 
+    from kvraft.testing.stopping import stops_in_time
+
     hist = FakeHistory()
     hub = WatchHub(hist, hist.revision, sync_interval_s=30.0)
     hub.start()
     await asyncio.sleep(0.05)  # the sync loop is waiting to be woken
     hub.wake()  # in the same tick as stop() cancels it
-    stopping = asyncio.create_task(hub.stop())
-    done, _ = await asyncio.wait({stopping}, timeout=5)
-    if not done:  # cancel the loop again so the test ends
-        for task in hub._tasks:
-            task.cancel()
-        await stopping
-    assert done, "stop() hung: the sync loop lost its cancel"
+    assert await stops_in_time(hub.stop(), hub._tasks), "stop() hung: the sync loop lost its cancel"
