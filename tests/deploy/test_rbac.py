@@ -214,3 +214,7 @@ def test_a_tenants_people_write_only_its_jobs(secured: tuple[str, str]) -> None:
                          "the forged job's pending reason")
     assert status["phase"] == "Pending", status
     assert job_status(url, "cv-run")["phase"] in ("Pending", "Running")  # bob's cancel did nothing
+    # root's cancel works; the task stops (tasks outlive their agent, so it would outlive the test)
+    done = jobctl(url, "root", "cancel", "cv-run")
+    assert done.returncode == 0, done.stderr
+    wait_status(url, "cv-run", lambda s: s.get("phase") == "Cancelled", "cv-run cancelled")
