@@ -39,7 +39,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from scheduler.model import Job, Level, Mode, Tenant, Topology
+from scheduler.model import Job, Level, Mode, Topology
 
 __all__ = [
     "JOB_SCHEMA",
@@ -54,7 +54,6 @@ __all__ = [
     "memory_mib",
     "normalize_job",
     "task_instances",
-    "tenant_from_doc",
     "to_model",
     "validate_job",
     "validate_priority_class",
@@ -541,12 +540,6 @@ def to_model(spec: dict[str, Any]) -> Job:
         checkpoint_interval_s=spec.get("checkpoint_interval_s"),
         submit_s=spec.get("submitted_at", 0.0),
     )
-
-
-def tenant_from_doc(doc: dict[str, Any]) -> Tenant:
-    uid, gid = doc.get("run_as_user"), doc.get("run_as_group")
-    return Tenant(doc["name"], doc["nominal_gpus"], doc.get("borrow_limit_gpus"), doc.get("job_name_prefix"),
-                  doc.get("max_priority"), None if uid is None or gid is None else (uid, gid))
 
 
 def load_documents(text: str, source: str = "<stdin>") -> list[Any]:

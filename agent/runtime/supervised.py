@@ -176,7 +176,7 @@ class SupervisedRuntime:
         adir = self.attempt_dir(run.key, run.attempt)
         if (adir / "handle.json").exists():
             return  # started before (an agent restart mid-start): observe() resolves it
-        adir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        adir.mkdir(parents=True, exist_ok=True)
         adir.chmod(0o700)
         for d in (adir.parent.parent, adir.parent):  # the job's and the task's: traverse only
             d.chmod(0o711)
