@@ -168,7 +168,12 @@ def test_defragment_shrinks_the_file_while_reads_and_writes_continue(tmp_path: P
     assert store.range(b"during-copy").kvs[0].value == b"must survive the switch"
     assert reads[0] > 0 and written
     assert report.size_after < size_before / 3, report
-    assert store.backend.file_size() < size_before / 3
+    # The live file is the new one: the old file never shrinks below size_before. How much the
+    # new file grew after the switch depends on how many of the writer's puts landed after it
+    # (each copy-on-write while the reader pins a snapshot takes fresh pages), so only the switch
+    # is checked here; the shrink itself is report.size_after above (CI once saw 1.4 MB of a
+    # 3.1 MB file, the defragmented copy having been under 1.0 MB).
+    assert store.backend.file_size() < size_before
     assert store.range(b"w", b"x", count_only=True).count == len(written)
     assert store.backend.generation == 2
     summary = store.verify()
