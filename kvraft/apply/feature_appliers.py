@@ -42,7 +42,7 @@ from kvraft.apply.feature_ops import (
     LeaseRevokeOp,
 )
 from kvraft.apply.ops import BatchOp, DeleteRangeOp, PutOp, TxnOp
-from kvraft.auth import AuthError, AuthState, Permission, check_request
+from kvraft.auth import AuthError, AuthState, Permission, ScopedGrant, check_request
 from kvraft.auth import errors as auth_errors
 from kvraft.lease import LeaseExists, LeaseNotFound, LeaseTTLTooLarge, Lessor
 
@@ -197,7 +197,13 @@ class AuthApplier(Applier):
                 return self._apply_auth(op)
         except AuthError as exc:
             raise error_from_code(exc.code, exc.message) from None
-        return self.inner.apply(op)
+        result = self.inner.apply(op)
+        if isinstance(op, (LeaseRevokeOp, LeaseExpireOp)) and self.state.scoped_drop_lease(op.id):
+            self._save()  # the scoped tokens bound to the lease end with it
+        return result
+
+    def _save(self) -> None:
+        _put(self.store, AUTH_BUCKET, AUTH_STATE_KEY, msgpack.packb(self.state.to_record(), use_bin_type=True))
 
     def _check(self, user: str, revision: int, op: Any) -> None:
         state = self.state
@@ -207,7 +213,11 @@ class AuthApplier(Applier):
             for key in self.store.keys_by_lease(op.id):
                 state.check_range(user, revision, key, b"", write=True)
         elif isinstance(op, AuthOp):
-            if op.action != "assign_simple":
+            if op.action == "scoped_grant":
+                state.check_scoped_grant(user, revision, str(op.args[2]), _scope(op.args))
+            elif op.action == "scoped_revoke":
+                state.check_scoped_revoke(user, revision, str(op.args[0]))
+            elif op.action != "assign_simple":
                 state.check_admin(user, revision)
         elif isinstance(op, (LeaseGrantOp, LeaseRenewOp)):
             state.check_user(user, revision)
@@ -223,6 +233,19 @@ class AuthApplier(Applier):
         if action == "assign_simple":
             self.on_simple_token(args[0], args[1])
             return current_revision(self.store)
+        if action == "scoped_grant":
+            if not state.enabled:
+                raise auth_errors.auth_not_enabled()
+            lease = int(args[7])
+            if not self.store.lease_check(lease):
+                raise NotFound(LEASE_NOT_FOUND)
+            state.scoped_grant(ScopedGrant(str(args[0]), bytes(args[1]), str(args[2]), str(args[3]), _scope(args), lease))
+            self._save()
+            return current_revision(self.store)
+        if action == "scoped_revoke":
+            if state.scoped_revoke(str(args[0]), str(args[1])):
+                self._save()
+            return current_revision(self.store)
         if action == "role_grant_permission":
             state.role_grant_permission(args[0], Permission(int(args[1]), bytes(args[2]), bytes(args[3])))
         elif action == "role_revoke_permission":
@@ -233,8 +256,13 @@ class AuthApplier(Applier):
             raise EtcdError(f"etcdserver: unknown auth action {action!r}")
         if action in ("user_delete", "user_change_password"):
             self.on_user_changed(args[0])
-        _put(self.store, AUTH_BUCKET, AUTH_STATE_KEY, msgpack.packb(state.to_record(), use_bin_type=True))
+        self._save()
         return current_revision(self.store)
+
+
+def _scope(args: list[Any]) -> Permission:
+    """``scoped_grant``'s args: id, digest, user, name, perm type, key, range end, lease."""
+    return Permission(int(args[4]), bytes(args[5]), bytes(args[6]))
 
 
 _AUTH_ACTIONS = frozenset({

@@ -7,7 +7,7 @@ from kvraft.auth.errors import AuthError
 from kvraft.auth.passwords import check_password, hash_password
 from kvraft.auth.permissions import READ, READWRITE, WRITE, Permission, RangeSet
 from kvraft.auth.ratelimit import RateLimiter
-from kvraft.auth.store import ROOT, AuthState, Role, User
+from kvraft.auth.store import ROOT, AuthState, Role, ScopedGrant, User, scoped_caller
 from kvraft.auth.tokens import JWTTokens, SimpleTokens, TokenInfo, TokenProvider
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "RangeSet",
     "RateLimiter",
     "Role",
+    "ScopedGrant",
     "SimpleTokens",
     "TokenInfo",
     "TokenProvider",
@@ -29,4 +30,5 @@ __all__ = [
     "check_password",
     "check_request",
     "hash_password",
+    "scoped_caller",
 ]

@@ -11,6 +11,7 @@ The tree::
      +-- (code 9)  root user does not exist, user/role already exists or not found,
      |             role not granted, permission not granted, authentication is not enabled
      +-- (code 16) invalid auth token
+     +-- (code 3)  scoped token name is empty, a scoped token cannot grant tokens (kvraft's)
 
 The API layer answers any exception with integer ``code`` and ``message`` as etcd's error
 JSON, so these need no mapping (and the auth package imports nothing above it).
@@ -32,6 +33,8 @@ __all__ = [
     "role_exists",
     "role_not_found",
     "role_not_granted",
+    "scoped_name_empty",
+    "scoped_not_allowed",
     "root_role_missing",
     "root_user_missing",
     "too_many_requests",
@@ -129,3 +132,13 @@ def auth_not_enabled() -> AuthError:
 
 def invalid_token() -> AuthError:
     return _e(16, "invalid auth token")
+
+
+def scoped_name_empty() -> AuthError:
+    """kvraft's scoped tokens (no etcd counterpart): a grant needs a name to revoke it by."""
+    return AuthError(3, "kvraft: scoped token name is empty")
+
+
+def scoped_not_allowed() -> AuthError:
+    """A caller holding a scoped token may not grant or revoke tokens."""
+    return AuthError(7, "kvraft: a scoped token cannot grant or revoke tokens")

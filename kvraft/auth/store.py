@@ -11,6 +11,17 @@ range sets are cached and dropped whenever the state changes.
 
 The root role is implicit (it can be granted without ``role_add``) and allows everything,
 auth administration and maintenance included.
+
+**Scoped grants** (kvraft's, no etcd counterpart; Kubernetes' bound service-account tokens
+are the model): a user narrows its own permissions to one range and hands the result to
+someone else as a token, bound to a lease. The agent does this for the ranks of a job, so
+user code never holds the agent's identity (docs/auth.md, "Scoped tokens"). A grant holds
+the SHA-256 of the token's secret (the secret is never in the log), the granting user, the
+user's name for it, the scope (a ``Permission``) and the lease. A request made with the
+token runs as the *scoped caller* ``scoped_caller(id)``: it is allowed what both the scope
+and the granting user's current roles allow, never anything admin. Grants do not move the
+auth revision (a job starting must not invalidate everyone's JWTs); they end with their
+lease, when revoked by name, and when the granting user is deleted.
 """
 
 from __future__ import annotations
@@ -21,9 +32,15 @@ from typing import Any
 from kvraft.auth import errors
 from kvraft.auth.permissions import Permission, RangeSet, key_range
 
-__all__ = ["ROOT", "AuthState", "Role", "User"]
+__all__ = ["ROOT", "AuthState", "Role", "ScopedGrant", "User", "scoped_caller"]
 
 ROOT = "root"
+_SCOPED = "\x00scoped:"
+"""Prefix of a scoped caller's name; user_add refuses names with a NUL, so no user has it."""
+
+
+def scoped_caller(grant_id: str) -> str:
+    return _SCOPED + grant_id
 
 
 @dataclass(slots=True)
@@ -40,12 +57,29 @@ class Role:
     perms: list[Permission] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class ScopedGrant:
+    id: str
+    digest: bytes
+    user: str
+    name: str
+    scope: Permission
+    lease: int
+
+    def allows(self, start: bytes, end: bytes | None, write: bool) -> bool:
+        if not (self.scope.writes() if write else self.scope.reads()):
+            return False
+        return RangeSet([key_range(self.scope.key, self.scope.range_end)]).contains(start, end)
+
+
 class AuthState:
     def __init__(self) -> None:
         self.enabled = False
         self.revision = 1
         self.users: dict[str, User] = {}
         self.roles: dict[str, Role] = {}
+        self.scoped: dict[str, ScopedGrant] = {}
+        self._scoped_names: dict[tuple[str, str], str] = {}
         self._cache: dict[str, tuple[RangeSet, RangeSet, bool]] = {}
 
     def _changed(self) -> None:
@@ -72,6 +106,8 @@ class AuthState:
     def user_add(self, name: str, password_hash: bytes, no_password: bool = False) -> None:
         if not name:
             raise errors.user_empty()
+        if "\x00" in name:  # kvraft: names with a NUL are the scoped callers'
+            raise errors.invalid_auth_mgmt()
         if name in self.users:
             raise errors.user_exists()
         self.users[name] = User(name, password_hash, [], no_password)
@@ -82,6 +118,8 @@ class AuthState:
             raise errors.invalid_auth_mgmt()
         if self.users.pop(name, None) is None:
             raise errors.user_not_found()
+        for grant in [g for g in self.scoped.values() if g.user == name]:
+            self._drop_scoped(grant)
         self._changed()
 
     def user_change_password(self, name: str, password_hash: bytes) -> None:
@@ -141,6 +179,74 @@ class AuthState:
         role.perms = kept
         self._changed()
 
+    # -- scoped grants (applied; they do not move the revision) ----------------------------
+    def scoped_grant(self, grant: ScopedGrant) -> None:
+        """Add ``grant`` (replacing the user's grant of the same name). Who may grant is
+        checked before (``check_scoped_grant``); the lease's existence by the applier."""
+        if not grant.name:
+            raise errors.scoped_name_empty()
+        if grant.user not in self.users:
+            raise errors.user_not_found()
+        old = self._scoped_names.get((grant.user, grant.name))
+        if old is not None:
+            self._drop_scoped(self.scoped[old])
+        self.scoped[grant.id] = grant
+        self._scoped_names[(grant.user, grant.name)] = grant.id
+
+    def scoped_revoke(self, user: str, name: str) -> bool:
+        grant_id = self._scoped_names.get((user, name))
+        if grant_id is None:
+            return False
+        self._drop_scoped(self.scoped[grant_id])
+        return True
+
+    def scoped_drop_lease(self, lease: int) -> int:
+        """The lease ended: its grants end with it. Returns how many."""
+        gone = [g for g in self.scoped.values() if g.lease == lease]
+        for grant in gone:
+            self._drop_scoped(grant)
+        return len(gone)
+
+    def _drop_scoped(self, grant: ScopedGrant) -> None:
+        del self.scoped[grant.id]
+        del self._scoped_names[(grant.user, grant.name)]
+
+    def scoped_lookup(self, grant_id: str) -> ScopedGrant | None:
+        return self.scoped.get(grant_id)
+
+    def scoped_of(self, name: str) -> ScopedGrant | None:
+        """The grant a scoped caller's name stands for (None: not a scoped caller).
+        Raises "permission denied" for a scoped caller whose grant has ended."""
+        if not name.startswith(_SCOPED):
+            return None
+        grant = self.scoped.get(name[len(_SCOPED):])
+        if grant is None:
+            raise errors.permission_denied()
+        return grant
+
+    def check_scoped_grant(self, caller: str, revision: int, user: str, scope: Permission) -> None:
+        """May ``caller`` grant ``scope`` as ``user``? Only for itself, only what it holds
+        (both halves of READWRITE), never through a scoped token."""
+        if caller.startswith(_SCOPED):
+            raise errors.scoped_not_allowed()
+        if self.check_user(caller, revision):
+            raise errors.auth_not_enabled()
+        if caller != user:
+            raise errors.permission_denied()
+        if scope.reads():
+            self.check_range(caller, revision, scope.key, scope.range_end, write=False)
+        if scope.writes():
+            self.check_range(caller, revision, scope.key, scope.range_end, write=True)
+
+    def check_scoped_revoke(self, caller: str, revision: int, user: str) -> None:
+        """Only the granting user revokes its grants (a scoped token cannot)."""
+        if caller.startswith(_SCOPED):
+            raise errors.scoped_not_allowed()
+        if self.check_user(caller, revision):
+            return
+        if caller != user:
+            raise errors.permission_denied()
+
     # -- reads ----------------------------------------------------------------------------
     def _user(self, name: str) -> User:
         # an empty name is simply not found (etcd 3.4 checks emptiness in user/add only)
@@ -163,7 +269,7 @@ class AuthState:
     def role_get(self, name: str) -> Role:
         return self._role(name)
 
-    def is_root(self, name: str) -> bool:
+    def is_root(self, name: str) -> bool:  # a scoped caller never is (no user has its name)
         user = self.users.get(name)
         return user is not None and ROOT in user.roles
 
@@ -187,13 +293,19 @@ class AuthState:
             raise errors.user_empty()
         if revision and revision < self.revision:
             raise errors.old_revision()
-        if name not in self.users:
+        grant = self.scoped_of(name)
+        if (grant.user if grant is not None else name) not in self.users:
             raise errors.permission_denied()
         return False
 
     def check_range(self, name: str, revision: int, key: bytes, range_end: bytes, write: bool) -> None:
         if self.check_user(name, revision):
             return
+        grant = self.scoped_of(name)
+        if grant is not None:  # the scope, then what its user holds now
+            if not grant.allows(*key_range(key, range_end), write):
+                raise errors.permission_denied()
+            name = grant.user
         read_set, write_set, root = self._ranges(name)
         if root:
             return
@@ -204,7 +316,7 @@ class AuthState:
     def check_admin(self, name: str, revision: int) -> None:
         if self.check_user(name, revision):
             return
-        if not self._ranges(name)[2]:
+        if name.startswith(_SCOPED) or not self._ranges(name)[2]:
             raise errors.permission_denied()
 
     def check_user_get(self, name: str, revision: int, target: str) -> None:
@@ -215,7 +327,8 @@ class AuthState:
 
     def check_role_get(self, name: str, revision: int, role: str) -> None:
         """etcd's RoleGet: root, or any user reading a role it holds."""
-        if self.check_user(name, revision) or role in self.users[name].roles:
+        user = self.users.get(name)
+        if self.check_user(name, revision) or (user is not None and role in user.roles):
             return
         self.check_admin(name, revision)
 
@@ -226,6 +339,8 @@ class AuthState:
             "revision": self.revision,
             "users": [[u.name, u.password_hash, list(u.roles), u.no_password] for u in self.users.values()],
             "roles": [[r.name, [[p.perm_type, p.key, p.range_end] for p in r.perms]] for r in self.roles.values()],
+            "scoped": [[g.id, g.digest, g.user, g.name, g.scope.perm_type, g.scope.key, g.scope.range_end, g.lease]
+                       for g in self.scoped.values()],
         }
 
     @classmethod
@@ -237,4 +352,7 @@ class AuthState:
             state.users[name] = User(name, bytes(pw), list(roles), bool(no_pw))
         for name, perms in record["roles"]:
             state.roles[name] = Role(name, [Permission(int(t), bytes(k), bytes(e)) for t, k, e in perms])
+        for gid, digest, user, gname, t, k, e, lease in record.get("scoped", ()):
+            state.scoped_grant(ScopedGrant(str(gid), bytes(digest), str(user), str(gname),
+                                           Permission(int(t), bytes(k), bytes(e)), int(lease)))
         return state

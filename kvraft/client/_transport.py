@@ -115,6 +115,7 @@ class Transport:
         password: str | None = None,
         rng: random.Random | None = None,
         tls: TLSConfig | None = None,
+        token: str | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint is required")
@@ -129,7 +130,7 @@ class Transport:
         self.retry = retry or RetryPolicy()
         self.user = user
         self.password = password
-        self.token: str | None = None
+        self.token: str | None = token or None  # a given token (scoped) is used as it is
         self.codec: Codec = MSGPACK_CODEC if encoding == "msgpack" else JSON_CODEC
         self.prefix = "/v3"
         self.server_version: dict[str, Any] = {}
@@ -209,7 +210,8 @@ class Transport:
         """A plain ``GET`` (``/version``, ``/health``) against one endpoint."""
         session = self._require_session()
         timeout = aiohttp.ClientTimeout(total=self.request_timeout_s, sock_connect=self.dial_timeout_s)
-        async with session.get(endpoint + path, timeout=timeout) as response:
+        headers = {"Authorization": self.token} if self.token else {}  # a scoped token gets past
+        async with session.get(endpoint + path, timeout=timeout, headers=headers) as response:  # cert checks
             return await response.json(content_type=None)
 
     def _require_session(self) -> aiohttp.ClientSession:

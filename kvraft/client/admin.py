@@ -146,6 +146,25 @@ class AdminMixin:
         """etcd 3.5+ and kvraft; etcd 3.4 answers 404 (a ``ServerError`` with code 12)."""
         return AuthStatusResponse.from_wire(await self._transport.unary("/auth/status", {}, safe=True))
 
+    async def scoped_token_grant(self, name: str, key: Key, range_end: Key = b"", *, lease: int,
+                                 perm_type: str = "READWRITE") -> str:
+        """kvraft's scoped token: this client's user's own ``perm_type`` on ``[key,
+        range_end)`` (etcd's range conventions), for as long as ``lease`` lives or until
+        ``scoped_token_revoke(name)``. Another client passes it as ``token=``; it can do
+        nothing its scope or this user's roles do not allow, and nothing admin. Needs auth on."""
+        if perm_type not in PERM_TYPES:
+            raise ValueError(f"perm_type must be one of {PERM_TYPES}")
+        body: dict[str, Any] = {"name": name, "permType": perm_type, "key": to_bytes(key), "lease": lease}
+        if range_end:
+            body["range_end"] = to_bytes(range_end)
+        doc = await self._transport.unary("/kvraft/auth/token/grant", body, safe=False)
+        return str(doc.get("token", ""))
+
+    async def scoped_token_revoke(self, name: str) -> HeaderResponse:
+        """End this user's scoped token ``name`` (no error if there is none)."""
+        doc = await self._transport.unary("/kvraft/auth/token/revoke", {"name": name}, safe=False)
+        return HeaderResponse.from_wire(doc)
+
     async def user_add(self, name: str, password: str = "", *, no_password: bool = False) -> HeaderResponse:
         body: dict[str, Any] = {"name": name, "password": password}
         if no_password:

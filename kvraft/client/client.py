@@ -34,7 +34,9 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
     ``endpoints``: ``host:port`` or ``http://host:port``; requests go to one at a time and
     move to the next on failure. ``encoding``: ``"auto"`` (msgpack when the server is
     kvraft, JSON otherwise), ``"json"`` or ``"msgpack"``. ``user``/``password``: log in on
-    open and again whenever the token is rejected. ``request_timeout_s`` bounds each
+    open and again whenever the token is rejected. ``token``: use this token as it is (a
+    scoped token from ``scoped_token_grant``, as the agent hands the ranks of a job in
+    ``KVRAFT_TOKEN``); it is never renewed. ``request_timeout_s`` bounds each
     request including its retries; ``dial_timeout_s`` each connection attempt.
     """
 
@@ -50,6 +52,7 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
         tls: TLSConfig | None = None,
+        token: str | None = None,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e.strip()]
@@ -63,6 +66,7 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
             password=password,
             rng=rng,
             tls=tls,
+            token=token,
         )
 
     async def open(self) -> Client:

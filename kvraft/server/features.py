@@ -11,7 +11,10 @@
   batched checkpoints of remaining TTLs (renewed leases at once, the others every 10 s).
 - Auth services: token resolution (``Authorization: <token>`` or ``Bearer <token>``),
   authenticate (rate-limited, bcrypt in a worker thread, simple tokens replicated through
-  Raft so every member knows them), password hashing for user add / change.
+  Raft so every member knows them), password hashing for user add / change, and kvraft's
+  scoped tokens (a user's permissions narrowed to one range and bound to a lease; the
+  grant, with the SHA-256 of the secret, goes through Raft, so every member knows it and it
+  survives restarts).
 
 The caller of a request is carried in the ``CALLER`` context variable, set by the API
 middleware for the request's task.
@@ -20,9 +23,12 @@ middleware for the request's task.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import math
 import random
+import secrets
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -30,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from kvraft.aio import cancel_and_wait
-from kvraft.apply.errors import error_from_code
+from kvraft.apply.errors import EtcdError, error_from_code
 from kvraft.apply.feature_appliers import AuthApplier, LeaseApplier, load_auth, load_leases
 from kvraft.apply.feature_ops import (
     AuthOp,
@@ -43,11 +49,13 @@ from kvraft.apply.feature_ops import (
 from kvraft.auth import (
     AuthError,
     JWTTokens,
+    Permission,
     RateLimiter,
     SimpleTokens,
     TokenProvider,
     check_password,
     hash_password,
+    scoped_caller,
 )
 from kvraft.auth import errors as auth_errors
 from kvraft.durations import parse_go_duration_s
@@ -57,10 +65,12 @@ from kvraft.server.lease_renew import CHECKPOINT_TIMEOUT_S, KeepaliveRouter
 from kvraft.watch import WatchHub
 from kvraft.watch.mvcc import attach_hub
 
-__all__ = ["CALLER", "Caller", "Features", "parse_duration_s"]
+__all__ = ["CALLER", "SCOPED_TOKEN_PREFIX", "Caller", "Features", "parse_duration_s"]
 
 log = logging.getLogger("kvraft.features")
 
+SCOPED_TOKEN_PREFIX = "kvraft-scoped."
+"""A scoped token (kvraft's): ``kvraft-scoped.<grant id>.<secret>`` (kvraft.auth.store)."""
 LEASE_LOOP_S = 0.1
 CHECKPOINT_INTERVAL_S = 10.0
 EXPIRE_CONFIRM_S = 2.0
@@ -214,11 +224,54 @@ class Features:
         if not self.auth.enabled or not header:
             return None
         token = header[7:].strip() if header[:7].lower() == "bearer " else header.strip()
+        if token.startswith(SCOPED_TOKEN_PREFIX):
+            return self._resolve_scoped(token)
         now = time.monotonic() if self.simple is not None else time.time()
         info = self.tokens.info(token, now)
         if info is None:
             raise error_from_code(16, auth_errors.invalid_token().message)
         return Caller(info.username, info.revision or self.auth.revision)
+
+    def _resolve_scoped(self, token: str) -> Caller:
+        """``kvraft-scoped.<grant id>.<secret>``: valid while its grant is in the replicated
+        auth state (the grant ends with its lease) and the secret hashes to its digest."""
+        grant_id, _, secret = token[len(SCOPED_TOKEN_PREFIX):].partition(".")
+        grant = self.auth.scoped_lookup(grant_id)
+        if grant is None or not hmac.compare_digest(hashlib.sha256(secret.encode()).digest(), grant.digest):
+            raise error_from_code(16, auth_errors.invalid_token().message)
+        return Caller(scoped_caller(grant_id), self.auth.revision)
+
+    def is_scoped_token(self, header: str | None) -> bool:
+        """Does ``header`` carry a scoped token that resolves now? (``--client-cert-auth``
+        lets a request without a certificate through only with one.)"""
+        if not header or not self.auth.enabled:
+            return False
+        token = header[7:].strip() if header[:7].lower() == "bearer " else header.strip()
+        if not token.startswith(SCOPED_TOKEN_PREFIX):
+            return False
+        try:
+            self._resolve_scoped(token)
+        except EtcdError:
+            return False
+        return True
+
+    async def scoped_grant(self, name: str, scope: Permission, lease: int) -> str:
+        """Grant the caller's own ``scope`` under ``name``, bound to ``lease``; the token."""
+        if not self.auth.enabled:
+            raise error_from_code(9, auth_errors.auth_not_enabled().message)
+        if not name:
+            raise error_from_code(3, auth_errors.scoped_name_empty().message)
+        user, _ = self.caller_or_empty()
+        grant_id = secrets.token_hex(8)
+        secret = secrets.token_urlsafe(24)
+        digest = hashlib.sha256(secret.encode()).digest()
+        await self.propose_auth("scoped_grant", [grant_id, digest, user, name, scope.perm_type, scope.key,
+                                                 scope.range_end, lease])
+        return f"{SCOPED_TOKEN_PREFIX}{grant_id}.{secret}"
+
+    async def scoped_revoke(self, name: str) -> int:
+        user, _ = self.caller_or_empty()
+        return await self.propose_auth("scoped_revoke", [user, name])
 
     def checked(self, fn: Any, *args: Any) -> Any:
         """Run an ``AuthState`` call, turning ``AuthError`` into the EtcdError answered."""

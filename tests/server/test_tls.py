@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -18,7 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from kvraft.client import EndpointError, SyncClient, TLSConfig
+from kvraft.client import (
+    EndpointError,
+    PermissionDeniedError,
+    SyncClient,
+    TLSConfig,
+    UnauthenticatedError,
+)
 from kvraft.server.config import ConfigError, parse_config
 from kvraft.server.local import LocalCluster, free_port
 
@@ -105,9 +112,16 @@ def test_client_with_ca_and_certificate_writes_through_one_member_reads_through_
 def test_a_client_without_a_certificate_is_refused(tls_cluster) -> None:
     cluster, pki = tls_cluster
     url = cluster.members["m1"].client_url
-    with pytest.raises(EndpointError), SyncClient([url], tls=TLSConfig(str(pki / "ca.crt")), dial_timeout_s=2.0,
-                                                 request_timeout_s=3.0) as client:
+    # the handshake lets it through (CERT_OPTIONAL), every request is refused: only a scoped
+    # token gets a request without a certificate answered (test_a_rank_without_a_certificate...)
+    with pytest.raises(UnauthenticatedError, match="a client certificate is required"), \
+            SyncClient([url], tls=TLSConfig(str(pki / "ca.crt")), dial_timeout_s=2.0, request_timeout_s=3.0) as client:
         client.get("tls/k")
+    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    for path in ("/version", "/health", "/metrics"):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(url + path, timeout=5, context=context).read()
+        assert info.value.code == 401 and json.loads(info.value.read())["code"] == 16
     stranger = pki.parent / "stranger"  # a certificate from another CA
     make_certs(stranger, "x=127.0.0.1")
     bad = TLSConfig(str(pki / "ca.crt"), str(stranger / "client.crt"), str(stranger / "client.key"))
@@ -192,6 +206,39 @@ def test_agent_registers_its_node_over_tls(tls_cluster, tmp_path) -> None:
             process.wait(30)
 
 
+def test_a_rank_without_a_certificate_reaches_kvraft_with_a_scoped_token(tls_cluster) -> None:
+    """The job's ranks run as a user who cannot read the agent's key: with auth on, the agent
+    (certificate and password) grants them a token scoped to the job's keys; with it, and
+    the CA alone, they are answered. Last in the module: it turns auth on, then off again."""
+    cluster, pki = tls_cluster
+    urls = [m.client_url for m in cluster.members.values()]
+    with SyncClient(urls[:1], tls=_admin(pki)) as admin:
+        admin.user_add("root", "rootpw")
+        admin.user_grant_role("root", "root")
+        admin.role_add("agent")
+        admin.role_grant_permission("agent", "READWRITE", "/jobs/", "/jobs0")
+        admin.user_add("agent", "agentpw")
+        admin.user_grant_role("agent", "agent")
+        admin.auth_enable()
+    try:
+        with SyncClient(urls[:1], tls=_admin(pki), user="agent", password="agentpw") as agent:
+            lease = agent.lease_grant(60).id
+            token = agent.scoped_token_grant("n1/j/0", "/jobs/j/", "/jobs/j0", lease=lease)
+            ca_only = TLSConfig(str(pki / "ca.crt"))
+            with SyncClient(urls[1:2], tls=ca_only, token=token) as rank:
+                rank.put("/jobs/j/progress", "1")
+                assert rank.get("/jobs/j/progress").kvs[0].value == b"1"
+                with pytest.raises(PermissionDeniedError):
+                    rank.put("/jobs/other/progress", "1")
+            agent.scoped_token_revoke("n1/j/0")
+            with pytest.raises(UnauthenticatedError), SyncClient(urls[1:2], tls=ca_only, token=token,
+                                                                 request_timeout_s=3.0) as rank:
+                rank.get("/jobs/j/progress")
+    finally:
+        with SyncClient(urls[:1], tls=_admin(pki), user="root", password="rootpw") as root:
+            root.auth_disable()
+
+
 def test_auto_tls_serves_https_with_a_self_signed_certificate(tmp_path) -> None:
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command")
@@ -267,8 +314,8 @@ def test_metrics_urls_serve_health_and_metrics_without_a_client_certificate(tmp_
         with pytest.raises(urllib.error.HTTPError) as missing:  # nothing else on the metrics URL
             urllib.request.urlopen(urllib.request.Request(f"http://{metrics}/v3/kv/range", data=b"{}"), timeout=5)
         assert missing.value.code in (404, 405)
-        with pytest.raises(EndpointError), SyncClient([f"https://{client}"], tls=TLSConfig(str(tmp_path / "ca.crt")),
-                                                     request_timeout_s=3.0) as c:
+        with pytest.raises(UnauthenticatedError, match="a client certificate is required"), \
+                SyncClient([f"https://{client}"], tls=TLSConfig(str(tmp_path / "ca.crt")), request_timeout_s=3.0) as c:
             c.get("k")
     finally:
         if process.poll() is None:

@@ -11,8 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from kvraft.auth import READ
-from kvraft.server.api.codec import BOOL, BYTES, STRING, Enum, Message
+from kvraft.auth import READ, Permission
+from kvraft.server.api.codec import BOOL, BYTES, INT64, STRING, Enum, Message
 from kvraft.server.api.feature_state import FEATURES
 from kvraft.server.api.request import header, read_request, respond
 from kvraft.server.api.state import SERVER
@@ -40,6 +40,11 @@ REVOKE_PERM = Message(
     "etcdserverpb.AuthRoleRevokePermissionRequest", {"role": STRING, "key": BYTES, "range_end": BYTES}
 )
 EMPTY = Message("etcdserverpb.AuthEnableRequest", {})
+SCOPED_GRANT = Message(
+    "kvraft.ScopedTokenGrantRequest",
+    {"name": STRING, "permType": PERM_TYPE, "key": BYTES, "range_end": BYTES, "lease": INT64},
+)
+SCOPED_REVOKE = Message("kvraft.ScopedTokenRevokeRequest", {"name": STRING})
 
 
 def _mutation(schema: Message, action: str, args_of: Any) -> Any:
@@ -79,6 +84,23 @@ async def _authenticate(request: web.Request) -> web.Response:
     features = request.app[FEATURES]
     token = await features.authenticate(fields["name"], fields["password"])
     return respond(out, {"header": header(request, out, features.store.rev), "token": token})
+
+
+async def _scoped_grant(request: web.Request) -> web.Response:
+    """kvraft's: the caller narrows its own permissions to ``[key, range_end)`` (etcd's range
+    conventions) and ``permType``, bound to lease ``lease``; answers the token."""
+    out, fields = await read_request(request, SCOPED_GRANT)
+    features = request.app[FEATURES]
+    scope = Permission(fields["permType"], fields["key"], fields["range_end"])
+    token = await features.scoped_grant(fields["name"], scope, fields["lease"])
+    return respond(out, {"header": header(request, out, features.store.rev), "token": token})
+
+
+async def _scoped_revoke(request: web.Request) -> web.Response:
+    out, fields = await read_request(request, SCOPED_REVOKE)
+    features = request.app[FEATURES]
+    revision = await features.scoped_revoke(fields["name"])
+    return respond(out, {"header": header(request, out, revision)})
 
 
 async def _read_state(request: web.Request, schema: Message) -> tuple[Any, dict[str, Any], Any]:
@@ -164,6 +186,8 @@ ROUTES = {
     "/auth/role/list": _role_list,
     "/auth/role/delete": _mutation(ROLE, "role_delete", lambda _f, d: _const([d["role"]])),
     "/auth/role/grant": _mutation(GRANT_PERM, "role_grant_permission", _grant_perm_args),
+    "/kvraft/auth/token/grant": _scoped_grant,
+    "/kvraft/auth/token/revoke": _scoped_revoke,
     "/auth/role/revoke": _mutation(
         REVOKE_PERM, "role_revoke_permission", lambda _f, d: _const([d["role"], d["key"], d["range_end"]])
     ),

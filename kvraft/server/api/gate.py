@@ -22,8 +22,9 @@ auth/user/get, role/get     root, or the caller's own user / a role it holds (et
 maintenance/alarm           GET: any authenticated user (etcd); ACTIVATE, DEACTIVATE:
                             root (etcd 3.4 lets any user raise or clear an alarm)
 kv/compaction, lease/grant, any authenticated user
-keepalive, leases, lock/*,
-election/*
+keepalive, leases, lock/*,  (kvraft/auth/token/*: only for itself, only what
+election/*,                 it holds, never with a scoped token; checked at
+kvraft/auth/token/*         apply)
 everything else             root (auth admin, maintenance, membership)
 ==========================  ==============================================
 
@@ -40,11 +41,13 @@ from typing import Any
 
 from aiohttp import web
 
-from kvraft.apply.errors import EtcdError
+from kvraft.apply.errors import EtcdError, error_from_code
 from kvraft.apply.validate import validate_op
 from kvraft.auth import check_request
 from kvraft.auth import errors as auth_errors
 from kvraft.server.api import auth, election, lease, lock, watch
+from kvraft.server.api.codec import JSON_OUT
+from kvraft.server.api.errors import error_response
 from kvraft.server.api.feature_state import FEATURES
 from kvraft.server.api.state import SERVER
 from kvraft.server.features import CALLER, Features
@@ -56,7 +59,8 @@ _OPEN = {"/auth/authenticate", "/auth/status", "/watch", "/maintenance/status", 
 _SELF_CHECKED = {"/kv/range", "/kv/put", "/kv/deleterange", "/kv/txn", "/lease/revoke", "/kv/lease/revoke",
                  "/lease/timetolive", "/kv/lease/timetolive", "/auth/user/get", "/auth/role/get",
                  "/maintenance/alarm"}
-_ANY_USER = {"/kv/compaction", "/lease/grant", "/lease/keepalive", "/lease/leases", "/kv/lease/leases"}
+_ANY_USER = {"/kv/compaction", "/lease/grant", "/lease/keepalive", "/lease/leases", "/kv/lease/leases",
+             "/kvraft/auth/token/grant", "/kvraft/auth/token/revoke"}
 _ANY_USER_PREFIXES = ("/lock/", "/election/")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -99,6 +103,29 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     finally:
         _HEADER.reset(header_token)
         CALLER.reset(token)
+
+
+@web.middleware
+async def client_cert_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``--client-cert-auth`` on an https listener: the TLS layer asks for a certificate but
+    lets a client without one finish the handshake (``CERT_OPTIONAL``; one that is offered
+    must verify). Such a request is answered only when it carries a scoped token: the ranks
+    of a job, running as a user who cannot read the agent's key, reach kvraft with the token
+    their agent granted them (docs/auth.md, "Scoped tokens"). Anything else without a
+    certificate is refused, /health and /version included, as the handshake refused it."""
+    if request.secure and request.method != "OPTIONS" and not _peer_certificate(request):
+        header = request.headers.get("Authorization") or request.headers.get("token")
+        if not request.app[FEATURES].is_scoped_token(header):
+            return error_response(error_from_code(16, _NO_CERTIFICATE), JSON_OUT)
+    return await handler(request)
+
+
+_NO_CERTIFICATE = "kvraft: a client certificate is required (--client-cert-auth), or a scoped token"
+
+
+def _peer_certificate(request: web.Request) -> bool:
+    transport = request.transport
+    return bool(transport is not None and transport.get_extra_info("peercert"))
 
 
 async def _resolve_caught_up(request: web.Request, features: Features, header: str | None) -> Any:
@@ -190,6 +217,8 @@ def install(app: web.Application, node: Any) -> Features:
     app[FEATURES] = features
     app[SERVER] = AuthGate(node, features)
     app.middlewares.append(auth_middleware)
+    if node.config.client_cert_auth:
+        app.middlewares.insert(0, client_cert_middleware)
 
     async def lifetime(_app: web.Application) -> AsyncIterator[None]:
         features.start()
