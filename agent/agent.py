@@ -78,7 +78,15 @@ from agent.reconcile import (
 from agent.runtime.base import DeviceGrant, Runtime, TaskRun
 from agent.spec import Assignment, TaskSpec, parse_assignment
 from kvraft.aio import cancel_and_wait, wait_event
-from kvraft.client import Client, ClientError, Compare, Op, TLSConfig, WatchCompactedError
+from kvraft.client import (
+    Client,
+    ClientError,
+    Compare,
+    Op,
+    TLSConfig,
+    WatchCompactedError,
+    prefix_range_end,
+)
 
 __all__ = ["Agent", "AgentStatistics", "make_runtime"]
 
@@ -140,6 +148,8 @@ class AgentStatistics:
     fenced: bool = False  # out of touch past TTL + grace: every task stopped (docs/design/agent.md)
     fences: int = 0
     lease_age_s: float = 0.0  # since the last successful renewal
+    tokens_granted: int = 0  # scoped tokens granted to tasks' ranks
+    token_failures: int = 0  # starts whose token kvraft refused (auth on)
 
 
 class Agent:
@@ -182,6 +192,8 @@ class Agent:
         # statistics
         self.lease_grants = 0
         self.lease_losses = 0
+        self.tokens_granted = 0
+        self.token_failures = 0
         self.keepalive_failures = 0
         self.actions: Counter[str] = Counter()
         self.status_writes: Counter[str] = Counter()
@@ -262,6 +274,8 @@ class Agent:
             fenced=self._fenced,
             fences=self.fences,
             lease_age_s=max(0.0, time.monotonic() - self._lease_ok_at),
+            tokens_granted=self.tokens_granted,
+            token_failures=self.token_failures,
         )
 
     async def _listen_events(self) -> None:
@@ -533,7 +547,7 @@ class Agent:
                 fields |= {"task": action.key, "attempt": action.attempt}
                 devices = self.gpus.grant(action.spec.resources.gpus, self.rdma, action.spec.resources.rdma) \
                     if action.spec.resources.gpus or action.spec.resources.rdma else DeviceGrant()
-                spec = await self._with_rank_env(action.spec)
+                spec = await self._with_rank_env(action.spec, action.key, action.attempt)
                 await self.runtime.start(TaskRun(action.key, action.attempt, action.revision, spec, devices))
             elif isinstance(action, Stop):
                 fields |= {"task": action.key, "attempt": action.attempt, "reason": action.reason}
@@ -541,9 +555,11 @@ class Agent:
             elif isinstance(action, Cleanup):
                 fields |= {"task": action.key, "attempt": action.attempt}
                 await self.runtime.cleanup(action.key, action.attempt)
+                await self._revoke_job_token(action.key, action.attempt)
             elif isinstance(action, Remove):
                 fields |= {"task": action.key, "attempt": action.attempt}
                 await self.runtime.remove(action.key, action.attempt)
+                await self._revoke_job_token(action.key, action.attempt)
             elif isinstance(action, Report):
                 fields |= {"task": action.key, "phase": action.status.phase.value, "attempt": action.status.attempt}
                 await self._write_status(action)
@@ -561,13 +577,17 @@ class Agent:
             self._busy.discard(action.key)
             self.wake()
 
-    async def _with_rank_env(self, spec: TaskSpec) -> TaskSpec:
+    async def _with_rank_env(self, spec: TaskSpec, key: str = "", attempt: int = 0) -> TaskSpec:
         """Add the rank/placement environment (``agent.rankenv``, owned by the end-to-end work,
-        issue 13); the binding and job uid are read once per start, best effort."""
+        issue 13); the binding and job uid are read once per start, best effort. With auth
+        on, the task gets a token scoped to its job's keys (``_job_token``)."""
         env = dict(spec.env)
         binding: dict[str, Any] | None = None
         uid = 0
         job = env.get("KVRAFT_JOB", "")
+        token = ""
+        if job and "/" not in job and job not in (".", "..") and key and "KVRAFT_TOKEN" not in env:
+            token = await self._job_token(job, key, attempt)
         if job and env.get("KVRAFT_PEERS") and "/" not in job and job not in (".", ".."):
             with contextlib.suppress(ClientError, OSError, ValueError, asyncio.TimeoutError):
                 got = await self.client.get(f"/registry/bindings/{job}")
@@ -579,9 +599,42 @@ class Agent:
         c = self.config
         facts = NodeFacts(self.name, c.labels.get("rack", "rack-0"), tuple(c.endpoints),
                           host if host not in ("", "0.0.0.0", "::") else "", cacert=c.cacert, cert=c.cert, key=c.key,
-                          insecure_skip_tls_verify=c.insecure_skip_tls_verify)
+                          insecure_skip_tls_verify=c.insecure_skip_tls_verify, token=token)
         extra = rank_env(env, facts, binding, uid)
         return dataclasses.replace(spec, env=tuple(sorted((env | extra).items()))) if extra else spec
+
+    def _token_name(self, key: str, attempt: int) -> str:
+        return f"{self.name}/{key}#{attempt}"
+
+    async def _job_token(self, job: str, key: str, attempt: int) -> str:
+        """A kvraft scoped token for one attempt of a task of ``job``: this agent's own
+        permissions narrowed to ``/jobs/<job>/`` (launch rendezvous, progress, checkpoints),
+        bound to the node lease (a fenced or dead agent's tokens end with it) and revoked at
+        the attempt's Cleanup or Remove. The ranks act with it, never with the agent's
+        identity (docs/design/auth.md, "Scoped tokens"). "" when the agent logs in as nobody, kvraft's
+        auth is off, or kvraft refuses (logged: the ranks will be refused too)."""
+        if not self.config.user or not self.lease_id:
+            return ""
+        prefix = f"/jobs/{job}/".encode()
+        try:
+            token: str = await self.client.scoped_token_grant(self._token_name(key, attempt), prefix,
+                                                              prefix_range_end(prefix), lease=self.lease_id)
+        except ClientError as exc:
+            if "authentication is not enabled" not in str(exc):
+                self.token_failures += 1
+                log.warning("no scoped token for the task; its ranks cannot reach kvraft",
+                            extra={"fields": {"task": key, "attempt": attempt, "error": str(exc)}})
+            return ""
+        self.tokens_granted += 1
+        return token
+
+    async def _revoke_job_token(self, key: str, attempt: int) -> None:
+        """The attempt ended: its scoped token goes (idempotent; best effort, as the lease
+        ends it anyway if this agent never gets through)."""
+        if not self.config.user:
+            return
+        with contextlib.suppress(ClientError):
+            await self.client.scoped_token_revoke(self._token_name(key, attempt))
 
     def _log_tail(self, key: str, attempt: int) -> str:
         """The last ``LOG_TAIL_BYTES`` of the attempt's output, without the CRI prefixes."""

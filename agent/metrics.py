@@ -66,6 +66,10 @@ class AgentCollector(Collector):
         yield GaugeMetricFamily("kvraft_agent_lease_age_seconds", "Seconds since the last successful lease renewal.",
                                 value=st.lease_age_s)
         yield CounterMetricFamily("kvraft_agent_lease_grants_total", "Leases granted to this node.", value=st.lease_grants)
+        yield CounterMetricFamily("kvraft_agent_scoped_tokens_total", "Scoped tokens granted to tasks' ranks "
+                                  "(auth on: docs/design/auth.md).", value=st.tokens_granted)
+        yield CounterMetricFamily("kvraft_agent_scoped_token_failures_total", "Task starts whose scoped token "
+                                  "kvraft refused (the ranks cannot reach kvraft).", value=st.token_failures)
         yield CounterMetricFamily("kvraft_agent_lease_losses_total", "Leases found expired or revoked.",
                                   value=st.lease_losses)
         yield CounterMetricFamily("kvraft_agent_keepalive_failures_total", "Lease renewals that failed.",

@@ -21,9 +21,12 @@ every rank. ``rank_env`` turns that into the variables a training program needs:
                                of the same name gets a new one)
 ``KVRAFT_ENDPOINTS``           kvraft client URLs (rendezvous, progress, checkpoints)
 ``KVRAFT_COLLECTIVE_HOST``     the address this node's ranks listen on (the agent's)
-``KVRAFT_CACERT``              TLS to kvraft, as etcdctl's ``--cacert --cert --key``: the
-``KVRAFT_CERT``                agent's own files (a ``--client-cert-auth`` cluster refuses a
-``KVRAFT_KEY``                 rank without a certificate); set only when the agent has them
+``KVRAFT_TOKEN``               with auth on: a kvraft scoped token, the agent's permissions
+                               narrowed to ``/jobs/<job>/`` for this attempt (docs/design/auth.md)
+``KVRAFT_CACERT``              TLS to kvraft: the agent's CA bundle (etcdctl's ``--cacert``)
+``KVRAFT_CERT``                without a token only: the agent's own certificate and key,
+``KVRAFT_KEY``                 for a ``--client-cert-auth`` cluster with auth off; with a
+                               token, a rank needs no certificate and never gets the agent's
 ``KVRAFT_INSECURE_SKIP_TLS_VERIFY``  ``true`` when the agent runs with it
 =============================  =============================================================
 
@@ -50,6 +53,7 @@ class NodeFacts:
     cert: str = ""
     key: str = ""
     insecure_skip_tls_verify: bool = False
+    token: str = ""  # the attempt's scoped token (auth on); replaces the agent's certificate
 
 
 def parse_peers(text: str) -> list[tuple[str, str]]:
@@ -73,9 +77,13 @@ def rank_env(spec_env: Mapping[str, str], facts: NodeFacts, binding: Mapping[str
                            "KVRAFT_ENDPOINTS": ",".join(facts.endpoints)}
     if facts.host:
         add["KVRAFT_COLLECTIVE_HOST"] = facts.host
-    for name, value in (("KVRAFT_CACERT", facts.cacert), ("KVRAFT_CERT", facts.cert), ("KVRAFT_KEY", facts.key)):
+    files = (("KVRAFT_CACERT", facts.cacert),) if facts.token else (
+        ("KVRAFT_CACERT", facts.cacert), ("KVRAFT_CERT", facts.cert), ("KVRAFT_KEY", facts.key))
+    for name, value in files:
         if value:
             add[name] = value
+    if facts.token:
+        add["KVRAFT_TOKEN"] = facts.token
     if facts.insecure_skip_tls_verify:
         add["KVRAFT_INSECURE_SKIP_TLS_VERIFY"] = "true"
     job = spec_env.get("KVRAFT_JOB", "")

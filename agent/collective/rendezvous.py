@@ -307,11 +307,14 @@ def kvraft_from_url(url: str, run_id: str = "", timeout_s: float = 60.0,
 
 def client_options(env: dict[str, str]) -> dict[str, Any]:
     """``kvraft.client.Client`` options from a rank's environment (``agent.rankenv``):
-    ``KVRAFT_USER``/``KVRAFT_PASSWORD`` and ``KVRAFT_CACERT``/``KVRAFT_CERT``/``KVRAFT_KEY``/
-    ``KVRAFT_INSECURE_SKIP_TLS_VERIFY`` (etcdctl's ``--cacert --cert --key``)."""
+    ``KVRAFT_USER``/``KVRAFT_PASSWORD`` (a job's own login wins), else ``KVRAFT_TOKEN`` (the
+    scoped token the agent granted the attempt), and ``KVRAFT_CACERT``/``KVRAFT_CERT``/
+    ``KVRAFT_KEY``/``KVRAFT_INSECURE_SKIP_TLS_VERIFY`` (etcdctl's ``--cacert --cert --key``)."""
     options: dict[str, Any] = {}
     if env.get("KVRAFT_USER"):
         options.update(user=env["KVRAFT_USER"], password=env.get("KVRAFT_PASSWORD", ""))
+    elif env.get("KVRAFT_TOKEN"):
+        options["token"] = env["KVRAFT_TOKEN"]
     insecure = env.get("KVRAFT_INSECURE_SKIP_TLS_VERIFY", "").lower() in ("1", "true", "yes")
     if env.get("KVRAFT_CACERT") or env.get("KVRAFT_CERT") or env.get("KVRAFT_KEY") or insecure:
         from kvraft.client import TLSConfig

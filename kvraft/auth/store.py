@@ -15,7 +15,7 @@ auth administration and maintenance included.
 **Scoped grants** (kvraft's, no etcd counterpart; Kubernetes' bound service-account tokens
 are the model): a user narrows its own permissions to one range and hands the result to
 someone else as a token, bound to a lease. The agent does this for the ranks of a job, so
-user code never holds the agent's identity (docs/auth.md, "Scoped tokens"). A grant holds
+user code never holds the agent's identity (docs/design/auth.md, "Scoped tokens"). A grant holds
 the SHA-256 of the token's secret (the secret is never in the log), the granting user, the
 user's name for it, the scope (a ``Permission``) and the lease. A request made with the
 token runs as the *scoped caller* ``scoped_caller(id)``: it is allowed what both the scope

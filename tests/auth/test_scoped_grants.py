@@ -1,4 +1,4 @@
-"""Scoped grants in the auth state (kvraft's, docs/auth.md "Scoped tokens"): a scoped caller
+"""Scoped grants in the auth state (kvraft's, docs/design/auth.md "Scoped tokens"): a scoped caller
 is allowed what both its scope and its granting user's current roles allow, never admin;
 grants end with their lease, by name and with their user; they never move the revision."""
 

@@ -1,4 +1,4 @@
-"""Scoped tokens on a real 3-member cluster with auth on (docs/auth.md, "Scoped tokens"): an
+"""Scoped tokens on a real 3-member cluster with auth on (docs/design/auth.md, "Scoped tokens"): an
 agent-like user narrows its permissions to one job's prefix, bound to a lease; a client that
 holds only the token works inside the scope on every member (after a restart too) and
 nowhere else, cannot grant further, and loses everything when the grant is revoked by name

@@ -21,6 +21,7 @@ import pytest
 
 from kvraft.server.local import LocalCluster, free_port
 from kvraft.testing.procs import stop_process
+from tests.watch.cluster_helpers import b64, call
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -100,9 +101,34 @@ def refused(done: subprocess.CompletedProcess[str]) -> bool:
     return done.returncode != 0 and "permission denied" in (done.stdout + done.stderr).lower()
 
 
-def test_each_identity_does_its_part_and_nothing_else(secured: tuple[str, str]) -> None:
+RANK = """\
+import os, sys
+sys.path.insert(0, {root!r})
+from agent.collective.rendezvous import client_options
+from kvraft.client import PermissionDeniedError, SyncClient
+env = dict(os.environ)
+if not env.get("KVRAFT_TOKEN", "").startswith("kvraft-scoped.") or "KVRAFT_KEY" in env:
+    sys.exit("no scoped token, or the agent's key: " + " ".join(sorted(env)))
+with SyncClient(env["KVRAFT_ENDPOINTS"].split(","), **client_options(env)) as client:
+    client.put("/jobs/rbac-job/progress", env["KVRAFT_TOKEN"])
+    for key in ("/jobs/other-job/progress", "/registry/tasks/rbac-job/worker", "/registry/nodes/x"):
+        try:
+            client.put(key, "{{}}")
+        except PermissionDeniedError:
+            continue
+        sys.exit("the job's token wrote " + key)
+"""
+
+
+def test_each_identity_does_its_part_and_nothing_else(secured: tuple[str, str], tmp_path: Path) -> None:
+    """... and the job's task reaches kvraft with a token scoped to its job's keys (the agent's
+    permissions narrowed to /jobs/rbac-job/), never with the agent's identity; the token ends
+    with the attempt."""
     url, agent = secured
-    spec = "name: rbac-job\ntasks:\n  - {name: worker, replicas: 1, command: [\"true\"], resources: {gpus: 1}}\n"
+    rank = tmp_path / "rank.py"
+    rank.write_text(RANK.format(root=str(ROOT)))
+    spec = (f"name: rbac-job\ntasks:\n  - {{name: worker, replicas: 1, command: {json.dumps([PY, str(rank)])}, "
+            "resources: {gpus: 1}}\n")
     deadline = time.monotonic() + 120
     while True:  # the agent registers, the scheduler leads: then the job is accepted and placed
         done = jobctl(url, "alice", "submit", "-f", "-", stdin=spec)
@@ -119,6 +145,16 @@ def test_each_identity_does_its_part_and_nothing_else(secured: tuple[str, str]) 
                 break
         time.sleep(1)
     assert phase == "Succeeded", (phase, done.stdout, done.stderr)
+    done = kvctl(url, "root", "get", "/jobs/rbac-job/progress", "--print-value-only")
+    token = done.stdout.strip()
+    assert done.returncode == 0 and token.startswith("kvraft-scoped."), (done.stdout, done.stderr)
+    while True:  # the attempt is cleaned up: its token is revoked
+        status, body = call(url, "/v3/kv/range", {"key": b64("/jobs/rbac-job/progress")}, token)
+        if status != 200:
+            break
+        assert time.monotonic() < deadline, "the finished attempt's token still works"
+        time.sleep(0.5)
+    assert body["message"] == "etcdserver: invalid auth token", body
 
     assignment = "/registry/assignments/any-node/evil/worker"
     for user, key in (("alice", assignment), ("alice", "/registry/nodes/any-node"),

@@ -81,6 +81,23 @@ def test_ranks_get_the_agents_tls_files_and_the_rendezvous_uses_them(tmp_path: P
         client_options({"KVRAFT_CERT": "a.pem"})
 
 
+def test_with_a_scoped_token_ranks_get_the_ca_and_the_token_never_the_agents_key() -> None:
+    from agent.collective.rendezvous import client_options
+
+    facts = NodeFacts("n1", "r0", ("https://127.0.0.1:2379",), cacert="/pki/ca.pem", cert="/pki/agent.pem",
+                      key="/pki/agent-key.pem", token="kvraft-scoped.ab.secret")
+    env = rank_env({"KVRAFT_JOB": "j"}, facts)
+    assert env["KVRAFT_TOKEN"] == "kvraft-scoped.ab.secret" and env["KVRAFT_CACERT"] == "/pki/ca.pem"
+    assert "KVRAFT_CERT" not in env and "KVRAFT_KEY" not in env
+    options = client_options(env)
+    assert options["token"] == "kvraft-scoped.ab.secret"
+    assert (options["tls"].ca_file, options["tls"].cert_file, options["tls"].key_file) == ("/pki/ca.pem", None, None)
+    # a job's own login wins over the token; its own token over the agent's
+    assert client_options({"KVRAFT_USER": "u", "KVRAFT_PASSWORD": "p", "KVRAFT_TOKEN": "t"}) == \
+        {"user": "u", "password": "p"}
+    assert rank_env({"KVRAFT_TOKEN": "mine"}, facts).get("KVRAFT_TOKEN") is None
+
+
 def test_jobrun_names_the_first_error_a_rank_raised() -> None:
     from agent.collective.jobrun import first_error_line
 

@@ -111,7 +111,7 @@ async def client_cert_middleware(request: web.Request, handler: Handler) -> web.
     lets a client without one finish the handshake (``CERT_OPTIONAL``; one that is offered
     must verify). Such a request is answered only when it carries a scoped token: the ranks
     of a job, running as a user who cannot read the agent's key, reach kvraft with the token
-    their agent granted them (docs/auth.md, "Scoped tokens"). Anything else without a
+    their agent granted them (docs/design/auth.md, "Scoped tokens"). Anything else without a
     certificate is refused, /health and /version included, as the handshake refused it."""
     if request.secure and request.method != "OPTIONS" and not _peer_certificate(request):
         header = request.headers.get("Authorization") or request.headers.get("token")
