@@ -13,7 +13,8 @@
 #   kvraft-agent (user kvraft-agent, for every agent): writes node records, node leases and
 #     task statuses; reads assignments, bindings and jobs (the rank environment); writes
 #     /jobs/, where the ranks it starts keep their launch rendezvous, progress and checkpoints
-#     (ranks act with their agent's identity: docs/e2e.md).
+#     (each attempt gets a token scoped to its own job's /jobs/<job>/ from the agent: the
+#     ranks never act with the agent's identity; docs/design/auth.md, "Scoped tokens").
 #   With AGENT_NODES="gpu-1 gpu-2 ..." each node gets a user and role of its own instead
 #     (kvraft-agent-<node>, password AGENT_PASSWORD_<node with - and . as _>, or
 #     AGENT_PASSWORD): it writes only its own node record and lease, and reads only its own

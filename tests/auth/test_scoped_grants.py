@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from auth.test_auth_core import Admin, Put, Range, Txn, _code, _state
 from kvraft.auth import (
     READ,
     READWRITE,
@@ -16,7 +17,6 @@ from kvraft.auth import (
     check_request,
     scoped_caller,
 )
-from tests.auth.test_auth_core import Admin, Put, Range, Txn, _code, _state
 
 JOB_A = Permission(READWRITE, b"app/job-a/", b"app/job-a0")
 

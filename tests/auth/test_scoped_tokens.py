@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from watch.cluster_helpers import b64, call, start_cluster
 
 from kvraft.client import Client, PermissionDeniedError, UnauthenticatedError
-from tests.watch.cluster_helpers import b64, call, start_cluster
 
 INVALID = (16, "etcdserver: invalid auth token")
 
