@@ -247,6 +247,16 @@ class AuthState:
         if caller != user:
             raise errors.permission_denied()
 
+    def scoped_visible(self, caller: str, revision: int) -> list[ScopedGrant]:
+        """The grants ``caller`` may list: root (or anyone with auth off) every grant, a user
+        its own; a scoped token none (refused)."""
+        if caller.startswith(_SCOPED):
+            raise errors.scoped_not_allowed()
+        grants = sorted(self.scoped.values(), key=lambda g: (g.user, g.name))
+        if self.check_user(caller, revision) or self.is_root(caller):
+            return grants
+        return [g for g in grants if g.user == caller]
+
     # -- reads ----------------------------------------------------------------------------
     def _user(self, name: str) -> User:
         # an empty name is simply not found (etcd 3.4 checks emptiness in user/add only)

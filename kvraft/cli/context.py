@@ -33,6 +33,7 @@ class GlobalOptions:
     cert: str | None = None
     key: str | None = None
     insecure_skip_tls_verify: bool = False
+    token: str | None = None  # kvctl's own: a scoped token (docs/design/auth.md)
 
     def tls(self) -> TLSConfig | None:
         """A ``TLSConfig`` when any TLS flag is set (then bare endpoints mean https)."""
@@ -76,9 +77,12 @@ class Context:
         if targets in self._clients:
             return self._clients[targets]
         user, password = self.credentials()
+        if user is not None and self.options.token:
+            raise CommandError(EXIT_ERROR, "--user and --token are mutually exclusive")
         client = Client(list(targets), encoding=self.options.encoding, user=user, password=password,
                         dial_timeout_s=self.options.dial_timeout_s,
-                        request_timeout_s=self.options.command_timeout_s, tls=self.options.tls())
+                        request_timeout_s=self.options.command_timeout_s, tls=self.options.tls(),
+                        token=self.options.token)
         try:
             await client.open()
         except EndpointError as exc:

@@ -80,6 +80,7 @@ def global_options(ns: argparse.Namespace) -> GlobalOptions:
         cert=pick("cert", "CERT"),
         key=pick("key", "KEY"),
         insecure_skip_tls_verify=_truthy(pick("insecure_skip_tls_verify", "INSECURE_SKIP_TLS_VERIFY")),
+        token=getattr(ns, "token", None) or env("TOKEN") or None,
     )
 
 

@@ -61,6 +61,7 @@ def add_global_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoints", default=s, help="gRPC-style endpoints, comma separated (env ETCDCTL_ENDPOINTS, KVCTL_ENDPOINTS)")
     parser.add_argument("--user", default=s, help="username[:password] for authentication (prompt if password is not supplied)")
     parser.add_argument("--password", default=s, help="password for authentication (if this option is used, --user option shouldn't include password)")
+    parser.add_argument("--token", default=s, help="a kvraft scoped token to act with instead of a user (kvctl only; env KVCTL_TOKEN)")
     parser.add_argument("--dial-timeout", type=duration, default=s, help="dial timeout for client connections (default 2s)")
     parser.add_argument("--command-timeout", type=duration, default=s, help="timeout for short running command (default 5s)")
     parser.add_argument("-w", "--write-out", default=s, help="set the output format (fields, json, simple, table)")

@@ -27,6 +27,7 @@ from kvraft.client.types import (
     MemberListResponse,
     RoleGetResponse,
     RoleListResponse,
+    ScopedToken,
     StatusResponse,
     UserGetResponse,
     UserListResponse,
@@ -164,6 +165,11 @@ class AdminMixin:
         """End this user's scoped token ``name`` (no error if there is none)."""
         doc = await self._transport.unary("/kvraft/auth/token/revoke", {"name": name}, safe=False)
         return HeaderResponse.from_wire(doc)
+
+    async def scoped_token_list(self) -> list[ScopedToken]:
+        """The scoped tokens' grants: every one for root, this user's own otherwise."""
+        doc = await self._transport.unary("/kvraft/auth/token/list", {}, safe=True)
+        return [ScopedToken.from_wire(t) for t in doc.get("tokens") or ()]
 
     async def user_add(self, name: str, password: str = "", *, no_password: bool = False) -> HeaderResponse:
         body: dict[str, Any] = {"name": name, "password": password}

@@ -24,6 +24,7 @@ __all__ = [
     "Permission",
     "RoleGetResponse",
     "RoleListResponse",
+    "ScopedToken",
     "StatusResponse",
     "UserGetResponse",
     "UserListResponse",
@@ -273,6 +274,25 @@ class UserListResponse:
     @classmethod
     def from_wire(cls, doc: Wire) -> UserListResponse:
         return cls(ResponseHeader.from_wire(doc.get("header")), tuple(doc.get("users") or ()))
+
+
+@dataclass(frozen=True)
+class ScopedToken:
+    """One of kvraft's scoped tokens as ``scoped_token_list`` shows it (never its secret)."""
+
+    id: str
+    user: str
+    name: str
+    perm_type: str  # "READ", "WRITE" or "READWRITE"
+    key: bytes
+    range_end: bytes
+    lease: int
+
+    @classmethod
+    def from_wire(cls, doc: Wire) -> ScopedToken:
+        return cls(str(doc.get("id", "")), str(doc.get("user", "")), str(doc.get("name", "")),
+                   enum_name(doc.get("permType"), PERM_TYPES), wire_bytes(doc.get("key")),
+                   wire_bytes(doc.get("range_end")), wire_int(doc.get("lease")))
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ _ASYNC_METHODS = {
     "user_get", "user_list", "user_delete", "user_change_password", "user_grant_role",
     "user_revoke_role", "role_add", "role_get", "role_list", "role_delete",
     "role_grant_permission", "role_revoke_permission", "authenticate", "do", "sync_endpoints",
-    "scoped_token_grant", "scoped_token_revoke",
+    "scoped_token_grant", "scoped_token_revoke", "scoped_token_list",
 }
 
 

@@ -6,11 +6,15 @@ or its lease ends."""
 
 from __future__ import annotations
 
+import asyncio
+import io
+import json
 import time
 
 import pytest
 from watch.cluster_helpers import b64, call, start_cluster
 
+from kvraft.cli.main import run as kvctl_run
 from kvraft.client import Client, PermissionDeniedError, UnauthenticatedError
 
 INVALID = (16, "etcdserver: invalid auth token")
@@ -37,6 +41,39 @@ async def _secure(urls: list[str]) -> None:
         await admin.user_add("agent", "agentpw")
         await admin.user_grant_role("agent", "agent")
         await admin.auth_enable()
+
+
+def kvctl(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    rc = kvctl_run(list(argv), io.StringIO(), out, err)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def _kvctl_grants_lists_and_revokes(urls: list[str], lease: int) -> None:
+    ep = f"--endpoints={urls[0]}"
+    rc, token, err = kvctl(ep, "--user=agent:agentpw", "auth", "token", "grant", "ci", "/jobs/ci/", "--prefix",
+                           f"--lease={lease:x}", "--perm=write")
+    assert rc == 0 and token.startswith("kvraft-scoped."), err
+    token = token.strip()
+    rc, out, err = kvctl(ep, f"--token={token}", "put", "/jobs/ci/result", "ok")
+    assert (rc, out) == (0, "OK\n"), err
+    rc, out, err = kvctl(ep, f"--token={token}", "get", "/jobs/ci/result")  # WRITE only
+    assert rc != 0 and "permission denied" in err, (rc, out, err)
+    rc, out, err = kvctl(ep, "--user=agent:agentpw", "auth", "token", "list")
+    assert (rc, out) == (0, f"agent, ci, WRITE, /jobs/ci/, /jobs/ci0, {lease:x}\n"), err
+    rc, out, err = kvctl(ep, "--user=root:rootpw", "-w", "json", "auth", "token", "list")
+    assert rc == 0 and [t["name"] for t in json.loads(out)["tokens"]] == ["ci"], (out, err)
+    assert token.split(".")[-1] not in out  # the secret is never shown
+    rc, out, err = kvctl(ep, f"--token={token}", "auth", "token", "list")
+    assert rc != 0 and "a scoped token cannot grant or revoke tokens" in err, (rc, out, err)
+    rc, out, err = kvctl(ep, "--user=agent:agentpw", "auth", "token", "grant", "x", "/jobs/")
+    assert rc != 0 and "--lease" in err, (rc, out, err)
+    rc, out, err = kvctl(ep, "--user=agent:agentpw", "auth", "token", "revoke", "ci")
+    assert (rc, out) == (0, "Token ci revoked\n"), err
+    rc, out, err = kvctl(ep, f"--token={token}", "put", "/jobs/ci/result", "again")
+    assert rc != 0 and "invalid auth token" in err, (rc, out, err)
+    rc, out, err = kvctl(ep, "--user=root:rootpw", "auth", "token", "list")
+    assert (rc, out) == (0, ""), err
 
 
 async def test_a_scoped_token_works_inside_its_scope_on_every_member_until_it_ends(tmp_path) -> None:
@@ -89,5 +126,6 @@ async def test_a_scoped_token_works_inside_its_scope_on_every_member_until_it_en
             assert (status, body["code"], body["message"]) == (404, 5, "etcdserver: requested lease not found")
             status, body = call(urls[0], "/v3/kvraft/auth/token/grant", {"name": "n1/z", "lease": fresh})
             assert (body["code"], body["message"]) == (3, "etcdserver: user name is empty"), body
+            await asyncio.to_thread(_kvctl_grants_lists_and_revokes, urls, fresh)  # kvctl runs its own loop
     finally:
         cluster.stop()

@@ -103,6 +103,18 @@ async def _scoped_revoke(request: web.Request) -> web.Response:
     return respond(out, {"header": header(request, out, revision)})
 
 
+async def _scoped_list(request: web.Request) -> web.Response:
+    """kvraft's: the scoped tokens' grants (never their secrets): root sees all, a user its own."""
+    out, _, features = await _read_state(request, EMPTY)
+    grants = features.checked(features.auth.scoped_visible, *features.caller_or_empty())
+    doc: dict[str, Any] = {"header": header(request, out, features.store.rev)}
+    if grants:
+        doc["tokens"] = [{"id": g.id, "user": g.user, "name": g.name, "permType": _NAMES[g.scope.perm_type],
+                          "key": out.b(g.scope.key), "range_end": out.b(g.scope.range_end), "lease": out.i(g.lease)}
+                         for g in grants]
+    return respond(out, doc)
+
+
 async def _read_state(request: web.Request, schema: Message) -> tuple[Any, dict[str, Any], Any]:
     out, fields = await read_request(request, schema)
     await request.app[SERVER].driver.read_barrier()
@@ -188,6 +200,7 @@ ROUTES = {
     "/auth/role/grant": _mutation(GRANT_PERM, "role_grant_permission", _grant_perm_args),
     "/kvraft/auth/token/grant": _scoped_grant,
     "/kvraft/auth/token/revoke": _scoped_revoke,
+    "/kvraft/auth/token/list": _scoped_list,
     "/auth/role/revoke": _mutation(
         REVOKE_PERM, "role_revoke_permission", lambda _f, d: _const([d["role"], d["key"], d["range_end"]])
     ),

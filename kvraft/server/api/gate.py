@@ -60,7 +60,7 @@ _SELF_CHECKED = {"/kv/range", "/kv/put", "/kv/deleterange", "/kv/txn", "/lease/r
                  "/lease/timetolive", "/kv/lease/timetolive", "/auth/user/get", "/auth/role/get",
                  "/maintenance/alarm"}
 _ANY_USER = {"/kv/compaction", "/lease/grant", "/lease/keepalive", "/lease/leases", "/kv/lease/leases",
-             "/kvraft/auth/token/grant", "/kvraft/auth/token/revoke"}
+             "/kvraft/auth/token/grant", "/kvraft/auth/token/revoke", "/kvraft/auth/token/list"}
 _ANY_USER_PREFIXES = ("/lock/", "/election/")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
