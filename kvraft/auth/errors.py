@@ -141,4 +141,4 @@ def scoped_name_empty() -> AuthError:
 
 def scoped_not_allowed() -> AuthError:
     """A caller holding a scoped token may not grant or revoke tokens."""
-    return AuthError(7, "kvraft: a scoped token cannot grant or revoke tokens")
+    return AuthError(7, "kvraft: a scoped token cannot grant, list or revoke tokens")

@@ -70,9 +70,9 @@ def test_who_may_grant_and_revoke() -> None:
     job = _grant(s, scope=alice_scope)
     # a scoped token can neither grant (not even narrower) nor revoke
     assert _code(lambda: s.check_scoped_grant(job, 0, "alice", Permission(READ, b"app/j/x"))) == (
-        7, "kvraft: a scoped token cannot grant or revoke tokens")
+        7, "kvraft: a scoped token cannot grant, list or revoke tokens")
     assert _code(lambda: s.check_scoped_revoke(job, 0, "alice")) == (
-        7, "kvraft: a scoped token cannot grant or revoke tokens")
+        7, "kvraft: a scoped token cannot grant, list or revoke tokens")
     assert _code(lambda: s.check_scoped_revoke("bob", 0, "alice")) == (7, "permission denied")
     s.check_scoped_revoke("alice", 0, "alice")
     with pytest.raises(Exception) as info:
@@ -113,3 +113,16 @@ def test_grants_round_trip_through_the_record() -> None:
     assert t.scoped_lookup("g1") == s.scoped_lookup("g1")
     check_request(t, job, 0, Put(b"app/job-a/x"))
     assert AuthState.from_record({k: v for k, v in s.to_record().items() if k != "scoped"}).scoped == {}
+
+
+def test_who_sees_which_grants() -> None:
+    s = _state()
+    s.user_add("bob", b"h")
+    job = _grant(s, "g1", name="a")
+    _grant(s, "g2", user="root", name="r", scope=Permission(READ, b"x"))
+    assert [g.id for g in s.scoped_visible("root", 0)] == ["g1", "g2"]  # by user, then name
+    assert [g.id for g in s.scoped_visible("alice", 0)] == ["g1"]
+    assert s.scoped_visible("bob", 0) == []
+    assert _code(lambda: s.scoped_visible(job, 0)) == (7, "kvraft: a scoped token cannot grant, list or revoke tokens")
+    s.disable()
+    assert len(s.scoped_visible("", 0)) == 2  # auth off: anyone, as every other read
