@@ -4,7 +4,8 @@ storage (``storage``: the LMDB log and MVCC store alone); server-vs-etcd
 (``server_compare``: the server targets, kvraft and etcd side by side); cluster-load
 (``cluster_load``: simulated agents and a binder, step by step, kvraft and etcd); paired
 (``paired``: an A/B of kvraft source trees, bursts interleaved); raft-core (``raft_core``: the
-Raft core's CPU per replicated write, no I/O)."""
+Raft core's CPU per replicated write, no I/O); scoped-tokens (``scoped_tokens``: what the
+agent's per-attempt tokens cost)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from kvraft.bench import (
     kv_load,
     paired,
     raft_core,
+    scoped_tokens,
     server_compare,
     storage,
     watch_load,
@@ -31,6 +33,7 @@ WORKLOADS: dict[str, Callable[[str, list[str]], int]] = {
     "cluster-load": cluster_load.main,
     "paired": paired.main,
     "raft-core": raft_core.main,
+    "scoped-tokens": scoped_tokens.main,
 }
 
 
