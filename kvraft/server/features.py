@@ -241,14 +241,19 @@ class Features:
             raise error_from_code(16, auth_errors.invalid_token().message)
         return Caller(scoped_caller(grant_id), self.auth.revision)
 
-    def is_scoped_token(self, header: str | None) -> bool:
-        """Does ``header`` carry a scoped token that resolves now? (``--client-cert-auth``
-        lets a request without a certificate through only with one.)"""
+    def has_scoped_prefix(self, header: str | None) -> bool:
+        """Does ``header`` carry something shaped as a scoped token (with auth on)?"""
         if not header or not self.auth.enabled:
             return False
         token = header[7:].strip() if header[:7].lower() == "bearer " else header.strip()
-        if not token.startswith(SCOPED_TOKEN_PREFIX):
+        return token.startswith(SCOPED_TOKEN_PREFIX)
+
+    def is_scoped_token(self, header: str | None) -> bool:
+        """Does ``header`` carry a scoped token that resolves now? (``--client-cert-auth``
+        lets a request without a certificate through only with one.)"""
+        if not header or not self.has_scoped_prefix(header):
             return False
+        token = header[7:].strip() if header[:7].lower() == "bearer " else header.strip()
         try:
             self._resolve_scoped(token)
         except EtcdError:

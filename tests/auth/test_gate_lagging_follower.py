@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,6 +31,9 @@ from kvraft.server.api.feature_state import FEATURES
 from kvraft.server.config import parse_config
 from kvraft.server.local import free_port
 from kvraft.server.node import Node
+from kvraft.server.tls import client_ssl_context
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _b64(text: str) -> str:
@@ -36,9 +41,9 @@ def _b64(text: str) -> str:
 
 
 async def _post(session: aiohttp.ClientSession, url: str, path: str, doc: dict[str, Any],
-                token: str | None = None) -> tuple[int, dict[str, Any]]:
+                token: str | None = None, ssl_context: ssl.SSLContext | None = None) -> tuple[int, dict[str, Any]]:
     headers = {"Authorization": token} if token else {}
-    async with session.post(url + "/v3" + path, json=doc, headers=headers,
+    async with session.post(url + "/v3" + path, json=doc, headers=headers, ssl=ssl_context or True,
                             timeout=aiohttp.ClientTimeout(total=60)) as response:
         return response.status, await response.json(content_type=None)
 
@@ -65,9 +70,13 @@ class Cluster:
     barriers: int = 0
     held: list[tuple[int, int, Any]] = field(default_factory=list)
     holding: bool = False
+    admin_ssl: ssl.SSLContext | None = None  # with TLS: the admin's certificate (ca_ssl: the CA alone)
+    ca_ssl: ssl.SSLContext | None = None
 
-    async def call(self, name: str, path: str, doc: dict[str, Any], token: str | None = None) -> tuple[int, Any]:
-        return await _post(self.session, self.clients[name], path, doc, token)
+    async def call(self, name: str, path: str, doc: dict[str, Any], token: str | None = None,
+                   certificate: bool = True) -> tuple[int, Any]:
+        context = self.admin_ssl if certificate else self.ca_ssl
+        return await _post(self.session, self.clients[name], path, doc, token, context)
 
     def hold_follower(self) -> None:
         """From now on the follower receives nothing from its peers until its next read
@@ -103,11 +112,21 @@ class Cluster:
 
 
 @asynccontextmanager
-async def secured_cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    """Three in-process members with auth on (root/pw; user ro/ro with READ on app/)."""
+async def secured_cluster(tmp_path: Path, tls: bool = False) -> AsyncIterator[Cluster]:
+    """Three in-process members with auth on (root/pw; user ro/ro with READ on app/). With
+    ``tls``, the client URLs are https with ``--client-cert-auth`` (deploy/make-certs.sh)."""
     names = ["a", "b", "c"]
     peers = {n: f"http://127.0.0.1:{free_port()}" for n in names}
-    clients = {n: f"http://127.0.0.1:{free_port()}" for n in names}
+    scheme = "https" if tls else "http"
+    clients = {n: f"{scheme}://127.0.0.1:{free_port()}" for n in names}
+    pki = tmp_path / "pki"
+    admin_ssl = ca_ssl = None
+    if tls:
+        subprocess.run(["bash", str(ROOT / "deploy" / "make-certs.sh"), "-o", str(pki), "-d", "2", "-c", "admin",
+                        *(f"{n}=127.0.0.1" for n in names)], check=True, capture_output=True)
+        ca_ssl = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        admin_ssl = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        admin_ssl.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
     initial = ",".join(f"{n}={peers[n]}" for n in names)
     nodes: dict[str, Node] = {}
     apps: dict[str, web.Application] = {}
@@ -120,15 +139,18 @@ async def secured_cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
                 "--initial-advertise-peer-urls", peers[n], "--initial-cluster", initial,
                 # a long election timeout: the held-back follower must not start elections
                 "--heartbeat-interval", "100", "--election-timeout", "10000", "--bcrypt-cost", "4",
+                *(["--cert-file", str(pki / f"{n}.crt"), "--key-file", str(pki / f"{n}.key"),
+                   "--trusted-ca-file", str(pki / "ca.crt"), "--client-cert-auth"] if tls else []),
             ])  # fmt: skip
             nodes[n] = Node(config)
             apps[n] = make_app(nodes[n])
             runner = web.AppRunner(apps[n], access_log=None, handle_signals=False)
             await runner.setup()
             runners.append(runner)
-            await web.TCPSite(runner, "127.0.0.1", int(clients[n].rsplit(":", 1)[1]), reuse_address=True).start()
+            await web.TCPSite(runner, "127.0.0.1", int(clients[n].rsplit(":", 1)[1]), reuse_address=True,
+                              ssl_context=client_ssl_context(config)).start()
         async with aiohttp.ClientSession() as session:
-            cluster = Cluster(session, clients, nodes, apps)
+            cluster = Cluster(session, clients, nodes, apps, admin_ssl=admin_ssl, ca_ssl=ca_ssl)
 
             async def leader() -> str | None:
                 for n in names:
@@ -206,3 +228,35 @@ async def test_a_token_revoked_through_the_leader_is_refused_by_a_lagging_follow
         code, body = await c.call(c.follower, *request, token)
         assert (code, body.get("code")) == (401, 16), body  # resolved after the barrier: revoked
         assert c.barriers == 1
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https-client-cert-auth"])
+async def test_a_scoped_token_granted_through_the_leader_works_at_once_on_a_lagging_follower(tmp_path,
+                                                                                             tls: bool) -> None:
+    """The agent grants, the rank starts at once and may reach a member that has not applied
+    the grant yet: that member catches up and looks again, as for a simple token. Over https
+    with --client-cert-auth, the rank has no certificate (only the CA): the check that lets
+    its request through must catch up too."""
+    async with secured_cluster(tmp_path, tls) as c:
+        code, body = await c.call(c.leader, "/auth/authenticate", {"name": "root", "password": "pw"})
+        root = body["token"]
+        code, body = await c.call(c.leader, "/lease/grant", {"TTL": "60"}, root)
+        assert code == 200, body
+        c.hold_follower()
+        grant = {"name": "n1/job#1", "permType": "READWRITE", "key": _b64("jobs/j/"), "range_end": _b64("jobs/j0"),
+                 "lease": body["ID"]}
+        code, body = await c.call(c.leader, "/kvraft/auth/token/grant", grant, root)
+        assert code == 200, body
+        token = body["token"]
+        assert not c.follower_knows(token)  # the follower really lags
+
+        rank = {"certificate": False}
+        code, body = await c.call(c.follower, "/kv/put", {"key": _b64("jobs/j/progress"), "value": _b64("1")}, token,
+                                  **rank)
+        assert code == 200, body
+        assert c.barriers == 1
+        code, body = await c.call(c.follower, "/kv/put", {"key": _b64("app/x"), "value": _b64("1")}, token, **rank)
+        assert (code, body["code"]) == (403, 7), body
+        forged = token.rsplit(".", 1)[0] + ".not-the-secret"
+        code, body = await c.call(c.follower, "/kv/range", {"key": _b64("jobs/j/progress")}, forged, **rank)
+        assert (code, body["code"]) == (401, 16), body

@@ -115,8 +115,15 @@ async def client_cert_middleware(request: web.Request, handler: Handler) -> web.
     certificate is refused, /health and /version included, as the handshake refused it."""
     if request.secure and request.method != "OPTIONS" and not _peer_certificate(request):
         header = request.headers.get("Authorization") or request.headers.get("token")
-        if not request.app[FEATURES].is_scoped_token(header):
-            return error_response(error_from_code(16, _NO_CERTIFICATE), JSON_OUT)
+        features: Features = request.app[FEATURES]
+        if not features.is_scoped_token(header):
+            try:  # granted through another member moments ago? catch up and look again
+                known = features.has_scoped_prefix(header) and \
+                    (await _resolve_caught_up(request, features, header)) is not None
+            except EtcdError:
+                known = False
+            if not known:
+                return error_response(error_from_code(16, _NO_CERTIFICATE), JSON_OUT)
     return await handler(request)
 
 
