@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kvraft.client import EndpointError, SyncClient, TLSConfig
+from kvraft.client import SyncClient, TLSConfig, UnauthenticatedError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,8 +57,9 @@ def test_a_client_with_the_admin_certificate_works_and_one_without_is_refused(lo
         assert client.get("local-tls").kvs[0].value == b"yes"
         # the agent registered its node over TLS
         assert client.get("/registry/nodes/node-0").kvs
-    with pytest.raises(EndpointError), SyncClient(local_tls["endpoints"], tls=TLSConfig(t["cacert"]),
-                                                 request_timeout_s=3.0) as client:
+    # the handshake lets it through; every request without a scoped token is refused
+    with pytest.raises(UnauthenticatedError, match="a client certificate is required"), \
+            SyncClient(local_tls["endpoints"], tls=TLSConfig(t["cacert"]), request_timeout_s=3.0) as client:
         client.get("local-tls")
 
 
