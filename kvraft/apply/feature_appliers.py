@@ -60,6 +60,8 @@ __all__ = [
 LEASE_BUCKET = b"lease"
 AUTH_BUCKET = b"auth"
 AUTH_STATE_KEY = b"state"
+SCOPED_KEY_PREFIX = b"scoped/"
+"""``scoped/<grant id>``: one scoped grant (``ScopedGrant.to_record``)."""
 LEASE_NOT_FOUND = "etcdserver: requested lease not found"
 
 
@@ -102,9 +104,21 @@ def load_leases(store: Any) -> list[tuple[int, int, int]]:
 
 
 def load_auth(store: Any) -> AuthState:
+    """The auth record, and the scoped grants kept one key each beside it (a grant writes
+    only its own key, however many are held)."""
+    grants = []
     with store.backend.read() as read:
         raw = read.txn.get(AUTH_STATE_KEY, db=read.dbis[AUTH_BUCKET])
-    return AuthState.from_record(msgpack.unpackb(raw, raw=False)) if raw else AuthState()
+        cursor = read.txn.cursor(db=read.dbis[AUTH_BUCKET])
+        if cursor.set_range(SCOPED_KEY_PREFIX):
+            for key, value in cursor:
+                if not key.startswith(SCOPED_KEY_PREFIX):
+                    break
+                grants.append(msgpack.unpackb(value, raw=False))
+    state = AuthState.from_record(msgpack.unpackb(raw, raw=False)) if raw else AuthState()
+    for record in grants:
+        state.scoped_grant(ScopedGrant.from_record(record))
+    return state
 
 
 class LeaseApplier(Applier):
@@ -198,12 +212,23 @@ class AuthApplier(Applier):
         except AuthError as exc:
             raise error_from_code(exc.code, exc.message) from None
         result = self.inner.apply(op)
-        if isinstance(op, (LeaseRevokeOp, LeaseExpireOp)) and self.state.scoped_drop_lease(op.id):
-            self._save()  # the scoped tokens bound to the lease end with it
+        if isinstance(op, (LeaseRevokeOp, LeaseExpireOp)):
+            before = set(self.state.scoped)
+            if self.state.scoped_drop_lease(op.id):  # the scoped tokens bound to the lease end with it
+                self._save_grants(before)
         return result
 
     def _save(self) -> None:
         _put(self.store, AUTH_BUCKET, AUTH_STATE_KEY, msgpack.packb(self.state.to_record(), use_bin_type=True))
+
+    def _save_grants(self, before: set[str]) -> None:
+        """Write the grants added since ``before`` (the ids held then), delete those gone."""
+        now = self.state.scoped
+        for grant_id in before - now.keys():
+            _put(self.store, AUTH_BUCKET, SCOPED_KEY_PREFIX + grant_id.encode(), None)
+        for grant_id in now.keys() - before:
+            _put(self.store, AUTH_BUCKET, SCOPED_KEY_PREFIX + grant_id.encode(),
+                 msgpack.packb(now[grant_id].to_record(), use_bin_type=True))
 
     def _check(self, user: str, revision: int, op: Any) -> None:
         state = self.state
@@ -228,6 +253,14 @@ class AuthApplier(Applier):
             check_request(state, user, revision, op)
 
     def _apply_auth(self, op: AuthOp) -> int:
+        before = set(self.state.scoped)
+        try:
+            return self._apply_auth_action(op)
+        finally:
+            if before != self.state.scoped.keys():
+                self._save_grants(before)
+
+    def _apply_auth_action(self, op: AuthOp) -> int:
         state, args = self.state, op.args
         action = op.action
         if action == "assign_simple":
@@ -240,11 +273,9 @@ class AuthApplier(Applier):
             if not self.store.lease_check(lease):
                 raise NotFound(LEASE_NOT_FOUND)
             state.scoped_grant(ScopedGrant(str(args[0]), bytes(args[1]), str(args[2]), str(args[3]), _scope(args), lease))
-            self._save()
-            return current_revision(self.store)
+            return current_revision(self.store)  # the grant's own key only (_apply_auth)
         if action == "scoped_revoke":
-            if state.scoped_revoke(str(args[0]), str(args[1])):
-                self._save()
+            state.scoped_revoke(str(args[0]), str(args[1]))
             return current_revision(self.store)
         if action == "role_grant_permission":
             state.role_grant_permission(args[0], Permission(int(args[1]), bytes(args[2]), bytes(args[3])))

@@ -21,7 +21,8 @@ user's name for it, the scope (a ``Permission``) and the lease. A request made w
 token runs as the *scoped caller* ``scoped_caller(id)``: it is allowed what both the scope
 and the granting user's current roles allow, never anything admin. Grants do not move the
 auth revision (a job starting must not invalidate everyone's JWTs); they end with their
-lease, when revoked by name, and when the granting user is deleted.
+lease, when revoked by name, and when the granting user is deleted. They are not part of
+``to_record``: the applier keeps each under a key of its own (``ScopedGrant.to_record``).
 """
 
 from __future__ import annotations
@@ -65,6 +66,16 @@ class ScopedGrant:
     name: str
     scope: Permission
     lease: int
+
+    def to_record(self) -> list[Any]:
+        return [self.id, self.digest, self.user, self.name, self.scope.perm_type, self.scope.key,
+                self.scope.range_end, self.lease]
+
+    @classmethod
+    def from_record(cls, record: list[Any]) -> ScopedGrant:
+        gid, digest, user, name, perm_type, key, range_end, lease = record
+        return cls(str(gid), bytes(digest), str(user), str(name), Permission(int(perm_type), bytes(key),
+                                                                             bytes(range_end)), int(lease))
 
     def allows(self, start: bytes, end: bytes | None, write: bool) -> bool:
         if not (self.scope.writes() if write else self.scope.reads()):
@@ -349,8 +360,6 @@ class AuthState:
             "revision": self.revision,
             "users": [[u.name, u.password_hash, list(u.roles), u.no_password] for u in self.users.values()],
             "roles": [[r.name, [[p.perm_type, p.key, p.range_end] for p in r.perms]] for r in self.roles.values()],
-            "scoped": [[g.id, g.digest, g.user, g.name, g.scope.perm_type, g.scope.key, g.scope.range_end, g.lease]
-                       for g in self.scoped.values()],
         }
 
     @classmethod
@@ -362,7 +371,4 @@ class AuthState:
             state.users[name] = User(name, bytes(pw), list(roles), bool(no_pw))
         for name, perms in record["roles"]:
             state.roles[name] = Role(name, [Permission(int(t), bytes(k), bytes(e)) for t, k, e in perms])
-        for gid, digest, user, gname, t, k, e, lease in record.get("scoped", ()):
-            state.scoped_grant(ScopedGrant(str(gid), bytes(digest), str(user), str(gname),
-                                           Permission(int(t), bytes(k), bytes(e)), int(lease)))
         return state
