@@ -32,7 +32,7 @@ PUBLIC = [
     "LeaseLeasesResponse", "LeaseLostError", "LeaseNotFoundError", "LeaseTimeToLiveResponse", "Member",
     "MemberAddResponse", "MemberListResponse", "Mutex", "NotFoundError", "Op", "OutOfRangeError",
     "Permission", "PermissionDeniedError", "ProtocolError", "PutResponse", "ResourceExhaustedError",
-    "ResponseHeader", "RetryPolicy", "RoleGetResponse", "RoleListResponse", "ServerError",
+    "ResponseHeader", "RetryPolicy", "RoleGetResponse", "RoleListResponse", "ScopedToken", "ServerError",
     "SnapshotChunk", "StatusResponse", "SyncClient", "TLSConfig", "Txn", "TxnResponse", "UnauthenticatedError",
     "UnavailableError", "UserGetResponse", "UserListResponse", "WatchCompactedError", "WatchResponse",
     "WatchSession", "Watcher", "prefix_range_end",
