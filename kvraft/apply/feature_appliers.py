@@ -118,6 +118,7 @@ def load_auth(store: Any) -> AuthState:
     state = AuthState.from_record(msgpack.unpackb(raw, raw=False)) if raw else AuthState()
     for record in grants:
         state.scoped_grant(ScopedGrant.from_record(record))
+    state.take_scoped_changes()  # loaded: nothing to write
     return state
 
 
@@ -212,23 +213,18 @@ class AuthApplier(Applier):
         except AuthError as exc:
             raise error_from_code(exc.code, exc.message) from None
         result = self.inner.apply(op)
-        if isinstance(op, (LeaseRevokeOp, LeaseExpireOp)):
-            before = set(self.state.scoped)
-            if self.state.scoped_drop_lease(op.id):  # the scoped tokens bound to the lease end with it
-                self._save_grants(before)
+        if isinstance(op, (LeaseRevokeOp, LeaseExpireOp)) and self.state.scoped_drop_lease(op.id):
+            self._save_grants()  # the scoped tokens bound to the lease end with it
         return result
 
     def _save(self) -> None:
         _put(self.store, AUTH_BUCKET, AUTH_STATE_KEY, msgpack.packb(self.state.to_record(), use_bin_type=True))
 
-    def _save_grants(self, before: set[str]) -> None:
-        """Write the grants added since ``before`` (the ids held then), delete those gone."""
-        now = self.state.scoped
-        for grant_id in before - now.keys():
-            _put(self.store, AUTH_BUCKET, SCOPED_KEY_PREFIX + grant_id.encode(), None)
-        for grant_id in now.keys() - before:
-            _put(self.store, AUTH_BUCKET, SCOPED_KEY_PREFIX + grant_id.encode(),
-                 msgpack.packb(now[grant_id].to_record(), use_bin_type=True))
+    def _save_grants(self) -> None:
+        """Write the grants added since the last save, delete those that ended."""
+        for grant_id, grant in self.state.take_scoped_changes().items():
+            value = None if grant is None else msgpack.packb(grant.to_record(), use_bin_type=True)
+            _put(self.store, AUTH_BUCKET, SCOPED_KEY_PREFIX + grant_id.encode(), value)
 
     def _check(self, user: str, revision: int, op: Any) -> None:
         state = self.state
@@ -253,12 +249,11 @@ class AuthApplier(Applier):
             check_request(state, user, revision, op)
 
     def _apply_auth(self, op: AuthOp) -> int:
-        before = set(self.state.scoped)
         try:
             return self._apply_auth_action(op)
         finally:
-            if before != self.state.scoped.keys():
-                self._save_grants(before)
+            if self.state.scoped_changes:
+                self._save_grants()
 
     def _apply_auth_action(self, op: AuthOp) -> int:
         state, args = self.state, op.args

@@ -91,6 +91,9 @@ class AuthState:
         self.roles: dict[str, Role] = {}
         self.scoped: dict[str, ScopedGrant] = {}
         self._scoped_names: dict[tuple[str, str], str] = {}
+        self._scoped_by_lease: dict[int, set[str]] = {}
+        self.scoped_changes: dict[str, ScopedGrant | None] = {}
+        """Grants added (the grant) or ended (None) since the applier last saved them."""
         self._cache: dict[str, tuple[RangeSet, RangeSet, bool]] = {}
 
     def _changed(self) -> None:
@@ -203,6 +206,8 @@ class AuthState:
             self._drop_scoped(self.scoped[old])
         self.scoped[grant.id] = grant
         self._scoped_names[(grant.user, grant.name)] = grant.id
+        self._scoped_by_lease.setdefault(grant.lease, set()).add(grant.id)
+        self.scoped_changes[grant.id] = grant
 
     def scoped_revoke(self, user: str, name: str) -> bool:
         grant_id = self._scoped_names.get((user, name))
@@ -213,7 +218,7 @@ class AuthState:
 
     def scoped_drop_lease(self, lease: int) -> int:
         """The lease ended: its grants end with it. Returns how many."""
-        gone = [g for g in self.scoped.values() if g.lease == lease]
+        gone = [self.scoped[i] for i in sorted(self._scoped_by_lease.get(lease, ()))]
         for grant in gone:
             self._drop_scoped(grant)
         return len(gone)
@@ -221,6 +226,16 @@ class AuthState:
     def _drop_scoped(self, grant: ScopedGrant) -> None:
         del self.scoped[grant.id]
         del self._scoped_names[(grant.user, grant.name)]
+        ids = self._scoped_by_lease[grant.lease]
+        ids.discard(grant.id)
+        if not ids:
+            del self._scoped_by_lease[grant.lease]
+        self.scoped_changes[grant.id] = None
+
+    def take_scoped_changes(self) -> dict[str, ScopedGrant | None]:
+        """The grants to write (or, None, to delete) since the last call."""
+        changes, self.scoped_changes = self.scoped_changes, {}
+        return changes
 
     def scoped_lookup(self, grant_id: str) -> ScopedGrant | None:
         return self.scoped.get(grant_id)
