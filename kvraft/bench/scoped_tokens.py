@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from kvraft.client import Client
+from kvraft.testing.auth import enable_auth
 
 __all__ = ["main"]
 
@@ -48,13 +49,8 @@ async def _put_latencies(client: Client, key: str, count: int) -> list[float]:
 
 async def _run(urls: list[str], live: int, step: int, puts: int) -> list[dict[str, Any]]:
     async with Client(urls) as admin:
-        await admin.user_add("root", "rootpw")
-        await admin.user_grant_role("root", "root")
-        await admin.role_add("agent")
-        await admin.role_grant_permission("agent", "READWRITE", "/jobs/", "/jobs0")
-        await admin.user_add("agent", "agentpw")
-        await admin.user_grant_role("agent", "agent")
-        await admin.auth_enable()
+        await enable_auth(admin, "rootpw", {"agent": [("READWRITE", "/jobs/", "/jobs0")]},
+                          {"agent": ("agentpw", "agent")})
     rows: list[dict[str, Any]] = []
     async with Client(urls[:1], user="agent", password="agentpw") as agent:
         lease = (await agent.lease_grant(3600)).id

@@ -16,6 +16,7 @@ from watch.cluster_helpers import b64, call, start_cluster
 
 from kvraft.cli.main import run as kvctl_run
 from kvraft.client import Client, PermissionDeniedError, UnauthenticatedError
+from kvraft.testing.auth import enable_auth
 
 INVALID = (16, "etcdserver: invalid auth token")
 
@@ -33,14 +34,9 @@ def _when_up(request, timeout_s: float = 60.0):  # type: ignore[no-untyped-def]
 
 async def _secure(urls: list[str]) -> None:
     async with Client(urls) as admin:
-        await admin.user_add("root", "rootpw")
-        await admin.user_grant_role("root", "root")
-        await admin.role_add("agent")
-        await admin.role_grant_permission("agent", "READWRITE", "/jobs/", "/jobs0")
-        await admin.role_grant_permission("agent", "READ", "/registry/", "/registry0")
-        await admin.user_add("agent", "agentpw")
-        await admin.user_grant_role("agent", "agent")
-        await admin.auth_enable()
+        await enable_auth(admin, "rootpw", {"agent": [("READWRITE", "/jobs/", "/jobs0"),
+                                                       ("READ", "/registry/", "/registry0")]},
+                          {"agent": ("agentpw", "agent")})
 
 
 def kvctl(*argv: str) -> tuple[int, str, str]:

@@ -10,6 +10,7 @@ import pytest
 from kvclusters import RUNTIMES, Runtime, start_runtime
 
 from kvraft.client import Client, InvalidArgumentError, PermissionDeniedError, ServerError
+from kvraft.testing.auth import enable_auth
 
 
 @pytest.fixture(params=RUNTIMES)
@@ -25,13 +26,7 @@ def auth_runtime(request: pytest.FixtureRequest, tmp_path, monkeypatch) -> Itera
 async def test_users_roles_permissions_and_token_refresh(auth_runtime: Runtime) -> None:
     endpoints = auth_runtime.endpoints
     async with Client(endpoints) as admin:
-        await admin.user_add("root", "rootpw")
-        await admin.user_grant_role("root", "root")
-        await admin.role_add("app")
-        await admin.role_grant_permission("app", "READWRITE", "app/", "app0")
-        await admin.user_add("alice", "alicepw")
-        await admin.user_grant_role("alice", "app")
-        await admin.auth_enable()
+        await enable_auth(admin, "rootpw", {"app": [("READWRITE", "app/", "app0")]}, {"alice": ("alicepw", "app")})
         with pytest.raises(InvalidArgumentError, match="user name is empty"):
             await admin.get("app/x")
     async with Client(endpoints, user="alice", password="alicepw") as alice:

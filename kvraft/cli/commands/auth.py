@@ -97,31 +97,33 @@ async def run_token_list(ctx: Context, ns: argparse.Namespace) -> None:
         ctx.stdout.write(", ".join(row) + "\n")
 
 
+def _add_verbs(verbs: Any, parent: argparse.ArgumentParser, table: tuple[tuple[str, Any, str], ...]) -> dict[str, Any]:
+    parsers = {}
+    for name, handler, help_text in table:
+        p = verbs.add_parser(name, parents=[parent], help=help_text)
+        p.add_argument("args", nargs="*", help=argparse.SUPPRESS)
+        p.set_defaults(handler=handler)
+        parsers[name] = p
+    return parsers
+
+
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     auth = sub.add_parser("auth", help="Enable or disable authentication")
     auth.set_defaults(help_parser=auth)
     verbs = subcommands(auth, "verb")
-    for name, handler, text in (
+    _add_verbs(verbs, parent, (
         ("enable", run_enable, "Enables authentication"),
         ("disable", run_disable, "Disables authentication"),
         ("status", run_status, "Returns authentication status"),
-    ):
-        p = verbs.add_parser(name, parents=[parent], help=text)
-        p.add_argument("args", nargs="*", help=argparse.SUPPRESS)
-        p.set_defaults(handler=handler)
+    ))
     token = verbs.add_parser("token", help="kvraft's scoped tokens: a part of your permissions for someone else")
     token.set_defaults(help_parser=token)
-    token_verbs = subcommands(token, "token_verb")
-    for name, handler, help_text in (
+    grant = _add_verbs(subcommands(token, "token_verb"), parent, (
         ("grant", run_token_grant, "Grants a token with your own permission on a key or range, bound to a lease"),
         ("revoke", run_token_revoke, "Revokes one of your tokens by name"),
         ("list", run_token_list, "Lists the tokens (root: all; others: their own), never their secrets"),
-    ):
-        p = token_verbs.add_parser(name, parents=[parent], help=help_text)
-        p.add_argument("args", nargs="*", help=argparse.SUPPRESS)
-        p.set_defaults(handler=handler)
-        if name == "grant":
-            p.add_argument("--lease", help="lease ID (hex) the token is bound to")
-            p.add_argument("--perm", default="READWRITE", help="READ, WRITE or READWRITE (default)")
-            p.add_argument("--prefix", action="store_true", help="the key is a prefix")
-            p.add_argument("--from-key", action="store_true", help="every key greater than or equal to the key")
+    ))["grant"]
+    grant.add_argument("--lease", help="lease ID (hex) the token is bound to")
+    grant.add_argument("--perm", default="READWRITE", help="READ, WRITE or READWRITE (default)")
+    grant.add_argument("--prefix", action="store_true", help="the key is a prefix")
+    grant.add_argument("--from-key", action="store_true", help="every key greater than or equal to the key")
