@@ -5,9 +5,10 @@
 ``Request``/``Response`` objects, router, middleware or stream writer (they were ~35% of
 the leader's CPU at saturation). Everything else is aiohttp's, unchanged: the first
 request on a connection that this path does not take (another route or method, a
-chunked body, ``Expect``, HTTP/1.0, a body over the size limit, or any request while auth
-is enabled) hands the connection, with the bytes already read, to aiohttp's protocol for
-the rest of its life.
+chunked body, ``Expect``, HTTP/1.0, a body over the size limit, any request while auth is
+enabled, or any request from a TLS client without a certificate under ``--client-cert-auth``,
+which aiohttp's middleware refuses unless it carries a scoped token) hands the connection,
+with the bytes already read, to aiohttp's protocol for the rest of its life.
 
 Wire compatibility: the same decoders (``codec.decode_body``), encoders (``encode``), and
 error answers (``errors.error_response``) as the aiohttp routes, and the same headers
@@ -98,6 +99,8 @@ class _Routes:
         self.server_header = server_header
         self.puts = PutCoalescer(server, features)
         self.grpc_stats: GrpcStats = getattr(server, "grpc_stats", None) or GrpcStats()
+        config = getattr(server, "config", None)
+        self.client_cert_auth = bool(getattr(config, "client_cert_auth", False))
 
     def header(self, out: Out, revision: int) -> dict[str, Any]:
         s = self.server
@@ -352,9 +355,14 @@ class FastProtocol(asyncio.Protocol):
         self.paused = False
         self.grpc: Method | None = None  # the request being answered, for grpc_stats
         self.grpc_started = 0.0
+        self.uncertified = False
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        # --client-cert-auth and a TLS client that offered no certificate: aiohttp's middleware
+        # decides (a scoped token or a refusal); this path would answer it unchecked
+        self.uncertified = self.routes.client_cert_auth and transport.get_extra_info("sslcontext") is not None \
+            and not transport.get_extra_info("peercert")
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -397,7 +405,8 @@ class FastProtocol(asyncio.Protocol):
         lines = bytes(buf[:end]).split(b"\r\n")
         parts = lines[0].split(b" ")
         route = _PATHS.get(parts[1]) if len(parts) == 3 else None
-        if route is None or parts[0] != b"POST" or parts[2] != b"HTTP/1.1" or self.routes.features.auth.enabled:
+        if route is None or parts[0] != b"POST" or parts[2] != b"HTTP/1.1" or self.routes.features.auth.enabled \
+                or self.uncertified:
             self._hand_over()
             return
         length, ctype, close = -1, b"", False
