@@ -5,6 +5,7 @@ is refused. Config rules and --auto-tls are checked too."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -118,10 +119,14 @@ def test_a_client_without_a_certificate_is_refused(tls_cluster) -> None:
             SyncClient([url], tls=TLSConfig(str(pki / "ca.crt")), dial_timeout_s=2.0, request_timeout_s=3.0) as client:
         client.get("tls/k")
     context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-    for path in ("/version", "/health", "/metrics"):
+    put = json.dumps({"key": "dGxzL2s=", "value": "c3RyYW5nZXI="}).encode()
+    for path, body in (("/version", None), ("/health", None), ("/metrics", None), ("/v3/kv/put", put),
+                       ("/v3/kv/range", b'{"key": "dGxzL2s="}')):
+        # (the KV routes start on the fast path, which answered them unchecked: handed to
+        # aiohttp's middleware now)
         with pytest.raises(urllib.error.HTTPError) as info:
-            urllib.request.urlopen(url + path, timeout=5, context=context).read()
-        assert info.value.code == 401 and json.loads(info.value.read())["code"] == 16
+            urllib.request.urlopen(urllib.request.Request(url + path, data=body), timeout=5, context=context).read()
+        assert info.value.code == 401 and json.loads(info.value.read())["code"] == 16, path
     stranger = pki.parent / "stranger"  # a certificate from another CA
     make_certs(stranger, "x=127.0.0.1")
     bad = TLSConfig(str(pki / "ca.crt"), str(stranger / "client.crt"), str(stranger / "client.key"))
@@ -206,21 +211,49 @@ def test_agent_registers_its_node_over_tls(tls_cluster, tmp_path) -> None:
             process.wait(30)
 
 
+RANK_AS_NOBODY = r"""
+id -u
+if cat "$AGENT_KEY" >/dev/null 2>&1; then echo "read the agent's key"; exit 3; fi
+if [ -n "$KVRAFT_KEY$KVRAFT_CERT" ]; then echo "was given the agent's key"; exit 4; fi
+ep=${KVRAFT_ENDPOINTS%%,*}; ep=${ep#https://}
+put() {  # put KEY_B64: the HTTP status of a put made with the token and the CA alone
+  body="{\"key\":\"$1\",\"value\":\"b2s=\"}"
+  printf 'POST /v3/kv/put HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nAuthorization: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' \
+    "$ep" "$KVRAFT_TOKEN" "${#body}" "$body" \
+    | timeout 30 openssl s_client -quiet -verify_return_error -CAfile "$KVRAFT_CACERT" -connect "$ep" 2>/dev/null \
+    | head -1 | cut -d' ' -f2
+}
+mine=$(put "$OWN_KEY"); other=$(put "$OTHER_KEY")
+echo "own=$mine other=$other"
+[ "$mine" = 200 ] && [ "$other" = 403 ]
+"""
+
+
 def test_a_rank_without_a_certificate_reaches_kvraft_with_a_scoped_token(tls_cluster) -> None:
     """The job's ranks run as a user who cannot read the agent's key: with auth on, the agent
     (certificate and password) grants them a token scoped to the job's keys; with it, and
-    the CA alone, they are answered. Last in the module: it turns auth on, then off again."""
+    the CA alone, they are answered. First through the client; then for real: an agent with
+    that user starts a task as uid 65534 (nobody), which cannot read the agent's key, is not
+    given it, and writes its job's key over https with the token and the CA (openssl, as
+    nobody cannot run this interpreter), and is refused elsewhere. Last in the module: it
+    turns auth on, then off again."""
     cluster, pki = tls_cluster
     urls = [m.client_url for m in cluster.members.values()]
     with SyncClient(urls[:1], tls=_admin(pki)) as admin:
         admin.user_add("root", "rootpw")
         admin.user_grant_role("root", "root")
         admin.role_add("agent")
-        admin.role_grant_permission("agent", "READWRITE", "/jobs/", "/jobs0")
+        for perm, prefix in (("READWRITE", "/jobs/"), ("READWRITE", "/registry/nodes/"),
+                             ("READWRITE", "/registry/leases/"), ("READWRITE", "/registry/tasks/"),
+                             ("READ", "/registry/assignments/"), ("READ", "/registry/bindings/"),
+                             ("READ", "/registry/jobs/")):
+            admin.role_grant_permission("agent", perm, prefix, prefix[:-1] + "0")
         admin.user_add("agent", "agentpw")
         admin.user_grant_role("agent", "agent")
         admin.auth_enable()
     try:
+        if os.geteuid() == 0:
+            _an_agents_task_as_nobody_uses_its_token(cluster, pki)
         with SyncClient(urls[:1], tls=_admin(pki), user="agent", password="agentpw") as agent:
             lease = agent.lease_grant(60).id
             token = agent.scoped_token_grant("n1/j/0", "/jobs/j/", "/jobs/j0", lease=lease)
@@ -237,6 +270,54 @@ def test_a_rank_without_a_certificate_reaches_kvraft_with_a_scoped_token(tls_clu
     finally:
         with SyncClient(urls[:1], tls=_admin(pki), user="root", password="rootpw") as root:
             root.auth_disable()
+
+
+def _an_agents_task_as_nobody_uses_its_token(cluster: LocalCluster, pki: Path) -> None:
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="kvraft-rank-"))  # pytest's tmp dirs are 0700: nobody gets in
+    root.chmod(0o755)
+    shutil.copy(pki / "ca.crt", root / "ca.crt")  # the CA is public; the agent's key stays in pki/ (0600)
+    (root / "ca.crt").chmod(0o644)
+    endpoints = ",".join(m.client_url.removeprefix("https://") for m in cluster.members.values())
+    log = open(root / "agent.log", "wb")  # noqa: SIM115 - handed to the child
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agent", "--endpoints", endpoints, "--name", "rank-node", "--runtime", "process",
+         "--data-dir", str(root / "agent"), "--listen-url", f"http://127.0.0.1:{free_port()}",
+         "--lease-ttl-s", "10", "--heartbeat-s", "2", "--relist-s", "0.5", "--cacert", str(root / "ca.crt"),
+         "--cert", str(pki / "admin.crt"), "--key", str(pki / "admin.key"), "--user", "agent", "--password", "agentpw"],
+        cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    log.close()
+    b64 = lambda s: base64.b64encode(s.encode()).decode()  # noqa: E731
+    spec = {"command": ["sh", "-c", RANK_AS_NOBODY], "user": [65534, 65534],
+            "env": {"KVRAFT_JOB": "tls-job", "AGENT_KEY": str(pki / "admin.key"),
+                    "OWN_KEY": b64("/jobs/tls-job/progress"), "OTHER_KEY": b64("/jobs/other-job/progress")}}
+    try:
+        with SyncClient([cluster.members["m0"].client_url], tls=_admin(pki), user="root", password="rootpw") as c:
+            wait_for(lambda: c.get("/registry/nodes/rank-node").kvs, what="the agent registered with its user")
+            c.put("/registry/assignments/rank-node/tls-job/worker", json.dumps({"spec": spec}))
+
+            def finished() -> dict | None:
+                got = c.get("/registry/tasks/tls-job/worker/status").kvs
+                doc = json.loads(got[0].value) if got else {}
+                return doc if doc.get("phase") in ("Succeeded", "Failed") else None
+
+            try:
+                status = wait_for(finished, what="the task to finish")
+            except AssertionError as exc:
+                logs = [f"{p}: {p.read_text(errors='replace')[-1500:]}" for p in (root / "agent").rglob("*")
+                        if p.is_file() and "log" in p.name]
+                raise AssertionError("\n".join([(root / "agent.log").read_text()[-2000:], *logs])) from exc
+            assert status["phase"] == "Succeeded", (status, (root / "agent.log").read_text()[-3000:])
+            assert "token_failures" not in (root / "agent.log").read_text()
+            assert c.get("/jobs/tls-job/progress").kvs[0].value == b"ok"
+            assert not c.get("/jobs/other-job/progress").kvs
+            assert status["log_tail"].split("\n")[:2] == ["65534", "own=200 other=403"], status
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(30)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_auto_tls_serves_https_with_a_self_signed_certificate(tmp_path) -> None:
