@@ -119,10 +119,9 @@ async def logs(request: web.Request) -> web.StreamResponse:
     files = agent.runtime.log_files(key, attempt)
     resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await resp.prepare(request)
-    lines: list[bytes] = []
-    for path in files:
-        with contextlib.suppress(OSError):
-            lines.extend(path.read_bytes().splitlines())
+    # the rotated files can be tens of MB: read them off the event loop, which also renews
+    # the node lease
+    lines = await asyncio.to_thread(_read_lines, files)
     if tail >= 0:
         lines = lines[-tail:] if tail else []
     for ln in lines:
@@ -133,6 +132,14 @@ async def logs(request: web.Request) -> web.StreamResponse:
         await _follow(agent, key, attempt, files[-1], resp, timestamps, stream)
     await resp.write_eof()
     return resp
+
+
+def _read_lines(files: list[Path]) -> list[bytes]:
+    lines: list[bytes] = []
+    for path in files:
+        with contextlib.suppress(OSError):
+            lines.extend(path.read_bytes().splitlines())
+    return lines
 
 
 async def _follow(agent: Agent, key: str, attempt: int, path: Path, resp: web.StreamResponse,
