@@ -15,6 +15,7 @@ from aiohttp import web
 from kvraft.client.observe import configure_logging
 from kvraft.server.api import make_app, misc
 from kvraft.server.api.fast import FastTCPSite
+from kvraft.server.api.gate import certificate_required_middleware
 from kvraft.server.api.state import SERVER
 from kvraft.server.config import Config, ConfigError, parse_config
 from kvraft.server.corruption import CorruptionError
@@ -83,7 +84,9 @@ async def _serve_metrics(config: Config, node: Node, client_ssl: ssl.SSLContext 
     with the client URLs' TLS settings, as etcd)."""
     if not config.listen_metrics_urls:
         return None
-    app = web.Application()
+    # the handshake lets a client without a certificate through (CERT_OPTIONAL, for the
+    # ranks' scoped tokens on the client URLs): here it is refused, as etcd refuses it
+    app = web.Application(middlewares=[certificate_required_middleware] if config.client_cert_auth else [])
     app[SERVER] = node
     for path, handler in misc.ROUTES.items():
         app.router.add_get(path, handler)

@@ -372,13 +372,13 @@ def test_metrics_urls_serve_health_and_metrics_without_a_client_certificate(tmp_
     """--listen-metrics-urls (etcd's flag): a plain listener with only /metrics, /health and
     /version, so monitoring needs no certificate while the client URL requires one."""
     make_certs(tmp_path, "m0=127.0.0.1")
-    client, peer, metrics = (f"127.0.0.1:{free_port()}" for _ in range(3))
+    client, peer, metrics, secure_metrics = (f"127.0.0.1:{free_port()}" for _ in range(4))
     log = open(tmp_path / "member.log", "wb")  # noqa: SIM115 - handed to the child
     process = subprocess.Popen(
         [sys.executable, "-m", "kvraft.server.main", "--name", "m0", "--data-dir", str(tmp_path / "data"),
          "--listen-client-urls", f"https://{client}", "--advertise-client-urls", f"https://{client}",
          "--listen-peer-urls", f"http://{peer}", "--initial-advertise-peer-urls", f"http://{peer}",
-         "--initial-cluster", f"m0=http://{peer}", "--listen-metrics-urls", f"http://{metrics}",
+         "--initial-cluster", f"m0=http://{peer}", "--listen-metrics-urls", f"http://{metrics},https://{secure_metrics}",
          "--cert-file", str(tmp_path / "m0.crt"), "--key-file", str(tmp_path / "m0.key"),
          "--trusted-ca-file", str(tmp_path / "ca.crt"), "--client-cert-auth"],
         cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
@@ -398,6 +398,16 @@ def test_metrics_urls_serve_health_and_metrics_without_a_client_certificate(tmp_
         with pytest.raises(UnauthenticatedError, match="a client certificate is required"), \
                 SyncClient([f"https://{client}"], tls=TLSConfig(str(tmp_path / "ca.crt")), request_timeout_s=3.0) as c:
             c.get("k")
+        # an https metrics URL has the client URLs' TLS settings: no certificate, no metrics
+        # (the handshake lets it through since the ranks' tokens; it was answered then)
+        ca_only = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"https://{secure_metrics}/metrics", timeout=5, context=ca_only).read()
+        assert refused.value.code == 401
+        with_cert = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+        with_cert.load_cert_chain(str(tmp_path / "client.crt"), str(tmp_path / "client.key"))
+        with urllib.request.urlopen(f"https://{secure_metrics}/metrics", timeout=5, context=with_cert) as response:
+            assert b"process_resident_memory_bytes" in response.read()
     finally:
         if process.poll() is None:
             process.terminate()

@@ -130,6 +130,15 @@ async def client_cert_middleware(request: web.Request, handler: Handler) -> web.
 _NO_CERTIFICATE = "kvraft: a client certificate is required (--client-cert-auth), or a scoped token"
 
 
+@web.middleware
+async def certificate_required_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An https metrics URL under ``--client-cert-auth``: no certificate, no answer (no token
+    is taken there; it is for monitoring, which gets a certificate of its own)."""
+    if request.secure and not _peer_certificate(request):
+        return error_response(error_from_code(16, _NO_CERTIFICATE.split(", or")[0]), JSON_OUT)
+    return await handler(request)
+
+
 def _peer_certificate(request: web.Request) -> bool:
     transport = request.transport
     return bool(transport is not None and transport.get_extra_info("peercert"))
