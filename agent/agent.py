@@ -49,6 +49,7 @@ from agent.devices import (
     load_rdma_inventory,
     machine_facts,
 )
+from agent.jobtokens import JobTokens
 from agent.keys import (
     assignment_key,
     assignments_prefix,
@@ -78,15 +79,7 @@ from agent.reconcile import (
 from agent.runtime.base import DeviceGrant, Runtime, TaskRun
 from agent.spec import Assignment, TaskSpec, parse_assignment
 from kvraft.aio import cancel_and_wait, wait_event
-from kvraft.client import (
-    Client,
-    ClientError,
-    Compare,
-    Op,
-    TLSConfig,
-    WatchCompactedError,
-    prefix_range_end,
-)
+from kvraft.client import Client, ClientError, Compare, Op, TLSConfig, WatchCompactedError
 
 __all__ = ["Agent", "AgentStatistics", "make_runtime"]
 
@@ -162,6 +155,7 @@ class Agent:
             config.endpoints, request_timeout_s=config.request_timeout_s, user=config.user or None,
             password=config.password or None,
             tls=TLSConfig.from_flags(config.cacert, config.cert, config.key, config.insecure_skip_tls_verify))
+        self.tokens = JobTokens(self.client, self.name, logs_in=bool(config.user))
         self.gpus: GpuInventory = load_gpu_inventory(config.gpu_inventory or None)
         self.rdma: tuple[RdmaDevice, ...] = load_rdma_inventory(config.rdma_inventory or None)
         self.backoff = BackoffPolicy(config.restart_backoff_s, config.restart_backoff_max_s)
@@ -192,8 +186,6 @@ class Agent:
         # statistics
         self.lease_grants = 0
         self.lease_losses = 0
-        self.tokens_granted = 0
-        self.token_failures = 0
         self.keepalive_failures = 0
         self.actions: Counter[str] = Counter()
         self.status_writes: Counter[str] = Counter()
@@ -274,8 +266,8 @@ class Agent:
             fenced=self._fenced,
             fences=self.fences,
             lease_age_s=max(0.0, time.monotonic() - self._lease_ok_at),
-            tokens_granted=self.tokens_granted,
-            token_failures=self.token_failures,
+            tokens_granted=self.tokens.granted,
+            token_failures=self.tokens.failures,
         )
 
     async def _listen_events(self) -> None:
@@ -555,11 +547,11 @@ class Agent:
             elif isinstance(action, Cleanup):
                 fields |= {"task": action.key, "attempt": action.attempt}
                 await self.runtime.cleanup(action.key, action.attempt)
-                await self._revoke_job_token(action.key, action.attempt)
+                await self.tokens.revoke(action.key, action.attempt)
             elif isinstance(action, Remove):
                 fields |= {"task": action.key, "attempt": action.attempt}
                 await self.runtime.remove(action.key, action.attempt)
-                await self._revoke_job_token(action.key, action.attempt)
+                await self.tokens.revoke(action.key, action.attempt)
             elif isinstance(action, Report):
                 fields |= {"task": action.key, "phase": action.status.phase.value, "attempt": action.status.attempt}
                 await self._write_status(action)
@@ -580,15 +572,17 @@ class Agent:
     async def _with_rank_env(self, spec: TaskSpec, key: str = "", attempt: int = 0) -> TaskSpec:
         """Add the rank/placement environment (``agent.rankenv``, owned by the end-to-end work,
         issue 13); the binding and job uid are read once per start, best effort. With auth
-        on, the task gets a token scoped to its job's keys (``_job_token``)."""
+        on, the task gets a token scoped to its job's keys (``agent.jobtokens``)."""
         env = dict(spec.env)
         binding: dict[str, Any] | None = None
         uid = 0
         job = env.get("KVRAFT_JOB", "")
+        if "/" in job or job in (".", ".."):
+            job = ""  # not a name under /registry/ or /jobs/
         token = ""
-        if job and "/" not in job and job not in (".", "..") and key and "KVRAFT_TOKEN" not in env:
-            token = await self._job_token(job, key, attempt)
-        if job and env.get("KVRAFT_PEERS") and "/" not in job and job not in (".", ".."):
+        if job and key and "KVRAFT_TOKEN" not in env:
+            token = await self.tokens.grant(job, key, attempt, self.lease_id)
+        if job and env.get("KVRAFT_PEERS"):
             with contextlib.suppress(ClientError, OSError, ValueError, asyncio.TimeoutError):
                 got = await self.client.get(f"/registry/bindings/{job}")
                 doc = json.loads(got.kvs[0].value) if got.kvs else None
@@ -602,39 +596,6 @@ class Agent:
                           insecure_skip_tls_verify=c.insecure_skip_tls_verify, token=token)
         extra = rank_env(env, facts, binding, uid)
         return dataclasses.replace(spec, env=tuple(sorted((env | extra).items()))) if extra else spec
-
-    def _token_name(self, key: str, attempt: int) -> str:
-        return f"{self.name}/{key}#{attempt}"
-
-    async def _job_token(self, job: str, key: str, attempt: int) -> str:
-        """A kvraft scoped token for one attempt of a task of ``job``: this agent's own
-        permissions narrowed to ``/jobs/<job>/`` (launch rendezvous, progress, checkpoints),
-        bound to the node lease (a fenced or dead agent's tokens end with it) and revoked at
-        the attempt's Cleanup or Remove. The ranks act with it, never with the agent's
-        identity (docs/design/auth.md, "Scoped tokens"). "" when the agent logs in as nobody, kvraft's
-        auth is off, or kvraft refuses (logged: the ranks will be refused too)."""
-        if not self.config.user or not self.lease_id:
-            return ""
-        prefix = f"/jobs/{job}/".encode()
-        try:
-            token: str = await self.client.scoped_token_grant(self._token_name(key, attempt), prefix,
-                                                              prefix_range_end(prefix), lease=self.lease_id)
-        except ClientError as exc:
-            if "authentication is not enabled" not in str(exc):
-                self.token_failures += 1
-                log.warning("no scoped token for the task; its ranks cannot reach kvraft",
-                            extra={"fields": {"task": key, "attempt": attempt, "error": str(exc)}})
-            return ""
-        self.tokens_granted += 1
-        return token
-
-    async def _revoke_job_token(self, key: str, attempt: int) -> None:
-        """The attempt ended: its scoped token goes (idempotent; best effort, as the lease
-        ends it anyway if this agent never gets through)."""
-        if not self.config.user:
-            return
-        with contextlib.suppress(ClientError):
-            await self.client.scoped_token_revoke(self._token_name(key, attempt))
 
     def _log_tail(self, key: str, attempt: int) -> str:
         """The last ``LOG_TAIL_BYTES`` of the attempt's output, without the CRI prefixes."""
