@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from kvraft.aio import cancel_and_wait
-from kvraft.apply.errors import EtcdError, error_from_code
+from kvraft.apply.errors import error_from_code
 from kvraft.apply.feature_appliers import AuthApplier, LeaseApplier, load_auth, load_leases
 from kvraft.apply.feature_ops import (
     AuthOp,
@@ -94,6 +94,11 @@ def parse_duration_s(text: str) -> float:
         return float(text)
     except ValueError:
         return parse_go_duration_s(text)
+
+
+def _token_of(header: str) -> str:
+    """The token of an ``Authorization`` header: raw or ``Bearer <token>``."""
+    return header[7:].strip() if header[:7].lower() == "bearer " else header.strip()
 
 
 def _token_provider(spec: str, ttl_s: float) -> tuple[TokenProvider, SimpleTokens | None]:
@@ -223,7 +228,7 @@ class Features:
         there is no token. A bad token raises "invalid auth token" (code 16)."""
         if not self.auth.enabled or not header:
             return None
-        token = header[7:].strip() if header[:7].lower() == "bearer " else header.strip()
+        token = _token_of(header)
         if token.startswith(SCOPED_TOKEN_PREFIX):
             return self._resolve_scoped(token)
         now = time.monotonic() if self.simple is not None else time.time()
@@ -242,23 +247,10 @@ class Features:
         return Caller(scoped_caller(grant_id), self.auth.revision)
 
     def has_scoped_prefix(self, header: str | None) -> bool:
-        """Does ``header`` carry something shaped as a scoped token (with auth on)?"""
-        if not header or not self.auth.enabled:
-            return False
-        token = header[7:].strip() if header[:7].lower() == "bearer " else header.strip()
-        return token.startswith(SCOPED_TOKEN_PREFIX)
-
-    def is_scoped_token(self, header: str | None) -> bool:
-        """Does ``header`` carry a scoped token that resolves now? (``--client-cert-auth``
-        lets a request without a certificate through only with one.)"""
-        if not header or not self.has_scoped_prefix(header):
-            return False
-        token = header[7:].strip() if header[:7].lower() == "bearer " else header.strip()
-        try:
-            self._resolve_scoped(token)
-        except EtcdError:
-            return False
-        return True
+        """Does ``header`` carry something shaped as a scoped token (with auth on)?
+        (``--client-cert-auth`` answers a request without a certificate only with one that
+        resolves.)"""
+        return bool(header) and self.auth.enabled and _token_of(header or "").startswith(SCOPED_TOKEN_PREFIX)
 
     async def scoped_grant(self, name: str, scope: Permission, lease: int) -> str:
         """Grant the caller's own ``scope`` under ``name``, bound to ``lease``; the token."""

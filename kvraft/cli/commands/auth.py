@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from kvraft.cli.commands.lease import lease_id_arg
-from kvraft.cli.commands.role import _perm_range
+from kvraft.cli.commands.role import perm_range
 from kvraft.cli.context import Context
 from kvraft.cli.errors import EXIT_BAD_ARGS, CommandError
 from kvraft.cli.parsing import subcommands
@@ -64,7 +64,7 @@ async def run_token_grant(ctx: Context, ns: argparse.Namespace) -> None:
     perm = ns.perm.upper()
     if perm not in _PERMS:
         raise CommandError(EXIT_BAD_ARGS, f"bad permission type {ns.perm!r}: READ, WRITE or READWRITE")
-    key, end = _perm_range(ns, ns.args[1:])
+    key, end = perm_range(ns, ns.args[1:])
     client = await ctx.client()
     token = await client.scoped_token_grant(ns.args[0], key, end, lease=lease_id_arg(ns.lease), perm_type=perm)
     ctx.stdout.write(token + "\n")

@@ -10,12 +10,12 @@ from kvraft.cli.errors import EXIT_BAD_ARGS, CommandError
 from kvraft.cli.parsing import subcommands
 from kvraft.client import prefix_range_end
 
-__all__ = ["register"]
+__all__ = ["perm_range", "register"]
 
 _PERMS = {"READ": "READ", "WRITE": "WRITE", "READWRITE": "READWRITE"}
 
 
-def _perm_range(ns: argparse.Namespace, keys: list[str]) -> tuple[str, str]:
+def perm_range(ns: argparse.Namespace, keys: list[str]) -> tuple[str, str]:
     key = keys[0]
     if ns.prefix and ns.from_key:
         raise CommandError(EXIT_BAD_ARGS, "--from-key and --prefix flags are mutually exclusive")
@@ -71,7 +71,7 @@ async def run_grant(ctx: Context, ns: argparse.Namespace) -> None:
     perm = _PERMS.get(ns.args[1].upper())
     if perm is None:
         raise CommandError(EXIT_BAD_ARGS, f"invalid permission type: {ns.args[1]}")
-    key, end = _perm_range(ns, ns.args[2:])
+    key, end = perm_range(ns, ns.args[2:])
     client = await ctx.client()
     ctx.printer.role_grant_permission(ns.args[0], await client.role_grant_permission(ns.args[0], perm, _b(key), _b(end)))
 
@@ -79,7 +79,7 @@ async def run_grant(ctx: Context, ns: argparse.Namespace) -> None:
 async def run_revoke(ctx: Context, ns: argparse.Namespace) -> None:
     if len(ns.args) < 2:
         raise CommandError(EXIT_BAD_ARGS, "role revoke-permission command requires role name and key [endkey] as its argument")
-    key, end = _perm_range(ns, ns.args[1:])
+    key, end = perm_range(ns, ns.args[1:])
     client = await ctx.client()
     resp = await client.role_revoke_permission(ns.args[0], _b(key), _b(end))
     ctx.printer.role_revoke_permission(ns.args[0], key, end, resp)

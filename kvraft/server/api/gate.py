@@ -116,18 +116,17 @@ async def client_cert_middleware(request: web.Request, handler: Handler) -> web.
     if request.secure and request.method != "OPTIONS" and not _peer_certificate(request):
         header = request.headers.get("Authorization") or request.headers.get("token")
         features: Features = request.app[FEATURES]
-        if not features.is_scoped_token(header):
-            try:  # granted through another member moments ago? catch up and look again
-                known = features.has_scoped_prefix(header) and \
-                    (await _resolve_caught_up(request, features, header)) is not None
-            except EtcdError:
-                known = False
-            if not known:
-                return error_response(error_from_code(16, _NO_CERTIFICATE), JSON_OUT)
+        if not features.has_scoped_prefix(header):
+            return error_response(error_from_code(16, _NO_CERTIFICATE_OR_TOKEN), JSON_OUT)
+        try:  # (a grant made through another member moments ago is caught up with)
+            await _resolve_caught_up(request, features, header)
+        except EtcdError:
+            return error_response(error_from_code(16, _NO_CERTIFICATE_OR_TOKEN), JSON_OUT)
     return await handler(request)
 
 
-_NO_CERTIFICATE = "kvraft: a client certificate is required (--client-cert-auth), or a scoped token"
+_NO_CERTIFICATE = "kvraft: a client certificate is required (--client-cert-auth)"
+_NO_CERTIFICATE_OR_TOKEN = _NO_CERTIFICATE + ", or a scoped token"
 
 
 @web.middleware
@@ -135,7 +134,7 @@ async def certificate_required_middleware(request: web.Request, handler: Handler
     """An https metrics URL under ``--client-cert-auth``: no certificate, no answer (no token
     is taken there; it is for monitoring, which gets a certificate of its own)."""
     if request.secure and not _peer_certificate(request):
-        return error_response(error_from_code(16, _NO_CERTIFICATE.split(", or")[0]), JSON_OUT)
+        return error_response(error_from_code(16, _NO_CERTIFICATE), JSON_OUT)
     return await handler(request)
 
 
