@@ -70,6 +70,9 @@ class Config:
     peer_client_cert_auth: bool = False
     peer_auto_tls: bool = False
     auto_promote_learners: bool = True
+    strict_reconfig_check: bool = True
+    """etcd's flag (default on): refuse a member add, remove or promote that would leave the
+    cluster without a working quorum (kvraft/server/reconfig.py)."""
     max_learners: int = 1
     auth_token: str = "simple"
     """``simple`` or ``jwt,sign-method=HS256|RS256|ES256|EdDSA,priv-key=FILE[,pub-key=FILE][,ttl=5m]``."""
@@ -215,6 +218,10 @@ _LISTS = {"listen_client_urls", "advertise_client_urls", "listen_peer_urls", "in
           "listen_metrics_urls", "log_outputs"}
 
 
+_TRUE = ("1", "t", "true", "yes", "on")
+_FALSE = ("0", "f", "false", "no", "off")
+
+
 def _coerce(name: str, value: Any) -> Any:
     default = getattr(Config(), name)
     if name in _LISTS:
@@ -223,7 +230,10 @@ def _coerce(name: str, value: Any) -> Any:
         return [u.strip() for u in str(value).split(",") if u.strip()]
     if isinstance(default, bool):
         if isinstance(value, str):
-            return value.lower() in ("1", "true", "yes", "on")
+            word = value.lower()
+            if word not in _TRUE + _FALSE:  # Go's strconv.ParseBool, and YAML's words
+                raise ConfigError(f"{name.replace('_', '-')}: {value!r} is not true or false")
+            return word in _TRUE
         return bool(value)
     if isinstance(default, int):
         try:

@@ -35,6 +35,7 @@ from kvraft.server.corruption import CorruptionChecker
 from kvraft.server.driver import NodeDriver
 from kvraft.server.membership import Member, Membership
 from kvraft.server.node_status import MemberCounters, NodeStatusMixin
+from kvraft.server.reconfig import ReconfigCheck
 from kvraft.server.tls import peer_ssl_contexts
 from kvraft.server.transport import PeerTransport, cluster_key
 from kvraft.storage.errors import StorageCorruptionError
@@ -142,6 +143,7 @@ class Node(NodeStatusMixin):
             on_conf_change=self._on_conf_change,
         )
         self.corruption = CorruptionChecker(self)
+        self.reconfig = ReconfigCheck(self.membership, self.member_id, self.transport.active_since)
         self.state.on_members_changed = self._sync_peers
         self.state.on_failure = self._state_failed
         self._tasks: list[asyncio.Task[None]] = []
@@ -269,6 +271,12 @@ class Node(NodeStatusMixin):
                 member = self.membership.get(learner)
                 if member is None or not member.is_learner:
                     continue
+                if self.config.strict_reconfig_check:
+                    try:
+                        self.reconfig.may_promote(learner)
+                    except EtcdError as exc:
+                        log.info("not promoting learner %x yet: %s", learner, exc)
+                        continue
                 log.info("promoting learner %x: caught up at %d", learner, progress.match)
                 with contextlib.suppress(Exception):
                     await self._conf_change(ConfChangeType.ADD_VOTER, MemberOp("promote", learner))
@@ -364,6 +372,8 @@ class Node(NodeStatusMixin):
 
     async def member_add(self, peer_urls: list[str], is_learner: bool) -> tuple[Member, list[Member]]:
         peer_urls = self.membership.check_add(peer_urls, is_learner, self.config.max_learners)
+        if self.config.strict_reconfig_check:
+            self.reconfig.may_add(is_learner)
         # Deterministic, so the new member (started with --initial-cluster-state existing)
         # knows its own id; a removed id is never reused (etcd: "ID removed").
         member_id = member_id_for(peer_urls, self.config.initial_cluster_token)
@@ -376,6 +386,8 @@ class Node(NodeStatusMixin):
 
     async def member_remove(self, member_id: int) -> list[Member]:
         self.membership.check_exists(member_id)
+        if self.config.strict_reconfig_check:
+            self.reconfig.may_remove(member_id)
         await self._conf_change(ConfChangeType.REMOVE_NODE, MemberOp("remove", member_id))
         return self.membership.sorted_members()
 
@@ -393,6 +405,8 @@ class Node(NodeStatusMixin):
                 raise FailedPrecondition(
                     "etcdserver: can only promote a learner member which is in sync with leader"
                 )
+        if self.config.strict_reconfig_check:
+            self.reconfig.may_promote(member_id)
         await self._conf_change(ConfChangeType.ADD_VOTER, MemberOp("promote", member_id))
         self.counters.learner_promotions += 1
         return self.membership.sorted_members()

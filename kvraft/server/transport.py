@@ -115,6 +115,8 @@ class _Peer:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     connected: bool = False
+    connected_at: float | None = None
+    """``time.monotonic()`` when the current connection came up; None while down."""
     broken: bool = False
     writer: asyncio.StreamWriter | None = None
     """Set while connected: ``send_frame`` writes to it at once when nothing is queued."""
@@ -218,6 +220,12 @@ class PeerTransport:
         peer = self._peers.get(member_id)
         return peer is not None and peer.connected
 
+    def active_since(self, member_id: int) -> float | None:
+        """When the connection to the peer came up (``time.monotonic()``), None while it is
+        down or the peer is unknown (etcd's ``ActiveSince``; ``--strict-reconfig-check``)."""
+        peer = self._peers.get(member_id)
+        return peer.connected_at if peer is not None else None
+
     # -- sending ----------------------------------------------------------------------
     def send(self, messages: tuple[Message, ...] | list[Message]) -> None:
         batches: dict[int, list[Any]] = {}
@@ -312,6 +320,7 @@ class PeerTransport:
                 async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
                     reader, writer = await self._dial(peer)
                 peer.connected, peer.broken = True, False
+                peer.connected_at = time.monotonic()
                 self.stats.active[peer.member_id] = True
                 log.info("peer %x: connected to %s:%s", peer.member_id, peer.host, peer.port)
                 eof_task = asyncio.get_running_loop().create_task(self._watch_eof(peer, reader, writer))
@@ -364,7 +373,7 @@ class PeerTransport:
                 self.stats.active[peer.member_id] = False
                 disconnects = self.stats.disconnects
                 disconnects[peer.member_id] = disconnects.get(peer.member_id, 0) + 1
-            peer.connected = False
+            peer.connected, peer.connected_at = False, None
             if unsent:
                 self._failed(peer.member_id, unsent)
             self._fail_queue(peer)

@@ -49,6 +49,18 @@ def wait_until(predicate, timeout_s: float = 60.0, interval_s: float = 0.2, what
         time.sleep(interval_s)
 
 
+def reconfigure(url: str, path: str, doc: dict[str, Any], timeout_s: float = 30.0) -> tuple[int, Any]:
+    """A ``cluster/member/*`` call, repeated while the member answers "unhealthy cluster"
+    (``--strict-reconfig-check``: a peer connection younger than the health interval, or
+    one not yet seen lost); any other answer is returned."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        code, body = post(url, path, doc, 15.0)
+        if code != 503 or body.get("message") != "etcdserver: unhealthy cluster" or time.monotonic() > deadline:
+            return code, body
+        time.sleep(0.5)
+
+
 class Writer:
     """Writes ``w/<n>`` keys round-robin through the running members in a thread and
     records which writes were acknowledged (HTTP 200)."""

@@ -10,7 +10,7 @@ import msgpack
 
 from kvraft.server.local import post
 from tests.server.conftest import FAST_FLAGS, start_cluster
-from tests.server.helpers import Writer, b64, get, put, unb64, wait_until
+from tests.server.helpers import Writer, b64, get, put, reconfigure, unb64, wait_until
 
 
 def test_every_member_serves_writes_and_linearizable_reads(kv_cluster) -> None:
@@ -161,7 +161,8 @@ def test_members_added_and_removed_under_load(kv_cluster) -> None:
         writer.wait_acked(20)
         leader = cluster.wait_leader()
         newcomer = cluster.add_process("m3")
-        code, body = post(cluster.url(leader), "/v3/cluster/member/add", {"peerURLs": [newcomer.peer_url], "isLearner": True})
+        code, body = reconfigure(cluster.url(leader), "/v3/cluster/member/add",
+                                 {"peerURLs": [newcomer.peer_url], "isLearner": True})
         assert code == 200, body
         assert body["member"]["isLearner"] is True
         names = [*(n for n in cluster.members if n != "m3"), "m3"]
@@ -178,7 +179,7 @@ def test_members_added_and_removed_under_load(kv_cluster) -> None:
         victim = next(n for n in cluster.members if n not in (leader, "m3"))
         code, body = post(cluster.url(leader), "/v3/cluster/member/list", {})
         victim_id = next(m["ID"] for m in body["members"] if m.get("name") == victim)
-        code, body = post(cluster.url("m3"), "/v3/cluster/member/remove", {"ID": victim_id})
+        code, body = reconfigure(cluster.url("m3"), "/v3/cluster/member/remove", {"ID": victim_id})
         assert code == 200, body
         assert victim_id not in {m["ID"] for m in body["members"]}
         cluster.stop_member(victim)

@@ -15,7 +15,7 @@ from kvraft.server.local import post
 from kvraft.storage.mvcc import MVCCStore
 from kvraft.storage.schema import BUCKET_KEY, decode_kv, encode_kv
 from tests.server.conftest import FAST_FLAGS, start_cluster
-from tests.server.helpers import b64, get, put, wait_until
+from tests.server.helpers import b64, get, put, reconfigure, wait_until
 
 CORRUPT_MESSAGE = "etcdserver: corrupt cluster"
 
@@ -88,7 +88,7 @@ def test_a_diverged_member_is_refused_at_start_then_caught_by_the_leader(tmp_pat
         assert "found data inconsistency with peers" in log, log[-2000:]
 
         # 3. the operator's way out: remove the member, disarm, write again
-        code, body = post(urls[others[0]], "/v3/cluster/member/remove", {"ID": str(victim_id)})
+        code, body = reconfigure(urls[others[0]], "/v3/cluster/member/remove", {"ID": str(victim_id)})
         assert code == 200, body
         cluster.stop_member(victim)
         code, body = post(urls[others[0]], "/v3/maintenance/alarm",
