@@ -71,6 +71,9 @@ class Config:
     peer_auto_tls: bool = False
     auto_promote_learners: bool = True
     strict_reconfig_check: bool = True
+    force_new_cluster: bool = False
+    """etcd's flag: start as a one-member cluster that keeps this member's data, the others
+    removed (recovery from a lost quorum; kvraft/server/force_new.py). Remove it afterwards."""
     """etcd's flag (default on): refuse a member add, remove or promote that would leave the
     cluster without a working quorum (kvraft/server/reconfig.py)."""
     max_learners: int = 1

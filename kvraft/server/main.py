@@ -19,6 +19,7 @@ from kvraft.server.api.gate import certificate_required_middleware
 from kvraft.server.api.state import SERVER
 from kvraft.server.config import Config, ConfigError, parse_config
 from kvraft.server.corruption import CorruptionError
+from kvraft.server.force_new import ForceNewClusterError
 from kvraft.server.node import Node
 from kvraft.server.tls import AutoTLSError, apply_auto_tls, client_ssl_context
 from kvraft.storage.errors import StorageCorruptionError
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     except (AutoTLSError, ssl.SSLError) as exc:
         print(f"kvraft: TLS: {exc}", file=sys.stderr)
         return 2
-    except (StorageCorruptionError, CorruptionError) as exc:
+    except (StorageCorruptionError, CorruptionError, ForceNewClusterError) as exc:
         print(f"kvraft: {exc}", file=sys.stderr)
         return 1
 

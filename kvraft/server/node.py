@@ -33,6 +33,7 @@ from kvraft.server.compactor import AutoCompactor
 from kvraft.server.config import Config, cluster_id_for, member_id_for
 from kvraft.server.corruption import CorruptionChecker
 from kvraft.server.driver import NodeDriver
+from kvraft.server.force_new import force_new_cluster, require_log
 from kvraft.server.membership import Member, Membership
 from kvraft.server.node_status import MemberCounters, NodeStatusMixin
 from kvraft.server.reconfig import ReconfigCheck
@@ -77,6 +78,8 @@ class Node(NodeStatusMixin):
         self.grpc_stats = GrpcStats(timed=config.metrics == "extensive")
         self.counters = MemberCounters()
         self.data_dir = Path(config.data_dir)
+        if config.force_new_cluster:
+            require_log(self.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.member_id = member_id_for(config.initial_advertise_peer_urls, config.initial_cluster_token)
         initial = config.initial_members()
@@ -87,7 +90,8 @@ class Node(NodeStatusMixin):
                 member = Member(initial_ids[name], name, list(urls))
                 self.membership.members[member.member_id] = member
             self.membership.save()
-        self.raft_log = open_raft_log(self.data_dir, sorted(initial_ids.values()), config.initial_cluster_state == "new")
+        new_cluster = config.initial_cluster_state == "new" and not config.force_new_cluster
+        self.raft_log = open_raft_log(self.data_dir, sorted(initial_ids.values()), new_cluster)
         self.cluster_id = self._load_cluster_id()
         self.state = StateMachine(
             self.data_dir / "mvcc.lmdb",
@@ -106,6 +110,13 @@ class Node(NodeStatusMixin):
             # store from it: the entries it covers are gone from the log, so restore now
             log.info("restoring the state machine from the log's snapshot at %d", snapshot.metadata.index)
             self.state.restore(snapshot)
+        if config.force_new_cluster:
+            try:
+                force_new_cluster(self.raft_log, self.member_id)
+            except BaseException:
+                self.raft_log.close()
+                self.state.close()
+                raise
         hard, _conf = self.raft_log.initial_state()
         applied = min(self.state.applied_index(), hard.commit)
         applied = max(applied, self.raft_log.snapshot().metadata.index)
