@@ -11,7 +11,12 @@ import pytest
 
 from kvraft.apply.ops import op_from_wire
 from kvraft.raft.types import ConfChange, ConfChangeType, Entry, EntryType, HardState
-from kvraft.server.force_new import ForceNewClusterError, log_members, force_new_cluster, require_log
+from kvraft.server.force_new import (
+    ForceNewClusterError,
+    force_new_cluster,
+    log_members,
+    require_log,
+)
 from kvraft.storage.raft_log import LmdbLogStorage
 from kvraft.storage.wal import WalLogStorage
 
