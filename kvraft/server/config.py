@@ -71,6 +71,9 @@ class Config:
     peer_auto_tls: bool = False
     auto_promote_learners: bool = True
     strict_reconfig_check: bool = True
+    wal_dir: str = ""
+    """etcd's flag: the Raft log (WAL) in this directory instead of ``<data-dir>/raft.wal``,
+    e.g. on a dedicated disk (kvraft/server/wal_dir.py)."""
     force_new_cluster: bool = False
     """etcd's flag: start as a one-member cluster that keeps this member's data, the others
     removed (recovery from a lost quorum; kvraft/server/force_new.py). Remove it afterwards."""

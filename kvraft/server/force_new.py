@@ -69,9 +69,10 @@ _NO_LOG = ("--force-new-cluster: {} has no Raft log, so there is no data to keep
            "(check --data-dir; a new cluster needs no --force-new-cluster)")
 
 
-def require_log(data_dir: Path) -> None:
-    """Refuse before anything is written when ``data_dir`` never held a member."""
-    if not any((data_dir / name).exists() for name in ("raft.wal", "raft.lmdb")):
+def require_log(data_dir: Path, wal_path: Path) -> None:
+    """Refuse before anything is written when there is no log to keep (``wal_path``: the
+    WAL's place, ``--wal-dir`` or the data directory's)."""
+    if not (wal_path.exists() or (data_dir / "raft.lmdb").exists()):
         raise ForceNewClusterError(_NO_LOG.format(data_dir))
 
 

@@ -22,6 +22,7 @@ from kvraft.server.corruption import CorruptionError
 from kvraft.server.force_new import ForceNewClusterError
 from kvraft.server.node import Node
 from kvraft.server.tls import AutoTLSError, apply_auto_tls, client_ssl_context
+from kvraft.server.wal_dir import DataDirError
 from kvraft.storage.errors import StorageCorruptionError
 
 __all__ = ["main", "serve"]
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     except (AutoTLSError, ssl.SSLError) as exc:
         print(f"kvraft: TLS: {exc}", file=sys.stderr)
         return 2
-    except (StorageCorruptionError, CorruptionError, ForceNewClusterError) as exc:
+    except (StorageCorruptionError, CorruptionError, ForceNewClusterError, DataDirError) as exc:
         print(f"kvraft: {exc}", file=sys.stderr)
         return 1
 

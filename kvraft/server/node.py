@@ -39,6 +39,7 @@ from kvraft.server.node_status import MemberCounters, NodeStatusMixin
 from kvraft.server.reconfig import ReconfigCheck
 from kvraft.server.tls import peer_ssl_contexts
 from kvraft.server.transport import PeerTransport, cluster_key
+from kvraft.server.wal_dir import record_wal_dir, wal_location
 from kvraft.storage.errors import StorageCorruptionError
 from kvraft.storage.raft_log import LmdbLogStorage
 from kvraft.storage.wal import WalLogStorage
@@ -57,15 +58,18 @@ def _trace_raft(event: RaftEvent) -> None:
     raft_trace_log.debug("raft %x term %d: %s", event.node, event.term, event.text)
 
 
-def open_raft_log(data_dir: Path, founders: list[int], new_cluster: bool) -> LmdbLogStorage | WalLogStorage:
-    """The member's Raft log: the WAL ``raft.wal/`` (bootstrapped with ``founders`` when
-    it is empty and the cluster is new). A data directory from before the WAL (holding
-    ``raft.lmdb``) keeps its LMDB log: same contract, slower commits."""
+def open_raft_log(
+    data_dir: Path, founders: list[int], new_cluster: bool, wal_path: Path | None = None,
+) -> LmdbLogStorage | WalLogStorage:
+    """The member's Raft log: the WAL ``raft.wal/``, or ``wal_path`` (``--wal-dir``),
+    bootstrapped with ``founders`` when it is empty and the cluster is new. A data directory
+    from before the WAL (holding ``raft.lmdb``) keeps its LMDB log: same contract, slower
+    commits."""
     legacy = data_dir / "raft.lmdb"
     if legacy.exists():
         log.info("%s: using the LMDB Raft log of an older data directory", legacy)
         return LmdbLogStorage(legacy)
-    wal = WalLogStorage(data_dir / "raft.wal")
+    wal = WalLogStorage(wal_path or data_dir / "raft.wal")
     if new_cluster and wal.is_empty():
         wal.bootstrap_members(founders)
     return wal
@@ -78,9 +82,11 @@ class Node(NodeStatusMixin):
         self.grpc_stats = GrpcStats(timed=config.metrics == "extensive")
         self.counters = MemberCounters()
         self.data_dir = Path(config.data_dir)
+        wal_path = wal_location(self.data_dir, config.wal_dir)
         if config.force_new_cluster:
-            require_log(self.data_dir)
+            require_log(self.data_dir, wal_path)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        record_wal_dir(self.data_dir, wal_path)
         self.member_id = member_id_for(config.initial_advertise_peer_urls, config.initial_cluster_token)
         initial = config.initial_members()
         initial_ids = {name: member_id_for(urls, config.initial_cluster_token) for name, urls in initial.items()}
@@ -91,7 +97,7 @@ class Node(NodeStatusMixin):
                 self.membership.members[member.member_id] = member
             self.membership.save()
         new_cluster = config.initial_cluster_state == "new" and not config.force_new_cluster
-        self.raft_log = open_raft_log(self.data_dir, sorted(initial_ids.values()), new_cluster)
+        self.raft_log = open_raft_log(self.data_dir, sorted(initial_ids.values()), new_cluster, wal_path)
         self.cluster_id = self._load_cluster_id()
         self.state = StateMachine(
             self.data_dir / "mvcc.lmdb",

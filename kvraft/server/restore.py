@@ -28,6 +28,7 @@ from pathlib import Path
 from kvraft.server.config import Config, ConfigError, cluster_id_for, member_id_for
 from kvraft.server.membership import Member, Membership
 from kvraft.server.node import open_raft_log
+from kvraft.server.wal_dir import record_wal_dir, wal_location
 from kvraft.storage.mvcc import MVCCStore
 
 __all__ = ["RestoreError", "RestoredMember", "restore_member_dir"]
@@ -81,6 +82,7 @@ def restore_member_dir(
     initial_cluster_token: str = "etcd-cluster",
     initial_advertise_peer_urls: list[str] | None = None,
     chunks: Iterable[bytes] | None = None,
+    wal_dir: str = "",
 ) -> RestoredMember:
     """Build ``data_dir`` from the snapshot (see the module docstring). ``chunks``, when
     given, is the snapshot stream itself (e.g. converted from an etcd file), read
@@ -90,12 +92,19 @@ def restore_member_dir(
     target = Path(data_dir)
     if target.exists():
         raise RestoreError(f'data-dir "{data_dir}" exists')
+    wal = wal_location(target, wal_dir)  # (target does not exist: only the path is worked out)
+    if wal != target / "raft.wal" and wal.exists():
+        raise RestoreError(f'wal-dir "{wal_dir}" exists')
     if not os.path.isfile(snapshot_path):
         raise RestoreError(f"open {snapshot_path}: no such file or directory")
     ids = {member: member_id_for(urls, initial_cluster_token) for member, urls in members.items()}
     scratch = target.with_name(f"{target.name}.restoring-{os.getpid()}")
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
+    own_wal = wal == target / "raft.wal"
+    wal_scratch = scratch / "raft.wal" if own_wal else wal.with_name(f"{wal.name}.restoring-{os.getpid()}")
+    if not own_wal:
+        shutil.rmtree(wal_scratch, ignore_errors=True)
     try:
         with MVCCStore(scratch / "mvcc.lmdb", sync=True) as store:
             try:
@@ -112,14 +121,22 @@ def restore_member_dir(
             membership.members[ids[member]] = Member(ids[member], member, list(urls))
         membership.save()
         # the same log a founding member opens (the node's own choice of log storage)
-        open_raft_log(scratch, sorted(ids.values()), True).close()
+        open_raft_log(scratch, sorted(ids.values()), True, wal_scratch).close()
         cluster_id = cluster_id_for([], initial_cluster_token)
         (scratch / "cluster_id").write_text(str(cluster_id))
+        if not own_wal:
+            record_wal_dir(scratch, wal)  # where the WAL will be, once renamed below
         _fsync_dir(scratch)
+        if not own_wal:
+            # the WAL first: a crash between the renames leaves no data dir (restore again)
+            os.rename(wal_scratch, wal)
+            _fsync_dir(wal.parent)
         os.rename(scratch, target)
         _fsync_dir(target.parent if str(target.parent) else Path("."))
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
+        if not own_wal:
+            shutil.rmtree(wal_scratch, ignore_errors=True)
         raise
     return RestoredMember(target, ids[name], cluster_id, ids, report.revision, report.records)
 

@@ -135,7 +135,7 @@ def test_a_joint_configuration_is_refused(tmp_path: Path) -> None:
 
 def test_no_log_no_force(tmp_path: Path) -> None:
     with pytest.raises(ForceNewClusterError, match="no Raft log"):
-        require_log(tmp_path / "typo.kvraft")
+        require_log(tmp_path / "typo.kvraft", tmp_path / "typo.kvraft" / "raft.wal")
     assert not (tmp_path / "typo.kvraft").exists()
     empty = WalLogStorage(tmp_path / "raft.wal")  # a bootstrap a crash interrupted
     try:

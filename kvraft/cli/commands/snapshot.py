@@ -100,8 +100,6 @@ async def run_restore(ctx: Context, ns: argparse.Namespace) -> None:
         raise CommandError(EXIT_BAD_ARGS, "snapshot restore requires exactly one argument")
     path = ns.args[0]
     data_dir = ns.data_dir or f"{ns.name}.kvraft"
-    if ns.wal_dir and os.path.abspath(ns.wal_dir) != os.path.abspath(data_dir):
-        raise CommandError(EXIT_ERROR, "--wal-dir: kvraft keeps its Raft log inside --data-dir")
     peer_urls = [u.strip() for u in ns.initial_advertise_peer_urls.split(",") if u.strip()]
     _log(ctx, "restoring snapshot", path=path, **{"data-dir": data_dir})
     try:
@@ -112,6 +110,7 @@ async def run_restore(ctx: Context, ns: argparse.Namespace) -> None:
         restored = restore_member_dir(
             path, data_dir, name=ns.name, initial_cluster=ns.initial_cluster,
             initial_cluster_token=ns.initial_cluster_token, initial_advertise_peer_urls=peer_urls, chunks=chunks,
+            wal_dir=ns.wal_dir,
         )
     except (RestoreError, OSError, EtcdImportError) as exc:
         raise CommandError(EXIT_ERROR, _os_text(exc)) from None
@@ -145,7 +144,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
         p.set_defaults(handler=handler)
         if name == "restore":
             p.add_argument("--data-dir", default="", help="Path to the data directory (default <name>.kvraft)")
-            p.add_argument("--wal-dir", default="", help="accepted only when it names --data-dir (kvraft keeps its log there)")
+            p.add_argument("--wal-dir", default="", help="Path to the WAL directory (default: inside --data-dir)")
             p.add_argument("--name", default="default", help="Human-readable name for this member")
             p.add_argument("--initial-cluster", default="default=http://localhost:2380",
                            help="Initial cluster configuration for restore bootstrap")
