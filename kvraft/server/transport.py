@@ -146,7 +146,7 @@ class PeerTransport:
         on_unreachable: Callable[[int], None] | None = None,
         on_snapshot_sent: Callable[[int, bool], None] | None = None,
         server_ssl: ssl.SSLContext | None = None,
-        client_ssl: ssl.SSLContext | None = None,
+        client_ssl: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None,
         queue_max: int = 8192,
         probe_interval_s: float = PROBE_INTERVAL_S,
     ) -> None:
@@ -273,7 +273,9 @@ class PeerTransport:
             self._on_snapshot_sent(msg.to, False)
 
     async def _dial(self, peer: _Peer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader, writer = await asyncio.open_connection(peer.host, peer.port, ssl=self._client_ssl)
+        # (a callable: the context with the CRL in force, kvraft.server.crl.CRLContexts.current)
+        context = self._client_ssl() if callable(self._client_ssl) else self._client_ssl
+        reader, writer = await asyncio.open_connection(peer.host, peer.port, ssl=context)
         try:
             nonce_d = os.urandom(16)
             writer.write(_frame(["kvraft-peer", 1, self.member_id, peer.member_id, nonce_d]))
