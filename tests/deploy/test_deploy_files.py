@@ -96,12 +96,14 @@ def test_member_unit_and_yaml_describe_the_same_tls_member(etc: Path) -> None:
     assert flags.cert_file == str(etc / "pki" / "m1.crt") and flags.peer_cert_file == str(etc / "pki" / "m1-peer.crt")
     assert all(u.startswith("https://") for u in flags.listen_client_urls + flags.listen_peer_urls)
     assert flags.listen_metrics_urls == ["http://127.0.0.1:2381"]  # monitoring without a certificate
+    assert flags.client_crl_file == flags.peer_crl_file == str(etc / "pki" / "ca.crl")  # make-certs.sh's, empty
     assert set(flags.initial_members()) == {"m1", "m2", "m3"}
     yaml_config = parse_config(["--config-file", str(etc / "kvraft.yaml")])
     for field in ("name", "data_dir", "listen_client_urls", "advertise_client_urls", "listen_metrics_urls", "listen_peer_urls",
                   "initial_advertise_peer_urls", "initial_cluster", "initial_cluster_token", "peer_secret_file",
                   "cert_file", "key_file", "trusted_ca_file", "client_cert_auth", "peer_cert_file", "peer_key_file",
-                  "peer_trusted_ca_file", "peer_client_cert_auth", "auto_compaction_mode",
+                  "peer_trusted_ca_file", "peer_client_cert_auth", "client_crl_file", "peer_crl_file",
+                  "auto_compaction_mode",
                   "auto_compaction_retention", "quota_backend_bytes"):
         assert getattr(yaml_config, field) == getattr(flags, field), field
 
