@@ -74,7 +74,8 @@ class Config:
     peer_trusted_ca_file: str = ""
     peer_client_cert_auth: bool = False
     peer_crl_file: str = ""
-    """The same for peer certificates, checked by the peer listener and the peer dialer."""
+    """The same for peer certificates: checked by the peer dialer, and by the peer listener
+    when it asks for a certificate (``--peer-client-cert-auth``)."""
     peer_auto_tls: bool = False
     auto_promote_learners: bool = True
     max_learners: int = 1
