@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Make a CA and the certificates of a kvraft cluster with the openssl command.
+# Make a CA and the certificates of a kvraft cluster with the openssl command; revoke them.
 #
 #   deploy/make-certs.sh [-o DIR] [-d DAYS] [-c CLIENT]... NAME=ADDR[,ADDR...] ...
+#   deploy/make-certs.sh [-o DIR] [-d DAYS] -r NAME ...      revoke NAME's certificates
+#   deploy/make-certs.sh [-o DIR] [-d DAYS] -l               only write DIR/ca.crl again
 #
 # NAME=ADDR: one member (a machine); ADDR is an IP address or a DNS name, several separated
 # by commas. Each member gets
@@ -13,28 +15,45 @@
 # The CA (ca.crt, ca.key) is made once and reused when DIR already has it, so running the
 # script again with a new NAME=ADDR adds a machine to an existing cluster. Existing leaf
 # certificates are kept; delete them to reissue. Keys are written mode 0600.
+# Every run writes DIR/ca.crl, the CA's certificate revocation list (empty until something is
+# revoked; valid DAYS), for the members' --client-crl-file and --peer-crl-file. -r NAME
+# (repeatable) revokes NAME.crt and NAME-peer.crt (those that exist); copy ca.crl to every
+# member afterwards: new connections are checked against it without a restart. Revoking
+# again is harmless; naming NAME=ADDR or -c NAME later issues NAME a new certificate. The
+# CA's list of what it revoked is DIR/ca.index (keep it with ca.key). -l renews ca.crl
+# before its next update passes (the members refuse every certificate after that).
 #
 # Example, three machines:
 #   deploy/make-certs.sh -o /etc/kvraft/pki -c scheduler -c agent -c admin \
 #       m1=10.0.0.11,m1.example.net m2=10.0.0.12 m3=10.0.0.13
+#   deploy/make-certs.sh -o /etc/kvraft/pki -r m3      # m3 was lost: cut it off
 set -euo pipefail
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 out=pki
 days=825
 clients=()
-while getopts "o:d:c:h" opt; do
+revokes=()
+crl_only=false
+while getopts "o:d:c:r:lh" opt; do
   case "$opt" in
     o) out=$OPTARG ;;
     d) days=$OPTARG ;;
     c) clients+=("$OPTARG") ;;
+    r) revokes+=("$OPTARG") ;;
+    l) crl_only=true ;;
     *) usage ;;
   esac
 done
 shift $((OPTIND - 1))
-[ $# -ge 1 ] || { echo "make-certs: at least one NAME=ADDR member is needed" >&2; usage; }
-[ ${#clients[@]} -gt 0 ] || clients=(client)
+if $crl_only; then
+  [ $# -eq 0 ] && [ ${#clients[@]} -eq 0 ] && [ ${#revokes[@]} -eq 0 ] \
+    || { echo "make-certs: -l takes no NAME=ADDR, -c or -r" >&2; exit 2; }
+elif [ $# -eq 0 ] && [ ${#clients[@]} -eq 0 ] && [ ${#revokes[@]} -eq 0 ]; then
+  echo "make-certs: at least one NAME=ADDR member (or -c CLIENT, -r NAME, -l) is needed" >&2; usage
+fi
+[ ${#clients[@]} -gt 0 ] || [ $# -eq 0 ] || clients=(client)
 command -v openssl >/dev/null || { echo "make-certs: the openssl command is not installed" >&2; exit 1; }
 case "$days" in ''|*[!0-9]*) echo "make-certs: -d wants a number of days, not '$days'" >&2; exit 2 ;; esac
 
@@ -47,8 +66,11 @@ for arg in "$@"; do
     echo "make-certs: '$arg' is not NAME=ADDR[,ADDR...]" >&2; exit 2
   fi
 done
-for c in "${clients[@]}"; do
+for c in ${clients[@]+"${clients[@]}"}; do
   name_ok "$c" || { echo "make-certs: '$c' is not a usable client name" >&2; exit 2; }
+done
+for r in ${revokes[@]+"${revokes[@]}"}; do
+  name_ok "$r" || { echo "make-certs: '$r' is not a certificate name to revoke" >&2; exit 2; }
 done
 
 mkdir -p "$out"
@@ -56,6 +78,9 @@ umask 077
 ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
 
 if [ ! -f "$out/ca.crt" ] || [ ! -f "$out/ca.key" ]; then
+  if [ $# -eq 0 ] && [ ${#clients[@]} -eq 0 ]; then
+    echo "make-certs: no CA in $out (ca.crt, ca.key): -r and -l work on an existing one" >&2; exit 1
+  fi
   openssl req -x509 "${ec[@]}" -keyout "$out/ca.key" -out "$out/ca.crt" -days "$days" \
     -subj "/O=kvraft/CN=kvraft CA" -addext "basicConstraints=critical,CA:TRUE" \
     -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
@@ -64,11 +89,66 @@ else
   echo "reusing CA $out/ca.crt"
 fi
 
-# sign BASENAME CN USAGE SAN: BASENAME.key/.crt signed by the CA (kept when present)
+# The CA's state for `openssl ca` (revocations and the CRL): what it revoked, the CRL number.
+[ -f "$out/ca.index" ] || : >"$out/ca.index"
+[ -f "$out/ca.crlnumber" ] || echo 1000 >"$out/ca.crlnumber"
+ca_conf=$(mktemp)
+trap 'rm -f "$ca_conf"' EXIT
+cat >"$ca_conf" <<'EOF'
+[ ca ]
+default_ca = kvraft_ca
+[ kvraft_ca ]
+database = $ENV::MAKE_CERTS_DIR/ca.index
+crlnumber = $ENV::MAKE_CERTS_DIR/ca.crlnumber
+certificate = $ENV::MAKE_CERTS_DIR/ca.crt
+private_key = $ENV::MAKE_CERTS_DIR/ca.key
+default_md = sha256
+unique_subject = no
+crl_extensions = crl_ext
+[ crl_ext ]
+# which CA key signed it: CAs with the same name (an old and a new one) each find their CRL
+authorityKeyIdentifier = keyid:always
+EOF
+export MAKE_CERTS_DIR=$out
+
+serial_of() { openssl x509 -in "$1" -noout -serial | sed 's/^serial=0*//'; }
+
+# revoked CERT: whether the CA's index has CERT's serial as revoked
+revoked() {
+  local serial
+  serial=$(serial_of "$1")
+  awk -F'\t' -v s="$serial" '$1 == "R" { x = toupper($4); sub(/^0+/, "", x); if (x == toupper(s)) found = 1 }
+    END { exit !found }' "$out/ca.index"
+}
+
+# revoke BASENAME: put BASENAME.crt on the CA's list of revoked certificates
+revoke() {
+  local crt=$out/$1.crt err
+  if revoked "$crt"; then
+    echo "already revoked $crt (serial $(serial_of "$crt"))"; return
+  fi
+  if ! err=$(openssl ca -config "$ca_conf" -revoke "$crt" 2>&1); then
+    echo "make-certs: openssl could not revoke $crt: $err" >&2; exit 1
+  fi
+  echo "revoked $crt (serial $(serial_of "$crt"))"
+}
+
+for r in ${revokes[@]+"${revokes[@]}"}; do
+  found=false
+  for base in "$r" "$r-peer"; do
+    if [ -f "$out/$base.crt" ]; then revoke "$base"; found=true; fi
+  done
+  $found || { echo "make-certs: no certificate $out/$r.crt or $out/$r-peer.crt to revoke" >&2; exit 1; }
+done
+
+# sign BASENAME CN USAGE SAN: BASENAME.key/.crt signed by the CA (kept when present, unless revoked)
 sign() {
   local base=$1 cn=$2 usage=$3 san=$4
   if [ -f "$out/$base.crt" ] && [ -f "$out/$base.key" ]; then
-    echo "keeping $out/$base.crt"; return
+    if ! revoked "$out/$base.crt"; then
+      echo "keeping $out/$base.crt"; return
+    fi
+    echo "reissuing $out/$base.crt (the one there is revoked)"
   fi
   local ext
   ext=$(mktemp)
@@ -98,8 +178,15 @@ for arg in "$@"; do
   sign "$name" "$name" "serverAuth,clientAuth" "$san"
   sign "$name-peer" "$name" "serverAuth,clientAuth" "$san"
 done
-for c in "${clients[@]}"; do
+for c in ${clients[@]+"${clients[@]}"}; do
   sign "$c" "$c" "clientAuth" ""
 done
 chmod 644 "$out/ca.crt"
-echo "done: $out (keep ca.key offline; copy ca.crt and each machine's own files to it)"
+
+if ! err=$(openssl ca -config "$ca_conf" -gencrl -crldays "$days" -out "$out/ca.crl.tmp" 2>&1); then
+  echo "make-certs: openssl could not write the CRL: $err" >&2; exit 1
+fi
+chmod 644 "$out/ca.crl.tmp"
+mv "$out/ca.crl.tmp" "$out/ca.crl"
+echo "wrote $out/ca.crl ($(grep -c '^R' "$out/ca.index" || true) revoked, next update in $days days)"
+echo "done: $out (keep ca.key and ca.index offline; copy ca.crt, ca.crl and each machine's own files to it)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import yaml
 
 from kvraft.durations import parse_go_duration_s
 from kvraft.server.compactor import parse_retention_s
+from kvraft.server.crl import CRLError, read_crl
 
 __all__ = ["Config", "ConfigError", "member_id_for", "parse_config", "cluster_id_for"]
 
@@ -62,12 +64,18 @@ class Config:
     key_file: str = ""
     trusted_ca_file: str = ""
     client_cert_auth: bool = False
+    client_crl_file: str = ""
+    """etcd's flag: a PEM CRL; a client certificate it lists is refused (on the client and
+    https metrics URLs). Read again when the file changes (kvraft.server.crl)."""
     auto_tls: bool = False
     peer_secret_file: str = ""
     peer_cert_file: str = ""
     peer_key_file: str = ""
     peer_trusted_ca_file: str = ""
     peer_client_cert_auth: bool = False
+    peer_crl_file: str = ""
+    """The same for peer certificates: checked by the peer dialer, and by the peer listener
+    when it asks for a certificate (``--peer-client-cert-auth``)."""
     peer_auto_tls: bool = False
     auto_promote_learners: bool = True
     strict_reconfig_check: bool = True
@@ -193,6 +201,27 @@ class Config:
             path = getattr(self, flag)
             if path and not Path(path).is_file():
                 raise ConfigError(f"--{flag.replace('_', '-')}: {path} is not a readable file")
+        if self.client_crl_file and not (client_https or metrics_https):
+            raise ConfigError("--client-crl-file set but no https:// URL in --listen-client-urls or "
+                              "--listen-metrics-urls (a CRL checks TLS client certificates)")
+        if self.client_crl_file and not self.trusted_ca_file:
+            raise ConfigError("--client-crl-file needs --trusted-ca-file (only certificates verified "
+                              "against that CA are checked against the CRL)")
+        if self.peer_crl_file and not peer_https:
+            raise ConfigError("--peer-crl-file set but the peer URLs are http://")
+        if self.peer_crl_file and not self.peer_trusted_ca_file:
+            raise ConfigError("--peer-crl-file needs --peer-trusted-ca-file")
+        for flag in ("client_crl_file", "peer_crl_file"):
+            path = getattr(self, flag)
+            if not path:
+                continue
+            try:
+                crl = read_crl(path)
+            except CRLError as exc:
+                raise ConfigError(f"--{flag.replace('_', '-')}: {exc}") from None
+            if crl.expired(time.time()):
+                raise ConfigError(f"--{flag.replace('_', '-')}: {path} is past its next update ({crl.describe()}); "
+                                  "every certificate would be refused: write a new one (deploy/make-certs.sh -l)")
 
 
 def _check_pair(prefix: str, cert: str, key: str) -> None:
@@ -249,12 +278,13 @@ def _coerce(name: str, value: Any) -> Any:
     return str(value)
 
 
-_SECURITY_KEYS = ("cert-file", "key-file", "trusted-ca-file", "client-cert-auth", "auto-tls")
+_SECURITY_KEYS = ("cert-file", "key-file", "trusted-ca-file", "client-cert-auth", "auto-tls", "crl-file")
 
 
 def _flatten_transport_security(loaded: dict[Any, Any]) -> dict[Any, Any]:
     """etcd's YAML nests TLS: ``client-transport-security: {cert-file: ...}`` and
-    ``peer-transport-security: {...}``; both become the flat flag names here."""
+    ``peer-transport-security: {...}``; both become the flat flag names here (``crl-file``:
+    ``client-crl-file``, ``peer-crl-file``)."""
     out = dict(loaded)
     for section, prefix in (("client-transport-security", ""), ("peer-transport-security", "peer-")):
         nested = out.pop(section, None)
@@ -266,7 +296,7 @@ def _flatten_transport_security(loaded: dict[Any, Any]) -> dict[Any, Any]:
             if key not in _SECURITY_KEYS:
                 raise ConfigError(f"--config-file: {section}.{key} is not supported "
                                   f"(supported: {', '.join(_SECURITY_KEYS)})")
-            out[prefix + key] = value
+            out[(prefix or "client-") + key if key == "crl-file" else prefix + key] = value
     return out
 
 

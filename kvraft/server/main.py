@@ -19,6 +19,7 @@ from kvraft.server.api.gate import certificate_required_middleware
 from kvraft.server.api.state import SERVER
 from kvraft.server.config import Config, ConfigError, parse_config
 from kvraft.server.corruption import CorruptionError
+from kvraft.server.crl import CRLError
 from kvraft.server.force_new import ForceNewClusterError
 from kvraft.server.node import Node
 from kvraft.server.tls import AutoTLSError, apply_auto_tls, client_ssl_context
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     try:
         return asyncio.run(serve(config))
-    except (AutoTLSError, ssl.SSLError) as exc:
+    except (AutoTLSError, CRLError, ssl.SSLError) as exc:  # (CRLError: a CRL file changed since validation)
         print(f"kvraft: TLS: {exc}", file=sys.stderr)
         return 2
     except (StorageCorruptionError, CorruptionError, ForceNewClusterError, DataDirError) as exc:

@@ -8,6 +8,10 @@ every ``https://`` URL in ``--listen-client-urls`` serves TLS with that certific
 Peer side (the ``--peer-`` forms): see ``peer_ssl_contexts``. The HMAC handshake of the peer
 transport runs inside TLS, so a peer needs both the cluster secret and a trusted certificate.
 
+``--client-crl-file`` / ``--peer-crl-file``: certificates a CRL lists are refused, on the client
+and metrics URLs, the peer listener and (unlike etcd, which checks only what it accepts) the
+peer dialer too; the file is read again when it changes (kvraft.server.crl).
+
 ``--auto-tls`` / ``--peer-auto-tls``: when no certificate is given, a self-signed one is
 made once (with the ``openssl`` command) under ``<data-dir>/fixtures/client`` or
 ``.../peer`` and reused on restart. As in etcd, peers using auto TLS do not verify each
@@ -22,11 +26,17 @@ import os
 import shutil
 import ssl
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["AutoTLSError", "apply_auto_tls", "client_ssl_context", "peer_ssl_contexts", "self_signed"]
+from kvraft.server.crl import CRLContexts
+
+__all__ = ["AutoTLSError", "DialContext", "apply_auto_tls", "client_ssl_context", "peer_ssl_contexts", "self_signed"]
+
+DialContext = ssl.SSLContext | Callable[[], ssl.SSLContext]
+"""A dialer's context, or (with a CRL) what to ask for the current one before each dial."""
 
 log = logging.getLogger("kvraft.tls")
 
@@ -39,44 +49,73 @@ def client_ssl_context(config: Any) -> ssl.SSLContext | None:
     """The server context for ``https://`` client URLs, or None when no certificate is set."""
     if not config.cert_file:
         return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(config.cert_file, config.key_file or None)
-    if config.client_cert_auth:
-        # A certificate offered must verify; a client without one is let through the
-        # handshake and then refused unless its request carries a scoped token
-        # (kvraft.server.api.gate.client_cert_middleware): the ranks of a job have no key.
-        context.load_verify_locations(config.trusted_ca_file)
-        context.verify_mode = ssl.CERT_OPTIONAL
-    elif config.trusted_ca_file:
-        # etcd: a CA without --client-cert-auth verifies a certificate a client offers
-        context.load_verify_locations(config.trusted_ca_file)
-        context.verify_mode = ssl.CERT_OPTIONAL
-    return context
+
+    def build(crl: str) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(config.cert_file, config.key_file or None)
+        if config.client_cert_auth:
+            # A certificate offered must verify; a client without one is let through the
+            # handshake and then refused unless its request carries a scoped token
+            # (kvraft.server.api.gate.client_cert_middleware): the ranks of a job have no key.
+            context.load_verify_locations(config.trusted_ca_file)
+            context.verify_mode = ssl.CERT_OPTIONAL
+        elif config.trusted_ca_file:
+            # etcd: a CA without --client-cert-auth verifies a certificate a client offers
+            context.load_verify_locations(config.trusted_ca_file)
+            context.verify_mode = ssl.CERT_OPTIONAL
+        _load_crl(context, crl)
+        return context
+
+    if not config.client_crl_file:
+        return build("")
+    return CRLContexts("--client-crl-file", config.client_crl_file, "client URLs", build).serving()
 
 
-def peer_ssl_contexts(config: Any) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+def peer_ssl_contexts(config: Any) -> tuple[ssl.SSLContext | None, DialContext | None]:
     """``(server, client)`` contexts, or ``(None, None)`` when no peer certificate is set.
     With ``--peer-client-cert-auth`` the listener requires a certificate signed by
-    ``--peer-trusted-ca-file``; the dialer always verifies the listener against that CA."""
+    ``--peer-trusted-ca-file``; the dialer always verifies the listener against that CA.
+    With ``--peer-crl-file`` both check the CRL, and the client is a callable giving the
+    context for the next dial."""
     if not config.peer_cert_file:
         return None, None
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.minimum_version = ssl.TLSVersion.TLSv1_2
-    server.load_cert_chain(config.peer_cert_file, config.peer_key_file or None)
-    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client.minimum_version = ssl.TLSVersion.TLSv1_2
-    client.load_cert_chain(config.peer_cert_file, config.peer_key_file or None)
-    client.check_hostname = False  # peers are addressed by IP in --initial-cluster
-    if config.peer_trusted_ca_file:
-        client.load_verify_locations(config.peer_trusted_ca_file)
-        client.verify_mode = ssl.CERT_REQUIRED
-        if config.peer_client_cert_auth:
+
+    def build_server(crl: str) -> ssl.SSLContext:
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.minimum_version = ssl.TLSVersion.TLSv1_2
+        server.load_cert_chain(config.peer_cert_file, config.peer_key_file or None)
+        if config.peer_trusted_ca_file and config.peer_client_cert_auth:
             server.load_verify_locations(config.peer_trusted_ca_file)
             server.verify_mode = ssl.CERT_REQUIRED
-    else:
-        client.verify_mode = ssl.CERT_NONE
-    return server, client
+            _load_crl(server, crl)
+        return server
+
+    def build_client(crl: str) -> ssl.SSLContext:
+        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client.minimum_version = ssl.TLSVersion.TLSv1_2
+        client.load_cert_chain(config.peer_cert_file, config.peer_key_file or None)
+        client.check_hostname = False  # peers are addressed by IP in --initial-cluster
+        if config.peer_trusted_ca_file:
+            client.load_verify_locations(config.peer_trusted_ca_file)
+            client.verify_mode = ssl.CERT_REQUIRED
+            _load_crl(client, crl)
+        else:
+            client.verify_mode = ssl.CERT_NONE
+        return client
+
+    path = config.peer_crl_file
+    if not path:
+        return build_server(""), build_client("")
+    server = CRLContexts("--peer-crl-file", path, "peer listener", build_server).serving()
+    return server, CRLContexts("--peer-crl-file", path, "peer dialer", build_client).current
+
+
+def _load_crl(context: ssl.SSLContext, crl: str) -> None:
+    """Check the certificate the peer presents against ``crl`` (its issuer's CRL must be there)."""
+    if crl:
+        context.load_verify_locations(cafile=crl)
+        context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
 
 
 def apply_auto_tls(config: Any) -> None:

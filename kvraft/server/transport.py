@@ -12,7 +12,10 @@ Handshake (before any frame is accepted), with ``key`` the cluster secret (from
     dialer   -> [HMAC(key, "dialer" | nonce_d | nonce_l | from | to)]
 
 Both sides prove they hold the key; a peer that fails is dropped. Mutual TLS can be layered
-underneath (``ssl`` contexts), and the HMAC exchange then runs inside TLS.
+underneath (``ssl`` contexts), and the HMAC exchange then runs inside TLS. A dial refused (a
+certificate this side does not accept, or a listener that closes before answering the hello,
+as one that refuses our certificate does) is logged as a warning once per distinct error,
+not once per redial.
 
 Sending never blocks the driver: ``send`` appends to a bounded per-peer queue; when the queue
 is full (the peer is slow or gone) the messages are dropped and the peer is reported
@@ -120,6 +123,12 @@ class _Peer:
     broken: bool = False
     writer: asyncio.StreamWriter | None = None
     """Set while connected: ``send_frame`` writes to it at once when nothing is queued."""
+    dial_error: str = ""
+    """The refusal last logged for a failed dial (each new one is logged once)."""
+
+
+class _Refused(ConnectionError):
+    """The listener closed the connection without answering the dialer's hello."""
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> Any:
@@ -148,7 +157,7 @@ class PeerTransport:
         on_unreachable: Callable[[int], None] | None = None,
         on_snapshot_sent: Callable[[int, bool], None] | None = None,
         server_ssl: ssl.SSLContext | None = None,
-        client_ssl: ssl.SSLContext | None = None,
+        client_ssl: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None,
         queue_max: int = 8192,
         probe_interval_s: float = PROBE_INTERVAL_S,
     ) -> None:
@@ -281,12 +290,19 @@ class PeerTransport:
             self._on_snapshot_sent(msg.to, False)
 
     async def _dial(self, peer: _Peer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader, writer = await asyncio.open_connection(peer.host, peer.port, ssl=self._client_ssl)
+        # (a callable: the context with the CRL in force, kvraft.server.crl.CRLContexts.current)
+        context = self._client_ssl() if callable(self._client_ssl) else self._client_ssl
+        reader, writer = await asyncio.open_connection(peer.host, peer.port, ssl=context)
         try:
             nonce_d = os.urandom(16)
             writer.write(_frame(["kvraft-peer", 1, self.member_id, peer.member_id, nonce_d]))
             async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
-                reply = await _read_frame(reader)
+                try:
+                    reply = await _read_frame(reader)
+                except (asyncio.IncompleteReadError, ConnectionResetError):
+                    # (a TLS listener refusing our certificate closes without an alert: asyncio)
+                    raise _Refused(f"{peer.host}:{peer.port} closed the connection without answering the hello"
+                                   + (" (does it refuse our certificate?)" if context is not None else "")) from None
             nonce_l, mac_l = bytes(reply[0]), bytes(reply[1])
             want = _mac(self._key, b"listener", nonce_d, nonce_l, self.member_id, peer.member_id)
             if not hmac.compare_digest(want, mac_l):
@@ -319,7 +335,7 @@ class PeerTransport:
             try:
                 async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
                     reader, writer = await self._dial(peer)
-                peer.connected, peer.broken = True, False
+                peer.connected, peer.broken, peer.dial_error = True, False, ""
                 peer.connected_at = time.monotonic()
                 self.stats.active[peer.member_id] = True
                 log.info("peer %x: connected to %s:%s", peer.member_id, peer.host, peer.port)
@@ -357,6 +373,13 @@ class PeerTransport:
                 if eof_task is not None:
                     eof_task.cancel()
                 raise
+            except (ssl.SSLError, _Refused) as exc:  # (an OSError) a certificate refused, here or there
+                text = str(exc) if isinstance(exc, _Refused) else f"TLS with {peer.host}:{peer.port} failed: {exc}"
+                if peer.connected:
+                    log.info("peer %x: connection lost: %r", peer.member_id, exc)
+                elif text != peer.dial_error:
+                    peer.dial_error = text
+                    log.warning("peer %x: %s", peer.member_id, text)
             except (TimeoutError, OSError, ConnectionError, asyncio.IncompleteReadError, ValueError, IndexError, TypeError, msgpack.UnpackException) as exc:
                 if peer.connected:  # once per lost connection, not per failed redial
                     log.info("peer %x: connection lost: %r", peer.member_id, exc)

@@ -96,12 +96,14 @@ def test_member_unit_and_yaml_describe_the_same_tls_member(etc: Path) -> None:
     assert flags.cert_file == str(etc / "pki" / "m1.crt") and flags.peer_cert_file == str(etc / "pki" / "m1-peer.crt")
     assert all(u.startswith("https://") for u in flags.listen_client_urls + flags.listen_peer_urls)
     assert flags.listen_metrics_urls == ["http://127.0.0.1:2381"]  # monitoring without a certificate
+    assert flags.client_crl_file == flags.peer_crl_file == str(etc / "pki" / "ca.crl")  # make-certs.sh's, empty
     assert set(flags.initial_members()) == {"m1", "m2", "m3"}
     yaml_config = parse_config(["--config-file", str(etc / "kvraft.yaml")])
     for field in ("name", "data_dir", "listen_client_urls", "advertise_client_urls", "listen_metrics_urls", "listen_peer_urls",
                   "initial_advertise_peer_urls", "initial_cluster", "initial_cluster_token", "peer_secret_file",
                   "cert_file", "key_file", "trusted_ca_file", "client_cert_auth", "peer_cert_file", "peer_key_file",
-                  "peer_trusted_ca_file", "peer_client_cert_auth", "auto_compaction_mode",
+                  "peer_trusted_ca_file", "peer_client_cert_auth", "client_crl_file", "peer_crl_file",
+                  "auto_compaction_mode",
                   "auto_compaction_retention", "quota_backend_bytes"):
         assert getattr(yaml_config, field) == getattr(flags, field), field
 
@@ -134,6 +136,47 @@ def test_make_certs_reuses_its_ca_to_add_a_machine(tmp_path: Path) -> None:
     for bad in (["m5"], ["=1.2.3.4"], ["-d", "soon", "m5=1.2.3.4"], []):
         result = subprocess.run([*script, *bad], capture_output=True, text=True)
         assert result.returncode == 2 and "make-certs:" in result.stderr, bad
+
+
+def _openssl(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["openssl", *argv], capture_output=True, text=True, check=False)
+
+
+@needs_openssl
+def test_make_certs_revokes_a_machine_and_revoking_again_is_harmless(tmp_path: Path) -> None:
+    script = ["bash", str(DEPLOY / "make-certs.sh"), "-o", str(tmp_path), "-d", "2"]
+    subprocess.run([*script, "-c", "alice", "-c", "bob", "m1=10.0.0.11", "m2=10.0.0.12"], check=True,
+                   capture_output=True)
+    crl, ca = str(tmp_path / "ca.crl"), str(tmp_path / "ca.crt")
+    assert "No Revoked Certificates" in _openssl("crl", "-in", crl, "-noout", "-text").stdout  # day one
+    assert (tmp_path / "ca.crl").stat().st_mode & 0o777 == 0o644
+
+    def verify(*names: str) -> dict[str, bool]:
+        return {n: _openssl("verify", "-crl_check", "-CRLfile", crl, "-CAfile", ca, str(tmp_path / f"{n}.crt"))
+                .returncode == 0 for n in names}
+
+    everyone = ("alice", "bob", "m1", "m1-peer", "m2", "m2-peer")
+    assert all(verify(*everyone).values())
+    first = subprocess.run([*script, "-r", "alice", "-r", "m2"], capture_output=True, text=True)
+    assert first.returncode == 0 and first.stdout.count("revoked ") == 3, first.stdout + first.stderr
+    assert verify(*everyone) == {"alice": False, "bob": True, "m1": True, "m1-peer": True, "m2": False,
+                                 "m2-peer": False}
+    text = _openssl("crl", "-in", crl, "-noout", "-text").stdout
+    again = subprocess.run([*script, "-r", "alice"], capture_output=True, text=True)
+    assert again.returncode == 0 and "already revoked" in again.stdout, again.stderr
+    assert _openssl("crl", "-in", crl, "-noout", "-text").stdout.count("Serial Number:") == text.count(
+        "Serial Number:") == 3
+    # issuing alice again gives her a new certificate, which the list does not name
+    reissue = subprocess.run([*script, "-c", "alice"], capture_output=True, text=True)
+    assert reissue.returncode == 0 and "reissuing" in reissue.stdout, reissue.stderr
+    assert verify("alice", "bob", "m2") == {"alice": True, "bob": True, "m2": False}
+    renew = subprocess.run([*script, "-l"], capture_output=True, text=True)
+    assert renew.returncode == 0 and "3 revoked" in renew.stdout, renew.stderr
+    for bad, code in ((["-r", "nobody"], 1), (["-r", "../ca"], 2), (["-l", "m3=1.2.3.4"], 2), ([], 2)):
+        result = subprocess.run([*script, *bad], capture_output=True, text=True)
+        assert result.returncode == code and "make-certs:" in result.stderr, bad
+    fresh = subprocess.run([*script[:2], "-o", str(tmp_path / "none"), "-r", "alice"], capture_output=True, text=True)
+    assert fresh.returncode == 1 and "no CA in" in fresh.stderr
 
 
 def test_dockerfiles_copy_what_exists_and_run_installed_programs() -> None:
