@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -327,10 +328,18 @@ def parse_config(argv: list[str] | None = None) -> Config:
             raise ConfigError("--config-file must hold a mapping")
         known = {f.name for f in fields(Config)}
         loaded = _flatten_transport_security(loaded)
+        ignored = []
         for key, value in loaded.items():
             name = str(key).replace("-", "_")
-            if name in known and value is not None:
+            if name not in known:
+                ignored.append(str(key))
+            elif value is not None:
                 setattr(config, name, _coerce(name, value))
+        if ignored:
+            # etcd ignores keys it does not know too, but a key kvraft skips is a setting the
+            # operator thinks is in force: say so where the unit's journal shows it
+            print(f"kvraft: warning: --config-file {args.config_file}: ignoring {', '.join(sorted(ignored))} "
+                  "(not kvraft settings; `kvraft --help` lists them)", file=sys.stderr)
     for item in fields(Config):
         value = getattr(args, item.name)
         if value is not None:

@@ -69,3 +69,20 @@ def test_periodic_retention_units() -> None:
     assert parse_retention_s("1") == 3600
     assert parse_retention_s("1h30m") == 5400
     assert parse_retention_s("90s") == 90
+
+
+def test_config_file_keys_kvraft_does_not_know_are_named_on_stderr(tmp_path, capsys) -> None:
+    path = tmp_path / "etcd.yaml"
+    path.write_text("name: infra1\nenable-v2: false\ncors: '*'\nsnapshot-count: 50\n")
+    config = parse_config(["--config-file", str(path)])
+    assert config.snapshot_count == 50
+    err = capsys.readouterr().err
+    assert f"--config-file {path}: ignoring cors, enable-v2" in err
+
+
+def test_a_config_file_of_known_keys_warns_of_nothing(tmp_path, capsys) -> None:
+    path = tmp_path / "kvraft.yaml"
+    path.write_text("name: infra1\nstrict-reconfig-check: false\nwal-dir: /tmp/w\n")
+    config = parse_config(["--config-file", str(path)])
+    assert config.strict_reconfig_check is False and config.wal_dir == "/tmp/w"
+    assert capsys.readouterr().err == ""
