@@ -37,6 +37,7 @@ from kvraft.server.force_new import force_new_cluster, require_log
 from kvraft.server.membership import Member, Membership
 from kvraft.server.node_status import MemberCounters, NodeStatusMixin
 from kvraft.server.reconfig import ReconfigCheck
+from kvraft.server.storage_version import check_storage_version
 from kvraft.server.tls import peer_ssl_contexts
 from kvraft.server.transport import PeerTransport, cluster_key
 from kvraft.server.wal_dir import record_wal_dir, wal_location
@@ -86,6 +87,7 @@ class Node(NodeStatusMixin):
         if config.force_new_cluster:
             require_log(self.data_dir, wal_path)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        check_storage_version(self.data_dir)
         record_wal_dir(self.data_dir, wal_path)
         self.member_id = member_id_for(config.initial_advertise_peer_urls, config.initial_cluster_token)
         initial = config.initial_members()

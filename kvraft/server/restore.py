@@ -28,6 +28,7 @@ from pathlib import Path
 from kvraft.server.config import Config, ConfigError, cluster_id_for, member_id_for
 from kvraft.server.membership import Member, Membership
 from kvraft.server.node import open_raft_log
+from kvraft.server.storage_version import stamp
 from kvraft.server.wal_dir import record_wal_dir, wal_location
 from kvraft.storage.mvcc import MVCCStore
 
@@ -124,6 +125,7 @@ def restore_member_dir(
         open_raft_log(scratch, sorted(ids.values()), True, wal_scratch).close()
         cluster_id = cluster_id_for([], initial_cluster_token)
         (scratch / "cluster_id").write_text(str(cluster_id))
+        stamp(scratch)
         if not own_wal:
             record_wal_dir(scratch, wal)  # where the WAL will be, once renamed below
         _fsync_dir(scratch)

@@ -1,0 +1,72 @@
+"""The data directory's format version, so that a kvraft never runs on data it cannot read.
+
+``<data-dir>/version`` (JSON) names the format of everything the member keeps on disk (the
+WAL, the MVCC backend's buckets and records, the registry) and the kvraft that last wrote
+it::
+
+    {"storage": 1, "written_by": "0.1.0"}
+
+At start, a member stamps a new data directory, and one written before the stamp existed (it
+is format 1: no format has changed since kvraft began); it refuses one whose format is newer
+than it reads: an older kvraft started on a newer member's data (a downgrade) could misread
+records or write ones the newer version then misreads. The message says which version wrote
+it and what to do. A future format change raises ``STORAGE_VERSION`` and converts older data
+directories here, at start (etcd 3.6 keeps its ``storageVersion`` in the backend's meta for
+the same purpose).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import metadata
+from pathlib import Path
+
+from kvraft.server.wal_dir import DataDirError
+
+__all__ = ["STORAGE_VERSION", "check_storage_version", "stamp"]
+
+STORAGE_VERSION = 1
+FILE = "version"
+
+
+def _kvraft_version() -> str:
+    try:
+        return metadata.version("kvraft")
+    except metadata.PackageNotFoundError:  # run from a source tree without installing
+        return "unknown"
+
+
+def stamp(data_dir: Path) -> None:
+    """Write the stamp of this kvraft (durably, atomically)."""
+    path = data_dir / FILE
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as handle:
+        json.dump({"storage": STORAGE_VERSION, "written_by": _kvraft_version()}, handle)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def check_storage_version(data_dir: Path) -> None:
+    """Refuse a data directory of a newer format; stamp one without a stamp."""
+    path = data_dir / FILE
+    if not path.exists():
+        stamp(data_dir)
+        return
+    try:
+        doc = json.loads(path.read_text())
+        version, writer = doc["storage"], str(doc.get("written_by", "unknown"))
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ValueError(f"storage {version!r} is not a format number")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataDirError(f"{path}: unreadable ({exc}); it names the data directory's format: restore it "
+                           f'(it held {{"storage": 1, ...}} for every kvraft so far) or the member from a snapshot') from None
+    if version > STORAGE_VERSION:
+        raise DataDirError(
+            f"{data_dir} holds storage format {version}, written by kvraft {writer}; this kvraft "
+            f"({_kvraft_version()}) reads format {STORAGE_VERSION} at most. Run the version that wrote it, "
+            "or restore this member from a snapshot (kvctl snapshot restore) made with this version")
+    if writer != _kvraft_version():
+        stamp(data_dir)
