@@ -80,6 +80,14 @@ class Config:
     peer_auto_tls: bool = False
     auto_promote_learners: bool = True
     strict_reconfig_check: bool = True
+    pre_vote: bool = True
+    """etcd's flag (3.5's default, true; 3.4's was false): a member that lost its leader asks
+    for a pre-vote before it campaigns, so one partitioned member cannot depose a working
+    leader when it comes back."""
+    debug: bool = False
+    """etcd 3.4's flag: the same as ``--log-level debug``."""
+    enable_v2: bool = False
+    """etcd 3.4's flag; kvraft serves the v3 API only, so only false is accepted."""
     wal_dir: str = ""
     """etcd's flag: the Raft log (WAL) in this directory instead of ``<data-dir>/raft.wal``,
     e.g. on a dedicated disk (kvraft/server/wal_dir.py)."""
@@ -155,6 +163,10 @@ class Config:
             ) from None
         if self.max_request_bytes <= 0:
             raise ConfigError("--max-request-bytes must be positive")
+        if self.enable_v2:
+            raise ConfigError("--enable-v2: kvraft serves etcd's v3 API only (its JSON gateway); there is no v2 store")
+        if self.debug:
+            self.log_level = "debug"
         if self.log_level not in ("debug", "info", "warn", "error", "panic", "fatal"):
             raise ConfigError("--log-level must be debug, info, warn, error, panic or fatal")
         if self.logger not in ("zap", "capnslog"):

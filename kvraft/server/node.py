@@ -134,6 +134,7 @@ class Node(NodeStatusMixin):
                 rng=random.Random(self.member_id ^ random.getrandbits(32)),
                 election_ticks=config.election_ticks(),
                 heartbeat_ticks=1,
+                pre_vote=config.pre_vote,
                 applied=applied,
                 trace=_trace_raft if raft_trace_log.isEnabledFor(logging.DEBUG) else None,
             ),

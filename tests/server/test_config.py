@@ -73,11 +73,11 @@ def test_periodic_retention_units() -> None:
 
 def test_config_file_keys_kvraft_does_not_know_are_named_on_stderr(tmp_path, capsys) -> None:
     path = tmp_path / "etcd.yaml"
-    path.write_text("name: infra1\nenable-v2: false\ncors: '*'\nsnapshot-count: 50\n")
+    path.write_text("name: infra1\ndiscovery-srv: example.com\ncors: '*'\nsnapshot-count: 50\n")
     config = parse_config(["--config-file", str(path)])
     assert config.snapshot_count == 50
     err = capsys.readouterr().err
-    assert f"--config-file {path}: ignoring cors, enable-v2" in err
+    assert f"--config-file {path}: ignoring cors, discovery-srv" in err
 
 
 def test_a_config_file_of_known_keys_warns_of_nothing(tmp_path, capsys) -> None:
@@ -86,3 +86,23 @@ def test_a_config_file_of_known_keys_warns_of_nothing(tmp_path, capsys) -> None:
     config = parse_config(["--config-file", str(path)])
     assert config.strict_reconfig_check is False and config.wal_dir == "/tmp/w"
     assert capsys.readouterr().err == ""
+
+
+def test_etcd_34_flags_debug_pre_vote_and_enable_v2(tmp_path) -> None:
+    assert parse_config(["--debug", "--data-dir", str(tmp_path / "d")]).log_level == "debug"
+    assert parse_config(["--data-dir", str(tmp_path / "d")]).pre_vote is True
+    with pytest.raises(ConfigError, match="v3 API only"):
+        parse_config(["--enable-v2", "--data-dir", str(tmp_path / "d")])
+    assert parse_config(["--enable-v2=false", "--data-dir", str(tmp_path / "d")]).enable_v2 is False
+
+
+@pytest.mark.parametrize("flag, expected", [("--pre-vote=false", False), ("--pre-vote", True)])
+def test_pre_vote_reaches_the_raft_core(tmp_path, flag: str, expected: bool) -> None:
+    from kvraft.server.node import Node
+
+    node = Node(parse_config([flag, "--data-dir", str(tmp_path / "d")]))
+    try:
+        assert node.raw._raft.config.pre_vote is expected
+    finally:
+        node.raft_log.close()
+        node.state.close()
