@@ -21,6 +21,7 @@ import yaml
 from kvraft.durations import parse_go_duration_s
 from kvraft.server.compactor import parse_retention_s
 from kvraft.server.crl import CRLError, read_crl
+from kvraft.server.tls_policy import TLSPolicyError, check_tls_policy
 
 __all__ = ["Config", "ConfigError", "member_id_for", "parse_config", "cluster_id_for"]
 
@@ -78,6 +79,12 @@ class Config:
     """The same for peer certificates: checked by the peer dialer, and by the peer listener
     when it asks for a certificate (``--peer-client-cert-auth``)."""
     peer_auto_tls: bool = False
+    cipher_suites: list[str] = field(default_factory=list)
+    """etcd's flag: Go's names of the TLS 1.2 suites allowed, comma-separated (a list in YAML;
+    kvraft/server/tls_policy.py)."""
+    tls_min_version: str = "TLS1.2"
+    tls_max_version: str = ""
+    """etcd 3.5's flags: TLS1.2 or TLS1.3; no maximum by default."""
     auto_promote_learners: bool = True
     strict_reconfig_check: bool = True
     pre_vote: bool = True
@@ -163,6 +170,10 @@ class Config:
             ) from None
         if self.max_request_bytes <= 0:
             raise ConfigError("--max-request-bytes must be positive")
+        try:
+            check_tls_policy(self)
+        except TLSPolicyError as exc:
+            raise ConfigError(str(exc)) from None
         if self.enable_v2:
             raise ConfigError("--enable-v2: kvraft serves etcd's v3 API only (its JSON gateway); there is no v2 store")
         if self.debug:
@@ -263,7 +274,7 @@ def cluster_id_for(member_ids: list[int], token: str) -> int:
 
 
 _LISTS = {"listen_client_urls", "advertise_client_urls", "listen_peer_urls", "initial_advertise_peer_urls",
-          "listen_metrics_urls", "log_outputs"}
+          "listen_metrics_urls", "log_outputs", "cipher_suites"}
 
 
 _TRUE = ("1", "t", "true", "yes", "on")

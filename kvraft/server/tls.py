@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kvraft.server.crl import CRLContexts
+from kvraft.server.tls_policy import new_context
 
 __all__ = ["AutoTLSError", "DialContext", "apply_auto_tls", "client_ssl_context", "peer_ssl_contexts", "self_signed"]
 
@@ -51,8 +52,7 @@ def client_ssl_context(config: Any) -> ssl.SSLContext | None:
         return None
 
     def build(crl: str) -> ssl.SSLContext:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context = new_context(ssl.PROTOCOL_TLS_SERVER, config)
         context.load_cert_chain(config.cert_file, config.key_file or None)
         if config.client_cert_auth:
             # A certificate offered must verify; a client without one is let through the
@@ -82,8 +82,7 @@ def peer_ssl_contexts(config: Any) -> tuple[ssl.SSLContext | None, DialContext |
         return None, None
 
     def build_server(crl: str) -> ssl.SSLContext:
-        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        server.minimum_version = ssl.TLSVersion.TLSv1_2
+        server = new_context(ssl.PROTOCOL_TLS_SERVER, config)
         server.load_cert_chain(config.peer_cert_file, config.peer_key_file or None)
         if config.peer_trusted_ca_file and config.peer_client_cert_auth:
             server.load_verify_locations(config.peer_trusted_ca_file)
@@ -92,8 +91,7 @@ def peer_ssl_contexts(config: Any) -> tuple[ssl.SSLContext | None, DialContext |
         return server
 
     def build_client(crl: str) -> ssl.SSLContext:
-        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        client.minimum_version = ssl.TLSVersion.TLSv1_2
+        client = new_context(ssl.PROTOCOL_TLS_CLIENT, config)
         client.load_cert_chain(config.peer_cert_file, config.peer_key_file or None)
         client.check_hostname = False  # peers are addressed by IP in --initial-cluster
         if config.peer_trusted_ca_file:
