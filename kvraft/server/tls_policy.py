@@ -58,9 +58,14 @@ def _openssl_ciphers(names: list[str]) -> str:
     return ":".join(dict.fromkeys(GO_CIPHER_SUITES[n] for n in names))
 
 
+def _setting(config: Any, name: str, default: Any) -> Any:
+    """A flag's value; an object without it (a test's namespace, an older caller) has the default."""
+    return getattr(config, name, default) or default
+
+
 def _versions(config: Any) -> tuple[ssl.TLSVersion, ssl.TLSVersion | None]:
-    low = config.tls_min_version or "TLS1.2"
-    high = config.tls_max_version
+    low = _setting(config, "tls_min_version", "TLS1.2")
+    high = _setting(config, "tls_max_version", "")
     for flag, value in (("--tls-min-version", low), ("--tls-max-version", high)):
         if value and value not in _VERSIONS:
             raise TLSPolicyError(f"{flag}: {value!r} is not TLS1.2 or TLS1.3")
@@ -72,13 +77,14 @@ def _versions(config: Any) -> tuple[ssl.TLSVersion, ssl.TLSVersion | None]:
 def check_tls_policy(config: Any) -> None:
     """Refuse, at start, flags no context could be built with."""
     low, _high = _versions(config)
-    if config.cipher_suites:
+    suites = _setting(config, "cipher_suites", [])
+    if suites:
         if low >= ssl.TLSVersion.TLSv1_3:
             raise TLSPolicyError("--cipher-suites: cipher suites cannot be configured when only TLS1.3 or "
                                  "greater is supported (TLS 1.3's suites are fixed)")
         probe = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         try:
-            probe.set_ciphers(_openssl_ciphers(config.cipher_suites))
+            probe.set_ciphers(_openssl_ciphers(suites))
         except ssl.SSLError as exc:
             raise TLSPolicyError(f"--cipher-suites: OpenSSL offers none of them ({exc.reason or exc})") from None
 
@@ -90,6 +96,7 @@ def new_context(protocol: int, config: Any) -> ssl.SSLContext:
     context.minimum_version = low
     if high is not None:
         context.maximum_version = high
-    if config.cipher_suites:
-        context.set_ciphers(_openssl_ciphers(config.cipher_suites))
+    suites = _setting(config, "cipher_suites", [])
+    if suites:
+        context.set_ciphers(_openssl_ciphers(suites))
     return context
