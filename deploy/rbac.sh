@@ -6,10 +6,11 @@
 #   ETCDCTL_ENDPOINTS=https://10.0.0.1:2379 KVCTL_FLAGS="--user root:... --cacert ..." \
 #   SCHEDULER_PASSWORD=... AGENT_PASSWORD=... deploy/rbac.sh
 #
-# It makes three roles and two users:
+# It makes four roles and two users:
 #   kvraft-scheduler (user kvraft-scheduler): reads all of /registry/; writes what the
 #     scheduler writes (bindings, allocations, assignments, task statuses it sets, job
-#     status and events, its election key) and /registry/jobs/ (cancelled jobs it collects).
+#     status and events, its election key), /registry/jobs/ (cancelled jobs it collects) and
+#     /registry/evictions/ (it deletes each eviction request once acted on).
 #   kvraft-agent (user kvraft-agent, for every agent): writes node records, node leases and
 #     task statuses; reads assignments, bindings and jobs (the rank environment); writes
 #     /jobs/, where the ranks it starts keep their launch rendezvous, progress and checkpoints
@@ -21,11 +22,15 @@
 #     assignments, so a compromised machine cannot pose as another or see its tasks.
 #   kvraft-submitter (give it to each person who submits jobs: `kvctl user add alice`,
 #     `kvctl user grant-role alice kvraft-submitter`): reads /registry/ (get, describe, top)
-#     and writes job specs, nothing else. Tenants, priority classes and cordons stay root's.
+#     and writes job specs and eviction requests (`jobctl cancel`, `jobctl requeue`), nothing
+#     else. Tenants and priority classes stay root's.
+#   kvraft-operator (give it to the people who maintain the machines): as kvraft-submitter,
+#     and writes cordons: `jobctl cordon`, `uncordon`, `drain [--cancel|--requeue]`.
 #   With TENANTS="nlp vision=cv-" each tenant gets a role of its own,
-#     kvraft-submitter-<tenant>: as kvraft-submitter, but it writes only the jobs whose names
-#     start with the tenant's prefix (default "<tenant>-"), so its people can neither submit
-#     under another tenant's quota nor cancel another tenant's jobs. Give the tenant the same
+#     kvraft-submitter-<tenant>: as kvraft-submitter, but it writes only the jobs (and the
+#     eviction requests) whose names start with the tenant's prefix (default "<tenant>-"), so
+#     its people can neither submit under another tenant's quota nor cancel or requeue
+#     another tenant's jobs. Give the tenant the same
 #     prefix (`job_name_prefix: nlp-` in `jobctl apply`): the scheduler and jobctl then hold
 #     every job to its name (docs/jobs.md, "Tenant admission").
 # A submitter cannot write assignments: what an agent runs comes only from the scheduler.
@@ -57,7 +62,7 @@ role kvraft-scheduler \
   read /registry/ \
   readwrite /registry/bindings/ readwrite /registry/alloc/ readwrite /registry/assignments/ \
   readwrite /registry/tasks/ readwrite /registry/jobstatus/ readwrite /registry/events/ \
-  readwrite /registry/scheduler/leader/ readwrite /registry/jobs/
+  readwrite /registry/scheduler/leader/ readwrite /registry/jobs/ readwrite /registry/evictions/
 role kvraft-agent \
   readwrite /registry/nodes/ readwrite /registry/leases/ readwrite /registry/tasks/ \
   read /registry/assignments/ read /registry/bindings/ read /registry/jobs/ \
@@ -73,7 +78,9 @@ for node in ${AGENT_NODES:-}; do
     read /registry/bindings/ read /registry/jobs/ readwrite /jobs/
 done
 role kvraft-submitter \
-  read /registry/ readwrite /registry/jobs/
+  read /registry/ readwrite /registry/jobs/ readwrite /registry/evictions/
+role kvraft-operator \
+  read /registry/ readwrite /registry/jobs/ readwrite /registry/evictions/ readwrite /registry/cordons/
 for entry in ${TENANTS:-}; do
   tenant=${entry%%=*}
   prefix=${entry#*=}
@@ -81,7 +88,7 @@ for entry in ${TENANTS:-}; do
   case "$tenant$prefix" in */*|"") echo "rbac.sh: bad tenant entry: $entry" >&2; exit 2 ;; esac
   case "$prefix" in "") echo "rbac.sh: empty job name prefix for tenant $tenant" >&2; exit 2 ;; esac
   role "kvraft-submitter-$tenant" \
-    read /registry/ readwrite "/registry/jobs/$prefix"
+    read /registry/ readwrite "/registry/jobs/$prefix" readwrite "/registry/evictions/$prefix"
 done
 
 user kvraft-scheduler "${SCHEDULER_PASSWORD:-}" kvraft-scheduler
@@ -92,4 +99,4 @@ for node in ${AGENT_NODES:-}; do
   var="AGENT_PASSWORD_${node//[-.]/_}"
   user "kvraft-agent-$node" "${!var:-${AGENT_PASSWORD:-}}" "kvraft-agent-$node"
 done
-echo "rbac.sh: roles kvraft-scheduler, kvraft-agent${AGENT_NODES:+ (and one per node)}, kvraft-submitter${TENANTS:+ (and one per tenant)}"
+echo "rbac.sh: roles kvraft-scheduler, kvraft-agent${AGENT_NODES:+ (and one per node)}, kvraft-submitter${TENANTS:+ (and one per tenant)}, kvraft-operator"

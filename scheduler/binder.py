@@ -19,9 +19,12 @@ the alloc keys, then ``if fence and mod(bindings/<job>) == seen and mod(alloc/<n
 delete the binding and assignments, take the job out of the alloc keys, write the status and
 events; retried on alloc conflicts.
 
-**Evict** (preemption, step 1): mark the binding ``evicting_until = now + grace`` and delete
-the assignments, so the agents stop the tasks with SIGTERM and the grace period; the release
-follows when the grace period is over.
+**Evict** (preemption, or an operator's request, step 1): ``if fence and mod(bindings/<job>)
+== seen [and mod(evictions/<job>) == seen]`` mark the binding ``evicting_until = now + grace``
+(and, for a request, ``eviction: {reason, message}``) and delete the assignments, so the
+agents stop the tasks with SIGTERM and the grace period, and delete the request in the same
+txn (``scheduler.evictions``: acted on once); the release follows when the grace period is
+over. **Drop** a request: ``if fence and mod(evictions/<job>) == seen`` delete it.
 """
 
 from __future__ import annotations
@@ -145,6 +148,7 @@ class Binder:
         status = {"name": b.job_id, "phase": "Running", "reason": "Scheduled",
                   "message": f"bound to {len(per_node)} node(s)", "restarts": restarts,
                   "preemptions": int(((view.status.get(b.job_id) or _NONE).doc or {}).get("preemptions", 0)),
+                  "evictions": int(((view.status.get(b.job_id) or _NONE).doc or {}).get("evictions", 0)),
                   "placement": [{k: r[k] for k in ("task", "node", "rack", "gpus")} for r in rows],
                   "bound_at": now, "updated_at": now}
         ops.append(Op.put(keys.jobstatus_key(b.job_id), json.dumps(status).encode()))
@@ -324,20 +328,46 @@ class Binder:
                 return False
         return False
 
-    async def evict(self, b: StoredBinding, grace_s: float, status: dict[str, Any], message: str) -> bool:
+    async def evict(self, b: StoredBinding, grace_s: float, status: dict[str, Any], message: str, *,
+                    event: str = "Preempted", eviction: dict[str, str] | None = None,
+                    request: tuple[str, int] | None = None) -> bool:
+        """Start stopping the run of ``b``; ``eviction`` (``{reason, message}``) marks an eviction
+        an operator asked for, ``request`` (key, mod revision) is that request, deleted in the
+        same txn. False when the binding or the request changed meanwhile."""
         now = time.time()
-        doc = {"job": b.job, "tasks": list(b.tasks), "bound_at": b.bound_at, "scheduler": self.identity,
-               "evicting_until": now + grace_s}
+        doc: dict[str, Any] = {"job": b.job, "tasks": list(b.tasks), "bound_at": b.bound_at,
+                               "scheduler": self.identity, "evicting_until": now + grace_s}
+        if eviction is not None:
+            doc["eviction"] = eviction
         ops = [Op.put(keys.binding_key(b.job), json.dumps(doc).encode()),
                Op.put(keys.jobstatus_key(b.job), json.dumps(dict(status, updated_at=now)).encode()),
-               self._event(b.job, "Preempted", message, now)]
+               self._event(b.job, event, message, now)]
         ops += [Op.delete(f"{keys.ASSIGNMENTS}{n}/{b.job}/", prefix=True) for n in b.nodes()]
-        resp = await self.client.txn().if_(*self.fence(), Compare.mod(keys.binding_key(b.job), "=", b.mod_revision)) \
-            .then(*ops).commit()
+        compares = [*self.fence(), Compare.mod(keys.binding_key(b.job), "=", b.mod_revision)]
+        if request is not None:
+            compares.append(Compare.mod(request[0], "=", request[1]))
+            ops.append(Op.delete(request[0]))
+        resp = await self.client.txn().if_(*compares).then(*ops).commit()
         self.txns += 1
         if resp.succeeded:
             rev = resp.header.revision
             self.view.put_local(keys.binding_key(b.job), doc, b.revision, rev)
+            if request is not None:
+                self.view.delete_local(request[0])
+        else:
+            self.conflicts += 1
+        return bool(resp.succeeded)
+
+    async def drop_request(self, key: str, mod_revision: int) -> bool:
+        """Delete an eviction request that is not acted on; False when it changed meanwhile
+        (or we no longer lead)."""
+        resp = await self.client.txn().if_(*self.fence(), Compare.mod(key, "=", mod_revision)) \
+            .then(Op.delete(key)).commit()
+        self.txns += 1
+        if resp.succeeded:
+            self.view.delete_local(key)
+        else:
+            self.conflicts += 1
         return bool(resp.succeeded)
 
     # --- statuses and events ------------------------------------------------------------------

@@ -15,16 +15,21 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from scheduler.model import Node, Tenant
 
 __all__ = [
+    "EVICTION_REASONS",
     "MAX_GPUS_PER_NODE",
+    "EvictionRequest",
     "Heartbeat",
     "Malformed",
     "alloc_jobs",
     "binding",
+    "binding_eviction",
+    "eviction",
     "heartbeat",
     "job_status",
     "json_value",
@@ -34,6 +39,9 @@ __all__ = [
     "tenant",
 ]
 
+EVICTION_REASONS = ("drain", "requeue")
+"""Why an operator asked for a run to be evicted (``/registry/evictions/<job>``): its node is
+drained (``jobctl drain NODE --requeue``), or the job itself is requeued (``jobctl requeue``)."""
 MAX_GPUS_PER_NODE = 1024  # a record claiming more is wrong (the core keeps a bit per GPU)
 _MAX_INT = 1 << 53  # capacities and revisions past this are not numbers JSON carries exactly
 
@@ -156,6 +164,63 @@ def binding(doc: Any) -> tuple[tuple[dict[str, Any], ...], float, float | None, 
     return tuple(rows), times[0] or 0.0, times[1], "; ".join(problems)
 
 
+def binding_eviction(doc: Any) -> tuple[str, str]:
+    """``(reason, message)`` of the ``eviction`` field a binding carries while an eviction an
+    operator asked for is under way (``reason`` one of ``EVICTION_REASONS``); ``("", "")``
+    without one (a preemption, or no eviction). Raises ``Malformed``; the view makes that the
+    binding's ``problem``."""
+    ev = doc.get("eviction") if isinstance(doc, dict) else None
+    if ev is None:
+        return "", ""
+    d = _object(ev, "eviction")
+    reason = d.get("reason")
+    if reason not in EVICTION_REASONS:
+        raise Malformed(f"eviction.reason: must be one of {', '.join(EVICTION_REASONS)}, not {reason!r}")
+    return str(reason), _text(d, "message", "eviction.message", 500)
+
+
+def _text(d: dict[str, Any], field: str, what: str, limit: int) -> str:
+    value = d.get(field, "")
+    if value is None:
+        value = ""
+    if not isinstance(value, str) or len(value) > limit or not value.isprintable():
+        raise Malformed(f"{what}: must be printable text of at most {limit} characters, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class EvictionRequest:
+    """A request to evict one run of a job and requeue it (``/registry/evictions/<job>``;
+    ``scheduler.evictions`` decides what it does). ``binding_revision`` is the create revision
+    of ``/registry/bindings/<job>`` of the run it was made for: no other run is ever evicted
+    by it."""
+
+    job: str
+    reason: str  # one of EVICTION_REASONS
+    node: str | None  # the drained node (required for "drain")
+    binding_revision: int
+    requested_at: float | None
+    by: str  # who asked (shown in the job's status and events)
+
+
+def eviction(name: str, doc: Any) -> EvictionRequest:
+    """The request under ``/registry/evictions/<name>``; its ``job`` must be the key's name
+    (a key a person may write must not name another person's job)."""
+    d = _object(doc, "eviction request")
+    if d.get("job") != name:
+        raise Malformed(f"job: {d.get('job')!r} is not the key's name {name!r}")
+    reason = d.get("reason")
+    if reason not in EVICTION_REASONS:
+        raise Malformed(f"reason: must be one of {', '.join(EVICTION_REASONS)}, not {reason!r}")
+    node = d.get("node")
+    if node is not None or reason == "drain":
+        node = _name(node, "node")
+    if "binding_revision" not in d:
+        raise Malformed("binding_revision: required field is missing")
+    return EvictionRequest(name, str(reason), node, _int(d, "binding_revision", minimum=1),
+                           _number(d, "requested_at"), _text(d, "by", "by", 100))
+
+
 def alloc_jobs(doc: Any) -> dict[str, dict[str, Any]]:
     """``{job: {gpus, cpu_milli, memory_mib}}`` of ``/registry/alloc/<node>``."""
     d = _object(doc, "alloc")
@@ -214,7 +279,7 @@ def job_status(doc: Any) -> tuple[dict[str, Any], list[str]]:
         return {}, [f"must be a JSON object, not {type(doc).__name__}"] if doc is not None else []
     out = dict(doc)
     problems = []
-    for field in ("restarts", "preemptions"):
+    for field in ("restarts", "preemptions", "evictions"):
         try:
             out[field] = _int(out, field)
         except Malformed as exc:

@@ -1,7 +1,8 @@
 """PURE cache of everything under ``/registry/``, built from an informer's list and watch events.
 
 ``ClusterView`` keeps each kind of object parsed (node records, heartbeats, cordons, jobs,
-bindings, per-node allocations, job statuses, task statuses, tenants, priority classes),
+bindings, per-node allocations, job statuses, task statuses, tenants, priority classes,
+eviction requests),
 with the revisions the binder compares. Every change marks the names it touches *dirty*
 (``dirty_nodes``, ``dirty_jobs``, ``dirty_tenants``); the daemon drains them once per loop and
 turns them into the core's events with ``CoreFeed``, which remembers what the core was told
@@ -75,6 +76,8 @@ class Binding:
     revision: int  # create revision: the assignments' create revision too
     mod_revision: int
     problem: str = ""  # what did not decode ("" when nothing); ``tasks`` are the rows that did
+    evicted_for: str = ""  # an eviction an operator asked for: "drain" or "requeue"; "" for a preemption
+    eviction_message: str = ""  # why, for the status ("node n3 drained by jobctl")
 
     def nodes(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(t["node"] for t in self.tasks))
@@ -98,6 +101,7 @@ class ClusterView:
         self.nodes: dict[str, Entry] = {}
         self.heartbeats: dict[str, Entry] = {}
         self.cordons: dict[str, Entry] = {}
+        self.evictions: dict[str, Entry] = {}  # job -> its eviction request (doc: decode.EvictionRequest)
         self.jobs: dict[str, Entry] = {}  # only specs that pass check_stored_job
         self.invalid_jobs: dict[str, Entry] = {}  # the others (why: ``invalid``); only collected
         self.bindings: dict[str, Binding] = {}
@@ -120,7 +124,7 @@ class ClusterView:
     def replace(self, kvs: Sequence[Any], revision: int) -> None:
         before = {
             "n": set(self.nodes) | set(self.heartbeats) | set(self.cordons) | set(self.alloc),
-            "j": set(self.jobs) | set(self.bindings) | set(self.status) | set(self.tasks),
+            "j": set(self.jobs) | set(self.bindings) | set(self.status) | set(self.tasks) | set(self.evictions),
             "t": set(self.tenants),
         }
         unreachable, warned = self.unreachable, self._warned
@@ -134,7 +138,7 @@ class ClusterView:
                     self._warned.pop(key, None)
         self.revision = revision
         self.dirty_nodes |= before["n"] | set(self.nodes) | set(self.heartbeats) | set(self.cordons)
-        self.dirty_jobs |= before["j"] | set(self.jobs) | set(self.bindings)
+        self.dirty_jobs |= before["j"] | set(self.jobs) | set(self.bindings) | set(self.evictions)
         self.dirty_tenants |= before["t"] | set(self.tenants)
 
     def apply(self, events: Sequence[Any], revision: int) -> None:
@@ -228,12 +232,26 @@ class ClusterView:
             if old is not None:
                 self._unindex(old)
             tasks, bound_at, evicting_until, problem = decode.binding(doc) if not why else ((), 0.0, None, why)
+            try:
+                evicted_for, eviction_message = decode.binding_eviction(doc)
+            except decode.Malformed as exc:
+                evicted_for, eviction_message = "", ""
+                problem = "; ".join(p for p in (problem, str(exc)) if p)
             if problem:
                 self._invalid(key, problem)
-            b = Binding(rest, tasks, bound_at, evicting_until, create, mod, problem)
+            b = Binding(rest, tasks, bound_at, evicting_until, create, mod, problem, evicted_for, eviction_message)
             self.bindings[rest] = b
             for n in b.nodes():
                 self.jobs_on_node.setdefault(n, set()).add(rest)
+            self.dirty_jobs.add(rest)
+        elif prefix == keys.EVICTIONS:
+            try:
+                if why:
+                    raise decode.Malformed(why)
+                self.evictions[rest] = Entry(decode.eviction(rest, doc), create, mod)
+            except decode.Malformed as exc:
+                self._invalid(key, f"{exc} (the request is not acted on)")
+                self.evictions.pop(rest, None)
             self.dirty_jobs.add(rest)
         elif prefix == keys.JOBSTATUS:
             fixed, problems = decode.job_status(doc)
@@ -288,7 +306,7 @@ class ClusterView:
                 self.dirty_jobs.add(parts[0])
             return
         table = {keys.NODES: self.nodes, keys.LEASES: self.heartbeats, keys.CORDONS: self.cordons,
-                 keys.ALLOC: self.alloc, keys.JOBS: self.jobs, keys.JOBSTATUS: self.status,
+                 keys.ALLOC: self.alloc, keys.JOBS: self.jobs, keys.JOBSTATUS: self.status, keys.EVICTIONS: self.evictions,
                  keys.TENANTS: self.tenants, keys.PRIORITY_CLASSES: self.classes}.get(prefix)
         if prefix == keys.BINDINGS:
             old = self.bindings.pop(rest, None)

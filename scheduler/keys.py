@@ -18,6 +18,9 @@ The scheduler's own keys:
 - ``/registry/events/<job>/<seq>``: events of a job (Scheduled, Preempted, Lost, ...).
 - ``/registry/tenants/<name>``, ``/registry/priorityclasses/<name>``: ``jobctl apply``.
 - ``/registry/cordons/<node>``: ``jobctl cordon``; present means unschedulable.
+- ``/registry/evictions/<job>``: ``jobctl drain --requeue`` / ``requeue``: a request to evict
+  one run of the job and requeue it (``scheduler.evictions``); deleted by the scheduler once
+  acted on.
 - ``/registry/scheduler/leader/<lease hex>``: the election (kvraft.client ``Election``).
 """
 
@@ -42,6 +45,7 @@ __all__ = [
     "CORDONS",
     "ELECTION",
     "EVENTS",
+    "EVICTIONS",
     "JOBS",
     "JOBSTATUS",
     "LEASES",
@@ -56,6 +60,7 @@ __all__ = [
     "check_name",
     "cordon_key",
     "event_key",
+    "eviction_key",
     "job_key",
     "jobstatus_key",
     "lease_key",
@@ -73,6 +78,7 @@ BINDINGS = "/registry/bindings/"
 ALLOC = "/registry/alloc/"
 JOBSTATUS = "/registry/jobstatus/"
 EVENTS = "/registry/events/"
+EVICTIONS = "/registry/evictions/"
 TENANTS = "/registry/tenants/"
 PRIORITY_CLASSES = "/registry/priorityclasses/"
 ELECTION = "/registry/scheduler/leader"
@@ -104,6 +110,10 @@ def event_key(job: str, seq: int) -> str:
     return f"{EVENTS}{check_name(job, 'job')}/{seq:020d}"
 
 
+def eviction_key(job: str) -> str:
+    return EVICTIONS + check_name(job, "job")
+
+
 def tenant_key(name: str) -> str:
     return TENANTS + check_name(name, "tenant")
 
@@ -122,7 +132,7 @@ def task_status_prefix(job: str) -> str:
 
 def split(key: str) -> tuple[str, str] | None:
     """``(prefix, rest)`` for a key under one of the known prefixes, else None."""
-    for prefix in (NODES, LEASES, JOBS, BINDINGS, ALLOC, JOBSTATUS, EVENTS, TENANTS,
+    for prefix in (NODES, LEASES, JOBS, BINDINGS, ALLOC, JOBSTATUS, EVENTS, EVICTIONS, TENANTS,
                    PRIORITY_CLASSES, CORDONS, TASKS, ASSIGNMENTS):
         if key.startswith(prefix):
             return prefix, key[len(prefix):]

@@ -26,6 +26,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from kvraft.client.observe import new_registry
+from scheduler.decode import EVICTION_REASONS
 
 __all__ = ["BIND_BUCKETS_S", "KUBE_LATENCY_BUCKETS_S", "SchedulerCollector", "SchedulerMetrics", "cumulative"]
 
@@ -122,6 +123,12 @@ class SchedulerCollector(Collector):
         yield _counter("kvraft_scheduler_bind_failures_total", "bindings refused by a revision compare",
                        d.bind_failures)
         yield _counter("kvraft_scheduler_preemptions_total", "gangs evicted for a preemptor", d.preemptions)
+        evicted = CounterMetricFamily("kvraft_scheduler_evictions_total", "runs evicted (stopped with their grace "
+                                      "period, then requeued), by reason: preemption, drain (jobctl drain --requeue), "
+                                      "requeue (jobctl requeue)", labels=["reason"])
+        for reason in ("preemption", *EVICTION_REASONS):
+            evicted.add_metric([reason], d.preemptions if reason == "preemption" else d.evictions[reason])
+        yield evicted
         releases = CounterMetricFamily("kvraft_scheduler_releases_total", "runs ended, by kind", labels=["kind"])
         for kind, n in sorted(d.releases.items()):
             releases.add_metric([kind], n)

@@ -9,7 +9,8 @@ One event loop, four parts:
    lease is lost it stops acting and campaigns again.
 3. **the loop** (leader only), woken by watch events or timers: feed the core the view's
    changes (``CoreFeed``), run the lifecycle of bound jobs (finished, failed, lost on a node
-   whose heartbeat expired, cancelled, past ``max_run_s``, preemption grace over), keep the
+   whose heartbeat expired, cancelled, past ``max_run_s``, preemption grace over), act on
+   operators' eviction requests (``scheduler.evictions``: drain, requeue), keep the
    nodes of a failed gang whose agent reported nothing out of placement until their lease is
    seen renewed (``scheduler.suspects``: a dead agent's lease outlives it by the TTL), run one
    ``Scheduler.schedule`` pass -- the same code the simulator replays -- and write its
@@ -36,7 +37,7 @@ from prometheus_client import generate_latest
 from kvraft.aio import cancel_and_wait
 from kvraft.client import Client, ClientError, Compare, TLSConfig
 from kvraft.client.observe import configure_logging, metrics_response
-from scheduler import decode, keys
+from scheduler import decode, evictions, keys
 from scheduler.binder import Binder
 from scheduler.cycle import Scheduler
 from scheduler.informer import Informer
@@ -81,6 +82,7 @@ class SchedulerDaemon:
         self.bindings = 0
         self.bind_failures = 0
         self.preemptions = 0
+        self.evictions: Counter[str] = Counter()  # runs evicted on an operator's request, by reason
         self.collected = 0  # finished jobs deleted after their TTL
         self.releases: Counter[str] = Counter()
         self.bind_hist = [0] * (len(BUCKETS_S) + 1)
@@ -157,7 +159,7 @@ class SchedulerDaemon:
         self.feed = CoreFeed()
         v = self.view
         v.dirty_nodes |= set(v.nodes) | set(v.heartbeats) | set(v.cordons)
-        v.dirty_jobs |= set(v.jobs) | set(v.bindings)
+        v.dirty_jobs |= set(v.jobs) | set(v.bindings) | set(v.evictions)
         v.dirty_tenants |= set(v.tenants)
         self._timers.clear()
 
@@ -215,6 +217,9 @@ class SchedulerDaemon:
         for t in sorted(tenants):
             events += feed.sync_tenant(view, t)
         self._feed_jobs(sorted(jobs), now, events)
+        for j in sorted(jobs):
+            if j in view.evictions:
+                await self._eviction_request(j)
         changed = False
         updates: dict[str, dict[str, Any]] = {}
         for j in sorted(jobs):
@@ -304,6 +309,7 @@ class SchedulerDaemon:
         doc.setdefault("name", job)
         doc.setdefault("restarts", 0)
         doc.setdefault("preemptions", 0)
+        doc.setdefault("evictions", 0)
         doc.setdefault("placement", [])
         return doc
 
@@ -361,6 +367,11 @@ class SchedulerDaemon:
             if now < b.evicting_until:
                 self._timers[job] = b.evicting_until
                 return False
+            if b.evicted_for:  # an operator's request (scheduler.evictions): not a restart, as a preemption
+                doc = dict(st, phase="Pending", reason="Evicted", message=f"Evicted: {b.eviction_message}; waiting to run "
+                           "again", evictions=int(st.get("evictions", 0)) + 1, placement=[], last_placement=placement)
+                return await self._release(b, doc, [("Requeued", f"grace period over; back in the queue (evicted: "
+                                                                 f"{b.eviction_message})")], True, "evicted")
             doc = dict(st, phase="Pending", reason="Preempted", message="stopped after preemption; waiting to run again",
                        preemptions=int(st.get("preemptions", 0)) + 1, placement=[], last_placement=placement)
             return await self._release(b, doc, [("Requeued", "grace period over; back in the queue")], True, "preempted")
@@ -402,6 +413,36 @@ class SchedulerDaemon:
         if (st.get("phase"), st.get("reason"), st.get("message")) != ("Running", reason, message):
             updates[job] = dict(st, phase="Running", reason=reason, message=message)
         return False
+
+    # --- operators' eviction requests (scheduler.evictions) -----------------------------------
+    async def _eviction_request(self, job: str) -> None:
+        """Act on ``/registry/evictions/<job>`` once: evict the run it names in the txn that
+        deletes it, or drop it (deleted, with a log line)."""
+        view, now = self.view, time.time()
+        entry = view.evictions[job]
+        req: decode.EvictionRequest = entry.doc
+        b, spec = view.bindings.get(job), view.jobs[job].doc if job in view.jobs else None
+        verdict = evictions.decide(req, b, known=spec is not None, cancelled=bool(spec and spec.get("cancelled")),
+                                   phase=view.phase(job), unfit=self.feed.unfit.get(job, ""))
+        key = keys.eviction_key(job)
+        fields = {"job": job, "key": key, "reason": req.reason, "node": req.node, "by": req.by,
+                  "binding_revision": req.binding_revision, "stimulus_id": f"eviction:{job}@{entry.mod_revision}"}
+        try:
+            if not verdict.evict or b is None or spec is None:
+                if await self.binder.drop_request(key, entry.mod_revision):
+                    log.info("eviction request dropped", extra={"fields": dict(fields, why=verdict.message)})
+                return
+            grace = float(spec.get("grace_s", 30.0))
+            stopping = f"Evicted: {verdict.message}; stopping with a {grace:g} s grace period"
+            status = dict(self._status(job), phase="Running", reason="Evicting", message=stopping)
+            if await self.binder.evict(b, grace, status, stopping, event="Evicted", request=(key, entry.mod_revision),
+                                       eviction={"reason": req.reason, "message": verdict.message}):
+                self.evictions[req.reason] += 1
+                self._timers[job] = time.time() + grace
+                log.info("evicting", extra={"fields": dict(fields, why=verdict.message, grace_s=grace)})
+        except ClientError as exc:  # try again in a second; the pass goes on (a role without the key: every second)
+            log.warning("acting on an eviction request failed", extra={"fields": dict(fields, error=str(exc))})
+            self._timers[job] = min(self._timers.get(job, now + 1.0), now + 1.0)
 
     # --- nodes whose agent may be dead (scheduler.suspects) ------------------------------------
     def _suspect_silent_nodes(self, b: Any, statuses: dict[str, dict[str, Any]]) -> None:

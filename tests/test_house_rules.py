@@ -45,6 +45,7 @@ PURE = [
     "scheduler/sim/frontier.py",
     "scheduler/suspects.py",
     "scheduler/decode.py",
+    "scheduler/evictions.py",
     "agent/reconcile.py",
     "agent/collective/fusion.py",
     "agent/collective/schedule.py",

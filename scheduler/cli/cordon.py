@@ -1,6 +1,8 @@
 """``jobctl cordon|uncordon|drain NODE``: keep new jobs off a node (``/registry/cordons/``);
-drain also lists the jobs still
-running there so the operator can cancel or wait (``--cancel`` cancels them)."""
+drain also lists the jobs still running there so the operator can cancel or wait;
+``--cancel`` cancels them, ``--requeue`` has the scheduler evict them and queue them again
+(``jobctl requeue``: they resume elsewhere from their checkpoints, as ``kubectl drain``
+evicts pods)."""
 
 from __future__ import annotations
 
@@ -17,11 +19,15 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(sub: Any) -> None:
     for verb, help_ in (("cordon", "mark a node unschedulable"), ("uncordon", "mark a node schedulable"),
-                        ("drain", "cordon a node and list (or cancel) the jobs running on it")):
+                        ("drain", "cordon a node and list, cancel or requeue the jobs running on it")):
         p = sub.add_parser(verb, help=help_)
         p.add_argument("node")
         if verb == "drain":
-            p.add_argument("--cancel", action="store_true", help="cancel the jobs running on the node")
+            what = p.add_mutually_exclusive_group()
+            what.add_argument("--cancel", action="store_true", help="cancel the jobs running on the node")
+            what.add_argument("--requeue", action="store_true",
+                              help="stop the jobs running on the node and queue them again: they resume on other "
+                                   "nodes from their checkpoints")
         p.set_defaults(run=run, verb=verb)
 
 
@@ -47,7 +53,14 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
             from scheduler.cli import cancel
 
             cancel.run(argparse.Namespace(names=jobs), client, out)
+        elif args.requeue and jobs:
+            from scheduler.cli import requeue
+
+            by = requeue.requester(args)
+            for job in jobs:
+                requeue.request(client, job, "drain", args.node, by, out)
         elif jobs:
-            out.write(f"jobs still running on {args.node}: {', '.join(jobs)} (jobctl cancel, or drain --cancel)\n")
-        out.write(f"node/{args.node} drained\n" if args.cancel or not jobs else "")
+            out.write(f"jobs still running on {args.node}: {', '.join(jobs)} (jobctl cancel or requeue, or drain "
+                      "--cancel or --requeue)\n")
+        out.write(f"node/{args.node} drained\n" if args.cancel or args.requeue or not jobs else "")
     return 0

@@ -105,6 +105,7 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     w(f"Message:        {s['message']}\n")
     w(f"Restarts:       {s['restarts']} (policy {spec.get('restart_policy')}, max {spec.get('max_restarts')})\n")
     w(f"Preemptions:    {s['preemptions']}\n")
+    w(f"Evictions:      {s['evictions']} (drain, requeue)\n")
     topo = spec.get("topology")
     w(f"Topology:       {'any' if not topo else topo['mode'] + ' ' + topo['level']}\n")
     w(f"Checkpoints:    {spec.get('checkpoint_dir') or '<none>'}\n")

@@ -3,9 +3,10 @@ it makes, a job submitted by a person holding only ``kvraft-submitter`` runs to 
 each identity is refused outside its rights: the submitter cannot write an assignment (what an
 agent runs comes only from the scheduler), a node record or a tenant; the agent cannot write a
 job spec or an assignment; nobody without a user reads anything. With ``TENANTS`` a tenant's
-submitter writes only the jobs named with the tenant's prefix, and the scheduler and jobctl hold
-each job to its name (scheduler/admission.py). The script runs verbatim, through kvctl, as an
-operator would run it."""
+submitter writes only the jobs (and the eviction requests: ``jobctl requeue``) named with the
+tenant's prefix, and the scheduler and jobctl hold each job to its name (scheduler/admission.py);
+``kvraft-operator`` may cordon, and the scheduler's own user deletes the eviction requests it
+acts on. The script runs verbatim, through kvctl, as an operator would run it."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 FLAGS = ["--heartbeat-interval", "50", "--election-timeout", "500", "--bcrypt-cost", "4"]
 PASSWORDS = {"root": "rootpw", "kvraft-scheduler": "schedpw", "kvraft-agent": "agentpw", "alice": "alicepw",
-             "bob": "bobpw"}
+             "bob": "bobpw", "carol": "carolpw"}
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 
 
@@ -69,7 +70,8 @@ def secured(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
                                        TENANTS="nlp vision=cv-"))
         assert done.returncode == 0, done.stdout + done.stderr
         for args in (["user", "add", "alice:alicepw"], ["user", "grant-role", "alice", "kvraft-submitter"],
-                     ["user", "add", "bob:bobpw"], ["user", "grant-role", "bob", "kvraft-submitter-nlp"]):
+                     ["user", "add", "bob:bobpw"], ["user", "grant-role", "bob", "kvraft-submitter-nlp"],
+                     ["user", "add", "carol:carolpw"], ["user", "grant-role", "carol", "kvraft-operator"]):
             done = kvctl(url, "root", *args)
             assert done.returncode == 0, done.stderr
         logs = tmp_path / "logs"
@@ -230,6 +232,26 @@ def test_a_tenants_people_write_only_its_jobs(secured: tuple[str, str]) -> None:
     # kvraft refuses what is outside his prefix: another tenant's name, another tenant's job
     assert refused(jobctl(url, "bob", "submit", "-f", "-", stdin=one_job("cv-mine", "vision")))
     assert refused(jobctl(url, "bob", "cancel", "cv-run"))
+    assert refused(jobctl(url, "bob", "requeue", "cv-run"))  # an eviction request, granted as the job is
+    done = jobctl(url, "bob", "requeue", "nlp-ok")
+    assert (done.returncode, done.stdout) == (0, "job/nlp-ok is not running (Succeeded): nothing to requeue\n"), done
+    # requests that reach the scheduler are deleted with its own user: bob's for his finished
+    # job, and one by an operator (who may also cordon, and nothing of root's)
+    from scheduler.evictions import request_doc
+
+    for user, name in (("bob", "nlp-ok"), ("carol", "nobody")):
+        done = kvctl(url, user, "put", f"/registry/evictions/{name}", json.dumps(request_doc(name, "requeue", None, 1,
+                                                                                             user, time.time())))
+        assert done.returncode == 0, (user, done.stderr)
+    assert kvctl(url, "carol", "put", "/registry/cordons/some-node", "{}").returncode == 0
+    assert kvctl(url, "carol", "del", "/registry/cordons/some-node").returncode == 0
+    assert refused(kvctl(url, "carol", "put", "/registry/tenants/mine", "{}"))
+    assert refused(kvctl(url, "alice", "put", "/registry/cordons/some-node", "{}"))
+    deadline = time.monotonic() + 60
+    while (done := kvctl(url, "root", "get", "/registry/evictions/", "--prefix", "--keys-only")).stdout.strip():
+        assert time.monotonic() < deadline, f"the scheduler did not drop the requests: {done.stdout}"
+        time.sleep(0.5)
+    assert done.returncode == 0, done.stderr
     # jobctl refuses what his prefix allows but his tenant does not admit
     done = jobctl(url, "bob", "submit", "-f", "-", stdin=one_job("nlp-charged-to-vision", "vision"))
     assert done.returncode != 0 and 'tenant vision admits only jobs whose names start with "cv-"' in done.stderr, done.stderr

@@ -309,7 +309,8 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | s
                      lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
                          st.sampled_from(["name", "gpus", "tasks", "node", "task", "index", "jobs", "labels", "islands",
                                           "bound_at", "phase", "assignment_revision", "nominal_gpus", "ttl_s",
-                                          "lease_id", "restarts", "placement", "x"]) | st.text(max_size=4),
+                                          "lease_id", "restarts", "placement", "job", "reason",
+                                          "binding_revision", "by", "eviction", "x"]) | st.text(max_size=4),
                          inner, max_size=5), max_leaves=25)
 
 
@@ -317,7 +318,8 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | s
 @given(_JSON)
 def test_every_decoder_returns_a_value_or_raises_malformed(doc: object) -> None:
     for fn in (lambda d: decode.node("n1", d), decode.alloc_jobs, decode.task_status,
-               lambda d: decode.tenant("t", d), decode.heartbeat):
+               lambda d: decode.tenant("t", d), decode.heartbeat, lambda d: decode.eviction("j", d),
+               decode.binding_eviction):
         with contextlib.suppress(decode.Malformed):
             fn(doc)
     rows, bound_at, evicting, problem = decode.binding(doc)
@@ -329,6 +331,7 @@ def test_every_decoder_returns_a_value_or_raises_malformed(doc: object) -> None:
 @given(st.sampled_from(["/registry/nodes/n1", "/registry/leases/n1", "/registry/jobs/j", "/registry/bindings/j",
                         "/registry/alloc/n1", "/registry/jobstatus/j", "/registry/tasks/j/w-0/status",
                         "/registry/tenants/t", "/registry/cordons/n1", "/registry/priorityclasses/p",
+                        "/registry/evictions/j",
                         "/registry/nodes/..", "/registry/tasks/j//status"]),
        st.one_of(_JSON.map(lambda d: json.dumps(d).encode()), st.binary(max_size=20)))
 def test_the_view_and_the_feed_take_any_value(key: str, value: bytes) -> None:
