@@ -16,9 +16,13 @@ every rank. ``rank_env`` turns that into the variables a training program needs:
 ``KVRAFT_LOCAL_SIZE``          ranks on this node
 ``KVRAFT_NODE_RANK``           index of this node among the job's nodes (first-rank order)
 ``KVRAFT_NUM_NODES``           nodes of the job
-``KVRAFT_RUN_ID``              ``<job>-<job uid>-<restarts>``: one namespace per run of the gang
+``KVRAFT_RUN_ID``              ``<job>-<job uid>-<run>``: one namespace per run of the gang;
+                               ``<run>`` is the assignment's ``KVRAFT_RUN`` (restarts +
+                               preemptions + evictions before this run), so a preempted or
+                               requeued gang never meets its last run's rendezvous keys
 ``KVRAFT_JOB_UID``             create revision of ``/registry/jobs/<job>`` (a resubmitted job
-                               of the same name gets a new one)
+                               of the same name gets a new one); the scheduler's assignment
+                               carries it, else the agent reads it
 ``KVRAFT_ENDPOINTS``           kvraft client URLs (rendezvous, progress, checkpoints)
 ``KVRAFT_COLLECTIVE_HOST``     the address this node's ranks listen on (the agent's)
 ``KVRAFT_TOKEN``               with auth on: a kvraft scoped token, the agent's permissions
@@ -88,9 +92,12 @@ def rank_env(spec_env: Mapping[str, str], facts: NodeFacts, binding: Mapping[str
         add["KVRAFT_INSECURE_SKIP_TLS_VERIFY"] = "true"
     job = spec_env.get("KVRAFT_JOB", "")
     if job:
-        restarts = spec_env.get("KVRAFT_RESTARTS", "0") or "0"
-        add["KVRAFT_JOB_UID"] = str(job_uid)
-        add["KVRAFT_RUN_ID"] = f"{job}-{job_uid}-{restarts}"
+        # the scheduler names the run (KVRAFT_RUN: restarts + preemptions + evictions) and the
+        # job uid; an older scheduler gave only the restarts, and the agent read the uid
+        run = spec_env.get("KVRAFT_RUN") or spec_env.get("KVRAFT_RESTARTS", "0") or "0"
+        uid = spec_env.get("KVRAFT_JOB_UID") or str(job_uid)
+        add["KVRAFT_JOB_UID"] = uid
+        add["KVRAFT_RUN_ID"] = f"{job}-{uid}-{run}"
     peers_text = spec_env.get("KVRAFT_PEERS", "")
     try:
         peers = parse_peers(peers_text) if peers_text else []

@@ -60,14 +60,21 @@ class BindOutcome:
 
 
 def assignment_doc(spec: dict[str, Any], task: str, group: dict[str, Any], gpus: list[int], *, rank: int,
-                   world: int, restarts: int, peers: str, user: tuple[int, int] | None = None) -> dict[str, Any]:
+                   world: int, restarts: int, peers: str, user: tuple[int, int] | None = None,
+                   run: int | None = None, job_uid: int = 0) -> dict[str, Any]:
     """The agent's assignment document (agent/spec.py) for one task instance; ``user``: the
-    ``(uid, gid)`` it runs as (its tenant's ``run_as``), else root."""
+    ``(uid, gid)`` it runs as (its tenant's ``run_as``), else root. ``run``: which run of the
+    job this is, from 0 (restarts + preemptions + evictions so far: each run ends in at most
+    one of them), and ``job_uid`` the job key's create revision; with them every rank of a
+    run, and only of that run, gets the same ``KVRAFT_RUN_ID`` (agent.rankenv)."""
     env = dict(group.get("env") or {})
     env.update({
         "KVRAFT_JOB": spec["name"], "KVRAFT_TASK": task, "KVRAFT_RANK": str(rank),
         "KVRAFT_WORLD_SIZE": str(world), "KVRAFT_RESTARTS": str(restarts), "KVRAFT_PEERS": peers,
+        "KVRAFT_RUN": str(restarts if run is None else run),
     })
+    if job_uid:
+        env["KVRAFT_JOB_UID"] = str(job_uid)
     if spec.get("checkpoint_dir"):
         env["KVRAFT_CHECKPOINT_DIR"] = spec["checkpoint_dir"]
     r = group["resources"]
@@ -120,7 +127,9 @@ class Binder:
         instances = task_instances(spec)
         by_index = {t.task: t for t in b.placement.tasks}
         known = view.status.get(b.job_id)
-        restarts = int((known.doc or {}).get("restarts", 0)) if known is not None else 0
+        counts = (known.doc or {}) if known is not None else {}
+        restarts = int(counts.get("restarts", 0))
+        run = restarts + int(counts.get("preemptions", 0)) + int(counts.get("evictions", 0))
         first_node = b.placement.tasks[0].node
         rows: list[dict[str, Any]] = []
         for i, (task, group) in enumerate(instances):
@@ -136,7 +145,7 @@ class Binder:
         for rank, row in enumerate(rows):
             group = row.pop("group")
             doc = assignment_doc(spec, row["task"], group, row["gpus"], rank=rank, world=len(rows),
-                                 restarts=restarts, peers=peers, user=user)
+                                 restarts=restarts, peers=peers, user=user, run=run, job_uid=entry.create_revision)
             ops.append(Op.put(keys.assignment_key(row["node"], f"{b.job_id}/{row['task']}"), json.dumps(doc).encode()))
             a = per_node.setdefault(row["node"], {"gpus": [], "cpu_milli": 0, "memory_mib": 0})
             a["gpus"].extend(row["gpus"])

@@ -129,3 +129,32 @@ async def test_requests_not_to_act_on_are_dropped_and_malformed_ones_skipped(
     evicted = [e for e in await _events(d, "run") if e["type"] == "Evicted"]
     assert [e["message"] for e in evicted] == [
         "Evicted: requeued by jobctl (user alice); stopping with a 0 s grace period"]
+
+
+async def _run_id(d: SchedulerDaemon, job: str) -> str:
+    """The ``KVRAFT_RUN_ID`` the agent gives rank 0 of the job's current run (agent.rankenv,
+    with the job uid read as the agent reads it)."""
+    from agent.rankenv import NodeFacts, rank_env
+
+    binding = json.loads((await _binding(d, job)).value)
+    node, task = binding["tasks"][0]["node"], binding["tasks"][0]["task"]
+    env = json.loads((await d.client.get(f"/registry/assignments/{node}/{job}/{task}")).kvs[0].value)["spec"]["env"]
+    uid = (await d.client.get(f"/registry/jobs/{job}")).kvs[0].create_revision
+    return (env | rank_env(env, NodeFacts(node, "r0", ("http://127.0.0.1:2379",), ""), binding, uid))["KVRAFT_RUN_ID"]
+
+
+async def test_a_requeued_run_rendezvous_apart_from_the_run_it_replaces(daemon: SchedulerDaemon) -> None:  # noqa: F811
+    """A requeue (as a preemption) is not a restart, so KVRAFT_RESTARTS stays; the run id
+    must still change, or the new ranks would read the old run's rendezvous keys (rank 0's
+    address), which live on up to their lease's TTL after a rank is killed."""
+    d = daemon
+    await nodes(d, "n1", "n2")
+    await put(d, "/registry/jobs/r", spec("r", grace_s=0))
+    await steps(d, 1)
+    first = await _run_id(d, "r")
+    kv = await _binding(d, "r")
+    await put(d, "/registry/evictions/r", request_doc("r", "requeue", None, kv.create_revision, "jobctl", 1.0))
+    await steps(d, 2)
+    assert (await _binding(d, "r")).create_revision != kv.create_revision
+    second = await _run_id(d, "r")
+    assert second != first, second
