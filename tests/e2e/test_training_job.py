@@ -1,8 +1,8 @@
 """The whole flow on a local cluster (3 members, 2 schedulers, 4 agents in 2 racks, 4 fake GPUs
 each, lease TTL 3 s): a data-parallel job submitted with jobctl forms one MPI world across
 agents and succeeds with the weights a single process gets; a job that cannot fit stays
-pending with a reason; a cancelled job leaves no process; a SIGKILLed node's gang finishes
-elsewhere from its checkpoint. The node-kill test runs last (it takes a node away)."""
+pending with a reason; a cancelled job leaves no process; a drained node's gang moves to the
+other rack and a SIGKILLed node's gang finishes elsewhere, both from their checkpoints. The node-kill test runs last (it takes a node away)."""
 
 from __future__ import annotations
 
@@ -136,6 +136,33 @@ def test_a_hung_worker_is_detected_and_the_gang_restarts_from_its_checkpoint(clu
     assert cluster.status(name)["phase"] == "Succeeded", cluster.describe(name)
     done = cluster.progress(name)
     assert done["restarts"] >= 1 and done["resumed_from"] >= 2, done
+
+
+def test_a_drained_nodes_gang_moves_to_the_other_rack_and_resumes_from_its_checkpoint(cluster: Cluster) -> None:
+    """``jobctl drain NODE --requeue`` (kubectl drain's eviction): the ranks are stopped with the
+    grace period, the gang is bound in the other rack (its own rack is one node short), and
+    the new world, in a rendezvous namespace of its own, resumes from the last checkpoint.
+    ``restart_policy: Never``: a requeue is not a restart."""
+    name = _submit(cluster, job_yaml("e2e-drain", "--epochs", "6", "--epoch-pause-s", "1.5"))
+    wait_for(lambda: (cluster.progress(name).get("epoch") or 0) >= 2 and not cluster.progress(name).get("started"),
+             240, "two epochs of e2e-drain")
+    first = cluster.status(name)["placement"]
+    victim = first[-1]["node"]
+    racks = {p["rack"] for p in first}
+    r = cluster.jobctl("drain", victim, "--requeue")
+    try:
+        assert r.returncode == 0 and f"job/{name} requeue requested" in r.stdout, (r.stdout, r.stderr)
+        wait_for(lambda: cluster.status(name).get("phase") in ("Succeeded", "Failed"), 300, "e2e-drain to finish")
+        status = cluster.status(name)
+        assert status["phase"] == "Succeeded", cluster.describe(name)
+        assert (status["evictions"], status["restarts"]) == (1, 0), status
+        second = status["placement"] or status.get("last_placement") or []
+        assert second and not {p["rack"] for p in second} & racks, (first, second)
+        done = cluster.progress(name)
+        assert done.get("done") and done["resumed_from"] >= 2, done
+        assert "Evicted" in cluster.describe(name)
+    finally:
+        cluster.jobctl("uncordon", victim)
 
 
 def test_killed_node_gang_finishes_elsewhere_from_its_checkpoint(cluster: Cluster) -> None:
