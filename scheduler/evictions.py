@@ -32,10 +32,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from scheduler import decode
 from scheduler.decode import EVICTION_REASONS, EvictionRequest
 from scheduler.informer_view import TERMINAL, Binding
 
-__all__ = ["Verdict", "cause", "decide", "request_doc"]
+__all__ = ["Prepared", "Verdict", "cause", "decide", "prepare", "request_doc"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,3 +87,42 @@ def decide(req: EvictionRequest, binding: Binding | None, *, known: bool, cancel
     if req.node is not None and req.node not in binding.nodes():
         return Verdict(False, f"the run does not use node {req.node}")
     return Verdict(True, cause(req))
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What a requester (jobctl, the dashboard) writes: ``request`` under
+    ``/registry/evictions/<job>`` in a txn that checks the binding's create revision is still
+    ``binding_revision``; or None and ``message`` says why nothing is asked (``found``: whether
+    the job exists at all)."""
+
+    request: dict[str, Any] | None
+    binding_revision: int
+    message: str
+    found: bool = True
+
+
+def prepare(job: str, reason: str, node: str | None, by: str, now: float, *, spec: bytes | None,
+            binding: tuple[bytes, int] | None, status: bytes | None) -> Prepared:
+    """The request to ask for ``job``'s current run, from what the requester read: the job
+    spec's value, the binding's (value, create revision) and the status value (None: absent)."""
+    if spec is None and binding is None:
+        return Prepared(None, 0, f"job/{job} not found: nothing to requeue", found=False)
+    if binding is None:
+        try:
+            phase = decode.job_status(decode.json_value(status))[0].get("phase", "Pending") if status else "Pending"
+        except decode.Malformed:
+            phase = "Pending"
+        return Prepared(None, 0, f"job/{job} is not running ({phase}): nothing to requeue")
+    value, revision = binding
+    try:
+        doc = decode.json_value(value)
+    except decode.Malformed:
+        doc = None
+    tasks, _, evicting_until, _ = decode.binding(doc)
+    if evicting_until is not None:
+        return Prepared(None, revision, f"job/{job} is already being stopped (evicted or preempted): "
+                                        "it will be queued again")
+    if node is not None and tasks and node not in {t["node"] for t in tasks}:
+        return Prepared(None, revision, f"job/{job} does not run on {node}: nothing to requeue")
+    return Prepared(request_doc(job, reason, node, revision, by, now), revision, f"job/{job} requeue requested")

@@ -13,7 +13,7 @@ import time
 from typing import Any, TextIO
 
 from kvraft.client import Compare, Op
-from scheduler import decode, evictions, keys
+from scheduler import evictions, keys
 from scheduler.cli.common import NotFound
 
 __all__ = ["add_parser", "request", "requester", "run"]
@@ -33,44 +33,23 @@ def requester(args: argparse.Namespace) -> str:
 
 def request(client: Any, job: str, reason: str, node: str | None, by: str, out: TextIO) -> bool:
     """Ask the scheduler to evict ``job``'s current run (on ``node`` for a drain); say what was
-    asked, or why nothing was. True when a request was written."""
+    asked, or why nothing was (``evictions.prepare``). True when a request was written."""
     resp = client.txn().then(Op.get(keys.job_key(job)), Op.get(keys.binding_key(job)),
                              Op.get(keys.jobstatus_key(job))).commit()
     spec, bound, status = (list(getattr(r, "kvs", ())) for r in resp.responses)
-    if not spec and not bound:
-        if reason == "requeue":
-            raise NotFound("jobs", job)
-        out.write(f"job/{job} not found: nothing to requeue\n")
-        return False
-    if not bound:
-        try:
-            phase = decode.job_status(decode.json_value(status[0].value))[0].get("phase", "Pending") if status \
-                else "Pending"
-        except decode.Malformed:
-            phase = "Pending"
-        out.write(f"job/{job} is not running ({phase}): nothing to requeue\n")
-        return False
-    kv = bound[0]
-    try:
-        doc = decode.json_value(kv.value)
-    except decode.Malformed:
-        doc = None
-    tasks, _, evicting_until, _ = decode.binding(doc)
-    if evicting_until is not None:
-        out.write(f"job/{job} is already being stopped (evicted or preempted): it will be queued again\n")
-        return False
-    if node is not None and tasks and node not in {t["node"] for t in tasks}:
-        out.write(f"job/{job} does not run on {node}: nothing to requeue\n")
-        return False
-    value = evictions.request_doc(job, reason, node, kv.create_revision, by, time.time())
-    key = keys.eviction_key(job)
-    put = client.txn().if_(Compare.create(keys.binding_key(job), "=", kv.create_revision)) \
-        .then(Op.put(key, json.dumps(value).encode())).commit()
-    if not put.succeeded:
-        out.write(f"job/{job} is no longer running: nothing to requeue\n")
-        return False
-    out.write(f"job/{job} requeue requested\n")
-    return True
+    prepared = evictions.prepare(job, reason, node, by, time.time(), spec=spec[0].value if spec else None,
+                                 binding=(bound[0].value, bound[0].create_revision) if bound else None,
+                                 status=status[0].value if status else None)
+    if not prepared.found and reason == "requeue":
+        raise NotFound("jobs", job)
+    if prepared.request is not None:
+        put = client.txn().if_(Compare.create(keys.binding_key(job), "=", prepared.binding_revision)) \
+            .then(Op.put(keys.eviction_key(job), json.dumps(prepared.request).encode())).commit()
+        if not put.succeeded:
+            out.write(f"job/{job} is no longer running: nothing to requeue\n")
+            return False
+    out.write(prepared.message + "\n")
+    return prepared.request is not None
 
 
 def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:

@@ -10,12 +10,13 @@ Routes:
   (``snapshot``), then diffs (``set``/``del`` of items) and trainer ``progress`` records;
 - ``GET /api/jobs/{job}``: a job's panel (timeline, placement, loss/accuracy per epoch);
 - ``GET /api/jobs/{job}/logs?task=T&tail=N``: the task's log tail through its agent's endpoint;
-- ``POST /api/jobs/{job}/cancel``, ``POST /api/nodes/{node}/cordon|uncordon``: only for a
+- ``POST /api/jobs/{job}/cancel``, ``POST /api/jobs/{job}/requeue`` (stop the current run and
+  queue it again, as ``jobctl requeue``), ``POST /api/nodes/{node}/cordon|uncordon``: only for a
   user allowed to write (with auth: the user's kvraft rights; without: ``--allow-writes``).
 - ``GET /health``; ``GET /metrics`` (Prometheus text, ``scheduler.dashboard.metrics``).
 
 With kvraft auth on, every ``/api/`` route but session and login needs a logged-in session;
-that session's kvraft calls (job panel, logs lookup, cancel, cordon) use the user's token.
+that session's kvraft calls (job panel, logs lookup, cancel, requeue, cordon) use the user's token.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from kvraft.client import (
     UnavailableError,
 )
 from kvraft.client.observe import metrics_response
-from scheduler import keys
+from scheduler import evictions, keys
 from scheduler.dashboard import model
 from scheduler.dashboard.live import LiveState
 from scheduler.dashboard.metrics import dashboard_registry
@@ -347,6 +348,35 @@ class Dashboard:
             return web.json_response({"error": f"kvraft: {exc}"}, status=502)
         return web.json_response({"job": name, "cancelled": True})
 
+    async def requeue(self, request: web.Request) -> web.Response:
+        """``jobctl requeue`` from the job panel: ask the scheduler to stop the job's current
+        run and queue it again (it resumes from its checkpoint; ``scheduler.evictions``)."""
+        client = self.writer(request)
+        name = request.match_info["job"]
+        who = self.require(request)
+        by = f"dashboard (user {who.user})" if who is not None else "dashboard"
+        try:
+            resp = await client.txn().then(Op.get(keys.job_key(name)), Op.get(keys.binding_key(name)),
+                                           Op.get(keys.jobstatus_key(name))).commit()
+            spec, bound, status = (list(getattr(r, "kvs", ())) for r in resp.responses)
+            prepared = evictions.prepare(name, "requeue", None, by, time.time(),
+                                         spec=spec[0].value if spec else None,
+                                         binding=(bound[0].value, bound[0].create_revision) if bound else None,
+                                         status=status[0].value if status else None)
+            if not prepared.found:
+                return web.json_response({"error": f'job "{name}" not found'}, status=404)
+            if prepared.request is None:
+                return web.json_response({"error": prepared.message}, status=409)
+            put = await client.txn().if_(Compare.create(keys.binding_key(name), "=", prepared.binding_revision)) \
+                .then(Op.put(keys.eviction_key(name), json.dumps(prepared.request).encode())).commit()
+            if not put.succeeded:
+                return web.json_response({"error": f"job/{name} is no longer running: nothing to requeue"}, status=409)
+        except PermissionDeniedError as exc:
+            return web.json_response({"error": str(exc)}, status=403)
+        except ClientError as exc:
+            return web.json_response({"error": f"kvraft: {exc}"}, status=502)
+        return web.json_response({"job": name, "requeue": True, "message": prepared.message})
+
     async def cordon(self, request: web.Request) -> web.Response:
         client = self.writer(request)
         node, verb = request.match_info["node"], request.match_info["verb"]
@@ -413,5 +443,6 @@ def make_app(config: DashboardConfig) -> tuple[web.Application, Dashboard]:
     r.add_get("/api/jobs/{job}", d.job)
     r.add_get("/api/jobs/{job}/logs", d.logs)
     r.add_post("/api/jobs/{job}/cancel", d.cancel)
+    r.add_post("/api/jobs/{job}/requeue", d.requeue)
     r.add_post("/api/nodes/{node}/{verb:cordon|uncordon}", d.cordon)
     return app, d

@@ -1,7 +1,7 @@
 """The dashboard in Debian's chromium (playwright) on a real 3-member kvraft with a scheduler
 and fake agents: the page loads live, a new agent's node appears, a job's pending reason is
 shown and the job moves Pending -> Running -> Succeeded on the page, its panel shows the
-timeline, placement and the trainer's loss, and a writer can cancel it."""
+timeline, placement and the trainer's loss, and a writer can requeue and cancel it."""
 
 from __future__ import annotations
 
@@ -129,11 +129,15 @@ def test_job_pending_reason_then_live_to_succeeded_and_cancel(procs: Procs, page
         assert asked[-1].startswith("/logs/big/worker-0?") and "tail=200" in asked[-1], asked
     finally:
         agent.shutdown()
-    # a writer cancels a running job from its panel
+    # a writer requeues a running job from its panel (the scheduler evicts the run), then cancels it
     assert jobctl(eps, "submit", "-f", "-", stdin=one("long", 4, "sleep 600"))[0] == 0
     page.goto(url + "#job=long")
-    page.wait_for_selector("#cancel-job")
+    page.wait_for_selector("#requeue-job")
     page.on("dialog", lambda d: d.accept())
+    page.click("#requeue-job")
+    wait_for(lambda: (j := job(eps, "long")) and j["status"]["reason"] == "Evicting", what="long evicting")
+    assert "requeued by dashboard" in job(eps, "long")["status"]["message"]
+    page.wait_for_selector("#cancel-job")
     page.click("#cancel-job")
     wait_for(lambda: (j := job(eps, "long")) and j["status"]["phase"] == "Cancelled", what="long cancelled")
     page.wait_for_function("document.querySelector('[data-testid=detail-phase]')?.textContent === 'Cancelled'")

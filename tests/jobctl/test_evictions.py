@@ -169,3 +169,31 @@ def test_a_request_that_outlives_its_eviction_never_evicts_the_next_run() -> Non
     assert view.bindings["j"].revision != run
     assert verdict() == Verdict(False, f"it is for the run bound at revision {run}, which has ended; the run bound "
                                        f"at revision {view.bindings['j'].revision} is left alone")
+
+
+ROW = b'{"tasks": [{"task": "w-0", "node": "n1", "rack": "r", "gpus": [0], "index": 0}], "bound_at": 1.0'
+
+
+@pytest.mark.parametrize("spec, binding, status, node, expected", [
+    (None, None, None, None, (None, "job/j not found: nothing to requeue", False)),
+    (b"{}", None, b'{"phase": "Pending"}', None, (None, "job/j is not running (Pending): nothing to requeue", True)),
+    (b"{}", None, b"[not json", None, (None, "job/j is not running (Pending): nothing to requeue", True)),
+    (b"{}", (ROW + b', "evicting_until": 5.0}', 40), None, None,
+     (None, "job/j is already being stopped (evicted or preempted): it will be queued again", True)),
+    (b"{}", (ROW + b', "evicting_until": null}', 40), None, "n2",
+     (None, "job/j does not run on n2: nothing to requeue", True)),
+    (b"{}", (ROW + b', "evicting_until": null}', 40), None, "n1",
+     (40, "job/j requeue requested", True)),
+])
+def test_prepare_says_what_a_requester_asks_for(spec, binding, status, node, expected) -> None:  # type: ignore[no-untyped-def]
+    """What jobctl requeue / drain --requeue and the dashboard's Requeue button write, or why not."""
+    from scheduler.evictions import prepare
+
+    got = prepare("j", "drain" if node else "requeue", node, "jobctl", 7.0, spec=spec, binding=binding, status=status)
+    revision, message, found = expected
+    assert (got.message, got.found) == (message, found)
+    if revision is None:
+        assert got.request is None
+    else:
+        assert got.request == {"job": "j", "reason": "drain", "node": node, "binding_revision": revision,
+                               "requested_at": 7.0, "by": "jobctl"}

@@ -283,11 +283,13 @@
     const last = d.progress ? Object.entries(d.progress).filter(([k]) => ["epoch", "loss", "train_acc", "test_acc", "ranks", "backend"].includes(k))
       .map(([k, v]) => `${esc(k)} <b>${esc(v)}</b>`).join(" · ") : "no progress reported";
     const canCancel = session.can_write && !["Succeeded", "Failed", "Cancelled"].includes(d.phase) && !d.cancelled;
+    const canRequeue = canCancel && d.phase === "Running" && d.placement.length > 0 && !d.last_run;
     $("detail-body").innerHTML = `<h2><span class="swatch" style="background:${jobColor(d.name)}"></span>${esc(d.name)} ` +
       `<span class="phase ${esc(d.phase)}" data-testid="detail-phase">${esc(d.phase)}</span></h2>` +
       `<p>${esc(d.tenant)} · ${d.gpus} GPUs in ${d.tasks} tasks · ${esc(d.reason)}: ${esc(d.message)}` +
       (d.restarts ? ` · ${d.restarts} restarts` : "") + `</p>` +
       (canCancel ? `<button id="cancel-job" class="danger">Cancel job</button>` : "") +
+      (canRequeue ? ` <button id="requeue-job" title="stop this run and queue the job again; it resumes from its checkpoint">Requeue</button>` : "") +
       `<h3>Progress</h3><p class="progress">${last}</p>${chart(d.series)}` +
       `<h3>Placement${d.last_run ? " (last run)" : ""}</h3>` +
       (pl ? `<div class="table-wrap"><table><thead><tr><th>rack</th><th>node</th><th>gpus</th><th>task</th></tr></thead><tbody>${pl}</tbody></table></div>` : "<p>not placed</p>") +
@@ -297,6 +299,10 @@
     if (canCancel) $("cancel-job").onclick = async () => {
       if (!confirm(`Cancel job ${d.name}?`)) return;
       try { await api(`/api/jobs/${encodeURIComponent(d.name)}/cancel`, { method: "POST" }); } catch (e) { alert(e.message); }
+    };
+    if (canRequeue) $("requeue-job").onclick = async () => {
+      if (!confirm(`Stop ${d.name}'s current run and queue it again? It resumes from its last checkpoint.`)) return;
+      try { await api(`/api/jobs/${encodeURIComponent(d.name)}/requeue`, { method: "POST" }); } catch (e) { alert(e.message); }
     };
     if (d.placement.length) $("load-logs").onclick = async () => {
       $("logs").textContent = "…";
