@@ -200,7 +200,10 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
                 argv += ["--cert-file", str(pki / f"{name}.crt"), "--key-file", str(pki / f"{name}.key"),
                          "--trusted-ca-file", tls["cacert"], "--client-cert-auth",
                          "--peer-cert-file", str(pki / f"{name}-peer.crt"), "--peer-key-file", str(pki / f"{name}-peer.key"),
-                         "--peer-trusted-ca-file", tls["cacert"], "--peer-client-cert-auth"]
+                         "--peer-trusted-ca-file", tls["cacert"], "--peer-client-cert-auth",
+                         # make-certs.sh's CRL (empty until `make-certs.sh -o <dir>/pki -r NAME`),
+                         # read again by the members when it changes, as the systemd unit does
+                         "--client-crl-file", str(pki / "ca.crl"), "--peer-crl-file", str(pki / "ca.crl")]
             p = spawn(argv, log, env)
             record(Proc(name, "member", p.pid, proc_start_time(p.pid), clients[name], str(log), data_dir=str(data)))
         endpoints = list(clients.values())
