@@ -79,6 +79,11 @@ class Config:
     """The same for peer certificates: checked by the peer dialer, and by the peer listener
     when it asks for a certificate (``--peer-client-cert-auth``)."""
     peer_auto_tls: bool = False
+    client_cert_allowed_hostname: str = ""
+    peer_cert_allowed_cn: str = ""
+    peer_cert_allowed_hostname: str = ""
+    """etcd's flags: a verified certificate must also carry this CN, or be valid for this
+    hostname (kvraft/server/cert_names.py)."""
     cipher_suites: list[str] = field(default_factory=list)
     """etcd's flag: Go's names of the TLS 1.2 suites allowed, comma-separated (a list in YAML;
     kvraft/server/tls_policy.py)."""
@@ -174,6 +179,14 @@ class Config:
             check_tls_policy(self)
         except TLSPolicyError as exc:
             raise ConfigError(str(exc)) from None
+        if self.peer_cert_allowed_cn and self.peer_cert_allowed_hostname:
+            raise ConfigError("--peer-cert-allowed-cn and --peer-cert-allowed-hostname are mutually exclusive (as in etcd)")
+        if (self.peer_cert_allowed_cn or self.peer_cert_allowed_hostname) and not self.peer_trusted_ca_file:
+            raise ConfigError("--peer-cert-allowed-cn/--peer-cert-allowed-hostname need --peer-trusted-ca-file "
+                              "(only a verified certificate has names to check)")
+        if self.client_cert_allowed_hostname and not self.trusted_ca_file:
+            raise ConfigError("--client-cert-allowed-hostname needs --trusted-ca-file "
+                              "(only a verified certificate has names to check)")
         if self.enable_v2:
             raise ConfigError("--enable-v2: kvraft serves etcd's v3 API only (its JSON gateway); there is no v2 store")
         if self.debug:

@@ -15,8 +15,9 @@ from aiohttp import web
 from kvraft.client.observe import configure_logging
 from kvraft.server.api import make_app, misc
 from kvraft.server.api.fast import FastTCPSite
-from kvraft.server.api.gate import certificate_required_middleware
+from kvraft.server.api.gate import certificate_name_middleware, certificate_required_middleware
 from kvraft.server.api.state import SERVER
+from kvraft.server.cert_names import CertRule
 from kvraft.server.config import Config, ConfigError, parse_config
 from kvraft.server.corruption import CorruptionError
 from kvraft.server.crl import CRLError
@@ -89,7 +90,10 @@ async def _serve_metrics(config: Config, node: Node, client_ssl: ssl.SSLContext 
         return None
     # the handshake lets a client without a certificate through (CERT_OPTIONAL, for the
     # ranks' scoped tokens on the client URLs): here it is refused, as etcd refuses it
-    app = web.Application(middlewares=[certificate_required_middleware] if config.client_cert_auth else [])
+    middlewares = [certificate_required_middleware] if config.client_cert_auth else []
+    if config.client_cert_allowed_hostname:
+        middlewares.append(certificate_name_middleware(CertRule("client", allowed_hostname=config.client_cert_allowed_hostname)))
+    app = web.Application(middlewares=middlewares)
     app[SERVER] = node
     for path, handler in misc.ROUTES.items():
         app.router.add_get(path, handler)

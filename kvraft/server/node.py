@@ -29,6 +29,7 @@ from kvraft.raft.events import RaftEvent
 from kvraft.raft.rawnode import RawNode
 from kvraft.raft.types import NONE, ConfChange, ConfChangeType, ConfState, StateRole
 from kvraft.server.api.grpc_stats import GrpcStats
+from kvraft.server.cert_names import CertRule
 from kvraft.server.compactor import AutoCompactor
 from kvraft.server.config import Config, cluster_id_for, member_id_for
 from kvraft.server.corruption import CorruptionChecker
@@ -149,6 +150,7 @@ class Node(NodeStatusMixin):
             on_snapshot_sent=self._on_snapshot_sent,
             server_ssl=server_ssl,
             client_ssl=client_ssl,
+            cert_rule=CertRule("peer", config.peer_cert_allowed_cn, config.peer_cert_allowed_hostname),
         )
         self.driver = NodeDriver(
             self.member_id,

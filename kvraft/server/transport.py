@@ -47,6 +47,7 @@ import msgpack
 from kvraft.durations import ETCD_PEER_RTT_BUCKETS_S, DurationHistogram
 from kvraft.raft.types import Message
 from kvraft.server import wire
+from kvraft.server.cert_names import CertRule
 
 __all__ = ["PeerTransport", "TransportStats", "cluster_key"]
 
@@ -160,6 +161,7 @@ class PeerTransport:
         client_ssl: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None,
         queue_max: int = 8192,
         probe_interval_s: float = PROBE_INTERVAL_S,
+        cert_rule: CertRule | None = None,
     ) -> None:
         self.member_id = member_id
         self._key = key
@@ -176,6 +178,9 @@ class PeerTransport:
         self._closed = False
         self._prober: asyncio.Task[None] | None = None
         self._probe_interval_s = probe_interval_s
+        self.cert_rule = cert_rule or CertRule("peer")
+        """--peer-cert-allowed-cn/-hostname: checked on the certificate of every peer connection,
+        accepted or dialed (kvraft.server.cert_names)."""
         self.stats = TransportStats()
 
     # -- lifecycle --------------------------------------------------------------------
@@ -294,6 +299,9 @@ class PeerTransport:
         context = self._client_ssl() if callable(self._client_ssl) else self._client_ssl
         reader, writer = await asyncio.open_connection(peer.host, peer.port, ssl=context)
         try:
+            why = self.cert_rule.refusal(writer.get_extra_info("peercert"))
+            if why:
+                raise _Refused(f"{peer.host}:{peer.port}: {why}")
             nonce_d = os.urandom(16)
             writer.write(_frame(["kvraft-peer", 1, self.member_id, peer.member_id, nonce_d]))
             async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
@@ -500,6 +508,9 @@ class _Inbound(asyncio.Protocol):
         self.transport = transport
         self.owner._inbound.add(self)
         self.timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT_S, self._reject, TimeoutError("handshake timed out"))
+        why = self.owner.cert_rule.refusal(transport.get_extra_info("peercert"))
+        if why:
+            self._reject(PermissionError(why))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.state in ("hello", "answer"):  # gone before proving it holds the key

@@ -57,6 +57,7 @@ from kvraft.server.api.feature_state import FEATURES
 from kvraft.server.api.grpc_stats import GrpcStats, Method, method_for
 from kvraft.server.api.request import body_limit
 from kvraft.server.api.state import SERVER
+from kvraft.server.cert_names import CertRule
 
 __all__ = ["FastProtocol", "FastTCPSite", "MAX_BATCH_OPS", "fast_factory"]
 
@@ -101,6 +102,7 @@ class _Routes:
         self.grpc_stats: GrpcStats = getattr(server, "grpc_stats", None) or GrpcStats()
         config = getattr(server, "config", None)
         self.client_cert_auth = bool(getattr(config, "client_cert_auth", False))
+        self.cert_rule = CertRule("client", allowed_hostname=str(getattr(config, "client_cert_allowed_hostname", "") or ""))
 
     def header(self, out: Out, revision: int) -> dict[str, Any]:
         s = self.server
@@ -359,6 +361,12 @@ class FastProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        why = self.routes.cert_rule.refusal(transport.get_extra_info("peercert"))
+        if why:  # --client-cert-allowed-hostname: closed before a byte is read, as etcd's listener
+            log.warning("refused a client connection from %s: %s", transport.get_extra_info("peername"), why)
+            self.closing = True
+            transport.abort()
+            return
         # --client-cert-auth and a TLS client that offered no certificate: aiohttp's middleware
         # decides (a scoped token or a refusal); this path would answer it unchecked
         self.uncertified = self.routes.client_cert_auth and transport.get_extra_info("sslcontext") is not None \

@@ -50,6 +50,7 @@ from kvraft.server.api.codec import JSON_OUT
 from kvraft.server.api.errors import error_response
 from kvraft.server.api.feature_state import FEATURES
 from kvraft.server.api.state import SERVER
+from kvraft.server.cert_names import CertRule
 from kvraft.server.features import CALLER, Features
 
 __all__ = ["AuthGate", "install"]
@@ -136,6 +137,22 @@ async def certificate_required_middleware(request: web.Request, handler: Handler
     if request.secure and not _peer_certificate(request):
         return error_response(error_from_code(16, _NO_CERTIFICATE), JSON_OUT)
     return await handler(request)
+
+
+def certificate_name_middleware(rule: CertRule) -> Any:
+    """An https metrics URL with ``--client-cert-allowed-hostname``: a certificate that is not
+    valid for the name gets 401 (the client URLs close such a connection in
+    ``api.fast.FastProtocol``, before reading it)."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        transport = request.transport
+        why = rule.refusal(transport.get_extra_info("peercert") if transport is not None else None)
+        if why:
+            return error_response(error_from_code(16, f"kvraft: {why}"), JSON_OUT)
+        return await handler(request)
+
+    return check
 
 
 def _peer_certificate(request: web.Request) -> bool:
