@@ -180,3 +180,13 @@ def test_recorded_outcomes_that_do_not_decode_are_read_as_missing() -> None:
         got, problems = decode.job_status({"phase": "Pending", "dependencies": bad})
         assert got == {"phase": "Pending", "restarts": 0, "preemptions": 0, "evictions": 0} and problems == [
             f"dependencies: must be an object of strings, not {bad!r}"]
+
+
+def test_the_example_pipeline_is_valid_and_written_dependencies_first() -> None:
+    from pathlib import Path
+
+    from scheduler.cli.submit import _graph, validated_jobs
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "jobs" / "pipeline.yaml"
+    docs = validated_jobs(path.read_text(), str(path))
+    assert submit_order(_graph(docs)) == ["digits-prep", "digits-train", "digits-evaluate", "digits-cleanup"]

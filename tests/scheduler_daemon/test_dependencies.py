@@ -5,9 +5,12 @@ dependency fails its dependents along the chain, and a ``finished`` dependent ru
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
+import pytest
 from test_malformed import daemon, doc, nodes, one_member, put, spec, steps  # noqa: F401  (fixtures)
 
 from scheduler.service import SchedulerDaemon
@@ -88,6 +91,21 @@ async def test_a_failed_dependency_fails_the_chain_and_a_finished_dependent_runs
     assert await _allocated(d) == {"report"}
 
 
+async def test_cancelling_a_dependency_fails_its_dependents(daemon: SchedulerDaemon) -> None:  # noqa: F811
+    """jobctl cancel sets the spec's ``cancelled``; no flag is needed for the dependents."""
+    d = daemon
+    await nodes(d, "n1")
+    await put(d, "/registry/jobs/prep", spec("prep"))
+    await put(d, "/registry/jobs/train", spec("train", depends_on=[{"job": "prep"}]))
+    await steps(d, 1)
+    await put(d, "/registry/jobs/prep", dict(spec("prep"), cancelled=True))
+    await steps(d, 2)
+    assert (await _status(d, "prep"))["phase"] == "Cancelled"
+    st = await _status(d, "train")
+    assert (st["phase"], st["reason"], st["message"]) == ("Failed", "DependencyNeverSatisfied", "job prep ended Cancelled")
+    assert await _allocated(d) == set()
+
+
 async def test_a_missing_dependency_is_never_met_unless_its_outcome_was_recorded(
         daemon: SchedulerDaemon) -> None:  # noqa: F811
     d = daemon
@@ -120,3 +138,75 @@ async def test_a_dependency_collected_at_once_after_it_ends_does_not_strand_its_
     assert (await doc(d, "/registry/jobs/prep")) is None and d.collected == 1  # collected once recorded
     st = await _status(d, "train")
     assert (st["phase"], st["dependencies"]) == ("Running", {"prep": "Succeeded"}), st
+
+
+def _jobctl(eps: list[str], capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from scheduler.cli.main import main
+
+    rc = main(["--endpoints", ",".join(eps), *argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+PIPELINE = """\
+name: evaluate
+depends_on: [{job: train}, {job: report, condition: finished}]
+tasks: [{name: w, command: x, resources: {gpus: 8}}]
+---
+name: train
+depends_on: [{job: prep}]
+tasks: [{name: w, command: x, resources: {gpus: 8}}]
+---
+name: prep
+tasks: [{name: w, command: x, resources: {gpus: 8}}]
+"""
+
+
+async def test_jobctl_submits_a_pipeline_in_one_file_dependencies_first_and_describes_it(
+        daemon: SchedulerDaemon, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # noqa: F811
+    """The file names its jobs last-first; written in that order, a pass between two writes
+    saw evaluate with no train and failed it ("job train not found")."""
+    d, eps = daemon, list(daemon.config.endpoints)
+    await put(d, "/registry/jobs/report", spec("report"))
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(PIPELINE)
+    rc, out, err = await asyncio.to_thread(_jobctl, eps, capsys, "submit", "-f", str(path))
+    assert (rc, out, err) == (0, "job/prep submitted\njob/train submitted\njob/evaluate submitted\n", "")
+    created = {j: (await d.client.get(f"/registry/jobs/{j}")).kvs[0].create_revision for j in ("prep", "train", "evaluate")}
+    assert created["prep"] < created["train"] < created["evaluate"]
+    await nodes(d, "n1", "n2")
+    await steps(d, 2)
+    rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "describe", "job", "evaluate")
+    assert rc == 0
+    assert ("Depends on:     train (succeeded): waiting, Pending\n"
+            "                report (finished): waiting, Running\n") in out, out
+    assert "Why pending: waiting for job train to succeed (Pending); job report to finish (Running)" in out
+    rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "get", "jobs", "-o", "wide")
+    row = next(line.split() for line in out.splitlines() if line.startswith("evaluate "))
+    assert row[:8] == ["evaluate", "default", "Pending", "8", "0", row[5], "Dependency", "train,report"], row
+    await put(d, "/registry/jobstatus/train", {"name": "train", "phase": "Pending", "dependencies": {"prep": "Succeeded"}})
+    await d.client.delete("/registry/jobs/prep")
+    rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "describe", "job", "train")
+    assert "Depends on:     prep (succeeded): met, Succeeded (recorded)\n" in out, out
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("name: train\ndepends_on: [{job: prep}]\ntasks: [{name: w, command: x}]\n",
+     'error: job train: depends_on: no job "prep" (jobctl get jobs lists them; a job of the same file may be named too)\n'),
+    ("name: a\ndepends_on: [{job: b}]\ntasks: [{name: w, command: x}]\n---\n"
+     "name: b\ndepends_on: [{job: a}]\ntasks: [{name: w, command: x}]\n",
+     "error: {path}: dependency cycle: a -> b -> a\n"),
+    ("name: a\ndepends_on: [{job: a}]\ntasks: [{name: w, command: x}]\n",
+     "error: invalid job\n  {path}: document 1 (job a): depends_on[0].job: a job cannot depend on itself (a)\n"),
+], ids=["unknown", "cycle", "self"])
+def test_jobctl_submit_refuses_bad_dependencies_and_writes_nothing(
+        one_member: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str, want: str) -> None:  # noqa: F811
+    from kvraft.client import SyncClient
+
+    with SyncClient(one_member, request_timeout_s=10.0) as c:
+        c.delete("/registry/", prefix=True)
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    assert _jobctl(one_member, capsys, "submit", "-f", str(path)) == (1, "", want.format(path=path))
+    with SyncClient(one_member, request_timeout_s=10.0) as c:
+        assert not c.get("/registry/jobs/", prefix=True).kvs
