@@ -146,7 +146,9 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
             row = [j["name"], j["tenant"], s["phase"], j["gpus"], s["restarts"], age(now - (s["submitted_at"] or now)),
                    s["reason"]]
             if fmt == "wide":
-                row += [",".join(d["job"] for d in j["spec"].get("depends_on") or []) or "<none>", j["priority"], ",".join(dict.fromkeys(p["node"] for p in s["placement"])) or "<none>", s["message"]]
+                depends = ",".join(d["job"] for d in j["spec"].get("depends_on") or []) or "<none>"
+                row += [depends, j["priority"], ",".join(dict.fromkeys(p["node"] for p in s["placement"])) or "<none>",
+                        s["message"]]
             rows.append(row)
         if not rows:
             out.write("No jobs found.\n")
