@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scheduler.dependencies import (
     Dependency,
@@ -190,3 +192,26 @@ def test_the_example_pipeline_is_valid_and_written_dependencies_first() -> None:
     path = Path(__file__).resolve().parents[2] / "examples" / "jobs" / "pipeline.yaml"
     docs = validated_jobs(path.read_text(), str(path))
     assert submit_order(_graph(docs)) == ["digits-prep", "digits-train", "digits-evaluate", "digits-cleanup"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from("abcdefg"), st.lists(st.sampled_from("abcdefgxy"), max_size=3), max_size=7))
+def test_cycle_and_submit_order_against_a_naive_reference(graph: dict[str, list[str]]) -> None:
+    """A cycle found is a real path of the graph; none found means an order exists, and
+    submit_order is one (every job after the jobs of the graph it depends on)."""
+    found = cycle(graph)
+    if found is not None:
+        assert found[0] == found[-1] and len(found) >= 2
+        assert all(b in graph[a] for a, b in zip(found, found[1:], strict=False))
+        return
+    order = submit_order(graph)
+    assert sorted(order) == sorted(graph)
+    for job, deps in graph.items():
+        assert all(order.index(d) < order.index(job) for d in deps if d in graph)
+    # naive reference: an acyclic graph can be emptied by removing jobs with no pending dependency
+    left = dict(graph)
+    while left:
+        free = [j for j, deps in left.items() if not any(d in left for d in deps)]
+        assert free, left
+        for j in free:
+            del left[j]
