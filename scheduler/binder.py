@@ -160,6 +160,9 @@ class Binder:
                   "evictions": int(((view.status.get(b.job_id) or _NONE).doc or {}).get("evictions", 0)),
                   "placement": [{k: r[k] for k in ("task", "node", "rack", "gpus")} for r in rows],
                   "bound_at": now, "updated_at": now}
+        verdict = view.dependency_verdict(b.job_id)
+        if verdict is not None:  # met, or the core would not have it: final, whatever their keys become
+            status["dependencies"] = verdict.record
         ops.append(Op.put(keys.jobstatus_key(b.job_id), json.dumps(status).encode()))
         where = ", ".join(f"{n}:{v['gpus']}" for n, v in per_node.items())
         ops.append(self._event(b.job_id, "Scheduled", f"bound to {where}", now))

@@ -299,6 +299,10 @@ def job_status(doc: Any) -> tuple[dict[str, Any], list[str]]:
         if field in out and not isinstance(out[field], str):
             problems.append(f"{field}: must be a string, not {out[field]!r}")
             del out[field]
+    deps = out.get("dependencies")  # scheduler.dependencies: job -> the phase it was seen to end in
+    if deps is not None and not (isinstance(deps, dict) and all(isinstance(v, str) for v in deps.values())):
+        problems.append(f"dependencies: must be an object of strings, not {deps!r}")
+        del out["dependencies"]
     return out, problems
 
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from scheduler import decode, keys
+from scheduler import decode, dependencies, keys
 from scheduler.jobs import check_stored_job, to_model
 from scheduler.model import (
     Event,
@@ -111,6 +111,7 @@ class ClusterView:
         self.tenants: dict[str, Entry] = {}
         self.classes: dict[str, Entry] = {}
         self.jobs_on_node: dict[str, set[str]] = {}
+        self.dependents: dict[str, set[str]] = {}  # job -> the jobs whose spec depends on it
         self.invalid: dict[str, str] = {}  # key -> why its value was skipped (logged once per put)
         self.dirty_nodes: set[str] = set()
         self.dirty_jobs: set[str] = set()
@@ -219,6 +220,7 @@ class ClusterView:
                 self._node_dirty(rest)
         elif prefix == keys.JOBS:
             problems = [why] if why else [str(p) for p in check_stored_job(rest, doc)]
+            self._index_dependencies(rest, None)
             if problems:
                 self._invalid(key, "; ".join(problems))
                 self.jobs.pop(rest, None)
@@ -226,6 +228,7 @@ class ClusterView:
             else:
                 self.jobs[rest] = entry
                 self.invalid_jobs.pop(rest, None)
+                self._index_dependencies(rest, entry.doc)
             self.dirty_jobs.add(rest)
         elif prefix == keys.BINDINGS:
             old = self.bindings.get(rest)
@@ -316,6 +319,8 @@ class ClusterView:
             return
         if table is None:
             return
+        if prefix == keys.JOBS:
+            self._index_dependencies(rest, None)
         table.pop(rest, None)
         if prefix == keys.JOBS:
             self.invalid_jobs.pop(rest, None)
@@ -325,6 +330,19 @@ class ClusterView:
             self.dirty_jobs.add(rest)
         elif prefix == keys.TENANTS:
             self.dirty_tenants.add(rest)
+
+    def _index_dependencies(self, job: str, doc: Any) -> None:
+        """Index the dependencies of ``job``'s spec ``doc`` (None: unindex its stored spec's)."""
+        old = self.jobs.get(job)
+        for d in dependencies.parse(old.doc if doc is None and old is not None else doc or {}):
+            if doc is None:
+                names = self.dependents.get(d.job)
+                if names is not None:
+                    names.discard(job)
+                    if not names:
+                        del self.dependents[d.job]
+            else:
+                self.dependents.setdefault(d.job, set()).add(job)
 
     def _unindex(self, b: Binding) -> None:
         for n in b.nodes():
@@ -363,13 +381,54 @@ class ClusterView:
         return str(st.doc.get("phase", "Pending")) if st is not None and isinstance(st.doc, dict) else "Pending"
 
     def job_model(self, job: str) -> Job | None:
-        """The core's job, or None when the job is gone, cancelled or finished."""
+        """The core's job, or None when the job is gone, cancelled or finished, or is not bound
+        and has dependencies not met (``dependency_verdict``): the core never hears of such a
+        job, so it holds no GPUs, reservation or backfill slot and heads no queue."""
         entry = self.jobs.get(job)  # only specs that passed check_stored_job
         if entry is None or self.phase(job) in TERMINAL:
             return None
         if entry.doc.get("cancelled") and job not in self.bindings:
             return None
+        if job not in self.bindings and entry.doc.get("depends_on"):
+            verdict = self.dependency_verdict(job)
+            if verdict is not None and verdict.state != "met":
+                return None
         return to_model(entry.doc)
+
+    def gated_jobs(self) -> list[str]:
+        """The jobs with dependencies that are neither bound, finished nor cancelled: those whose
+        pending status ``scheduler.dependencies`` writes (sorted)."""
+        out = set()
+        for names in self.dependents.values():
+            for j in names:
+                entry = self.jobs.get(j)
+                if entry is not None and j not in self.bindings and not entry.doc.get("cancelled") \
+                        and self.phase(j) not in TERMINAL:
+                    out.add(j)
+        return sorted(out)
+
+    def dependent_records(self, job: str) -> list[tuple[str, str, dict[str, str]]]:
+        """``(name, phase, recorded outcomes)`` of every job whose spec depends on ``job``."""
+        out = []
+        for d in sorted(self.dependents.get(job, ())):
+            st = self.status.get(d)
+            out.append((d, self.phase(d), dependencies.recorded(st.doc if st is not None else None)))
+        return out
+
+    def dependency_phase(self, job: str) -> str | None:
+        """The phase of a job another depends on; None when its key does not exist."""
+        if job not in self.jobs and job not in self.invalid_jobs:
+            return None
+        return self.phase(job)
+
+    def dependency_verdict(self, job: str) -> dependencies.Verdict | None:
+        """``scheduler.dependencies.decide`` for a job with dependencies, else None."""
+        entry = self.jobs.get(job)
+        deps = dependencies.parse(entry.doc) if entry is not None else ()
+        if not deps:
+            return None
+        st = self.status.get(job)
+        return dependencies.decide(deps, dependencies.recorded(st.doc if st is not None else None), self.dependency_phase)
 
     def job_problem(self, job: str) -> str | None:
         """Why ``/registry/jobs/<job>`` is not a job, or None (a job, or no key)."""
@@ -393,6 +452,9 @@ class ClusterView:
         return entry.mod_revision if entry is not None else 0
 
     def take_dirty(self) -> tuple[set[str], set[str], set[str]]:
+        """The dirty names; a dirty job's dependents are dirty too (its end may meet their
+        dependencies, or make them never met)."""
+        self.dirty_jobs |= {d for j in self.dirty_jobs for d in self.dependents.get(j, ())}
         out = (self.dirty_nodes, self.dirty_jobs, self.dirty_tenants)
         self.dirty_nodes, self.dirty_jobs, self.dirty_tenants = set(), set(), set()
         return out

@@ -13,7 +13,9 @@ changed meanwhile is not touched) and the absence of a binding:
   and rendezvous keys of every run.
 
 Bindings and assignments are already gone (deleted when the run ended); logs live on the
-agents' disks, not in kvraft. ``due_at`` is pure; ``collect`` does the txn.
+agents' disks, not in kvraft. A job other jobs depend on waits until each of them that has not
+finished has recorded its outcome (``scheduler.dependencies.collect_hold``, checked by the
+daemon before ``collect``). ``due_at`` is pure; ``collect`` does the txn.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ A job is a gang in the spirit of Volcano's Job and Kubeflow's MPIJob (docs/jobs.
     max_restarts: 3
     checkpoint_dir: /ckpt/bert-large
     ttl_seconds_after_finished: 3600   # keys deleted an hour after it ends (scheduler.job_gc)
+    depends_on: [{job: bert-prep}]     # runs once bert-prep has Succeeded (scheduler.dependencies)
 
 ``validate_job(doc)`` returns every problem at once, each with its path
 (``tasks[1].resources.gpus: must be >= 0``), from ``jsonschema`` plus the few rules a schema
@@ -43,6 +44,7 @@ from scheduler.model import Job, Level, Mode, Topology
 
 __all__ = [
     "JOB_SCHEMA",
+    "MAX_DEPENDENCIES",
     "PRIORITY_CLASS_SCHEMA",
     "TENANT_SCHEMA",
     "Problem",
@@ -66,6 +68,15 @@ NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?\Z"}
 QUANTITY_CPU = {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?m?\Z"}]}
 QUANTITY_MEM = {"anyOf": [{"type": "integer", "minimum": 0},
                           {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?\Z"}]}
+
+# scheduler/dependencies.py: run only after these jobs end (Slurm's --dependency=afterok / afterany)
+MAX_DEPENDENCIES = 16
+DEPENDENCY = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["job"],
+    "properties": {"job": NAME, "condition": {"enum": ["succeeded", "finished"]}},
+}
 
 RESOURCES = {
     "type": "object",
@@ -126,6 +137,7 @@ JOB_SCHEMA: dict[str, Any] = {
         "checkpoint_interval_s": {"type": "number", "exclusiveMinimum": 0},
         "grace_s": {"type": "number", "minimum": 0, "maximum": 3600},
         "ttl_seconds_after_finished": {"type": "number", "minimum": 0},
+        "depends_on": {"type": "array", "maxItems": MAX_DEPENDENCIES, "items": DEPENDENCY},
     },
 }
 
@@ -216,6 +228,9 @@ STORED_JOB_SCHEMA: dict[str, Any] = {
         "ttl_seconds_after_finished": {"type": ["number", "null"]},
         "submitted_at": {"type": "number"},
         "cancelled": {"type": "boolean"},
+        "depends_on": {"type": "array", "maxItems": MAX_DEPENDENCIES,
+                       "items": {"type": "object", "required": ["job", "condition"],
+                                 "properties": {"job": NAME, "condition": {"enum": ["succeeded", "finished"]}}}},
     },
 }
 
@@ -375,6 +390,24 @@ def _semantic_problems(doc: dict[str, Any]) -> list[Problem]:
         problems.append(Problem("max_restarts", "needs restart_policy OnFailure"))
     if "estimate_s" in doc and "max_run_s" in doc and doc["estimate_s"] > doc["max_run_s"]:
         problems.append(Problem("estimate_s", f"must be <= max_run_s ({doc['max_run_s']})"))
+    return problems + _dependency_problems(doc)
+
+
+def _dependency_problems(doc: dict[str, Any]) -> list[Problem]:
+    """No job depends on itself, nor twice on one job."""
+    problems: list[Problem] = []
+    deps = doc.get("depends_on")
+    if not isinstance(deps, list):
+        return problems
+    seen: dict[str, int] = {}
+    for i, d in enumerate(deps):
+        if not isinstance(d, dict) or not isinstance(d.get("job"), str):
+            continue
+        if d["job"] == doc.get("name"):
+            problems.append(Problem(f"depends_on[{i}].job", f"a job cannot depend on itself ({d['job']})"))
+        elif d["job"] in seen:
+            problems.append(Problem(f"depends_on[{i}].job", f"depends on job {d['job']} twice (also depends_on[{seen[d['job']]}])"))
+        seen.setdefault(d["job"], i)
     return problems
 
 
@@ -445,7 +478,14 @@ def _stored_job_ok(doc: Any) -> bool:
             and (doc.get("checkpoint_dir") is None or isinstance(doc["checkpoint_dir"], str))
             and ("grace_s" not in doc or (_n(doc["grace_s"]) and 0 <= doc["grace_s"] <= 3600))
             and (doc.get("ttl_seconds_after_finished") is None or _n(doc["ttl_seconds_after_finished"]))
-            and ("submitted_at" not in doc or _n(doc["submitted_at"])) and isinstance(doc.get("cancelled", False), bool))
+            and ("submitted_at" not in doc or _n(doc["submitted_at"])) and isinstance(doc.get("cancelled", False), bool)
+            and ("depends_on" not in doc or _dependencies_ok(doc["depends_on"])))
+
+
+def _dependencies_ok(deps: Any) -> bool:
+    return isinstance(deps, list) and len(deps) <= MAX_DEPENDENCIES and all(
+        isinstance(d, dict) and "job" in d and "condition" in d and _name_ok(d["job"])
+        and d["condition"] in ("succeeded", "finished") for d in deps)
 
 
 def validate_tenant(doc: Any) -> list[Problem]:
@@ -498,6 +538,7 @@ def normalize_job(doc: dict[str, Any], *, priority: int | None = None, submitted
         "ttl_seconds_after_finished": doc.get("ttl_seconds_after_finished"),
         "submitted_at": submitted_at,
         "cancelled": False,
+        "depends_on": [{"job": d["job"], "condition": d.get("condition", "succeeded")} for d in doc.get("depends_on") or []],
     }
 
 

@@ -37,7 +37,7 @@ from prometheus_client import generate_latest
 from kvraft.aio import cancel_and_wait
 from kvraft.client import Client, ClientError, Compare, TLSConfig
 from kvraft.client.observe import configure_logging, metrics_response
-from scheduler import decode, evictions, keys
+from scheduler import decode, dependencies, evictions, keys
 from scheduler.binder import Binder
 from scheduler.cycle import Scheduler
 from scheduler.informer import Informer
@@ -338,6 +338,19 @@ class SchedulerDaemon:
             old = self._status(job_id)
             if (old.get("phase"), old.get("reason"), old.get("message")) != ("Pending", "InvalidSpec", message):
                 docs[job_id] = dict(old, phase="Pending", reason="InvalidSpec", plugin="daemon", message=message)
+        # jobs the core is not told of until their dependencies are met (scheduler.dependencies):
+        # Pending/Dependency, or Failed/DependencyNeverSatisfied; met outcomes recorded
+        events: list[tuple[str, str, str]] = []
+        for job_id in view.gated_jobs():
+            verdict = view.dependency_verdict(job_id)
+            assert verdict is not None
+            if verdict.state == "waiting":
+                by_reason["Dependency"] += 1
+            doc, event = dependencies.status_update(docs.get(job_id) or self._status(job_id), verdict, now)
+            if doc is not None:
+                docs[job_id] = doc
+            if event:
+                events.append((job_id, "DependencyNeverSatisfied", event))
         self.pending_by_reason = by_reason
         # jobs cancelled before they ever ran
         for job_id, entry in view.jobs.items():
@@ -345,7 +358,7 @@ class SchedulerDaemon:
                 docs[job_id] = dict(self._status(job_id), phase="Cancelled", reason="Cancelled",
                                     message="cancelled before it ran", finished_at=now)
         if docs:
-            await self.binder.write_statuses(docs)
+            await self.binder.write_statuses(docs, events)
 
     async def _lifecycle(self, job: str, now: float, updates: dict[str, dict[str, Any]]) -> bool:
         """Decide the fate of a bound job; True when its run was released. A job that runs on
@@ -510,6 +523,12 @@ class SchedulerDaemon:
             return
         if now < due:
             self._timers[job] = min(self._timers.get(job, due), due)
+            return
+        # its dependents record its outcome before its keys may go (scheduler.dependencies)
+        hold = dependencies.collect_hold(job, self.view.dependent_records(job))
+        if hold is not None:
+            log.debug("collection deferred", extra={"fields": {"job": job, "why": hold}})
+            self._timers[job] = now + 1.0
             return
         try:
             done = await collect(self.client, self.fence, job, entry.mod_revision, st.mod_revision)

@@ -46,6 +46,7 @@ PURE = [
     "scheduler/suspects.py",
     "scheduler/decode.py",
     "scheduler/evictions.py",
+    "scheduler/dependencies.py",
     "agent/reconcile.py",
     "agent/collective/fusion.py",
     "agent/collective/schedule.py",

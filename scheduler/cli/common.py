@@ -116,6 +116,8 @@ def job_view(client: Any, name: str | None = None) -> list[dict[str, Any]]:
                   "placement": placement_rows(s.get("placement")),
                   "submitted_at": spec.get("submitted_at"), "bound_at": s.get("bound_at"),
                   "finished_at": s.get("finished_at")}
+        if s.get("dependencies"):  # outcomes the scheduler recorded (scheduler.dependencies)
+            status["dependencies"] = dict(s["dependencies"])
         if placement_rows(s.get("last_placement")):
             status["last_placement"] = placement_rows(s.get("last_placement"))
         gpus = sum(t["replicas"] * t["resources"]["gpus"] for t in spec["tasks"])

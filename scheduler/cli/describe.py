@@ -1,6 +1,6 @@
 """``jobctl describe job NAME``: spec summary, placement by rack, node and GPU, the pending
-reason, the training progress the job's rank 0 reports, and the job's events (oldest first),
-like ``kubectl describe``.
+reason, its dependencies and where each stands, the training progress the job's rank 0
+reports, and the job's events (oldest first), like ``kubectl describe``.
 
 Progress is the record the trainer writes to ``/jobs/<job>/progress`` (the key the dashboard's
 loss curve reads; examples/train_digits.py): once the world is formed (``started``), after
@@ -12,13 +12,15 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
-from scheduler import keys
+from kvraft.client import Op
+from scheduler import decode, dependencies, keys
 from scheduler.cli.common import NotFound, job_view
 from scheduler.cli.printers import age, render_table
 
-__all__ = ["add_parser", "events", "progress", "progress_lines", "progress_key", "run"]
+__all__ = ["add_parser", "dependency_lines", "events", "progress", "progress_lines", "progress_key", "run"]
 
 
 def add_parser(sub: Any) -> None:
@@ -58,6 +60,35 @@ def progress(client: Any, name: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return doc if isinstance(doc, dict) else None
+
+
+def dependency_lines(spec: dict[str, Any], status: dict[str, Any], phase_of: Callable[[str], str | None]) -> list[str]:
+    """One line per dependency: ``prep (succeeded): met, Succeeded (recorded)``, ``waiting,
+    Running``, ``never, Failed``, ``never, not found`` (pure; ``phase_of(job)`` is its phase,
+    None when it does not exist)."""
+    record = dependencies.recorded(status)
+    out = []
+    for dep in dependencies.parse(spec):
+        done = record.get(dep.job)
+        kept = done is not None and dependencies.state(dep, record, done)[0] == "met"
+        phase = done if kept else phase_of(dep.job)
+        verdict, _ = dependencies.state(dep, record, phase)
+        out.append(f"{dep.job} ({dep.condition}): {verdict}, {phase or 'not found'}" + (" (recorded)" if kept else ""))
+    return out
+
+
+def _phase_of(client: Any) -> Callable[[str], str | None]:
+    def phase(job: str) -> str | None:
+        resp = client.txn().then(Op.get(keys.job_key(job)), Op.get(keys.jobstatus_key(job))).commit()
+        if not getattr(resp.responses[0], "kvs", ()):
+            return None
+        kvs = getattr(resp.responses[1], "kvs", ())
+        try:
+            st, _ = decode.job_status(decode.json_value(kvs[0].value)) if kvs else ({}, [])
+        except decode.Malformed:
+            st = {}
+        return str(st.get("phase", "Pending"))
+    return phase
 
 
 def _num(value: Any, fmt: str) -> str:
@@ -113,6 +144,8 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     finished = s.get("finished_at") if s["phase"] in ("Succeeded", "Failed", "Cancelled") else None
     w(f"TTL after end:  {'the scheduler default' if ttl is None else f'{ttl:g} s'}"
       + (f" (finished {_ago(finished, now)} ago)" if finished is not None else "") + "\n")
+    deps = dependency_lines(spec, s, _phase_of(client))
+    w("Depends on:     " + (deps[0] if deps else "<none>") + "\n" + "".join(f"                {d}\n" for d in deps[1:]))
     w("Tasks:\n")
     for t in spec["tasks"]:
         r = t["resources"]

@@ -139,14 +139,16 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
             return 0
         header = ["name", "tenant", "phase", "gpus", "restarts", "age", "reason"]
         if fmt == "wide":
-            header += ["priority", "nodes", "message"]
+            header += ["depends", "priority", "nodes", "message"]
         rows = []
         for j in sorted(items, key=lambda j: j["spec"].get("submitted_at") or 0):
             s = j["status"]
             row = [j["name"], j["tenant"], s["phase"], j["gpus"], s["restarts"], age(now - (s["submitted_at"] or now)),
                    s["reason"]]
             if fmt == "wide":
-                row += [j["priority"], ",".join(dict.fromkeys(p["node"] for p in s["placement"])) or "<none>", s["message"]]
+                depends = ",".join(d["job"] for d in j["spec"].get("depends_on") or []) or "<none>"
+                row += [depends, j["priority"], ",".join(dict.fromkeys(p["node"] for p in s["placement"])) or "<none>",
+                        s["message"]]
             rows.append(row)
         if not rows:
             out.write("No jobs found.\n")

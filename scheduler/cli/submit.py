@@ -2,7 +2,12 @@
 
 Prints ``job/<name> submitted`` per job (``-o name``: just the name). Every problem of every
 document is reported before anything is written; an existing job name is refused, and so is a
-job its tenant does not admit (``scheduler.admission``: name prefix, priority cap)."""
+job its tenant does not admit (``scheduler.admission``: name prefix, priority cap).
+
+Dependencies (``depends_on``, ``scheduler.dependencies``): each named job must exist, or be
+submitted in the same file; the jobs of a file may not depend on one another in a cycle; and
+they are written dependencies first, so a scheduler that reads the first ones of a file before
+the rest never finds a dependency missing (which would fail the job)."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from kvraft.client import Compare, Op
 from scheduler import decode, keys
 from scheduler.admission import admission_problem
 from scheduler.cli.common import CliError, key_of, read_input
+from scheduler.dependencies import cycle, submit_order
 from scheduler.jobs import load_documents, normalize_job, validate_job, validate_priority_class
 from scheduler.model import Tenant
 
@@ -45,7 +51,15 @@ def validated_jobs(text: str, source: str) -> list[dict[str, Any]]:
         problems += [f"{label}: {p}" for p in validate_job(doc)]
     if problems:
         raise CliError("error: invalid job\n" + "\n".join(f"  {p}" for p in problems))
+    loop = cycle(_graph(docs))
+    if loop is not None:
+        raise CliError(f"error: {source}: dependency cycle: {' -> '.join(loop)}")
     return docs
+
+
+def _graph(docs: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """job -> the jobs it depends on, for the jobs of one file."""
+    return {d["name"]: [dep["job"] for dep in d.get("depends_on") or []] for d in docs}
 
 
 def prepare(args: argparse.Namespace) -> None:
@@ -74,6 +88,14 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     names = [d["name"] for d in docs]
     if len(set(names)) != len(names):
         raise CliError(f"error: {source}: a job name appears twice")
+    missing = sorted({(d["name"], dep["job"]) for d in docs for dep in d.get("depends_on") or []
+                      if dep["job"] not in names and not client.get(keys.job_key(dep["job"])).kvs},
+                     key=lambda m: (names.index(m[0]), m[1]))
+    if missing:
+        raise CliError("\n".join(f'error: job {job}: depends_on: no job "{dep}" (jobctl get jobs lists them; '
+                                 f"a job of the same file may be named too)" for job, dep in missing))
+    order = submit_order(_graph(docs))
+    docs = sorted(docs, key=lambda d: order.index(d["name"]))
     stored = []
     for doc in docs:
         priority = None

@@ -168,14 +168,16 @@ def test_a_stored_job_that_passes_the_check_converts(doc: object) -> None:
 
 
 _VALUES = st.recursive(st.none() | st.booleans() | st.integers(-3, 2000) | st.floats() | st.text(max_size=5)
-                       | st.sampled_from(["Job", "node", "rack", "required", "OnFailure", "w", "a.b", ""]),
+                       | st.sampled_from(["Job", "node", "rack", "required", "OnFailure", "w", "a.b", "", "finished"]),
                        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
                        max_leaves=10)
 _PATHS = [(f,) for f in ("kind", "name", "tenant", "priority", "priority_class", "tasks", "topology", "node_selector",
                          "max_run_s", "estimate_s", "preemptible", "restart_policy", "max_restarts", "checkpoint_dir",
-                         "checkpoint_interval_s", "grace_s", "ttl_seconds_after_finished", "submitted_at", "cancelled")]
+                         "checkpoint_interval_s", "grace_s", "ttl_seconds_after_finished", "submitted_at", "cancelled",
+                         "depends_on")]
 _PATHS += [("tasks", 0, f) for f in ("name", "replicas", "image", "command", "env", "workdir", "resources")]
 _PATHS += [("tasks", 0, "resources", f) for f in ("gpus", "gpu_type", "cpu_milli", "memory_mib", "rdma")]
+_PATHS += [("depends_on", 0), ("depends_on", 0, "job"), ("depends_on", 0, "condition"), ("depends_on", 1)]
 _PATHS += [("topology", f) for f in ("level", "mode", "fewest_nodes")] + [("tasks", 0, "command", 0), ("tasks", 0, "env", "A")]
 
 
@@ -189,7 +191,8 @@ def test_the_fast_stored_job_check_says_what_the_schema_says(edits: list[tuple[t
     from scheduler.jobs import STORED_JOB_SCHEMA, _schema_problems, _stored_job_ok
 
     doc = copy.deepcopy(dict(normalize_job(GOOD), topology={"mode": "required", "level": "rack", "fewest_nodes": True},
-                             node_selector={"zone": "a"}, tasks=[dict(normalize_job(GOOD)["tasks"][1], env={"A": "1"})]))
+                             node_selector={"zone": "a"}, tasks=[dict(normalize_job(GOOD)["tasks"][1], env={"A": "1"})],
+                             depends_on=[{"job": "a", "condition": "finished"}]))
     for path, value in edits:
         where: object = doc
         for p in path[:-1]:
