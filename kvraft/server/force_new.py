@@ -29,19 +29,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Protocol
 
 import msgpack
 
 from kvraft.apply.ops import MemberOp, op_to_wire
+from kvraft.raft.storage import WritableLogStorage
 from kvraft.raft.types import (
     ConfChange,
     ConfChangeType,
-    ConfState,
     Entry,
     EntryType,
     HardState,
-    Snapshot,
 )
 
 __all__ = ["ForceNewClusterError", "force_new_cluster", "require_log"]
@@ -51,18 +49,6 @@ log = logging.getLogger("kvraft.node")
 
 class ForceNewClusterError(RuntimeError):
     """``--force-new-cluster`` cannot be carried out on this data directory."""
-
-
-class _Log(Protocol):
-    def initial_state(self) -> tuple[HardState, ConfState]: ...
-    def snapshot(self) -> Snapshot: ...
-    def first_index(self) -> int: ...
-    def last_index(self) -> int: ...
-    def term(self, index: int) -> int: ...
-    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]: ...
-    def append(self, entries: list[Entry]) -> None: ...
-    def set_hard_state(self, hard_state: HardState) -> None: ...
-    def sync(self) -> None: ...
 
 
 _NO_LOG = ("--force-new-cluster: {} has no Raft log, so there is no data to keep "
@@ -76,7 +62,7 @@ def require_log(data_dir: Path, wal_path: Path) -> None:
         raise ForceNewClusterError(_NO_LOG.format(data_dir))
 
 
-def log_members(raft_log: _Log) -> set[int]:
+def log_members(raft_log: WritableLogStorage) -> set[int]:
     """Voters and learners at the end of the log: the snapshot's configuration, then every
     conf change after it."""
     conf = raft_log.snapshot().metadata.conf_state
@@ -98,7 +84,7 @@ def log_members(raft_log: _Log) -> set[int]:
     return members
 
 
-def force_new_cluster(raft_log: _Log, self_id: int) -> list[int]:
+def force_new_cluster(raft_log: WritableLogStorage, self_id: int) -> list[int]:
     """Rewrite ``raft_log`` (durably) so that this member starts as the only one; the ids it
     removes, in the order their removals were appended."""
     hard, _conf = raft_log.initial_state()

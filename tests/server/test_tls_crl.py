@@ -15,7 +15,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +22,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from kvraft.client import EndpointError, SyncClient, TLSConfig, UnauthenticatedError
+from kvraft.client import SyncClient, TLSConfig, UnauthenticatedError
 from kvraft.server.local import LocalCluster, free_port
+from tests.server.test_tls import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 MAKE_CERTS = ROOT / "deploy" / "make-certs.sh"
@@ -38,18 +38,6 @@ def make_certs(pki: Path, *args: str) -> None:
     subprocess.run(["bash", str(MAKE_CERTS), "-o", str(pki), "-d", "2", *args], check=True, capture_output=True)
 
 
-def wait_for(predicate, timeout_s: float = 90.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except (EndpointError, OSError) as exc:
-            last = exc
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what} (last error: {last})")
 
 
 def replace(path: Path, source: Path) -> None:
