@@ -361,7 +361,7 @@ class FastProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        why = self.routes.cert_rule.refusal(transport.get_extra_info("peercert"))
+        why = self.routes.cert_rule.refusal(transport.get_extra_info("peercert")) if self.routes.cert_rule else ""
         if why:  # --client-cert-allowed-hostname: closed before a byte is read, as etcd's listener
             log.warning("refused a client connection from %s: %s", transport.get_extra_info("peername"), why)
             self.closing = True
