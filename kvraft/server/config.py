@@ -21,6 +21,7 @@ import yaml
 from kvraft.durations import parse_go_duration_s
 from kvraft.server.compactor import parse_retention_s
 from kvraft.server.crl import CRLError, read_crl
+from kvraft.server.flag_help import FLAG_HELP, GROUPS
 from kvraft.server.tls_policy import TLSPolicyError, check_tls_policy
 
 __all__ = ["Config", "ConfigError", "member_id_for", "parse_config", "cluster_id_for"]
@@ -341,14 +342,24 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kvraft", description="kvraft: an etcd-compatible Raft key-value store member"
     )
-    parser.add_argument("--config-file", default=None, help="YAML file with the same keys as the flags")
+    parser.add_argument("--config-file", default=None,
+                        help="Path to a YAML file with the flags' names as keys (flags win over it).")
+    groups = {name: parser.add_argument_group(name) for name in GROUPS}
+    defaults = Config()
     for item in fields(Config):
         flag = "--" + item.name.replace("_", "-")
-        default = getattr(Config(), item.name)
+        group, text = FLAG_HELP[item.name]
+        default = getattr(defaults, item.name)
+        shown = ",".join(default) if isinstance(default, list) else str(default).lower() \
+            if isinstance(default, bool) else str(default)
+        text = f"{text} (default: {shown})" if shown else text
+        target = groups[group]
         if isinstance(default, bool):
-            parser.add_argument(flag, dest=item.name, nargs="?", const="true", default=None)
+            target.add_argument(flag, dest=item.name, nargs="?", const="true", default=None, metavar="true|false",
+                                help=text)
         else:
-            parser.add_argument(flag, dest=item.name, default=None)
+            kind = "list" if isinstance(default, list) else "int" if isinstance(default, int) else "string"
+            target.add_argument(flag, dest=item.name, default=None, metavar=kind, help=text)
     return parser
 
 

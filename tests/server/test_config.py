@@ -106,3 +106,19 @@ def test_pre_vote_reaches_the_raft_core(tmp_path, flag: str, expected: bool) -> 
     finally:
         node.raft_log.close()
         node.state.close()
+
+
+def test_every_flag_has_help_in_a_group_and_help_names_no_stale_flag() -> None:
+    from dataclasses import fields
+
+    from kvraft.server.config import Config, _parser
+    from kvraft.server.flag_help import FLAG_HELP, GROUPS
+
+    names = {f.name for f in fields(Config)}
+    assert set(FLAG_HELP) == names
+    assert {group for group, _ in FLAG_HELP.values()} <= set(GROUPS)
+    text = _parser().format_help()
+    for name in names:
+        assert "--" + name.replace("_", "-") in text
+    assert "--strict-reconfig-check [true|false]" in text and "(default: true)" in text
+    assert "--snapshot-count int" in text and "(default: 100000)" in text

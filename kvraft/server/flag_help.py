@@ -1,0 +1,89 @@
+"""What ``kvraft --help`` says about each flag, grouped as ``etcd --help`` groups them.
+
+Every ``Config`` field has an entry (``tests/server/test_config.py`` checks), so a new flag
+cannot ship undocumented. The wording follows etcd's where the flag is etcd's; what kvraft
+does differently is said in the text (and in docs/design/server.md).
+"""
+
+from __future__ import annotations
+
+__all__ = ["FLAG_HELP", "GROUPS"]
+
+GROUPS = ("Member", "Clustering", "Security", "Auth", "Logging", "Profiling and monitoring", "Experimental")
+
+FLAG_HELP: dict[str, tuple[str, str]] = {
+    # Member
+    "name": ("Member", "Human-readable name for this member."),
+    "data_dir": ("Member", "Path to the data directory (default: <name>.kvraft)."),
+    "wal_dir": ("Member", "Path to a dedicated Raft log (WAL) directory, e.g. on a disk of its own; "
+                          "the data directory then records it and a restart must name it."),
+    "listen_client_urls": ("Member", "List of URLs to listen on for client traffic (http:// or https://)."),
+    "listen_peer_urls": ("Member", "List of URLs to listen on for peer traffic."),
+    "listen_metrics_urls": ("Member", "List of additional URLs to serve /metrics and /health on."),
+    "snapshot_count": ("Member", "Number of committed entries that trigger a snapshot (and log compaction)."),
+    "snapshot_catchup_entries": ("Member", "Number of entries kept after a snapshot for slow followers to catch up."),
+    "heartbeat_interval": ("Member", "Time (in milliseconds) of a heartbeat interval."),
+    "election_timeout": ("Member", "Time (in milliseconds) for an election to timeout."),
+    "quota_backend_bytes": ("Member", "Raise the NOSPACE alarm when the backend size exceeds this (0: the default 2 GiB)."),
+    "max_request_bytes": ("Member", "Maximum client request size in bytes the server will accept."),
+    "max_txn_ops": ("Member", "Maximum number of operations permitted in a transaction."),
+    "auto_compaction_mode": ("Member", "Interpret --auto-compaction-retention as 'periodic' (a duration) or "
+                                       "'revision' (a number of revisions)."),
+    "auto_compaction_retention": ("Member", "Auto compaction retention for the MVCC key value store (0: off), "
+                                            "e.g. 1h, 30m, or a revision count."),
+    "pre_vote": ("Member", "Run a pre-vote before campaigning, so a rejoining member cannot depose a working leader."),
+    "max_learners": ("Member", "The maximum number of learner members at once."),
+    # Clustering
+    "initial_advertise_peer_urls": ("Clustering", "This member's peer URLs to advertise to the rest of the cluster."),
+    "initial_cluster": ("Clustering", "Initial cluster configuration for bootstrapping (name=peer-url,...)."),
+    "initial_cluster_state": ("Clustering", "Initial cluster state ('new' or 'existing')."),
+    "initial_cluster_token": ("Clustering", "Initial cluster token, unique per cluster: it seeds member and cluster "
+                                            "ids and the peers' handshake key."),
+    "advertise_client_urls": ("Clustering", "This member's client URLs to advertise to the rest of the cluster."),
+    "strict_reconfig_check": ("Clustering", "Reject reconfiguration requests that would cause quorum loss."),
+    "auto_promote_learners": ("Clustering", "Promote a learner once its log has caught up with the leader's."),
+    "force_new_cluster": ("Clustering", "Force to create a new one-member cluster from this member's data (recovery "
+                                        "from a lost quorum); remove the flag afterwards."),
+    # Security
+    "cert_file": ("Security", "Path to the client server TLS cert file."),
+    "key_file": ("Security", "Path to the client server TLS key file."),
+    "client_cert_auth": ("Security", "Enable client cert authentication (a request without a certificate is "
+                                     "answered only with a kvraft scoped token)."),
+    "client_crl_file": ("Security", "Path to the client certificate revocation list file (read again when it "
+                                    "changes)."),
+    "client_cert_allowed_hostname": ("Security", "Allowed TLS hostname for client cert authentication."),
+    "trusted_ca_file": ("Security", "Path to the client server TLS trusted CA cert file."),
+    "auto_tls": ("Security", "Client TLS using generated certificates."),
+    "peer_cert_file": ("Security", "Path to the peer server TLS cert file."),
+    "peer_key_file": ("Security", "Path to the peer server TLS key file."),
+    "peer_client_cert_auth": ("Security", "Enable peer client cert authentication."),
+    "peer_trusted_ca_file": ("Security", "Path to the peer server TLS trusted CA file."),
+    "peer_crl_file": ("Security", "Path to the peer certificate revocation list file (read again when it changes)."),
+    "peer_cert_allowed_cn": ("Security", "Allowed CN for inter peer authentication."),
+    "peer_cert_allowed_hostname": ("Security", "Allowed TLS hostname for inter peer authentication."),
+    "peer_auto_tls": ("Security", "Peer TLS using generated certificates."),
+    "peer_secret_file": ("Security", "File holding the cluster secret every peer proves it knows (kvraft's own "
+                                     "flag; default: derived from the cluster token)."),
+    "cipher_suites": ("Security", "Comma-separated list of supported TLS 1.2 cipher suites, Go's names "
+                                  "(default: OpenSSL's)."),
+    "tls_min_version": ("Security", "Minimum TLS version supported: TLS1.2 or TLS1.3."),
+    "tls_max_version": ("Security", "Maximum TLS version supported: TLS1.2 or TLS1.3 (default: no maximum)."),
+    # Auth
+    "auth_token": ("Auth", "Specify auth token type and its options ('simple' or 'jwt,sign-method=...,priv-key=...')."),
+    "auth_token_ttl": ("Auth", "The lifetime in seconds of the simple auth token."),
+    "bcrypt_cost": ("Auth", "Specify bcrypt algorithm cost factor for auth password hashing."),
+    # Logging
+    "logger": ("Logging", "'zap' for JSON lines, 'capnslog' for text lines."),
+    "log_outputs": ("Logging", "Where to write logs: 'default' (stderr), 'stderr', 'stdout', or file paths."),
+    "log_level": ("Logging", "Configures log level: debug, info, warn, error, panic or fatal."),
+    "debug": ("Logging", "Enable debug-level logging (the same as --log-level debug)."),
+    # Profiling and monitoring
+    "metrics": ("Profiling and monitoring", "Set level of detail for exported metrics: 'basic' or 'extensive'."),
+    # Experimental (and compatibility)
+    "experimental_initial_corrupt_check": ("Experimental", "Check data corruption against the peers before "
+                                                           "serving client traffic."),
+    "experimental_corrupt_check_time": ("Experimental", "Duration between cluster corruption check passes (0s: off)."),
+    "experimental_watch_progress_notify_interval": ("Experimental", "Duration of periodic watch progress "
+                                                                    "notifications."),
+    "enable_v2": ("Experimental", "etcd's v2 API: kvraft has none, so only false is accepted."),
+}
