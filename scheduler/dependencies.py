@@ -36,8 +36,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CONDITIONS", "Dependency", "Verdict", "collect_hold", "cycle", "decide", "parse", "recorded", "state",
-           "submit_order", "status_update"]
+__all__ = ["CONDITIONS", "Dependency", "Verdict", "collect_hold", "cycle", "cycle_through", "decide", "parse",
+           "recorded", "state", "submit_order", "status_update"]
 
 CONDITIONS = ("succeeded", "finished")
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
@@ -168,6 +168,33 @@ def cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
                 path.pop()
                 on_path.discard(node)
                 done.add(node)
+    return None
+
+
+def cycle_through(job: str, waits_on: Callable[[str], Sequence[str] | None]) -> list[str] | None:
+    """A cycle of waiting jobs that passes through ``job``, as a path ``[job, b, job]``, or None.
+    ``waits_on(j)``: the jobs ``j`` still waits for, None when ``j`` is not a waiting job (it
+    runs, has ended or does not exist: the chain ends there). Only what is reachable from
+    ``job`` is visited. jobctl refuses a cycle in a submitted file; this catches one written
+    by hand (kvctl put), which would otherwise wait for ever."""
+    path: list[str] = [job]
+    seen: set[str] = {job}
+    stack: list[list[str]] = [list(waits_on(job) or ())]
+    while stack:
+        if not stack[-1]:
+            stack.pop()
+            path.pop()
+            continue
+        nxt = stack[-1].pop(0)
+        if nxt == job:
+            return [*path, job]
+        if nxt in seen:
+            continue
+        seen.add(nxt)
+        deps = waits_on(nxt)
+        if deps:
+            path.append(nxt)
+            stack.append(list(deps))
     return None
 
 

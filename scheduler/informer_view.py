@@ -428,7 +428,28 @@ class ClusterView:
         if not deps:
             return None
         st = self.status.get(job)
-        return dependencies.decide(deps, dependencies.recorded(st.doc if st is not None else None), self.dependency_phase)
+        verdict = dependencies.decide(deps, dependencies.recorded(st.doc if st is not None else None),
+                                      self.dependency_phase)
+        if verdict.state == dependencies.WAITING:
+            path = dependencies.cycle_through(job, self._waits_on)
+            if path is not None:
+                return dependencies.Verdict(dependencies.NEVER, "dependency cycle: " + " -> ".join(path), verdict.record)
+        return verdict
+
+    def _waits_on(self, job: str) -> list[str] | None:
+        """The dependencies ``job`` still waits for, None when it is not a waiting job (no
+        dependencies, bound, cancelled or ended)."""
+        entry = self.jobs.get(job)
+        if entry is None or job in self.bindings or entry.doc.get("cancelled") or self.phase(job) in TERMINAL:
+            return None
+        deps = dependencies.parse(entry.doc)
+        if not deps:
+            return None
+        st = self.status.get(job)
+        record = dependencies.recorded(st.doc if st is not None else None)
+        waiting = [d.job for d in deps if dependencies.state(d, record, self.dependency_phase(d.job))[0]
+                   == dependencies.WAITING]
+        return waiting or None
 
     def job_problem(self, job: str) -> str | None:
         """Why ``/registry/jobs/<job>`` is not a job, or None (a job, or no key)."""

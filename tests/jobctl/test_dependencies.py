@@ -215,3 +215,17 @@ def test_cycle_and_submit_order_against_a_naive_reference(graph: dict[str, list[
         assert free, left
         for j in free:
             del left[j]
+
+
+@pytest.mark.parametrize("graph, start, expected", [
+    ({"a": ["b"], "b": ["a"]}, "a", ["a", "b", "a"]),
+    ({"a": ["x", "b"], "b": ["c"], "c": ["a"]}, "a", ["a", "b", "c", "a"]),
+    ({"a": ["b"], "b": ["c"], "c": ["b"]}, "a", None),   # a waits on a cycle it is not part of
+    ({"a": ["b"], "b": []}, "a", None),
+    ({"a": ["a"]}, "a", ["a", "a"]),
+    ({"a": ["b", "c"], "b": ["d"], "c": ["d"], "d": []}, "a", None),  # a diamond is no cycle
+])
+def test_cycle_through_finds_only_cycles_through_the_job(graph, start, expected) -> None:  # type: ignore[no-untyped-def]
+    from scheduler.dependencies import cycle_through
+
+    assert cycle_through(start, lambda j: graph.get(j) or None) == expected

@@ -210,3 +210,24 @@ def test_jobctl_submit_refuses_bad_dependencies_and_writes_nothing(
     assert _jobctl(one_member, capsys, "submit", "-f", str(path)) == (1, "", want.format(path=path))
     with SyncClient(one_member, request_timeout_s=10.0) as c:
         assert not c.get("/registry/jobs/", prefix=True).kvs
+
+
+async def test_a_cycle_written_by_hand_fails_its_jobs_and_spares_the_rest(daemon: SchedulerDaemon) -> None:  # noqa: F811
+    """jobctl refuses a cycle in a file; one put with kvctl would otherwise wait for ever. A
+    job waiting on the cycle fails with it (a chain); one waiting on a running job waits on."""
+    d = daemon
+    await nodes(d, "n1", "n2")
+    await put(d, "/registry/jobs/run", spec("run"))
+    await put(d, "/registry/jobs/a", spec("a", depends_on=[{"job": "run"}, {"job": "b"}]))
+    await put(d, "/registry/jobs/b", spec("b", depends_on=[{"job": "a"}]))
+    await put(d, "/registry/jobs/c", spec("c", depends_on=[{"job": "b"}]))
+    await put(d, "/registry/jobs/w", spec("w", depends_on=[{"job": "run"}]))
+    await steps(d, 3)
+    for job, cycle in (("a", "a -> b -> a"), ("b", "b -> a -> b")):
+        st = await _status(d, job)
+        assert (st["phase"], st["reason"]) == ("Failed", "DependencyNeverSatisfied"), st
+        assert st["message"].endswith(f"dependency cycle: {cycle}"), st
+    st = await _status(d, "c")
+    assert (st["phase"], st["reason"]) == ("Failed", "DependencyNeverSatisfied"), st  # its dependency failed
+    st = await _status(d, "w")
+    assert (st["phase"], st["reason"]) == ("Pending", "Dependency"), st
