@@ -33,6 +33,7 @@ from kvraft.raft.types import StateRole
 from kvraft.server.api.grpc_stats import CODE_NAMES
 from kvraft.server.api.maintenance import ALARM_NAMES
 from kvraft.server.api.misc import API_VERSION
+from kvraft.server.crl import CRLError, read_crl
 from kvraft.storage.schema import ALARM_CORRUPT, ALARM_NOSPACE
 
 __all__ = ["MemberCollector", "histogram_family", "registry_for"]
@@ -55,6 +56,27 @@ def histogram_family(name: str, help_text: str, hist: DurationHistogram | None) 
     """A ``DurationHistogram`` as a Prometheus histogram (all zero when the storage has none)."""
     hist = hist if hist is not None else DurationHistogram()
     return HistogramMetricFamily(name, help_text, buckets=hist.cumulative(), sum_value=hist.sum)
+
+
+def _crl_next_updates(config: Any) -> GaugeMetricFamily:
+    """When each CRL file passes its next update (read at scrape time: the file is what the
+    operator renews). Past it OpenSSL refuses every certificate the list checks, so the
+    alert rules warn a week ahead (deploy/prometheus, KvraftCRLExpiresSoon)."""
+    family = GaugeMetricFamily(
+        "kvraft_server_crl_next_update_timestamp_seconds",
+        "When the CRL file passes its next update (unix time); after it every certificate it checks is "
+        "refused. No sample without the flag, or while the file cannot be read.", labels=["flag"])
+    for flag, path in (("client-crl-file", getattr(config, "client_crl_file", "")),
+                       ("peer-crl-file", getattr(config, "peer_crl_file", ""))):
+        if not path:
+            continue
+        try:
+            crl = read_crl(path)
+        except CRLError:
+            continue
+        if crl.next_update is not None:
+            family.add_metric([flag], crl.next_update.timestamp())
+    return family
 
 
 def _descriptors() -> tuple[int | None, int]:
@@ -249,6 +271,7 @@ class MemberCollector(Collector):
         for number in (ALARM_NOSPACE, ALARM_CORRUPT):
             alarms.add_metric([ALARM_NAMES[number]], sum(1 for _member, kind in raised if kind == number))
         yield alarms
+        yield _crl_next_updates(node.config)
         member = GaugeMetricFamily("etcd_server_id", "Server or member ID in hexadecimal format. 1 for "
                                    "'server_id' label with current ID.", labels=["server_id"])
         member.add_metric([f"{node.member_id:x}"], 1)

@@ -194,6 +194,33 @@ def test_a_garbled_crl_leaves_the_last_one_in_force(member: Member) -> None:
     assert member.status(member.client, "alice", "/v3/kv/put", PUT) == 200
 
 
+def test_the_crls_next_update_is_on_metrics_for_the_alert(member: Member) -> None:
+    """deploy/prometheus's KvraftCRLExpiresSoon reads it; a garbled file has no sample."""
+    from kvraft.server.crl import read_crl
+
+    def gauge() -> list[str]:
+        host, port = member.metrics.split(":")
+        conn = http.client.HTTPSConnection(host, int(port), context=member.context("bob"), timeout=10)
+        try:
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+        finally:
+            conn.close()
+        return [line for line in text.splitlines() if line.startswith("kvraft_server_crl_next_update_timestamp")]
+
+    replace(member.crl, member.pki / "alice.crl")
+    expected = read_crl(str(member.crl)).next_update
+    assert expected is not None
+    (line,) = gauge()
+    assert line.startswith('kvraft_server_crl_next_update_timestamp_seconds{flag="client-crl-file"}')
+    assert float(line.split()[-1]) == expected.timestamp()
+    try:
+        member.crl.write_text("garbled\n")
+        assert gauge() == []
+    finally:
+        replace(member.crl, member.pki / "alice.crl")
+
+
 def test_a_client_without_a_certificate_still_gets_in_with_a_scoped_token(member: Member) -> None:
     """The ranks of a job have no key; the CRL check must not close their way in (auth on, a
     scoped token, the CA alone). Turns auth on, then off."""
