@@ -18,11 +18,11 @@ the same purpose).
 from __future__ import annotations
 
 import json
-import os
 from importlib import metadata
 from pathlib import Path
 
 from kvraft.server.wal_dir import DataDirError
+from kvraft.storage.lmdb_env import write_durably
 
 __all__ = ["STORAGE_VERSION", "check_storage_version", "stamp"]
 
@@ -39,14 +39,7 @@ def _kvraft_version() -> str:
 
 def stamp(data_dir: Path) -> None:
     """Write the stamp of this kvraft (durably, atomically)."""
-    path = data_dir / FILE
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as handle:
-        json.dump({"storage": STORAGE_VERSION, "written_by": _kvraft_version()}, handle)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_durably(data_dir / FILE, json.dumps({"storage": STORAGE_VERSION, "written_by": _kvraft_version()}) + "\n")
 
 
 def check_storage_version(data_dir: Path) -> None:

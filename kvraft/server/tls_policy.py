@@ -58,14 +58,9 @@ def _openssl_ciphers(names: list[str]) -> str:
     return ":".join(dict.fromkeys(GO_CIPHER_SUITES[n] for n in names))
 
 
-def _setting(config: Any, name: str, default: Any) -> Any:
-    """A flag's value; an object without it (a test's namespace, an older caller) has the default."""
-    return getattr(config, name, default) or default
-
-
 def _versions(config: Any) -> tuple[ssl.TLSVersion, ssl.TLSVersion | None]:
-    low = _setting(config, "tls_min_version", "TLS1.2")
-    high = _setting(config, "tls_max_version", "")
+    low = config.tls_min_version or "TLS1.2"
+    high = config.tls_max_version
     for flag, value in (("--tls-min-version", low), ("--tls-max-version", high)):
         if value and value not in _VERSIONS:
             raise TLSPolicyError(f"{flag}: {value!r} is not TLS1.2 or TLS1.3")
@@ -77,7 +72,7 @@ def _versions(config: Any) -> tuple[ssl.TLSVersion, ssl.TLSVersion | None]:
 def check_tls_policy(config: Any) -> None:
     """Refuse, at start, flags no context could be built with."""
     low, _high = _versions(config)
-    suites = _setting(config, "cipher_suites", [])
+    suites = config.cipher_suites
     if suites:
         if low >= ssl.TLSVersion.TLSv1_3:
             raise TLSPolicyError("--cipher-suites: cipher suites cannot be configured when only TLS1.3 or "
@@ -96,7 +91,7 @@ def new_context(protocol: int, config: Any) -> ssl.SSLContext:
     context.minimum_version = low
     if high is not None:
         context.maximum_version = high
-    suites = _setting(config, "cipher_suites", [])
+    suites = config.cipher_suites
     if suites:
         context.set_ciphers(_openssl_ciphers(suites))
     return context

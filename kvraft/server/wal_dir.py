@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from kvraft.storage.lmdb_env import write_durably
+
 __all__ = ["MARKER", "DataDirError", "record_wal_dir", "wal_location"]
 
 MARKER = "raft.wal.path"
@@ -54,14 +56,4 @@ def record_wal_dir(data_dir: Path, wal: Path) -> None:
     marker = data_dir / MARKER
     if wal == data_dir / "raft.wal" or marker.exists():
         return
-    tmp = marker.with_suffix(".tmp")
-    with open(tmp, "w") as handle:
-        handle.write(f"{wal}\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, marker)
-    fd = os.open(data_dir, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_durably(marker, f"{wal}\n")

@@ -61,6 +61,18 @@ def env_sizes(env: Any, dbis: list[Any]) -> tuple[int, int]:
     return size, min(size, pages * psize)
 
 
+def write_durably(path: Path, text: str) -> None:
+    """Replace the small file ``path`` with ``text`` atomically and durably (a temporary
+    file synced, renamed over it, the directory synced)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
 def fsync_dir(path: str | os.PathLike[str]) -> None:
     """fsync a directory so a rename or unlink in it is durable."""
     fd = os.open(str(Path(path)), os.O_RDONLY)

@@ -178,7 +178,8 @@ def test_a_revoked_client_certificate_fails_the_handshake_and_the_others_pass(pk
 def counting_contexts(pki: Path, path: Path, clock: Callable[[], float] = time.time) -> CRLContexts:
     """``CRLContexts`` for the client URLs' settings, counting its builds."""
     base = SimpleNamespace(cert_file=str(pki / "m0.crt"), key_file=str(pki / "m0.key"),
-                           trusted_ca_file=str(pki / "ca.crt"), client_cert_auth=True, client_crl_file="")
+                           trusted_ca_file=str(pki / "ca.crt"), client_cert_auth=True, client_crl_file="",
+                           cipher_suites=[], tls_min_version="TLS1.2", tls_max_version="")
 
     def build(crl: str) -> ssl.SSLContext:
         context = client_ssl_context(base)
@@ -252,7 +253,8 @@ def test_a_session_resumed_from_before_a_change_is_refused(pki: Path, tmp_path, 
 def peer(pki: Path, name: str, crl: Path) -> tuple[ssl.SSLContext, Callable[[], ssl.SSLContext]]:
     server, dialer = peer_ssl_contexts(SimpleNamespace(
         peer_cert_file=str(pki / f"{name}-peer.crt"), peer_key_file=str(pki / f"{name}-peer.key"),
-        peer_trusted_ca_file=str(pki / "ca.crt"), peer_client_cert_auth=True, peer_crl_file=str(crl)))
+        peer_trusted_ca_file=str(pki / "ca.crt"), peer_client_cert_auth=True, peer_crl_file=str(crl),
+        cipher_suites=[], tls_min_version="TLS1.2", tls_max_version=""))
     assert server is not None and callable(dialer)
     return server, dialer
 

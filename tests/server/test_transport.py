@@ -242,7 +242,7 @@ async def test_mutual_tls_delivers_between_members_and_rejects_strangers(tmp_pat
         cert, key = leaves[name]
         return peer_ssl_contexts(SimpleNamespace(
             peer_cert_file=cert, peer_key_file=key, peer_trusted_ca_file=ca, peer_client_cert_auth=True,
-            peer_crl_file=""))
+            peer_crl_file="", cipher_suites=[], tls_min_version="TLS1.2", tls_max_version=""))
 
     key = cluster_key("tok")
     inbox_b = Inbox()
