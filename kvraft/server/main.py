@@ -24,6 +24,7 @@ from kvraft.server.crl import CRLError
 from kvraft.server.force_new import ForceNewClusterError
 from kvraft.server.node import Node
 from kvraft.server.tls import AutoTLSError, apply_auto_tls, client_ssl_context
+from kvraft.server.tls_accept import AcceptingTCPSite
 from kvraft.server.wal_dir import DataDirError
 from kvraft.storage.errors import StorageCorruptionError
 
@@ -101,8 +102,9 @@ async def _serve_metrics(config: Config, node: Node, client_ssl: ssl.SSLContext 
     await runner.setup()
     for url in config.listen_metrics_urls:
         parts = urlsplit(url)
-        await web.TCPSite(runner, parts.hostname, parts.port, reuse_address=True,
-                          ssl_context=client_ssl if parts.scheme == "https" else None).start()
+        await AcceptingTCPSite(runner, parts.hostname, parts.port, reuse_address=True,
+                               ssl_context=client_ssl if parts.scheme == "https" else None,
+                               listener="metrics", failures=node.handshake_failures).start()
     return runner
 
 

@@ -272,6 +272,13 @@ class MemberCollector(Collector):
             alarms.add_metric([ALARM_NAMES[number]], sum(1 for _member, kind in raised if kind == number))
         yield alarms
         yield _crl_next_updates(node.config)
+        refused = CounterMetricFamily("kvraft_server_tls_handshake_failures",
+                                      "TLS handshakes that failed on this member's listeners, by listener "
+                                      "(client, peer, metrics) and reason (OpenSSL's, or timeout / "
+                                      "connection_lost).", labels=["listener", "reason"])
+        for (listener, reason), count in sorted(node.handshake_failures.counts.items()):
+            refused.add_metric([listener, reason], count)
+        yield refused
         member = GaugeMetricFamily("etcd_server_id", "Server or member ID in hexadecimal format. 1 for "
                                    "'server_id' label with current ID.", labels=["server_id"])
         member.add_metric([f"{node.member_id:x}"], 1)

@@ -40,6 +40,7 @@ from kvraft.server.node_status import MemberCounters, NodeStatusMixin
 from kvraft.server.reconfig import ReconfigCheck
 from kvraft.server.storage_version import check_storage_version
 from kvraft.server.tls import peer_ssl_contexts
+from kvraft.server.tls_accept import HandshakeFailures
 from kvraft.server.transport import PeerTransport, cluster_key
 from kvraft.server.wal_dir import record_wal_dir, wal_location
 from kvraft.storage.errors import StorageCorruptionError
@@ -142,6 +143,8 @@ class Node(NodeStatusMixin):
             self.raft_log,
         )
         server_ssl, client_ssl = peer_ssl_contexts(config)
+        self.handshake_failures = HandshakeFailures()
+        """TLS handshakes refused on any of this member's listeners (kvraft.server.tls_accept)."""
         self.transport = PeerTransport(
             self.member_id,
             cluster_key(config.initial_cluster_token, config.peer_secret_file),
@@ -151,6 +154,7 @@ class Node(NodeStatusMixin):
             server_ssl=server_ssl,
             client_ssl=client_ssl,
             cert_rule=CertRule("peer", config.peer_cert_allowed_cn, config.peer_cert_allowed_hostname),
+            handshake_failures=self.handshake_failures,
         )
         self.driver = NodeDriver(
             self.member_id,

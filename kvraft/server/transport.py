@@ -48,6 +48,7 @@ from kvraft.durations import ETCD_PEER_RTT_BUCKETS_S, DurationHistogram
 from kvraft.raft.types import Message
 from kvraft.server import wire
 from kvraft.server.cert_names import CertRule
+from kvraft.server.tls_accept import HandshakeFailures, accepting
 
 __all__ = ["PeerTransport", "TransportStats", "cluster_key"]
 
@@ -162,6 +163,7 @@ class PeerTransport:
         queue_max: int = 8192,
         probe_interval_s: float = PROBE_INTERVAL_S,
         cert_rule: CertRule | None = None,
+        handshake_failures: HandshakeFailures | None = None,
     ) -> None:
         self.member_id = member_id
         self._key = key
@@ -182,13 +184,16 @@ class PeerTransport:
         """--peer-cert-allowed-cn/-hostname: checked on the certificate of every peer connection,
         accepted or dialed (kvraft.server.cert_names)."""
         self.stats = TransportStats()
+        self.handshake_failures = handshake_failures or HandshakeFailures()
+        """Handshakes the peer listener refused (kvraft.server.tls_accept): logged and counted."""
 
     # -- lifecycle --------------------------------------------------------------------
     async def listen(self, urls: list[str]) -> None:
         for url in urls:
             parts = urlsplit(url)
+            factory, context = accepting(lambda: _Inbound(self), self._server_ssl, "peer", self.handshake_failures)
             server = await asyncio.get_running_loop().create_server(
-                lambda: _Inbound(self), parts.hostname, parts.port or 2380, ssl=self._server_ssl, reuse_address=True
+                factory, parts.hostname, parts.port or 2380, ssl=context, reuse_address=True
             )
             self._servers.append(server)
         if self._prober is None:

@@ -4,7 +4,8 @@ route and the fast path's KV routes) and on an https metrics URL while the other
 revocation written while the member runs applies to the next connection, a resumed TLS
 session included; a garbled CRL leaves the last one in force; a client without a
 certificate still reaches the scoped-token path; a member whose peer certificate is revoked
-is kept out of its cluster. In-process checks of the same code: test_crl.py."""
+is kept out of its cluster. Every refusal is logged and counted by the refusing member. In-process
+checks of the same code: test_crl.py, test_tls_accept.py."""
 
 from __future__ import annotations
 
@@ -143,6 +144,24 @@ def test_a_revoked_client_certificate_is_refused_on_the_client_and_metrics_urls(
         address = member.client if listener == "client" else member.metrics
         assert member.status(address, "bob", path, body) == 200, path
         assert member.refused(address, "alice", path, body), path
+    # each refusal is logged by the member, with the listener, the address and OpenSSL's
+    # reason, and counted on /metrics
+    log = member.log.read_text()
+    for listener in ("client", "metrics"):
+        assert f"rejected connection on the {listener} URL from 127.0.0.1:" in log
+    assert f"certificate verify failed: {REVOKED}" in log
+    host, port = member.metrics.split(":")
+    conn = http.client.HTTPSConnection(host, int(port), context=member.context("bob"), timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    counted = {line.split("{")[1].split("}")[0]: float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith("kvraft_server_tls_handshake_failures_total{")}
+    # (alice's 2 TLS versions x 3 client routes, and x 1 metrics route)
+    assert counted['listener="client",reason="certificate_verify_failed"'] >= 6, counted
+    assert counted['listener="metrics",reason="certificate_verify_failed"'] >= 2, counted
     # a client without a certificate is not checked against the CRL: it gets past the
     # handshake to the certificate-or-scoped-token check (a 401, not a TLS failure)
     assert member.status(member.client, None, "/v3/kv/range", b'{"key":"YQ=="}') == 401
@@ -287,7 +306,10 @@ def test_a_member_whose_peer_certificate_is_revoked_is_kept_out_of_the_cluster(t
             # m2's dials, cut by m0's and m1's listeners (asyncio sends no alert: m2 sees an EOF)
             refused = logs["m2"].count("closed the connection without answering the hello (does it refuse "
                                        "our certificate?)")
-            return dialed and refused >= 2
+            # ... and the listeners that cut them say so (kvraft.server.tls_accept)
+            logged = all("rejected connection on the peer URL from 127.0.0.1:" in logs[name]
+                         and f"certificate verify failed: {REVOKED}" in logs[name] for name in ("m0", "m1"))
+            return dialed and refused >= 2 and logged
 
         wait_for(refused_both_ways, what="the refusals in the members' logs")
         with SyncClient([m2.client_url], request_timeout_s=3.0) as client:

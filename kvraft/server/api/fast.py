@@ -58,6 +58,7 @@ from kvraft.server.api.grpc_stats import GrpcStats, Method, method_for
 from kvraft.server.api.request import body_limit
 from kvraft.server.api.state import SERVER
 from kvraft.server.cert_names import CertRule
+from kvraft.server.tls_accept import accepting
 
 __all__ = ["FastProtocol", "FastTCPSite", "MAX_BATCH_OPS", "fast_factory"]
 
@@ -570,9 +571,10 @@ class FastTCPSite(web.TCPSite):
         runner = self._runner
         app = runner.app  # type: ignore[attr-defined]
         limit = body_limit(app[SERVER].config.max_request_bytes)
-        factory = fast_factory(runner.server, app[SERVER], app[FEATURES], limit)
+        factory, context = accepting(fast_factory(runner.server, app[SERVER], app[FEATURES], limit), self._ssl_context,
+                                     "client", app[SERVER].handshake_failures)
         self._server = await asyncio.get_running_loop().create_server(
-            factory, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            factory, self._host, self._port, ssl=context, backlog=self._backlog,
             reuse_address=self._reuse_address, reuse_port=self._reuse_port,
         )
         sockets = self._server.sockets
