@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvraft.client import Compare, Op
-from scheduler import decode, keys
+from scheduler import arrays, decode, keys
 from scheduler.informer_view import Binding as StoredBinding
 from scheduler.informer_view import ClusterView
 from scheduler.jobs import task_instances
@@ -73,6 +73,7 @@ def assignment_doc(spec: dict[str, Any], task: str, group: dict[str, Any], gpus:
         "KVRAFT_WORLD_SIZE": str(world), "KVRAFT_RESTARTS": str(restarts), "KVRAFT_PEERS": peers,
         "KVRAFT_RUN": str(restarts if run is None else run),
     })
+    env.update(arrays.env(spec))  # an element of a job array: its index (scheduler.arrays)
     if job_uid:
         env["KVRAFT_JOB_UID"] = str(job_uid)
     if spec.get("checkpoint_dir"):

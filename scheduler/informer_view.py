@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from scheduler import decode, dependencies, keys
+from scheduler import arrays, decode, dependencies, keys
 from scheduler.jobs import check_stored_job, to_model
 from scheduler.model import (
     Event,
@@ -112,6 +112,8 @@ class ClusterView:
         self.classes: dict[str, Entry] = {}
         self.jobs_on_node: dict[str, set[str]] = {}
         self.dependents: dict[str, set[str]] = {}  # job -> the jobs whose spec depends on it
+        self.arrays: dict[str, set[str]] = {}  # job array -> its stored elements (scheduler.arrays)
+        self._turns: dict[str, tuple[set[str], int]] = {}  # array -> (eligible elements, running): a cache
         self.invalid: dict[str, str] = {}  # key -> why its value was skipped (logged once per put)
         self.dirty_nodes: set[str] = set()
         self.dirty_jobs: set[str] = set()
@@ -178,6 +180,7 @@ class ClusterView:
         self.invalid[key] = why
 
     def _put(self, key: str, value: bytes, create: int, mod: int) -> None:
+        self._turns.clear()
         where = keys.split(key)
         if where is None:
             return
@@ -220,7 +223,7 @@ class ClusterView:
                 self._node_dirty(rest)
         elif prefix == keys.JOBS:
             problems = [why] if why else [str(p) for p in check_stored_job(rest, doc)]
-            self._index_dependencies(rest, None)
+            self._index_spec(rest, None)
             if problems:
                 self._invalid(key, "; ".join(problems))
                 self.jobs.pop(rest, None)
@@ -228,7 +231,7 @@ class ClusterView:
             else:
                 self.jobs[rest] = entry
                 self.invalid_jobs.pop(rest, None)
-                self._index_dependencies(rest, entry.doc)
+                self._index_spec(rest, entry.doc)
             self.dirty_jobs.add(rest)
         elif prefix == keys.BINDINGS:
             old = self.bindings.get(rest)
@@ -295,6 +298,7 @@ class ClusterView:
         self.dirty_jobs.add(job)
 
     def _delete(self, key: str) -> None:
+        self._turns.clear()
         was_invalid = self.invalid.pop(key, None) is not None
         where = keys.split(key)
         if where is None:
@@ -320,7 +324,7 @@ class ClusterView:
         if table is None:
             return
         if prefix == keys.JOBS:
-            self._index_dependencies(rest, None)
+            self._index_spec(rest, None)
         table.pop(rest, None)
         if prefix == keys.JOBS:
             self.invalid_jobs.pop(rest, None)
@@ -331,10 +335,21 @@ class ClusterView:
         elif prefix == keys.TENANTS:
             self.dirty_tenants.add(rest)
 
-    def _index_dependencies(self, job: str, doc: Any) -> None:
-        """Index the dependencies of ``job``'s spec ``doc`` (None: unindex its stored spec's)."""
+    def _index_spec(self, job: str, doc: Any) -> None:
+        """Index the dependencies and the array of ``job``'s spec ``doc`` (None: unindex its
+        stored spec's)."""
         old = self.jobs.get(job)
-        for d in dependencies.parse(old.doc if doc is None and old is not None else doc or {}):
+        spec = old.doc if doc is None and old is not None else doc or {}
+        record = arrays.member(spec)
+        if record is not None:
+            members = self.arrays.setdefault(record["job"], set())
+            if doc is None:
+                members.discard(job)
+                if not members:
+                    del self.arrays[record["job"]]
+            else:
+                members.add(job)
+        for d in dependencies.parse(spec):
             if doc is None:
                 names = self.dependents.get(d.job)
                 if names is not None:
@@ -393,7 +408,52 @@ class ClusterView:
             verdict = self.dependency_verdict(job)
             if verdict is not None and verdict.state != "met":
                 return None
+        if job not in self.bindings and self.array_throttled(job) is not None:
+            return None
         return to_model(entry.doc)
+
+    def array_throttled(self, job: str) -> str | None:
+        """Why a pending element of a job array is kept back by its array's limit, or None
+        (not an element, no limit, or its turn: ``scheduler.arrays.eligible``)."""
+        entry = self.jobs.get(job)
+        record = arrays.member(entry.doc) if entry is not None else None
+        if record is None or record["parallelism"] is None:
+            return None
+        turn = self._turns.get(record["job"])
+        if turn is None:
+            turn = self._turns[record["job"]] = self._turn(record["job"], record["parallelism"])
+        if job in turn[0]:
+            return None
+        return arrays.throttle_message(record, turn[1])
+
+    def _turn(self, array: str, parallelism: int) -> tuple[set[str], int]:
+        """The elements of ``array`` whose turn it is, and how many run (kept until the view
+        changes: ``array_throttled`` asks once per element)."""
+        rows = []
+        for name in self.arrays.get(array, ()):
+            each = self.jobs[name]
+            if name in self.bindings:
+                state = "running"
+            elif each.doc.get("cancelled") or self.phase(name) in TERMINAL:
+                state = "done"
+            else:
+                state = "pending"
+            rows.append((each.doc["array"]["index"], name, state))
+        return arrays.eligible(rows, parallelism), sum(1 for _, _, state in rows if state == "running")
+
+    def throttled_jobs(self) -> list[str]:
+        """The elements of job arrays kept back by their array's limit (sorted), whose pending
+        status the daemon writes."""
+        out = []
+        for names in self.arrays.values():
+            for j in names:
+                entry = self.jobs.get(j)
+                if entry is None or j in self.bindings or entry.doc.get("cancelled") or self.phase(j) in TERMINAL:
+                    continue
+                verdict = self.dependency_verdict(j) if entry.doc.get("depends_on") else None
+                if (verdict is None or verdict.state == "met") and self.array_throttled(j) is not None:
+                    out.append(j)  # (one waiting for its dependencies says so instead)
+        return sorted(out)
 
     def gated_jobs(self) -> list[str]:
         """The jobs with dependencies that are neither bound, finished nor cancelled: those whose
@@ -416,9 +476,17 @@ class ClusterView:
         return out
 
     def dependency_phase(self, job: str) -> str | None:
-        """The phase of a job another depends on; None when its key does not exist."""
+        """The phase of a job another depends on; None when its key does not exist. A job
+        array's name answers for all its elements: Succeeded when all did, Failed or Cancelled
+        once all ended and one did not succeed (Failed first), else Running or Pending."""
         if job not in self.jobs and job not in self.invalid_jobs:
-            return None
+            members = self.arrays.get(job)
+            if not members:
+                return None
+            phases = [self.phase(m) for m in members]
+            if any(p not in TERMINAL for p in phases):
+                return "Running" if any(m in self.bindings for m in members) else "Pending"
+            return next((p for p in ("Failed", "Cancelled") if p in phases), "Succeeded")
         return self.phase(job)
 
     def dependency_verdict(self, job: str) -> dependencies.Verdict | None:
@@ -474,7 +542,14 @@ class ClusterView:
 
     def take_dirty(self) -> tuple[set[str], set[str], set[str]]:
         """The dirty names; a dirty job's dependents are dirty too (its end may meet their
-        dependencies, or make them never met)."""
+        dependencies, or make them never met), and so are the other elements of a dirty
+        element's job array (its start or end changes whose turn it is)."""
+        # an element's start or end changes which of its array's elements may run, and may
+        # end the array as a whole (a dependency of other jobs)
+        touched = {record["job"] for j in self.dirty_jobs
+                   if (entry := self.jobs.get(j)) is not None and (record := arrays.member(entry.doc)) is not None}
+        for array in touched:
+            self.dirty_jobs |= self.arrays.get(array, set()) | self.dependents.get(array, set())
         self.dirty_jobs |= {d for j in self.dirty_jobs for d in self.dependents.get(j, ())}
         out = (self.dirty_nodes, self.dirty_jobs, self.dirty_tenants)
         self.dirty_nodes, self.dirty_jobs, self.dirty_tenants = set(), set(), set()

@@ -17,6 +17,7 @@ A job is a gang in the spirit of Volcano's Job and Kubeflow's MPIJob (docs/jobs.
     checkpoint_dir: /ckpt/bert-large
     ttl_seconds_after_finished: 3600   # keys deleted an hour after it ends (scheduler.job_gc)
     depends_on: [{job: bert-prep}]     # runs once bert-prep has Succeeded (scheduler.dependencies)
+    # array: "0-15%4"                  # a job array: 16 jobs bert-large_0.., 4 at a time (scheduler.arrays)
 
 ``validate_job(doc)`` returns every problem at once, each with its path
 (``tasks[1].resources.gpus: must be >= 0``), from ``jsonschema`` plus the few rules a schema
@@ -40,6 +41,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from scheduler import arrays
 from scheduler.model import Job, Level, Mode, Topology
 
 __all__ = [
@@ -138,6 +140,8 @@ JOB_SCHEMA: dict[str, Any] = {
         "grace_s": {"type": "number", "minimum": 0, "maximum": 3600},
         "ttl_seconds_after_finished": {"type": "number", "minimum": 0},
         "depends_on": {"type": "array", "maxItems": MAX_DEPENDENCIES, "items": DEPENDENCY},
+        # a job array (scheduler.arrays): Slurm's --array syntax, "0-15%4"
+        "array": {"type": "string", "minLength": 1},
     },
 }
 
@@ -231,6 +235,12 @@ STORED_JOB_SCHEMA: dict[str, Any] = {
         "depends_on": {"type": "array", "maxItems": MAX_DEPENDENCIES,
                        "items": {"type": "object", "required": ["job", "condition"],
                                  "properties": {"job": NAME, "condition": {"enum": ["succeeded", "finished"]}}}},
+        # an element of a job array (scheduler.arrays.record_ok checks it and the name)
+        "array": {"type": ["object", "null"], "required": ["job", "index", "count", "parallelism"],
+                  "additionalProperties": False,
+                  "properties": {"job": NAME, "index": {"type": "integer", "minimum": 0, "maximum": 9999},
+                                 "count": {"type": "integer", "minimum": 1, "maximum": 1000},
+                                 "parallelism": {"type": ["integer", "null"], "minimum": 1}}},
     },
 }
 
@@ -390,7 +400,21 @@ def _semantic_problems(doc: dict[str, Any]) -> list[Problem]:
         problems.append(Problem("max_restarts", "needs restart_policy OnFailure"))
     if "estimate_s" in doc and "max_run_s" in doc and doc["estimate_s"] > doc["max_run_s"]:
         problems.append(Problem("estimate_s", f"must be <= max_run_s ({doc['max_run_s']})"))
-    return problems + _dependency_problems(doc)
+    return problems + _dependency_problems(doc) + _array_problems(doc)
+
+
+def _array_problems(doc: dict[str, Any]) -> list[Problem]:
+    """The index list parses, and the elements' names (``<name>_<index>``) are valid names."""
+    if not isinstance(doc.get("array"), str):
+        return []
+    try:
+        spec = arrays.parse(doc["array"])
+    except ValueError as exc:
+        return [Problem("array", str(exc))]
+    longest = arrays.element_name(str(doc.get("name", "")), spec.indices[-1])
+    if len(longest) > 63:
+        return [Problem("name", f"too long for a job array: its element {longest!r} has more than 63 characters")]
+    return []
 
 
 def _dependency_problems(doc: dict[str, Any]) -> list[Problem]:
@@ -426,6 +450,10 @@ def check_stored_job(name: str, doc: Any) -> list[Problem]:
     problems = _schema_problems(STORED_JOB_SCHEMA, doc)
     if isinstance(doc, dict) and "name" in doc and doc["name"] != name:
         problems.insert(0, Problem("name", f"{doc['name']!r} is not the key's name {name!r}"))
+    if not problems and isinstance(doc, dict) and doc.get("array") is not None \
+            and not arrays.record_ok(doc["array"], doc["name"]):
+        problems.append(Problem("array", f"an element of array {doc['array']['job']!r} with index "
+                                         f"{doc['array']['index']} is named {arrays.element_name(doc['array']['job'], doc['array']['index'])!r}"))
     return problems
 
 
@@ -479,7 +507,8 @@ def _stored_job_ok(doc: Any) -> bool:
             and ("grace_s" not in doc or (_n(doc["grace_s"]) and 0 <= doc["grace_s"] <= 3600))
             and (doc.get("ttl_seconds_after_finished") is None or _n(doc["ttl_seconds_after_finished"]))
             and ("submitted_at" not in doc or _n(doc["submitted_at"])) and isinstance(doc.get("cancelled", False), bool)
-            and ("depends_on" not in doc or _dependencies_ok(doc["depends_on"])))
+            and ("depends_on" not in doc or _dependencies_ok(doc["depends_on"]))
+            and (doc.get("array") is None or arrays.record_ok(doc["array"], doc["name"])))
 
 
 def _dependencies_ok(deps: Any) -> bool:

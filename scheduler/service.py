@@ -37,7 +37,7 @@ from prometheus_client import generate_latest
 from kvraft.aio import cancel_and_wait
 from kvraft.client import Client, ClientError, Compare, TLSConfig
 from kvraft.client.observe import configure_logging, metrics_response
-from scheduler import decode, dependencies, evictions, keys
+from scheduler import arrays, decode, dependencies, evictions, keys
 from scheduler.binder import Binder
 from scheduler.cycle import Scheduler
 from scheduler.informer import Informer
@@ -351,6 +351,13 @@ class SchedulerDaemon:
                 docs[job_id] = doc
             if event:
                 events.append((job_id, "DependencyNeverSatisfied", event))
+        # elements of job arrays kept back by their array's limit (scheduler.arrays)
+        for job_id in view.throttled_jobs():
+            message = view.array_throttled(job_id) or ""
+            by_reason["JobArrayTaskLimit"] += 1
+            old = self._status(job_id)
+            if (old.get("phase"), old.get("reason"), old.get("message")) != ("Pending", "JobArrayTaskLimit", message):
+                docs[job_id] = dict(old, phase="Pending", reason="JobArrayTaskLimit", plugin="daemon", message=message)
         self.pending_by_reason = by_reason
         # jobs cancelled before they ever ran
         for job_id, entry in view.jobs.items():
@@ -526,6 +533,9 @@ class SchedulerDaemon:
             return
         # its dependents record its outcome before its keys may go (scheduler.dependencies)
         hold = dependencies.collect_hold(job, self.view.dependent_records(job))
+        record = arrays.member(spec)
+        if hold is None and record is not None:  # (an element: jobs may depend on its whole array)
+            hold = dependencies.collect_hold(record["job"], self.view.dependent_records(record["job"]))
         if hold is not None:
             log.debug("collection deferred", extra={"fields": {"job": job, "why": hold}})
             self._timers[job] = now + 1.0

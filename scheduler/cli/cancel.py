@@ -1,4 +1,6 @@
-"""``jobctl cancel NAME...``: mark jobs cancelled; the scheduler stops their tasks."""
+"""``jobctl cancel NAME...``: mark jobs cancelled; the scheduler stops their tasks. The name
+of a job array (``scheduler.arrays``) cancels its elements that have not ended, as Slurm's
+``scancel ARRAYID``."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Any, TextIO
 
 from kvraft.client import Compare, Op
 from scheduler import decode, keys
-from scheduler.cli.common import CliError, NotFound
+from scheduler.cli.common import CliError, NotFound, array_elements
 from scheduler.jobs import check_stored_job
 
 __all__ = ["add_parser", "run"]
@@ -22,33 +24,50 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     for name in args.names:
-        key = keys.job_key(name)
-        for _ in range(5):
-            resp = client.get(key)
-            if not resp.kvs:
+        if not client.get(keys.job_key(name)).kvs:
+            # the name of a job array: its elements that have not ended (scancel ARRAYID)
+            members = sorted(array_elements(client, name)[1], key=lambda n: int(n.rsplit("_", 1)[1]))
+            if not members:
                 raise NotFound("jobs", name)
-            kv = resp.kvs[0]
-            try:
-                doc = decode.json_value(kv.value)
-            except decode.Malformed as exc:
-                doc, problems = None, [str(exc)]
-            else:
-                problems = [str(p) for p in check_stored_job(name, doc)]
-            if problems:
-                raise CliError(f"error: job {name}: {key} is not a job ({'; '.join(problems)}); "
-                               f"the scheduler does not run it (kvctl del {key} removes it)")
-            st = client.get(keys.jobstatus_key(name))
-            try:
-                phase = decode.job_status(decode.json_value(st.kvs[0].value))[0].get("phase") if st.kvs else "Pending"
-            except decode.Malformed:
-                phase = "Pending"  # the scheduler rewrites a status that does not decode
-            if phase in ("Succeeded", "Failed", "Cancelled"):
-                raise CliError(f"error: job {name} already finished ({phase})")
-            if doc.get("cancelled"):
-                break
-            doc["cancelled"] = True
-            txn = client.txn().if_(Compare.mod(key, "=", kv.mod_revision)).then(Op.put(key, json.dumps(doc).encode()))
-            if txn.commit().succeeded:
-                break
+            for member in members:
+                if _cancel(client, member, quiet=True):
+                    out.write(f"job/{member} cancelled\n")
+            continue
+        _cancel(client, name, quiet=False)
         out.write(f"job/{name} cancelled\n")
     return 0
+
+
+def _cancel(client: Any, name: str, *, quiet: bool) -> bool:
+    """Mark ``name`` cancelled; False when it had ended (an error unless ``quiet``)."""
+    key = keys.job_key(name)
+    for _ in range(5):
+        resp = client.get(key)
+        if not resp.kvs:
+            raise NotFound("jobs", name)
+        kv = resp.kvs[0]
+        try:
+            doc = decode.json_value(kv.value)
+        except decode.Malformed as exc:
+            doc, problems = None, [str(exc)]
+        else:
+            problems = [str(p) for p in check_stored_job(name, doc)]
+        if problems:
+            raise CliError(f"error: job {name}: {key} is not a job ({'; '.join(problems)}); "
+                           f"the scheduler does not run it (kvctl del {key} removes it)")
+        st = client.get(keys.jobstatus_key(name))
+        try:
+            phase = decode.job_status(decode.json_value(st.kvs[0].value))[0].get("phase") if st.kvs else "Pending"
+        except decode.Malformed:
+            phase = "Pending"  # the scheduler rewrites a status that does not decode
+        if phase in ("Succeeded", "Failed", "Cancelled"):
+            if quiet:
+                return False
+            raise CliError(f"error: job {name} already finished ({phase})")
+        if doc.get("cancelled"):
+            break
+        doc["cancelled"] = True
+        txn = client.txn().if_(Compare.mod(key, "=", kv.mod_revision)).then(Op.put(key, json.dumps(doc).encode()))
+        if txn.commit().succeeded:
+            break
+    return True

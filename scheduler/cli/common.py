@@ -11,10 +11,10 @@ import sys
 from typing import Any
 
 from kvraft.client import Op
-from scheduler import decode, keys
+from scheduler import arrays, decode, keys
 from scheduler.jobs import check_stored_job
 
-__all__ = ["CliError", "NotFound", "job_view", "key_of", "placement_rows", "read_input", "skip"]
+__all__ = ["CliError", "NotFound", "array_elements", "job_view", "key_of", "placement_rows", "read_input", "skip"]
 
 
 class CliError(Exception):
@@ -48,6 +48,23 @@ def key_of(kv: Any) -> str | None:
     except decode.Malformed as exc:
         skip(repr(kv.key), str(exc))
         return None
+
+
+def array_elements(client: Any, name: str) -> tuple[set[str], list[str]]:
+    """``(job names starting <name>_, those that are elements of job array <name>)``."""
+    taken, members = set(), []
+    for kv in client.get(keys.job_key(name) + "_", prefix=True).kvs:
+        key = key_of(kv)
+        if key is None:
+            continue
+        taken.add(key[len(keys.JOBS):])
+        try:
+            record = arrays.member(decode.json_value(kv.value))
+        except (decode.Malformed, AttributeError):
+            continue
+        if record is not None and record.get("job") == name:
+            members.append(key[len(keys.JOBS):])
+    return taken, members
 
 
 def placement_rows(rows: Any) -> list[dict[str, Any]]:

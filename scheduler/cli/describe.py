@@ -137,6 +137,10 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     w(f"Restarts:       {s['restarts']} (policy {spec.get('restart_policy')}, max {spec.get('max_restarts')})\n")
     w(f"Preemptions:    {s['preemptions']}\n")
     w(f"Evictions:      {s['evictions']} (drain, requeue)\n")
+    record = spec.get("array")
+    if record:  # an element of a job array (scheduler.arrays)
+        limit = "no limit" if record["parallelism"] is None else f"at most {record['parallelism']} at a time"
+        w(f"Array:          {record['job']}, index {record['index']} of {record['count']} elements ({limit})\n")
     topo = spec.get("topology")
     w(f"Topology:       {'any' if not topo else topo['mode'] + ' ' + topo['level']}\n")
     w(f"Checkpoints:    {spec.get('checkpoint_dir') or '<none>'}\n")

@@ -7,7 +7,12 @@ job its tenant does not admit (``scheduler.admission``: name prefix, priority ca
 Dependencies (``depends_on``, ``scheduler.dependencies``): each named job must exist, or be
 submitted in the same file; the jobs of a file may not depend on one another in a cycle; and
 they are written dependencies first, so a scheduler that reads the first ones of a file before
-the rest never finds a dependency missing (which would fail the job)."""
+the rest never finds a dependency missing (which would fail the job).
+
+Job arrays (``array: "0-15%4"``, ``scheduler.arrays``): the job is stored as its elements,
+``<name>_<index>``, up to TXN_JOBS of them per txn; each says ``job/<name>_<i> submitted``.
+An array is refused when its name is a job's or an array's, or an element's name is taken. A
+job may depend on a whole array by its name (``depends_on: [{job: sweep}]``: all elements)."""
 
 from __future__ import annotations
 
@@ -16,9 +21,9 @@ import time
 from typing import Any, TextIO
 
 from kvraft.client import Compare, Op
-from scheduler import decode, keys
+from scheduler import arrays, decode, keys
 from scheduler.admission import admission_problem
-from scheduler.cli.common import CliError, key_of, read_input
+from scheduler.cli.common import CliError, array_elements, key_of, read_input
 from scheduler.dependencies import cycle, submit_order
 from scheduler.jobs import load_documents, normalize_job, validate_job, validate_priority_class
 from scheduler.model import Tenant
@@ -89,7 +94,8 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     if len(set(names)) != len(names):
         raise CliError(f"error: {source}: a job name appears twice")
     missing = sorted({(d["name"], dep["job"]) for d in docs for dep in d.get("depends_on") or []
-                      if dep["job"] not in names and not client.get(keys.job_key(dep["job"])).kvs},
+                      if dep["job"] not in names and not client.get(keys.job_key(dep["job"])).kvs
+                      and not array_elements(client, dep["job"])[1]},
                      key=lambda m: (names.index(m[0]), m[1]))
     if missing:
         raise CliError("\n".join(f'error: job {job}: depends_on: no job "{dep}" (jobctl get jobs lists them; '
@@ -117,6 +123,7 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
                                f'({"; ".join(problems)})')
             priority = pc["value"]
         stored.append(normalize_job(doc, priority=priority, submitted_at=time.time()))
+    stored = _expand_arrays(client, stored, {d["name"]: d.get("array") for d in docs})
     tenants = _tenants(client)
     refused = [f"job {d['name']}: {why}" for d in stored
                if (why := admission_problem(d["name"], d["tenant"], d["priority"], tenants)) is not None]
@@ -128,10 +135,52 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
         return 0
     import json
 
-    for d in stored:
-        key = keys.job_key(d["name"])
-        resp = client.txn().if_(Compare.create(key, "=", 0)).then(Op.put(key, json.dumps(d).encode())).commit()
+    done = 0
+    while done < len(stored):
+        # one txn per job, or per TXN_JOBS elements of an array (etcd's --max-txn-ops is 128)
+        batch = stored[done:done + 1]
+        record = arrays.member(batch[0])
+        while record is not None and len(batch) < TXN_JOBS and done + len(batch) < len(stored) \
+                and (nxt := arrays.member(stored[done + len(batch)])) is not None and nxt["job"] == record["job"]:
+            batch.append(stored[done + len(batch)])
+        names = [keys.job_key(d["name"]) for d in batch]
+        txn = client.txn().if_(*(Compare.create(k, "=", 0) for k in names))
+        resp = txn.then(*(Op.put(k, json.dumps(d).encode()) for k, d in zip(names, batch, strict=True))).commit()
         if not resp.succeeded:
-            raise CliError(f'Error from server (AlreadyExists): jobs "{d["name"]}" already exists')
-        out.write(f"{d['name']}\n" if args.output == "name" else f"job/{d['name']} submitted\n")
+            taken = [d["name"] for d in batch if client.get(keys.job_key(d["name"])).kvs]
+            more = f" ({done} submitted before it: {', '.join(d['name'] for d in stored[:done])})" if done else ""
+            raise CliError(f'Error from server (AlreadyExists): jobs "{", ".join(taken) or batch[0]["name"]}" '
+                           f"already exists{more}")
+        for d in batch:
+            out.write(f"{d['name']}\n" if args.output == "name" else f"job/{d['name']} submitted\n")
+        done += len(batch)
     return 0
+
+
+TXN_JOBS = 100
+
+
+def _expand_arrays(client: Any, stored: list[dict[str, Any]], specs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each job with ``array`` becomes its elements (``scheduler.arrays.expand``); an array whose
+    name is a job's, or an array's already, or whose element names are taken, is refused."""
+    out: list[dict[str, Any]] = []
+    for d in stored:
+        text = specs.get(d["name"])
+        if text is None:
+            out.append(d)
+            continue
+        name = d["name"]
+        if client.get(keys.job_key(name)).kvs:
+            raise CliError(f'Error from server (AlreadyExists): jobs "{name}" already exists (a job array may not '
+                           f"take a job's name)")
+        elements = arrays.expand(d, text)
+        taken, members = array_elements(client, name)
+        if members:
+            raise CliError(f'Error from server (AlreadyExists): job array "{name}" already exists '
+                           f"({members[0]} is one of its elements)")
+        clash = [e["name"] for e in elements if e["name"] in taken]
+        if clash:
+            raise CliError(f'Error from server (AlreadyExists): jobs "{", ".join(clash)}" already exist '
+                           f"(the names of array {name}'s elements)")
+        out.extend(elements)
+    return out

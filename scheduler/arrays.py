@@ -1,0 +1,147 @@
+"""PURE: job arrays, Slurm's ``sbatch --array=0-15%4`` (Kubernetes' Indexed Job).
+
+A job with ``array: "0-15%4"`` is a template: ``jobctl submit`` stores one job per index,
+named ``<name>_<index>`` (Slurm shows ``1234_7``), each with the same spec and ::
+
+    array: {job: sweep, index: 7, count: 16, parallelism: 4}
+
+in its stored form (``parallelism`` None: no limit). The scheduler runs at most
+``parallelism`` elements of an array at once, lowest index first: ``eligible`` names the
+pending elements the core may see; the others stay Pending with Slurm's reason
+``JobArrayTaskLimit`` and hold nothing (the core never hears of them, as of a job waiting for
+its dependencies). Each task of element i gets ``KVRAFT_ARRAY_JOB``, ``KVRAFT_ARRAY_INDEX``
+(i) and ``KVRAFT_ARRAY_COUNT``; a ``checkpoint_dir`` becomes ``<checkpoint_dir>/<i>``, so the
+elements never share checkpoints.
+
+The index syntax is Slurm's: a comma-separated list of ``N``, ``N-M`` and ``N-M:STEP``, then
+an optional ``%P``: ``"0-15%4"``, ``"1,3,5-9"``, ``"0-99:10"``. Indices are 0..MAX_INDEX, at
+most MAX_ELEMENTS of them, each once.
+
+Example: ``sweep`` with ``"0-3%2"``: sweep_0 and sweep_1 run; sweep_2 and sweep_3 wait
+(JobArrayTaskLimit, "2 of sweep's 4 elements running; at most 2 run at a time (lower indices
+first)"); sweep_1 ends -> sweep_2 is eligible, sweep_3 still waits.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["MAX_ELEMENTS", "MAX_INDEX", "ArraySpec", "element_name", "eligible", "env", "expand", "member",
+           "parse", "record_ok", "throttle_message"]
+
+MAX_INDEX = 9999
+MAX_ELEMENTS = 1000  # Slurm's MaxArraySize default is 1001 (indices 0..1000)
+_PART = re.compile(r"(\d+)(?:-(\d+)(?::(\d+))?)?\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class ArraySpec:
+    indices: tuple[int, ...]  # sorted
+    parallelism: int | None
+
+
+def parse(text: str) -> ArraySpec:
+    """``"0-15%4"`` -> ``ArraySpec((0, ..., 15), 4)``; ``ValueError`` saying what is wrong."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError('must be a list of indices such as "0-15", "1,3,5-9" or "0-99:10", with an optional %LIMIT')
+    body, _, limit = text.strip().partition("%")
+    parallelism = None
+    if _:
+        if not limit.isdigit() or int(limit) < 1:
+            raise ValueError(f"%{limit}: the limit of elements running at once must be a whole number >= 1")
+        parallelism = int(limit)
+    seen: set[int] = set()
+    for part in body.split(","):
+        m = _PART.match(part.strip())
+        if m is None:
+            raise ValueError(f"{part.strip()!r}: expected N, N-M or N-M:STEP")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        step = int(m.group(3)) if m.group(3) is not None else 1
+        if hi < lo:
+            raise ValueError(f"{part.strip()!r}: the range ends before it starts")
+        if step < 1:
+            raise ValueError(f"{part.strip()!r}: the step must be >= 1")
+        if hi > MAX_INDEX:
+            raise ValueError(f"{part.strip()!r}: indices go up to {MAX_INDEX}")
+        for i in range(lo, hi + 1, step):
+            if i in seen:
+                raise ValueError(f"index {i} appears twice")
+            seen.add(i)
+            if len(seen) > MAX_ELEMENTS:
+                raise ValueError(f"more than {MAX_ELEMENTS} elements")
+    return ArraySpec(tuple(sorted(seen)), parallelism)
+
+
+def element_name(job: str, index: int) -> str:
+    return f"{job}_{index}"
+
+
+def expand(template: Mapping[str, Any], text: str) -> list[dict[str, Any]]:
+    """The stored elements of the stored job ``template`` (``jobs.normalize_job``'s form) whose
+    user spec said ``array: text`` (valid: ``parse`` accepted it), in index order."""
+    spec = parse(text)
+    out = []
+    for index in spec.indices:
+        doc = dict(template)
+        doc["name"] = element_name(template["name"], index)
+        doc["array"] = {"job": template["name"], "index": index, "count": len(spec.indices),
+                        "parallelism": spec.parallelism}
+        if template.get("checkpoint_dir"):
+            doc["checkpoint_dir"] = f"{template['checkpoint_dir'].rstrip('/')}/{index}"
+        out.append(doc)
+    return out
+
+
+def record_ok(record: Any, name: str) -> bool:
+    """Whether a stored job's ``array`` record has its form and matches the job's name."""
+    if not isinstance(record, Mapping) or set(record) != {"job", "index", "count", "parallelism"}:
+        return False
+    job, index, count, limit = record["job"], record["index"], record["count"], record["parallelism"]
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (index, count))
+    return (ints and isinstance(job, str) and 0 <= index <= MAX_INDEX and 1 <= count <= MAX_ELEMENTS
+            and (limit is None or (isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1))
+            and name == element_name(job, index))
+
+
+def member(spec: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The ``array`` record of a stored element (``{job, index, count, parallelism}``), or None."""
+    got = spec.get("array")
+    return got if isinstance(got, Mapping) else None
+
+
+def env(spec: Mapping[str, Any]) -> dict[str, str]:
+    """What every task of an element gets in its environment (nothing for other jobs)."""
+    a = member(spec)
+    if a is None:
+        return {}
+    return {"KVRAFT_ARRAY_JOB": str(a["job"]), "KVRAFT_ARRAY_INDEX": str(a["index"]),
+            "KVRAFT_ARRAY_COUNT": str(a["count"])}
+
+
+def eligible(members: Iterable[tuple[int, str, str]], parallelism: int | None) -> set[str]:
+    """The elements the core may see. ``members``: ``(index, name, state)`` of every stored
+    element of one array, ``state`` one of ``running`` (bound: it counts against the limit),
+    ``pending`` (waiting for the scheduler) or ``done`` (finished or cancelled). The pending
+    ones with the lowest indices, as many as the limit leaves room for."""
+    rows = sorted(members)
+    if parallelism is None:
+        return {name for _, name, state in rows if state == "pending"}
+    room = parallelism - sum(1 for _, _, state in rows if state == "running")
+    out: set[str] = set()
+    for _, name, state in rows:
+        if room <= 0:
+            break
+        if state == "pending":
+            out.add(name)
+            room -= 1
+    return out
+
+
+def throttle_message(record: Mapping[str, Any], running: int) -> str:
+    """The pending reason of an element kept back by its array's limit."""
+    return (f"{running} of {record['job']}'s {record['count']} elements running; at most "
+            f"{record['parallelism']} run at a time (lower indices first)")
