@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["MAX_ELEMENTS", "MAX_INDEX", "ArraySpec", "element_name", "eligible", "env", "expand", "member",
-           "parse", "record_ok", "throttle_message"]
+           "parse", "phase", "record_ok", "throttle_message"]
 
 MAX_INDEX = 9999
 MAX_ELEMENTS = 1000  # Slurm's MaxArraySize default is 1001 (indices 0..1000)
@@ -139,6 +139,16 @@ def eligible(members: Iterable[tuple[int, str, str]], parallelism: int | None) -
             out.add(name)
             room -= 1
     return out
+
+
+def phase(phases: Iterable[str], running: bool) -> str:
+    """The phase of a whole array from its elements': Succeeded when all did; once all ended,
+    Failed if one failed, else Cancelled; before, Running (``running``: one is bound) or
+    Pending."""
+    seen = set(phases)
+    if seen - {"Succeeded", "Failed", "Cancelled"}:
+        return "Running" if running else "Pending"
+    return next((p for p in ("Failed", "Cancelled") if p in seen), "Succeeded")
 
 
 def throttle_message(record: Mapping[str, Any], running: int) -> str:

@@ -483,10 +483,7 @@ class ClusterView:
             members = self.arrays.get(job)
             if not members:
                 return None
-            phases = [self.phase(m) for m in members]
-            if any(p not in TERMINAL for p in phases):
-                return "Running" if any(m in self.bindings for m in members) else "Pending"
-            return next((p for p in ("Failed", "Cancelled") if p in phases), "Succeeded")
+            return arrays.phase((self.phase(m) for m in members), any(m in self.bindings for m in members))
         return self.phase(job)
 
     def dependency_verdict(self, job: str) -> dependencies.Verdict | None:
