@@ -18,8 +18,7 @@ an optional ``%P``: ``"0-15%4"``, ``"1,3,5-9"``, ``"0-99:10"``. Indices are 0..M
 most MAX_ELEMENTS of them, each once.
 
 Example: ``sweep`` with ``"0-3%2"``: sweep_0 and sweep_1 run; sweep_2 and sweep_3 wait
-(JobArrayTaskLimit, "2 of sweep's 4 elements running; at most 2 run at a time (lower indices
-first)"); sweep_1 ends -> sweep_2 is eligible, sweep_3 still waits.
+(JobArrayTaskLimit, "at most 2 of sweep's 4 elements run at a time, lower indices first"); sweep_1 ends -> sweep_2 is eligible, sweep_3 still waits.
 """
 
 from __future__ import annotations
@@ -151,7 +150,9 @@ def phase(phases: Iterable[str], running: bool) -> str:
     return next((p for p in ("Failed", "Cancelled") if p in seen), "Succeeded")
 
 
-def throttle_message(record: Mapping[str, Any], running: int) -> str:
-    """The pending reason of an element kept back by its array's limit."""
-    return (f"{running} of {record['job']}'s {record['count']} elements running; at most "
-            f"{record['parallelism']} run at a time (lower indices first)")
+def throttle_message(record: Mapping[str, Any]) -> str:
+    """The pending reason of an element kept back by its array's limit. It does not say how
+    many run now: it would change for every held element, a status write each, whenever one
+    starts or ends."""
+    return (f"at most {record['parallelism']} of {record['job']}'s {record['count']} elements run at a time, "
+            f"lower indices first")

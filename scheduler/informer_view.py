@@ -113,7 +113,7 @@ class ClusterView:
         self.jobs_on_node: dict[str, set[str]] = {}
         self.dependents: dict[str, set[str]] = {}  # job -> the jobs whose spec depends on it
         self.arrays: dict[str, set[str]] = {}  # job array -> its stored elements (scheduler.arrays)
-        self._turns: dict[str, tuple[set[str], int]] = {}  # array -> (eligible elements, running): a cache
+        self._turns: dict[str, set[str]] = {}  # array -> its elements whose turn it is (a cache)
         self.invalid: dict[str, str] = {}  # key -> why its value was skipped (logged once per put)
         self.dirty_nodes: set[str] = set()
         self.dirty_jobs: set[str] = set()
@@ -422,13 +422,11 @@ class ClusterView:
         turn = self._turns.get(record["job"])
         if turn is None:
             turn = self._turns[record["job"]] = self._turn(record["job"], record["parallelism"])
-        if job in turn[0]:
-            return None
-        return arrays.throttle_message(record, turn[1])
+        return None if job in turn else arrays.throttle_message(record)
 
-    def _turn(self, array: str, parallelism: int) -> tuple[set[str], int]:
-        """The elements of ``array`` whose turn it is, and how many run (kept until the view
-        changes: ``array_throttled`` asks once per element)."""
+    def _turn(self, array: str, parallelism: int) -> set[str]:
+        """The elements of ``array`` whose turn it is (kept until the view changes:
+        ``array_throttled`` asks once per element)."""
         rows = []
         for name in self.arrays.get(array, ()):
             each = self.jobs[name]
@@ -439,7 +437,7 @@ class ClusterView:
             else:
                 state = "pending"
             rows.append((each.doc["array"]["index"], name, state))
-        return arrays.eligible(rows, parallelism), sum(1 for _, _, state in rows if state == "running")
+        return arrays.eligible(rows, parallelism)
 
     def throttled_jobs(self) -> list[str]:
         """The elements of job arrays kept back by their array's limit (sorted), whose pending

@@ -77,6 +77,16 @@ class Member:
         finally:
             conn.close()
 
+    def metrics_text(self) -> str:
+        """The member's /metrics page, read over its https metrics URL as bob."""
+        host, port = self.metrics.split(":")
+        conn = http.client.HTTPSConnection(host, int(port), context=self.context("bob"), timeout=10)
+        try:
+            conn.request("GET", "/metrics")
+            return conn.getresponse().read().decode()
+        finally:
+            conn.close()
+
     def refused(self, address: str, who: str, path: str, body: bytes | None = None) -> bool:
         """Whether a request as ``who`` gets no answer because the TLS connection is cut
         (TLS 1.2 and 1.3). asyncio drops a connection whose handshake failed without sending
@@ -150,14 +160,7 @@ def test_a_revoked_client_certificate_is_refused_on_the_client_and_metrics_urls(
     for listener in ("client", "metrics"):
         assert f"rejected connection on the {listener} URL from 127.0.0.1:" in log
     assert f"certificate verify failed: {REVOKED}" in log
-    host, port = member.metrics.split(":")
-    conn = http.client.HTTPSConnection(host, int(port), context=member.context("bob"), timeout=10)
-    try:
-        conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
-    finally:
-        conn.close()
-    counted = {line.split("{")[1].split("}")[0]: float(line.split()[-1]) for line in text.splitlines()
+    counted = {line.split("{")[1].split("}")[0]: float(line.split()[-1]) for line in member.metrics_text().splitlines()
                if line.startswith("kvraft_server_tls_handshake_failures_total{")}
     # (alice's 2 TLS versions x 3 client routes, and x 1 metrics route)
     assert counted['listener="client",reason="certificate_verify_failed"'] >= 6, counted
@@ -218,14 +221,8 @@ def test_the_crls_next_update_is_on_metrics_for_the_alert(member: Member) -> Non
     from kvraft.server.crl import read_crl
 
     def gauge() -> list[str]:
-        host, port = member.metrics.split(":")
-        conn = http.client.HTTPSConnection(host, int(port), context=member.context("bob"), timeout=10)
-        try:
-            conn.request("GET", "/metrics")
-            text = conn.getresponse().read().decode()
-        finally:
-            conn.close()
-        return [line for line in text.splitlines() if line.startswith("kvraft_server_crl_next_update_timestamp")]
+        return [line for line in member.metrics_text().splitlines()
+                if line.startswith("kvraft_server_crl_next_update_timestamp")]
 
     replace(member.crl, member.pki / "alice.crl")
     expected = read_crl(str(member.crl)).next_update
