@@ -22,7 +22,7 @@ import argparse
 import time
 from typing import Any, TextIO
 
-from kvraft.cli.goformat import parse_duration
+from kvraft.client.goduration import parse_duration
 from scheduler import arrays, decode, keys
 from scheduler.cli.common import CliError, NotFound, array_elements
 
