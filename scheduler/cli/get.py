@@ -1,7 +1,8 @@
 """``jobctl get jobs|nodes|queues|priorityclasses [NAME] [-o wide|json|yaml]``.
 
 ``get job NAME -o json`` prints one object with ``name``, ``tenant``, ``status.phase``,
-``status.reason``, ``status.restarts`` and ``status.placement`` (``task, node, rack, gpus``)."""
+``status.reason``, ``status.restarts`` and ``status.placement`` (``task, node, rack, gpus``).
+The name of a job array lists its elements, by index (``-o json``: a ``List``)."""
 
 from __future__ import annotations
 
@@ -119,6 +120,11 @@ def tenants_view(client: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _order(j: dict[str, Any]) -> tuple[float, int]:
+    """Oldest first; the elements of a job array (submitted together) by index."""
+    return j["spec"].get("submitted_at") or 0, (j["spec"].get("array") or {}).get("index", -1)
+
+
 def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     noun = NOUNS.get(args.noun)
     if noun is None:
@@ -128,20 +134,25 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     fmt = args.output
     if noun == "jobs":
         items = job_view(client, args.name)
+        array = False
         if args.name and not items:
-            raise NotFound("jobs", args.name)
+            # the name of a job array: its elements (squeue -j ARRAYID), a List as for no name
+            items = [j for j in job_view(client) if (j["spec"].get("array") or {}).get("job") == args.name]
+            array = bool(items)
+            if not items:
+                raise NotFound("jobs", args.name)
         if args.tenant:
             items = [j for j in items if j["tenant"] == args.tenant]
         if fmt in ("json", "yaml"):
             for j in items:
                 j.pop("revision", None)
-            print_docs(items, fmt, out, named=bool(args.name))
+            print_docs(sorted(items, key=_order) if array else items, fmt, out, named=bool(args.name) and not array)
             return 0
         header = ["name", "tenant", "phase", "gpus", "restarts", "age", "reason"]
         if fmt == "wide":
             header += ["depends", "priority", "nodes", "message"]
         rows = []
-        for j in sorted(items, key=lambda j: j["spec"].get("submitted_at") or 0):
+        for j in sorted(items, key=_order):
             s = j["status"]
             row = [j["name"], j["tenant"], s["phase"], j["gpus"], s["restarts"], age(now - (s["submitted_at"] or now)),
                    s["reason"]]

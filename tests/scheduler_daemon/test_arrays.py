@@ -55,6 +55,12 @@ async def test_an_array_runs_two_at_a_time_in_index_order_then_its_dependent(
             "at most 2 of sweep's 4 elements run at a time, lower indices first"), st
         assert d.core is not None and job not in d.core.state.jobs  # held out of the core
     assert d.pending_by_reason["JobArrayTaskLimit"] == 2
+    rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "get", "job", "sweep")  # the array: its elements
+    assert rc == 0 and [line.split()[:3] for line in out.splitlines()[1:]] == [
+        ["sweep_0", "default", "Running"], ["sweep_1", "default", "Running"],
+        ["sweep_2", "default", "Pending"], ["sweep_3", "default", "Pending"]], out
+    rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "get", "job", "sweep", "-o", "json")
+    assert rc == 0 and [j["name"] for j in json.loads(out)["items"]] == [f"sweep_{i}" for i in range(4)]
     rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "describe", "job", "sweep_3")
     assert rc == 0 and "Array:          sweep, index 3 of 4 elements (at most 2 at a time)\n" in out, out
     assert "Reason:         JobArrayTaskLimit\n" in out
@@ -152,3 +158,5 @@ async def test_a_large_array_is_written_in_several_txns(
     await steps(d, 2)
     assert len(await _bound(d)) == 10  # 16 GPUs free, the limit says 10
     assert json.loads((await d.client.get("/registry/jobs/big_249")).kvs[0].value)["array"]["count"] == 250
+    rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "get", "jobs", "big")
+    assert rc == 0 and [line.split()[0] for line in out.splitlines()[1:]] == [f"big_{i}" for i in range(250)]
