@@ -223,11 +223,15 @@ class Features:
         caller = CALLER.get()
         return op if caller is None else authed(caller.user, caller.revision, op)
 
-    def resolve(self, header: str | None) -> Caller | None:
-        """The caller a request's ``Authorization`` header names; None if auth is off or
-        there is no token. A bad token raises "invalid auth token" (code 16)."""
-        if not self.auth.enabled or not header:
+    def resolve(self, header: str | None, cert_user: str | None = None) -> Caller | None:
+        """The caller a request's ``Authorization`` header names; without a token, the user
+        its verified client certificate's CN names (``cert_user``, etcd's AuthInfoFromTLS:
+        only under ``--client-cert-auth``); None if auth is off or there is neither. A bad
+        token raises "invalid auth token" (code 16); a token wins over the certificate."""
+        if not self.auth.enabled:
             return None
+        if not header:
+            return Caller(cert_user, self.auth.revision) if cert_user else None
         token = _token_of(header)
         if token.startswith(SCOPED_TOKEN_PREFIX):
             return self._resolve_scoped(token)

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from kvraft.client import SyncClient, TLSConfig, UnauthenticatedError
+from kvraft.client import PermissionDeniedError, SyncClient, TLSConfig, UnauthenticatedError
 from kvraft.server.local import LocalCluster, free_port
 from tests.server.test_tls import wait_for
 
@@ -314,3 +314,40 @@ def test_a_member_whose_peer_certificate_is_revoked_is_kept_out_of_the_cluster(t
         assert all(each.alive() for each in (m0, m1, m2))
     finally:
         cluster.stop()
+
+
+def test_a_client_certificates_cn_is_its_user_when_it_sends_no_token(member: Member) -> None:
+    """etcd's AuthInfoFromTLS (what ``etcdctl --cert bob.crt ...`` relies on with auth on): under
+    --client-cert-auth a request without a token acts as the user its certificate's CN names,
+    with that user's permissions; a CN that is no user gets nothing; a token wins over the
+    certificate; a revoked certificate never gets that far. Turns auth on, then off."""
+    replace(member.crl, member.pki / "alice.crl")
+    url = f"https://{member.client}"
+
+    def tls(who: str) -> TLSConfig:
+        return TLSConfig(str(member.pki / "ca.crt"), str(member.pki / f"{who}.crt"), str(member.pki / f"{who}.key"))
+
+    with SyncClient([url], tls=tls("admin")) as client:
+        if "root" not in client.user_list().users:  # (the scoped-token test may have made it)
+            client.user_add("root", "rootpw")
+            client.user_grant_role("root", "root")
+        client.role_add("cn")
+        client.role_grant_permission("cn", "READWRITE", "/cn/", "/cn0")
+        client.user_add("bob", "", no_password=True)
+        client.user_grant_role("bob", "cn")
+        client.auth_enable()
+    try:
+        with SyncClient([url], tls=tls("bob")) as bob:  # no --user: the certificate says bob
+            bob.put("/cn/k", "v")
+            assert bob.get("/cn/k").kvs[0].value == b"v"  # (a linearizable read: resolved again)
+            with pytest.raises(PermissionDeniedError):
+                bob.put("/elsewhere", "v")
+            with pytest.raises(PermissionDeniedError):
+                bob.user_list()  # not root
+        with SyncClient([url], tls=tls("carol")) as carol, pytest.raises(PermissionDeniedError):
+            carol.get("/cn/k")  # no user carol
+        with SyncClient([url], tls=tls("bob"), user="root", password="rootpw") as root:
+            assert "bob" in root.user_list().users  # the token's user, not the certificate's
+    finally:
+        with SyncClient([url], tls=tls("admin"), user="root", password="rootpw") as root:
+            root.auth_disable()

@@ -1,8 +1,9 @@
 """Installs watch, leases, auth, locks and elections into the client API
 (``install(app, node)``, called by ``make_app``), and enforces auth on every request.
 
-The auth middleware resolves the caller from ``Authorization`` (raw token or ``Bearer``)
-into ``CALLER`` and applies the path policy below; KV requests are checked op by op by
+The auth middleware resolves the caller from ``Authorization`` (raw token or ``Bearer``), or
+without a token under ``--client-cert-auth`` from the client certificate's CN (etcd's
+AuthInfoFromTLS), into ``CALLER`` and applies the path policy below; KV requests are checked op by op by
 ``AuthGate`` (the ``SERVER`` the KV routes call), and writes again at apply time. A
 linearizable read (a range, a read-only txn) resolves its caller again after its read
 barrier, as etcd does, so a lagging member does not honour a token or permission revoked
@@ -50,7 +51,7 @@ from kvraft.server.api.codec import JSON_OUT
 from kvraft.server.api.errors import error_response
 from kvraft.server.api.feature_state import FEATURES
 from kvraft.server.api.state import SERVER
-from kvraft.server.cert_names import CertRule
+from kvraft.server.cert_names import CertRule, common_name
 from kvraft.server.features import CALLER, Features
 
 __all__ = ["AuthGate", "install"]
@@ -68,6 +69,18 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _HEADER: ContextVar[str | None] = ContextVar("kvraft_auth_header", default=None)
 """The request's token, for resolving the caller again after a read barrier."""
+_CERT_USER: ContextVar[str | None] = ContextVar("kvraft_cert_user", default=None)
+"""The user the request's client certificate names (``_certificate_user``), likewise."""
+
+
+def _certificate_user(request: web.Request) -> str | None:
+    """etcd's AuthInfoFromTLS: under ``--client-cert-auth``, the common name of the client's
+    verified certificate is the user of a request that carries no token."""
+    if not request.secure or not request.app[SERVER].config.client_cert_auth:
+        return None
+    transport = request.transport
+    cert = transport.get_extra_info("peercert") if transport is not None else None
+    return common_name(cert) or None if cert else None
 
 
 def _route(path: str) -> str | None:
@@ -84,15 +97,17 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if route is None or request.method == "OPTIONS" or not features.auth.enabled:
         return await handler(request)
     header = request.headers.get("Authorization") or request.headers.get("token")
+    cert_user = _certificate_user(request)
     if route in _OPEN:  # a bad token does not shut anyone out of these (watch refuses in-stream)
         try:
-            caller = features.resolve(header)
+            caller = features.resolve(header, cert_user)
         except EtcdError as exc:
             caller, request[watch.AUTH_ERROR] = None, exc
     else:
-        caller = await _resolve_caught_up(request, features, header)
+        caller = await _resolve_caught_up(request, features, header, cert_user)
     token = CALLER.set(caller)
     header_token = _HEADER.set(header)
+    cert_token = _CERT_USER.set(cert_user)
     try:
         if route not in _OPEN and route not in _SELF_CHECKED:
             user, revision = (caller.user, caller.revision) if caller is not None else ("", 0)
@@ -102,6 +117,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 features.checked(features.auth.check_admin, user, revision)
         return await handler(request)
     finally:
+        _CERT_USER.reset(cert_token)
         _HEADER.reset(header_token)
         CALLER.reset(token)
 
@@ -160,18 +176,19 @@ def _peer_certificate(request: web.Request) -> bool:
     return bool(transport is not None and transport.get_extra_info("peercert"))
 
 
-async def _resolve_caught_up(request: web.Request, features: Features, header: str | None) -> Any:
+async def _resolve_caught_up(request: web.Request, features: Features, header: str | None,
+                             cert_user: str | None = None) -> Any:
     """Resolve the caller; a token this member does not know yet may have been issued through
     another member moments ago (simple tokens are assigned through Raft). Before refusing it,
     catch up with a linearizable barrier and look again, so a token works on every member as
     soon as authenticate has answered."""
     try:
-        return features.resolve(header)
+        return features.resolve(header, cert_user)
     except EtcdError as exc:
         if header is None or exc.code != 16:
             raise
         await request.app[SERVER].driver.read_barrier()
-        return features.resolve(header)
+        return features.resolve(header, cert_user)
 
 
 class AuthGate:
@@ -200,7 +217,7 @@ class AuthGate:
         that lags must not honour a token or a permission revoked through another member
         before the read began (the caller resolved on arrival may be stale)."""
         await self._node.driver.read_barrier()
-        CALLER.set(self._features.resolve(_HEADER.get()))
+        CALLER.set(self._features.resolve(_HEADER.get(), _CERT_USER.get()))
 
     async def range(self, op: Any) -> Any:
         if self._features.auth.enabled and not op.serializable:
