@@ -10,7 +10,8 @@
 #   kvraft-scheduler (user kvraft-scheduler): reads all of /registry/; writes what the
 #     scheduler writes (bindings, allocations, assignments, task statuses it sets, job
 #     status and events, its election key), /registry/jobs/ (cancelled jobs it collects) and
-#     /registry/evictions/ (it deletes each eviction request once acted on).
+#     /registry/evictions/ (it deletes each eviction request once acted on), and
+#     /accounting/ (a record per run that ends; months past retention deleted).
 #   kvraft-agent (user kvraft-agent, for every agent): writes node records, node leases and
 #     task statuses; reads assignments, bindings and jobs (the rank environment); writes
 #     /jobs/, where the ranks it starts keep their launch rendezvous, progress and checkpoints
@@ -22,7 +23,8 @@
 #     assignments, so a compromised machine cannot pose as another or see its tasks.
 #   kvraft-submitter (give it to each person who submits jobs: `kvctl user add alice`,
 #     `kvctl user grant-role alice kvraft-submitter`): reads /registry/ (get, describe, top)
-#     and writes job specs and eviction requests (`jobctl cancel`, `jobctl requeue`), nothing
+#     and /accounting/ (`jobctl report`: every tenant's usage, as Slurm's sreport shows it), and
+#     writes job specs and eviction requests (`jobctl cancel`, `jobctl requeue`), nothing
 #     else. Tenants and priority classes stay root's.
 #   kvraft-operator (give it to the people who maintain the machines): as kvraft-submitter,
 #     and writes cordons: `jobctl cordon`, `uncordon`, `drain [--cancel|--requeue]`.
@@ -62,7 +64,8 @@ role kvraft-scheduler \
   read /registry/ \
   readwrite /registry/bindings/ readwrite /registry/alloc/ readwrite /registry/assignments/ \
   readwrite /registry/tasks/ readwrite /registry/jobstatus/ readwrite /registry/events/ \
-  readwrite /registry/scheduler/leader/ readwrite /registry/jobs/ readwrite /registry/evictions/
+  readwrite /registry/scheduler/leader/ readwrite /registry/jobs/ readwrite /registry/evictions/ \
+  readwrite /accounting/
 role kvraft-agent \
   readwrite /registry/nodes/ readwrite /registry/leases/ readwrite /registry/tasks/ \
   read /registry/assignments/ read /registry/bindings/ read /registry/jobs/ \
@@ -78,9 +81,10 @@ for node in ${AGENT_NODES:-}; do
     read /registry/bindings/ read /registry/jobs/ readwrite /jobs/
 done
 role kvraft-submitter \
-  read /registry/ readwrite /registry/jobs/ readwrite /registry/evictions/
+  read /registry/ readwrite /registry/jobs/ readwrite /registry/evictions/ read /accounting/
 role kvraft-operator \
-  read /registry/ readwrite /registry/jobs/ readwrite /registry/evictions/ readwrite /registry/cordons/
+  read /registry/ readwrite /registry/jobs/ readwrite /registry/evictions/ readwrite /registry/cordons/ \
+  read /accounting/
 for entry in ${TENANTS:-}; do
   tenant=${entry%%=*}
   prefix=${entry#*=}
@@ -88,7 +92,7 @@ for entry in ${TENANTS:-}; do
   case "$tenant$prefix" in */*|"") echo "rbac.sh: bad tenant entry: $entry" >&2; exit 2 ;; esac
   case "$prefix" in "") echo "rbac.sh: empty job name prefix for tenant $tenant" >&2; exit 2 ;; esac
   role "kvraft-submitter-$tenant" \
-    read /registry/ readwrite "/registry/jobs/$prefix" readwrite "/registry/evictions/$prefix"
+    read /registry/ readwrite "/registry/jobs/$prefix" readwrite "/registry/evictions/$prefix" read /accounting/
 done
 
 user kvraft-scheduler "${SCHEDULER_PASSWORD:-}" kvraft-scheduler

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvraft.client import Compare, Op
-from scheduler import arrays, decode, keys
+from scheduler import accounting, arrays, decode, keys
 from scheduler.informer_view import Binding as StoredBinding
 from scheduler.informer_view import ClusterView
 from scheduler.jobs import task_instances
@@ -287,10 +287,13 @@ class Binder:
 
     # --- release and evict --------------------------------------------------------------------
     async def release(self, b: StoredBinding, status: dict[str, Any], events: Sequence[tuple[str, str]], *,
-                      clear_task_status: bool, extra_nodes: Sequence[str] = ()) -> bool:
+                      clear_task_status: bool, extra_nodes: Sequence[str] = (), kind: str = "",
+                      spec: dict[str, Any] | None = None) -> bool:
         """End the run held by binding ``b``; ``status`` is the job's new status document.
         False when the binding changed meanwhile (someone else released it). ``extra_nodes``:
-        nodes the job holds that the binding does not name (rows that did not decode)."""
+        nodes the job holds that the binding does not name (rows that did not decode).
+        ``kind``: how the run ended; the same txn writes its accounting record
+        (``scheduler.accounting``; ``spec`` names the tenant)."""
         job = b.job
         nodes = tuple(dict.fromkeys((*b.nodes(), *extra_nodes)))
         for _ in range(8):
@@ -321,7 +324,11 @@ class Binder:
                 ops.append(Op.delete(keys.task_status_prefix(job), prefix=True))
             status = dict(status, updated_at=now)
             ops.append(Op.put(keys.jobstatus_key(job), json.dumps(status).encode()))
-            ops += [self._event(job, kind, message, now) for kind, message in events]
+            ops += [self._event(job, event, message, now) for event, message in events]
+            if kind:
+                usage = accounting.record(spec or {}, job, b.revision, b.tasks, b.bound_at, kind, now)
+                ops.append(Op.put(accounting.key(accounting.month_of(now), usage["tenant"], job, b.revision),
+                                  json.dumps(usage).encode()))
             resp = await self.client.txn().if_(*compares).then(*ops).else_(Op.get(keys.binding_key(job))).commit()
             self.txns += 1
             if resp.succeeded:

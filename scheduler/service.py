@@ -37,7 +37,7 @@ from prometheus_client import generate_latest
 from kvraft.aio import cancel_and_wait
 from kvraft.client import Client, ClientError, Compare, TLSConfig
 from kvraft.client.observe import configure_logging, metrics_response
-from scheduler import arrays, decode, dependencies, evictions, keys
+from scheduler import accounting, arrays, decode, dependencies, evictions, keys
 from scheduler.binder import Binder
 from scheduler.cycle import Scheduler
 from scheduler.informer import Informer
@@ -74,6 +74,7 @@ class SchedulerDaemon:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._timers: dict[str, float] = {}
+        self._next_prune = 0.0  # when the leader next deletes accounting months past retention
         self.suspects = Suspects()  # nodes that may have lost their agent (scheduler.suspects)
         self._fresh_suspects: set[str] = set()  # suspected in this step: the pass must know
         self.terms = 0
@@ -235,6 +236,8 @@ class SchedulerDaemon:
             more = [ev for n in fresh for ev in feed.sync_node(view, n)]
             if more:
                 core.handle(*more)
+        if now >= self._next_prune:
+            await self._prune_accounting(now)
         started = time.perf_counter()
         result = core.schedule(now)
         self.metrics.algorithm.observe(time.perf_counter() - started)
@@ -565,10 +568,29 @@ class SchedulerDaemon:
         doc = dict(st, phase="Failed", reason=reason, message=message, finished_at=time.time())
         return await self._release(b, doc, [(event, message)], False, "failed")
 
+    async def _prune_accounting(self, now: float) -> None:
+        """Delete the accounting months older than ``--accounting-retention-months``: one
+        range delete (keys sort by month), at most once an hour."""
+        self._next_prune = now + 3600.0
+        months = self.config.accounting_retention_months
+        if months <= 0:
+            return
+        end = accounting.PREFIX + accounting.retention_end(now, months)
+        try:
+            gone = (await self.client.delete(accounting.PREFIX, range_end=end)).deleted
+        except ClientError as exc:
+            self._next_prune = now + 60.0
+            log.warning("accounting records not pruned", extra={"fields": {"error": str(exc)}})
+            return
+        if gone:
+            log.info("accounting records pruned", extra={"fields": {"deleted": gone, "before": end}})
+
     async def _release(self, b: Any, doc: dict[str, Any], events: list[tuple[str, str]], clear: bool, kind: str) -> bool:
         # a binding with rows that did not decode: the nodes whose alloc record holds the job too
         extra = [n for n in self.view.alloc if n not in b.nodes() and _holds(self.view, n, b.job)] if b.problem else []
-        ok = await self.binder.release(b, doc, events, clear_task_status=clear, extra_nodes=extra)
+        entry = self.view.jobs.get(b.job)
+        ok = await self.binder.release(b, doc, events, clear_task_status=clear, extra_nodes=extra, kind=kind,
+                                       spec=entry.doc if entry is not None else None)
         if ok:
             self.releases[kind] += 1
             log.info("released", extra={"fields": {"job": b.job, "kind": kind, "reason": doc.get("reason"),

@@ -44,6 +44,7 @@ class SchedulerConfig:
     key: str = ""
     insecure_skip_tls_verify: bool = False
     ttl_seconds_after_finished: float = 86400.0  # finished jobs' keys deleted after this; < 0: never (job_gc)
+    accounting_retention_months: int = 13  # /accounting/ months kept (this one included); 0: for ever
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ttl-seconds-after-finished", type=float,
                    help="delete a finished job's keys this long after it finished, unless the job sets "
                         "ttl_seconds_after_finished (default 86400; negative: keep for ever)")
+    p.add_argument("--accounting-retention-months", type=int,
+                   help="keep the GPU-time accounting records (/accounting/, jobctl report) of this many "
+                        "months, the current one included (default 13; 0: for ever)")
     return p
 
 

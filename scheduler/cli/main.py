@@ -13,7 +13,19 @@ import sys
 from typing import TextIO
 
 from kvraft.client import ClientError, SyncClient, TLSConfig
-from scheduler.cli import apply, cancel, cordon, describe, get, logs, requeue, submit, top, wait
+from scheduler.cli import (
+    apply,
+    cancel,
+    cordon,
+    describe,
+    get,
+    logs,
+    report,
+    requeue,
+    submit,
+    top,
+    wait,
+)
 from scheduler.cli.common import CliError
 
 __all__ = ["build_parser", "main"]
@@ -32,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                    default=os.environ.get("JOBCTL_INSECURE_SKIP_TLS_VERIFY", "").lower() in ("1", "true"))
     sub = p.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for module in (submit, apply, get, describe, logs, wait, cancel, requeue, cordon, top):
+    for module in (submit, apply, get, describe, logs, wait, cancel, requeue, cordon, top, report):
         module.add_parser(sub)
     return p
 
