@@ -287,13 +287,13 @@ class Binder:
 
     # --- release and evict --------------------------------------------------------------------
     async def release(self, b: StoredBinding, status: dict[str, Any], events: Sequence[tuple[str, str]], *,
-                      clear_task_status: bool, extra_nodes: Sequence[str] = (), kind: str = "",
-                      spec: dict[str, Any] | None = None) -> bool:
+                      clear_task_status: bool, extra_nodes: Sequence[str] = (),
+                      usage: dict[str, Any] | None = None) -> bool:
         """End the run held by binding ``b``; ``status`` is the job's new status document.
         False when the binding changed meanwhile (someone else released it). ``extra_nodes``:
         nodes the job holds that the binding does not name (rows that did not decode).
-        ``kind``: how the run ended; the same txn writes its accounting record
-        (``scheduler.accounting``; ``spec`` names the tenant)."""
+        ``usage``: the run's accounting record (``scheduler.accounting.record``), written by the
+        same txn, so exactly once."""
         job = b.job
         nodes = tuple(dict.fromkeys((*b.nodes(), *extra_nodes)))
         for _ in range(8):
@@ -325,10 +325,9 @@ class Binder:
             status = dict(status, updated_at=now)
             ops.append(Op.put(keys.jobstatus_key(job), json.dumps(status).encode()))
             ops += [self._event(job, event, message, now) for event, message in events]
-            if kind:
-                usage = accounting.record(spec or {}, job, b.revision, b.tasks, b.bound_at, kind, now)
-                ops.append(Op.put(accounting.key(accounting.month_of(now), usage["tenant"], job, b.revision),
-                                  json.dumps(usage).encode()))
+            if usage is not None:
+                month = accounting.month_of(usage["ended_at"])
+                ops.append(Op.put(accounting.key(month, usage["tenant"], job, usage["run"]), json.dumps(usage).encode()))
             resp = await self.client.txn().if_(*compares).then(*ops).else_(Op.get(keys.binding_key(job))).commit()
             self.txns += 1
             if resp.succeeded:

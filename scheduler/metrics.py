@@ -133,6 +133,13 @@ class SchedulerCollector(Collector):
         for kind, n in sorted(d.releases.items()):
             releases.add_metric([kind], n)
         yield releases
+        used = CounterMetricFamily("kvraft_scheduler_gpu_seconds", "GPU-seconds of the runs this replica released "
+                                   "as leader, by tenant and outcome (completed, failed, preempted, cancelled); the "
+                                   "same figures as the /accounting/ records jobctl report reads",
+                                   labels=["tenant", "outcome"])
+        for (tenant, outcome), seconds in sorted(d.gpu_seconds.items()):
+            used.add_metric([tenant, outcome], seconds)
+        yield used
         reasons = GaugeMetricFamily("kvraft_scheduler_pending_jobs", "pending jobs by reason", labels=["reason"])
         for reason, n in sorted(d.pending_by_reason.items()):
             reasons.add_metric([reason], n)

@@ -86,6 +86,7 @@ class SchedulerDaemon:
         self.evictions: Counter[str] = Counter()  # runs evicted on an operator's request, by reason
         self.collected = 0  # finished jobs deleted after their TTL
         self.releases: Counter[str] = Counter()
+        self.gpu_seconds: Counter[tuple[str, str]] = Counter()  # (tenant, outcome) -> of the runs released here
         self.bind_hist = [0] * (len(BUCKETS_S) + 1)
         self.bind_sum_s = 0.0
         self.bind_count = 0
@@ -589,10 +590,12 @@ class SchedulerDaemon:
         # a binding with rows that did not decode: the nodes whose alloc record holds the job too
         extra = [n for n in self.view.alloc if n not in b.nodes() and _holds(self.view, n, b.job)] if b.problem else []
         entry = self.view.jobs.get(b.job)
-        ok = await self.binder.release(b, doc, events, clear_task_status=clear, extra_nodes=extra, kind=kind,
-                                       spec=entry.doc if entry is not None else None)
+        usage = accounting.record(entry.doc if entry is not None else {}, b.job, b.revision, b.tasks, b.bound_at, kind,
+                                  time.time())
+        ok = await self.binder.release(b, doc, events, clear_task_status=clear, extra_nodes=extra, usage=usage)
         if ok:
             self.releases[kind] += 1
+            self.gpu_seconds[usage["tenant"], usage["outcome"]] += usage["gpu_seconds"]
             log.info("released", extra={"fields": {"job": b.job, "kind": kind, "reason": doc.get("reason"),
                                                    "stimulus_id": f"release:{b.job}@{b.revision}"}})
         self._wake.set()

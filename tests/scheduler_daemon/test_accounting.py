@@ -50,6 +50,12 @@ async def test_each_run_that_ends_is_recorded_once_and_reported(
             r["gpus"] * (r["ended_at"] - r["bound_at"]))
     await steps(d, 2)
     assert len(await _records(d)) == 4  # (once each)
+    metrics = d.metrics_text()
+    for tenant, outcome in (("nlp", "completed"), ("nlp", "failed"), ("vision", "cancelled")):
+        line = next(x for x in metrics.splitlines()
+                    if x.startswith(f'kvraft_scheduler_gpu_seconds_total{{outcome="{outcome}",tenant="{tenant}"}}'))
+        assert float(line.split()[-1]) == pytest.approx(sum(
+            r["gpu_seconds"] for r in records if r["tenant"] == tenant and r["outcome"] == outcome))
 
     rc, out, err = await asyncio.to_thread(_jobctl, eps, capsys, "report")
     assert (rc, err) == (0, ""), err
