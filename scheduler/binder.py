@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kvraft.client import Compare, Op
+from kvraft.client import Compare, Op, PermissionDeniedError
 from scheduler import accounting, arrays, decode, keys
 from scheduler.informer_view import Binding as StoredBinding
 from scheduler.informer_view import ClusterView
@@ -102,6 +102,7 @@ class Binder:
         self._seq = 0
         self.conflicts = 0
         self.txns = 0
+        self.accounting_refused = 0  # releases whose accounting record kvraft refused (permission)
 
     def _event(self, job: str, kind: str, message: str, now: float) -> Op:
         self._seq += 1
@@ -328,7 +329,20 @@ class Binder:
             if usage is not None:
                 month = accounting.month_of(usage["ended_at"])
                 ops.append(Op.put(accounting.key(month, usage["tenant"], job, usage["run"]), json.dumps(usage).encode()))
-            resp = await self.client.txn().if_(*compares).then(*ops).else_(Op.get(keys.binding_key(job))).commit()
+            try:
+                resp = await self.client.txn().if_(*compares).then(*ops).else_(Op.get(keys.binding_key(job))).commit()
+            except PermissionDeniedError:
+                if usage is None:
+                    raise
+                # a deployment whose scheduler role predates /accounting/ (deploy/rbac.sh grants
+                # it): the run is released all the same, without its record
+                self.accounting_refused += 1
+                if self.accounting_refused == 1:
+                    log.warning("accounting record refused: this scheduler's kvraft user may not write /accounting/ "
+                                "(re-run deploy/rbac.sh); runs are released without their records",
+                                extra={"fields": {"job": job}})
+                usage = None
+                continue
             self.txns += 1
             if resp.succeeded:
                 rev = resp.header.revision

@@ -94,3 +94,57 @@ async def test_the_leader_deletes_months_past_retention(daemon: SchedulerDaemon)
 def test_report_refuses_bad_months(one_member: list[str], capsys: pytest.CaptureFixture[str],  # noqa: F811
                                    argv: list[str], want: str) -> None:
     assert _jobctl(one_member, capsys, "report", *argv) == (1, "", want)
+
+
+async def test_a_scheduler_that_may_not_write_accounting_still_releases_runs(
+        one_member: list[str], caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    """An RBAC deployment upgraded without re-running deploy/rbac.sh: the scheduler's role has
+    no /accounting/. Its release txn is refused; the run is released without its record,
+    and the log says once what to do."""
+    import logging
+
+    from kvraft.client import Client
+    from scheduler.service_config import SchedulerConfig
+
+    root = Client(one_member, request_timeout_s=10.0)
+    await root.open()
+    await root.delete("/registry/", prefix=True)
+    await root.delete(accounting.PREFIX, prefix=True)
+    await root.user_add("root", "rootpw")
+    await root.user_grant_role("root", "root")
+    await root.role_add("old-scheduler")  # rbac.sh's kvraft-scheduler role before /accounting/
+    await root.role_grant_permission("old-scheduler", "READWRITE", "/registry/", "/registry0")
+    await root.user_add("old-scheduler", "pw")
+    await root.user_grant_role("old-scheduler", "old-scheduler")
+    await root.auth_enable()
+    client = Client(one_member, request_timeout_s=10.0, user="old-scheduler", password="pw")
+    await client.open()
+    caplog.set_level(logging.WARNING, "kvraft.scheduler.binder")
+    try:
+        d = SchedulerDaemon(SchedulerConfig(name="t", election=False, endpoints=one_member), client)
+        await nodes(d, "n1")
+        await put(d, "/registry/jobs/j", spec("j"))
+        await put(d, "/registry/jobs/k", spec("k"))
+        await steps(d, 2)
+        for job in ("j", "k"):
+            await _finish(d, job, "Succeeded")
+            await steps(d, 3)
+            assert (await doc(d, f"/registry/jobstatus/{job}"))["phase"] == "Succeeded"
+        assert d.binder.accounting_refused == 2
+        assert [r.getMessage() for r in caplog.records].count(
+            "accounting record refused: this scheduler's kvraft user may not write /accounting/ (re-run "
+            "deploy/rbac.sh); runs are released without their records") == 1
+    finally:
+        await client.close()
+        async with Client(one_member, request_timeout_s=10.0, user="root", password="rootpw") as admin:
+            await admin.auth_disable()
+            await admin.user_delete("root")
+        await root.close()
+    assert not (await root_records(one_member))
+
+
+async def root_records(endpoints: list[str]) -> list[bytes]:
+    from kvraft.client import Client
+
+    async with Client(endpoints, request_timeout_s=10.0) as c:
+        return [kv.key for kv in (await c.get(accounting.PREFIX, prefix=True)).kvs]
