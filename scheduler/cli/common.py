@@ -8,13 +8,14 @@ is an error naming the key (exit code 1), never a traceback."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from kvraft.client import Op
 from scheduler import arrays, decode, keys
 from scheduler.jobs import check_stored_job
 
-__all__ = ["CliError", "NotFound", "array_elements", "job_view", "key_of", "placement_rows", "read_input", "skip"]
+__all__ = ["CliError", "NotFound", "array_elements", "job_view", "json_values", "key_of", "placement_rows", "read_input", "skip"]
 
 
 class CliError(Exception):
@@ -67,6 +68,21 @@ def array_elements(client: Any, name: str) -> tuple[set[str], list[str]]:
     return taken, members
 
 
+def json_values(kvs: Iterable[Any], note: str = "") -> Iterator[tuple[str, Any]]:
+    """``(key, JSON value)`` of each item; one whose key is not UTF-8 or whose value is not
+    JSON is skipped with a warning (``note`` added to the reason)."""
+    for kv in kvs:
+        key = key_of(kv)
+        if key is None:
+            continue
+        try:
+            doc = decode.json_value(kv.value)
+        except decode.Malformed as exc:
+            skip(key, f"{exc}{note}")
+            continue
+        yield key, doc
+
+
 def placement_rows(rows: Any) -> list[dict[str, Any]]:
     """The rows of a status ``placement`` that have the shape the scheduler writes."""
     out = []
@@ -99,18 +115,10 @@ def job_view(client: Any, name: str | None = None) -> list[dict[str, Any]]:
         jobs = list(rev.kvs)
         statuses = list(client.get(keys.JOBSTATUS, prefix=True, revision=rev.header.revision).kvs)
     st: dict[str, dict[str, Any]] = {}
-    for kv in statuses:
-        key = key_of(kv)
-        if key is None:
-            continue
-        try:
-            doc = decode.json_value(kv.value)
-        except decode.Malformed as exc:
-            skip(key, f"{exc} (the job is shown without its status)")
-            continue
-        st[key[len(keys.JOBSTATUS):]], problems = decode.job_status(doc)
+    for status_key, doc in json_values(statuses, " (the job is shown without its status)"):
+        st[status_key[len(keys.JOBSTATUS):]], problems = decode.job_status(doc)
         if problems:
-            skip(key, "; ".join(problems) + " (those fields are left out)")
+            skip(status_key, "; ".join(problems) + " (those fields are left out)")
     out = []
     for kv in jobs:
         key = key_of(kv)

@@ -16,8 +16,8 @@ import re
 import time
 from typing import Any, TextIO
 
-from scheduler import accounting, decode
-from scheduler.cli.common import CliError, key_of, skip
+from scheduler import accounting
+from scheduler.cli.common import CliError, json_values, skip
 from scheduler.cli.printers import print_docs, render_table
 
 __all__ = ["add_parser", "run"]
@@ -56,15 +56,7 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     start = accounting.PREFIX + args.first
     end = accounting.PREFIX + args.last + "0"  # where the prefix "<last>/" ends ("/" + 1 is "0")
     records = []
-    for kv in client.get(start, range_end=end).kvs:
-        key = key_of(kv)
-        if key is None:
-            continue
-        try:
-            doc = decode.json_value(kv.value)
-        except decode.Malformed as exc:
-            skip(key, str(exc))
-            continue
+    for key, doc in json_values(client.get(start, range_end=end).kvs):
         if not isinstance(doc, dict) or not isinstance(doc.get("gpu_seconds"), int | float) \
                 or not isinstance(doc.get("tenant"), str) or not isinstance(doc.get("job"), str):
             skip(key, "not an accounting record (job, tenant, gpu_seconds)")

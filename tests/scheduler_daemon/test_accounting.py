@@ -69,6 +69,15 @@ async def test_each_run_that_ends_is_recorded_once_and_reported(
     assert rows["flaky"]["failed_gpu_hours"] > 0 and rows["flaky"]["completed_gpu_hours"] > 0
     rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "report", "--month", "2020-01")
     assert (rc, out) == (0, "No runs ended in 2020-01.\n")
+    # anyone with write access may put anything there: skipped, said on stderr
+    await put(d, accounting.key(month, "nlp", "junk", 1), b"not json")
+    await put(d, accounting.key(month, "nlp", "odd", 2), {"job": "odd"})
+    rc, out, err = await asyncio.to_thread(_jobctl, eps, capsys, "report")
+    assert rc == 0 and {line.split()[0]: line.split()[1:3] for line in out.splitlines()[2:]} == {
+        "nlp": ["2", "3"], "vision": ["1", "1"]}
+    assert err.splitlines() == [
+        f"warning: skipping /accounting/{month}/nlp/junk@1: invalid JSON (Expecting value: line 1 column 1 (char 0))",
+        f"warning: skipping /accounting/{month}/nlp/odd@2: not an accounting record (job, tenant, gpu_seconds)"], err
 
 
 async def test_the_leader_deletes_months_past_retention(daemon: SchedulerDaemon) -> None:  # noqa: F811
