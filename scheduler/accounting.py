@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["OUTCOMES", "PREFIX", "key", "month_of", "record", "retention_end", "summarize"]
+__all__ = ["OUTCOMES", "PREFIX", "is_record", "key", "month_of", "record", "retention_end", "summarize"]
 
 PREFIX = "/accounting/"
 
@@ -59,6 +59,14 @@ def record(spec: Mapping[str, Any], job: str, run: int, rows: Iterable[Mapping[s
     return {"job": job, "tenant": str(spec.get("tenant") or "default"), "run": run, "gpus": gpus,
             "nodes": sorted({str(r["node"]) for r in rows if "node" in r}), "bound_at": bound_at, "ended_at": ended_at,
             "gpu_seconds": gpus * max(0.0, ended_at - bound_at), "outcome": OUTCOMES.get(kind, "failed"), "kind": kind}
+
+
+def is_record(doc: Any) -> bool:
+    """Whether a value under ``PREFIX`` has what ``summarize`` reads (anyone with write access
+    may put anything there)."""
+    seconds = doc.get("gpu_seconds") if isinstance(doc, dict) else None
+    return (isinstance(doc, dict) and isinstance(doc.get("job"), str) and isinstance(doc.get("tenant"), str)
+            and isinstance(seconds, int | float) and not isinstance(seconds, bool))
 
 
 def retention_end(now_s: float, months: int) -> str:

@@ -57,8 +57,7 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     end = accounting.PREFIX + args.last + "0"  # where the prefix "<last>/" ends ("/" + 1 is "0")
     records = []
     for key, doc in json_values(client.get(start, range_end=end).kvs):
-        if not isinstance(doc, dict) or not isinstance(doc.get("gpu_seconds"), int | float) \
-                or not isinstance(doc.get("tenant"), str) or not isinstance(doc.get("job"), str):
+        if not accounting.is_record(doc):
             skip(key, "not an accounting record (job, tenant, gpu_seconds)")
             continue
         if args.tenant and doc["tenant"] != args.tenant:

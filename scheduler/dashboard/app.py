@@ -66,6 +66,7 @@ class DashboardConfig:
     scheduler_urls: list[str] = field(default_factory=list)
     poll_s: float = 1.5
     request_timeout_s: float = 10.0
+    usage_poll_s: float = 60.0  # this month's accounting records (/accounting/) read this often
 
 
 @dataclass
@@ -92,7 +93,8 @@ class Dashboard:
     def __init__(self, config: DashboardConfig) -> None:
         self.config = config
         self.client = self._client(config.user, config.password)
-        self.live = LiveState(self.client, scheduler_urls=config.scheduler_urls, poll_s=config.poll_s)
+        self.live = LiveState(self.client, scheduler_urls=config.scheduler_urls, poll_s=config.poll_s,
+                              usage_poll_s=config.usage_poll_s)
         self.auth = False
         self.sessions: dict[str, Session] = {}
         self.http: aiohttp.ClientSession | None = None

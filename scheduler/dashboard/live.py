@@ -4,7 +4,8 @@
   feeds a ``ClusterView`` plus what the view ignores: job events and the scheduler election;
 - a watch on ``/jobs/`` keeps the records the trainer writes to ``/jobs/<job>/progress``;
 - member status (maintenance/status of every member, alarms) is polled every ``poll_s``;
-  the scheduler's ``/metrics`` too when ``--scheduler-url`` names it;
+  the scheduler's ``/metrics`` too when ``--scheduler-url`` names it; this month's GPU-time
+  accounting records (``/accounting/``, ``month_usage``) every ``usage_poll_s``;
 - after a change the items (``model.items``) are rebuilt at most every ``coalesce_s`` and
   the ``model.diff`` against the last ones goes to every subscriber's queue.
 """
@@ -22,12 +23,12 @@ import aiohttp
 
 from kvraft.aio import cancel_and_wait
 from kvraft.client import ClientError, WatchCompactedError
-from scheduler import keys
+from scheduler import accounting, keys
 from scheduler.dashboard import model
 from scheduler.informer import Informer
 from scheduler.informer_view import ClusterView
 
-__all__ = ["LiveState"]
+__all__ = ["LiveState", "month_usage"]
 
 log = logging.getLogger("kvraft.dashboard")
 
@@ -82,10 +83,12 @@ class _Sink:
 
 class LiveState:
     def __init__(self, client: Any, *, scheduler_urls: Sequence[str] = (), poll_s: float = 1.5,
-                 coalesce_s: float = 0.05, max_jobs: int = 500) -> None:
+                 coalesce_s: float = 0.05, max_jobs: int = 500, usage_poll_s: float = 60.0) -> None:
         self.client = client
         self.scheduler_urls = list(scheduler_urls)
         self.poll_s = poll_s
+        self.usage_poll_s = usage_poll_s
+        self.usage: dict[str, dict[str, Any]] | None = None  # tenant -> this month's accounting sums
         self.coalesce_s = coalesce_s
         self.max_jobs = max_jobs
         self.view = ClusterView()
@@ -111,7 +114,8 @@ class LiveState:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self.informer.run()), loop.create_task(self._rebuild_loop()),
-                       loop.create_task(self._poll_members()), loop.create_task(self._watch_progress())]
+                       loop.create_task(self._poll_members()), loop.create_task(self._watch_progress()),
+                       loop.create_task(self._poll_usage())]
         if self.scheduler_urls:
             self._tasks.append(loop.create_task(self._poll_scheduler()))
 
@@ -131,7 +135,7 @@ class LiveState:
         """Rebuild the items; the diff from the last ones (None if nothing changed)."""
         self.sched = model.scheduler_item(self.leader_name(), self.metrics, self.prev_metrics,
                                           self.metrics_interval_s, self._jobs_for_scheduler())
-        new = model.items(self.view, self.kv, self.sched, max_jobs=self.max_jobs)
+        new = model.items(self.view, self.kv, self.sched, max_jobs=self.max_jobs, usage=self.usage)
         d = model.diff(self.items, new)
         self.rebuilds += 1
         if d is None:
@@ -226,6 +230,21 @@ class LiveState:
                 log.warning("member status failed", extra={"fields": {"error": str(exc)}})
             await asyncio.sleep(self.poll_s)
 
+    async def _poll_usage(self) -> None:
+        warned = False
+        while True:
+            try:
+                usage = await month_usage(self.client, time.time())
+            except ClientError as exc:  # e.g. a dashboard user without READ on /accounting/
+                if not warned:
+                    log.warning("GPU-time accounting not readable", extra={"fields": {"error": str(exc)}})
+                    warned = True
+            else:
+                if usage != self.usage:
+                    self.usage = usage
+                    self.changed()
+            await asyncio.sleep(self.usage_poll_s)
+
     async def _poll_scheduler(self) -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=max(1.0, self.poll_s))) as http:
             while True:
@@ -314,3 +333,18 @@ class LiveState:
     def job_events(self, job: str) -> list[dict[str, Any]]:
         evs = self.events.get(job, {})
         return [evs[k] for k in sorted(evs)]
+
+
+async def month_usage(client: Any, now_s: float) -> dict[str, dict[str, Any]]:
+    """Per tenant, the sums (``accounting.summarize``) of the runs that ended this month (UTC);
+    what is not a record is left out."""
+    kvs = (await client.get(accounting.PREFIX + accounting.month_of(now_s) + "/", prefix=True)).kvs
+    records = []
+    for kv in kvs:
+        try:
+            doc = json.loads(kv.value)
+        except ValueError:
+            continue
+        if accounting.is_record(doc):
+            records.append(doc)
+    return {row["tenant"]: row for row in accounting.summarize(records)}

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-writes", action="store_true", help="without kvraft auth: allow cancel and cordon")
     p.add_argument("--scheduler-url", action="append", default=[], help="a kvraft-scheduler's HTTP URL (repeatable)")
     p.add_argument("--poll-s", type=float, default=1.5, help="member status and scheduler metrics poll interval")
+    p.add_argument("--usage-poll-s", type=float, default=60.0,
+                   help="how often this month's GPU-time accounting (/accounting/) is read (default 60)")
     p.add_argument("--request-timeout-s", type=float, default=10.0)
     p.add_argument("--cacert", default=env("JOBCTL_CACERT"), help="CA bundle for kvraft's https")
     p.add_argument("--cert", default=env("JOBCTL_CERT"), help="client certificate")
@@ -90,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"kvraft-dashboard: {exc}", file=sys.stderr)
         return 2
-    if args.poll_s <= 0:
-        print("kvraft-dashboard: --poll-s must be positive", file=sys.stderr)
+    if args.poll_s <= 0 or args.usage_poll_s <= 0:
+        print(f"kvraft-dashboard: --{'poll-s' if args.poll_s <= 0 else 'usage-poll-s'} must be positive", file=sys.stderr)
         return 2
     try:
         configure_logging(args.log_level, args.log_format, static={"dashboard": args.listen_url})
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     config = DashboardConfig([e for e in args.endpoints.split(",") if e.strip()], tls=tls, user=args.user,
                              password=args.password, allow_writes=args.allow_writes,
                              scheduler_urls=list(args.scheduler_url), poll_s=args.poll_s,
-                             request_timeout_s=args.request_timeout_s)
+                             request_timeout_s=args.request_timeout_s, usage_poll_s=args.usage_poll_s)
     return asyncio.run(run(config, args.listen_url))
 
 

@@ -122,12 +122,16 @@ def job_item(view: ClusterView, name: str) -> dict[str, Any]:
     }
 
 
-def queue_items(view: ClusterView, jobs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def queue_items(view: ClusterView, jobs: Mapping[str, Mapping[str, Any]],
+                usage: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """Per tenant: quota (nominal, borrow limit), GPUs used by running jobs, and the pending
-    jobs (oldest first) with their reasons."""
+    jobs (oldest first) with their reasons; with ``usage`` (``live.month_usage``), this
+    month's GPU-hours and those lost (runs that failed, were preempted or cancelled)."""
     out: dict[str, dict[str, Any]] = {}
+    usage = usage or {}
     names = {str(_doc(e).get("name", n)) for n, e in view.tenants.items()}
     names |= {str(j["tenant"]) for j in jobs.values() if j.get("tenant") is not None}
+    names |= set(usage)
     for tenant in sorted(names):
         t = _doc(view.tenants.get(tenant))
         mine = [j for j in jobs.values() if j.get("tenant") == tenant]
@@ -141,6 +145,11 @@ def queue_items(view: ClusterView, jobs: Mapping[str, Mapping[str, Any]]) -> dic
             "pending": [{"name": j["name"], "gpus": j["gpus"], "reason": j["reason"], "message": j["message"]}
                         for j in pending],
         }
+        row = usage.get(tenant)
+        if row is not None:
+            out[f"queue/{tenant}"]["month"] = {
+                "gpu_hours": round(row["gpu_hours"], 2),
+                "lost_gpu_hours": round(row["gpu_hours"] - row["completed_gpu_hours"], 2)}
     return out
 
 
@@ -213,13 +222,13 @@ def summary_item(racks: Mapping[str, Mapping[str, Any]], jobs: Mapping[str, Mapp
 
 
 def items(view: ClusterView, kv: Mapping[str, Any] | None = None, sched: Mapping[str, Any] | None = None,
-          *, max_jobs: int = 500) -> dict[str, dict[str, Any]]:
+          *, max_jobs: int = 500, usage: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """Every item of the page. Finished jobs beyond the newest ``max_jobs`` are left out."""
     jobs = {name: job_item(view, name) for name in view.jobs}
     racks = rack_items(view)
     out: dict[str, dict[str, Any]] = {}
     out.update(racks)
-    out.update(queue_items(view, jobs))
+    out.update(queue_items(view, jobs, usage))
     live = [j for j in jobs.values() if j["phase"] not in ("Succeeded", "Failed", "Cancelled")]
     done = sorted((j for j in jobs.values() if j["phase"] in ("Succeeded", "Failed", "Cancelled")),
                   key=lambda j: (-(j.get("finished_at") or 0), j["name"]))

@@ -27,7 +27,8 @@ def start_dashboard(p: Procs, name: str, *extra: str) -> str:
     """``kvraft-dashboard`` on a free port; its URL (from the line it prints once listening)."""
     log = open(p.base / f"{name}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([PY, "-m", "scheduler.dashboard", "--endpoints", ",".join(p.endpoints),
-                             "--listen-url", "http://127.0.0.1:0", "--poll-s", "1", *extra],
+                             "--listen-url", "http://127.0.0.1:0", "--poll-s", "1", "--usage-poll-s", "1",
+                             *extra],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=log, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     p.procs[name] = proc
     assert proc.stdout is not None

@@ -93,6 +93,10 @@ def test_job_pending_reason_then_live_to_succeeded_and_cancel(procs: Procs, page
     assert phases[0] == "Pending" and "Running" in phases and phases[-1] == "Succeeded", phases
     assert phases.index("Running") < phases.index("Succeeded")
     page.wait_for_function(f"({GPUS_OF_JS})('big') === 0")
+    # its run's accounting record (scheduler.accounting) reaches its tenant's queue card
+    month = f'.queue[data-tenant="{job(eps, "big")["tenant"]}"] [data-testid=month-usage]'
+    page.wait_for_selector(month)
+    assert page.inner_text(month).startswith("this month "), page.inner_text(month)
     # the job's panel: phase, timeline, placement, the trainer's loss curve
     page.goto(url + "#job=big")
     page.wait_for_selector("[data-testid=detail-phase]")

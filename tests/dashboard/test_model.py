@@ -88,6 +88,38 @@ def test_queues_quota_and_pending_reasons() -> None:
     assert nlp["pending"] == [{"name": "new", "gpus": 1, "reason": "Queued", "message": "waiting for the scheduler"}]
 
 
+def test_queues_show_this_months_gpu_hours_from_accounting() -> None:
+    """``live.month_usage`` reads this month's records; a tenant with usage but no job now
+    still gets its card."""
+    import asyncio
+    import time
+
+    from scheduler import accounting
+    from scheduler.dashboard.live import month_usage
+
+    month = accounting.month_of(time.time())
+    stored = {accounting.key(month, "vision", "a", 1): {"job": "a", "tenant": "vision", "gpu_seconds": 7200.0,
+                                                         "outcome": "completed"},
+              accounting.key(month, "vision", "a", 2): {"job": "a", "tenant": "vision", "gpu_seconds": 1800.0,
+                                                         "outcome": "preempted"},
+              accounting.key(month, "old", "b", 3): {"job": "b", "tenant": "old", "gpu_seconds": 3600.0,
+                                                      "outcome": "failed"},
+              accounting.key(month, "x", "c", 4): "not a record"}
+
+    class Client:
+        async def get(self, key: str, prefix: bool = False) -> object:
+            assert key == f"{accounting.PREFIX}{month}/" and prefix
+            return type("R", (), {"kvs": [KV(k.encode(), json.dumps(d).encode()) for k, d in stored.items()]})
+
+    usage = asyncio.run(month_usage(Client(), time.time()))
+    assert sorted(usage) == ["old", "vision"]
+    v = cluster()
+    q = model.queue_items(v, {n: model.job_item(v, n) for n in v.jobs}, usage)
+    assert q["queue/vision"]["month"] == {"gpu_hours": 2.5, "lost_gpu_hours": 0.5}
+    assert q["queue/old"]["month"] == {"gpu_hours": 1.0, "lost_gpu_hours": 1.0} and q["queue/old"]["running"] == 0
+    assert "month" not in q["queue/nlp"]
+
+
 def test_items_summary_and_finished_jobs_cut() -> None:
     v = cluster()
     it = model.items(v, max_jobs=3)
