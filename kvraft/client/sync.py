@@ -15,6 +15,7 @@ a loop of its own: this wrapper never touches it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
@@ -72,17 +73,20 @@ class SyncClient:
         return _SyncTxn(self, self._client.txn())
 
     def watch(self, key: str | bytes, **options: Any) -> Iterator[WatchResponse]:
-        """Iterate watch responses; closing the iterator (or ``break``) stops the watch."""
+        """Iterate watch responses; closing the iterator (or ``break``) stops the watch, and so
+        does an exception raised while it waits (Ctrl-C's KeyboardInterrupt): the wait on the
+        loop is cancelled before the watch is closed."""
         watcher = self._client.watch(key, **options)
         iterator = watcher.__aiter__()
+        waiting: list[asyncio.Task[Any]] = []
         try:
             while True:
                 try:
-                    yield self._run(_next(iterator))
+                    yield self._run(_next(iterator, waiting))
                 except StopAsyncIteration:
                     return
         finally:
-            self._run(watcher.close())
+            self._run(_close(watcher, waiting))
 
     def close(self) -> None:
         try:
@@ -101,8 +105,25 @@ class SyncClient:
         self.close()
 
 
-async def _next(iterator: AsyncIterator[WatchResponse]) -> WatchResponse:
-    return await iterator.__anext__()
+async def _next(iterator: AsyncIterator[WatchResponse], waiting: list[asyncio.Task[Any]]) -> WatchResponse:
+    task = asyncio.current_task()
+    assert task is not None
+    waiting.append(task)
+    try:
+        return await iterator.__anext__()
+    finally:
+        waiting.remove(task)
+
+
+async def _close(watcher: Any, waiting: list[asyncio.Task[Any]]) -> None:
+    """Close a watch whose consumer left, maybe while a ``_next`` still waits on the loop (the
+    consumer thread was interrupted): that wait is cancelled first, since closing the stream
+    under it fails ("asynchronous generator is already running")."""
+    for task in list(waiting):
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+    await watcher.close()
 
 
 class _SyncTxn:

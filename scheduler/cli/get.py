@@ -13,7 +13,8 @@ from typing import Any, TextIO
 
 from scheduler import decode, keys
 from scheduler.cli.common import CliError, NotFound, job_view, key_of, skip
-from scheduler.cli.printers import age, print_docs, render_table
+from scheduler.cli.printers import job_header, job_row, print_docs, render_table
+from scheduler.cli.watch_jobs import watch
 from scheduler.jobs import validate_priority_class
 
 __all__ = ["add_parser", "nodes_view", "run", "tenants_view"]
@@ -29,6 +30,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("name", nargs="?")
     p.add_argument("-o", "--output", choices=["wide", "json", "yaml"])
     p.add_argument("--tenant", help="only jobs of this tenant")
+    p.add_argument("-w", "--watch", action="store_true",
+                   help="after the list, print a job again each time it changes (kubectl get -w; Ctrl-C ends)")
     p.set_defaults(run=run)
 
 
@@ -132,7 +135,10 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
                        "(jobs, nodes, queues, priorityclasses)")
     now = time.time()
     fmt = args.output
+    if args.watch and noun != "jobs":
+        raise CliError("error: --watch is for jobs (jobctl get jobs -w)")
     if noun == "jobs":
+        start = client.get(keys.JOBS, keys_only=True, limit=1).header.revision  # (the watch goes on from here)
         items = job_view(client, args.name)
         array = False
         if args.name and not items:
@@ -147,24 +153,11 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
             for j in items:
                 j.pop("revision", None)
             print_docs(sorted(items, key=_order) if array else items, fmt, out, named=bool(args.name) and not array)
-            return 0
-        header = ["name", "tenant", "phase", "gpus", "restarts", "age", "reason"]
-        if fmt == "wide":
-            header += ["depends", "priority", "nodes", "message"]
-        rows = []
-        for j in sorted(items, key=_order):
-            s = j["status"]
-            row = [j["name"], j["tenant"], s["phase"], j["gpus"], s["restarts"], age(now - (s["submitted_at"] or now)),
-                   s["reason"]]
-            if fmt == "wide":
-                depends = ",".join(d["job"] for d in j["spec"].get("depends_on") or []) or "<none>"
-                row += [depends, j["priority"], ",".join(dict.fromkeys(p["node"] for p in s["placement"])) or "<none>",
-                        s["message"]]
-            rows.append(row)
-        if not rows:
-            out.write("No jobs found.\n")
-            return 0
-        out.write(render_table(header, rows))
+        else:
+            rows = [job_row(j, fmt, now) for j in sorted(items, key=_order)]
+            out.write(render_table(job_header(fmt), rows) if rows else "No jobs found.\n")
+        if args.watch:
+            return watch(args, client, out, start, items)
         return 0
     if noun == "nodes":
         items = nodes_view(client)

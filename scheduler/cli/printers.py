@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 import yaml
 
-__all__ = ["age", "print_doc", "print_docs", "render_table"]
+__all__ = ["age", "job_header", "job_row", "print_doc", "print_docs", "render_table"]
 
 
 def render_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -43,3 +43,20 @@ def age(seconds: float | None) -> str:
     if s < 172800:
         return f"{s // 3600}h"
     return f"{s // 86400}d"
+
+
+def job_header(fmt: str | None) -> list[str]:
+    header = ["name", "tenant", "phase", "gpus", "restarts", "age", "reason"]
+    return header + ["depends", "priority", "nodes", "message"] if fmt == "wide" else header
+
+
+def job_row(j: dict[str, Any], fmt: str | None, now: float) -> list[Any]:
+    """A job's cells under ``job_header(fmt)``."""
+    s = j["status"]
+    row = [j["name"], j["tenant"], s["phase"], j["gpus"], s["restarts"], age(now - (s["submitted_at"] or now)),
+           s["reason"]]
+    if fmt == "wide":
+        depends = ",".join(d["job"] for d in j["spec"].get("depends_on") or []) or "<none>"
+        row += [depends, j["priority"], ",".join(dict.fromkeys(p["node"] for p in s["placement"])) or "<none>",
+                s["message"]]
+    return row

@@ -104,6 +104,29 @@ def test_errors_are_typed_by_code_and_message() -> None:
     assert isinstance(denied, PermissionDeniedError) and str(denied) == "etcdserver: permission denied"
 
 
+def test_ctrl_c_in_a_sync_watch_closes_it_and_the_client_goes_on(runtime: Runtime) -> None:
+    """``jobctl get jobs -w`` ended by Ctrl-C: the KeyboardInterrupt reaches the thread that
+    waits in the watch while the loop thread still waits for the next response. Closing the
+    stream under that wait failed ("aclose(): asynchronous generator is already running")."""
+    import signal
+    import threading
+
+    main = threading.main_thread()
+    if threading.current_thread() is not main:
+        pytest.skip("needs the main thread (SIGINT is delivered there)")
+    with SyncClient(runtime.endpoints) as client:
+        timer = threading.Timer(0.5, lambda: signal.pthread_kill(main.ident or 0, signal.SIGINT))
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                for _ in client.watch("sync/never-written"):
+                    pass
+        finally:
+            timer.cancel()
+        client.put("sync/after", b"1")
+        assert client.get("sync/after").kvs[0].value == b"1"
+
+
 def test_sync_client_for_scripts(runtime: Runtime) -> None:
     with SyncClient(runtime.endpoints) as client:
         client.put("sync/a", b"1")
