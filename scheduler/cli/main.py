@@ -3,7 +3,7 @@
 Global flags: ``--endpoints`` (or ``$JOBCTL_ENDPOINTS``), ``--user``, ``--password``,
 ``--request-timeout-s``, and TLS as etcdctl: ``--cacert --cert --key
 --insecure-skip-tls-verify`` (or ``$JOBCTL_CACERT`` ...). Exit codes: 0 ok, 1 a user or server error (message on stderr),
-2 bad usage (argparse)."""
+2 bad usage (argparse), 130 interrupted (Ctrl-C; ``get jobs -w`` ends so with 0)."""
 
 from __future__ import annotations
 
@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     except ClientError as exc:
         print(f"error: kvraft at {args.endpoints}: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C (jobctl wait, logs -f): the shell's 128 + SIGINT, no traceback
+        return 130
 
 
 if __name__ == "__main__":

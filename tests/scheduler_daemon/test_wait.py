@@ -7,6 +7,7 @@ durations."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,26 @@ def test_wait_refuses_unknown_jobs_and_bad_durations(one_member: list[str], caps
     assert _jobctl(one_member, capsys, "wait", "x", "--timeout", "soon") == (
         1, "", 'error: --timeout: time: invalid duration "soon"\n')
     assert _jobctl(one_member, capsys, "wait", "x", "--interval", "0") == (1, "", "error: --interval: must be > 0, not 0\n")
+
+
+def test_ctrl_c_ends_wait_with_130_and_no_traceback(one_member: list[str]) -> None:  # noqa: F811
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from kvraft.client import SyncClient
+    from scheduler.jobs import normalize_job
+
+    root = Path(__file__).resolve().parents[2]
+    with SyncClient(one_member, request_timeout_s=10.0) as c:
+        doc = normalize_job({"name": "forever", "tasks": [{"name": "w", "command": "x"}]}, submitted_at=1.0)
+        c.put("/registry/jobs/forever", json.dumps(doc).encode())
+    proc = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "--endpoints", ",".join(one_member), "wait",
+                             "forever"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=str(root)))
+    time.sleep(2.0)  # (started, connected, polling)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert (proc.returncode, out, err) == (130, b"", b"")
