@@ -5,7 +5,9 @@ named ``<name>_<index>`` (Slurm shows ``1234_7``), each with the same spec and :
 
     array: {job: sweep, index: 7, count: 16, parallelism: 4}
 
-in its stored form (``parallelism`` None: no limit). The scheduler runs at most
+in its stored form (``parallelism`` None: no limit), submitted a microsecond apart in index
+order (so a queue that breaks ties by submission time takes them by index, with or without
+a limit). The scheduler runs at most
 ``parallelism`` elements of an array at once, lowest index first: ``eligible`` names the
 pending elements the core may see; the others stay Pending with Slurm's reason
 ``JobArrayTaskLimit`` and hold nothing (the core never hears of them, as of a job waiting for
@@ -32,6 +34,7 @@ __all__ = ["MAX_ELEMENTS", "MAX_INDEX", "ArraySpec", "element_name", "eligible",
            "parse", "phase", "record_ok", "throttle_message"]
 
 MAX_INDEX = 9999
+SUBMIT_STEP_S = 1e-6
 MAX_ELEMENTS = 1000  # Slurm's MaxArraySize default is 1001 (indices 0..1000)
 _PART = re.compile(r"(\d+)(?:-(\d+)(?::(\d+))?)?\Z")
 
@@ -89,6 +92,9 @@ def expand(template: Mapping[str, Any], text: str) -> list[dict[str, Any]]:
         doc["name"] = element_name(template["name"], index)
         doc["array"] = {"job": template["name"], "index": index, "count": len(spec.indices),
                         "parallelism": spec.parallelism}
+        # submitted in index order, a microsecond apart: queues that break ties by submission
+        # time then run them by index, not by name (sweep_10 sorts before sweep_2)
+        doc["submitted_at"] = float(template.get("submitted_at") or 0.0) + SUBMIT_STEP_S * index
         if template.get("checkpoint_dir"):
             doc["checkpoint_dir"] = f"{template['checkpoint_dir'].rstrip('/')}/{index}"
         out.append(doc)

@@ -53,7 +53,8 @@ def test_expand_names_each_element_and_gives_it_its_own_checkpoints() -> None:
     assert [e["name"] for e in elements] == ["sweep_2", "sweep_4"]
     assert [e["array"] for e in elements] == [{"job": "sweep", "index": i, "count": 2, "parallelism": 1} for i in (2, 4)]
     assert [e["checkpoint_dir"] for e in elements] == ["/ckpt/sweep/2", "/ckpt/sweep/4"]
-    assert all(e["submitted_at"] == 5.0 and e["tasks"] == elements[0]["tasks"] for e in elements)
+    assert [e["submitted_at"] for e in elements] == [5.0 + 2e-6, 5.0 + 4e-6]  # (index order, a microsecond apart)
+    assert all(e["tasks"] == elements[0]["tasks"] for e in elements)
     for e in elements:
         assert check_stored_job(e["name"], e) == []
         assert arrays.env(e) == {"KVRAFT_ARRAY_JOB": "sweep", "KVRAFT_ARRAY_INDEX": str(e["array"]["index"]),

@@ -160,3 +160,19 @@ async def test_a_large_array_is_written_in_several_txns(
     assert json.loads((await d.client.get("/registry/jobs/big_249")).kvs[0].value)["array"]["count"] == 250
     rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "get", "jobs", "big")
     assert rc == 0 and [line.split()[0] for line in out.splitlines()[1:]] == [f"big_{i}" for i in range(250)]
+
+
+async def test_without_a_limit_elements_start_by_index_not_by_name(
+        daemon: SchedulerDaemon, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # noqa: F811
+    """One node, room for one element at a time: big_2 before big_10 (their names sort the
+    other way; the core's queues break ties by submission time, then by name)."""
+    d, eps = daemon, list(daemon.config.endpoints)
+    path = tmp_path / "a.yaml"
+    path.write_text("name: big\narray: '2,10'\ntasks: [{name: w, command: x, resources: {gpus: 8}}]\n")
+    assert (await asyncio.to_thread(_jobctl, eps, capsys, "submit", "-f", str(path)))[0] == 0
+    await nodes(d, "n1")
+    await steps(d, 2)
+    assert await _bound(d) == {"big_2"}
+    await _finish(d, "big_2", "Succeeded")
+    await steps(d, 3)
+    assert await _bound(d) == {"big_10"}
