@@ -112,9 +112,10 @@ def record_ok(record: Any, name: str) -> bool:
             and name == element_name(job, index))
 
 
-def member(spec: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The ``array`` record of a stored element (``{job, index, count, parallelism}``), or None."""
-    got = spec.get("array")
+def member(spec: Any) -> Mapping[str, Any] | None:
+    """The ``array`` record of a stored element (``{job, index, count, parallelism}``), or None
+    (another job, or a value that is no job at all)."""
+    got = spec.get("array") if isinstance(spec, Mapping) else None
     return got if isinstance(got, Mapping) else None
 
 

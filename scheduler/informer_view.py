@@ -439,31 +439,32 @@ class ClusterView:
             rows.append((each.doc["array"]["index"], name, state))
         return arrays.eligible(rows, parallelism)
 
-    def throttled_jobs(self) -> list[str]:
-        """The elements of job arrays kept back by their array's limit (sorted), whose pending
-        status the daemon writes."""
+    def _unbound_spec(self, job: str) -> Entry | None:
+        """The stored spec of a job that waits to be bound: not bound, cancelled nor ended."""
+        entry = self.jobs.get(job)
+        if entry is None or job in self.bindings or entry.doc.get("cancelled") or self.phase(job) in TERMINAL:
+            return None
+        return entry
+
+    def throttled_jobs(self) -> list[tuple[str, str]]:
+        """``(element, why)`` of the elements of job arrays kept back by their array's limit
+        (sorted), whose pending status the daemon writes."""
         out = []
         for names in self.arrays.values():
             for j in names:
-                entry = self.jobs.get(j)
-                if entry is None or j in self.bindings or entry.doc.get("cancelled") or self.phase(j) in TERMINAL:
+                entry = self._unbound_spec(j)
+                why = self.array_throttled(j) if entry is not None else None
+                if entry is None or why is None:
                     continue
                 verdict = self.dependency_verdict(j) if entry.doc.get("depends_on") else None
-                if (verdict is None or verdict.state == "met") and self.array_throttled(j) is not None:
-                    out.append(j)  # (one waiting for its dependencies says so instead)
+                if verdict is None or verdict.state == "met":  # (one waiting for its dependencies says so instead)
+                    out.append((j, why))
         return sorted(out)
 
     def gated_jobs(self) -> list[str]:
         """The jobs with dependencies that are neither bound, finished nor cancelled: those whose
         pending status ``scheduler.dependencies`` writes (sorted)."""
-        out = set()
-        for names in self.dependents.values():
-            for j in names:
-                entry = self.jobs.get(j)
-                if entry is not None and j not in self.bindings and not entry.doc.get("cancelled") \
-                        and self.phase(j) not in TERMINAL:
-                    out.add(j)
-        return sorted(out)
+        return sorted({j for names in self.dependents.values() for j in names if self._unbound_spec(j) is not None})
 
     def dependent_records(self, job: str) -> list[tuple[str, str, dict[str, str]]]:
         """``(name, phase, recorded outcomes)`` of every job whose spec depends on ``job``."""
@@ -502,8 +503,8 @@ class ClusterView:
     def _waits_on(self, job: str) -> list[str] | None:
         """The dependencies ``job`` still waits for, None when it is not a waiting job (no
         dependencies, bound, cancelled or ended)."""
-        entry = self.jobs.get(job)
-        if entry is None or job in self.bindings or entry.doc.get("cancelled") or self.phase(job) in TERMINAL:
+        entry = self._unbound_spec(job)
+        if entry is None:
             return None
         deps = dependencies.parse(entry.doc)
         if not deps:

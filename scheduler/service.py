@@ -317,6 +317,12 @@ class SchedulerDaemon:
         doc.setdefault("placement", [])
         return doc
 
+    def _pending(self, docs: dict[str, dict[str, Any]], job: str, reason: str, plugin: str, message: str) -> None:
+        """Put ``job``'s Pending status in ``docs`` unless the stored one already says it."""
+        old = self._status(job)
+        if (old.get("phase"), old.get("reason"), old.get("message")) != ("Pending", reason, message):
+            docs[job] = dict(old, phase="Pending", reason=reason, plugin=plugin, message=message)
+
     async def _write_pending(self, now: float) -> None:
         assert self.core is not None
         core, view = self.core, self.view
@@ -328,20 +334,14 @@ class SchedulerDaemon:
             r = core.pending_reason(job_id)
             code, plugin, message = (r.code, r.plugin, r.message) if r is not None else ("Queued", "queue", "waiting for a scheduling pass")
             by_reason[code] += 1
-            old = self._status(job_id)
-            if (old.get("phase"), old.get("reason"), old.get("message")) == ("Pending", code, message):
-                continue
-            docs[job_id] = dict(old, phase="Pending", reason=code, plugin=plugin, message=message)
+            self._pending(docs, job_id, code, plugin, message)
         # job keys whose value is not a job: the reason names the key (a fixed spec is a job again)
         for key, why in view.invalid.items():
             job_id = key[len(keys.JOBS):]
             if not key.startswith(keys.JOBS) or job_id in view.bindings or view.phase(job_id) in TERMINAL:
                 continue
             by_reason["InvalidSpec"] += 1
-            message = f"{key}: {why}"
-            old = self._status(job_id)
-            if (old.get("phase"), old.get("reason"), old.get("message")) != ("Pending", "InvalidSpec", message):
-                docs[job_id] = dict(old, phase="Pending", reason="InvalidSpec", plugin="daemon", message=message)
+            self._pending(docs, job_id, "InvalidSpec", "daemon", f"{key}: {why}")
         # jobs the core is not told of until their dependencies are met (scheduler.dependencies):
         # Pending/Dependency, or Failed/DependencyNeverSatisfied; met outcomes recorded
         events: list[tuple[str, str, str]] = []
@@ -356,12 +356,9 @@ class SchedulerDaemon:
             if event:
                 events.append((job_id, "DependencyNeverSatisfied", event))
         # elements of job arrays kept back by their array's limit (scheduler.arrays)
-        for job_id in view.throttled_jobs():
-            message = view.array_throttled(job_id) or ""
+        for job_id, message in view.throttled_jobs():
             by_reason["JobArrayTaskLimit"] += 1
-            old = self._status(job_id)
-            if (old.get("phase"), old.get("reason"), old.get("message")) != ("Pending", "JobArrayTaskLimit", message):
-                docs[job_id] = dict(old, phase="Pending", reason="JobArrayTaskLimit", plugin="daemon", message=message)
+            self._pending(docs, job_id, "JobArrayTaskLimit", "daemon", message)
         self.pending_by_reason = by_reason
         # jobs cancelled before they ever ran
         for job_id, entry in view.jobs.items():

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from kvraft.client import Compare, Op
 from scheduler import decode, keys
-from scheduler.cli.common import CliError, NotFound, array_elements
+from scheduler.cli.common import CliError, NotFound, array_elements, stored_status
 from scheduler.jobs import check_stored_job
 
 __all__ = ["add_parser", "run"]
@@ -26,7 +26,7 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     for name in args.names:
         if not client.get(keys.job_key(name)).kvs:
             # the name of a job array: its elements that have not ended (scancel ARRAYID)
-            members = sorted(array_elements(client, name)[1], key=lambda n: int(n.rsplit("_", 1)[1]))
+            members = array_elements(client, name)[1]
             if not members:
                 raise NotFound("jobs", name)
             for member in members:
@@ -55,11 +55,8 @@ def _cancel(client: Any, name: str, *, quiet: bool) -> bool:
         if problems:
             raise CliError(f"error: job {name}: {key} is not a job ({'; '.join(problems)}); "
                            f"the scheduler does not run it (kvctl del {key} removes it)")
-        st = client.get(keys.jobstatus_key(name))
-        try:
-            phase = decode.job_status(decode.json_value(st.kvs[0].value))[0].get("phase") if st.kvs else "Pending"
-        except decode.Malformed:
-            phase = "Pending"  # the scheduler rewrites a status that does not decode
+        st = client.get(keys.jobstatus_key(name)).kvs
+        phase = stored_status(st[0].value if st else None).get("phase", "Pending")
         if phase in ("Succeeded", "Failed", "Cancelled"):
             if quiet:
                 return False

@@ -15,7 +15,7 @@ from kvraft.client import Op
 from scheduler import arrays, decode, keys
 from scheduler.jobs import check_stored_job
 
-__all__ = ["CliError", "NotFound", "array_elements", "job_view", "json_values", "key_of", "placement_rows", "read_input", "skip"]
+__all__ = ["CliError", "NotFound", "array_elements", "job_view", "json_values", "stored_status", "key_of", "placement_rows", "read_input", "skip"]
 
 
 class CliError(Exception):
@@ -52,7 +52,7 @@ def key_of(kv: Any) -> str | None:
 
 
 def array_elements(client: Any, name: str) -> tuple[set[str], list[str]]:
-    """``(job names starting <name>_, those that are elements of job array <name>)``."""
+    """``(job names starting <name>_, those that are elements of job array <name>, by index)``."""
     taken, members = set(), []
     for kv in client.get(keys.job_key(name) + "_", prefix=True).kvs:
         key = key_of(kv)
@@ -61,11 +61,22 @@ def array_elements(client: Any, name: str) -> tuple[set[str], list[str]]:
         taken.add(key[len(keys.JOBS):])
         try:
             record = arrays.member(decode.json_value(kv.value))
-        except (decode.Malformed, AttributeError):
+        except decode.Malformed:
             continue
         if record is not None and record.get("job") == name:
-            members.append(key[len(keys.JOBS):])
-    return taken, members
+            members.append((record["index"], key[len(keys.JOBS):]))
+    return taken, [job for _, job in sorted(members)]
+
+
+def stored_status(value: bytes | None) -> dict[str, Any]:
+    """A job status value as ``decode.job_status`` keeps it; {} when there is none or it does
+    not decode (the scheduler rewrites such a status: the job counts as Pending)."""
+    if value is None:
+        return {}
+    try:
+        return decode.job_status(decode.json_value(value))[0]
+    except decode.Malformed:
+        return {}
 
 
 def json_values(kvs: Iterable[Any], note: str = "") -> Iterator[tuple[str, Any]]:

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from kvraft.client import Op
-from scheduler import decode, dependencies, keys
-from scheduler.cli.common import NotFound, job_view
+from scheduler import dependencies, keys
+from scheduler.cli.common import NotFound, job_view, stored_status
 from scheduler.cli.printers import age, render_table
 
 __all__ = ["add_parser", "dependency_lines", "events", "progress", "progress_lines", "progress_key", "run"]
@@ -83,11 +83,7 @@ def _phase_of(client: Any) -> Callable[[str], str | None]:
         if not getattr(resp.responses[0], "kvs", ()):
             return None
         kvs = getattr(resp.responses[1], "kvs", ())
-        try:
-            st, _ = decode.job_status(decode.json_value(kvs[0].value)) if kvs else ({}, [])
-        except decode.Malformed:
-            st = {}
-        return str(st.get("phase", "Pending"))
+        return str(stored_status(kvs[0].value if kvs else None).get("phase", "Pending"))
     return phase
 
 

@@ -12,8 +12,8 @@ The name of a job array (``scheduler.arrays``) stands for all its elements, thei
 combined as for ``depends_on``. Each job met prints ``job/<name> <phase>`` once; a job that is
 not found, or is deleted while waited for, is an error; ``--timeout`` (Go's durations: ``90s``,
 ``30m``, ``2h``; default none) ends with kubectl's ``error: timed out waiting for the
-condition on jobs/<names>``. The statuses are read once a second (``--interval``), each
-read one txn per job.
+condition on jobs/<names>``. The statuses are read once a second (``--interval``): for a job
+array, all its elements' in one range read.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import time
 from typing import Any, TextIO
 
 from kvraft.client.goduration import parse_duration
-from scheduler import arrays, decode, keys
-from scheduler.cli.common import CliError, NotFound, array_elements
+from scheduler import arrays, keys
+from scheduler.cli.common import CliError, NotFound, array_elements, stored_status
 
 __all__ = ["CONDITIONS", "add_parser", "judge", "run"]
 
@@ -69,17 +69,16 @@ def _phase(client: Any, name: str) -> tuple[str, bool, str] | None:
     """``(phase, ran, message)`` of a job or a job array now; None when neither exists."""
     if client.get(keys.job_key(name), keys_only=True).kvs:
         members = [name]
+        kvs = client.get(keys.jobstatus_key(name)).kvs
     else:
         members = array_elements(client, name)[1]
         if not members:
             return None
+        kvs = client.get(keys.jobstatus_key(name) + "_", prefix=True).kvs  # every element's, one read
+    values = {kv.key.decode("utf-8", "replace")[len(keys.JOBSTATUS):]: kv.value for kv in kvs}
     phases, ran, message = [], False, ""
     for job in members:
-        kvs = client.get(keys.jobstatus_key(job)).kvs
-        try:
-            status = decode.job_status(decode.json_value(kvs[0].value))[0] if kvs else {}
-        except decode.Malformed:
-            status = {}  # the scheduler rewrites a status that does not decode
+        status = stored_status(values.get(job))
         phase = str(status.get("phase", "Pending"))
         phases.append(phase)
         ran = ran or bool(status.get("bound_at")) or phase in ("Running", "Succeeded", "Failed")
