@@ -13,7 +13,7 @@ dev: $(BIN)/python
 
 # The README's test command: everything CI runs.
 test: dev
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --tb=short
 
 lint: dev
 	$(BIN)/ruff check kvraft scheduler agent tests

@@ -17,3 +17,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="rewrite expected outputs of data-driven tests instead of checking them",
     )
+
+
+# a failed test's report carries what its daemons logged and the machine's state (CI keeps
+# nothing else): tests/failure_digest.py
+from tests.failure_digest import pytest_runtest_makereport, pytest_runtest_setup  # noqa: E402, F401
