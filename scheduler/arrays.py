@@ -30,12 +30,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MAX_ELEMENTS", "MAX_INDEX", "ArraySpec", "element_name", "eligible", "env", "expand", "member",
-           "parse", "phase", "record_ok", "throttle_message"]
+__all__ = ["MAX_ELEMENTS", "MAX_INDEX", "THROTTLED", "ArraySpec", "element_name", "eligible", "env", "expand",
+           "folded_name", "member", "parse", "phase", "record_ok", "throttle_message"]
 
 MAX_INDEX = 9999
 SUBMIT_STEP_S = 1e-6
 MAX_ELEMENTS = 1000  # Slurm's MaxArraySize default is 1001 (indices 0..1000)
+THROTTLED = "JobArrayTaskLimit"  # the pending reason of an element kept back by its array's limit (Slurm's)
 _PART = re.compile(r"(\d+)(?:-(\d+)(?::(\d+))?)?\Z")
 
 
@@ -80,6 +81,19 @@ def parse(text: str) -> ArraySpec:
 
 def element_name(job: str, index: int) -> str:
     return f"{job}_{index}"
+
+
+def folded_name(job: str, indices: Iterable[int], parallelism: int | None) -> str:
+    """Slurm's name for several elements of one array (squeue's pending line):
+    ``sweep_[5-7,9,12-15%4]``, runs of consecutive indices as ranges."""
+    ranges: list[list[int]] = []
+    for i in sorted(set(indices)):
+        if ranges and i == ranges[-1][1] + 1:
+            ranges[-1][1] = i
+        else:
+            ranges.append([i, i])
+    body = ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
+    return f"{job}_[{body}{'' if parallelism is None else f'%{parallelism}'}]"
 
 
 def expand(template: Mapping[str, Any], text: str) -> list[dict[str, Any]]:

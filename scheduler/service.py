@@ -357,8 +357,8 @@ class SchedulerDaemon:
                 events.append((job_id, "DependencyNeverSatisfied", event))
         # elements of job arrays kept back by their array's limit (scheduler.arrays)
         for job_id, message in view.throttled_jobs():
-            by_reason["JobArrayTaskLimit"] += 1
-            self._pending(docs, job_id, "JobArrayTaskLimit", "daemon", message)
+            by_reason[arrays.THROTTLED] += 1
+            self._pending(docs, job_id, arrays.THROTTLED, "daemon", message)
         self.pending_by_reason = by_reason
         # jobs cancelled before they ever ran
         for job_id, entry in view.jobs.items():

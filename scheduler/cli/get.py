@@ -2,7 +2,9 @@
 
 ``get job NAME -o json`` prints one object with ``name``, ``tenant``, ``status.phase``,
 ``status.reason``, ``status.restarts`` and ``status.placement`` (``task, node, rack, gpus``).
-The name of a job array lists its elements, by index (``-o json``: a ``List``)."""
+The name of a job array lists its elements, by index (``-o json``: a ``List``). In the tables,
+the elements an array's limit keeps back are one row, as squeue shows them
+(``sweep_[4-15%4]``, reason JobArrayTaskLimit); ``-r``/``--array`` lists them one per row."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import json
 import time
 from typing import Any, TextIO
 
-from scheduler import decode, keys
+from scheduler import arrays, decode, keys
 from scheduler.cli.common import CliError, NotFound, job_view, key_of, skip
 from scheduler.cli.printers import job_header, job_row, print_docs, render_table
 from scheduler.cli.watch_jobs import watch
@@ -30,6 +32,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("name", nargs="?")
     p.add_argument("-o", "--output", choices=["wide", "json", "yaml"])
     p.add_argument("--tenant", help="only jobs of this tenant")
+    p.add_argument("-r", "--array", action="store_true",
+                   help="one row per element of a job array, also those its limit keeps back (squeue -r)")
     p.add_argument("-w", "--watch", action="store_true",
                    help="after the list, print a job again each time it changes (kubectl get -w; Ctrl-C ends)")
     p.set_defaults(run=run)
@@ -128,6 +132,29 @@ def _order(j: dict[str, Any]) -> tuple[float, int]:
     return j["spec"].get("submitted_at") or 0, (j["spec"].get("array") or {}).get("index", -1)
 
 
+def _job_rows(items: list[dict[str, Any]], fmt: str | None, now: float, expand: bool) -> list[list[Any]]:
+    """The table's rows. Unless ``expand``, the elements of one array that its limit keeps
+    back (two or more) are one row where the first of them would be, named as squeue names
+    them: ``sweep_[4-15%4]``."""
+    held: dict[str, list[dict[str, Any]]] = {}
+    for j in items:
+        record = arrays.member(j["spec"])
+        if not expand and record is not None and arrays.record_ok(record, j["name"]) \
+                and j["status"]["phase"] == "Pending" and j["status"]["reason"] == arrays.THROTTLED:
+            held.setdefault(record["job"], []).append(j)
+    folded = {id(j): group for group in held.values() if len(group) > 1 for j in group}
+    rows = []
+    for j in items:
+        group = folded.get(id(j))
+        if group is None:
+            rows.append(job_row(j, fmt, now))
+        elif j is group[0]:
+            record = j["spec"]["array"]
+            name = arrays.folded_name(record["job"], (g["spec"]["array"]["index"] for g in group), record["parallelism"])
+            rows.append([name, *job_row(j, fmt, now)[1:]])
+    return rows
+
+
 def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     noun = NOUNS.get(args.noun)
     if noun is None:
@@ -154,7 +181,7 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
                 j.pop("revision", None)
             print_docs(sorted(items, key=_order) if array else items, fmt, out, named=bool(args.name) and not array)
         else:
-            rows = [job_row(j, fmt, now) for j in sorted(items, key=_order)]
+            rows = _job_rows(sorted(items, key=_order), fmt, now, args.array)
             out.write(render_table(job_header(fmt), rows) if rows else "No jobs found.\n")
         if args.watch:
             return watch(args, client, out, start, items)

@@ -48,6 +48,15 @@ def _template(**extra: object) -> dict:
                           **extra}, submitted_at=5.0)
 
 
+@pytest.mark.parametrize(("indices", "limit", "name"), [
+    ([5, 6, 7, 9, 12, 13, 14, 15], 4, "sweep_[5-7,9,12-15%4]"),
+    ([3, 2], None, "sweep_[2-3]"),
+    ([0, 2, 4], 1, "sweep_[0,2,4%1]"),
+])
+def test_held_elements_are_named_as_squeue_names_them(indices: list[int], limit: int | None, name: str) -> None:
+    assert arrays.folded_name("sweep", indices, limit) == name
+
+
 def test_expand_names_each_element_and_gives_it_its_own_checkpoints() -> None:
     elements = arrays.expand(_template(checkpoint_dir="/ckpt/sweep/"), "2,4%1")
     assert [e["name"] for e in elements] == ["sweep_2", "sweep_4"]

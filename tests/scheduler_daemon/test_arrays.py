@@ -56,9 +56,15 @@ async def test_an_array_runs_two_at_a_time_in_index_order_then_its_dependent(
         assert d.core is not None and job not in d.core.state.jobs  # held out of the core
     assert d.pending_by_reason["JobArrayTaskLimit"] == 2
     rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "get", "job", "sweep")  # the array: its elements
-    assert rc == 0 and [line.split()[:3] for line in out.splitlines()[1:]] == [
-        ["sweep_0", "default", "Running"], ["sweep_1", "default", "Running"],
-        ["sweep_2", "default", "Pending"], ["sweep_3", "default", "Pending"]], out
+    # those its limit keeps back in one row, as squeue shows them
+    assert rc == 0 and [line.split()[:3] + line.split()[-1:] for line in out.splitlines()[1:]] == [
+        ["sweep_0", "default", "Running", "Starting"], ["sweep_1", "default", "Running", "Starting"],
+        ["sweep_[2-3%2]", "default", "Pending", "JobArrayTaskLimit"]], out
+    for flag in ("-r", "--array"):  # one row per element (squeue -r)
+        rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "get", "jobs", flag)
+        assert rc == 0 and [line.split()[:3] for line in out.splitlines()[1:]] == [
+            ["sweep_0", "default", "Running"], ["sweep_1", "default", "Running"],
+            ["sweep_2", "default", "Pending"], ["sweep_3", "default", "Pending"], ["pick-best", "default", "Pending"]], out
     rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "get", "job", "sweep", "-o", "json")
     assert rc == 0 and [j["name"] for j in json.loads(out)["items"]] == [f"sweep_{i}" for i in range(4)]
     rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "describe", "job", "sweep_3")
@@ -159,6 +165,9 @@ async def test_a_large_array_is_written_in_several_txns(
     assert len(await _bound(d)) == 10  # 16 GPUs free, the limit says 10
     assert json.loads((await d.client.get("/registry/jobs/big_249")).kvs[0].value)["array"]["count"] == 250
     rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "get", "jobs", "big")
+    assert rc == 0 and [line.split()[0] for line in out.splitlines()[1:]] == [f"big_{i}" for i in range(10)] + [
+        "big_[10-249%10]"], out
+    rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "get", "jobs", "big", "-r")
     assert rc == 0 and [line.split()[0] for line in out.splitlines()[1:]] == [f"big_{i}" for i in range(250)]
 
 
