@@ -11,8 +11,8 @@ txn writes one record, so a run is counted once, even across a scheduler failove
 The records live outside ``/registry/`` (the scheduler's informer lists that whole prefix)
 and outlive the jobs, which ``ttl_seconds_after_finished`` deletes. ``OUTCOMES`` maps each
 way a run ends to what a report shows: the GPU time of ``completed`` runs is useful work;
-``failed`` (a failure or a restart after one), ``preempted`` (preemption or an operator's
-eviction: the run resumes from its checkpoint, the time since is lost) and ``cancelled`` are
+``failed`` (a failure or a restart after one), ``preempted`` (preemption, an operator's
+eviction or a suspension: the run resumes from its checkpoint, the time since is lost) and ``cancelled`` are
 the GPU time that produced no finished job (Philly's lesson: failures cost a cluster much of
 its GPU time, reference section 7, item 11). ``summarize`` adds records up per tenant (or per
 job); the leader deletes months older than ``--accounting-retention-months`` in one range
@@ -36,7 +36,7 @@ PREFIX = "/accounting/"
 OUTCOMES = {
     "succeeded": "completed",
     "failed": "failed", "restarted": "failed", "deadline": "failed", "invalid": "failed",
-    "preempted": "preempted", "evicted": "preempted",
+    "preempted": "preempted", "evicted": "preempted", "suspended": "preempted",
     "cancelled": "cancelled",
 }
 """How a release (``SchedulerDaemon._release``'s kind) counts in a report."""

@@ -145,7 +145,8 @@ def env(spec: Mapping[str, Any]) -> dict[str, str]:
 def eligible(members: Iterable[tuple[int, str, str]], parallelism: int | None) -> set[str]:
     """The elements the core may see. ``members``: ``(index, name, state)`` of every stored
     element of one array, ``state`` one of ``running`` (bound: it counts against the limit),
-    ``pending`` (waiting for the scheduler) or ``done`` (finished or cancelled). The pending
+    ``pending`` (waiting for the scheduler), ``held`` (suspended) or ``done`` (finished or
+    cancelled): the last two neither count nor get a turn. The pending
     ones with the lowest indices, as many as the limit leaves room for."""
     rows = sorted(members)
     if parallelism is None:

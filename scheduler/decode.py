@@ -42,6 +42,9 @@ __all__ = [
 EVICTION_REASONS = ("drain", "requeue")
 """Why an operator asked for a run to be evicted (``/registry/evictions/<job>``): its node is
 drained (``jobctl drain NODE --requeue``), or the job itself is requeued (``jobctl requeue``)."""
+BINDING_EVICTION_REASONS = (*EVICTION_REASONS, "suspend")
+"""Why a binding's run is being stopped (its ``eviction`` field): an operator's request, or its
+job was suspended (``jobctl suspend``: the daemon stops the run on its own)."""
 MAX_GPUS_PER_NODE = 1024  # a record claiming more is wrong (the core keeps a bit per GPU)
 _MAX_INT = 1 << 53  # capacities and revisions past this are not numbers JSON carries exactly
 
@@ -166,7 +169,7 @@ def binding(doc: Any) -> tuple[tuple[dict[str, Any], ...], float, float | None, 
 
 def binding_eviction(doc: Any) -> tuple[str, str]:
     """``(reason, message)`` of the ``eviction`` field a binding carries while an eviction an
-    operator asked for is under way (``reason`` one of ``EVICTION_REASONS``); ``("", "")``
+    operator asked for, or a suspension, is under way (``reason`` one of ``BINDING_EVICTION_REASONS``); ``("", "")``
     without one (a preemption, or no eviction). Raises ``Malformed``; the view makes that the
     binding's ``problem``."""
     ev = doc.get("eviction") if isinstance(doc, dict) else None
@@ -174,8 +177,8 @@ def binding_eviction(doc: Any) -> tuple[str, str]:
         return "", ""
     d = _object(ev, "eviction")
     reason = d.get("reason")
-    if reason not in EVICTION_REASONS:
-        raise Malformed(f"eviction.reason: must be one of {', '.join(EVICTION_REASONS)}, not {reason!r}")
+    if reason not in BINDING_EVICTION_REASONS:
+        raise Malformed(f"eviction.reason: must be one of {', '.join(BINDING_EVICTION_REASONS)}, not {reason!r}")
     return str(reason), _text(d, "message", "eviction.message", 500)
 
 

@@ -76,7 +76,7 @@ class Binding:
     revision: int  # create revision: the assignments' create revision too
     mod_revision: int
     problem: str = ""  # what did not decode ("" when nothing); ``tasks`` are the rows that did
-    evicted_for: str = ""  # an eviction an operator asked for: "drain" or "requeue"; "" for a preemption
+    evicted_for: str = ""  # an operator's eviction ("drain", "requeue") or "suspend"; "" for a preemption
     eviction_message: str = ""  # why, for the status ("node n3 drained by jobctl")
 
     def nodes(self) -> tuple[str, ...]:
@@ -397,12 +397,13 @@ class ClusterView:
 
     def job_model(self, job: str) -> Job | None:
         """The core's job, or None when the job is gone, cancelled or finished, or is not bound
-        and has dependencies not met (``dependency_verdict``): the core never hears of such a
-        job, so it holds no GPUs, reservation or backfill slot and heads no queue."""
+        and is suspended, has dependencies not met (``dependency_verdict``) or is an array
+        element its array's limit keeps back: the core never hears of such a job, so it holds
+        no GPUs, reservation or backfill slot and heads no queue."""
         entry = self.jobs.get(job)  # only specs that passed check_stored_job
         if entry is None or self.phase(job) in TERMINAL:
             return None
-        if entry.doc.get("cancelled") and job not in self.bindings:
+        if (entry.doc.get("cancelled") or entry.doc.get("suspend")) and job not in self.bindings:
             return None
         if job not in self.bindings and entry.doc.get("depends_on"):
             verdict = self.dependency_verdict(job)
@@ -434,6 +435,8 @@ class ClusterView:
                 state = "running"
             elif each.doc.get("cancelled") or self.phase(name) in TERMINAL:
                 state = "done"
+            elif each.doc.get("suspend"):
+                state = "held"  # neither runs nor waits its turn: the next index may go
             else:
                 state = "pending"
             rows.append((each.doc["array"]["index"], name, state))
@@ -446,14 +449,24 @@ class ClusterView:
             return None
         return entry
 
+    def held(self, job: str) -> bool:
+        """Whether ``job`` is suspended and not bound: Pending, reason Suspended, until
+        ``jobctl resume``. (A bound one is stopped first: the daemon's lifecycle.)"""
+        entry = self._unbound_spec(job)
+        return entry is not None and bool(entry.doc.get("suspend"))
+
+    def suspended_jobs(self) -> list[str]:
+        """The suspended jobs that are not bound (``held``), sorted."""
+        return sorted(j for j, entry in self.jobs.items() if entry.doc.get("suspend") and self.held(j))
+
     def throttled_jobs(self) -> list[tuple[str, str]]:
         """``(element, why)`` of the elements of job arrays kept back by their array's limit
-        (sorted), whose pending status the daemon writes."""
+        (sorted), whose pending status the daemon writes (a suspended one says so instead)."""
         out = []
         for names in self.arrays.values():
             for j in names:
                 entry = self._unbound_spec(j)
-                why = self.array_throttled(j) if entry is not None else None
+                why = self.array_throttled(j) if entry is not None and not entry.doc.get("suspend") else None
                 if entry is None or why is None:
                     continue
                 verdict = self.dependency_verdict(j) if entry.doc.get("depends_on") else None
@@ -462,9 +475,10 @@ class ClusterView:
         return sorted(out)
 
     def gated_jobs(self) -> list[str]:
-        """The jobs with dependencies that are neither bound, finished nor cancelled: those whose
-        pending status ``scheduler.dependencies`` writes (sorted)."""
-        return sorted({j for names in self.dependents.values() for j in names if self._unbound_spec(j) is not None})
+        """The jobs with dependencies that are neither bound, finished, cancelled nor suspended:
+        those whose pending status ``scheduler.dependencies`` writes (sorted)."""
+        return sorted({j for names in self.dependents.values() for j in names
+                       if (entry := self._unbound_spec(j)) is not None and not entry.doc.get("suspend")})
 
     def dependent_records(self, job: str) -> list[tuple[str, str, dict[str, str]]]:
         """``(name, phase, recorded outcomes)`` of every job whose spec depends on ``job``."""
@@ -620,6 +634,8 @@ class CoreFeed:
             if old is None:
                 return []
             del self.jobs[name]
+            if old[1] is not None and view.held(name):  # a suspended job's run stopped: it did not end
+                return [JobEvicted(name, now_s, stimulus_id=sid), JobDeleted(name, stimulus_id=sid)]
             if old[1] is not None:
                 return [JobFinished(name, now_s, stimulus_id=sid)]
             return [JobDeleted(name, stimulus_id=sid)]

@@ -17,6 +17,7 @@ A job is a gang in the spirit of Volcano's Job and Kubeflow's MPIJob (docs/jobs.
     checkpoint_dir: /ckpt/bert-large
     ttl_seconds_after_finished: 3600   # keys deleted an hour after it ends (scheduler.job_gc)
     depends_on: [{job: bert-prep}]     # runs once bert-prep has Succeeded (scheduler.dependencies)
+    # suspend: true                    # stored suspended: runs after jobctl resume
     # array: "0-15%4"                  # a job array: 16 jobs bert-large_0.., 4 at a time (scheduler.arrays)
 
 ``validate_job(doc)`` returns every problem at once, each with its path
@@ -142,6 +143,8 @@ JOB_SCHEMA: dict[str, Any] = {
         "depends_on": {"type": "array", "maxItems": MAX_DEPENDENCIES, "items": DEPENDENCY},
         # a job array (scheduler.arrays): Slurm's --array syntax, "0-15%4"
         "array": {"type": "string", "minLength": 1},
+        # submitted suspended (Kubernetes' Job .spec.suspend, sbatch --hold): jobctl resume runs it
+        "suspend": {"type": "boolean"},
     },
 }
 
@@ -232,6 +235,7 @@ STORED_JOB_SCHEMA: dict[str, Any] = {
         "ttl_seconds_after_finished": {"type": ["number", "null"]},
         "submitted_at": {"type": "number"},
         "cancelled": {"type": "boolean"},
+        "suspend": {"type": "boolean"},  # jobctl suspend / resume: not run while true
         "depends_on": {"type": "array", "maxItems": MAX_DEPENDENCIES,
                        "items": {"type": "object", "required": ["job", "condition"],
                                  "properties": {"job": NAME, "condition": {"enum": ["succeeded", "finished"]}}}},
@@ -507,6 +511,7 @@ def _stored_job_ok(doc: Any) -> bool:
             and ("grace_s" not in doc or (_n(doc["grace_s"]) and 0 <= doc["grace_s"] <= 3600))
             and (doc.get("ttl_seconds_after_finished") is None or _n(doc["ttl_seconds_after_finished"]))
             and ("submitted_at" not in doc or _n(doc["submitted_at"])) and isinstance(doc.get("cancelled", False), bool)
+            and isinstance(doc.get("suspend", False), bool)
             and ("depends_on" not in doc or _dependencies_ok(doc["depends_on"]))
             and (doc.get("array") is None or arrays.record_ok(doc["array"], doc["name"])))
 
@@ -568,6 +573,7 @@ def normalize_job(doc: dict[str, Any], *, priority: int | None = None, submitted
         "submitted_at": submitted_at,
         "cancelled": False,
         "depends_on": [{"job": d["job"], "condition": d.get("condition", "succeeded")} for d in doc.get("depends_on") or []],
+        **({"suspend": True} if doc.get("suspend") else {}),
     }
 
 

@@ -53,6 +53,8 @@ from scheduler.suspects import Suspects
 __all__ = ["SchedulerDaemon", "main", "run"]
 
 log = logging.getLogger("kvraft.scheduler")
+SUSPENDED = "suspended: jobctl resume queues it again"
+"""The message of a suspended job's Pending status (reason Suspended)."""
 
 
 class SchedulerDaemon:
@@ -359,6 +361,10 @@ class SchedulerDaemon:
         for job_id, message in view.throttled_jobs():
             by_reason[arrays.THROTTLED] += 1
             self._pending(docs, job_id, arrays.THROTTLED, "daemon", message)
+        # suspended jobs (jobctl suspend, or submitted so): held until jobctl resume
+        for job_id in view.suspended_jobs():
+            by_reason["Suspended"] += 1
+            self._pending(docs, job_id, "Suspended", "daemon", SUSPENDED)
         self.pending_by_reason = by_reason
         # jobs cancelled before they ever ran
         for job_id, entry in view.jobs.items():
@@ -388,6 +394,11 @@ class SchedulerDaemon:
             if now < b.evicting_until:
                 self._timers[job] = b.evicting_until
                 return False
+            if b.evicted_for == "suspend":  # jobctl suspend: held until jobctl resume
+                doc = dict(st, phase="Pending", reason="Suspended", message=SUSPENDED, placement=[],
+                           last_placement=placement)
+                return await self._release(b, doc, [("Suspended", "grace period over; tasks stopped until jobctl resume")],
+                                           True, "suspended")
             if b.evicted_for:  # an operator's request (scheduler.evictions): not a restart, as a preemption
                 doc = dict(st, phase="Pending", reason="Evicted", message=f"Evicted: {b.eviction_message}; waiting to run "
                            "again", evictions=int(st.get("evictions", 0)) + 1, placement=[], last_placement=placement)
@@ -399,6 +410,9 @@ class SchedulerDaemon:
         if entry is None or spec.get("cancelled"):
             doc = dict(st, phase="Cancelled", reason="Cancelled", message="cancelled by user", finished_at=now)
             return await self._release(b, doc, [("Cancelled", "tasks stopped")], False, "cancelled")
+        if spec.get("suspend"):  # Kubernetes' Job .spec.suspend: the run stops, the job waits for resume
+            await self._suspend(b, spec, now)
+            return False
         lost = [n for n in b.nodes() if n not in view.heartbeats or n not in view.nodes]
         if lost:
             return await self._restart_or_fail(b, spec, st, "NodeLost",
@@ -434,6 +448,17 @@ class SchedulerDaemon:
         if (st.get("phase"), st.get("reason"), st.get("message")) != ("Running", reason, message):
             updates[job] = dict(st, phase="Running", reason=reason, message=message)
         return False
+
+    async def _suspend(self, b: Any, spec: dict[str, Any], now: float) -> None:
+        """Stop the run of a suspended job as a preemption stops one (the grace period, then
+        the release): its tasks checkpoint, and ``jobctl resume`` queues it again."""
+        grace = float(spec.get("grace_s", 30.0))
+        stopping = f"suspended; stopping with a {grace:g} s grace period"
+        status = dict(self._status(b.job), phase="Running", reason="Suspending", message=stopping)
+        if await self.binder.evict(b, grace, status, stopping, event="Suspending",
+                                   eviction={"reason": "suspend", "message": "suspended"}):
+            self._timers[b.job] = now + grace
+            log.info("suspending", extra={"fields": {"job": b.job, "grace_s": grace}})
 
     # --- operators' eviction requests (scheduler.evictions) -----------------------------------
     async def _eviction_request(self, job: str) -> None:

@@ -13,7 +13,9 @@ from scheduler import decode, keys
 from scheduler.cli.common import CliError, NotFound, array_elements, stored_status
 from scheduler.jobs import check_stored_job
 
-__all__ = ["add_parser", "run"]
+__all__ = ["ENDED", "add_parser", "mark", "run"]
+
+ENDED = ("Succeeded", "Failed", "Cancelled")
 
 
 def add_parser(sub: Any) -> None:
@@ -30,16 +32,19 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
             if not members:
                 raise NotFound("jobs", name)
             for member in members:
-                if _cancel(client, member, quiet=True):
+                if mark(client, member, "cancelled", True) not in ENDED:
                     out.write(f"job/{member} cancelled\n")
             continue
-        _cancel(client, name, quiet=False)
+        if (outcome := mark(client, name, "cancelled", True)) in ENDED:
+            raise CliError(f"error: job {name} already finished ({outcome})")
         out.write(f"job/{name} cancelled\n")
     return 0
 
 
-def _cancel(client: Any, name: str, *, quiet: bool) -> bool:
-    """Mark ``name`` cancelled; False when it had ended (an error unless ``quiet``)."""
+def mark(client: Any, name: str, field: str, value: bool) -> str:
+    """Set ``field`` of job ``name``'s stored spec to ``value`` (a txn that compares the
+    spec's revision, retried): ``"changed"``, ``"unchanged"`` (it was so already) or the
+    phase of a job that has ended (one of ``ENDED``: nothing written)."""
     key = keys.job_key(name)
     for _ in range(5):
         resp = client.get(key)
@@ -56,15 +61,13 @@ def _cancel(client: Any, name: str, *, quiet: bool) -> bool:
             raise CliError(f"error: job {name}: {key} is not a job ({'; '.join(problems)}); "
                            f"the scheduler does not run it (kvctl del {key} removes it)")
         st = client.get(keys.jobstatus_key(name)).kvs
-        phase = stored_status(st[0].value if st else None).get("phase", "Pending")
-        if phase in ("Succeeded", "Failed", "Cancelled"):
-            if quiet:
-                return False
-            raise CliError(f"error: job {name} already finished ({phase})")
-        if doc.get("cancelled"):
-            break
-        doc["cancelled"] = True
+        phase = str(stored_status(st[0].value if st else None).get("phase", "Pending"))
+        if phase in ENDED:
+            return phase
+        if bool(doc.get(field, False)) == value:
+            return "unchanged"
+        doc[field] = value
         txn = client.txn().if_(Compare.mod(key, "=", kv.mod_revision)).then(Op.put(key, json.dumps(doc).encode()))
         if txn.commit().succeeded:
-            break
-    return True
+            return "changed"
+    raise CliError(f"error: job {name}: its spec kept changing; try again")

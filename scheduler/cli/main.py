@@ -23,6 +23,7 @@ from scheduler.cli import (
     report,
     requeue,
     submit,
+    suspend,
     top,
     wait,
 )
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                    default=os.environ.get("JOBCTL_INSECURE_SKIP_TLS_VERIFY", "").lower() in ("1", "true"))
     sub = p.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for module in (submit, apply, get, describe, logs, wait, cancel, requeue, cordon, top, report):
+    for module in (submit, apply, get, describe, logs, wait, cancel, suspend, requeue, cordon, top, report):
         module.add_parser(sub)
     return p
 

@@ -1,0 +1,145 @@
+"""``jobctl suspend`` / ``resume`` (Kubernetes' Job ``.spec.suspend``) through jobctl and the
+daemon's own pass on a real one-member kvraft, in this process: a job submitted suspended
+holds nothing and waits (Pending/Suspended) until resumed; a running one is stopped with its
+grace period (Running/Suspending), released (its GPUs free, a ``preempted`` accounting record),
+held, and bound again on resume as its next run; an array's name suspends its elements and
+its limit passes over a held one; finished jobs and unknown names are errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from test_dependencies import _allocated, _events, _finish, _jobctl, _status
+from test_malformed import daemon, doc, nodes, one_member, put, spec, steps  # noqa: F401  (fixtures)
+
+from scheduler.service import SUSPENDED, SchedulerDaemon
+
+
+async def _bound(d: SchedulerDaemon) -> set[str]:
+    return {kv.key.decode().rsplit("/", 1)[1] for kv in (await d.client.get("/registry/bindings/", prefix=True)).kvs}
+
+
+def _submit(eps: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    rc, _, err = _jobctl(eps, capsys, "submit", "-f", str(path))
+    assert (rc, err) == (0, ""), err
+
+
+async def test_submitted_suspended_it_holds_nothing_until_resumed(
+        daemon: SchedulerDaemon, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # noqa: F811
+    d, eps = daemon, list(daemon.config.endpoints)
+    await asyncio.to_thread(_submit, eps, capsys, tmp_path,
+                            "name: held\nsuspend: true\ntasks: [{name: w, command: x, resources: {gpus: 8}}]\n")
+    assert (await doc(d, "/registry/jobs/held"))["suspend"] is True
+    await nodes(d, "n1")  # room enough: only the suspension keeps it back
+    await steps(d, 2)
+    assert await _bound(d) == set()
+    st = await _status(d, "held")
+    assert (st["phase"], st["reason"], st["message"]) == ("Pending", "Suspended", SUSPENDED), st
+    assert d.core is not None and "held" not in d.core.state.jobs  # the core never hears of it
+    assert d.pending_by_reason["Suspended"] == 1
+    rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "suspend", "held")
+    assert (rc, out) == (0, "job/held unchanged (already suspended)\n")
+
+    rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "resume", "held")
+    assert (rc, out) == (0, "job/held resumed\n")
+    assert "suspend" in (await doc(d, "/registry/jobs/held")) and not (await doc(d, "/registry/jobs/held"))["suspend"]
+    await steps(d, 2)
+    assert await _bound(d) == {"held"}
+    rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "resume", "held")
+    assert (rc, out) == (0, "job/held unchanged (not suspended)\n")
+
+
+async def test_a_running_job_is_stopped_with_its_grace_period_then_held_and_resumed_as_its_next_run(
+        daemon: SchedulerDaemon, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # noqa: F811
+    d, eps = daemon, list(daemon.config.endpoints)
+    await nodes(d, "n1")
+    await asyncio.to_thread(_submit, eps, capsys, tmp_path,
+                            "name: train\ngrace_s: 0.5\ncheckpoint_dir: /ckpt/train\n"
+                            "tasks: [{name: w, command: x, resources: {gpus: 8}}]\n")
+    await steps(d, 2)
+    assert await _bound(d) == {"train"}
+    await put(d, "/registry/jobs/other", spec("other"))  # waits for the GPUs train holds
+    await steps(d, 1)
+    first = (await d.client.get("/registry/bindings/train")).kvs[0].create_revision
+
+    rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "suspend", "train")
+    assert (rc, out) == (0, "job/train suspended\n")
+    await steps(d, 1)
+    st = await _status(d, "train")
+    assert (st["phase"], st["reason"]) == ("Running", "Suspending"), st
+    assert "stopping with a 0.5 s grace period" in st["message"]
+    assert (await doc(d, "/registry/bindings/train"))["eviction"]["reason"] == "suspend"
+    assert not (await d.client.get("/registry/assignments/", prefix=True)).kvs  # the agents stop the tasks
+    await asyncio.sleep(0.6)
+    await steps(d, 2)
+    st = await _status(d, "train")
+    assert (st["phase"], st["reason"], st["message"]) == ("Pending", "Suspended", SUSPENDED), st
+    assert (st["restarts"], st["preemptions"], st["evictions"]) == (0, 0, 0)  # not a failure, nor a preemption
+    assert [e for e in await _events(d, "train") if e[0] in ("Suspending", "Suspended")] == [
+        ("Suspending", "suspended; stopping with a 0.5 s grace period"),
+        ("Suspended", "grace period over; tasks stopped until jobctl resume")]
+    assert await _bound(d) == {"other"}  # the GPUs it freed went to the next job
+    assert "train" not in await _allocated(d)
+    records = [json.loads(kv.value) for kv in (await d.client.get("/accounting/", prefix=True)).kvs]
+    assert [(r["job"], r["outcome"], r["kind"]) for r in records] == [("train", "preempted", "suspended")]
+    assert d.core is not None and "train" not in d.core.state.jobs
+
+    await _finish(d, "other", "Succeeded")
+    rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "resume", "train")
+    assert (rc, out) == (0, "job/train resumed\n")
+    await steps(d, 3)
+    assert await _bound(d) == {"train"}
+    again = await d.client.get("/registry/bindings/train")
+    assert again.kvs[0].create_revision != first  # a new run
+    assignment = next(json.loads(kv.value) for kv in (await d.client.get("/registry/assignments/", prefix=True)).kvs)
+    assert assignment["spec"]["env"]["KVRAFT_CHECKPOINT_DIR"] == "/ckpt/train"
+
+    await _finish(d, "train", "Succeeded")
+    await steps(d, 2)
+    assert (await _status(d, "train"))["phase"] == "Succeeded"
+    rc, _, err = await asyncio.to_thread(_jobctl, eps, capsys, "suspend", "train")
+    assert (rc, err) == (1, "error: job train already finished (Succeeded): nothing to suspend\n")
+    rc, _, err = await asyncio.to_thread(_jobctl, eps, capsys, "resume", "nope")
+    assert rc == 1 and "nope" in err and "not found" in err
+
+
+async def test_an_arrays_name_suspends_its_elements_and_its_limit_passes_over_a_held_one(
+        daemon: SchedulerDaemon, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # noqa: F811
+    d, eps = daemon, list(daemon.config.endpoints)
+    await asyncio.to_thread(_submit, eps, capsys, tmp_path,
+                            "name: sweep\narray: '0-3%1'\ntasks: [{name: w, command: x, resources: {gpus: 8}}]\n")
+    rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "suspend", "sweep_0")
+    assert (rc, out) == (0, "job/sweep_0 suspended\n")
+    await nodes(d, "n1", "n2")
+    await steps(d, 2)
+    assert await _bound(d) == {"sweep_1"}  # the held sweep_0 neither runs nor blocks the next index
+    assert (await _status(d, "sweep_0"))["reason"] == "Suspended"
+    assert [(await _status(d, j))["reason"] for j in ("sweep_2", "sweep_3")] == ["JobArrayTaskLimit"] * 2
+
+    rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "suspend", "sweep")
+    assert rc == 0 and out.splitlines() == ["job/sweep_0 unchanged (already suspended)", "job/sweep_1 suspended",
+                                            "job/sweep_2 suspended", "job/sweep_3 suspended"]
+    await steps(d, 3)  # grace_s defaults to 30 s: sweep_1 is still stopping
+    assert [(await _status(d, j))["reason"] for j in ("sweep_0", "sweep_1", "sweep_2", "sweep_3")] == [
+        "Suspended", "Suspending", "Suspended", "Suspended"]
+    rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "resume", "sweep")
+    assert rc == 0 and out.splitlines() == [f"job/sweep_{i} resumed" for i in range(4)]
+    await steps(d, 2)
+    # sweep_1's run goes on stopping (a resume does not undo it); the others wait their turn
+    assert [(await _status(d, j))["reason"] for j in ("sweep_0", "sweep_2", "sweep_3")] == ["JobArrayTaskLimit"] * 3
+
+
+def test_suspend_in_a_job_file_is_a_boolean_and_is_stored_only_when_true() -> None:
+    from scheduler.jobs import check_stored_job, normalize_job, validate_job
+
+    job = {"name": "j", "tasks": [{"name": "w", "command": "x"}]}
+    assert [str(p) for p in validate_job(dict(job, suspend="yes"))] == ["suspend: must be boolean, not str 'yes'"]
+    assert "suspend" not in normalize_job(dict(job, suspend=False)) and "suspend" not in normalize_job(job)
+    held = normalize_job(dict(job, suspend=True))
+    assert held["suspend"] is True and check_stored_job("j", held) == []
+    assert [p.path for p in check_stored_job("j", dict(held, suspend=1))] == ["suspend"]
