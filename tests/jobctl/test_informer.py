@@ -17,7 +17,15 @@ from kvraft.client import WatchCompactedError
 from scheduler import decode
 from scheduler.informer import Informer
 from scheduler.informer_view import ClusterView, CoreFeed
-from scheduler.model import JobAdded, JobBound, JobEvicted, NodeAdded, NodeUpdated, Tenant
+from scheduler.model import (
+    JobAdded,
+    JobBound,
+    JobDeleted,
+    JobEvicted,
+    NodeAdded,
+    NodeUpdated,
+    Tenant,
+)
 from scheduler.profiles import profile
 from scheduler.testing import cluster, make_node
 
@@ -162,6 +170,28 @@ def test_view_feeds_the_core_once_per_fact() -> None:
     assert "j" in jobs
     evs = feed.sync_node(view, "n1")
     assert [type(e) for e in evs] == [NodeUpdated] and not evs[0].node.healthy
+
+
+def test_a_suspended_jobs_stopped_run_is_an_eviction_then_a_deletion_not_an_end() -> None:
+    """The core's finish plugins learn from runs that ended (run times, attained service): the
+    run a suspension stopped did not end, so the core is told it was evicted and the job left
+    the queue (until resumed), never that it finished."""
+    c = FakeClient()
+    view, feed = ClusterView(), CoreFeed()
+    view.apply([c.put("/registry/nodes/n1", node("n1")), c.put("/registry/leases/n1", {})], c.rev)
+    spec = {"kind": "Job", "name": "j", "tenant": "t", "priority": 0, "tasks": [
+        {"name": "w", "replicas": 1, "image": "host", "command": ["x"], "env": {}, "workdir": "",
+         "resources": {"gpus": 2, "gpu_type": None, "cpu_milli": 0, "memory_mib": 0, "rdma": False}}]}
+    b = {"job": "j", "tasks": [{"task": "w-0", "node": "n1", "rack": "r0", "gpus": [0, 1], "index": 0}], "bound_at": 1.0}
+    view.apply([c.put("/registry/jobs/j", spec), c.put("/registry/bindings/j", b)], c.rev)
+    assert [type(e) for e in feed.sync_job(view, "j", 0.0)] == [JobAdded]
+    view.apply([c.put("/registry/jobs/j", dict(spec, suspend=True))], c.rev)
+    assert feed.sync_job(view, "j", 0.0) == [] and not view.held("j")  # bound: the daemon stops it first
+    view.apply([c.delete("/registry/bindings/j")], c.rev)
+    assert view.held("j") and view.suspended_jobs() == ["j"]
+    assert [type(e) for e in feed.sync_job(view, "j", 0.0)] == [JobEvicted, JobDeleted]
+    view.apply([c.put("/registry/jobs/j", dict(spec, suspend=False))], c.rev)
+    assert [type(e) for e in feed.sync_job(view, "j", 0.0)] == [JobAdded] and not view.held("j")
 
 
 # --- malformed keys and values: skipped, named, and nothing else affected ---------------------
