@@ -10,13 +10,14 @@ Routes:
   (``snapshot``), then diffs (``set``/``del`` of items) and trainer ``progress`` records;
 - ``GET /api/jobs/{job}``: a job's panel (timeline, placement, loss/accuracy per epoch);
 - ``GET /api/jobs/{job}/logs?task=T&tail=N``: the task's log tail through its agent's endpoint;
-- ``POST /api/jobs/{job}/cancel``, ``POST /api/jobs/{job}/requeue`` (stop the current run and
+- ``POST /api/jobs/{job}/cancel``, ``POST /api/jobs/{job}/suspend|resume`` (``jobctl suspend`` /
+  ``resume``), ``POST /api/jobs/{job}/requeue`` (stop the current run and
   queue it again, as ``jobctl requeue``), ``POST /api/nodes/{node}/cordon|uncordon``: only for a
   user allowed to write (with auth: the user's kvraft rights; without: ``--allow-writes``).
 - ``GET /health``; ``GET /metrics`` (Prometheus text, ``scheduler.dashboard.metrics``).
 
 With kvraft auth on, every ``/api/`` route but session and login needs a logged-in session;
-that session's kvraft calls (job panel, logs lookup, cancel, requeue, cordon) use the user's token.
+that session's kvraft calls (job panel, logs lookup, cancel, suspend, requeue, cordon) use the user's token.
 """
 
 from __future__ import annotations
@@ -315,6 +316,16 @@ class Dashboard:
         return web.json_response({"job": name, "task": task, "node": row["node"], "text": text})
 
     async def cancel(self, request: web.Request) -> web.Response:
+        return await self._mark(request, "cancelled", True, {"cancelled": True})
+
+    async def suspend(self, request: web.Request) -> web.Response:
+        """``jobctl suspend`` / ``resume`` from the job panel (the URL's last part says which)."""
+        value = request.match_info["verb"] == "suspend"
+        return await self._mark(request, "suspend", value, {"suspended": value})
+
+    async def _mark(self, request: web.Request, field: str, value: bool, answer: dict[str, Any]) -> web.Response:
+        """Set ``field`` of the job's stored spec to ``value`` (a txn on its mod revision), as
+        ``jobctl cancel`` and ``suspend`` / ``resume`` do."""
         client = self.writer(request)
         name = request.match_info["job"]
         key = keys.job_key(name)
@@ -335,9 +346,9 @@ class Dashboard:
                     return web.json_response({"error": f"{key} is not a job"}, status=409)
                 if self.live.view.phase(name) in ("Succeeded", "Failed", "Cancelled"):
                     return web.json_response({"error": f"job {name} already finished"}, status=409)
-                if doc.get("cancelled"):
+                if bool(doc.get(field, False)) == value:
                     break
-                doc["cancelled"] = True
+                doc[field] = value
                 txn = await client.txn().if_(Compare.mod(key, "=", kv.mod_revision)).then(
                     Op.put(key, json.dumps(doc).encode())).commit()
                 if txn.succeeded:
@@ -348,7 +359,7 @@ class Dashboard:
             return web.json_response({"error": str(exc)}, status=403)
         except ClientError as exc:
             return web.json_response({"error": f"kvraft: {exc}"}, status=502)
-        return web.json_response({"job": name, "cancelled": True})
+        return web.json_response({"job": name, **answer})
 
     async def requeue(self, request: web.Request) -> web.Response:
         """``jobctl requeue`` from the job panel: ask the scheduler to stop the job's current
@@ -445,6 +456,7 @@ def make_app(config: DashboardConfig) -> tuple[web.Application, Dashboard]:
     r.add_get("/api/jobs/{job}", d.job)
     r.add_get("/api/jobs/{job}/logs", d.logs)
     r.add_post("/api/jobs/{job}/cancel", d.cancel)
+    r.add_post("/api/jobs/{job}/{verb:suspend|resume}", d.suspend)
     r.add_post("/api/jobs/{job}/requeue", d.requeue)
     r.add_post("/api/nodes/{node}/{verb:cordon|uncordon}", d.cordon)
     return app, d

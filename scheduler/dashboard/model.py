@@ -116,7 +116,7 @@ def job_item(view: ClusterView, name: str) -> dict[str, Any]:
         "name": name, "tenant": spec.get("tenant"), "priority": spec.get("priority"), "phase": phase,
         "reason": str(st.get("reason", reason)), "message": str(st.get("message", message)),
         "gpus": _gpus(spec), "tasks": tasks, "restarts": _int(st.get("restarts")),
-        "cancelled": bool(spec.get("cancelled")),
+        "cancelled": bool(spec.get("cancelled")), "suspended": spec.get("suspend") is True,
         "nodes": list(dict.fromkeys(str(p.get("node")) for p in placement if isinstance(p, dict))),
         "submitted_at": spec.get("submitted_at"), "bound_at": st.get("bound_at"), "finished_at": st.get("finished_at"),
     }

@@ -1,7 +1,7 @@
 """The dashboard in Debian's chromium (playwright) on a real 3-member kvraft with a scheduler
 and fake agents: the page loads live, a new agent's node appears, a job's pending reason is
 shown and the job moves Pending -> Running -> Succeeded on the page, its panel shows the
-timeline, placement and the trainer's loss, and a writer can requeue and cancel it."""
+timeline, placement and the trainer's loss, and a writer can requeue, suspend, resume and cancel it."""
 
 from __future__ import annotations
 
@@ -141,6 +141,14 @@ def test_job_pending_reason_then_live_to_succeeded_and_cancel(procs: Procs, page
     page.click("#requeue-job")
     wait_for(lambda: (j := job(eps, "long")) and j["status"]["reason"] == "Evicting", what="long evicting")
     assert "requeued by dashboard" in job(eps, "long")["status"]["message"]
+    # suspend and resume (jobctl suspend / resume): the button says which, the spec is marked
+    page.wait_for_selector("#suspend-job")
+    page.click("#suspend-job")
+    wait_for(lambda: (j := job(eps, "long")) and j["spec"].get("suspend") is True, what="long suspended")
+    page.wait_for_function("document.getElementById('suspend-job')?.textContent === 'Resume'")
+    page.click("#suspend-job")
+    wait_for(lambda: (j := job(eps, "long")) and j["spec"].get("suspend") is False, what="long resumed")
+    page.wait_for_function("document.getElementById('suspend-job')?.textContent === 'Suspend'")
     page.wait_for_selector("#cancel-job")
     page.click("#cancel-job")
     wait_for(lambda: (j := job(eps, "long")) and j["status"]["phase"] == "Cancelled", what="long cancelled")

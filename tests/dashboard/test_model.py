@@ -232,6 +232,62 @@ async def test_cancel_of_a_key_that_holds_no_job_is_a_clear_409() -> None:
         assert resp.status == 409 and "/registry/jobs/x is not a job" in resp.text, (value, resp.text)
 
 
+async def test_suspend_and_resume_from_the_job_panel_mark_the_spec_as_jobctl_does() -> None:
+    """``POST /api/jobs/x/suspend|resume`` set ``suspend`` in the stored spec with a txn on its
+    mod revision; the same value again writes nothing; a finished job is a 409."""
+    from types import SimpleNamespace
+
+    from aiohttp.test_utils import make_mocked_request
+
+    from scheduler.dashboard.app import Dashboard, DashboardConfig
+
+    d = Dashboard(DashboardConfig(endpoints=["http://127.0.0.1:1"], allow_writes=True))
+    stored = {"value": json.dumps(normalize_job({"name": "x", "tasks": [{"name": "w", "command": "x"}]})).encode(),
+              "mod": 3}
+    writes = []
+
+    async def get(key: str) -> object:
+        return SimpleNamespace(kvs=[KV(key.encode(), stored["value"], 2, stored["mod"])])
+
+    class Txn:
+        def if_(self, *compares: object) -> Txn:
+            self.compares = compares
+            return self
+
+        def then(self, *ops: object) -> Txn:
+            self.ops = ops
+            return self
+
+        async def commit(self) -> object:
+            (op,) = self.ops
+            value = op.body["value"]  # type: ignore[attr-defined]
+            writes.append(json.loads(value))
+            stored["value"], stored["mod"] = value, stored["mod"] + 1  # type: ignore[operator]
+            return SimpleNamespace(succeeded=True)
+
+    d.client.get = get  # type: ignore[method-assign]
+    d.client.txn = Txn  # type: ignore[method-assign]
+    d.live.view.replace([KV(b"/registry/jobs/x", stored["value"], 2, 3)], 3)
+
+    async def post(verb: str) -> tuple[int, dict[str, object]]:
+        req = make_mocked_request("POST", f"/api/jobs/x/{verb}", headers={"X-Requested-With": "kvraft-dashboard"},
+                                  match_info={"job": "x", "verb": verb})
+        resp = await d.suspend(req)
+        return resp.status, json.loads(resp.text)
+
+    assert await post("suspend") == (200, {"job": "x", "suspended": True})
+    assert [w["suspend"] for w in writes] == [True]
+    assert await post("suspend") == (200, {"job": "x", "suspended": True}) and len(writes) == 1  # already so
+    assert await post("resume") == (200, {"job": "x", "suspended": False})
+    assert [w["suspend"] for w in writes] == [True, False]
+    d.live.view.replace([KV(b"/registry/jobs/x", stored["value"], 2, 3),
+                         KV(b"/registry/jobstatus/x", json.dumps({"name": "x", "phase": "Succeeded"}).encode(), 4, 4)], 4)
+    status, body = await post("suspend")
+    assert (status, body["error"]) == (409, "job x already finished") and len(writes) == 2
+    job = model.job_item(d.live.view, "x")
+    assert job["suspended"] is False and job["cancelled"] is False
+
+
 async def test_an_expired_session_is_dropped_and_its_client_closed() -> None:
     """The close runs in a task the dashboard keeps (the loop holds tasks only weakly), and
     stopping the dashboard waits for it. (Not in test_login.py: its module-scoped browser

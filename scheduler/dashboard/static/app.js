@@ -293,6 +293,7 @@
       (d.restarts ? ` · ${d.restarts} restarts` : "") + `</p>` +
       (canCancel ? `<button id="cancel-job" class="danger">Cancel job</button>` : "") +
       (canRequeue ? ` <button id="requeue-job" title="stop this run and queue the job again; it resumes from its checkpoint">Requeue</button>` : "") +
+      (canCancel ? ` <button id="suspend-job" title="${d.suspended ? "queue the job again" : "stop the job and hold it, freeing its GPUs, until resumed"}">${d.suspended ? "Resume" : "Suspend"}</button>` : "") +
       `<h3>Progress</h3><p class="progress">${last}</p>${chart(d.series)}` +
       `<h3>Placement${d.last_run ? " (last run)" : ""}</h3>` +
       (pl ? `<div class="table-wrap"><table><thead><tr><th>rack</th><th>node</th><th>gpus</th><th>task</th></tr></thead><tbody>${pl}</tbody></table></div>` : "<p>not placed</p>") +
@@ -302,6 +303,11 @@
     if (canCancel) $("cancel-job").onclick = async () => {
       if (!confirm(`Cancel job ${d.name}?`)) return;
       try { await api(`/api/jobs/${encodeURIComponent(d.name)}/cancel`, { method: "POST" }); } catch (e) { alert(e.message); }
+    };
+    if (canCancel) $("suspend-job").onclick = async () => {
+      const verb = d.suspended ? "resume" : "suspend";
+      if (verb === "suspend" && !confirm(`Suspend ${d.name}? A running job is stopped with its grace period; it resumes from its last checkpoint.`)) return;
+      try { await api(`/api/jobs/${encodeURIComponent(d.name)}/${verb}`, { method: "POST" }); } catch (e) { alert(e.message); }
     };
     if (canRequeue) $("requeue-job").onclick = async () => {
       if (!confirm(`Stop ${d.name}'s current run and queue it again? It resumes from its last checkpoint.`)) return;
