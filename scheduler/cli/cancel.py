@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from kvraft.client import Compare, Op
@@ -32,19 +33,20 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
             if not members:
                 raise NotFound("jobs", name)
             for member in members:
-                if mark(client, member, "cancelled", True) not in ENDED:
+                if mark(client, member, {"cancelled": True}) not in ENDED:
                     out.write(f"job/{member} cancelled\n")
             continue
-        if (outcome := mark(client, name, "cancelled", True)) in ENDED:
+        if (outcome := mark(client, name, {"cancelled": True})) in ENDED:
             raise CliError(f"error: job {name} already finished ({outcome})")
         out.write(f"job/{name} cancelled\n")
     return 0
 
 
-def mark(client: Any, name: str, field: str, value: bool) -> str:
-    """Set ``field`` of job ``name``'s stored spec to ``value`` (a txn that compares the
-    spec's revision, retried): ``"changed"``, ``"unchanged"`` (it was so already) or the
-    phase of a job that has ended (one of ``ENDED``: nothing written)."""
+def mark(client: Any, name: str, changes: Mapping[str, Any], check: Callable[[dict[str, Any]], None] | None = None) -> str:
+    """Set fields of job ``name``'s stored spec (a txn that compares the spec's revision,
+    retried; ``check`` sees the changed spec first and raises ``CliError`` to refuse it):
+    ``"changed"``, ``"unchanged"`` (it was so already) or the phase of a job that has ended
+    (one of ``ENDED``: nothing written)."""
     key = keys.job_key(name)
     for _ in range(5):
         resp = client.get(key)
@@ -64,9 +66,11 @@ def mark(client: Any, name: str, field: str, value: bool) -> str:
         phase = str(stored_status(st[0].value if st else None).get("phase", "Pending"))
         if phase in ENDED:
             return phase
-        if bool(doc.get(field, False)) == value:
+        if all(doc.get(k, False if isinstance(v, bool) else None) == v for k, v in changes.items()):
             return "unchanged"
-        doc[field] = value
+        doc.update(changes)
+        if check is not None:
+            check(doc)
         txn = client.txn().if_(Compare.mod(key, "=", kv.mod_revision)).then(Op.put(key, json.dumps(doc).encode()))
         if txn.commit().succeeded:
             return "changed"

@@ -25,6 +25,7 @@ from scheduler.cli import (
     submit,
     suspend,
     top,
+    update,
     wait,
 )
 from scheduler.cli.common import CliError
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                    default=os.environ.get("JOBCTL_INSECURE_SKIP_TLS_VERIFY", "").lower() in ("1", "true"))
     sub = p.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for module in (submit, apply, get, describe, logs, wait, cancel, suspend, requeue, cordon, top, report):
+    for module in (submit, apply, get, describe, logs, wait, cancel, suspend, update, requeue, cordon, top, report):
         module.add_parser(sub)
     return p
 

@@ -28,7 +28,7 @@ from scheduler.dependencies import cycle, submit_order
 from scheduler.jobs import load_documents, normalize_job, validate_job, validate_priority_class
 from scheduler.model import Tenant
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "priority_class_value", "run", "stored_tenants"]
 
 
 def add_parser(sub: Any) -> None:
@@ -73,7 +73,7 @@ def prepare(args: argparse.Namespace) -> None:
     args.docs, args.source = validated_jobs(text, source), source
 
 
-def _tenants(client: Any) -> dict[str, Tenant]:
+def stored_tenants(client: Any) -> dict[str, Tenant]:
     """The tenant records that decode (the scheduler skips the others too)."""
     out = {}
     for kv in client.get(keys.TENANTS, prefix=True).kvs:
@@ -86,6 +86,26 @@ def _tenants(client: Any) -> dict[str, Tenant]:
         except decode.Malformed:
             continue
     return out
+
+
+def priority_class_value(client: Any, job: str, name: str) -> int:
+    """The value of priority class ``name``, which job ``job`` names; ``CliError`` when there
+    is no such class or its record is not one."""
+    import json
+
+    resp = client.get(keys.priority_class_key(name))
+    if not resp.kvs:
+        raise CliError(f'error: job {job}: priority_class: no priority class "{name}" '
+                       f"(jobctl get priorityclasses lists them)")
+    try:
+        pc = json.loads(resp.kvs[0].value)
+    except ValueError:
+        pc = None
+    problems = [str(p) for p in validate_priority_class(pc)]
+    if problems:
+        raise CliError(f"error: job {job}: priority_class: {keys.priority_class_key(name)} is not a priority class "
+                       f'({"; ".join(problems)})')
+    return int(pc["value"])
 
 
 def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
@@ -104,27 +124,10 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     docs = sorted(docs, key=lambda d: order.index(d["name"]))
     stored = []
     for doc in docs:
-        priority = None
-        if doc.get("priority_class"):
-            resp = client.get(keys.priority_class_key(doc["priority_class"]))
-            if not resp.kvs:
-                raise CliError(f'error: job {doc["name"]}: priority_class: no priority class "{doc["priority_class"]}" '
-                               f"(jobctl get priorityclasses lists them)")
-            import json
-
-            try:
-                pc = json.loads(resp.kvs[0].value)
-            except ValueError:
-                pc = None
-            problems = [str(p) for p in validate_priority_class(pc)]
-            if problems:
-                raise CliError(f'error: job {doc["name"]}: priority_class: '
-                               f'{keys.priority_class_key(doc["priority_class"])} is not a priority class '
-                               f'({"; ".join(problems)})')
-            priority = pc["value"]
+        priority = priority_class_value(client, doc["name"], doc["priority_class"]) if doc.get("priority_class") else None
         stored.append(normalize_job(doc, priority=priority, submitted_at=time.time()))
     stored = _expand_arrays(client, stored, {d["name"]: d.get("array") for d in docs})
-    tenants = _tenants(client)
+    tenants = stored_tenants(client)
     refused = [f"job {d['name']}: {why}" for d in stored
                if (why := admission_problem(d["name"], d["tenant"], d["priority"], tenants)) is not None]
     if refused:

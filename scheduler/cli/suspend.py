@@ -43,7 +43,7 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
             if not targets:
                 raise NotFound("jobs", name)
         for job in targets:
-            outcome = mark(client, job, "suspend", value)
+            outcome = mark(client, job, {"suspend": value})
             if outcome in ENDED:
                 if whole:
                     continue

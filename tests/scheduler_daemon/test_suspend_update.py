@@ -3,7 +3,8 @@ daemon's own pass on a real one-member kvraft, in this process: a job submitted 
 holds nothing and waits (Pending/Suspended) until resumed; a running one is stopped with its
 grace period (Running/Suspending), released (its GPUs free, a ``preempted`` accounting record),
 held, and bound again on resume as its next run; an array's name suspends its elements and
-its limit passes over a held one; finished jobs and unknown names are errors."""
+its limit passes over a held one; finished jobs and unknown names are errors. ``jobctl update``
+(scontrol update): priority, time limit and estimate of jobs that have not ended."""
 
 from __future__ import annotations
 
@@ -143,3 +144,50 @@ def test_suspend_in_a_job_file_is_a_boolean_and_is_stored_only_when_true() -> No
     held = normalize_job(dict(job, suspend=True))
     assert held["suspend"] is True and check_stored_job("j", held) == []
     assert [p.path for p in check_stored_job("j", dict(held, suspend=1))] == ["suspend"]
+
+
+async def test_update_reorders_the_queue_moves_a_deadline_and_is_held_to_admission(
+        daemon: SchedulerDaemon, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # noqa: F811
+    """``jobctl update`` (scontrol update): a raised priority runs first; a running job's
+    new max_run stops it; a priority above the tenant's cap, an estimate above max_run and
+    a finished job are refused with nothing written."""
+    d, eps = daemon, list(daemon.config.endpoints)
+    await put(d, "/registry/tenants/t", {"name": "t", "nominal_gpus": 64, "borrow_limit_gpus": None, "max_priority": 100})
+    for name in ("first", "second"):
+        await asyncio.to_thread(_submit, eps, capsys, tmp_path,
+                                f"name: {name}\ntenant: t\ntasks: [{{name: w, command: x, resources: {{gpus: 8}}}}]\n")
+    rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "update", "second", "--priority", "50")
+    assert (rc, out) == (0, "job/second updated\n")
+    assert (await doc(d, "/registry/jobs/second"))["priority"] == 50
+    rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "update", "second", "--priority", "50")
+    assert (rc, out) == (0, "job/second unchanged\n")
+    before = (await d.client.get("/registry/jobs/first")).kvs[0].mod_revision
+    rc, _, err = await asyncio.to_thread(_jobctl, eps, capsys, "update", "first", "--priority", "500")
+    assert rc == 1 and err.startswith("error: job first: not admitted: ") and "(nothing changed)" in err, err
+    rc, _, err = await asyncio.to_thread(_jobctl, eps, capsys, "update", "first", "--max-run", "1h", "--estimate", "2h")
+    assert (rc, err) == (1, "error: job first: estimate_s: must be <= max_run_s (3600) (nothing changed)\n")
+    assert (await d.client.get("/registry/jobs/first")).kvs[0].mod_revision == before
+    rc, _, err = await asyncio.to_thread(_jobctl, eps, capsys, "update", "first", "--max-run", "soon")
+    assert rc == 1 and err.startswith("error: --max-run: ")
+    rc, _, err = await asyncio.to_thread(_jobctl, eps, capsys, "update", "first")
+    assert rc == 1 and "nothing to update" in err
+
+    await nodes(d, "n1")  # room for one: the raised priority goes first
+    await steps(d, 2)
+    assert await _bound(d) == {"second"}
+    rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "update", "second", "--max-run", "1s")
+    assert (rc, out) == (0, "job/second updated\n")
+    await asyncio.sleep(1.1)
+    await steps(d, 2)
+    st = await _status(d, "second")
+    assert (st["phase"], st["reason"]) == ("Failed", "DeadlineExceeded"), st
+    assert await _bound(d) == {"first"}
+    rc, _, err = await asyncio.to_thread(_jobctl, eps, capsys, "update", "second", "--priority", "1")
+    assert (rc, err) == (1, "error: job second already finished (Failed): nothing to update\n")
+    await put(d, "/registry/priorityclasses/urgent", {"kind": "PriorityClass", "name": "urgent", "value": 90})
+    rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "update", "first", "--priority-class", "urgent")
+    assert (rc, out) == (0, "job/first updated\n")
+    stored = await doc(d, "/registry/jobs/first")
+    assert (stored["priority"], stored["priority_class"]) == (90, "urgent")
+    rc, _, err = await asyncio.to_thread(_jobctl, eps, capsys, "update", "first", "--priority-class", "nope")
+    assert rc == 1 and 'no priority class "nope"' in err
