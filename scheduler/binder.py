@@ -127,6 +127,12 @@ class Binder:
         entry = view.jobs[b.job_id]
         spec = entry.doc
         instances = task_instances(spec)
+        size = len(b.placement.tasks)
+        elastic = spec.get("min_available") is not None and size < len(instances)
+        note = ""
+        if elastic:  # an elastic job (one task group) bound with fewer tasks: the first ones
+            note = f"; {size} of {len(instances)} tasks (elastic, at least {spec['min_available']})"
+            instances = instances[:size]
         by_index = {t.task: t for t in b.placement.tasks}
         known = view.status.get(b.job_id)
         counts = (known.doc or {}) if known is not None else {}
@@ -157,7 +163,7 @@ class Binder:
                    "evicting_until": None, "generation": restarts}
         ops.append(Op.put(keys.binding_key(b.job_id), json.dumps(binding).encode()))
         status = {"name": b.job_id, "phase": "Running", "reason": "Scheduled",
-                  "message": f"bound to {len(per_node)} node(s)", "restarts": restarts,
+                  "message": f"bound to {len(per_node)} node(s){note}", "restarts": restarts,
                   "preemptions": int(((view.status.get(b.job_id) or _NONE).doc or {}).get("preemptions", 0)),
                   "evictions": int(((view.status.get(b.job_id) or _NONE).doc or {}).get("evictions", 0)),
                   "placement": [{k: r[k] for k in ("task", "node", "rack", "gpus")} for r in rows],
@@ -167,7 +173,7 @@ class Binder:
             status["dependencies"] = verdict.record
         ops.append(Op.put(keys.jobstatus_key(b.job_id), json.dumps(status).encode()))
         where = ", ".join(f"{n}:{v['gpus']}" for n, v in per_node.items())
-        ops.append(self._event(b.job_id, "Scheduled", f"bound to {where}", now))
+        ops.append(self._event(b.job_id, "Scheduled", f"bound to {where}{note}", now))
         compares = [Compare.mod(keys.job_key(b.job_id), "=", entry.mod_revision),
                     Compare.create(keys.binding_key(b.job_id), "=", 0)]
         return compares, ops, per_node, {"binding": binding, "status": status}

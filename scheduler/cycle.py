@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from heapq import heappop, heappush
 
 from scheduler.framework.registry import Profile, Registry
@@ -152,7 +152,7 @@ class Scheduler:
         for info in infos:
             job_id = info.job.job_id
             attempts += 1
-            attempt = fw.attempt(info, now_s)
+            attempt = self._elastic(info, now_s) if info.job.elastic else fw.attempt(info, now_s)
             if attempt.placement is not None:
                 state.allocate(job_id, attempt.placement, now_s)
                 queue.bound(job_id)
@@ -176,6 +176,33 @@ class Scheduler:
         self._preemptions += len(preemptions)
         self._reservations += len(reservations)
         return CycleResult(now_s, tuple(bindings), tuple(preemptions), tuple(reservations), pending, attempts)
+
+    def _elastic(self, info: JobInfo, now_s: float) -> Attempt:
+        """An elastic job gets the most tasks that fit, from ``tasks`` down to ``min_tasks``
+        (fitting is monotone in the size: a binary search, without PostFilter); when even
+        ``min_tasks`` do not fit, the attempt at that size runs PostFilter, so it preempts or
+        reserves for its smallest size only. The job bound keeps its size (``info.job``) for
+        the run; ``ClusterState.release`` gives it back its full size."""
+        fw, full = self.framework, info.job
+        best = fw.attempt(info, now_s, post=False)
+        if best.placement is None:
+            lo, hi = full.min_tasks or 1, full.tasks - 1
+            while lo <= hi:
+                mid = (lo + hi) // 2
+                info.job = replace(full, tasks=mid, min_tasks=None)
+                got = fw.attempt(info, now_s, post=False)
+                if got.placement is not None:
+                    best, lo = got, mid + 1
+                else:
+                    hi = mid - 1
+            if best.placement is None:
+                info.job = replace(full, tasks=full.min_tasks or 1, min_tasks=None)
+                best = fw.attempt(info, now_s)
+                info.job = full
+                return best
+            info.job = replace(full, tasks=len(best.placement.tasks), min_tasks=None)
+            info.full_job = full
+        return best
 
     def _apply_post_filter(
         self, info: JobInfo, attempt: Attempt, now_s: float,

@@ -411,7 +411,14 @@ class ClusterView:
                 return None
         if job not in self.bindings and self.array_throttled(job) is not None:
             return None
-        return to_model(entry.doc)
+        model = to_model(entry.doc)
+        b = self.bindings.get(job)
+        if model.elastic and b is not None and not b.problem:
+            # an elastic job keeps the size it was bound with for the run (as the core does)
+            size = len(b.placement().tasks)
+            if model.min_tasks is not None and model.min_tasks <= size <= model.tasks:
+                model = replace(model, tasks=size, min_tasks=None)
+        return model
 
     def array_throttled(self, job: str) -> str | None:
         """Why a pending element of a job array is kept back by its array's limit, or None
@@ -645,13 +652,17 @@ class CoreFeed:
                              stimulus_id=sid)]
         out: list[Event] = []
         old_job, old_placement, confirmed = old
+        released = placement is None and old_placement is not None and confirmed
+        if released:  # first: the core gives an elastic job back its full size as it releases it
+            out.append(JobEvicted(name, now_s, stimulus_id=sid))
         if job != old_job:
-            if old_placement is not None and _shape(job) != _shape(old_job):
+            # the shape the core holds for a bound job: an elastic one's, the size it was bound with
+            running = old_job if old_placement is None or not old_job.elastic else \
+                replace(old_job, tasks=len(old_placement.tasks), min_tasks=None)
+            if placement is not None and old_placement is not None and _shape(job) != _shape(running):
                 return []  # the store will never hold such a change for a running job
             out.append(JobUpdated(job, stimulus_id=sid))
-        if placement is None and old_placement is not None and confirmed:
-            out.append(JobEvicted(name, now_s, stimulus_id=sid))
-        elif placement is not None and (placement != old_placement or not confirmed):
+        if placement is not None and (placement != old_placement or not confirmed):
             out.append(JobBound(name, placement, b.bound_at if b is not None else now_s, stimulus_id=sid))
         self.jobs[name] = (job, placement if placement is not None else (old_placement if not confirmed else None),
                            placement is not None)

@@ -236,6 +236,7 @@ STORED_JOB_SCHEMA: dict[str, Any] = {
         "submitted_at": {"type": "number"},
         "cancelled": {"type": "boolean"},
         "suspend": {"type": "boolean"},  # jobctl suspend / resume: not run while true
+        "min_available": {"type": ["integer", "null"], "minimum": 1},  # elastic: fewer tasks than replicas may start
         "depends_on": {"type": "array", "maxItems": MAX_DEPENDENCIES,
                        "items": {"type": "object", "required": ["job", "condition"],
                                  "properties": {"job": NAME, "condition": {"enum": ["succeeded", "finished"]}}}},
@@ -396,8 +397,10 @@ def _semantic_problems(doc: dict[str, Any]) -> list[Problem]:
                 problems.append(Problem(f"tasks[{i}].resources", f"differs from tasks[{first_i}].resources; every GPU task of a gang must ask for the same gpus, gpu_type, cpu and memory"))
     total = sum(t.get("replicas", 1) for t in doc["tasks"])
     placed = sum(t.get("replicas", 1) for _, t in gpu) if gpu else total
-    if "min_available" in doc and doc["min_available"] not in (total, placed):
-        problems.append(Problem("min_available", f"must equal the number of tasks ({total}): a job is placed all or nothing"))
+    if "min_available" in doc and doc["min_available"] not in (total, placed) \
+            and (len(doc["tasks"]) != 1 or doc["min_available"] > total):
+        problems.append(Problem("min_available", f"must equal the number of tasks ({total}), or be below it for a job "
+                                                     "of one task group (an elastic job: it starts with as many as fit)"))
     if "priority" in doc and "priority_class" in doc:
         problems.append(Problem("priority_class", "give priority or priority_class, not both"))
     if doc.get("max_restarts", 0) and doc.get("restart_policy", "Never") == "Never":
@@ -512,6 +515,7 @@ def _stored_job_ok(doc: Any) -> bool:
             and (doc.get("ttl_seconds_after_finished") is None or _n(doc["ttl_seconds_after_finished"]))
             and ("submitted_at" not in doc or _n(doc["submitted_at"])) and isinstance(doc.get("cancelled", False), bool)
             and isinstance(doc.get("suspend", False), bool)
+            and (doc.get("min_available") is None or _i(doc["min_available"], 1, 1 << 20))
             and ("depends_on" not in doc or _dependencies_ok(doc["depends_on"]))
             and (doc.get("array") is None or arrays.record_ok(doc["array"], doc["name"])))
 
@@ -574,7 +578,17 @@ def normalize_job(doc: dict[str, Any], *, priority: int | None = None, submitted
         "cancelled": False,
         "depends_on": [{"job": d["job"], "condition": d.get("condition", "succeeded")} for d in doc.get("depends_on") or []],
         **({"suspend": True} if doc.get("suspend") else {}),
+        **({"min_available": doc["min_available"]} if _elastic_min(doc) is not None else {}),
     }
+
+
+def _elastic_min(doc: dict[str, Any]) -> int | None:
+    """An elastic job's min_available (below its replicas: one task group), else None."""
+    tasks = doc.get("tasks") or []
+    low = doc.get("min_available")
+    if len(tasks) == 1 and isinstance(low, int) and not isinstance(low, bool) and 1 <= low < tasks[0].get("replicas", 1):
+        return low
+    return None
 
 
 def task_instances(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -615,6 +629,7 @@ def to_model(spec: dict[str, Any]) -> Job:
         preemptible=spec.get("preemptible", True),
         checkpoint_interval_s=spec.get("checkpoint_interval_s"),
         submit_s=spec.get("submitted_at", 0.0),
+        min_tasks=_elastic_min(spec),
     )
 
 

@@ -123,7 +123,9 @@ class Node:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """A gang of ``tasks`` x ``gpus_per_task`` GPUs, placed all or nothing.
+    """A gang of ``tasks`` x ``gpus_per_task`` GPUs, placed all or nothing. An elastic job
+    (``min_tasks`` below ``tasks``, Volcano's ``minAvailable``, Slurm's ``--nodes=min-max``)
+    starts with as many tasks as fit, at least ``min_tasks``, and keeps that size for the run.
 
     ``est_runtime_s`` is an estimate (user or history based) used by shortest-job-first and by
     backfill; ``max_runtime_s`` is a hard limit, used as the estimate when no estimate is set.
@@ -146,16 +148,23 @@ class Job:
     preemptible: bool = True
     checkpoint_interval_s: float | None = None
     submit_s: float = 0.0
+    min_tasks: int | None = None  # elastic (Volcano's minAvailable < replicas): starts with min_tasks..tasks
 
     def __post_init__(self) -> None:
         if self.tasks < 1:
             raise ValueError(f"job {self.job_id}: tasks must be >= 1")
+        if self.min_tasks is not None and not 1 <= self.min_tasks <= self.tasks:
+            raise ValueError(f"job {self.job_id}: min_tasks must be between 1 and tasks")
         if self.gpus_per_task < 0 or self.cpu_milli_per_task < 0 or self.memory_mib_per_task < 0:
             raise ValueError(f"job {self.job_id}: negative request")
 
     @property
     def gpus(self) -> int:
         return self.tasks * self.gpus_per_task
+
+    @property
+    def elastic(self) -> bool:
+        return self.min_tasks is not None and self.min_tasks < self.tasks
 
     @property
     def runtime_hint_s(self) -> float | None:

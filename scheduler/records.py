@@ -42,6 +42,7 @@ class JobInfo:
     pending_since_s: float = 0.0
     evicting: bool = False  # chosen as a preemption victim, eviction not yet confirmed
     by_node: dict[str, tuple[int, ...]] = field(default_factory=dict)  # placement's GPUs per node
+    full_job: Job | None = None  # an elastic job bound with fewer tasks: its full size, back on release
 
     def remaining_hint_s(self, now_s: float, overrun_factor: float = 1.0) -> float | None:
         """Expected run time left from the job's estimate (None without one). A job already past

@@ -25,6 +25,8 @@ Worked example (two 8-GPU nodes in one rack)::
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from scheduler.model import (
     BindFailed,
     Event,
@@ -319,6 +321,9 @@ class ClusterState:
         info.confirmed = False
         info.evicting = False
         info.pending_since_s = at_s
+        if info.full_job is not None:  # an elastic job: it may start with more tasks next time
+            info.job = replace(info.job, tasks=info.full_job.tasks, min_tasks=info.full_job.min_tasks)
+            info.full_job = None
         if evicted:
             info.evictions += 1
             self.evictions_total += 1

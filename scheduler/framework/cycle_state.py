@@ -21,14 +21,15 @@ T = TypeVar("T")
 
 class CycleState:
     __slots__ = (
-        "state", "now_s", "rng", "info", "levels", "fewest_nodes", "ignore_holds", "signature", "_data",
+        "state", "now_s", "rng", "info", "post", "levels", "fewest_nodes", "ignore_holds", "signature", "_data",
     )
 
-    def __init__(self, state: ClusterState, now_s: float, rng: random.Random, info: JobInfo) -> None:
+    def __init__(self, state: ClusterState, now_s: float, rng: random.Random, info: JobInfo, post: bool = True) -> None:
         self.state = state
         self.now_s = now_s
         self.rng = rng
         self.info = info
+        self.post = post  # whether a failed placement runs the PostFilter plugins
         # Topology levels the placement tries, tightest first. Without a topology plugin the
         # whole cluster is one domain.
         self.levels: tuple[Level, ...] = (Level.CLUSTER,)

@@ -234,8 +234,11 @@ class Framework:
         for plugin in self.pass_plugins:
             plugin.begin_pass(self.state, now_s)
 
-    def attempt(self, info: JobInfo, now_s: float) -> Attempt:
-        cs = CycleState(self.state, now_s, self.rng, info)
+    def attempt(self, info: JobInfo, now_s: float, *, post: bool = True) -> Attempt:
+        """Try to place ``info``'s job; on failure run the PostFilter plugins (preemption,
+        reservations) unless ``post`` is False (an elastic job's larger sizes: only its
+        smallest may preempt or reserve)."""
+        cs = CycleState(self.state, now_s, self.rng, info, post)
         for i, plugin in enumerate(self.pre_filters):
             status = plugin.pre_filter(cs, info)
             if not status.ok:
@@ -272,7 +275,7 @@ class Framework:
         return status
 
     def _post_filter(self, cs: CycleState, info: JobInfo, status: Status) -> Attempt:
-        if status.code in (Code.INFEASIBLE, Code.WAIT):
+        if status.code in (Code.INFEASIBLE, Code.WAIT) or not cs.post:
             return Attempt(status)
         for plugin in self.post_filters:
             result = plugin.post_filter(cs, info, status)

@@ -1,0 +1,75 @@
+"""Elastic jobs through jobctl and the daemon's own pass on a real one-member kvraft: a job
+with ``min_available`` below its replicas (Volcano's minAvailable) is bound with as many tasks
+as fit; its assignments are those tasks, each told the world size; the run keeps that size
+across passes (the view gives the core the bound size, so the binding is never taken for one
+the core cannot hold); the next run may be bigger."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from test_dependencies import _finish, _jobctl, _status
+from test_malformed import daemon, doc, nodes, one_member, put, spec, steps  # noqa: F401  (fixtures)
+
+from scheduler.service import SchedulerDaemon
+
+ELASTIC = "name: el\nmin_available: 2\nrestart_policy: OnFailure\ntasks: [{name: w, replicas: 4, command: x, resources: {gpus: 4}}]\n"
+
+
+async def _assignments(d: SchedulerDaemon) -> list[dict[str, object]]:
+    return [json.loads(kv.value) for kv in (await d.client.get("/registry/assignments/", prefix=True)).kvs]
+
+
+async def test_an_elastic_job_runs_with_the_tasks_that_fit_then_whole(
+        daemon: SchedulerDaemon, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # noqa: F811
+    d, eps = daemon, list(daemon.config.endpoints)
+    path = tmp_path / "el.yaml"
+    path.write_text(ELASTIC)
+    rc, _, err = await asyncio.to_thread(_jobctl, eps, capsys, "submit", "-f", str(path))
+    assert (rc, err) == (0, ""), err
+    assert (await doc(d, "/registry/jobs/el"))["min_available"] == 2
+    await nodes(d, "n1")  # 8 GPUs: 2 of the 4 tasks
+    await steps(d, 3)
+    st = await _status(d, "el")
+    assert (st["phase"], len(st["placement"])) == ("Running", 2), st
+    assert (await _events_scheduled(d)) == ["bound to n1:[0, 1, 2, 3, 4, 5, 6, 7]; 2 of 4 tasks (elastic, at least 2)"]
+    got = await _assignments(d)
+    assert sorted(a["spec"]["env"]["KVRAFT_RANK"] for a in got) == ["0", "1"]  # type: ignore[index]
+    assert {a["spec"]["env"]["KVRAFT_WORLD_SIZE"] for a in got} == {"2"}  # type: ignore[index]
+    assert sorted(a["task"] for a in got) == ["w-0", "w-1"]
+    assert not d.feed.unfit and d.core is not None and d.core.state.jobs["el"].job.tasks == 2
+    assert d.core.state.jobs["el"].confirmed  # the core was told the stored run is the one it assumed
+    d._rebuild()  # a new leader (or a restart) builds its core from the store: the run at its size
+    await steps(d, 2)
+    assert not d.feed.unfit and d.core is not None and d.core.state.jobs["el"].job.tasks == 2
+    assert len((await _status(d, "el"))["placement"]) == 2
+    await nodes(d, "n2")  # more room while it runs: the run keeps its size
+    await steps(d, 2)
+    assert len((await _status(d, "el"))["placement"]) == 2
+
+    # a task fails: the gang restarts (OnFailure) and its next run takes all 4 tasks
+    await _finish(d, "el", "Failed")
+    await steps(d, 3)
+    st = await _status(d, "el")
+    assert (st["phase"], st["restarts"], len(st["placement"])) == ("Running", 1, 4), st
+    assert {a["spec"]["env"]["KVRAFT_WORLD_SIZE"] for a in await _assignments(d)} == {"4"}  # type: ignore[index]
+    assert d.core is not None and d.core.state.jobs["el"].job.tasks == 4
+
+
+async def _events_scheduled(d: SchedulerDaemon) -> list[str]:
+    kvs = (await d.client.get("/registry/events/el/", prefix=True)).kvs
+    return [e["message"] for e in (json.loads(kv.value) for kv in kvs) if e["type"] == "Scheduled"]
+
+
+def test_min_available_below_the_replicas_is_for_one_task_group() -> None:
+    from scheduler.jobs import normalize_job, to_model, validate_job
+
+    one = {"name": "j", "min_available": 2, "tasks": [{"name": "w", "replicas": 4, "command": "x"}]}
+    assert validate_job(one) == [] and to_model(normalize_job(one)).min_tasks == 2
+    assert "min_available" not in normalize_job(dict(one, min_available=4))  # = replicas: not elastic
+    two = dict(one, tasks=[{"name": "a", "replicas": 3, "command": "x"}, {"name": "b", "command": "y"}])
+    assert [p.path for p in validate_job(two)] == ["min_available"]
+    assert [p.path for p in validate_job(dict(one, min_available=5))] == ["min_available"]
