@@ -19,6 +19,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from scheduler import arrays
 from scheduler.informer_view import ClusterView
 
 __all__ = [
@@ -117,6 +118,7 @@ def job_item(view: ClusterView, name: str) -> dict[str, Any]:
         "reason": str(st.get("reason", reason)), "message": str(st.get("message", message)),
         "gpus": _gpus(spec), "tasks": tasks, "restarts": _int(st.get("restarts")),
         "cancelled": bool(spec.get("cancelled")), "suspended": spec.get("suspend") is True,
+        "array": arrays.member(spec),
         "nodes": list(dict.fromkeys(str(p.get("node")) for p in placement if isinstance(p, dict))),
         "submitted_at": spec.get("submitted_at"), "bound_at": st.get("bound_at"), "finished_at": st.get("finished_at"),
     }
@@ -142,14 +144,37 @@ def queue_items(view: ClusterView, jobs: Mapping[str, Mapping[str, Any]],
             "borrow_limit": t.get("borrow_limit_gpus"),
             "used": sum(j["gpus"] for j in mine if j["phase"] == "Running"),
             "running": sum(1 for j in mine if j["phase"] == "Running"),
-            "pending": [{"name": j["name"], "gpus": j["gpus"], "reason": j["reason"], "message": j["message"]}
-                        for j in pending],
+            "pending": _fold_held(pending),
         }
         row = usage.get(tenant)
         if row is not None:
             out[f"queue/{tenant}"]["month"] = {
                 "gpu_hours": round(row["gpu_hours"], 2),
                 "lost_gpu_hours": round(row["gpu_hours"] - row["completed_gpu_hours"], 2)}
+    return out
+
+
+def _fold_held(pending: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The queue card's pending list: the elements one job array's limit keeps back (two or
+    more) are one entry where the first would be, named as squeue names them
+    (``sweep_[4-15%4]``), with ``count`` and ``job`` (the first, whose panel its link opens)."""
+    held: dict[str, list[Mapping[str, Any]]] = {}
+    for j in pending:
+        record = j.get("array")
+        if isinstance(record, Mapping) and j["reason"] == arrays.THROTTLED and arrays.record_ok(record, str(j["name"])):
+            held.setdefault(str(record["job"]), []).append(j)
+    folded = {id(j): group for group in held.values() if len(group) > 1 for j in group}
+    out = []
+    for j in pending:
+        group = folded.get(id(j))
+        if group is None:
+            out.append({"name": j["name"], "gpus": j["gpus"], "reason": j["reason"], "message": j["message"]})
+        elif j is group[0]:
+            record = j["array"]
+            out.append({"name": arrays.folded_name(record["job"], (g["array"]["index"] for g in group),
+                                                   record["parallelism"]),
+                        "job": j["name"], "count": len(group), "gpus": j["gpus"], "reason": j["reason"],
+                        "message": j["message"]})
     return out
 
 

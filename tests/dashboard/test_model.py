@@ -88,6 +88,29 @@ def test_queues_quota_and_pending_reasons() -> None:
     assert nlp["pending"] == [{"name": "new", "gpus": 1, "reason": "Queued", "message": "waiting for the scheduler"}]
 
 
+def test_a_job_arrays_held_elements_are_one_entry_of_the_queue_card() -> None:
+    """A thousand-element array would be a thousand entries: those its limit keeps back are
+    one, named as squeue names them, with their count and the first element to open."""
+    from scheduler import arrays
+
+    template = spec("sweep", "nlp", 1, at=5.0)
+    docs: dict[str, object] = {}
+    for element in arrays.expand(template, "0-5%2"):
+        docs[f"/registry/jobs/{element['name']}"] = element
+        i = element["array"]["index"]
+        docs[f"/registry/jobstatus/{element['name']}"] = (
+            {"phase": "Running", "reason": "Running"} if i < 2 else
+            {"phase": "Pending", "reason": "JobArrayTaskLimit", "message": arrays.throttle_message(element["array"])}
+            if i != 3 else {"phase": "Pending", "reason": "Suspended", "message": "suspended"})
+    v = view_of(docs)
+    q = model.queue_items(v, {n: model.job_item(v, n) for n in v.jobs})["queue/nlp"]
+    why = "at most 2 of sweep's 6 elements run at a time, lower indices first"
+    assert q["pending"] == [
+        {"name": "sweep_[2,4-5%2]", "job": "sweep_2", "count": 3, "gpus": 1, "reason": "JobArrayTaskLimit", "message": why},
+        {"name": "sweep_3", "gpus": 1, "reason": "Suspended", "message": "suspended"}]
+    assert q["running"] == 2
+
+
 def test_queues_show_this_months_gpu_hours_from_accounting() -> None:
     """``live.month_usage`` reads this month's records; a tenant with usage but no job now
     still gets its card."""

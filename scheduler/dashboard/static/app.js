@@ -199,14 +199,14 @@
       const quota = q.nominal == null ? "no quota" : `${q.used}/${q.nominal} GPUs` +
         (q.borrow_limit != null ? ` (+${q.borrow_limit} borrow)` : "");
       const pct = q.nominal ? Math.min(100, 100 * q.used / q.nominal) : 0;
-      const pend = q.pending.map((p) => `<li class="pending" data-job="${esc(p.name)}"><a href="#job=${encodeURIComponent(p.name)}">${esc(p.name)}</a> ` +
-        `<span class="gpun">${p.gpus} GPU</span> <span class="reason" data-testid="pending-reason">${esc(p.reason)}</span>` +
+      const pend = q.pending.map((p) => `<li class="pending" data-job="${esc(p.name)}"><a href="#job=${encodeURIComponent(p.job || p.name)}">${esc(p.name)}</a> ` +
+        `<span class="gpun">${p.count ? `${p.count} × ` : ""}${p.gpus} GPU</span> <span class="reason" data-testid="pending-reason">${esc(p.reason)}</span>` +
         `<div class="msg">${esc(p.message)}</div></li>`).join("");
       const month = q.month ? ` <span class="month" data-testid="month-usage" title="GPU-hours of the runs that ended ` +
         `this month (UTC); lost: runs that failed, were preempted or cancelled (jobctl report)">this month ` +
         `${q.month.gpu_hours} GPU-h${q.month.lost_gpu_hours ? `, ${q.month.lost_gpu_hours} lost` : ""}</span>` : "";
       return `<div class="queue" data-tenant="${esc(q.name)}"><div class="qhead"><b>${esc(q.name)}</b> <span>${quota}</span> ` +
-        `<span>${q.running} running, ${q.pending.length} pending</span>${month}</div>` +
+        `<span>${q.running} running, ${q.pending.reduce((n, p) => n + (p.count || 1), 0)} pending</span>${month}</div>` +
         `<span class="bar${q.used > (q.nominal || 0) ? " over" : ""}"><span style="width:${pct.toFixed(1)}%"></span></span>` +
         (pend ? `<ul>${pend}</ul>` : "") + `</div>`;
     }).join("") : `<p class="empty">No tenants or jobs yet.</p>`;
