@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 from kvraft.client import Compare, Op
 from scheduler import decode, keys
-from scheduler.cli.common import CliError, NotFound, array_elements, stored_status
+from scheduler.cli.common import CliError, NotFound, stored_status, targets
 from scheduler.jobs import check_stored_job
 
-__all__ = ["ENDED", "add_parser", "mark", "run"]
+__all__ = ["ENDED", "Check", "add_parser", "mark", "mark_all", "run"]
 
 ENDED = ("Succeeded", "Failed", "Cancelled")
 
@@ -26,23 +26,31 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
-    for name in args.names:
-        if not client.get(keys.job_key(name)).kvs:
-            # the name of a job array: its elements that have not ended (scancel ARRAYID)
-            members = array_elements(client, name)[1]
-            if not members:
-                raise NotFound("jobs", name)
-            for member in members:
-                if mark(client, member, {"cancelled": True}) not in ENDED:
-                    out.write(f"job/{member} cancelled\n")
-            continue
-        if (outcome := mark(client, name, {"cancelled": True})) in ENDED:
-            raise CliError(f"error: job {name} already finished ({outcome})")
-        out.write(f"job/{name} cancelled\n")
+    for job, _ in mark_all(client, args.names, lambda job: ({"cancelled": True}, None), ""):
+        out.write(f"job/{job} cancelled\n")
     return 0
 
 
-def mark(client: Any, name: str, changes: Mapping[str, Any], check: Callable[[dict[str, Any]], None] | None = None) -> str:
+def mark_all(client: Any, names: Sequence[str], changes: Callable[[str], tuple[Mapping[str, Any], Check | None]],
+             refusal: str) -> Iterator[tuple[str, str]]:
+    """``mark`` each job named, or each element of a job array named (``targets``), with the
+    ``(changes, check)`` for it: ``(job, "changed" | "unchanged")``. A job that has ended is an
+    error (``refusal`` ends its message); an array's elements that have ended are left out."""
+    for name in names:
+        jobs, whole = targets(client, name)
+        for job in jobs:
+            outcome = mark(client, job, *changes(job))
+            if outcome not in ENDED:
+                yield job, outcome
+            elif not whole:
+                raise CliError(f"error: job {job} already finished ({outcome}){refusal}")
+
+
+Check = Callable[[dict[str, Any]], None]
+"""Sees a job's changed spec before it is written; raises ``CliError`` to refuse it."""
+
+
+def mark(client: Any, name: str, changes: Mapping[str, Any], check: Check | None = None) -> str:
     """Set fields of job ``name``'s stored spec (a txn that compares the spec's revision,
     retried; ``check`` sees the changed spec first and raises ``CliError`` to refuse it):
     ``"changed"``, ``"unchanged"`` (it was so already) or the phase of a job that has ended

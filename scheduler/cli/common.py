@@ -15,7 +15,7 @@ from kvraft.client import Op
 from scheduler import arrays, decode, keys
 from scheduler.jobs import check_stored_job
 
-__all__ = ["CliError", "NotFound", "array_elements", "job_view", "json_values", "stored_status", "key_of", "placement_rows", "read_input", "skip"]
+__all__ = ["CliError", "NotFound", "array_elements", "job_view", "json_values", "stored_status", "key_of", "targets", "placement_rows", "read_input", "skip"]
 
 
 class CliError(Exception):
@@ -66,6 +66,19 @@ def array_elements(client: Any, name: str) -> tuple[set[str], list[str]]:
         if record is not None and record.get("job") == name:
             members.append((record["index"], key[len(keys.JOBS):]))
     return taken, [job for _, job in sorted(members)]
+
+
+def targets(client: Any, name: str) -> tuple[list[str], bool]:
+    """What a verb on ``name`` acts on: ``([name], False)`` for a job, ``(its elements by index,
+    True)`` for the name of a job array (as Slurm's ``scancel ARRAYID``); ``NotFound``
+    otherwise."""
+    keys.check_name(name, "job")
+    if client.get(keys.job_key(name)).kvs:
+        return [name], False
+    members = array_elements(client, name)[1]
+    if not members:
+        raise NotFound("jobs", name)
+    return members, True
 
 
 def stored_status(value: bytes | None) -> dict[str, Any]:

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, TextIO
 
-from scheduler import keys
-from scheduler.cli.cancel import ENDED, mark
-from scheduler.cli.common import CliError, NotFound, array_elements
+from scheduler.cli.cancel import mark_all
 
 __all__ = ["add_parser", "run"]
 
@@ -34,19 +32,6 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     value = args.verb == "suspend"
     done, same = ("suspended", "already suspended") if value else ("resumed", "not suspended")
-    for name in args.names:
-        keys.check_name(name, "job")
-        if client.get(keys.job_key(name)).kvs:
-            targets, whole = [name], False
-        else:
-            targets, whole = array_elements(client, name)[1], True
-            if not targets:
-                raise NotFound("jobs", name)
-        for job in targets:
-            outcome = mark(client, job, {"suspend": value})
-            if outcome in ENDED:
-                if whole:
-                    continue
-                raise CliError(f"error: job {job} already finished ({outcome}): nothing to {args.verb}")
-            out.write(f"job/{job} {done}\n" if outcome == "changed" else f"job/{job} unchanged ({same})\n")
+    for job, outcome in mark_all(client, args.names, lambda job: ({"suspend": value}, None), f": nothing to {args.verb}"):
+        out.write(f"job/{job} {done}\n" if outcome == "changed" else f"job/{job} unchanged ({same})\n")
     return 0

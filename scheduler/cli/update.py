@@ -16,10 +16,9 @@ import argparse
 from typing import Any, TextIO
 
 from kvraft.client.goduration import parse_duration
-from scheduler import keys
 from scheduler.admission import admission_problem
-from scheduler.cli.cancel import ENDED, mark
-from scheduler.cli.common import CliError, NotFound, array_elements
+from scheduler.cli.cancel import Check, mark_all
+from scheduler.cli.common import CliError
 from scheduler.cli.submit import priority_class_value, stored_tenants
 from scheduler.jobs import check_stored_job
 
@@ -64,34 +63,24 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     if not changes and args.priority_class is None:
         raise CliError("error: nothing to update: give --priority, --priority-class, --max-run or --estimate")
     tenants = stored_tenants(client)
-    for name in args.names:
-        keys.check_name(name, "job")
-        if client.get(keys.job_key(name)).kvs:
-            targets, whole = [name], False
-        else:
-            targets, whole = array_elements(client, name)[1], True
-            if not targets:
-                raise NotFound("jobs", name)
-        for job in targets:
-            mine = dict(changes)
-            if args.priority_class is not None:
-                mine.update(priority=priority_class_value(client, job, args.priority_class),
-                            priority_class=args.priority_class)
 
-            def check(doc: dict[str, Any], job: str = job) -> None:
-                problems = [str(p) for p in check_stored_job(job, doc)]
-                if doc.get("estimate_s") is not None and doc.get("max_run_s") is not None \
-                        and doc["estimate_s"] > doc["max_run_s"]:
-                    problems.append(f"estimate_s: must be <= max_run_s ({doc['max_run_s']:g})")
-                if (why := admission_problem(job, str(doc.get("tenant")), int(doc["priority"]), tenants)) is not None:
-                    problems.append(f"not admitted: {why}")
-                if problems:
-                    raise CliError(f"error: job {job}: " + "; ".join(problems) + " (nothing changed)")
+    def plan(job: str) -> tuple[dict[str, Any], Check]:
+        mine = dict(changes)
+        if args.priority_class is not None:
+            mine.update(priority=priority_class_value(client, job, args.priority_class), priority_class=args.priority_class)
 
-            outcome = mark(client, job, mine, check)
-            if outcome in ENDED:
-                if whole:
-                    continue
-                raise CliError(f"error: job {job} already finished ({outcome}): nothing to update")
-            out.write(f"job/{job} {'updated' if outcome == 'changed' else 'unchanged'}\n")
+        def check(doc: dict[str, Any]) -> None:
+            problems = [str(p) for p in check_stored_job(job, doc)]
+            if doc.get("estimate_s") is not None and doc.get("max_run_s") is not None \
+                    and doc["estimate_s"] > doc["max_run_s"]:
+                problems.append(f"estimate_s: must be <= max_run_s ({doc['max_run_s']:g})")
+            if (why := admission_problem(job, str(doc.get("tenant")), int(doc["priority"]), tenants)) is not None:
+                problems.append(f"not admitted: {why}")
+            if problems:
+                raise CliError(f"error: job {job}: " + "; ".join(problems) + " (nothing changed)")
+
+        return mine, check
+
+    for job, outcome in mark_all(client, args.names, plan, ": nothing to update"):
+        out.write(f"job/{job} {'updated' if outcome == 'changed' else 'unchanged'}\n")
     return 0
