@@ -11,6 +11,7 @@ operations), with full-jitter exponential backoff, until the request deadline.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import ssl
 from collections.abc import AsyncGenerator
@@ -196,6 +197,10 @@ class Transport:
                 doc = await self.get_json(self.endpoints[index], "/version")
             except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
                 errors.append(f"{self.endpoints[index]}: {_describe(exc)}")
+                continue
+            if not isinstance(doc, dict):  # something else listens there (an empty or non-object answer)
+                errors.append(f"{self.endpoints[index]}: /version answered {json.dumps(doc)[:80]}, "
+                              "not an etcd or kvraft member's version")
                 continue
             self._pinned = index
             if self.encoding == "auto":

@@ -265,3 +265,31 @@ async def test_watch_joins_fragments_into_one_response(fake) -> None:  # type: i
             assert [e.kv.value for e in response.events] == [b"\x00", b"\x01", b"\x02"]
             assert watcher.next_revision == 10
             break
+
+
+async def test_an_endpoint_that_answers_version_with_no_object_is_skipped() -> None:
+    """Something else on a member's old port (the cluster was stopped) answered /version with
+    an empty body: the client raised TypeError ("argument of type 'NoneType' is not iterable")
+    out of discovery instead of moving on to the next endpoint."""
+    other = web.Application()
+
+    async def empty(_request: web.Request) -> web.Response:
+        return web.Response(body=b"")
+
+    other.router.add_get("/version", empty)
+    impostor = TestServer(other, host="127.0.0.1")
+    await impostor.start_server()
+    member = Fake()
+    member.routes["/kv/range"] = ok_range
+    real = TestServer(member.app(), host="127.0.0.1")
+    await real.start_server()
+    bad, good = (str(s.make_url("")).rstrip("/") for s in (impostor, real))
+    try:
+        async with Client([bad, good], retry=FAST) as client:
+            assert client.endpoint == good and (await client.get("a")).count == 1
+        with pytest.raises(EndpointError, match="/version answered null, not an etcd or kvraft member's version"):
+            async with Client([bad], retry=FAST):
+                pass
+    finally:
+        await impostor.close()
+        await real.close()
