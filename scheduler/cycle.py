@@ -179,7 +179,8 @@ class Scheduler:
 
     def _elastic(self, info: JobInfo, now_s: float) -> Attempt:
         """An elastic job gets the most tasks that fit, from ``tasks`` down to ``min_tasks``
-        (fitting is monotone in the size: a binary search, without PostFilter); when even
+        (a binary search without PostFilter: the size found fits and one more does not; a
+        profile whose rules are not monotone in the size may leave a larger one); when even
         ``min_tasks`` do not fit, the attempt at that size runs PostFilter, so it preempts or
         reserves for its smallest size only. The job bound keeps its size (``info.job``) for
         the run; ``ClusterState.release`` gives it back its full size."""

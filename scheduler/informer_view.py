@@ -464,7 +464,7 @@ class ClusterView:
 
     def suspended_jobs(self) -> list[str]:
         """The suspended jobs that are not bound (``held``), sorted."""
-        return sorted(j for j, entry in self.jobs.items() if entry.doc.get("suspend") and self.held(j))
+        return sorted(j for j in self.jobs if self.held(j))
 
     def throttled_jobs(self) -> list[tuple[str, str]]:
         """``(element, why)`` of the elements of job arrays kept back by their array's limit
@@ -473,8 +473,7 @@ class ClusterView:
         for names in self.arrays.values():
             for j in names:
                 entry = self._unbound_spec(j)
-                why = self.array_throttled(j) if entry is not None and not entry.doc.get("suspend") else None
-                if entry is None or why is None:
+                if entry is None or entry.doc.get("suspend") or (why := self.array_throttled(j)) is None:
                     continue
                 verdict = self.dependency_verdict(j) if entry.doc.get("depends_on") else None
                 if verdict is None or verdict.state == "met":  # (one waiting for its dependencies says so instead)

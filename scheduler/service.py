@@ -272,13 +272,9 @@ class SchedulerDaemon:
             if bound is None or bound.evicting_until is not None:
                 continue
             spec = view.jobs[p.victim_id].doc if p.victim_id in view.jobs else {}
-            grace = float(spec.get("grace_s", 30.0))
-            status = dict(self._status(p.victim_id), phase="Running", reason="Preempting",
-                          message=f"preempted by {p.preemptor_id}: {p.reason}")
-            if await self.binder.evict(bound, grace, status, f"preempted by {p.preemptor_id} ({p.reason}); "
-                                                           f"stopping with a {grace:g} s grace period"):
+            if await self._stop(bound, spec, "Preempting", f"preempted by {p.preemptor_id} ({p.reason})",
+                                status_message=f"preempted by {p.preemptor_id}: {p.reason}"):
                 self.preemptions += 1
-                self._timers[p.victim_id] = time.time() + grace
         await self._write_pending(now)
 
     def _feed_jobs(self, jobs: list[str], now: float, events: list[Any]) -> None:
@@ -410,8 +406,10 @@ class SchedulerDaemon:
         if entry is None or spec.get("cancelled"):
             doc = dict(st, phase="Cancelled", reason="Cancelled", message="cancelled by user", finished_at=now)
             return await self._release(b, doc, [("Cancelled", "tasks stopped")], False, "cancelled")
-        if spec.get("suspend"):  # Kubernetes' Job .spec.suspend: the run stops, the job waits for resume
-            await self._suspend(b, spec, now)
+        if spec.get("suspend"):  # Kubernetes' Job .spec.suspend: the run stops (it checkpoints), the job waits for resume
+            if await self._stop(b, spec, "Suspending", "suspended", event="Suspending",
+                                eviction={"reason": "suspend", "message": "suspended"}):
+                log.info("suspending", extra={"fields": {"job": job, "grace_s": float(spec.get("grace_s", 30.0))}})
             return False
         lost = [n for n in b.nodes() if n not in view.heartbeats or n not in view.nodes]
         if lost:
@@ -449,16 +447,20 @@ class SchedulerDaemon:
             updates[job] = dict(st, phase="Running", reason=reason, message=message)
         return False
 
-    async def _suspend(self, b: Any, spec: dict[str, Any], now: float) -> None:
-        """Stop the run of a suspended job as a preemption stops one (the grace period, then
-        the release): its tasks checkpoint, and ``jobctl resume`` queues it again."""
+    async def _stop(self, b: Any, spec: dict[str, Any], reason: str, why: str, status_message: str | None = None,
+                    **options: Any) -> bool:
+        """Start stopping ``b``'s run with the job's grace period (a preemption, an operator's
+        eviction, a suspension): status Running/``reason``, the event ``<why>; stopping with a
+        G s grace period``, the assignments deleted (``Binder.evict``, given ``options``); the
+        lifecycle releases the run once the grace period is over. False when the binding (or
+        the request) changed meanwhile."""
         grace = float(spec.get("grace_s", 30.0))
-        stopping = f"suspended; stopping with a {grace:g} s grace period"
-        status = dict(self._status(b.job), phase="Running", reason="Suspending", message=stopping)
-        if await self.binder.evict(b, grace, status, stopping, event="Suspending",
-                                   eviction={"reason": "suspend", "message": "suspended"}):
-            self._timers[b.job] = now + grace
-            log.info("suspending", extra={"fields": {"job": b.job, "grace_s": grace}})
+        stopping = f"{why}; stopping with a {grace:g} s grace period"
+        status = dict(self._status(b.job), phase="Running", reason=reason, message=status_message or stopping)
+        if not await self.binder.evict(b, grace, status, stopping, **options):
+            return False
+        self._timers[b.job] = time.time() + grace
+        return True
 
     # --- operators' eviction requests (scheduler.evictions) -----------------------------------
     async def _eviction_request(self, job: str) -> None:
@@ -478,14 +480,12 @@ class SchedulerDaemon:
                 if await self.binder.drop_request(key, entry.mod_revision):
                     log.info("eviction request dropped", extra={"fields": dict(fields, why=verdict.message)})
                 return
-            grace = float(spec.get("grace_s", 30.0))
-            stopping = f"Evicted: {verdict.message}; stopping with a {grace:g} s grace period"
-            status = dict(self._status(job), phase="Running", reason="Evicting", message=stopping)
-            if await self.binder.evict(b, grace, status, stopping, event="Evicted", request=(key, entry.mod_revision),
-                                       eviction={"reason": req.reason, "message": verdict.message}):
+            if await self._stop(b, spec, "Evicting", f"Evicted: {verdict.message}", event="Evicted",
+                                request=(key, entry.mod_revision),
+                                eviction={"reason": req.reason, "message": verdict.message}):
                 self.evictions[req.reason] += 1
-                self._timers[job] = time.time() + grace
-                log.info("evicting", extra={"fields": dict(fields, why=verdict.message, grace_s=grace)})
+                log.info("evicting", extra={"fields": dict(fields, why=verdict.message,
+                                                           grace_s=float(spec.get("grace_s", 30.0)))})
         except ClientError as exc:  # try again in a second; the pass goes on (a role without the key: every second)
             log.warning("acting on an eviction request failed", extra={"fields": dict(fields, error=str(exc))})
             self._timers[job] = min(self._timers.get(job, now + 1.0), now + 1.0)
