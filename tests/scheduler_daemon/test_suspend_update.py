@@ -13,14 +13,11 @@ import json
 from pathlib import Path
 
 import pytest
+from test_arrays import _bound
 from test_dependencies import _allocated, _events, _finish, _jobctl, _status
 from test_malformed import daemon, doc, nodes, one_member, put, spec, steps  # noqa: F401  (fixtures)
 
 from scheduler.service import SUSPENDED, SchedulerDaemon
-
-
-async def _bound(d: SchedulerDaemon) -> set[str]:
-    return {kv.key.decode().rsplit("/", 1)[1] for kv in (await d.client.get("/registry/bindings/", prefix=True)).kvs}
 
 
 def _submit(eps: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str) -> None:
