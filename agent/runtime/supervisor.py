@@ -165,6 +165,11 @@ class Supervisor:
         return 0
 
     def _runc_oom_file(self) -> str:
+        """The OOM counter of the cgroup runc put the init in, or "" to keep the configured one.
+
+        An init that already ended (an OOM kill can come before ``runc run --detach`` returns) is
+        a zombie, and the kernel shows a zombie in the root cgroup: that "/" is never the
+        container's, so it is ignored rather than read as the root's counter."""
         try:
             with open(f"/proc/{self.pid}/cgroup") as f:
                 lines = f.read().splitlines()
@@ -173,9 +178,9 @@ class Supervisor:
         for line in lines:
             _, controllers, rel = line.split(":", 2)
             if "memory" in controllers.split(","):
-                return f"/sys/fs/cgroup/memory{rel}/memory.oom_control"
+                return f"/sys/fs/cgroup/memory{rel}/memory.oom_control" if rel != "/" else ""
         for line in lines:
-            if line.startswith("0::"):
+            if line.startswith("0::") and line[3:] != "/":
                 return f"/sys/fs/cgroup{line[3:]}/memory.events"
         return ""
 

@@ -180,6 +180,36 @@ async def test_oom_is_reported_and_plain_kill_is_not(kind, data_dir) -> None:
     assert (kill.exit.exit_code, kill.exit.oom_killed) == (137, False)
 
 
+def test_an_init_that_ended_before_runc_returned_keeps_the_configured_oom_counter(tmp_path) -> None:
+    """A runc init OOM-killed before ``runc run --detach`` returns is a zombie when the supervisor
+    looks for its cgroup, and the kernel shows a zombie in the root cgroup: reading the root's
+    counter reported such an OOM kill as a plain SIGKILL (a flake of the test above under load)."""
+    from agent.runtime.supervisor import Supervisor
+
+    sup = Supervisor(str(tmp_path), {"mode": "runc", "id": "c1", "oom_file": "/configured/memory.oom_control"})
+    child = os.fork()
+    if child == 0:
+        time.sleep(30)
+        os._exit(0)
+    try:
+        sup.pid = child
+        live = sup._runc_oom_file()
+        mine = [ln.split(":", 2)[2] for ln in Path("/proc/self/cgroup").read_text().splitlines()
+                if "memory" in ln.split(":")[1].split(",")]
+        if mine and mine[0] != "/":
+            assert live == f"/sys/fs/cgroup/memory{mine[0]}/memory.oom_control"
+        os.kill(child, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child}/stat").read_text().split()[2] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert sup._runc_oom_file() == ""
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+
+
 async def test_log_rotation_keeps_n_files_and_the_last_line(kind, data_dir) -> None:
     rt = make_runtime(kind, data_dir, log_max_bytes=200_000, log_max_files=3)
     code = "import sys\nfor i in range(20000):\n    print(f'line {i:06d} ' + 'x' * 20)\n    print(f'err {i:06d}', file=sys.stderr)"
