@@ -10,7 +10,8 @@ import json
 
 import aiohttp
 import pytest
-from watch.cluster_helpers import b64, call, start_cluster, watch
+
+from tests.watch.cluster_helpers import b64, call, start_cluster, watch
 
 OK = "ok"
 EMPTY = (3, "etcdserver: user name is empty")

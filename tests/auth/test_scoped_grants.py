@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from auth.test_auth_core import Admin, Put, Range, Txn, _code, _state
 from kvraft.auth import (
     READ,
     READWRITE,
@@ -17,6 +16,7 @@ from kvraft.auth import (
     check_request,
     scoped_caller,
 )
+from tests.auth.test_auth_core import Admin, Put, Range, Txn, _code, _state
 
 JOB_A = Permission(READWRITE, b"app/job-a/", b"app/job-a0")
 

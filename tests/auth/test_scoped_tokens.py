@@ -12,11 +12,11 @@ import json
 import time
 
 import pytest
-from watch.cluster_helpers import b64, call, start_cluster
 
 from kvraft.cli.main import run as kvctl_run
 from kvraft.client import Client, PermissionDeniedError, UnauthenticatedError
 from kvraft.testing.auth import enable_auth
+from tests.watch.cluster_helpers import b64, call, start_cluster
 
 INVALID = (16, "etcdserver: invalid auth token")
 

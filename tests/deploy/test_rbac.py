@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from watch.cluster_helpers import b64, call
 
 from kvraft.server.local import LocalCluster, free_port
 from kvraft.testing.procs import stop_process
+from tests.watch.cluster_helpers import b64, call
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import pytest
-from watch.cluster_helpers import start_cluster
+
+from tests.watch.cluster_helpers import start_cluster
 
 
 @pytest.fixture(scope="package")

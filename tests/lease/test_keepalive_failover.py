@@ -11,9 +11,9 @@ import signal
 import time
 
 import pytest
-from watch.cluster_helpers import b64, call, call_any, start_cluster
 
 from kvraft.server.local import LocalCluster
+from tests.watch.cluster_helpers import b64, call, call_any, start_cluster
 
 KEEPALIVE_EVERY_S = 1.0
 

@@ -6,7 +6,8 @@ import asyncio
 import json
 
 import aiohttp
-from watch.cluster_helpers import b64, call, unb64
+
+from tests.watch.cluster_helpers import b64, call, unb64
 
 
 def _results(raw: str) -> list[dict]:
@@ -92,7 +93,7 @@ def test_expired_lease_deletes_its_keys_seen_by_a_watch(cluster) -> None:
 
     async def first_events():
         async with aiohttp.ClientSession() as session:
-            from watch.cluster_helpers import watch
+            from tests.watch.cluster_helpers import watch
 
             async for r in watch(session, url, [json.loads(body)]):
                 if r.get("events"):

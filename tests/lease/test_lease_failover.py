@@ -7,7 +7,8 @@ import signal
 import time
 
 import pytest
-from watch.cluster_helpers import b64, call_any, start_cluster
+
+from tests.watch.cluster_helpers import b64, call_any, start_cluster
 
 
 @pytest.fixture

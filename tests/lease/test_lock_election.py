@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import aiohttp
-from watch.cluster_helpers import b64, call, unb64
+
+from tests.watch.cluster_helpers import b64, call, unb64
 
 CLIENT = Path(__file__).with_name("lock_client.py")
 

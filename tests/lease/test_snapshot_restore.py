@@ -7,7 +7,8 @@ import time
 import urllib.request
 
 import pytest
-from watch.cluster_helpers import b64, call, start_cluster, unb64
+
+from tests.watch.cluster_helpers import b64, call, start_cluster, unb64
 
 
 @pytest.fixture
