@@ -17,9 +17,10 @@ every rank. ``rank_env`` turns that into the variables a training program needs:
 ``KVRAFT_NODE_RANK``           index of this node among the job's nodes (first-rank order)
 ``KVRAFT_NUM_NODES``           nodes of the job
 ``KVRAFT_RUN_ID``              ``<job>-<job uid>-<run>``: one namespace per run of the gang;
-                               ``<run>`` is the assignment's ``KVRAFT_RUN`` (restarts +
-                               preemptions + evictions before this run), so a preempted or
-                               requeued gang never meets its last run's rendezvous keys
+                               ``<run>`` is the assignment's ``KVRAFT_RUN`` (the runs ended
+                               before this one: restarts, preemptions, evictions, resizes,
+                               suspensions), so a preempted, requeued, resized or resumed
+                               gang never meets its last run's rendezvous keys
 ``KVRAFT_JOB_UID``             create revision of ``/registry/jobs/<job>`` (a resubmitted job
                                of the same name gets a new one); the scheduler's assignment
                                carries it, else the agent reads it
@@ -92,7 +93,7 @@ def rank_env(spec_env: Mapping[str, str], facts: NodeFacts, binding: Mapping[str
         add["KVRAFT_INSECURE_SKIP_TLS_VERIFY"] = "true"
     job = spec_env.get("KVRAFT_JOB", "")
     if job:
-        # the scheduler names the run (KVRAFT_RUN: restarts + preemptions + evictions) and the
+        # the scheduler names the run (KVRAFT_RUN: the runs ended before it) and the
         # job uid; an older scheduler gave only the restarts, and the agent read the uid
         run = spec_env.get("KVRAFT_RUN") or spec_env.get("KVRAFT_RESTARTS", "0") or "0"
         uid = spec_env.get("KVRAFT_JOB_UID") or str(job_uid)

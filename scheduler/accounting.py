@@ -36,7 +36,7 @@ PREFIX = "/accounting/"
 OUTCOMES = {
     "succeeded": "completed",
     "failed": "failed", "restarted": "failed", "deadline": "failed", "invalid": "failed",
-    "preempted": "preempted", "evicted": "preempted", "suspended": "preempted",
+    "preempted": "preempted", "evicted": "preempted", "suspended": "preempted", "resized": "preempted",
     "cancelled": "cancelled",
 }
 """How a release (``SchedulerDaemon._release``'s kind) counts in a report."""

@@ -48,7 +48,11 @@ WAVE = 8  # bind txns in flight at once
 
 log = logging.getLogger("kvraft.scheduler.binder")
 
-__all__ = ["BindOutcome", "Binder", "assignment_doc"]
+__all__ = ["RUN_ENDINGS", "BindOutcome", "Binder", "assignment_doc"]
+
+# The job status counters of ended runs: each run ends in at most one of them, so their sum is
+# the next run's number (``KVRAFT_RUN``), and a bind carries them into the new run's status.
+RUN_ENDINGS = ("restarts", "preemptions", "evictions", "resizes", "suspensions")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +68,8 @@ def assignment_doc(spec: dict[str, Any], task: str, group: dict[str, Any], gpus:
                    run: int | None = None, job_uid: int = 0) -> dict[str, Any]:
     """The agent's assignment document (agent/spec.py) for one task instance; ``user``: the
     ``(uid, gid)`` it runs as (its tenant's ``run_as``), else root. ``run``: which run of the
-    job this is, from 0 (restarts + preemptions + evictions so far: each run ends in at most
-    one of them), and ``job_uid`` the job key's create revision; with them every rank of a
+    job this is, from 0 (the runs ended so far: ``RUN_ENDINGS``, each run ends in at most one
+    of them), and ``job_uid`` the job key's create revision; with them every rank of a
     run, and only of that run, gets the same ``KVRAFT_RUN_ID`` (agent.rankenv)."""
     env = dict(group.get("env") or {})
     env.update({
@@ -137,7 +141,7 @@ class Binder:
         known = view.status.get(b.job_id)
         counts = (known.doc or {}) if known is not None else {}
         restarts = int(counts.get("restarts", 0))
-        run = restarts + int(counts.get("preemptions", 0)) + int(counts.get("evictions", 0))
+        run = sum(int(counts.get(k, 0)) for k in RUN_ENDINGS)
         first_node = b.placement.tasks[0].node
         rows: list[dict[str, Any]] = []
         for i, (task, group) in enumerate(instances):
@@ -163,9 +167,8 @@ class Binder:
                    "evicting_until": None, "generation": restarts}
         ops.append(Op.put(keys.binding_key(b.job_id), json.dumps(binding).encode()))
         status = {"name": b.job_id, "phase": "Running", "reason": "Scheduled",
-                  "message": f"bound to {len(per_node)} node(s){note}", "restarts": restarts,
-                  "preemptions": int(((view.status.get(b.job_id) or _NONE).doc or {}).get("preemptions", 0)),
-                  "evictions": int(((view.status.get(b.job_id) or _NONE).doc or {}).get("evictions", 0)),
+                  "message": f"bound to {len(per_node)} node(s){note}",
+                  **{k: int(counts.get(k, 0)) for k in RUN_ENDINGS},
                   "placement": [{k: r[k] for k in ("task", "node", "rack", "gpus")} for r in rows],
                   "bound_at": now, "updated_at": now}
         verdict = view.dependency_verdict(b.job_id)
@@ -430,9 +433,3 @@ class Binder:
                                 old.mod_revision if old else 0)
         return written
 
-
-class _None:
-    doc: dict[str, Any] = {}
-
-
-_NONE = _None()

@@ -9,6 +9,8 @@ Usage (the daemon's loop, the simulator's loop is the same with a trace as the e
         ...                               # revision-compared txn; on conflict handle(BindFailed)
     for preemption in result.preemptions: # evict whole gangs; handle(JobEvicted) when stopped
         ...
+    for resize in result.resizes:         # restart an elastic gang larger; handle(JobEvicted)
+        ...                               # when stopped, and a later pass binds it
     result.pending[job_id].message        # "needs 16 GPUs in one rack; the largest free rack has 12"
     wake_at = scheduler.next_wakeup_s()   # run a pass then even if no event arrives
 
@@ -16,7 +18,8 @@ A pass sorts the active queue with the QueueSort plugin and attempts each job on
 A job that fits is bound (assumed) at once, so later jobs see it. A job that does not fit gets
 a pending reason, may trigger PostFilter decisions (preemption, a reservation) and is parked
 until an event that may help. With ``strict_fifo`` the first job that does not fit blocks all
-jobs behind it.
+jobs behind it. After the pass the Resize plugins may grow running elastic jobs into what
+is left free.
 """
 
 from __future__ import annotations
@@ -24,12 +27,12 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from heapq import heappop, heappush
 
 from scheduler.framework.registry import Profile, Registry
 from scheduler.framework.runtime import ALL_EVENTS, Attempt, Framework
-from scheduler.framework.status import Code
+from scheduler.framework.status import Code, Status
 from scheduler.model import (
     BindFailed,
     Binding,
@@ -42,6 +45,7 @@ from scheduler.model import (
     JobUpdated,
     PendingReason,
     Preemption,
+    Resize,
 )
 from scheduler.plugins.registry import in_tree_registry
 from scheduler.queue import SchedulingQueue
@@ -61,6 +65,7 @@ class CycleResult:
     reservations: tuple[Reservation, ...]
     pending: Mapping[str, PendingReason]
     attempts: int
+    resizes: tuple[Resize, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,39 +176,75 @@ class Scheduler:
                 # instead of rewriting one per job per pass.
                 self._strict_head = job_id
                 break
+        resizes = self._grow(now_s, reservations) if fw.resizers and state.shrunk and not strict else []
         self._attempts += attempts
         self._bindings += len(bindings)
         self._preemptions += len(preemptions)
         self._reservations += len(reservations)
-        return CycleResult(now_s, tuple(bindings), tuple(preemptions), tuple(reservations), pending, attempts)
+        return CycleResult(now_s, tuple(bindings), tuple(preemptions), tuple(reservations), pending, attempts,
+                           tuple(resizes))
 
     def _elastic(self, info: JobInfo, now_s: float) -> Attempt:
         """An elastic job gets the most tasks that fit, from ``tasks`` down to ``min_tasks``
         (a binary search without PostFilter: the size found fits and one more does not; a
         profile whose rules are not monotone in the size may leave a larger one); when even
         ``min_tasks`` do not fit, the attempt at that size runs PostFilter, so it preempts or
-        reserves for its smallest size only. The job bound keeps its size (``info.job``) for
-        the run; ``ClusterState.release`` gives it back its full size."""
+        reserves for its smallest size only. ``ClusterState.allocate`` runs the job bound at the
+        size of its placement (``info.job``) and gives it back its full size on release."""
         fw, full = self.framework, info.job
         best = fw.attempt(info, now_s, post=False)
         if best.placement is None:
-            lo, hi = full.min_tasks or 1, full.tasks - 1
-            while lo <= hi:
-                mid = (lo + hi) // 2
-                info.job = replace(full, tasks=mid, min_tasks=None)
-                got = fw.attempt(info, now_s, post=False)
-                if got.placement is not None:
-                    best, lo = got, mid + 1
-                else:
-                    hi = mid - 1
+            best = self._largest(info, full.min_tasks or 1, full.tasks - 1, now_s)
             if best.placement is None:
-                info.job = replace(full, tasks=full.min_tasks or 1, min_tasks=None)
+                info.job = full.sized(full.min_tasks or 1)
                 best = fw.attempt(info, now_s)
-                info.job = full
-                return best
-            info.job = replace(full, tasks=len(best.placement.tasks), min_tasks=None)
-            info.full_job = full
+            info.job = full
         return best
+
+    def _largest(self, info: JobInfo, lo: int, hi: int, now_s: float) -> Attempt:
+        """The attempt (without PostFilter) at the largest size in ``lo..hi`` that fits, found by
+        binary search; a failed attempt when none does. Leaves ``info.job`` at a tried size."""
+        full, best = info.job, Attempt(Status.unschedulable("no size fits", "elastic"))
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            info.job = full.sized(mid)
+            got = self.framework.attempt(info, now_s, post=False)
+            if got.placement is not None:
+                best, lo = got, mid + 1
+            else:
+                hi = mid - 1
+        return best
+
+    def _grow(self, now_s: float, reservations: list[Reservation]) -> list[Resize]:
+        """Let the Resize plugins' candidates grow: for each, release its run for a moment (what
+        it holds counts as free), find the largest size above its own that fits, and put the run
+        back as it was. A larger size is held for it (a ``resize`` reservation) and the job is
+        marked evicting: the daemon stops the run and the next pass binds it at that size."""
+        state, out = self.state, []
+        for plugin in self.framework.resizers:
+            for info in plugin.grow_order(state, now_s, self.reasons):
+                job_id, sized, placement = info.job.job_id, info.job, info.placement
+                if info.full_job is None or placement is None or info.bound_at_s is None or info.evicting:
+                    continue
+                kept = (info.bound_at_s, info.attained_gpu_s, info.pending_since_s, info.confirmed)
+                state.release(job_id, now_s, evicted=False)
+                full = info.job
+                try:
+                    best = self._largest(info, sized.tasks + 1, full.tasks, now_s)
+                finally:
+                    info.job = full
+                    state.allocate(job_id, placement, kept[0])
+                    info.bound_at_s, info.attained_gpu_s, info.pending_since_s, info.confirmed = kept
+                if best.placement is None:
+                    continue
+                holds = {node: len(gpus) for node, gpus in best.placement.gpus_by_node().items()}
+                reservation = Reservation(job_id, holds, now_s, "resize", now_s, ",".join(sorted(holds)),
+                                          now_s + plugin.hold_s)
+                state.add_reservation(reservation)
+                reservations.append(reservation)
+                info.evicting = True
+                out.append(Resize(job_id, sized.tasks, len(best.placement.tasks), now_s))
+        return out
 
     def _apply_post_filter(
         self, info: JobInfo, attempt: Attempt, now_s: float,

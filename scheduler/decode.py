@@ -42,7 +42,7 @@ __all__ = [
 EVICTION_REASONS = ("drain", "requeue")
 """Why an operator asked for a run to be evicted (``/registry/evictions/<job>``): its node is
 drained (``jobctl drain NODE --requeue``), or the job itself is requeued (``jobctl requeue``)."""
-BINDING_EVICTION_REASONS = (*EVICTION_REASONS, "suspend")
+BINDING_EVICTION_REASONS = (*EVICTION_REASONS, "suspend", "resize")
 """Why a binding's run is being stopped (its ``eviction`` field): an operator's request, or its
 job was suspended (``jobctl suspend``: the daemon stops the run on its own)."""
 MAX_GPUS_PER_NODE = 1024  # a record claiming more is wrong (the core keeps a bit per GPU)

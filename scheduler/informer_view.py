@@ -76,7 +76,7 @@ class Binding:
     revision: int  # create revision: the assignments' create revision too
     mod_revision: int
     problem: str = ""  # what did not decode ("" when nothing); ``tasks`` are the rows that did
-    evicted_for: str = ""  # an operator's eviction ("drain", "requeue") or "suspend"; "" for a preemption
+    evicted_for: str = ""  # an operator's eviction ("drain", "requeue"), "suspend" or "resize"; "" for a preemption
     eviction_message: str = ""  # why, for the status ("node n3 drained by jobctl")
 
     def nodes(self) -> tuple[str, ...]:
@@ -411,14 +411,7 @@ class ClusterView:
                 return None
         if job not in self.bindings and self.array_throttled(job) is not None:
             return None
-        model = to_model(entry.doc)
-        b = self.bindings.get(job)
-        if model.elastic and b is not None and not b.problem:
-            # an elastic job keeps the size it was bound with for the run (as the core does)
-            size = len(b.placement().tasks)
-            if model.min_tasks is not None and model.min_tasks <= size <= model.tasks:
-                model = replace(model, tasks=size, min_tasks=None)
-        return model
+        return to_model(entry.doc)  # an elastic job in full: the core runs it at its binding's size
 
     def array_throttled(self, job: str) -> str | None:
         """Why a pending element of a job array is kept back by its array's limit, or None
@@ -652,13 +645,10 @@ class CoreFeed:
         out: list[Event] = []
         old_job, old_placement, confirmed = old
         released = placement is None and old_placement is not None and confirmed
-        if released:  # first: the core gives an elastic job back its full size as it releases it
+        if released:
             out.append(JobEvicted(name, now_s, stimulus_id=sid))
         if job != old_job:
-            # the shape the core holds for a bound job: an elastic one's, the size it was bound with
-            running = old_job if old_placement is None or not old_job.elastic else \
-                replace(old_job, tasks=len(old_placement.tasks), min_tasks=None)
-            if placement is not None and old_placement is not None and _shape(job) != _shape(running):
+            if placement is not None and old_placement is not None and _shape(job) != _shape(old_job):
                 return []  # the store will never hold such a change for a running job
             out.append(JobUpdated(job, stimulus_id=sid))
         if placement is not None and (placement != old_placement or not confirmed):

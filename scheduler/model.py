@@ -16,7 +16,7 @@ means "never wider", ``PREFERRED`` means "as tight as possible, wider if needed"
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum, IntEnum
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "PendingReason",
     "Placement",
     "Preemption",
+    "Resize",
     "TaskAssignment",
     "Tenant",
     "TenantDeleted",
@@ -125,7 +126,8 @@ class Node:
 class Job:
     """A gang of ``tasks`` x ``gpus_per_task`` GPUs, placed all or nothing. An elastic job
     (``min_tasks`` below ``tasks``, Volcano's ``minAvailable``, Slurm's ``--nodes=min-max``)
-    starts with as many tasks as fit, at least ``min_tasks``, and keeps that size for the run.
+    starts with as many tasks as fit, at least ``min_tasks``, and keeps that size for the run;
+    the ``elastic`` plugin restarts it larger when room frees (``Resize``).
 
     ``est_runtime_s`` is an estimate (user or history based) used by shortest-job-first and by
     backfill; ``max_runtime_s`` is a hard limit, used as the estimate when no estimate is set.
@@ -165,6 +167,14 @@ class Job:
     @property
     def elastic(self) -> bool:
         return self.min_tasks is not None and self.min_tasks < self.tasks
+
+    def sizes(self, tasks: int) -> bool:
+        """Whether a run of ``tasks`` tasks is one of this job's sizes."""
+        return tasks == self.tasks or (self.elastic and (self.min_tasks or 1) <= tasks <= self.tasks)
+
+    def sized(self, tasks: int) -> Job:
+        """This job as run with ``tasks`` tasks (an elastic job's run below its full size)."""
+        return replace(self, tasks=tasks, min_tasks=None)
 
     @property
     def runtime_hint_s(self) -> float | None:
@@ -235,6 +245,19 @@ class Preemption:
     gpu_hours_lost: float
     reason: str
     migration: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Resize:
+    """Decision: restart the running elastic job ``job_id`` with ``to_tasks`` tasks instead of
+    ``from_tasks`` (grow on free capacity). The new placement's GPUs are held for it (a
+    ``resize`` reservation) while its run stops; handle(JobEvicted) when it has stopped, and the
+    next pass binds it at the larger size."""
+
+    job_id: str
+    from_tasks: int
+    to_tasks: int
+    at_s: float
 
 
 @dataclass(frozen=True, slots=True)

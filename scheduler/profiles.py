@@ -11,7 +11,8 @@
 | default     | priority, LAS (2 queues at 128     | gang in one node / one rack, holes filled    |
 |             | GPU-h), then shortest estimated    | best fit; backfill reservations for starving |
 |             | GPU-time first, aged over 30 min   | gangs; preemption; defragmentation moves;    |
-|             |                                    | quotas with borrowing                        |
+|             |                                    | quotas with borrowing; elastic jobs grow     |
+|             |                                    | into free capacity (after 10 min of a run)   |
 
 ``remaining`` (an analysis profile, not in ``all``): ``default`` with preemptive shortest
 *learned* remaining GPU-time first (plugins/remaining), minimum runs (45 min, one-GPU jobs 8 h)
@@ -98,6 +99,7 @@ def _default() -> Profile:
         PluginSpec("preemption", args={"restart_overhead_s": 30.0}),
         PluginSpec("defrag", args={"restart_overhead_s": 30.0, "max_moves": 8}),
         PluginSpec("backfill", args={"max_reservations": 2, "min_gpus": 2, "reserve_after_s": 24 * 3600.0}),
+        PluginSpec("elastic", args={"grow_after_s": 600.0, "hold_s": 300.0}),
     ))
 
 

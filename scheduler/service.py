@@ -46,8 +46,7 @@ from scheduler.job_gc import collect, due_at
 from scheduler.metrics import BIND_BUCKETS_S as BUCKETS_S
 from scheduler.metrics import SchedulerMetrics
 from scheduler.model import BindFailed
-from scheduler.profiles import profile
-from scheduler.service_config import SchedulerConfig, load_config
+from scheduler.service_config import SchedulerConfig, core_profile, load_config
 from scheduler.suspects import Suspects
 
 __all__ = ["SchedulerDaemon", "main", "run"]
@@ -159,7 +158,7 @@ class SchedulerDaemon:
                 await self.election.resign()
 
     def _rebuild(self) -> None:
-        self.core = Scheduler(profile(self.config.profile), seed=self.config.seed)
+        self.core = Scheduler(core_profile(self.config), seed=self.config.seed)
         self.feed = CoreFeed()
         v = self.view
         v.dirty_nodes |= set(v.nodes) | set(v.heartbeats) | set(v.cordons)
@@ -275,6 +274,15 @@ class SchedulerDaemon:
             if await self._stop(bound, spec, "Preempting", f"preempted by {p.preemptor_id} ({p.reason})",
                                 status_message=f"preempted by {p.preemptor_id}: {p.reason}"):
                 self.preemptions += 1
+        for r in result.resizes:  # an elastic run restarts larger: stopped as a preempted one is
+            bound = view.bindings.get(r.job_id)
+            if bound is None or bound.evicting_until is not None:
+                continue
+            why = f"growing from {r.from_tasks} to {r.to_tasks} tasks (elastic: room freed)"
+            spec = view.jobs[r.job_id].doc if r.job_id in view.jobs else {}
+            if await self._stop(bound, spec, "Resizing", why, event="Resizing",
+                                eviction={"reason": "resize", "message": why}):
+                log.info("resizing", extra={"fields": {"job": r.job_id, "from": r.from_tasks, "to": r.to_tasks}})
         await self._write_pending(now)
 
     def _feed_jobs(self, jobs: list[str], now: float, events: list[Any]) -> None:
@@ -392,9 +400,14 @@ class SchedulerDaemon:
                 return False
             if b.evicted_for == "suspend":  # jobctl suspend: held until jobctl resume
                 doc = dict(st, phase="Pending", reason="Suspended", message=SUSPENDED, placement=[],
-                           last_placement=placement)
+                           last_placement=placement, suspensions=int(st.get("suspensions", 0)) + 1)
                 return await self._release(b, doc, [("Suspended", "grace period over; tasks stopped until jobctl resume")],
                                            True, "suspended")
+            if b.evicted_for == "resize":  # an elastic job's run stopped to restart larger: not a restart either
+                doc = dict(st, phase="Pending", reason="Resizing", message=f"{b.eviction_message}; starting again",
+                           resizes=int(st.get("resizes", 0)) + 1, placement=[], last_placement=placement)
+                return await self._release(b, doc, [("Requeued", f"grace period over; {b.eviction_message}")], True,
+                                           "resized")
             if b.evicted_for:  # an operator's request (scheduler.evictions): not a restart, as a preemption
                 doc = dict(st, phase="Pending", reason="Evicted", message=f"Evicted: {b.eviction_message}; waiting to run "
                            "again", evictions=int(st.get("evictions", 0)) + 1, placement=[], last_placement=placement)

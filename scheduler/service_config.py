@@ -6,6 +6,7 @@ flags given on the command line win over the file. Example ``scheduler.yaml``::
     endpoints: 127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379
     name: sched-a
     profile: default
+    plugin-args: {elastic: {grow_after_s: 300}}   # or a list: ["elastic.grow_after_s=300"]
     election-ttl-s: 10
     listen-url: http://127.0.0.1:10251
     log-level: info
@@ -14,13 +15,16 @@ flags given on the command line win over the file. Example ``scheduler.yaml``::
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import yaml
 
-__all__ = ["SchedulerConfig", "build_parser", "load_config"]
+from scheduler.framework.registry import Profile
+
+__all__ = ["SchedulerConfig", "build_parser", "core_profile", "load_config"]
 
 
 @dataclass
@@ -28,6 +32,7 @@ class SchedulerConfig:
     endpoints: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
     name: str = field(default_factory=socket.gethostname)
     profile: str = "default"
+    plugin_args: list[str] = field(default_factory=list)  # PLUGIN.ARG=JSON: the profile's plugin arguments changed
     seed: int = 0
     election: bool = True  # false: act without leader election (only for tests and benchmarks)
     election_ttl_s: int = 10
@@ -53,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoints", help="kvraft client URLs, comma-separated")
     p.add_argument("--name", help="this replica's identity (default: hostname)")
     p.add_argument("--profile", help="scheduler profile (default, b1-fifo, b2-spread, b3-pack, b4-las)")
+    p.add_argument("--plugin-arg", dest="plugin_args", action="append", metavar="PLUGIN.ARG=JSON",
+                   help="change an argument of one of the profile's plugins, e.g. elastic.grow_after_s=300 "
+                        "(repeatable; Kubernetes' pluginConfig; the arguments are in docs/design/scheduler.md)")
     p.add_argument("--seed", type=int)
     p.add_argument("--election", choices=["true", "false"], help="campaign for leadership (default true)")
     p.add_argument("--election-ttl-s", type=int, help="lease TTL of the leader key (default 10)")
@@ -79,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _coerce(name: str, value: Any, current: Any) -> Any:
+    if name == "plugin_args":  # a list of PLUGIN.ARG=JSON, or in YAML also {plugin: {arg: value}}
+        if isinstance(value, dict):
+            if not all(isinstance(v, dict) for v in value.values()):
+                raise ValueError("plugin-args: a mapping must map each plugin to its {arg: value} mapping")
+            return [f"{p}.{a}={json.dumps(v)}" for p, args in value.items() for a, v in args.items()]
+        return [str(v) for v in value] if isinstance(value, list) else [str(value)]
     if name == "endpoints":
         return [e.strip() for e in value.split(",") if e.strip()] if isinstance(value, str) else [str(v) for v in value]
     if isinstance(current, bool):
@@ -117,10 +131,25 @@ def load_config(argv: list[str] | None = None) -> SchedulerConfig:
             setattr(config, name, _coerce(name, value, getattr(config, name)))
     if config.election_ttl_s < 1:
         raise ValueError("--election-ttl-s: must be >= 1")
-    from scheduler.profiles import profile
-
     try:
-        profile(config.profile)
+        core_profile(config)
     except KeyError as exc:
         raise ValueError(f"--profile: {exc.args[0]}") from None
     return config
+
+
+def core_profile(config: SchedulerConfig) -> Profile:
+    """The profile the daemon's core runs: ``config.profile`` with ``config.plugin_args``,
+    checked by building a core (ValueError naming the bad argument)."""
+    from scheduler.cycle import Scheduler
+    from scheduler.profiles import profile, with_args
+
+    base = profile(config.profile)
+    if not config.plugin_args:
+        return base
+    try:
+        chosen = with_args(base, config.plugin_args)
+        Scheduler(chosen)  # each plugin checks its arguments as it is built
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"--plugin-arg: {exc}") from None
+    return chosen

@@ -79,6 +79,7 @@ class ClusterState:
         self.free_by_type: dict[str, int] = {}  # free GPUs of usable nodes
         self.running: dict[str, JobInfo] = {}
         self.pending: dict[str, JobInfo] = {}
+        self.shrunk: set[str] = set()  # running elastic jobs bound below their full size
         self._type_totals: dict[str, tuple[int, int, int]] | None = None
         # Counters since this state was built (an eviction budget reads them): jobs added,
         # and evictions (preemptions and defragmentation moves) of any job.
@@ -184,11 +185,11 @@ class ClusterState:
         info = self.jobs.get(job.job_id)
         if info is None:
             return set()
+        if info.full_job is not None and _shape(job) == _shape(info.full_job):
+            # a running elastic job is told in full: it keeps the size it runs with
+            info.full_job, job = job, job.sized(info.job.tasks)
         old = info.job
-        if info.phase is Phase.RUNNING and (
-            (old.tasks, old.gpus_per_task, old.cpu_milli_per_task, old.memory_mib_per_task, old.tenant)
-            != (job.tasks, job.gpus_per_task, job.cpu_milli_per_task, job.memory_mib_per_task, job.tenant)
-        ):
+        if info.phase is Phase.RUNNING and _shape(old) != _shape(job):
             raise ValueError(f"job {job.job_id}: cannot change the shape or tenant of a running job")
         info.job = job
         return {ClusterEvent.PRIORITY_CHANGED} if job.priority != old.priority else set()
@@ -229,8 +230,10 @@ class ClusterState:
         """Why ``allocate`` would refuse ``placement`` for ``job``, or "": a placement read from the
         store (anyone may write it) must fit the cluster as known before the core is told of it.
         What the job itself holds now counts as free (a binding that moved it)."""
-        if sorted(t.task for t in placement.tasks) != list(range(job.tasks)):
-            return f"task indices {sorted(t.task for t in placement.tasks)} for a gang of {job.tasks}"
+        size = len(placement.tasks)
+        if sorted(t.task for t in placement.tasks) != list(range(size)) or not job.sizes(size):
+            sizes = f"{job.min_tasks or 1}-{job.tasks}" if job.elastic else str(job.tasks)
+            return f"task indices {sorted(t.task for t in placement.tasks)} for a gang of {sizes}"
         own = self.jobs.get(job.job_id)
         held = own if own is not None and own.phase is Phase.RUNNING else None
         held_tasks = held.placement.tasks if held is not None and held.placement is not None else ()
@@ -260,10 +263,16 @@ class ClusterState:
         return ""
 
     def allocate(self, job_id: str, placement: Placement, at_s: float) -> None:
-        """Take the placement's resources (an assumed binding). Asserts nothing is taken twice."""
+        """Take the placement's resources (an assumed binding). Asserts nothing is taken twice.
+        An elastic job placed with fewer tasks runs as that size (``info.job``) and keeps its
+        full self in ``info.full_job`` until ``release``."""
         info = self.jobs[job_id]
         assert info.phase is Phase.PENDING, f"{job_id} is already running"
         job = info.job
+        if len(placement.tasks) != job.tasks and job.sizes(len(placement.tasks)):
+            info.full_job, job = job, job.sized(len(placement.tasks))
+            info.job = job
+            self.shrunk.add(job_id)
         assert len(placement.tasks) == job.tasks, f"{job_id}: partial placement"
         by_node = placement.gpus_by_node()
         for node_name, gpus in by_node.items():
@@ -324,6 +333,7 @@ class ClusterState:
         if info.full_job is not None:  # an elastic job: it may start with more tasks next time
             info.job = replace(info.job, tasks=info.full_job.tasks, min_tasks=info.full_job.min_tasks)
             info.full_job = None
+            self.shrunk.discard(job_id)
         if evicted:
             info.evictions += 1
             self.evictions_total += 1
@@ -468,3 +478,8 @@ class ClusterState:
             hist[info.free_gpus] += 1
             info.rack.free_gpus += info.free_gpus
             self.free_by_type[kind] += info.free_gpus - old_free
+
+
+def _shape(job: Job) -> tuple[object, ...]:
+    """What a running job cannot change: its size, requests and tenant."""
+    return job.tasks, job.gpus_per_task, job.cpu_milli_per_task, job.memory_mib_per_task, job.tenant

@@ -162,6 +162,7 @@ def job_view(client: Any, name: str | None = None) -> list[dict[str, Any]]:
         status = {"phase": s.get("phase", "Pending"), "reason": s.get("reason", "Queued"),
                   "message": s.get("message", "waiting for the scheduler"), "restarts": s.get("restarts", 0),
                   "preemptions": s.get("preemptions", 0), "evictions": s.get("evictions", 0),
+                  "resizes": s.get("resizes", 0),
                   "placement": placement_rows(s.get("placement")),
                   "submitted_at": spec.get("submitted_at"), "bound_at": s.get("bound_at"),
                   "finished_at": s.get("finished_at")}

@@ -133,6 +133,9 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     w(f"Restarts:       {s['restarts']} (policy {spec.get('restart_policy')}, max {spec.get('max_restarts')})\n")
     w(f"Preemptions:    {s['preemptions']}\n")
     w(f"Evictions:      {s['evictions']} (drain, requeue)\n")
+    if spec.get("min_available") is not None:  # an elastic job (one task group)
+        w(f"Elastic:        at least {spec['min_available']} of {spec['tasks'][0]['replicas']} tasks; "
+          f"restarted larger {s['resizes']} time(s)\n")
     record = spec.get("array")
     if record:  # an element of a job array (scheduler.arrays)
         limit = "no limit" if record["parallelism"] is None else f"at most {record['parallelism']} at a time"

@@ -8,7 +8,8 @@ One attempt to place one job (a gang) runs, in order::
               -> Permit -> (the runtime assumes the binding)
     on failure: PostFilter (preemption, then backfill reservation)
 
-and a pass over the queue is bracketed by ``PassPlugin.begin_pass``. QueueSort orders the
+and a pass over the queue is bracketed by ``PassPlugin.begin_pass`` and, after it, Resize
+(which running elastic jobs may grow into what is left free). QueueSort orders the
 pass and ranks jobs for preemption.
 
 Threading and ownership: every method is called from the one scheduling thread; plugins read
@@ -20,13 +21,13 @@ be monotone in free resources: a node that fits a job keeps fitting it when more
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from scheduler.framework.cycle_state import CycleState
 from scheduler.framework.status import Status
-from scheduler.model import Level, Placement, Preemption
+from scheduler.model import Level, PendingReason, Placement, Preemption
 from scheduler.state import ClusterEvent, ClusterState, JobInfo, NodeInfo, RackInfo
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "PreemptGuardPlugin",
     "QueueSortPlugin",
     "QueueingHintPlugin",
+    "ResizePlugin",
     "ScoreDomainPlugin",
     "ScorePlugin",
 ]
@@ -197,6 +199,22 @@ class PassPlugin(Protocol):
     name: str
 
     def begin_pass(self, state: ClusterState, now_s: float) -> None: ...
+
+
+@runtime_checkable
+class ResizePlugin(Protocol):
+    """After a pass: the running elastic jobs bound below their full size (``state.shrunk``)
+    that may grow now, in the order to try them. The runtime tries each one's larger sizes
+    (without PostFilter, its own GPUs counted free) and, when one fits, holds that placement's
+    GPUs for it (a ``resize`` reservation lasting ``hold_s``) while its run stops to restart
+    larger (``Resize``)."""
+
+    name: str
+    hold_s: float
+
+    def grow_order(self, state: ClusterState, now_s: float, waiting: Mapping[str, PendingReason]) -> list[JobInfo]:
+        """``waiting``: the last pending reason of each pending job the core has attempted."""
+        ...
 
 
 @runtime_checkable

@@ -40,6 +40,7 @@ from scheduler.framework.interfaces import (
     PreFilterPlugin,
     QueueingHintPlugin,
     QueueSortPlugin,
+    ResizePlugin,
     ScoreDomainPlugin,
     ScorePlugin,
 )
@@ -81,6 +82,7 @@ class Framework:
         self.pass_plugins: list[PassPlugin] = []
         self.finish_plugins: list[FinishPlugin] = []
         self.forget_plugins: list[ForgetPlugin] = []
+        self.resizers: list[ResizePlugin] = []
         self.hints: dict[str, frozenset[ClusterEvent]] = {}
         self.queueing_hints: dict[str, QueueingHintPlugin] = {}
         sorters: list[QueueSortPlugin] = []
@@ -109,6 +111,8 @@ class Framework:
                 self.finish_plugins.append(plugin)
             if isinstance(plugin, ForgetPlugin):
                 self.forget_plugins.append(plugin)
+            if isinstance(plugin, ResizePlugin):
+                self.resizers.append(plugin)
             if isinstance(plugin, EnqueueExtensions):
                 self.hints[plugin.name] = plugin.events_to_register()
             if isinstance(plugin, QueueingHintPlugin):

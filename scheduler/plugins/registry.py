@@ -6,6 +6,7 @@ from scheduler.framework.registry import Registry
 from scheduler.plugins import (
     backfill,
     defrag,
+    elastic,
     endtime,
     gang,
     gputype,
@@ -37,4 +38,5 @@ def in_tree_registry() -> Registry:
         backfill.NAME: backfill.new,
         defrag.NAME: defrag.new,
         endtime.NAME: endtime.new,
+        elastic.NAME: elastic.new,
     })

@@ -10,8 +10,10 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.model import JobAdded, JobEvicted, JobFinished
+from scheduler.cycle import Scheduler
+from scheduler.model import JobAdded, JobEvicted, JobFinished, JobUpdated, Resize
 from scheduler.profiles import profile
+from scheduler.state import JobInfo
 from scheduler.testing import cluster, make_job, make_nodes
 
 
@@ -78,11 +80,90 @@ def test_the_size_bound_is_the_largest_that_fits_and_never_below_the_minimum(
 
 
 def test_an_elastic_job_added_with_a_smaller_run_is_held_at_that_size() -> None:
-    """A daemon that restarts finds the run bound with 5 of 8 tasks: the view gives the core
-    the job at that size (ClusterView.job_model) and it holds exactly those GPUs."""
+    """A daemon that restarts finds the run bound with 5 of 8 tasks: the view gives the core the
+    job in full with that placement, and the core holds exactly those GPUs, runs the job at 5,
+    keeps that size through an update of the job, and gives it its 8 back on release."""
     builder = cluster(make_nodes(1))
     sched = builder.scheduler(profile("default"))
-    probe = builder.scheduler(profile("default"), jobs=[replace(_elastic("el", 5, 5), min_tasks=None)])
+    probe = builder.scheduler(profile("default"), jobs=[make_job("el").gpus(5).obj()])
     (b,) = probe.schedule(0.0).bindings
-    sched.handle(JobAdded(replace(_elastic("el", 5, 5), min_tasks=None), placement=b.placement, bound_at_s=0.0))
+    sched.handle(JobAdded(_elastic("el", 8, 2), placement=b.placement, bound_at_s=0.0))
     assert bin(sched.state.nodes["n0"].free_mask).count("1") == 3
+    info = sched.state.jobs["el"]
+    assert (info.job.tasks, info.full_job and info.full_job.tasks, sched.state.shrunk) == (5, 8, {"el"})
+    sched.handle(JobUpdated(_elastic("el", 8, 2, priority=7)))  # jobctl update --priority
+    assert (info.job.tasks, info.job.priority) == (5, 7)
+    sched.handle(JobEvicted("el", 1.0))
+    assert (info.job.tasks, info.job.min_tasks, info.job.priority, sched.state.shrunk) == (8, 2, 7, set())
+    assert sched.state.placement_problem(_elastic("el", 8, 2), b.placement) == ""  # 5 is one of its sizes
+    assert "gang of 6-8" in sched.state.placement_problem(_elastic("el", 8, 6), b.placement)
+
+
+# --- grow on free capacity (the elastic plugin) ---------------------------------------------------
+
+def _two_racks(n3_free: bool = False) -> tuple[Scheduler, JobInfo]:
+    """n0, n1 in rack-0 and n2, n3 in rack-1; el (16 one-GPU tasks, at least 4, in one rack) got
+    n0 while a job held n1, which then ended. n2 (and n3 unless ``n3_free``) are busy for good."""
+    builder = cluster(make_nodes(4, racks=2))
+    for node in ("n1", "n2") if n3_free else ("n1", "n2", "n3"):
+        builder.running(make_job(f"{node}-job").gpus(8).not_preemptible(), {node: 8})
+    el = replace(make_job("el").gpus(16).rack_required().not_preemptible().obj(), min_tasks=4)
+    sched = builder.scheduler(profile("default"), jobs=[el])
+    (b,) = sched.schedule(0.0).bindings
+    assert len(b.placement.tasks) == 8 and {t.node for t in b.placement.tasks} == {"n0"}
+    sched.handle(JobFinished("n1-job", 60.0))
+    return sched, sched.state.jobs["el"]
+
+
+def test_a_shrunk_elastic_job_grows_into_free_capacity_after_grow_after_s() -> None:
+    sched, info = _two_racks()
+    assert sched.schedule(300.0).resizes == ()  # 5 min into its run: not yet (grow_after_s 600)
+    result = sched.schedule(700.0)
+    assert result.resizes == (Resize("el", 8, 16, 700.0),)
+    held = sched.state.reservations["el"]
+    assert (held.kind, held.holds, held.expires_s) == ("resize", {"n0": 8, "n1": 8}, 1000.0)
+    assert info.evicting and info.job.tasks == 8 and info.placement is not None  # still its run
+    assert len(info.by_node["n0"]) == 8 and sched.state.nodes["n1"].free_gpus == 8
+    # what is held for it is not free for others while its run stops
+    sched.handle(JobAdded(make_job("late").gpus(1).obj()))
+    late = sched.schedule(701.0)
+    assert late.bindings == () and "late" in late.pending and late.resizes == ()
+    sched.handle(JobEvicted("el", 730.0))  # stopped: the next pass binds it whole
+    bound = {b.job_id: b for b in sched.schedule(730.0).bindings}
+    assert len(bound["el"].placement.tasks) == 16 and sched.state.shrunk == set()
+    assert "el" not in sched.state.reservations and info.job.tasks == 16
+
+
+def test_no_grow_while_a_job_of_its_rank_or_above_waits_for_resources() -> None:
+    """hi (two 8-GPU tasks in one rack) cannot start: each rack has one free node. Ranked at el's
+    priority or above, it keeps el from taking n1; ranked below, it does not."""
+    for priority, grows in ((10, False), (0, False), (-10, True)):
+        sched, _ = _two_racks(n3_free=True)
+        sched.handle(JobAdded(make_job("hi").gang(2, 8).rack_required().priority(priority).obj()))
+        result = sched.schedule(700.0)
+        assert "hi" in result.pending and result.pending["hi"].code == "unschedulable", result.pending
+        assert bool(result.resizes) is grows, (priority, result.resizes)
+
+
+def test_a_grow_takes_the_largest_size_that_fits_and_is_undone_cleanly_when_none_does() -> None:
+    sched, info = _two_racks()
+    sched.handle(JobAdded(make_job("four").gpus(4).not_preemptible().obj()))
+    assert [b.job_id for b in sched.schedule(100.0).bindings] == ["four"]  # 4 of n1's 8 GPUs
+    (resize,) = sched.schedule(700.0).resizes
+    assert (resize.from_tasks, resize.to_tasks) == (8, 12)
+    assert sched.state.reservations["el"].holds == {"n0": 8, "n1": 4}
+
+    again, other = _two_racks()
+    again.handle(JobAdded(make_job("all").gpus(8).not_preemptible().obj()))
+    assert [b.job_id for b in again.schedule(100.0).bindings] == ["all"]
+
+    def snapshot() -> tuple[object, ...]:
+        st = again.state
+        return (other.placement, other.bound_at_s, other.attained_at(700.0), other.pending_since_s, other.confirmed,
+                other.job, other.full_job, st.allocated_gpus, dict(st.tenant_gpus), sorted(st.running),
+                sorted(st.pending), {n: (x.free_mask, x.free_cpu, x.free_mem) for n, x in st.nodes.items()})
+
+    before, epoch = snapshot(), again.state.epoch
+    assert again.schedule(700.0).resizes == ()  # n1 full again: nothing to grow into
+    assert again.state.epoch > epoch  # the run was released for the try (and put back)
+    assert snapshot() == before and not other.evicting and again.state.shrunk == {"el"}

@@ -73,3 +73,38 @@ def test_min_available_below_the_replicas_is_for_one_task_group() -> None:
     two = dict(one, tasks=[{"name": "a", "replicas": 3, "command": "x"}, {"name": "b", "command": "y"}])
     assert [p.path for p in validate_job(two)] == ["min_available"]
     assert [p.path for p in validate_job(dict(one, min_available=5))] == ["min_available"]
+
+
+async def test_an_elastic_run_restarts_larger_when_room_frees(daemon: SchedulerDaemon) -> None:  # noqa: F811
+    """The elastic plugin (here with no wait: ``--plugin-arg elastic.grow_after_s=0``) grows a
+    run bound with 2 of 4 tasks once a node joins: its run stops as a preempted one does
+    (status Resizing, the binding's eviction reason ``resize``), the new GPUs are held for it
+    meanwhile, and the next run has all 4 tasks; it counts as a resize, not a restart or a
+    preemption."""
+    daemon.config.plugin_args = ["elastic.grow_after_s=0", "elastic.hold_s=60"]
+    d = daemon
+    await put(d, "/registry/jobs/el", spec("el", gpus=4, replicas=4, min_available=2, grace_s=0))
+    await nodes(d, "n1")
+    await steps(d, 2)
+    assert len((await _status(d, "el"))["placement"]) == 2
+    await nodes(d, "n2")
+    await d.informer.list_once()
+    await d.step()  # the pass finds room for 4: the run stops to restart larger
+    st = await _status(d, "el")
+    assert (st["phase"], st["reason"]) == ("Running", "Resizing"), st
+    assert (await doc(d, "/registry/bindings/el"))["eviction"]["reason"] == "resize"
+    assert d.core is not None and d.core.state.reservations["el"].kind == "resize"
+    assert await _assignments(d) == []  # the tasks are told to stop
+    await steps(d, 3)
+    st = await _status(d, "el")
+    assert (st["phase"], len(st["placement"]), st.get("resizes"), st.get("restarts", 0), st.get("preemptions", 0)) \
+        == ("Running", 4, 1, 0, 0), st
+    envs = [a["spec"]["env"] for a in await _assignments(d)]  # type: ignore[index]
+    assert {e["KVRAFT_WORLD_SIZE"] for e in envs} == {"4"}  # type: ignore[index]
+    assert {e["KVRAFT_RUN"] for e in envs} == {"1"}  # a new run: rendezvous keys of its own  # type: ignore[index]
+    kvs = (await d.client.get("/registry/events/el/", prefix=True)).kvs
+    types = [json.loads(kv.value)["type"] for kv in kvs]
+    assert "Resizing" in types and types.count("Scheduled") == 2, types
+    assert d.core.state.jobs["el"].job.tasks == 4 and d.core.state.shrunk == set()
+    await steps(d, 2)  # whole now: nothing more to grow
+    assert (await doc(d, "/registry/bindings/el"))["evicting_until"] is None

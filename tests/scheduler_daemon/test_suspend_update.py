@@ -77,7 +77,7 @@ async def test_a_running_job_is_stopped_with_its_grace_period_then_held_and_resu
     await steps(d, 2)
     st = await _status(d, "train")
     assert (st["phase"], st["reason"], st["message"]) == ("Pending", "Suspended", SUSPENDED), st
-    assert (st["restarts"], st["preemptions"], st["evictions"]) == (0, 0, 0)  # not a failure, nor a preemption
+    assert (st["restarts"], st["preemptions"], st["evictions"], st["suspensions"]) == (0, 0, 0, 1)  # not a failure, nor a preemption
     assert [e for e in await _events(d, "train") if e[0] in ("Suspending", "Suspended")] == [
         ("Suspending", "suspended; stopping with a 0.5 s grace period"),
         ("Suspended", "grace period over; tasks stopped until jobctl resume")]
@@ -96,6 +96,7 @@ async def test_a_running_job_is_stopped_with_its_grace_period_then_held_and_resu
     assert again.kvs[0].create_revision != first  # a new run
     assignment = next(json.loads(kv.value) for kv in (await d.client.get("/registry/assignments/", prefix=True)).kvs)
     assert assignment["spec"]["env"]["KVRAFT_CHECKPOINT_DIR"] == "/ckpt/train"
+    assert assignment["spec"]["env"]["KVRAFT_RUN"] == "1"  # its own run id: not the suspended run's rendezvous
 
     await _finish(d, "train", "Succeeded")
     await steps(d, 2)
