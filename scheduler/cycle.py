@@ -127,7 +127,16 @@ class Scheduler:
 
     def _hint(self, job_id: str, plugin: str, kinds: set[ClusterEvent]) -> bool:
         info = self.state.pending.get(job_id)
-        return info is not None and self.framework.queueing_hint(info, plugin, kinds)
+        if info is None:
+            return False
+        full = info.job
+        if not full.elastic:
+            return self.framework.queueing_hint(info, plugin, kinds)
+        info.job = full.sized(full.min_tasks or 1)  # worth a retry when its smallest size may fit now
+        try:
+            return self.framework.queueing_hint(info, plugin, kinds)
+        finally:
+            info.job = full
 
     # --- one pass ---------------------------------------------------------------------------
 

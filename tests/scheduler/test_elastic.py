@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from scheduler.cycle import Scheduler
 from scheduler.model import JobAdded, JobEvicted, JobFinished, JobUpdated, Resize
-from scheduler.profiles import profile
+from scheduler.profiles import profile, with_args
 from scheduler.state import JobInfo
 from scheduler.testing import cluster, make_job, make_nodes
+from tests.scheduler.test_properties import check_state
 
 
 def _elastic(job_id: str, tasks: int, low: int, gpus_per_task: int = 1, priority: int = 0):  # type: ignore[no-untyped-def]
@@ -50,6 +51,19 @@ def test_below_its_minimum_it_waits_and_preempts_for_its_minimum_only() -> None:
     waiting = not_enough.scheduler(profile("default"), jobs=[_elastic("el", 8, 4)])
     assert waiting.schedule(0.0).bindings == ()
     assert waiting.state.jobs["el"].job.tasks == 8
+
+
+def test_a_parked_elastic_job_is_retried_when_its_smallest_size_may_fit() -> None:
+    """Found by the grow property test below: a 9-task job (at least 1) parked while the only
+    node was full was not retried when the node emptied, because the queueing hints judged the
+    freed GPUs against its full size (9 GPUs in one rack; the rack has 8): it waited for the
+    5-minute flush."""
+    builder = cluster(make_nodes(1)).running(make_job("bg").gpus(8).not_preemptible(), {"n0": 8})
+    sched = builder.scheduler(profile("default"), jobs=[_elastic("el", 9, 1)])
+    assert sched.schedule(60.0).bindings == ()
+    sched.handle(JobFinished("bg", 120.0))
+    (b,) = sched.schedule(120.0).bindings
+    assert (b.job_id, len(b.placement.tasks)) == ("el", 8)
 
 
 @settings(max_examples=60, deadline=None)
@@ -167,3 +181,46 @@ def test_a_grow_takes_the_largest_size_that_fits_and_is_undone_cleanly_when_none
     assert again.schedule(700.0).resizes == ()  # n1 full again: nothing to grow into
     assert again.state.epoch > epoch  # the run was released for the try (and put back)
     assert snapshot() == before and not other.evicting and again.state.shrunk == {"el"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(nodes=st.integers(1, 4), racks=st.integers(1, 2), tasks=st.integers(2, 24), data=st.data())
+def test_a_growing_run_never_overlaps_another_and_ends_as_large_as_fits(
+        nodes: int, racks: int, tasks: int, data: st.DataObject) -> None:
+    """Background gangs fill some GPUs and end one by one; an elastic job grows after each end
+    (grow_after_s 0), its stopped run told to the core as the daemon would (JobEvicted). After
+    every pass no GPU is held twice and the aggregates match; once all have ended it runs at
+    the largest size that fits the cluster."""
+    low = data.draw(st.integers(1, tasks))
+    topology = data.draw(st.sampled_from([None, "rack"]))
+    shape = make_nodes(nodes, racks=min(racks, nodes))
+    builder = cluster(shape)
+    busy = data.draw(st.lists(st.integers(1, 8), min_size=nodes, max_size=nodes))
+    for node, n in zip(shape, busy, strict=True):
+        builder.running(make_job(f"bg-{node.name}").gpus(n).not_preemptible(), {node.name: n})
+    el = make_job("el").gpus(tasks)
+    el = (el.rack_required() if topology else el).obj()
+    grow = with_args(profile("default"), ["elastic.grow_after_s=0"])
+    sched = builder.scheduler(grow, jobs=[replace(el, min_tasks=low)])
+    order = data.draw(st.permutations([f"bg-{node.name}" for node in shape]))
+    now = 0.0
+    for done in [None, *order]:
+        now += 60.0
+        if done is not None:
+            sched.handle(JobFinished(done, now))
+        for _ in range(5):
+            result = sched.schedule(now)
+            check_state(sched, [], 0)
+            for r in result.resizes:
+                info = sched.state.running[r.job_id]
+                assert info.full_job is not None and r.from_tasks == info.job.tasks < r.to_tasks
+            if not result.resizes:
+                break
+            sched.handle(*(JobEvicted(r.job_id, now) for r in result.resizes))
+    alone = cluster(shape).scheduler(profile("default"), jobs=[replace(el, min_tasks=low)])
+    best = alone.schedule(0.0).bindings
+    info = sched.state.jobs["el"]
+    if best:
+        assert info.placement is not None and len(info.placement.tasks) == len(best[0].placement.tasks)
+    else:
+        assert info.placement is None

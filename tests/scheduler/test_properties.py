@@ -7,7 +7,7 @@ respected once preemption has settled, and the same seed gives the same schedule
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,17 +21,23 @@ from scheduler.model import (
     JobFinished,
     Node,
     NodeAdded,
+    Resize,
     Tenant,
     TenantUpdated,
 )
-from scheduler.profiles import profile
+from scheduler.profiles import profile, with_args
 from tests.scheduler.test_state import check_aggregates
 
 PRIORITY_PREEMPT = Profile("priority-preempt", (
     PluginSpec("priority"), PluginSpec("topology"), PluginSpec("gang"), PluginSpec("quota"),
     PluginSpec("resources", args={"scoring": "none"}), PluginSpec("preemption"),
 ))
-PROFILES = ["default", "b1-fifo", "b2-spread", "b3-pack", "b4-las", "priority-preempt", "srpt", "remaining"]
+# default whose elastic jobs grow as soon as room frees (the shipped wait, 10 min, is 10 ops
+# here), without quotas (the streams' tight quotas would leave nothing to grow into)
+_GROW = with_args(profile("default"), ["elastic.grow_after_s=0"])
+GROW_AT_ONCE = replace(_GROW, name="default-grow", plugins=tuple(p for p in _GROW.plugins if p.name != "quota"))
+PROFILES = ["default", "b1-fifo", "b2-spread", "b3-pack", "b4-las", "priority-preempt", "srpt", "remaining",
+            "default-grow"]
 
 
 @dataclass(frozen=True)
@@ -42,11 +48,13 @@ class Op:
     tenant: str = "a"
     pick: int = 0
     est: float | None = None
+    low: int | None = None  # elastic: at least this many of its tasks (a multi-task job only)
 
 
 ops = st.one_of(
     st.builds(Op, st.just("submit"), st.sampled_from([1, 1, 1, 2, 4, 8, 12, 16]), st.integers(0, 2),
-              st.sampled_from(["a", "b", "x"]), st.just(0), st.one_of(st.none(), st.floats(60, 36_000))),
+              st.sampled_from(["a", "b", "x"]), st.just(0), st.one_of(st.none(), st.floats(60, 36_000)),
+              st.one_of(st.none(), st.none(), st.integers(1, 8))),
     st.builds(Op, st.just("finish"), pick=st.integers(0, 1000)),
     st.builds(Op, st.just("pass")),
 )
@@ -60,7 +68,7 @@ def make_cluster(nodes: int, gpus: int, racks: int) -> list[Node]:
 
 
 def get_profile(name: str) -> Profile:
-    return PRIORITY_PREEMPT if name == PRIORITY_PREEMPT.name else profile(name)
+    return {p.name: p for p in (PRIORITY_PREEMPT, GROW_AT_ONCE)}.get(name) or profile(name)
 
 
 def run(name: str, shape: tuple[int, int, int], stream: list[Op], seed: int,
@@ -77,8 +85,9 @@ def run(name: str, shape: tuple[int, int, int], stream: list[Op], seed: int,
     for number, op in enumerate(stream):
         now += 60.0
         if op.kind == "submit":
+            low = min(op.low, op.gpus) if op.low is not None and op.gpus > 1 else None
             sched.handle(JobAdded(Job(f"j{number}", tenant=op.tenant, tasks=op.gpus, priority=op.priority,
-                                      est_runtime_s=op.est, submit_s=now)))
+                                      est_runtime_s=op.est, submit_s=now, min_tasks=low)))
         elif op.kind == "finish" and sched.state.running:
             running = sorted(sched.state.running)
             done = sched.state.running[running[op.pick % len(running)]].job
@@ -88,7 +97,7 @@ def run(name: str, shape: tuple[int, int, int], stream: list[Op], seed: int,
             for _ in range(20):
                 result = sched.schedule(now)
                 log.append(("pass", now, tuple((b.job_id, b.placement) for b in result.bindings),
-                            tuple(p.victim_id for p in result.preemptions)))
+                            tuple(p.victim_id for p in result.preemptions), result.resizes))
                 for binding in result.bindings:
                     job = sched.state.jobs[binding.job_id].job
                     if check and quota:
@@ -96,12 +105,15 @@ def run(name: str, shape: tuple[int, int, int], stream: list[Op], seed: int,
                     usage[job.tenant] = usage.get(job.tenant, 0) + job.gpus
                 if check:
                     check_state(sched, tenants, capacity)
-                if not result.preemptions:
+                stopped = [p.victim_id for p in result.preemptions] + [r.job_id for r in result.resizes]
+                if check:
+                    check_resizes(sched, result.resizes)
+                if not stopped:
                     break
-                for p in result.preemptions:
-                    victim = sched.state.jobs[p.victim_id].job
+                for job_id in stopped:
+                    victim = sched.state.jobs[job_id].job
                     usage[victim.tenant] -= victim.gpus
-                sched.handle(*(JobEvicted(p.victim_id, now) for p in result.preemptions))
+                sched.handle(*(JobEvicted(job_id, now) for job_id in stopped))
             if check and name == PRIORITY_PREEMPT.name:
                 check_priorities(sched, nodes, tenants)
     return log
@@ -126,6 +138,18 @@ def check_state(sched: Scheduler, tenants: list[Tenant], capacity: int) -> None:
         for tenant in tenants:
             if tenant.borrow_limit_gpus is not None:
                 assert state.tenant_gpus.get(tenant.name, 0) <= tenant.nominal_gpus + tenant.borrow_limit_gpus
+
+
+def check_resizes(sched: Scheduler, resizes: tuple[Resize, ...]) -> None:
+    """A grow names a larger size of an elastic run and holds at least that many GPUs for it;
+    the run itself is untouched until it is stopped."""
+    state = sched.state
+    for r in resizes:
+        info = state.running[r.job_id]
+        assert info.full_job is not None and r.from_tasks == info.job.tasks < r.to_tasks <= info.full_job.tasks
+        held = state.reservations[r.job_id]
+        assert held.kind == "resize" and sum(held.holds.values()) == r.to_tasks * info.job.gpus_per_task
+    assert state.shrunk == {j for j, i in state.running.items() if i.full_job is not None}
 
 
 def check_borrowing(job: Job, usage: dict[str, int], tenants: list[Tenant]) -> None:
@@ -188,7 +212,7 @@ def test_no_preemption_for_a_gang_its_quota_blocks() -> None:
     # quota PreFilter refused the gang: its hold on the freed GPUs kept everyone else out.
     stream = [Op("submit", 1)] * 5 + [Op("pass"), Op("submit", 8, 1), Op("pass")]
     log = run("priority-preempt", (2, 4, 1), stream, 0)
-    assert all(not preempted for _, _, _, preempted in log)
+    assert all(not preempted for _, _, _, preempted, _ in log)
 
 
 def test_preemption_frees_quota_outside_the_domain_it_fills() -> None:
