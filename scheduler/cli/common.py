@@ -171,8 +171,11 @@ def job_view(client: Any, name: str | None = None) -> list[dict[str, Any]]:
         if placement_rows(s.get("last_placement")):
             status["last_placement"] = placement_rows(s.get("last_placement"))
         gpus = sum(t["replicas"] * t["resources"]["gpus"] for t in spec["tasks"])
+        tasks = sum(t["replicas"] for t in spec["tasks"])
+        if spec.get("min_available") is not None and status["placement"]:  # an elastic run: its own size
+            gpus, tasks = sum(len(r["gpus"]) for r in status["placement"]), len(status["placement"])
         out.append({"name": n, "tenant": spec.get("tenant"), "priority": spec.get("priority"),
                     "priority_class": spec.get("priority_class"), "gpus": gpus,
-                    "tasks": sum(t["replicas"] for t in spec["tasks"]), "spec": spec, "status": status,
+                    "tasks": tasks, "spec": spec, "status": status,
                     "revision": kv.mod_revision})
     return out

@@ -113,10 +113,14 @@ def job_item(view: ClusterView, name: str) -> dict[str, Any]:
     placement = list(st.get("placement") or [])
     reason, message = PENDING_DEFAULT
     tasks = sum(_int(t.get("replicas"), 1) for t in spec.get("tasks") or () if isinstance(t, dict))
+    gpus = _gpus(spec)
+    rows = [p for p in placement if isinstance(p, dict) and isinstance(p.get("gpus"), list)]
+    if spec.get("min_available") is not None and rows:  # an elastic run: its own size
+        gpus, tasks = sum(len(p["gpus"]) for p in rows), len(rows)
     return {
         "name": name, "tenant": spec.get("tenant"), "priority": spec.get("priority"), "phase": phase,
         "reason": str(st.get("reason", reason)), "message": str(st.get("message", message)),
-        "gpus": _gpus(spec), "tasks": tasks, "restarts": _int(st.get("restarts")),
+        "gpus": gpus, "tasks": tasks, "restarts": _int(st.get("restarts")),
         "cancelled": bool(spec.get("cancelled")), "suspended": spec.get("suspend") is True,
         "array": arrays.member(spec),
         "nodes": list(dict.fromkeys(str(p.get("node")) for p in placement if isinstance(p, dict))),

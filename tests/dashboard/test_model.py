@@ -88,6 +88,19 @@ def test_queues_quota_and_pending_reasons() -> None:
     assert nlp["pending"] == [{"name": "new", "gpus": 1, "reason": "Queued", "message": "waiting for the scheduler"}]
 
 
+def test_an_elastic_run_counts_the_gpus_it_holds_not_its_full_size() -> None:
+    el = normalize_job({"name": "el", "tenant": "vision", "min_available": 1, "tasks": [
+        {"name": "w", "replicas": 4, "command": ["sleep", "1"], "resources": {"gpus": 2}}]}, submitted_at=1.0)
+    v = view_of({"/registry/jobs/el": el, "/registry/jobstatus/el": {
+        "phase": "Running", "reason": "Running", "message": "2 task(s) running",
+        "placement": [{"task": f"w-{i}", "node": "n1", "rack": "rack-0", "gpus": [2 * i, 2 * i + 1]} for i in (0, 1)]}})
+    item = model.job_item(v, "el")
+    assert (item["gpus"], item["tasks"]) == (4, 2)
+    assert model.queue_items(v, {"el": item})["queue/vision"]["used"] == 4
+    pending = model.job_item(view_of({"/registry/jobs/el": el}), "el")
+    assert (pending["gpus"], pending["tasks"]) == (8, 4)  # waiting: its full size
+
+
 def test_a_job_arrays_held_elements_are_one_entry_of_the_queue_card() -> None:
     """A thousand-element array would be a thousand entries: those its limit keeps back are
     one, named as squeue names them, with their count and the first element to open."""

@@ -40,6 +40,9 @@ async def test_an_elastic_job_runs_with_the_tasks_that_fit_then_whole(
     assert sorted(a["spec"]["env"]["KVRAFT_RANK"] for a in got) == ["0", "1"]  # type: ignore[index]
     assert {a["spec"]["env"]["KVRAFT_WORLD_SIZE"] for a in got} == {"2"}  # type: ignore[index]
     assert sorted(a["task"] for a in got) == ["w-0", "w-1"]
+    rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "get", "jobs", "-o", "json")
+    (row,) = json.loads(out)["items"]
+    assert (rc, row["gpus"], row["tasks"]) == (0, 8, 2)  # the run's size, not the spec's 16 GPUs
     assert not d.feed.unfit and d.core is not None and d.core.state.jobs["el"].job.tasks == 2
     assert d.core.state.jobs["el"].confirmed  # the core was told the stored run is the one it assumed
     d._rebuild()  # a new leader (or a restart) builds its core from the store: the run at its size
