@@ -158,27 +158,38 @@ def queue_items(view: ClusterView, jobs: Mapping[str, Mapping[str, Any]],
     return out
 
 
-def _fold_held(pending: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The queue card's pending list: the elements one job array's limit keeps back (two or
-    more) are one entry where the first would be, named as squeue names them
-    (``sweep_[4-15%4]``), with ``count`` and ``job`` (the first, whose panel its link opens)."""
+def _held_groups(jobs: Iterable[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """The elements each job array's limit keeps back, in the given order, for the arrays with
+    two or more such elements: each group is shown as one entry."""
     held: dict[str, list[Mapping[str, Any]]] = {}
-    for j in pending:
+    for j in jobs:
         record = j.get("array")
-        if isinstance(record, Mapping) and j["reason"] == arrays.THROTTLED and arrays.record_ok(record, str(j["name"])):
+        if (isinstance(record, Mapping) and j["phase"] == "Pending" and j["reason"] == arrays.THROTTLED
+                and arrays.record_ok(record, str(j["name"]))):
             held.setdefault(str(record["job"]), []).append(j)
-    folded = {id(j): group for group in held.values() if len(group) > 1 for j in group}
+    return [group for group in held.values() if len(group) > 1]
+
+
+def _folded(group: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """One entry for a group of held elements: named as squeue names them (``sweep_[4-15%4]``),
+    with ``count`` and ``job`` (the first element, whose panel its link opens)."""
+    first, record = group[0], group[0]["array"]
+    return {"name": arrays.folded_name(record["job"], (g["array"]["index"] for g in group), record["parallelism"]),
+            "job": first["name"], "count": len(group), "gpus": first["gpus"], "reason": first["reason"],
+            "message": first["message"]}
+
+
+def _fold_held(pending: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The queue card's pending list, each array's held elements one entry where the first
+    would be."""
+    folded = {id(j): group for group in _held_groups(pending) for j in group}
     out = []
     for j in pending:
         group = folded.get(id(j))
         if group is None:
             out.append({"name": j["name"], "gpus": j["gpus"], "reason": j["reason"], "message": j["message"]})
         elif j is group[0]:
-            record = j["array"]
-            out.append({"name": arrays.folded_name(record["job"], (g["array"]["index"] for g in group),
-                                                   record["parallelism"]),
-                        "job": j["name"], "count": len(group), "gpus": j["gpus"], "reason": j["reason"],
-                        "message": j["message"]})
+            out.append(_folded(group))
     return out
 
 
@@ -252,7 +263,10 @@ def summary_item(racks: Mapping[str, Mapping[str, Any]], jobs: Mapping[str, Mapp
 
 def items(view: ClusterView, kv: Mapping[str, Any] | None = None, sched: Mapping[str, Any] | None = None,
           *, max_jobs: int = 500, usage: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
-    """Every item of the page. Finished jobs beyond the newest ``max_jobs`` are left out."""
+    """Every item of the page. Finished jobs beyond the newest ``max_jobs`` are left out, and the
+    elements a job array's limit keeps back are one item ``held/<array>`` (the job list's row
+    for them, as the queue card's entry) instead of one ``job/`` item each: a sweep of a
+    thousand elements is not a thousand rows."""
     jobs = {name: job_item(view, name) for name in view.jobs}
     racks = rack_items(view)
     out: dict[str, dict[str, Any]] = {}
@@ -261,8 +275,15 @@ def items(view: ClusterView, kv: Mapping[str, Any] | None = None, sched: Mapping
     live = [j for j in jobs.values() if j["phase"] not in ("Succeeded", "Failed", "Cancelled")]
     done = sorted((j for j in jobs.values() if j["phase"] in ("Succeeded", "Failed", "Cancelled")),
                   key=lambda j: (-(j.get("finished_at") or 0), j["name"]))
+    groups = _held_groups(sorted(live, key=lambda j: _natural(str(j["name"]))))
+    held = {str(j["name"]) for group in groups for j in group}
     for j in live + done[:max(0, max_jobs - len(live))]:
-        out[f"job/{j['name']}"] = j
+        if j["name"] not in held:
+            out[f"job/{j['name']}"] = j
+    for group in groups:
+        first = group[0]
+        out[f"held/{first['array']['job']}"] = dict(_folded(group), tenant=first["tenant"], phase="Pending",
+                                                   submitted_at=first["submitted_at"])
     out["summary"] = summary_item(racks, jobs)
     if kv is not None:
         out["kvraft"] = dict(kv)

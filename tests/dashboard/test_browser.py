@@ -153,3 +153,16 @@ def test_job_pending_reason_then_live_to_succeeded_and_cancel(procs: Procs, page
     page.click("#cancel-job")
     wait_for(lambda: (j := job(eps, "long")) and j["status"]["phase"] == "Cancelled", what="long cancelled")
     page.wait_for_function("document.querySelector('[data-testid=detail-phase]')?.textContent === 'Cancelled'")
+    # a job array's elements its limit keeps back are one row of the job list (squeue's folding),
+    # its link opening the first held element
+    sweep = one("sweep", 1, "sleep 600") + "array: 0-3%1\n"
+    assert jobctl(eps, "submit", "-f", "-", stdin=sweep)[0] == 0
+    page.goto(url)
+    row = '#jobs tr[data-held="3"]'
+    page.wait_for_selector(row)
+    assert page.get_attribute(row, "data-job") == "sweep_1"
+    cells = page.locator(f"{row} td").all_inner_texts()
+    assert cells[0].strip() == "sweep_[1-3%1]" and cells[3] == "3 × 1" and cells[5] == "JobArrayTaskLimit", cells
+    assert page.locator('#jobs tr[data-job="sweep_0"]').count() == 1  # the running element: its own row
+    assert jobctl(eps, "cancel", "sweep")[0] == 0
+    page.wait_for_function("!document.querySelector('#jobs tr[data-held]')")

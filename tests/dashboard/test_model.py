@@ -122,6 +122,15 @@ def test_a_job_arrays_held_elements_are_one_entry_of_the_queue_card() -> None:
         {"name": "sweep_[2,4-5%2]", "job": "sweep_2", "count": 3, "gpus": 1, "reason": "JobArrayTaskLimit", "message": why},
         {"name": "sweep_3", "gpus": 1, "reason": "Suspended", "message": "suspended"}]
     assert q["running"] == 2
+    # the job list: one row for the held elements too, and the others one each
+    it = model.items(v)
+    assert sorted(k for k in it if k.startswith(("job/", "held/"))) == [
+        "held/sweep", "job/sweep_0", "job/sweep_1", "job/sweep_3"]
+    held = dict(it["held/sweep"])
+    assert abs(held.pop("submitted_at") - 5.0) < 1e-3  # the first held element's
+    assert held == {"name": "sweep_[2,4-5%2]", "job": "sweep_2", "count": 3, "gpus": 1, "tenant": "nlp",
+                    "phase": "Pending", "reason": "JobArrayTaskLimit", "message": why}
+    assert it["summary"]["jobs"] == {"Pending": 4, "Running": 2}  # the summary counts elements
 
 
 def test_queues_show_this_months_gpu_hours_from_accounting() -> None:

@@ -215,14 +215,17 @@
   let showAllJobs = false;
   const PHASE_ORDER = { Running: 0, Pending: 1, Failed: 2, Cancelled: 3, Succeeded: 4 };
   function renderJobs() {
-    const js = [...items.entries()].filter(([k]) => k.startsWith("job/")).map(([, v]) => v);
+    // held/<array>: the elements an array's limit keeps back, one row (as squeue folds them)
+    const js = [...items.entries()].filter(([k]) => k.startsWith("job/") || k.startsWith("held/")).map(([, v]) => v);
     js.sort((a, b) => (PHASE_ORDER[a.phase] ?? 9) - (PHASE_ORDER[b.phase] ?? 9) ||
       (b.submitted_at || 0) - (a.submitted_at || 0) || a.name.localeCompare(b.name));
     const shown = showAllJobs || js.length <= 100 ? js : js.slice(0, 60);  // a long table is slow to lay out
-    const rows = shown.map((j) => `<tr data-job="${esc(j.name)}"><td><span class="swatch" style="background:${jobColor(j.name)}"></span>` +
-      `<a href="#job=${encodeURIComponent(j.name)}">${esc(j.name)}</a></td><td>${esc(j.tenant)}</td>` +
-      `<td><span class="phase ${esc(j.phase)}" data-testid="phase">${esc(j.phase)}</span></td><td>${j.gpus}</td>` +
-      `<td class="nodes-cell">${esc(j.nodes.join(", "))}</td><td class="reason-cell" title="${esc(j.message)}">${esc(j.reason)}</td></tr>`);
+    const rows = shown.map((j) => `<tr data-job="${esc(j.job || j.name)}"${j.count ? ` data-held="${j.count}"` : ""}>` +
+      `<td><span class="swatch" style="background:${jobColor(j.job || j.name)}"></span>` +
+      `<a href="#job=${encodeURIComponent(j.job || j.name)}">${esc(j.name)}</a></td><td>${esc(j.tenant)}</td>` +
+      `<td><span class="phase ${esc(j.phase)}" data-testid="phase">${esc(j.phase)}</span></td>` +
+      `<td>${j.count ? `${j.count} &times; ${j.gpus}` : j.gpus}</td>` +
+      `<td class="nodes-cell">${esc((j.nodes || []).join(", "))}</td><td class="reason-cell" title="${esc(j.message)}">${esc(j.reason)}</td></tr>`);
     if (shown.length < js.length) {
       rows.push(`<tr><td colspan="6"><a href="#" id="more-jobs">show all ${js.length} jobs</a></td></tr>`);
     }
