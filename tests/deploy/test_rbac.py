@@ -22,6 +22,7 @@ import pytest
 
 from kvraft.server.local import LocalCluster, free_port
 from kvraft.testing.procs import stop_process
+from tests.agent.conftest import remove_node_cgroups
 from tests.watch.cluster_helpers import b64, call
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,6 +98,7 @@ def secured(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
         for proc in procs:
             stop_process(proc)
         cluster.stop()
+        remove_node_cgroups(f"rbac{os.getpid()}")  # the agent keeps its tasks' cgroups across a stop
 
 
 def refused(done: subprocess.CompletedProcess[str]) -> bool:

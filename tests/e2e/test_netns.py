@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from kvraft.local import LocalSpec, down, up
+from kvraft.local import LocalSpec, up
 from kvraft.local.netns import available, plan
-from tests.e2e.conftest import Cluster, job_yaml, wait_for
+from tests.e2e.conftest import Cluster, down_and_clean, job_yaml, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or bool(available()), reason=f"network namespaces: {available() or 'not root'}")
 
@@ -38,7 +38,7 @@ def test_mpi_job_across_network_namespaces(tmp_path: Path) -> None:
         finally:
             c.client.close()
     finally:
-        down(tmp_path)
+        down_and_clean(tmp_path)
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not any(ns in names for ns in net.namespaces)
     links = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True).stdout
