@@ -235,6 +235,8 @@ class Scheduler:
                 job_id, sized, placement = info.job.job_id, info.job, info.placement
                 if info.full_job is None or placement is None or info.bound_at_s is None or info.evicting:
                     continue
+                if sized.gpus_per_task and state.free_gpus(sized.gpu_type) < sized.gpus_per_task:
+                    continue  # not one task more is free (a full cluster): no need to try
                 kept = (info.bound_at_s, info.attained_gpu_s, info.pending_since_s, info.confirmed)
                 state.release(job_id, now_s, evicted=False)
                 full = info.job

@@ -167,9 +167,12 @@ def test_a_grow_takes_the_largest_size_that_fits_and_is_undone_cleanly_when_none
     assert (resize.from_tasks, resize.to_tasks) == (8, 12)
     assert sched.state.reservations["el"].holds == {"n0": 8, "n1": 4}
 
+    # n1 full again, n3 (the other rack) free: 8 GPUs free, but no larger size fits in one rack
     again, other = _two_racks()
     again.handle(JobAdded(make_job("all").gpus(8).not_preemptible().obj()))
     assert [b.job_id for b in again.schedule(100.0).bindings] == ["all"]
+    again.handle(JobFinished("n3-job", 200.0))
+    assert again.state.nodes["n1"].free_gpus == 0 and again.state.nodes["n3"].free_gpus == 8
 
     def snapshot() -> tuple[object, ...]:
         st = again.state
@@ -178,9 +181,15 @@ def test_a_grow_takes_the_largest_size_that_fits_and_is_undone_cleanly_when_none
                 sorted(st.pending), {n: (x.free_mask, x.free_cpu, x.free_mem) for n, x in st.nodes.items()})
 
     before, epoch = snapshot(), again.state.epoch
-    assert again.schedule(700.0).resizes == ()  # n1 full again: nothing to grow into
+    assert again.schedule(700.0).resizes == ()
     assert again.state.epoch > epoch  # the run was released for the try (and put back)
     assert snapshot() == before and not other.evicting and again.state.shrunk == {"el"}
+
+    full, _ = _two_racks()  # no GPU free at all: not even tried
+    full.handle(JobAdded(make_job("all").gpus(8).not_preemptible().obj()))
+    full.schedule(100.0)
+    epoch = full.state.epoch
+    assert full.schedule(700.0).resizes == () and full.state.epoch == epoch
 
 
 @settings(max_examples=60, deadline=None)
