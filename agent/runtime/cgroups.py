@@ -143,7 +143,9 @@ def _read(path: Path) -> str:
 
 
 def read_cgroup_stats(pid: int) -> dict[str, int]:
-    """Memory, CPU and pids counters of ``pid``'s cgroups (v1 or v2), when readable."""
+    """Memory, CPU and pids counters of ``pid``'s cgroups (v1 or v2), when readable. The root
+    cgroup is never a task's: the kernel shows an exited task (a zombie) there, and its
+    counters are the whole machine's."""
     out: dict[str, int] = {}
     try:
         lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
@@ -151,6 +153,8 @@ def read_cgroup_stats(pid: int) -> dict[str, int]:
         return out
     for line in lines:
         _, controllers, rel = line.split(":", 2)
+        if rel == "/":
+            continue
         names = controllers.split(",")
         base = CGROUP_ROOT
         if "memory" in names:

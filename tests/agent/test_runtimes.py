@@ -21,7 +21,7 @@ import pytest
 
 from agent.reconcile import AttemptState
 from agent.runtime.base import DeviceGrant, GpuDevice, TaskRun
-from agent.runtime.cgroups import CgroupLayout
+from agent.runtime.cgroups import CgroupLayout, read_cgroup_stats
 from agent.runtime.process import ProcessRuntime
 from agent.runtime.supervised import read_json
 from agent.spec import parse_spec
@@ -180,10 +180,11 @@ async def test_oom_is_reported_and_plain_kill_is_not(kind, data_dir) -> None:
     assert (kill.exit.exit_code, kill.exit.oom_killed) == (137, False)
 
 
-def test_an_init_that_ended_before_runc_returned_keeps_the_configured_oom_counter(tmp_path) -> None:
-    """A runc init OOM-killed before ``runc run --detach`` returns is a zombie when the supervisor
-    looks for its cgroup, and the kernel shows a zombie in the root cgroup: reading the root's
-    counter reported such an OOM kill as a plain SIGKILL (a flake of the test above under load)."""
+def test_a_task_that_already_ended_is_never_read_as_the_root_cgroup(tmp_path) -> None:
+    """The kernel shows an exited task (a zombie) in the root cgroup. A runc init OOM-killed
+    before ``runc run --detach`` returns is one when the supervisor looks for its cgroup:
+    reading the root's counter reported the OOM kill as a plain SIGKILL (a flake of the test
+    above under load). The task stats read the same way would be the whole machine's."""
     from agent.runtime.supervisor import Supervisor
 
     sup = Supervisor(str(tmp_path), {"mode": "runc", "id": "c1", "oom_file": "/configured/memory.oom_control"})
@@ -194,16 +195,19 @@ def test_an_init_that_ended_before_runc_returned_keeps_the_configured_oom_counte
     try:
         sup.pid = child
         live = sup._runc_oom_file()
+        alive_stats = read_cgroup_stats(child)
         mine = [ln.split(":", 2)[2] for ln in Path("/proc/self/cgroup").read_text().splitlines()
                 if "memory" in ln.split(":")[1].split(",")]
         if mine and mine[0] != "/":
             assert live == f"/sys/fs/cgroup/memory{mine[0]}/memory.oom_control"
+            assert alive_stats.get("memory_bytes", 0) > 0
         os.kill(child, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while Path(f"/proc/{child}/stat").read_text().split()[2] != "Z":
             assert time.monotonic() < deadline
             time.sleep(0.01)
         assert sup._runc_oom_file() == ""
+        assert read_cgroup_stats(child) == {}  # not the root cgroup's (the machine's) counters
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGKILL)
