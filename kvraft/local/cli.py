@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--network", choices=["auto", "loopback", "netns"], default="auto",
                        help="netns: a network namespace per agent on a bridge (root); loopback: agent i on "
                             "127.0.0.<10+i>; auto (default): netns when root and `ip netns` works (and no --tls)")
+        p.add_argument("--plugin-arg", dest="plugin_args", action="append", default=[], metavar="PLUGIN.ARG=JSON",
+                       help="passed to every scheduler (kvraft-scheduler --plugin-arg), e.g. "
+                            "elastic.grow_after_s=20 (repeatable)")
 
     p = sub.add_parser("up", help="start members, schedulers and agents in the background")
     with_dir(p)
@@ -86,7 +89,7 @@ def _network(ns: argparse.Namespace) -> str:
 def _spec(ns: argparse.Namespace) -> LocalSpec:
     return LocalSpec(members=ns.members, schedulers=ns.schedulers, agents=ns.agents, gpus_per_agent=ns.gpus_per_agent,
                      racks=ns.racks, runtime=ns.runtime, lease_ttl_s=ns.lease_ttl_s, tls=getattr(ns, "tls", False),
-                     network=_network(ns), node_prefix=ns.node_prefix)
+                     network=_network(ns), node_prefix=ns.node_prefix, plugin_args=tuple(ns.plugin_args))
 
 
 def _table(doc: dict[str, object]) -> str:

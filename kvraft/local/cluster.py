@@ -69,6 +69,7 @@ class LocalSpec:
     node_prefix: str = "node"
     network: str = "loopback"  # or "netns": a network namespace per agent on a bridge (root)
     tls: bool = False  # client and peer mutual TLS, certificates from deploy/make-certs.sh in <dir>/pki
+    plugin_args: tuple[str, ...] = ()  # the schedulers' --plugin-arg PLUGIN.ARG=JSON
 
 
 @dataclass
@@ -222,6 +223,7 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
             log = directory / "logs" / f"{name}.log"
             argv = [py, "-m", "scheduler.service", "--endpoints", eps, "--name", name, "--listen-url", url,
                     "--election-ttl-s", str(spec.election_ttl_s), "--cycle-interval-s", "0.5"]
+            argv += [arg for setting in spec.plugin_args for arg in ("--plugin-arg", setting)]
             if tls:
                 argv += _client_flags(directory / "pki", "scheduler")
             p = spawn(argv, log, env)

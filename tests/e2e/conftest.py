@@ -117,7 +117,8 @@ def down_and_clean(directory: Path) -> None:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     directory = tmp_path_factory.mktemp("local")
     spec = LocalSpec(members=3, schedulers=2, agents=4, gpus_per_agent=4, racks=2, lease_ttl_s=3, heartbeat_s=1.0,
-                     election_ttl_s=3, node_prefix=f"e2e{os.getpid()}")
+                     election_ttl_s=3, node_prefix=f"e2e{os.getpid()}",
+                     plugin_args=("elastic.grow_after_s=5",))  # elastic jobs grow within seconds
     try:
         doc = up(directory, spec, timeout_s=180.0, say=lambda m: None)
         c = Cluster(directory, doc)
