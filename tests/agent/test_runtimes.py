@@ -58,7 +58,8 @@ def data_dir(tmp_path: Path):
     d = tmp_path / "agent"
     yield d
     kill_task_processes(d)
-    remove_node_cgroups("rt-test")
+    for node in ("rt-test", "cg-node"):  # the nodes make_runtime is given here
+        remove_node_cgroups(node)
 
 
 async def wait_exit(rt, key: str, attempt: int = 1, timeout_s: float = 60.0):
