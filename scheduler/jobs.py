@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,7 @@ __all__ = [
     "STORED_JOB_SCHEMA",
     "check_stored_job",
     "cpu_milli",
+    "elastic_run_size",
     "load_documents",
     "memory_mib",
     "normalize_job",
@@ -589,6 +590,14 @@ def _elastic_min(doc: dict[str, Any]) -> int | None:
     if len(tasks) == 1 and isinstance(low, int) and not isinstance(low, bool) and 1 <= low < tasks[0].get("replicas", 1):
         return low
     return None
+
+
+def elastic_run_size(spec: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> tuple[int, int] | None:
+    """(GPUs, tasks) that an elastic job's run holds, from its status placement ``rows``
+    (dicts with a ``gpus`` list); None for any other job or no run: those count the spec's size."""
+    if spec.get("min_available") is None or not rows:
+        return None
+    return sum(len(r["gpus"]) for r in rows), len(rows)
 
 
 def task_instances(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

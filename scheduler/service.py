@@ -267,21 +267,13 @@ class SchedulerDaemon:
                                                 "stimulus_id": f"pass:{self.passes}"}})
             self.metrics.e2e.observe(time.perf_counter() - started)
         for p in result.preemptions:
-            bound = view.bindings.get(p.victim_id)
-            if bound is None or bound.evicting_until is not None:
-                continue
-            spec = view.jobs[p.victim_id].doc if p.victim_id in view.jobs else {}
-            if await self._stop(bound, spec, "Preempting", f"preempted by {p.preemptor_id} ({p.reason})",
-                                status_message=f"preempted by {p.preemptor_id}: {p.reason}"):
+            if await self._stop_run(p.victim_id, "Preempting", f"preempted by {p.preemptor_id} ({p.reason})",
+                                    status_message=f"preempted by {p.preemptor_id}: {p.reason}"):
                 self.preemptions += 1
         for r in result.resizes:  # an elastic run restarts larger: stopped as a preempted one is
-            bound = view.bindings.get(r.job_id)
-            if bound is None or bound.evicting_until is not None:
-                continue
             why = f"growing from {r.from_tasks} to {r.to_tasks} tasks (elastic: room freed)"
-            spec = view.jobs[r.job_id].doc if r.job_id in view.jobs else {}
-            if await self._stop(bound, spec, "Resizing", why, event="Resizing",
-                                eviction={"reason": "resize", "message": why}):
+            if await self._stop_run(r.job_id, "Resizing", why, event="Resizing",
+                                    eviction={"reason": "resize", "message": why}):
                 log.info("resizing", extra={"fields": {"job": r.job_id, "from": r.from_tasks, "to": r.to_tasks}})
         await self._write_pending(now)
 
@@ -398,24 +390,10 @@ class SchedulerDaemon:
             if now < b.evicting_until:
                 self._timers[job] = b.evicting_until
                 return False
-            if b.evicted_for == "suspend":  # jobctl suspend: held until jobctl resume
-                doc = dict(st, phase="Pending", reason="Suspended", message=SUSPENDED, placement=[],
-                           last_placement=placement, suspensions=int(st.get("suspensions", 0)) + 1)
-                return await self._release(b, doc, [("Suspended", "grace period over; tasks stopped until jobctl resume")],
-                                           True, "suspended")
-            if b.evicted_for == "resize":  # an elastic job's run stopped to restart larger: not a restart either
-                doc = dict(st, phase="Pending", reason="Resizing", message=f"{b.eviction_message}; starting again",
-                           resizes=int(st.get("resizes", 0)) + 1, placement=[], last_placement=placement)
-                return await self._release(b, doc, [("Requeued", f"grace period over; {b.eviction_message}")], True,
-                                           "resized")
-            if b.evicted_for:  # an operator's request (scheduler.evictions): not a restart, as a preemption
-                doc = dict(st, phase="Pending", reason="Evicted", message=f"Evicted: {b.eviction_message}; waiting to run "
-                           "again", evictions=int(st.get("evictions", 0)) + 1, placement=[], last_placement=placement)
-                return await self._release(b, doc, [("Requeued", f"grace period over; back in the queue (evicted: "
-                                                                 f"{b.eviction_message})")], True, "evicted")
-            doc = dict(st, phase="Pending", reason="Preempted", message="stopped after preemption; waiting to run again",
-                       preemptions=int(st.get("preemptions", 0)) + 1, placement=[], last_placement=placement)
-            return await self._release(b, doc, [("Requeued", "grace period over; back in the queue")], True, "preempted")
+            counter, reason, message, event, kind = _stopped(b.evicted_for, b.eviction_message)
+            doc = dict(st, phase="Pending", reason=reason, message=message, placement=[], last_placement=placement,
+                       **{counter: int(st.get(counter, 0)) + 1})
+            return await self._release(b, doc, [event], True, kind)
         if entry is None or spec.get("cancelled"):
             doc = dict(st, phase="Cancelled", reason="Cancelled", message="cancelled by user", finished_at=now)
             return await self._release(b, doc, [("Cancelled", "tasks stopped")], False, "cancelled")
@@ -459,6 +437,15 @@ class SchedulerDaemon:
         if (st.get("phase"), st.get("reason"), st.get("message")) != ("Running", reason, message):
             updates[job] = dict(st, phase="Running", reason=reason, message=message)
         return False
+
+    async def _stop_run(self, job: str, reason: str, why: str, **options: Any) -> bool:
+        """``_stop`` for the core's decision about ``job``'s run (a preemption, a resize); False
+        when the run is gone or already stopping."""
+        bound = self.view.bindings.get(job)
+        if bound is None or bound.evicting_until is not None:
+            return False
+        entry = self.view.jobs.get(job)
+        return await self._stop(bound, entry.doc if entry is not None else {}, reason, why, **options)
 
     async def _stop(self, b: Any, spec: dict[str, Any], reason: str, why: str, status_message: str | None = None,
                     **options: Any) -> bool:
@@ -646,6 +633,22 @@ class SchedulerDaemon:
     def metrics_text(self) -> str:
         """The Prometheus text ``/metrics`` serves (``scheduler.metrics``)."""
         return generate_latest(self.metrics.registry).decode()
+
+
+def _stopped(evicted_for: str, message: str) -> tuple[str, str, str, tuple[str, str], str]:
+    """How a run stopped with its grace period goes back to Pending, by its binding's eviction
+    reason: the status counter (one of ``binder.RUN_ENDINGS``), reason and message, the event,
+    and the release's kind. None of them is a restart."""
+    if evicted_for == "suspend":  # jobctl suspend: held until jobctl resume
+        return ("suspensions", "Suspended", SUSPENDED,
+                ("Suspended", "grace period over; tasks stopped until jobctl resume"), "suspended")
+    if evicted_for == "resize":  # an elastic run stopped to restart larger
+        return "resizes", "Resizing", f"{message}; starting again", ("Requeued", f"grace period over; {message}"), "resized"
+    if evicted_for:  # an operator's request (scheduler.evictions)
+        return ("evictions", "Evicted", f"Evicted: {message}; waiting to run again",
+                ("Requeued", f"grace period over; back in the queue (evicted: {message})"), "evicted")
+    return ("preemptions", "Preempted", "stopped after preemption; waiting to run again",
+            ("Requeued", "grace period over; back in the queue"), "preempted")
 
 
 def _holds(view: ClusterView, node: str, job: str) -> bool:

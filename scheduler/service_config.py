@@ -131,25 +131,23 @@ def load_config(argv: list[str] | None = None) -> SchedulerConfig:
             setattr(config, name, _coerce(name, value, getattr(config, name)))
     if config.election_ttl_s < 1:
         raise ValueError("--election-ttl-s: must be >= 1")
+    from scheduler.cycle import Scheduler
+
     try:
-        core_profile(config)
+        chosen = core_profile(config)
+        if config.plugin_args:
+            Scheduler(chosen)  # each plugin checks its arguments as it is built
     except KeyError as exc:
         raise ValueError(f"--profile: {exc.args[0]}") from None
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"--plugin-arg: {exc}") from None
     return config
 
 
 def core_profile(config: SchedulerConfig) -> Profile:
-    """The profile the daemon's core runs: ``config.profile`` with ``config.plugin_args``,
-    checked by building a core (ValueError naming the bad argument)."""
-    from scheduler.cycle import Scheduler
+    """The profile the daemon's core runs: ``config.profile`` with ``config.plugin_args``
+    (``load_config`` checks them by building a core once, at start)."""
     from scheduler.profiles import profile, with_args
 
     base = profile(config.profile)
-    if not config.plugin_args:
-        return base
-    try:
-        chosen = with_args(base, config.plugin_args)
-        Scheduler(chosen)  # each plugin checks its arguments as it is built
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"--plugin-arg: {exc}") from None
-    return chosen
+    return with_args(base, config.plugin_args) if config.plugin_args else base

@@ -13,7 +13,7 @@ from typing import Any
 
 from kvraft.client import Op
 from scheduler import arrays, decode, keys
-from scheduler.jobs import check_stored_job
+from scheduler.jobs import check_stored_job, elastic_run_size
 
 __all__ = ["CliError", "NotFound", "array_elements", "job_view", "json_values", "stored_status", "key_of", "targets", "placement_rows", "read_input", "skip"]
 
@@ -172,8 +172,7 @@ def job_view(client: Any, name: str | None = None) -> list[dict[str, Any]]:
             status["last_placement"] = placement_rows(s.get("last_placement"))
         gpus = sum(t["replicas"] * t["resources"]["gpus"] for t in spec["tasks"])
         tasks = sum(t["replicas"] for t in spec["tasks"])
-        if spec.get("min_available") is not None and status["placement"]:  # an elastic run: its own size
-            gpus, tasks = sum(len(r["gpus"]) for r in status["placement"]), len(status["placement"])
+        gpus, tasks = elastic_run_size(spec, status["placement"]) or (gpus, tasks)
         out.append({"name": n, "tenant": spec.get("tenant"), "priority": spec.get("priority"),
                     "priority_class": spec.get("priority_class"), "gpus": gpus,
                     "tasks": tasks, "spec": spec, "status": status,

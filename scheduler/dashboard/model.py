@@ -21,6 +21,7 @@ from typing import Any
 
 from scheduler import arrays
 from scheduler.informer_view import ClusterView
+from scheduler.jobs import elastic_run_size
 
 __all__ = [
     "PENDING_DEFAULT",
@@ -113,10 +114,8 @@ def job_item(view: ClusterView, name: str) -> dict[str, Any]:
     placement = list(st.get("placement") or [])
     reason, message = PENDING_DEFAULT
     tasks = sum(_int(t.get("replicas"), 1) for t in spec.get("tasks") or () if isinstance(t, dict))
-    gpus = _gpus(spec)
     rows = [p for p in placement if isinstance(p, dict) and isinstance(p.get("gpus"), list)]
-    if spec.get("min_available") is not None and rows:  # an elastic run: its own size
-        gpus, tasks = sum(len(p["gpus"]) for p in rows), len(rows)
+    gpus, tasks = elastic_run_size(spec, rows) or (_gpus(spec), tasks)
     return {
         "name": name, "tenant": spec.get("tenant"), "priority": spec.get("priority"), "phase": phase,
         "reason": str(st.get("reason", reason)), "message": str(st.get("message", message)),

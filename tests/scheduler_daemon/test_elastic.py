@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from test_dependencies import _finish, _jobctl, _status
 from test_malformed import daemon, doc, nodes, one_member, put, spec, steps  # noqa: F401  (fixtures)
+from test_suspend_update import _submit
 
 from scheduler.service import SchedulerDaemon
 
@@ -26,10 +27,7 @@ async def _assignments(d: SchedulerDaemon) -> list[dict[str, object]]:
 async def test_an_elastic_job_runs_with_the_tasks_that_fit_then_whole(
         daemon: SchedulerDaemon, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # noqa: F811
     d, eps = daemon, list(daemon.config.endpoints)
-    path = tmp_path / "el.yaml"
-    path.write_text(ELASTIC)
-    rc, _, err = await asyncio.to_thread(_jobctl, eps, capsys, "submit", "-f", str(path))
-    assert (rc, err) == (0, ""), err
+    await asyncio.to_thread(_submit, eps, capsys, tmp_path, ELASTIC)
     assert (await doc(d, "/registry/jobs/el"))["min_available"] == 2
     await nodes(d, "n1")  # 8 GPUs: 2 of the 4 tasks
     await steps(d, 3)
