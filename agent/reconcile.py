@@ -30,6 +30,13 @@ Rules, in the order they are applied per task key:
    runtime resources are cleaned (logs kept); the restart policy decides whether a new
    attempt starts after kubelet's backoff (``Pending`` / ``BackOff`` is reported meanwhile,
    and a ``Wakeup`` asks the shell to call again when the backoff ends).
+6. A desired task whose assignment is *stopping* (the scheduler preempts, evicts, suspends or
+   resizes the run: ``Assignment.stopping``, Kubernetes' deletionTimestamp) starts nothing and
+   restarts nothing; a live attempt is stopped with its grace period, and once none is live
+   the task's end is reported: the last attempt's exit (``Killed`` when the stop ended it), or
+   ``Failed`` / ``Killed`` at attempt 0 for a task that never started. That report is what
+   lets the scheduler release the run as soon as its tasks have ended rather than when the
+   grace period is over; the assignment's deletion then removes the attempts (rule 1).
 
 ``fenced`` (the node has been out of touch with its lease for longer than the grace: the
 scheduler may have placed its gangs elsewhere) overrides all of that: every live attempt is
@@ -343,6 +350,9 @@ def reconcile(
             for a in current:
                 actions.extend(_retire(a, stimulus_id, "invalid spec"))
             continue
+        if assignment.stopping:
+            actions.extend(_stop_placement(assignment, current, rep, stimulus_id))
+            continue
         spec = assignment.spec
         next_attempt = (attempts[-1].attempt if attempts else 0) + 1
         if not current:
@@ -399,6 +409,31 @@ def reconcile(
     if wakeups:
         actions.append(Wakeup(min(wakeups), stimulus_id))
     return actions
+
+
+def _stop_placement(assignment: Assignment, current: list[Observed], reported: Reported | None,
+                    stimulus_id: str) -> list[Action]:
+    """Rule 6: stop what runs of a stopping placement; report its end once nothing is live."""
+    key, why = assignment.key, assignment.stopping
+    out: list[Action] = []
+    for a in current:
+        if a.live and not a.stop_requested:
+            out.append(Stop(key, a.attempt, a.grace_s, f"stopping ({why})", stimulus_id))
+        elif not a.live and a.held:
+            out.append(Cleanup(key, a.attempt, stimulus_id))
+    if any(a.live for a in current):
+        return out
+    if current:
+        status = _exit_status(current[-1], len(current) - 1)
+        if current[-1].stop_requested:
+            status = _replace_message(status, f"stopped by the scheduler ({why})")
+    else:  # never started here (or its attempts are gone): ended at the attempt last reported
+        attempt = reported.attempt if reported is not None and reported.revision == assignment.revision else 0
+        status = TaskStatus(Phase.FAILED, attempt=attempt, restarts=0, reason="Killed",
+                            message=f"stopped before it started ({why})")
+    if is_newer(status, assignment.revision, reported):
+        out.append(Report(key, assignment.revision, status, stimulus_id))
+    return out
 
 
 def _replace_message(status: TaskStatus, note: str) -> TaskStatus:

@@ -9,7 +9,12 @@ An assignment (``/registry/assignments/<node>/<job>/<task>``, docs/keyspace.md) 
         "resources": {"gpus": [0, 1], "cpu_milli": 2000, "memory_mib": 4096, "pids": 512,
                       "cpuset": "0-3", "rdma": true},
         "restart_policy": "Never" | "OnFailure" | "Always", "max_restarts": 3,
-        "grace_s": 30, "network": "host" | "none" | "job" | "<netns path>", "user": [uid, gid]}}
+        "grace_s": 30, "network": "host" | "none" | "job" | "<netns path>", "user": [uid, gid]},
+     "stopping": {"reason": "preempted", "since": 1796170100.2}}
+
+``stopping`` (written by the scheduler, absent while the task should run) is Kubernetes'
+deletionTimestamp: stop the task with its grace period and report how it ended; the scheduler
+deletes the assignment once every task of the run has ended (or the grace period is over).
 
 ``network``: ``host`` (default), ``none`` (a fresh namespace with only loopback), ``job`` (one
 loopback-only namespace shared by the job's tasks on this node; runc), or the path of an
@@ -100,6 +105,7 @@ class Assignment:
     revision: int
     spec: TaskSpec | None
     error: str = ""  # set when spec is None
+    stopping: str = ""  # why the scheduler asks for the task to stop ("" while it should run)
 
 
 def _int(doc: dict[str, Any], name: str, path: str, minimum: int = 0) -> int:
@@ -214,6 +220,16 @@ def parse_assignment(key: str, revision: int, doc: Any) -> Assignment:
     try:
         if not isinstance(doc, dict):
             raise SpecError("assignment: must be a JSON object")
-        return Assignment(key, revision, parse_spec(doc.get("spec")))
+        return Assignment(key, revision, parse_spec(doc.get("spec")), stopping=_stopping(doc.get("stopping")))
     except SpecError as exc:
-        return Assignment(key, revision, None, str(exc))
+        stopping = _stopping(doc.get("stopping")) if isinstance(doc, dict) else ""
+        return Assignment(key, revision, None, str(exc), stopping=stopping)
+
+
+def _stopping(value: Any) -> str:
+    """Why the task is to stop: ``stopping.reason``; any other present value still means stop
+    (a stop request is never lost to a malformed field)."""
+    if value is None or value is False:
+        return ""
+    reason = value.get("reason") if isinstance(value, dict) else None
+    return reason if isinstance(reason, str) and reason else "stopping"

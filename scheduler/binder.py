@@ -19,12 +19,15 @@ the alloc keys, then ``if fence and mod(bindings/<job>) == seen and mod(alloc/<n
 delete the binding and assignments, take the job out of the alloc keys, write the status and
 events; retried on alloc conflicts.
 
-**Evict** (preemption, or an operator's request, step 1): ``if fence and mod(bindings/<job>)
-== seen [and mod(evictions/<job>) == seen]`` mark the binding ``evicting_until = now + grace``
-(and, for a request, ``eviction: {reason, message}``) and delete the assignments, so the
-agents stop the tasks with SIGTERM and the grace period, and delete the request in the same
-txn (``scheduler.evictions``: acted on once); the release follows when the grace period is
-over. **Drop** a request: ``if fence and mod(evictions/<job>) == seen`` delete it.
+**Evict** (preemption, or an operator's request, step 1): read the run's assignments, then
+``if fence and mod(bindings/<job>) == seen and mod(each assignment) == read [and
+mod(evictions/<job>) == seen]`` mark the binding ``evicting_until = now + grace`` (and, for a
+request, ``eviction: {reason, message}``), put each assignment again with ``stopping: {reason,
+since}``, so the agents stop the tasks with SIGTERM and the grace period and report how they
+ended, and delete the request in the same txn (``scheduler.evictions``: acted on once). The
+GPUs stay held meanwhile; the release follows when every task has reported its end, or when
+the grace period is over (an agent that is gone reports nothing). **Drop** a request: ``if
+fence and mod(evictions/<job>) == seen`` delete it.
 """
 
 from __future__ import annotations
@@ -376,6 +379,8 @@ class Binder:
         """Start stopping the run of ``b``; ``eviction`` (``{reason, message}``) marks an eviction
         an operator asked for, ``request`` (key, mod revision) is that request, deleted in the
         same txn. False when the binding or the request changed meanwhile."""
+        read = await self.client.txn().then(
+            *(Op.get(f"{keys.ASSIGNMENTS}{n}/{b.job}/", prefix=True) for n in b.nodes())).commit()
         now = time.time()
         doc: dict[str, Any] = {"job": b.job, "tasks": list(b.tasks), "bound_at": b.bound_at,
                                "scheduler": self.identity, "evicting_until": now + grace_s}
@@ -384,8 +389,12 @@ class Binder:
         ops = [Op.put(keys.binding_key(b.job), json.dumps(doc).encode()),
                Op.put(keys.jobstatus_key(b.job), json.dumps(dict(status, updated_at=now)).encode()),
                self._event(b.job, event, message, now)]
-        ops += [Op.delete(f"{keys.ASSIGNMENTS}{n}/{b.job}/", prefix=True) for n in b.nodes()]
         compares = [*self.fence(), Compare.mod(keys.binding_key(b.job), "=", b.mod_revision)]
+        stopping = {"reason": eviction["reason"] if eviction is not None else "preempted", "since": now}
+        for r in read.responses:
+            for kv in getattr(r, "kvs", ()):
+                compares.append(Compare.mod(kv.key, "=", kv.mod_revision))
+                ops.append(_stopping(kv, b.revision, stopping))
         if request is not None:
             compares.append(Compare.mod(request[0], "=", request[1]))
             ops.append(Op.delete(request[0]))
@@ -433,3 +442,16 @@ class Binder:
                                 old.mod_revision if old else 0)
         return written
 
+
+def _stopping(kv: Any, run: int, stopping: dict[str, Any]) -> Op:
+    """The op that asks the agent to stop one task of run ``run`` (an evict): its assignment
+    put again with ``stopping`` (Kubernetes' deletionTimestamp; the agent stops the task and
+    reports its end, agent/reconcile.py rule 6). A key of another placement, or one that does
+    not decode, is deleted, which stops the task too, as a release does."""
+    try:
+        doc = json.loads(kv.value)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or kv.create_revision != run:
+        return Op.delete(kv.key)
+    return Op.put(kv.key, json.dumps(dict(doc, stopping=stopping)).encode())

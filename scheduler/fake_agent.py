@@ -11,6 +11,9 @@ nodes cost one keepalive) and runs no process; the task's command says what happ
 - ``["exit", "N"]``: Running, then Failed with exit code N after 0.2 s;
 - anything else: Running until the assignment is deleted.
 
+An assignment put again with ``stopping`` (a preemption, an eviction) ends its task at once:
+``Failed`` / ``Killed``, as the real agent reports a task it stopped.
+
 ``--no-run`` registers the nodes and ignores assignments (no status at all).
 
 Run: ``python -m scheduler.fake_agent --endpoints URL --nodes 4 --gpus-per-node 8 --racks 2``;
@@ -73,6 +76,8 @@ class FakeAgent:
         self.started: dict[str, float] = {}
         self.statuses_written = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopped: dict[str, int] = {}  # key -> the revision whose end was reported for a stop
+        self._stops: set[asyncio.Task[bool]] = set()
         self.ready = asyncio.Event()
 
     async def start(self) -> None:
@@ -89,7 +94,7 @@ class FakeAgent:
         await self.ready.wait()
 
     async def stop(self, *, revoke: bool = True) -> None:
-        await cancel_and_wait(*self.running.values(), *self._tasks)
+        await cancel_and_wait(*self.running.values(), *self._stops, *self._tasks)
         if self.lease is not None:
             await self.lease.close(revoke=revoke)
 
@@ -112,6 +117,7 @@ class FakeAgent:
                             if ev.type == "PUT":
                                 self._on_put(key, ev.kv.create_revision, ev.kv.value)
                             else:
+                                self._stopped.pop(key[len(keys.ASSIGNMENTS):], None)
                                 t = self.running.pop(key[len(keys.ASSIGNMENTS):], None)
                                 if t is not None:
                                     t.cancel()
@@ -121,9 +127,23 @@ class FakeAgent:
     def _on_put(self, key: str, revision: int, value: bytes) -> None:
         rest = key[len(keys.ASSIGNMENTS):]
         parts = rest.split("/")
-        if not self.run_tasks or len(parts) != 3 or parts[0] not in self.nodes or rest in self.running:
+        if not self.run_tasks or len(parts) != 3 or parts[0] not in self.nodes:
             return
         doc = json.loads(value)
+        if doc.get("stopping"):
+            t = self.running.pop(rest, None)
+            if t is not None:
+                t.cancel()
+            if self._stopped.get(rest) != revision:
+                self._stopped[rest] = revision
+                stop = asyncio.get_running_loop().create_task(
+                    self._status(parts[0], parts[1], parts[2], revision, "Failed", exit_code=143, signal=15,
+                                 reason="Killed", finished_at=time.time()))
+                self._stops.add(stop)
+                stop.add_done_callback(self._stops.discard)
+            return
+        if rest in self.running:
+            return
         self.started[rest] = time.time()
         self.running[rest] = asyncio.get_running_loop().create_task(self._run(parts[0], parts[1], parts[2], revision, doc))
 

@@ -387,10 +387,11 @@ class SchedulerDaemon:
             doc = dict(st, phase="Failed", reason="InvalidSpec", message=why, finished_at=now)
             return await self._release(b, doc, [("Failed", why)], False, "invalid")
         if b.evicting_until is not None:
-            if now < b.evicting_until:
+            ended = _all_ended(view.task_statuses(job, b.revision), len(b.tasks))
+            if now < b.evicting_until and not ended:  # the agents report each task's end (rule 6)
                 self._timers[job] = b.evicting_until
                 return False
-            counter, reason, message, event, kind = _stopped(b.evicted_for, b.eviction_message)
+            counter, reason, message, event, kind = _stopped(b.evicted_for, b.eviction_message, ended)
             doc = dict(st, phase="Pending", reason=reason, message=message, placement=[], last_placement=placement,
                        **{counter: int(st.get(counter, 0)) + 1})
             return await self._release(b, doc, [event], True, kind)
@@ -635,20 +636,27 @@ class SchedulerDaemon:
         return generate_latest(self.metrics.registry).decode()
 
 
-def _stopped(evicted_for: str, message: str) -> tuple[str, str, str, tuple[str, str], str]:
+def _all_ended(statuses: dict[str, dict[str, Any]], tasks: int) -> bool:
+    """Every one of the run's ``tasks`` has reported its end (Succeeded or Failed: the agent's
+    report for a stopping assignment, agent/reconcile.py rule 6)."""
+    return len(statuses) == tasks and all(s.get("phase") in ("Succeeded", "Failed") for s in statuses.values())
+
+
+def _stopped(evicted_for: str, message: str, ended: bool) -> tuple[str, str, str, tuple[str, str], str]:
     """How a run stopped with its grace period goes back to Pending, by its binding's eviction
     reason: the status counter (one of ``binder.RUN_ENDINGS``), reason and message, the event,
-    and the release's kind. None of them is a restart."""
+    and the release's kind. None of them is a restart. ``ended``: every task reported its end
+    (else the grace period is over)."""
+    how = "all tasks stopped" if ended else "grace period over"
     if evicted_for == "suspend":  # jobctl suspend: held until jobctl resume
-        return ("suspensions", "Suspended", SUSPENDED,
-                ("Suspended", "grace period over; tasks stopped until jobctl resume"), "suspended")
+        return ("suspensions", "Suspended", SUSPENDED, ("Suspended", f"{how}; held until jobctl resume"), "suspended")
     if evicted_for == "resize":  # an elastic run stopped to restart larger
-        return "resizes", "Resizing", f"{message}; starting again", ("Requeued", f"grace period over; {message}"), "resized"
+        return "resizes", "Resizing", f"{message}; starting again", ("Requeued", f"{how}; {message}"), "resized"
     if evicted_for:  # an operator's request (scheduler.evictions)
         return ("evictions", "Evicted", f"Evicted: {message}; waiting to run again",
-                ("Requeued", f"grace period over; back in the queue (evicted: {message})"), "evicted")
+                ("Requeued", f"{how}; back in the queue (evicted: {message})"), "evicted")
     return ("preemptions", "Preempted", "stopped after preemption; waiting to run again",
-            ("Requeued", "grace period over; back in the queue"), "preempted")
+            ("Requeued", f"{how}; back in the queue"), "preempted")
 
 
 def _holds(view: ClusterView, node: str, job: str) -> bool:

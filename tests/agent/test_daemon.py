@@ -112,6 +112,30 @@ async def test_unassign_stops_the_task_with_its_grace_period(agents, kv) -> None
     assert not list(a.data_dir.glob("tasks/jst/*/*"))
 
 
+async def test_a_stopping_assignment_stops_the_task_and_reports_its_end_at_once(agents, kv) -> None:
+    """What a preemption relies on (agent/reconcile.py rule 6): the scheduler puts the
+    assignment again with ``stopping``; the task gets SIGTERM, and its end is reported as soon
+    as it has exited, long before its 600 s grace period is over, so the scheduler can release
+    the GPUs then. Its restart policy does not start it again; a task assigned already
+    stopping never starts."""
+    a = agents("n-stopping").start()
+    spec = {"command": ["sh", "-c", "trap 'echo checkpointed; exit 0' TERM; while true; do sleep 0.1; done"],
+            "grace_s": 600, "restart_policy": "Always"}
+    await assign(kv, "n-stopping", "jp", "t", spec)
+    await wait_status(kv, "jp", "t", "Running", agent=a)
+    stopping = {"reason": "preempted", "since": 1.0}
+    await kv.put("/registry/assignments/n-stopping/jp/t",
+                 json.dumps({"job": "jp", "task": "t", "spec": spec, "stopping": stopping}).encode())
+    s = await wait_status(kv, "jp", "t", "Succeeded", "Failed", agent=a)
+    assert (s["phase"], s["attempt"], s["message"]) == ("Succeeded", 1, "stopped by the scheduler (preempted)"), s
+    assert "checkpointed" in s["log_tail"]
+    await kv.put("/registry/assignments/n-stopping/jp/late",
+                 json.dumps({"job": "jp", "task": "late", "spec": spec, "stopping": stopping}).encode())
+    s = await wait_status(kv, "jp", "late", "Failed", agent=a)
+    assert (s["attempt"], s["reason"], s["message"]) == (0, "Killed", "stopped before it started (preempted)")
+    assert (await status(kv, "jp", "t"))["attempt"] == 1  # not restarted
+
+
 async def test_malformed_keys_and_values_do_not_stop_the_agent(agents, kv) -> None:
     """A key under the agent's assignments that is not UTF-8 raised out of kv.key.decode() and
     ended the assignment loop (nothing assigned later ever ran); a task status that was a JSON

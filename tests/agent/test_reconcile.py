@@ -33,8 +33,8 @@ def spec(policy: str = "Never", max_restarts: int | None = None, grace_s: float 
     return parse_spec({"command": ["true"], "restart_policy": policy, "max_restarts": max_restarts, "grace_s": grace_s})
 
 
-def want(key: str = "j/0", rev: int = 7, **kw) -> dict[str, Assignment]:
-    return {key: Assignment(key, rev, spec(**kw))}
+def want(key: str = "j/0", rev: int = 7, stopping: str = "", **kw) -> dict[str, Assignment]:
+    return {key: Assignment(key, rev, spec(**kw), stopping=stopping)}
 
 
 def running(attempt: int = 1, rev: int = 7, key: str = "j/0", **kw) -> Observed:
@@ -139,6 +139,27 @@ CASES = [
          [exited(143, held=False, stop_requested=True)], retain=3600, want=["Remove(j/0#1)"]),
     Case("reassigned: the finished copy is kept, the new placement starts", want(rev=9),
          [exited(0, rev=7, held=False, at=50)], retain=3600, want=["Start(j/0#2)", "Wakeup(3650)"]),
+    # rule 6: the scheduler asks the placement to stop (preempted, evicted, suspended, resized)
+    Case("stopping: the running attempt is stopped with its grace, nothing reported yet",
+         want(stopping="preempted", grace_s=5), [running(grace_s=5)], {"j/0": Reported(7, 1, Phase.RUNNING)},
+         want=["Stop(j/0#1 5)"]),
+    Case("stopping, stop already requested: wait", want(stopping="preempted"), [running(stop_requested=True)],
+         {"j/0": Reported(7, 1, Phase.RUNNING)}, want=[]),
+    Case("stopping, the attempt ended: Killed reported at once", want(stopping="preempted"),
+         [exited(143, stop_requested=True)], {"j/0": Reported(7, 1, Phase.RUNNING)},
+         want=["Cleanup(j/0#1)", "Report(j/0#1 Failed Killed)"]),
+    Case("stopping, the attempt checkpointed and exited 0: Succeeded", want(stopping="suspend"),
+         [exited(0, stop_requested=True, held=False)], {"j/0": Reported(7, 1, Phase.RUNNING)},
+         want=["Report(j/0#1 Succeeded Completed)"]),
+    Case("stopping before the task started: nothing starts, Killed at attempt 0", want(stopping="preempted"), [],
+         want=["Report(j/0#0 Failed Killed)"]),
+    Case("stopping during a restart's backoff: no restart, the last exit reported",
+         want(stopping="preempted", policy="OnFailure"), [exited(3, held=False, at=95)],
+         {"j/0": Reported(7, 1, Phase.PENDING, "BackOff")}, want=["Report(j/0#1 Failed Error)"]),
+    Case("stopping, end already reported: nothing", want(stopping="preempted"),
+         [exited(143, stop_requested=True, held=False)], {"j/0": Reported(7, 1, Phase.FAILED, "Killed")}, want=[]),
+    Case("stopping, then the assignment deleted: removed", {}, [exited(143, stop_requested=True, held=False)],
+         {"j/0": Reported(7, 1, Phase.FAILED, "Killed")}, want=["Remove(j/0#1)"]),
 ]
 
 
@@ -153,6 +174,26 @@ def test_table(case: Case) -> None:
 def test_backoff_doubles_to_cap_and_resets() -> None:
     assert [backoff_s(n, 1.0, B) for n in range(7)] == [10, 20, 40, 80, 160, 300, 300]
     assert backoff_s(6, 601.0, B) == 10
+
+
+def test_a_stopped_task_says_who_stopped_it() -> None:
+    [report] = reconcile(want(stopping="resize"), [exited(143, signal=15, stop_requested=True, held=False)],
+                         {}, 100, stimulus_id="x", backoff=B)
+    assert isinstance(report, Report)
+    assert (report.status.reason, report.status.message) == ("Killed", "stopped by the scheduler (resize)")
+    [report] = reconcile(want(stopping="preempted"), [], {}, 100, stimulus_id="x", backoff=B)
+    assert isinstance(report, Report)
+    assert report.status.message == "stopped before it started (preempted)"
+
+
+@pytest.mark.parametrize(("stopping", "want"), [
+    ({"reason": "preempted", "since": 1.0}, "preempted"), (None, ""), (False, ""), ({}, "stopping"),
+    ({"reason": 7}, "stopping"), ("yes", "stopping"), (1, "stopping"),
+], ids=["reason", "null", "false", "empty", "reason-not-text", "text", "number"])
+def test_a_stop_request_is_never_lost_to_a_malformed_field(stopping: object, want: str) -> None:
+    doc = {"spec": {"command": ["x"]}, "stopping": stopping}
+    assert parse_assignment("j/t", 1, doc).stopping == want
+    assert parse_assignment("j/t", 1, dict(doc, spec={"command": []})).stopping == want  # also with a bad spec
 
 
 def test_exit_details_carried() -> None:
@@ -174,7 +215,8 @@ def world(draw):
     for key in draw(st.lists(st.sampled_from(KEYS), unique=True)):
         rev = draw(st.integers(1, 3))
         pol = draw(st.sampled_from(["Never", "OnFailure", "Always"]))
-        desired[key] = Assignment(key, rev, spec(policy=pol, max_restarts=draw(st.none() | st.integers(0, 3))))
+        desired[key] = Assignment(key, rev, spec(policy=pol, max_restarts=draw(st.none() | st.integers(0, 3))),
+                                  stopping=draw(st.sampled_from(["", "", "preempted"])))
     observed = []
     for key in KEYS:
         n = draw(st.integers(0, 3))
@@ -216,9 +258,10 @@ def test_properties(w) -> None:
                 assert a.key not in desired or desired[a.key].revision != o.revision
             if isinstance(a, Cleanup):
                 assert not o.live and o.held
-    # every live attempt of a removed placement gets stopped (unless already stopping)
+    assert not any(desired[s.key].stopping for s in starts), "a stopping placement starts nothing"
+    # every live attempt of a removed or stopping placement gets stopped (unless already stopping)
     for o in observed:
-        gone = o.key not in desired or desired[o.key].revision != o.revision
+        gone = o.key not in desired or desired[o.key].revision != o.revision or desired[o.key].stopping
         if gone and o.live and not o.stop_requested:
             assert any(isinstance(a, Stop) and (a.key, a.attempt) == (o.key, o.attempt) for a in actions)
 
@@ -253,7 +296,13 @@ def test_applying_actions_reaches_a_fixed_point(w) -> None:
         now += 1000  # every backoff ends
     for key, a in desired.items():
         mine = [o for o in obs.values() if o.key == key and o.revision == a.revision]
-        assert mine, f"{key} never started"
+        if a.stopping:  # stopped, and its end reported for the scheduler to release the run
+            assert not any(o.live for o in mine)
+            if key in reported and reported[key].revision > a.revision:
+                continue  # a newer placement's status (a lagging watch): never overwritten
+            assert rep[key].revision == a.revision and rep[key].phase in (Phase.SUCCEEDED, Phase.FAILED)
+        else:
+            assert mine, f"{key} never started"
 
 
 @pytest.mark.parametrize(("spec", "want"), [

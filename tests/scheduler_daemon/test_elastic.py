@@ -95,7 +95,7 @@ async def test_an_elastic_run_restarts_larger_when_room_frees(daemon: SchedulerD
     assert (st["phase"], st["reason"]) == ("Running", "Resizing"), st
     assert (await doc(d, "/registry/bindings/el"))["eviction"]["reason"] == "resize"
     assert d.core is not None and d.core.state.reservations["el"].kind == "resize"
-    assert await _assignments(d) == []  # the tasks are told to stop
+    assert [a["stopping"]["reason"] for a in await _assignments(d)] == ["resize"] * 2  # the tasks are told to stop
     await steps(d, 3)
     st = await _status(d, "el")
     assert (st["phase"], len(st["placement"]), st.get("resizes"), st.get("restarts", 0), st.get("preemptions", 0)) \

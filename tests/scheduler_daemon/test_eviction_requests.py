@@ -51,7 +51,9 @@ async def test_a_drain_evicts_the_run_once_and_a_new_leader_never_evicts_the_nex
     assert b["evicting_until"] is not None
     assert b["eviction"] == {"reason": "drain", "message": f"node {drained} drained by jobctl"}
     assert (await doc(d, "/registry/evictions/t")) is None
-    assert not (await d.client.get(f"/registry/assignments/{drained}/t/", prefix=True)).kvs
+    stopping = [json.loads(kv.value)["stopping"] for kv in (await d.client.get(f"/registry/assignments/{drained}/t/",
+                                                                                prefix=True)).kvs]
+    assert [s["reason"] for s in stopping] == ["drain"]  # the agent stops the task (rule 6 of agent/reconcile.py)
     st = await doc(d, "/registry/jobstatus/t")
     assert (st["phase"], st["reason"], st["message"]) == (
         "Running", "Evicting", f"Evicted: node {drained} drained by jobctl; stopping with a 0 s grace period")
@@ -92,6 +94,38 @@ async def test_a_drain_evicts_the_run_once_and_a_new_leader_never_evicts_the_nex
         f"{before.create_revision} is left alone")
     assert 'kvraft_scheduler_evictions_total{reason="drain"} 1.0' in d.metrics_text()
     assert 'kvraft_scheduler_evictions_total{reason="drain"} 0.0' in new.metrics_text()
+
+
+async def test_a_run_is_released_as_soon_as_every_task_reported_its_end_not_when_the_grace_period_is_over(
+        daemon: SchedulerDaemon) -> None:  # noqa: F811
+    """Kubernetes' graceful deletion: the grace period bounds the stop, it is not a wait. The
+    GPUs stay held until the last task has ended (one report is not enough)."""
+    d = daemon
+    await nodes(d, "n1")
+    await put(d, "/registry/jobs/t", spec("t", gpus=4, replicas=2, grace_s=600))
+    await steps(d, 1)
+    run = (await _binding(d, "t")).create_revision
+    await put(d, "/registry/evictions/t", request_doc("t", "requeue", None, run, "jobctl", 1.0))
+    await steps(d, 1)
+    assert json.loads((await _binding(d, "t")).value)["evicting_until"] is not None
+
+    async def ended(task: str, phase: str, reason: str) -> None:  # what the agent writes (rule 6)
+        await put(d, f"/registry/tasks/t/{task}/status", {"job": "t", "task": task, "node": "n1", "phase": phase,
+                                                          "reason": reason, "assignment_revision": run, "attempt": 1})
+
+    await ended("w-0", "Failed", "Killed")
+    await steps(d, 1)
+    kv = await _binding(d, "t")
+    assert kv.create_revision == run and json.loads(kv.value)["evicting_until"] is not None  # w-1 still stopping
+    await ended("w-1", "Succeeded", "Completed")  # it checkpointed and exited 0 on SIGTERM
+    await steps(d, 1)
+    requeued = [e["message"] for e in await _events(d, "t") if e["type"] == "Requeued"]
+    assert requeued == ["all tasks stopped; back in the queue (evicted: requeued by jobctl)"]
+    kv = await _binding(d, "t")
+    assert kv is not None and kv.create_revision != run  # bound again at once, 600 s early
+    st = await doc(d, "/registry/jobstatus/t")
+    assert (st["phase"], st["evictions"], st["restarts"]) == ("Running", 1, 0)
+    assert dict(d.releases) == {"evicted": 1}
 
 
 async def test_requests_not_to_act_on_are_dropped_and_malformed_ones_skipped(

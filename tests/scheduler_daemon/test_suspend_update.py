@@ -72,7 +72,8 @@ async def test_a_running_job_is_stopped_with_its_grace_period_then_held_and_resu
     assert (st["phase"], st["reason"]) == ("Running", "Suspending"), st
     assert "stopping with a 0.5 s grace period" in st["message"]
     assert (await doc(d, "/registry/bindings/train"))["eviction"]["reason"] == "suspend"
-    assert not (await d.client.get("/registry/assignments/", prefix=True)).kvs  # the agents stop the tasks
+    stopping = [json.loads(kv.value)["stopping"]["reason"] for kv in (await d.client.get("/registry/assignments/", prefix=True)).kvs]
+    assert stopping == ["suspend"]  # the agents stop the tasks (and report their end; none here)
     await asyncio.sleep(0.6)
     await steps(d, 2)
     st = await _status(d, "train")
@@ -80,7 +81,7 @@ async def test_a_running_job_is_stopped_with_its_grace_period_then_held_and_resu
     assert (st["restarts"], st["preemptions"], st["evictions"], st["suspensions"]) == (0, 0, 0, 1)  # not a failure, nor a preemption
     assert [e for e in await _events(d, "train") if e[0] in ("Suspending", "Suspended")] == [
         ("Suspending", "suspended; stopping with a 0.5 s grace period"),
-        ("Suspended", "grace period over; tasks stopped until jobctl resume")]
+        ("Suspended", "grace period over; held until jobctl resume")]
     assert await _bound(d) == {"other"}  # the GPUs it freed went to the next job
     assert "train" not in await _allocated(d)
     records = [json.loads(kv.value) for kv in (await d.client.get("/accounting/", prefix=True)).kvs]
