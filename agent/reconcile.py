@@ -24,7 +24,10 @@ Rules, in the order they are applied per task key:
 2. A desired task with an invalid spec is reported ``Failed`` / ``InvalidSpec`` and never run.
 3. A desired task with no attempt for its revision is started (attempt = highest attempt
    number ever seen for the key + 1) -- but only once no older attempt is live, so two copies
-   never run at once.
+   never run at once, and no live attempt of another task holds one of its GPUs (a task of a
+   cancelled or restarted run still in its grace period, the scheduler having freed its GPUs
+   at once: kubelet's device manager does not hand out a terminating pod's devices either);
+   meanwhile it is reported ``Pending`` / ``WaitingForGPUs`` once, naming the holders.
 4. A live attempt is reported ``Starting`` / ``Running`` (once per attempt and phase).
 5. An exited or lost attempt is reported with its exit code, signal, OOM flag and reason; its
    runtime resources are cleaned (logs kept); the restart policy decides whether a new
@@ -57,6 +60,7 @@ Worked example (restart_policy OnFailure, backoff 10 s)::
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -133,6 +137,7 @@ class Observed:
     stop_requested: bool = False
     held: bool = True  # runtime resources (container, cgroups, bundle) not yet released
     grace_s: float = 30.0
+    gpus: tuple[int, ...] = ()  # the GPU indices it was given
 
     @property
     def live(self) -> bool:
@@ -326,6 +331,11 @@ def reconcile(
                 elif not a.live and a.held:
                     actions.append(Cleanup(key, a.attempt, stimulus_id))
         return actions
+    holders: dict[int, set[str]] = defaultdict(set)  # GPU index -> keys of the live attempts holding it
+    for attempt in observed:
+        if attempt.live:
+            for gpu in attempt.gpus:
+                holders[gpu].add(attempt.key)
     wakeups: list[float] = []
     for key in sorted(set(desired) | set(by_key)):
         attempts = sorted(by_key.get(key, ()), key=lambda a: a.attempt)
@@ -358,6 +368,12 @@ def reconcile(
         if not current:
             if any(a.live for a in stale):
                 continue  # wait until the old placement's copy is gone
+            busy = _busy_gpus(key, spec, holders)
+            if busy:
+                status = TaskStatus(Phase.PENDING, attempt=0, restarts=0, reason="WaitingForGPUs", message=busy)
+                if is_newer(status, assignment.revision, rep):
+                    actions.append(Report(key, assignment.revision, status, stimulus_id))
+                continue
             actions.append(Start(key, next_attempt, assignment.revision, spec, stimulus_id))
             continue
         latest = current[-1]
@@ -386,8 +402,8 @@ def reconcile(
         ran_for_s = max(0.0, (status.finished_at_s or now_s) - (latest.started_at_s or now_s))
         at_s = (status.finished_at_s or now_s) + backoff_s(restarts, ran_for_s, backoff)
         if now_s >= at_s:
-            if any(a.live for a in attempts):
-                continue  # an earlier copy is still stopping: start once it is gone
+            if any(a.live for a in attempts) or _busy_gpus(key, spec, holders):
+                continue  # an earlier copy (or another task on its GPUs) is still stopping: start once it is gone
             actions.append(Start(key, next_attempt, assignment.revision, spec, stimulus_id))
             continue
         waiting = TaskStatus(
@@ -411,6 +427,16 @@ def reconcile(
     return actions
 
 
+def _busy_gpus(key: str, spec: TaskSpec, holders: Mapping[int, set[str]]) -> str:
+    """What keeps ``key`` from starting on its GPUs ("" when nothing): live attempts of other
+    tasks that hold one of them."""
+    busy = sorted(g for g in spec.resources.gpus if holders.get(g, set()) - {key})
+    if not busy:
+        return ""
+    others = sorted(set().union(*(holders[g] for g in busy)) - {key})
+    return f"GPU {', '.join(map(str, busy))} still in use by {', '.join(others)}"
+
+
 def _stop_placement(assignment: Assignment, current: list[Observed], reported: Reported | None,
                     stimulus_id: str) -> list[Action]:
     """Rule 6: stop what runs of a stopping placement; report its end once nothing is live."""
@@ -423,13 +449,17 @@ def _stop_placement(assignment: Assignment, current: list[Observed], reported: R
             out.append(Cleanup(key, a.attempt, stimulus_id))
     if any(a.live for a in current):
         return out
+    # a report of this placement at a later attempt than the agent still knows of (its state
+    # gone) is ended at that attempt, so the end is reported all the same
+    last = reported.attempt if reported is not None and reported.revision == assignment.revision else 0
     if current:
         status = _exit_status(current[-1], len(current) - 1)
         if current[-1].stop_requested:
             status = _replace_message(status, f"stopped by the scheduler ({why})")
-    else:  # never started here (or its attempts are gone): ended at the attempt last reported
-        attempt = reported.attempt if reported is not None and reported.revision == assignment.revision else 0
-        status = TaskStatus(Phase.FAILED, attempt=attempt, restarts=0, reason="Killed",
+        if status.attempt < last:
+            status = dataclasses.replace(status, attempt=last)
+    else:  # never started here (or its attempts are gone)
+        status = TaskStatus(Phase.FAILED, attempt=last, restarts=0, reason="Killed",
                             message=f"stopped before it started ({why})")
     if is_newer(status, assignment.revision, reported):
         out.append(Report(key, assignment.revision, status, stimulus_id))

@@ -40,7 +40,19 @@ __all__ = [
     "Runtime",
     "RuntimeUnavailable",
     "TaskRun",
+    "handle_gpus",
 ]
+
+
+def handle_gpus(handle: dict[str, Any]) -> tuple[int, ...]:
+    """The GPU indices an attempt's ``handle.json`` says it was given (its spec's); () when the
+    handle predates the field or does not say."""
+    spec = handle.get("spec")
+    resources = spec.get("resources") if isinstance(spec, dict) else None
+    gpus = resources.get("gpus") if isinstance(resources, dict) else None
+    if not isinstance(gpus, list):
+        return ()
+    return tuple(g for g in gpus if isinstance(g, int) and not isinstance(g, bool))
 
 
 class RuntimeUnavailable(RuntimeError):

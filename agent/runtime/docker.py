@@ -31,7 +31,7 @@ from typing import Any
 import aiohttp
 
 from agent.reconcile import AttemptState, ExitInfo, Observed
-from agent.runtime.base import Capabilities, ExecResult, RuntimeUnavailable, TaskRun
+from agent.runtime.base import Capabilities, ExecResult, RuntimeUnavailable, TaskRun, handle_gpus
 from agent.runtime.images import MERGED_USR
 from agent.runtime.supervised import SupervisedRuntime, container_id, read_json, write_json
 
@@ -235,7 +235,8 @@ class DockerRuntime(SupervisedRuntime):
         key, attempt, cid = handle["key"], int(handle["attempt"]), handle["id"]
         stop = read_json(adir / "stop.json")
         base = {"key": key, "attempt": attempt, "revision": int(handle["revision"]),
-                "grace_s": float(handle.get("grace_s", 30.0)), "stop_requested": stop is not None,
+                "grace_s": float(handle.get("grace_s", 30.0)), "gpus": handle_gpus(handle),
+                "stop_requested": stop is not None,
                 "held": not (adir / "cleaned.json").exists()}
         exit_doc = read_json(adir / "exit.json")
         if exit_doc is not None:

@@ -49,7 +49,7 @@ class FakeRuntime:
         self.started.append(k)
         now = time.time()
         obs = Observed(run.key, run.attempt, run.revision, AttemptState.RUNNING, started_at_s=now,
-                       grace_s=run.spec.grace_s)
+                       grace_s=run.spec.grace_s, gpus=run.spec.resources.gpus)
         t = _Task(obs, run, [f"started {run.key}#{run.attempt}"])
         self.tasks[k] = t
         cmd = list(run.spec.command)

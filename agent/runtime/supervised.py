@@ -39,7 +39,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from agent.reconcile import AttemptState, ExitInfo, Observed
-from agent.runtime.base import Capabilities, ExecResult, TaskRun
+from agent.runtime.base import Capabilities, ExecResult, TaskRun, handle_gpus
 from agent.runtime.cgroups import read_cgroup_stats
 
 __all__ = [
@@ -340,7 +340,7 @@ class SupervisedRuntime:
             return None
         key, attempt = handle["key"], int(handle["attempt"])
         base = {"key": key, "attempt": attempt, "revision": int(handle["revision"]),
-                "grace_s": float(handle.get("grace_s", 30.0)),
+                "grace_s": float(handle.get("grace_s", 30.0)), "gpus": handle_gpus(handle),
                 "stop_requested": "stop.json" in names,
                 "held": "cleaned.json" not in names}
         started = self._cached(adir, "started.json", names)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from tests.agent.conftest import assign, status, unassign, wait_for, wait_status
+
+DATA = Path(__file__).parent / "data"
 
 
 async def test_registers_runs_and_reports(agents, kv) -> None:
@@ -134,6 +137,39 @@ async def test_a_stopping_assignment_stops_the_task_and_reports_its_end_at_once(
     s = await wait_status(kv, "jp", "late", "Failed", agent=a)
     assert (s["attempt"], s["reason"], s["message"]) == (0, "Killed", "stopped before it started (preempted)")
     assert (await status(kv, "jp", "t"))["attempt"] == 1  # not restarted
+
+
+async def test_a_task_never_starts_on_a_gpu_a_stopping_task_still_holds(agents, kv, tmp_path) -> None:
+    """A cancelled job's GPUs are freed by the scheduler at once, and may be given to the next
+    job while the old task is still in its grace period: the new task waits (Pending,
+    WaitingForGPUs) until the old one has exited, as kubelet's device manager does not hand
+    out a terminating pod's devices."""
+    inv = tmp_path / "gpus.yaml"
+    inv.write_text((DATA / "fake_gpus.yaml").read_text().replace("TOPO", str(DATA / "topo_v100x8.txt")))
+    a = agents("n-gpus", "process", "--gpu-inventory", str(inv)).start()
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    old = {"command": ["sh", "-c", f"trap 'sleep 3; date +%s.%N > {marks}/old-ended; exit 0' TERM; "
+                                   "while true; do sleep 0.1; done"], "grace_s": 60, "resources": {"gpus": [0, 1]}}
+    await assign(kv, "n-gpus", "jold", "t", old)
+    await wait_status(kv, "jold", "t", "Running", agent=a)
+    await unassign(kv, "n-gpus", "jold", "t")  # cancelled: SIGTERM, and 3 s to exit
+    new = {"command": ["sh", "-c", f"date +%s.%N > {marks}/new-started; sleep 600"], "resources": {"gpus": [1]}}
+    await assign(kv, "n-gpus", "jnew", "t", new)
+    s = await wait_status(kv, "jnew", "t", "Pending", agent=a)
+    assert (s["reason"], s["message"]) == ("WaitingForGPUs", "GPU 1 still in use by jold/t"), s
+    await wait_status(kv, "jnew", "t", "Running", agent=a)
+    started = float(await wait_for(lambda: _read(marks / "new-started"), 30, "the new task's mark", a))
+    assert started >= float((marks / "old-ended").read_text())
+    await unassign(kv, "n-gpus", "jnew", "t")
+
+
+async def _read(path) -> str | None:
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    return text if text.endswith("\n") else None
 
 
 async def test_malformed_keys_and_values_do_not_stop_the_agent(agents, kv) -> None:

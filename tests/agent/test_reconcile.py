@@ -29,8 +29,9 @@ from agent.spec import Assignment, parse_assignment, parse_spec
 B = BackoffPolicy(base_s=10, max_s=300, reset_after_s=600)
 
 
-def spec(policy: str = "Never", max_restarts: int | None = None, grace_s: float = 30.0):
-    return parse_spec({"command": ["true"], "restart_policy": policy, "max_restarts": max_restarts, "grace_s": grace_s})
+def spec(policy: str = "Never", max_restarts: int | None = None, grace_s: float = 30.0, gpus: tuple[int, ...] = ()):
+    return parse_spec({"command": ["true"], "restart_policy": policy, "max_restarts": max_restarts, "grace_s": grace_s,
+                       "resources": {"gpus": list(gpus)}})
 
 
 def want(key: str = "j/0", rev: int = 7, stopping: str = "", **kw) -> dict[str, Assignment]:
@@ -160,6 +161,23 @@ CASES = [
          [exited(143, stop_requested=True, held=False)], {"j/0": Reported(7, 1, Phase.FAILED, "Killed")}, want=[]),
     Case("stopping, then the assignment deleted: removed", {}, [exited(143, stop_requested=True, held=False)],
          {"j/0": Reported(7, 1, Phase.FAILED, "Killed")}, want=["Remove(j/0#1)"]),
+    # rule 3: never start on a GPU a live attempt of another task holds (a cancelled run's grace period)
+    Case("a GPU still held by another task's stopping attempt: wait, Pending WaitingForGPUs once",
+         want(gpus=(0, 1)), [running(key="k/0", rev=3, gpus=(1, 2), stop_requested=True)],
+         want=["Report(j/0#0 Pending WaitingForGPUs)"]),
+    Case("the wait already reported: nothing", want(gpus=(0, 1)),
+         [running(key="k/0", rev=3, gpus=(1,), stop_requested=True)], {"j/0": Reported(7, 0, Phase.PENDING, "WaitingForGPUs")},
+         want=[]),
+    Case("the holder deleted and still running: stopped, and the task waits", want(gpus=(1,)),
+         [running(key="k/0", rev=3, gpus=(1,))], want=["Report(j/0#0 Pending WaitingForGPUs)", "Stop(k/0#1 30)"]),
+    Case("the holder has exited: the task starts", want(gpus=(0, 1)),
+         [exited(143, key="k/0", rev=3, stop_requested=True, held=False)], {"j/0": Reported(7, 0, Phase.PENDING)},
+         want=["Start(j/0#1)", "Remove(k/0#1)"]),
+    Case("other GPUs in use: starts at once", want(gpus=(0,)), [running(key="k/0", rev=3, gpus=(1,))],
+         {"k/0": Reported(3, 1, Phase.RUNNING)}, want=["Start(j/0#1)", "Stop(k/0#1 30)"]),
+    Case("a restart after backoff waits for another task on its GPU", want(policy="OnFailure", gpus=(0,)),
+         [exited(3, held=False, at=85), running(key="k/0", rev=3, gpus=(0,), stop_requested=True)],
+         {"j/0": Reported(7, 1, Phase.PENDING, "BackOff")}, want=[]),
 ]
 
 
@@ -174,6 +192,14 @@ def test_table(case: Case) -> None:
 def test_backoff_doubles_to_cap_and_resets() -> None:
     assert [backoff_s(n, 1.0, B) for n in range(7)] == [10, 20, 40, 80, 160, 300, 300]
     assert backoff_s(6, 601.0, B) == 10
+
+
+def test_the_wait_for_gpus_names_them_and_their_holders() -> None:
+    [report] = reconcile(want(gpus=(0, 1, 2)), [running(key="a/0", rev=3, gpus=(2,), stop_requested=True),
+                                                running(key="b/1", rev=4, gpus=(0,), stop_requested=True)],
+                         {}, 100, stimulus_id="x", backoff=B)
+    assert isinstance(report, Report)
+    assert report.status.message == "GPU 0, 2 still in use by a/0, b/1"
 
 
 def test_a_stopped_task_says_who_stopped_it() -> None:
@@ -215,7 +241,8 @@ def world(draw):
     for key in draw(st.lists(st.sampled_from(KEYS), unique=True)):
         rev = draw(st.integers(1, 3))
         pol = draw(st.sampled_from(["Never", "OnFailure", "Always"]))
-        desired[key] = Assignment(key, rev, spec(policy=pol, max_restarts=draw(st.none() | st.integers(0, 3))),
+        desired[key] = Assignment(key, rev, spec(policy=pol, max_restarts=draw(st.none() | st.integers(0, 3)),
+                                                 gpus=tuple(draw(st.sets(st.integers(0, 3), max_size=2)))),
                                   stopping=draw(st.sampled_from(["", "", "preempted"])))
     observed = []
     for key in KEYS:
@@ -226,7 +253,8 @@ def world(draw):
             if state is AttemptState.EXITED:
                 ex = ExitInfo(draw(st.integers(0, 3)), None, False, draw(st.floats(0, 200)))
             observed.append(Observed(key, attempt, draw(st.integers(1, 3)), state, started_at_s=0.0, exit=ex,
-                                     stop_requested=draw(st.booleans()), held=draw(st.booleans())))
+                                     stop_requested=draw(st.booleans()), held=draw(st.booleans()),
+                                     gpus=tuple(draw(st.sets(st.integers(0, 3), max_size=2)))))
     reported = {}
     for key in draw(st.lists(st.sampled_from(KEYS), unique=True)):
         reported[key] = Reported(draw(st.integers(1, 3)), draw(st.integers(0, 3)), draw(st.sampled_from(list(Phase))))
@@ -244,6 +272,8 @@ def test_properties(w) -> None:
     for s in starts:
         attempts = [o for o in observed if o.key == s.key]
         assert not any(o.live for o in attempts), "never start next to a live copy"
+        assert not any(o.live and set(o.gpus) & set(desired[s.key].spec.resources.gpus) for o in observed), \
+            "never start on a GPU a live attempt holds"
         assert s.attempt == max((o.attempt for o in attempts), default=0) + 1
         assert s.key in desired and s.revision == desired[s.key].revision
     for a in actions:
@@ -301,8 +331,9 @@ def test_applying_actions_reaches_a_fixed_point(w) -> None:
             if key in reported and reported[key].revision > a.revision:
                 continue  # a newer placement's status (a lagging watch): never overwritten
             assert rep[key].revision == a.revision and rep[key].phase in (Phase.SUCCEEDED, Phase.FAILED)
-        else:
-            assert mine, f"{key} never started"
+        elif not mine:  # only a task of another placement that runs on, on one of its GPUs, keeps it out
+            gpus = set(a.spec.resources.gpus)
+            assert any(o.live and o.key != key and set(o.gpus) & gpus for o in obs.values()), f"{key} never started"
 
 
 @pytest.mark.parametrize(("spec", "want"), [
