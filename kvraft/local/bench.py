@@ -3,6 +3,7 @@
     python -m kvraft.local.bench running [--runs 10] [--runtime process|runc]
     python -m kvraft.local.bench world [--runs 3]
     python -m kvraft.local.bench recovery [--lease-ttl-s 10]
+    python -m kvraft.local.bench preempt [--runs 5] [--grace-s 30]
     python -m kvraft.local.bench startup [--runs 20] [--tree DIR]...
 
 * ``running``: submit a 4 x 2-GPU gang of ``sleep`` tasks with jobctl and time until every
@@ -13,6 +14,11 @@
 * ``recovery``: the digits job with a pause per epoch; after two epochs SIGKILL one node of its
   placement (``kill-node``) and time until the gang is bound elsewhere, until its tasks run,
   and until the MPI world is formed again from the checkpoint; then until it succeeds.
+* ``preempt``: two low-priority gangs (2 x 4 GPUs, one per rack) fill the cluster; their tasks
+  exit 0.5 s after SIGTERM (a checkpoint on stop) and have a ``--grace-s`` grace period. A
+  priority-100 gang of 4 x 2 GPUs in one rack is then submitted; time until it is bound and
+  until its 4 tasks are ``Running``, and print how the victim's run ended (its ``Requeued``
+  event: ``all tasks stopped`` or ``grace period over``). Then everything is cancelled.
 * ``startup``: no cluster; the start of the Python processes on the way to the world: a
   bare interpreter, ``agent.collective.jobrun`` imported (each task's wrapper), and the same
   with ``kvraft.client`` (what the wrapper loads before it publishes ``ready``), ``--runs``
@@ -110,6 +116,41 @@ def bench_running(eps: list[str], client: SyncClient, runs: int, world: bool) ->
     _summary("submit -> " + ("MPI world formed" if world else "all 4 tasks Running"), ready)
 
 
+def bench_preempt(eps: list[str], client: SyncClient, runs: int, grace_s: float) -> None:
+    stop = ["sh", "-c", "trap 'sleep 0.5; exit 0' TERM; while true; do sleep 0.1; done"]
+    bound: list[float] = []
+    ready: list[float] = []
+    for i in range(runs):
+        victims = [f"bench-low-{i}-{r}" for r in range(2)]
+        for v in victims:
+            doc = (f"name: {v}\ntasks:\n  - {{name: worker, replicas: 2, command: {json.dumps(stop)}, "
+                   f"resources: {{gpus: 4, cpu: \"100m\"}}}}\ntopology: {{mode: required, level: rack}}\n"
+                   f"priority: 0\ngrace_s: {grace_s:g}\n")
+            if (r := _jobctl(eps, "submit", "-f", "-", "-o", "name", stdin=doc)).returncode != 0:
+                raise SystemExit(f"bench: submit failed: {r.stderr}")
+        for v in victims:
+            _wait(lambda v=v: _phases(client, v).count("Running") == 2, 120, f"{v} Running")
+        name = f"bench-high-{i}"
+        t0 = time.monotonic()
+        r = _jobctl(eps, "submit", "-f", "-", "-o", "name", stdin=_job(name, ["sleep", "600"], "priority: 100\n"))
+        if r.returncode != 0:
+            raise SystemExit(f"bench: submit failed: {r.stderr}")
+        t_bound = _wait(lambda: _doc(client, f"/registry/jobstatus/{name}").get("placement"), 300, "binding")
+        t_ready = _wait(lambda: _phases(client, name).count("Running") == 4, 300, "4 tasks Running")
+        bound.append(t_bound - t0)
+        ready.append(t_ready - t0)
+        ends = [json.loads(kv.value)["message"] for v in victims
+                for kv in client.get(f"/registry/events/{v}/", prefix=True).kvs if json.loads(kv.value)["type"] == "Requeued"]
+        print(f"run {i}: bound {t_bound - t0:.3f} s, all running {t_ready - t0:.3f} s; the victim: {ends}", flush=True)
+        for job in (name, *victims):
+            _jobctl(eps, "cancel", job)
+        for job in (name, *victims):
+            _wait(lambda j=job: not client.get(f"/registry/bindings/{j}").kvs, 120, "released")
+        time.sleep(2.0)  # the cancelled tasks exit (SIGTERM; the next run's would wait for their GPUs)
+    _summary(f"preemptor submit -> bound (grace {grace_s:g} s)", bound)
+    _summary(f"preemptor submit -> all 4 tasks Running (grace {grace_s:g} s)", ready)
+
+
 def _print_stages(eps: list[str], name: str, tasks: int = 4) -> None:
     """The stages of forming the world, as jobrun and rank 0 log them (docs/e2e.md)."""
     for t in range(tasks):
@@ -185,10 +226,11 @@ def bench_startup(runs: int, trees: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m kvraft.local.bench")
-    ap.add_argument("mode", choices=["running", "world", "recovery", "startup"])
+    ap.add_argument("mode", choices=["running", "world", "recovery", "preempt", "startup"])
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--runtime", default="process")
     ap.add_argument("--lease-ttl-s", type=int, default=10)
+    ap.add_argument("--grace-s", type=float, default=30.0, help="preempt: the victims' grace period")
     ap.add_argument("--keep-logs", action="store_true", help="keep the cluster's directory (task logs) afterwards")
     ap.add_argument("--tree", action="append", default=[], help="startup: another source tree to compare")
     ns = ap.parse_args(argv)
@@ -206,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         with SyncClient(doc["endpoints"], request_timeout_s=15.0) as client:
             if ns.mode == "recovery":
                 bench_recovery(doc["endpoints"], client, directory, ns.lease_ttl_s)
+            elif ns.mode == "preempt":
+                bench_preempt(doc["endpoints"], client, ns.runs, ns.grace_s)
             else:
                 bench_running(doc["endpoints"], client, ns.runs, ns.mode == "world")
     finally:
