@@ -135,8 +135,8 @@ def bench_preempt(eps: list[str], client: SyncClient, runs: int, grace_s: float)
         r = _jobctl(eps, "submit", "-f", "-", "-o", "name", stdin=_job(name, ["sleep", "600"], "priority: 100\n"))
         if r.returncode != 0:
             raise SystemExit(f"bench: submit failed: {r.stderr}")
-        t_bound = _wait(lambda: _doc(client, f"/registry/jobstatus/{name}").get("placement"), 300, "binding")
-        t_ready = _wait(lambda: _phases(client, name).count("Running") == 4, 300, "4 tasks Running")
+        t_bound = _wait(lambda n=name: _doc(client, f"/registry/jobstatus/{n}").get("placement"), 300, "binding")
+        t_ready = _wait(lambda n=name: _phases(client, n).count("Running") == 4, 300, "4 tasks Running")
         bound.append(t_bound - t0)
         ready.append(t_ready - t0)
         ends = [json.loads(kv.value)["message"] for v in victims
