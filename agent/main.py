@@ -3,19 +3,27 @@
 SIGTERM/SIGINT stop the agent's loops and endpoint; running tasks are left to their
 supervisors (a new agent re-attaches), and the lease is not revoked, so a restart within the
 TTL keeps the node Ready.
+
+``kvraft-agent reset [NODE...]`` (default: this host's name; ``kubeadm reset`` for the
+agent's part): kill whatever is left in the nodes' task cgroups and remove them, for a node
+taken out of service for good after its agent and tasks were killed (a running agent removes
+its tasks' cgroups itself, and sweeps stale ones when it starts). Its data directory is left.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
 import time
 
 from agent.agent import Agent
 from agent.config import AgentConfig, load_config
 from agent.endpoint import serve
+from agent.runtime.supervised import node_cgroup_parent, remove_node_cgroups
 from kvraft.client.observe import configure_logging
 
 __all__ = ["main", "run"]
@@ -38,7 +46,21 @@ async def run(config: AgentConfig) -> int:
     return 0
 
 
+def reset(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="kvraft-agent reset",
+                                description="kill what is left in these nodes' task cgroups and remove them")
+    p.add_argument("nodes", nargs="*", help="node names (default: this host's name, the agent's default --name)")
+    ns = p.parse_args(argv)
+    for node in ns.nodes or [socket.gethostname()]:
+        removed = remove_node_cgroups(node)
+        print(f"{node}: {'removed' if removed else 'nothing left in'} {node_cgroup_parent(node)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["reset"]:
+        return reset(argv[1:])
     try:
         config = load_config(argv)
     except ValueError as exc:

@@ -19,17 +19,17 @@ from typing import Any
 from agent.runtime.base import Capabilities, ExecResult, TaskRun
 from agent.runtime.cgroups import CgroupLayout
 from agent.runtime.supervised import (
+    CGROUP_PREFIX,
     StartFailure,
     SupervisedRuntime,
+    node_cgroup_parent,
     pid_alive,
     read_json,
     run_command,
-    safe_name,
 )
 
 __all__ = ["ProcessRuntime"]
 
-CGROUP_PREFIX = "kvraft-agent"
 
 
 class ProcessRuntime(SupervisedRuntime):
@@ -38,7 +38,7 @@ class ProcessRuntime(SupervisedRuntime):
     def __init__(self, data_dir: Path, node: str, *, cgroups: CgroupLayout | None = None, **kwargs: Any) -> None:
         super().__init__(data_dir, node, **kwargs)
         self.cgroups = cgroups if cgroups is not None else CgroupLayout.detect()
-        self.cgroup_parent = f"{CGROUP_PREFIX}/{safe_name(node)}"
+        self.cgroup_parent = node_cgroup_parent(node)
 
     def capabilities(self) -> Capabilities:
         return Capabilities(isolation="none", limits=self.cgroups.usable, devices=False,

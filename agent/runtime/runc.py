@@ -28,8 +28,10 @@ from agent.runtime.base import Capabilities, ExecResult, RuntimeUnavailable, Tas
 from agent.runtime.cgroups import CgroupLayout
 from agent.runtime.images import ImageError, host_rootfs, resolve_image
 from agent.runtime.supervised import (
+    CGROUP_PREFIX,
     StartFailure,
     SupervisedRuntime,
+    node_cgroup_parent,
     read_json,
     run_command,
     safe_name,
@@ -37,7 +39,6 @@ from agent.runtime.supervised import (
 
 __all__ = ["RuncRuntime", "runc_available"]
 
-CGROUP_PREFIX = "kvraft-agent"
 DEFAULT_CAPS = [
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
     "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
@@ -74,7 +75,7 @@ class RuncRuntime(SupervisedRuntime):
         self.root.mkdir(parents=True, exist_ok=True)
         self.images = self.data_dir / "images"
         self.cgroups = CgroupLayout.detect()
-        self.cgroup_parent = f"{CGROUP_PREFIX}/{safe_name(node)}"
+        self.cgroup_parent = node_cgroup_parent(node)
         self.init = next((p for p in TINI_CANDIDATES if Path(p).exists()), "")
 
     def capabilities(self) -> Capabilities:

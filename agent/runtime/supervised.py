@@ -40,7 +40,7 @@ from urllib.parse import quote, unquote
 
 from agent.reconcile import AttemptState, ExitInfo, Observed
 from agent.runtime.base import Capabilities, ExecResult, TaskRun, handle_gpus
-from agent.runtime.cgroups import read_cgroup_stats
+from agent.runtime.cgroups import CgroupLayout, read_cgroup_stats
 
 __all__ = [
     "StartFailure",
@@ -114,6 +114,22 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 def safe_name(text: str) -> str:
     """``text`` with everything but letters, digits, ``_.-`` replaced (container/cgroup names)."""
     return _SAFE.sub("_", text)[:200]
+
+
+CGROUP_PREFIX = "kvraft-agent"  # every node's tasks' cgroups live under <prefix>/<node>/
+
+
+def node_cgroup_parent(node: str) -> str:
+    """The cgroup (relative to each hierarchy's root) under which ``node``'s tasks run."""
+    return f"{CGROUP_PREFIX}/{safe_name(node)}"
+
+
+def remove_node_cgroups(node: str) -> bool:
+    """SIGKILL whatever is left in ``node``'s task cgroups and remove them, parent included
+    (``kvraft-agent reset``): what an agent leaves when it and its tasks are killed for good,
+    e.g. a torn-down local cluster. False when there was nothing to remove (or no cgroups)."""
+    layout = CgroupLayout.detect()
+    return layout.usable and layout.kill_and_remove(node_cgroup_parent(node))
 
 
 def container_id(node: str, key: str, attempt: int) -> str:

@@ -401,10 +401,23 @@ def _stop(procs: list[Proc], directory: Path) -> list[int]:
     return stopped
 
 
+def _reset_agents(procs: list[Proc]) -> None:
+    """``kvraft-agent reset`` for the cluster's nodes, once every agent and task is stopped:
+    the cgroups of tasks killed with their agent (``kvraft-agent/<node>``) are left otherwise,
+    as an agent keeps them across a stop (it re-attaches, or sweeps them when it starts), and a
+    torn-down cluster's agents never start again; they piled up one set per node name."""
+    nodes = [p.name for p in procs if p.role == "agent"]
+    if nodes:
+        subprocess.run([sys.executable, "-m", "agent", "reset", *nodes], env=_env(), cwd=ROOT,
+                       capture_output=True, timeout=60, check=False)
+
+
 def down(directory: Path) -> list[int]:
     directory = directory.resolve()
     doc = load_state(directory)
-    stopped = _stop(_procs(doc), directory)
+    procs = _procs(doc)
+    stopped = _stop(procs, directory)
+    _reset_agents(procs)
     if doc.get("network", {}).get("mode") == "netns":
         netns_teardown(netns_plan(directory, len(doc["network"]["namespaces"])))
     doc["stopped_at"] = time.time()

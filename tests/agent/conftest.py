@@ -70,13 +70,11 @@ def kill_task_processes(data_dir: Path) -> None:
 
 
 def remove_node_cgroups(node: str) -> None:
-    """The per-node cgroup parents a test agent (or runtime) created, with anything left in them."""
-    from agent.runtime.cgroups import CgroupLayout
-    from agent.runtime.supervised import safe_name
+    """The per-node cgroup parents a test agent (or runtime) created, with anything left in them
+    (``kvraft-agent reset``)."""
+    from agent.runtime.supervised import remove_node_cgroups as reset
 
-    layout = CgroupLayout.detect()
-    if layout.usable:
-        layout.kill_and_remove(f"kvraft-agent/{safe_name(node)}")
+    reset(node)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.agent.conftest import assign, status, unassign, wait_for, wait_status
 
 DATA = Path(__file__).parent / "data"
@@ -162,6 +164,31 @@ async def test_a_task_never_starts_on_a_gpu_a_stopping_task_still_holds(agents, 
     started = float(await wait_for(lambda: _read(marks / "new-started"), 30, "the new task's mark", a))
     assert started >= float((marks / "old-ended").read_text())
     await unassign(kv, "n-gpus", "jnew", "t")
+
+
+async def test_reset_removes_the_cgroups_a_killed_agent_and_its_tasks_left(agents, kv) -> None:
+    """``kvraft-agent reset NODE``: a node taken out of service for good after its agent and
+    tasks were killed (``kvraft-local down``) keeps no ``kvraft-agent/<node>`` cgroups."""
+    import subprocess
+    import sys
+
+    from agent.runtime.cgroups import CgroupLayout
+    from tests.agent.conftest import kill_task_processes
+
+    layout = CgroupLayout.detect()
+    if not layout.usable:
+        pytest.skip("cgroups are not writable here")
+    a = agents("n-reset").start()
+    await assign(kv, "n-reset", "jreset", "t", {"command": ["sleep", "600"], "resources": {"cpu_milli": 100}})
+    await wait_status(kv, "jreset", "t", "Running", agent=a)
+    a.kill()
+    kill_task_processes(a.data_dir)
+    assert any(d.is_dir() for d in layout.dirs("kvraft-agent/n-reset"))  # what the killed ones leave
+    out = subprocess.run([sys.executable, "-m", "agent", "reset", "n-reset", "n-never"], capture_output=True,
+                         text=True, timeout=60)
+    assert (out.returncode, out.stdout) == (0, "n-reset: removed kvraft-agent/n-reset\n"
+                                                "n-never: nothing left in kvraft-agent/n-never\n"), out
+    assert not any(d.exists() for d in layout.dirs("kvraft-agent/n-reset"))
 
 
 async def _read(path) -> str | None:

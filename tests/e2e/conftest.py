@@ -17,8 +17,6 @@ import pytest
 
 from kvraft.client import SyncClient
 from kvraft.local import LocalSpec, down, up
-from kvraft.local.cluster import ClusterError, load_state
-from tests.agent.conftest import remove_node_cgroups
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -99,20 +97,6 @@ def processes_with_env(entry: str) -> list[int]:
     return out
 
 
-def down_and_clean(directory: Path) -> None:
-    """``kvraft-local down``, then the cgroup parents of the cluster's agents
-    (``kvraft-agent/<node>``): a node a test killed never removes its own, as a restarted agent
-    would, and they piled up on the machine (dozens after a few runs of the suite)."""
-    try:
-        procs = load_state(directory.resolve()).get("processes", [])
-    except ClusterError:  # up failed before it wrote its state
-        procs = []
-    down(directory)
-    for p in procs:
-        if p.get("role") == "agent":
-            remove_node_cgroups(p["name"])
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     directory = tmp_path_factory.mktemp("local")
@@ -127,4 +111,4 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         finally:
             c.client.close()
     finally:
-        down_and_clean(directory)
+        down(directory)  # also removes the agents' cgroup parents (kvraft-agent/<node>)

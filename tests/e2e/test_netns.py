@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from kvraft.local import LocalSpec, up
+from kvraft.local import LocalSpec, down, up
 from kvraft.local.netns import available, plan
-from tests.e2e.conftest import Cluster, down_and_clean, job_yaml, wait_for
+from tests.e2e.conftest import Cluster, job_yaml, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or bool(available()), reason=f"network namespaces: {available() or 'not root'}")
 
@@ -38,8 +38,14 @@ def test_mpi_job_across_network_namespaces(tmp_path: Path) -> None:
         finally:
             c.client.close()
     finally:
-        down_and_clean(tmp_path)
+        down(tmp_path)
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not any(ns in names for ns in net.namespaces)
     links = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True).stdout
     assert net.bridge not in {link["ifname"] for link in json.loads(links or "[]")}
+    # down also removes the agents' cgroup parents (kvraft-agent/<node>): a torn-down cluster's
+    # agents never come back to sweep them, and they piled up one set per node name
+    root = Path("/sys/fs/cgroup")
+    left = [str(d) for p in agents for pattern in (f"*/kvraft-agent/{p['name']}", f"kvraft-agent/{p['name']}")
+            for d in root.glob(pattern)]
+    assert left == [], left
