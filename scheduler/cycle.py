@@ -284,6 +284,11 @@ class Scheduler:
                 reservation = Reservation(victim_id, dict(holds), now_s, "migration", now_s, target, expires)
                 self.state.add_reservation(reservation)
                 reservations.append(reservation)
+            for victim_id, holds in post.shrinks:  # an elastic victim restarts smaller on what it keeps
+                reservation = Reservation(victim_id, dict(holds), now_s, "shrink", now_s, ",".join(sorted(holds)),
+                                          expires)
+                self.state.add_reservation(reservation)
+                reservations.append(reservation)
             back = None if post.return_hold_s is None else now_s + post.return_hold_s
             for victim_id, holds in post.returns:
                 reservation = Reservation(victim_id, dict(holds), None, "return", now_s, ",".join(holds), back, job_id)

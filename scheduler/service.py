@@ -267,8 +267,9 @@ class SchedulerDaemon:
                                                 "stimulus_id": f"pass:{self.passes}"}})
             self.metrics.e2e.observe(time.perf_counter() - started)
         for p in result.preemptions:
-            if await self._stop_run(p.victim_id, "Preempting", f"preempted by {p.preemptor_id} ({p.reason})",
-                                    status_message=f"preempted by {p.preemptor_id}: {p.reason}"):
+            why = p.reason if p.reason.startswith(f"preempted by {p.preemptor_id}") else \
+                f"preempted by {p.preemptor_id} ({p.reason})"  # defrag's "moved to make room for ..."
+            if await self._stop_run(p.victim_id, "Preempting", why, status_message=why):
                 self.preemptions += 1
         for r in result.resizes:  # an elastic run restarts larger: stopped as a preempted one is
             why = f"growing from {r.from_tasks} to {r.to_tasks} tasks (elastic: room freed)"

@@ -86,7 +86,10 @@ class PostFilterResult:
     ``migrations``: holds for evicted victims on the nodes they move to (defragmentation).
     ``hold_s``: how long the holds last if their job does not start (None: until it starts).
     ``returns``: return holds for evicted victims on the GPUs they ran on, from when the job
-    ends (preemption's ``return_holds``), lasting ``return_hold_s``."""
+    ends (preemption's ``return_holds``), lasting ``return_hold_s``.
+    ``shrinks``: holds for evicted elastic victims on the nodes of their run the job does not
+    take, enough for at least their minimum size: they restart there at once, smaller (shrink
+    on contention), for ``hold_s`` like the job's own hold."""
 
     status: Status
     victims: tuple[Preemption, ...] = ()
@@ -98,6 +101,7 @@ class PostFilterResult:
     hold_s: float | None = None
     returns: tuple[tuple[str, dict[str, int]], ...] = ()
     return_hold_s: float | None = None
+    shrinks: tuple[tuple[str, dict[str, int]], ...] = ()
 
 
 class Plugin(Protocol):

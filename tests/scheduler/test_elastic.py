@@ -233,3 +233,54 @@ def test_a_growing_run_never_overlaps_another_and_ends_as_large_as_fits(
         assert info.placement is not None and len(info.placement.tasks) == len(best[0].placement.tasks)
     else:
         assert info.placement is None
+
+
+# --- shrink on contention (preemption's shrink_elastic) -------------------------------------------
+
+def _preempted_elastic(settings: list[str]) -> tuple[Scheduler, object]:
+    """el (4 x 4 GPUs, at least 2) runs on n0 and n1; hi (8 GPUs, priority 100) preempts it for
+    one node; other (1 GPU, priority 50) waits too."""
+    sched = cluster(make_nodes(2)).scheduler(with_args(profile("default"), settings),
+                                              jobs=[_elastic("el", 4, 2, gpus_per_task=4)])
+    (b,) = sched.schedule(0.0).bindings
+    assert {t.node for t in b.placement.tasks} == {"n0", "n1"} and len(b.placement.tasks) == 4
+    sched.handle(JobAdded(make_job("hi").gpus(8).priority(100).obj()))
+    sched.handle(JobAdded(make_job("other").gpus(1).priority(50).obj()))
+    return sched, sched.schedule(10.0)
+
+
+def test_a_preempted_elastic_job_restarts_at_once_smaller_on_the_node_it_keeps() -> None:
+    """torchrun's elastic agent restarts its workers with fewer nodes when some are taken:
+    the victim is stopped whole (a restart from its checkpoint), then bound again at once on
+    the node the preemptor does not need, held for it, not left to wait behind other jobs."""
+    sched, result = _preempted_elastic([])
+    (victim,) = result.preemptions
+    assert victim.victim_id == "el"
+    (taken,) = sched.state.reservations["hi"].holds
+    kept = "n1" if taken == "n0" else "n0"
+    assert victim.reason.endswith(f"; elastic: restarts with 2 of 4 tasks on {kept}"), victim.reason
+    held = sched.state.reservations["el"]
+    assert (held.kind, held.holds, held.expires_s) == ("shrink", {kept: 8}, 610.0)
+    sched.handle(JobEvicted("el", 40.0))  # its run stopped (the daemon: every task reported its end)
+    bound = {b.job_id: b for b in sched.schedule(40.0).bindings}
+    assert {t.node for t in bound["hi"].placement.tasks} == {taken}
+    assert len(bound["el"].placement.tasks) == 2 and {t.node for t in bound["el"].placement.tasks} == {kept}
+    assert "other" not in bound and sched.state.reservations == {}
+    check_state(sched, [], 0)
+
+
+def test_without_shrink_the_victim_waits_behind_higher_ranked_jobs() -> None:
+    sched, result = _preempted_elastic(["preemption.shrink_elastic=false"])
+    (victim,) = result.preemptions
+    assert "elastic" not in victim.reason and "el" not in sched.state.reservations
+    sched.handle(JobEvicted("el", 40.0))
+    bound = {b.job_id for b in sched.schedule(40.0).bindings}
+    assert bound == {"hi", "other"}  # other took a GPU of the node el ran on; el no longer fits
+
+
+def test_a_victim_keeps_nothing_when_what_is_left_is_below_its_minimum() -> None:
+    sched = cluster(make_nodes(2)).scheduler(profile("default"), jobs=[_elastic("el", 4, 3, gpus_per_task=4)])
+    sched.schedule(0.0)
+    sched.handle(JobAdded(make_job("hi").gpus(8).priority(100).obj()))
+    (victim,) = sched.schedule(10.0).preemptions
+    assert "elastic" not in victim.reason and "el" not in sched.state.reservations  # 2 tasks left < 3

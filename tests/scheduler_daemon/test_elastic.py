@@ -109,3 +109,38 @@ async def test_an_elastic_run_restarts_larger_when_room_frees(daemon: SchedulerD
     assert d.core.state.jobs["el"].job.tasks == 4 and d.core.state.shrunk == set()
     await steps(d, 2)  # whole now: nothing more to grow
     assert (await doc(d, "/registry/bindings/el"))["evicting_until"] is None
+
+
+async def test_a_preempted_elastic_run_restarts_at_once_on_the_node_it_keeps(daemon: SchedulerDaemon) -> None:  # noqa: F811
+    """Shrink on contention: el runs 4 x 4 GPUs on n1 and n2; hi (8 GPUs, priority 100)
+    preempts it for one node. el's tasks are told to stop (reason preempted), and once they
+    have ended its next run, 2 of its 4 tasks with ``KVRAFT_WORLD_SIZE=2``, is bound on the node
+    it kept, held for it meanwhile, while other (priority 50) waits."""
+    d = daemon
+    await nodes(d, "n1", "n2")
+    await put(d, "/registry/jobs/el", spec("el", gpus=4, replicas=4, min_available=2, grace_s=600))
+    await steps(d, 2)
+    assert len((await _status(d, "el"))["placement"]) == 4
+    await put(d, "/registry/jobs/hi", spec("hi", gpus=8, priority=100))
+    await put(d, "/registry/jobs/other", spec("other", gpus=1, priority=50))
+    await steps(d, 1)
+    st = await _status(d, "el")
+    assert (st["phase"], st["reason"]) == ("Running", "Preempting"), st
+    assert st["message"].startswith("preempted by hi (rank (100, 0) > (0, 0)); elastic: restarts with 2 of 4 tasks on ")
+    assert d.core is not None and d.core.state.reservations["el"].kind == "shrink"
+    (kept,) = d.core.state.reservations["el"].holds
+    assert f"elastic: restarts with 2 of 4 tasks on {kept}" in st["message"]
+    stopping = await _assignments(d)
+    assert {a["stopping"]["reason"] for a in stopping} == {"preempted"}  # type: ignore[index]
+    for a in stopping:  # what the agents report once the tasks have ended (agent/reconcile.py rule 6)
+        await put(d, f"/registry/tasks/el/{a['task']}/status",
+                  {"job": "el", "task": a["task"], "phase": "Failed", "reason": "Killed",
+                   "assignment_revision": (await d.client.get("/registry/bindings/el")).kvs[0].create_revision})
+    await steps(d, 2)
+    st = await _status(d, "el")
+    assert (st["phase"], st["preemptions"]) == ("Running", 1), st
+    assert {p["node"] for p in st["placement"]} == {kept} and len(st["placement"]) == 2
+    envs = [a["spec"]["env"] for a in await _assignments(d) if a["job"] == "el"]  # type: ignore[index]
+    assert {e["KVRAFT_WORLD_SIZE"] for e in envs} == {"2"}  # type: ignore[index]
+    assert (await _status(d, "hi"))["phase"] == "Running"
+    assert (await _status(d, "other"))["phase"] == "Pending"

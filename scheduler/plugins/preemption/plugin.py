@@ -16,6 +16,13 @@ most ``hold_s`` (600 s: far more than an eviction's grace period, 30 s by defaul
 daemon, and the simulator's preemptor starts in the same pass): a preemptor that can no
 longer start there (its spec or quota changed, a node failed) must not keep them idle for
 ever; if it still outranks gangs when the hold lapses it may preempt again.
+
+**Shrink on contention** (``shrink_elastic``, on by default): a victim that is an elastic job
+(``min_tasks``) is evicted whole, as every victim is (its workers restart, as torchrun's do on a
+membership change), but keeps a ``shrink`` hold, for ``hold_s``, on the nodes of its run the
+preemptor's placement does not use when they carry at least its minimum size: it restarts there
+at once with that many tasks, from its checkpoint, instead of waiting in the queue behind
+others. A node some other reservation holds GPUs on is not kept.
 """
 
 from __future__ import annotations
@@ -57,6 +64,9 @@ class PreemptionArgs:
     # Ski rental: a job preempts only once it has waited ``patience`` x its expected run time
     # (1: the break-even point, where waiting has cost it as much as evicting costs a victim).
     patience: float | None = None
+    # Shrink on contention: an evicted elastic victim keeps a hold on the nodes of its run the
+    # preemptor does not take, when they carry at least its minimum size.
+    shrink_elastic: bool = True
 
 
 class Preempt:
@@ -192,9 +202,10 @@ class Preempt:
             self.failed[key] = cs.state.epoch
             return NOTHING
         mine = self.handle.rank(info, cs.now_s)
+        shrinks = self._shrinks(cs.state, found.victims, found.plan) if self.args.shrink_elastic else {}
         preemptions = tuple(
             Preemption(v.info.job.job_id, job.job_id, v.cost_gpu_h,
-                       f"preempted by {job.job_id} (rank {mine} > {v.rank})")
+                       f"preempted by {job.job_id} (rank {mine} > {v.rank})" + shrinks.get(v.info.job.job_id, ("",))[-1])
             for v in found.victims)
         holds = {name: tasks * job.gpus_per_task for name, tasks in found.plan.items()}
         returns: tuple[tuple[str, dict[str, int]], ...] = ()
@@ -205,7 +216,27 @@ class Preempt:
                             for v in found.victims if v.info.job.gpus >= self.args.return_min_gpus)
             return_hold_s = run_s + self.hold_s
         return PostFilterResult(SUCCESS, preemptions, holds, cs.now_s, "preemption", found.domain,
-                                hold_s=self.hold_s, returns=returns, return_hold_s=return_hold_s)
+                                hold_s=self.hold_s, returns=returns, return_hold_s=return_hold_s,
+                                shrinks=tuple((victim, kept) for victim, (kept, _) in shrinks.items()))
+
+    @staticmethod
+    def _shrinks(state: ClusterState, victims: list[Candidate], plan: Mapping[str, int],
+                 ) -> dict[str, tuple[dict[str, int], str]]:
+        """Per elastic victim that keeps enough: the GPUs it keeps per node (the nodes of its run
+        outside the preemptor's ``plan`` that no other reservation holds) and the note for its
+        preemption's message."""
+        out: dict[str, tuple[dict[str, int], str]] = {}
+        for v in victims:
+            full = v.info.full_job or v.info.job
+            if not full.elastic or not full.gpus_per_task:
+                continue
+            kept = {name: len(gpus) for name, gpus in v.info.by_node.items()
+                    if name not in plan and name in state.nodes and not state.nodes[name].holds}
+            tasks = sum(gpus // full.gpus_per_task for gpus in kept.values())
+            if tasks >= (full.min_tasks or 1):
+                out[full.job_id] = (kept, f"; elastic: restarts with {tasks} of {full.tasks} tasks on "
+                                          f"{', '.join(sorted(kept))}")
+        return out
 
 
 def new(args: Mapping[str, Any], handle: Handle) -> Preempt:
