@@ -62,6 +62,27 @@ def progress(client: Any, name: str) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
+def task_states(client: Any, name: str) -> dict[str, str]:
+    """Each task of the job's current run -> what its status says (``kubectl describe``'s
+    container state): the phase, and the reason where it tells more (``Pending
+    (WaitingForGPUs)``, ``Failed (Killed)``). Statuses of earlier runs are left out."""
+    got = client.get(keys.binding_key(name))
+    if not got.kvs:
+        return {}
+    run = got.kvs[0].create_revision
+    out: dict[str, str] = {}
+    for kv in client.get(keys.task_status_prefix(name), prefix=True).kvs:
+        try:
+            doc = json.loads(kv.value)
+        except ValueError:
+            continue
+        if not isinstance(doc, dict) or doc.get("assignment_revision") != run or not isinstance(doc.get("task"), str):
+            continue
+        phase, reason = str(doc.get("phase", "")), doc.get("reason")
+        out[doc["task"]] = phase + (f" ({reason})" if reason and isinstance(reason, str) and reason != "Completed" else "")
+    return out
+
+
 def dependency_lines(spec: dict[str, Any], status: dict[str, Any], phase_of: Callable[[str], str | None]) -> list[str]:
     """One line per dependency: ``prep (succeeded): met, Succeeded (recorded)``, ``waiting,
     Running``, ``never, Failed``, ``never, not found`` (pure; ``phase_of(job)`` is its phase,
@@ -158,9 +179,12 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     placement = s["placement"] or s.get("last_placement") or []
     w("Placement:" + ("" if s["placement"] else " (last run)" if placement else " <none>") + "\n")
     if placement:
+        states = task_states(client, j["name"]) if s["placement"] else {}
         rows = [[p["rack"], p["node"], ",".join(map(str, p["gpus"])) or "-", p["task"]]
+                + ([states.get(p["task"], "-")] if s["placement"] else [])
                 for p in sorted(placement, key=lambda p: (p["rack"], p["node"], p["task"]))]
-        out.write("".join("  " + line + "\n" for line in render_table(["rack", "node", "gpus", "task"], rows).splitlines()))
+        head = ["rack", "node", "gpus", "task"] + (["state"] if s["placement"] else [])
+        out.write("".join("  " + line + "\n" for line in render_table(head, rows).splitlines()))
     lines = [line for line in progress_lines(progress(client, j["name"]), now) if line]
     w(f"Progress:       {lines[0]}\n" + "".join(f"                {line}\n" for line in lines[1:]))
     evs = events(client, j["name"])

@@ -57,6 +57,10 @@ def test_bind_gang_pending_reason_complete(procs: Procs, tmp_path: Path) -> None
     assert rc == 0 and "Why pending:" in out and j["status"]["message"] in out
     rc, out, _ = jobctl(eps, "describe", "job", "g1")
     assert "Scheduled" in out and placement[0]["node"] in out
+    # each task of the run with what its agent reports (kubectl describe's container state)
+    rows = out[out.index("Placement:"):out.index("Progress:")].splitlines()
+    assert rows[1].split() == ["RACK", "NODE", "GPUS", "TASK", "STATE"]
+    assert [r.split()[-1] for r in rows[2:]] == ["Running", "Running"], out
     rc, out, _ = jobctl(eps, "get", "nodes")
     assert rc == 0 and "Ready" in out
     no_double_allocation(eps)
