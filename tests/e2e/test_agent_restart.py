@@ -8,9 +8,9 @@ import os
 import signal
 from pathlib import Path
 
-from kvraft.local import LocalSpec, up
+from kvraft.local import LocalSpec, down, up
 from kvraft.local.procs import pid_alive
-from tests.e2e.conftest import Cluster, down_and_clean, job_yaml, processes_with_env, wait_for
+from tests.e2e.conftest import Cluster, job_yaml, processes_with_env, wait_for
 
 
 def test_agent_killed_alone_reattaches_and_the_job_goes_on(tmp_path: Path) -> None:
@@ -43,4 +43,4 @@ def test_agent_killed_alone_reattaches_and_the_job_goes_on(tmp_path: Path) -> No
         finally:
             c.client.close()
     finally:
-        down_and_clean(tmp_path)
+        down(tmp_path)

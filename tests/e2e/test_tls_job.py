@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from kvraft.client import SyncClient, TLSConfig
-from kvraft.local import LocalSpec, up
-from tests.e2e.conftest import PY, ROOT, down_and_clean, job_yaml, wait_for
+from kvraft.local import LocalSpec, down, up
+from tests.e2e.conftest import PY, ROOT, job_yaml, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 
@@ -29,7 +29,7 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     try:
         yield up(directory, spec, timeout_s=180.0, say=lambda m: None)
     finally:
-        down_and_clean(directory)
+        down(directory)
 
 
 def test_a_two_rank_mpi_job_on_a_client_cert_auth_cluster(tls_cluster: dict[str, Any]) -> None:
