@@ -375,10 +375,11 @@ class Binder:
 
     async def evict(self, b: StoredBinding, grace_s: float, status: dict[str, Any], message: str, *,
                     event: str = "Preempted", eviction: dict[str, str] | None = None,
-                    request: tuple[str, int] | None = None) -> bool:
+                    request: tuple[str, int] | None = None, events: Sequence[tuple[str, str]] = ()) -> bool:
         """Start stopping the run of ``b``; ``eviction`` (``{reason, message}``) marks an eviction
-        an operator asked for, ``request`` (key, mod revision) is that request, deleted in the
-        same txn. False when the binding or the request changed meanwhile."""
+        an operator asked for (or any stop but a preemption), ``request`` (key, mod revision) is
+        that request, deleted in the same txn; ``events`` are written before ``event``. False
+        when the binding or the request changed meanwhile."""
         read = await self.client.txn().then(
             *(Op.get(f"{keys.ASSIGNMENTS}{n}/{b.job}/", prefix=True) for n in b.nodes())).commit()
         now = time.time()
@@ -388,6 +389,7 @@ class Binder:
             doc["eviction"] = eviction
         ops = [Op.put(keys.binding_key(b.job), json.dumps(doc).encode()),
                Op.put(keys.jobstatus_key(b.job), json.dumps(dict(status, updated_at=now)).encode()),
+               *(self._event(b.job, kind, text, now) for kind, text in events),
                self._event(b.job, event, message, now)]
         compares = [*self.fence(), Compare.mod(keys.binding_key(b.job), "=", b.mod_revision)]
         stopping = {"reason": eviction["reason"] if eviction is not None else "preempted", "since": now}

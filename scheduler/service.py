@@ -388,17 +388,20 @@ class SchedulerDaemon:
             doc = dict(st, phase="Failed", reason="InvalidSpec", message=why, finished_at=now)
             return await self._release(b, doc, [("Failed", why)], False, "invalid")
         if b.evicting_until is not None:
-            ended = _all_ended(view.task_statuses(job, b.revision), len(b.tasks))
+            ended = self._ended(b)
             if now < b.evicting_until and not ended:  # the agents report each task's end (rule 6)
                 self._timers[job] = b.evicting_until
                 return False
+            if b.evicted_for in FINAL_STOPS:  # its status and events were written when it stopped
+                kind, clear = FINAL_STOPS[b.evicted_for]
+                return await self._release(b, st, [], clear, kind)
             counter, reason, message, event, kind = _stopped(b.evicted_for, b.eviction_message, ended)
             doc = dict(st, phase="Pending", reason=reason, message=message, placement=[], last_placement=placement,
                        **{counter: int(st.get(counter, 0)) + 1})
             return await self._release(b, doc, [event], True, kind)
         if entry is None or spec.get("cancelled"):
             doc = dict(st, phase="Cancelled", reason="Cancelled", message="cancelled by user", finished_at=now)
-            return await self._release(b, doc, [("Cancelled", "tasks stopped")], False, "cancelled")
+            return await self._end_run(b, spec, doc, [("Cancelled", "cancelled by user")], "cancel")
         if spec.get("suspend"):  # Kubernetes' Job .spec.suspend: the run stops (it checkpoints), the job waits for resume
             if await self._stop(b, spec, "Suspending", "suspended", event="Suspending",
                                 eviction={"reason": "suspend", "message": "suspended"}):
@@ -410,7 +413,7 @@ class SchedulerDaemon:
                                                f"node(s) {', '.join(lost)} NotReady: agent heartbeat expired", "Lost")
         if broken:  # what anyone wrote: a binding that does not decode, or that the core cannot hold
             return await self._restart_or_fail(b, spec, st, "InvalidBinding", f"{keys.binding_key(job)}: {broken}",
-                                               "Failed")
+                                               "Failed", at_once=True)  # its rows may not be what holds the GPUs
         statuses = view.task_statuses(job, b.revision)
         failed = sorted(t for t, s in statuses.items() if s.get("phase") == "Failed")
         if failed:
@@ -431,7 +434,7 @@ class SchedulerDaemon:
             if now >= deadline:
                 doc = dict(st, phase="Failed", reason="DeadlineExceeded", message=f"ran longer than max_run_s={max_run}",
                            finished_at=now)
-                return await self._release(b, doc, [("DeadlineExceeded", f"max_run_s={max_run}")], False, "deadline")
+                return await self._end_run(b, spec, doc, [("DeadlineExceeded", f"max_run_s={max_run}")], "deadline")
             self._timers[job] = min(self._timers.get(job, deadline), deadline)
         running = sum(1 for s in statuses.values() if s.get("phase") in ("Running", "Succeeded"))
         reason, message = ("Running", f"{len(b.tasks)} task(s) running") if running == len(b.tasks) else \
@@ -580,7 +583,7 @@ class SchedulerDaemon:
         self._wake.set()
 
     async def _restart_or_fail(self, b: Any, spec: dict[str, Any], st: dict[str, Any], reason: str, message: str,
-                               event: str) -> bool:
+                               event: str, *, at_once: bool = False) -> bool:
         restarts = int(st.get("restarts", 0))
         placement = list(st.get("placement") or [])
         if spec.get("restart_policy") == "OnFailure" and restarts < int(spec.get("max_restarts", 0)):
@@ -589,9 +592,37 @@ class SchedulerDaemon:
                        restarts=restarts + 1, placement=[], last_placement=placement)
             events = [(event, message), ("Restarted", f"restart {restarts + 1}/{spec.get('max_restarts')}"
                                          + (f", resuming from {ckpt}" if ckpt else ""))]
-            return await self._release(b, doc, events, True, "restarted")
+            return await self._end_run(b, spec, doc, events, "restart", at_once=at_once)
         doc = dict(st, phase="Failed", reason=reason, message=message, finished_at=time.time())
-        return await self._release(b, doc, [(event, message)], False, "failed")
+        return await self._end_run(b, spec, doc, [(event, message)], "fail", at_once=at_once)
+
+    def _ended(self, b: Any) -> bool:
+        """Every task of ``b``'s run has ended: its agent reported Succeeded or Failed (the
+        report for a stopping assignment, agent/reconcile.py rule 6), or its node is lost or
+        suspected (an agent that is gone reports nothing; it fences its tasks itself)."""
+        view = self.view
+        statuses = view.task_statuses(b.job, b.revision)
+        return all(t["node"] not in view.heartbeats or t["node"] not in view.nodes or t["node"] in view.unreachable
+                   or statuses.get(t["task"], {}).get("phase") in ("Succeeded", "Failed") for t in b.tasks)
+
+    async def _end_run(self, b: Any, spec: dict[str, Any], doc: dict[str, Any], events: list[tuple[str, str]],
+                       stop: str, *, at_once: bool = False) -> bool:
+        """End ``b``'s run (cancelled, failed, restarted, past its deadline) with the job's new
+        status ``doc`` and ``events``: released at once when every task has ended, else its
+        tasks are stopped first (assignments marked stopping, the job's grace period) and the
+        GPUs stay held until they have ended, as Kubernetes counts a terminating pod's
+        resources and Volcano's RestartJob waits for the pods; the status and events are
+        written now. True when released now. ``at_once``: released now all the same (a binding
+        that does not decode: what holds the GPUs is its alloc records, not its rows)."""
+        kind, clear = FINAL_STOPS[stop]
+        if at_once or self._ended(b):
+            return await self._release(b, doc, events, clear, kind)
+        grace = float(spec.get("grace_s", 30.0))
+        if await self.binder.evict(b, grace, doc, f"stopping its tasks with a {grace:g} s grace period",
+                                   event="Stopping", events=events,
+                                   eviction={"reason": stop, "message": _printable(str(doc.get("message", "")))}):
+            self._timers[b.job] = time.time() + grace
+        return False
 
     async def _prune_accounting(self, now: float) -> None:
         """Delete the accounting months older than ``--accounting-retention-months``: one
@@ -637,10 +668,15 @@ class SchedulerDaemon:
         return generate_latest(self.metrics.registry).decode()
 
 
-def _all_ended(statuses: dict[str, dict[str, Any]], tasks: int) -> bool:
-    """Every one of the run's ``tasks`` has reported its end (Succeeded or Failed: the agent's
-    report for a stopping assignment, agent/reconcile.py rule 6)."""
-    return len(statuses) == tasks and all(s.get("phase") in ("Succeeded", "Failed") for s in statuses.values())
+def _printable(text: str, limit: int = 500) -> str:
+    """``text`` as a binding's eviction message may hold it (decode.binding_eviction)."""
+    return "".join(c if c.isprintable() else " " for c in text)[:limit]
+
+
+# The stops that end a run for good or restart its gang: the binding's eviction reason -> the
+# release's kind and whether it clears the task statuses (a restart's next run has its own).
+FINAL_STOPS = {"cancel": ("cancelled", False), "restart": ("restarted", True), "fail": ("failed", False),
+               "deadline": ("deadline", False)}
 
 
 def _stopped(evicted_for: str, message: str, ended: bool) -> tuple[str, str, str, tuple[str, str], str]:

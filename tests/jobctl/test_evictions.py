@@ -59,7 +59,7 @@ def test_the_binding_carries_the_cause_of_an_eviction_and_a_bad_one_is_its_probl
     assert (got.evicted_for, got.eviction_message, got.problem) == ("drain", "node n1 drained by jobctl", "")
     view.apply([c.put("/registry/bindings/j", dict(b, eviction={"reason": 7}))], c.rev)
     got = view.bindings["j"]
-    assert got.problem == "eviction.reason: must be one of drain, requeue, suspend, resize, not 7" and got.evicted_for == ""
+    assert got.problem == "eviction.reason: must be one of drain, requeue, suspend, resize, cancel, restart, fail, deadline, not 7" and got.evicted_for == ""
     assert "/registry/bindings/j" in view.invalid  # and the lifecycle releases the run (InvalidBinding)
 
 

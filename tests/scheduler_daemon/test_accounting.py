@@ -28,12 +28,12 @@ async def test_each_run_that_ends_is_recorded_once_and_reported(
     await nodes(d, "n1", "n2", "n3")
     await put(d, "/registry/jobs/good", spec("good", tenant="nlp"))
     await put(d, "/registry/jobs/flaky", spec("flaky", tenant="nlp", restart_policy="OnFailure", max_restarts=1))
-    await put(d, "/registry/jobs/stopped", spec("stopped", tenant="vision", gpus=4, replicas=2))
+    await put(d, "/registry/jobs/stopped", spec("stopped", tenant="vision", gpus=4, replicas=2, grace_s=0))
     await steps(d, 2)
     assert await _records(d) == []  # nothing has ended
     await _finish(d, "good", "Succeeded")
     await _finish(d, "flaky", "Failed")  # restarted by policy: the first run's GPU time is lost
-    await put(d, "/registry/jobs/stopped", dict(spec("stopped", tenant="vision", gpus=4, replicas=2), cancelled=True))
+    await put(d, "/registry/jobs/stopped", dict(spec("stopped", tenant="vision", gpus=4, replicas=2, grace_s=0), cancelled=True))
     await steps(d, 3)
     await _finish(d, "flaky", "Succeeded")
     await steps(d, 3)

@@ -95,10 +95,10 @@ async def test_cancelling_a_dependency_fails_its_dependents(daemon: SchedulerDae
     """jobctl cancel sets the spec's ``cancelled``; no flag is needed for the dependents."""
     d = daemon
     await nodes(d, "n1")
-    await put(d, "/registry/jobs/prep", spec("prep"))
+    await put(d, "/registry/jobs/prep", spec("prep", grace_s=0))
     await put(d, "/registry/jobs/train", spec("train", depends_on=[{"job": "prep"}]))
     await steps(d, 1)
-    await put(d, "/registry/jobs/prep", dict(spec("prep"), cancelled=True))
+    await put(d, "/registry/jobs/prep", dict(spec("prep", grace_s=0), cancelled=True))
     await steps(d, 2)
     assert (await _status(d, "prep"))["phase"] == "Cancelled"
     st = await _status(d, "train")

@@ -128,6 +128,52 @@ async def test_a_run_is_released_as_soon_as_every_task_reported_its_end_not_when
     assert dict(d.releases) == {"evicted": 1}
 
 
+async def test_a_cancelled_or_restarted_run_holds_its_gpus_until_its_tasks_have_ended(
+        daemon: SchedulerDaemon) -> None:  # noqa: F811
+    """Kubernetes counts a terminating pod's resources, Volcano's RestartJob waits for the
+    pods: a run that ends for good (cancel) or restarts its gang (a task failed) shows its new
+    status at once, but its GPUs go to no one until every task has reported its end."""
+    d = daemon
+    await nodes(d, "n1")
+    await put(d, "/registry/jobs/t", spec("t", gpus=4, replicas=2, grace_s=600, restart_policy="OnFailure",
+                                          max_restarts=1))
+    await steps(d, 1)
+    run = (await _binding(d, "t")).create_revision
+
+    async def report(task: str, phase: str, reason: str, revision: int) -> None:  # what the agent writes
+        await put(d, f"/registry/tasks/t/{task}/status", {"job": "t", "task": task, "node": "n1", "phase": phase,
+                                                          "reason": reason, "assignment_revision": revision,
+                                                          "attempt": 1})
+
+    await report("w-0", "Failed", "Error", run)  # one task fails: the gang restarts, w-1 must stop first
+    await steps(d, 1)
+    st = await doc(d, "/registry/jobstatus/t")
+    assert (st["phase"], st["reason"], st["restarts"]) == ("Pending", "TaskFailed", 1), st
+    b = json.loads((await _binding(d, "t")).value)
+    assert b["eviction"]["reason"] == "restart" and b["evicting_until"] is not None
+    stopping = {kv.key.decode().rsplit("/", 1)[1]: json.loads(kv.value)["stopping"]["reason"]
+                for kv in (await d.client.get("/registry/assignments/n1/t/", prefix=True)).kvs}
+    assert stopping == {"w-0": "restart", "w-1": "restart"}
+    assert (await doc(d, "/registry/alloc/n1"))["jobs"]["t"]["gpus"]  # still held
+    await report("w-1", "Failed", "Killed", run)
+    await steps(d, 1)
+    again = await _binding(d, "t")
+    assert again.create_revision != run and json.loads(again.value).get("evicting_until") is None  # the next run
+    types = [e["type"] for e in await _events(d, "t")]
+    assert types == ["Scheduled", "Failed", "Restarted", "Stopping", "Scheduled"], types
+
+    await put(d, "/registry/jobs/t", dict(spec("t", gpus=4, replicas=2, grace_s=600), cancelled=True))
+    await steps(d, 1)
+    st = await doc(d, "/registry/jobstatus/t")
+    assert (st["phase"], st["reason"]) == ("Cancelled", "Cancelled")  # at once
+    assert json.loads((await _binding(d, "t")).value)["eviction"]["reason"] == "cancel"
+    for task in ("w-0", "w-1"):
+        await report(task, "Failed", "Killed", again.create_revision)
+    await steps(d, 1)
+    assert await _binding(d, "t") is None and await doc(d, "/registry/alloc/n1") is None
+    assert dict(d.releases) == {"restarted": 1, "cancelled": 1}
+
+
 async def test_requests_not_to_act_on_are_dropped_and_malformed_ones_skipped(
         daemon: SchedulerDaemon, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
     caplog.set_level(logging.INFO, logger="kvraft.scheduler")

@@ -154,7 +154,8 @@ async def test_update_reorders_the_queue_moves_a_deadline_and_is_held_to_admissi
     await put(d, "/registry/tenants/t", {"name": "t", "nominal_gpus": 64, "borrow_limit_gpus": None, "max_priority": 100})
     for name in ("first", "second"):
         await asyncio.to_thread(_submit, eps, capsys, tmp_path,
-                                f"name: {name}\ntenant: t\ntasks: [{{name: w, command: x, resources: {{gpus: 8}}}}]\n")
+                                f"name: {name}\ntenant: t\ngrace_s: 0\n"  # no agent here: the run is released a pass after its stop
+                                "tasks: [{name: w, command: x, resources: {gpus: 8}}]\n")
     rc, out, _ = await asyncio.to_thread(_jobctl, eps, capsys, "update", "second", "--priority", "50")
     assert (rc, out) == (0, "job/second updated\n")
     assert (await doc(d, "/registry/jobs/second"))["priority"] == 50
