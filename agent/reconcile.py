@@ -24,9 +24,10 @@ Rules, in the order they are applied per task key:
 2. A desired task with an invalid spec is reported ``Failed`` / ``InvalidSpec`` and never run.
 3. A desired task with no attempt for its revision is started (attempt = highest attempt
    number ever seen for the key + 1) -- but only once no older attempt is live, so two copies
-   never run at once, and no live attempt of another task holds one of its GPUs (a task of a
-   cancelled or restarted run still in its grace period, the scheduler having freed its GPUs
-   at once: kubelet's device manager does not hand out a terminating pod's devices either);
+   never run at once, and no live attempt of another task holds one of its GPUs (a task still
+   stopping after the scheduler freed its GPUs: its node was suspected or its grace period
+   ran out, or an assignment was deleted by hand; kubelet's device manager does not hand out
+   a terminating pod's devices either);
    meanwhile it is reported ``Pending`` / ``WaitingForGPUs`` once, naming the holders.
 4. A live attempt is reported ``Starting`` / ``Running`` (once per attempt and phase).
 5. An exited or lost attempt is reported with its exit code, signal, OOM flag and reason; its

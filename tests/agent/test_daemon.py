@@ -142,10 +142,10 @@ async def test_a_stopping_assignment_stops_the_task_and_reports_its_end_at_once(
 
 
 async def test_a_task_never_starts_on_a_gpu_a_stopping_task_still_holds(agents, kv, tmp_path) -> None:
-    """A cancelled job's GPUs are freed by the scheduler at once, and may be given to the next
-    job while the old task is still in its grace period: the new task waits (Pending,
-    WaitingForGPUs) until the old one has exited, as kubelet's device manager does not hand
-    out a terminating pod's devices."""
+    """GPUs the scheduler freed while a task still stops (its node was suspected, its grace
+    period ran out; here its assignment is deleted) may be given to the next job: the new task
+    waits (Pending, WaitingForGPUs) until the old one has exited, as kubelet's device manager
+    does not hand out a terminating pod's devices."""
     inv = tmp_path / "gpus.yaml"
     inv.write_text((DATA / "fake_gpus.yaml").read_text().replace("TOPO", str(DATA / "topo_v100x8.txt")))
     a = agents("n-gpus", "process", "--gpu-inventory", str(inv)).start()
@@ -155,7 +155,7 @@ async def test_a_task_never_starts_on_a_gpu_a_stopping_task_still_holds(agents, 
                                    "while true; do sleep 0.1; done"], "grace_s": 60, "resources": {"gpus": [0, 1]}}
     await assign(kv, "n-gpus", "jold", "t", old)
     await wait_status(kv, "jold", "t", "Running", agent=a)
-    await unassign(kv, "n-gpus", "jold", "t")  # cancelled: SIGTERM, and 3 s to exit
+    await unassign(kv, "n-gpus", "jold", "t")  # deleted: SIGTERM, and 3 s to exit
     new = {"command": ["sh", "-c", f"date +%s.%N > {marks}/new-started; sleep 600"], "resources": {"gpus": [1]}}
     await assign(kv, "n-gpus", "jnew", "t", new)
     s = await wait_status(kv, "jnew", "t", "Pending", agent=a)
