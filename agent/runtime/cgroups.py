@@ -103,10 +103,27 @@ class CgroupLayout:
             return str(self.root / rel / "memory.events")
         return ""
 
+    def every_hierarchy(self, rel: str) -> list[Path]:
+        """``rel`` in every mounted hierarchy, not only the controllers the agent writes (v1):
+        runc also makes its cgroups in blkio, devices, freezer, the named systemd one and the
+        hybrid unified one, and their parents are left there otherwise."""
+        if self.version != 1:
+            return self.dirs(rel)
+        seen: set[Path] = set()
+        out: list[Path] = []
+        with contextlib.suppress(OSError):
+            for h in sorted(self.root.iterdir()):
+                real = h.resolve()
+                if h.is_dir() and real not in seen:  # cpu and cpuacct link to cpu,cpuacct
+                    seen.add(real)
+                    out.append(h / rel.strip("/"))
+        return out
+
     def kill_and_remove(self, rel: str) -> bool:
-        """SIGKILL every process in the cgroup at ``rel`` and remove it (leaf first)."""
+        """SIGKILL every process in the cgroup at ``rel`` and remove it (leaf first), in every
+        hierarchy."""
         removed = False
-        for d in self.dirs(rel):
+        for d in self.every_hierarchy(rel):
             if not d.is_dir():
                 continue
             for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [d]:
@@ -130,7 +147,7 @@ class CgroupLayout:
         rel_parts = rel.strip("/").split("/")
         stop_parts = stop_at.strip("/").split("/")
         for n in range(len(rel_parts) - 1, len(stop_parts) - 1, -1):
-            for base in self.dirs("/".join(rel_parts[:n])):
+            for base in self.every_hierarchy("/".join(rel_parts[:n])):
                 with contextlib.suppress(OSError):
                     base.rmdir()
 

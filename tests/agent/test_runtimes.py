@@ -181,6 +181,27 @@ async def test_oom_is_reported_and_plain_kill_is_not(kind, data_dir) -> None:
     assert (kill.exit.exit_code, kill.exit.oom_killed) == (137, False)
 
 
+def test_a_node_cgroup_is_removed_from_every_hierarchy_not_only_the_agents_controllers(tmp_path) -> None:
+    """runc makes a container's cgroups in every hierarchy (blkio, devices, freezer, the named
+    systemd one, the hybrid unified one); removing only the controllers the agent writes left
+    ``kvraft-agent/<node>`` in the others, one set per node name."""
+    from agent.runtime.cgroups import CgroupLayout
+
+    root = tmp_path / "cgroup"
+    for h in ("memory", "cpu,cpuacct", "pids", "blkio", "devices", "freezer", "systemd", "unified"):
+        (root / h / "kvraft-agent" / "n1" / "c-1").mkdir(parents=True)
+    (root / "cpu").symlink_to("cpu,cpuacct")
+    (root / "cpuacct").symlink_to("cpu,cpuacct")
+    layout = CgroupLayout(1, root)
+    assert layout.kill_and_remove("kvraft-agent/n1")
+    assert sorted(str(p.relative_to(root)) for p in root.glob("*/kvraft-agent/*")) == []
+    (root / "blkio" / "kvraft-agent" / "n2" / "c-2").mkdir(parents=True)
+    (root / "blkio" / "kvraft-agent" / "n2" / "c-3").mkdir()  # another task's, still there
+    (root / "devices" / "kvraft-agent" / "n2" / "c-2").mkdir(parents=True)
+    layout.remove_empty_parents("kvraft-agent/n2/c-2/leaf", "kvraft-agent/n2")  # what a task's cleanup does
+    assert [str(p.relative_to(root)) for p in root.glob("*/kvraft-agent/n2")] == ["blkio/kvraft-agent/n2"]  # not empty
+
+
 def test_a_task_that_already_ended_is_never_read_as_the_root_cgroup(tmp_path) -> None:
     """The kernel shows an exited task (a zombie) in the root cgroup. A runc init OOM-killed
     before ``runc run --detach`` returns is one when the supervisor looks for its cgroup:
