@@ -394,7 +394,8 @@ class SchedulerDaemon:
                 return False
             if b.evicted_for in FINAL_STOPS:  # its status and events were written when it stopped
                 kind, clear = FINAL_STOPS[b.evicted_for]
-                return await self._release(b, st, [], clear, kind)
+                return await self._release(b, st, [("Stopped", "all tasks stopped" if ended else "grace period over")],
+                                           clear, kind)
             counter, reason, message, event, kind = _stopped(b.evicted_for, b.eviction_message, ended)
             doc = dict(st, phase="Pending", reason=reason, message=message, placement=[], last_placement=placement,
                        **{counter: int(st.get(counter, 0)) + 1})

@@ -160,7 +160,7 @@ async def test_a_cancelled_or_restarted_run_holds_its_gpus_until_its_tasks_have_
     again = await _binding(d, "t")
     assert again.create_revision != run and json.loads(again.value).get("evicting_until") is None  # the next run
     types = [e["type"] for e in await _events(d, "t")]
-    assert types == ["Scheduled", "Failed", "Restarted", "Stopping", "Scheduled"], types
+    assert types == ["Scheduled", "Failed", "Restarted", "Stopping", "Stopped", "Scheduled"], types
 
     await put(d, "/registry/jobs/t", dict(spec("t", gpus=4, replicas=2, grace_s=600), cancelled=True))
     await steps(d, 1)
@@ -171,6 +171,7 @@ async def test_a_cancelled_or_restarted_run_holds_its_gpus_until_its_tasks_have_
         await report(task, "Failed", "Killed", again.create_revision)
     await steps(d, 1)
     assert await _binding(d, "t") is None and await doc(d, "/registry/alloc/n1") is None
+    assert [e["message"] for e in await _events(d, "t") if e["type"] == "Stopped"] == ["all tasks stopped"] * 2
     assert dict(d.releases) == {"restarted": 1, "cancelled": 1}
 
 
