@@ -457,13 +457,18 @@ class SchedulerDaemon:
                     **options: Any) -> bool:
         """Start stopping ``b``'s run with the job's grace period (a preemption, an operator's
         eviction, a suspension): status Running/``reason``, the event ``<why>; stopping with a
-        G s grace period``, the assignments deleted (``Binder.evict``, given ``options``); the
-        lifecycle releases the run once the grace period is over. False when the binding (or
-        the request) changed meanwhile."""
+        G s grace period`` (``_evict``, given ``options``). False when the binding (or the
+        request) changed meanwhile."""
         grace = float(spec.get("grace_s", 30.0))
         stopping = f"{why}; stopping with a {grace:g} s grace period"
         status = dict(self._status(b.job), phase="Running", reason=reason, message=status_message or stopping)
-        if not await self.binder.evict(b, grace, status, stopping, **options):
+        return await self._evict(b, grace, status, stopping, **options)
+
+    async def _evict(self, b: Any, grace: float, status: dict[str, Any], message: str, **options: Any) -> bool:
+        """``Binder.evict`` (the assignments marked stopping, the GPUs held), and a wake-up for
+        when the grace period is over; the lifecycle releases the run then, or sooner once every
+        task has reported its end (``_ended``)."""
+        if not await self.binder.evict(b, grace, status, message, **options):
             return False
         self._timers[b.job] = time.time() + grace
         return True
@@ -619,10 +624,8 @@ class SchedulerDaemon:
         if at_once or self._ended(b):
             return await self._release(b, doc, events, clear, kind)
         grace = float(spec.get("grace_s", 30.0))
-        if await self.binder.evict(b, grace, doc, f"stopping its tasks with a {grace:g} s grace period",
-                                   event="Stopping", events=events,
-                                   eviction={"reason": stop, "message": _printable(str(doc.get("message", "")))}):
-            self._timers[b.job] = time.time() + grace
+        await self._evict(b, grace, doc, f"stopping its tasks with a {grace:g} s grace period", event="Stopping",
+                          events=events, eviction={"reason": stop})  # the release writes the status as it is
         return False
 
     async def _prune_accounting(self, now: float) -> None:
@@ -667,11 +670,6 @@ class SchedulerDaemon:
     def metrics_text(self) -> str:
         """The Prometheus text ``/metrics`` serves (``scheduler.metrics``)."""
         return generate_latest(self.metrics.registry).decode()
-
-
-def _printable(text: str, limit: int = 500) -> str:
-    """``text`` as a binding's eviction message may hold it (decode.binding_eviction)."""
-    return "".join(c if c.isprintable() else " " for c in text)[:limit]
 
 
 # The stops that end a run for good or restart its gang: the binding's eviction reason -> the
