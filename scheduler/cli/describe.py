@@ -179,11 +179,13 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     placement = s["placement"] or s.get("last_placement") or []
     w("Placement:" + ("" if s["placement"] else " (last run)" if placement else " <none>") + "\n")
     if placement:
-        states = task_states(client, j["name"]) if s["placement"] else {}
+        head = ["rack", "node", "gpus", "task"]
         rows = [[p["rack"], p["node"], ",".join(map(str, p["gpus"])) or "-", p["task"]]
-                + ([states.get(p["task"], "-")] if s["placement"] else [])
                 for p in sorted(placement, key=lambda p: (p["rack"], p["node"], p["task"]))]
-        head = ["rack", "node", "gpus", "task"] + (["state"] if s["placement"] else [])
+        if s["placement"]:  # the current run: each task's state as its agent reports it
+            states = task_states(client, j["name"])
+            head.append("state")
+            rows = [row + [states.get(row[3], "-")] for row in rows]
         out.write("".join("  " + line + "\n" for line in render_table(head, rows).splitlines()))
     lines = [line for line in progress_lines(progress(client, j["name"]), now) if line]
     w(f"Progress:       {lines[0]}\n" + "".join(f"                {line}\n" for line in lines[1:]))
