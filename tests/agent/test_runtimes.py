@@ -38,7 +38,13 @@ except Exception as exc:  # pragma: no cover
 NO_CGROUPS = "" if CgroupLayout.detect().usable else "no writable cgroup hierarchy (needs root)"
 
 
-def make_runtime(kind: str, data_dir: Path, node: str = "rt-test", **kw):
+# One node name per worker process: with the tests spread over xdist workers, a teardown that
+# removes a node's cgroups must not reach another worker's running tasks.
+NODE = f"rt-test-{os.getpid()}"
+CG_NODE = f"cg-node-{os.getpid()}"
+
+
+def make_runtime(kind: str, data_dir: Path, node: str = NODE, **kw):
     if kind == "runc":
         if RUNC_MISSING:
             pytest.skip(f"runc unavailable: {RUNC_MISSING}")
@@ -58,7 +64,7 @@ def data_dir(tmp_path: Path):
     d = tmp_path / "agent"
     yield d
     kill_task_processes(d)
-    for node in ("rt-test", "cg-node"):  # the nodes make_runtime is given here
+    for node in (NODE, CG_NODE):  # the nodes make_runtime is given here
         remove_node_cgroups(node)
 
 
@@ -307,7 +313,7 @@ async def test_process_task_in_its_cgroups_and_supervisor_not(data_dir) -> None:
     (and what it forks) is in every one of them, the supervisor in none, with full affinity."""
     from agent.runtime.supervised import read_json
 
-    rt = make_runtime("process", data_dir, node="cg-node")
+    rt = make_runtime("process", data_dir, node=CG_NODE)
     await rt.start(run("j/cg", {"command": ["sh", "-c", "sleep 300 & exec sleep 300"], "resources": {"cpuset": "0"}}))
     await wait_running(rt, "j/cg")
     adir = rt.attempt_dir("j/cg", 1)
@@ -529,5 +535,5 @@ async def test_process_task_runs_as_its_user_and_owns_its_workdir(tmp_path_facto
             await wait_exit(rt, key)
     finally:
         kill_task_processes(root / "agent")
-        remove_node_cgroups("rt-test")
+        remove_node_cgroups(NODE)
         shutil.rmtree(root, ignore_errors=True)
