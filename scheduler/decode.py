@@ -43,7 +43,7 @@ EVICTION_REASONS = ("drain", "requeue")
 """Why an operator asked for a run to be evicted (``/registry/evictions/<job>``): its node is
 drained (``jobctl drain NODE --requeue``), or the job itself is requeued (``jobctl requeue``)."""
 # the stop of a run under way, by why: an operator's request, jobctl suspend, an elastic grow,
-# and the stops that end the run for good or restart the gang (``service.FINAL_STOPS``)
+# and the stops that end the run for good or restart the gang (``lifecycle.FINAL_STOPS``)
 BINDING_EVICTION_REASONS = (*EVICTION_REASONS, "suspend", "resize", "cancel", "restart", "fail", "deadline")
 """Why a binding's run is being stopped (its ``eviction`` field): an operator's request, or its
 job was suspended (``jobctl suspend``: the daemon stops the run on its own)."""

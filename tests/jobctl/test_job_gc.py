@@ -133,7 +133,7 @@ def test_the_leader_collects_finished_jobs_after_their_ttl(procs: Procs, tmp_pat
 
 
 def test_a_failed_task_s_last_log_line_goes_in_the_message() -> None:
-    from scheduler.service import _last_line
+    from scheduler.lifecycle import _last_line
 
     assert _last_line("a\nb: the cause\n\n  \n") == "b: the cause"
     assert _last_line(None) == "" and _last_line("") == ""
