@@ -196,6 +196,48 @@ def test_an_elastic_job_starts_with_what_fits_then_grows_and_resumes_from_its_ch
     assert "growing from 2 to 4 tasks" in cluster.describe(name)
 
 
+def test_a_preempted_elastic_job_goes_on_at_once_with_the_ranks_that_fit(cluster: Cluster) -> None:
+    """Shrink on contention with real agents and MPI: an elastic gang of 4 x 2 GPUs
+    (``min_available: 2``) fills one rack, two non-preemptible fillers the other; a priority-100
+    job that needs one whole node preempts the gang. Its ranks are stopped with the grace
+    period, the preemptor is bound on one of its nodes, and its next run -- 2 of its 4 ranks, on
+    the node it kept (held for it) -- resumes from the last checkpoint while the preemptor
+    runs. Once that one is cancelled the gang finishes: a preemption, not a restart."""
+    text = job_yaml("e2e-shrink", "--epochs", "30", "--epoch-pause-s", "1", min_available=2)
+    name = _submit(cluster, text.replace('cpu: "100m"', 'cpu: "500m"'))  # 500m a rank: see the elastic test
+    jobs: list[str] = []
+    try:
+        wait_for(lambda: (cluster.progress(name).get("epoch") or 0) >= 2 and not cluster.progress(name).get("started"),
+                 240, "two epochs of the 4-rank world")
+        first = cluster.status(name)["placement"]
+        assert len(first) == 4 and len({p["node"] for p in first}) == 2, cluster.describe(name)
+        jobs += [_submit(cluster, f"name: e2e-sfill-{i}\npreemptible: false\ntasks: [{{name: w, command: [sleep, '600'], "
+                                  f"resources: {{gpus: 4, cpu: 50m}}}}]\n") for i in range(2)]
+        wait_for(lambda: all(cluster.status(f).get("phase") == "Running" for f in jobs), 60, "the fillers running")
+        jobs.append(_submit(cluster, "name: e2e-shi\npriority: 100\ntasks: [{name: w, command: [sleep, '600'], "
+                                     "resources: {gpus: 4, cpu: 50m}}]\n"))
+        wait_for(lambda: cluster.status("e2e-shi").get("phase") == "Running", 90, "the preemptor running")
+        wait_for(lambda: cluster.progress(name).get("ranks") == 2
+                 and (cluster.progress(name).get("epoch") or 0) > (cluster.progress(name).get("resumed_from") or 0),
+                 240, "an epoch of the 2-rank world")
+        status = cluster.status(name)
+        assert (status["phase"], status["preemptions"], status.get("restarts", 0)) == ("Running", 1, 0), status
+        kept = {p["node"] for p in status["placement"]}
+        shi = {p["node"] for p in cluster.status("e2e-shi")["placement"]}
+        assert len(status["placement"]) == 2 and len(kept) == 1 and kept | shi == {p["node"] for p in first}, \
+            (first, status["placement"], shi)
+        assert cluster.progress(name)["resumed_from"] >= 2
+        assert "elastic: restarts with 2 of 4 tasks on" in cluster.describe(name)
+    finally:
+        for j in jobs:
+            cluster.jobctl("cancel", j)
+    wait_for(lambda: cluster.status(name).get("phase") in ("Succeeded", "Failed"), 300, "e2e-shrink to finish")
+    status = cluster.status(name)
+    assert status["phase"] == "Succeeded", cluster.describe(name)
+    assert (status["preemptions"], status.get("restarts", 0)) == (1, 0), status
+    assert cluster.progress(name).get("done"), cluster.progress(name)
+
+
 def test_killed_node_gang_finishes_elsewhere_from_its_checkpoint(cluster: Cluster) -> None:
     name = _submit(cluster, job_yaml("e2e-kill", "--epochs", "6", "--epoch-pause-s", "1.5",
                                      restart_policy="OnFailure", max_restarts=3))
