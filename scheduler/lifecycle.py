@@ -55,6 +55,8 @@ class RunLifecycle:
     gpu_seconds: Counter[tuple[str, str]]
 
     def _status(self, job: str) -> dict[str, Any]:
+        """A copy of ``job``'s stored status with the fields every status has (an absent or
+        undecodable one gives just those)."""
         st = self.view.status.get(job)
         doc = dict(st.doc) if st is not None and isinstance(st.doc, dict) else {}
         doc.setdefault("name", job)

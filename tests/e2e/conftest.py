@@ -66,6 +66,14 @@ class Cluster:
             out[doc.get("task", kv.key.decode())] = doc.get("phase", "")
         return out
 
+    def succeeded(self, job: str, timeout_s: float = 300.0) -> dict[str, Any]:
+        """Wait for ``job`` to end and return its status; it must have Succeeded (else the
+        assertion shows ``jobctl describe`` and worker-0's log)."""
+        wait_for(lambda: self.status(job).get("phase") in ("Succeeded", "Failed"), timeout_s, f"{job} to finish")
+        status = self.status(job)
+        assert status["phase"] == "Succeeded", self.describe(job)
+        return status
+
     def describe(self, job: str) -> str:
         r = self.jobctl("describe", "job", job)
         logs = self.jobctl("logs", job, "--task", "worker-0", "--tail", "40")
@@ -73,12 +81,15 @@ class Cluster:
 
 
 def job_yaml(name: str, *train_args: str, workers: int = 4, gpus: int = 2, backend: str = "auto",
-             **extra: Any) -> str:
+             cpu: str = "500m", **extra: Any) -> str:
+    """The digits trainer under ``jobrun`` as ``workers`` ranks. ``cpu`` is each rank's CFS
+    quota: 500m lets 4 ranks fill the 2-CPU box; at 100m the busy-polling MPI ranks spend their
+    quota spinning and stall each other (docs/jobs.md), and an epoch took 14 s, not 0.03 s."""
     cmd = ["python3", "-m", "agent.collective.jobrun", "--backend", backend, "--", "python3",
            "examples/train_digits.py", *train_args]
     lines = [f"name: {name}", "tasks:",
              f"  - {{name: worker, replicas: {workers}, command: {json.dumps(cmd)}, "
-             f"resources: {{gpus: {gpus}, cpu: \"100m\"}}}}",
+             f"resources: {{gpus: {gpus}, cpu: \"{cpu}\"}}}}",
              "topology: {mode: required, level: rack}", "grace_s: 5"]
     lines += [f"{k}: {json.dumps(v)}" for k, v in extra.items()]
     return "\n".join(lines) + "\n"

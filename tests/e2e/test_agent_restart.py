@@ -22,7 +22,7 @@ def test_agent_killed_alone_reattaches_and_the_job_goes_on(tmp_path: Path) -> No
         try:
             name = "e2e-reattach"
             r = c.jobctl("submit", "-f", "-", "-o", "name", stdin=job_yaml(
-                name, "--epochs", "5", "--epoch-pause-s", "1.5", workers=2, gpus=4,
+                name, "--epochs", "8", "--epoch-pause-s", "1.5", workers=2, gpus=4,
                 restart_policy="OnFailure", max_restarts=2))
             assert r.returncode == 0, r.stderr
             wait_for(lambda: (c.progress(name).get("epoch") or 0) >= 1 and not c.progress(name).get("started"),
@@ -35,9 +35,7 @@ def test_agent_killed_alone_reattaches_and_the_job_goes_on(tmp_path: Path) -> No
             assert all(pid_alive(p) for p in tasks_before), "the tasks died with their agent"
             r = c.local("start-node", node)
             assert r.returncode == 0, r.stderr
-            wait_for(lambda: c.status(name).get("phase") in ("Succeeded", "Failed"), 300, "the job to finish")
-            status = c.status(name)
-            assert status["phase"] == "Succeeded", c.describe(name)
+            status = c.succeeded(name, 300)
             assert status["restarts"] == 0, status
             assert c.progress(name)["restarts"] == 0
         finally:

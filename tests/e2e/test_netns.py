@@ -13,7 +13,7 @@ import pytest
 
 from kvraft.local import LocalSpec, down, up
 from kvraft.local.netns import available, plan
-from tests.e2e.conftest import Cluster, job_yaml, wait_for
+from tests.e2e.conftest import Cluster, job_yaml
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or bool(available()), reason=f"network namespaces: {available() or 'not root'}")
 
@@ -31,8 +31,7 @@ def test_mpi_job_across_network_namespaces(tmp_path: Path) -> None:
         try:
             r = c.jobctl("submit", "-f", "-", "-o", "name", stdin=job_yaml("e2e-netns", "--epochs", "2", workers=2, gpus=4))
             assert r.returncode == 0, r.stderr
-            wait_for(lambda: c.status("e2e-netns").get("phase") in ("Succeeded", "Failed"), 240, "e2e-netns to finish")
-            assert c.status("e2e-netns")["phase"] == "Succeeded", c.describe("e2e-netns")
+            c.succeeded("e2e-netns", 240)
             done = c.progress("e2e-netns")
             assert done["ranks"] == 2 and done["backend"].startswith("mpi"), done
         finally:
