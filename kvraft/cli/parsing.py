@@ -8,18 +8,90 @@ import re
 from typing import Any, NoReturn
 
 from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_ERROR, CommandError
-from kvraft.cli.goformat import parse_duration
+from kvraft.cli.goformat import go_quote, parse_duration
 
-__all__ = ["GoArgumentParser", "add_default_true_flag", "add_global_flags", "duration", "int64", "normalize_bools", "subcommands"]
+__all__ = ["GoArgumentParser", "GoNumError", "add_default_true_flag", "add_global_flags", "duration", "go_parse_int",
+           "int64", "normalize_bools", "subcommands"]
 
 _SEP = "\x00"
 
 
+class GoNumError(ValueError):
+    """strconv's NumError: ``str(exc)`` is Go's text, ``strconv.ParseInt: parsing "x": invalid syntax``."""
+
+
+def _underscore_ok(text: str) -> bool:
+    """strconv's underscoreOK: an underscore only between digits (or a base prefix and a digit)."""
+    saw, i = "^", 0
+    if text[:1] in ("+", "-"):
+        text = text[1:]
+    hexadecimal = False
+    if len(text) >= 2 and text[0] == "0" and text[1].lower() in "box":
+        i, saw, hexadecimal = 2, "0", text[1].lower() == "x"
+    for c in text[i:]:
+        if c.isascii() and (c.isdigit() or hexadecimal and c.lower() in "abcdef"):
+            saw = "0"
+        elif c == "_":
+            if saw != "0":
+                return False
+            saw = "_"
+        elif saw == "_":
+            return False
+        else:
+            saw = "!"
+    return saw != "_"
+
+
+def go_parse_int(text: str, base: int, *, unsigned: bool = False, bits: int = 64) -> int:
+    """Go's ``strconv.ParseInt(text, base, bits)`` (``ParseUint`` when ``unsigned``): no
+    spaces, a sign only when signed, a ``0x``/``0o``/``0b``/``0`` prefix and underscores
+    only with base 0, and the int64 (uint64) range. Python's ``int`` takes all of those."""
+    func = "ParseUint" if unsigned else "ParseInt"
+
+    def fail(reason: str) -> GoNumError:
+        return GoNumError(f"strconv.{func}: parsing {go_quote(text.encode('utf-8', 'surrogateescape'))}: {reason}")
+
+    body, negative = text, False
+    if not unsigned and body[:1] in ("+", "-"):
+        negative, body = body[0] == "-", body[1:]
+    if not body:
+        raise fail("invalid syntax")
+    base0 = base == 0
+    if base0:
+        base = 10
+        if body[0] == "0":
+            if len(body) >= 3 and body[1].lower() in "box":
+                base, body = {"b": 2, "o": 8, "x": 16}[body[1].lower()], body[2:]
+            else:
+                base, body = 8, body[1:]
+    limit = 1 << bits if unsigned else (1 << (bits - 1)) + (1 if negative else 0)
+    value, underscores = 0, False
+    for c in body:
+        if c == "_" and base0:
+            underscores = True
+            continue
+        if c.isascii() and c.isdigit():
+            digit = ord(c) - ord("0")
+        elif c.isascii() and c.isalpha():
+            digit = ord(c.lower()) - ord("a") + 10
+        else:
+            raise fail("invalid syntax")
+        if digit >= base:
+            raise fail("invalid syntax")
+        value = value * base + digit
+        if value >= limit:
+            raise fail("value out of range")
+    if underscores and not _underscore_ok(text):
+        raise fail("invalid syntax")
+    return -value if negative else value
+
+
 def int64(text: str) -> int:
+    """pflag's Int64 (and Int): ``strconv.ParseInt(text, 0, 64)``."""
     try:
-        return int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'{text}{_SEP}strconv.ParseInt: parsing "{text}": invalid syntax') from None
+        return go_parse_int(text, 0)
+    except GoNumError as exc:
+        raise argparse.ArgumentTypeError(f"{text}{_SEP}{exc}") from None
 
 
 def duration(text: str) -> float:

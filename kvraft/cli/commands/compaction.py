@@ -7,6 +7,7 @@ from typing import Any
 
 from kvraft.cli.context import Context
 from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_ERROR, CommandError
+from kvraft.cli.parsing import GoNumError, go_parse_int
 
 __all__ = ["register"]
 
@@ -15,9 +16,9 @@ async def run_compaction(ctx: Context, ns: argparse.Namespace) -> None:
     if len(ns.args) != 1:
         raise CommandError(EXIT_BAD_ARGS, "compaction command needs 1 argument")
     try:
-        revision = int(ns.args[0], 10)
-    except ValueError:
-        raise CommandError(EXIT_ERROR, f'strconv.ParseInt: parsing "{ns.args[0]}": invalid syntax') from None
+        revision = go_parse_int(ns.args[0], 10)
+    except GoNumError as exc:
+        raise CommandError(EXIT_ERROR, str(exc)) from None
     client = await ctx.client()
     await client.compact(revision, physical=ns.physical)
     ctx.stdout.write(f"compacted revision {revision}\n")

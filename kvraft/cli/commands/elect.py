@@ -13,6 +13,7 @@ from typing import Any
 from kvraft.cli.commands.lock import wait_for_signal
 from kvraft.cli.context import Context
 from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_ERROR, CommandError
+from kvraft.cli.parsing import int64
 
 __all__ = ["register"]
 
@@ -58,5 +59,5 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     p = sub.add_parser("elect", parents=[parent], help="Observes and participates in leader election")
     p.add_argument("args", nargs="*", metavar="<election-name> [proposal]")
     p.add_argument("-l", "--listen", action="store_true", help="observation mode")
-    p.add_argument("--ttl", type=int, default=60, help="timeout for session")
+    p.add_argument("--ttl", type=int64, default=60, help="timeout for session")
     p.set_defaults(handler=run_elect)

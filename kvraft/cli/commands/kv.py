@@ -8,7 +8,7 @@ from typing import Any
 
 from kvraft.cli.context import Context
 from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_BAD_FEATURE, CommandError
-from kvraft.cli.parsing import int64
+from kvraft.cli.parsing import GoNumError, go_parse_int, int64
 from kvraft.cli.printers.simple import SimplePrinter
 from kvraft.client import DeleteResponse, GetResponse, Op, PutResponse
 
@@ -92,9 +92,9 @@ class PutOptions:
             else:
                 raise _bad(usage)
         try:
-            lease_id = int(self.lease, 16)
-        except ValueError:
-            raise _bad(f'bad lease ID (strconv.ParseInt: parsing "{self.lease}": invalid syntax), expecting ID in Hex') from None
+            lease_id = go_parse_int(self.lease, 16)
+        except GoNumError as exc:
+            raise _bad(f"bad lease ID ({exc}), expecting ID in Hex") from None
         raw = value.encode("utf-8", errors="surrogateescape")
         return Op.put(self.args[0], raw, lease=lease_id, prev_kv=self.prev_kv,
                       ignore_value=self.ignore_value, ignore_lease=self.ignore_lease)

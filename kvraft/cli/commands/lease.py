@@ -8,7 +8,7 @@ from typing import Any
 
 from kvraft.cli.context import Context
 from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_BAD_CONNECTION, EXIT_ERROR, CommandError
-from kvraft.cli.parsing import subcommands
+from kvraft.cli.parsing import GoNumError, go_parse_int, subcommands
 from kvraft.cli.printers.simple import SimplePrinter
 from kvraft.client import ClientError, ServerError
 
@@ -17,20 +17,18 @@ __all__ = ["lease_id_arg", "register"]
 
 def lease_id_arg(text: str) -> int:
     try:
-        return int(text, 16)
-    except ValueError:
-        raise CommandError(
-            EXIT_BAD_ARGS, f'bad lease ID arg (strconv.ParseInt: parsing "{text}": invalid syntax), expecting ID in Hex'
-        ) from None
+        return go_parse_int(text, 16)
+    except GoNumError as exc:
+        raise CommandError(EXIT_BAD_ARGS, f"bad lease ID arg ({exc}), expecting ID in Hex") from None
 
 
 async def run_grant(ctx: Context, ns: argparse.Namespace) -> None:
     if len(ns.args) != 1:
         raise CommandError(EXIT_BAD_ARGS, "lease grant command needs TTL argument")
     try:
-        ttl = int(ns.args[0], 10)
-    except ValueError:
-        raise CommandError(EXIT_BAD_ARGS, f'bad TTL (strconv.ParseInt: parsing "{ns.args[0]}": invalid syntax)') from None
+        ttl = go_parse_int(ns.args[0], 10)
+    except GoNumError as exc:
+        raise CommandError(EXIT_BAD_ARGS, f"bad TTL ({exc})") from None
     client = await ctx.client()
     try:
         resp = await client.lease_grant(ttl)

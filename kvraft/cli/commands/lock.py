@@ -15,6 +15,7 @@ from typing import Any
 
 from kvraft.cli.context import Context
 from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_ERROR, CommandError
+from kvraft.cli.parsing import GoNumError, go_parse_int, int64
 
 __all__ = ["register", "run_forwarding", "wait_for_signal"]
 
@@ -65,9 +66,9 @@ def _interspersed_ttl(ttl: int, args: list[str]) -> tuple[int, list[str]]:
             rest.append(token)
             continue
         try:
-            ttl = int(value)
-        except ValueError:
-            raise CommandError(EXIT_ERROR, f'invalid argument "{value}" for "--ttl" flag: strconv.ParseInt: parsing "{value}": invalid syntax') from None
+            ttl = go_parse_int(value, 0)
+        except GoNumError as exc:
+            raise CommandError(EXIT_ERROR, f'invalid argument "{value}" for "--ttl" flag: {exc}') from None
     return ttl, rest
 
 
@@ -107,5 +108,5 @@ async def run_lock(ctx: Context, ns: argparse.Namespace) -> None:
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     p = sub.add_parser("lock", parents=[parent], help="Acquires a named lock")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="<lockname> [exec-command arg1 arg2 ...]")
-    p.add_argument("--ttl", type=int, default=10, help="timeout for session")
+    p.add_argument("--ttl", type=int64, default=10, help="timeout for session")
     p.set_defaults(handler=run_lock)

@@ -8,7 +8,7 @@ from typing import Any
 from kvraft.cli.context import Context
 from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_ERROR, CommandError
 from kvraft.cli.goformat import go_quote
-from kvraft.cli.parsing import subcommands
+from kvraft.cli.parsing import GoNumError, go_parse_int, subcommands
 from kvraft.cli.printers.simple import SimplePrinter
 
 __all__ = ["member_id_arg", "register"]
@@ -18,11 +18,9 @@ def member_id_arg(args: list[str]) -> int:
     if not args:
         raise CommandError(EXIT_BAD_ARGS, "member ID is not provided")
     try:
-        return int(args[0], 16)
-    except ValueError:
-        raise CommandError(
-            EXIT_BAD_ARGS, f'bad member ID arg (strconv.ParseUint: parsing "{args[0]}": invalid syntax), expecting ID in Hex'
-        ) from None
+        return go_parse_int(args[0], 16, unsigned=True)
+    except GoNumError as exc:
+        raise CommandError(EXIT_BAD_ARGS, f"bad member ID arg ({exc}), expecting ID in Hex") from None
 
 
 async def run_add(ctx: Context, ns: argparse.Namespace) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from kvraft.cli.context import Context
 from kvraft.cli.errors import EXIT_BAD_ARGS, CommandError
+from kvraft.cli.parsing import GoNumError, go_parse_int
 
 __all__ = ["register"]
 
@@ -15,9 +16,9 @@ async def run_move_leader(ctx: Context, ns: argparse.Namespace) -> None:
     if len(ns.args) != 1:
         raise CommandError(EXIT_BAD_ARGS, "move-leader command needs 1 argument")
     try:
-        target = int(ns.args[0], 16)
-    except ValueError:
-        raise CommandError(EXIT_BAD_ARGS, f'strconv.ParseUint: parsing "{ns.args[0]}": invalid syntax') from None
+        target = go_parse_int(ns.args[0], 16, unsigned=True)
+    except GoNumError as exc:
+        raise CommandError(EXIT_BAD_ARGS, str(exc)) from None
     client = await ctx.client()
     leader_id, leader_ep = 0, None
     for ep in ctx.options.endpoints:

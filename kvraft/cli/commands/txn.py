@@ -25,7 +25,7 @@ from kvraft.cli.commands.kv import (
 from kvraft.cli.context import Context
 from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_INVALID_INPUT, CommandError
 from kvraft.cli.goformat import go_unquote
-from kvraft.cli.parsing import GoArgumentParser, subcommands
+from kvraft.cli.parsing import GoArgumentParser, go_parse_int, subcommands
 from kvraft.client import Compare, Op
 
 __all__ = ["argify", "parse_compare", "parse_request", "register"]
@@ -67,11 +67,11 @@ def parse_compare(line: str) -> Compare:
         raise _invalid(f"malformed comparison: {line} (unknown op {op})")
     try:
         if target in ("ver", "version"):
-            return Compare.version(key, op, int(value, 10))
+            return Compare.version(key, op, go_parse_int(value, 10))
         if target in ("c", "create"):
-            return Compare.create(key, op, int(value, 10))
+            return Compare.create(key, op, go_parse_int(value, 10))
         if target in ("m", "mod"):
-            return Compare.mod(key, op, int(value, 10))
+            return Compare.mod(key, op, go_parse_int(value, 10))
         if target in ("val", "value"):
             return Compare.value(key, op, value.encode("utf-8", errors="surrogateescape"))
         if target == "lease":
