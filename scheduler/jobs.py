@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -251,14 +252,36 @@ STORED_JOB_SCHEMA: dict[str, Any] = {
 }
 
 
+_MAX_INT = int(sys.float_info.max)  # a larger int has no float (OverflowError in math.isfinite, in time + it)
+
+
+def _too_large(value: Any) -> bool:
+    """An int beyond any float (YAML and JSON take ``1000...0`` of any length as an int)."""
+    return isinstance(value, int) and not isinstance(value, bool) and not -_MAX_INT <= value <= _MAX_INT
+
+
+def _finite(value: Any) -> bool:
+    """A finite int or float: not a bool, not NaN or infinity, not an int too large for a float."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool) and not _too_large(value)
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, but not the thousand digits of an int too large."""
+    return f"an integer too large ({value.bit_length()} bits)" if _too_large(value) else repr(value)
+
+
 def _is_integer(checker: Any, instance: Any) -> bool:
-    """An int, not a bool; not 2.0 either (jsonschema's integer takes 2.0, which range() refuses)."""
-    return isinstance(instance, int) and not isinstance(instance, bool)
+    """An int, not a bool; not 2.0 either (jsonschema's integer takes 2.0, which range() refuses);
+    nor one too large for a float (every integer field has a bound far below)."""
+    return isinstance(instance, int) and _finite(instance)
 
 
 def _is_number(checker: Any, instance: Any) -> bool:
-    """A finite int or float: YAML's .nan and .inf (and JSON's NaN) are not numbers here."""
-    return isinstance(instance, int | float) and not isinstance(instance, bool) and math.isfinite(instance)
+    """A finite int or float: YAML's .nan and .inf (and JSON's NaN) are not numbers here, nor an
+    int too large for a float (math.isfinite raised OverflowError on it)."""
+    return _finite(instance)
 
 
 _Validator = jsonschema.validators.extend(
@@ -299,13 +322,15 @@ def _message(err: jsonschema.ValidationError) -> tuple[list[Any], str]:
         extra = sorted(set(err.instance) - set(err.schema.get("properties", {}))) if isinstance(err.instance, dict) else []
         return path + extra[:1], "unknown field" + (f" (known: {', '.join(sorted(err.schema['properties']))})" if err.schema.get("properties") else "")
     if v == "minimum":
-        return path, f"must be >= {val}, not {err.instance!r}"
+        return path, f"must be >= {val}, not {_shown(err.instance)}"
     if v == "maximum":
-        return path, f"must be <= {val}, not {err.instance!r}"
+        return path, f"must be <= {val}, not {_shown(err.instance)}"
     if v == "exclusiveMinimum":
-        return path, f"must be > {val}, not {err.instance!r}"
+        return path, f"must be > {val}, not {_shown(err.instance)}"
     if v == "type":
         kinds = val if isinstance(val, list) else [val]
+        if _too_large(err.instance):
+            return path, f"must be {' or '.join(kinds)}, not {_shown(err.instance)}"
         return path, f"must be {' or '.join(kinds)}, not {type(err.instance).__name__} {err.instance!r}"
     if v == "enum":
         return path, f"must be one of {', '.join(map(str, val))}, not {err.instance!r}"
@@ -324,9 +349,9 @@ def _message(err: jsonschema.ValidationError) -> tuple[list[Any], str]:
         return path, f"bad name {err.instance!r}" if not isinstance(err.instance, dict) else "bad variable name"
     if v == "anyOf":
         if "cpu" in path[-1:]:
-            return path, f"must be a number of cores or a quantity like '500m', not {err.instance!r}"
+            return path, f"must be a number of cores or a quantity like '500m', not {_shown(err.instance)}"
         if "memory" in path[-1:]:
-            return path, f"must be MiB or a quantity like '4Gi', not {err.instance!r}"
+            return path, f"must be MiB or a quantity like '4Gi', not {_shown(err.instance)}"
         if "command" in path[-1:]:
             return path, f"must be a non-empty string or list of strings, not {err.instance!r}"
     return path, err.message
@@ -374,7 +399,7 @@ def validate_job(doc: Any) -> list[Problem]:
     if not isinstance(doc, dict):
         return problems
     # a broken structure stops the extra rules; the schema problems above say where
-    with contextlib.suppress(KeyError, TypeError, ValueError, AssertionError, AttributeError):
+    with contextlib.suppress(KeyError, TypeError, ValueError, AssertionError, AttributeError, OverflowError):
         problems += _semantic_problems(doc)
     return problems
 
@@ -470,7 +495,7 @@ def _i(value: Any, lo: int, hi: int) -> bool:
 
 
 def _n(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return _finite(value)
 
 
 def _name_ok(value: Any) -> bool:

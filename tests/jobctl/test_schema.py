@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -137,6 +138,29 @@ def test_integers_are_integers_and_numbers_are_finite(field: str, value: float, 
     else:
         doc[field] = value
     assert [str(p) for p in validate_job(doc)] == [want]
+
+
+@pytest.mark.parametrize("path", [("max_run_s",), ("estimate_s",), ("ttl_seconds_after_finished",), ("priority",),
+                                  ("min_available",), ("tasks", 0, "resources", "cpu"), ("tasks", 0, "env", "A")])
+def test_an_integer_too_large_for_a_float_is_a_problem_not_a_crash(path: tuple[object, ...]) -> None:
+    """``max_run_s: 1000...0`` (400 digits) raised OverflowError out of validate_job (a jobctl
+    traceback), and, put with kvctl, out of check_stored_job in the daemon's informer, which
+    then relisted for ever (its running jobs were released as NodeLost)."""
+    import copy
+
+    big = 10 ** 400
+    doc = copy.deepcopy({"name": "j", "tasks": [{"name": "w", "command": "x", "env": {}, "resources": {"gpus": 1}}]})
+    where: Any = doc
+    for p in path[:-1]:
+        where = where[p]
+    where[path[-1]] = big
+    got = [str(p) for p in validate_job(doc)]
+    where_said = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+    assert got[0].startswith(f"{where_said}: ") and "too large" in got[0] and all(len(g) < 200 for g in got), got
+    if path[0] in ("max_run_s", "estimate_s", "ttl_seconds_after_finished", "priority", "min_available"):
+        stored = dict(normalize_job(GOOD), **{path[0]: big})
+        got = [str(p) for p in check_stored_job("bert", stored)]
+        assert len(got) == 1 and got[0].startswith(f"{path[0]}: ") and "too large" in got[0], got
 
 
 def test_a_stored_job_is_checked_before_the_daemon_uses_it() -> None:

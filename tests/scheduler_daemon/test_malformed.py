@@ -102,6 +102,23 @@ async def test_malformed_jobs_wait_with_their_reason_and_the_queue_goes_on(daemo
     no_double_allocation(eps(d))
 
 
+async def test_an_integer_too_large_for_a_float_is_an_invalid_spec_not_a_relist_loop(daemon: SchedulerDaemon) -> None:
+    """`kvctl put /registry/jobs/big '{..., "max_run_s": 1000...0}'` (400 digits): the informer's
+    check raised OverflowError (math.isfinite), the informer relisted for ever, and the jobs
+    running meanwhile were released as NodeLost."""
+    d = daemon
+    await nodes(d, "n1")
+    await put(d, "/registry/jobs/big", b'{"name": "big", "tenant": "default", "priority": 0, "max_run_s": 1'
+              + b"0" * 400 + b', "tasks": [{"name": "w", "replicas": 1, "image": "host", "command": ["x"], '
+              b'"resources": {"gpus": 1, "cpu_milli": 0, "memory_mib": 0, "rdma": false}}]}')
+    await put(d, "/registry/jobs/good", spec("good"))
+    await steps(d)
+    assert (await doc(d, "/registry/bindings/good")) is not None
+    st = await doc(d, "/registry/jobstatus/big")
+    assert (st["phase"], st["reason"]) == ("Pending", "InvalidSpec"), st
+    assert "max_run_s: must be number or null, not an integer too large" in st["message"], st
+
+
 async def test_a_running_jobs_spec_overwritten_fails_its_run_and_no_gpu_is_given_twice(daemon: SchedulerDaemon) -> None:
     """A bound job whose spec stopped decoding was JobFinished for the core (its GPUs free) while
     its binding and alloc record stayed: the next pass bound the waiting job on the same GPUs."""
