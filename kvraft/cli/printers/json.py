@@ -196,7 +196,7 @@ class JsonPrinter(Printer):
 
     def lease_leases(self, resp: LeaseLeasesResponse) -> None:
         doc = header_doc(resp.header)
-        doc["leases"] = [{"id": lease_id} for lease_id in resp.leases] if resp.leases else None
+        doc["leases"] = [{"id": lease_id} for lease_id in resp.leases]  # clientv3 makes the slice: never null
         self.emit(doc)
 
     def member_add(self, resp: MemberAddResponse) -> None:
