@@ -121,6 +121,30 @@ def test_jobctl_rejects_bad_yaml_before_connecting(capsys: pytest.CaptureFixture
     assert rc == 1 and "cannot be read" in err
 
 
+@pytest.mark.parametrize(("text", "want"), [
+    ("name: j\ntasks: [{name: w, command: x}]\nname: k\n", "<stdin>:3:1: invalid YAML: mapping key 'name' appears twice (also line 1)"),
+    ("name: j\ntasks:\n- name: w\n  command: x\n  resources: {gpus: 1}\n  resources: {gpus: 2}\n",
+     "<stdin>:6:3: invalid YAML: mapping key 'resources' appears twice (also line 5)"),
+    ("name: j\n1: x\nzz: 1\ntasks: [{name: w, command: x}]\n", "<stdin>:2:1: invalid YAML: mapping key 1 is int, not a string"),
+    ("name: j\ntasks: [{name: w, command: x, env: {ON: '1'}}]\n", "invalid YAML: mapping key True is bool, not a string"),
+    ("name: j\ntasks: [{name: w, command: x, resources: {~: 1, gpus: 1}}]\n", "mapping key None is NoneType, not a string"),
+], ids=["top-twice", "task-twice", "int-key", "yaml11-bool-key", "null-key"])
+def test_a_key_twice_or_not_a_string_is_refused(text: str, want: str, capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key given twice kept the last one silently (resources: twice, name: twice); a number or
+    null key next to a text one raised TypeError (a traceback) sorting the unknown fields, and
+    ``env: {ON: '1'}`` was stored as the variable ``True``."""
+    rc, out, err = _run(["submit", "-f", "-", "--dry-run"], text, capsys, monkeypatch)
+    assert (rc, out) == (1, "") and want in err and "Traceback" not in err, err
+
+
+def test_yaml_merge_keys_still_override() -> None:
+    from scheduler.jobs import load_documents
+
+    docs = load_documents("base: &b {cpu: 1, memory: 1Gi}\nres: {<<: *b, cpu: 2}\n")
+    assert docs == [{"base": {"cpu": 1, "memory": "1Gi"}, "res": {"cpu": 2, "memory": "1Gi"}}]
+
+
 @pytest.mark.parametrize(("field", "value", "want"), [
     ("replicas", 2.0, "tasks[0].replicas: must be integer, not float 2.0"),
     ("gpus", 8.0, "tasks[0].resources.gpus: must be integer, not float 8.0"),
