@@ -56,10 +56,29 @@ def validated_jobs(text: str, source: str) -> list[dict[str, Any]]:
         problems += [f"{label}: {p}" for p in validate_job(doc)]
     if problems:
         raise CliError("error: invalid job\n" + "\n".join(f"  {p}" for p in problems))
+    _no_name_twice(docs, source)
     loop = cycle(_graph(docs))
     if loop is not None:
         raise CliError(f"error: {source}: dependency cycle: {' -> '.join(loop)}")
     return docs
+
+
+def _no_name_twice(docs: list[dict[str, Any]], source: str) -> None:
+    """Each job of the file, and each element of its arrays (``<name>_<index>``), has a name of
+    its own: checked before anything is written (and by ``--dry-run``), else the second of them
+    was refused after the first had been stored."""
+    where: dict[str, tuple[int, str]] = {}
+    for i, d in enumerate(docs):
+        names = [(d["name"], f"job {d['name']}")]
+        if d.get("array") is not None:
+            names += [(arrays.element_name(d["name"], k), f"an element of array {d['name']}")
+                      for k in arrays.parse(d["array"]).indices]
+        for name, what in names:
+            if name in where:
+                first_i, first = where[name]
+                raise CliError(f"error: {source}: job name {name} appears twice: {first} (document {first_i + 1}) "
+                               f"and {what} (document {i + 1}); nothing was submitted")
+            where[name] = (i, what)
 
 
 def _graph(docs: list[dict[str, Any]]) -> dict[str, list[str]]:
@@ -109,10 +128,8 @@ def priority_class_value(client: Any, job: str, name: str) -> int:
 
 
 def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
-    docs, source = args.docs, args.source
+    docs = args.docs
     names = [d["name"] for d in docs]
-    if len(set(names)) != len(names):
-        raise CliError(f"error: {source}: a job name appears twice")
     missing = sorted({(d["name"], dep["job"]) for d in docs for dep in d.get("depends_on") or []
                       if dep["job"] not in names and not client.get(keys.job_key(dep["job"])).kvs
                       and not array_elements(client, dep["job"])[1]},

@@ -130,7 +130,13 @@ async def test_a_failed_element_fails_the_arrays_dependents_and_cancel_by_the_ar
     (None, "name: sweep\narray: '0-3%0'\ntasks: [{name: w, command: x}]\n",
      "error: invalid job\n  {path}: document 1 (job sweep): array: %0: the limit of elements running at once must be "
      "a whole number >= 1\n"),
-], ids=["job-name", "array-name", "element-name", "bad-limit"])
+    # one file: sweep_1 was stored, then the array's txn failed on it ("1 submitted before it")
+    (None, "name: sweep_1\ntasks: [{name: w, command: x}]\n---\nname: sweep\narray: '0-2'\ntasks: [{name: w, command: x}]\n",
+     "error: {path}: job name sweep_1 appears twice: job sweep_1 (document 1) and an element of array sweep "
+     "(document 2); nothing was submitted\n"),
+    (None, "name: a\ntasks: [{name: w, command: x}]\n---\nname: a\ntasks: [{name: w, command: y}]\n",
+     "error: {path}: job name a appears twice: job a (document 1) and job a (document 2); nothing was submitted\n"),
+], ids=["job-name", "array-name", "element-name", "bad-limit", "element-of-the-same-file", "job-twice-in-a-file"])
 def test_jobctl_refuses_an_array_whose_names_are_taken(
         one_member: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path,  # noqa: F811
         first: str | None, text: str, want: str) -> None:
@@ -146,6 +152,8 @@ def test_jobctl_refuses_an_array_whose_names_are_taken(
         before = sorted(kv.key for kv in c.get("/registry/jobs/", prefix=True).kvs)
     path.write_text(text)
     assert _jobctl(one_member, capsys, "submit", "-f", str(path)) == (1, "", want.format(path=path))
+    if first is None:  # what a dry run can see without the cluster, it says too
+        assert _jobctl(one_member, capsys, "submit", "-f", str(path), "--dry-run") == (1, "", want.format(path=path))
     with SyncClient(one_member, request_timeout_s=10.0) as c:
         assert sorted(kv.key for kv in c.get("/registry/jobs/", prefix=True).kvs) == before
 
