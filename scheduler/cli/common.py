@@ -126,9 +126,11 @@ def _spec(key: str, name: str, value: bytes) -> dict[str, Any]:
     return doc  # type: ignore[no-any-return]
 
 
-def job_view(client: Any, name: str | None = None) -> list[dict[str, Any]]:
+def job_view(client: Any, name: str | None = None, *, strict: bool = True) -> list[dict[str, Any]]:
     """Jobs as users see them: name, tenant, priority, spec, and ``status`` (phase, reason,
-    restarts, placement), read at one revision."""
+    restarts, placement), read at one revision. A job asked for by name that does not decode
+    is an error; without a name, or with ``strict`` False (``get jobs -w``), it is skipped
+    with a warning."""
     if name is not None:
         keys.check_name(name, "job")
         resp = client.txn().then(Op.get(keys.job_key(name)), Op.get(keys.jobstatus_key(name))).commit()
@@ -154,7 +156,7 @@ def job_view(client: Any, name: str | None = None) -> list[dict[str, Any]]:
         try:
             spec = _spec(key, n, kv.value)
         except decode.Malformed as exc:
-            if name is not None:
+            if name is not None and strict:
                 raise CliError(f"error: job {name}: {key} is not a job: {exc}") from None
             skip(key, str(exc))
             continue

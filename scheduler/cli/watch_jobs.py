@@ -3,7 +3,8 @@
 ``/registry/jobs`` covers the specs (``/registry/jobs/``) and the statuses
 (``/registry/jobstatus/``); it starts at the revision read just before the list, so no change
 falls between them, and a row is printed only when it differs from the last one printed for
-that job (its age aside). A deleted job is printed no more; ``--tenant`` and a name (a job or a
+that job (its age aside). A job whose spec does not decode (put with kvctl) is skipped with a
+warning, as the list skips it. A deleted job is printed no more; ``--tenant`` and a name (a job or a
 job array) filter as the list does. Ctrl-C ends it (exit 0); a watch cut by a compaction ends
 with an error."""
 
@@ -53,7 +54,7 @@ def watch(args: argparse.Namespace, client: Any, out: TextIO, start_revision: in
     try:
         for resp in client.watch(keys.JOBS.rstrip("/"), prefix=True, start_revision=start_revision + 1):
             for name in _changed_jobs(resp):
-                items = job_view(client, name)
+                items = job_view(client, name, strict=False)  # one that does not decode: a warning
                 if not items or not _wanted(args, items[0]):
                     if not items:
                         last.pop(name, None)

@@ -75,3 +75,27 @@ async def test_rows_follow_each_change_until_ctrl_c(daemon: SchedulerDaemon) -> 
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+async def test_a_job_that_does_not_decode_is_skipped_not_the_end_of_the_watch(daemon: SchedulerDaemon) -> None:  # noqa: F811
+    """`kvctl put /registry/jobs/bad '{not json'` during `get jobs -w` ended the watch with exit 1
+    (job_view of that name is an error); the listing skips such a job with a warning, so does
+    the watch, and goes on."""
+    d, eps = daemon, ",".join(daemon.config.endpoints)
+    await put(d, "/registry/jobs/first", spec("first"))
+    proc = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "--endpoints", eps, "get", "jobs", "-w"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    lines = Lines(proc)
+    try:
+        assert lines.next(2)[1].split()[0] == "first"
+        await put(d, "/registry/jobs/bad", b"{not json")
+        await put(d, "/registry/jobs/later", spec("later"))
+        (line,) = lines.next(1)
+        assert line.split()[:3] == ["later", "default", "Pending"], line
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        assert "warning: skipping /registry/jobs/bad: invalid JSON" in err and "Traceback" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
