@@ -3,11 +3,13 @@
 Global flags: ``--endpoints`` (or ``$JOBCTL_ENDPOINTS``), ``--user``, ``--password``,
 ``--request-timeout-s``, and TLS as etcdctl: ``--cacert --cert --key
 --insecure-skip-tls-verify`` (or ``$JOBCTL_CACERT`` ...). Exit codes: 0 ok, 1 a user or server error (message on stderr),
-2 bad usage (argparse), 130 interrupted (Ctrl-C; ``get jobs -w`` ends so with 0)."""
+2 bad usage (argparse), 130 interrupted (Ctrl-C; ``get jobs -w`` ends so with 0), 141 when
+stdout is a pipe whose reader has gone (``| head``), as a process killed by SIGPIPE."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from typing import TextIO
@@ -76,6 +78,11 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         return 1
     except KeyboardInterrupt:  # Ctrl-C (jobctl wait, logs -f): the shell's 128 + SIGINT, no traceback
         return 130
+    except BrokenPipeError:  # `jobctl describe job x | head`: the reader left; 128 + SIGPIPE, no traceback
+        if out is sys.stdout:  # (and no second one when Python flushes stdout at exit)
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -119,6 +120,22 @@ def test_jobctl_rejects_bad_yaml_before_connecting(capsys: pytest.CaptureFixture
     assert rc == 1 and "nominal_gpus: must be >= 0" in err
     rc, _, err = _run(["submit", "-f", "/nonexistent.yaml"], "", capsys, monkeypatch)
     assert rc == 1 and "cannot be read" in err
+
+
+def test_a_reader_that_goes_away_is_no_traceback(tmp_path: Path) -> None:
+    """`jobctl describe job x | head -3` printed a BrokenPipeError traceback."""
+    import subprocess
+
+    path = tmp_path / "many.yaml"
+    path.write_text("".join(f"---\nname: j{i}\ntasks: [{{name: w, command: x}}]\n" for i in range(3000)))
+    proc = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "--endpoints", "127.0.0.1:1", "submit", "-f", str(path),
+                             "--dry-run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == b"job/j0 valid (dry run)\n"
+    proc.stdout.close()  # as head does after its lines
+    err = proc.stderr.read().decode()
+    assert (proc.wait(60), err) == (141, "")
 
 
 @pytest.mark.parametrize(("text", "want"), [
