@@ -37,7 +37,7 @@ MAX_INDEX = 9999
 SUBMIT_STEP_S = 1e-6
 MAX_ELEMENTS = 1000  # Slurm's MaxArraySize default is 1001 (indices 0..1000)
 THROTTLED = "JobArrayTaskLimit"  # the pending reason of an element kept back by its array's limit (Slurm's)
-_PART = re.compile(r"(\d+)(?:-(\d+)(?::(\d+))?)?\Z")
+_PART = re.compile(r"([0-9]+)(?:-([0-9]+)(?::([0-9]+))?)?\Z")  # ASCII digits: \d takes "٣"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ def parse(text: str) -> ArraySpec:
     body, _, limit = text.strip().partition("%")
     parallelism = None
     if _:
-        if not limit.isdigit() or int(limit) < 1:
+        if re.fullmatch("[0-9]+", limit) is None or int(limit) < 1:  # ("²".isdigit(), and int() refuses it)
             raise ValueError(f"%{limit}: the limit of elements running at once must be a whole number >= 1")
         parallelism = int(limit)
     seen: set[int] = set()

@@ -36,6 +36,8 @@ def test_slurms_index_syntax(text: str, indices: tuple[int, ...], limit: int | N
     ("0-5,3", "index 3 appears twice"),
     ("0-10000", "'0-10000': indices go up to 9999"),
     ("0-1000", "more than 1000 elements"),
+    ("0-3%\u00b2", "%\u00b2: the limit of elements running at once must be a whole number"),  # was int()'s ValueError
+    ("\u0663", "'\u0663': expected N"),  # an Arabic-Indic 3 was index 3
 ])
 def test_bad_index_lists_say_what_is_wrong(text: str, why: str) -> None:
     with pytest.raises(ValueError) as caught:
