@@ -295,6 +295,8 @@ CLUSTER_STEPS = [
 ]
 
 AUTH_STEPS = [
+    # auth is off: clientv3 dials without a token when the login says so, whoever logs in
+    S("--user", "nobody:pw", "get", "foo"),
     S("auth", "enable"),
     S("user", "add", "root:rootpw"),
     S("user", "add", "alice", "--new-user-password=pw"),
@@ -331,6 +333,7 @@ AUTH_STEPS = [
     S("--user", "root:rootpw", "role", "revoke-permission", "app", "o", "--from-key"),
     S("--user", "root:bad", "get", "k1"),
     S("--user", "root:rootpw", "auth", "disable"),
+    S("--user", "root:bad", "get", "k1"),
     S("user", "delete", "alice"),
     S("role", "delete", "app"),
     S("user", "delete", "nobody"),
