@@ -3,18 +3,20 @@ checkpoints (Slurm's ``scontrol requeue``); ``drain NODE --requeue`` does it for
 a node. Each is a request under ``/registry/evictions/<job>`` naming the run it is for (the
 create revision of the job's binding); the leader scheduler evicts that run as it evicts a
 preemption victim, deletes the request, and the job is bound again (``scheduler.evictions``).
-A job that is not running is said so, not an error."""
+A job that is not running is said so, not an error. The name of a job array requeues its
+running elements (``scontrol requeue`` of an array id)."""
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import time
 from typing import Any, TextIO
 
 from kvraft.client import Compare, Op
 from scheduler import evictions, keys
-from scheduler.cli.common import NotFound
+from scheduler.cli.common import NotFound, targets
 
 __all__ = ["add_parser", "request", "requester", "run"]
 
@@ -55,6 +57,17 @@ def request(client: Any, job: str, reason: str, node: str | None, by: str, out: 
 def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     by = requester(args)
     for name in args.names:
-        keys.check_name(name, "job")
-        request(client, name, "requeue", None, by, out)
+        jobs, whole = targets(client, name)
+        if not whole:
+            request(client, name, "requeue", None, by, out)
+            continue
+        # the name of a job array (Slurm's scontrol requeue ARRAYID): its running elements
+        asked = 0
+        for job in jobs:
+            said = io.StringIO()
+            if request(client, job, "requeue", None, by, said):
+                out.write(said.getvalue())
+                asked += 1
+        if not asked:
+            out.write(f"job array {name}: no element is running: nothing to requeue\n")
     return 0

@@ -193,3 +193,23 @@ async def test_without_a_limit_elements_start_by_index_not_by_name(
     await _finish(d, "big_2", "Succeeded")
     await steps(d, 3)
     assert await _bound(d) == {"big_10"}
+
+
+async def test_requeue_by_the_arrays_name_requeues_its_running_elements(
+        daemon: SchedulerDaemon, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # noqa: F811
+    """`jobctl requeue sweep` said `jobs "sweep" not found` of an array that `get jobs sweep`
+    lists, and cancel, suspend, resume and update all take (Slurm's scontrol requeue does)."""
+    d, eps = daemon, list(daemon.config.endpoints)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(SWEEP)
+    assert (await asyncio.to_thread(_jobctl, eps, capsys, "submit", "-f", str(path)))[0] == 0
+    rc, out, err = await asyncio.to_thread(_jobctl, eps, capsys, "requeue", "sweep")
+    assert (rc, out, err) == (0, "job array sweep: no element is running: nothing to requeue\n", "")
+    await nodes(d, "n1", "n2")
+    await steps(d, 2)
+    assert await _bound(d) == {"sweep_0", "sweep_1"}
+    rc, out, err = await asyncio.to_thread(_jobctl, eps, capsys, "requeue", "sweep")
+    assert (rc, err) == (0, "") and out == "job/sweep_0 requeue requested\njob/sweep_1 requeue requested\n", out
+    assert {kv.key for kv in (await d.client.get("/registry/evictions/", prefix=True)).kvs} == {
+        b"/registry/evictions/sweep_0", b"/registry/evictions/sweep_1"}
+    assert (await asyncio.to_thread(_jobctl, eps, capsys, "requeue", "nope"))[:2] == (1, "")
