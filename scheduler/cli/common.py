@@ -35,6 +35,9 @@ def read_input(path: str) -> tuple[str, str]:
             return f.read(), path
     except OSError as exc:
         raise CliError(f"error: the path \"{path}\" cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # (it said only "error: 'utf-8' codec can't decode byte 0xff ...")
+        raise CliError(f"error: the path \"{path}\" is not UTF-8 text (byte {exc.object[exc.start]:#x} at offset "
+                       f"{exc.start})") from None
 
 
 def skip(key: str, why: str) -> None:

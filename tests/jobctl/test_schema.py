@@ -109,7 +109,8 @@ def _run(args: list[str], stdin: str, capsys: pytest.CaptureFixture[str], monkey
     return rc, out.getvalue(), capsys.readouterr().err
 
 
-def test_jobctl_rejects_bad_yaml_before_connecting(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_jobctl_rejects_bad_yaml_before_connecting(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:
     rc, _, err = _run(["submit", "-f", "-", "--dry-run"], "name: j\ntasks: [\n", capsys, monkeypatch)
     assert rc == 1 and "invalid YAML" in err and "<stdin>:" in err
     rc, _, err = _run(["submit", "-f", "-", "--dry-run"],
@@ -120,6 +121,13 @@ def test_jobctl_rejects_bad_yaml_before_connecting(capsys: pytest.CaptureFixture
     assert rc == 1 and "nominal_gpus: must be >= 0" in err
     rc, _, err = _run(["submit", "-f", "/nonexistent.yaml"], "", capsys, monkeypatch)
     assert rc == 1 and "cannot be read" in err
+    rc, _, err = _run(["submit", "-f", "/"], "", capsys, monkeypatch)
+    assert (rc, err) == (1, 'error: the path "/" cannot be read: Is a directory\n')
+    binary = tmp_path / "job.yaml.gz"
+    binary.write_bytes(b"name: j\xff\n")
+    for verb in ("submit", "apply"):
+        rc, _, err = _run([verb, "-f", str(binary)], "", capsys, monkeypatch)
+        assert (rc, err) == (1, f'error: the path "{binary}" is not UTF-8 text (byte 0xff at offset 7)\n')
 
 
 def test_a_reader_that_goes_away_is_no_traceback(tmp_path: Path) -> None:
