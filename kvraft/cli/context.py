@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -12,9 +13,19 @@ from kvraft.cli.errors import EXIT_BAD_CONNECTION, EXIT_ERROR, CommandError
 from kvraft.cli.printers import Printer, make_printer
 from kvraft.client import Client, EndpointError, ServerError, TLSConfig
 
-__all__ = ["DEFAULT_ENDPOINT", "Context", "GlobalOptions", "env"]
+__all__ = ["DEFAULT_ENDPOINT", "Context", "GlobalOptions", "ask_password", "env"]
 
 DEFAULT_ENDPOINT = "127.0.0.1:2379"
+
+
+def ask_password(prompt: str) -> str:
+    """A password from the terminal (or stdin without one); the end of the input is an
+    empty answer, as etcdctl's prompt reads it, not an EOFError."""
+    try:
+        return getpass.getpass(prompt)
+    except EOFError:
+        sys.stderr.write("\n")  # getpass wrote the prompt there, without the line's end
+        return ""
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,7 @@ class Context:
             if ":" in user:
                 user, password = user.split(":", 1)
             else:
-                password = getpass.getpass("Password: ")
+                password = ask_password("Password: ")
         elif ":" in user:
             raise CommandError(EXIT_ERROR, "--user option shouldn't include password when --password is set")
         return user, password

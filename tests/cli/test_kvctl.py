@@ -216,3 +216,18 @@ def test_kvraft_only_commands(tmp_path: Path) -> None:
         assert status.rc == 0 and status.out.count(", ") == 3, status.err
     finally:
         kvraft.stop()
+
+
+def test_password_prompt_at_end_of_input_like_etcdctl(etcd_pair: tuple[Identity, Identity]) -> None:
+    """A prompt that meets the end of stdin reads an empty answer, as etcdctl's does: the
+    same refusal and exit code, no traceback. A new session: no terminal to prompt on."""
+    cases = [(["user", "add", "eof1"], ""), (["user", "add", "eof2"], "pw\n"), (["user", "passwd", "eof3"], "pw\n")]
+    for argv, stdin in cases:
+        results = []
+        for ident, command in ((etcd_pair[0], ["etcdctl"]), (etcd_pair[1], KVCTL)):
+            proc = subprocess.run([*command, f"--endpoints={ident.endpoint()}", *argv], input=stdin.encode(),
+                                  capture_output=True, timeout=60, start_new_session=True,
+                                  env={**os.environ, "ETCDCTL_API": "3"})
+            results.append((proc.returncode, proc.stderr.decode().splitlines()[-1:]))
+        assert results[0] == results[1], argv
+    assert results[1][0] == 128

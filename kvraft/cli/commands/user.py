@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 from typing import Any
 
-from kvraft.cli.context import Context
+from kvraft.cli.context import Context, ask_password
 from kvraft.cli.errors import EXIT_BAD_ARGS, CommandError
 from kvraft.cli.parsing import add_default_true_flag, subcommands
 from kvraft.cli.printers.simple import SimplePrinter
@@ -18,10 +17,10 @@ def _ask_password(ctx: Context, name: str, interactive: bool) -> str:
     if not interactive:
         words = ctx.stdin.readline().split()
         return words[0] if words else ""
-    first = getpass.getpass(f"Password of {name}: ")
+    first = ask_password(f"Password of {name}: ")
     if not first:
         raise CommandError(EXIT_BAD_ARGS, "empty password")
-    second = getpass.getpass(f"Type password of {name} again for confirmation: ")
+    second = ask_password(f"Type password of {name} again for confirmation: ")
     if first != second:
         raise CommandError(EXIT_BAD_ARGS, "given passwords are different")
     return first
