@@ -35,15 +35,24 @@ def mark_all(client: Any, names: Sequence[str], changes: Callable[[str], tuple[M
              refusal: str) -> Iterator[tuple[str, str]]:
     """``mark`` each job named, or each element of a job array named (``targets``), with the
     ``(changes, check)`` for it: ``(job, "changed" | "unchanged")``. A job that has ended is an
-    error (``refusal`` ends its message); an array's elements that have ended are left out."""
+    error (``refusal`` ends its message); an array's elements that have ended are left out. A
+    name not found does not stop the names after it (as ``kubectl delete``): the error is raised
+    once they are done."""
+    missing: list[NotFound] = []
     for name in names:
-        jobs, whole = targets(client, name)
+        try:
+            jobs, whole = targets(client, name)
+        except NotFound as exc:
+            missing.append(exc)
+            continue
         for job in jobs:
             outcome = mark(client, job, *changes(job))
             if outcome not in ENDED:
                 yield job, outcome
             elif not whole:
                 raise CliError(f"error: job {job} already finished ({outcome}){refusal}")
+    if missing:
+        raise CliError("\n".join(str(exc) for exc in missing))
 
 
 Check = Callable[[dict[str, Any]], None]

@@ -191,3 +191,18 @@ async def test_update_reorders_the_queue_moves_a_deadline_and_is_held_to_admissi
     assert (stored["priority"], stored["priority_class"]) == (90, "urgent")
     rc, _, err = await asyncio.to_thread(_jobctl, eps, capsys, "update", "first", "--priority-class", "nope")
     assert rc == 1 and 'no priority class "nope"' in err
+
+
+async def test_a_name_not_found_does_not_stop_the_names_after_it(
+        daemon: SchedulerDaemon, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # noqa: F811
+    """`jobctl cancel ghost a` stopped at ghost and left a running (`cancel a ghost` cancelled
+    it): as kubectl delete, each name found is acted on, then the missing ones are the error."""
+    eps = list(daemon.config.endpoints)
+    for name in ("a", "b"):
+        await put(daemon, f"/registry/jobs/{name}", spec(name))
+    for verb, said in (("suspend", "suspended"), ("resume", "resumed"), ("cancel", "cancelled")):
+        rc, out, err = await asyncio.to_thread(_jobctl, eps, capsys, verb, "ghost", "a", "nope", "b")
+        assert (rc, out) == (1, f"job/a {said}\njob/b {said}\n"), (verb, out, err)
+        assert err == 'Error from server (NotFound): jobs "ghost" not found\n' \
+                      'Error from server (NotFound): jobs "nope" not found\n', err
+    assert [(await doc(daemon, f"/registry/jobs/{n}"))["cancelled"] for n in ("a", "b")] == [True, True]
