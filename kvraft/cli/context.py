@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from kvraft.cli.errors import EXIT_BAD_CONNECTION, EXIT_ERROR, CommandError
+from kvraft.cli.errors import EXIT_BAD_CONNECTION, EXIT_ERROR, CommandError, server_error_text
 from kvraft.cli.printers import Printer, make_printer
 from kvraft.client import Client, EndpointError, ServerError, TLSConfig
 
@@ -80,6 +80,8 @@ class Context:
                 password = ask_password("Password: ")
         elif ":" in user:
             raise CommandError(EXIT_ERROR, "--user option shouldn't include password when --password is set")
+        if not user or not password:  # clientv3 logs in only with a name and a password
+            return None, None
         return user, password
 
     async def client(self, endpoints: tuple[str, ...] | None = None) -> Client:
@@ -101,7 +103,7 @@ class Context:
             raise CommandError(EXIT_ERROR, f"context deadline exceeded\n{_detail(exc)}") from None
         except ServerError as exc:
             await client.close()
-            raise CommandError(EXIT_BAD_CONNECTION, exc.message) from None
+            raise CommandError(EXIT_BAD_CONNECTION, server_error_text(exc.code, exc.message)) from None
         except BaseException:
             await client.close()
             raise

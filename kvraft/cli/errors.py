@@ -16,6 +16,7 @@ __all__ = [
     "EXIT_IO",
     "EXIT_SUCCESS",
     "CommandError",
+    "server_error_text",
 ]
 
 EXIT_SUCCESS = 0
@@ -35,3 +36,19 @@ class CommandError(Exception):
         super().__init__(message or "")
         self.code = code
         self.message = message
+
+
+_GRPC_CODES = ("OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound", "AlreadyExists",
+               "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted", "OutOfRange",
+               "Unimplemented", "Internal", "Unavailable", "DataLoss", "Unauthenticated")
+
+
+def server_error_text(code: int, message: str) -> str:
+    """A server error as etcdctl prints it. clientv3's ``rpctypes.Error`` turns the errors
+    it knows (every ``etcdserver: ...`` text) into their text; any other stays a gRPC status
+    error, ``rpc error: code = Unknown desc = auth: permission denied``. kvraft's own
+    errors (``kvraft: ...``, no etcdctl counterpart) keep their text."""
+    if message.startswith(("etcdserver: ", "kvraft: ")) or not 0 < code < len(_GRPC_CODES):
+        return message
+    return f"rpc error: code = {_GRPC_CODES[code]} desc = {message}"
+

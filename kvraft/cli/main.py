@@ -19,7 +19,13 @@ from typing import Any, TextIO
 from kvraft.cli.commands import MODULES
 from kvraft.cli.commands.watch import split_exec
 from kvraft.cli.context import DEFAULT_ENDPOINT, Context, GlobalOptions, env
-from kvraft.cli.errors import EXIT_BAD_CONNECTION, EXIT_ERROR, EXIT_INTERRUPTED, CommandError
+from kvraft.cli.errors import (
+    EXIT_BAD_CONNECTION,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    CommandError,
+    server_error_text,
+)
 from kvraft.cli.goformat import parse_duration
 from kvraft.cli.parsing import GoArgumentParser, add_global_flags, normalize_bools, subcommands
 from kvraft.client import ClientError, EndpointError, ServerError
@@ -129,7 +135,7 @@ def run(argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: TextIO) -> i
         return EXIT_ERROR
     except ServerError as exc:
         stdout.flush()
-        stderr.write(f"Error: {exc.message}\n")
+        stderr.write(f"Error: {server_error_text(exc.code, exc.message)}\n")
         return EXIT_ERROR
     except ClientError as exc:
         stdout.flush()

@@ -301,6 +301,7 @@ AUTH_STEPS = [
     S("user", "add", "root:rootpw"),
     S("user", "add", "alice", "--new-user-password=pw"),
     S("user", "add", ":pw"),
+    S("user", "add", "nopw", "--no-password"),
     S("user", "add"),
     S("user", "list"),
     S("user", "get", "root"),
@@ -326,6 +327,10 @@ AUTH_STEPS = [
     S("get", "foo"),
     S("--user", "root:rootpw", "put", "k1", "v"),
     S("--user", "root:rootpw", "get", "k1"),
+    # an error clientv3 does not know stays a gRPC status: "rpc error: code = Unknown desc = auth: ..."
+    S("--user", "nopw:x", "get", "k1"),
+    S("--user", "alice:pw", "defrag"),
+    S("--user", "alice:", "get", "k1"),  # no password: no login at all
     S("--user", "root", "--password", "rootpw", "user", "revoke-role", "alice", "app"),
     S("--user", "root:rootpw", "role", "revoke-permission", "app", "/app/", "--prefix"),
     S("--user", "root:rootpw", "role", "revoke-permission", "app", "/k1"),

@@ -14,7 +14,7 @@ from typing import Any
 
 from kvraft.cli.commands.endpoint import endpoints_from_cluster
 from kvraft.cli.context import Context
-from kvraft.cli.errors import EXIT_ERROR, CommandError
+from kvraft.cli.errors import EXIT_ERROR, CommandError, server_error_text
 from kvraft.client import ClientError, EndpointError, ServerError
 
 __all__ = ["register"]
@@ -63,7 +63,7 @@ async def run_defrag(ctx: Context, ns: argparse.Namespace) -> None:
         except ClientError as exc:
             failed = True
             text = "context deadline exceeded" if isinstance(exc, EndpointError) else (
-                exc.message if isinstance(exc, ServerError) else str(exc))
+                server_error_text(exc.code, exc.message) if isinstance(exc, ServerError) else str(exc))
             ctx.stderr.write(f"Failed to defragment etcd member[{ep}] ({text})\n")
             continue
         ctx.stdout.write(f"Finished defragmenting etcd member[{ep}]\n")

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from kvraft.cli.context import Context
-from kvraft.cli.errors import EXIT_ERROR, CommandError
+from kvraft.cli.errors import EXIT_ERROR, CommandError, server_error_text
 from kvraft.cli.goformat import format_duration
 from kvraft.cli.parsing import int64, subcommands
 from kvraft.cli.printers import EndpointHashKV, EndpointHealth, EndpointStatus
@@ -91,7 +91,7 @@ async def run_hashkv(ctx: Context, ns: argparse.Namespace) -> None:
 def _text(exc: ClientError) -> str:
     if isinstance(exc, EndpointError):
         return "context deadline exceeded"
-    return exc.message if isinstance(exc, ServerError) else str(exc)
+    return server_error_text(exc.code, exc.message) if isinstance(exc, ServerError) else str(exc)
 
 
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:

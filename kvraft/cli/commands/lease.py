@@ -7,7 +7,13 @@ import asyncio
 from typing import Any
 
 from kvraft.cli.context import Context
-from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_BAD_CONNECTION, EXIT_ERROR, CommandError
+from kvraft.cli.errors import (
+    EXIT_BAD_ARGS,
+    EXIT_BAD_CONNECTION,
+    EXIT_ERROR,
+    CommandError,
+    server_error_text,
+)
 from kvraft.cli.parsing import GoNumError, go_parse_int, subcommands
 from kvraft.cli.printers.simple import SimplePrinter
 from kvraft.client import ClientError, ServerError
@@ -33,7 +39,7 @@ async def run_grant(ctx: Context, ns: argparse.Namespace) -> None:
     try:
         resp = await client.lease_grant(ttl)
     except ServerError as exc:
-        raise CommandError(EXIT_ERROR, f"failed to grant lease ({exc.message})") from None
+        raise CommandError(EXIT_ERROR, f"failed to grant lease ({server_error_text(exc.code, exc.message)})") from None
     ctx.printer.lease_grant(resp)
 
 
@@ -45,7 +51,7 @@ async def run_revoke(ctx: Context, ns: argparse.Namespace) -> None:
     try:
         resp = await client.lease_revoke(lease_id)
     except ServerError as exc:
-        raise CommandError(EXIT_ERROR, f"failed to revoke lease ({exc.message})") from None
+        raise CommandError(EXIT_ERROR, f"failed to revoke lease ({server_error_text(exc.code, exc.message)})") from None
     ctx.printer.lease_revoke(lease_id, resp)
 
 
@@ -57,7 +63,7 @@ async def run_timetolive(ctx: Context, ns: argparse.Namespace) -> None:
     try:
         resp = await client.lease_time_to_live(lease_id, keys=ns.keys)
     except ServerError as exc:
-        raise CommandError(EXIT_BAD_CONNECTION, exc.message) from None
+        raise CommandError(EXIT_BAD_CONNECTION, server_error_text(exc.code, exc.message)) from None
     ctx.printer.lease_time_to_live(resp, ns.keys)
 
 
@@ -66,7 +72,7 @@ async def run_list(ctx: Context, _ns: argparse.Namespace) -> None:
     try:
         resp = await client.lease_leases()
     except ServerError as exc:
-        raise CommandError(EXIT_BAD_CONNECTION, exc.message) from None
+        raise CommandError(EXIT_BAD_CONNECTION, server_error_text(exc.code, exc.message)) from None
     ctx.printer.lease_leases(resp)
 
 
@@ -79,7 +85,7 @@ async def run_keep_alive(ctx: Context, ns: argparse.Namespace) -> None:
         try:
             resp = await client.lease_keep_alive_once(lease_id)
         except ServerError as exc:
-            raise CommandError(EXIT_BAD_CONNECTION, exc.message) from None
+            raise CommandError(EXIT_BAD_CONNECTION, server_error_text(exc.code, exc.message)) from None
         except ClientError as exc:
             raise CommandError(EXIT_BAD_CONNECTION, str(exc)) from None
         if resp.ttl <= 0:

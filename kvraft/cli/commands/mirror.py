@@ -21,7 +21,7 @@ from typing import Any
 
 from kvraft.aio import cancel_and_wait
 from kvraft.cli.context import Context
-from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_BAD_CONNECTION, CommandError
+from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_BAD_CONNECTION, CommandError, server_error_text
 from kvraft.cli.parsing import duration
 from kvraft.client import (
     Client,
@@ -113,7 +113,7 @@ async def run_make_mirror(ctx: Context, ns: argparse.Namespace) -> None:
     except EndpointError as exc:
         raise CommandError(EXIT_BAD_CONNECTION, f"context deadline exceeded ({exc})") from None
     except ServerError as exc:
-        raise CommandError(EXIT_BAD_CONNECTION, exc.message) from None
+        raise CommandError(EXIT_BAD_CONNECTION, server_error_text(exc.code, exc.message)) from None
     except ClientError as exc:
         raise CommandError(EXIT_BAD_CONNECTION, str(exc)) from None
     finally:
