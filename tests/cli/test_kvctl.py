@@ -54,7 +54,18 @@ def test_snapshot_save_progress_and_status_match_etcdctl(etcd_pair: tuple[Identi
             assert (got.rc, got.out) == (want.rc, want.out), (path.name, fmt)
     missing = run_kvctl(["snapshot", "status", str(tmp_path / "nope.db")])
     assert missing.rc == 1 and missing.err.startswith("Error: ")
-    assert run_kvctl(["--endpoints=a:1,b:2", "snapshot", "save", "x.db"]).rc == 128
+
+
+def test_snapshot_save_errors_exit_like_etcdctl(etcd_pair: tuple[Identity, Identity], tmp_path: Path) -> None:
+    """etcdctl exits 5 (ExitInterrupted) on any error of the save itself, with its texts."""
+    a, b = etcd_pair
+    missing_dir = str(tmp_path / "no" / "such" / "dir.db")
+    for argv in (["--endpoints=127.0.0.1:1,127.0.0.1:2", "snapshot", "save", "x.db"],
+                 [f"--endpoints={a.endpoint()}", "snapshot", "save", missing_dir]):
+        want = run_etcdctl(argv)
+        got = run_kvctl([f"--endpoints={b.endpoint()}", *argv[1:]] if a.endpoint() in argv[0] else argv)
+        assert (got.rc, got.out, got.err) == (want.rc, want.out, want.err), argv
+        assert got.rc == 5
 
 
 def test_watch_prints_like_etcdctl(etcd_pair: tuple[Identity, Identity]) -> None:

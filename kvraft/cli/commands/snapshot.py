@@ -23,12 +23,19 @@ from typing import Any
 
 from kvraft.cli.bbolt import BoltError, snapshot_status
 from kvraft.cli.context import Context
-from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_ERROR, CommandError
+from kvraft.cli.errors import (
+    EXIT_BAD_ARGS,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    CommandError,
+    server_error_text,
+)
 from kvraft.cli.etcd_import import EtcdImportError, frames_from_etcd_snapshot
 from kvraft.cli.parsing import subcommands
 from kvraft.cli.printers import DBStatus
 from kvraft.cli.progress import ProgressBar
 from kvraft.cli.snapshot_file import SnapshotFileError, is_kvraft_snapshot, verify_snapshot
+from kvraft.client import ClientError, ServerError
 
 __all__ = ["register"]
 
@@ -36,15 +43,30 @@ __all__ = ["register"]
 async def run_save(ctx: Context, ns: argparse.Namespace) -> None:
     if len(ns.args) != 1:
         raise CommandError(EXIT_BAD_ARGS, "snapshot save expects one argument")
+    try:
+        await _save(ctx, ns.args[0])
+    except CommandError as exc:  # etcdctl: any error of the save itself exits ExitInterrupted
+        raise CommandError(EXIT_INTERRUPTED, exc.message) from None
+    except ServerError as exc:
+        raise CommandError(EXIT_INTERRUPTED, server_error_text(exc.code, exc.message)) from None
+    except ClientError as exc:
+        raise CommandError(EXIT_INTERRUPTED, str(exc)) from None
+
+
+async def _save(ctx: Context, path: str) -> None:
     if len(ctx.options.endpoints) != 1:
-        raise CommandError(EXIT_BAD_ARGS, f"snapshot must be requested to one selected node, not multiple {list(ctx.options.endpoints)}")
-    path = ns.args[0]
+        endpoints = " ".join(ctx.options.endpoints)
+        raise CommandError(EXIT_ERROR, f"snapshot must be requested to one selected node, not multiple [{endpoints}]")
     partial = path + ".part"
     client = await ctx.client()
     bar = ProgressBar(ctx.stderr, 0)
     written = 0
     try:
-        with open(partial, "wb") as out:
+        out = open(partial, "wb")  # noqa: SIM115 (closed by the with below)
+    except OSError as exc:
+        raise CommandError(EXIT_ERROR, f"could not open {partial} (open {partial}: {_go_errno_text(exc)})") from None
+    try:
+        with out:
             async for chunk in client.snapshot(endpoint=ctx.options.endpoints[0]):
                 out.write(chunk.blob)
                 written += len(chunk.blob)
@@ -80,6 +102,12 @@ async def run_status(ctx: Context, ns: argparse.Namespace) -> None:
     except (OSError, BoltError, SnapshotFileError) as exc:
         raise CommandError(EXIT_ERROR, _os_text(exc)) from None
     ctx.printer.db_status(DBStatus(status.hash, status.revision, status.total_key, status.total_size))
+
+
+def _go_errno_text(exc: OSError) -> str:
+    """Go's text for an errno (``no such file or directory``, ``permission denied``)."""
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
 
 
 def _os_text(exc: BaseException) -> str:
