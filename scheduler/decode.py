@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,9 @@ def _name(value: Any, what: str) -> str:
     return value
 
 
+_MAX_FLOAT_INT = int(sys.float_info.max)  # a larger int has no float (math.isfinite raises OverflowError)
+
+
 def _int(doc: dict[str, Any], field: str, default: int = 0, minimum: int = 0, maximum: int = _MAX_INT) -> int:
     value = doc.get(field, default)
     if value is None:
@@ -88,6 +92,8 @@ def _number(doc: dict[str, Any], field: str, default: float | None = None) -> fl
     value = doc.get(field, default)
     if value is None:
         return None
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_FLOAT_INT:
+        raise Malformed(f"{field}: must be a finite number, not an integer of {value.bit_length()} bits")
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise Malformed(f"{field}: must be a finite number, not {value!r}")
     return float(value)

@@ -11,8 +11,10 @@
    back to 1 after a short jittered backoff (200 ms doubling to 5 s); so too when the sink
    raises (a bug: it is logged with its traceback), rather than ending the task.
 
-The sink is called on the informer's task; it must not block. ``synced`` is set after the
-first list; ``relists`` counts lists after the first.
+The sink is called on the informer's task; it must not block. ``synced`` is set after each
+list the sink took, and cleared when the sink raises: events it did not take are lost, so
+its view is not the store's until a list succeeds (the scheduler acts only while it is set).
+``relists`` counts lists after the first.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class Informer:
                                                                            "retry_s": round(delay, 3)}})
             except Exception:  # the sink's bug must not end the informer (a view never updated again)
                 self.errors += 1
+                self.synced.clear()
                 log.exception("informer sink failed; relisting", extra={"fields": {"prefix": self.prefix,
                                                                                    "retry_s": round(delay, 3)}})
             await asyncio.sleep(delay * (0.5 + self.rng.random()))

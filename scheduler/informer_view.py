@@ -14,7 +14,13 @@ its key and reason kept in ``invalid`` and logged (a warning naming the key), an
 is affected: a job spec that does not decode is not a job (the daemon writes its pending reason
 ``InvalidSpec``, or fails its run), a node record that does not decode is not a node, a
 binding that does not decode is kept with its ``problem`` so the daemon can release it (it
-holds GPUs), an alloc record that does not decode makes its node unschedulable.
+holds GPUs), an alloc record that does not decode makes its node unschedulable. A decoder that
+raises anything but ``Malformed`` on some value is a bug, but it is that key's problem too
+(``_guarded``: logged with its traceback, the value read as not decoding), never the view's:
+an exception out of ``replace`` or ``apply`` makes the informer list again, which meets the
+same value, for ever. And ``replace`` builds the new view apart and swaps it in whole, so a
+failure leaves the last consistent view, never half of one (with the heartbeats not yet read,
+every node looks lost).
 
 Example: a heartbeat key of ``n1`` is deleted (its agent's lease expired) -> ``n1`` dirty ->
 ``node_model("n1")`` has ``healthy=False`` -> ``CoreFeed.sync_node`` emits ``NodeUpdated``;
@@ -87,6 +93,19 @@ class Binding:
                                for t in self.tasks if t["index"] >= 0))
 
 
+def _guarded(decoder: Callable[..., Any], *args: Any) -> Any:
+    """``decoder(*args)``; any exception but ``decode.Malformed`` (a bug in a decoder, met on a
+    value anyone may write) is logged with its traceback and raised as ``Malformed``."""
+    try:
+        return decoder(*args)
+    except decode.Malformed:
+        raise
+    except Exception as exc:
+        log.exception("a decoder failed on a stored value", extra={"fields": {"decoder": decoder.__name__}})
+        raise decode.Malformed(f"could not be decoded ({type(exc).__name__}: {str(exc)[:200]}; a scheduler bug, "
+                               "see its log)") from exc
+
+
 def _load(value: bytes) -> tuple[Any, str]:
     """The JSON value and "", or None and why it is not JSON."""
     try:
@@ -130,16 +149,16 @@ class ClusterView:
             "j": set(self.jobs) | set(self.bindings) | set(self.status) | set(self.tasks) | set(self.evictions),
             "t": set(self.tenants),
         }
-        unreachable, warned = self.unreachable, self._warned
-        self.__init__()  # type: ignore[misc]
-        self.unreachable, self._warned = unreachable, warned
+        fresh = type(self)()
+        fresh.unreachable, fresh._warned = self.unreachable, dict(self._warned)
         for kv in kvs:
-            key = self._key(kv.key)
+            key = fresh._key(kv.key)
             if key is not None:
-                self._put(key, kv.value, kv.create_revision, kv.mod_revision)
-                if key not in self.invalid:
-                    self._warned.pop(key, None)
-        self.revision = revision
+                fresh._put(key, kv.value, kv.create_revision, kv.mod_revision)
+                if key not in fresh.invalid:
+                    fresh._warned.pop(key, None)
+        fresh.revision = revision
+        self.__dict__.update(fresh.__dict__)  # all or nothing: an exception above left self as it was
         self.dirty_nodes |= before["n"] | set(self.nodes) | set(self.heartbeats) | set(self.cordons)
         self.dirty_jobs |= before["j"] | set(self.jobs) | set(self.bindings) | set(self.evictions)
         self.dirty_tenants |= before["t"] | set(self.tenants)
@@ -199,7 +218,7 @@ class ClusterView:
             try:
                 if why:
                     raise decode.Malformed(why)
-                decode.node(rest, doc)
+                _guarded(decode.node, rest, doc)
                 self.nodes[rest] = entry
             except decode.Malformed as exc:
                 self._invalid(key, str(exc))
@@ -216,13 +235,16 @@ class ClusterView:
             try:
                 if why:
                     raise decode.Malformed(why)
-                decode.alloc_jobs(doc)
+                _guarded(decode.alloc_jobs, doc)
             except decode.Malformed as exc:
                 self._invalid(key, f"{exc}; node {rest} unschedulable until it is fixed")
             if was_invalid != (key in self.invalid):  # schedulable or not: the core must hear of it
                 self._node_dirty(rest)
         elif prefix == keys.JOBS:
-            problems = [why] if why else [str(p) for p in check_stored_job(rest, doc)]
+            try:
+                problems = [why] if why else [str(p) for p in _guarded(check_stored_job, rest, doc)]
+            except decode.Malformed as exc:
+                problems = [str(exc)]
             self._index_spec(rest, None)
             if problems:
                 self._invalid(key, "; ".join(problems))
@@ -234,12 +256,16 @@ class ClusterView:
                 self._index_spec(rest, entry.doc)
             self.dirty_jobs.add(rest)
         elif prefix == keys.BINDINGS:
+            try:
+                tasks, bound_at, evicting_until, problem = _guarded(decode.binding, doc) if not why else \
+                    ((), 0.0, None, why)
+            except decode.Malformed as exc:
+                tasks, bound_at, evicting_until, problem = (), 0.0, None, str(exc)
             old = self.bindings.get(rest)
             if old is not None:
                 self._unindex(old)
-            tasks, bound_at, evicting_until, problem = decode.binding(doc) if not why else ((), 0.0, None, why)
             try:
-                evicted_for, eviction_message = decode.binding_eviction(doc)
+                evicted_for, eviction_message = _guarded(decode.binding_eviction, doc)
             except decode.Malformed as exc:
                 evicted_for, eviction_message = "", ""
                 problem = "; ".join(p for p in (problem, str(exc)) if p)
@@ -254,13 +280,16 @@ class ClusterView:
             try:
                 if why:
                     raise decode.Malformed(why)
-                self.evictions[rest] = Entry(decode.eviction(rest, doc), create, mod)
+                self.evictions[rest] = Entry(_guarded(decode.eviction, rest, doc), create, mod)
             except decode.Malformed as exc:
                 self._invalid(key, f"{exc} (the request is not acted on)")
                 self.evictions.pop(rest, None)
             self.dirty_jobs.add(rest)
         elif prefix == keys.JOBSTATUS:
-            fixed, problems = decode.job_status(doc)
+            try:
+                fixed, problems = _guarded(decode.job_status, doc)
+            except decode.Malformed as exc:
+                fixed, problems = {}, [str(exc)]
             if why or problems:
                 self._invalid(key, "; ".join([why] if why else problems) + " (read as missing; rewritten on the next status write)")
             self.status[rest] = Entry(fixed, create, mod)
@@ -269,7 +298,7 @@ class ClusterView:
             try:
                 if why:
                     raise decode.Malformed(why)
-                decode.tenant(rest, doc)
+                _guarded(decode.tenant, rest, doc)
                 self.tenants[rest] = entry
             except decode.Malformed as exc:
                 self._invalid(key, str(exc))
@@ -286,7 +315,7 @@ class ClusterView:
         try:
             if why:
                 raise decode.Malformed(why)
-            decode.task_status(entry.doc)
+            _guarded(decode.task_status, entry.doc)
         except decode.Malformed as exc:
             self._invalid(key, str(exc))
             known = self.tasks.get(job, {})

@@ -170,6 +170,9 @@ class SchedulerDaemon(RunLifecycle):
         lost_wait = asyncio.get_running_loop().create_task(lost.wait())
         try:
             while not lost.is_set():
+                if not self.informer.synced.is_set():  # the view missed changes (its sink failed)
+                    await self._wait_synced(lost_wait)
+                    continue
                 try:
                     await self.step()
                 except ClientError as exc:
@@ -190,6 +193,19 @@ class SchedulerDaemon(RunLifecycle):
                 self._wake.clear()
         finally:
             lost_wait.cancel()
+
+    async def _wait_synced(self, lost_wait: asyncio.Task[Any]) -> None:
+        """Act on nothing until the informer has listed again: a view that missed changes is
+        stale in every way (heartbeats not renewed in it: each node would look lost, its jobs
+        released), so stale decisions would be written."""
+        log.warning("view out of sync with the store; not acting until the informer lists again")
+        synced = asyncio.get_running_loop().create_task(self.informer.synced.wait())
+        try:
+            await asyncio.wait({synced, lost_wait}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            synced.cancel()
+        if self.informer.synced.is_set():
+            log.info("view in sync again; acting", extra={"fields": {"revision": self.view.revision}})
 
     def _next_wakeup(self) -> float | None:
         times = list(self._timers.values())

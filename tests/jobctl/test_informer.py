@@ -335,7 +335,9 @@ def test_a_stored_placement_the_core_cannot_hold_is_withheld() -> None:
     assert feed.unfit == {"k": "node ghost is not a known node"}
 
 
-_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
+                     # an int no float can hold (max_run_s: 1000...0) raised OverflowError in the job check
+                     | st.integers(min_value=10**308, max_value=10**400),
                      lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
                          st.sampled_from(["name", "gpus", "tasks", "node", "task", "index", "jobs", "labels", "islands",
                                           "bound_at", "phase", "assignment_revision", "nominal_gpus", "ttl_s",
@@ -410,3 +412,89 @@ async def test_a_sink_that_raises_does_not_end_the_informer() -> None:
     assert not task.done(), task
     task.cancel()
     assert "n1" in view.nodes and inf.errors == 1
+
+
+def test_a_decoder_that_raises_is_that_keys_problem_not_the_views(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decoder's bug (any exception but Malformed) on one stored value: logged, the value read
+    as not decoding (no node, a job's InvalidSpec), and the other keys of the same list and
+    watch batch are taken. Before, the exception left the view half-replaced and made the
+    informer list again for ever."""
+    real = decode.node
+
+    def buggy(name: str, doc: Any) -> Any:
+        if name == "n2":
+            raise ZeroDivisionError("a bug")
+        return real(name, doc)
+
+    monkeypatch.setattr(decode, "node", buggy)
+    c = FakeClient()
+    view = ClusterView()
+    view.replace([c.put("/registry/nodes/n1", node("n1")).kv, c.put("/registry/nodes/n2", node("n2")).kv,
+                  c.put("/registry/leases/n1", {}).kv, c.put("/registry/leases/n2", {}).kv], c.rev)
+    assert set(view.nodes) == {"n1"} and set(view.heartbeats) == {"n1", "n2"}
+    assert "ZeroDivisionError: a bug; a scheduler bug" in view.invalid["/registry/nodes/n2"]
+    view.apply([c.put("/registry/nodes/n2", node("n2")), c.put("/registry/nodes/n3", node("n3"))], c.rev)
+    assert set(view.nodes) == {"n1", "n3"}
+
+    def raises(name: str, doc: Any) -> list[Any]:
+        raise OverflowError("int too large to convert to float")
+
+    monkeypatch.setattr("scheduler.informer_view.check_stored_job", raises)
+    view.apply([c.put("/registry/jobs/j", SPEC)], c.rev)
+    assert "j" not in view.jobs and "j" in view.invalid_jobs
+    assert "OverflowError" in view.invalid["/registry/jobs/j"]
+
+
+def test_a_list_that_fails_leaves_the_last_view_whole() -> None:
+    """``replace`` builds the new view apart: an exception on the way (a bug) leaves the view
+    it had, not one whose heartbeats were not read yet (every node would look lost)."""
+    c = FakeClient()
+    view = ClusterView()
+    view.replace([c.put("/registry/leases/n1", {}).kv, c.put("/registry/nodes/n1", node("n1")).kv], c.rev)
+    before = (dict(view.nodes), dict(view.heartbeats), view.revision)
+
+    class Breaks(ClusterView):  # a bug met on one key, after the jobs were read, before the leases
+        def _put(self, key: str, value: bytes, create: int, mod: int) -> None:
+            if key.startswith("/registry/leases/"):
+                raise RuntimeError("a bug")
+            super()._put(key, value, create, mod)
+
+    broken = Breaks()
+    broken.__dict__.update(view.__dict__)
+    with pytest.raises(RuntimeError):
+        broken.replace([c.put("/registry/jobs/j", SPEC).kv, c.put("/registry/leases/n1", {}).kv,
+                        c.put("/registry/nodes/n1", node("n1")).kv], c.rev)
+    assert (dict(broken.nodes), dict(broken.heartbeats), broken.revision) == before and "j" not in broken.jobs
+
+
+async def test_a_sink_that_raises_clears_synced_until_a_list_succeeds() -> None:
+    """While the sink's view misses changes, ``synced`` is clear (the daemon does not act)."""
+    c = FakeClient()
+    c.put("/registry/nodes/n1", node("n1"))
+    c.streams += [[], []]
+
+    class Flaky(ClusterView):
+        calls = 0
+
+        def replace(self, kvs: Any, revision: int) -> None:
+            Flaky.calls += 1
+            if Flaky.calls == 2:
+                raise RuntimeError("a bug in the sink")
+            super().replace(kvs, revision)
+
+    view = Flaky()
+    inf = Informer(c, "/registry/", view, backoff_initial_s=0.5)
+    await inf.list_once()
+    assert inf.synced.is_set()
+    task = asyncio.get_running_loop().create_task(inf.run())
+    try:
+        for _ in range(100):
+            if inf.errors:
+                break
+            await asyncio.sleep(0.005)
+        assert inf.errors == 1 and not inf.synced.is_set()
+        async with asyncio.timeout(10):
+            await inf.synced.wait()
+        assert Flaky.calls >= 3
+    finally:
+        task.cancel()

@@ -3,6 +3,7 @@ daemon's own pass (``SchedulerDaemon.step``) on a real one-member kvraft, in thi
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -117,6 +118,35 @@ async def test_an_integer_too_large_for_a_float_is_an_invalid_spec_not_a_relist_
     st = await doc(d, "/registry/jobstatus/big")
     assert (st["phase"], st["reason"]) == ("Pending", "InvalidSpec"), st
     assert "max_run_s: must be number or null, not an integer too large" in st["message"], st
+
+
+async def test_the_leader_does_not_act_while_its_view_is_out_of_sync(daemon: SchedulerDaemon) -> None:
+    """When the informer's sink failed, the view missed changes (heartbeats among them: every
+    node would look lost and its jobs be released, as they were behind a relist loop): the
+    leader's loop runs no step until the informer has listed again."""
+    d = daemon
+    await steps(d, 1)
+    calls = 0
+
+    async def counted() -> None:
+        nonlocal calls
+        calls += 1
+
+    d.step = counted  # type: ignore[method-assign]
+    d.informer.synced.clear()  # what the informer does when its sink raises
+    lost = asyncio.Event()
+    task = asyncio.get_running_loop().create_task(d._act(lost))
+    try:
+        await asyncio.sleep(0.5)
+        assert calls == 0 and not task.done()
+        d.informer.synced.set()  # a list the sink took
+        async with asyncio.timeout(5):
+            while not calls:
+                await asyncio.sleep(0.01)
+    finally:
+        lost.set()
+        async with asyncio.timeout(5):
+            await task
 
 
 async def test_a_running_jobs_spec_overwritten_fails_its_run_and_no_gpu_is_given_twice(daemon: SchedulerDaemon) -> None:
