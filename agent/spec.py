@@ -108,7 +108,10 @@ class Assignment:
     stopping: str = ""  # why the scheduler asks for the task to stop ("" while it should run)
 
 
-def _int(doc: dict[str, Any], name: str, path: str, minimum: int = 0) -> int:
+_MAX_QUANTITY = 1 << 62  # far beyond any machine; cgroup files and the runtimes take int64
+
+
+def _int(doc: dict[str, Any], name: str, path: str, minimum: int = 0, maximum: int = _MAX_QUANTITY) -> int:
     value = doc.get(name, 0)
     if value is None:
         return 0
@@ -116,6 +119,9 @@ def _int(doc: dict[str, Any], name: str, path: str, minimum: int = 0) -> int:
         raise SpecError(f"{path}.{name}: must be an integer, not {value!r}")
     if value < minimum:
         raise SpecError(f"{path}.{name}: must be >= {minimum}, not {value}")
+    if value > maximum:
+        raise SpecError(f"{path}.{name}: must be <= {maximum}, not "
+                        + (str(value) if value.bit_length() <= 64 else f"an integer of {value.bit_length()} bits"))
     return value
 
 
@@ -187,6 +193,8 @@ def parse_spec(doc: Any) -> TaskSpec:
     if max_restarts is not None and (isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0):
         raise SpecError(f"spec.max_restarts: must be an integer >= 0, not {max_restarts!r}")
     grace_s = doc.get("grace_s", 30.0)
+    if isinstance(grace_s, int) and not isinstance(grace_s, bool) and grace_s > _MAX_QUANTITY:  # no float holds it
+        raise SpecError(f"spec.grace_s: must be a finite number >= 0, not an integer of {grace_s.bit_length()} bits")
     if isinstance(grace_s, bool) or not isinstance(grace_s, int | float) or not 0 <= grace_s < math.inf:
         raise SpecError(f"spec.grace_s: must be a finite number >= 0, not {grace_s!r}")
     network = doc.get("network", "host") or "host"

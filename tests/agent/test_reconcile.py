@@ -342,7 +342,10 @@ def test_applying_actions_reaches_a_fixed_point(w) -> None:
     ({"command": ["x"], "user": [True, 0]}, "spec.user: must be [uid, gid], not [True, 0]"),
     ({"command": ["x"], "env": {"A": "b\0c"}}, "spec.env.A: contains a NUL character"),
     ({"command": ["/bin/x\0"]}, "spec.command[0]: contains a NUL character"),
-], ids=["grace-nan", "grace-inf", "user-bool", "env-nul", "command-nul"])
+    ({"command": ["x"], "grace_s": 10**400}, "spec.grace_s: must be a finite number >= 0, not an integer of 1329 bits"),
+    ({"command": ["x"], "resources": {"memory_mib": 2**63}},
+     "spec.resources.memory_mib: must be <= 4611686018427387904, not 9223372036854775808"),
+], ids=["grace-nan", "grace-inf", "user-bool", "env-nul", "command-nul", "grace-huge", "memory-huge"])
 def test_a_spec_with_numbers_that_are_not_numbers_is_invalid(spec: dict[str, object], want: str) -> None:
     """grace_s NaN passed (NaN < 0 is False) and became the SIGTERM-to-SIGKILL wait; a NUL in
     an argument or a variable passed, and the task's supervisor died of ValueError('embedded
@@ -351,7 +354,9 @@ def test_a_spec_with_numbers_that_are_not_numbers_is_invalid(spec: dict[str, obj
     assert (a.spec, a.error) == (None, want)
 
 
-_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
+                     # an int no float or int64 can hold (grace_s: 1000...0 raised OverflowError)
+                     | st.integers(min_value=2**63, max_value=10**400),
                      lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
                          st.sampled_from(["spec", "command", "image", "env", "resources", "gpus", "grace_s", "user",
                                           "network", "workdir", "restart_policy", "max_restarts", "cpuset",
