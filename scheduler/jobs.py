@@ -70,6 +70,8 @@ __all__ = [
 # Patterns end in \Z, not $: jsonschema matches with re.search, and Python's $ also matches
 # before a final newline (a name "j\n" passed, and memory "4Gi\n" then failed to convert).
 NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?\Z"}
+MAX_NAME = 63  # (the pattern's length bound: a longer name is told so, not that it does not match)
+_NAME_ANY_LENGTH = r"[a-z0-9]([-a-z0-9_.]*[a-z0-9])?"
 QUANTITY_CPU = {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?m?\Z"}]}
 QUANTITY_MEM = {"anyOf": [{"type": "integer", "minimum": 0},
                           {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?\Z"}]}
@@ -337,6 +339,9 @@ def _message(err: jsonschema.ValidationError) -> tuple[list[Any], str]:
     if v == "const":
         return path, f"must be {val!r}, not {err.instance!r}"
     if v == "pattern":
+        if val == NAME["pattern"] and isinstance(err.instance, str) and len(err.instance) > MAX_NAME \
+                and re.fullmatch(_NAME_ANY_LENGTH, err.instance):
+            return path, f"must be at most {MAX_NAME} characters, not {len(err.instance)} ({err.instance[:20]!r}...)"
         shown = val[:-2] + "$" if val.endswith("\\Z") else val  # as users write it
         return path, f"{err.instance!r} does not match {shown}"
     if v == "minItems":

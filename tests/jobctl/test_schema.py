@@ -300,3 +300,21 @@ def test_tenant_run_as() -> None:
         assert validate_tenant(dict(ok, run_as_user=bad)), bad
         with pytest.raises(decode.Malformed, match="run_as_user"):
             decode.tenant("nlp", dict(ok, run_as_user=bad))
+
+
+def test_a_name_too_long_says_so(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 64-character name (valid characters) was refused with the name pattern, which says
+    nothing of its length; 63 characters are fine; bad characters still name the pattern."""
+    long, ok = "a" * 64, "a" * 63
+    doc = {"name": long, "tenant": long, "priority_class": long, "depends_on": [{"job": "b" * 64}],
+           "tasks": [{"name": long, "command": "x"}]}
+    got = sorted(str(p) for p in validate_job(doc))
+    want = "must be at most 63 characters, not 64 ('{}'...)"
+    assert got == [f"{where}: {want.format(c * 20)}" for where, c in (("depends_on[0].job", "b"), ("name", "a"),
+                   ("priority_class", "a"), ("tasks[0].name", "a"), ("tenant", "a"))], got
+    assert validate_job({"name": ok, "tasks": [{"name": ok, "command": "x"}]}) == []
+    assert [str(p) for p in validate_job({"name": "A" * 64, "tasks": [{"name": "w", "command": "x"}]})] == \
+        [f"name: {'A' * 64!r} does not match ^[a-z0-9]([-a-z0-9_.]{{0,61}}[a-z0-9])?$"]
+    rc, out, err = _run(["submit", "-f", "-", "--dry-run"], f"name: {long}\ntasks: [{{name: w, command: x}}]\n",
+                        capsys, monkeypatch)
+    assert (rc, out) == (1, "") and f"(job {long}): name: must be at most 63 characters, not 64" in err, err
