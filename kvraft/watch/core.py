@@ -215,8 +215,13 @@ class WatchCore:
 
     # -- membership -----------------------------------------------------------------------
     def add(self, w: Watcher) -> None:
-        """Place a new watcher. ``next_rev`` 0 (or past the store) means "from now on"."""
-        if w.next_rev <= 0 or w.next_rev > self.current_revision:
+        """Place a new watcher. ``next_rev`` 0 (or past the store) means "from now on". A
+        negative one is below every revision, as etcd reads it: "from now on" while nothing
+        was compacted, else cancelled as compacted by the next sync pass (etcd compares it
+        with its compacted revision, -1 until a compaction)."""
+        if w.next_rev < 0 and self.compact_revision > 0:
+            self.unsynced.add(w)
+        elif w.next_rev <= 0 or w.next_rev > self.current_revision:
             w.next_rev = max(w.next_rev, self.current_revision + 1)
             self.synced.add(w)
         else:

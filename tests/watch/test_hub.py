@@ -121,6 +121,29 @@ def test_compacted_start_is_cancelled_with_compact_revision() -> None:
     assert not s.watchers
 
 
+def test_a_negative_start_is_from_now_until_a_compaction_then_compacted() -> None:
+    """etcd reads start_revision < 0 as below every revision: with nothing compacted its
+    watcher is synced from now on; after a compaction it is cancelled as compacted (kvraft
+    took it as "from now" in both cases; tests/watch/test_watch_compat_etcd.py)."""
+    hist = FakeHistory()
+    for i in range(3):
+        hist.write([("put", b"k", bytes([i]))])
+    for compacted in (0, 2):
+        if compacted:
+            hist.compact(compacted)
+        hub = WatchHub(hist, hist.revision, compact_revision=compacted)
+        s = hub.open()
+        s.create(WatchCreate(b"k", start_revision=-1))
+        hub.sync_once()
+        got: list = []
+        _drain(s, got)
+        assert got[0].created and not got[0].canceled
+        if compacted:
+            assert len(got) == 2 and got[1].canceled and got[1].compact_revision == 2
+        else:
+            assert len(got) == 1 and hub.core.is_synced(next(iter(s.watchers.values())))
+
+
 def test_ids_duplicates_cancel_and_progress() -> None:
     hist = FakeHistory()
     hub = WatchHub(hist, hist.revision)

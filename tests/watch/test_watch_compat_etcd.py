@@ -98,7 +98,7 @@ CASES: dict[str, tuple[list[dict[str, Any]], int]] = {
     "the empty key": ([create(key="")], 1),
     "range_end before key": ([create(key=b("b"), range_end=b("a"))], 1),
     "range_end equal to key": ([create(key=b("b"), range_end=b("b"), watch_id=2)], 1),
-    "a negative start revision": ([create(key=b("a"), start_revision=-3)], 1),
+    "a negative start revision, after a compaction": ([create(key=b("a"), start_revision=-3)], 2),
     "start revision as a string": ([create(key=b("a"), start_revision="5")], 2),
     "fragment": ([create(key=b("a"), start_revision=4, fragment=True)], 2),
     "cancel": ([create(key=b("a"), watch_id=2), {"cancel_request": {"watch_id": 2}}], 2),
