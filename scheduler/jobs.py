@@ -49,6 +49,7 @@ from scheduler.model import Job, Level, Mode, Topology
 __all__ = [
     "JOB_SCHEMA",
     "MAX_DEPENDENCIES",
+    "MAX_QUANTITY",
     "PRIORITY_CLASS_SCHEMA",
     "TENANT_SCHEMA",
     "Problem",
@@ -184,6 +185,10 @@ PRIORITY_CLASS_SCHEMA: dict[str, Any] = {
     },
 }
 
+# The largest milli-CPU or MiB a stored task may ask for (an int64): a job's cpu or memory
+# beyond it is refused at submit (validate_job), as the daemon refuses it stored.
+MAX_QUANTITY = (1 << 63) - 1
+
 STORED_TASK: dict[str, Any] = {
     "type": "object",
     "required": ["name", "replicas", "image", "command", "resources"],
@@ -200,8 +205,8 @@ STORED_TASK: dict[str, Any] = {
             "properties": {
                 "gpus": {"type": "integer", "minimum": 0, "maximum": 64},
                 "gpu_type": {"type": ["string", "null"]},
-                "cpu_milli": {"type": "integer", "minimum": 0},
-                "memory_mib": {"type": "integer", "minimum": 0},
+                "cpu_milli": {"type": "integer", "minimum": 0, "maximum": MAX_QUANTITY},
+                "memory_mib": {"type": "integer", "minimum": 0, "maximum": MAX_QUANTITY},
                 "rdma": {"type": "boolean"},
             },
         },
@@ -406,6 +411,33 @@ def validate_job(doc: Any) -> list[Problem]:
     # a broken structure stops the extra rules; the schema problems above say where
     with contextlib.suppress(KeyError, TypeError, ValueError, AssertionError, AttributeError, OverflowError):
         problems += _semantic_problems(doc)
+    return problems + _quantity_problems(doc)
+
+
+def _quantity_problems(doc: dict[str, Any]) -> list[Problem]:
+    """A cpu or memory of the right form, but more than a stored job may hold (MAX_QUANTITY
+    milli-CPU or MiB; or none at all: ``cpu: 1e308``, 400 digits). Those of the wrong form the
+    schema has said."""
+    problems: list[Problem] = []
+    tasks = doc.get("tasks")
+    for i, task in enumerate(tasks if isinstance(tasks, list) else ()):
+        r = task.get("resources") if isinstance(task, dict) else None
+        if not isinstance(r, dict):
+            continue
+        for field, convert, most in (("cpu", cpu_milli, "2^63-1 milli-CPU (about 9.2e15 cores)"),
+                                     ("memory", memory_mib, "2^63-1 MiB (about 8.8e12 Ti)")):
+            value = r.get(field)
+            if not (isinstance(value, str) or _finite(value)):
+                continue
+            try:
+                ok = convert(value) <= MAX_QUANTITY
+            except OverflowError:
+                ok = False
+            except (ValueError, TypeError, AssertionError):
+                continue  # not a quantity: the schema's problem
+            if not ok:
+                shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:30]}... ({len(str(value))} characters)"
+                problems.append(Problem(f"tasks[{i}].resources.{field}", f"too large: at most {most}, not {shown}"))
     return problems
 
 
@@ -520,7 +552,7 @@ def _task_ok(t: Any) -> bool:
             and ("env" not in t or _strings(t["env"])) and isinstance(t.get("workdir", ""), str)
             and isinstance(r, dict) and all(f in r for f in ("gpus", "cpu_milli", "memory_mib", "rdma"))
             and _i(r["gpus"], 0, 64) and (r.get("gpu_type") is None or isinstance(r["gpu_type"], str))
-            and _i(r["cpu_milli"], 0, 1 << 63) and _i(r["memory_mib"], 0, 1 << 63) and isinstance(r["rdma"], bool))
+            and _i(r["cpu_milli"], 0, MAX_QUANTITY) and _i(r["memory_mib"], 0, MAX_QUANTITY) and isinstance(r["rdma"], bool))
 
 
 def _stored_job_ok(doc: Any) -> bool:

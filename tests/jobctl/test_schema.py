@@ -318,3 +318,49 @@ def test_a_name_too_long_says_so(capsys: pytest.CaptureFixture[str], monkeypatch
     rc, out, err = _run(["submit", "-f", "-", "--dry-run"], f"name: {long}\ntasks: [{{name: w, command: x}}]\n",
                         capsys, monkeypatch)
     assert (rc, out) == (1, "") and f"(job {long}): name: must be at most 63 characters, not 64" in err, err
+
+
+@pytest.mark.parametrize(("resources", "want"), [
+    ({"cpu": "99999999999999999999"}, "tasks[0].resources.cpu: too large: at most 2^63-1 milli-CPU (about 9.2e15 "
+                                      "cores), not '99999999999999999999'"),
+    ({"cpu": 1e17}, "tasks[0].resources.cpu: too large"),
+    ({"cpu": 1e308}, "tasks[0].resources.cpu: too large"),  # (times 1000: inf, an OverflowError traceback)
+    ({"cpu": "9" * 400}, "tasks[0].resources.cpu: too large: at most 2^63-1 milli-CPU (about 9.2e15 cores), "
+                         f"not '{'9' * 29}... (400 characters)"),
+    ({"memory": 10 ** 20}, "tasks[0].resources.memory: too large: at most 2^63-1 MiB (about 8.8e12 Ti), "
+                           "not 100000000000000000000"),
+    ({"memory": "9000000000000Ti"}, "tasks[0].resources.memory: too large"),
+    ({"memory": "9" * 400}, "tasks[0].resources.memory: too large"),
+], ids=["cpu-digits", "cpu-float", "cpu-no-float", "cpu-400-digits", "memory-mib", "memory-ti", "memory-400-digits"])
+def test_a_quantity_the_stored_job_cannot_hold_is_refused_at_submit(resources: dict[str, Any], want: str,
+                                                                    capsys: pytest.CaptureFixture[str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``cpu: "99999999999999999999"`` passed validate_job (the schema has no bound on a
+    quantity) and was stored as 10^23 milli-CPU, which the stored check's int64 bound refuses;
+    ``cpu: 1e308`` raised OverflowError in normalize_job (a traceback). The largest that fit pass."""
+    doc = {"name": "j", "tasks": [{"name": "w", "command": "x", "resources": resources}]}
+    got = [str(p) for p in validate_job(doc)]
+    assert len(got) == 1 and got[0].startswith(want), got
+    yaml_text = f"name: j\ntasks: [{{name: w, command: x, resources: {_flow(resources)}}}]\n"
+    rc, out, err = _run(["submit", "-f", "-", "--dry-run"], yaml_text, capsys, monkeypatch)
+    assert (rc, out) == (1, "") and want in err and "Traceback" not in err, err
+
+
+def _flow(value: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def test_the_largest_quantities_pass_and_the_stored_check_says_what_submit_says() -> None:
+    from scheduler.jobs import MAX_QUANTITY
+
+    big = {"name": "j", "tasks": [{"name": "w", "command": "x", "resources": {"cpu": "9000000000000000",
+                                                                                "memory": "8796093022207Ti"}}]}
+    assert validate_job(big) == []
+    spec = normalize_job(big)
+    assert check_stored_job("j", spec) == [] and spec["tasks"][0]["resources"]["memory_mib"] <= MAX_QUANTITY
+    # a stored job beyond the bound: the schema (the messages) says so as the fast check does
+    over = dict(spec, tasks=[dict(spec["tasks"][0], resources=dict(spec["tasks"][0]["resources"], cpu_milli=10 ** 23))])
+    assert [str(p) for p in check_stored_job("j", over)] == \
+        [f"tasks[0].resources.cpu_milli: must be <= {MAX_QUANTITY}, not {10 ** 23}"]
