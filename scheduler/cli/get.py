@@ -4,7 +4,10 @@
 ``status.reason``, ``status.restarts`` and ``status.placement`` (``task, node, rack, gpus``).
 The name of a job array lists its elements, by index (``-o json``: a ``List``). In the tables,
 the elements an array's limit keeps back are one row, as squeue shows them
-(``sweep_[4-15%4]``, reason JobArrayTaskLimit); ``-r``/``--array`` lists them one per row."""
+(``sweep_[4-15%4]``, reason JobArrayTaskLimit); ``-r``/``--array`` lists them one per row.
+
+A named job that is not ``--tenant``'s is not found (``Error from server (NotFound)``, exit
+1), as ``kubectl get pod x -n other``; an empty name is refused before connecting."""
 
 from __future__ import annotations
 
@@ -36,7 +39,13 @@ def add_parser(sub: Any) -> None:
                    help="one row per element of a job array, also those its limit keeps back (squeue -r)")
     p.add_argument("-w", "--watch", action="store_true",
                    help="after the list, print a job again each time it changes (kubectl get -w; Ctrl-C ends)")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, prepare=prepare)
+
+
+def prepare(args: argparse.Namespace) -> None:
+    """Before connecting: an empty name is no name (it listed every job), as kubectl says."""
+    if args.name == "":
+        raise CliError("error: resource name may not be empty")
 
 
 def _load(v: bytes) -> Any:
@@ -176,6 +185,8 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
                 raise NotFound("jobs", args.name)
         if args.tenant:
             items = [j for j in items if j["tenant"] == args.tenant]
+            if args.name and not items:  # (kubectl get pod x -n other: not found, not an empty list)
+                raise NotFound("jobs", args.name)
         if fmt in ("json", "yaml"):
             for j in items:
                 j.pop("revision", None)

@@ -1,0 +1,158 @@
+"""jobctl's verbs in process, against a small synchronous store in place of the cluster
+(``FakeSync``: get, txn with compares, put, get): what a user sees for bad input, fast."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from scheduler import keys
+from scheduler.cli import main as cli_main
+from scheduler.jobs import normalize_job
+
+
+@dataclass
+class KV:
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+
+
+@dataclass
+class Header:
+    revision: int
+
+
+@dataclass
+class Resp:
+    header: Header
+    kvs: list[KV] = field(default_factory=list)
+
+
+@dataclass
+class TxnResp:
+    succeeded: bool
+    responses: list[Any]
+
+
+class FakeSync:
+    """The store a ``SyncClient`` would reach; ``writes`` counts every put."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, KV] = {}
+        self.rev = 1
+        self.writes = 0
+
+    def __enter__(self) -> FakeSync:
+        return self
+
+    def __exit__(self, *a: Any) -> None:
+        return None
+
+    def put(self, key: str, value: bytes) -> None:
+        self.rev += 1
+        self.writes += 1
+        old = self.data.get(key)
+        self.data[key] = KV(key.encode(), value, old.create_revision if old else self.rev, self.rev)
+
+    def get(self, key: str, prefix: bool = False, **_: Any) -> Resp:
+        kvs = [kv for k, kv in sorted(self.data.items()) if (k.startswith(key) if prefix else k == key)]
+        return Resp(Header(self.rev), kvs)
+
+    def _range(self, body: dict[str, Any]) -> Resp:
+        key = body["key"].decode()
+        return self.get(key, prefix="range_end" in body)
+
+    def txn(self) -> Any:
+        store = self
+
+        class Txn:
+            def __init__(self) -> None:
+                self.compares: list[Any] = []
+                self.ops: list[Any] = []
+
+            def if_(self, *compares: Any) -> Txn:
+                self.compares += compares
+                return self
+
+            def then(self, *ops: Any) -> Txn:
+                self.ops += ops
+                return self
+
+            def commit(self) -> TxnResp:
+                for c in self.compares:  # (jobctl submit compares create revisions with 0: absent)
+                    assert (c.target, c.result, c.operand) == ("CREATE", "EQUAL", 0), c
+                    if c.key.decode() in store.data:
+                        return TxnResp(False, [])
+                out: list[Any] = []
+                for op in self.ops:
+                    if op.kind == "range":
+                        out.append(store._range(op.body))
+                    else:
+                        assert op.kind == "put", op
+                        store.put(op.body["key"].decode(), op.body.get("value", b""))
+                        out.append(None)
+                return TxnResp(True, out)
+
+        return Txn()
+
+
+def job(name: str, tenant: str = "default", **extra: Any) -> dict[str, Any]:
+    return normalize_job({"name": name, "tenant": tenant, "tasks": [{"name": "w", "command": "x"}], **extra},
+                         submitted_at=1.0)
+
+
+@pytest.fixture
+def store(monkeypatch: pytest.MonkeyPatch) -> FakeSync:
+    fake = FakeSync()
+    monkeypatch.setattr(cli_main, "SyncClient", lambda *a, **k: fake)
+    return fake
+
+
+def jobctl(args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+           stdin: str = "") -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    out = io.StringIO()
+    try:
+        rc = cli_main.main(args, out=out)
+    except SystemExit as exc:  # argparse
+        rc = int(exc.code or 0)
+    return rc, out.getvalue(), capsys.readouterr().err
+
+
+@pytest.mark.parametrize("output", [[], ["-o", "wide"], ["-o", "json"], ["-o", "yaml"]],
+                         ids=["table", "wide", "json", "yaml"])
+def test_a_named_get_answers_as_kubectl(output: list[str], store: FakeSync, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``get job ""`` listed every job (kubectl: resource name may not be empty), and ``get job x
+    --tenant other`` for an x of another tenant said "No jobs found." with exit 0 (kubectl get
+    pod x -n other: NotFound, exit 1); the same for the name of a job array."""
+    store.put(keys.job_key("x"), json.dumps(job("x", "nlp")).encode())
+    for i in range(2):
+        store.put(keys.job_key(f"sweep_{i}"),
+                  json.dumps(dict(job(f"sweep_{i}", "nlp"),
+                                  array={"job": "sweep", "index": i, "count": 2, "parallelism": None})).encode())
+    writes = store.writes
+    assert jobctl(["get", "job", "", *output], capsys, monkeypatch) == \
+        (1, "", "error: resource name may not be empty\n")
+    for name in ("x", "sweep"):
+        assert jobctl(["get", "job", name, "--tenant", "other", *output], capsys, monkeypatch) == \
+            (1, "", f'Error from server (NotFound): jobs "{name}" not found\n')
+        rc, out, err = jobctl(["get", "job", name, "--tenant", "nlp", *output], capsys, monkeypatch)
+        assert (rc, err) == (0, "") and name in out
+    assert store.writes == writes
+    # without a name, a tenant with no jobs is still an empty list
+    rc, out, err = jobctl(["get", "jobs", "--tenant", "other", *output], capsys, monkeypatch)
+    assert (rc, err) == (0, "") and ("No jobs found." in out if output in ([], ["-o", "wide"]) else "items" in out)
+
+
+@pytest.mark.parametrize("noun", ["nodes", "queues", "priorityclasses"])
+def test_an_empty_name_is_refused_for_every_noun(noun: str, store: FakeSync, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    assert jobctl(["get", noun, ""], capsys, monkeypatch) == (1, "", "error: resource name may not be empty\n")
