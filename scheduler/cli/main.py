@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     try:
         if getattr(args, "prepare", None) is not None:
             args.prepare(args)
-            if getattr(args, "dry_run", False):
+            if getattr(args, "dry_run", None) == "client":  # (=server: run checks against the cluster)
                 for d in args.docs:
                     out.write(f"job/{d['name']} valid (dry run)\n")
                 return 0

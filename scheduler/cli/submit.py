@@ -1,6 +1,10 @@
 """``jobctl submit -f job.yaml`` (``-`` for stdin): validate, resolve the priority class, store.
 
-Prints ``job/<name> submitted`` per job (``-o name``: just the name). Every problem of every
+Prints ``job/<name> submitted`` per job (``-o name``: just the name). ``--dry-run`` (or
+``--dry-run=client``) checks the file without connecting (``job/<name> valid (dry run)``);
+``--dry-run=server`` also runs every check against the cluster (priority classes,
+dependencies, names taken, admission) and writes nothing: ``job/<name> created (server dry
+run)``, or the error a real submit would print, with its exit code. Every problem of every
 document is reported before anything is written; an existing job name is refused, and so is a
 job its tenant does not admit (``scheduler.admission``: name prefix, priority cap).
 
@@ -35,8 +39,17 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("submit", help="submit jobs from a YAML file")
     p.add_argument("-f", "--filename", required=True, help="job YAML file, or - for stdin")
     p.add_argument("-o", "--output", choices=["name"], help="print only the job names")
-    p.add_argument("--dry-run", action="store_true", help="validate only")
+    p.add_argument("--dry-run", nargs="?", const="client", default=None, type=_dry_run, metavar="client|server",
+                   help="client (the default of a bare --dry-run): validate the file only, without connecting; "
+                        "server: also every check against the cluster, writing nothing")
     p.set_defaults(run=run, prepare=prepare)
+
+
+def _dry_run(value: str) -> str | None:
+    """kubectl's --dry-run values: client, server, or none (a real submit)."""
+    if value not in ("client", "server", "none"):
+        raise argparse.ArgumentTypeError(f'invalid dry-run value ({value}); must be "none", "server", or "client"')
+    return None if value == "none" else value
 
 
 def validated_jobs(text: str, source: str) -> list[dict[str, Any]]:
@@ -149,20 +162,18 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
                if (why := admission_problem(d["name"], d["tenant"], d["priority"], tenants)) is not None]
     if refused:
         raise CliError("error: not admitted\n" + "\n".join(f"  {r}" for r in refused))
-    if args.dry_run:
+    if args.dry_run == "server":  # (kubectl apply --dry-run=server: every check, nothing written)
+        for batch in _batches(stored):
+            taken = [d["name"] for d in batch if client.get(keys.job_key(d["name"])).kvs]
+            if taken:
+                raise CliError(f'Error from server (AlreadyExists): jobs "{", ".join(taken)}" already exists')
         for d in stored:
-            out.write(f"job/{d['name']} valid (dry run)\n")
+            out.write(f"{d['name']}\n" if args.output == "name" else f"job/{d['name']} created (server dry run)\n")
         return 0
     import json
 
     done = 0
-    while done < len(stored):
-        # one txn per job, or per TXN_JOBS elements of an array (etcd's --max-txn-ops is 128)
-        batch = stored[done:done + 1]
-        record = arrays.member(batch[0])
-        while record is not None and len(batch) < TXN_JOBS and done + len(batch) < len(stored) \
-                and (nxt := arrays.member(stored[done + len(batch)])) is not None and nxt["job"] == record["job"]:
-            batch.append(stored[done + len(batch)])
+    for batch in _batches(stored):
         names = [keys.job_key(d["name"]) for d in batch]
         txn = client.txn().if_(*(Compare.create(k, "=", 0) for k in names))
         resp = txn.then(*(Op.put(k, json.dumps(d).encode()) for k, d in zip(names, batch, strict=True))).commit()
@@ -175,6 +186,21 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
             out.write(f"{d['name']}\n" if args.output == "name" else f"job/{d['name']} submitted\n")
         done += len(batch)
     return 0
+
+
+def _batches(stored: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The jobs of one txn each: one job, or up to TXN_JOBS elements of one array (etcd's
+    --max-txn-ops is 128)."""
+    out: list[list[dict[str, Any]]] = []
+    for d in stored:
+        record, last = arrays.member(d), out[-1] if out else None
+        head = arrays.member(last[0]) if last else None
+        if last is not None and record is not None and head is not None and head["job"] == record["job"] \
+                and len(last) < TXN_JOBS:
+            last.append(d)
+        else:
+            out.append([d])
+    return out
 
 
 TXN_JOBS = 100

@@ -156,3 +156,80 @@ def test_a_named_get_answers_as_kubectl(output: list[str], store: FakeSync, caps
 def test_an_empty_name_is_refused_for_every_noun(noun: str, store: FakeSync, capsys: pytest.CaptureFixture[str],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     assert jobctl(["get", noun, ""], capsys, monkeypatch) == (1, "", "error: resource name may not be empty\n")
+
+
+def _seeded(store: FakeSync) -> None:
+    store.put(keys.job_key("taken"), json.dumps(job("taken")).encode())
+    store.put(keys.priority_class_key("high"), json.dumps({"kind": "PriorityClass", "name": "high", "value": 100}).encode())
+    store.put(keys.TENANTS + "nlp", json.dumps({"kind": "Tenant", "name": "nlp", "nominal_gpus": 8,
+                                                "job_name_prefix": "nlp-", "max_priority": 10}).encode())
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("name: a\npriority_class: nope\ntasks: [{name: w, command: x}]\n",
+     'error: job a: priority_class: no priority class "nope"'),
+    ("name: a\ndepends_on: [{job: ghost}]\ntasks: [{name: w, command: x}]\n", 'error: job a: depends_on: no job "ghost"'),
+    ("name: taken\ntasks: [{name: w, command: x}]\n", 'Error from server (AlreadyExists): jobs "taken" already exists'),
+    ("name: a\ntasks: [{name: w, command: x}]\n---\nname: taken\ntasks: [{name: w, command: x}]\n",
+     'Error from server (AlreadyExists): jobs "taken" already exists'),
+    ("name: a\ntenant: nlp\ntasks: [{name: w, command: x}]\n", "error: not admitted\n  job a: tenant nlp admits only"),
+    ("name: nlp-a\ntenant: nlp\npriority_class: high\ntasks: [{name: w, command: x}]\n",
+     "error: not admitted\n  job nlp-a: tenant nlp allows priority up to 10; this job has 100"),
+    ("name: taken\narray: '0-1'\ntasks: [{name: w, command: x}]\n",
+     "Error from server (AlreadyExists): jobs \"taken\" already exists (a job array may not take a job's name)"),
+], ids=["priority-class", "dependency", "name-taken", "name-taken-second", "admission-prefix", "admission-priority",
+        "array-name-taken"])
+def test_a_server_dry_run_refuses_what_a_submit_refuses(text: str, want: str, store: FakeSync,
+                                                        capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--dry-run`` passed all these (it never connects) and the server-side branch of
+    submit.run could never be reached; ``--dry-run=server`` says what submit says, writes nothing.
+    (A real submit writes the jobs before a taken name, and says so; the dry run writes none.)"""
+    _seeded(store)
+    writes = store.writes
+    assert jobctl(["submit", "-f", "-", "--dry-run"], capsys, monkeypatch, text)[0] == 0  # (the file alone is fine)
+    rc, out, err = jobctl(["submit", "-f", "-", "--dry-run=server"], capsys, monkeypatch, text)
+    assert (rc, out) == (1, "") and err.startswith(want), err
+    assert store.writes == writes
+    real = jobctl(["submit", "-f", "-"], capsys, monkeypatch, text)
+    if "---" in text:
+        assert real == (1, "job/a submitted\n", want + " (1 submitted before it: a)\n")
+    else:
+        assert real == (rc, out, err)
+
+
+def test_a_server_dry_run_that_passes_writes_nothing(store: FakeSync, capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    _seeded(store)
+    writes = store.writes
+    text = ("name: nlp-a\ntenant: nlp\ntasks: [{name: w, command: x}]\n---\nname: b\npriority_class: high\n"
+            "depends_on: [{job: taken}, {job: nlp-a}]\ntasks: [{name: w, command: x}]\n---\n"
+            "name: sweep\narray: '0-2'\ntasks: [{name: w, command: x}]\n")
+    rc, out, err = jobctl(["submit", "-f", "-", "--dry-run=server"], capsys, monkeypatch, text)
+    assert (rc, err) == (0, "")
+    assert out == "".join(f"job/{n} created (server dry run)\n" for n in ("nlp-a", "b", "sweep_0", "sweep_1", "sweep_2"))
+    assert jobctl(["submit", "-f", "-", "--dry-run=server", "-o", "name"], capsys, monkeypatch, text) == \
+        (0, "nlp-a\nb\nsweep_0\nsweep_1\nsweep_2\n", "")
+    assert store.writes == writes
+    rc, out, err = jobctl(["submit", "-f", "-"], capsys, monkeypatch, text)
+    assert (rc, out.split()) == (0, [f"job/{n}" if i % 2 == 0 else "submitted"
+                                     for n in ("nlp-a", "b", "sweep_0", "sweep_1", "sweep_2") for i in range(2)]), err
+    assert store.writes == writes + 5
+
+
+def test_the_dry_run_values_are_kubectls(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def no_cluster(*a: Any, **k: Any) -> Any:
+        raise AssertionError("a client dry run connected")
+
+    monkeypatch.setattr(cli_main, "SyncClient", no_cluster)
+    text = "name: a\npriority_class: nope\ntasks: [{name: w, command: x}]\n"
+    for flag in ("--dry-run", "--dry-run=client"):
+        assert jobctl(["submit", "-f", "-", flag], capsys, monkeypatch, text) == (0, "job/a valid (dry run)\n", "")
+    assert jobctl(["submit", "--dry-run", "-f", "-"], capsys, monkeypatch, text) == (0, "job/a valid (dry run)\n", "")
+    for bad in ("--dry-run=true", "--dry-run=", "--dry-run=Server"):
+        rc, out, err = jobctl(["submit", "-f", "-", bad], capsys, monkeypatch, text)
+        assert (rc, out) == (2, "") and 'must be "none", "server", or "client"' in err and "usage:" in err, err
+    fake = FakeSync()
+    monkeypatch.setattr(cli_main, "SyncClient", lambda *a, **k: fake)  # =none: a real submit, as kubectl's
+    assert jobctl(["submit", "-f", "-", "--dry-run=none"], capsys, monkeypatch, text.replace("priority_class: nope\n", "")) \
+        == (0, "job/a submitted\n", "") and fake.writes == 1

@@ -154,6 +154,8 @@ def test_jobctl_refuses_an_array_whose_names_are_taken(
     assert _jobctl(one_member, capsys, "submit", "-f", str(path)) == (1, "", want.format(path=path))
     if first is None:  # what a dry run can see without the cluster, it says too
         assert _jobctl(one_member, capsys, "submit", "-f", str(path), "--dry-run") == (1, "", want.format(path=path))
+    # a server dry run sees the cluster: it refuses each of these as submit does, writing nothing
+    assert _jobctl(one_member, capsys, "submit", "-f", str(path), "--dry-run=server") == (1, "", want.format(path=path))
     with SyncClient(one_member, request_timeout_s=10.0) as c:
         assert sorted(kv.key for kv in c.get("/registry/jobs/", prefix=True).kvs) == before
 
