@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -29,31 +28,7 @@ from scheduler.model import (
 from scheduler.profiles import profile
 from scheduler.testing import cluster, make_node
 
-
-@dataclass
-class KV:
-    key: bytes
-    value: bytes
-    create_revision: int
-    mod_revision: int
-
-
-@dataclass
-class Ev:
-    type: str
-    kv: KV
-
-
-@dataclass
-class Header:
-    revision: int
-
-
-@dataclass
-class Resp:
-    header: Header
-    kvs: list[KV] = field(default_factory=list)
-    events: list[Ev] = field(default_factory=list)
+from .store_values import KV, Ev, Header, Resp
 
 
 class FakeClient:

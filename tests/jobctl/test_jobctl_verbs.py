@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -15,24 +15,7 @@ from scheduler import keys
 from scheduler.cli import main as cli_main
 from scheduler.jobs import normalize_job
 
-
-@dataclass
-class KV:
-    key: bytes
-    value: bytes
-    create_revision: int
-    mod_revision: int
-
-
-@dataclass
-class Header:
-    revision: int
-
-
-@dataclass
-class Resp:
-    header: Header
-    kvs: list[KV] = field(default_factory=list)
+from .store_values import KV, Header, Resp
 
 
 @dataclass
