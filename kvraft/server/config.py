@@ -141,7 +141,22 @@ class Config:
             members.setdefault(name, []).append(url)
         if self.name not in members:
             raise ConfigError(f"--initial-cluster has no entry for --name {self.name!r}")
+        urls = [url for member_urls in members.values() for url in member_urls]
+        if len(set(urls)) != len(urls):
+            raise ConfigError(f"--initial-cluster {text} has duplicate url (as etcd)")
         return members
+
+    def check_advertise_matches_cluster(self) -> None:
+        """etcd's rule: this member's ``--initial-cluster`` URLs are its
+        ``--initial-advertise-peer-urls``. The member's id comes from the latter and the
+        founding members' ids from the former, so a mismatch makes a member the cluster
+        does not know (it ran with no peers, or bootstrapped a one-member cluster)."""
+        mine = self.initial_members()[self.name]
+        if sorted(mine) != sorted(self.initial_advertise_peer_urls):
+            raise ConfigError(
+                f"--initial-cluster has {self.name}={','.join(mine)} but missing from "
+                f"--initial-advertise-peer-urls={','.join(self.initial_advertise_peer_urls)}"
+            )
 
     def data_path(self) -> Path:
         return Path(self.data_dir or f"{self.name}.kvraft")
@@ -159,8 +174,17 @@ class Config:
                 _check_url(url, "--" + name.replace("_", "-"))
         if self.initial_cluster_state not in ("new", "existing"):
             raise ConfigError("--initial-cluster-state must be 'new' or 'existing'")
-        if self.heartbeat_interval <= 0 or self.election_timeout < 5 * self.heartbeat_interval:
+        for name in ("heartbeat_interval", "election_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >0 (set to {getattr(self, name)}ms)")
+        if self.election_timeout < 5 * self.heartbeat_interval:
             raise ConfigError("--election-timeout should be at least 5 times --heartbeat-interval")
+        if self.election_timeout > 50000:
+            raise ConfigError(f"--election-timeout[{self.election_timeout}ms] is too long, and should be set "
+                              "less than 50000ms (as etcd)")
+        for name in _UNSIGNED:  # etcd's uint flags: a negative value is a parse error there
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
         if self.auto_compaction_mode not in ("periodic", "revision"):
             raise ConfigError("--auto-compaction-mode must be 'periodic' or 'revision'")
         try:
@@ -206,6 +230,7 @@ class Config:
         if not self.log_outputs:
             raise ConfigError("--log-outputs must name at least one output (default, stderr, stdout or a file)")
         self.initial_members()
+        self.check_advertise_matches_cluster()
         self._validate_tls()
 
     def _validate_tls(self) -> None:
@@ -271,9 +296,15 @@ def _check_pair(prefix: str, cert: str, key: str) -> None:
 
 
 def _check_url(url: str, flag: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # a port out of range, a bad IPv6 literal
+        raise ConfigError(f"{flag}: {url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
         raise ConfigError(f"{flag}: {url!r} is not a scheme://host:port URL")
+    if parts.path:
+        raise ConfigError(f"{flag}: URL must not contain a path: {url}")
 
 
 def member_id_for(peer_urls: list[str], token: str) -> int:
@@ -290,6 +321,8 @@ def cluster_id_for(member_ids: list[int], token: str) -> int:
 _LISTS = {"listen_client_urls", "advertise_client_urls", "listen_peer_urls", "initial_advertise_peer_urls",
           "listen_metrics_urls", "log_outputs", "cipher_suites"}
 
+
+_UNSIGNED = ("snapshot_count", "snapshot_catchup_entries", "max_txn_ops", "max_learners", "auth_token_ttl")
 
 _TRUE = ("1", "t", "true", "yes", "on")
 _FALSE = ("0", "f", "false", "no", "off")
@@ -391,7 +424,14 @@ def parse_config(argv: list[str] | None = None) -> Config:
         value = getattr(args, item.name)
         if value is not None:
             setattr(config, item.name, _coerce(item.name, value))
+    if args.initial_cluster is not None and not args.initial_cluster.strip():
+        # (an unset variable in a unit's ExecStart): with it empty the member would found a
+        # cluster of its own instead of joining its peers; etcd refuses it too
+        raise ConfigError(f"--initial-cluster is empty: couldn't find local name {config.name!r} "
+                          "in the initial cluster configuration")
     if not config.data_dir:
         config.data_dir = str(Path(f"{config.name}.kvraft"))
+    if Path(config.data_dir).exists() and not Path(config.data_dir).is_dir():
+        raise ConfigError(f"--data-dir {config.data_dir} exists and is not a directory")
     config.validate()
     return config

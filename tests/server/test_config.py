@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from kvraft.server.config import ConfigError, parse_config
@@ -122,3 +124,47 @@ def test_every_flag_has_help_in_a_group_and_help_names_no_stale_flag() -> None:
         assert "--" + name.replace("_", "-") in text
     assert "--strict-reconfig-check [true|false]" in text and "(default: true)" in text
     assert "--snapshot-count int" in text and "(default: 100000)" in text
+
+
+def _member(client: int = 12379, peer: int = 12380, cluster: str | None = None) -> list[str]:
+    return ["--listen-client-urls", f"http://127.0.0.1:{client}", "--advertise-client-urls", f"http://127.0.0.1:{client}",
+            "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+            "--initial-cluster", cluster if cluster is not None else f"default=http://127.0.0.1:{peer}"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [  # each one etcd 3.4 refuses at start; kvraft started and served on all but the port
+        (["--listen-client-urls", "http://127.0.0.1:12379/foo"], "URL must not contain a path"),
+        (["--advertise-client-urls", "http://127.0.0.1:12379/"], "URL must not contain a path"),
+        (["--listen-peer-urls", "http://127.0.0.1:12380/x"], "URL must not contain a path"),
+        (["--listen-client-urls", "http://127.0.0.1:99999"], "Port out of range"),  # was a ValueError traceback
+        (_member(cluster="default=http://127.0.0.1:12380,other=http://127.0.0.1:12380"), "duplicate url"),
+        (_member(cluster="default=http://127.0.0.1:22380"), "missing from --initial-advertise-peer-urls"),
+        (_member(cluster="default=http://127.0.0.1:12380,default=http://127.0.0.1:22380"),
+         "missing from --initial-advertise-peer-urls"),
+        ([*_member(cluster="default=http://127.0.0.1:22380"), "--initial-cluster-state", "existing"],
+         "missing from --initial-advertise-peer-urls"),
+        (_member(cluster=""), "--initial-cluster is empty"),  # kvraft founded a one-member cluster
+        (["--election-timeout", "60000"], "less than 50000ms"),
+        (["--heartbeat-interval", "0"], "--heartbeat-interval must be >0"),
+        (["--election-timeout", "0"], "--election-timeout must be >0"),
+        (["--snapshot-count", "-1"], "--snapshot-count must not be negative"),
+        (["--max-txn-ops", "-1"], "--max-txn-ops must not be negative"),
+    ],
+)
+def test_what_etcd_refuses_at_start_is_refused(tmp_path, argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config([*argv, "--data-dir", str(tmp_path / "d")])
+
+
+def test_a_data_dir_that_is_a_file_is_refused(tmp_path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ConfigError, match="is not a directory"):  # was a FileExistsError traceback
+        parse_config(["--data-dir", str(tmp_path / "f")])
+
+
+def test_a_member_whose_urls_agree_is_accepted(tmp_path) -> None:
+    config = parse_config([*_member(cluster="default=http://127.0.0.1:12380,b=http://127.0.0.1:22380"),
+                           "--data-dir", str(tmp_path / "d"), "--max-txn-ops", "0", "--snapshot-count", "0"])
+    assert set(config.initial_members()) == {"default", "b"}
