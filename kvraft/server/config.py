@@ -330,10 +330,10 @@ _FALSE = ("0", "f", "false", "no", "off")
 
 def _coerce(name: str, value: Any) -> Any:
     default = getattr(Config(), name)
-    if name in _LISTS:
+    if name in _LISTS:  # (an entry given twice counts once: a listen URL twice is one listener, as etcd)
         if isinstance(value, list):
-            return [str(v) for v in value]
-        return [u.strip() for u in str(value).split(",") if u.strip()]
+            return list(dict.fromkeys(str(v) for v in value))
+        return list(dict.fromkeys(u.strip() for u in str(value).split(",") if u.strip()))
     if isinstance(default, bool):
         if isinstance(value, str):
             word = value.lower()

@@ -148,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     except (StorageCorruptionError, CorruptionError, ForceNewClusterError, DataDirError) as exc:
         print(f"kvraft: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a URL's port taken, a data dir it may not write: etcd's one line, not a traceback
+        print(f"kvraft: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -168,3 +168,10 @@ def test_a_member_whose_urls_agree_is_accepted(tmp_path) -> None:
     config = parse_config([*_member(cluster="default=http://127.0.0.1:12380,b=http://127.0.0.1:22380"),
                            "--data-dir", str(tmp_path / "d"), "--max-txn-ops", "0", "--snapshot-count", "0"])
     assert set(config.initial_members()) == {"default", "b"}
+
+
+def test_a_listen_url_given_twice_is_one_listener(tmp_path) -> None:
+    # etcd serves on it; kvraft bound it twice and died of 'address already in use'
+    url = "http://127.0.0.1:12379"
+    config = parse_config(["--listen-client-urls", f"{url},{url}", "--data-dir", str(tmp_path / "d")])
+    assert config.listen_client_urls == [url]
