@@ -22,9 +22,21 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
+from agent.confcheck import (
+    check_endpoints,
+    check_name,
+    check_tls_files,
+    check_url,
+    coerce,
+    in_range,
+    load_mapping,
+)
 
 __all__ = ["AgentConfig", "build_parser", "load_config", "parse_labels"]
+
+
+RUNTIMES = ("", "runc", "docker", "process", "fake")  # "": runc where it works, else process
+MAX_LEASE_TTL_S = 9_000_000_000  # kvraft's (and etcd's) largest lease TTL
 
 
 @dataclass
@@ -77,7 +89,7 @@ def parse_labels(text: str | dict[str, Any] | None) -> dict[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kvraft-agent", description="kvraft node agent: registers this machine, runs its tasks")
-    p.add_argument("--config", help="YAML file with the same settings (flags win)")
+    p.add_argument("--config", "--config-file", dest="config", help="YAML file with the same settings (flags win)")
     p.add_argument("--endpoints", help="kvraft client URLs, comma-separated (default 127.0.0.1:2379)")
     p.add_argument("--name", help="node name (default: the hostname)")
     p.add_argument("--data-dir", help="task state, logs, bundles (default /var/lib/kvraft-agent)")
@@ -114,14 +126,57 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _labels(value: Any) -> dict[str, str]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str) or not k.strip() or not isinstance(v, str | int | float) or isinstance(v, bool):
+                raise ValueError(f"--labels: {k!r}: {v!r}: keys must be non-empty strings, values strings or numbers")
+        return parse_labels(value)
+    if isinstance(value, str):
+        return parse_labels(value)
+    raise ValueError(f"--labels: must be key=value,... or a mapping, not {value!r}")
+
+
+def _check(cfg: AgentConfig) -> None:
+    check_endpoints("--endpoints", cfg.endpoints)
+    check_name("--name", cfg.name)
+    if not str(cfg.data_dir).strip():
+        raise ValueError("--data-dir: must not be empty")
+    if cfg.runtime not in RUNTIMES:
+        raise ValueError(f"--runtime: {cfg.runtime!r} is not one of {', '.join(r for r in RUNTIMES if r)}")
+    for key in cfg.labels:
+        if "=" in key or "," in key or any(c.isspace() for c in key):
+            raise ValueError(f"--labels: label key {key!r} must not contain '=', ',' or whitespace")
+    if cfg.log_level not in ("debug", "info", "warning", "error"):
+        raise ValueError(f"--log-level: {cfg.log_level!r} is not one of debug, info, warning, error")
+    if cfg.log_format not in ("json", "text"):
+        raise ValueError(f"--log-format: {cfg.log_format!r} is not one of json, text")
+    in_range("lease_ttl_s", cfg.lease_ttl_s, 1, MAX_LEASE_TTL_S)
+    in_range("heartbeat_s", cfg.heartbeat_s, 0, above=True)
+    if cfg.heartbeat_s >= cfg.lease_ttl_s:
+        raise ValueError(f"need 0 < heartbeat-s ({cfg.heartbeat_s}) < lease-ttl-s ({cfg.lease_ttl_s})")
+    for name in ("relist_s", "node_status_s", "request_timeout_s"):
+        in_range(name, getattr(cfg, name), 0, above=True)
+    in_range("log_max_bytes", cfg.log_max_bytes, 1)
+    in_range("log_max_files", cfg.log_max_files, 1)
+    in_range("restart_backoff_s", cfg.restart_backoff_s, 0)
+    in_range("restart_backoff_max_s", cfg.restart_backoff_max_s, cfg.restart_backoff_s,
+             note=" (at least --restart-backoff-s)")
+    in_range("finished_retention_s", cfg.finished_retention_s, 0)
+    check_url("--listen-url", cfg.listen_url)
+    if cfg.advertise_url:
+        check_url("--advertise-url", cfg.advertise_url)
+    check_tls_files(cfg.cacert, cfg.cert, cfg.key)
+
+
 def load_config(argv: list[str] | None = None) -> AgentConfig:
+    """Flags over the YAML file over the defaults; every value checked (a ``ValueError`` names
+    the flag, the value and what is allowed)."""
     args = build_parser().parse_args(argv)
     values: dict[str, Any] = {}
     if args.config:
-        doc = yaml.safe_load(Path(args.config).read_text()) or {}
-        if not isinstance(doc, dict):
-            raise ValueError(f"{args.config}: must be a mapping")
-        values.update({str(k).replace("-", "_"): v for k, v in doc.items()})
+        for key, value in load_mapping(args.config, "--config").items():
+            values[str(key).replace("-", "_")] = value
     for f in fields(AgentConfig):
         v = getattr(args, f.name, None)
         if v is not None:
@@ -130,15 +185,21 @@ def load_config(argv: list[str] | None = None) -> AgentConfig:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown settings: {', '.join(unknown)}")
-    if isinstance(values.get("endpoints"), str):
-        values["endpoints"] = [e.strip() for e in values["endpoints"].split(",") if e.strip()]
-    if "labels" in values:
-        values["labels"] = parse_labels(values["labels"])
-    if "data_dir" in values:
-        values["data_dir"] = Path(values["data_dir"])
+    defaults = AgentConfig(name="")
+    for name, value in list(values.items()):
+        if name == "endpoints":
+            if isinstance(value, str):
+                values[name] = [e.strip() for e in value.split(",") if e.strip()]
+            elif isinstance(value, list) and all(isinstance(e, str) for e in value):
+                values[name] = [e.strip() for e in value if e.strip()]
+            else:
+                raise ValueError(f"--endpoints: must be a comma-separated string or a list of strings, not {value!r}")
+        elif name == "labels":
+            values[name] = _labels(value)
+        elif name == "data_dir":
+            values[name] = Path(coerce(name, value, ""))
+        else:
+            values[name] = coerce(name, value, getattr(defaults, name))
     cfg = AgentConfig(**values)
-    if cfg.log_format not in ("json", "text"):
-        raise ValueError(f"log-format must be json or text, not {cfg.log_format!r}")
-    if cfg.heartbeat_s <= 0 or cfg.lease_ttl_s <= 0 or cfg.heartbeat_s >= cfg.lease_ttl_s:
-        raise ValueError(f"need 0 < heartbeat-s ({cfg.heartbeat_s}) < lease-ttl-s ({cfg.lease_ttl_s})")
+    _check(cfg)
     return cfg

@@ -15,18 +15,44 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
 import time
 
+import yaml
+
 from agent.agent import Agent
+from agent.confcheck import check_name
 from agent.config import AgentConfig, load_config
+from agent.devices import load_gpu_inventory, load_rdma_inventory
 from agent.endpoint import serve
 from agent.runtime.supervised import node_cgroup_parent, remove_node_cgroups
 from kvraft.client.observe import configure_logging
 
 __all__ = ["main", "run"]
+
+
+def preflight(config: AgentConfig) -> None:
+    """What the settings name on this machine: a writable data directory, inventory files
+    that load (``ValueError`` naming the flag otherwise)."""
+    d = config.data_dir
+    if d.exists() and not d.is_dir():
+        raise ValueError(f"--data-dir {d}: not a directory")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--data-dir {d}: {exc.strerror or exc}") from None
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise ValueError(f"--data-dir {d}: not writable")
+    for flag, path, load in (("--gpu-inventory", config.gpu_inventory, load_gpu_inventory),
+                             ("--rdma-inventory", config.rdma_inventory, load_rdma_inventory)):
+        if path:
+            try:
+                load(path)
+            except (OSError, yaml.YAMLError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise ValueError(f"{flag} {path}: {type(exc).__name__}: {exc}") from None
 
 
 async def run(config: AgentConfig) -> int:
@@ -35,7 +61,11 @@ async def run(config: AgentConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = await serve(agent, config.listen_url)
+    try:
+        runner = await serve(agent, config.listen_url)
+    except OSError as exc:
+        print(f"kvraft-agent: --listen-url {config.listen_url}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     await agent.start()
     logging.getLogger("kvraft.agent").info(
         "started", extra={"fields": {"node": config.name, "runtime": agent.runtime.name, "url": config.listen_url,
@@ -51,6 +81,11 @@ def reset(argv: list[str]) -> int:
                                 description="kill what is left in these nodes' task cgroups and remove them")
     p.add_argument("nodes", nargs="*", help="node names (default: this host's name, the agent's default --name)")
     ns = p.parse_args(argv)
+    for node in ns.nodes:  # "" or ".." would name the cgroup of every node, or the one above it
+        try:
+            check_name("kvraft-agent reset: node name", node)
+        except ValueError as exc:
+            p.error(str(exc))
     for node in ns.nodes or [socket.gethostname()]:
         removed = remove_node_cgroups(node)
         print(f"{node}: {'removed' if removed else 'nothing left in'} {node_cgroup_parent(node)}")
@@ -63,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         return reset(argv[1:])
     try:
         config = load_config(argv)
+        preflight(config)
     except ValueError as exc:
         print(f"kvraft-agent: {exc}", file=sys.stderr)
         return 2
