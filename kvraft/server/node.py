@@ -91,7 +91,8 @@ class Node(NodeStatusMixin):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         check_storage_version(self.data_dir)
         record_wal_dir(self.data_dir, wal_path)
-        self.member_id = member_id_for(config.initial_advertise_peer_urls, config.initial_cluster_token)
+        self.member_id = self._load_member_id(member_id_for(config.initial_advertise_peer_urls,
+                                                            config.initial_cluster_token))
         initial = config.initial_members()
         initial_ids = {name: member_id_for(urls, config.initial_cluster_token) for name, urls in initial.items()}
         self.membership = Membership(self.data_dir / "members.json")
@@ -203,6 +204,22 @@ class Node(NodeStatusMixin):
                 "the log was lost or truncated; refusing to start (restore this member from a snapshot, "
                 "or remove it from the cluster and add it again with an empty data dir)"
             )
+
+    def _load_member_id(self, from_flags: int) -> int:
+        """This member's id as its data dir first had it. etcd reads it from the WAL and ignores
+        --initial-cluster-token and --initial-advertise-peer-urls on a restart; recomputed from
+        changed flags it named a member the cluster and the log do not know, which never found
+        a leader (it rejected its own peers' messages as addressed to another member)."""
+        path = self.data_dir / "member_id"
+        if path.exists():
+            stored = int(path.read_text())
+            if stored != from_flags:
+                log.warning("member id %x from %s, not %x from --initial-advertise-peer-urls and "
+                            "--initial-cluster-token (they changed since the data dir was created; "
+                            "as etcd, a restart keeps its id)", stored, path, from_flags)
+            return stored
+        path.write_text(str(from_flags))
+        return from_flags
 
     def _load_cluster_id(self) -> int:
         """From the cluster token alone, so founding and joining members agree (tokens

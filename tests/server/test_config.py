@@ -175,3 +175,17 @@ def test_a_listen_url_given_twice_is_one_listener(tmp_path) -> None:
     url = "http://127.0.0.1:12379"
     config = parse_config(["--listen-client-urls", f"{url},{url}", "--data-dir", str(tmp_path / "d")])
     assert config.listen_client_urls == [url]
+
+
+def test_a_restart_with_another_token_keeps_the_member_id(tmp_path) -> None:
+    # etcd takes the id from its WAL; kvraft recomputed it from the flags, and the member of a
+    # data dir restarted with another --initial-cluster-token never found a leader
+    from kvraft.server.node import Node
+
+    ids = []
+    for token in ("aaa", "bbb"):
+        node = Node(parse_config(["--data-dir", str(tmp_path / "d"), "--initial-cluster-token", token]))
+        ids.append(node.member_id)
+        node.raft_log.close()
+        node.state.close()
+    assert ids[0] == ids[1]
