@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 import sys
 import time
 from collections import Counter
@@ -492,8 +493,20 @@ async def run(config: SchedulerConfig) -> int:
     url = urlsplit(config.listen_url)
     runner = web.AppRunner(make_app(daemon), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, url.hostname or "127.0.0.1", url.port or 10251).start()
-    await daemon.start()
+    try:
+        await web.TCPSite(runner, url.hostname or "127.0.0.1", url.port or 10251).start()
+    except OSError as exc:
+        await runner.cleanup()
+        print(f"kvraft-scheduler: --listen-url {config.listen_url}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    try:
+        await daemon.start()
+    except (ClientError, OSError) as exc:  # no endpoint answered, or TLS files that do not load
+        await daemon.stop()
+        await runner.cleanup()
+        what = "--cacert/--cert/--key" if isinstance(exc, ssl.SSLError) else f"--endpoints {','.join(config.endpoints)}"
+        print(f"kvraft-scheduler: {what}: {exc}", file=sys.stderr)
+        return 1
     log.info("started", extra={"fields": {"name": config.name, "endpoints": config.endpoints,
                                           "listen_url": config.listen_url, "profile": config.profile}})
     await stop.wait()

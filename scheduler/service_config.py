@@ -20,11 +20,20 @@ import socket
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-import yaml
-
+from agent.confcheck import (
+    check_endpoints,
+    check_name,
+    check_tls_files,
+    check_url,
+    coerce,
+    in_range,
+    load_mapping,
+)
 from scheduler.framework.registry import Profile
 
 __all__ = ["SchedulerConfig", "build_parser", "core_profile", "load_config"]
+
+MAX_LEASE_TTL_S = 9_000_000_000  # kvraft's (and etcd's) largest lease TTL
 
 
 @dataclass
@@ -94,43 +103,51 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
             return [f"{p}.{a}={json.dumps(v)}" for p, args in value.items() for a, v in args.items()]
         return [str(v) for v in value] if isinstance(value, list) else [str(value)]
     if name == "endpoints":
-        return [e.strip() for e in value.split(",") if e.strip()] if isinstance(value, str) else [str(v) for v in value]
-    if isinstance(current, bool):
         if isinstance(value, str):
-            if value.lower() not in ("true", "false"):
-                raise ValueError(f"{name}: must be true or false, not {value!r}")
-            return value.lower() == "true"
-        return bool(value)
-    if isinstance(current, int):
-        return int(value)
-    if isinstance(current, float):
-        return float(value)
-    return str(value)
+            return [e.strip() for e in value.split(",") if e.strip()]
+        if isinstance(value, list) and all(isinstance(e, str) for e in value):
+            return [e.strip() for e in value if e.strip()]
+        raise ValueError(f"--endpoints: must be a comma-separated string or a list of strings, not {value!r}")
+    return coerce(name, value, current)
+
+
+def _check(config: SchedulerConfig) -> None:
+    check_endpoints("--endpoints", config.endpoints)
+    check_name("--name", config.name)
+    check_url("--listen-url", config.listen_url)
+    if config.log_level not in ("debug", "info", "warning", "error"):
+        raise ValueError(f"--log-level: {config.log_level!r} is not one of debug, info, warning, error")
+    if config.log_format not in ("json", "text"):
+        raise ValueError(f"--log-format: {config.log_format!r} is not one of json, text")
+    in_range("election_ttl_s", config.election_ttl_s, 1, MAX_LEASE_TTL_S)
+    in_range("cycle_interval_s", config.cycle_interval_s, 0, above=True)
+    in_range("request_timeout_s", config.request_timeout_s, 0, above=True)
+    in_range("max_txn_ops", config.max_txn_ops, 1)
+    in_range("accounting_retention_months", config.accounting_retention_months, 0, note=" (0: for ever)")
+    check_tls_files(config.cacert, config.cert, config.key)
 
 
 def load_config(argv: list[str] | None = None) -> SchedulerConfig:
+    """Flags over the YAML file over the defaults; every value checked (a ``ValueError`` names
+    the flag or key, the value and what is allowed)."""
     args = build_parser().parse_args(argv)
     config = SchedulerConfig()
     names = {f.name for f in fields(SchedulerConfig)}
     if args.config_file:
-        try:
-            with open(args.config_file) as f:
-                doc = yaml.safe_load(f) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"--config-file {args.config_file}: {exc}") from None
-        if not isinstance(doc, dict):
-            raise ValueError(f"--config-file {args.config_file}: must be a mapping")
+        doc = load_mapping(args.config_file, "--config-file")
         for key, value in doc.items():
             name = str(key).replace("-", "_")
             if name not in names:
                 raise ValueError(f"--config-file {args.config_file}: unknown setting {key!r}")
-            setattr(config, name, _coerce(name, value, getattr(config, name)))
+            try:
+                setattr(config, name, _coerce(name, value, getattr(config, name)))
+            except ValueError as exc:
+                raise ValueError(f"--config-file {args.config_file}: {key}: {exc}") from None
     for name in names:
         value = getattr(args, name, None)
         if value is not None:
             setattr(config, name, _coerce(name, value, getattr(config, name)))
-    if config.election_ttl_s < 1:
-        raise ValueError("--election-ttl-s: must be >= 1")
+    _check(config)
     from scheduler.cycle import Scheduler
 
     try:
