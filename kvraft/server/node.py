@@ -42,8 +42,9 @@ from kvraft.server.storage_version import check_storage_version
 from kvraft.server.tls import peer_ssl_contexts
 from kvraft.server.tls_accept import HandshakeFailures
 from kvraft.server.transport import PeerTransport, cluster_key
-from kvraft.server.wal_dir import record_wal_dir, wal_location
+from kvraft.server.wal_dir import DataDirError, record_wal_dir, wal_location
 from kvraft.storage.errors import StorageCorruptionError
+from kvraft.storage.lmdb_env import write_durably
 from kvraft.storage.raft_log import LmdbLogStorage
 from kvraft.storage.wal import WalLogStorage
 
@@ -212,13 +213,20 @@ class Node(NodeStatusMixin):
         a leader (it rejected its own peers' messages as addressed to another member)."""
         path = self.data_dir / "member_id"
         if path.exists():
-            stored = int(path.read_text())
+            try:
+                stored = int(path.read_text().strip(), 10)
+                if not 0 < stored < 1 << 64:
+                    raise ValueError(f"{stored} is not a member id")
+            except (OSError, ValueError) as exc:
+                raise DataDirError(f"{path}: unreadable ({exc}); it holds this member's id in decimal: restore it "
+                                   f"(from --initial-advertise-peer-urls and the token it was {from_flags}) or "
+                                   "the member from a snapshot") from None
             if stored != from_flags:
                 log.warning("member id %x from %s, not %x from --initial-advertise-peer-urls and "
                             "--initial-cluster-token (they changed since the data dir was created; "
                             "as etcd, a restart keeps its id)", stored, path, from_flags)
             return stored
-        path.write_text(str(from_flags))
+        write_durably(path, f"{from_flags}\n")  # a crash never leaves half of it
         return from_flags
 
     def _load_cluster_id(self) -> int:

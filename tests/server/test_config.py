@@ -189,3 +189,17 @@ def test_a_restart_with_another_token_keeps_the_member_id(tmp_path) -> None:
         node.raft_log.close()
         node.state.close()
     assert ids[0] == ids[1]
+    assert (tmp_path / "d" / "member_id").read_text() == f"{ids[0]}\n"
+
+
+@pytest.mark.parametrize("text", ["", "12ab\n", "0\n", "-5\n"])
+def test_an_unreadable_member_id_file_is_a_data_dir_error(tmp_path, text: str) -> None:
+    from kvraft.server.node import Node
+    from kvraft.server.wal_dir import DataDirError
+
+    node = Node(parse_config(["--data-dir", str(tmp_path / "d")]))
+    node.raft_log.close()
+    node.state.close()
+    (tmp_path / "d" / "member_id").write_text(text)
+    with pytest.raises(DataDirError, match="member_id: unreadable .* holds this member's id"):
+        Node(parse_config(["--data-dir", str(tmp_path / "d")]))
