@@ -13,33 +13,19 @@ from urllib.parse import urlsplit
 
 import yaml
 
-__all__ = ["check_endpoints", "check_name", "check_tls_files", "check_url", "coerce", "in_range", "load_mapping"]
+from agent.strict_yaml import StrictLoader
 
+__all__ = ["MAX_LEASE_TTL_S", "check_endpoints", "check_name", "check_tls_files", "check_url", "coerce", "in_range",
+           "load_mapping"]
 
-class _UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[misc]
-    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if isinstance(key, str | int | float | bool) and key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} given twice", key_node.start_mark)
-        seen.add(key if isinstance(key, str | int | float | bool) else id(key))
-    out: dict[Any, Any] = loader.construct_mapping(node, deep=deep)
-    return out
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+MAX_LEASE_TTL_S = 9_000_000_000  # kvraft's (and etcd's) largest lease TTL
 
 
 def load_mapping(path: str, flag: str) -> dict[str, Any]:
     """The YAML mapping in ``path`` (empty file: {}), keys as settings names (``-`` -> ``_``)."""
     try:
         with open(path) as f:
-            doc = yaml.load(f, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+            doc = yaml.load(f, Loader=StrictLoader)  # noqa: S506 (a SafeLoader)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ValueError(f"{flag} {path}: {exc}") from None
     if doc is None:

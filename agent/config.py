@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.confcheck import (
+    MAX_LEASE_TTL_S,
     check_endpoints,
     check_name,
     check_tls_files,
@@ -36,7 +37,6 @@ __all__ = ["AgentConfig", "build_parser", "load_config", "parse_labels"]
 
 
 RUNTIMES = ("", "runc", "docker", "process", "fake")  # "": runc where it works, else process
-MAX_LEASE_TTL_S = 9_000_000_000  # kvraft's (and etcd's) largest lease TTL
 
 
 @dataclass

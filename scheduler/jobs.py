@@ -43,6 +43,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from agent.strict_yaml import StrictLoader
 from scheduler import arrays
 from scheduler.model import Job, Level, Mode, Topology
 
@@ -704,35 +705,11 @@ def to_model(spec: dict[str, Any]) -> Job:
     )
 
 
-class _StrictLoader(yaml.SafeLoader):  # type: ignore[misc]
-    """PyYAML's safe loader, but a mapping key given twice, or one that is not a string, is an
-    error (as kubectl's strict decoding has it): ``resources`` twice kept only the last one,
-    ``env: {ON: 1}`` became ``{"True": "1"}`` (YAML 1.1 reads on/yes/no as booleans), and a
-    number key next to a text one made the unknown-field message raise TypeError."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[str, yaml.Mark] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *base': its keys may be overridden
-                continue
-            key = self.construct_object(key_node, deep=True)
-            if not isinstance(key, str):
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"mapping key {key!r} is {type(key).__name__}, not a string (quote it)",
-                    key_node.start_mark)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"mapping key {key!r} appears twice (also line {seen[key].line + 1})",
-                    key_node.start_mark)
-            seen[key] = key_node.start_mark
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
-
-
 def load_documents(text: str, source: str = "<stdin>") -> list[Any]:
     """Every YAML document in ``text`` (empty ones dropped); YAML errors name the line. A key
-    given twice in a mapping, or one that is not a string, is an error (``_StrictLoader``)."""
+    given twice in a mapping, or one that is not a string, is an error (``agent.strict_yaml``)."""
     try:
-        return [d for d in yaml.load_all(text, Loader=_StrictLoader) if d is not None]
+        return [d for d in yaml.load_all(text, Loader=StrictLoader) if d is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source

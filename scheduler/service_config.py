@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from agent.confcheck import (
+    MAX_LEASE_TTL_S,
     check_endpoints,
     check_name,
     check_tls_files,
@@ -32,8 +33,6 @@ from agent.confcheck import (
 from scheduler.framework.registry import Profile
 
 __all__ = ["SchedulerConfig", "build_parser", "core_profile", "load_config"]
-
-MAX_LEASE_TTL_S = 9_000_000_000  # kvraft's (and etcd's) largest lease TTL
 
 
 @dataclass

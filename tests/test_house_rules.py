@@ -48,6 +48,7 @@ PURE = [
     "scheduler/evictions.py",
     "scheduler/dependencies.py",
     "agent/reconcile.py",
+    "agent/strict_yaml.py",
     "agent/collective/fusion.py",
     "agent/collective/schedule.py",
 ]

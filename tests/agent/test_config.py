@@ -63,7 +63,7 @@ def test_bad_flags(argv: list[str], match: str) -> None:
     ("name:\n", "--name: must not be empty"),
     ("runtime: podman\n", "--runtime: 'podman' is not one of runc, docker, process, fake"),
     ("log-level: loud\n", "--log-level: 'loud' is not one of"),
-    ("heartbeat-s: 1\nheartbeat-s: 2\n", "key 'heartbeat-s' given twice"),
+    ("heartbeat-s: 1\nheartbeat-s: 2\n", "mapping key 'heartbeat-s' appears twice"),
     ("a: [\n", "--config .*agent.yaml: while parsing"),
     ("- a\n- b\n", "must be a mapping of settings, not a list"),
 ])

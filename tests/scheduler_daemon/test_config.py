@@ -44,7 +44,7 @@ def test_bad_flags(argv: list[str], match: str) -> None:
 
 
 @pytest.mark.parametrize(("text", "match"), [
-    ("election-ttl-s: 5\nelection-ttl-s: 6\n", "key 'election-ttl-s' given twice"),
+    ("election-ttl-s: 5\nelection-ttl-s: 6\n", "mapping key 'election-ttl-s' appears twice"),
     ("election-ttl-s: [1]\n", "election-ttl-s: --election-ttl-s: must be an integer, not [1]"),
     ("election-ttl-s: abc\n", "election-ttl-s: --election-ttl-s: must be an integer, not 'abc'"),
     ("cycle-interval-s: .nan\n", "cycle-interval-s: --cycle-interval-s: must be a finite number"),
