@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -373,8 +375,10 @@ def _flatten_transport_security(loaded: dict[Any, Any]) -> dict[Any, Any]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="kvraft", description="kvraft: an etcd-compatible Raft key-value store member"
-    )
+        prog="kvraft", description="kvraft: an etcd-compatible Raft key-value store member",
+        epilog="Each flag may also be set by etcd's environment variable ETCD_<FLAG> (ETCD_INITIAL_CLUSTER "
+               "for --initial-cluster); a flag wins over its variable; with a config file the variables "
+               "are ignored.")
     parser.add_argument("--config-file", default=None,
                         help="Path to a YAML file with the flags' names as keys (flags win over it).")
     groups = {name: parser.add_argument_group(name) for name in GROUPS}
@@ -396,9 +400,46 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_config(argv: list[str] | None = None) -> Config:
+ENV_PREFIX = "ETCD_"
+
+
+def _from_environment(config: Config, args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    """etcd's ``ETCD_<FLAG>`` variables (``ETCD_INITIAL_CLUSTER`` for ``--initial-cluster``), so
+    an etcd unit's EnvironmentFile configures a kvraft member as it did the etcd one: a
+    variable applies where its flag is not given (a flag wins: the variable is reported as
+    shadowed, as etcd warns), an empty one is unset, a bad value is an error naming the
+    variable, and an ``ETCD_`` variable kvraft does not know is reported (etcd: "unrecognized
+    environment variable")."""
+    known = {ENV_PREFIX + f.name.upper(): f.name for f in fields(Config)}
+    for key in sorted(k for k in environ if k.startswith(ENV_PREFIX)):
+        value, name = environ[key], known.get(key)
+        if key == ENV_PREFIX + "CONFIG_FILE":
+            continue
+        if name is None:
+            print(f"kvraft: warning: unrecognized environment variable {key}={value}", file=sys.stderr)
+        elif getattr(args, name) is not None:
+            print(f"kvraft: warning: recognized environment variable {key}, but unused: shadowed by "
+                  f"corresponding flag --{name.replace('_', '-')}", file=sys.stderr)
+        elif value != "":
+            try:
+                setattr(config, name, _coerce(name, value))
+            except ConfigError as exc:
+                raise ConfigError(f"invalid value {value!r} for {key}: {exc}") from None
+
+
+def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """The member's settings: defaults, then ``--config-file`` (or ``ETCD_CONFIG_FILE``) or,
+    without one, the ``ETCD_*`` environment variables as etcd reads them, then the flags."""
     args = _parser().parse_args(argv)
+    environ = os.environ if environ is None else environ
+    if not args.config_file and environ.get(ENV_PREFIX + "CONFIG_FILE"):
+        args.config_file = environ[ENV_PREFIX + "CONFIG_FILE"]
     config = Config()
+    if not args.config_file:
+        _from_environment(config, args, environ)
+    elif any(k.startswith(ENV_PREFIX) and k != ENV_PREFIX + "CONFIG_FILE" for k in environ):
+        print(f"kvraft: warning: --config-file {args.config_file}: the ETCD_* environment variables are ignored "
+              "(as etcd ignores them with a config file)", file=sys.stderr)
     if args.config_file:
         try:
             loaded = yaml.safe_load(Path(args.config_file).read_text()) or {}

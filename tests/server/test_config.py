@@ -203,3 +203,35 @@ def test_an_unreadable_member_id_file_is_a_data_dir_error(tmp_path, text: str) -
     (tmp_path / "d" / "member_id").write_text(text)
     with pytest.raises(DataDirError, match="member_id: unreadable .* holds this member's id"):
         Node(parse_config(["--data-dir", str(tmp_path / "d")]))
+
+
+def test_etcd_environment_variables_configure_the_member_as_etcd_reads_them(tmp_path, capsys) -> None:
+    """An etcd unit's EnvironmentFile (ETCD_NAME, ETCD_INITIAL_CLUSTER, ...) was ignored: the
+    member was named 'default' and founded a cluster of its own."""
+    env = {"ETCD_NAME": "m1", "ETCD_DATA_DIR": str(tmp_path / "m1"), "ETCD_HEARTBEAT_INTERVAL": "50",
+           "ETCD_ELECTION_TIMEOUT": "500", "ETCD_PRE_VOTE": "false", "ETCD_SNAPSHOT_COUNT": "",
+           "ETCD_INITIAL_ADVERTISE_PEER_URLS": "http://127.0.0.1:2390",
+           "ETCD_INITIAL_CLUSTER": "m1=http://127.0.0.1:2390,m2=http://127.0.0.1:2391",
+           "ETCDCTL_API": "3", "ETCD_UNSUPPORTED_ARCH": "arm"}
+    config = parse_config(["--election-timeout", "600"], environ=env)
+    assert (config.name, config.data_dir, config.heartbeat_interval, config.election_timeout, config.pre_vote) == \
+        ("m1", str(tmp_path / "m1"), 50, 600, False)  # a flag wins over its variable
+    assert config.snapshot_count == parse_config([], environ={}).snapshot_count  # empty: unset
+    assert sorted(config.initial_members()) == ["m1", "m2"]
+    err = capsys.readouterr().err
+    assert "recognized environment variable ETCD_ELECTION_TIMEOUT, but unused: shadowed by corresponding flag " \
+        "--election-timeout" in err
+    assert "unrecognized environment variable ETCD_UNSUPPORTED_ARCH=arm" in err and "ETCDCTL_API" not in err
+
+
+def test_a_bad_environment_value_names_the_variable(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="invalid value 'abc' for ETCD_HEARTBEAT_INTERVAL: heartbeat-interval"):
+        parse_config(["--data-dir", str(tmp_path / "d")], environ={"ETCD_HEARTBEAT_INTERVAL": "abc"})
+
+
+def test_with_a_config_file_the_environment_is_ignored_as_etcd_does(tmp_path, capsys) -> None:
+    path = tmp_path / "kvraft.yaml"
+    path.write_text(f"name: from-file\ndata-dir: {tmp_path / 'd'}\n")
+    config = parse_config([], environ={"ETCD_CONFIG_FILE": str(path), "ETCD_NAME": "from-env"})
+    assert config.name == "from-file"
+    assert "the ETCD_* environment variables are ignored" in capsys.readouterr().err
