@@ -83,6 +83,8 @@ def parse_labels(text: str | dict[str, Any] | None) -> dict[str, str]:
         k, sep, v = item.partition("=")
         if not sep or not k.strip():
             raise ValueError(f"--labels: {item!r} is not key=value")
+        if k.strip() in out:  # (a=1,a=2 kept the last one without a word)
+            raise ValueError(f"--labels: label {k.strip()!r} given twice")
         out[k.strip()] = v.strip()
     return out
 
@@ -147,6 +149,9 @@ def _check(cfg: AgentConfig) -> None:
     for key in cfg.labels:
         if "=" in key or "," in key or any(c.isspace() for c in key):
             raise ValueError(f"--labels: label key {key!r} must not contain '=', ',' or whitespace")
+    for key in ("rack", "spine"):  # the node record's rack and spine: names the scheduler keys on
+        if key in cfg.labels:
+            check_name(f"--labels {key}", cfg.labels[key])
     if cfg.log_level not in ("debug", "info", "warning", "error"):
         raise ValueError(f"--log-level: {cfg.log_level!r} is not one of debug, info, warning, error")
     if cfg.log_format not in ("json", "text"):

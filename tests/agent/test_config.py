@@ -40,6 +40,9 @@ BASE = ["--runtime", "fake"]
     (["--name", "gpu node"], "whitespace"),
     (["--name", "n" * 254], "254 characters long; at most 253"),
     (["--labels", "ra ck=r1"], "label key 'ra ck'"),
+    (["--labels", "rack=r1,rack=r2"], "--labels: label 'rack' given twice"),
+    (["--labels", "rack=r/1"], "--labels rack: 'r/1': must not contain '/'"),
+    (["--labels", "switch=s1,spine="], "--labels spine: must not be empty"),
     (["--cert", "/etc/kvraft/pki/agent.crt"], "--cert and --key go together: --key is missing"),
     (["--cacert", "/nonexistent/ca.crt"], "--cacert /nonexistent/ca.crt: does not exist"),
 ])
