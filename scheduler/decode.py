@@ -31,13 +31,16 @@ __all__ = [
     "binding",
     "binding_eviction",
     "eviction",
+    "finite_number",
     "heartbeat",
     "job_status",
     "json_value",
     "key_text",
     "node",
+    "shown",
     "task_status",
     "tenant",
+    "too_large",
 ]
 
 EVICTION_REASONS = ("drain", "requeue")
@@ -79,6 +82,23 @@ def _name(value: Any, what: str) -> str:
 _MAX_FLOAT_INT = int(sys.float_info.max)  # a larger int has no float (math.isfinite raises OverflowError)
 
 
+def too_large(value: Any) -> bool:
+    """An int beyond any float (YAML and JSON take ``1000...0`` of any length as an int)."""
+    return isinstance(value, int) and not isinstance(value, bool) and not -_MAX_FLOAT_INT <= value <= _MAX_FLOAT_INT
+
+
+def finite_number(value: Any) -> bool:
+    """A finite int or float: not a bool, not NaN or infinity, not an int too large for a float."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool) and not too_large(value)
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, but not the thousand digits of an int too large."""
+    return f"an integer too large ({value.bit_length()} bits)" if too_large(value) else repr(value)
+
+
 def _int(doc: dict[str, Any], field: str, default: int = 0, minimum: int = 0, maximum: int = _MAX_INT) -> int:
     value = doc.get(field, default)
     if value is None:
@@ -92,10 +112,8 @@ def _number(doc: dict[str, Any], field: str, default: float | None = None) -> fl
     value = doc.get(field, default)
     if value is None:
         return None
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_FLOAT_INT:
-        raise Malformed(f"{field}: must be a finite number, not an integer of {value.bit_length()} bits")
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise Malformed(f"{field}: must be a finite number, not {value!r}")
+    if not finite_number(value):
+        raise Malformed(f"{field}: must be a finite number, not {shown(value)}")
     return float(value)
 
 

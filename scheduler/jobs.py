@@ -33,9 +33,7 @@ without GPUs (a launcher) run on the node of the first GPU task, as MPI Operator
 from __future__ import annotations
 
 import contextlib
-import math
 import re
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +43,8 @@ import yaml
 
 from agent.strict_yaml import StrictLoader
 from scheduler import arrays
+from scheduler.decode import finite_number, too_large
+from scheduler.decode import shown as shown_value
 from scheduler.model import Job, Level, Mode, Topology
 
 __all__ = [
@@ -260,36 +260,16 @@ STORED_JOB_SCHEMA: dict[str, Any] = {
 }
 
 
-_MAX_INT = int(sys.float_info.max)  # a larger int has no float (OverflowError in math.isfinite, in time + it)
-
-
-def _too_large(value: Any) -> bool:
-    """An int beyond any float (YAML and JSON take ``1000...0`` of any length as an int)."""
-    return isinstance(value, int) and not isinstance(value, bool) and not -_MAX_INT <= value <= _MAX_INT
-
-
-def _finite(value: Any) -> bool:
-    """A finite int or float: not a bool, not NaN or infinity, not an int too large for a float."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    return isinstance(value, int) and not isinstance(value, bool) and not _too_large(value)
-
-
-def _shown(value: Any) -> str:
-    """``repr(value)``, but not the thousand digits of an int too large."""
-    return f"an integer too large ({value.bit_length()} bits)" if _too_large(value) else repr(value)
-
-
 def _is_integer(checker: Any, instance: Any) -> bool:
     """An int, not a bool; not 2.0 either (jsonschema's integer takes 2.0, which range() refuses);
     nor one too large for a float (every integer field has a bound far below)."""
-    return isinstance(instance, int) and _finite(instance)
+    return isinstance(instance, int) and finite_number(instance)
 
 
 def _is_number(checker: Any, instance: Any) -> bool:
     """A finite int or float: YAML's .nan and .inf (and JSON's NaN) are not numbers here, nor an
     int too large for a float (math.isfinite raised OverflowError on it)."""
-    return _finite(instance)
+    return finite_number(instance)
 
 
 _Validator = jsonschema.validators.extend(
@@ -330,15 +310,15 @@ def _message(err: jsonschema.ValidationError) -> tuple[list[Any], str]:
         extra = sorted(set(err.instance) - set(err.schema.get("properties", {}))) if isinstance(err.instance, dict) else []
         return path + extra[:1], "unknown field" + (f" (known: {', '.join(sorted(err.schema['properties']))})" if err.schema.get("properties") else "")
     if v == "minimum":
-        return path, f"must be >= {val}, not {_shown(err.instance)}"
+        return path, f"must be >= {val}, not {shown_value(err.instance)}"
     if v == "maximum":
-        return path, f"must be <= {val}, not {_shown(err.instance)}"
+        return path, f"must be <= {val}, not {shown_value(err.instance)}"
     if v == "exclusiveMinimum":
-        return path, f"must be > {val}, not {_shown(err.instance)}"
+        return path, f"must be > {val}, not {shown_value(err.instance)}"
     if v == "type":
         kinds = val if isinstance(val, list) else [val]
-        if _too_large(err.instance):
-            return path, f"must be {' or '.join(kinds)}, not {_shown(err.instance)}"
+        if too_large(err.instance):
+            return path, f"must be {' or '.join(kinds)}, not {shown_value(err.instance)}"
         return path, f"must be {' or '.join(kinds)}, not {type(err.instance).__name__} {err.instance!r}"
     if v == "enum":
         return path, f"must be one of {', '.join(map(str, val))}, not {err.instance!r}"
@@ -360,9 +340,9 @@ def _message(err: jsonschema.ValidationError) -> tuple[list[Any], str]:
         return path, f"bad name {err.instance!r}" if not isinstance(err.instance, dict) else "bad variable name"
     if v == "anyOf":
         if "cpu" in path[-1:]:
-            return path, f"must be a number of cores or a quantity like '500m', not {_shown(err.instance)}"
+            return path, f"must be a number of cores or a quantity like '500m', not {shown_value(err.instance)}"
         if "memory" in path[-1:]:
-            return path, f"must be MiB or a quantity like '4Gi', not {_shown(err.instance)}"
+            return path, f"must be MiB or a quantity like '4Gi', not {shown_value(err.instance)}"
         if "command" in path[-1:]:
             return path, f"must be a non-empty string or list of strings, not {err.instance!r}"
     return path, err.message
@@ -428,7 +408,7 @@ def _quantity_problems(doc: dict[str, Any]) -> list[Problem]:
         for field, convert, most in (("cpu", cpu_milli, "2^63-1 milli-CPU (about 9.2e15 cores)"),
                                      ("memory", memory_mib, "2^63-1 MiB (about 8.8e12 Ti)")):
             value = r.get(field)
-            if not (isinstance(value, str) or _finite(value)):
+            if not (isinstance(value, str) or finite_number(value)):
                 continue
             try:
                 ok = convert(value) <= MAX_QUANTITY
@@ -533,7 +513,7 @@ def _i(value: Any, lo: int, hi: int) -> bool:
 
 
 def _n(value: Any) -> bool:
-    return _finite(value)
+    return finite_number(value)
 
 
 def _name_ok(value: Any) -> bool:

@@ -401,6 +401,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 ENV_PREFIX = "ETCD_"
+CONFIG_FILE_ENV = ENV_PREFIX + "CONFIG_FILE"  # --config-file's variable: read before the rest
 
 
 def _from_environment(config: Config, args: argparse.Namespace, environ: Mapping[str, str]) -> None:
@@ -413,7 +414,7 @@ def _from_environment(config: Config, args: argparse.Namespace, environ: Mapping
     known = {ENV_PREFIX + f.name.upper(): f.name for f in fields(Config)}
     for key in sorted(k for k in environ if k.startswith(ENV_PREFIX)):
         value, name = environ[key], known.get(key)
-        if key == ENV_PREFIX + "CONFIG_FILE":
+        if key == CONFIG_FILE_ENV:
             continue
         if name is None:
             print(f"kvraft: warning: unrecognized environment variable {key}={value}", file=sys.stderr)
@@ -432,12 +433,12 @@ def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | Non
     without one, the ``ETCD_*`` environment variables as etcd reads them, then the flags."""
     args = _parser().parse_args(argv)
     environ = os.environ if environ is None else environ
-    if not args.config_file and environ.get(ENV_PREFIX + "CONFIG_FILE"):
-        args.config_file = environ[ENV_PREFIX + "CONFIG_FILE"]
+    if not args.config_file and environ.get(CONFIG_FILE_ENV):
+        args.config_file = environ[CONFIG_FILE_ENV]
     config = Config()
     if not args.config_file:
         _from_environment(config, args, environ)
-    elif any(k.startswith(ENV_PREFIX) and k != ENV_PREFIX + "CONFIG_FILE" for k in environ):
+    elif any(k.startswith(ENV_PREFIX) and k != CONFIG_FILE_ENV for k in environ):
         print(f"kvraft: warning: --config-file {args.config_file}: the ETCD_* environment variables are ignored "
               "(as etcd ignores them with a config file)", file=sys.stderr)
     if args.config_file:
