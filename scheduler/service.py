@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import signal
 import ssl
 import sys
@@ -36,8 +37,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from kvraft.aio import cancel_and_wait
-from kvraft.client import Client, ClientError, Compare, TLSConfig
+from kvraft.aio import cancel_and_wait, wait_event
+from kvraft.client import Client, ClientError, Compare, EndpointError, TLSConfig, UnavailableError
 from kvraft.client.observe import configure_logging, metrics_response
 from scheduler import accounting, arrays, dependencies, keys
 from scheduler.binder import Binder
@@ -482,6 +483,29 @@ def make_app(daemon: SchedulerDaemon) -> web.Application:
     return app
 
 
+async def _start_when_reachable(daemon: SchedulerDaemon, config: SchedulerConfig, stop: asyncio.Event) -> bool:
+    """Start the daemon once kvraft answers, as kube-scheduler waits for its API server: no
+    endpoint answering (kvraft not up yet, or without a leader) is retried with a backoff of
+    200 ms to 7 s, each try logged; /health says 503 meanwhile. What retrying cannot mend --
+    TLS files that do not load, a login refused -- is one line on stderr and False; so is a
+    stop asked for while waiting (with ``stop`` set)."""
+    delay = 0.2
+    while True:
+        try:
+            await daemon.start()
+            return True
+        except (EndpointError, UnavailableError) as exc:
+            log.warning("kvraft unreachable", extra={"fields": {"endpoints": config.endpoints, "error": str(exc),
+                                                                 "retry_s": round(delay, 3)}})
+        except (ClientError, OSError) as exc:
+            what = "--cacert/--cert/--key" if isinstance(exc, ssl.SSLError) else f"--endpoints {','.join(config.endpoints)}"
+            print(f"kvraft-scheduler: {what}: {exc}", file=sys.stderr)
+            return False
+        if await wait_event(stop, delay * (0.5 + random.random())):
+            return False
+        delay = min(delay * 2, 7.0)
+
+
 async def run(config: SchedulerConfig) -> int:
     daemon = SchedulerDaemon(config)
     stop = asyncio.Event()
@@ -499,14 +523,10 @@ async def run(config: SchedulerConfig) -> int:
         await runner.cleanup()
         print(f"kvraft-scheduler: --listen-url {config.listen_url}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    try:
-        await daemon.start()
-    except (ClientError, OSError) as exc:  # no endpoint answered, or TLS files that do not load
+    if not await _start_when_reachable(daemon, config, stop):
         await daemon.stop()
         await runner.cleanup()
-        what = "--cacert/--cert/--key" if isinstance(exc, ssl.SSLError) else f"--endpoints {','.join(config.endpoints)}"
-        print(f"kvraft-scheduler: {what}: {exc}", file=sys.stderr)
-        return 1
+        return 0 if stop.is_set() else 1
     log.info("started", extra={"fields": {"name": config.name, "endpoints": config.endpoints,
                                           "listen_url": config.listen_url, "profile": config.profile}})
     await stop.wait()

@@ -1,19 +1,32 @@
 """kvraft-scheduler's settings: a mistake in a flag or in the YAML file is a ValueError naming
 the flag or key, the value and what is allowed (the daemon prints it and exits 2), never a
 traceback nor a scheduler that starts on a value it should have refused; what it meets at
-start (a listen URL in use, no kvraft answering) is one line and exit 1."""
+start and cannot mend by waiting (a listen URL in use, TLS files that do not load) is one line
+and exit 1; no kvraft answering yet is waited for."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from kvraft.testing.ports import free_port
 from scheduler.service import main, run
 from scheduler.service_config import load_config
+from tests.scheduler_daemon.harness import ROOT, wait_for
 
 
 @pytest.mark.parametrize(("argv", "match"), [
@@ -77,7 +90,7 @@ def test_main_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().err == "kvraft-scheduler: --max-txn-ops: 0 is out of range: must be >= 1\n"
 
 
-def test_start_problems_are_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+def test_start_problems_are_one_line_and_exit_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     with socket.socket() as busy, socket.socket() as closed:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -91,6 +104,77 @@ def test_start_problems_are_one_line_and_exit_1(capsys: pytest.CaptureFixture[st
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             cfg.listen_url = f"http://127.0.0.1:{s.getsockname()[1]}"
-        assert asyncio.run(run(cfg)) == 1
+        garbage = tmp_path / "ca.crt"
+        garbage.write_text("not a certificate\n")
+        cfg.cacert = str(garbage)
+        assert asyncio.run(run(cfg)) == 1  # retrying cannot mend it (no kvraft answering is waited for)
         err = capsys.readouterr().err
-        assert err.startswith(f"kvraft-scheduler: --endpoints 127.0.0.1:{dead}: ") and err.count("\n") == 1, err
+        assert err.startswith("kvraft-scheduler: --cacert/--cert/--key: ") and err.count("\n") == 1, err
+
+
+def _health(port: int) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_a_scheduler_started_before_kvraft_waits_for_it(tmp_path: Path) -> None:
+    """kube-scheduler waits for its API server; so does kvraft-scheduler (it exited 1, and a
+    scheduler started with the members, or before them, stayed down): it retries with a backoff
+    and logs each try, /health is 503 meanwhile, and it leads once a member answers."""
+    client_port, peer_port, http_port = free_port(), free_port(), free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    sched_log = tmp_path / "scheduler.log"
+    with open(sched_log, "wb") as log:
+        sched = subprocess.Popen([sys.executable, "-m", "scheduler.service", "--endpoints", f"127.0.0.1:{client_port}",
+                                  "--listen-url", f"http://127.0.0.1:{http_port}", "--election-ttl-s", "2",
+                                  "--request-timeout-s", "1", "--log-format", "text"], cwd=ROOT, env=env,
+                                 stdout=log, stderr=log)
+    member: subprocess.Popen[bytes] | None = None
+    try:
+        wait_for(lambda: sched_log.read_text().count("kvraft unreachable") >= 2, 60, "two logged tries")
+        assert sched.poll() is None, sched_log.read_text()
+        code, doc = wait_for(lambda: _try(lambda: _health(http_port)), 30, "/health")
+        assert code == 503 and doc["leader"] is False, doc
+        with open(tmp_path / "member.log", "wb") as log:
+            member = subprocess.Popen(
+                [sys.executable, "-m", "kvraft.server.main", "--name", "m0", "--data-dir", str(tmp_path / "m0"),
+                 "--listen-client-urls", f"http://127.0.0.1:{client_port}",
+                 "--advertise-client-urls", f"http://127.0.0.1:{client_port}",
+                 "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
+                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
+                 "--initial-cluster", f"m0=http://127.0.0.1:{peer_port}"], cwd=ROOT, env=env, stdout=log, stderr=log)
+        wait_for(lambda: (_try(lambda: _health(http_port)) or (0, {}))[1].get("leader") is True, 60,
+                 "the scheduler leading once kvraft answers")
+        assert _health(http_port)[0] == 200
+        sched.send_signal(signal.SIGTERM)
+        assert sched.wait(30) == 0, sched_log.read_text()
+    finally:
+        for p in (sched, member):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def _try(f: Callable[[], Any]) -> Any:
+    with contextlib.suppress(OSError):
+        return f()
+    return None
+
+
+def test_a_stop_while_waiting_for_kvraft_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = closed.getsockname()[1]
+        cfg = load_config(["--endpoints", f"127.0.0.1:{dead}", "--listen-url", f"http://127.0.0.1:{free_port()}",
+                           "--request-timeout-s", "1"])
+
+        async def stop_soon() -> int:
+            loop = asyncio.get_running_loop()
+            loop.call_later(1.5, os.kill, os.getpid(), signal.SIGTERM)
+            return await run(cfg)
+
+        assert asyncio.run(stop_soon()) == 0
+    assert capsys.readouterr().err == ""
