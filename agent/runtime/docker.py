@@ -30,10 +30,18 @@ from typing import Any
 
 import aiohttp
 
-from agent.reconcile import AttemptState, ExitInfo, Observed
+from agent.reconcile import AttemptState, Observed
 from agent.runtime.base import Capabilities, ExecResult, RuntimeUnavailable, TaskRun, handle_gpus
 from agent.runtime.images import MERGED_USR
-from agent.runtime.supervised import SupervisedRuntime, container_id, read_json, write_json
+from agent.runtime.supervised import (
+    SupervisedRuntime,
+    container_id,
+    doc_seconds,
+    exit_info,
+    read_handle,
+    read_json,
+    write_json,
+)
 
 __all__ = ["DockerRuntime", "docker_socket"]
 
@@ -229,27 +237,29 @@ class DockerRuntime(SupervisedRuntime):
             raise
 
     async def _observe_one(self, adir: Path) -> Observed | None:
-        handle = read_json(adir / "handle.json")
-        if handle is None:
+        if not (adir / "handle.json").exists():
             return None
-        key, attempt, cid = handle["key"], int(handle["attempt"]), handle["id"]
+        handle = read_handle(adir)
+        if handle is None:
+            return await self._unreadable(adir, "not this attempt's handle")
+        key, attempt, cid = handle["key"], handle["attempt"], handle["id"]
         stop = read_json(adir / "stop.json")
-        base = {"key": key, "attempt": attempt, "revision": int(handle["revision"]),
-                "grace_s": float(handle.get("grace_s", 30.0)), "gpus": handle_gpus(handle),
+        base = {"key": key, "attempt": attempt, "revision": handle["revision"],
+                "grace_s": doc_seconds(handle, "grace_s", 30.0), "gpus": handle_gpus(handle),
                 "stop_requested": stop is not None,
                 "held": not (adir / "cleaned.json").exists()}
         exit_doc = read_json(adir / "exit.json")
         if exit_doc is not None:
-            return Observed(state=AttemptState.EXITED, started_at_s=float(exit_doc.get("started_at") or 0.0),
-                            exit=_exit(exit_doc), **base)
+            return Observed(state=AttemptState.EXITED, started_at_s=doc_seconds(exit_doc, "started_at"),
+                            exit=exit_info(exit_doc), **base)
         info = await self._inspect(cid)
         if info is None:
-            if (key, attempt) in self._starting or time.time() - float(handle.get("created_at", 0)) < 10:
+            if (key, attempt) in self._starting or time.time() - doc_seconds(handle, "created_at") < 10:
                 return Observed(state=AttemptState.STARTING, **base)
             write_json(adir / "lost.json", {"at": time.time(), "message": "container vanished"})
             doc = {"exit_code": None, "reason": "Lost", "message": "container vanished", "finished_at": time.time()}
             write_json(adir / "exit.json", doc)
-            return Observed(state=AttemptState.LOST, exit=_exit(doc), **base)
+            return Observed(state=AttemptState.LOST, exit=exit_info(doc), **base)
         state = info["State"]
         started = _ts(state.get("StartedAt"))
         if not (adir / "log_path").exists() and info.get("LogPath"):
@@ -259,8 +269,8 @@ class DockerRuntime(SupervisedRuntime):
                    "reason": "", "message": state.get("Error", ""), "started_at": started,
                    "finished_at": _ts(state.get("FinishedAt")), "log_path": info.get("LogPath", "")}
             write_json(adir / "exit.json", doc)
-            return Observed(state=AttemptState.EXITED, started_at_s=started, exit=_exit(doc), **base)
-        if stop is not None and state.get("Running") and time.time() >= float(stop["deadline"]):
+            return Observed(state=AttemptState.EXITED, started_at_s=started, exit=exit_info(doc), **base)
+        if stop is not None and state.get("Running") and time.time() >= doc_seconds(stop, "deadline"):
             await self._kill(cid, "KILL")
         running = state.get("Running") or state.get("Status") in ("running", "paused", "restarting")
         return Observed(state=AttemptState.RUNNING if running else AttemptState.STARTING, started_at_s=started, **base)
@@ -274,7 +284,7 @@ class DockerRuntime(SupervisedRuntime):
 
     async def stop(self, key: str, attempt: int, grace_s: float) -> None:
         adir = self.attempt_dir(key, attempt)
-        handle = read_json(adir / "handle.json")
+        handle = read_handle(adir)
         if handle is None:
             return
         if not (adir / "stop.json").exists():
@@ -315,7 +325,7 @@ class DockerRuntime(SupervisedRuntime):
             return copied
 
     async def stats(self, key: str, attempt: int) -> dict[str, Any]:
-        handle = read_json(self.attempt_dir(key, attempt) / "handle.json")
+        handle = read_handle(self.attempt_dir(key, attempt))
         if handle is None:
             return {}
         try:
@@ -327,7 +337,7 @@ class DockerRuntime(SupervisedRuntime):
                 "pids": st.get("pids_stats", {}).get("current", 0)}
 
     async def exec(self, key: str, attempt: int, argv: list[str], timeout_s: float) -> ExecResult:
-        handle = read_json(self.attempt_dir(key, attempt) / "handle.json")
+        handle = read_handle(self.attempt_dir(key, attempt))
         if handle is None:
             return ExecResult(126, b"", b"no such task attempt")
         try:
@@ -350,7 +360,7 @@ class DockerRuntime(SupervisedRuntime):
     async def sweep(self) -> list[str]:
         ids = set()
         for adir in self._attempt_dirs():
-            handle = read_json(adir / "handle.json")
+            handle = read_handle(adir)
             if handle and not (adir / "cleaned.json").exists():
                 ids.add(handle["id"])
         removed = []
@@ -381,7 +391,3 @@ def _ts(text: str | None) -> float:
     t = datetime.strptime(base, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
     return t + (float("0." + frac[:9]) if frac else 0.0)
 
-
-def _exit(doc: dict[str, Any]) -> ExitInfo:
-    return ExitInfo(doc.get("exit_code"), doc.get("signal"), bool(doc.get("oom_killed")),
-                    float(doc.get("finished_at") or 0.0), doc.get("reason", "") or "", doc.get("message", "") or "")

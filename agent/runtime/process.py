@@ -24,6 +24,7 @@ from agent.runtime.supervised import (
     SupervisedRuntime,
     node_cgroup_parent,
     pid_alive,
+    read_handle,
     read_json,
     run_command,
 )
@@ -114,7 +115,7 @@ class ProcessRuntime(SupervisedRuntime):
             return []
         ids = set()
         for adir in self._attempt_dirs():
-            handle = read_json(adir / "handle.json")
+            handle = read_handle(adir)
             if handle:
                 ids.add(handle["id"])
         removed: list[str] = []

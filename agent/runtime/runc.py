@@ -32,7 +32,7 @@ from agent.runtime.supervised import (
     StartFailure,
     SupervisedRuntime,
     node_cgroup_parent,
-    read_json,
+    read_handle,
     run_command,
     safe_name,
 )
@@ -235,7 +235,7 @@ class RuncRuntime(SupervisedRuntime):
             return
         job = handle["key"].split("/", 1)[0]
         for adir in self._attempt_dirs():
-            other = read_json(adir / "handle.json")
+            other = read_handle(adir)
             if (other and other is not handle and other.get("id") != handle["id"]
                     and other["key"].split("/", 1)[0] == job and other.get("spec", {}).get("network") == "job"
                     and not (adir / "cleaned.json").exists()):
@@ -264,7 +264,7 @@ class RuncRuntime(SupervisedRuntime):
         await self._release_job_netns(handle)
 
     async def exec(self, key: str, attempt: int, argv: list[str], timeout_s: float) -> ExecResult:
-        handle = read_json(self.attempt_dir(key, attempt) / "handle.json")
+        handle = read_handle(self.attempt_dir(key, attempt))
         if handle is None:
             return ExecResult(126, b"", b"no such task attempt")
         return await self.runc("exec", handle["id"], *argv, timeout_s=timeout_s)
@@ -281,7 +281,7 @@ class RuncRuntime(SupervisedRuntime):
         """Kill and delete containers and cgroups under this agent's root that no attempt owns."""
         ids: set[str] = set()
         for adir in self._attempt_dirs():
-            handle = read_json(adir / "handle.json")
+            handle = read_handle(adir)
             if handle and not (adir / "cleaned.json").exists():
                 ids.add(handle["id"])
         removed: list[str] = []

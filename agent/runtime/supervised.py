@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -46,8 +47,11 @@ __all__ = [
     "StartFailure",
     "SupervisedRuntime",
     "container_id",
+    "doc_seconds",
+    "exit_info",
     "pid_alive",
     "proc_start_time",
+    "read_handle",
     "read_json",
     "run_command",
     "safe_name",
@@ -102,10 +106,46 @@ def proc_start_time(pid: int) -> int | None:
 
 def pid_alive(doc: dict[str, Any] | None) -> bool:
     """True when the process named by ``{"pid", "start_time"}`` still runs (not a reused pid)."""
-    if not doc or not doc.get("pid"):
+    pid = doc.get("pid") if doc else None
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
-    st = proc_start_time(int(doc["pid"]))
-    return st is not None and (not doc.get("start_time") or st == int(doc["start_time"]))
+    assert doc is not None
+    st = proc_start_time(pid)
+    return st is not None and (not doc.get("start_time") or st == doc["start_time"])
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def doc_seconds(doc: dict[str, Any] | None, name: str, default: float = 0.0) -> float:
+    """A time or duration field of a state file; ``default`` when it is not a finite number
+    >= 0 (a state file written by hand, or by a bug, must not stop the agent's passes)."""
+    value = doc.get(name) if doc else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        return default
+    return float(value)
+
+
+def _handle_problem(doc: dict[str, Any] | None, adir: Path) -> str:
+    """What is wrong with ``adir``'s handle ("" when nothing): it must name this attempt."""
+    if doc is None:
+        return "not a JSON object"
+    key, attempt = key_from_dirs(adir.parent.parent.name, adir.parent.name), int(adir.name)
+    if doc.get("key") != key or doc.get("attempt") != attempt or not _is_int(doc.get("attempt")):
+        return f"names {doc.get('key')!r} attempt {doc.get('attempt')!r}, not {key!r} attempt {attempt}"
+    if not _is_int(doc.get("revision")) or not isinstance(doc.get("id"), str) or not doc["id"]:
+        return f"revision {doc.get('revision')!r}, id {doc.get('id')!r}"
+    if not isinstance(doc.get("spec", {}), dict):
+        return "its spec is not an object"
+    return ""
+
+
+def read_handle(adir: Path) -> dict[str, Any] | None:
+    """``adir``'s ``handle.json`` when it reads as this attempt's handle, else None (absent;
+    torn by a power loss, as it is not fsynced; written by hand)."""
+    doc = read_json(adir / "handle.json")
+    return doc if not _handle_problem(doc, adir) else None
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -351,42 +391,68 @@ class SupervisedRuntime:
             names = set(os.listdir(adir))
         except OSError:
             return None
+        if "handle.json" not in names:
+            return None  # being created (start writes it first), or an agent died right before
         handle = self._cached(adir, "handle.json", names)
-        if handle is None:
-            return None
-        key, attempt = handle["key"], int(handle["attempt"])
-        base = {"key": key, "attempt": attempt, "revision": int(handle["revision"]),
-                "grace_s": float(handle.get("grace_s", 30.0)), "gpus": handle_gpus(handle),
+        problem = _handle_problem(handle, adir)
+        if problem:
+            return await self._unreadable(adir, problem)
+        assert handle is not None
+        key, attempt = handle["key"], handle["attempt"]
+        base = {"key": key, "attempt": attempt, "revision": handle["revision"],
+                "grace_s": doc_seconds(handle, "grace_s", 30.0), "gpus": handle_gpus(handle),
                 "stop_requested": "stop.json" in names,
                 "held": "cleaned.json" not in names}
         started = self._cached(adir, "started.json", names)
-        started_at = float(started["started_at"]) if started else 0.0
+        started_at = doc_seconds(started, "started_at")
         exit_doc = self._cached(adir, "exit.json", names)
         if exit_doc is not None:
-            return Observed(state=AttemptState.EXITED, started_at_s=float(exit_doc.get("started_at") or started_at),
-                            exit=_exit_info(exit_doc), **base)
+            return Observed(state=AttemptState.EXITED, started_at_s=doc_seconds(exit_doc, "started_at") or started_at,
+                            exit=exit_info(exit_doc), **base)
         lost = self._cached(adir, "lost.json", names)
         if lost is not None:
-            return Observed(state=AttemptState.LOST, started_at_s=started_at,
-                            exit=ExitInfo(None, None, False, float(lost.get("at", 0.0)), "Lost", lost.get("message", "")),
-                            **base)
+            return Observed(state=AttemptState.LOST, started_at_s=started_at, exit=_lost_info(lost), **base)
         shim = self._cached(adir, "shim.json")  # not from the listing: a missing shim can mean lost
         if pid_alive(shim):
             state = AttemptState.RUNNING if started else AttemptState.STARTING
             return Observed(state=state, started_at_s=started_at, **base)
         if (key, attempt) in self._starting:
             return Observed(state=AttemptState.STARTING, **base)
-        if shim is None and time.time() - float(handle.get("created_at", 0)) < STARTING_GRACE_S:
+        if shim is None and time.time() - doc_seconds(handle, "created_at") < STARTING_GRACE_S:
             return Observed(state=AttemptState.STARTING, **base)
         # the supervisor is gone and recorded no exit: it may have just written exit.json
         exit_doc = self._cached(adir, "exit.json")
         if exit_doc is not None:
-            return Observed(state=AttemptState.EXITED, started_at_s=started_at, exit=_exit_info(exit_doc), **base)
+            return Observed(state=AttemptState.EXITED, started_at_s=started_at, exit=exit_info(exit_doc), **base)
         message = "the task's supervisor died; exit status unknown" if shim else "never started (agent died while starting)"
         await self._kill_remains(handle, adir)
         write_json(adir / "lost.json", {"at": time.time(), "message": message})
         return Observed(state=AttemptState.LOST, started_at_s=started_at,
                         exit=ExitInfo(None, None, False, time.time(), "Lost", message), **base)
+
+    def _rebuilt_handle(self, key: str, attempt: int) -> dict[str, Any]:
+        """What an attempt whose handle does not read is known by: its directory's names."""
+        return {"key": key, "attempt": attempt, "revision": 0, "id": container_id(self.node, key, attempt), "spec": {}}
+
+    async def _unreadable(self, adir: Path, problem: str) -> Observed:
+        """An attempt whose handle does not read: the placement it ran for is unknown, so
+        whatever still runs of it is killed and it is ``LOST`` under no placement (revision
+        0): the reconcile cleans and removes it like an attempt of a placement that went, and
+        the task's current placement starts afresh."""
+        key, attempt = key_from_dirs(adir.parent.parent.name, adir.parent.name), int(adir.name)
+        lost = read_json(adir / "lost.json")
+        if lost is None:
+            shim = read_json(adir / "shim.json")
+            if pid_alive(shim):  # first the supervisor, so that it records nothing more
+                assert shim is not None
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(shim["pid"], signal.SIGKILL)
+            await self._kill_remains(self._rebuilt_handle(key, attempt), adir)
+            lost = {"at": time.time(), "message": f"attempt state unreadable (handle.json: {problem}); "
+                                                  "what ran of it was killed"}
+            write_json(adir / "lost.json", lost)
+        return Observed(key=key, attempt=attempt, revision=0, state=AttemptState.LOST, exit=_lost_info(lost),
+                        held=not (adir / "cleaned.json").exists(), grace_s=0.0)
 
     # --- stop / cleanup / remove -------------------------------------------------------------
     async def stop(self, key: str, attempt: int, grace_s: float) -> None:
@@ -402,10 +468,9 @@ class SupervisedRuntime:
 
     async def cleanup(self, key: str, attempt: int) -> None:
         adir = self.attempt_dir(key, attempt)
-        handle = read_json(adir / "handle.json")
-        if handle is None or (adir / "cleaned.json").exists():
+        if not adir.is_dir() or (adir / "cleaned.json").exists():
             return
-        await self._release(handle, adir)
+        await self._release(read_handle(adir) or self._rebuilt_handle(key, attempt), adir)
         write_json(adir / "cleaned.json", {"at": time.time()}, sync=False)
 
     async def remove(self, key: str, attempt: int) -> None:
@@ -465,15 +530,25 @@ async def run_command(argv: list[str], timeout_s: float, **kwargs: Any) -> ExecR
     return ExecResult(proc.returncode if proc.returncode is not None else -1, out, err)
 
 
-def _exit_info(doc: dict[str, Any]) -> ExitInfo:
+def exit_info(doc: dict[str, Any]) -> ExitInfo:
+    code, sig = doc.get("exit_code"), doc.get("signal")
     return ExitInfo(
-        exit_code=doc.get("exit_code"),
-        signal=doc.get("signal"),
-        oom_killed=bool(doc.get("oom_killed")),
-        finished_at_s=float(doc.get("finished_at") or 0.0),
-        reason=doc.get("reason", "") or "",
-        message=doc.get("message", "") or "",
+        exit_code=code if _is_int(code) else None,
+        signal=sig if _is_int(sig) else None,
+        oom_killed=doc.get("oom_killed") is True,
+        finished_at_s=doc_seconds(doc, "finished_at"),
+        reason=_text(doc, "reason"),
+        message=_text(doc, "message"),
     )
+
+
+def _lost_info(doc: dict[str, Any]) -> ExitInfo:
+    return ExitInfo(None, None, False, doc_seconds(doc, "at"), "Lost", _text(doc, "message"))
+
+
+def _text(doc: dict[str, Any], name: str) -> str:
+    value = doc.get(name)
+    return value if isinstance(value, str) else ""
 
 
 def _rfc3339(t: float) -> str:

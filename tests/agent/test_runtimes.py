@@ -291,6 +291,70 @@ async def test_supervisor_death_is_lost_and_the_task_killed(kind, data_dir) -> N
         assert await rt.list_containers() == []
 
 
+def _task_gone(pid: int) -> bool:
+    try:
+        return "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("text", ["", '{"key": "j/to', "[]", "{}", '{"key": "j/torn", "attempt": "x", "revision": 1, "id": "c"}',
+                                  '{"key": "j/other", "attempt": 7, "revision": 1, "id": "c"}'],
+                         ids=["empty", "torn", "list", "no-fields", "attempt-text", "another-attempt"])
+async def test_an_unreadable_handle_is_a_lost_attempt_not_a_stalled_agent(kind, data_dir, text) -> None:
+    """handle.json is not fsynced: a power loss can leave it empty, and anyone can edit it. A
+    handle without its fields raised (KeyError, ValueError) out of observe -- every reconcile
+    pass of the agent failed, for every task -- and out of sweep, so the agent did not start;
+    an empty one hid the attempt, and the Start the reconcile then asked for at that attempt
+    number did nothing (its handle existed): the task never ran again. Now the attempt is
+    Lost under no placement (revision 0), what still ran of it is killed, and it is cleaned
+    and removed like any attempt of a placement that went."""
+    rt = make_runtime(kind, data_dir)
+    await rt.start(run("j/torn", {"command": ["sleep", "300"]}))
+    await wait_running(rt, "j/torn")
+    adir = rt.attempt_dir("j/torn", 1)
+    task, shim = read_json(adir / "started.json"), read_json(adir / "shim.json")
+    (adir / "handle.json").write_text(text)
+    rt2 = make_runtime(kind, data_dir)  # an agent restart
+    await rt2.sweep()
+    [o] = await rt2.observe()
+    assert (o.key, o.attempt, o.revision, o.state, o.live) == ("j/torn", 1, 0, AttemptState.LOST, False)
+    assert o.exit.reason == "Lost" and "handle.json" in o.exit.message, o.exit
+    deadline = time.monotonic() + 20
+    while not (_task_gone(task["pid"]) and _task_gone(shim["pid"])):
+        assert time.monotonic() < deadline, "the task of an unreadable attempt runs on"
+        await asyncio.sleep(0.1)
+    await rt2.cleanup("j/torn", 1)
+    assert [o.held for o in await rt2.observe()] == [False]
+    await rt2.remove("j/torn", 1)
+    assert await rt2.observe() == []
+    await rt2.start(run("j/torn", {"command": ["true"]}))  # the task starts afresh
+    assert (await wait_exit(rt2, "j/torn")).exit.exit_code == 0
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("started.json", '{"pid": "x", "start_time": "y", "started_at": "abc"}'),
+    ("exit.json", '{"exit_code": "3", "signal": [], "finished_at": "x", "started_at": {}, "reason": 5}'),
+    ("shim.json", '{"pid": "x", "start_time": "y"}'),
+    ("lost.json", '{"at": "x", "message": 5}'),
+], ids=["started", "exit", "shim", "lost"])
+async def test_malformed_state_files_never_raise_out_of_observe(data_dir, name, text) -> None:
+    """A state file with fields of the wrong type (written by hand, or by a bug) raised
+    ValueError out of observe, failing every reconcile pass of the agent."""
+    rt = make_runtime("process", data_dir)
+    await rt.start(run("j/odd", {"command": ["true"]}))
+    await wait_exit(rt, "j/odd")
+    adir = rt.attempt_dir("j/odd", 1)
+    if name in ("shim.json", "lost.json", "started.json"):
+        (adir / "exit.json").unlink()  # the supervisor's end was not recorded
+    (adir / name).write_text(text)
+    [o] = await make_runtime("process", data_dir).observe()
+    assert o.state in (AttemptState.EXITED, AttemptState.LOST) and o.exit is not None
+    assert isinstance(o.exit.finished_at_s, float) and isinstance(o.started_at_s, float)
+    assert o.exit.exit_code is None or isinstance(o.exit.exit_code, int)
+    assert isinstance(o.exit.reason, str) and isinstance(o.exit.message, str)
+
+
 async def test_reattach_and_persisted_stop_deadline(kind, data_dir) -> None:
     """A new runtime object (an agent restart) finds the task, and a stop requested before
     the restart still ends in SIGKILL at its deadline (T4, T5)."""
