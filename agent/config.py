@@ -32,6 +32,7 @@ from agent.confcheck import (
     in_range,
     load_mapping,
 )
+from agent.labels import label_problem
 
 __all__ = ["AgentConfig", "build_parser", "load_config", "parse_labels"]
 
@@ -146,12 +147,12 @@ def _check(cfg: AgentConfig) -> None:
         raise ValueError("--data-dir: must not be empty")
     if cfg.runtime not in RUNTIMES:
         raise ValueError(f"--runtime: {cfg.runtime!r} is not one of {', '.join(r for r in RUNTIMES if r)}")
-    for key in cfg.labels:
-        if "=" in key or "," in key or any(c.isspace() for c in key):
-            raise ValueError(f"--labels: label key {key!r} must not contain '=', ',' or whitespace")
     for key in ("rack", "spine"):  # the node record's rack and spine: names the scheduler keys on
         if key in cfg.labels:
             check_name(f"--labels {key}", cfg.labels[key])
+    for key, value in cfg.labels.items():  # Kubernetes' label syntax (kubelet --node-labels)
+        if (problem := label_problem(key, value)) is not None:
+            raise ValueError(f"--labels: {problem}")
     if cfg.log_level not in ("debug", "info", "warning", "error"):
         raise ValueError(f"--log-level: {cfg.log_level!r} is not one of debug, info, warning, error")
     if cfg.log_format not in ("json", "text"):

@@ -41,6 +41,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from agent.labels import label_problem
 from agent.strict_yaml import StrictLoader
 from scheduler import arrays
 from scheduler.decode import finite_number, too_large
@@ -392,7 +393,17 @@ def validate_job(doc: Any) -> list[Problem]:
     # a broken structure stops the extra rules; the schema problems above say where
     with contextlib.suppress(KeyError, TypeError, ValueError, AssertionError, AttributeError, OverflowError):
         problems += _semantic_problems(doc)
-    return problems + _quantity_problems(doc)
+    return problems + _quantity_problems(doc) + _selector_problems(doc)
+
+
+def _selector_problems(doc: dict[str, Any]) -> list[Problem]:
+    """A node_selector of Kubernetes' label syntax (a pod's nodeSelector is checked so): a pair
+    no node label can be (``zone: a b``) would keep the job pending for ever."""
+    selector = doc.get("node_selector")
+    if not isinstance(selector, dict):
+        return []
+    return [Problem(f"node_selector.{key}", problem) for key, value in selector.items()
+            if isinstance(key, str) and isinstance(value, str) and (problem := label_problem(key, value)) is not None]
 
 
 def _quantity_problems(doc: dict[str, Any]) -> list[Problem]:

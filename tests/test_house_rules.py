@@ -49,6 +49,7 @@ PURE = [
     "scheduler/dependencies.py",
     "agent/reconcile.py",
     "agent/strict_yaml.py",
+    "agent/labels.py",
     "agent/collective/fusion.py",
     "agent/collective/schedule.py",
 ]

@@ -43,6 +43,14 @@ BASE = ["--runtime", "fake"]
     (["--labels", "rack=r1,rack=r2"], "--labels: label 'rack' given twice"),
     (["--labels", "rack=r/1"], "--labels rack: 'r/1': must not contain '/'"),
     (["--labels", "switch=s1,spine="], "--labels spine: must not be empty"),
+    (["--labels", "zone=a b"], "--labels: label zone: the value 'a b' must be empty or alphanumerics"),
+    (["--labels", "zone=-a"], "the value '-a' must be empty or alphanumerics"),
+    (["--labels", "zone=" + "a" * 64], "the value 'aaaa"),
+    (["--labels", "Example.com/zone=a"], "the prefix 'Example.com' must be a DNS subdomain"),
+    (["--labels", "/zone=a"], "the prefix before '/' must not be empty"),
+    (["--labels", "example.com/=a"], "the name must not be empty"),
+    (["--labels", "z" * 64 + "=a"], "the name must be at most 63 characters, not 64"),
+    (["--labels", "zo:ne=a"], "label key 'zo:ne': the name must be alphanumerics"),
     (["--cert", "/etc/kvraft/pki/agent.crt"], "--cert and --key go together: --key is missing"),
     (["--cacert", "/nonexistent/ca.crt"], "--cacert /nonexistent/ca.crt: does not exist"),
 ])
@@ -59,6 +67,8 @@ def test_bad_flags(argv: list[str], match: str) -> None:
     ("insecure-skip-tls-verify: maybe\n", "--insecure-skip-tls-verify: must be true or false, not 'maybe'"),
     ("labels: [rack]\n", "--labels: must be key=value,... or a mapping"),
     ("labels: {rack: [a]}\n", "--labels: 'rack'"),
+    ("labels: {zone: 'a,b'}\n", "--labels: label zone: the value 'a,b' must be empty"),
+    ("labels: {zone: \"a\\nb\"}\n", "--labels: label zone: the value 'a\\\\nb' must be empty"),
     ("data-dir: [x]\n", "--data-dir: must be a string"),
     ("endpoints: 5\n", "--endpoints: must be a comma-separated string or a list of strings, not 5"),
     ("endpoints: {a: 1}\n", "--endpoints: must be"),
@@ -90,6 +100,9 @@ def test_config_file(tmp_path: Path) -> None:
     cfg = load_config(["--config", str(f)])
     assert (cfg.endpoints, cfg.labels, cfg.heartbeat_s, cfg.lease_ttl_s, cfg.insecure_skip_tls_verify) == (
         ["127.0.0.1:2379", "https://10.0.0.1:2379"], {"rack": "r1", "slot": "3"}, 5.0, 20, True)
+    labels = "kubernetes.io/hostname=gpu-07,nvidia.com/gpu.product=A100-SXM4-80GB,zone=,Fast_Disk=yes.1"
+    assert load_config([*BASE, "--labels", labels]).labels == {  # Kubernetes' label syntax, empty values included
+        "kubernetes.io/hostname": "gpu-07", "nvidia.com/gpu.product": "A100-SXM4-80GB", "zone": "", "Fast_Disk": "yes.1"}
 
 
 def test_preflight(tmp_path: Path) -> None:

@@ -56,7 +56,11 @@ def test_good_job_converts_to_the_core_model() -> None:
      ["max_restarts: needs restart_policy OnFailure", "topology.level: must be one of node, rack, spine, not 'zone'"]),
     ({"name": "j", "tasks": [{"name": "a", "command": "x", "resources": {"memory": "lots"}}]},
      ["tasks[0].resources.memory: must be MiB or a quantity like '4Gi', not 'lots'"]),
-], ids=["negative-gpus", "unknown-and-type", "missing", "mixed-shapes", "restarts-and-level", "memory"])
+    ({"name": "j", "tasks": [{"name": "a", "command": "x"}],
+      "node_selector": {"zone": "a b", "kubernetes.io/hostname": "gpu-07", "-x": "1", "disk": ""}},
+     ["node_selector.zone: label zone: the value 'a b' must be empty or alphanumerics",
+      "node_selector.-x: label key '-x': the name must be alphanumerics"]),
+], ids=["negative-gpus", "unknown-and-type", "missing", "mixed-shapes", "restarts-and-level", "memory", "selector"])
 def test_every_problem_with_its_path(doc: dict, want: list[str]) -> None:
     got = [str(p) for p in validate_job(doc)]
     assert len(got) == len(want), got
