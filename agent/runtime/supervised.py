@@ -105,13 +105,15 @@ def proc_start_time(pid: int) -> int | None:
 
 
 def pid_alive(doc: dict[str, Any] | None) -> bool:
-    """True when the process named by ``{"pid", "start_time"}`` still runs (not a reused pid)."""
+    """True when the process named by ``{"pid", "start_time"}`` still runs (not a reused pid).
+    Without its start time (0: the supervisor found the task gone before it could read it) a
+    record names no process: the pid alone may be anyone's by now."""
     pid = doc.get("pid") if doc else None
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
     assert doc is not None
     st = proc_start_time(pid)
-    return st is not None and (not doc.get("start_time") or st == doc["start_time"])
+    return st is not None and st == doc.get("start_time")
 
 
 def _is_int(value: Any) -> bool:

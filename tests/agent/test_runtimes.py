@@ -355,6 +355,34 @@ async def test_malformed_state_files_never_raise_out_of_observe(data_dir, name, 
     assert isinstance(o.exit.reason, str) and isinstance(o.exit.message, str)
 
 
+@pytest.mark.parametrize("start_time", [0, None, 1], ids=["zero", "absent", "other"])
+async def test_pids_now_used_by_other_processes_are_never_killed(data_dir, start_time) -> None:
+    """PID reuse: the supervisor died unrecorded and the pids its files name now belong to
+    other processes. started.json carries start_time 0 when the task was gone before its
+    start time was read; a record without one (0, or absent: written by hand) matched any
+    process with that pid: the attempt was Running for ever (holding its GPUs), and the
+    remains' kill (killpg) took down whatever process group reused the task's pid."""
+    import subprocess
+
+    rt = make_runtime("process", data_dir)
+    await rt.start(run("j/reuse", {"command": ["true"]}))
+    await wait_exit(rt, "j/reuse")
+    adir = rt.attempt_dir("j/reuse", 1)
+    (adir / "exit.json").unlink()  # the supervisor's end was not recorded
+    other = subprocess.Popen(["sleep", "300"], start_new_session=True)  # a group leader, like a task
+    try:
+        doc = {"pid": other.pid, "started_at": time.time()} | ({} if start_time is None else {"start_time": start_time})
+        (adir / "started.json").write_text(json.dumps(doc))
+        (adir / "shim.json").write_text(json.dumps({k: v for k, v in doc.items() if k != "started_at"}))
+        [o] = await make_runtime("process", data_dir).observe()
+        assert o.state is AttemptState.LOST
+        await asyncio.sleep(0.2)
+        assert other.poll() is None, "an unrelated process was killed"
+    finally:
+        other.kill()
+        other.wait()
+
+
 async def test_reattach_and_persisted_stop_deadline(kind, data_dir) -> None:
     """A new runtime object (an agent restart) finds the task, and a stop requested before
     the restart still ends in SIGKILL at its deadline (T4, T5)."""
