@@ -557,8 +557,9 @@ class Communicator:
         buckets = fusion_mod.plan([_spec(t, comp) for t in items], self.fusion)
         program = _Program(buckets, op, 1.0 / self.size)
         flat_backend = self.local is None
-        if (
-            len(buckets) == 1
+        if (  # one array only: with empty ones beside it the bucket's tensor is not raw[0]
+            len(raw) == 1
+            and len(buckets) == 1
             and buckets[0].inplace
             and op == "sum"
             and flat_backend

@@ -304,3 +304,18 @@ def test_probed_fusion_policy_is_the_same_on_every_rank_and_is_used() -> None:
     assert all(s == [6.0] * 4 for _, _, s in results)
     with pytest.raises(ValueError, match="fusion must be a FusionPolicy, 'probe' or None"):
         gx.Communicator(LoopbackWorld(1).backend(0), fusion="fastest")
+
+
+@pytest.mark.parametrize("sizes", [(0, 3), (0, 0, 70_000), (0, 200_000)])
+def test_empty_tensors_before_the_only_reduced_one_do_not_hide_it(sizes: tuple[int, ...]) -> None:
+    # the plan skips empty tensors; the one-bucket fast path reduced raw[0] (the empty one)
+    # and left the real tensor as it was: a silent wrong sum
+    def body(comm: gx.Communicator) -> list[np.ndarray]:
+        arrays = [np.full(n, comm.rank + 1.0, np.float32) for n in sizes]
+        comm.allreduce(arrays)
+        comm.allreduce(arrays)  # and again, from the cached program
+        return arrays
+
+    for res in run_ranks(LoopbackWorld(2), body):
+        assert [a.size for a in res] == list(sizes)
+        assert all(np.all(a == 6.0) for a in res)
