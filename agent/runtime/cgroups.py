@@ -124,9 +124,16 @@ class CgroupLayout:
         hierarchy."""
         removed = False
         for d in self.every_hierarchy(rel):
+            subs: list[Path] = []
+            for _ in range(3):  # a part may go as it is listed: a supervisor removes its ended task's cgroups
+                try:
+                    subs = sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+                    break
+                except FileNotFoundError:
+                    subs = []
             if not d.is_dir():
                 continue
-            for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [d]:
+            for sub in [*subs, d]:
                 with contextlib.suppress(OSError):
                     for pid in (sub / "cgroup.procs").read_text().split():
                         with contextlib.suppress(ProcessLookupError):

@@ -208,6 +208,30 @@ def test_a_node_cgroup_is_removed_from_every_hierarchy_not_only_the_agents_contr
     assert [str(p.relative_to(root)) for p in root.glob("*/kvraft-agent/n2")] == ["blkio/kvraft-agent/n2"]  # not empty
 
 
+def test_a_cgroup_removed_while_it_is_killed_and_removed_is_no_error(tmp_path, monkeypatch) -> None:
+    """A task's supervisor removes the task's cgroups once the task has ended, which can be
+    while the agent's sweep (or a cleanup) kills and removes them: the cgroup went between
+    the check that it exists and the listing of its children, and FileNotFoundError came out
+    of sweep, so the agent did not start."""
+    from agent.runtime.cgroups import CgroupLayout
+
+    root = tmp_path / "cgroup"
+    for h in ("memory", "pids"):
+        (root / h / "kvraft-agent" / "n1" / "c-1" / "sub").mkdir(parents=True)
+    real_scandir = os.scandir
+    removed: list[str] = []
+
+    def scandir_after_the_supervisor(path):  # the supervisor is quicker this time
+        if str(path).endswith("/c-1") and not removed:
+            removed.append(str(path))
+            shutil.rmtree(path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir_after_the_supervisor)
+    CgroupLayout(1, root).kill_and_remove("kvraft-agent/n1/c-1")
+    assert list(root.glob("*/kvraft-agent/n1/*")) == []
+
+
 def test_a_task_that_already_ended_is_never_read_as_the_root_cgroup(tmp_path) -> None:
     """The kernel shows an exited task (a zombie) in the root cgroup. A runc init OOM-killed
     before ``runc run --detach`` returns is one when the supervisor looks for its cgroup:
