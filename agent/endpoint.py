@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -86,17 +87,33 @@ async def tasks(request: web.Request) -> web.Response:
     return web.json_response(sorted(out, key=lambda d: (d["task"], d["attempt"])))
 
 
+def _int_param(request: web.Request, name: str, default: int, minimum: int, what: str) -> int:
+    """An integer query parameter; 400 naming it when it is not one (kubelet's API says so too)."""
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise web.HTTPBadRequest(text=f"{name}: must be an integer {what}, not {text!r}\n")
+    return value
+
+
 def _attempt(request: web.Request) -> tuple[str, int]:
     agent = request.app[AGENT_KEY]
     key = f"{request.match_info['job']}/{request.match_info['task']}"
-    if "attempt" in request.query:
-        return key, int(request.query["attempt"])
-    attempts = sorted(o.attempt for o in agent.observed if o.key == key)
-    if not attempts and hasattr(agent.runtime, "attempts"):
-        attempts = agent.runtime.attempts(key)
+    attempts = sorted({o.attempt for o in agent.observed if o.key == key})
+    if hasattr(agent.runtime, "attempts"):
+        attempts = sorted(set(attempts) | set(agent.runtime.attempts(key)))
     if not attempts:
         raise web.HTTPNotFound(text=f"no task {key} on node {agent.name}\n")
-    return key, attempts[-1]
+    attempt = _int_param(request, "attempt", attempts[-1], 1, ">= 1")
+    if attempt not in attempts:
+        raise web.HTTPNotFound(text=f"no attempt {attempt} of task {key} on node {agent.name} "
+                                    f"(attempts: {', '.join(map(str, attempts))})\n")
+    return key, attempt
 
 
 def _format(line: bytes, timestamps: bool, stream: str) -> bytes | None:
@@ -112,10 +129,12 @@ def _format(line: bytes, timestamps: bool, stream: str) -> bytes | None:
 async def logs(request: web.Request) -> web.StreamResponse:
     agent = request.app[AGENT_KEY]
     key, attempt = _attempt(request)
-    tail = int(request.query.get("tail", "-1"))
+    tail = _int_param(request, "tail", -1, -1, ">= -1 (-1: all)")
     follow = request.query.get("follow", "") in ("1", "true", "yes")
     timestamps = request.query.get("timestamps", "") in ("1", "true", "yes")
     stream = request.query.get("stream", "")
+    if stream not in ("", "stdout", "stderr"):
+        raise web.HTTPBadRequest(text=f"stream: must be stdout or stderr, not {stream!r}\n")
     files = agent.runtime.log_files(key, attempt)
     resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await resp.prepare(request)
@@ -124,13 +143,16 @@ async def logs(request: web.Request) -> web.StreamResponse:
     lines = await asyncio.to_thread(_read_lines, files)
     if tail >= 0:
         lines = lines[-tail:] if tail else []
-    for ln in lines:
-        out = _format(ln, timestamps, stream)
-        if out is not None:
-            await resp.write(out)
-    if follow and files:
-        await _follow(agent, key, attempt, files[-1], resp, timestamps, stream)
-    await resp.write_eof()
+    try:
+        for ln in lines:
+            out = _format(ln, timestamps, stream)
+            if out is not None:
+                await resp.write(out)
+        if follow and files:
+            await _follow(agent, key, attempt, files[-1], resp, timestamps, stream)
+        await resp.write_eof()
+    except ConnectionResetError:  # the client went away (jobctl logs -f ended): nothing to answer
+        pass
     return resp
 
 
@@ -186,13 +208,18 @@ async def exec_(request: web.Request) -> web.Response:
     agent = request.app[AGENT_KEY]
     key, attempt = _attempt(request)
     try:
-        body: dict[str, Any] = await request.json()
+        body: Any = await request.json()
     except ValueError:
-        raise web.HTTPBadRequest(text="body must be JSON {\"argv\": [...]}\n") from None
+        body = None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="body must be JSON {\"argv\": [...]}\n")
     argv = body.get("argv")
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise web.HTTPBadRequest(text="argv must be a non-empty list of strings\n")
-    result = await agent.runtime.exec(key, attempt, argv, float(body.get("timeout_s", 30)))
+    timeout_s = body.get("timeout_s", 30)
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not 0 < timeout_s < math.inf:
+        raise web.HTTPBadRequest(text=f"timeout_s: must be a number > 0, not {timeout_s!r}\n")
+    result = await agent.runtime.exec(key, attempt, argv, float(timeout_s))
     return web.json_response({"task": key, "attempt": attempt, "exit_code": result.exit_code,
                               "stdout": result.stdout.decode(errors="replace"),
                               "stderr": result.stderr.decode(errors="replace"),

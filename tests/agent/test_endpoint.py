@@ -3,13 +3,17 @@ rotation, exec, stats), runc end to end with a fake GPU inventory, and 100 concu
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import os
 import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from kvraft.server.local import free_port
 from tests.agent.conftest import assign, unassign, wait_for, wait_status
 from tests.agent.test_runtimes import RUNC_MISSING
 
@@ -105,3 +109,76 @@ async def test_hundred_concurrent_tasks(agents, kv) -> None:
     print(f"100 tasks assigned, run and reported in {time.monotonic() - t0:.1f}s")
     for i in range(100):
         await unassign(kv, "n-100", "j100", f"t{i:03d}")
+
+
+@pytest.fixture
+async def endpoint(tmp_path: Path):
+    """The endpoint of an agent that never reaches kvraft (none is needed to read logs), with
+    one task of the process runtime that ran, and one that runs."""
+    from agent.agent import Agent
+    from agent.config import load_config
+    from agent.endpoint import serve
+    from agent.runtime.base import TaskRun
+    from agent.runtime.process import ProcessRuntime
+    from agent.spec import parse_spec
+    from tests.agent.conftest import kill_task_processes
+
+    data = tmp_path / "agent"
+    config = load_config(["--name", f"ep-{os.getpid()}", "--data-dir", str(data), "--runtime", "process",
+                          "--endpoints", "127.0.0.1:1"])
+    runtime = ProcessRuntime(data, config.name)
+    agent = Agent(config, runtime)
+    await runtime.start(TaskRun("je/done", 1, 1, parse_spec({"command": ["sh", "-c", "echo one; echo two"]})))
+    await runtime.start(TaskRun("je/runs", 1, 1, parse_spec({"command": ["sh", "-c", "while :; do echo tick; sleep 0.05; done"]})))
+    while not any(o.key == "je/done" and not o.live for o in await runtime.observe()):
+        await asyncio.sleep(0.05)
+    url = f"http://127.0.0.1:{free_port()}"
+    runner = await serve(agent, url)
+    try:
+        async with aiohttp.ClientSession(base_url=url) as http:
+            yield http
+    finally:
+        await runner.cleanup()
+        await runtime.close()
+        kill_task_processes(data)
+
+
+@pytest.mark.parametrize(("path", "status", "text"), [
+    ("/logs/je/done?tail=abc", 400, "tail: must be an integer >= -1 (-1: all), not 'abc'"),
+    ("/logs/je/done?tail=-2", 400, "tail: must be an integer >= -1 (-1: all), not '-2'"),
+    ("/logs/je/done?attempt=x", 400, "attempt: must be an integer >= 1, not 'x'"),
+    ("/logs/je/done?attempt=0", 400, "attempt: must be an integer >= 1, not '0'"),
+    ("/logs/je/done?attempt=7", 404, "no attempt 7 of task je/done on node"),
+    ("/logs/je/done?stream=stdin", 400, "stream: must be stdout or stderr, not 'stdin'"),
+    ("/stats/je/done?attempt=-1", 400, "attempt: must be an integer >= 1, not '-1'"),
+    ("/logs/je/done?tail=-1", 200, "one\ntwo\n"),
+    ("/logs/je/done?tail=1&stream=stdout", 200, "two\n"),
+])
+async def test_bad_log_parameters_are_a_400_naming_them(endpoint, path: str, status: int, text: str) -> None:
+    """A tail or attempt that was not an integer was a 500 with a traceback in the agent's log;
+    an attempt the task never had was a 200 with nothing; a stream other than stdout and
+    stderr was a 200 that filtered out every line. kubectl refuses --tail below -1."""
+    r = await endpoint.get(path)
+    assert (r.status, (await r.text()).startswith(text)) == (status, True), (r.status, await r.text())
+
+
+@pytest.mark.parametrize(("body", "text"), [
+    ([1], 'body must be JSON {"argv": [...]}'),
+    ({"argv": ["true"], "timeout_s": "x"}, "timeout_s: must be a number > 0, not 'x'"),
+    ({"argv": ["true"], "timeout_s": 0}, "timeout_s: must be a number > 0, not 0"),
+])
+async def test_a_bad_exec_body_is_a_400_naming_it(endpoint, body: object, text: str) -> None:
+    r = await endpoint.post("/exec/je/runs", data=json.dumps(body))
+    assert (r.status, (await r.text()).strip()) == (400, text)
+
+
+async def test_a_client_that_leaves_a_follow_is_no_error(endpoint, caplog: pytest.LogCaptureFixture) -> None:
+    """Ending ``jobctl logs -f`` (Ctrl-C) is how a follow ends: each one logged an error with
+    a traceback (ClientConnectionResetError out of the handler's write)."""
+    r = await endpoint.get("/logs/je/runs?follow=1&tail=0")
+    assert (await r.content.readline()).strip() == b"tick"
+    r.close()  # the client goes away mid-follow
+    await asyncio.sleep(0.5)  # the handler's next writes find the connection gone
+    r = await endpoint.get("/logs/je/done")
+    assert await r.text() == "one\ntwo\n"
+    assert [rec.getMessage() for rec in caplog.records if rec.levelno >= logging.ERROR] == []
