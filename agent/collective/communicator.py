@@ -117,11 +117,12 @@ class Handle:
 class _Tensor:
     """A submitted tensor seen as a numpy array (``view``) plus how to write results back."""
 
-    __slots__ = ("dtype_key", "flat", "original", "shape", "staged", "view")
+    __slots__ = ("dtype_key", "flat", "original", "read_only", "shape", "staged", "view")
 
     def __init__(self, t: Any) -> None:
         self.original = t
         self.staged = False
+        self.read_only = isinstance(t, np.ndarray) and not t.flags.writeable
         key: str | None = None
         if isinstance(t, np.ndarray):
             arr = t
@@ -158,8 +159,17 @@ class _Tensor:
 
 def _torch_key(t: Any) -> tuple[Any, ...]:
     if isinstance(t, np.ndarray):
-        return (t.shape, t.dtype, t.flags.c_contiguous)
+        return (t.shape, t.dtype, t.flags.c_contiguous, t.flags.writeable)
     return (tuple(t.shape), str(t.dtype), t.is_contiguous(), t.device.type)
+
+
+def _writable(items: list[_Tensor]) -> list[_Tensor]:
+    """Refuse a read-only array before anything is sent: the result is written into it, and
+    failing later, in the middle of the ring, leaves the neighbours' streams out of step."""
+    for i, t in enumerate(items):
+        if t.read_only:
+            raise ValueError(f"tensor {i} is a read-only array: the result is written into it in place")
+    return items
 
 
 def _spec(t: _Tensor, compression: str | None) -> fusion_mod.TensorSpec:
@@ -300,6 +310,7 @@ class Communicator:
             and last[3] == tensors.shape
             and last[4] == tensors.strides
             and last[5] is tensors.dtype
+            and tensors.flags.writeable
             and self._failure is None
             and not self._pending
             and self._exec_lock.acquire(False)
@@ -532,7 +543,7 @@ class Communicator:
     # -- the operations (run inline or on the comm thread) ---------------------------------
     def _allreduce(self, raw: list[Any], op: str, comp: str | None, comp_arg: str | None = None) -> None:
         try:  # numpy arrays
-            key: tuple[Any, ...] = (op, comp, *[(t.shape, t.dtype, t.flags.c_contiguous) for t in raw])
+            key: tuple[Any, ...] = (op, comp, *[(t.shape, t.dtype, t.flags.c_contiguous, t.flags.writeable) for t in raw])
         except AttributeError:  # torch tensors (or a mix)
             key = (op, comp, *[_torch_key(t) for t in raw])
         program = self._programs.get(key)
@@ -549,7 +560,7 @@ class Communicator:
         self._stats["ops"] += 1
 
     def _compile(self, raw: list[Any], op: str, comp: str | None, key: tuple[Any, ...]) -> _Program:
-        items = [_Tensor(t) for t in raw]
+        items = _writable([_Tensor(t) for t in raw])
         if op == "mean" and any(t.view.dtype.kind != "f" for t in items):
             raise TypeError("op='mean' needs floating-point tensors")
         signature = ("allreduce", op, comp, tuple((t.shape, t.dtype_key) for t in items))
@@ -588,7 +599,7 @@ class Communicator:
         self.local.broadcast(flat, 0)
 
     def _broadcast(self, raw: list[Any], root: int) -> None:
-        items = [_Tensor(t) for t in raw]
+        items = _writable([_Tensor(t) for t in raw])
         self._verify(("broadcast", root, tuple((t.shape, t.dtype_key) for t in items)))
         for t in items:
             if t.flat.size:

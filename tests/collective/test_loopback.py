@@ -319,3 +319,28 @@ def test_empty_tensors_before_the_only_reduced_one_do_not_hide_it(sizes: tuple[i
     for res in run_ranks(LoopbackWorld(2), body):
         assert [a.size for a in res] == list(sizes)
         assert all(np.all(a == 6.0) for a in res)
+
+
+@pytest.mark.parametrize("count", [5, 20_000])  # packed in a bucket / reduced where it lies
+def test_a_read_only_array_is_refused_before_anything_is_sent(count: int) -> None:
+    # it raised from np.add in the middle of the ring: the neighbour had its chunk, this
+    # rank's next call fed the neighbour's pending one (wrong sums, or a hang)
+    def body(comm: gx.Communicator) -> tuple[str, np.ndarray]:
+        a = np.full(count, comm.rank + 1.0)
+        error = ""
+        if comm.rank == 1:
+            a.flags.writeable = False
+            with pytest.raises(ValueError, match="read-only") as info:
+                comm.allreduce(a)
+            error = str(info.value)
+            a = np.full(count, 2.0)
+        comm.allreduce(a)  # rank 0's first call pairs with rank 1's retry
+        comm.allreduce(a)  # the cached one-call path for this array from here on
+        a.flags.writeable = False
+        with pytest.raises(ValueError, match="tensor 0 is a read-only array"):
+            comm.allreduce(a)
+        return error, a
+
+    (_, a0), (error, a1) = run_ranks(LoopbackWorld(2), body, timeout_s=20)
+    assert "tensor 0" in error
+    assert np.all(a0 == 6.0) and np.all(a1 == 6.0)
