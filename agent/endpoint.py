@@ -8,7 +8,9 @@
 - ``GET /logs/{job}/{task}?attempt=N&tail=100&follow=1&timestamps=1&stream=stdout``: the task's
   log (latest attempt by default), from the rotated CRI files; ``follow`` streams new lines
   until the attempt has ended and its log is drained, surviving rotation (the reader follows
-  the rotated file to its end, then opens the new one).
+  the rotated file to its end, then opens the new one), and ends when the client goes. A
+  ``tail`` below -1, an ``attempt`` not >= 1 or a ``stream`` other than stdout/stderr is a
+  400; an attempt the task never had, a 404.
 - ``GET /stats/{job}/{task}``: cgroup counters of the running attempt.
 - ``POST /exec/{job}/{task}`` ``{"argv": [...], "timeout_s": 30}``: run a command in the task's
   container (``runc exec``) or environment (process runtime); answers exit code and output.
@@ -149,7 +151,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
             if out is not None:
                 await resp.write(out)
         if follow and files:
-            await _follow(agent, key, attempt, files[-1], resp, timestamps, stream)
+            await _follow(request, key, attempt, files[-1], resp, timestamps, stream)
         await resp.write_eof()
     except ConnectionResetError:  # the client went away (jobctl logs -f ended): nothing to answer
         pass
@@ -164,9 +166,12 @@ def _read_lines(files: list[Path]) -> list[bytes]:
     return lines
 
 
-async def _follow(agent: Agent, key: str, attempt: int, path: Path, resp: web.StreamResponse,
+async def _follow(request: web.Request, key: str, attempt: int, path: Path, resp: web.StreamResponse,
                   timestamps: bool, stream: str) -> None:
-    """Stream lines appended after the initial read; follow rotation by inode."""
+    """Stream lines appended after the initial read; follow rotation by inode. Ends when the
+    attempt has ended and its log is drained, or when the client has gone (a write notices
+    that, but a quiet task writes nothing: checked at each idle poll)."""
+    agent = request.app[AGENT_KEY]
     f = open(path, "rb")  # noqa: SIM115 - closed below
     try:
         f.seek(0, os.SEEK_END)
@@ -189,6 +194,8 @@ async def _follow(agent: Agent, key: str, attempt: int, path: Path, resp: web.St
                     f = open(path, "rb")  # noqa: SIM115
                     inode = os.fstat(f.fileno()).st_ino
                     continue
+            if request.transport is None or request.transport.is_closing():
+                return  # the client went away (jobctl logs -f ended)
             live = any(o.key == key and o.attempt == attempt and o.live for o in await agent.runtime.observe())
             ended_polls = 0 if live else ended_polls + 1
             if ended_polls >= 2:

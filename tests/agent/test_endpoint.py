@@ -4,6 +4,7 @@ rotation, exec, stats), runc end to end with a fake GPU inventory, and 100 concu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -114,7 +115,7 @@ async def test_hundred_concurrent_tasks(agents, kv) -> None:
 @pytest.fixture
 async def endpoint(tmp_path: Path):
     """The endpoint of an agent that never reaches kvraft (none is needed to read logs), with
-    one task of the process runtime that ran, and one that runs."""
+    tasks of the process runtime: one that ran, one that runs and writes, one that is quiet."""
     from agent.agent import Agent
     from agent.config import load_config
     from agent.endpoint import serve
@@ -130,6 +131,7 @@ async def endpoint(tmp_path: Path):
     agent = Agent(config, runtime)
     await runtime.start(TaskRun("je/done", 1, 1, parse_spec({"command": ["sh", "-c", "echo one; echo two"]})))
     await runtime.start(TaskRun("je/runs", 1, 1, parse_spec({"command": ["sh", "-c", "while :; do echo tick; sleep 0.05; done"]})))
+    await runtime.start(TaskRun("je/quiet", 1, 1, parse_spec({"command": ["sleep", "300"]})))
     while not any(o.key == "je/done" and not o.live for o in await runtime.observe()):
         await asyncio.sleep(0.05)
     url = f"http://127.0.0.1:{free_port()}"
@@ -182,3 +184,28 @@ async def test_a_client_that_leaves_a_follow_is_no_error(endpoint, caplog: pytes
     r = await endpoint.get("/logs/je/done")
     assert await r.text() == "one\ntwo\n"
     assert [rec.getMessage() for rec in caplog.records if rec.levelno >= logging.ERROR] == []
+
+
+async def test_a_follow_of_a_quiet_task_ends_when_its_client_leaves(endpoint) -> None:
+    """A follow noticed its client had gone only when it wrote: one of a task that prints
+    nothing went on until the task ended (days, for a training run), holding the log file
+    open and listing every attempt of the node five times a second."""
+    def follows() -> list[str]:
+        out = []
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/self/fd/{fd}").endswith("/je/quiet/1/output.log"):
+                    out.append(fd)
+        return out
+
+    r = await endpoint.get("/logs/je/quiet?follow=1")
+    assert r.status == 200
+    deadline = time.monotonic() + 10
+    while not follows():
+        assert time.monotonic() < deadline, "the follow never opened the log"
+        await asyncio.sleep(0.05)
+    r.close()
+    deadline = time.monotonic() + 10
+    while follows():
+        assert time.monotonic() < deadline, "the follow of a client that left goes on"
+        await asyncio.sleep(0.1)
