@@ -154,9 +154,15 @@ def _resources(doc: Any) -> Resources:
 
 
 def _no_nul(value: Any, path: str) -> None:
-    """No string of a spec may hold a NUL: no argv, environment or path can (exec refuses it)."""
+    """No string of a spec may hold a NUL, or a lone surrogate (JSON's ``\\ud800``, which is
+    no UTF-8): no argv, environment or path can (exec refuses them)."""
     if isinstance(value, str) and "\0" in value:
         raise SpecError(f"{path}: contains a NUL character")
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise SpecError(f"{path}: is not valid UTF-8 (a lone surrogate)") from None
     if isinstance(value, dict):
         for k, v in value.items():
             _no_nul(k, f"{path} key")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 
 import pytest
@@ -351,6 +352,20 @@ def test_a_spec_with_numbers_that_are_not_numbers_is_invalid(spec: dict[str, obj
     an argument or a variable passed, and the task's supervisor died of ValueError('embedded
     null byte') after the start (a failure that did not name the field)."""
     a = parse_assignment("j/t", 1, {"spec": spec})
+    assert (a.spec, a.error) == (None, want)
+
+
+@pytest.mark.parametrize(("spec", "want"), [
+    ({"command": ["sh", "-c", "echo $X"], "env": {"X": "\ud800"}}, "spec.env.X: is not valid UTF-8 (a lone surrogate)"),
+    ({"command": ["env"], "env": {"\udcff": "v"}}, "spec.env key: is not valid UTF-8 (a lone surrogate)"),
+    ({"command": ["/bin/\ud800"]}, "spec.command[0]: is not valid UTF-8 (a lone surrogate)"),
+    ({"command": ["true"], "workdir": "/tmp/\udfff"}, "spec.workdir: is not valid UTF-8 (a lone surrogate)"),
+], ids=["env-value", "env-name", "command", "workdir"])
+def test_a_spec_string_that_is_not_utf8_is_invalid(spec: dict[str, object], want: str) -> None:
+    """JSON's \\ud800 escapes decode to a lone surrogate, which no argv, environment or path
+    can carry: the supervisor died of UnicodeEncodeError after the start, and the task was
+    reported Failed/Lost ("the task's supervisor died") instead of naming the field."""
+    a = parse_assignment("j/t", 1, json.loads(json.dumps({"spec": spec})))
     assert (a.spec, a.error) == (None, want)
 
 
