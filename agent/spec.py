@@ -192,6 +192,9 @@ def parse_spec(doc: Any) -> TaskSpec:
     env = doc.get("env", {}) or {}
     if not isinstance(env, dict) or not all(isinstance(k, str) and k and "=" not in k for k in env):
         raise SpecError("spec.env: must map names (without '=') to values")
+    for k, v in env.items():  # a number or a boolean becomes its text, as in a job file
+        if not isinstance(v, str | int | float) or (isinstance(v, float) and not math.isfinite(v)):
+            raise SpecError(f"spec.env.{k}: must be a string, not {v!r}")
     policy = doc.get("restart_policy", "Never") or "Never"
     if policy not in RESTART_POLICIES:
         raise SpecError(f"spec.restart_policy: must be one of {', '.join(RESTART_POLICIES)}, not {policy!r}")

@@ -369,6 +369,21 @@ def test_a_spec_string_that_is_not_utf8_is_invalid(spec: dict[str, object], want
     assert (a.spec, a.error) == (None, want)
 
 
+@pytest.mark.parametrize(("value", "want"), [
+    (None, "spec.env.X: must be a string, not None"),
+    ({"a": 1}, "spec.env.X: must be a string, not {'a': 1}"),
+    ([1, 2], "spec.env.X: must be a string, not [1, 2]"),
+    (float("inf"), "spec.env.X: must be a string, not inf"),
+], ids=["null", "object", "list", "inf"])
+def test_an_env_value_that_is_no_text_is_invalid(value: object, want: str) -> None:
+    """A null, an object or a list became the text of its Python repr ("None", "{'a': 1}"):
+    the task ran with nonsense in its environment. Numbers and booleans still become text,
+    as a job file's do (scheduler/jobs.py)."""
+    assert parse_assignment("j/t", 1, {"spec": {"command": ["x"], "env": {"X": value}}}).error == want
+    ok = parse_assignment("j/t", 1, {"spec": {"command": ["x"], "env": {"A": "a", "N": 3, "F": 0.5}}})
+    assert ok.spec is not None and dict(ok.spec.env) == {"A": "a", "N": "3", "F": "0.5"}
+
+
 _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
                      # an int no float or int64 can hold (grace_s: 1000...0 raised OverflowError)
                      | st.integers(min_value=2**63, max_value=10**400),
