@@ -4,6 +4,7 @@ runs it (its ``/logs/<job>/<task>`` endpoint, found through the node record's ag
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import urllib.error
 import urllib.request
@@ -51,9 +52,11 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     q = f"?tail={args.tail}" + ("&follow=1" if args.follow else "")
     try:
         with urllib.request.urlopen(f"{url.rstrip('/')}/logs/{args.name}/{task}{q}", timeout=None if args.follow else 30) as r:
+            text = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a read may cut a character
             for chunk in iter(lambda: r.read(8192), b""):
-                out.write(chunk.decode(errors="replace"))
+                out.write(text.decode(chunk))
                 out.flush()
+            out.write(text.decode(b"", final=True))
     except urllib.error.HTTPError as exc:
         if exc.code == 404 and s["phase"] == "Running" and s["reason"] == "Starting":  # as kubectl says it
             raise CliError(f"error: task {task} of job {args.name} is waiting to start on {node}: "

@@ -216,3 +216,49 @@ def test_the_dry_run_values_are_kubectls(monkeypatch: pytest.MonkeyPatch, capsys
     monkeypatch.setattr(cli_main, "SyncClient", lambda *a, **k: fake)  # =none: a real submit, as kubectl's
     assert jobctl(["submit", "-f", "-", "--dry-run=none"], capsys, monkeypatch, text.replace("priority_class: nope\n", "")) \
         == (0, "job/a submitted\n", "") and fake.writes == 1
+
+
+@pytest.fixture
+def agent_logs(store: FakeSync):
+    """A job running on n1, whose agent's log endpoint answers what ``body`` holds, and the
+    query strings it was asked with."""
+    import http.server
+    import threading
+
+    asked: list[str] = []
+    body: list[bytes] = [b""]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path.partition("?")[2])
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body[0])))
+            self.end_headers()
+            self.wfile.write(body[0])
+
+        def log_message(self, *a: Any) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    store.put(keys.job_key("x"), json.dumps(job("x")).encode())
+    store.put(keys.jobstatus_key("x"), json.dumps({"phase": "Running", "reason": "Running", "message": "", "placement": [
+        {"task": "w-0", "node": "n1", "rack": "r0", "gpus": [0]}]}).encode())
+    store.put(keys.node_key("n1"), json.dumps({"name": "n1", "agent": {
+        "url": f"http://127.0.0.1:{server.server_address[1]}"}}).encode())
+    try:
+        yield body, asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_logs_keep_characters_cut_by_a_read(agent_logs: Any, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """jobctl decoded each 8 KiB read on its own: a character whose UTF-8 bytes a read cut in
+    two came out as two replacement characters."""
+    body, _ = agent_logs
+    text = "x" * 8191 + "é€😀 done\n"
+    body[0] = text.encode() + b"\xff junk\n"  # bytes that are no UTF-8 are still replaced
+    assert jobctl(["logs", "x"], capsys, monkeypatch) == (0, text + "\ufffd junk\n", "")
+
