@@ -26,6 +26,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
+    if args.tail < -1:  # kubectl logs' own check (-1: every line)
+        raise CliError("error: --tail must be greater than or equal to -1")
     items = job_view(client, args.name)
     if not items:
         raise NotFound("jobs", args.name)

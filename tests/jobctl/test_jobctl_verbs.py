@@ -262,3 +262,13 @@ def test_logs_keep_characters_cut_by_a_read(agent_logs: Any, capsys: pytest.Capt
     body[0] = text.encode() + b"\xff junk\n"  # bytes that are no UTF-8 are still replaced
     assert jobctl(["logs", "x"], capsys, monkeypatch) == (0, text + "\ufffd junk\n", "")
 
+
+def test_logs_tail_below_minus_one_is_refused(agent_logs: Any, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """kubectl logs --tail -2: 'error: --tail must be greater than or equal to -1'; jobctl
+    asked the agent for it (which now answers 400)."""
+    _, asked = agent_logs
+    assert jobctl(["logs", "x", "--tail", "-2"], capsys, monkeypatch) == \
+        (1, "", "error: --tail must be greater than or equal to -1\n")
+    assert asked == []
+    assert jobctl(["logs", "x", "--tail", "-1"], capsys, monkeypatch)[0] == 0 and asked == ["tail=-1"]
