@@ -27,7 +27,8 @@ Rules, in the order they are applied per task key:
    never run at once, and no live attempt of another task holds one of its GPUs (a task still
    stopping after the scheduler freed its GPUs: its node was suspected or its grace period
    ran out, or an assignment was deleted by hand; kubelet's device manager does not hand out
-   a terminating pod's devices either);
+   a terminating pod's devices either) and no task started before it in the same pass took
+   one (two assignments written by hand that name one GPU: the first in key order starts);
    meanwhile it is reported ``Pending`` / ``WaitingForGPUs`` once, naming the holders.
 4. A live attempt is reported ``Starting`` / ``Running`` (once per attempt and phase).
 5. An exited or lost attempt is reported with its exit code, signal, OOM flag and reason; its
@@ -376,6 +377,7 @@ def reconcile(
                     actions.append(Report(key, assignment.revision, status, stimulus_id))
                 continue
             actions.append(Start(key, next_attempt, assignment.revision, spec, stimulus_id))
+            _claim(holders, key, spec)
             continue
         latest = current[-1]
         restarts = len(current) - 1
@@ -406,6 +408,7 @@ def reconcile(
             if any(a.live for a in attempts) or _busy_gpus(key, spec, holders):
                 continue  # an earlier copy (or another task on its GPUs) is still stopping: start once it is gone
             actions.append(Start(key, next_attempt, assignment.revision, spec, stimulus_id))
+            _claim(holders, key, spec)
             continue
         waiting = TaskStatus(
             Phase.PENDING,
@@ -426,6 +429,13 @@ def reconcile(
     if wakeups:
         actions.append(Wakeup(min(wakeups), stimulus_id))
     return actions
+
+
+def _claim(holders: dict[int, set[str]], key: str, spec: TaskSpec) -> None:
+    """A task started in this pass holds its GPUs for the rest of it: two assignments that
+    name one GPU (written by hand) never start together."""
+    for gpu in spec.resources.gpus:
+        holders[gpu].add(key)
 
 
 def _busy_gpus(key: str, spec: TaskSpec, holders: Mapping[int, set[str]]) -> str:

@@ -203,6 +203,18 @@ def test_the_wait_for_gpus_names_them_and_their_holders() -> None:
     assert report.status.message == "GPU 0, 2 still in use by a/0, b/1"
 
 
+def test_two_tasks_assigned_one_gpu_never_start_together() -> None:
+    """Assignments written by hand (kvctl) may name a GPU twice: both tasks were started in
+    the same pass, since only live attempts counted as holding GPUs. The first (in key order)
+    starts; the other waits for the GPU as it would for a stopping task."""
+    desired = {k: Assignment(k, 5, spec(gpus=(0, 1) if k == "a/0" else (1, 2))) for k in ("a/0", "b/0")}
+    actions = reconcile(desired, [], {}, 0.0, stimulus_id="s", backoff=B)
+    assert [(type(a).__name__, a.key) for a in actions] == [("Start", "a/0"), ("Report", "b/0")]
+    waiting = actions[1]
+    assert isinstance(waiting, Report)
+    assert (waiting.status.reason, waiting.status.message) == ("WaitingForGPUs", "GPU 1 still in use by a/0")
+
+
 def test_a_stopped_task_says_who_stopped_it() -> None:
     [report] = reconcile(want(stopping="resize"), [exited(143, signal=15, stop_requested=True, held=False)],
                          {}, 100, stimulus_id="x", backoff=B)
@@ -270,6 +282,8 @@ def test_properties(w) -> None:
     assert actions == reconcile(desired, observed, reported, now, stimulus_id="p", backoff=B)  # deterministic
     starts = [a for a in actions if isinstance(a, Start)]
     assert len({a.key for a in starts}) == len(starts), "at most one start per task"
+    started_gpus = [g for s in starts for g in s.spec.resources.gpus]
+    assert len(set(started_gpus)) == len(started_gpus), "no GPU given to two starts"
     for s in starts:
         attempts = [o for o in observed if o.key == s.key]
         assert not any(o.live for o in attempts), "never start next to a live copy"
