@@ -29,6 +29,7 @@ rendezvous is configured; a single rank with neither gets the loopback backend.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -53,8 +54,28 @@ BACKENDS: list[BackendFactory] = [MPIFactory(), TCPFactory()]
 def _int_env(env: dict[str, str], *names: str) -> int | None:
     for n in names:
         if env.get(n):
-            return int(env[n])
+            try:
+                return int(env[n])
+            except ValueError:
+                raise ValueError(f"{n}={env[n]!r} is not an integer") from None
     return None
+
+
+def _seconds(given: float | None, env: dict[str, str], name: str, default: float | None) -> float | None:
+    """An explicit argument, else ``name`` from the environment, else ``default``: a positive,
+    finite number of seconds (0, a negative or NaN would make the monitor spin or never judge)."""
+    where = name.lower().removeprefix("kvraft_collective_") if given is not None else name
+    if given is None:
+        raw = env.get(name)
+        if not raw:
+            return default
+        try:
+            given = float(raw)
+        except ValueError:
+            raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
+    if not (math.isfinite(given) and given > 0):
+        raise ValueError(f"{where} must be a positive number of seconds, not {given!r}")
+    return given
 
 
 def init(
@@ -82,8 +103,14 @@ def init(
     size = size if size is not None else _int_env(env, "KVRAFT_WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
     rank = 0 if rank is None else rank
     size = 1 if size is None else size
+    if size < 1:
+        raise ValueError(f"world size must be at least 1, not {size}")
     if not 0 <= rank < size:
         raise ValueError(f"rank {rank} out of range for world size {size}")
+    heartbeat_s = _seconds(heartbeat_s, env, "KVRAFT_COLLECTIVE_HEARTBEAT_S", 0.25)
+    hang_timeout_s = _seconds(hang_timeout_s, env, "KVRAFT_COLLECTIVE_HANG_TIMEOUT_S", 3.0)
+    stall_timeout_s = _seconds(stall_timeout_s, env, "KVRAFT_COLLECTIVE_STALL_TIMEOUT_S", None)
+    starved_timeout_s = _seconds(None, env, "KVRAFT_COLLECTIVE_STARVED_TIMEOUT_S", 30.0)
     if backend == "auto":
         backend = env.get("KVRAFT_COLLECTIVE_BACKEND", "auto")
     if rendezvous is None and env.get("KVRAFT_RENDEZVOUS"):
@@ -120,11 +147,11 @@ def init(
         monitor = Monitor(
             chosen.rank,
             chosen.size,
-            heartbeat_s=heartbeat_s or float(env.get("KVRAFT_COLLECTIVE_HEARTBEAT_S", 0.25)),
-            hang_timeout_s=hang_timeout_s or float(env.get("KVRAFT_COLLECTIVE_HANG_TIMEOUT_S", 3.0)),
+            heartbeat_s=heartbeat_s or 0.25,
+            hang_timeout_s=hang_timeout_s or 3.0,
             host=env.get("KVRAFT_COLLECTIVE_HOST", "127.0.0.1"),
-            stall_timeout_s=stall_timeout_s or (float(env["KVRAFT_COLLECTIVE_STALL_TIMEOUT_S"]) if env.get("KVRAFT_COLLECTIVE_STALL_TIMEOUT_S") else None),
-            starved_timeout_s=float(env.get("KVRAFT_COLLECTIVE_STARVED_TIMEOUT_S", 30.0)),
+            stall_timeout_s=stall_timeout_s,
+            starved_timeout_s=starved_timeout_s or 30.0,
         )
         address = np.zeros(256, np.uint8)
         if chosen.rank == 0:

@@ -387,5 +387,8 @@ class TCPFactory:
         host = env.get("KVRAFT_COLLECTIVE_HOST", "127.0.0.1")
         links = env.get("KVRAFT_COLLECTIVE_LINKS", "auto")
         fixed = env.get("KVRAFT_COLLECTIVE_CMA_MIN_BYTES", "probe")
-        cma_min = None if fixed in ("", "probe") else int(fixed)
+        try:
+            cma_min = None if fixed in ("", "probe") else int(fixed)
+        except ValueError:
+            raise ValueError(f"KVRAFT_COLLECTIVE_CMA_MIN_BYTES={fixed!r} is not a number of bytes (or 'probe')") from None
         return TCPBackend(rank, size, rendezvous, host=host, links=links, cma_min_bytes=cma_min)  # type: ignore[arg-type]

@@ -1,0 +1,46 @@
+"""``init()`` checks the launcher's environment before it connects anywhere: a bad value is a
+ValueError that names the variable (it was int()'s or float()'s bare message, or accepted:
+a heartbeat of 0 made the monitor spin, a NaN hang timeout never judged a rank hung)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import agent.collective as gx
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"KVRAFT_WORLD_SIZE": "two"}, "KVRAFT_WORLD_SIZE='two' is not an integer"),
+    ({"KVRAFT_WORLD_SIZE": "2", "KVRAFT_RANK": "0x1"}, "KVRAFT_RANK='0x1' is not an integer"),
+    ({"KVRAFT_WORLD_SIZE": "", "OMPI_COMM_WORLD_SIZE": "4.0"}, "OMPI_COMM_WORLD_SIZE='4.0' is not an integer"),
+    ({"KVRAFT_WORLD_SIZE": "0"}, "world size must be at least 1, not 0"),
+    ({"KVRAFT_WORLD_SIZE": "-2", "KVRAFT_RANK": "-1"}, "world size must be at least 1, not -2"),
+    ({"KVRAFT_WORLD_SIZE": "2", "KVRAFT_RANK": "-1"}, "rank -1 out of range for world size 2"),
+    ({"KVRAFT_COLLECTIVE_HEARTBEAT_S": "fast"}, "KVRAFT_COLLECTIVE_HEARTBEAT_S='fast' is not a number of seconds"),
+    ({"KVRAFT_COLLECTIVE_HEARTBEAT_S": "0"}, "KVRAFT_COLLECTIVE_HEARTBEAT_S must be a positive number of seconds, not 0.0"),
+    ({"KVRAFT_COLLECTIVE_HANG_TIMEOUT_S": "nan"}, "KVRAFT_COLLECTIVE_HANG_TIMEOUT_S must be a positive number"),
+    ({"KVRAFT_COLLECTIVE_HANG_TIMEOUT_S": "inf"}, "KVRAFT_COLLECTIVE_HANG_TIMEOUT_S must be a positive number"),
+    ({"KVRAFT_COLLECTIVE_STALL_TIMEOUT_S": "-1"}, "KVRAFT_COLLECTIVE_STALL_TIMEOUT_S must be a positive number"),
+    ({"KVRAFT_COLLECTIVE_STARVED_TIMEOUT_S": "30s"}, "KVRAFT_COLLECTIVE_STARVED_TIMEOUT_S='30s' is not a number"),
+])
+def test_bad_environment_is_named_before_connecting(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    # two ranks through a directory no peer ever writes: only a check before it can answer at once
+    env = {"KVRAFT_RENDEZVOUS": f"file://{tmp_path}", "KVRAFT_WORLD_SIZE": "2", "KVRAFT_RANK": "1", **env}
+    with pytest.raises(ValueError) as info:
+        gx.init(env=env, timeout_s=30)
+    assert message in str(info.value)
+
+
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(ValueError, match="heartbeat_s must be a positive number of seconds, not -1"):
+        gx.init(heartbeat_s=-1, env={})
+    with pytest.raises(ValueError, match="hang_timeout_s must be a positive number of seconds, not nan"):
+        gx.init(hang_timeout_s=float("nan"), env={})
+
+
+def test_a_fixed_cma_threshold_that_is_not_a_number_is_named(tmp_path: Path) -> None:
+    env = {"KVRAFT_RENDEZVOUS": f"file://{tmp_path}", "KVRAFT_COLLECTIVE_CMA_MIN_BYTES": "lots"}
+    with pytest.raises(ValueError, match=r"KVRAFT_COLLECTIVE_CMA_MIN_BYTES='lots' is not a number of bytes \(or 'probe'\)"):
+        gx.init(backend="tcp", rank=1, size=2, env=env, timeout_s=30)
