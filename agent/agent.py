@@ -165,6 +165,7 @@ class Agent:
         self.observed: list[Observed] = []
         self._status_mod: dict[str, int] = {}
         self._busy: set[str] = set()
+        self._starting_gpus: dict[str, tuple[int, ...]] = {}  # Starts in flight: held before the runtime sees them
         self._wake = asyncio.Event()
         self._relist = asyncio.Event()
         self._desired_loaded = asyncio.Event()
@@ -515,7 +516,7 @@ class Agent:
         stimulus_id = f"{self.name}-{next(self._stimulus)}"
         actions = reconcile(self.desired, self.observed, self.reported, time.time(),
                             stimulus_id=stimulus_id, backoff=self.backoff, fenced=self._fenced,
-                            retain_finished_s=self.config.finished_retention_s)
+                            retain_finished_s=self.config.finished_retention_s, starting=self._starting_gpus)
         self.reconcile_passes += 1
         self.reconcile_seconds_total += time.perf_counter() - t0
         self._wakeup_at = None
@@ -526,6 +527,8 @@ class Agent:
             if action.key in self._busy:
                 continue
             self._busy.add(action.key)
+            if isinstance(action, Start):
+                self._starting_gpus[action.key] = action.spec.resources.gpus
             task = asyncio.get_running_loop().create_task(self._run_action(action))
             self._action_tasks.add(task)
             task.add_done_callback(self._action_tasks.discard)
@@ -567,6 +570,8 @@ class Agent:
             await asyncio.sleep(0.2)
         finally:
             self._busy.discard(action.key)
+            if isinstance(action, Start):
+                self._starting_gpus.pop(action.key, None)
             self.wake()
 
     async def _with_rank_env(self, spec: TaskSpec, key: str = "", attempt: int = 0) -> TaskSpec:

@@ -319,8 +319,11 @@ def reconcile(
     backoff: BackoffPolicy = BackoffPolicy(),
     fenced: bool = False,
     retain_finished_s: float = 0.0,
+    starting: Mapping[str, tuple[int, ...]] | None = None,
 ) -> list[Action]:
-    """The actions that move observed toward desired. Deterministic: keys in sorted order."""
+    """The actions that move observed toward desired. Deterministic: keys in sorted order.
+    ``starting``: the GPUs of the shell's Starts still in flight (not observed yet), by key;
+    they count as held."""
     by_key: dict[str, list[Observed]] = defaultdict(list)
     for attempt in observed:
         by_key[attempt.key].append(attempt)
@@ -338,6 +341,9 @@ def reconcile(
         if attempt.live:
             for gpu in attempt.gpus:
                 holders[gpu].add(attempt.key)
+    for key, gpus in (starting or {}).items():
+        for gpu in gpus:
+            holders[gpu].add(key)
     wakeups: list[float] = []
     for key in sorted(set(desired) | set(by_key)):
         attempts = sorted(by_key.get(key, ()), key=lambda a: a.attempt)
