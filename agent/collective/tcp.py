@@ -222,16 +222,7 @@ class TCPBackend(RingBackend):
         port = listener.getsockname()[1]
         self.rendezvous.set(f"{self.prefix}/addr/{self.rank}", f"{self.host}:{port}".encode())
         right = (self.rank + 1) % self.size
-        host, _, rport = self.rendezvous.get(f"{self.prefix}/addr/{right}", self.timeout_s).decode().rpartition(":")
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            try:
-                out = socket.create_connection((host, int(rport)), timeout=self.timeout_s)
-                break
-            except OSError as exc:
-                if time.monotonic() > deadline:
-                    raise CollectiveTimeout(f"tcp ring: cannot connect to rank {right} at {host}:{rport}: {exc}") from exc
-                time.sleep(0.05)
+        out = self._dial(right, time.monotonic() + self.timeout_s)
         _tune(out)
         out.settimeout(None)
         out.sendall(_HELLO.pack(_MAGIC, self.rank))
@@ -242,10 +233,15 @@ class TCPBackend(RingBackend):
             while True:
                 conn, _ = listener.accept()
                 conn.settimeout(self.timeout_s)
-                magic, who = _HELLO.unpack(conn.recv(_HELLO.size, socket.MSG_WAITALL))
-                if magic == _MAGIC and who == left:
+                try:
+                    hello = conn.recv(_HELLO.size, socket.MSG_WAITALL)
+                except TimeoutError:
+                    raise
+                except OSError:
+                    hello = b""
+                if len(hello) == _HELLO.size and _HELLO.unpack(hello) == (_MAGIC, left):
                     break
-                conn.close()
+                conn.close()  # not our left neighbour (an earlier run's rank, a stray client)
         except TimeoutError as exc:
             raise CollectiveTimeout(f"tcp ring: rank {left} did not connect within {self.timeout_s} s") from exc
         finally:
@@ -280,6 +276,28 @@ class TCPBackend(RingBackend):
             self._attach_pair = (attach_right, attach_left)
         self.right, self.left = self._socket_pair
         self.link_kinds = {"right": "cma" if right_cma else "socket", "left": "cma" if left_pid is not None else "socket"}
+
+    def _dial(self, right: int, deadline: float) -> socket.socket:
+        """Connect to the address ``right`` published, read again before every attempt: a key
+        left by an earlier run under the same run id (a file store, a crashed rank's lease not
+        expired yet) names a dead port until the rank, starting later, overwrites it."""
+        key = f"{self.prefix}/addr/{right}"
+        while True:
+            try:
+                raw = self.rendezvous.get(key, max(0.1, deadline - time.monotonic()))
+            except CollectiveTimeout as exc:
+                raise CollectiveTimeout(f"tcp ring: rank {right} did not publish its address ({key}) "
+                                        f"within {self.timeout_s} s") from exc
+            host, _, port = raw.decode(errors="replace").rpartition(":")
+            try:
+                if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                    raise OSError(f"{raw[:100]!r} is not host:port")
+                return socket.create_connection((host, int(port)), timeout=max(0.1, deadline - time.monotonic()))
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise CollectiveTimeout(f"tcp ring: cannot connect to rank {right} at {raw[:100].decode(errors='replace')} "
+                                            f"within {self.timeout_s} s: {exc}") from exc
+                time.sleep(0.05)
 
     # -- data path per call size -----------------------------------------------------------
     def _select_links(self, nbytes: int) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 import agent.collective as gx
 from agent.collective.launch import free_port
 from agent.collective.rendezvous import FileRendezvous, TCPStoreRendezvous, from_url
+from agent.collective.tcp import TCPBackend
 
 
 def test_tcp_store_set_get_waits_and_times_out() -> None:
@@ -65,3 +68,83 @@ def test_tcp_ring_over_each_rendezvous(tmp_path: Path, scheme: str) -> None:
         t.join(60)
     assert not errors, errors
     assert all(r is not None and np.all(r == 6.0) for r in results)
+
+
+def _dead_address() -> bytes:
+    with socket.create_server(("127.0.0.1", 0)) as s:  # closed again: nothing listens there
+        return f"127.0.0.1:{s.getsockname()[1]}".encode()
+
+
+def _ring(store: FileRendezvous, ranks: list[int], size: int, timeout_s: float, start_after_s: float = 0.0) -> list[np.ndarray | BaseException]:
+    results: list[np.ndarray | BaseException] = [RuntimeError("did not finish")] * size
+
+    def rank(r: int) -> None:
+        try:
+            time.sleep(start_after_s * r)
+            backend = TCPBackend(r, size, store, timeout_s=timeout_s)
+            a = np.full(1000, r + 1.0)
+            backend.allreduce(a)
+            backend.close()
+            results[r] = a
+        except BaseException as exc:  # noqa: BLE001
+            results[r] = exc
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in ranks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_tcp_ring_reads_the_address_again_over_keys_an_earlier_run_left(tmp_path: Path) -> None:
+    # the same run id twice (a file store outlives runs): rank 0 read rank 1's old address and
+    # dialled that dead port until its timeout, while rank 1 had published the new one
+    store = FileRendezvous(tmp_path, run_id="same")
+    store.set("tcp/addr/0", _dead_address())
+    store.set("tcp/addr/1", _dead_address())
+    results = _ring(store, [0, 1], 2, timeout_s=15, start_after_s=1.0)
+    assert all(isinstance(a, np.ndarray) and np.all(a == 3.0) for a in results), results
+
+
+def test_tcp_ring_names_a_malformed_address_and_the_rank(tmp_path: Path) -> None:
+    store = FileRendezvous(tmp_path, run_id="r")
+    store.set("tcp/addr/1", b"not-an-address")  # written by hand
+    (error, _) = _ring(store, [0], 2, timeout_s=1)
+    assert isinstance(error, gx.CollectiveTimeout), error
+    assert "cannot connect to rank 1 at not-an-address within 1 s: b'not-an-address' is not host:port" in str(error)
+
+
+def test_tcp_ring_skips_a_stray_connection_to_its_listener(tmp_path: Path) -> None:
+    # a client that is not the left neighbour (a port scan, an earlier run's rank) sends a
+    # short hello and goes away: it was a struct.error out of init
+    store = FileRendezvous(tmp_path, run_id="r")
+
+    def stray() -> None:
+        host, _, port = store.get("tcp/addr/0", 30).decode().rpartition(":")
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(b"GET")
+        time.sleep(0.5)
+        store.set("go", b"")
+
+    threading.Thread(target=stray, daemon=True).start()
+    results: list[np.ndarray | BaseException] = [RuntimeError("did not finish")] * 2
+
+    def rank(r: int) -> None:
+        try:
+            if r == 1:
+                store.get("go", 30)
+            backend = TCPBackend(r, 2, store, timeout_s=30)
+            a = np.full(10, r + 1.0)
+            backend.allreduce(a)
+            backend.close()
+            results[r] = a
+        except BaseException as exc:  # noqa: BLE001
+            results[r] = exc
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(isinstance(a, np.ndarray) and np.all(a == 3.0) for a in results), results
