@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import posixpath
 import resource
 import shutil
 import subprocess
@@ -124,13 +125,16 @@ class RuncRuntime(SupervisedRuntime):
             lookup_root = rootfs
             bundle.mkdir(parents=True, exist_ok=True)
         prog = spec.command[0]
-        if "/" in prog:
-            found = (lookup_root / prog.lstrip("/")).exists() or (lookup_root / prog.lstrip("/")).is_symlink()
+        workdir = self.workdir(run.key)
+        if "/" in prog:  # where the container's path is on the host: the work dir is mounted at /workdir
+            inside = Path(posixpath.normpath(posixpath.join("/", spec.workdir or "/workdir", prog)))
+            host = workdir / inside.relative_to("/workdir") if inside.is_relative_to("/workdir") \
+                else lookup_root / inside.relative_to("/")
+            found = host.exists() or host.is_symlink()
         else:
             found = any((lookup_root / d.relative_to("/") / prog).exists() for d in search)
         if not found:
             raise StartFailure("StartError", f"executable not found in the image: {prog!r}", 127)
-        workdir = self.workdir(run.key)
         mounts.append({"destination": "/workdir", "type": "bind", "source": str(workdir), "options": ["rbind", "rw"]})
         if not self.init:
             raise StartFailure("StartError", "no tini on this host (apt-get install tini)")

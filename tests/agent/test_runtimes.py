@@ -558,6 +558,24 @@ def _oci_layout_from(rootfs: Path, layout: Path, tag: str = "v1") -> None:
          "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
 
 
+async def test_runc_runs_a_program_from_its_work_dir(runc_rt) -> None:
+    """The check that the program exists looked for /workdir/run.sh (or ./run.sh) in the
+    image, where the task's work dir is only mounted: a script kept there (staged, or written
+    by an earlier attempt) failed with 'executable not found in the image', exit 127."""
+    wd = runc_rt.workdir("j/wd")
+    wd.mkdir(parents=True)
+    (wd / "run.sh").write_text("#!/bin/sh\necho ran $0\n")
+    (wd / "run.sh").chmod(0o755)
+    for attempt, command in ((1, ["/workdir/run.sh"]), (2, ["./run.sh"])):
+        await runc_rt.start(run("j/wd", {"command": command}, attempt=attempt))
+        o = await wait_exit(runc_rt, "j/wd", attempt)
+        assert (o.exit.exit_code, o.exit.reason) == (0, ""), o.exit
+        assert log_lines(runc_rt, "j/wd", attempt)[-1].endswith(f"ran {command[0]}")
+    await runc_rt.start(run("j/wd", {"command": ["/workdir/nope.sh"]}, attempt=3))
+    o = await wait_exit(runc_rt, "j/wd", 3)
+    assert (o.exit.exit_code, o.exit.reason) == (127, "StartError"), o.exit
+
+
 @pytest.mark.skipif(not Path("/bin/busybox").exists(), reason="busybox-static not installed (apt-get install busybox-static)")
 async def test_runc_oci_image_layout(runc_rt, tmp_path) -> None:
     rootfs = tmp_path / "bb"
