@@ -134,9 +134,9 @@ def init(
                 f"no collective backend is enabled for {size} ranks: launch under mpirun (mpi) "
                 "or set KVRAFT_RENDEZVOUS=tcp://host:port (tcp)"
             )
-        chosen = factory.create(rank, size, env, rendezvous)
+        chosen = factory.create(rank, size, env, rendezvous, timeout_s)
     elif backend in by_name:
-        chosen = by_name[backend].create(rank, size, env, rendezvous)
+        chosen = by_name[backend].create(rank, size, env, rendezvous, timeout_s)
     else:
         raise ValueError(f"unknown backend {backend!r}; known: auto, {', '.join(by_name)}, loopback")
     if chosen.size != size and backend != "mpi" and chosen.name != "mpi":

@@ -58,7 +58,9 @@ class BackendFactory(Protocol):
     def enabled(self, env: dict[str, str]) -> bool:
         """True when this backend can run here (library present, launched for it, ...)."""
 
-    def create(self, rank: int, size: int, env: dict[str, str], rendezvous: object | None) -> Backend: ...
+    def create(self, rank: int, size: int, env: dict[str, str], rendezvous: object | None,
+               timeout_s: float = 60.0) -> Backend:
+        """Connect to the other ranks, waiting at most ``timeout_s`` for any of them."""
 
 
 class Link(Protocol):

@@ -147,5 +147,6 @@ class MPIFactory:
             return False
         return True
 
-    def create(self, rank: int, size: int, env: dict[str, str], rendezvous: object | None) -> MPIBackend:
+    def create(self, rank: int, size: int, env: dict[str, str], rendezvous: object | None,
+               timeout_s: float = 60.0) -> MPIBackend:
         return MPIBackend()

@@ -399,7 +399,8 @@ class TCPFactory:
     def enabled(self, env: dict[str, str]) -> bool:
         return bool(env.get("KVRAFT_RENDEZVOUS"))
 
-    def create(self, rank: int, size: int, env: dict[str, str], rendezvous: object | None) -> TCPBackend:
+    def create(self, rank: int, size: int, env: dict[str, str], rendezvous: object | None,
+               timeout_s: float = 60.0) -> TCPBackend:
         if rendezvous is None:
             raise ValueError("the tcp backend needs a rendezvous (KVRAFT_RENDEZVOUS)")
         host = env.get("KVRAFT_COLLECTIVE_HOST", "127.0.0.1")
@@ -409,4 +410,5 @@ class TCPFactory:
             cma_min = None if fixed in ("", "probe") else int(fixed)
         except ValueError:
             raise ValueError(f"KVRAFT_COLLECTIVE_CMA_MIN_BYTES={fixed!r} is not a number of bytes (or 'probe')") from None
-        return TCPBackend(rank, size, rendezvous, host=host, links=links, cma_min_bytes=cma_min)  # type: ignore[arg-type]
+        return TCPBackend(rank, size, rendezvous, host=host, links=links, cma_min_bytes=cma_min,  # type: ignore[arg-type]
+                          timeout_s=timeout_s)

@@ -44,3 +44,10 @@ def test_a_fixed_cma_threshold_that_is_not_a_number_is_named(tmp_path: Path) -> 
     env = {"KVRAFT_RENDEZVOUS": f"file://{tmp_path}", "KVRAFT_COLLECTIVE_CMA_MIN_BYTES": "lots"}
     with pytest.raises(ValueError, match=r"KVRAFT_COLLECTIVE_CMA_MIN_BYTES='lots' is not a number of bytes \(or 'probe'\)"):
         gx.init(backend="tcp", rank=1, size=2, env=env, timeout_s=30)
+
+
+def test_init_timeout_bounds_the_wait_for_a_rank_that_never_arrives(tmp_path: Path) -> None:
+    # the ring waited its own 60 s whatever init(timeout_s=) said
+    env = {"KVRAFT_RENDEZVOUS": f"file://{tmp_path}", "KVRAFT_WORLD_SIZE": "2", "KVRAFT_RANK": "0"}
+    with pytest.raises(gx.CollectiveTimeout, match=r"rank 1 did not publish its address \(tcp/addr/1\) within 0.5 s"):
+        gx.init(backend="tcp", env=env, timeout_s=0.5)
