@@ -11,6 +11,7 @@ import threading
 from types import SimpleNamespace
 
 import aiohttp
+import msgpack
 import pytest
 
 from kvraft.watch import RevisionEvents
@@ -235,18 +236,20 @@ async def test_guarantees_while_the_leader_is_killed(cluster) -> None:
     check_watch(history, Spec(b"g/", b"g0", start, prev_kv=True), _as_responses(results), reached=final)
 
 
-@pytest.mark.parametrize(("body", "ctype"), [
-    (b"\xc1", "application/x-msgpack"),  # a byte msgpack reserves
-    (b'{"create_request": {"key": "Zm9v", "start_revision": 1' + b"1" * 5000 + b"}}", "application/json"),
-    (b"[" * 100_000, "application/json"),
+@pytest.mark.parametrize(("body", "ctype", "status", "code"), [
+    (b"\xc1", "application/x-msgpack", 400, 3),  # a byte msgpack reserves (kvraft's own: InvalidArgument)
+    (b'{"create_request": {"key": "Zm9v", "start_revision": 1' + b"1" * 5000 + b"}}", "application/json", 500, 2),
+    (b"[" * 100_000, "application/json", 500, 2),
 ])  # fmt: skip
-async def test_a_malformed_request_ends_the_stream_with_invalid_argument(cluster, body: bytes, ctype: str) -> None:
-    """Code 3 (HTTP 400 in the error object), as a bad unary request gets; it was code 2,
-    Unknown (the decoder's own exception)."""
+async def test_a_malformed_first_request_is_a_bare_error(cluster, body: bytes, ctype: str, status: int,
+                                                        code: int) -> None:
+    """A first request that does not decode is answered before the stream opens, with the
+    decoder's error as etcd's gateway answers it (gRPC Unknown, HTTP 500, for JSON); the
+    decoder's own exceptions (a long integer, deep nesting) are its errors, not a crash."""
     url = cluster.url(cluster.wait_leader())
     async with aiohttp.ClientSession() as session, session.post(
             f"{url}/v3/watch", data=body, headers={"Content-Type": ctype},
             timeout=aiohttp.ClientTimeout(total=30)) as resp:
         raw = await resp.read()
-    error = json.loads(raw.splitlines()[-1])["error"]  # (stream errors are JSON for either encoding)
-    assert (error["grpc_code"], error["http_code"]) == (3, 400), error
+    doc = msgpack.unpackb(raw) if ctype == "application/x-msgpack" else json.loads(raw)
+    assert (resp.status, doc["code"]) == (status, code), doc

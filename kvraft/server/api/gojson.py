@@ -31,7 +31,8 @@ from typing import Any
 from kvraft.apply.errors import InvalidArgument
 
 __all__ = [
-    "EMPTY", "GoNumber", "b64decode", "check_syntax", "go_quote", "iter_values", "kind_of", "load_body", "parse_int_text",
+    "EMPTY", "GoNumber", "b64decode", "check_syntax", "go_quote", "iter_values", "kind_of", "load_body", "next_value",
+    "parse_int_text",
 ]
 
 MAX_DEPTH = 10000
@@ -321,6 +322,30 @@ def load_body(body: bytes) -> Any:
         raise InvalidArgument("exceeded max depth") from None
     except ValueError as exc:  # Go-valid, Python not (e.g. lone surrogates)
         raise InvalidArgument(f"invalid JSON: {exc}") from None
+
+
+_CUT = "\x00cut"  # a scanner's "eof" message: the value goes on past the bytes so far
+
+
+def next_value(data: bytes, final: bool) -> tuple[Any, int] | None:
+    """The first JSON value of a stream's bytes so far and the offset just past it, as Go's
+    ``json.Decoder`` reads a body that is still arriving: None while no whole value is there
+    yet (a number or literal at the end may go on); with ``final`` (no more bytes will come)
+    None only for whitespace, and a value cut short is ``unexpected EOF``. Bytes that cannot
+    begin or continue a value raise Go's syntax error at once."""
+    scanner = _Scanner(data, "unexpected EOF" if final else _CUT)
+    start = scanner.skip_space(0)
+    if start == len(data):
+        return None
+    try:
+        end = scanner.scan_value(start)
+    except InvalidArgument as exc:
+        if exc.message == _CUT:
+            return None
+        raise
+    if not final and end == len(data) and data[start] not in b'{["':
+        return None
+    return load_body(data[start:end]), end
 
 
 def iter_values(body: bytes) -> Iterator[Any]:

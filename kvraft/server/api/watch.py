@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import msgpack
 from aiohttp import WSMsgType, web
 
-from kvraft.apply.errors import EtcdError, InvalidArgument
+from kvraft.apply.errors import EtcdError, InvalidArgument, Unknown
+from kvraft.server.api import gojson
 from kvraft.server.api.codec import (
     BOOL,
     BYTES,
@@ -54,6 +58,8 @@ WATCH_REQUEST = Message(
 AUTH_ERROR = web.RequestKey("kvraft.auth_error", EtcdError)
 """A bad token on a watch request: the gate lets the stream open, and each create is refused
 with it in-stream (as etcd does)."""
+
+log = logging.getLogger("kvraft.api")
 
 _GRPC_NAMES = {3: "InvalidArgument", 7: "PermissionDenied", 16: "Unauthenticated", 11: "OutOfRange"}
 IDLE_CHECK_S = 1.0
@@ -195,14 +201,31 @@ class _Session:
         self.stream.close()
 
 
-async def _read_requests(request: web.Request, session: _Session) -> None:
-    """Decode request objects as their bytes arrive (the body may stay open)."""
-    decoder = json.JSONDecoder()
-    buffer = ""
-    packed = request.content_type == MSGPACK
-    if packed:
-        import msgpack
+class _JsonRequests:
+    """Watch requests out of the bytes of a body as they arrive, as the gateway's
+    ``json.Decoder`` reads them: back to back, whitespace between them optional, a request
+    free to end in a later chunk (or WebSocket message); ``null`` is an empty request."""
 
+    def __init__(self) -> None:
+        self.buffer = b""
+
+    def feed(self, data: bytes, final: bool = False) -> Iterator[dict[str, Any]]:
+        """The requests completed by ``data``, one by one (each raising its error in its
+        turn); ``final``: the body ends after it."""
+        self.buffer += data
+        return self._drain(final)
+
+    def _drain(self, final: bool) -> Iterator[dict[str, Any]]:
+        while (found := gojson.next_value(self.buffer, final)) is not None:
+            value, end = found
+            self.buffer = self.buffer[end:]
+            yield decode_message({} if value is None else value, WATCH_REQUEST)
+
+
+async def _body_requests(request: web.Request) -> AsyncIterator[dict[str, Any]]:
+    """The request objects of a watch body, each as soon as its bytes are in (the body may
+    stay open); one that does not decode raises its error."""
+    if request.content_type == MSGPACK:
         unpacker = msgpack.Unpacker(raw=False)
         async for chunk in request.content.iter_any():
             unpacker.feed(chunk)
@@ -213,35 +236,46 @@ async def _read_requests(request: web.Request, session: _Session) -> None:
                     break  # incomplete: wait for more bytes
                 except Exception as exc:  # msgpack raises several unrelated types (as decode_body)
                     raise InvalidArgument(f"msgpack: {exc!r}") from None
-                session.handle(decode_message(obj, WATCH_REQUEST, packed=True))
+                yield decode_message(obj, WATCH_REQUEST, packed=True)
         return
+    requests = _JsonRequests()
     async for chunk in request.content.iter_any():
-        buffer += chunk.decode("utf-8", errors="replace")
-        while True:
-            stripped = buffer.lstrip()
-            if not stripped:
-                buffer = ""
-                break
-            try:
-                obj, end = decoder.raw_decode(stripped)
-            except json.JSONDecodeError:
-                break  # incomplete: wait for more bytes
-            except RecursionError:
-                raise InvalidArgument("exceeded max depth") from None
-            except ValueError:  # an integer literal longer than Python converts (as decode_body)
-                raise InvalidArgument("json: cannot unmarshal number into Go value of type int64") from None
-            buffer = stripped[end:]
-            session.handle(decode_message(obj, WATCH_REQUEST))
-    if buffer.strip():
-        decode_body(buffer.encode(), "application/json", WATCH_REQUEST)  # raises the syntax error
+        for req in requests.feed(chunk):
+            yield req
+    for req in requests.feed(b"", final=True):
+        yield req
+
+
+def _bare_error(exc: EtcdError, out: Out) -> EtcdError:
+    """A first request that does not decode, as etcd 3.4's gateway answers it: the decoder's
+    error as a bare error, gRPC Unknown (HTTP 500), before any answer. (msgpack, kvraft's
+    own: the error's own code.)"""
+    return Unknown(exc.message) if out is JSON_OUT else exc
+
+
+async def _handle_rest(requests: AsyncIterator[dict[str, Any]], session: _Session) -> None:
+    """Hand the body's remaining requests to ``session``. One that does not decode ends the
+    reading there, as etcd's gateway stops at it; the stream and its watchers go on."""
+    try:
+        async for req in requests:
+            session.handle(req)
+    except EtcdError as exc:
+        log.info("a watch request that does not decode ends the reading of its stream: %s", exc.message)
 
 
 async def _watch(request: web.Request) -> web.StreamResponse:
     out = MSGPACK_OUT if request.content_type == MSGPACK else JSON_OUT
     request[OUT] = out
+    requests = _body_requests(request)
+    try:
+        first = await anext(requests, None)  # (etcd's gateway too reads it before it answers)
+    except EtcdError as bad:
+        raise _bare_error(bad, out) from None
     sink = await open_stream(request, out)
     session = _Session(request, sink)
-    reader = asyncio.get_running_loop().create_task(_read_requests(request, session))
+    if first is not None:
+        session.handle(first)
+    reader = asyncio.get_running_loop().create_task(_handle_rest(requests, session))
     sender = asyncio.get_running_loop().create_task(session.send_loop())
     try:
         done, _ = await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
@@ -261,19 +295,44 @@ async def _watch(request: web.Request) -> web.StreamResponse:
 
 
 async def _watch_ws(request: web.Request) -> web.WebSocketResponse:
+    """grpc-websocket-proxy's way: the text messages are written one after the other into
+    the gateway's request body, so they are one stream of requests (two in one message are
+    two; one may end in a later message). A first request that does not decode is answered
+    with the bare error as a message, and the socket closes; a later one ends the reading,
+    the watchers go on. Binary messages are kvraft's: one msgpack request each."""
     ws = web.WebSocketResponse()
     await ws.prepare(request)
     session = _Session(request, Sink(JSON_OUT, ws=ws))
     sender = asyncio.get_running_loop().create_task(session.send_loop())
+    requests = _JsonRequests()
+    decoded = stopped = False
     try:
         async for msg in ws:
-            if msg.type == WSMsgType.TEXT:
-                session.sink.out = JSON_OUT
-                session.handle(decode_body(msg.data.encode(), "application/json", WATCH_REQUEST))
-            elif msg.type == WSMsgType.BINARY:
-                session.sink.out = MSGPACK_OUT
-                session.handle(decode_body(msg.data, MSGPACK, WATCH_REQUEST))
-            else:
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                break
+            if stopped:
+                continue
+            try:
+                if msg.type == WSMsgType.TEXT:
+                    session.sink.out = JSON_OUT
+                    batch: Iterator[dict[str, Any]] = requests.feed(msg.data.encode() + b"\n")
+                else:
+                    session.sink.out = MSGPACK_OUT
+                    batch = iter([decode_body(msg.data, MSGPACK, WATCH_REQUEST)])
+                for req in batch:
+                    decoded = True
+                    session.handle(req)
+            except EtcdError as exc:
+                if decoded:
+                    log.info("a watch request that does not decode ends the reading of its stream: %s", exc.message)
+                    stopped = True
+                    continue
+                error = _bare_error(exc, session.sink.out)
+                doc = {"error": error.message, "message": error.message, "code": error.code}
+                if session.sink.out is JSON_OUT:
+                    await ws.send_str(json.dumps(doc, separators=(",", ":")))
+                else:
+                    await ws.send_bytes(MSGPACK_OUT.dumps(doc))
                 break
     finally:
         session.close()
