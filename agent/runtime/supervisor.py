@@ -27,7 +27,9 @@ What it does, in order (docs/design/agent.md, "Supervisor"):
    rotating by rename (``output.log`` -> ``.1`` -> ...; never copy-truncate).
 5. On SIGUSR1 reads ``stop.json`` {signal, deadline}: sends the signal (to the process group,
    or ``runc kill``), then SIGKILL to everything left when the absolute ``deadline`` passes --
-   the countdown survives an agent restart because the deadline is in the file.
+   the countdown survives an agent restart because the deadline is in the file. It also looks
+   for ``stop.json`` every second: an agent killed between writing it and signalling sent
+   nothing, and its successor, seeing the stop requested, asks for nothing more.
 6. When the task ends: kills what is left of it, reads the OOM counter *before* anything is
    deleted (OOM only if it rose and the exit was SIGKILL), writes ``exit.json`` atomically
    {exit_code, signal, oom_killed, started_at, finished_at}, notifies the agent (a datagram
@@ -53,6 +55,7 @@ from typing import Any
 PR_SET_CHILD_SUBREAPER = 36
 CHUNK = 65536
 PARTIAL_MAX = 16384
+STOP_POLL_S = 1.0  # how often stop.json is looked for, should its SIGUSR1 never come
 
 
 def now_rfc3339(t: float) -> str:
@@ -416,8 +419,14 @@ class Supervisor:
         open_fds = {out_r, err_r}
         self.check_stop()
         drain_until: float | None = None
+        stop_poll_at = 0.0
         while True:
             self.reap()
+            if not self.stop_signal_sent and time.monotonic() >= stop_poll_at:
+                # the agent signals after writing stop.json; one killed in between sent nothing
+                stop_poll_at = time.monotonic() + STOP_POLL_S
+                if os.path.exists(self.path("stop.json")):
+                    self.check_stop()
             if self.status is not None and drain_until is None:
                 # the task ended: nothing of it may outlive it (daemonized children holding the pipes)
                 if self.mode == "process":

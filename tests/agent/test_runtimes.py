@@ -423,6 +423,23 @@ async def test_reattach_and_persisted_stop_deadline(kind, data_dir) -> None:
     assert o.exit.exit_code == 137
 
 
+async def test_a_stop_whose_signal_was_lost_still_stops_the_task(kind, data_dir) -> None:
+    """The agent writes stop.json and then signals the supervisor (SIGUSR1); an agent killed
+    between the two left a stop the supervisor never read: the task ran on for ever, and a
+    restarted agent, seeing the stop requested, asked for nothing more (a GPU never freed)."""
+    from agent.runtime.supervised import write_json
+
+    rt = make_runtime(kind, data_dir)
+    await rt.start(run("j/lost-stop", {"command": ["sh", "-c", IGNORES_TERM]}))
+    await wait_running(rt, "j/lost-stop")
+    await wait_log(rt, "j/lost-stop", "trapped")
+    adir = rt.attempt_dir("j/lost-stop", 1)
+    write_json(adir / "stop.json", {"signal": int(signal.SIGTERM), "deadline": time.time() + 1.0,
+                                    "requested_at": time.time()})  # ... and the agent died
+    o = await wait_exit(make_runtime(kind, data_dir), "j/lost-stop", timeout_s=30)
+    assert o.stop_requested and o.exit.exit_code == 137, o.exit
+
+
 @pytest.mark.skipif(bool(NO_CGROUPS), reason=NO_CGROUPS or "ok")
 async def test_process_task_in_its_cgroups_and_supervisor_not(data_dir) -> None:
     """The supervisor steps into the task's cgroups around the spawn and back out: the task
