@@ -35,6 +35,7 @@ __all__ = [
     "role_not_granted",
     "scoped_name_empty",
     "scoped_not_allowed",
+    "scoped_perm_type_invalid",
     "root_role_missing",
     "root_user_missing",
     "too_many_requests",
@@ -137,6 +138,11 @@ def invalid_token() -> AuthError:
 def scoped_name_empty() -> AuthError:
     """kvraft's scoped tokens (no etcd counterpart): a grant needs a name to revoke it by."""
     return AuthError(3, "kvraft: scoped token name is empty")
+
+
+def scoped_perm_type_invalid() -> AuthError:
+    """A scope's permType that names no permission (jsonpb takes any number)."""
+    return AuthError(3, "kvraft: a scoped token's permType must be READ, WRITE or READWRITE")
 
 
 def scoped_not_allowed() -> AuthError:

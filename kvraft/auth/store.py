@@ -259,6 +259,8 @@ class AuthState:
             raise errors.auth_not_enabled()
         if caller != user:
             raise errors.permission_denied()
+        if not (scope.reads() or scope.writes()):
+            raise errors.scoped_perm_type_invalid()
         if scope.reads():
             self.check_range(caller, revision, scope.key, scope.range_end, write=False)
         if scope.writes():

@@ -83,6 +83,15 @@ def test_who_may_grant_and_revoke() -> None:
     assert _code(lambda: s.user_add("x\x00scoped:g1", b"h")) == (3, "invalid auth management")
 
 
+def test_a_scope_of_no_known_permission_type_is_refused() -> None:
+    """jsonpb takes any number for permType; a scope of 7 granted nothing, passed the checks
+    (it neither reads nor writes), and then token/list failed for everyone (a KeyError, 500)."""
+    s = _state()
+    for perm_type in (3, 7, -1):
+        assert _code(lambda p=perm_type: s.check_scoped_grant("alice", 0, "alice", Permission(p, b"app/j/"))) == (
+            3, "kvraft: a scoped token's permType must be READ, WRITE or READWRITE")
+
+
 def test_grants_end_by_name_with_their_lease_and_with_their_user() -> None:
     s = _state()
     a = _grant(s, "g1", name="a", lease=7)

@@ -163,6 +163,14 @@ SCRIPT: list[tuple[str, str, str | bytes | None]] = [
     ("POST", "/v3/maintenance/alarm", json.dumps({"action": "DEACTIVATE", "memberID": "5", "alarm": "NONE"})),
     ("POST", "/v3/maintenance/alarm", json.dumps({"action": "GET"})),
     ("GET", "/health", None),
+    # a permission type by an unknown number is kept and answered as the number (role/get was a 500)
+    ("POST", "/v3/auth/role/add", json.dumps({"name": "r7"})),
+    ("POST", "/v3/auth/role/grant", json.dumps({"name": "r7", "perm": {"key": b("k"), "permType": 7}})),
+    ("POST", "/v3/auth/role/grant", json.dumps({"name": "r7", "perm": {"key": b("j"), "range_end": "AA==", "permType": "WRITE"}})),
+    ("POST", "/v3/auth/role/get", json.dumps({"role": "r7"})),
+    ("POST", "/v3/auth/role/revoke", json.dumps({"role": "r7", "key": b("k")})),
+    ("POST", "/v3/auth/role/get", json.dumps({"role": "r7"})),
+    ("POST", "/v3/auth/role/delete", json.dumps({"role": "r7"})),
 ]
 
 

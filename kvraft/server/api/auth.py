@@ -109,7 +109,8 @@ async def _scoped_list(request: web.Request) -> web.Response:
     grants = features.checked(features.auth.scoped_visible, *features.caller_or_empty())
     doc: dict[str, Any] = {"header": header(request, out, features.store.rev)}
     if grants:
-        doc["tokens"] = [{"id": g.id, "user": g.user, "name": g.name, "permType": _NAMES[g.scope.perm_type],
+        doc["tokens"] = [{"id": g.id, "user": g.user, "name": g.name,
+                          "permType": _NAMES.get(g.scope.perm_type, g.scope.perm_type),
                           "key": out.b(g.scope.key), "range_end": out.b(g.scope.range_end), "lease": out.i(g.lease)}
                          for g in grants]
     return respond(out, doc)
@@ -156,8 +157,8 @@ async def _role_get(request: web.Request) -> web.Response:
     perms = []
     for p in role.perms:
         item: dict[str, Any] = {}
-        if p.perm_type != READ:
-            item["permType"] = _NAMES[p.perm_type]
+        if p.perm_type != READ:  # a number jsonpb accepted but no name has stays a number
+            item["permType"] = _NAMES.get(p.perm_type, p.perm_type)
         if p.key:
             item["key"] = out.b(p.key)
         if p.range_end:
