@@ -117,7 +117,7 @@ def init(
         rendezvous = env["KVRAFT_RENDEZVOUS"]
     if isinstance(rendezvous, str):
         env["KVRAFT_RENDEZVOUS"] = rendezvous
-        rendezvous = from_url(rendezvous, rank, env.get("KVRAFT_RUN_ID", ""), timeout_s)
+        rendezvous = from_url(rendezvous, rank, env.get("KVRAFT_RUN_ID", ""), timeout_s, env)
     elif rendezvous is not None:
         env.setdefault("KVRAFT_RENDEZVOUS", "object")
 

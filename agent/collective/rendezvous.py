@@ -324,10 +324,12 @@ def client_options(env: dict[str, str]) -> dict[str, Any]:
     return options
 
 
-def from_url(url: str, rank: int, run_id: str = "", timeout_s: float = 60.0) -> Rendezvous:
-    """``tcp://host:port``, ``file:///dir`` or ``kvraft://[endpoints]/[prefix]``."""
+def from_url(url: str, rank: int, run_id: str = "", timeout_s: float = 60.0,
+             env: dict[str, str] | None = None) -> Rendezvous:
+    """``tcp://host:port``, ``file:///dir`` or ``kvraft://[endpoints]/[prefix]`` (endpoints, job,
+    login and TLS files of ``kvraft://`` from ``env``, default ``os.environ``)."""
     if url.startswith("kvraft:"):
-        return kvraft_from_url(url, run_id, timeout_s)
+        return kvraft_from_url(url, run_id, timeout_s, env)
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme == "tcp":
         if not parsed.hostname or not parsed.port:

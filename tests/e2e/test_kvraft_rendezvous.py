@@ -39,3 +39,32 @@ def test_get_waits_for_set_and_keys_go_with_their_rank(endpoint: str) -> None:
         assert time.monotonic() < deadline, "the closed rank's key outlived its lease"
         time.sleep(0.1)
     b.close()
+
+
+def test_init_takes_the_kvraft_endpoints_from_its_env_argument(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # init(env=...) is the environment it reads; kvraft:// read KVRAFT_ENDPOINTS, KVRAFT_JOB,
+    # the token and TLS files from os.environ instead ("no kvraft endpoints")
+    import numpy as np
+
+    import agent.collective as gx
+
+    monkeypatch.delenv("KVRAFT_ENDPOINTS", raising=False)
+    env = {"KVRAFT_ENDPOINTS": endpoint, "KVRAFT_JOB": "t", "KVRAFT_RUN_ID": "env-arg"}
+    results: list[object] = [None, None]
+
+    def rank(r: int) -> None:
+        try:
+            comm = gx.init(backend="tcp", rank=r, size=2, rendezvous="kvraft://", env=env, timeout_s=30)
+            a = np.full(10, r + 1.0)
+            comm.allreduce(a)
+            comm.close()
+            results[r] = a
+        except BaseException as exc:  # noqa: BLE001
+            results[r] = exc
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(isinstance(a, np.ndarray) and np.all(a == 3.0) for a in results), results
