@@ -68,6 +68,17 @@ def test_msgpack_requests_carry_native_values() -> None:
         decode_body(b"\xc1", MSGPACK, schemas.PUT)
 
 
+@pytest.mark.parametrize("value", [1e300, -1e300, 2.0**31])
+def test_a_msgpack_float_enum_beyond_int32_is_invalid_argument(value: float) -> None:
+    """An integral float for an enum was taken whole; 1e300 as an alarm action was an
+    OverflowError when the log entry was packed (a 500)."""
+    body = msgpack.packb({"action": value}, use_bin_type=True)
+    with pytest.raises(InvalidArgument) as info:
+        decode_body(body, MSGPACK, schemas.ALARM)
+    assert info.value.message.startswith("json: cannot unmarshal number")
+    assert decode_body(msgpack.packb({"action": 2.0}), MSGPACK, schemas.ALARM)["action"] == 2
+
+
 def test_responses_omit_defaults_and_spell_int64_as_strings() -> None:
     header = encode_header(JSON_OUT, 1, 2, 3, 4)
     assert header == {"cluster_id": "1", "member_id": "2", "revision": "3", "raft_term": "4"}

@@ -166,12 +166,12 @@ def _enum(value: Any, spec: Enum) -> int:
         if raw in spec.values:
             return spec.values[raw]
         raise InvalidArgument(f"unknown value {gojson.go_quote(raw)} for enum {spec.go_name}")
+    if isinstance(value, float) and value.is_integer():  # msgpack only
+        value = int(value)
     if isinstance(value, int) and not isinstance(value, bool):
         if _INT32[0] <= value <= _INT32[1]:
             return value
         raise InvalidArgument(f"json: cannot unmarshal number {value} into Go value of type {spec.go_name}")
-    if isinstance(value, float) and value.is_integer():  # msgpack only
-        return int(value)
     raise _type_error(value, spec.go_name)
 
 
