@@ -29,6 +29,7 @@ rendezvous is configured; a single rank with neither gets the loopback backend.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Sequence
@@ -115,75 +116,84 @@ def init(
         backend = env.get("KVRAFT_COLLECTIVE_BACKEND", "auto")
     if rendezvous is None and env.get("KVRAFT_RENDEZVOUS"):
         rendezvous = env["KVRAFT_RENDEZVOUS"]
+    owned: Rendezvous | None = None  # made here from the URL
     if isinstance(rendezvous, str):
         env["KVRAFT_RENDEZVOUS"] = rendezvous
-        rendezvous = from_url(rendezvous, rank, env.get("KVRAFT_RUN_ID", ""), timeout_s, env)
+        rendezvous = owned = from_url(rendezvous, rank, env.get("KVRAFT_RUN_ID", ""), timeout_s, env)
     elif rendezvous is not None:
         env.setdefault("KVRAFT_RENDEZVOUS", "object")
 
-    chosen: Backend
-    by_name = {f.name: f for f in BACKENDS}
-    if backend == "loopback" or (backend == "auto" and size == 1 and not any(f.enabled(env) for f in BACKENDS)):
-        if size != 1:
-            raise ValueError("the loopback backend of init() is single-rank; use LoopbackWorld for more")
-        chosen = LoopbackWorld(1).backend(0)
-    elif backend == "auto":
-        factory = next((f for f in BACKENDS if f.enabled(env)), None)
-        if factory is None:
-            raise RuntimeError(
-                f"no collective backend is enabled for {size} ranks: launch under mpirun (mpi) "
-                "or set KVRAFT_RENDEZVOUS=tcp://host:port (tcp)"
+    # A failure while forming the world releases what was made so far: a rank 0 store's port,
+    # a kvraft lease kept alive, ring and monitor sockets the peers would otherwise wait on.
+    with contextlib.ExitStack() as undo:
+        if owned is not None:
+            undo.callback(owned.close)
+        chosen: Backend
+        by_name = {f.name: f for f in BACKENDS}
+        if backend == "loopback" or (backend == "auto" and size == 1 and not any(f.enabled(env) for f in BACKENDS)):
+            if size != 1:
+                raise ValueError("the loopback backend of init() is single-rank; use LoopbackWorld for more")
+            chosen = LoopbackWorld(1).backend(0)
+        elif backend == "auto":
+            factory = next((f for f in BACKENDS if f.enabled(env)), None)
+            if factory is None:
+                raise RuntimeError(
+                    f"no collective backend is enabled for {size} ranks: launch under mpirun (mpi) "
+                    "or set KVRAFT_RENDEZVOUS=tcp://host:port (tcp)"
+                )
+            chosen = factory.create(rank, size, env, rendezvous, timeout_s)
+        elif backend in by_name:
+            chosen = by_name[backend].create(rank, size, env, rendezvous, timeout_s)
+        else:
+            raise ValueError(f"unknown backend {backend!r}; known: auto, {', '.join(by_name)}, loopback")
+        undo.callback(chosen.close)
+        if chosen.size != size and backend != "mpi" and chosen.name != "mpi":
+            raise ValueError(f"backend {chosen.name} has {chosen.size} ranks, expected {size}")
+
+        monitor = None
+        if chosen.size > 1 and chosen.name != "loopback":
+            monitor = Monitor(
+                chosen.rank,
+                chosen.size,
+                heartbeat_s=heartbeat_s or 0.25,
+                hang_timeout_s=hang_timeout_s or 3.0,
+                host=env.get("KVRAFT_COLLECTIVE_HOST", "127.0.0.1"),
+                stall_timeout_s=stall_timeout_s,
+                starved_timeout_s=starved_timeout_s or 30.0,
             )
-        chosen = factory.create(rank, size, env, rendezvous, timeout_s)
-    elif backend in by_name:
-        chosen = by_name[backend].create(rank, size, env, rendezvous, timeout_s)
-    else:
-        raise ValueError(f"unknown backend {backend!r}; known: auto, {', '.join(by_name)}, loopback")
-    if chosen.size != size and backend != "mpi" and chosen.name != "mpi":
-        raise ValueError(f"backend {chosen.name} has {chosen.size} ranks, expected {size}")
+            undo.callback(monitor.close)
+            address = np.zeros(256, np.uint8)
+            if chosen.rank == 0:
+                raw = monitor.listen().encode()
+                address[: len(raw)] = np.frombuffer(raw, np.uint8)
+            chosen.broadcast(address, 0)
+            monitor.start(bytes(address).rstrip(b"\0").decode(), timeout_s)
 
-    monitor = None
-    if chosen.size > 1 and chosen.name != "loopback":
-        monitor = Monitor(
-            chosen.rank,
-            chosen.size,
-            heartbeat_s=heartbeat_s or 0.25,
-            hang_timeout_s=hang_timeout_s or 3.0,
-            host=env.get("KVRAFT_COLLECTIVE_HOST", "127.0.0.1"),
-            stall_timeout_s=stall_timeout_s,
-            starved_timeout_s=starved_timeout_s or 30.0,
+        if placement is None and env.get("KVRAFT_PLACEMENT"):
+            placement = env["KVRAFT_PLACEMENT"].split(",")
+        if hierarchical is None:
+            h = env.get("KVRAFT_COLLECTIVE_HIERARCHICAL", "auto")
+            hierarchical = "auto" if h == "auto" else h not in ("0", "false", "no")
+        if compression is None:
+            compression = env.get("KVRAFT_COLLECTIVE_COMPRESSION") or None
+        if fusion is None and env.get("KVRAFT_COLLECTIVE_FUSION"):
+            fusion = env["KVRAFT_COLLECTIVE_FUSION"]  # "probe" (anything else is refused)
+        if "inline_sync" not in comm_kwargs and env.get("KVRAFT_COLLECTIVE_INLINE_SYNC"):
+            comm_kwargs["inline_sync"] = env["KVRAFT_COLLECTIVE_INLINE_SYNC"] not in ("0", "false", "no")
+        comm = Communicator(
+            chosen,
+            node=node or env.get("KVRAFT_NODE"),
+            placement=placement,
+            hierarchical=hierarchical,
+            compression=compression,
+            fusion=fusion,
+            verify=verify,
+            monitor=monitor,
+            **comm_kwargs,
         )
-        address = np.zeros(256, np.uint8)
-        if chosen.rank == 0:
-            raw = monitor.listen().encode()
-            address[: len(raw)] = np.frombuffer(raw, np.uint8)
-        chosen.broadcast(address, 0)
-        monitor.start(bytes(address).rstrip(b"\0").decode(), timeout_s)
-
-    if placement is None and env.get("KVRAFT_PLACEMENT"):
-        placement = env["KVRAFT_PLACEMENT"].split(",")
-    if hierarchical is None:
-        h = env.get("KVRAFT_COLLECTIVE_HIERARCHICAL", "auto")
-        hierarchical = "auto" if h == "auto" else h not in ("0", "false", "no")
-    if compression is None:
-        compression = env.get("KVRAFT_COLLECTIVE_COMPRESSION") or None
-    if fusion is None and env.get("KVRAFT_COLLECTIVE_FUSION"):
-        fusion = env["KVRAFT_COLLECTIVE_FUSION"]  # "probe" (anything else is refused)
-    if "inline_sync" not in comm_kwargs and env.get("KVRAFT_COLLECTIVE_INLINE_SYNC"):
-        comm_kwargs["inline_sync"] = env["KVRAFT_COLLECTIVE_INLINE_SYNC"] not in ("0", "false", "no")
-    comm = Communicator(
-        chosen,
-        node=node or env.get("KVRAFT_NODE"),
-        placement=placement,
-        hierarchical=hierarchical,
-        compression=compression,
-        fusion=fusion,
-        verify=verify,
-        monitor=monitor,
-        **comm_kwargs,
-    )
-    if monitor is not None:
-        monitor.progress = comm.progress
-        monitor.set_callback(comm._on_failure)
+        if monitor is not None:
+            monitor.progress = comm.progress
+            monitor.set_callback(comm._on_failure)
+        undo.pop_all()  # formed: from here the communicator owns them
     comm.rendezvous = rendezvous if not isinstance(rendezvous, str) else None
     return comm

@@ -120,6 +120,8 @@ class TCPStoreServer:
         self._closed = True
         with self._cv:
             self._cv.notify_all()
+        with contextlib.suppress(OSError):  # wakes the accept thread: a bare close leaves the
+            self._sock.shutdown(socket.SHUT_RDWR)  # port bound while accept() still blocks on it
         with contextlib.suppress(OSError):
             self._sock.close()
         for c in self._conns:

@@ -214,15 +214,21 @@ class TCPBackend(RingBackend):
         self._socks: list[socket.socket] = []
         self._send_link: SendLink | None = None
         if size > 1:
-            self._connect()
+            try:
+                self._connect()
+            except BaseException:
+                self.close()  # the listener and any connection made: nothing is left open
+                raise
 
     def _connect(self) -> None:
         listener = socket.create_server((self.host, 0), backlog=16)
+        self._socks = [listener]
         _tune(listener)
         port = listener.getsockname()[1]
         self.rendezvous.set(f"{self.prefix}/addr/{self.rank}", f"{self.host}:{port}".encode())
         right = (self.rank + 1) % self.size
         out = self._dial(right, time.monotonic() + self.timeout_s)
+        self._socks.append(out)
         _tune(out)
         out.settimeout(None)
         out.sendall(_HELLO.pack(_MAGIC, self.rank))

@@ -51,3 +51,14 @@ def test_init_timeout_bounds_the_wait_for_a_rank_that_never_arrives(tmp_path: Pa
     env = {"KVRAFT_RENDEZVOUS": f"file://{tmp_path}", "KVRAFT_WORLD_SIZE": "2", "KVRAFT_RANK": "0"}
     with pytest.raises(gx.CollectiveTimeout, match=r"rank 1 did not publish its address \(tcp/addr/1\) within 0.5 s"):
         gx.init(backend="tcp", env=env, timeout_s=0.5)
+
+
+def test_a_failed_init_releases_the_store_rank_0_hosts() -> None:
+    # the server, its port and its thread outlived the error: a training script that retried
+    # init in the same process got 'Address already in use' instead of the real cause again
+    from agent.collective.launch import free_port
+
+    url = f"tcp://127.0.0.1:{free_port()}"
+    for _ in range(2):
+        with pytest.raises(gx.CollectiveTimeout, match="rank 1 did not publish its address"):
+            gx.init(backend="tcp", rank=0, size=2, rendezvous=url, env={}, timeout_s=0.5)

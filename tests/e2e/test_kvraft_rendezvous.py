@@ -68,3 +68,19 @@ def test_init_takes_the_kvraft_endpoints_from_its_env_argument(endpoint: str, mo
     for t in threads:
         t.join(60)
     assert all(isinstance(a, np.ndarray) and np.all(a == 3.0) for a in results), results
+
+
+def test_a_failed_init_revokes_its_lease_at_once(endpoint: str) -> None:
+    # the rendezvous of a failed init stayed open: its lease was kept alive by its thread and
+    # its address stayed published for as long as the process lived
+    import agent.collective as gx
+
+    env = {"KVRAFT_ENDPOINTS": endpoint, "KVRAFT_JOB": "t", "KVRAFT_RUN_ID": "failed-init"}
+    with pytest.raises(CollectiveTimeout, match="rank 1 did not publish its address"):
+        gx.init(backend="tcp", rank=0, size=2, rendezvous="kvraft://", env=env, timeout_s=1.0)
+    look = KvraftRendezvous([endpoint], "/jobs/t/rendezvous", "failed-init")
+    try:
+        assert look.try_get("tcp/addr/0") is None
+    finally:
+        look.close()
+    assert not [t.name for t in threading.enumerate() if t.name in ("rdzv-kvraft", "rdzv-lease") and t.is_alive()]
