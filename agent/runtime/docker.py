@@ -35,6 +35,7 @@ from agent.runtime.base import Capabilities, ExecResult, RuntimeUnavailable, Tas
 from agent.runtime.images import MERGED_USR
 from agent.runtime.supervised import (
     SupervisedRuntime,
+    clear_leftovers,
     container_id,
     doc_seconds,
     exit_info,
@@ -145,6 +146,7 @@ class DockerRuntime(SupervisedRuntime):
         adir = self.attempt_dir(run.key, run.attempt)
         if (adir / "handle.json").exists():
             return
+        clear_leftovers(adir)
         adir.mkdir(parents=True, exist_ok=True)
         workdir = self.workdir(run.key)
         workdir.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,7 @@ from agent.runtime.cgroups import CgroupLayout, read_cgroup_stats
 __all__ = [
     "StartFailure",
     "SupervisedRuntime",
+    "clear_leftovers",
     "container_id",
     "doc_seconds",
     "exit_info",
@@ -174,6 +175,14 @@ def remove_node_cgroups(node: str) -> bool:
     return layout.usable and layout.kill_and_remove(node_cgroup_parent(node))
 
 
+def clear_leftovers(adir: Path) -> None:
+    """Delete what an agent killed while it removed ``adir`` left (no ``handle.json``, which a
+    start writes first: no attempt runs there), so that a new attempt never reads an old
+    attempt's exit."""
+    if adir.is_dir() and not (adir / "handle.json").exists():
+        shutil.rmtree(adir, ignore_errors=True)
+
+
 def container_id(node: str, key: str, attempt: int) -> str:
     return safe_name(f"{node}-{key.replace('/', '-')}-{attempt}")
 
@@ -234,6 +243,8 @@ class SupervisedRuntime:
         adir = self.attempt_dir(run.key, run.attempt)
         if (adir / "handle.json").exists():
             return  # started before (an agent restart mid-start): observe() resolves it
+        clear_leftovers(adir)
+        self._files.pop(adir, None)
         adir.mkdir(parents=True, exist_ok=True)
         adir.chmod(0o700)
         for d in (adir.parent.parent, adir.parent):  # the job's and the task's: traverse only

@@ -423,6 +423,23 @@ async def test_reattach_and_persisted_stop_deadline(kind, data_dir) -> None:
     assert o.exit.exit_code == 137
 
 
+async def test_a_remove_cut_short_leaves_nothing_a_new_attempt_reads(data_dir) -> None:
+    """An agent killed while it removed an attempt (rmtree deletes in directory order) left
+    the directory with some files and no handle.json: invisible, until the task was assigned
+    again and its first attempt started in that directory -- where the old exit.json made the
+    new, running task read as exited with the old code."""
+    rt = make_runtime("process", data_dir)
+    await rt.start(run("j/again", {"command": ["sh", "-c", "exit 3"]}))
+    await wait_exit(rt, "j/again")
+    await rt.cleanup("j/again", 1)
+    (rt.attempt_dir("j/again", 1) / "handle.json").unlink()  # the remove got this far
+    rt2 = make_runtime("process", data_dir)
+    assert await rt2.observe() == []
+    await rt2.start(run("j/again", {"command": ["sleep", "300"]}, attempt=1))  # a new placement
+    o = await wait_running(rt2, "j/again", timeout_s=20)
+    assert (o.state, o.exit, o.held) == (AttemptState.RUNNING, None, True)
+
+
 async def test_a_stop_whose_signal_was_lost_still_stops_the_task(kind, data_dir) -> None:
     """The agent writes stop.json and then signals the supervisor (SIGUSR1); an agent killed
     between the two left a stop the supervisor never read: the task ran on for ever, and a
