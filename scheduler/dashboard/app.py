@@ -32,6 +32,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from kvraft.client import (
     Client,
@@ -408,6 +409,22 @@ class Dashboard:
         return web.json_response({"node": node, "cordoned": verb == "cordon"})
 
 
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The API's errors are JSON ``{"error": ...}``: also aiohttp's own (no such route: 404,
+    another method: 405 with its Allow header, a body over the size limit: 413), plain text
+    otherwise."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if not request.path.startswith("/api/") or exc.status < 400 or exc.content_type == "application/json":
+            raise
+        detail = (exc.text or exc.reason).removeprefix(f"{exc.status}: ")
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return web.json_response({"error": f"{request.method} {request.path}: {detail}"}, status=exc.status,
+                                 headers=headers)
+
+
 def _sse(msg: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(msg, separators=(",", ":")).encode() + b"\n\n"
 
@@ -435,7 +452,7 @@ def _page() -> bytes:
 
 def make_app(config: DashboardConfig) -> tuple[web.Application, Dashboard]:
     d = Dashboard(config)
-    app = web.Application()
+    app = web.Application(middlewares=[json_errors])
     app.on_startup.append(d.start)
     app.on_shutdown.append(d.close_streams)
     app.on_cleanup.append(d.stop)

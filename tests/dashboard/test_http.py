@@ -1,0 +1,48 @@
+"""The dashboard's HTTP surface in-process (aiohttp's test server, no kvraft): what a client
+that is not the page sends (unknown routes, wrong methods and bodies, HEAD, streams dropped
+at once) gets a clear answer and leaves nothing behind."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from scheduler.dashboard.app import Dashboard, DashboardConfig, make_app
+
+
+@pytest.fixture
+async def dash() -> AsyncIterator[tuple[TestClient[Any, Any], Dashboard]]:
+    """The dashboard's app without its start (no kvraft to reach) or stop."""
+    app, d = make_app(DashboardConfig(endpoints=["http://127.0.0.1:1"], allow_writes=True))
+    app.on_startup.clear()
+    app.on_cleanup.clear()
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        yield client, d
+    finally:
+        await client.close()
+        await d.client.close()
+
+
+async def test_api_routes_that_do_not_exist_or_take_another_method_answer_json(
+        dash: tuple[TestClient[Any, Any], Dashboard]) -> None:
+    """Were aiohttp's plain-text ``404: Not Found`` / ``405: Method Not Allowed``; the API's
+    errors are ``{"error": ...}`` (docs/dashboard.md), and a 405 keeps its Allow header."""
+    client, _ = dash
+    for method, path, status in (("GET", "/api/nope", 404), ("GET", "/api/jobs/", 404),
+                                 ("POST", "/api/jobs/x/bogus", 404), ("PUT", "/api/login", 405),
+                                 ("DELETE", "/api/jobs/x", 405), ("GET", "/api/logout", 405)):
+        resp = await client.request(method, path)
+        assert resp.status == status, (method, path, resp.status)
+        assert resp.content_type == "application/json", (method, path, await resp.text())
+        assert (await resp.json())["error"], (method, path)
+        if status == 405:
+            assert resp.headers["Allow"], (method, path)
+    resp = await client.put("/api/login")
+    assert resp.headers["Allow"] == "POST"
+    resp = await client.post("/api/login", data=b"{" * (2 << 20))
+    assert resp.status == 413 and "exceeded" in (await resp.json())["error"]
