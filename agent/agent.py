@@ -389,7 +389,7 @@ class Agent:
                 continue
             try:
                 if self.gpus.source == "nvidia-smi":
-                    self.gpus = await asyncio.to_thread(load_gpu_inventory, None)
+                    self.gpus = _after_nvidia_smi(self.gpus, await asyncio.to_thread(load_gpu_inventory, None))
                 doc = self.node_record()
                 if _without_times(doc) != _without_times(self._node_doc):
                     await self.client.put(node_key(self.name), json.dumps(doc).encode())
@@ -660,6 +660,15 @@ class Agent:
                 return
             self.status_writes["retry"] += 1
         raise ClientError(f"status of {key}: compare kept failing")
+
+
+def _after_nvidia_smi(last: GpuInventory, fresh: GpuInventory) -> GpuInventory:
+    """The inventory after nvidia-smi was asked again: a call that failed (a timeout under
+    load, a GPU off the bus) keeps the GPUs last listed, unhealthy (the node is not Ready),
+    rather than a node of no GPUs on which every assignment meanwhile is invalid for good."""
+    if fresh.gpus or fresh.healthy or not last.gpus:
+        return fresh
+    return dataclasses.replace(last, healthy=False, health_message=fresh.health_message)
 
 
 def _reported_from(value: bytes) -> Reported | None:

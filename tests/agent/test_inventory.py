@@ -148,3 +148,54 @@ def test_log_line_formats_and_docker_demux() -> None:
     assert parse_line(b"garbage") is None
     frames = bytes([1, 0, 0, 0, 0, 0, 0, 3]) + b"out" + bytes([2, 0, 0, 0, 0, 0, 0, 4]) + b"err!"
     assert demux(frames) == (b"out", b"err!")
+
+
+async def test_a_failed_nvidia_smi_keeps_the_gpus_unhealthy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent asks nvidia-smi again every --node-status-s; one call that failed (a timeout
+    under load, a GPU off the bus) replaced the inventory with no GPUs at all: the node record
+    said 0 GPUs, and every assignment parsed meanwhile was Failed/InvalidSpec ('GPU index [1]
+    not on this node') for good. Now the GPUs last listed stay, unhealthy, until it answers."""
+    import asyncio
+    import json
+
+    from agent.agent import Agent
+    from agent.config import AgentConfig
+    from agent.runtime.fake import FakeRuntime
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(f"""#!/bin/sh
+echo call >> {tmp_path}/calls
+[ -e {tmp_path}/broken ] && {{ echo "Unable to determine the device handle for GPU1: Unknown Error" >&2; exit 15; }}
+case "$1" in --query-gpu*) echo "0, GPU-a, Fake, 1000, 00000000:01:00.0"; echo "1, GPU-b, Fake, 1000, 00000000:02:00.0";;
+*) exit 1;; esac
+""")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    agent = Agent(AgentConfig(endpoints=["127.0.0.1:1"], name="n-smi", data_dir=tmp_path / "agent", node_status_s=0.02),
+                  FakeRuntime())
+    assert [g.uuid for g in agent.gpus.gpus] == ["GPU-a", "GPU-b"]
+
+    async def put(key: str, value: bytes, **_: object) -> None:
+        return None
+    agent.client.put = put  # type: ignore[method-assign]
+    agent.registered.set()
+    (tmp_path / "broken").touch()
+    calls = len((tmp_path / "calls").read_text().split())
+    loop = asyncio.get_running_loop().create_task(agent._status_loop())
+    try:
+        while len((tmp_path / "calls").read_text().split()) < calls + 2:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
+        assert ([g.uuid for g in agent.gpus.gpus], agent.gpus.healthy) == (["GPU-a", "GPU-b"], False)
+        assert "nvidia-smi failed" in agent.gpus.health_message
+        a = agent._parse("j/t", 3, json.dumps({"spec": {"command": ["x"], "resources": {"gpus": [1]}}}).encode())
+        assert (a.error, a.spec is not None) == ("", True)
+        (tmp_path / "broken").unlink()
+        while not agent.gpus.healthy:
+            await asyncio.sleep(0.02)
+        assert [g.uuid for g in agent.gpus.gpus] == ["GPU-a", "GPU-b"]
+    finally:
+        loop.cancel()
+        await agent.client.close()
