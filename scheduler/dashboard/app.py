@@ -195,9 +195,11 @@ class Dashboard:
     async def login(self, request: web.Request) -> web.Response:
         try:
             body = await request.json()
-            user, password = str(body["user"]), str(body.get("password", ""))
+            user, password = body["user"], body.get("password", "")
         except (ValueError, KeyError, TypeError):
             return web.json_response({"error": "expected JSON {\"user\", \"password\"}"}, status=400)
+        if not isinstance(user, str) or not isinstance(password, str):
+            return web.json_response({"error": "user and password must be strings"}, status=400)
         if not self.auth:
             return web.json_response({"error": "kvraft auth is not enabled"}, status=400)
         client = self._client(user, password)

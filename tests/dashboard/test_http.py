@@ -46,3 +46,14 @@ async def test_api_routes_that_do_not_exist_or_take_another_method_answer_json(
     assert resp.headers["Allow"] == "POST"
     resp = await client.post("/api/login", data=b"{" * (2 << 20))
     assert resp.status == 413 and "exceeded" in (await resp.json())["error"]
+
+
+async def test_login_fields_that_are_not_strings_are_a_400(dash: tuple[TestClient[Any, Any], Dashboard]) -> None:
+    """``{"user": null}`` logged in as the user "None" (``str()`` of anything); now a 400."""
+    client, d = dash
+    d.auth = True
+    for body in ({"user": None, "password": "x"}, {"user": ["ops"], "password": "x"}, {"user": 7},
+                 {"user": "ops", "password": None}, {"user": "ops", "password": 1}):
+        resp = await client.post("/api/login", json=body)
+        assert resp.status == 400, (body, resp.status)
+        assert "must be strings" in (await resp.json())["error"], body
