@@ -471,7 +471,7 @@ def make_app(config: DashboardConfig) -> tuple[web.Application, Dashboard]:
     r.add_get("/api/session", d.get_session)
     r.add_post("/api/login", d.login)
     r.add_post("/api/logout", d.logout)
-    r.add_get("/api/stream", d.stream)
+    r.add_get("/api/stream", d.stream, allow_head=False)  # a HEAD answer has no body: this one never ends
     r.add_get("/api/jobs/{job}", d.job)
     r.add_get("/api/jobs/{job}/logs", d.logs)
     r.add_post("/api/jobs/{job}/cancel", d.cancel)

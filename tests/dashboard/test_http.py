@@ -57,3 +57,12 @@ async def test_login_fields_that_are_not_strings_are_a_400(dash: tuple[TestClien
         resp = await client.post("/api/login", json=body)
         assert resp.status == 400, (body, resp.status)
         assert "must be strings" in (await resp.json())["error"], body
+
+
+async def test_head_of_the_event_stream_is_405_not_an_endless_body(
+        dash: tuple[TestClient[Any, Any], Dashboard]) -> None:
+    """HEAD /api/stream wrote the snapshot and every diff after its headers (a HEAD answer
+    has no body: a keep-alive client read them as the next response)."""
+    client, _ = dash
+    resp = await client.head("/api/stream")
+    assert resp.status == 405 and resp.headers["Allow"] == "GET"
