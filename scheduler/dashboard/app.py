@@ -241,7 +241,10 @@ class Dashboard:
         self.require(request)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
-        await resp.prepare(request)
+        try:
+            await resp.prepare(request)
+        except ConnectionResetError:  # the page closed its connection before the headers went out
+            return resp
         q, _ = self.live.subscribe()
         try:
             await resp.write(self.live.snapshot_bytes())

@@ -4,11 +4,13 @@ at once) gets a clear answer and leaves nothing behind."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
+from unittest import mock
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from scheduler.dashboard.app import Dashboard, DashboardConfig, make_app
 
@@ -66,3 +68,19 @@ async def test_head_of_the_event_stream_is_405_not_an_endless_body(
     client, _ = dash
     resp = await client.head("/api/stream")
     assert resp.status == 405 and resp.headers["Allow"] == "GET"
+
+
+async def test_a_page_gone_before_the_stream_headers_leaves_no_traceback_or_subscriber() -> None:
+    """A page closed right after its request: prepare() raised ClientConnectionResetError out
+    of the handler (aiohttp logged 'Error handling request' with a traceback)."""
+    from aiohttp.http_writer import StreamWriter
+
+    d = Dashboard(DashboardConfig(endpoints=["http://127.0.0.1:1"]))
+    protocol = mock.Mock(transport=mock.Mock(is_closing=lambda: True))
+    loop = asyncio.get_running_loop()
+    req = make_mocked_request("GET", "/api/stream", writer=StreamWriter(protocol, loop), protocol=protocol,
+                              transport=protocol.transport)
+    resp = await d.stream(req)
+    assert resp is not None and not d.live.subscribers
+    await d.client.close()
+
