@@ -10,7 +10,7 @@
   until the attempt has ended and its log is drained, surviving rotation (the reader follows
   the rotated file to its end, then opens the new one), and ends when the client goes. A
   ``tail`` below -1, an ``attempt`` not >= 1 or a ``stream`` other than stdout/stderr is a
-  400; an attempt the task never had, a 404.
+  400; an attempt the task never had, a 404; HEAD, a 405.
 - ``GET /stats/{job}/{task}``: cgroup counters of the running attempt.
 - ``POST /exec/{job}/{task}`` ``{"argv": [...], "timeout_s": 30}``: run a command in the task's
   container (``runc exec``) or environment (process runtime); answers exit code and output.
@@ -49,7 +49,7 @@ def make_app(agent: Agent) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/tasks", tasks)
-    app.router.add_get("/logs/{job}/{task}", logs)
+    app.router.add_get("/logs/{job}/{task}", logs, allow_head=False)  # a HEAD answer has no body
     app.router.add_get("/stats/{job}/{task}", stats)
     app.router.add_post("/exec/{job}/{task}", exec_)
     return app

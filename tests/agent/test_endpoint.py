@@ -209,3 +209,12 @@ async def test_a_follow_of_a_quiet_task_ends_when_its_client_leaves(endpoint) ->
     while follows():
         assert time.monotonic() < deadline, "the follow of a client that left goes on"
         await asyncio.sleep(0.1)
+
+
+async def test_head_of_logs_is_405_not_a_body(endpoint) -> None:
+    """HEAD /logs wrote the log after the headers of a HEAD answer, which has no body (with
+    follow=1, until the task ended): a keep-alive client read it as its next response."""
+    r = await endpoint.head("/logs/je/done")
+    assert (r.status, r.headers["Allow"]) == (405, "GET")
+    r = await endpoint.get("/logs/je/done")  # the same connection still answers
+    assert await r.text() == "one\ntwo\n"
