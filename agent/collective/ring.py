@@ -130,11 +130,16 @@ class RingBackend:
 
     # -- collectives -----------------------------------------------------------------------
     def allreduce(self, buf: np.ndarray, wire_dtype: np.dtype | None = None) -> None:
+        # NaN and inf pass through as in MPI's sum: no numpy warning, and no FloatingPointError
+        # under np.seterr(all="raise") in the middle of the ring, which would leave the
+        # neighbours' streams out of step (garbage or a hang on the other ranks)
         if self.profile is None:
-            self._allreduce(buf, wire_dtype)
+            with np.errstate(all="ignore"):
+                self._allreduce(buf, wire_dtype)
             return
         t0 = time.perf_counter()
-        self._allreduce(buf, wire_dtype)
+        with np.errstate(all="ignore"):
+            self._allreduce(buf, wire_dtype)
         self.profile["total_s"] = self.profile.get("total_s", 0.0) + time.perf_counter() - t0
         self.profile["calls"] = self.profile.get("calls", 0.0) + 1
 
@@ -194,6 +199,10 @@ class RingBackend:
         self._flush()
 
     def reduce(self, buf: np.ndarray, root: int) -> None:
+        with np.errstate(all="ignore"):  # as allreduce
+            self._reduce(buf, root)
+
+    def _reduce(self, buf: np.ndarray, root: int) -> None:
         receives, sends = chain_role(self.rank, self.size, root, "reduce")
         self._select_links(buf.nbytes)
         tmp = self._buffer(buf.dtype, min(buf.size, self._seg_elems(buf.itemsize)), 1)

@@ -344,3 +344,25 @@ def test_a_read_only_array_is_refused_before_anything_is_sent(count: int) -> Non
     (_, a0), (error, a1) = run_ranks(LoopbackWorld(2), body, timeout_s=20)
     assert "tensor 0" in error
     assert np.all(a0 == 6.0) and np.all(a1 == 6.0)
+
+
+@pytest.mark.parametrize("compression", [None, "fp16"])
+def test_nan_and_inf_pass_through_under_numpy_raise(compression: str | None) -> None:
+    # np.seterr(all="raise") (how NaNs are hunted) made the ring's add raise FloatingPointError
+    # on one rank in the middle of the ring: the neighbour got garbage, or hung
+    def body(comm: gx.Communicator) -> list[np.ndarray]:
+        sign = 1 if comm.rank == 0 else -1
+        with np.errstate(all="raise"):
+            a = np.array([np.inf * sign, np.nan, 1.0, 60_000.0], np.float32)
+            comm.allreduce(a, compression=compression)
+            b = np.ones(3)
+            comm.allreduce(b)
+            h = np.array([60_000.0, 1.0], np.float16)  # fp16 on the wire: the sum overflows
+            comm.allreduce([h, np.ones(2)], op="mean")
+        return [a, b, h]
+
+    for a, b, h in run_ranks(LoopbackWorld(2), body, timeout_s=20):
+        assert np.isnan(a[0]) and np.isnan(a[1]) and a[2] == 2.0
+        assert a[3] == (np.inf if compression == "fp16" else 120_000.0)  # fp16 overflows to inf, as a cast does
+        assert np.all(b == 2.0)
+        assert np.isposinf(h[0]) and h[1] == 1.0
