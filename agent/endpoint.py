@@ -139,13 +139,13 @@ async def logs(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(text=f"stream: must be stdout or stderr, not {stream!r}\n")
     files = agent.runtime.log_files(key, attempt)
     resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
-    await resp.prepare(request)
-    # the rotated files can be tens of MB: read them off the event loop, which also renews
-    # the node lease
-    lines = await asyncio.to_thread(_read_lines, files)
-    if tail >= 0:
-        lines = lines[-tail:] if tail else []
     try:
+        await resp.prepare(request)
+        # the rotated files can be tens of MB: read them off the event loop, which also renews
+        # the node lease
+        lines = await asyncio.to_thread(_read_lines, files)
+        if tail >= 0:
+            lines = lines[-tail:] if tail else []
         for ln in lines:
             out = _format(ln, timestamps, stream)
             if out is not None:
@@ -153,7 +153,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
         if follow and files:
             await _follow(request, key, attempt, files[-1], resp, timestamps, stream)
         await resp.write_eof()
-    except ConnectionResetError:  # the client went away (jobctl logs -f ended): nothing to answer
+    except ConnectionResetError:  # the client went away (jobctl logs -f ended, or before the headers)
         pass
     return resp
 

@@ -218,3 +218,37 @@ async def test_head_of_logs_is_405_not_a_body(endpoint) -> None:
     assert (r.status, r.headers["Allow"]) == (405, "GET")
     r = await endpoint.get("/logs/je/done")  # the same connection still answers
     assert await r.text() == "one\ntwo\n"
+
+
+async def test_a_client_gone_before_the_log_headers_is_no_error(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A client that closed right after its request: prepare() raised ClientConnectionResetError
+    out of the handler (aiohttp logged 'Error handling request' with a traceback)."""
+    from unittest import mock
+
+    from aiohttp.http_writer import StreamWriter
+    from aiohttp.test_utils import make_mocked_request
+
+    from agent.agent import Agent
+    from agent.config import load_config
+    from agent.endpoint import logs, make_app
+    from agent.runtime.base import TaskRun
+    from agent.runtime.process import ProcessRuntime
+    from agent.spec import parse_spec
+    from tests.agent.conftest import kill_task_processes
+
+    data = tmp_path / "agent"
+    config = load_config(["--name", f"ep-{os.getpid()}", "--data-dir", str(data), "--runtime", "process",
+                          "--endpoints", "127.0.0.1:1"])
+    runtime = ProcessRuntime(data, config.name)
+    try:
+        await runtime.start(TaskRun("je/done", 1, 1, parse_spec({"command": ["sh", "-c", "echo one"]})))
+        protocol = mock.Mock(transport=mock.Mock(is_closing=lambda: True))
+        req = make_mocked_request("GET", "/logs/je/done", match_info={"job": "je", "task": "done"},
+                                  app=make_app(Agent(config, runtime)), protocol=protocol, transport=protocol.transport,
+                                  writer=StreamWriter(protocol, asyncio.get_running_loop()))
+        resp = await logs(req)
+        assert resp is not None
+    finally:
+        await runtime.close()
+        kill_task_processes(data)
