@@ -16,7 +16,7 @@ from pathlib import Path
 
 from agent.spec import Resources
 
-__all__ = ["CGROUP_ROOT", "CgroupLayout", "read_cgroup_stats"]
+__all__ = ["CGROUP_ROOT", "CgroupLayout", "cfs_quota_us", "read_cgroup_stats"]
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "cpuset")
@@ -72,7 +72,7 @@ class CgroupLayout:
                     files.append((str(leaf["memory"] / "memory.memsw.limit_in_bytes"), limit))
             if res.cpu_milli:
                 files.append((str(leaf["cpu"] / "cpu.cfs_period_us"), "100000"))
-                files.append((str(leaf["cpu"] / "cpu.cfs_quota_us"), str(res.cpu_milli * 100)))
+                files.append((str(leaf["cpu"] / "cpu.cfs_quota_us"), str(cfs_quota_us(res.cpu_milli))))
             if res.pids:
                 files.append((str(leaf["pids"] / "pids.max"), str(res.pids)))
             if res.cpuset:
@@ -88,7 +88,7 @@ class CgroupLayout:
                 files.append((str(leaf_dir / "memory.max"), str(res.memory_mib * 1024 * 1024)))
                 files.append((str(leaf_dir / "memory.swap.max"), "0"))
             if res.cpu_milli:
-                files.append((str(leaf_dir / "cpu.max"), f"{res.cpu_milli * 100} 100000"))
+                files.append((str(leaf_dir / "cpu.max"), f"{cfs_quota_us(res.cpu_milli)} 100000"))
             if res.pids:
                 files.append((str(leaf_dir / "pids.max"), str(res.pids)))
             if res.cpuset:
@@ -157,6 +157,15 @@ class CgroupLayout:
             for base in self.every_hierarchy("/".join(rel_parts[:n])):
                 with contextlib.suppress(OSError):
                     base.rmdir()
+
+
+MIN_QUOTA_US = 1000  # the least CFS quota the kernel takes (kubelet's MinQuotaPeriod)
+
+
+def cfs_quota_us(cpu_milli: int) -> int:
+    """The CFS quota per 100 ms period for ``cpu_milli``; a limit below 10m gets the kernel's
+    least, 1 ms (kubelet does the same), instead of a write the kernel refuses."""
+    return max(cpu_milli * 100, MIN_QUOTA_US)
 
 
 def _read(path: Path) -> str:

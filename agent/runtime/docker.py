@@ -197,7 +197,7 @@ class DockerRuntime(SupervisedRuntime):
         if res.memory_mib:
             host["Memory"] = host["MemorySwap"] = res.memory_mib * 1024 * 1024
         if res.cpu_milli:
-            host["NanoCpus"] = res.cpu_milli * 1_000_000
+            host["NanoCpus"] = max(res.cpu_milli, 10) * 1_000_000  # Docker takes 0.01 CPU at least
         if res.cpuset:
             host["CpusetCpus"] = res.cpuset
         if res.pids:

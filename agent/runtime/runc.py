@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.runtime.base import Capabilities, ExecResult, RuntimeUnavailable, TaskRun
-from agent.runtime.cgroups import CgroupLayout
+from agent.runtime.cgroups import CgroupLayout, cfs_quota_us
 from agent.runtime.images import ImageError, host_rootfs, resolve_image
 from agent.runtime.supervised import (
     CGROUP_PREFIX,
@@ -183,7 +183,7 @@ class RuncRuntime(SupervisedRuntime):
             resources["memory"] = {"limit": limit, "swap": limit}
         cpu: dict[str, Any] = {}
         if res.cpu_milli:
-            cpu.update({"quota": res.cpu_milli * 100, "period": 100000})
+            cpu.update({"quota": cfs_quota_us(res.cpu_milli), "period": 100000})
         if res.cpuset:
             cpu["cpus"] = res.cpuset
         if cpu:

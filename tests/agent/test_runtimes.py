@@ -498,6 +498,18 @@ async def test_cpuset_and_pids_limits(kind, data_dir) -> None:
     assert o.exit.exit_code == 0
 
 
+@pytest.mark.skipif(bool(NO_CGROUPS), reason=NO_CGROUPS or "ok")
+async def test_a_cpu_limit_below_the_kernels_least_quota_runs(kind, data_dir) -> None:
+    """A job's ``cpu: 5m`` is 500 us of CPU per 100 ms period: below the 1 ms the kernel
+    takes as a CFS quota, so the cgroup write failed and the task never started
+    (StartError 'Invalid argument'). kubelet raises such a quota to 1 ms; so does the agent."""
+    rt = make_runtime(kind, data_dir)
+    await rt.start(run("j/tiny-cpu", {"command": ["sh", "-c", "echo ran"], "resources": {"cpu_milli": 5}}))
+    o = await wait_exit(rt, "j/tiny-cpu")
+    assert (o.exit.exit_code, o.exit.reason) == (0, ""), o.exit
+    assert log_lines(rt, "j/tiny-cpu")[-1].endswith("ran")
+
+
 async def test_exec_and_stats(kind, data_dir) -> None:
     rt = make_runtime(kind, data_dir)
     await rt.start(run("j/ex", {"command": ["sleep", "300"], "env": {"MARK": "m42"}}))
