@@ -355,6 +355,9 @@ class Communicator:
 
     def broadcast(self, tensors: Any, root: int = 0, *, async_op: bool = False) -> Handle | None:
         """Copy ``root``'s tensors to every rank, in place."""
+        if isinstance(root, bool) or not isinstance(root, (int, np.integer)) or not 0 <= root < self.size:
+            # as MPI_ERR_ROOT: the ring would take it modulo the size, another rank's data
+            raise ValueError(f"broadcast root {root!r} is not a rank of this world (0..{self.size - 1})")
         items = self._as_list(tensors)
         return self._submit(lambda: self._broadcast(items, root), async_op, "broadcast")  # type: ignore[no-any-return]
 

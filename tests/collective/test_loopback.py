@@ -366,3 +366,16 @@ def test_nan_and_inf_pass_through_under_numpy_raise(compression: str | None) -> 
         assert a[3] == (np.inf if compression == "fp16" else 120_000.0)  # fp16 overflows to inf, as a cast does
         assert np.all(b == 2.0)
         assert np.isposinf(h[0]) and h[1] == 1.0
+
+
+@pytest.mark.parametrize("root", [3, -1, 1.0, True])
+def test_broadcast_from_a_root_outside_the_world_is_refused(root: object) -> None:
+    # the chain took the root modulo the size: root 3 of 3 ranks broadcast rank 0's data
+    def body(comm: gx.Communicator) -> np.ndarray:
+        a = np.full(4, comm.rank + 1.0)
+        with pytest.raises(ValueError, match=r"broadcast root .* is not a rank of this world \(0\.\.2\)"):
+            comm.broadcast(a, root=root)  # type: ignore[arg-type]
+        comm.broadcast(a, root=2)  # nothing was sent: the next collective is in step
+        return a
+
+    assert all(np.all(a == 3.0) for a in run_ranks(LoopbackWorld(3), body, timeout_s=20))
