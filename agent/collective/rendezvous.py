@@ -338,5 +338,8 @@ def from_url(url: str, rank: int, run_id: str = "", timeout_s: float = 60.0,
             raise ValueError(f"rendezvous url {url!r} needs host and port")
         return TCPStoreRendezvous(parsed.hostname, parsed.port, rank, run_id, timeout_s)
     if parsed.scheme == "file":
+        # file://dir/x would be /x (the "dir" is a host) and file:// the working directory
+        if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
+            raise ValueError(f"rendezvous url {url!r} needs an absolute directory: file:///path/to/dir")
         return FileRendezvous(parsed.path, run_id)
     raise ValueError(f"unknown rendezvous url {url!r}; use tcp://host:port, file:///dir or kvraft://")

@@ -42,6 +42,10 @@ def test_file_store_namespaces_runs(tmp_path: Path) -> None:
 def test_bad_urls_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown rendezvous"):
         from_url("http://x", 0)
+    # file:// was the working directory and file://tmp/rdzv the directory /rdzv
+    for url in ("file://", "file://tmp/rdzv", "file:relative"):
+        with pytest.raises(ValueError, match=r"needs an absolute directory: file:///path/to/dir"):
+            from_url(url, 0)
 
 
 @pytest.mark.parametrize("scheme", ["tcp", "file"])
