@@ -421,12 +421,17 @@ class FastProtocol(asyncio.Protocol):
         length, ctype, close = -1, b"", False
         for line in lines[1:]:
             name, _, value = line.partition(b":")
-            name = name.strip().lower()
+            if name != name.strip():  # a space before the colon, or a folded line: aiohttp refuses it
+                length = -2
+                break
+            name = name.lower()
             if name == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    length = -2
+                # digits only, and once (int() also took '+5', '1_0', ' 5'; the last one won): a
+                # length another reader of the stream could read otherwise is aiohttp's to refuse
+                value = value.strip()
+                length = int(value) if length == -1 and value.isdigit() else -2
+                if length < 0:
+                    break
             elif name == b"content-type":
                 ctype = value.split(b";", 1)[0].strip().lower()
             elif name == b"connection":
