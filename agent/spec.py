@@ -109,6 +109,7 @@ class Assignment:
 
 
 _MAX_QUANTITY = 1 << 62  # far beyond any machine; cgroup files and the runtimes take int64
+_MAX_MEMORY_MIB = (2**63 - 1) >> 20  # the limit is written in bytes, an int64 (the kernel reads more as 0)
 
 
 def _int(doc: dict[str, Any], name: str, path: str, minimum: int = 0, maximum: int = _MAX_QUANTITY) -> int:
@@ -137,7 +138,7 @@ def _resources(doc: Any) -> Resources:
         raise SpecError(f"spec.resources.gpus: must be a list of GPU indices >= 0, not {gpus!r}")
     if len(set(gpus)) != len(gpus):
         raise SpecError(f"spec.resources.gpus: duplicate GPU index in {list(gpus)}")
-    memory_mib = _int(doc, "memory_mib", "spec.resources")
+    memory_mib = _int(doc, "memory_mib", "spec.resources", maximum=_MAX_MEMORY_MIB)
     if memory_mib and memory_mib < 4:
         raise SpecError(f"spec.resources.memory_mib: {memory_mib} MiB is too small to start a process (>= 4)")
     cpuset = doc.get("cpuset", "") or ""

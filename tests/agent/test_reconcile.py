@@ -359,8 +359,13 @@ def test_applying_actions_reaches_a_fixed_point(w) -> None:
     ({"command": ["/bin/x\0"]}, "spec.command[0]: contains a NUL character"),
     ({"command": ["x"], "grace_s": 10**400}, "spec.grace_s: must be a finite number >= 0, not an integer of 1329 bits"),
     ({"command": ["x"], "resources": {"memory_mib": 2**63}},
-     "spec.resources.memory_mib: must be <= 4611686018427387904, not 9223372036854775808"),
-], ids=["grace-nan", "grace-inf", "user-bool", "env-nul", "command-nul", "grace-huge", "memory-huge"])
+     "spec.resources.memory_mib: must be <= 8796093022207, not 9223372036854775808"),
+    # 2^50 MiB is 2^70 bytes: the kernel took that limit as 0, and OOM-killed the supervisor
+    # as it stepped into the task's cgroup to start it (the task was reported Lost)
+    ({"command": ["x"], "resources": {"memory_mib": 2**50}},
+     "spec.resources.memory_mib: must be <= 8796093022207, not 1125899906842624"),
+], ids=["grace-nan", "grace-inf", "user-bool", "env-nul", "command-nul", "grace-huge", "memory-huge",
+        "memory-bytes-overflow"])
 def test_a_spec_with_numbers_that_are_not_numbers_is_invalid(spec: dict[str, object], want: str) -> None:
     """grace_s NaN passed (NaN < 0 is False) and became the SIGTERM-to-SIGKILL wait; a NUL in
     an argument or a variable passed, and the task's supervisor died of ValueError('embedded
