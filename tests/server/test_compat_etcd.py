@@ -133,6 +133,11 @@ SCRIPT: list[tuple[str, str, str | bytes | None]] = [
     ("POST", "/v3//kv/range", json.dumps({"key": b("foo")})),
     ("GET", "/v3beta/./kv/range", None),
     ("POST", "/v3", "{}"),
+    # a request target in absolute form (what a client sends to a forward proxy): kvraft redirected to /http:/...
+    ("POST", "http://127.0.0.1/v3/kv/range", json.dumps({"key": b("foo")})),
+    ("POST", "http://127.0.0.1/v3beta/kv/put", put("abs", "1")),
+    ("POST", "http://127.0.0.1/v3/lease/leases", "{}"),
+    ("POST", "http://127.0.0.1//v3/kv/range", "{}"),
     ("POST", "/v4/kv/range", "{}"),
     ("OPTIONS", "/v3/nothere", None),
     ("OPTIONS", "/health", None),

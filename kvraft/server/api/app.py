@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
@@ -72,7 +72,10 @@ async def _paths(request: web.Request, handler: Handler) -> web.StreamResponse:
     parsing removes dot segments, so the raw path is what is looked at."""
     if request.method == "OPTIONS":  # etcd's CORS wrapper answers every preflight, any path
         return web.Response(status=200)
-    path = unquote(request.raw_path.split("?", 1)[0])
+    raw = request.raw_path.split("?", 1)[0]
+    if not raw.startswith("/"):  # absolute form (a forward proxy's target): Go's server takes its path
+        raw = urlsplit(raw).path or "/"
+    path = unquote(raw)
     if path.startswith("/v3beta/"):
         path = "/v3/" + path[len("/v3beta/"):]
     clean = _go_clean(path)
@@ -135,11 +138,7 @@ def make_app(server: Any) -> web.Application:
             for prefix in ("/v3", "/v3beta"):
                 app.router.add_post(prefix + path, handler)
                 app.router.add_route("OPTIONS", prefix + path, _options)
-    for path, handler in misc.ROUTES.items():
-        if path == "/metrics":  # etcd's Prometheus handler takes any method
-            app.router.add_route("*", path, handler)
-        else:
-            app.router.add_get(path, handler, allow_head=False)  # etcd: HEAD is 405
+    misc.add_routes(app.router)  # /version, /health, /metrics
     gate.install(app, server)  # watch, lease, auth, lock, election routes; auth middleware
     debug.install(app)  # /debug/failpoints, only with KVRAFT_FAILPOINTS set
     return app
