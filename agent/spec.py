@@ -27,6 +27,7 @@ that the reconcile turns into a ``Failed`` status with reason ``InvalidSpec``.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,7 +143,7 @@ def _resources(doc: Any) -> Resources:
     if memory_mib and memory_mib < 4:
         raise SpecError(f"spec.resources.memory_mib: {memory_mib} MiB is too small to start a process (>= 4)")
     cpuset = doc.get("cpuset", "") or ""
-    if not isinstance(cpuset, str) or (cpuset and not all(c.isdigit() or c in ",-" for c in cpuset)):
+    if not isinstance(cpuset, str) or (cpuset and not all(_cpu_range(part) for part in cpuset.split(","))):
         raise SpecError(f"spec.resources.cpuset: must look like '0-3,6', not {cpuset!r}")
     return Resources(
         gpus=tuple(gpus),
@@ -152,6 +153,12 @@ def _resources(doc: Any) -> Resources:
         cpuset=cpuset,
         rdma=bool(doc.get("rdma", False)),
     )
+
+
+def _cpu_range(part: str) -> bool:
+    """One item of a CPU list: ``N`` or ``N-M`` with N <= M (what the kernel's cpuset takes)."""
+    m = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", part)
+    return m is not None and (m.group(2) is None or int(m.group(1)) <= int(m.group(2)))
 
 
 def _no_nul(value: Any, path: str) -> None:

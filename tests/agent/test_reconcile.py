@@ -403,6 +403,17 @@ def test_an_env_value_that_is_no_text_is_invalid(value: object, want: str) -> No
     assert ok.spec is not None and dict(ok.spec.env) == {"A": "a", "N": "3", "F": "0.5"}
 
 
+@pytest.mark.parametrize("cpuset", ["3-1", ",,", "1,", "-2", "0--3", "1-2-3"])
+def test_a_cpuset_that_is_no_cpu_list_is_invalid(cpuset: str) -> None:
+    """Only the characters were checked: '3-1' failed at the start ('cgroup setup failed:
+    Invalid argument' from the kernel, or runc's error), and ',,' killed the spawn ('Exception
+    occurred in preexec_fn'), StartErrors that did not name the field."""
+    assert parse_assignment("j/t", 1, {"spec": {"command": ["x"], "resources": {"cpuset": cpuset}}}).error == \
+        f"spec.resources.cpuset: must look like '0-3,6', not {cpuset!r}"
+    for good in ("0", "0-3", "0-3,6", "1,3,5-7"):
+        assert parse_assignment("j/t", 1, {"spec": {"command": ["x"], "resources": {"cpuset": good}}}).error == ""
+
+
 _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
                      # an int no float or int64 can hold (grace_s: 1000...0 raised OverflowError)
                      | st.integers(min_value=2**63, max_value=10**400),
