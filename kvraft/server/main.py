@@ -85,8 +85,8 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
 
 
 async def _serve_metrics(config: Config, node: Node, client_ssl: ssl.SSLContext | None) -> web.AppRunner | None:
-    """``--listen-metrics-urls``: ``/metrics``, ``/health`` and ``/version`` alone (https ones
-    with the client URLs' TLS settings, as etcd)."""
+    """``--listen-metrics-urls``: ``/metrics`` and ``/health`` alone (https ones with the client
+    URLs' TLS settings, as etcd)."""
     if not config.listen_metrics_urls:
         return None
     # the handshake lets a client without a certificate through (CERT_OPTIONAL, for the
@@ -96,8 +96,7 @@ async def _serve_metrics(config: Config, node: Node, client_ssl: ssl.SSLContext 
         middlewares.append(certificate_name_middleware(CertRule("client", allowed_hostname=config.client_cert_allowed_hostname)))
     app = web.Application(middlewares=middlewares)
     app[SERVER] = node
-    for path, handler in misc.ROUTES.items():
-        app.router.add_get(path, handler)
+    misc.add_routes(app.router, ("/metrics", "/health"))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     for url in config.listen_metrics_urls:

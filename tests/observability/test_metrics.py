@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.error
 import urllib.request
 
 from tests.observability.conftest import Scrape, Stack, get, wait_for
@@ -127,6 +128,28 @@ def test_listen_metrics_urls_serves_the_same_registry(stack: Stack) -> None:
     assert set(MEMBER_TYPES) <= set(on_metrics.types)
     assert on_metrics.types == on_client.types
     assert on_metrics.value("etcd_server_id", server_id=on_client.labelled("etcd_server_id")[0].labels["server_id"]) == 1
+
+
+def test_listen_metrics_urls_routes_are_etcds(stack: Stack) -> None:
+    """etcd 3.4's metrics listener serves /metrics (any method) and /health (GET only; HEAD and
+    POST are 405) and nothing else: it took HEAD /health (counted as a health check), refused
+    POST /metrics and served /version, unlike both etcd and kvraft's own client URLs."""
+    def status(base: str, method: str, path: str) -> int:
+        request = urllib.request.Request(base + path, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    want = {("GET", "/metrics"): 200, ("POST", "/metrics"): 200, ("HEAD", "/metrics"): 200,
+            ("GET", "/health"): 200, ("HEAD", "/health"): 405, ("POST", "/health"): 405,
+            ("GET", "/version"): 404, ("GET", "/v3/kv/range"): 404}
+    got = {(method, path): status(stack.metrics_url, method, path) for method, path in want}
+    assert got == want
+    on_client = {(method, path): status(stack.member_url("m0"), method, path) for method, path in want
+                 if path != "/version" and path != "/v3/kv/range"}
+    assert on_client == {key: code for key, code in want.items() if key in on_client}
 
 
 def test_openmetrics_on_request(stack: Stack) -> None:

@@ -369,8 +369,8 @@ def test_three_members_form_a_cluster_over_peer_auto_tls(tmp_path) -> None:
 
 @needs_openssl
 def test_metrics_urls_serve_health_and_metrics_without_a_client_certificate(tmp_path) -> None:
-    """--listen-metrics-urls (etcd's flag): a plain listener with only /metrics, /health and
-    /version, so monitoring needs no certificate while the client URL requires one."""
+    """--listen-metrics-urls (etcd's flag): a plain listener with only /metrics and /health, so
+    monitoring needs no certificate while the client URL requires one."""
     make_certs(tmp_path, "m0=127.0.0.1")
     client, peer, metrics, secure_metrics = (f"127.0.0.1:{free_port()}" for _ in range(4))
     log = open(tmp_path / "member.log", "wb")  # noqa: SIM115 - handed to the child

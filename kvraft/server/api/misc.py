@@ -10,7 +10,7 @@ from kvraft import __version__
 from kvraft.client.observe import metrics_response
 from kvraft.server.api.state import SERVER
 
-__all__ = ["API_VERSION", "ROUTES"]
+__all__ = ["API_VERSION", "ROUTES", "add_routes"]
 
 API_VERSION = "3.4.0"
 """The etcd API level kvraft speaks; clients choose the ``/v3/`` prefix from it."""
@@ -40,3 +40,14 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 ROUTES = {"/version": _version, "/health": _health, "/metrics": _metrics}
+
+
+def add_routes(router: web.UrlDispatcher, paths: tuple[str, ...] = tuple(ROUTES)) -> None:
+    """``paths`` of ``ROUTES`` with etcd's methods: its Prometheus handler takes any method,
+    the others GET alone (HEAD is 405). The metrics listener (``--listen-metrics-urls``)
+    serves ``/metrics`` and ``/health`` only, as etcd's."""
+    for path in paths:
+        if path == "/metrics":
+            router.add_route("*", path, ROUTES[path])
+        else:
+            router.add_get(path, ROUTES[path], allow_head=False)
