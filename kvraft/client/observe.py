@@ -132,6 +132,11 @@ def new_registry() -> CollectorRegistry:
 
 
 def metrics_response(registry: CollectorRegistry, request: web.Request | None = None) -> web.Response:
-    """``GET /metrics``: ``registry`` collected now, in the encoding ``Accept`` asks for."""
-    encoder, content_type = choose_encoder(request.headers.get("Accept", "") if request is not None else "")
+    """``GET /metrics``: ``registry`` collected now, in the encoding ``Accept`` asks for (the
+    text format when prometheus_client cannot read it, e.g. ``version=abc``, as Go's
+    ``expfmt.Negotiate`` answers what it does not know)."""
+    try:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", "") if request is not None else "")
+    except (TypeError, ValueError):
+        encoder, content_type = choose_encoder("")
     return web.Response(body=encoder(registry), headers={"Content-Type": content_type})

@@ -206,3 +206,23 @@ def test_scheduler_agent_and_dashboard_follow_a_job(stack: Stack) -> None:
              "the cancelled task stopped")
     wait_for(lambda: (r := get(agent + "/health"))[0] == 200 and json.loads(r[1])["fenced"] is False,
              what="the agent healthy, not fenced")
+
+
+def test_an_accept_header_that_does_not_parse_gets_the_text_format() -> None:
+    """``Accept: application/openmetrics-text; version=abc`` was a 500 on every daemon
+    (TypeError out of prometheus_client's choose_encoder); now the text format, as Go's
+    expfmt.Negotiate answers what it does not know. A good request still gets OpenMetrics."""
+    from aiohttp.test_utils import make_mocked_request
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from kvraft.client.observe import metrics_response, new_registry
+
+    registry = new_registry()
+    for accept in ("application/openmetrics-text; version=abc", "application/openmetrics-text; version=1.x.0",
+                   "text/plain; version=x.y.z", "application/openmetrics-text;version=zz, text/plain;q=0.5"):
+        resp = metrics_response(registry, make_mocked_request("GET", "/metrics", headers={"Accept": accept}))
+        assert resp.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8", accept
+        assert resp.body is not None and list(text_string_to_metric_families(bytes(resp.body).decode()))
+    resp = metrics_response(registry, make_mocked_request(
+        "GET", "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}))
+    assert resp.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
