@@ -581,8 +581,8 @@ class Communicator:
             and buckets[0].wire_dtype == buckets[0].acc_dtype
         ):
             direct = getattr(self.backend, "direct_allreduce", None)  # MPI: the bound MPI call itself
-            if direct is not None:
-                program.fast = direct()
+            if direct is not None and (call := direct(buckets[0].count)) is not None:
+                program.fast = call
             else:
                 allreduce = self.backend.allreduce
                 program.fast = lambda a: allreduce(a.reshape(-1))

@@ -31,6 +31,9 @@ __all__ = ["MPI_FUSION", "MPIBackend", "MPIFactory", "launched_by_mpi"]
 #: shared-memory MPI costs a few us per call: send tensors >= 64 KiB in place, pack the rest
 MPI_FUSION = FusionPolicy(inplace_min_bytes=64 << 10, bucket_bytes=1 << 20)
 _LAUNCH_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
+#: elements per MPI call: counts are C ints before MPI-4 (Open MPI 5 is MPI 3.1), and a
+#: bigger buffer failed with "MPI_ERR_ARG: invalid argument of some other kind"
+MAX_COUNT = 1 << 30
 
 
 def launched_by_mpi(env: dict[str, str] | os._Environ[str]) -> bool:
@@ -73,7 +76,8 @@ class MPIBackend:
     name = "mpi"
     interruptible = False
 
-    def __init__(self, comm: Any | None = None, fusion: FusionPolicy = MPI_FUSION, segment_bytes: int = 1 << 20) -> None:
+    def __init__(self, comm: Any | None = None, fusion: FusionPolicy = MPI_FUSION, segment_bytes: int = 1 << 20,
+                 max_count: int = MAX_COUNT) -> None:
         from mpi4py import MPI
 
         self.MPI = MPI
@@ -82,7 +86,13 @@ class MPIBackend:
         self.size = self.comm.Get_size()
         self.fusion = fusion
         self.segment_bytes = segment_bytes
+        self.max_count = max_count
         self._ring: _MPIRing | None = None
+
+    def _pieces(self, buf: np.ndarray) -> list[np.ndarray]:
+        """``buf`` (1-D) in slices of at most ``max_count`` elements: one MPI call each."""
+        n = self.max_count
+        return [buf] if buf.size <= n else [buf[lo : lo + n] for lo in range(0, buf.size, n)]
 
     def allreduce(self, buf: np.ndarray, wire_dtype: np.dtype | None = None) -> None:
         if wire_dtype is not None and np.dtype(wire_dtype) != buf.dtype:
@@ -90,23 +100,33 @@ class MPIBackend:
                 self._ring = _MPIRing(self.MPI, self.comm.Dup(), self.segment_bytes)
             self._ring.allreduce(buf, wire_dtype)
             return
-        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        for piece in self._pieces(buf):
+            self.comm.Allreduce(self.MPI.IN_PLACE, piece, op=self.MPI.SUM)
 
-    def direct_allreduce(self) -> Callable[[np.ndarray], None]:
-        """The in-place sum as one bound call, for the communicator's latency fast path."""
-        return functools.partial(self.comm.Allreduce, self.MPI.IN_PLACE)
+    def direct_allreduce(self, count: int) -> Callable[[np.ndarray], None] | None:
+        """The in-place sum of ``count`` elements as one bound call, for the communicator's
+        latency fast path; None when it takes several calls."""
+        return functools.partial(self.comm.Allreduce, self.MPI.IN_PLACE) if count <= self.max_count else None
 
     def reduce(self, buf: np.ndarray, root: int) -> None:
-        if self.rank == root:
-            self.comm.Reduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM, root=root)
-        else:
-            self.comm.Reduce(buf, None, op=self.MPI.SUM, root=root)
+        for piece in self._pieces(buf):
+            if self.rank == root:
+                self.comm.Reduce(self.MPI.IN_PLACE, piece, op=self.MPI.SUM, root=root)
+            else:
+                self.comm.Reduce(piece, None, op=self.MPI.SUM, root=root)
 
     def broadcast(self, buf: np.ndarray, root: int) -> None:
-        self.comm.Bcast(buf, root=root)
+        for piece in self._pieces(buf):
+            self.comm.Bcast(piece, root=root)
 
     def allgather(self, send: np.ndarray, recv: np.ndarray) -> None:
-        self.comm.Allgather(send, recv)
+        if send.size <= self.max_count:
+            self.comm.Allgather(send, recv)
+            return
+        width = send.size  # too big for one call: each rank's block, broadcast in pieces
+        recv[self.rank * width : (self.rank + 1) * width] = send
+        for r in range(self.size):
+            self.broadcast(recv[r * width : (r + 1) * width], r)
 
     def barrier(self) -> None:
         self.comm.Barrier()
@@ -120,6 +140,7 @@ class MPIBackend:
         out.size = sub.Get_size()
         out.fusion = self.fusion
         out.segment_bytes = self.segment_bytes
+        out.max_count = self.max_count
         out._ring = None
         return out
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -100,3 +101,56 @@ def test_mpi_synchronous_calls_raise_when_not_inline(jobs: Jobs, tmp_path: Path)
     seen = sorted(int(r) for r in re.findall(r"DETECTED rank=(\d+) after_s=[\d.]+ error=peer failure: rank 2", out))
     assert seen[:2] == [0, 1], out[-3000:]
     assert "cannot be interrupted" not in out
+
+
+BIG_COUNT = """
+import numpy as np
+from mpi4py import MPI
+import agent.collective as gx
+from agent.collective.mpi import MPIBackend
+a = np.zeros(2**31 + 8, np.uint8)  # pages never written: the calls are no-ops on one rank
+backend = MPIBackend(MPI.COMM_SELF)
+backend.allreduce(a)
+backend.broadcast(a, 0)
+backend.reduce(a, 0)
+comm = gx.Communicator(MPIBackend(MPI.COMM_SELF))
+comm.allreduce(a)
+comm.allreduce(a)  # the cached program
+print("BIG OK")
+"""
+
+
+@pytest.mark.skipif(mpi_available() is not None, reason=str(mpi_available()))
+def test_mpi_buffers_over_the_int_count_go_in_pieces() -> None:
+    # Open MPI 5 is MPI 3.1: counts are C ints, and 2**31 elements or more failed with
+    # "MPI_ERR_ARG: invalid argument of some other kind"
+    out = subprocess.run([sys.executable, "-c", BIG_COUNT], capture_output=True, text=True, timeout=120)
+    assert "BIG OK" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
+
+
+PIECES = """
+import numpy as np
+import agent.collective as gx
+from agent.collective.mpi import MPIBackend
+comm = gx.Communicator(MPIBackend(max_count=1000))
+r, n = comm.rank, comm.size
+a = np.arange(2500, dtype=np.float64) * (r + 1)
+comm.allreduce(a)
+assert np.array_equal(a, np.arange(2500) * n * (n + 1) / 2), a
+b = np.full(2500, r, np.int32)
+comm.broadcast(b, root=1)
+assert np.all(b == 1), b
+g = comm.allgather(np.full(1300, r, np.int16))
+assert g.shape == (n, 1300) and all(np.all(g[k] == k) for k in range(n)), g
+c = np.full(2500, r + 1.0)
+comm.backend.reduce(c, 0)
+assert r != 0 or np.all(c == n * (n + 1) / 2), c
+print("PIECES OK rank", r, flush=True)
+comm.close()
+"""
+
+
+@pytest.mark.skipif(mpi_available() is not None, reason=str(mpi_available()))
+def test_mpi_pieces_give_the_same_results(jobs: Jobs) -> None:
+    codes, out = jobs.run(2, [sys.executable, "-c", PIECES], backend="mpi", timeout_s=90)
+    assert out.count("PIECES OK") == 2, out[-3000:]
