@@ -166,8 +166,9 @@ class Dashboard:
     async def index(self, request: web.Request) -> web.Response:
         body = _page()
         if (not self.auth or self.session(request) is not None) and self.live.informer.synced.is_set():
-            # the state rides with the page: it is drawn before the event stream is even open
-            state = self.live.snapshot_json().replace(b"</", b"<\\/")
+            # the state rides with the page: it is drawn before the event stream is even open;
+            # no "<" in it (JSON's \u003c), so no "</script" or "<!--" ends or hides its block
+            state = self.live.snapshot_json().replace(b"<", b"\\u003c")
             body = body.replace(b"<script>\n", b'<script type="application/json" id="first-state">' + state +
                                 b"</script>\n<script>\n", 1)
         return web.Response(body=body, content_type="text/html", charset="utf-8",

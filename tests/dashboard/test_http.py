@@ -84,3 +84,22 @@ async def test_a_page_gone_before_the_stream_headers_leaves_no_traceback_or_subs
     assert resp is not None and not d.live.subscribers
     await d.client.close()
 
+
+
+async def test_the_state_inlined_in_the_page_cannot_end_its_script(dash: tuple[TestClient[Any, Any], Dashboard]) -> None:
+    """A string anyone may write to the registry (a node record's gpu_type) holding
+    ``<!--<script>`` put the HTML tokenizer in its double-escaped state: the state's block then
+    swallowed the page's script and the page drew nothing. ``<`` is sent as ``\\u003c``."""
+    import json
+    import re
+
+    client, d = dash
+    d.live.items = {"rack/r": {"name": "r", "type": "<!--<script>", "note": "</script><b>"}}
+    d.live.seq += 1
+    d.live.informer.synced.set()
+    page = await (await client.get("/")).text()
+    block = re.search(r'<script type="application/json" id="first-state">(.*?)</script>', page, re.S)
+    assert block is not None
+    assert "<" not in block.group(1)
+    assert json.loads(block.group(1))["snapshot"] == d.live.items
+    assert page.count("<script") == 2  # the state, then the page's own script
