@@ -17,12 +17,15 @@ itself, so every rank ends with bitwise-identical results.
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
+from typing import Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
 from agent.collective.compression import decode_into, encode_into
-from agent.collective.errors import PeerFailure
+from agent.collective.errors import CollectiveError, PeerFailure
 from agent.collective.fusion import FusionPolicy
 from agent.collective.interface import Link
 from agent.collective.schedule import chain_role, chunk_bounds, segment_bounds
@@ -32,6 +35,38 @@ __all__ = ["RingBackend"]
 
 def _bytes(a: np.ndarray) -> memoryview:
     return memoryview(a).cast("B")  # type: ignore[arg-type]
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_B = TypeVar("_B", bound="RingBackend")
+
+
+def _in_step(method: Callable[Concatenate[_B, _P], _R]) -> Callable[Concatenate[_B, _P], _R]:
+    """A collective that raises after it sent or received something (KeyboardInterrupt, a
+    MemoryError, ...) leaves the byte streams of its links out of step: the neighbours would
+    take this rank's next collective for the rest of this one (wrong sums, or a hang). The
+    ring is then shut down (the neighbours get a ``PeerFailure`` naming this rank) and every
+    later collective on it raises a ``CollectiveError`` saying why."""
+
+    @functools.wraps(method)
+    def run(self: _B, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if self._broken is not None:
+            raise self._broken
+        self._moved = False
+        try:
+            return method(self, *args, **kwargs)
+        except PeerFailure:
+            raise
+        except BaseException as exc:
+            if self._moved and self._broken is None:
+                self._broken = CollectiveError(
+                    f"rank {self.global_ranks[self.rank]}: {type(exc).__name__} ({exc}) interrupted a collective after "
+                    "data had moved: its ring is out of step and was shut down")
+                self.abort()
+            raise
+
+    return run
 
 
 class RingBackend:
@@ -51,6 +86,8 @@ class RingBackend:
         self.right: Link | None = None
         self._scratch: dict[tuple[str, int], np.ndarray] = {}
         self._splits = 0
+        self._moved = False  # the current collective sent or received something
+        self._broken: CollectiveError | None = None  # see _in_step
         #: when a dict, seconds spent per activity are added to it (``bench --profile``):
         #: recv_s (blocked receiving), send_s (inline sends + queueing), flush_s (waiting for
         #: the sender thread), total_s (whole allreduce calls); the rest is reduction + Python
@@ -73,6 +110,7 @@ class RingBackend:
         assert self.left is not None
         if out.size == 0:
             return
+        self._moved = True
         if self.profile is not None:
             t0 = time.perf_counter()
             self._recv_raw(out)
@@ -93,6 +131,7 @@ class RingBackend:
         assert self.right is not None
         if data.size == 0:
             return
+        self._moved = True
         if self.profile is not None:
             t0 = time.perf_counter()
             self._send_raw(data)
@@ -129,6 +168,7 @@ class RingBackend:
         rank): a transport with several data paths sets ``left``/``right`` for it here."""
 
     # -- collectives -----------------------------------------------------------------------
+    @_in_step
     def allreduce(self, buf: np.ndarray, wire_dtype: np.dtype | None = None) -> None:
         # NaN and inf pass through as in MPI's sum: no numpy warning, and no FloatingPointError
         # under np.seterr(all="raise") in the middle of the ring, which would leave the
@@ -198,6 +238,7 @@ class RingBackend:
                     self._send(wire[lo:hi])
         self._flush()
 
+    @_in_step
     def reduce(self, buf: np.ndarray, root: int) -> None:
         with np.errstate(all="ignore"):  # as allreduce
             self._reduce(buf, root)
@@ -218,6 +259,7 @@ class RingBackend:
         if sends:
             self._flush()
 
+    @_in_step
     def broadcast(self, buf: np.ndarray, root: int) -> None:
         receives, sends = chain_role(self.rank, self.size, root, "broadcast")
         self._select_links(buf.nbytes)
@@ -231,6 +273,7 @@ class RingBackend:
         if sends:
             self._flush()
 
+    @_in_step
     def allgather(self, send: np.ndarray, recv: np.ndarray) -> None:
         n, r, width = self.size, self.rank, send.size
         if recv.size != n * width:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from agent.collective import cma
-from agent.collective.errors import PeerFailure
+from agent.collective.errors import CollectiveError, PeerFailure
 from agent.collective.launch import free_port
 from agent.collective.rendezvous import TCPStoreRendezvous
 from agent.collective.tcp import TCPBackend
@@ -308,6 +308,48 @@ def test_abort_unblocks_a_rank_waiting_on_the_cma_link() -> None:
 
     got = _ring(2, "auto", body)
     assert isinstance(got[0], PeerFailure), got
+
+
+@pytest.mark.parametrize("links", ["socket", pytest.param("auto", marks=needs_cma)])
+def test_a_collective_interrupted_after_data_moved_shuts_its_ring_down(links: str) -> None:
+    # an exception on one rank in the middle of the ring (KeyboardInterrupt, MemoryError)
+    # left the streams out of step: that rank's next call fed its neighbour's pending one
+    class Injected(Exception):
+        pass
+
+    def body(be: TCPBackend) -> object:
+        be.barrier()  # the links are agreed: from here a call moves its own data only
+        a = np.full(300_000, be.rank + 1.0)
+        if be.rank == 0:
+            try:
+                be.allreduce(a)
+            except PeerFailure as exc:
+                return exc
+            return a
+        calls = 0
+        receive = be._recv
+
+        def failing(out: np.ndarray) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                raise Injected("after the first segment")
+            receive(out)
+
+        be._recv = failing  # type: ignore[method-assign]
+        got: list[BaseException] = []
+        for _ in range(2):
+            try:
+                be.allreduce(a)
+            except BaseException as exc:  # noqa: BLE001
+                got.append(exc)
+        return got
+
+    first, second = _ring(2, links, body)
+    assert isinstance(first, PeerFailure) and first.ranks == [1], first
+    injected, later = second  # type: ignore[misc]
+    assert isinstance(injected, Injected)
+    assert isinstance(later, CollectiveError) and "rank 1: Injected (after the first segment) interrupted a collective" in str(later)
 
 
 # -- the data path per call size ------------------------------------------------------------------
