@@ -299,11 +299,11 @@ class Agent:
         saved = self.config.data_dir / "lease.json"
         lease_id = 0
         sent = time.monotonic()
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            old = json.loads(saved.read_text())["id"]
+        old = _saved_lease_id(saved)
+        if old:
             with contextlib.suppress(ClientError):
-                if (await self.client.lease_keep_alive_once(int(old))).ttl > 0:
-                    lease_id = int(old)  # an agent restart within the TTL keeps its lease
+                if (await self.client.lease_keep_alive_once(old)).ttl > 0:
+                    lease_id = old  # an agent restart within the TTL keeps its lease
         if not lease_id:
             sent = time.monotonic()
             lease_id = (await self.client.lease_grant(self.config.lease_ttl_s)).id
@@ -685,6 +685,17 @@ def _reported_from(value: bytes) -> Reported | None:
             not isinstance(phase, str) or phase not in {p.value for p in Phase}:
         return None
     return Reported(revision, attempt, Phase(phase), str(doc.get("reason", "")))
+
+
+def _saved_lease_id(path: Any) -> int:
+    """The lease id a previous agent saved; 0 when none reads as one (the file is the agent's,
+    but anyone may edit it: a null or a list there must not stop the registration)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return 0
+    lease_id = doc.get("id") if isinstance(doc, dict) else None
+    return lease_id if isinstance(lease_id, int) and not isinstance(lease_id, bool) and 0 < lease_id < 2**63 else 0
 
 
 def _saved_lease_age(path: Any) -> float:

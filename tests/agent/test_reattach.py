@@ -279,3 +279,21 @@ async def test_out_of_touch_past_ttl_and_grace_stops_every_task(tmp_path) -> Non
         if agent is not None:
             agent.teardown()
         cluster.stop()
+
+
+async def test_a_saved_lease_that_does_not_read_is_replaced(agents, kv) -> None:
+    """lease.json is the agent's own, but anyone can edit it: an id that was not a number
+    (null, a list, 1e999) raised TypeError or OverflowError out of the registration, which
+    ended the lease loop for good -- the agent ran on, never registered (the node NotReady,
+    then fenced: every task stopped). Now such a lease is not kept: a new one is granted."""
+    for i, saved in enumerate(('{"id": null}', '{"id": [1]}', '{"id": 1e999}', '{"id": "x"}', "[]")):
+        a = agents(f"n-lease{i}")
+        a.data_dir.mkdir(parents=True)
+        (a.data_dir / "lease.json").write_text(saved)
+        a.start()
+
+        async def registered(name: str = a.name):
+            resp = await kv.get(f"/registry/leases/{name}")
+            return resp.kvs and resp.kvs[0].lease
+        await wait_for(registered, 30, f"{a.name} registered with lease.json {saved}", a)
+        a.kill()
