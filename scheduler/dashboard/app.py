@@ -162,6 +162,15 @@ class Dashboard:
                                     content_type="application/json")
         return s.client
 
+    @staticmethod
+    def name(request: web.Request, part: str) -> str:
+        """The job or node name in the URL; one with a '/' (sent as %2F), '.' or '..' is a 400
+        (no job or node has one, and the key helpers refuse it)."""
+        try:
+            return keys.check_name(request.match_info[part], part)
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=json.dumps({"error": str(exc)}), content_type="application/json") from None
+
     # --- handlers ----------------------------------------------------------------------------
     async def index(self, request: web.Request) -> web.Response:
         body = _page()
@@ -334,7 +343,7 @@ class Dashboard:
         """Set ``field`` of the job's stored spec to ``value`` (a txn on its mod revision), as
         ``jobctl cancel`` and ``suspend`` / ``resume`` do."""
         client = self.writer(request)
-        name = request.match_info["job"]
+        name = self.name(request, "job")
         key = keys.job_key(name)
         try:
             for _ in range(5):
@@ -372,7 +381,7 @@ class Dashboard:
         """``jobctl requeue`` from the job panel: ask the scheduler to stop the job's current
         run and queue it again (it resumes from its checkpoint; ``scheduler.evictions``)."""
         client = self.writer(request)
-        name = request.match_info["job"]
+        name = self.name(request, "job")
         who = self.require(request)
         by = f"dashboard (user {who.user})" if who is not None else "dashboard"
         try:
@@ -399,7 +408,7 @@ class Dashboard:
 
     async def cordon(self, request: web.Request) -> web.Response:
         client = self.writer(request)
-        node, verb = request.match_info["node"], request.match_info["verb"]
+        node, verb = self.name(request, "node"), request.match_info["verb"]
         try:
             if not (await client.get(keys.node_key(node))).kvs:
                 return web.json_response({"error": f'node "{node}" not found'}, status=404)

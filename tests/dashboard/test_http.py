@@ -10,6 +10,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from scheduler.dashboard.app import Dashboard, DashboardConfig, make_app
@@ -103,3 +104,18 @@ async def test_the_state_inlined_in_the_page_cannot_end_its_script(dash: tuple[T
     assert "<" not in block.group(1)
     assert json.loads(block.group(1))["snapshot"] == d.live.items
     assert page.count("<script") == 2  # the state, then the page's own script
+
+
+@pytest.mark.parametrize("path", ["/api/jobs/a%2Fb/cancel", "/api/jobs/a%2Fb/suspend", "/api/jobs/a%2F..%2Fb/requeue",
+                                  "/api/nodes/n%2F..%2Fx/cordon", "/api/nodes/n%2Fx/uncordon"])
+async def test_a_name_no_job_or_node_can_have_is_a_400(dash: tuple[TestClient[Any, Any], Dashboard], path: str) -> None:
+    """A job or node name with a '/' (sent as %2F; '..' too, by a client that does not
+    normalize paths) was a ValueError out of the key helpers: a 500 and a traceback in the log."""
+    client, d = dash
+    resp = await client.post(path, headers={"X-Requested-With": "kvraft-dashboard"})
+    assert resp.status == 400, (path, resp.status, await resp.text())
+    assert "must be non-empty and contain no '/'" in (await resp.json())["error"]
+    req = make_mocked_request("POST", "/api/jobs/%2e%2e/cancel", headers={"X-Requested-With": "kvraft-dashboard"},
+                              match_info={"job": ".."})
+    with pytest.raises(web.HTTPBadRequest):
+        await d.cancel(req)
