@@ -9,12 +9,14 @@ Skipped when the ``etcd`` binary is absent (``.ci/run`` installs Debian's etcd-s
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import json
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
 
 from tests.server.conftest import etcd_and_kvraft, needs_etcd
@@ -100,3 +102,48 @@ def test_lease_answers_match_etcd(pair, chunked: bool) -> None:
         if scrub(list(want)) != scrub(list(got)):
             mismatches.append(f"{path} {body}\n  etcd:   {want}\n  kvraft: {got}")
     assert not mismatches, "\n".join(mismatches)
+
+
+async def ws_keepalive(url: str, messages: list[str]) -> list[Any]:
+    """What a WebSocket keepalive stream answers to ``messages``: each text message's JSON,
+    then "closed" if the socket closes (else nothing, after 2 s of quiet)."""
+    out: list[Any] = []
+    async with aiohttp.ClientSession() as session, session.ws_connect(
+            url.replace("http", "ws") + "/v3/lease/keepalive") as ws:
+        for message in messages:
+            await ws.send_str(message)
+        while True:
+            try:
+                msg = await ws.receive(timeout=2)
+            except TimeoutError:
+                return out
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                out.append("closed")  # (etcd drops the connection, kvraft sends a close frame)
+                return out
+            out.append(scrub(json.loads(msg.data)))
+
+
+# grpc-websocket-proxy writes each message into the gateway's request body: the messages
+# are one stream of requests (two in one message are two, one may end in a later message);
+# a first one that does not decode is answered with the bare error (code 2) and the socket
+# closes; a later one closes it after the answers before it. kvraft read one request per
+# message, and a bad one broke the socket (aiohttp's HTTP error page written into it).
+WS_CASES: dict[str, list[str]] = {
+    "two requests in one message": ['{"ID":"LID"}{"ID":"LID"}'],
+    "a request cut across messages": ['{"ID":', '"LID"}'],
+    "a first message that does not decode": ['{bad'],
+    "a first ID that does not decode": ['{"ID":"x"}'],
+    "a later message that does not decode": ['{"ID":"LID"}', '{"ID":"+5"}', '{"ID":"LID"}'],
+}
+
+
+@needs_etcd
+@pytest.mark.parametrize("name", list(WS_CASES))
+def test_websocket_keepalive_messages_are_one_request_stream(pair, name: str) -> None:
+    got = []
+    lid = str(2024 + list(WS_CASES).index(name))
+    for url in pair:
+        assert call(url, "/v3/lease/grant", json.dumps({"TTL": "600", "ID": lid}), False)[0] == 200
+        messages = [m.replace("LID", lid) for m in WS_CASES[name]]
+        got.append(asyncio.run(asyncio.wait_for(ws_keepalive(url, messages), 30)))
+    assert got[1] == got[0]

@@ -2,8 +2,8 @@
 timetolive, leases.
 
 Keepalive over HTTP answers each request object in the body with one ``{"result": ...}``
-chunk and ends (the gateway's one-shot form); over WebSocket it is a real stream: every
-message received is a keepalive, answered in order. A renewal is served by the leader's
+chunk and ends (the gateway's one-shot form); over WebSocket it is a real stream: the
+messages are one stream of request objects, each answered in order. A renewal is served by the leader's
 lessor in memory (a follower forwards it, ``kvraft.server.lease_renew``); the leader
 replicates the new remaining TTL in a batched checkpoint. Grant, keepalive and timetolive
 are also served by the fast path (``fast_lease``), with these same functions.
@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from kvraft.apply.errors import EtcdError
 from kvraft.server.api import schemas
 from kvraft.server.api.codec import (
     BOOL,
@@ -34,7 +35,14 @@ from kvraft.server.api.errors import HTTP_STATUS, to_etcd_error
 from kvraft.server.api.feature_state import FEATURES
 from kvraft.server.api.request import OUT, header, read_body, read_request, respond
 from kvraft.server.api.state import SERVER
-from kvraft.server.api.stream import Sink, decode_stream, is_packed, open_stream
+from kvraft.server.api.stream import (
+    JsonRequests,
+    Sink,
+    decode_stream,
+    is_packed,
+    open_stream,
+    send_bare_error,
+)
 
 __all__ = [
     "GRANT",
@@ -157,17 +165,37 @@ async def _keepalive(request: web.Request) -> web.StreamResponse:
 
 
 async def _keepalive_ws(request: web.Request) -> web.WebSocketResponse:
+    """As grpc-websocket-proxy serves it: the text messages are written one after the other
+    into the gateway's request body, so they are one stream of requests (two in one message
+    are two; one may end in a later message). A first request that does not decode is
+    answered with the bare error as a message; a later one, or a renewal that fails (an
+    error message in grpc-gateway's stream shape), ends the stream: the socket closes.
+    Binary messages are kvraft's: one msgpack request each."""
     ws = web.WebSocketResponse()
     await ws.prepare(request)
     features, server = request.app[FEATURES], request.app[SERVER]
+    requests = JsonRequests(LEASE_ID)
+    decoded = False
     async for msg in ws:
         if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
             break
         packed = msg.type == WSMsgType.BINARY
         out = MSGPACK_OUT if packed else JSON_OUT
-        data = msg.data if packed else msg.data.encode()
-        fields = decode_body(data, MSGPACK if packed else "application/json", LEASE_ID)
-        await Sink(out, ws=ws).send(await keepalive_doc(features, server, out, fields["ID"]))
+        batch = iter([msg.data]) if packed else requests.feed(msg.data.encode() + b"\n")
+        try:
+            for item in batch:
+                fields = decode_body(item, MSGPACK, LEASE_ID) if packed else item
+                decoded = True
+                try:
+                    doc = await keepalive_doc(features, server, out, fields["ID"])
+                except Exception as exc:
+                    await ws.send_str(error_chunk(exc).decode().rstrip("\n"))
+                    return ws
+                await Sink(out, ws=ws).send(doc)
+        except EtcdError as exc:
+            if not decoded:
+                await send_bare_error(ws, exc, out)
+            break
     return ws
 
 

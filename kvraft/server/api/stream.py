@@ -16,7 +16,9 @@ from kvraft.apply.errors import EtcdError, InvalidArgument, Unknown
 from kvraft.server.api import gojson
 from kvraft.server.api.codec import MSGPACK, MSGPACK_OUT, Message, Out, decode_message
 
-__all__ = ["CORS", "Sink", "decode_stream", "iter_requests", "open_stream"]
+__all__ = [
+    "CORS", "JsonRequests", "Sink", "bare_error", "decode_stream", "iter_requests", "open_stream", "send_bare_error",
+]
 
 CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -65,6 +67,47 @@ def decode_stream(body: bytes, packed: bool, schema: Message) -> list[Any]:
         if not requests:
             raise Unknown(exc.message) from None
     return requests
+
+
+class JsonRequests:
+    """A stream's request objects out of its bytes as they arrive, as the gateway's
+    ``json.Decoder`` reads them: back to back, whitespace between them optional, an object
+    free to end in a later chunk (or WebSocket message, which grpc-websocket-proxy writes
+    into the gateway's body one after the other); ``null`` is an empty request."""
+
+    def __init__(self, schema: Message) -> None:
+        self.schema = schema
+        self.buffer = b""
+
+    def feed(self, data: bytes, final: bool = False) -> Iterator[Any]:
+        """The requests completed by ``data``, one by one (each raising its decoding error
+        in its turn); ``final``: the body ends after it."""
+        self.buffer += data
+        return self._drain(final)
+
+    def _drain(self, final: bool) -> Iterator[Any]:
+        while (found := gojson.next_value(self.buffer, final)) is not None:
+            value, end = found
+            self.buffer = self.buffer[end:]
+            yield decode_message({} if value is None else value, self.schema)
+
+
+def bare_error(exc: EtcdError, out: Out) -> EtcdError:
+    """A stream's first request that does not decode, as etcd 3.4's gateway answers it: the
+    decoder's error as a bare error, gRPC Unknown (HTTP 500), before any answer. (msgpack,
+    kvraft's own: the error's own code.)"""
+    return Unknown(exc.message) if out is not MSGPACK_OUT else exc
+
+
+async def send_bare_error(ws: web.WebSocketResponse, exc: EtcdError, out: Out) -> None:
+    """``bare_error`` as a WebSocket message (grpc-websocket-proxy forwards the gateway's
+    error answer as one); the caller closes the socket after it."""
+    error = bare_error(exc, out)
+    doc = {"error": error.message, "message": error.message, "code": error.code}
+    if out is MSGPACK_OUT:
+        await ws.send_bytes(out.dumps(doc))
+    else:
+        await ws.send_str(json.dumps(doc, separators=(",", ":")))
 
 
 class Sink:

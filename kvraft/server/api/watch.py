@@ -19,8 +19,7 @@ from typing import Any
 import msgpack
 from aiohttp import WSMsgType, web
 
-from kvraft.apply.errors import EtcdError, InvalidArgument, Unknown
-from kvraft.server.api import gojson
+from kvraft.apply.errors import EtcdError, InvalidArgument
 from kvraft.server.api.codec import (
     BOOL,
     BYTES,
@@ -38,7 +37,7 @@ from kvraft.server.api.codec import (
 from kvraft.server.api.encode import encode_kv
 from kvraft.server.api.feature_state import FEATURES
 from kvraft.server.api.request import OUT, header
-from kvraft.server.api.stream import Sink, open_stream
+from kvraft.server.api.stream import JsonRequests, Sink, bare_error, open_stream, send_bare_error
 from kvraft.server.features import CALLER
 from kvraft.watch import PROGRESS_WATCH_ID, WatchCreate, WatchResponse, WatchStream
 
@@ -201,27 +200,6 @@ class _Session:
         self.stream.close()
 
 
-class _JsonRequests:
-    """Watch requests out of the bytes of a body as they arrive, as the gateway's
-    ``json.Decoder`` reads them: back to back, whitespace between them optional, a request
-    free to end in a later chunk (or WebSocket message); ``null`` is an empty request."""
-
-    def __init__(self) -> None:
-        self.buffer = b""
-
-    def feed(self, data: bytes, final: bool = False) -> Iterator[dict[str, Any]]:
-        """The requests completed by ``data``, one by one (each raising its error in its
-        turn); ``final``: the body ends after it."""
-        self.buffer += data
-        return self._drain(final)
-
-    def _drain(self, final: bool) -> Iterator[dict[str, Any]]:
-        while (found := gojson.next_value(self.buffer, final)) is not None:
-            value, end = found
-            self.buffer = self.buffer[end:]
-            yield decode_message({} if value is None else value, WATCH_REQUEST)
-
-
 async def _body_requests(request: web.Request) -> AsyncIterator[dict[str, Any]]:
     """The request objects of a watch body, each as soon as its bytes are in (the body may
     stay open); one that does not decode raises its error."""
@@ -238,19 +216,12 @@ async def _body_requests(request: web.Request) -> AsyncIterator[dict[str, Any]]:
                     raise InvalidArgument(f"msgpack: {exc!r}") from None
                 yield decode_message(obj, WATCH_REQUEST, packed=True)
         return
-    requests = _JsonRequests()
+    requests = JsonRequests(WATCH_REQUEST)
     async for chunk in request.content.iter_any():
         for req in requests.feed(chunk):
             yield req
     for req in requests.feed(b"", final=True):
         yield req
-
-
-def _bare_error(exc: EtcdError, out: Out) -> EtcdError:
-    """A first request that does not decode, as etcd 3.4's gateway answers it: the decoder's
-    error as a bare error, gRPC Unknown (HTTP 500), before any answer. (msgpack, kvraft's
-    own: the error's own code.)"""
-    return Unknown(exc.message) if out is JSON_OUT else exc
 
 
 async def _handle_rest(requests: AsyncIterator[dict[str, Any]], session: _Session) -> None:
@@ -270,7 +241,7 @@ async def _watch(request: web.Request) -> web.StreamResponse:
     try:
         first = await anext(requests, None)  # (etcd's gateway too reads it before it answers)
     except EtcdError as bad:
-        raise _bare_error(bad, out) from None
+        raise bare_error(bad, out) from None
     sink = await open_stream(request, out)
     session = _Session(request, sink)
     if first is not None:
@@ -304,7 +275,7 @@ async def _watch_ws(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     session = _Session(request, Sink(JSON_OUT, ws=ws))
     sender = asyncio.get_running_loop().create_task(session.send_loop())
-    requests = _JsonRequests()
+    requests = JsonRequests(WATCH_REQUEST)
     decoded = stopped = False
     try:
         async for msg in ws:
@@ -327,12 +298,7 @@ async def _watch_ws(request: web.Request) -> web.WebSocketResponse:
                     log.info("a watch request that does not decode ends the reading of its stream: %s", exc.message)
                     stopped = True
                     continue
-                error = _bare_error(exc, session.sink.out)
-                doc = {"error": error.message, "message": error.message, "code": error.code}
-                if session.sink.out is JSON_OUT:
-                    await ws.send_str(json.dumps(doc, separators=(",", ":")))
-                else:
-                    await ws.send_bytes(MSGPACK_OUT.dumps(doc))
+                await send_bare_error(ws, exc, session.sink.out)
                 break
     finally:
         session.close()
