@@ -212,7 +212,7 @@ class KvraftRendezvous:
 
     def __init__(self, endpoints: list[str], prefix: str, run_id: str = "", *, lease_ttl_s: int = 30,
                  timeout_s: float = 60.0, **client_options: Any) -> None:
-        from kvraft.client import Client
+        from kvraft.client import Client, EndpointError, UnavailableError
 
         self.prefix = prefix.rstrip("/") + "/" + (f"{run_id}/" if run_id else "")
         self.lease_ttl_s = lease_ttl_s
@@ -223,9 +223,22 @@ class KvraftRendezvous:
         self._client = Client(endpoints, **client_options)
         self._closed = threading.Event()
         self.lease_id = 0
+        deadline = time.monotonic() + timeout_s
         try:
-            self._run(self._client.open(), timeout_s)
-            self.lease_id = self._run(self._client.lease_grant(lease_ttl_s), timeout_s).id
+            while True:  # kvraft not up yet, or electing a leader: as the tcp:// store, wait
+                try:
+                    self._run(self._client.open(), max(0.1, deadline - time.monotonic()))
+                    self.lease_id = self._run(self._client.lease_grant(lease_ttl_s),
+                                              max(0.1, deadline - time.monotonic())).id
+                    break
+                except (EndpointError, UnavailableError, TimeoutError) as exc:
+                    if time.monotonic() >= deadline:
+                        raise CollectiveTimeout(f"rendezvous kvraft {','.join(endpoints)}: unreachable for {timeout_s} s: "
+                                                f"{exc or type(exc).__name__}") from exc
+                    with contextlib.suppress(Exception):
+                        self._run(self._client.close(), 5.0)
+                    self._client = Client(endpoints, **client_options)
+                    time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         except BaseException:
             self.close()
             raise

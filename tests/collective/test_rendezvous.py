@@ -152,3 +152,12 @@ def test_tcp_ring_skips_a_stray_connection_to_its_listener(tmp_path: Path) -> No
     for t in threads:
         t.join(60)
     assert all(isinstance(a, np.ndarray) and np.all(a == 3.0) for a in results), results
+
+
+def test_kvraft_store_that_never_answers_is_a_collective_timeout() -> None:
+    # it was the client's EndpointError at once (not a CollectiveError; no wait for a kvraft
+    # that is starting or electing, as the tcp:// store waits for rank 0's server)
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(gx.CollectiveTimeout, match=rf"rendezvous kvraft {endpoint.split('://')[1]}: unreachable for 1.0 s: .*no endpoint answered"):
+        from_url(f"kvraft://{endpoint.split('://')[1]}/jobs/t/rendezvous", 0, "r", timeout_s=1.0)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("rdzv-") and t.is_alive()]
