@@ -252,7 +252,9 @@ class LiveState:
                 for url in self.scheduler_urls:
                     try:
                         async with http.get(url.rstrip("/") + "/metrics") as r:
-                            m = model.parse_metrics(await r.text())
+                            if r.status != 200:  # not a scheduler's /metrics (a wrong --scheduler-url)
+                                continue
+                            m = model.parse_metrics((await r.read()).decode(errors="replace"))
                     except (aiohttp.ClientError, OSError, TimeoutError):
                         continue
                     if m.get("kvraft_scheduler_leader") == 1.0 or found is None:

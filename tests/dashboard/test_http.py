@@ -119,3 +119,34 @@ async def test_a_name_no_job_or_node_can_have_is_a_400(dash: tuple[TestClient[An
                               match_info={"job": ".."})
     with pytest.raises(web.HTTPBadRequest):
         await d.cancel(req)
+
+
+async def test_a_scheduler_url_that_answers_no_metrics_is_a_failed_scrape() -> None:
+    """A --scheduler-url answering 404 (a typo'd port: another daemon) counted as a scrape
+    (queue depth 0, kvraft_dashboard_scheduler_scrape_ok 1); a body that is not UTF-8 ended
+    the poll task for good (UnicodeDecodeError), so the item never changed again."""
+    from scheduler.dashboard.live import LiveState
+
+    hits: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        if request.path.startswith("/nf"):
+            return web.Response(status=404, text="404: Not Found")
+        return web.Response(body=b"# \xff\xfe\nkvraft_scheduler_leader 0\n", content_type="text/plain", charset="utf-8")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", answer)
+    server = TestServer(app)
+    await server.start_server()
+    live = LiveState(None, scheduler_urls=[str(server.make_url("/nf")), str(server.make_url("/bad"))], poll_s=0.01)
+    task = asyncio.get_running_loop().create_task(live._poll_scheduler())
+    try:
+        async with asyncio.timeout(30):
+            while hits.count("/bad/metrics") < 3:  # still polling after a body that is not UTF-8
+                assert not task.done(), task.exception()
+                await asyncio.sleep(0.01)
+        assert live.metrics == {"kvraft_scheduler_leader": 0.0}  # the second URL's, not the 404's nothing
+    finally:
+        task.cancel()
+        await server.close()
