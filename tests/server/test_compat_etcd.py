@@ -110,6 +110,8 @@ SCRIPT: list[tuple[str, str, str | bytes | None]] = [
     ("POST", "/v3/kv/range", json.dumps({})),
     ("POST", "/v3beta/kv/range", json.dumps({"key": b("foo")})),
     ("GET", "/v3/kv/range", None),
+    ("GET", "/v3/watch", None),  # GET is only the WebSocket upgrade's: kvraft answered 400 code 3
+    ("GET", "/v3beta/lease/keepalive", None),
     ("POST", "/v3/kv/nothere", "{}"),
     ("POST", "/v3/kv/put", json.dumps({"key": b("big"), "value": base64.b64encode(b"x" * 1_600_000).decode()})),
     ("POST", "/v3/maintenance/alarm", json.dumps({"action": "GET"})),

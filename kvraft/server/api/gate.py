@@ -282,5 +282,19 @@ def install(app: web.Application, node: Any) -> Features:
                 app.router.add_route("OPTIONS", prefix + path, _options)
         for path, handler in getattr(family, "WS_ROUTES", {}).items():
             for prefix in PREFIXES:
-                app.router.add_get(prefix + path, handler)
+                app.router.add_get(prefix + path, _upgrade_only(handler))
     return features
+
+
+def _upgrade_only(handler: Any) -> Any:
+    """A WebSocket route: etcd's gateway takes a GET there only as grpc-websocket-proxy's
+    upgrade; a plain GET reaches its mux, which allows POST only (405)."""
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        upgrade = "upgrade" in request.headers.get("Connection", "").lower()
+        if not upgrade or request.headers.get("Upgrade", "").lower() != "websocket":
+            raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return serve
