@@ -16,6 +16,7 @@ to ``/jobs/<job>/progress``. No I/O, no clock: ``now`` is passed in.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -220,16 +221,19 @@ def kvraft_item(members: Iterable[Mapping[str, Any]], alarms: Iterable[Mapping[s
 
 
 def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text -> ``{"name{labels}": value}`` (comments skipped)."""
+    """Prometheus text -> ``{"name{labels}": value}`` (comments, and values that are not
+    finite numbers, skipped)."""
     out: dict[str, float] = {}
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
         name, _, value = line.rpartition(" ")
         try:
-            out[name.strip()] = float(value)
+            number = float(value)
         except ValueError:
             continue
+        if math.isfinite(number):
+            out[name.strip()] = number
     return out
 
 

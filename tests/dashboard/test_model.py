@@ -220,6 +220,17 @@ def test_scheduler_item_rates_from_metrics() -> None:
     assert model.scheduler_item(None, None, None, 0.0, jobs) == {"leader": "", "pending": 1, "metrics": False}
 
 
+def test_scheduler_metrics_that_are_not_finite_are_skipped() -> None:
+    """``+Inf`` or ``NaN`` (valid Prometheus values, from a --scheduler-url that is not a
+    scheduler) made int() raise in every rebuild: the page stopped updating."""
+    text = ('kvraft_scheduler_queue_depth{queue="active"} +Inf\nkvraft_scheduler_decisions_total NaN\n'
+            "kvraft_scheduler_leader 1\n")
+    m = model.parse_metrics(text)
+    assert m == {"kvraft_scheduler_leader": 1.0}
+    s = model.scheduler_item("a", m, {"kvraft_scheduler_decisions_total": 1e308}, 1.0, {})
+    assert s["queue"]["active"] == 0 and s["decisions_total"] == 0
+
+
 def test_job_detail_timeline_placement_and_series() -> None:
     v = cluster()
     events = [{"type": "Scheduled", "message": "bound to n10:2", "at": 5.0}]
