@@ -188,7 +188,9 @@ class LiveState:
         except asyncio.QueueFull:  # a page that does not keep up gets the whole state again
             while not q.empty():
                 q.get_nowait()
-            q.put_nowait({"seq": self.seq, "revision": self.view.revision, "snapshot": self.items, "synced": True})
+            # (the shutdown's goodbye stays: it ends the stream)
+            q.put_nowait(msg if msg.get("bye") else
+                         {"seq": self.seq, "revision": self.view.revision, "snapshot": self.items, "synced": True})
 
     def publish(self, msg: dict[str, Any]) -> None:
         for q in list(self.subscribers):

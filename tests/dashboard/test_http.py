@@ -150,3 +150,18 @@ async def test_a_scheduler_url_that_answers_no_metrics_is_a_failed_scrape() -> N
     finally:
         task.cancel()
         await server.close()
+
+
+async def test_the_goodbye_reaches_a_page_whose_queue_is_full() -> None:
+    """At shutdown every stream gets ``{"bye": true}`` and ends; a page that had fallen 256
+    messages behind got the whole state in its place, so its stream went on until aiohttp's
+    shutdown timeout cancelled it."""
+    from scheduler.dashboard.live import LiveState
+
+    live = LiveState(None)
+    q, _ = live.subscribe()
+    for seq in range(q.maxsize):
+        live.publish({"seq": seq, "set": {}, "del": []})
+    live.publish({"bye": True})
+    got = [q.get_nowait() for _ in range(q.qsize())]
+    assert got[-1] == {"bye": True}
