@@ -20,6 +20,8 @@ from typing import Any
 
 import lmdb
 
+from kvraft.storage.errors import StorageCorruptionError
+
 __all__ = ["LMDB_CORRUPTION", "MetaPage", "env_sizes", "fsync_dir", "open_env", "read_meta_pages", "read_via_meta"]
 
 LMDB_CORRUPTION: tuple[type[BaseException], ...] = (
@@ -37,7 +39,14 @@ def open_env(
     path: str | os.PathLike[str], *, map_size: int, max_dbs: int, sync: bool = True,
     metasync: bool = True, max_readers: int = 1024, readonly: bool = False,
 ) -> Any:
-    """Open (creating if needed) the single-file environment at ``path``."""
+    """Open (creating if needed) the single-file environment at ``path``. A file shorter
+    than its newest commit is refused first (``StorageCorruptionError``): LMDB maps the
+    file, and reading a page past its end kills the process with SIGBUS."""
+    cut = _truncation(path)
+    if cut:
+        raise StorageCorruptionError(
+            f"{path}: {cut}: the file was truncated; refusing to open it (restore this member from a snapshot, "
+            "or remove it from the cluster and add it again with an empty data dir)")
     return lmdb.open(
         str(path), subdir=False, map_size=map_size, max_dbs=max_dbs, sync=sync,
         metasync=metasync, readahead=False, lock=True, max_readers=max_readers,
@@ -82,6 +91,77 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def _truncation(path: str | os.PathLike[str]) -> str:
+    """What is missing from an LMDB file whose newest commit uses pages past its end, or
+    "" (also for a new, empty or unreadable file: LMDB judges those itself). LMDB writes
+    every page it allocates, except one a commit allocated and freed again (a "loose"
+    page: it goes on the free list unwritten), so the pages past the end of an intact file
+    are all on the free list of its newest commit."""
+    metas = read_meta_pages(path)
+    if metas is None or not (metas[0].valid and metas[1].valid):
+        return ""
+    newest = max(metas, key=lambda m: m.txnid)
+    need = (newest.last_pg + 1) * newest.psize
+    size = os.stat(path).st_size
+    if size >= need:
+        return ""
+    missing = range(size // newest.psize, newest.last_pg + 1)
+    free = _free_pages(path, newest)
+    if len(missing) <= len(free) and all(p in free for p in missing):
+        return ""
+    return f"{size} bytes, but its newest commit uses {need} ({newest.last_pg + 1} pages of {newest.psize})"
+
+
+def _free_pages(path: str | os.PathLike[str], meta: MetaPage) -> set[int]:
+    """The pages on the free list of the commit ``meta`` points at, read with plain reads
+    (an empty set when it cannot be read: the caller then judges the file truncated). The
+    free list is a tree keyed by txnid whose values are page lists: count u64, then the
+    page numbers u64; a long list lives in overflow pages (the node holds their first page
+    number, the data follows that page's 16-byte header)."""
+    pages: set[int] = set()
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            psize = meta.psize
+
+            def read(pgno: int, length: int) -> bytes:
+                if pgno <= 1 or pgno * psize + length > size:
+                    raise ValueError(f"page {pgno} past the end")
+                f.seek(pgno * psize)
+                return f.read(length)
+
+            seen: set[int] = set()
+
+            def walk(pgno: int, depth: int) -> None:
+                if depth > 16 or pgno in seen:
+                    raise ValueError(f"page {pgno} is not a tree page")
+                seen.add(pgno)
+                raw = read(pgno, psize)
+                _pg, _pad, flags, lower, _upper = struct.unpack_from("<QHHHH", raw)
+                if lower < _PAGE_HEADER or lower > psize:
+                    raise ValueError(f"page {pgno} is not a tree page")
+                for i in range((lower - _PAGE_HEADER) // 2):
+                    (off,) = struct.unpack_from("<H", raw, _PAGE_HEADER + 2 * i)
+                    lo, hi, nflags, ksize = struct.unpack_from("<HHHH", raw, off)
+                    if flags & _P_BRANCH:
+                        walk(lo | hi << 16 | nflags << 32, depth + 1)
+                        continue
+                    at, dsize = off + 8 + ksize, lo | hi << 16
+                    if nflags & _F_BIGDATA:
+                        (first,) = struct.unpack_from("<Q", raw, at)
+                        data = read(first, _PAGE_HEADER + dsize)[_PAGE_HEADER:]
+                    else:
+                        data = raw[at : at + dsize]
+                    (count,) = struct.unpack_from("<Q", data)
+                    pages.update(struct.unpack_from(f"<{count}Q", data, 8))
+
+            if meta.free_root != _P_INVALID:
+                walk(meta.free_root, 0)
+    except (OSError, ValueError, struct.error):
+        return set()
+    return pages
+
+
 @dataclass(frozen=True)
 class MetaPage:
     """One of LMDB's two meta pages as stored. ``valid``: magic and data version are LMDB's."""
@@ -90,6 +170,8 @@ class MetaPage:
     txnid: int
     main_root: int
     psize: int
+    last_pg: int = 0
+    free_root: int = 0
 
 
 _META_MAGIC, _META_VERSION = 0xBEEFC0DE, 1
@@ -101,7 +183,8 @@ def read_meta_pages(path: str | os.PathLike[str]) -> tuple[MetaPage, MetaPage] |
     picks the one with the larger txnid and keeps no checksum of either). Layout of
     MDB_meta (64-bit little-endian builds) after the page header: magic u32, version u32,
     address, mapsize, the free and the main MDB_db (48 bytes each; the free one's first u32
-    is the page size, the main one's root page number is its last u64), last_pg, txnid.
+    is the page size, each one's root page number is its last u64), last_pg (the highest
+    page number allocated), txnid.
     Page ``p`` starts at ``p * page size``. ``None`` if the file is missing or too short."""
     try:
         with open(path, "rb") as f:
@@ -120,14 +203,15 @@ def read_meta_pages(path: str | os.PathLike[str]) -> tuple[MetaPage, MetaPage] |
 
     def meta(raw: bytes) -> MetaPage:
         magic, version = struct.unpack_from("<II", raw, _PAGE_HEADER)
-        (root,) = struct.unpack_from("<Q", raw, _PAGE_HEADER + 112)
-        (txnid,) = struct.unpack_from("<Q", raw, _PAGE_HEADER + 128)
-        return MetaPage((magic, version) == (_META_MAGIC, _META_VERSION), txnid, root, psize)
+        (free_root,) = struct.unpack_from("<Q", raw, _PAGE_HEADER + 64)
+        root, last_pg, txnid = struct.unpack_from("<QQQ", raw, _PAGE_HEADER + 112)
+        return MetaPage((magic, version) == (_META_MAGIC, _META_VERSION), txnid, root, psize, last_pg, free_root)
 
     return meta(first), meta(second)
 
 
 _P_BRANCH, _P_LEAF, _F_BIGDATA, _F_SUBDATA = 0x01, 0x02, 0x01, 0x02
+_P_INVALID = (1 << 64) - 1  # the root of an empty tree
 
 
 def read_via_meta(path: str | os.PathLike[str], meta: MetaPage, db: bytes, key: bytes) -> bytes | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import mvcc_workload as workload
@@ -108,3 +110,25 @@ def test_random_flips_are_reported_or_harmless(tmp_path: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
         assert (summary["revision"], summary["hash"]) in states, f"trial {trial}: {summary}"
     assert reported > 0
+
+
+@pytest.mark.parametrize("keep", [0.25, 0.6, 0.95])
+def test_a_truncated_file_is_refused_at_open_not_a_sigbus(tmp_path: Path, keep: float) -> None:
+    """A store file cut short (a copy that stopped, a truncate): LMDB maps the file and its
+    newest meta page points at pages past the end, so reading them killed the process with
+    SIGBUS, a member exiting without a word. Refused at open now, naming the file."""
+    path = tmp_path / "kv"
+    _write_store(path)
+    (data,) = path.glob("kv-*.lmdb")
+    size = data.stat().st_size
+    pages = size // 4096
+    with open(data, "r+b") as f:
+        f.truncate(max(3, int(pages * keep)) * 4096 - 100)
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys\nfrom kvraft.storage.mvcc import MVCCStore\n"
+         "from kvraft.storage.errors import StorageCorruptionError\n"
+         "try:\n    MVCCStore(sys.argv[1], map_size=1 << 26)\n"
+         "except StorageCorruptionError as exc:\n    print(exc)\n    sys.exit(3)\n", str(path)],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, (done.returncode, done.stderr[-500:])
+    assert str(data) in done.stdout and "truncated" in done.stdout
