@@ -335,7 +335,8 @@ class Features:
 
     async def propose_auth(self, action: str, args: list[Any]) -> int:
         op = self.wrap_proposal(AuthOp(action, args))
-        revision: int = await self.node.driver.propose(op)  # AuthApplier's result: the revision
+        # (every proposal is held to --max-request-bytes, as etcd's raft requests are)
+        revision: int = await self.node.driver.propose(op, max_bytes=self.node.config.max_request_bytes)
         return revision
 
     # -- leases ---------------------------------------------------------------------------
