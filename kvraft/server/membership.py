@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from kvraft.apply.errors import FailedPrecondition, InvalidArgument, NotFound
 from kvraft.apply.ops import MemberOp
 from kvraft.server.api.codec import Out
+from kvraft.server.wal_dir import DataDirError
 from kvraft.urls import parse_peer_urls
 
 __all__ = ["Member", "Membership"]
@@ -159,7 +160,14 @@ class Membership:
     def load(self) -> bool:
         if self._path is None or not self._path.exists():
             return False
-        wire = json.loads(self._path.read_text())
-        self.members = {m.member_id: m for m in (Member.from_wire(w) for w in wire[0])}
-        self.removed = set(wire[1])
+        try:
+            wire = json.loads(self._path.read_text())
+            members = {m.member_id: m for m in (Member.from_wire(w) for w in wire[0])}
+            removed = {int(r) for r in wire[1]}
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+            raise DataDirError(
+                f"{self._path}: unreadable ({exc!r}); it holds the cluster's members as the log last applied them: "
+                "restore it, or restore this member from a snapshot (or remove it from the cluster and add it "
+                "again with an empty data dir)") from None
+        self.members, self.removed = members, removed
         return True

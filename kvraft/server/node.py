@@ -103,8 +103,8 @@ class Node(NodeStatusMixin):
                 self.membership.members[member.member_id] = member
             self.membership.save()
         new_cluster = config.initial_cluster_state == "new" and not config.force_new_cluster
-        self.raft_log = open_raft_log(self.data_dir, sorted(initial_ids.values()), new_cluster, wal_path)
         self.cluster_id = self._load_cluster_id()
+        self.raft_log = open_raft_log(self.data_dir, sorted(initial_ids.values()), new_cluster, wal_path)
         self.state = StateMachine(
             self.data_dir / "mvcc.lmdb",
             quota_bytes=config.quota_bytes(),
@@ -233,10 +233,18 @@ class Node(NodeStatusMixin):
         """From the cluster token alone, so founding and joining members agree (tokens
         must be unique per cluster, as etcd asks)."""
         path = self.data_dir / "cluster_id"
-        if path.exists():
-            return int(path.read_text())
         cluster_id = cluster_id_for([], self.config.initial_cluster_token)
-        path.write_text(str(cluster_id))
+        if path.exists():
+            try:
+                stored = int(path.read_text().strip(), 10)
+                if not 0 < stored < 1 << 64:
+                    raise ValueError(f"{stored} is not a cluster id")
+            except (OSError, ValueError) as exc:
+                raise DataDirError(f"{path}: unreadable ({exc}); it holds the cluster's id in decimal: restore it "
+                                   f"(from --initial-cluster-token it was {cluster_id}) or the member from a "
+                                   "snapshot") from None
+            return stored
+        write_durably(path, str(cluster_id))  # a crash never leaves half of it
         return cluster_id
 
     # -- transport callbacks (the driver may not exist yet during __init__) ---------------
