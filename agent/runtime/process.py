@@ -24,6 +24,7 @@ from agent.runtime.supervised import (
     SupervisedRuntime,
     node_cgroup_parent,
     pid_alive,
+    proc_start_time,
     read_handle,
     read_json,
     run_command,
@@ -31,6 +32,14 @@ from agent.runtime.supervised import (
 
 __all__ = ["ProcessRuntime"]
 
+
+
+def _task_group(pid: int, start_time: Any) -> bool:
+    """Whether process group ``pid`` can only be the task's (it led it, in its own session):
+    a group outlives its leader, and no process can take the pid while any of it lives, so the
+    pid must be no process's now, or still the task's (alive, or a zombie no one reaped)."""
+    st = proc_start_time(pid, zombie=True)
+    return st is None or st == start_time
 
 
 class ProcessRuntime(SupervisedRuntime):
@@ -86,11 +95,11 @@ class ProcessRuntime(SupervisedRuntime):
         return conf
 
     async def _kill_remains(self, handle: dict[str, Any], adir: Path) -> None:
-        started = read_json(adir / "started.json")
-        if pid_alive(started):
-            assert started is not None
+        started = read_json(adir / "started.json") or {}
+        pid = started.get("pid")
+        if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 and _task_group(pid, started.get("start_time")):
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(int(started["pid"]), signal.SIGKILL)
+                os.killpg(pid, signal.SIGKILL)
         if self.cgroups.usable:
             self.cgroups.kill_and_remove(self._cgroup_rel(handle["id"]))
 

@@ -94,13 +94,15 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def proc_start_time(pid: int) -> int | None:
+def proc_start_time(pid: int, zombie: bool = False) -> int | None:
+    """The start time of process ``pid``; None when there is none (or, unless ``zombie``, it
+    has ended and awaits its reaper)."""
     try:
         data = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return None
     fields = data[data.rindex(b")") + 2 :].split()
-    if fields[0] == b"Z":
+    if fields[0] == b"Z" and not zombie:
         return None  # a zombie has ended
     return int(fields[19])
 

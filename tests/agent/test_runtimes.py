@@ -379,6 +379,36 @@ async def test_malformed_state_files_never_raise_out_of_observe(data_dir, name, 
     assert isinstance(o.exit.reason, str) and isinstance(o.exit.message, str)
 
 
+async def test_without_cgroups_the_remains_of_a_lost_task_are_killed_by_its_group(data_dir) -> None:
+    """Where no cgroup is writable (an agent not run as root), a task's remains are found by
+    its process group. They were killed only while the group's leader lived: a task whose
+    leader had exited, its supervisor gone, left its children running for ever. A group
+    outlives its leader, and its id is no other process's while it exists."""
+    from agent.runtime.cgroups import CgroupLayout
+
+    rt = ProcessRuntime(data_dir, NODE, cgroups=CgroupLayout(0, Path("/nonexistent")))
+    await rt.start(run("j/bg", {"command": ["sh", "-c", "sleep 300 & echo $! > child; sleep 1"]}))
+    await wait_running(rt, "j/bg")
+    adir = rt.attempt_dir("j/bg", 1)
+    os.kill(read_json(adir / "shim.json")["pid"], signal.SIGKILL)  # the supervisor goes first
+    child_file = rt.workdir("j/bg") / "child"
+    deadline = time.monotonic() + 20
+    while not (child_file.exists() and child_file.read_text().strip()) or not _task_gone(read_json(adir / "started.json")["pid"]):
+        assert time.monotonic() < deadline, "the task's leader did not end"
+        await asyncio.sleep(0.05)
+    child = int(child_file.read_text())
+    try:
+        o = await wait_exit(ProcessRuntime(data_dir, NODE, cgroups=CgroupLayout(0, Path("/nonexistent"))), "j/bg")
+        assert o.state is AttemptState.LOST
+        deadline = time.monotonic() + 20
+        while not _task_gone(child):
+            assert time.monotonic() < deadline, "the task's child runs on, an orphan"
+            await asyncio.sleep(0.1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("start_time", [0, None, 1], ids=["zero", "absent", "other"])
 async def test_pids_now_used_by_other_processes_are_never_killed(data_dir, start_time) -> None:
     """PID reuse: the supervisor died unrecorded and the pids its files name now belong to
