@@ -295,10 +295,14 @@ class Dashboard:
     async def logs(self, request: web.Request) -> web.Response:
         s = self.require(request)
         name = request.match_info["job"]
+        text = request.query.get("tail", "100")
         try:
-            tail = min(max(int(request.query.get("tail", "100")), 1), 5000)
+            tail = min(int(text), 5000)
         except ValueError:
-            return web.json_response({"error": "tail must be an integer"}, status=400)
+            tail = 0
+        if tail < 1:  # 0 and -1 (kubectl's "all") were taken as 1
+            return web.json_response({"error": f"tail must be an integer from 1 to 5000 (more is 5000), not {text!r}"},
+                                     status=400)
         detail = model.job_detail(self.live.view, name, (), ())
         if detail is None:
             return web.json_response({"error": f'job "{name}" not found'}, status=404)

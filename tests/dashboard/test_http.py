@@ -165,3 +165,12 @@ async def test_the_goodbye_reaches_a_page_whose_queue_is_full() -> None:
     live.publish({"bye": True})
     got = [q.get_nowait() for _ in range(q.qsize())]
     assert got[-1] == {"bye": True}
+
+
+@pytest.mark.parametrize("tail", ["0", "-1", "-5", "abc", "1.5", ""])
+async def test_a_log_tail_below_one_is_a_400(dash: tuple[TestClient[Any, Any], Dashboard], tail: str) -> None:
+    """tail=0 and tail=-1 (kubectl's 'all') were taken as tail=1: one line, silently."""
+    client, _ = dash
+    resp = await client.get(f"/api/jobs/x/logs?tail={tail}")
+    assert resp.status == 400, (tail, resp.status, await resp.text())
+    assert (await resp.json())["error"] == f"tail must be an integer from 1 to 5000 (more is 5000), not {tail!r}"
