@@ -226,6 +226,8 @@ def parse_spec(doc: Any) -> TaskSpec:
     workdir = doc.get("workdir", "") or ""
     if not isinstance(workdir, str):
         raise SpecError("spec.workdir: must be a string")
+    if workdir and not workdir.startswith("/"):  # the task's, not the agent's, working directory
+        raise SpecError(f"spec.workdir: must be an absolute path, not {workdir!r}")
     return TaskSpec(
         command=tuple(command),
         image=image,

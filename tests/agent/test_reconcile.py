@@ -414,6 +414,15 @@ def test_a_cpuset_that_is_no_cpu_list_is_invalid(cpuset: str) -> None:
         assert parse_assignment("j/t", 1, {"spec": {"command": ["x"], "resources": {"cpuset": good}}}).error == ""
 
 
+@pytest.mark.parametrize("workdir", ["relative/dir", "./x", "workdir"])
+def test_a_relative_workdir_is_invalid(workdir: str) -> None:
+    """The process runtime looked for a relative work dir from the agent's own working
+    directory (the task ran wherever that led, if it existed there); runc refuses one at its
+    start ('cwd property must be an absolute path'), Docker too."""
+    assert parse_assignment("j/t", 1, {"spec": {"command": ["x"], "workdir": workdir}}).error == \
+        f"spec.workdir: must be an absolute path, not {workdir!r}"
+
+
 _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
                      # an int no float or int64 can hold (grace_s: 1000...0 raised OverflowError)
                      | st.integers(min_value=2**63, max_value=10**400),
