@@ -264,7 +264,10 @@ class SupervisedRuntime:
         try:
             write_json(adir / "handle.json", handle, sync=False)
             try:
-                conf = await self._prepare(run, adir, cid)
+                try:
+                    conf = await self._prepare(run, adir, cid)
+                except OSError as exc:  # a full disk, a file in the way: no start, and no agent bug
+                    raise StartFailure("StartError", f"preparing the task failed: {exc}") from exc
             except StartFailure as exc:
                 (adir / "output.log").write_text(
                     f"{_rfc3339(time.time())} stderr F [agent] {exc.reason}: {exc.message}\n")

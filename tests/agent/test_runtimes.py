@@ -289,6 +289,25 @@ async def test_missing_binary_is_a_start_error(kind, data_dir) -> None:
     assert "no-such-binary-xyz" in o.exit.message
 
 
+async def test_a_start_that_fails_on_the_disk_is_a_start_error(kind, data_dir, monkeypatch) -> None:
+    """A start whose preparation fails on the disk (no space left for the bundle, the
+    generated /etc, an unpacked image layer) raised OSError out of start after its handle was
+    written: the attempt read as starting for 10 s, then as Lost, 'never started (agent died
+    while starting)', and was restarted by its policy. It is a StartError naming the cause."""
+    import errno
+
+    rt = make_runtime(kind, data_dir)
+
+    async def no_space(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(data_dir / "bundle"))
+
+    monkeypatch.setattr(rt, "_prepare", no_space)
+    await rt.start(run("j/full", {"command": ["true"]}))
+    [o] = await rt.observe()
+    assert (o.state, o.exit.exit_code, o.exit.reason) == (AttemptState.EXITED, 128, "StartError"), o
+    assert "No space left on device" in o.exit.message
+
+
 @pytest.mark.skipif(bool(NO_CGROUPS), reason=NO_CGROUPS or "ok")
 async def test_impossible_cpuset_fails_with_a_reason(kind, data_dir) -> None:
     rt = make_runtime(kind, data_dir)
