@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry
 from agent.agent import Agent
 from agent.logs import parse_line
 from agent.metrics import agent_registry
+from agent.spec import SpecError, check_text
 from kvraft.client.observe import metrics_response
 
 __all__ = ["AGENT_KEY", "make_app", "serve"]
@@ -223,6 +224,10 @@ async def exec_(request: web.Request) -> web.Response:
     argv = body.get("argv")
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise web.HTTPBadRequest(text="argv must be a non-empty list of strings\n")
+    try:
+        check_text(argv, "argv")  # a NUL or a lone surrogate: no exec takes it
+    except SpecError as exc:
+        raise web.HTTPBadRequest(text=f"{exc}\n") from None
     timeout_s = body.get("timeout_s", 30)
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not 0 < timeout_s < math.inf:
         raise web.HTTPBadRequest(text=f"timeout_s: must be a number > 0, not {timeout_s!r}\n")

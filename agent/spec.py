@@ -37,6 +37,7 @@ __all__ = [
     "Resources",
     "SpecError",
     "TaskSpec",
+    "check_text",
     "parse_assignment",
     "parse_spec",
 ]
@@ -161,7 +162,7 @@ def _cpu_range(part: str) -> bool:
     return m is not None and (m.group(2) is None or int(m.group(1)) <= int(m.group(2)))
 
 
-def _no_nul(value: Any, path: str) -> None:
+def check_text(value: Any, path: str) -> None:
     """No string of a spec may hold a NUL, or a lone surrogate (JSON's ``\\ud800``, which is
     no UTF-8): no argv, environment or path can (exec refuses them)."""
     if isinstance(value, str) and "\0" in value:
@@ -173,18 +174,18 @@ def _no_nul(value: Any, path: str) -> None:
             raise SpecError(f"{path}: is not valid UTF-8 (a lone surrogate)") from None
     if isinstance(value, dict):
         for k, v in value.items():
-            _no_nul(k, f"{path} key")
-            _no_nul(v, f"{path}.{k}")
+            check_text(k, f"{path} key")
+            check_text(v, f"{path}.{k}")
     elif isinstance(value, list | tuple):
         for i, v in enumerate(value):
-            _no_nul(v, f"{path}[{i}]")
+            check_text(v, f"{path}[{i}]")
 
 
 def parse_spec(doc: Any) -> TaskSpec:
     """Validate a spec mapping; raise ``SpecError`` naming the first bad field."""
     if not isinstance(doc, dict):
         raise SpecError("spec: must be a mapping")
-    _no_nul(doc, "spec")
+    check_text(doc, "spec")
     command = doc.get("command")
     if isinstance(command, str):
         if not command.strip():

@@ -168,6 +168,9 @@ async def test_bad_log_parameters_are_a_400_naming_them(endpoint, path: str, sta
     ([1], 'body must be JSON {"argv": [...]}'),
     ({"argv": ["true"], "timeout_s": "x"}, "timeout_s: must be a number > 0, not 'x'"),
     ({"argv": ["true"], "timeout_s": 0}, "timeout_s: must be a number > 0, not 0"),
+    # no argv can carry these (exec refuses them): ValueError and UnicodeEncodeError were 500s
+    ({"argv": ["echo", "a\u0000b"]}, "argv[1]: contains a NUL character"),
+    ({"argv": ["echo", "\ud800"]}, "argv[1]: is not valid UTF-8 (a lone surrogate)"),
 ])
 async def test_a_bad_exec_body_is_a_400_naming_it(endpoint, body: object, text: str) -> None:
     r = await endpoint.post("/exec/je/runs", data=json.dumps(body))
