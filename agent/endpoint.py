@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry
 from agent.agent import Agent
 from agent.logs import parse_line
 from agent.metrics import agent_registry
+from agent.reconcile import AttemptState
 from agent.spec import SpecError, check_text
 from kvraft.client.observe import metrics_response
 
@@ -139,6 +140,9 @@ async def logs(request: web.Request) -> web.StreamResponse:
     if stream not in ("", "stdout", "stderr"):
         raise web.HTTPBadRequest(text=f"stream: must be stdout or stderr, not {stream!r}\n")
     files = agent.runtime.log_files(key, attempt)
+    if not files and any(o.key == key and o.attempt == attempt and o.state is AttemptState.STARTING
+                         for o in await agent.runtime.observe()):  # kubectl: "is waiting to start"
+        raise web.HTTPNotFound(text=f"task {key} attempt {attempt} is waiting to start: no output yet\n")
     resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     try:
         await resp.prepare(request)

@@ -255,3 +255,17 @@ async def test_a_client_gone_before_the_log_headers_is_no_error(tmp_path: Path,
     finally:
         await runtime.close()
         kill_task_processes(data)
+
+
+async def test_logs_of_a_task_still_starting_say_so(endpoint, tmp_path: Path) -> None:
+    """An attempt still being prepared (a runc image unpacking, a start waiting on kvraft)
+    has no log yet: the answer was an empty 200, and ``jobctl logs -f`` ended at once saying
+    nothing. kubectl says the container is waiting to start; the agent answers 404 so, which
+    jobctl turns into that sentence."""
+    adir = tmp_path / "agent" / "tasks" / "je" / "starting" / "1"
+    adir.mkdir(parents=True)
+    (adir / "handle.json").write_text(json.dumps({"key": "je/starting", "attempt": 1, "revision": 1, "id": "c-starting",
+                                                  "spec": {}, "created_at": time.time()}))  # no supervisor yet
+    for query in ("", "?follow=1"):
+        r = await endpoint.get(f"/logs/je/starting{query}")
+        assert (r.status, await r.text()) == (404, "task je/starting attempt 1 is waiting to start: no output yet\n")
