@@ -42,7 +42,7 @@ from kvraft.server.storage_version import check_storage_version
 from kvraft.server.tls import peer_ssl_contexts
 from kvraft.server.tls_accept import HandshakeFailures
 from kvraft.server.transport import PeerTransport, cluster_key
-from kvraft.server.wal_dir import DataDirError, record_wal_dir, wal_location
+from kvraft.server.wal_dir import DataDirError, record_wal_dir, require_writable, wal_location
 from kvraft.storage.errors import StorageCorruptionError
 from kvraft.storage.lmdb_env import write_durably
 from kvraft.storage.raft_log import LmdbLogStorage
@@ -90,6 +90,7 @@ class Node(NodeStatusMixin):
         if config.force_new_cluster:
             require_log(self.data_dir, wal_path)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        require_writable(self.data_dir, wal_path, self.data_dir / "mvcc.lmdb")
         check_storage_version(self.data_dir)
         record_wal_dir(self.data_dir, wal_path)
         self.member_id = self._load_member_id(member_id_for(config.initial_advertise_peer_urls,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from kvraft.storage.lmdb_env import write_durably
 
-__all__ = ["MARKER", "DataDirError", "record_wal_dir", "wal_location"]
+__all__ = ["MARKER", "DataDirError", "record_wal_dir", "require_writable", "wal_location"]
 
 MARKER = "raft.wal.path"
 
@@ -57,3 +57,21 @@ def record_wal_dir(data_dir: Path, wal: Path) -> None:
     if wal == data_dir / "raft.wal" or marker.exists():
         return
     write_durably(marker, f"{wal}\n")
+
+
+def require_writable(*dirs: Path) -> None:
+    """Refuse, as etcd does at start ("cannot access data directory"), a directory of the
+    member's that exists but where it may not create a file: a read-only mount, another
+    user's directory, a file where a directory belongs. Its files may still be writable, so
+    such a member used to start and stop on a fatal error at its first snapshot or WAL
+    rotation. Checked as etcd checks: a ``.touch`` file created and removed."""
+    for directory in dirs:
+        if not directory.exists() and not directory.is_symlink():
+            continue
+        touch = directory / ".touch"
+        try:
+            with open(touch, "w"):
+                pass
+            touch.unlink()
+        except OSError as exc:
+            raise DataDirError(f"cannot access data directory: {directory}: {exc.strerror or exc}") from None

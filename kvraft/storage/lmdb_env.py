@@ -39,7 +39,9 @@ def open_env(
     path: str | os.PathLike[str], *, map_size: int, max_dbs: int, sync: bool = True,
     metasync: bool = True, max_readers: int = 1024, readonly: bool = False,
 ) -> Any:
-    """Open (creating if needed) the single-file environment at ``path``. A file shorter
+    """Open (creating if needed) the single-file environment at ``path``. LMDB's errors other
+    than ``LMDB_CORRUPTION`` (``Permission denied`` on the file or its lock file) are raised
+    as ``OSError`` with LMDB's message, which names the file. A file shorter
     than its newest commit is refused first (``StorageCorruptionError``): LMDB maps the
     file, and reading a page past its end kills the process with SIGBUS."""
     cut = _truncation(path)
@@ -47,11 +49,16 @@ def open_env(
         raise StorageCorruptionError(
             f"{path}: {cut}: the file was truncated; refusing to open it (restore this member from a snapshot, "
             "or remove it from the cluster and add it again with an empty data dir)")
-    return lmdb.open(
-        str(path), subdir=False, map_size=map_size, max_dbs=max_dbs, sync=sync,
-        metasync=metasync, readahead=False, lock=True, max_readers=max_readers,
-        readonly=readonly, create=not readonly,
-    )
+    try:
+        return lmdb.open(
+            str(path), subdir=False, map_size=map_size, max_dbs=max_dbs, sync=sync,
+            metasync=metasync, readahead=False, lock=True, max_readers=max_readers,
+            readonly=readonly, create=not readonly,
+        )
+    except LMDB_CORRUPTION:
+        raise
+    except lmdb.Error as exc:  # the file or its lock file not writable, a lock held: the OS's refusal
+        raise OSError(str(exc)) from exc
 
 
 def env_sizes(env: Any, dbis: list[Any]) -> tuple[int, int]:

@@ -5,6 +5,10 @@ refuses a data dir it cannot use; never a traceback, never a start that fails la
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,7 @@ import pytest
 from kvraft.server.config import parse_config
 from kvraft.server.node import Node
 from kvraft.server.wal_dir import DataDirError
+from kvraft.testing.ports import free_port
 
 
 def _create(data: Path) -> None:
@@ -44,3 +49,53 @@ def test_an_unreadable_members_file_is_a_data_dir_error(tmp_path: Path, text: st
     (tmp_path / "d" / "members.json").write_text(text)
     with pytest.raises(DataDirError, match="members.json: unreadable .* holds the cluster's members"):
         Node(parse_config(["--data-dir", str(tmp_path / "d")]))
+
+
+def _as_unprivileged(argv: list[str]) -> list[str]:
+    """``argv`` without the capabilities that let root write anywhere (root passes every
+    permission check, so a read-only directory means nothing to it)."""
+    if os.geteuid() != 0:
+        return argv
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: permissions cannot be tested")
+    drop = "-dac_override,-dac_read_search,-fowner"
+    return ["setpriv", "--bounding-set", drop, "--inh-caps", drop, *argv]
+
+
+def _start(data: Path) -> subprocess.CompletedProcess[str]:
+    client, peer = free_port(), free_port()
+    return subprocess.run(
+        _as_unprivileged([sys.executable, "-m", "kvraft.server.main", "--data-dir", str(data),
+                          "--listen-client-urls", f"http://127.0.0.1:{client}",
+                          "--advertise-client-urls", f"http://127.0.0.1:{client}",
+                          "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                          "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                          "--initial-cluster", f"default=http://127.0.0.1:{peer}"]),
+        capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("sub", ["", "raft.wal", "mvcc.lmdb"])
+def test_a_data_dir_the_member_may_not_write_is_refused_at_start(tmp_path: Path, sub: str) -> None:
+    """It used to start (its files were writable) and stop on a fatal PermissionError at the
+    first snapshot or WAL rotation; etcd refuses at start: 'cannot access data directory'."""
+    data = tmp_path / "d"
+    _create(data)
+    (data / sub).chmod(0o555)
+    try:
+        done = _start(data)
+    finally:
+        (data / sub).chmod(0o755)
+    assert done.returncode == 1, done.stderr[-800:]
+    assert "cannot access data directory" in done.stderr and str(data / sub).rstrip("/") in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_store_file_the_member_may_not_write_is_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    _create(data)
+    (store,) = (data / "mvcc.lmdb").glob("kv-*.lmdb")
+    store.chmod(0o444)
+    done = _start(data)
+    assert done.returncode == 1, done.stderr[-800:]
+    assert "Traceback" not in done.stderr
+    assert f"{store}: Permission denied" in done.stderr
