@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from kvraft.client import (
     ClientError,
     Compare,
     EndpointError,
+    InvalidArgumentError,
     Op,
     PermissionDeniedError,
     TLSConfig,
@@ -53,8 +55,11 @@ from scheduler.dashboard.metrics import dashboard_registry
 
 __all__ = ["COOKIE", "DashboardConfig", "Session", "make_app"]
 
+log = logging.getLogger("kvraft.dashboard")
+
 COOKIE = "kvraft_dashboard"
 SESSION_TTL_S = 12 * 3600
+SESSION_CHECK_S = 60.0  # how often an open page's session is checked with kvraft
 MAX_SESSIONS = 1000
 
 
@@ -77,6 +82,7 @@ class Session:
     client: Client
     can_write: bool
     expires: float
+    checked: float = field(default_factory=time.time)  # when kvraft last took the user
 
 
 async def can_write(client: Client) -> bool:
@@ -131,11 +137,34 @@ class Dashboard:
         token = request.cookies.get(COOKIE)
         s = self.sessions.get(token or "")
         if s is not None and s.expires < time.time():
-            self.sessions.pop(token or "", None)
-            closing = asyncio.get_running_loop().create_task(s.client.close())
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
+            self._end(token or "", s)
             return None
+        return s
+
+    def _end(self, token: str, s: Session) -> None:
+        if self.sessions.pop(token, None) is None:  # ended already (by another of its pages)
+            return
+        closing = asyncio.get_running_loop().create_task(s.client.close())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+
+    async def checked(self, request: web.Request) -> Session | None:
+        """The session, still taken by kvraft: checked at most every ``SESSION_CHECK_S`` (an
+        open page makes no other call), it ends when its user was deleted, its password
+        changed or it may no longer read ``/registry/`` (what login checks)."""
+        s = self.session(request)
+        if s is None or time.time() - s.checked < SESSION_CHECK_S:
+            return s
+        try:
+            await s.client.get(keys.REGISTRY, prefix=True, limit=1, keys_only=True)
+        except (InvalidArgumentError, UnauthenticatedError, PermissionDeniedError) as exc:  # a refused login is
+            # etcd's InvalidArgument "authentication failed"
+            log.info("session ended", extra={"fields": {"user": s.user, "error": str(exc)}})
+            self._end(request.cookies.get(COOKIE, ""), s)
+            return None
+        except ClientError:
+            return s  # kvraft unreachable: not the user's doing
+        s.checked = time.time()
         return s
 
     def require(self, request: web.Request) -> Session | None:
@@ -259,18 +288,18 @@ class Dashboard:
         try:
             await resp.write(self.live.snapshot_bytes())
             while True:
+                msg: dict[str, Any] | None = None
                 try:
                     async with asyncio.timeout(15.0):
                         msg = await q.get()
                 except TimeoutError:
-                    await resp.write(b": keep-alive\n\n")
-                    continue
-                if msg.get("bye"):
+                    pass
+                if msg is not None and msg.get("bye"):
                     break
-                if self.auth and self.session(request) is None:
+                if self.auth and await self.checked(request) is None:
                     await resp.write(b"event: logout\ndata: {}\n\n")
                     break
-                await resp.write(_sse(msg))
+                await resp.write(b": keep-alive\n\n" if msg is None else _sse(msg))
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:

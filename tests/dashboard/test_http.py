@@ -174,3 +174,47 @@ async def test_a_log_tail_below_one_is_a_400(dash: tuple[TestClient[Any, Any], D
     resp = await client.get(f"/api/jobs/x/logs?tail={tail}")
     assert resp.status == 400, (tail, resp.status, await resp.text())
     assert (await resp.json())["error"] == f"tail must be an integer from 1 to 5000 (more is 5000), not {tail!r}"
+
+
+class _Refused:
+    """A session's kvraft client whose user kvraft no longer takes (deleted, new password)."""
+
+    def __init__(self) -> None:
+        self.gets = 0
+        self.closed = False
+
+    async def get(self, *args: Any, **kwargs: Any) -> Any:
+        from kvraft.client import InvalidArgumentError
+
+        self.gets += 1
+        raise InvalidArgumentError("etcdserver: authentication failed, invalid user ID or password")
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_session_whose_user_kvraft_refuses_now_ends_its_stream(
+        dash: tuple[TestClient[Any, Any], Dashboard]) -> None:
+    """A user deleted in kvraft (or whose password changed) went on watching the whole
+    cluster on an open page for the session's 12 h: the stream checks the session's user with
+    kvraft at most once a minute and ends with a logout event when it is refused."""
+    import time
+
+    from scheduler.dashboard.app import COOKIE, Session
+
+    client, d = dash
+    d.auth = True
+    refused = _Refused()
+    d.sessions["tok"] = Session("ops", refused, True, time.time() + 3600)  # type: ignore[arg-type]
+    resp = await client.get("/api/stream", cookies={COOKIE: "tok"})
+    assert resp.status == 200
+    assert (await resp.content.readline()).startswith(b"data: ")  # the first state: checked a moment ago
+    await resp.content.readline()
+    d.sessions["tok"].checked = time.time() - 3600  # as a minute later
+    d.live.publish({"seq": 1, "revision": 1, "set": {}, "del": []})
+    async with asyncio.timeout(30):
+        rest = await resp.content.read()
+    assert rest == b"event: logout\ndata: {}\n\n" and refused.gets == 1
+    assert "tok" not in d.sessions
+    await d.stop(None)  # type: ignore[arg-type]
+    assert refused.closed
