@@ -200,6 +200,8 @@ class QuotaGuard:
             return
         if self.store.nospace_alarm and not self.store.corrupt_alarm:  # (CORRUPT answers first, at apply)
             raise ResourceExhausted(NOSPACE_MESSAGE)
+        if self.quota_bytes < 0:  # --quota-backend-bytes < 0: disabled, as etcd's passthroughQuota
+            return
         changes = self.store.backend.changes
         if changes != self._seen:
             self._size = self.store.sizes()[1]

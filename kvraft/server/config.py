@@ -164,7 +164,9 @@ class Config:
         return Path(self.data_dir or f"{self.name}.kvraft")
 
     def quota_bytes(self) -> int:
-        return self.quota_backend_bytes if self.quota_backend_bytes > 0 else 2 * 1024**3
+        """The backend quota: 2 GiB for 0; a negative value disables it (as etcd: no write is
+        refused for size, a raised NOSPACE alarm still refuses them)."""
+        return self.quota_backend_bytes if self.quota_backend_bytes != 0 else 2 * 1024**3
 
     def election_ticks(self) -> int:
         return max(2, round(self.election_timeout / self.heartbeat_interval))

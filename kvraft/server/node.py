@@ -45,6 +45,7 @@ from kvraft.server.transport import PeerTransport, cluster_key
 from kvraft.server.wal_dir import DataDirError, record_wal_dir, require_writable, wal_location
 from kvraft.storage.errors import StorageCorruptionError
 from kvraft.storage.lmdb_env import write_durably
+from kvraft.storage.quota import MAX_QUOTA_BYTES
 from kvraft.storage.raft_log import LmdbLogStorage
 from kvraft.storage.wal import WalLogStorage
 
@@ -106,6 +107,10 @@ class Node(NodeStatusMixin):
         new_cluster = config.initial_cluster_state == "new" and not config.force_new_cluster
         self.cluster_id = self._load_cluster_id()
         self.raft_log = open_raft_log(self.data_dir, sorted(initial_ids.values()), new_cluster, wal_path)
+        if config.quota_bytes() < 0:
+            log.warning("disabling backend quota (--quota-backend-bytes %d)", config.quota_backend_bytes)
+        elif config.quota_bytes() > MAX_QUOTA_BYTES:
+            log.warning("backend quota %d exceeds maximum recommended quota %d", config.quota_bytes(), MAX_QUOTA_BYTES)
         self.state = StateMachine(
             self.data_dir / "mvcc.lmdb",
             quota_bytes=config.quota_bytes(),

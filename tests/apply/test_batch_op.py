@@ -190,3 +190,28 @@ def test_the_quota_guard_counts_writes_applied_but_not_yet_committed(tmp_path: P
         assert guard._size < quota
     finally:
         sm.close()
+
+
+def test_a_negative_quota_disables_the_quota_as_etcd(tmp_path: Path) -> None:
+    """etcd 3.4: --quota-backend-bytes < 0 disables the quota ("disabling backend quota"),
+    0 is the default 2 GiB. kvraft took a negative value for 0: a 2 GiB cap the operator had
+    turned off."""
+    from kvraft.server.config import parse_config
+
+    assert parse_config(["--quota-backend-bytes", "0"]).quota_bytes() == 2 << 30
+    disabled = parse_config(["--quota-backend-bytes", "-1"]).quota_bytes()
+    assert disabled < 0
+    sm = machine(tmp_path / "sm")
+    try:
+        guard = QuotaGuard(sm.store, quota_bytes=disabled)
+        raised: list[bool] = []
+        sm.apply_ops([(1, BatchOp([PutOp(b"k%d" % i, b"v" * 2000) for i in range(200)]))], 2, 1)
+        sm.commit()
+        for _ in range(3):
+            guard.check(PutOp(b"k", b"v" * 100_000), lambda: raised.append(True))
+        assert raised == []
+        sm.store.set_nospace_alarm(True)  # a raised alarm still refuses writes (etcd: at apply)
+        with pytest.raises(ResourceExhausted):
+            guard.check(PutOp(b"k", b"v"), lambda: raised.append(True))
+    finally:
+        sm.close()
