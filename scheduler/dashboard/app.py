@@ -200,6 +200,19 @@ class Dashboard:
         except ValueError as exc:
             raise web.HTTPBadRequest(text=json.dumps({"error": str(exc)}), content_type="application/json") from None
 
+    def kvraft_error(self, request: web.Request, exc: ClientError) -> web.Response:
+        """A failed kvraft call of a handler: 403 for a permission kvraft denies; 401, and the
+        session ended, when kvraft no longer takes the session's user (a refused login is
+        etcd's InvalidArgument "authentication failed"); else 502."""
+        if isinstance(exc, PermissionDeniedError):
+            return web.json_response({"error": str(exc)}, status=403)
+        s = self.session(request) if self.auth else None
+        if s is not None and (isinstance(exc, UnauthenticatedError) or
+                              isinstance(exc, InvalidArgumentError) and "authentication failed" in str(exc)):
+            self._end(request.cookies.get(COOKIE, ""), s)
+            return web.json_response({"error": f"session ended: {exc}"}, status=401)
+        return web.json_response({"error": f"kvraft: {exc}"}, status=502)
+
     # --- handlers ----------------------------------------------------------------------------
     async def index(self, request: web.Request) -> web.Response:
         body = _page()
@@ -347,7 +360,7 @@ class Dashboard:
         try:
             rec = await client.get(keys.node_key(row["node"]))
         except ClientError as exc:
-            return web.json_response({"error": f"kvraft: {exc}"}, status=502)
+            return self.kvraft_error(request, exc)
         url: Any = ""
         if rec.kvs:  # anyone may write the record: an agent URL only when it is one
             agent = (model.progress_record(rec.kvs[0].value) or {}).get("agent")
@@ -404,10 +417,8 @@ class Dashboard:
                     break
             else:
                 return web.json_response({"error": f"job {name} kept changing; try again"}, status=409)
-        except PermissionDeniedError as exc:
-            return web.json_response({"error": str(exc)}, status=403)
         except ClientError as exc:
-            return web.json_response({"error": f"kvraft: {exc}"}, status=502)
+            return self.kvraft_error(request, exc)
         return web.json_response({"job": name, **answer})
 
     async def requeue(self, request: web.Request) -> web.Response:
@@ -433,10 +444,8 @@ class Dashboard:
                 .then(Op.put(keys.eviction_key(name), json.dumps(prepared.request).encode())).commit()
             if not put.succeeded:
                 return web.json_response({"error": f"job/{name} is no longer running: nothing to requeue"}, status=409)
-        except PermissionDeniedError as exc:
-            return web.json_response({"error": str(exc)}, status=403)
         except ClientError as exc:
-            return web.json_response({"error": f"kvraft: {exc}"}, status=502)
+            return self.kvraft_error(request, exc)
         return web.json_response({"job": name, "requeue": True, "message": prepared.message})
 
     async def cordon(self, request: web.Request) -> web.Response:
@@ -450,10 +459,8 @@ class Dashboard:
             else:
                 await client.put(keys.cordon_key(node),
                                  json.dumps({"node": node, "at": time.time(), "by": "dashboard"}).encode())
-        except PermissionDeniedError as exc:
-            return web.json_response({"error": str(exc)}, status=403)
         except ClientError as exc:
-            return web.json_response({"error": f"kvraft: {exc}"}, status=502)
+            return self.kvraft_error(request, exc)
         return web.json_response({"node": node, "cordoned": verb == "cordon"})
 
 

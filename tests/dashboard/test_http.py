@@ -218,3 +218,32 @@ async def test_a_session_whose_user_kvraft_refuses_now_ends_its_stream(
     assert "tok" not in d.sessions
     await d.stop(None)  # type: ignore[arg-type]
     assert refused.closed
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/api/jobs/x/cancel"), ("POST", "/api/jobs/x/requeue"),
+                                              ("POST", "/api/nodes/n/cordon")])
+async def test_a_call_of_a_session_kvraft_refuses_now_is_a_401_that_ends_it(
+        dash: tuple[TestClient[Any, Any], Dashboard], method: str, path: str) -> None:
+    """Was a 502 'kvraft: etcdserver: authentication failed', as if kvraft were down, and the
+    session stayed; now 401 (the page shows its login form) and the session is gone."""
+    import time
+
+    from scheduler.dashboard.app import COOKIE, Session
+
+    client, d = dash
+    d.auth = True
+    refused = _Refused()
+
+    class Txn:
+        def then(self, *ops: Any) -> Txn:
+            return self
+
+        async def commit(self) -> Any:
+            await refused.get()
+
+    refused.txn = Txn  # type: ignore[attr-defined]
+    d.sessions["tok"] = Session("ops", refused, True, time.time() + 3600)  # type: ignore[arg-type]
+    resp = await client.request(method, path, cookies={COOKIE: "tok"}, headers={"X-Requested-With": "kvraft-dashboard"})
+    assert resp.status == 401, (path, resp.status, await resp.text())
+    assert (await resp.json())["error"].startswith("session ended: etcdserver: authentication failed")
+    assert "tok" not in d.sessions
