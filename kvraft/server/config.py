@@ -36,6 +36,10 @@ class ConfigError(ValueError):
     """A flag or config file value that cannot be used."""
 
 
+DEFAULT_SNAPSHOT_COUNT = 100_000
+"""etcd's default; 10,000 cost a loaded follower 6-10% (docs/benchmarks.md, Server)."""
+
+
 @dataclass
 class Config:
     name: str = "default"
@@ -50,7 +54,7 @@ class Config:
     initial_cluster: str = ""
     initial_cluster_state: str = "new"
     initial_cluster_token: str = "etcd-cluster"
-    snapshot_count: int = 100_000  # etcd's default; 10,000 cost a loaded follower 6-10% (docs/benchmarks.md, Server)
+    snapshot_count: int = DEFAULT_SNAPSHOT_COUNT
     snapshot_catchup_entries: int = 5000
     heartbeat_interval: int = 100
     election_timeout: int = 1000
@@ -162,6 +166,12 @@ class Config:
 
     def data_path(self) -> Path:
         return Path(self.data_dir or f"{self.name}.kvraft")
+
+    def snapshot_entries(self) -> int:
+        """Applied entries between snapshots: ``--snapshot-count``, etcd's default for 0 (as etcd
+        3.4: "set snapshot count to default 100000"; 0 taken literally snapshotted the whole
+        store after every entry)."""
+        return self.snapshot_count or DEFAULT_SNAPSHOT_COUNT
 
     def quota_bytes(self) -> int:
         """The backend quota: 2 GiB for 0; a negative value disables it (as etcd: no write is

@@ -107,6 +107,8 @@ class Node(NodeStatusMixin):
         new_cluster = config.initial_cluster_state == "new" and not config.force_new_cluster
         self.cluster_id = self._load_cluster_id()
         self.raft_log = open_raft_log(self.data_dir, sorted(initial_ids.values()), new_cluster, wal_path)
+        if config.snapshot_count == 0:
+            log.info("set snapshot count to default %d", config.snapshot_entries())
         if config.quota_bytes() < 0:
             log.warning("disabling backend quota (--quota-backend-bytes %d)", config.quota_backend_bytes)
         elif config.quota_bytes() > MAX_QUOTA_BYTES:
@@ -172,7 +174,7 @@ class Node(NodeStatusMixin):
             self.transport,
             heartbeat_interval_s=config.heartbeat_interval / 1000,
             conf_state=self.raw.status().conf_state,
-            snapshot_count=config.snapshot_count,
+            snapshot_count=config.snapshot_entries(),
             snapshot_catchup_entries=config.snapshot_catchup_entries,
             on_conf_change=self._on_conf_change,
         )

@@ -235,3 +235,17 @@ def test_with_a_config_file_the_environment_is_ignored_as_etcd_does(tmp_path, ca
     config = parse_config([], environ={"ETCD_CONFIG_FILE": str(path), "ETCD_NAME": "from-env"})
     assert config.name == "from-file"
     assert "the ETCD_* environment variables are ignored" in capsys.readouterr().err
+
+
+def test_a_zero_snapshot_count_is_etcds_default(tmp_path) -> None:
+    """etcd 3.4: --snapshot-count 0 is "set snapshot count to default 100000". kvraft took
+    it literally: a snapshot of the whole store (and a log compaction) after every entry."""
+    from kvraft.server.node import Node
+
+    for flag, want in (("0", 100_000), ("7", 7)):
+        node = Node(parse_config(["--data-dir", str(tmp_path / f"d{flag}"), "--snapshot-count", flag]))
+        try:
+            assert node.driver.snapshot_count == want
+        finally:
+            node.raft_log.close()
+            node.state.close()
