@@ -23,7 +23,11 @@ Rules, in the order they are applied per task key:
    shows them (kubelet keeps a finished pod's logs until the pod is deleted; Nomad until GC).
 2. A desired task with an invalid spec is reported ``Failed`` / ``InvalidSpec`` and never run.
 3. A desired task with no attempt for its revision is started (attempt = highest attempt
-   number ever seen for the key + 1) -- but only once no older attempt is live, so two copies
+   number ever seen for the key, or reported for the placement, + 1) -- unless the placement
+   already ran here and its attempts are gone (the agent's state lost): then the last report
+   decides as an exit would (one reported live is reported ``Failed`` / ``Lost``), and the
+   restart policy whether a new attempt starts, so nothing that ended runs again -- and only
+   once no older attempt is live, so two copies
    never run at once, and no live attempt of another task holds one of its GPUs (a task still
    stopping after the scheduler freed its GPUs: its node was suspected or its grace period
    ran out, or an assignment was deleted by hand; kubelet's device manager does not hand out
@@ -376,6 +380,15 @@ def reconcile(
         if not current:
             if any(a.live for a in stale):
                 continue  # wait until the old placement's copy is gone
+            if rep is not None and rep.revision == assignment.revision and rep.attempt > 0:
+                # this placement ran here, but its attempts are gone (the agent's state lost):
+                # what was reported decides, so nothing that ended runs again
+                status, report = _state_gone(rep)
+                if report and is_newer(status, assignment.revision, rep):
+                    actions.append(Report(key, assignment.revision, status, stimulus_id))
+                if not _wants_restart(spec, status, status.restarts):
+                    continue
+                next_attempt = max(next_attempt, rep.attempt + 1)  # attempt numbers are never reused
             busy = _busy_gpus(key, spec, holders)
             if busy:
                 status = TaskStatus(Phase.PENDING, attempt=0, restarts=0, reason="WaitingForGPUs", message=busy)
@@ -435,6 +448,18 @@ def reconcile(
     if wakeups:
         actions.append(Wakeup(min(wakeups), stimulus_id))
     return actions
+
+
+def _state_gone(reported: Reported) -> tuple[TaskStatus, bool]:
+    """How the last reported attempt of a placement whose attempts are gone ended, for the
+    restart policy, and whether that is news: one reported live was lost with the state."""
+    n = reported.attempt
+    if reported.phase in (Phase.SUCCEEDED, Phase.FAILED):
+        return TaskStatus(reported.phase, n, n - 1, reason=reported.reason), False
+    if reported.phase is Phase.PENDING:  # in its backoff: the attempt ended and a restart is due
+        return TaskStatus(Phase.FAILED, n, n - 1, reason=reported.reason), False
+    return TaskStatus(Phase.FAILED, n, n - 1, reason="Lost",
+                      message="the attempt's state on this node is gone (the agent's data dir lost)"), True
 
 
 def _claim(holders: dict[int, set[str]], key: str, spec: TaskSpec) -> None:

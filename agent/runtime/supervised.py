@@ -456,7 +456,7 @@ class SupervisedRuntime:
         """An attempt whose handle does not read: the placement it ran for is unknown, so
         whatever still runs of it is killed and it is ``LOST`` under no placement (revision
         0): the reconcile cleans and removes it like an attempt of a placement that went, and
-        the task's current placement starts afresh."""
+        the task's last report decides what follows (``reconcile``, rule 3)."""
         key, attempt = key_from_dirs(adir.parent.parent.name, adir.parent.name), int(adir.name)
         lost = read_json(adir / "lost.json")
         if lost is None:

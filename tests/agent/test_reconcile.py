@@ -107,6 +107,26 @@ CASES = [
          want=["Start(j/0#2)"]),
     Case("max_restarts exhausted: Failed", want(policy="OnFailure", max_restarts=1),
          [exited(3, 1, held=False), exited(3, 2, held=False)], want=["Report(j/0#2 Failed Error)"]),
+    # the agent's state is gone (data dir lost, an attempt that did not read removed) but this
+    # placement ran here: what was reported decides, not a fresh attempt 1 that ran it again
+    Case("state gone after the end, Never: nothing runs again", want(), [],
+         {"j/0": Reported(7, 1, Phase.SUCCEEDED, "Completed")}, want=[]),
+    Case("state gone after a failure, Never: nothing runs again", want(), [],
+         {"j/0": Reported(7, 1, Phase.FAILED, "Error")}, want=[]),
+    Case("state gone while running, Never: Failed Lost", want(), [],
+         {"j/0": Reported(7, 1, Phase.RUNNING)}, want=["Report(j/0#1 Failed Lost)"]),
+    Case("state gone while running, OnFailure: lost, then the next attempt", want(policy="OnFailure"), [],
+         {"j/0": Reported(7, 2, Phase.RUNNING)}, want=["Report(j/0#2 Failed Lost)", "Start(j/0#3)"]),
+    Case("state gone after a failure, OnFailure: the next attempt", want(policy="OnFailure"), [],
+         {"j/0": Reported(7, 2, Phase.FAILED, "Error")}, want=["Start(j/0#3)"]),
+    Case("state gone in a backoff: the next attempt", want(policy="OnFailure"), [],
+         {"j/0": Reported(7, 1, Phase.PENDING, "BackOff")}, want=["Start(j/0#2)"]),
+    Case("state gone, restarts used up: nothing", want(policy="OnFailure", max_restarts=1), [],
+         {"j/0": Reported(7, 2, Phase.FAILED, "Error")}, want=[]),
+    Case("another placement's report: attempt 1", want(), [], {"j/0": Reported(5, 3, Phase.SUCCEEDED)},
+         want=["Start(j/0#1)"]),
+    Case("waiting for GPUs is no attempt: attempt 1", want(), [], {"j/0": Reported(7, 0, Phase.PENDING, "WaitingForGPUs")},
+         want=["Start(j/0#1)"]),
     Case("lost attempt is Failed Lost", want(), [Observed("j/0", 1, 7, AttemptState.LOST, held=False)],
          want=["Report(j/0#1 Failed Lost)"]),
     Case("assignment removed: stop with grace", {}, [running()], want=["Stop(j/0#1 30)"]),
@@ -289,7 +309,9 @@ def test_properties(w) -> None:
         assert not any(o.live for o in attempts), "never start next to a live copy"
         assert not any(o.live and set(o.gpus) & set(desired[s.key].spec.resources.gpus) for o in observed), \
             "never start on a GPU a live attempt holds"
-        assert s.attempt == max((o.attempt for o in attempts), default=0) + 1
+        rep = reported.get(s.key)
+        ran = rep.attempt if rep is not None and rep.revision == s.revision else 0
+        assert s.attempt == max([o.attempt for o in attempts] + [ran]) + 1, "attempt numbers are never reused"
         assert s.key in desired and s.revision == desired[s.key].revision
     for a in actions:
         if isinstance(a, Report):
