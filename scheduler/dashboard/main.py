@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from agent.confcheck import check_url
 from kvraft.client import ClientError, TLSConfig
 from kvraft.client.observe import configure_logging
 from scheduler.dashboard.app import DashboardConfig, make_app
@@ -53,11 +55,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """A ``ValueError`` naming the first bad flag: the listen URL (port 0 picks a free one),
+    each ``--scheduler-url``, and the intervals (finite and > 0)."""
+    try:
+        url = urlsplit(args.listen_url)
+        url.port  # noqa: B018 - raises for a port out of range
+    except ValueError as exc:
+        raise ValueError(f"--listen-url {args.listen_url!r}: {exc}") from None
+    if url.scheme != "http" or not url.hostname or url.path not in ("", "/") or url.query or url.fragment:
+        raise ValueError(f"--listen-url {args.listen_url!r}: expected http://HOST:PORT")
+    for scheduler in args.scheduler_url:
+        check_url("--scheduler-url", scheduler, default_port=80)
+    for name in ("poll_s", "usage_poll_s", "request_timeout_s"):
+        value = getattr(args, name)
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"--{name.replace('_', '-')}: must be a number > 0, not {value!r}")
+
+
 async def run(config: DashboardConfig, listen_url: str) -> int:
     url = urlsplit(listen_url)
-    if url.scheme != "http" or not url.hostname:
-        print(f"kvraft-dashboard: --listen-url {listen_url!r}: expected http://HOST:PORT", file=sys.stderr)
-        return 2
     app, _ = make_app(config)
     runner = web.AppRunner(app, access_log=None)
     try:
@@ -92,8 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"kvraft-dashboard: {exc}", file=sys.stderr)
         return 2
-    if args.poll_s <= 0 or args.usage_poll_s <= 0:
-        print(f"kvraft-dashboard: --{'poll-s' if args.poll_s <= 0 else 'usage-poll-s'} must be positive", file=sys.stderr)
+    try:
+        check_flags(args)
+    except ValueError as exc:
+        print(f"kvraft-dashboard: {exc}", file=sys.stderr)
         return 2
     try:
         configure_logging(args.log_level, args.log_format, static={"dashboard": args.listen_url})
