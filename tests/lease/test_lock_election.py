@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -141,3 +144,31 @@ def test_waiters_that_leave_leave_the_line_and_a_lock_without_a_lease_ends(clust
     status, doc = call(url, "/v3/election/campaign", {"name": b64("gonel"), "value": b64("w")}, timeout_s=10)
     assert status == 200, doc
     assert int(doc["leader"]["lease"]) != 0
+
+
+def _watch_streams(url: str) -> float:
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("kvraft_watch_streams "):
+                return float(line.split()[1])
+    raise AssertionError("no kvraft_watch_streams in /metrics")
+
+
+def test_an_observe_whose_client_left_ends(cluster) -> None:
+    """An observe of an election nobody leads waits for an event on its prefix: it did not
+    notice its client going away, so its watch stream stayed open (one more per such client)
+    and the member's shutdown waited 60 s for the handler."""
+    url = cluster.url(cluster.wait_leader())
+    before = _watch_streams(url)
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        body = json.dumps({"name": b64("nobody-leads")}).encode()
+        sock.sendall(b"POST /v3/election/observe HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        deadline = time.monotonic() + 30
+        while _watch_streams(url) <= before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _watch_streams(url) == before + 1  # the observe's
+    deadline = time.monotonic() + 30
+    while _watch_streams(url) > before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _watch_streams(url) == before

@@ -110,12 +110,13 @@ async def _observe(request: web.Request) -> web.StreamResponse:
             if kv is not None and (kv.key, kv.mod_revision) != last:
                 last = (kv.key, kv.mod_revision)
                 await sink.send({"header": header(request, out, revision), "kv": encode_kv(out, kv)})
-            response = await stream.recv()
+            # (aiohttp does not cancel a handler whose client left: a quiet election kept it)
+            response = await until_disconnect(request, stream.recv())
             if response is None or response.canceled:
                 break
             if response.events:
                 kv, revision = await _current_leader(features.node, fields["name"])
-    except (ConnectionResetError, EtcdError):
+    except (ConnectionResetError, ClientGone, EtcdError):
         pass
     finally:
         stream.close()
