@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,8 @@ def _fake_gpus(doc: dict[str, Any]) -> GpuInventory:
     raw = doc.get("gpus")
     if raw is None and "count" in doc:
         count = int(doc["count"])
+        if count < 0:
+            raise ValueError(f"count: must be >= 0, not {count}")
         numa = doc.get("numa") or [0] * count
         raw = [{"index": i, "uuid": f"GPU-fake-{doc.get('uuid_prefix', 'node')}-{i:02d}", "model": doc.get("model", "FAKE"),
                 "memory_mib": doc.get("memory_mib", 0), "numa": numa[i] if i < len(numa) else 0} for i in range(count)]
@@ -253,6 +256,7 @@ def _fake_gpus(doc: dict[str, Any]) -> GpuInventory:
         gpus.append(Gpu(int(g["index"]), str(g["uuid"]), str(g.get("model", "")), int(g.get("memory_mib", 0)),
                         g.get("numa"), str(g.get("pci", "")), str(g.get("cpu_affinity", "")),
                         (str(dev.get("path", "/dev/null")), int(dev.get("major", 1)), int(dev.get("minor", 3)))))
+    _check_addressable(gpus)
     links: dict[tuple[int, int], str] = {}
     if doc.get("topology"):
         links, affinity, _ = parse_topo_matrix(str(doc["topology"]))
@@ -283,6 +287,18 @@ def _fake_gpus(doc: dict[str, Any]) -> GpuInventory:
                     for c in doc.get("control_devices") or [])
     return GpuInventory(tuple(gpus), links, control, "fake", bool(doc.get("healthy", True)),
                         str(doc.get("health_message", "")))
+
+
+def _check_addressable(gpus: list[Gpu]) -> None:
+    """The scheduler hands out indices 0..N-1 of the N GPUs the node record counts: each must
+    be there once, and each GPU must be told apart by its UUID (the task's devices by UUID)."""
+    for what, values in (("index", [repr(g.index) for g in gpus]), ("uuid", [repr(g.uuid) for g in gpus])):
+        twice = [v for v, n in Counter(values).items() if n > 1]
+        if twice:
+            raise ValueError(f"GPU {what} {twice[0]} is listed twice")
+    indices = sorted(g.index for g in gpus)
+    if indices != list(range(len(gpus))):
+        raise ValueError(f"GPU indices must be 0..{len(gpus) - 1} (the node has {len(gpus)}), not {indices}")
 
 
 def load_gpu_inventory(path: str | Path | None = None, nvidia_smi: str = "nvidia-smi") -> GpuInventory:

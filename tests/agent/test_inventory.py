@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,21 @@ case "$1" in --query-gpu*) echo "0, GPU-a, Fake, 1000, 00000000:01:00.0"; echo "
     finally:
         loop.cancel()
         await agent.client.close()
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("gpus: [{index: 0, uuid: a}, {index: 0, uuid: b}]\n", "GPU index 0 is listed twice"),
+    ("gpus: [{index: 0, uuid: a}, {index: 2, uuid: b}]\n", "GPU indices must be 0..1 (the node has 2), not [0, 2]"),
+    ("gpus: [{index: -1, uuid: a}]\n", "GPU indices must be 0..0 (the node has 1), not [-1]"),
+    ("gpus: [{index: 0, uuid: a}, {index: 1, uuid: a}]\n", "GPU uuid 'a' is listed twice"),
+    ("count: -2\n", "count: must be >= 0, not -2"),
+], ids=["twice", "gap", "negative", "uuid-twice", "count-negative"])
+def test_an_inventory_whose_gpus_the_scheduler_cannot_address_is_refused(tmp_path: Path, text: str, want: str) -> None:
+    """The node record says how many GPUs there are, and the scheduler hands out indices
+    0..N-1: an inventory listing index 0 twice, or 0 and 2, was taken, and every task given
+    index 1 then failed InvalidSpec ('GPU index [1] not on this node'), or two tasks shared a
+    GPU. kvraft-agent now refuses it at start (preflight: exit 2 naming --gpu-inventory)."""
+    inv = tmp_path / "gpus.yaml"
+    inv.write_text(text)
+    with pytest.raises(ValueError, match=f"^{re.escape(want)}$"):
+        load_gpu_inventory(inv)
