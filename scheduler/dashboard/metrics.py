@@ -3,6 +3,7 @@ collector reads the live state at scrape time (docs/observability.md)."""
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -37,8 +38,9 @@ class DashboardCollector(Collector):
                                 value=live.view.revision)
         yield GaugeMetricFamily("kvraft_dashboard_subscribers", "Open pages (Server-Sent Events streams).",
                                 value=len(live.subscribers))
+        now = time.time()  # an expired session stays until its cookie comes back: not counted
         yield GaugeMetricFamily("kvraft_dashboard_sessions", "Logged-in sessions (kvraft auth on).",
-                                value=len(d.sessions))
+                                value=sum(1 for s in d.sessions.values() if s.expires >= now))
         yield CounterMetricFamily("kvraft_dashboard_rebuilds_total", "Times the page state was recomputed.",
                                   value=live.rebuilds)
         yield CounterMetricFamily("kvraft_dashboard_updates_total", "State changes pushed to the pages.",

@@ -247,3 +247,21 @@ async def test_a_call_of_a_session_kvraft_refuses_now_is_a_401_that_ends_it(
     assert resp.status == 401, (path, resp.status, await resp.text())
     assert (await resp.json())["error"].startswith("session ended: etcdserver: authentication failed")
     assert "tok" not in d.sessions
+
+
+async def test_the_sessions_gauge_counts_only_sessions_that_have_not_expired(
+        dash: tuple[TestClient[Any, Any], Dashboard]) -> None:
+    """An expired session stays in memory until its cookie comes back (a closed browser never
+    sends it): kvraft_dashboard_sessions counted those too, up to 1,000, for ever."""
+    import time
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from scheduler.dashboard.app import Session
+
+    client, d = dash
+    d.sessions["old"] = Session("alice", _Refused(), False, time.time() - 1)  # type: ignore[arg-type]
+    d.sessions["new"] = Session("bob", _Refused(), False, time.time() + 3600)  # type: ignore[arg-type]
+    text = await (await client.get("/metrics")).text()
+    (family,) = (f for f in text_string_to_metric_families(text) if f.name == "kvraft_dashboard_sessions")
+    assert [s.value for s in family.samples] == [1.0]
