@@ -61,6 +61,7 @@ COOKIE = "kvraft_dashboard"
 SESSION_TTL_S = 12 * 3600
 SESSION_CHECK_S = 60.0  # how often an open page's session is checked with kvraft
 MAX_SESSIONS = 1000
+NO_FRAMES = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"}  # no clickjacking
 
 
 @dataclass
@@ -223,7 +224,7 @@ class Dashboard:
             body = body.replace(b"<script>\n", b'<script type="application/json" id="first-state">' + state +
                                 b"</script>\n<script>\n", 1)
         return web.Response(body=body, content_type="text/html", charset="utf-8",
-                            headers={"Cache-Control": "no-cache", "Vary": "Cookie"})
+                            headers={"Cache-Control": "no-cache", "Vary": "Cookie", **NO_FRAMES})
 
     async def static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

@@ -265,3 +265,12 @@ async def test_the_sessions_gauge_counts_only_sessions_that_have_not_expired(
     text = await (await client.get("/metrics")).text()
     (family,) = (f for f in text_string_to_metric_families(text) if f.name == "kvraft_dashboard_sessions")
     assert [s.value for s in family.samples] == [1.0]
+
+
+async def test_the_page_may_not_be_framed_by_another_site(dash: tuple[TestClient[Any, Any], Dashboard]) -> None:
+    """Any site could show the page in an invisible frame and have a visitor click its cancel
+    or cordon buttons (clickjacking: --allow-writes without auth needs no cookie)."""
+    client, _ = dash
+    resp = await client.get("/")
+    assert resp.headers["X-Frame-Options"] == "DENY"
+    assert resp.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
