@@ -46,6 +46,7 @@ Threading: as ``LmdbLogStorage``, one thread at a time (the driver's log writer 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import time
 import zlib
@@ -98,8 +99,25 @@ def is_wal_dir(path: str | os.PathLike[str]) -> bool:
     return p.is_dir() and any(p.glob("*.wal"))
 
 
+def _lock_dir(path: Path) -> int:
+    """An exclusive ``flock`` on the WAL's directory, held while the log is open (etcd locks
+    its WAL files): a second process opening the same log (two members started on one data
+    dir) is refused instead of writing into the same segment. Released by ``close`` or
+    the process's exit, SIGKILL included."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OSError(f"{path}: in use by another process (is a member already running on this data dir?); "
+                      "stop it first, or give this member its own --data-dir") from None
+    return fd
+
+
 class WalLogStorage:
     """Durable ``WritableLogStorage`` on a write-ahead log; see the module docstring."""
+
+    _lock_fd = -1  # (a read-only replay, ``replay_only``, takes no lock)
 
     def __init__(self, path: str | os.PathLike[str], *, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
         self.path = Path(path)
@@ -122,7 +140,12 @@ class WalLogStorage:
         self.path.mkdir(parents=True, exist_ok=True)
         if created:
             fsync_dir(self.path.parent)
-        self._open()
+        self._lock_fd = _lock_dir(self.path)
+        try:
+            self._open()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
 
     def _reset_state(self) -> None:
         self._hard = HardState()
@@ -178,6 +201,9 @@ class WalLogStorage:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     def __enter__(self) -> WalLogStorage:
         return self

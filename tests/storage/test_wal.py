@@ -5,6 +5,8 @@ torn tails, corruption, segment rotation and snapshot files. The contract itself
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -228,3 +230,24 @@ def test_without_compaction_the_segment_grows_then_rotates_once_compacted(tmp_pa
     again = WalLogStorage(path, segment_bytes=8 << 10)
     assert (again.first_index(), again.last_index()) == (index + 1, last)
     again.close()
+
+
+def test_a_wal_open_in_another_process_is_refused(tmp_path: Path) -> None:
+    """Two members started on one data dir (a copy-pasted unit, a second `kvraft` by hand)
+    both opened the WAL and both wrote to the same segment and LMDB file, each its own
+    leader: the log no longer held what either had synced. etcd locks its WAL files; the
+    WAL's directory is locked now, while the log is open."""
+    path = tmp_path / "wal"
+    first = WalLogStorage(path)
+    first.append([Entry(term=1, index=1, data=b"a")])
+    first.sync()
+    child = (
+        "import sys\nfrom kvraft.storage.wal import WalLogStorage\n"
+        "try:\n    WalLogStorage(sys.argv[1])\nexcept OSError as exc:\n    print(exc)\n    sys.exit(3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", child, str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, (done.returncode, done.stderr[-500:])
+    assert f"{path}: in use by another process" in done.stdout
+    first.close()
+    done = subprocess.run([sys.executable, "-c", child, str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr[-500:]  # closed: the lock is released
