@@ -386,8 +386,8 @@ def reconcile(
                 status, report = _state_gone(rep)
                 if report and is_newer(status, assignment.revision, rep):
                     actions.append(Report(key, assignment.revision, status, stimulus_id))
-                if not _wants_restart(spec, status, status.restarts):
-                    continue
+                if rep.phase is not Phase.PENDING and not _wants_restart(spec, status, status.restarts):
+                    continue  # (in a backoff, the restart was decided already)
                 next_attempt = max(next_attempt, rep.attempt + 1)  # attempt numbers are never reused
             busy = _busy_gpus(key, spec, holders)
             if busy:
@@ -457,7 +457,7 @@ def _state_gone(reported: Reported) -> tuple[TaskStatus, bool]:
     if reported.phase in (Phase.SUCCEEDED, Phase.FAILED):
         return TaskStatus(reported.phase, n, n - 1, reason=reported.reason), False
     if reported.phase is Phase.PENDING:  # in its backoff: the attempt ended and a restart is due
-        return TaskStatus(Phase.FAILED, n, n - 1, reason=reported.reason), False
+        return TaskStatus(Phase.PENDING, n, n - 1, reason=reported.reason), False
     return TaskStatus(Phase.FAILED, n, n - 1, reason="Lost",
                       message="the attempt's state on this node is gone (the agent's data dir lost)"), True
 

@@ -121,6 +121,8 @@ CASES = [
          {"j/0": Reported(7, 2, Phase.FAILED, "Error")}, want=["Start(j/0#3)"]),
     Case("state gone in a backoff: the next attempt", want(policy="OnFailure"), [],
          {"j/0": Reported(7, 1, Phase.PENDING, "BackOff")}, want=["Start(j/0#2)"]),
+    Case("state gone in a backoff, restart decided: the next attempt", want(policy="OnFailure", max_restarts=0), [],
+         {"j/0": Reported(7, 1, Phase.PENDING, "BackOff")}, want=["Start(j/0#2)"]),
     Case("state gone, restarts used up: nothing", want(policy="OnFailure", max_restarts=1), [],
          {"j/0": Reported(7, 2, Phase.FAILED, "Error")}, want=[]),
     Case("another placement's report: attempt 1", want(), [], {"j/0": Reported(5, 3, Phase.SUCCEEDED)},
@@ -368,9 +370,11 @@ def test_applying_actions_reaches_a_fixed_point(w) -> None:
             if key in reported and reported[key].revision > a.revision:
                 continue  # a newer placement's status (a lagging watch): never overwritten
             assert rep[key].revision == a.revision and rep[key].phase in (Phase.SUCCEEDED, Phase.FAILED)
-        elif not mine:  # only a task of another placement that runs on, on one of its GPUs, keeps it out
-            gpus = set(a.spec.resources.gpus)
-            assert any(o.live and o.key != key and set(o.gpus) & gpus for o in obs.values()), f"{key} never started"
+        elif not mine:  # only a task of another placement that runs on, on one of its GPUs, keeps it out,
+            gpus = set(a.spec.resources.gpus)  # or the reported end of this placement (its attempts gone)
+            ended = key in rep and rep[key].revision == a.revision and rep[key].phase in (Phase.SUCCEEDED, Phase.FAILED)
+            assert ended or any(o.live and o.key != key and set(o.gpus) & gpus for o in obs.values()), \
+                f"{key} never started"
 
 
 @pytest.mark.parametrize(("spec", "want"), [
