@@ -35,6 +35,7 @@ log = logging.getLogger("kvraft.dashboard")
 PROGRESS_PREFIX = "/jobs/"
 MAX_EVENTS = 100
 MAX_RECORDS = 1000
+MAX_RECORD_BYTES = 64 * 1024  # a job's ranks write the records: a larger one is neither kept nor pushed
 
 
 class _Sink:
@@ -278,7 +279,7 @@ class LiveState:
         job, _, tail = rest.partition("/")
         if tail != "progress":
             return
-        rec = model.progress_record(value)
+        rec = _record(value)
         if rec is None:
             return
         recs = self.progress.setdefault(job, [])
@@ -321,14 +322,14 @@ class LiveState:
                 async for r in w:
                     for ev in r.events:
                         if ev.type == "PUT" and ev.kv.mod_revision <= kv.mod_revision:
-                            rec = model.progress_record(ev.kv.value)
+                            rec = _record(ev.kv.value)
                             if rec is not None:
                                 records.append(rec)
                     if r.header.revision >= kv.mod_revision or any(e.kv.mod_revision >= kv.mod_revision
                                                                    for e in r.events):
                         break
         except WatchCompactedError:
-            rec = model.progress_record(kv.value)
+            rec = _record(kv.value)
             records = [rec] if rec is not None else []
         if len(records) > len(self.progress.get(job, [])):
             self.progress[job] = records[-MAX_RECORDS:]
@@ -337,6 +338,11 @@ class LiveState:
     def job_events(self, job: str) -> list[dict[str, Any]]:
         evs = self.events.get(job, {})
         return [evs[k] for k in sorted(evs)]
+
+
+def _record(value: bytes) -> dict[str, Any] | None:
+    """A trainer's progress record, unless it is larger than ``MAX_RECORD_BYTES``."""
+    return model.progress_record(value) if len(value) <= MAX_RECORD_BYTES else None
 
 
 async def month_usage(client: Any, now_s: float) -> dict[str, dict[str, Any]]:

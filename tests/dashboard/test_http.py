@@ -274,3 +274,16 @@ async def test_the_page_may_not_be_framed_by_another_site(dash: tuple[TestClient
     resp = await client.get("/")
     assert resp.headers["X-Frame-Options"] == "DENY"
     assert resp.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+
+
+async def test_a_progress_record_too_large_is_neither_kept_nor_pushed() -> None:
+    """A job's ranks may write /jobs/<job>/progress (their scoped token): 1,000 records of
+    1.5 MB each were kept in the dashboard's memory and each one pushed to every open page."""
+    from scheduler.dashboard.live import MAX_RECORD_BYTES, LiveState
+
+    live = LiveState(None)
+    q, _ = live.subscribe()
+    live._progress("/jobs/j/progress", b'{"epoch": 1, "loss": 0.5}')
+    live._progress("/jobs/j/progress", b'{"epoch": 2, "pad": "' + b"x" * MAX_RECORD_BYTES + b'"}')
+    assert live.progress["j"] == [{"epoch": 1, "loss": 0.5}]
+    assert [q.get_nowait() for _ in range(q.qsize())] == [{"progress": {"job": "j", "record": {"epoch": 1, "loss": 0.5}}}]
