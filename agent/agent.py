@@ -89,6 +89,7 @@ TaskAction = Start | Stop | Cleanup | Remove | Report
 
 log = logging.getLogger("kvraft.agent")
 LOG_TAIL_BYTES = 4096  # kubelet's termination-message limit
+STOP_STARTS_S = 30.0  # how long a stopping agent lets its starts in flight finish (systemd allows 90 s)
 
 
 def make_runtime(config: AgentConfig) -> Runtime:
@@ -173,6 +174,7 @@ class Agent:
         self._wakeup_at: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._action_tasks: set[asyncio.Task[None]] = set()
+        self._start_tasks: set[asyncio.Task[None]] = set()  # the Start ones, which a stop lets finish
         self._stimulus = itertools.count(1)
         self._rng = random.Random()
         self.lease_id = 0
@@ -229,8 +231,14 @@ class Agent:
             self._tasks.append(loop.create_task(coro))
 
     async def stop(self) -> None:
-        """Stop the loops; tasks keep running under their supervisors (Nomad's client stop)."""
-        await cancel_and_wait(*self._tasks, *self._action_tasks)
+        """Stop the loops; tasks keep running under their supervisors (Nomad's client stop).
+        Starts in flight may finish first (for ``STOP_STARTS_S``): one cancelled between its
+        handle and its supervisor is an attempt that never ran, which the next agent reports
+        Failed/Lost."""
+        await cancel_and_wait(*self._tasks)  # nothing new is started
+        if self._start_tasks:
+            await asyncio.wait(set(self._start_tasks), timeout=STOP_STARTS_S)
+        await cancel_and_wait(*self._action_tasks)
         self._tasks.clear()
         if self._transport is not None:
             self._transport.close()
@@ -532,6 +540,9 @@ class Agent:
             task = asyncio.get_running_loop().create_task(self._run_action(action))
             self._action_tasks.add(task)
             task.add_done_callback(self._action_tasks.discard)
+            if isinstance(action, Start):
+                self._start_tasks.add(task)
+                task.add_done_callback(self._start_tasks.discard)
         return actions
 
     async def _run_action(self, action: TaskAction) -> None:

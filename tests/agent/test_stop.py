@@ -66,3 +66,31 @@ async def test_a_gpu_of_a_start_still_in_flight_is_not_given_again(tmp_path) -> 
     assert runtime.started == [("b/0", 1)], "a/0 started on the GPU of b/0, whose start was in flight"
     await cancel_and_wait(*agent._action_tasks)
     await agent.client.close()
+
+
+async def test_a_stop_lets_a_start_in_flight_finish(tmp_path) -> None:
+    """Stopping the agent (SIGTERM: an upgrade, systemctl restart) cancelled a Start in flight
+    -- a runc bundle or an image being unpacked, the rank environment read from kvraft --
+    after its handle was written and before its supervisor ran: the next agent found an
+    attempt that never started and reported it Failed/Lost, failing the task (and its gang).
+    A stop now lets starts in flight finish (for a while); the task runs under its supervisor
+    and the next agent re-attaches."""
+    from agent.spec import parse_assignment
+
+    cfg = AgentConfig(endpoints=[f"127.0.0.1:{free_port()}"], name="n-stop-start", data_dir=tmp_path / "agent",
+                      relist_s=30.0)
+    runtime = FakeRuntime()
+    agent = Agent(cfg, runtime)
+    slow = asyncio.Event()
+
+    async def rank_env_from_kvraft(spec, key="", attempt=0):
+        slow.set()
+        await asyncio.sleep(0.5)  # the start is under way
+        return spec
+
+    agent._with_rank_env = rank_env_from_kvraft  # type: ignore[method-assign]
+    agent.desired = {"j/0": parse_assignment("j/0", 5, {"spec": {"command": ["fake", "run"]}})}
+    await agent.reconcile_once()
+    await slow.wait()
+    assert await stops_in_time(agent.stop(), agent._tasks), "stop() hung"
+    assert runtime.started == [("j/0", 1)], "the start in flight was cancelled"
