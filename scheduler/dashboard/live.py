@@ -274,10 +274,13 @@ class LiveState:
                 await asyncio.sleep(self.poll_s)
 
     # --- trainer progress --------------------------------------------------------------------
-    def _progress(self, key: str, value: bytes) -> None:
+    def _progress(self, key: str, value: bytes, *, put: bool = True) -> None:
         rest = key[len(PROGRESS_PREFIX):]
         job, _, tail = rest.partition("/")
         if tail != "progress":
+            return
+        if not put:  # the job was collected (job_gc deletes /jobs/<job>/): its records go too
+            self.progress.pop(job, None)
             return
         rec = _record(value)
         if rec is None:
@@ -296,8 +299,7 @@ class LiveState:
                                              reconnect_timeout_s=None) as w:
                     async for resp in w:
                         for ev in resp.events:
-                            if ev.type == "PUT":
-                                self._progress(ev.kv.key.decode(errors="replace"), ev.kv.value)
+                            self._progress(ev.kv.key.decode(errors="replace"), ev.kv.value, put=ev.type == "PUT")
                         start = resp.header.revision + 1
             except WatchCompactedError as exc:
                 start = exc.compact_revision

@@ -287,3 +287,17 @@ async def test_a_progress_record_too_large_is_neither_kept_nor_pushed() -> None:
     live._progress("/jobs/j/progress", b'{"epoch": 2, "pad": "' + b"x" * MAX_RECORD_BYTES + b'"}')
     assert live.progress["j"] == [{"epoch": 1, "loss": 0.5}]
     assert [q.get_nowait() for _ in range(q.qsize())] == [{"progress": {"job": "j", "record": {"epoch": 1, "loss": 0.5}}}]
+
+
+async def test_a_jobs_progress_records_are_forgotten_when_its_key_is_deleted() -> None:
+    """The records of every job ever seen stayed in memory for the dashboard's life (up to
+    1,000 each), though the scheduler deletes /jobs/<job>/ when it collects a finished job."""
+    from scheduler.dashboard.live import LiveState
+
+    live = LiveState(None)
+    live._progress("/jobs/j/progress", b'{"epoch": 1, "loss": 0.5}')
+    live._progress("/jobs/k/progress", b'{"epoch": 1, "loss": 0.4}')
+    live._progress("/jobs/j/checkpoint", b"", put=False)  # another key of the job: kept
+    assert set(live.progress) == {"j", "k"}
+    live._progress("/jobs/j/progress", b"", put=False)
+    assert set(live.progress) == {"k"}
