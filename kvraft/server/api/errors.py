@@ -43,6 +43,10 @@ def to_etcd_error(exc: BaseException) -> EtcdError:
     """Map any exception to the etcd error it is answered with."""
     if isinstance(exc, EtcdError):
         return exc
+    if isinstance(exc, ConnectionResetError):  # the client left mid-request: its context canceled
+        canceled = EtcdError("context canceled")
+        canceled.code = 1
+        return canceled
     code = getattr(exc, "grpc_code", None) or getattr(exc, "code", None)
     message = getattr(exc, "message", None) or str(exc)
     if isinstance(code, int) and code in HTTP_STATUS:
