@@ -31,6 +31,9 @@ from kvraft.storage.errors import StorageCorruptionError
 __all__ = ["main", "serve"]
 
 GC_THRESHOLDS = (10_000, 50, 50)
+REFUSE_DAMAGED = ("refusing to start (restore this member from a snapshot, or remove it from the cluster and add it "
+                  "again with an empty data dir)")
+"""What a member whose stores are damaged says to do (messages that say it themselves keep theirs)."""
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR,
            "panic": logging.CRITICAL, "fatal": logging.CRITICAL}
 
@@ -144,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     except (AutoTLSError, CRLError, ssl.SSLError) as exc:  # (CRLError: a CRL file changed since validation)
         print(f"kvraft: TLS: {exc}", file=sys.stderr)
         return 2
-    except (StorageCorruptionError, CorruptionError, ForceNewClusterError, DataDirError) as exc:
+    except StorageCorruptionError as exc:
+        advice = "" if "refusing" in str(exc) else f"; {REFUSE_DAMAGED}"
+        print(f"kvraft: {exc}{advice}", file=sys.stderr)
+        return 1
+    except (CorruptionError, ForceNewClusterError, DataDirError) as exc:
         print(f"kvraft: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a URL's port taken, a data dir it may not write: etcd's one line, not a traceback

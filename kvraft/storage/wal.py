@@ -143,6 +143,11 @@ class WalLogStorage:
         self._lock_fd = _lock_dir(self.path)
         try:
             self._open()
+        except LogCorruptionError as exc:  # (replay names a segment or snapshot file: say where it is)
+            os.close(self._lock_fd)
+            if str(self.path) in exc.detail:
+                raise
+            raise LogCorruptionError(exc.index, f"{self.path}: {exc.detail}") from exc
         except BaseException:
             os.close(self._lock_fd)
             raise

@@ -99,3 +99,28 @@ def test_a_store_file_the_member_may_not_write_is_one_line(tmp_path: Path) -> No
     assert done.returncode == 1, done.stderr[-800:]
     assert "Traceback" not in done.stderr
     assert f"{store}: Permission denied" in done.stderr
+
+
+@pytest.mark.parametrize("damage", ["empty segment", "flipped head", "missing snapshot file"])
+def test_a_damaged_wal_is_one_line_naming_where_and_what_to_do(tmp_path: Path, damage: str) -> None:
+    """The WAL's own messages named a segment or snapshot file without its directory
+    ("0000000000000002.wal: no head frame") and said nothing of what to do."""
+    data = tmp_path / "d"
+    _create(data)
+    (segment,) = (data / "raft.wal").glob("*.wal")
+    if damage == "empty segment":
+        segment.write_bytes(b"")
+    elif damage == "flipped head":
+        raw = bytearray(segment.read_bytes()[:4096])
+        raw[12] ^= 0x40
+        with open(segment, "r+b") as f:
+            f.write(bytes(raw))
+    else:
+        (data / "raft.wal" / "snap-0000000000000009.snap").write_bytes(b"x")  # an orphan: the log is missing
+        segment.unlink()
+    done = _start(data)
+    assert done.returncode == 1, done.stderr[-800:]
+    assert "Traceback" not in done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("kvraft: ")]
+    assert str(data / "raft.wal") in line
+    assert "refusing to start (restore this member from a snapshot" in line
