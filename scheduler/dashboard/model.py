@@ -305,12 +305,23 @@ def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | Non
 
 
 def progress_record(value: bytes) -> dict[str, Any] | None:
-    """One record the trainer wrote to ``/jobs/<job>/progress`` (examples/train_digits.py)."""
+    """One record the trainer wrote to ``/jobs/<job>/progress`` (examples/train_digits.py).
+    A number that is not finite (``NaN``, ``Infinity``: what Python's json.dumps writes for a
+    diverged loss; ``1e999``) is None: the page's JSON.parse takes no NaN."""
     try:
-        doc = json.loads(value)
+        doc = json.loads(value, parse_constant=_no_number, parse_float=_finite)
     except ValueError:
         return None
     return doc if isinstance(doc, dict) else None
+
+
+def _no_number(_constant: str) -> None:
+    return None
+
+
+def _finite(text: str) -> float | None:
+    number = float(text)
+    return number if math.isfinite(number) else None
 
 
 def _series(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -369,3 +369,19 @@ async def test_an_expired_session_is_dropped_and_its_client_closed() -> None:
     assert dash.session(SimpleNamespace(cookies={COOKIE: "new"})).user == "bob"  # type: ignore[arg-type,union-attr]
     await dash.stop(None)  # type: ignore[arg-type]
     assert len(closed) == 2 and not dash._closing  # the expired one's, then the live one's
+
+
+def test_a_progress_record_with_nan_or_infinity_is_sent_as_valid_json() -> None:
+    """A diverged training run writes ``"loss": NaN`` (Python's json.dumps does): it went to the
+    page as NaN, which is not JSON, so the browser's JSON.parse threw on the stream's message
+    and on the job panel. Values that are not finite numbers are null now."""
+    rec = model.progress_record(b'{"epoch": 4, "loss": NaN, "a": Infinity, "b": -Infinity, "c": 1e999, "d": 0.5}')
+    assert rec == {"epoch": 4, "loss": None, "a": None, "b": None, "c": None, "d": 0.5}
+
+    def strict(text: str) -> object:
+        def refuse(constant: str) -> object:
+            raise ValueError(constant)
+        return json.loads(text, parse_constant=refuse)
+
+    d = model.job_detail(cluster(), "train", [], [rec])
+    assert d is not None and strict(json.dumps(d))["series"][-1]["loss"] is None  # type: ignore[index]
