@@ -25,6 +25,7 @@ which 32 lost to preemption.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -66,7 +67,17 @@ def is_record(doc: Any) -> bool:
     may put anything there)."""
     seconds = doc.get("gpu_seconds") if isinstance(doc, dict) else None
     return (isinstance(doc, dict) and isinstance(doc.get("job"), str) and isinstance(doc.get("tenant"), str)
-            and isinstance(seconds, int | float) and not isinstance(seconds, bool))
+            and _finite(seconds))
+
+
+def _finite(value: Any) -> bool:
+    """A number that sums as a float: not NaN or infinite, nor an int too large for a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def retention_end(now_s: float, months: int) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 
 import pytest
@@ -157,3 +158,13 @@ async def root_records(endpoints: list[str]) -> list[bytes]:
 
     async with Client(endpoints, request_timeout_s=10.0) as c:
         return [kv.key for kv in (await c.get(accounting.PREFIX, prefix=True)).kvs]
+
+
+def test_a_record_of_gpu_seconds_that_are_not_finite_is_no_record() -> None:
+    """Anyone with write access to /accounting/ may put ``"gpu_seconds": NaN`` there: jobctl
+    report printed nan for the tenant, and the dashboard's queue card sent NaN, which is not
+    JSON, in its whole state: the page drew nothing. (An int too large for a float was an
+    OverflowError out of the sums.)"""
+    for seconds in (math.nan, math.inf, -math.inf, 10**400):
+        assert not accounting.is_record({"job": "j", "tenant": "t", "gpu_seconds": seconds})
+    assert accounting.is_record({"job": "j", "tenant": "t", "gpu_seconds": 3.5})
