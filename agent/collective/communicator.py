@@ -384,12 +384,16 @@ class Communicator:
         if self._closed:
             return
         if barrier and self._failure is None and self.size > 1:
+            h = None
             try:
                 h = self._submit(self.backend.barrier, True, "close-barrier")
                 assert h is not None
                 h.wait(timeout_s)
             except CollectiveError:
-                pass
+                if h is not None and not h.done():  # some rank never came: stop waiting for it,
+                    for b in (self.local, self.cross, self.backend):  # or the join below waits
+                        if b is not None and b.interruptible:  # timeout_s a second time
+                            b.abort()
         self._closed = True
         if self.monitor is not None:
             self.monitor.close()

@@ -379,3 +379,17 @@ def test_broadcast_from_a_root_outside_the_world_is_refused(root: object) -> Non
         return a
 
     assert all(np.all(a == 3.0) for a in run_ranks(LoopbackWorld(3), body, timeout_s=20))
+
+
+def test_close_whose_barrier_times_out_does_not_wait_a_second_time() -> None:
+    # the communication thread stayed blocked in the barrier, and close joined it for another
+    # timeout_s before it released anything
+    world = LoopbackWorld(2)
+    comms = [gx.Communicator(world.backend(r), placement=["n0", "n0"]) for r in range(2)]
+    thread = threading.Thread(target=comms[0].close, kwargs={"timeout_s": 0.5})
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive()
+    comm_thread = comms[0]._thread
+    assert comm_thread is not None and not comm_thread.is_alive()  # the barrier was given up
+    comms[1].close(barrier=False)
