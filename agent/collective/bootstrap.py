@@ -108,6 +108,8 @@ def init(
         raise ValueError(f"world size must be at least 1, not {size}")
     if not 0 <= rank < size:
         raise ValueError(f"rank {rank} out of range for world size {size}")
+    if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
+        raise ValueError(f"timeout_s must be a positive number of seconds, not {timeout_s!r}")
     heartbeat_s = _seconds(heartbeat_s, env, "KVRAFT_COLLECTIVE_HEARTBEAT_S", 0.25)
     hang_timeout_s = _seconds(hang_timeout_s, env, "KVRAFT_COLLECTIVE_HANG_TIMEOUT_S", 3.0)
     stall_timeout_s = _seconds(stall_timeout_s, env, "KVRAFT_COLLECTIVE_STALL_TIMEOUT_S", None)

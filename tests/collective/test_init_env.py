@@ -38,6 +38,9 @@ def test_bad_arguments_are_named() -> None:
         gx.init(heartbeat_s=-1, env={})
     with pytest.raises(ValueError, match="hang_timeout_s must be a positive number of seconds, not nan"):
         gx.init(hang_timeout_s=float("nan"), env={})
+    for bad in (0, -1, float("nan"), float("inf")):  # "within nan s" at once; inf waited for ever
+        with pytest.raises(ValueError, match="timeout_s must be a positive number of seconds"):
+            gx.init(timeout_s=bad, env={})
 
 
 def test_a_fixed_cma_threshold_that_is_not_a_number_is_named(tmp_path: Path) -> None:
