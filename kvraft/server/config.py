@@ -487,5 +487,8 @@ def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | Non
         config.data_dir = str(Path(f"{config.name}.kvraft"))
     if Path(config.data_dir).exists() and not Path(config.data_dir).is_dir():
         raise ConfigError(f"--data-dir {config.data_dir} exists and is not a directory")
+    if Path(config.data_dir).is_symlink() and not Path(config.data_dir).exists():  # dangling, or a loop
+        raise ConfigError(f"--data-dir {config.data_dir} is a symbolic link that leads to no directory "
+                          f"({os.readlink(config.data_dir)}); point it at one or remove it")
     config.validate()
     return config

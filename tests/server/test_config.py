@@ -249,3 +249,13 @@ def test_a_zero_snapshot_count_is_etcds_default(tmp_path) -> None:
         finally:
             node.raft_log.close()
             node.state.close()
+
+
+@pytest.mark.parametrize("target", ["loop", "nowhere"])
+def test_a_data_dir_symlink_that_leads_nowhere_is_a_config_error(tmp_path, target: str) -> None:
+    """A dangling --data-dir symlink (or one that loops) ended the start with
+    "[Errno 17] File exists: 'd'", which names neither the flag nor the problem."""
+    link = tmp_path / "d"
+    link.symlink_to(link if target == "loop" else tmp_path / "missing" / "x")
+    with pytest.raises(ConfigError, match=r"--data-dir .*/d is a symbolic link that leads to no directory"):
+        parse_config(["--data-dir", str(link)])
