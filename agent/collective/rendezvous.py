@@ -33,7 +33,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.collective.errors import CollectiveTimeout
+from agent.collective.errors import CollectiveTimeout, PeerFailure
 
 __all__ = ["FileRendezvous", "KvraftRendezvous", "Rendezvous", "TCPStoreRendezvous", "TCPStoreServer", "client_options",
            "from_url", "kvraft_from_url"]
@@ -107,6 +107,8 @@ class TCPStoreServer:
                                 break
                             self._cv.wait(left)
                         value = self._data.get(key)
+                    if value is None and self._closed:
+                        return  # closing: not "not published within N s", the store is gone
                     if value is None:
                         conn.sendall(_HDR.pack(_OP_MISSING, 0, 0))
                     else:
@@ -147,13 +149,18 @@ class TCPStoreRendezvous:
         self._sock.settimeout(None)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._lock = threading.Lock()
+        self.rank = rank
+        self.url = f"tcp://{host}:{port}"
 
     def _call(self, op: int, key: str, payload: bytes) -> tuple[int, bytes]:
         k = (self.prefix + key).encode()
         with self._lock:
-            self._sock.sendall(_HDR.pack(op, len(k), len(payload)) + k + payload)
-            rop, _, vlen = _HDR.unpack(_recv_exact(self._sock, _HDR.size))
-            return rop, _recv_exact(self._sock, vlen) if vlen else b""
+            try:
+                self._sock.sendall(_HDR.pack(op, len(k), len(payload)) + k + payload)
+                rop, _, vlen = _HDR.unpack(_recv_exact(self._sock, _HDR.size))
+                return rop, _recv_exact(self._sock, vlen) if vlen else b""
+            except OSError as exc:  # ConnectionError included: the store went away with rank 0
+                raise PeerFailure([0], f"the rendezvous {self.url} that rank 0 hosts is gone: {exc}", self.rank) from exc
 
     def set(self, key: str, value: bytes) -> None:
         self._call(_OP_SET, key, value)

@@ -161,3 +161,20 @@ def test_kvraft_store_that_never_answers_is_a_collective_timeout() -> None:
     with pytest.raises(gx.CollectiveTimeout, match=rf"rendezvous kvraft {endpoint.split('://')[1]}: unreachable for 1.0 s: .*no endpoint answered"):
         from_url(f"kvraft://{endpoint.split('://')[1]}/jobs/t/rendezvous", 0, "r", timeout_s=1.0)
     assert not [t.name for t in threading.enumerate() if t.name.startswith("rdzv-") and t.is_alive()]
+
+
+def test_tcp_store_gone_with_rank_0_is_a_peer_failure_naming_it() -> None:
+    # a rank waiting in the store when rank 0 died got a bare ConnectionError
+    # ("rendezvous connection closed"), not a CollectiveError naming the rank
+    port = free_port()
+    server = TCPStoreRendezvous("127.0.0.1", port, rank=0, run_id="r")
+    client = TCPStoreRendezvous("127.0.0.1", port, rank=2, run_id="r")
+    try:
+        threading.Timer(0.3, server.close).start()
+        with pytest.raises(gx.PeerFailure) as info:
+            client.get("tcp/addr/1", timeout_s=30)
+        assert info.value.ranks == [0] and info.value.seen_by == 2
+        assert f"the rendezvous tcp://127.0.0.1:{port} that rank 0 hosts is gone" in str(info.value)
+    finally:
+        client.close()
+        server.close()
