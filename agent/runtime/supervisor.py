@@ -353,8 +353,12 @@ class Supervisor:
         else:
             name = signal.Signals(sig).name
             args = ["kill", "--all", self.id, name] if sig == signal.SIGKILL else ["kill", self.id, name]
+            sent = False
             with contextlib.suppress(OSError, subprocess.SubprocessError):
-                self.runc(*args)
+                sent = self.runc(*args).returncode == 0
+            if not sent and self.status is None:  # runc does not know it (its state dir gone): tini passes it on
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, sig)
             if sig == signal.SIGKILL and self.status is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.pid, signal.SIGKILL)

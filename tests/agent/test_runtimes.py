@@ -689,6 +689,22 @@ async def test_runc_oci_image_layout(runc_rt, tmp_path) -> None:
     assert o2.exit.reason == "ImageError"
 
 
+async def test_runc_stop_without_runcs_state_still_sends_term(runc_rt) -> None:
+    """runc's state dir (<data-dir>/runc) removed behind the agent's back: 'runc kill' no longer
+    knows the container, so the stop's SIGTERM never reached the task, which was SIGKILLed at
+    the end of its grace period instead of ending on its own. The supervisor signals the
+    container's init (tini, which passes it on) itself when runc cannot."""
+    code = "import signal,sys,time\nsignal.signal(signal.SIGTERM, lambda *a: (print('got TERM', flush=True), sys.exit(0)))\nprint('ready', flush=True)\ntime.sleep(300)"
+    await runc_rt.start(run("j/norunc", {"command": [PY, "-c", code]}))
+    await wait_running(runc_rt, "j/norunc")
+    await wait_log(runc_rt, "j/norunc", "ready")
+    shutil.rmtree(runc_rt.root)
+    await runc_rt.stop("j/norunc", 1, 30.0)
+    o = await wait_exit(runc_rt, "j/norunc", timeout_s=20)
+    assert (o.exit.exit_code, o.exit.signal) == (0, None), o.exit
+    assert any(ln.endswith("got TERM") for ln in log_lines(runc_rt, "j/norunc"))
+
+
 async def test_runc_cleanup_removes_container_cgroups_and_bundle(runc_rt) -> None:
     await runc_rt.start(run("j/cl", {"command": ["sleep", "300"], "resources": {"memory_mib": 64}}))
     await wait_running(runc_rt, "j/cl")
