@@ -160,6 +160,9 @@ class _Tensor:
 def _torch_key(t: Any) -> tuple[Any, ...]:
     if isinstance(t, np.ndarray):
         return (t.shape, t.dtype, t.flags.c_contiguous, t.flags.writeable)
+    torch = _torch()
+    if torch is None or not isinstance(t, torch.Tensor):  # as _Tensor says it
+        raise TypeError(f"expected numpy arrays or torch tensors, got {type(t).__name__}")
     return (tuple(t.shape), str(t.dtype), t.is_contiguous(), t.device.type)
 
 

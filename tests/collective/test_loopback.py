@@ -393,3 +393,14 @@ def test_close_whose_barrier_times_out_does_not_wait_a_second_time() -> None:
     comm_thread = comms[0]._thread
     assert comm_thread is not None and not comm_thread.is_alive()  # the barrier was given up
     comms[1].close(barrier=False)
+
+
+@pytest.mark.parametrize("tensors", [[np.ones(3), "x"], [1.0, 2.0], None, 3.0])
+def test_what_is_not_a_tensor_is_a_type_error_naming_it(tensors: object) -> None:
+    # a list of Python numbers was "AttributeError: 'float' object has no attribute 'shape'"
+    def body(comm: gx.Communicator) -> str:
+        with pytest.raises(TypeError, match="expected numpy arrays or torch tensors, got") as info:
+            comm.allreduce(tensors)
+        return str(info.value)
+
+    assert len(set(run_ranks(LoopbackWorld(2), body, timeout_s=20))) == 1
