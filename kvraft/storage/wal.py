@@ -519,10 +519,11 @@ class WalLogStorage:
         self._seq = seq
         payload = self._head_payload()
         frame = encode_frame(payload)
+        size = max(self.segment_bytes, len(frame) + FRAME.size)
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                os.posix_fallocate(fd, 0, max(self.segment_bytes, len(frame) + FRAME.size))
+                os.posix_fallocate(fd, 0, size)
                 os.pwrite(fd, frame, 0)
                 os.fdatasync(fd)
             except BaseException:
@@ -530,6 +531,11 @@ class WalLogStorage:
                 raise
             os.replace(tmp, final)
             fsync_dir(self.path)
+        except OSError as exc:
+            if exc.filename is None:  # (posix_fallocate, pwrite, fdatasync name no file)
+                exc = OSError(exc.errno, f"{exc.strerror}: writing WAL segment {tmp} ({size} bytes, preallocated)")
+            self._failed = exc
+            raise exc from None
         except BaseException as exc:
             self._failed = exc
             raise

@@ -251,3 +251,21 @@ def test_a_wal_open_in_another_process_is_refused(tmp_path: Path) -> None:
     first.close()
     done = subprocess.run([sys.executable, "-c", child, str(path)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr[-500:]  # closed: the lock is released
+
+
+def test_a_full_disk_at_rotation_names_the_segment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A segment is preallocated whole (64 MiB by default); on a disk without that much free
+    a member ended with "[Errno 28] No space left on device" and no word of which file or
+    how much it needed."""
+    log = WalLogStorage(tmp_path / "wal", segment_bytes=1 << 20)
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(OSError) as err:
+        log.bootstrap_members([1])
+    assert err.value.errno == 28
+    assert str(tmp_path / "wal" / "0000000000000002.tmp") in str(err.value)
+    assert "1048576 bytes" in str(err.value)
+    log.close()
