@@ -32,6 +32,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from agent.agent import Agent
+from agent.keys import assignments_prefix, split_assignment_key
 from agent.logs import parse_line
 from agent.metrics import agent_registry
 from agent.reconcile import AttemptState
@@ -108,6 +109,9 @@ def _int_param(request: web.Request, name: str, default: int, minimum: int, what
 def _attempt(request: web.Request) -> tuple[str, int]:
     agent = request.app[AGENT_KEY]
     key = f"{request.match_info['job']}/{request.match_info['task']}"
+    if split_assignment_key(agent.name, assignments_prefix(agent.name) + key) is None:
+        # no task has such a name ('..' would name a directory outside the agent's tasks)
+        raise web.HTTPNotFound(text=f"no task {key} on node {agent.name}\n")
     attempts = sorted({o.attempt for o in agent.observed if o.key == key})
     if hasattr(agent.runtime, "attempts"):
         attempts = sorted(set(attempts) | set(agent.runtime.attempts(key)))

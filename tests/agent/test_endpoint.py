@@ -269,3 +269,26 @@ async def test_logs_of_a_task_still_starting_say_so(endpoint, tmp_path: Path) ->
     for query in ("", "?follow=1"):
         r = await endpoint.get(f"/logs/je/starting{query}")
         assert (r.status, await r.text()) == (404, "task je/starting attempt 1 is waiting to start: no output yet\n")
+
+
+async def test_logs_never_leave_the_tasks_directory(endpoint, tmp_path: Path) -> None:
+    """A job or task named '..' (percent-encoded, so that the URL is not normalized) named a
+    directory outside <data-dir>/tasks: /logs/%2E%2E/x read <data-dir>/x/<n>/output.log, and
+    /exec and /stats looked there for a task to run a command in. No task is called '..'
+    (the agent refuses such assignment keys): 404."""
+    outside = tmp_path / "agent" / "x" / "1"
+    outside.mkdir(parents=True)
+    (outside / "output.log").write_text("2026-01-01T00:00:00.000000000Z stdout F not a task's\n")
+    import http.client
+
+    def get_as_is(path: str) -> tuple[int, str]:  # aiohttp's client would normalize the path
+        conn = http.client.HTTPConnection(endpoint._base_url.host, endpoint._base_url.port, timeout=30)
+        try:
+            conn.request("GET", path)
+            r = conn.getresponse()
+            return r.status, r.read().decode()
+        finally:
+            conn.close()
+    for path in ("/logs/%2E%2E/x", "/logs/%2e%2e/x", "/stats/%2E%2E/x", "/logs/je/%2E%2E", "/logs/%2E/x"):
+        status, text = await asyncio.to_thread(get_as_is, path)
+        assert status == 404 and "not a task's" not in text, (path, status, text)
