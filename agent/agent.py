@@ -216,16 +216,12 @@ class Agent:
         self._tasks.append(loop.create_task(self._connect_then_run()))
 
     async def _connect_then_run(self) -> None:
-        delay = 0.2
-        while True:
-            try:
-                await self.client.open()
-                break
-            except ClientError as exc:
-                self._contact_tried.set()
-                log.warning("kvraft unreachable", extra={"fields": {"error": str(exc), "retry_s": delay}})
-                await asyncio.sleep(delay * (0.5 + self._rng.random()))
-                delay = min(delay * 2, 7.0)
+        def unreachable(exc: ClientError, delay_s: float) -> None:
+            self._contact_tried.set()
+            log.warning("kvraft unreachable", extra={"fields": {"error": str(exc), "retry_s": delay_s}})
+
+        # any error is waited out (kubelet keeps trying its API server, a refused login too)
+        await self.client.open_when_reachable(on_retry=unreachable, retry_on=(ClientError,), rng=self._rng)
         loop = asyncio.get_running_loop()
         for coro in (self._lease_loop(), self._watch_loop(), self._status_loop()):
             self._tasks.append(loop.create_task(coro))

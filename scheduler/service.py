@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import signal
 import ssl
 import sys
@@ -37,8 +36,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from kvraft.aio import cancel_and_wait, wait_event
-from kvraft.client import Client, ClientError, Compare, EndpointError, TLSConfig, UnavailableError
+from kvraft.aio import cancel_and_wait
+from kvraft.client import Client, ClientError, Compare, TLSConfig
 from kvraft.client.observe import configure_logging, metrics_response
 from scheduler import accounting, arrays, dependencies, keys
 from scheduler.binder import Binder
@@ -489,21 +488,19 @@ async def _start_when_reachable(daemon: SchedulerDaemon, config: SchedulerConfig
     200 ms to 7 s, each try logged; /health says 503 meanwhile. What retrying cannot mend --
     TLS files that do not load, a login refused -- is one line on stderr and False; so is a
     stop asked for while waiting (with ``stop`` set)."""
-    delay = 0.2
-    while True:
-        try:
-            await daemon.start()
-            return True
-        except (EndpointError, UnavailableError) as exc:
-            log.warning("kvraft unreachable", extra={"fields": {"endpoints": config.endpoints, "error": str(exc),
-                                                                 "retry_s": round(delay, 3)}})
-        except (ClientError, OSError) as exc:
-            what = "--cacert/--cert/--key" if isinstance(exc, ssl.SSLError) else f"--endpoints {','.join(config.endpoints)}"
-            print(f"kvraft-scheduler: {what}: {exc}", file=sys.stderr)
+    def unreachable(exc: ClientError, delay_s: float) -> None:
+        log.warning("kvraft unreachable", extra={"fields": {"endpoints": config.endpoints, "error": str(exc),
+                                                             "retry_s": round(delay_s, 3)}})
+
+    try:
+        if not await daemon.client.open_when_reachable(stop, on_retry=unreachable):
             return False
-        if await wait_event(stop, delay * (0.5 + random.random())):
-            return False
-        delay = min(delay * 2, 7.0)
+        await daemon.start()
+        return True
+    except (ClientError, OSError) as exc:
+        what = "--cacert/--cert/--key" if isinstance(exc, ssl.SSLError) else f"--endpoints {','.join(config.endpoints)}"
+        print(f"kvraft-scheduler: {what}: {exc}", file=sys.stderr)
+        return False
 
 
 async def run(config: SchedulerConfig) -> int:

@@ -15,12 +15,16 @@ event loop, use ``kvraft.client.SyncClient``.
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections.abc import Callable
 from typing import Any
 
+from kvraft.aio import wait_event
 from kvraft.client._transport import ClientStatistics, RetryPolicy, TLSConfig, Transport
 from kvraft.client.admin import AdminMixin
 from kvraft.client.concurrency import ConcurrencyMixin
+from kvraft.client.errors import ClientError, EndpointError, UnavailableError
 from kvraft.client.kv import KVMixin
 from kvraft.client.lease import LeaseMixin
 from kvraft.client.watch import WatchMixin
@@ -77,6 +81,34 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
             await self._transport.close()
             raise
         return self
+
+    async def open_when_reachable(
+        self,
+        stop: asyncio.Event | None = None,
+        *,
+        on_retry: Callable[[ClientError, float], object] | None = None,
+        retry_on: tuple[type[ClientError], ...] = (EndpointError, UnavailableError),
+        rng: random.Random | None = None,
+    ) -> bool:
+        """``open()``, again while no endpoint answers, as a daemon waits for its cluster
+        (kube-scheduler and kubelet for their API server): a backoff from 200 ms doubling to
+        7 s, jittered, ``on_retry(error, delay_s)`` before each wait. True once open; False
+        when ``stop`` is set first. An error not in ``retry_on`` (a refused login, TLS files
+        that do not load) is raised: waiting cannot mend it."""
+        rng = rng or random.Random()
+        delay = 0.2
+        while True:
+            try:
+                await self.open()
+                return True
+            except retry_on as exc:
+                if on_retry is not None:
+                    on_retry(exc, delay)
+            if stop is None:
+                await asyncio.sleep(delay * (0.5 + rng.random()))
+            elif await wait_event(stop, delay * (0.5 + rng.random())):
+                return False
+            delay = min(delay * 2, 7.0)
 
     async def close(self) -> None:
         await self._transport.close()

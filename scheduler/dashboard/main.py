@@ -75,9 +75,20 @@ def check_flags(args: argparse.Namespace) -> None:
 
 async def run(config: DashboardConfig, listen_url: str) -> int:
     url = urlsplit(listen_url)
-    app, _ = make_app(config)
+    app, dashboard = make_app(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def unreachable(exc: ClientError, delay_s: float) -> None:
+        log.warning("kvraft at %s unreachable, retrying in %.1f s: %s", ",".join(config.endpoints), delay_s, exc)
+
     runner = web.AppRunner(app, access_log=None)
-    try:
+    try:  # kvraft not answering yet is waited for (the scheduler does so too); a refused login is not
+        if not await dashboard.client.open_when_reachable(stop, on_retry=unreachable):
+            await dashboard.client.close()
+            return 0
         await runner.setup()
     except (ClientError, OSError) as exc:
         print(f"kvraft-dashboard: kvraft at {','.join(config.endpoints)}: {exc}", file=sys.stderr)
@@ -93,10 +104,6 @@ async def run(config: DashboardConfig, listen_url: str) -> int:
     host, port = runner.addresses[0][:2]
     print(f"dashboard: http://{url.hostname}:{port}/", flush=True)
     log.info("listening on %s:%s", host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await runner.cleanup()
     return 0

@@ -3,6 +3,7 @@ jittered backoff, token refresh, encoding detection, stream framing. No cluster 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import random
@@ -293,3 +294,22 @@ async def test_an_endpoint_that_answers_version_with_no_object_is_skipped() -> N
     finally:
         await impostor.close()
         await real.close()
+
+
+async def test_open_when_reachable_waits_out_dead_endpoints_until_stopped_or_open(fake) -> None:  # type: ignore[no-untyped-def]
+    retries: list[tuple[str, float]] = []
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(1.0, stop.set)
+    client = Client([dead_endpoint()], dial_timeout_s=0.2)
+    assert await client.open_when_reachable(stop, on_retry=lambda e, d: retries.append((type(e).__name__, d)),
+                                            rng=random.Random(1)) is False
+    assert len(retries) >= 2 and {n for n, _ in retries} == {"EndpointError"}
+    assert [d for _, d in retries[:3]] == [0.2, 0.4, 0.8][:len(retries[:3])]  # doubling from 200 ms
+    member, url = fake
+    member.routes["/auth/authenticate"] = lambda b: (
+        400, {"error": "bad", "message": "etcdserver: authentication failed, invalid user ID or password", "code": 3})
+    async with Client([url]) as opened:  # an endpoint that answers: open at once, no retry
+        assert await opened.open_when_reachable(asyncio.Event(), on_retry=lambda e, d: retries.append(("again", d)))
+    assert ("again", 0.2) not in retries
+    with pytest.raises(ServerError, match="authentication failed"):  # waiting cannot mend a refused login
+        await Client([url], user="alice", password="wrong").open_when_reachable(asyncio.Event())

@@ -1,11 +1,24 @@
 """``kvraft-dashboard``'s flags: a bad one is one line naming it and exit 2, before anything
-starts (no traceback, no dashboard running on nonsense)."""
+starts (no traceback, no dashboard running on nonsense); at start, kvraft not answering yet
+is waited for, what waiting cannot mend is one line and exit 1."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
 import pytest
 
-from scheduler.dashboard.main import main
+from kvraft.testing.ports import free_port
+from scheduler.dashboard.app import DashboardConfig
+from scheduler.dashboard.main import main, run
+from tests.scheduler_daemon.harness import ROOT, wait_for
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -25,3 +38,59 @@ def test_a_bad_flag_is_one_line_and_exit_2(argv: list[str], message: str, capsys
     assert main(["--endpoints", "http://127.0.0.1:1", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("kvraft-dashboard: ") and message in err and len(err.splitlines()) == 1, err
+
+
+def test_a_dashboard_started_before_kvraft_waits_for_it(tmp_path: Path) -> None:
+    """It exited 1 when no endpoint answered (a dashboard started with the members stayed
+    down); now it retries, logging each try, and serves once a member answers."""
+    client_port, peer_port, http_port = free_port(), free_port(), free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    log_path = tmp_path / "dashboard.log"
+    with open(log_path, "wb") as log:
+        dash = subprocess.Popen([sys.executable, "-m", "scheduler.dashboard.main", "--endpoints",
+                                 f"127.0.0.1:{client_port}", "--listen-url", f"http://127.0.0.1:{http_port}",
+                                 "--request-timeout-s", "1", "--log-format", "text"], cwd=ROOT, env=env,
+                                stdout=log, stderr=log)
+    member: subprocess.Popen[bytes] | None = None
+    try:
+        wait_for(lambda: log_path.read_text().count("unreachable") >= 2, 60, "two logged tries")
+        assert dash.poll() is None, log_path.read_text()
+        with open(tmp_path / "member.log", "wb") as log:
+            member = subprocess.Popen(
+                [sys.executable, "-m", "kvraft.server.main", "--name", "m0", "--data-dir", str(tmp_path / "m0"),
+                 "--listen-client-urls", f"http://127.0.0.1:{client_port}",
+                 "--advertise-client-urls", f"http://127.0.0.1:{client_port}",
+                 "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
+                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
+                 "--initial-cluster", f"m0=http://127.0.0.1:{peer_port}"], cwd=ROOT, env=env, stdout=log, stderr=log)
+
+        def healthy() -> bool:
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{http_port}/health", timeout=5) as r:
+                return r.status == 200
+            return False
+
+        wait_for(healthy, 60, "the dashboard serving once kvraft answers")
+        dash.send_signal(signal.SIGTERM)
+        assert dash.wait(30) == 0, log_path.read_text()
+    finally:
+        for p in (dash, member):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_what_waiting_cannot_mend_is_exit_1_and_a_stop_while_waiting_exit_0(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    garbage = tmp_path / "ca.crt"
+    garbage.write_text("not a certificate\n")
+    assert main(["--endpoints", f"https://127.0.0.1:{free_port()}", "--cacert", str(garbage),
+                 "--listen-url", f"http://127.0.0.1:{free_port()}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("kvraft-dashboard: kvraft at ") and len(err.splitlines()) == 1, err
+
+    async def stop_soon() -> int:
+        asyncio.get_running_loop().call_later(1.5, os.kill, os.getpid(), signal.SIGTERM)
+        config = DashboardConfig([f"127.0.0.1:{free_port()}"], request_timeout_s=1)
+        return await run(config, f"http://127.0.0.1:{free_port()}")
+
+    assert asyncio.run(stop_soon()) == 0
