@@ -11,6 +11,7 @@ import sys
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from kvraft.client.observe import configure_logging
 from kvraft.server.api import make_app, misc
@@ -38,11 +39,39 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING
            "panic": logging.CRITICAL, "fatal": logging.CRITICAL}
 
 
+class _RefusedRequests(logging.Filter):
+    """aiohttp logs each request its HTTP parser refuses (answered 400: a duplicate or bad
+    Content-Length, a bad chunk, a bad header) as an error with a traceback. A client's
+    malformed request is no fault of the member (Go's server, under etcd, says nothing):
+    one info line names it instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and exc.code == 400:
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "refused a malformed HTTP request from %s: %s", (remote, _first_line(exc.message))
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+            return logging.getLogger().isEnabledFor(logging.INFO)
+        return True
+
+
+def _first_line(message: object) -> str:
+    lines = str(message).strip().splitlines()
+    return lines[0].rstrip(":") if lines else ""
+
+
+_REFUSED_REQUESTS = _RefusedRequests()
+
+
 async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
     """Run a member until ``stop`` is set (or SIGTERM/SIGINT). Returns the exit status: 1
     when the member stopped on a fatal error (a failed log write or apply: it must not go on,
     and a supervisor such as systemd's ``Restart=on-failure`` should see a failure), else 0."""
     stop = stop or asyncio.Event()
+    server_log = logging.getLogger("aiohttp.server")
+    if _REFUSED_REQUESTS not in server_log.filters:
+        server_log.addFilter(_REFUSED_REQUESTS)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

@@ -61,3 +61,28 @@ def test_a_client_that_leaves_mid_body_is_canceled_not_an_internal_error(
     assert handled.get("Canceled", 0) >= 1 and "Unknown" not in handled, handled
     log = cluster.members["m0"].log_path.read_text()
     assert "internal error" not in log
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"POST /v3/lease/leases HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+    b"POST /v3/kv/range HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+    b"POST /v3/kv/range HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n{}",
+])  # fmt: skip
+def test_a_malformed_http_request_is_refused_without_an_error_in_the_log(
+        member: tuple[str, LocalCluster], request_bytes: bytes) -> None:
+    """aiohttp logged every request its parser refused (400) as an error with a traceback;
+    Go's server, under etcd, refuses them silently. Now one info line names it."""
+    url, cluster = member
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(request_bytes)
+        sock.settimeout(10)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n", 1)[0], answer
+    log_path = cluster.members["m0"].log_path
+    deadline = time.monotonic() + 30
+    while "malformed HTTP request" not in log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    lines = log_path.read_text().splitlines()
+    assert not [line for line in lines if "Error handling request" in line]
+    assert [line for line in lines if "malformed HTTP request" in line and '"level":"info"' in line]
