@@ -360,12 +360,12 @@ class DockerRuntime(SupervisedRuntime):
         return list(await self.api("GET", "/containers/json", params={"all": "1", "filters": filters}) or [])
 
     async def sweep(self) -> list[str]:
+        removed = await self._sweep_leftovers()
         ids = set()
         for adir in self._attempt_dirs():
             handle = read_handle(adir)
             if handle and not (adir / "cleaned.json").exists():
                 ids.add(handle["id"])
-        removed = []
         for c in await self.list_containers():
             name = (c.get("Names") or ["/"])[0].lstrip("/")
             if name not in ids:

@@ -120,14 +120,14 @@ class ProcessRuntime(SupervisedRuntime):
 
     async def sweep(self) -> list[str]:
         """Kill and remove task cgroups of this agent that no attempt directory owns."""
+        removed = await self._sweep_leftovers()
         if not self.cgroups.usable:
-            return []
+            return removed
         ids = set()
         for adir in self._attempt_dirs():
             handle = read_handle(adir)
             if handle:
                 ids.add(handle["id"])
-        removed: list[str] = []
         for base in self.cgroups.dirs(self.cgroup_parent)[:1]:
             if not base.is_dir():
                 continue

@@ -283,12 +283,12 @@ class RuncRuntime(SupervisedRuntime):
 
     async def sweep(self) -> list[str]:
         """Kill and delete containers and cgroups under this agent's root that no attempt owns."""
+        removed = await self._sweep_leftovers()
         ids: set[str] = set()
         for adir in self._attempt_dirs():
             handle = read_handle(adir)
             if handle and not (adir / "cleaned.json").exists():
                 ids.add(handle["id"])
-        removed: list[str] = []
         for c in await self.list_containers():
             if c.get("id") not in ids:
                 await self.runc("kill", "--all", c["id"], "KILL")

@@ -527,7 +527,26 @@ class SupervisedRuntime:
         raise NotImplementedError
 
     async def sweep(self) -> list[str]:
-        return []
+        return await self._sweep_leftovers()
+
+    async def _sweep_leftovers(self) -> list[str]:
+        """Delete what removes cut short left (an agent killed mid-rmtree): attempt directories
+        without their handle, which a start writes first, and task directories, work dir
+        included, that no attempt is left in. Only at start-up, when nothing is starting."""
+        removed: list[str] = []
+        if not self.tasks_dir.is_dir():
+            return removed
+        for job in [d for d in self.tasks_dir.iterdir() if d.is_dir()]:
+            for tdir in [d for d in job.iterdir() if d.is_dir()]:
+                for adir in [a for a in tdir.iterdir() if a.name.isdigit() and not (a / "handle.json").exists()]:
+                    await asyncio.to_thread(shutil.rmtree, adir, True)
+                    removed.append(str(adir.relative_to(self.data_dir)))
+                if not any(a.name.isdigit() for a in tdir.iterdir()):
+                    await asyncio.to_thread(shutil.rmtree, tdir, True)
+                    removed.append(str(tdir.relative_to(self.data_dir)))
+            with contextlib.suppress(OSError):
+                job.rmdir()
+        return removed
 
 
 async def run_command(argv: list[str], timeout_s: float, **kwargs: Any) -> ExecResult:

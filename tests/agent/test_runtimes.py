@@ -489,6 +489,28 @@ async def test_a_remove_cut_short_leaves_nothing_a_new_attempt_reads(data_dir) -
     assert (o.state, o.exit, o.held) == (AttemptState.RUNNING, None, True)
 
 
+async def test_the_sweep_removes_what_an_interrupted_remove_left(kind, data_dir) -> None:
+    """A remove deletes the attempt directory, then (for the last attempt) the task's, work
+    dir included -- checkpoints, gigabytes. An agent killed in between, or while the work dir
+    was being deleted, left a task directory no attempt owns, or an attempt directory without
+    its handle: nothing ever looked at them again, and the disk filled with them. The start-up
+    sweep removes them; a task with an attempt keeps its work dir."""
+    rt = make_runtime(kind, data_dir)
+    await rt.start(run("j/keep", {"command": ["sleep", "300"]}))
+    await wait_running(rt, "j/keep")
+    gone = rt.workdir("j/gone")
+    gone.mkdir(parents=True)
+    (gone / "ckpt").write_bytes(b"x" * 1000)
+    cut = rt.attempt_dir("j/cut", 2)
+    cut.mkdir(parents=True)
+    (cut / "output.log").write_text("")
+    rt.workdir("j/cut").mkdir()
+    rt2 = make_runtime(kind, data_dir)
+    await rt2.sweep()
+    assert not rt2.task_dir("j/gone").exists() and not rt2.task_dir("j/cut").exists()
+    assert [o.key for o in await rt2.observe()] == ["j/keep"] and rt2.workdir("j/keep").is_dir()
+
+
 async def test_a_stop_whose_signal_was_lost_still_stops_the_task(kind, data_dir) -> None:
     """The agent writes stop.json and then signals the supervisor (SIGUSR1); an agent killed
     between the two left a stop the supervisor never read: the task ran on for ever, and a
