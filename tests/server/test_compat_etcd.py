@@ -216,3 +216,29 @@ def test_cluster_and_maintenance_answers_have_etcds_shape(pair) -> None:
     assert [set(m) for m in got["members"]] == [set(m) for m in want["members"]]
     _, got = call(kvraft_url, "GET", "/version", None)
     assert got["etcdserver"].startswith("3.4") and got["etcdcluster"].startswith("3.4")
+
+
+STREAMS = [
+    ("/v3/maintenance/snapshot", "{}"),
+    ("/v3/lease/keepalive", json.dumps({"ID": "1"})),
+    ("/v3/watch", json.dumps({"create_request": {"key": b("foo")}})),
+]
+
+
+@needs_etcd
+@pytest.mark.parametrize(("path", "body"), STREAMS)
+def test_streamed_answers_carry_etcds_headers(pair, path: str, body: str) -> None:
+    """The CORS headers and Grpc-Metadata-Content-Type on every streamed answer (a browser
+    reading a snapshot through the gateway needs them; kvraft's snapshot had none)."""
+    names = []
+    for url in pair:
+        parts = urlsplit(url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=15)
+        try:
+            conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            assert response.status == 200
+            names.append({k.lower() for k, _ in response.getheaders()} - {"date", "server", "content-length"})
+        finally:
+            conn.close()
+    assert names[1] == names[0]

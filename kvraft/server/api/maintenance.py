@@ -17,6 +17,7 @@ from kvraft.server.api.errors import to_etcd_error
 from kvraft.server.api.feature_state import FEATURES
 from kvraft.server.api.request import header, read_request, respond
 from kvraft.server.api.state import SERVER
+from kvraft.server.api.stream import CORS
 
 __all__ = ["ALARM_NAMES", "ROUTES", "alarm_text"]
 
@@ -113,7 +114,7 @@ async def _snapshot(request: web.Request) -> web.StreamResponse:
     server.state.commit()  # applied batches the store still holds go to disk first (as etcd's ForceCommit)
     stream = await loop.run_in_executor(None, server.state.store.snapshot, SNAPSHOT_CHUNK_BYTES)
     frames = iter(stream)
-    response = web.StreamResponse(headers={"Content-Type": out.content_type})
+    response = web.StreamResponse(headers={**CORS, "Content-Type": out.content_type})
     failure: Exception | None = None
     try:
         await response.prepare(request)
