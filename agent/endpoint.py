@@ -152,7 +152,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
         await resp.prepare(request)
         # the rotated files can be tens of MB: read them off the event loop, which also renews
         # the node lease
-        lines = await asyncio.to_thread(_read_lines, files)
+        lines, read_to = await asyncio.to_thread(_read_lines, files)
         if tail >= 0:
             lines = lines[-tail:] if tail else []
         for ln in lines:
@@ -160,31 +160,39 @@ async def logs(request: web.Request) -> web.StreamResponse:
             if out is not None:
                 await resp.write(out)
         if follow and files:
-            await _follow(request, key, attempt, files[-1], resp, timestamps, stream)
+            await _follow(request, key, attempt, files[-1], read_to, resp, timestamps, stream)
         await resp.write_eof()
     except ConnectionResetError:  # the client went away (jobctl logs -f ended, or before the headers)
         pass
     return resp
 
 
-def _read_lines(files: list[Path]) -> list[bytes]:
+def _read_lines(files: list[Path]) -> tuple[list[bytes], tuple[int, int]]:
+    """The files' lines, and where a follow goes on: ``(inode, offset)`` of the last file's
+    end of its last whole line (a line being written is left for the follow to finish)."""
     lines: list[bytes] = []
-    for path in files:
-        with contextlib.suppress(OSError):
-            lines.extend(path.read_bytes().splitlines())
-    return lines
+    read_to = (0, 0)
+    for n, path in enumerate(files):
+        with contextlib.suppress(OSError), open(path, "rb") as f:
+            data = f.read()
+            if n == len(files) - 1:
+                whole = data.rfind(b"\n") + 1
+                read_to, data = (os.fstat(f.fileno()).st_ino, whole), data[:whole]
+            lines.extend(data.splitlines())
+    return lines, read_to
 
 
-async def _follow(request: web.Request, key: str, attempt: int, path: Path, resp: web.StreamResponse,
-                  timestamps: bool, stream: str) -> None:
-    """Stream lines appended after the initial read; follow rotation by inode. Ends when the
-    attempt has ended and its log is drained, or when the client has gone (a write notices
-    that, but a quiet task writes nothing: checked at each idle poll)."""
+async def _follow(request: web.Request, key: str, attempt: int, path: Path, read_to: tuple[int, int],
+                  resp: web.StreamResponse, timestamps: bool, stream: str) -> None:
+    """Stream lines appended after the initial read (``read_to``: the inode and offset it
+    ended at; a file rotated since is followed from its start); follow rotation by inode.
+    Ends when the attempt has ended and its log is drained, or when the client has gone (a
+    write notices that, but a quiet task writes nothing: checked at each idle poll)."""
     agent = request.app[AGENT_KEY]
     f = open(path, "rb")  # noqa: SIM115 - closed below
     try:
-        f.seek(0, os.SEEK_END)
         inode = os.fstat(f.fileno()).st_ino
+        f.seek(read_to[1] if inode == read_to[0] else 0)
         buf = b""
         ended_polls = 0
         while True:

@@ -292,3 +292,25 @@ async def test_logs_never_leave_the_tasks_directory(endpoint, tmp_path: Path) ->
     for path in ("/logs/%2E%2E/x", "/logs/%2e%2e/x", "/stats/%2E%2E/x", "/logs/je/%2E%2E", "/logs/%2E/x"):
         status, text = await asyncio.to_thread(get_as_is, path)
         assert status == 404 and "not a task's" not in text, (path, status, text)
+
+
+async def test_a_follow_misses_nothing_written_after_the_first_read(endpoint, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A follow read the files, sent them, then opened the current file at its end: whatever
+    the task wrote in between (a busy task: many lines) was never shown, and a line being
+    written during the read came out cut in two. It now goes on from where the read ended."""
+    import agent.endpoint as endpoint_module
+
+    log = tmp_path / "agent" / "tasks" / "je" / "done" / "1" / "output.log"
+    log.write_bytes(log.read_bytes() + b"2026-01-01T00:00:00.000000000Z stdout F thr")  # a line being written
+    real_read = endpoint_module._read_lines
+
+    def read_then_the_task_writes(files):
+        out = real_read(files)
+        with open(log, "ab") as f:
+            f.write(b"ee\n2026-01-01T00:00:00.000000000Z stdout F four\n")
+        return out
+
+    monkeypatch.setattr(endpoint_module, "_read_lines", read_then_the_task_writes)
+    r = await endpoint.get("/logs/je/done?follow=1")
+    assert await r.text() == "one\ntwo\nthree\nfour\n"
