@@ -242,3 +242,25 @@ def test_streamed_answers_carry_etcds_headers(pair, path: str, body: str) -> Non
         finally:
             conn.close()
     assert names[1] == names[0]
+
+
+@needs_etcd
+@pytest.mark.parametrize("path", ["/v3/kv/range", "/v3/watch", "/v3/nothere", "/health"])
+def test_a_cors_preflight_is_answered_with_etcds_cors_headers(pair, path: str) -> None:
+    """A browser's OPTIONS before a cross-origin JSON POST: etcd's CORS wrapper answers it
+    with the Access-Control-Allow-* headers; kvraft answered 200 without them, so a browser
+    refused the POST that should follow."""
+    got = []
+    for url in pair:
+        parts = urlsplit(url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=15)
+        try:
+            conn.request("OPTIONS", path, headers={"Origin": "http://dashboard.example",
+                                                   "Access-Control-Request-Method": "POST"})
+            response = conn.getresponse()
+            response.read()
+            got.append((response.status, {k.lower(): v for k, v in response.getheaders()
+                                          if k.lower().startswith("access-control-")}))
+        finally:
+            conn.close()
+    assert got[1] == got[0]

@@ -33,6 +33,9 @@ CORS_HEADERS = {
     "Grpc-Metadata-Content-Type": "application/grpc",
 }
 
+_PREFLIGHT = {k: v for k, v in CORS_HEADERS.items() if k.startswith("Access-Control-")}
+"""A preflight's answer (what a browser checks before it sends a cross-origin POST)."""
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -71,7 +74,7 @@ async def _paths(request: web.Request, handler: Handler) -> web.StreamResponse:
     ``404 page not found`` (inside ``/v3/`` the gateway's ``Not Found``). aiohttp's URL
     parsing removes dot segments, so the raw path is what is looked at."""
     if request.method == "OPTIONS":  # etcd's CORS wrapper answers every preflight, any path
-        return web.Response(status=200)
+        return web.Response(status=200, headers=_PREFLIGHT)
     raw = request.raw_path.split("?", 1)[0]
     if not raw.startswith("/"):  # absolute form (a forward proxy's target): Go's server takes its path
         raw = urlsplit(raw).path or "/"
