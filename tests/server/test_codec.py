@@ -146,6 +146,9 @@ def test_entries_round_trip() -> None:
         (b'{"key":[97, null],"value":[]}', schemas.PUT, PutOp(key=b"a\x00")),
         (b'{"key":"YQ==","prevKv":true}', schemas.PUT, PutOp(key=b"a", prev_kv=True)),
         (b'{"success":[{"requestPut":{"key":"YQ=="}}]}', schemas.TXN, TxnOp(success=[PutOp(key=b"a")])),
+        # a lone surrogate escape is U+FFFD, as Go decodes it (it stayed a surrogate: a 500 on encoding)
+        (b'{"peerURLs":["a\\ud800b","\\udc00","\\ud83d\\ude00"]}', schemas.MEMBER_ADD,
+         {"peerURLs": ["a\ufffdb", "\ufffd", "\U0001f600"], "isLearner": False}),
     ],
 )
 def test_what_etcds_gateway_accepts(body: bytes, schema, want) -> None:

@@ -256,6 +256,9 @@ def check_syntax(data: bytes) -> None:
         raise scanner.fail(end, "after top-level value")
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 class RawStr(str):
     """A JSON string that was written with escapes, with ``raw``: the bytes between its
     quotes as sent (jsonpb reads int64 strings and enum names from those)."""
@@ -288,7 +291,8 @@ def _parse_raw(data: bytes, pos: int) -> tuple[Any, int]:
     end = scanner._scalar(pos)
     token = data[pos:end]
     if c == 0x22:
-        text = json.loads(token.decode("utf-8", "replace"))
+        # a lone surrogate escape (\ud800) is U+FFFD in Go; Python keeps it, and it cannot be encoded
+        text = _LONE_SURROGATE.sub("\ufffd", json.loads(token.decode("utf-8", "replace")))
         if b"\\" not in token:
             return text, end
         value = RawStr(text)
