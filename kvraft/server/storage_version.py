@@ -10,7 +10,8 @@ At start, a member stamps a new data directory, and one written before the stamp
 is format 1: no format has changed since kvraft began); it refuses one whose format is newer
 than it reads: an older kvraft started on a newer member's data (a downgrade) could misread
 records or write ones the newer version then misreads. The message says which version wrote
-it and what to do. A future format change raises ``STORAGE_VERSION`` and converts older data
+it and what to do. An unstamped directory holding etcd's ``member/wal`` or ``member/snap/db``
+is refused too (kvraft would start a new, empty cluster in it). A future format change raises ``STORAGE_VERSION`` and converts older data
 directories here, at start (etcd 3.6 keeps its ``storageVersion`` in the backend's meta for
 the same purpose).
 """
@@ -46,6 +47,7 @@ def check_storage_version(data_dir: Path) -> None:
     """Refuse a data directory of a newer format; stamp one without a stamp."""
     path = data_dir / FILE
     if not path.exists():
+        _refuse_etcd_data_dir(data_dir)
         stamp(data_dir)
         return
     try:
@@ -63,3 +65,14 @@ def check_storage_version(data_dir: Path) -> None:
             "or restore this member from a snapshot (kvctl snapshot restore) made with this version")
     if writer != _kvraft_version():
         stamp(data_dir)
+
+
+def _refuse_etcd_data_dir(data_dir: Path) -> None:
+    """kvraft takes etcd's flags, so an etcd data directory is an easy slip when moving from
+    etcd; finding none of its own files there, kvraft would start a new, empty cluster in it."""
+    member = data_dir / "member"
+    if (member / "wal").is_dir() or (member / "snap" / "db").exists():
+        raise DataDirError(
+            f"{data_dir} is an etcd data directory (member/wal, member/snap/db), which kvraft cannot run on: "
+            f"bring its data over with 'kvctl snapshot restore {member / 'snap' / 'db'} --skip-hash-check "
+            "--data-dir NEW-DIR' (or an etcdctl snapshot save file) and start kvraft on NEW-DIR")

@@ -58,3 +58,20 @@ def test_a_member_refuses_a_newer_data_dir_and_writes_nothing(tmp_path: Path) ->
     assert result.returncode == 1, result.stderr
     assert "written by kvraft 9.9.9" in result.stderr
     assert sorted(p.name for p in data.iterdir()) == before
+
+
+@pytest.mark.parametrize("layout", ["member/wal/", "member/snap/db"])
+def test_an_etcd_data_dir_is_refused_not_started_empty(tmp_path: Path, layout: str) -> None:
+    """kvraft takes etcd's flags, so `--data-dir /var/lib/etcd` is an easy slip when moving
+    from etcd: kvraft found none of its files there, started a new, empty cluster in it and
+    wrote its own files beside etcd's. It is refused now, saying how to bring the data over."""
+    data = tmp_path / "etcd-data"
+    target = data / layout
+    if layout.endswith("/"):
+        target.mkdir(parents=True)
+    else:
+        target.parent.mkdir(parents=True)
+        target.write_bytes(b"bbolt")
+    with pytest.raises(DataDirError, match=r"etcd data directory .*kvctl snapshot restore"):
+        check_storage_version(data)
+    assert not (data / "version").exists()
