@@ -26,4 +26,7 @@ def check_password(password: str, password_hash: bytes | None) -> bool:
     if not password_hash:
         bcrypt.checkpw(password.encode()[:72], _DUMMY)
         return False
-    return bcrypt.checkpw(password.encode()[:72], password_hash)
+    try:
+        return bcrypt.checkpw(password.encode()[:72], password_hash)
+    except ValueError:  # a hashedPassword given at user add that is no bcrypt hash: nothing matches it
+        return False

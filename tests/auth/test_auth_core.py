@@ -211,6 +211,13 @@ def test_passwords_are_bcrypt_and_checked() -> None:
     assert not check_password("pw", None)
 
 
+@pytest.mark.parametrize("stored", [b"garbage", b"$2a$10$tooshort", b"$2b$04$" + b"x" * 53])
+def test_a_stored_hash_that_is_no_bcrypt_hash_matches_no_password(stored: bytes) -> None:
+    """user/add takes a hashedPassword as given (etcd too); authenticating that user was a
+    500 ('ValueError: Invalid salt'), where etcd answers 'authentication failed'."""
+    assert not check_password("pw", stored)
+
+
 def test_rate_limiter_per_user() -> None:
     rl = RateLimiter(rate_per_s=1, burst=3)
     assert [rl.allow("a", 0) for _ in range(4)] == [True, True, True, False]
