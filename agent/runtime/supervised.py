@@ -42,6 +42,7 @@ from urllib.parse import quote, unquote
 from agent.reconcile import AttemptState, ExitInfo, Observed
 from agent.runtime.base import Capabilities, ExecResult, TaskRun, handle_gpus
 from agent.runtime.cgroups import CgroupLayout, read_cgroup_stats
+from kvraft.aio import cancel_and_wait
 
 __all__ = [
     "StartFailure",
@@ -549,22 +550,40 @@ class SupervisedRuntime:
         return removed
 
 
+EXEC_DRAIN_S = 5.0  # after a timeout's kill, how long the rest of the output is waited for
+
+
 async def run_command(argv: list[str], timeout_s: float, **kwargs: Any) -> ExecResult:
+    """Run ``argv`` (in its own session) for at most ``timeout_s``. Past it, the command and
+    whatever it started in its process group are killed, and what it wrote so far is the
+    answer (exit code 124): output a child that escaped still holds open is not waited for
+    beyond ``EXEC_DRAIN_S``."""
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, **kwargs)
+            stderr=asyncio.subprocess.PIPE, start_new_session=True, **kwargs)
     except OSError as exc:
         return ExecResult(127, b"", str(exc).encode())
+    out, err = bytearray(), bytearray()
+
+    async def pump(stream: asyncio.StreamReader | None, into: bytearray) -> None:
+        while stream is not None and (chunk := await stream.read(65536)):
+            into.extend(chunk)
+
+    done = asyncio.gather(pump(proc.stdout, out), pump(proc.stderr, err), proc.wait())
     try:
         async with asyncio.timeout(timeout_s):
-            out, err = await proc.communicate()
+            await asyncio.shield(done)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        out, err = await proc.communicate()
-        return ExecResult(124, out, err + b"\n[agent] timed out")
-    return ExecResult(proc.returncode if proc.returncode is not None else -1, out, err)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(EXEC_DRAIN_S):
+                await asyncio.shield(done)
+        await cancel_and_wait(done)
+        return ExecResult(124, bytes(out), bytes(err) + b"\n[agent] timed out")
+    return ExecResult(proc.returncode if proc.returncode is not None else -1, bytes(out), bytes(err))
+
 
 
 def exit_info(doc: dict[str, Any]) -> ExitInfo:

@@ -596,6 +596,20 @@ async def test_exec_and_stats(kind, data_dir) -> None:
     assert not rt.task_dir("j/ex").exists()
 
 
+async def test_an_exec_that_times_out_answers_with_what_it_wrote(kind, data_dir) -> None:
+    """An exec past its timeout_s had its process killed and then waited for its output to
+    end -- which a child it had started in the background still held open: the answer came
+    only when that child ended (minutes; a hung /exec), and without what had been written.
+    Now what the command started is killed with it (its process group), the wait for the
+    rest of its output is bounded, and the answer has the output so far."""
+    rt = make_runtime(kind, data_dir)
+    await rt.start(run("j/ex-slow", {"command": ["sleep", "300"]}))
+    await wait_running(rt, "j/ex-slow")
+    async with asyncio.timeout(25):  # a hang fails here, not after the background child's 60 s
+        r = await rt.exec("j/ex-slow", 1, ["sh", "-c", "sleep 60 & echo started; sleep 60"], 1.0)
+    assert r.exit_code == 124 and r.stdout.strip() == b"started", r
+
+
 async def test_orphan_sweep(kind, data_dir) -> None:
     rt = make_runtime(kind, data_dir)
     await rt.start(run("j/keep", {"command": ["sleep", "300"]}))
