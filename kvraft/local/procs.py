@@ -97,16 +97,18 @@ def agent_descendants(agent_pid: int | None, data_dir: Path) -> set[int]:
     process whose working directory is inside the agent's data directory."""
     sessions: set[int] = set()
     pids: set[int] = set()
-    zygote = data_dir / "zygote.pid"
-    with contextlib.suppress(OSError, ValueError):
-        pids.add(int(zygote.read_text().split()[0]))
+    records = [data_dir / "zygote.pid"]
     tasks = data_dir / "tasks"
     if tasks.is_dir():
         for name in ("shim.json", "started.json", "supervisor.json"):
-            for path in tasks.glob(f"*/*/*/{name}"):
-                pid = (_json(path) or {}).get("pid")
-                if isinstance(pid, int):
-                    pids.add(pid)
+            records += tasks.glob(f"*/*/*/{name}")
+    for path in records:
+        # {"pid", "start_time"}: a PID whose start time differs was reused by another process
+        # (the record outlived its process: a crash, a reboot) and is not ours, nor its session
+        doc = _json(path) or {}
+        pid, start = doc.get("pid"), doc.get("start_time")
+        if isinstance(pid, int) and pid > 0 and isinstance(start, int) and pid_alive(pid, start):
+            pids.add(pid)
     for pid in list(pids):
         st = _stat(pid)
         if st is not None:

@@ -1,0 +1,70 @@
+"""``kvraft-local``'s verbs on a directory without a running cluster: what a crash leaves
+(stale records whose PIDs now belong to other processes), bad flags and unusable ``--dir``s.
+Each must end in one line and a non-zero exit, and no process the launcher did not start
+may be killed. No cluster is started here; the running cluster is covered by
+tests/deploy/test_local_tls.py and tests/e2e/."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kvraft.local.cli import main
+from kvraft.local.procs import pid_alive, proc_start_time
+
+
+@pytest.fixture
+def bystander() -> Iterator[subprocess.Popen[bytes]]:
+    """A process that is not the launcher's, in a session of its own (as a task's would be)."""
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    try:
+        yield p
+    finally:
+        p.kill()
+        p.wait()
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def _crashed_cluster(d: Path, records: dict[str, dict[str, int]]) -> None:
+    """cluster.json of a cluster whose agent is gone, and the agent's task and zygote records
+    (``relative path: {pid, start_time}``) left in its data directory."""
+    data = d / "agents" / "node-0" / "data"
+    for rel, rec in records.items():
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_text(json.dumps(rec))
+    agent = {"name": "node-0", "role": "agent", "pid": _dead_pid(), "start_time": 1, "url": "http://127.0.0.10:1",
+             "log": str(d / "logs" / "node-0.log"), "rack": "rack-0", "data_dir": str(data), "extra": {}}
+    (d / "cluster.json").write_text(json.dumps({"dir": str(d), "endpoints": [], "processes": [agent]}))
+
+
+@pytest.mark.parametrize("verb", [["kill-node", "node-0"], ["down"]])
+def test_a_stale_record_whose_pid_was_reused_kills_nothing(tmp_path: Path, verb: list[str],
+                                                           bystander: subprocess.Popen[bytes]) -> None:
+    """After a crash (or a reboot) the PIDs in the agent's records belong to other processes:
+    a record names its process by PID *and* start time, and a PID whose start time differs
+    is not the launcher's to kill, nor is its session."""
+    start = proc_start_time(bystander.pid)
+    assert start is not None
+    stale = {"pid": bystander.pid, "start_time": start + 1}
+    _crashed_cluster(tmp_path, {"tasks/j/t/0/shim.json": stale, "tasks/j/t/0/started.json": stale,
+                                "zygote.pid": stale})
+    assert main([*verb, "--dir", str(tmp_path)]) == 0
+    assert pid_alive(bystander.pid, start), f"{verb[0]} killed a process it did not start"
+
+
+def test_kill_node_kills_a_task_its_record_names(tmp_path: Path, bystander: subprocess.Popen[bytes]) -> None:
+    """The same record with the right start time is the node's task: killed."""
+    _crashed_cluster(tmp_path, {"tasks/j/t/0/shim.json": {"pid": bystander.pid,
+                                                          "start_time": proc_start_time(bystander.pid) or 0}})
+    assert main(["kill-node", "node-0", "--dir", str(tmp_path)]) == 0
+    assert bystander.wait(timeout=10) == -9
