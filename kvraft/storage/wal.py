@@ -228,6 +228,9 @@ class WalLogStorage:
         for tmp in self.path.glob("*.tmp"):
             tmp.unlink()
         segments = sorted(self.path.glob("*.wal"))
+        for stray in segments:  # (a copy or a backup: never taken for a segment by its name)
+            if len(stray.stem) != 16 or stray.stem.strip("0123456789abcdef"):
+                raise LogCorruptionError(0, f"{self.path}: segment name {stray.name!r} is not <16 hex digits>.wal")
         if not segments:
             for orphan in self.path.glob("snap-*.snap"):  # written only once a segment exists
                 raise LogCorruptionError(0, f"{self.path}: no segment, but snapshot file {orphan.name}: the log is missing")

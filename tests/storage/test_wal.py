@@ -269,3 +269,18 @@ def test_a_full_disk_at_rotation_names_the_segment(tmp_path: Path, monkeypatch: 
     assert str(tmp_path / "wal" / "0000000000000002.tmp") in str(err.value)
     assert "1048576 bytes" in str(err.value)
     log.close()
+
+
+@pytest.mark.parametrize("name", ["zzzz.wal", "abc.wal", "backup-0000000000000001.wal"])
+def test_a_wal_file_not_named_as_a_segment_is_reported_not_a_traceback(tmp_path: Path, name: str) -> None:
+    """A stray ``*.wal`` file in the directory (a copy, a backup) was taken for a segment by
+    its name: 'zzzz.wal' was a ValueError out of int(.., 16) at start, 'abc.wal' the newest
+    segment (0xabc). Refused as fsck refuses it, naming the file."""
+    path = tmp_path / "wal"
+    log = WalLogStorage(path)
+    log.bootstrap_members([1])
+    log.close()
+    (path / name).write_bytes(b"")
+    with pytest.raises(LogCorruptionError, match=f"segment name '{name}' is not <16 hex digits>.wal"):
+        WalLogStorage(path)
+    assert (path / name).exists()
