@@ -101,7 +101,13 @@ def load_state(directory: Path) -> dict[str, Any]:
     path = directory / STATE
     if not path.exists():
         raise ClusterError(f"no local cluster in {directory} (run: kvraft-local up --dir {directory})")
-    doc: dict[str, Any] = json.loads(path.read_text())
+    try:
+        doc = json.loads(path.read_text())
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+        _procs(doc)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ClusterError(f"{path} is damaged ({exc}): stop what it started by hand, then remove it") from exc
     return doc
 
 
@@ -112,7 +118,10 @@ def _save(directory: Path, doc: dict[str, Any]) -> None:
 
 
 def _procs(doc: dict[str, Any]) -> list[Proc]:
-    return [Proc(**p) for p in doc.get("processes", [])]
+    procs = doc.get("processes", [])
+    if not isinstance(procs, list) or not all(isinstance(p, dict) for p in procs):
+        raise ValueError("'processes' is not a list of objects")
+    return [Proc(**p) for p in procs]
 
 
 def _post(url: str, path: str, body: dict[str, Any], context: ssl.SSLContext | None = None) -> int:
@@ -144,7 +153,12 @@ def _wait(what: str, cond: Any, timeout_s: float, logs: list[str]) -> None:
 
 def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any = print) -> dict[str, Any]:
     directory = directory.resolve()
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f".{STATE}.tmp").touch()
+    except OSError as exc:
+        why = "not a directory" if isinstance(exc, FileExistsError) else (exc.strerror or str(exc))
+        raise ClusterError(f"--dir {directory} cannot hold a cluster: {why}") from exc
     if (directory / STATE).exists():
         old = load_state(directory)
         if any(p.alive() for p in _procs(old)):

@@ -68,3 +68,24 @@ def test_kill_node_kills_a_task_its_record_names(tmp_path: Path, bystander: subp
                                                           "start_time": proc_start_time(bystander.pid) or 0}})
     assert main(["kill-node", "node-0", "--dir", str(tmp_path)]) == 0
     assert bystander.wait(timeout=10) == -9
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kvraft.local", *argv], capture_output=True, text=True, timeout=60)
+
+
+def test_a_dir_that_is_a_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    for where in (tmp_path / "f", tmp_path / "f" / "sub"):
+        r = _cli("up", "--dir", str(where), "--members", "1", "--schedulers", "0", "--agents", "1", "--racks", "1")
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.startswith("kvraft-local: --dir ") and len(r.stderr.splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize("text", ["{bad", "[]", '{"processes": 3}', '{"processes": [{"name": "x"}]}'])
+def test_a_damaged_cluster_json_is_one_line(tmp_path: Path, text: str) -> None:
+    (tmp_path / "cluster.json").write_text(text)
+    for verb in (["status"], ["down"], ["kill-node", "node-0"], ["up", "--members", "1"]):
+        r = _cli(*verb, "--dir", str(tmp_path))
+        assert r.returncode == 1 and "Traceback" not in r.stderr, (verb, r.stderr)
+        assert "cluster.json" in r.stderr and len(r.stderr.splitlines()) == 1, (verb, r.stderr)
