@@ -100,3 +100,37 @@ def test_frames_go_out_one_per_message_with_a_decreasing_estimate(tmp_path: Path
         assert all(m["header"]["revision"] == "42" for m in messages)
     finally:
         stop()
+
+
+def test_a_save_onto_a_directory_is_etcdctls_rename_error(tmp_path: Path) -> None:
+    """The stream was saved, then os.replace onto the directory was an IsADirectoryError
+    traceback and the whole snapshot stayed behind as ``<dir>.part``."""
+    endpoint, stop = _serve(_FailingStream(fail_after=None))
+    try:
+        target = tmp_path / "dir"
+        target.mkdir()
+        result = run_kvctl([f"--endpoints={endpoint}", "snapshot", "save", str(target)])
+        assert result.rc == 5, result
+        part = f"{target}.part"
+        assert result.err.splitlines()[-1] == (
+            f"Error: could not rename {part} to {target} (rename {part} {target}: file exists)")
+        assert not Path(part).exists()
+    finally:
+        stop()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (writes fail with ENOSPC)")
+def test_a_save_onto_a_full_disk_is_etcdctls_write_error(tmp_path: Path) -> None:
+    """A write failing with ENOSPC was an OSError traceback; etcdctl: 'write PATH: no space
+    left on device', exit 5. (The .part file is made a link to /dev/full, a disk always full.)"""
+    endpoint, stop = _serve(_FailingStream(fail_after=None))
+    try:
+        target = tmp_path / "out.snap"
+        part = Path(f"{target}.part")
+        part.symlink_to("/dev/full")
+        result = run_kvctl([f"--endpoints={endpoint}", "snapshot", "save", str(target)])
+        assert result.rc == 5, result
+        assert result.err.splitlines()[-1] == f"Error: write {part}: no space left on device"
+        assert not target.exists() and not part.is_symlink()
+    finally:
+        stop()

@@ -66,13 +66,16 @@ async def _save(ctx: Context, path: str) -> None:
     except OSError as exc:
         raise CommandError(EXIT_ERROR, f"could not open {partial} (open {partial}: {_go_errno_text(exc)})") from None
     try:
-        with out:
-            async for chunk in client.snapshot(endpoint=ctx.options.endpoints[0]):
-                out.write(chunk.blob)
-                written += len(chunk.blob)
-                bar.update(written, written + chunk.remaining_bytes)
-            out.flush()
-            os.fsync(out.fileno())
+        try:
+            with out:
+                async for chunk in client.snapshot(endpoint=ctx.options.endpoints[0]):
+                    out.write(chunk.blob)
+                    written += len(chunk.blob)
+                    bar.update(written, written + chunk.remaining_bytes)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:  # a full disk: etcdctl's "write PATH: no space left on device"
+            raise CommandError(EXIT_ERROR, f"write {partial}: {_go_errno_text(exc)}") from None
         if written == 0:
             raise CommandError(EXIT_ERROR, "snapshot stream ended without data")
         if is_kvraft_snapshot(partial):
@@ -85,7 +88,13 @@ async def _save(ctx: Context, path: str) -> None:
             os.unlink(partial)
         raise
     bar.finish()
-    os.replace(partial, path)
+    try:
+        os.replace(partial, path)
+    except OSError as exc:
+        os.unlink(partial)
+        # (Go's os.Rename onto a directory reports EEXIST: "file exists")
+        why = "file exists" if isinstance(exc, IsADirectoryError) else _go_errno_text(exc)
+        raise CommandError(EXIT_ERROR, f"could not rename {partial} to {path} (rename {partial} {path}: {why})") from None
     ctx.stdout.write(f"Snapshot saved at {path}\n")
 
 
