@@ -138,8 +138,7 @@ class AuthState:
 
     def user_change_password(self, name: str, password_hash: bytes) -> None:
         user = self._user(name)
-        user.password_hash = password_hash
-        user.no_password = False
+        user.password_hash = password_hash  # (a no_password user stays one, as in etcd)
         self._changed()
 
     def user_grant_role(self, name: str, role: str) -> None:

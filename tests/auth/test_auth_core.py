@@ -211,6 +211,16 @@ def test_passwords_are_bcrypt_and_checked() -> None:
     assert not check_password("pw", None)
 
 
+def test_a_no_password_user_stays_one_after_a_password_change() -> None:
+    """etcd keeps a user added with no_password (a certificate's CN logs it in) such after
+    user/changepw: authenticating it is still 'password was given for no password user'.
+    kvraft's change made it a password user (a password login for a cert-only user)."""
+    s = AuthState()
+    s.user_add("cn-only", b"", no_password=True)
+    s.user_change_password("cn-only", hash_password("pw", cost=4))
+    assert s.users["cn-only"].no_password
+
+
 @pytest.mark.parametrize("stored", [b"garbage", b"$2a$10$tooshort", b"$2b$04$" + b"x" * 53])
 def test_a_stored_hash_that_is_no_bcrypt_hash_matches_no_password(stored: bytes) -> None:
     """user/add takes a hashedPassword as given (etcd too); authenticating that user was a
