@@ -131,6 +131,9 @@ class RuncRuntime(SupervisedRuntime):
             host = workdir / inside.relative_to("/workdir") if inside.is_relative_to("/workdir") \
                 else lookup_root / inside.relative_to("/")
             found = host.exists() or host.is_symlink()
+            if found and not host.is_symlink() and (host.is_dir() or not host.stat().st_mode & 0o111):
+                what = "a directory" if host.is_dir() else "not executable"
+                raise StartFailure("StartError", f"permission denied: {prog!r} is {what}", 126)
         else:
             found = any((lookup_root / d.relative_to("/") / prog).exists() for d in search)
         if not found:

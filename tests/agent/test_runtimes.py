@@ -707,6 +707,20 @@ async def test_runc_runs_a_program_from_its_work_dir(runc_rt) -> None:
     assert (o.exit.exit_code, o.exit.reason) == (127, "StartError"), o.exit
 
 
+async def test_runc_a_program_that_cannot_be_run_is_a_start_error(runc_rt) -> None:
+    """A script without its execute bit, or a directory, as the command: tini's exec failed in
+    the container and the task exited 126 as an ordinary Error (restarted by OnFailure, again
+    and again); the process runtime says StartError 'permission denied'. So does runc now."""
+    wd = runc_rt.workdir("j/noexec")
+    wd.mkdir(parents=True)
+    (wd / "run.sh").write_text("#!/bin/sh\necho ran\n")
+    for attempt, command in ((1, ["/workdir/run.sh"]), (2, ["/workdir"])):
+        await runc_rt.start(run("j/noexec", {"command": command}, attempt=attempt))
+        o = await wait_exit(runc_rt, "j/noexec", attempt)
+        assert (o.exit.exit_code, o.exit.reason) == (126, "StartError"), o.exit
+        assert "permission denied" in o.exit.message
+
+
 @pytest.mark.skipif(not Path("/bin/busybox").exists(), reason="busybox-static not installed (apt-get install busybox-static)")
 async def test_runc_oci_image_layout(runc_rt, tmp_path) -> None:
     rootfs = tmp_path / "bb"
