@@ -96,6 +96,8 @@ def restore_member_dir(
     wal = wal_location(target, wal_dir)  # (target does not exist: only the path is worked out)
     if wal != target / "raft.wal" and wal.exists():
         raise RestoreError(f'wal-dir "{wal_dir}" exists')
+    if os.path.isdir(snapshot_path):  # (etcdctl's words: its open succeeds, the read fails)
+        raise RestoreError(f"read {snapshot_path}: is a directory")
     if not os.path.isfile(snapshot_path):
         raise RestoreError(f"open {snapshot_path}: no such file or directory")
     ids = {member: member_id_for(urls, initial_cluster_token) for member, urls in members.items()}

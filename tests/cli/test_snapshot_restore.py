@@ -170,3 +170,13 @@ def test_restore_into_three_new_members_serves_every_key(source: tuple[Runtime, 
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_a_snapshot_path_that_is_a_directory_is_etcdctls_error(tmp_path: Path) -> None:
+    """restore said 'open DIR: no such file or directory' of a directory that exists, and
+    status printed Python's "[Errno 21] Is a directory: 'DIR'"; etcdctl's words instead."""
+    result = run_kvctl(["snapshot", "restore", str(tmp_path), "--data-dir", str(tmp_path / "y")])
+    assert (result.rc, result.err.splitlines()[-1]) == (1, f"Error: read {tmp_path}: is a directory")
+    result = run_kvctl(["snapshot", "status", str(tmp_path)])
+    assert (result.rc, result.err.splitlines()[-1]) == (1, f"Error: open {tmp_path}: is a directory")
+    assert not (tmp_path / "y").exists()

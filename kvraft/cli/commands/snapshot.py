@@ -120,9 +120,10 @@ def _go_errno_text(exc: OSError) -> str:
 
 
 def _os_text(exc: BaseException) -> str:
-    """Go's wording for a missing file (``open x: no such file or directory``)."""
-    if isinstance(exc, FileNotFoundError) and exc.filename is not None:
-        return f"open {exc.filename}: no such file or directory"
+    """Go's wording for a file that does not open (``open x: no such file or directory``,
+    ``open x: is a directory``)."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"open {exc.filename}: {_go_errno_text(exc)}"
     return str(exc)
 
 
