@@ -106,6 +106,17 @@ def _int_param(request: web.Request, name: str, default: int, minimum: int, what
     return value
 
 
+_TRUE = ("1", "t", "T", "TRUE", "true", "True", "yes")  # Go's strconv.ParseBool (kubelet's), and yes/no
+_FALSE = ("", "0", "f", "F", "FALSE", "false", "False", "no")
+
+
+def _bool_param(request: web.Request, name: str) -> bool:
+    text = request.query.get(name, "")
+    if text not in _TRUE + _FALSE:
+        raise web.HTTPBadRequest(text=f"{name}: must be true or false, not {text!r}\n")
+    return text in _TRUE
+
+
 def _attempt(request: web.Request) -> tuple[str, int]:
     agent = request.app[AGENT_KEY]
     key = f"{request.match_info['job']}/{request.match_info['task']}"
@@ -138,8 +149,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
     agent = request.app[AGENT_KEY]
     key, attempt = _attempt(request)
     tail = _int_param(request, "tail", -1, -1, ">= -1 (-1: all)")
-    follow = request.query.get("follow", "") in ("1", "true", "yes")
-    timestamps = request.query.get("timestamps", "") in ("1", "true", "yes")
+    follow = _bool_param(request, "follow")
+    timestamps = _bool_param(request, "timestamps")
     stream = request.query.get("stream", "")
     if stream not in ("", "stdout", "stderr"):
         raise web.HTTPBadRequest(text=f"stream: must be stdout or stderr, not {stream!r}\n")

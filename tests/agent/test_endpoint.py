@@ -153,13 +153,17 @@ async def endpoint(tmp_path: Path):
     ("/logs/je/done?attempt=7", 404, "no attempt 7 of task je/done on node"),
     ("/logs/je/done?stream=stdin", 400, "stream: must be stdout or stderr, not 'stdin'"),
     ("/stats/je/done?attempt=-1", 400, "attempt: must be an integer >= 1, not '-1'"),
+    ("/logs/je/done?follow=maybe", 400, "follow: must be true or false, not 'maybe'"),
+    ("/logs/je/done?timestamps=2", 400, "timestamps: must be true or false, not '2'"),
+    ("/logs/je/done?follow=True&timestamps=0", 200, "one\ntwo\n"),  # Go's ParseBool spellings, as kubelet
     ("/logs/je/done?tail=-1", 200, "one\ntwo\n"),
     ("/logs/je/done?tail=1&stream=stdout", 200, "two\n"),
 ])
 async def test_bad_log_parameters_are_a_400_naming_them(endpoint, path: str, status: int, text: str) -> None:
     """A tail or attempt that was not an integer was a 500 with a traceback in the agent's log;
     an attempt the task never had was a 200 with nothing; a stream other than stdout and
-    stderr was a 200 that filtered out every line. kubectl refuses --tail below -1."""
+    stderr was a 200 that filtered out every line; a follow or timestamps that was not a
+    boolean was read as false. kubectl refuses --tail below -1."""
     r = await endpoint.get(path)
     assert (r.status, (await r.text()).startswith(text)) == (status, True), (r.status, await r.text())
 
