@@ -18,12 +18,51 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from kvraft.local.cluster import ClusterError, LocalSpec, down, kill_node, start_node, status, up
+from kvraft.local.cluster import (
+    MAX_AGENTS,
+    ClusterError,
+    LocalSpec,
+    down,
+    kill_node,
+    start_node,
+    status,
+    up,
+)
 
 __all__ = ["main"]
 
 DEFAULT_DIR = ".kvraft-local"
+
+
+def _count(least: int, most: int | None = None) -> Any:
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if n < least or (most is not None and n > most):
+            raise argparse.ArgumentTypeError(f"must be {least} or more, not {n}" if most is None
+                                             else f"must be in {least}..{most}, not {n}")
+        return n
+
+    return parse
+
+
+def _node_prefix(text: str) -> str:
+    # agents are PREFIX-<i>: a node name in kvraft keys and a directory under <dir>/agents
+    if not text or "/" in text or text.startswith(".") or any(c.isspace() or not c.isprintable() for c in text):
+        raise argparse.ArgumentTypeError(f"{text!r}: must not be empty, start with '.', nor contain '/' or whitespace")
+    return text
+
+
+def _plugin_arg(text: str) -> str:
+    name, eq, _ = text.partition("=")
+    plugin, dot, arg = name.partition(".")
+    if not (eq and dot and plugin and arg):
+        raise argparse.ArgumentTypeError(f"{text!r} is not PLUGIN.ARG=JSON")
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,20 +73,23 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--dir", type=Path, default=Path(DEFAULT_DIR), help=f"state, data and logs (default {DEFAULT_DIR})")
 
     def with_spec(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--members", type=int, default=3)
-        p.add_argument("--schedulers", type=int, default=2)
-        p.add_argument("--agents", type=int, default=4)
-        p.add_argument("--gpus-per-agent", type=int, default=4, help="fake GPUs per agent")
-        p.add_argument("--racks", type=int, default=2)
+        p.add_argument("--members", type=_count(1), default=3)
+        p.add_argument("--schedulers", type=_count(0), default=2)
+        # agent i listens on 127.0.0.<10+i> (or 10.a.b.<10+i> with netns)
+        p.add_argument("--agents", type=_count(1, MAX_AGENTS), default=4)
+        p.add_argument("--gpus-per-agent", type=_count(0), default=4, help="fake GPUs per agent")
+        p.add_argument("--racks", type=_count(1), default=2)
         p.add_argument("--runtime", choices=["process", "runc", "docker", "fake"], default="process",
                        help="task runtime of the agents (process works as root without containers)")
-        p.add_argument("--lease-ttl-s", type=int, default=10, help="node lease TTL of the agents")
-        p.add_argument("--node-prefix", default="node",
+        p.add_argument("--lease-ttl-s", type=_count(int(LocalSpec.heartbeat_s) + 1), default=10,
+                       help="node lease TTL of the agents (over their heartbeat)")
+        p.add_argument("--node-prefix", type=_node_prefix, default="node",
                        help="agents are PREFIX-0.. (use distinct prefixes for clusters side by side)")
         p.add_argument("--network", choices=["auto", "loopback", "netns"], default="auto",
                        help="netns: a network namespace per agent on a bridge (root); loopback: agent i on "
                             "127.0.0.<10+i>; auto (default): netns when root and `ip netns` works (and no --tls)")
         p.add_argument("--plugin-arg", dest="plugin_args", action="append", default=[], metavar="PLUGIN.ARG=JSON",
+                       type=_plugin_arg,
                        help="passed to every scheduler (kvraft-scheduler --plugin-arg), e.g. "
                             "elastic.grow_after_s=20 (repeatable)")
 

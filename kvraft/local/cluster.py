@@ -41,11 +41,12 @@ from kvraft.local.procs import (
     wait_gone,
 )
 
-__all__ = ["ClusterError", "LocalSpec", "Proc", "down", "kill_node", "load_state", "start_node", "status", "up"]
+__all__ = ["MAX_AGENTS", "ClusterError", "LocalSpec", "Proc", "down", "kill_node", "load_state", "start_node", "status", "up"]
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = "cluster.json"
 FAST_RAFT = ["--heartbeat-interval", "100", "--election-timeout", "1000"]
+MAX_AGENTS = 245  # agent i's address ends in .<10+i>
 
 
 class ClusterError(RuntimeError):

@@ -89,3 +89,22 @@ def test_a_damaged_cluster_json_is_one_line(tmp_path: Path, text: str) -> None:
         r = _cli(*verb, "--dir", str(tmp_path))
         assert r.returncode == 1 and "Traceback" not in r.stderr, (verb, r.stderr)
         assert "cluster.json" in r.stderr and len(r.stderr.splitlines()) == 1, (verb, r.stderr)
+
+
+@pytest.mark.parametrize("flags", [["--members", "0"], ["--members", "-1"], ["--schedulers", "-1"], ["--agents", "0"],
+                                   ["--agents", "300"], ["--racks", "0"], ["--gpus-per-agent", "-3"],
+                                   ["--lease-ttl-s", "2"], ["--lease-ttl-s", "-5"], ["--node-prefix", "a/b"],
+                                   ["--node-prefix", ""], ["--plugin-arg", "nonsense"]])
+def test_a_bad_count_or_name_is_a_usage_error_naming_its_flag(tmp_path: Path, flags: list[str]) -> None:
+    """Refused before anything is made or started (exit 2, argparse's usage line and the flag);
+    before, --gpus-per-agent -3 and --lease-ttl-s 2 started members and failed at the agent
+    ('see its log'), --schedulers -1 said 'need at least 1 member, 1 agent and 1 rack'."""
+    d = tmp_path / "d"
+    try:
+        r = _cli("up", "--dir", str(d), "--network", "loopback", "--runtime", "fake", *flags)
+    finally:
+        if (d / "cluster.json").exists():
+            main(["down", "--dir", str(d)])
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"argument {flags[0]}" in r.stderr.splitlines()[-1], r.stderr
+    assert not d.exists()
