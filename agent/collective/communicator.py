@@ -281,6 +281,8 @@ class Communicator:
         # placement -> hierarchy
         if placement is None:
             placement = self._gather_nodes(node or socket.gethostname())
+        elif self.size > 1:
+            self._agree_placement(tuple(placement))
         if len(placement) != self.size:
             raise ValueError(f"placement names {len(placement)} nodes for {self.size} ranks")
         self.placement = tuple(placement)
@@ -629,6 +631,18 @@ class Communicator:
         torch = _torch()
         result = torch.from_numpy(out)
         return result.to(tensor.dtype) if t.dtype_key == _BF16 else result
+
+    def _agree_placement(self, placement: tuple[str, ...]) -> None:
+        """Collective: every rank was given the same placement (``KVRAFT_PLACEMENT``). Ranks
+        that split into different node groups exchange with the wrong partners: wrong sums."""
+        digest = np.frombuffer(hashlib.blake2b(repr(placement).encode(), digest_size=16).digest(), np.uint8)
+        every = np.empty(16 * self.size, np.uint8)
+        self.backend.allgather(digest.copy(), every)
+        rows = every.reshape(self.size, 16)
+        other = [r for r in range(self.size) if not (rows[r] == rows[0]).all()]
+        if other:
+            raise MismatchError(f"ranks were given different placements (KVRAFT_PLACEMENT): ranks {other} differ from "
+                                f"rank 0; rank {self.rank} has {','.join(placement)[:400]}")
 
     def _gather_nodes(self, node: str) -> list[str]:
         if self.size == 1:

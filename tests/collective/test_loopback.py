@@ -385,7 +385,14 @@ def test_close_whose_barrier_times_out_does_not_wait_a_second_time() -> None:
     # the communication thread stayed blocked in the barrier, and close joined it for another
     # timeout_s before it released anything
     world = LoopbackWorld(2)
-    comms = [gx.Communicator(world.backend(r), placement=["n0", "n0"]) for r in range(2)]
+    comms: list[gx.Communicator] = []
+    makers = [threading.Thread(target=lambda r=r: comms.append(gx.Communicator(world.backend(r), placement=["n0", "n0"])))
+              for r in range(2)]  # a collective: the ranks check that they agree on the placement
+    for t in makers:
+        t.start()
+    for t in makers:
+        t.join(30)
+    comms.sort(key=lambda c: c.rank)
     thread = threading.Thread(target=comms[0].close, kwargs={"timeout_s": 0.5})
     thread.start()
     thread.join(60)
@@ -404,3 +411,24 @@ def test_what_is_not_a_tensor_is_a_type_error_naming_it(tensors: object) -> None
         return str(info.value)
 
     assert len(set(run_ranks(LoopbackWorld(2), body, timeout_s=20))) == 1
+
+
+def test_ranks_given_different_placements_fail_on_every_rank() -> None:
+    # rank 2 split into other node groups than the rest: 6, 6, 6 and 4 instead of 10, silently
+    world = LoopbackWorld(4)
+    placements = [["a", "a", "b", "b"]] * 2 + [["a", "b", "a", "b"], ["a", "a", "b", "b"]]
+    errors: list[BaseException | None] = [None] * 4
+
+    def rank(r: int) -> None:
+        try:
+            gx.Communicator(world.backend(r), placement=placements[r]).allreduce(np.ones(8))
+        except BaseException as exc:  # noqa: BLE001
+            errors[r] = exc
+
+    threads = [threading.Thread(target=rank, args=(r,), daemon=True) for r in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert all(isinstance(e, gx.MismatchError) for e in errors), errors
+    assert "ranks were given different placements (KVRAFT_PLACEMENT): ranks [2] differ from rank 0; rank 2 has a,b,a,b" in str(errors[2])
