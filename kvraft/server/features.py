@@ -230,7 +230,7 @@ class Features:
         token raises "invalid auth token" (code 16); a token wins over the certificate."""
         if not self.auth.enabled:
             return None
-        if not header:
+        if header is None:
             return Caller(cert_user, self.auth.revision) if cert_user else None
         token = _token_of(header)
         if token.startswith(SCOPED_TOKEN_PREFIX):

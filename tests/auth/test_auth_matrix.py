@@ -220,3 +220,13 @@ def _b64url(text: str) -> bytes:
     import base64
 
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def test_an_empty_authorization_header_is_an_invalid_token(secured) -> None:
+    """etcd reads a token header sent empty as a token, which names nobody: 401 code 16.
+    kvraft took it for no token at all (400 'user name is empty')."""
+    _, url, _ = secured
+    for path, doc in (("/v3/kv/range", {"key": b64("app/x")}), ("/v3/kv/put", {"key": b64("app/x"), "value": b64("v")}),
+                      ("/v3/lease/leases", {})):
+        status, body = call(url, path, doc, "")
+        assert (status, body["code"], body["message"]) == (401, 16, "etcdserver: invalid auth token"), (path, body)
