@@ -357,9 +357,13 @@ def _coerce(name: str, value: Any) -> Any:
         return bool(value)
     if isinstance(default, int):
         try:
-            return int(value)
+            number = int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{name.replace('_', '-')}: {value!r} is not an integer") from None
+        # etcd's flags are Go int64s, its uint flags uint64s: a value beyond is its "value out of range"
+        if not -(1 << 63) <= number < (1 << 64 if name in _UNSIGNED else 1 << 63):
+            raise ConfigError(f"{name.replace('_', '-')}: {value!r} is out of range")
+        return number
     return str(value)
 
 

@@ -259,3 +259,19 @@ def test_a_data_dir_symlink_that_leads_nowhere_is_a_config_error(tmp_path, targe
     link.symlink_to(link if target == "loop" else tmp_path / "missing" / "x")
     with pytest.raises(ConfigError, match=r"--data-dir .*/d is a symbolic link that leads to no directory"):
         parse_config(["--data-dir", str(link)])
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--quota-backend-bytes", str(1 << 63)),
+                                             ("--quota-backend-bytes", str(-(1 << 63) - 1)),
+                                             ("--snapshot-count", str(1 << 64)),
+                                             ("--quota-backend-bytes", "9" * 30)])
+def test_an_integer_flag_beyond_gos_type_is_refused(flag: str, value: str) -> None:
+    """etcd parses --quota-backend-bytes as an int64 and --snapshot-count as a uint64 and
+    refuses a value out of range; kvraft took any Python int (a quota of 10^30 bytes)."""
+    with pytest.raises(ConfigError, match=f"{flag[2:]}: '{value}' is out of range"):
+        parse_config([f"{flag}={value}"])
+
+
+def test_the_largest_values_go_takes_are_accepted() -> None:
+    config = parse_config([f"--quota-backend-bytes={(1 << 63) - 1}", f"--snapshot-count={(1 << 64) - 1}"])
+    assert (config.quota_backend_bytes, config.snapshot_count) == ((1 << 63) - 1, (1 << 64) - 1)
