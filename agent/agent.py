@@ -329,7 +329,7 @@ class Agent:
         while True:
             try:
                 await self._register()
-            except ClientError as exc:
+            except (ClientError, OSError) as exc:
                 self._contact_tried.set()
                 log.warning("register failed", extra={"fields": {"error": str(exc), "retry_s": delay}})
                 await asyncio.sleep(delay * (0.5 + self._rng.random()))

@@ -357,9 +357,12 @@ def machine_facts(data_dir: Path) -> dict[str, Any]:
         for line in Path("/proc/meminfo").read_text().splitlines():
             k, v = line.split(":", 1)
             mem[k] = int(v.split()[0])
-    st = os.statvfs(data_dir)
-    disk_free = st.f_bavail / st.f_blocks if st.f_blocks else 1.0
-    inodes_free = st.f_favail / st.f_files if st.f_files else 1.0
+    try:
+        st = os.statvfs(data_dir)
+        disk_free = st.f_bavail / st.f_blocks if st.f_blocks else 1.0
+        inodes_free = st.f_favail / st.f_files if st.f_files else 1.0
+    except OSError:  # the data dir is gone (removed, its disk unmounted): no room for tasks
+        disk_free = inodes_free = 0.0
     pid_max = 32768
     with contextlib.suppress(OSError, ValueError):
         pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())

@@ -297,3 +297,25 @@ async def test_a_saved_lease_that_does_not_read_is_replaced(agents, kv) -> None:
             return resp.kvs and resp.kvs[0].lease
         await wait_for(registered, 30, f"{a.name} registered with lease.json {saved}", a)
         a.kill()
+
+
+async def test_a_data_dir_removed_under_the_agent_does_not_stop_its_registration(agents, kv) -> None:
+    """The node record's disk facts come from statvfs on the data dir: with the dir removed
+    (an operator's rm -rf, a disk unmounted), the next registration -- after the lease was
+    lost -- raised FileNotFoundError out of the lease loop, which ended for good: the agent
+    ran on, never registered again. Now it registers, the disk under pressure."""
+    a = agents("n-nodata").start()
+
+    async def lease():
+        resp = await kv.get("/registry/leases/n-nodata")
+        return resp.kvs[0].lease if resp.kvs else 0
+    first = await wait_for(lease, 30, "registered", a)
+    await asyncio.to_thread(__import__("shutil").rmtree, a.data_dir)
+    await kv.lease_revoke(first)  # the lease is lost: the agent registers again
+
+    async def again():
+        got = await lease()
+        return got and got != first
+    await wait_for(again, 30, "registered again with the data dir gone", a)
+    node = json.loads((await kv.get("/registry/nodes/n-nodata")).kvs[0].value)
+    assert {c["type"]: c["status"] for c in node["conditions"]}["DiskPressure"] == "True"
