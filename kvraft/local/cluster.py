@@ -227,9 +227,11 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
         _save(directory, doc)
         say(f"kvraft-local: {spec.members} members starting ({', '.join(endpoints)})")
         key = base64.b64encode(b"kvraft-local/ready").decode()
-        for name, url in clients.items():
-            _wait(f"member {name}", lambda u=url: _post(u, "/v3/kv/range", {"key": key}, context) == 200, timeout_s,
-                  [str(directory / "logs" / f"{name}.log")])
+        for q in procs:
+            _wait(f"member {q.name}", lambda q=q: (not q.alive()) or _post(q.url, "/v3/kv/range", {"key": key}, context) == 200,
+                  timeout_s, [q.log])
+            if not q.alive():  # a port taken since it was picked, a data dir it refuses
+                raise ClusterError(f"member {q.name} exited at start; see {q.log}")
         eps = ",".join(endpoints)
         # schedulers
         for i in range(spec.schedulers):

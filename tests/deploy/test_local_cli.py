@@ -108,3 +108,27 @@ def test_a_bad_count_or_name_is_a_usage_error_naming_its_flag(tmp_path: Path, fl
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert f"argument {flags[0]}" in r.stderr.splitlines()[-1], r.stderr
     assert not d.exists()
+
+
+def test_a_member_that_cannot_start_fails_up_at_once_naming_its_log(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A member's port taken by another process between the pick and the bind: the member
+    exits, and up says so (and stops what it started) instead of waiting out its timeout
+    for a member that is gone."""
+    import socket
+
+    from kvraft.local import cluster
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    picks = iter([taken.getsockname()[1]])
+    real = cluster.free_port
+    monkeypatch.setattr(cluster, "free_port", lambda *a: next(picks, None) or real(*a))
+    spec = cluster.LocalSpec(members=1, schedulers=0, agents=1, racks=1, runtime="fake", dashboard=False)
+    try:
+        with pytest.raises(cluster.ClusterError, match=r"member m0 exited at start; see .*m0\.log"):
+            cluster.up(tmp_path, spec, timeout_s=60.0, say=lambda m: None)
+    finally:
+        taken.close()
+    assert not any(p.alive() for p in cluster._procs(cluster.load_state(tmp_path)))
