@@ -11,7 +11,8 @@ exit with a summary means every record decoded and passed its checksum; a
 KIND is ``raftlog`` (a Raft log: a directory is the WAL ``raft.wal/`` of current data
 directories, checked read-only by ``fsck_wal``; a file is the ``LmdbLogStorage`` of older
 ones), ``wal`` or ``lmdb`` (the same, format forced), or ``mvcc`` (a ``Backend``
-directory). Both Raft log checks end with what the Raft core checks when it starts (the
+directory, ``mvcc.lmdb/`` of a data directory; a path that is not a directory or holds no
+generation file is an error, not an empty store). Both Raft log checks end with what the Raft core checks when it starts (the
 hard state's commit inside the stored log, the snapshot covering the log's start, terms
 never decreasing). The child prints one JSON line: ``{"ok": true, "summary": {...}}`` or
 ``{"ok": false, "error": ...}``; exit status 0 (intact; a WAL's torn tail, the remains of
@@ -82,6 +83,14 @@ def summarize(kind: str, path: str) -> dict[str, Any]:
         from kvraft.storage.fsck_wal import summarize_wal
 
         return summarize_wal(path)
+    if kind == "mvcc":  # (opened, anything else would check an empty store made in the copy)
+        source = Path(path)
+        if not source.is_dir():
+            raise StorageCorruptionError(f"{path}: not a directory (an MVCC store is a directory of generation "
+                                         "files kv-<gen>.lmdb: a data dir's mvcc.lmdb/)")
+        if not any(_GENERATION.match(p.name) for p in source.iterdir()):
+            raise StorageCorruptionError(f"{path}: no generation file kv-<gen>.lmdb: not an MVCC store "
+                                         "(a data dir's store is its mvcc.lmdb/)")
     with _private_copy(kind, path) as copy:
         return _summarize_copy(kind, copy)
 

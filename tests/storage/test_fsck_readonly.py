@@ -100,3 +100,21 @@ def test_a_damaged_lmdb_log_is_still_reported_by_its_own_path(tmp_path: Path) ->
     assert rc == 3 and not report["ok"], report
     assert "3" in report["error"] and "kvraft-fsck-" not in report["error"], report
     assert files(tmp_path) == before
+
+
+def test_mvcc_on_what_is_not_an_mvcc_store_is_an_error_not_an_empty_store(tmp_path: Path) -> None:
+    """`fsck mvcc` on a data dir (instead of its mvcc.lmdb/) or any directory without a
+    generation file answered ok with 0 records, an empty store it opened in a copy; on a file
+    it was a NotADirectoryError traceback."""
+    data = tmp_path / "m1.kvraft"
+    data.mkdir()
+    (data / "version").write_text("{}")
+    afile = tmp_path / "kv.lmdb"
+    afile.write_bytes(b"x" * 100)
+    for path, why in ((data, "no generation file kv-<gen>.lmdb"), (afile, "not a directory")):
+        done = subprocess.run([sys.executable, "-m", "kvraft.storage.fsck", "mvcc", str(path)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 3, (done.stdout, done.stderr[-500:])
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        assert not report["ok"] and str(path) in report["error"] and why in report["error"], report
+    assert sorted(p.name for p in data.iterdir()) == ["version"]
