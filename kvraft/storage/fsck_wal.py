@@ -52,6 +52,8 @@ def summarize_wal(path: str | os.PathLike[str]) -> dict[str, Any]:
     root = Path(path)
     if not root.is_dir():
         raise LogCorruptionError(0, f"{root}: not a directory (a WAL Raft log is a directory of segments)")
+    if (root / "raft.wal").is_dir():
+        raise LogCorruptionError(0, f"{root}: a data directory, not a WAL: check {root / 'raft.wal'}")
     segments: dict[int, Path] = {}
     snaps: list[str] = []
     notes: list[str] = []

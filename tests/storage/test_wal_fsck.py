@@ -213,3 +213,13 @@ def test_exit_codes(tmp_path: Path) -> None:
     rc, report, _err = _run("raftlog", path)
     assert rc == 0 and report is not None
     assert (report["summary"]["format"], report["summary"]["digest"]) == ("lmdb", observed[2])
+
+
+def test_a_data_dir_given_for_its_wal_says_which_directory_to_check(tmp_path: Path) -> None:
+    """`fsck raftlog DATA-DIR` said "segment name 'raft.wal' is not <16 hex digits>.wal" (the
+    WAL directory's own name taken for a segment's)."""
+    data = tmp_path / "m1.kvraft"
+    WalLogStorage.bootstrap(data / "raft.wal", [1]).close()
+    rc, report, _err = _run("raftlog", data)
+    assert rc == 3 and report is not None
+    assert report["error"].endswith(f"{data}: a data directory, not a WAL: check {data / 'raft.wal'}"), report
