@@ -122,7 +122,7 @@ async def endpoint(tmp_path: Path):
     from agent.runtime.base import TaskRun
     from agent.runtime.process import ProcessRuntime
     from agent.spec import parse_spec
-    from tests.agent.conftest import kill_task_processes
+    from tests.agent.conftest import kill_task_processes, remove_node_cgroups
 
     data = tmp_path / "agent"
     config = load_config(["--name", f"ep-{os.getpid()}", "--data-dir", str(data), "--runtime", "process",
@@ -143,6 +143,7 @@ async def endpoint(tmp_path: Path):
         await runner.cleanup()
         await runtime.close()
         kill_task_processes(data)
+        remove_node_cgroups(config.name)
 
 
 @pytest.mark.parametrize(("path", "status", "text"), [
@@ -242,7 +243,7 @@ async def test_a_client_gone_before_the_log_headers_is_no_error(tmp_path: Path,
     from agent.runtime.base import TaskRun
     from agent.runtime.process import ProcessRuntime
     from agent.spec import parse_spec
-    from tests.agent.conftest import kill_task_processes
+    from tests.agent.conftest import kill_task_processes, remove_node_cgroups
 
     data = tmp_path / "agent"
     config = load_config(["--name", f"ep-{os.getpid()}", "--data-dir", str(data), "--runtime", "process",
