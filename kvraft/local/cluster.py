@@ -160,10 +160,17 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
     except OSError as exc:
         why = "not a directory" if isinstance(exc, FileExistsError) else (exc.strerror or str(exc))
         raise ClusterError(f"--dir {directory} cannot hold a cluster: {why}") from exc
+    kept: list[Proc] = []  # members of a stopped cluster here whose data dirs are left
     if (directory / STATE).exists():
         old = load_state(directory)
         if any(p.alive() for p in _procs(old)):
             raise ClusterError(f"a cluster is already running in {directory} (kvraft-local down --dir {directory})")
+        kept = [p for p in _procs(old) if p.role == "member" and (directory / "members" / p.name).is_dir()]
+        if kept and (len(kept) != spec.members or not all(p.extra.get("peer_url") for p in kept)
+                     or old.get("spec", {}).get("network") != spec.network or bool(old.get("tls")) != spec.tls):
+            raise ClusterError(f"{directory} holds the data of a stopped cluster of {len(kept)} members "
+                               f"({old.get('spec', {}).get('network')} network{', TLS' if old.get('tls') else ''}) "
+                               f"that up cannot start again as asked; remove {directory / 'members'} for a new one")
     if spec.agents < 1 or spec.members < 1 or spec.schedulers < 0 or spec.racks < 1:
         raise ClusterError("need at least 1 member, 1 agent and 1 rack")
     env = _env()
@@ -197,6 +204,9 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
         scheme = "https" if spec.tls else "http"
         peers = {f"m{i}": f"{scheme}://{hostaddr}:{free_port(hostaddr)}" for i in range(spec.members)}
         clients = {f"m{i}": f"{scheme}://{hostaddr}:{free_port(hostaddr)}" for i in range(spec.members)}
+        if kept:  # their data dirs name their peers' URLs: start them again where they were
+            peers = {p.name: str(p.extra["peer_url"]) for p in kept}
+            clients = {p.name: p.url for p in kept}
         tls = _make_certs(directory / "pki", list(peers)) if spec.tls else None
         context = tls_context(tls) if tls else None
         if tls:
@@ -221,7 +231,8 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
                          # read again by the members when it changes, as the systemd unit does
                          "--client-crl-file", str(pki / "ca.crl"), "--peer-crl-file", str(pki / "ca.crl")]
             p = spawn(argv, log, env)
-            record(Proc(name, "member", p.pid, proc_start_time(p.pid), clients[name], str(log), data_dir=str(data)))
+            record(Proc(name, "member", p.pid, proc_start_time(p.pid), clients[name], str(log), data_dir=str(data),
+                        extra={"peer_url": peers[name]}))
         endpoints = list(clients.values())
         doc["endpoints"] = endpoints
         _save(directory, doc)

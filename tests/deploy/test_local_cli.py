@@ -132,3 +132,29 @@ def test_a_member_that_cannot_start_fails_up_at_once_naming_its_log(tmp_path: Pa
     finally:
         taken.close()
     assert not any(p.alive() for p in cluster._procs(cluster.load_state(tmp_path)))
+
+
+def test_up_after_down_starts_the_same_members_again_with_their_data(tmp_path: Path) -> None:
+    """down, then up on the same --dir (`make down`, `make demo`... or a reboot): the members'
+    data dirs hold their cluster (member ids, peer URLs), so up starts them again on their
+    recorded URLs and the data is still there; new ports left each member waiting for peers
+    that were not there, and up failed after its timeout. A different --members is refused."""
+    from kvraft.client import SyncClient
+    from kvraft.local import cluster
+
+    spec = cluster.LocalSpec(members=3, schedulers=0, agents=1, racks=1, runtime="fake", dashboard=False)
+    try:
+        doc = cluster.up(tmp_path, spec, timeout_s=60.0, say=lambda m: None)
+        with SyncClient(doc["endpoints"]) as client:
+            client.put("kept", b"yes")
+        cluster.down(tmp_path)
+        again = cluster.up(tmp_path, spec, timeout_s=60.0, say=lambda m: None)
+        assert again["endpoints"] == doc["endpoints"]
+        with SyncClient(again["endpoints"]) as client:
+            assert client.get("kept").kvs[0].value == b"yes"
+        cluster.down(tmp_path)
+        r = _cli("up", "--dir", str(tmp_path), "--members", "1", "--schedulers", "0", "--agents", "1",
+                 "--network", "loopback", "--runtime", "fake")
+        assert r.returncode == 1 and "3 members" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    finally:
+        cluster.down(tmp_path)
