@@ -179,6 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClusterError as exc:
         print(f"kvraft-local: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # up stops what it had started before the interrupt reaches here (each was recorded)
+        done = {"up": "; what up had started is stopped", "demo": f"; stop with: kvraft-local down --dir {ns.dir}"}
+        print(f"kvraft-local: interrupted{done.get(ns.verb, '')}", file=sys.stderr)
+        return 130
     return 2
 
 

@@ -158,3 +158,30 @@ def test_up_after_down_starts_the_same_members_again_with_their_data(tmp_path: P
         assert r.returncode == 1 and "3 members" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
     finally:
         cluster.down(tmp_path)
+
+
+def test_ctrl_c_in_the_middle_of_up_stops_what_it_started_in_one_line(tmp_path: Path) -> None:
+    """SIGINT while up waits for its members: every process it started is stopped (each was
+    recorded in cluster.json as it started), and it ends with one line and exit 130, not a
+    KeyboardInterrupt traceback."""
+    import signal
+    import time
+
+    p = subprocess.Popen([sys.executable, "-m", "kvraft.local", "up", "--dir", str(tmp_path), "--members", "3",
+                          "--schedulers", "1", "--agents", "1", "--racks", "1", "--network", "loopback",
+                          "--runtime", "fake"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while p.poll() is None and '"member"' not in ((tmp_path / "cluster.json").exists()
+                                                     and (tmp_path / "cluster.json").read_text() or ""):
+            time.sleep(0.02)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+        from kvraft.local import cluster
+
+        assert not [q.name for q in cluster._procs(cluster.load_state(tmp_path)) if q.alive()]
+    finally:
+        if p.poll() is None:
+            p.kill()
+        main(["down", "--dir", str(tmp_path)])
+    assert p.returncode == 130 and "Traceback" not in err, err
+    assert err.splitlines()[-1].startswith("kvraft-local: interrupted"), err
