@@ -36,6 +36,7 @@ __all__ = [
     "scoped_name_empty",
     "scoped_not_allowed",
     "scoped_perm_type_invalid",
+    "scoped_range_empty",
     "root_role_missing",
     "root_user_missing",
     "too_many_requests",
@@ -143,6 +144,11 @@ def scoped_name_empty() -> AuthError:
 def scoped_perm_type_invalid() -> AuthError:
     """A scope's permType that names no permission (jsonpb takes any number)."""
     return AuthError(3, "kvraft: a scoped token's permType must be READ, WRITE or READWRITE")
+
+
+def scoped_range_empty() -> AuthError:
+    """A scope whose range_end is at or before its key: a range of no key."""
+    return AuthError(3, "kvraft: a scoped token's range is empty (range_end is not after key)")
 
 
 def scoped_not_allowed() -> AuthError:

@@ -260,6 +260,9 @@ class AuthState:
             raise errors.permission_denied()
         if not (scope.reads() or scope.writes()):
             raise errors.scoped_perm_type_invalid()
+        start, end = key_range(scope.key, scope.range_end)
+        if end is not None and end <= start:
+            raise errors.scoped_range_empty()
         if scope.reads():
             self.check_range(caller, revision, scope.key, scope.range_end, write=False)
         if scope.writes():

@@ -83,6 +83,15 @@ def test_who_may_grant_and_revoke() -> None:
     assert _code(lambda: s.user_add("x\x00scoped:g1", b"h")) == (3, "invalid auth management")
 
 
+@pytest.mark.parametrize(("key", "range_end"), [(b"app/j/", b"app/j/"), (b"app/j/", b"app/"), (b"app/k", b"app/j")])
+def test_a_scope_of_an_empty_range_is_refused(key: bytes, range_end: bytes) -> None:
+    """A range_end at or before the key (etcd's ranges: [key, range_end)) holds no key: the
+    token was granted and could do nothing, and nobody was told."""
+    s = _state()
+    assert _code(lambda: s.check_scoped_grant("alice", 0, "alice", Permission(READ, key, range_end))) == (
+        3, "kvraft: a scoped token's range is empty (range_end is not after key)")
+
+
 def test_a_scope_of_no_known_permission_type_is_refused() -> None:
     """jsonpb takes any number for permType; a scope of 7 granted nothing, passed the checks
     (it neither reads nor writes), and then token/list failed for everyone (a KeyError, 500)."""
