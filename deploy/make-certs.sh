@@ -6,7 +6,7 @@
 #   deploy/make-certs.sh [-o DIR] [-d DAYS] -l               only write DIR/ca.crl again
 #
 # NAME=ADDR: one member (a machine); ADDR is an IP address or a DNS name, several separated
-# by commas. Each member gets
+# by commas (IPv4, IPv6, or a DNS name, '*.' for a wildcard). Each member gets
 #   NAME.crt/NAME.key            client URLs (--cert-file/--key-file; serverAuth+clientAuth)
 #   NAME-peer.crt/NAME-peer.key  peer URLs (--peer-cert-file/--peer-key-file)
 # with subjectAltNames: the member's addresses, its name, localhost and 127.0.0.1.
@@ -60,11 +60,31 @@ case "$days" in ''|*[!0-9]*) echo "make-certs: -d wants a number of days, not '$
 name_ok() { [[ "$1" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]]; }
 ip_like() { [[ "$1" =~ ^[0-9.]+$ || "$1" == *:* ]]; }
 
+# an address of a certificate: an IPv4 or IPv6 address, or a DNS name (a leading '*.' for a wildcard)
+ipv4_ok() {
+  [[ "$1" =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]] || return 1
+  local o; local -a octets
+  IFS=. read -r -a octets <<<"$1"
+  for o in "${octets[@]}"; do [ $((10#$o)) -le 255 ] || return 1; done
+}
+label='[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?'
+addr_ok() {
+  if ip_like "$1"; then
+    ipv4_ok "$1" || [[ "$1" =~ ^[0-9A-Fa-f:.]+$ && "$1" == *:*:* ]]
+  else
+    [[ ${#1} -le 253 && "$1" =~ ^(\*\.)?($label\.)*$label$ ]]
+  fi
+}
+
 for arg in "$@"; do
   name=${arg%%=*}; addrs=${arg#*=}
   if [ "$name" = "$arg" ] || [ -z "$addrs" ] || ! name_ok "$name"; then
     echo "make-certs: '$arg' is not NAME=ADDR[,ADDR...]" >&2; exit 2
   fi
+  IFS=',' read -r -a list <<<"$addrs,"
+  for a in "${list[@]}"; do
+    addr_ok "$a" || { echo "make-certs: '$a' in '$arg' is neither an IP address nor a DNS name" >&2; exit 2; }
+  done
 done
 for c in ${clients[@]+"${clients[@]}"}; do
   name_ok "$c" || { echo "make-certs: '$c' is not a usable client name" >&2; exit 2; }

@@ -138,6 +138,30 @@ def test_make_certs_reuses_its_ca_to_add_a_machine(tmp_path: Path) -> None:
         assert result.returncode == 2 and "make-certs:" in result.stderr, bad
 
 
+@needs_openssl
+@pytest.mark.parametrize("addr", ["999.1.1.1", "1.2.3", "10.0.0.1:2379", "a b", "x;y", "-bad.example.net",
+                                  "m1..example.net", "10.0.0.1,,m1.example.net"])
+def test_make_certs_refuses_an_address_that_is_no_ip_or_dns_name_before_making_anything(tmp_path: Path,
+                                                                                       addr: str) -> None:
+    """An address openssl cannot put in a certificate (a bad IP, one with a port) ended the
+    script with exit 1 and no message, after the CA and a half-made key and request; a name
+    with a space or a ';' went into the certificate as a DNS name no client would match."""
+    out = tmp_path / "pki"
+    result = subprocess.run(["bash", str(DEPLOY / "make-certs.sh"), "-o", str(out), f"m1={addr}"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("make-certs: ") and "is neither an IP address nor a DNS name" in result.stderr
+    assert not out.exists()
+
+
+@needs_openssl
+def test_make_certs_takes_ipv6_addresses_and_wildcard_names(tmp_path: Path) -> None:
+    subprocess.run(["bash", str(DEPLOY / "make-certs.sh"), "-o", str(tmp_path), "m1=fe80::1,*.m1.example.net,M1-a.b"],
+                   check=True, capture_output=True)
+    text = _openssl("x509", "-in", str(tmp_path / "m1.crt"), "-noout", "-text").stdout
+    assert "IP Address:FE80:0:0:0:0:0:0:1" in text and "DNS:*.m1.example.net" in text and "DNS:M1-a.b" in text
+
+
 def _openssl(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["openssl", *argv], capture_output=True, text=True, check=False)
 
