@@ -247,6 +247,14 @@ class Communicator:
         self.backend = backend
         self.rank = backend.rank
         self.size = backend.size
+        if self.size > 1:  # before any other collective: differently set-up ranks pair wrong calls
+            self._agree_setup((
+                ("placement", "gathered" if placement is None else ",".join(placement)),
+                ("hierarchical", str(hierarchical)),
+                ("fusion", "backend's" if fusion is None else str(fusion)),
+                ("verify", verify),
+                ("compression", str(compression)),
+            ))
         self.compression = compression
         #: alpha / beta measured at start-up with ``fusion="probe"`` (``probe.py``), else None
         self.fusion_probe: Probe | None = None
@@ -281,8 +289,6 @@ class Communicator:
         # placement -> hierarchy
         if placement is None:
             placement = self._gather_nodes(node or socket.gethostname())
-        elif self.size > 1:
-            self._agree_placement(tuple(placement))
         if len(placement) != self.size:
             raise ValueError(f"placement names {len(placement)} nodes for {self.size} ranks")
         self.placement = tuple(placement)
@@ -632,17 +638,35 @@ class Communicator:
         result = torch.from_numpy(out)
         return result.to(tensor.dtype) if t.dtype_key == _BF16 else result
 
-    def _agree_placement(self, placement: tuple[str, ...]) -> None:
-        """Collective: every rank was given the same placement (``KVRAFT_PLACEMENT``). Ranks
-        that split into different node groups exchange with the wrong partners: wrong sums."""
-        digest = np.frombuffer(hashlib.blake2b(repr(placement).encode(), digest_size=16).digest(), np.uint8)
+    def _agree_setup(self, setup: tuple[tuple[str, str], ...]) -> None:
+        """Collective: every rank was set up alike (placement, hierarchical mode, fusion, verify,
+        compression). A rank given another placement split into other node groups (wrong sums:
+        6, 6, 6 and 4 for 10); another hierarchical, fusion or verify setting issues other
+        collectives than its peers (garbage or a hang). Every rank raises the same error."""
+        text = repr(setup).encode()
+        digest = np.frombuffer(hashlib.blake2b(text, digest_size=16).digest(), np.uint8)
         every = np.empty(16 * self.size, np.uint8)
         self.backend.allgather(digest.copy(), every)
         rows = every.reshape(self.size, 16)
-        other = [r for r in range(self.size) if not (rows[r] == rows[0]).all()]
-        if other:
-            raise MismatchError(f"ranks were given different placements (KVRAFT_PLACEMENT): ranks {other} differ from "
-                                f"rank 0; rank {self.rank} has {','.join(placement)[:400]}")
+        if (rows == rows[0]).all():
+            return
+        lengths = np.empty(self.size, np.int64)
+        self.backend.allgather(np.array([len(text)], np.int64), lengths)
+        width = int(lengths.max())
+        mine = np.zeros(width, np.uint8)
+        mine[: len(text)] = np.frombuffer(text, np.uint8)
+        texts = np.empty(width * self.size, np.uint8)
+        self.backend.allgather(mine, texts)
+        import ast
+
+        setups = [dict(ast.literal_eval(bytes(texts[r * width : r * width + int(lengths[r])]).decode()))
+                  for r in range(self.size)]
+        lines = ["ranks were set up differently (KVRAFT_PLACEMENT, KVRAFT_COLLECTIVE_* or init arguments):"]
+        for r in range(1, self.size):
+            diffs = [f"{k} {v!r} vs {setups[0].get(k)!r}" for k, v in setups[r].items() if setups[0].get(k) != v]
+            if diffs:
+                lines.append(f"  rank {r} vs rank 0: " + "; ".join(diffs)[:400])
+        raise MismatchError("\n".join(lines))
 
     def _gather_nodes(self, node: str) -> list[str]:
         if self.size == 1:

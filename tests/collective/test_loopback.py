@@ -413,15 +413,20 @@ def test_what_is_not_a_tensor_is_a_type_error_naming_it(tensors: object) -> None
     assert len(set(run_ranks(LoopbackWorld(2), body, timeout_s=20))) == 1
 
 
-def test_ranks_given_different_placements_fail_on_every_rank() -> None:
-    # rank 2 split into other node groups than the rest: 6, 6, 6 and 4 instead of 10, silently
+@pytest.mark.parametrize("setup", [
+    {"placement": ["a", "b", "a", "b"]},  # rank 2 split into other node groups: 6, 6, 6, 4 for 10
+    {"hierarchical": False},  # rank 2 alone did not split
+    {"fusion": "probe"},  # rank 2 alone probed
+    {"verify": "never"},  # rank 2 alone skipped the signature check
+])
+def test_ranks_set_up_differently_fail_on_every_rank(setup: dict[str, object]) -> None:
     world = LoopbackWorld(4)
-    placements = [["a", "a", "b", "b"]] * 2 + [["a", "b", "a", "b"], ["a", "a", "b", "b"]]
+    base: dict[str, object] = {"placement": ["a", "a", "b", "b"]}
     errors: list[BaseException | None] = [None] * 4
 
     def rank(r: int) -> None:
         try:
-            gx.Communicator(world.backend(r), placement=placements[r]).allreduce(np.ones(8))
+            gx.Communicator(world.backend(r), **(dict(base, **setup) if r == 2 else base)).allreduce(np.ones(8))  # type: ignore[arg-type]
         except BaseException as exc:  # noqa: BLE001
             errors[r] = exc
 
@@ -431,4 +436,7 @@ def test_ranks_given_different_placements_fail_on_every_rank() -> None:
     for t in threads:
         t.join(30)
     assert all(isinstance(e, gx.MismatchError) for e in errors), errors
-    assert "ranks were given different placements (KVRAFT_PLACEMENT): ranks [2] differ from rank 0; rank 2 has a,b,a,b" in str(errors[2])
+    assert len({str(e) for e in errors}) == 1
+    key, value = next(iter(setup.items()))
+    shown = ",".join(value) if isinstance(value, list) else str(value)
+    assert f"rank 2 vs rank 0: {key} {shown!r} vs " in str(errors[0]), errors[0]

@@ -160,7 +160,7 @@ def test_kvraft_store_that_never_answers_is_a_collective_timeout() -> None:
     endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     with pytest.raises(gx.CollectiveTimeout, match=rf"rendezvous kvraft {endpoint.split('://')[1]}: unreachable for 1.0 s: .*no endpoint answered"):
         from_url(f"kvraft://{endpoint.split('://')[1]}/jobs/t/rendezvous", 0, "r", timeout_s=1.0)
-    assert not [t.name for t in threading.enumerate() if t.name.startswith("rdzv-") and t.is_alive()]
+    assert not [t.name for t in threading.enumerate() if t.name in ("rdzv-kvraft", "rdzv-lease") and t.is_alive()]
 
 
 def test_tcp_store_gone_with_rank_0_is_a_peer_failure_naming_it() -> None:
