@@ -285,8 +285,10 @@ def _fake_gpus(doc: dict[str, Any]) -> GpuInventory:
                     links.setdefault((a, b), "SYS")
     control = tuple((str(c.get("name", c.get("path"))), int(c.get("major", 1)), int(c.get("minor", 3)))
                     for c in doc.get("control_devices") or [])
-    return GpuInventory(tuple(gpus), links, control, "fake", bool(doc.get("healthy", True)),
-                        str(doc.get("health_message", "")))
+    healthy = doc.get("healthy", True)
+    if not isinstance(healthy, bool):  # bool('no') is True: a GPU marked down would pass as healthy
+        raise ValueError(f"healthy: must be true or false, not {healthy!r}")
+    return GpuInventory(tuple(gpus), links, control, "fake", healthy, str(doc.get("health_message", "")))
 
 
 def _check_addressable(gpus: list[Gpu]) -> None:

@@ -208,7 +208,8 @@ case "$1" in --query-gpu*) echo "0, GPU-a, Fake, 1000, 00000000:01:00.0"; echo "
     ("gpus: [{index: -1, uuid: a}]\n", "GPU indices must be 0..0 (the node has 1), not [-1]"),
     ("gpus: [{index: 0, uuid: a}, {index: 1, uuid: a}]\n", "GPU uuid 'a' is listed twice"),
     ("count: -2\n", "count: must be >= 0, not -2"),
-], ids=["twice", "gap", "negative", "uuid-twice", "count-negative"])
+    ("count: 1\nhealthy: 'no'\n", "healthy: must be true or false, not 'no'"),  # bool('no') was True: healthy
+], ids=["twice", "gap", "negative", "uuid-twice", "count-negative", "healthy-not-a-bool"])
 def test_an_inventory_whose_gpus_the_scheduler_cannot_address_is_refused(tmp_path: Path, text: str, want: str) -> None:
     """The node record says how many GPUs there are, and the scheduler hands out indices
     0..N-1: an inventory listing index 0 twice, or 0 and 2, was taken, and every task given
