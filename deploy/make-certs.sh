@@ -12,8 +12,8 @@
 # with subjectAltNames: the member's addresses, its name, localhost and 127.0.0.1.
 # -c CLIENT (repeatable; default "client"): a client certificate CLIENT.crt/CLIENT.key
 # (clientAuth, CN=CLIENT) for kvctl, jobctl, the scheduler and the agents.
-# The CA (ca.crt, ca.key) is made once and reused when DIR already has it, so running the
-# script again with a new NAME=ADDR adds a machine to an existing cluster. Existing leaf
+# The CA (ca.crt, ca.key) is made once and reused when DIR has it (half of it is refused), so
+# running the script again with a new NAME=ADDR adds a machine to a cluster. Existing leaf
 # certificates are kept; delete them to reissue. Keys are written mode 0600.
 # Every run writes DIR/ca.crl, the CA's certificate revocation list (empty until something is
 # revoked; valid DAYS), for the members' --client-crl-file and --peer-crl-file. -r NAME
@@ -91,6 +91,16 @@ for c in ${clients[@]+"${clients[@]}"}; do
 done
 for r in ${revokes[@]+"${revokes[@]}"}; do
   name_ok "$r" || { echo "make-certs: '$r' is not a certificate name to revoke" >&2; exit 2; }
+done
+
+# half a CA (ca.crt copied without its key, or the reverse) is never replaced: the certificates
+# it issued would no longer verify against a new ca.crt
+for pair in "ca.crt ca.key" "ca.key ca.crt"; do
+  have=${pair% *}; lack=${pair#* }
+  if [ -f "$out/$have" ] && [ ! -f "$out/$lack" ]; then
+    echo "make-certs: $out has $have but no $lack: put the CA's $lack back (a new CA would orphan every certificate it issued), or use an empty -o DIR" >&2
+    exit 1
+  fi
 done
 
 mkdir -p "$out"

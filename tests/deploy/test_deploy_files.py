@@ -162,6 +162,21 @@ def test_make_certs_takes_ipv6_addresses_and_wildcard_names(tmp_path: Path) -> N
     assert "IP Address:FE80:0:0:0:0:0:0:1" in text and "DNS:*.m1.example.net" in text and "DNS:M1-a.b" in text
 
 
+@needs_openssl
+@pytest.mark.parametrize("missing", ["ca.key", "ca.crt"])
+def test_make_certs_never_replaces_a_ca_it_has_half_of(tmp_path: Path, missing: str) -> None:
+    """A pki dir with ca.crt but not ca.key (copied to a machine without the key, as the docs
+    say to keep it) or the reverse: the script made a new CA over it, and every certificate
+    already issued no longer verified against ca.crt; it now refuses and changes nothing."""
+    script = ["bash", str(DEPLOY / "make-certs.sh"), "-o", str(tmp_path)]
+    subprocess.run([*script, "m1=10.0.0.11"], check=True, capture_output=True)
+    (tmp_path / missing).unlink()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    result = subprocess.run([*script, "m2=10.0.0.12"], capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr.startswith("make-certs: ") and missing in result.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 def _openssl(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["openssl", *argv], capture_output=True, text=True, check=False)
 
