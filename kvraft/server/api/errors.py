@@ -47,7 +47,9 @@ def to_etcd_error(exc: BaseException) -> EtcdError:
         canceled = EtcdError("context canceled")
         canceled.code = 1
         return canceled
-    code = getattr(exc, "grpc_code", None) or getattr(exc, "code", None)
+    code = getattr(exc, "grpc_code", None)
+    if code is None and hasattr(exc, "message"):  # etcd-like errors (MVCC, auth): not LMDB's, whose code is an errno
+        code = getattr(exc, "code", None)
     message = getattr(exc, "message", None) or str(exc)
     if isinstance(code, int) and code in HTTP_STATUS:
         error = EtcdError(message)
