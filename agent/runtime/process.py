@@ -77,14 +77,14 @@ class ProcessRuntime(SupervisedRuntime):
         if spec.network not in ("host", ""):
             raise StartFailure("InvalidSpec", f"the process runtime has no network namespaces (network {spec.network!r})")
         workdir = self.workdir(run.key)
-        cwd = spec.workdir or str(workdir)
+        cwd = str(_in_workdir(spec.workdir, workdir)) if spec.workdir else str(workdir)
         if not Path(cwd).is_dir():
-            raise StartFailure("InvalidSpec", f"spec.workdir {cwd!r} does not exist")
+            raise StartFailure("InvalidSpec", f"spec.workdir {spec.workdir!r} does not exist")
         env = self._env(run, workdir)
-        prog = spec.command[0]
+        prog = str(_in_workdir(spec.command[0], workdir)) if spec.command[0].startswith("/") else spec.command[0]
         if "/" not in prog and shutil.which(prog, path=env.get("PATH")) is None:
             raise StartFailure("StartError", f"executable not found: {prog!r} (PATH={env.get('PATH')})", 127)
-        conf: dict[str, Any] = {"mode": "process", "argv": list(spec.command), "env": env, "cwd": cwd}
+        conf: dict[str, Any] = {"mode": "process", "argv": [prog, *spec.command[1:]], "env": env, "cwd": cwd}
         if spec.user:
             conf["user"] = list(spec.user)  # [uid, gid]: the supervisor drops to it for the task
         if self.cgroups.usable:
@@ -136,3 +136,12 @@ class ProcessRuntime(SupervisedRuntime):
                     self.cgroups.kill_and_remove(f"{self.cgroup_parent}/{child.name}")
                     removed.append(child.name)
         return removed
+
+
+def _in_workdir(path: str, workdir: Path) -> Path:
+    """A job's path on this host: ``/workdir`` and what is below it name the task's work dir,
+    where runc and Docker mount it, so one job file runs on every runtime (a job's
+    ``workdir: /workdir`` was InvalidSpec on a process node: no such host directory); any other
+    absolute path is the host's own."""
+    inside = Path(os.path.normpath(path))
+    return workdir / inside.relative_to("/workdir") if inside.is_relative_to("/workdir") else Path(path)

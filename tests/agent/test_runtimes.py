@@ -832,3 +832,20 @@ async def test_process_task_runs_as_its_user_and_owns_its_workdir(tmp_path_facto
         kill_task_processes(root / "agent")
         remove_node_cgroups(NODE)
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_workdir_paths_name_the_tasks_work_dir_on_every_runtime(kind, data_dir) -> None:
+    """runc and Docker mount the task's work dir at /workdir; the process runtime took
+    ``workdir: /workdir`` as a host directory (InvalidSpec: does not exist) and a command
+    /workdir/run.sh as a host program, so the job file of docs/jobs.md ran on container nodes
+    only. Both name the work dir now, on every runtime."""
+    rt = make_runtime(kind, data_dir)
+    wd = rt.workdir("j/wdir")
+    (wd / "sub").mkdir(parents=True)
+    (wd / "run.sh").write_text("#!/bin/sh\necho in $(pwd)\n")
+    (wd / "run.sh").chmod(0o755)
+    await rt.start(run("j/wdir", {"command": ["/workdir/run.sh"], "workdir": "/workdir/sub"}))
+    o = await wait_exit(rt, "j/wdir")
+    assert (o.exit.exit_code, o.exit.reason) == (0, ""), o.exit
+    inside = "/workdir/sub" if kind == "runc" else str(wd / "sub")
+    assert log_lines(rt, "j/wdir")[-1].endswith(f"in {inside}")
