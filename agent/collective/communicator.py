@@ -406,6 +406,7 @@ class Communicator:
                         if b is not None and b.interruptible:  # timeout_s a second time
                             b.abort()
         self._closed = True
+        self._last_fast = None  # the one-call path does not look at _closed: every call now does
         if self.monitor is not None:
             self.monitor.close()
         if self._thread is not None:

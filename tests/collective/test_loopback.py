@@ -440,3 +440,18 @@ def test_ranks_set_up_differently_fail_on_every_rank(setup: dict[str, object]) -
     key, value = next(iter(setup.items()))
     shown = ",".join(value) if isinstance(value, list) else str(value)
     assert f"rank 2 vs rank 0: {key} {shown!r} vs " in str(errors[0]), errors[0]
+
+
+def test_a_closed_communicator_says_so_on_the_one_call_path_too() -> None:
+    # the cached one-call path ran on: over loopback it still summed, over TCP it raised a
+    # PeerFailure blaming the neighbour ("Bad file descriptor" on the closed link)
+    def body(comm: gx.Communicator) -> str:
+        a = np.ones(100_000, np.float32)
+        comm.allreduce(a)
+        comm.allreduce(a)
+        comm.close(barrier=False)
+        with pytest.raises(gx.CollectiveError, match="communicator is closed") as info:
+            comm.allreduce(a)
+        return type(info.value).__name__
+
+    assert run_ranks(LoopbackWorld(2), body, timeout_s=20) == ["CollectiveError"] * 2
