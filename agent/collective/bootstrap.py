@@ -159,7 +159,7 @@ def init(
                 chosen.size,
                 heartbeat_s=heartbeat_s or 0.25,
                 hang_timeout_s=hang_timeout_s or 3.0,
-                host=env.get("KVRAFT_COLLECTIVE_HOST", "127.0.0.1"),
+                host=env.get("KVRAFT_COLLECTIVE_HOST") or "127.0.0.1",  # empty is unset, not every interface
                 stall_timeout_s=stall_timeout_s,
                 starved_timeout_s=starved_timeout_s or 30.0,
             )

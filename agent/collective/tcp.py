@@ -409,7 +409,7 @@ class TCPFactory:
                timeout_s: float = 60.0) -> TCPBackend:
         if rendezvous is None:
             raise ValueError("the tcp backend needs a rendezvous (KVRAFT_RENDEZVOUS)")
-        host = env.get("KVRAFT_COLLECTIVE_HOST", "127.0.0.1")
+        host = env.get("KVRAFT_COLLECTIVE_HOST") or "127.0.0.1"  # empty is unset: '' would listen on every interface
         links = env.get("KVRAFT_COLLECTIVE_LINKS", "auto")
         fixed = env.get("KVRAFT_COLLECTIVE_CMA_MIN_BYTES", "probe")
         try:

@@ -65,3 +65,14 @@ def test_a_failed_init_releases_the_store_rank_0_hosts() -> None:
     for _ in range(2):
         with pytest.raises(gx.CollectiveTimeout, match="rank 1 did not publish its address"):
             gx.init(backend="tcp", rank=0, size=2, rendezvous=url, env={}, timeout_s=0.5)
+
+
+def test_an_empty_collective_host_is_the_default_not_every_interface(tmp_path: Path) -> None:
+    # KVRAFT_COLLECTIVE_HOST="" bound the ring's listener to every interface and published
+    # ":<port>", an address no peer can dial
+    from agent.collective.rendezvous import FileRendezvous
+
+    env = {"KVRAFT_RENDEZVOUS": f"file://{tmp_path}", "KVRAFT_RUN_ID": "r", "KVRAFT_COLLECTIVE_HOST": ""}
+    with pytest.raises(gx.CollectiveTimeout):
+        gx.init(backend="tcp", rank=0, size=2, env=env, timeout_s=0.5)
+    assert FileRendezvous(tmp_path, "r").get("tcp/addr/0", 1).startswith(b"127.0.0.1:")
