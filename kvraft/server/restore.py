@@ -103,7 +103,11 @@ def restore_member_dir(
     ids = {member: member_id_for(urls, initial_cluster_token) for member, urls in members.items()}
     scratch = target.with_name(f"{target.name}.restoring-{os.getpid()}")
     shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
+    try:
+        scratch.mkdir(parents=True)
+    except OSError as exc:  # (named as the user gave it, not by the scratch name; etcdctl's words)
+        why = exc.strerror or str(exc)
+        raise RestoreError(f"mkdir {target}: {why[:1].lower()}{why[1:]}") from None
     own_wal = wal == target / "raft.wal"
     wal_scratch = scratch / "raft.wal" if own_wal else wal.with_name(f"{wal.name}.restoring-{os.getpid()}")
     if not own_wal:

@@ -180,3 +180,13 @@ def test_a_snapshot_path_that_is_a_directory_is_etcdctls_error(tmp_path: Path) -
     result = run_kvctl(["snapshot", "status", str(tmp_path)])
     assert (result.rc, result.err.splitlines()[-1]) == (1, f"Error: open {tmp_path}: is a directory")
     assert not (tmp_path / "y").exists()
+
+
+def test_a_data_dir_that_cannot_be_made_names_it(tmp_path: Path) -> None:
+    """A --data-dir under a file (or a directory it may not write) was reported by the
+    restore's scratch directory ('open D.restoring-<pid>: not a directory'), a name the
+    user never gave; etcdctl names the directory it could not make."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    result = run_kvctl(["snapshot", "restore", str(afile), "--data-dir", str(afile / "d")])
+    assert (result.rc, result.err.splitlines()[-1]) == (1, f"Error: mkdir {afile / 'd'}: not a directory")
