@@ -76,7 +76,7 @@ from agent.reconcile import (
     is_newer,
     reconcile,
 )
-from agent.runtime.base import DeviceGrant, Runtime, TaskRun
+from agent.runtime.base import DeviceGrant, Runtime, RuntimeUnavailable, TaskRun
 from agent.spec import Assignment, TaskSpec, parse_assignment
 from kvraft.aio import cancel_and_wait, wait_event
 from kvraft.client import Client, ClientError, Compare, Op, TLSConfig, WatchCompactedError
@@ -184,6 +184,8 @@ class Agent:
         self.fences = 0
         self._contact_tried = asyncio.Event()  # a restarted agent first tries to renew, then fences
         self._conditions: list[dict[str, Any]] = []
+        self.runtime_down = ""  # why the runtime's last ping failed; the node is NotReady while set
+        self._reconcile_error = ""  # the last reconcile pass's RuntimeUnavailable, logged once
         self._node_doc: dict[str, Any] = {}
         self._transport: asyncio.DatagramTransport | None = None
         # statistics
@@ -294,6 +296,7 @@ class Agent:
     # --- lease and node record ------------------------------------------------------------------
     def node_record(self) -> dict[str, Any]:
         facts = machine_facts(self.config.data_dir)
+        facts["runtime_down"] = self.runtime_down
         self._conditions = conditions(facts, self.gpus, self._conditions, time.time())
         return build_node_record(self.name, self.config.labels, facts, self.gpus, self.rdma, self._conditions,
                                  runtime=self.runtime.name, capabilities=self.runtime.capabilities().to_json(),
@@ -314,6 +317,7 @@ class Agent:
             self.lease_grants += 1
         self.lease_id = lease_id
         self._lease_renewed(sent)
+        await self._ping_runtime()
         self._node_doc = self.node_record()
         heartbeat = {"holder": self.name, "lease_id": lease_id, "ttl_s": self.config.lease_ttl_s,
                      "renew_interval_s": self.config.heartbeat_s, "acquired_at": time.time()}
@@ -386,6 +390,24 @@ class Agent:
         grace = self.config.lease_loss_grace_s
         return grace >= 0 and time.monotonic() > self._lease_ok_at + self.config.lease_ttl_s + grace
 
+    async def _ping_runtime(self) -> None:
+        """kubelet's runtime status check: a runtime that cannot run tasks now makes the node
+        NotReady (the scheduler places nothing new here) until it answers again."""
+        try:
+            async with asyncio.timeout(10.0):
+                await self.runtime.ping()
+            down = ""
+        except RuntimeUnavailable as exc:
+            down = str(exc) or "unavailable"
+        except TimeoutError:
+            down = "no answer to its status check in 10 s"
+        if down != self.runtime_down:
+            if down:
+                log.warning("container runtime is down: node NotReady", extra={"fields": {"error": down}})
+            else:
+                log.info("container runtime is back: node Ready", extra={"fields": {"runtime": self.runtime.name}})
+        self.runtime_down = down
+
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.node_status_s)
@@ -394,6 +416,7 @@ class Agent:
             try:
                 if self.gpus.source == "nvidia-smi":
                     self.gpus = _after_nvidia_smi(self.gpus, await asyncio.to_thread(load_gpu_inventory, None))
+                await self._ping_runtime()
                 doc = self.node_record()
                 if _without_times(doc) != _without_times(self._node_doc):
                     await self.client.put(node_key(self.name), json.dumps(doc).encode())
@@ -510,6 +533,12 @@ class Agent:
                 continue  # a restarted agent never acts before it has read its assignments
             try:
                 await self.reconcile_once()
+                self._reconcile_error = ""
+            except RuntimeUnavailable as exc:  # dockerd down: one line when it starts, not a traceback a pass
+                if str(exc) != self._reconcile_error:
+                    log.warning("reconcile pass failed: container runtime unavailable", extra={"fields": {"error": str(exc)}})
+                self._reconcile_error = str(exc)
+                await asyncio.sleep(self.config.relist_s)
             except Exception:  # a bug must not stop the agent; it is logged with its traceback
                 log.exception("reconcile pass failed")
                 await asyncio.sleep(self.config.relist_s)

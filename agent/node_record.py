@@ -27,8 +27,10 @@ def conditions(facts: dict[str, Any], gpus: GpuInventory, previous: list[dict[st
         "GPUHealthy": (gpus.healthy, gpus.health_message),
     }
     pressure = any(values[t][0] for t in ("MemoryPressure", "DiskPressure", "PIDPressure"))
-    ready = not pressure and gpus.healthy
-    values["Ready"] = (ready, "" if ready else "node under pressure or GPUs unhealthy")
+    runtime_down = str(facts.get("runtime_down") or "")  # the runtime's ping failed (kubelet's runtime check)
+    ready = not pressure and gpus.healthy and not runtime_down
+    values["Ready"] = (ready, "" if ready else f"container runtime is down: {runtime_down}" if runtime_down
+                       else "node under pressure or GPUs unhealthy")
     old = {c["type"]: c for c in previous}
     out = []
     for t in CONDITION_TYPES:

@@ -20,6 +20,9 @@ the loop for long -- subprocesses and file scans are short, anything slow runs i
   to no attempt directory (orphans from crashes); returns what it removed.
 - ``log_files(key, attempt)``: the attempt's log files, oldest first (CRI format).
 - ``stats(key, attempt)``, ``exec(key, attempt, argv, timeout_s)``.
+- ``ping()``: raise ``RuntimeUnavailable`` when the runtime cannot run tasks now (dockerd
+  down, the runc binary gone): kubelet's runtime status check. The agent reports the node
+  NotReady meanwhile ("container runtime is down: ...").
 """
 
 from __future__ import annotations
@@ -142,5 +145,7 @@ class Runtime(Protocol):
     async def stats(self, key: str, attempt: int) -> dict[str, Any]: ...
 
     async def exec(self, key: str, attempt: int, argv: list[str], timeout_s: float) -> ExecResult: ...
+
+    async def ping(self) -> None: ...
 
     async def close(self) -> None: ...

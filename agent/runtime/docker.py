@@ -93,17 +93,26 @@ class DockerRuntime(SupervisedRuntime):
         if data is not None:
             kwargs["data"] = data
             kwargs["headers"] = {"Content-Type": "application/x-tar"}
-        async with self.session().request(method, API + path, **kwargs) as resp:
-            payload = await resp.read()
-            if resp.status >= 400:
-                try:
-                    message = json.loads(payload).get("message", payload.decode(errors="replace"))
-                except ValueError:
-                    message = payload.decode(errors="replace")
-                raise DockerError(resp.status, message)
-            if raw:
-                return payload
-            return json.loads(payload) if payload.strip() else None
+        try:
+            async with self.session().request(method, API + path, **kwargs) as resp:
+                payload = await resp.read()
+        except (aiohttp.ClientConnectionError, OSError) as exc:  # dockerd down, its socket gone
+            raise RuntimeUnavailable(f"the Docker daemon at {self.socket_path}: {exc}") from exc
+        if resp.status >= 400:
+            try:
+                message = json.loads(payload).get("message", payload.decode(errors="replace"))
+            except ValueError:
+                message = payload.decode(errors="replace")
+            raise DockerError(resp.status, message)
+        if raw:
+            return payload
+        return json.loads(payload) if payload.strip() else None
+
+    async def ping(self) -> None:
+        try:
+            await self.api("GET", "/_ping", raw=True)
+        except DockerError as exc:
+            raise RuntimeUnavailable(f"the Docker daemon at {self.socket_path}: {exc}") from exc
 
     async def close(self) -> None:
         if self._session is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.reconcile import AttemptState, ExitInfo, Observed
-from agent.runtime.base import Capabilities, ExecResult, TaskRun
+from agent.runtime.base import Capabilities, ExecResult, RuntimeUnavailable, TaskRun
 
 __all__ = ["FakeRuntime"]
 
@@ -37,6 +37,7 @@ class FakeRuntime:
         self.tasks: dict[tuple[str, int], _Task] = {}
         self.started: list[tuple[str, int]] = []  # every start, in order (tests count duplicates)
         self.notify: asyncio.Event | None = None
+        self.down = ""  # a test's runtime outage: ping() raises RuntimeUnavailable with it
 
     def capabilities(self) -> Capabilities:
         return Capabilities(isolation="none", limits=False, devices=False, network_namespaces=False,
@@ -113,6 +114,10 @@ class FakeRuntime:
 
     async def exec(self, key: str, attempt: int, argv: list[str], timeout_s: float) -> ExecResult:
         return ExecResult(0, " ".join(argv).encode(), b"")
+
+    async def ping(self) -> None:
+        if self.down:
+            raise RuntimeUnavailable(self.down)
 
     async def close(self) -> None:
         for t in self.tasks.values():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import posixpath
 import resource
 import shutil
@@ -82,6 +83,10 @@ class RuncRuntime(SupervisedRuntime):
     def capabilities(self) -> Capabilities:
         return Capabilities(isolation="container", limits=True, devices=True, network_namespaces=True,
                             oom_detect=True, reattach=True)
+
+    async def ping(self) -> None:
+        if not os.access(self.binary, os.X_OK):  # removed or broken by a package upgrade
+            raise RuntimeUnavailable(f"the runc binary {self.binary} is gone or not executable")
 
     async def runc(self, *args: str, timeout_s: float = 60.0) -> ExecResult:
         return await run_command([self.binary, "--root", str(self.root), *args], timeout_s)

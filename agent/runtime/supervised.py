@@ -342,6 +342,10 @@ class SupervisedRuntime:
                 await asyncio.sleep(0.01)
             return False
 
+    async def ping(self) -> None:
+        """The supervisor runs on this host's Python: nothing more to check (runc and Docker
+        check their own binary or daemon)."""
+
     async def close(self) -> None:
         """A deliberate stop of the agent: stop the zygote this runtime started (a fork server
         that owns no task) and leave every task running under its supervisor, as a stopped

@@ -119,3 +119,26 @@ async def test_docker_reattach_missing_image_and_sweep(rt, dockerd) -> None:
     finally:
         await again.close()
     await asyncio.sleep(0)
+
+
+async def test_a_docker_daemon_that_does_not_answer_is_runtime_unavailable(tmp_path) -> None:
+    """No dockerd behind its socket (stopped under the agent): the Engine API calls raised
+    aiohttp's connection errors, each reconcile pass a traceback; now RuntimeUnavailable, and
+    ping (the agent's runtime status check) says so."""
+    import socket as socket_mod
+
+    from agent.runtime.base import RuntimeUnavailable
+    from agent.runtime.docker import DockerRuntime
+
+    path = Path("/tmp") / f"kvraft-dead-docker-{os.getpid()}.sock"  # short: the socket path limit
+    with socket_mod.socket(socket_mod.AF_UNIX) as s:
+        s.bind(str(path))  # bound, not listening: connections refused
+        r = DockerRuntime(tmp_path / "agent", f"dk-dead-{os.getpid()}", socket_path=str(path))
+        try:
+            with pytest.raises(RuntimeUnavailable, match=f"the Docker daemon at {path}: "):
+                await r.ping()
+            with pytest.raises(RuntimeUnavailable):
+                await r.api("GET", "/containers/json")
+        finally:
+            await r.close()
+            path.unlink()

@@ -219,3 +219,71 @@ def test_an_inventory_whose_gpus_the_scheduler_cannot_address_is_refused(tmp_pat
     inv.write_text(text)
     with pytest.raises(ValueError, match=f"^{re.escape(want)}$"):
         load_gpu_inventory(inv)
+
+
+async def test_a_runtime_that_is_down_makes_the_node_not_ready(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """dockerd stopped under a running agent: every reconcile pass logged a traceback (each
+    relist_s) and the node stayed Ready, so the scheduler kept placing tasks that could not
+    start. Now the runtime's ping (kubelet's runtime status check) makes the node NotReady
+    with the reason until it answers again, and the reconcile passes log one line."""
+    import asyncio
+    import json
+
+    from agent.agent import Agent
+    from agent.config import AgentConfig
+    from agent.runtime.base import RuntimeUnavailable
+    from agent.runtime.fake import FakeRuntime
+
+    class Broken(FakeRuntime):
+        async def observe(self):  # type: ignore[no-untyped-def]
+            if self.down:
+                raise RuntimeUnavailable(self.down)
+            return await super().observe()
+
+    runtime = Broken()
+    agent = Agent(AgentConfig(endpoints=["127.0.0.1:1"], name="n-rt", data_dir=tmp_path / "agent", node_status_s=0.02,
+                              relist_s=0.01, runtime="fake"), runtime)
+    records: list[dict[str, object]] = []
+
+    async def put(key: str, value: bytes, **_: object) -> None:
+        records.append(json.loads(value))
+    agent.client.put = put  # type: ignore[method-assign]
+    agent.registered.set()
+    agent._desired_loaded.set()
+
+    def ready() -> tuple[str, str] | None:
+        if not records:
+            return None
+        c = next(c for c in records[-1]["conditions"] if c["type"] == "Ready")  # type: ignore[attr-defined]
+        return c["status"], c["message"]
+
+    async def until(want: str) -> tuple[str, str]:
+        for _ in range(500):
+            got = ready()
+            if got is not None and got[0] == want:
+                return got
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"Ready never {want}: {ready()}")
+
+    tasks = [asyncio.get_running_loop().create_task(c) for c in (agent._status_loop(), agent._reconcile_loop())]
+    try:
+        await until("True")
+        runtime.down = "the Docker daemon at /run/docker.sock: Cannot connect"
+        status, message = await until("False")
+        assert message == "container runtime is down: the Docker daemon at /run/docker.sock: Cannot connect"
+        assert records[-1]["healthy"] is False
+        passes = agent.reconcile_passes
+        for _ in range(20):
+            agent.wake()
+            await asyncio.sleep(0.01)
+        failed = [r for r in caplog.records if "reconcile pass failed" in r.getMessage()]
+        assert len(failed) == 1 and failed[0].exc_info is None, [r.getMessage() for r in failed]
+        assert agent.reconcile_passes == passes
+        runtime.down = ""
+        await until("True")
+        assert records[-1]["healthy"] is True
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await agent.client.close()
