@@ -18,7 +18,7 @@
 #     (each attempt gets a token scoped to its own job's /jobs/<job>/ from the agent: the
 #     ranks never act with the agent's identity; docs/design/auth.md, "Scoped tokens").
 #   With AGENT_NODES="gpu-1 gpu-2 ..." each node gets a user and role of its own instead
-#     (kvraft-agent-<node>, password AGENT_PASSWORD_<node with - and . as _>, or
+#     (kvraft-agent-<node>, password AGENT_PASSWORD_<node, other than [A-Za-z0-9_] as _>, or
 #     AGENT_PASSWORD): it writes only its own node record and lease, and reads only its own
 #     assignments, so a compromised machine cannot pose as another or see its tasks.
 #   kvraft-submitter (give it to each person who submits jobs: `kvctl user add alice`,
@@ -38,7 +38,19 @@
 # A submitter cannot write assignments: what an agent runs comes only from the scheduler.
 # Idempotent: existing roles and users are kept (their permissions are granted again).
 set -euo pipefail
+set -f  # AGENT_NODES and TENANTS are names, never file patterns
 KVCTL=${KVCTL:-kvctl}
+
+# every name checked before anything is granted
+for node in ${AGENT_NODES:-}; do
+  case "$node" in */*|.|..) echo "rbac.sh: bad node name in AGENT_NODES: $node" >&2; exit 2 ;; esac
+done
+for entry in ${TENANTS:-}; do
+  tenant=${entry%%=*}
+  case "$entry" in *=) echo "rbac.sh: empty job name prefix for tenant $tenant" >&2; exit 2 ;; esac
+  case "$tenant" in */*|""|.|..) echo "rbac.sh: bad tenant entry in TENANTS: $entry" >&2; exit 2 ;; esac
+  case "${entry#*=}" in */*) echo "rbac.sh: bad tenant entry in TENANTS: $entry" >&2; exit 2 ;; esac
+done
 read -r -a FLAGS <<< "${KVCTL_FLAGS:-}"
 
 kv() { "$KVCTL" "${FLAGS[@]}" "$@" >/dev/null; }
@@ -71,7 +83,6 @@ role kvraft-agent \
   read /registry/assignments/ read /registry/bindings/ read /registry/jobs/ \
   readwrite /jobs/
 for node in ${AGENT_NODES:-}; do
-  case "$node" in */*|"") echo "rbac.sh: bad node name: $node" >&2; exit 2 ;; esac
   # the record and the lease key exactly (no --prefix: gpu-1 must not cover gpu-10)
   quietly role add "kvraft-agent-$node"
   kv role grant-permission "kvraft-agent-$node" readwrite "/registry/nodes/$node"
@@ -89,8 +100,6 @@ for entry in ${TENANTS:-}; do
   tenant=${entry%%=*}
   prefix=${entry#*=}
   if [ "$entry" = "$tenant" ]; then prefix="$tenant-"; fi
-  case "$tenant$prefix" in */*|"") echo "rbac.sh: bad tenant entry: $entry" >&2; exit 2 ;; esac
-  case "$prefix" in "") echo "rbac.sh: empty job name prefix for tenant $tenant" >&2; exit 2 ;; esac
   role "kvraft-submitter-$tenant" \
     read /registry/ readwrite "/registry/jobs/$prefix" readwrite "/registry/evictions/$prefix" read /accounting/
 done
@@ -100,7 +109,7 @@ if [ -z "${AGENT_NODES:-}" ]; then
   user kvraft-agent "${AGENT_PASSWORD:-}" kvraft-agent
 fi
 for node in ${AGENT_NODES:-}; do
-  var="AGENT_PASSWORD_${node//[-.]/_}"
+  var="AGENT_PASSWORD_${node//[^A-Za-z0-9_]/_}"
   user "kvraft-agent-$node" "${!var:-${AGENT_PASSWORD:-}}" "kvraft-agent-$node"
 done
 echo "rbac.sh: roles kvraft-scheduler, kvraft-agent${AGENT_NODES:+ (and one per node)}, kvraft-submitter${TENANTS:+ (and one per tenant)}, kvraft-operator"

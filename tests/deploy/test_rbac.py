@@ -278,3 +278,37 @@ def test_a_tenants_people_write_only_its_jobs(secured: tuple[str, str]) -> None:
     done = jobctl(url, "root", "cancel", "cv-run")
     assert done.returncode == 0, done.stderr
     wait_status(url, "cv-run", lambda s: s.get("phase") == "Cancelled", "cv-run cancelled")
+
+
+def _rbac_with_a_recording_kvctl(tmp_path: Path, cwd: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """rbac.sh with KVCTL a script that records its arguments (no cluster): what it would run."""
+    fake = tmp_path / "kvctl"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/calls\n')
+    fake.chmod(0o755)
+    done = subprocess.run(["bash", str(ROOT / "deploy" / "rbac.sh")], capture_output=True, text=True, timeout=60, cwd=cwd,
+                          env={**os.environ, "KVCTL": str(fake), "SCHEDULER_PASSWORD": "s", "AGENT_PASSWORD": "a",
+                               **env})
+    calls = tmp_path / "calls"
+    return done, calls.read_text() if calls.exists() else ""
+
+
+def test_agent_nodes_are_names_not_file_patterns(tmp_path: Path) -> None:
+    """AGENT_NODES="gpu-*" was expanded against the files of the working directory: roles and
+    users for whatever files were there (gpu-1.log), not for the nodes."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "gpu-1.log").write_text("")
+    done, calls = _rbac_with_a_recording_kvctl(tmp_path, cwd, AGENT_NODES="gpu-* gpu-2")
+    assert "gpu-1.log" not in calls
+    assert done.returncode == 0 and "role add kvraft-agent-gpu-*" in calls and "role add kvraft-agent-gpu-2" in calls
+
+
+@pytest.mark.parametrize("env", [{"TENANTS": "=cv-"}, {"TENANTS": "nlp="}, {"AGENT_NODES": ".."},
+                                 {"AGENT_NODES": "gpu-1 ."}])
+def test_an_empty_tenant_or_a_dot_node_is_refused_before_anything_is_granted(tmp_path: Path,
+                                                                            env: dict[str, str]) -> None:
+    """TENANTS="=cv-" made a role named 'kvraft-submitter-' (no tenant); a node '..' made
+    /registry/nodes/.. a key of its role."""
+    done, calls = _rbac_with_a_recording_kvctl(tmp_path, tmp_path, **env)
+    assert done.returncode == 2 and done.stderr.startswith("rbac.sh: ") and len(done.stderr.splitlines()) == 1, done
+    assert calls == ""
