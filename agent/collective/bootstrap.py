@@ -115,7 +115,7 @@ def init(
     stall_timeout_s = _seconds(stall_timeout_s, env, "KVRAFT_COLLECTIVE_STALL_TIMEOUT_S", None)
     starved_timeout_s = _seconds(None, env, "KVRAFT_COLLECTIVE_STARVED_TIMEOUT_S", 30.0)
     if backend == "auto":
-        backend = env.get("KVRAFT_COLLECTIVE_BACKEND", "auto")
+        backend = env.get("KVRAFT_COLLECTIVE_BACKEND") or "auto"  # empty is unset
     if rendezvous is None and env.get("KVRAFT_RENDEZVOUS"):
         rendezvous = env["KVRAFT_RENDEZVOUS"]
     owned: Rendezvous | None = None  # made here from the URL
@@ -174,7 +174,7 @@ def init(
         if placement is None and env.get("KVRAFT_PLACEMENT"):
             placement = env["KVRAFT_PLACEMENT"].split(",")
         if hierarchical is None:
-            h = env.get("KVRAFT_COLLECTIVE_HIERARCHICAL", "auto")
+            h = env.get("KVRAFT_COLLECTIVE_HIERARCHICAL") or "auto"  # empty is unset (it forced it on)
             hierarchical = "auto" if h == "auto" else h not in ("0", "false", "no")
         if compression is None:
             compression = env.get("KVRAFT_COLLECTIVE_COMPRESSION") or None

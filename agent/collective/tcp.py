@@ -410,7 +410,7 @@ class TCPFactory:
         if rendezvous is None:
             raise ValueError("the tcp backend needs a rendezvous (KVRAFT_RENDEZVOUS)")
         host = env.get("KVRAFT_COLLECTIVE_HOST") or "127.0.0.1"  # empty is unset: '' would listen on every interface
-        links = env.get("KVRAFT_COLLECTIVE_LINKS", "auto")
+        links = env.get("KVRAFT_COLLECTIVE_LINKS") or "auto"
         fixed = env.get("KVRAFT_COLLECTIVE_CMA_MIN_BYTES", "probe")
         try:
             cma_min = None if fixed in ("", "probe") else int(fixed)

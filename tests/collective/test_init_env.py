@@ -76,3 +76,29 @@ def test_an_empty_collective_host_is_the_default_not_every_interface(tmp_path: P
     with pytest.raises(gx.CollectiveTimeout):
         gx.init(backend="tcp", rank=0, size=2, env=env, timeout_s=0.5)
     assert FileRendezvous(tmp_path, "r").get("tcp/addr/0", 1).startswith(b"127.0.0.1:")
+
+
+def test_empty_collective_variables_are_unset(tmp_path: Path) -> None:
+    # KVRAFT_COLLECTIVE_HIERARCHICAL="" forced the hierarchical mode on, and an empty
+    # KVRAFT_COLLECTIVE_BACKEND or _LINKS was "unknown backend ''" / "links must be one of"
+    import threading
+
+    env = {"KVRAFT_RENDEZVOUS": f"file://{tmp_path}", "KVRAFT_RUN_ID": "r", "KVRAFT_WORLD_SIZE": "2",
+           "KVRAFT_PLACEMENT": "n0,n1", "KVRAFT_COLLECTIVE_HIERARCHICAL": "", "KVRAFT_COLLECTIVE_BACKEND": "",
+           "KVRAFT_COLLECTIVE_LINKS": ""}
+    names: list[object] = [None, None]
+
+    def rank(r: int) -> None:
+        try:
+            comm = gx.init(env=dict(env, KVRAFT_RANK=str(r)), timeout_s=30)
+            names[r] = (comm.backend_name, comm.backend.link_mode)  # type: ignore[attr-defined]
+            comm.close()
+        except BaseException as exc:  # noqa: BLE001
+            names[r] = exc
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert names == [("tcp", "auto")] * 2
