@@ -56,7 +56,14 @@ def _placement_lines(placement: list[dict[str, Any]]) -> list[str]:
 def run_demo(directory: Path, spec: LocalSpec, job_file: Path | None, timeout_s: float, say: Any = print) -> int:
     t_start = time.monotonic()
     job_file = job_file or ROOT / "examples" / "digits-dp.yaml"
-    job_name = str(yaml.safe_load(job_file.read_text())["name"])
+    try:
+        job = yaml.safe_load(job_file.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        why = getattr(exc, "strerror", None) or " ".join(str(exc).split())
+        raise ClusterError(f"--job {job_file}: {why}") from exc
+    if not isinstance(job, dict) or not job.get("name"):
+        raise ClusterError(f"--job {job_file}: not a job (a YAML mapping with a name)")
+    job_name = str(job["name"])
     directory = directory.resolve()
     if (directory / "cluster.json").exists():
         with_procs = load_state(directory)

@@ -185,3 +185,15 @@ def test_ctrl_c_in_the_middle_of_up_stops_what_it_started_in_one_line(tmp_path: 
         main(["down", "--dir", str(tmp_path)])
     assert p.returncode == 130 and "Traceback" not in err, err
     assert err.splitlines()[-1].startswith("kvraft-local: interrupted"), err
+
+
+@pytest.mark.parametrize("job", ["missing.yaml", "bad.yaml", "noname.yaml", "list.yaml", "."])
+def test_demo_with_a_job_file_it_cannot_use_is_one_line_before_anything_starts(tmp_path: Path, job: str) -> None:
+    (tmp_path / "bad.yaml").write_text("a: [\n")
+    (tmp_path / "noname.yaml").write_text("kind: x\n")
+    (tmp_path / "list.yaml").write_text("- name: x\n")
+    d = tmp_path / "d"
+    r = _cli("demo", "--dir", str(d), "--job", str(tmp_path / job))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("kvraft-local: --job ") and len(r.stderr.splitlines()) == 1, r.stderr
+    assert not d.exists()
