@@ -273,11 +273,15 @@ class Monitor:
             except TimeoutError as exc:
                 missing = sorted(set(range(1, self.size)) - set(self._conns))
                 raise CollectiveTimeout(f"monitor: ranks {missing} did not connect within {timeout_s} s") from exc
-            conn.settimeout(timeout_s)
-            kind, who, n = _FRAME.unpack(conn.recv(_FRAME.size, socket.MSG_WAITALL))
-            ident = conn.recv(n, socket.MSG_WAITALL).decode(errors="replace") if n else ""
-            if kind != HELLO:
-                conn.close()
+            conn.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                head = conn.recv(_FRAME.size, socket.MSG_WAITALL)
+                kind, who, n = _FRAME.unpack(head) if len(head) == _FRAME.size else (-1, -1, 0)
+                ident = conn.recv(n, socket.MSG_WAITALL).decode(errors="replace") if n else ""
+            except OSError:  # a client that said nothing in time, or reset
+                kind, who = -1, -1
+            if kind != HELLO or not 0 < who < self.size or who in self._conns:
+                conn.close()  # not a rank of this world (a stray client), or a rank twice
                 continue
             pid = _visible_pid(ident)
             if pid is not None:

@@ -288,3 +288,24 @@ def test_a_worker_whose_heartbeat_thread_is_starved_by_the_gil_is_not_hung() -> 
         proc.kill()
         proc.wait(30)
         m.close()
+
+
+@pytest.mark.parametrize("stray", [b"GET", mon._frame(mon.HELLO, 7), mon._frame(mon.HEARTBEAT, 1)])
+def test_coordinator_skips_a_client_that_is_not_a_rank(stray: bytes) -> None:
+    # a short hello was a struct.error out of init; a hello from rank 7 of 2 counted as the
+    # one rank the coordinator waited for
+    m, seen, address = _coordinator(time.monotonic, 0.1, 3.0)
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(stray)
+    worker: list[_FakeWorker] = []
+    t = threading.Thread(target=lambda: worker.append(_FakeWorker(address)))
+    t.start()
+    try:
+        m.start(address, 30)
+        t.join(30)
+        assert list(m._conns) == [1]
+    finally:
+        for w in worker:
+            w.close()
+        m.close()
