@@ -124,3 +124,14 @@ def test_a_damaged_wal_is_one_line_naming_where_and_what_to_do(tmp_path: Path, d
     (line,) = [x for x in done.stderr.splitlines() if x.startswith("kvraft: ")]
     assert str(data / "raft.wal") in line
     assert "refusing to start (restore this member from a snapshot" in line
+
+
+def test_a_missing_members_file_beside_a_raft_log_is_a_data_dir_error(tmp_path: Path) -> None:
+    """members.json was rebuilt from --initial-cluster when missing, even beside a Raft log:
+    members added or moved since the cluster began were forgotten (the entries that taught
+    them are applied, never replayed), so the member dialled the wrong peers, silently."""
+    _create(tmp_path / "d")
+    (tmp_path / "d" / "members.json").unlink()
+    with pytest.raises(DataDirError, match="members.json is missing, but the data dir has a Raft log"):
+        Node(parse_config(["--data-dir", str(tmp_path / "d")]))
+    assert not (tmp_path / "d" / "members.json").exists()
