@@ -35,6 +35,7 @@ from kvraft.server.config import Config, cluster_id_for, member_id_for
 from kvraft.server.corruption import CorruptionChecker
 from kvraft.server.driver import NodeDriver
 from kvraft.server.force_new import force_new_cluster, require_log
+from kvraft.server.learner_ready import LearnerReadyCheck, caught_up
 from kvraft.server.membership import Member, Membership
 from kvraft.server.node_status import MemberCounters, NodeStatusMixin
 from kvraft.server.reconfig import ReconfigCheck
@@ -193,6 +194,7 @@ class Node(NodeStatusMixin):
             on_conf_change=self._on_conf_change,
         )
         self.corruption = CorruptionChecker(self)
+        self.learner_ready = LearnerReadyCheck(self)
         self.reconfig = ReconfigCheck(self.membership, self.member_id, self.transport.active_since)
         self.state.on_members_changed = self._sync_peers
         self.state.on_failure = self._state_failed
@@ -347,7 +349,7 @@ class Node(NodeStatusMixin):
             own = status.progress.get(self.member_id)
             for learner in status.conf_state.learners:
                 progress = status.progress.get(learner)
-                if progress is None or own is None or not _caught_up(progress.match, own.match):
+                if progress is None or own is None or not caught_up(progress.match, own.match):
                     continue
                 member = self.membership.get(learner)
                 if member is None or not member.is_learner:
@@ -479,13 +481,7 @@ class Node(NodeStatusMixin):
 
     async def member_promote(self, member_id: int) -> list[Member]:
         self.membership.check_promote(member_id)
-        if self.driver.role == StateRole.LEADER:
-            status = self.raw.status()
-            progress, own = status.progress.get(member_id), status.progress.get(self.member_id)
-            if progress is None or own is None or not _caught_up(progress.match, own.match):
-                raise FailedPrecondition(
-                    "etcdserver: can only promote a learner member which is in sync with leader"
-                )
+        await self.learner_ready.require(member_id)
         if self.config.strict_reconfig_check:
             self.reconfig.may_promote(member_id)
         await self._conf_change(ConfChangeType.ADD_VOTER, MemberOp("promote", member_id))
@@ -525,7 +521,3 @@ class Node(NodeStatusMixin):
             return False
         return True
 
-
-def _caught_up(learner_match: int, leader_match: int) -> bool:
-    """etcd's ``isLearnerReady``: within 10% of the leader's log."""
-    return learner_match >= leader_match * 0.9

@@ -20,6 +20,9 @@ msgpack. After the handshake every frame is ``[kind, body]``:
   (``error`` "" or why there is no hash: a future or compacted revision).
 - ``PING``: ``t`` a probe (the sender's monotonic clock, ns); ``PONG``: ``t`` its echo,
   for the round-trip histogram (``PeerTransport``; etcd's prober).
+- ``LEARNER_READY``: ``[request_id, member_id]`` a follower asks the leader whether a learner
+  is in sync before promoting it (``kvraft.server.learner_ready``);
+- ``LEARNER_READY_RESP``: ``[request_id, ready]`` the answer (None: the one asked does not lead).
 
 (``READ``/``READ_RESP`` are reserved: the core forwards a follower's ReadIndex itself.)
 """
@@ -44,6 +47,8 @@ __all__ = [
     "FRAME_MAX_BYTES",
     "HASH_KV",
     "HASH_KV_RESP",
+    "LEARNER_READY",
+    "LEARNER_READY_RESP",
     "LEASE_RENEW",
     "LEASE_RENEW_RESP",
     "PING",
@@ -63,6 +68,7 @@ RAFT, SNAP_CHUNK, SNAP_END, FORWARD, READ, READ_RESP, FORWARD_CONF = range(1, 8)
 LEASE_RENEW, LEASE_RENEW_RESP = 8, 9
 HASH_KV, HASH_KV_RESP = 10, 11
 PING, PONG = 12, 13
+LEARNER_READY, LEARNER_READY_RESP = 14, 15
 FRAME_MAX_BYTES = 64 * 1024 * 1024
 
 _ENTRY_TYPES = {t.value: t for t in EntryType}

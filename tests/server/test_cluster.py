@@ -288,3 +288,22 @@ def test_quota_raises_nospace_and_reads_and_deletes_go_on(tmp_path) -> None:
         wait_until(lambda: "alarms" not in post(follower, "/v3/maintenance/alarm", {})[1], 30, what="the alarm cleared")
     finally:
         cluster.stop()
+
+
+def test_a_learner_not_in_sync_is_not_promoted_through_any_member(kv_cluster) -> None:
+    """etcd asks the leader whether the learner is in sync, whichever member the promote
+    reached (a follower forwards it); a learner that never started stays a learner."""
+    cluster = kv_cluster
+    leader = cluster.wait_leader()
+    never_started = cluster.add_process("m3")
+    code, body = reconfigure(cluster.url(leader), "/v3/cluster/member/add",
+                             {"peerURLs": [never_started.peer_url], "isLearner": True})
+    assert code == 200, body
+    learner = body["member"]["ID"]
+    follower = next(n for n in cluster.members if n not in (leader, "m3"))
+    for name in (follower, leader):
+        code, body = post(cluster.url(name), "/v3/cluster/member/promote", {"ID": learner})
+        assert (code, body.get("code"), body.get("message")) == (
+            412, 9, "etcdserver: can only promote a learner member which is in sync with leader"), name
+    code, body = post(cluster.url(leader), "/v3/cluster/member/list", {})
+    assert [m.get("isLearner", False) for m in body["members"] if m["ID"] == learner] == [True]
