@@ -378,6 +378,9 @@ def start_node(directory: Path, name: str, timeout_s: float = 120.0) -> int:
     old = by_name[name]
     if old.alive():
         raise ClusterError(f"the agent of {name} is running (pid {old.pid})")
+    if not any(p.alive() for p in procs if p.role == "member"):
+        raise ClusterError(f"no member of the cluster is running (down, or killed): start it with "
+                           f"kvraft-local up --dir {directory}")
     argv = old.extra.get("argv")
     if not argv:
         raise ClusterError(f"{name}: no recorded command line (cluster made by an older kvraft-local)")

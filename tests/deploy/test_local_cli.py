@@ -197,3 +197,21 @@ def test_demo_with_a_job_file_it_cannot_use_is_one_line_before_anything_starts(t
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("kvraft-local: --job ") and len(r.stderr.splitlines()) == 1, r.stderr
     assert not d.exists()
+
+
+def test_start_node_of_a_cluster_whose_members_are_all_down_says_so_and_starts_nothing(tmp_path: Path) -> None:
+    """After `down` (or with every member killed) the agent would only wait for kvraft: it was
+    started anyway, up's wait ran out ('agent node-0 not ready after 120 s'), and the agent
+    stayed running, so the next `up` refused ('a cluster is already running')."""
+    from kvraft.local import cluster
+
+    marker = tmp_path / "started"
+    _crashed_cluster(tmp_path, {})
+    doc = json.loads((tmp_path / "cluster.json").read_text())
+    doc["processes"][0]["extra"] = {"argv": [sys.executable, "-c", f"open({str(marker)!r}, 'w')"]}
+    doc["processes"].insert(0, {"name": "m0", "role": "member", "pid": _dead_pid(), "start_time": 1,
+                                "url": "http://127.0.0.1:1", "log": str(tmp_path / "m0.log")})
+    (tmp_path / "cluster.json").write_text(json.dumps(doc))
+    with pytest.raises(cluster.ClusterError, match="no member of the cluster is running"):
+        cluster.start_node(tmp_path, "node-0", timeout_s=5.0)
+    assert not marker.exists()
