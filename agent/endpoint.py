@@ -6,7 +6,8 @@
 - ``GET /metrics``: Prometheus text format (``agent.metrics``; docs/observability.md).
 - ``GET /tasks``: every attempt the runtime holds (JSON).
 - ``GET /logs/{job}/{task}?attempt=N&tail=100&follow=1&timestamps=1&stream=stdout``: the task's
-  log (latest attempt by default), from the rotated CRI files; ``follow`` streams new lines
+  log (latest attempt by default; ``previous=1`` the one before it, kubelet's previous), from
+  the rotated CRI files, from ``since_seconds`` ago or ``since_time`` (RFC 3339) on when given; ``follow`` streams new lines
   until the attempt has ended and its log is drained, surviving rotation (the reader follows
   the rotated file to its end, then opens the new one), and ends when the client goes. A
   ``tail`` below -1, an ``attempt`` not >= 1 or a ``stream`` other than stdout/stderr is a
@@ -22,9 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import contextlib
 import math
 import os
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +37,7 @@ from prometheus_client import CollectorRegistry
 
 from agent.agent import Agent
 from agent.keys import assignments_prefix, split_assignment_key
-from agent.logs import parse_line
+from agent.logs import line_time, parse_line
 from agent.metrics import agent_registry
 from agent.reconcile import AttemptState
 from agent.spec import SpecError, check_text
@@ -117,7 +121,7 @@ def _bool_param(request: web.Request, name: str) -> bool:
     return text in _TRUE
 
 
-def _attempt(request: web.Request) -> tuple[str, int]:
+def _attempt(request: web.Request, previous: bool = False) -> tuple[str, int]:
     agent = request.app[AGENT_KEY]
     key = f"{request.match_info['job']}/{request.match_info['task']}"
     if split_assignment_key(agent.name, assignments_prefix(agent.name) + key) is None:
@@ -128,11 +132,42 @@ def _attempt(request: web.Request) -> tuple[str, int]:
         attempts = sorted(set(attempts) | set(agent.runtime.attempts(key)))
     if not attempts:
         raise web.HTTPNotFound(text=f"no task {key} on node {agent.name}\n")
+    if previous:  # kubelet's previous: the attempt before the latest
+        if "attempt" in request.query:
+            raise web.HTTPBadRequest(text="give attempt or previous, not both\n")
+        if len(attempts) < 2:
+            raise web.HTTPNotFound(text=f"previous terminated attempt of task {key} on node {agent.name} not found\n")
+        return key, attempts[-2]
     attempt = _int_param(request, "attempt", attempts[-1], 1, ">= 1")
     if attempt not in attempts:
         raise web.HTTPNotFound(text=f"no attempt {attempt} of task {key} on node {agent.name} "
                                     f"(attempts: {', '.join(map(str, attempts))})\n")
     return key, attempt
+
+
+def _since(request: web.Request) -> float | None:
+    """``since_seconds`` (>= 1) or ``since_time`` (RFC 3339), kubelet's sinceSeconds and
+    sinceTime: only lines logged at or after it; at most one of them."""
+    seconds, when = request.query.get("since_seconds"), request.query.get("since_time")
+    if seconds is not None and when is not None:
+        raise web.HTTPBadRequest(text="at most one of since_seconds or since_time may be specified\n")
+    if seconds is not None:
+        return time.time() - _int_param(request, "since_seconds", 0, 1, ">= 1")
+    if when is None:
+        return None
+    try:
+        t = datetime.fromisoformat(when)
+    except ValueError:
+        t = None
+    if t is None or t.tzinfo is None:
+        raise web.HTTPBadRequest(text=f"since_time: must be an RFC 3339 time such as 2006-01-02T15:04:05Z, not {when!r}\n")
+    return t.timestamp()
+
+
+def _after(lines: list[bytes], since: float) -> list[bytes]:
+    """The lines logged at or after ``since``: the files are in time order, so a bisection
+    (a line whose time does not read sorts first)."""
+    return lines[bisect.bisect_left(lines, since, key=lambda ln: line_time(ln) or 0.0):]
 
 
 def _format(line: bytes, timestamps: bool, stream: str) -> bytes | None:
@@ -147,8 +182,9 @@ def _format(line: bytes, timestamps: bool, stream: str) -> bytes | None:
 
 async def logs(request: web.Request) -> web.StreamResponse:
     agent = request.app[AGENT_KEY]
-    key, attempt = _attempt(request)
+    key, attempt = _attempt(request, _bool_param(request, "previous"))
     tail = _int_param(request, "tail", -1, -1, ">= -1 (-1: all)")
+    since = _since(request)
     follow = _bool_param(request, "follow")
     timestamps = _bool_param(request, "timestamps")
     stream = request.query.get("stream", "")
@@ -164,6 +200,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
         # the rotated files can be tens of MB: read them off the event loop, which also renews
         # the node lease
         lines, read_to = await asyncio.to_thread(_read_lines, files)
+        if since is not None:
+            lines = _after(lines, since)
         if tail >= 0:
             lines = lines[-tail:] if tail else []
         for ln in lines:
@@ -171,7 +209,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
             if out is not None:
                 await resp.write(out)
         if follow and files:
-            await _follow(request, key, attempt, files[-1], read_to, resp, timestamps, stream)
+            await _follow(request, key, attempt, files[-1], read_to, resp, timestamps, stream, since)
         await resp.write_eof()
     except ConnectionResetError:  # the client went away (jobctl logs -f ended, or before the headers)
         pass
@@ -194,7 +232,7 @@ def _read_lines(files: list[Path]) -> tuple[list[bytes], tuple[int, int]]:
 
 
 async def _follow(request: web.Request, key: str, attempt: int, path: Path, read_to: tuple[int, int],
-                  resp: web.StreamResponse, timestamps: bool, stream: str) -> None:
+                  resp: web.StreamResponse, timestamps: bool, stream: str, since: float | None = None) -> None:
     """Stream lines appended after the initial read (``read_to``: the inode and offset it
     ended at; a file rotated since is followed from its start); follow rotation by inode.
     Ends when the attempt has ended and its log is drained, or when the client has gone (a
@@ -212,6 +250,8 @@ async def _follow(request: web.Request, key: str, attempt: int, path: Path, read
                 buf += chunk
                 *done, buf = buf.split(b"\n")
                 for ln in done:
+                    if since is not None and (line_time(ln) or 0.0) < since:  # a since_time still ahead
+                        continue
                     out = _format(ln, timestamps, stream)
                     if out is not None:
                         await resp.write(out)

@@ -138,6 +138,7 @@ async def endpoint(tmp_path: Path):
     runner = await serve(agent, url)
     try:
         async with aiohttp.ClientSession(base_url=url) as http:
+            http.agent_runtime = runtime  # type: ignore[attr-defined]  # tests that start attempts of their own
             yield http
     finally:
         await runner.cleanup()
@@ -159,6 +160,14 @@ async def endpoint(tmp_path: Path):
     ("/logs/je/done?follow=True&timestamps=0", 200, "one\ntwo\n"),  # Go's ParseBool spellings, as kubelet
     ("/logs/je/done?tail=-1", 200, "one\ntwo\n"),
     ("/logs/je/done?tail=1&stream=stdout", 200, "two\n"),
+    ("/logs/je/done?since_seconds=0", 400, "since_seconds: must be an integer >= 1, not '0'"),
+    ("/logs/je/done?since_time=yesterday", 400, "since_time: must be an RFC 3339 time such as"),
+    ("/logs/je/done?since_time=2026-12-05T10:00:00", 400, "since_time: must be an RFC 3339 time"),  # no zone
+    ("/logs/je/done?since_seconds=5&since_time=2026-12-05T10:00:00Z", 400, "at most one of since_seconds or since_time"),
+    ("/logs/je/done?previous=1", 404, "previous terminated attempt of task je/done on node"),
+    ("/logs/je/done?previous=1&attempt=1", 400, "give attempt or previous, not both"),
+    ("/logs/je/done?since_seconds=3600", 200, "one\ntwo\n"),
+    ("/logs/je/done?since_time=2000-01-01T00:00:00%2B01:00", 200, "one\ntwo\n"),
 ])
 async def test_bad_log_parameters_are_a_400_naming_them(endpoint, path: str, status: int, text: str) -> None:
     """A tail or attempt that was not an integer was a 500 with a traceback in the agent's log;
@@ -243,7 +252,7 @@ async def test_a_client_gone_before_the_log_headers_is_no_error(tmp_path: Path,
     from agent.runtime.base import TaskRun
     from agent.runtime.process import ProcessRuntime
     from agent.spec import parse_spec
-    from tests.agent.conftest import kill_task_processes, remove_node_cgroups
+    from tests.agent.conftest import kill_task_processes
 
     data = tmp_path / "agent"
     config = load_config(["--name", f"ep-{os.getpid()}", "--data-dir", str(data), "--runtime", "process",
@@ -319,3 +328,26 @@ async def test_a_follow_misses_nothing_written_after_the_first_read(endpoint, tm
     monkeypatch.setattr(endpoint_module, "_read_lines", read_then_the_task_writes)
     r = await endpoint.get("/logs/je/done?follow=1")
     assert await r.text() == "one\ntwo\nthree\nfour\n"
+
+
+async def test_logs_since_a_time_and_of_the_previous_attempt(endpoint) -> None:
+    """kubectl logs --since/--since-time and --previous: the lines logged at or after a time
+    (of the rotated files, then the follow), and the attempt before the latest."""
+    from agent.runtime.base import TaskRun
+    from agent.spec import parse_spec
+
+    runtime = endpoint.agent_runtime
+    await runtime.start(TaskRun("je/since", 1, 1, parse_spec({"command": ["sh", "-c", "echo early; sleep 0.3; echo late"]})))
+    while not any(o.key == "je/since" and not o.live for o in await runtime.observe()):
+        await asyncio.sleep(0.05)
+    lines = [ln.split(" ", 1) for ln in (await (await endpoint.get("/logs/je/since?timestamps=1")).text()).splitlines()]
+    assert [text for _, text in lines] == ["early", "late"]
+    r = await endpoint.get("/logs/je/since", params={"since_time": lines[1][0]})
+    assert await r.text() == "late\n"
+    r = await endpoint.get("/logs/je/since", params={"since_time": "2999-01-01T00:00:00Z", "tail": "5"})
+    assert (r.status, await r.text()) == (200, "")
+    await runtime.start(TaskRun("je/done", 2, 1, parse_spec({"command": ["sh", "-c", "echo three"]})))
+    while not any(o.key == "je/done" and o.attempt == 2 and not o.live for o in await runtime.observe()):
+        await asyncio.sleep(0.05)
+    assert await (await endpoint.get("/logs/je/done")).text() == "three\n"
+    assert await (await endpoint.get("/logs/je/done?previous=true")).text() == "one\ntwo\n"

@@ -272,3 +272,32 @@ def test_logs_tail_below_minus_one_is_refused(agent_logs: Any, capsys: pytest.Ca
         (1, "", "error: --tail must be greater than or equal to -1\n")
     assert asked == []
     assert jobctl(["logs", "x", "--tail", "-1"], capsys, monkeypatch)[0] == 0 and asked == ["tail=-1"]
+
+
+@pytest.mark.parametrize(("flags", "query"), [
+    (["--since", "10m"], "tail=-1&since_seconds=600"),
+    (["--since", "1.5s", "--tail", "3"], "tail=3&since_seconds=2"),  # whole seconds, rounded up
+    (["--since-time", "2026-12-05T10:00:00Z", "--timestamps"], "tail=-1&since_time=2026-12-05T10%3A00%3A00%2B00%3A00&timestamps=1"),
+    (["-p"], "tail=-1&previous=1"),
+    (["--previous", "--timestamps"], "tail=-1&timestamps=1&previous=1"),
+])
+def test_logs_take_kubectls_since_timestamps_and_previous(agent_logs: Any, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch, flags: list[str], query: str) -> None:
+    _, asked = agent_logs
+    assert jobctl(["logs", "x", *flags], capsys, monkeypatch)[0] == 0
+    assert asked == [query]
+
+
+@pytest.mark.parametrize(("flags", "err"), [
+    (["--since", "0s"], "error: --since must be greater than 0"),
+    (["--since=-5m"], "error: --since must be greater than 0"),
+    (["--since", "ten"], 'error: --since: time: invalid duration "ten"'),
+    (["--since-time", "yesterday"], "error: --since-time: 'yesterday' is not an RFC 3339 time such as 2026-12-05T10:00:00Z"),
+    (["--since-time", "2026-12-05T10:00:00"], "error: --since-time: '2026-12-05T10:00:00' is not an RFC 3339 time"),
+    (["--since", "5m", "--since-time", "2026-12-05T10:00:00Z"], "error: at most one of --since-time or --since may be specified"),
+])
+def test_logs_flags_kubectl_refuses_are_refused_before_asking(agent_logs: Any, capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch, flags: list[str], err: str) -> None:
+    _, asked = agent_logs
+    code, out, stderr = jobctl(["logs", "x", *flags], capsys, monkeypatch)
+    assert (code, out, asked) == (1, "", []) and stderr.startswith(err), stderr
