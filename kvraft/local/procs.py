@@ -90,11 +90,20 @@ def _json(path: Path) -> dict[str, object] | None:
     return None
 
 
+def _is_task(pid: int) -> bool:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return any(v.startswith(b"KVRAFT_JOB=") for v in environ.split(b"\0"))
+
+
 def agent_descendants(agent_pid: int | None, data_dir: Path) -> set[int]:
     """Every live process a node agent started: its children, its zygote, each task's
     supervisor and the task's whole session (the process runtime starts every task in a
     session of its own; MPI daemons and ranks started inside a task stay in it), and any
-    process whose working directory is inside the agent's data directory."""
+    process of a task (``KVRAFT_JOB`` in its environment) whose working directory is inside
+    the agent's data directory."""
     sessions: set[int] = set()
     pids: set[int] = set()
     records = [data_dir / "zygote.pid"]
@@ -127,7 +136,9 @@ def agent_descendants(agent_pid: int | None, data_dir: Path) -> set[int]:
             pids.add(pid)
             continue
         with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/{pid}/cwd").startswith(root):
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            # a task's (every runtime gives KVRAFT_JOB), not an operator's shell in that directory
+            if (cwd == root or cwd.startswith(root + "/")) and _is_task(pid):
                 pids.add(pid)
     # descendants of everything found, and of the agent itself
     todo = list(pids) + ([agent_pid] if agent_pid else [])

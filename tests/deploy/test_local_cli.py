@@ -215,3 +215,27 @@ def test_start_node_of_a_cluster_whose_members_are_all_down_says_so_and_starts_n
     with pytest.raises(cluster.ClusterError, match="no member of the cluster is running"):
         cluster.start_node(tmp_path, "node-0", timeout_s=5.0)
     assert not marker.exists()
+
+
+def test_kill_node_spares_a_shell_in_the_node_dir_but_kills_a_task_there(tmp_path: Path) -> None:
+    """A process is a task's by its working directory inside the node's data directory only
+    when it carries the task environment the agent gives (KVRAFT_JOB): an operator's shell
+    (or `tail -f` of a task's log) started in that directory was SIGKILLed by kill-node and down."""
+    import os
+
+    _crashed_cluster(tmp_path, {})
+    workdir = tmp_path / "agents" / "node-0" / "data" / "tasks" / "j"
+    workdir.mkdir(parents=True)
+    sleep = [sys.executable, "-c", "import time; time.sleep(120)"]
+    env = {k: v for k, v in os.environ.items() if k != "KVRAFT_JOB"}
+    shell = subprocess.Popen(sleep, cwd=workdir, env=env, start_new_session=True)
+    task = subprocess.Popen(sleep, cwd=workdir, env={**env, "KVRAFT_JOB": "j"}, start_new_session=True)
+    try:
+        start = proc_start_time(shell.pid)
+        assert main(["kill-node", "node-0", "--dir", str(tmp_path)]) == 0
+        assert task.wait(timeout=10) == -9
+        assert pid_alive(shell.pid, start), "kill-node killed a process that is not a task"
+    finally:
+        for p in (shell, task):
+            p.kill()
+            p.wait()
