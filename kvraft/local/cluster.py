@@ -14,13 +14,16 @@ distinct ``node_prefix``es (agents' cgroup parents are per node name).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,6 +147,23 @@ def _post(url: str, path: str, body: dict[str, Any], context: ssl.SSLContext | N
         conn.close()
 
 
+@contextlib.contextmanager
+def _interrupt_after() -> Iterator[None]:
+    """A Ctrl-C during the block takes effect at its end: a process is started and recorded in
+    cluster.json as one step, so that up's clean-up (or ``down``) knows every process."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if got and callable(old):
+        old(signal.SIGINT, None)  # the default handler raises KeyboardInterrupt
+
+
 def _wait(what: str, cond: Any, timeout_s: float, logs: list[str]) -> None:
     deadline = time.monotonic() + timeout_s
     while not cond():
@@ -230,9 +250,10 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
                          # make-certs.sh's CRL (empty until `make-certs.sh -o <dir>/pki -r NAME`),
                          # read again by the members when it changes, as the systemd unit does
                          "--client-crl-file", str(pki / "ca.crl"), "--peer-crl-file", str(pki / "ca.crl")]
-            p = spawn(argv, log, env)
-            record(Proc(name, "member", p.pid, proc_start_time(p.pid), clients[name], str(log), data_dir=str(data),
-                        extra={"peer_url": peers[name]}))
+            with _interrupt_after():
+                p = spawn(argv, log, env)
+                record(Proc(name, "member", p.pid, proc_start_time(p.pid), clients[name], str(log), data_dir=str(data),
+                            extra={"peer_url": peers[name]}))
         endpoints = list(clients.values())
         doc["endpoints"] = endpoints
         _save(directory, doc)
@@ -254,8 +275,9 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
             argv += [arg for setting in spec.plugin_args for arg in ("--plugin-arg", setting)]
             if tls:
                 argv += _client_flags(directory / "pki", "scheduler")
-            p = spawn(argv, log, env)
-            record(Proc(name, "scheduler", p.pid, proc_start_time(p.pid), url, str(log)))
+            with _interrupt_after():
+                p = spawn(argv, log, env)
+                record(Proc(name, "scheduler", p.pid, proc_start_time(p.pid), url, str(log)))
         # the dashboard (scheduler.dashboard), when this build has it
         if spec.dashboard and (ROOT / "scheduler" / "dashboard" / "main.py").exists():
             url = f"http://{hostaddr}:{free_port(hostaddr)}"
@@ -264,8 +286,9 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
             argv += [arg for q in procs if q.role == "scheduler" for arg in ("--scheduler-url", q.url)]
             if tls:
                 argv += _client_flags(directory / "pki", "scheduler")
-            p = spawn(argv, log, env)
-            record(Proc("dashboard", "dashboard", p.pid, proc_start_time(p.pid), url, str(log)))
+            with _interrupt_after():
+                p = spawn(argv, log, env)
+                record(Proc("dashboard", "dashboard", p.pid, proc_start_time(p.pid), url, str(log)))
         # agents: contiguous blocks per rack, so a rack holds several nodes
         per_rack = -(-spec.agents // spec.racks)
         for i in range(spec.agents):
@@ -286,10 +309,11 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
             if tls:
                 argv += _client_flags(directory / "pki", "agent")
             argv = (net.exec_prefix(i) if net else []) + argv
-            p = spawn(argv, log, env)
-            record(Proc(name, "agent", p.pid, proc_start_time(p.pid), url, str(log), rack=rack,
-                        data_dir=str(home / "data"),
-                        extra={"address": host, "gpus": spec.gpus_per_agent, "argv": argv}))
+            with _interrupt_after():
+                p = spawn(argv, log, env)
+                record(Proc(name, "agent", p.pid, proc_start_time(p.pid), url, str(log), rack=rack,
+                            data_dir=str(home / "data"),
+                            extra={"address": host, "gpus": spec.gpus_per_agent, "argv": argv}))
         for q in procs:
             if q.role in ("agent", "scheduler", "dashboard"):
                 _wait(f"{q.role} {q.name}", lambda q=q: (not q.alive()) or http_ok(q.url), timeout_s, [q.log])

@@ -239,3 +239,33 @@ def test_kill_node_spares_a_shell_in_the_node_dir_but_kills_a_task_there(tmp_pat
         for p in (shell, task):
             p.kill()
             p.wait()
+
+
+def test_ctrl_c_just_after_a_process_started_leaves_it_recorded_and_stopped(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worst moment for a Ctrl-C: the member has started and is not yet in cluster.json.
+    It was left running with no record of it (up stopped only what it had recorded)."""
+    import signal
+
+    from kvraft.local import cluster
+
+    started: list[subprocess.Popen[bytes]] = []
+    real = cluster.spawn
+
+    def spawn_then_ctrl_c(*args: object, **kwargs: object) -> subprocess.Popen[bytes]:
+        p = real(*args, **kwargs)  # type: ignore[arg-type]
+        started.append(p)
+        signal.raise_signal(signal.SIGINT)
+        return p
+
+    monkeypatch.setattr(cluster, "spawn", spawn_then_ctrl_c)
+    spec = cluster.LocalSpec(members=1, schedulers=0, agents=1, racks=1, runtime="fake", dashboard=False)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            cluster.up(tmp_path, spec, timeout_s=60.0, say=lambda m: None)
+        assert started and [p.pid for p in cluster._procs(cluster.load_state(tmp_path))] == [started[0].pid]
+        assert started[0].wait(timeout=30) is not None
+    finally:
+        for p in started:
+            p.kill()
+            p.wait()
