@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -172,6 +173,19 @@ def _wait(what: str, cond: Any, timeout_s: float, logs: list[str]) -> None:
         time.sleep(0.2)
 
 
+@contextlib.contextmanager
+def _working_on(directory: Path) -> Iterator[None]:
+    """Hold ``<dir>/.lock`` while up, down or start-node works there: two at once (two ``up``s)
+    would each start a cluster and record only one of them."""
+    with open(directory / ".lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ClusterError(f"another kvraft-local is working on {directory} (up, down or start-node); "
+                               "try again when it is done") from None
+        yield
+
+
 def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any = print) -> dict[str, Any]:
     directory = directory.resolve()
     try:
@@ -180,6 +194,11 @@ def up(directory: Path, spec: LocalSpec, *, timeout_s: float = 120.0, say: Any =
     except OSError as exc:
         why = "not a directory" if isinstance(exc, FileExistsError) else (exc.strerror or str(exc))
         raise ClusterError(f"--dir {directory} cannot hold a cluster: {why}") from exc
+    with _working_on(directory):
+        return _up(directory, spec, timeout_s=timeout_s, say=say)
+
+
+def _up(directory: Path, spec: LocalSpec, *, timeout_s: float, say: Any) -> dict[str, Any]:
     kept: list[Proc] = []  # members of a stopped cluster here whose data dirs are left
     if (directory / STATE).exists():
         old = load_state(directory)
@@ -394,6 +413,12 @@ def start_node(directory: Path, name: str, timeout_s: float = 120.0) -> int:
     agent killed alone): it re-registers (or resumes its lease) and re-attaches to the tasks
     still running under their supervisors. Returns the new PID."""
     directory = directory.resolve()
+    load_state(directory)
+    with _working_on(directory):
+        return _start_node(directory, name, timeout_s)
+
+
+def _start_node(directory: Path, name: str, timeout_s: float) -> int:
     doc = load_state(directory)
     procs = _procs(doc)
     by_name = {p.name: p for p in procs if p.role == "agent"}
@@ -469,6 +494,12 @@ def _reset_agents(procs: list[Proc]) -> None:
 
 def down(directory: Path) -> list[int]:
     directory = directory.resolve()
+    load_state(directory)
+    with _working_on(directory):
+        return _down(directory)
+
+
+def _down(directory: Path) -> list[int]:
     doc = load_state(directory)
     procs = _procs(doc)
     stopped = _stop(procs, directory)

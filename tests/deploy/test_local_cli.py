@@ -269,3 +269,23 @@ def test_ctrl_c_just_after_a_process_started_leaves_it_recorded_and_stopped(tmp_
         for p in started:
             p.kill()
             p.wait()
+
+
+def test_a_second_kvraft_local_on_the_same_dir_while_one_works_there_is_refused(tmp_path: Path) -> None:
+    """Two `up`s at once on one --dir both found no cluster running and started one each; the
+    cluster.json of one overwrote the other's, whose processes were left with no record. Up,
+    down and start-node hold <dir>/.lock while they work; another one is refused in one line."""
+    import fcntl
+
+    _crashed_cluster(tmp_path, {})
+    try:
+        with open(tmp_path / ".lock", "a") as held:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            for verb in (["up", "--members", "1", "--schedulers", "0", "--agents", "1", "--racks", "1",
+                          "--network", "loopback", "--runtime", "fake"], ["down"], ["start-node", "node-0"]):
+                r = _cli(*verb, "--dir", str(tmp_path))
+                assert r.returncode == 1 and "another kvraft-local" in r.stderr, (verb, r.stdout, r.stderr)
+                assert len(r.stderr.splitlines()) == 1, r.stderr
+        assert "member" not in (tmp_path / "cluster.json").read_text()
+    finally:
+        main(["down", "--dir", str(tmp_path)])
