@@ -8,7 +8,7 @@ import signal
 
 import msgpack
 
-from kvraft.server.local import post
+from kvraft.server.local import free_port, post
 from tests.server.conftest import FAST_FLAGS, start_cluster
 from tests.server.helpers import Writer, b64, get, put, reconfigure, unb64, wait_until
 
@@ -301,9 +301,48 @@ def test_a_learner_not_in_sync_is_not_promoted_through_any_member(kv_cluster) ->
     assert code == 200, body
     learner = body["member"]["ID"]
     follower = next(n for n in cluster.members if n not in (leader, "m3"))
+
+    def follower_knows_it() -> bool:
+        code, body = post(cluster.url(follower), "/v3/cluster/member/list", {"linearizable": False})
+        return code == 200 and learner in {m["ID"] for m in body["members"]}
+
+    wait_until(follower_knows_it, 60, what="the follower to apply the add")
     for name in (follower, leader):
         code, body = post(cluster.url(name), "/v3/cluster/member/promote", {"ID": learner})
         assert (code, body.get("code"), body.get("message")) == (
             412, 9, "etcdserver: can only promote a learner member which is in sync with leader"), name
     code, body = post(cluster.url(leader), "/v3/cluster/member/list", {})
     assert [m.get("isLearner", False) for m in body["members"] if m["ID"] == learner] == [True]
+
+
+def test_a_member_added_after_a_peer_url_update_knows_every_member(kv_cluster) -> None:
+    """A member joining with ``--initial-cluster-state existing`` takes the ids from the
+    cluster, not from its --initial-cluster (a founder's id no longer matches its moved
+    peer URL): its member list is the leader's and it reaches the moved member."""
+    cluster = kv_cluster
+    leader = cluster.wait_leader()
+    moved = next(n for n in sorted(cluster.members) if n != leader)
+    code, body = post(cluster.url(leader), "/v3/cluster/member/list", {})
+    moved_id = next(m["ID"] for m in body["members"] if m.get("name") == moved)
+    cluster.stop_member(moved)
+    cluster.members[moved].peer_url = f"http://127.0.0.1:{free_port()}"
+    code, body = post(cluster.url(leader), "/v3/cluster/member/update",
+                      {"ID": moved_id, "peerURLs": [cluster.members[moved].peer_url]})
+    assert code == 200, body
+    cluster.start_member(moved, state="existing")
+    newcomer = cluster.add_process("m3")
+    code, body = reconfigure(cluster.url(leader), "/v3/cluster/member/add",
+                             {"peerURLs": [newcomer.peer_url], "isLearner": True})
+    assert code == 200, body
+    cluster.start_member("m3", state="existing")
+
+    def members(name: str) -> list[tuple[str, list[str]]]:
+        code, body = post(cluster.url(name), "/v3/cluster/member/list", {"linearizable": False})
+        return sorted((m["ID"], m.get("peerURLs", [])) for m in body["members"]) if code == 200 else []
+
+    wait_until(lambda: members("m3") and members("m3") == members(leader), 90,
+               what="the newcomer's member list to be the leader's")
+    assert moved_id in {m for m, _ in members("m3")}
+    assert put(cluster.url("m3"), "after-move", "v")[0] == 200
+    wait_until(lambda: get(cluster.url(moved), "after-move", serializable=True) == {"after-move": "v"}, 60,
+               what="the moved member to have the write")
