@@ -106,7 +106,7 @@ class CompactOp:
 class MemberOp:
     """Membership bookkeeping carried in a conf-change entry's context (not a KV op)."""
 
-    action: str = "add"  # add | remove | update | promote
+    action: str = "add"  # add | remove | update | promote | publish | found (a founder's bootstrap entry)
     member_id: int = 0
     name: str = ""
     peer_urls: list[str] = field(default_factory=list)

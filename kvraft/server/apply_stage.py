@@ -32,7 +32,7 @@ from kvraft.apply.errors import EtcdError
 from kvraft.apply.feature_ops import AuthedOp
 from kvraft.apply.ops import CompactOp, MemberOp, decode_entry, op_from_wire, op_to_wire
 from kvraft.apply.state_machine import COMMIT_INTERVAL_S
-from kvraft.raft.types import ConfChange, ConfState, Entry, EntryType, Snapshot
+from kvraft.raft.types import ConfChange, ConfChangeType, ConfState, Entry, EntryType, Snapshot
 from kvraft.server.reads import AppliedWaiters
 
 __all__ = ["ApplyStage"]
@@ -151,11 +151,16 @@ class ApplyStage:
             if entry.type == EntryType.CONF_CHANGE:
                 self._flush(items, previous)
                 items = []
-                context = ConfChange.decode(entry.data).context
-                if context:
-                    request_id, op_wire = msgpack.unpackb(context, raw=False)
+                change = ConfChange.decode(entry.data)
+                if change.context:
+                    request_id, op_wire = msgpack.unpackb(change.context, raw=False)
                     self.target.apply_member(op_from_wire(op_wire), entry.index, entry.term)
                     self.resolve(request_id, None)
+                else:  # a founder's bootstrap entry: its id, as the founders computed it
+                    for kind, member_id in change.changes:
+                        if kind != ConfChangeType.REMOVE_NODE:
+                            op = MemberOp("found", member_id, is_learner=kind == ConfChangeType.ADD_LEARNER)
+                            self.target.apply_member(op, entry.index, entry.term)
             elif entry.data:  # (empty data: a new leader's no-op)
                 request_id, op = decode_entry(entry.data)
                 if isinstance(op, MemberOp):

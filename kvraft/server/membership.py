@@ -71,6 +71,11 @@ class Membership:
     def __init__(self, path: Path | None = None) -> None:
         self.members: dict[int, Member] = {}
         self.removed: set[int] = set()
+        self.guessed: set[int] = set()
+        """Ids a member started with ``--initial-cluster-state existing`` took from its
+        --initial-cluster (``guess_from_flags``) and its log has not yet named: a founder
+        whose peer URL was updated since has another id than its URL hashes to."""
+        self.own_id = 0
         self._path = path
 
     # -- queries --------------------------------------------------------------------------
@@ -118,11 +123,29 @@ class Membership:
         return member
 
     # -- changes (at apply time) ------------------------------------------------------------
+    def guess_from_flags(self, own_id: int) -> None:
+        """This registry was seeded from --initial-cluster on a member joining an existing
+        cluster: the others' ids are guesses until the log names them. A founder's entry
+        (``found``) or an ``add`` confirms one; when the entry adding this member applies,
+        the registry is the one ``member add`` printed that --initial-cluster from, so a
+        guess still unconfirmed is no member (its URLs belong to a founder since moved)."""
+        self.guessed = {m for m in self.members if m != own_id}
+        self.save()
+
     def apply(self, op: MemberOp) -> None:
         member = self.members.get(op.member_id)
-        if op.action == "add":
+        if op.action == "found":  # a founder's bootstrap entry
+            self.guessed.discard(op.member_id)
+            if member is None and op.member_id not in self.removed:
+                self.members[op.member_id] = Member(op.member_id, is_learner=op.is_learner)
+        elif op.action == "add":
             if op.member_id in self.removed:
                 return
+            self.guessed.discard(op.member_id)
+            if op.member_id == self.own_id and self.guessed:
+                for guess in self.guessed:
+                    self.members.pop(guess, None)
+                self.guessed = set()
             self.members[op.member_id] = Member(
                 op.member_id, op.name, list(op.peer_urls), list(op.client_urls), op.is_learner
             )
@@ -145,6 +168,7 @@ class Membership:
     def restore(self, wire: list[Any]) -> None:
         self.members = {m.member_id: m for m in (Member.from_wire(w) for w in wire[0])}
         self.removed = set(wire[1])
+        self.guessed = set()  # (a snapshot's registry is the cluster's)
         self.save()
 
     def save(self) -> None:
@@ -152,7 +176,8 @@ class Membership:
             return
         tmp = self._path.with_suffix(".tmp")
         with open(tmp, "w") as handle:
-            json.dump(self.to_wire(), handle)
+            wire = self.to_wire()
+            json.dump([*wire, sorted(self.guessed)] if self.guessed else wire, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self._path)
@@ -164,10 +189,11 @@ class Membership:
             wire = json.loads(self._path.read_text())
             members = {m.member_id: m for m in (Member.from_wire(w) for w in wire[0])}
             removed = {int(r) for r in wire[1]}
+            guessed = {int(g) for g in wire[2]} if len(wire) > 2 else set()
         except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
             raise DataDirError(
                 f"{self._path}: unreadable ({exc!r}); it holds the cluster's members as the log last applied them: "
                 "restore it, or restore this member from a snapshot (or remove it from the cluster and add it "
                 "again with an empty data dir)") from None
-        self.members, self.removed = members, removed
+        self.members, self.removed, self.guessed = members, removed, guessed
         return True

@@ -119,6 +119,9 @@ class Node(NodeStatusMixin):
                 member = Member(initial_ids[name], name, list(urls))
                 self.membership.members[member.member_id] = member
             self.membership.save()
+            if config.initial_cluster_state == "existing" and not config.force_new_cluster:
+                self.membership.guess_from_flags(self.member_id)
+        self.membership.own_id = self.member_id
         new_cluster = config.initial_cluster_state == "new" and not config.force_new_cluster
         self.cluster_id = self._load_cluster_id()
         self.raft_log = open_raft_log(self.data_dir, sorted(initial_ids.values()), new_cluster, wal_path)
