@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
         # agent i listens on 127.0.0.<10+i> (or 10.a.b.<10+i> with netns)
         p.add_argument("--agents", type=_count(1, MAX_AGENTS), default=4)
         p.add_argument("--gpus-per-agent", type=_count(0), default=4, help="fake GPUs per agent")
-        p.add_argument("--racks", type=_count(1), default=2)
+        p.add_argument("--racks", type=_count(1), default=None,
+                       help="at most --agents (default 2, or 1 with one agent)")
         p.add_argument("--runtime", choices=["process", "runc", "docker", "fake"], default="process",
                        help="task runtime of the agents (process works as root without containers)")
         p.add_argument("--lease-ttl-s", type=_count(int(LocalSpec.heartbeat_s) + 1), default=10,
@@ -130,7 +131,8 @@ def _network(ns: argparse.Namespace) -> str:
 
 def _spec(ns: argparse.Namespace) -> LocalSpec:
     return LocalSpec(members=ns.members, schedulers=ns.schedulers, agents=ns.agents, gpus_per_agent=ns.gpus_per_agent,
-                     racks=ns.racks, runtime=ns.runtime, lease_ttl_s=ns.lease_ttl_s, tls=getattr(ns, "tls", False),
+                     racks=ns.racks if ns.racks is not None else min(2, ns.agents), runtime=ns.runtime,
+                     lease_ttl_s=ns.lease_ttl_s, tls=getattr(ns, "tls", False),
                      network=_network(ns), node_prefix=ns.node_prefix, plugin_args=tuple(ns.plugin_args))
 
 
@@ -145,7 +147,10 @@ def _table(doc: dict[str, object]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ns = _parser().parse_args(argv)
+    ap = _parser()
+    ns = ap.parse_args(argv)
+    if getattr(ns, "racks", None) is not None and ns.racks > ns.agents:
+        ap.error(f"argument --racks: {ns.racks} racks for {ns.agents} agents: at most one rack per agent")
     try:
         if ns.verb == "up":
             doc = up(ns.dir, _spec(ns))

@@ -210,8 +210,8 @@ def _up(directory: Path, spec: LocalSpec, *, timeout_s: float, say: Any) -> dict
             raise ClusterError(f"{directory} holds the data of a stopped cluster of {len(kept)} members "
                                f"({old.get('spec', {}).get('network')} network{', TLS' if old.get('tls') else ''}) "
                                f"that up cannot start again as asked; remove {directory / 'members'} for a new one")
-    if spec.agents < 1 or spec.members < 1 or spec.schedulers < 0 or spec.racks < 1:
-        raise ClusterError("need at least 1 member, 1 agent and 1 rack")
+    if spec.agents < 1 or spec.members < 1 or spec.schedulers < 0 or not 1 <= spec.racks <= spec.agents:
+        raise ClusterError("need at least 1 member, 1 agent and 1 rack, and no more racks than agents")
     env = _env()
     py = sys.executable
     procs: list[Proc] = []
@@ -308,10 +308,9 @@ def _up(directory: Path, spec: LocalSpec, *, timeout_s: float, say: Any) -> dict
             with _interrupt_after():
                 p = spawn(argv, log, env)
                 record(Proc("dashboard", "dashboard", p.pid, proc_start_time(p.pid), url, str(log)))
-        # agents: contiguous blocks per rack, so a rack holds several nodes
-        per_rack = -(-spec.agents // spec.racks)
+        # agents: contiguous blocks per rack, so a rack holds several nodes; every rack has some
         for i in range(spec.agents):
-            rack = f"rack-{i // per_rack}"
+            rack = f"rack-{i * spec.racks // spec.agents}"
             name = f"{spec.node_prefix}-{i}"
             host = net.address(i) if net else f"127.0.0.{10 + i}"
             url = f"http://{host}:{free_port() if net else free_port(host)}"

@@ -289,3 +289,20 @@ def test_a_second_kvraft_local_on_the_same_dir_while_one_works_there_is_refused(
         assert "member" not in (tmp_path / "cluster.json").read_text()
     finally:
         main(["down", "--dir", str(tmp_path)])
+
+
+def test_agents_are_spread_over_exactly_the_racks_asked_for(tmp_path: Path) -> None:
+    """--agents 4 --racks 3 made two racks of two (blocks of ceil(4/3) nodes); more racks than
+    agents is a usage error."""
+    from kvraft.local import cluster
+
+    spec = cluster.LocalSpec(members=1, schedulers=0, agents=4, racks=3, runtime="fake", dashboard=False)
+    try:
+        doc = cluster.up(tmp_path, spec, timeout_s=60.0, say=lambda m: None)
+    finally:
+        cluster.down(tmp_path)
+    racks = [p["rack"] for p in doc["processes"] if p["role"] == "agent"]
+    assert racks == ["rack-0", "rack-0", "rack-1", "rack-2"]
+    r = _cli("up", "--dir", str(tmp_path / "d"), "--agents", "2", "--racks", "3")
+    assert r.returncode == 2 and "--racks" in r.stderr.splitlines()[-1], r.stderr
+    assert not (tmp_path / "d").exists()
