@@ -56,6 +56,9 @@ fi
 [ ${#clients[@]} -gt 0 ] || [ $# -eq 0 ] || clients=(client)
 command -v openssl >/dev/null || { echo "make-certs: the openssl command is not installed" >&2; exit 1; }
 case "$days" in ''|*[!0-9]*) echo "make-certs: -d wants a number of days, not '$days'" >&2; exit 2 ;; esac
+if [ ${#days} -gt 5 ] || [ $((10#$days)) -lt 1 ] || [ $((10#$days)) -gt 36500 ]; then
+  echo "make-certs: -d wants 1 to 36500 days, not $days" >&2; exit 2
+fi
 
 name_ok() { [[ "$1" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]]; }
 ip_like() { [[ "$1" =~ ^[0-9.]+$ || "$1" == *:* ]]; }

@@ -155,6 +155,18 @@ def test_make_certs_refuses_an_address_that_is_no_ip_or_dns_name_before_making_a
 
 
 @needs_openssl
+@pytest.mark.parametrize("days", ["0", "00", "99999999"])
+def test_make_certs_refuses_a_validity_openssl_cannot_make(tmp_path: Path, days: str) -> None:
+    """-d 0 and -d 99999999 ended the script with exit 1 and no message (openssl's errors go
+    to /dev/null), -d 99999999 after leaving a CA key without its certificate."""
+    out = tmp_path / "pki"
+    result = subprocess.run(["bash", str(DEPLOY / "make-certs.sh"), "-o", str(out), "-d", days, "m1=10.0.0.1"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith("make-certs: -d "), result.stderr
+    assert not out.exists()
+
+
+@needs_openssl
 def test_make_certs_takes_ipv6_addresses_and_wildcard_names(tmp_path: Path) -> None:
     subprocess.run(["bash", str(DEPLOY / "make-certs.sh"), "-o", str(tmp_path), "m1=fe80::1,*.m1.example.net,M1-a.b"],
                    check=True, capture_output=True)
