@@ -60,7 +60,8 @@ if [ ${#days} -gt 5 ] || [ $((10#$days)) -lt 1 ] || [ $((10#$days)) -gt 36500 ];
   echo "make-certs: -d wants 1 to 36500 days, not $days" >&2; exit 2
 fi
 
-name_ok() { [[ "$1" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]]; }
+# 'ca' (in any case: a case-insensitive file system) is the CA's own ca.crt and ca.key
+name_ok() { [[ "$1" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ && "${1,,}" != ca ]]; }
 ip_like() { [[ "$1" =~ ^[0-9.]+$ || "$1" == *:* ]]; }
 
 # an address of a certificate: an IPv4 or IPv6 address, or a DNS name (a leading '*.' for a wildcard)
@@ -82,7 +83,7 @@ addr_ok() {
 for arg in "$@"; do
   name=${arg%%=*}; addrs=${arg#*=}
   if [ "$name" = "$arg" ] || [ -z "$addrs" ] || ! name_ok "$name"; then
-    echo "make-certs: '$arg' is not NAME=ADDR[,ADDR...]" >&2; exit 2
+    echo "make-certs: '$arg' is not NAME=ADDR[,ADDR...] (NAME not 'ca')" >&2; exit 2
   fi
   IFS=',' read -r -a list <<<"$addrs,"
   for a in "${list[@]}"; do
@@ -90,7 +91,7 @@ for arg in "$@"; do
   done
 done
 for c in ${clients[@]+"${clients[@]}"}; do
-  name_ok "$c" || { echo "make-certs: '$c' is not a usable client name" >&2; exit 2; }
+  name_ok "$c" || { echo "make-certs: '$c' is not a usable client name (letters, digits, '._-'; not 'ca')" >&2; exit 2; }
 done
 for r in ${revokes[@]+"${revokes[@]}"}; do
   name_ok "$r" || { echo "make-certs: '$r' is not a certificate name to revoke" >&2; exit 2; }

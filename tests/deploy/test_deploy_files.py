@@ -167,6 +167,18 @@ def test_make_certs_refuses_a_validity_openssl_cannot_make(tmp_path: Path, days:
 
 
 @needs_openssl
+@pytest.mark.parametrize("args", [["ca=10.0.0.1"], ["-c", "ca"], ["-c", "CA", "m1=10.0.0.1"]])
+def test_make_certs_names_nothing_ca(tmp_path: Path, args: list[str]) -> None:
+    """A member or client named 'ca' was 'kept' the CA's own ca.crt, and its key file is the
+    CA's key: that machine could sign certificates for anyone."""
+    out = tmp_path / "pki"
+    result = subprocess.run(["bash", str(DEPLOY / "make-certs.sh"), "-o", str(out), *args],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith("make-certs: ") and "'ca'" in result.stderr.lower()
+    assert not out.exists()
+
+
+@needs_openssl
 def test_make_certs_takes_ipv6_addresses_and_wildcard_names(tmp_path: Path) -> None:
     subprocess.run(["bash", str(DEPLOY / "make-certs.sh"), "-o", str(tmp_path), "m1=fe80::1,*.m1.example.net,M1-a.b"],
                    check=True, capture_output=True)
