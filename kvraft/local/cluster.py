@@ -110,6 +110,8 @@ def load_state(directory: Path) -> dict[str, Any]:
         doc = json.loads(path.read_text())
         if not isinstance(doc, dict):
             raise ValueError("not a JSON object")
+        if not isinstance(doc.get("dir"), str) or not isinstance(doc.get("endpoints", []), list):
+            raise ValueError("no 'dir', or 'endpoints' is not a list")
         _procs(doc)
     except (OSError, ValueError, TypeError) as exc:
         raise ClusterError(f"{path} is damaged ({exc}): stop what it started by hand, then remove it") from exc

@@ -82,7 +82,8 @@ def test_a_dir_that_is_a_file_is_one_line(tmp_path: Path) -> None:
         assert r.stderr.startswith("kvraft-local: --dir ") and len(r.stderr.splitlines()) == 1, r.stderr
 
 
-@pytest.mark.parametrize("text", ["{bad", "[]", '{"processes": 3}', '{"processes": [{"name": "x"}]}'])
+@pytest.mark.parametrize("text", ["{bad", "[]", '{"processes": 3}', '{"processes": [{"name": "x"}]}', "{}",
+                                  '{"dir": "/x", "processes": [], "endpoints": 5}'])
 def test_a_damaged_cluster_json_is_one_line(tmp_path: Path, text: str) -> None:
     (tmp_path / "cluster.json").write_text(text)
     for verb in (["status"], ["down"], ["kill-node", "node-0"], ["up", "--members", "1"]):
