@@ -183,6 +183,8 @@ class Node(NodeStatusMixin):
             client_ssl=client_ssl,
             cert_rule=CertRule("peer", config.peer_cert_allowed_cn, config.peer_cert_allowed_hostname),
             handshake_failures=self.handshake_failures,
+            is_removed=lambda member_id: member_id in self.membership.removed,
+            on_removed=self._told_removed,
         )
         self.driver = NodeDriver(
             self.member_id,
@@ -287,6 +289,14 @@ class Node(NodeStatusMixin):
     def _on_conf_change(self, conf: ConfState, cc: ConfChange) -> None:
         if (ConfChangeType.REMOVE_NODE, self.member_id) in cc.changes:
             log.warning("member %x was removed from the cluster; stopping", self.member_id)
+            self.removed = True
+
+    def _told_removed(self, peer: int) -> None:
+        """A peer refused this member's hello: the cluster removed it (a removal this member
+        did not apply, or a restart on a removed member's data dir). etcd exits so."""
+        if not self.removed:
+            log.error("the member has been permanently removed from the cluster (told by %x); stopping "
+                      "(the data-dir used by this member must be removed)", peer)
             self.removed = True
 
     def _sync_peers(self) -> None:

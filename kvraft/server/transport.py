@@ -133,6 +133,11 @@ class _Refused(ConnectionError):
     """The listener closed the connection without answering the dialer's hello."""
 
 
+class _Removed(ConnectionError):
+    """The listener answered the hello that the dialer was removed from the cluster
+    (etcd's 410 Gone to a removed member's stream)."""
+
+
 async def _read_frame(reader: asyncio.StreamReader) -> Any:
     return (await _read_sized_frame(reader))[0]
 
@@ -164,8 +169,14 @@ class PeerTransport:
         probe_interval_s: float = PROBE_INTERVAL_S,
         cert_rule: CertRule | None = None,
         handshake_failures: HandshakeFailures | None = None,
+        is_removed: Callable[[int], bool] | None = None,
+        on_removed: Callable[[int], None] | None = None,
     ) -> None:
         self.member_id = member_id
+        self._is_removed = is_removed or (lambda _id: False)
+        """Whether a dialer's id was removed from the cluster: its hello is answered so."""
+        self._on_removed = on_removed or (lambda _id: None)
+        """Called with the peer that answered this member's hello that it was removed."""
         self._key = key
         self._on_frame = on_frame
         self._on_unreachable = on_unreachable or (lambda _id: None)
@@ -318,6 +329,9 @@ class PeerTransport:
                                    + (" (does it refuse our certificate?)" if context is not None else "")) from None
             nonce_l, mac_l = bytes(reply[0]), bytes(reply[1])
             want = _mac(self._key, b"listener", nonce_d, nonce_l, self.member_id, peer.member_id)
+            gone = _mac(self._key, b"removed", nonce_d, nonce_l, self.member_id, peer.member_id)
+            if hmac.compare_digest(gone, mac_l):
+                raise _Removed(f"{peer.host}:{peer.port} says this member was removed from the cluster")
             if not hmac.compare_digest(want, mac_l):
                 raise ConnectionError(f"peer {peer.member_id:x} failed authentication")
             mac_d = _mac(self._key, b"dialer", nonce_d, nonce_l, self.member_id, peer.member_id)
@@ -386,6 +400,9 @@ class PeerTransport:
                 if eof_task is not None:
                     eof_task.cancel()
                 raise
+            except _Removed as exc:
+                log.error("peer %x: %s", peer.member_id, exc)
+                self._on_removed(peer.member_id)
             except (ssl.SSLError, _Refused) as exc:  # (an OSError) a certificate refused, here or there
                 text = str(exc) if isinstance(exc, _Refused) else f"TLS with {peer.host}:{peer.port} failed: {exc}"
                 if peer.connected:
@@ -573,6 +590,12 @@ class _Inbound(asyncio.Protocol):
         elif self.state == "hello":
             self.source, nonce_d, nonce_l = owner._hello(frame)
             self.nonces = (nonce_d, nonce_l)
+            if owner._is_removed(self.source):  # answered (with the key) and closed
+                mac = _mac(owner._key, b"removed", nonce_d, nonce_l, self.source, owner.member_id)
+                self.transport.write(_frame([nonce_l, mac]))
+                log.warning("refused the connection of removed member %x", self.source)
+                self.close()
+                return
             mac = _mac(owner._key, b"listener", nonce_d, nonce_l, self.source, owner.member_id)
             self.transport.write(_frame([nonce_l, mac]))
             self.state = "answer"

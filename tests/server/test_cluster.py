@@ -346,3 +346,20 @@ def test_a_member_added_after_a_peer_url_update_knows_every_member(kv_cluster) -
     assert put(cluster.url("m3"), "after-move", "v")[0] == 200
     wait_until(lambda: get(cluster.url(moved), "after-move", serializable=True) == {"after-move": "v"}, 60,
                what="the moved member to have the write")
+
+
+def test_a_removed_member_restarted_on_its_data_dir_stops(kv_cluster) -> None:
+    """etcd's peers answer a removed member 410 Gone and it exits ("the member has been
+    permanently removed from the cluster"); it never rejoins or serves on."""
+    cluster = kv_cluster
+    leader = cluster.wait_leader()
+    gone = next(n for n in sorted(cluster.members) if n != leader)
+    code, body = post(cluster.url(leader), "/v3/cluster/member/list", {})
+    gone_id = next(m["ID"] for m in body["members"] if m.get("name") == gone)
+    cluster.stop_member(gone)
+    code, body = reconfigure(cluster.url(leader), "/v3/cluster/member/remove", {"ID": gone_id})
+    assert code == 200, body
+    cluster.start_member(gone, state="existing")
+    wait_until(lambda: not cluster.members[gone].alive(), 60, what="the removed member to exit")
+    assert b"permanently removed from the cluster" in cluster.members[gone].log_path.read_bytes()
+    assert put(cluster.url(leader), "after-removal", "v")[0] == 200
