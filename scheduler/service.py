@@ -57,6 +57,9 @@ __all__ = ["SchedulerDaemon", "main", "run"]
 log = logging.getLogger("kvraft.scheduler")
 
 
+RESIGN_TIMEOUT_S = 2.0  # a stop's resignation of the leader key: a standby takes over at once, not a TTL later
+
+
 class SchedulerDaemon(RunLifecycle):
     def __init__(self, config: SchedulerConfig, client: Client | None = None) -> None:
         self.config = config
@@ -116,9 +119,10 @@ class SchedulerDaemon(RunLifecycle):
     async def stop(self) -> None:
         await cancel_and_wait(*self._tasks)
         self._tasks.clear()
-        if self.election is not None:
+        if self.election is not None:  # hand over at once; with kvraft gone, not the request timeout
             with contextlib.suppress(ClientError, Exception):
-                await self.election.resign()
+                async with asyncio.timeout(RESIGN_TIMEOUT_S):
+                    await self.election.resign()
         await self.client.close()
 
     async def _main(self) -> None:
