@@ -40,7 +40,7 @@ from scheduler.sim.metrics import summarize
 from scheduler.sim.progress import Progress
 from scheduler.sim.seeds import format_summaries, json_line, parse_seeds, seed_text, summarize_seeds
 from scheduler.sim.slowdown import SlowdownModel
-from scheduler.sim.trace import NodeShape, TraceJob, read_nodes, read_trace
+from scheduler.sim.trace import NodeShape, TraceError, TraceJob, read_nodes, read_trace
 
 __all__ = ["HELIOS_VC_NODES", "RECORD_COLUMNS", "main", "run_policy"]
 
@@ -195,9 +195,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _error(message: str) -> int:
+    print(f"python -m scheduler.sim: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = _parser().parse_args(argv)
-    trace = read_trace(opts.trace, opts.limit, opts.time_scale)
+    try:
+        trace = read_trace(opts.trace, opts.limit, opts.time_scale)
+        node_shapes = read_nodes(opts.node_csv) if opts.node_csv else None
+    except (OSError, TraceError) as e:
+        return _error(str(e))
+    if not trace:
+        return _error(f"--trace {opts.trace}: no jobs to replay")
     seeds: list[int] = opts.seed
     policies = _policies(opts.policy)
     for name in policies:
@@ -207,7 +218,6 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, KeyError) as e:
             print(f"python -m scheduler.sim: --plugin/--set: {e}", file=sys.stderr)
             return 2
-    node_shapes = read_nodes(opts.node_csv) if opts.node_csv else None
     jobs: list[dict[str, Any]] = []
     for seed in seeds:
         shapes: tuple[NodeShape, ...] = ()

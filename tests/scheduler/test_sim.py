@@ -233,3 +233,50 @@ def test_srpt_is_an_analysis_profile_outside_all() -> None:
     assert names[1:] == [spec.name for spec in profile("default").plugins if spec.name != "las"]
     Scheduler(srpt)  # builds: the plugins accept their arguments
     assert "srpt" not in _policies(["all"]) and _policies(["srpt"]) == ["srpt"]
+
+
+HEADER = "job_id,vc,submit_s,num_gpus,duration_s\n"
+
+
+@pytest.mark.parametrize("text, says", [
+    ("", "missing columns"),
+    ("job_id,vc\n1,a\n", "missing columns ['duration_s', 'num_gpus', 'submit_s']"),
+    (HEADER, "no jobs to replay"),
+    (HEADER + "j1,a,x,1,10\n", ":2: submit_s 'x' is not a number"),
+    (HEADER + "j1,a,0,1,10\nj2,a,0,1,nan\n", ":3: duration_s 'nan' must be a finite number >= 0"),
+    (HEADER + "j1,a,0,1,inf\n", ":2: duration_s 'inf' must be"),
+    (HEADER + "j1,a,-10,1,10\n", ":2: submit_s '-10' must be"),
+    (HEADER + "j1,a,0,-1,10\n", ":2: num_gpus '-1' must be"),
+    (HEADER + "j1,a,0,1.5,10\n", ":2: num_gpus '1.5' is not an integer"),
+    (HEADER + "j1,a,0,1\n", ":2: the row has no duration_s"),
+    (HEADER + "j1,a,0,1,10\nj1,a,5,1,10\n", ":3: job_id 'j1' already on line 2"),
+])
+def test_cli_refuses_a_malformed_trace_naming_the_line(tmp_path: Path, text: str, says: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(text)
+    assert main(["--trace", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m scheduler.sim: error: ") and says in err and err.count("\n") == 1
+
+
+def test_cli_refuses_a_missing_trace_or_node_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--trace", str(tmp_path / "none.csv"), "--no-progress"]) == 2
+    assert "No such file" in capsys.readouterr().err
+    trace = tmp_path / "t.csv"
+    trace.write_text(HEADER + "j1,a,0,1,10\n")
+    nodes = tmp_path / "n.csv"
+    nodes.write_text("sn,gpu\nn1,8\nn1,4\n")
+    assert main(["--trace", str(trace), "--node-csv", str(nodes), "--no-progress"]) == 2
+    assert "n.csv:3: node 'n1' already on line 2" in capsys.readouterr().err
+    nodes.write_text("sn,gpu\nn1,eight\n")
+    assert main(["--trace", str(trace), "--node-csv", str(nodes), "--no-progress"]) == 2
+    assert "n.csv:2: gpu 'eight' is not an integer" in capsys.readouterr().err
+
+
+def test_a_trace_with_a_bom_and_crlf_lines_reads(tmp_path: Path) -> None:
+    from scheduler.sim import read_trace
+
+    path = tmp_path / "t.csv"
+    path.write_bytes(("\ufeff" + HEADER + "j2,a,5,2,10\nj1,a,0,1,20\n").replace("\n", "\r\n").encode())
+    assert [(j.job_id, j.gpus, j.duration_s) for j in read_trace(path)] == [("j1", 1, 20.0), ("j2", 2, 10.0)]
