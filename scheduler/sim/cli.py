@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import multiprocessing
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -158,16 +160,42 @@ def _seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    return parse
+
+
+def _real(low: float, *, above: bool = False, high: float = math.inf) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+        if not math.isfinite(value) or value < low or (above and value == low) or value > high:
+            bound = f"> {low:g}" if above else f">= {low:g}"
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number {bound}{f' and <= {high:g}' if high < math.inf else ''}, got {text}")
+        return value
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m scheduler.sim", description=__doc__.split("\n\n")[0])
     p.add_argument("--trace", default=str(DEFAULT_TRACE), help="job trace CSV (Philly columns)")
-    p.add_argument("--nodes", type=int, default=48)
-    p.add_argument("--gpus-per-node", type=int, default=8)
-    p.add_argument("--racks", type=int, default=6)
-    p.add_argument("--racks-per-spine", type=int, default=0)
+    p.add_argument("--nodes", type=_at_least(1), default=48)
+    p.add_argument("--gpus-per-node", type=_at_least(1), default=8)
+    p.add_argument("--racks", type=_at_least(1), default=6)
+    p.add_argument("--racks-per-spine", type=_at_least(0), default=0)
     p.add_argument("--node-csv", help="node shapes CSV (sn, gpu, model, ...); overrides --nodes")
-    p.add_argument("--sample-nodes", type=int, help="with --node-csv: draw this many GPU nodes")
-    p.add_argument("--gpu-type-frac", type=float, default=None,
+    p.add_argument("--sample-nodes", type=_at_least(1), help="with --node-csv: draw this many GPU nodes")
+    p.add_argument("--gpu-type-frac", type=_real(0, high=1), default=None,
                    help="share of jobs with a GPU-type constraint (default 0.33 with --node-csv, else 0)")
     p.add_argument("--policy", action="append", default=[], help=f"one of {sorted(PROFILES)}, b1..b4, all, or an analysis profile: {sorted(ANALYSIS)}")
     p.add_argument("--seed", "--seeds", type=_seeds, default=[0], metavar="SEEDS",
@@ -181,16 +209,16 @@ def _parser() -> argparse.ArgumentParser:
                         "which may then set its arguments), e.g. endtime or topology:4")
     p.add_argument("--estimates", choices=ESTIMATORS, default="history")
     p.add_argument("--quotas", choices=("helios", "none"), default="helios")
-    p.add_argument("--cross-rack-scale", type=float, default=1.0)
+    p.add_argument("--cross-rack-scale", type=_real(0), default=1.0)
     p.add_argument("--no-slowdown", action="store_true")
-    p.add_argument("--restart-s", type=float, default=30.0)
-    p.add_argument("--time-scale", type=float, default=1.0, help="multiply submit times (< 1: more load)")
-    p.add_argument("--limit", type=int, help="replay only the first N jobs")
-    p.add_argument("--window-days", type=float, default=7.0, help="utilisation window")
+    p.add_argument("--restart-s", type=_real(0), default=30.0)
+    p.add_argument("--time-scale", type=_real(0, above=True), default=1.0, help="multiply submit times (< 1: more load)")
+    p.add_argument("--limit", type=_at_least(1), help="replay only the first N jobs")
+    p.add_argument("--window-days", type=_real(0, above=True), default=7.0, help="utilisation window")
     p.add_argument("--json", action="store_true", help="one JSON object per policy on stdout")
     p.add_argument("--plot", help="write a PNG of the JCT distributions and utilisation (needs matplotlib)")
     p.add_argument("--records", help="write one CSV row per job and policy (for python -m scheduler.sim.plot)")
-    p.add_argument("--parallel", type=int, default=1, help="replays (policy x seed) to run at once (processes)")
+    p.add_argument("--parallel", type=_at_least(1), default=1, help="replays (policy x seed) to run at once (processes)")
     p.add_argument("--no-progress", action="store_true")
     return p
 

@@ -280,3 +280,20 @@ def test_a_trace_with_a_bom_and_crlf_lines_reads(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     path.write_bytes(("\ufeff" + HEADER + "j2,a,5,2,10\nj1,a,0,1,20\n").replace("\n", "\r\n").encode())
     assert [(j.job_id, j.gpus, j.duration_s) for j in read_trace(path)] == [("j1", 1, 20.0), ("j2", 2, 10.0)]
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--nodes", "0"), ("--nodes", "-3"), ("--gpus-per-node", "0"), ("--racks", "0"), ("--racks-per-spine", "-1"),
+    ("--sample-nodes", "-2"), ("--gpu-type-frac", "2"), ("--gpu-type-frac", "nan"), ("--cross-rack-scale", "nan"),
+    ("--restart-s", "-5"), ("--time-scale", "0"), ("--time-scale", "-1"), ("--time-scale", "nan"),
+    ("--limit", "0"), ("--limit", "-1"), ("--window-days", "0"), ("--window-days", "-1"),
+    ("--parallel", "0"), ("--parallel", "-1"),
+])
+def test_cli_refuses_out_of_range_numbers(tmp_path: Path, flag: str, value: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text(HEADER + "j1,a,0,1,10\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--trace", str(trace), "--no-progress", flag, value])
+    assert exit_.value.code == 2
+    assert f"error: argument {flag}: must be" in capsys.readouterr().err
