@@ -238,7 +238,14 @@ def main(argv: list[str] | None = None) -> int:
     if not trace:
         return _error(f"--trace {opts.trace}: no jobs to replay")
     seeds: list[int] = opts.seed
-    policies = _policies(opts.policy)
+    try:
+        policies = _policies(opts.policy)
+    except KeyError as e:
+        return _error(f"--policy: {e.args[0]}")
+    for flag, out in (("--records", opts.records), ("--plot", opts.plot)):
+        # checked before the replay, which may run for minutes
+        if out and (Path(out).is_dir() or not Path(out).resolve().parent.is_dir()):
+            return _error(f"{flag} {out}: {'is a directory' if Path(out).is_dir() else 'no such directory'}")
     for name in policies:
         try:
             # the registry knows the plugins, and the plugins check their arguments

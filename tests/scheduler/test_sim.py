@@ -297,3 +297,18 @@ def test_cli_refuses_out_of_range_numbers(tmp_path: Path, flag: str, value: str,
         main(["--trace", str(trace), "--no-progress", flag, value])
     assert exit_.value.code == 2
     assert f"error: argument {flag}: must be" in capsys.readouterr().err
+
+
+def test_cli_refuses_an_unknown_policy_and_an_unwritable_output_before_the_replay(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text(HEADER + "j1,a,0,1,10\n")
+    argv = ["--trace", str(trace), "--no-progress"]
+    assert main([*argv, "--policy", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m scheduler.sim: error: --policy: unknown profile 'nope'") and err.count("\n") == 1
+    for flag, path, says in (("--records", tmp_path, "is a directory"),
+                             ("--plot", tmp_path / "none" / "jct.png", "no such directory")):
+        assert main([*argv, flag, str(path)]) == 2
+        out = capsys.readouterr()
+        assert f"error: {flag} {path}: {says}" in out.err and "# seed=" not in out.err and out.out == ""
