@@ -36,7 +36,7 @@ from scheduler.cycle import Scheduler
 from scheduler.model import Tenant
 from scheduler.profiles import ANALYSIS, PROFILES, profile, with_args, with_plugins
 from scheduler.sim.cluster import ClusterSpec, build_nodes, sample_shapes
-from scheduler.sim.engine import RunResult, Simulation
+from scheduler.sim.engine import STUCK_AFTER_S, RunResult, Simulation
 from scheduler.sim.estimate import ESTIMATORS, Estimator
 from scheduler.sim.metrics import summarize
 from scheduler.sim.progress import Progress
@@ -124,12 +124,20 @@ def run_policy(args: dict[str, Any]) -> tuple[dict[str, object], list[dict[str, 
     metrics.update(seed=args["seed"], cluster=spec.describe(), estimates=args["estimates"],
                    settings=list(args.get("settings", [])), plugins=list(args.get("plugins", [])))
     bar.close(f"done in {result.wall_s:.1f} s ({result.passes} passes)")
-    if result.unfinished:
-        shown = ", ".join(result.unfinished[:5]) + (", ..." if len(result.unfinished) > 5 else "")
-        print(f"# {metrics['policy']} seed {args['seed']}: {len(result.unfinished)} jobs never finished, none of"
-              f" them placeable even on the idle cluster ({shown}); the metrics cover the finished jobs",
-              file=sys.stderr)
     capacity = sum(n.gpus for n in nodes)
+    if result.unfinished:
+        gpus = {t.job_id: t.gpus for t in trace}
+        too_big = [j for j in result.unfinished if gpus[j] > capacity]
+        waited = [j for j in result.unfinished if gpus[j] <= capacity]
+
+        def shown(ids: list[str]) -> str:
+            return ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+
+        parts = ([f"{len(too_big)} need more GPUs than the cluster's {capacity} ({shown(too_big)})"] if too_big else []) + (
+            [f"{len(waited)} still waited when the cluster had stayed idle for {STUCK_AFTER_S / 86400:g} days:"
+             f" placeable nowhere, or queued behind a job that was ({shown(waited)})"] if waited else [])
+        print(f"# {metrics['policy']} seed {args['seed']}: {len(result.unfinished)} jobs never finished, "
+              f"{'; '.join(parts)}; the metrics cover the finished jobs", file=sys.stderr)
     rows: list[dict[str, object]] = [{
         "policy": metrics["policy"], "job_id": r.trace.job_id, "vc": r.trace.vc, "gpus": r.trace.gpus,
         "submit_s": r.trace.submit_s, "duration_s": r.trace.duration_s,

@@ -312,3 +312,15 @@ def test_cli_refuses_an_unknown_policy_and_an_unwritable_output_before_the_repla
         assert main([*argv, flag, str(path)]) == 2
         out = capsys.readouterr()
         assert f"error: {flag} {path}: {says}" in out.err and "# seed=" not in out.err and out.out == ""
+
+
+def test_cli_tells_jobs_larger_than_the_cluster_from_jobs_queued_behind_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Strict FIFO: the 1-GPU job waits behind the 16-GPU head that never fits 8 GPUs; it is
+    # placeable, and the report used to say that none of the unfinished jobs were.
+    trace = tmp_path / "t.csv"
+    trace.write_text(HEADER + "big,a,0,16,10\nsmall,a,5,1,10\n")
+    assert main(["--trace", str(trace), "--no-progress", "--nodes", "1", "--racks", "1", "--policy", "b1"]) == 0
+    err = capsys.readouterr().err
+    assert "2 jobs never finished, 1 need more GPUs than the cluster's 8 (big); 1 still waited" in err
+    assert "queued behind a job that was (small)" in err and "none of them placeable" not in err
