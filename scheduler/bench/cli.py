@@ -13,10 +13,23 @@ import json
 import platform
 import sys
 
+import yaml
+
 from scheduler.bench.runner import run_workload
 from scheduler.bench.workloads import load_all
+from scheduler.profiles import profile
 
 __all__ = ["main"]
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,14 +43,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workload", action="append", default=[], help="workload name or YAML path (repeatable)")
     p.add_argument("--profile", default="default")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--passes", type=int, help="override the measured passes of every workload")
-    p.add_argument("--nodes", type=int, help="override the node count of every workload")
+    p.add_argument("--passes", type=_positive, help="override the measured passes of every workload")
+    p.add_argument("--nodes", type=_positive, help="override the node count of every workload")
     p.add_argument("--json", action="store_true")
     p.add_argument("--through-kvraft", action="store_true",
                    help="measure kvraft-scheduler on a real 3-member kvraft with fake nodes instead "
                         "(see python -m scheduler.bench_kvraft --help for its flags)")
     opts = p.parse_args(args)
-    workloads = [w.scaled(opts.nodes, opts.passes) for w in load_all(opts.workload)]
+    try:
+        profile(opts.profile)
+    except KeyError as e:
+        p.error(f"argument --profile: {e.args[0]}")
+    try:
+        workloads = [w.scaled(opts.nodes, opts.passes) for w in load_all(opts.workload)]
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as e:
+        p.error(f"argument --workload: {e}")
     print(f"# profile={opts.profile} seed={opts.seed} python={platform.python_version()} "
           f"machine={platform.machine()}", file=sys.stderr)
     if not opts.json:

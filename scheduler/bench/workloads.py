@@ -62,6 +62,6 @@ def load_all(names: list[str] | None = None) -> list[Workload]:
     for name in names:
         path = found.get(name) or Path(name)
         if not path.exists():
-            raise SystemExit(f"unknown workload {name!r}; known: {sorted(found)}")
+            raise ValueError(f"unknown workload {name!r}; known: {sorted(found)}")
         out.append(load(path))
     return out

@@ -35,3 +35,19 @@ def test_bad_workload_is_rejected(tmp_path: Path) -> None:
 def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--workload", "single-1k", "--nodes", "64", "--passes", "1", "--json"]) == 0
     assert '"workload": "single-1k"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--passes", "0"], "argument --passes: must be >= 1"),
+    (["--nodes", "0"], "argument --nodes: must be >= 1"),
+    (["--nodes", "-2"], "argument --nodes: must be >= 1"),
+    (["--profile", "nope"], "argument --profile: unknown profile 'nope'"),
+    (["--workload", "/"], "argument --workload: [Errno 21] Is a directory"),
+    (["--workload", "/nonexistent.yaml"], "argument --workload: unknown workload '/nonexistent.yaml'; known:"),
+])
+def test_cli_refuses_bad_arguments_in_one_line(argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--workload", "single-1k", *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
