@@ -25,10 +25,11 @@ class ClusterSpec:
     shapes: tuple[NodeShape, ...] = ()  # from a node CSV; overrides nodes x gpus_per_node
 
     def describe(self) -> str:
+        """The cluster as ``build_nodes`` builds it (never more racks than nodes)."""
         if self.shapes:
             gpus = sum(s.gpus for s in self.shapes)
-            return f"{len(self.shapes)} CSV nodes ({gpus} GPUs) in {self.racks} racks"
-        return f"{self.nodes}x{self.gpus_per_node} GPUs in {self.racks} racks"
+            return f"{len(self.shapes)} CSV nodes ({gpus} GPUs) in {min(self.racks, len(self.shapes))} racks"
+        return f"{self.nodes}x{self.gpus_per_node} GPUs in {min(self.racks, self.nodes)} racks"
 
 
 def sample_shapes(shapes: list[NodeShape], count: int | None, seed: int) -> tuple[NodeShape, ...]:

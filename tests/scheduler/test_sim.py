@@ -324,3 +324,16 @@ def test_cli_tells_jobs_larger_than_the_cluster_from_jobs_queued_behind_them(
     err = capsys.readouterr().err
     assert "2 jobs never finished, 1 need more GPUs than the cluster's 8 (big); 1 still waited" in err
     assert "queued behind a job that was (small)" in err and "none of them placeable" not in err
+
+
+def test_cli_refuses_more_racks_than_nodes_and_reports_the_racks_built(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text(HEADER + "j1,a,0,1,10\n")
+    nodes = tmp_path / "n.csv"
+    nodes.write_text("sn,gpu,model\nn1,8,V100\nn2,8,V100\n")
+    argv = ["--trace", str(trace), "--no-progress", "--racks", "100"]
+    assert main([*argv, "--nodes", "4"]) == 2
+    assert "error: --racks 100 is more than --nodes 4" in capsys.readouterr().err
+    assert main([*argv, "--node-csv", str(nodes)]) == 0
+    assert "cluster=2 CSV nodes (16 GPUs) in 2 racks" in capsys.readouterr().err
