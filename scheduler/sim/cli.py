@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         return _error(str(e))
     if not trace:
         return _error(f"--trace {opts.trace}: no jobs to replay")
+    if node_shapes is not None and not any(s.gpus > 0 for s in node_shapes):
+        return _error(f"--node-csv {opts.node_csv}: no node with a GPU (gpu > 0) to build a cluster of")
     if node_shapes is None and opts.racks > opts.nodes:
         return _error(f"--racks {opts.racks} is more than --nodes {opts.nodes} (a rack holds at least one node)")
     seeds: list[int] = opts.seed

@@ -337,3 +337,14 @@ def test_cli_refuses_more_racks_than_nodes_and_reports_the_racks_built(
     assert "error: --racks 100 is more than --nodes 4" in capsys.readouterr().err
     assert main([*argv, "--node-csv", str(nodes)]) == 0
     assert "cluster=2 CSV nodes (16 GPUs) in 2 racks" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_node_csv_without_gpu_nodes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # sample_shapes keeps GPU nodes only; with none the replay fell back to the uniform 48x8
+    trace = tmp_path / "t.csv"
+    trace.write_text(HEADER + "j1,a,0,1,10\n")
+    nodes = tmp_path / "n.csv"
+    nodes.write_text("sn,gpu,model\nn1,0,\n")
+    assert main(["--trace", str(trace), "--no-progress", "--node-csv", str(nodes)]) == 2
+    err = capsys.readouterr().err
+    assert "error: --node-csv" in err and "no node with a GPU" in err and "48x8" not in err
