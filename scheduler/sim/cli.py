@@ -263,8 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             # the registry knows the plugins, and the plugins check their arguments
             Scheduler(with_args(with_plugins(profile(name), opts.plugin), opts.set))
         except (ValueError, KeyError) as e:
-            print(f"python -m scheduler.sim: --plugin/--set: {e}", file=sys.stderr)
-            return 2
+            return _error(f"--plugin/--set: {e.args[0] if isinstance(e, KeyError) else e}")
     jobs: list[dict[str, Any]] = []
     for seed in seeds:
         shapes: tuple[NodeShape, ...] = ()

@@ -348,3 +348,11 @@ def test_cli_refuses_a_node_csv_without_gpu_nodes(tmp_path: Path, capsys: pytest
     assert main(["--trace", str(trace), "--no-progress", "--node-csv", str(nodes)]) == 2
     err = capsys.readouterr().err
     assert "error: --node-csv" in err and "no node with a GPU" in err and "48x8" not in err
+
+
+def test_cli_plugin_errors_are_one_unquoted_error_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text(HEADER + "j1,a,0,1,10\n")
+    assert main(["--trace", str(trace), "--no-progress", "--plugin", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m scheduler.sim: error: --plugin/--set: unknown plugin 'nope'; known:")
