@@ -12,17 +12,26 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 __all__ = ["main", "plot_records", "read_records", "utilisation_series"]
 
 
+PLOTTED_COLUMNS = ("policy", "gpus", "submit_s", "finish_s", "runs", "capacity_gpus")
+
+
 def read_records(paths: Sequence[str | Path]) -> list[dict[str, str]]:
+    """Rows of ``--records`` CSVs; ValueError for a file without the plotted columns."""
     rows: list[dict[str, str]] = []
     for path in paths:
         with open(path, newline="") as f:
-            rows.extend(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            missing = set(PLOTTED_COLUMNS) - set(reader.fieldnames or ())
+            if missing and reader.fieldnames:
+                raise ValueError(f"{path}: missing columns {sorted(missing)} (not a --records CSV?)")
+            rows.extend(reader)
     return rows
 
 
@@ -114,9 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--title", default="")
     p.add_argument("--window-days", type=float, default=7.0)
     opts = p.parse_args(argv)
-    rows = read_records(opts.records)
+    if not (math.isfinite(opts.window_days) and opts.window_days > 0):
+        p.error(f"argument --window-days: must be a finite number > 0, got {opts.window_days}")
+    try:
+        rows = read_records(opts.records)
+    except (OSError, ValueError) as e:
+        p.error(str(e))
     if not rows:
-        raise SystemExit(f"no records in {', '.join(opts.records)}")
+        p.error(f"no records in {', '.join(opts.records)}")
     plot_records(rows, opts.out, opts.title, opts.window_days * 86400)
     return 0
 

@@ -90,3 +90,24 @@ def test_records_csv_and_plot(tmp_path: Path) -> None:
     again = tmp_path / "again.png"
     assert plot_main([str(records), "--out", str(again), "--title", "t"]) == 0
     assert again.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("text, extra, says", [
+    (None, [], "No such file"),
+    ("a,b\n1,2\n", [], "missing columns ['capacity_gpus', 'finish_s', 'gpus', 'policy', 'runs', 'submit_s']"),
+    ("", [], "no records in"),
+    (",".join(RECORD_COLUMNS) + "\n", [], "no records in"),
+    ("a,b\n1,2\n", ["--window-days", "0"], "argument --window-days: must be a finite number > 0"),
+])
+def test_plot_cli_refuses_bad_records_in_one_line(tmp_path: Path, text: str | None, extra: list[str], says: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from scheduler.sim.plot import main as plot_main
+
+    path = tmp_path / "records.csv"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(SystemExit) as exit_:
+        plot_main([str(path), "--out", str(tmp_path / "x.png"), *extra])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "python -m scheduler.sim.plot: error: " in err and says in err
