@@ -247,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         return _error(f"--trace {opts.trace}: no jobs to replay")
     if node_shapes is not None and not any(s.gpus > 0 for s in node_shapes):
         return _error(f"--node-csv {opts.node_csv}: no node with a GPU (gpu > 0) to build a cluster of")
+    for flag, value in (("--sample-nodes", opts.sample_nodes), ("--gpu-type-frac", opts.gpu_type_frac)):
+        if node_shapes is None and value:
+            return _error(f"{flag} needs --node-csv (the uniform cluster has no node shapes nor GPU types)")
     if node_shapes is None and opts.racks > opts.nodes:
         return _error(f"--racks {opts.racks} is more than --nodes {opts.nodes} (a rack holds at least one node)")
     seeds: list[int] = opts.seed

@@ -356,3 +356,13 @@ def test_cli_plugin_errors_are_one_unquoted_error_line(capsys: pytest.CaptureFix
     assert main(["--trace", str(trace), "--no-progress", "--plugin", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("python -m scheduler.sim: error: --plugin/--set: unknown plugin 'nope'; known:")
+
+
+@pytest.mark.parametrize("flag, value", [("--sample-nodes", "10"), ("--gpu-type-frac", "0.5")])
+def test_cli_refuses_node_csv_options_without_a_node_csv(tmp_path: Path, flag: str, value: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # they were ignored: the replay ran on the uniform cluster with no constraint
+    trace = tmp_path / "t.csv"
+    trace.write_text(HEADER + "j1,a,0,1,10\n")
+    assert main(["--trace", str(trace), "--no-progress", flag, value]) == 2
+    assert f"error: {flag} needs --node-csv" in capsys.readouterr().err
