@@ -308,17 +308,23 @@ def main(argv: list[str] | None = None) -> int:
         for line in format_summaries(summaries):
             print(line)
     if opts.records:
-        with open(opts.records, "w", newline="") as f:
-            writer = csv.DictWriter(f, RECORD_COLUMNS)
-            writer.writeheader()
-            for _, rows in results:
-                writer.writerows(rows)
+        try:
+            with open(opts.records, "w", newline="") as f:
+                writer = csv.DictWriter(f, RECORD_COLUMNS)
+                writer.writeheader()
+                for _, rows in results:
+                    writer.writerows(rows)
+        except OSError as e:
+            return _error(f"--records {opts.records}: {e.strerror or e}")
         print(f"# wrote {opts.records}", file=sys.stderr)
     if opts.plot:
         from scheduler.sim.plot import plot_records
 
         which = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seed_text(seeds)} pooled"
-        plot_records([row for _, rows in results for row in rows], opts.plot,
-                     f"{jobs[0]['spec'].describe()}, {which}", opts.window_days * 86400)
+        try:
+            plot_records([row for _, rows in results for row in rows], opts.plot,
+                         f"{jobs[0]['spec'].describe()}, {which}", opts.window_days * 86400)
+        except OSError as e:
+            return _error(f"--plot {opts.plot}: {e.strerror or e}")
         print(f"# wrote {opts.plot}", file=sys.stderr)
     return 0

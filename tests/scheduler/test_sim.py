@@ -366,3 +366,14 @@ def test_cli_refuses_node_csv_options_without_a_node_csv(tmp_path: Path, flag: s
     trace.write_text(HEADER + "j1,a,0,1,10\n")
     assert main(["--trace", str(trace), "--no-progress", flag, value]) == 2
     assert f"error: {flag} needs --node-csv" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
+def test_cli_a_records_file_that_cannot_be_written_is_one_error_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # /proc is a directory, so the check before the replay passes; the open after it fails
+    trace = tmp_path / "t.csv"
+    trace.write_text(HEADER + "j1,a,0,1,10\n")
+    assert main(["--trace", str(trace), "--no-progress", "--records", "/proc/records.csv"]) == 2
+    err = capsys.readouterr().err
+    assert "python -m scheduler.sim: error: --records /proc/records.csv: " in err and "Traceback" not in err
