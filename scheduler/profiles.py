@@ -39,6 +39,7 @@ and their arguments.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
 from scheduler.framework.registry import PluginSpec, Profile, QueueOptions
@@ -179,6 +180,17 @@ def with_plugins(base: Profile, additions: list[str]) -> Profile:
     return replace(base, name=name, plugins=tuple(specs))
 
 
+def _not_finite(text: str) -> float:
+    raise ArithmeticError(f"VALUE {text} is not a finite number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        _not_finite(text)
+    return value
+
+
 def with_args(base: Profile, settings: list[str]) -> Profile:
     """``base`` with plugin arguments changed, for sweeps: each setting is ``plugin.arg=VALUE``
     (VALUE in JSON; a list becomes a tuple). The plugin must be in the profile; the plugin
@@ -190,9 +202,11 @@ def with_args(base: Profile, settings: list[str]) -> Profile:
         if not sep or not dot or not arg:
             raise ValueError(f"setting {setting!r}: expected plugin.arg=VALUE")
         try:
-            value = json.loads(raw)
+            value = json.loads(raw, parse_constant=_not_finite, parse_float=_finite)
         except json.JSONDecodeError as e:
             raise ValueError(f"setting {setting!r}: VALUE is not JSON ({e.msg})") from None
+        except ArithmeticError as e:
+            raise ValueError(f"setting {setting!r}: {e}") from None
         if isinstance(value, list):
             value = tuple(value)
         at = [i for i, spec in enumerate(specs) if spec.name == name]

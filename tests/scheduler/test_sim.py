@@ -377,3 +377,14 @@ def test_cli_a_records_file_that_cannot_be_written_is_one_error_line(
     assert main(["--trace", str(trace), "--no-progress", "--records", "/proc/records.csv"]) == 2
     err = capsys.readouterr().err
     assert "python -m scheduler.sim: error: --records /proc/records.csv: " in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("setting", ["preemption.hold_s=NaN", "preemption.patience=Infinity",
+                                     "las.thresholds_gpu_h=[8, Infinity]", "preemption.hold_s=1e999"])
+def test_cli_set_refuses_a_value_that_is_not_a_finite_number(tmp_path: Path, setting: str,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    # json.loads takes NaN and Infinity; the plugins' range checks let NaN through
+    trace = tmp_path / "t.csv"
+    trace.write_text(HEADER + "j1,a,0,1,10\n")
+    assert main(["--trace", str(trace), "--no-progress", "--set", setting]) == 2
+    assert "is not a finite number" in capsys.readouterr().err
