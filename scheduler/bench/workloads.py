@@ -42,6 +42,9 @@ def load(path: str | Path) -> Workload:
     unknown = set(raw) - known
     if unknown:
         raise ValueError(f"{path}: unknown fields {sorted(unknown)}")
+    missing = known - set(raw) or {"job.tasks", "job.gpus_per_task"} - {f"job.{k}" for k in raw["job"] or ()}
+    if missing:
+        raise ValueError(f"{path}: missing fields {sorted(missing)}")
     job = raw["job"]
     workload = Workload(
         name=str(raw["name"]), nodes=int(raw["nodes"]), gpus_per_node=int(raw["gpus_per_node"]),
@@ -51,6 +54,10 @@ def load(path: str | Path) -> Workload:
     )
     if not 0 <= workload.fill < 1 or workload.batch < 1 or workload.passes < 1:
         raise ValueError(f"{path}: fill must be in [0, 1), batch and passes >= 1")
+    if min(workload.nodes, workload.gpus_per_node, workload.nodes_per_rack, workload.gpus_per_task,
+           *workload.tasks, 1) < 1 or not workload.tasks:
+        raise ValueError(f"{path}: nodes, gpus_per_node, nodes_per_rack, job.tasks (not empty) "
+                         "and job.gpus_per_task must be >= 1")
     return workload
 
 

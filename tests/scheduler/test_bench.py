@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,21 @@ def test_cli_refuses_bad_arguments_in_one_line(argv: list[str], says: str, capsy
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("field, says", [
+    ("nodes: 0", "must be >= 1"), ("nodes: -4", "must be >= 1"), ("gpus_per_node: 0", "must be >= 1"),
+    ("nodes_per_rack: 0", "must be >= 1"), ("job: {tasks: [], gpus_per_task: 1}", "must be >= 1"),
+    ("job: {tasks: [0], gpus_per_task: 1}", "must be >= 1"), ("job: {tasks: [1]}", "missing fields ['job.gpus_per_task']"),
+    ("passes: null", "passes"),
+])
+def test_a_workload_with_impossible_sizes_is_rejected(tmp_path: Path, field: str, says: str) -> None:
+    # nodes 0 or -4 'benchmarked' an empty cluster (nan ms/decision), nodes_per_rack 0 divided by zero
+    good = {"name": "x", "nodes": "4", "gpus_per_node": "8", "nodes_per_rack": "2", "fill": "0.5",
+            "job": "{tasks: [1], gpus_per_task: 1}", "batch": "2", "passes": "1"}
+    key, _, value = field.partition(": ")
+    good[key] = value
+    path = tmp_path / "w.yaml"
+    path.write_text("".join(f"{k}: {v}\n" for k, v in good.items() if v != "null"))
+    with pytest.raises(ValueError, match=re.escape(says)):
+        load(path)
