@@ -223,7 +223,8 @@ class Agent:
             log.warning("kvraft unreachable", extra={"fields": {"error": str(exc), "retry_s": delay_s}})
 
         # any error is waited out (kubelet keeps trying its API server, a refused login too)
-        await self.client.open_when_reachable(on_retry=unreachable, retry_on=(ClientError,), rng=self._rng)
+        await self.client.open_when_reachable(on_retry=unreachable, retry_on=(ClientError,), retry_tls=True,
+                                             rng=self._rng)
         loop = asyncio.get_running_loop()
         for coro in (self._lease_loop(), self._watch_loop(), self._status_loop()):
             self._tasks.append(loop.create_task(coro))

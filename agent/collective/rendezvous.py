@@ -239,6 +239,8 @@ class KvraftRendezvous:
                                               max(0.1, deadline - time.monotonic())).id
                     break
                 except (EndpointError, UnavailableError, TimeoutError) as exc:
+                    if isinstance(exc, EndpointError) and exc.tls:  # a certificate refused: no wait mends it
+                        raise
                     if time.monotonic() >= deadline:
                         raise CollectiveTimeout(f"rendezvous kvraft {','.join(endpoints)}: unreachable for {timeout_s} s: "
                                                 f"{exc or type(exc).__name__}") from exc

@@ -199,12 +199,15 @@ class Transport:
 
     async def _discover(self) -> dict[str, Any]:
         errors: list[str] = []
+        tls = True  # every endpoint failed in its TLS handshake
         for index in self._order():
             try:
                 doc = await self.get_json(self.endpoints[index], "/version")
             except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
                 errors.append(f"{self.endpoints[index]}: {_describe(exc)}")
+                tls = tls and isinstance(exc, aiohttp.ClientSSLError)
                 continue
+            tls = False
             if not isinstance(doc, dict):  # something else listens there (an empty or non-object answer)
                 errors.append(f"{self.endpoints[index]}: /version answered {json.dumps(doc)[:80]}, "
                               "not an etcd or kvraft member's version")
@@ -216,7 +219,8 @@ class Transport:
             major_minor = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
             self.prefix = "/v3" if major_minor >= (3, 4) else "/v3beta"
             return dict(doc)
-        raise EndpointError("context deadline exceeded (no endpoint answered: " + "; ".join(errors) + ")")
+        raise EndpointError("context deadline exceeded (no endpoint answered: " + "; ".join(errors) + ")",
+                            tls=tls and bool(errors))
 
     async def get_json(self, endpoint: str, path: str) -> Any:
         """A plain ``GET`` (``/version``, ``/health``) against one endpoint."""

@@ -88,13 +88,16 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
         *,
         on_retry: Callable[[ClientError, float], object] | None = None,
         retry_on: tuple[type[ClientError], ...] = (EndpointError, UnavailableError),
+        retry_tls: bool = False,
         rng: random.Random | None = None,
     ) -> bool:
         """``open()``, again while no endpoint answers, as a daemon waits for its cluster
         (kube-scheduler and kubelet for their API server): a backoff from 200 ms doubling to
         7 s, jittered, ``on_retry(error, delay_s)`` before each wait. True once open; False
         when ``stop`` is set first. An error not in ``retry_on`` (a refused login, TLS files
-        that do not load) is raised: waiting cannot mend it."""
+        that do not load) is raised: waiting cannot mend it; so is a TLS handshake every
+        endpoint failed (``EndpointError.tls``: a server certificate not verified), unless
+        ``retry_tls``."""
         rng = rng or random.Random()
         delay = 0.2
         while True:
@@ -102,6 +105,8 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
                 await self.open()
                 return True
             except retry_on as exc:
+                if isinstance(exc, EndpointError) and exc.tls and not retry_tls:
+                    raise
                 if on_retry is not None:
                     on_retry(exc, delay)
             if stop is None:

@@ -56,7 +56,13 @@ class ClientError(Exception):
 
 
 class EndpointError(ClientError):
-    """No endpoint could be reached (every endpoint refused or timed out)."""
+    """No endpoint could be reached (every endpoint refused or timed out). ``tls``: every one
+    failed in the TLS handshake (a certificate not verified, or refused): waiting will not
+    mend it, unlike a member that is down."""
+
+    def __init__(self, message: str, *, tls: bool = False) -> None:
+        super().__init__(message)
+        self.tls = tls
 
 
 class ProtocolError(ClientError):

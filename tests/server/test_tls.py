@@ -460,3 +460,31 @@ def test_the_member_exits_with_a_message_on_a_key_that_does_not_match(tmp_path) 
          "--cert-file", str(tmp_path / "m0.crt"), "--key-file", str(tmp_path / "m1.key")],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "kvraft: TLS:" in result.stderr, result.stderr
+
+
+def test_a_server_certificate_not_verified_is_not_waited_out(tls_cluster) -> None:
+    """A rank whose job dropped the CA (KVRAFT_CACERT="") met an https member it cannot verify:
+    the kvraft:// rendezvous took that for a member not up yet and retried until its timeout
+    (minutes) before the gang failed; the daemons' start did the same for ever. The client now
+    says so (EndpointError.tls), and neither waits."""
+    import asyncio
+
+    from agent.collective.rendezvous import KvraftRendezvous
+    from kvraft.client import Client
+
+    cluster, _ = tls_cluster
+    urls = [m.client_url for m in cluster.members.values()]
+
+    async def open_unverified() -> EndpointError:
+        retries: list[float] = []
+        with pytest.raises(EndpointError) as info:
+            await Client(urls, dial_timeout_s=2.0).open_when_reachable(asyncio.Event(), on_retry=lambda e, d: retries.append(d))
+        assert retries == []
+        return info.value
+
+    err = asyncio.run(open_unverified())
+    assert err.tls and "CERTIFICATE_VERIFY_FAILED" in str(err)
+    t0 = time.monotonic()
+    with pytest.raises(EndpointError, match="CERTIFICATE_VERIFY_FAILED") as info:
+        KvraftRendezvous(urls, "/jobs/tls-unverified/rdzv", timeout_s=120.0, dial_timeout_s=2.0)
+    assert info.value.tls and time.monotonic() - t0 < 60  # not the 120 s timeout
