@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kvraft.aio import wait_event
@@ -89,6 +89,7 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
         on_retry: Callable[[ClientError, float], object] | None = None,
         retry_on: tuple[type[ClientError], ...] = (EndpointError, UnavailableError),
         retry_tls: bool = False,
+        probe: Callable[[], Awaitable[object]] | None = None,
         rng: random.Random | None = None,
     ) -> bool:
         """``open()``, again while no endpoint answers, as a daemon waits for its cluster
@@ -97,12 +98,15 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
         when ``stop`` is set first. An error not in ``retry_on`` (a refused login, TLS files
         that do not load) is raised: waiting cannot mend it; so is a TLS handshake every
         endpoint failed (``EndpointError.tls``: a server certificate not verified), unless
-        ``retry_tls``."""
+        ``retry_tls``. ``probe``: a request that must succeed too, retried alike (a member
+        answers ``/version`` before it has a leader, and a request then times out)."""
         rng = rng or random.Random()
         delay = 0.2
         while True:
             try:
                 await self.open()
+                if probe is not None:
+                    await probe()
                 return True
             except retry_on as exc:
                 if isinstance(exc, EndpointError) and exc.tls and not retry_tls:

@@ -86,7 +86,7 @@ async def run(config: DashboardConfig, listen_url: str) -> int:
 
     runner = web.AppRunner(app, access_log=None)
     try:  # kvraft not answering yet is waited for (the scheduler does so too); a refused login is not
-        if not await dashboard.client.open_when_reachable(stop, on_retry=unreachable):
+        if not await dashboard.client.open_when_reachable(stop, on_retry=unreachable, probe=dashboard.client.auth_status):
             await dashboard.client.close()
             return 0
         await runner.setup()

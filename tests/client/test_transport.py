@@ -313,3 +313,16 @@ async def test_open_when_reachable_waits_out_dead_endpoints_until_stopped_or_ope
     assert ("again", 0.2) not in retries
     with pytest.raises(ServerError, match="authentication failed"):  # waiting cannot mend a refused login
         await Client([url], user="alice", password="wrong").open_when_reachable(asyncio.Event())
+
+
+async def test_open_when_reachable_retries_a_probe_that_needs_a_leader(fake) -> None:  # type: ignore[no-untyped-def]
+    """A member answers /version before it has a leader; kvraft-dashboard's first request then
+    failed and it exited 1 (the full suite met it). The probe is retried as an open is."""
+    member, url = fake
+    retries: list[str] = []
+    no_leader = (503, {"error": "etcdserver: no leader", "message": "etcdserver: no leader", "code": 14})
+    member.routes["/auth/status"] = lambda _b: no_leader if len(retries) < 2 else (200, {"header": HEADER, "enabled": False})
+    async with Client([url], request_timeout_s=0.3) as client:  # the client's own retries give up
+        assert await client.open_when_reachable(asyncio.Event(), probe=client.auth_status,
+                                                on_retry=lambda e, d: retries.append(type(e).__name__))
+    assert len(retries) == 2 and set(retries) <= {"UnavailableError", "EndpointError"}, retries
