@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from kvraft.client import TLSConfig
 from kvraft.testing.ports import free_port
 from scheduler.dashboard.app import DashboardConfig
 from scheduler.dashboard.main import main, run
-from tests.scheduler_daemon.harness import ROOT, wait_for
+from tests.scheduler_daemon.harness import ROOT, start_member_at, wait_for
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -55,14 +56,7 @@ def test_a_dashboard_started_before_kvraft_waits_for_it(tmp_path: Path) -> None:
     try:
         wait_for(lambda: log_path.read_text().count("unreachable") >= 2, 60, "two logged tries")
         assert dash.poll() is None, log_path.read_text()
-        with open(tmp_path / "member.log", "wb") as log:
-            member = subprocess.Popen(
-                [sys.executable, "-m", "kvraft.server.main", "--name", "m0", "--data-dir", str(tmp_path / "m0"),
-                 "--listen-client-urls", f"http://127.0.0.1:{client_port}",
-                 "--advertise-client-urls", f"http://127.0.0.1:{client_port}",
-                 "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
-                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
-                 "--initial-cluster", f"m0=http://127.0.0.1:{peer_port}"], cwd=ROOT, env=env, stdout=log, stderr=log)
+        member = start_member_at(tmp_path, client_port, peer_port)
 
         def healthy() -> bool:
             with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{http_port}/health", timeout=5) as r:
@@ -83,8 +77,9 @@ def test_what_waiting_cannot_mend_is_exit_1_and_a_stop_while_waiting_exit_0(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     garbage = tmp_path / "ca.crt"
     garbage.write_text("not a certificate\n")
-    assert main(["--endpoints", f"https://127.0.0.1:{free_port()}", "--cacert", str(garbage),
-                 "--listen-url", f"http://127.0.0.1:{free_port()}"]) == 1
+    # run(), not main(): main() would point the process's logging at this test's captured stderr
+    config = DashboardConfig([f"https://127.0.0.1:{free_port()}"], tls=TLSConfig.from_flags(str(garbage), None, None, False))
+    assert asyncio.run(run(config, f"http://127.0.0.1:{free_port()}")) == 1
     err = capsys.readouterr().err
     assert err.startswith("kvraft-dashboard: kvraft at ") and len(err.splitlines()) == 1, err
 

@@ -37,6 +37,20 @@ def wait_for(cond: Callable[[], Any], timeout_s: float = 60.0, what: str = "cond
         time.sleep(0.1)
 
 
+def start_member_at(base: Path, client_port: int, peer_port: int) -> subprocess.Popen[bytes]:
+    """One kvraft member on ports chosen before it starts (a daemon started first waits for
+    it there); its log in ``base/member.log``."""
+    with open(base / "member.log", "wb") as log:
+        return subprocess.Popen(
+            [PY, "-m", "kvraft.server.main", "--name", "m0", "--data-dir", str(base / "m0"),
+             "--listen-client-urls", f"http://127.0.0.1:{client_port}",
+             "--advertise-client-urls", f"http://127.0.0.1:{client_port}",
+             "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
+             "--initial-cluster", f"m0=http://127.0.0.1:{peer_port}"],
+            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=log, stderr=log)
+
+
 class Procs:
     def __init__(self, base: Path, endpoints: list[str]) -> None:
         self.base = base

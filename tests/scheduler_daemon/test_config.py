@@ -26,7 +26,7 @@ import pytest
 from kvraft.testing.ports import free_port
 from scheduler.service import main, run
 from scheduler.service_config import load_config
-from tests.scheduler_daemon.harness import ROOT, wait_for
+from tests.scheduler_daemon.harness import ROOT, start_member_at, wait_for
 
 
 @pytest.mark.parametrize(("argv", "match"), [
@@ -138,14 +138,7 @@ def test_a_scheduler_started_before_kvraft_waits_for_it(tmp_path: Path) -> None:
         assert sched.poll() is None, sched_log.read_text()
         code, doc = wait_for(lambda: _try(lambda: _health(http_port)), 30, "/health")
         assert code == 503 and doc["leader"] is False, doc
-        with open(tmp_path / "member.log", "wb") as log:
-            member = subprocess.Popen(
-                [sys.executable, "-m", "kvraft.server.main", "--name", "m0", "--data-dir", str(tmp_path / "m0"),
-                 "--listen-client-urls", f"http://127.0.0.1:{client_port}",
-                 "--advertise-client-urls", f"http://127.0.0.1:{client_port}",
-                 "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
-                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
-                 "--initial-cluster", f"m0=http://127.0.0.1:{peer_port}"], cwd=ROOT, env=env, stdout=log, stderr=log)
+        member = start_member_at(tmp_path, client_port, peer_port)
         wait_for(lambda: (_try(lambda: _health(http_port)) or (0, {}))[1].get("leader") is True, 60,
                  "the scheduler leading once kvraft answers")
         assert _health(http_port)[0] == 200
