@@ -541,23 +541,30 @@ class Communicator:
         if self.verify == "first" and signature in self._verified:
             return
         self._stats["verify_checks"] += 1
-        text = repr(signature).encode()
-        digest = np.frombuffer(hashlib.blake2b(text, digest_size=16).digest(), np.uint8)
+        differ = self._texts_if_they_differ(repr(signature))
+        if differ is None:
+            self._verified.add(signature)
+            return
+        raise MismatchError(_describe_mismatch(*differ))
+
+    def _texts_if_they_differ(self, text: str) -> tuple[list[str], np.ndarray] | None:
+        """Collective: None when every rank holds the same ``text`` (one allgather of 16-byte
+        digests); else every rank's text and the digests' rows (two more allgathers)."""
+        raw = text.encode()
+        digest = np.frombuffer(hashlib.blake2b(raw, digest_size=16).digest(), np.uint8)
         digests = np.empty(16 * self.size, np.uint8)
         self.backend.allgather(digest.copy(), digests)
         rows = digests.reshape(self.size, 16)
         if (rows == rows[0]).all():
-            self._verified.add(signature)
-            return
+            return None
         lengths = np.empty(self.size, np.int64)
-        self.backend.allgather(np.array([len(text)], np.int64), lengths)
+        self.backend.allgather(np.array([len(raw)], np.int64), lengths)
         width = int(lengths.max())
         mine = np.zeros(width, np.uint8)
-        mine[: len(text)] = np.frombuffer(text, np.uint8)
+        mine[: len(raw)] = np.frombuffer(raw, np.uint8)
         every = np.empty(width * self.size, np.uint8)
         self.backend.allgather(mine, every)
-        sigs = [bytes(every[r * width : r * width + int(lengths[r])]).decode() for r in range(self.size)]
-        raise MismatchError(_describe_mismatch(sigs, rows))
+        return [bytes(every[r * width : r * width + int(lengths[r])]).decode() for r in range(self.size)], rows
 
     # -- the operations (run inline or on the comm thread) ---------------------------------
     def _allreduce(self, raw: list[Any], op: str, comp: str | None, comp_arg: str | None = None) -> None:
@@ -644,24 +651,12 @@ class Communicator:
         compression). A rank given another placement split into other node groups (wrong sums:
         6, 6, 6 and 4 for 10); another hierarchical, fusion or verify setting issues other
         collectives than its peers (garbage or a hang). Every rank raises the same error."""
-        text = repr(setup).encode()
-        digest = np.frombuffer(hashlib.blake2b(text, digest_size=16).digest(), np.uint8)
-        every = np.empty(16 * self.size, np.uint8)
-        self.backend.allgather(digest.copy(), every)
-        rows = every.reshape(self.size, 16)
-        if (rows == rows[0]).all():
+        differ = self._texts_if_they_differ(repr(setup))
+        if differ is None:
             return
-        lengths = np.empty(self.size, np.int64)
-        self.backend.allgather(np.array([len(text)], np.int64), lengths)
-        width = int(lengths.max())
-        mine = np.zeros(width, np.uint8)
-        mine[: len(text)] = np.frombuffer(text, np.uint8)
-        texts = np.empty(width * self.size, np.uint8)
-        self.backend.allgather(mine, texts)
         import ast
 
-        setups = [dict(ast.literal_eval(bytes(texts[r * width : r * width + int(lengths[r])]).decode()))
-                  for r in range(self.size)]
+        setups = [dict(ast.literal_eval(text)) for text in differ[0]]
         lines = ["ranks were set up differently (KVRAFT_PLACEMENT, KVRAFT_COLLECTIVE_* or init arguments):"]
         for r in range(1, self.size):
             diffs = [f"{k} {v!r} vs {setups[0].get(k)!r}" for k, v in setups[r].items() if setups[0].get(k) != v]

@@ -241,15 +241,8 @@ class Node(NodeStatusMixin):
         changed flags it named a member the cluster and the log do not know, which never found
         a leader (it rejected its own peers' messages as addressed to another member)."""
         path = self.data_dir / "member_id"
-        if path.exists():
-            try:
-                stored = int(path.read_text().strip(), 10)
-                if not 0 < stored < 1 << 64:
-                    raise ValueError(f"{stored} is not a member id")
-            except (OSError, ValueError) as exc:
-                raise DataDirError(f"{path}: unreadable ({exc}); it holds this member's id in decimal: restore it "
-                                   f"(from --initial-advertise-peer-urls and the token it was {from_flags}) or "
-                                   "the member from a snapshot") from None
+        stored = _read_id(path, "this member's id", f"from --initial-advertise-peer-urls and the token it was {from_flags}")
+        if stored is not None:
             if stored != from_flags:
                 log.warning("member id %x from %s, not %x from --initial-advertise-peer-urls and "
                             "--initial-cluster-token (they changed since the data dir was created; "
@@ -263,15 +256,8 @@ class Node(NodeStatusMixin):
         must be unique per cluster, as etcd asks)."""
         path = self.data_dir / "cluster_id"
         cluster_id = cluster_id_for([], self.config.initial_cluster_token)
-        if path.exists():
-            try:
-                stored = int(path.read_text().strip(), 10)
-                if not 0 < stored < 1 << 64:
-                    raise ValueError(f"{stored} is not a cluster id")
-            except (OSError, ValueError) as exc:
-                raise DataDirError(f"{path}: unreadable ({exc}); it holds the cluster's id in decimal: restore it "
-                                   f"(from --initial-cluster-token it was {cluster_id}) or the member from a "
-                                   "snapshot") from None
+        stored = _read_id(path, "the cluster's id", f"from --initial-cluster-token it was {cluster_id}")
+        if stored is not None:
             return stored
         write_durably(path, str(cluster_id))  # a crash never leaves half of it
         return cluster_id
@@ -534,3 +520,17 @@ class Node(NodeStatusMixin):
             return False
         return True
 
+
+def _read_id(path: Path, what: str, restore: str) -> int | None:
+    """The id a data dir file holds in decimal (member_id, cluster_id); None when there is no
+    file yet; one that does not read is a DataDirError saying how to restore it."""
+    if not path.exists():
+        return None
+    try:
+        stored = int(path.read_text().strip(), 10)
+        if not 0 < stored < 1 << 64:
+            raise ValueError(f"{stored} is not an id")
+    except (OSError, ValueError) as exc:
+        raise DataDirError(f"{path}: unreadable ({exc}); it holds {what} in decimal: restore it ({restore}) "
+                           "or the member from a snapshot") from None
+    return stored
