@@ -206,7 +206,8 @@ class LocalCluster:
 
     # -- queries ------------------------------------------------------------------------
     def running(self) -> list[ProcessMember]:
-        return [m for m in self.members.values() if m.alive()]
+        # a copy: tests call this from a writer thread while the main thread adds members
+        return [m for m in list(self.members.values()) if m.alive()]
 
     def status(self, name: str) -> dict[str, Any] | None:
         try:

@@ -28,3 +28,19 @@ def test_a_member_whose_port_was_taken_starts_again_on_fresh_ports(tmp_path: Pat
     finally:
         holder.close()
         cluster.stop()
+
+
+def test_running_while_another_thread_adds_a_member(tmp_path: Path) -> None:
+    """A Writer thread calls running() while the test adds a member (add_member under load):
+    the iteration over the members dict raised 'dictionary changed size during iteration',
+    the writer thread died and the test timed out waiting for acks (CI, stop 34)."""
+    cluster = LocalCluster(2, tmp_path)
+    first = cluster.members["m0"]
+
+    class Racing:  # alive() of the first member runs while another thread adds m2
+        def poll(self) -> None:
+            if "m2" not in cluster.members:
+                cluster._new_member("m2")
+
+    first.process = Racing()  # type: ignore[assignment]
+    assert [m.name for m in cluster.running()] == ["m0"]
