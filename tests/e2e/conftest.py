@@ -22,14 +22,23 @@ ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 
 
-def wait_for(cond: Callable[[], Any], timeout_s: float = 120.0, what: str = "condition", every_s: float = 0.25) -> Any:
+def wait_for(cond: Callable[[], Any], timeout_s: float = 120.0, what: str = "condition", every_s: float = 0.25,
+             explain: Callable[[], str] | None = None) -> Any:
+    """Poll ``cond`` until truthy; on a timeout the assertion carries ``explain()`` (the job's
+    ``jobctl describe`` and its ranks' logs), without which a CI failure said only "timed out"."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = cond()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+            detail = ""
+            if explain is not None:
+                try:
+                    detail = "\n" + explain()
+                except Exception as exc:  # noqa: BLE001 - the timeout is the failure to report
+                    detail = f"\n(could not explain: {exc!r})"
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}{detail}")
         time.sleep(every_s)
 
 
@@ -69,15 +78,20 @@ class Cluster:
     def succeeded(self, job: str, timeout_s: float = 300.0) -> dict[str, Any]:
         """Wait for ``job`` to end and return its status; it must have Succeeded (else the
         assertion shows ``jobctl describe`` and worker-0's log)."""
-        wait_for(lambda: self.status(job).get("phase") in ("Succeeded", "Failed"), timeout_s, f"{job} to finish")
+        wait_for(lambda: self.status(job).get("phase") in ("Succeeded", "Failed"), timeout_s, f"{job} to finish",
+                 explain=lambda: self.describe(job))
         status = self.status(job)
         assert status["phase"] == "Succeeded", self.describe(job)
         return status
 
-    def describe(self, job: str) -> str:
+    def describe(self, job: str, ranks: int = 2) -> str:
+        """``jobctl describe`` and the last lines of the first ``ranks`` workers' logs."""
         r = self.jobctl("describe", "job", job)
-        logs = self.jobctl("logs", job, "--task", "worker-0", "--tail", "40")
-        return r.stdout + r.stderr + "\n--- worker-0 ---\n" + logs.stdout + logs.stderr
+        out = r.stdout + r.stderr
+        for rank in range(ranks):
+            logs = self.jobctl("logs", job, "--task", f"worker-{rank}", "--tail", "40")
+            out += f"\n--- worker-{rank} ---\n" + logs.stdout + logs.stderr
+        return out
 
 
 def job_yaml(name: str, *train_args: str, workers: int = 4, gpus: int = 2, backend: str = "auto",

@@ -26,7 +26,7 @@ def test_agent_killed_alone_reattaches_and_the_job_goes_on(tmp_path: Path) -> No
                 restart_policy="OnFailure", max_restarts=2))
             assert r.returncode == 0, r.stderr
             wait_for(lambda: (c.progress(name).get("epoch") or 0) >= 1 and not c.progress(name).get("started"),
-                     240, "the first epoch")
+                     240, "the first epoch", explain=lambda: c.describe(name))
             tasks_before = set(processes_with_env(f"KVRAFT_JOB={name}"))
             node = c.status(name)["placement"][0]["node"]
             agent = next(p for p in doc["processes"] if p["name"] == node)

@@ -50,8 +50,13 @@ def test_a_two_rank_mpi_job_on_a_client_cert_auth_cluster(tls_cluster: dict[str,
             got = c.get(key)
             return json.loads(got.kvs[0].value) if got.kvs else {}
 
+        def explain() -> str:
+            return "".join(jobctl(*args).stdout for args in (
+                ("describe", "job", "tls-mpi"), ("logs", "tls-mpi", "--task", "worker-0", "--tail", "40"),
+                ("logs", "tls-mpi", "--task", "worker-1", "--tail", "40")))
+
         wait_for(lambda: doc("/registry/jobstatus/tls-mpi").get("phase") in ("Succeeded", "Failed"), 300,
-                 "tls-mpi to finish")
+                 "tls-mpi to finish", explain=explain)
         status = doc("/registry/jobstatus/tls-mpi")
         described = jobctl("describe", "job", "tls-mpi").stdout + jobctl("logs", "tls-mpi", "--task", "worker-0",
                                                                          "--tail", "40").stdout
