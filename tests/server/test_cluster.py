@@ -363,3 +363,34 @@ def test_a_removed_member_restarted_on_its_data_dir_stops(kv_cluster) -> None:
     wait_until(lambda: not cluster.members[gone].alive(), 60, what="the removed member to exit")
     assert b"permanently removed from the cluster" in cluster.members[gone].log_path.read_bytes()
     assert put(cluster.url(leader), "after-removal", "v")[0] == 200
+
+
+def test_a_learner_serves_reads_and_forwards_writes(tmp_path) -> None:
+    """Beyond etcd 3.4 (which answers 503 'etcdserver: rpc not supported for learner' to all
+    but maintenance/status and serializable ranges, etcd-io/etcd#14994): a learner answers a
+    linearizable range through ReadIndex (it sees a write acknowledged by the leader just
+    before), a serializable one from its own state, and forwards writes to the leader.
+    Manual promotion keeps it a learner for the whole test."""
+    cluster = start_cluster(tmp_path, extra=[*FAST_FLAGS, "--auto-promote-learners=false"])
+    try:
+        leader = cluster.wait_leader()
+        learner = cluster.add_process("m3")
+        code, body = reconfigure(cluster.url(leader), "/v3/cluster/member/add",
+                                 {"peerURLs": [learner.peer_url], "isLearner": True})
+        assert code == 200, body
+        learner_id = body["member"]["ID"]
+        cluster.start_member("m3", cluster.initial_cluster(["m0", "m1", "m2", "m3"]), "existing")
+        wait_until(lambda: post(cluster.url("m3"), "/v3/maintenance/status", {})[0] == 200, 60,
+                   what="the learner to serve")
+        for n in range(5):
+            assert put(cluster.url(leader), f"lr/{n}", f"v{n}")[0] == 200
+        # linearizable: waits for the leader's commit index, so the writes above are there
+        assert get(cluster.url("m3"), "lr/", "lr0") == {f"lr/{n}": f"v{n}" for n in range(5)}
+        assert get(cluster.url("m3"), "lr/", "lr0", serializable=True) == {f"lr/{n}": f"v{n}" for n in range(5)}
+        code, body = put(cluster.url("m3"), "lr/from-learner", "x")
+        assert code == 200, body
+        assert get(cluster.url(leader), "lr/from-learner", "") == {"lr/from-learner": "x"}
+        code, body = post(cluster.url("m3"), "/v3/cluster/member/list", {})
+        assert code == 200 and [m.get("isLearner", False) for m in body["members"] if m["ID"] == learner_id] == [True]
+    finally:
+        cluster.stop()
