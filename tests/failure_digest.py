@@ -9,7 +9,10 @@ section ``daemon logs and machine``:
   ``Error`` or ``error:``) written during the test to the ``*.log`` files under the xdist
   worker's temporary directory, the last few per file, the most recently written files first;
 - the machine: load, available memory, free disk and ``/dev/shm``, the number of processes
-  and the three (not kernel threads) that used the most CPU (a leaked busy process, a full disk).
+  and the three (not kernel threads) that used the most CPU (a leaked busy process, a full disk);
+- the processes started before the test that name a pytest temporary directory (daemons of an
+  earlier test still running: a leaked agent or scheduler that retries its endpoints and
+  finds a port that a later test's member took), with their age.
 
 The section is a few KiB at most, so the failures at the head of CI's output show it.
 """
@@ -82,7 +85,7 @@ def digest(root: Path | None, since: float) -> str:
                 out += [f"  {line}" for line in lines]
         if not out:
             out.append(f"no warning or error in the {len(recent)} log files written during the test")
-    out += machine()
+    out += machine(since)
     return "\n".join(out)
 
 
@@ -119,8 +122,12 @@ def concerns(path: Path, since: float) -> list[str]:
     return picked[-LINES_PER_FILE:]
 
 
-def machine() -> list[str]:
-    """One line of load, memory, disk and processes, and the three busiest processes."""
+MAX_EARLIER = 12
+
+
+def machine(since: float | None = None) -> list[str]:
+    """One line of load, memory, disk and processes, the three busiest processes and (with
+    ``since``) those of earlier tests still running."""
     parts = []
     try:
         parts.append("load " + " ".join(Path("/proc/loadavg").read_text().split()[:3]))
@@ -135,6 +142,9 @@ def machine() -> list[str]:
         except OSError:
             pass
     busiest = []
+    earlier = []
+    tick = os.sysconf("SC_CLK_TCK")
+    boot = _boot_time()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -147,9 +157,27 @@ def machine() -> list[str]:
             continue
         fields = stat.rsplit(")", 1)[-1].split()
         busiest.append((int(fields[11]) + int(fields[12]), entry.name, cmd))
+        started = boot + int(fields[19]) / tick if boot is not None else None
+        if since is not None and started is not None and started < since and "/pytest-of-" in cmd:
+            earlier.append((started, entry.name, cmd))
     parts.append(f"{len(busiest)} processes")
     busiest.sort(reverse=True)
     out = ["machine: " + ", ".join(parts)]
-    tick = os.sysconf("SC_CLK_TCK")
     out += [f"  pid {pid}: {ticks / tick:.0f} s CPU: {cmd[:160]}" for ticks, pid, cmd in busiest[:3]]
+    if earlier:
+        earlier.sort()
+        now = time.time()
+        out.append(f"{len(earlier)} processes started before this test name a pytest tmp dir (an earlier test's?):")
+        out += [f"  pid {pid}: started before this test, {now - t:.0f} s ago: {cmd[:200]}"
+                for t, pid, cmd in earlier[:MAX_EARLIER]]
     return out
+
+
+def _boot_time() -> float | None:
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None

@@ -53,3 +53,24 @@ def test_logs_without_concerns_say_how_many_files_were_read(tmp_path: Path) -> N
     start = time.time()
     (tmp_path / "m0.log").write_text(_line("info", start + 1, "ready") + "\n")
     assert digest(tmp_path, start).splitlines()[0] == "no warning or error in the 1 log files written during the test"
+
+
+def test_daemons_started_before_the_test_under_pytest_tmp_are_listed(tmp_path: Path) -> None:
+    """A process of an earlier test still running (a leaked agent or scheduler that found a
+    port again) is named with its age; CI stop 34's digest showed only the 3 busiest."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "pytest-of-x" / "old-test"
+    marker.mkdir(parents=True)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(marker)])
+    try:
+        time.sleep(0.3)
+        text = digest(tmp_path, time.time() + 1.0)  # the test "started" after the process
+        assert f"pid {proc.pid}" in text and "started before this test" in text, text
+        assert str(marker) in text
+        later = digest(tmp_path, time.time() - 30.0)  # started during the test: not listed here
+        assert f"pid {proc.pid}: started before" not in later
+    finally:
+        proc.kill()
+        proc.wait()
