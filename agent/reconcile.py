@@ -377,6 +377,10 @@ def reconcile(
             continue
         spec = assignment.spec
         next_attempt = (attempts[-1].attempt if attempts else 0) + 1
+        if rep is not None and rep.revision == assignment.revision:
+            # attempt numbers are never reused: one reported and lost since (its directory
+            # gone, an earlier one still there) was numbered already
+            next_attempt = max(next_attempt, rep.attempt + 1)
         if not current:
             if any(a.live for a in stale):
                 continue  # wait until the old placement's copy is gone
@@ -388,7 +392,6 @@ def reconcile(
                     actions.append(Report(key, assignment.revision, status, stimulus_id))
                 if rep.phase is not Phase.PENDING and not _wants_restart(spec, status, status.restarts):
                     continue  # (in a backoff, the restart was decided already)
-                next_attempt = max(next_attempt, rep.attempt + 1)  # attempt numbers are never reused
             busy = _busy_gpus(key, spec, holders)
             if busy:
                 status = TaskStatus(Phase.PENDING, attempt=0, restarts=0, reason="WaitingForGPUs", message=busy)

@@ -264,6 +264,15 @@ def test_exit_details_carried() -> None:
     assert (s["exit_code"], s["signal"], s["oom_killed"], s["reason"], s["finished_at"]) == (137, 9, True, "OOMKilled", 50.0)
 
 
+def test_a_restart_after_a_lost_later_attempt_takes_a_new_number() -> None:
+    """Attempt 2 of this placement ran and was reported (its backoff), then its directory was
+    lost; attempt 1 is still there. The restart is attempt 3: reusing 2 made its reports 'not
+    newer' than the old ones (found by test_properties, CI-like run of 2026-12-06)."""
+    actions = reconcile(want(policy="OnFailure"), [exited(1, attempt=1, at=1.0, held=False)],
+                        {"j/0": Reported(7, 2, Phase.PENDING)}, 1000.0, stimulus_id="x", backoff=B)
+    assert [(type(a).__name__, getattr(a, "attempt", None)) for a in actions if isinstance(a, Start)] == [("Start", 3)]
+
+
 # ---- properties -------------------------------------------------------------------------
 
 KEYS = ["a/0", "a/1", "b/0"]
