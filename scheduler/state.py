@@ -133,6 +133,10 @@ class ClusterState:
             or node.cpu_milli > old.node.cpu_milli
             or node.memory_mib > old.node.memory_mib
             or (node.healthy and node.schedulable and not old.usable)
+            # moved into a rack (or spine): that domain grew, as if the node had joined it; a
+            # gang that topology found no rack for may fit now (NODE_CHANGED wakes no
+            # capacity plugin: the gang waited for the 300 s flush)
+            or (node.rack, node.spine) != (old.node.rack, old.node.spine)
         )
         self._index_out(old)
         if node.rack != old.node.rack:
