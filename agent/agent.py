@@ -49,6 +49,7 @@ from agent.devices import (
     load_rdma_inventory,
     machine_facts,
 )
+from agent.eviction import parse_eviction_hard
 from agent.jobtokens import JobTokens
 from agent.keys import (
     assignment_key,
@@ -184,6 +185,7 @@ class Agent:
         self.fences = 0
         self._contact_tried = asyncio.Event()  # a restarted agent first tries to renew, then fences
         self._conditions: list[dict[str, Any]] = []
+        self.eviction_hard = parse_eviction_hard(config.eviction_hard)  # checked by load_config
         self.runtime_down = ""  # why the runtime's last ping failed; the node is NotReady while set
         self._reconcile_error = ""  # the last reconcile pass's RuntimeUnavailable, logged once
         self._node_doc: dict[str, Any] = {}
@@ -296,9 +298,17 @@ class Agent:
 
     # --- lease and node record ------------------------------------------------------------------
     def node_record(self) -> dict[str, Any]:
-        facts = machine_facts(self.config.data_dir)
+        facts = machine_facts(self.config.data_dir, self.eviction_hard)
         facts["runtime_down"] = self.runtime_down
+        before = {c["type"]: c["status"] for c in self._conditions}
         self._conditions = conditions(facts, self.gpus, self._conditions, time.time())
+        for c in self._conditions:  # kubelet's NodeHasDiskPressure / NodeHasNoDiskPressure events
+            if c["type"].endswith("Pressure") and before.get(c["type"], "False") != c["status"]:
+                if c["status"] == "True":
+                    log.warning(f"{c['type']}: node NotReady", extra={"fields": {
+                        "why": facts["pressure"][c["type"]][1], "eviction_hard": self.config.eviction_hard}})
+                else:
+                    log.info(f"no {c['type']} any more", extra={"fields": {"condition": c["type"]}})
         return build_node_record(self.name, self.config.labels, facts, self.gpus, self.rdma, self._conditions,
                                  runtime=self.runtime.name, capabilities=self.runtime.capabilities().to_json(),
                                  url=self.url, started_at=self.started_at, lease_id=self.lease_id)

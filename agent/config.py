@@ -32,6 +32,7 @@ from agent.confcheck import (
     in_range,
     load_mapping,
 )
+from agent.eviction import DEFAULT_EVICTION_HARD, parse_eviction_hard
 from agent.labels import label_problem
 
 __all__ = ["AgentConfig", "build_parser", "load_config", "parse_labels"]
@@ -70,6 +71,7 @@ class AgentConfig:
     cert: str = ""
     key: str = ""
     insecure_skip_tls_verify: bool = False
+    eviction_hard: str = ""  # kubelet's --eviction-hard; signals not named keep kubelet's defaults
 
 
 def parse_labels(text: str | dict[str, Any] | None) -> dict[str, str]:
@@ -126,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", help="the client certificate's key")
     p.add_argument("--insecure-skip-tls-verify", action="store_const", const=True, default=None,
                    help="do not verify kvraft's certificate (testing only)")
+    p.add_argument("--eviction-hard",
+                   help="node pressure thresholds, kubelet's syntax: signal<quantity, comma-separated, e.g. "
+                        "'nodefs.available<1Gi,nodefs.inodesFree<1%%'; signals not named keep their defaults "
+                        f"({DEFAULT_EVICTION_HARD.replace('%', '%%')}); 0 turns one off")
     return p
 
 
@@ -173,6 +179,7 @@ def _check(cfg: AgentConfig) -> None:
     if cfg.advertise_url:
         check_url("--advertise-url", cfg.advertise_url)
     check_tls_files(cfg.cacert, cfg.cert, cfg.key)
+    parse_eviction_hard(cfg.eviction_hard)
 
 
 def load_config(argv: list[str] | None = None) -> AgentConfig:
@@ -202,6 +209,8 @@ def load_config(argv: list[str] | None = None) -> AgentConfig:
                 raise ValueError(f"--endpoints: must be a comma-separated string or a list of strings, not {value!r}")
         elif name == "labels":
             values[name] = _labels(value)
+        elif name == "eviction_hard" and isinstance(value, dict):  # kubelet's config file: evictionHard: {signal: qty}
+            values[name] = ",".join(f"{k}<{v}" for k, v in value.items())
         elif name == "data_dir":
             values[name] = Path(coerce(name, value, ""))
         else:

@@ -42,6 +42,7 @@ from typing import Any
 
 import yaml
 
+from agent.eviction import Threshold, parse_eviction_hard, pressures
 from agent.runtime.base import DeviceGrant, GpuDevice
 
 __all__ = [
@@ -351,8 +352,10 @@ def load_rdma_inventory(path: str | Path | None = None, sys_root: Path = Path("/
     return tuple(out)
 
 
-def machine_facts(data_dir: Path) -> dict[str, Any]:
-    """CPUs, memory, and the pressure conditions kubelet reports (its hard-eviction defaults)."""
+def machine_facts(data_dir: Path, thresholds: dict[str, Threshold] | None = None) -> dict[str, Any]:
+    """CPUs, memory, and the pressure conditions kubelet reports, judged by ``thresholds``
+    (``--eviction-hard``; kubelet's hard-eviction defaults when None). ``pressure`` maps each
+    condition under pressure to why."""
     cpus = len(os.sched_getaffinity(0))
     mem: dict[str, int] = {}
     with contextlib.suppress(OSError):
@@ -361,10 +364,10 @@ def machine_facts(data_dir: Path) -> dict[str, Any]:
             mem[k] = int(v.split()[0])
     try:
         st = os.statvfs(data_dir)
-        disk_free = st.f_bavail / st.f_blocks if st.f_blocks else 1.0
-        inodes_free = st.f_favail / st.f_files if st.f_files else 1.0
+        disk = (float(st.f_bavail * st.f_frsize), float(st.f_blocks * st.f_frsize))
+        inodes = (float(st.f_favail), float(st.f_files))
     except OSError:  # the data dir is gone (removed, its disk unmounted): no room for tasks
-        disk_free = inodes_free = 0.0
+        disk = inodes = (0.0, 1.0)
     pid_max = 32768
     with contextlib.suppress(OSError, ValueError):
         pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
@@ -373,13 +376,23 @@ def machine_facts(data_dir: Path) -> dict[str, Any]:
     for node in sorted(Path("/sys/devices/system/node").glob("node[0-9]*")):
         with contextlib.suppress(OSError):
             numa.append({"id": int(node.name[4:]), "cpus": (node / "cpulist").read_text().strip()})
+    measures = {
+        "memory.available": (mem.get("MemAvailable", 1 << 30) * 1024.0, mem.get("MemTotal", 1 << 30) * 1024.0),
+        "nodefs.available": disk,
+        "nodefs.inodesFree": inodes,
+        "pid.available": (float(pid_max - nprocs), float(pid_max)),
+    }
+    thresholds = thresholds if thresholds is not None else parse_eviction_hard("")
+    pressure = pressures(measures, thresholds)
     return {
         "cpus": cpus,
         "memory_mib": mem.get("MemTotal", 0) // 1024,
         "memory_available_mib": mem.get("MemAvailable", 0) // 1024,
         "numa": numa,
-        "memory_pressure": mem.get("MemAvailable", 1 << 30) < 100 * 1024,
-        "disk_pressure": disk_free < 0.10 or inodes_free < 0.05,
-        "pid_pressure": nprocs > 0.9 * pid_max,
-        "disk_free_fraction": round(disk_free, 4),
+        "memory_pressure": "MemoryPressure" in pressure,
+        "disk_pressure": "DiskPressure" in pressure,
+        "pid_pressure": "PIDPressure" in pressure,
+        "pressure": pressure,
+        "eviction_hard": {signal: t.text() for signal, t in thresholds.items()},
+        "disk_free_fraction": round(disk[0] / disk[1], 4) if disk[1] else 1.0,
     }

@@ -20,17 +20,22 @@ CONDITION_TYPES = ("Ready", "MemoryPressure", "DiskPressure", "PIDPressure", "GP
 
 def conditions(facts: dict[str, Any], gpus: GpuInventory, previous: list[dict[str, Any]], now_s: float) -> list[dict[str, Any]]:
     """kubelet-style conditions; ``last_transition`` moves only when a status changes."""
-    values = {
-        "MemoryPressure": (facts["memory_pressure"], "MemAvailable below 100 MiB" if facts["memory_pressure"] else ""),
-        "DiskPressure": (facts["disk_pressure"], "data dir below 10% free space or 5% inodes" if facts["disk_pressure"] else ""),
-        "PIDPressure": (facts["pid_pressure"], "over 90% of pid_max in use" if facts["pid_pressure"] else ""),
-        "GPUHealthy": (gpus.healthy, gpus.health_message),
-    }
-    pressure = any(values[t][0] for t in ("MemoryPressure", "DiskPressure", "PIDPressure"))
+    why = facts.get("pressure") or {}  # condition -> (what crossed, figures): agent.eviction
+    generic = {"MemoryPressure": "memory.available below the threshold",
+               "DiskPressure": "nodefs.available or nodefs.inodesFree below the threshold",
+               "PIDPressure": "pid.available below the threshold"}
+    values = {t: (bool(facts[flag]), (why[t][0] if t in why else generic[t]) if facts[flag] else "")
+              for t, flag in (("MemoryPressure", "memory_pressure"), ("DiskPressure", "disk_pressure"),
+                              ("PIDPressure", "pid_pressure"))}
+    values["GPUHealthy"] = (gpus.healthy, gpus.health_message)
     runtime_down = str(facts.get("runtime_down") or "")  # the runtime's ping failed (kubelet's runtime check)
-    ready = not pressure and gpus.healthy and not runtime_down
-    values["Ready"] = (ready, "" if ready else f"container runtime is down: {runtime_down}" if runtime_down
-                       else "node under pressure or GPUs unhealthy")
+    reasons = [f"{t}: {values[t][1]}" for t in ("MemoryPressure", "DiskPressure", "PIDPressure") if values[t][0]]
+    if not gpus.healthy:
+        reasons.append(f"GPUs unhealthy: {gpus.health_message}" if gpus.health_message else "GPUs unhealthy")
+    if runtime_down:
+        reasons.insert(0, f"container runtime is down: {runtime_down}")
+    ready = not reasons
+    values["Ready"] = (ready, "; ".join(reasons))
     old = {c["type"]: c for c in previous}
     out = []
     for t in CONDITION_TYPES:
@@ -78,7 +83,7 @@ def build_node_record(
         "gpu_source": gpus.source,
         "numa": facts.get("numa", []),
         "rdma": [r.to_json() for r in rdma],
-        "machine": {k: facts[k] for k in ("memory_available_mib", "disk_free_fraction") if k in facts},
+        "machine": {k: facts[k] for k in ("memory_available_mib", "disk_free_fraction", "eviction_hard") if k in facts},
         "conditions": conds,
         "agent": {"version": AGENT_VERSION, "url": url, "runtime": runtime, "capabilities": capabilities,
                   "started_at": started_at, "lease_id": lease_id},

@@ -50,6 +50,7 @@ PURE = [
     "agent/reconcile.py",
     "agent/strict_yaml.py",
     "agent/labels.py",
+    "agent/eviction.py",
     "agent/collective/fusion.py",
     "agent/collective/schedule.py",
 ]

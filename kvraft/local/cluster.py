@@ -93,6 +93,13 @@ class Proc:
         return pid_alive(self.pid, self.start_time)
 
 
+LOCAL_EVICTION_HARD = "nodefs.available<1Gi,nodefs.inodesFree<1%"
+"""The local agents' disk thresholds. kubelet's default, 10% of the filesystem, is 25 GiB of a
+252 GiB disk shared with other work: on such a machine (CI's) the agents went NotReady
+(DiskPressure) with the disk at 9.7% free, and a job submitted then waited for ever. kind turns
+kubelet's thresholds off for the same reason; 1 GiB still keeps tasks off a full disk."""
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     venv_bin = str(Path(sys.executable).parent)
@@ -325,7 +332,8 @@ def _up(directory: Path, spec: LocalSpec, *, timeout_s: float, say: Any) -> dict
             argv = [py, "-m", "agent.main", "--endpoints", eps, "--name", name, "--data-dir", str(home / "data"),
                     "--runtime", spec.runtime, "--labels", f"rack={rack}", "--gpu-inventory", str(inventory),
                     "--lease-ttl-s", str(spec.lease_ttl_s), "--heartbeat-s", str(spec.heartbeat_s),
-                    "--listen-url", url, "--restart-backoff-s", "1", "--node-status-s", "5"]
+                    "--listen-url", url, "--restart-backoff-s", "1", "--node-status-s", "5",
+                    "--eviction-hard", LOCAL_EVICTION_HARD]
             if tls:
                 argv += _client_flags(directory / "pki", "agent")
             argv = (net.exec_prefix(i) if net else []) + argv

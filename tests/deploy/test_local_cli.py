@@ -300,6 +300,14 @@ def test_agents_are_spread_over_exactly_the_racks_asked_for(tmp_path: Path) -> N
     spec = cluster.LocalSpec(members=1, schedulers=0, agents=4, racks=3, runtime="fake", dashboard=False)
     try:
         doc = cluster.up(tmp_path, spec, timeout_s=60.0, say=lambda m: None)
+        # and the agents' disk thresholds are the local ones (cluster.LOCAL_EVICTION_HARD), not
+        # kubelet's 10% of a disk shared with other work
+        from kvraft.client import SyncClient
+
+        with SyncClient(doc["endpoints"]) as client:
+            got = client.get("/registry/nodes/", prefix=True)
+        machines = [json.loads(kv.value)["machine"]["eviction_hard"] for kv in got.kvs]
+        assert len(machines) == 4 and {m["nodefs.available"] for m in machines} == {"1.0Gi"}, machines
     finally:
         cluster.down(tmp_path)
     racks = [p["rack"] for p in doc["processes"] if p["role"] == "agent"]
