@@ -242,7 +242,8 @@ async def test_a_runtime_that_is_down_makes_the_node_not_ready(tmp_path: Path, c
 
     runtime = Broken()
     agent = Agent(AgentConfig(endpoints=["127.0.0.1:1"], name="n-rt", data_dir=tmp_path / "agent", node_status_s=0.02,
-                              relist_s=0.01, runtime="fake"), runtime)
+                              relist_s=0.01, runtime="fake",  # Ready whatever the test machine's disk holds
+                              eviction_hard="nodefs.available<0%,nodefs.inodesFree<0%"), runtime)
     records: list[dict[str, object]] = []
 
     async def put(key: str, value: bytes, **_: object) -> None:
