@@ -306,6 +306,8 @@ class Scheduler:
         if held is not None and (post is None or not post.victims):
             when = "" if held.start_s is None else f", expected start in {max(0.0, held.start_s - now_s) / 3600:.1f} h"
             message += f"; holds a {held.kind} reservation on {held.domain}{when}"
+        if note := self.state.unusable_note():
+            message += f"; {note}"
         return PendingReason(job_id, status.code.value, status.plugin, message)
 
     # --- time-driven rank changes (LAS demotion) ---------------------------------------------

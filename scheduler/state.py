@@ -77,6 +77,7 @@ class ClusterState:
         self.index = FreeIndex()
         self.epoch = 0
         self.free_by_type: dict[str, int] = {}  # free GPUs of usable nodes
+        self.unusable: dict[str, str] = {}  # node -> "not Ready" or "cordoned" (for pending reasons)
         self.running: dict[str, JobInfo] = {}
         self.pending: dict[str, JobInfo] = {}
         self.shrunk: set[str] = set()  # running elastic jobs bound below their full size
@@ -126,6 +127,7 @@ class ClusterState:
             self.nodes[node.name] = info
             rack.nodes[node.name] = info
             self._index_in(info)
+            self._note_usable(info)
             self.epoch += 1
             return {ClusterEvent.NODE_ADDED}
         grew = (
@@ -154,10 +156,28 @@ class ClusterState:
         old.free_cpu = node.cpu_milli - used_cpu
         old.free_mem = node.memory_mib - used_mem
         self._index_in(old)
+        self._note_usable(old)
         if grew:
             self.epoch += 1
             return {ClusterEvent.NODE_ADDED}
         return {ClusterEvent.NODE_CHANGED}
+
+    def _note_usable(self, info: NodeInfo) -> None:
+        if info.usable:
+            self.unusable.pop(info.node.name, None)
+        else:
+            self.unusable[info.node.name] = "not Ready" if not info.node.healthy else "cordoned"
+
+    def unusable_note(self) -> str:
+        """Why some nodes take nothing, for a pending reason (kube-scheduler's "0/2 nodes are
+        available: 2 node(s) were not ready"): "" when every node is usable."""
+        if not self.unusable:
+            return ""
+        counts: dict[str, int] = {}
+        for why in self.unusable.values():
+            counts[why] = counts.get(why, 0) + 1
+        parts = ", ".join(f"{n} {why}" for why, n in sorted(counts.items()))
+        return f"{len(self.unusable)} of {len(self.nodes)} nodes take nothing ({parts})"
 
     def _delete_node(self, name: str) -> set[ClusterEvent]:
         info = self.nodes.get(name)
@@ -166,6 +186,7 @@ class ClusterState:
         self._index_out(info)
         del info.rack.nodes[name]
         del self.nodes[name]
+        self.unusable.pop(name, None)
         self._type_totals = None
         for job_id in list(info.holds):
             self.drop_reservation(job_id)

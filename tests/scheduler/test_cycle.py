@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import replace
 
 from scheduler.framework.registry import PluginSpec, Profile, QueueOptions
 from scheduler.model import (
@@ -18,7 +19,7 @@ from scheduler.model import (
 )
 from scheduler.profiles import profile
 from scheduler.queue import SchedulingQueue
-from scheduler.testing import cluster, make_job, make_node, make_nodes
+from scheduler.testing import cluster, make_job, make_node, make_nodes, run_pass
 
 
 def test_default_profile_places_gangs_tightly_and_explains_waits() -> None:
@@ -189,3 +190,20 @@ def test_strict_fifo_option_is_honoured_by_any_profile() -> None:
     prof = Profile("t", (PluginSpec("priority"), PluginSpec("resources")), QueueOptions(strict_fifo=True))
     sched = cluster(make_nodes(1)).scheduler(prof, jobs=[make_job("a").gpus(9).obj(), make_job("b").gpus(1).submitted(1).obj()])
     assert sched.schedule(0.0).bindings == ()
+
+
+def test_a_pending_reason_counts_the_nodes_that_take_nothing() -> None:
+    """kube-scheduler's "0/3 nodes are available: 2 node(s) were not ready": CI stop 34's jobs
+    said only 'needs 8 GPUs in one rack; the largest has 0' while every node was NotReady
+    (DiskPressure)."""
+    from scheduler.model import NodeUpdated
+
+    nodes = make_nodes(3, gpus=4)
+    sched = cluster([replace(nodes[0], healthy=False), replace(nodes[1], healthy=False),
+                     replace(nodes[2], schedulable=False)]).scheduler(profile("default"))
+    sched.handle(JobAdded(make_job("j").gang(2, 4).rack_required().obj()))
+    reason = run_pass(sched, 1.0).pending["j"]
+    assert reason.message.endswith("; 3 of 3 nodes take nothing (1 cordoned, 2 not Ready)"), reason
+    sched.handle(*(NodeUpdated(n) for n in nodes))
+    assert [b.job_id for b in run_pass(sched, 2.0).bindings] == ["j"]
+    assert sched.state.unusable == {} and sched.state.unusable_note() == ""
