@@ -139,6 +139,11 @@ def _procs(doc: dict[str, Any]) -> list[Proc]:
 
 
 def _post(url: str, path: str, body: dict[str, Any], context: ssl.SSLContext | None = None) -> int:
+    return _request(url, path, body, context)[0]
+
+
+def _request(url: str, path: str, body: dict[str, Any], context: ssl.SSLContext | None = None) -> tuple[int, Any]:
+    """POST a JSON body; (status, the decoded answer), (0, None) when nothing answered."""
     import http.client
     from urllib.parse import urlsplit
 
@@ -150,11 +155,62 @@ def _post(url: str, path: str, body: dict[str, Any], context: ssl.SSLContext | N
         conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=3)
     try:
         conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
-        return conn.getresponse().status
+        response = conn.getresponse()
+        raw = response.read()
+        try:
+            answer = json.loads(raw) if raw else None
+        except ValueError:
+            answer = None
+        return response.status, answer
     except (OSError, http.client.HTTPException):
-        return 0
+        return 0, None
     finally:
         conn.close()
+
+
+NOT_READY_GRACE_S = 20.0
+"""How long ``up`` lets a registered agent stay NotReady before it fails, naming why."""
+
+
+def _node_ready(endpoints: list[str], name: str, context: ssl.SSLContext | None) -> tuple[bool | None, str]:
+    """Whether the node record of ``name`` says Ready (None: no record yet) and its Ready message."""
+    key = base64.b64encode(f"/registry/nodes/{name}".encode()).decode()
+    for url in endpoints:
+        status, answer = _request(url, "/v3/kv/range", {"key": key}, context)
+        if status != 200 or not isinstance(answer, dict):
+            continue
+        kvs = answer.get("kvs") or []
+        if not kvs:
+            return None, ""
+        try:
+            doc = json.loads(base64.b64decode(kvs[0].get("value", "")))
+        except ValueError:
+            return None, ""
+        ready: dict[str, Any] = next((c for c in doc.get("conditions", []) if c.get("type") == "Ready"), {})
+        return doc.get("healthy") is True, str(ready.get("message", ""))
+    return None, ""
+
+
+def _wait_ready_nodes(agents: list[Proc], endpoints: list[str], context: ssl.SSLContext | None, timeout_s: float) -> None:
+    """Every agent's node Ready: one still NotReady ``NOT_READY_GRACE_S`` after it registered
+    fails ``up`` with its Ready message (kind's ``--wait``); jobs would never be placed there."""
+    deadline = time.monotonic() + timeout_s
+    seen_at: dict[str, float] = {}
+    waiting = list(agents)
+    while waiting:
+        now = time.monotonic()
+        for q in list(waiting):
+            ready, message = _node_ready(endpoints, q.name, context)
+            if ready:
+                waiting.remove(q)
+            elif ready is False and now - seen_at.setdefault(q.name, now) > NOT_READY_GRACE_S:
+                hint = " (thresholds: kvraft-agent --eviction-hard)" if "Pressure" in message else ""
+                raise ClusterError(f"agent {q.name} is not Ready: {message or 'no reason given'}{hint}; see {q.log}")
+        if waiting and time.monotonic() > deadline:
+            raise ClusterError(f"agent {waiting[0].name} never registered a Ready node in {timeout_s:.0f} s; "
+                               f"see {waiting[0].log}")
+        if waiting:
+            time.sleep(0.25)
 
 
 @contextlib.contextmanager
@@ -347,6 +403,7 @@ def _up(directory: Path, spec: LocalSpec, *, timeout_s: float, say: Any) -> dict
                 _wait(f"{q.role} {q.name}", lambda q=q: (not q.alive()) or http_ok(q.url), timeout_s, [q.log])
                 if not q.alive():
                     raise ClusterError(f"{q.role} {q.name} exited at start; see {q.log}")
+        _wait_ready_nodes([q for q in procs if q.role == "agent"], endpoints, context, timeout_s)
         if spec.schedulers:
             _wait("a scheduler leader", lambda: any(_is_leader(p.url) for p in procs if p.role == "scheduler"),
                   timeout_s, [p.log for p in procs if p.role == "scheduler"])

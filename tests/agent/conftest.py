@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from kvraft.client import Client
+from kvraft.local.cluster import LOCAL_EVICTION_HARD as TEST_EVICTION_HARD
 from kvraft.server.local import LocalCluster, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,7 +111,7 @@ class AgentProcess:
                 "--name", self.name, "--data-dir", str(self.data_dir), "--runtime", self.runtime,
                 "--listen-url", self.url, "--lease-ttl-s", "4", "--heartbeat-s", "1",
                 "--restart-backoff-s", "0.3", "--relist-s", "0.5", "--node-status-s", "1",
-                "--request-timeout-s", "10", "--log-level", "info", *self.extra]
+                "--request-timeout-s", "10", "--log-level", "info", "--eviction-hard", TEST_EVICTION_HARD, *self.extra]
 
     def start(self) -> AgentProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process

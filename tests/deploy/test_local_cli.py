@@ -315,3 +315,21 @@ def test_agents_are_spread_over_exactly_the_racks_asked_for(tmp_path: Path) -> N
     r = _cli("up", "--dir", str(tmp_path / "d"), "--agents", "2", "--racks", "3")
     assert r.returncode == 2 and "--racks" in r.stderr.splitlines()[-1], r.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_up_fails_naming_why_when_an_agent_stays_not_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent whose node is NotReady (here DiskPressure: thresholds no disk meets) fails up
+    with its Ready message, as kind's --wait; up returned and the jobs of CI stop 34 then
+    waited for ever on NotReady nodes. What up started is stopped."""
+    from kvraft.local import cluster
+
+    monkeypatch.setattr(cluster, "LOCAL_EVICTION_HARD", "nodefs.available<100%")
+    monkeypatch.setattr(cluster, "NOT_READY_GRACE_S", 1.0)
+    spec = cluster.LocalSpec(members=1, schedulers=0, agents=1, racks=1, runtime="fake", dashboard=False,
+                             node_prefix="nr")
+    with pytest.raises(cluster.ClusterError) as err:
+        cluster.up(tmp_path, spec, timeout_s=60.0, say=lambda m: None)
+    assert "agent nr-0 is not Ready: DiskPressure: nodefs.available < 100% (thresholds: kvraft-agent " \
+           "--eviction-hard)" in str(err.value), err.value
+    doc = json.loads((tmp_path / "cluster.json").read_text())
+    assert doc["processes"] and not any(pid_alive(p["pid"]) for p in doc["processes"])

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from kvraft.local.cluster import LOCAL_EVICTION_HARD as TEST_EVICTION_HARD
 from kvraft.server.local import LocalCluster, free_port
 from kvraft.testing.procs import stop_process
 from tests.agent.conftest import remove_node_cgroups
@@ -88,7 +89,7 @@ def secured(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
                        "--runtime", "process", "--gpu-inventory", str(inventory),
                        "--listen-url", f"http://127.0.0.1:{free_port()}", "--lease-ttl-s", "4", "--heartbeat-s", "1",
                        "--relist-s", "0.5", "--node-status-s", "1", "--user", agent_user,
-                       "--password", PASSWORDS[agent_user]]),
+                       "--password", PASSWORDS[agent_user], "--eviction-hard", TEST_EVICTION_HARD]),
         ):
             with open(logs / f"{name}.log", "wb") as log:
                 procs.append(subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL,

@@ -22,6 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from kvraft.local.cluster import LOCAL_EVICTION_HARD as TEST_EVICTION_HARD
 from kvraft.server.local import LocalCluster, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,7 +156,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         s.start("agent", [PY, "-m", "agent", "--endpoints", eps, "--name", node, "--data-dir", str(s.agent_data),
                           "--runtime", "process", "--labels", "rack=rack-0", "--gpu-inventory", str(inventory),
                           "--listen-url", s.urls["agent"], "--lease-ttl-s", "4", "--heartbeat-s", "1",
-                          "--relist-s", "0.5", "--node-status-s", "1", "--request-timeout-s", "10"])
+                          "--relist-s", "0.5", "--node-status-s", "1", "--request-timeout-s", "10",
+                          "--eviction-hard", TEST_EVICTION_HARD])
         dash = s.start("dashboard", [PY, "-m", "scheduler.dashboard.main", "--endpoints", eps,
                                      "--listen-url", "http://127.0.0.1:0", "--scheduler-url", s.urls["scheduler"],
                                      "--poll-s", "0.5"], ready_line=True)

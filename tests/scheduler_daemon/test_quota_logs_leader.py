@@ -13,6 +13,7 @@ from pathlib import Path
 from harness import ROOT, Procs, job, jobctl, no_double_allocation, phase, wait_for, write_yaml
 
 from kvraft.client import Op, SyncClient
+from kvraft.local.cluster import LOCAL_EVICTION_HARD as TEST_EVICTION_HARD
 from kvraft.server.local import LocalCluster, free_port
 from scheduler import keys
 from scheduler.jobs import normalize_job
@@ -92,7 +93,8 @@ def test_jobctl_logs_through_the_agent(procs: Procs, tmp_path: Path) -> None:
         procs.start("agent", [PY, "-m", "agent", "--endpoints", ",".join(eps), "--name", "n-logs",
                               "--data-dir", str(data_dir), "--runtime", "process", "--gpu-inventory", str(inv),
                               "--labels", "rack=r1", "--listen-url", f"http://127.0.0.1:{port}",
-                              "--lease-ttl-s", "4", "--heartbeat-s", "1", "--relist-s", "0.5"])
+                              "--lease-ttl-s", "4", "--heartbeat-s", "1", "--relist-s", "0.5",
+                              "--eviction-hard", TEST_EVICTION_HARD])
         procs.scheduler("sched-a")
         script = "for i in 1 2 3 4 5; do echo line-$i; sleep 1; done; echo to-stderr >&2"
         job_yaml = (f"name: talk\ntasks:\n  - {{name: main, command: {json.dumps(['sh', '-c', script])}, "

@@ -27,6 +27,7 @@ from kvraft.client import (
     TLSConfig,
     UnauthenticatedError,
 )
+from kvraft.local.cluster import LOCAL_EVICTION_HARD as TEST_EVICTION_HARD
 from kvraft.server.config import ConfigError, parse_config
 from kvraft.server.local import LocalCluster, free_port
 
@@ -195,7 +196,7 @@ def test_agent_registers_its_node_over_tls(tls_cluster, tmp_path) -> None:
         [sys.executable, "-m", "agent", "--endpoints", endpoints, "--name", "tls-node", "--runtime", "fake",
          "--data-dir", str(tmp_path / "agent"), "--listen-url", f"http://127.0.0.1:{free_port()}",
          "--lease-ttl-s", "10", "--heartbeat-s", "2", "--cacert", str(pki / "ca.crt"),
-         "--cert", str(pki / "admin.crt"), "--key", str(pki / "admin.key")],
+         "--cert", str(pki / "admin.crt"), "--key", str(pki / "admin.key"), "--eviction-hard", TEST_EVICTION_HARD],
         cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     log.close()
     try:
@@ -285,7 +286,8 @@ def _an_agents_task_as_nobody_uses_its_token(cluster: LocalCluster, pki: Path) -
         [sys.executable, "-m", "agent", "--endpoints", endpoints, "--name", "rank-node", "--runtime", "process",
          "--data-dir", str(root / "agent"), "--listen-url", f"http://127.0.0.1:{free_port()}",
          "--lease-ttl-s", "10", "--heartbeat-s", "2", "--relist-s", "0.5", "--cacert", str(root / "ca.crt"),
-         "--cert", str(pki / "admin.crt"), "--key", str(pki / "admin.key"), "--user", "agent", "--password", "agentpw"],
+         "--cert", str(pki / "admin.crt"), "--key", str(pki / "admin.key"), "--user", "agent", "--password", "agentpw",
+         "--eviction-hard", TEST_EVICTION_HARD],
         cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     log.close()
     b64 = lambda s: base64.b64encode(s.encode()).decode()  # noqa: E731
