@@ -61,6 +61,16 @@ def reconfigure(url: str, path: str, doc: dict[str, Any], timeout_s: float = 30.
         time.sleep(0.5)
 
 
+def add_learner(cluster: Any, via: str, name: str = "m3") -> tuple[Any, str]:
+    """``member/add`` a learner through member ``via`` for a new (not started) process
+    ``name``; (the process, the learner's ID as the gateway writes it)."""
+    newcomer = cluster.add_process(name)
+    code, body = reconfigure(cluster.url(via), "/v3/cluster/member/add",
+                             {"peerURLs": [newcomer.peer_url], "isLearner": True})
+    assert code == 200 and body["member"]["isLearner"] is True, body
+    return newcomer, body["member"]["ID"]
+
+
 class Writer:
     """Writes ``w/<n>`` keys round-robin through the running members in a thread and
     records which writes were acknowledged (HTTP 200)."""

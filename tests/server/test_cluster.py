@@ -10,7 +10,7 @@ import msgpack
 
 from kvraft.server.local import free_port, post
 from tests.server.conftest import FAST_FLAGS, start_cluster
-from tests.server.helpers import Writer, b64, get, put, reconfigure, unb64, wait_until
+from tests.server.helpers import Writer, add_learner, b64, get, put, reconfigure, unb64, wait_until
 
 
 def test_every_member_serves_writes_and_linearizable_reads(kv_cluster) -> None:
@@ -160,11 +160,7 @@ def test_members_added_and_removed_under_load(kv_cluster) -> None:
     with Writer(cluster) as writer:
         writer.wait_acked(20)
         leader = cluster.wait_leader()
-        newcomer = cluster.add_process("m3")
-        code, body = reconfigure(cluster.url(leader), "/v3/cluster/member/add",
-                                 {"peerURLs": [newcomer.peer_url], "isLearner": True})
-        assert code == 200, body
-        assert body["member"]["isLearner"] is True
+        newcomer, _ = add_learner(cluster, leader)
         names = [*(n for n in cluster.members if n != "m3"), "m3"]
         cluster.start_member("m3", cluster.initial_cluster(names), "existing")
 
@@ -295,11 +291,7 @@ def test_a_learner_not_in_sync_is_not_promoted_through_any_member(kv_cluster) ->
     reached (a follower forwards it); a learner that never started stays a learner."""
     cluster = kv_cluster
     leader = cluster.wait_leader()
-    never_started = cluster.add_process("m3")
-    code, body = reconfigure(cluster.url(leader), "/v3/cluster/member/add",
-                             {"peerURLs": [never_started.peer_url], "isLearner": True})
-    assert code == 200, body
-    learner = body["member"]["ID"]
+    _, learner = add_learner(cluster, leader)
     follower = next(n for n in cluster.members if n not in (leader, "m3"))
 
     def follower_knows_it() -> bool:
@@ -374,11 +366,7 @@ def test_a_learner_serves_reads_and_forwards_writes(tmp_path) -> None:
     cluster = start_cluster(tmp_path, extra=[*FAST_FLAGS, "--auto-promote-learners=false"])
     try:
         leader = cluster.wait_leader()
-        learner = cluster.add_process("m3")
-        code, body = reconfigure(cluster.url(leader), "/v3/cluster/member/add",
-                                 {"peerURLs": [learner.peer_url], "isLearner": True})
-        assert code == 200, body
-        learner_id = body["member"]["ID"]
+        _, learner_id = add_learner(cluster, leader)
         cluster.start_member("m3", cluster.initial_cluster(["m0", "m1", "m2", "m3"]), "existing")
         wait_until(lambda: post(cluster.url("m3"), "/v3/maintenance/status", {})[0] == 200, 60,
                    what="the learner to serve")
