@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -151,6 +153,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = ap.parse_args(argv)
     if getattr(ns, "racks", None) is not None and ns.racks > ns.agents:
         ap.error(f"argument --racks: {ns.racks} racks for {ns.agents} agents: at most one rack per agent")
+    terminated: list[int] = []
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (a service manager, `timeout`, kill) ends up and demo as Ctrl-C does: what
+        # they started is stopped; it killed the CLI outright and left the cluster running
+        def on_term(signum: int, frame: Any) -> None:
+            terminated.append(signum)
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, on_term)
     try:
         if ns.verb == "up":
             doc = up(ns.dir, _spec(ns))
@@ -187,8 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         # up stops what it had started before the interrupt reaches here (each was recorded)
         done = {"up": "; what up had started is stopped", "demo": f"; stop with: kvraft-local down --dir {ns.dir}"}
-        print(f"kvraft-local: interrupted{done.get(ns.verb, '')}", file=sys.stderr)
-        return 130
+        how = "terminated" if terminated else "interrupted"
+        print(f"kvraft-local: {how}{done.get(ns.verb, '')}", file=sys.stderr)
+        return 143 if terminated else 130
     return 2
 
 

@@ -221,13 +221,18 @@ def _interrupt_after() -> Iterator[None]:
         yield
         return
     got: list[int] = []
-    old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    olds = {sig: signal.signal(sig, lambda signum, frame: got.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
-    if got and callable(old):
-        old(signal.SIGINT, None)  # the default handler raises KeyboardInterrupt
+        for sig, old in olds.items():
+            signal.signal(sig, old)
+    if got:
+        handler = olds[got[0]]
+        if callable(handler):
+            handler(got[0], None)  # SIGINT's default handler (or the CLI's SIGTERM one) raises KeyboardInterrupt
+        elif handler == signal.SIG_DFL and got[0] == signal.SIGTERM:
+            os.kill(os.getpid(), signal.SIGTERM)  # no handler of ours: die as SIGTERM does
 
 
 def _wait(what: str, cond: Any, timeout_s: float, logs: list[str]) -> None:
