@@ -228,7 +228,7 @@ def _interrupt_after() -> Iterator[None]:
         for sig, old in olds.items():
             signal.signal(sig, old)
     if got:
-        handler = olds[got[0]]
+        handler = olds[signal.Signals(got[0])]
         if callable(handler):
             handler(got[0], None)  # SIGINT's default handler (or the CLI's SIGTERM one) raises KeyboardInterrupt
         elif handler == signal.SIG_DFL and got[0] == signal.SIGTERM:
