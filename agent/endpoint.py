@@ -9,7 +9,8 @@
   log (latest attempt by default; ``previous=1`` the one before it, kubelet's previous), from
   the rotated CRI files, from ``since_seconds`` ago or ``since_time`` (RFC 3339) on when given; ``follow`` streams new lines
   until the attempt has ended and its log is drained, surviving rotation (the reader follows
-  the rotated file to its end, then opens the new one), and ends when the client goes. A
+  the rotated file to its end, then the file written after it, however many rotations it fell
+  behind), and ends when the client goes. A
   ``tail`` below -1, an ``attempt`` not >= 1 or a ``stream`` other than stdout/stderr is a
   400; an attempt the task never had, a 404; HEAD, a 405.
 - ``GET /stats/{job}/{task}``: cgroup counters of the running attempt.
@@ -231,17 +232,43 @@ def _read_lines(files: list[Path]) -> tuple[list[bytes], tuple[int, int]]:
     return lines, read_to
 
 
+def _inode(path: Path) -> int:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return -1
+
+
+def _after_inode(files: list[Path], inode: int) -> Path | None:
+    """The log file written after the one with ``inode`` (``files`` oldest first); None while
+    that one is still the newest. When it is gone (rotated out), every file left is newer: the
+    oldest of them."""
+    inodes = [_inode(p) for p in files]
+    if inode in inodes:
+        i = inodes.index(inode)
+        return files[i + 1] if i + 1 < len(files) else None
+    return files[0] if files else None
+
+
 async def _follow(request: web.Request, key: str, attempt: int, path: Path, read_to: tuple[int, int],
                   resp: web.StreamResponse, timestamps: bool, stream: str, since: float | None = None) -> None:
     """Stream lines appended after the initial read (``read_to``: the inode and offset it
-    ended at; a file rotated since is followed from its start); follow rotation by inode.
-    Ends when the attempt has ended and its log is drained, or when the client has gone (a
-    write notices that, but a quiet task writes nothing: checked at each idle poll)."""
+    ended at), file after file in the order they were written: a follow that falls behind
+    two rotations (a busy task, a slow client) reads the middle file too, where it jumped to
+    the newest one and skipped it. Ends when the attempt has ended and its log is drained, or
+    when the client has gone (a write notices that, but a quiet task writes nothing: checked
+    at each idle poll)."""
     agent = request.app[AGENT_KEY]
-    f = open(path, "rb")  # noqa: SIM115 - closed below
+    files = agent.runtime.log_files(key, attempt)
+    inodes = [_inode(p) for p in files]
+    if read_to[0] in inodes:  # where the read ended, wherever rotation has moved that file
+        first, offset = files[inodes.index(read_to[0])], read_to[1]
+    else:
+        first, offset = (_after_inode(files, read_to[0]) or path), 0
+    f = open(first, "rb")  # noqa: SIM115 - closed below
     try:
         inode = os.fstat(f.fileno()).st_ino
-        f.seek(read_to[1] if inode == read_to[0] else 0)
+        f.seek(offset if inode == read_to[0] else 0)
         buf = b""
         ended_polls = 0
         while True:
@@ -256,10 +283,12 @@ async def _follow(request: web.Request, key: str, attempt: int, path: Path, read
                     if out is not None:
                         await resp.write(out)
                 continue
-            with contextlib.suppress(OSError):
-                if os.stat(path).st_ino != inode:  # rotated: the old file is complete; open the new one
+            following = _after_inode(agent.runtime.log_files(key, attempt), inode)
+            if following is not None:  # rotated: this file is complete; go on with the next one
+                with contextlib.suppress(OSError):
+                    nxt = open(following, "rb")  # noqa: SIM115
                     f.close()
-                    f = open(path, "rb")  # noqa: SIM115
+                    f = nxt
                     inode = os.fstat(f.fileno()).st_ino
                     continue
             if request.transport is None or request.transport.is_closing():

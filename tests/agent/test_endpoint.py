@@ -351,3 +351,34 @@ async def test_logs_since_a_time_and_of_the_previous_attempt(endpoint) -> None:
         await asyncio.sleep(0.05)
     assert await (await endpoint.get("/logs/je/done")).text() == "three\n"
     assert await (await endpoint.get("/logs/je/done?previous=true")).text() == "one\ntwo\n"
+
+
+async def test_a_follow_that_falls_two_rotations_behind_reads_the_middle_file(endpoint, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The task writes and its log rotates twice between the follow's first read and its next
+    look: the follow reads the rest of the file it was in (now output.log.2), then output.log.1,
+    then output.log. It opened output.log, the newest, and the middle file's lines were never
+    shown (session 40's note)."""
+    import agent.endpoint as endpoint_module
+
+    adir = tmp_path / "agent" / "tasks" / "je" / "done" / "1"
+    log = adir / "output.log"
+    real_read = endpoint_module._read_lines
+
+    def read_then_two_rotations(files):
+        out = real_read(files)
+        stamp = b"2026-01-01T00:00:00.000000000Z stdout F "
+        with open(log, "ab") as f:
+            f.write(stamp + b"four\n")
+        for n, text in ((1, b"five"), (2, b"six")):
+            for k in range(n, 0, -1):  # output.log.k -> .k+1, then output.log -> .1
+                older = adir / f"output.log.{k}"
+                if older.exists():
+                    older.rename(adir / f"output.log.{k + 1}")
+            log.rename(adir / "output.log.1")
+            log.write_bytes(stamp + text + b"\n")
+        return out
+
+    monkeypatch.setattr(endpoint_module, "_read_lines", read_then_two_rotations)
+    r = await endpoint.get("/logs/je/done?follow=1")
+    assert await r.text() == "one\ntwo\nfour\nfive\nsix\n"
