@@ -200,7 +200,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
         await resp.prepare(request)
         # the rotated files can be tens of MB: read them off the event loop, which also renews
         # the node lease
-        lines, read_to = await asyncio.to_thread(_read_lines, files)
+        lines, read_to = await asyncio.to_thread(_read_lines, files, tail if tail >= 0 and since is None else None)
         if since is not None:
             lines = _after(lines, since)
         if tail >= 0:
@@ -217,19 +217,26 @@ async def logs(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-def _read_lines(files: list[Path]) -> tuple[list[bytes], tuple[int, int]]:
+def _read_lines(files: list[Path], need: int | None = None) -> tuple[list[bytes], tuple[int, int]]:
     """The files' lines, and where a follow goes on: ``(inode, offset)`` of the last file's
-    end of its last whole line (a line being written is left for the follow to finish)."""
-    lines: list[bytes] = []
+    end of its last whole line (a line being written is left for the follow to finish).
+    With ``need`` (a tail), the files are read newest first and the older ones only while
+    fewer lines than that are in hand: ``tail=10`` of a task with 5 rotated 10 MiB files read
+    all 50 MiB."""
+    chunks: list[list[bytes]] = []
     read_to = (0, 0)
-    for n, path in enumerate(files):
-        with contextlib.suppress(OSError), open(path, "rb") as f:
+    have = 0
+    for n in range(len(files) - 1, -1, -1):
+        if need is not None and have >= need and n < len(files) - 1:
+            break
+        with contextlib.suppress(OSError), open(files[n], "rb") as f:
             data = f.read()
             if n == len(files) - 1:
                 whole = data.rfind(b"\n") + 1
                 read_to, data = (os.fstat(f.fileno()).st_ino, whole), data[:whole]
-            lines.extend(data.splitlines())
-    return lines, read_to
+            chunks.append(data.splitlines())
+            have += len(chunks[-1])
+    return [ln for chunk in reversed(chunks) for ln in chunk], read_to
 
 
 def _inode(path: Path) -> int:

@@ -319,8 +319,8 @@ async def test_a_follow_misses_nothing_written_after_the_first_read(endpoint, tm
     log.write_bytes(log.read_bytes() + b"2026-01-01T00:00:00.000000000Z stdout F thr")  # a line being written
     real_read = endpoint_module._read_lines
 
-    def read_then_the_task_writes(files):
-        out = real_read(files)
+    def read_then_the_task_writes(files, need=None):
+        out = real_read(files, need)
         with open(log, "ab") as f:
             f.write(b"ee\n2026-01-01T00:00:00.000000000Z stdout F four\n")
         return out
@@ -365,8 +365,8 @@ async def test_a_follow_that_falls_two_rotations_behind_reads_the_middle_file(en
     log = adir / "output.log"
     real_read = endpoint_module._read_lines
 
-    def read_then_two_rotations(files):
-        out = real_read(files)
+    def read_then_two_rotations(files, need=None):
+        out = real_read(files, need)
         stamp = b"2026-01-01T00:00:00.000000000Z stdout F "
         with open(log, "ab") as f:
             f.write(stamp + b"four\n")
@@ -382,3 +382,33 @@ async def test_a_follow_that_falls_two_rotations_behind_reads_the_middle_file(en
     monkeypatch.setattr(endpoint_module, "_read_lines", read_then_two_rotations)
     r = await endpoint.get("/logs/je/done?follow=1")
     assert await r.text() == "one\ntwo\nfour\nfive\nsix\n"
+
+
+def test_a_tail_reads_only_the_newest_files_it_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tail=N reads the files newest first and stops once N lines are in hand (it read every
+    rotated file: 50 MiB for tail=10 at the default 5 x 10 MiB)."""
+    import builtins
+
+    import agent.endpoint as endpoint_module
+
+    files = []
+    for n in range(3):  # oldest first, 3 lines each
+        p = tmp_path / f"f{n}"
+        p.write_bytes(b"".join(f"2026-01-01T00:00:00Z stdout F {n}-{i}\n".encode() for i in range(3)))
+        files.append(p)
+    opened: list[str] = []
+
+    def counting_open(path, *args, **kwargs):
+        opened.append(Path(path).name)
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(endpoint_module, "open", counting_open, raising=False)
+    lines, read_to = endpoint_module._read_lines(files, 2)
+    assert (opened, [ln.rsplit(b" ", 1)[1] for ln in lines]) == (["f2"], [b"2-0", b"2-1", b"2-2"])
+    assert read_to == (files[2].stat().st_ino, files[2].stat().st_size)
+    opened.clear()
+    assert len(endpoint_module._read_lines(files, 4)[0]) == 6 and opened == ["f2", "f1"]
+    opened.clear()
+    assert len(endpoint_module._read_lines(files)[0]) == 9 and opened == ["f2", "f1", "f0"]
+    opened.clear()
+    assert endpoint_module._read_lines(files, 0)[0][-1].endswith(b"2-2") and opened == ["f2"]
