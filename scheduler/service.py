@@ -111,7 +111,8 @@ class SchedulerDaemon(RunLifecycle):
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
-        await self.client.open()
+        if not self.client.is_open:  # run() opened it already, waiting for kvraft
+            await self.client.open()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.informer.run()))
         self._tasks.append(loop.create_task(self._main()))

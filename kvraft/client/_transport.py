@@ -136,6 +136,7 @@ class Transport:
         self.codec: Codec = MSGPACK_CODEC if encoding == "msgpack" else JSON_CODEC
         self.prefix = "/v3"
         self.server_version: dict[str, Any] = {}
+        self._opened = False  # open() succeeded, close() not called since
         self._rng = rng or random.Random()
         self._pinned = 0
         self._counts = {"requests": 0, "retries": 0, "failovers": 0, "logins": 0, "streams": 0}
@@ -163,8 +164,14 @@ class Transport:
                 # that needs one logs in then: "user name is empty")
                 if "authentication is not enabled" not in exc.message:
                     raise
+        self._opened = True
+
+    @property
+    def is_open(self) -> bool:
+        return self._opened
 
     async def close(self) -> None:
+        self._opened = False
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -129,6 +129,12 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
         await self.close()
 
     @property
+    def is_open(self) -> bool:
+        """Whether ``open()`` succeeded and ``close()`` was not called since (a daemon that
+        waited with ``open_when_reachable`` starts without reaching and logging in again)."""
+        return self._transport.is_open
+
+    @property
     def endpoints(self) -> list[str]:
         return list(self._transport.endpoints)
 

@@ -114,7 +114,8 @@ class Dashboard:
                       request_timeout_s=self.config.request_timeout_s)
 
     async def start(self, app: web.Application) -> None:
-        await self.client.open()
+        if not self.client.is_open:  # main() opened it already, waiting for kvraft
+            await self.client.open()
         self.auth = (await self.client.auth_status()).enabled
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         await self.live.start()

@@ -326,3 +326,21 @@ async def test_open_when_reachable_retries_a_probe_that_needs_a_leader(fake) -> 
         assert await client.open_when_reachable(asyncio.Event(), probe=client.auth_status,
                                                 on_retry=lambda e, d: retries.append(type(e).__name__))
     assert len(retries) == 2 and set(retries) <= {"UnavailableError", "EndpointError"}, retries
+
+
+async def test_is_open_after_a_successful_open_until_close(fake) -> None:  # type: ignore[no-untyped-def]
+    """kvraft-scheduler and kvraft-dashboard wait for kvraft with open_when_reachable, then
+    started with a second open (another /version and another login); they now ask is_open."""
+    member, url = fake
+    member.routes["/auth/authenticate"] = lambda b: (200, {"header": HEADER, "token": "tok.1"})
+    client = Client([url], user="alice", password="pw")
+    assert not client.is_open
+    assert await client.open_when_reachable(asyncio.Event())
+    assert client.is_open and [c[0] for c in member.calls] == ["/auth/authenticate"]
+    await client.close()
+    assert not client.is_open
+    member.routes["/auth/authenticate"] = lambda b: (
+        400, {"error": "bad", "message": "etcdserver: authentication failed, invalid user ID or password", "code": 3})
+    with pytest.raises(ServerError):
+        await client.open()
+    assert not client.is_open
