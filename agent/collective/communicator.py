@@ -301,7 +301,11 @@ class Communicator:
         self.cross: Backend | None = None
         if use_h and self.size > 1:
             self.local = backend.split(self.hierarchy.node_index[self.rank], self.rank)
-            self.cross = backend.split(0 if self.local_rank == 0 else 1, self.rank)
+            try:
+                self.cross = backend.split(0 if self.local_rank == 0 else 1, self.rank)
+            except BaseException:
+                self.local.close()  # its sockets (a TCP sub-ring) were left open
+                raise
         self.hierarchical = self.local is not None
         self.backend_name = backend.name + ("+hierarchical" if self.hierarchical else "")
         atexit.register(self._atexit)

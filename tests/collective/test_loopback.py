@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -455,3 +456,40 @@ def test_a_closed_communicator_says_so_on_the_one_call_path_too() -> None:
         return type(info.value).__name__
 
     assert run_ranks(LoopbackWorld(2), body, timeout_s=20) == ["CollectiveError"] * 2
+
+
+def test_a_failed_cross_group_split_closes_the_local_group() -> None:
+    """Hierarchical set-up splits a node-local group, then the cross-node one; when the second
+    split failed, the first group (a TCP backend's ring sockets) was left open (session 40's note)."""
+    world = LoopbackWorld(2)
+    closed: list[int] = []
+
+    class SecondSplitFails:
+        def __init__(self, inner: Any) -> None:
+            self.inner, self.splits = inner, 0
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        def split(self, color: int, key: int) -> Any:
+            self.splits += 1
+            if self.splits == 2:
+                raise RuntimeError("cross split failed")
+            sub = self.inner.split(color, key)
+            sub.close = lambda r=self.inner.rank: closed.append(r)
+            return sub
+
+    errors: list[str] = []
+
+    def rank(r: int) -> None:
+        try:
+            gx.Communicator(SecondSplitFails(world.backend(r)), placement=["n0", "n1"], hierarchical=True)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == ["cross split failed"] * 2 and sorted(closed) == [0, 1]
