@@ -23,6 +23,7 @@ that session's kvraft calls (job panel, logs lookup, cancel, suspend, requeue, c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -105,6 +106,7 @@ class Dashboard:
         self.live = LiveState(self.client, scheduler_urls=config.scheduler_urls, poll_s=config.poll_s,
                               usage_poll_s=config.usage_poll_s)
         self.auth = False
+        self._auth_watch: asyncio.Task[None] | None = None
         self.sessions: dict[str, Session] = {}
         self.http: aiohttp.ClientSession | None = None
         self._closing: set[asyncio.Task[None]] = set()  # expired sessions' clients (the loop keeps weak refs)
@@ -119,11 +121,32 @@ class Dashboard:
         self.auth = (await self.client.auth_status()).enabled
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         await self.live.start()
+        self._auth_watch = asyncio.get_running_loop().create_task(self._follow_auth_mode())
+
+    async def _follow_auth_mode(self) -> None:
+        """kvraft's auth turned on or off after the dashboard started: every ``poll_s`` (with
+        the member status) the mode is read again. It was read once at start: a dashboard
+        started before ``auth enable`` kept serving the cluster, and with --allow-writes
+        cancels and cordons under its own identity, to anyone without a login."""
+        while True:
+            await asyncio.sleep(self.config.poll_s)
+            try:
+                enabled = (await self.client.auth_status()).enabled
+            except ClientError:
+                continue  # kvraft unreachable: the mode stays as last seen
+            if enabled != self.auth:
+                log.warning("kvraft auth is now %s: %s", "on" if enabled else "off",
+                            "a login is required" if enabled else "no login is asked for")
+                self.auth = enabled  # an open stream without a session ends at its next message
 
     async def close_streams(self, app: web.Application) -> None:
         self.live.publish({"bye": True})
 
     async def stop(self, app: web.Application) -> None:
+        if self._auth_watch is not None:
+            self._auth_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._auth_watch
         await self.live.stop()
         if self._closing:
             await asyncio.wait(set(self._closing))
