@@ -270,12 +270,12 @@ async def _follow(request: web.Request, key: str, attempt: int, path: Path, read
     inodes = [_inode(p) for p in files]
     if read_to[0] in inodes:  # where the read ended, wherever rotation has moved that file
         first, offset = files[inodes.index(read_to[0])], read_to[1]
-    else:
-        first, offset = (_after_inode(files, read_to[0]) or path), 0
+    else:  # rotated out since: every file left is newer
+        first, offset = (files[0] if files else path), 0
     f = open(first, "rb")  # noqa: SIM115 - closed below
     try:
         inode = os.fstat(f.fileno()).st_ino
-        f.seek(offset if inode == read_to[0] else 0)
+        f.seek(offset if inode == read_to[0] else 0)  # (replaced between the listing and the open)
         buf = b""
         ended_polls = 0
         while True:

@@ -20,13 +20,9 @@ CONDITION_TYPES = ("Ready", "MemoryPressure", "DiskPressure", "PIDPressure", "GP
 
 def conditions(facts: dict[str, Any], gpus: GpuInventory, previous: list[dict[str, Any]], now_s: float) -> list[dict[str, Any]]:
     """kubelet-style conditions; ``last_transition`` moves only when a status changes."""
-    why = facts.get("pressure") or {}  # condition -> (what crossed, figures): agent.eviction
-    generic = {"MemoryPressure": "memory.available below the threshold",
-               "DiskPressure": "nodefs.available or nodefs.inodesFree below the threshold",
-               "PIDPressure": "pid.available below the threshold"}
-    values = {t: (bool(facts[flag]), (why[t][0] if t in why else generic[t]) if facts[flag] else "")
-              for t, flag in (("MemoryPressure", "memory_pressure"), ("DiskPressure", "disk_pressure"),
-                              ("PIDPressure", "pid_pressure"))}
+    pressure = facts.get("pressure") or {}  # condition -> (what crossed, figures): agent.eviction
+    values = {t: (t in pressure, pressure[t][0] if t in pressure else "")
+              for t in ("MemoryPressure", "DiskPressure", "PIDPressure")}
     values["GPUHealthy"] = (gpus.healthy, gpus.health_message)
     runtime_down = str(facts.get("runtime_down") or "")  # the runtime's ping failed (kubelet's runtime check)
     reasons = [f"{t}: {values[t][1]}" for t in ("MemoryPressure", "DiskPressure", "PIDPressure") if values[t][0]]

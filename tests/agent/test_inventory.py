@@ -87,8 +87,8 @@ def test_node_record_feeds_the_scheduler_model(tmp_path) -> None:
     inv = tmp_path / "g.json"
     inv.write_text('{"count": 8, "model": "H100", "islands": [8]}')
     g = load_gpu_inventory(inv)
-    facts = {"cpus": 2, "memory_mib": 24000, "memory_pressure": False, "disk_pressure": True,
-             "pid_pressure": False, "numa": []}
+    facts = {"cpus": 2, "memory_mib": 24000, "numa": [],
+             "pressure": {"DiskPressure": ("nodefs.available < 10%", "nodefs.available 1.0Gi (0.4%) < 10%")}}
     conds = conditions(facts, g, [], 100.0)
     rec = build_node_record("n7", {"rack": "r3", "spine": "s1"}, facts, g, (), conds, runtime="process",
                             capabilities={}, url="http://x", started_at=1.0, lease_id=5)
@@ -98,7 +98,7 @@ def test_node_record_feeds_the_scheduler_model(tmp_path) -> None:
     assert (node.gpus, node.islands, node.rack, node.healthy) == (8, (8,), "r3", False)
     by_type = {c["type"]: c for c in conds}
     assert by_type["DiskPressure"]["status"] == "True" and by_type["Ready"]["status"] == "False"
-    later = conditions({**facts, "disk_pressure": False}, g, conds, 200.0)
+    later = conditions({**facts, "pressure": {}}, g, conds, 200.0)
     assert {c["type"]: c["last_transition"] for c in later} == {
         "Ready": 200.0, "MemoryPressure": 100.0, "DiskPressure": 200.0, "PIDPressure": 100.0, "GPUHealthy": 100.0}
 
