@@ -23,7 +23,8 @@ from kvraft.server.config import Config, ConfigError, parse_config
 from kvraft.server.corruption import CorruptionError
 from kvraft.server.crl import CRLError
 from kvraft.server.force_new import ForceNewClusterError
-from kvraft.server.node import Node
+from kvraft.server.join import JoinError
+from kvraft.server.node import Node, join_cluster, must_join
 from kvraft.server.tls import AutoTLSError, apply_auto_tls, client_ssl_context
 from kvraft.server.tls_accept import AcceptingTCPSite
 from kvraft.server.wal_dir import DataDirError
@@ -77,7 +78,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
         loop.add_signal_handler(sig, stop.set)
     apply_auto_tls(config)
     client_ssl = client_ssl_context(config)
-    node = Node(config)
+    node = Node(config, await join_cluster(config) if must_join(config) else None)
     app = make_app(node)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()  # (starts the member: its peers, its Raft loop, its stores)
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         advice = "" if "refusing" in str(exc) else f"; {REFUSE_DAMAGED}"
         print(f"kvraft: {exc}{advice}", file=sys.stderr)
         return 1
-    except (CorruptionError, ForceNewClusterError, DataDirError) as exc:
+    except (CorruptionError, ForceNewClusterError, DataDirError, JoinError) as exc:
         print(f"kvraft: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a URL's port taken, a data dir it may not write: etcd's one line, not a traceback

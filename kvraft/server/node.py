@@ -13,6 +13,7 @@ import contextlib
 import functools
 import logging
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from kvraft.server.config import Config, cluster_id_for, member_id_for
 from kvraft.server.corruption import CorruptionChecker
 from kvraft.server.driver import NodeDriver
 from kvraft.server.force_new import force_new_cluster, require_log
+from kvraft.server.join import Joined, describe, fetch_cluster, match_members
 from kvraft.server.learner_ready import LearnerReadyCheck, caught_up
 from kvraft.server.membership import Member, Membership
 from kvraft.server.node_status import MemberCounters, NodeStatusMixin
@@ -89,8 +91,36 @@ def _existing_log(data_dir: Path, wal_path: Path) -> Path | None:
     return wal_path if any(wal_path.glob("*.wal")) else None
 
 
+def must_join(config: Config) -> bool:
+    """A member started ``--initial-cluster-state existing`` with nothing in its data dir: it
+    asks its peers for the cluster and its id (``join_cluster``) before it starts."""
+    if config.initial_cluster_state != "existing" or config.force_new_cluster:
+        return False
+    data_dir = Path(config.data_dir)
+    if (data_dir / "members.json").exists():
+        return False
+    return _existing_log(data_dir, wal_location(data_dir, config.wal_dir)) is None
+
+
+async def join_cluster(config: Config) -> Joined:
+    """The cluster as the peers in ``--initial-cluster`` tell it, checked against that flag
+    (``kvraft.server.join``); ``JoinError`` names what is wrong."""
+    initial = config.initial_members()
+    own = initial[config.name]
+    others = [url for name, urls in initial.items() if name != config.name for url in urls]
+    _, client_ssl = peer_ssl_contexts(config)
+    remote = await fetch_cluster(
+        others, config.name, own, cluster_key(config.initial_cluster_token, config.peer_secret_file), client_ssl,
+        CertRule("peer", config.peer_cert_allowed_cn, config.peer_cert_allowed_hostname))
+    ids = match_members(initial, config.name, remote)
+    log.info("joining cluster %x as member %x (the members as %s told them)", remote.cluster_id, ids[config.name],
+             remote.source)
+    return Joined(remote, ids[config.name])
+
+
 class Node(NodeStatusMixin):
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, joined: Joined | None = None) -> None:
+        """``joined``: what ``join_cluster`` found, for a member that ``must_join``."""
         self.config = config
         # the gateway's calls by etcd's gRPC method (api.grpc_stats); timed with --metrics extensive
         self.grpc_stats = GrpcStats(timed=config.metrics == "extensive")
@@ -103,12 +133,19 @@ class Node(NodeStatusMixin):
         require_writable(self.data_dir, wal_path, self.data_dir / "mvcc.lmdb")
         check_storage_version(self.data_dir)
         record_wal_dir(self.data_dir, wal_path)
+        if joined is not None:  # (nothing in the data dir: its id is the cluster's answer)
+            write_durably(self.data_dir / "member_id", f"{joined.member_id}\n")
+            write_durably(self.data_dir / "cluster_id", str(joined.cluster.cluster_id))
         self.member_id = self._load_member_id(member_id_for(config.initial_advertise_peer_urls,
                                                             config.initial_cluster_token))
         initial = config.initial_members()
         initial_ids = {name: member_id_for(urls, config.initial_cluster_token) for name, urls in initial.items()}
         self.membership = Membership(self.data_dir / "members.json")
-        if not self.membership.load():
+        if joined is not None:
+            self.membership.members = {m.member_id: m for m in joined.cluster.members}
+            self.membership.removed = set(joined.cluster.removed)
+            self.membership.save()
+        elif not self.membership.load():
             if (data_dir_log := _existing_log(self.data_dir, wal_path)) is not None:
                 raise DataDirError(
                     f"{self.data_dir / 'members.json'} is missing, but the data dir has a Raft log ({data_dir_log}): "
@@ -119,8 +156,6 @@ class Node(NodeStatusMixin):
                 member = Member(initial_ids[name], name, list(urls))
                 self.membership.members[member.member_id] = member
             self.membership.save()
-            if config.initial_cluster_state == "existing" and not config.force_new_cluster:
-                self.membership.guess_from_flags(self.member_id)
         self.membership.own_id = self.member_id
         new_cluster = config.initial_cluster_state == "new" and not config.force_new_cluster
         self.cluster_id = self._load_cluster_id()
@@ -185,6 +220,7 @@ class Node(NodeStatusMixin):
             handshake_failures=self.handshake_failures,
             is_removed=lambda member_id: member_id in self.membership.removed,
             on_removed=self._told_removed,
+            describe=self._describe,
         )
         self.driver = NodeDriver(
             self.member_id,
@@ -284,6 +320,11 @@ class Node(NodeStatusMixin):
             log.error("the member has been permanently removed from the cluster (told by %x); stopping "
                       "(the data-dir used by this member must be removed)", peer)
             self.removed = True
+
+    def _describe(self) -> list[Any]:
+        """The cluster, for a member joining it (``kvraft.server.join``)."""
+        return describe(self.cluster_id, self.state.applied_index(), self.membership.sorted_members(),
+                        self.membership.removed)
 
     def _sync_peers(self) -> None:
         wanted = {m.member_id: m.peer_urls[0] for m in self.membership.members.values() if m.peer_urls}
@@ -456,10 +497,11 @@ class Node(NodeStatusMixin):
         peer_urls = self.membership.check_add(peer_urls, is_learner, self.config.max_learners)
         if self.config.strict_reconfig_check:
             self.reconfig.may_add(is_learner)
-        # Deterministic, so the new member (started with --initial-cluster-state existing)
-        # knows its own id; a removed id is never reused (etcd: "ID removed").
-        member_id = member_id_for(peer_urls, self.config.initial_cluster_token)
-        if member_id in self.membership.removed:
+        # etcd's: a hash of the URLs, the token and the time, so a member removed and added
+        # back at its URL is another member (the new one asks the peers for its id:
+        # kvraft.server.join); a removed id is never reused (etcd: "ID removed").
+        member_id = member_id_for(peer_urls, f"{self.config.initial_cluster_token}|{time.time_ns()}")
+        if member_id in self.membership.removed or member_id in self.membership.members:
             raise FailedPrecondition("etcdserver: ID removed")
         kind = ConfChangeType.ADD_LEARNER if is_learner else ConfChangeType.ADD_VOTER
         await self._conf_change(kind, MemberOp("add", member_id, "", list(peer_urls), [], is_learner))

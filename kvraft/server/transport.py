@@ -11,7 +11,11 @@ Handshake (before any frame is accepted), with ``key`` the cluster secret (from
     listener -> [nonce_l, HMAC(key, "listener" | nonce_d | nonce_l | from | to)]
     dialer   -> [HMAC(key, "dialer" | nonce_d | nonce_l | from | to)]
 
-Both sides prove they hold the key; a peer that fails is dropped. Mutual TLS can be layered
+Both sides prove they hold the key; a peer that fails is dropped. A member joining an
+existing cluster does not know its id yet: it says hello as ``0`` to ``0`` and, once both
+sides are proven, the listener answers one frame, the cluster as it knows it (the
+``describe`` callback: etcd's ``/members`` on the peer port), and closes
+(``ask_cluster``; ``kvraft.server.join``). Mutual TLS can be layered
 underneath (``ssl`` contexts), and the HMAC exchange then runs inside TLS. A dial refused (a
 certificate this side does not accept, or a listener that closes before answering the hello,
 as one that refuses our certificate does) is logged as a warning once per distinct error,
@@ -50,7 +54,7 @@ from kvraft.server import wire
 from kvraft.server.cert_names import CertRule
 from kvraft.server.tls_accept import HandshakeFailures, accepting
 
-__all__ = ["PeerTransport", "TransportStats", "cluster_key"]
+__all__ = ["PeerTransport", "TransportStats", "WrongKey", "ask_cluster", "cluster_key"]
 
 log = logging.getLogger("kvraft.transport")
 
@@ -138,6 +142,59 @@ class _Removed(ConnectionError):
     (etcd's 410 Gone to a removed member's stream)."""
 
 
+class WrongKey(ConnectionError):
+    """The listener's answer to the hello does not prove it holds this member's key: the two
+    have different ``--initial-cluster-token`` (or ``--peer-secret-file``) values."""
+
+
+async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: bytes, source: int,
+                     target: int, where: str, tls: bool) -> None:
+    """The dialer's side of the handshake (module docstring), on a connection just opened."""
+    nonce_d = os.urandom(16)
+    writer.write(_frame(["kvraft-peer", 1, source, target, nonce_d]))
+    async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+        try:
+            reply = await _read_frame(reader)
+        except (asyncio.IncompleteReadError, ConnectionResetError):
+            # (a TLS listener refusing our certificate closes without an alert: asyncio)
+            raise _Refused(f"{where} closed the connection without answering the hello"
+                           + (" (does it refuse our certificate?)" if tls else "")) from None
+    nonce_l, mac_l = bytes(reply[0]), bytes(reply[1])
+    if hmac.compare_digest(_mac(key, b"removed", nonce_d, nonce_l, source, target), mac_l):
+        raise _Removed(f"{where} says this member was removed from the cluster")
+    if not hmac.compare_digest(_mac(key, b"listener", nonce_d, nonce_l, source, target), mac_l):
+        raise WrongKey(f"{where} does not hold this member's cluster key")
+    writer.write(_frame([_mac(key, b"dialer", nonce_d, nonce_l, source, target)]))
+    await writer.drain()
+
+
+async def ask_cluster(url: str, key: bytes, client_ssl: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None,
+                      cert_rule: CertRule | None = None) -> Any:
+    """The cluster as the member listening at peer URL ``url`` knows it (its ``describe``
+    answer), asked as a member that has no id yet. Raises ``WrongKey``, ``OSError`` (not
+    reachable, refused), ``TimeoutError``, ``ValueError`` (not a kvraft member's answer)."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 2380
+    context = client_ssl() if callable(client_ssl) else client_ssl
+    async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+        reader, writer = await asyncio.open_connection(host, port, ssl=context if parts.scheme == "https" else None)
+    try:
+        why = (cert_rule or CertRule("peer")).refusal(writer.get_extra_info("peercert"))
+        if why:
+            raise _Refused(f"{host}:{port}: {why}")
+        await _handshake(reader, writer, key, 0, 0, f"{host}:{port}", parts.scheme == "https")
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+            try:
+                return await _read_frame(reader)
+            except asyncio.IncompleteReadError:
+                raise _Refused(f"{host}:{port} closed the connection without describing the cluster "
+                               "(a member of an older version?)") from None
+    except (IndexError, TypeError, msgpack.UnpackException) as exc:
+        raise ValueError(f"{host}:{port}: not a kvraft member's answer ({exc!r})") from None
+    finally:
+        writer.close()
+
+
 async def _read_frame(reader: asyncio.StreamReader) -> Any:
     return (await _read_sized_frame(reader))[0]
 
@@ -171,8 +228,11 @@ class PeerTransport:
         handshake_failures: HandshakeFailures | None = None,
         is_removed: Callable[[int], bool] | None = None,
         on_removed: Callable[[int], None] | None = None,
+        describe: Callable[[], Any] | None = None,
     ) -> None:
         self.member_id = member_id
+        self._describe = describe
+        """The answer to a joining member (``ask_cluster``); None: such hellos are refused."""
         self._is_removed = is_removed or (lambda _id: False)
         """Whether a dialer's id was removed from the cluster: its hello is answered so."""
         self._on_removed = on_removed or (lambda _id: None)
@@ -318,25 +378,8 @@ class PeerTransport:
             why = self.cert_rule.refusal(writer.get_extra_info("peercert"))
             if why:
                 raise _Refused(f"{peer.host}:{peer.port}: {why}")
-            nonce_d = os.urandom(16)
-            writer.write(_frame(["kvraft-peer", 1, self.member_id, peer.member_id, nonce_d]))
-            async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
-                try:
-                    reply = await _read_frame(reader)
-                except (asyncio.IncompleteReadError, ConnectionResetError):
-                    # (a TLS listener refusing our certificate closes without an alert: asyncio)
-                    raise _Refused(f"{peer.host}:{peer.port} closed the connection without answering the hello"
-                                   + (" (does it refuse our certificate?)" if context is not None else "")) from None
-            nonce_l, mac_l = bytes(reply[0]), bytes(reply[1])
-            want = _mac(self._key, b"listener", nonce_d, nonce_l, self.member_id, peer.member_id)
-            gone = _mac(self._key, b"removed", nonce_d, nonce_l, self.member_id, peer.member_id)
-            if hmac.compare_digest(gone, mac_l):
-                raise _Removed(f"{peer.host}:{peer.port} says this member was removed from the cluster")
-            if not hmac.compare_digest(want, mac_l):
-                raise ConnectionError(f"peer {peer.member_id:x} failed authentication")
-            mac_d = _mac(self._key, b"dialer", nonce_d, nonce_l, self.member_id, peer.member_id)
-            writer.write(_frame([mac_d]))
-            await writer.drain()
+            await _handshake(reader, writer, self._key, self.member_id, peer.member_id,
+                             f"peer {peer.member_id:x} at {peer.host}:{peer.port}", context is not None)
         except BaseException:
             writer.close()
             raise
@@ -476,14 +519,16 @@ class PeerTransport:
         hist.observe(seconds)
 
     # -- receiving --------------------------------------------------------------------
-    def _hello(self, hello: Any) -> tuple[int, bytes, bytes]:
-        """Check a dialer's hello; (its id, its nonce, this listener's nonce)."""
+    def _hello(self, hello: Any) -> tuple[int, int, bytes, bytes]:
+        """Check a dialer's hello; (its id, the id it addressed, its nonce, this listener's
+        nonce). ``0`` to ``0`` is a joining member asking for the cluster."""
         if not (isinstance(hello, list) and len(hello) == 5 and hello[0] == "kvraft-peer" and hello[1] == 1):
             raise ValueError("not a kvraft peer hello")
         source, target, nonce_d = int(hello[2]), int(hello[3]), bytes(hello[4])
-        if target != self.member_id:
+        joining = source == target == 0 and self._describe is not None
+        if target != self.member_id and not joining:
             raise ValueError(f"hello addressed to {target:x}, this member is {self.member_id:x}")
-        return source, nonce_d, os.urandom(16)
+        return source, target, nonce_d, os.urandom(16)
 
     def _received(self, source: int, frame: Any, size: int, chunks: dict[int, list[bytes]]) -> None:
         """One frame from an authenticated peer, to the handler (raises when malformed)."""
@@ -521,6 +566,8 @@ class _Inbound(asyncio.Protocol):
         self.transport: Any = None
         self.buffer = bytearray()
         self.source = 0
+        self.target = 0
+        """The id the dialer addressed: this member's, or 0 from a joining member."""
         self.state = "hello"  # -> "answer" -> "frames" | "closed"
         self.nonces = (b"", b"")
         self.chunks: dict[int, list[bytes]] = {}
@@ -588,23 +635,28 @@ class _Inbound(asyncio.Protocol):
         if self.state == "frames":
             owner._received(self.source, frame, size, self.chunks)
         elif self.state == "hello":
-            self.source, nonce_d, nonce_l = owner._hello(frame)
+            self.source, self.target, nonce_d, nonce_l = owner._hello(frame)
             self.nonces = (nonce_d, nonce_l)
             if owner._is_removed(self.source):  # answered (with the key) and closed
-                mac = _mac(owner._key, b"removed", nonce_d, nonce_l, self.source, owner.member_id)
+                mac = _mac(owner._key, b"removed", nonce_d, nonce_l, self.source, self.target)
                 self.transport.write(_frame([nonce_l, mac]))
                 log.warning("refused the connection of removed member %x", self.source)
                 self.close()
                 return
-            mac = _mac(owner._key, b"listener", nonce_d, nonce_l, self.source, owner.member_id)
+            mac = _mac(owner._key, b"listener", nonce_d, nonce_l, self.source, self.target)
             self.transport.write(_frame([nonce_l, mac]))
             self.state = "answer"
         elif self.state == "answer":
-            want = _mac(owner._key, b"dialer", *self.nonces, self.source, owner.member_id)
+            want = _mac(owner._key, b"dialer", *self.nonces, self.source, self.target)
             if not (isinstance(frame, list) and frame and hmac.compare_digest(want, bytes(frame[0]))):
                 raise ValueError(f"member {self.source:x} failed authentication")
-            self.state = "frames"
             if self.timer is not None:
                 self.timer.cancel()
                 self.timer = None
+            if self.target == 0 and owner._describe is not None:  # a joining member: one answer
+                self.transport.write(_frame(owner._describe()))
+                log.info("described the cluster to a joining member at %s", self.transport.get_extra_info("peername"))
+                self.close()
+                return
+            self.state = "frames"
             log.info("peer %x: accepted its connection", self.source)
