@@ -175,14 +175,14 @@ async def ask_cluster(url: str, key: bytes, client_ssl: ssl.SSLContext | Callabl
     reachable, refused), ``TimeoutError``, ``ValueError`` (not a kvraft member's answer)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 2380
-    context = client_ssl() if callable(client_ssl) else client_ssl
+    context = client_ssl() if callable(client_ssl) else client_ssl  # (as a member's dial: TLS when configured)
     async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
-        reader, writer = await asyncio.open_connection(host, port, ssl=context if parts.scheme == "https" else None)
+        reader, writer = await asyncio.open_connection(host, port, ssl=context)
     try:
         why = (cert_rule or CertRule("peer")).refusal(writer.get_extra_info("peercert"))
         if why:
             raise _Refused(f"{host}:{port}: {why}")
-        await _handshake(reader, writer, key, 0, 0, f"{host}:{port}", parts.scheme == "https")
+        await _handshake(reader, writer, key, 0, 0, f"{host}:{port}", context is not None)
         async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
             try:
                 return await _read_frame(reader)

@@ -26,6 +26,7 @@ from kvraft.client import (
     SyncClient,
     TLSConfig,
     UnauthenticatedError,
+    UnavailableError,
 )
 from kvraft.local.cluster import LOCAL_EVICTION_HARD as TEST_EVICTION_HARD
 from kvraft.server.config import ConfigError, parse_config
@@ -109,6 +110,33 @@ def test_client_with_ca_and_certificate_writes_through_one_member_reads_through_
     # endpoints without a scheme mean https when TLS options are given
     with SyncClient([urls[2].removeprefix("https://")], tls=_admin(pki)) as client:
         assert client.get("tls/k").kvs[0].value == b"v1"
+
+
+def test_a_member_joins_over_peer_tls(tls_cluster) -> None:
+    """A joining member asks its peers for the cluster over the peer TLS (and the cluster
+    key), then is removed again (the module's cluster is shared)."""
+    cluster, pki = tls_cluster
+    make_certs(pki, "m3=127.0.0.1")
+    member = cluster.add_process("m3")
+    member.client_url = member.client_url.replace("http://", "https://")
+    member.peer_url = member.peer_url.replace("http://", "https://")
+    member.extra = [arg.replace(str(pki / "m0"), str(pki / "m3")) for arg in cluster.members["m0"].extra]
+
+    def unless_unhealthy(call):  # type: ignore[no-untyped-def]  # (--strict-reconfig-check: peers just up)
+        try:
+            return call()
+        except UnavailableError:
+            return None
+
+    with SyncClient([cluster.members["m0"].client_url], tls=_admin(pki)) as client:
+        added = wait_for(lambda: unless_unhealthy(lambda: client.member_add([member.peer_url])), what="member add")
+        try:
+            cluster.start_member("m3", cluster.initial_cluster(), "existing")
+            wait_for(lambda: _read_ok(member.client_url, _admin(pki)), what="m3 serving after joining over TLS")
+        finally:
+            wait_for(lambda: unless_unhealthy(lambda: client.member_remove(added.member.id)), what="member remove")
+            cluster.stop_member("m3")
+            del cluster.members["m3"]
 
 
 def test_a_client_without_a_certificate_is_refused(tls_cluster) -> None:
