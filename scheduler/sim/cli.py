@@ -216,7 +216,9 @@ def _parser() -> argparse.ArgumentParser:
                         "run, or set the weight of one they run (repeatable; applied before --set, "
                         "which may then set its arguments), e.g. endtime or topology:4")
     p.add_argument("--estimates", choices=ESTIMATORS, default="history")
-    p.add_argument("--quotas", choices=("helios", "none"), default="helios")
+    p.add_argument("--quotas", choices=("helios", "none"), default="helios",
+                   help="helios: each VC of the Helios Philly table gets its share of the cluster as "
+                        "a quota (a VC not in the table has none, with a warning); none: no quotas")
     p.add_argument("--cross-rack-scale", type=_real(0), default=1.0)
     p.add_argument("--no-slowdown", action="store_true")
     p.add_argument("--restart-s", type=_real(0), default=30.0)
@@ -243,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
         node_shapes = read_nodes(opts.node_csv) if opts.node_csv else None
     except (OSError, TraceError) as e:
         return _error(str(e))
+    cpu_only = [t for t in trace if t.gpus == 0]
+    if cpu_only:  # (Helios and the Philly analyses leave them out too: no GPU to schedule)
+        print(f"# note: {len(cpu_only)} jobs with num_gpus 0 left out (the replay schedules GPUs), "
+              f"e.g. {cpu_only[0].job_id}", file=sys.stderr)
+        trace = [t for t in trace if t.gpus > 0]
     if not trace:
         return _error(f"--trace {opts.trace}: no jobs to replay")
     if node_shapes is not None and not any(s.gpus > 0 for s in node_shapes):
@@ -267,6 +274,12 @@ def main(argv: list[str] | None = None) -> int:
             Scheduler(with_args(with_plugins(profile(name), opts.plugin), opts.set))
         except (ValueError, KeyError) as e:
             return _error(f"--plugin/--set: {e.args[0] if isinstance(e, KeyError) else e}")
+    unknown = sorted({t.vc for t in trace} - set(HELIOS_VC_NODES))
+    if opts.quotas == "helios" and unknown:
+        jobs_out = sum(1 for t in trace if t.vc in unknown)
+        print(f"# warning: --quotas helios: {len(unknown)} VCs of the trace ({', '.join(unknown[:5])}"
+              f"{', ...' if len(unknown) > 5 else ''}; {jobs_out} of {len(trace)} jobs) are not in the "
+              "Helios table and run without a quota", file=sys.stderr)
     jobs: list[dict[str, Any]] = []
     for seed in seeds:
         shapes: tuple[NodeShape, ...] = ()

@@ -138,6 +138,8 @@ class Simulation:
         running = 0
         idle_since: float | None = None  # all submitted, nothing running, some job still pending
         while submit_at < len(trace) or heap:
+            if submit_at == len(trace) and done == len(trace):
+                break  # every job finished: the scheduler's timers (flushes, aging) change nothing now
             now = min(trace[submit_at].submit_s if submit_at < len(trace) else float("inf"),
                       heap[0][0] if heap else float("inf"))
             if now > horizon:

@@ -82,6 +82,17 @@ def test_a_replay_ends_when_a_job_fits_nowhere(name: str) -> None:
     assert summarize(name, result)["unfinished"] == 1
 
 
+@pytest.mark.parametrize("name", ["default", "b4"])
+def test_the_makespan_ends_with_the_last_job(name: str) -> None:
+    """The replay used to run on through the scheduler's own timers after the last job
+    finished (a 100 s trace reported a 64 h makespan)."""
+    nodes = build_nodes(ClusterSpec(2, 8, 1))
+    trace = [TraceJob("a", "v", 10.0, 2, 100.0), TraceJob("b", "w", 20.0, 1, 50.0)]
+    result = Simulation(trace, nodes, profile(name), slowdown=SlowdownModel(nodes, 0)).run()
+    assert result.end_s == max(r.finish_s for r in result.records) == 110.0
+    assert summarize(name, result)["makespan_h"] == 110.0 / 3600
+
+
 def test_strict_fifo_makes_small_jobs_wait_behind_the_gang() -> None:
     nodes = build_nodes(ClusterSpec(2, 8, 1))
     trace = [TraceJob("busy", "v", 0.0, 4, 3600.0), TraceJob("gang", "v", 1.0, 16, 600.0)]
@@ -258,6 +269,26 @@ def test_cli_refuses_a_malformed_trace_naming_the_line(tmp_path: Path, text: str
     assert main(["--trace", str(path), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("python -m scheduler.sim: error: ") and says in err and err.count("\n") == 1
+
+
+def test_cli_leaves_out_cpu_only_jobs_and_warns_of_vcs_without_quota(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A trace other than Philly's: its VCs are not in the Helios table (before: no quota for
+    any, silently), and jobs with no GPU (before: replayed and counted as one-GPU jobs)."""
+    path = tmp_path / "t.csv"
+    path.write_text(HEADER + "cpu,team-a,0,0,10\nj1,team-a,0,2,10\nj2,6214e9,5,1,10\n")
+    assert main(["--trace", str(path), "--nodes", "2", "--racks", "1", "--policy", "default", "--json",
+                 "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out.splitlines()[0])["jobs"] == 2
+    assert "# note: 1 jobs with num_gpus 0 left out (the replay schedules GPUs), e.g. cpu" in err
+    assert "# warning: --quotas helios: 1 VCs of the trace (team-a; 1 of 2 jobs) are not in the Helios table" in err
+    assert main(["--trace", str(path), "--nodes", "2", "--racks", "1", "--policy", "default", "--json",
+                 "--no-progress", "--quotas", "none"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    path.write_text(HEADER + "cpu,team-a,0,0,10\n")
+    assert main(["--trace", str(path), "--no-progress"]) == 2
+    assert "no jobs to replay" in capsys.readouterr().err
 
 
 def test_cli_refuses_a_missing_trace_or_node_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
