@@ -5,7 +5,7 @@ Routes:
 - ``GET /``, ``/static/{app.js,app.css}``: the page (package data, no build step);
 - ``GET /api/session``: ``{"auth", "user", "can_write"}``; ``POST /api/login`` (JSON
   ``{"user", "password"}``, kvraft's authenticate) sets an HttpOnly, SameSite=Strict session
-  cookie; ``POST /api/logout``;
+  cookie; ``POST /api/logout``; every POST needs the page's ``X-Requested-With`` header;
 - ``GET /api/stream``: Server-Sent Events; the first message is the whole state
   (``snapshot``), then diffs (``set``/``del`` of items) and trainer ``progress`` records;
 - ``GET /api/jobs/{job}``: a job's panel (timeline, placement, loss/accuracy per epoch);
@@ -201,11 +201,19 @@ class Dashboard:
             raise web.HTTPUnauthorized(text=json.dumps({"error": "login required"}), content_type="application/json")
         return s
 
-    def writer(self, request: web.Request) -> Client:
-        s = self.require(request)
+    @staticmethod
+    def from_page(request: web.Request) -> None:
+        """A POST must carry the page's ``X-Requested-With`` (403 without): a form on another
+        site cannot set a header, and a script there may not without CORS, which is never
+        granted. So no other site makes a browser log in (into an account of the attacker's
+        choosing: a JSON body passes as a text/plain form), log out or write."""
         if request.headers.get("X-Requested-With") != "kvraft-dashboard":
             raise web.HTTPForbidden(text=json.dumps({"error": "missing X-Requested-With"}),
                                     content_type="application/json")
+
+    def writer(self, request: web.Request) -> Client:
+        s = self.require(request)
+        self.from_page(request)
         if s is None:
             if not self.config.allow_writes:
                 raise web.HTTPForbidden(text=json.dumps({"error": "read-only dashboard (start it with --allow-writes)"}),
@@ -270,6 +278,7 @@ class Dashboard:
         return web.json_response({"auth": True, "user": s.user if s else None, "can_write": bool(s and s.can_write)})
 
     async def login(self, request: web.Request) -> web.Response:
+        self.from_page(request)
         try:
             body = await request.json()
             user, password = body["user"], body.get("password", "")
@@ -307,6 +316,7 @@ class Dashboard:
         return resp
 
     async def logout(self, request: web.Request) -> web.Response:
+        self.from_page(request)
         s = self.sessions.pop(request.cookies.get(COOKIE, ""), None)
         if s is not None:
             await s.client.close()

@@ -5,6 +5,7 @@ at once) gets a clear answer and leaves nothing behind."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 from unittest import mock
@@ -13,7 +14,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
-from scheduler.dashboard.app import Dashboard, DashboardConfig, make_app
+from scheduler.dashboard.app import COOKIE, Dashboard, DashboardConfig, make_app
+
+PAGE = {"X-Requested-With": "kvraft-dashboard"}
 
 
 @pytest.fixture
@@ -47,8 +50,20 @@ async def test_api_routes_that_do_not_exist_or_take_another_method_answer_json(
             assert resp.headers["Allow"], (method, path)
     resp = await client.put("/api/login")
     assert resp.headers["Allow"] == "POST"
-    resp = await client.post("/api/login", data=b"{" * (2 << 20))
+    resp = await client.post("/api/login", data=b"{" * (2 << 20), headers=PAGE)
     assert resp.status == 413 and "exceeded" in (await resp.json())["error"]
+
+
+@pytest.mark.parametrize("path", ["/api/login", "/api/logout"])
+async def test_login_and_logout_need_the_pages_header(dash: tuple[TestClient[Any, Any], Dashboard], path: str) -> None:
+    """A form on another site could log the browser in (into the attacker's account: a JSON
+    body passes as text/plain) or out; only the page sets ``X-Requested-With``."""
+    client, d = dash
+    d.auth = True
+    body = json.dumps({"user": "ops", "password": "x"})
+    resp = await client.post(path, data=body, headers={"Content-Type": "text/plain"})
+    assert resp.status == 403 and (await resp.json())["error"] == "missing X-Requested-With"
+    assert COOKIE not in resp.cookies
 
 
 async def test_login_fields_that_are_not_strings_are_a_400(dash: tuple[TestClient[Any, Any], Dashboard]) -> None:
@@ -57,7 +72,7 @@ async def test_login_fields_that_are_not_strings_are_a_400(dash: tuple[TestClien
     d.auth = True
     for body in ({"user": None, "password": "x"}, {"user": ["ops"], "password": "x"}, {"user": 7},
                  {"user": "ops", "password": None}, {"user": "ops", "password": 1}):
-        resp = await client.post("/api/login", json=body)
+        resp = await client.post("/api/login", json=body, headers=PAGE)
         assert resp.status == 400, (body, resp.status)
         assert "must be strings" in (await resp.json())["error"], body
 
