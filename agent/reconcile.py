@@ -39,6 +39,11 @@ Rules, in the order they are applied per task key:
    runtime resources are cleaned (logs kept); the restart policy decides whether a new
    attempt starts after kubelet's backoff (``Pending`` / ``BackOff`` is reported meanwhile,
    and a ``Wakeup`` asks the shell to call again when the backoff ends).
+   5b. An attempt lost before anything of it ran (``Observed.never_ran``: the agent died
+   between writing its handle and its supervisor or container existing) is no exit of the
+   task's: it is cleaned and a new attempt starts at once, whatever the restart policy, and
+   it counts in no restart limit (kubelet re-creates a pod's containers after its own crash).
+   Until 2026-12-06 it was reported ``Failed`` / ``Lost``, and a ``Never`` task failed.
 6. A desired task whose assignment is *stopping* (the scheduler preempts, evicts, suspends or
    resizes the run: ``Assignment.stopping``, Kubernetes' deletionTimestamp) starts nothing and
    restarts nothing; a live attempt is stopped with its grace period, and once none is live
@@ -144,6 +149,9 @@ class Observed:
     held: bool = True  # runtime resources (container, cgroups, bundle) not yet released
     grace_s: float = 30.0
     gpus: tuple[int, ...] = ()  # the GPU indices it was given
+    never_ran: bool = False
+    """Lost before its supervisor or container existed (the agent died while starting it):
+    nothing of the task ran, so it is no exit of the task's (rule 5b)."""
 
     @property
     def live(self) -> bool:
@@ -402,7 +410,7 @@ def reconcile(
             _claim(holders, key, spec)
             continue
         latest = current[-1]
-        restarts = len(current) - 1
+        restarts = sum(1 for a in current[:-1] if not a.never_ran)
         for a in current[:-1]:  # earlier attempts of this placement: release what they hold
             if a.live and not a.stop_requested:
                 actions.append(Stop(key, a.attempt, a.grace_s, "superseded", stimulus_id))
@@ -413,6 +421,14 @@ def reconcile(
             status = TaskStatus(phase, latest.attempt, restarts, started_at_s=latest.started_at_s or None)
             if is_newer(status, assignment.revision, rep):
                 actions.append(Report(key, assignment.revision, status, stimulus_id))
+            continue
+        if latest.never_ran:  # rule 5b: started again at once, whatever the policy; nothing reported
+            if latest.held:
+                actions.append(Cleanup(key, latest.attempt, stimulus_id))
+            if any(a.live for a in attempts) or _busy_gpus(key, spec, holders):
+                continue
+            actions.append(Start(key, next_attempt, assignment.revision, spec, stimulus_id))
+            _claim(holders, key, spec)
             continue
         status = _exit_status(latest, restarts)
         if latest.held:
@@ -497,13 +513,14 @@ def _stop_placement(assignment: Assignment, current: list[Observed], reported: R
     # a report of this placement at a later attempt than the agent still knows of (its state
     # gone) is ended at that attempt, so the end is reported all the same
     last = reported.attempt if reported is not None and reported.revision == assignment.revision else 0
-    if current:
-        status = _exit_status(current[-1], len(current) - 1)
-        if current[-1].stop_requested:
+    ran = [a for a in current if not a.never_ran]
+    if ran:
+        status = _exit_status(ran[-1], len(ran) - 1)
+        if ran[-1].stop_requested:
             status = _replace_message(status, f"stopped by the scheduler ({why})")
         if status.attempt < last:
             status = dataclasses.replace(status, attempt=last)
-    else:  # never started here (or its attempts are gone)
+    else:  # never started here (or its attempts are gone, or the agent died starting them)
         status = TaskStatus(Phase.FAILED, attempt=last, restarts=0, reason="Killed",
                             message=f"stopped before it started ({why})")
     if is_newer(status, assignment.revision, reported):

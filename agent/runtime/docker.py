@@ -262,15 +262,19 @@ class DockerRuntime(SupervisedRuntime):
         exit_doc = read_json(adir / "exit.json")
         if exit_doc is not None:
             return Observed(state=AttemptState.EXITED, started_at_s=doc_seconds(exit_doc, "started_at"),
-                            exit=exit_info(exit_doc), **base)
+                            exit=exit_info(exit_doc), never_ran=exit_doc.get("never_ran") is True, **base)
         info = await self._inspect(cid)
         if info is None:
             if (key, attempt) in self._starting or time.time() - doc_seconds(handle, "created_at") < 10:
                 return Observed(state=AttemptState.STARTING, **base)
-            write_json(adir / "lost.json", {"at": time.time(), "message": "container vanished"})
-            doc = {"exit_code": None, "reason": "Lost", "message": "container vanished", "finished_at": time.time()}
+            # no log_path: the container was never created (the agent died before its create)
+            never_ran = not (adir / "log_path").exists()
+            message = "never started (agent died while starting)" if never_ran else "container vanished"
+            write_json(adir / "lost.json", {"at": time.time(), "message": message, "never_ran": never_ran})
+            doc = {"exit_code": None, "reason": "Lost", "message": message, "finished_at": time.time(),
+                   "never_ran": never_ran}
             write_json(adir / "exit.json", doc)
-            return Observed(state=AttemptState.LOST, exit=exit_info(doc), **base)
+            return Observed(state=AttemptState.LOST, exit=exit_info(doc), never_ran=never_ran, **base)
         state = info["State"]
         started = _ts(state.get("StartedAt"))
         if not (adir / "log_path").exists() and info.get("LogPath"):

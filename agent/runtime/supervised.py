@@ -434,7 +434,8 @@ class SupervisedRuntime:
                             exit=exit_info(exit_doc), **base)
         lost = self._cached(adir, "lost.json", names)
         if lost is not None:
-            return Observed(state=AttemptState.LOST, started_at_s=started_at, exit=_lost_info(lost), **base)
+            return Observed(state=AttemptState.LOST, started_at_s=started_at, exit=_lost_info(lost),
+                            never_ran=lost.get("never_ran") is True, **base)
         shim = self._cached(adir, "shim.json")  # not from the listing: a missing shim can mean lost
         if pid_alive(shim):
             state = AttemptState.RUNNING if started else AttemptState.STARTING
@@ -449,9 +450,9 @@ class SupervisedRuntime:
             return Observed(state=AttemptState.EXITED, started_at_s=started_at, exit=exit_info(exit_doc), **base)
         message = "the task's supervisor died; exit status unknown" if shim else "never started (agent died while starting)"
         await self._kill_remains(handle, adir)
-        write_json(adir / "lost.json", {"at": time.time(), "message": message})
+        write_json(adir / "lost.json", {"at": time.time(), "message": message, "never_ran": shim is None})
         return Observed(state=AttemptState.LOST, started_at_s=started_at,
-                        exit=ExitInfo(None, None, False, time.time(), "Lost", message), **base)
+                        exit=ExitInfo(None, None, False, time.time(), "Lost", message), never_ran=shim is None, **base)
 
     def _rebuilt_handle(self, key: str, attempt: int) -> dict[str, Any]:
         """What an attempt whose handle does not read is known by: its directory's names."""
