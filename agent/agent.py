@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.config import AgentConfig
+from agent.datadir import DataDirGone, DirIdentity
 from agent.devices import (
     GpuInventory,
     RdmaDevice,
@@ -152,6 +153,10 @@ class Agent:
         self.config = config
         self.name = config.name
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = DirIdentity(config.data_dir)
+        self.fatal = ""
+        """Why the agent stopped acting (its data dir gone); ``failed`` is set with it."""
+        self.failed = asyncio.Event()
         self.runtime = runtime if runtime is not None else make_runtime(config)
         self.client = client or Client(
             config.endpoints, request_timeout_s=config.request_timeout_s, user=config.user or None,
@@ -241,6 +246,11 @@ class Agent:
             await asyncio.wait(set(self._start_tasks), timeout=STOP_STARTS_S)
         await cancel_and_wait(*self._action_tasks)
         self._tasks.clear()
+        if self.fatal:  # (agent.datadir) what runs of the tasks no attempt owns now: kill it
+            with contextlib.suppress(Exception):
+                swept = await self.runtime.sweep()
+                self.orphans_swept += len(swept)
+                log.warning("stopped the tasks whose state was lost", extra={"fields": {"orphans": swept}})
         if self._transport is not None:
             self._transport.close()
         await self.runtime.close()
@@ -545,6 +555,11 @@ class Agent:
             try:
                 await self.reconcile_once()
                 self._reconcile_error = ""
+            except DataDirGone as exc:  # the attempts' state is gone: acting on it would double them
+                self.fatal = f"{exc}; its tasks' state is gone: stopping them and exiting"
+                log.critical(self.fatal)
+                self.failed.set()
+                return
             except RuntimeUnavailable as exc:  # dockerd down: one line when it starts, not a traceback a pass
                 if str(exc) != self._reconcile_error:
                     log.warning("reconcile pass failed: container runtime unavailable", extra={"fields": {"error": str(exc)}})
@@ -556,6 +571,7 @@ class Agent:
 
     async def reconcile_once(self) -> list[Action]:
         t0 = time.perf_counter()
+        self.data_dir.check()
         self.observed = await self.runtime.observe()
         stimulus_id = f"{self.name}-{next(self._stimulus)}"
         actions = reconcile(self.desired, self.observed, self.reported, time.time(),

@@ -70,9 +70,15 @@ async def run(config: AgentConfig) -> int:
     logging.getLogger("kvraft.agent").info(
         "started", extra={"fields": {"node": config.name, "runtime": agent.runtime.name, "url": config.listen_url,
                                      "endpoints": config.endpoints, "t": time.time()}})
-    await stop.wait()
+    stopped, failed = asyncio.ensure_future(stop.wait()), asyncio.ensure_future(agent.failed.wait())
+    await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    failed.cancel()
     await agent.stop()
     await runner.cleanup()
+    if agent.fatal:
+        print(f"kvraft-agent: {agent.fatal}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -223,3 +223,29 @@ async def test_malformed_keys_and_values_do_not_stop_the_agent(agents, kv) -> No
     await assign(kv, "n-mal", "jm", "nul", {"command": ["true"], "env": {"A": "b\0c"}})
     nul = await wait_status(kv, "jm", "nul", "Failed", agent=a, timeout_s=20)
     assert (nul["reason"], nul["message"]) == ("InvalidSpec", "spec.env.A: contains a NUL character")
+
+
+async def test_a_data_dir_removed_under_the_agent_stops_its_tasks_and_the_agent(agents, kv) -> None:
+    """The attempts' state is in the data dir. Removed while the agent ran, the agent saw no
+    attempts, reported the running task lost and (restart policy Always) started it again
+    beside the copy still running; now it kills what runs of its tasks and exits 1."""
+    import os
+    import shutil
+
+    from agent.runtime.cgroups import CgroupLayout
+
+    if not CgroupLayout.detect().usable:
+        pytest.skip("cgroups are not writable here (the sweep finds a task by its cgroup)")
+    a = agents("n-gone").start()
+    await assign(kv, "n-gone", "jgone", "t", {"command": ["sleep", "600"], "restart_policy": "Always",
+                                               "resources": {"cpu_milli": 100}})
+    await wait_status(kv, "jgone", "t", "Running", agent=a)
+    [started] = a.data_dir.rglob("started.json")
+    pid = json.loads(started.read_text())["pid"]
+    shutil.rmtree(a.data_dir)
+    assert a.proc is not None
+    assert a.proc.wait(timeout=60) == 1, a.log_text()[-2000:]
+    assert f"the data dir {a.data_dir} was removed while the agent ran" in a.log_text()
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    assert (await status(kv, "jgone", "t"))["attempt"] == 1  # no second copy was started
+    os.makedirs(a.data_dir, exist_ok=True)
