@@ -31,7 +31,7 @@ from typing import Any
 from kvraft.server.cert_names import CertRule
 from kvraft.server.membership import Member
 from kvraft.server.tls import DialContext
-from kvraft.server.transport import WrongKey, ask_cluster
+from kvraft.server.transport import NoAnswer, WrongKey, ask_cluster
 from kvraft.urls import parse_peer_urls
 
 __all__ = ["JoinError", "Joined", "RemoteCluster", "describe", "fetch_cluster", "match_members"]
@@ -125,11 +125,12 @@ def _not_added(name: str, urls: list[str], remote: RemoteCluster) -> JoinError:
 
 async def fetch_cluster(urls: list[str], name: str, own_urls: list[str], key: bytes, client_ssl: DialContext | None = None,
                         cert_rule: CertRule | None = None, timeout_s: float = JOIN_TIMEOUT_S,
-                        grace_s: float = UNLISTED_GRACE_S) -> RemoteCluster:
+                        grace_s: float = UNLISTED_GRACE_S) -> RemoteCluster | None:
     """Ask every peer URL at once, again every ``RETRY_S``, until one answer has a member
     at ``own_urls`` (the one applied furthest of those); ``JoinError`` when every peer
     answered with another key, when for ``grace_s`` every answer lacked this member, or when
-    none answered in ``timeout_s``."""
+    none answered in ``timeout_s``. None when every peer closed without an answer (members
+    of an older version: the caller computes the ids from the flags, as they do)."""
     if not urls:
         raise JoinError("--initial-cluster names no other member to join through")
     start = time.monotonic()
@@ -146,6 +147,12 @@ async def fetch_cluster(urls: list[str], name: str, own_urls: list[str], key: by
                 if errors.get(url) != str(answer):
                     log.warning("asking %s for the cluster to join: %s", url, answer)
                 errors[url] = str(answer)
+        if all(isinstance(a, NoAnswer) for a in answers):
+            # members of a version before the question (a rolling upgrade): their ``member
+            # add`` gave the id the old way, which the caller falls back to
+            log.warning("the peers (%s) do not describe the cluster (a version before 2026-12-06?): taking the ids "
+                        "from --initial-cluster, as that version did", ", ".join(urls))
+            return None
         if all(isinstance(a, WrongKey) for a in answers):
             raise JoinError(
                 f"the peers ({', '.join(urls)}) do not hold this member's cluster key: --initial-cluster-token "
@@ -162,11 +169,11 @@ async def fetch_cluster(urls: list[str], name: str, own_urls: list[str], key: by
 
 
 async def _ask(url: str, key: bytes, client_ssl: DialContext | None,
-               cert_rule: CertRule | None) -> RemoteCluster | WrongKey | str:
-    """The answer of one peer; a ``WrongKey``, or any other failure as text."""
+               cert_rule: CertRule | None) -> RemoteCluster | WrongKey | NoAnswer | str:
+    """The answer of one peer; a ``WrongKey`` or ``NoAnswer``, or any other failure as text."""
     try:
         return RemoteCluster.from_wire(await ask_cluster(url, key, client_ssl, cert_rule), url)
-    except WrongKey as exc:
+    except (WrongKey, NoAnswer) as exc:
         return exc
     except (OSError, TimeoutError, ValueError, ssl.SSLError) as exc:
         return str(exc) or repr(exc)

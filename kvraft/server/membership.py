@@ -72,9 +72,9 @@ class Membership:
         self.members: dict[int, Member] = {}
         self.removed: set[int] = set()
         self.guessed: set[int] = set()
-        """Ids a member started with ``--initial-cluster-state existing`` by a version before
-        2026-12-06 took from its --initial-cluster and its log has not yet named (kept in
-        its ``members.json``; a joining member now asks its peers: ``kvraft.server.join``)."""
+        """Ids a member started with ``--initial-cluster-state existing`` took from its
+        --initial-cluster (``guess_from_flags``: only when its peers do not describe the
+        cluster, ``kvraft.server.join``) and its log has not yet named."""
         self.own_id = 0
         self._path = path
 
@@ -123,6 +123,16 @@ class Membership:
         return member
 
     # -- changes (at apply time) ------------------------------------------------------------
+    def guess_from_flags(self, own_id: int) -> None:
+        """This registry was seeded from --initial-cluster on a member joining through peers
+        that do not describe the cluster (a version before 2026-12-06, whose ``member add``
+        hashes the URLs and the token, as the flags' ids are): the others' ids are guesses
+        until the log names them. A founder's entry (``found``) or an ``add`` confirms one;
+        when the entry adding this member applies, a guess still unconfirmed is no member
+        (its URLs belong to a founder since moved)."""
+        self.guessed = {m for m in self.members if m != own_id}
+        self.save()
+
     def apply(self, op: MemberOp) -> None:
         member = self.members.get(op.member_id)
         if op.action == "found":  # a founder's bootstrap entry

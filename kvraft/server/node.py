@@ -102,9 +102,10 @@ def must_join(config: Config) -> bool:
     return _existing_log(data_dir, wal_location(data_dir, config.wal_dir)) is None
 
 
-async def join_cluster(config: Config) -> Joined:
+async def join_cluster(config: Config) -> Joined | None:
     """The cluster as the peers in ``--initial-cluster`` tell it, checked against that flag
-    (``kvraft.server.join``); ``JoinError`` names what is wrong."""
+    (``kvraft.server.join``); ``JoinError`` names what is wrong; None when the peers are of
+    a version that does not answer (the ids then come from the flags, as there)."""
     initial = config.initial_members()
     own = initial[config.name]
     others = [url for name, urls in initial.items() if name != config.name for url in urls]
@@ -112,6 +113,8 @@ async def join_cluster(config: Config) -> Joined:
     remote = await fetch_cluster(
         others, config.name, own, cluster_key(config.initial_cluster_token, config.peer_secret_file), client_ssl,
         CertRule("peer", config.peer_cert_allowed_cn, config.peer_cert_allowed_hostname))
+    if remote is None:
+        return None
     ids = match_members(initial, config.name, remote)
     log.info("joining cluster %x as member %x (the members as %s told them)", remote.cluster_id, ids[config.name],
              remote.source)
@@ -156,6 +159,8 @@ class Node(NodeStatusMixin):
                 member = Member(initial_ids[name], name, list(urls))
                 self.membership.members[member.member_id] = member
             self.membership.save()
+            if config.initial_cluster_state == "existing" and not config.force_new_cluster:
+                self.membership.guess_from_flags(self.member_id)  # (peers that do not describe the cluster)
         self.membership.own_id = self.member_id
         new_cluster = config.initial_cluster_state == "new" and not config.force_new_cluster
         self.cluster_id = self._load_cluster_id()

@@ -54,7 +54,7 @@ from kvraft.server import wire
 from kvraft.server.cert_names import CertRule
 from kvraft.server.tls_accept import HandshakeFailures, accepting
 
-__all__ = ["PeerTransport", "TransportStats", "WrongKey", "ask_cluster", "cluster_key"]
+__all__ = ["NoAnswer", "PeerTransport", "TransportStats", "WrongKey", "ask_cluster", "cluster_key"]
 
 log = logging.getLogger("kvraft.transport")
 
@@ -137,6 +137,11 @@ class _Refused(ConnectionError):
     """The listener closed the connection without answering the dialer's hello."""
 
 
+class NoAnswer(_Refused):
+    """The listener closed the connection without answering the hello (a certificate it
+    refuses; to a joining member's question: a member of a version before the question)."""
+
+
 class _Removed(ConnectionError):
     """The listener answered the hello that the dialer was removed from the cluster
     (etcd's 410 Gone to a removed member's stream)."""
@@ -157,7 +162,7 @@ async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             reply = await _read_frame(reader)
         except (asyncio.IncompleteReadError, ConnectionResetError):
             # (a TLS listener refusing our certificate closes without an alert: asyncio)
-            raise _Refused(f"{where} closed the connection without answering the hello"
+            raise NoAnswer(f"{where} closed the connection without answering the hello"
                            + (" (does it refuse our certificate?)" if tls else "")) from None
     nonce_l, mac_l = bytes(reply[0]), bytes(reply[1])
     if hmac.compare_digest(_mac(key, b"removed", nonce_d, nonce_l, source, target), mac_l):
@@ -187,8 +192,7 @@ async def ask_cluster(url: str, key: bytes, client_ssl: ssl.SSLContext | Callabl
             try:
                 return await _read_frame(reader)
             except asyncio.IncompleteReadError:
-                raise _Refused(f"{host}:{port} closed the connection without describing the cluster "
-                               "(a member of an older version?)") from None
+                raise NoAnswer(f"{host}:{port} closed the connection without describing the cluster") from None
     except (IndexError, TypeError, msgpack.UnpackException) as exc:
         raise ValueError(f"{host}:{port}: not a kvraft member's answer ({exc!r})") from None
     finally:

@@ -112,15 +112,37 @@ async def test_unreachable_peers_end_the_join_after_the_timeout(monkeypatch) -> 
         await fetch_cluster([url], "c", [C], cluster_key("t"), timeout_s=0.5)
 
 
-async def test_a_member_without_describe_refuses_the_question() -> None:
+async def test_members_that_do_not_describe_the_cluster_leave_the_ids_to_the_flags() -> None:
+    """A member of a version before the question closes at the join hello (addressed to 0):
+    in a rolling upgrade, a new member joins as that version did, its id from the flags
+    (which is what that version's ``member add`` gave it)."""
     port = free_port()
-    transport = PeerTransport(99, cluster_key("t"), lambda *_: None)
+    transport = PeerTransport(99, cluster_key("t"), lambda *_: None)  # no describe: the old version
     await transport.listen([f"http://127.0.0.1:{port}"])
     try:
-        with pytest.raises(JoinError, match="closed the connection without answering the hello"):
-            await fetch_cluster([f"http://127.0.0.1:{port}"], "c", [C], cluster_key("t"), timeout_s=0.3)
+        assert await fetch_cluster([f"http://127.0.0.1:{port}"], "c", [C], cluster_key("t"), timeout_s=5) is None
     finally:
         await transport.close()
+
+
+def test_guessed_ids_are_confirmed_by_the_log_or_dropped(tmp_path) -> None:
+    """The fallback's registry (ids from --initial-cluster): a founder's ``found`` entry
+    confirms a guess; once the entry adding this member applies, a guess still unconfirmed
+    (a founder whose URL moved since: another id) is no member."""
+    from kvraft.apply.ops import MemberOp
+    from kvraft.server.membership import Membership
+
+    m = Membership(tmp_path / "members.json")
+    m.members = {1: Member(1, "a", [A]), 2: Member(2, "b", [B]), 9: Member(9, "c", [C])}
+    m.own_id = 9
+    m.guess_from_flags(9)
+    assert m.guessed == {1, 2}
+    m.apply(MemberOp("found", 1))
+    m.apply(MemberOp("found", 5))  # b's real id: its URL was updated, so the flag's 2 is wrong
+    m.apply(MemberOp("add", 9, "", [C]))
+    assert sorted(m.members) == [1, 5, 9] and m.guessed == set()
+    again = Membership(tmp_path / "members.json")
+    assert again.load() and sorted(again.members) == [1, 5, 9]
 
 
 # -- real clusters ---------------------------------------------------------------------------
