@@ -201,3 +201,20 @@ async def wait_status(kv: Client, job: str, task: str, *phases: str, timeout_s: 
         return None
 
     return await wait_for(check, timeout_s, f"{job}/{task} in {phases}", agent)
+
+
+# --- the runtime tests' fixtures (tests/agent/runtime_helpers.py has their helpers) ----------
+@pytest.fixture(params=["process", "runc"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    from tests.agent.runtime_helpers import CG_NODE, NODE
+
+    d = tmp_path / "agent"
+    yield d
+    kill_task_processes(d)
+    for node in (NODE, CG_NODE):  # the nodes make_runtime is given here
+        remove_node_cgroups(node)

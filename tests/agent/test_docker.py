@@ -15,7 +15,7 @@ import pytest
 
 from agent.reconcile import AttemptState
 from kvraft.testing.procs import stop_process
-from tests.agent.test_runtimes import PY, log_lines, run, wait_exit, wait_running
+from tests.agent.runtime_helpers import PY, log_lines, run, wait_exit, wait_running
 
 
 @pytest.fixture(scope="module")

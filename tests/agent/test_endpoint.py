@@ -16,7 +16,7 @@ import pytest
 
 from kvraft.server.local import free_port
 from tests.agent.conftest import assign, unassign, wait_for, wait_status
-from tests.agent.test_runtimes import RUNC_MISSING
+from tests.agent.runtime_helpers import RUNC_MISSING
 
 DATA = Path(__file__).parent / "data"
 

@@ -15,7 +15,7 @@ from agent.reconcile import AttemptState, Cleanup, Phase, Reported, Start, recon
 from agent.runtime.process import ProcessRuntime
 from agent.runtime.supervised import read_json
 from agent.spec import Assignment, parse_spec
-from tests.agent.test_runtimes import NODE, data_dir, run  # noqa: F401 - data_dir is a fixture
+from tests.agent.runtime_helpers import NODE, run
 
 SPEC = {"command": ["sleep", "60"], "restart_policy": "Never"}
 
@@ -35,7 +35,7 @@ async def _interrupted_start(rt: ProcessRuntime, key: str) -> None:
     handle.write_text(json.dumps(doc))
 
 
-async def test_an_attempt_the_agent_died_starting_never_ran(data_dir) -> None:  # noqa: F811
+async def test_an_attempt_the_agent_died_starting_never_ran(data_dir) -> None:
     await _interrupted_start(ProcessRuntime(data_dir, NODE), "j/0")
     after = ProcessRuntime(data_dir, NODE)  # the restarted agent's
     [o] = await after.observe()
