@@ -34,14 +34,17 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 
 from agent.agent import Agent
+from agent.endpoint_auth import EndpointAuth
 from agent.keys import assignments_prefix, split_assignment_key
 from agent.logs import line_time, parse_line
 from agent.metrics import agent_registry
 from agent.reconcile import AttemptState
 from agent.spec import SpecError, check_text
+from kvraft.client import TLSConfig
 from kvraft.client.observe import metrics_response
 
 __all__ = ["AGENT_KEY", "make_app", "serve"]
@@ -50,9 +53,26 @@ AGENT_KEY = web.AppKey("agent", Agent)
 REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
 
 
+AUTH_KEY = web.AppKey("endpoint_auth", EndpointAuth)
+OPEN = ("/health", "/metrics")
+
+
+@web.middleware
+async def _authorized(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every route but ``OPEN`` asks ``agent.endpoint_auth`` first (with kvraft's auth on)."""
+    if request.path not in OPEN and request.match_info.route.resource is not None:
+        job = request.match_info.get("job")
+        await request.app[AUTH_KEY].require(request, job, write=request.path.startswith("/exec/"))
+    return await handler(request)
+
+
 def make_app(agent: Agent) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[_authorized])
     app[AGENT_KEY] = agent
+    c = agent.config
+    app[AUTH_KEY] = EndpointAuth(agent.client, list(c.endpoints), agent.name,
+                                 TLSConfig.from_flags(c.cacert, c.cert, c.key, c.insecure_skip_tls_verify),
+                                 c.request_timeout_s, has_identity=bool(c.user or c.cert))
     app[REGISTRY_KEY] = agent_registry(agent)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)

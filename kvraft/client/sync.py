@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from kvraft.client.client import Client
@@ -71,6 +71,11 @@ class SyncClient:
 
     def txn(self) -> _SyncTxn:
         return _SyncTxn(self, self._client.txn())
+
+    def call(self, helper: Callable[[Client], Coroutine[Any, Any, T]]) -> T:
+        """Run an async helper written for ``Client`` (several calls in a row) with this
+        client's, and return its result."""
+        return self._run(helper(self._client))
 
     def watch(self, key: str | bytes, **options: Any) -> Iterator[WatchResponse]:
         """Iterate watch responses; closing the iterator (or ``break``) stops the watch, and so

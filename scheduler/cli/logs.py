@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
 import json
 import math
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from datetime import datetime
 from typing import Any, TextIO
 
+from agent.endpoint_auth import caller_token
+from kvraft.client import ClientError
 from kvraft.client.goduration import parse_duration
 from scheduler import keys
 from scheduler.cli.common import CliError, NotFound, job_view
@@ -86,8 +90,17 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
         # anyone may write the record: only an agent's http(s) endpoint is asked (not file://...)
         raise CliError(f"error: node {node} advertises no agent URL ({url!r}); logs of {args.name}/{task} are on "
                        "that node")
+    # with kvraft's auth on, the agent asks kvraft whether this user may read the job: a token
+    # scoped to the job's record for a minute says who asks (agent.endpoint_auth)
+    token_name = f"jobctl-logs-{uuid.uuid4().hex[:12]}"
     try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/logs/{args.name}/{task}{args.query}", timeout=None if args.follow else 30) as r:
+        token = client.call(lambda c: caller_token(c, args.name, write=False, name=token_name))
+    except ClientError as exc:
+        raise CliError(f"error: no token for the agent of {node} (kvraft refused: {exc})") from None
+    request = urllib.request.Request(f"{url.rstrip('/')}/logs/{args.name}/{task}{args.query}",
+                                     headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=None if args.follow else 30) as r:
             text = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a read may cut a character
             for chunk in iter(lambda: r.read(8192), b""):
                 out.write(text.decode(chunk))
@@ -100,4 +113,8 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
         raise CliError(f"error: agent on {node}: {exc.code} {exc.read().decode(errors='replace').strip()}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise CliError(f"error: cannot reach the agent of {node} at {url}: {exc}") from None
+    finally:
+        if token:
+            with contextlib.suppress(ClientError):
+                client.scoped_token_revoke(token_name)
     return 0

@@ -36,6 +36,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from agent.endpoint_auth import caller_token
 from kvraft.client import (
     Client,
     ClientError,
@@ -403,13 +404,24 @@ class Dashboard:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             return web.json_response({"error": f"node {row['node']} advertises no agent URL"}, status=404)
         assert self.http is not None
+        token_name = f"dashboard-logs-{secrets.token_hex(6)}"
+        try:  # with auth on, a token of the page's user scoped to the job says who asks (agent.endpoint_auth)
+            token = await caller_token(client, name, write=False, name=token_name)
+        except ClientError as exc:
+            return self.kvraft_error(request, exc)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            async with self.http.get(f"{url.rstrip('/')}/logs/{name}/{task}", params={"tail": str(tail)}) as r:
+            async with self.http.get(f"{url.rstrip('/')}/logs/{name}/{task}", params={"tail": str(tail)},
+                                     headers=headers) as r:
                 text = (await r.read())[-1_000_000:].decode(errors="replace")
                 if r.status != 200:
                     return web.json_response({"error": f"agent on {row['node']}: {r.status} {text.strip()}"}, status=502)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             return web.json_response({"error": f"cannot reach the agent of {row['node']} at {url}: {exc}"}, status=502)
+        finally:
+            if token:
+                with contextlib.suppress(ClientError):
+                    await client.scoped_token_revoke(token_name)
         return web.json_response({"job": name, "task": task, "node": row["node"], "text": text})
 
     async def cancel(self, request: web.Request) -> web.Response:

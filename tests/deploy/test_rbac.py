@@ -313,3 +313,74 @@ def test_an_empty_tenant_or_a_dot_node_is_refused_before_anything_is_granted(tmp
     done, calls = _rbac_with_a_recording_kvctl(tmp_path, tmp_path, **env)
     assert done.returncode == 2 and done.stderr.startswith("rbac.sh: ") and len(done.stderr.splitlines()) == 1, done
     assert calls == ""
+
+
+@pytest.mark.parametrize("secured", ["shared"], indirect=True)
+def test_the_agents_endpoint_asks_kvraft_who_may_read_and_exec(secured: tuple[str, str]) -> None:
+    """With auth on, the agent's /logs, /stats, /exec and /tasks need a kvraft token that may
+    read the job (write it, for exec): before, anyone who reached the agent read every job's
+    output and ran commands in its tasks. jobctl logs sends a token scoped to the job."""
+    import urllib.error
+    import urllib.request
+
+    from agent.endpoint_auth import caller_token
+    from kvraft.client import PermissionDeniedError, SyncClient, prefix_range_end
+
+    url, _ = secured
+    spec = ("name: ep-job\ntasks:\n  - {name: worker, command: [sh, -c, 'echo hello-from-task; sleep 600'], "
+            "resources: {gpus: 1}}\n")
+    deadline = time.monotonic() + 120
+    while jobctl(url, "alice", "submit", "-f", "-", stdin=spec).returncode != 0:
+        assert time.monotonic() < deadline, "submit"
+        time.sleep(1)
+    running = wait_status(url, "ep-job", lambda s: s.get("phase") in ("Running", "Failed"), "ep-job running")
+    assert running["phase"] == "Running", running
+    task = running["placement"][0]["task"]  # type: ignore[index]
+    node = f"rbac{os.getpid()}"
+    record = json.loads(kvctl(url, "root", "get", f"/registry/nodes/{node}", "--print-value-only").stdout)
+    agent_url = record["agent"]["url"].rstrip("/")
+
+    def ask(path: str, token: str | None = None, body: dict[str, object] | None = None) -> tuple[int, str]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(agent_url + path, data=data, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def token_of(user: str, write: bool) -> str:
+        with SyncClient([url], user=user, password=PASSWORDS[user]) as c:
+            return c.call(lambda client: caller_token(client, "ep-job", write=write, name=f"t-{user}-{write}"))
+
+    exec_body = {"argv": ["echo", "ran-inside"]}
+    for path, body in ((f"/logs/ep-job/{task}", None), (f"/stats/ep-job/{task}", None), ("/tasks", None),
+                       (f"/exec/ep-job/{task}", exec_body)):
+        status, text = ask(path, body=body)
+        assert status == 401 and "a kvraft token is required" in text, (path, status, text)
+        assert ask(path, "not-a-token", body)[0] == 401, path
+    assert ask("/health")[0] == 200
+    reader = token_of("alice", write=False)
+    status, text = ask(f"/logs/ep-job/{task}", reader)
+    assert status == 200 and "hello-from-task" in text, (status, text)
+    status, text = ask(f"/exec/ep-job/{task}", reader, exec_body)  # reading is not running
+    assert status == 403 and "may not write job ep-job" in text, (status, text)
+    status, text = ask(f"/exec/ep-job/{task}", token_of("alice", write=True), exec_body)
+    assert status == 200 and json.loads(text)["stdout"] == "ran-inside\n", (status, text)
+    for args in (["user", "add", "dave:davepw"], ["role", "add", "jobs-data"],
+                 ["role", "grant-permission", "jobs-data", "readwrite", "/jobs/", "--prefix"],
+                 ["user", "grant-role", "dave", "jobs-data"]):
+        done = kvctl(url, "root", *args)
+        assert done.returncode == 0, (args, done.stderr)
+    PASSWORDS["dave"] = "davepw"
+    with SyncClient([url], user="dave", password="davepw") as c:  # a valid token, of another range
+        with pytest.raises(PermissionDeniedError):  # (nobody gets a token beyond their rights)
+            c.call(lambda client: caller_token(client, "ep-job", write=False, name="t-dave"))
+        lease = c.lease_grant(60)
+        elsewhere = c.scoped_token_grant("t-dave-jobs", b"/jobs/", prefix_range_end(b"/jobs/"), lease=lease.id)
+    status, text = ask(f"/logs/ep-job/{task}", elsewhere)
+    assert status == 403 and "may not read job ep-job" in text, (status, text)
+    done = jobctl(url, "alice", "logs", "ep-job")
+    assert done.returncode == 0 and "hello-from-task" in done.stdout, (done.stdout, done.stderr)
+    assert jobctl(url, "alice", "cancel", "ep-job").returncode == 0

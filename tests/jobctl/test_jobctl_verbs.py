@@ -48,6 +48,17 @@ class FakeSync:
         kvs = [kv for k, kv in sorted(self.data.items()) if (k.startswith(key) if prefix else k == key)]
         return Resp(Header(self.rev), kvs)
 
+    def call(self, helper: Any) -> Any:
+        """``SyncClient.call``: the helper runs against a kvraft whose auth is off."""
+        import asyncio
+        from types import SimpleNamespace
+
+        class AuthOff:
+            async def auth_status(self) -> Any:
+                return SimpleNamespace(enabled=False)
+
+        return asyncio.run(helper(AuthOff()))
+
     def _range(self, body: dict[str, Any]) -> Resp:
         key = body["key"].decode()
         return self.get(key, prefix="range_end" in body)
