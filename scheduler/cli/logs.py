@@ -6,21 +6,16 @@ from __future__ import annotations
 
 import argparse
 import codecs
-import contextlib
-import json
 import math
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from datetime import datetime
 from typing import Any, TextIO
 
-from agent.endpoint_auth import caller_token
-from kvraft.client import ClientError
 from kvraft.client.goduration import parse_duration
-from scheduler import keys
-from scheduler.cli.common import CliError, NotFound, job_view
+from scheduler.cli.agentcall import bearer, locate
+from scheduler.cli.common import CliError
 
 __all__ = ["add_parser", "run"]
 
@@ -67,54 +62,22 @@ def prepare(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
-    items = job_view(client, args.name)
-    if not items:
-        raise NotFound("jobs", args.name)
-    s = items[0]["status"]
-    placement = s["placement"] or s.get("last_placement") or []
-    if not placement:
-        raise CliError(f"error: job {args.name} has not run yet ({s['phase']}: {s['message']})")
-    tasks = {p["task"]: p for p in placement}
-    task = args.task or placement[0]["task"]
-    if task not in tasks:
-        raise CliError(f"error: job {args.name} has no task {task!r} (tasks: {', '.join(sorted(tasks))})")
-    node = tasks[task]["node"]
-    rec = client.get(keys.node_key(node))
-    try:
-        record = json.loads(rec.kvs[0].value) if rec.kvs else {}
-    except ValueError:
-        record = {}
-    agent = record.get("agent") if isinstance(record, dict) else None
-    url = agent.get("url", "") if isinstance(agent, dict) else ""
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        # anyone may write the record: only an agent's http(s) endpoint is asked (not file://...)
-        raise CliError(f"error: node {node} advertises no agent URL ({url!r}); logs of {args.name}/{task} are on "
-                       "that node")
-    # with kvraft's auth on, the agent asks kvraft whether this user may read the job: a token
-    # scoped to the job's record for a minute says who asks (agent.endpoint_auth)
-    token_name = f"jobctl-logs-{uuid.uuid4().hex[:12]}"
-    try:
-        token = client.call(lambda c: caller_token(c, args.name, write=False, name=token_name))
-    except ClientError as exc:
-        raise CliError(f"error: no token for the agent of {node} (kvraft refused: {exc})") from None
-    request = urllib.request.Request(f"{url.rstrip('/')}/logs/{args.name}/{task}{args.query}",
-                                     headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(request, timeout=None if args.follow else 30) as r:
-            text = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a read may cut a character
-            for chunk in iter(lambda: r.read(8192), b""):
-                out.write(text.decode(chunk))
-                out.flush()
-            out.write(text.decode(b"", final=True))
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404 and s["phase"] == "Running" and s["reason"] == "Starting":  # as kubectl says it
-            raise CliError(f"error: task {task} of job {args.name} is waiting to start on {node}: "
-                           f"{s['message']}") from None
-        raise CliError(f"error: agent on {node}: {exc.code} {exc.read().decode(errors='replace').strip()}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise CliError(f"error: cannot reach the agent of {node} at {url}: {exc}") from None
-    finally:
-        if token:
-            with contextlib.suppress(ClientError):
-                client.scoped_token_revoke(token_name)
+    where = locate(client, args.name, args.task)
+    task, node, s = where.task, where.node, where.status
+    with bearer(client, where, args.name, write=False) as headers:
+        request = urllib.request.Request(f"{where.url}/logs/{args.name}/{task}{args.query}", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=None if args.follow else 30) as r:
+                text = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a read may cut a character
+                for chunk in iter(lambda: r.read(8192), b""):
+                    out.write(text.decode(chunk))
+                    out.flush()
+                out.write(text.decode(b"", final=True))
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404 and s["phase"] == "Running" and s["reason"] == "Starting":  # as kubectl says it
+                raise CliError(f"error: task {task} of job {args.name} is waiting to start on {node}: "
+                               f"{s['message']}") from None
+            raise CliError(f"error: agent on {node}: {exc.code} {exc.read().decode(errors='replace').strip()}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise CliError(f"error: cannot reach the agent of {node} at {where.url}: {exc}") from None
     return 0

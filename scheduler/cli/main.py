@@ -20,6 +20,7 @@ from scheduler.cli import (
     cancel,
     cordon,
     describe,
+    execute,
     get,
     logs,
     report,
@@ -48,14 +49,28 @@ def build_parser() -> argparse.ArgumentParser:
                    default=os.environ.get("JOBCTL_INSECURE_SKIP_TLS_VERIFY", "").lower() in ("1", "true"))
     sub = p.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for module in (submit, apply, get, describe, logs, wait, cancel, suspend, update, requeue, cordon, top, report):
+    for module in (submit, apply, get, describe, logs, execute, wait, cancel, suspend, update, requeue, cordon, top,
+                   report):
         module.add_parser(sub)
     return p
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """As ``parse_args``, but ``jobctl exec ... -- COMMAND ARG...`` hands everything after the
+    ``--`` to the command as it is (argparse takes ``-L`` there for an option of its own once
+    an option such as ``--task`` came before)."""
+    if "--" in argv:
+        cut = argv.index("--")
+        head = parser.parse_args(argv[:cut])
+        if head.verb == "exec":
+            head.argv = [*head.argv, *argv[cut + 1:]]
+            return head
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), list(sys.argv[1:] if argv is None else argv))
     try:
         if getattr(args, "prepare", None) is not None:
             args.prepare(args)

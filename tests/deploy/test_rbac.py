@@ -383,4 +383,9 @@ def test_the_agents_endpoint_asks_kvraft_who_may_read_and_exec(secured: tuple[st
     assert status == 403 and "may not read job ep-job" in text, (status, text)
     done = jobctl(url, "alice", "logs", "ep-job")
     assert done.returncode == 0 and "hello-from-task" in done.stdout, (done.stdout, done.stderr)
+    # jobctl exec: the command's output on stdout and stderr, and its exit code
+    done = jobctl(url, "alice", "exec", "ep-job", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "err\n"), done
+    done = jobctl(url, "dave", "exec", "ep-job", "--", "true")  # dave may not even read the job
+    assert done.returncode == 1 and "permission denied" in done.stderr.lower(), done
     assert jobctl(url, "alice", "cancel", "ep-job").returncode == 0

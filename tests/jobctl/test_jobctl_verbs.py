@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import sys
@@ -247,6 +248,16 @@ def agent_logs(store: FakeSync):
             self.end_headers()
             self.wfile.write(body[0])
 
+        def do_POST(self) -> None:  # /exec: the command's answer, as the agent gives it
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            asked.append(f"exec {self.path} {request['argv']} {request['timeout_s']}")
+            answer = json.dumps({"exit_code": 3, "stdout": "out\n", "stderr": "err\n",
+                                 "stdout_b64": base64.b64encode(b"out\n").decode()}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
         def log_message(self, *a: Any) -> None:
             return None
 
@@ -312,3 +323,27 @@ def test_logs_flags_kubectl_refuses_are_refused_before_asking(agent_logs: Any, c
     _, asked = agent_logs
     code, out, stderr = jobctl(["logs", "x", *flags], capsys, monkeypatch)
     assert (code, out, asked) == (1, "", []) and stderr.startswith(err), stderr
+
+
+def test_exec_runs_through_the_agent_and_exits_with_the_commands_code(
+        agent_logs: Any, store: FakeSync, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """kubectl exec's contract: stdout and stderr as the command wrote them, its exit code."""
+    _, asked = agent_logs
+    assert jobctl(["exec", "x", "--", "sh", "-c", "exit 3"], capsys, monkeypatch) == (3, "out\n", "err\n")
+    assert asked == ["exec /exec/x/w-0 ['sh', '-c', 'exit 3'] 30.0"]
+    assert jobctl(["exec", "x", "--task", "w-0", "--timeout-s", "5", "--", "nvidia-smi", "-L"], capsys,
+                  monkeypatch)[0] == 3  # (after --, -L is the command's: argparse took it for its own)
+    assert asked[-1] == "exec /exec/x/w-0 ['nvidia-smi', '-L'] 5.0"
+    for args, says in ((["exec", "x"], "you must specify at least one command"),
+                       (["exec", "x", "--"], "you must specify at least one command"),
+                       (["exec", "x", "--timeout-s", "0", "--", "true"], "--timeout-s must be a number of seconds > 0"),
+                       (["exec", "x", "--task", "w-9", "--", "true"], "job x has no task 'w-9'")):
+        rc, out, err = jobctl(args, capsys, monkeypatch)
+        assert rc == 1 and says in err, (args, rc, err)
+    store.put(keys.jobstatus_key("x"), json.dumps({"phase": "Suspended", "reason": "", "message": "", "placement": [
+        {"task": "w-0", "node": "n1", "rack": "r0", "gpus": [0]}]}).encode())
+    rc, _, err = jobctl(["exec", "x", "--", "true"], capsys, monkeypatch)
+    assert rc == 1 and "job x is not running (Suspended)" in err, err
+    assert len(asked) == 2  # nothing was sent for the refused ones
+    assert jobctl(["logs", "x", "--", "y"], capsys, monkeypatch)[0] == 2  # other verbs: argparse's own rules
+
