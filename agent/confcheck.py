@@ -15,7 +15,7 @@ import yaml
 
 from agent.strict_yaml import StrictLoader
 
-__all__ = ["MAX_LEASE_TTL_S", "check_endpoints", "check_name", "check_tls_files", "check_url", "coerce", "in_range",
+__all__ = ["MAX_LEASE_TTL_S", "check_endpoints", "check_name", "check_serving_tls", "check_tls_files", "check_url", "coerce", "in_range",
            "load_mapping"]
 
 MAX_LEASE_TTL_S = 9_000_000_000  # kvraft's (and etcd's) largest lease TTL
@@ -143,7 +143,28 @@ def check_name(flag: str, name: str, max_len: int = 253) -> str:
 def check_tls_files(cacert: str, cert: str, key: str) -> None:
     if bool(cert) != bool(key):
         raise ValueError("--cert and --key go together: " + ("--key" if cert else "--cert") + " is missing")
-    for flag, path in (("--cacert", cacert), ("--cert", cert), ("--key", key)):
+    _readable(("--cacert", cacert), ("--cert", cert), ("--key", key))
+
+
+def _readable(*flags: tuple[str, str]) -> None:
+    """Each (flag, path) given names a file this process can read."""
+    for flag, path in flags:
         if path and not (Path(path).is_file() and os.access(path, os.R_OK)):
             why = "is not a readable file" if Path(path).exists() else "does not exist"
             raise ValueError(f"{flag} {path}: {why}")
+
+
+def check_serving_tls(listen_url: str, cert: str, key: str) -> None:
+    """An https ``--listen-url`` needs ``--tls-cert-file`` and ``--tls-private-key-file`` (both
+    readable), and they need an https URL: either alone would serve other than asked."""
+    https = listen_url.startswith("https://")
+    if bool(cert) != bool(key):
+        raise ValueError("--tls-cert-file and --tls-private-key-file go together: "
+                         + ("--tls-private-key-file" if cert else "--tls-cert-file") + " is missing")
+    if https and not cert:
+        raise ValueError(f"--listen-url {listen_url}: https needs --tls-cert-file and --tls-private-key-file")
+    if cert and not https:
+        raise ValueError(f"--tls-cert-file: the endpoint serves plain http at --listen-url {listen_url}; "
+                         "make it https://")
+    _readable(("--tls-cert-file", cert), ("--tls-private-key-file", key))
+

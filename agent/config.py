@@ -26,6 +26,7 @@ from agent.confcheck import (
     MAX_LEASE_TTL_S,
     check_endpoints,
     check_name,
+    check_serving_tls,
     check_tls_files,
     check_url,
     coerce,
@@ -71,6 +72,8 @@ class AgentConfig:
     cert: str = ""
     key: str = ""
     insecure_skip_tls_verify: bool = False
+    tls_cert_file: str = ""  # kubelet's: the endpoint's own certificate and key (an https --listen-url)
+    tls_private_key_file: str = ""
     eviction_hard: str = ""  # kubelet's --eviction-hard; signals not named keep kubelet's defaults
 
 
@@ -128,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", help="the client certificate's key")
     p.add_argument("--insecure-skip-tls-verify", action="store_const", const=True, default=None,
                    help="do not verify kvraft's certificate (testing only)")
+    p.add_argument("--tls-cert-file", help="the endpoint's certificate (kubelet's flag; with an https --listen-url)")
+    p.add_argument("--tls-private-key-file", help="the endpoint certificate's key")
     p.add_argument("--eviction-hard",
                    help="node pressure thresholds, kubelet's syntax: signal<quantity, comma-separated, e.g. "
                         "'nodefs.available<1Gi,nodefs.inodesFree<1%%'; signals not named keep their defaults "
@@ -179,6 +184,7 @@ def _check(cfg: AgentConfig) -> None:
     if cfg.advertise_url:
         check_url("--advertise-url", cfg.advertise_url)
     check_tls_files(cfg.cacert, cfg.cert, cfg.key)
+    check_serving_tls(cfg.listen_url, cfg.tls_cert_file, cfg.tls_private_key_file)
     parse_eviction_hard(cfg.eviction_hard)
 
 

@@ -28,6 +28,7 @@ import bisect
 import contextlib
 import math
 import os
+import ssl
 import time
 from datetime import datetime
 from pathlib import Path
@@ -88,8 +89,24 @@ async def serve(agent: Agent, listen_url: str) -> web.AppRunner:
     host, _, port = host_port.rpartition(":")
     runner = web.AppRunner(make_app(agent), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
+    try:
+        context = serving_context(listen_url, agent.config)
+    except BaseException:
+        await runner.cleanup()
+        raise
+    await web.TCPSite(runner, host or "127.0.0.1", int(port), ssl_context=context).start()
     return runner
+
+
+def serving_context(listen_url: str, config: Any) -> ssl.SSLContext | None:
+    """An https ``--listen-url``: ``--tls-cert-file`` and ``--tls-private-key-file`` (kubelet's
+    flags), TLS 1.2 or later; None for http."""
+    if not listen_url.startswith("https://"):
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.tls_cert_file, config.tls_private_key_file)
+    return context
 
 
 async def health(request: web.Request) -> web.Response:

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 
@@ -63,6 +64,10 @@ async def run(config: AgentConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         runner = await serve(agent, config.listen_url)
+    except ssl.SSLError as exc:  # (an OSError) a certificate or key that does not load, or do not match
+        print(f"kvraft-agent: --tls-cert-file {config.tls_cert_file}, --tls-private-key-file "
+              f"{config.tls_private_key_file}: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"kvraft-agent: --listen-url {config.listen_url}: {exc.strerror or exc}", file=sys.stderr)
         return 1

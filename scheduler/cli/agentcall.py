@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from agent.endpoint_auth import caller_token
-from kvraft.client import ClientError
+from kvraft.client import ClientError, TLSConfig
 from scheduler import keys
 from scheduler.cli.common import CliError, NotFound, job_view
 
-__all__ = ["TaskAgent", "bearer", "locate"]
+__all__ = ["TaskAgent", "agent_tls", "bearer", "locate"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,13 @@ def locate(client: Any, name: str, task: str | None) -> TaskAgent:
         # anyone may write the record: only an agent's http(s) endpoint is asked (not file://...)
         raise CliError(f"error: node {node} advertises no agent URL ({url!r}); {name}/{task} is on that node")
     return TaskAgent(task, node, url.rstrip("/"), s)
+
+
+def agent_tls(args: Any) -> ssl.SSLContext | None:
+    """For an https agent: jobctl's ``--cacert`` (the agents' CA is the cluster's, as a rule)
+    and ``--insecure-skip-tls-verify``; the system's CAs without them."""
+    tls = TLSConfig.from_flags(args.cacert, args.cert, args.key, args.insecure_skip_tls_verify)
+    return tls.context() if tls is not None else ssl.create_default_context()
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from typing import Any, TextIO
 
-from scheduler.cli.agentcall import bearer, locate
+from scheduler.cli.agentcall import agent_tls, bearer, locate
 from scheduler.cli.common import CliError
 
 __all__ = ["add_parser", "run"]
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
         request = urllib.request.Request(f"{where.url}/exec/{args.name}/{where.task}", data=body,
                                          headers={**headers, "Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=args.timeout_s + 30) as r:
+            with urllib.request.urlopen(request, timeout=args.timeout_s + 30, context=agent_tls(args)) as r:
                 answer = json.loads(r.read())
         except urllib.error.HTTPError as exc:
             raise CliError(f"error: agent on {where.node}: {exc.code} "

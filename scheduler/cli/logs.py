@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from kvraft.client.goduration import parse_duration
-from scheduler.cli.agentcall import bearer, locate
+from scheduler.cli.agentcall import agent_tls, bearer, locate
 from scheduler.cli.common import CliError
 
 __all__ = ["add_parser", "run"]
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     with bearer(client, where, args.name, write=False) as headers:
         request = urllib.request.Request(f"{where.url}/logs/{args.name}/{task}{args.query}", headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=None if args.follow else 30) as r:
+            with urllib.request.urlopen(request, timeout=None if args.follow else 30, context=agent_tls(args)) as r:
                 text = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a read may cut a character
                 for chunk in iter(lambda: r.read(8192), b""):
                     out.write(text.decode(chunk))

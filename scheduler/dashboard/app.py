@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import secrets
+import ssl
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -110,6 +111,8 @@ class Dashboard:
         self._auth_watch: asyncio.Task[None] | None = None
         self.sessions: dict[str, Session] = {}
         self.http: aiohttp.ClientSession | None = None
+        self.agent_tls: ssl.SSLContext | bool = config.tls.context() if config.tls is not None else True
+        """For an https agent: the dashboard's --cacert (the cluster's CA, as a rule), else the system's."""
         self._closing: set[asyncio.Task[None]] = set()  # expired sessions' clients (the loop keeps weak refs)
 
     def _client(self, user: str | None, password: str | None) -> Client:
@@ -412,7 +415,7 @@ class Dashboard:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
             async with self.http.get(f"{url.rstrip('/')}/logs/{name}/{task}", params={"tail": str(tail)},
-                                     headers=headers) as r:
+                                     headers=headers, ssl=self.agent_tls) as r:
                 text = (await r.read())[-1_000_000:].decode(errors="replace")
                 if r.status != 200:
                     return web.json_response({"error": f"agent on {row['node']}: {r.status} {text.strip()}"}, status=502)

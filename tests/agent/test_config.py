@@ -53,6 +53,14 @@ BASE = ["--runtime", "fake"]
     (["--labels", "zo:ne=a"], "label key 'zo:ne': the name must be alphanumerics"),
     (["--cert", "/etc/kvraft/pki/agent.crt"], "--cert and --key go together: --key is missing"),
     (["--cacert", "/nonexistent/ca.crt"], "--cacert /nonexistent/ca.crt: does not exist"),
+    # the endpoint's own TLS (kubelet's flags): an https URL served as http, or the reverse, was silent
+    (["--listen-url", "https://127.0.0.1:10250"], "--listen-url https://127.0.0.1:10250: https needs --tls-cert-file"),
+    (["--tls-cert-file", "/etc/hosts", "--tls-private-key-file", "/etc/hosts"],
+     "--tls-cert-file: the endpoint serves plain http at --listen-url http://127.0.0.1:10250; make it https://"),
+    (["--listen-url", "https://127.0.0.1:10250", "--tls-cert-file", "/etc/hosts"],
+     "--tls-cert-file and --tls-private-key-file go together: --tls-private-key-file is missing"),
+    (["--listen-url", "https://127.0.0.1:10250", "--tls-cert-file", "/nonexistent.crt",
+      "--tls-private-key-file", "/etc/hosts"], "--tls-cert-file /nonexistent.crt: does not exist"),
 ])
 def test_bad_flags(argv: list[str], match: str) -> None:
     with pytest.raises(ValueError, match=match.replace("(", r"\(").replace(".", r"\.").replace("+", r"\+")):
@@ -134,3 +142,18 @@ def test_reset_refuses_names_that_are_not_one_node(node: str, capsys: pytest.Cap
         reset([node])
     assert exc.value.code == 2
     assert "kvraft-agent reset: node name" in capsys.readouterr().err
+
+
+def test_a_certificate_that_does_not_load_ends_the_agent_naming_the_files(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from kvraft.server.local import free_port
+
+    done = subprocess.run([sys.executable, "-m", "agent", "--runtime", "fake", "--endpoints", "127.0.0.1:1",
+                           "--data-dir", str(tmp_path / "a"), "--listen-url", f"https://127.0.0.1:{free_port()}",
+                           "--tls-cert-file", "/etc/hosts", "--tls-private-key-file", "/etc/hosts"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert "kvraft-agent: --tls-cert-file /etc/hosts, --tls-private-key-file /etc/hosts:" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -70,7 +70,7 @@ def etc(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("needs the openssl command")
     etc = tmp_path_factory.mktemp("etc-kvraft")
     subprocess.run(["bash", str(DEPLOY / "make-certs.sh"), "-o", str(etc / "pki"), "-d", "2", "-c", "scheduler",
-                    "-c", "agent", "-c", "admin", *MEMBERS], check=True, capture_output=True)
+                    "-c", "agent", "-c", "admin", *MEMBERS, "gpu-01=10.0.1.21"], check=True, capture_output=True)
     for path in (DEPLOY / "config").iterdir():
         (etc / path.name).write_text(path.read_text().replace("/etc/kvraft", str(etc)))
     (etc / "peer-secret").write_text("0123456789abcdef0123456789abcdef\n")
@@ -115,7 +115,9 @@ def test_scheduler_and_agent_units_connect_with_certificates(etc: Path) -> None:
     agent = agent_config(exec_argv("kvraft-agent.service", env_file(etc / "agent.env"), etc)[1:])
     assert agent.name == "gpu-01" and agent.labels == {"rack": "r1", "switch": "s1"} and agent.runtime == "runc"
     assert agent.cert == str(etc / "pki" / "agent.crt") and agent.lease_ttl_s == 40
-    for path in (sched.cacert, sched.cert, sched.key, agent.cacert, agent.cert, agent.key):
+    assert agent.listen_url == "https://10.0.1.21:10250"  # the endpoint (logs, exec) over TLS
+    for path in (sched.cacert, sched.cert, sched.key, agent.cacert, agent.cert, agent.key, agent.tls_cert_file,
+                 agent.tls_private_key_file):
         assert Path(path).is_file(), f"make-certs.sh did not make {path}"
 
 

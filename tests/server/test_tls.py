@@ -220,9 +220,11 @@ def test_agent_registers_its_node_over_tls(tls_cluster, tmp_path) -> None:
     cluster, pki = tls_cluster
     endpoints = ",".join(m.client_url.removeprefix("https://") for m in cluster.members.values())
     log = open(tmp_path / "agent.log", "wb")  # noqa: SIM115 - handed to the child
+    listen = f"https://127.0.0.1:{free_port()}"  # its own endpoint over TLS too (kubelet's --tls-cert-file)
     process = subprocess.Popen(
         [sys.executable, "-m", "agent", "--endpoints", endpoints, "--name", "tls-node", "--runtime", "fake",
-         "--data-dir", str(tmp_path / "agent"), "--listen-url", f"http://127.0.0.1:{free_port()}",
+         "--data-dir", str(tmp_path / "agent"), "--listen-url", listen,
+         "--tls-cert-file", str(pki / "m0.crt"), "--tls-private-key-file", str(pki / "m0.key"),
          "--lease-ttl-s", "10", "--heartbeat-s", "2", "--cacert", str(pki / "ca.crt"),
          "--cert", str(pki / "admin.crt"), "--key", str(pki / "admin.key"), "--eviction-hard", TEST_EVICTION_HARD],
         cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(ROOT)))
@@ -234,6 +236,18 @@ def test_agent_registers_its_node_over_tls(tls_cluster, tmp_path) -> None:
                 return bool(client.get("/registry/nodes/tls-node").kvs)
 
         wait_for(registered, what="the agent's node record written over TLS")
+        with SyncClient([cluster.members["m2"].client_url], tls=_admin(pki)) as client:
+            record = json.loads(client.get("/registry/nodes/tls-node").kvs[0].value)
+        assert record["agent"]["url"] == listen
+        from argparse import Namespace
+
+        from scheduler.cli.agentcall import agent_tls  # what jobctl logs and exec dial it with
+
+        context = agent_tls(Namespace(cacert=str(pki / "ca.crt"), cert=None, key=None, insecure_skip_tls_verify=False))
+        with urllib.request.urlopen(listen + "/health", timeout=30, context=context) as r:
+            assert json.loads(r.read())["node"] == "tls-node"
+        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):  # the system's CAs
+            urllib.request.urlopen(listen + "/health", timeout=30, context=ssl.create_default_context())
     finally:
         if process.poll() is None:
             process.terminate()
