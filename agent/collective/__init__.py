@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         PEER_FAILURE_EXIT_CODE,
         CollectiveError,
         CollectiveTimeout,
+        DuplicateRank,
         MismatchError,
         PeerFailure,
     )
@@ -41,6 +42,7 @@ _WHERE = {
     "PEER_FAILURE_EXIT_CODE": "errors",
     "CollectiveError": "errors",
     "CollectiveTimeout": "errors",
+    "DuplicateRank": "errors",
     "MismatchError": "errors",
     "PeerFailure": "errors",
     "FusionPolicy": "fusion",
@@ -57,6 +59,7 @@ __all__ = [
     "CollectiveError",
     "CollectiveTimeout",
     "Communicator",
+    "DuplicateRank",
     "FileRendezvous",
     "FusionPolicy",
     "Handle",

@@ -4,6 +4,7 @@
      +-- PeerFailure                another rank crashed, hung or closed its connections
      +-- CollectiveTimeout          an operation or a rendezvous did not finish in time
      +-- MismatchError              ranks submitted different shapes / dtypes / ops
+     +-- DuplicateRank              two processes were given the same rank
 
 A ``PeerFailure`` is raised on every surviving rank; ``ranks`` names the failed ranks and
 ``reason`` says how it was seen (connection closed, no heartbeat for N s, ...).
@@ -11,7 +12,8 @@ A ``PeerFailure`` is raised on every surviving rank; ``ranks`` names the failed 
 
 from __future__ import annotations
 
-__all__ = ["CollectiveError", "CollectiveTimeout", "MismatchError", "PeerFailure", "PEER_FAILURE_EXIT_CODE"]
+__all__ = ["CollectiveError", "CollectiveTimeout", "DuplicateRank", "MismatchError", "PeerFailure",
+           "PEER_FAILURE_EXIT_CODE"]
 
 #: exit status used when a rank has to leave because a peer failed while it was blocked
 #: inside a non-interruptible transport call (MPI); see docs/design/collective.md.
@@ -38,3 +40,8 @@ class CollectiveTimeout(CollectiveError):
 
 class MismatchError(CollectiveError):
     pass
+
+
+class DuplicateRank(CollectiveError):
+    pass
+

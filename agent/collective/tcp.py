@@ -42,7 +42,7 @@ import time
 import numpy as np
 
 from agent.collective.cma import EAGER_MAX, CMARecvLink, CMASendLink, handshake_recv, handshake_send
-from agent.collective.errors import CollectiveTimeout
+from agent.collective.errors import CollectiveTimeout, DuplicateRank
 from agent.collective.fusion import FusionPolicy
 from agent.collective.interface import Link
 from agent.collective.probe import LinkProbe, probe_links
@@ -55,6 +55,8 @@ __all__ = ["TCPBackend", "TCPFactory", "TCP_FUSION"]
 TCP_FUSION = FusionPolicy(inplace_min_bytes=4 << 20, bucket_bytes=32 << 20)
 SEGMENT_BYTES = int(os.environ.get("KVRAFT_COLLECTIVE_TCP_SEGMENT_BYTES", 256 << 10))
 SOCK_BUF_BYTES = 4 << 20
+DUPLICATE_CHECK_S = 1.0
+"""While waiting for its left neighbour, a rank reads its own address back this often."""
 #: "auto": cross-memory attach to same-host neighbours when the probe succeeds; "socket": never
 LINK_MODES = ("auto", "socket")
 #: call sizes the data-path probe times (bytes): from the eager size up (below it an attach
@@ -225,19 +227,28 @@ class TCPBackend(RingBackend):
         self._socks = [listener]
         _tune(listener)
         port = listener.getsockname()[1]
-        self.rendezvous.set(f"{self.prefix}/addr/{self.rank}", f"{self.host}:{port}".encode())
+        own_key, mine = f"{self.prefix}/addr/{self.rank}", f"{self.host}:{port}".encode()
+        before = self._peek(own_key)
+        self.rendezvous.set(own_key, mine)
         right = (self.rank + 1) % self.size
-        out = self._dial(right, time.monotonic() + self.timeout_s)
+        out = self._dial(right, time.monotonic() + self.timeout_s, (own_key, mine))
         self._socks.append(out)
         _tune(out)
         out.settimeout(None)
         out.sendall(_HELLO.pack(_MAGIC, self.rank))
         want_cma = self.link_mode == "auto"
-        listener.settimeout(self.timeout_s)
         left = (self.rank - 1) % self.size
+        deadline = time.monotonic() + self.timeout_s
         try:
             while True:
-                conn, _ = listener.accept()
+                listener.settimeout(min(DUPLICATE_CHECK_S, max(0.01, deadline - time.monotonic())))
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    self._check_still_mine(own_key, mine)  # else a second process runs as this rank
+                    continue
                 conn.settimeout(self.timeout_s)
                 try:
                     hello = conn.recv(_HELLO.size, socket.MSG_WAITALL)
@@ -249,7 +260,11 @@ class TCPBackend(RingBackend):
                     break
                 conn.close()  # not our left neighbour (an earlier run's rank, a stray client)
         except TimeoutError as exc:
-            raise CollectiveTimeout(f"tcp ring: rank {left} did not connect within {self.timeout_s} s") from exc
+            hint = ""
+            if before and before != mine and _listening(before):
+                hint = (f" (addr/{self.rank} held {before.decode(errors='replace')} before this process published its own, "
+                        "and something listens there: a second process running as this rank?)")
+            raise CollectiveTimeout(f"tcp ring: rank {left} did not connect within {self.timeout_s} s{hint}") from exc
         finally:
             listener.close()
         self._socks = [out, conn]
@@ -283,11 +298,32 @@ class TCPBackend(RingBackend):
         self.right, self.left = self._socket_pair
         self.link_kinds = {"right": "cma" if right_cma else "socket", "left": "cma" if left_pid is not None else "socket"}
 
-    def _dial(self, right: int, deadline: float) -> socket.socket:
+    def _peek(self, key: str) -> bytes | None:
+        """The rendezvous' value of ``key`` now, or None (not published)."""
+        try:
+            return self.rendezvous.get(key, 0.05)
+        except CollectiveTimeout:
+            return None
+
+    def _check_still_mine(self, key: str, mine: bytes) -> None:
+        """Another process published this rank's address since (two processes given the same
+        rank: a launcher or KVRAFT_RANK mistake): say so, instead of timing out later on a left
+        neighbour that connected to the other one."""
+        now = self._peek(key)
+        if now is not None and now != mine:
+            raise DuplicateRank(
+                f"tcp ring: rank {self.rank}: another process published this rank's address "
+                f"({now[:100].decode(errors='replace')}, this one is {mine.decode()}): two processes run as rank "
+                f"{self.rank} of {self.size} (check KVRAFT_RANK and the launcher)")
+
+    def _dial(self, right: int, deadline: float, own: tuple[str, bytes] | None = None) -> socket.socket:
         """Connect to the address ``right`` published, read again before every attempt: a key
         left by an earlier run under the same run id (a file store, a crashed rank's lease not
-        expired yet) names a dead port until the rank, starting later, overwrites it."""
+        expired yet) names a dead port until the rank, starting later, overwrites it. While
+        it cannot connect, this rank's own address (``own``: key, value) is read back every
+        ``DUPLICATE_CHECK_S`` (``_check_still_mine``)."""
         key = f"{self.prefix}/addr/{right}"
+        checked = time.monotonic()
         while True:
             try:
                 raw = self.rendezvous.get(key, max(0.1, deadline - time.monotonic()))
@@ -303,6 +339,9 @@ class TCPBackend(RingBackend):
                 if time.monotonic() > deadline:
                     raise CollectiveTimeout(f"tcp ring: cannot connect to rank {right} at {raw[:100].decode(errors='replace')} "
                                             f"within {self.timeout_s} s: {exc}") from exc
+                if own is not None and time.monotonic() - checked >= DUPLICATE_CHECK_S:
+                    checked = time.monotonic()
+                    self._check_still_mine(*own)
                 time.sleep(0.05)
 
     # -- data path per call size -----------------------------------------------------------
@@ -418,3 +457,16 @@ class TCPFactory:
             raise ValueError(f"KVRAFT_COLLECTIVE_CMA_MIN_BYTES={fixed!r} is not a number of bytes (or 'probe')") from None
         return TCPBackend(rank, size, rendezvous, host=host, links=links, cma_min_bytes=cma_min,  # type: ignore[arg-type]
                           timeout_s=timeout_s)
+
+
+def _listening(address: bytes) -> bool:
+    """Whether something accepts connections at ``host:port`` (probed once, 0.5 s at most)."""
+    host, _, port = address.decode(errors="replace").rpartition(":")
+    if not host or not port.isdigit():
+        return False
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.5):
+            return True
+    except OSError:
+        return False
+

@@ -178,3 +178,33 @@ def test_tcp_store_gone_with_rank_0_is_a_peer_failure_naming_it() -> None:
     finally:
         client.close()
         server.close()
+
+
+def test_two_processes_given_the_same_rank_are_told_so(tmp_path: Path) -> None:
+    """Two processes started as rank 1 of 2 (a launcher or KVRAFT_RANK mistake): the one whose
+    published address the other overwrote waited for its left neighbour until its timeout,
+    'rank 0 did not connect'; it now reads its address back while it waits and names the
+    duplicate."""
+    store = FileRendezvous(tmp_path, run_id="dup")
+    outcomes: dict[str, BaseException | None] = {}
+
+    def rank(name: str, r: int, after_s: float) -> None:
+        time.sleep(after_s)
+        try:
+            backend = TCPBackend(r, 2, store, timeout_s=8)
+            backend.close()
+            outcomes[name] = None
+        except BaseException as exc:  # noqa: BLE001
+            outcomes[name] = exc
+
+    threads = [threading.Thread(target=rank, args=args) for args in (("first 1", 1, 0.0), ("second 1", 1, 0.3),
+                                                                     ("0", 0, 0.6))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    # (the one overwritten is the first, unless a loaded machine delays the second past rank 0's read)
+    [error] = [e for name, e in outcomes.items() if name.endswith(" 1") and isinstance(e, gx.DuplicateRank)] or [outcomes]
+    assert isinstance(error, gx.DuplicateRank), outcomes
+    assert "another process published this rank's address" in str(error)
+    assert "two processes run as rank 1 of 2" in str(error)
