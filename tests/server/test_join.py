@@ -190,13 +190,19 @@ def _start_alone(cluster, name: str, initial_cluster: str, token: str | None = N
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
-def test_a_joiner_with_another_token_exits(kv_cluster) -> None:
-    """Before: it dialled for ever, every hello failing authentication."""
-    cluster = kv_cluster
+def _add_m3(cluster):  # type: ignore[no-untyped-def]
+    """``member add`` of a new process m3 (not started) through the leader: (leader, m3)."""
     leader = cluster.wait_leader()
     newcomer = cluster.add_process("m3")
     code, body = reconfigure(cluster.url(leader), "/v3/cluster/member/add", {"peerURLs": [newcomer.peer_url]})
     assert code == 200, body
+    return leader, newcomer
+
+
+def test_a_joiner_with_another_token_exits(kv_cluster) -> None:
+    """Before: it dialled for ever, every hello failing authentication."""
+    cluster = kv_cluster
+    leader, newcomer = _add_m3(cluster)
     result = _start_alone(cluster, "m3", cluster.initial_cluster(), token="not-the-cluster's")
     assert result.returncode == 1, result.stderr
     assert "do not hold this member's cluster key: --initial-cluster-token" in result.stderr
@@ -206,10 +212,7 @@ def test_a_joiner_with_another_token_exits(kv_cluster) -> None:
 def test_a_joiner_whose_initial_cluster_leaves_out_a_founder_exits(kv_cluster) -> None:
     """Before: it started and never dialled the founder it was not told of."""
     cluster = kv_cluster
-    leader = cluster.wait_leader()
-    newcomer = cluster.add_process("m3")
-    code, body = reconfigure(cluster.url(leader), "/v3/cluster/member/add", {"peerURLs": [newcomer.peer_url]})
-    assert code == 200, body
+    leader, newcomer = _add_m3(cluster)
     left_out = next(n for n in ("m0", "m1", "m2") if n != leader)
     names = [n for n in ("m0", "m1", "m2", "m3") if n != left_out]
     result = _start_alone(cluster, "m3", cluster.initial_cluster(names))
