@@ -111,8 +111,7 @@ class Dashboard:
         self._auth_watch: asyncio.Task[None] | None = None
         self.sessions: dict[str, Session] = {}
         self.http: aiohttp.ClientSession | None = None
-        self.agent_tls: ssl.SSLContext | bool = config.tls.context() if config.tls is not None else True
-        """For an https agent: the dashboard's --cacert (the cluster's CA, as a rule), else the system's."""
+        self._agent_tls: ssl.SSLContext | bool | None = None
         self._closing: set[asyncio.Task[None]] = set()  # expired sessions' clients (the loop keeps weak refs)
 
     def _client(self, user: str | None, password: str | None) -> Client:
@@ -160,6 +159,15 @@ class Dashboard:
         if self.http is not None:
             await self.http.close()
         await self.client.close()
+
+    @property
+    def agent_tls(self) -> ssl.SSLContext | bool:
+        """For an https agent: the dashboard's --cacert (the cluster's CA, as a rule), else the
+        system's CAs; made at the first log tail (a CA file that does not load is kvraft's
+        error at start, reported there)."""
+        if self._agent_tls is None:
+            self._agent_tls = self.config.tls.context() if self.config.tls is not None else True
+        return self._agent_tls
 
     # --- sessions ----------------------------------------------------------------------------
     def session(self, request: web.Request) -> Session | None:
