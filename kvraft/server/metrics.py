@@ -129,6 +129,7 @@ class MemberCollector(Collector):
         yield from self._network(node)
         yield from self._grpc(node)
         yield from self._maintenance(node)
+        yield from self._probes(node)
         for name, kind, help_text, value in legacy:
             yield _counter(name, help_text, value) if kind == "counter" else _gauge(name, help_text, value)
         info = GaugeMetricFamily("kvraft_build_info", "kvraft's version; always 1.", labels=["version"])
@@ -172,6 +173,21 @@ class MemberCollector(Collector):
             for method, hist in sorted(stats.handling.items()):
                 handling.add_metric(list(method), hist.cumulative(), hist.sum)
             yield handling
+
+    @staticmethod
+    def _probes(node: Any) -> Iterator[Metric]:
+        """/livez and /readyz checks (kvraft.server.api.health): no series before the first."""
+        counters = node.counters
+        last = GaugeMetricFamily("etcd_server_healthcheck", "The result of each kind of healthcheck.",
+                                 labels=["type", "name"])
+        for (kind, name), passed in sorted(counters.checks.items()):
+            last.add_metric([kind, name], 1.0 if passed else 0.0)
+        yield last
+        total = CounterMetricFamily("etcd_server_healthchecks_total", "The total number of each kind of healthcheck.",
+                                    labels=["type", "name", "status"])
+        for (kind, name, status), count in sorted(counters.checks_total.items()):
+            total.add_metric([kind, name, status], count)
+        yield total
 
     @staticmethod
     def _maintenance(node: Any) -> Iterator[Metric]:

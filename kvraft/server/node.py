@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kvraft.aio import cancel_and_wait
-from kvraft.apply.chain import ACTIVATE, NOSPACE
+from kvraft.apply.chain import ACTIVATE, CORRUPT, NOSPACE
 from kvraft.apply.errors import EtcdError, FailedPrecondition, Unavailable
 from kvraft.apply.ops import AlarmOp, CompactOp, MemberOp, PutOp, RangeOp, TxnOp
 from kvraft.apply.state_machine import StateMachine
@@ -556,10 +556,17 @@ class Node(NodeStatusMixin):
                 return self.state.revision()
         raise Unavailable("etcdserver: request timed out")
 
-    async def healthy(self) -> bool:
-        if self.state.alarms():  # any raised alarm, as etcd's /health says
+    async def healthy(self, excluded_alarms: frozenset[str] = frozenset(), serializable: bool = False) -> bool:
+        """etcd's ``/health``: no alarm raised (but those ``excluded_alarms`` name: NOSPACE,
+        CORRUPT), a leader and a ReadIndex round; with ``serializable`` this member alone."""
+        names = {NOSPACE: "NOSPACE", CORRUPT: "CORRUPT"}
+        if any(names.get(alarm, "UNKNOWN") not in excluded_alarms for _member, alarm in self.state.alarms()):
             return False
-        if self.driver.leader == NONE or self.driver.fatal is not None:
+        if self.driver.fatal is not None:
+            return False
+        if serializable:
+            return True
+        if self.driver.leader == NONE:
             return False
         try:
             await self.driver.read_barrier(timeout_s=2.0)

@@ -34,9 +34,19 @@ class MemberCounters:
     def __init__(self) -> None:
         self.health_success = 0
         self.health_failures = 0
+        self.checks: dict[tuple[str, str], bool] = {}
+        """The last result of each /livez or /readyz check: (type, name) -> passed."""
+        self.checks_total: dict[tuple[str, str, str], int] = {}
+        """(type, name, "success" or "error") -> how many."""
         self.learner_promotions = 0
         self.hash_seconds = DurationHistogram(_HASH_BUCKETS_S)
         self.hash_rev_seconds = DurationHistogram(_HASH_BUCKETS_S)
+
+    def record_check(self, kind: str, name: str, passed: bool) -> None:
+        """A /livez or /readyz check ran (etcd_server_healthcheck, _healthchecks_total)."""
+        self.checks[(kind, name)] = passed
+        key = (kind, name, "success" if passed else "error")
+        self.checks_total[key] = self.checks_total.get(key, 0) + 1
 
 
 class NodeStatusMixin:

@@ -1,4 +1,5 @@
-"""``GET /version``, ``/health``, ``/metrics`` (Prometheus text, through prometheus_client)."""
+"""``GET /version``, ``/health``, ``/metrics`` (Prometheus text, through prometheus_client);
+``/livez`` and ``/readyz`` are ``api.health``'s."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from aiohttp import web
 
 from kvraft import __version__
 from kvraft.client.observe import metrics_response
+from kvraft.server.api.health import add_probe_routes, health_options
 from kvraft.server.api.state import SERVER
 
 __all__ = ["API_VERSION", "ROUTES", "add_routes"]
@@ -23,7 +25,8 @@ async def _version(_request: web.Request) -> web.Response:
 
 async def _health(request: web.Request) -> web.Response:
     server = request.app[SERVER]
-    healthy = await server.healthy()
+    excluded, serializable = health_options(request)  # (etcd 3.5's ?exclude=ALARM, ?serializable=true)
+    healthy = await server.healthy(excluded, serializable)
     if healthy:  # etcd_server_health_success / _failures
         server.counters.health_success += 1
     else:
@@ -44,8 +47,10 @@ ROUTES = {"/version": _version, "/health": _health, "/metrics": _metrics}
 
 def add_routes(router: web.UrlDispatcher, paths: tuple[str, ...] = tuple(ROUTES)) -> None:
     """``paths`` of ``ROUTES`` with etcd's methods: its Prometheus handler takes any method,
-    the others GET alone (HEAD is 405). The metrics listener (``--listen-metrics-urls``)
-    serves ``/metrics`` and ``/health`` only, as etcd's."""
+    the others GET alone (HEAD is 405); and ``/livez``, ``/readyz`` (``api.health``). The
+    metrics listener (``--listen-metrics-urls``) serves ``/metrics``, ``/health`` and those
+    only, as etcd's."""
+    add_probe_routes(router)
     for path in paths:
         if path == "/metrics":
             router.add_route("*", path, ROUTES[path])
