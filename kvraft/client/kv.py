@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from kvraft.client._transport import Transport
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -266,6 +266,19 @@ class KVMixin:
         """Read a key or range; options as ``Op.get``. Linearizable unless ``serializable``."""
         op = Op.get(key, **options)
         return GetResponse.from_wire(await self._transport.unary("/kv/range", op.body, safe=True))
+
+    async def get_stream(self, key: Key, *, page_size: int = 0, **options: Any) -> AsyncGenerator[GetResponse, None]:
+        """A range in pages (kvraft's ``/v3/kvraft/kv/rangestream``; not etcd's): one
+        ``GetResponse`` per page of ``page_size`` keys (0: the server's 1000), every page
+        read at the revision of the first, ``more`` on all but the last; the member holds
+        one page at a time. ``options`` as ``get`` but sorting, ``count_only`` and the
+        revision filters (refused). Breaking out of the loop closes the stream."""
+        op = Op.get(key, **options)
+        body = dict(op.body)
+        if page_size:
+            body["page_size"] = page_size
+        async for message in self._transport.stream("/kvraft/kv/rangestream", body):
+            yield GetResponse.from_wire(message)
 
     async def put(self, key: Key, value: Key, **options: Any) -> PutResponse:
         """Write a key; options ``lease``, ``prev_kv``, ``ignore_value``, ``ignore_lease``."""

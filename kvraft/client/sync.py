@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from kvraft.client.client import Client
 from kvraft.client.kv import Txn
-from kvraft.client.types import WatchResponse
+from kvraft.client.types import GetResponse, WatchResponse
 
 __all__ = ["SyncClient"]
 
@@ -71,6 +71,22 @@ class SyncClient:
 
     def txn(self) -> _SyncTxn:
         return _SyncTxn(self, self._client.txn())
+
+    def get_stream(self, key: str | bytes, **options: Any) -> Iterator[GetResponse]:
+        """``Client.get_stream`` as a plain iterator; closing it (or ``break``) ends the stream."""
+        pages = self._client.get_stream(key, **options)
+
+        async def next_page() -> GetResponse:
+            return await pages.__anext__()
+
+        try:
+            while True:
+                try:
+                    yield self._run(next_page())
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._run(pages.aclose())
 
     def call(self, helper: Callable[[Client], Coroutine[Any, Any, T]]) -> T:
         """Run an async helper written for ``Client`` (several calls in a row) with this

@@ -16,8 +16,8 @@ auth/authenticate, status,  anyone (maintenance/status and member/list as etcd 3
 maintenance/status,         cluster tooling polls them)
 cluster/member/list
 watch                       checked per create (refusal sent in-stream)
-kv/range|put|deleterange|   the op's READ/WRITE ranges (``check_request``)
-txn
+kv/range|put|deleterange|   the op's READ/WRITE ranges (``check_request``; a streamed
+txn, kvraft/kv/rangestream  range: each page's)
 lease/revoke, timetolive    root, or WRITE on every attached key
 auth/user/get, role/get     root, or the caller's own user / a role it holds (etcd)
 maintenance/alarm           GET: any authenticated user (etcd); ACTIVATE, DEACTIVATE:
@@ -58,7 +58,7 @@ __all__ = ["AuthGate", "install"]
 
 PREFIXES = ("/v3", "/v3beta")
 _OPEN = {"/auth/authenticate", "/auth/status", "/watch", "/maintenance/status", "/cluster/member/list"}
-_SELF_CHECKED = {"/kv/range", "/kv/put", "/kv/deleterange", "/kv/txn", "/lease/revoke", "/kv/lease/revoke",
+_SELF_CHECKED = {"/kv/range", "/kvraft/kv/rangestream", "/kv/put", "/kv/deleterange", "/kv/txn", "/lease/revoke", "/kv/lease/revoke",
                  "/lease/timetolive", "/kv/lease/timetolive", "/auth/user/get", "/auth/role/get",
                  "/maintenance/alarm"}
 _ANY_USER = {"/kv/compaction", "/lease/grant", "/lease/keepalive", "/lease/leases", "/kv/lease/leases",

@@ -26,6 +26,7 @@ __all__ = [
     "MOVE_LEADER",
     "PUT",
     "RANGE",
+    "RANGE_STREAM",
     "TXN",
 ]
 
@@ -71,6 +72,13 @@ RANGE = Message(
     },
     _build(RangeOp),
 )
+def _range_stream(fields: dict[str, Any]) -> tuple[RangeOp, int]:
+    page_size = fields.pop("page_size", 0)
+    return RangeOp(**fields), page_size
+
+
+RANGE_STREAM = Message("kvraft.RangeStreamRequest", {**RANGE.fields, "page_size": INT64}, _range_stream)
+"""kvraft's streamed range (``/v3/kvraft/kv/rangestream``): a RangeRequest and ``page_size``."""
 PUT = Message(
     "etcdserverpb.PutRequest",
     {

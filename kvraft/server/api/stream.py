@@ -145,9 +145,12 @@ class Sink:
         http = {3: 400, 5: 404, 7: 403, 9: 412, 11: 400, 14: 503, 16: 401}.get(code, 500)
         doc = {"error": {"grpc_code": code, "http_code": http, "message": message, "http_status": ""}}
         if self.ws is not None:
-            await self.ws.send_str(json.dumps(doc))
-        elif self.response is not None:
-            await self.response.write(json.dumps(doc).encode() + b"\n")
+            if self.out is MSGPACK_OUT:
+                await self.ws.send_bytes(self.out.dumps(doc))
+            else:
+                await self.ws.send_str(json.dumps(doc))
+        elif self.response is not None:  # (a msgpack stream's error is msgpack too: it was JSON)
+            await self.response.write(self.out.dumps(doc) if self.out is MSGPACK_OUT else json.dumps(doc).encode() + b"\n")
 
 
 async def open_stream(request: web.Request, out: Out) -> Sink:

@@ -1,0 +1,127 @@
+"""kvraft's streamed range (``/v3/kvraft/kv/rangestream``, ``Client.get_stream``): a range in
+pages, all at the first page's revision, one page held at a time (etcd has RangeStream in 3.7,
+over gRPC alone; its users' large lists run members out of memory, etcd-io/etcd#12342)."""
+
+from __future__ import annotations
+
+import pytest
+
+from kvraft.client import (
+    CompactedError,
+    InvalidArgumentError,
+    Op,
+    PermissionDeniedError,
+    SyncClient,
+)
+from tests.server.conftest import FAST_FLAGS, start_cluster
+
+
+@pytest.fixture(scope="module")
+def member(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    cluster = start_cluster(tmp_path_factory.mktemp("stream"), size=1, extra=FAST_FLAGS)
+    try:
+        with SyncClient([cluster.url("m0")], request_timeout_s=30.0) as client:
+            for start in range(0, 2500, 100):  # s/0000 .. s/2499, 100 puts a txn
+                client.txn().then(*(Op.put(f"s/{i:04d}", f"v{i}") for i in range(start, start + 100))).commit()
+            client.put("t/other", "x")
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_pages_are_one_snapshot(member) -> None:  # type: ignore[no-untyped-def]
+    with SyncClient([member.url("m0")]) as client:
+        pages = client.get_stream("s/", prefix=True, page_size=1000)
+        first = next(pages)
+        # writes between the pages: the stream reads on at the first page's revision
+        client.delete("s/2000")
+        client.put("s/9999", "late")
+        rest = list(pages)
+    got = [first, *rest]
+    assert [len(p.kvs) for p in got] == [1000, 1000, 500]
+    assert [p.more for p in got] == [True, True, False]
+    assert [kv.key for p in got for kv in p.kvs] == [f"s/{i:04d}".encode() for i in range(2500)]
+    assert got[2].kvs[0].value == b"v2000"  # deleted after the first page: still in the snapshot
+    assert got[0].count == 2500
+
+
+def test_limit_keys_only_and_the_default_page(member) -> None:  # type: ignore[no-untyped-def]
+    with SyncClient([member.url("m0")]) as client:
+        pages = list(client.get_stream("s/", prefix=True, limit=1500, keys_only=True))
+        assert [len(p.kvs) for p in pages] == [1000, 500] and [p.more for p in pages] == [True, False]
+        assert all(kv.value == b"" for p in pages for kv in p.kvs)
+        assert [len(p.kvs) for p in client.get_stream("s/", prefix=True, page_size=700)][:3] == [700, 700, 700]
+        [single] = list(client.get_stream("t/other"))
+        assert [kv.key for kv in single.kvs] == [b"t/other"] and not single.more
+
+
+@pytest.mark.parametrize(("options", "says"), [
+    ({"sort_order": "DESCEND"}, "a sort other than by key, ascending"),
+    ({"sort_target": "MOD"}, "a sort other than by key, ascending"),
+    ({"count_only": True}, "count_only"),
+    ({"min_mod_revision": 2}, "min/max revision filters"),
+    ({"page_size": 20_000}, "page_size must be from 1 to 10000"),
+])
+def test_what_a_stream_does_not_take_is_refused_before_it_starts(member, options, says) -> None:  # type: ignore[no-untyped-def]
+    with SyncClient([member.url("m0")]) as client, pytest.raises(InvalidArgumentError, match=says):
+        list(client.get_stream("s/", prefix=True, **options))
+
+
+def test_a_page_whose_revision_was_compacted_ends_the_stream_with_the_error(member) -> None:  # type: ignore[no-untyped-def]
+    """The member reads a page only when the one before is on its way (the stream's writes
+    wait for the client): 16 MB in pages of 400 KB are far more than the sockets buffer, so
+    pages read after the compaction below fail, and the stream ends with etcd's error."""
+    with SyncClient([member.url("m0")], request_timeout_s=30.0) as client:
+        for i in range(80):
+            client.put(f"big/{i:03d}", b"x" * 200_000)
+        pages = client.get_stream("big/", prefix=True, page_size=2)
+        next(pages)
+        client.put("big/zzz", "x")
+        client.compact(client.get("big/zzz").header.revision, physical=True)
+        read = 1
+        with pytest.raises(CompactedError):
+            for _page in pages:
+                read += 1
+        assert read < 40  # (some were sent before the compaction)
+
+
+def test_each_page_is_checked_against_the_callers_rights(member) -> None:  # type: ignore[no-untyped-def]
+    url = member.url("m0")
+    with SyncClient([url]) as root:
+        root.user_add("root", "rootpw")
+        root.role_add("root")
+        root.user_grant_role("root", "root")
+        root.user_add("reader", "readerpw")
+        root.role_add("s-reader")
+        root.role_grant_permission("s-reader", "READ", "s/", "s0")
+        root.user_grant_role("reader", "s-reader")
+        root.auth_enable()
+    try:
+        with SyncClient([url], user="reader", password="readerpw") as client:
+            assert sum(len(p.kvs) for p in client.get_stream("s/", prefix=True)) >= 2499
+            with pytest.raises(PermissionDeniedError):
+                list(client.get_stream("t/", prefix=True))
+    finally:
+        with SyncClient([url], user="root", password="rootpw") as root:
+            root.auth_disable()
+
+
+def test_over_json_each_page_is_one_result_line(member) -> None:  # type: ignore[no-untyped-def]
+    """As the watch stream through etcd's gateway: one ``{"result": RangeResponse}`` and a
+    newline per chunk, keys base64, int64s as strings, defaults left out."""
+    import base64
+    import json
+    import urllib.request
+
+    body = json.dumps({"key": base64.b64encode(b"s/").decode(), "range_end": base64.b64encode(b"s0").decode(),
+                       "limit": "5", "page_size": "2", "keys_only": True}).encode()
+    request = urllib.request.Request(member.url("m0") + "/v3/kvraft/kv/rangestream", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        assert r.headers["Content-Type"].startswith("application/json")
+        lines = r.read().decode().splitlines()
+    pages = [json.loads(line)["result"] for line in lines]
+    assert [len(p["kvs"]) for p in pages] == [2, 2, 1]
+    assert [p.get("more", False) for p in pages] == [True, True, False]
+    assert base64.b64decode(pages[0]["kvs"][0]["key"]) == b"s/0000" and "value" not in pages[0]["kvs"][0]
+    assert isinstance(pages[0]["header"]["revision"], str)
