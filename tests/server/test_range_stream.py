@@ -13,7 +13,7 @@ from kvraft.client import (
     PermissionDeniedError,
     SyncClient,
 )
-from tests.server.conftest import FAST_FLAGS, start_cluster
+from tests.server.conftest import FAST_FLAGS, needs_etcd, start_cluster
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +125,43 @@ def test_over_json_each_page_is_one_result_line(member) -> None:  # type: ignore
     assert [p.get("more", False) for p in pages] == [True, True, False]
     assert base64.b64decode(pages[0]["kvs"][0]["key"]) == b"s/0000" and "value" not in pages[0]["kvs"][0]
     assert isinstance(pages[0]["header"]["revision"], str)
+
+
+@needs_etcd
+def test_etcd_has_no_streamed_range_and_the_informer_lists_in_one_range(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The scheduler's informer lists with a streamed range; against etcd (404) it falls back
+    to one range, once, and remembers."""
+    import asyncio
+
+    from kvraft.client import Client, ServerError
+    from scheduler.informer import Informer
+
+    cluster = start_cluster(tmp_path, size=1, binary="etcd")
+    try:
+        url = cluster.url("m0")
+        with SyncClient([url]) as client:
+            client.put("/registry/nodes/a", "{}")
+            with pytest.raises(ServerError) as info:
+                list(client.get_stream("/registry/", prefix=True))
+            assert info.value.code == 12
+
+        class Sink:
+            listed: list[tuple[list[bytes], int]] = []
+
+            def replace(self, kvs, revision):  # type: ignore[no-untyped-def]
+                self.listed.append(([kv.key for kv in kvs], revision))
+
+            def apply(self, events, revision):  # type: ignore[no-untyped-def]
+                pass
+
+        async def list_twice() -> Informer:
+            async with Client([url]) as client:
+                informer = Informer(client, "/registry/", Sink())
+                await informer.list_once()
+                await informer.list_once()
+                return informer
+
+        informer = asyncio.run(list_twice())
+        assert not informer.paged and [keys for keys, _ in Sink.listed] == [[b"/registry/nodes/a"]] * 2
+    finally:
+        cluster.stop()
