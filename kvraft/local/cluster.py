@@ -352,7 +352,7 @@ def _up(directory: Path, spec: LocalSpec, *, timeout_s: float, say: Any) -> dict
             _wait(f"member {q.name}", lambda q=q: (not q.alive()) or _post(q.url, "/v3/kv/range", {"key": key}, context) == 200,
                   timeout_s, [q.log])
             if not q.alive():  # a port taken since it was picked, a data dir it refuses
-                raise ClusterError(f"member {q.name} exited at start; see {q.log}")
+                raise ClusterError(f"member {q.name} exited at start; see {q.log}{_last_words(q.log)}")
         eps = ",".join(endpoints)
         # schedulers
         for i in range(spec.schedulers):
@@ -407,7 +407,7 @@ def _up(directory: Path, spec: LocalSpec, *, timeout_s: float, say: Any) -> dict
             if q.role in ("agent", "scheduler", "dashboard"):
                 _wait(f"{q.role} {q.name}", lambda q=q: (not q.alive()) or http_ok(q.url), timeout_s, [q.log])
                 if not q.alive():
-                    raise ClusterError(f"{q.role} {q.name} exited at start; see {q.log}")
+                    raise ClusterError(f"{q.role} {q.name} exited at start; see {q.log}{_last_words(q.log)}")
         _wait_ready_nodes([q for q in procs if q.role == "agent"], endpoints, context, timeout_s)
         if spec.schedulers:
             _wait("a scheduler leader", lambda: any(_is_leader(p.url) for p in procs if p.role == "scheduler"),
@@ -418,6 +418,16 @@ def _up(directory: Path, spec: LocalSpec, *, timeout_s: float, say: Any) -> dict
             netns_teardown(net)
         raise
     return doc
+
+
+def _last_words(log: str | Path) -> str:
+    """A process that exited at start: the last line of its log, which says why (a flag it
+    refused, an address in use), as ``: ...``; "" when there is none."""
+    try:
+        lines = [ln.strip() for ln in Path(log).read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return f": {lines[-1][:300]}" if lines else ""
 
 
 def _make_certs(pki: Path, members: list[str]) -> dict[str, str]:
@@ -510,7 +520,7 @@ def _start_node(directory: Path, name: str, timeout_s: float) -> int:
     _save(directory, doc)
     _wait(f"agent {name}", lambda: (not old.alive()) or http_ok(old.url), timeout_s, [old.log])
     if not old.alive():
-        raise ClusterError(f"agent {name} exited at start; see {old.log}")
+        raise ClusterError(f"agent {name} exited at start; see {old.log}{_last_words(old.log)}")
     return child.pid
 
 
