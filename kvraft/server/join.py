@@ -129,12 +129,14 @@ async def fetch_cluster(urls: list[str], name: str, own_urls: list[str], key: by
     """Ask every peer URL at once, again every ``RETRY_S``, until one answer has a member
     at ``own_urls`` (the one applied furthest of those); ``JoinError`` when every peer
     answered with another key, when for ``grace_s`` every answer lacked this member, or when
-    none answered in ``timeout_s``. None when every peer closed without an answer (members
-    of an older version: the caller computes the ids from the flags, as they do)."""
+    none answered in ``timeout_s``. None when the peers close without an answer (members of
+    an older version: the caller computes the ids from the flags, as they do): every one, or
+    for ``grace_s`` those reached while the others cannot be."""
     if not urls:
         raise JoinError("--initial-cluster names no other member to join through")
     start = time.monotonic()
     unlisted_since: float | None = None
+    old_since: float | None = None
     errors: dict[str, str] = {}
     while True:
         answers = await asyncio.gather(*(_ask(url, key, client_ssl, cert_rule) for url in urls))
@@ -147,17 +149,22 @@ async def fetch_cluster(urls: list[str], name: str, own_urls: list[str], key: by
                 if errors.get(url) != str(answer):
                     log.warning("asking %s for the cluster to join: %s", url, answer)
                 errors[url] = str(answer)
-        if all(isinstance(a, NoAnswer) for a in answers):
-            # members of a version before the question (a rolling upgrade): their ``member
-            # add`` gave the id the old way, which the caller falls back to
-            log.warning("the peers (%s) do not describe the cluster (a version before 2026-12-06?): taking the ids "
-                        "from --initial-cluster, as that version did", ", ".join(urls))
-            return None
+        now = time.monotonic()
+        old = [a for a in answers if isinstance(a, NoAnswer)]
+        if old and not remotes and not any(isinstance(a, WrongKey) for a in answers):
+            # members of a version before the question (a rolling upgrade), the others not
+            # reachable: that version's ``member add`` gave the id the old way, which the
+            # caller falls back to (at once when all answered so; after the grace when some
+            # are down, as one of a newer version might yet answer)
+            old_since = now if old_since is None else old_since
+            if len(old) == len(answers) or now - old_since >= grace_s:
+                log.warning("the peers (%s) do not describe the cluster (a version before 2026-12-06?): taking the "
+                            "ids from --initial-cluster, as that version did", ", ".join(urls))
+                return None
         if all(isinstance(a, WrongKey) for a in answers):
             raise JoinError(
                 f"the peers ({', '.join(urls)}) do not hold this member's cluster key: --initial-cluster-token "
                 "(or --peer-secret-file) differs from the cluster's")
-        now = time.monotonic()
         if remotes:
             unlisted_since = now if unlisted_since is None else unlisted_since
             if now - unlisted_since >= grace_s:

@@ -125,6 +125,24 @@ async def test_members_that_do_not_describe_the_cluster_leave_the_ids_to_the_fla
         await transport.close()
 
 
+async def test_an_older_peer_with_the_others_down_leaves_the_ids_to_the_flags_after_the_grace(monkeypatch) -> None:
+    """A rolling upgrade with a member down: the old one closes at the question, the down one
+    cannot answer; after the grace the joiner does as the old version (it waited for ever, then
+    failed at the timeout)."""
+    monkeypatch.setattr(join, "RETRY_S", 0.05)
+    port = free_port()
+    transport = PeerTransport(99, cluster_key("t"), lambda *_: None)  # no describe: the old version
+    await transport.listen([f"http://127.0.0.1:{port}"])
+    down = f"http://127.0.0.1:{free_port()}"
+    try:
+        started = asyncio.get_running_loop().time()
+        got = await fetch_cluster([f"http://127.0.0.1:{port}", down], "c", [C], cluster_key("t"), timeout_s=30,
+                                  grace_s=0.3)
+        assert got is None and asyncio.get_running_loop().time() - started < 10
+    finally:
+        await transport.close()
+
+
 def test_guessed_ids_are_confirmed_by_the_log_or_dropped(tmp_path) -> None:
     """The fallback's registry (ids from --initial-cluster): a founder's ``found`` entry
     confirms a guess; once the entry adding this member applies, a guess still unconfirmed
