@@ -11,6 +11,7 @@ def test_public_surface() -> None:
         "CollectiveError",
         "CollectiveTimeout",
         "Communicator",
+        "DuplicateRank",
         "FileRendezvous",
         "FusionPolicy",
         "Handle",
