@@ -273,7 +273,11 @@ class KVMixin:
         read at the revision of the first, ``more`` on all but the last; the member holds
         one page at a time. ``options`` as ``get`` but sorting, ``count_only`` and the
         revision filters (refused). Breaking out of the loop closes the stream."""
-        op = Op.get(key, **options)
+        async for page in self.stream_range(Op.get(key, **options), page_size=page_size):
+            yield page
+
+    async def stream_range(self, op: Op, *, page_size: int = 0) -> AsyncGenerator[GetResponse, None]:
+        """``get_stream`` of a range already built as ``Op.get``."""
         body = dict(op.body)
         if page_size:
             body["page_size"] = page_size

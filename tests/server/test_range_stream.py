@@ -165,3 +165,41 @@ def test_etcd_has_no_streamed_range_and_the_informer_lists_in_one_range(tmp_path
         assert not informer.paged and [keys for keys, _ in Sink.listed] == [[b"/registry/nodes/a"]] * 2
     finally:
         cluster.stop()
+
+
+def test_kvctl_get_prints_a_range_page_by_page(member, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``kvctl get --prefix`` (simple format, key order) prints as kvraft streams: the same
+    lines as one range; with --order DESCEND (not streamable) one range, as before."""
+    import io
+
+    from kvraft.cli.commands import kv as kv_command
+    from kvraft.cli.main import run
+    from kvraft.client import Client
+
+    pages: list[int] = []
+    real = Client.stream_range
+
+    async def counted(self, op, *, page_size=0):  # type: ignore[no-untyped-def]
+        async for page in real(self, op, page_size=page_size):
+            pages.append(len(page.kvs))
+            yield page
+
+    monkeypatch.setattr(Client, "stream_range", counted)
+    monkeypatch.setattr(kv_command, "STREAM_PAGE", 300)
+
+    def kvctl(*argv: str) -> list[str]:
+        out, err = io.StringIO(), io.StringIO()
+        assert run(["--endpoints", member.url("m0"), *argv], io.StringIO(), out, err) == 0, err.getvalue()
+        return out.getvalue().splitlines()
+
+    with SyncClient([member.url("m0")]) as client:
+        kvs = client.get("s/", prefix=True).kvs
+    expected = [kv.key.decode() for kv in kvs]
+    lines = kvctl("get", "s/", "--prefix", "--keys-only")
+    assert [ln for ln in lines if ln] == expected and pages[0] == 300 and len(pages) == -(-len(expected) // 300)
+    assert kvctl("get", "s/", "--prefix", "--limit", "450") == [ln for kv in kvs[:450]
+                                                               for ln in (kv.key.decode(), kv.value.decode())]
+    pages.clear()
+    assert kvctl("get", "s/", "--prefix", "--keys-only", "--order", "DESCEND", "--limit", "2")[0] == expected[-1]
+    assert pages == []
+
