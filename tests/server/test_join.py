@@ -9,6 +9,8 @@ import signal
 import subprocess
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kvraft.server import join
 from kvraft.server.join import JoinError, RemoteCluster, describe, fetch_cluster, match_members
@@ -250,3 +252,26 @@ def test_a_joiner_that_was_not_added_exits(kv_cluster) -> None:
     assert result.returncode == 1, result.stderr
     assert "no member of the cluster has the peer URLs" in result.stderr
     assert "kvctl member add m3 --peer-urls=" in result.stderr
+
+
+@given(st.integers(1, 6), st.data())
+def test_matching_holds_exactly_when_the_flag_lists_the_cluster(size: int, data: st.DataObject) -> None:
+    """Property: --initial-cluster (any order, any names, URLs in any order) matches iff it
+    names exactly the cluster's members by URL; then every name gets its member's id."""
+    members = [Member(100 + i, f"m{i}" if i % 2 else "", [f"http://127.0.0.1:{2000 + 2 * i}",
+                                                          f"http://127.0.0.1:{2001 + 2 * i}"]) for i in range(size)]
+    remote = _remote(*members)
+    chosen = data.draw(st.lists(st.sampled_from(range(size + 1)), unique=True, min_size=1))  # size: a stranger
+    initial = {}
+    for i in chosen:
+        urls = [f"http://127.0.0.1:{2000 + 2 * i}", f"http://127.0.0.1:{2001 + 2 * i}"]
+        initial[f"n{i}"] = data.draw(st.permutations(urls))
+    own = f"n{data.draw(st.sampled_from(chosen))}"
+    exact = sorted(chosen) == list(range(size))
+    own_known = int(own[1:]) < size
+    if exact:
+        assert match_members(initial, own, remote) == {f"n{i}": 100 + i for i in range(size)}
+    else:
+        with pytest.raises(JoinError, match="no member of the cluster has" if not own_known else
+                           "--initial-cluster does not match the cluster's members"):
+            match_members(initial, own, remote)
