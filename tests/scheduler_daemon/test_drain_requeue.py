@@ -106,7 +106,9 @@ def test_drain_requeue_moves_the_gang_off_the_node(procs: Procs, tmp_path: Path)
     with SyncClient(eps) as c:
         c.put("/registry/evictions/big", json.dumps(request_doc("big", "requeue", None, 1, "kvctl", time.time())).encode())
         wait_for(lambda: not c.get("/registry/evictions/big").kvs, what="the request for a pending job dropped")
-    dropped = [e for e in _log(procs, "sched-a") if e.get("msg") == "eviction request dropped"]
+    # (the scheduler logs once its delete is answered: the line may follow the key's deletion)
+    dropped = wait_for(lambda: [e for e in _log(procs, "sched-a") if e.get("msg") == "eviction request dropped"],
+                       what="the dropped request's log line")
     assert [(e["job"], e["why"]) for e in dropped] == [("big", "the job is not running (Pending): nothing to evict")]
     assert phase(eps, "big") == "Pending" and job(eps, "train")["status"]["evictions"] == 1  # type: ignore[index]
     no_double_allocation(eps)
