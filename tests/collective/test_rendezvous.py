@@ -198,7 +198,7 @@ def test_two_processes_given_the_same_rank_are_told_so(tmp_path: Path) -> None:
             outcomes[name] = exc
 
     threads = [threading.Thread(target=rank, args=args) for args in (("first 1", 1, 0.0), ("second 1", 1, 0.3),
-                                                                     ("0", 0, 0.6))]
+                                                                     ("0", 0, 1.5))]
     for t in threads:
         t.start()
     for t in threads:
