@@ -57,6 +57,9 @@ class RangeOp:
     max_mod_revision: int = 0
     min_create_revision: int = 0
     max_create_revision: int = 0
+    no_count: bool = False
+    """kvraft's, never on the wire: leave ``count`` 0 and stop at ``limit`` (a streamed
+    range's later pages, api/kv.py)."""
 
 
 @dataclass(slots=True)

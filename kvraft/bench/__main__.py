@@ -5,7 +5,8 @@ storage (``storage``: the LMDB log and MVCC store alone); server-vs-etcd
 (``cluster_load``: simulated agents and a binder, step by step, kvraft and etcd); paired
 (``paired``: an A/B of kvraft source trees, bursts interleaved); raft-core (``raft_core``: the
 Raft core's CPU per replicated write, no I/O); scoped-tokens (``scoped_tokens``: what the
-agent's per-attempt tokens cost)."""
+agent's per-attempt tokens cost); range-stream (``range_stream``: a member's memory while it
+lists many keys, one range against the streamed range)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from kvraft.bench import (
     kv_load,
     paired,
     raft_core,
+    range_stream,
     scoped_tokens,
     server_compare,
     storage,
@@ -34,6 +36,7 @@ WORKLOADS: dict[str, Callable[[str, list[str]], int]] = {
     "paired": paired.main,
     "raft-core": raft_core.main,
     "scoped-tokens": scoped_tokens.main,
+    "range-stream": range_stream.main,
 }
 
 

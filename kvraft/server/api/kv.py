@@ -33,8 +33,9 @@ async def _range_stream(request: web.Request) -> web.StreamResponse:
     ``{"result": RangeResponse}`` chunk as the watch stream's, all at the revision of the
     first (a linearizable first page unless ``serializable``), ``more`` on every page but
     the last. The member holds one page at a time: a list of millions of keys costs no more
-    memory than a page (etcd-io/etcd#12342). ``limit`` caps the whole; ``count`` on each page
-    counts the keys from that page on. Refused before the stream starts (code 3): sorting,
+    memory than a page (etcd-io/etcd#12342). ``limit`` caps the whole; ``count`` is on the
+    first page (the whole range's; a later page counts nothing: counting the rest made each
+    page cost the whole remaining range). Refused before the stream starts (code 3): sorting,
     ``count_only`` and the revision filters (a page's cursor is its last key). A page that
     fails later (its revision compacted meanwhile) ends the stream with an error chunk."""
     out, (op, page_size) = await read_request(request, schemas.RANGE_STREAM)
@@ -48,13 +49,13 @@ async def _range_stream(request: web.Request) -> web.StreamResponse:
     server, page = request.app[SERVER], page_size or PAGE_SIZE
     sent = 0
 
-    def next_page(key: bytes, revision: int, serializable: bool) -> RangeOp:
+    def next_page(key: bytes, revision: int, serializable: bool, no_count: bool = True) -> RangeOp:
         left = op.limit - sent if op.limit else page
         paged: RangeOp = dataclasses.replace(op, key=key, revision=revision, serializable=serializable,
-                                             limit=min(page, left))
+                                             limit=min(page, left), no_count=no_count)
         return paged
 
-    result = await server.range(next_page(op.key, op.revision, op.serializable))
+    result = await server.range(next_page(op.key, op.revision, op.serializable, no_count=False))
     revision = op.revision or result.revision  # every page reads this one
     sink = await open_stream(request, out)
     while True:

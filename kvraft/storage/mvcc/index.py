@@ -198,13 +198,15 @@ class TreeIndex:
             lo, inclusive = last, False
 
     def range(
-        self, key: bytes, end: bytes | None, at: int, limit: int = 0
+        self, key: bytes, end: bytes | None, at: int, limit: int = 0, count: bool = True
     ) -> tuple[list[Hit], int]:
         """Keys alive at ``at`` in the range, in key order: up to ``limit`` hits (0: all)
-        and the total number alive."""
+        and the total number alive; without ``count`` the scan stops at ``limit`` and the
+        total is 0 (a streamed range's later pages: counting the rest made each page cost
+        the whole remaining range)."""
         if end is None:
             got = self.get(key, at)
-            return ([(key, *got)], 1) if got is not None else ([], 0)
+            return ([(key, *got)], 1 if count else 0) if got is not None else ([], 0)
         hits: list[Hit] = []
         total = 0
         for chunk in self._scan(key, end, at):
@@ -213,7 +215,9 @@ class TreeIndex:
                 hits.extend(chunk)
             elif len(hits) < limit:
                 hits.extend(chunk[: limit - len(hits)])
-        return hits, total
+            elif not count:
+                break
+        return hits, total if count else 0
 
     def count(self, key: bytes, end: bytes | None, at: int) -> int:
         if end is None:

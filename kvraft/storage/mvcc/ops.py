@@ -234,7 +234,8 @@ def apply_range(view: View, r: Any) -> RangeResult:
         # without its enum comparisons and copies
         limit = r.limit
         kvs, count, header = view.range(r.key, mk_gte_range(r.range_end), rev=r.revision,
-                                        limit=limit + 1 if limit > 0 else 0, count_only=r.count_only)
+                                        limit=limit + 1 if limit > 0 else 0, count_only=r.count_only,
+                                        count=not getattr(r, "no_count", False))
         if limit > 0 and len(kvs) > limit:
             return RangeResult(tuple(kvs[:limit]), True, count, header)
         return RangeResult(tuple(kvs), False, count, header)

@@ -44,11 +44,12 @@ class View(Protocol):
 
     def range(
         self, key: bytes, end: bytes | None, *, rev: int = 0, limit: int = 0,
-        count_only: bool = False,
+        count_only: bool = False, count: bool = True,
     ) -> tuple[list[KeyValue], int, int]:
         """``(kvs, count, header_revision)``: the keys alive at ``rev`` (0: the view's
         current revision) in key order, at most ``limit`` of them (0: all), and how many
-        are alive in total. Raises FutureRevisionError / CompactedRevisionError."""
+        are alive in total (0 without ``count``: the scan stops at ``limit``). Raises
+        FutureRevisionError / CompactedRevisionError."""
         ...
 
 
@@ -76,7 +77,7 @@ class ReadView:
 
     def range(
         self, key: bytes, end: bytes | None, *, rev: int = 0, limit: int = 0,
-        count_only: bool = False,
+        count_only: bool = False, count: bool = True,
     ) -> tuple[list[KeyValue], int, int]:
         cur = self._current()
         if rev > cur:
@@ -90,7 +91,7 @@ class ReadView:
             total = self._index.count(key, end, rev)
             kvs: list[KeyValue] = []
         else:
-            hits, total = self._index.range(key, end, rev, limit)
+            hits, total = self._index.range(key, end, rev, limit, count)
             kvs = [self._fetch(modified) for _key, modified, _c, _v in hits]
         if rev < store.compact_revision:  # compacted while we read the index
             raise CompactedRevisionError()
