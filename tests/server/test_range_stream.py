@@ -203,3 +203,14 @@ def test_kvctl_get_prints_a_range_page_by_page(member, monkeypatch) -> None:  # 
     assert kvctl("get", "s/", "--prefix", "--keys-only", "--order", "DESCEND", "--limit", "2")[0] == expected[-1]
     assert pages == []
 
+
+
+def test_the_benchmark_lists_both_ways_and_prints_its_figures(capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from kvraft.bench.__main__ import main
+
+    assert main(["range-stream", "--keys", "300", "--runs", "1", "--page-size", "100"]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["one_range"]["keys"] == summary["streamed"]["keys"] == 300
+    assert summary["streamed_first_run"]["seconds"] > 0 and "rss_peak_over_mib" in summary["one_range"]
