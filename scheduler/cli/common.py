@@ -11,11 +11,11 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from kvraft.client import Op
+from kvraft.client import Op, ServerError
 from scheduler import arrays, decode, keys
 from scheduler.jobs import check_stored_job, elastic_run_size
 
-__all__ = ["CliError", "NotFound", "array_elements", "job_view", "json_values", "stored_status", "key_of", "targets", "placement_rows", "read_input", "skip"]
+__all__ = ["CliError", "NotFound", "array_elements", "job_view", "json_values", "list_prefix", "stored_status", "key_of", "targets", "placement_rows", "read_input", "skip"]
 
 
 class CliError(Exception):
@@ -129,6 +129,27 @@ def _spec(key: str, name: str, value: bytes) -> dict[str, Any]:
     return doc  # type: ignore[no-any-return]
 
 
+LIST_PAGE = 1000
+
+
+def list_prefix(client: Any, prefix: str, revision: int = 0) -> tuple[list[Any], int]:
+    """The keys under ``prefix`` at ``revision`` (0: now) and the revision they were read at,
+    as a streamed range (pages: the member never builds a listing of every job at once); one
+    range from a store without it (etcd answers 404)."""
+    kvs: list[Any] = []
+    read_at = revision
+    try:
+        for page in client.get_stream(prefix, prefix=True, revision=revision, page_size=LIST_PAGE):
+            read_at = read_at or int(page.header.revision)  # (every page reads the first's)
+            kvs.extend(page.kvs)
+        return kvs, read_at
+    except ServerError as exc:
+        if exc.code != 12:  # (gRPC Unimplemented: no such route)
+            raise
+    resp = client.get(prefix, prefix=True, revision=revision)
+    return list(resp.kvs), revision or int(resp.header.revision)
+
+
 def job_view(client: Any, name: str | None = None, *, strict: bool = True) -> list[dict[str, Any]]:
     """Jobs as users see them: name, tenant, priority, spec, and ``status`` (phase, reason,
     restarts, placement), read at one revision. A job asked for by name that does not decode
@@ -140,9 +161,8 @@ def job_view(client: Any, name: str | None = None, *, strict: bool = True) -> li
         jobs = list(getattr(resp.responses[0], "kvs", ()))
         statuses = list(getattr(resp.responses[1], "kvs", ()))
     else:
-        rev = client.get(keys.JOBS, prefix=True)
-        jobs = list(rev.kvs)
-        statuses = list(client.get(keys.JOBSTATUS, prefix=True, revision=rev.header.revision).kvs)
+        jobs, revision = list_prefix(client, keys.JOBS)
+        statuses, _ = list_prefix(client, keys.JOBSTATUS, revision)
     st: dict[str, dict[str, Any]] = {}
     for status_key, doc in json_values(statuses, " (the job is shown without its status)"):
         st[status_key[len(keys.JOBSTATUS):]], problems = decode.job_status(doc)
