@@ -162,6 +162,7 @@ class Node(NodeStatusMixin):
             if config.initial_cluster_state == "existing" and not config.force_new_cluster:
                 self.membership.guess_from_flags(self.member_id)  # (peers that do not describe the cluster)
         self.membership.own_id = self.member_id
+        self._warn_if_moved()
         new_cluster = config.initial_cluster_state == "new" and not config.force_new_cluster
         self.cluster_id = self._load_cluster_id()
         self.raft_log = open_raft_log(self.data_dir, sorted(initial_ids.values()), new_cluster, wal_path)
@@ -283,14 +284,22 @@ class Node(NodeStatusMixin):
         a leader (it rejected its own peers' messages as addressed to another member)."""
         path = self.data_dir / "member_id"
         stored = _read_id(path, "this member's id", f"from --initial-advertise-peer-urls and the token it was {from_flags}")
-        if stored is not None:
-            if stored != from_flags:
-                log.warning("member id %x from %s, not %x from --initial-advertise-peer-urls and "
-                            "--initial-cluster-token (they changed since the data dir was created; "
-                            "as etcd, a restart keeps its id)", stored, path, from_flags)
+        if stored is not None:  # (``_warn_if_moved`` says when the flags changed since)
             return stored
         write_durably(path, f"{from_flags}\n")  # a crash never leaves half of it
         return from_flags
+
+    def _warn_if_moved(self) -> None:
+        """--initial-advertise-peer-urls other than this member's peer URLs in the registry:
+        they changed since the data dir was created, and as etcd a restart keeps the member's
+        id and URLs (``member update`` moves them). Compared by URL, not by the id the flags
+        hash to: a member that joined has the id ``member add`` gave it, never that hash."""
+        own = self.membership.get(self.member_id)
+        flags = sorted(u.strip() for u in self.config.initial_advertise_peer_urls)
+        if own is not None and own.peer_urls and sorted(own.peer_urls) != flags:
+            log.warning("--initial-advertise-peer-urls %s are not member %x's peer URLs %s (they changed since the "
+                        "data dir was created; as etcd, a restart keeps its id and URLs: member update moves them)",
+                        ",".join(flags), self.member_id, ",".join(own.peer_urls))
 
     def _load_cluster_id(self) -> int:
         """From the cluster token alone, so founding and joining members agree (tokens
