@@ -2,10 +2,9 @@
 
 ``Informer(client, prefix, sink).run()`` loops forever:
 
-1. **list**: the prefix as a streamed range (``Client.get_stream``, pages of ``LIST_PAGE``
+1. **list**: the prefix as a streamed range (``Client.get_all``, pages of ``LIST_PAGE``
    keys at one revision: the member holds one page at a time, not a whole cluster's
-   records; a store without it, etcd, answers 404 and the informer takes one ``get`` from
-   then on); ``sink.replace(kvs, revision)`` gets the whole snapshot (the sink diffs it
+   records; from a store without it, etcd, one ``get``); ``sink.replace(kvs, revision)`` gets the whole snapshot (the sink diffs it
    against what it had, so deletions missed while away are seen);
 2. **watch** from ``revision + 1``; every response goes to ``sink.apply(events, revision)``.
    The client's watcher already resumes after a disconnect or a member change from the next
@@ -28,13 +27,11 @@ import random
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from kvraft.client import ClientError, ServerError, WatchCompactedError
+from kvraft.client import ClientError, WatchCompactedError
 
 __all__ = ["LIST_PAGE", "Informer", "Sink"]
 
 LIST_PAGE = 2000
-NOT_SUPPORTED = 12
-"""gRPC Unimplemented: what a client error for a 404 carries (a route the store does not have)."""
 
 log = logging.getLogger("kvraft.scheduler.informer")
 
@@ -62,25 +59,10 @@ class Informer:
         self.compactions = 0
         self.errors = 0
         self.events = 0
-        self.paged = True
-        """Whether the store serves streamed ranges (until a 404 says it does not)."""
 
     async def _list(self) -> tuple[list[Any], int]:
         """The prefix's keys and the revision they were read at."""
-        if self.paged:
-            kvs: list[Any] = []
-            revision = 0
-            try:
-                async for page in self.client.get_stream(self.prefix, prefix=True, page_size=LIST_PAGE):
-                    revision = revision or int(page.header.revision)  # (every page reads the first's)
-                    kvs.extend(page.kvs)
-                return kvs, revision
-            except ServerError as exc:
-                if exc.code != NOT_SUPPORTED:
-                    raise
-                self.paged = False
-                log.info("the store has no streamed range (etcd?): listing in one range")
-        resp = await self.client.get(self.prefix, prefix=True)
+        resp = await self.client.get_all(self.prefix, prefix=True, page_size=LIST_PAGE)
         return list(resp.kvs), int(resp.header.revision)
 
     async def list_once(self) -> int:

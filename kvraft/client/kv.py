@@ -25,6 +25,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kvraft.client.errors import ServerError
 from kvraft.client.types import DeleteResponse, GetResponse, KeyValue, PutResponse, TxnResponse
 
 __all__ = ["Compare", "Key", "Op", "Txn", "prefix_range_end", "to_bytes"]
@@ -257,10 +258,15 @@ class Txn:
         return await self._commit(self)
 
 
+UNIMPLEMENTED = 12
+"""The gRPC code a client error for a 404 carries: the store has no such route."""
+
+
 class KVMixin:
     """Range, Put, DeleteRange, Txn, Compaction."""
 
     _transport: Transport
+    _no_stream_range = False
 
     async def get(self, key: Key, **options: Any) -> GetResponse:
         """Read a key or range; options as ``Op.get``. Linearizable unless ``serializable``."""
@@ -283,6 +289,24 @@ class KVMixin:
             body["page_size"] = page_size
         async for message in self._transport.stream("/kvraft/kv/rangestream", body):
             yield GetResponse.from_wire(message)
+
+    async def get_all(self, key: Key, *, page_size: int = 0, **options: Any) -> GetResponse:
+        """A whole range as one ``GetResponse`` read through ``get_stream`` (the member holds
+        a page at a time; the header and ``count`` are the first page's, every page read at
+        its revision); from a store without streamed ranges (etcd answers the route 404,
+        gRPC Unimplemented) one ``get``, and this client asks that store so from then on."""
+        if not self._no_stream_range:
+            pages: list[GetResponse] = []
+            try:
+                async for page in self.get_stream(key, page_size=page_size, **options):
+                    pages.append(page)
+            except ServerError as exc:
+                if exc.code != UNIMPLEMENTED:
+                    raise
+                self._no_stream_range = True
+            else:
+                return GetResponse(pages[0].header, tuple(kv for p in pages for kv in p.kvs), False, pages[0].count)
+        return await self.get(key, **options)
 
     async def put(self, key: Key, value: Key, **options: Any) -> PutResponse:
         """Write a key; options ``lease``, ``prev_kv``, ``ignore_value``, ``ignore_lease``."""

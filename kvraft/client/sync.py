@@ -29,7 +29,7 @@ __all__ = ["SyncClient"]
 T = TypeVar("T")
 
 _ASYNC_METHODS = {
-    "get", "put", "delete", "compact", "lease_grant", "lease_revoke", "lease_time_to_live",
+    "get", "put", "delete", "compact", "get_all", "lease_grant", "lease_revoke", "lease_time_to_live",
     "lease_leases", "lease_keep_alive_once", "member_list", "member_add", "member_remove",
     "member_update", "member_promote", "status", "hash_kv", "health", "defragment", "alarm_list",
     "alarm_disarm", "move_leader", "auth_enable", "auth_disable", "auth_status", "user_add",

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from kvraft.client import Op, ServerError
+from kvraft.client import Op
 from scheduler import arrays, decode, keys
 from scheduler.jobs import check_stored_job, elastic_run_size
 
@@ -134,19 +134,9 @@ LIST_PAGE = 1000
 
 def list_prefix(client: Any, prefix: str, revision: int = 0) -> tuple[list[Any], int]:
     """The keys under ``prefix`` at ``revision`` (0: now) and the revision they were read at,
-    as a streamed range (pages: the member never builds a listing of every job at once); one
-    range from a store without it (etcd answers 404)."""
-    kvs: list[Any] = []
-    read_at = revision
-    try:
-        for page in client.get_stream(prefix, prefix=True, revision=revision, page_size=LIST_PAGE):
-            read_at = read_at or int(page.header.revision)  # (every page reads the first's)
-            kvs.extend(page.kvs)
-        return kvs, read_at
-    except ServerError as exc:
-        if exc.code != 12:  # (gRPC Unimplemented: no such route)
-            raise
-    resp = client.get(prefix, prefix=True, revision=revision)
+    as a streamed range (``Client.get_all``: the member never builds a listing of every job
+    at once; one range from etcd)."""
+    resp = client.get_all(prefix, prefix=True, revision=revision, page_size=LIST_PAGE)
     return list(resp.kvs), revision or int(resp.header.revision)
 
 

@@ -55,11 +55,9 @@ class FakeClient:
     async def get(self, key: str, **_: Any) -> Resp:
         return Resp(Header(self.rev), [kv for k, kv in sorted(self.data.items()) if k.startswith(key)])
 
-    async def get_stream(self, key: str, **_: Any) -> Any:
-        """The streamed range the informer lists with: two keys a page, at one revision."""
-        kvs = (await self.get(key)).kvs
-        for start in range(0, max(len(kvs), 1), 2):
-            yield Resp(Header(self.rev), kvs[start:start + 2])
+    async def get_all(self, key: str, **_: Any) -> Resp:
+        """The streamed range the informer lists with, gathered (Client.get_all)."""
+        return await self.get(key)
 
     def watch(self, key: str, **opts: Any) -> Any:
         self.watch_starts.append(opts["start_revision"])

@@ -49,11 +49,9 @@ class FakeSync:
         kvs = [kv for k, kv in sorted(self.data.items()) if (k.startswith(key) if prefix else k == key)]
         return Resp(Header(self.rev), kvs)
 
-    def get_stream(self, key: str, prefix: bool = False, page_size: int = 2, **_: Any) -> Any:
-        """The streamed range jobctl lists with: ``page_size`` keys a page, at one revision."""
-        kvs = self.get(key, prefix).kvs
-        for start in range(0, max(len(kvs), 1), page_size):
-            yield Resp(Header(self.rev), kvs[start:start + page_size])
+    def get_all(self, key: str, prefix: bool = False, **_: Any) -> Resp:
+        """The streamed range jobctl lists with, gathered (Client.get_all)."""
+        return self.get(key, prefix)
 
     def call(self, helper: Any) -> Any:
         """``SyncClient.call``: the helper runs against a kvraft whose auth is off."""
@@ -353,24 +351,13 @@ def test_exec_runs_through_the_agent_and_exits_with_the_commands_code(
     assert len(asked) == 2  # nothing was sent for the refused ones
     assert jobctl(["logs", "x", "--", "y"], capsys, monkeypatch)[0] == 2  # other verbs: argparse's own rules
 
-
-
-def test_listing_streams_and_falls_back_to_one_range_on_a_store_without_it(store: FakeSync) -> None:
-    """``get jobs`` lists with a streamed range (pages at one revision); etcd answers its route
-    404 (gRPC Unimplemented) and one range is asked instead."""
-    from kvraft.client import ServerError
+def test_listing_reads_jobs_and_statuses_at_one_revision(store: FakeSync) -> None:
+    """``get jobs`` lists through ``Client.get_all`` (a streamed range; one range from etcd:
+    tests/server/test_range_stream.py), the statuses at the jobs' revision."""
     from scheduler.cli.common import list_prefix
 
     for i in range(5):
         store.put(f"/registry/jobs/j{i}", b"{}")
     kvs, revision = list_prefix(store, "/registry/jobs/")
     assert [kv.key for kv in kvs] == [f"/registry/jobs/j{i}".encode() for i in range(5)] and revision == store.rev
-
-    class Etcd(FakeSync):
-        def get_stream(self, *a: Any, **k: Any) -> Any:
-            raise ServerError("http://etcd/v3/kvraft/kv/rangestream: not supported by this server (HTTP 404)", code=12)
-            yield  # (a generator, as the client's)
-
-    etcd = Etcd()
-    etcd.data, etcd.rev = store.data, store.rev
-    assert list_prefix(etcd, "/registry/jobs/", 3) == (list_prefix(store, "/registry/jobs/")[0], 3)
+    assert list_prefix(store, "/registry/jobs/", 3)[1] == 3

@@ -154,15 +154,16 @@ def test_etcd_has_no_streamed_range_and_the_informer_lists_in_one_range(tmp_path
             def apply(self, events, revision):  # type: ignore[no-untyped-def]
                 pass
 
-        async def list_twice() -> Informer:
+        async def list_twice() -> bool:
             async with Client([url]) as client:
                 informer = Informer(client, "/registry/", Sink())
                 await informer.list_once()
                 await informer.list_once()
-                return informer
+                return client._no_stream_range  # (remembered: the second list asked no stream)
 
-        informer = asyncio.run(list_twice())
-        assert not informer.paged and [keys for keys, _ in Sink.listed] == [[b"/registry/nodes/a"]] * 2
+        assert asyncio.run(list_twice()) and [keys for keys, _ in Sink.listed] == [[b"/registry/nodes/a"]] * 2
+        with SyncClient([url]) as client:  # what jobctl lists with
+            assert [kv.key for kv in client.get_all("/registry/", prefix=True).kvs] == [b"/registry/nodes/a"]
     finally:
         cluster.stop()
 
@@ -214,3 +215,12 @@ def test_the_benchmark_lists_both_ways_and_prints_its_figures(capsys) -> None:  
     summary = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert summary["one_range"]["keys"] == summary["streamed"]["keys"] == 300
     assert summary["streamed_first_run"]["seconds"] > 0 and "rss_peak_over_mib" in summary["one_range"]
+
+
+def test_get_all_gathers_the_pages_at_one_revision(member) -> None:  # type: ignore[no-untyped-def]
+    with SyncClient([member.url("m0")]) as client:
+        one = client.get("s/", prefix=True)
+        whole = client.get_all("s/", prefix=True, page_size=400)
+    assert [kv.key for kv in whole.kvs] == [kv.key for kv in one.kvs] and not whole.more
+    assert whole.count == one.count == len(one.kvs)
+

@@ -11,6 +11,7 @@ from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_BAD_FEATURE, CommandError
 from kvraft.cli.parsing import GoNumError, go_parse_int, int64
 from kvraft.cli.printers.simple import SimplePrinter
 from kvraft.client import DeleteResponse, GetResponse, Op, PutResponse, ServerError
+from kvraft.client.kv import UNIMPLEMENTED
 
 __all__ = ["DeleteOptions", "GetOptions", "PutOptions", "add_get_flags", "add_put_flags", "add_del_flags", "register"]
 
@@ -188,7 +189,7 @@ async def _print_stream(client: Any, op: Op, printer: SimplePrinter) -> bool:
         async for page in client.stream_range(streamed, page_size=STREAM_PAGE):
             printer.get(page)
     except ServerError as exc:
-        if exc.code != 12:  # (gRPC Unimplemented: the route is not there)
+        if exc.code != UNIMPLEMENTED:  # (the route is not there)
             raise
         return False
     return True
