@@ -98,7 +98,6 @@ class Config:
     tls_max_version: str = ""
     """etcd 3.5's flags: TLS1.2 or TLS1.3; no maximum by default."""
     auto_promote_learners: bool = True
-    strict_reconfig_check: bool = True
     pre_vote: bool = True
     """etcd's flag (3.5's default, true; 3.4's was false): a member that lost its leader asks
     for a pre-vote before it campaigns, so one partitioned member cannot depose a working
@@ -113,6 +112,7 @@ class Config:
     force_new_cluster: bool = False
     """etcd's flag: start as a one-member cluster that keeps this member's data, the others
     removed (recovery from a lost quorum; kvraft/server/force_new.py). Remove it afterwards."""
+    strict_reconfig_check: bool = True
     """etcd's flag (default on): refuse a member add, remove or promote that would leave the
     cluster without a working quorum (kvraft/server/reconfig.py)."""
     max_learners: int = 1
@@ -124,6 +124,10 @@ class Config:
     metrics: str = "basic"
     """etcd's ``--metrics``: ``extensive`` adds ``grpc_server_handling_seconds`` (histograms
     of each call's handling time)."""
+    gateway_emit_defaults: bool = False
+    """JSON answers carry every field of their message, zero values included (etcd's gateway
+    leaves them out); a request's ``Kvraft-Emit-Defaults`` header overrides it
+    (kvraft/server/api/defaults.py)."""
     experimental_initial_corrupt_check: bool = False
     """Compare this member's hash with its peers' before serving; refuse to start on a
     mismatch (``kvraft.server.corruption``)."""

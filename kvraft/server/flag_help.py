@@ -78,6 +78,8 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     "log_level": ("Logging", "Configures log level: debug, info, warn, error, panic or fatal."),
     "debug": ("Logging", "Enable debug-level logging (the same as --log-level debug)."),
     # Profiling and monitoring
+    "gateway_emit_defaults": ("Member", "JSON answers carry every field, zero values included (\"watch_id\":\"0\", "
+                                        "\"succeeded\":false); per request: header Kvraft-Emit-Defaults: true|false."),
     "metrics": ("Profiling and monitoring", "Set level of detail for exported metrics: 'basic' or 'extensive'."),
     # Experimental (and compatibility)
     "experimental_initial_corrupt_check": ("Experimental", "Check data corruption against the peers before "

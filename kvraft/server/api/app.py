@@ -10,6 +10,7 @@ wrapper answers preflights).
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -17,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 from aiohttp import web
 
 from kvraft.apply.errors import InvalidArgument
-from kvraft.server.api import cluster, debug, gate, kv, maintenance, misc
+from kvraft.server.api import cluster, debug, defaults, gate, kv, maintenance, misc
 from kvraft.server.api.codec import JSON_OUT
 from kvraft.server.api.errors import GRPC_CODE, error_response
 from kvraft.server.api.grpc_stats import method_for
@@ -119,6 +120,22 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
+@web.middleware
+async def _emit_defaults(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """JSON answers with their zero-valued fields (``defaults``), when the member's
+    ``--gateway-emit-defaults`` or the request's header asks: a whole answer is filled here,
+    a stream's messages by its ``Sink`` (``defaults.MESSAGE`` tells it which message)."""
+    message = defaults.message_for(request.path) if request.get(_IN_GATEWAY) else None
+    if message is None or not defaults.wants_defaults(request.headers, request.app[SERVER].config.gateway_emit_defaults):
+        return await handler(request)
+    request[defaults.MESSAGE] = message
+    response = await handler(request)
+    if isinstance(response, web.Response) and response.status == 200 and response.content_type == "application/json" \
+            and isinstance(response.body, bytes) and response.body:
+        response.body = JSON_OUT.dumps(defaults.fill(message, json.loads(response.body)))
+    return response
+
+
 async def _options(_request: web.Request) -> web.Response:
     return web.Response(status=200)
 
@@ -127,7 +144,7 @@ def make_app(server: Any) -> web.Application:
     """The client API of one member. ``server`` is a started-or-startable member object
     (``kvraft.server.member.Member``): the app starts it and stops it with itself."""
     max_bytes = body_limit(server.config.max_request_bytes)
-    app = web.Application(middlewares=[_paths, _errors], client_max_size=max_bytes)
+    app = web.Application(middlewares=[_paths, _errors, _emit_defaults], client_max_size=max_bytes)
     app[SERVER] = server
 
     async def member_lifetime(_app: web.Application) -> AsyncIterator[None]:

@@ -78,6 +78,8 @@ _REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbid
             503: b"Service Unavailable", 504: b"Gateway Timeout"}
 
 
+_MSGPACK_BYTES = MSGPACK.encode()
+
 class _Date:
     """The ``Date`` header, formatted once a second."""
 
@@ -104,6 +106,8 @@ class _Routes:
         config = getattr(server, "config", None)
         self.client_cert_auth = bool(getattr(config, "client_cert_auth", False))
         self.cert_rule = CertRule("client", allowed_hostname=str(getattr(config, "client_cert_allowed_hostname", "") or ""))
+        self.emit_defaults = bool(getattr(config, "gateway_emit_defaults", False))
+        """JSON answers are then aiohttp's (its middleware fills them: ``defaults``)."""
 
     def header(self, out: Out, revision: int) -> dict[str, Any]:
         s = self.server
@@ -436,9 +440,9 @@ class FastProtocol(asyncio.Protocol):
                 ctype = value.split(b";", 1)[0].strip().lower()
             elif name == b"connection":
                 close = value.strip().lower() == b"close"
-            elif name in (b"transfer-encoding", b"expect", b"upgrade"):
+            elif name in (b"transfer-encoding", b"expect", b"upgrade", b"kvraft-emit-defaults"):
                 length = -2
-        if length < 0 or length > self.max_body:
+        if length < 0 or length > self.max_body or (self.routes.emit_defaults and ctype != _MSGPACK_BYTES):
             self._hand_over()
             return
         start = end + 4
@@ -450,7 +454,7 @@ class FastProtocol(asyncio.Protocol):
         self.grpc = _GRPC[route]
         if self.grpc is not None:
             self.grpc_started = self.routes.grpc_stats.start(self.grpc)
-        out = MSGPACK_OUT if ctype == MSGPACK.encode() else JSON_OUT
+        out = MSGPACK_OUT if ctype == _MSGPACK_BYTES else JSON_OUT
         if route == "put":  # answered from a callback: no task, no coroutine
             self._put(out, body, close)
             return

@@ -30,6 +30,7 @@ from kvraft.server.api.codec import (
     Out,
     decode_body,
 )
+from kvraft.server.api.defaults import filler
 from kvraft.server.api.encode import encode_header
 from kvraft.server.api.errors import HTTP_STATUS, to_etcd_error
 from kvraft.server.api.feature_state import FEATURES
@@ -191,7 +192,7 @@ async def _keepalive_ws(request: web.Request) -> web.WebSocketResponse:
                 except Exception as exc:
                     await ws.send_str(error_chunk(exc).decode().rstrip("\n"))
                     return ws
-                await Sink(out, ws=ws).send(doc)
+                await Sink(out, ws=ws, fill=filler(request)).send(doc)
         except EtcdError as exc:
             if not decoded:
                 await send_bare_error(ws, exc, out)

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from kvraft.server.api import schemas
 from kvraft.server.api.codec import MSGPACK_OUT, Out
+from kvraft.server.api.defaults import filler
 from kvraft.server.api.errors import to_etcd_error
 from kvraft.server.api.feature_state import FEATURES
 from kvraft.server.api.request import header, read_request, respond
@@ -115,6 +116,7 @@ async def _snapshot(request: web.Request) -> web.StreamResponse:
     stream = await loop.run_in_executor(None, server.state.store.snapshot, SNAPSHOT_CHUNK_BYTES)
     frames = iter(stream)
     response = web.StreamResponse(headers={**CORS, "Content-Type": out.content_type})
+    fill = filler(request) if out is not MSGPACK_OUT else None
     failure: Exception | None = None
     try:
         await response.prepare(request)
@@ -126,6 +128,8 @@ async def _snapshot(request: web.Request) -> web.StreamResponse:
             result = {"header": header(request, out, stream.revision), "blob": out.b(frame)}
             if following is not None:
                 result["remaining_bytes"] = out.i(max(stream.size_estimate - sent, 1))
+            if fill is not None:
+                result = fill(result)
             await response.write(_message(out, {"result": result}))
             frame = following
     except ConnectionError:

@@ -6,7 +6,7 @@ concatenated request objects from one body."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgpack
@@ -15,6 +15,7 @@ from aiohttp import web
 from kvraft.apply.errors import EtcdError, InvalidArgument, Unknown
 from kvraft.server.api import gojson
 from kvraft.server.api.codec import MSGPACK, MSGPACK_OUT, Message, Out, decode_message
+from kvraft.server.api.defaults import filler
 
 __all__ = [
     "CORS", "JsonRequests", "Sink", "bare_error", "decode_stream", "iter_requests", "open_stream", "send_bare_error",
@@ -113,12 +114,17 @@ async def send_bare_error(ws: web.WebSocketResponse, exc: EtcdError, out: Out) -
 class Sink:
     """Where a stream's messages go: a chunked HTTP response or a WebSocket."""
 
-    def __init__(self, out: Out, response: web.StreamResponse | None = None, ws: web.WebSocketResponse | None = None) -> None:
+    def __init__(self, out: Out, response: web.StreamResponse | None = None, ws: web.WebSocketResponse | None = None,
+                 fill: Callable[[Any], Any] | None = None) -> None:
         self.out = out
         self.response = response
         self.ws = ws
+        self.fill = fill if out is not MSGPACK_OUT else None
+        """Emit-defaults (``defaults.filler``): each JSON message with its zero-valued fields."""
 
     async def send(self, result: dict[str, Any]) -> None:
+        if self.fill is not None:
+            result = self.fill(result)
         doc = {"result": result}
         if self.ws is not None:
             if self.out is MSGPACK_OUT:
@@ -134,6 +140,8 @@ class Sink:
 
     async def send_raw(self, data: bytes) -> None:
         """An already encoded JSON message (``{"result": ...}`` plus newline)."""
+        if self.fill is not None:
+            return await self.send(json.loads(data)["result"])
         if self.ws is not None:
             await self.ws.send_str(data.decode().rstrip("\n"))
         else:
@@ -157,7 +165,7 @@ async def open_stream(request: web.Request, out: Out) -> Sink:
     response = web.StreamResponse(headers={**CORS, "Content-Type": out.content_type})
     response.enable_chunked_encoding()
     await response.prepare(request)
-    return Sink(out, response=response)
+    return Sink(out, response=response, fill=filler(request))
 
 
 def is_packed(request: web.Request) -> bool:

@@ -34,6 +34,7 @@ from kvraft.server.api.codec import (
     decode_body,
     decode_message,
 )
+from kvraft.server.api.defaults import filler
 from kvraft.server.api.encode import encode_kv
 from kvraft.server.api.feature_state import FEATURES
 from kvraft.server.api.request import OUT, header
@@ -273,7 +274,7 @@ async def _watch_ws(request: web.Request) -> web.WebSocketResponse:
     the watchers go on. Binary messages are kvraft's: one msgpack request each."""
     ws = web.WebSocketResponse()
     await ws.prepare(request)
-    session = _Session(request, Sink(JSON_OUT, ws=ws))
+    session = _Session(request, Sink(JSON_OUT, ws=ws, fill=filler(request)))
     sender = asyncio.get_running_loop().create_task(session.send_loop())
     requests = JsonRequests(WATCH_REQUEST)
     decoded = stopped = False
