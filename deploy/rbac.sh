@@ -6,7 +6,7 @@
 #   ETCDCTL_ENDPOINTS=https://10.0.0.1:2379 KVCTL_FLAGS="--user root:... --cacert ..." \
 #   SCHEDULER_PASSWORD=... AGENT_PASSWORD=... deploy/rbac.sh
 #
-# It makes four roles and two users:
+# It makes five roles and two users (three with MONITORING_PASSWORD):
 #   kvraft-scheduler (user kvraft-scheduler): reads all of /registry/; writes what the
 #     scheduler writes (bindings, allocations, assignments, task statuses it sets, job
 #     status and events, its election key), /registry/jobs/ (cancelled jobs it collects) and
@@ -35,6 +35,9 @@
 #     another tenant's jobs. Give the tenant the same
 #     prefix (`job_name_prefix: nlp-` in `jobctl apply`): the scheduler and jobctl then hold
 #     every job to its name (docs/jobs.md, "Tenant admission").
+#   kvraft-monitoring (no permissions: holding it is what members started with --metrics-auth
+#     ask of a /metrics scrape; docs/deploy.md, "Firewall"). With MONITORING_PASSWORD, a user
+#     kvraft-monitoring holding it, for Prometheus' basic_auth.
 # A submitter cannot write assignments: what an agent runs comes only from the scheduler.
 # Idempotent: existing roles and users are kept (their permissions are granted again).
 set -euo pipefail
@@ -104,7 +107,12 @@ for entry in ${TENANTS:-}; do
     read /registry/ readwrite "/registry/jobs/$prefix" readwrite "/registry/evictions/$prefix" read /accounting/
 done
 
+role kvraft-monitoring
+
 user kvraft-scheduler "${SCHEDULER_PASSWORD:-}" kvraft-scheduler
+if [ -n "${MONITORING_PASSWORD:-}" ]; then
+  user kvraft-monitoring "$MONITORING_PASSWORD" kvraft-monitoring
+fi
 if [ -z "${AGENT_NODES:-}" ]; then
   user kvraft-agent "${AGENT_PASSWORD:-}" kvraft-agent
 fi
@@ -112,4 +120,4 @@ for node in ${AGENT_NODES:-}; do
   var="AGENT_PASSWORD_${node//[^A-Za-z0-9_]/_}"
   user "kvraft-agent-$node" "${!var:-${AGENT_PASSWORD:-}}" "kvraft-agent-$node"
 done
-echo "rbac.sh: roles kvraft-scheduler, kvraft-agent${AGENT_NODES:+ (and one per node)}, kvraft-submitter${TENANTS:+ (and one per tenant)}, kvraft-operator"
+echo "rbac.sh: roles kvraft-scheduler, kvraft-agent${AGENT_NODES:+ (and one per node)}, kvraft-submitter${TENANTS:+ (and one per tenant)}, kvraft-operator, kvraft-monitoring"

@@ -124,6 +124,9 @@ class Config:
     metrics: str = "basic"
     """etcd's ``--metrics``: ``extensive`` adds ``grpc_server_handling_seconds`` (histograms
     of each call's handling time)."""
+    metrics_auth: bool = False
+    """With auth enabled, ``/metrics`` (client and metrics URLs) answers only root and the
+    ``kvraft-monitoring`` role (kvraft/server/api/metrics_auth.py); etcd's is open."""
     gateway_emit_defaults: bool = False
     """JSON answers carry every field of their message, zero values included (etcd's gateway
     leaves them out); a request's ``Kvraft-Emit-Defaults`` header overrides it

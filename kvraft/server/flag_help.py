@@ -80,6 +80,8 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     # Profiling and monitoring
     "gateway_emit_defaults": ("Member", "JSON answers carry every field, zero values included (\"watch_id\":\"0\", "
                                         "\"succeeded\":false); per request: header Kvraft-Emit-Defaults: true|false."),
+    "metrics_auth": ("Profiling and monitoring", "With auth enabled, /metrics answers only users with the root or the "
+                                             "kvraft-monitoring role (basic auth, a token or a client certificate)."),
     "metrics": ("Profiling and monitoring", "Set level of detail for exported metrics: 'basic' or 'extensive'."),
     # Experimental (and compatibility)
     "experimental_initial_corrupt_check": ("Experimental", "Check data corruption against the peers before "

@@ -17,6 +17,7 @@ from kvraft.client.observe import configure_logging
 from kvraft.server.api import make_app, misc
 from kvraft.server.api.fast import FastTCPSite
 from kvraft.server.api.gate import certificate_name_middleware, certificate_required_middleware
+from kvraft.server.api.metrics_auth import METRICS_AUTH, MetricsAuth
 from kvraft.server.api.state import SERVER
 from kvraft.server.cert_names import CertRule
 from kvraft.server.config import Config, ConfigError, parse_config
@@ -90,7 +91,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
                                ssl_context=client_ssl if parts.scheme == "https" else None)
             await site.start()
             sites.append(site)
-        metrics_runner = await _serve_metrics(config, node, client_ssl)
+        metrics_runner = await _serve_metrics(config, node, client_ssl, app.get(METRICS_AUTH))
     except BaseException:
         # e.g. a client URL already in use: stop the started member before the error ends
         # the process. (Left to asyncio.run's cancellation, a peer sender could swallow it and
@@ -117,9 +118,10 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
     return 0
 
 
-async def _serve_metrics(config: Config, node: Node, client_ssl: ssl.SSLContext | None) -> web.AppRunner | None:
+async def _serve_metrics(config: Config, node: Node, client_ssl: ssl.SSLContext | None,
+                         metrics_auth: MetricsAuth | None) -> web.AppRunner | None:
     """``--listen-metrics-urls``: ``/metrics`` and ``/health`` alone (https ones with the client
-    URLs' TLS settings, as etcd)."""
+    URLs' TLS settings, as etcd); ``/metrics`` behind the client URLs' ``--metrics-auth``."""
     if not config.listen_metrics_urls:
         return None
     # the handshake lets a client without a certificate through (CERT_OPTIONAL, for the
@@ -129,6 +131,8 @@ async def _serve_metrics(config: Config, node: Node, client_ssl: ssl.SSLContext 
         middlewares.append(certificate_name_middleware(CertRule("client", allowed_hostname=config.client_cert_allowed_hostname)))
     app = web.Application(middlewares=middlewares)
     app[SERVER] = node
+    if metrics_auth is not None:
+        app[METRICS_AUTH] = metrics_auth
     misc.add_routes(app.router, ("/metrics", "/health"))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

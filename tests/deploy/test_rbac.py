@@ -304,6 +304,19 @@ def test_agent_nodes_are_names_not_file_patterns(tmp_path: Path) -> None:
     assert done.returncode == 0 and "role add kvraft-agent-gpu-*" in calls and "role add kvraft-agent-gpu-2" in calls
 
 
+@pytest.mark.parametrize("password", ["", "mpw"])
+def test_the_monitoring_role_and_its_user(tmp_path: Path, password: str) -> None:
+    """kvraft-monitoring, the role members with --metrics-auth ask of a /metrics scrape; its
+    user only with MONITORING_PASSWORD."""
+    from kvraft.server.api.metrics_auth import MONITORING_ROLE
+
+    done, calls = _rbac_with_a_recording_kvctl(tmp_path, tmp_path, MONITORING_PASSWORD=password)
+    assert done.returncode == 0 and f"role add {MONITORING_ROLE}" in calls, done
+    assert f"grant-permission --prefix {MONITORING_ROLE}" not in calls  # holding it is the grant
+    assert (f"user add {MONITORING_ROLE}:mpw" in calls) is bool(password)
+    assert (f"user grant-role {MONITORING_ROLE} {MONITORING_ROLE}" in calls) is bool(password)
+
+
 @pytest.mark.parametrize("env", [{"TENANTS": "=cv-"}, {"TENANTS": "nlp="}, {"AGENT_NODES": ".."},
                                  {"AGENT_NODES": "gpu-1 ."}])
 def test_an_empty_tenant_or_a_dot_node_is_refused_before_anything_is_granted(tmp_path: Path,

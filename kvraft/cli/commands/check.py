@@ -123,8 +123,9 @@ DATASCALE = {"s": (10000, 50), "m": (100000, 200), "l": (1000000, 500), "xl": (3
 DATASCALE_KV_BYTES = 1024
 
 
-async def _resident_bytes(ctx: Context, endpoint: str) -> float:
-    """``process_resident_memory_bytes`` from the member's ``/metrics`` (0 if absent)."""
+async def _resident_bytes(ctx: Context, endpoint: str, token: str | None) -> float:
+    """``process_resident_memory_bytes`` from the member's ``/metrics`` (0 if absent); the
+    client's token goes along (a member with ``--metrics-auth`` asks for it)."""
     import aiohttp
 
     tls = ctx.options.tls()
@@ -132,7 +133,7 @@ async def _resident_bytes(ctx: Context, endpoint: str) -> float:
     connector = aiohttp.TCPConnector(ssl=tls.context() if tls is not None else True)
     timeout = aiohttp.ClientTimeout(total=ctx.options.command_timeout_s, sock_connect=ctx.options.dial_timeout_s)
     try:
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session, session.get(url) as response:
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session, session.get(url, headers={"Authorization": token} if token else {}) as response:
             text = await response.text()
     except (aiohttp.ClientError, TimeoutError):
         return 0.0
@@ -154,7 +155,7 @@ async def run_datascale(ctx: Context, ns: argparse.Namespace) -> None:
     client = await ctx.client()
     await _require_empty(client, ns.prefix)
     endpoint = ctx.options.endpoints[0]
-    before = await _resident_bytes(ctx, endpoint)
+    before = await _resident_bytes(ctx, endpoint, client.token)
     if before == 0:
         ctx.stdout.write("FAIL: Could not read process_resident_memory_bytes before the put operations.\n")
         raise CommandError(EXIT_ERROR, None)
@@ -180,7 +181,7 @@ async def run_datascale(ctx: Context, ns: argparse.Namespace) -> None:
 
     await asyncio.gather(*(worker() for _ in range(clients)))
     bar.finish()
-    after = await _resident_bytes(ctx, endpoint)
+    after = await _resident_bytes(ctx, endpoint, client.token)
     deleted = await client.delete(ns.prefix, prefix=True)
     await _compact_and_defrag(ctx, ns, deleted.header.revision)
     if after == 0:

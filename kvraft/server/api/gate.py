@@ -29,7 +29,8 @@ kvraft/auth/token/*         apply)
 everything else             root (auth admin, maintenance, membership)
 ==========================  ==============================================
 
-GET /version, /health, /metrics stay open, as in etcd.
+GET /version, /health, /metrics stay open, as in etcd; ``--metrics-auth`` closes /metrics
+(``api.metrics_auth``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from kvraft.server.api import auth, election, lease, lock, watch
 from kvraft.server.api.codec import JSON_OUT
 from kvraft.server.api.errors import error_response
 from kvraft.server.api.feature_state import FEATURES
+from kvraft.server.api.metrics_auth import METRICS_AUTH, MetricsAuth
 from kvraft.server.api.state import SERVER
 from kvraft.server.cert_names import CertRule, common_name
 from kvraft.server.features import CALLER, Features
@@ -268,6 +270,8 @@ def install(app: web.Application, node: Any) -> Features:
     app[FEATURES] = features
     app[SERVER] = AuthGate(node, features)
     app.middlewares.append(auth_middleware)
+    if node.config.metrics_auth:
+        app[METRICS_AUTH] = MetricsAuth(features, _certificate_user)
     if node.config.client_cert_auth:
         app.middlewares.insert(0, client_cert_middleware)
 

@@ -10,6 +10,7 @@ from aiohttp import web
 from kvraft import __version__
 from kvraft.client.observe import metrics_response
 from kvraft.server.api.health import add_probe_routes, health_options
+from kvraft.server.api.metrics_auth import METRICS_AUTH
 from kvraft.server.api.state import SERVER
 
 __all__ = ["API_VERSION", "ROUTES", "add_routes"]
@@ -39,6 +40,9 @@ async def _metrics(request: web.Request) -> web.Response:
     """Prometheus text (OpenMetrics when asked); see ``kvraft.server.metrics``."""
     from kvraft.server.metrics import registry_for  # it imports API_VERSION from here
 
+    gate = request.app.get(METRICS_AUTH)  # --metrics-auth
+    if gate is not None and (refusal := await gate.refusal(request)) is not None:
+        return refusal
     return metrics_response(registry_for(request.app[SERVER]), request)
 
 

@@ -1,0 +1,89 @@
+"""``--metrics-auth``: with auth on, ``/metrics`` (client and metrics URLs) answers only the root
+and the ``kvraft-monitoring`` roles, given basic auth, a token or a client certificate;
+etcd's ``/metrics`` is open to anyone who reaches the port."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from kvraft.client import SyncClient
+from kvraft.server.api.metrics_auth import MONITORING_ROLE
+from kvraft.testing.ports import free_port
+from tests.server.conftest import FAST_FLAGS, start_cluster
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode(), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(), dict(exc.headers)
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    port = free_port()
+    cluster = start_cluster(tmp_path_factory.mktemp("metrics-auth"), size=1,
+                            extra=[*FAST_FLAGS, "--metrics-auth", "--listen-metrics-urls", f"http://127.0.0.1:{port}"])
+    cluster.metrics_url = f"http://127.0.0.1:{port}/metrics"  # type: ignore[attr-defined]
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_metrics_auth(cluster) -> None:  # type: ignore[no-untyped-def]
+    client_url = cluster.url("m0")
+    urls = [client_url + "/metrics", cluster.metrics_url]
+    for url in urls:  # auth off: nobody to check, open as etcd's
+        assert get(url)[0] == 200
+    with SyncClient([client_url]) as admin:
+        admin.user_add("root", "rootpw")
+        admin.user_grant_role("root", "root")
+        admin.role_add(MONITORING_ROLE)
+        admin.user_add("prom", "prompw")
+        admin.user_grant_role("prom", MONITORING_ROLE)
+        admin.user_add("alice", "alicepw")
+        admin.auth_enable()
+    try:
+        for url in urls:
+            status, body, headers = get(url)
+            assert status == 401 and headers.get("WWW-Authenticate") == 'Basic realm="kvraft"', (url, body)
+            assert "needs credentials" in body
+            status, body, _ = get(url, basic("prom", "prompw"))
+            assert status == 200 and "etcd_server_has_leader" in body
+            assert get(url, basic("root", "rootpw"))[0] == 200
+            assert get(url, basic("prom", "wrong"))[0] == 401
+            assert get(url, basic("nobody", "x"))[0] == 401
+            assert get(url, {"Authorization": "Basic !!!"})[0] == 401
+            status, body, _ = get(url, basic("alice", "alicepw"))
+            assert status == 403 and MONITORING_ROLE in body
+            assert get(url.replace("/metrics", "/health"))[0] == 200  # probes stay open
+            assert get(url, {"Authorization": "Bearer not-a-token"})[0] == 401
+        request = urllib.request.Request(client_url + "/v3/auth/authenticate", method="POST",
+                                         data=json.dumps({"name": "prom", "password": "prompw"}).encode())
+        with urllib.request.urlopen(request, timeout=10) as response:
+            token = json.loads(response.read())["token"]
+        assert get(urls[0], {"Authorization": f"Bearer {token}"})[0] == 200
+        assert get(urls[1], {"Authorization": token})[0] == 200  # etcd's raw token header
+
+        with SyncClient([client_url], user="root", password="rootpw") as root:
+            root.user_revoke_role("prom", MONITORING_ROLE)  # a remembered password does not outlive its role
+            assert get(urls[0], basic("prom", "prompw"))[0] == 403
+            root.user_grant_role("prom", MONITORING_ROLE)
+            root.user_change_password("prom", "newpw")  # nor the password itself
+            assert get(urls[0], basic("prom", "prompw"))[0] == 401
+            assert get(urls[0], basic("prom", "newpw"))[0] == 200
+    finally:
+        with SyncClient([client_url], user="root", password="rootpw") as root:
+            root.auth_disable()
