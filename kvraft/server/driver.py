@@ -151,6 +151,9 @@ class DriverStats:
     entries_persisted: int = 0
     entries_applied: int = 0
     proposals_forwarded: int = 0
+    proposals_reforwarded: int = 0
+    """Forwarded proposals handed back unsent (the leader's connection down, or a new leader)
+    and proposed again."""
     read_rounds: int = 0
     snapshots_created: int = 0
     snapshots_applied: int = 0
@@ -278,6 +281,25 @@ class NodeDriver:
         elif kind == wire.FORWARD_CONF:
             self._proposals.append((bytes(body), True, time.monotonic() + REQUEST_TIMEOUT_S))
         self.kick()
+
+    def return_unsent(self, _target: int, kind: int, body: Any) -> None:
+        """Transport callback: forwarded proposals that never left this member (not a byte
+        written: the leader's connection was down, or it stopped leading first) are proposed
+        again, to whoever leads now, where etcd loses them until its client times out (a
+        leader killed: every write through a follower for the next ~7 s). Never twice, as
+        they were never sent. Only this member's own (its waiter here, its deadline kept)."""
+        datas = body if kind == wire.FORWARD else [body]
+        deadlines = {request_id: deadline for deadline, request_id in self._deadlines}
+        returned = 0
+        for data in datas:
+            request_id = _request_id(kind, data)
+            if request_id in self._waiters and request_id in deadlines:
+                self._proposals.append((bytes(data), kind == wire.FORWARD_CONF, deadlines[request_id]))
+                returned += 1
+        if returned:
+            self._stats.proposals_reforwarded += returned
+            log.debug("member %x: %d forwarded proposal(s) returned unsent; proposing again", self.member_id, returned)
+            self.kick()
 
     def report_unreachable(self, member_id: int) -> None:
         self._inbox.append(("unreachable", member_id))
@@ -673,6 +695,9 @@ class NodeDriver:
                 # rounds sent to the old leader will never be answered
                 abandoned = self._reads.fail_inflight(Unavailable("etcdserver: leader changed"))
                 self._stats.read_indexes_failed += bool(abandoned)
+                # proposals still queued for it (its connection down) go to the new one
+                for kind, body in self.transport.take_unsent(self.leader):
+                    self.return_unsent(self.leader, kind, body)
         self.leader, self.role = leader, role
 
     # -- snapshots ------------------------------------------------------------------------
@@ -691,3 +716,15 @@ class NodeDriver:
         await self.writer.snapshot(index, self.stage.conf_state, data, self.snapshot_catchup_entries)
         self._snapshot_index = index
         self._stats.snapshots_created += 1
+
+
+def _request_id(kind: int, data: Any) -> int | None:
+    """The request id a forwarded proposal carries (an entry's first field; a membership
+    change's in its context)."""
+    try:
+        if kind == wire.FORWARD_CONF:
+            data = ConfChange.decode(bytes(data)).context
+        head = msgpack.unpackb(data, raw=False)
+        return head[0] if isinstance(head, list) and head and isinstance(head[0], int) else None
+    except Exception:  # noqa: BLE001 - not one of ours: not returned
+        return None

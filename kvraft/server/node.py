@@ -227,6 +227,7 @@ class Node(NodeStatusMixin):
             is_removed=lambda member_id: member_id in self.membership.removed,
             on_removed=self._told_removed,
             describe=self._describe,
+            on_unsent=self._on_unsent,
         )
         self.driver = NodeDriver(
             self.member_id,
@@ -318,6 +319,9 @@ class Node(NodeStatusMixin):
 
     def _on_unreachable(self, member_id: int) -> None:
         self.driver.report_unreachable(member_id)
+
+    def _on_unsent(self, member_id: int, kind: int, body: Any) -> None:
+        self.driver.return_unsent(member_id, kind, body)
 
     def _on_snapshot_sent(self, member_id: int, ok: bool) -> None:
         self.driver.report_snapshot(member_id, ok)

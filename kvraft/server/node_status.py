@@ -124,6 +124,9 @@ class NodeStatusMixin:
             ("kvraft_driver_entries_persisted_total", "counter", "Log entries written.", driver.entries_persisted),
             ("kvraft_driver_entries_applied_total", "counter", "Entries applied.", driver.entries_applied),
             ("kvraft_driver_proposals_forwarded_total", "counter", "Proposals forwarded to the leader.", driver.proposals_forwarded),
+            ("kvraft_driver_proposals_reforwarded_total", "counter",
+             "Forwarded proposals that never left this member (the leader's connection down, or a new leader) and "
+             "were proposed again.", driver.proposals_reforwarded),
             ("kvraft_driver_read_index_rounds_total", "counter", "ReadIndex rounds started.", driver.read_rounds),
             ("kvraft_driver_snapshots_created_total", "counter", "Snapshots taken.", driver.snapshots_created),
             ("kvraft_driver_snapshots_applied_total", "counter", "Snapshots installed.", driver.snapshots_applied),

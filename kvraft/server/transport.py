@@ -72,6 +72,10 @@ FrameHandler = Callable[[int, int, Any], None]
 _QUEUED_KINDS = frozenset({wire.SNAP_CHUNK, wire.SNAP_END})
 """Always through the sender task (which reports a snapshot's delivery after the drain)."""
 
+RETURNED_KINDS = frozenset({wire.FORWARD, wire.FORWARD_CONF})
+"""Frames handed back (``on_unsent``, ``take_unsent``) when not a byte of them was written:
+proposals forwarded to a leader that never got them may go to the next one."""
+
 
 def cluster_key(token: str, secret_file: str = "") -> bytes:
     if secret_file:
@@ -233,8 +237,12 @@ class PeerTransport:
         is_removed: Callable[[int], bool] | None = None,
         on_removed: Callable[[int], None] | None = None,
         describe: Callable[[], Any] | None = None,
+        on_unsent: FrameHandler | None = None,
     ) -> None:
         self.member_id = member_id
+        self._on_unsent = on_unsent or (lambda _id, _kind, _body: None)
+        """Called with (peer, kind, body) for a frame of ``RETURNED_KINDS`` dropped unwritten
+        (its connection failed before the sender took it from the queue)."""
         self._describe = describe
         """The answer to a joining member (``ask_cluster``); None: such hellos are refused."""
         self._is_removed = is_removed or (lambda _id: False)
@@ -493,9 +501,23 @@ class PeerTransport:
             dropped += _messages(kind, body)
             if kind == wire.SNAP_END:
                 self._on_snapshot_sent(peer.member_id, False)
+            elif kind in RETURNED_KINDS:  # never written (the sender writes what it pops at once)
+                self._on_unsent(peer.member_id, kind, body)
         if dropped:
             self._failed(peer.member_id, dropped)
         self._on_unreachable(peer.member_id)
+
+    def take_unsent(self, member_id: int) -> list[tuple[int, Any]]:
+        """Take back the frames of ``RETURNED_KINDS`` still queued for ``member_id`` (not a
+        byte of them written; the others keep their order)."""
+        peer = self._peers.get(member_id)
+        if peer is None or not any(kind in RETURNED_KINDS for kind, _ in peer.queue):
+            return []
+        taken = [(kind, body) for kind, body in peer.queue if kind in RETURNED_KINDS]
+        kept = [(kind, body) for kind, body in peer.queue if kind not in RETURNED_KINDS]
+        peer.queue.clear()
+        peer.queue.extend(kept)
+        return taken
 
     def _failed(self, target: int, messages: int) -> None:
         self.stats.messages_dropped += messages

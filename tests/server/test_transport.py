@@ -160,6 +160,32 @@ async def test_unreachable_peer_drops_and_reports() -> None:
         await a.close()
 
 
+async def test_forwarded_proposals_that_were_never_written_are_handed_back() -> None:
+    """FORWARD and FORWARD_CONF frames dropped from the queue of an unreachable peer go to
+    ``on_unsent`` (the driver proposes them to the next leader); ``take_unsent`` takes the
+    queued ones back and leaves the Raft frames, in their order."""
+    key = cluster_key("tok")
+    unsent: list[tuple[int, int, object]] = []
+    a = PeerTransport(1, key, lambda *_: None, on_unsent=lambda *frame: unsent.append(frame))
+    a.set_peer(2, f"http://127.0.0.1:{free_port()}")  # nobody listens there
+    try:
+        a.send_frame(2, wire.FORWARD, [b"p1", b"p2"])
+        a.send([app(2, 1)])
+        a.send_frame(2, wire.FORWARD_CONF, b"cc")
+        a.send([app(2, 2)])
+        taken = a.take_unsent(2)
+        assert taken == [(wire.FORWARD, [b"p1", b"p2"]), (wire.FORWARD_CONF, b"cc")]
+        assert a.take_unsent(2) == [] and a.take_unsent(9) == []
+        a.send_frame(2, wire.FORWARD, [b"p3"])
+        for _ in range(200):
+            if unsent:
+                break
+            await asyncio.sleep(0.05)
+        assert unsent == [(2, wire.FORWARD, [b"p3"])]  # the dial failed: dropped unwritten
+    finally:
+        await a.close()
+
+
 async def test_a_peer_that_goes_away_counts_as_disconnected_and_each_message_to_it_as_a_send_failure() -> None:
     """What the etcd mixin's ``etcdMembersDown`` alert reads: while a peer is down, every
     message to it is a send failure (``etcd_network_peer_sent_failures_total{To}``); the
