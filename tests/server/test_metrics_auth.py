@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
+import ssl
 import urllib.error
 import urllib.request
 
 import pytest
 
-from kvraft.client import SyncClient
+from kvraft.client import SyncClient, TLSConfig
 from kvraft.server.api.metrics_auth import MONITORING_ROLE
+from kvraft.server.local import LocalCluster
 from kvraft.testing.ports import free_port
 from tests.server.conftest import FAST_FLAGS, start_cluster
 
@@ -87,3 +90,51 @@ def test_metrics_auth(cluster) -> None:  # type: ignore[no-untyped-def]
     finally:
         with SyncClient([client_url], user="root", password="rootpw") as root:
             root.auth_disable()
+
+
+def test_a_client_certificate_names_the_scraper(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Under --client-cert-auth the certificate's CN is the user (etcd's AuthInfoFromTLS), on
+    the https client URL and the https metrics URL alike."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    from tests.server.test_tls import _read_ok, make_certs, wait_for
+
+    pki = tmp_path / "pki"
+    make_certs(pki, "m0=127.0.0.1", clients=("root", MONITORING_ROLE, "alice"))
+    metrics = f"127.0.0.1:{free_port()}"
+    cluster = LocalCluster(1, tmp_path / "members", extra_args=[*FAST_FLAGS, "--metrics-auth"])
+    member = cluster.members["m0"]
+    member.client_url = member.client_url.replace("http://", "https://")
+    member.extra = ["--cert-file", str(pki / "m0.crt"), "--key-file", str(pki / "m0.key"),
+                    "--trusted-ca-file", str(pki / "ca.crt"), "--client-cert-auth",
+                    "--listen-metrics-urls", f"https://{metrics}"]
+
+    def context(cn: str) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        ctx.load_cert_chain(str(pki / f"{cn}.crt"), str(pki / f"{cn}.key"))
+        return ctx
+
+    def status(url: str, cn: str) -> int:
+        try:
+            with urllib.request.urlopen(url, timeout=10, context=context(cn)) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        cluster.start_member("m0", cluster.initial_cluster(), "new")
+        tls = TLSConfig(str(pki / "ca.crt"), str(pki / "root.crt"), str(pki / "root.key"))
+        wait_for(lambda: _read_ok(member.client_url, tls), what="the member serving over TLS")
+        with SyncClient([member.client_url], tls=tls, request_timeout_s=30.0) as admin:
+            for user in ("root", MONITORING_ROLE, "alice"):
+                admin.user_add(user, "pw")
+            admin.user_grant_role("root", "root")
+            admin.role_add(MONITORING_ROLE)
+            admin.user_grant_role(MONITORING_ROLE, MONITORING_ROLE)
+            admin.auth_enable()
+        for url in (member.client_url + "/metrics", f"https://{metrics}/metrics"):
+            assert status(url, MONITORING_ROLE) == 200
+            assert status(url, "root") == 200
+            assert status(url, "alice") == 403
+    finally:
+        cluster.stop()
