@@ -198,7 +198,8 @@ class NodeDriver:
         self.applied = AppliedWaiters()
         self.applied.applied = target.applied_index()
         self._waiters: dict[int, asyncio.Future[Any] | CallbackWaiter] = {}
-        self._deadlines: list[tuple[float, int]] = []
+        self._deadlines: list[tuple[float, int, float]] = []
+        self._leader_since = 0.0  # when the current leader became known (time.monotonic())  # (deadline, request id, submitted at)
         self.stage = ApplyStage(target, self._waiters, self.applied, conf_state, self._on_applied)
         self._snapshot_index = log_storage.snapshot().metadata.index
         self._snapshot_due = False
@@ -289,7 +290,7 @@ class NodeDriver:
         leader killed: every write through a follower for the next ~7 s). Never twice, as
         they were never sent. Only this member's own (its waiter here, its deadline kept)."""
         datas = body if kind == wire.FORWARD else [body]
-        deadlines = {request_id: deadline for deadline, request_id in self._deadlines}
+        deadlines = {request_id: deadline for deadline, request_id, _ in self._deadlines}
         returned = 0
         for data in datas:
             request_id = _request_id(kind, data)
@@ -410,9 +411,10 @@ class NodeDriver:
         or failed by the expiry task after ``timeout_s``. One heap push per proposal: a
         timer or ``asyncio.wait_for`` each cost ~14% of a put's CPU."""
         self._waiters[request_id] = waiter
-        deadline = time.monotonic() + timeout_s
+        now = time.monotonic()
+        deadline = now + timeout_s
         self._proposals.append((data, conf, deadline))
-        heapq.heappush(self._deadlines, (deadline, request_id))
+        heapq.heappush(self._deadlines, (deadline, request_id, now))
         self.kick()
 
     async def _expire_loop(self) -> None:
@@ -421,12 +423,27 @@ class NodeDriver:
             await asyncio.sleep(EXPIRE_EVERY_S)
             now, heap = time.monotonic(), self._deadlines
             while heap and heap[0][0] <= now:
-                _, request_id = heapq.heappop(heap)
+                _, request_id, submitted = heapq.heappop(heap)
                 future = self._waiters.pop(request_id, None)
                 if future is not None and not future.done():
-                    reason = "request timed out" if self.leader != NONE else "no leader"
                     self._stats.proposals_failed += 1
-                    future.set_exception(Unavailable(f"etcdserver: {reason}"))
+                    future.set_exception(Unavailable(f"etcdserver: {self._timeout_reason(submitted)}"))
+
+    def _timeout_reason(self, submitted: float) -> str:
+        """Why a proposal timed out, in etcd's words (its ``parseProposeCtxErr``): the leader
+        changed while it waited (ErrTimeoutDueToLeaderFail), the connection to the leader (a
+        leader's: to a quorum) was not up the whole time (ErrTimeoutDueToConnectionLost),
+        else ErrTimeout; "no leader" while there is none (kvraft's: etcd says ErrTimeout)."""
+        leader = self.leader
+        if leader == NONE:
+            return "no leader"
+        if submitted < self._leader_since:
+            return "request timed out, possibly due to previous leader failure"
+        peers = [leader] if leader != self.member_id else [m for m in self.conf_state.voters if m != self.member_id]
+        up = sum(1 for m in peers if (since := self.transport.active_since(m)) is not None and since <= submitted)
+        if (leader != self.member_id and not up) or (leader == self.member_id and up + 1 < (len(peers) + 1) // 2 + 1):
+            return "request timed out, possibly due to connection lost"
+        return "request timed out"
 
     def _propose_queued(self) -> None:
         """Propose every queued proposal as one batch; forward them when not leading."""
@@ -698,6 +715,8 @@ class NodeDriver:
                 # proposals still queued for it (its connection down) go to the new one
                 for kind, body in self.transport.take_unsent(self.leader):
                     self.return_unsent(self.leader, kind, body)
+        if leader != self.leader:
+            self._leader_since = time.monotonic()
         self.leader, self.role = leader, role
 
     # -- snapshots ------------------------------------------------------------------------

@@ -49,3 +49,27 @@ def test_proposals_without_a_leader_expire(tmp_path) -> None:
             await node.stop()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("leader", "leader_since", "up_since", "says"), [
+    (0, 0.0, {}, "no leader"),
+    (2, 5.0, {2: 1.0}, "request timed out, possibly due to previous leader failure"),  # elected after it came
+    (2, 1.0, {2: 1.0}, "request timed out"),
+    (2, 1.0, {}, "request timed out, possibly due to connection lost"),  # the leader's connection down
+    (2, 1.0, {2: 4.0}, "request timed out, possibly due to connection lost"),  # ... or up only since
+    (1, 1.0, {2: 1.0}, "request timed out"),  # leading, with a quorum connected (1 and 2 of 3)
+    (1, 1.0, {2: 4.0, 3: 4.5}, "request timed out, possibly due to connection lost"),  # leading alone
+])
+def test_a_timeout_says_why_in_etcds_words(leader: int, leader_since: float, up_since: dict[int, float],
+                                           says: str) -> None:
+    """etcd's parseProposeCtxErr: ErrTimeoutDueToLeaderFail, ErrTimeoutDueToConnectionLost,
+    ErrTimeout (submitted at t=2; member 1 of voters 1, 2, 3)."""
+    from types import SimpleNamespace
+
+    from kvraft.raft.types import ConfState
+    from kvraft.server.driver import NodeDriver
+
+    driver = SimpleNamespace(leader=leader, _leader_since=leader_since, member_id=1,
+                             conf_state=ConfState(voters=frozenset({1, 2, 3})),
+                             transport=SimpleNamespace(active_since=up_since.get))
+    assert NodeDriver._timeout_reason(driver, 2.0) == says  # type: ignore[arg-type]
