@@ -6,7 +6,8 @@ storage (``storage``: the LMDB log and MVCC store alone); server-vs-etcd
 (``paired``: an A/B of kvraft source trees, bursts interleaved); raft-core (``raft_core``: the
 Raft core's CPU per replicated write, no I/O); scoped-tokens (``scoped_tokens``: what the
 agent's per-attempt tokens cost); range-stream (``range_stream``: a member's memory while it
-lists many keys, one range against the streamed range)."""
+lists many keys, one range against the streamed range); failover (``failover``: a write through a
+follower right after the leader is killed, kvraft and etcd)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from collections.abc import Callable
 
 from kvraft.bench import (
     cluster_load,
+    failover,
     feature_suite,
     kv_load,
     paired,
@@ -37,6 +39,7 @@ WORKLOADS: dict[str, Callable[[str, list[str]], int]] = {
     "raft-core": raft_core.main,
     "scoped-tokens": scoped_tokens.main,
     "range-stream": range_stream.main,
+    "failover": failover.main,
 }
 
 
