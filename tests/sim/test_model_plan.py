@@ -84,3 +84,20 @@ def test_trace_format() -> None:
     assert off.lines == []
     many = [Entry(1, i) for i in range(1, 20)]
     assert describe_entries(many) == "[1/1n,2/1n,3/1n,..13..,17/1n,18/1n,19/1n]"
+
+
+def test_liveness_bound_grows_with_a_longer_safety_phase() -> None:
+    """Seed 44180 at --safety-ms 12000 failed "probe not applied on [9]" at 150 ticks: a
+    learner added 0.65 s before the heal had 1,817 entries to replay, one 64-byte message
+    each, with no snapshot; it was catching up steadily and converged at 166 ticks."""
+    assert SimPlan.from_seed(44180).liveness_ticks == 150
+    assert SimPlan.from_seed(44180, safety_us=1_000_000).liveness_ticks == 150
+    assert SimPlan.from_seed(44180, safety_us=12_000_000).liveness_ticks == 600
+
+
+@pytest.mark.slow
+def test_seed_44180_long_safety_phase_converges() -> None:
+    from kvraft.sim.runner import run_seed
+
+    res = run_seed(44180, safety_us=12_000_000)
+    assert res.ok, res.message
