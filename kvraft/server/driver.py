@@ -198,8 +198,8 @@ class NodeDriver:
         self.applied = AppliedWaiters()
         self.applied.applied = target.applied_index()
         self._waiters: dict[int, asyncio.Future[Any] | CallbackWaiter] = {}
-        self._deadlines: list[tuple[float, int, float]] = []
-        self._leader_since = 0.0  # when the current leader became known (time.monotonic())  # (deadline, request id, submitted at)
+        self._deadlines: list[tuple[float, int, float]] = []  # (deadline, request id, submitted at)
+        self._leader_since = 0.0  # when the current leader became known (time.monotonic())
         self.stage = ApplyStage(target, self._waiters, self.applied, conf_state, self._on_applied)
         self._snapshot_index = log_storage.snapshot().metadata.index
         self._snapshot_due = False
