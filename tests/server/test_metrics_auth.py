@@ -138,3 +138,35 @@ def test_a_client_certificate_names_the_scraper(tmp_path) -> None:  # type: igno
             assert status(url, "alice") == 403
     finally:
         cluster.stop()
+
+
+def test_a_token_this_member_does_not_know_yet_is_looked_up_again_after_catching_up() -> None:
+    """A simple token assigned through another member moments ago (replicated through Raft)
+    may not be applied here yet: as the gateway, catch up with a read barrier and look again."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from aiohttp.test_utils import make_mocked_request
+
+    from kvraft.apply.errors import error_from_code
+    from kvraft.server.api.metrics_auth import MetricsAuth
+
+    known: set[str] = set()
+
+    def resolve(header: str | None, _cert: str | None) -> object:
+        if header not in known:
+            raise error_from_code(16, "etcdserver: invalid auth token")
+        return SimpleNamespace(user="prom", revision=0)
+
+    async def read_barrier() -> None:
+        known.add("tok")  # the assign entry applied meanwhile
+
+    state = SimpleNamespace(enabled=True, check_user=lambda *_: False,
+                            users={"prom": SimpleNamespace(roles=[MONITORING_ROLE])})
+    features = SimpleNamespace(auth=state, resolve=resolve, checked=lambda fn, *a: fn(*a),
+                               node=SimpleNamespace(driver=SimpleNamespace(read_barrier=read_barrier)))
+    gate = MetricsAuth(features, lambda _request: None)
+    request = make_mocked_request("GET", "/metrics", headers={"Authorization": "tok"})
+    assert asyncio.run(gate.refusal(request)) is None
+    refused = asyncio.run(gate.refusal(make_mocked_request("GET", "/metrics", headers={"Authorization": "bad"})))
+    assert refused is not None and refused.status == 401
