@@ -179,5 +179,32 @@ def test_the_flag_fills_the_fast_paths_answers_and_the_header_turns_it_off(tmp_p
         assert put["prev_kv"] is None
         _, off = post(url, "/v3/kv/range", {"key": b64("missing")}, {defaults.HEADER: "false"})
         assert "more" not in off
+        asyncio.run(_kvraft_client_reads_the_filled_answers(url))
     finally:
         cluster.stop()
+
+
+async def _kvraft_client_reads_the_filled_answers(url: str) -> None:
+    """kvraft's own client (and kvctl on it) in JSON takes the zero values and nulls."""
+    from kvraft.client import Client, Compare, Op
+
+    async with Client([url], encoding="json") as client:
+        assert (await client.put("c", "1", prev_kv=True)).prev_kv is None
+        assert (await client.put("c", "2", prev_kv=True)).prev_kv.value == b"1"  # type: ignore[union-attr]
+        missing = await client.get("nothing")
+        assert missing.kvs == () and missing.count == 0 and not missing.more
+        txn = await client.txn().if_(Compare.version("nothing", ">", 0)).then(Op.put("x", "y")).else_(
+            Op.get("c"), Op.txn([], [Op.put("n", "1")], [])).commit()
+        assert not txn.succeeded and len(txn.responses) == 2
+        lease = await client.lease_grant(10)
+        assert (await client.lease_time_to_live(lease.id, keys=True)).keys == ()
+        assert not (await client.auth_status()).enabled
+        put = await client.put("w", "v")
+        await client.delete("w")
+        events = []
+        async with asyncio.timeout(30):
+            async for response in client.watch("w", start_revision=put.header.revision):
+                events.extend(response.events)
+                if len(events) >= 2:
+                    break
+        assert [e.type for e in events] == ["PUT", "DELETE"] and events[0].prev_kv is None
