@@ -49,6 +49,9 @@ def test_limit_keys_only_and_the_default_page(member) -> None:  # type: ignore[n
     with SyncClient([member.url("m0")]) as client:
         pages = list(client.get_stream("s/", prefix=True, limit=1500, keys_only=True))
         assert [len(p.kvs) for p in pages] == [1000, 500] and [p.more for p in pages] == [True, False]
+        assert pages[0].count == 2500 and pages[1].count == 0  # keys_only too: later pages count nothing
+        ascending = list(client.get_stream("s/", prefix=True, page_size=1000, sort_order="ASCEND"))
+        assert [p.count for p in ascending] == [2500, 0, 0]
         assert all(kv.value == b"" for p in pages for kv in p.kvs)
         assert [len(p.kvs) for p in client.get_stream("s/", prefix=True, page_size=700)][:3] == [700, 700, 700]
         [single] = list(client.get_stream("t/other"))

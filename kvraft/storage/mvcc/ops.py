@@ -235,7 +235,7 @@ def apply_range(view: View, r: Any) -> RangeResult:
         limit = r.limit
         kvs, count, header = view.range(r.key, mk_gte_range(r.range_end), rev=r.revision,
                                         limit=limit + 1 if limit > 0 else 0, count_only=r.count_only,
-                                        count=not getattr(r, "no_count", False))
+                                        count=not r.no_count)
         if limit > 0 and len(kvs) > limit:
             return RangeResult(tuple(kvs[:limit]), True, count, header)
         return RangeResult(tuple(kvs), False, count, header)
@@ -246,7 +246,7 @@ def apply_range(view: View, r: Any) -> RangeResult:
     if limit > 0:
         limit += 1  # one more, to know whether there is more
     kvs, count, header = view.range(
-        r.key, mk_gte_range(r.range_end), rev=r.revision, limit=limit, count_only=r.count_only
+        r.key, mk_gte_range(r.range_end), rev=r.revision, limit=limit, count_only=r.count_only, count=not r.no_count
     )
     if filtered:
         kvs = [

@@ -95,6 +95,9 @@ class RangeRequest(NamedTuple):
     max_mod_revision: int = 0
     min_create_revision: int = 0
     max_create_revision: int = 0
+    no_count: bool = False
+    """Leave ``count`` 0 and stop the scan at ``limit`` (``RangeOp.no_count``: a streamed
+    range's later pages)."""
 
 
 class PutRequest(NamedTuple):
