@@ -125,8 +125,11 @@ async def _emit_defaults(request: web.Request, handler: Handler) -> web.StreamRe
     """JSON answers with their zero-valued fields (``defaults``), when the member's
     ``--gateway-emit-defaults`` or the request's header asks: a whole answer is filled here,
     a stream's messages by its ``Sink`` (``defaults.MESSAGE`` tells it which message)."""
+    flag = request.app[SERVER].config.gateway_emit_defaults
+    if not flag and defaults.HEADER not in request.headers:  # the usual request: nothing to look up
+        return await handler(request)
     message = defaults.message_for(request.path) if request.get(_IN_GATEWAY) else None
-    if message is None or not defaults.wants_defaults(request.headers, request.app[SERVER].config.gateway_emit_defaults):
+    if message is None or not defaults.wants_defaults(request.headers, flag):
         return await handler(request)
     request[defaults.MESSAGE] = message
     response = await handler(request)
