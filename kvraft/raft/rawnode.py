@@ -250,6 +250,11 @@ class RawNode:
         )
 
     @property
+    def term(self) -> int:
+        """The current term (what a proposal made now is appended at, when leading)."""
+        return self._raft.term
+
+    @property
     def raft(self) -> Raft:
         """The state machine itself, for tests and debugging; not a stable API."""
         return self._raft

@@ -62,9 +62,13 @@ class ApplyStage:
         applied: AppliedWaiters,
         conf_state: ConfState,
         on_applied: Callable[[], None],
+        records: dict[int, Any] | None = None,
     ) -> None:
         self.target = target
         self.waiters = waiters
+        self.records = {} if records is None else records
+        """Request id -> what the driver keeps of a proposal until it is applied (dropped here
+        with its waiter: ``driver.NodeDriver._own``)."""
         self.applied = applied
         self.conf_state = conf_state
         """The membership as of the last applied entry (for snapshots taken now)."""
@@ -189,6 +193,7 @@ class ApplyStage:
 
     def resolve(self, request_id: int, result: Any) -> None:
         future = self.waiters.pop(request_id, None)
+        self.records.pop(request_id, None)
         if future is None or future.done():
             return
         if isinstance(result, EtcdError):

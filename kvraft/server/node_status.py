@@ -127,6 +127,12 @@ class NodeStatusMixin:
             ("kvraft_driver_proposals_reforwarded_total", "counter",
              "Forwarded proposals that never left this member (the leader's connection down, or a new leader) and "
              "were proposed again.", driver.proposals_reforwarded),
+            ("kvraft_driver_proposals_reproposed_total", "counter",
+             "This member's proposals lost to a leader change (handed to a leader in a term that can no longer "
+             "commit them) and proposed again.", driver.proposals_reproposed),
+            ("kvraft_driver_forwards_dropped_total", "counter",
+             "Proposals a peer forwarded for a term in which this member does not lead, dropped (the peer proposes "
+             "them again).", driver.forwards_dropped),
             ("kvraft_driver_read_index_rounds_total", "counter", "ReadIndex rounds started.", driver.read_rounds),
             ("kvraft_driver_snapshots_created_total", "counter", "Snapshots taken.", driver.snapshots_created),
             ("kvraft_driver_snapshots_applied_total", "counter", "Snapshots installed.", driver.snapshots_applied),

@@ -8,10 +8,14 @@ Handshake (before any frame is accepted), with ``key`` the cluster secret (from
 ``--peer-secret-file``, else derived from ``--initial-cluster-token``)::
 
     dialer   -> ["kvraft-peer", 1, from_id, to_id, nonce_d]
-    listener -> [nonce_l, HMAC(key, "listener" | nonce_d | nonce_l | from | to)]
+    listener -> [nonce_l, HMAC(key, "listener" | nonce_d | nonce_l | from | to), features]
     dialer   -> [HMAC(key, "dialer" | nonce_d | nonce_l | from | to)]
 
-Both sides prove they hold the key; a peer that fails is dropped. A member joining an
+Both sides prove they hold the key; a peer that fails is dropped. ``features`` (a list of
+names, ``wire.FEATURES``; absent in an answer from a version before it) says which frames
+the listener understands beyond the first version's: the dialer sends those only where
+announced (``supports``), so members of two versions keep working together while one is
+upgraded after the other. A member joining an
 existing cluster does not know its id yet: it says hello as ``0`` to ``0`` and, once both
 sides are proven, the listener answers one frame, the cluster as it knows it (the
 ``describe`` callback: etcd's ``/members`` on the peer port), and closes
@@ -72,7 +76,7 @@ FrameHandler = Callable[[int, int, Any], None]
 _QUEUED_KINDS = frozenset({wire.SNAP_CHUNK, wire.SNAP_END})
 """Always through the sender task (which reports a snapshot's delivery after the drain)."""
 
-RETURNED_KINDS = frozenset({wire.FORWARD, wire.FORWARD_CONF})
+RETURNED_KINDS = frozenset({wire.FORWARD, wire.FORWARD_CONF, wire.FORWARD_TERM, wire.FORWARD_CONF_TERM})
 """Frames handed back (``on_unsent``, ``take_unsent``) when not a byte of them was written:
 proposals forwarded to a leader that never got them may go to the next one."""
 
@@ -135,6 +139,8 @@ class _Peer:
     """Set while connected: ``send_frame`` writes to it at once when nothing is queued."""
     dial_error: str = ""
     """The refusal last logged for a failed dial (each new one is logged once)."""
+    features: frozenset[str] = frozenset()
+    """What the peer's listener announced in its last handshake answer (kept while down)."""
 
 
 class _Refused(ConnectionError):
@@ -157,8 +163,9 @@ class WrongKey(ConnectionError):
 
 
 async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: bytes, source: int,
-                     target: int, where: str, tls: bool) -> None:
-    """The dialer's side of the handshake (module docstring), on a connection just opened."""
+                     target: int, where: str, tls: bool) -> frozenset[str]:
+    """The dialer's side of the handshake (module docstring), on a connection just opened;
+    returns the features the listener announced."""
     nonce_d = os.urandom(16)
     writer.write(_frame(["kvraft-peer", 1, source, target, nonce_d]))
     async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
@@ -175,6 +182,8 @@ async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         raise WrongKey(f"{where} does not hold this member's cluster key")
     writer.write(_frame([_mac(key, b"dialer", nonce_d, nonce_l, source, target)]))
     await writer.drain()
+    announced = reply[2] if len(reply) > 2 and isinstance(reply[2], list) else []
+    return frozenset(name for name in announced if isinstance(name, str))
 
 
 async def ask_cluster(url: str, key: bytes, client_ssl: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None,
@@ -322,6 +331,12 @@ class PeerTransport:
         peer = self._peers.get(member_id)
         return peer is not None and peer.connected
 
+    def supports(self, member_id: int, feature: str) -> bool:
+        """Whether the peer's listener announced ``feature`` (``wire.FEATURES``) in its last
+        handshake answer; False before the first one."""
+        peer = self._peers.get(member_id)
+        return peer is not None and feature in peer.features
+
     def active_since(self, member_id: int) -> float | None:
         """When the connection to the peer came up (``time.monotonic()``), None while it is
         down or the peer is unknown (etcd's ``ActiveSince``; ``--strict-reconfig-check``)."""
@@ -383,6 +398,7 @@ class PeerTransport:
             self._on_snapshot_sent(msg.to, False)
 
     async def _dial(self, peer: _Peer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Connect to the peer and pass the handshake (its announced features recorded)."""
         # (a callable: the context with the CRL in force, kvraft.server.crl.CRLContexts.current)
         context = self._client_ssl() if callable(self._client_ssl) else self._client_ssl
         reader, writer = await asyncio.open_connection(peer.host, peer.port, ssl=context)
@@ -390,8 +406,9 @@ class PeerTransport:
             why = self.cert_rule.refusal(writer.get_extra_info("peercert"))
             if why:
                 raise _Refused(f"{peer.host}:{peer.port}: {why}")
-            await _handshake(reader, writer, self._key, self.member_id, peer.member_id,
-                             f"peer {peer.member_id:x} at {peer.host}:{peer.port}", context is not None)
+            peer.features = await _handshake(reader, writer, self._key, self.member_id, peer.member_id,
+                                             f"peer {peer.member_id:x} at {peer.host}:{peer.port}",
+                                             context is not None)
         except BaseException:
             writer.close()
             raise
@@ -670,7 +687,7 @@ class _Inbound(asyncio.Protocol):
                 self.close()
                 return
             mac = _mac(owner._key, b"listener", nonce_d, nonce_l, self.source, self.target)
-            self.transport.write(_frame([nonce_l, mac]))
+            self.transport.write(_frame([nonce_l, mac, list(wire.FEATURES)]))
             self.state = "answer"
         elif self.state == "answer":
             want = _mac(owner._key, b"dialer", *self.nonces, self.source, self.target)

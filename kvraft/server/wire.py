@@ -23,6 +23,13 @@ msgpack. After the handshake every frame is ``[kind, body]``:
 - ``LEARNER_READY``: ``[request_id, member_id]`` a follower asks the leader whether a learner
   is in sync before promoting it (``kvraft.server.learner_ready``);
 - ``LEARNER_READY_RESP``: ``[request_id, ready]`` the answer (None: the one asked does not lead).
+- ``FORWARD_TERM``: ``[term, [data, ...]]`` proposals forwarded to the leader of ``term``: a
+  receiver that does not lead in exactly that term drops them (never appends them at
+  another term, never passes them on), so the sender knows every copy is in logs at
+  ``term`` only and may propose them again once an entry of a later term has committed
+  (``kvraft.server.driver``). Sent only to a listener whose handshake answer names
+  ``forward-term`` (``FEATURES``); to others, ``FORWARD``.
+- ``FORWARD_CONF_TERM``: ``[term, data]`` the same for a ConfChange.
 
 (``READ``/``READ_RESP`` are reserved: the core forwards a follower's ReadIndex itself.)
 """
@@ -42,8 +49,12 @@ from kvraft.raft.types import (
 )
 
 __all__ = [
+    "FEATURES",
+    "FEATURE_FORWARD_TERM",
     "FORWARD",
     "FORWARD_CONF",
+    "FORWARD_CONF_TERM",
+    "FORWARD_TERM",
     "FRAME_MAX_BYTES",
     "HASH_KV",
     "HASH_KV_RESP",
@@ -69,6 +80,12 @@ LEASE_RENEW, LEASE_RENEW_RESP = 8, 9
 HASH_KV, HASH_KV_RESP = 10, 11
 PING, PONG = 12, 13
 LEARNER_READY, LEARNER_READY_RESP = 14, 15
+FORWARD_TERM, FORWARD_CONF_TERM = 16, 17
+FEATURE_FORWARD_TERM = "forward-term"
+FEATURES = (FEATURE_FORWARD_TERM,)
+"""What this version's listener announces in its handshake answer (``kvraft.server.transport``):
+frames a dialer may send only to a listener that understands them (an older one ignores
+frame kinds it does not know)."""
 FRAME_MAX_BYTES = 64 * 1024 * 1024
 
 _ENTRY_TYPES = {t.value: t for t in EntryType}

@@ -11,6 +11,7 @@ import msgpack
 from kvraft.raft.types import ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata
 from kvraft.server import wire
 from kvraft.server.transport import PeerTransport, cluster_key
+from kvraft.server.transport import _mac as transport_mac
 from kvraft.testing.ports import free_port
 
 
@@ -101,6 +102,59 @@ async def test_wrong_key_is_rejected_and_nothing_is_delivered() -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_the_listener_announces_what_it_understands() -> None:
+    """The handshake answer names the frames beyond the first version's that the listener
+    understands (``wire.FEATURES``); the dialer keeps them for ``supports``."""
+    key = cluster_key("tok")
+    a, b, _, inbox_b, _ = await make_pair(key, key)
+    try:
+        assert not a.supports(2, wire.FEATURE_FORWARD_TERM)  # (not dialed yet)
+        a.send([app(2, 1)])
+        await inbox_b.wait_for(1)
+        assert a.supports(2, wire.FEATURE_FORWARD_TERM)
+        assert not a.supports(2, "no-such-feature") and not a.supports(9, wire.FEATURE_FORWARD_TERM)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_listener_of_the_first_version_announces_nothing_and_still_gets_frames() -> None:
+    """A member before ``features`` answers ``[nonce, mac]``: nothing is announced, so the
+    dialer sends it only the first version's frames, and they are delivered."""
+    key = cluster_key("tok")
+    got: list[object] = []
+    done = asyncio.Event()
+
+    async def old_listener(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def frame() -> object:
+            (length,) = struct.unpack(">I", await reader.readexactly(4))
+            return msgpack.unpackb(await reader.readexactly(length), raw=False)
+
+        def send(obj: object) -> None:
+            payload = msgpack.packb(obj, use_bin_type=True)
+            writer.write(struct.pack(">I", len(payload)) + payload)
+
+        hello = await frame()
+        nonce_d, nonce_l = bytes(hello[4]), b"n" * 16  # type: ignore[index]
+        send([nonce_l, transport_mac(key, b"listener", nonce_d, nonce_l, 1, 2)])
+        await frame()  # the dialer's proof
+        got.append(await frame())
+        done.set()
+
+    port = free_port()
+    server = await asyncio.start_server(old_listener, "127.0.0.1", port)
+    a = PeerTransport(1, key, lambda *_: None)
+    a.set_peer(2, f"http://127.0.0.1:{port}")
+    try:
+        a.send([app(2, 1)])
+        await asyncio.wait_for(done.wait(), 10)
+        assert got[0][0] == wire.RAFT  # type: ignore[index]
+        assert a.connected(2) and not a.supports(2, wire.FEATURE_FORWARD_TERM)
+    finally:
+        await a.close()
+        server.close()
 
 
 async def test_malformed_frame_closes_only_that_connection() -> None:
