@@ -396,16 +396,23 @@ class NodeDriver:
         self._next_request_id += 1
         return self._next_request_id
 
-    async def propose(self, op: Any, timeout_s: float = REQUEST_TIMEOUT_S, max_bytes: int = 0) -> Any:
+    async def propose(
+        self, op: Any, timeout_s: float = REQUEST_TIMEOUT_S, max_bytes: int = 0, *, repropose: bool = True
+    ) -> Any:
         """Replicate ``op`` and return its apply result (raises its EtcdError). With
-        ``max_bytes``, an op whose log entry would be larger is refused first."""
-        return await self.submit(op, timeout_s, max_bytes)
+        ``max_bytes``, an op whose log entry would be larger is refused first. Without
+        ``repropose``, a leader change that loses it leaves it to its deadline (for what a
+        leader decides from its own state: a lease's expiry, a checkpoint of remaining TTLs;
+        proposed again through the next leader it could undo that leader's renewals)."""
+        return await self.submit(op, timeout_s, max_bytes, repropose=repropose)
 
-    def submit(self, op: Any, timeout_s: float = REQUEST_TIMEOUT_S, max_bytes: int = 0) -> asyncio.Future[Any]:
+    def submit(
+        self, op: Any, timeout_s: float = REQUEST_TIMEOUT_S, max_bytes: int = 0, *, repropose: bool = True
+    ) -> asyncio.Future[Any]:
         """``propose`` without the coroutine: queue ``op`` now and return the future of its
         result (for callers that submit many ops and await them together)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._submit(op, future, timeout_s, max_bytes)
+        self._submit(op, future, timeout_s, max_bytes, repropose)
         return future
 
     async def propose_conf_change(
@@ -429,16 +436,20 @@ class NodeDriver:
         Raises as ``submit``."""
         self._submit(op, CallbackWaiter(then, len(op.ops) if isinstance(op, BatchOp) else 1), timeout_s, max_bytes)
 
-    def _submit(self, op: Any, waiter: asyncio.Future[Any] | CallbackWaiter, timeout_s: float, max_bytes: int) -> None:
+    def _submit(
+        self, op: Any, waiter: asyncio.Future[Any] | CallbackWaiter, timeout_s: float, max_bytes: int,
+        repropose: bool = True,
+    ) -> None:
         """Encode ``op`` as an entry (refused when over ``max_bytes``) and queue it."""
         request_id = self.new_request_id()
         data = encode_entry(request_id, op)
         if max_bytes and len(data) > max_bytes:
             raise InvalidArgument("etcdserver: request is too large")
-        self._register(request_id, data, False, timeout_s, waiter)
+        self._register(request_id, data, False, timeout_s, waiter, repropose)
 
     def _register(
-        self, request_id: int, data: bytes, conf: bool, timeout_s: float, waiter: asyncio.Future[Any] | CallbackWaiter
+        self, request_id: int, data: bytes, conf: bool, timeout_s: float, waiter: asyncio.Future[Any] | CallbackWaiter,
+        repropose: bool = True,
     ) -> None:
         """Queue a proposal; its ``waiter`` is resolved by the apply stage (which drops it)
         or failed by the expiry task after ``timeout_s``. One heap push per proposal: a
@@ -446,8 +457,11 @@ class NodeDriver:
         self._waiters[request_id] = waiter
         now = time.monotonic()
         deadline = now + timeout_s
-        self._own[request_id] = [data, conf, deadline, QUEUED]
-        self._proposals.append((data, conf, deadline, request_id, 0))
+        if repropose:
+            self._own[request_id] = [data, conf, deadline, QUEUED]
+            self._proposals.append((data, conf, deadline, request_id, 0))
+        else:  # (not this member's to propose again: as a peer's)
+            self._proposals.append((data, conf, deadline, 0, 0))
         heapq.heappush(self._deadlines, (deadline, request_id, now))
         self.kick()
 

@@ -358,7 +358,8 @@ class Features:
         return await self.keepalives.renew(lease_id)
 
     def _spawn(self, op: Any) -> None:
-        task = asyncio.get_running_loop().create_task(self.node.driver.propose(op, timeout_s=5.0))
+        # (decided by this leader's lessor: never proposed again through the next leader)
+        task = asyncio.get_running_loop().create_task(self.node.driver.propose(op, timeout_s=5.0, repropose=False))
         self._pending.add(task)
         task.add_done_callback(self._proposed)
         if isinstance(op, LeaseExpireOp):
@@ -387,7 +388,7 @@ class Features:
         self._checkpoints_in_flight += 1
         task = asyncio.get_running_loop().create_task(
             self.node.driver.propose(LeaseCheckpointOp([[lid, left] for lid, left in due]),
-                                     timeout_s=CHECKPOINT_TIMEOUT_S if waiters else 5.0)
+                                     timeout_s=CHECKPOINT_TIMEOUT_S if waiters else 5.0, repropose=False)
         )
         self._pending.add(task)
 

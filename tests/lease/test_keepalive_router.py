@@ -233,6 +233,19 @@ def _lease_loop_stub(quorum: bool) -> tuple[SimpleNamespace, list[Any]]:
     return stub, spawned
 
 
+async def test_an_expiry_is_never_proposed_again_through_the_next_leader() -> None:
+    """A leader change that loses a revocation leaves it lost (the next leader's lessor
+    decides on its own, with the renewals it got): ``repropose=False``."""
+    proposals = Proposals()
+    stub = SimpleNamespace(node=SimpleNamespace(driver=proposals), _pending=set(),
+                           _proposed=lambda task: None, _expiry_done=lambda task: None)
+    Features._spawn(stub, LeaseExpireOp(5))  # type: ignore[arg-type]
+    await _turns()
+    assert [type(op) for op, _ in proposals.ops] == [LeaseExpireOp] and proposals.repropose == [False]
+    for task in stub._pending:
+        task.cancel()
+
+
 @pytest.mark.parametrize("quorum", [False, True])
 async def test_a_deposed_leader_proposes_no_expiry(quorum: bool) -> None:
     """Its deadlines miss the keepalives the new leader renewed; a revocation it queued
@@ -261,10 +274,12 @@ class Proposals:
 
     def __init__(self) -> None:
         self.ops: list[tuple[Any, asyncio.Future[Any]]] = []
+        self.repropose: list[bool] = []
 
-    async def propose(self, op: Any, timeout_s: float = 5.0) -> Any:
+    async def propose(self, op: Any, timeout_s: float = 5.0, repropose: bool = True) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.ops.append((op, future))
+        self.repropose.append(repropose)
         return await future
 
 
@@ -312,6 +327,9 @@ async def test_a_keepalive_is_answered_only_once_its_checkpoint_committed() -> N
         assert not renew.done(), "the keepalive was answered before any checkpoint carried it"
         op, committed = proposals.ops.pop(0)
         assert isinstance(op, LeaseCheckpointOp) and op.items == [[5, 10]]
+        # this leader's view of the TTLs: never proposed again through the next leader
+        # (it would undo that leader's renewals; kvraft.server.driver._repropose)
+        assert proposals.repropose == [False]
         await _turns()
         assert not renew.done(), "the keepalive was answered before its checkpoint committed"
         # the checkpoint commits: B applies it, then the proposer hears

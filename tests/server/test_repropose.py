@@ -225,3 +225,13 @@ async def test_a_put_forwarded_and_applied_leaves_nothing_behind() -> None:
     (request_id,) = driver._own
     await commit(driver, 3, 5, encode_entry(request_id, PutOp(b"k", b"v")))
     assert await future == ("ok", b"k") and driver._own == {}
+
+
+async def test_a_proposal_made_without_repropose_is_left_to_its_deadline() -> None:
+    """What a leader decides from its own state (a lease's expiry, a checkpoint of TTLs)."""
+    driver, raw, transport = driver_with(term=3, leader=1)
+    driver.submit(PutOp(b"k", b"v"), repropose=False)
+    driver._propose_queued()
+    raw.term, raw.leader = 4, 2
+    await commit(driver, 4, 5)
+    assert driver._proposals == [] and driver._own == {} and driver.stats.proposals_reproposed == 0
