@@ -1,22 +1,28 @@
 """Writes right after the leader dies: does a write through a follower succeed, and when?
 
-    python -m kvraft.bench failover [--rounds 5] [--what put,member-remove] [--compare-etcd /usr/bin/etcd]
+    python -m kvraft.bench failover [--rounds 5] [--what put,member-remove] [--fault kill,freeze]
+                                    [--compare-etcd /usr/bin/etcd]
 
 Each round starts a new 3-member cluster on 127.0.0.1 (default flags: heartbeat 100 ms,
-election 1000 ms), writes one key through a follower, SIGKILLs the leader, and at once sends
-one request through that follower: a ``put`` of a new key, or ``member remove`` of the dead
-leader (what an operator replacing the machine runs). The client waits up to 20 s and does not
-retry. Reported per system and request: how many succeeded, the seconds from the kill to the
-answer (median and max over the successes), and the errors of the others. kvraft proposes a
-forward that never reached the dead leader again to the next one (docs/design/server.md, "A
-forward that never left"); etcd drops it and answers after its request timeout. Progress on
-stderr; the last line on stdout is a JSON summary.
+election 1000 ms), writes one key through a follower, takes the leader away and at once sends
+one request through that follower: a ``put`` of a new key, or ``member remove`` of the old
+leader (what an operator replacing the machine runs). The fault: ``kill`` (SIGKILL: its
+connections close, so the follower's forward never leaves it) or ``freeze`` (SIGSTOP until the
+answer came, then SIGCONT: its connections stay up, so the forward is written into them and
+lost with the leader). The client waits up to 20 s and does not retry. Reported per system,
+fault and request: how many succeeded, the seconds from the fault to the answer (median and
+max over the successes), the errors of the others, and for a put the rounds where the key's
+version ended above 1 (applied twice). kvraft proposes a lost forward again to the next leader,
+once (docs/design/server.md, "A forward that never left", "A proposal lost to a leader
+change"); etcd drops it and answers after its request timeout. Progress on stderr; the last
+line on stdout is a JSON summary.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import statistics
@@ -32,10 +38,12 @@ from kvraft.server.local import LocalCluster
 __all__ = ["main", "one_round"]
 
 WHAT = ("put", "member-remove")
+FAULTS = ("kill", "freeze")
 
 
-def one_round(binary: str, what: str, base: Path) -> dict[str, Any]:
-    """One cluster, one kill, one request: {"ok", "seconds", "error"}."""
+def one_round(binary: str, what: str, base: Path, fault: str = "kill") -> dict[str, Any]:
+    """One cluster, one fault, one request: {"ok", "seconds", "error", "version"} (the put
+    key's version once all is settled; 0 when not a put or not read)."""
     cluster = LocalCluster(3, base, binary=binary)
     try:
         cluster.start()
@@ -45,18 +53,41 @@ def one_round(binary: str, what: str, base: Path) -> dict[str, Any]:
         leader_id = int(status.get("header", {}).get("member_id", 0))
         with SyncClient([cluster.url(follower)], request_timeout_s=20.0) as client:
             client.put("failover/warm", "x")
-            cluster.stop_member(leader, signal.SIGKILL)
+            pid = cluster.members[leader].pid
+            if fault == "kill":
+                cluster.stop_member(leader, signal.SIGKILL)
+            elif pid is not None:
+                os.kill(pid, signal.SIGSTOP)
             started = time.monotonic()
             try:
                 if what == "put":
                     client.put("failover/after", "y")
                 else:
                     client.member_remove(leader_id)
-                return {"ok": True, "seconds": time.monotonic() - started, "error": ""}
+                result = {"ok": True, "seconds": time.monotonic() - started, "error": "", "version": 0}
             except ClientError as exc:
-                return {"ok": False, "seconds": time.monotonic() - started, "error": str(exc)}
+                result = {"ok": False, "seconds": time.monotonic() - started, "error": str(exc), "version": 0}
+            finally:
+                if fault == "freeze" and pid is not None:
+                    os.kill(pid, signal.SIGCONT)
+            if what == "put":
+                result["version"] = _settled_version(client, "failover/after")
+            return result
     finally:
         cluster.stop()
+
+
+def _settled_version(client: SyncClient, key: str) -> int:
+    """The key's version after a later write commits (a woken leader has had its say)."""
+    time.sleep(2.0)  # (a frozen leader, woken, reads its sockets and steps down)
+    for _ in range(20):
+        try:
+            client.put("failover/fence", "f")
+            found = client.get(key).kvs
+            return int(found[0].version) if found else 0
+        except ClientError:
+            time.sleep(0.5)
+    return 0
 
 
 def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -67,6 +98,7 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
         "p50_s": round(statistics.median(times), 3) if times else None,
         "max_s": round(max(times), 3) if times else None,
         "failed_after_s": [round(r["seconds"], 2) for r in results if not r["ok"]], "errors": errors,
+        "applied_twice": sum(1 for r in results if r.get("version", 0) > 1),
     }
 
 
@@ -74,11 +106,15 @@ def main(_name: str, argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kvraft.bench failover", description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--what", default=",".join(WHAT), help="put, member-remove, or both (comma-separated)")
+    parser.add_argument("--fault", default="kill", help="kill, freeze, or both (comma-separated)")
     parser.add_argument("--compare-etcd", metavar="ETCD", default="", help="also run etcd (a path to its binary)")
     args = parser.parse_args(argv)
     whats = [w for w in args.what.split(",") if w]
+    faults = [f for f in args.fault.split(",") if f]
     if not whats or any(w not in WHAT for w in whats) or args.rounds < 1:
         parser.error(f"--what takes {', '.join(WHAT)}; --rounds at least 1")
+    if not faults or any(f not in FAULTS for f in faults):
+        parser.error(f"--fault takes {', '.join(FAULTS)}")
     systems = ["kvraft"]
     if args.compare_etcd:
         if shutil.which(args.compare_etcd) is None:
@@ -87,17 +123,19 @@ def main(_name: str, argv: list[str] | None = None) -> int:
     report: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="kvraft-failover-") as tmp:
         for system in systems:
-            for what in whats:
-                results = []
-                for n in range(args.rounds):
-                    result = one_round(system, what, Path(tmp) / f"{system}-{what}-{n}")
-                    results.append(result)
-                    outcome = "ok" if result["ok"] else f"failed: {result['error']}"
-                    print(f"{system} {what} round {n + 1}/{args.rounds}: {outcome} after {result['seconds']:.2f} s",
-                          file=sys.stderr, flush=True)
-                report[f"{system} {what}"] = summary(results)
-                line = report[f"{system} {what}"]
-                print(f"{system:6} {what:13} {line['ok']}/{line['rounds']} succeeded, p50 {line['p50_s']} s, "
-                      f"max {line['max_s']} s; failed after {line['failed_after_s']} s {line['errors']}", flush=True)
+            for fault in faults:
+                for what in whats:
+                    name = f"{system} {what}" if faults == ["kill"] else f"{system} {fault} {what}"
+                    results = []
+                    for n in range(args.rounds):
+                        result = one_round(system, what, Path(tmp) / f"{system}-{fault}-{what}-{n}", fault)
+                        results.append(result)
+                        outcome = "ok" if result["ok"] else f"failed: {result['error']}"
+                        print(f"{name} round {n + 1}/{args.rounds}: {outcome} after {result['seconds']:.2f} s",
+                              file=sys.stderr, flush=True)
+                    report[name] = line = summary(results)
+                    print(f"{name:27} {line['ok']}/{line['rounds']} succeeded, p50 {line['p50_s']} s, "
+                          f"max {line['max_s']} s; failed after {line['failed_after_s']} s {line['errors']}; "
+                          f"applied twice {line['applied_twice']}", flush=True)
     print(json.dumps(report))
     return 0

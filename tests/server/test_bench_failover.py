@@ -13,11 +13,13 @@ def test_summary_counts_successes_and_names_the_errors() -> None:
     results = [{"ok": True, "seconds": 1.2, "error": ""}, {"ok": True, "seconds": 0.8, "error": ""},
                {"ok": False, "seconds": 7.0, "error": "etcdserver: request timed out"}]
     assert summary(results) == {"rounds": 3, "ok": 2, "p50_s": 1.0, "max_s": 1.2, "failed_after_s": [7.0],
-                                "errors": ["etcdserver: request timed out"]}
+                                "errors": ["etcdserver: request timed out"], "applied_twice": 0}
+    assert summary([{"ok": True, "seconds": 1.0, "error": "", "version": 2}])["applied_twice"] == 1
     assert summary([{"ok": False, "seconds": 7.0, "error": "x"}])["p50_s"] is None
 
 
-@pytest.mark.parametrize("argv", [["--what", "get"], ["--rounds", "0"], ["--compare-etcd", "/nonexistent/etcd"]])
+@pytest.mark.parametrize("argv", [["--what", "get"], ["--rounds", "0"], ["--compare-etcd", "/nonexistent/etcd"],
+                                  ["--fault", "reboot"], ["--fault", ""]])
 def test_bad_flags_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main("failover", argv)
@@ -28,3 +30,10 @@ def test_one_round_of_a_put(capsys: pytest.CaptureFixture[str]) -> None:
     assert main("failover", ["--rounds", "1", "--what", "put"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["kvraft put"]["rounds"] == 1  # (whether it succeeded is tests/server/test_dead_leader_forward.py's)
+
+
+def test_one_round_of_a_put_to_a_frozen_leader(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main("failover", ["--rounds", "1", "--what", "put", "--fault", "freeze"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    line = report["kvraft freeze put"]
+    assert line["rounds"] == 1 and line["applied_twice"] == 0
