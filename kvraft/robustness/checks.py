@@ -6,7 +6,10 @@
 * ``check_watches``: each watcher's events are in strictly increasing (revision, key) order
   with no duplicates; watchers agree on every event they share; every acknowledged write
   appears, at the revision its response reported, in every watcher that got that far; and
-  every watched event is explained by some write a client issued (no phantom events).
+  every watched event is explained by some write a client issued (no phantom events), and
+  no client's write is applied twice (each write's value is its own: two PUT events of it at
+  different revisions are one write applied twice, e.g. a lost proposal proposed again while
+  a copy of it could still commit).
   The one allowed gap is a compacted answer: a watch asked to start at revision S and was
   canceled with ``compact_revision`` C > S, a revision some compaction request asked for
   (as etcd answers); the watcher then misses [S, C) and sees nothing below C afterwards.
@@ -76,6 +79,7 @@ def check_watches(history: History) -> list[str]:
     problems: list[str] = []
     acked, written = _writes(history)
     seen: dict[tuple[int, str], tuple[str, str | None, str]] = {}
+    applied_at: dict[tuple[str, str], set[int]] = {}  # (key, a client's value) -> revisions
     issued = {int(c["revision"]) for c in history.compactions}
     for name, events in sorted(history.watches.items()):
         gaps = []
@@ -109,10 +113,15 @@ def check_watches(history: History) -> list[str]:
             key = ev["key"]
             if key in written and ev["type"] == "PUT" and ev["value"] not in written[key]:
                 problems.append(f"watch {name}: PUT {key}={ev['value']!r} at {ev['revision']} was never written by a client")
+            elif key in written and ev["type"] == "PUT":
+                applied_at.setdefault((key, ev["value"]), set()).add(ev["revision"])
         for (rev, key), op in sorted(acked.items()):
             if rev <= top and (rev, key) not in mine and not any(start <= rev < compact for start, compact in gaps):
                 kind = "DELETE" if op.get("delete") else "PUT"
                 problems.append(f"watch {name}: missed acknowledged {kind} {key} at revision {rev} (watched up to {top})")
+    for (key, value), revisions in sorted(applied_at.items()):
+        if len(revisions) > 1:
+            problems.append(f"PUT {key}={value!r} applied {len(revisions)} times, at revisions {sorted(revisions)[:5]}")
     for (rev, key), op in sorted(acked.items()):
         got = seen.get((rev, key))
         if got is None:

@@ -69,6 +69,16 @@ def test_watch_gap_duplicate_and_phantom_are_caught() -> None:
     assert any("never written" in p for p in problems) and any("but watch w0 saw" in p for p in problems)
 
 
+def test_a_write_applied_twice_is_caught() -> None:
+    """Each client write has a value of its own: seen at two revisions (by one watcher or
+    two), it was applied twice (a lost proposal proposed again while a copy could commit)."""
+    h = good_history()
+    h.watches["w1"] = h.watches["w1"] + [{"type": "PUT", "key": "rb/k0", "value": "a", "revision": 5}]
+    problems = check_watches(h)
+    assert any("applied 2 times" in p and "[2, 5]" in p for p in problems), problems
+    assert check_watches(good_history()) == []
+
+
 def test_lease_violations_fail_the_run() -> None:
     h = good_history()
     h.lease_violations.append("rb/lease/0-1: present after lease 5 was revoked")
