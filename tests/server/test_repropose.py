@@ -79,6 +79,15 @@ def driver_with(term: int, leader: int, checks_term: bool = True) -> tuple[NodeD
     return driver, raw, transport
 
 
+def handed_put(term: int, leader: int, checks_term: bool = True) -> tuple[NodeDriver, Raw, Transport]:
+    """A driver in ``term`` under ``leader`` that has submitted one put and handed it over
+    (appended as leader, forwarded, or kept queued when no leader is known)."""
+    driver, raw, transport = driver_with(term, leader, checks_term)
+    driver.submit(PutOp(b"k", b"v"))
+    driver._propose_queued()
+    return driver, raw, transport
+
+
 async def commit(driver: NodeDriver, term: int, index: int, data: bytes = b"", snapshot: Snapshot | None = None) -> None:
     """A Ready committing one entry (empty data: a new leader's no-op), applied here."""
     ready = Ready(hard_state=HardState(term=term, commit=index), committed_entries=(Entry(term=term, index=index, data=data),))
@@ -116,9 +125,7 @@ async def test_a_forward_lost_with_its_leader_is_proposed_again_once_a_later_ter
 
 
 async def test_an_entry_of_the_same_term_proposes_nothing_again() -> None:
-    driver, raw, _ = driver_with(term=3, leader=2)
-    driver.submit(PutOp(b"k", b"v"))
-    driver._propose_queued()
+    driver, raw, _ = handed_put(term=3, leader=2)
     await commit(driver, 3, 5)  # the leader it went to still leads: it may commit it yet
     assert driver._proposals == [] and driver.stats.proposals_reproposed == 0
 
@@ -126,9 +133,7 @@ async def test_an_entry_of_the_same_term_proposes_nothing_again() -> None:
 async def test_a_forward_to_a_member_that_does_not_check_the_term_is_left_to_its_deadline() -> None:
     """An older member appends a forward at whatever term it leads in when it reads it:
     a copy may commit later, so it is never proposed again."""
-    driver, raw, transport = driver_with(term=3, leader=2, checks_term=False)
-    driver.submit(PutOp(b"k", b"v"))
-    driver._propose_queued()
+    driver, raw, transport = handed_put(term=3, leader=2, checks_term=False)
     assert [kind for _, kind, _ in transport.frames] == [wire.FORWARD]
     raw.term, raw.leader = 4, 3
     await commit(driver, 4, 5)
@@ -136,9 +141,7 @@ async def test_a_forward_to_a_member_that_does_not_check_the_term_is_left_to_its
 
 
 async def test_a_leaders_own_proposal_is_proposed_again_after_it_stepped_down() -> None:
-    driver, raw, transport = driver_with(term=3, leader=1)
-    driver.submit(PutOp(b"k", b"v"))
-    driver._propose_queued()
+    driver, raw, transport = handed_put(term=3, leader=1)
     assert len(raw.proposed) == 1 and transport.frames == []
     raw.term, raw.leader = 4, 2  # deposed before committing it
     await commit(driver, 4, 5)
@@ -147,9 +150,7 @@ async def test_a_leaders_own_proposal_is_proposed_again_after_it_stepped_down() 
 
 
 async def test_a_snapshot_received_may_hold_the_proposal_so_it_is_not_proposed_again() -> None:
-    driver, raw, _ = driver_with(term=3, leader=2)
-    driver.submit(PutOp(b"k", b"v"))
-    driver._propose_queued()
+    driver, raw, _ = handed_put(term=3, leader=2)
     raw.term, raw.leader = 4, 3
     snapshot = Snapshot(SnapshotMetadata(index=20, term=4, conf_state=ConfState(voters=frozenset({1, 2, 3}))))
     driver.target.restore = lambda _snapshot: None  # type: ignore[attr-defined]
