@@ -22,6 +22,12 @@
   had been sent; it is never there after an acknowledged revoke; and an expiring lease's
   key (never kept alive) is gone through every member after healing.
   Older histories' ``lease_violations`` (noted by the clients then) are reported as they are.
+* ``check_txns``: the multi-key transactions (``kvraft.robustness.txns``) pass the Elle-style
+  list-append check (``kvraft.testing.elle``: every list read is a prefix of the key's final
+  order, no element twice, none that no transaction appended or that an undone one did, and
+  no cycle of write, read and anti-dependencies or real-time order among the committed
+  transactions: strict serializability), with every member's lists after healing equal and
+  taken as one more read.
 
 Each check returns a list of problems (empty: passed), worded for a person.
 """
@@ -31,6 +37,8 @@ from __future__ import annotations
 from typing import Any
 
 from kvraft.robustness.workload import History
+from kvraft.testing.elle import problems as elle_problems
+from kvraft.testing.elle import txn_from_dict
 from kvraft.testing.linearizability import UNKNOWN, KvInput, Operation, Verdict, check_operations
 
 __all__ = ["check_all", "check_leases", "check_linearizable", "check_watches"]
@@ -178,9 +186,32 @@ def check_leases(history: History) -> list[str]:
     return problems[:50]
 
 
+def check_txns(history: History) -> list[str]:
+    if not history.txns and not history.txn_final:
+        return []
+    problems: list[str] = []
+    finals = list(history.txn_final.items())
+    final = finals[0][1] if finals else None
+    for member, lists in finals[1:]:
+        for key in sorted(set(lists) | set(final or {})):
+            if lists.get(key) != (final or {}).get(key):
+                problems.append(f"txn: after healing, {key} is {_short(lists.get(key))} at {member} "
+                                f"but {_short((final or {}).get(key))} at {finals[0][0]}")
+    txns = [txn_from_dict(doc) for doc in history.txns]
+    problems += [f"txn: {text}" for text in elle_problems(txns, final)]
+    return problems[:50]
+
+
+def _short(items: list[int] | None) -> str:
+    if items is None:
+        return "absent"
+    return f"[{len(items)} elements ... {items[-3:]}]" if len(items) > 6 else str(items)
+
+
 def check_all(history: History) -> list[str]:
     problems = check_linearizable(history)
     problems += check_watches(history)
     problems += check_leases(history)
+    problems += check_txns(history)
     problems += [f"lease: {text}" for text in history.lease_violations]
     return problems

@@ -39,6 +39,7 @@ class RunResult:
     lease_cycles: int = 0
     compacted: int = 0  # watches answered compacted
     leases_expired: int = 0  # expiring leases granted (never kept alive)
+    txns: int = 0  # transactions committed (ok)
     faults: list[str] = field(default_factory=list)
     converged: str = ""
     problems: list[str] = field(default_factory=list)
@@ -59,7 +60,7 @@ class RunResult:
         return (
             f"scenario={self.scenario} members={self.members} seed={self.seed} ops={self.ops} unknown={self.unknown} "
             f"watch_events={self.watch_events}{f' compacted={self.compacted}' if self.compacted else ''} "
-            f"lease_cycles={self.lease_cycles} leases_expired={self.leases_expired} faults=[{faults}] "
+            f"lease_cycles={self.lease_cycles} leases_expired={self.leases_expired} txns={self.txns} faults=[{faults}] "
             f"converged=[{self.converged}] {self.seconds:.0f}s verdict={verdict}{kept}"
         )
 
@@ -71,6 +72,7 @@ def _summarize(result: RunResult, history: History) -> None:
     result.lease_cycles = history.lease_cycles
     result.leases_expired = sum(1 for r in history.leases if r["role"] == "expiring")
     result.compacted = sum(len(v) for v in history.watch_compacted.values())
+    result.txns = sum(1 for t in history.txns if t["status"] == "ok")
     result.faults = list(history.faults)
 
 
@@ -119,6 +121,7 @@ async def _run(
         workload.urls = [cluster.members[n].client_url for n in live]
         await workload.final_reads()
         await workload.final_lease_reads()
+        await workload.final_txn_reads()
     except (TimeoutError, AssertionError, RuntimeError, OSError) as exc:
         # the cluster did not come back (no leader, no convergence, a member that would not
         # start): a liveness failure of the run, kept and reported like any other

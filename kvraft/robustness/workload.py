@@ -12,6 +12,8 @@
   ``lagging_watchers`` go away until a compaction passes them, then resume below it.
 * **Lease clients** (``kvraft.robustness.leases``): kept-alive leases, and expiring
   leases never kept alive, with their keys read through every member.
+* **Txn clients** (``kvraft.robustness.txns``): multi-key transactions reading and appending
+  to lists, for the Elle-style check.
 
 All records are plain dicts (JSON lines in ``history.jsonl``), so a failed run's history can
 be checked again later (``python -m kvraft.robustness --check DIR``).
@@ -30,6 +32,7 @@ from typing import Any
 import aiohttp
 
 from kvraft.robustness.leases import expiring_lease_client, final_lease_reads, kept_lease_client
+from kvraft.robustness.txns import final_txn_reads, txn_client
 
 __all__ = ["History", "KEY_PREFIX", "Workload"]
 
@@ -70,6 +73,10 @@ class History:
     leases: list[dict[str, Any]] = field(default_factory=list)
     lease_reads: list[dict[str, Any]] = field(default_factory=list)
     lease_final: list[dict[str, Any]] = field(default_factory=list)
+    # transactions (``kvraft.robustness.txns``): each one as ``kvraft.testing.elle`` reads
+    # it, and every member's lists after healing (member -> key -> list)
+    txns: list[dict[str, Any]] = field(default_factory=list)
+    txn_final: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
     def dump(self, path: str) -> None:
         with open(path, "w") as out:
@@ -89,9 +96,12 @@ class History:
             for name, answers in self.watch_compacted.items():
                 for doc in answers:
                     out.write(json.dumps({"kind": "watch_compacted", "watcher": name, **doc}) + "\n")
-            for kind, docs in (("lease", self.leases), ("lease_read", self.lease_reads), ("lease_final", self.lease_final)):
+            for kind, docs in (("lease", self.leases), ("lease_read", self.lease_reads), ("lease_final", self.lease_final),
+                               ("txn", self.txns)):
                 for doc in docs:
                     out.write(json.dumps({"kind": kind, **doc}) + "\n")
+            for member, lists in self.txn_final.items():
+                out.write(json.dumps({"kind": "txn_final", "member": member, "lists": lists}) + "\n")
 
     @classmethod
     def load(cls, path: str) -> History:
@@ -120,6 +130,10 @@ class History:
                     history.lease_reads.append(doc)
                 elif kind == "lease_final":
                     history.lease_final.append(doc)
+                elif kind == "txn":
+                    history.txns.append(doc)
+                elif kind == "txn_final":
+                    history.txn_final[doc["member"]] = doc["lists"]
         return history
 
 
@@ -137,6 +151,7 @@ class Workload:
         stale_reads: bool = False,
         lagging_watchers: int = 0,
         expiring_leases: bool = True,
+        txn_clients: int = 3,
     ) -> None:
         self.urls = list(urls)
         self.lagging_watchers = lagging_watchers  # watchers that go away until a compaction passes them
@@ -146,6 +161,8 @@ class Workload:
         self.lease_clients = lease_clients
         self.expiring_leases = expiring_leases  # a TTL-3 lease a second, never kept alive
         self.stale_reads = stale_reads  # serializable gets: only for showing that the checks catch stale reads
+        self.txn_clients = txn_clients
+        self._element = 0  # the last list element a txn client appended (unique in the run)
         self.history = History()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -166,6 +183,8 @@ class Workload:
             self._tasks.append(asyncio.create_task(kept_lease_client(self, client)))
         if self.expiring_leases:
             self._tasks.append(asyncio.create_task(expiring_lease_client(self)))
+        for client in range(self.txn_clients):
+            self._tasks.append(asyncio.create_task(txn_client(self, client, random.Random(self.rng.random()))))
 
     async def stop(self) -> None:
         self._stop.set()
@@ -281,6 +300,10 @@ class Workload:
     async def final_lease_reads(self) -> None:
         """The expiring leases' keys through every member until gone (after healing)."""
         await final_lease_reads(self)
+
+    async def final_txn_reads(self) -> None:
+        """Every txn key's list through every member (after healing)."""
+        await final_txn_reads(self)
 
     # -- watchers ----------------------------------------------------------------------------
     async def _watcher(self, name: str, member: int, lagging: bool = False) -> None:
