@@ -182,6 +182,10 @@ class StateMachine:
     def is_read_only(op: TxnOp) -> bool:
         return mvcc_ops.is_txn_readonly(op)
 
+    @staticmethod
+    def is_serializable(op: TxnOp) -> bool:
+        return mvcc_ops.is_txn_serializable(op)
+
     def txn_read_only(self, op: TxnOp) -> Any:
         return self._read("read-only txn ", self.store.txn_request, op)
 

@@ -488,7 +488,8 @@ class Node(NodeStatusMixin):
     async def txn(self, op: TxnOp) -> Any:
         validate_op(op, self.config.max_txn_ops)
         if self.state.is_read_only(op):
-            await self.driver.read_barrier()
+            if not self.state.is_serializable(op):  # (every range serializable: at once, as etcd)
+                await self.driver.read_barrier()
             return self.state.txn_read_only(op)
         return await self._write(op)
 

@@ -68,6 +68,7 @@ __all__ = [
     "check_txn_request",
     "compare_to_path",
     "is_txn_readonly",
+    "is_txn_serializable",
     "mk_gte_range",
     "op_kind",
     "txn_has_put",
@@ -304,6 +305,15 @@ def apply_delete_range(view: Any, r: Any, tally: Tally) -> DeleteRangeResult:
 
 def is_txn_readonly(r: Any) -> bool:
     return all(op_kind(op) == "range" for op in (*r.success, *r.failure))
+
+
+def is_txn_serializable(r: Any) -> bool:
+    """A read-only txn whose every range (both branches) asks for a serializable read: served
+    from this member's store without a read barrier, as etcd's ``isTxnSerializable``. (etcd
+    counts a txn with no ranges at all as serializable too; kvraft keeps the barrier for one:
+    its compares alone are then linearizable.)"""
+    ops = (*r.success, *r.failure)
+    return bool(ops) and all(op_kind(op) == "range" and getattr(op, "serializable", False) for op in ops)
 
 
 def _compare(c: Any, kv: KeyValue) -> bool:
