@@ -7,7 +7,20 @@ the diff before committing.
 
 from __future__ import annotations
 
+import signal
+
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite started in the background by a non-interactive shell (``make test &``, a
+    script's ``pytest ... &``) inherits SIGINT ignored (POSIX: an asynchronous command's
+    SIGINT and SIGQUIT are ignored), and so does every process it starts, through exec: the
+    Ctrl-C tests then saw no KeyboardInterrupt, and a `kvraft-local up` given SIGINT went on.
+    Python's own handler is put back here (xdist's workers run this too); a handler, unlike
+    SIG_IGN, is reset to the default in the children at exec."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
