@@ -14,6 +14,19 @@ from kvraft.server.local import LocalCluster
 FAST_FLAGS = ["--heartbeat-interval", "50", "--election-timeout", "500"]
 
 
+def follower_with(cluster: LocalCluster, key: str, value: str) -> tuple[str, str, str]:
+    """(the leader, a follower, its client URL), once ``key`` = ``value`` was put through
+    that follower."""
+    from kvraft.server.local import b64, post
+
+    leader = cluster.wait_leader()
+    follower = next(name for name in cluster.members if name != leader)
+    url = cluster.url(follower)
+    code, body = post(url, "/v3/kv/put", {"key": b64(key), "value": b64(value)})
+    assert code == 200, body
+    return leader, follower, url
+
+
 def start_cluster(tmp_path, size: int = 3, binary: str = "kvraft", extra: list[str] | None = None) -> LocalCluster:
     cluster = LocalCluster(size, tmp_path / binary, binary=binary, extra_args=(extra or []))
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from kvraft.server.local import LocalCluster, b64, post
-from tests.server.conftest import FAST_FLAGS, start_cluster
+from tests.server.conftest import FAST_FLAGS, follower_with, start_cluster
 from tests.server.test_dead_leader_forward import _metric
 
 
@@ -49,11 +49,7 @@ def test_a_write_forwarded_to_a_leader_that_froze(tmp_path: Path, what: str) -> 
     strict = ["--strict-reconfig-check=false"] if what == "member remove" else []
     cluster = start_cluster(tmp_path, size=3, extra=FAST_FLAGS + strict)
     try:
-        leader = cluster.wait_leader()
-        follower = next(name for name in cluster.members if name != leader)
-        url = cluster.url(follower)
-        code, body = post(url, "/v3/kv/put", {"key": b64("warm"), "value": b64("x")})
-        assert code == 200, body
+        leader, _follower, url = follower_with(cluster, "warm", "x")
         leader_id = int(cluster.status(leader)["header"]["member_id"])  # type: ignore[index]
         pid = cluster.members[leader].pid
         assert pid is not None

@@ -11,7 +11,7 @@ import signal
 from pathlib import Path
 
 from kvraft.server.local import b64, post
-from tests.server.conftest import FAST_FLAGS, start_cluster
+from tests.server.conftest import FAST_FLAGS, follower_with, start_cluster
 
 
 def _txn(url: str, serializable: list[bool], timeout_s: float) -> tuple[int, dict]:  # type: ignore[type-arg]
@@ -26,11 +26,7 @@ def test_a_serializable_read_only_txn_answers_on_a_member_cut_off(tmp_path: Path
     cluster = start_cluster(tmp_path, size=3, extra=FAST_FLAGS)
     stopped: list[int] = []
     try:
-        leader = cluster.wait_leader()
-        follower = next(name for name in cluster.members if name != leader)
-        url = cluster.url(follower)
-        code, body = post(url, "/v3/kv/put", {"key": b64("k"), "value": b64("v")})
-        assert code == 200, body
+        _leader, follower, url = follower_with(cluster, "k", "v")
         assert _txn(url, [True, True], 10)[0] == 200  # (applied here too)
         for name in cluster.members:
             if name != follower:
