@@ -65,12 +65,15 @@ def _observed(response: dict[str, Any]) -> tuple[list[int], int]:
     return parse_list(kvs[0].get("value")), int(kvs[0].get("mod_revision", 0))
 
 
-async def txn_client(w: Workload, client: int, rng: random.Random) -> None:
+async def txn_client(w: Workload, client: int, rng: random.Random, reader: bool = False) -> None:
+    """One client's transactions until the workload stops. A ``reader`` (only in the
+    deliberately unsafe ``stale_reads`` workload) reads and never appends, and stays on its
+    member whatever happens: one pinned to a member cut off from the rest serves stale lists."""
     member = client % len(w.urls)
     keys = [f"{TXN_PREFIX}k{i}" for i in range(TXN_KEYS)]
     while not w._stop.is_set():
         chosen = rng.sample(keys, rng.randint(1, 3))
-        appends = [k for k in chosen if rng.random() < 0.5]
+        appends = [] if reader else [k for k in chosen if rng.random() < 0.5]
         reads = [k for k in chosen if k not in appends]
         w._element += 1
         first = w._element
@@ -84,7 +87,7 @@ async def txn_client(w: Workload, client: int, rng: random.Random) -> None:
         ok = await _run_txn(w, url, record, reads, appends)
         w.history.txns.append(record)
         if not ok:
-            member = (member + 1) % len(w.urls)
+            member = member if reader else (member + 1) % len(w.urls)
             await asyncio.sleep(0.05)
         await asyncio.sleep(rng.uniform(0, 0.01))
 

@@ -185,6 +185,10 @@ class Workload:
             self._tasks.append(asyncio.create_task(expiring_lease_client(self)))
         for client in range(self.txn_clients):
             self._tasks.append(asyncio.create_task(txn_client(self, client, random.Random(self.rng.random()))))
+        if self.stale_reads:  # (a serializable txn reader pinned to each member: kvraft.robustness.txns)
+            for index in range(len(self.urls)):
+                reader = txn_client(self, self.txn_clients + index, random.Random(self.rng.random()), reader=True)
+                self._tasks.append(asyncio.create_task(reader))
 
     async def stop(self) -> None:
         self._stop.set()

@@ -31,18 +31,23 @@ def test_scenario_passes(name: str) -> None:
 @needs_net
 def test_stale_reads_are_caught() -> None:
     """The same partition with serializable reads: the isolated old leader answers from its
-    stale state, and the linearizability check must say so (three tries: a run can, by
-    chance, have no read on the stale side after a write on the other)."""
+    stale state, and the linearizability check must say so, and the transaction check too
+    (serializable read-only txns through a reader pinned to each member: a read that misses
+    an append which returned before it began is G-single-realtime). Three tries: a run can,
+    by chance, have no read on the stale side after a write on the other."""
     scenario = Scenario("partitioned-leader-stale-reads", 3, partition_leader, needs_net=True)
     lines = []
+    found = {"linearizability": False, "txn": False}
     for seed in (21, 22, 23):
         result = run_scenario(scenario, seed=seed, stale_reads=True)
         lines.append(result.line())
         if result.kept:
             shutil.rmtree(result.kept, ignore_errors=True)
-        if any("linearizability illegal" in p for p in result.problems):
+        found["linearizability"] |= any("linearizability illegal" in p for p in result.problems)
+        found["txn"] |= any(p.startswith("txn: G-single-realtime") for p in result.problems)
+        if all(found.values()):
             return
-    raise AssertionError("stale reads went unnoticed:\n" + "\n".join(lines))
+    raise AssertionError(f"stale reads went unnoticed ({found}):\n" + "\n".join(lines))
 
 
 def test_cli_lists_and_rejects(capsys: pytest.CaptureFixture[str]) -> None:
