@@ -29,9 +29,10 @@ Ready handling (the contract of ``kvraft.raft.types.Ready``):
 Proposals wait on a future keyed by request id, resolved by the apply stage with the op's
 result. A proposal of this member that a leader change lost (appended by a leader that
 stepped down before committing it, or forwarded into a connection that then broke) is
-proposed again once that can no longer duplicate it (``_repropose``), so a write through
-any member survives a leader's death instead of timing out. Linearizable reads go through batched ReadIndex rounds (``reads.ReadBatcher``); a
-follower's round is forwarded to the leader by the core itself.
+proposed again once that can no longer duplicate it (``own_proposals.OwnProposals``), so a
+write through any member survives a leader's death instead of timing out. Linearizable
+reads go through batched ReadIndex rounds (``reads.ReadBatcher``); a follower's round is
+forwarded to the leader by the core itself.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ from kvraft.server import wire
 from kvraft.server.apply_stage import ApplyStage
 from kvraft.server.heartbeats import LateHeartbeats
 from kvraft.server.log_writer import LogWriter
+from kvraft.server.own_proposals import UNTRACKED, OwnProposals, Proposal
 from kvraft.server.reads import AppliedWaiters, BarrierWait, ReadBatcher
 
 __all__ = ["ApplyTarget", "DriverStats", "NodeDriver"]
@@ -79,12 +81,6 @@ log = logging.getLogger("kvraft.driver")
 REQUEST_TIMEOUT_S = 7.0
 READ_ROUND_TIMEOUT_S = 1.0
 EXPIRE_EVERY_S = 0.1
-QUEUED = 0
-"""A proposal of this member waiting in ``_proposals`` (no copy of it handed to a leader)."""
-UNTRACKED = -1
-"""A proposal of this member of which a copy may be appended at any term (forwarded to a
-member that does not check the term, or possibly inside a snapshot received): never
-proposed again, left to its deadline (as every lost proposal in etcd)."""
 INLINE_APPLY_MAX = 256
 """Committed entries applied in the Ready loop itself at most (see ``_apply_inline``)."""
 COMMIT_HOLD_S = 0.002
@@ -165,7 +161,7 @@ class DriverStats:
     and proposed again."""
     proposals_reproposed: int = 0
     """This member's proposals handed to a leader in a term that can no longer commit them
-    (an entry of a later term committed first) and proposed again (``_repropose``)."""
+    (an entry of a later term committed first) and proposed again (``OwnProposals.lost``)."""
     forwards_dropped: int = 0
     """Proposals forwarded for a term in which this member does not lead (``FORWARD_TERM``),
     dropped: their sender proposes them again."""
@@ -213,14 +209,11 @@ class NodeDriver:
         self.applied = AppliedWaiters()
         self.applied.applied = target.applied_index()
         self._waiters: dict[int, asyncio.Future[Any] | CallbackWaiter] = {}
-        self._own: dict[int, list[Any]] = {}
-        """This member's proposals not yet applied nor expired: request id -> [data, conf,
-        deadline, state], state ``QUEUED``, ``UNTRACKED``, or the term in which the last copy
-        was handed to a leader (appended here as leader, or forwarded with ``FORWARD_TERM``):
-        every copy of it in any log is of that term or an earlier one."""
+        self._own = OwnProposals()
         self._deadlines: list[tuple[float, int, float]] = []  # (deadline, request id, submitted at)
         self._leader_since = 0.0  # when the current leader became known (time.monotonic())
-        self.stage = ApplyStage(target, self._waiters, self.applied, conf_state, self._on_applied, self._own)
+        self.stage = ApplyStage(target, self._waiters, self.applied, conf_state, self._on_applied,
+                                 self._own.records)
         self._snapshot_index = log_storage.snapshot().metadata.index
         self._snapshot_due = False
         self._reads = ReadBatcher(member_id)
@@ -228,11 +221,7 @@ class NodeDriver:
         self._late = LateHeartbeats(heartbeat_interval_s)  # etcd_server_heartbeat_send_failures_total
         self._next_request_id = random.getrandbits(62) + 1
         self._inbox: list[tuple[Any, ...]] = []
-        self._proposals: list[tuple[bytes, bool, float, int, int]] = []
-        """(data, conf, deadline, request id of this member's own else 0, the term a peer
-        forwarded it for else 0), in order."""
-        self._committed_term = 0  # the term of the last committed entry seen
-        self._repropose_at: tuple[int, int] | None = None  # (index, term): _repropose when applied
+        self._proposals: list[Proposal] = []  # in order
         self._later: list[Message] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -324,11 +313,9 @@ class NodeDriver:
         datas = body if kind == wire.FORWARD else [body]
         returned = 0
         for data in datas:
-            request_id = _request_id(kind, data)
-            record = self._own.get(request_id) if request_id is not None else None
-            if record is not None and record[3] != QUEUED and request_id in self._waiters:
-                record[3] = QUEUED  # (no copy of it anywhere: queued again, once)
-                self._proposals.append((record[0], record[1], record[2], request_id, 0))
+            proposal = self._own.returned(_request_id(kind, data))
+            if proposal is not None:
+                self._proposals.append(proposal)
                 returned += 1
         if returned:
             self._stats.proposals_reforwarded += returned
@@ -458,8 +445,7 @@ class NodeDriver:
         now = time.monotonic()
         deadline = now + timeout_s
         if repropose:
-            self._own[request_id] = [data, conf, deadline, QUEUED]
-            self._proposals.append((data, conf, deadline, request_id, 0))
+            self._proposals.append(self._own.register(request_id, data, conf, deadline))
         else:  # (not this member's to propose again: as a peer's)
             self._proposals.append((data, conf, deadline, 0, 0))
         heapq.heappush(self._deadlines, (deadline, request_id, now))
@@ -472,7 +458,7 @@ class NodeDriver:
             now, heap = time.monotonic(), self._deadlines
             while heap and heap[0][0] <= now:
                 _, request_id, submitted = heapq.heappop(heap)
-                self._own.pop(request_id, None)
+                self._own.forget(request_id)
                 future = self._waiters.pop(request_id, None)
                 if future is not None and not future.done():
                     self._stats.proposals_failed += 1
@@ -498,7 +484,7 @@ class NodeDriver:
         """Propose every queued proposal as one batch; forward them when not leading. A
         proposal a peer forwarded for a term (``FORWARD_TERM``) is appended only in that
         term, by its leader: anywhere else it is dropped, never appended at another term nor
-        passed on (its sender proposes it again, ``_repropose``)."""
+        passed on (its sender proposes it again, ``OwnProposals.lost``)."""
         if not self._proposals:
             return
         now, term = time.monotonic(), self.raw.term
@@ -515,7 +501,7 @@ class NodeDriver:
         if normal:
             try:
                 last = self.raw.propose_batch([p[0] for p in normal])
-                self._handed(normal, term)
+                self._own.handed(normal, term)
                 for source in self._forwarders:  # (their commit index is not held: _transmit)
                     self._forwarded[source] = last
                 self._forwarders.clear()
@@ -533,7 +519,7 @@ class NodeDriver:
                 continue
             try:
                 self.raw.propose_conf_change(ConfChange.decode(proposal[0]))
-                self._handed([proposal], term)
+                self._own.handed([proposal], term)
             except NotLeaderError as exc:
                 if proposal[4]:
                     self._stats.forwards_dropped += 1
@@ -546,77 +532,20 @@ class NodeDriver:
             except RaftError as exc:
                 log.warning("conf change refused: %s", exc)
 
-    def _forward(self, leader: int, proposals: list[tuple[bytes, bool, float, int, int]], term: int) -> None:
+    def _forward(self, leader: int, proposals: list[Proposal], term: int) -> None:
         """Send ``proposals`` (all normal or one conf change) to ``leader``, the leader of
         ``term``: for that term (``FORWARD_TERM``) where the leader checks it, else as the
         first version did (and this member's own among them are then never proposed again)."""
         conf = proposals[0][1]
-        datas = [p[0] for p in proposals]
+        body: Any = proposals[0][0] if conf else [p[0] for p in proposals]
         if self.transport.supports(leader, wire.FEATURE_FORWARD_TERM):
-            if conf:
-                self.transport.send_frame(leader, wire.FORWARD_CONF_TERM, [term, datas[0]])
-            else:
-                self.transport.send_frame(leader, wire.FORWARD_TERM, [term, datas])
-            self._handed(proposals, term)
+            kind, body, state = (wire.FORWARD_CONF_TERM if conf else wire.FORWARD_TERM), [term, body], term
         else:
-            if conf:
-                self.transport.send_frame(leader, wire.FORWARD_CONF, datas[0])
-            else:
-                self.transport.send_frame(leader, wire.FORWARD, datas)
-            self._handed(proposals, UNTRACKED)
+            kind, state = (wire.FORWARD_CONF if conf else wire.FORWARD), UNTRACKED
+        self.transport.send_frame(leader, kind, body)
+        self._own.handed(proposals, state)
         if not conf:
-            self._stats.proposals_forwarded += len(datas)
-
-    def _handed(self, proposals: list[tuple[bytes, bool, float, int, int]], state: int) -> None:
-        """Record that a copy of this member's own among ``proposals`` went to a leader (the
-        term every copy's entry can have at most, or ``UNTRACKED``)."""
-        own = self._own
-        for proposal in proposals:
-            if proposal[3]:
-                record = own.get(proposal[3])
-                if record is not None and record[3] != UNTRACKED:
-                    record[3] = state
-
-    def _note_committed(self, rd: Ready) -> None:
-        """Called with each Ready before its committed entries are applied: when they hold
-        the first committed entry of a new term, ``_repropose`` runs once it is applied. A
-        snapshot makes every proposal handed before it ``UNTRACKED`` (it may hold them)."""
-        if not rd.snapshot.is_empty():
-            for record in self._own.values():
-                if record[3] > 0:
-                    record[3] = UNTRACKED
-            self._committed_term = max(self._committed_term, rd.snapshot.metadata.term)
-        entries = rd.committed_entries
-        if entries and entries[-1].term > self._committed_term:
-            term = entries[-1].term
-            first = entries[-1].index
-            for entry in reversed(entries):
-                if entry.term != term:
-                    break
-                first = entry.index
-            self._committed_term = term
-            self._repropose_at = (first, term)
-
-    def _repropose(self, term: int) -> None:
-        """The first committed entry of ``term`` is applied here. A proposal of this member
-        still waiting whose every copy was handed to a leader of an earlier term can never
-        commit any more: entries after a committed one of ``term`` have terms >= ``term``
-        (log matching), an earlier one holding it would have been applied by now, and a
-        leader of an earlier term cannot commit anything (a quorum has moved past its term).
-        So it is proposed again, to whoever leads now, and applied once. What etcd leaves to
-        the client's timeout: a write forwarded to a leader that died before committing it,
-        or appended by one that stepped down."""
-        again = 0
-        for request_id, record in self._own.items():
-            if 0 < record[3] < term and request_id in self._waiters:
-                record[3] = QUEUED
-                self._proposals.append((record[0], record[1], record[2], request_id, 0))
-                again += 1
-        if again:
-            self._stats.proposals_reproposed += again
-            log.info("member %x: %d proposal(s) lost to a leader change proposed again (term %d committed)",
-                     self.member_id, again, term)
-            self.kick()
+            self._stats.proposals_forwarded += len(proposals)
 
     # -- reads ----------------------------------------------------------------------------
     async def read_barrier(self, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
@@ -677,7 +606,7 @@ class NodeDriver:
     async def _handle_ready(self, rd: Ready) -> None:
         self._stats.readies += 1
         if rd.committed_entries or not rd.snapshot.is_empty():
-            self._note_committed(rd)
+            self._own.note(rd)
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
         hard = rd.hard_state
@@ -859,10 +788,12 @@ class NodeDriver:
 
     # -- snapshots ------------------------------------------------------------------------
     def _on_applied(self) -> None:
-        at = self._repropose_at
-        if at is not None and self.applied.applied >= at[0]:
-            self._repropose_at = None
-            self._repropose(at[1])
+        lost = self._own.lost(self.applied.applied)
+        if lost:
+            self._proposals.extend(lost)
+            self._stats.proposals_reproposed += len(lost)
+            log.info("member %x: %d proposal(s) lost to a leader change proposed again", self.member_id, len(lost))
+            self.kick()
         if self.applied.applied - self._snapshot_index >= self.snapshot_count:
             self._snapshot_due = True
             self.kick()

@@ -1,5 +1,5 @@
 """Proposals lost to a leader change, proposed again exactly when that cannot duplicate them
-(``NodeDriver._repropose``), with a fake core and transport around the real driver.
+(``NodeDriver.OwnProposals.lost``), with a fake core and transport around the real driver.
 
 The rule: a proposal of this member handed to the leader of term t (appended there, or
 forwarded with ``FORWARD_TERM`` naming t, which a receiver appends only while leading in t)
@@ -106,8 +106,8 @@ def queued_ids(driver: NodeDriver) -> list[int]:
 async def test_a_forward_lost_with_its_leader_is_proposed_again_once_a_later_term_commits() -> None:
     driver, raw, transport = driver_with(term=3, leader=2)
     future = driver.submit(PutOp(b"k", b"v"))
-    (request_id,) = driver._own
-    data = driver._own[request_id][0]
+    (request_id,) = driver._own.records
+    data = driver._own.records[request_id][0]
     driver._propose_queued()
     assert transport.frames == [(2, wire.FORWARD_TERM, [3, [data]])]
     # member 2 dies with it; member 3 wins term 4 and its first entry is applied here
@@ -118,7 +118,7 @@ async def test_a_forward_lost_with_its_leader_is_proposed_again_once_a_later_ter
     assert transport.frames[-1] == (3, wire.FORWARD_TERM, [4, [data]])
     await commit(driver, 4, 6, data)
     assert await future == ("ok", b"k")  # (the fake target's answer) once
-    assert driver._own == {}
+    assert driver._own.records == {}
     raw.term = 5
     await commit(driver, 5, 7)
     assert driver._proposals == [] and driver.stats.proposals_reproposed == 1
@@ -171,7 +171,7 @@ async def test_a_proposal_never_handed_is_queued_once() -> None:
     driver._propose_queued()  # no leader known: kept queued
     raw.term = 4
     await commit(driver, 4, 5)
-    assert queued_ids(driver) == list(driver._own) and driver.stats.proposals_reproposed == 0
+    assert queued_ids(driver) == list(driver._own.records) and driver.stats.proposals_reproposed == 0
 
 
 async def test_a_forward_returned_unsent_is_queued_once() -> None:
@@ -182,11 +182,11 @@ async def test_a_forward_returned_unsent_is_queued_once() -> None:
     driver._propose_queued()
     ((_, kind, body),) = transport.frames
     driver.return_unsent(2, kind, body)
-    assert queued_ids(driver) == list(driver._own) and driver.stats.proposals_reforwarded == 1
+    assert queued_ids(driver) == list(driver._own.records) and driver.stats.proposals_reforwarded == 1
     driver.return_unsent(2, kind, body)  # (the same frame again: already queued)
     raw.term, raw.leader = 4, 3
     await commit(driver, 4, 5)
-    assert queued_ids(driver) == list(driver._own) and driver.stats.proposals_reproposed == 0
+    assert queued_ids(driver) == list(driver._own.records) and driver.stats.proposals_reproposed == 0
 
 
 async def test_a_leader_drops_what_was_forwarded_for_another_term_and_proposes_the_rest() -> None:
@@ -223,9 +223,9 @@ async def test_a_put_forwarded_and_applied_leaves_nothing_behind() -> None:
     driver, raw, _ = driver_with(term=3, leader=2)
     future = driver.submit(PutOp(b"k", b"v"))
     driver._propose_queued()
-    (request_id,) = driver._own
+    (request_id,) = driver._own.records
     await commit(driver, 3, 5, encode_entry(request_id, PutOp(b"k", b"v")))
-    assert await future == ("ok", b"k") and driver._own == {}
+    assert await future == ("ok", b"k") and driver._own.records == {}
 
 
 async def test_a_proposal_made_without_repropose_is_left_to_its_deadline() -> None:
@@ -235,4 +235,4 @@ async def test_a_proposal_made_without_repropose_is_left_to_its_deadline() -> No
     driver._propose_queued()
     raw.term, raw.leader = 4, 2
     await commit(driver, 4, 5)
-    assert driver._proposals == [] and driver._own == {} and driver.stats.proposals_reproposed == 0
+    assert driver._proposals == [] and driver._own.records == {} and driver.stats.proposals_reproposed == 0
