@@ -193,10 +193,11 @@ def check_txns(history: History) -> list[str]:
     finals = list(history.txn_final.items())
     final = finals[0][1] if finals else None
     for member, lists in finals[1:]:
-        for key in sorted(set(lists) | set(final or {})):
-            if lists.get(key) != (final or {}).get(key):
+        first, ours = finals[0]
+        for key in sorted(set(lists) | set(ours)):
+            if lists.get(key) != ours.get(key):
                 problems.append(f"txn: after healing, {key} is {_short(lists.get(key))} at {member} "
-                                f"but {_short((final or {}).get(key))} at {finals[0][0]}")
+                                f"but {_short(ours.get(key))} at {first}")
     txns = [txn_from_dict(doc) for doc in history.txns]
     problems += [f"txn: {text}" for text in elle_problems(txns, final)]
     return problems[:50]

@@ -176,3 +176,14 @@ def test_a_revoked_lease_that_stays_and_an_expired_one_that_stays_are_caught() -
     h = lease_history()
     h.lease_final[1] = {"member": "m1", "at": 40.0, "present": None}
     assert check_leases(h) == ["lease: no final read through m1 succeeded"]
+
+
+def test_txn_lists_that_differ_between_members_after_healing_are_caught() -> None:
+    from kvraft.robustness.checks import check_txns
+
+    h = good_history()
+    h.txns = [{"id": 1, "client": 0, "call": 0.0, "ret": 1.0, "status": "ok", "mops": [["append", "rbtxn/k0", 1]]}]
+    h.txn_final = {"m0": {"rbtxn/k0": [1]}, "m1": {"rbtxn/k0": [1]}}
+    assert check_txns(h) == []
+    h.txn_final["m1"] = {"rbtxn/k0": []}
+    assert any("after healing, rbtxn/k0 is [] at m1 but [1] at m0" in p for p in check_txns(h)), check_txns(h)
