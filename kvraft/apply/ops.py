@@ -28,6 +28,7 @@ __all__ = [
     "Op",
     "PutOp",
     "RangeOp",
+    "SessionOp",
     "TxnOp",
     "decode_entry",
     "describe",
@@ -132,11 +133,27 @@ class BatchOp:
     ops: list[Any] = field(default_factory=list)
 
 
-Op = RangeOp | PutOp | DeleteRangeOp | TxnOp | CompactOp | AlarmOp | MemberOp | BatchOp
+@dataclass(slots=True)
+class SessionOp:
+    """A write a client numbered (``Kvraft-Request-Id``): ``op`` is applied at most once
+    per ``(client, seq)``; a copy applied later answers the first one's result
+    (``kvraft.apply.sessions``). ``first`` is the lowest seq the client has no answer for
+    (the answers below it are dropped); ``stamp_ms`` the proposer's wall clock, from which
+    the members expire idle clients, all at the same entry."""
 
-_TAG = {RangeOp: 1, PutOp: 2, DeleteRangeOp: 3, TxnOp: 4, CompactOp: 5, AlarmOp: 6, MemberOp: 7, BatchOp: 8}
+    client: int = 0
+    seq: int = 0
+    first: int = 0
+    stamp_ms: int = 0
+    op: Any = None
+
+
+Op = RangeOp | PutOp | DeleteRangeOp | TxnOp | CompactOp | AlarmOp | MemberOp | BatchOp | SessionOp
+
+_TAG = {RangeOp: 1, PutOp: 2, DeleteRangeOp: 3, TxnOp: 4, CompactOp: 5, AlarmOp: 6, MemberOp: 7, BatchOp: 8,
+        SessionOp: 9}
 assert PutOp.__slots__ == ("key", "value", "lease", "prev_kv", "ignore_value", "ignore_lease")  # BatchOp's wire
-_RESERVED = (4, 7, 8)  # tags with their own wire form (not register_op's flat field list)
+_RESERVED = (4, 7, 8, 9)  # tags with their own wire form (not register_op's flat field list)
 _SIMPLE = {1: RangeOp, 2: PutOp, 3: DeleteRangeOp, 5: CompactOp, 6: AlarmOp}
 
 
@@ -158,6 +175,8 @@ def op_to_wire(op: Any) -> list[Any]:
             [op_to_wire(o) for o in op.success],
             [op_to_wire(o) for o in op.failure],
         ]
+    if tag == 9:
+        return [9, op.client, op.seq, op.first, op.stamp_ms, op_to_wire(op.op)]
     if tag == 8:  # (puts spelled out: a batch holds thousands)
         return [8, [[2, o.key, o.value, o.lease, o.prev_kv, o.ignore_value, o.ignore_lease] if type(o) is PutOp
                     else op_to_wire(o) for o in op.ops]]
@@ -174,6 +193,8 @@ def op_from_wire(wire: list[Any]) -> Any:
         )
     if tag == 7:
         return MemberOp(*wire[1:])
+    if tag == 9:
+        return SessionOp(wire[1], wire[2], wire[3], wire[4], op_from_wire(wire[5]))
     if tag == 8:
         return BatchOp([PutOp(*o[1:]) if o[0] == 2 else op_from_wire(o) for o in wire[1]])
     return _SIMPLE[tag](*wire[1:])
@@ -192,6 +213,8 @@ def decode_entry(data: bytes) -> tuple[int, Any]:
 def describe(op: Any) -> str:
     """One line naming a request for a log, etcd's way: keys shown, values only by size
     ("put key:\"a\" value_size:3")."""
+    if isinstance(op, SessionOp):
+        return f"{describe(op.op)} client:{op.client:x} seq:{op.seq}"
     if isinstance(op, BatchOp):
         return f"batch ops:{len(op.ops)}"
     if isinstance(op, TxnOp):

@@ -21,6 +21,7 @@ before the Raft log is compacted the store is flushed (``flush``).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -34,7 +35,8 @@ import msgpack
 
 from kvraft.apply.chain import Applier, CorruptApplier, QuotaGuard, build_chain
 from kvraft.apply.errors import EtcdError
-from kvraft.apply.ops import BatchOp, MemberOp, TxnOp, describe
+from kvraft.apply.ops import BatchOp, MemberOp, SessionOp, TxnOp, describe
+from kvraft.apply.sessions import Sessions
 from kvraft.apply.validate import as_etcd_error
 from kvraft.storage.errors import BatchAbortedError
 from kvraft.storage.mvcc import MVCCStore
@@ -78,6 +80,8 @@ class StateMachine:
         self.chain = build_chain(self.store, member_id, wrap)
         self.chain_backend = _innermost(self.chain)
         self.quota = QuotaGuard(self.store, quota_bytes)
+        self.sessions = Sessions(self.store)
+        """Numbered writes' answers: a copy of one already applied is answered, not applied."""
         self.membership = membership
         self.on_members_changed: Callable[[], None] = lambda: None
         self._held_since = 0.0
@@ -123,7 +127,10 @@ class StateMachine:
                         count += len(op.ops) - 1
                     started = time.perf_counter()
                     try:
-                        results.append(self.chain.apply(op))
+                        if type(op) is SessionOp:
+                            results.append(self.sessions.apply(op, self.chain.apply))
+                        else:
+                            results.append(self.chain.apply(op))
                     except EtcdError as exc:
                         results.append(exc)
                     took = time.perf_counter() - started
@@ -133,6 +140,8 @@ class StateMachine:
             store.publish()
         except BaseException as exc:  # nothing held may reach the disk: the log re-applies it
             store.abort_held(exc)
+            with contextlib.suppress(Exception):  # (the error raised is the one that matters)
+                self.sessions.load()  # its memory back to what is on disk, as the store's
             raise
         self._held_ops += count
         if self._held_ops >= COMMIT_OPS or time.monotonic() - self._held_since >= COMMIT_INTERVAL_S:
@@ -266,6 +275,7 @@ class StateMachine:
         with self.store.batch():
             self.store.set_consistent_index(meta.index, meta.term)
         self.membership.restore(members)
+        self.sessions.load()
         self.on_members_changed()
 
     def close(self) -> None:

@@ -5,7 +5,17 @@ on it. Failover rule: a request that never reached a member (connect refused, co
 timeout) moves to the next endpoint for any operation; a request whose answer was lost
 (disconnect or read timeout after sending), or that got ``Unavailable`` (no leader, leader
 changed), is retried only when the caller marks it ``safe`` (reads and idempotent
-operations), with full-jitter exponential backoff, until the request deadline.
+operations) or ``numbered`` (put, delete, txn with writes), with full-jitter exponential
+backoff, until the request deadline.
+
+A numbered write carries ``Kvraft-Request-Id: <client>:<seq>:<first>`` to members whose
+``/version`` lists ``request-ids`` (asked once per endpoint): the cluster applies it at most
+once and answers a copy with the first copy's answer (``kvraft.apply.sessions``), so a lost
+answer is retried like a read, on those members only. ``client`` is random per transport,
+``seq`` counts its writes, ``first`` is the lowest seq still waiting for its answer. A
+member that cannot take numbers yet refuses with code 9; the write is then sent plain
+(unnumbered, not retried after a lost answer) unless a numbered copy may already be in
+flight. etcd and older kvraft members get the write plain, as before.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import secrets
 import ssl
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -142,6 +153,13 @@ class Transport:
         self._counts = {"requests": 0, "retries": 0, "failovers": 0, "logins": 0, "streams": 0}
         self._session: aiohttp.ClientSession | None = None
         self._auth_lock = asyncio.Lock()
+        self.client_id = secrets.randbits(64) or 1
+        """This transport's number for the cluster's at-most-once table (never from ``rng``:
+        two clients seeded alike must not share it)."""
+        self._next_seq = 1
+        self._waiting: set[int] = set()
+        self._takes_ids: dict[str, bool] = {}
+        """Per endpoint: whether its ``/version`` lists ``request-ids``."""
 
     @property
     def endpoint(self) -> str:
@@ -220,6 +238,7 @@ class Transport:
                               "not an etcd or kvraft member's version")
                 continue
             self._pinned = index
+            self._takes_ids[self.endpoints[index]] = _lists_request_ids(doc)
             if self.encoding == "auto":
                 self.codec = MSGPACK_CODEC if "kvraft" in doc else JSON_CODEC
             version = str(doc.get("etcdserver", "3.4.0"))
@@ -265,21 +284,48 @@ class Transport:
         auth: bool = True,
         endpoint: str | None = None,
         timeout_s: float | None = None,
+        numbered: bool = False,
     ) -> dict[str, Any]:
         """POST ``prefix + path`` and decode the answer, with failover and retries.
 
         ``endpoint`` pins the request to one member (endpoint status, defrag): no failover.
+        ``numbered``: a write that members taking request ids apply at most once (above).
         """
+        seq = 0
+        if numbered and not safe:
+            seq = self._next_seq
+            self._next_seq += 1
+            self._waiting.add(seq)
         try:
-            return await self._unary(path, body, safe=safe, auth=auth, endpoint=endpoint, timeout_s=timeout_s)
-        except UnauthenticatedError:
-            if not auth or self.user is None:
-                raise
-        except InvalidArgumentError as exc:
-            if not auth or self.user is None or "user name is empty" not in exc.message:
-                raise
-        await self.authenticate()  # token expired or revoked: log in again, retry once
-        return await self._unary(path, body, safe=safe, auth=auth, endpoint=endpoint, timeout_s=timeout_s)
+            try:
+                return await self._unary(path, body, safe=safe, auth=auth, endpoint=endpoint, timeout_s=timeout_s,
+                                         seq=seq)
+            except UnauthenticatedError:
+                if not auth or self.user is None:
+                    raise
+            except InvalidArgumentError as exc:
+                if not auth or self.user is None or "user name is empty" not in exc.message:
+                    raise
+            await self.authenticate()  # token expired or revoked: log in again, retry once
+            return await self._unary(path, body, safe=safe, auth=auth, endpoint=endpoint, timeout_s=timeout_s, seq=seq)
+        finally:
+            self._waiting.discard(seq)
+
+    async def _numbered_to(self, target: str, remaining_s: float, errors: list[str]) -> bool | None:
+        """Whether ``target`` takes request ids (its ``/version``, asked once); None when it
+        could not be asked (the reason added to ``errors``): nothing was sent there."""
+        known = self._takes_ids.get(target)
+        if known is None:
+            session = self._require_session()
+            timeout = aiohttp.ClientTimeout(total=remaining_s, sock_connect=min(self.dial_timeout_s, remaining_s))
+            try:
+                async with session.get(target + "/version", timeout=timeout) as response:
+                    doc = await response.json(content_type=None)
+            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+                errors.append(f"{target}: {_describe(exc)}")
+                return None
+            known = self._takes_ids[target] = _lists_request_ids(doc)
+        return known
 
     async def _unary(
         self,
@@ -290,6 +336,7 @@ class Transport:
         auth: bool,
         endpoint: str | None,
         timeout_s: float | None,
+        seq: int = 0,
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         total_s = self.request_timeout_s if timeout_s is None else timeout_s
@@ -298,25 +345,44 @@ class Transport:
         errors: list[str] = []
         attempt = 0
         self._counts["requests"] += 1
+        in_doubt = False  # a numbered copy may have reached a member: never send it plain now
         while True:
             for target in self._targets(endpoint):
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
+                headers: dict[str, str] = {}
+                if seq:
+                    takes = await self._numbered_to(target, remaining, errors)
+                    if takes is None or (in_doubt and not takes):  # (a plain copy could apply twice)
+                        continue
+                    if takes:
+                        headers[HEADER] = f"{self.client_id:x}:{seq}:{min(self._waiting)}"
                 try:
-                    doc = await self._post(target, path, data, auth, remaining)
+                    doc = await self._post(target, path, data, auth, deadline - loop.time(), headers)
                 except _LostAnswer as exc:
-                    if not safe:
+                    if not safe and not headers:
                         self._skip(target)  # the caller's retry (if it decides one) goes elsewhere
                         raise EndpointError(f"{target}: {exc} (the request may have been applied)") from None
+                    in_doubt = in_doubt or bool(headers)
                     errors.append(f"{target}: {exc}")
                     continue
                 except (TimeoutError, aiohttp.ClientConnectorError) as exc:
                     errors.append(f"{target}: {_describe(exc)}")
                     continue
-                except UnavailableError as exc:
-                    if not safe or endpoint is not None:
+                except FailedPreconditionError as exc:
+                    if not headers or REQUEST_IDS_OFF not in exc.message:
                         raise
+                    if in_doubt:  # another member may still take it numbered
+                        errors.append(f"{target}: {exc.message}")
+                        continue
+                    seq = 0  # no copy went out: send it plain, once, as to an older member
+                    doc = await self._unary(path, body, safe=safe, auth=auth, endpoint=target,
+                                            timeout_s=deadline - loop.time())
+                except UnavailableError as exc:
+                    if (not safe and not headers) or endpoint is not None:
+                        raise
+                    in_doubt = in_doubt or bool(headers)
                     errors.append(f"{target}: {exc.message}")
                     continue
                 if target in self.endpoints and endpoint is None:
@@ -326,17 +392,20 @@ class Transport:
                 return doc
             remaining = deadline - loop.time()
             if remaining <= 0 or attempt >= self.retry.max_attempts:
-                raise EndpointError("context deadline exceeded (" + "; ".join(errors[-3:]) + ")")
+                applied = " (the request may have been applied)" if in_doubt else ""
+                raise EndpointError("context deadline exceeded (" + "; ".join(errors[-3:]) + ")" + applied)
             await asyncio.sleep(min(remaining, self.retry.delay_s(attempt, self._rng)))
             attempt += 1
             self._counts["retries"] += 1
 
-    async def _post(self, endpoint: str, path: str, data: bytes, auth: bool, timeout_s: float) -> dict[str, Any]:
+    async def _post(self, endpoint: str, path: str, data: bytes, auth: bool, timeout_s: float,
+                    extra: dict[str, str] | None = None) -> dict[str, Any]:
         session = self._require_session()
         timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(self.dial_timeout_s, timeout_s))
         url = endpoint + self.prefix + path
+        headers = self._headers(auth) if not extra else {**self._headers(auth), **extra}
         try:
-            async with session.post(url, data=data, headers=self._headers(auth), timeout=timeout) as response:
+            async with session.post(url, data=data, headers=headers, timeout=timeout) as response:
                 payload = await response.read()
                 content_type = response.headers.get("Content-Type", "")
                 status = response.status
@@ -405,6 +474,15 @@ class Transport:
             self._stream_opened(target)
             return ws
         raise EndpointError("context deadline exceeded (" + "; ".join(errors) + ")")
+
+
+HEADER = "Kvraft-Request-Id"
+REQUEST_IDS_OFF = "request ids are not available"
+"""The part of a member's code-9 refusal that says it proposed nothing (``kvraft.apply.sessions``)."""
+
+
+def _lists_request_ids(doc: Any) -> bool:
+    return isinstance(doc, dict) and "request-ids" in (doc.get("kvraft_features") or ())
 
 
 def _describe(exc: BaseException) -> str:

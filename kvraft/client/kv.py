@@ -311,21 +311,21 @@ class KVMixin:
     async def put(self, key: Key, value: Key, **options: Any) -> PutResponse:
         """Write a key; options ``lease``, ``prev_kv``, ``ignore_value``, ``ignore_lease``."""
         op = Op.put(key, value, **options)
-        return PutResponse.from_wire(await self._transport.unary("/kv/put", op.body, safe=False))
+        return PutResponse.from_wire(await self._transport.unary("/kv/put", op.body, safe=False, numbered=True))
 
     async def delete(self, key: Key, **options: Any) -> DeleteResponse:
         """Delete a key or range; options ``range_end``, ``prefix``, ``from_key``, ``prev_kv``."""
         op = Op.delete(key, **options)
-        return DeleteResponse.from_wire(await self._transport.unary("/kv/deleterange", op.body, safe=False))
+        return DeleteResponse.from_wire(await self._transport.unary("/kv/deleterange", op.body, safe=False, numbered=True))
 
     async def do(self, op: Op) -> GetResponse | PutResponse | DeleteResponse | TxnResponse:
         """Run one ``Op`` outside a txn (like clientv3's ``Do``)."""
         if op.kind == "range":
             return GetResponse.from_wire(await self._transport.unary("/kv/range", op.body, safe=True))
         if op.kind == "put":
-            return PutResponse.from_wire(await self._transport.unary("/kv/put", op.body, safe=False))
+            return PutResponse.from_wire(await self._transport.unary("/kv/put", op.body, safe=False, numbered=True))
         if op.kind == "delete_range":
-            doc = await self._transport.unary("/kv/deleterange", op.body, safe=False)
+            doc = await self._transport.unary("/kv/deleterange", op.body, safe=False, numbered=True)
             return DeleteResponse.from_wire(doc)
         txn = Txn(self._commit_txn).if_(*op.body["compare"]).then(*op.body["success"]).else_(*op.body["failure"])
         return await txn.commit()
@@ -367,7 +367,7 @@ class KVMixin:
         return Txn(self._commit_txn)
 
     async def _commit_txn(self, txn: Txn) -> TxnResponse:
-        doc = await self._transport.unary("/kv/txn", txn.to_wire(), safe=not txn.writes)
+        doc = await self._transport.unary("/kv/txn", txn.to_wire(), safe=not txn.writes, numbered=txn.writes)
         return TxnResponse.from_wire(doc)
 
     async def compact(self, revision: int, *, physical: bool = False) -> int:

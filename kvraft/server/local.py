@@ -31,15 +31,17 @@ from kvraft.testing.ports import free_port
 __all__ = ["LocalCluster", "ProcessMember", "free_port", "post"]
 
 
-def post(url: str, path: str, doc: Any, timeout_s: float = 10.0) -> tuple[int, Any]:
-    """POST JSON to a member; returns (HTTP status, decoded body or the raw text)."""
+def post(url: str, path: str, doc: Any, timeout_s: float = 10.0,
+         headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """POST JSON to a member (with ``headers`` besides the content type); returns (HTTP
+    status, decoded body or the raw text)."""
     parts = urlsplit(url)
     if parts.hostname is None:
         raise ValueError(f"{url!r}: not a URL with a host")
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
     try:
         body = doc if isinstance(doc, (bytes, str)) else json.dumps(doc)
-        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
         response = conn.getresponse()
         raw = response.read()
     finally:

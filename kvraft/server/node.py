@@ -20,7 +20,8 @@ from typing import Any
 from kvraft.aio import cancel_and_wait
 from kvraft.apply.chain import ACTIVATE, CORRUPT, NOSPACE
 from kvraft.apply.errors import EtcdError, FailedPrecondition, Unavailable
-from kvraft.apply.ops import AlarmOp, CompactOp, MemberOp, PutOp, RangeOp, TxnOp
+from kvraft.apply.ops import AlarmOp, CompactOp, MemberOp, PutOp, RangeOp, SessionOp, TxnOp
+from kvraft.apply.sessions import REQUEST_IDS_OFF, RequestId
 from kvraft.apply.state_machine import StateMachine
 from kvraft.apply.validate import validate_op
 from kvraft.durations import parse_go_duration_s
@@ -46,6 +47,7 @@ from kvraft.server.tls import peer_ssl_contexts
 from kvraft.server.tls_accept import HandshakeFailures
 from kvraft.server.transport import PeerTransport, cluster_key
 from kvraft.server.wal_dir import DataDirError, record_wal_dir, require_writable, wal_location
+from kvraft.server.wire import FEATURE_REQUEST_IDS
 from kvraft.storage.errors import StorageCorruptionError
 from kvraft.storage.lmdb_env import write_durably
 from kvraft.storage.quota import MAX_QUOTA_BYTES
@@ -448,15 +450,33 @@ class Node(NodeStatusMixin):
             future.set_exception(exc)
         return future
 
-    async def _write(self, op: Any) -> Any:
-        return await self.submit_write(op)
+    async def _write(self, op: Any, once: RequestId | None = None) -> Any:
+        return await self.submit_write(op, once)
 
-    def submit_write(self, op: Any) -> asyncio.Future[Any]:
+    def submit_write(self, op: Any, once: RequestId | None = None) -> asyncio.Future[Any]:
         """Check and queue a write now; the future resolves to its result (EtcdErrors of
         the checks are raised here). ``put``/``delete_range``/``txn`` await it; the
-        msgpack batch route submits many and awaits them together."""
+        msgpack batch route submits many and awaits them together. ``once``: the client's
+        number for it (``Kvraft-Request-Id``): applied at most once (``kvraft.apply.sessions``)."""
         self._admit(op)
-        return self.driver.submit(self.wrap_proposal(op), max_bytes=self.config.max_request_bytes)
+        return self.driver.submit(self._numbered(self.wrap_proposal(op), once), max_bytes=self.config.max_request_bytes)
+
+    def _numbered(self, op: Any, once: RequestId | None) -> Any:
+        """``op`` in a ``SessionOp`` for ``once``; refused (code 9) while some member has not
+        announced that it applies them: an older version would stop at the entry."""
+        if once is None:
+            return op
+        missing = self.request_ids_missing()
+        if missing:
+            raise FailedPrecondition(REQUEST_IDS_OFF.format(member=missing[0]))
+        return SessionOp(once.client, once.seq, once.first, int(time.time() * 1000), op)
+
+    def request_ids_missing(self) -> list[int]:
+        """The members (of the applied configuration, learners too) whose peer handshake has
+        not announced ``request-ids`` since this member started: an older version, or one
+        not reached yet. Empty: numbered writes may be proposed."""
+        return [m for m in sorted(self.membership.members) if m != self.member_id
+                and not self.transport.supports(m, FEATURE_REQUEST_IDS)]
 
     def _admit(self, op: Any) -> None:
         """A write's checks before it is proposed (raise its EtcdError): shape, quota."""
@@ -479,19 +499,19 @@ class Node(NodeStatusMixin):
         with contextlib.suppress(EtcdError):
             await self.driver.propose(op)
 
-    async def put(self, op: PutOp) -> Any:
-        return await self._write(op)
+    async def put(self, op: PutOp, once: RequestId | None = None) -> Any:
+        return await self._write(op, once)
 
-    async def delete_range(self, op: Any) -> Any:
-        return await self._write(op)
+    async def delete_range(self, op: Any, once: RequestId | None = None) -> Any:
+        return await self._write(op, once)
 
-    async def txn(self, op: TxnOp) -> Any:
+    async def txn(self, op: TxnOp, once: RequestId | None = None) -> Any:
         validate_op(op, self.config.max_txn_ops)
-        if self.state.is_read_only(op):
+        if self.state.is_read_only(op):  # (a read: nothing to apply once, ``once`` unused)
             if not self.state.is_serializable(op):  # (every range serializable: at once, as etcd)
                 await self.driver.read_barrier()
             return self.state.txn_read_only(op)
-        return await self._write(op)
+        return await self._write(op, once)
 
     async def compact(self, op: CompactOp) -> Any:
         result = await self._write(op)

@@ -51,6 +51,7 @@ from kvraft.raft.types import (
 __all__ = [
     "FEATURES",
     "FEATURE_FORWARD_TERM",
+    "FEATURE_REQUEST_IDS",
     "FORWARD",
     "FORWARD_CONF",
     "FORWARD_CONF_TERM",
@@ -82,7 +83,10 @@ PING, PONG = 12, 13
 LEARNER_READY, LEARNER_READY_RESP = 14, 15
 FORWARD_TERM, FORWARD_CONF_TERM = 16, 17
 FEATURE_FORWARD_TERM = "forward-term"
-FEATURES = (FEATURE_FORWARD_TERM,)
+FEATURE_REQUEST_IDS = "request-ids"
+"""Not a frame: this member applies ``SessionOp`` entries (``kvraft.apply.sessions``); a
+member proposes them only while every member has announced it (``Node.request_ids_missing``)."""
+FEATURES = (FEATURE_FORWARD_TERM, FEATURE_REQUEST_IDS)
 """What this version's listener announces in its handshake answer (``kvraft.server.transport``):
 frames a dialer may send only to a listener that understands them (an older one ignores
 frame kinds it does not know)."""

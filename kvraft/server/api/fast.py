@@ -40,6 +40,7 @@ from aiohttp import web
 
 from kvraft.apply.errors import FailedPrecondition, InvalidArgument, Unavailable
 from kvraft.apply.ops import BatchOp, PutOp, RangeOp
+from kvraft.apply.sessions import RequestId, parse_request_id
 from kvraft.apply.validate import validate_op
 from kvraft.server.api import fast_lease, gojson, schemas
 from kvraft.server.api.coalesce import PutCoalescer
@@ -132,18 +133,18 @@ class _Routes:
             return encode_range_json(s.cluster_id, s.member_id, s.raft_term, result)
         return out.dumps(encode_range(out, self.header(out, result.revision), result))
 
-    async def one(self, route: str, out: Out, op: Any) -> dict[str, Any]:
+    async def one(self, route: str, out: Out, op: Any, once: RequestId | None = None) -> dict[str, Any]:
         s = self.server
-        if route == "put":  # puts of one loop turn share a log entry (coalesce.py)
-            result = await self.puts.put(op)
+        if route == "put":  # puts of one loop turn share a log entry (coalesce.py); a numbered one
+            result = await (self.puts.put(op) if once is None else s.put(op, once))  # is its own entry
             return encode_put(out, self.header(out, result.revision), result)
         if route == "range":
             result = await s.range(op)
             return encode_range(out, self.header(out, result.revision), result)
         if route == "deleterange":
-            result = await s.delete_range(op)
+            result = await s.delete_range(op, once)
             return encode_delete(out, self.header(out, result.revision), result)
-        result = await s.txn(op)
+        result = await s.txn(op, once)
         return encode_txn(out, self.header(out, result.revision), result)
 
     async def batch(self, body: bytes) -> list[Any]:
@@ -340,6 +341,8 @@ def _failed(exc: BaseException) -> asyncio.Future[Any]:
     return future
 
 
+_NUMBERED = ("put", "deleterange", "txn")
+"""The routes that take ``Kvraft-Request-Id`` (the others ignore it, as their aiohttp handlers do)."""
 SCHEMAS = {"put": schemas.PUT, "range": schemas.RANGE, "deleterange": schemas.DELETE_RANGE, "txn": schemas.TXN}
 _PATHS: dict[bytes, str] = {}
 for _prefix in (b"/v3", b"/v3beta"):
@@ -422,7 +425,7 @@ class FastProtocol(asyncio.Protocol):
                 or self.uncertified:
             self._hand_over()
             return
-        length, ctype, close = -1, b"", False
+        length, ctype, close, once = -1, b"", False, None
         for line in lines[1:]:
             name, _, value = line.partition(b":")
             if name != name.strip():  # a space before the colon, or a folded line: aiohttp refuses it
@@ -440,6 +443,8 @@ class FastProtocol(asyncio.Protocol):
                 ctype = value.split(b";", 1)[0].strip().lower()
             elif name == b"connection":
                 close = value.strip().lower() == b"close"
+            elif name == b"kvraft-request-id":
+                once = value.strip().decode("latin-1")
             elif name in (b"transfer-encoding", b"expect", b"upgrade", b"kvraft-emit-defaults"):
                 length = -2
         if length < 0 or length > self.max_body or (self.routes.emit_defaults and ctype != _MSGPACK_BYTES):
@@ -455,16 +460,16 @@ class FastProtocol(asyncio.Protocol):
         if self.grpc is not None:
             self.grpc_started = self.routes.grpc_stats.start(self.grpc)
         out = MSGPACK_OUT if ctype == _MSGPACK_BYTES else JSON_OUT
-        if route == "put":  # answered from a callback: no task, no coroutine
+        if route == "put" and once is None:  # answered from a callback: no task, no coroutine
             self._put(out, body, close)
             return
         if route == "range":  # the same
             self._range(out, body, close)
             return
-        task = asyncio.get_running_loop().create_task(self._serve(route, out, body, close))
+        task = asyncio.get_running_loop().create_task(self._serve(route, out, body, close, once))
         task.add_done_callback(_log_failure)
 
-    async def _serve(self, route: str, out: Out, body: bytes, close: bool) -> None:
+    async def _serve(self, route: str, out: Out, body: bytes, close: bool, once: str | None = None) -> None:
         if route in fast_lease.ROUTES:
             return await fast_lease.serve(self, route, out, body, close)
         status, code = 200, 0
@@ -475,7 +480,8 @@ class FastProtocol(asyncio.Protocol):
                 payload = out.dumps(await self.routes.batch(body))
             else:
                 op = decode_body(body, out.content_type, SCHEMAS[route])
-                payload = out.dumps(await self.routes.one(route, out, op))
+                numbered = parse_request_id(once) if once is not None and route in _NUMBERED else None
+                payload = out.dumps(await self.routes.one(route, out, op, numbered))
         except Exception as exc:  # every failure answers etcd's error JSON, never a bare 500
             answer = error_response(exc, out)
             status, payload, code = answer.status, bytes(answer.body or b""), answer[GRPC_CODE]  # type: ignore[arg-type]

@@ -238,15 +238,15 @@ class AuthGate:
             return asyncio.ensure_future(self.range(op))
         return self._node.range_future(op)  # type: ignore[no-any-return]
 
-    async def put(self, op: Any) -> Any:
+    async def put(self, op: Any, once: Any = None) -> Any:
         self._check(op)
-        return await self._node.put(op)
+        return await self._node.put(op, once)
 
-    async def delete_range(self, op: Any) -> Any:
+    async def delete_range(self, op: Any, once: Any = None) -> Any:
         self._check(op)
-        return await self._node.delete_range(op)
+        return await self._node.delete_range(op, once)
 
-    async def txn(self, op: Any) -> Any:
+    async def txn(self, op: Any, once: Any = None) -> Any:
         node = self._node
         if self._features.auth.enabled and node.state.is_read_only(op):
             await self._caller_after_barrier()
@@ -254,7 +254,7 @@ class AuthGate:
             validate_op(op, node.config.max_txn_ops)
             return node.state.txn_read_only(op)  # what Node.txn does after its own barrier
         self._check(op)
-        return await node.txn(op)
+        return await node.txn(op, once)
 
 
 def _raise_empty() -> None:

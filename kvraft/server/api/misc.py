@@ -13,14 +13,20 @@ from kvraft.server.api.health import add_probe_routes, health_options
 from kvraft.server.api.metrics_auth import METRICS_AUTH
 from kvraft.server.api.state import SERVER
 
-__all__ = ["API_VERSION", "ROUTES", "add_routes"]
+__all__ = ["API_FEATURES", "API_VERSION", "ROUTES", "add_routes"]
 
 API_VERSION = "3.4.0"
 """The etcd API level kvraft speaks; clients choose the ``/v3/`` prefix from it."""
+API_FEATURES = ("request-ids",)
+"""What this member's client API takes beyond etcd's, for clients to ask before relying on it:
+``request-ids``: the write routes take ``Kvraft-Request-Id`` and either apply the write at
+most once or refuse it (code 9); an older member ignores the header, so a client retries a
+numbered write only to members that list this (``kvraft.apply.sessions``)."""
 
 
 async def _version(_request: web.Request) -> web.Response:
-    doc = {"etcdserver": API_VERSION, "etcdcluster": API_VERSION, "kvraft": __version__}
+    doc = {"etcdserver": API_VERSION, "etcdcluster": API_VERSION, "kvraft": __version__,
+           "kvraft_features": list(API_FEATURES)}
     return web.Response(text=json.dumps(doc, separators=(",", ":")), content_type="application/json")
 
 

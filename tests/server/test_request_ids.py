@@ -1,0 +1,157 @@
+"""Numbered writes on a real cluster (``Kvraft-Request-Id``, kvraft.apply.sessions): a copy
+of a write already applied is answered with the first copy's answer and changes nothing,
+on whichever member it arrives, after restarts, and on a member that caught up from a
+snapshot."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import urllib.request
+from pathlib import Path
+
+from kvraft.server.local import LocalCluster, b64, post
+from tests.server.conftest import FAST_FLAGS, start_cluster
+
+HEADER = "Kvraft-Request-Id"
+
+
+def _get(cluster: LocalCluster, name: str, key: str) -> dict:  # type: ignore[type-arg]
+    code, body = post(cluster.url(name), "/v3/kv/range", {"key": b64(key), "serializable": True}, timeout_s=10)
+    assert code == 200, body
+    return body
+
+
+def _converged(cluster: LocalCluster, key: str) -> list[dict]:  # type: ignore[type-arg]
+    """Every running member's own copy of ``key`` once each has applied a later write."""
+    leader = cluster.wait_leader(60)
+    code, body = post(cluster.url(leader), "/v3/kv/put", {"key": b64("fence"), "value": b64("f")}, timeout_s=30)
+    assert code == 200, body
+    fence = int(body["header"]["revision"])
+    deadline = time.monotonic() + 30
+    while True:
+        copies = [_get(cluster, m.name, key) for m in cluster.running()]
+        if all(int(c["header"]["revision"]) >= fence for c in copies):
+            return copies
+        assert time.monotonic() < deadline, copies
+        time.sleep(0.1)
+
+
+def _numbered(cluster: LocalCluster, name: str, path: str, doc: dict, rid: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    return post(cluster.url(name), path, doc, timeout_s=30, headers={HEADER: rid})  # type: ignore[no-any-return]
+
+
+def test_a_copy_is_answered_as_the_first_and_applied_once_on_every_member(tmp_path: Path) -> None:
+    cluster = start_cluster(tmp_path, size=3, extra=FAST_FLAGS)
+    try:
+        names = list(cluster.members)
+        put = {"key": b64("k"), "value": b64("one"), "prev_kv": True}
+        code, first = _numbered(cluster, names[0], "/v3/kv/put", put, "a1:1:1")
+        assert code == 200, first
+        # the same number through each other member: the first answer, nothing applied
+        changed = {"key": b64("k"), "value": b64("two"), "prev_kv": True}  # (a client never changes it; shows no apply)
+        for name in names[1:]:
+            code, again = _numbered(cluster, name, "/v3/kv/put", changed, "a1:1:1")
+            assert code == 200, again
+            assert again["header"]["revision"] == first["header"]["revision"]
+        for copy in _converged(cluster, "k"):
+            (kv,) = copy["kvs"]
+            assert kv["value"] == b64("one") and kv["version"] == "1", copy
+        # another number of the same client is a new write, with the first one's prev_kv
+        code, second = _numbered(cluster, names[1], "/v3/kv/put", changed, "a1:2:2")
+        assert code == 200, second
+        assert int(second["header"]["revision"]) > int(first["header"]["revision"])
+        assert second["prev_kv"]["value"] == b64("one")
+        # and a late copy of seq 1, now below the client's first unanswered: refused, not applied
+        code, stale = _numbered(cluster, names[2], "/v3/kv/put", put, "a1:1:1")
+        assert code == 412 and stale["code"] == 9 and "already answered" in stale["message"], stale
+        assert all(c["kvs"][0]["value"] == b64("two") for c in _converged(cluster, "k"))
+    finally:
+        cluster.stop()
+
+
+def test_a_compare_and_swap_retried_reports_success_and_counts_once(tmp_path: Path) -> None:
+    """The counter increment of the Raft reference's scenario 13: without the number, the
+    retry's compare fails and the client believes its increment was lost."""
+    cluster = start_cluster(tmp_path, size=3, extra=FAST_FLAGS)
+    try:
+        leader = cluster.wait_leader(60)
+        code, body = post(cluster.url(leader), "/v3/kv/put", {"key": b64("counter"), "value": b64("0")})
+        assert code == 200, body
+        revision = int(body["header"]["revision"])
+        txn = {"compare": [{"key": b64("counter"), "target": "MOD", "result": "EQUAL", "mod_revision": str(revision)}],
+               "success": [{"request_put": {"key": b64("counter"), "value": b64("1")}}]}
+        answers = [_numbered(cluster, name, "/v3/kv/txn", txn, "c0ffee:7:7") for name in cluster.members]
+        assert all(code == 200 and answer.get("succeeded") is True for code, answer in answers), answers
+        assert len({a["header"]["revision"] for _, a in answers}) == 1
+        # the same txn unnumbered: its compare fails now, as it would have for a plain retry
+        code, plain = post(cluster.url(leader), "/v3/kv/txn", txn)
+        assert code == 200 and not plain.get("succeeded"), plain
+        for copy in _converged(cluster, "counter"):
+            assert copy["kvs"][0]["value"] == b64("1") and copy["kvs"][0]["version"] == "2", copy
+    finally:
+        cluster.stop()
+
+
+def test_bad_request_ids_are_refused(tmp_path: Path) -> None:
+    cluster = start_cluster(tmp_path, size=1, extra=FAST_FLAGS)
+    try:
+        name = next(iter(cluster.members))
+        for bad in ["", "x:1:1", "0:1:1", "a1:0:0", "a1:2:3", "a1:1", "a1:-1:1", "a1: 1:1"]:
+            code, body = _numbered(cluster, name, "/v3/kv/put", {"key": b64("k"), "value": b64("v")}, bad)
+            assert code == 400 and body["code"] == 3 and "Kvraft-Request-Id" in body["message"], (bad, body)
+        assert "kvs" not in _get(cluster, name, "k")
+        with urllib.request.urlopen(cluster.url(name) + "/version", timeout=10) as response:
+            code, version = response.status, json.loads(response.read())
+        assert code == 200 and "request-ids" in version["kvraft_features"]
+    finally:
+        cluster.stop()
+
+
+def test_answers_survive_restarts_and_reach_a_member_through_a_snapshot(tmp_path: Path) -> None:
+    flags = [*FAST_FLAGS, "--snapshot-count", "40", "--snapshot-catchup-entries", "5"]
+    cluster = start_cluster(tmp_path, size=3, extra=flags)
+    try:
+        names = list(cluster.members)
+        leader = cluster.wait_leader(60)
+        lagging = next(n for n in names if n != leader)
+        cluster.stop_member(lagging, sig=signal.SIGKILL)
+        others = [n for n in names if n != lagging]
+        answers = {}
+        for seq in range(1, 121):  # well past --snapshot-count: the lagging member gets a snapshot
+            code, body = _numbered(cluster, others[seq % 2], "/v3/kv/put",
+                                   {"key": b64(f"k{seq % 7}"), "value": b64(f"v{seq}")}, f"b0b:{seq}:1")
+            assert code == 200, body
+            answers[seq] = body["header"]["revision"]
+        cluster.start_member(lagging)
+        cluster.wait_ready(60)
+        _converged(cluster, "k0")
+        with urllib.request.urlopen(cluster.url(lagging) + "/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        installed = [line for line in metrics.splitlines() if line.startswith("kvraft_driver_snapshots_applied_total")]
+        assert installed and float(installed[0].split()[1]) >= 1, installed
+        # every seq is still unanswered for the table (first stayed 1): each copy, on the
+        # member that installed the snapshot, answers the first revision and applies nothing
+        before = _get(cluster, lagging, "k3")["kvs"][0]
+        for seq in (1, 50, 120):
+            code, body = _numbered(cluster, lagging, "/v3/kv/put", {"key": b64("k3"), "value": b64("x")}, f"b0b:{seq}:1")
+            assert code == 200 and body["header"]["revision"] == answers[seq], (seq, body, answers[seq])
+        # all members restarted: the table comes back from disk
+        for name in names:
+            cluster.stop_member(name)
+        for name in names:
+            cluster.start_member(name)
+        cluster.wait_ready(60)
+        deadline = time.monotonic() + 30
+        while True:  # (refused, code 9, until the member has reached each peer since its start)
+            code, body = _numbered(cluster, names[0], "/v3/kv/put", {"key": b64("k3"), "value": b64("y")}, "b0b:77:1")
+            if code != 412 or time.monotonic() > deadline:
+                break
+            assert "request ids are not available" in body["message"], body
+            time.sleep(0.2)
+        assert code == 200 and body["header"]["revision"] == answers[77], body
+        for copy in _converged(cluster, "k3"):
+            assert copy["kvs"][0] == before, copy
+    finally:
+        cluster.stop()
