@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kvraft.robustness.once import check_once
 from kvraft.robustness.workload import History
 from kvraft.testing.elle import problems as elle_problems
 from kvraft.testing.elle import txn_from_dict
@@ -214,5 +215,6 @@ def check_all(history: History) -> list[str]:
     problems += check_watches(history)
     problems += check_leases(history)
     problems += check_txns(history)
+    problems += check_once(history.once, history.once_final)
     problems += [f"lease: {text}" for text in history.lease_violations]
     return problems

@@ -40,6 +40,8 @@ class RunResult:
     compacted: int = 0  # watches answered compacted
     leases_expired: int = 0  # expiring leases granted (never kept alive)
     txns: int = 0  # transactions committed (ok)
+    once: int = 0  # numbered writes answered
+    once_retried: int = 0  # of them, answered after more than one attempt
     faults: list[str] = field(default_factory=list)
     converged: str = ""
     problems: list[str] = field(default_factory=list)
@@ -60,7 +62,8 @@ class RunResult:
         return (
             f"scenario={self.scenario} members={self.members} seed={self.seed} ops={self.ops} unknown={self.unknown} "
             f"watch_events={self.watch_events}{f' compacted={self.compacted}' if self.compacted else ''} "
-            f"lease_cycles={self.lease_cycles} leases_expired={self.leases_expired} txns={self.txns} faults=[{faults}] "
+            f"lease_cycles={self.lease_cycles} leases_expired={self.leases_expired} txns={self.txns} "
+            f"once={self.once} once_retried={self.once_retried} faults=[{faults}] "
             f"converged=[{self.converged}] {self.seconds:.0f}s verdict={verdict}{kept}"
         )
 
@@ -73,11 +76,14 @@ def _summarize(result: RunResult, history: History) -> None:
     result.leases_expired = sum(1 for r in history.leases if r["role"] == "expiring")
     result.compacted = sum(len(v) for v in history.watch_compacted.values())
     result.txns = sum(1 for t in history.txns if t["status"] == "ok")
+    result.once = sum(1 for r in history.once if r["status"] == "ok")
+    result.once_retried = sum(1 for r in history.once if r["status"] == "ok" and r["attempts"] > 1)
     result.faults = list(history.faults)
 
 
 async def _run(
-    scenario: Scenario, seed: int, base: Path, pace: float, clients: int, stale_reads: bool, member_args: list[str]
+    scenario: Scenario, seed: int, base: Path, pace: float, clients: int, stale_reads: bool, member_args: list[str],
+    once_numbered: bool = True,
 ) -> tuple[RunResult, History]:
     result = RunResult(scenario.name, seed, scenario.members)
     env = {"KVRAFT_FAILPOINTS": ""} if scenario.failpoints else {}
@@ -93,7 +99,8 @@ async def _run(
         if scenario.needs_net:
             net = NetFaults({name: (cluster.gids[name], cluster.peer_port(name)) for name in cluster.members})
         urls = [m.client_url for m in cluster.members.values()]
-        workload = Workload(urls, seed=seed, clients=clients, stale_reads=stale_reads, lagging_watchers=scenario.lagging_watchers)
+        workload = Workload(urls, seed=seed, clients=clients, stale_reads=stale_reads, lagging_watchers=scenario.lagging_watchers,
+                            once_numbered=once_numbered)
         history = workload.history
         await workload.start()
         await asyncio.sleep(2 * pace)
@@ -122,6 +129,7 @@ async def _run(
         await workload.final_reads()
         await workload.final_lease_reads()
         await workload.final_txn_reads()
+        await workload.final_once_reads()
     except (TimeoutError, AssertionError, RuntimeError, OSError) as exc:
         # the cluster did not come back (no leader, no convergence, a member that would not
         # start): a liveness failure of the run, kept and reported like any other
@@ -169,9 +177,11 @@ def run_scenario(
     clients: int = 4,
     stale_reads: bool = False,
     member_args: list[str] | None = None,
+    once_numbered: bool = True,
 ) -> RunResult:
     """Run one scenario. ``stale_reads`` makes the clients' gets serializable: a deliberately
-    unsafe workload, used to show that the checks catch stale reads."""
+    unsafe workload, used to show that the checks catch stale reads; ``once_numbered=False``
+    sends the once clients' retries unnumbered, to show that the check catches double applies."""
     if scenario.needs_net:
         usable, why = available()
         if not usable:
@@ -181,7 +191,8 @@ def run_scenario(
     base = Path(keep or tempfile.mkdtemp(prefix=f"kvraft-robust-{scenario.name}-"))
     base.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    result, history = asyncio.run(_run(scenario, seed, base, pace, clients, stale_reads, list(member_args or [])))
+    result, history = asyncio.run(_run(scenario, seed, base, pace, clients, stale_reads, list(member_args or []),
+                                       once_numbered))
     result.problems += check_all(history)
     _summarize(result, history)
     result.seconds = time.monotonic() - started

@@ -224,6 +224,17 @@ async def pause_leader(n: Nemesis) -> None:
     await n.sleep(3)
 
 
+async def leader_changes(n: Nemesis) -> None:
+    """The leader killed and restarted, then the next one frozen and woken: two leader changes
+    while the once clients (``kvraft.robustness.once``) retry their numbered writes."""
+    leader = await n.leader()
+    await n.kill(leader)
+    await n.sleep(3)
+    await n.restart(leader)
+    await n.sleep(3)
+    await pause_leader(n)
+
+
 async def partition_leader(n: Nemesis) -> None:
     leader = await n.leader()
     await n.partition([leader])
@@ -415,6 +426,8 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("kill-majority", 3, kill_majority, about="SIGKILL the leader and a follower (no quorum), restart"),
         Scenario("full-cluster-cold-restart-under-load", 3, cold_restart, about="SIGKILL every member mid-write, staggered restart"),
         Scenario("leader-pause", 3, pause_leader, about="SIGSTOP the leader for 3 election timeouts, SIGCONT"),
+        Scenario("exactly-once-retries", 3, leader_changes,
+                 about="numbered writes retried after forced timeouts while the leader is killed, then frozen"),
         Scenario("partitioned-leader", 3, partition_leader, needs_net=True, about="isolate the leader (symmetric), heal"),
         Scenario("partitioned-leader-minority-writes", 5, partition_leader_minority, needs_net=True,
                  about="leader + 1 follower vs 3 of 5, clients on both sides"),

@@ -14,6 +14,8 @@
   leases never kept alive, with their keys read through every member.
 * **Txn clients** (``kvraft.robustness.txns``): multi-key transactions reading and appending
   to lists, for the Elle-style check.
+* **Once clients** (``kvraft.robustness.once``): numbered puts and counter increments sent
+  again after forced timeouts until answered; each must be applied exactly once.
 
 All records are plain dicts (JSON lines in ``history.jsonl``), so a failed run's history can
 be checked again later (``python -m kvraft.robustness --check DIR``).
@@ -32,6 +34,7 @@ from typing import Any
 import aiohttp
 
 from kvraft.robustness.leases import expiring_lease_client, final_lease_reads, kept_lease_client
+from kvraft.robustness.once import final_once_reads, once_client
 from kvraft.robustness.txns import final_txn_reads, txn_client
 
 __all__ = ["History", "KEY_PREFIX", "Workload"]
@@ -77,6 +80,10 @@ class History:
     # it, and every member's lists after healing (member -> key -> list)
     txns: list[dict[str, Any]] = field(default_factory=list)
     txn_final: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    # numbered writes (``kvraft.robustness.once``): each write with its attempts, and every
+    # member's keys after healing (member -> key -> [value, version])
+    once: list[dict[str, Any]] = field(default_factory=list)
+    once_final: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
 
     def dump(self, path: str) -> None:
         with open(path, "w") as out:
@@ -97,11 +104,13 @@ class History:
                 for doc in answers:
                     out.write(json.dumps({"kind": "watch_compacted", "watcher": name, **doc}) + "\n")
             for kind, docs in (("lease", self.leases), ("lease_read", self.lease_reads), ("lease_final", self.lease_final),
-                               ("txn", self.txns)):
+                               ("txn", self.txns), ("once", self.once)):
                 for doc in docs:
                     out.write(json.dumps({"kind": kind, **doc}) + "\n")
             for member, lists in self.txn_final.items():
                 out.write(json.dumps({"kind": "txn_final", "member": member, "lists": lists}) + "\n")
+            for member, keys in self.once_final.items():
+                out.write(json.dumps({"kind": "once_final", "member": member, "keys": keys}) + "\n")
 
     @classmethod
     def load(cls, path: str) -> History:
@@ -134,6 +143,10 @@ class History:
                     history.txns.append(doc)
                 elif kind == "txn_final":
                     history.txn_final[doc["member"]] = doc["lists"]
+                elif kind == "once":
+                    history.once.append(doc)
+                elif kind == "once_final":
+                    history.once_final[doc["member"]] = doc["keys"]
         return history
 
 
@@ -152,6 +165,8 @@ class Workload:
         lagging_watchers: int = 0,
         expiring_leases: bool = True,
         txn_clients: int = 3,
+        once_clients: int = 2,
+        once_numbered: bool = True,
     ) -> None:
         self.urls = list(urls)
         self.lagging_watchers = lagging_watchers  # watchers that go away until a compaction passes them
@@ -162,6 +177,8 @@ class Workload:
         self.expiring_leases = expiring_leases  # a TTL-3 lease a second, never kept alive
         self.stale_reads = stale_reads  # serializable gets: only for showing that the checks catch stale reads
         self.txn_clients = txn_clients
+        self.once_clients = once_clients
+        self.once_numbered = once_numbered  # False: the same traffic unnumbered (shows the check's teeth)
         self._element = 0  # the last list element a txn client appended (unique in the run)
         self.history = History()
         self._stop = asyncio.Event()
@@ -185,6 +202,8 @@ class Workload:
             self._tasks.append(asyncio.create_task(expiring_lease_client(self)))
         for client in range(self.txn_clients):
             self._tasks.append(asyncio.create_task(txn_client(self, client, random.Random(self.rng.random()))))
+        for client in range(self.once_clients):
+            self._tasks.append(asyncio.create_task(once_client(self, client, random.Random(self.rng.random()))))
         if self.stale_reads:  # (a serializable txn reader pinned to each member: kvraft.robustness.txns)
             for index in range(len(self.urls)):
                 reader = txn_client(self, self.txn_clients + index, random.Random(self.rng.random()), reader=True)
@@ -207,10 +226,12 @@ class Workload:
             await self._session.close()
 
     # -- requests ----------------------------------------------------------------------------
-    async def _post(self, url: str, path: str, doc: dict[str, Any], timeout_s: float = REQUEST_TIMEOUT_S) -> dict[str, Any]:
+    async def _post(self, url: str, path: str, doc: dict[str, Any], timeout_s: float = REQUEST_TIMEOUT_S,
+                    headers: dict[str, str] | None = None) -> dict[str, Any]:
         assert self._session is not None
         try:
-            async with self._session.post(url + path, json=doc, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            async with self._session.post(url + path, json=doc, timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                          headers=headers) as resp:
                 body = await resp.json(content_type=None)
                 if resp.status != 200:
                     raise RuntimeError(f"HTTP {resp.status}: {body}")
@@ -308,6 +329,9 @@ class Workload:
     async def final_txn_reads(self) -> None:
         """Every txn key's list through every member (after healing)."""
         await final_txn_reads(self)
+
+    async def final_once_reads(self) -> None:
+        await final_once_reads(self)
 
     # -- watchers ----------------------------------------------------------------------------
     async def _watcher(self, name: str, member: int, lagging: bool = False) -> None:

@@ -187,3 +187,35 @@ def test_txn_lists_that_differ_between_members_after_healing_are_caught() -> Non
     assert check_txns(h) == []
     h.txn_final["m1"] = {"rbtxn/k0": []}
     assert any("after healing, rbtxn/k0 is [] at m1 but [1] at m0" in p for p in check_txns(h)), check_txns(h)
+
+
+def _once(client: int, seq: int, kind: str, key: str, status: str, succeeded: bool | None = None) -> dict[str, object]:
+    doc: dict[str, object] = {"client": client, "seq": seq, "kind": kind, "key": key, "status": status, "attempts": 2}
+    if succeeded is not None:
+        doc["succeeded"] = succeeded
+    return doc
+
+
+def test_numbered_writes_applied_twice_or_lost_are_caught() -> None:
+    from kvraft.robustness.once import check_once
+
+    once = [
+        _once(0, 1, "put", "rbonce/p0", "ok"),
+        _once(0, 2, "increment", "rbonce/c0", "ok", succeeded=True),
+        _once(0, 3, "put", "rbonce/p0", "info"),  # gave up: may or may not have applied
+        _once(1, 2, "increment", "rbonce/c0", "ok", succeeded=False),  # lost its race: no increment
+        _once(0, 4, "increment", "rbonce/c0", "fail"),  # never sent
+    ]
+    good = {"m0": {"rbonce/p0": ["3", 2], "rbonce/c0": ["1", 1]}}
+    assert check_once(once, good) == []
+    assert check_once(once, {"m0": {"rbonce/p0": ["1", 1], "rbonce/c0": ["1", 1]}}) == []  # the unknown did not apply
+    twice = check_once(once, {"m0": {"rbonce/p0": ["3", 3], "rbonce/c0": ["1", 1]}})
+    assert twice and "rbonce/p0 version 3 but only 1 writes answered and 1 unknown" in twice[0], twice
+    counted = check_once(once, {"m0": {"rbonce/p0": ["3", 2], "rbonce/c0": ["2", 2]}})
+    assert counted and "rbonce/c0 value 2" in counted[0] and "applied twice" in counted[0], counted
+    lost = check_once(once, {"m0": {"rbonce/p0": ["3", 2]}})  # the counter absent: an answered increment lost
+    assert lost and "rbonce/c0 value 0 but 1 writes were answered" in lost[0], lost
+    differ = check_once(once, {**good, "m1": {"rbonce/p0": ["3", 2], "rbonce/c0": ["0", 2]}})
+    assert differ and "members differ" in differ[0], differ
+    assert check_once([], {}) == []
+    assert check_once(once, {}) == ["once: no member could be read after healing"]

@@ -50,6 +50,18 @@ def test_stale_reads_are_caught() -> None:
     raise AssertionError(f"stale reads went unnoticed ({found}):\n" + "\n".join(lines))
 
 
+def test_writes_retried_without_numbers_are_caught_applied_twice() -> None:
+    """The once clients' traffic (kvraft.robustness.once) sent unnumbered: a write whose
+    answer was lost and which is sent again applies twice, and the check must say so (with
+    numbers, every scenario above passes it; a seed of exactly-once-retries with numbers
+    answered 101 writes after a retry, none applied twice)."""
+    result = run_scenario(SCENARIOS["exactly-once-retries"], seed=1, once_numbered=False)
+    if result.kept:
+        shutil.rmtree(result.kept, ignore_errors=True)
+    assert any(p.startswith("once:") and "applied twice" in p for p in result.problems), result.line()
+    assert result.once_retried > 0
+
+
 def test_cli_lists_and_rejects(capsys: pytest.CaptureFixture[str]) -> None:
     from kvraft.robustness.__main__ import main
 
