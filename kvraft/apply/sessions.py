@@ -21,19 +21,23 @@ expire by the entries' own clock:
   members at the same entry). A copy can arrive that late only from a client that keeps
   retrying one request for ten minutes; kvraft's client gives up after its request
   deadline (seconds).
-- At most ``MAX_CLIENTS`` clients (the longest idle go first) and ``MAX_ANSWERS`` answers
-  per client (its requests in flight; the oldest go first); an answer over
+- At most ``MAX_CLIENTS`` clients (the least recently used go first: ``use`` numbers the
+  numbered entries applied, so the order is the same on a member that restarted or restored
+  a snapshot) and ``MAX_ANSWERS`` answers per client (its requests in flight): past it the
+  oldest answer goes and ``first`` moves above it (a copy of it is then refused, not
+  applied); an answer over
   ``MAX_ANSWER_BYTES`` (a txn that ranged over much, a large ``prev_kv``) is kept as its
   revision alone, and a copy is then answered ``ANSWER_NOT_KEPT``.
 
 Records (``meta`` bucket, values ``schema.encode_meta`` framed)::
 
-    session/<client u64 BE>             msgpack [first, last_ms]
+    session/<client u64 BE>             msgpack [first, last_ms, use]
     session/<client u64 BE><seq u64 BE> msgpack answer (``encode_answer``)
 """
 
 from __future__ import annotations
 
+import re
 import struct
 from collections import OrderedDict
 from collections.abc import Callable
@@ -76,11 +80,13 @@ TTL_MS = 10 * 60 * 1000
 MAX_CLIENTS = 100_000
 MAX_ANSWERS = 256
 MAX_ANSWER_BYTES = 16 * 1024
-ALREADY_ANSWERED = "kvraft: request already answered (client {client:x} seq {seq}); it was not applied again"
+ALREADY_ANSWERED = ("kvraft: request already answered (client {client:x} seq {seq} is below the oldest answer kept); "
+                    "it was not applied again")
 ANSWER_NOT_KEPT = ("kvraft: request applied at revision {revision}; its answer ({size} bytes) was too large to "
                    "keep for a retry")
 
 _U64 = struct.Struct(">Q")
+_REQUEST_ID = re.compile(r"([0-9a-fA-F]{1,16}):([1-9][0-9]{0,18}):([1-9][0-9]{0,18})", re.ASCII)
 _U64X2 = struct.Struct(">QQ")
 
 
@@ -93,13 +99,10 @@ class RequestId:
 
 def parse_request_id(text: str) -> RequestId:
     """The ``Kvraft-Request-Id`` header's value; ``InvalidArgument`` if malformed."""
-    parts = text.strip().split(":")
-    try:
-        if len(parts) != 3 or not all(parts) or any(p.strip() != p or p[0] in "+-" for p in parts):
-            raise ValueError(text)
-        client, seq, first = int(parts[0], 16), int(parts[1]), int(parts[2])
-    except ValueError:
-        raise InvalidArgument(f"kvraft: malformed {HEADER} {text!r}: want <client hex>:<seq>:<first>") from None
+    found = _REQUEST_ID.fullmatch(text.strip())
+    if found is None:
+        raise InvalidArgument(f"kvraft: malformed {HEADER} {text!r}: want <client hex>:<seq>:<first>")
+    client, seq, first = int(found[1], 16), int(found[2]), int(found[3])
     if not 0 < client < 2**64 or not 0 < first <= seq < 2**63:
         raise InvalidArgument(f"kvraft: bad {HEADER} {text!r}: client 1..2^64-1, 1 <= first <= seq < 2^63")
     return RequestId(client, seq, first)
@@ -109,6 +112,7 @@ def parse_request_id(text: str) -> RequestId:
 class _Client:
     first: int
     last_ms: int
+    use: int
     answers: dict[int, bytes] = field(default_factory=dict)
 
 
@@ -118,7 +122,9 @@ class Sessions:
     def __init__(self, store: Any) -> None:
         self.store = store
         self._clients: OrderedDict[int, _Client] = OrderedDict()
-        """Ordered by ``last_ms`` (the clock only grows and a client used moves to the end)."""
+        """Ordered by ``use`` (a client used moves to the end), hence by ``last_ms`` too (the
+        clock only grows)."""
+        self._uses = 0
         self.clock_ms = 0
         self.applied = 0
         """Numbered writes applied (first copies)."""
@@ -144,8 +150,8 @@ class Sessions:
                     rest = key[len(PREFIX):]
                     payload = decode_meta(key, bytes(raw))
                     if len(rest) == _U64.size:
-                        first, last_ms = msgpack.unpackb(payload)
-                        clients[_U64.unpack(rest)[0]] = _Client(first, last_ms)
+                        first, last_ms, use = msgpack.unpackb(payload)
+                        clients[_U64.unpack(rest)[0]] = _Client(first, last_ms, use)
                     elif len(rest) == _U64X2.size:
                         client, seq = _U64X2.unpack(rest)
                         answers.append((client, seq, payload))
@@ -155,20 +161,24 @@ class Sessions:
             if client not in clients:
                 raise StorageCorruptionError(f"session answer {client:x}/{seq} without its client record")
             clients[client].answers[seq] = payload
-        self._clients = OrderedDict(sorted(clients.items(), key=lambda item: (item[1].last_ms, item[0])))
+        self._clients = OrderedDict(sorted(clients.items(), key=lambda item: item[1].use))
         self.clock_ms = max((c.last_ms for c in clients.values()), default=0)
+        self._uses = max((c.use for c in clients.values()), default=0)
 
     def apply(self, op: SessionOp, apply: Callable[[Any], Any]) -> Any:
         """``apply(op.op)`` the first time ``(op.client, op.seq)`` is seen, else its first
         answer; an ``EtcdError`` (the write's own, or kept) is raised."""
         self.clock_ms = max(self.clock_ms, op.stamp_ms)
         self._expire()
+        self._uses += 1
         client = self._clients.get(op.client)
         if client is None:
-            client = self._clients[op.client] = _Client(op.first, self.clock_ms)
+            client = self._clients[op.client] = _Client(op.first, self.clock_ms, self._uses)
+            while len(self._clients) > MAX_CLIENTS:
+                self._forget(next(iter(self._clients)))
         else:
             self._clients.move_to_end(op.client)
-            client.last_ms = self.clock_ms
+            client.last_ms, client.use = self.clock_ms, self._uses
         if op.first > client.first:
             for seq in [s for s in client.answers if s < op.first]:
                 self._drop_answer(op.client, client, seq)
@@ -176,7 +186,7 @@ class Sessions:
         kept = client.answers.get(op.seq)
         if op.seq < client.first or kept is not None:
             self.duplicates += 1
-            self._write(_client_key(op.client), msgpack.packb([client.first, client.last_ms]))
+            self._save(op.client, client)
             if kept is None:
                 raise FailedPrecondition(ALREADY_ANSWERED.format(client=op.client, seq=op.seq))
             answer = decode_answer(kept)
@@ -193,13 +203,16 @@ class Sessions:
         client.answers[op.seq] = encoded
         self._write(_answer_key(op.client, op.seq), encoded)
         while len(client.answers) > MAX_ANSWERS:
-            self._drop_answer(op.client, client, min(client.answers))
-        self._write(_client_key(op.client), msgpack.packb([client.first, client.last_ms]))
-        while len(self._clients) > MAX_CLIENTS:
-            self._forget(next(iter(self._clients)))
+            oldest = min(client.answers)
+            self._drop_answer(op.client, client, oldest)
+            client.first = max(client.first, oldest + 1)
+        self._save(op.client, client)
         if error is not None:
             raise error
         return result
+
+    def _save(self, client_id: int, client: _Client) -> None:
+        self._write(_client_key(client_id), msgpack.packb([client.first, client.last_ms, client.use]))
 
     def _expire(self) -> None:
         horizon = self.clock_ms - TTL_MS
@@ -265,7 +278,7 @@ def _to_wire(result: Any) -> list[Any]:
         return ["t", result.revision, result.succeeded, [_to_wire(r) for r in result.responses]]
     if isinstance(result, EtcdError):
         return ["e", result.code, result.message]
-    raise TypeError(f"no answer form for {type(result).__name__}")
+    return ["x", getattr(result, "revision", 0), 0]  # (only put, delete and txn are numbered)
 
 
 def _from_wire(wire: list[Any]) -> Any:

@@ -133,6 +133,13 @@ class NodeStatusMixin:
             ("kvraft_driver_forwards_dropped_total", "counter",
              "Proposals a peer forwarded for a term in which this member does not lead, dropped (the peer proposes "
              "them again).", driver.forwards_dropped),
+            ("kvraft_sessions_writes_applied_total", "counter",
+             "Numbered writes (Kvraft-Request-Id) applied: their first copy.", self.state.sessions.applied),
+            ("kvraft_sessions_duplicates_total", "counter",
+             "Copies of numbered writes answered from the table, not applied again.", self.state.sessions.duplicates),
+            ("kvraft_sessions_expired_total", "counter",
+             "Clients dropped from the table after 10 minutes without a numbered write.", self.state.sessions.expired),
+            ("kvraft_sessions_clients", "gauge", "Clients in the at-most-once table.", len(self.state.sessions)),
             ("kvraft_driver_read_index_rounds_total", "counter", "ReadIndex rounds started.", driver.read_rounds),
             ("kvraft_driver_snapshots_created_total", "counter", "Snapshots taken.", driver.snapshots_created),
             ("kvraft_driver_snapshots_applied_total", "counter", "Snapshots installed.", driver.snapshots_applied),

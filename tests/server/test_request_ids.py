@@ -137,6 +137,12 @@ def test_answers_survive_restarts_and_reach_a_member_through_a_snapshot(tmp_path
         for seq in (1, 50, 120):
             code, body = _numbered(cluster, lagging, "/v3/kv/put", {"key": b64("k3"), "value": b64("x")}, f"b0b:{seq}:1")
             assert code == 200 and body["header"]["revision"] == answers[seq], (seq, body, answers[seq])
+        applied = [line for line in metrics.splitlines() if line.startswith("kvraft_sessions_clients ")]
+        assert applied == ["kvraft_sessions_clients 1.0"], applied  # (the snapshot's table: client b0b)
+        with urllib.request.urlopen(cluster.url(lagging) + "/metrics", timeout=10) as response:
+            after = response.read().decode()
+        duplicates = [line for line in after.splitlines() if line.startswith("kvraft_sessions_duplicates_total ")]
+        assert duplicates and float(duplicates[0].split()[1]) >= 3, duplicates
         # all members restarted: the table comes back from disk
         for name in names:
             cluster.stop_member(name)
@@ -153,5 +159,51 @@ def test_answers_survive_restarts_and_reach_a_member_through_a_snapshot(tmp_path
         assert code == 200 and body["header"]["revision"] == answers[77], body
         for copy in _converged(cluster, "k3"):
             assert copy["kvs"][0] == before, copy
+    finally:
+        cluster.stop()
+
+
+def test_a_member_that_has_not_reached_every_peer_refuses_numbers_and_the_client_sends_plain(tmp_path: Path) -> None:
+    """A member proposes numbered writes only while every member has announced that it
+    applies them (an older version would stop at the entry). One restarted while a peer is
+    down has not heard that peer since its start: it refuses (code 9, nothing proposed), and
+    kvraft's client sends the write again unnumbered, once."""
+    import asyncio
+
+    from kvraft.client import Client
+
+    cluster = start_cluster(tmp_path, size=3, extra=FAST_FLAGS)
+    try:
+        names = list(cluster.members)
+        cluster.wait_ready(60)
+        cluster.stop_member(names[2], sig=signal.SIGKILL)
+        cluster.stop_member(names[1])
+        cluster.start_member(names[1])
+        cluster.wait_ready(60)
+        # names[0] heard names[2] before it died: it still takes numbers
+        code, body = _numbered(cluster, names[0], "/v3/kv/put", {"key": b64("a"), "value": b64("1")}, "d1:1:1")
+        assert code == 200, body
+        code, body = _numbered(cluster, names[1], "/v3/kv/put", {"key": b64("b"), "value": b64("1")}, "d1:2:2")
+        assert code == 412 and body["code"] == 9, body
+        code, listed = post(cluster.url(names[0]), "/v3/cluster/member/list", {})
+        dead = next(int(m["ID"]) for m in listed["members"] if m["name"] == names[2])
+        assert f"request ids are not available: member {dead:x} has not announced them" in body["message"], body
+        assert "kvs" not in _get(cluster, names[0], "b")  # nothing proposed
+
+        async def plain_put() -> int:
+            async with Client([cluster.url(names[1])]) as client:
+                return (await client.put("b", "2")).header.revision
+
+        assert asyncio.run(plain_put()) > 0
+        assert _get(cluster, names[1], "b")["kvs"][0]["value"] == b64("2")
+        cluster.start_member(names[2])
+        cluster.wait_ready(60)
+        deadline = time.monotonic() + 30
+        while True:  # once names[1] has reached names[2], it takes numbers again
+            code, body = _numbered(cluster, names[1], "/v3/kv/put", {"key": b64("b"), "value": b64("3")}, "d1:3:3")
+            if code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert code == 200, body
     finally:
         cluster.stop()
