@@ -11,6 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from kvraft.server.local import LocalCluster, b64, post
 from tests.server.conftest import FAST_FLAGS, start_cluster
 
@@ -205,5 +207,42 @@ def test_a_member_that_has_not_reached_every_peer_refuses_numbers_and_the_client
                 break
             time.sleep(0.2)
         assert code == 200, body
+    finally:
+        cluster.stop()
+
+
+def test_numbered_writes_with_auth_on(tmp_path: Path) -> None:
+    """With auth on, a numbered write goes through the permission check and the Auth applier
+    as any write (the number wraps the write tagged with its caller): allowed, it applies once;
+    refused, nothing is applied or kept."""
+    import asyncio
+
+    from kvraft.client import Client, PermissionDeniedError
+
+    cluster = start_cluster(tmp_path, size=1, extra=FAST_FLAGS)
+    try:
+        url = cluster.url(next(iter(cluster.members)))
+        for path, doc in [("/v3/auth/user/add", {"name": "root", "password": "rootpw"}),
+                          ("/v3/auth/user/grant", {"user": "root", "role": "root"}),
+                          ("/v3/auth/user/add", {"name": "alice", "password": "alicepw"}),
+                          ("/v3/auth/enable", {})]:
+            code, body = post(url, path, doc)
+            assert code == 200, (path, body)
+
+        async def writes() -> None:
+            async with Client([url], user="root", password="rootpw") as root:
+                first = await root.put("k", "v")
+                assert (await root.get("k")).kvs[0].mod_revision == first.header.revision
+            async with Client([url], user="alice", password="alicepw") as alice:
+                with pytest.raises(PermissionDeniedError):
+                    await alice.put("k", "w")
+            async with Client([url], user="root", password="rootpw") as root:
+                assert (await root.get("k")).kvs[0].version == 1
+
+        asyncio.run(writes())
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        applied = [line for line in metrics.splitlines() if line.startswith("kvraft_sessions_writes_applied_total ")]
+        assert applied and float(applied[0].split()[1]) == 1.0, applied  # root's put (alice's refused before proposing)
     finally:
         cluster.stop()
