@@ -20,7 +20,16 @@ from typing import Any
 
 from kvraft.apply.errors import DataLoss, EtcdError, InvalidArgument, ResourceExhausted
 from kvraft.apply.feature_ops import AuthedOp, LeaseExpireOp, LeaseGrantOp, LeaseRevokeOp
-from kvraft.apply.ops import AlarmOp, BatchOp, CompactOp, DeleteRangeOp, PutOp, RangeOp, TxnOp
+from kvraft.apply.ops import (
+    AlarmOp,
+    BatchOp,
+    CompactOp,
+    DeleteRangeOp,
+    PutOp,
+    RangeOp,
+    SessionOp,
+    TxnOp,
+)
 from kvraft.apply.validate import as_etcd_error
 from kvraft.storage.mvcc import ops as mvcc_ops
 from kvraft.storage.mvcc.errors import MVCCError
@@ -191,7 +200,8 @@ class QuotaGuard:
         if isinstance(op, PutOp):
             added = put_cost(op)
         elif isinstance(op, BatchOp):
-            added = sum(put_cost(o) if type(o) is PutOp else cost(o) if isinstance(o, TxnOp) else 0 for o in op.ops)
+            ops = [o.op if type(o) is SessionOp else o for o in op.ops]  # (the coalescer's numbered puts)
+            added = sum(put_cost(o) if type(o) is PutOp else cost(o) if isinstance(o, TxnOp) else 0 for o in ops)
             if not added:
                 return
         elif isinstance(op, TxnOp) and mvcc_ops.txn_has_put(op):

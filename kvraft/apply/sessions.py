@@ -131,6 +131,7 @@ class Sessions:
         self.duplicates = 0
         """Copies answered from the table (not applied)."""
         self.expired = 0
+        self._writes: list[tuple[bytes, bytes | None]] = []
         self.load()
 
     def __len__(self) -> int:
@@ -168,6 +169,20 @@ class Sessions:
     def apply(self, op: SessionOp, apply: Callable[[Any], Any]) -> Any:
         """``apply(op.op)`` the first time ``(op.client, op.seq)`` is seen, else its first
         answer; an ``EtcdError`` (the write's own, or kept) is raised."""
+        try:
+            return self._apply(op, apply)
+        finally:
+            writes, self._writes = self._writes, []
+            if writes:  # (one batch context for the records an entry changes)
+                with self.store.backend.batch() as batch:
+                    db = batch.dbis[BUCKET_META]
+                    for key, payload in writes:
+                        if payload is None:
+                            batch.txn.delete(key, db=db)
+                        else:
+                            batch.txn.put(key, encode_meta(key, payload), db=db)
+
+    def _apply(self, op: SessionOp, apply: Callable[[Any], Any]) -> Any:
         self.clock_ms = max(self.clock_ms, op.stamp_ms)
         self._expire()
         self._uses += 1
@@ -234,12 +249,8 @@ class Sessions:
         self._write(_answer_key(client_id, seq), None)
 
     def _write(self, key: bytes, payload: bytes | None) -> None:
-        with self.store.backend.batch() as batch:
-            db = batch.dbis[BUCKET_META]
-            if payload is None:
-                batch.txn.delete(key, db=db)
-            else:
-                batch.txn.put(key, encode_meta(key, payload), db=db)
+        """Queue a record change (None: delete) for the end of ``apply``."""
+        self._writes.append((key, payload))
 
 
 def _client_key(client: int) -> bytes:

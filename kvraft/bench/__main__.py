@@ -7,7 +7,8 @@ storage (``storage``: the LMDB log and MVCC store alone); server-vs-etcd
 Raft core's CPU per replicated write, no I/O); scoped-tokens (``scoped_tokens``: what the
 agent's per-attempt tokens cost); range-stream (``range_stream``: a member's memory while it
 lists many keys, one range against the streamed range); failover (``failover``: a write through a
-follower right after the leader is killed, kvraft and etcd)."""
+follower right after the leader is killed, kvraft and etcd); numbered (``numbered``: what numbering
+a write for the at-most-once table costs, kvraft's client numbered against plain)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from kvraft.bench import (
     failover,
     feature_suite,
     kv_load,
+    numbered,
     paired,
     raft_core,
     range_stream,
@@ -40,6 +42,7 @@ WORKLOADS: dict[str, Callable[[str, list[str]], int]] = {
     "scoped-tokens": scoped_tokens.main,
     "range-stream": range_stream.main,
     "failover": failover.main,
+    "numbered": numbered.main,
 }
 
 

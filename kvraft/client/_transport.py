@@ -129,6 +129,7 @@ class Transport:
         rng: random.Random | None = None,
         tls: TLSConfig | None = None,
         token: str | None = None,
+        request_ids: bool = True,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint is required")
@@ -156,6 +157,8 @@ class Transport:
         self.client_id = secrets.randbits(64) or 1
         """This transport's number for the cluster's at-most-once table (never from ``rng``:
         two clients seeded alike must not share it)."""
+        self.request_ids = request_ids
+        """Number writes for members that take it (False: every write plain, as to etcd)."""
         self._next_seq = 1
         self._waiting: set[int] = set()
         self._takes_ids: dict[str, bool] = {}
@@ -292,7 +295,7 @@ class Transport:
         ``numbered``: a write that members taking request ids apply at most once (above).
         """
         seq = 0
-        if numbered and not safe:
+        if numbered and not safe and self.request_ids:
             seq = self._next_seq
             self._next_seq += 1
             self._waiting.add(seq)

@@ -42,6 +42,9 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
     scoped token from ``scoped_token_grant``, as the agent hands the ranks of a job in
     ``KVRAFT_TOKEN``); it is never renewed. ``request_timeout_s`` bounds each
     request including its retries; ``dial_timeout_s`` each connection attempt.
+    ``request_ids``: number put, delete and txn writes for members that apply them at most
+    once (``Kvraft-Request-Id``, docs/client.md), so a write whose answer was lost is sent
+    again; False sends every write plain, as etcd's clients do.
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
         rng: random.Random | None = None,
         tls: TLSConfig | None = None,
         token: str | None = None,
+        request_ids: bool = True,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e.strip()]
@@ -71,6 +75,7 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
             rng=rng,
             tls=tls,
             token=token,
+            request_ids=request_ids,
         )
 
     async def open(self) -> Client:

@@ -459,11 +459,12 @@ class Node(NodeStatusMixin):
         msgpack batch route submits many and awaits them together. ``once``: the client's
         number for it (``Kvraft-Request-Id``): applied at most once (``kvraft.apply.sessions``)."""
         self._admit(op)
-        return self.driver.submit(self._numbered(self.wrap_proposal(op), once), max_bytes=self.config.max_request_bytes)
+        return self.driver.submit(self.numbered(self.wrap_proposal(op), once), max_bytes=self.config.max_request_bytes)
 
-    def _numbered(self, op: Any, once: RequestId | None) -> Any:
-        """``op`` in a ``SessionOp`` for ``once``; refused (code 9) while some member has not
-        announced that it applies them: an older version would stop at the entry."""
+    def numbered(self, op: Any, once: RequestId | None) -> Any:
+        """``op`` in a ``SessionOp`` for ``once`` (None: ``op`` as it is); refused (code 9)
+        while some member has not announced that it applies them: an older version would
+        stop at the entry. (The fast path's coalescer numbers each put of a ``BatchOp``.)"""
         if once is None:
             return op
         missing = self.request_ids_missing()
@@ -483,11 +484,12 @@ class Node(NodeStatusMixin):
         validate_op(op, self.config.max_txn_ops)
         self.state.quota.check(op, self._raise_nospace)
 
-    def submit_write_then(self, op: Any, then: Any) -> None:
+    def submit_write_then(self, op: Any, then: Any, once: RequestId | None = None) -> None:
         """``submit_write`` with a callback instead of the future: ``then(result, error)``
         runs where the op is applied (``NodeDriver.submit_then``)."""
         self._admit(op)
-        self.driver.submit_then(self.wrap_proposal(op), then, max_bytes=self.config.max_request_bytes)
+        self.driver.submit_then(self.numbered(self.wrap_proposal(op), once), then,
+                                max_bytes=self.config.max_request_bytes)
 
     def _raise_nospace(self) -> None:
         """Over quota: replicate a NOSPACE alarm (etcd's quotaKVServer), in the background."""

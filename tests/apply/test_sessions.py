@@ -33,7 +33,7 @@ from kvraft.apply.errors import (
     Unavailable,
     Unknown,
 )
-from kvraft.apply.ops import Compare, DeleteRangeOp, PutOp, RangeOp, SessionOp, TxnOp
+from kvraft.apply.ops import BatchOp, Compare, DeleteRangeOp, PutOp, RangeOp, SessionOp, TxnOp
 from kvraft.apply.sessions import (
     ALREADY_ANSWERED,
     ANSWER_NOT_KEPT,
@@ -658,3 +658,26 @@ def test_property_a_restarted_member_ends_as_one_that_was_not(plan: list[Any], r
         finally:
             steady.close()
             restarted.close()
+
+
+def test_a_batch_of_numbered_and_plain_puts_applies_each_alone(tmp_path: Path) -> None:
+    """The fast path's coalescer puts numbered puts (``SessionOp``) and plain ones in one
+    ``BatchOp``: each gets its own revision and result, in order; a numbered copy in a later
+    batch is answered from the table and applies nothing; a refused op refuses alone."""
+    sm = machine(tmp_path)
+    try:
+        batch = BatchOp([numbered(A, 1, PutOp(b"a", b"1")), PutOp(b"p", b"1"),
+                         numbered(A, 2, PutOp(b"b", b"1", ignore_value=True)),  # refused: no such key
+                         numbered(B, 1, PutOp(b"a", b"2", prev_kv=True))])
+        (results,) = apply(sm, batch)
+        assert [type(r).__name__ for r in results] == ["PutResult", "PutResult", "InvalidArgument", "PutResult"]
+        assert [r.revision for r in results if isinstance(r, PutResult)] == [2, 3, 4]
+        assert results[3].prev_kv.value == b"1"
+        (again,) = apply(sm, BatchOp([numbered(B, 1, PutOp(b"a", b"3")), numbered(A, 2, PutOp(b"b", b"x")),
+                                      PutOp(b"p", b"2")]))
+        assert shape(again[0]) == shape(results[3]) and shape(again[1]) == shape(results[2])
+        assert again[2].revision == 5
+        assert get(sm, b"a").value == b"2" and get(sm, b"a").version == 2 and get(sm, b"b") is None
+        assert sm.sessions.duplicates == 2
+    finally:
+        sm.close()

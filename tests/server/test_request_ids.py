@@ -246,3 +246,43 @@ def test_numbered_writes_with_auth_on(tmp_path: Path) -> None:
         assert applied and float(applied[0].split()[1]) == 1.0, applied  # root's put (alice's refused before proposing)
     finally:
         cluster.stop()
+
+
+def _metric(url: str, name: str) -> float:
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    (line,) = [line for line in text.splitlines() if line.startswith(name + " ")]
+    return float(line.split()[1])
+
+
+def test_concurrent_numbered_puts_share_entries_and_their_copies_apply_nothing(tmp_path: Path) -> None:
+    """The fast path coalesces numbered puts of one loop turn into one entry, as plain ones;
+    each still applies once and its copy gets its own answer."""
+    import asyncio
+
+    import aiohttp
+
+    cluster = start_cluster(tmp_path, size=3, extra=FAST_FLAGS)
+    try:
+        url = cluster.url(cluster.wait_leader(60))
+
+        async def burst() -> list[int]:
+            async with aiohttp.ClientSession() as session:
+                async def put(seq: int) -> int:
+                    doc = {"key": b64(f"c/{seq}"), "value": b64(f"v{seq}")}
+                    async with session.post(url + "/v3/kv/put", json=doc, headers={HEADER: f"e1:{seq}:1"}) as response:
+                        assert response.status == 200, await response.text()
+                        return int((await response.json())["header"]["revision"])
+
+                return await asyncio.gather(*(put(seq) for seq in range(1, 41)))
+
+        entries = _metric(url, "kvraft_driver_entries_applied_total")
+        first = asyncio.run(burst())
+        assert len(set(first)) == 40  # each its own revision
+        assert _metric(url, "kvraft_driver_entries_applied_total") - entries < 40  # some shared an entry
+        assert asyncio.run(burst()) == first  # the copies: the first answers
+        assert _metric(url, "kvraft_sessions_duplicates_total") == 40
+        for copy in _converged(cluster, "c/7"):
+            assert copy["kvs"][0]["version"] == "1", copy
+    finally:
+        cluster.stop()

@@ -12,7 +12,10 @@ put with an entry per put than with 100 puts per entry).
 
 A put alone in its turn is proposed as a plain ``PutOp`` entry, as before; so is one
 whose entry alone would come near ``--max-request-bytes`` (it gets its own "request is
-too large"), and any put while auth is enabled (its entry carries the caller).
+too large"), and any put while auth is enabled (its entry carries the caller). A numbered
+put (``Kvraft-Request-Id``) joins the entry as its ``SessionOp`` (the member numbers it
+when it arrives: ``Node.numbered``); the state machine applies a batch holding any one at a
+time, each numbered put through the at-most-once table (``kvraft.apply.sessions``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ MAX_OPS = 1000
 """The most puts in one entry (a bigger turn is split)."""
 _OP_OVERHEAD = 16  # a put's framing in a BatchOp entry, at most about this
 _ENTRY_OVERHEAD = 64
+_NUMBER_OVERHEAD = 40  # a SessionOp's framing around a put
 
 
 class PutCoalescer:
@@ -64,7 +68,7 @@ class PutCoalescer:
         self.submit_then(op, lambda result, error: _settle(future, result, error))
         return future
 
-    def submit_then(self, op: PutOp, then: Then) -> None:
+    def submit_then(self, op: PutOp, then: Then, once: Any = None) -> None:
         """``submit`` without the future: ``then(result, None)`` or ``then(None, error)``
         is called once, where the entry is applied (``Node.submit_write_then``: the
         entry's waiter is a callback, not a future), with no loop turn before it: a
@@ -76,11 +80,18 @@ class PutCoalescer:
         size = len(op.key) + len(op.value) + _OP_OVERHEAD
         if size + _ENTRY_OVERHEAD > self.max_bytes // 2:
             # (alone: its own "request is too large")
-            self.server.submit_write_then(op, lambda result, error: _deliver(result, error, [(op, then)], True))
+            answer: Then = lambda result, error: _deliver(result, error, [(op, then)], True)  # noqa: E731
+            if once is None:
+                self.server.submit_write_then(op, answer)
+            else:
+                self.server.submit_write_then(op, answer, once)
             return
+        item = op if once is None else self.server.numbered(op, once)  # (refused: raises here, alone)
+        if once is not None:
+            size += _NUMBER_OVERHEAD
         if self._bytes + size > self.max_bytes or len(self._pending) >= MAX_OPS:
             self._flush()
-        self._pending.append((op, then))
+        self._pending.append((item, then))
         self._bytes += size
         if not self._scheduled:
             self._scheduled = True
@@ -96,7 +107,7 @@ class PutCoalescer:
             return
         self.entries += 1
         self.puts += len(pending)
-        single = len(pending) == 1
+        single = len(pending) == 1 and type(pending[0][0]) is PutOp  # (a numbered one: in a batch of one)
         try:
             self.server.submit_write_then(
                 pending[0][0] if single else BatchOp([op for op, _ in pending]),

@@ -460,8 +460,8 @@ class FastProtocol(asyncio.Protocol):
         if self.grpc is not None:
             self.grpc_started = self.routes.grpc_stats.start(self.grpc)
         out = MSGPACK_OUT if ctype == _MSGPACK_BYTES else JSON_OUT
-        if route == "put" and once is None:  # answered from a callback: no task, no coroutine
-            self._put(out, body, close)
+        if route == "put":  # answered from a callback: no task, no coroutine
+            self._put(out, body, close, once)
             return
         if route == "range":  # the same
             self._range(out, body, close)
@@ -487,10 +487,11 @@ class FastProtocol(asyncio.Protocol):
             status, payload, code = answer.status, bytes(answer.body or b""), answer[GRPC_CODE]  # type: ignore[arg-type]
         self._respond(status, out.content_type, payload, close, code=code)
 
-    def _put(self, out: Out, body: bytes, close: bool) -> None:
+    def _put(self, out: Out, body: bytes, close: bool, once: str | None = None) -> None:
         try:  # answered from the entry's waiter callback itself (``submit_then``)
             self.routes.puts.submit_then(
-                _decode_put(body, out), lambda result, error: self._answered(result, error, out, close, self.routes.put_answer)
+                _decode_put(body, out), lambda result, error: self._answered(result, error, out, close, self.routes.put_answer),
+                None if once is None else parse_request_id(once),
             )
         except Exception as exc:  # answered a turn later: ``_respond`` starts the next
             # pipelined request, so answering here would recurse once per bad request
