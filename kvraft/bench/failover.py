@@ -1,7 +1,7 @@
 """Writes right after the leader dies: does a write through a follower succeed, and when?
 
-    python -m kvraft.bench failover [--rounds 5] [--what put,member-remove] [--fault kill,freeze]
-                                    [--compare-etcd /usr/bin/etcd]
+    python -m kvraft.bench failover [--rounds 5] [--what put,member-remove,put-to-leader]
+                                    [--fault kill,freeze] [--compare-etcd /usr/bin/etcd]
 
 Each round starts a new 3-member cluster on 127.0.0.1 (default flags: heartbeat 100 ms,
 election 1000 ms), writes one key through a follower, takes the leader away and at once sends
@@ -14,8 +14,15 @@ fault and request: how many succeeded, the seconds from the fault to the answer 
 max over the successes), the errors of the others, and for a put the rounds where the key's
 version ended above 1 (applied twice). kvraft proposes a lost forward again to the next leader,
 once (docs/design/server.md, "A forward that never left", "A proposal lost to a leader
-change"); etcd drops it and answers after its request timeout. Progress on stderr; the last
-line on stdout is a JSON summary.
+change"); etcd drops it and answers after its request timeout.
+
+``put-to-leader`` (``kill`` only): the client's first endpoint is the leader, and the leader is
+killed 0-4 ms after the put was sent (a timer, seeded by the round), so some puts commit and
+lose their answer with the connection, others never commit. kvraft's client numbers the put
+(``Kvraft-Request-Id``) and sends it again to the next member, which applies it at most once
+(docs/design/server.md, "Writes applied at most once"); ``kvraft-plain`` is the same client
+with ``request_ids=False`` (and etcd gets the put plain too): the lost answer is an error
+("may have been applied"). Progress on stderr; the last line on stdout is a JSON summary.
 """
 
 from __future__ import annotations
@@ -23,11 +30,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -38,17 +47,20 @@ from kvraft.server.reconfig import HEALTH_INTERVAL_S
 
 __all__ = ["main", "one_round"]
 
-WHAT = ("put", "member-remove")
+WHAT = ("put", "member-remove", "put-to-leader")
 FAULTS = ("kill", "freeze")
 
 
-def one_round(binary: str, what: str, base: Path, fault: str = "kill") -> dict[str, Any]:
+def one_round(binary: str, what: str, base: Path, fault: str = "kill", seed: int = 0,
+              request_ids: bool = True) -> dict[str, Any]:
     """One cluster, one fault, one request: {"ok", "seconds", "error", "version"} (the put
     key's version once all is settled; 0 when not a put or not read)."""
     cluster = LocalCluster(3, base, binary=binary)
     try:
         cluster.start()
         leader = cluster.wait_leader()
+        if what == "put-to-leader":
+            return _put_to_leader(cluster, leader, random.Random(seed).uniform(0.0, 0.004), request_ids)
         follower = next(name for name in cluster.members if name != leader)
         status = cluster.status(leader) or {}
         leader_id = int(status.get("header", {}).get("member_id", 0))
@@ -80,6 +92,23 @@ def one_round(binary: str, what: str, base: Path, fault: str = "kill") -> dict[s
             return result
     finally:
         cluster.stop()
+
+
+def _put_to_leader(cluster: LocalCluster, leader: str, delay_s: float, request_ids: bool) -> dict[str, Any]:
+    urls = [cluster.url(leader), *(cluster.url(n) for n in cluster.members if n != leader)]
+    with SyncClient(urls, request_timeout_s=20.0, request_ids=request_ids) as client:
+        client.put("failover/warm", "x")
+        killer = threading.Timer(delay_s, cluster.stop_member, (leader, signal.SIGKILL))
+        started = time.monotonic()
+        killer.start()
+        try:
+            client.put("failover/after", "y")
+            result = {"ok": True, "seconds": time.monotonic() - started, "error": "", "version": 0}
+        except ClientError as exc:
+            result = {"ok": False, "seconds": time.monotonic() - started, "error": str(exc)[:160], "version": 0}
+        killer.join()
+        result["version"] = _settled_version(client, "failover/after")
+        return result
 
 
 def _settled_version(client: SyncClient, key: str) -> int:
@@ -120,7 +149,9 @@ def main(_name: str, argv: list[str] | None = None) -> int:
         parser.error(f"--what takes {', '.join(WHAT)}; --rounds at least 1")
     if not faults or any(f not in FAULTS for f in faults):
         parser.error(f"--fault takes {', '.join(FAULTS)}")
-    systems = ["kvraft"]
+    systems = ["kvraft", "kvraft-plain"] if "put-to-leader" in whats else ["kvraft"]
+    if "put-to-leader" in whats and faults != ["kill"]:
+        parser.error("put-to-leader takes --fault kill only")
     if args.compare_etcd:
         if shutil.which(args.compare_etcd) is None:
             parser.error(f"--compare-etcd: {args.compare_etcd} is not an executable")
@@ -131,9 +162,13 @@ def main(_name: str, argv: list[str] | None = None) -> int:
             for fault in faults:
                 for what in whats:
                     name = f"{system} {what}" if faults == ["kill"] else f"{system} {fault} {what}"
+                    if system == "kvraft-plain" and what != "put-to-leader":
+                        continue
                     results = []
                     for n in range(args.rounds):
-                        result = one_round(system, what, Path(tmp) / f"{system}-{fault}-{what}-{n}", fault)
+                        binary = "kvraft" if system == "kvraft-plain" else system
+                        result = one_round(binary, what, Path(tmp) / f"{system}-{fault}-{what}-{n}", fault, seed=n,
+                                           request_ids=system != "kvraft-plain")
                         results.append(result)
                         outcome = "ok" if result["ok"] else f"failed: {result['error']}"
                         print(f"{name} round {n + 1}/{args.rounds}: {outcome} after {result['seconds']:.2f} s",

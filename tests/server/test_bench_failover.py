@@ -19,7 +19,8 @@ def test_summary_counts_successes_and_names_the_errors() -> None:
 
 
 @pytest.mark.parametrize("argv", [["--what", "get"], ["--rounds", "0"], ["--compare-etcd", "/nonexistent/etcd"],
-                                  ["--fault", "reboot"], ["--fault", ""]])
+                                  ["--fault", "reboot"], ["--fault", ""],
+                                  ["--what", "put-to-leader", "--fault", "freeze"]])
 def test_bad_flags_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main("failover", argv)
@@ -37,3 +38,13 @@ def test_one_round_of_a_put_to_a_frozen_leader(capsys: pytest.CaptureFixture[str
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     line = report["kvraft freeze put"]
     assert line["rounds"] == 1 and line["applied_twice"] == 0
+
+
+def test_one_round_of_a_put_to_a_leader_killed_while_it_is_in_flight(capsys: pytest.CaptureFixture[str]) -> None:
+    """The numbered put is sent again to the next member and applied once, whether or not the
+    first copy committed; the plain one may fail ("may have been applied"), never twice."""
+    assert main("failover", ["--rounds", "1", "--what", "put-to-leader"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    numbered, plain = report["kvraft put-to-leader"], report["kvraft-plain put-to-leader"]
+    assert numbered["ok"] == 1 and numbered["applied_twice"] == 0, numbered
+    assert plain["rounds"] == 1 and plain["applied_twice"] == 0, plain
