@@ -133,6 +133,7 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
         "max_s": round(max(times), 3) if times else None,
         "failed_after_s": [round(r["seconds"], 2) for r in results if not r["ok"]], "errors": errors,
         "applied_twice": sum(1 for r in results if r.get("version", 0) > 1),
+        "failed_but_applied": sum(1 for r in results if not r["ok"] and r.get("version", 0) >= 1),
     }
 
 
@@ -176,6 +177,7 @@ def main(_name: str, argv: list[str] | None = None) -> int:
                     report[name] = line = summary(results)
                     print(f"{name:27} {line['ok']}/{line['rounds']} succeeded, p50 {line['p50_s']} s, "
                           f"max {line['max_s']} s; failed after {line['failed_after_s']} s {line['errors']}; "
-                          f"applied twice {line['applied_twice']}", flush=True)
+                          f"applied twice {line['applied_twice']}, failed but applied {line['failed_but_applied']}",
+                          flush=True)
     print(json.dumps(report))
     return 0

@@ -13,7 +13,9 @@ def test_summary_counts_successes_and_names_the_errors() -> None:
     results = [{"ok": True, "seconds": 1.2, "error": ""}, {"ok": True, "seconds": 0.8, "error": ""},
                {"ok": False, "seconds": 7.0, "error": "etcdserver: request timed out"}]
     assert summary(results) == {"rounds": 3, "ok": 2, "p50_s": 1.0, "max_s": 1.2, "failed_after_s": [7.0],
-                                "errors": ["etcdserver: request timed out"], "applied_twice": 0}
+                                "errors": ["etcdserver: request timed out"], "applied_twice": 0,
+                                "failed_but_applied": 0}
+    assert summary([{"ok": False, "seconds": 0.01, "error": "x", "version": 1}])["failed_but_applied"] == 1
     assert summary([{"ok": True, "seconds": 1.0, "error": "", "version": 2}])["applied_twice"] == 1
     assert summary([{"ok": False, "seconds": 7.0, "error": "x"}])["p50_s"] is None
 
