@@ -18,7 +18,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvraft.apply import sessions as sessions_module
-from kvraft.apply.chain import Applier
 from kvraft.apply.errors import (
     DataLoss,
     EtcdError,
@@ -50,6 +49,7 @@ from kvraft.raft.types import Snapshot, SnapshotMetadata
 from kvraft.server.membership import Membership
 from kvraft.storage.mvcc.types import DeleteRangeResult, KeyValue, PutResult, RangeResult, TxnResult
 from kvraft.storage.schema import BUCKET_META
+from tests.storage.test_mvcc_group_commit import Boom
 
 A, B, C = 0xA1, 0xB2, 0xC3
 T0 = 1_700_000_000_000  # a wall clock in ms
@@ -437,18 +437,6 @@ def test_the_table_travels_in_a_snapshot(tmp_path: Path) -> None:
     finally:
         src.close()
         dst.close()
-
-
-class Boom(Applier):
-    """An unexpected error for the key ``boom``: the whole Ready is aborted."""
-
-    def __init__(self, inner: Applier) -> None:
-        self.inner = inner
-
-    def apply(self, op: Any) -> Any:
-        if isinstance(op, PutOp) and op.key == b"boom":
-            raise RuntimeError("disk on fire")
-        return self.inner.apply(op)
 
 
 def test_an_aborted_ready_leaves_the_table_as_on_disk(tmp_path: Path) -> None:

@@ -27,6 +27,35 @@ def follower_with(cluster: LocalCluster, key: str, value: str) -> tuple[str, str
     return leader, follower, url
 
 
+def serializable_get(cluster: LocalCluster, name: str, key: str) -> dict:  # type: ignore[type-arg]
+    """``key`` from member ``name``'s own store (a serializable range)."""
+    from kvraft.server.local import b64, post
+
+    code, body = post(cluster.url(name), "/v3/kv/range", {"key": b64(key), "serializable": True}, timeout_s=10)
+    assert code == 200, body
+    return body  # type: ignore[no-any-return]
+
+
+def converged(cluster: LocalCluster, key: str) -> list[dict]:  # type: ignore[type-arg]
+    """Every running member's own copy of ``key`` once each has applied a write made after
+    it (a woken or restarted member has had its say)."""
+    import time
+
+    from kvraft.server.local import b64, post
+
+    leader = cluster.wait_leader(60)
+    code, body = post(cluster.url(leader), "/v3/kv/put", {"key": b64("fence"), "value": b64("f")}, timeout_s=30)
+    assert code == 200, body
+    fence = int(body["header"]["revision"])
+    deadline = time.monotonic() + 30
+    while True:
+        copies = [serializable_get(cluster, m.name, key) for m in cluster.running()]
+        if all(int(c["header"]["revision"]) >= fence for c in copies):
+            return copies
+        assert time.monotonic() < deadline, copies
+        time.sleep(0.1)
+
+
 def start_cluster(tmp_path, size: int = 3, binary: str = "kvraft", extra: list[str] | None = None) -> LocalCluster:
     cluster = LocalCluster(size, tmp_path / binary, binary=binary, extra_args=(extra or []))
     try:

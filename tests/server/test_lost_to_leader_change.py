@@ -11,35 +11,13 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
-from kvraft.server.local import LocalCluster, b64, post
-from tests.server.conftest import FAST_FLAGS, follower_with, start_cluster
+from kvraft.server.local import b64, post
+from tests.server.conftest import FAST_FLAGS, converged, follower_with, start_cluster
 from tests.server.test_dead_leader_forward import _metric
-
-
-def _serializable_get(cluster: LocalCluster, name: str, key: str) -> dict:  # type: ignore[type-arg]
-    code, body = post(cluster.url(name), "/v3/kv/range", {"key": b64(key), "serializable": True}, timeout_s=10)
-    assert code == 200, body
-    return body
-
-
-def _converged(cluster: LocalCluster, key: str) -> list[dict]:  # type: ignore[type-arg]
-    """Every member's own copy of ``key`` once all have applied a write made after it."""
-    leader = cluster.wait_leader(60)
-    code, body = post(cluster.url(leader), "/v3/kv/put", {"key": b64("fence"), "value": b64("f")}, timeout_s=30)
-    assert code == 200, body
-    fence = int(body["header"]["revision"])
-    deadline = time.monotonic() + 30
-    while True:
-        copies = [_serializable_get(cluster, name, key) for name in cluster.members]
-        if all(int(c["header"]["revision"]) >= fence for c in copies):
-            return copies
-        assert time.monotonic() < deadline, copies
-        time.sleep(0.1)
 
 
 @pytest.mark.parametrize("what", ["put", "member remove"])
@@ -65,7 +43,7 @@ def test_a_write_forwarded_to_a_leader_that_froze(tmp_path: Path, what: str) -> 
         assert code == 200, body  # was 503 "etcdserver: request timed out, possibly due to previous leader failure"
         assert _metric(url, "kvraft_driver_proposals_reproposed_total") >= 1
         if what == "put":
-            for copy in _converged(cluster, "after"):
+            for copy in converged(cluster, "after"):
                 (kv,) = copy["kvs"]
                 assert kv["value"] == b64("y") and kv["version"] == "1", copy  # applied once
         else:

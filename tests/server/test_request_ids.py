@@ -14,30 +14,9 @@ from pathlib import Path
 import pytest
 
 from kvraft.server.local import LocalCluster, b64, post
-from tests.server.conftest import FAST_FLAGS, start_cluster
+from tests.server.conftest import FAST_FLAGS, converged, serializable_get, start_cluster
 
 HEADER = "Kvraft-Request-Id"
-
-
-def _get(cluster: LocalCluster, name: str, key: str) -> dict:  # type: ignore[type-arg]
-    code, body = post(cluster.url(name), "/v3/kv/range", {"key": b64(key), "serializable": True}, timeout_s=10)
-    assert code == 200, body
-    return body
-
-
-def _converged(cluster: LocalCluster, key: str) -> list[dict]:  # type: ignore[type-arg]
-    """Every running member's own copy of ``key`` once each has applied a later write."""
-    leader = cluster.wait_leader(60)
-    code, body = post(cluster.url(leader), "/v3/kv/put", {"key": b64("fence"), "value": b64("f")}, timeout_s=30)
-    assert code == 200, body
-    fence = int(body["header"]["revision"])
-    deadline = time.monotonic() + 30
-    while True:
-        copies = [_get(cluster, m.name, key) for m in cluster.running()]
-        if all(int(c["header"]["revision"]) >= fence for c in copies):
-            return copies
-        assert time.monotonic() < deadline, copies
-        time.sleep(0.1)
 
 
 def _numbered(cluster: LocalCluster, name: str, path: str, doc: dict, rid: str) -> tuple[int, dict]:  # type: ignore[type-arg]
@@ -57,7 +36,7 @@ def test_a_copy_is_answered_as_the_first_and_applied_once_on_every_member(tmp_pa
             code, again = _numbered(cluster, name, "/v3/kv/put", changed, "a1:1:1")
             assert code == 200, again
             assert again["header"]["revision"] == first["header"]["revision"]
-        for copy in _converged(cluster, "k"):
+        for copy in converged(cluster, "k"):
             (kv,) = copy["kvs"]
             assert kv["value"] == b64("one") and kv["version"] == "1", copy
         # another number of the same client is a new write, with the first one's prev_kv
@@ -68,7 +47,7 @@ def test_a_copy_is_answered_as_the_first_and_applied_once_on_every_member(tmp_pa
         # and a late copy of seq 1, now below the client's first unanswered: refused, not applied
         code, stale = _numbered(cluster, names[2], "/v3/kv/put", put, "a1:1:1")
         assert code == 412 and stale["code"] == 9 and "already answered" in stale["message"], stale
-        assert all(c["kvs"][0]["value"] == b64("two") for c in _converged(cluster, "k"))
+        assert all(c["kvs"][0]["value"] == b64("two") for c in converged(cluster, "k"))
     finally:
         cluster.stop()
 
@@ -90,7 +69,7 @@ def test_a_compare_and_swap_retried_reports_success_and_counts_once(tmp_path: Pa
         # the same txn unnumbered: its compare fails now, as it would have for a plain retry
         code, plain = post(cluster.url(leader), "/v3/kv/txn", txn)
         assert code == 200 and not plain.get("succeeded"), plain
-        for copy in _converged(cluster, "counter"):
+        for copy in converged(cluster, "counter"):
             assert copy["kvs"][0]["value"] == b64("1") and copy["kvs"][0]["version"] == "2", copy
     finally:
         cluster.stop()
@@ -103,7 +82,7 @@ def test_bad_request_ids_are_refused(tmp_path: Path) -> None:
         for bad in ["", "x:1:1", "0:1:1", "a1:0:0", "a1:2:3", "a1:1", "a1:-1:1", "a1: 1:1"]:
             code, body = _numbered(cluster, name, "/v3/kv/put", {"key": b64("k"), "value": b64("v")}, bad)
             assert code == 400 and body["code"] == 3 and "Kvraft-Request-Id" in body["message"], (bad, body)
-        assert "kvs" not in _get(cluster, name, "k")
+        assert "kvs" not in serializable_get(cluster, name, "k")
         with urllib.request.urlopen(cluster.url(name) + "/version", timeout=10) as response:
             code, version = response.status, json.loads(response.read())
         assert code == 200 and "request-ids" in version["kvraft_features"]
@@ -128,14 +107,14 @@ def test_answers_survive_restarts_and_reach_a_member_through_a_snapshot(tmp_path
             answers[seq] = body["header"]["revision"]
         cluster.start_member(lagging)
         cluster.wait_ready(60)
-        _converged(cluster, "k0")
+        converged(cluster, "k0")
         with urllib.request.urlopen(cluster.url(lagging) + "/metrics", timeout=10) as response:
             metrics = response.read().decode()
         installed = [line for line in metrics.splitlines() if line.startswith("kvraft_driver_snapshots_applied_total")]
         assert installed and float(installed[0].split()[1]) >= 1, installed
         # every seq is still unanswered for the table (first stayed 1): each copy, on the
         # member that installed the snapshot, answers the first revision and applies nothing
-        before = _get(cluster, lagging, "k3")["kvs"][0]
+        before = serializable_get(cluster, lagging, "k3")["kvs"][0]
         for seq in (1, 50, 120):
             code, body = _numbered(cluster, lagging, "/v3/kv/put", {"key": b64("k3"), "value": b64("x")}, f"b0b:{seq}:1")
             assert code == 200 and body["header"]["revision"] == answers[seq], (seq, body, answers[seq])
@@ -159,7 +138,7 @@ def test_answers_survive_restarts_and_reach_a_member_through_a_snapshot(tmp_path
             assert "request ids are not available" in body["message"], body
             time.sleep(0.2)
         assert code == 200 and body["header"]["revision"] == answers[77], body
-        for copy in _converged(cluster, "k3"):
+        for copy in converged(cluster, "k3"):
             assert copy["kvs"][0] == before, copy
     finally:
         cluster.stop()
@@ -190,14 +169,14 @@ def test_a_member_that_has_not_reached_every_peer_refuses_numbers_and_the_client
         code, listed = post(cluster.url(names[0]), "/v3/cluster/member/list", {})
         dead = next(int(m["ID"]) for m in listed["members"] if m["name"] == names[2])
         assert f"request ids are not available: member {dead:x} has not announced them" in body["message"], body
-        assert "kvs" not in _get(cluster, names[0], "b")  # nothing proposed
+        assert "kvs" not in serializable_get(cluster, names[0], "b")  # nothing proposed
 
         async def plain_put() -> int:
             async with Client([cluster.url(names[1])]) as client:
                 return (await client.put("b", "2")).header.revision
 
         assert asyncio.run(plain_put()) > 0
-        assert _get(cluster, names[1], "b")["kvs"][0]["value"] == b64("2")
+        assert serializable_get(cluster, names[1], "b")["kvs"][0]["value"] == b64("2")
         cluster.start_member(names[2])
         cluster.wait_ready(60)
         deadline = time.monotonic() + 30
@@ -282,7 +261,7 @@ def test_concurrent_numbered_puts_share_entries_and_their_copies_apply_nothing(t
         assert _metric(url, "kvraft_driver_entries_applied_total") - entries < 40  # some shared an entry
         assert asyncio.run(burst()) == first  # the copies: the first answers
         assert _metric(url, "kvraft_sessions_duplicates_total") == 40
-        for copy in _converged(cluster, "c/7"):
+        for copy in converged(cluster, "c/7"):
             assert copy["kvs"][0]["version"] == "1", copy
     finally:
         cluster.stop()
