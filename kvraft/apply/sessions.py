@@ -1,7 +1,7 @@
 """At most once per numbered write: the table of clients' answered requests (Raft thesis, 6.3).
 
 A client that numbers its writes (``Kvraft-Request-Id: <client>:<seq>:<first>``, kvraft's
-client does) may send one again when its answer was lost: every member applies the
+client does: put, delete, txn, lease grant) may send one again when its answer was lost: every member applies the
 committed ``SessionOp`` entries through ``Sessions.apply``, which applies the write the
 first time and keeps its answer, and answers a later copy of the same ``(client, seq)``
 with that answer, applying nothing. So a put retried after a lost connection, a leader
@@ -47,6 +47,7 @@ from typing import Any
 import msgpack
 
 from kvraft.apply.errors import EtcdError, FailedPrecondition, InvalidArgument, error_from_code
+from kvraft.apply.feature_appliers import LeaseGrantResult
 from kvraft.apply.ops import SessionOp
 from kvraft.storage.errors import StorageCorruptionError
 from kvraft.storage.mvcc.types import DeleteRangeResult, KeyValue, PutResult, RangeResult, TxnResult
@@ -264,7 +265,8 @@ def _answer_key(client: int, seq: int) -> bytes:
 # -- answers --------------------------------------------------------------------------------
 # msgpack, a tag first: ["p", revision, kv|None] put, ["d", revision, deleted, [kv]] delete,
 # ["r", [kv], more, count, revision] range, ["t", revision, succeeded, [answer]] txn,
-# ["e", code, message] an EtcdError, ["x", revision, size] an answer not kept; kv =
+# ["e", code, message] an EtcdError, ["g", id, ttl, revision] a lease grant, ["x", revision,
+# size] an answer not kept; kv =
 # [key, create_revision, mod_revision, version, value, lease].
 
 def encode_answer(result: Any) -> bytes:
@@ -289,6 +291,8 @@ def _to_wire(result: Any) -> list[Any]:
         return ["t", result.revision, result.succeeded, [_to_wire(r) for r in result.responses]]
     if isinstance(result, EtcdError):
         return ["e", result.code, result.message]
+    if isinstance(result, LeaseGrantResult):
+        return ["g", result.id, result.ttl, result.revision]
     return ["x", getattr(result, "revision", 0), 0]  # (only put, delete and txn are numbered)
 
 
@@ -304,6 +308,8 @@ def _from_wire(wire: list[Any]) -> Any:
         return TxnResult(wire[1], wire[2], tuple(_from_wire(r) for r in wire[3]))
     if tag == "e":
         return error_from_code(wire[1], wire[2])
+    if tag == "g":
+        return LeaseGrantResult(wire[1], wire[2], wire[3])
     if tag == "x":
         return FailedPrecondition(ANSWER_NOT_KEPT.format(revision=wire[1], size=wire[2]))
     raise StorageCorruptionError(f"unknown session answer tag {tag!r}")

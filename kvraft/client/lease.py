@@ -164,7 +164,7 @@ class LeaseMixin:
         body: dict[str, Any] = {"TTL": ttl}
         if lease_id:
             body["ID"] = lease_id
-        return LeaseGrantResponse.from_wire(await self._transport.unary("/lease/grant", body, safe=False))
+        return LeaseGrantResponse.from_wire(await self._transport.unary("/lease/grant", body, safe=False, numbered=True))
 
     async def lease_revoke(self, lease_id: int) -> HeaderResponse:
         """Revoke a lease; its keys are deleted in one revision."""

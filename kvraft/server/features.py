@@ -340,13 +340,15 @@ class Features:
         return revision
 
     # -- leases ---------------------------------------------------------------------------
-    async def propose_lease(self, op: Any) -> Any:
-        return await self.node.driver.propose(self.wrap_proposal(op))
+    async def propose_lease(self, op: Any, once: Any = None) -> Any:
+        return await self.node.driver.propose(self.node.numbered(self.wrap_proposal(op), once))
 
-    async def grant(self, lease_id: int, ttl: int) -> Any:
+    async def grant(self, lease_id: int, ttl: int, once: Any = None) -> Any:
+        """``once``: the client's ``Kvraft-Request-Id``: a copy sent again after a lost answer
+        gets the first grant (its ID) instead of a second lease (``kvraft.apply.sessions``)."""
         if lease_id:
-            return await self.propose_lease(LeaseGrantOp(lease_id, ttl))
-        return await self.propose_lease(LeaseGrantOp(random.getrandbits(62) + 1, ttl))
+            return await self.propose_lease(LeaseGrantOp(lease_id, ttl), once)
+        return await self.propose_lease(LeaseGrantOp(random.getrandbits(62) + 1, ttl), once)
 
     async def revoke(self, lease_id: int) -> int:
         revision: int = await self.propose_lease(LeaseRevokeOp(lease_id))  # LeaseApplier's result

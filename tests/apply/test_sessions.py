@@ -669,3 +669,12 @@ def test_a_batch_of_numbered_and_plain_puts_applies_each_alone(tmp_path: Path) -
         assert sm.sessions.duplicates == 2
     finally:
         sm.close()
+
+
+
+def test_a_lease_grant_answer_round_trips() -> None:
+    """(A copy of a numbered grant getting the first lease, not a second: on a real cluster,
+    tests/server/test_request_ids.py.)"""
+    from kvraft.apply.feature_appliers import LeaseGrantResult
+
+    assert decode_answer(encode_answer(LeaseGrantResult(7, 30, 12))) == LeaseGrantResult(7, 30, 12)

@@ -60,7 +60,7 @@ class LosingProxy:
             doc = json.loads(payload)
             doc.pop("kvraft_features", None)
             payload = json.dumps(doc).encode()
-        if request.path in ("/v3/kv/put", "/v3/kv/txn", "/v3/kv/deleterange"):
+        if request.path in ("/v3/kv/put", "/v3/kv/txn", "/v3/kv/deleterange", "/v3/lease/grant"):
             self.writes_seen.append(request.headers.get("Kvraft-Request-Id"))
             if self.lose > 0:
                 self.lose -= 1
@@ -162,3 +162,13 @@ async def test_concurrent_writes_carry_the_lowest_unanswered_seq(cluster: LocalC
         assert sorted(seqs) == list(range(1, 22))
         assert all(f <= s for f, s in zip(firsts, seqs, strict=True))
         assert firsts[-1] == 21  # every earlier write answered: the table may drop them
+
+
+async def test_a_lease_grant_whose_answer_was_lost_makes_one_lease(cluster: LocalCluster) -> None:
+    """Without the number, the retry through another member would grant a second lease (each
+    member picks the ID of a grant that names none)."""
+    async for proxy, client in _proxied(cluster, lose=1):
+        granted = await client.lease_grant(30)
+        assert proxy.writes_seen[0] is not None
+        leases = await client.lease_leases()
+        assert list(leases.leases) == [granted.id], leases

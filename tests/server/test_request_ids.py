@@ -265,3 +265,17 @@ def test_concurrent_numbered_puts_share_entries_and_their_copies_apply_nothing(t
             assert copy["kvs"][0]["version"] == "1", copy
     finally:
         cluster.stop()
+
+
+def test_a_numbered_lease_grant_copied_through_another_member_is_the_same_lease(tmp_path: Path) -> None:
+    cluster = start_cluster(tmp_path, size=3, extra=FAST_FLAGS)
+    try:
+        names = list(cluster.members)
+        cluster.wait_ready(60)
+        answers = [_numbered(cluster, name, "/v3/lease/grant", {"TTL": "30"}, "f1:1:1") for name in names]
+        assert all(code == 200 for code, _ in answers), answers
+        assert len({answer["ID"] for _, answer in answers}) == 1, answers
+        code, leases = post(cluster.url(names[0]), "/v3/lease/leases", {})
+        assert code == 200 and [lease["ID"] for lease in leases["leases"]] == [answers[0][1]["ID"]], leases
+    finally:
+        cluster.stop()

@@ -342,7 +342,8 @@ def _failed(exc: BaseException) -> asyncio.Future[Any]:
 
 
 _NUMBERED = ("put", "deleterange", "txn")
-"""The routes that take ``Kvraft-Request-Id`` (the others ignore it, as their aiohttp handlers do)."""
+"""The KV routes that take ``Kvraft-Request-Id`` (so does ``lease/grant``, in ``fast_lease``; the
+others ignore it, as their aiohttp handlers do)."""
 SCHEMAS = {"put": schemas.PUT, "range": schemas.RANGE, "deleterange": schemas.DELETE_RANGE, "txn": schemas.TXN}
 _PATHS: dict[bytes, str] = {}
 for _prefix in (b"/v3", b"/v3beta"):
@@ -471,7 +472,7 @@ class FastProtocol(asyncio.Protocol):
 
     async def _serve(self, route: str, out: Out, body: bytes, close: bool, once: str | None = None) -> None:
         if route in fast_lease.ROUTES:
-            return await fast_lease.serve(self, route, out, body, close)
+            return await fast_lease.serve(self, route, out, body, close, once)
         status, code = 200, 0
         try:
             if route == "batch":

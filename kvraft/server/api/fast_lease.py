@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kvraft.apply.sessions import parse_request_id
 from kvraft.server.api.codec import MSGPACK_OUT, Out, decode_body
 from kvraft.server.api.errors import GRPC_CODE, error_response
 from kvraft.server.api.lease import (
@@ -40,8 +41,9 @@ for _prefix in (b"/v3", b"/v3beta"):
 ROUTES = frozenset(PATHS.values())
 
 
-async def serve(proto: Any, route: str, out: Out, body: bytes, close: bool) -> None:
-    """Answer one lease request on ``proto`` (a ``fast.FastProtocol``)."""
+async def serve(proto: Any, route: str, out: Out, body: bytes, close: bool, once: str | None = None) -> None:
+    """Answer one lease request on ``proto`` (a ``fast.FastProtocol``); ``once``: a grant's
+    ``Kvraft-Request-Id``."""
     routes = proto.routes
     features, server = routes.features, routes.server
     try:
@@ -53,7 +55,8 @@ async def serve(proto: Any, route: str, out: Out, body: bytes, close: bool) -> N
             proto._respond(200, out.content_type, payload + b"0\r\n\r\n", close, chunked=True)
             return
         if route == "lease/grant":
-            doc = await grant_doc(features, server, out, decode_body(body, out.content_type, GRANT))
+            numbered = None if once is None else parse_request_id(once)
+            doc = await grant_doc(features, server, out, decode_body(body, out.content_type, GRANT), numbered)
         else:
             doc = await time_to_live_doc(features, server, out, decode_body(body, out.content_type, TIME_TO_LIVE))
         status, payload, code = 200, out.dumps(doc), 0

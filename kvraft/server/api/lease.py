@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from kvraft.apply.errors import EtcdError
+from kvraft.apply.sessions import HEADER, parse_request_id
 from kvraft.server.api import schemas
 from kvraft.server.api.codec import (
     BOOL,
@@ -64,8 +65,8 @@ LEASE_ID = Message("etcdserverpb.LeaseRevokeRequest", {"ID": INT64})
 TIME_TO_LIVE = Message("etcdserverpb.LeaseTimeToLiveRequest", {"ID": INT64, "keys": BOOL})
 
 
-async def grant_doc(features: Any, server: Any, out: Out, fields: dict[str, Any]) -> dict[str, Any]:
-    result = await features.grant(fields["ID"], fields["TTL"])
+async def grant_doc(features: Any, server: Any, out: Out, fields: dict[str, Any], once: Any = None) -> dict[str, Any]:
+    result = await features.grant(fields["ID"], fields["TTL"], once)
     return {"header": _header(server, out, result.revision), "ID": out.i(result.id), "TTL": out.i(result.ttl)}
 
 
@@ -138,7 +139,9 @@ def _header(server: Any, out: Out, revision: int) -> dict[str, Any]:
 
 async def _grant(request: web.Request) -> web.Response:
     out, fields = await read_request(request, GRANT)
-    return respond(out, await grant_doc(request.app[FEATURES], request.app[SERVER], out, fields))
+    text = request.headers.get(HEADER)
+    once = None if text is None else parse_request_id(text)
+    return respond(out, await grant_doc(request.app[FEATURES], request.app[SERVER], out, fields, once))
 
 
 async def _revoke(request: web.Request) -> web.Response:
