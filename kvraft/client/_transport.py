@@ -25,6 +25,7 @@ import json
 import random
 import secrets
 import ssl
+import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
@@ -161,8 +162,9 @@ class Transport:
         """Number writes for members that take it (False: every write plain, as to etcd)."""
         self._next_seq = 1
         self._waiting: set[int] = set()
-        self._takes_ids: dict[str, bool] = {}
-        """Per endpoint: whether its ``/version`` lists ``request-ids``."""
+        self._takes_ids: dict[str, tuple[bool, float]] = {}
+        """Per endpoint: whether its ``/version`` lists ``request-ids``, and when it said so (a
+        no is asked again after ``RECHECK_S``: the member may have been upgraded since)."""
 
     @property
     def endpoint(self) -> str:
@@ -241,7 +243,7 @@ class Transport:
                               "not an etcd or kvraft member's version")
                 continue
             self._pinned = index
-            self._takes_ids[self.endpoints[index]] = _lists_request_ids(doc)
+            self._takes_ids[self.endpoints[index]] = (_lists_request_ids(doc), time.monotonic())
             if self.encoding == "auto":
                 self.codec = MSGPACK_CODEC if "kvraft" in doc else JSON_CODEC
             version = str(doc.get("etcdserver", "3.4.0"))
@@ -315,10 +317,11 @@ class Transport:
             self._waiting.discard(seq)
 
     async def _numbered_to(self, target: str, remaining_s: float, errors: list[str]) -> bool | None:
-        """Whether ``target`` takes request ids (its ``/version``, asked once); None when it
-        could not be asked (the reason added to ``errors``): nothing was sent there."""
-        known = self._takes_ids.get(target)
-        if known is None:
+        """Whether ``target`` takes request ids (its ``/version``: a yes is kept, a no asked
+        again after ``RECHECK_S``); None when it could not be asked (the reason added to
+        ``errors``): nothing was sent there."""
+        known, asked = self._takes_ids.get(target, (None, 0.0))
+        if known is None or (not known and time.monotonic() - asked > RECHECK_S):
             session = self._require_session()
             timeout = aiohttp.ClientTimeout(total=remaining_s, sock_connect=min(self.dial_timeout_s, remaining_s))
             try:
@@ -327,7 +330,8 @@ class Transport:
             except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
                 errors.append(f"{target}: {_describe(exc)}")
                 return None
-            known = self._takes_ids[target] = _lists_request_ids(doc)
+            known = _lists_request_ids(doc)
+            self._takes_ids[target] = (known, time.monotonic())
         return known
 
     async def _unary(
@@ -480,6 +484,9 @@ class Transport:
 
 
 HEADER = "Kvraft-Request-Id"
+RECHECK_S = 60.0
+"""How long an endpoint that did not list ``request-ids`` is believed (an older kvraft upgraded
+in place lists it after its restart; etcd never does)."""
 REQUEST_IDS_OFF = "request ids are not available"
 """The part of a member's code-9 refusal that says it proposed nothing (``kvraft.apply.sessions``)."""
 

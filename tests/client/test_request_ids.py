@@ -172,3 +172,27 @@ async def test_a_lease_grant_whose_answer_was_lost_makes_one_lease(cluster: Loca
         assert proxy.writes_seen[0] is not None
         leases = await client.lease_leases()
         assert list(leases.leases) == [granted.id], leases
+
+
+async def test_an_endpoint_that_said_no_is_asked_again_later(cluster: LocalCluster,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A member upgraded in place lists ``request-ids`` after its restart: a long-lived client
+    (a scheduler, an agent) asks again after RECHECK_S instead of writing plain for ever."""
+    from kvraft.client import _transport
+
+    names = list(cluster.members)
+    proxy = LosingProxy(cluster.url(names[0]), lose=0, hide_ids=True)
+    await proxy.start()
+    client = Client([proxy.url], request_timeout_s=20)
+    try:
+        await client.open()
+        await client.put("u", "1")
+        proxy.hide_ids = False  # "upgraded"
+        await client.put("u", "2")
+        assert proxy.writes_seen == [None, None]  # the no is still believed
+        monkeypatch.setattr(_transport, "RECHECK_S", 0.0)
+        await client.put("u", "3")
+        assert proxy.writes_seen[2] is not None
+    finally:
+        await client.close()
+        await proxy.stop()
