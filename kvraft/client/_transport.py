@@ -9,7 +9,7 @@ operations) or ``numbered`` (put, delete, txn with writes), with full-jitter exp
 backoff, until the request deadline.
 
 A numbered write carries ``Kvraft-Request-Id: <client>:<seq>:<first>`` to members whose
-``/version`` lists ``request-ids`` (asked once per endpoint): the cluster applies it at most
+``/version`` lists ``request-ids`` (a yes kept, a no asked again after ``RECHECK_S``): the cluster applies it at most
 once and answers a copy with the first copy's answer (``kvraft.apply.sessions``), so a lost
 answer is retried like a read, on those members only. ``client`` is random per transport,
 ``seq`` counts its writes, ``first`` is the lowest seq still waiting for its answer. A
