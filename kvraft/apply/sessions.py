@@ -1,7 +1,7 @@
 """At most once per numbered write: the table of clients' answered requests (Raft thesis, 6.3).
 
 A client that numbers its writes (``Kvraft-Request-Id: <client>:<seq>:<first>``, kvraft's
-client does: put, delete, txn, lease grant) may send one again when its answer was lost: every member applies the
+client does: put, delete, txn, lease grant and revoke) may send one again when its answer was lost: every member applies the
 committed ``SessionOp`` entries through ``Sessions.apply``, which applies the write the
 first time and keeps its answer, and answers a later copy of the same ``(client, seq)``
 with that answer, applying nothing. So a put retried after a lost connection, a leader
@@ -265,7 +265,7 @@ def _answer_key(client: int, seq: int) -> bytes:
 # -- answers --------------------------------------------------------------------------------
 # msgpack, a tag first: ["p", revision, kv|None] put, ["d", revision, deleted, [kv]] delete,
 # ["r", [kv], more, count, revision] range, ["t", revision, succeeded, [answer]] txn,
-# ["e", code, message] an EtcdError, ["g", id, ttl, revision] a lease grant, ["x", revision,
+# ["e", code, message] an EtcdError, ["g", id, ttl, revision] a lease grant, ["i", revision] a lease revoke, ["x", revision,
 # size] an answer not kept; kv =
 # [key, create_revision, mod_revision, version, value, lease].
 
@@ -293,6 +293,8 @@ def _to_wire(result: Any) -> list[Any]:
         return ["e", result.code, result.message]
     if isinstance(result, LeaseGrantResult):
         return ["g", result.id, result.ttl, result.revision]
+    if type(result) is int:  # (a lease revoke's revision)
+        return ["i", result]
     return ["x", getattr(result, "revision", 0), 0]  # (only put, delete and txn are numbered)
 
 
@@ -310,6 +312,8 @@ def _from_wire(wire: list[Any]) -> Any:
         return error_from_code(wire[1], wire[2])
     if tag == "g":
         return LeaseGrantResult(wire[1], wire[2], wire[3])
+    if tag == "i":
+        return int(wire[1])
     if tag == "x":
         return FailedPrecondition(ANSWER_NOT_KEPT.format(revision=wire[1], size=wire[2]))
     raise StorageCorruptionError(f"unknown session answer tag {tag!r}")

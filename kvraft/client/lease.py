@@ -168,7 +168,7 @@ class LeaseMixin:
 
     async def lease_revoke(self, lease_id: int) -> HeaderResponse:
         """Revoke a lease; its keys are deleted in one revision."""
-        doc = await self._transport.unary("/kv/lease/revoke", {"ID": lease_id}, safe=False)
+        doc = await self._transport.unary("/kv/lease/revoke", {"ID": lease_id}, safe=False, numbered=True)
         return HeaderResponse.from_wire(doc)
 
     async def lease_time_to_live(self, lease_id: int, *, keys: bool = False) -> LeaseTimeToLiveResponse:

@@ -350,8 +350,10 @@ class Features:
             return await self.propose_lease(LeaseGrantOp(lease_id, ttl), once)
         return await self.propose_lease(LeaseGrantOp(random.getrandbits(62) + 1, ttl), once)
 
-    async def revoke(self, lease_id: int) -> int:
-        revision: int = await self.propose_lease(LeaseRevokeOp(lease_id))  # LeaseApplier's result
+    async def revoke(self, lease_id: int, once: Any = None) -> int:
+        """``once``: a copy sent again after a lost answer gets the first revoke's revision, not
+        "lease not found"."""
+        revision: int = await self.propose_lease(LeaseRevokeOp(lease_id), once)  # LeaseApplier's result
         return revision
 
     async def renew(self, lease_id: int) -> Any:

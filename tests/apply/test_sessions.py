@@ -672,9 +672,11 @@ def test_a_batch_of_numbered_and_plain_puts_applies_each_alone(tmp_path: Path) -
 
 
 
-def test_a_lease_grant_answer_round_trips() -> None:
+def test_lease_grant_and_revoke_answers_round_trip() -> None:
     """(A copy of a numbered grant getting the first lease, not a second: on a real cluster,
     tests/server/test_request_ids.py.)"""
     from kvraft.apply.feature_appliers import LeaseGrantResult
 
     assert decode_answer(encode_answer(LeaseGrantResult(7, 30, 12))) == LeaseGrantResult(7, 30, 12)
+    revoked = decode_answer(encode_answer(41))  # (a revoke's answer is its revision)
+    assert revoked == 41 and type(revoked) is int

@@ -60,7 +60,8 @@ class LosingProxy:
             doc = json.loads(payload)
             doc.pop("kvraft_features", None)
             payload = json.dumps(doc).encode()
-        if request.path in ("/v3/kv/put", "/v3/kv/txn", "/v3/kv/deleterange", "/v3/lease/grant"):
+        if request.path in ("/v3/kv/put", "/v3/kv/txn", "/v3/kv/deleterange", "/v3/lease/grant",
+                            "/v3/kv/lease/revoke"):
             self.writes_seen.append(request.headers.get("Kvraft-Request-Id"))
             if self.lose > 0:
                 self.lose -= 1
@@ -172,6 +173,19 @@ async def test_a_lease_grant_whose_answer_was_lost_makes_one_lease(cluster: Loca
         assert proxy.writes_seen[0] is not None
         leases = await client.lease_leases()
         assert list(leases.leases) == [granted.id], leases
+
+
+async def test_a_lease_revoke_whose_answer_was_lost_reports_success(cluster: LocalCluster) -> None:
+    """Without the number, the retry would answer "requested lease not found": the first copy
+    had revoked it."""
+    async for proxy, client in _proxied(cluster, lose=0):
+        granted = await client.lease_grant(30)
+        await client.put("leased", "v", lease=granted.id)
+        proxy.lose = 1
+        await client.lease_revoke(granted.id)  # answer lost, sent again, answered from the table
+        assert len(proxy.writes_seen) == 3 and proxy.writes_seen[2] is not None
+        assert (await client.get("leased")).kvs == ()
+        assert list((await client.lease_leases()).leases) == []
 
 
 async def test_an_endpoint_that_said_no_is_asked_again_later(cluster: LocalCluster,

@@ -137,16 +137,20 @@ def _header(server: Any, out: Out, revision: int) -> dict[str, Any]:
     return encode_header(out, server.cluster_id, server.member_id, revision, server.raft_term)
 
 
+def _once(request: web.Request) -> Any:
+    """A grant's or revoke's ``Kvraft-Request-Id`` (applied at most once: ``kvraft.apply.sessions``)."""
+    text = request.headers.get(HEADER)
+    return None if text is None else parse_request_id(text)
+
+
 async def _grant(request: web.Request) -> web.Response:
     out, fields = await read_request(request, GRANT)
-    text = request.headers.get(HEADER)
-    once = None if text is None else parse_request_id(text)
-    return respond(out, await grant_doc(request.app[FEATURES], request.app[SERVER], out, fields, once))
+    return respond(out, await grant_doc(request.app[FEATURES], request.app[SERVER], out, fields, _once(request)))
 
 
 async def _revoke(request: web.Request) -> web.Response:
     out, fields = await read_request(request, LEASE_ID)
-    revision = await request.app[FEATURES].revoke(fields["ID"])
+    revision = await request.app[FEATURES].revoke(fields["ID"], _once(request))
     return respond(out, {"header": header(request, out, revision)})
 
 
