@@ -41,6 +41,7 @@ from kvraft.server.join import Joined, describe, fetch_cluster, match_members
 from kvraft.server.learner_ready import LearnerReadyCheck, caught_up
 from kvraft.server.membership import Member, Membership
 from kvraft.server.node_status import MemberCounters, NodeStatusMixin
+from kvraft.server.peer_features import PeerFeatures
 from kvraft.server.reconfig import ReconfigCheck
 from kvraft.server.storage_version import check_storage_version
 from kvraft.server.tls import peer_ssl_contexts
@@ -216,6 +217,9 @@ class Node(NodeStatusMixin):
         server_ssl, client_ssl = peer_ssl_contexts(config)
         self.handshake_failures = HandshakeFailures()
         """TLS handshakes refused on any of this member's listeners (kvraft.server.tls_accept)."""
+        self.peer_features = PeerFeatures(self.data_dir)
+        """What each peer announced in its last handshake, kept across restarts (the gate of
+        numbered writes)."""
         self.transport = PeerTransport(
             self.member_id,
             cluster_key(config.initial_cluster_token, config.peer_secret_file),
@@ -230,6 +234,7 @@ class Node(NodeStatusMixin):
             on_removed=self._told_removed,
             describe=self._describe,
             on_unsent=self._on_unsent,
+            on_features=self.peer_features.heard,
         )
         self.driver = NodeDriver(
             self.member_id,
@@ -473,11 +478,12 @@ class Node(NodeStatusMixin):
         return SessionOp(once.client, once.seq, once.first, int(time.time() * 1000), op)
 
     def request_ids_missing(self) -> list[int]:
-        """The members (of the applied configuration, learners too) whose peer handshake has
-        not announced ``request-ids`` since this member started: an older version, or one
-        not reached yet. Empty: numbered writes may be proposed."""
+        """The members (of the applied configuration, learners too) whose last peer handshake
+        did not announce ``request-ids`` (``peer_features``: since this member started, else
+        as remembered in the data dir): an older version, or one never reached. Empty:
+        numbered writes may be proposed."""
         return [m for m in sorted(self.membership.members) if m != self.member_id
-                and not self.transport.supports(m, FEATURE_REQUEST_IDS)]
+                and FEATURE_REQUEST_IDS not in self.peer_features.of(m)]
 
     def _admit(self, op: Any) -> None:
         """A write's checks before it is proposed (raise its EtcdError): shape, quota."""

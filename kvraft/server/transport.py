@@ -247,8 +247,11 @@ class PeerTransport:
         on_removed: Callable[[int], None] | None = None,
         describe: Callable[[], Any] | None = None,
         on_unsent: FrameHandler | None = None,
+        on_features: Callable[[int, frozenset[str]], None] | None = None,
     ) -> None:
         self.member_id = member_id
+        self._on_features = on_features or (lambda _id, _features: None)
+        """Called with (peer, features) after each handshake answer (``peer_features``)."""
         self._on_unsent = on_unsent or (lambda _id, _kind, _body: None)
         """Called with (peer, kind, body) for a frame of ``RETURNED_KINDS`` dropped unwritten
         (its connection failed before the sender took it from the queue)."""
@@ -409,6 +412,7 @@ class PeerTransport:
             peer.features = await _handshake(reader, writer, self._key, self.member_id, peer.member_id,
                                              f"peer {peer.member_id:x} at {peer.host}:{peer.port}",
                                              context is not None)
+            self._on_features(peer.member_id, peer.features)
         except BaseException:
             writer.close()
             raise

@@ -144,32 +144,42 @@ def test_answers_survive_restarts_and_reach_a_member_through_a_snapshot(tmp_path
         cluster.stop()
 
 
-def test_a_member_that_has_not_reached_every_peer_refuses_numbers_and_the_client_sends_plain(tmp_path: Path) -> None:
-    """A member proposes numbered writes only while every member has announced that it
-    applies them (an older version would stop at the entry). One restarted while a peer is
-    down has not heard that peer since its start: it refuses (code 9, nothing proposed), and
-    kvraft's client sends the write again unnumbered, once."""
+def test_the_gate_remembers_a_peer_that_is_down_and_refuses_one_never_heard(tmp_path: Path) -> None:
+    """A member proposes numbered writes only while every member announced that it applies
+    them (an older version would stop at the entry). One restarted while a peer is down still
+    knows that peer's last handshake (peer_features.json); without that file it has heard
+    nothing of it and refuses (code 9, nothing proposed), and kvraft's client sends the write
+    again unnumbered, once."""
     import asyncio
 
     from kvraft.client import Client
+    from kvraft.server.peer_features import FILE_NAME
 
     cluster = start_cluster(tmp_path, size=3, extra=FAST_FLAGS)
     try:
         names = list(cluster.members)
         cluster.wait_ready(60)
         cluster.stop_member(names[2], sig=signal.SIGKILL)
-        cluster.stop_member(names[1])
-        cluster.start_member(names[1])
-        cluster.wait_ready(60)
-        # names[0] heard names[2] before it died: it still takes numbers
-        code, body = _numbered(cluster, names[0], "/v3/kv/put", {"key": b64("a"), "value": b64("1")}, "d1:1:1")
-        assert code == 200, body
-        code, body = _numbered(cluster, names[1], "/v3/kv/put", {"key": b64("b"), "value": b64("1")}, "d1:2:2")
-        assert code == 412 and body["code"] == 9, body
         code, listed = post(cluster.url(names[0]), "/v3/cluster/member/list", {})
         dead = next(int(m["ID"]) for m in listed["members"] if m["name"] == names[2])
-        assert f"request ids are not available: member {dead:x} has not announced them" in body["message"], body
-        assert "kvs" not in serializable_get(cluster, names[0], "b")  # nothing proposed
+        refusal = f"request ids are not available: member {dead:x} has not announced them"
+        for restart in ("remembers", "forgot"):
+            cluster.stop_member(names[1])
+            if restart == "forgot":
+                (cluster.members[names[1]].data_dir / FILE_NAME).unlink()
+            cluster.start_member(names[1])
+            cluster.wait_ready(60)
+            deadline = time.monotonic() + 30
+            while True:  # (until names[1] has reached names[0] since its start)
+                code, body = _numbered(cluster, names[1], "/v3/kv/put", {"key": b64("b"), "value": b64("1")},
+                                       f"d1:{1 if restart == 'remembers' else 2}:1")
+                if code == 200 or refusal in str(body) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            if restart == "remembers":
+                assert code == 200, body  # (was refused: the member knew nothing of the dead peer)
+        assert code == 412 and body["code"] == 9 and refusal in body["message"], body
+        assert serializable_get(cluster, names[0], "b")["kvs"][0]["version"] == "1"  # the refused one: nothing
 
         async def plain_put() -> int:
             async with Client([cluster.url(names[1])]) as client:
