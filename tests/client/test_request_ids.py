@@ -81,11 +81,14 @@ def cluster(tmp_path: Path):  # type: ignore[no-untyped-def]
         cluster.stop()
 
 
-async def _proxied(cluster: LocalCluster, lose: int, hide_ids: bool = False) -> AsyncIterator[tuple[LosingProxy, Client]]:
+async def _proxied(cluster: LocalCluster, lose: int, hide_ids: bool = False,
+                   alone: bool = False) -> AsyncIterator[tuple[LosingProxy, Client]]:
+    """A client whose first endpoint is the proxy (``alone``: its only one)."""
     names = list(cluster.members)
     proxy = LosingProxy(cluster.url(names[0]), lose, hide_ids)
     await proxy.start()
-    client = Client([proxy.url, *(cluster.url(n) for n in names[1:])], request_timeout_s=20)
+    others = [] if alone else [cluster.url(n) for n in names[1:]]
+    client = Client([proxy.url, *others], request_timeout_s=20)
     try:
         await client.open()
         yield proxy, client
@@ -135,18 +138,10 @@ async def test_a_compare_and_swap_whose_answer_was_lost_reports_its_success(clus
 async def test_without_request_ids_a_lost_answer_is_not_retried(cluster: LocalCluster) -> None:
     """A member that does not list ``request-ids`` (an older kvraft, etcd) gets the write
     plain, and a lost answer is the caller's to handle, as before."""
-    names = list(cluster.members)
-    proxy = LosingProxy(cluster.url(names[0]), lose=1, hide_ids=True)
-    await proxy.start()
-    client = Client([proxy.url], request_timeout_s=20)
-    try:
-        await client.open()
+    async for proxy, client in _proxied(cluster, lose=1, hide_ids=True, alone=True):
         with pytest.raises(EndpointError, match="may have been applied"):
             await client.put("plain", "v")
         assert proxy.writes_seen == [None]
-    finally:
-        await client.close()
-        await proxy.stop()
     assert await _versions(cluster, "plain") == [(b"v", 1)] * 3
 
 
@@ -194,12 +189,7 @@ async def test_an_endpoint_that_said_no_is_asked_again_later(cluster: LocalClust
     (a scheduler, an agent) asks again after RECHECK_S instead of writing plain for ever."""
     from kvraft.client import _transport
 
-    names = list(cluster.members)
-    proxy = LosingProxy(cluster.url(names[0]), lose=0, hide_ids=True)
-    await proxy.start()
-    client = Client([proxy.url], request_timeout_s=20)
-    try:
-        await client.open()
+    async for proxy, client in _proxied(cluster, lose=0, hide_ids=True, alone=True):
         await client.put("u", "1")
         proxy.hide_ids = False  # "upgraded"
         await client.put("u", "2")
@@ -207,6 +197,3 @@ async def test_an_endpoint_that_said_no_is_asked_again_later(cluster: LocalClust
         monkeypatch.setattr(_transport, "RECHECK_S", 0.0)
         await client.put("u", "3")
         assert proxy.writes_seen[2] is not None
-    finally:
-        await client.close()
-        await proxy.stop()
