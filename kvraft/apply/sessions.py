@@ -68,6 +68,7 @@ __all__ = [
     "decode_answer",
     "encode_answer",
     "parse_request_id",
+    "request_id",
 ]
 
 HEADER = "Kvraft-Request-Id"
@@ -107,6 +108,11 @@ def parse_request_id(text: str) -> RequestId:
     if not 0 < client < 2**64 or not 0 < first <= seq < 2**63:
         raise InvalidArgument(f"kvraft: bad {HEADER} {text!r}: client 1..2^64-1, 1 <= first <= seq < 2^63")
     return RequestId(client, seq, first)
+
+
+def request_id(text: str | None) -> RequestId | None:
+    """``parse_request_id`` of a header that may be absent (None: an unnumbered write)."""
+    return None if text is None else parse_request_id(text)
 
 
 @dataclass(slots=True)

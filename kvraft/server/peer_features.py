@@ -31,8 +31,7 @@ class PeerFeatures:
     def __init__(self, data_dir: Path) -> None:
         self.path = Path(data_dir) / FILE_NAME
         self._remembered: dict[int, frozenset[str]] = self._load()
-        self._heard: dict[int, frozenset[str]] = {}
-        """Announced in a handshake since this member started."""
+        """As last announced: loaded from the file, replaced by each handshake since the start."""
 
     def _load(self) -> dict[int, frozenset[str]]:
         try:
@@ -46,7 +45,6 @@ class PeerFeatures:
 
     def heard(self, member_id: int, features: frozenset[str]) -> None:
         """A handshake answer from ``member_id`` (the transport's ``on_features``)."""
-        self._heard[member_id] = features
         if self._remembered.get(member_id) != features:
             self._remembered[member_id] = features
             doc = {f"{m:x}": sorted(f) for m, f in sorted(self._remembered.items())}
@@ -56,6 +54,5 @@ class PeerFeatures:
                 log.warning("could not write %s: %s", self.path, exc)
 
     def of(self, member_id: int) -> frozenset[str]:
-        """The peer's features: heard since this member started, else as last remembered."""
-        heard = self._heard.get(member_id)
-        return heard if heard is not None else self._remembered.get(member_id, frozenset())
+        """The peer's features as last announced (since this member started, else before it)."""
+        return self._remembered.get(member_id, frozenset())

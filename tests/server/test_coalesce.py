@@ -47,7 +47,7 @@ class FakeServer:
                 future.set_result(result)
         return future
 
-    def submit_write_then(self, op: Any, then: Any) -> None:
+    def submit_write_then(self, op: Any, then: Any, once: Any = None) -> None:
         future = self.submit_write(op)
         future.add_done_callback(lambda done: then(None, done.exception()) if done.exception() else then(done.result(), None))
 
@@ -135,7 +135,7 @@ class HeldServer(FakeServer):
         self.cluster_id, self.member_id, self.raft_term = 1, 2, 3
         self.waiters: list[tuple[Any, Any]] = []
 
-    def submit_write_then(self, op: Any, then: Any) -> None:
+    def submit_write_then(self, op: Any, then: Any, once: Any = None) -> None:
         self.proposed.append(op)
         self.waiters.append((op, then))
 

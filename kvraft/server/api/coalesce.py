@@ -80,11 +80,7 @@ class PutCoalescer:
         size = len(op.key) + len(op.value) + _OP_OVERHEAD
         if size + _ENTRY_OVERHEAD > self.max_bytes // 2:
             # (alone: its own "request is too large")
-            answer: Then = lambda result, error: _deliver(result, error, [(op, then)], True)  # noqa: E731
-            if once is None:
-                self.server.submit_write_then(op, answer)
-            else:
-                self.server.submit_write_then(op, answer, once)
+            self.server.submit_write_then(op, lambda result, error: _deliver(result, error, [(op, then)], True), once)
             return
         item = op if once is None else self.server.numbered(op, once)  # (refused: raises here, alone)
         if once is not None:

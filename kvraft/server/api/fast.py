@@ -40,7 +40,7 @@ from aiohttp import web
 
 from kvraft.apply.errors import FailedPrecondition, InvalidArgument, Unavailable
 from kvraft.apply.ops import BatchOp, PutOp, RangeOp
-from kvraft.apply.sessions import RequestId, parse_request_id
+from kvraft.apply.sessions import RequestId, request_id
 from kvraft.apply.validate import validate_op
 from kvraft.server.api import fast_lease, gojson, schemas
 from kvraft.server.api.coalesce import PutCoalescer
@@ -135,8 +135,8 @@ class _Routes:
 
     async def one(self, route: str, out: Out, op: Any, once: RequestId | None = None) -> dict[str, Any]:
         s = self.server
-        if route == "put":  # puts of one loop turn share a log entry (coalesce.py); a numbered one
-            result = await (self.puts.put(op) if once is None else s.put(op, once))  # is its own entry
+        if route == "put":  # puts of one loop turn share a log entry (coalesce.py)
+            result = await self.puts.put(op)
             return encode_put(out, self.header(out, result.revision), result)
         if route == "range":
             result = await s.range(op)
@@ -341,9 +341,6 @@ def _failed(exc: BaseException) -> asyncio.Future[Any]:
     return future
 
 
-_NUMBERED = ("put", "deleterange", "txn")
-"""The KV routes that take ``Kvraft-Request-Id`` (so does ``lease/grant``, in ``fast_lease``; the
-others ignore it, as their aiohttp handlers do)."""
 SCHEMAS = {"put": schemas.PUT, "range": schemas.RANGE, "deleterange": schemas.DELETE_RANGE, "txn": schemas.TXN}
 _PATHS: dict[bytes, str] = {}
 for _prefix in (b"/v3", b"/v3beta"):
@@ -481,8 +478,7 @@ class FastProtocol(asyncio.Protocol):
                 payload = out.dumps(await self.routes.batch(body))
             else:
                 op = decode_body(body, out.content_type, SCHEMAS[route])
-                numbered = parse_request_id(once) if once is not None and route in _NUMBERED else None
-                payload = out.dumps(await self.routes.one(route, out, op, numbered))
+                payload = out.dumps(await self.routes.one(route, out, op, request_id(once)))  # (deleterange, txn)
         except Exception as exc:  # every failure answers etcd's error JSON, never a bare 500
             answer = error_response(exc, out)
             status, payload, code = answer.status, bytes(answer.body or b""), answer[GRPC_CODE]  # type: ignore[arg-type]
@@ -492,7 +488,7 @@ class FastProtocol(asyncio.Protocol):
         try:  # answered from the entry's waiter callback itself (``submit_then``)
             self.routes.puts.submit_then(
                 _decode_put(body, out), lambda result, error: self._answered(result, error, out, close, self.routes.put_answer),
-                None if once is None else parse_request_id(once),
+                request_id(once),
             )
         except Exception as exc:  # answered a turn later: ``_respond`` starts the next
             # pipelined request, so answering here would recurse once per bad request

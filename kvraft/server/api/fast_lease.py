@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvraft.apply.sessions import parse_request_id
+from kvraft.apply.sessions import request_id
 from kvraft.server.api.codec import MSGPACK_OUT, Out, decode_body
 from kvraft.server.api.errors import GRPC_CODE, error_response
 from kvraft.server.api.lease import (
@@ -55,8 +55,7 @@ async def serve(proto: Any, route: str, out: Out, body: bytes, close: bool, once
             proto._respond(200, out.content_type, payload + b"0\r\n\r\n", close, chunked=True)
             return
         if route == "lease/grant":
-            numbered = None if once is None else parse_request_id(once)
-            doc = await grant_doc(features, server, out, decode_body(body, out.content_type, GRANT), numbered)
+            doc = await grant_doc(features, server, out, decode_body(body, out.content_type, GRANT), request_id(once))
         else:
             doc = await time_to_live_doc(features, server, out, decode_body(body, out.content_type, TIME_TO_LIVE))
         status, payload, code = 200, out.dumps(doc), 0

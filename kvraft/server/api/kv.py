@@ -8,7 +8,7 @@ from aiohttp import web
 
 from kvraft.apply.errors import EtcdError, InvalidArgument
 from kvraft.apply.ops import RangeOp
-from kvraft.apply.sessions import HEADER, RequestId, parse_request_id
+from kvraft.apply.sessions import HEADER, request_id
 from kvraft.server.api import schemas
 from kvraft.server.api.encode import encode_delete, encode_put, encode_range, encode_txn
 from kvraft.server.api.request import header, read_request, respond
@@ -73,27 +73,21 @@ async def _range_stream(request: web.Request) -> web.StreamResponse:
     return sink.response if sink.response is not None else web.Response()
 
 
-def _once(request: web.Request) -> RequestId | None:
-    """The write's ``Kvraft-Request-Id`` (applied at most once: ``kvraft.apply.sessions``)."""
-    text = request.headers.get(HEADER)
-    return None if text is None else parse_request_id(text)
-
-
 async def _put(request: web.Request) -> web.Response:
     out, op = await read_request(request, schemas.PUT)
-    result = await request.app[SERVER].put(op, _once(request))
+    result = await request.app[SERVER].put(op, request_id(request.headers.get(HEADER)))
     return respond(out, encode_put(out, header(request, out, result.revision), result))
 
 
 async def _delete_range(request: web.Request) -> web.Response:
     out, op = await read_request(request, schemas.DELETE_RANGE)
-    result = await request.app[SERVER].delete_range(op, _once(request))
+    result = await request.app[SERVER].delete_range(op, request_id(request.headers.get(HEADER)))
     return respond(out, encode_delete(out, header(request, out, result.revision), result))
 
 
 async def _txn(request: web.Request) -> web.Response:
     out, op = await read_request(request, schemas.TXN)
-    result = await request.app[SERVER].txn(op, _once(request))
+    result = await request.app[SERVER].txn(op, request_id(request.headers.get(HEADER)))
     return respond(out, encode_txn(out, header(request, out, result.revision), result))
 
 

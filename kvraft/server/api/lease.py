@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from kvraft.apply.errors import EtcdError
-from kvraft.apply.sessions import HEADER, parse_request_id
+from kvraft.apply.sessions import HEADER, request_id
 from kvraft.server.api import schemas
 from kvraft.server.api.codec import (
     BOOL,
@@ -137,20 +137,15 @@ def _header(server: Any, out: Out, revision: int) -> dict[str, Any]:
     return encode_header(out, server.cluster_id, server.member_id, revision, server.raft_term)
 
 
-def _once(request: web.Request) -> Any:
-    """A grant's or revoke's ``Kvraft-Request-Id`` (applied at most once: ``kvraft.apply.sessions``)."""
-    text = request.headers.get(HEADER)
-    return None if text is None else parse_request_id(text)
-
-
 async def _grant(request: web.Request) -> web.Response:
     out, fields = await read_request(request, GRANT)
-    return respond(out, await grant_doc(request.app[FEATURES], request.app[SERVER], out, fields, _once(request)))
+    return respond(out, await grant_doc(request.app[FEATURES], request.app[SERVER], out, fields,
+                                  request_id(request.headers.get(HEADER))))
 
 
 async def _revoke(request: web.Request) -> web.Response:
     out, fields = await read_request(request, LEASE_ID)
-    revision = await request.app[FEATURES].revoke(fields["ID"], _once(request))
+    revision = await request.app[FEATURES].revoke(fields["ID"], request_id(request.headers.get(HEADER)))
     return respond(out, {"header": header(request, out, revision)})
 
 
