@@ -127,12 +127,10 @@ class StateMachine:
                         count += len(op.ops) - 1
                     started = time.perf_counter()
                     try:
-                        if type(op) is SessionOp:
-                            results.append(self.sessions.apply(op, self.chain.apply))
-                        elif type(op) is BatchOp and any(type(item) is SessionOp for item in op.ops):
+                        if type(op) is BatchOp and any(type(item) is SessionOp for item in op.ops):
                             results.append([self._apply_one(item) for item in op.ops])
                         else:
-                            results.append(self.chain.apply(op))
+                            results.append(self._apply(op))
                     except EtcdError as exc:
                         results.append(exc)
                     took = time.perf_counter() - started
@@ -150,13 +148,17 @@ class StateMachine:
             self.commit()
         return results
 
+    def _apply(self, op: Any) -> Any:
+        """``op`` through the chain; a numbered one through the table first (``Sessions``)."""
+        if type(op) is SessionOp:
+            return self.sessions.apply(op, self.chain.apply)
+        return self.chain.apply(op)
+
     def _apply_one(self, op: Any) -> Any:
         """One op of a batch that holds numbered puts (the fast path's coalescer): applied
         alone, as its own entry would have been; its result or ``EtcdError``."""
         try:
-            if type(op) is SessionOp:
-                return self.sessions.apply(op, self.chain.apply)
-            return self.chain.apply(op)
+            return self._apply(op)
         except EtcdError as exc:
             return exc
 
