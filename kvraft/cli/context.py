@@ -37,6 +37,8 @@ class GlobalOptions:
     password: str | None = None
     dial_timeout_s: float = 2.0
     command_timeout_s: float = 5.0
+    keepalive_time_s: float | None = 1.0  # (etcdctl's 2s and 6s would let a frozen member
+    keepalive_timeout_s: float = 2.0  # use up the whole 5 s command timeout: docs/kvctl.md)
     write_out: str = "simple"
     hex_output: bool = False
     encoding: str = "auto"
@@ -95,7 +97,8 @@ class Context:
         client = Client(list(targets), encoding=self.options.encoding, user=user, password=password,
                         dial_timeout_s=self.options.dial_timeout_s,
                         request_timeout_s=self.options.command_timeout_s, tls=self.options.tls(),
-                        token=self.options.token)
+                        token=self.options.token, keepalive_time_s=self.options.keepalive_time_s,
+                        keepalive_timeout_s=self.options.keepalive_timeout_s)
         try:
             await client.open()
         except EndpointError as exc:

@@ -68,17 +68,27 @@ def global_options(ns: argparse.Namespace) -> GlobalOptions:
     dial = pick("dial_timeout", "DIAL_TIMEOUT")
     command = pick("command_timeout", "COMMAND_TIMEOUT")
     hex_flag = pick("hex", "HEX")
+
+    def seconds(value: Any, default: float) -> float:
+        return parse_duration(value) if isinstance(value, str) else (value if value is not None else default)
+
     try:
-        dial_s = parse_duration(dial) if isinstance(dial, str) else (dial if dial is not None else 2.0)
-        command_s = parse_duration(command) if isinstance(command, str) else (command if command is not None else 5.0)
+        dial_s = seconds(dial, 2.0)
+        command_s = seconds(command, 5.0)
+        keepalive_s = seconds(pick("keepalive_time", "KEEPALIVE_TIME"), 1.0)
+        keepalive_timeout_s = seconds(pick("keepalive_timeout", "KEEPALIVE_TIMEOUT"), 2.0)
     except ValueError as exc:
         raise CommandError(EXIT_ERROR, str(exc)) from None
+    if keepalive_timeout_s <= 0:
+        raise CommandError(EXIT_ERROR, "--keepalive-timeout must be positive")
     return GlobalOptions(
         endpoints=tuple(e.strip() for e in str(endpoints).split(",") if e.strip()),
         user=pick("user", "USER"),
         password=pick("password", "PASSWORD"),
         dial_timeout_s=dial_s,
         command_timeout_s=command_s,
+        keepalive_time_s=keepalive_s if keepalive_s > 0 else None,
+        keepalive_timeout_s=keepalive_timeout_s,
         write_out=pick("write_out", "WRITE_OUT") or "simple",
         hex_output=_truthy(hex_flag),
         encoding=pick("encoding", "ENCODING") or "auto",

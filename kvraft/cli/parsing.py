@@ -140,8 +140,12 @@ def add_global_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hex", action="store_true", default=s, help="print byte strings as hex encoded strings")
     parser.add_argument("--encoding", choices=("auto", "json", "msgpack"), default=s,
                         help="wire encoding (kvctl only): msgpack when the server is kvraft, else JSON")
-    for name, default in (("--keepalive-time", "2s"), ("--keepalive-timeout", "6s")):
-        parser.add_argument(name, type=duration, default=s, help=f"accepted for etcdctl compatibility (default {default})")
+    parser.add_argument("--keepalive-time", type=duration, default=s,
+                        help="keepalive time for client connections: a member that sent nothing for this long "
+                             "is probed; 0 turns keepalive off (default 1s; etcdctl's 2s)")
+    parser.add_argument("--keepalive-timeout", type=duration, default=s,
+                        help="keepalive timeout for client connections: a probe unanswered this long fails the "
+                             "member over (default 2s; etcdctl's 6s)")
     parser.add_argument("--cacert", default=s, help="verify certificates of TLS-enabled secure servers using this CA bundle")
     parser.add_argument("--cert", default=s, help="identify secure client using this TLS certificate file")
     parser.add_argument("--key", default=s, help="identify secure client using this TLS key file")

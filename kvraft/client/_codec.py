@@ -94,14 +94,16 @@ class _JsonStream(_StreamDecoder):
 
 
 class _MsgpackStream(_StreamDecoder):
-    """Concatenated msgpack maps (self-delimiting, no separator needed)."""
+    """Concatenated msgpack maps (self-delimiting, no separator needed); a nil between
+    them is a keepalive heartbeat (``kvraft.client._liveness``), skipped as JSON's
+    whitespace is."""
 
     def __init__(self) -> None:
         self._unpacker = msgpack.Unpacker(raw=False)
 
     def feed(self, chunk: bytes) -> list[Any]:
         self._unpacker.feed(chunk)
-        return list(self._unpacker)
+        return [message for message in self._unpacker if message is not None]
 
 
 JSON_CODEC = Codec()

@@ -6,7 +6,11 @@ timeout) moves to the next endpoint for any operation; a request whose answer wa
 (disconnect or read timeout after sending), or that got ``Unavailable`` (no leader, leader
 changed), is retried only when the caller marks it ``safe`` (reads and idempotent
 operations) or ``numbered`` (put, delete, txn with writes), with full-jitter exponential
-backoff, until the request deadline.
+backoff, until the request deadline. A member that stops answering (frozen, its host gone
+without a reset) is noticed by keepalive probes and heartbeats (``kvraft.client._liveness``,
+etcd's ``--keepalive-time`` and ``--keepalive-timeout``): a safe or numbered request on it
+moves on at once instead of at its deadline, a stream on it breaks and its watcher resumes
+on another member.
 
 A numbered write carries ``Kvraft-Request-Id: <client>:<seq>:<first>`` to members whose
 ``/version`` lists ``request-ids`` (a yes kept, a no asked again after ``RECHECK_S``): the cluster applies it at most
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import secrets
 import ssl
@@ -33,6 +38,8 @@ from typing import Any
 import aiohttp
 
 from kvraft.client._codec import JSON_CODEC, MSGPACK_CODEC, Codec, codec_for
+from kvraft.client._liveness import HEADER as KEEPALIVE_HEADER
+from kvraft.client._liveness import Liveness, MemberSilent
 from kvraft.client.errors import (
     EndpointError,
     FailedPreconditionError,
@@ -57,6 +64,8 @@ class ClientStatistics:
     failovers: int
     logins: int
     streams: int
+    silent: int = 0
+    """Times a member was found silent (a keepalive probe or heartbeat missed)."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,8 @@ class Transport:
         tls: TLSConfig | None = None,
         token: str | None = None,
         request_ids: bool = True,
+        keepalive_time_s: float | None = 1.0,
+        keepalive_timeout_s: float = 2.0,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint is required")
@@ -165,6 +176,8 @@ class Transport:
         self._takes_ids: dict[str, tuple[bool, float]] = {}
         """Per endpoint: whether its ``/version`` lists ``request-ids``, and when it said so (a
         no is asked again after ``RECHECK_S``: the member may have been upgraded since)."""
+        self.liveness = Liveness(self._ask_version, time_s=keepalive_time_s, timeout_s=keepalive_timeout_s)
+        """Keepalive: probes and heartbeats (``kvraft.client._liveness``)."""
 
     @property
     def endpoint(self) -> str:
@@ -200,7 +213,7 @@ class Transport:
             self._session = None
 
     def statistics(self) -> ClientStatistics:
-        return ClientStatistics(self.endpoint, **self._counts)
+        return ClientStatistics(self.endpoint, **self._counts, silent=self.liveness.silent)
 
     def set_endpoints(self, endpoints: list[str]) -> None:
         """New endpoint list; the current endpoint stays pinned if it is in it."""
@@ -254,12 +267,25 @@ class Transport:
                             tls=tls and bool(errors))
 
     async def get_json(self, endpoint: str, path: str) -> Any:
-        """A plain ``GET`` (``/version``, ``/health``) against one endpoint."""
+        """A plain ``GET`` (``/version``, ``/health``) against one endpoint, while it answers
+        keepalive probes."""
         session = self._require_session()
         timeout = aiohttp.ClientTimeout(total=self.request_timeout_s, sock_connect=self.dial_timeout_s)
         headers = {"Authorization": self.token} if self.token else {}  # a scoped token gets past
-        async with session.get(endpoint + path, timeout=timeout, headers=headers) as response:  # cert checks
-            return await response.json(content_type=None)
+
+        async def get() -> Any:
+            async with session.get(endpoint + path, timeout=timeout, headers=headers) as response:  # cert checks
+                return await response.json(content_type=None)
+
+        try:
+            return await self.liveness.wait(endpoint, get())
+        except MemberSilent as exc:
+            raise TimeoutError(str(exc)) from None
+
+    async def _ask_version(self, endpoint: str) -> None:
+        """A keepalive probe: any answer to ``GET /version`` (the caller bounds the wait)."""
+        async with self._require_session().get(endpoint + "/version") as response:
+            await response.read()
 
     def _require_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -366,7 +392,16 @@ class Transport:
                     if takes:
                         headers[HEADER] = f"{self.client_id:x}:{seq}:{min(self._waiting)}"
                 try:
-                    doc = await self._post(target, path, data, auth, deadline - loop.time(), headers)
+                    if safe or headers:  # an answer lost to a silent member may be asked again
+                        doc = await self.liveness.wait(
+                            target, self._post(target, path, data, auth, deadline - loop.time(), headers))
+                    else:  # (plain writes wait: only their own answer can settle them)
+                        doc = await self._post(target, path, data, auth, deadline - loop.time(), headers)
+                except MemberSilent as exc:
+                    in_doubt = in_doubt or bool(headers)
+                    errors.append(str(exc))
+                    self._skip(target)
+                    continue
                 except _LostAnswer as exc:
                     if not safe and not headers:
                         self._skip(target)  # the caller's retry (if it decides one) goes elsewhere
@@ -435,13 +470,21 @@ class Transport:
         session = self._require_session()
         data = self.codec.dumps(body)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.dial_timeout_s, sock_read=None)
+        headers = self._headers(auth)
+        if self.liveness.time_s is not None:
+            headers[KEEPALIVE_HEADER] = f"{self.liveness.time_s:g}"
+        loop = asyncio.get_running_loop()
         errors: list[str] = []
         for target in self._targets(endpoint):
             url = target + self.prefix + path
+            started = loop.time()
             try:
-                response = await session.post(url, data=data, headers=self._headers(auth), timeout=timeout)
-            except (TimeoutError, aiohttp.ClientConnectorError) as exc:
+                response = await self.liveness.wait(target, session.post(url, data=data, headers=headers,
+                                                                         timeout=timeout))
+            except (TimeoutError, aiohttp.ClientConnectorError, MemberSilent) as exc:
                 errors.append(f"{target}: {_describe(exc)}")
+                if isinstance(exc, MemberSilent):
+                    self._skip(target)
                 continue
             self._stream_opened(target)
             async with response:
@@ -450,10 +493,14 @@ class Transport:
                     _decode(url, response.status, response.headers.get("Content-Type", ""), payload)
                     raise ProtocolError(f"{url}: HTTP {response.status}")
                 decoder = codec_for(response.headers.get("Content-Type", "")).stream_decoder()
+                heartbeat_s = _granted(response.headers.get(KEEPALIVE_HEADER))
                 try:
-                    async for chunk in response.content.iter_any():
+                    while chunk := await self.liveness.read(target, response.content.readany, started, heartbeat_s):
                         for message in decoder.feed(chunk):
                             yield _stream_result(url, message)
+                except MemberSilent as exc:
+                    self._skip(target)
+                    raise EndpointError(f"{target}: stream lost: {exc}") from None
                 except (aiohttp.ClientPayloadError, aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
                     raise EndpointError(f"{target}: stream lost: {_describe(exc)}") from None
             return
@@ -471,12 +518,18 @@ class Transport:
         session = self._require_session()
         headers = {"Authorization": self.token} if self.token else {}
         errors: list[str] = []
+        # pings after 2 x keepalive_timeout idle, a pong awaited keepalive_timeout (aiohttp waits
+        # half the interval); kvraft and etcd's grpc-websocket-proxy both answer them
+        heartbeat = 2 * self.liveness.timeout_s if self.liveness.time_s is not None else None
         for target in self._targets(endpoint):
             try:
-                ws = await session.ws_connect(target + self.prefix + path, headers=headers,
-                                              timeout=aiohttp.ClientWSTimeout(ws_close=self.request_timeout_s))
-            except (TimeoutError, aiohttp.ClientConnectorError, aiohttp.WSServerHandshakeError) as exc:
+                ws = await self.liveness.wait(target, session.ws_connect(
+                    target + self.prefix + path, headers=headers, heartbeat=heartbeat,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=self.request_timeout_s)))
+            except (TimeoutError, aiohttp.ClientConnectorError, aiohttp.WSServerHandshakeError, MemberSilent) as exc:
                 errors.append(f"{target}: {_describe(exc)}")
+                if isinstance(exc, MemberSilent):
+                    self._skip(target)
                 continue
             self._stream_opened(target)
             return ws
@@ -489,6 +542,15 @@ RECHECK_S = 60.0
 in place lists it after its restart; etcd never does)."""
 REQUEST_IDS_OFF = "request ids are not available"
 """The part of a member's code-9 refusal that says it proposed nothing (``kvraft.apply.sessions``)."""
+
+
+def _granted(value: str | None) -> float | None:
+    """The heartbeat interval a stream's member granted (``Kvraft-Keepalive``), if any."""
+    try:
+        granted = float(value) if value else None
+    except ValueError:
+        return None
+    return granted if granted is not None and 0 < granted < math.inf else None
 
 
 def _lists_request_ids(doc: Any) -> bool:

@@ -61,6 +61,8 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
         tls: TLSConfig | None = None,
         token: str | None = None,
         request_ids: bool = True,
+        keepalive_time_s: float | None = 1.0,
+        keepalive_timeout_s: float = 2.0,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e.strip()]
@@ -76,6 +78,8 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
             tls=tls,
             token=token,
             request_ids=request_ids,
+            keepalive_time_s=keepalive_time_s,
+            keepalive_timeout_s=keepalive_timeout_s,
         )
 
     async def open(self) -> Client:

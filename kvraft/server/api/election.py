@@ -25,6 +25,7 @@ from kvraft.server.api.locking import (
 )
 from kvraft.server.api.request import header, read_request, respond
 from kvraft.server.api.stream import open_stream
+from kvraft.server.api.watch import next_response
 from kvraft.watch import WatchCreate
 
 __all__ = ["ROUTES"]
@@ -99,7 +100,7 @@ async def _observe(request: web.Request) -> web.StreamResponse:
     _, fields = await read_request(request, LEADER)
     features = request.app[FEATURES]
     features.check_election_read(fields["name"])
-    sink = await open_stream(request, out)
+    sink = await open_stream(request, out, heartbeats=True)
     prefix = fields["name"] + b"/"
     stream = features.hub.open()
     last: tuple[bytes, int] | None = None
@@ -110,8 +111,7 @@ async def _observe(request: web.Request) -> web.StreamResponse:
             if kv is not None and (kv.key, kv.mod_revision) != last:
                 last = (kv.key, kv.mod_revision)
                 await sink.send({"header": header(request, out, revision), "kv": encode_kv(out, kv)})
-            # (aiohttp does not cancel a handler whose client left: a quiet election kept it)
-            response = await until_disconnect(request, stream.recv())
+            response = await next_response(request, stream, sink)  # (heartbeats while quiet)
             if response is None or response.canceled:
                 break
             if response.events:

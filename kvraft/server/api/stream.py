@@ -5,6 +5,7 @@ concatenated request objects from one body."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,8 +19,16 @@ from kvraft.server.api.codec import MSGPACK, MSGPACK_OUT, Message, Out, decode_m
 from kvraft.server.api.defaults import filler
 
 __all__ = [
-    "CORS", "JsonRequests", "Sink", "bare_error", "decode_stream", "iter_requests", "open_stream", "send_bare_error",
+    "CORS", "KEEPALIVE", "JsonRequests", "Sink", "bare_error", "decode_stream", "iter_requests", "open_stream",
+    "send_bare_error",
 ]
+
+KEEPALIVE = "Kvraft-Keepalive"
+"""A stream's request header asking for heartbeats every N seconds without a message (kvraft's
+client, ``kvraft.client._liveness``); the answer carries the interval granted. etcd's clients
+never send it and get no heartbeats."""
+HEARTBEAT_RANGE_S = (0.2, 60.0)
+_HEARTBEAT = {False: b"\n", True: msgpack.packb(None)}  # JSON whitespace, a msgpack nil
 
 CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -121,8 +130,26 @@ class Sink:
         self.ws = ws
         self.fill = fill if out is not MSGPACK_OUT else None
         """Emit-defaults (``defaults.filler``): each JSON message with its zero-valued fields."""
+        self.heartbeat_s: float | None = None
+        """Granted heartbeat interval (``KEEPALIVE``); None: none asked or none given."""
+        self.last_write = 0.0
+
+    def beat_in(self, now: float, idle_s: float) -> float:
+        """Seconds until the next heartbeat is due, at most ``idle_s`` (the caller's own
+        check interval)."""
+        if self.heartbeat_s is None:
+            return idle_s
+        return max(0.0, min(idle_s, self.last_write + self.heartbeat_s - now))
+
+    async def beat(self, now: float) -> None:
+        """Send a heartbeat if nothing was sent for the granted interval. Call it only
+        between messages (it is written as one chunk of its own)."""
+        if self.heartbeat_s is not None and now - self.last_write >= self.heartbeat_s and self.response is not None:
+            self.last_write = now
+            await self.response.write(_HEARTBEAT[self.out is MSGPACK_OUT])
 
     async def send(self, result: dict[str, Any]) -> None:
+        self.last_write = asyncio.get_running_loop().time()
         if self.fill is not None:
             result = self.fill(result)
         doc = {"result": result}
@@ -140,6 +167,7 @@ class Sink:
 
     async def send_raw(self, data: bytes) -> None:
         """An already encoded JSON message (``{"result": ...}`` plus newline)."""
+        self.last_write = asyncio.get_running_loop().time()
         if self.fill is not None:
             return await self.send(json.loads(data)["result"])
         if self.ws is not None:
@@ -161,11 +189,32 @@ class Sink:
             await self.response.write(self.out.dumps(doc) if self.out is MSGPACK_OUT else json.dumps(doc).encode() + b"\n")
 
 
-async def open_stream(request: web.Request, out: Out) -> Sink:
-    response = web.StreamResponse(headers={**CORS, "Content-Type": out.content_type})
+async def open_stream(request: web.Request, out: Out, heartbeats: bool = False) -> Sink:
+    """Answer headers for a streamed reply. ``heartbeats``: the handler calls ``Sink.beat``
+    while idle, so a client's ``KEEPALIVE`` is granted (clamped to ``HEARTBEAT_RANGE_S``)."""
+    headers = {**CORS, "Content-Type": out.content_type}
+    heartbeat_s = _asked_heartbeat(request) if heartbeats else None
+    if heartbeat_s is not None:
+        headers[KEEPALIVE] = f"{heartbeat_s:g}"
+    response = web.StreamResponse(headers=headers)
     response.enable_chunked_encoding()
     await response.prepare(request)
-    return Sink(out, response=response, fill=filler(request))
+    sink = Sink(out, response=response, fill=filler(request))
+    sink.heartbeat_s = heartbeat_s
+    sink.last_write = asyncio.get_running_loop().time()
+    return sink
+
+
+def _asked_heartbeat(request: web.Request) -> float | None:
+    """The interval a stream asked for, clamped; None when not asked (or not a number)."""
+    try:
+        asked = float(request.headers.get(KEEPALIVE, ""))
+    except ValueError:
+        return None
+    if not asked > 0:  # (NaN too)
+        return None
+    low, high = HEARTBEAT_RANGE_S
+    return min(max(asked, low), high)
 
 
 def is_packed(request: web.Request) -> bool:

@@ -42,7 +42,7 @@ from kvraft.server.api.stream import JsonRequests, Sink, bare_error, open_stream
 from kvraft.server.features import CALLER
 from kvraft.watch import PROGRESS_WATCH_ID, WatchCreate, WatchResponse, WatchStream
 
-__all__ = ["AUTH_ERROR", "ROUTES", "WS_ROUTES", "encode_watch_response"]
+__all__ = ["AUTH_ERROR", "ROUTES", "WS_ROUTES", "encode_watch_response", "next_response"]
 
 FILTER = Enum("etcdserverpb.WatchCreateRequest_FilterType", {"NOPUT": 0, "NODELETE": 1})
 CREATE = Message(
@@ -134,6 +134,24 @@ def _events_json(request: web.Request, r: WatchResponse) -> bytes:
     return "".join(parts).encode()
 
 
+async def next_response(request: web.Request, stream: WatchStream, sink: Sink) -> WatchResponse | None:
+    """The stream's next response; heartbeats (``Sink.beat``) while none is queued; None once
+    the stream closed or the client went away (aiohttp does not cancel its handler)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        r = stream.recv_nowait()
+        if r is not None:
+            return r
+        if stream.closed:
+            return None
+        # (never wait_for(recv()): on 3.11 a timeout racing a result loses it)
+        if not await stream.wait_ready_for(sink.beat_in(loop.time(), IDLE_CHECK_S)):
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return None
+            await sink.beat(loop.time())
+
+
 class _Session:
     """One client stream: requests in, responses out through ``sink``."""
 
@@ -182,16 +200,9 @@ class _Session:
         request = self.request
         out = self.sink.out
         while True:
-            r = self.stream.recv_nowait()
+            r = await next_response(request, self.stream, self.sink)
             if r is None:
-                if self.stream.closed:
-                    return
-                # (never wait_for(recv()): on 3.11 a timeout racing a result loses it)
-                if not await self.stream.wait_ready_for(IDLE_CHECK_S):
-                    transport = request.transport
-                    if transport is None or transport.is_closing():
-                        return
-                continue
+                return
             if out is JSON_OUT and r.events and not (r.created or r.canceled or r.compact_revision):
                 await self.sink.send_raw(_events_json(request, r))  # the fan-out fast path
             else:
@@ -243,7 +254,7 @@ async def _watch(request: web.Request) -> web.StreamResponse:
         first = await anext(requests, None)  # (etcd's gateway too reads it before it answers)
     except EtcdError as bad:
         raise bare_error(bad, out) from None
-    sink = await open_stream(request, out)
+    sink = await open_stream(request, out, heartbeats=True)
     session = _Session(request, sink)
     if first is not None:
         session.handle(first)
