@@ -54,7 +54,7 @@ class Liveness:
         self.timeout_s = timeout_s
         self._ask = ask
         self._heard: dict[str, float] = {}
-        self._probes: dict[str, asyncio.Future[bool]] = {}
+        self._probes: dict[str, asyncio.Task[bool]] = {}
         self.silent = 0
         """Members found silent so far (``ClientStatistics.silent``)."""
 
@@ -66,11 +66,11 @@ class Liveness:
         """When the member was last heard from, but not before the wait ``started``."""
         return max(self._heard.get(endpoint, -math.inf), started)
 
-    def probe(self, endpoint: str) -> asyncio.Future[bool]:
+    def probe(self, endpoint: str) -> asyncio.Task[bool]:
         """The probe of ``endpoint`` in flight, or a new one: True when it answered."""
         probe = self._probes.get(endpoint)
         if probe is None or probe.done():
-            probe = self._probes[endpoint] = asyncio.ensure_future(self._run(endpoint))
+            probe = self._probes[endpoint] = asyncio.get_running_loop().create_task(self._run(endpoint))
         return probe
 
     async def _run(self, endpoint: str) -> bool:
@@ -104,7 +104,7 @@ class Liveness:
                         break
                     continue
                 probe = self.probe(endpoint)
-                either: tuple[asyncio.Future[Any], ...] = (task, probe)
+                either: set[asyncio.Task[Any]] = {task, probe}
                 done, _ = await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                 if task in done:
                     break
