@@ -8,7 +8,9 @@ Raft core's CPU per replicated write, no I/O); scoped-tokens (``scoped_tokens``:
 agent's per-attempt tokens cost); range-stream (``range_stream``: a member's memory while it
 lists many keys, one range against the streamed range); failover (``failover``: a write through a
 follower right after the leader is killed, kvraft and etcd); numbered (``numbered``: what numbering
-a write for the at-most-once table costs, kvraft's client numbered against plain)."""
+a write for the at-most-once table costs, kvraft's client numbered against plain); frozen-member
+(``frozen``: a read, a watch and a CLI read on a member that froze, keepalive on and off; what
+heartbeats cost a member with many idle watches)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from kvraft.bench import (
     cluster_load,
     failover,
     feature_suite,
+    frozen,
     kv_load,
     numbered,
     paired,
@@ -43,6 +46,7 @@ WORKLOADS: dict[str, Callable[[str, list[str]], int]] = {
     "range-stream": range_stream.main,
     "failover": failover.main,
     "numbered": numbered.main,
+    "frozen-member": frozen.main,
 }
 
 
