@@ -89,32 +89,24 @@ class Liveness:
 
     async def wait(self, endpoint: str, awaitable: Awaitable[T]) -> T:
         """Await ``awaitable`` (a request to ``endpoint``) for as long as the member answers
-        probes; ``MemberSilent`` (the request cancelled) when it stops."""
+        probes; ``MemberSilent`` (the request cancelled) when it stops. No task per request:
+        a timer (``_Watch``) probes when due and cancels this task if the member is silent,
+        the way ``asyncio.timeout`` cancels its task."""
         if self.time_s is None:
             return await awaitable
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        task = asyncio.ensure_future(awaitable)
+        task = asyncio.current_task()
+        assert task is not None
+        watch = _Watch(self, endpoint, task, self.time_s)
         try:
-            while True:
-                wait_s = self._since(endpoint, started) + self.time_s - loop.time()
-                if wait_s > 0:
-                    done, _ = await asyncio.wait((task,), timeout=wait_s)
-                    if done:
-                        break
-                    continue
-                probe = self.probe(endpoint)
-                either: set[asyncio.Task[Any]] = {task, probe}
-                done, _ = await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-                if task in done:
-                    break
-                if not probe.result():
-                    raise self._silent(endpoint, loop.time() - self._since(endpoint, started))
+            result = await awaitable
+        except asyncio.CancelledError:
+            if watch.silenced and task.uncancel() == 0:  # our cancel alone, not the caller's
+                raise self._silent(endpoint, watch.quiet_s()) from None
+            raise
         finally:
-            if not task.done():
-                task.cancel()
-                task.add_done_callback(_retrieve)
-        result = task.result()  # (the request's own error raises here)
+            watch.stop()
+        if watch.silenced:  # (the request swallowed our cancel and finished: count it undone)
+            task.uncancel()
         self.heard(endpoint)
         return result
 
@@ -144,7 +136,47 @@ class Liveness:
             return data
 
 
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    """Collect an abandoned request's outcome (no "exception was never retrieved")."""
-    if not task.cancelled():
-        task.exception()
+class _Watch:
+    """The keepalive of one request in flight: when nothing was heard from the member for
+    ``time_s`` it probes (sharing the probe in flight); an answer re-arms it, none cancels
+    ``task`` (``silenced`` tells ``Liveness.wait`` the cancel was this one's)."""
+
+    def __init__(self, liveness: Liveness, endpoint: str, task: asyncio.Task[Any], time_s: float) -> None:
+        self.liveness = liveness
+        self.endpoint = endpoint
+        self.task = task
+        self.time_s = time_s
+        self.loop = asyncio.get_running_loop()
+        self.started = self.loop.time()
+        self.silenced = False
+        self.stopped = False
+        self.timer: asyncio.TimerHandle | None = self.loop.call_at(self.started + time_s, self._due)
+
+    def quiet_s(self) -> float:
+        return self.loop.time() - self.liveness._since(self.endpoint, self.started)
+
+    def _due(self) -> None:
+        self.timer = None
+        if self.stopped:
+            return
+        due = self.liveness._since(self.endpoint, self.started) + self.time_s
+        if due > self.loop.time():  # heard meanwhile (another request's answer)
+            self.timer = self.loop.call_at(due, self._due)
+            return
+        self.liveness.probe(self.endpoint).add_done_callback(self._probed)
+
+    def _probed(self, probe: asyncio.Task[bool]) -> None:
+        if self.stopped:
+            return
+        if probe.result():
+            self._due()  # re-armed from the answer
+            return
+        self.silenced = True
+        self.stopped = True
+        self.task.cancel()
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None

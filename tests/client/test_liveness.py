@@ -54,6 +54,19 @@ async def test_a_request_on_a_silent_member_is_abandoned_and_cancelled() -> None
         await liveness.wait(A, hangs())
     await asyncio.wait_for(cancelled.wait(), 5)
     assert liveness.silent == 1
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0  # the cancel was taken back
+    await asyncio.sleep(0.01)  # (and none is pending)
+
+
+async def test_the_callers_own_cancel_stays_a_cancel() -> None:
+    liveness = Liveness(Prober(alive=False), time_s=0.05, timeout_s=5.0)  # the probe still waits
+    waiting = asyncio.create_task(liveness.wait(A, asyncio.Event().wait()))
+    await asyncio.sleep(0.2)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert liveness.silent == 0
 
 
 async def test_a_fast_request_is_never_probed() -> None:
