@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-__all__ = ["parse_peer_urls"]
+__all__ = ["go_quote", "parse_peer_urls"]
 
 _SCHEMES = ("http", "https", "unix", "unixs")
 _HOST_PORT = re.compile(r"^(?:\[[^\]]*\]|[^:\[\]]*):[^:]*$")
@@ -28,7 +28,7 @@ def parse_peer_urls(urls: Iterable[str]) -> list[str]:
         try:
             parts = urlsplit(text)
         except ValueError:
-            raise ValueError(f"parse {_go_quote(text)}: missing ']' in host") from None
+            raise ValueError(f"parse {go_quote(text)}: missing ']' in host") from None
         if parts.scheme not in _SCHEMES:
             raise ValueError(f"URL scheme must be http, https, unix, or unixs: {text}")
         address = parts.netloc.rpartition("@")[2]
@@ -36,7 +36,7 @@ def parse_peer_urls(urls: Iterable[str]) -> list[str]:
             raise ValueError(f'URL address does not have the form "host:port": {text}')
         port = address.rpartition(":")[2]
         if port and not port.isdigit():
-            raise ValueError(f'parse {_go_quote(text)}: invalid port ":{port}" after host')
+            raise ValueError(f'parse {go_quote(text)}: invalid port ":{port}" after host')
         if parts.path:
             raise ValueError(f"URL must not contain a path: {text}")
         out.append(parts.geturl())
@@ -45,5 +45,6 @@ def parse_peer_urls(urls: Iterable[str]) -> list[str]:
     return sorted(out)
 
 
-def _go_quote(text: str) -> str:
+def go_quote(text: str) -> str:
+    """Go's ``%q`` of plain text (quotes and backslashes escaped)."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

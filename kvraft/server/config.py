@@ -25,6 +25,7 @@ from kvraft.server.compactor import parse_retention_s
 from kvraft.server.crl import CRLError, read_crl
 from kvraft.server.flag_help import FLAG_HELP, GROUPS
 from kvraft.server.tls_policy import TLSPolicyError, check_tls_policy
+from kvraft.urls import go_quote, parse_peer_urls
 
 __all__ = ["Config", "ConfigError", "member_id_for", "parse_config", "cluster_id_for"]
 
@@ -121,6 +122,21 @@ class Config:
     auth_token_ttl: int = 300
     bcrypt_cost: int = 10
     experimental_watch_progress_notify_interval: str = "10m"
+    cors: list[str] = field(default_factory=lambda: ["*"])
+    """etcd's ``--cors``: the origins answered with CORS headers (``*`` or none: every origin;
+    kvraft/server/api/access.py)."""
+    host_whitelist: list[str] = field(default_factory=lambda: ["*"])
+    """etcd's ``--host-whitelist``: the Host names a plain-http request may name (``*`` or none:
+    any; refused with 421 otherwise, against DNS rebinding)."""
+    grpc_keepalive_min_time: str = "5s"
+    """The shortest heartbeat interval a client's stream is granted (``Kvraft-Keepalive``;
+    etcd: the shortest ping interval a client may use)."""
+    grpc_keepalive_interval: str = "2h"
+    """How long a client connection may be silent before the server's kernel probes it
+    (TCP keepalive; etcd: its HTTP/2 ping interval); 0s: never."""
+    grpc_keepalive_timeout: str = "20s"
+    """How long an unanswered probe (or unacknowledged data) may wait before the connection is
+    closed; 0s: the kernel's defaults."""
     metrics: str = "basic"
     """etcd's ``--metrics``: ``extensive`` adds ``grpc_server_handling_seconds`` (histograms
     of each call's handling time)."""
@@ -241,11 +257,18 @@ class Config:
             raise ConfigError("--log-level must be debug, info, warn, error, panic or fatal")
         if self.logger not in ("zap", "capnslog"):
             raise ConfigError("--logger must be 'zap' (JSON lines) or 'capnslog' (text)")
-        for name in ("experimental_corrupt_check_time", "experimental_watch_progress_notify_interval"):
+        for name in ("experimental_corrupt_check_time", "experimental_watch_progress_notify_interval",
+                     "grpc_keepalive_min_time", "grpc_keepalive_interval", "grpc_keepalive_timeout"):
             try:
-                parse_go_duration_s(getattr(self, name))
+                if parse_go_duration_s(getattr(self, name)) < 0:
+                    raise ValueError(f"{getattr(self, name)!r} is negative")
             except ValueError as exc:
                 raise ConfigError(f"--{name.replace('_', '-')}: {exc}") from None
+        if self.cors != ["*"]:  # etcd's flag is a URL list (types.NewURLs), "*" alone excepted
+            try:
+                self.cors = parse_peer_urls(self.cors) if self.cors else []
+            except ValueError as exc:
+                raise ConfigError(f"invalid value {go_quote(','.join(self.cors))} for flag -cors: {exc}") from None
         if self.metrics not in ("basic", "extensive"):
             raise ConfigError("--metrics must be 'basic' or 'extensive'")
         if not self.log_outputs:
@@ -340,7 +363,7 @@ def cluster_id_for(member_ids: list[int], token: str) -> int:
 
 
 _LISTS = {"listen_client_urls", "advertise_client_urls", "listen_peer_urls", "initial_advertise_peer_urls",
-          "listen_metrics_urls", "log_outputs", "cipher_suites"}
+          "listen_metrics_urls", "log_outputs", "cipher_suites", "cors", "host_whitelist"}
 
 
 _UNSIGNED = ("snapshot_count", "snapshot_catchup_entries", "max_txn_ops", "max_learners", "auth_token_ttl")

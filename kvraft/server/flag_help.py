@@ -90,4 +90,16 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     "experimental_watch_progress_notify_interval": ("Experimental", "Duration of periodic watch progress "
                                                                     "notifications."),
     "enable_v2": ("Experimental", "etcd's v2 API: kvraft has none, so only false is accepted."),
+    # Security (etcd lists these two there)
+    "cors": ("Security", "Comma-separated whitelist of origins for CORS, or cross-origin resource sharing, "
+                         "(empty or * means allow all)."),
+    "host_whitelist": ("Security", "Acceptable hostnames from HTTP client requests, if server is not secure "
+                                   "(empty or * means allow all)."),
+    # Member: client connections' keepalive
+    "grpc_keepalive_min_time": ("Member", "Shortest heartbeat interval a client's stream may ask for "
+                                          "(Kvraft-Keepalive; etcd: minimum client ping interval)."),
+    "grpc_keepalive_interval": ("Member", "Silence on a client connection before the server probes it "
+                                          "(TCP keepalive; 0s to disable)."),
+    "grpc_keepalive_timeout": ("Member", "Wait for an unanswered probe or unacknowledged data before closing "
+                                         "the connection (0s: the kernel's defaults)."),
 }

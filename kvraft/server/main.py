@@ -81,7 +81,8 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
     client_ssl = client_ssl_context(config)
     node = Node(config, await join_cluster(config) if must_join(config) else None)
     app = make_app(node)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # (tcp_keepalive off: the fast path set each connection's keepalive from --grpc-keepalive-*)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, tcp_keepalive=False)
     await runner.setup()  # (starts the member: its peers, its Raft loop, its stores)
     sites = []
     try:

@@ -75,11 +75,23 @@ def test_periodic_retention_units() -> None:
 
 def test_config_file_keys_kvraft_does_not_know_are_named_on_stderr(tmp_path, capsys) -> None:
     path = tmp_path / "etcd.yaml"
-    path.write_text("name: infra1\ndiscovery-srv: example.com\ncors: '*'\nsnapshot-count: 50\n")
+    path.write_text("name: infra1\ndiscovery-srv: example.com\nproxy: 'off'\ncors: '*'\nsnapshot-count: 50\n")
     config = parse_config(["--config-file", str(path)])
-    assert config.snapshot_count == 50
+    assert config.snapshot_count == 50 and config.cors == ["*"]
     err = capsys.readouterr().err
-    assert f"--config-file {path}: ignoring cors, discovery-srv" in err
+    assert f"--config-file {path}: ignoring discovery-srv, proxy" in err
+
+
+def test_an_etcd_config_files_access_and_keepalive_keys_are_read(tmp_path) -> None:
+    path = tmp_path / "etcd.yaml"
+    path.write_text("cors: 'http://localhost:3000'\nhost-whitelist: 'a.example,b.example'\n"
+                    "grpc-keepalive-min-time: 2s\ngrpc-keepalive-interval: 1m\ngrpc-keepalive-timeout: 5s\n"
+                    f"data-dir: {tmp_path / 'd'}\n")
+    config = parse_config(["--config-file", str(path)])
+    config.validate()
+    assert config.cors == ["http://localhost:3000"] and config.host_whitelist == ["a.example", "b.example"]
+    assert (config.grpc_keepalive_min_time, config.grpc_keepalive_interval, config.grpc_keepalive_timeout) == \
+        ("2s", "1m", "5s")
 
 
 def test_a_config_file_of_known_keys_warns_of_nothing(tmp_path, capsys) -> None:

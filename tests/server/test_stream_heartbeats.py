@@ -1,7 +1,8 @@
 """Heartbeats on kvraft's idle streams (``Kvraft-Keepalive``, kvraft.server.api.stream): a
 watch or election observe stream that asked for them gets the interval granted in the answer's
 headers and a heartbeat (JSON whitespace, a msgpack nil) whenever it was idle that long; one
-that did not ask (etcd's clients) gets neither. One real member, raw HTTP."""
+that did not ask (etcd's clients) gets neither. The shortest interval granted is the member's
+``--grpc-keepalive-min-time`` (100 ms here, etcd's 5 s by default). Real members, raw HTTP."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import io
 import json
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import aiohttp
 import msgpack
@@ -23,7 +25,8 @@ WATCH = {"create_request": {"key": "aGI=", "range_end": "aGM="}}  # hb .. hc
 
 @pytest.fixture(scope="module")
 def member(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    cluster: LocalCluster = start_cluster(tmp_path_factory.mktemp("heartbeats"), size=1, extra=FAST_FLAGS)
+    cluster: LocalCluster = start_cluster(tmp_path_factory.mktemp("heartbeats"), size=1,
+                                          extra=[*FAST_FLAGS, "--grpc-keepalive-min-time=100ms"])
     try:
         cluster.wait_leader(60)
         yield cluster.url("m0")
@@ -108,3 +111,14 @@ async def test_an_idle_election_observe_gets_heartbeats(member: str) -> None:
                                     {"Content-Type": "application/json", KEEPALIVE: "0.3"}, 1.5)
     assert headers[KEEPALIVE] == "0.3"
     assert b"".join(chunks).count(b"\n") >= 2 and not b"".join(chunks).strip()  # no leader: heartbeats only
+
+
+def test_the_default_floor_is_etcds_keepalive_min_time(tmp_path: Path) -> None:
+    cluster = start_cluster(tmp_path, size=1, extra=FAST_FLAGS)
+    try:
+        cluster.wait_leader(60)
+        got, _ = asyncio.run(_chunks(cluster.url("m0"), "/v3/watch", json.dumps(WATCH).encode(),
+                                     {"Content-Type": "application/json", KEEPALIVE: "1"}, 0.3))
+    finally:
+        cluster.stop()
+    assert float(got[KEEPALIVE]) == 5.0

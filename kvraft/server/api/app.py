@@ -11,6 +11,7 @@ wrapper answers preflights).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from kvraft.apply.errors import InvalidArgument
 from kvraft.server.api import cluster, debug, defaults, gate, kv, maintenance, misc
+from kvraft.server.api.access import ACCESS, Access, answer_headers, refusal
 from kvraft.server.api.codec import JSON_OUT
 from kvraft.server.api.errors import GRPC_CODE, error_response
 from kvraft.server.api.grpc_stats import method_for
@@ -27,17 +29,8 @@ from kvraft.server.api.state import SERVER
 
 __all__ = ["make_app"]
 
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "POST, GET, OPTIONS, PUT, DELETE",
-    "Access-Control-Allow-Headers": "accept, content-type, authorization",
-    "Grpc-Metadata-Content-Type": "application/grpc",
-}
-
-_PREFLIGHT = {k: v for k, v in CORS_HEADERS.items() if k.startswith("Access-Control-")}
-"""A preflight's answer (what a browser checks before it sends a cross-origin POST)."""
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger("kvraft.api")
 
 
 def _go_clean(path: str) -> str:
@@ -74,8 +67,13 @@ async def _paths(request: web.Request, handler: Handler) -> web.StreamResponse:
     redirected (301) to the clean one; a path outside ``/v3/`` that no route serves is Go's
     ``404 page not found`` (inside ``/v3/`` the gateway's ``Not Found``). aiohttp's URL
     parsing removes dot segments, so the raw path is what is looked at."""
+    access = request.app[ACCESS]
+    refused = access.host_refused(request)  # (first, as etcd's access controller)
+    if refused is not None:
+        log.warning("rejecting HTTP request to prevent DNS rebinding attacks (host %r)", refused)
+        return refusal(refused)
     if request.method == "OPTIONS":  # etcd's CORS wrapper answers every preflight, any path
-        return web.Response(status=200, headers=_PREFLIGHT)
+        return web.Response(status=200, headers=access.cors(request.headers.get("Origin")))
     raw = request.raw_path.split("?", 1)[0]
     if not raw.startswith("/"):  # absolute form (a forward proxy's target): Go's server takes its path
         raw = urlsplit(raw).path or "/"
@@ -116,7 +114,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = error_response(exc, request.get(OUT, JSON_OUT))
     if stats is not None and method is not None:
         stats.finish(method, response.get(GRPC_CODE, 0), started)
-    response.headers.update(CORS_HEADERS)
+    response.headers.update(answer_headers(request))
     return response
 
 
@@ -149,6 +147,8 @@ def make_app(server: Any) -> web.Application:
     max_bytes = body_limit(server.config.max_request_bytes)
     app = web.Application(middlewares=[_paths, _errors, _emit_defaults], client_max_size=max_bytes)
     app[SERVER] = server
+    config = server.config
+    app[ACCESS] = Access(getattr(config, "cors", ("*",)), getattr(config, "host_whitelist", ("*",)))
 
     async def member_lifetime(_app: web.Application) -> AsyncIterator[None]:
         await server.start()

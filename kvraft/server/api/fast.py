@@ -6,8 +6,9 @@
 the leader's CPU at saturation). Everything else is aiohttp's, unchanged: the first
 request on a connection that this path does not take (another route or method, a
 chunked body, ``Expect``, HTTP/1.0, a body over the size limit, any request while auth is
-enabled, or any request from a TLS client without a certificate under ``--client-cert-auth``,
-which aiohttp's middleware refuses unless it carries a scoped token) hands the connection,
+enabled, any request from a TLS client without a certificate under ``--client-cert-auth``,
+which aiohttp's middleware refuses unless it carries a scoped token, or any request at all
+when ``--cors`` or ``--host-whitelist`` is not etcd's default ``*``) hands the connection,
 with the bytes already read, to aiohttp's protocol for the rest of its life.
 
 Wire compatibility: the same decoders (``codec.decode_body``), encoders (``encode``), and
@@ -42,7 +43,10 @@ from kvraft.apply.errors import FailedPrecondition, InvalidArgument, Unavailable
 from kvraft.apply.ops import BatchOp, PutOp, RangeOp
 from kvraft.apply.sessions import RequestId, request_id
 from kvraft.apply.validate import validate_op
+from kvraft.durations import parse_go_duration_s
+from kvraft.server import client_keepalive
 from kvraft.server.api import fast_lease, gojson, schemas
+from kvraft.server.api.access import Access
 from kvraft.server.api.coalesce import PutCoalescer
 from kvraft.server.api.codec import JSON_OUT, MSGPACK, MSGPACK_OUT, Out, decode_body, decode_message
 from kvraft.server.api.encode import (
@@ -109,6 +113,12 @@ class _Routes:
         self.cert_rule = CertRule("client", allowed_hostname=str(getattr(config, "client_cert_allowed_hostname", "") or ""))
         self.emit_defaults = bool(getattr(config, "gateway_emit_defaults", False))
         """JSON answers are then aiohttp's (its middleware fills them: ``defaults``)."""
+        self.keepalive = (parse_go_duration_s(getattr(config, "grpc_keepalive_interval", "2h")),
+                          parse_go_duration_s(getattr(config, "grpc_keepalive_timeout", "20s")))
+        """``client_keepalive``: every client connection's TCP keepalive (etcd's flags)."""
+        self.open_access = Access(getattr(config, "cors", ("*",)), getattr(config, "host_whitelist", ("*",))).default
+        """etcd's default ``--cors`` and ``--host-whitelist``; else every request is aiohttp's
+        (``access``: the headers and the host check depend on the request)."""
 
     def header(self, out: Out, revision: int) -> dict[str, Any]:
         s = self.server
@@ -367,6 +377,7 @@ class FastProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        client_keepalive.configure(transport.get_extra_info("socket"), *self.routes.keepalive)
         why = self.routes.cert_rule.refusal(transport.get_extra_info("peercert")) if self.routes.cert_rule else ""
         if why:  # --client-cert-allowed-hostname: closed before a byte is read, as etcd's listener
             log.warning("refused a client connection from %s: %s", transport.get_extra_info("peername"), why)
@@ -376,7 +387,7 @@ class FastProtocol(asyncio.Protocol):
         # --client-cert-auth and a TLS client that offered no certificate: aiohttp's middleware
         # decides (a scoped token or a refusal); this path would answer it unchecked
         self.uncertified = self.routes.client_cert_auth and transport.get_extra_info("sslcontext") is not None \
-            and not transport.get_extra_info("peercert")
+            and not transport.get_extra_info("peercert") or not self.routes.open_access
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data

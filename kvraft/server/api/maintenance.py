@@ -12,13 +12,13 @@ from typing import Any
 from aiohttp import web
 
 from kvraft.server.api import schemas
+from kvraft.server.api.access import answer_headers
 from kvraft.server.api.codec import MSGPACK_OUT, Out
 from kvraft.server.api.defaults import filler
 from kvraft.server.api.errors import to_etcd_error
 from kvraft.server.api.feature_state import FEATURES
 from kvraft.server.api.request import header, read_request, respond
 from kvraft.server.api.state import SERVER
-from kvraft.server.api.stream import CORS
 
 __all__ = ["ALARM_NAMES", "ROUTES", "alarm_text"]
 
@@ -115,7 +115,7 @@ async def _snapshot(request: web.Request) -> web.StreamResponse:
     server.state.commit()  # applied batches the store still holds go to disk first (as etcd's ForceCommit)
     stream = await loop.run_in_executor(None, server.state.store.snapshot, SNAPSHOT_CHUNK_BYTES)
     frames = iter(stream)
-    response = web.StreamResponse(headers={**CORS, "Content-Type": out.content_type})
+    response = web.StreamResponse(headers={**answer_headers(request), "Content-Type": out.content_type})
     fill = filler(request) if out is not MSGPACK_OUT else None
     failure: Exception | None = None
     try:

@@ -14,12 +14,15 @@ import msgpack
 from aiohttp import web
 
 from kvraft.apply.errors import EtcdError, InvalidArgument, Unknown
+from kvraft.durations import parse_go_duration_s
 from kvraft.server.api import gojson
+from kvraft.server.api.access import answer_headers
 from kvraft.server.api.codec import MSGPACK, MSGPACK_OUT, Message, Out, decode_message
 from kvraft.server.api.defaults import filler
+from kvraft.server.api.state import SERVER
 
 __all__ = [
-    "CORS", "KEEPALIVE", "JsonRequests", "Sink", "bare_error", "decode_stream", "iter_requests", "open_stream",
+    "KEEPALIVE", "JsonRequests", "Sink", "bare_error", "decode_stream", "iter_requests", "open_stream",
     "send_bare_error",
 ]
 
@@ -30,12 +33,6 @@ never send it and get no heartbeats."""
 HEARTBEAT_RANGE_S = (0.2, 60.0)
 _HEARTBEAT = {False: b"\n", True: msgpack.packb(None)}  # JSON whitespace, a msgpack nil
 
-CORS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "POST, GET, OPTIONS, PUT, DELETE",
-    "Access-Control-Allow-Headers": "accept, content-type, authorization",
-    "Grpc-Metadata-Content-Type": "application/grpc",
-}
 
 
 def iter_requests(body: bytes, packed: bool, schema: Message) -> Iterator[Any]:
@@ -192,7 +189,7 @@ class Sink:
 async def open_stream(request: web.Request, out: Out, heartbeats: bool = False) -> Sink:
     """Answer headers for a streamed reply. ``heartbeats``: the handler calls ``Sink.beat``
     while idle, so a client's ``KEEPALIVE`` is granted (clamped to ``HEARTBEAT_RANGE_S``)."""
-    headers = {**CORS, "Content-Type": out.content_type}
+    headers = {**answer_headers(request), "Content-Type": out.content_type}
     heartbeat_s = _asked_heartbeat(request) if heartbeats else None
     if heartbeat_s is not None:
         headers[KEEPALIVE] = f"{heartbeat_s:g}"
@@ -206,7 +203,9 @@ async def open_stream(request: web.Request, out: Out, heartbeats: bool = False) 
 
 
 def _asked_heartbeat(request: web.Request) -> float | None:
-    """The interval a stream asked for, clamped; None when not asked (or not a number)."""
+    """The interval a stream asked for, clamped to ``HEARTBEAT_RANGE_S`` and to the member's
+    ``--grpc-keepalive-min-time`` (etcd's: the shortest ping interval a client may use); None
+    when not asked (or not a number)."""
     try:
         asked = float(request.headers.get(KEEPALIVE, ""))
     except ValueError:
@@ -214,7 +213,9 @@ def _asked_heartbeat(request: web.Request) -> float | None:
     if not asked > 0:  # (NaN too)
         return None
     low, high = HEARTBEAT_RANGE_S
-    return min(max(asked, low), high)
+    server = request.app.get(SERVER)
+    floor = parse_go_duration_s(getattr(getattr(server, "config", None), "grpc_keepalive_min_time", "0s"))
+    return min(max(asked, low, floor), high)
 
 
 def is_packed(request: web.Request) -> bool:
