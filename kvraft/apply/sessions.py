@@ -1,8 +1,9 @@
 """At most once per numbered write: the table of clients' answered requests (Raft thesis, 6.3).
 
-A client that numbers its writes (``Kvraft-Request-Id: <client>:<seq>:<first>``, kvraft's
-client does: put, delete, txn, lease grant and revoke) may send one again when its answer was lost: every member applies the
-committed ``SessionOp`` entries through ``Sessions.apply``, which applies the write the
+A client that numbers its writes (``Kvraft-Request-Id: <client>:<seq>:<first>``; kvraft's
+client numbers put, delete, txn, lease grant and revoke, compaction, and user and role
+changes) may send one again when its answer was lost: every member applies the committed
+``SessionOp`` entries through ``Sessions.apply``, which applies the write the
 first time and keeps its answer, and answers a later copy of the same ``(client, seq)``
 with that answer, applying nothing. So a put retried after a lost connection, a leader
 change or a timeout changes the store once, and the retry learns what the first copy did
@@ -46,6 +47,7 @@ from typing import Any
 
 import msgpack
 
+from kvraft.apply.chain import CompactResult
 from kvraft.apply.errors import EtcdError, FailedPrecondition, InvalidArgument, error_from_code
 from kvraft.apply.feature_appliers import LeaseGrantResult
 from kvraft.apply.ops import SessionOp
@@ -299,9 +301,11 @@ def _to_wire(result: Any) -> list[Any]:
         return ["e", result.code, result.message]
     if isinstance(result, LeaseGrantResult):
         return ["g", result.id, result.ttl, result.revision]
-    if type(result) is int:  # (a lease revoke's revision)
+    if type(result) is int:  # (a lease revoke's revision, a user or role change's)
         return ["i", result]
-    return ["x", getattr(result, "revision", 0), 0]  # (only put, delete and txn are numbered)
+    if isinstance(result, CompactResult):
+        return ["c", result.revision]
+    return ["x", getattr(result, "revision", 0), 0]  # (no other write is numbered)
 
 
 def _from_wire(wire: list[Any]) -> Any:
@@ -320,6 +324,8 @@ def _from_wire(wire: list[Any]) -> Any:
         return LeaseGrantResult(wire[1], wire[2], wire[3])
     if tag == "i":
         return int(wire[1])
+    if tag == "c":
+        return CompactResult(wire[1])
     if tag == "x":
         return FailedPrecondition(ANSWER_NOT_KEPT.format(revision=wire[1], size=wire[2]))
     raise StorageCorruptionError(f"unknown session answer tag {tag!r}")

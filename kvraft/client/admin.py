@@ -138,10 +138,10 @@ class AdminMixin:
 
     # -- auth ------------------------------------------------------------------------------
     async def auth_enable(self) -> HeaderResponse:
-        return HeaderResponse.from_wire(await self._transport.unary("/auth/enable", {}, safe=False))
+        return HeaderResponse.from_wire(await self._transport.unary("/auth/enable", {}, safe=False, numbered=True))
 
     async def auth_disable(self) -> HeaderResponse:
-        return HeaderResponse.from_wire(await self._transport.unary("/auth/disable", {}, safe=False))
+        return HeaderResponse.from_wire(await self._transport.unary("/auth/disable", {}, safe=False, numbered=True))
 
     async def auth_status(self) -> AuthStatusResponse:
         """etcd 3.5+ and kvraft; etcd 3.4 answers 404 (a ``ServerError`` with code 12)."""
@@ -175,7 +175,7 @@ class AdminMixin:
         body: dict[str, Any] = {"name": name, "password": password}
         if no_password:
             body["options"] = {"no_password": True}
-        return HeaderResponse.from_wire(await self._transport.unary("/auth/user/add", body, safe=False))
+        return HeaderResponse.from_wire(await self._transport.unary("/auth/user/add", body, safe=False, numbered=True))
 
     async def user_get(self, name: str) -> UserGetResponse:
         return UserGetResponse.from_wire(await self._transport.unary("/auth/user/get", {"name": name}, safe=True))
@@ -184,23 +184,23 @@ class AdminMixin:
         return UserListResponse.from_wire(await self._transport.unary("/auth/user/list", {}, safe=True))
 
     async def user_delete(self, name: str) -> HeaderResponse:
-        doc = await self._transport.unary("/auth/user/delete", {"name": name}, safe=False)
+        doc = await self._transport.unary("/auth/user/delete", {"name": name}, safe=False, numbered=True)
         return HeaderResponse.from_wire(doc)
 
     async def user_change_password(self, name: str, password: str) -> HeaderResponse:
         body = {"name": name, "password": password}
-        return HeaderResponse.from_wire(await self._transport.unary("/auth/user/changepw", body, safe=False))
+        return HeaderResponse.from_wire(await self._transport.unary("/auth/user/changepw", body, safe=False, numbered=True))
 
     async def user_grant_role(self, user: str, role: str) -> HeaderResponse:
         body = {"user": user, "role": role}
-        return HeaderResponse.from_wire(await self._transport.unary("/auth/user/grant", body, safe=False))
+        return HeaderResponse.from_wire(await self._transport.unary("/auth/user/grant", body, safe=False, numbered=True))
 
     async def user_revoke_role(self, name: str, role: str) -> HeaderResponse:
         body = {"name": name, "role": role}
-        return HeaderResponse.from_wire(await self._transport.unary("/auth/user/revoke", body, safe=False))
+        return HeaderResponse.from_wire(await self._transport.unary("/auth/user/revoke", body, safe=False, numbered=True))
 
     async def role_add(self, name: str) -> HeaderResponse:
-        return HeaderResponse.from_wire(await self._transport.unary("/auth/role/add", {"name": name}, safe=False))
+        return HeaderResponse.from_wire(await self._transport.unary("/auth/role/add", {"name": name}, safe=False, numbered=True))
 
     async def role_get(self, name: str) -> RoleGetResponse:
         return RoleGetResponse.from_wire(await self._transport.unary("/auth/role/get", {"role": name}, safe=True))
@@ -209,7 +209,7 @@ class AdminMixin:
         return RoleListResponse.from_wire(await self._transport.unary("/auth/role/list", {}, safe=True))
 
     async def role_delete(self, name: str) -> HeaderResponse:
-        doc = await self._transport.unary("/auth/role/delete", {"role": name}, safe=False)
+        doc = await self._transport.unary("/auth/role/delete", {"role": name}, safe=False, numbered=True)
         return HeaderResponse.from_wire(doc)
 
     async def role_grant_permission(
@@ -220,11 +220,11 @@ class AdminMixin:
         perm: dict[str, Any] = {"permType": perm_type, "key": to_bytes(key)}
         if range_end:
             perm["range_end"] = to_bytes(range_end)
-        doc = await self._transport.unary("/auth/role/grant", {"name": name, "perm": perm}, safe=False)
+        doc = await self._transport.unary("/auth/role/grant", {"name": name, "perm": perm}, safe=False, numbered=True)
         return HeaderResponse.from_wire(doc)
 
     async def role_revoke_permission(self, name: str, key: Key, range_end: Key = b"") -> HeaderResponse:
         body: dict[str, Any] = {"role": name, "key": to_bytes(key)}
         if range_end:
             body["range_end"] = to_bytes(range_end)
-        return HeaderResponse.from_wire(await self._transport.unary("/auth/role/revoke", body, safe=False))
+        return HeaderResponse.from_wire(await self._transport.unary("/auth/role/revoke", body, safe=False, numbered=True))

@@ -375,5 +375,5 @@ class KVMixin:
         body: dict[str, Any] = {"revision": revision}
         if physical:
             body["physical"] = True
-        doc = await self._transport.unary("/kv/compaction", body, safe=False)
+        doc = await self._transport.unary("/kv/compaction", body, safe=False, numbered=True)
         return GetResponse.from_wire(doc).header.revision

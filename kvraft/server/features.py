@@ -333,8 +333,11 @@ class Features:
     async def hash(self, password: str) -> bytes:
         return await asyncio.get_running_loop().run_in_executor(None, hash_password, password, self.bcrypt_cost)
 
-    async def propose_auth(self, action: str, args: list[Any]) -> int:
-        op = self.wrap_proposal(AuthOp(action, args))
+    async def propose_auth(self, action: str, args: list[Any], once: Any = None) -> int:
+        """``once``: the client's ``Kvraft-Request-Id``: a copy of a user or role change sent
+        again after a lost answer gets the first copy's answer ("user name already exists"
+        no more) and changes nothing (``kvraft.apply.sessions``)."""
+        op = self.node.numbered(self.wrap_proposal(AuthOp(action, args)), once)
         # (every proposal is held to --max-request-bytes, as etcd's raft requests are)
         revision: int = await self.node.driver.propose(op, max_bytes=self.node.config.max_request_bytes)
         return revision

@@ -521,8 +521,11 @@ class Node(NodeStatusMixin):
             return self.state.txn_read_only(op)
         return await self._write(op, once)
 
-    async def compact(self, op: CompactOp) -> Any:
-        result = await self._write(op)
+    async def compact(self, op: CompactOp, once: RequestId | None = None) -> Any:
+        """``once``: a copy of a compaction sent again after a lost answer gets the first
+        copy's revision, not "required revision has been compacted" (a physical one is then
+        answered at once: the first copy's wait was the physical compaction's)."""
+        result = await self._write(op, once)
         if op.physical and getattr(result, "job", None) is not None:
             # etcd answers a physical compaction once the store has dropped the history
             await asyncio.get_running_loop().run_in_executor(None, result.job.wait)

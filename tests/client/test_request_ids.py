@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -61,7 +61,9 @@ class LosingProxy:
             doc.pop("kvraft_features", None)
             payload = json.dumps(doc).encode()
         if request.path in ("/v3/kv/put", "/v3/kv/txn", "/v3/kv/deleterange", "/v3/lease/grant",
-                            "/v3/kv/lease/revoke"):
+                            "/v3/kv/lease/revoke", "/v3/kv/compaction") or request.path.startswith("/v3/auth/user/") \
+                and request.path not in ("/v3/auth/user/get", "/v3/auth/user/list") \
+                or request.path.startswith("/v3/auth/role/") and request.path not in ("/v3/auth/role/get", "/v3/auth/role/list"):
             self.writes_seen.append(request.headers.get("Kvraft-Request-Id"))
             if self.lose > 0:
                 self.lose -= 1
@@ -181,6 +183,32 @@ async def test_a_lease_revoke_whose_answer_was_lost_reports_success(cluster: Loc
         assert len(proxy.writes_seen) == 3 and proxy.writes_seen[2] is not None
         assert (await client.get("leased")).kvs == ()
         assert list((await client.lease_leases()).leases) == []
+
+
+async def test_user_and_role_changes_whose_answers_were_lost_are_applied_once(cluster: LocalCluster) -> None:
+    """Without the number, each retry would answer the first copy's change as an error: "user
+    name already exists", "role name already exists", "user not found"."""
+    changes: list[Callable[[Client], Awaitable[object]]] = [
+        lambda c: c.user_add("alice", "pw"), lambda c: c.role_add("readers"),
+        lambda c: c.role_grant_permission("readers", "READ", "app/", "app0"),
+        lambda c: c.user_grant_role("alice", "readers"), lambda c: c.user_delete("alice")]
+    for change in changes:
+        async for proxy, client in _proxied(cluster, lose=1):
+            await change(client)  # answer lost, sent again through another member, answered from the table
+            assert len(proxy.writes_seen) == 1 and proxy.writes_seen[0] is not None, proxy.writes_seen
+    async with Client([cluster.url(n) for n in cluster.members]) as client:
+        assert (await client.user_list()).users == ()
+        assert [p.key for p in (await client.role_get("readers")).perm] == [b"app/"]
+
+
+async def test_a_compaction_whose_answer_was_lost_reports_success(cluster: LocalCluster) -> None:
+    """Without the number, the retry would answer "required revision has been compacted"."""
+    async for proxy, client in _proxied(cluster, lose=0):
+        revision = (await client.put("before", "v")).header.revision
+        await client.put("after", "w")
+        proxy.lose = 1
+        assert await client.compact(revision) >= revision
+        assert proxy.writes_seen[-1] is not None
 
 
 async def test_an_endpoint_that_said_no_is_asked_again_later(cluster: LocalCluster,

@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from kvraft.apply.sessions import HEADER, request_id
 from kvraft.auth import READ, Permission
 from kvraft.server.api.codec import BOOL, BYTES, INT64, STRING, Enum, Message
 from kvraft.server.api.feature_state import FEATURES
@@ -51,8 +52,9 @@ def _mutation(schema: Message, action: str, args_of: Any) -> Any:
     async def handler(request: web.Request) -> web.Response:
         out, fields = await read_request(request, schema)
         features = request.app[FEATURES]
+        once = request_id(request.headers.get(HEADER))  # (malformed: refused before any hashing)
         args = await args_of(features, fields)
-        revision = await features.propose_auth(action, args)
+        revision = await features.propose_auth(action, args, once)
         return respond(out, {"header": header(request, out, revision)})
 
     return handler

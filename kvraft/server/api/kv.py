@@ -93,7 +93,7 @@ async def _txn(request: web.Request) -> web.Response:
 
 async def _compaction(request: web.Request) -> web.Response:
     out, op = await read_request(request, schemas.COMPACTION)
-    result = await request.app[SERVER].compact(op)
+    result = await request.app[SERVER].compact(op, request_id(request.headers.get(HEADER)))
     return respond(out, {"header": header(request, out, result.revision)})
 
 
