@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvraft.apply import sessions as sessions_module
+from kvraft.apply.chain import CompactResult
 from kvraft.apply.errors import (
     DataLoss,
     EtcdError,
@@ -184,6 +185,8 @@ ANSWERS: list[Any] = [
         DeleteRangeResult(13, 1, (KV2,)),
         TxnResult(0, True, (PutResult(13), TxnResult(0, False, ()))),  # nested txns: header revision 0
     )),
+    CompactResult(14),  # a compaction's (its physical job is not kept)
+    15,  # a lease revoke's, a user or role change's revision
 ]
 
 
