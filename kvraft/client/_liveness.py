@@ -55,6 +55,9 @@ class Liveness:
         self._ask = ask
         self._heard: dict[str, float] = {}
         self._probes: dict[str, asyncio.Task[bool]] = {}
+        self._cuts: dict[str, set[Callable[[], None]]] = {}
+        """Per endpoint, what is waiting on it now: each cuts its wait short (cancels its
+        task) when a probe of that member goes unanswered, whoever sent the probe."""
         self.silent = 0
         """Members found silent so far (``ClientStatistics.silent``)."""
 
@@ -78,6 +81,8 @@ class Liveness:
             async with asyncio.timeout(self.timeout_s):
                 await self._ask(endpoint)
         except Exception:  # timed out, refused, reset: no answer (whatever the client library raised)
+            for cut in list(self._cuts.get(endpoint, ())):  # every wait on the member, streams too
+                cut()
             return False
         self.heard(endpoint)
         return True
@@ -97,6 +102,8 @@ class Liveness:
         task = asyncio.current_task()
         assert task is not None
         watch = _Watch(self, endpoint, task, self.time_s)
+        cuts = self._cuts.setdefault(endpoint, set())
+        cuts.add(watch.cut)
         try:
             result = await awaitable
         except asyncio.CancelledError:
@@ -105,35 +112,57 @@ class Liveness:
             raise
         finally:
             watch.stop()
+            cuts.discard(watch.cut)
         if watch.silenced:  # (the request swallowed our cancel and finished: count it undone)
             task.uncancel()
         self.heard(endpoint)
         return result
 
-    async def read(self, endpoint: str, read: Callable[[], Awaitable[bytes]], started: float,
+    async def read(self, endpoint: str, read: Callable[[], Awaitable[bytes]], last: float,
                    heartbeat_s: float | None) -> bytes:
         """The next bytes of a stream from ``endpoint`` (``read`` must be safe to cancel and
-        call again: aiohttp's ``readany``), with the member's heartbeats when it granted
-        ``heartbeat_s``, else with probes; ``started``: when the stream opened."""
+        call again: aiohttp's ``readany``); ``last``: when the stream last had bytes (or
+        opened). With heartbeats granted (``heartbeat_s``) the stream is silent when its own
+        connection brought nothing for the interval plus ``timeout_s`` (an answer on another
+        connection does not count: this one may be the broken one); without, the member is
+        probed after ``time_s`` of quiet. Either way a probe of the member that goes
+        unanswered, whoever sent it, ends the wait at once."""
         if self.time_s is None:
             return await read()
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        cut_off = False
+
+        def cut() -> None:
+            nonlocal cut_off
+            cut_off = True
+            task.cancel()
+
+        cuts = self._cuts.setdefault(endpoint, set())
         while True:
-            since = self._since(endpoint, started)
+            since = last if heartbeat_s is not None else self._since(endpoint, last)
             limit = self.time_s if heartbeat_s is None else heartbeat_s + self.timeout_s
+            cuts.add(cut)
             try:
                 async with asyncio.timeout_at(since + limit):
                     data = await read()
+                self.heard(endpoint)
+                return data
+            except asyncio.CancelledError:
+                if cut_off and task.uncancel() == 0:  # a probe of the member went unanswered
+                    raise self._silent(endpoint, loop.time() - since) from None
+                raise
             except TimeoutError:
-                if heartbeat_s is not None:  # the member promised bytes by now
-                    raise self._silent(endpoint, loop.time() - since) from None
-                if self._since(endpoint, started) > since:
-                    continue  # heard meanwhile (another request's answer)
-                if not await self.probe(endpoint):
-                    raise self._silent(endpoint, loop.time() - since) from None
-                continue
-            self.heard(endpoint)
-            return data
+                pass
+            finally:
+                cuts.discard(cut)
+            if heartbeat_s is not None:  # the member promised bytes by now
+                raise self._silent(endpoint, loop.time() - since)
+            if self._since(endpoint, last) > since:
+                continue  # heard meanwhile (another request's answer)
+            if not await self.probe(endpoint):
+                raise self._silent(endpoint, loop.time() - since)
 
 
 class _Watch:
@@ -171,8 +200,14 @@ class _Watch:
         if probe.result():
             self._due()  # re-armed from the answer
             return
+        self.cut()
+
+    def cut(self) -> None:
+        """The member is silent: cancel the waiting task (once)."""
+        if self.stopped:
+            return
         self.silenced = True
-        self.stopped = True
+        self.stop()
         self.task.cancel()
 
     def stop(self) -> None:

@@ -477,7 +477,6 @@ class Transport:
         errors: list[str] = []
         for target in self._targets(endpoint):
             url = target + self.prefix + path
-            started = loop.time()
             try:
                 response = await self.liveness.wait(target, session.post(url, data=data, headers=headers,
                                                                          timeout=timeout))
@@ -494,8 +493,10 @@ class Transport:
                     raise ProtocolError(f"{url}: HTTP {response.status}")
                 decoder = codec_for(response.headers.get("Content-Type", "")).stream_decoder()
                 heartbeat_s = _granted(response.headers.get(KEEPALIVE_HEADER))
+                last = loop.time()  # (the stream's own last bytes: its answer's headers)
                 try:
-                    while chunk := await self.liveness.read(target, response.content.readany, started, heartbeat_s):
+                    while chunk := await self.liveness.read(target, response.content.readany, last, heartbeat_s):
+                        last = loop.time()
                         for message in decoder.feed(chunk):
                             yield _stream_result(url, message)
                 except MemberSilent as exc:

@@ -171,3 +171,39 @@ async def test_a_chunk_that_arrives_during_a_probe_is_not_lost() -> None:
         loop.call_later(at, chunks.queue.put_nowait, data)
     got = [await liveness.read(A, chunks.readany, loop.time(), None) for _ in range(2)]
     assert got == [b"a", b"b"]
+
+
+async def test_an_unanswered_probe_cuts_every_wait_on_that_member() -> None:
+    """A request that finds the member silent ends the streams and the other requests on it
+    too, even a stream whose granted heartbeats are not due yet."""
+    liveness = Liveness(Prober(alive=False), time_s=0.05, timeout_s=0.1)
+    loop = asyncio.get_running_loop()
+    hang = asyncio.Event()
+    stream = asyncio.create_task(liveness.read(A, Chunks().readany, loop.time(), heartbeat_s=60.0))
+    await asyncio.sleep(0)
+    with pytest.raises(MemberSilent):
+        await liveness.wait(A, hang.wait())  # its probe goes unanswered
+    with pytest.raises(MemberSilent):
+        await asyncio.wait_for(stream, 1)
+    other = Liveness(Prober(alive=False), time_s=0.05, timeout_s=0.1)
+    quiet = asyncio.create_task(other.read("http://b", Chunks().readany, loop.time(), heartbeat_s=60.0))
+    await asyncio.sleep(0.3)
+    assert not quiet.done()  # another member's silence does not touch it
+    quiet.cancel()
+
+
+async def test_a_streams_heartbeat_deadline_counts_its_own_bytes_only() -> None:
+    """Answers on other connections to the same member do not keep a stream alive: its own
+    connection may be the broken one."""
+    liveness = Liveness(Prober(alive=True), time_s=0.05, timeout_s=0.1)
+    loop = asyncio.get_running_loop()
+
+    async def others_answer() -> None:
+        for _ in range(20):
+            liveness.heard(A)
+            await asyncio.sleep(0.02)
+
+    chatter = asyncio.create_task(others_answer())
+    with pytest.raises(MemberSilent):
+        await liveness.read(A, Chunks().readany, loop.time(), heartbeat_s=0.1)
+    chatter.cancel()
