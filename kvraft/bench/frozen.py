@@ -7,7 +7,8 @@ go on, with the client's keepalive and without; and what the heartbeats cost a m
 Each round starts a 3-member cluster on 127.0.0.1 (default flags). Two clients have a follower
 first in their endpoint lists: one with keepalive (``kvraft.client._liveness``, 1 s / 2 s), one
 without (``keepalive_time_s=None``, the behaviour before it). Each watches a prefix on that
-follower. The follower is frozen (SIGSTOP), a third client writes one key through the other
+follower; a third client with keepalive only watches (``alone``: no request of its own finds
+the member silent first, so its stream's heartbeats or probes must). The follower is frozen (SIGSTOP), a third client writes one key through the other
 members, and the round records, per client, the seconds from the freeze to the watch event
 (none within ``--give-up`` seconds: a miss) and to the answer of a linearizable get (5 s
 request deadline: a failure). It also records ``kvctl get`` and, when installed, ``etcdctl get``,
@@ -80,11 +81,12 @@ async def one_round(binary: str, base: Path, give_up_s: float) -> dict[str, Any]
         others = [cluster.url(n) for n in cluster.members if n != victim]
         endpoints = [cluster.url(victim), *others]
         async with Client(endpoints) as on, Client(endpoints, keepalive_time_s=None) as off, \
-                Client(others) as writer:
+                Client(endpoints) as alone, Client(others) as writer:
             start = (await writer.put("fz/seed", b"0")).header.revision + 1
-            for client in (on, off):
-                await client.get("fz/seed")  # (both pinned on the follower)
-            watches = {name: asyncio.create_task(_first_event(c, "fz/k", start)) for name, c in (("on", on), ("off", off))}
+            for client in (on, off, alone):
+                await client.get("fz/seed")  # (all pinned on the follower)
+            watches = {name: asyncio.create_task(_first_event(c, "fz/k", start))
+                       for name, c in (("on", on), ("off", off), ("alone", alone))}
             await asyncio.sleep(1.0)  # (the watches are open on the follower)
             pid = cluster.members[victim].pid
             assert pid is not None
@@ -126,6 +128,7 @@ def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     for mode in ("on", "off"):
         out[f"get keepalive {mode}"] = times([r["get"][mode]["seconds"] if r["get"][mode]["ok"] else None for r in rounds])
         out[f"watch keepalive {mode}"] = times([r["watch"][mode] for r in rounds])
+    out["watch alone"] = times([r["watch"]["alone"] for r in rounds])
     for name in rounds[0]["cli"]:
         out[f"{name} get"] = times([r["cli"][name]["seconds"] if r["cli"][name]["ok"] else None for r in rounds])
     return out

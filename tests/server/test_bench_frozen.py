@@ -26,5 +26,6 @@ def test_one_round_and_the_idle_streams(capsys: pytest.CaptureFixture[str]) -> N
     assert line["get keepalive on"]["ok"] == 1 and line["watch keepalive on"]["ok"] == 1, line
     assert line["get keepalive off"]["ok"] == 0 and line["watch keepalive off"]["ok"] == 0, line
     assert line["kvctl get"]["ok"] == 1, line
+    assert line["watch alone"]["rounds"] == 1, line  # (whether within 4 s depends on the heartbeats)
     idle = report["idle streams"]
     assert idle["none"]["bytes_per_s"] == 0 and idle["every 1 s"]["bytes_per_s"] > 0, idle
