@@ -11,9 +11,9 @@ follower; a third client with keepalive only watches (``alone``: no request of i
 the member silent first, so its stream's heartbeats or probes must). The follower is frozen (SIGSTOP), a third client writes one key through the other
 members, and the round records, per client, the seconds from the freeze to the watch event
 (none within ``--give-up`` seconds: a miss) and to the answer of a linearizable get (5 s
-request deadline: a failure). It also records ``kvctl get`` and, when installed, ``etcdctl get``,
-each with the frozen member first in ``--endpoints`` (their defaults: kvctl's keepalive 1 s / 2 s,
-etcdctl's gRPC keepalive 2 s / 6 s, both with a 5 s command timeout).
+request deadline: a failure). It also records ``kvctl get`` and, against etcd, ``etcdctl get``,
+each with the frozen member first in ``--endpoints`` (their defaults, both with a 5 s command
+timeout).
 
 ``--idle-streams N`` (kvraft only): one member (``--grpc-keepalive-min-time=1s``), N watch
 streams that receive nothing: without heartbeats, then asking for one every 5 s (the interval
@@ -98,7 +98,7 @@ async def one_round(binary: str, base: Path, give_up_s: float) -> dict[str, Any]
                 gets = await asyncio.gather(_timed_get(on, "fz/k"), _timed_get(off, "fz/k"))
                 cli = {"kvctl": await asyncio.to_thread(
                     _cli_get, [sys.executable, "-m", "kvraft.cli", "--endpoints=" + ",".join(endpoints), "get", "fz/k"])}
-                if shutil.which("etcdctl"):
+                if binary == "etcd" and shutil.which("etcdctl"):  # (etcdctl speaks gRPC: etcd only)
                     cli["etcdctl"] = await asyncio.to_thread(
                         _cli_get, ["etcdctl", "--endpoints=" + ",".join(endpoints), "get", "fz/k"])
                 await asyncio.wait(watches.values(), timeout=max(0.0, put_at + give_up_s - time.monotonic()))

@@ -241,30 +241,52 @@ class Transport:
         return [self.endpoints[i] for i in self._order()]
 
     async def _discover(self) -> dict[str, Any]:
+        """Ask the endpoints' ``/version`` in order, staggered (happy eyeballs, RFC 8305): the
+        next one is asked when the one before failed, or has not answered within
+        ``DISCOVER_STAGGER_S``; the first good answer wins and the others are dropped. A live
+        first endpoint answers in milliseconds and is pinned, as before; a frozen one costs
+        ``DISCOVER_STAGGER_S``, not its timeout (gRPC clients dial every endpoint at once)."""
         errors: list[str] = []
         tls = True  # every endpoint failed in its TLS handshake
-        for index in self._order():
-            try:
-                doc = await self.get_json(self.endpoints[index], "/version")
-            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-                errors.append(f"{self.endpoints[index]}: {_describe(exc)}")
-                tls = tls and isinstance(exc, aiohttp.ClientSSLError)
-                continue
-            tls = False
-            if not isinstance(doc, dict):  # something else listens there (an empty or non-object answer)
-                errors.append(f"{self.endpoints[index]}: /version answered {json.dumps(doc)[:80]}, "
-                              "not an etcd or kvraft member's version")
-                continue
-            self._pinned = index
-            self._takes_ids[self.endpoints[index]] = (_lists_request_ids(doc), time.monotonic())
-            if self.encoding == "auto":
-                self.codec = MSGPACK_CODEC if "kvraft" in doc else JSON_CODEC
-            version = str(doc.get("etcdserver", "3.4.0"))
-            major_minor = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
-            self.prefix = "/v3" if major_minor >= (3, 4) else "/v3beta"
-            return dict(doc)
+        order = self._order()
+        asking: dict[asyncio.Task[Any], int] = {}
+        loop = asyncio.get_running_loop()
+        try:
+            while order or asking:
+                if order:
+                    index = order.pop(0)
+                    asking[loop.create_task(self.get_json(self.endpoints[index], "/version"))] = index
+                done, _ = await asyncio.wait(asking, timeout=DISCOVER_STAGGER_S if order else None,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=lambda t: asking[t]):  # (two at once: the earlier in order)
+                    index = asking.pop(task)
+                    try:
+                        doc = task.result()
+                    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+                        errors.append(f"{self.endpoints[index]}: {_describe(exc)}")
+                        tls = tls and isinstance(exc, aiohttp.ClientSSLError)
+                        continue
+                    tls = False
+                    if not isinstance(doc, dict):  # something else listens there (an empty or non-object answer)
+                        errors.append(f"{self.endpoints[index]}: /version answered {json.dumps(doc)[:80]}, "
+                                      "not an etcd or kvraft member's version")
+                        continue
+                    return self._discovered(index, doc)
+        finally:
+            for task in asking:
+                task.cancel()
         raise EndpointError("context deadline exceeded (no endpoint answered: " + "; ".join(errors) + ")",
                             tls=tls and bool(errors))
+
+    def _discovered(self, index: int, doc: dict[str, Any]) -> dict[str, Any]:
+        self._pinned = index
+        self._takes_ids[self.endpoints[index]] = (_lists_request_ids(doc), time.monotonic())
+        if self.encoding == "auto":
+            self.codec = MSGPACK_CODEC if "kvraft" in doc else JSON_CODEC
+        version = str(doc.get("etcdserver", "3.4.0"))
+        major_minor = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+        self.prefix = "/v3" if major_minor >= (3, 4) else "/v3beta"
+        return dict(doc)
 
     async def get_json(self, endpoint: str, path: str) -> Any:
         """A plain ``GET`` (``/version``, ``/health``) against one endpoint, while it answers
@@ -538,6 +560,8 @@ class Transport:
 
 
 HEADER = "Kvraft-Request-Id"
+DISCOVER_STAGGER_S = 0.25
+"""How long ``open()`` waits for an endpoint's ``/version`` before it asks the next one too."""
 RECHECK_S = 60.0
 """How long an endpoint that did not list ``request-ids`` is believed (an older kvraft upgraded
 in place lists it after its restart; etcd never does)."""

@@ -344,3 +344,36 @@ async def test_is_open_after_a_successful_open_until_close(fake) -> None:  # typ
     with pytest.raises(ServerError):
         await client.open()
     assert not client.is_open
+
+
+async def test_open_asks_the_next_endpoint_when_the_first_does_not_answer(fake) -> None:  # type: ignore[no-untyped-def]
+    """Happy eyeballs: a first endpoint that accepts the connection and never answers (a
+    frozen member) does not hold ``open()`` for its request timeout (60 s here, keepalive off):
+    the next endpoint is asked after DISCOVER_STAGGER_S and pinned while the first request
+    still waits. One that answers is pinned even when a later one answers too."""
+    _member, url = fake
+    hang = asyncio.Event()
+    entered: list[bool] = []
+
+    async def frozen(_request: web.Request) -> web.Response:
+        entered.append(True)
+        await hang.wait()
+        return web.Response(status=500)
+
+    silent_app = web.Application()
+    silent_app.router.add_get("/version", frozen)
+    silent = TestServer(silent_app, host="127.0.0.1")
+    await silent.start_server()
+    frozen_url = str(silent.make_url("")).rstrip("/")
+    try:
+        client = Client([frozen_url, url], retry=FAST, request_timeout_s=60, keepalive_time_s=None)
+        await asyncio.wait_for(client.open(), 30)  # (sequential: 60 s)
+        try:
+            assert client.endpoint == url and entered == [True] and not hang.is_set()
+        finally:
+            await client.close()
+        async with Client([url, frozen_url], retry=FAST) as client:
+            assert client.endpoint == url
+    finally:
+        hang.set()
+        await silent.close()
