@@ -206,6 +206,9 @@ def test_the_fast_paths_put_is_written_before_the_commit_index_goes_out() -> Non
         def is_closing(self) -> bool:
             return False
 
+        def get_extra_info(self, _name: str, default: Any = None) -> Any:
+            return default  # (no socket, no TLS: as asyncio's transports answer for what they lack)
+
         def write(self, data: bytes) -> None:
             self.events.append(data.split(b"\r\n", 1)[0])
 
