@@ -57,6 +57,12 @@ class Config:
     initial_cluster_token: str = "etcd-cluster"
     snapshot_count: int = DEFAULT_SNAPSHOT_COUNT
     snapshot_catchup_entries: int = 5000
+    max_snapshots: int = 5
+    """etcd's: snapshot files kept (0: unlimited). kvraft's log directory holds one snapshot
+    file and one segment at a time (``kvraft.storage.wal``: older ones are deleted when a
+    new segment is written), so every limit holds; the flag is validated and kept."""
+    max_wals: int = 5
+    """etcd's: WAL files kept (0: unlimited); one segment at a time here (``max_snapshots``)."""
     heartbeat_interval: int = 100
     election_timeout: int = 1000
     quota_backend_bytes: int = 0
@@ -366,7 +372,8 @@ _LISTS = {"listen_client_urls", "advertise_client_urls", "listen_peer_urls", "in
           "listen_metrics_urls", "log_outputs", "cipher_suites", "cors", "host_whitelist"}
 
 
-_UNSIGNED = ("snapshot_count", "snapshot_catchup_entries", "max_txn_ops", "max_learners", "auth_token_ttl")
+_UNSIGNED = ("snapshot_count", "snapshot_catchup_entries", "max_snapshots", "max_wals", "max_txn_ops", "max_learners",
+             "auth_token_ttl")
 
 _TRUE = ("1", "t", "true", "yes", "on")
 _FALSE = ("0", "f", "false", "no", "off")

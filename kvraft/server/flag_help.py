@@ -22,6 +22,8 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     "listen_metrics_urls": ("Member", "List of additional URLs to serve /metrics and /health on."),
     "snapshot_count": ("Member", "Number of committed entries that trigger a snapshot (and log compaction)."),
     "snapshot_catchup_entries": ("Member", "Number of entries kept after a snapshot for slow followers to catch up."),
+    "max_snapshots": ("Member", "Maximum number of snapshot files to retain (0 is unlimited); kvraft keeps one."),
+    "max_wals": ("Member", "Maximum number of wal files to retain (0 is unlimited); kvraft keeps one segment."),
     "heartbeat_interval": ("Member", "Time (in milliseconds) of a heartbeat interval."),
     "election_timeout": ("Member", "Time (in milliseconds) for an election to timeout."),
     "quota_backend_bytes": ("Member", "Raise the NOSPACE alarm when the backend size exceeds this (0: the default 2 GiB)."),

@@ -287,3 +287,15 @@ def test_an_integer_flag_beyond_gos_type_is_refused(flag: str, value: str) -> No
 def test_the_largest_values_go_takes_are_accepted() -> None:
     config = parse_config([f"--quota-backend-bytes={(1 << 63) - 1}", f"--snapshot-count={(1 << 64) - 1}"])
     assert (config.quota_backend_bytes, config.snapshot_count) == ((1 << 63) - 1, (1 << 64) - 1)
+
+
+def test_etcds_file_retention_flags_are_taken_and_checked(tmp_path) -> None:
+    """kvraft's log directory holds one segment and one snapshot file, so any limit holds;
+    the values are still etcd's unsigned integers."""
+    config = parse_config(["--max-snapshots", "3", "--max-wals", "0", "--data-dir", str(tmp_path / "d")])
+    config.validate()
+    assert (config.max_snapshots, config.max_wals) == (3, 0)
+    with pytest.raises(ConfigError, match="--max-wals must not be negative"):
+        parse_config(["--max-wals=-1", "--data-dir", str(tmp_path / "d")]).validate()
+    with pytest.raises(ConfigError, match="max-snapshots: 'many' is not an integer"):
+        parse_config(["--max-snapshots", "many", "--data-dir", str(tmp_path / "d")])
