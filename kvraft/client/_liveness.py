@@ -59,7 +59,8 @@ class Liveness:
         """Per endpoint, what is waiting on it now: each cuts its wait short (cancels its
         task) when a probe of that member goes unanswered, whoever sent the probe."""
         self.silent = 0
-        """Members found silent so far (``ClientStatistics.silent``)."""
+        """Times a member was found silent: a probe unanswered (however many waits it ended),
+        or a stream's heartbeats missed (``ClientStatistics.silent``)."""
 
     def heard(self, endpoint: str) -> None:
         """An answer (or stream bytes) came from ``endpoint`` just now."""
@@ -81,6 +82,7 @@ class Liveness:
             async with asyncio.timeout(self.timeout_s):
                 await self._ask(endpoint)
         except Exception:  # timed out, refused, reset: no answer (whatever the client library raised)
+            self.silent += 1
             for cut in list(self._cuts.get(endpoint, ())):  # every wait on the member, streams too
                 cut()
             return False
@@ -88,7 +90,6 @@ class Liveness:
         return True
 
     def _silent(self, endpoint: str, quiet_s: float) -> MemberSilent:
-        self.silent += 1
         return MemberSilent(f"{endpoint} did not answer a keepalive probe within {self.timeout_s:g}s "
                             f"(nothing heard for {quiet_s:.1f}s)")
 
@@ -158,7 +159,9 @@ class Liveness:
             finally:
                 cuts.discard(cut)
             if heartbeat_s is not None:  # the member promised bytes by now
-                raise self._silent(endpoint, loop.time() - since)
+                self.silent += 1
+                raise MemberSilent(f"{endpoint} sent no heartbeat within {heartbeat_s + self.timeout_s:g}s "
+                                   f"(granted every {heartbeat_s:g}s)")
             if self._since(endpoint, last) > since:
                 continue  # heard meanwhile (another request's answer)
             if not await self.probe(endpoint):

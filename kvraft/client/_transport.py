@@ -65,7 +65,8 @@ class ClientStatistics:
     logins: int
     streams: int
     silent: int = 0
-    """Times a member was found silent (a keepalive probe or heartbeat missed)."""
+    """Times a member was found silent (a keepalive probe unanswered, or a stream's heartbeats
+    missed)."""
 
 
 @dataclass(frozen=True)

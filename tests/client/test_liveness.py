@@ -207,3 +207,11 @@ async def test_a_streams_heartbeat_deadline_counts_its_own_bytes_only() -> None:
     with pytest.raises(MemberSilent):
         await liveness.read(A, Chunks().readany, loop.time(), heartbeat_s=0.1)
     chatter.cancel()
+
+
+async def test_one_unanswered_probe_counts_once_however_many_waits_it_ends() -> None:
+    liveness = Liveness(Prober(alive=False), time_s=0.05, timeout_s=0.1)
+    hang = asyncio.Event()
+    results = await asyncio.gather(*(liveness.wait(A, hang.wait()) for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(r, MemberSilent) for r in results)
+    assert liveness.silent == 1
