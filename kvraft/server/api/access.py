@@ -39,6 +39,11 @@ class Access:
         self.any_origin = not self.origins or "*" in self.origins
         self.any_host = not self.hosts or "*" in self.hosts
 
+    @classmethod
+    def of(cls, config: object) -> Access:
+        """A member's ``--cors`` and ``--host-whitelist`` (etcd's ``*`` where the config has none)."""
+        return cls(getattr(config, "cors", ("*",)), getattr(config, "host_whitelist", ("*",)))
+
     @property
     def default(self) -> bool:
         """etcd's defaults: every origin, every host (what the fast path assumes)."""

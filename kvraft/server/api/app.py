@@ -147,8 +147,7 @@ def make_app(server: Any) -> web.Application:
     max_bytes = body_limit(server.config.max_request_bytes)
     app = web.Application(middlewares=[_paths, _errors, _emit_defaults], client_max_size=max_bytes)
     app[SERVER] = server
-    config = server.config
-    app[ACCESS] = Access(getattr(config, "cors", ("*",)), getattr(config, "host_whitelist", ("*",)))
+    app[ACCESS] = Access.of(server.config)
 
     async def member_lifetime(_app: web.Application) -> AsyncIterator[None]:
         await server.start()

@@ -116,7 +116,7 @@ class _Routes:
         self.keepalive = (parse_go_duration_s(getattr(config, "grpc_keepalive_interval", "2h")),
                           parse_go_duration_s(getattr(config, "grpc_keepalive_timeout", "20s")))
         """``client_keepalive``: every client connection's TCP keepalive (etcd's flags)."""
-        self.open_access = Access(getattr(config, "cors", ("*",)), getattr(config, "host_whitelist", ("*",))).default
+        self.open_access = Access.of(config).default
         """etcd's default ``--cors`` and ``--host-whitelist``; else every request is aiohttp's
         (``access``: the headers and the host check depend on the request)."""
 

@@ -34,7 +34,6 @@ HEARTBEAT_RANGE_S = (0.2, 60.0)
 _HEARTBEAT = {False: b"\n", True: msgpack.packb(None)}  # JSON whitespace, a msgpack nil
 
 
-
 def iter_requests(body: bytes, packed: bool, schema: Message) -> Iterator[Any]:
     """Decode every request object in ``body`` (JSON objects back to back, optionally
     separated by whitespace; or a msgpack stream). A JSON object that does not decode
