@@ -170,8 +170,9 @@ class Liveness:
 
 class _Watch:
     """The keepalive of one request in flight: when nothing was heard from the member for
-    ``time_s`` it probes (sharing the probe in flight); an answer re-arms it, none cancels
-    ``task`` (``silenced`` tells ``Liveness.wait`` the cancel was this one's)."""
+    ``time_s`` it probes (sharing the probe in flight); an answer re-arms it; none makes the
+    probe call ``cut``, which cancels ``task`` (``silenced`` tells ``Liveness.wait`` the cancel
+    was this one's)."""
 
     def __init__(self, liveness: Liveness, endpoint: str, task: asyncio.Task[Any], time_s: float) -> None:
         self.liveness = liveness
@@ -198,12 +199,8 @@ class _Watch:
         self.liveness.probe(self.endpoint).add_done_callback(self._probed)
 
     def _probed(self, probe: asyncio.Task[bool]) -> None:
-        if self.stopped:
-            return
-        if probe.result():
-            self._due()  # re-armed from the answer
-            return
-        self.cut()
+        if not self.stopped and probe.result():
+            self._due()  # re-armed from the answer (an unanswered probe has cut this wait already)
 
     def cut(self) -> None:
         """The member is silent: cancel the waiting task (once)."""
