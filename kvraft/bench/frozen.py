@@ -8,8 +8,8 @@ Each round starts a 3-member cluster on 127.0.0.1 (default flags). Two clients h
 first in their endpoint lists: one with keepalive (``kvraft.client._liveness``, 1 s / 2 s), one
 without (``keepalive_time_s=None``, the behaviour before it). Each watches a prefix on that
 follower; a third client with keepalive only watches (``alone``: no request of its own finds
-the member silent first, so its stream's heartbeats or probes must). The follower is frozen (SIGSTOP), a third client writes one key through the other
-members, and the round records, per client, the seconds from the freeze to the watch event
+the member silent first, so its stream's heartbeats or probes must). The follower is frozen
+(SIGSTOP), a fourth client writes one key through the other members, and the round records, per client, the seconds from the freeze to the watch event
 (none within ``--give-up`` seconds: a miss) and to the answer of a linearizable get (5 s
 request deadline: a failure). It also records ``kvctl get`` and, against etcd, ``etcdctl get``,
 each with the frozen member first in ``--endpoints`` (their defaults, both with a 5 s command
@@ -18,8 +18,7 @@ timeout).
 ``--idle-streams N`` (kvraft only): one member (``--grpc-keepalive-min-time=1s``), N watch
 streams that receive nothing: without heartbeats, then asking for one every 5 s (the interval
 a member grants by default), then every second; reported is the member's CPU (user + system,
-from /proc) over ``--seconds`` each. Progress on stderr, one
-JSON summary last on stdout.
+from /proc) over ``--seconds`` each. Progress on stderr, one JSON summary last on stdout.
 """
 
 from __future__ import annotations
@@ -44,9 +43,6 @@ from kvraft.client import Client, ClientError
 from kvraft.server.local import LocalCluster
 
 __all__ = ["main"]
-
-SYSTEMS = ("kvraft", "etcd")
-
 
 async def _first_event(client: Client, prefix: str, start: int) -> float:
     """When (monotonic clock) the first event under ``prefix`` arrived."""
