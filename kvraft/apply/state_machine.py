@@ -5,7 +5,9 @@
   index (the last Raft index applied), so a restart resumes exactly after it. Units are
   group-committed, as etcd's backend batches its commits: ONE LMDB commit (one
   ``fdatasync``) once ``COMMIT_INTERVAL_S`` passed or ``COMMIT_OPS`` ops were applied since
-  the first unit held, or when the apply stage asks (``commit``: it is idle). Until then
+  the first unit held (``--backend-batch-interval``, ``--backend-batch-limit``), or when the
+  apply stage asks (``commit``: it is idle). While a compaction's background part runs, each
+  unit commits at once: the compactor takes the writer lock between its batches. Until then
   the applied state is in memory and in the open write transaction, which every read on
   the member's thread goes through; a crash loses it and the restart re-applies it from
   the durable Raft log (the consistent index on disk says from where).
@@ -70,13 +72,24 @@ class StateMachine:
         max_txn_ops: int,
         membership: Any,
         wrap: Callable[[Applier], Applier] | None = None,
+        commit_interval_s: float | None = None,
+        commit_ops: int | None = None,
+        warn_apply_s: float | None = None,
+        compaction_batch: int = 1000,
     ) -> None:
         self.path = Path(path)
+        self.commit_interval_s = commit_interval_s
+        """``--backend-batch-interval``; None: ``COMMIT_INTERVAL_S``."""
+        self.commit_ops = commit_ops
+        """``--backend-batch-limit``; None: ``COMMIT_OPS``."""
+        self.warn_apply_s = warn_apply_s
+        """``--experimental-warning-apply-duration``; None: ``WARN_APPLY_S``."""
         # data pages fsynced on every apply commit, the meta page by the next one: a power
         # cut undoes at most the last apply (the consistent index rolls back with it and the
         # Raft log re-applies it); MDB_NOSYNC could leave a mix no member ever had
         # (docs/design/storage.md, section 8)
-        self.store = MVCCStore(self.path, sync=True, metasync=False, max_txn_ops=max_txn_ops)
+        self.store = MVCCStore(self.path, sync=True, metasync=False, max_txn_ops=max_txn_ops,
+                               compaction_batch=compaction_batch)
         self.chain = build_chain(self.store, member_id, wrap)
         self.chain_backend = _innermost(self.chain)
         self.quota = QuotaGuard(self.store, quota_bytes)
@@ -88,7 +101,7 @@ class StateMachine:
         self._held_ops = 0
         self.commits = 0
         self.slow_applies = 0
-        """Ops applied and reads served that took longer than ``WARN_APPLY_S``."""
+        """Ops applied and reads served that took longer than ``warn_s()``."""
         self.failure: BaseException | None = None
         """Set when a commit of held units failed: they rolled back to the state on disk,
         so no further entry may be applied on top (its revisions would differ from every
@@ -108,6 +121,13 @@ class StateMachine:
         return wrapped
 
     # -- the apply stage -----------------------------------------------------------------
+    def interval_s(self) -> float:
+        """The longest applied units are held before their commit."""
+        return COMMIT_INTERVAL_S if self.commit_interval_s is None else self.commit_interval_s
+
+    def warn_s(self) -> float:
+        return WARN_APPLY_S if self.warn_apply_s is None else self.warn_apply_s
+
     def applied_index(self) -> int:
         return self.store.consistent_index[0]
 
@@ -120,6 +140,7 @@ class StateMachine:
             store.hold()
             self._held_since = time.monotonic()
         count = len(items)
+        warn_s = self.warn_s()
         try:
             with store.batch():
                 for _request_id, op in items:
@@ -134,7 +155,7 @@ class StateMachine:
                     except EtcdError as exc:
                         results.append(exc)
                     took = time.perf_counter() - started
-                    if took > WARN_APPLY_S:
+                    if took > warn_s:
                         self._slow("", op, took, results[-1])
                 store.set_consistent_index(index, term)
             store.publish()
@@ -144,7 +165,10 @@ class StateMachine:
                 self.sessions.load()  # its memory back to what is on disk, as the store's
             raise
         self._held_ops += count
-        if self._held_ops >= COMMIT_OPS or time.monotonic() - self._held_since >= COMMIT_INTERVAL_S:
+        limit = COMMIT_OPS if self.commit_ops is None else self.commit_ops
+        # (while a compaction runs nothing is held past its apply: the compactor needs the
+        # writer lock between its steps, and would otherwise wait out the whole interval)
+        if self._held_ops >= limit or time.monotonic() - self._held_since >= self.interval_s() or store.compacting:
             self.commit()
         return results
 
@@ -194,7 +218,7 @@ class StateMachine:
         self.slow_applies += 1
         error = result if isinstance(result, BaseException) else None
         log.warning("apply request took too long", extra={"fields": {
-            "took": f"{took * 1000:.3f}ms", "expected-duration": f"{WARN_APPLY_S * 1000:.0f}ms",
+            "took": f"{took * 1000:.3f}ms", "expected-duration": f"{self.warn_s() * 1000:.0f}ms",
             "prefix": prefix, "request": describe(op), **({"error": str(error)} if error is not None else {})}})
 
     # -- reads ---------------------------------------------------------------------------
@@ -222,7 +246,7 @@ class StateMachine:
             raise as_etcd_error(exc) from None
         finally:
             took = time.perf_counter() - started
-            if took > WARN_APPLY_S:
+            if took > self.warn_s():
                 self._slow(prefix, op, took, None)
 
     def revision(self) -> int:

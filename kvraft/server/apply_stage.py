@@ -144,7 +144,8 @@ class ApplyStage:
         self.on_applied()
         if self._commit_timer is None and getattr(self.target, "holding", False):
             loop = asyncio.get_running_loop()
-            self._commit_timer = loop.call_later(COMMIT_INTERVAL_S, self._commit_due)
+            interval = getattr(self.target, "interval_s", None)
+            self._commit_timer = loop.call_later(interval() if interval else COMMIT_INTERVAL_S, self._commit_due)
 
     def _apply(self, entries: tuple[Entry, ...]) -> None:
         items: list[tuple[int, Any]] = []

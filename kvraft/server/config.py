@@ -24,6 +24,7 @@ from kvraft.durations import parse_go_duration_s
 from kvraft.server.compactor import parse_retention_s
 from kvraft.server.crl import CRLError, read_crl
 from kvraft.server.flag_help import FLAG_HELP, GROUPS
+from kvraft.server.log_levels import parse_package_levels
 from kvraft.server.tls_policy import TLSPolicyError, check_tls_policy
 from kvraft.urls import go_quote, parse_peer_urls
 
@@ -39,6 +40,11 @@ class ConfigError(ValueError):
 
 DEFAULT_SNAPSHOT_COUNT = 100_000
 """etcd's default; 10,000 cost a loaded follower 6-10% (docs/benchmarks.md, Server)."""
+DEFAULT_BACKEND_BATCH_INTERVAL_S = 0.1
+DEFAULT_BACKEND_BATCH_LIMIT = 10_000
+DEFAULT_COMPACTION_BATCH_LIMIT = 1000
+"""etcd's defaults for ``--backend-batch-interval``, ``--backend-batch-limit`` and
+``--experimental-compaction-batch-limit``."""
 
 
 @dataclass
@@ -159,6 +165,31 @@ class Config:
     experimental_corrupt_check_time: str = "0s"
     """How often the leader compares every member's hash (a Go duration; 0s: never); a
     mismatch raises the CORRUPT alarm, which stops writes."""
+    initial_election_tick_advance: bool = True
+    """etcd's flag: once enough peers are connected, fast-forward the election timer so the
+    first election comes two ticks early instead of a whole timeout after start; a member that
+    is the only voter campaigns at once either way (kvraft/server/tick_advance.py)."""
+    backend_batch_interval: str = ""
+    """etcd's flag: the longest applied ops are held before their commit to the store (a Go
+    duration; empty or 0: 100ms)."""
+    backend_batch_limit: int = 0
+    """etcd's flag: the most ops held before a commit (0: 10,000)."""
+    experimental_compaction_batch_limit: int = 1000
+    """etcd's flag: the most revisions a compaction deletes in one write transaction (0: 1,000)."""
+    experimental_warning_apply_duration: str = "100ms"
+    """etcd's flag: an apply (or a read) slower than this is logged as "apply request took too
+    long" and counted in ``etcd_server_slow_apply_total``."""
+    experimental_enable_lease_checkpoint: bool = True
+    """etcd's flag (false there): a lease's remaining TTL is replicated, so a leader change does
+    not give it a whole TTL again. kvraft always checkpoints; false only logs that it does."""
+    experimental_backend_bbolt_freelist_type: str = "array"
+    """etcd's bbolt tuning ('array' or 'map'); validated and kept: LMDB keeps its own freelist."""
+    log_package_levels: str = ""
+    """etcd's ``pkg=LEVEL,...`` (capnslog levels): a level per logger, kvraft's names or etcd's
+    package names (kvraft/server/log_levels.py)."""
+    max_concurrent_streams: int = 4294967295
+    """etcd's flag (gRPC streams per connection). An HTTP/1.1 connection carries one request or
+    stream at a time, so any limit of 1 or more holds; 0 is refused."""
 
     # -- derived ------------------------------------------------------------------------
     def initial_members(self) -> dict[str, list[str]]:
@@ -209,6 +240,18 @@ class Config:
 
     def election_ticks(self) -> int:
         return max(2, round(self.election_timeout / self.heartbeat_interval))
+
+    def backend_batch(self) -> tuple[float, int]:
+        """``(seconds, ops)``: how long and how many applied ops are held before the store's
+        commit (``--backend-batch-interval``, ``--backend-batch-limit``; etcd's defaults for 0)."""
+        interval_s = parse_go_duration_s(self.backend_batch_interval) if self.backend_batch_interval else 0.0
+        return (interval_s or DEFAULT_BACKEND_BATCH_INTERVAL_S, self.backend_batch_limit or DEFAULT_BACKEND_BATCH_LIMIT)
+
+    def compaction_batch_limit(self) -> int:
+        return self.experimental_compaction_batch_limit or DEFAULT_COMPACTION_BATCH_LIMIT
+
+    def warn_apply_s(self) -> float:
+        return parse_go_duration_s(self.experimental_warning_apply_duration)
 
     def validate(self) -> None:
         for name in ("listen_client_urls", "advertise_client_urls", "listen_peer_urls", "initial_advertise_peer_urls",
@@ -264,7 +307,10 @@ class Config:
         if self.logger not in ("zap", "capnslog"):
             raise ConfigError("--logger must be 'zap' (JSON lines) or 'capnslog' (text)")
         for name in ("experimental_corrupt_check_time", "experimental_watch_progress_notify_interval",
-                     "grpc_keepalive_min_time", "grpc_keepalive_interval", "grpc_keepalive_timeout"):
+                     "grpc_keepalive_min_time", "grpc_keepalive_interval", "grpc_keepalive_timeout",
+                     "backend_batch_interval", "experimental_warning_apply_duration"):
+            if name == "backend_batch_interval" and not self.backend_batch_interval:
+                continue  # (etcd's default: empty)
             try:
                 if parse_go_duration_s(getattr(self, name)) < 0:
                     raise ValueError(f"{getattr(self, name)!r} is negative")
@@ -275,6 +321,18 @@ class Config:
                 self.cors = parse_peer_urls(self.cors) if self.cors else []
             except ValueError as exc:
                 raise ConfigError(f"invalid value {go_quote(','.join(self.cors))} for flag -cors: {exc}") from None
+        for name in ("backend_batch_limit", "experimental_compaction_batch_limit"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must not be negative (0: the default)")
+        if not 1 <= self.max_concurrent_streams <= 0xFFFFFFFF:
+            raise ConfigError("--max-concurrent-streams must be between 1 and 4294967295 "
+                              "(a limit of 0 would refuse every stream)")
+        if self.experimental_backend_bbolt_freelist_type not in ("array", "map"):
+            raise ConfigError("--experimental-backend-bbolt-freelist-type must be 'array' or 'map'")
+        try:
+            parse_package_levels(self.log_package_levels)
+        except ValueError as exc:
+            raise ConfigError(f"--log-package-levels: {exc}") from None
         if self.metrics not in ("basic", "extensive"):
             raise ConfigError("--metrics must be 'basic' or 'extensive'")
         if not self.log_outputs:

@@ -279,6 +279,16 @@ class NodeDriver:
     def kick(self) -> None:
         self._wake.set()
 
+    def advance_ticks(self, ticks: int) -> None:
+        """Fast-forward the election timer by ``ticks`` (kvraft.server.tick_advance)."""
+        self._inbox.append(("ticks", ticks))
+        self.kick()
+
+    def campaign_now(self) -> None:
+        """Start an election at once (the only voter, at start)."""
+        self._inbox.append(("campaign",))
+        self.kick()
+
     # -- inputs (queued; the Ready loop hands them to the core) ---------------------------
     def on_frame(self, source: int, kind: int, body: Any) -> None:
         """Transport callback: a frame from an authenticated peer."""
@@ -360,6 +370,11 @@ class NodeDriver:
                 self.raw.step(item[1])
             elif item[0] == "tick":
                 self.raw.tick()
+            elif item[0] == "ticks":  # --initial-election-tick-advance
+                for _ in range(item[1]):
+                    self.raw.tick()
+            elif item[0] == "campaign":
+                self.raw.campaign()
             elif item[0] == "unreachable":
                 self.raw.report_unreachable(item[1])
             elif item[0] == "snapshot":

@@ -104,4 +104,21 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
                                           "(TCP keepalive; 0s to disable)."),
     "grpc_keepalive_timeout": ("Member", "Wait for an unanswered probe or unacknowledged data before closing "
                                          "the connection (0s: the kernel's defaults)."),
+    "initial_election_tick_advance": ("Member", "Whether to fast-forward initial election ticks on boot for faster "
+                                                "election (a lone voter campaigns at once either way)."),
+    "backend_batch_interval": ("Member", "The maximum time applied ops are held before the store's commit "
+                                         "(empty or 0: 100ms)."),
+    "backend_batch_limit": ("Member", "The maximum number of applied ops held before the store's commit (0: 10000)."),
+    "max_concurrent_streams": ("Member", "Maximum concurrent streams that each client can open at a time (an HTTP/1.1 "
+                                         "connection carries one, so any limit of 1 or more holds)."),
+    "experimental_compaction_batch_limit": ("Experimental", "The maximum revisions deleted in each compaction batch "
+                                                            "(0: 1000)."),
+    "experimental_warning_apply_duration": ("Experimental", "Log a warning (and count it) when an apply or a read "
+                                                            "takes longer than this."),
+    "experimental_enable_lease_checkpoint": ("Experimental", "Replicate leases' remaining TTL so a leader change does "
+                                                             "not renew them; kvraft always does (false only logs so)."),
+    "experimental_backend_bbolt_freelist_type": ("Experimental", "etcd's bbolt freelist type, 'array' or 'map'; "
+                                                                 "kvraft's LMDB keeps its own freelist."),
+    "log_package_levels": ("Logging", "A log level per package or logger, e.g. 'etcdmain=CRITICAL,raft=DEBUG' or "
+                                      "'kvraft.storage=DEBUG'."),
 }

@@ -25,6 +25,7 @@ from kvraft.server.corruption import CorruptionError
 from kvraft.server.crl import CRLError
 from kvraft.server.force_new import ForceNewClusterError
 from kvraft.server.join import JoinError
+from kvraft.server.log_levels import apply_package_levels, parse_package_levels
 from kvraft.server.node import Node, join_cluster, must_join
 from kvraft.server.tls import AutoTLSError, apply_auto_tls, client_ssl_context
 from kvraft.server.tls_accept import AcceptingTCPSite
@@ -100,10 +101,12 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
         # cluster whose third member was like this lost its quorum with the first.)
         await runner.cleanup()
         raise
-    logging.getLogger("kvraft").info(
+    logging.getLogger("kvraft.main").info(
         "member %s (%x) serving clients on %s, peers on %s",
         config.name, node.member_id, ",".join(config.listen_client_urls), ",".join(config.listen_peer_urls),
     )
+    for note in compatibility_notes(config):
+        logging.getLogger("kvraft.main").info("%s", note)
     gc.freeze()  # what start-up built (modules, the recovered store) is never collected: skip it
     fatal = loop.create_task(_watch_fatal(node, stop))
     try:
@@ -114,9 +117,21 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
             await metrics_runner.cleanup()
         await runner.cleanup()
     if node.driver.fatal is not None:
-        logging.getLogger("kvraft").critical("member %s stopped on a fatal error: %r", config.name, node.driver.fatal)
+        logging.getLogger("kvraft.main").critical("member %s stopped on a fatal error: %r", config.name, node.driver.fatal)
         return 1
     return 0
+
+
+def compatibility_notes(config: Config) -> list[str]:
+    """What an etcd flag kvraft takes but does not need changes, said once at start."""
+    notes = []
+    if not config.experimental_enable_lease_checkpoint:
+        notes.append("--experimental-enable-lease-checkpoint=false: kvraft always replicates leases' remaining TTL "
+                     "(a leader change does not renew them); nothing changes")
+    if config.experimental_backend_bbolt_freelist_type != "array":
+        notes.append(f"--experimental-backend-bbolt-freelist-type={config.experimental_backend_bbolt_freelist_type}: "
+                     "kvraft's store is LMDB, which keeps its own freelist; nothing changes")
+    return notes
 
 
 async def _serve_metrics(config: Config, node: Node, client_ssl: ssl.SSLContext | None,
@@ -164,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"kvraft: --log-outputs: {exc}", file=sys.stderr)
         return 2
+    apply_package_levels(parse_package_levels(config.log_package_levels))  # (validated with the config)
     # The cyclic GC: with CPython's default gen-0 threshold (700 allocations) a member under
     # load runs a young collection every few requests, and the growing key index keeps
     # promoting objects, so full collections (~130 ms each at 100,000 keys) recur. Measured

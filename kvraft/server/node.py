@@ -44,6 +44,7 @@ from kvraft.server.node_status import MemberCounters, NodeStatusMixin
 from kvraft.server.peer_features import PeerFeatures
 from kvraft.server.reconfig import ReconfigCheck
 from kvraft.server.storage_version import check_storage_version
+from kvraft.server.tick_advance import advance_initial_ticks
 from kvraft.server.tls import peer_ssl_contexts
 from kvraft.server.tls_accept import HandshakeFailures
 from kvraft.server.transport import PeerTransport, cluster_key
@@ -181,6 +182,10 @@ class Node(NodeStatusMixin):
             member_id=self.member_id,
             max_txn_ops=config.max_txn_ops,
             membership=self.membership,
+            commit_interval_s=config.backend_batch()[0],
+            commit_ops=config.backend_batch()[1],
+            warn_apply_s=config.warn_apply_s(),
+            compaction_batch=config.compaction_batch_limit(),
         )
         self._check_log_covers_state()
         self.initialized = self.state.applied_index() > 0
@@ -378,6 +383,8 @@ class Node(NodeStatusMixin):
         loop = asyncio.get_running_loop()
         compactor = AutoCompactor(self, self.config.auto_compaction_mode, self.config.auto_compaction_retention)
         self._tasks = [
+            loop.create_task(advance_initial_ticks(self, self.config.initial_election_tick_advance,
+                                                   self.config.election_ticks())),
             loop.create_task(self._publish()),
             loop.create_task(self._promote_learners()),
             loop.create_task(compactor.run()),

@@ -108,6 +108,6 @@ def test_capnslog_keeps_the_text_lines(tmp_path: Path) -> None:
         path = cluster.members["m0"].log_path
         line = wait_for(lambda: next((ln for ln in path.read_text().splitlines() if "serving clients" in ln), None),
                         what="the serving line")
-        assert not line.startswith("{") and " INFO m0 kvraft: member m0 (" in line, line
+        assert not line.startswith("{") and " INFO m0 kvraft.main: member m0 (" in line, line
     finally:
         cluster.stop()

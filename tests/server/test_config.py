@@ -299,3 +299,31 @@ def test_etcds_file_retention_flags_are_taken_and_checked(tmp_path) -> None:
         parse_config(["--max-wals=-1", "--data-dir", str(tmp_path / "d")]).validate()
     with pytest.raises(ConfigError, match="max-snapshots: 'many' is not an integer"):
         parse_config(["--max-snapshots", "many", "--data-dir", str(tmp_path / "d")])
+
+
+def test_etcds_tuning_flags_are_taken_with_etcds_defaults_for_zero(tmp_path) -> None:
+    data = ["--data-dir", str(tmp_path / "d")]
+    config = parse_config(data)
+    assert config.backend_batch() == (0.1, 10_000) and config.compaction_batch_limit() == 1000
+    assert config.warn_apply_s() == 0.1 and config.initial_election_tick_advance
+    config = parse_config([*data, "--backend-batch-interval", "10ms", "--backend-batch-limit", "50",
+                           "--experimental-compaction-batch-limit", "0", "--experimental-warning-apply-duration", "1s",
+                           "--initial-election-tick-advance=false", "--max-concurrent-streams", "1",
+                           "--experimental-backend-bbolt-freelist-type", "map", "--log-package-levels", "raft=DEBUG"])
+    assert config.backend_batch() == (0.01, 50) and config.compaction_batch_limit() == 1000
+    assert config.warn_apply_s() == 1.0 and not config.initial_election_tick_advance
+
+
+@pytest.mark.parametrize(("flags", "error"), [
+    (["--backend-batch-interval", "soon"], "--backend-batch-interval: "),
+    (["--backend-batch-limit=-1"], "--backend-batch-limit must not be negative"),
+    (["--experimental-compaction-batch-limit=-5"], "--experimental-compaction-batch-limit must not be negative"),
+    (["--experimental-warning-apply-duration=-1s"], "--experimental-warning-apply-duration: "),
+    (["--max-concurrent-streams", "0"], "--max-concurrent-streams must be between 1 and 4294967295"),
+    (["--max-concurrent-streams", "4294967296"], "--max-concurrent-streams must be between 1 and 4294967295"),
+    (["--experimental-backend-bbolt-freelist-type", "hash"], "must be 'array' or 'map'"),
+    (["--log-package-levels", "raft"], "--log-package-levels: cannot parse 'raft'"),
+])
+def test_bad_tuning_flag_values_are_refused(tmp_path, flags: list[str], error: str) -> None:
+    with pytest.raises(ConfigError, match=error.replace("(", r"\(")):
+        parse_config([*flags, "--data-dir", str(tmp_path / "d")])

@@ -187,6 +187,16 @@ def test_the_commit_timer_puts_an_idle_stage_on_disk(tmp_path: Path, reference: 
         sm.close()
 
 
+def _apply_settled(stage: Any, ready: Any) -> None:
+    """Apply one Ready, then wait for a compaction it started: while one runs, every unit
+    commits at once (the compactor needs the writer lock between its batches), so only
+    Readies applied after it stay held."""
+    stage._apply(ready)
+    job = stage.target.store.last_job
+    if job is not None:
+        assert job.wait(30), "the compaction never finished"
+
+
 def _fail_next_commit(sm: StateMachine) -> None:
     """The next LMDB commit fails as a full disk would (then the hook is restored)."""
     backend = sm.store.backend
@@ -214,8 +224,8 @@ def test_a_failed_delayed_commit_stops_the_member_and_the_log_repairs_it(
     sm.on_failure = failures.append
     entries = _entries()
     try:
-        for ready in entries[:3]:
-            stage._apply(ready)
+        for ready in entries[:4]:  # (Ready 2's compaction is done before Ready 3 is held)
+            _apply_settled(stage, ready)
         assert sm.holding
         _fail_next_commit(sm)
         if where == "apply":
@@ -223,7 +233,7 @@ def test_a_failed_delayed_commit_stops_the_member_and_the_log_repairs_it(
             sm_module.COMMIT_INTERVAL_S = 0.0
             try:
                 with pytest.raises(BatchAbortedError):
-                    stage._apply(entries[3])
+                    stage._apply(entries[4])
             finally:
                 sm_module.COMMIT_INTERVAL_S = sm_module_interval
         else:
@@ -231,7 +241,7 @@ def test_a_failed_delayed_commit_stops_the_member_and_the_log_repairs_it(
                 getattr(sm, where)()
         assert failures and isinstance(failures[0], BatchAbortedError)
         with pytest.raises(BatchAbortedError):  # nothing more is applied on the rolled-back state
-            stage._apply(entries[4])
+            stage._apply(entries[5])
     finally:
         sm.close()
     sm, stage = open_member(path)
@@ -275,7 +285,7 @@ def test_reads_on_the_members_thread_see_held_units_as_committed_ones(tmp_path: 
         sm, stage = open_member(path)
         try:
             for entries in _entries():
-                stage._apply(entries)
+                _apply_settled(stage, entries)
             assert sm.holding
             held = _every_read(sm)
             sm.commit()

@@ -85,6 +85,11 @@ class Compactor:
         self._jobs.put(job)
         return job
 
+    @property
+    def busy(self) -> bool:
+        """Whether a job is queued or running (it needs the writer lock between its steps)."""
+        return self._jobs.unfinished_tasks > 0
+
     def cancel_pending(self) -> None:
         """Drop every job not started yet and stop the running one at its next batch (the
         state they were computed for is being replaced). Caller holds ``maint_lock``."""
@@ -95,10 +100,12 @@ class Compactor:
             except queue.Empty:
                 return
             if job is None:
+                self._jobs.task_done()
                 self._jobs.put(None)
                 return
             job.error = _Stopped("superseded by a snapshot restore")
             job.done.set()
+            self._jobs.task_done()
 
     def close(self) -> None:
         """Stop after the batch in progress; queued jobs resume at the next open."""
@@ -116,6 +123,7 @@ class Compactor:
         while True:
             job = self._jobs.get()
             if job is None:
+                self._jobs.task_done()
                 return
             try:
                 self._execute(job)
@@ -126,6 +134,7 @@ class Compactor:
                 job.error = exc
             finally:
                 job.done.set()
+                self._jobs.task_done()
             if self._stopping:
                 return
 

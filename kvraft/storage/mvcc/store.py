@@ -246,6 +246,12 @@ class MVCCStore:
     # -- group commit across batches ----------------------------------------------------
 
     @property
+    def compacting(self) -> bool:
+        """Whether a compaction's background part is queued or running: it takes the writer
+        lock for each step, so a batch held across applies would stall it."""
+        return self._compactor.busy
+
+    @property
     def holding(self) -> bool:
         """Whether a held batch has units that are not on disk yet."""
         return self._held is not None

@@ -1,0 +1,145 @@
+"""``--initial-election-tick-advance``: the first election comes early after a start
+(kvraft/server/tick_advance.py).
+
+Before it, a one-member cluster waited a whole randomized election timeout (1-2 s with the
+defaults) for an election it could not lose, and every cluster start waited as long for its
+first leader: `make demo`, each test's cluster, each restart of a member."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from kvraft.server.local import LocalCluster
+from kvraft.server.tick_advance import DONE, WAIT, Advance, Campaign, advance_initial_ticks, decide
+
+ME = 1
+
+
+@pytest.mark.parametrize(
+    ("voters", "connected", "leader", "enabled", "applied_all", "want"),
+    [
+        ({ME}, set(), 0, True, True, "campaign"),
+        ({ME}, set(), 0, False, True, "campaign"),  # the only voter campaigns whatever the flag
+        ({ME}, set(), 0, True, False, WAIT),  # a committed conf change not applied: Raft would refuse
+        ({ME}, set(), ME, True, True, DONE),  # already leader
+        ({ME, 2, 3}, set(), 0, True, True, WAIT),
+        ({ME, 2, 3}, {2}, 0, True, True, "advance 8"),  # 2 of 3 connected with itself: a quorum
+        ({ME, 2, 3}, {2, 3}, 0, True, True, "advance 8"),
+        ({ME, 2, 3}, {2}, 3, True, True, DONE),  # a leader is known: its heartbeats keep the timer
+        ({ME, 2, 3}, {2, 3}, 0, False, True, DONE),  # the flag off
+        ({ME, 2, 3, 4, 5}, {2}, 0, True, True, WAIT),  # 2 of 5 is no quorum
+        ({ME, 2, 3, 4, 5}, {2, 3}, 0, True, True, "advance 8"),
+        ({ME, 2, 3}, {4, 5}, 0, True, True, WAIT),  # learners (not voters) do not count
+        ({2, 3}, {2, 3}, 0, True, True, DONE),  # not a voter (a learner, a member joining)
+        (set(), set(), 0, True, True, DONE),
+    ],
+)
+def test_decide(voters, connected, leader, enabled, applied_all, want) -> None:
+    action = decide(ME, voters, connected, leader, 10, enabled, applied_all)
+    if isinstance(action, Campaign):
+        assert want == "campaign"
+    elif isinstance(action, Advance):
+        assert want == f"advance {action.ticks}"
+    else:
+        assert action == want
+
+
+def test_two_election_ticks_leave_nothing_to_advance() -> None:
+    assert decide(ME, {ME, 2, 3}, {2, 3}, 0, 2, True) == DONE
+
+
+class FakeNode:
+    """What ``advance_initial_ticks`` reads and calls on a ``Node``."""
+
+    def __init__(self, voters: set[int], peers: list[int]) -> None:
+        self.member_id = ME
+        self.voters = voters
+        self.peers = peers
+        self.up: set[int] = set()
+        self.leader = 0
+        self.applied, self.commit = 5, 5
+        self.calls: list[tuple[str, int]] = []
+        self.raw = SimpleNamespace(status=lambda: SimpleNamespace(
+            conf_state=SimpleNamespace(voters=self.voters), leader=self.leader, applied=self.applied, commit=self.commit))
+        self.transport = SimpleNamespace(peers=lambda: self.peers, connected=lambda peer: peer in self.up)
+        self.driver = SimpleNamespace(heartbeat_interval_s=0.1, campaign_now=lambda: self.calls.append(("campaign", 0)),
+                                      advance_ticks=lambda n: self.calls.append(("ticks", n)))
+
+
+async def test_the_only_voter_campaigns_once_its_log_is_applied() -> None:
+    node = FakeNode({ME}, [])
+    node.applied = 3  # the bootstrap's conf entries, committed, not applied yet
+    task = asyncio.create_task(advance_initial_ticks(node, True, 10, poll_s=0.01))
+    await asyncio.sleep(0.05)
+    assert node.calls == []
+    node.applied = 5
+    await asyncio.wait_for(task, 1)
+    assert node.calls == [("campaign", 0)]
+
+
+async def test_a_voter_advances_once_a_quorum_of_peers_is_connected() -> None:
+    node = FakeNode({ME, 2, 3}, [2, 3])
+    task = asyncio.create_task(advance_initial_ticks(node, True, 10, poll_s=0.01))
+    await asyncio.sleep(0.05)
+    assert node.calls == []
+    node.up.add(3)
+    await asyncio.wait_for(task, 1)
+    assert node.calls == [("ticks", 8)]
+
+
+async def test_nothing_when_a_leader_is_heard_first_or_no_quorum_connects_in_time() -> None:
+    node = FakeNode({ME, 2, 3}, [2, 3])
+    task = asyncio.create_task(advance_initial_ticks(node, True, 10, poll_s=0.01))
+    await asyncio.sleep(0.03)
+    node.leader = 2
+    node.up.update({2, 3})
+    await asyncio.wait_for(task, 1)
+    assert node.calls == []
+    clock = iter([0.0, 0.0, 1.0, 6.0])
+    alone = FakeNode({ME, 2, 3}, [2, 3])
+    await asyncio.wait_for(advance_initial_ticks(alone, True, 10, poll_s=0.0, wait_s=5.0, clock=lambda: next(clock)), 1)
+    assert alone.calls == []
+
+
+def _leader_after(cluster: LocalCluster, started: float) -> float:
+    cluster.wait_leader(60)
+    return time.monotonic() - started
+
+
+def test_a_one_member_cluster_leads_without_waiting_an_election_timeout(tmp_path) -> None:
+    """With a 10 s election timeout the leader came 10-20 s after start; now at once."""
+    started = time.monotonic()
+    with LocalCluster(1, tmp_path, extra_args=["--heartbeat-interval", "100", "--election-timeout", "10000"]) as cluster:
+        cluster.start(timeout_s=60)
+        assert _leader_after(cluster, started) < 8.0
+        log = cluster.members["m0"].log_path.read_text()
+        assert "started as the only voter; campaigning at once" in log
+
+
+def _forwarded(log: str) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(line) for line in log.splitlines()
+            if line.startswith("{") and "fast-forwarding election ticks" in line]
+
+
+def test_three_members_fast_forward_their_election_timers_once_connected(tmp_path) -> None:
+    with LocalCluster(3, tmp_path / "on", extra_args=["--heartbeat-interval", "100", "--election-timeout", "10000"]) as cluster:
+        cluster.start(timeout_s=60)
+        cluster.wait_leader(60)
+        lines = [line for m in cluster.members.values() for line in _forwarded(m.log_path.read_text())]
+        assert lines, "no member fast-forwarded its election timer"
+        for line in lines:
+            assert line["forward-ticks"] == 98 and line["election-ticks"] == 100, line
+            assert line["active-remote-members"] >= 1, line
+
+
+def test_the_flag_off_leaves_a_member_of_several_to_its_timeout(tmp_path) -> None:
+    flags = ["--heartbeat-interval", "50", "--election-timeout", "500", "--initial-election-tick-advance=false"]
+    with LocalCluster(3, tmp_path / "off", extra_args=flags) as cluster:
+        cluster.start(timeout_s=60)
+        cluster.wait_leader(60)
+        assert not [m.name for m in cluster.members.values() if _forwarded(m.log_path.read_text())]
