@@ -10,7 +10,8 @@ lists many keys, one range against the streamed range); failover (``failover``: 
 follower right after the leader is killed, kvraft and etcd); numbered (``numbered``: what numbering
 a write for the at-most-once table costs, kvraft's client numbered against plain); frozen-member
 (``frozen``: a read, a watch and a CLI read on a member that froze, keepalive on and off; what
-heartbeats cost a member with many idle watches)."""
+heartbeats cost a member with many idle watches); startup (``startup``: from the processes' start to the
+first acknowledged write, new and restarted clusters, kvraft and etcd)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from kvraft.bench import (
     range_stream,
     scoped_tokens,
     server_compare,
+    startup,
     storage,
     watch_load,
 )
@@ -47,6 +49,7 @@ WORKLOADS: dict[str, Callable[[str, list[str]], int]] = {
     "failover": failover.main,
     "numbered": numbered.main,
     "frozen-member": frozen.main,
+    "startup": startup.main,
 }
 
 

@@ -16,6 +16,14 @@ client without one reaches the scoped-token path of ``--client-cert-auth``, or n
 A connection refused here is closed before a byte of it is read, and logged. CN and hostname
 are exclusive for one side, as etcd's flags are.
 
+The peer listener also checks where a certificate comes from (etcd's ``checkSAN``, on unless
+``--experimental-peer-skip-client-san-verification``): a peer certificate that names addresses
+or DNS names in its subject alternative names must name the address it connects from. An IP
+SAN matches directly (``san_quick``, no lookup); otherwise a DNS SAN must match the address's
+reverse lookup (``*.`` as a suffix) or resolve to it (``san_refusal``, with the lookups passed
+in, so the rule is tested without a resolver and the member runs it off its loop). A
+certificate with no SANs passes, as in etcd.
+
 ``cert`` is the dict ``SSLObject.getpeercert()`` returns for a verified certificate; the
 rules are pure and tested without a handshake.
 """
@@ -23,10 +31,13 @@ rules are pure and tested without a handshake.
 from __future__ import annotations
 
 import ipaddress
+import json
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CertRule", "common_name", "valid_for"]
+__all__ = ["CertRule", "common_name", "forward_lookup", "reverse_lookup", "san_quick", "san_refusal", "valid_for"]
 
 
 def common_name(cert: dict[str, Any]) -> str:
@@ -89,3 +100,77 @@ class CertRule:
             return ""
         names = ", ".join(f"{k} {v}" for k, v in cert.get("subjectAltName", ())) or "no subject alternative names"
         return f"{self.what}: certificate is not valid for the allowed hostname {self.allowed_hostname!r} ({names})"
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(str(text).strip().strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped  # (a dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d)
+    return ip
+
+
+def _sans(cert: dict[str, Any], kind: str) -> list[str]:
+    return [str(value).strip() for k, value in cert.get("subjectAltName", ()) if k == kind]
+
+
+def san_quick(cert: dict[str, Any], host: str) -> str | None:
+    """etcd's ``checkSAN`` as far as it goes without a lookup: "" when ``cert`` may connect
+    from ``host`` (no SANs at all, or an IP SAN equal to it), Go's refusal when it names
+    addresses only and not this one, None when its DNS names must be looked up."""
+    ips, names = _sans(cert, "IP Address"), _sans(cert, "DNS")
+    if not ips and not names:
+        return ""
+    if ips:
+        remote = _ip(host)
+        if remote is not None and any(_ip(ip) == remote for ip in ips):
+            return ""
+        if not names:
+            return f"x509: certificate is valid for {', '.join(ips)}, not {host}"
+    return None
+
+
+def san_refusal(cert: dict[str, Any], host: str, reverse: Callable[[str], list[str]],
+                forward: Callable[[str], list[str]]) -> str:
+    """Why ``cert`` may not connect from ``host`` ("" when it may): ``san_quick``, then its
+    DNS names against ``reverse(host)`` (names for an address) and ``forward(name)``
+    (addresses for a name), as etcd's ``isHostInDNS``. A failed lookup is an ``OSError``; the
+    last one is named in the refusal."""
+    quick = san_quick(cert, host)
+    if quick is not None:
+        return quick
+    dns = _sans(cert, "DNS")
+    wildcards = [name[1:].lower() for name in dns if name.startswith("*.")]
+    names = [name for name in dns if not name.startswith("*.")]
+    error = ""
+    try:
+        for found in reverse(host):
+            found = found.rstrip(".").lower()
+            if any(found.endswith(suffix) for suffix in wildcards) or found in (n.lower() for n in names):
+                return ""
+    except OSError as exc:
+        error = str(exc)
+    remote = _ip(host)
+    for name in names:
+        try:
+            addresses = forward(name)
+        except OSError as exc:
+            error = str(exc)
+            continue
+        if remote is not None and any(_ip(address) == remote for address in addresses):
+            return ""
+    quoted = " ".join(json.dumps(name) for name in dns)  # Go's %q of a []string
+    return f"tls: {json.dumps(host)} does not match any of DNSNames [{quoted}]" + (f" ({error})" if error else "")
+
+
+def reverse_lookup(host: str) -> list[str]:
+    """The names the resolver has for an address (blocking: run it off the loop)."""
+    name, aliases, _addresses = socket.gethostbyaddr(host)
+    return [name, *aliases]
+
+
+def forward_lookup(name: str) -> list[str]:
+    """The addresses a name resolves to (blocking: run it off the loop)."""
+    return [str(info[4][0]) for info in socket.getaddrinfo(name, None)]

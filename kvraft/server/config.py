@@ -184,6 +184,12 @@ class Config:
     not give it a whole TTL again. kvraft always checkpoints; false only logs that it does."""
     experimental_backend_bbolt_freelist_type: str = "array"
     """etcd's bbolt tuning ('array' or 'map'); validated and kept: LMDB keeps its own freelist."""
+    experimental_peer_skip_client_san_verification: bool = False
+    """etcd's flag: do not compare a peer certificate's subject alternative names with the
+    address the peer connected from (kvraft/server/cert_names.py, ``san_refusal``)."""
+    enable_pprof: bool = False
+    """etcd's flag: serve ``/debug/pprof/`` on the client URLs: thread and task stacks, a
+    sampled CPU profile, the heap by type (kvraft/server/api/pprof.py)."""
     log_package_levels: str = ""
     """etcd's ``pkg=LEVEL,...`` (capnslog levels): a level per logger, kvraft's names or etcd's
     package names (kvraft/server/log_levels.py)."""

@@ -119,6 +119,10 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
                                                              "not renew them; kvraft always does (false only logs so)."),
     "experimental_backend_bbolt_freelist_type": ("Experimental", "etcd's bbolt freelist type, 'array' or 'map'; "
                                                                  "kvraft's LMDB keeps its own freelist."),
+    "experimental_peer_skip_client_san_verification": ("Experimental", "Skip the check of a peer certificate's subject "
+                                                                       "alternative names against its address."),
+    "enable_pprof": ("Profiling and monitoring", "Serve profiling data at the client URLs' /debug/pprof/ (thread and "
+                                                 "task stacks, a sampled CPU profile, the heap by type)."),
     "log_package_levels": ("Logging", "A log level per package or logger, e.g. 'etcdmain=CRITICAL,raft=DEBUG' or "
                                       "'kvraft.storage=DEBUG'."),
 }

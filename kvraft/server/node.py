@@ -240,6 +240,7 @@ class Node(NodeStatusMixin):
             describe=self._describe,
             on_unsent=self._on_unsent,
             on_features=self.peer_features.heard,
+            check_san=not config.experimental_peer_skip_client_san_verification,
         )
         self.driver = NodeDriver(
             self.member_id,

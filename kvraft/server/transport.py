@@ -55,7 +55,13 @@ import msgpack
 from kvraft.durations import ETCD_PEER_RTT_BUCKETS_S, DurationHistogram
 from kvraft.raft.types import Message
 from kvraft.server import wire
-from kvraft.server.cert_names import CertRule
+from kvraft.server.cert_names import (
+    CertRule,
+    forward_lookup,
+    reverse_lookup,
+    san_quick,
+    san_refusal,
+)
 from kvraft.server.tls_accept import HandshakeFailures, accepting
 
 __all__ = ["NoAnswer", "PeerTransport", "TransportStats", "WrongKey", "ask_cluster", "cluster_key"]
@@ -248,8 +254,12 @@ class PeerTransport:
         describe: Callable[[], Any] | None = None,
         on_unsent: FrameHandler | None = None,
         on_features: Callable[[int, frozenset[str]], None] | None = None,
+        check_san: bool = True,
     ) -> None:
         self.member_id = member_id
+        self.check_san = check_san
+        """Whether an accepted peer's certificate must name the address it connects from
+        (etcd's ``checkSAN``; off: ``--experimental-peer-skip-client-san-verification``)."""
         self._on_features = on_features or (lambda _id, _features: None)
         """Called with (peer, features) after each handshake answer (``peer_features``)."""
         self._on_unsent = on_unsent or (lambda _id, _kind, _body: None)
@@ -624,9 +634,36 @@ class _Inbound(asyncio.Protocol):
         self.transport = transport
         self.owner._inbound.add(self)
         self.timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT_S, self._reject, TimeoutError("handshake timed out"))
-        why = self.owner.cert_rule.refusal(transport.get_extra_info("peercert"))
+        cert = transport.get_extra_info("peercert")
+        why = self.owner.cert_rule.refusal(cert)
         if why:
             self._reject(PermissionError(why))
+        elif cert and self.owner.check_san:
+            self._check_san(cert, transport.get_extra_info("peername"))
+
+    def _check_san(self, cert: dict[str, Any], peername: Any) -> None:
+        """etcd's ``checkSAN`` (kvraft.server.cert_names): decided at once when an IP SAN
+        matches or none can; else reading waits while the DNS names are looked up off the loop."""
+        host = str(peername[0]) if peername else ""
+        why = san_quick(cert, host)
+        if why:
+            self._reject(PermissionError(why))
+            return
+        if why is None:
+            self.transport.pause_reading()
+            lookup = asyncio.get_running_loop().run_in_executor(None, san_refusal, cert, host, reverse_lookup,
+                                                                forward_lookup)
+            lookup.add_done_callback(self._san_checked)
+
+    def _san_checked(self, lookup: asyncio.Future[str]) -> None:
+        if self.state == "closed":
+            return
+        exc = lookup.exception()
+        why = str(exc) if exc is not None else lookup.result()
+        if why:
+            self._reject(PermissionError(why))
+        else:
+            self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.state in ("hello", "answer"):  # gone before proving it holds the key

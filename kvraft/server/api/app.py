@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 from aiohttp import web
 
 from kvraft.apply.errors import InvalidArgument
-from kvraft.server.api import cluster, debug, defaults, gate, kv, maintenance, misc
+from kvraft.server.api import cluster, debug, defaults, gate, kv, maintenance, misc, pprof
 from kvraft.server.api.access import ACCESS, Access, answer_headers, refusal
 from kvraft.server.api.codec import JSON_OUT
 from kvraft.server.api.errors import GRPC_CODE, error_response
@@ -163,4 +163,6 @@ def make_app(server: Any) -> web.Application:
     misc.add_routes(app.router)  # /version, /health, /metrics
     gate.install(app, server)  # watch, lease, auth, lock, election routes; auth middleware
     debug.install(app)  # /debug/failpoints, only with KVRAFT_FAILPOINTS set
+    if server.config.enable_pprof:
+        pprof.install(app)  # /debug/pprof/ (etcd's --enable-pprof)
     return app
