@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 
 from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_ERROR, CommandError
 from kvraft.cli.goformat import go_quote, parse_duration
+from kvraft.client.completion import complete_files
 
 __all__ = ["GoArgumentParser", "GoNumError", "add_default_true_flag", "add_global_flags", "duration", "go_parse_int",
            "int64", "normalize_bools", "subcommands"]
@@ -146,9 +147,10 @@ def add_global_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keepalive-timeout", type=duration, default=s,
                         help="keepalive timeout for client connections: a probe unanswered this long fails the "
                              "member over (default 2s; etcdctl's 6s)")
-    parser.add_argument("--cacert", default=s, help="verify certificates of TLS-enabled secure servers using this CA bundle")
-    parser.add_argument("--cert", default=s, help="identify secure client using this TLS certificate file")
-    parser.add_argument("--key", default=s, help="identify secure client using this TLS key file")
+    complete_files(
+        parser.add_argument("--cacert", default=s, help="verify certificates of TLS-enabled secure servers using this CA bundle"),
+        parser.add_argument("--cert", default=s, help="identify secure client using this TLS certificate file"),
+        parser.add_argument("--key", default=s, help="identify secure client using this TLS key file"))
     parser.add_argument("--insecure-skip-tls-verify", action="store_true", default=s,
                         help="skip server certificate verification (CAUTION: this option should be enabled only for testing purposes)")
     parser.add_argument("--insecure-transport", action="store_true", default=s, help="accepted for etcdctl compatibility")

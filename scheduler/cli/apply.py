@@ -9,6 +9,7 @@ import argparse
 import json
 from typing import Any, TextIO
 
+from kvraft.client.completion import complete_files
 from scheduler import keys
 from scheduler.cli.common import CliError, read_input
 from scheduler.jobs import load_documents, validate_priority_class, validate_tenant
@@ -21,7 +22,7 @@ KINDS = {"Tenant": (validate_tenant, keys.tenant_key, "tenant"),
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("apply", help="create or update tenants and priority classes from YAML")
-    p.add_argument("-f", "--filename", required=True)
+    complete_files(p.add_argument("-f", "--filename", required=True))
     p.set_defaults(run=run, prepare=prepare)
 
 

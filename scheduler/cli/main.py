@@ -15,9 +15,11 @@ import sys
 from typing import TextIO
 
 from kvraft.client import ClientError, SyncClient, TLSConfig
+from kvraft.client.completion import complete_files
 from scheduler.cli import (
     apply,
     cancel,
+    completion,
     cordon,
     describe,
     execute,
@@ -42,15 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", default=os.environ.get("JOBCTL_USER"))
     p.add_argument("--password", default=os.environ.get("JOBCTL_PASSWORD"))
     p.add_argument("--request-timeout-s", type=float, default=10.0)
-    p.add_argument("--cacert", default=os.environ.get("JOBCTL_CACERT"), help="CA bundle for kvraft's https")
-    p.add_argument("--cert", default=os.environ.get("JOBCTL_CERT"), help="client certificate")
-    p.add_argument("--key", default=os.environ.get("JOBCTL_KEY"), help="the client certificate's key")
+    complete_files(
+        p.add_argument("--cacert", default=os.environ.get("JOBCTL_CACERT"), help="CA bundle for kvraft's https"),
+        p.add_argument("--cert", default=os.environ.get("JOBCTL_CERT"), help="client certificate"),
+        p.add_argument("--key", default=os.environ.get("JOBCTL_KEY"), help="the client certificate's key"))
     p.add_argument("--insecure-skip-tls-verify", action="store_true",
                    default=os.environ.get("JOBCTL_INSECURE_SKIP_TLS_VERIFY", "").lower() in ("1", "true"))
     sub = p.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for module in (submit, apply, get, describe, logs, execute, wait, cancel, suspend, update, requeue, cordon, top,
-                   report):
+                   report, completion):
         module.add_parser(sub)
     return p
 
@@ -72,6 +75,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     args = _parse(build_parser(), list(sys.argv[1:] if argv is None else argv))
     try:
+        if getattr(args, "offline", None) is not None:  # (completion: no cluster needed)
+            return int(args.offline(args, out))
         if getattr(args, "prepare", None) is not None:
             args.prepare(args)
             if getattr(args, "dry_run", None) == "client":  # (=server: run checks against the cluster)

@@ -25,6 +25,7 @@ import time
 from typing import Any, TextIO
 
 from kvraft.client import Compare, Op
+from kvraft.client.completion import complete_files
 from scheduler import arrays, decode, keys
 from scheduler.admission import admission_problem
 from scheduler.cli.common import CliError, array_elements, key_of, read_input
@@ -37,7 +38,7 @@ __all__ = ["add_parser", "priority_class_value", "run", "stored_tenants"]
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("submit", help="submit jobs from a YAML file")
-    p.add_argument("-f", "--filename", required=True, help="job YAML file, or - for stdin")
+    complete_files(p.add_argument("-f", "--filename", required=True, help="job YAML file, or - for stdin"))
     p.add_argument("-o", "--output", choices=["name"], help="print only the job names")
     p.add_argument("--dry-run", nargs="?", const="client", default=None, type=_dry_run, metavar="client|server",
                    help="client (the default of a bare --dry-run): validate the file only, without connecting; "

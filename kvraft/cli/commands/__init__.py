@@ -6,5 +6,5 @@ __all__ = ["MODULES"]
 
 MODULES = (
     "kv", "txn", "watch", "compaction", "lease", "member", "endpoint", "snapshot", "defrag",
-    "alarm", "move_leader", "auth", "user", "role", "lock", "elect", "check", "version", "mirror",
+    "alarm", "move_leader", "auth", "user", "role", "lock", "elect", "check", "version", "mirror", "completion",
 )

@@ -36,6 +36,7 @@ from kvraft.cli.printers import DBStatus
 from kvraft.cli.progress import ProgressBar
 from kvraft.cli.snapshot_file import SnapshotFileError, is_kvraft_snapshot, verify_snapshot
 from kvraft.client import ClientError, ServerError
+from kvraft.client.completion import complete_files
 
 __all__ = ["register"]
 
@@ -178,7 +179,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
         ("restore", run_restore, "Restores an etcd member snapshot to an etcd directory"),
     ):
         p = verbs.add_parser(name, parents=[parent], help=text)
-        p.add_argument("args", nargs="*", metavar="<filename>")
+        complete_files(p.add_argument("args", nargs="*", metavar="<filename>"))
         p.set_defaults(handler=handler)
         if name == "restore":
             p.add_argument("--data-dir", default="", help="Path to the data directory (default <name>.kvraft)")

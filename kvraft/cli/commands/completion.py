@@ -1,0 +1,44 @@
+"""``completion bash|zsh|tcsh``: a shell completion script for kvctl, as etcdctl's (and
+kubectl's) ``completion`` command.
+
+The script is generated from kvctl's own parser (shtab, from the argparse tree), so it knows
+every command, subcommand and flag of this kvctl and is never out of date with it::
+
+    source <(kvctl completion bash)                     # this shell
+    kvctl completion bash > /etc/bash_completion.d/kvctl # every new shell
+    kvctl completion zsh > "${fpath[1]}/_kvctl"
+
+It completes command and flag names and file paths for the file flags (``--cacert``,
+``--cert``, ``--key``, ``snapshot save/restore/status`` files), not keys: like etcdctl's, it
+never asks the cluster. etcdctl 3.4 also writes fish and PowerShell scripts; shtab has none,
+so those are refused with a message naming the shells there are.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from kvraft.cli.context import Context
+from kvraft.cli.errors import EXIT_ERROR, CommandError
+from kvraft.client.completion import SHELLS, script
+
+__all__ = ["register"]
+
+
+async def run_completion(ctx: Context, ns: argparse.Namespace) -> None:
+    from kvraft.cli.main import build_parser  # (the whole tree, this command included)
+
+    if len(ns.args) != 1:
+        raise CommandError(EXIT_ERROR, f"completion takes one argument, the shell ({', '.join(SHELLS)})")
+    try:
+        ctx.stdout.write(script(build_parser()[0], ns.args[0]))
+    except ValueError as exc:
+        raise CommandError(EXIT_ERROR, str(exc)) from None
+
+
+def register(sub: Any, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("completion", parents=[parent], help="Generates the completion script for a shell "
+                                                             f"({', '.join(SHELLS)})")
+    p.add_argument("args", nargs="*", metavar="<shell>")
+    p.set_defaults(handler=run_completion)
