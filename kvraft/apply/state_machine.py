@@ -6,11 +6,11 @@
   group-committed, as etcd's backend batches its commits: ONE LMDB commit (one
   ``fdatasync``) once ``COMMIT_INTERVAL_S`` passed or ``COMMIT_OPS`` ops were applied since
   the first unit held (``--backend-batch-interval``, ``--backend-batch-limit``), or when the
-  apply stage asks (``commit``: it is idle). While a compaction's background part runs, each
-  unit commits at once: the compactor takes the writer lock between its batches. Until then
-  the applied state is in memory and in the open write transaction, which every read on
-  the member's thread goes through; a crash loses it and the restart re-applies it from
-  the durable Raft log (the consistent index on disk says from where).
+  apply stage asks (``commit``: it is idle). Until then the applied state is in memory and
+  in the open write transaction, which every read on the member's thread goes through; a
+  crash loses it and the restart re-applies it from the durable Raft log (the consistent
+  index on disk says from where). While a compaction's background part is queued or runs,
+  each unit commits at its apply: the compactor takes the writer lock between its batches.
 - ``apply_member``: membership bookkeeping (the registry lives in the server layer and is
   handed in as ``membership``; it only needs ``apply(op)``, ``to_wire()`` and
   ``restore(wire)``).

@@ -176,14 +176,15 @@ class Node(NodeStatusMixin):
             log.warning("disabling backend quota (--quota-backend-bytes %d)", config.quota_backend_bytes)
         elif config.quota_bytes() > MAX_QUOTA_BYTES:
             log.warning("backend quota %d exceeds maximum recommended quota %d", config.quota_bytes(), MAX_QUOTA_BYTES)
+        commit_interval_s, commit_ops = config.backend_batch()
         self.state = StateMachine(
             self.data_dir / "mvcc.lmdb",
             quota_bytes=config.quota_bytes(),
             member_id=self.member_id,
             max_txn_ops=config.max_txn_ops,
             membership=self.membership,
-            commit_interval_s=config.backend_batch()[0],
-            commit_ops=config.backend_batch()[1],
+            commit_interval_s=commit_interval_s,
+            commit_ops=commit_ops,
             warn_apply_s=config.warn_apply_s(),
             compaction_batch=config.compaction_batch_limit(),
         )

@@ -29,6 +29,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["POLL_S", "WAIT_S", "Advance", "Campaign", "advance_initial_ticks", "decide"]
@@ -40,22 +41,17 @@ WAIT_S = 5.0
 """How long a member waits for a quorum of peer connections (etcd: ``rafthttp.ConnReadTimeout``)."""
 
 
+@dataclass(frozen=True)
 class Campaign:
     """Start an election now."""
 
-    def __repr__(self) -> str:
-        return "Campaign()"
 
-
+@dataclass(frozen=True)
 class Advance:
-    """Advance the election timer by ``ticks``."""
+    """Advance the election timer by ``ticks`` (``connected``: the voters reached)."""
 
-    def __init__(self, ticks: int, connected: int) -> None:
-        self.ticks = ticks
-        self.connected = connected
-
-    def __repr__(self) -> str:
-        return f"Advance({self.ticks}, connected={self.connected})"
+    ticks: int
+    connected: int
 
 
 DONE = "done"
