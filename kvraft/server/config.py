@@ -119,6 +119,23 @@ class Config:
     """etcd 3.4's flag: the same as ``--log-level debug``."""
     enable_v2: bool = False
     """etcd 3.4's flag; kvraft serves the v3 API only, so only false is accepted."""
+    experimental_enable_v2v3: str = ""
+    """etcd 3.4's v2 API emulated on v3 under a prefix: none here, so only empty is accepted."""
+    discovery: str = ""
+    discovery_fallback: str = "proxy"
+    discovery_proxy: str = ""
+    discovery_srv: str = ""
+    discovery_srv_name: str = ""
+    """etcd's bootstrap through a v2 discovery service or DNS SRV records: kvraft bootstraps
+    from ``--initial-cluster`` alone, so these are accepted only at etcd's defaults (off)."""
+    proxy: str = "off"
+    proxy_failure_wait: int = 5000
+    proxy_refresh_interval: int = 30000
+    proxy_dial_timeout: int = 1000
+    proxy_write_timeout: int = 5000
+    proxy_read_timeout: int = 0
+    """etcd's v2 proxy mode: kvraft has none, so ``--proxy`` is accepted only as ``off``; the
+    timings, which only a proxy uses, are checked as etcd's unsigned integers."""
     wal_dir: str = ""
     """etcd's flag: the Raft log (WAL) in this directory instead of ``<data-dir>/raft.wal``,
     e.g. on a dedicated disk (kvraft/server/wal_dir.py)."""
@@ -306,6 +323,19 @@ class Config:
                               "(only a verified certificate has names to check)")
         if self.enable_v2:
             raise ConfigError("--enable-v2: kvraft serves etcd's v3 API only (its JSON gateway); there is no v2 store")
+        if self.experimental_enable_v2v3:
+            raise ConfigError("--experimental-enable-v2v3: kvraft has no v2 API to emulate; use the v3 API")
+        for name in ("discovery", "discovery_proxy", "discovery_srv", "discovery_srv_name"):
+            if getattr(self, name):
+                raise ConfigError(f"--{name.replace('_', '-')}: kvraft does not bootstrap through a discovery service "
+                                  "or DNS SRV records; name the members in --initial-cluster")
+        if self.discovery_fallback not in ("exit", "proxy"):
+            raise ConfigError(f"--discovery-fallback: unexpected value {self.discovery_fallback!r} (want exit or proxy)")
+        if self.proxy != "off":
+            if self.proxy not in ("on", "readonly"):
+                raise ConfigError(f"--proxy: unexpected value {self.proxy!r} (want off, readonly or on)")
+            raise ConfigError(f"--proxy={self.proxy}: kvraft has no v2 proxy mode; run a member (a learner serves "
+                              "reads without voting) or point clients at every member")
         if self.debug:
             self.log_level = "debug"
         if self.log_level not in ("debug", "info", "warn", "error", "panic", "fatal"):
@@ -437,7 +467,8 @@ _LISTS = {"listen_client_urls", "advertise_client_urls", "listen_peer_urls", "in
 
 
 _UNSIGNED = ("snapshot_count", "snapshot_catchup_entries", "max_snapshots", "max_wals", "max_txn_ops", "max_learners",
-             "auth_token_ttl")
+             "auth_token_ttl", "proxy_failure_wait", "proxy_refresh_interval", "proxy_dial_timeout",
+             "proxy_write_timeout", "proxy_read_timeout")
 
 _TRUE = ("1", "t", "true", "yes", "on")
 _FALSE = ("0", "f", "false", "no", "off")

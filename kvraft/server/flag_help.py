@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __all__ = ["FLAG_HELP", "GROUPS"]
 
-GROUPS = ("Member", "Clustering", "Security", "Auth", "Logging", "Profiling and monitoring", "Experimental")
+GROUPS = ("Member", "Clustering", "Proxy", "Security", "Auth", "Logging", "Profiling and monitoring", "Experimental")
 
 FLAG_HELP: dict[str, tuple[str, str]] = {
     # Member
@@ -92,6 +92,23 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     "experimental_watch_progress_notify_interval": ("Experimental", "Duration of periodic watch progress "
                                                                     "notifications."),
     "enable_v2": ("Experimental", "etcd's v2 API: kvraft has none, so only false is accepted."),
+    "experimental_enable_v2v3": ("Experimental", "etcd's v2 API emulated on v3: kvraft has none, so only empty "
+                                                 "is accepted."),
+    "discovery": ("Clustering", "etcd's v2 discovery URL: kvraft bootstraps from --initial-cluster, so only empty "
+                                "is accepted."),
+    "discovery_fallback": ("Clustering", "etcd's behaviour when discovery fails ('exit' or 'proxy'); unused "
+                                         "without --discovery."),
+    "discovery_proxy": ("Clustering", "HTTP proxy for the discovery service: only empty is accepted."),
+    "discovery_srv": ("Clustering", "DNS domain of SRV records describing the cluster: only empty is accepted "
+                                    "(use --initial-cluster)."),
+    "discovery_srv_name": ("Clustering", "Suffix of the DNS SRV name: only empty is accepted."),
+    "proxy": ("Proxy", "etcd's v2 proxy mode ('off', 'readonly' or 'on'): kvraft has none, so only 'off' is "
+                       "accepted."),
+    "proxy_failure_wait": ("Proxy", "Time (in milliseconds) an endpoint is held in a failed state (a proxy's; unused)."),
+    "proxy_refresh_interval": ("Proxy", "Time (in milliseconds) of the endpoints refresh interval (unused)."),
+    "proxy_dial_timeout": ("Proxy", "Time (in milliseconds) for a dial to timeout (unused)."),
+    "proxy_write_timeout": ("Proxy", "Time (in milliseconds) for a write to timeout (unused)."),
+    "proxy_read_timeout": ("Proxy", "Time (in milliseconds) for a read to timeout (unused)."),
     # Security (etcd lists these two there)
     "cors": ("Security", "Comma-separated whitelist of origins for CORS, or cross-origin resource sharing, "
                          "(empty or * means allow all)."),

@@ -75,11 +75,21 @@ def test_periodic_retention_units() -> None:
 
 def test_config_file_keys_kvraft_does_not_know_are_named_on_stderr(tmp_path, capsys) -> None:
     path = tmp_path / "etcd.yaml"
-    path.write_text("name: infra1\ndiscovery-srv: example.com\nproxy: 'off'\ncors: '*'\nsnapshot-count: 50\n")
+    path.write_text("name: infra1\nexperimental-memory-mlock: true\nproxy: 'off'\ncors: '*'\nsnapshot-count: 50\n"
+                    "unsafe-no-fsync: false\n")
     config = parse_config(["--config-file", str(path)])
-    assert config.snapshot_count == 50 and config.cors == ["*"]
+    assert config.snapshot_count == 50 and config.cors == ["*"] and config.proxy == "off"
     err = capsys.readouterr().err
-    assert f"--config-file {path}: ignoring discovery-srv, proxy" in err
+    assert f"--config-file {path}: ignoring experimental-memory-mlock, unsafe-no-fsync" in err
+
+
+def test_a_config_file_that_bootstraps_by_dns_is_refused_not_ignored(tmp_path) -> None:
+    """Ignored (as before), ``discovery-srv`` left the member to found a one-member cluster of
+    its own default ``--initial-cluster``; it is refused with what to do instead."""
+    path = tmp_path / "etcd.yaml"
+    path.write_text("name: infra1\ndiscovery-srv: example.com\n")
+    with pytest.raises(ConfigError, match="name the members in --initial-cluster"):
+        parse_config(["--config-file", str(path), "--data-dir", str(tmp_path / "d")])
 
 
 def test_an_etcd_config_files_access_and_keepalive_keys_are_read(tmp_path) -> None:
