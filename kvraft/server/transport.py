@@ -147,6 +147,9 @@ class _Peer:
     """The refusal last logged for a failed dial (each new one is logged once)."""
     features: frozenset[str] = frozenset()
     """What the peer's listener announced in its last handshake answer (kept while down)."""
+    redial: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the peer dialed this member while this member's dial to it was down: it is
+    listening, so the backoff's wait ends and the dial is tried at once."""
 
 
 class _Refused(ConnectionError):
@@ -445,6 +448,7 @@ class PeerTransport:
             writer = None
             eof_task = None
             unsent = 0  # messages written but not drained when the connection breaks
+            peer.redial.clear()  # (set while this dial fails: the wait after it ends at once)
             try:
                 async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
                     reader, writer = await self._dial(peer)
@@ -522,8 +526,19 @@ class PeerTransport:
                 # dial's error (asyncio.wait_for in 3.11 may swallow it): stop anyway, or
                 # this loop outlives the member and its shutdown waits for it for ever
                 raise asyncio.CancelledError
-            await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(backoff * random.uniform(0.5, 1.5)):
+                    await peer.redial.wait()
             backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def _dialed_by(self, member_id: int) -> None:
+        """A peer's connection to this member is authenticated: if this member's own dial to
+        it is down (it was not listening yet), try again now instead of after the backoff, so
+        a cluster whose members start a moment apart is fully connected (and every peer's
+        features known, the gate of numbered writes) as soon as the last one listens."""
+        peer = self._peers.get(member_id)
+        if peer is not None and not peer.connected:
+            peer.redial.set()
 
     def _fail_queue(self, peer: _Peer) -> None:
         dropped = 0
@@ -744,3 +759,4 @@ class _Inbound(asyncio.Protocol):
                 return
             self.state = "frames"
             log.info("peer %x: accepted its connection", self.source)
+            owner._dialed_by(self.source)

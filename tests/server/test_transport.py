@@ -452,3 +452,36 @@ async def test_peers_are_probed_for_their_round_trip() -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_peer_that_dials_in_is_dialed_back_at_once(monkeypatch) -> None:
+    """A member whose dial failed (its peer not listening yet) waits out a backoff of up to
+    a second before it tries again; meanwhile the peer, once up, dials it. That connection
+    now ends the wait: the member dials back at once, so a cluster whose members start a
+    moment apart is fully connected as soon as the last one listens (and every peer's
+    features are known: the gate of numbered writes). A backoff of a minute here makes the
+    old behaviour plain."""
+    from kvraft.server import transport as transport_module
+
+    monkeypatch.setattr(transport_module, "BACKOFF_MIN_S", 60.0)
+    monkeypatch.setattr(transport_module, "BACKOFF_MAX_S", 60.0)
+    key = cluster_key("tok")
+    port_a, port_b = free_port(), free_port()
+    a, b = PeerTransport(1, key, Inbox()), PeerTransport(2, key, Inbox())
+    try:
+        await a.listen([f"http://127.0.0.1:{port_a}"])
+        a.set_peer(2, f"http://127.0.0.1:{port_b}")  # b is not listening: a's dial fails, a backs off
+        await asyncio.sleep(0.3)  # (a's first dial has failed by now)
+        assert not a.connected(2)
+        await b.listen([f"http://127.0.0.1:{port_b}"])
+        b.set_peer(1, f"http://127.0.0.1:{port_a}")  # b dials a; a dials b back
+
+        async def connected() -> None:
+            while not (a.connected(2) and b.connected(1)):
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(connected(), 10)
+        assert a.supports(2, wire.FEATURE_REQUEST_IDS)
+    finally:
+        await a.close()
+        await b.close()
