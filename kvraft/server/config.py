@@ -529,6 +529,8 @@ def _parser() -> argparse.ArgumentParser:
                "are ignored.")
     parser.add_argument("--config-file", default=None,
                         help="Path to a YAML file with the flags' names as keys (flags win over it).")
+    parser.add_argument("--version", nargs="?", const="true", default=None, metavar="true|false",
+                        help="Print the version and exit (kvraft.server.main reads it first).")
     groups = {name: parser.add_argument_group(name) for name in GROUPS}
     defaults = Config()
     for item in fields(Config):

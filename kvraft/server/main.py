@@ -166,9 +166,33 @@ async def _watch_fatal(node: Node, stop: asyncio.Event) -> None:
     stop.set()
 
 
+def version_text() -> str:
+    """What ``kvraft --version`` prints, in the shape of ``etcd --version``."""
+    import platform
+
+    from kvraft import __version__
+    from kvraft.server.api.misc import API_VERSION
+
+    return (f"kvraft Version: {__version__}\nAPI Version: {API_VERSION} (etcd's v3 API)\n"
+            f"Python Version: {platform.python_version()}\nOS/Arch: {sys.platform}/{platform.machine()}\n")
+
+
+def _wants_version(argv: list[str]) -> bool:
+    """etcd's ``--version`` (a Go bool flag: ``-version``, ``--version=true`` as well)."""
+    for arg in argv:
+        name, _, value = arg.lstrip("-").partition("=")
+        if arg.startswith("-") and name == "version" and value.lower() in ("", "1", "t", "true"):
+            return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if _wants_version(argv):
+        sys.stdout.write(version_text())
+        return 0
     try:
-        config = parse_config(sys.argv[1:] if argv is None else argv)
+        config = parse_config(argv)
     except ConfigError as exc:
         print(f"kvraft: {exc}", file=sys.stderr)
         return 2

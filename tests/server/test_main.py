@@ -57,3 +57,21 @@ def test_no_flags_single_member_that_resumes(tmp_path) -> None:
         wait_until(lambda: get(URL, "hello") == {"hello": "world"}, 60, what="the resumed member")
     finally:
         _stop(process)
+
+
+@pytest.mark.parametrize("flag", ["--version", "-version", "--version=true"])
+def test_version_prints_in_etcds_shape_and_exits(flag: str) -> None:
+    """``etcd --version``: "etcd Version: 3.4.23", "Go Version: ...". kvraft refused the flag."""
+    done = subprocess.run([sys.executable, "-m", "kvraft.server.main", flag, "--name", "ignored"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("kvraft Version: ") and lines[1] == "API Version: 3.4.0 (etcd's v3 API)"
+    assert lines[2].startswith("Python Version: 3.") and lines[3].startswith("OS/Arch: ")
+
+
+def test_version_false_is_no_request_to_print_it() -> None:
+    from kvraft.server.main import _wants_version
+
+    assert not _wants_version(["--version=false", "--name", "m0"])
+    assert not _wants_version(["--name", "version"])
