@@ -82,8 +82,8 @@ class StateMachine:
         """``--backend-batch-interval``; None: ``COMMIT_INTERVAL_S``."""
         self.commit_ops = commit_ops
         """``--backend-batch-limit``; None: ``COMMIT_OPS``."""
-        self.warn_apply_s = warn_apply_s
-        """``--experimental-warning-apply-duration``; None: ``WARN_APPLY_S``."""
+        self.warn_apply_s = WARN_APPLY_S if warn_apply_s is None else warn_apply_s
+        """``--experimental-warning-apply-duration``: an apply or read slower is logged and counted."""
         # data pages fsynced on every apply commit, the meta page by the next one: a power
         # cut undoes at most the last apply (the consistent index rolls back with it and the
         # Raft log re-applies it); MDB_NOSYNC could leave a mix no member ever had
@@ -101,7 +101,7 @@ class StateMachine:
         self._held_ops = 0
         self.commits = 0
         self.slow_applies = 0
-        """Ops applied and reads served that took longer than ``warn_s()``."""
+        """Ops applied and reads served that took longer than ``warn_apply_s``."""
         self.failure: BaseException | None = None
         """Set when a commit of held units failed: they rolled back to the state on disk,
         so no further entry may be applied on top (its revisions would differ from every
@@ -125,9 +125,6 @@ class StateMachine:
         """The longest applied units are held before their commit."""
         return COMMIT_INTERVAL_S if self.commit_interval_s is None else self.commit_interval_s
 
-    def warn_s(self) -> float:
-        return WARN_APPLY_S if self.warn_apply_s is None else self.warn_apply_s
-
     def applied_index(self) -> int:
         return self.store.consistent_index[0]
 
@@ -140,7 +137,7 @@ class StateMachine:
             store.hold()
             self._held_since = time.monotonic()
         count = len(items)
-        warn_s = self.warn_s()
+        warn_s = self.warn_apply_s
         try:
             with store.batch():
                 for _request_id, op in items:
@@ -218,7 +215,7 @@ class StateMachine:
         self.slow_applies += 1
         error = result if isinstance(result, BaseException) else None
         log.warning("apply request took too long", extra={"fields": {
-            "took": f"{took * 1000:.3f}ms", "expected-duration": f"{self.warn_s() * 1000:.0f}ms",
+            "took": f"{took * 1000:.3f}ms", "expected-duration": f"{self.warn_apply_s * 1000:.0f}ms",
             "prefix": prefix, "request": describe(op), **({"error": str(error)} if error is not None else {})}})
 
     # -- reads ---------------------------------------------------------------------------
@@ -246,7 +243,7 @@ class StateMachine:
             raise as_etcd_error(exc) from None
         finally:
             took = time.perf_counter() - started
-            if took > self.warn_s():
+            if took > self.warn_apply_s:
                 self._slow(prefix, op, took, None)
 
     def revision(self) -> int:
