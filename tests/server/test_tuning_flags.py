@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kvraft.server.local import LocalCluster
-from tests.server.helpers import b64, put
+from kvraft.server.local import LocalCluster, post
+from tests.server.helpers import b64, get, put
 
 TUNED = [
     "--backend-batch-interval", "1h", "--backend-batch-limit", "5",
@@ -89,8 +89,6 @@ def test_backend_batch_limit_and_interval_decide_when_applied_writes_commit(memb
     assert put(tuned, "fifth", "v")[0] == 200
     assert _value(tuned, commits) == before["tuned"] + 1
     # held writes are served all the same
-    from tests.server.helpers import get
-
     assert get(tuned, "held0") == {"held0": "v"}
 
 
@@ -105,8 +103,6 @@ def test_warning_apply_duration_sets_what_counts_as_slow(members) -> None:
 
 
 def test_compaction_batch_limit_splits_the_deletes(members) -> None:
-    from kvraft.server.local import post
-
     pauses = "etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds_count"
     counts = {}
     for name in ("tuned", "default"):
