@@ -10,8 +10,8 @@ member learns its peers' names when they publish them). ``kvctl -d DOMAIN`` take
 endpoints from ``_etcd-client-ssl._tcp.DOMAIN`` and ``_etcd-client._tcp.DOMAIN`` the same way.
 
 Lookups go to the system's resolver (``/etc/resolv.conf``; targets also through
-``/etc/hosts``), or, when ``KVRAFT_DNS_SERVER`` names one (``host[:port]``), to that DNS server:
-a lab's own DNS, or the tests' (``kvraft.testing.dns``). The lookups are plain functions of a
+``/etc/hosts``), or, when ``KVRAFT_DNS_SERVER`` names one (``IP[:port]``), to that DNS server
+alone, targets' addresses included: a lab's own DNS, or the tests' (``kvraft.testing.dns``). The lookups are plain functions of a
 ``Resolver`` so that tests can give one that answers from a table.
 """
 
@@ -197,9 +197,8 @@ def _ip_literal(host: str) -> str | None:
 
 class DNSResolver:
     """Lookups through dnspython: the system's configuration, or the DNS server ``server``
-    (``host[:port]``; default ``$KVRAFT_DNS_SERVER``). Target addresses come from that DNS
-    server first when one is named, else (and when it has none) from the system's
-    ``getaddrinfo``, which also reads ``/etc/hosts``."""
+    (``host[:port]``; default ``$KVRAFT_DNS_SERVER``). Addresses come from that DNS server
+    alone when one is named, else from the system's ``getaddrinfo`` (``/etc/hosts``, DNS)."""
 
     def __init__(self, server: str | None = None, rng: random.Random | None = None,
                  getaddrinfo: Callable[..., Any] = socket.getaddrinfo) -> None:
@@ -229,7 +228,8 @@ class DNSResolver:
     def _where(self) -> str:
         if self._dns is None:
             return "no DNS server (no /etc/resolv.conf)"
-        return ",".join(str(n) for n in self._dns.nameservers)
+        port = self._dns.port
+        return ",".join(f"[{n}]:{port}" if ":" in str(n) else f"{n}:{port}" for n in self._dns.nameservers)
 
     def srv(self, name: str) -> list[SRVRecord]:
         if self._dns is None:
@@ -251,14 +251,17 @@ class DNSResolver:
         literal = _ip_literal(host)
         if literal is not None:
             return literal
-        if self.server and self._dns is not None:
+        if self.server and self._dns is not None:  # (only there: a test never asks the system's DNS)
             for rdtype in ("A", "AAAA"):
                 try:
                     answer = self._dns.resolve(host if host.endswith(".") else host + ".", rdtype, search=False)
+                except dns.exception.Timeout:
+                    raise DiscoveryError(f"lookup {host.rstrip('.')} on {self._where()}: i/o timeout") from None
                 except dns.exception.DNSException:
                     continue
                 for rdata in answer:
                     return str(ipaddress.ip_address(rdata.to_text()))
+            raise DiscoveryError(f"lookup {host.rstrip('.')} on {self._where()}: no such host")
         try:
             infos = self._getaddrinfo(host.rstrip(".") or host, None, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as exc:

@@ -12,7 +12,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,10 @@ from kvraft.server.crl import CRLError, read_crl
 from kvraft.server.flag_help import FLAG_HELP, GROUPS
 from kvraft.server.log_levels import parse_package_levels
 from kvraft.server.tls_policy import TLSPolicyError, check_tls_policy
+from kvraft.srv import DiscoveryError, DNSResolver
 from kvraft.urls import go_quote, parse_peer_urls
 
-__all__ = ["Config", "ConfigError", "member_id_for", "parse_config", "cluster_id_for"]
+__all__ = ["Config", "ConfigError", "member_id_for", "parse_config", "cluster_id_for", "urls_resolve_alike"]
 
 DEFAULT_CLIENT_URL = "http://127.0.0.1:2379"
 DEFAULT_PEER_URL = "http://127.0.0.1:2380"
@@ -124,10 +125,14 @@ class Config:
     discovery: str = ""
     discovery_fallback: str = "proxy"
     discovery_proxy: str = ""
+    """etcd's bootstrap through a v2 discovery service: kvraft has none, so these are
+    accepted only at etcd's defaults (off)."""
     discovery_srv: str = ""
+    """etcd's DNS bootstrap: a new member's ``--initial-cluster`` from the domain's
+    ``_etcd-server-ssl._tcp`` and ``_etcd-server._tcp`` SRV records
+    (kvraft/server/srv_bootstrap.py)."""
     discovery_srv_name: str = ""
-    """etcd's bootstrap through a v2 discovery service or DNS SRV records: kvraft bootstraps
-    from ``--initial-cluster`` alone, so these are accepted only at etcd's defaults (off)."""
+    """A suffix of those records' service names: ``_etcd-server-NAME._tcp``."""
     proxy: str = "off"
     proxy_failure_wait: int = 5000
     proxy_refresh_interval: int = 30000
@@ -235,17 +240,25 @@ class Config:
             raise ConfigError(f"--initial-cluster {text} has duplicate url (as etcd)")
         return members
 
-    def check_advertise_matches_cluster(self) -> None:
+    def check_advertise_matches_cluster(self, resolve: Callable[[str], str] | None = None) -> None:
         """etcd's rule: this member's ``--initial-cluster`` URLs are its
-        ``--initial-advertise-peer-urls``. The member's id comes from the latter and the
-        founding members' ids from the former, so a mismatch makes a member the cluster
-        does not know (it ran with no peers, or bootstrapped a one-member cluster)."""
+        ``--initial-advertise-peer-urls``, as written or, as etcd compares them, once their
+        host names are resolved (``resolve``: host -> IP address; the system's by default).
+        The founding members' ids come from the ``--initial-cluster`` URLs, so a mismatch
+        makes a member the cluster does not know."""
         mine = self.initial_members()[self.name]
-        if sorted(mine) != sorted(self.initial_advertise_peer_urls):
-            raise ConfigError(
-                f"--initial-cluster has {self.name}={','.join(mine)} but missing from "
-                f"--initial-advertise-peer-urls={','.join(self.initial_advertise_peer_urls)}"
-            )
+        if sorted(mine) == sorted(self.initial_advertise_peer_urls):
+            return
+        detail = ""
+        try:
+            if urls_resolve_alike(mine, self.initial_advertise_peer_urls, resolve or DNSResolver().address):
+                return
+        except DiscoveryError as exc:
+            detail = f" (failed to resolve: {exc})"
+        raise ConfigError(
+            f"--initial-cluster has {self.name}={','.join(mine)} but missing from "
+            f"--initial-advertise-peer-urls={','.join(self.initial_advertise_peer_urls)}{detail}"
+        )
 
     def data_path(self) -> Path:
         return Path(self.data_dir or f"{self.name}.kvraft")
@@ -325,10 +338,16 @@ class Config:
             raise ConfigError("--enable-v2: kvraft serves etcd's v3 API only (its JSON gateway); there is no v2 store")
         if self.experimental_enable_v2v3:
             raise ConfigError("--experimental-enable-v2v3: kvraft has no v2 API to emulate; use the v3 API")
-        for name in ("discovery", "discovery_proxy", "discovery_srv", "discovery_srv_name"):
+        for name in ("discovery", "discovery_proxy"):
             if getattr(self, name):
-                raise ConfigError(f"--{name.replace('_', '-')}: kvraft does not bootstrap through a discovery service "
-                                  "or DNS SRV records; name the members in --initial-cluster")
+                raise ConfigError(f"--{name.replace('_', '-')}: kvraft does not bootstrap through a v2 discovery "
+                                  "service; name the members in --initial-cluster, or in DNS SRV records "
+                                  "(--discovery-srv)")
+        if self.discovery_srv and self.initial_cluster:
+            raise ConfigError('multiple discovery or bootstrap flags are set. Choose one of "initial-cluster", '
+                              '"discovery" or "discovery-srv"')
+        if self.discovery_srv_name and not self.discovery_srv:
+            raise ConfigError("--discovery-srv-name needs --discovery-srv (the domain whose SRV records it names)")
         if self.discovery_fallback not in ("exit", "proxy"):
             raise ConfigError(f"--discovery-fallback: unexpected value {self.discovery_fallback!r} (want exit or proxy)")
         if self.proxy != "off":
@@ -377,6 +396,16 @@ class Config:
         self.check_advertise_matches_cluster()
         self._validate_tls()
 
+    def validate_peer_schemes(self) -> bool:
+        """Whether the peers speak https; ``ConfigError`` when the peer URLs mix schemes."""
+        peer_urls = [*self.listen_peer_urls, *self.initial_advertise_peer_urls]
+        peer_urls += [u for urls in self.initial_members().values() for u in urls]
+        schemes = {urlsplit(u).scheme for u in peer_urls}
+        if len(schemes) > 1:
+            raise ConfigError("peer URLs mix http:// and https:// (--listen-peer-urls, "
+                              "--initial-advertise-peer-urls, --initial-cluster must agree)")
+        return schemes == {"https"}
+
     def _validate_tls(self) -> None:
         """etcd's rules, stricter where etcd would silently serve plain text: an ``https://``
         URL needs a certificate (or auto TLS), a certificate needs an ``https://`` URL."""
@@ -390,13 +419,7 @@ class Config:
         _check_pair("", self.cert_file, self.key_file)
         if self.client_cert_auth and not self.trusted_ca_file:
             raise ConfigError("--client-cert-auth needs --trusted-ca-file (the CA that signs client certificates)")
-        peer_urls = [*self.listen_peer_urls, *self.initial_advertise_peer_urls]
-        peer_urls += [u for urls in self.initial_members().values() for u in urls]
-        schemes = {urlsplit(u).scheme for u in peer_urls}
-        if len(schemes) > 1:
-            raise ConfigError("peer URLs mix http:// and https:// (--listen-peer-urls, "
-                              "--initial-advertise-peer-urls, --initial-cluster must agree)")
-        peer_https = schemes == {"https"}
+        peer_https = self.validate_peer_schemes()
         if peer_https and not (self.peer_cert_file or self.peer_auto_tls):
             raise ConfigError("peer URLs are https:// but no --peer-cert-file/--peer-key-file (or --peer-auto-tls)")
         if (self.peer_cert_file or self.peer_client_cert_auth) and not peer_https:
@@ -449,6 +472,19 @@ def _check_url(url: str, flag: str) -> None:
         raise ConfigError(f"{flag}: {url!r} is not a scheme://host:port URL")
     if parts.path:
         raise ConfigError(f"{flag}: URL must not contain a path: {url}")
+
+
+def urls_resolve_alike(a: list[str], b: list[str], resolve: Callable[[str], str]) -> bool:
+    """etcd's ``URLStringsEqual``: the same schemes, ports and (resolved) addresses, in any
+    order. ``DiscoveryError`` when a host name does not resolve."""
+    if len(a) != len(b):
+        return False
+
+    def key(url: str) -> tuple[str, str, int | None]:
+        parts = urlsplit(url)
+        return parts.scheme, resolve(parts.hostname or ""), parts.port
+
+    return sorted(map(key, a)) == sorted(map(key, b))
 
 
 def member_id_for(peer_urls: list[str], token: str) -> int:

@@ -99,9 +99,10 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     "discovery_fallback": ("Clustering", "etcd's behaviour when discovery fails ('exit' or 'proxy'); unused "
                                          "without --discovery."),
     "discovery_proxy": ("Clustering", "HTTP proxy for the discovery service: only empty is accepted."),
-    "discovery_srv": ("Clustering", "DNS domain of SRV records describing the cluster: only empty is accepted "
-                                    "(use --initial-cluster)."),
-    "discovery_srv_name": ("Clustering", "Suffix of the DNS SRV name: only empty is accepted."),
+    "discovery_srv": ("Clustering", "DNS domain used to bootstrap initial cluster (its _etcd-server-ssl._tcp "
+                                    "and _etcd-server._tcp SRV records; $KVRAFT_DNS_SERVER names a DNS server)."),
+    "discovery_srv_name": ("Clustering", "Service name to query when using DNS discovery "
+                                         "(_etcd-server-NAME._tcp)."),
     "proxy": ("Proxy", "etcd's v2 proxy mode ('off', 'readonly' or 'on'): kvraft has none, so only 'off' is "
                        "accepted."),
     "proxy_failure_wait": ("Proxy", "Time (in milliseconds) an endpoint is held in a failed state (a proxy's; unused)."),

@@ -27,9 +27,11 @@ from kvraft.server.force_new import ForceNewClusterError
 from kvraft.server.join import JoinError
 from kvraft.server.log_levels import apply_package_levels, parse_package_levels
 from kvraft.server.node import Node, join_cluster, must_join
+from kvraft.server.srv_bootstrap import bootstrap_from_srv
 from kvraft.server.tls import AutoTLSError, apply_auto_tls, client_ssl_context
 from kvraft.server.tls_accept import AcceptingTCPSite
 from kvraft.server.wal_dir import DataDirError
+from kvraft.srv import DiscoveryError
 from kvraft.storage.errors import StorageCorruptionError
 
 __all__ = ["main", "serve"]
@@ -78,6 +80,8 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if config.discovery_srv:  # (blocking lookups, before anything else runs)
+        await loop.run_in_executor(None, bootstrap_from_srv, config)
     apply_auto_tls(config)
     client_ssl = client_ssl_context(config)
     node = Node(config, await join_cluster(config) if must_join(config) else None)
@@ -226,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         advice = "" if "refusing" in str(exc) else f"; {REFUSE_DAMAGED}"
         print(f"kvraft: {exc}{advice}", file=sys.stderr)
         return 1
-    except (CorruptionError, ForceNewClusterError, DataDirError, JoinError) as exc:
+    except (CorruptionError, ForceNewClusterError, DataDirError, JoinError, DiscoveryError, ConfigError) as exc:
         print(f"kvraft: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a URL's port taken, a data dir it may not write: etcd's one line, not a traceback

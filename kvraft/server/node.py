@@ -33,7 +33,7 @@ from kvraft.raft.types import NONE, ConfChange, ConfChangeType, ConfState, State
 from kvraft.server.api.grpc_stats import GrpcStats
 from kvraft.server.cert_names import CertRule
 from kvraft.server.compactor import AutoCompactor
-from kvraft.server.config import Config, cluster_id_for, member_id_for
+from kvraft.server.config import Config, cluster_id_for, member_id_for, urls_resolve_alike
 from kvraft.server.corruption import CorruptionChecker
 from kvraft.server.driver import NodeDriver
 from kvraft.server.force_new import force_new_cluster, require_log
@@ -50,6 +50,7 @@ from kvraft.server.tls_accept import HandshakeFailures
 from kvraft.server.transport import PeerTransport, cluster_key
 from kvraft.server.wal_dir import DataDirError, record_wal_dir, require_writable, wal_location
 from kvraft.server.wire import FEATURE_REQUEST_IDS
+from kvraft.srv import DiscoveryError, DNSResolver
 from kvraft.storage.errors import StorageCorruptionError
 from kvraft.storage.lmdb_env import write_durably
 from kvraft.storage.quota import MAX_QUOTA_BYTES
@@ -143,9 +144,10 @@ class Node(NodeStatusMixin):
         if joined is not None:  # (nothing in the data dir: its id is the cluster's answer)
             write_durably(self.data_dir / "member_id", f"{joined.member_id}\n")
             write_durably(self.data_dir / "cluster_id", str(joined.cluster.cluster_id))
-        self.member_id = self._load_member_id(member_id_for(config.initial_advertise_peer_urls,
-                                                            config.initial_cluster_token))
         initial = config.initial_members()
+        # (from its --initial-cluster URLs, as every founding member computes it: they may name
+        # the --initial-advertise-peer-urls' addresses by other names, as DNS SRV records do)
+        self.member_id = self._load_member_id(member_id_for(initial[config.name], config.initial_cluster_token))
         initial_ids = {name: member_id_for(urls, config.initial_cluster_token) for name, urls in initial.items()}
         self.membership = Membership(self.data_dir / "members.json")
         if joined is not None:
@@ -311,7 +313,7 @@ class Node(NodeStatusMixin):
         hash to: a member that joined has the id ``member add`` gave it, never that hash."""
         own = self.membership.get(self.member_id)
         flags = sorted(u.strip() for u in self.config.initial_advertise_peer_urls)
-        if own is not None and own.peer_urls and sorted(own.peer_urls) != flags:
+        if own is not None and own.peer_urls and sorted(own.peer_urls) != flags and not _alike(own.peer_urls, flags):
             log.warning("--initial-advertise-peer-urls %s are not member %x's peer URLs %s (they changed since the "
                         "data dir was created; as etcd, a restart keeps its id and URLs: member update moves them)",
                         ",".join(flags), self.member_id, ",".join(own.peer_urls))
@@ -627,6 +629,15 @@ class Node(NodeStatusMixin):
         except Unavailable:
             return False
         return True
+
+
+def _alike(registered: list[str], flags: list[str]) -> bool:
+    """The same peers once host names are resolved (a member founded from DNS SRV records is
+    registered by the records' names and may advertise addresses)."""
+    try:
+        return urls_resolve_alike(registered, flags, DNSResolver().address)
+    except DiscoveryError:
+        return False
 
 
 def _read_id(path: Path, what: str, restore: str) -> int | None:

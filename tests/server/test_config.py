@@ -83,12 +83,16 @@ def test_config_file_keys_kvraft_does_not_know_are_named_on_stderr(tmp_path, cap
     assert f"--config-file {path}: ignoring experimental-memory-mlock, unsafe-no-fsync" in err
 
 
-def test_a_config_file_that_bootstraps_by_dns_is_refused_not_ignored(tmp_path) -> None:
-    """Ignored (as before), ``discovery-srv`` left the member to found a one-member cluster of
-    its own default ``--initial-cluster``; it is refused with what to do instead."""
+def test_a_config_file_that_bootstraps_by_dns_is_read(tmp_path) -> None:
+    """``discovery-srv`` and ``discovery-srv-name`` are read (the lookup comes at start:
+    kvraft/server/srv_bootstrap.py); with ``initial-cluster`` as well, refused as etcd does."""
     path = tmp_path / "etcd.yaml"
-    path.write_text("name: infra1\ndiscovery-srv: example.com\n")
-    with pytest.raises(ConfigError, match="name the members in --initial-cluster"):
+    path.write_text("name: infra1\ndiscovery-srv: example.com\ndiscovery-srv-name: blue\n")
+    config = parse_config(["--config-file", str(path), "--data-dir", str(tmp_path / "d")])
+    assert (config.discovery_srv, config.discovery_srv_name, config.initial_cluster) == ("example.com", "blue", "")
+    path.write_text("name: infra1\ndiscovery-srv: example.com\ninitial-cluster: infra1=http://127.0.0.1:2380\n")
+    with pytest.raises(ConfigError, match='multiple discovery or bootstrap flags are set. Choose one of '
+                                          '"initial-cluster", "discovery" or "discovery-srv"'):
         parse_config(["--config-file", str(path), "--data-dir", str(tmp_path / "d")])
 
 

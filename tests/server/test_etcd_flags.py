@@ -1,7 +1,7 @@
 """Every flag ``etcd --help`` lists (the installed etcd 3.4) is a kvraft flag, and a member
 started with all of them at etcd's own defaults serves: an etcd unit's command line starts a
-kvraft member. The flags for features kvraft does not have (v2 discovery and DNS SRV
-bootstrap, the v2 proxy, v2v3) are taken at their "off" defaults and refused otherwise, with
+kvraft member. The flags for features kvraft does not have (v2 discovery, the v2 proxy,
+v2v3) are taken at their "off" defaults and refused otherwise, with
 the way to do it instead."""
 
 from __future__ import annotations
@@ -69,9 +69,8 @@ def test_a_member_started_with_all_of_etcds_flags_at_their_defaults_serves(tmp_p
 
 
 @pytest.mark.parametrize(("flag", "message"), [
-    ("--discovery=https://discovery.etcd.io/abc", "does not bootstrap through a discovery service"),
-    ("--discovery-srv=example.com", "name the members in --initial-cluster"),
-    ("--discovery-srv-name=prod", "--discovery-srv-name: kvraft does not bootstrap"),
+    ("--discovery=https://discovery.etcd.io/abc", "does not bootstrap through a v2 discovery service"),
+    ("--discovery-srv-name=prod", "--discovery-srv-name needs --discovery-srv"),
     ("--discovery-proxy=http://127.0.0.1:3128", "--discovery-proxy: kvraft does not bootstrap"),
     ("--discovery-fallback=retry", "--discovery-fallback: unexpected value 'retry'"),
     ("--proxy=on", "kvraft has no v2 proxy mode"),
