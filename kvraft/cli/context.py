@@ -47,12 +47,13 @@ class GlobalOptions:
     key: str | None = None
     insecure_skip_tls_verify: bool = False
     token: str | None = None  # kvctl's own: a scoped token (docs/design/auth.md)
+    server_name: str | None = None  # the SRV domain, with --insecure-discovery=false (as etcdctl)
 
     def tls(self) -> TLSConfig | None:
         """A ``TLSConfig`` when any TLS flag is set (then bare endpoints mean https)."""
-        if not (self.cacert or self.cert or self.key or self.insecure_skip_tls_verify):
+        if not (self.cacert or self.cert or self.key or self.insecure_skip_tls_verify or self.server_name):
             return None
-        return TLSConfig(self.cacert, self.cert, self.key, self.insecure_skip_tls_verify)
+        return TLSConfig(self.cacert, self.cert, self.key, self.insecure_skip_tls_verify, self.server_name)
 
 
 @dataclass

@@ -29,6 +29,8 @@ from kvraft.cli.errors import (
 from kvraft.cli.goformat import parse_duration
 from kvraft.cli.parsing import GoArgumentParser, add_global_flags, normalize_bools, subcommands
 from kvraft.client import ClientError, EndpointError, ServerError
+from kvraft.srv import DiscoveryError, DNSResolver, client_endpoints
+from kvraft.urls import go_quote
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -52,19 +54,24 @@ def _collect_bools(parser: argparse.ArgumentParser, out: set[str], true_by_defau
         if isinstance(action, argparse._StoreTrueAction):
             names = [s for s in action.option_strings if s.startswith("--")]
             out.update(names)
-            if action.default is True:
+            if action.default is True or any(f"--no-{n[2:]}" in parser._option_string_actions for n in names):
                 true_by_default.update(names)
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
                 _collect_bools(child, out, true_by_default)
 
 
-def global_options(ns: argparse.Namespace) -> GlobalOptions:
+def global_options(ns: argparse.Namespace, stderr: TextIO | None = None) -> GlobalOptions:
     def pick(attr: str, name: str) -> Any:
         value = getattr(ns, attr, None)
         return value if value is not None else env(name)
 
-    endpoints = pick("endpoints", "ENDPOINTS") or DEFAULT_ENDPOINT
+    domain = pick("discovery_srv", "DISCOVERY_SRV") or ""
+    insecure_discovery = pick("insecure_discovery", "INSECURE_DISCOVERY")
+    insecure_discovery = True if insecure_discovery is None else _truthy(insecure_discovery)
+    discovered = discover_endpoints(domain, pick("discovery_srv_name", "DISCOVERY_SRV_NAME") or "",
+                                    insecure_discovery, stderr or sys.stderr) if domain else []
+    endpoints = ",".join(discovered) or pick("endpoints", "ENDPOINTS") or DEFAULT_ENDPOINT
     dial = pick("dial_timeout", "DIAL_TIMEOUT")
     command = pick("command_timeout", "COMMAND_TIMEOUT")
     hex_flag = pick("hex", "HEX")
@@ -97,7 +104,27 @@ def global_options(ns: argparse.Namespace) -> GlobalOptions:
         key=pick("key", "KEY"),
         insecure_skip_tls_verify=_truthy(pick("insecure_skip_tls_verify", "INSECURE_SKIP_TLS_VERIFY")),
         token=getattr(ns, "token", None) or env("TOKEN") or None,
+        server_name=domain if domain and not insecure_discovery else None,
     )
+
+
+def discover_endpoints(domain: str, service_name: str, insecure: bool, stderr: TextIO) -> list[str]:
+    """etcdctl's ``-d DOMAIN``: the endpoints of the domain's ``_etcd-client-ssl._tcp`` and
+    ``_etcd-client._tcp`` SRV records (kvraft/srv.py); ``--insecure-discovery=false`` drops
+    the http ones. None found: ``--endpoints`` as without ``-d``."""
+    try:
+        found = client_endpoints(DNSResolver(), domain, service_name)
+    except DiscoveryError as exc:
+        raise CommandError(EXIT_ERROR, str(exc)) from None
+    if insecure:
+        return found
+    kept = []
+    for endpoint in found:
+        if endpoint.startswith("http://"):
+            stderr.write(f"ignoring discovered insecure endpoint {go_quote(endpoint)}\n")
+            continue
+        kept.append(endpoint)
+    return kept
 
 
 def _truthy(value: Any) -> bool:
@@ -130,7 +157,7 @@ def run(argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: TextIO) -> i
             leaf = getattr(ns, "help_parser", None) or parser
             stdout.write(leaf.format_help())
             return 0
-        ctx = Context(global_options(ns), stdin, stdout, stderr)
+        ctx = Context(global_options(ns, stderr), stdin, stdout, stderr)
         _ = ctx.printer  # an unsupported -w fails before connecting, as in etcdctl
         asyncio.run(_dispatch(ctx, ns))
         return 0

@@ -154,6 +154,13 @@ def add_global_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--insecure-skip-tls-verify", action="store_true", default=s,
                         help="skip server certificate verification (CAUTION: this option should be enabled only for testing purposes)")
     parser.add_argument("--insecure-transport", action="store_true", default=s, help="accepted for etcdctl compatibility")
+    parser.add_argument("-d", "--discovery-srv", default=s,
+                        help="domain name to query for SRV records describing cluster endpoints")
+    parser.add_argument("--discovery-srv-name", default=s, help="service name to query when using DNS discovery")
+    parser.add_argument("--insecure-discovery", action="store_true", default=s,
+                        help="accept insecure SRV records describing cluster endpoints (default true)")
+    parser.add_argument("--no-insecure-discovery", dest="insecure_discovery", action="store_false", default=s,
+                        help=argparse.SUPPRESS)
     parser.add_argument("--debug", action="store_true", default=s, help="accepted for etcdctl compatibility")
 
 

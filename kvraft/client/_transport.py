@@ -91,6 +91,9 @@ class TLSConfig:
     cert_file: str | None = None
     key_file: str | None = None
     insecure_skip_verify: bool = False
+    server_name: str | None = None
+    """Verify every member's certificate as this name instead of the endpoint's host
+    (etcdctl's secure DNS discovery: the certificates name the SRV domain)."""
 
     @classmethod
     def from_flags(
@@ -105,13 +108,35 @@ class TLSConfig:
         return cls(cacert or None, cert or None, key or None, insecure)
 
     def context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=self.ca_file)
+        context: ssl.SSLContext
+        if self.server_name:
+            named = _NamedContext(ssl.PROTOCOL_TLS_CLIENT)
+            named.server_name = self.server_name
+            if self.ca_file:
+                named.load_verify_locations(cafile=self.ca_file)
+            else:
+                named.load_default_certs()
+            context = named
+        else:
+            context = ssl.create_default_context(cafile=self.ca_file)
         if self.cert_file:
             context.load_cert_chain(self.cert_file, self.key_file)
         if self.insecure_skip_verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         return context
+
+
+class _NamedContext(ssl.SSLContext):
+    """A client context that checks every server's certificate against ``server_name``, not
+    the host it connects to (Go's ``tls.Config.ServerName``). asyncio and aiohttp hand the
+    connection's host to ``wrap_bio``; this replaces it."""
+
+    server_name = ""
+
+    def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, server_side: bool = False,
+                 server_hostname: str | bytes | None = None, session: ssl.SSLSession | None = None) -> ssl.SSLObject:
+        return super().wrap_bio(incoming, outgoing, server_side, self.server_name or server_hostname, session)
 
 
 def normalize_endpoint(endpoint: str, scheme: str = "http") -> str:

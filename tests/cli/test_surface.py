@@ -48,3 +48,19 @@ def test_every_etcdctl_command_and_flag_exists() -> None:
         missing += [f"{command} --{flag}" for flag in re.findall(r"--([a-z0-9-]+)", options)
                     if flag != "help" and f"--{flag}" not in have]
     assert not missing, missing
+
+
+def test_every_etcdctl_global_flag_exists() -> None:
+    """``etcdctl --help``'s OPTIONS, short forms included (``-d`` was missing until kvctl took DNS
+    discovery)."""
+    binary = etcdctl_path()
+    if binary is None:
+        pytest.skip("etcdctl not installed")
+    parser, _bools, _true = build_parser()
+    text = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=60).stdout
+    options = text.split("OPTIONS:")[1]
+    wanted = re.findall(r"^\s+(?:(-[a-z]), )?--([a-z0-9-]+)", options, re.M)
+    assert len(wanted) > 15
+    have = {flag for action in parser._actions for flag in action.option_strings}
+    missing = [f for short, long in wanted for f in (short, f"--{long}") if f and f not in have]
+    assert not missing, missing
