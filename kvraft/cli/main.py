@@ -29,7 +29,7 @@ from kvraft.cli.errors import (
 from kvraft.cli.goformat import parse_duration
 from kvraft.cli.parsing import GoArgumentParser, add_global_flags, normalize_bools, subcommands
 from kvraft.client import ClientError, EndpointError, ServerError
-from kvraft.srv import DiscoveryError, DNSResolver, client_endpoints
+from kvraft.client.srv import DiscoveryError, DNSResolver, client_endpoints
 from kvraft.urls import go_quote
 
 __all__ = ["build_parser", "main", "run"]
@@ -110,7 +110,7 @@ def global_options(ns: argparse.Namespace, stderr: TextIO | None = None) -> Glob
 
 def discover_endpoints(domain: str, service_name: str, insecure: bool, stderr: TextIO) -> list[str]:
     """etcdctl's ``-d DOMAIN``: the endpoints of the domain's ``_etcd-client-ssl._tcp`` and
-    ``_etcd-client._tcp`` SRV records (kvraft/srv.py); ``--insecure-discovery=false`` drops
+    ``_etcd-client._tcp`` SRV records (kvraft/client/srv.py); ``--insecure-discovery=false`` drops
     the http ones. None found: ``--endpoints`` as without ``-d``."""
     try:
         found = client_endpoints(DNSResolver(), domain, service_name)

@@ -20,13 +20,13 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from kvraft.client.srv import DiscoveryError, DNSResolver
 from kvraft.durations import parse_go_duration_s
 from kvraft.server.compactor import parse_retention_s
 from kvraft.server.crl import CRLError, read_crl
 from kvraft.server.flag_help import FLAG_HELP, GROUPS
 from kvraft.server.log_levels import parse_package_levels
 from kvraft.server.tls_policy import TLSPolicyError, check_tls_policy
-from kvraft.srv import DiscoveryError, DNSResolver
 from kvraft.urls import go_quote, parse_peer_urls
 
 __all__ = ["Config", "ConfigError", "member_id_for", "parse_config", "cluster_id_for", "urls_resolve_alike"]

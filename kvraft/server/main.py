@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from kvraft.client.observe import configure_logging
+from kvraft.client.srv import DiscoveryError
 from kvraft.server.api import make_app, misc
 from kvraft.server.api.fast import FastTCPSite
 from kvraft.server.api.gate import certificate_name_middleware, certificate_required_middleware
@@ -31,7 +32,6 @@ from kvraft.server.srv_bootstrap import bootstrap_from_srv
 from kvraft.server.tls import AutoTLSError, apply_auto_tls, client_ssl_context
 from kvraft.server.tls_accept import AcceptingTCPSite
 from kvraft.server.wal_dir import DataDirError
-from kvraft.srv import DiscoveryError
 from kvraft.storage.errors import StorageCorruptionError
 
 __all__ = ["main", "serve"]

@@ -24,6 +24,7 @@ from kvraft.apply.ops import AlarmOp, CompactOp, MemberOp, PutOp, RangeOp, Sessi
 from kvraft.apply.sessions import REQUEST_IDS_OFF, RequestId
 from kvraft.apply.state_machine import StateMachine
 from kvraft.apply.validate import validate_op
+from kvraft.client.srv import DiscoveryError, DNSResolver
 from kvraft.durations import parse_go_duration_s
 from kvraft.raft.config import RaftConfig
 from kvraft.raft.errors import RaftError
@@ -50,7 +51,6 @@ from kvraft.server.tls_accept import HandshakeFailures
 from kvraft.server.transport import PeerTransport, cluster_key
 from kvraft.server.wal_dir import DataDirError, record_wal_dir, require_writable, wal_location
 from kvraft.server.wire import FEATURE_REQUEST_IDS
-from kvraft.srv import DiscoveryError, DNSResolver
 from kvraft.storage.errors import StorageCorruptionError
 from kvraft.storage.lmdb_env import write_durably
 from kvraft.storage.quota import MAX_QUOTA_BYTES

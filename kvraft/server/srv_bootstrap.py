@@ -1,4 +1,4 @@
-"""``--discovery-srv``: a new member's initial cluster from DNS SRV records (kvraft/srv.py).
+"""``--discovery-srv``: a new member's initial cluster from DNS SRV records (kvraft/client/srv.py).
 
 As etcd's ``PeerURLsMapAndToken``: only a member whose data dir does not hold its cluster yet
 looks the records up (a restarted member knows its cluster; the records may have changed
@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from kvraft.client.srv import DiscoveryError, DNSResolver, Resolver, dns_cluster
 from kvraft.server.config import Config, ConfigError
-from kvraft.srv import DiscoveryError, DNSResolver, Resolver, dns_cluster
 from kvraft.urls import go_quote
 
 __all__ = ["bootstrap_from_srv"]

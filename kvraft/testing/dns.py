@@ -1,16 +1,20 @@
-"""A DNS server for tests: UDP on 127.0.0.1 (a free port), answering SRV, A and AAAA
-questions from a table, in a thread, so that in-process code and member processes (through
-``KVRAFT_DNS_SERVER``) resolve the same names.
+"""DNS for tests. ``FakeDNS``: a DNS server on 127.0.0.1 (UDP, a free port) answering SRV, A
+and AAAA questions from a table, in a thread, so that in-process code and member processes
+(through ``KVRAFT_DNS_SERVER``) resolve the same names. ``TableResolver``: the same lookups
+answered in process, without DNS.
 
     with FakeDNS() as dns_server:
         dns_server.add_srv("_etcd-server._tcp.kvraft.test.", "localhost.", 2380)
         env = {"KVRAFT_DNS_SERVER": dns_server.address}
 
-A name in the table without the asked type gets an empty answer; any other name NXDOMAIN.
+FakeDNS: a name in the table without the asked type gets an empty answer; any other name
+NXDOMAIN.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import socket
 import threading
 from collections import defaultdict
@@ -21,7 +25,9 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
-__all__ = ["FakeDNS"]
+from kvraft.client.srv import DiscoveryError, SRVRecord
+
+__all__ = ["FakeDNS", "TableResolver"]
 
 
 class FakeDNS:
@@ -104,3 +110,27 @@ class FakeDNS:
             elif values:
                 response.answer.append(dns.rrset.from_text_list(name, self.ttl, "IN", rdtype, values))
         return response
+
+
+class TableResolver:
+    """A ``kvraft.client.srv.Resolver`` answering from dicts, in process: SRV name -> records,
+    host (without its trailing dot) -> address; an IP address resolves to itself. ``asked``
+    lists the SRV names looked up."""
+
+    def __init__(self, srv: dict[str, list[SRVRecord]], hosts: dict[str, str]) -> None:
+        self._srv, self._hosts = srv, hosts
+        self.asked: list[str] = []
+
+    def srv(self, name: str) -> list[SRVRecord]:
+        self.asked.append(name)
+        if name not in self._srv:
+            raise DiscoveryError(f"lookup {name}: no such host")
+        return self._srv[name]
+
+    def address(self, host: str) -> str:
+        with contextlib.suppress(ValueError):
+            return str(ipaddress.ip_address(host))
+        try:
+            return self._hosts[host.rstrip(".")]
+        except KeyError:
+            raise DiscoveryError(f"lookup {host}: no such host") from None

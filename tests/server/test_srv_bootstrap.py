@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from kvraft.client.srv import DiscoveryError, SRVRecord
 from kvraft.server.config import ConfigError, member_id_for, parse_config
 from kvraft.server.srv_bootstrap import bootstrap_from_srv
-from kvraft.srv import DiscoveryError, SRVRecord
-from tests.server.test_srv import TableResolver
+from kvraft.testing.dns import TableResolver
 
 HOSTS = {"infra0.example.com": "10.0.0.1", "infra1.example.com": "10.0.0.2", "infra2.example.com": "10.0.0.3"}
 RECORDS = [SRVRecord(f"infra{i}.example.com.", 2380) for i in range(3)]

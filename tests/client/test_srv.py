@@ -1,16 +1,14 @@
-"""DNS SRV discovery (kvraft/srv.py): etcd's GetCluster / GetDNSClusterNames / GetClient cases
+"""DNS SRV discovery (kvraft/client/srv.py): etcd's GetCluster / GetDNSClusterNames / GetClient cases
 on a table resolver, then the dnspython resolver against a real DNS server on 127.0.0.1."""
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import random
 from collections import Counter
 
 import pytest
 
-from kvraft.srv import (
+from kvraft.client.srv import (
     DiscoveryError,
     DNSResolver,
     SRVRecord,
@@ -20,28 +18,7 @@ from kvraft.srv import (
     order_by_priority,
     srv_service,
 )
-from kvraft.testing.dns import FakeDNS
-
-
-class TableResolver:
-    def __init__(self, srv: dict[str, list[SRVRecord]], hosts: dict[str, str]) -> None:
-        self._srv, self._hosts = srv, hosts
-        self.asked: list[str] = []
-
-    def srv(self, name: str) -> list[SRVRecord]:
-        self.asked.append(name)
-        if name not in self._srv:
-            raise DiscoveryError(f"lookup {name}: no such host")
-        return self._srv[name]
-
-    def address(self, host: str) -> str:
-        with contextlib.suppress(ValueError):
-            return str(ipaddress.ip_address(host))
-        try:
-            return self._hosts[host.rstrip(".")]
-        except KeyError:
-            raise DiscoveryError(f"lookup {host}: no such host") from None
-
+from kvraft.testing.dns import FakeDNS, TableResolver
 
 HOSTS = {"10.0.0.1": "10.0.0.1", "1.example.com": "10.0.0.1", "2.example.com": "10.0.0.2",
          "3.example.com": "10.0.0.3"}
@@ -169,7 +146,7 @@ def test_dns_resolver_answers_srv_and_addresses_from_the_named_server():
 
 
 def test_dns_resolver_times_out_with_an_error_not_a_hang(monkeypatch):
-    monkeypatch.setattr("kvraft.srv.LOOKUP_TIMEOUT_S", 0.5)
+    monkeypatch.setattr("kvraft.client.srv.LOOKUP_TIMEOUT_S", 0.5)
     server = FakeDNS()  # bound, never started: nothing answers
     try:
         with pytest.raises(DiscoveryError, match="i/o timeout"):
