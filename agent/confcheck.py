@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from agent.strict_yaml import StrictLoader
+from kvraft.client.srv import DiscoveryError, discover
 
 __all__ = ["MAX_LEASE_TTL_S", "check_endpoints", "check_name", "check_serving_tls", "check_tls_files", "check_url", "coerce", "in_range",
            "load_mapping"]
@@ -125,6 +126,21 @@ def check_endpoints(flag: str, endpoints: list[str]) -> list[str]:
     for e in endpoints:
         check_url(flag, e, bare=True)
     return endpoints
+
+
+def discovered_endpoints(domain: str, service_name: str, endpoints: list[str]) -> list[str]:
+    """``--discovery-srv DOMAIN``: the endpoints of the domain's ``_etcd-client(-ssl)._tcp``
+    SRV records, looked up once at start as etcd's gateway does (kvraft.client.srv); none
+    found: ``endpoints``. ``ValueError`` when the lookups fail."""
+    if not domain:
+        if service_name:
+            raise ValueError("--discovery-srv-name needs --discovery-srv (the domain whose SRV records it names)")
+        return endpoints
+    try:
+        found = discover(domain, service_name)
+    except DiscoveryError as exc:
+        raise ValueError(f"--discovery-srv {domain}: {exc}") from None
+    return found or endpoints
 
 
 def check_name(flag: str, name: str, max_len: int = 253) -> str:

@@ -30,6 +30,7 @@ from agent.confcheck import (
     check_tls_files,
     check_url,
     coerce,
+    discovered_endpoints,
     in_range,
     load_mapping,
 )
@@ -45,6 +46,8 @@ RUNTIMES = ("", "runc", "docker", "process", "fake")  # "": runc where it works,
 @dataclass
 class AgentConfig:
     endpoints: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
+    discovery_srv: str = ""  # the endpoints from DNS SRV records (_etcd-client._tcp.DOMAIN), as etcdctl -d
+    discovery_srv_name: str = ""
     name: str = field(default_factory=socket.gethostname)
     data_dir: Path = Path("/var/lib/kvraft-agent")
     runtime: str = ""  # runc where it works, else process
@@ -99,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kvraft-agent", description="kvraft node agent: registers this machine, runs its tasks")
     p.add_argument("--config", "--config-file", dest="config", help="YAML file with the same settings (flags win)")
     p.add_argument("--endpoints", help="kvraft client URLs, comma-separated (default 127.0.0.1:2379)")
+    p.add_argument("--discovery-srv", help="take the endpoints from this domain's _etcd-client-ssl._tcp and "
+                                           "_etcd-client._tcp SRV records (at start; none: --endpoints)")
+    p.add_argument("--discovery-srv-name", help="service name suffix of those records (_etcd-client-NAME._tcp)")
     p.add_argument("--name", help="node name (default: the hostname)")
     p.add_argument("--data-dir", help="task state, logs, bundles (default /var/lib/kvraft-agent)")
     p.add_argument("--runtime", choices=["runc", "docker", "process", "fake"], help="default: runc where it works, else process")
@@ -223,4 +229,5 @@ def load_config(argv: list[str] | None = None) -> AgentConfig:
             values[name] = coerce(name, value, getattr(defaults, name))
     cfg = AgentConfig(**values)
     _check(cfg)
+    cfg.endpoints = discovered_endpoints(cfg.discovery_srv, cfg.discovery_srv_name, cfg.endpoints)
     return cfg

@@ -27,6 +27,7 @@ from agent.confcheck import (
     check_tls_files,
     check_url,
     coerce,
+    discovered_endpoints,
     in_range,
     load_mapping,
 )
@@ -38,6 +39,8 @@ __all__ = ["SchedulerConfig", "build_parser", "core_profile", "load_config"]
 @dataclass
 class SchedulerConfig:
     endpoints: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
+    discovery_srv: str = ""  # the endpoints from DNS SRV records (_etcd-client._tcp.DOMAIN), as etcdctl -d
+    discovery_srv_name: str = ""
     name: str = field(default_factory=socket.gethostname)
     profile: str = "default"
     plugin_args: list[str] = field(default_factory=list)  # PLUGIN.ARG=JSON: the profile's plugin arguments changed
@@ -64,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kvraft-scheduler", description="the leader-elected scheduler of kvraft")
     p.add_argument("--config-file", help="YAML file with the same settings (flags win)")
     p.add_argument("--endpoints", help="kvraft client URLs, comma-separated")
+    p.add_argument("--discovery-srv", help="take the endpoints from this domain's _etcd-client-ssl._tcp and "
+                                           "_etcd-client._tcp SRV records (at start; none: --endpoints)")
+    p.add_argument("--discovery-srv-name", help="service name suffix of those records (_etcd-client-NAME._tcp)")
     p.add_argument("--name", help="this replica's identity (default: hostname)")
     p.add_argument("--profile", help="scheduler profile (default, b1-fifo, b2-spread, b3-pack, b4-las)")
     p.add_argument("--plugin-arg", dest="plugin_args", action="append", metavar="PLUGIN.ARG=JSON",
@@ -147,6 +153,7 @@ def load_config(argv: list[str] | None = None) -> SchedulerConfig:
         if value is not None:
             setattr(config, name, _coerce(name, value, getattr(config, name)))
     _check(config)
+    config.endpoints = discovered_endpoints(config.discovery_srv, config.discovery_srv_name, config.endpoints)
     from scheduler.cycle import Scheduler
 
     try:

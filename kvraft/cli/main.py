@@ -29,8 +29,7 @@ from kvraft.cli.errors import (
 from kvraft.cli.goformat import parse_duration
 from kvraft.cli.parsing import GoArgumentParser, add_global_flags, normalize_bools, subcommands
 from kvraft.client import ClientError, EndpointError, ServerError
-from kvraft.client.srv import DiscoveryError, DNSResolver, client_endpoints
-from kvraft.urls import go_quote
+from kvraft.client.srv import DiscoveryError, discover
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -109,22 +108,11 @@ def global_options(ns: argparse.Namespace, stderr: TextIO | None = None) -> Glob
 
 
 def discover_endpoints(domain: str, service_name: str, insecure: bool, stderr: TextIO) -> list[str]:
-    """etcdctl's ``-d DOMAIN``: the endpoints of the domain's ``_etcd-client-ssl._tcp`` and
-    ``_etcd-client._tcp`` SRV records (kvraft/client/srv.py); ``--insecure-discovery=false`` drops
-    the http ones. None found: ``--endpoints`` as without ``-d``."""
+    """etcdctl's ``-d DOMAIN`` (kvraft.client.srv.discover); none found: ``--endpoints``."""
     try:
-        found = client_endpoints(DNSResolver(), domain, service_name)
+        return discover(domain, service_name, insecure=insecure, warn=lambda line: stderr.write(line + "\n"))
     except DiscoveryError as exc:
         raise CommandError(EXIT_ERROR, str(exc)) from None
-    if insecure:
-        return found
-    kept = []
-    for endpoint in found:
-        if endpoint.startswith("http://"):
-            stderr.write(f"ignoring discovered insecure endpoint {go_quote(endpoint)}\n")
-            continue
-        kept.append(endpoint)
-    return kept
 
 
 def _truthy(value: Any) -> bool:

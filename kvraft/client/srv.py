@@ -37,6 +37,7 @@ __all__ = [
     "SRVRecord",
     "client_endpoints",
     "cluster_from_srv",
+    "discover",
     "dns_cluster",
     "order_by_priority",
     "srv_service",
@@ -164,6 +165,25 @@ def client_endpoints(resolver: Resolver, domain: str, service_name: str = "",
     if len(errors) == 2:
         raise DiscoveryError(f"dns lookup errors: {errors[0]} and {errors[1]}")
     return endpoints
+
+
+def discover(domain: str, service_name: str = "", *, insecure: bool = True,
+             warn: Callable[[str], object] | None = None, resolver: Resolver | None = None) -> list[str]:
+    """The client endpoints of ``domain`` as etcdctl finds them for ``-d`` (``GetClient``
+    through the system's or ``$KVRAFT_DNS_SERVER``'s DNS). ``insecure=False`` (etcdctl's
+    ``--insecure-discovery=false``) drops the http ones, telling ``warn``. An empty list means
+    none was usable: use the configured endpoints. ``DiscoveryError`` when both lookups fail."""
+    found = client_endpoints(resolver or DNSResolver(), domain, service_name)
+    if insecure:
+        return found
+    kept = []
+    for endpoint in found:
+        if endpoint.startswith("http://"):
+            if warn is not None:
+                warn(f'ignoring discovered insecure endpoint "{endpoint}"')
+            continue
+        kept.append(endpoint)
+    return kept
 
 
 def order_by_priority(records: Sequence[SRVRecord], rng: random.Random) -> list[SRVRecord]:

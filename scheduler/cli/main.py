@@ -16,6 +16,7 @@ from typing import TextIO
 
 from kvraft.client import ClientError, SyncClient, TLSConfig
 from kvraft.client.completion import complete_files
+from kvraft.client.srv import DiscoveryError, discover
 from scheduler.cli import (
     apply,
     cancel,
@@ -41,6 +42,10 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jobctl", description="submit and inspect jobs on a kvraft cluster")
     p.add_argument("--endpoints", default=os.environ.get("JOBCTL_ENDPOINTS", "127.0.0.1:2379"))
+    p.add_argument("-d", "--discovery-srv", default=os.environ.get("JOBCTL_DISCOVERY_SRV", ""),
+                   help="domain whose _etcd-client(-ssl)._tcp SRV records give the endpoints (as etcdctl -d)")
+    p.add_argument("--discovery-srv-name", default=os.environ.get("JOBCTL_DISCOVERY_SRV_NAME", ""),
+                   help="service name suffix of those records (_etcd-client-NAME._tcp)")
     p.add_argument("--user", default=os.environ.get("JOBCTL_USER"))
     p.add_argument("--password", default=os.environ.get("JOBCTL_PASSWORD"))
     p.add_argument("--request-timeout-s", type=float, default=10.0)
@@ -84,6 +89,12 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
                     out.write(f"job/{d['name']} valid (dry run)\n")
                 return 0
         tls = TLSConfig.from_flags(args.cacert, args.cert, args.key, args.insecure_skip_tls_verify)
+        if args.discovery_srv:  # (none found: --endpoints, as etcdctl)
+            try:
+                found = discover(args.discovery_srv, args.discovery_srv_name)
+            except DiscoveryError as exc:
+                raise CliError(f"error: --discovery-srv {args.discovery_srv}: {exc}") from None
+            args.endpoints = ",".join(found) or args.endpoints
         with SyncClient(args.endpoints.split(","), user=args.user, password=args.password,
                         request_timeout_s=args.request_timeout_s, tls=tls) as client:
             return int(args.run(args, client, out))

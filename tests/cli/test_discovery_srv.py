@@ -137,3 +137,41 @@ def test_a_server_name_checks_the_certificate_against_the_domain_not_the_host(tm
         return outcomes
 
     assert asyncio.run(main()) == ["200", "SSLCertVerificationError", "SSLCertVerificationError"]
+
+
+# -- the same domain for jobctl, the agent and the scheduler ---------------------------------------
+
+
+def test_jobctl_finds_the_cluster_in_dns(member: str, dns: FakeDNS, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from scheduler.cli.main import main as jobctl
+
+    dns.add_srv(f"_etcd-client._tcp.{DOMAIN}", "localhost", port_of(member))
+    monkeypatch.setenv("KVRAFT_DNS_SERVER", dns.address)
+    assert jobctl(["-d", DOMAIN, "--endpoints", "127.0.0.1:9", "get", "jobs"]) == 0
+    monkeypatch.setenv("JOBCTL_DISCOVERY_SRV", "nothing.test")
+    assert jobctl(["get", "jobs"]) == 1
+    assert "error: --discovery-srv nothing.test: dns lookup errors: lookup _etcd-client-ssl._tcp.nothing.test" in \
+        capsys.readouterr().err
+
+
+def test_the_agent_and_the_scheduler_take_their_endpoints_from_dns(dns: FakeDNS, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.config import load_config as agent_config
+    from scheduler.service_config import load_config as scheduler_config
+
+    dns.add_srv(f"_etcd-client-ssl-blue._tcp.{DOMAIN}", "localhost", 2379, priority=1)
+    dns.add_srv(f"_etcd-client-blue._tcp.{DOMAIN}", "localhost", 22379)
+    monkeypatch.setenv("KVRAFT_DNS_SERVER", dns.address)
+    want = ["https://localhost:2379", "http://localhost:22379"]
+    flags = ["--discovery-srv", DOMAIN, "--discovery-srv-name", "blue"]
+    assert agent_config([*flags, "--name", "n1", "--data-dir", str(tmp_path)]).endpoints == want
+    assert scheduler_config(flags).endpoints == want
+    config_file = tmp_path / "scheduler.yaml"
+    config_file.write_text(f"discovery-srv: {DOMAIN}\ndiscovery-srv-name: blue\n")
+    assert scheduler_config(["--config-file", str(config_file)]).endpoints == want
+    with pytest.raises(ValueError, match="^--discovery-srv other.test: dns lookup errors: "):
+        scheduler_config(["--discovery-srv", "other.test"])
+    with pytest.raises(ValueError, match="^--discovery-srv-name needs --discovery-srv"):
+        agent_config(["--discovery-srv-name", "blue", "--name", "n1", "--data-dir", str(tmp_path)])
+    assert scheduler_config(["--endpoints", "10.0.0.1:2379"]).endpoints == ["10.0.0.1:2379"]  # (no lookup)
