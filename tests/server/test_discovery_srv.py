@@ -4,18 +4,41 @@ server on 127.0.0.1 (``KVRAFT_DNS_SERVER``): no member is told of another on its
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from kvraft.cli.main import run as kvctl_run
 from kvraft.server.local import b64, free_port, post
 from kvraft.testing.dns import FakeDNS
 from tests.server.helpers import wait_until
 
 DOMAIN = "kvraft.test"
+
+
+def run_kvctl(argv: list[str], env: dict[str, str]) -> Result:
+    out, err = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        rc = kvctl_run(argv, io.StringIO(), out, err)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return Result(rc, out.getvalue(), err.getvalue())
+
+
+@dataclass(frozen=True)
+class Result:
+    rc: int
+    out: str
+    err: str
 
 
 def start(tmp_path: Path, dns: FakeDNS, name: str, client: int, peer: int, *extra: str) -> subprocess.Popen[bytes]:
@@ -113,3 +136,57 @@ def test_a_member_the_records_do_not_describe_exits_with_etcds_error(tmp_path: P
     log = (tmp_path / "m0.log").read_text()
     assert f"kvraft: {message.replace('PORT', dns_port)}" in log, log
     assert not (tmp_path / "m0.data" / "members.json").exists()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_https_members_from_ssl_records_and_kvctl_with_secure_discovery(tmp_path: Path) -> None:
+    """``_etcd-server-ssl._tcp``: https peers with peer client-certificate auth (the listener's
+    SAN check included); ``kvctl -d --insecure-discovery=false`` finds the https client records
+    and checks each member's certificate against the domain, which the certificates name."""
+    from tests.server.test_tls import make_certs
+
+    pki = tmp_path / "pki"
+    make_certs(pki, *(f"m{i}=127.0.0.1,{DOMAIN}" for i in range(3)), clients=("admin",))
+    ports = [(free_port(), free_port()) for _ in range(3)]
+    with FakeDNS() as dns:
+        dns.add_address("localhost", "127.0.0.1")
+        for client, peer in ports:
+            dns.add_srv(f"_etcd-server-ssl._tcp.{DOMAIN}", "localhost", peer)
+            dns.add_srv(f"_etcd-client-ssl._tcp.{DOMAIN}", "localhost", client)
+        processes = {}
+        for i, (client, peer) in enumerate(ports):
+            name = f"m{i}"
+            processes[name] = start_https(tmp_path, dns, pki, name, client, peer)
+        try:
+            env = {"KVRAFT_DNS_SERVER": dns.address}
+            tls = ["--cacert", str(pki / "ca.crt"), "--cert", str(pki / "admin.crt"), "--key", str(pki / "admin.key")]
+
+            def written() -> bool:
+                for name, process in processes.items():
+                    assert process.poll() is None, (tmp_path / f"{name}.log").read_text()
+                result = run_kvctl(["-d", DOMAIN, "--insecure-discovery=false", *tls, "--command-timeout", "3s",
+                                    "put", "k", "over-tls"], env=env)
+                return result.rc == 0
+
+            wait_until(written, 90, what="a write through the https cluster found in DNS")
+            result = run_kvctl(["-d", DOMAIN, "--insecure-discovery=false", *tls, "member", "list"], env=env)
+            assert result.rc == 0 and result.out.count("https://localhost:") == 6, result  # peer and client URLs
+        finally:
+            for process in processes.values():
+                stop(process)
+
+
+def start_https(tmp_path: Path, dns: FakeDNS, pki: Path, name: str, client: int, peer: int) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "kvraft.server.main", "--name", name, "--data-dir", str(tmp_path / f"{name}.data"),
+            "--listen-client-urls", f"https://127.0.0.1:{client}",
+            "--advertise-client-urls", f"https://localhost:{client}",
+            "--listen-peer-urls", f"https://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"https://127.0.0.1:{peer}",
+            "--initial-cluster-token", "srv-tls", "--discovery-srv", DOMAIN,
+            "--heartbeat-interval", "50", "--election-timeout", "500",
+            "--cert-file", str(pki / f"{name}.crt"), "--key-file", str(pki / f"{name}.key"),
+            "--trusted-ca-file", str(pki / "ca.crt"), "--client-cert-auth",
+            "--peer-cert-file", str(pki / f"{name}-peer.crt"), "--peer-key-file", str(pki / f"{name}-peer.key"),
+            "--peer-trusted-ca-file", str(pki / "ca.crt"), "--peer-client-cert-auth"]
+    env = dict(os.environ, KVRAFT_DNS_SERVER=dns.address, PYTHONUNBUFFERED="1")
+    with (tmp_path / f"{name}.log").open("ab") as log:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
