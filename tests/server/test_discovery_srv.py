@@ -82,7 +82,9 @@ def test_three_members_found_in_srv_records_form_one_cluster(tmp_path: Path) -> 
             def listed() -> list[dict]:
                 code, body = post(urls[2], "/v3/cluster/member/list", {}, timeout_s=5.0)
                 members = body.get("members", []) if code == 200 else []
-                return members if len(members) == 3 and all(m.get("name") for m in members) else []
+                # (until a member publishes its name, the others know it by the name their own
+                # lookup gave it: "0" or "1", as etcd's)
+                return members if sorted(m.get("name", "") for m in members) == ["m0", "m1", "m2"] else []
 
             members = wait_until(listed, 30, what="three published members")
             assert sorted(m["name"] for m in members) == ["m0", "m1", "m2"]
@@ -110,9 +112,37 @@ def test_three_members_found_in_srv_records_form_one_cluster(tmp_path: Path) -> 
             log = (tmp_path / "m1.log").read_text()
             assert "not looked up: the data dir holds the cluster's members" in log
             assert "are not member" not in log  # (registered by name, advertised by address: alike)
+
+            # scale out: a member added with member add and published in DNS joins as etcd's do
+            # (--initial-cluster-state existing: the records are the cluster it asks to join)
+            client4, peer4 = free_port(), free_port()
+
+            def added() -> bool:  # (--strict-reconfig-check: "unhealthy cluster" until m1 is connected again)
+                code, body = post(urls[0], "/v3/cluster/member/add", {"peerURLs": [f"http://localhost:{peer4}"]})
+                assert code in (200, 503), body
+                return code == 200
+
+            wait_until(added, 30, what="member add")
+            for _, peer in [*ports, (client4, peer4)]:
+                dns.add_srv(f"_etcd-server._tcp.{DOMAIN}", "localhost", peer)
+            processes["m3"] = start(tmp_path, dns, "m3", client4, peer4, "--initial-cluster-state", "existing")
+
+            def joined() -> bool:
+                assert processes["m3"].poll() is None, (tmp_path / "m3.log").read_text()
+                code, body = post(f"http://127.0.0.1:{client4}", "/v3/kv/range", {"key": b64("k")}, timeout_s=2.0)
+                return code == 200 and body.get("count") == "1"
+
+            wait_until(joined, 60, what="the fourth member to join and serve")
+            assert "m3" in [m.get("name") for m in wait_until(lambda: listed4(urls[0]), 30, what="m3 published")]
         finally:
             for process in processes.values():
                 stop(process)
+
+
+def listed4(url: str) -> list[dict]:
+    code, body = post(url, "/v3/cluster/member/list", {}, timeout_s=5.0)
+    members = body.get("members", []) if code == 200 else []
+    return members if len(members) == 4 and all(m.get("name") for m in members) else []
 
 
 @pytest.mark.parametrize(("records", "message"), [
