@@ -160,7 +160,7 @@ class Agent:
         self.runtime = runtime if runtime is not None else make_runtime(config)
         self.client = client or Client(
             config.endpoints, request_timeout_s=config.request_timeout_s, user=config.user or None,
-            password=config.password or None,
+            password=config.password or None, auto_sync_interval_s=config.auto_sync_interval_s,
             tls=TLSConfig.from_flags(config.cacert, config.cert, config.key, config.insecure_skip_tls_verify))
         self.tokens = JobTokens(self.client, self.name, logs_in=bool(config.user))
         self.gpus: GpuInventory = load_gpu_inventory(config.gpu_inventory or None)

@@ -48,6 +48,7 @@ class AgentConfig:
     endpoints: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
     discovery_srv: str = ""  # the endpoints from DNS SRV records (_etcd-client._tcp.DOMAIN), as etcdctl -d
     discovery_srv_name: str = ""
+    auto_sync_interval_s: float = 300.0  # the members' client URLs become the endpoints this often (0: never)
     name: str = field(default_factory=socket.gethostname)
     data_dir: Path = Path("/var/lib/kvraft-agent")
     runtime: str = ""  # runc where it works, else process
@@ -105,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--discovery-srv", help="take the endpoints from this domain's _etcd-client-ssl._tcp and "
                                            "_etcd-client._tcp SRV records (at start; none: --endpoints)")
     p.add_argument("--discovery-srv-name", help="service name suffix of those records (_etcd-client-NAME._tcp)")
+    p.add_argument("--auto-sync-interval-s", type=float,
+                   help="take the members' client URLs as the endpoints this often, as clientv3's "
+                        "AutoSyncInterval (only URLs that answer from here; default 300; 0: never)")
     p.add_argument("--name", help="node name (default: the hostname)")
     p.add_argument("--data-dir", help="task state, logs, bundles (default /var/lib/kvraft-agent)")
     p.add_argument("--runtime", choices=["runc", "docker", "process", "fake"], help="default: runc where it works, else process")
@@ -180,6 +184,7 @@ def _check(cfg: AgentConfig) -> None:
         raise ValueError(f"need 0 < heartbeat-s ({cfg.heartbeat_s}) < lease-ttl-s ({cfg.lease_ttl_s})")
     for name in ("relist_s", "node_status_s", "request_timeout_s"):
         in_range(name, getattr(cfg, name), 0, above=True)
+    in_range("auto_sync_interval_s", cfg.auto_sync_interval_s, 0, note=" (0: never)")
     in_range("log_max_bytes", cfg.log_max_bytes, 1)
     in_range("log_max_files", cfg.log_max_files, 1)
     in_range("restart_backoff_s", cfg.restart_backoff_s, 0)

@@ -65,7 +65,7 @@ class SchedulerDaemon(RunLifecycle):
         self.config = config
         self.client = client or Client(
             config.endpoints, request_timeout_s=config.request_timeout_s, user=config.user or None,
-            password=config.password or None,
+            password=config.password or None, auto_sync_interval_s=config.auto_sync_interval_s,
             tls=TLSConfig.from_flags(config.cacert, config.cert, config.key, config.insecure_skip_tls_verify))
         self.view = ClusterView()
         self.informer = Informer(self.client, keys.REGISTRY, self)

@@ -41,6 +41,7 @@ class SchedulerConfig:
     endpoints: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
     discovery_srv: str = ""  # the endpoints from DNS SRV records (_etcd-client._tcp.DOMAIN), as etcdctl -d
     discovery_srv_name: str = ""
+    auto_sync_interval_s: float = 60.0  # the members' client URLs become the endpoints this often (0: never)
     name: str = field(default_factory=socket.gethostname)
     profile: str = "default"
     plugin_args: list[str] = field(default_factory=list)  # PLUGIN.ARG=JSON: the profile's plugin arguments changed
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--discovery-srv", help="take the endpoints from this domain's _etcd-client-ssl._tcp and "
                                            "_etcd-client._tcp SRV records (at start; none: --endpoints)")
     p.add_argument("--discovery-srv-name", help="service name suffix of those records (_etcd-client-NAME._tcp)")
+    p.add_argument("--auto-sync-interval-s", type=float,
+                   help="take the members' client URLs as the endpoints this often, as clientv3's "
+                        "AutoSyncInterval (only URLs that answer from here; default 60; 0: never)")
     p.add_argument("--name", help="this replica's identity (default: hostname)")
     p.add_argument("--profile", help="scheduler profile (default, b1-fifo, b2-spread, b3-pack, b4-las)")
     p.add_argument("--plugin-arg", dest="plugin_args", action="append", metavar="PLUGIN.ARG=JSON",
@@ -127,6 +131,7 @@ def _check(config: SchedulerConfig) -> None:
     in_range("election_ttl_s", config.election_ttl_s, 1, MAX_LEASE_TTL_S)
     in_range("cycle_interval_s", config.cycle_interval_s, 0, above=True)
     in_range("request_timeout_s", config.request_timeout_s, 0, above=True)
+    in_range("auto_sync_interval_s", config.auto_sync_interval_s, 0, note=" (0: never)")
     in_range("max_txn_ops", config.max_txn_ops, 1)
     in_range("accounting_retention_months", config.accounting_retention_months, 0, note=" (0: for ever)")
     check_tls_files(config.cacert, config.cert, config.key)

@@ -241,10 +241,14 @@ class Transport:
     def statistics(self) -> ClientStatistics:
         return ClientStatistics(self.endpoint, **self._counts, silent=self.liveness.silent)
 
+    def normalized(self, endpoints: list[str]) -> list[str]:
+        """``endpoints`` as this transport writes them (a scheme on each)."""
+        return [normalize_endpoint(e, self._scheme) for e in endpoints]
+
     def set_endpoints(self, endpoints: list[str]) -> None:
         """New endpoint list; the current endpoint stays pinned if it is in it."""
         current = self.endpoint
-        self.endpoints = [normalize_endpoint(e, self._scheme) for e in endpoints]
+        self.endpoints = self.normalized(endpoints)
         self._pinned = self.endpoints.index(current) if current in self.endpoints else 0
 
     def skip_current(self) -> None:

@@ -16,11 +16,14 @@ event loop, use ``kvraft.client.SyncClient``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from kvraft.aio import wait_event
+import aiohttp
+
+from kvraft.aio import cancel_and_wait, wait_event
 from kvraft.client._transport import ClientStatistics, RetryPolicy, TLSConfig, Transport
 from kvraft.client.admin import AdminMixin
 from kvraft.client.concurrency import ConcurrencyMixin
@@ -30,6 +33,11 @@ from kvraft.client.lease import LeaseMixin
 from kvraft.client.watch import WatchMixin
 
 __all__ = ["Client"]
+
+log = logging.getLogger("kvraft.client")
+
+AUTO_SYNC_TIMEOUT_S = 5.0
+"""One auto-sync round's bound (clientv3's 5 s)."""
 
 
 class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
@@ -63,7 +71,15 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
         request_ids: bool = True,
         keepalive_time_s: float | None = 1.0,
         keepalive_timeout_s: float = 2.0,
+        auto_sync_interval_s: float = 0.0,
     ) -> None:
+        if auto_sync_interval_s < 0:
+            raise ValueError("auto_sync_interval_s must not be negative (0: off)")
+        self.auto_sync_interval_s = auto_sync_interval_s
+        """clientv3's ``AutoSyncInterval``: while open, take the members' client URLs as the
+        endpoints this often (``auto_sync``); 0: never."""
+        self._auto_sync_task: asyncio.Task[None] | None = None
+        self._unreachable_sync: list[str] = []
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e.strip()]
         self._transport = Transport(
@@ -89,6 +105,8 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
         except BaseException:
             await self._transport.close()
             raise
+        if self.auto_sync_interval_s > 0 and self._auto_sync_task is None:
+            self._auto_sync_task = asyncio.get_running_loop().create_task(self._auto_sync_loop())
         return self
 
     async def open_when_reachable(
@@ -129,6 +147,9 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
             delay = min(delay * 2, 7.0)
 
     async def close(self) -> None:
+        task, self._auto_sync_task = self._auto_sync_task, None
+        if task is not None:
+            await cancel_and_wait(task)
         await self._transport.close()
 
     async def __aenter__(self) -> Client:
@@ -179,6 +200,47 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
         if urls:
             self._transport.set_endpoints(urls)
         return self.endpoints
+
+    async def auto_sync(self) -> bool:
+        """One round of ``auto_sync_interval_s``: as clientv3's ``autoSync``, the client URLs
+        of the started voting members (not learners, not members that never started) become
+        the endpoints. Safer than clientv3: a list that does not contain the endpoint in use
+        replaces it only once one of its endpoints answers ``/version`` from here (members
+        that advertise ``localhost``, or addresses only their own network reaches, would
+        otherwise cut a daemon off its cluster). True when the list changed."""
+        members = await self.member_list()
+        urls = [url for m in members.members if m.name and not m.is_learner for url in m.client_urls]
+        new = self._transport.normalized(urls)
+        if not new or sorted(new) == sorted(self._transport.endpoints):
+            return False
+        if self._transport.endpoint not in new:
+            reachable = False
+            for endpoint in new:
+                try:
+                    await self._transport.get_json(endpoint, "/version")
+                except (ClientError, OSError, TimeoutError, aiohttp.ClientError, ValueError) as exc:
+                    log.debug("auto sync: %s does not answer from here: %r", endpoint, exc)
+                    continue
+                reachable = True
+                break
+            if not reachable:
+                if new != self._unreachable_sync:  # (said once per list, not every round)
+                    log.warning("auto sync: the members' client URLs %s do not answer from here; keeping %s",
+                                ",".join(new), ",".join(self._transport.endpoints))
+                self._unreachable_sync = new
+                return False
+        log.info("auto sync: endpoints %s (were %s)", ",".join(new), ",".join(self._transport.endpoints))
+        self._transport.set_endpoints(new)
+        return True
+
+    async def _auto_sync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.auto_sync_interval_s)
+            try:
+                async with asyncio.timeout(AUTO_SYNC_TIMEOUT_S):
+                    await self.auto_sync()
+            except (ClientError, TimeoutError) as exc:  # (clientv3 logs "Auto sync endpoints failed." and goes on)
+                log.info("auto sync endpoints failed: %s", exc)
 
     async def authenticate(self) -> None:
         """Log in again now (normally automatic)."""

@@ -157,3 +157,11 @@ def test_a_certificate_that_does_not_load_ends_the_agent_naming_the_files(tmp_pa
     assert done.returncode == 1, done.stderr
     assert "kvraft-agent: --tls-cert-file /etc/hosts, --tls-private-key-file /etc/hosts:" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_auto_sync_interval(tmp_path: Path) -> None:
+    """clientv3's AutoSyncInterval for the agent's client: every 5 minutes by default, 0 off."""
+    assert load_config([*BASE, "--data-dir", str(tmp_path)]).auto_sync_interval_s == 300.0
+    assert load_config([*BASE, "--data-dir", str(tmp_path), "--auto-sync-interval-s", "0"]).auto_sync_interval_s == 0
+    with pytest.raises(ValueError, match=r"--auto-sync-interval-s: -1.0 is out of range: must be >= 0 \(0: never\)"):
+        load_config([*BASE, "--data-dir", str(tmp_path), "--auto-sync-interval-s", "-1"])

@@ -98,3 +98,15 @@ async def test_after_a_kill_reads_fail_over_and_a_lost_write_is_never_replayed(c
         assert (await client.get("r/k")).kvs[0].value == b"v"
         await client.put("r/k", b"v2")
         assert (await checker.get("r/k")).kvs[0].value == b"v2"
+
+
+async def test_auto_sync_takes_the_members_client_urls(cluster3: Runtime) -> None:
+    """clientv3's ``AutoSyncInterval``: a client given one member finds the other two."""
+    first = cluster3.cluster.url(next(iter(cluster3.cluster.members)))
+    async with Client([first], auto_sync_interval_s=0.2, request_timeout_s=10) as client:
+        for _ in range(100):
+            if len(client.endpoints) == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert sorted(client.endpoints) == sorted(cluster3.endpoints)
+        assert client.endpoint == first  # (the one in use stays first)

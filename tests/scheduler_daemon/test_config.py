@@ -171,3 +171,13 @@ def test_a_stop_while_waiting_for_kvraft_exits_0(capsys: pytest.CaptureFixture[s
 
         assert asyncio.run(stop_soon()) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_auto_sync_interval(tmp_path) -> None:
+    """clientv3's AutoSyncInterval for the scheduler's client: every minute by default, 0 off."""
+    assert load_config([]).auto_sync_interval_s == 60.0
+    f = tmp_path / "s.yaml"
+    f.write_text("auto-sync-interval-s: 0\n")
+    assert load_config(["--config-file", str(f)]).auto_sync_interval_s == 0
+    with pytest.raises(ValueError, match="--auto-sync-interval-s: -5.0 is out of range"):
+        load_config(["--auto-sync-interval-s", "-5"])
