@@ -239,7 +239,8 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
             try:
                 async with asyncio.timeout(AUTO_SYNC_TIMEOUT_S):
                     await self.auto_sync()
-            except (ClientError, TimeoutError) as exc:  # (clientv3 logs "Auto sync endpoints failed." and goes on)
+            except (ClientError, TimeoutError, OSError, aiohttp.ClientError, ValueError) as exc:
+                # (clientv3 logs "Auto sync endpoints failed." and goes on)
                 log.info("auto sync endpoints failed: %s", exc)
 
     async def authenticate(self) -> None:
