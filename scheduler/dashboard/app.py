@@ -78,6 +78,7 @@ class DashboardConfig:
     poll_s: float = 1.5
     request_timeout_s: float = 10.0
     usage_poll_s: float = 60.0  # this month's accounting records (/accounting/) read this often
+    auto_sync_interval_s: float = 60.0  # the dashboard's own client takes the members' client URLs this often
 
 
 @dataclass
@@ -104,7 +105,7 @@ async def can_write(client: Client) -> bool:
 class Dashboard:
     def __init__(self, config: DashboardConfig) -> None:
         self.config = config
-        self.client = self._client(config.user, config.password)
+        self.client = self._client(config.endpoints, config.user, config.password, config.auto_sync_interval_s)
         self.live = LiveState(self.client, scheduler_urls=config.scheduler_urls, poll_s=config.poll_s,
                               usage_poll_s=config.usage_poll_s)
         self.auth = False
@@ -114,9 +115,10 @@ class Dashboard:
         self._agent_tls: ssl.SSLContext | bool | None = None
         self._closing: set[asyncio.Task[None]] = set()  # expired sessions' clients (the loop keeps weak refs)
 
-    def _client(self, user: str | None, password: str | None) -> Client:
-        return Client(self.config.endpoints, user=user, password=password, tls=self.config.tls,
-                      request_timeout_s=self.config.request_timeout_s)
+    def _client(self, endpoints: list[str], user: str | None, password: str | None,
+                auto_sync_interval_s: float = 0.0) -> Client:
+        return Client(endpoints, user=user, password=password, tls=self.config.tls,
+                      request_timeout_s=self.config.request_timeout_s, auto_sync_interval_s=auto_sync_interval_s)
 
     async def start(self, app: web.Application) -> None:
         if not self.client.is_open:  # main() opened it already, waiting for kvraft
@@ -300,7 +302,9 @@ class Dashboard:
             return web.json_response({"error": "user and password must be strings"}, status=400)
         if not self.auth:
             return web.json_response({"error": "kvraft auth is not enabled"}, status=400)
-        client = self._client(user, password)
+        # (a signed-in user's client lives as long as the session and is not synced: it starts
+        # from the endpoints the dashboard's own client has synced to)
+        client = self._client(self.client.endpoints, user, password)
         try:
             await client.open()  # kvraft's authenticate
         except ClientError as exc:  # a wrong password is etcd's InvalidArgument

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from agent.confcheck import check_url
+from agent.confcheck import check_url, discovered_endpoints
 from kvraft.client import ClientError, TLSConfig
 from kvraft.client.observe import configure_logging
 from scheduler.dashboard.app import DashboardConfig, make_app
@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     env = os.environ.get
     p = argparse.ArgumentParser(prog="kvraft-dashboard", description="the live web dashboard of a kvraft cluster")
     p.add_argument("--endpoints", default=env("JOBCTL_ENDPOINTS", "127.0.0.1:2379"))
+    p.add_argument("-d", "--discovery-srv", default=env("JOBCTL_DISCOVERY_SRV", ""),
+                   help="domain whose _etcd-client(-ssl)._tcp SRV records give the endpoints (at start)")
+    p.add_argument("--discovery-srv-name", default=env("JOBCTL_DISCOVERY_SRV_NAME", ""),
+                   help="service name suffix of those records (_etcd-client-NAME._tcp)")
+    p.add_argument("--auto-sync-interval-s", type=float, default=60.0,
+                   help="take the members' client URLs as the endpoints this often (default 60; 0: never)")
     p.add_argument("--listen-url", default="http://127.0.0.1:8080")
     p.add_argument("--user", default=env("KVRAFT_DASHBOARD_USER"))
     p.add_argument("--password", default=env("KVRAFT_DASHBOARD_PASSWORD"))
@@ -71,6 +77,8 @@ def check_flags(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if not math.isfinite(value) or value <= 0:
             raise ValueError(f"--{name.replace('_', '-')}: must be a number > 0, not {value!r}")
+    if not math.isfinite(args.auto_sync_interval_s) or args.auto_sync_interval_s < 0:
+        raise ValueError(f"--auto-sync-interval-s: must be a number >= 0 (0: never), not {args.auto_sync_interval_s!r}")
 
 
 async def run(config: DashboardConfig, listen_url: str) -> int:
@@ -118,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         check_flags(args)
+        endpoints = discovered_endpoints(args.discovery_srv, args.discovery_srv_name,
+                                         [e for e in args.endpoints.split(",") if e.strip()])
     except ValueError as exc:
         print(f"kvraft-dashboard: {exc}", file=sys.stderr)
         return 2
@@ -126,10 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"kvraft-dashboard: {exc}", file=sys.stderr)
         return 2
-    config = DashboardConfig([e for e in args.endpoints.split(",") if e.strip()], tls=tls, user=args.user,
+    config = DashboardConfig(endpoints, tls=tls, user=args.user,
                              password=args.password, allow_writes=args.allow_writes,
                              scheduler_urls=list(args.scheduler_url), poll_s=args.poll_s,
-                             request_timeout_s=args.request_timeout_s, usage_poll_s=args.usage_poll_s)
+                             request_timeout_s=args.request_timeout_s, usage_poll_s=args.usage_poll_s,
+                             auto_sync_interval_s=args.auto_sync_interval_s)
     return asyncio.run(run(config, args.listen_url))
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from kvraft.client import TLSConfig
+from kvraft.testing.dns import FakeDNS
 from kvraft.testing.ports import free_port
 from scheduler.dashboard.app import DashboardConfig
 from scheduler.dashboard.main import main, run
@@ -32,6 +33,8 @@ from tests.scheduler_daemon.harness import ROOT, start_member_at, wait_for
     (["--request-timeout-s", "-1"], "--request-timeout-s: must be a number > 0, not -1.0"),
     (["--scheduler-url", "notaurl"], "--scheduler-url: 'notaurl' is not a URL; expected http://HOST:PORT"),
     (["--scheduler-url", "http://127.0.0.1:1/x"], "--scheduler-url: 'http://127.0.0.1:1/x' has a path"),
+    (["--auto-sync-interval-s", "-1"], "--auto-sync-interval-s: must be a number >= 0 (0: never), not -1.0"),
+    (["--discovery-srv-name", "blue"], "--discovery-srv-name needs --discovery-srv"),
 ])
 def test_a_bad_flag_is_one_line_and_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     """Were a traceback (a port over 65535), or accepted: a path ignored, NaN and inf poll
@@ -89,3 +92,25 @@ def test_what_waiting_cannot_mend_is_exit_1_and_a_stop_while_waiting_exit_0(
         return await run(config, f"http://127.0.0.1:{free_port()}")
 
     assert asyncio.run(stop_soon()) == 0
+
+
+def test_the_endpoints_from_dns_and_a_failed_lookup(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """``-d DOMAIN``: the endpoints of the client SRV records (as jobctl's); a lookup that
+    finds nothing is one line and exit 2, before anything starts."""
+    seen: list[DashboardConfig] = []
+
+    async def fake_run(config: DashboardConfig, listen_url: str) -> int:
+        seen.append(config)
+        return 0
+
+    monkeypatch.setattr("scheduler.dashboard.main.run", fake_run)
+    monkeypatch.setattr("scheduler.dashboard.main.configure_logging", lambda *a, **k: None)
+    with FakeDNS() as dns:
+        dns.add_srv("_etcd-client._tcp.kvraft.test", "localhost", 2379)
+        monkeypatch.setenv("KVRAFT_DNS_SERVER", dns.address)
+        assert main(["-d", "kvraft.test"]) == 0
+        assert seen[0].endpoints == ["http://localhost:2379"] and seen[0].auto_sync_interval_s == 60.0
+        assert main(["-d", "other.test"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kvraft-dashboard: --discovery-srv other.test: dns lookup errors: "), err
