@@ -659,7 +659,8 @@ class Agent:
                 uid = got.kvs[0].create_revision if got.kvs else 0
         host = (self.config.listen_url.split("://", 1)[-1].rsplit(":", 1)[0]).strip("[]")
         c = self.config
-        facts = NodeFacts(self.name, c.labels.get("rack", "rack-0"), tuple(c.endpoints),
+        # (the client's endpoints: the configured ones until auto-sync has taken the members')
+        facts = NodeFacts(self.name, c.labels.get("rack", "rack-0"), tuple(self.client.endpoints),
                           host if host not in ("", "0.0.0.0", "::") else "", cacert=c.cacert, cert=c.cert, key=c.key,
                           insecure_skip_tls_verify=c.insecure_skip_tls_verify, token=token)
         extra = rank_env(env, facts, binding, uid)
