@@ -199,8 +199,12 @@ def test_https_members_from_ssl_records_and_kvctl_with_secure_discovery(tmp_path
                 return result.rc == 0
 
             wait_until(written, 90, what="a write through the https cluster found in DNS")
-            result = run_kvctl(["-d", DOMAIN, "--insecure-discovery=false", *tls, "member", "list"], env=env)
-            assert result.rc == 0 and result.out.count("https://localhost:") == 6, result  # peer and client URLs
+            def published() -> bool:  # every member's peer and client URLs (a member publishes its own)
+                result = run_kvctl(["-d", DOMAIN, "--insecure-discovery=false", *tls, "member", "list"], env=env)
+                assert result.rc == 0, result
+                return result.out.count("https://localhost:") == 6
+
+            wait_until(published, 30, what="the three members published")
         finally:
             for process in processes.values():
                 stop(process)
