@@ -5,6 +5,7 @@ exit 2)."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 from pathlib import Path
@@ -126,6 +127,20 @@ def check_endpoints(flag: str, endpoints: list[str]) -> list[str]:
     for e in endpoints:
         check_url(flag, e, bare=True)
     return endpoints
+
+
+def add_cluster_flags(parser: argparse.ArgumentParser, auto_sync_default_s: float) -> None:
+    """How a daemon finds its kvraft cluster: ``--endpoints``, ``--discovery-srv`` (and
+    ``--discovery-srv-name``), ``--auto-sync-interval-s`` (defaults filled from the settings'
+    dataclass: the flags default to None so that a YAML file's value is kept)."""
+    parser.add_argument("--endpoints", help="kvraft client URLs, comma-separated (default 127.0.0.1:2379)")
+    parser.add_argument("--discovery-srv", help="take the endpoints from this domain's _etcd-client-ssl._tcp and "
+                                                "_etcd-client._tcp SRV records (at start; none: --endpoints)")
+    parser.add_argument("--discovery-srv-name", help="service name suffix of those records (_etcd-client-NAME._tcp)")
+    parser.add_argument("--auto-sync-interval-s", type=float,
+                        help="take the members' client URLs as the endpoints this often, as clientv3's "
+                             f"AutoSyncInterval (only URLs that answer from here; default {auto_sync_default_s:g}; "
+                             "0: never)")
 
 
 def discovered_endpoints(domain: str, service_name: str, endpoints: list[str]) -> list[str]:

@@ -24,6 +24,7 @@ from typing import Any
 
 from agent.confcheck import (
     MAX_LEASE_TTL_S,
+    add_cluster_flags,
     check_endpoints,
     check_name,
     check_serving_tls,
@@ -102,13 +103,7 @@ def parse_labels(text: str | dict[str, Any] | None) -> dict[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kvraft-agent", description="kvraft node agent: registers this machine, runs its tasks")
     p.add_argument("--config", "--config-file", dest="config", help="YAML file with the same settings (flags win)")
-    p.add_argument("--endpoints", help="kvraft client URLs, comma-separated (default 127.0.0.1:2379)")
-    p.add_argument("--discovery-srv", help="take the endpoints from this domain's _etcd-client-ssl._tcp and "
-                                           "_etcd-client._tcp SRV records (at start; none: --endpoints)")
-    p.add_argument("--discovery-srv-name", help="service name suffix of those records (_etcd-client-NAME._tcp)")
-    p.add_argument("--auto-sync-interval-s", type=float,
-                   help="take the members' client URLs as the endpoints this often, as clientv3's "
-                        "AutoSyncInterval (only URLs that answer from here; default 300; 0: never)")
+    add_cluster_flags(p, 300.0)
     p.add_argument("--name", help="node name (default: the hostname)")
     p.add_argument("--data-dir", help="task state, logs, bundles (default /var/lib/kvraft-agent)")
     p.add_argument("--runtime", choices=["runc", "docker", "process", "fake"], help="default: runc where it works, else process")

@@ -22,6 +22,7 @@ from typing import Any
 
 from agent.confcheck import (
     MAX_LEASE_TTL_S,
+    add_cluster_flags,
     check_endpoints,
     check_name,
     check_tls_files,
@@ -67,13 +68,7 @@ class SchedulerConfig:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kvraft-scheduler", description="the leader-elected scheduler of kvraft")
     p.add_argument("--config-file", help="YAML file with the same settings (flags win)")
-    p.add_argument("--endpoints", help="kvraft client URLs, comma-separated")
-    p.add_argument("--discovery-srv", help="take the endpoints from this domain's _etcd-client-ssl._tcp and "
-                                           "_etcd-client._tcp SRV records (at start; none: --endpoints)")
-    p.add_argument("--discovery-srv-name", help="service name suffix of those records (_etcd-client-NAME._tcp)")
-    p.add_argument("--auto-sync-interval-s", type=float,
-                   help="take the members' client URLs as the endpoints this often, as clientv3's "
-                        "AutoSyncInterval (only URLs that answer from here; default 60; 0: never)")
+    add_cluster_flags(p, 60.0)
     p.add_argument("--name", help="this replica's identity (default: hostname)")
     p.add_argument("--profile", help="scheduler profile (default, b1-fifo, b2-spread, b3-pack, b4-las)")
     p.add_argument("--plugin-arg", dest="plugin_args", action="append", metavar="PLUGIN.ARG=JSON",
