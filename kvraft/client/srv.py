@@ -41,6 +41,7 @@ __all__ = [
     "dns_cluster",
     "order_by_priority",
     "srv_service",
+    "system_address",
 ]
 
 DNS_SERVER_ENV = "KVRAFT_DNS_SERVER"
@@ -85,10 +86,6 @@ def _host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _address_key(resolver: Resolver, host: str, port: int) -> tuple[str, int]:
-    return resolver.address(host), port
-
-
 def cluster_from_srv(resolver: Resolver, scheme: str, service: str, name: str, domain: str,
                      advertise_peer_urls: Sequence[str]) -> list[str]:
     """etcd's ``GetCluster``: ``name=scheme://target:port`` per record of
@@ -100,7 +97,7 @@ def cluster_from_srv(resolver: Resolver, scheme: str, service: str, name: str, d
         parts = urlsplit(url)
         if parts.hostname is None or parts.port is None:
             raise DiscoveryError(f"--initial-advertise-peer-urls: {url!r} has no host:port")
-        mine[_address_key(resolver, parts.hostname, parts.port)] = url
+        mine[resolver.address(parts.hostname), parts.port] = url
     srv_name = f"_{service}._tcp.{domain}"
     try:
         records = resolver.srv(srv_name)
@@ -111,7 +108,7 @@ def cluster_from_srv(resolver: Resolver, scheme: str, service: str, name: str, d
     temp_name = 0
     for record in records:
         try:
-            key = _address_key(resolver, record.target, record.port)
+            key = resolver.address(record.target), record.port
         except DiscoveryError as exc:
             last_error = str(exc)
             continue
@@ -136,10 +133,10 @@ def dns_cluster(resolver: Resolver, name: str, domain: str, service_name: str,
                 advertise_peer_urls: Sequence[str]) -> tuple[list[str], list[str]]:
     """etcd's ``GetDNSClusterNames``: the https records' members, then the http ones', and the
     errors of either lookup. Discovery failed only when no member came back."""
-    suffix = f"-{service_name}" if service_name else ""
     entries: list[str] = []
     errors: list[str] = []
-    for scheme, service in (("https", f"etcd-server-ssl{suffix}"), ("http", f"etcd-server{suffix}")):
+    for scheme in ("https", "http"):
+        service = srv_service("etcd-server", service_name, scheme)
         try:
             entries += cluster_from_srv(resolver, scheme, service, name, domain, advertise_peer_urls)
         except DiscoveryError as exc:
@@ -184,6 +181,12 @@ def discover(domain: str, service_name: str = "", *, insecure: bool = True,
             continue
         kept.append(endpoint)
     return kept
+
+
+def system_address(host: str) -> str:
+    """``host``'s address through the resolver configured now (``$KVRAFT_DNS_SERVER`` or the
+    system's): for the rare comparison that needs one, without keeping a resolver."""
+    return DNSResolver().address(host)
 
 
 def order_by_priority(records: Sequence[SRVRecord], rng: random.Random) -> list[SRVRecord]:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from kvraft.client.srv import DiscoveryError, DNSResolver
+from kvraft.client.srv import DiscoveryError, system_address
 from kvraft.durations import parse_go_duration_s
 from kvraft.server.compactor import parse_retention_s
 from kvraft.server.crl import CRLError, read_crl
@@ -247,11 +247,10 @@ class Config:
         The founding members' ids come from the ``--initial-cluster`` URLs, so a mismatch
         makes a member the cluster does not know."""
         mine = self.initial_members()[self.name]
-        if sorted(mine) == sorted(self.initial_advertise_peer_urls):
-            return
         detail = ""
         try:
-            if urls_resolve_alike(mine, self.initial_advertise_peer_urls, resolve or DNSResolver().address):
+            if urls_resolve_alike(mine, self.initial_advertise_peer_urls,
+                                  resolve or system_address):
                 return
         except DiscoveryError as exc:
             detail = f" (failed to resolve: {exc})"
@@ -475,8 +474,11 @@ def _check_url(url: str, flag: str) -> None:
 
 
 def urls_resolve_alike(a: list[str], b: list[str], resolve: Callable[[str], str]) -> bool:
-    """etcd's ``URLStringsEqual``: the same schemes, ports and (resolved) addresses, in any
-    order. ``DiscoveryError`` when a host name does not resolve."""
+    """etcd's ``URLStringsEqual``: the same URLs in any order, or else the same schemes, ports
+    and addresses once host names are resolved. ``DiscoveryError`` when a host name does not
+    resolve (only asked when the strings differ)."""
+    if sorted(a) == sorted(b):
+        return True
     if len(a) != len(b):
         return False
 

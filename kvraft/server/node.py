@@ -24,7 +24,7 @@ from kvraft.apply.ops import AlarmOp, CompactOp, MemberOp, PutOp, RangeOp, Sessi
 from kvraft.apply.sessions import REQUEST_IDS_OFF, RequestId
 from kvraft.apply.state_machine import StateMachine
 from kvraft.apply.validate import validate_op
-from kvraft.client.srv import DiscoveryError, DNSResolver
+from kvraft.client.srv import DiscoveryError, system_address
 from kvraft.durations import parse_go_duration_s
 from kvraft.raft.config import RaftConfig
 from kvraft.raft.errors import RaftError
@@ -313,7 +313,7 @@ class Node(NodeStatusMixin):
         hash to: a member that joined has the id ``member add`` gave it, never that hash."""
         own = self.membership.get(self.member_id)
         flags = sorted(u.strip() for u in self.config.initial_advertise_peer_urls)
-        if own is not None and own.peer_urls and sorted(own.peer_urls) != flags and not _alike(own.peer_urls, flags):
+        if own is not None and own.peer_urls and not _alike(own.peer_urls, flags):
             log.warning("--initial-advertise-peer-urls %s are not member %x's peer URLs %s (they changed since the "
                         "data dir was created; as etcd, a restart keeps its id and URLs: member update moves them)",
                         ",".join(flags), self.member_id, ",".join(own.peer_urls))
@@ -635,7 +635,7 @@ def _alike(registered: list[str], flags: list[str]) -> bool:
     """The same peers once host names are resolved (a member founded from DNS SRV records is
     registered by the records' names and may advertise addresses)."""
     try:
-        return urls_resolve_alike(registered, flags, DNSResolver().address)
+        return urls_resolve_alike(registered, flags, system_address)
     except DiscoveryError:
         return False
 

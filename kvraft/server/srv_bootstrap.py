@@ -47,7 +47,6 @@ def bootstrap_from_srv(config: Config, resolver: Resolver | None = None) -> list
                              f"{','.join(config.initial_advertise_peer_urls)} resolve to none of them)")
     config.initial_cluster = ",".join(entries)
     try:
-        config.initial_members()
         config.check_advertise_matches_cluster(resolver.address)
         config.validate_peer_schemes()
     except ConfigError as exc:

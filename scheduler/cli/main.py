@@ -14,9 +14,9 @@ import os
 import sys
 from typing import TextIO
 
+from agent.confcheck import discovered_endpoints
 from kvraft.client import ClientError, SyncClient, TLSConfig
 from kvraft.client.completion import complete_files
-from kvraft.client.srv import DiscoveryError, discover
 from scheduler.cli import (
     apply,
     cancel,
@@ -89,12 +89,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
                     out.write(f"job/{d['name']} valid (dry run)\n")
                 return 0
         tls = TLSConfig.from_flags(args.cacert, args.cert, args.key, args.insecure_skip_tls_verify)
-        if args.discovery_srv:  # (none found: --endpoints, as etcdctl)
-            try:
-                found = discover(args.discovery_srv, args.discovery_srv_name)
-            except DiscoveryError as exc:
-                raise CliError(f"error: --discovery-srv {args.discovery_srv}: {exc}") from None
-            args.endpoints = ",".join(found) or args.endpoints
+        if args.discovery_srv:  # (none found: --endpoints, as etcdctl; a failed lookup: the ValueError below)
+            args.endpoints = ",".join(discovered_endpoints(args.discovery_srv, args.discovery_srv_name,
+                                                           args.endpoints.split(",")))
         with SyncClient(args.endpoints.split(","), user=args.user, password=args.password,
                         request_timeout_s=args.request_timeout_s, tls=tls) as client:
             return int(args.run(args, client, out))
