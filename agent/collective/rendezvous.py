@@ -312,6 +312,12 @@ class KvraftRendezvous:
                 self._run(self._client.lease_revoke(self.lease_id), 5.0)
         with contextlib.suppress(Exception):
             self._run(self._client.close(), 5.0)
+        # the keeper saw _closed, or its keepalive failed with the client's close: it ends
+        # now, before the loop it sends on stops (a close that returned with it still alive
+        # left a thread behind; seen in the full run)
+        keeper = getattr(self, "_keeper", None)
+        if keeper is not None and keeper is not threading.current_thread():
+            keeper.join(timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
 

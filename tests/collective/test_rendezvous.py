@@ -208,3 +208,46 @@ def test_two_processes_given_the_same_rank_are_told_so(tmp_path: Path) -> None:
     assert isinstance(error, gx.DuplicateRank), outcomes
     assert "another process published this rank's address" in str(error)
     assert "two processes run as rank 1 of 2" in str(error)
+
+
+class _SlowKeepAliveClient:
+    """A ``kvraft.client.Client`` stand-in whose keepalive takes ``keep_alive_s``."""
+
+    keep_alive_s = 0.8
+    in_keep_alive = threading.Event()
+
+    def __init__(self, endpoints: list[str], **_options: object) -> None:
+        self.endpoints = endpoints
+
+    async def open(self) -> None:
+        return None
+
+    async def lease_grant(self, ttl: int) -> object:
+        return type("Lease", (), {"id": 7})()
+
+    async def lease_keep_alive_once(self, lease_id: int) -> None:
+        import asyncio
+
+        self.in_keep_alive.set()
+        await asyncio.sleep(self.keep_alive_s)
+
+    async def lease_revoke(self, lease_id: int) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def test_kvraft_close_waits_for_the_lease_keeper(monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() returned while the keeper thread was still in a keepalive; with the loop then
+    stopped, the keeper waited out its timeout (twice the period) and outlived the close.
+    The full run saw an 'rdzv-lease' thread alive after a failed init had closed its store."""
+    import kvraft.client
+    from agent.collective.rendezvous import KvraftRendezvous
+
+    monkeypatch.setattr(kvraft.client, "Client", _SlowKeepAliveClient)
+    _SlowKeepAliveClient.in_keep_alive.clear()
+    store = KvraftRendezvous(["http://127.0.0.1:1"], "/jobs/t/rendezvous", "r", lease_ttl_s=1)
+    assert _SlowKeepAliveClient.in_keep_alive.wait(10)
+    store.close()
+    assert not store._keeper.is_alive()
