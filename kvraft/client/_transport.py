@@ -50,6 +50,7 @@ from kvraft.client.errors import (
     UnavailableError,
     error_from_status,
 )
+from kvraft.tlsname import NamedContext
 
 __all__ = ["ClientStatistics", "RetryPolicy", "TLSConfig", "Transport", "normalize_endpoint"]
 
@@ -110,7 +111,7 @@ class TLSConfig:
     def context(self) -> ssl.SSLContext:
         context: ssl.SSLContext
         if self.server_name:
-            named = _NamedContext(ssl.PROTOCOL_TLS_CLIENT)
+            named = NamedContext(ssl.PROTOCOL_TLS_CLIENT)
             named.server_name = self.server_name
             if self.ca_file:
                 named.load_verify_locations(cafile=self.ca_file)
@@ -125,18 +126,6 @@ class TLSConfig:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         return context
-
-
-class _NamedContext(ssl.SSLContext):
-    """A client context that checks every server's certificate against ``server_name``, not
-    the host it connects to (Go's ``tls.Config.ServerName``). asyncio and aiohttp hand the
-    connection's host to ``wrap_bio``; this replaces it."""
-
-    server_name = ""
-
-    def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, server_side: bool = False,
-                 server_hostname: str | bytes | None = None, session: ssl.SSLSession | None = None) -> ssl.SSLObject:
-        return super().wrap_bio(incoming, outgoing, server_side, self.server_name or server_hostname, session)
 
 
 def normalize_endpoint(endpoint: str, scheme: str = "http") -> str:

@@ -7,6 +7,9 @@ every ``https://`` URL in ``--listen-client-urls`` serves TLS with that certific
 
 Peer side (the ``--peer-`` forms): see ``peer_ssl_contexts``. The HMAC handshake of the peer
 transport runs inside TLS, so a peer needs both the cluster secret and a trusted certificate.
+The dialer checks the listener as etcd's peer transport does (Go's TLS client): the chain
+against ``--peer-trusted-ca-file`` or, without one, the system's CAs; the certificate for the
+host dialed, or for the ``--discovery-srv`` domain (etcd's ``ServerName``).
 
 ``--client-crl-file`` / ``--peer-crl-file``: certificates a CRL lists are refused, on the client
 and metrics URLs, the peer listener and (unlike etcd, which checks only what it accepts) the
@@ -33,6 +36,7 @@ from urllib.parse import urlsplit
 
 from kvraft.server.crl import CRLContexts
 from kvraft.server.tls_policy import new_context
+from kvraft.tlsname import NamedContext
 
 __all__ = ["AutoTLSError", "DialContext", "apply_auto_tls", "client_ssl_context", "peer_ssl_contexts", "self_signed"]
 
@@ -75,9 +79,10 @@ def client_ssl_context(config: Any) -> ssl.SSLContext | None:
 def peer_ssl_contexts(config: Any) -> tuple[ssl.SSLContext | None, DialContext | None]:
     """``(server, client)`` contexts, or ``(None, None)`` when no peer certificate is set.
     With ``--peer-client-cert-auth`` the listener requires a certificate signed by
-    ``--peer-trusted-ca-file``; the dialer always verifies the listener against that CA.
-    With ``--peer-crl-file`` both check the CRL, and the client is a callable giving the
-    context for the next dial."""
+    ``--peer-trusted-ca-file``. The dialer verifies the listener's chain against that CA (the
+    system's CAs without one) and its name (above); with ``--peer-auto-tls``'s own certificate
+    it verifies nothing. With ``--peer-crl-file`` both check the CRL, and the client is a
+    callable giving the context for the next dial."""
     if not config.peer_cert_file:
         return None, None
 
@@ -91,15 +96,26 @@ def peer_ssl_contexts(config: Any) -> tuple[ssl.SSLContext | None, DialContext |
         return server
 
     def build_client(crl: str) -> ssl.SSLContext:
-        client = new_context(ssl.PROTOCOL_TLS_CLIENT, config)
+        client = new_context(ssl.PROTOCOL_TLS_CLIENT, config, NamedContext)
+        assert isinstance(client, NamedContext)
         client.load_cert_chain(config.peer_cert_file, config.peer_key_file or None)
-        client.check_hostname = False  # peers are addressed by IP in --initial-cluster
+        if _made_by_auto_tls(config):  # no CA to verify with: the cluster secret alone (etcd: InsecureSkipVerify)
+            client.check_hostname = False
+            client.verify_mode = ssl.CERT_NONE
+            return client
         if config.peer_trusted_ca_file:
             client.load_verify_locations(config.peer_trusted_ca_file)
-            client.verify_mode = ssl.CERT_REQUIRED
-            _load_crl(client, crl)
         else:
-            client.verify_mode = ssl.CERT_NONE
+            client.load_default_certs(ssl.Purpose.SERVER_AUTH)  # etcd: the system's CAs
+        client.verify_mode = ssl.CERT_REQUIRED
+        # the peer's certificate must name the host dialed, or the --discovery-srv domain as
+        # etcd's ServerName; with --experimental-peer-skip-client-san-verification neither
+        # (kvraft sends to a peer only on connections it dials, so a peer whose certificate
+        # does not name its address would be cut off, where etcd still reaches it through
+        # the streams the peer dials)
+        client.check_hostname = not config.experimental_peer_skip_client_san_verification
+        client.server_name = config.discovery_srv or ""
+        _load_crl(client, crl)
         return client
 
     path = config.peer_crl_file
@@ -107,6 +123,12 @@ def peer_ssl_contexts(config: Any) -> tuple[ssl.SSLContext | None, DialContext |
         return build_server(""), build_client("")
     server = CRLContexts("--peer-crl-file", path, "peer listener", build_server).serving()
     return server, CRLContexts("--peer-crl-file", path, "peer dialer", build_client).current
+
+
+def _made_by_auto_tls(config: Any) -> bool:
+    """Whether the peer certificate is the one ``--peer-auto-tls`` made (self-signed)."""
+    made = Path(config.data_dir) / "fixtures" / "peer" / "cert.pem"
+    return bool(config.peer_auto_tls) and Path(config.peer_cert_file) == made
 
 
 def _load_crl(context: ssl.SSLContext, crl: str) -> None:

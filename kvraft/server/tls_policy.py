@@ -84,9 +84,10 @@ def check_tls_policy(config: Any) -> None:
             raise TLSPolicyError(f"--cipher-suites: OpenSSL offers none of them ({exc.reason or exc})") from None
 
 
-def new_context(protocol: int, config: Any) -> ssl.SSLContext:
-    """An ``SSLContext`` for ``protocol`` with the versions and TLS 1.2 suites the flags allow."""
-    context = ssl.SSLContext(protocol)
+def new_context(protocol: int, config: Any, context_class: type[ssl.SSLContext] = ssl.SSLContext) -> ssl.SSLContext:
+    """An ``SSLContext`` (of ``context_class``) for ``protocol`` with the versions and TLS 1.2
+    suites the flags allow."""
+    context = context_class(protocol)
     low, high = _versions(config)
     context.minimum_version = low
     if high is not None:

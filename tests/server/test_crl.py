@@ -254,7 +254,8 @@ def peer(pki: Path, name: str, crl: Path) -> tuple[ssl.SSLContext, Callable[[], 
     server, dialer = peer_ssl_contexts(SimpleNamespace(
         peer_cert_file=str(pki / f"{name}-peer.crt"), peer_key_file=str(pki / f"{name}-peer.key"),
         peer_trusted_ca_file=str(pki / "ca.crt"), peer_client_cert_auth=True, peer_crl_file=str(crl),
-        cipher_suites=[], tls_min_version="TLS1.2", tls_max_version=""))
+        cipher_suites=[], tls_min_version="TLS1.2", tls_max_version="", peer_auto_tls=False, data_dir=str(pki),
+        discovery_srv="", experimental_peer_skip_client_san_verification=False))
     assert server is not None and callable(dialer)
     return server, dialer
 

@@ -297,8 +297,10 @@ def _make_pki(tmp_path):
     for name in ("a", "b"):
         key, csr, crt = tmp_path / f"{name}.key", tmp_path / f"{name}.csr", tmp_path / f"{name}.crt"
         _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
+        ext = tmp_path / f"{name}.ext"
+        ext.write_text("subjectAltName=IP:127.0.0.1\n")  # the address the other member dials
         _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key), "-CAcreateserial",
-                 "-out", str(crt), "-days", "1")
+                 "-out", str(crt), "-days", "1", "-extfile", str(ext))
         leaves[name] = (str(crt), str(key))
     key, crt = tmp_path / "x.key", tmp_path / "x.crt"
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt), "-days", "1", "-subj", "/CN=x")
@@ -322,7 +324,8 @@ async def test_mutual_tls_delivers_between_members_and_rejects_strangers(tmp_pat
         cert, key = leaves[name]
         return peer_ssl_contexts(SimpleNamespace(
             peer_cert_file=cert, peer_key_file=key, peer_trusted_ca_file=ca, peer_client_cert_auth=True,
-            peer_crl_file="", cipher_suites=[], tls_min_version="TLS1.2", tls_max_version=""))
+            peer_crl_file="", cipher_suites=[], tls_min_version="TLS1.2", tls_max_version="", peer_auto_tls=False,
+            data_dir=str(tmp_path), discovery_srv="", experimental_peer_skip_client_san_verification=False))
 
     key = cluster_key("tok")
     inbox_b = Inbox()
