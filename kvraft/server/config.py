@@ -133,6 +133,23 @@ class Config:
     (kvraft/server/srv_bootstrap.py)."""
     discovery_srv_name: str = ""
     """A suffix of those records' service names: ``_etcd-server-NAME._tcp``."""
+    discovery_token: str = ""
+    discovery_endpoints: list[str] = field(default_factory=list)
+    """etcd 3.6's v3 discovery (kvraft.server.v3discovery): a new member registers under
+    ``/_etcd/registry/<token>/members/`` of the cluster at these endpoints (etcd or kvraft) and
+    waits for ``_config/size`` members; the first ones registered are ``--initial-cluster``.
+    The rest are that client's settings, with etcd's defaults."""
+    discovery_dial_timeout: str = "2s"
+    discovery_request_timeout: str = "5s"
+    discovery_keepalive_time: str = "2s"
+    discovery_keepalive_timeout: str = "6s"
+    discovery_insecure_transport: bool = True
+    discovery_insecure_skip_tls_verify: bool = False
+    discovery_cert: str = ""
+    discovery_key: str = ""
+    discovery_cacert: str = ""
+    discovery_user: str = ""
+    discovery_password: str = ""
     proxy: str = "off"
     proxy_failure_wait: int = 5000
     proxy_refresh_interval: int = 30000
@@ -220,6 +237,13 @@ class Config:
     stream at a time, so any limit of 1 or more holds; 0 is refused."""
 
     # -- derived ------------------------------------------------------------------------
+    @property
+    def id_token(self) -> str:
+        """What member and cluster ids are hashed with: the v3 discovery token when there is
+        one (etcd bootstraps such a cluster with it as the cluster token), else
+        ``--initial-cluster-token``. The peers' HMAC key stays on the latter."""
+        return self.discovery_token or self.initial_cluster_token
+
     def initial_members(self) -> dict[str, list[str]]:
         """``--initial-cluster`` as name -> peer URLs (a name may appear several times)."""
         text = self.initial_cluster or f"{self.name}={','.join(self.initial_advertise_peer_urls)}"
@@ -340,11 +364,15 @@ class Config:
         for name in ("discovery", "discovery_proxy"):
             if getattr(self, name):
                 raise ConfigError(f"--{name.replace('_', '-')}: kvraft does not bootstrap through a v2 discovery "
-                                  "service; name the members in --initial-cluster, or in DNS SRV records "
-                                  "(--discovery-srv)")
-        if self.discovery_srv and self.initial_cluster:
+                                  "service; name the members in --initial-cluster, in DNS SRV records "
+                                  "(--discovery-srv), or use v3 discovery (--discovery-token, --discovery-endpoints)")
+        if sum(map(bool, (self.initial_cluster, self.discovery_srv, self.discovery_endpoints))) > 1:
             raise ConfigError('multiple discovery or bootstrap flags are set. Choose one of "initial-cluster", '
-                              '"discovery" or "discovery-srv"')
+                              '"discovery", "discovery-endpoints" or "discovery-srv"')
+        if bool(self.discovery_token) != bool(self.discovery_endpoints):
+            raise ConfigError("both --discovery-token and --discovery-endpoints must be set")
+        if bool(self.discovery_cert) != bool(self.discovery_key):
+            raise ConfigError("--discovery-cert and --discovery-key go together")
         if self.discovery_srv_name and not self.discovery_srv:
             raise ConfigError("--discovery-srv-name needs --discovery-srv (the domain whose SRV records it names)")
         if self.discovery_fallback not in ("exit", "proxy"):
@@ -362,7 +390,8 @@ class Config:
             raise ConfigError("--logger must be 'zap' (JSON lines) or 'capnslog' (text)")
         for name in ("experimental_corrupt_check_time", "experimental_watch_progress_notify_interval",
                      "grpc_keepalive_min_time", "grpc_keepalive_interval", "grpc_keepalive_timeout",
-                     "backend_batch_interval", "experimental_warning_apply_duration"):
+                     "backend_batch_interval", "experimental_warning_apply_duration", "discovery_dial_timeout",
+                     "discovery_request_timeout", "discovery_keepalive_time", "discovery_keepalive_timeout"):
             if name == "backend_batch_interval" and not self.backend_batch_interval:
                 continue  # (etcd's default: empty)
             try:
@@ -501,7 +530,7 @@ def cluster_id_for(member_ids: list[int], token: str) -> int:
 
 
 _LISTS = {"listen_client_urls", "advertise_client_urls", "listen_peer_urls", "initial_advertise_peer_urls",
-          "listen_metrics_urls", "log_outputs", "cipher_suites", "cors", "host_whitelist"}
+          "listen_metrics_urls", "log_outputs", "cipher_suites", "cors", "host_whitelist", "discovery_endpoints"}
 
 
 _UNSIGNED = ("snapshot_count", "snapshot_catchup_entries", "max_snapshots", "max_wals", "max_txn_ops", "max_learners",

@@ -94,8 +94,8 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     "enable_v2": ("Experimental", "etcd's v2 API: kvraft has none, so only false is accepted."),
     "experimental_enable_v2v3": ("Experimental", "etcd's v2 API emulated on v3: kvraft has none, so only empty "
                                                  "is accepted."),
-    "discovery": ("Clustering", "etcd's v2 discovery URL: kvraft bootstraps from --initial-cluster, so only empty "
-                                "is accepted."),
+    "discovery": ("Clustering", "etcd's v2 discovery URL: kvraft has no v2, so only empty is accepted (v3 "
+                                "discovery: --discovery-token, --discovery-endpoints)."),
     "discovery_fallback": ("Clustering", "etcd's behaviour when discovery fails ('exit' or 'proxy'); unused "
                                          "without --discovery."),
     "discovery_proxy": ("Clustering", "HTTP proxy for the discovery service: only empty is accepted."),
@@ -103,6 +103,27 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
                                     "and _etcd-server._tcp SRV records; $KVRAFT_DNS_SERVER names a DNS server)."),
     "discovery_srv_name": ("Clustering", "Service name to query when using DNS discovery "
                                          "(_etcd-server-NAME._tcp)."),
+    "discovery_token": ("Clustering", "V3 discovery: discovery token for the etcd cluster to be bootstrapped."),
+    "discovery_endpoints": ("Clustering", "V3 discovery: List of endpoints of the discovery service (an etcd or "
+                                            "kvraft cluster)."),
+    "discovery_dial_timeout": ("Clustering", "V3 discovery: dial timeout for client connections."),
+    "discovery_request_timeout": ("Clustering", "V3 discovery: timeout for discovery requests (excluding dial "
+                                                  "timeout)."),
+    "discovery_keepalive_time": ("Clustering", "V3 discovery: keepalive time for client connections."),
+    "discovery_keepalive_timeout": ("Clustering", "V3 discovery: keepalive timeout for client connections."),
+    "discovery_insecure_transport": ("Clustering", "V3 discovery: disable transport security for client "
+                                                     "connections."),
+    "discovery_insecure_skip_tls_verify": ("Clustering", "V3 discovery: skip server certificate verification "
+                                                           "(CAUTION: this option should be enabled only for testing "
+                                                           "purposes)."),
+    "discovery_cert": ("Clustering", "V3 discovery: identify secure client using this TLS certificate file."),
+    "discovery_key": ("Clustering", "V3 discovery: identify secure client using this TLS key file."),
+    "discovery_cacert": ("Clustering", "V3 discovery: verify certificates of TLS-enabled secure servers using "
+                                         "this CA bundle."),
+    "discovery_user": ("Clustering", "V3 discovery: username[:password] for authentication (prompt if password "
+                                       "is not supplied)."),
+    "discovery_password": ("Clustering", "V3 discovery: password for authentication (if this option is used, "
+                                           "--user option shouldn't include password)."),
     "proxy": ("Proxy", "etcd's v2 proxy mode ('off', 'readonly' or 'on'): kvraft has none, so only 'off' is "
                        "accepted."),
     "proxy_failure_wait": ("Proxy", "Time (in milliseconds) an endpoint is held in a failed state (a proxy's; unused)."),

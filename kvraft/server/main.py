@@ -31,6 +31,7 @@ from kvraft.server.node import Node, join_cluster, must_join
 from kvraft.server.srv_bootstrap import bootstrap_from_srv
 from kvraft.server.tls import AutoTLSError, apply_auto_tls, client_ssl_context
 from kvraft.server.tls_accept import AcceptingTCPSite
+from kvraft.server.v3discovery import bootstrap_from_discovery
 from kvraft.server.wal_dir import DataDirError
 from kvraft.storage.errors import StorageCorruptionError
 
@@ -82,6 +83,8 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
         loop.add_signal_handler(sig, stop.set)
     if config.discovery_srv:  # (blocking lookups, before anything else runs)
         await loop.run_in_executor(None, bootstrap_from_srv, config)
+    if config.discovery_endpoints:  # (waits until the other members have registered)
+        await bootstrap_from_discovery(config)
     apply_auto_tls(config)
     client_ssl = client_ssl_context(config)
     node = Node(config, await join_cluster(config) if must_join(config) else None)

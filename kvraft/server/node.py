@@ -147,8 +147,8 @@ class Node(NodeStatusMixin):
         initial = config.initial_members()
         # (from its --initial-cluster URLs, as every founding member computes it: they may name
         # the --initial-advertise-peer-urls' addresses by other names, as DNS SRV records do)
-        self.member_id = self._load_member_id(member_id_for(initial[config.name], config.initial_cluster_token))
-        initial_ids = {name: member_id_for(urls, config.initial_cluster_token) for name, urls in initial.items()}
+        self.member_id = self._load_member_id(member_id_for(initial[config.name], config.id_token))
+        initial_ids = {name: member_id_for(urls, config.id_token) for name, urls in initial.items()}
         self.membership = Membership(self.data_dir / "members.json")
         if joined is not None:
             self.membership.members = {m.member_id: m for m in joined.cluster.members}
@@ -322,7 +322,7 @@ class Node(NodeStatusMixin):
         """From the cluster token alone, so founding and joining members agree (tokens
         must be unique per cluster, as etcd asks)."""
         path = self.data_dir / "cluster_id"
-        cluster_id = cluster_id_for([], self.config.initial_cluster_token)
+        cluster_id = cluster_id_for([], self.config.id_token)
         stored = _read_id(path, "the cluster's id", f"from --initial-cluster-token it was {cluster_id}")
         if stored is not None:
             return stored

@@ -92,8 +92,15 @@ def test_a_config_file_that_bootstraps_by_dns_is_read(tmp_path) -> None:
     assert (config.discovery_srv, config.discovery_srv_name, config.initial_cluster) == ("example.com", "blue", "")
     path.write_text("name: infra1\ndiscovery-srv: example.com\ninitial-cluster: infra1=http://127.0.0.1:2380\n")
     with pytest.raises(ConfigError, match='multiple discovery or bootstrap flags are set. Choose one of '
-                                          '"initial-cluster", "discovery" or "discovery-srv"'):
+                                          '"initial-cluster", "discovery", "discovery-endpoints" or "discovery-srv"'):
         parse_config(["--config-file", str(path), "--data-dir", str(tmp_path / "d")])
+    # etcd 3.6's v3 discovery keys (kvraft/server/v3discovery.py)
+    path.write_text("name: infra1\ndiscovery-token: lab-b\ndiscovery-endpoints: http://10.0.0.1:2379,http://10.0.0.2:2379\n"
+                    "discovery-request-timeout: 10s\n")
+    config = parse_config(["--config-file", str(path), "--data-dir", str(tmp_path / "d")])
+    assert (config.discovery_token, config.discovery_endpoints, config.discovery_request_timeout) == \
+        ("lab-b", ["http://10.0.0.1:2379", "http://10.0.0.2:2379"], "10s")
+    assert config.id_token == "lab-b" and config.initial_cluster_token == "etcd-cluster"
 
 
 def test_an_etcd_config_files_access_and_keepalive_keys_are_read(tmp_path) -> None:

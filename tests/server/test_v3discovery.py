@@ -1,0 +1,161 @@
+"""v3 discovery (``--discovery-token``, ``--discovery-endpoints``, etcd 3.6's): member processes
+that know only a token and a discovery service (a real etcd 3.4 or a kvraft member, both on
+127.0.0.1) form one cluster; a member too many, a token without a size and a restart; and the
+registry's rules without processes."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kvraft.client import Client
+from kvraft.server.config import ConfigError, member_id_for, parse_config
+from kvraft.server.local import b64, free_port, post
+from kvraft.server.v3discovery import Registry, join_cluster
+from tests.client.kvclusters import Runtime, start_runtime
+from tests.server.helpers import wait_until
+from tests.server.test_discovery_srv import stop
+
+TOKEN = "disc-test"
+PREFIX = f"/_etcd/registry/{TOKEN}"
+
+
+def start(tmp_path: Path, discovery: list[str], name: str, client: int, peer: int,
+          token: str = TOKEN) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "kvraft.server.main", "--name", name, "--data-dir", str(tmp_path / f"{name}.data"),
+            "--listen-client-urls", f"http://127.0.0.1:{client}", "--advertise-client-urls", f"http://127.0.0.1:{client}",
+            "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+            "--heartbeat-interval", "50", "--election-timeout", "500",
+            "--discovery-token", token, "--discovery-endpoints", ",".join(discovery)]
+    with (tmp_path / f"{name}.log").open("ab") as log:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def put(runtime: Runtime, key: str, value: str) -> None:
+    code, body = post(runtime.endpoints[0], "/v3/kv/put", {"key": b64(key), "value": b64(value)}, timeout_s=5.0)
+    assert code == 200, body
+
+
+@pytest.mark.parametrize("service", ["kvraft", "etcd"])
+def test_three_members_that_know_only_a_token_form_one_cluster(tmp_path: Path, service: str) -> None:
+    discovery = start_runtime(service, tmp_path / "discovery")
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        put(discovery, f"{PREFIX}/_config/size", "3")
+        ports = {f"m{i}": (free_port(), free_port()) for i in range(4)}
+        for name in ("m0", "m1", "m2"):
+            processes[name] = start(tmp_path, discovery.endpoints, name, *ports[name])
+        urls = [f"http://127.0.0.1:{ports[n][0]}" for n in ("m0", "m1", "m2")]
+
+        def members() -> list[dict[str, object]]:
+            for name, process in processes.items():
+                assert process.poll() is None, (tmp_path / f"{name}.log").read_text()
+            code, body = post(urls[2], "/v3/cluster/member/list", {}, timeout_s=2.0)
+            return body.get("members", []) if code == 200 else []
+
+        assert len(wait_until(lambda: len(members()) == 3 and members(), 90, what="the cluster of three")) == 3
+        code, _ = post(urls[0], "/v3/kv/put", {"key": b64("k"), "value": b64("v")}, timeout_s=5.0)
+        assert code == 200
+        ids = {int(m["ID"]) for m in members()}
+        assert ids == {member_id_for([f"http://127.0.0.1:{ports[n][1]}"], TOKEN) for n in ("m0", "m1", "m2")}
+
+        # a fourth member with the same token: the cluster is full, it exits before writing anything
+        fourth = start(tmp_path, discovery.endpoints, "m3", *ports["m3"])
+        assert fourth.wait(60) == 1
+        log = (tmp_path / "m3.log").read_text()
+        assert "failed to join discovery cluster (discovery: cluster is full)" in log, log
+        assert not (tmp_path / "m3.data" / "members.json").exists()
+
+        # a restart does not ask the discovery service (it is gone) and rejoins its cluster
+        discovery.stop()
+        stop(processes["m1"])
+        processes["m1"] = start(tmp_path, discovery.endpoints, "m1", *ports["m1"])
+        wait_until(lambda: post(urls[1], "/v3/kv/range", {"key": b64("k")}, timeout_s=2.0)[0] == 200, 60,
+                   what="m1 back without the discovery service")
+        assert "--discovery-endpoints not asked" in (tmp_path / "m1.log").read_text()
+    finally:
+        for process in processes.values():
+            stop(process)
+        discovery.stop()
+
+
+def test_a_token_without_a_size_fails_at_once(tmp_path: Path) -> None:
+    discovery = start_runtime("kvraft", tmp_path / "discovery")
+    try:
+        process = start(tmp_path, discovery.endpoints, "m0", free_port(), free_port(), token="no-size")
+        try:
+            assert process.wait(60) == 1
+        finally:
+            stop(process)
+        assert "failed to join discovery cluster (discovery: size key not found)" in (tmp_path / "m0.log").read_text()
+    finally:
+        discovery.stop()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--discovery-token", "t"], "both --discovery-token and --discovery-endpoints must be set"),
+    (["--discovery-endpoints", "http://127.0.0.1:1"], "both --discovery-token and --discovery-endpoints must be set"),
+    (["--discovery-token", "t", "--discovery-endpoints", "http://127.0.0.1:1", "--initial-cluster",
+      "default=http://localhost:2380"], 'Choose one of "initial-cluster", "discovery", "discovery-endpoints"'),
+    (["--discovery-token", "t", "--discovery-endpoints", "http://127.0.0.1:1", "--discovery-request-timeout", "5"],
+     "--discovery-request-timeout"),
+    (["--discovery-token", "t", "--discovery-endpoints", "http://127.0.0.1:1", "--discovery-cert", "c.pem"],
+     "--discovery-cert and --discovery-key go together"),
+])  # fmt: skip
+def test_flags_are_checked(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        parse_config(argv, {})
+
+
+def test_the_first_registered_make_the_cluster_and_a_late_one_finds_it_full() -> None:
+    registry = Registry(TOKEN)
+    for rev, name in ((7, "c"), (3, "a"), (5, "b"), (9, "d")):
+        registry.add(f"{PREFIX}/members/{name}", f"{name}=http://{name}:2380", rev)
+    registry.add(f"{PREFIX}/members/a", "a=http://elsewhere:2380", 11)  # (a key seen again: kept as first seen)
+    registry.add(f"{PREFIX}/members/e", "", 12)  # a deleted key's event: no peer info
+    registry.add("/_etcd/registry/other/members/f", "f=http://f:2380", 2)  # another token's key
+    assert registry.initial_cluster(3) == "a=http://a:2380,b=http://b:2380,c=http://c:2380"
+    assert not registry.full_without(f"{PREFIX}/members/b", 3)
+    assert registry.full_without(f"{PREFIX}/members/d", 3)
+    assert registry.full_without(f"{PREFIX}/members/z", 3)
+    assert not registry.full_without(f"{PREFIX}/members/z", 5)
+
+
+def test_connection_failures_are_retried_with_etcds_backoff(tmp_path: Path) -> None:
+    """No discovery service yet: the member waits 2, 4, 8 ... s (here recorded, not slept)
+    and goes on once the service answers on the endpoint it was given."""
+    client_port, peer_port = free_port(), free_port()
+    service: list[subprocess.Popen[bytes]] = []
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:  # the service comes up during the second wait
+            service.append(subprocess.Popen(
+                [sys.executable, "-m", "kvraft.server.main", "--name", "d", "--data-dir", str(tmp_path / "d.data"),
+                 "--listen-client-urls", f"http://127.0.0.1:{client_port}",
+                 "--advertise-client-urls", f"http://127.0.0.1:{client_port}",
+                 "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
+                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL))
+            url = f"http://127.0.0.1:{client_port}"
+            wait_until(lambda: post(url, "/v3/kv/put", {"key": b64(f"{PREFIX}/_config/size"), "value": b64("1")},
+                                    timeout_s=2.0)[0] == 200, 60, what="the discovery service")
+
+    async def scenario() -> str:
+        client = Client([f"http://127.0.0.1:{client_port}"], dial_timeout_s=0.5, request_timeout_s=1.0)
+        try:
+            return await join_cluster(client, TOKEN, 0xABC, "m0=http://127.0.0.1:2380", sleep=sleep)
+        finally:
+            await client.close()
+
+    try:
+        assert asyncio.run(scenario()) == "m0=http://127.0.0.1:2380"
+    finally:
+        for process in service:
+            stop(process)
+    assert waits == [2.0, 4.0]
