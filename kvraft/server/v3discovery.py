@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from kvraft.client import Client, EndpointError, TLSConfig, UnavailableError
+from kvraft.client import Client, EndpointError, TLSConfig, UnavailableError, WatchCompactedError
 from kvraft.client.srv import DiscoveryError
 from kvraft.durations import parse_go_duration_s
 from kvraft.server.config import Config, ConfigError, member_id_for
@@ -142,7 +142,8 @@ async def join_cluster(client: Client, token: str, member_id: int, own: str,
                         break
             finally:
                 await watcher.close()
-        except (EndpointError, UnavailableError, TimeoutError, OSError) as exc:
+        except (EndpointError, UnavailableError, WatchCompactedError, TimeoutError, OSError) as exc:
+            # (compacted: the service compacted past the listing; a new listing has a new revision)
             log.warning("discovery: the watch on %s failed (%s); listing again", registry.prefix, exc)
             size, revision = await retrying("cluster status check", lambda: _check(client, registry, token, own_key))
     if registry.full_without(own_key, size):  # (registered after the first `size`)

@@ -9,10 +9,11 @@ import asyncio
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from kvraft.client import Client
+from kvraft.client import Client, WatchCompactedError
 from kvraft.server.config import ConfigError, member_id_for, parse_config
 from kvraft.server.local import b64, free_port, post
 from kvraft.server.v3discovery import Registry, join_cluster
@@ -159,3 +160,66 @@ def test_connection_failures_are_retried_with_etcds_backoff(tmp_path: Path) -> N
         for process in service:
             stop(process)
     assert waits == [2.0, 4.0]
+
+
+class _Service:
+    """The discovery service in memory: a key space with revisions, whose first watch fails
+    as compacted (the service compacted past the member's listing) and whose second sees
+    another member register."""
+
+    def __init__(self) -> None:
+        self.revision = 1
+        self.kvs: dict[str, tuple[str, int, int]] = {f"{PREFIX}/_config/size": ("2", 1, 1)}
+        self.is_open = False
+        self.watches = 0
+
+    async def open(self) -> None:
+        self.is_open = True
+
+    def _put(self, key: str, value: str) -> None:
+        self.revision += 1
+        created = self.kvs[key][1] if key in self.kvs else self.revision
+        self.kvs[key] = (value, created, self.revision)
+
+    def _kv(self, key: str) -> SimpleNamespace:
+        value, created, modified = self.kvs[key]
+        return SimpleNamespace(key=key.encode(), value=value.encode(), create_revision=created, mod_revision=modified)
+
+    async def get(self, key: str, prefix: bool = False) -> SimpleNamespace:
+        keys = sorted(k for k in self.kvs if (k.startswith(key) if prefix else k == key))
+        return SimpleNamespace(kvs=[self._kv(k) for k in keys], header=SimpleNamespace(revision=self.revision))
+
+    async def put(self, key: str, value: str) -> None:
+        self._put(key, value)
+
+    def watch(self, key: str, prefix: bool, start_revision: int) -> _Watch:
+        self.watches += 1
+        if self.watches == 1:
+            return _Watch(WatchCompactedError(start_revision + 5, start_revision))
+        self._put(f"{PREFIX}/members/b2", "m1=http://127.0.0.1:2381")
+        return _Watch([SimpleNamespace(events=[SimpleNamespace(kv=self._kv(f"{PREFIX}/members/b2"))])])
+
+
+class _Watch:
+    def __init__(self, answer: Exception | list[SimpleNamespace]) -> None:
+        self.answer = answer
+
+    def __aiter__(self) -> _Watch:
+        return self
+
+    async def __anext__(self) -> SimpleNamespace:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        if not self.answer:
+            raise StopAsyncIteration
+        return self.answer.pop(0)
+
+    async def close(self) -> None:
+        return None
+
+
+def test_a_compacted_watch_lists_again() -> None:
+    service = _Service()
+    cluster = asyncio.run(join_cluster(service, TOKEN, 0xA1, "m0=http://127.0.0.1:2380"))  # type: ignore[arg-type]
+    assert cluster == "m0=http://127.0.0.1:2380,m1=http://127.0.0.1:2381"
+    assert service.watches == 2
