@@ -84,10 +84,19 @@ def restore_member_dir(
     initial_advertise_peer_urls: list[str] | None = None,
     chunks: Iterable[bytes] | None = None,
     wal_dir: str = "",
+    bump_revision: int = 0,
+    mark_compacted: bool = False,
 ) -> RestoredMember:
     """Build ``data_dir`` from the snapshot (see the module docstring). ``chunks``, when
     given, is the snapshot stream itself (e.g. converted from an etcd file), read
-    instead of the file's bytes."""
+    instead of the file's bytes. ``bump_revision`` moves the restored revision ahead and
+    ``mark_compacted`` compacts at the result (etcdutl's flags, which go together: a
+    watcher or informer that resumes from a revision of before the restore is told it was
+    compacted and lists again, instead of waiting for revisions the restore reused)."""
+    if bump_revision < 0:
+        raise RestoreError("--bump-revision must not be negative")
+    if (bump_revision == 0) == mark_compacted:
+        raise RestoreError("--mark-compacted required if --bump-revision > 0")
     peer_urls = list(initial_advertise_peer_urls or ["http://localhost:2380"])
     members = _check_flags(name, initial_cluster, peer_urls)
     target = Path(data_dir)
@@ -120,6 +129,10 @@ def restore_member_dir(
                 raise  # raised by the caller's chunks, already worded
             except Exception as exc:  # SnapshotCorruptionError, or a msgpack decoding error
                 raise RestoreError(f"{snapshot_path}: {exc}") from None
+            revision = report.revision
+            if bump_revision:
+                revision = store.bump_revision(bump_revision)
+                store.compact(revision, physical=True)
             with store.batch():  # the fresh log's commit: its conf changes count as applied
                 store.set_consistent_index(len(ids), 1)
             store.backend.sync()
@@ -146,7 +159,7 @@ def restore_member_dir(
         if not own_wal:
             shutil.rmtree(wal_scratch, ignore_errors=True)
         raise
-    return RestoredMember(target, ids[name], cluster_id, ids, report.revision, report.records)
+    return RestoredMember(target, ids[name], cluster_id, ids, revision, report.records)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -193,3 +193,73 @@ def test_a_data_dir_that_cannot_be_made_names_it(tmp_path: Path) -> None:
     afile.write_text("x")
     result = run_kvctl(["snapshot", "restore", str(afile), "--data-dir", str(afile / "d")])
     assert (result.rc, result.err.splitlines()[-1]) == (1, f"Error: mkdir {afile / 'd'}: not a directory")
+
+
+def run_kvutl(argv: list[str]) -> tuple[int, str, str]:
+    import io
+
+    from kvraft.cli.util import run
+
+    out, err = io.StringIO(), io.StringIO()
+    return run(argv, io.StringIO(), out, err), out.getvalue(), err.getvalue()
+
+
+def test_a_restore_with_a_bumped_revision_sends_old_watchers_to_relist(
+        source: tuple[Runtime, Path, int], tmp_path: Path) -> None:
+    """etcdutl's ``--bump-revision N --mark-compacted`` (through kvutl): the restored member's
+    revision is N past the snapshot's, and every revision up to there reads as compacted, so
+    a watcher or informer that resumes from a revision it saw before the restore is told to
+    list again rather than waiting for revisions the restored cluster would hand out anew.
+    kvctl had neither flag."""
+    from kvraft.client import CompactedError, WatchCompactedError
+
+    _rt, path, revision = source
+    cluster = LocalCluster(1, tmp_path / "bumped", binary="kvraft", extra_args=FAST_FLAGS)
+    member = cluster.members["m0"]
+    rc, out, err = run_kvutl(["snapshot", "restore", str(path), "--data-dir", str(member.data_dir), "--name", "m0",
+                              "--initial-cluster", cluster.initial_cluster(), "--initial-cluster-token", cluster.token,
+                              "--initial-advertise-peer-urls", member.peer_url, "--bump-revision", "1000000",
+                              "--mark-compacted"])
+    assert (rc, out) == (0, ""), err
+    assert f'"revision": {revision + 1_000_000}' in err
+    cluster.start(timeout_s=120)
+    try:
+        with SyncClient([member.client_url], request_timeout_s=30) as client:
+            got = client.get("snap/", prefix=True)
+            assert got.header.revision == revision + 1_000_000
+            assert len(got.kvs) == len(KEYS) - 1 and client.get("snap/000").kvs[0].value == b"overwritten"
+            with pytest.raises(CompactedError):
+                client.get("snap/000", revision=revision)
+            with pytest.raises(WatchCompactedError):
+                for _ in client.watch("snap/", prefix=True, start_revision=revision):
+                    break
+            assert client.put("after/restore", "yes").header.revision == revision + 1_000_001
+    finally:
+        cluster.stop()
+    rc, out, err = run_kvutl(["defrag", "--data-dir", str(member.data_dir)])  # (stopped: etcdutl's offline defrag)
+    assert (rc, out, err) == (0, "", "")
+    rc, _, err = run_kvutl(["defrag", "--data-dir", str(tmp_path / "nothing")])
+    assert rc == 1 and err.startswith(f"Error: Failed to defragment etcd data[{tmp_path / 'nothing'}] (cannot open")
+
+
+@pytest.mark.parametrize("flags", [["--bump-revision", "5"], ["--mark-compacted"]])
+def test_bump_revision_and_mark_compacted_go_together(
+        source: tuple[Runtime, Path, int], tmp_path: Path, flags: list[str]) -> None:
+    _rt, path, _revision = source
+    for run in (run_kvutl, lambda argv: tuple(vars(run_kvctl(argv)).values())):
+        rc, _out, err = run(["snapshot", "restore", str(path), "--data-dir", str(tmp_path / "d"), *flags])
+        assert (rc, err) == (128, "Error: --mark-compacted required if --revision-bump > 0\n")
+    assert not (tmp_path / "d").exists()
+    rc, _out, err = run_kvutl(["snapshot", "restore", str(path), "--bump-revision", "-1", "--mark-compacted"])
+    assert rc != 0 and '"--bump-revision"' in err
+
+
+def test_kvutl_status_save_and_version(source: tuple[Runtime, Path, int]) -> None:
+    _rt, path, _revision = source
+    for fmt in ("simple", "json", "table", "fields"):
+        assert run_kvutl(["-w", fmt, "snapshot", "status", str(path)])[:2] == \
+            (0, run_kvctl(["-w", fmt, "snapshot", "status", str(path)]).out)
+    assert run_kvutl(["snapshot", "save", str(path)])[::2] == \
+        (128, "Error: In order to download snapshot use: `kvctl snapshot save ...`\n")
+    rc, out, _ = run_kvutl(["version"])
+    assert rc == 0 and out.startswith("kvutl version: ") and out.endswith("API version: 3.4\n")

@@ -137,6 +137,8 @@ async def run_restore(ctx: Context, ns: argparse.Namespace) -> None:
 
     if len(ns.args) != 1:
         raise CommandError(EXIT_BAD_ARGS, "snapshot restore requires exactly one argument")
+    if (ns.bump_revision == 0) == ns.mark_compacted:  # (etcdutl's words: it says --revision-bump)
+        raise CommandError(EXIT_BAD_ARGS, "--mark-compacted required if --revision-bump > 0")
     path = ns.args[0]
     data_dir = ns.data_dir or f"{ns.name}.kvraft"
     peer_urls = [u.strip() for u in ns.initial_advertise_peer_urls.split(",") if u.strip()]
@@ -149,7 +151,7 @@ async def run_restore(ctx: Context, ns: argparse.Namespace) -> None:
         restored = restore_member_dir(
             path, data_dir, name=ns.name, initial_cluster=ns.initial_cluster,
             initial_cluster_token=ns.initial_cluster_token, initial_advertise_peer_urls=peer_urls, chunks=chunks,
-            wal_dir=ns.wal_dir,
+            wal_dir=ns.wal_dir, bump_revision=ns.bump_revision, mark_compacted=ns.mark_compacted,
         )
     except (RestoreError, OSError, EtcdImportError) as exc:
         raise CommandError(EXIT_ERROR, _os_text(exc)) from None
@@ -169,6 +171,18 @@ def _worded(frames: Iterator[bytes], error: type[Exception]) -> Iterator[bytes]:
         raise error(str(exc)) from None
 
 
+def _uint64(text: str) -> int:
+    """pflag's ``Uint64Var``: a decimal that fits 64 bits unsigned."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 1 << 64:
+        raise argparse.ArgumentTypeError(f'invalid argument "{text}" for "--bump-revision" flag: '
+                                         f'strconv.ParseUint: parsing "{text}": invalid syntax')
+    return value
+
+
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     snapshot = sub.add_parser("snapshot", help="Manages etcd node snapshots")
     snapshot.set_defaults(help_parser=snapshot)
@@ -182,15 +196,25 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
         complete_files(p.add_argument("args", nargs="*", metavar="<filename>"))
         p.set_defaults(handler=handler)
         if name == "restore":
-            p.add_argument("--data-dir", default="", help="Path to the data directory (default <name>.kvraft)")
-            p.add_argument("--wal-dir", default="", help="Path to the WAL directory (default: inside --data-dir)")
-            p.add_argument("--name", default="default", help="Human-readable name for this member")
-            p.add_argument("--initial-cluster", default="default=http://localhost:2380",
-                           help="Initial cluster configuration for restore bootstrap")
-            p.add_argument("--initial-cluster-token", default="etcd-cluster",
-                           help="Initial cluster token for the etcd cluster during restore bootstrap")
-            p.add_argument("--initial-advertise-peer-urls", default="http://localhost:2380",
-                           help="List of this member's peer URLs to advertise to the rest of the cluster")
-            p.add_argument("--skip-hash-check", action="store_true",
-                           help="Ignore an etcd snapshot's integrity hash (required if copied from a data directory); "
-                                "a kvraft snapshot is always checked")
+            add_restore_flags(p)
+
+
+def add_restore_flags(p: argparse.ArgumentParser) -> None:
+    """``snapshot restore``'s flags (kvctl's, and kvutl's as etcdutl's)."""
+    p.add_argument("--data-dir", default="", help="Path to the data directory (default <name>.kvraft)")
+    p.add_argument("--wal-dir", default="", help="Path to the WAL directory (default: inside --data-dir)")
+    p.add_argument("--name", default="default", help="Human-readable name for this member")
+    p.add_argument("--initial-cluster", default="default=http://localhost:2380",
+                   help="Initial cluster configuration for restore bootstrap")
+    p.add_argument("--initial-cluster-token", default="etcd-cluster",
+                   help="Initial cluster token for the etcd cluster during restore bootstrap")
+    p.add_argument("--initial-advertise-peer-urls", default="http://localhost:2380",
+                   help="List of this member's peer URLs to advertise to the rest of the cluster")
+    p.add_argument("--skip-hash-check", action="store_true",
+                   help="Ignore an etcd snapshot's integrity hash (required if copied from a data directory); "
+                        "a kvraft snapshot is always checked")
+    p.add_argument("--bump-revision", type=_uint64, default=0,
+                   help="How much to increase the latest revision after restore")
+    p.add_argument("--mark-compacted", action="store_true",
+                   help="Mark the latest revision after restore as the point of scheduled compaction "
+                        "(required if --bump-revision > 0, disallowed otherwise)")

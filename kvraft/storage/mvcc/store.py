@@ -542,6 +542,17 @@ class MVCCStore:
         """Lease id -> number of attached keys, for every lease in use."""
         return {lease: len(keys) for lease, keys in self._lease_keys.items()}
 
+    def bump_revision(self, amount: int) -> int:
+        """Move the current revision ``amount`` ahead without a change (etcdutl's restore
+        ``--bump-revision``: revisions a restored cluster hands out are then newer than any
+        its clients saw before the restore); the new revision. The bump is in the meta
+        bucket's current revision, which a reopened store takes as its revision."""
+        if amount < 0:
+            raise ValueError("a revision bump must not be negative")
+        with self.backend.batch():
+            self._pending += amount
+        return self._pending
+
     # -- compaction and hashing ----------------------------------------------------------
 
     def compact(self, rev: int, *, physical: bool = False) -> CompactionJob:

@@ -1,0 +1,123 @@
+"""``kvutl``: etcdutl's commands, on a kvraft member's files (no member needed, none running).
+
+etcd 3.5 moved the commands that work on data files out of etcdctl into ``etcdutl`` (3.6
+removed them from etcdctl), so runbooks written for etcd 3.5+ name etcdutl. Each command is
+kvctl's own code; only the surface is etcdutl's:
+
+- ``defrag --data-dir DIR`` (required): ``kvctl defrag --data-dir``; nothing on stdout, and
+  "Failed to defragment etcd data[DIR] (why)" on failure;
+- ``snapshot restore FILE`` with etcdutl's flags, ``--bump-revision`` and ``--mark-compacted``
+  included (``kvraft.server.restore``);
+- ``snapshot status FILE`` (``-w simple|json|table|fields``);
+- ``snapshot save``: etcdutl's refusal (a snapshot is saved over the network, by kvctl);
+- ``version``.
+
+Errors print ``Error: <message>`` and exit non-zero with etcdctl's codes, as kvctl does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from kvraft import __version__
+from kvraft.cli.commands.defrag import defrag_data_dir
+from kvraft.cli.commands.snapshot import add_restore_flags, run_restore, run_status
+from kvraft.cli.context import Context, GlobalOptions
+from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_ERROR, EXIT_INTERRUPTED, CommandError
+from kvraft.cli.parsing import GoArgumentParser, normalize_bools, subcommands
+from kvraft.client.completion import complete_files
+
+__all__ = ["build_parser", "main", "run"]
+
+
+async def _defrag(_ctx: Context, ns: argparse.Namespace) -> None:
+    if not ns.data_dir:
+        raise CommandError(EXIT_ERROR, 'required flag(s) "data-dir" not set')
+    try:
+        defrag_data_dir(ns.data_dir)
+    except CommandError as exc:
+        raise CommandError(EXIT_ERROR, f"Failed to defragment etcd data[{ns.data_dir}] ({exc.message})") from None
+
+
+async def _save(_ctx: Context, _ns: argparse.Namespace) -> None:
+    raise CommandError(EXIT_BAD_ARGS, "In order to download snapshot use: `kvctl snapshot save ...`")
+
+
+async def _version(ctx: Context, _ns: argparse.Namespace) -> None:
+    ctx.stdout.write(f"kvutl version: {__version__}\nAPI version: 3.4\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parent = GoArgumentParser(add_help=False)
+    parent.add_argument("-w", "--write-out", default=argparse.SUPPRESS,
+                        help="set the output format (fields, json, simple, table)")
+    parser = GoArgumentParser(prog="kvutl", parents=[parent],
+                              description="An administrative command line tool for kvraft's (and etcd's) data files, "
+                                          "in etcdutl's image.")
+    sub = subcommands(parser, "command")
+    defrag = sub.add_parser("defrag", parents=[parent], help="Defragments the storage of the etcd")
+    defrag.add_argument("--data-dir", default="", help="Required. Defragments a data directory not in use by etcd.")
+    defrag.set_defaults(handler=_defrag)
+    snapshot = sub.add_parser("snapshot", parents=[parent], help="Manages etcd node snapshots")
+    snapshot.set_defaults(help_parser=snapshot)
+    verbs = subcommands(snapshot, "verb")
+    for name, handler, text in (
+        ("status", run_status, "Gets backend snapshot status of a given file"),
+        ("restore", run_restore, "Restores an etcd member snapshot to an etcd directory"),
+        ("save", _save, "Deprecated: use `kvctl snapshot save` to download a snapshot"),
+    ):
+        p = verbs.add_parser(name, parents=[parent], help=text)
+        complete_files(p.add_argument("args", nargs="*", metavar="<filename>"))
+        p.set_defaults(handler=handler)
+        if name == "restore":
+            add_restore_flags(p)
+    version = sub.add_parser("version", parents=[parent], help="Prints the version of kvutl")
+    version.set_defaults(handler=_version)
+    return parser
+
+
+def run(argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    """Run one kvutl command line; returns the exit code (used by ``main`` and tests)."""
+    parser = build_parser()
+    try:
+        ns, extras = parser.parse_known_args(normalize_bools(list(argv), {"--skip-hash-check", "--mark-compacted"}))
+        for extra in extras:  # positionals after flags (pflag intersperses them)
+            if extra.startswith("-") and extra != "-":
+                raise CommandError(EXIT_ERROR, f"unknown flag: {extra.split('=', 1)[0]}")
+            if not hasattr(ns, "args"):
+                raise CommandError(EXIT_ERROR, f'unknown command "{extra}" for "kvutl"')
+            ns.args.append(extra)
+        handler: Any = getattr(ns, "handler", None)
+        if handler is None:
+            stdout.write((getattr(ns, "help_parser", None) or parser).format_help())
+            return 0
+        ctx = Context(GlobalOptions(endpoints=(), write_out=getattr(ns, "write_out", "simple")), stdin, stdout, stderr)
+        _ = ctx.printer  # an unsupported -w fails first
+        asyncio.run(handler(ctx, ns))
+        return 0
+    except CommandError as exc:
+        stdout.flush()
+        if exc.message:
+            stderr.write(f"Error: {exc.message}\n")
+        return exc.code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point (``kvutl``)."""
+    stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", errors="surrogateescape", line_buffering=True)
+    stderr = io.TextIOWrapper(sys.stderr.buffer, encoding="utf-8", errors="surrogateescape", line_buffering=True)
+    code = run(sys.argv[1:] if argv is None else argv, sys.stdin, stdout, stderr)
+    stdout.flush()
+    stderr.flush()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
