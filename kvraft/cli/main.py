@@ -27,7 +27,13 @@ from kvraft.cli.errors import (
     server_error_text,
 )
 from kvraft.cli.goformat import parse_duration
-from kvraft.cli.parsing import GoArgumentParser, add_global_flags, normalize_bools, subcommands
+from kvraft.cli.parsing import (
+    GoArgumentParser,
+    add_global_flags,
+    normalize_bools,
+    subcommands,
+    take_positionals,
+)
 from kvraft.client import ClientError, EndpointError, ServerError
 from kvraft.client.srv import DiscoveryError, discover
 
@@ -132,12 +138,7 @@ def run(argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: TextIO) -> i
         parser, bools, true_by_default = build_parser()
         argv, exec_args = split_exec(list(argv))
         ns, extras = parser.parse_known_args(normalize_bools(argv, bools, true_by_default))
-        for extra in extras:  # positionals after flags (pflag intersperses them)
-            if extra.startswith("-") and extra != "-":
-                raise CommandError(EXIT_ERROR, f"unknown flag: {extra.split('=', 1)[0]}")
-            if not hasattr(ns, "args"):
-                raise CommandError(EXIT_ERROR, f'unknown command "{extra}" for "kvctl"')
-            ns.args.append(extra)
+        take_positionals(ns, extras, "kvctl")
         if exec_args is not None:
             ns.exec_args = exec_args
         handler = getattr(ns, "handler", None)

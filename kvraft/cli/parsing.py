@@ -196,3 +196,14 @@ def normalize_bools(argv: list[str], bool_flags: set[str], true_by_default: froz
         else:
             out.append(arg)
     return out
+
+
+def take_positionals(ns: argparse.Namespace, extras: list[str], prog: str) -> None:
+    """Positionals after flags (pflag intersperses them) join ``ns.args``; an unknown flag
+    or a word where the command takes none is an error (``CommandError``, exit 1)."""
+    for extra in extras:
+        if extra.startswith("-") and extra != "-":
+            raise CommandError(EXIT_ERROR, f"unknown flag: {extra.split('=', 1)[0]}")
+        if not hasattr(ns, "args"):
+            raise CommandError(EXIT_ERROR, f'unknown command "{extra}" for "{prog}"')
+        ns.args.append(extra)

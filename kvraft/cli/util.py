@@ -25,12 +25,11 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from kvraft import __version__
+from kvraft.cli.commands import snapshot
 from kvraft.cli.commands.defrag import defrag_data_dir
-from kvraft.cli.commands.snapshot import add_restore_flags, run_restore, run_status
 from kvraft.cli.context import Context, GlobalOptions
 from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_ERROR, EXIT_INTERRUPTED, CommandError
-from kvraft.cli.parsing import GoArgumentParser, normalize_bools, subcommands
-from kvraft.client.completion import complete_files
+from kvraft.cli.parsing import GoArgumentParser, normalize_bools, subcommands, take_positionals
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -63,19 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     defrag = sub.add_parser("defrag", parents=[parent], help="Defragments the storage of the etcd")
     defrag.add_argument("--data-dir", default="", help="Required. Defragments a data directory not in use by etcd.")
     defrag.set_defaults(handler=_defrag)
-    snapshot = sub.add_parser("snapshot", parents=[parent], help="Manages etcd node snapshots")
-    snapshot.set_defaults(help_parser=snapshot)
-    verbs = subcommands(snapshot, "verb")
-    for name, handler, text in (
-        ("status", run_status, "Gets backend snapshot status of a given file"),
-        ("restore", run_restore, "Restores an etcd member snapshot to an etcd directory"),
-        ("save", _save, "Deprecated: use `kvctl snapshot save` to download a snapshot"),
-    ):
-        p = verbs.add_parser(name, parents=[parent], help=text)
-        complete_files(p.add_argument("args", nargs="*", metavar="<filename>"))
-        p.set_defaults(handler=handler)
-        if name == "restore":
-            add_restore_flags(p)
+    snapshot.register(sub, parent, save=(_save, "Deprecated: use `kvctl snapshot save` to download a snapshot"))
     version = sub.add_parser("version", parents=[parent], help="Prints the version of kvutl")
     version.set_defaults(handler=_version)
     return parser
@@ -86,12 +73,7 @@ def run(argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: TextIO) -> i
     parser = build_parser()
     try:
         ns, extras = parser.parse_known_args(normalize_bools(list(argv), {"--skip-hash-check", "--mark-compacted"}))
-        for extra in extras:  # positionals after flags (pflag intersperses them)
-            if extra.startswith("-") and extra != "-":
-                raise CommandError(EXIT_ERROR, f"unknown flag: {extra.split('=', 1)[0]}")
-            if not hasattr(ns, "args"):
-                raise CommandError(EXIT_ERROR, f'unknown command "{extra}" for "kvutl"')
-            ns.args.append(extra)
+        take_positionals(ns, extras, "kvutl")
         handler: Any = getattr(ns, "handler", None)
         if handler is None:
             stdout.write((getattr(ns, "help_parser", None) or parser).format_help())

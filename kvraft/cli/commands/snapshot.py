@@ -183,12 +183,14 @@ def _uint64(text: str) -> int:
     return value
 
 
-def register(sub: Any, parent: argparse.ArgumentParser) -> None:
+def register(sub: Any, parent: argparse.ArgumentParser,
+             save: tuple[Any, str] = (run_save, "Stores an etcd node backend snapshot to a given file")) -> None:
+    """``snapshot save|status|restore``; ``save`` is (handler, help): kvutl's refuses."""
     snapshot = sub.add_parser("snapshot", help="Manages etcd node snapshots")
     snapshot.set_defaults(help_parser=snapshot)
     verbs = subcommands(snapshot, "verb")
     for name, handler, text in (
-        ("save", run_save, "Stores an etcd node backend snapshot to a given file"),
+        ("save", *save),
         ("status", run_status, "Gets backend snapshot status of a given file"),
         ("restore", run_restore, "Restores an etcd member snapshot to an etcd directory"),
     ):
