@@ -76,6 +76,7 @@ class StateMachine:
         commit_ops: int | None = None,
         warn_apply_s: float | None = None,
         compaction_batch: int = 1000,
+        sync: bool = True,
     ) -> None:
         self.path = Path(path)
         self.commit_interval_s = commit_interval_s
@@ -88,7 +89,8 @@ class StateMachine:
         # cut undoes at most the last apply (the consistent index rolls back with it and the
         # Raft log re-applies it); MDB_NOSYNC could leave a mix no member ever had
         # (docs/design/storage.md, section 8)
-        self.store = MVCCStore(self.path, sync=True, metasync=False, max_txn_ops=max_txn_ops,
+        # (sync False: --unsafe-no-fsync, LMDB's MDB_NOSYNC)
+        self.store = MVCCStore(self.path, sync=sync, metasync=False, max_txn_ops=max_txn_ops,
                                compaction_batch=compaction_batch)
         self.chain = build_chain(self.store, member_id, wrap)
         self.chain_backend = _innermost(self.chain)

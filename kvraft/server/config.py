@@ -223,6 +223,52 @@ class Config:
     not give it a whole TTL again. kvraft always checkpoints; false only logs that it does."""
     experimental_backend_bbolt_freelist_type: str = "array"
     """etcd's bbolt tuning ('array' or 'map'); validated and kept: LMDB keeps its own freelist."""
+    backend_bbolt_freelist_type: str = "map"
+    """etcd 3.5's name of the flag above (its default 'map'); validated and kept likewise."""
+    enable_grpc_gateway: bool = True
+    """etcd 3.5's flag: kvraft's client API is the gateway's JSON (and msgpack) over HTTP, so
+    only true is accepted (false would leave the member without a client API)."""
+    v2_deprecation: str = "not-yet"
+    """etcd 3.5's phase of v2 store deprecation; validated: kvraft has no v2 store, so every
+    phase already holds."""
+    experimental_enable_lease_checkpoint_persist: bool = False
+    """etcd 3.5's flag (needs --experimental-enable-lease-checkpoint, as there): kvraft always
+    keeps leases' remaining TTL in its store."""
+    experimental_txn_mode_write_with_shared_buffer: bool = True
+    """etcd 3.5's bbolt read-buffer knob for write txns; validated: kvraft's txns read their own
+    view of the store either way."""
+    experimental_downgrade_check_time: str = "5s"
+    """etcd 3.5's interval of downgrade status checks; a Go duration, validated: kvraft has no
+    downgrade process to watch (its storage version moves forward only)."""
+    experimental_enable_distributed_tracing: bool = False
+    experimental_distributed_tracing_address: str = "localhost:4317"
+    experimental_distributed_tracing_service_name: str = "etcd"
+    experimental_distributed_tracing_instance_id: str = ""
+    experimental_distributed_tracing_sampling_rate: int = 0
+    """etcd 3.5's OpenTelemetry tracing: kvraft exports no traces, so it is refused when
+    enabled; the other settings are validated."""
+    experimental_memory_mlock: bool = False
+    """etcd 3.5's flag: keep the member's pages in RAM once touched (``mlockall`` with
+    MCL_ONFAULT: the store's map and the heap are never swapped out); the start fails when the
+    kernel refuses (RLIMIT_MEMLOCK: systemd's LimitMEMLOCK=infinity, or CAP_IPC_LOCK)."""
+    unsafe_no_fsync: bool = False
+    """etcd 3.5's flag: no fsync of the Raft log or the store: a power cut can lose
+    acknowledged writes and break the consensus guarantees. For tests and benchmarks only."""
+    socket_reuse_port: bool = False
+    """etcd 3.5's flag: SO_REUSEPORT on the client, peer and metrics listeners."""
+    socket_reuse_address: bool = False
+    """etcd 3.5's flag: SO_REUSEADDR on the listeners. kvraft's listeners set it always, as Go's
+    do, so this changes nothing."""
+    self_signed_cert_validity: int = 1
+    """etcd 3.5's flag: years the ``--auto-tls``/``--peer-auto-tls`` certificates are valid."""
+    client_cert_file: str = ""
+    client_key_file: str = ""
+    """etcd 3.5's flags: the certificate etcd's gateway presents to its own gRPC port. kvraft
+    serves the API directly and never dials its client URLs: checked and not used."""
+    peer_client_cert_file: str = ""
+    peer_client_key_file: str = ""
+    """etcd 3.5's flags: the certificate this member presents when it dials a peer (default:
+    ``--peer-cert-file``), for a CA that issues client and server certificates apart."""
     experimental_peer_skip_client_san_verification: bool = False
     """etcd's flag: do not compare a peer certificate's subject alternative names with the
     address the peer connected from (kvraft/server/cert_names.py, ``san_refusal``)."""
@@ -391,6 +437,7 @@ class Config:
         for name in ("experimental_corrupt_check_time", "experimental_watch_progress_notify_interval",
                      "grpc_keepalive_min_time", "grpc_keepalive_interval", "grpc_keepalive_timeout",
                      "backend_batch_interval", "experimental_warning_apply_duration", "discovery_dial_timeout",
+                     "experimental_downgrade_check_time",
                      "discovery_request_timeout", "discovery_keepalive_time", "discovery_keepalive_timeout"):
             if name == "backend_batch_interval" and not self.backend_batch_interval:
                 continue  # (etcd's default: empty)
@@ -410,6 +457,33 @@ class Config:
         if not 1 <= self.max_concurrent_streams <= 0xFFFFFFFF:
             raise ConfigError("--max-concurrent-streams must be between 1 and 4294967295 "
                               "(a limit of 0 would refuse every stream)")
+        if self.backend_bbolt_freelist_type not in ("array", "map"):
+            raise ConfigError("--backend-bbolt-freelist-type must be 'array' or 'map'")
+        if not self.enable_grpc_gateway:
+            raise ConfigError("--enable-grpc-gateway=false: kvraft's client API is the gateway (JSON and msgpack "
+                              "over HTTP); without it the member would serve no clients")
+        if self.v2_deprecation not in ("not-yet", "write-only", "write-only-drop-data", "gone"):
+            raise ConfigError(f"--v2-deprecation: unknown value {self.v2_deprecation!r} (want not-yet, write-only, "
+                              "write-only-drop-data or gone)")
+        if self.experimental_enable_lease_checkpoint_persist and not self.experimental_enable_lease_checkpoint:
+            raise ConfigError("setting experimental-enable-lease-checkpoint-persist requires "
+                              "experimental-enable-lease-checkpoint")
+        if self.experimental_enable_distributed_tracing:
+            raise ConfigError("--experimental-enable-distributed-tracing: kvraft exports no OpenTelemetry traces; "
+                              "its request timings are in /metrics and its slow requests in the log")
+        if not 0 <= self.experimental_distributed_tracing_sampling_rate <= 1_000_000:
+            raise ConfigError("--experimental-distributed-tracing-sampling-rate must be between 0 and 1000000")
+        if self.self_signed_cert_validity <= 0:
+            raise ConfigError("--self-signed-cert-validity must be at least 1 (years)")
+        for cert, key, name in ((self.client_cert_file, self.client_key_file, "client"),
+                                (self.peer_client_cert_file, self.peer_client_key_file, "peer-client")):
+            if bool(cert) != bool(key):
+                raise ConfigError(f"--{name}-cert-file and --{name}-key-file go together")
+        for path in (self.client_cert_file, self.client_key_file):
+            if path and not Path(path).is_file():
+                raise ConfigError(f"open {path}: no such file or directory")
+        if self.peer_client_cert_file and not (self.peer_cert_file or self.peer_auto_tls):
+            raise ConfigError("--peer-client-cert-file needs peer TLS (--peer-cert-file or --peer-auto-tls)")
         if self.experimental_backend_bbolt_freelist_type not in ("array", "map"):
             raise ConfigError("--experimental-backend-bbolt-freelist-type must be 'array' or 'map'")
         try:
@@ -533,7 +607,7 @@ _LISTS = {"listen_client_urls", "advertise_client_urls", "listen_peer_urls", "in
           "listen_metrics_urls", "log_outputs", "cipher_suites", "cors", "host_whitelist", "discovery_endpoints"}
 
 
-_UNSIGNED = ("snapshot_count", "snapshot_catchup_entries", "max_snapshots", "max_wals", "max_txn_ops", "max_learners",
+_UNSIGNED = ("self_signed_cert_validity", "snapshot_count", "snapshot_catchup_entries", "max_snapshots", "max_wals", "max_txn_ops", "max_learners",
              "auth_token_ttl", "proxy_failure_wait", "proxy_refresh_interval", "proxy_dial_timeout",
              "proxy_write_timeout", "proxy_read_timeout")
 

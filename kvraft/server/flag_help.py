@@ -9,7 +9,8 @@ from __future__ import annotations
 
 __all__ = ["FLAG_HELP", "GROUPS"]
 
-GROUPS = ("Member", "Clustering", "Proxy", "Security", "Auth", "Logging", "Profiling and monitoring", "Experimental")
+GROUPS = ("Member", "Clustering", "Proxy", "Security", "Auth", "Logging", "Profiling and monitoring", "Experimental",
+          "Unsafe")
 
 FLAG_HELP: dict[str, tuple[str, str]] = {
     # Member
@@ -158,6 +159,39 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
                                                              "not renew them; kvraft always does (false only logs so)."),
     "experimental_backend_bbolt_freelist_type": ("Experimental", "etcd's bbolt freelist type, 'array' or 'map'; "
                                                                  "kvraft's LMDB keeps its own freelist."),
+    "backend_bbolt_freelist_type": ("Member", "etcd's bbolt freelist type, 'array' or 'map'; kvraft's store is LMDB, "
+                                              "which keeps its own: validated, nothing changes."),
+    "enable_grpc_gateway": ("Member", "Enable the gateway: kvraft's client API is the gateway's JSON (and msgpack) "
+                                      "over HTTP, so only true is accepted."),
+    "v2_deprecation": ("Clustering", "Phase of v2store deprecation (not-yet, write-only, write-only-drop-data, gone): "
+                                     "kvraft has no v2 store, so every phase holds."),
+    "experimental_enable_lease_checkpoint_persist": ("Experimental", "Persist leases' remaining TTL (needs "
+                                                                     "--experimental-enable-lease-checkpoint): kvraft "
+                                                                     "always does."),
+    "experimental_txn_mode_write_with_shared_buffer": ("Experimental", "etcd's bbolt read buffer for write txns: "
+                                                                       "validated, nothing changes in kvraft."),
+    "experimental_downgrade_check_time": ("Experimental", "Duration of time between two downgrade status checks "
+                                                          "(kvraft has no downgrade process: validated)."),
+    "experimental_enable_distributed_tracing": ("Experimental", "OpenTelemetry tracing: kvraft exports none, so only "
+                                                                "false is accepted."),
+    "experimental_distributed_tracing_address": ("Experimental", "Distributed tracing collector address (unused)."),
+    "experimental_distributed_tracing_service_name": ("Experimental", "Distributed tracing service name (unused)."),
+    "experimental_distributed_tracing_instance_id": ("Experimental", "Distributed tracing instance ID (unused)."),
+    "experimental_distributed_tracing_sampling_rate": ("Experimental", "Samples per million spans, 0 to 1000000 "
+                                                                       "(unused)."),
+    "experimental_memory_mlock": ("Experimental", "Keep the member's pages in RAM once touched (mlockall, "
+                                                  "MCL_ONFAULT); the start fails if the kernel refuses."),
+    "unsafe_no_fsync": ("Unsafe", "Disables fsync of the Raft log and the store: unsafe, will cause data loss "
+                                  "on a power cut."),
+    "socket_reuse_port": ("Member", "Set SO_REUSEPORT on the client, peer and metrics listeners."),
+    "socket_reuse_address": ("Member", "Set SO_REUSEADDR on the listeners (kvraft's always set it, as Go's do)."),
+    "self_signed_cert_validity": ("Security", "Years the --auto-tls and --peer-auto-tls certificates are valid."),
+    "client_cert_file": ("Security", "etcd's certificate for its gateway's own gRPC dial: kvraft serves the API "
+                                     "directly, so it is checked and not used."),
+    "client_key_file": ("Security", "The key of --client-cert-file (checked, not used)."),
+    "peer_client_cert_file": ("Security", "The certificate this member presents when it dials a peer (default: "
+                                          "--peer-cert-file)."),
+    "peer_client_key_file": ("Security", "The key of --peer-client-cert-file."),
     "experimental_peer_skip_client_san_verification": ("Experimental", "Skip the check of a peer certificate's subject "
                                                                        "alternative names against its address."),
     "enable_pprof": ("Profiling and monitoring", "Serve profiling data at the client URLs' /debug/pprof/ (thread and "

@@ -27,6 +27,7 @@ from kvraft.server.crl import CRLError
 from kvraft.server.force_new import ForceNewClusterError
 from kvraft.server.join import JoinError
 from kvraft.server.log_levels import apply_package_levels, parse_package_levels
+from kvraft.server.mlock import MlockError, lock_memory
 from kvraft.server.node import Node, join_cluster, must_join
 from kvraft.server.srv_bootstrap import bootstrap_from_srv
 from kvraft.server.tls import AutoTLSError, apply_auto_tls, client_ssl_context
@@ -81,6 +82,8 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if config.experimental_memory_mlock:  # (before the store maps its file: every page it touches stays)
+        lock_memory()
     if config.discovery_srv:  # (blocking lookups, before anything else runs)
         await loop.run_in_executor(None, bootstrap_from_srv, config)
     if config.discovery_endpoints:  # (waits until the other members have registered)
@@ -97,6 +100,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
         for url in config.listen_client_urls:
             parts = urlsplit(url)
             site = FastTCPSite(runner, parts.hostname, parts.port, reuse_address=True, backlog=1024,
+                               reuse_port=config.socket_reuse_port or None,
                                ssl_context=client_ssl if parts.scheme == "https" else None)
             await site.start()
             sites.append(site)
@@ -138,6 +142,22 @@ def compatibility_notes(config: Config) -> list[str]:
     if config.experimental_backend_bbolt_freelist_type != "array":
         notes.append(f"--experimental-backend-bbolt-freelist-type={config.experimental_backend_bbolt_freelist_type}: "
                      "kvraft's store is LMDB, which keeps its own freelist; nothing changes")
+    if config.backend_bbolt_freelist_type != "map":
+        notes.append(f"--backend-bbolt-freelist-type={config.backend_bbolt_freelist_type}: kvraft's store is LMDB, "
+                     "which keeps its own freelist; nothing changes")
+    if config.experimental_enable_lease_checkpoint_persist:
+        notes.append("--experimental-enable-lease-checkpoint-persist: kvraft always keeps leases' remaining TTL in its "
+                     "store; nothing changes")
+    if not config.experimental_txn_mode_write_with_shared_buffer:
+        notes.append("--experimental-txn-mode-write-with-shared-buffer=false: kvraft's write txns read their own view "
+                     "of the store; nothing changes")
+    if config.v2_deprecation != "not-yet":
+        notes.append(f"--v2-deprecation={config.v2_deprecation}: kvraft has no v2 store; nothing changes")
+    if config.socket_reuse_address:
+        notes.append("--socket-reuse-address: kvraft's listeners always set SO_REUSEADDR (as Go's); nothing changes")
+    if config.client_cert_file:
+        notes.append("--client-cert-file: etcd's gateway presents it to its own gRPC port; kvraft serves the API "
+                     "directly and never dials its client URLs, so it is not used")
     return notes
 
 
@@ -162,6 +182,7 @@ async def _serve_metrics(config: Config, node: Node, client_ssl: ssl.SSLContext 
     for url in config.listen_metrics_urls:
         parts = urlsplit(url)
         await AcceptingTCPSite(runner, parts.hostname, parts.port, reuse_address=True,
+                               reuse_port=config.socket_reuse_port or None,
                                ssl_context=client_ssl if parts.scheme == "https" else None,
                                listener="metrics", failures=node.handshake_failures).start()
     return runner
@@ -233,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         advice = "" if "refusing" in str(exc) else f"; {REFUSE_DAMAGED}"
         print(f"kvraft: {exc}{advice}", file=sys.stderr)
         return 1
-    except (CorruptionError, ForceNewClusterError, DataDirError, JoinError, DiscoveryError, ConfigError) as exc:
+    except (CorruptionError, ForceNewClusterError, DataDirError, JoinError, DiscoveryError, ConfigError,
+            MlockError) as exc:
         print(f"kvraft: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a URL's port taken, a data dir it may not write: etcd's one line, not a traceback

@@ -189,7 +189,13 @@ class Node(NodeStatusMixin):
             commit_ops=commit_ops,
             warn_apply_s=config.warn_apply_s(),
             compaction_batch=config.compaction_batch_limit(),
+            sync=not config.unsafe_no_fsync,
         )
+        if config.unsafe_no_fsync:
+            if isinstance(self.raft_log, WalLogStorage):
+                self.raft_log.fsync = False
+            log.warning("--unsafe-no-fsync: the Raft log and the store are not fsynced; a power cut can lose "
+                        "acknowledged writes and break the consensus guarantees")
         self._check_log_covers_state()
         self.initialized = self.state.applied_index() > 0
         """Whether this member had data before this start (the initial corruption check
@@ -373,6 +379,7 @@ class Node(NodeStatusMixin):
         if self._started:
             return
         self._started = True
+        self.transport.reuse_port = self.config.socket_reuse_port
         await self.transport.listen(self.config.listen_peer_urls)
         self._sync_peers()
         if self.config.experimental_initial_corrupt_check and self.initialized:

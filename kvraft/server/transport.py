@@ -294,6 +294,8 @@ class PeerTransport:
         self.stats = TransportStats()
         self.handshake_failures = handshake_failures or HandshakeFailures()
         """Handshakes the peer listener refused (kvraft.server.tls_accept): logged and counted."""
+        self.reuse_port = False
+        """SO_REUSEPORT on the peer listeners (``--socket-reuse-port``)."""
 
     # -- lifecycle --------------------------------------------------------------------
     async def listen(self, urls: list[str]) -> None:
@@ -301,7 +303,8 @@ class PeerTransport:
             parts = urlsplit(url)
             factory, context = accepting(lambda: _Inbound(self), self._server_ssl, "peer", self.handshake_failures)
             server = await asyncio.get_running_loop().create_server(
-                factory, parts.hostname, parts.port or 2380, ssl=context, reuse_address=True
+                factory, parts.hostname, parts.port or 2380, ssl=context, reuse_address=True,
+                reuse_port=self.reuse_port or None,
             )
             self._servers.append(server)
         if self._prober is None:

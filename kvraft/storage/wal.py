@@ -130,6 +130,8 @@ class WalLogStorage:
         self.frames = 0  # frames replayed at open
         self.torn_tail: tuple[int, int] | None = None  # (offset, bytes): see wal_replay
         self._unsynced: tuple[int, int] | None = None  # (offset, length) written, not yet fdatasynced
+        self.fsync = True
+        """False: ``sync`` writes its frame without ``fdatasync`` (``--unsafe-no-fsync``)."""
         if failpoints.enabled():
             failpoints.on_crash(self._lose_unsynced)
         self.syncs = 0
@@ -485,9 +487,10 @@ class WalLogStorage:
             if failpoints.enabled():
                 self._unsynced = (self._pos, len(frame))
                 failpoints.hit("wal_before_fdatasync")  # `crash`: the frame is torn (see _lose_unsynced)
-            started = time.perf_counter()
-            os.fdatasync(self._fd)
-            self.fsync_seconds.observe(time.perf_counter() - started)
+            if self.fsync:
+                started = time.perf_counter()
+                os.fdatasync(self._fd)
+                self.fsync_seconds.observe(time.perf_counter() - started)
             self._unsynced = None
         except BaseException as exc:
             self._failed = exc

@@ -36,7 +36,8 @@ def config(pki: Path, cert: str, **flags: Any) -> SimpleNamespace:
         "peer_cert_file": str(pki / f"{cert}.crt"), "peer_key_file": str(pki / f"{cert}.key"),
         "peer_trusted_ca_file": str(pki / "ca.crt"), "peer_client_cert_auth": False, "peer_crl_file": "",
         "peer_auto_tls": False, "data_dir": str(pki / "unused.data"), "discovery_srv": "",
-        "experimental_peer_skip_client_san_verification": False,
+        "experimental_peer_skip_client_san_verification": False, "peer_client_cert_file": "",
+        "peer_client_key_file": "",
         "cipher_suites": [], "tls_min_version": "TLS1.2", "tls_max_version": "",
     }  # fmt: skip
     values.update(flags)

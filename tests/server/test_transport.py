@@ -325,7 +325,8 @@ async def test_mutual_tls_delivers_between_members_and_rejects_strangers(tmp_pat
         return peer_ssl_contexts(SimpleNamespace(
             peer_cert_file=cert, peer_key_file=key, peer_trusted_ca_file=ca, peer_client_cert_auth=True,
             peer_crl_file="", cipher_suites=[], tls_min_version="TLS1.2", tls_max_version="", peer_auto_tls=False,
-            data_dir=str(tmp_path), discovery_srv="", experimental_peer_skip_client_san_verification=False))
+            data_dir=str(tmp_path), discovery_srv="", experimental_peer_skip_client_san_verification=False,
+            peer_client_cert_file="", peer_client_key_file=""))
 
     key = cluster_key("tok")
     inbox_b = Inbox()
