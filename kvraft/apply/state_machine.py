@@ -77,6 +77,7 @@ class StateMachine:
         warn_apply_s: float | None = None,
         compaction_batch: int = 1000,
         sync: bool = True,
+        compaction_sleep_s: float = 0.0,
     ) -> None:
         self.path = Path(path)
         self.commit_interval_s = commit_interval_s
@@ -91,7 +92,7 @@ class StateMachine:
         # (docs/design/storage.md, section 8)
         # (sync False: --unsafe-no-fsync, LMDB's MDB_NOSYNC)
         self.store = MVCCStore(self.path, sync=sync, metasync=False, max_txn_ops=max_txn_ops,
-                               compaction_batch=compaction_batch)
+                               compaction_batch=compaction_batch, compaction_sleep_s=compaction_sleep_s)
         self.chain = build_chain(self.store, member_id, wrap)
         self.chain_backend = _innermost(self.chain)
         self.quota = QuotaGuard(self.store, quota_bytes)

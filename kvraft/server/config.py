@@ -214,6 +214,15 @@ class Config:
     backend_batch_limit: int = 0
     """etcd's flag: the most ops held before a commit (0: 10,000)."""
     experimental_compaction_batch_limit: int = 1000
+    experimental_compaction_sleep_interval: str = "10ms"
+    """etcd 3.5's flag: the pause between two of a compaction's delete batches, no lock held, so
+    applies and reads go on between them (a Go duration; 0s: none)."""
+    experimental_bootstrap_defrag_threshold_megabytes: int = 0
+    """etcd 3.5's flag: at start, before serving, defragment the store when that frees at
+    least this many megabytes (0: never)."""
+    experimental_stop_grpc_service_on_defrag: bool = False
+    """etcd 3.5's flag: stop serving while defragmenting. kvraft's defragmentation does not
+    stop reads or writes, so there is nothing to fail over from: noted at start."""
     """etcd's flag: the most revisions a compaction deletes in one write transaction (0: 1,000)."""
     experimental_warning_apply_duration: str = "100ms"
     """etcd's flag: an apply (or a read) slower than this is logged as "apply request took too
@@ -437,7 +446,7 @@ class Config:
         for name in ("experimental_corrupt_check_time", "experimental_watch_progress_notify_interval",
                      "grpc_keepalive_min_time", "grpc_keepalive_interval", "grpc_keepalive_timeout",
                      "backend_batch_interval", "experimental_warning_apply_duration", "discovery_dial_timeout",
-                     "experimental_downgrade_check_time",
+                     "experimental_downgrade_check_time", "experimental_compaction_sleep_interval",
                      "discovery_request_timeout", "discovery_keepalive_time", "discovery_keepalive_timeout"):
             if name == "backend_batch_interval" and not self.backend_batch_interval:
                 continue  # (etcd's default: empty)
@@ -607,7 +616,7 @@ _LISTS = {"listen_client_urls", "advertise_client_urls", "listen_peer_urls", "in
           "listen_metrics_urls", "log_outputs", "cipher_suites", "cors", "host_whitelist", "discovery_endpoints"}
 
 
-_UNSIGNED = ("self_signed_cert_validity", "snapshot_count", "snapshot_catchup_entries", "max_snapshots", "max_wals", "max_txn_ops", "max_learners",
+_UNSIGNED = ("self_signed_cert_validity", "experimental_bootstrap_defrag_threshold_megabytes", "snapshot_count", "snapshot_catchup_entries", "max_snapshots", "max_wals", "max_txn_ops", "max_learners",
              "auth_token_ttl", "proxy_failure_wait", "proxy_refresh_interval", "proxy_dial_timeout",
              "proxy_write_timeout", "proxy_read_timeout")
 

@@ -192,6 +192,12 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     "peer_client_cert_file": ("Security", "The certificate this member presents when it dials a peer (default: "
                                           "--peer-cert-file)."),
     "peer_client_key_file": ("Security", "The key of --peer-client-cert-file."),
+    "experimental_compaction_sleep_interval": ("Experimental", "The pause between two of a compaction's delete "
+                                                               "batches, no lock held (0s: none)."),
+    "experimental_bootstrap_defrag_threshold_megabytes": ("Experimental", "At start, defragment when that frees at "
+                                                                          "least this many megabytes (0: never)."),
+    "experimental_stop_grpc_service_on_defrag": ("Experimental", "Stop serving while defragmenting: kvraft's "
+                                                                 "defragmentation does not stop serving (noted)."),
     "experimental_peer_skip_client_san_verification": ("Experimental", "Skip the check of a peer certificate's subject "
                                                                        "alternative names against its address."),
     "enable_pprof": ("Profiling and monitoring", "Serve profiling data at the client URLs' /debug/pprof/ (thread and "

@@ -155,6 +155,9 @@ def compatibility_notes(config: Config) -> list[str]:
         notes.append(f"--v2-deprecation={config.v2_deprecation}: kvraft has no v2 store; nothing changes")
     if config.socket_reuse_address:
         notes.append("--socket-reuse-address: kvraft's listeners always set SO_REUSEADDR (as Go's); nothing changes")
+    if config.experimental_stop_grpc_service_on_defrag:
+        notes.append("--experimental-stop-grpc-service-on-defrag: kvraft's defragmentation does not stop reads or "
+                     "writes, so the member keeps serving during one; nothing changes")
     if config.client_cert_file:
         notes.append("--client-cert-file: etcd's gateway presents it to its own gRPC port; kvraft serves the API "
                      "directly and never dials its client URLs, so it is not used")

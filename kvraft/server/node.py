@@ -190,7 +190,9 @@ class Node(NodeStatusMixin):
             warn_apply_s=config.warn_apply_s(),
             compaction_batch=config.compaction_batch_limit(),
             sync=not config.unsafe_no_fsync,
+            compaction_sleep_s=parse_go_duration_s(config.experimental_compaction_sleep_interval),
         )
+        self._bootstrap_defrag(config.experimental_bootstrap_defrag_threshold_megabytes)
         if config.unsafe_no_fsync:
             if isinstance(self.raft_log, WalLogStorage):
                 self.raft_log.fsync = False
@@ -282,6 +284,22 @@ class Node(NodeStatusMixin):
         if self.driver.fatal is None:
             self.driver.fatal = exc
             log.critical("state machine commit failed: %r", exc, exc_info=exc)
+
+    def _bootstrap_defrag(self, threshold_mb: int) -> None:
+        """``--experimental-bootstrap-defrag-threshold-megabytes``: defragment before serving
+        when that frees at least ``threshold_mb`` MB (etcd 3.5's rule: the file's size less the
+        bytes in use)."""
+        if threshold_mb <= 0:
+            return
+        size, in_use = self.state.store.sizes()
+        free = size - in_use
+        if free < threshold_mb * 1_000_000:
+            log.info("skipping defragmentation at start: %d bytes would be freed, the threshold is %d MB",
+                     free, threshold_mb)
+            return
+        log.info("defragmenting at start: %d bytes free in a %d byte store (threshold %d MB)", free, size, threshold_mb)
+        report = self.state.store.defragment()
+        log.info("defragmented at start: %s", report)
 
     def _check_log_covers_state(self) -> None:
         """A member applies only entries its log holds durably, so the state machine can

@@ -222,8 +222,8 @@ def test_a_restore_with_a_bumped_revision_sends_old_watchers_to_relist(
                               "--mark-compacted"])
     assert (rc, out) == (0, ""), err
     assert f'"revision": {revision + 1_000_000}' in err
-    cluster.start(timeout_s=120)
     try:
+        cluster.start(timeout_s=120)
         with SyncClient([member.client_url], request_timeout_s=30) as client:
             got = client.get("snap/", prefix=True)
             assert got.header.revision == revision + 1_000_000

@@ -35,6 +35,8 @@ ETCD35 = [
     "--experimental-distributed-tracing-service-name", "etcd", "--experimental-distributed-tracing-instance-id", "a",
     "--experimental-distributed-tracing-sampling-rate", "100", "--socket-reuse-address", "--socket-reuse-port",
     "--self-signed-cert-validity", "2", "--unsafe-no-fsync=false", "--experimental-memory-mlock=false",
+    "--experimental-compaction-sleep-interval", "5ms", "--experimental-bootstrap-defrag-threshold-megabytes", "0",
+    "--experimental-stop-grpc-service-on-defrag",
 ]  # fmt: skip
 
 
@@ -45,7 +47,7 @@ def test_an_etcd_35_units_flags_parse_and_say_what_they_change(tmp_path: Path) -
     notes = "\n".join(compatibility_notes(config))
     for flag in ("--backend-bbolt-freelist-type=array", "--experimental-enable-lease-checkpoint-persist",
                  "--experimental-txn-mode-write-with-shared-buffer=false", "--v2-deprecation=write-only",
-                 "--socket-reuse-address"):
+                 "--socket-reuse-address", "--experimental-stop-grpc-service-on-defrag"):
         assert flag in notes
     environ = {"ETCD_UNSAFE_NO_FSYNC": "true", "ETCD_SOCKET_REUSE_PORT": "true"}  # (an EnvironmentFile's form)
     config = parse_config(["--data-dir", str(tmp_path / "d")], environ)
@@ -62,6 +64,8 @@ def test_an_etcd_35_units_flags_parse_and_say_what_they_change(tmp_path: Path) -
     (["--self-signed-cert-validity", "0"], "--self-signed-cert-validity must be at least 1"),
     (["--backend-bbolt-freelist-type", "tree"], "--backend-bbolt-freelist-type must be 'array' or 'map'"),
     (["--experimental-downgrade-check-time", "soon"], "--experimental-downgrade-check-time"),
+    (["--experimental-compaction-sleep-interval", "-1s"], "--experimental-compaction-sleep-interval"),
+    (["--experimental-bootstrap-defrag-threshold-megabytes", "-1"], "bootstrap-defrag-threshold-megabytes"),
     (["--client-cert-file", "c.pem"], "--client-cert-file and --client-key-file go together"),
     (["--client-cert-file", "/nonexistent/c.pem", "--client-key-file", "/nonexistent/k.pem"],
      "open /nonexistent/c.pem: no such file or directory"),
@@ -148,3 +152,53 @@ def test_the_dialer_presents_the_peer_client_certificate(pki: Path, tmp_path: Pa
                         peer_client_key_file=str(other / "x-peer.key"))
     refused = dial(listener, given)
     assert refused is not None and refused.startswith("server:")
+
+
+def _member(tmp_path: Path, client: int, peer: int, *extra: str) -> subprocess.Popen[bytes]:
+    url = f"http://127.0.0.1:{client}"
+    argv = [sys.executable, "-m", "kvraft.server.main", "--name", "m0", "--data-dir", str(tmp_path / "m0.data"),
+            "--listen-client-urls", url, "--advertise-client-urls", url,
+            "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+            *extra]
+    with (tmp_path / "m0.log").open("ab") as log:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def test_a_member_defragments_at_start_when_that_frees_enough(tmp_path: Path) -> None:
+    """``--experimental-bootstrap-defrag-threshold-megabytes``: 4 MB written, deleted and
+    compacted away leave the store's file large; a restart with a 1 MB threshold
+    defragments it before serving, one with 1000 MB does not."""
+    client, peer = free_port(), free_port()
+    url = f"http://127.0.0.1:{client}"
+
+    def serving(process: subprocess.Popen[bytes]) -> bool:
+        assert process.poll() is None, (tmp_path / "m0.log").read_text()
+        return post(url, "/v3/kv/range", {"key": b64("x")}, timeout_s=2.0)[0] == 200
+
+    def db_size() -> int:
+        code, status = post(url, "/v3/maintenance/status", {}, timeout_s=5.0)
+        assert code == 200, status
+        return int(status["dbSize"])
+
+    process = _member(tmp_path, client, peer)
+    try:
+        wait_until(lambda: serving(process), 60, what="the member")
+        value = b64("v" * 100_000)
+        for i in range(40):
+            assert post(url, "/v3/kv/put", {"key": b64(f"big/{i}"), "value": value}, timeout_s=10.0)[0] == 200
+        code, deleted = post(url, "/v3/kv/deleterange", {"key": b64("big/"), "range_end": b64("big0")}, timeout_s=10.0)
+        assert code == 200, deleted
+        revision = int(deleted["header"]["revision"])
+        assert post(url, "/v3/kv/compaction", {"revision": revision, "physical": True}, timeout_s=30.0)[0] == 200
+        before = db_size()
+    finally:
+        stop(process)
+    for threshold, said in (("1000", "skipping defragmentation at start"), ("1", "defragmented at start")):
+        process = _member(tmp_path, client, peer, "--experimental-bootstrap-defrag-threshold-megabytes", threshold)
+        try:
+            wait_until(lambda process=process: serving(process), 60, what="the member back")
+            assert said in (tmp_path / "m0.log").read_text()
+            after = db_size()
+        finally:
+            stop(process)
+    assert after < before - 1_000_000, (before, after)

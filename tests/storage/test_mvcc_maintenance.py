@@ -355,3 +355,43 @@ def test_readers_see_consistent_revisions_during_writes_and_compaction(tmp_path:
         t.join()
     assert not errors, errors
     store.close()
+
+
+def test_compaction_pauses_between_its_delete_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--experimental-compaction-sleep-interval``: a pause (no lock held) between two delete
+    batches, none before the first or after the last; the compaction's result is the same."""
+    import time as real_time
+
+    from kvraft.storage.mvcc import compaction
+
+    pauses: list[float] = []
+
+    class Clock:
+        monotonic = staticmethod(real_time.monotonic)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            free: list[bool] = []  # (the store is free during the pause: another thread takes its locks)
+
+            def take() -> None:
+                got = [lock.acquire(blocking=False) for lock in (store.backend.writer_lock, store.backend.maint_lock)]
+                free.append(all(got))
+                for lock, held in zip((store.backend.writer_lock, store.backend.maint_lock), got, strict=True):
+                    if held:
+                        lock.release()
+
+            other = threading.Thread(target=take)
+            other.start()
+            other.join()
+            assert free == [True]
+            pauses.append(seconds)
+
+    monkeypatch.setattr(compaction, "time", Clock)
+    store = open_store(tmp_path / "kv", compaction_batch=10, compaction_sleep_s=0.01)
+    with store:
+        fill(store, 5)
+        for _ in range(9):  # 45 superseded revisions: batches of 10, 10, 10, 10, 5
+            fill(store, 5)
+        store.compact(store.rev, physical=True)
+        assert pauses == [0.01] * 4
+        assert store.last_job is not None and store.last_job.deleted == 45

@@ -70,9 +70,12 @@ class CompactionJob:
 class Compactor:
     """The background worker; see the module docstring."""
 
-    def __init__(self, store: MVCCStore, batch_limit: int = 1000, index_chunk: int = 2000) -> None:
+    def __init__(self, store: MVCCStore, batch_limit: int = 1000, index_chunk: int = 2000,
+                 sleep_s: float = 0.0) -> None:
         self._store = store
         self._batch_limit = batch_limit
+        self._sleep_s = sleep_s
+        """Pause between two delete batches, no lock held (``--experimental-compaction-sleep-interval``)."""
         self._index_chunk = index_chunk
         self._jobs: queue.Queue[CompactionJob | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="mvcc-compactor", daemon=True)
@@ -154,6 +157,8 @@ class Compactor:
                 timings.index_compaction_pause_ms.observe((time.monotonic() - paused) * 1000)
         dropped.sort()
         for i in range(0, max(len(dropped), 1), self._batch_limit):
+            if i and self._sleep_s > 0:  # (writers and readers get the store between batches)
+                time.sleep(self._sleep_s)
             chunk = dropped[i : i + self._batch_limit]
             last = i + self._batch_limit >= len(dropped)
             with backend.maint_lock, backend.batch() as batch:

@@ -157,7 +157,7 @@ class MVCCStore:
     def __init__(
         self, directory: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE,
         sync: bool = True, metasync: bool = True, max_txn_ops: int = ops.DEFAULT_MAX_TXN_OPS,
-        lease_check: Callable[[int], bool] | None = None, compaction_batch: int = 1000,
+        lease_check: Callable[[int], bool] | None = None, compaction_batch: int = 1000, compaction_sleep_s: float = 0.0,
         buckets: tuple[bytes, ...] = DEFAULT_BUCKETS,
     ) -> None:
         self.backend = Backend(directory, map_size=map_size, sync=sync, metasync=metasync, buckets=buckets)
@@ -172,7 +172,7 @@ class MVCCStore:
         self._held: Any = None  # the batch context ``hold`` opened
         self._committing = False  # listeners running from a commit (its txn is closed)
         self.gate = CompactionGate()
-        self._compactor = Compactor(self, compaction_batch)
+        self._compactor = Compactor(self, compaction_batch, sleep_s=compaction_sleep_s)
         try:
             self._reload()
         except BaseException:
