@@ -75,12 +75,12 @@ def test_periodic_retention_units() -> None:
 
 def test_config_file_keys_kvraft_does_not_know_are_named_on_stderr(tmp_path, capsys) -> None:
     path = tmp_path / "etcd.yaml"
-    path.write_text("name: infra1\nexperimental-stop-grpc-service-on-defrag: true\nproxy: 'off'\ncors: '*'\n"
-                    "snapshot-count: 50\nenable-log-rotation: false\nunsafe-no-fsync: true\n")
+    path.write_text("name: infra1\nexperimental-made-up-feature: true\nproxy: 'off'\ncors: '*'\n"
+                    "snapshot-count: 50\nenable-log-rotationn: false\nunsafe-no-fsync: true\n")
     config = parse_config(["--config-file", str(path)])
     assert config.snapshot_count == 50 and config.cors == ["*"] and config.proxy == "off" and config.unsafe_no_fsync
     err = capsys.readouterr().err
-    assert f"--config-file {path}: ignoring enable-log-rotation, experimental-stop-grpc-service-on-defrag" in err
+    assert f"--config-file {path}: ignoring enable-log-rotationn, experimental-made-up-feature" in err
 
 
 def test_a_config_file_that_bootstraps_by_dns_is_read(tmp_path) -> None:

@@ -64,7 +64,7 @@ def test_an_etcd_35_units_flags_parse_and_say_what_they_change(tmp_path: Path) -
     (["--self-signed-cert-validity", "0"], "--self-signed-cert-validity must be at least 1"),
     (["--backend-bbolt-freelist-type", "tree"], "--backend-bbolt-freelist-type must be 'array' or 'map'"),
     (["--experimental-downgrade-check-time", "soon"], "--experimental-downgrade-check-time"),
-    (["--experimental-compaction-sleep-interval", "-1s"], "--experimental-compaction-sleep-interval"),
+    (["--experimental-compaction-sleep-interval=-1s"], "--experimental-compaction-sleep-interval"),
     (["--experimental-bootstrap-defrag-threshold-megabytes", "-1"], "bootstrap-defrag-threshold-megabytes"),
     (["--client-cert-file", "c.pem"], "--client-cert-file and --client-key-file go together"),
     (["--client-cert-file", "/nonexistent/c.pem", "--client-key-file", "/nonexistent/k.pem"],
