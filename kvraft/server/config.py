@@ -53,6 +53,10 @@ class Config:
     name: str = "default"
     data_dir: str = ""
     listen_client_urls: list[str] = field(default_factory=lambda: [DEFAULT_CLIENT_URL])
+    listen_client_http_urls: list[str] = field(default_factory=list)
+    """etcd 3.5's flag: more URLs to serve the HTTP client API on. In etcd they take the HTTP
+    services off ``--listen-client-urls``, which keep gRPC; kvraft's API is HTTP alone, so both
+    lists serve all of it."""
     advertise_client_urls: list[str] = field(default_factory=lambda: [DEFAULT_CLIENT_URL])
     listen_peer_urls: list[str] = field(default_factory=lambda: [DEFAULT_PEER_URL])
     initial_advertise_peer_urls: list[str] = field(default_factory=lambda: [DEFAULT_PEER_URL])
@@ -368,8 +372,8 @@ class Config:
         return parse_go_duration_s(self.experimental_warning_apply_duration)
 
     def validate(self) -> None:
-        for name in ("listen_client_urls", "advertise_client_urls", "listen_peer_urls", "initial_advertise_peer_urls",
-                     "listen_metrics_urls"):
+        for name in ("listen_client_urls", "listen_client_http_urls", "advertise_client_urls", "listen_peer_urls",
+                     "initial_advertise_peer_urls", "listen_metrics_urls"):
             for url in getattr(self, name):
                 _check_url(url, "--" + name.replace("_", "-"))
         if self.initial_cluster_state not in ("new", "existing"):
@@ -520,7 +524,7 @@ class Config:
     def _validate_tls(self) -> None:
         """etcd's rules, stricter where etcd would silently serve plain text: an ``https://``
         URL needs a certificate (or auto TLS), a certificate needs an ``https://`` URL."""
-        client_https = any(urlsplit(u).scheme == "https" for u in self.listen_client_urls)
+        client_https = any(urlsplit(u).scheme == "https" for u in (*self.listen_client_urls, *self.listen_client_http_urls))
         metrics_https = any(urlsplit(u).scheme == "https" for u in self.listen_metrics_urls)
         if (client_https or metrics_https) and not (self.cert_file or self.auto_tls):
             raise ConfigError("--listen-client-urls/--listen-metrics-urls have https:// but no "
@@ -612,7 +616,7 @@ def cluster_id_for(member_ids: list[int], token: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") or 1
 
 
-_LISTS = {"listen_client_urls", "advertise_client_urls", "listen_peer_urls", "initial_advertise_peer_urls",
+_LISTS = {"listen_client_urls", "listen_client_http_urls", "advertise_client_urls", "listen_peer_urls", "initial_advertise_peer_urls",
           "listen_metrics_urls", "log_outputs", "cipher_suites", "cors", "host_whitelist", "discovery_endpoints"}
 
 

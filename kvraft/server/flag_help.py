@@ -19,6 +19,8 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     "wal_dir": ("Member", "Path to a dedicated Raft log (WAL) directory, e.g. on a disk of its own; "
                           "the data directory then records it and a restart must name it."),
     "listen_client_urls": ("Member", "List of URLs to listen on for client traffic (http:// or https://)."),
+    "listen_client_http_urls": ("Member", "More URLs to serve the HTTP client API on (etcd 3.5's HTTP-only "
+                                          "listeners; kvraft's API is HTTP on both lists)."),
     "listen_peer_urls": ("Member", "List of URLs to listen on for peer traffic."),
     "listen_metrics_urls": ("Member", "List of additional URLs to serve /metrics and /health on."),
     "snapshot_count": ("Member", "Number of committed entries that trigger a snapshot (and log compaction)."),

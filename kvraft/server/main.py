@@ -97,7 +97,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
     await runner.setup()  # (starts the member: its peers, its Raft loop, its stores)
     sites = []
     try:
-        for url in config.listen_client_urls:
+        for url in (*config.listen_client_urls, *config.listen_client_http_urls):
             parts = urlsplit(url)
             site = FastTCPSite(runner, parts.hostname, parts.port, reuse_address=True, backlog=1024,
                                reuse_port=config.socket_reuse_port or None,
@@ -114,7 +114,8 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
         raise
     logging.getLogger("kvraft.main").info(
         "member %s (%x) serving clients on %s, peers on %s",
-        config.name, node.member_id, ",".join(config.listen_client_urls), ",".join(config.listen_peer_urls),
+        config.name, node.member_id, ",".join((*config.listen_client_urls, *config.listen_client_http_urls)),
+        ",".join(config.listen_peer_urls),
     )
     for note in compatibility_notes(config):
         logging.getLogger("kvraft.main").info("%s", note)

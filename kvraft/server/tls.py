@@ -146,7 +146,8 @@ def apply_auto_tls(config: Any) -> None:
     ``--auto-tls`` (``--peer-auto-tls``) is on and no certificate was given."""
     base = Path(config.data_dir) / "fixtures"
     if config.auto_tls and not config.cert_file:
-        hosts = [urlsplit(u).hostname or "" for u in (*config.listen_client_urls, *config.advertise_client_urls)]
+        hosts = [urlsplit(u).hostname or "" for u in (*config.listen_client_urls, *config.listen_client_http_urls,
+                                                        *config.advertise_client_urls)]
         config.cert_file, config.key_file = self_signed(base / "client", hosts, config.self_signed_cert_validity)
     if config.peer_auto_tls and not config.peer_cert_file:
         hosts = [urlsplit(u).hostname or "" for u in (*config.listen_peer_urls, *config.initial_advertise_peer_urls)]

@@ -77,16 +77,17 @@ def test_what_etcd_refuses_or_kvraft_cannot_do_is_refused(tmp_path: Path, argv: 
 
 
 def test_a_member_without_fsync_with_reuse_port_and_locked_memory(tmp_path: Path) -> None:
-    """``--unsafe-no-fsync``: writes are answered and the WAL is never fsynced (its fsync
+    """``--listen-client-http-urls`` serve the API too; ``--unsafe-no-fsync``: writes are answered and the WAL is never fsynced (its fsync
     histogram stays empty) - with a warning at start; ``--socket-reuse-port``: a second socket
     binds the member's client port with SO_REUSEPORT (the kernel allows it only when the
     listener has it too); ``--experimental-memory-mlock``: the process has locked pages."""
-    client, peer = free_port(), free_port()
+    client, peer, http_port = free_port(), free_port(), free_port()
     url = f"http://127.0.0.1:{client}"
     argv = [sys.executable, "-m", "kvraft.server.main", "--name", "m0", "--data-dir", str(tmp_path / "m0.data"),
             "--listen-client-urls", url, "--advertise-client-urls", url,
             "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-            "--unsafe-no-fsync", "--socket-reuse-port", "--experimental-memory-mlock"]
+            "--unsafe-no-fsync", "--socket-reuse-port", "--experimental-memory-mlock",
+            "--listen-client-http-urls", f"http://127.0.0.1:{http_port}"]
     log_path = tmp_path / "m0.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -107,6 +108,9 @@ def test_a_member_without_fsync_with_reuse_port_and_locked_memory(tmp_path: Path
             second.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             second.bind(("127.0.0.1", client))  # (OSError "Address already in use" without the flag)
         assert locked_kib(process.pid) > 0
+        # --listen-client-http-urls: the same API on more URLs
+        code, got = post(f"http://127.0.0.1:{http_port}", "/v3/kv/range", {"key": b64("k0")}, timeout_s=5.0)
+        assert code == 200 and got["kvs"][0]["value"] == b64("v")
     finally:
         stop(process)
 
