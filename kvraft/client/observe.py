@@ -31,6 +31,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 
+from kvraft.logrotate import RotatingLogFile, Rotation
+
 __all__ = [
     "LEVELS",
     "LOG_FORMATS",
@@ -98,25 +100,29 @@ class JsonFormatter(logging.Formatter):
         return text.translate(_LINE_BREAKS)  # one line even for readers that split on U+2028
 
 
-def _handler(output: str) -> logging.Handler:
+def _handler(output: str, rotation: Rotation | None = None) -> logging.Handler:
     if output in ("", "default", "stderr"):
         return logging.StreamHandler(sys.stderr)
     if output == "stdout":
         return logging.StreamHandler(sys.stdout)
+    if rotation is not None:  # (etcd's --enable-log-rotation: kvraft.logrotate)
+        return RotatingLogFile(output, rotation)
     return logging.FileHandler(output, encoding="utf-8")  # etcd's --log-outputs takes file paths
 
 
 def configure_logging(level: str | int = "info", log_format: str = "json", outputs: Iterable[str] = ("stderr",),
-                      static: Mapping[str, Any] | None = None, text_format: str = _TEXT_FORMAT) -> None:
+                      static: Mapping[str, Any] | None = None, text_format: str = _TEXT_FORMAT,
+                      rotation: Rotation | None = None) -> None:
     """Replace the root logger's handlers: ``log_format`` is ``json`` or ``text``; each of
-    ``outputs`` is ``stderr`` (or ``default``), ``stdout`` or a file path (appended to)."""
+    ``outputs`` is ``stderr`` (or ``default``), ``stdout`` or a file path (appended to; with
+    ``rotation``, rotated as etcd's lumberjack does)."""
     if log_format not in LOG_FORMATS:
         raise ValueError(f"unknown log format {log_format!r} (use json or text)")
     numeric = parse_level(level) if isinstance(level, str) else level
     formatter: logging.Formatter = JsonFormatter(static) if log_format == "json" else logging.Formatter(text_format)
     handlers = []
     for output in list(outputs) or ["stderr"]:
-        handler = _handler(output)
+        handler = _handler(output, rotation)
         handler.setFormatter(formatter)
         handlers.append(handler)
     logging.basicConfig(level=numeric, handlers=handlers, force=True)

@@ -22,6 +22,7 @@ import yaml
 
 from kvraft.client.srv import DiscoveryError, system_address
 from kvraft.durations import parse_go_duration_s
+from kvraft.logrotate import DEFAULT_ROTATION_JSON, parse_rotation
 from kvraft.server.compactor import parse_retention_s
 from kvraft.server.crl import CRLError, read_crl
 from kvraft.server.flag_help import FLAG_HELP, GROUPS
@@ -86,6 +87,10 @@ class Config:
     """etcd's ``--logger``: ``zap`` writes one JSON object per line (etcd 3.5's default; see
     docs/observability.md), ``capnslog`` the plain text lines."""
     log_outputs: list[str] = field(default_factory=lambda: ["default"])
+    enable_log_rotation: bool = False
+    log_rotation_config_json: str = DEFAULT_ROTATION_JSON
+    """etcd 3.5's flags: the one file in ``--log-outputs`` rotates (``kvraft.logrotate``: its
+    maxsize MiB, maxage days, maxbackups, localtime, compress)."""
     """etcd's ``--log-outputs``: ``default`` or ``stderr``, ``stdout``, or file paths (appended to)."""
     cert_file: str = ""
     key_file: str = ""
@@ -505,6 +510,14 @@ class Config:
             raise ConfigError(f"--log-package-levels: {exc}") from None
         if self.metrics not in ("basic", "extensive"):
             raise ConfigError("--metrics must be 'basic' or 'extensive'")
+        if self.enable_log_rotation:  # (etcd's setupLogRotation)
+            files = [o for o in self.log_outputs if o not in ("default", "stderr", "stdout")]
+            if not files or len(files) > 1:
+                raise ConfigError("--log-outputs requires a single file path when --log-rotate-config-json is defined")
+            try:
+                parse_rotation(self.log_rotation_config_json)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         if not self.log_outputs:
             raise ConfigError("--log-outputs must name at least one output (default, stderr, stdout or a file)")
         self.initial_members()

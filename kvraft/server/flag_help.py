@@ -80,6 +80,10 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     # Logging
     "logger": ("Logging", "'zap' for JSON lines, 'capnslog' for text lines."),
     "log_outputs": ("Logging", "Where to write logs: 'default' (stderr), 'stderr', 'stdout', or file paths."),
+    "enable_log_rotation": ("Logging", "Enable log rotation of a single log-outputs file target."),
+    "log_rotation_config_json": ("Logging", "Configures log rotation if enabled with a JSON logger config. "
+                                            "MaxSize(MB), MaxAge(days,0=no limit), MaxBackups(0=no limit), "
+                                            "LocalTime(use computers local time), Compress(gzip)."),
     "log_level": ("Logging", "Configures log level: debug, info, warn, error, panic or fatal."),
     "debug": ("Logging", "Enable debug-level logging (the same as --log-level debug)."),
     # Profiling and monitoring

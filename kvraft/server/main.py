@@ -15,6 +15,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from kvraft.client.observe import configure_logging
 from kvraft.client.srv import DiscoveryError
+from kvraft.logrotate import parse_rotation
 from kvraft.server.api import make_app, misc
 from kvraft.server.api.fast import FastTCPSite
 from kvraft.server.api.gate import certificate_name_middleware, certificate_required_middleware
@@ -231,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # etcd's --logger zap: JSON lines; capnslog: text; --log-outputs: where
         configure_logging(_LEVELS[config.log_level], "json" if config.logger == "zap" else "text",
                           config.log_outputs, static={"member": config.name},
-                          text_format=f"%(asctime)s %(levelname)s {config.name} %(name)s: %(message)s")
+                          text_format=f"%(asctime)s %(levelname)s {config.name} %(name)s: %(message)s",
+                          rotation=parse_rotation(config.log_rotation_config_json) if config.enable_log_rotation else None)
     except OSError as exc:
         print(f"kvraft: --log-outputs: {exc}", file=sys.stderr)
         return 2
