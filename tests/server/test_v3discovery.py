@@ -223,3 +223,28 @@ def test_a_compacted_watch_lists_again() -> None:
     cluster = asyncio.run(join_cluster(service, TOKEN, 0xA1, "m0=http://127.0.0.1:2380"))  # type: ignore[arg-type]
     assert cluster == "m0=http://127.0.0.1:2380,m1=http://127.0.0.1:2381"
     assert service.watches == 2
+
+
+def test_the_discovery_client_takes_etcds_client_flags(tmp_path: Path) -> None:
+    from kvraft.server.v3discovery import discovery_client
+
+    base = ["--data-dir", str(tmp_path / "d"), "--discovery-token", "t"]
+    plain = discovery_client(parse_config([*base, "--discovery-endpoints", "10.0.0.1:2379,http://10.0.0.2:2379"], {}))
+    transport = plain._transport
+    assert transport.endpoints == ["http://10.0.0.1:2379", "http://10.0.0.2:2379"] and transport.tls is None
+    assert (transport.dial_timeout_s, transport.request_timeout_s) == (2.0, 5.0)  # etcd's defaults
+    secure = discovery_client(parse_config([
+        *base, "--discovery-endpoints", "10.0.0.1:2379", "--discovery-insecure-transport=false",
+        "--discovery-cacert", "ca.crt", "--discovery-cert", "c.crt", "--discovery-key", "c.key",
+        "--discovery-user", "root:pw", "--discovery-request-timeout", "10s", "--discovery-dial-timeout", "500ms",
+    ], {}))._transport
+    assert secure.endpoints == ["https://10.0.0.1:2379"]
+    assert secure.tls is not None and (secure.tls.ca_file, secure.tls.cert_file, secure.tls.key_file) == \
+        ("ca.crt", "c.crt", "c.key")
+    assert (secure.user, secure.password, secure.request_timeout_s, secure.dial_timeout_s) == ("root", "pw", 10.0, 0.5)
+    with_password = discovery_client(parse_config([*base, "--discovery-endpoints", "10.0.0.1:2379",
+                                                   "--discovery-user", "root", "--discovery-password", "s3"], {}))
+    assert (with_password._transport.user, with_password._transport.password) == ("root", "s3")
+    with pytest.raises(ConfigError, match="--discovery-user root: no password"):
+        discovery_client(parse_config([*base, "--discovery-endpoints", "10.0.0.1:2379", "--discovery-user", "root"],
+                                      {}))
