@@ -272,6 +272,14 @@ class Config:
     unsafe_no_fsync: bool = False
     """etcd 3.5's flag: no fsync of the Raft log or the store: a power cut can lose
     acknowledged writes and break the consensus guarantees. For tests and benchmarks only."""
+    raft_read_timeout: str = "0s"
+    """etcd 3.5's flag: an accepted peer connection that sends nothing this long is closed, and
+    the peers' probes come at least three times as often (a Go duration). etcd's default is
+    5s; kvraft's is 0s, never: a member sends only on the connections it dials, so a silent
+    accepted one costs nothing, and each dialer notices its own dead connections."""
+    raft_write_timeout: str = "10s"
+    """etcd 3.5's flag: a peer that takes no bytes for this long is given up on and redialed
+    (etcd's default 5s; kvraft's 10s, the value its robustness runs were tuned with)."""
     socket_reuse_port: bool = False
     """etcd 3.5's flag: SO_REUSEPORT on the client, peer and metrics listeners."""
     socket_reuse_address: bool = False
@@ -456,6 +464,7 @@ class Config:
                      "grpc_keepalive_min_time", "grpc_keepalive_interval", "grpc_keepalive_timeout",
                      "backend_batch_interval", "experimental_warning_apply_duration", "discovery_dial_timeout",
                      "experimental_downgrade_check_time", "experimental_compaction_sleep_interval",
+                     "raft_read_timeout", "raft_write_timeout",
                      "discovery_request_timeout", "discovery_keepalive_time", "discovery_keepalive_timeout"):
             if name == "backend_batch_interval" and not self.backend_batch_interval:
                 continue  # (etcd's default: empty)
@@ -491,6 +500,8 @@ class Config:
                               "its request timings are in /metrics and its slow requests in the log")
         if not 0 <= self.experimental_distributed_tracing_sampling_rate <= 1_000_000:
             raise ConfigError("--experimental-distributed-tracing-sampling-rate must be between 0 and 1000000")
+        if parse_go_duration_s(self.raft_write_timeout) <= 0:
+            raise ConfigError("--raft-write-timeout must be positive")
         if self.self_signed_cert_validity <= 0:
             raise ConfigError("--self-signed-cert-validity must be at least 1 (years)")
         for cert, key, name in ((self.client_cert_file, self.client_key_file, "client"),

@@ -189,6 +189,9 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
                                                   "MCL_ONFAULT); the start fails if the kernel refuses."),
     "unsafe_no_fsync": ("Unsafe", "Disables fsync of the Raft log and the store: unsafe, will cause data loss "
                                   "on a power cut."),
+    "raft_read_timeout": ("Member", "Close an accepted peer connection silent this long, probing peers at least "
+                                    "three times as often (etcd's default 5s; kvraft's 0s: never)."),
+    "raft_write_timeout": ("Member", "Redial a peer that takes no bytes for this long (etcd's default 5s)."),
     "socket_reuse_port": ("Member", "Set SO_REUSEPORT on the client, peer and metrics listeners."),
     "socket_reuse_address": ("Member", "Set SO_REUSEADDR on the listeners (kvraft's always set it, as Go's do)."),
     "self_signed_cert_validity": ("Security", "Years the --auto-tls and --peer-auto-tls certificates are valid."),

@@ -252,6 +252,8 @@ class Node(NodeStatusMixin):
             on_unsent=self._on_unsent,
             on_features=self.peer_features.heard,
             check_san=not config.experimental_peer_skip_client_san_verification,
+            write_timeout_s=parse_go_duration_s(config.raft_write_timeout),
+            read_timeout_s=parse_go_duration_s(config.raft_read_timeout),
         )
         self.driver = NodeDriver(
             self.member_id,

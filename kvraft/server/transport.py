@@ -109,6 +109,8 @@ class TransportStats:
     messages_dropped: int = 0
     connections_rejected: int = 0
     malformed_frames: int = 0
+    silent_closed: int = 0
+    """Accepted connections closed for saying nothing past ``--raft-read-timeout``."""
     bytes_sent: dict[int, int] = field(default_factory=dict)  # per peer: etcd_network_peer_sent_bytes_total
     bytes_received: dict[int, int] = field(default_factory=dict)  # per peer: ..._received_bytes_total
     round_trip_seconds: dict[int, DurationHistogram] = field(default_factory=dict)
@@ -258,8 +260,17 @@ class PeerTransport:
         on_unsent: FrameHandler | None = None,
         on_features: Callable[[int, frozenset[str]], None] | None = None,
         check_san: bool = True,
+        write_timeout_s: float = WRITE_TIMEOUT_S,
+        read_timeout_s: float = 0.0,
     ) -> None:
         self.member_id = member_id
+        self.write_timeout_s = write_timeout_s
+        """A peer that takes no bytes for this long is gone or wedged: redial (``--raft-write-timeout``)."""
+        self.read_timeout_s = read_timeout_s
+        """An accepted connection silent this long is closed (``--raft-read-timeout``; 0: never).
+        With it the probes come at least three times as often, as etcd's link heartbeats."""
+        if read_timeout_s > 0:
+            probe_interval_s = min(probe_interval_s, read_timeout_s / 3)
         self.check_san = check_san
         """Whether an accepted peer's certificate must name the address it connects from
         (etcd's ``checkSAN``; off: ``--experimental-peer-skip-client-san-verification``)."""
@@ -478,7 +489,7 @@ class PeerTransport:
                         unsent += _messages(kind, body)
                     writer.writelines(frames)
                     # a peer that takes no bytes for this long is gone or wedged: redial
-                    async with asyncio.timeout(WRITE_TIMEOUT_S):
+                    async with asyncio.timeout(self.write_timeout_s):
                         await writer.drain()
                     unsent = 0
                     self.stats.frames_sent += len(frames)
@@ -575,12 +586,23 @@ class PeerTransport:
 
     # -- round trips ------------------------------------------------------------------
     async def _probe_loop(self, interval_s: float) -> None:
-        """Send every connected peer a ``PING`` with the time; its ``PONG`` echoes it back."""
+        """Send every connected peer a ``PING`` with the time; its ``PONG`` echoes it back.
+        With a read timeout, also close the accepted connections silent past it."""
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(interval_s)
             for member_id, peer in list(self._peers.items()):
                 if peer.connected:
                     self.send_frame(member_id, wire.PING, time.monotonic_ns())
+            if self.read_timeout_s > 0:
+                now = loop.time()
+                for inbound in list(self._inbound):
+                    if inbound.state == "frames" and now - inbound.last_read > self.read_timeout_s:
+                        log.warning("closing the connection from peer %x: nothing read for %.1f s "
+                                    "(--raft-read-timeout %.1f s)", inbound.source, now - inbound.last_read,
+                                    self.read_timeout_s)
+                        self.stats.silent_closed += 1
+                        inbound.close()
 
     def _ponged(self, source: int, sent_ns: Any) -> None:
         if not isinstance(sent_ns, int):
@@ -647,9 +669,12 @@ class _Inbound(asyncio.Protocol):
         self.nonces = (b"", b"")
         self.chunks: dict[int, list[bytes]] = {}
         self.timer: asyncio.TimerHandle | None = None
+        self.last_read = 0.0
+        """The loop's time of the last bytes read (``--raft-read-timeout``)."""
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        self.last_read = asyncio.get_running_loop().time()
         self.owner._inbound.add(self)
         self.timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT_S, self._reject, TimeoutError("handshake timed out"))
         cert = transport.get_extra_info("peercert")
@@ -705,6 +730,7 @@ class _Inbound(asyncio.Protocol):
         self.close()
 
     def data_received(self, data: bytes) -> None:
+        self.last_read = asyncio.get_running_loop().time()
         buffer = self.buffer
         buffer += data
         start, end = 0, len(buffer)

@@ -36,7 +36,7 @@ ETCD35 = [
     "--experimental-distributed-tracing-sampling-rate", "100", "--socket-reuse-address", "--socket-reuse-port",
     "--self-signed-cert-validity", "2", "--unsafe-no-fsync=false", "--experimental-memory-mlock=false",
     "--experimental-compaction-sleep-interval", "5ms", "--experimental-bootstrap-defrag-threshold-megabytes", "0",
-    "--experimental-stop-grpc-service-on-defrag",
+    "--experimental-stop-grpc-service-on-defrag", "--raft-read-timeout", "5s", "--raft-write-timeout", "5s",
 ]  # fmt: skip
 
 
@@ -65,6 +65,8 @@ def test_an_etcd_35_units_flags_parse_and_say_what_they_change(tmp_path: Path) -
     (["--backend-bbolt-freelist-type", "tree"], "--backend-bbolt-freelist-type must be 'array' or 'map'"),
     (["--experimental-downgrade-check-time", "soon"], "--experimental-downgrade-check-time"),
     (["--experimental-compaction-sleep-interval=-1s"], "--experimental-compaction-sleep-interval"),
+    (["--raft-write-timeout", "0s"], "--raft-write-timeout must be positive"),
+    (["--raft-read-timeout", "5"], "--raft-read-timeout"),
     (["--experimental-bootstrap-defrag-threshold-megabytes", "-1"], "bootstrap-defrag-threshold-megabytes"),
     (["--client-cert-file", "c.pem"], "--client-cert-file and --client-key-file go together"),
     (["--client-cert-file", "/nonexistent/c.pem", "--client-key-file", "/nonexistent/k.pem"],

@@ -489,3 +489,54 @@ async def test_a_peer_that_dials_in_is_dialed_back_at_once(monkeypatch) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_silent_accepted_connection_is_closed_past_the_read_timeout() -> None:
+    """``--raft-read-timeout``: b closes the connection a dialed once nothing came on it for
+    the timeout (a's probes are off here, as a frozen dialer's would be); a's next send dials
+    again and arrives. With probes at their interval (at most a third of the timeout) the
+    connection stays."""
+    key = cluster_key("tok")
+    inbox_a, inbox_b = Inbox(), Inbox()
+    port_a, port_b = free_port(), free_port()
+    a = PeerTransport(1, key, inbox_a, probe_interval_s=3600)
+    b = PeerTransport(2, key, inbox_b, read_timeout_s=0.3)
+    c = PeerTransport(3, key, Inbox(), read_timeout_s=0.9)  # (probes every 0.3 s)
+    try:
+        assert c._probe_interval_s == 0.3
+        await a.listen([f"http://127.0.0.1:{port_a}"])
+        await b.listen([f"http://127.0.0.1:{port_b}"])
+        a.set_peer(2, f"http://127.0.0.1:{port_b}")
+        a.send([app(2, 1)])
+        await inbox_b.wait_for(1)
+
+        async def closed() -> None:
+            while b.stats.silent_closed == 0:
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(closed(), 10)
+        a.send([app(2, 2)])
+        await inbox_b.wait_for(2)
+    finally:
+        await a.close()
+        await b.close()
+        await c.close()
+
+
+async def test_probes_keep_a_connection_open_under_the_read_timeout() -> None:
+    key = cluster_key("tok")
+    inbox_b = Inbox()
+    port_a, port_b = free_port(), free_port()
+    a = PeerTransport(1, key, Inbox(), read_timeout_s=0.6)  # (probes every 0.2 s)
+    b = PeerTransport(2, key, inbox_b, read_timeout_s=0.6)
+    try:
+        await a.listen([f"http://127.0.0.1:{port_a}"])
+        await b.listen([f"http://127.0.0.1:{port_b}"])
+        a.set_peer(2, f"http://127.0.0.1:{port_b}")
+        a.send([app(2, 1)])
+        await inbox_b.wait_for(1)
+        await asyncio.sleep(2.0)
+        assert b.stats.silent_closed == 0
+    finally:
+        await a.close()
+        await b.close()
