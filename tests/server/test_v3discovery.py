@@ -59,8 +59,9 @@ def test_three_members_that_know_only_a_token_form_one_cluster(tmp_path: Path, s
             return body.get("members", []) if code == 200 else []
 
         assert len(wait_until(lambda: len(members()) == 3 and members(), 90, what="the cluster of three")) == 3
-        code, _ = post(urls[0], "/v3/kv/put", {"key": b64("k"), "value": b64("v")}, timeout_s=5.0)
-        assert code == 200
+        # (the member list answers from the start; a write waits for the first election)
+        wait_until(lambda: post(urls[0], "/v3/kv/put", {"key": b64("k"), "value": b64("v")}, timeout_s=5.0)[0] == 200,
+                   90, what="a write through the cluster")
         ids = {int(m["ID"]) for m in members()}
         assert ids == {member_id_for([f"http://127.0.0.1:{ports[n][1]}"], TOKEN) for n in ("m0", "m1", "m2")}
 
