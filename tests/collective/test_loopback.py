@@ -436,7 +436,9 @@ def test_ranks_set_up_differently_fail_on_every_rank(setup: dict[str, object]) -
         t.start()
     for t in threads:
         t.join(30)
-    assert all(isinstance(e, gx.MismatchError) for e in errors), errors
+    # (failed twice in full runs with one rank's error not shown: each rank's, whole)
+    assert all(isinstance(e, gx.MismatchError) for e in errors), "\n".join(
+        f"rank {r}: {type(e).__name__}: {str(e)[:300]}" for r, e in enumerate(errors))
     assert len({str(e) for e in errors}) == 1
     key, value = next(iter(setup.items()))
     shown = ",".join(value) if isinstance(value, list) else str(value)
