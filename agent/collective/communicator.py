@@ -658,9 +658,7 @@ class Communicator:
         differ = self._texts_if_they_differ(repr(setup))
         if differ is None:
             return
-        import ast
-
-        setups = [dict(ast.literal_eval(text)) for text in differ[0]]
+        setups = [dict(_literal(text)) for text in differ[0]]
         lines = ["ranks were set up differently (KVRAFT_PLACEMENT, KVRAFT_COLLECTIVE_* or init arguments):"]
         for r in range(1, self.size):
             diffs = [f"{k} {v!r} vs {setups[0].get(k)!r}" for k, v in setups[r].items() if setups[0].get(k) != v]
@@ -680,13 +678,25 @@ class Communicator:
         return [bytes(every[r * width : (r + 1) * width]).rstrip(b"\0").decode() for r in range(self.size)]
 
 
-def _describe_mismatch(sigs: list[str], rows: np.ndarray) -> str:
+_AST_LOCK = threading.Lock()
+
+
+def _literal(text: str) -> Any:
+    """``ast.literal_eval``, one thread at a time: CPython 3.11.7 keeps the AST builder's
+    recursion depth per interpreter, so two threads parsing at once (the ranks of an in-process
+    world, each raising the same mismatch) failed one with "SystemError: AST constructor
+    recursion depth mismatch (before=30, after=26)" (seen in the full run; CPython gh-106905)."""
     import ast
 
+    with _AST_LOCK:
+        return ast.literal_eval(text)
+
+
+def _describe_mismatch(sigs: list[str], rows: np.ndarray) -> str:
     parsed: list[Any] = []
     for s in sigs:
         try:
-            parsed.append(ast.literal_eval(s))
+            parsed.append(_literal(s))
         except (ValueError, SyntaxError):
             parsed.append(s)
     ref = parsed[0]
