@@ -76,14 +76,20 @@ class RotatingLogFile(logging.FileHandler):
                                   + r"(\.gz)?$")
 
     def emit(self, record: logging.LogRecord) -> None:
+        """``StreamHandler.emit``, the record formatted once for its size and its write."""
         try:
-            size = len((self.format(record) + self.terminator).encode("utf-8"))
-            stream = self.stream
-            if stream is not None and stream.tell() > 0 and stream.tell() + size > self.max_bytes:
+            line = self.format(record) + self.terminator
+            if self.stream is None:
+                self.stream = self._open()
+            written = self.stream.tell()
+            if written > 0 and written + len(line.encode("utf-8")) > self.max_bytes:
                 self.rotate()
+            self.stream.write(line)
+            self.flush()
+        except RecursionError:
+            raise
         except Exception:  # noqa: BLE001 (logging's rule: a failing handler reports, never raises)
             self.handleError(record)
-        super().emit(record)
 
     def backup_name(self, now: float) -> str:
         stamp = time.localtime(now) if self.rotation.localtime else time.gmtime(now)

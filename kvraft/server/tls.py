@@ -128,10 +128,14 @@ def peer_ssl_contexts(config: Any) -> tuple[ssl.SSLContext | None, DialContext |
     return server, CRLContexts("--peer-crl-file", path, "peer dialer", build_client).current
 
 
+def _fixtures(config: Any, kind: str) -> Path:
+    """Where ``--auto-tls`` (``client``) or ``--peer-auto-tls`` (``peer``) keeps its certificate."""
+    return Path(config.data_dir) / "fixtures" / kind
+
+
 def _made_by_auto_tls(config: Any) -> bool:
     """Whether the peer certificate is the one ``--peer-auto-tls`` made (self-signed)."""
-    made = Path(config.data_dir) / "fixtures" / "peer" / "cert.pem"
-    return bool(config.peer_auto_tls) and Path(config.peer_cert_file) == made
+    return bool(config.peer_auto_tls) and Path(config.peer_cert_file) == _fixtures(config, "peer") / "cert.pem"
 
 
 def _load_crl(context: ssl.SSLContext, crl: str) -> None:
@@ -144,14 +148,13 @@ def _load_crl(context: ssl.SSLContext, crl: str) -> None:
 def apply_auto_tls(config: Any) -> None:
     """Fill ``cert_file``/``key_file`` (and the peer pair) with self-signed certificates when
     ``--auto-tls`` (``--peer-auto-tls``) is on and no certificate was given."""
-    base = Path(config.data_dir) / "fixtures"
     if config.auto_tls and not config.cert_file:
         hosts = [urlsplit(u).hostname or "" for u in (*config.listen_client_urls, *config.listen_client_http_urls,
                                                         *config.advertise_client_urls)]
-        config.cert_file, config.key_file = self_signed(base / "client", hosts, config.self_signed_cert_validity)
+        config.cert_file, config.key_file = self_signed(_fixtures(config, "client"), hosts, config.self_signed_cert_validity)
     if config.peer_auto_tls and not config.peer_cert_file:
         hosts = [urlsplit(u).hostname or "" for u in (*config.listen_peer_urls, *config.initial_advertise_peer_urls)]
-        config.peer_cert_file, config.peer_key_file = self_signed(base / "peer", hosts,
+        config.peer_cert_file, config.peer_key_file = self_signed(_fixtures(config, "peer"), hosts,
                                                                   config.self_signed_cert_validity)
 
 

@@ -594,10 +594,12 @@ class PeerTransport:
             for member_id, peer in list(self._peers.items()):
                 if peer.connected:
                     self.send_frame(member_id, wire.PING, time.monotonic_ns())
-            if self.read_timeout_s > 0:
+            if self.read_timeout_s > 0:  # (silence measured at this loop's interval, a third of the timeout)
                 now = loop.time()
                 for inbound in list(self._inbound):
-                    if inbound.state == "frames" and now - inbound.last_read > self.read_timeout_s:
+                    if inbound.heard:
+                        inbound.heard, inbound.last_read = False, now
+                    elif inbound.state == "frames" and now - inbound.last_read > self.read_timeout_s:
                         log.warning("closing the connection from peer %x: nothing read for %.1f s "
                                     "(--raft-read-timeout %.1f s)", inbound.source, now - inbound.last_read,
                                     self.read_timeout_s)
@@ -670,7 +672,9 @@ class _Inbound(asyncio.Protocol):
         self.chunks: dict[int, list[bytes]] = {}
         self.timer: asyncio.TimerHandle | None = None
         self.last_read = 0.0
-        """The loop's time of the last bytes read (``--raft-read-timeout``)."""
+        """When the prober last saw bytes read on it (``--raft-read-timeout``)."""
+        self.heard = False
+        """Bytes were read since the prober's last look (a flag: no clock read per read)."""
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -730,7 +734,7 @@ class _Inbound(asyncio.Protocol):
         self.close()
 
     def data_received(self, data: bytes) -> None:
-        self.last_read = asyncio.get_running_loop().time()
+        self.heard = True
         buffer = self.buffer
         buffer += data
         start, end = 0, len(buffer)
