@@ -23,6 +23,7 @@ import yaml
 from kvraft.client.srv import DiscoveryError, system_address
 from kvraft.durations import parse_go_duration_s
 from kvraft.logrotate import DEFAULT_ROTATION_JSON, parse_rotation
+from kvraft.server import etcd36
 from kvraft.server.compactor import parse_retention_s
 from kvraft.server.crl import CRLError, read_crl
 from kvraft.server.flag_help import FLAG_HELP, GROUPS
@@ -308,6 +309,35 @@ class Config:
     """etcd's flag (gRPC streams per connection). An HTTP/1.1 connection carries one request or
     stream at a time, so any limit of 1 or more holds; 0 is refused."""
 
+    # -- etcd 3.6's names (kvraft.server.etcd36: the experimental names set one of these) -
+    feature_gates: str = ""
+    """etcd 3.6's ``Name=bool,...`` (``kvraft.server.etcd36.GATES``); ``Config.feature`` reads it."""
+    experimental_compact_hash_check_enabled: bool = False
+    """etcd 3.5's name of ``--feature-gates=CompactHashCheck=true``."""
+    compact_hash_check_time: str = "1m"
+    experimental_compact_hash_check_time: str = "1m"
+    """With CompactHashCheck, how often the leader compares the hashes its members took at
+    their last compactions (kvraft.server.corruption)."""
+    corrupt_check_time: str = "0s"
+    compaction_batch_limit: int = DEFAULT_COMPACTION_BATCH_LIMIT
+    compaction_sleep_interval: str = "10ms"
+    watch_progress_notify_interval: str = "10m"
+    warning_apply_duration: str = "100ms"
+    bootstrap_defrag_threshold_megabytes: int = 0
+    memory_mlock: bool = False
+    experimental_snapshot_catchup_entries: int = 5000
+    downgrade_check_time: str = "5s"
+    peer_skip_client_san_verification: bool = False
+    enable_distributed_tracing: bool = False
+    distributed_tracing_address: str = "localhost:4317"
+    distributed_tracing_service_name: str = "etcd"
+    distributed_tracing_instance_id: str = ""
+    distributed_tracing_sampling_rate: int = 0
+    """etcd 3.6's names of the ``experimental_`` settings of the same meaning."""
+    warning_unary_request_duration: str = "0s"
+    experimental_warning_unary_request_duration: str = "0s"
+    """A client request slower than this is logged as etcd's "request stats" warning (0s: 300ms)."""
+
     # -- derived ------------------------------------------------------------------------
     @property
     def id_token(self) -> str:
@@ -378,11 +408,19 @@ class Config:
         interval_s = parse_go_duration_s(self.backend_batch_interval) if self.backend_batch_interval else 0.0
         return (interval_s or DEFAULT_BACKEND_BATCH_INTERVAL_S, self.backend_batch_limit or DEFAULT_BACKEND_BATCH_LIMIT)
 
-    def compaction_batch_limit(self) -> int:
-        return self.experimental_compaction_batch_limit or DEFAULT_COMPACTION_BATCH_LIMIT
+    def compaction_batch(self) -> int:
+        return self.compaction_batch_limit or DEFAULT_COMPACTION_BATCH_LIMIT
 
     def warn_apply_s(self) -> float:
-        return parse_go_duration_s(self.experimental_warning_apply_duration)
+        return parse_go_duration_s(self.warning_apply_duration)
+
+    def warn_request_s(self) -> float:
+        """``--warning-unary-request-duration`` in seconds (etcd's 300ms for 0)."""
+        return parse_go_duration_s(self.warning_unary_request_duration) or etcd36.DEFAULT_WARNING_UNARY_REQUEST_S
+
+    def feature(self, name: str) -> bool:
+        """Whether etcd 3.6's feature gate ``name`` is on (``--feature-gates``, the defaults)."""
+        return etcd36.enabled_gates(etcd36.parse_feature_gates(self.feature_gates))[name]
 
     def validate(self) -> None:
         for name in ("listen_client_urls", "listen_client_http_urls", "advertise_client_urls", "listen_peer_urls",
@@ -465,7 +503,11 @@ class Config:
                      "backend_batch_interval", "experimental_warning_apply_duration", "discovery_dial_timeout",
                      "experimental_downgrade_check_time", "experimental_compaction_sleep_interval",
                      "raft_read_timeout", "raft_write_timeout",
-                     "discovery_request_timeout", "discovery_keepalive_time", "discovery_keepalive_timeout"):
+                     "discovery_request_timeout", "discovery_keepalive_time", "discovery_keepalive_timeout",
+                     "experimental_compact_hash_check_time", "compact_hash_check_time", "corrupt_check_time",
+                     "compaction_sleep_interval", "watch_progress_notify_interval", "warning_apply_duration",
+                     "downgrade_check_time", "experimental_warning_unary_request_duration",
+                     "warning_unary_request_duration"):
             if name == "backend_batch_interval" and not self.backend_batch_interval:
                 continue  # (etcd's default: empty)
             try:
@@ -478,7 +520,7 @@ class Config:
                 self.cors = parse_peer_urls(self.cors) if self.cors else []
             except ValueError as exc:
                 raise ConfigError(f"invalid value {go_quote(','.join(self.cors))} for flag -cors: {exc}") from None
-        for name in ("backend_batch_limit", "experimental_compaction_batch_limit"):
+        for name in ("backend_batch_limit", "experimental_compaction_batch_limit", "compaction_batch_limit"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative (0: the default)")
         if not 1 <= self.max_concurrent_streams <= 0xFFFFFFFF:
@@ -492,14 +534,23 @@ class Config:
         if self.v2_deprecation not in ("not-yet", "write-only", "write-only-drop-data", "gone"):
             raise ConfigError(f"--v2-deprecation: unknown value {self.v2_deprecation!r} (want not-yet, write-only, "
                               "write-only-drop-data or gone)")
-        if self.experimental_enable_lease_checkpoint_persist and not self.experimental_enable_lease_checkpoint:
-            raise ConfigError("setting experimental-enable-lease-checkpoint-persist requires "
-                              "experimental-enable-lease-checkpoint")
-        if self.experimental_enable_distributed_tracing:
-            raise ConfigError("--experimental-enable-distributed-tracing: kvraft exports no OpenTelemetry traces; "
-                              "its request timings are in /metrics and its slow requests in the log")
-        if not 0 <= self.experimental_distributed_tracing_sampling_rate <= 1_000_000:
-            raise ConfigError("--experimental-distributed-tracing-sampling-rate must be between 0 and 1000000")
+        try:
+            given = etcd36.parse_feature_gates(self.feature_gates)
+        except ValueError as exc:
+            raise ConfigError(f'invalid value "{self.feature_gates}" for flag -feature-gates: {exc}') from None
+        if given.get("LeaseCheckpointPersist") and not etcd36.enabled_gates(given)["LeaseCheckpoint"]:
+            raise ConfigError("enabling feature gate LeaseCheckpointPersist requires enabling feature gate "
+                              "LeaseCheckpoint (kvraft always checkpoints leases: leave both on)")
+        for name in ("experimental_enable_distributed_tracing", "enable_distributed_tracing"):
+            if getattr(self, name):
+                raise ConfigError(f"--{name.replace('_', '-')}: kvraft exports no OpenTelemetry traces; its "
+                                  "request timings are in /metrics and its slow requests in the log")
+        for name in ("experimental_distributed_tracing_sampling_rate", "distributed_tracing_sampling_rate"):
+            if not 0 <= getattr(self, name) <= 1_000_000:
+                raise ConfigError(f"--{name.replace('_', '-')} must be between 0 and 1000000")
+        for name in ("experimental_compact_hash_check_time", "compact_hash_check_time"):
+            if parse_go_duration_s(getattr(self, name)) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >0 (set to {getattr(self, name)})")
         if parse_go_duration_s(self.raft_write_timeout) <= 0:
             raise ConfigError("--raft-write-timeout must be positive")
         if self.self_signed_cert_validity <= 0:
@@ -644,7 +695,8 @@ _LISTS = {"listen_client_urls", "listen_client_http_urls", "advertise_client_url
           "listen_metrics_urls", "log_outputs", "cipher_suites", "cors", "host_whitelist", "discovery_endpoints"}
 
 
-_UNSIGNED = ("self_signed_cert_validity", "experimental_bootstrap_defrag_threshold_megabytes", "snapshot_count", "snapshot_catchup_entries", "max_snapshots", "max_wals", "max_txn_ops", "max_learners",
+_UNSIGNED = ("self_signed_cert_validity", "experimental_bootstrap_defrag_threshold_megabytes",
+             "bootstrap_defrag_threshold_megabytes", "experimental_snapshot_catchup_entries", "snapshot_count", "snapshot_catchup_entries", "max_snapshots", "max_wals", "max_txn_ops", "max_learners",
              "auth_token_ttl", "proxy_failure_wait", "proxy_refresh_interval", "proxy_dial_timeout",
              "proxy_write_timeout", "proxy_read_timeout")
 
@@ -732,7 +784,7 @@ ENV_PREFIX = "ETCD_"
 CONFIG_FILE_ENV = ENV_PREFIX + "CONFIG_FILE"  # --config-file's variable: read before the rest
 
 
-def _from_environment(config: Config, args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+def _from_environment(config: Config, args: argparse.Namespace, environ: Mapping[str, str]) -> set[str]:
     """etcd's ``ETCD_<FLAG>`` variables (``ETCD_INITIAL_CLUSTER`` for ``--initial-cluster``), so
     an etcd unit's EnvironmentFile configures a kvraft member as it did the etcd one: a
     variable applies where its flag is not given (a flag wins: the variable is reported as
@@ -740,6 +792,7 @@ def _from_environment(config: Config, args: argparse.Namespace, environ: Mapping
     variable, and an ``ETCD_`` variable kvraft does not know is reported (etcd: "unrecognized
     environment variable")."""
     known = {ENV_PREFIX + f.name.upper(): f.name for f in fields(Config)}
+    applied = set()
     for key in sorted(k for k in environ if k.startswith(ENV_PREFIX)):
         value, name = environ[key], known.get(key)
         if key == CONFIG_FILE_ENV:
@@ -754,6 +807,8 @@ def _from_environment(config: Config, args: argparse.Namespace, environ: Mapping
                 setattr(config, name, _coerce(name, value))
             except ConfigError as exc:
                 raise ConfigError(f"invalid value {value!r} for {key}: {exc}") from None
+            applied.add(name)
+    return applied
 
 
 def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -764,8 +819,9 @@ def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | Non
     if not args.config_file and environ.get(CONFIG_FILE_ENV):
         args.config_file = environ[CONFIG_FILE_ENV]
     config = Config()
+    explicit: set[str] = set()  # (what etcd calls FlagsExplicitlySet: etcd 3.6's renames need it)
     if not args.config_file:
-        _from_environment(config, args, environ)
+        explicit |= _from_environment(config, args, environ)
     elif any(k.startswith(ENV_PREFIX) and k != CONFIG_FILE_ENV for k in environ):
         print(f"kvraft: warning: --config-file {args.config_file}: the ETCD_* environment variables are ignored "
               "(as etcd ignores them with a config file)", file=sys.stderr)
@@ -778,6 +834,8 @@ def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | Non
             raise ConfigError("--config-file must hold a mapping")
         known = {f.name for f in fields(Config)}
         loaded = _flatten_transport_security(loaded)
+        if "experimental-snapshot-catch-up-entries" in loaded:  # (etcd 3.6's YAML name of the flag, as there)
+            loaded["experimental-snapshot-catchup-entries"] = loaded.pop("experimental-snapshot-catch-up-entries")
         ignored = []
         for key, value in loaded.items():
             name = str(key).replace("-", "_")
@@ -785,6 +843,7 @@ def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | Non
                 ignored.append(str(key))
             elif value is not None:
                 setattr(config, name, _coerce(name, value))
+                explicit.add(name)
         if ignored:
             # etcd ignores keys it does not know too, but a key kvraft skips is a setting the
             # operator thinks is in force: say so where the unit's journal shows it
@@ -794,6 +853,12 @@ def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | Non
         value = getattr(args, item.name)
         if value is not None:
             setattr(config, item.name, _coerce(item.name, value))
+            explicit.add(item.name)
+    try:
+        for warning in etcd36.resolve(config, explicit):
+            print(f"kvraft: warning: {warning}", file=sys.stderr)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if args.initial_cluster is not None and not args.initial_cluster.strip():
         # (an unset variable in a unit's ExecStart): with it empty the member would found a
         # cluster of its own instead of joining its peers; etcd refuses it too

@@ -130,7 +130,7 @@ class Features:
         self.tokens, self.simple = _token_provider(config.auth_token, float(config.auth_token_ttl))
         self.limiter = RateLimiter()
         self.store.lease_check = lambda lease_id: lease_id in self.lessor.leases
-        progress_s = parse_duration_s(config.experimental_watch_progress_notify_interval)
+        progress_s = parse_duration_s(config.watch_progress_notify_interval)
         self.hub, self.history = attach_hub(
             self.store,
             lambda h, cur, comp: WatchHub(h, cur, comp, progress_interval_s=progress_s,

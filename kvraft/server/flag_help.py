@@ -213,4 +213,41 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
                                                  "task stacks, a sampled CPU profile, the heap by type)."),
     "log_package_levels": ("Logging", "A log level per package or logger, e.g. 'etcdmain=CRITICAL,raft=DEBUG' or "
                                       "'kvraft.storage=DEBUG'."),
+    # etcd 3.6's names (kvraft.server.etcd36); the experimental ones are deprecated there
+    "feature_gates": ("Member", "A set of key=value pairs for etcd 3.6's feature gates: CompactHashCheck, "
+                                "InitialCorruptCheck, SetMemberLocalAddr, StopGRPCServiceOnDefrag, "
+                                "TxnModeWriteWithSharedBuffer, LeaseCheckpoint, LeaseCheckpointPersist, AllAlpha, "
+                                "AllBeta (e.g. 'CompactHashCheck=true,InitialCorruptCheck=true')."),
+    "experimental_compact_hash_check_enabled": ("Experimental", "Enable the leader's periodic check of its members' "
+                                                                "compaction hashes. Deprecated in v3.6: use "
+                                                                "--feature-gates=CompactHashCheck=true."),
+    "compact_hash_check_time": ("Member", "Duration between the leader's checks of its members' compaction hashes."),
+    "experimental_compact_hash_check_time": ("Experimental", "Deprecated in v3.6: use --compact-hash-check-time."),
+    "corrupt_check_time": ("Member", "Duration between cluster corruption check passes (0s: off)."),
+    "compaction_batch_limit": ("Member", "The maximum revisions deleted in each compaction batch (0: 1000)."),
+    "compaction_sleep_interval": ("Member", "The pause between two of a compaction's delete batches, no lock held "
+                                            "(0s: none)."),
+    "watch_progress_notify_interval": ("Member", "Duration of periodic watch progress notifications."),
+    "warning_apply_duration": ("Member", "Log a warning (and count it) when an apply or a read takes longer than "
+                                         "this."),
+    "bootstrap_defrag_threshold_megabytes": ("Member", "At start, defragment when that frees at least this many "
+                                                       "megabytes (0: never)."),
+    "memory_mlock": ("Member", "Keep the member's pages in RAM once touched (mlockall, MCL_ONFAULT); the start fails "
+                               "if the kernel refuses."),
+    "experimental_snapshot_catchup_entries": ("Experimental", "Deprecated in v3.6: use --snapshot-catchup-entries."),
+    "downgrade_check_time": ("Member", "Duration of time between two downgrade status checks (kvraft has no "
+                                       "downgrade process: validated)."),
+    "peer_skip_client_san_verification": ("Security", "Skip the check of a peer certificate's subject alternative "
+                                                      "names against its address."),
+    "enable_distributed_tracing": ("Profiling and monitoring", "OpenTelemetry tracing: kvraft exports none, so only "
+                                                                "false is accepted."),
+    "distributed_tracing_address": ("Profiling and monitoring", "Distributed tracing collector address (unused)."),
+    "distributed_tracing_service_name": ("Profiling and monitoring", "Distributed tracing service name (unused)."),
+    "distributed_tracing_instance_id": ("Profiling and monitoring", "Distributed tracing instance ID (unused)."),
+    "distributed_tracing_sampling_rate": ("Profiling and monitoring", "Samples per million spans, 0 to 1000000 "
+                                                                       "(unused)."),
+    "warning_unary_request_duration": ("Logging", "Log etcd's 'request stats' warning for a client request that takes "
+                                                  "longer than this (0s: 300ms)."),
+    "experimental_warning_unary_request_duration": ("Experimental", "Deprecated in v3.6: use "
+                                                                    "--warning-unary-request-duration."),
 }

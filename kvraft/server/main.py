@@ -83,7 +83,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if config.experimental_memory_mlock:  # (before the store maps its file: every page it touches stays)
+    if config.memory_mlock:  # (before the store maps its file: every page it touches stays)
         lock_memory()
     if config.discovery_srv:  # (blocking lookups, before anything else runs)
         await loop.run_in_executor(None, bootstrap_from_srv, config)
@@ -138,28 +138,29 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
 def compatibility_notes(config: Config) -> list[str]:
     """What an etcd flag kvraft takes but does not need changes, said once at start."""
     notes = []
-    if not config.experimental_enable_lease_checkpoint:
-        notes.append("--experimental-enable-lease-checkpoint=false: kvraft always replicates leases' remaining TTL "
-                     "(a leader change does not renew them); nothing changes")
+    if not config.feature("LeaseCheckpoint"):
+        notes.append("--feature-gates=LeaseCheckpoint=false (--experimental-enable-lease-checkpoint=false): kvraft always "
+                     "replicates leases' remaining TTL (a leader change does not renew them); nothing changes")
     if config.experimental_backend_bbolt_freelist_type != "array":
         notes.append(f"--experimental-backend-bbolt-freelist-type={config.experimental_backend_bbolt_freelist_type}: "
                      "kvraft's store is LMDB, which keeps its own freelist; nothing changes")
     if config.backend_bbolt_freelist_type != "map":
         notes.append(f"--backend-bbolt-freelist-type={config.backend_bbolt_freelist_type}: kvraft's store is LMDB, "
                      "which keeps its own freelist; nothing changes")
-    if config.experimental_enable_lease_checkpoint_persist:
-        notes.append("--experimental-enable-lease-checkpoint-persist: kvraft always keeps leases' remaining TTL in its "
-                     "store; nothing changes")
-    if not config.experimental_txn_mode_write_with_shared_buffer:
-        notes.append("--experimental-txn-mode-write-with-shared-buffer=false: kvraft's write txns read their own view "
-                     "of the store; nothing changes")
+    if not config.feature("LeaseCheckpointPersist"):
+        notes.append("--feature-gates=LeaseCheckpointPersist=false (--experimental-enable-lease-checkpoint-persist=false): "
+                     "kvraft always keeps leases' remaining TTL in its store; nothing changes")
+    if not config.feature("TxnModeWriteWithSharedBuffer"):
+        notes.append("--feature-gates=TxnModeWriteWithSharedBuffer=false (--experimental-txn-mode-write-with-shared-buffer"
+                     "=false): kvraft's write txns read their own view of the store; nothing changes")
     if config.v2_deprecation != "not-yet":
         notes.append(f"--v2-deprecation={config.v2_deprecation}: kvraft has no v2 store; nothing changes")
     if config.socket_reuse_address:
         notes.append("--socket-reuse-address: kvraft's listeners always set SO_REUSEADDR (as Go's); nothing changes")
-    if config.experimental_stop_grpc_service_on_defrag:
-        notes.append("--experimental-stop-grpc-service-on-defrag: kvraft's defragmentation does not stop reads or "
-                     "writes, so the member keeps serving during one; nothing changes")
+    if config.feature("StopGRPCServiceOnDefrag"):
+        notes.append("--feature-gates=StopGRPCServiceOnDefrag=true (--experimental-stop-grpc-service-on-defrag): kvraft's "
+                     "defragmentation does not stop reads or writes, so the member keeps serving during one; nothing "
+                     "changes")
     if config.client_cert_file:
         notes.append("--client-cert-file: etcd's gateway presents it to its own gRPC port; kvraft serves the API "
                      "directly and never dials its client URLs, so it is not used")

@@ -30,6 +30,7 @@ from kvraft import __version__
 from kvraft.client.observe import new_registry
 from kvraft.durations import DurationHistogram
 from kvraft.raft.types import StateRole
+from kvraft.server import etcd36
 from kvraft.server.api.grpc_stats import CODE_NAMES
 from kvraft.server.api.maintenance import ALARM_NAMES
 from kvraft.server.api.misc import API_VERSION
@@ -295,6 +296,11 @@ class MemberCollector(Collector):
         for (listener, reason), count in sorted(node.handshake_failures.counts.items()):
             refused.add_metric([listener, reason], count)
         yield refused
+        features = GaugeMetricFamily("etcd_server_feature_enabled", "Whether or not a feature is enabled. 1 is "
+                                     "enabled, 0 is not.", labels=["name", "stage"])
+        for name, enabled in etcd36.enabled_gates(etcd36.parse_feature_gates(node.config.feature_gates)).items():
+            features.add_metric([name, etcd36.GATES[name].stage], int(enabled))
+        yield features
         member = GaugeMetricFamily("etcd_server_id", "Server or member ID in hexadecimal format. 1 for "
                                    "'server_id' label with current ID.", labels=["server_id"])
         member.add_metric([f"{node.member_id:x}"], 1)

@@ -1,4 +1,4 @@
-"""``--experimental-memory-mlock``: the member's pages stay in RAM once touched.
+"""``--memory-mlock`` (etcd 3.5: ``--experimental-memory-mlock``): the member's pages stay in RAM once touched.
 
 etcd 3.5 locks its bbolt file's map (``mlock``) so a read never waits for the disk after the
 page was first read. kvraft asks the kernel for the same on all of the process's memory:
@@ -26,7 +26,7 @@ def lock_memory() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0:
         errno = ctypes.get_errno()
-        raise MlockError(f"--experimental-memory-mlock: mlockall: {os.strerror(errno)} (raise the locked-memory limit: "
+        raise MlockError(f"--memory-mlock: mlockall: {os.strerror(errno)} (raise the locked-memory limit: "
                          "LimitMEMLOCK=infinity in the systemd unit, ulimit -l unlimited, or CAP_IPC_LOCK)")
 
 

@@ -37,6 +37,7 @@ from kvraft.server.compactor import AutoCompactor
 from kvraft.server.config import Config, cluster_id_for, member_id_for, urls_resolve_alike
 from kvraft.server.corruption import CorruptionChecker
 from kvraft.server.driver import NodeDriver
+from kvraft.server.etcd36 import local_peer_address
 from kvraft.server.force_new import force_new_cluster, require_log
 from kvraft.server.join import Joined, describe, fetch_cluster, match_members
 from kvraft.server.learner_ready import LearnerReadyCheck, caught_up
@@ -188,11 +189,11 @@ class Node(NodeStatusMixin):
             commit_interval_s=commit_interval_s,
             commit_ops=commit_ops,
             warn_apply_s=config.warn_apply_s(),
-            compaction_batch=config.compaction_batch_limit(),
+            compaction_batch=config.compaction_batch(),
             sync=not config.unsafe_no_fsync,
-            compaction_sleep_s=parse_go_duration_s(config.experimental_compaction_sleep_interval),
+            compaction_sleep_s=parse_go_duration_s(config.compaction_sleep_interval),
         )
-        self._bootstrap_defrag(config.experimental_bootstrap_defrag_threshold_megabytes)
+        self._bootstrap_defrag(config.bootstrap_defrag_threshold_megabytes)
         if config.unsafe_no_fsync:
             if isinstance(self.raft_log, WalLogStorage):
                 self.raft_log.fsync = False
@@ -251,9 +252,10 @@ class Node(NodeStatusMixin):
             describe=self._describe,
             on_unsent=self._on_unsent,
             on_features=self.peer_features.heard,
-            check_san=not config.experimental_peer_skip_client_san_verification,
+            check_san=not config.peer_skip_client_san_verification,
             write_timeout_s=parse_go_duration_s(config.raft_write_timeout),
             read_timeout_s=parse_go_duration_s(config.raft_read_timeout),
+            local_address=self._local_peer_address(),
         )
         self.driver = NodeDriver(
             self.member_id,
@@ -286,6 +288,20 @@ class Node(NodeStatusMixin):
         if self.driver.fatal is None:
             self.driver.fatal = exc
             log.critical("state machine commit failed: %r", exc, exc_info=exc)
+
+    def _local_peer_address(self) -> str | None:
+        """etcd 3.6's SetMemberLocalAddr: peer connections leave from the first routable IP
+        address of ``--initial-advertise-peer-urls`` (as etcd, logged either way)."""
+        if not self.config.feature("SetMemberLocalAddr"):
+            return None
+        urls = self.config.initial_advertise_peer_urls
+        address = local_peer_address(urls)
+        if address is None:
+            log.warning("unable to set a member local address due to lack of suitable local addresses "
+                        "(advertise-peer-urls %s)", ",".join(urls))
+        else:
+            log.info("setting member local address %s", address)
+        return address
 
     def _bootstrap_defrag(self, threshold_mb: int) -> None:
         """``--experimental-bootstrap-defrag-threshold-megabytes``: defragment before serving
@@ -402,7 +418,7 @@ class Node(NodeStatusMixin):
         self.transport.reuse_port = self.config.socket_reuse_port
         await self.transport.listen(self.config.listen_peer_urls)
         self._sync_peers()
-        if self.config.experimental_initial_corrupt_check and self.initialized:
+        if self.config.feature("InitialCorruptCheck") and self.initialized:
             try:  # before this member takes part in Raft or serves anyone, as etcd's
                 await self.corruption.initial_check()
             except BaseException:
@@ -420,7 +436,7 @@ class Node(NodeStatusMixin):
             loop.create_task(self._promote_learners()),
             loop.create_task(compactor.run()),
         ]
-        check_every_s = parse_go_duration_s(self.config.experimental_corrupt_check_time)
+        check_every_s = parse_go_duration_s(self.config.corrupt_check_time)
         if check_every_s > 0:
             self._tasks.append(loop.create_task(self.corruption.run(check_every_s)))
 

@@ -116,7 +116,7 @@ def peer_ssl_contexts(config: Any) -> tuple[ssl.SSLContext | None, DialContext |
         # (kvraft sends to a peer only on connections it dials, so a peer whose certificate
         # does not name its address would be cut off, where etcd still reaches it through
         # the streams the peer dials)
-        client.check_hostname = not config.experimental_peer_skip_client_san_verification
+        client.check_hostname = not config.peer_skip_client_san_verification
         client.server_name = config.discovery_srv or ""
         _load_crl(client, crl)
         return client

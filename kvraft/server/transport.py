@@ -262,8 +262,12 @@ class PeerTransport:
         check_san: bool = True,
         write_timeout_s: float = WRITE_TIMEOUT_S,
         read_timeout_s: float = 0.0,
+        local_address: str | None = None,
     ) -> None:
         self.member_id = member_id
+        self.local_address = local_address
+        """The address peer connections leave from (etcd 3.6's SetMemberLocalAddr); None: the
+        system's choice."""
         self.write_timeout_s = write_timeout_s
         """A peer that takes no bytes for this long is gone or wedged: redial (``--raft-write-timeout``)."""
         self.read_timeout_s = read_timeout_s
@@ -273,7 +277,7 @@ class PeerTransport:
             probe_interval_s = min(probe_interval_s, read_timeout_s / 3)
         self.check_san = check_san
         """Whether an accepted peer's certificate must name the address it connects from
-        (etcd's ``checkSAN``; off: ``--experimental-peer-skip-client-san-verification``)."""
+        (etcd's ``checkSAN``; off: ``--peer-skip-client-san-verification``)."""
         self._on_features = on_features or (lambda _id, _features: None)
         """Called with (peer, features) after each handshake answer (``peer_features``)."""
         self._on_unsent = on_unsent or (lambda _id, _kind, _body: None)
@@ -431,7 +435,8 @@ class PeerTransport:
         """Connect to the peer and pass the handshake (its announced features recorded)."""
         # (a callable: the context with the CRL in force, kvraft.server.crl.CRLContexts.current)
         context = self._client_ssl() if callable(self._client_ssl) else self._client_ssl
-        reader, writer = await asyncio.open_connection(peer.host, peer.port, ssl=context)
+        local = (self.local_address, 0) if self.local_address else None
+        reader, writer = await asyncio.open_connection(peer.host, peer.port, ssl=context, local_addr=local)
         try:
             why = self.cert_rule.refusal(writer.get_extra_info("peercert"))
             if why:

@@ -325,13 +325,13 @@ def test_etcds_file_retention_flags_are_taken_and_checked(tmp_path) -> None:
 def test_etcds_tuning_flags_are_taken_with_etcds_defaults_for_zero(tmp_path) -> None:
     data = ["--data-dir", str(tmp_path / "d")]
     config = parse_config(data)
-    assert config.backend_batch() == (0.1, 10_000) and config.compaction_batch_limit() == 1000
+    assert config.backend_batch() == (0.1, 10_000) and config.compaction_batch() == 1000
     assert config.warn_apply_s() == 0.1 and config.initial_election_tick_advance
     config = parse_config([*data, "--backend-batch-interval", "10ms", "--backend-batch-limit", "50",
                            "--experimental-compaction-batch-limit", "0", "--experimental-warning-apply-duration", "1s",
                            "--initial-election-tick-advance=false", "--max-concurrent-streams", "1",
                            "--experimental-backend-bbolt-freelist-type", "map", "--log-package-levels", "raft=DEBUG"])
-    assert config.backend_batch() == (0.01, 50) and config.compaction_batch_limit() == 1000
+    assert config.backend_batch() == (0.01, 50) and config.compaction_batch() == 1000
     assert config.warn_apply_s() == 1.0 and not config.initial_election_tick_advance
 
 

@@ -255,7 +255,7 @@ def peer(pki: Path, name: str, crl: Path) -> tuple[ssl.SSLContext, Callable[[], 
         peer_cert_file=str(pki / f"{name}-peer.crt"), peer_key_file=str(pki / f"{name}-peer.key"),
         peer_trusted_ca_file=str(pki / "ca.crt"), peer_client_cert_auth=True, peer_crl_file=str(crl),
         cipher_suites=[], tls_min_version="TLS1.2", tls_max_version="", peer_auto_tls=False, data_dir=str(pki),
-        discovery_srv="", experimental_peer_skip_client_san_verification=False,
+        discovery_srv="", peer_skip_client_san_verification=False,
             peer_client_cert_file="", peer_client_key_file=""))
     assert server is not None and callable(dialer)
     return server, dialer

@@ -45,8 +45,7 @@ def test_an_etcd_35_units_flags_parse_and_say_what_they_change(tmp_path: Path) -
     assert (config.backend_bbolt_freelist_type, config.v2_deprecation, config.self_signed_cert_validity) == \
         ("array", "write-only", 2)
     notes = "\n".join(compatibility_notes(config))
-    for flag in ("--backend-bbolt-freelist-type=array", "--experimental-enable-lease-checkpoint-persist",
-                 "--experimental-txn-mode-write-with-shared-buffer=false", "--v2-deprecation=write-only",
+    for flag in ("--backend-bbolt-freelist-type=array", "--experimental-txn-mode-write-with-shared-buffer=false", "--v2-deprecation=write-only",
                  "--socket-reuse-address", "--experimental-stop-grpc-service-on-defrag"):
         assert flag in notes
     environ = {"ETCD_UNSAFE_NO_FSYNC": "true", "ETCD_SOCKET_REUSE_PORT": "true"}  # (an EnvironmentFile's form)
@@ -58,7 +57,7 @@ def test_an_etcd_35_units_flags_parse_and_say_what_they_change(tmp_path: Path) -
     (["--enable-grpc-gateway=false"], "kvraft's client API is the gateway"),
     (["--v2-deprecation", "later"], "--v2-deprecation: unknown value 'later'"),
     (["--experimental-enable-lease-checkpoint=false", "--experimental-enable-lease-checkpoint-persist"],
-     "setting experimental-enable-lease-checkpoint-persist requires experimental-enable-lease-checkpoint"),
+     "enabling feature gate LeaseCheckpointPersist requires enabling feature gate LeaseCheckpoint"),
     (["--experimental-enable-distributed-tracing"], "kvraft exports no OpenTelemetry traces"),
     (["--experimental-distributed-tracing-sampling-rate", "2000000"], "between 0 and 1000000"),
     (["--self-signed-cert-validity", "0"], "--self-signed-cert-validity must be at least 1"),
@@ -130,7 +129,7 @@ def test_a_member_whose_memory_the_kernel_will_not_lock_does_not_start(tmp_path:
     result = subprocess.run(["prlimit", "--memlock=65536", "setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock",
                              *argv], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1, result
-    assert "--experimental-memory-mlock: mlockall: Cannot allocate memory" in result.stderr, result.stderr
+    assert "--memory-mlock: mlockall: Cannot allocate memory" in result.stderr, result.stderr
     assert "LimitMEMLOCK=infinity" in result.stderr
 
 

@@ -36,7 +36,7 @@ def config(pki: Path, cert: str, **flags: Any) -> SimpleNamespace:
         "peer_cert_file": str(pki / f"{cert}.crt"), "peer_key_file": str(pki / f"{cert}.key"),
         "peer_trusted_ca_file": str(pki / "ca.crt"), "peer_client_cert_auth": False, "peer_crl_file": "",
         "peer_auto_tls": False, "data_dir": str(pki / "unused.data"), "discovery_srv": "",
-        "experimental_peer_skip_client_san_verification": False, "peer_client_cert_file": "",
+        "peer_skip_client_san_verification": False, "peer_client_cert_file": "",
         "peer_client_key_file": "",
         "cipher_suites": [], "tls_min_version": "TLS1.2", "tls_max_version": "",
     }  # fmt: skip
@@ -64,7 +64,7 @@ def test_the_dialer_checks_the_listener_names_the_host_it_dials(pki: Path) -> No
 def test_skip_client_san_verification_skips_the_dialers_name_check_too(pki: Path) -> None:
     """kvraft sends to a peer only on connections it dials: the flag that lets a peer whose
     certificate does not name its address in must let it be reached as well."""
-    skip = {"experimental_peer_skip_client_san_verification": True}
+    skip = {"peer_skip_client_san_verification": True}
     assert dial(config(pki, "elsewhere", **skip), config(pki, "m0-peer", **skip)) is None
 
 

@@ -325,7 +325,7 @@ async def test_mutual_tls_delivers_between_members_and_rejects_strangers(tmp_pat
         return peer_ssl_contexts(SimpleNamespace(
             peer_cert_file=cert, peer_key_file=key, peer_trusted_ca_file=ca, peer_client_cert_auth=True,
             peer_crl_file="", cipher_suites=[], tls_min_version="TLS1.2", tls_max_version="", peer_auto_tls=False,
-            data_dir=str(tmp_path), discovery_srv="", experimental_peer_skip_client_san_verification=False,
+            data_dir=str(tmp_path), discovery_srv="", peer_skip_client_san_verification=False,
             peer_client_cert_file="", peer_client_key_file=""))
 
     key = cluster_key("tok")
@@ -542,6 +542,25 @@ async def test_probes_keep_a_connection_open_under_the_read_timeout() -> None:
         await inbox_b.wait_for(1)
         await asyncio.sleep(2.0)
         assert b.stats.silent_closed == 0
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_connections_leave_from_the_member_local_address() -> None:
+    """etcd 3.6's SetMemberLocalAddr: the dialer binds the address it is given (127.0.0.2
+    here: on loopback, the listener on 127.0.0.1 sees the connection come from it)."""
+    key = cluster_key("tok")
+    inbox_b = Inbox()
+    port_b = free_port()
+    a = PeerTransport(1, key, Inbox(), local_address="127.0.0.2")
+    b = PeerTransport(2, key, inbox_b)
+    await b.listen([f"http://127.0.0.1:{port_b}"])
+    a.set_peer(2, f"http://127.0.0.1:{port_b}")
+    try:
+        a.send([app(2, 1)])
+        await inbox_b.wait_for(1)
+        assert {conn.transport.get_extra_info("peername")[0] for conn in b._inbound} == {"127.0.0.2"}
     finally:
         await a.close()
         await b.close()

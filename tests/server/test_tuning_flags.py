@@ -140,6 +140,7 @@ def test_log_package_levels_set_each_loggers_level(members) -> None:
 
 def test_flags_kvraft_needs_nothing_for_are_taken_and_said_so(members) -> None:
     notes = [line["msg"] for line in _log(members["tuned"]) if line["logger"] == "kvraft.main"]
-    assert any(note.startswith("--experimental-enable-lease-checkpoint=false: kvraft always replicates") for note in notes)
+    assert any(note.startswith("--feature-gates=LeaseCheckpoint=false (--experimental-enable-lease-checkpoint=false): kvraft "
+                                   "always replicates") for note in notes)
     assert any(note.startswith("--experimental-backend-bbolt-freelist-type=map: ") for note in notes)
     assert not [line for line in _log(members["default"]) if "nothing changes" in line["msg"]]
