@@ -266,9 +266,10 @@ class StateMachine:
 
     def hash_kv_result(self, revision: int) -> HashKVResult:
         """The store's hash at ``revision`` (0: its last committed one), with the revision
-        hashed; ``EtcdError`` for a compacted or future revision."""
+        hashed, or the one a compaction at ``revision`` recorded (etcd's ``HashByRev``);
+        ``EtcdError`` for a compacted or future revision."""
         try:
-            return self.store.hash_kv(revision)
+            return self.store.hash_by_rev(revision)
         except MVCCError as exc:
             raise as_etcd_error(exc) from None
 

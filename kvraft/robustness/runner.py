@@ -144,10 +144,12 @@ async def _run(
     return result, history
 
 
-CORRUPTION_CHECKS = ("--experimental-initial-corrupt-check", "--experimental-corrupt-check-time", "1s")
+CORRUPTION_CHECKS = ("--feature-gates", "InitialCorruptCheck=true,CompactHashCheck=true", "--corrupt-check-time", "1s",
+                     "--compact-hash-check-time", "1s")
 """Every run's members check each other (kvraft.server.corruption): a member restarted with a
-store that differs from its peers' refuses to start, and the leader compares every member's
-hash each second, so a divergence shows while the faults go on, not only at the end."""
+store that differs from its peers' refuses to start, the leader compares every member's hash
+each second, and the hashes the members recorded at each compaction of the workload, so a
+divergence shows while the faults go on, not only at the end."""
 
 
 def _corrupt_alarms(cluster: RobustCluster, live: list[str]) -> list[str]:
@@ -164,7 +166,7 @@ def _corrupt_alarms(cluster: RobustCluster, live: list[str]) -> list[str]:
         found = re.search(r"^kvraft_corruption_check_rounds_total (\S+)$", text, re.M)
         rounds += float(found.group(1)) if found else 0.0
     if not rounds:
-        problems.append("no corruption check round ran (--experimental-corrupt-check-time 1s)")
+        problems.append("no corruption check round ran (--corrupt-check-time 1s)")
     return problems
 
 

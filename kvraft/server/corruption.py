@@ -24,6 +24,19 @@ an apply bug). Two checks catch it, as etcd's flags of the same names do:
   while reads go on, until an operator replaces the member and disarms the alarm
   (``kvctl alarm disarm``).
 
+- ``--feature-gates=CompactHashCheck=true`` (etcd 3.5: ``--experimental-compact-hash-check-enabled``):
+  every ``--compact-hash-check-time`` the leader takes the hashes its store recorded at its
+  last compactions (``MVCCStore.compaction_hashes``: the hash at the compaction revision as
+  the previous compaction point left it), newest first, skipping those already checked, and
+  asks every peer for its hash at that revision; a peer answers with its own recorded hash,
+  or hashes the revision if it has not compacted there yet. Peers with another previous
+  compaction point (restarted since, so nothing recorded) or no answer are skipped. What
+  ``judge_compact`` decides is etcd's: all equal on every peer ends the round (that revision
+  and older ones count as checked); all equal on fewer moves on to the next older hash; a
+  mismatch raises CORRUPT for every member outside the hash a majority shares, or, when no
+  majority shares one, for member 0 (the whole cluster). Unlike the periodic check, it
+  compares revisions the members have all passed, so a write load does not stop it.
+
 The hashes travel on the peer connections (``wire.HASH_KV`` / ``HASH_KV_RESP``), so they
 carry the peer transport's authentication and TLS. A peer hashes on a worker thread.
 ``judge_initial`` and ``judge_round`` are pure and tested on their own.
@@ -53,6 +66,7 @@ __all__ = [
     "CorruptionError",
     "LocalHash",
     "PeerHash",
+    "judge_compact",
     "judge_initial",
     "judge_round",
 ]
@@ -155,6 +169,33 @@ def judge_round(
     return sorted(found.items())
 
 
+def judge_compact(leader_id: int, leader: LocalHash, peers: list[PeerHash]) -> tuple[bool, list[int], list[str]]:
+    """One compaction hash compared (etcd's ``checkPeerHashes``): ``(done, alarms, notes)``.
+    ``done``: every peer compared equal, or a mismatch found (then ``alarms`` names the
+    members to raise CORRUPT for, ``[0]`` when no majority agrees); not done: some peers
+    could not be compared, so the round goes on to the next older hash."""
+    groups: dict[int, list[int]] = {leader.hash: [leader_id]}
+    notes: list[str] = []
+    compared = 0
+    for peer in peers:
+        name = f"{peer.member_id:x}"
+        if peer.error:
+            notes.append(f"peer {name}: {peer.error}")
+        elif peer.compact_revision != leader.compact_revision:
+            notes.append(f"the peer's CompactRevision {peer.compact_revision} doesn't match leader's "
+                         f"CompactRevision {leader.compact_revision} (peer {name})")
+        else:
+            compared += 1
+            groups.setdefault(peer.hash, []).append(peer.member_id)
+    if len(groups) == 1:
+        return compared == len(peers), [], notes
+    quorum = (len(peers) + 1) // 2 + 1
+    majority = next((value for value, members in groups.items() if len(members) >= quorum), None)
+    if majority is None:
+        return True, [0], notes
+    return True, sorted(m for value, members in groups.items() if value != majority for m in members), notes
+
+
 class CorruptionChecker:
     """A member's side of both checks: answers its peers' hash requests, asks its own."""
 
@@ -163,6 +204,9 @@ class CorruptionChecker:
         self.timeout_s = timeout_s
         self.rounds = 0
         self.alarms_raised = 0
+        self.compaction_checked = 0
+        """The newest compaction revision every member's hash agreed on (etcd's
+        ``latestRevisionChecked``): the compact hash check starts above it."""
         self._next_id = 0
         self._waiting: dict[int, tuple[int, asyncio.Future[PeerHash]]] = {}
         self._serving: set[asyncio.Task[None]] = set()
@@ -272,3 +316,47 @@ class CorruptionChecker:
                 await self.check_round()
             except (TimeoutError, EtcdError) as exc:
                 log.warning("corruption check round failed: %r", exc)
+
+    async def compact_hash_round(self) -> list[int]:
+        """One compact hash check on the leader (etcd's ``CompactHashCheck``); raises the
+        CORRUPT alarms it finds (and returns the members, 0 for the whole cluster)."""
+        recorded = [h for h in self.node.state.store.compaction_hashes() if h.hash_revision > self.compaction_checked]
+        for index, mine in enumerate(reversed(recorded)):
+            peers = await self.peer_hashes(mine.hash_revision)
+            if not peers:
+                continue
+            leader = LocalHash(mine.hash, mine.hash_revision, mine.compact_revision)
+            done, alarms, notes = judge_compact(self.node.member_id, leader, peers)
+            for note in notes:
+                log.warning("compaction hash check at revision %d: skipped %s", mine.hash_revision, note)
+            if not done:
+                log.warning("skipped revision %d in compaction hash check; was not able to check all peers",
+                            mine.hash_revision)
+                continue
+            if not alarms:
+                self.compaction_checked = max(self.compaction_checked, mine.hash_revision)
+                log.info("successfully checked hash on whole cluster: revision %d (compact revision %d), %d peers, "
+                         "%d of %d hashes checked", mine.hash_revision, mine.compact_revision, len(peers),
+                         index + 1, len(recorded))
+            for member_id in alarms:
+                log.error("detected compaction hash mismatch at revision %d (leader's hash %d): %s; raising the "
+                          "CORRUPT alarm", mine.hash_revision, mine.hash,
+                          "no majority agrees, so for the whole cluster (member 0)" if member_id == 0
+                          else f"member {member_id:x} differs from the majority")
+                self.alarms_raised += 1
+                await self.node.driver.propose(AlarmOp(ACTIVATE, member_id, CORRUPT))
+            return alarms
+        return []
+
+    async def run_compact(self, interval_s: float) -> None:
+        """etcd's compact hash monitor: ``compact_hash_round`` every ``interval_s`` while
+        this member leads."""
+        log.info("compaction hash checking every %.1f s while leading", interval_s)
+        while True:
+            await asyncio.sleep(interval_s)
+            if self.node.driver.role != StateRole.LEADER:
+                continue
+            try:
+                await self.compact_hash_round()
+            except (TimeoutError, EtcdError) as exc:
+                log.warning("compaction hash check failed: %r", exc)

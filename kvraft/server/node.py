@@ -439,6 +439,9 @@ class Node(NodeStatusMixin):
         check_every_s = parse_go_duration_s(self.config.corrupt_check_time)
         if check_every_s > 0:
             self._tasks.append(loop.create_task(self.corruption.run(check_every_s)))
+        if self.config.feature("CompactHashCheck"):
+            every_s = parse_go_duration_s(self.config.compact_hash_check_time)
+            self._tasks.append(loop.create_task(self.corruption.run_compact(every_s)))
 
     async def stop(self) -> None:
         await cancel_and_wait(*self._tasks)

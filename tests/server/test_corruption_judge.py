@@ -12,6 +12,7 @@ from kvraft.server.corruption import (
     UNREACHABLE,
     LocalHash,
     PeerHash,
+    judge_compact,
     judge_initial,
     judge_round,
 )
@@ -121,3 +122,31 @@ async def test_a_peer_answers_why_it_has_no_hash() -> None:
         (7, wire.HASH_KV_RESP, [2, 42, 0, 0, FUTURE]),
         (7, wire.HASH_KV_RESP, [3, 42, 0, 0, "etcdserver: no leader"]),
     ]
+
+
+COMPACTED_AT = LocalHash(hash=111, revision=80, compact_revision=40)
+"""The leader's hash recorded by its compaction at 80, the previous one at 40."""
+
+
+@pytest.mark.parametrize(
+    ("peers", "done", "alarms", "notes"),
+    [
+        # every peer agrees: done, nothing raised
+        ([PeerHash(2, 90, 111, 40), PeerHash(3, 85, 111, 40)], True, [], 0),
+        # one peer cannot be compared (restarted since: another previous point; no answer):
+        # not done, the round goes on to an older hash
+        ([PeerHash(2, 90, 111, 40), PeerHash(3, 85, 111, 80)], False, [], 1),
+        ([PeerHash(2, 90, 111, 40), PeerHash(3, error=UNREACHABLE)], False, [], 1),
+        # a mismatch with a majority: the members outside it, the leader too
+        ([PeerHash(2, 90, 999, 40), PeerHash(3, 85, 111, 40)], True, [2], 0),
+        ([PeerHash(2, 90, 999, 40), PeerHash(3, 85, 999, 40)], True, [L], 0),
+        ([PeerHash(2, 90, 999, 40), PeerHash(3, 85, 111, 40), PeerHash(4, 80, 111, 40), PeerHash(5, 80, 998, 40)],
+         True, [2, 5], 0),
+        # no hash has a majority (counting the members not compared): member 0, the cluster
+        ([PeerHash(2, 90, 999, 40), PeerHash(3, error=FUTURE)], True, [0], 1),
+        ([PeerHash(2, 90, 999, 40), PeerHash(3, 85, 998, 40)], True, [0], 0),
+    ],
+)
+def test_compact_hash_check(peers: list[PeerHash], done: bool, alarms: list[int], notes: int) -> None:
+    got_done, got_alarms, said = judge_compact(L, COMPACTED_AT, peers)
+    assert (got_done, got_alarms, len(said)) == (done, alarms, notes)

@@ -7,6 +7,9 @@ already under way below it); from then on reads below ``rev`` fail with the comp
 error, and reads at or above it are unaffected by what follows. The rest is a
 ``CompactionJob`` for the ``Compactor`` thread:
 
+0. Hash the store at ``rev`` as the previous compaction point left it, before anything is
+   deleted, and record it on the store (``compaction_hash``, ``MVCCStore.compaction_hashes``:
+   the compact hash check compares these across members). Not for a job resumed at open.
 1. Compact the key index, ``index_chunk`` keys at a time, each chunk under the writer
    lock (so never inside a write batch, whose rollback relies on the index only growing)
    and the index lock; writers and readers run between chunks. This yields exactly the
@@ -33,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from kvraft.storage.mvcc.hash import compaction_hash
 from kvraft.storage.revision import rev_to_bytes, unpack
 from kvraft.storage.schema import BUCKET_KEY, BUCKET_META, META_FINISHED_COMPACT, encode_int
 
@@ -61,6 +65,11 @@ class CompactionJob:
     deleted: int = 0
     error: BaseException | None = None
     epoch: int = 0
+    previous: int | None = None
+    """The compaction point before this one: the job records its hash first
+    (``compaction_hash``); None for a compaction resumed at open."""
+    hash_s: float = 0.0
+    """How long its hash took."""
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """True once finished (``error`` says if it failed), False on timeout."""
@@ -147,6 +156,12 @@ class Compactor:
         backend = self._store.backend
         timings = self._store.timings
         started = time.monotonic()
+        if job.previous is not None:  # (before anything is deleted: the hash covers what goes)
+            recorded = compaction_hash(self._store, job.index, job.revision, job.previous)
+            job.hash_s = time.monotonic() - started
+            with backend.writer_lock:
+                self._check(job)
+                self._store.record_compaction_hash(recorded)
         keys = job.index.compaction_keys()
         dropped = job.dropped
         for i in range(0, len(keys), self._index_chunk):

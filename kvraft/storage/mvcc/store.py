@@ -84,7 +84,10 @@ from kvraft.storage.snapshot import (
     restore_generation,
 )
 
-__all__ = ["Listener", "MVCCStore"]
+__all__ = ["COMPACTION_HASHES_KEPT", "Listener", "MVCCStore"]
+
+COMPACTION_HASHES_KEPT = 10
+"""etcd's ``hashStorageMaxSize``: the compaction hashes a store keeps (in memory)."""
 
 _log = logging.getLogger(__name__)
 
@@ -172,6 +175,7 @@ class MVCCStore:
         self._held: Any = None  # the batch context ``hold`` opened
         self._committing = False  # listeners running from a commit (its txn is closed)
         self.gate = CompactionGate()
+        self._compaction_hashes: list[HashKVResult] = []  # (``compaction_hashes``)
         self._compactor = Compactor(self, compaction_batch, sleep_s=compaction_sleep_s)
         try:
             self._reload()
@@ -193,6 +197,7 @@ class MVCCStore:
         for key, lease in self._key_lease.items():
             self._lease_keys.setdefault(lease, set()).add(key)
         self.last_job: CompactionJob | None = None
+        self._compaction_hashes = []  # (those of another generation's compactions)
         if state.resume_compaction:
             self.last_job = self._compactor.submit(CompactionJob(self._compact_rev, self.index))
 
@@ -569,9 +574,10 @@ class MVCCStore:
             batch.txn.put(META_SCHEDULED_COMPACT, encode_int(META_SCHEDULED_COMPACT, rev),
                           db=batch.dbis[BUCKET_META])
             batch.commit_now()
+            previous = self._compact_rev
             with self.gate.exclusive():  # reads under way below ``rev`` finish first
                 self._compact_rev = rev
-            job = self._compactor.submit(CompactionJob(rev, self.index))
+            job = self._compactor.submit(CompactionJob(rev, self.index, previous=previous))
         self.last_job = job
         if physical:
             job.wait()
@@ -581,6 +587,27 @@ class MVCCStore:
 
     def hash_kv(self, rev: int = 0) -> HashKVResult:
         return hash_kv(self, rev)
+
+    def hash_by_rev(self, rev: int = 0) -> HashKVResult:
+        """etcd's ``HashStorage.HashByRev``, what HashKV answers: the hash a compaction
+        recorded at ``rev`` when there is one (its ``compact_revision`` the compaction point
+        before it), else ``hash_kv(rev)``."""
+        for recorded in self.compaction_hashes():
+            if recorded.hash_revision == rev:
+                return HashKVResult(hash=recorded.hash, compact_revision=recorded.compact_revision,
+                                    hash_revision=rev, revision=self._rev)
+        return hash_kv(self, rev)
+
+    def compaction_hashes(self) -> list[HashKVResult]:
+        """The hashes the last ten compactions since this process opened the store recorded
+        (``kvraft.storage.mvcc.hash.compaction_hash``), oldest first; none for a compaction
+        resumed at open (some of its records may be gone)."""
+        return list(self._compaction_hashes)
+
+    def record_compaction_hash(self, recorded: HashKVResult) -> None:
+        """(The compactor's, holding the writer lock.) Keep the newest ten, as etcd."""
+        hashes = sorted([*self._compaction_hashes, recorded], key=lambda h: h.hash_revision)
+        self._compaction_hashes = hashes[-COMPACTION_HASHES_KEPT:]
 
     def events(self, start_rev: int, end_rev: int = 0) -> list[tuple[int, list[Event]]]:
         """History for watchers: the events of revisions ``[start_rev, end_rev)`` (0: to
