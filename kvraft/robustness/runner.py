@@ -42,6 +42,7 @@ class RunResult:
     txns: int = 0  # transactions committed (ok)
     once: int = 0  # numbered writes answered
     once_retried: int = 0  # of them, answered after more than one attempt
+    compaction_hashes: int = 0  # compactions whose hashes every member's agreed on (the compact hash check)
     faults: list[str] = field(default_factory=list)
     converged: str = ""
     problems: list[str] = field(default_factory=list)
@@ -63,7 +64,8 @@ class RunResult:
             f"scenario={self.scenario} members={self.members} seed={self.seed} ops={self.ops} unknown={self.unknown} "
             f"watch_events={self.watch_events}{f' compacted={self.compacted}' if self.compacted else ''} "
             f"lease_cycles={self.lease_cycles} leases_expired={self.leases_expired} txns={self.txns} "
-            f"once={self.once} once_retried={self.once_retried} faults=[{faults}] "
+            f"once={self.once} once_retried={self.once_retried} compaction_hashes={self.compaction_hashes} "
+            f"faults=[{faults}] "
             f"converged=[{self.converged}] {self.seconds:.0f}s verdict={verdict}{kept}"
         )
 
@@ -124,7 +126,7 @@ async def _run(
             result.converged = await asyncio.to_thread(cluster.wait_converged, live, 90.0)
         except AssertionError as exc:
             result.problems.append(str(exc))
-        result.problems += await asyncio.to_thread(_corrupt_alarms, cluster, live)
+        result.problems += await asyncio.to_thread(_corrupt_alarms, cluster, live, result)
         workload.urls = [cluster.members[n].client_url for n in live]
         await workload.final_reads()
         await workload.final_lease_reads()
@@ -152,8 +154,9 @@ each second, and the hashes the members recorded at each compaction of the workl
 divergence shows while the faults go on, not only at the end."""
 
 
-def _corrupt_alarms(cluster: RobustCluster, live: list[str]) -> list[str]:
-    """A CORRUPT alarm raised during the run: a divergence, or a false alarm (a bug either way)."""
+def _corrupt_alarms(cluster: RobustCluster, live: list[str], result: RunResult) -> list[str]:
+    """A CORRUPT alarm raised during the run: a divergence, or a false alarm (a bug either way).
+    Counts in ``result`` the compactions whose hashes the compact hash check found equal."""
     code, doc = post(cluster.url(live[0]), "/v3/maintenance/alarm", {"action": "GET"}, timeout_s=10.0)
     if code != 200:
         return [f"alarm list: HTTP {code} {doc}"]
@@ -165,6 +168,8 @@ def _corrupt_alarms(cluster: RobustCluster, live: list[str]) -> list[str]:
             text = response.read().decode()
         found = re.search(r"^kvraft_corruption_check_rounds_total (\S+)$", text, re.M)
         rounds += float(found.group(1)) if found else 0.0
+        found = re.search(r"^kvraft_corruption_compaction_hashes_checked_total (\S+)$", text, re.M)
+        result.compaction_hashes += int(float(found.group(1))) if found else 0
     if not rounds:
         problems.append("no corruption check round ran (--corrupt-check-time 1s)")
     return problems

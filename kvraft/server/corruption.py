@@ -204,6 +204,8 @@ class CorruptionChecker:
         self.timeout_s = timeout_s
         self.rounds = 0
         self.alarms_raised = 0
+        self.compact_rounds = 0
+        self.compaction_hashes_checked = 0
         self.compaction_checked = 0
         """The newest compaction revision every member's hash agreed on (etcd's
         ``latestRevisionChecked``): the compact hash check starts above it."""
@@ -320,6 +322,7 @@ class CorruptionChecker:
     async def compact_hash_round(self) -> list[int]:
         """One compact hash check on the leader (etcd's ``CompactHashCheck``); raises the
         CORRUPT alarms it finds (and returns the members, 0 for the whole cluster)."""
+        self.compact_rounds += 1
         recorded = [h for h in self.node.state.store.compaction_hashes() if h.hash_revision > self.compaction_checked]
         for index, mine in enumerate(reversed(recorded)):
             peers = await self.peer_hashes(mine.hash_revision)
@@ -335,6 +338,7 @@ class CorruptionChecker:
                 continue
             if not alarms:
                 self.compaction_checked = max(self.compaction_checked, mine.hash_revision)
+                self.compaction_hashes_checked += 1
                 log.info("successfully checked hash on whole cluster: revision %d (compact revision %d), %d peers, "
                          "%d of %d hashes checked", mine.hash_revision, mine.compact_revision, len(peers),
                          index + 1, len(recorded))

@@ -147,6 +147,10 @@ class NodeStatusMixin:
              self.corruption.rounds),
             ("kvraft_corruption_alarms_raised_total", "counter", "CORRUPT alarms this member raised.",
              self.corruption.alarms_raised),
+            ("kvraft_corruption_compact_hash_rounds_total", "counter", "Compact hash check rounds run (as leader).",
+             self.corruption.compact_rounds),
+            ("kvraft_corruption_compaction_hashes_checked_total", "counter", "Compaction revisions whose hashes every "
+             "member's matched, found by this member as leader.", self.corruption.compaction_hashes_checked),
             ("kvraft_transport_frames_sent_total", "counter", "Peer frames sent.", transport.frames_sent),
             ("kvraft_transport_frames_received_total", "counter", "Peer frames received.", transport.frames_received),
             ("kvraft_transport_messages_dropped_total", "counter", "Peer messages dropped.", transport.messages_dropped),
