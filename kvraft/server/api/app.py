@@ -25,6 +25,7 @@ from kvraft.server.api.codec import JSON_OUT
 from kvraft.server.api.errors import GRPC_CODE, error_response
 from kvraft.server.api.grpc_stats import method_for
 from kvraft.server.api.request import OUT, body_limit
+from kvraft.server.api.request_stats import REQUEST_STATS, RequestStats
 from kvraft.server.api.state import SERVER
 
 __all__ = ["make_app"]
@@ -113,7 +114,11 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception as exc:  # every failure answers etcd's error JSON, never a bare 500
         response = error_response(exc, request.get(OUT, JSON_OUT))
     if stats is not None and method is not None:
-        stats.finish(method, response.get(GRPC_CODE, 0), started)
+        code = response.get(GRPC_CODE, 0)
+        took = stats.finish(method, code, started)
+        slow = request.app[REQUEST_STATS]  # etcd's "request stats" line (request_stats.py)
+        if took > slow.threshold:
+            await slow.log_aiohttp(request, method, took, response, code)
     response.headers.update(answer_headers(request))
     return response
 
@@ -148,6 +153,7 @@ def make_app(server: Any) -> web.Application:
     app = web.Application(middlewares=[_paths, _errors, _emit_defaults], client_max_size=max_bytes)
     app[SERVER] = server
     app[ACCESS] = Access.of(server.config)
+    app[REQUEST_STATS] = RequestStats.of(server.config)
 
     async def member_lifetime(_app: web.Application) -> AsyncIterator[None]:
         await server.start()

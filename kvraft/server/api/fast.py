@@ -61,6 +61,7 @@ from kvraft.server.api.errors import GRPC_CODE, HTTP_STATUS, error_response, to_
 from kvraft.server.api.feature_state import FEATURES
 from kvraft.server.api.grpc_stats import GrpcStats, Method, method_for
 from kvraft.server.api.request import body_limit
+from kvraft.server.api.request_stats import RequestStats
 from kvraft.server.api.state import SERVER
 from kvraft.server.cert_names import CertRule
 from kvraft.server.tls_accept import accepting
@@ -109,6 +110,8 @@ class _Routes:
         self.puts = PutCoalescer(server, features)
         self.grpc_stats: GrpcStats = getattr(server, "grpc_stats", None) or GrpcStats()
         config = getattr(server, "config", None)
+        self.request_stats = RequestStats.of(config)
+        """etcd's "request stats" line for a slow request (``request_stats``)."""
         self.client_cert_auth = bool(getattr(config, "client_cert_auth", False))
         self.cert_rule = CertRule("client", allowed_hostname=str(getattr(config, "client_cert_allowed_hostname", "") or ""))
         self.emit_defaults = bool(getattr(config, "gateway_emit_defaults", False))
@@ -373,6 +376,7 @@ class FastProtocol(asyncio.Protocol):
         self.paused = False
         self.grpc: Method | None = None  # the request being answered, for grpc_stats
         self.grpc_started = 0.0
+        self.grpc_body = b""  # (and its body, for request_stats)
         self.uncertified = False
 
     def connection_made(self, transport: Any) -> None:
@@ -468,6 +472,7 @@ class FastProtocol(asyncio.Protocol):
         self.grpc = _GRPC[route]
         if self.grpc is not None:
             self.grpc_started = self.routes.grpc_stats.start(self.grpc)
+            self.grpc_body = body
         out = MSGPACK_OUT if ctype == _MSGPACK_BYTES else JSON_OUT
         if route == "put":  # answered from a callback: no task, no coroutine
             self._put(out, body, close, once)
@@ -546,8 +551,11 @@ class FastProtocol(asyncio.Protocol):
         """``chunked``: ``payload`` is an encoded chunked body (a stream's answer); ``code``:
         the gRPC code of an error answer."""
         if self.grpc is not None:
-            self.routes.grpc_stats.finish(self.grpc, code, self.grpc_started)
-            self.grpc = None
+            took = self.routes.grpc_stats.finish(self.grpc, code, self.grpc_started)
+            if took > self.routes.request_stats.threshold:
+                self.routes.request_stats.log(self.grpc, took, self.transport.get_extra_info("peername"),
+                                              content_type, self.grpc_body, code, payload)
+            self.grpc, self.grpc_body = None, b""
         length = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(payload)
         head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s\r\nDate: %s\r\nServer: %s\r\n%s" % (
             status, _REASONS.get(status, b"Unknown"), content_type.encode(), length, _Date.get(),

@@ -100,15 +100,21 @@ class GrpcStats:
         self.handling: dict[Method, DurationHistogram] = {}
 
     def start(self, method: Method) -> float:
-        """Count a call; its start time for ``finish`` (0.0 when not timed)."""
+        """Count a call; its start time for ``finish`` (also ``request_stats``'s)."""
         self.started[method] = self.started.get(method, 0) + 1
-        return time.perf_counter() if self.timed else 0.0
+        return time.perf_counter()
 
-    def finish(self, method: Method, code: int, started: float = 0.0) -> None:
+    def finish(self, method: Method, code: int, started: float = 0.0) -> float:
+        """Count a call's end; the seconds it took (0.0 without ``started``), for
+        ``request_stats`` (one clock read serves both)."""
         key = (*method, code)
         self.handled[key] = self.handled.get(key, 0) + 1
-        if self.timed and started:
+        if not started:
+            return 0.0
+        took = time.perf_counter() - started
+        if self.timed:
             hist = self.handling.get(method)
             if hist is None:
                 hist = self.handling[method] = DurationHistogram(PROMETHEUS_DEFAULT_BUCKETS_S)
-            hist.observe(time.perf_counter() - started)
+            hist.observe(took)
+        return took
