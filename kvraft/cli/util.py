@@ -10,6 +10,10 @@ kvctl's own code; only the surface is etcdutl's:
   included (``kvraft.server.restore``);
 - ``snapshot status FILE`` (``-w simple|json|table|fields``);
 - ``snapshot save``: etcdutl's refusal (a snapshot is saved over the network, by kvctl);
+- ``hashkv PATH [--rev N]``: the key-value history hash (``hash, hash revision, compact
+  revision``) of a stopped member's data dir (or its ``mvcc.lmdb``), or of a kvraft snapshot
+  file, equal to what ``kvctl endpoint hashkv`` reports of a member at that revision and
+  compaction point; an etcd (bbolt) file is refused (etcd's hash is over protobuf records);
 - ``version``.
 
 Errors print ``Error: <message>`` and exit non-zero with etcdctl's codes, as kvctl does.
@@ -21,15 +25,21 @@ import argparse
 import asyncio
 import io
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from kvraft import __version__
 from kvraft.cli.commands import snapshot
-from kvraft.cli.commands.defrag import defrag_data_dir
+from kvraft.cli.commands.defrag import defrag_data_dir, in_use
 from kvraft.cli.context import Context, GlobalOptions
 from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_ERROR, EXIT_INTERRUPTED, CommandError
 from kvraft.cli.parsing import GoArgumentParser, normalize_bools, subcommands, take_positionals
+from kvraft.cli.printers.base import DBHashKV
+from kvraft.cli.snapshot_file import SnapshotFileError, is_kvraft_snapshot, verify_snapshot
+from kvraft.client.completion import complete_files
+from kvraft.storage.mvcc.types import HashKVResult
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -41,6 +51,55 @@ async def _defrag(_ctx: Context, ns: argparse.Namespace) -> None:
         defrag_data_dir(ns.data_dir)
     except CommandError as exc:
         raise CommandError(EXIT_ERROR, f"Failed to defragment etcd data[{ns.data_dir}] ({exc.message})") from None
+
+
+async def _hashkv(ctx: Context, ns: argparse.Namespace) -> None:
+    if len(ns.args) != 1:
+        raise CommandError(EXIT_ERROR, f"accepts 1 arg(s), received {len(ns.args)}")  # (cobra ExactArgs)
+    if ns.rev < 0:
+        raise CommandError(EXIT_ERROR, "mvcc: required revision is a future revision")
+    result = await asyncio.to_thread(hash_data_file, ns.args[0], ns.rev)
+    ctx.printer.db_hash_kv(DBHashKV(result.hash, result.hash_revision, result.compact_revision))
+
+
+def hash_data_file(path: str, rev: int) -> HashKVResult:
+    """etcdutl's ``calculateHashKV``: the store at ``path`` (a data dir, its ``mvcc.lmdb``, or a
+    kvraft snapshot file restored into a scratch store) hashed at ``rev`` (0: its revision)."""
+    from kvraft.storage.mvcc import MVCCStore  # offline only: the storage layer itself
+    from kvraft.storage.mvcc.errors import CompactedRevisionError, FutureRevisionError
+
+    where = Path(path)
+    try:
+        if where.is_file():
+            if not is_kvraft_snapshot(path):
+                raise CommandError(EXIT_ERROR, f"{path} is not a kvraft snapshot or data directory (an etcd "
+                                               "database's hash is over etcd's records: use etcdutl hashkv)")
+            verify_snapshot(path)
+            with tempfile.TemporaryDirectory(prefix="kvutl-hashkv-") as scratch, \
+                    MVCCStore(Path(scratch) / "mvcc.lmdb", sync=False) as store:
+                store.restore(_chunks(path))
+                return store.hash_by_rev(rev)
+        store_dir = where if any(where.glob("kv-*.lmdb")) else where / "mvcc.lmdb"
+        if not any(store_dir.glob("kv-*.lmdb")):
+            raise CommandError(EXIT_ERROR, f"open {path}: no kvraft store there (want a data dir, its mvcc.lmdb, "
+                                           "or a snapshot file)")
+        if any(in_use(lock) for lock in [*store_dir.glob("*-lock"), *where.glob("*-lock")]):
+            raise CommandError(EXIT_ERROR, f"cannot hash {path}: a running member has it open (stop it first, or "
+                                           "ask the member: kvctl endpoint hashkv)")
+        with MVCCStore(store_dir, sync=True) as store:
+            return store.hash_by_rev(rev)
+    except CompactedRevisionError:
+        raise CommandError(EXIT_ERROR, "mvcc: required revision has been compacted") from None
+    except FutureRevisionError:
+        raise CommandError(EXIT_ERROR, "mvcc: required revision is a future revision") from None
+    except (OSError, SnapshotFileError) as exc:
+        raise CommandError(EXIT_ERROR, str(exc)) from None
+
+
+def _chunks(path: str) -> Iterator[bytes]:
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            yield block
 
 
 async def _save(_ctx: Context, _ns: argparse.Namespace) -> None:
@@ -63,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     defrag.add_argument("--data-dir", default="", help="Required. Defragments a data directory not in use by etcd.")
     defrag.set_defaults(handler=_defrag)
     snapshot.register(sub, parent, save=(_save, "Deprecated: use `kvctl snapshot save` to download a snapshot"))
+    hashkv = sub.add_parser("hashkv", parents=[parent], help="Prints the KV history hash of a given file")
+    complete_files(hashkv.add_argument("args", nargs="*", metavar="<filename>"))
+    hashkv.add_argument("--rev", type=int, default=0, help="maximum revision to hash (default: latest revision)")
+    hashkv.set_defaults(handler=_hashkv)
     version = sub.add_parser("version", parents=[parent], help="Prints the version of kvutl")
     version.set_defaults(handler=_version)
     return parser

@@ -263,3 +263,43 @@ def test_kvutl_status_save_and_version(source: tuple[Runtime, Path, int]) -> Non
         (128, "Error: In order to download snapshot use: `kvctl snapshot save ...`\n")
     rc, out, _ = run_kvutl(["version"])
     assert rc == 0 and out.startswith("kvutl version: ") and out.endswith("API version: 3.4\n")
+
+
+def test_kvutl_hashkv_of_a_snapshot_and_a_data_dir_is_the_members_hash(
+        source: tuple[Runtime, Path, int], tmp_path: Path) -> None:
+    """etcdutl's ``hashkv``: a kvraft snapshot file and a (stopped) data dir restored from it
+    hash as the member does at that revision (``kvctl endpoint hashkv``'s number); a running
+    member's data dir, an etcd file, a missing path and bad revisions are refused."""
+    rt, path, revision = source
+    with SyncClient(rt.endpoints, request_timeout_s=30) as client:
+        member = client.hash_kv(revision)
+    rc, out, err = run_kvutl(["hashkv", str(path)])
+    assert (rc, out) == (0, f"{member.hash}, {revision}, {member.compact_revision}\n"), err
+    rc, out, _ = run_kvutl(["-w", "json", "hashkv", str(path)])
+    assert json.loads(out) == {"hash": member.hash, "hashRevision": revision, "compactRevision": member.compact_revision}
+    rc, out, _ = run_kvutl(["-w", "fields", "hashkv", str(path)])
+    assert out == f'"Hash" : {member.hash}\n"Hash revision" : {revision}\n"Compact revision" : {member.compact_revision}\n'
+    rc, out, _ = run_kvutl(["-w", "table", "hashkv", str(path)])
+    assert "HASH REVISION" in out and str(member.hash) in out
+    with SyncClient(rt.endpoints, request_timeout_s=30) as client:
+        older = client.hash_kv(revision - 5)
+    assert run_kvutl(["hashkv", str(path), "--rev", str(revision - 5)])[1].startswith(f"{older.hash}, {revision - 5}, ")
+
+    data_dir = tmp_path / "restored"
+    rc, _, err = run_kvutl(["snapshot", "restore", str(path), "--data-dir", str(data_dir)])
+    assert rc == 0, err
+    for where in (data_dir, data_dir / "mvcc.lmdb"):
+        assert run_kvutl(["hashkv", str(where)])[:2] == (0, f"{member.hash}, {revision}, {member.compact_revision}\n")
+    rc, _, err = run_kvutl(["hashkv", str(data_dir), "--rev", str(revision + 1)])
+    assert (rc, err) == (1, "Error: mvcc: required revision is a future revision\n")
+
+    running = rt.cluster.members["m0"].data_dir
+    rc, _, err = run_kvutl(["hashkv", str(running)])
+    assert rc == 1 and "a running member has it open" in err, err
+    etcd_file = tmp_path / "etcd.db"
+    etcd_file.write_bytes(b"\0" * 8192)
+    rc, _, err = run_kvutl(["hashkv", str(etcd_file)])
+    assert rc == 1 and "use etcdutl hashkv" in err, err
+    rc, _, err = run_kvutl(["hashkv", str(tmp_path / "nothing")])
+    assert rc == 1 and "no kvraft store there" in err, err
+    assert run_kvutl(["hashkv"]) == (1, "", "Error: accepts 1 arg(s), received 0\n")

@@ -17,10 +17,10 @@ from kvraft.cli.context import Context
 from kvraft.cli.errors import EXIT_ERROR, CommandError, server_error_text
 from kvraft.client import ClientError, EndpointError, ServerError
 
-__all__ = ["register"]
+__all__ = ["defrag_data_dir", "in_use", "register"]
 
 
-def _in_use(lock_file: Path) -> bool:
+def in_use(lock_file: Path) -> bool:
     """Whether another process has the LMDB environment open (LMDB holds a shared fcntl
     lock on the first byte of its lock file for as long as a process has it open)."""
     try:
@@ -44,7 +44,7 @@ def defrag_data_dir(data_dir: str) -> None:
     path = Path(data_dir) / "mvcc.lmdb"
     if not path.is_dir():
         raise CommandError(EXIT_ERROR, f"cannot open database at {path} (open {path}: no such file or directory)")
-    if any(_in_use(lock) for lock in [*path.glob("*-lock"), *Path(data_dir).glob("*-lock")]):
+    if any(in_use(lock) for lock in [*path.glob("*-lock"), *Path(data_dir).glob("*-lock")]):
         raise CommandError(EXIT_ERROR, f"cannot defragment {data_dir}: a running member has it open (stop it first)")
     with MVCCStore(path, sync=True) as store:
         store.defragment()

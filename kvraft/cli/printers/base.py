@@ -22,11 +22,13 @@ from kvraft.client import (
 )
 
 __all__ = [
+    "DBHashKV",
     "DBStatus",
     "EndpointHashKV",
     "EndpointHealth",
     "EndpointStatus",
     "Printer",
+    "db_hash_kv_rows",
     "db_status_rows",
     "endpoint_hashkv_rows",
     "endpoint_health_rows",
@@ -53,6 +55,15 @@ class EndpointStatus:
 class EndpointHashKV:
     endpoint: str
     hashkv: HashKVResponse
+
+
+@dataclass(frozen=True)
+class DBHashKV:
+    """etcdutl's ``hashkv`` of a data file."""
+
+    hash: int
+    hash_revision: int
+    compact_revision: int
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,7 @@ class Printer:
     lease_grant = lease_revoke = lease_keep_alive = lease_time_to_live = lease_leases = unsupported
     member_add = member_remove = member_update = member_promote = member_list = unsupported
     endpoint_health = endpoint_status = endpoint_hashkv = move_leader = alarm = db_status = unsupported
+    db_hash_kv = unsupported
     role_add = role_get = role_delete = role_list = role_grant_permission = role_revoke_permission = unsupported
     user_add = user_get = user_list = user_change_password = user_grant_role = unsupported
     user_revoke_role = user_delete = unsupported
@@ -146,6 +158,10 @@ def endpoint_status_rows(items: list[EndpointStatus]) -> tuple[list[str], list[l
 
 def endpoint_hashkv_rows(items: list[EndpointHashKV]) -> tuple[list[str], list[list[str]]]:
     return ["endpoint", "hash"], [[h.endpoint, str(h.hashkv.hash)] for h in items]
+
+
+def db_hash_kv_rows(kv: DBHashKV) -> tuple[list[str], list[list[str]]]:
+    return ["hash", "hash revision", "compact revision"], [[str(kv.hash), str(kv.hash_revision), str(kv.compact_revision)]]
 
 
 def db_status_rows(status: DBStatus) -> tuple[list[str], list[list[str]]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kvraft.cli.goformat import go_quote
 from kvraft.cli.printers.base import (
+    DBHashKV,
     DBStatus,
     EndpointHashKV,
     EndpointHealth,
@@ -167,6 +168,11 @@ class FieldsPrinter(Printer):
         self.line(f'"Revision" : {status.revision}')
         self.line(f'"Keys" : {status.total_key}')
         self.line(f'"Size" : {status.total_size}')
+
+    def db_hash_kv(self, kv: DBHashKV) -> None:
+        self.line(f'"Hash" : {kv.hash}')
+        self.line(f'"Hash revision" : {kv.hash_revision}')
+        self.line(f'"Compact revision" : {kv.compact_revision}')
 
     def role_get(self, _role: str, resp: RoleGetResponse) -> None:
         self.hdr(resp.header)

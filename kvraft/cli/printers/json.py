@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from kvraft.cli.printers.base import (
+    DBHashKV,
     DBStatus,
     EndpointHashKV,
     EndpointHealth,
@@ -233,6 +234,9 @@ class JsonPrinter(Printer):
     def db_status(self, status: DBStatus) -> None:
         self.emit({"hash": status.hash, "revision": status.revision, "totalKey": status.total_key,
                    "totalSize": status.total_size})
+
+    def db_hash_kv(self, kv: DBHashKV) -> None:
+        self.emit({"hash": kv.hash, "hashRevision": kv.hash_revision, "compactRevision": kv.compact_revision})
 
     def move_leader(self, _leader: int, _target: int, resp: HeaderResponse) -> None:
         self.emit(_header_only(resp))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from kvraft.cli.goformat import hex_bytes
 from kvraft.cli.printers.base import (
+    DBHashKV,
     DBStatus,
     EndpointHashKV,
     EndpointHealth,
     EndpointStatus,
     Printer,
+    db_hash_kv_rows,
     db_status_rows,
     endpoint_hashkv_rows,
     endpoint_status_rows,
@@ -145,6 +147,10 @@ class SimplePrinter(Printer):
 
     def db_status(self, status: DBStatus) -> None:
         for row in db_status_rows(status)[1]:
+            self.line(", ".join(row))
+
+    def db_hash_kv(self, kv: DBHashKV) -> None:
+        for row in db_hash_kv_rows(kv)[1]:
             self.line(", ".join(row))
 
     def move_leader(self, leader: int, target: int, _resp: object) -> None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import unicodedata
 
 from kvraft.cli.printers.base import (
+    DBHashKV,
     DBStatus,
     EndpointHashKV,
     EndpointHealth,
     EndpointStatus,
     Printer,
+    db_hash_kv_rows,
     db_status_rows,
     endpoint_hashkv_rows,
     endpoint_health_rows,
@@ -114,3 +116,6 @@ class TablePrinter(Printer):
 
     def db_status(self, status: DBStatus) -> None:
         self.out.write(render_table(*db_status_rows(status)))
+
+    def db_hash_kv(self, kv: DBHashKV) -> None:
+        self.out.write(render_table(*db_hash_kv_rows(kv)))
