@@ -47,7 +47,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -307,17 +307,20 @@ class CorruptionChecker:
         return found
 
     async def run(self, interval_s: float) -> None:
-        """etcd's ``--experimental-corrupt-check-time``: a round every ``interval_s`` while
-        this member leads."""
-        log.info("corruption checking every %.1f s while leading", interval_s)
+        """etcd's ``--corrupt-check-time``: a round every ``interval_s`` while this member
+        leads."""
+        await self._while_leading(interval_s, self.check_round, "corruption check")
+
+    async def _while_leading(self, interval_s: float, round_: Callable[[], Awaitable[object]], what: str) -> None:
+        log.info("%s every %.1f s while leading", what, interval_s)
         while True:
             await asyncio.sleep(interval_s)
             if self.node.driver.role != StateRole.LEADER:
                 continue
             try:
-                await self.check_round()
+                await round_()
             except (TimeoutError, EtcdError) as exc:
-                log.warning("corruption check round failed: %r", exc)
+                log.warning("%s round failed: %r", what, exc)
 
     async def compact_hash_round(self) -> list[int]:
         """One compact hash check on the leader (etcd's ``CompactHashCheck``); raises the
@@ -355,12 +358,4 @@ class CorruptionChecker:
     async def run_compact(self, interval_s: float) -> None:
         """etcd's compact hash monitor: ``compact_hash_round`` every ``interval_s`` while
         this member leads."""
-        log.info("compaction hash checking every %.1f s while leading", interval_s)
-        while True:
-            await asyncio.sleep(interval_s)
-            if self.node.driver.role != StateRole.LEADER:
-                continue
-            try:
-                await self.compact_hash_round()
-            except (TimeoutError, EtcdError) as exc:
-                log.warning("compaction hash check failed: %r", exc)
+        await self._while_leading(interval_s, self.compact_hash_round, "compaction hash check")

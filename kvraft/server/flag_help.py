@@ -7,6 +7,8 @@ does differently is said in the text (and in docs/design/server.md).
 
 from __future__ import annotations
 
+from kvraft.server.etcd36 import RENAMED
+
 __all__ = ["FLAG_HELP", "GROUPS"]
 
 GROUPS = ("Member", "Clustering", "Proxy", "Security", "Auth", "Logging", "Profiling and monitoring", "Experimental",
@@ -95,9 +97,6 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     # Experimental (and compatibility)
     "experimental_initial_corrupt_check": ("Experimental", "Check data corruption against the peers before "
                                                            "serving client traffic."),
-    "experimental_corrupt_check_time": ("Experimental", "Duration between cluster corruption check passes (0s: off)."),
-    "experimental_watch_progress_notify_interval": ("Experimental", "Duration of periodic watch progress "
-                                                                    "notifications."),
     "enable_v2": ("Experimental", "etcd's v2 API: kvraft has none, so only false is accepted."),
     "experimental_enable_v2v3": ("Experimental", "etcd's v2 API emulated on v3: kvraft has none, so only empty "
                                                  "is accepted."),
@@ -157,10 +156,6 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     "backend_batch_limit": ("Member", "The maximum number of applied ops held before the store's commit (0: 10000)."),
     "max_concurrent_streams": ("Member", "Maximum concurrent streams that each client can open at a time (an HTTP/1.1 "
                                          "connection carries one, so any limit of 1 or more holds)."),
-    "experimental_compaction_batch_limit": ("Experimental", "The maximum revisions deleted in each compaction batch "
-                                                            "(0: 1000)."),
-    "experimental_warning_apply_duration": ("Experimental", "Log a warning (and count it) when an apply or a read "
-                                                            "takes longer than this."),
     "experimental_enable_lease_checkpoint": ("Experimental", "Replicate leases' remaining TTL so a leader change does "
                                                              "not renew them; kvraft always does (false only logs so)."),
     "experimental_backend_bbolt_freelist_type": ("Experimental", "etcd's bbolt freelist type, 'array' or 'map'; "
@@ -176,17 +171,6 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
                                                                      "always does."),
     "experimental_txn_mode_write_with_shared_buffer": ("Experimental", "etcd's bbolt read buffer for write txns: "
                                                                        "validated, nothing changes in kvraft."),
-    "experimental_downgrade_check_time": ("Experimental", "Duration of time between two downgrade status checks "
-                                                          "(kvraft has no downgrade process: validated)."),
-    "experimental_enable_distributed_tracing": ("Experimental", "OpenTelemetry tracing: kvraft exports none, so only "
-                                                                "false is accepted."),
-    "experimental_distributed_tracing_address": ("Experimental", "Distributed tracing collector address (unused)."),
-    "experimental_distributed_tracing_service_name": ("Experimental", "Distributed tracing service name (unused)."),
-    "experimental_distributed_tracing_instance_id": ("Experimental", "Distributed tracing instance ID (unused)."),
-    "experimental_distributed_tracing_sampling_rate": ("Experimental", "Samples per million spans, 0 to 1000000 "
-                                                                       "(unused)."),
-    "experimental_memory_mlock": ("Experimental", "Keep the member's pages in RAM once touched (mlockall, "
-                                                  "MCL_ONFAULT); the start fails if the kernel refuses."),
     "unsafe_no_fsync": ("Unsafe", "Disables fsync of the Raft log and the store: unsafe, will cause data loss "
                                   "on a power cut."),
     "raft_read_timeout": ("Member", "Close an accepted peer connection silent this long, probing peers at least "
@@ -201,14 +185,8 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     "peer_client_cert_file": ("Security", "The certificate this member presents when it dials a peer (default: "
                                           "--peer-cert-file)."),
     "peer_client_key_file": ("Security", "The key of --peer-client-cert-file."),
-    "experimental_compaction_sleep_interval": ("Experimental", "The pause between two of a compaction's delete "
-                                                               "batches, no lock held (0s: none)."),
-    "experimental_bootstrap_defrag_threshold_megabytes": ("Experimental", "At start, defragment when that frees at "
-                                                                          "least this many megabytes (0: never)."),
     "experimental_stop_grpc_service_on_defrag": ("Experimental", "Stop serving while defragmenting: kvraft's "
                                                                  "defragmentation does not stop serving (noted)."),
-    "experimental_peer_skip_client_san_verification": ("Experimental", "Skip the check of a peer certificate's subject "
-                                                                       "alternative names against its address."),
     "enable_pprof": ("Profiling and monitoring", "Serve profiling data at the client URLs' /debug/pprof/ (thread and "
                                                  "task stacks, a sampled CPU profile, the heap by type)."),
     "log_package_levels": ("Logging", "A log level per package or logger, e.g. 'etcdmain=CRITICAL,raft=DEBUG' or "
@@ -222,7 +200,6 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
                                                                 "compaction hashes. Deprecated in v3.6: use "
                                                                 "--feature-gates=CompactHashCheck=true."),
     "compact_hash_check_time": ("Member", "Duration between the leader's checks of its members' compaction hashes."),
-    "experimental_compact_hash_check_time": ("Experimental", "Deprecated in v3.6: use --compact-hash-check-time."),
     "corrupt_check_time": ("Member", "Duration between cluster corruption check passes (0s: off)."),
     "compaction_batch_limit": ("Member", "The maximum revisions deleted in each compaction batch (0: 1000)."),
     "compaction_sleep_interval": ("Member", "The pause between two of a compaction's delete batches, no lock held "
@@ -234,7 +211,6 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
                                                        "megabytes (0: never)."),
     "memory_mlock": ("Member", "Keep the member's pages in RAM once touched (mlockall, MCL_ONFAULT); the start fails "
                                "if the kernel refuses."),
-    "experimental_snapshot_catchup_entries": ("Experimental", "Deprecated in v3.6: use --snapshot-catchup-entries."),
     "downgrade_check_time": ("Member", "Duration of time between two downgrade status checks (kvraft has no "
                                        "downgrade process: validated)."),
     "peer_skip_client_san_verification": ("Security", "Skip the check of a peer certificate's subject alternative "
@@ -251,3 +227,5 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     "experimental_warning_unary_request_duration": ("Experimental", "Deprecated in v3.6: use "
                                                                     "--warning-unary-request-duration."),
 }
+for _old, _new in RENAMED.items():  # (etcd 3.6's help says the same of each old name)
+    FLAG_HELP[_old] = ("Experimental", f"Deprecated in v3.6: use --{_new.replace('_', '-')}. {FLAG_HELP[_new][1]}")
