@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import io
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -19,12 +18,10 @@ from typing import Any, TextIO
 from kvraft.cli.commands import MODULES
 from kvraft.cli.commands.watch import split_exec
 from kvraft.cli.context import DEFAULT_ENDPOINT, Context, GlobalOptions, env
+from kvraft.cli.entry import console, guarded
 from kvraft.cli.errors import (
-    EXIT_BAD_CONNECTION,
     EXIT_ERROR,
-    EXIT_INTERRUPTED,
     CommandError,
-    server_error_text,
 )
 from kvraft.cli.goformat import parse_duration
 from kvraft.cli.parsing import (
@@ -34,7 +31,6 @@ from kvraft.cli.parsing import (
     subcommands,
     take_positionals,
 )
-from kvraft.client import ClientError, EndpointError, ServerError
 from kvraft.client.srv import DiscoveryError, discover
 
 __all__ = ["build_parser", "main", "run"]
@@ -134,10 +130,10 @@ async def _dispatch(ctx: Context, ns: argparse.Namespace) -> None:
 
 def run(argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
     """Run one kvctl command line; returns the exit code (used by ``main`` and tests)."""
-    try:
+    def body() -> int:
         parser, bools, true_by_default = build_parser()
-        argv, exec_args = split_exec(list(argv))
-        ns, extras = parser.parse_known_args(normalize_bools(argv, bools, true_by_default))
+        args, exec_args = split_exec(list(argv))
+        ns, extras = parser.parse_known_args(normalize_bools(args, bools, true_by_default))
         take_positionals(ns, extras, "kvctl")
         if exec_args is not None:
             ns.exec_args = exec_args
@@ -150,38 +146,13 @@ def run(argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: TextIO) -> i
         _ = ctx.printer  # an unsupported -w fails before connecting, as in etcdctl
         asyncio.run(_dispatch(ctx, ns))
         return 0
-    except CommandError as exc:
-        stdout.flush()
-        if exc.message:
-            stderr.write(f"Error: {exc.message}\n")
-        return exc.code
-    except EndpointError as exc:
-        stdout.flush()
-        stderr.write(f"Error: context deadline exceeded\n{exc}\n")
-        return EXIT_ERROR
-    except ServerError as exc:
-        stdout.flush()
-        stderr.write(f"Error: {server_error_text(exc.code, exc.message)}\n")
-        return EXIT_ERROR
-    except ClientError as exc:
-        stdout.flush()
-        stderr.write(f"Error: {exc}\n")
-        return EXIT_BAD_CONNECTION
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+
+    return guarded(body, stdout, stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point (``kvctl``)."""
-    stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", errors="surrogateescape",
-                              line_buffering=True, write_through=True)
-    stderr = io.TextIOWrapper(sys.stderr.buffer, encoding="utf-8", errors="surrogateescape",
-                              line_buffering=True, write_through=True)
-    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape")
-    code = run(sys.argv[1:] if argv is None else argv, stdin, stdout, stderr)
-    stdout.flush()
-    stderr.flush()
-    return code
+    return console(run, argv)
 
 
 if __name__ == "__main__":

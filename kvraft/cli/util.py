@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -34,7 +33,8 @@ from kvraft import __version__
 from kvraft.cli.commands import snapshot
 from kvraft.cli.commands.defrag import defrag_data_dir, in_use
 from kvraft.cli.context import Context, GlobalOptions
-from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_ERROR, EXIT_INTERRUPTED, CommandError
+from kvraft.cli.entry import console, guarded
+from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_ERROR, CommandError
 from kvraft.cli.parsing import GoArgumentParser, normalize_bools, subcommands, take_positionals
 from kvraft.cli.printers.base import DBHashKV
 from kvraft.cli.snapshot_file import SnapshotFileError, is_kvraft_snapshot, verify_snapshot
@@ -133,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
     """Run one kvutl command line; returns the exit code (used by ``main`` and tests)."""
-    parser = build_parser()
-    try:
+    def body() -> int:
+        parser = build_parser()
         ns, extras = parser.parse_known_args(normalize_bools(list(argv), {"--skip-hash-check", "--mark-compacted"}))
         take_positionals(ns, extras, "kvutl")
         handler: Any = getattr(ns, "handler", None)
@@ -145,23 +145,13 @@ def run(argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: TextIO) -> i
         _ = ctx.printer  # an unsupported -w fails first
         asyncio.run(handler(ctx, ns))
         return 0
-    except CommandError as exc:
-        stdout.flush()
-        if exc.message:
-            stderr.write(f"Error: {exc.message}\n")
-        return exc.code
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+
+    return guarded(body, stdout, stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point (``kvutl``)."""
-    stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", errors="surrogateescape", line_buffering=True)
-    stderr = io.TextIOWrapper(sys.stderr.buffer, encoding="utf-8", errors="surrogateescape", line_buffering=True)
-    code = run(sys.argv[1:] if argv is None else argv, sys.stdin, stdout, stderr)
-    stdout.flush()
-    stderr.flush()
-    return code
+    return console(run, argv)
 
 
 if __name__ == "__main__":
