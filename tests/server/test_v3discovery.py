@@ -6,6 +6,7 @@ registry's rules without processes."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,12 +27,12 @@ PREFIX = f"/_etcd/registry/{TOKEN}"
 
 
 def start(tmp_path: Path, discovery: list[str], name: str, client: int, peer: int,
-          token: str = TOKEN) -> subprocess.Popen[bytes]:
+          token: str = TOKEN, extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "kvraft.server.main", "--name", name, "--data-dir", str(tmp_path / f"{name}.data"),
             "--listen-client-urls", f"http://127.0.0.1:{client}", "--advertise-client-urls", f"http://127.0.0.1:{client}",
             "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
             "--heartbeat-interval", "50", "--election-timeout", "500",
-            "--discovery-token", token, "--discovery-endpoints", ",".join(discovery)]
+            "--discovery-token", token, "--discovery-endpoints", ",".join(discovery), *extra]
     with (tmp_path / f"{name}.log").open("ab") as log:
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
@@ -249,3 +250,62 @@ def test_the_discovery_client_takes_etcds_client_flags(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--discovery-user root: no password"):
         discovery_client(parse_config([*base, "--discovery-endpoints", "10.0.0.1:2379", "--discovery-user", "root"],
                                       {}))
+
+
+def test_members_register_with_a_tls_discovery_service_that_wants_a_user(tmp_path: Path) -> None:
+    """The discovery client's TLS and auth flags against a service that asks for both: a
+    client certificate from its CA (``--client-cert-auth``) and a user (auth enabled; the
+    certificate's CN, ``joiner``, is no user, so only ``--discovery-user`` gets in). A member
+    that does not trust the service's CA keeps retrying and says why."""
+    from kvraft.client import SyncClient, TLSConfig
+    from kvraft.server.local import LocalCluster
+    from tests.server.test_tls import FAST_FLAGS, make_certs, wait_for
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    pki = tmp_path / "pki"
+    make_certs(pki, "m0=127.0.0.1", clients=("joiner",))
+    service = LocalCluster(1, tmp_path / "service", extra_args=FAST_FLAGS)
+    host = service.members["m0"]
+    host.client_url = host.client_url.replace("http://", "https://")
+    host.extra = ["--cert-file", str(pki / "m0.crt"), "--key-file", str(pki / "m0.key"),
+                  "--trusted-ca-file", str(pki / "ca.crt"), "--client-cert-auth"]
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    tls = TLSConfig(str(pki / "ca.crt"), str(pki / "joiner.crt"), str(pki / "joiner.key"))
+    try:
+        service.start_member("m0", service.initial_cluster(), "new")
+
+        def ready() -> bool:
+            with SyncClient([host.client_url], tls=tls, request_timeout_s=5.0) as client:
+                client.put(f"{PREFIX}/_config/size", "3")
+            return True
+
+        wait_for(ready, what="the discovery service over TLS")
+        with SyncClient([host.client_url], tls=tls, request_timeout_s=10.0) as client:
+            client.user_add("root", "pw")
+            client.user_grant_role("root", "root")
+            client.auth_enable()
+        flags = ("--discovery-insecure-transport=false", "--discovery-cacert", str(pki / "ca.crt"),
+                 "--discovery-cert", str(pki / "joiner.crt"), "--discovery-key", str(pki / "joiner.key"),
+                 "--discovery-user", "root:pw")
+        ports = {f"m{i}": (free_port(), free_port()) for i in range(4)}
+        for name in ("m0", "m1", "m2"):
+            processes[name] = start(tmp_path, [host.client_url], name, *ports[name], extra=flags)
+        untrusting = tuple(f for f in flags if f not in ("--discovery-cacert", str(pki / "ca.crt")))
+        processes["m3"] = start(tmp_path, [host.client_url], "m3", *ports["m3"], token="other", extra=untrusting)
+        url = f"http://127.0.0.1:{ports['m2'][0]}"
+
+        def members() -> list[dict[str, object]]:
+            for name, process in processes.items():
+                assert process.poll() is None, (tmp_path / f"{name}.log").read_text()
+            code, body = post(url, "/v3/cluster/member/list", {}, timeout_s=2.0)
+            return body.get("members", []) if code == 200 else []
+
+        wait_until(lambda: len(members()) == 3, 90, what="the cluster of three, registered over TLS as root")
+        log = (tmp_path / "m3.log").read_text()
+        assert "retry connecting to discovery service" in log and "certificate verify failed" in log, log[-2000:]
+        assert not (tmp_path / "m3.data" / "members.json").exists()
+    finally:
+        for process in processes.values():
+            stop(process)
+        service.stop()
