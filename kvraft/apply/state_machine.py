@@ -264,12 +264,12 @@ class StateMachine:
         result = self.hash_kv_result(revision)
         return result.hash, result.compact_revision
 
-    def hash_kv_result(self, revision: int) -> HashKVResult:
+    def hash_kv_result(self, revision: int, recorded: bool = True) -> HashKVResult:
         """The store's hash at ``revision`` (0: its last committed one), with the revision
-        hashed, or the one a compaction at ``revision`` recorded (etcd's ``HashByRev``);
-        ``EtcdError`` for a compacted or future revision."""
+        hashed, or (``recorded``) the one a compaction at ``revision`` recorded (etcd's
+        ``HashByRev``); ``EtcdError`` for a compacted or future revision."""
         try:
-            return self.store.hash_by_rev(revision)
+            return self.store.hash_by_rev(revision) if recorded else self.store.hash_kv(revision)
         except MVCCError as exc:
             raise as_etcd_error(exc) from None
 

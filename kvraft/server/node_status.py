@@ -92,13 +92,17 @@ class NodeStatusMixin:
         """The store's hash at ``revision`` (0: the revision applied now), computed on a
         worker thread (it reads every record up to the revision; the event loop goes on
         serving). What is applied but held for the next group commit is committed first:
-        the worker reads the disk, and must find the revision there."""
+        the worker reads the disk, and must find the revision there. A revision asked for
+        by number answers the hash a compaction recorded there, if any; 0 is always the
+        live hash (etcd's ``HashByRev(0)``: the periodic check's own hash, whose compaction
+        point must be the newest, or a peer without the record looks compacted past it)."""
         self.state.commit()
+        recorded = revision > 0
         if revision <= 0:
             revision = self.state.revision()
         loop = asyncio.get_running_loop()
         with self.counters.hash_rev_seconds.timer():
-            return await loop.run_in_executor(None, self.state.hash_kv_result, revision)
+            return await loop.run_in_executor(None, self.state.hash_kv_result, revision, recorded)
 
     async def defragment(self) -> None:
         self.state.defragment()
