@@ -56,6 +56,31 @@ class Nemesis:
     async def leader(self) -> str:
         return await asyncio.to_thread(self.cluster.wait_leader, 60.0)
 
+    async def majority_leader(self, timeout_s: float = 60.0) -> str:
+        """The member a majority of the running members name as leader (``leader`` wants every
+        running member to agree, which a partitioned one does not)."""
+        def find() -> str | None:
+            running = self.cluster.running()
+            named: dict[int, int] = {}
+            by_id: dict[int, str] = {}
+            for member in running:
+                status = self.cluster.status(member.name)
+                if status is None or "leader" not in status:
+                    continue
+                by_id[int(status["header"]["member_id"])] = member.name
+                named[int(status["leader"])] = named.get(int(status["leader"]), 0) + 1
+            for leader, votes in named.items():
+                if votes * 2 > len(running) and leader in by_id:
+                    return by_id[leader]
+            return None
+
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while (found := await asyncio.to_thread(find)) is None:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"no leader named by a majority after {timeout_s}s")
+            await asyncio.sleep(0.2)
+        return found
+
     async def followers(self) -> tuple[str, list[str]]:
         leader = await self.leader()
         others = [m.name for m in self.cluster.running() if m.name != leader and m.name not in self.removed]
@@ -129,10 +154,10 @@ class Nemesis:
 
     async def compact(self, keep: int = 2) -> None:
         """Compact the keyspace at ``keep`` revisions below the current one, through the
-        leader. Recorded in ``history.compactions`` before it is sent (an answer lost to a
+        leader of the majority. Recorded in ``history.compactions`` before it is sent (an answer lost to a
         fault leaves its outcome unknown, and it may still have been applied)."""
         record: dict[str, Any] = {"revision": 0, "ok": None}
-        leader = await self.leader()
+        leader = await self.majority_leader()  # (a partitioned member need not agree)
         try:
             await asyncio.to_thread(self.cluster.compact, leader, keep, record)
         except OSError as exc:
