@@ -36,6 +36,7 @@ from kvraft.logrotate import RotatingLogFile, Rotation
 __all__ = [
     "LEVELS",
     "LOG_FORMATS",
+    "ConsoleFormatter",
     "JsonFormatter",
     "configure_logging",
     "metrics_response",
@@ -43,7 +44,7 @@ __all__ = [
     "parse_level",
 ]
 
-LOG_FORMATS = ("json", "text")
+LOG_FORMATS = ("json", "console", "text")
 
 LEVELS: dict[str, int] = {
     "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "warning": logging.WARNING,
@@ -79,6 +80,11 @@ class JsonFormatter(logging.Formatter):
         self.static = dict(static or {})
 
     def format(self, record: logging.LogRecord) -> str:
+        text = json.dumps(self.fields(record), default=str, separators=(",", ":"), ensure_ascii=False)  # UTF-8, as zap
+        return text.translate(_LINE_BREAKS)  # one line even for readers that split on U+2028
+
+    def fields(self, record: logging.LogRecord) -> dict[str, Any]:
+        """The line's keys and values, in order."""
         created = datetime.fromtimestamp(record.created, UTC)
         doc: dict[str, Any] = {
             "level": _ZAP_LEVEL.get(record.levelno, record.levelname.lower()),
@@ -96,8 +102,26 @@ class JsonFormatter(logging.Formatter):
             doc["stacktrace"] = self.formatException(record.exc_info)
         if record.stack_info:
             doc["stack"] = self.formatStack(record.stack_info)
-        text = json.dumps(doc, default=str, separators=(",", ":"), ensure_ascii=False)  # UTF-8, as zap
-        return text.translate(_LINE_BREAKS)  # one line even for readers that split on U+2028
+        return doc
+
+
+class ConsoleFormatter(JsonFormatter):
+    """zap's console encoder with etcd's encoder settings (etcd 3.6's ``--log-format
+    console``): ``ts``, ``level``, ``logger``, ``caller`` and ``msg`` separated by tabs, then
+    the other fields as one JSON object (zap's spaced form, ``{"member": "m0"}``; left out
+    when there are none), an exception's stack trace on the lines after."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = self.fields(record)
+        head = [doc.pop(key) for key in ("ts", "level", "logger", "caller", "msg")]
+        stack = doc.pop("stacktrace", None)
+        line = "\t".join(str(part) for part in head)
+        if doc:
+            line += "\t" + json.dumps(doc, default=str, ensure_ascii=False)
+        line = line.translate(_LINE_BREAKS)
+        if stack:
+            line += "\n" + stack
+        return line
 
 
 def _handler(output: str, rotation: Rotation | None = None) -> logging.Handler:
@@ -113,13 +137,14 @@ def _handler(output: str, rotation: Rotation | None = None) -> logging.Handler:
 def configure_logging(level: str | int = "info", log_format: str = "json", outputs: Iterable[str] = ("stderr",),
                       static: Mapping[str, Any] | None = None, text_format: str = _TEXT_FORMAT,
                       rotation: Rotation | None = None) -> None:
-    """Replace the root logger's handlers: ``log_format`` is ``json`` or ``text``; each of
+    """Replace the root logger's handlers: ``log_format`` is ``json``, ``console`` or ``text``; each of
     ``outputs`` is ``stderr`` (or ``default``), ``stdout`` or a file path (appended to; with
     ``rotation``, rotated as etcd's lumberjack does)."""
     if log_format not in LOG_FORMATS:
-        raise ValueError(f"unknown log format {log_format!r} (use json or text)")
+        raise ValueError(f"unknown log format {log_format!r} (use json, console or text)")
     numeric = parse_level(level) if isinstance(level, str) else level
-    formatter: logging.Formatter = JsonFormatter(static) if log_format == "json" else logging.Formatter(text_format)
+    formatter: logging.Formatter = (JsonFormatter(static) if log_format == "json" else ConsoleFormatter(static)
+                                    if log_format == "console" else logging.Formatter(text_format))
     handlers = []
     for output in list(outputs) or ["stderr"]:
         handler = _handler(output, rotation)

@@ -87,6 +87,9 @@ class Config:
     logger: str = "zap"
     """etcd's ``--logger``: ``zap`` writes one JSON object per line (etcd 3.5's default; see
     docs/observability.md), ``capnslog`` the plain text lines."""
+    log_format: str = "json"
+    """etcd 3.6's flag, for ``--logger zap``: ``json`` lines or zap's ``console`` (tab-separated)
+    lines."""
     log_outputs: list[str] = field(default_factory=lambda: ["default"])
     enable_log_rotation: bool = False
     log_rotation_config_json: str = DEFAULT_ROTATION_JSON
@@ -498,6 +501,8 @@ class Config:
             raise ConfigError("--log-level must be debug, info, warn, error, panic or fatal")
         if self.logger not in ("zap", "capnslog"):
             raise ConfigError("--logger must be 'zap' (JSON lines) or 'capnslog' (text)")
+        if self.log_format not in ("json", "console"):  # (etcd's ConvertToZapFormat)
+            raise ConfigError(f"unsupported log format: {self.log_format} (--log-format: json or console)")
         for name in ("experimental_corrupt_check_time", "experimental_watch_progress_notify_interval",
                      "grpc_keepalive_min_time", "grpc_keepalive_interval", "grpc_keepalive_timeout",
                      "backend_batch_interval", "experimental_warning_apply_duration", "discovery_dial_timeout",

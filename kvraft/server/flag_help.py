@@ -222,6 +222,8 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     "distributed_tracing_instance_id": ("Profiling and monitoring", "Distributed tracing instance ID (unused)."),
     "distributed_tracing_sampling_rate": ("Profiling and monitoring", "Samples per million spans, 0 to 1000000 "
                                                                        "(unused)."),
+    "log_format": ("Logging", "Configures log format (with --logger zap): json or console (zap's tab-separated "
+                              "lines)."),
     "warning_unary_request_duration": ("Logging", "Log etcd's 'request stats' warning for a client request that takes "
                                                   "longer than this (0s: 300ms)."),
     "experimental_warning_unary_request_duration": ("Experimental", "Deprecated in v3.6: use "

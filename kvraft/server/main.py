@@ -230,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"kvraft: {exc}", file=sys.stderr)
         return 2
-    try:  # etcd's --logger zap: JSON lines; capnslog: text; --log-outputs: where
-        configure_logging(_LEVELS[config.log_level], "json" if config.logger == "zap" else "text",
+    try:  # etcd's --logger zap: JSON (or --log-format console) lines; capnslog: text; --log-outputs: where
+        configure_logging(_LEVELS[config.log_level], config.log_format if config.logger == "zap" else "text",
                           config.log_outputs, static={"member": config.name},
                           text_format=f"%(asctime)s %(levelname)s {config.name} %(name)s: %(message)s",
                           rotation=parse_rotation(config.log_rotation_config_json) if config.enable_log_rotation else None)

@@ -11,7 +11,7 @@ import subprocess
 from datetime import datetime
 from pathlib import Path
 
-from kvraft.client.observe import JsonFormatter, configure_logging
+from kvraft.client.observe import ConsoleFormatter, JsonFormatter, configure_logging
 from kvraft.server.local import LocalCluster
 from tests.observability.conftest import FAST_FLAGS, PY, ROOT, Stack, wait_for
 
@@ -89,6 +89,7 @@ def test_bad_log_settings_are_refused(tmp_path: Path) -> None:
         raise AssertionError("a bad level was accepted")
     for argv, message in (
         ([PY, "-m", "kvraft.server.main", "--logger", "glog"], "--logger must be 'zap'"),
+        ([PY, "-m", "kvraft.server.main", "--log-format", "text"], "unsupported log format: text"),
         ([PY, "-m", "kvraft.server.main", "--data-dir", str(tmp_path / "d"), "--log-outputs",
           str(tmp_path / "no" / "such" / "dir" / "f.log")], "--log-outputs"),
         ([PY, "-m", "agent", "--log-format", "xml"], "invalid choice"),
@@ -109,5 +110,37 @@ def test_capnslog_keeps_the_text_lines(tmp_path: Path) -> None:
         line = wait_for(lambda: next((ln for ln in path.read_text().splitlines() if "serving clients" in ln), None),
                         what="the serving line")
         assert not line.startswith("{") and " INFO m0 kvraft.main: member m0 (" in line, line
+    finally:
+        cluster.stop()
+
+
+def test_console_format_is_zaps_console_encoder(tmp_path: Path) -> None:
+    """etcd 3.6's ``--log-format console``: ts, level, logger, caller and message separated by
+    tabs, the other fields as one spaced JSON object, a stack trace on the lines after; a
+    member started with it writes such lines."""
+    formatter = ConsoleFormatter({"member": "m9"})
+    record = logging.LogRecord("kvraft.test", logging.WARNING, "/x/y/file.py", 42, "hello %s", ("world",), None)
+    record.fields = {"took": "1ms", "msg": "shadowed"}
+    ts, level, logger, caller, msg, rest = formatter.format(record).split("\t")
+    datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ")
+    assert (level, logger, caller, msg) == ("warn", "kvraft.test", "file.py:42", "hello world")
+    assert rest == '{"member": "m9", "took": "1ms", "field_msg": "shadowed"}'
+    assert ConsoleFormatter().format(logging.LogRecord("k", logging.INFO, "f.py", 1, "bare", (), None)).count("\t") == 4
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("kvraft.test", logging.ERROR, "f.py", 1, "failed", (), sys.exc_info())
+    first, *stack = formatter.format(record).splitlines()
+    assert first.endswith('{"member": "m9", "error": "ValueError(\'boom\')"}') and stack[0].startswith("Traceback")
+
+    cluster = LocalCluster(1, tmp_path / "kv", extra_args=[*FAST_FLAGS, "--log-format", "console"])
+    try:
+        cluster.start(timeout_s=90)
+        path = cluster.members["m0"].log_path
+        line = wait_for(lambda: next((ln for ln in path.read_text().splitlines() if "serving clients" in ln), None),
+                        what="the serving line")
+        assert line.split("\t")[1:3] == ["info", "kvraft.main"] and line.endswith('{"member": "m0"}'), line
     finally:
         cluster.stop()

@@ -140,3 +140,16 @@ def test_the_member_local_address_is_the_first_routable_ip_advertised() -> None:
                                "http://10.0.0.6:2380"]) == "10.0.0.5"
     assert local_peer_address(["https://[fd00::5]:2380"]) == "fd00::5"
     assert local_peer_address(["http://127.0.0.1:2380", "http://member1.example:2380"]) is None
+
+
+def test_kvraft_takes_every_flag_of_etcd_36() -> None:
+    """Every flag etcd 3.6.9's ``etcd --help`` lists (its names, in etcd36_flags.txt: the etcd
+    binary CI installs is 3.4, whose list test_etcd_flags checks) is one ``kvraft --help`` lists."""
+    import re
+    import subprocess
+    import sys
+
+    wanted = set((Path(__file__).parent / "etcd36_flags.txt").read_text().split())
+    text = subprocess.run([sys.executable, "-m", "kvraft.server.main", "--help"], capture_output=True, text=True,
+                          timeout=60).stdout
+    assert len(wanted) > 100 and not wanted - set(re.findall(r"--[a-z0-9-]+", text))
