@@ -14,6 +14,7 @@ kvctl's own code; only the surface is etcdutl's:
   revision``) of a stopped member's data dir (or its ``mvcc.lmdb``), or of a kvraft snapshot
   file, equal to what ``kvctl endpoint hashkv`` reports of a member at that revision and
   compaction point; an etcd (bbolt) file is refused (etcd's hash is over protobuf records);
+- ``completion bash|zsh|tcsh``: kvutl's completion script (etcdutl 3.6's ``completion``);
 - ``version``.
 
 Errors print ``Error: <message>`` and exit non-zero with etcdctl's codes, as kvctl does.
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kvraft import __version__
-from kvraft.cli.commands import snapshot
+from kvraft.cli.commands import completion, snapshot
 from kvraft.cli.commands.defrag import defrag_data_dir, in_use
 from kvraft.cli.context import Context, GlobalOptions
 from kvraft.cli.entry import console, guarded
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     complete_files(hashkv.add_argument("args", nargs="*", metavar="<filename>"))
     hashkv.add_argument("--rev", type=int, default=0, help="maximum revision to hash (default: latest revision)")
     hashkv.set_defaults(handler=_hashkv)
+    completion.register(sub, parent, build_parser)
     version = sub.add_parser("version", parents=[parent], help="Prints the version of kvutl")
     version.set_defaults(handler=_version)
     return parser

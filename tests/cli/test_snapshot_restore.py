@@ -303,3 +303,10 @@ def test_kvutl_hashkv_of_a_snapshot_and_a_data_dir_is_the_members_hash(
     rc, _, err = run_kvutl(["hashkv", str(tmp_path / "nothing")])
     assert rc == 1 and "no kvraft store there" in err, err
     assert run_kvutl(["hashkv"]) == (1, "", "Error: accepts 1 arg(s), received 0\n")
+
+
+def test_kvutl_completion_completes_its_own_commands() -> None:
+    rc, out, _ = run_kvutl(["completion", "bash"])
+    assert rc == 0 and "_shtab_kvutl_subparsers=('defrag' 'snapshot' 'hashkv' 'completion' 'version')" in out
+    assert "--rev" in out and "--data-dir" in out and "kvctl" not in out
+    assert run_kvutl(["completion", "fish"])[0] == 1

@@ -1,5 +1,5 @@
-"""``completion bash|zsh|tcsh``: a shell completion script for kvctl, as etcdctl's (and
-kubectl's) ``completion`` command.
+"""``completion bash|zsh|tcsh``: a shell completion script for kvctl (and kvutl), as
+etcdctl's, etcdutl's (and kubectl's) ``completion`` command.
 
 The script is generated from kvctl's own parser (shtab, from the argparse tree), so it knows
 every command, subcommand and flag of this kvctl and is never out of date with it::
@@ -17,6 +17,7 @@ so those are refused with a message naming the shells there are.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from kvraft.cli.context import Context
@@ -26,19 +27,25 @@ from kvraft.client.completion import SHELLS, script
 __all__ = ["register"]
 
 
-async def run_completion(ctx: Context, ns: argparse.Namespace) -> None:
+def _kvctl_parser() -> argparse.ArgumentParser:
     from kvraft.cli.main import build_parser  # (the whole tree, this command included)
 
+    return build_parser()[0]
+
+
+async def run_completion(ctx: Context, ns: argparse.Namespace) -> None:
     if len(ns.args) != 1:
         raise CommandError(EXIT_ERROR, f"completion takes one argument, the shell ({', '.join(SHELLS)})")
     try:
-        ctx.stdout.write(script(build_parser()[0], ns.args[0]))
+        ctx.stdout.write(script(ns.program_parser(), ns.args[0]))
     except ValueError as exc:
         raise CommandError(EXIT_ERROR, str(exc)) from None
 
 
-def register(sub: Any, parent: argparse.ArgumentParser) -> None:
+def register(sub: Any, parent: argparse.ArgumentParser,
+             program: Callable[[], argparse.ArgumentParser] = _kvctl_parser) -> None:
+    """The command, completing ``program``'s tree (kvctl's; kvutl passes its own)."""
     p = sub.add_parser("completion", parents=[parent], help="Generates the completion script for a shell "
                                                              f"({', '.join(SHELLS)})")
     p.add_argument("args", nargs="*", metavar="<shell>")
-    p.set_defaults(handler=run_completion)
+    p.set_defaults(handler=run_completion, program_parser=program)
