@@ -48,6 +48,8 @@ class GlobalOptions:
     insecure_skip_tls_verify: bool = False
     token: str | None = None  # kvctl's own: a scoped token (docs/design/auth.md)
     server_name: str | None = None  # the SRV domain, with --insecure-discovery=false (as etcdctl)
+    max_request_bytes: int = 2 * 1024 * 1024  # etcdctl 3.6's --max-request-bytes (clientv3's default)
+    max_recv_bytes: int = 2**31 - 1  # --max-recv-bytes (math.MaxInt32)
 
     def tls(self) -> TLSConfig | None:
         """A ``TLSConfig`` when any TLS flag is set (then bare endpoints mean https)."""
@@ -99,7 +101,8 @@ class Context:
                         dial_timeout_s=self.options.dial_timeout_s,
                         request_timeout_s=self.options.command_timeout_s, tls=self.options.tls(),
                         token=self.options.token, keepalive_time_s=self.options.keepalive_time_s,
-                        keepalive_timeout_s=self.options.keepalive_timeout_s)
+                        keepalive_timeout_s=self.options.keepalive_timeout_s,
+                        max_send_bytes=self.options.max_request_bytes, max_recv_bytes=self.options.max_recv_bytes)
         try:
             await client.open()
         except EndpointError as exc:

@@ -89,6 +89,18 @@ def global_options(ns: argparse.Namespace, stderr: TextIO | None = None) -> Glob
         raise CommandError(EXIT_ERROR, str(exc)) from None
     if keepalive_timeout_s <= 0:
         raise CommandError(EXIT_ERROR, "--keepalive-timeout must be positive")
+    limits = {}
+    for attr, name, default in (("max_request_bytes", "MAX_REQUEST_BYTES", 2 * 1024 * 1024),
+                                ("max_recv_bytes", "MAX_RECV_BYTES", 2**31 - 1)):
+        try:
+            limits[attr] = int(pick(attr, name) or 0) or default  # (etcdctl: 0 is clientv3's default)
+        except ValueError:
+            raise CommandError(EXIT_ERROR, f"--{attr.replace('_', '-')}: not a number of bytes") from None
+        if limits[attr] < 0:
+            raise CommandError(EXIT_ERROR, f"--{attr.replace('_', '-')} must not be negative")
+    if limits["max_request_bytes"] > limits["max_recv_bytes"]:  # (clientv3's rule)
+        raise CommandError(EXIT_ERROR, f"gRPC message recv limit ({limits['max_recv_bytes']} bytes) must be greater "
+                                       f"than send limit ({limits['max_request_bytes']} bytes)")
     return GlobalOptions(
         endpoints=tuple(e.strip() for e in str(endpoints).split(",") if e.strip()),
         user=pick("user", "USER"),
@@ -97,6 +109,7 @@ def global_options(ns: argparse.Namespace, stderr: TextIO | None = None) -> Glob
         command_timeout_s=command_s,
         keepalive_time_s=keepalive_s if keepalive_s > 0 else None,
         keepalive_timeout_s=keepalive_timeout_s,
+        **limits,
         write_out=pick("write_out", "WRITE_OUT") or "simple",
         hex_output=_truthy(hex_flag),
         encoding=pick("encoding", "ENCODING") or "auto",

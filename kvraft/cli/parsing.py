@@ -162,6 +162,10 @@ def add_global_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-insecure-discovery", dest="insecure_discovery", action="store_false", default=s,
                         help=argparse.SUPPRESS)
     parser.add_argument("--debug", action="store_true", default=s, help="accepted for etcdctl compatibility")
+    parser.add_argument("--max-request-bytes", type=int, default=s,
+                        help="client-side request send limit in bytes (if 0, it defaults to 2.0 MiB (2 * 1024 * 1024).)")
+    parser.add_argument("--max-recv-bytes", type=int, default=s,
+                        help='client-side response receive limit in bytes (if 0, it defaults to "math.MaxInt32")')
 
 
 def add_default_true_flag(parser: argparse.ArgumentParser, flag: str, help_text: str) -> None:

@@ -45,6 +45,7 @@ from kvraft.client.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     ProtocolError,
+    ResourceExhaustedError,
     ServerError,
     UnauthenticatedError,
     UnavailableError,
@@ -157,11 +158,23 @@ class Transport:
         request_ids: bool = True,
         keepalive_time_s: float | None = 1.0,
         keepalive_timeout_s: float = 2.0,
+        max_send_bytes: int = 0,
+        max_recv_bytes: int = 0,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint is required")
         if encoding not in ("auto", "json", "msgpack"):
             raise ValueError(f"encoding must be auto, json or msgpack, not {encoding!r}")
+        if max_send_bytes < 0 or max_recv_bytes < 0:
+            raise ValueError("message size limits must not be negative (0: none)")
+        if max_recv_bytes and max_send_bytes > max_recv_bytes:  # (clientv3's rule)
+            raise ValueError(f"gRPC message recv limit ({max_recv_bytes} bytes) must be greater than send limit "
+                             f"({max_send_bytes} bytes)")
+        self.max_send_bytes = max_send_bytes
+        self.max_recv_bytes = max_recv_bytes
+        """clientv3's ``MaxCallSendMsgSize``/``MaxCallRecvMsgSize`` (0: no limit), on the bytes
+        of a request's and an answer's body as kvraft encodes them (JSON or msgpack), where
+        gRPC counts protobuf bytes: ResourceExhausted with gRPC's text beyond them."""
         self.tls = tls
         self._scheme = "https" if tls is not None else "http"
         self.endpoints = [normalize_endpoint(e, self._scheme) for e in endpoints]
@@ -416,6 +429,9 @@ class Transport:
         total_s = self.request_timeout_s if timeout_s is None else timeout_s
         deadline = loop.time() + total_s
         data = self.codec.dumps(body)
+        if self.max_send_bytes and len(data) > self.max_send_bytes:
+            raise ResourceExhaustedError(f"trying to send message larger than max ({len(data)} vs. "
+                                         f"{self.max_send_bytes})", code=8)
         errors: list[str] = []
         attempt = 0
         self._counts["requests"] += 1
@@ -492,6 +508,9 @@ class Transport:
                 payload = await response.read()
                 content_type = response.headers.get("Content-Type", "")
                 status = response.status
+            if self.max_recv_bytes and len(payload) > self.max_recv_bytes:
+                raise ResourceExhaustedError(f"grpc: received message larger than max ({len(payload)} vs. "
+                                             f"{self.max_recv_bytes})", code=8)
         except aiohttp.ClientConnectorError:
             raise
         except TimeoutError:

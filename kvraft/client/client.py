@@ -72,6 +72,8 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
         keepalive_time_s: float | None = 1.0,
         keepalive_timeout_s: float = 2.0,
         auto_sync_interval_s: float = 0.0,
+        max_send_bytes: int = 0,
+        max_recv_bytes: int = 0,
     ) -> None:
         if auto_sync_interval_s < 0:
             raise ValueError("auto_sync_interval_s must not be negative (0: off)")
@@ -96,6 +98,8 @@ class Client(KVMixin, WatchMixin, LeaseMixin, AdminMixin, ConcurrencyMixin):
             request_ids=request_ids,
             keepalive_time_s=keepalive_time_s,
             keepalive_timeout_s=keepalive_timeout_s,
+            max_send_bytes=max_send_bytes,
+            max_recv_bytes=max_recv_bytes,
         )
 
     async def open(self) -> Client:

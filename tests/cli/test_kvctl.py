@@ -242,3 +242,25 @@ def test_password_prompt_at_end_of_input_like_etcdctl(etcd_pair: tuple[Identity,
             results.append((proc.returncode, proc.stderr.decode().splitlines()[-1:]))
         assert results[0] == results[1], argv
     assert results[1][0] == 128
+
+
+def test_message_size_limits_are_etcdctl_36s(etcd_pair: tuple[Identity, Identity]) -> None:
+    """etcdctl 3.6's ``--max-request-bytes``/``--max-recv-bytes``: client-side limits, gRPC's
+    ResourceExhausted texts (counted on kvctl's encoded bodies: JSON or msgpack, where gRPC
+    counts protobuf bytes); 0 is clientv3's defaults (2 MiB to send)."""
+    _, b = etcd_pair
+    ep = f"--endpoints={b.endpoint()}"
+    assert run_kvctl([ep, "put", "limits/k", "v" * 200]).rc == 0
+    sent = run_kvctl([ep, "--max-request-bytes", "100", "put", "limits/k", "v" * 200])
+    assert sent.rc == 1 and sent.err.startswith(
+        "Error: rpc error: code = ResourceExhausted desc = trying to send message larger than max ("), sent.err
+    assert sent.err.rstrip().endswith(" vs. 100)")
+    got = run_kvctl([ep, "--max-request-bytes", "50", "--max-recv-bytes", "60", "get", "limits/k"])
+    assert got.rc == 1 and "desc = grpc: received message larger than max (" in got.err, got.err
+    assert run_kvctl([ep, "--max-request-bytes", "0", "--max-recv-bytes", "0", "get", "limits/k", "--print-value-only"]) \
+        .out == "v" * 200 + "\n"
+    big = run_kvctl([ep, "put", "limits/big", "x" * (2 * 1024 * 1024 + 1)])  # (clientv3's 2 MiB send default)
+    assert big.rc == 1 and "trying to send message larger than max" in big.err and "vs. 2097152)" in big.err
+    bad = run_kvctl([ep, "--max-request-bytes", "100", "--max-recv-bytes", "10", "get", "limits/k"])
+    assert (bad.rc, bad.err) == (1, "Error: gRPC message recv limit (10 bytes) must be greater than send limit "
+                                    "(100 bytes)\n")
