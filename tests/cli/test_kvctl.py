@@ -264,3 +264,41 @@ def test_message_size_limits_are_etcdctl_36s(etcd_pair: tuple[Identity, Identity
     bad = run_kvctl([ep, "--max-request-bytes", "100", "--max-recv-bytes", "10", "get", "limits/k"])
     assert (bad.rc, bad.err) == (1, "Error: gRPC message recv limit (10 bytes) must be greater than send limit "
                                     "(100 bytes)\n")
+
+
+def test_get_takes_etcdctl_35s_revision_filters_and_count_only(etcd_pair: tuple[Identity, Identity],
+                                                                tmp_path: Path) -> None:
+    """``get --min-create-rev/--max-create-rev/--min-mod-rev/--max-mod-rev`` (etcdctl 3.5's) and
+    ``--count-only`` (etcdctl 3.4.45's, fields output only), on etcd and on kvraft."""
+    from kvclusters import start_runtime
+
+    kvraft = start_runtime("kvraft", tmp_path)
+    try:
+        for endpoint in (etcd_pair[1].endpoint(), kvraft.endpoints[0]):
+            ep = f"--endpoints={endpoint}"
+            revs = []
+            for key in ("filt/a", "filt/b", "filt/a"):
+                out = run_kvctl([ep, "-w", "json", "put", key, "v"]).out
+                revs.append(int(out.split('"revision":')[1].split(",")[0]))
+            r1, r2, r3 = revs
+
+            def keys(*flags: str) -> list[str]:
+                result = run_kvctl([ep, "get", "filt/", "--prefix", "--keys-only", *flags])
+                assert result.rc == 0, result.err
+                return [line for line in result.out.splitlines() if line]
+
+            assert keys("--min-mod-rev", str(r3)) == ["filt/a"]
+            assert keys("--max-mod-rev", str(r2)) == ["filt/b"]
+            assert keys("--max-create-rev", str(r1)) == ["filt/a"]
+            assert keys("--min-create-rev", str(r2)) == ["filt/b"]
+            bad = run_kvctl([ep, "get", "filt/", "--prefix", "--min-create-rev", str(r2), "--max-create-rev", str(r1)])
+            assert (bad.rc, bad.err) == (4, f"Error: getMinCreateRev(={r2}) > getMaxCreateRev(={r1})\n")
+            counted = run_kvctl([ep, "-w", "fields", "get", "filt/", "--prefix", "--count-only"])
+            assert counted.rc == 0 and '"Count" : 2\n' in counted.out and '"Key"' not in counted.out, counted.out
+            simple = run_kvctl([ep, "get", "filt/", "--prefix", "--count-only"])
+            assert (simple.rc, simple.err) == (128, "Error: --count-only is only for `--write-out=fields`\n")
+            both = run_kvctl([ep, "get", "filt/", "--prefix", "--count-only", "--keys-only"])
+            assert (both.rc, both.err) == (
+                128, "Error: `--keys-only` and `--count-only` cannot be set at the same time, choose one\n")
+    finally:
+        kvraft.stop()

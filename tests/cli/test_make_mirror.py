@@ -84,6 +84,33 @@ def test_no_dest_prefix_mirrors_to_the_root(two_clusters: tuple[Runtime, Runtime
             proc.communicate(timeout=30)
 
 
+def test_rev_resumes_without_a_base_and_max_txn_ops_splits_a_revision(two_clusters: tuple[Runtime, Runtime]) -> None:
+    """etcdctl 3.5's ``--rev N``: no base copy, the updates from revision N (a mirror that
+    stopped resumes where it was); ``--max-txn-ops``: a source revision with more events is
+    written as several txns (the destination's --max-txn-ops would refuse one)."""
+    source, dest = two_clusters
+    with SyncClient(source.endpoints) as src, SyncClient(dest.endpoints) as dst:
+        src.put("rv/before", "not copied: before --rev")
+        start = src.put("rv/first", "1").header.revision
+        src.txn().then(*(Op.put(f"rv/t{i}", str(i)) for i in range(5))).commit()
+        proc = subprocess.Popen(
+            [*KVCTL, f"--endpoints={source.endpoints[0]}", "make-mirror", "--prefix", "rv/", "--rev", str(start),
+             "--max-txn-ops", "2", dest.endpoints[0]], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            want = {"rv/first": "1", **{f"rv/t{i}": str(i) for i in range(5)}}
+            _eventually(lambda: _dump(dst, "rv/") == want, "the updates from --rev")
+            # the source's 5-put txn arrived as txns of 2, 2 and 1: three destination revisions
+            revisions = sorted({kv.mod_revision for kv in dst.get("rv/t", prefix=True).kvs})
+            assert len(revisions) == 3 and revisions == list(range(revisions[0], revisions[0] + 3))
+        finally:
+            proc.kill()
+            proc.communicate(timeout=30)
+    bad = run_kvctl([f"--endpoints={source.endpoints[0]}", "make-mirror", "--dest-user", "u:p", "--dest-password", "q",
+                     dest.endpoints[0]])
+    assert (bad.rc, bad.err) == (128, "Error: --dest-user option shouldn't include password when --dest-password is "
+                                      "set\n")
+
+
 @pytest.mark.parametrize("argv", [["make-mirror"], ["make-mirror", "a:1", "b:2"]])
 def test_argument_errors_match_etcdctl(argv: list[str]) -> None:
     ours = run_kvctl(["--endpoints=127.0.0.1:1", *argv])

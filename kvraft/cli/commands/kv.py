@@ -9,6 +9,7 @@ from typing import Any
 from kvraft.cli.context import Context
 from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_BAD_FEATURE, CommandError
 from kvraft.cli.parsing import GoNumError, go_parse_int, int64
+from kvraft.cli.printers.fields import FieldsPrinter
 from kvraft.cli.printers.simple import SimplePrinter
 from kvraft.client import DeleteResponse, GetResponse, Op, PutResponse, ServerError
 from kvraft.client.kv import UNIMPLEMENTED
@@ -35,17 +36,25 @@ class GetOptions:
     rev: int = 0
     keys_only: bool = False
     print_value_only: bool = False
+    count_only: bool = False
+    min_create_rev: int = 0
+    max_create_rev: int = 0
+    min_mod_rev: int = 0
+    max_mod_rev: int = 0
 
     @classmethod
     def from_args(cls, ns: argparse.Namespace) -> GetOptions:
         return cls(tuple(ns.args), ns.consistency, ns.order, ns.sort_by, ns.limit, ns.prefix,
-                   ns.from_key, ns.rev, ns.keys_only, ns.print_value_only)
+                   ns.from_key, ns.rev, ns.keys_only, ns.print_value_only, ns.count_only, ns.min_create_rev,
+                   ns.max_create_rev, ns.min_mod_rev, ns.max_mod_rev)
 
     def op(self) -> Op:
         if not self.args:
             raise _bad("get command needs one argument as key and an optional argument as range_end")
         if self.prefix and self.from_key:
             raise _bad("`--prefix` and `--from-key` cannot be set at the same time, choose one")
+        if self.keys_only and self.count_only:
+            raise _bad("`--keys-only` and `--count-only` cannot be set at the same time, choose one")
         if self.consistency not in ("l", "s"):
             raise CommandError(EXIT_BAD_FEATURE, f'unknown consistency flag "{self.consistency}"')
         options: dict[str, Any] = {"serializable": self.consistency == "s", "limit": self.limit}
@@ -59,6 +68,16 @@ class GetOptions:
             raise CommandError(EXIT_BAD_FEATURE, f"bad sort order {self.order}")
         if self.sort_by.upper() not in _TARGETS:
             raise CommandError(EXIT_BAD_FEATURE, f"bad sort target {self.sort_by}")
+        for low, high, name in ((self.min_create_rev, self.max_create_rev, "CreateRev"),
+                                (self.min_mod_rev, self.max_mod_rev, "ModRev")):  # (etcdctl 3.5's filters)
+            if high > 0 and low > high:
+                raise CommandError(EXIT_BAD_FEATURE, f"getMin{name}(={low}) > getMax{name}(={high})")
+        for key, value in (("min_create_revision", self.min_create_rev), ("max_create_revision", self.max_create_rev),
+                           ("min_mod_revision", self.min_mod_rev), ("max_mod_revision", self.max_mod_rev)):
+            if value > 0:
+                options[key] = value
+        if self.count_only:
+            options["count_only"] = True
         options["sort_order"] = _ORDERS[self.order.upper()]
         options["sort_target"] = _TARGETS[self.sort_by.upper()]
         if options["sort_order"] == "NONE" and options["sort_target"] != "KEY":
@@ -117,6 +136,8 @@ class DeleteOptions:
             raise _bad("del command needs one argument as key and an optional argument as range_end")
         if self.prefix and self.from_key:
             raise _bad("`--prefix` and `--from-key` cannot be set at the same time, choose one")
+        if self.keys_only and self.count_only:
+            raise _bad("`--keys-only` and `--count-only` cannot be set at the same time, choose one")
         range_end = None
         if len(self.args) > 1:
             if self.prefix or self.from_key:
@@ -137,6 +158,11 @@ def add_get_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rev", type=int64, default=0, help="Specify the kv revision")
     p.add_argument("--keys-only", action="store_true", help="Get only the keys")
     p.add_argument("--print-value-only", action="store_true", help='Only write values when using the "simple" output format')
+    p.add_argument("--count-only", action="store_true", help="Get only the count")
+    p.add_argument("--min-create-rev", type=int64, default=0, help="Minimum create revision")
+    p.add_argument("--max-create-rev", type=int64, default=0, help="Maximum create revision")
+    p.add_argument("--min-mod-rev", type=int64, default=0, help="Minimum modification revision")
+    p.add_argument("--max-mod-rev", type=int64, default=0, help="Maximum modification revision")
 
 
 def add_put_flags(p: argparse.ArgumentParser) -> None:
@@ -152,6 +178,9 @@ def add_del_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix", action="store_true", help="delete keys with matching prefix")
     p.add_argument("--prev-kv", action="store_true", help="return deleted key-value pairs")
     p.add_argument("--from-key", action="store_true", help="delete keys that are greater than or equal to the given key using byte compare")
+    p.add_argument("--range", action="store_true", help="delete range of keys (etcdctl 3.6's: it waits 2 s with a "
+                                                        "warning before a [key, range_end) delete without it; kvctl "
+                                                        "never waits)")
 
 
 async def run_get(ctx: Context, ns: argparse.Namespace) -> None:
@@ -159,6 +188,13 @@ async def run_get(ctx: Context, ns: argparse.Namespace) -> None:
     op = options.op()
     client = await ctx.client()
     printer = ctx.printer
+    if options.count_only:  # (etcdctl asks first, then refuses another format)
+        resp = await client.do(op)
+        if not isinstance(printer, FieldsPrinter):
+            raise _bad("--count-only is only for `--write-out=fields`")
+        assert isinstance(resp, GetResponse)
+        printer.get(resp)
+        return
     if options.print_value_only:
         if not isinstance(printer, SimplePrinter):
             raise _bad("print-value-only is only for `--write-out=simple`")
@@ -176,7 +212,11 @@ STREAM_PAGE = 1000
 def _streamable(body: dict[str, Any]) -> bool:
     """A range the simple format prints key by key, in key order: worth streaming."""
     return bool(body.get("range_end")) and body.get("sort_order") in (None, "NONE", "ASCEND") \
-        and body.get("sort_target") in (None, "KEY")
+        and body.get("sort_target") in (None, "KEY") and not any(body.get(f) for f in _FILTERS)
+
+
+_FILTERS = ("min_create_revision", "max_create_revision", "min_mod_revision", "max_mod_revision", "count_only")
+"""What a streamed range does not take: such a range is asked in one request."""
 
 
 async def _print_stream(client: Any, op: Op, printer: SimplePrinter) -> bool:
