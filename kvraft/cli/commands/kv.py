@@ -136,8 +136,6 @@ class DeleteOptions:
             raise _bad("del command needs one argument as key and an optional argument as range_end")
         if self.prefix and self.from_key:
             raise _bad("`--prefix` and `--from-key` cannot be set at the same time, choose one")
-        if self.keys_only and self.count_only:
-            raise _bad("`--keys-only` and `--count-only` cannot be set at the same time, choose one")
         range_end = None
         if len(self.args) > 1:
             if self.prefix or self.from_key:
