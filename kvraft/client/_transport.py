@@ -320,6 +320,17 @@ class Transport:
         self.prefix = "/v3" if major_minor >= (3, 4) else "/v3beta"
         return dict(doc)
 
+    def knows(self, field: str) -> bool:
+        """Whether the server found at ``open`` takes a request field newer than etcd 3.4's
+        (only ``member-list-linearizable`` so far): kvraft does, and etcd from 3.5."""
+        if field != "member-list-linearizable":
+            raise ValueError(f"unknown field {field!r}")
+        doc = self.server_version
+        if "kvraft" in doc:
+            return True
+        version = tuple(int(p) for p in str(doc.get("etcdserver", "")).split(".")[:2] if p.isdigit())
+        return version >= (3, 5)
+
     async def get_json(self, endpoint: str, path: str) -> Any:
         """A plain ``GET`` (``/version``, ``/health``) against one endpoint, while it answers
         keepalive probes."""

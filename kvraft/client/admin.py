@@ -55,8 +55,13 @@ class AdminMixin:
     _transport: Transport
 
     # -- cluster ---------------------------------------------------------------------------
-    async def member_list(self) -> MemberListResponse:
-        return MemberListResponse.from_wire(await self._transport.unary("/cluster/member/list", {}, safe=True))
+    async def member_list(self, *, linearizable: bool = False) -> MemberListResponse:
+        """The members; ``linearizable`` (etcd 3.5's field): as the leader has committed them,
+        after a ReadIndex round, instead of as this member has applied them. etcd 3.4's
+        gateway refuses the field, so it is sent only to kvraft and etcd 3.5 or later (3.4
+        answers serializably, as it does to etcdctl 3.6's gRPC request)."""
+        body = {"linearizable": True} if linearizable and self._transport.knows("member-list-linearizable") else {}
+        return MemberListResponse.from_wire(await self._transport.unary("/cluster/member/list", body, safe=True))
 
     async def member_add(self, peer_urls: list[str], *, is_learner: bool = False) -> MemberAddResponse:
         """``ValueError`` before sending when a URL is not one etcd takes (``kvraft.urls``)."""

@@ -302,3 +302,32 @@ def test_get_takes_etcdctl_35s_revision_filters_and_count_only(etcd_pair: tuple[
                 128, "Error: `--keys-only` and `--count-only` cannot be set at the same time, choose one\n")
     finally:
         kvraft.stop()
+
+
+def test_member_list_consistency_is_etcdctl_36s(etcd_pair: tuple[Identity, Identity], tmp_path: Path) -> None:
+    """``member list --consistency l`` (etcdctl 3.6's default) answers only with a quorum, as
+    the leader has committed the members; ``s`` answers from the member asked. etcd 3.4 does
+    not take the field, so it gets none (and answers as before)."""
+    from kvclusters import FAST_FLAGS
+
+    from kvraft.server.local import LocalCluster
+
+    etcd = f"--endpoints={etcd_pair[1].endpoint()}"
+    assert run_kvctl([etcd, "member", "list"]).rc == 0
+    bad = run_kvctl([etcd, "member", "list", "--consistency", "x"])
+    assert (bad.rc, bad.err) == (4, 'Error: unknown consistency flag "x"\n')
+    cluster = LocalCluster(3, tmp_path / "kv", extra_args=FAST_FLAGS)
+    try:
+        cluster.start(timeout_s=90)
+        survivor = cluster.members["m0"]
+        ep = f"--endpoints={survivor.client_url}"
+        assert run_kvctl([ep, "member", "list"]).out.count("started") == 3
+        cluster.stop_member("m1")
+        cluster.stop_member("m2")
+        time.sleep(1.5)  # (past the election timeout: m0 has no leader)
+        serializable = run_kvctl([ep, "--command-timeout=2s", "member", "list", "--consistency", "s"])
+        assert serializable.rc == 0 and serializable.out.count("started") == 3, serializable.err
+        linearizable = run_kvctl([ep, "--command-timeout=2s", "member", "list"])
+        assert linearizable.rc != 0, linearizable.out
+    finally:
+        cluster.stop()

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from kvraft.cli.context import Context
-from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_ERROR, CommandError
+from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_BAD_FEATURE, EXIT_ERROR, CommandError
 from kvraft.cli.goformat import go_quote
 from kvraft.cli.parsing import GoNumError, go_parse_int, subcommands
 from kvraft.cli.printers.simple import SimplePrinter
@@ -73,9 +73,11 @@ async def run_update(ctx: Context, ns: argparse.Namespace) -> None:
     ctx.printer.member_update(member_id, resp)
 
 
-async def run_list(ctx: Context, _ns: argparse.Namespace) -> None:
+async def run_list(ctx: Context, ns: argparse.Namespace) -> None:
+    if ns.consistency not in ("l", "s"):  # (etcdctl's IsSerializable)
+        raise CommandError(EXIT_BAD_FEATURE, f'unknown consistency flag "{ns.consistency}"')
     client = await ctx.client()
-    ctx.printer.member_list(await client.member_list())
+    ctx.printer.member_list(await client.member_list(linearizable=ns.consistency == "l"))
 
 
 async def run_promote(ctx: Context, ns: argparse.Namespace) -> None:
@@ -102,3 +104,5 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
             p.add_argument("--peer-urls", default="", help="comma separated peer URLs for the member.")
         if name == "add":
             p.add_argument("--learner", action="store_true", help="indicates if the new member is raft learner")
+        if name == "list":
+            p.add_argument("--consistency", default="l", help="Linearizable(l) or Serializable(s)")
