@@ -711,6 +711,8 @@ _FALSE = ("0", "f", "false", "no", "off")
 
 def _coerce(name: str, value: Any) -> Any:
     default = getattr(Config(), name)
+    if name == "feature_gates" and isinstance(value, dict):  # (YAML: a mapping of gate -> bool)
+        return ",".join(f"{gate}={str(on).lower() if isinstance(on, bool) else on}" for gate, on in value.items())
     if name in _LISTS:  # (an entry given twice counts once: a listen URL twice is one listener, as etcd)
         if isinstance(value, list):
             return list(dict.fromkeys(str(v) for v in value))

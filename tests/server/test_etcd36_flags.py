@@ -63,6 +63,9 @@ def test_the_old_names_reach_the_new_ones_from_a_config_file_and_the_environment
     assert config.feature("InitialCorruptCheck") and not config.memory_mlock
     config = parse(tmp_path, environ={"ETCD_FEATURE_GATES": "InitialCorruptCheck=true"})
     assert config.feature("InitialCorruptCheck")
+    path.write_text("feature-gates:\n  CompactHashCheck: true\n  TxnModeWriteWithSharedBuffer: false\n")
+    config = parse(tmp_path, "--config-file", str(path))  # (a YAML mapping too)
+    assert config.feature("CompactHashCheck") and not config.feature("TxnModeWriteWithSharedBuffer")
 
 
 def test_feature_gates_parse_as_etcds_with_its_defaults() -> None:
