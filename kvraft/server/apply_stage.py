@@ -76,6 +76,9 @@ class ApplyStage:
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.entries_applied = 0
         self.snapshots_applied = 0
+        self.applying_snapshot = 0
+        """1 while a received snapshot is being installed (etcd's
+        ``etcd_server_snapshot_apply_in_progress_total``)."""
         self.failed: BaseException | None = None  # what stopped it; then it applies nothing more
         self._commit_timer: asyncio.TimerHandle | None = None
 
@@ -133,7 +136,11 @@ class ApplyStage:
                 commit()
             return
         if kind == "snapshot":
-            self.target.restore(payload)
+            self.applying_snapshot = 1
+            try:
+                self.target.restore(payload)
+            finally:
+                self.applying_snapshot = 0
             self.snapshots_applied += 1
             self.conf_state = payload.metadata.conf_state
             self.applied.advance(payload.metadata.index)

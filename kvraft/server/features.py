@@ -212,6 +212,7 @@ class Features:
             ("kvraft_lease_keepalive_seconds_total", "counter", "Time this member took to answer them.",
              self.keepalives.stats.renew_seconds),
             ("kvraft_auth_enabled", "gauge", "1 while auth is enabled.", int(self.auth.enabled)),
+            ("etcd_debugging_auth_revision", "gauge", "The current revision of auth store.", self.auth.revision),
         ]
 
     # -- auth -----------------------------------------------------------------------------

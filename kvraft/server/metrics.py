@@ -222,6 +222,10 @@ class MemberCollector(Collector):
              "Bucketed histogram of db compaction total duration.", timings.db_compaction_total_ms),
             (histogram_family, "etcd_debugging_mvcc_index_compaction_pause_duration_milliseconds",
              "Bucketed histogram of index compaction pause duration.", timings.index_compaction_pause_ms),
+            (_gauge, "etcd_debugging_mvcc_db_compaction_last",
+             "The unix time of the last db compaction. Resets to 0 on start.", timings.db_compaction_last),
+            (_gauge, "etcd_mvcc_db_open_read_transactions", "The number of currently open read transactions",
+             node.state.store.gate.readers),
             (_gauge, "os_fd_limit", "The file descriptor limit.", limit),
         ]
         if used is not None:
@@ -271,6 +275,8 @@ class MemberCollector(Collector):
                        stats.read_indexes_failed)
         yield _counter("etcd_server_heartbeat_send_failures_total", "The total number of leader heartbeat send "
                        "failures (likely overloaded from slow disk).", stats.heartbeat_send_failures)
+        yield _gauge("etcd_server_snapshot_apply_in_progress_total", "1 if the server is applying the incoming "
+                     "snapshot. 0 if none.", node.driver.stage.applying_snapshot)
         yield _gauge("etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.",
                      node.config.quota_bytes())
         version = GaugeMetricFamily("etcd_server_version", "Which version is running. 1 for 'server_version' "
@@ -288,6 +294,12 @@ class MemberCollector(Collector):
         for number in (ALARM_NOSPACE, ALARM_CORRUPT):
             alarms.add_metric([ALARM_NAMES[number]], sum(1 for _member, kind in raised if kind == number))
         yield alarms
+        each = GaugeMetricFamily("etcd_debugging_server_alarms", "Alarms for every member in cluster. 1 for "
+                                 "'server_id' label with current ID. 2 for 'alarm_type' label with type of this "
+                                 "alarm", labels=["server_id", "alarm_type"])
+        for member_id, kind in sorted(raised):
+            each.add_metric([f"{member_id:x}", ALARM_NAMES.get(kind, str(kind))], 1)
+        yield each
         yield _crl_next_updates(node.config)
         refused = CounterMetricFamily("kvraft_server_tls_handshake_failures",
                                       "TLS handshakes that failed on this member's listeners, by listener "
@@ -347,6 +359,9 @@ class MemberCollector(Collector):
             "etcd_disk_wal_fsync_duration_seconds",
             "The latency distributions of fsync called by WAL.",
             getattr(node.raft_log, "fsync_seconds", None))
+        if hasattr(node.raft_log, "write_seconds"):  # (the WAL; etcd 3.5's)
+            yield histogram_family("etcd_disk_wal_write_duration_seconds",
+                                   "The latency distributions of write called by WAL.", node.raft_log.write_seconds)
         written = getattr(node.raft_log, "bytes_written", None)
         if written is not None:  # the WAL (not the LMDB log of old data dirs); a gauge in etcd too
             yield _gauge("etcd_disk_wal_write_bytes_total", "Total number of bytes written in WAL.", written)
@@ -371,6 +386,12 @@ class MemberCollector(Collector):
         for peer, up in sorted(stats.active.items()):
             active.add_metric([local, f"{peer:x}"], int(up))
         yield active
+        known = GaugeMetricFamily("etcd_network_known_peers", "The current number of known peers.",
+                                  labels=["Local", "Remote"])
+        for peer in sorted(node.membership.members):
+            if peer != node.member_id:
+                known.add_metric([local, f"{peer:x}"], 1)
+        yield known
         lost = CounterMetricFamily("etcd_network_disconnected_peers_total", "The total number of disconnected peers.",
                                    labels=["Local", "Remote"])
         for peer, count in sorted(stats.disconnects.items()):

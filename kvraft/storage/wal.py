@@ -137,6 +137,7 @@ class WalLogStorage:
         self.syncs = 0
         self.rotations = 0
         self.fsync_seconds = DurationHistogram()  # etcd_disk_wal_fsync_duration_seconds
+        self.write_seconds = DurationHistogram()  # etcd_disk_wal_write_duration_seconds (the write call)
         self.bytes_written = 0  # frames made durable: etcd_disk_wal_write_bytes_total
         created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
@@ -481,7 +482,9 @@ class WalLogStorage:
         self._staged = []
         frame = encode_frame(payload)
         try:
+            started = time.perf_counter()
             written = os.pwrite(self._fd, frame, self._pos)
+            self.write_seconds.observe(time.perf_counter() - started)
             if written != len(frame):
                 raise OSError(f"short write to {self._segment(self._seq).name}: {written} of {len(frame)}")
             if failpoints.enabled():

@@ -282,7 +282,7 @@ def test_get_takes_etcdctl_35s_revision_filters_and_count_only(etcd_pair: tuple[
                 revs.append(int(out.split('"revision":')[1].split(",")[0]))
             r1, r2, r3 = revs
 
-            def keys(*flags: str) -> list[str]:
+            def keys(*flags: str, ep: str = ep) -> list[str]:
                 result = run_kvctl([ep, "get", "filt/", "--prefix", "--keys-only", *flags])
                 assert result.rc == 0, result.err
                 return [line for line in result.out.splitlines() if line]

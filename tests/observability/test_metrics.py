@@ -122,6 +122,40 @@ def test_members_export_etcd_names_with_sane_values(stack: Stack) -> None:
     assert rtt == [repr(0.0001 * 2**i) for i in range(14)] + ["+Inf"], rtt
 
 
+def test_members_export_etcd_35_and_36_names(stack: Stack) -> None:
+    """The metrics etcd 3.5 and 3.6 added that kvraft has the mechanism for: WAL write
+    latency, open read views, the last compaction's time, known peers, every raised alarm
+    per member, the auth store's revision, a snapshot being installed, the feature gates."""
+    names = list(stack.cluster.members)
+    ids = _member_ids(stack)
+    url = stack.member_url(names[0])
+    _put(url, "obs36/k", "v")
+    page = Scrape.of(url)
+    types = {
+        "etcd_disk_wal_write_duration_seconds": "histogram",
+        "etcd_mvcc_db_open_read_transactions": "gauge",
+        "etcd_debugging_mvcc_db_compaction_last": "gauge",
+        "etcd_network_known_peers": "gauge",
+        "etcd_debugging_server_alarms": "gauge",
+        "etcd_debugging_auth_revision": "gauge",
+        "etcd_server_snapshot_apply_in_progress_total": "gauge",
+        "etcd_server_feature_enabled": "gauge",
+    }
+    for family, kind in types.items():
+        assert page.types.get(family) == kind, (family, page.types.get(family))
+    assert page.value("etcd_disk_wal_write_duration_seconds_count") > 0
+    buckets = [s.labels["le"] for s in page.labelled("etcd_disk_wal_write_duration_seconds_bucket")]
+    assert buckets == ETCD_BUCKETS, buckets
+    assert page.value("etcd_mvcc_db_open_read_transactions") >= 0  # (tests/storage/test_compaction_hash.py: values)
+    assert page.value("etcd_debugging_mvcc_db_compaction_last") >= 0
+    assert {s.labels["Remote"] for s in page.labelled("etcd_network_known_peers")} == \
+        {ids[n] for n in names[1:]}
+    assert page.value("etcd_debugging_auth_revision") >= 1
+    assert page.value("etcd_server_snapshot_apply_in_progress_total") == 0
+    assert page.value("etcd_server_feature_enabled", name="CompactHashCheck", stage="ALPHA") == 0
+    assert page.value("etcd_server_feature_enabled", name="TxnModeWriteWithSharedBuffer", stage="BETA") == 1
+
+
 def test_listen_metrics_urls_serves_the_same_registry(stack: Stack) -> None:
     on_client = Scrape.of(stack.member_url("m0"))
     on_metrics = Scrape.of(stack.metrics_url)

@@ -199,9 +199,12 @@ def test_hashkv_without_a_revision_is_live_at_a_compaction_point(tmp_path) -> No
         code, body = post(urls[leader], "/v3/kv/compaction", {"revision": revision, "physical": True})
         assert code == 200, body
         for url in urls.values():
+            # (a member that has not applied the compaction yet answers both with -1: wait for it)
+            wait_until(lambda url=url: post(url, "/v3/maintenance/hashkv", {})[1].get("compact_revision")
+                       == str(revision), what="the compaction applied")
             wait_until(lambda url=url: post(url, "/v3/maintenance/hashkv", {"revision": revision})[1]
                        .get("compact_revision") == "-1", what="the compaction's recorded hash")
-            code, live = post(url, "/v3/maintenance/hashkv", {})
+            code, live = post(url, "/v3/maintenance/hashkv", {})  # (without a revision: still the live one)
             assert code == 200 and live["compact_revision"] == str(revision), live
         time.sleep(1.0)  # ~5 rounds of the periodic check, all comparing live hashes
         assert alarms(urls[leader]) == []

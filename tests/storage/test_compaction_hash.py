@@ -99,3 +99,18 @@ def test_the_newest_ten_are_kept_and_a_restore_forgets_them(tmp_path: Path) -> N
         workload(other, 6, 10)
         store.restore(list(other.snapshot()))
         assert store.compaction_hashes() == []
+
+
+def test_the_last_compactions_time_and_open_read_views_are_counted(tmp_path: Path) -> None:
+    """``etcd_debugging_mvcc_db_compaction_last`` and ``etcd_mvcc_db_open_read_transactions``."""
+    import time
+
+    with open_store(tmp_path / "s") as store:
+        workload(store, 9, 20)
+        assert store.timings.db_compaction_last == 0 and store.gate.readers == 0
+        with store.read(), store.read():
+            assert store.gate.readers == 1  # (one thread's nested views hold the gate once)
+        before = time.time()
+        compact(store, 10)
+        assert before <= store.timings.db_compaction_last <= time.time()
+        assert store.gate.readers == 0

@@ -79,4 +79,6 @@ class StoreTimings:
         self.db_compaction_pause_ms = DurationHistogram(_doubling(1.0, 13))
         self.db_compaction_total_ms = DurationHistogram(_doubling(100.0, 14))
         self.db_compaction_keys = 0
+        self.db_compaction_last = 0.0
+        """Unix time the last compaction finished (0 since this process opened the store)."""
 

@@ -29,6 +29,11 @@ class CompactionGate:
         self._waiting = 0
         self._mine = threading.local()
 
+    @property
+    def readers(self) -> int:
+        """Read views open now (etcd's ``etcd_mvcc_db_open_read_transactions``)."""
+        return self._readers
+
     def acquire_shared(self) -> None:
         mine = self._mine
         depth = getattr(mine, "depth", 0)
