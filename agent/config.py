@@ -70,7 +70,7 @@ class AgentConfig:
     node_status_s: float = 10.0
     request_timeout_s: float = 5.0
     log_level: str = "info"
-    log_format: str = "json"  # json lines (docs/observability.md) or text
+    log_format: str = "json"  # json lines (docs/observability.md), console (zap's) or text
     user: str = ""
     password: str = ""
     cacert: str = ""  # TLS to kvraft, as etcdctl: CA bundle, client certificate and key
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-status-s", type=float, help="node conditions check interval (default 10)")
     p.add_argument("--request-timeout-s", type=float, help="kvraft request timeout (default 5)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log-format", choices=["json", "text"], help="log lines as JSON objects (default) or text")
+    p.add_argument("--log-format", choices=["json", "console", "text"], help="log lines as JSON objects (default), zap's console lines or text")
     p.add_argument("--user", help="kvraft user (auth enabled)")
     p.add_argument("--password", help="kvraft password")
     p.add_argument("--cacert", help="verify kvraft's certificate with this CA bundle (https)")
@@ -171,8 +171,8 @@ def _check(cfg: AgentConfig) -> None:
             raise ValueError(f"--labels: {problem}")
     if cfg.log_level not in ("debug", "info", "warning", "error"):
         raise ValueError(f"--log-level: {cfg.log_level!r} is not one of debug, info, warning, error")
-    if cfg.log_format not in ("json", "text"):
-        raise ValueError(f"--log-format: {cfg.log_format!r} is not one of json, text")
+    if cfg.log_format not in ("json", "console", "text"):
+        raise ValueError(f"--log-format: {cfg.log_format!r} is not one of json, console, text")
     in_range("lease_ttl_s", cfg.lease_ttl_s, 1, MAX_LEASE_TTL_S)
     in_range("heartbeat_s", cfg.heartbeat_s, 0, above=True)
     if cfg.heartbeat_s >= cfg.lease_ttl_s:

@@ -54,7 +54,7 @@ class SchedulerConfig:
     max_txn_ops: int = 120
     request_timeout_s: float = 5.0
     log_level: str = "info"
-    log_format: str = "json"  # json lines (docs/observability.md) or text
+    log_format: str = "json"  # json lines (docs/observability.md), console (zap's) or text
     user: str = ""
     password: str = ""
     cacert: str = ""  # TLS to kvraft, as etcdctl: CA bundle, client certificate and key
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-txn-ops", type=int)
     p.add_argument("--request-timeout-s", type=float)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log-format", choices=["json", "text"], help="log lines as JSON objects (default) or text")
+    p.add_argument("--log-format", choices=["json", "console", "text"], help="log lines as JSON objects (default), zap's console lines or text")
     p.add_argument("--user")
     p.add_argument("--password")
     p.add_argument("--cacert", help="verify kvraft's certificate with this CA bundle (https)")
@@ -121,8 +121,8 @@ def _check(config: SchedulerConfig) -> None:
     check_url("--listen-url", config.listen_url)
     if config.log_level not in ("debug", "info", "warning", "error"):
         raise ValueError(f"--log-level: {config.log_level!r} is not one of debug, info, warning, error")
-    if config.log_format not in ("json", "text"):
-        raise ValueError(f"--log-format: {config.log_format!r} is not one of json, text")
+    if config.log_format not in ("json", "console", "text"):
+        raise ValueError(f"--log-format: {config.log_format!r} is not one of json, console, text")
     in_range("election_ttl_s", config.election_ttl_s, 1, MAX_LEASE_TTL_S)
     in_range("cycle_interval_s", config.cycle_interval_s, 0, above=True)
     in_range("request_timeout_s", config.request_timeout_s, 0, above=True)

@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", default=env("JOBCTL_KEY"), help="the client certificate's key")
     p.add_argument("--insecure-skip-tls-verify", action="store_true")
     p.add_argument("--log-level", default="info")
-    p.add_argument("--log-format", choices=["json", "text"], default="json",
-                   help="log lines as JSON objects (default) or text")
+    p.add_argument("--log-format", choices=["json", "console", "text"], default="json",
+                   help="log lines as JSON objects (default), zap's console lines or text")
     return p
 
 

@@ -93,6 +93,7 @@ def test_bad_log_settings_are_refused(tmp_path: Path) -> None:
         ([PY, "-m", "kvraft.server.main", "--data-dir", str(tmp_path / "d"), "--log-outputs",
           str(tmp_path / "no" / "such" / "dir" / "f.log")], "--log-outputs"),
         ([PY, "-m", "agent", "--log-format", "xml"], "invalid choice"),
+        ([PY, "-m", "agent", "--log-format", "yaml"], "'json', 'console', 'text'"),
         ([PY, "-m", "scheduler.service", "--log-format", "xml"], "invalid choice"),
         ([PY, "-m", "scheduler.dashboard.main", "--log-format", "xml"], "invalid choice"),
     ):
