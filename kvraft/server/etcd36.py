@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from kvraft.durations import parse_go_duration_s
+
 if TYPE_CHECKING:
     from kvraft.server.config import Config
 
@@ -191,8 +193,6 @@ def resolve(config: Config, explicit: set[str]) -> list[str]:
 
 
 def _nonzero(duration: str) -> bool:
-    from kvraft.durations import parse_go_duration_s
-
     try:
         return parse_go_duration_s(duration) != 0
     except ValueError:
