@@ -12,11 +12,14 @@ stdout is flushed before an error is written, so a partial listing comes before 
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import io
 import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
+from kvraft.cli.context import Context
 from kvraft.cli.errors import (
     EXIT_BAD_CONNECTION,
     EXIT_ERROR,
@@ -26,7 +29,7 @@ from kvraft.cli.errors import (
 )
 from kvraft.client import ClientError, EndpointError, ServerError
 
-__all__ = ["console", "guarded"]
+__all__ = ["console", "execute", "guarded"]
 
 Runner = Callable[[Sequence[str], TextIO, TextIO, TextIO], int]
 
@@ -54,6 +57,28 @@ def guarded(body: Callable[[], int], stdout: TextIO, stderr: TextIO) -> int:
         return EXIT_BAD_CONNECTION
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def execute(parser: argparse.ArgumentParser, ns: argparse.Namespace, context: Callable[[], Context],
+            stdout: TextIO) -> int:
+    """Run the parsed command line: the help of the command named without a verb, else its
+    handler with the ``context`` made for it (an unsupported ``-w`` fails before anything is
+    asked, as in etcdctl), its clients closed afterwards."""
+    handler = getattr(ns, "handler", None)
+    if handler is None:
+        stdout.write((getattr(ns, "help_parser", None) or parser).format_help())
+        return 0
+    ctx = context()
+    _ = ctx.printer
+
+    async def dispatch() -> None:
+        try:
+            await handler(ctx, ns)
+        finally:
+            await ctx.close()
+
+    asyncio.run(dispatch())
+    return 0
 
 
 def console(run: Runner, argv: Sequence[str] | None) -> int:

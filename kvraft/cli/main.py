@@ -9,7 +9,6 @@ etcdctl's codes (``kvraft.cli.errors``).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import sys
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from typing import Any, TextIO
 from kvraft.cli.commands import MODULES
 from kvraft.cli.commands.watch import split_exec
 from kvraft.cli.context import DEFAULT_ENDPOINT, Context, GlobalOptions, env
-from kvraft.cli.entry import console, guarded
+from kvraft.cli.entry import console, execute, guarded
 from kvraft.cli.errors import (
     EXIT_ERROR,
     CommandError,
@@ -134,13 +133,6 @@ def _truthy(value: Any) -> bool:
     return value is True or str(value).lower() in ("true", "1")
 
 
-async def _dispatch(ctx: Context, ns: argparse.Namespace) -> None:
-    try:
-        await ns.handler(ctx, ns)
-    finally:
-        await ctx.close()
-
-
 def run(argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
     """Run one kvctl command line; returns the exit code (used by ``main`` and tests)."""
     def body() -> int:
@@ -150,15 +142,7 @@ def run(argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: TextIO) -> i
         take_positionals(ns, extras, "kvctl")
         if exec_args is not None:
             ns.exec_args = exec_args
-        handler = getattr(ns, "handler", None)
-        if handler is None:
-            leaf = getattr(ns, "help_parser", None) or parser
-            stdout.write(leaf.format_help())
-            return 0
-        ctx = Context(global_options(ns, stderr), stdin, stdout, stderr)
-        _ = ctx.printer  # an unsupported -w fails before connecting, as in etcdctl
-        asyncio.run(_dispatch(ctx, ns))
-        return 0
+        return execute(parser, ns, lambda: Context(global_options(ns, stderr), stdin, stdout, stderr), stdout)
 
     return guarded(body, stdout, stderr)
 

@@ -28,13 +28,13 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from kvraft import __version__
 from kvraft.cli.commands import completion, snapshot
 from kvraft.cli.commands.defrag import defrag_data_dir, in_use
 from kvraft.cli.context import Context, GlobalOptions
-from kvraft.cli.entry import console, guarded
+from kvraft.cli.entry import console, execute, guarded
 from kvraft.cli.errors import EXIT_BAD_ARGS, EXIT_ERROR, CommandError
 from kvraft.cli.parsing import GoArgumentParser, normalize_bools, subcommands, take_positionals
 from kvraft.cli.printers.base import DBHashKV
@@ -139,14 +139,8 @@ def run(argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: TextIO) -> i
         parser = build_parser()
         ns, extras = parser.parse_known_args(normalize_bools(list(argv), {"--skip-hash-check", "--mark-compacted"}))
         take_positionals(ns, extras, "kvutl")
-        handler: Any = getattr(ns, "handler", None)
-        if handler is None:
-            stdout.write((getattr(ns, "help_parser", None) or parser).format_help())
-            return 0
-        ctx = Context(GlobalOptions(endpoints=(), write_out=getattr(ns, "write_out", "simple")), stdin, stdout, stderr)
-        _ = ctx.printer  # an unsupported -w fails first
-        asyncio.run(handler(ctx, ns))
-        return 0
+        options = GlobalOptions(endpoints=(), write_out=getattr(ns, "write_out", "simple"))
+        return execute(parser, ns, lambda: Context(options, stdin, stdout, stderr), stdout)
 
     return guarded(body, stdout, stderr)
 

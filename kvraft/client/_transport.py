@@ -188,6 +188,7 @@ class Transport:
         self.codec: Codec = MSGPACK_CODEC if encoding == "msgpack" else JSON_CODEC
         self.prefix = "/v3"
         self.server_version: dict[str, Any] = {}
+        self._release: tuple[int, ...] = ()  # (the server's etcd major.minor, from ``/version``)
         self._opened = False  # open() succeeded, close() not called since
         self._rng = rng or random.Random()
         self._pinned = 0
@@ -316,20 +317,15 @@ class Transport:
         if self.encoding == "auto":
             self.codec = MSGPACK_CODEC if "kvraft" in doc else JSON_CODEC
         version = str(doc.get("etcdserver", "3.4.0"))
-        major_minor = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
-        self.prefix = "/v3" if major_minor >= (3, 4) else "/v3beta"
+        self._release = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+        self.prefix = "/v3" if self._release >= (3, 4) else "/v3beta"
         return dict(doc)
 
-    def knows(self, field: str) -> bool:
-        """Whether the server found at ``open`` takes a request field newer than etcd 3.4's
-        (only ``member-list-linearizable`` so far): kvraft does, and etcd from 3.5."""
-        if field != "member-list-linearizable":
-            raise ValueError(f"unknown field {field!r}")
-        doc = self.server_version
-        if "kvraft" in doc:
-            return True
-        version = tuple(int(p) for p in str(doc.get("etcdserver", "")).split(".")[:2] if p.isdigit())
-        return version >= (3, 5)
+    @property
+    def takes_35_fields(self) -> bool:
+        """Whether the server found at ``open`` takes request fields etcd 3.5 added (etcd
+        3.4's gateway refuses a field it does not know): kvraft does, and etcd from 3.5."""
+        return "kvraft" in self.server_version or self._release >= (3, 5)
 
     async def get_json(self, endpoint: str, path: str) -> Any:
         """A plain ``GET`` (``/version``, ``/health``) against one endpoint, while it answers

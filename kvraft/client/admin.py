@@ -60,7 +60,7 @@ class AdminMixin:
         after a ReadIndex round, instead of as this member has applied them. etcd 3.4's
         gateway refuses the field, so it is sent only to kvraft and etcd 3.5 or later (3.4
         answers serializably, as it does to etcdctl 3.6's gRPC request)."""
-        body = {"linearizable": True} if linearizable and self._transport.knows("member-list-linearizable") else {}
+        body = {"linearizable": True} if linearizable and self._transport.takes_35_fields else {}
         return MemberListResponse.from_wire(await self._transport.unary("/cluster/member/list", body, safe=True))
 
     async def member_add(self, peer_urls: list[str], *, is_learner: bool = False) -> MemberAddResponse:

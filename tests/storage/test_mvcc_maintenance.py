@@ -368,6 +368,7 @@ def test_compaction_pauses_between_its_delete_batches(tmp_path: Path, monkeypatc
 
     class Clock:
         monotonic = staticmethod(real_time.monotonic)
+        time = staticmethod(real_time.time)
 
         @staticmethod
         def sleep(seconds: float) -> None:

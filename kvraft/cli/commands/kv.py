@@ -186,13 +186,9 @@ async def run_get(ctx: Context, ns: argparse.Namespace) -> None:
     op = options.op()
     client = await ctx.client()
     printer = ctx.printer
-    if options.count_only:  # (etcdctl asks first, then refuses another format)
-        resp = await client.do(op)
-        if not isinstance(printer, FieldsPrinter):
-            raise _bad("--count-only is only for `--write-out=fields`")
-        assert isinstance(resp, GetResponse)
-        printer.get(resp)
-        return
+    if options.count_only and not isinstance(printer, FieldsPrinter):
+        await client.do(op)  # (etcdctl asks first, then refuses the format)
+        raise _bad("--count-only is only for `--write-out=fields`")
     if options.print_value_only:
         if not isinstance(printer, SimplePrinter):
             raise _bad("print-value-only is only for `--write-out=simple`")
