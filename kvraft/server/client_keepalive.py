@@ -29,9 +29,11 @@ def configure(sock: socket.socket | None, interval_s: float, timeout_s: float) -
     if interval_s <= 0:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0)
         return
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    # (the times first: SO_KEEPALIVE arms the timer with the idle time then in force, so set
+    # first it ran briefly on the kernel's 7200 s until TCP_KEEPIDLE re-armed it)
     if hasattr(socket, "TCP_KEEPIDLE"):  # (Linux; elsewhere the kernel's idle time)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, min(int(interval_s), 32767)))
     if timeout_s > 0 and hasattr(socket, "TCP_KEEPINTVL") and hasattr(socket, "TCP_KEEPCNT"):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, min(round(timeout_s / PROBES), 32767)))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, PROBES)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
