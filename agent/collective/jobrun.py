@@ -56,7 +56,8 @@ from typing import Any
 from agent.collective.errors import CollectiveTimeout
 from agent.collective.rendezvous import KvraftRendezvous, kvraft_from_url
 
-__all__ = ["HOST_PREFIX", "first_error_line", "fresh_tmpdir", "main", "mpirun_argv", "resolve_program", "strip_daemonize"]
+__all__ = ["HOST_PREFIX", "first_error_line", "fresh_tmpdir", "main", "mpirun_argv", "resolve_program", "strip_daemonize",
+           "sweep_tmpdirs"]
 
 HOST_PREFIX = "r"  # mpirun's host names: r0, r1, ... (rank K's task hosts "rK")
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
@@ -258,14 +259,47 @@ def _watch(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
     return proc.wait(), first
 
 
+TMPDIR_PREFIX = "kvraft-mpi-"
+
+
+def sweep_tmpdirs(parent: str | None = None) -> list[str]:
+    """Remove ``kvraft-mpi-<pid>-*`` under ``parent`` (the temporary directory) whose
+    process no longer exists; returns their paths. A PID reused by another process keeps its
+    directory until that one ends too; names without a PID (older releases) are left alone."""
+    root = Path(parent or tempfile.gettempdir())
+    removed: list[str] = []
+    try:
+        entries = list(root.glob(f"{TMPDIR_PREFIX}*-*"))
+    except OSError:
+        return removed
+    for entry in entries:
+        pid_text = entry.name[len(TMPDIR_PREFIX):].split("-", 1)[0]
+        if not pid_text.isdigit() or not entry.is_dir() or entry.is_symlink():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(str(entry))
+        except (PermissionError, OverflowError, OSError):
+            continue  # alive under another user, or not a PID: not ours to judge
+    return removed
+
+
 @contextlib.contextmanager
 def fresh_tmpdir() -> Iterator[dict[str, str]]:
     """The environment for mpirun or a PRRTE daemon with ``TMPDIR`` in a new directory of
     its own, removed afterwards. PRRTE and PMIx keep their session directory and rendezvous
     files under ``$TMPDIR/<prterun|prted>.<pid>``: a process SIGKILLed by ``kill-node`` leaves
     them behind, and a later daemon that got the same PID (PIDs wrap at 32768 on a busy
-    machine) failed with "The PMIx server's listener thread failed to start" (seen here)."""
-    path = tempfile.mkdtemp(prefix="kvraft-mpi-")
+    machine) failed with "The PMIx server's listener thread failed to start" (seen here).
+
+    The directory's name carries this process's PID (``kvraft-mpi-<pid>-<random>``). A jobrun
+    stopped by SIGTERM or SIGKILL (how the agent stops a task) never reaches the removal, so
+    each new one first removes the directories whose process is gone: a node keeps no more of
+    them than it has jobruns alive."""
+    sweep_tmpdirs()
+    path = tempfile.mkdtemp(prefix=f"{TMPDIR_PREFIX}{os.getpid()}-")
     try:
         yield dict(os.environ, TMPDIR=path)
     finally:

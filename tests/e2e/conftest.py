@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from agent.collective.jobrun import sweep_tmpdirs
 from kvraft.client import SyncClient
 from kvraft.local import LocalSpec, down, up
 
@@ -137,3 +138,4 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             c.client.close()
     finally:
         down(directory)  # also removes the agents' cgroup parents (kvraft-agent/<node>)
+        sweep_tmpdirs()  # the TMPDIRs of the jobruns the tests killed (the next jobrun would)

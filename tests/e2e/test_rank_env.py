@@ -161,3 +161,37 @@ def test_rank0s_relay_holds_mpiruns_requests_until_its_rendezvous_is_there(tmp_p
     failed.attach(None, "rank 0 could not reach kvraft: ClientError('no member')")
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "could not reach kvraft" in err
+
+
+def test_jobrun_tmpdirs_of_ended_processes_are_swept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A jobrun stopped by SIGKILL never removes its TMPDIR: the next one removes it (each
+    run of the suite left a dozen in /tmp before)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from agent.collective.jobrun import fresh_tmpdir, sweep_tmpdirs
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    dead = tmp_path / f"kvraft-mpi-{ended.pid}-abc"
+    (dead / "prted.77").mkdir(parents=True)
+    alive = tmp_path / f"kvraft-mpi-{os.getpid()}-def"
+    alive.mkdir()
+    legacy = tmp_path / "kvraft-mpi-q_7q7sjn"  # an older release's name: no PID, left alone
+    legacy.mkdir()
+    a_file = tmp_path / f"kvraft-mpi-{ended.pid}-file"
+    a_file.write_text("x")
+    other = tmp_path / f"other-{ended.pid}-x"
+    other.mkdir()
+    assert sweep_tmpdirs(str(tmp_path)) == [str(dead)]
+    assert not dead.exists() and alive.is_dir() and legacy.is_dir() and a_file.exists() and other.is_dir()
+
+    dead.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with fresh_tmpdir() as env:
+        mine = Path(env["TMPDIR"])
+        assert mine.parent == tmp_path and mine.name.startswith(f"kvraft-mpi-{os.getpid()}-") and mine.is_dir()
+        assert not dead.exists()
+    assert not mine.exists() and alive.is_dir()
