@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvraft.aio import cancel_and_wait
-from kvraft.client import Client, Compare, Op, WatchCompactedError
+from kvraft.client import Client, Compare, EndpointError, Op, UnavailableError, WatchCompactedError
 from scheduler import keys
 
 __all__ = ["FakeAgent", "FakeNode", "main", "node_record"]
@@ -65,6 +65,16 @@ def node_record(n: FakeNode, lease_id: int) -> dict[str, Any]:
     }
 
 
+# what a loaded cluster answers now and then (a leader change, a request timed out, a member
+# restarting): the real agent's reconcile loop writes the status again; so does this one
+TRANSIENT = (EndpointError, UnavailableError, TimeoutError, OSError)
+
+
+def _say(what: str, exc: BaseException) -> None:
+    sys.stderr.write(f"fake_agent: {what}: {type(exc).__name__}: {exc}; retrying\n")
+    sys.stderr.flush()
+
+
 class FakeAgent:
     def __init__(self, client: Client, nodes: list[FakeNode], *, lease_ttl_s: int = 5, run_tasks: bool = True) -> None:
         self.client = client
@@ -75,6 +85,7 @@ class FakeAgent:
         self.running: dict[str, asyncio.Task[None]] = {}  # "<node>/<job>/<task>" -> task
         self.started: dict[str, float] = {}
         self.statuses_written = 0
+        self.status_retries = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped: dict[str, int] = {}  # key -> the revision whose end was reported for a stop
         self._stops: set[asyncio.Task[bool]] = set()
@@ -100,29 +111,37 @@ class FakeAgent:
 
     async def _watch(self) -> None:
         while True:
-            resp = await self.client.get(keys.ASSIGNMENTS, prefix=True)
-            seen = set()
-            for kv in resp.kvs:
-                seen.add(kv.key.decode())
-                self._on_put(kv.key.decode(), kv.create_revision, kv.value)
-            for k in [k for k in self.running if keys.ASSIGNMENTS + k not in seen]:
-                self.running.pop(k).cancel()
-            self.ready.set()
             try:
-                async with self.client.watch(keys.ASSIGNMENTS, prefix=True, start_revision=resp.header.revision + 1,
-                                             reconnect_timeout_s=None) as w:
-                    async for batch in w:
-                        for ev in batch.events:
-                            key = ev.kv.key.decode()
-                            if ev.type == "PUT":
-                                self._on_put(key, ev.kv.create_revision, ev.kv.value)
-                            else:
-                                self._stopped.pop(key[len(keys.ASSIGNMENTS):], None)
-                                t = self.running.pop(key[len(keys.ASSIGNMENTS):], None)
-                                if t is not None:
-                                    t.cancel()
+                await self._list_and_watch()
             except WatchCompactedError:
                 continue
+            except TRANSIENT as exc:  # the list failed (the watch itself reconnects)
+                _say("listing assignments", exc)
+                await asyncio.sleep(0.5)
+
+    async def _list_and_watch(self) -> None:
+        """List the assignments (starting what is new, cancelling what is gone), then watch
+        from the revision after the list."""
+        resp = await self.client.get(keys.ASSIGNMENTS, prefix=True)
+        seen = set()
+        for kv in resp.kvs:
+            seen.add(kv.key.decode())
+            self._on_put(kv.key.decode(), kv.create_revision, kv.value)
+        for k in [k for k in self.running if keys.ASSIGNMENTS + k not in seen]:
+            self.running.pop(k).cancel()
+        self.ready.set()
+        async with self.client.watch(keys.ASSIGNMENTS, prefix=True, start_revision=resp.header.revision + 1,
+                                     reconnect_timeout_s=None) as w:
+            async for batch in w:
+                for ev in batch.events:
+                    key = ev.kv.key.decode()
+                    if ev.type == "PUT":
+                        self._on_put(key, ev.kv.create_revision, ev.kv.value)
+                    else:
+                        self._stopped.pop(key[len(keys.ASSIGNMENTS):], None)
+                        t = self.running.pop(key[len(keys.ASSIGNMENTS):], None)
+                        if t is not None:
+                            t.cancel()
 
     def _on_put(self, key: str, revision: int, value: bytes) -> None:
         rest = key[len(keys.ASSIGNMENTS):]
@@ -148,11 +167,24 @@ class FakeAgent:
         self.running[rest] = asyncio.get_running_loop().create_task(self._run(parts[0], parts[1], parts[2], revision, doc))
 
     async def _status(self, node: str, job: str, task: str, revision: int, phase: str, **extra: Any) -> bool:
+        """Write the task's status if its assignment is still the one of ``revision``; False
+        when it is not. A transient failure is retried (0.2 s, doubling to 2 s) until the
+        write is answered: one lost write left the job without a phase for ever (the task's
+        run ended with the exception, and the assignment was already taken as running)."""
         doc = {"job": job, "task": task, "node": node, "assignment_revision": revision, "phase": phase, "attempt": 1,
                "updated_at": time.time(), **extra}
         akey = keys.assignment_key(node, f"{job}/{task}")
-        resp = await self.client.txn().if_(Compare.create(akey, "=", revision)).then(
-            Op.put(keys.status_key(f"{job}/{task}"), json.dumps(doc).encode())).commit()
+        delay = 0.2
+        while True:
+            try:
+                resp = await self.client.txn().if_(Compare.create(akey, "=", revision)).then(
+                    Op.put(keys.status_key(f"{job}/{task}"), json.dumps(doc).encode())).commit()
+                break
+            except TRANSIENT as exc:  # the same compare and put again: idempotent
+                self.status_retries += 1
+                _say(f"writing {phase} for {node}/{job}/{task}", exc)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
         self.statuses_written += 1
         return bool(resp.succeeded)
 
