@@ -14,7 +14,7 @@ kvctl's own code; only the surface is etcdutl's:
   revision``) of a stopped member's data dir (or its ``mvcc.lmdb``), or of a kvraft snapshot
   file, equal to what ``kvctl endpoint hashkv`` reports of a member at that revision and
   compaction point; an etcd (bbolt) file is refused (etcd's hash is over protobuf records);
-- ``completion bash|zsh|tcsh``: kvutl's completion script (etcdutl 3.6's ``completion``);
+- ``completion bash|zsh|tcsh|fish``: kvutl's completion script (etcdutl 3.6's ``completion``);
 - ``version``.
 
 Errors print ``Error: <message>`` and exit non-zero with etcdctl's codes, as kvctl does.

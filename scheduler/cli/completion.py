@@ -1,4 +1,4 @@
-"""``jobctl completion bash|zsh|tcsh``: a shell completion script, as kubectl's.
+"""``jobctl completion bash|zsh|tcsh|fish``: a shell completion script, as kubectl's.
 
 Generated from jobctl's own parser (kvraft.client.completion), so every verb and flag
 of this jobctl is in it; it completes file paths after ``-f`` and the TLS flags, and never

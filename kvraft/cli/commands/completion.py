@@ -1,17 +1,19 @@
-"""``completion bash|zsh|tcsh``: a shell completion script for kvctl (and kvutl), as
+"""``completion bash|zsh|tcsh|fish``: a shell completion script for kvctl (and kvutl), as
 etcdctl's, etcdutl's (and kubectl's) ``completion`` command.
 
-The script is generated from kvctl's own parser (shtab, from the argparse tree), so it knows
-every command, subcommand and flag of this kvctl and is never out of date with it::
+The script is generated from kvctl's own parser (shtab, from the argparse tree; fish's by
+kvraft.client.completion), so it knows every command, subcommand and flag of this kvctl and
+is never out of date with it::
 
     source <(kvctl completion bash)                     # this shell
     kvctl completion bash > /etc/bash_completion.d/kvctl # every new shell
     kvctl completion zsh > "${fpath[1]}/_kvctl"
+    kvctl completion fish > ~/.config/fish/completions/kvctl.fish
 
 It completes command and flag names and file paths for the file flags (``--cacert``,
 ``--cert``, ``--key``, ``snapshot save/restore/status`` files), not keys: like etcdctl's, it
-never asks the cluster. etcdctl 3.4 also writes fish and PowerShell scripts; shtab has none,
-so those are refused with a message naming the shells there are.
+never asks the cluster. etcdctl 3.4 also writes PowerShell scripts; kvctl refuses those with
+a message naming the shells there are.
 """
 
 from __future__ import annotations
