@@ -638,9 +638,12 @@ class Node(NodeStatusMixin):
 
     # -- maintenance -------------------------------------------------------------------------
     async def alarm(self, action: int, member_id: int, alarm: int) -> list[tuple[int, int]]:
+        """etcd's Maintenance.Alarm. ``member_id`` is taken as sent: without one it is member
+        0, as in etcd (an ACTIVATE raises member 0's alarm, a DEACTIVATE removes only that),
+        never the member asked; ``kvctl alarm disarm`` names each alarm's member."""
         if action == 0:
             return self.state.alarms(alarm)
-        result = await self.driver.propose(AlarmOp(action, member_id or self.member_id, alarm))
+        result = await self.driver.propose(AlarmOp(action, member_id, alarm))
         return result or []
 
     async def move_leader(self, target: int) -> int:

@@ -63,6 +63,20 @@ SCRIPT: list[tuple[str, dict[str, Any]]] = [
     ("/v3/maintenance/alarm", alarm("DEACTIVATE", "NOSPACE")),
     ("/v3/maintenance/alarm", alarm("DEACTIVATE")),
     ("/v3/kv/put", {"key": b("a"), "value": b("6")}),
+    # no memberID is member 0, not the member asked: an alarm of member 0 is raised (and
+    # caps writes), and a DEACTIVATE without one leaves this member's alarm alone (kvraft took
+    # the member asked for both until session 51)
+    ("/v3/maintenance/alarm", {"action": "ACTIVATE", "alarm": "NOSPACE"}),
+    ("/v3/maintenance/alarm", {"action": "GET"}),
+    ("/v3/kv/put", {"key": b("a"), "value": b("7")}),
+    ("/v3/maintenance/alarm", alarm("ACTIVATE", "NOSPACE")),
+    ("/v3/maintenance/alarm", {"action": "DEACTIVATE", "alarm": "NOSPACE"}),
+    ("/v3/maintenance/alarm", {"action": "GET"}),
+    ("/v3/kv/put", {"key": b("a"), "value": b("8")}),
+    ("/v3/maintenance/alarm", {"action": "DEACTIVATE", "alarm": "NOSPACE"}),
+    ("/v3/maintenance/alarm", alarm("DEACTIVATE", "NOSPACE")),
+    ("/v3/maintenance/alarm", {"action": "GET"}),
+    ("/v3/kv/put", {"key": b("a"), "value": b("9")}),
 ]
 
 
