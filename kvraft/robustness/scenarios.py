@@ -19,6 +19,7 @@ from typing import Any
 from kvraft.robustness.cluster import RobustCluster
 from kvraft.robustness.netfault import NetFaults
 from kvraft.robustness.workload import History
+from kvraft.server.local import b64, post
 
 __all__ = ["SCENARIOS", "Nemesis", "Scenario"]
 
@@ -451,6 +452,110 @@ async def compaction_with_watches(n: Nemesis) -> None:
     n.expect_compacted_answers()
 
 
+FILL_PREFIX = "rbfill/"  # outside the watched and checked prefixes
+FILL_VALUE_BYTES = 64 * 1024
+NOSPACE_QUOTA_BYTES = 6 * 1024 * 1024
+
+
+def _alarms(cluster: RobustCluster, name: str) -> list[str] | None:
+    """The alarms ``name`` lists (None: it did not answer)."""
+    try:
+        code, doc = post(cluster.url(name), "/v3/maintenance/alarm", {"action": "GET"}, timeout_s=5.0)
+    except OSError:
+        return None
+    return sorted(a.get("alarm", "NONE") for a in doc.get("alarms", [])) if code == 200 else None
+
+
+async def _every_member_lists(n: Nemesis, alarms: list[str], timeout_s: float = 30.0) -> bool:
+    """Wait until every running member lists exactly ``alarms``; a problem if they do not."""
+    deadline = time.monotonic() + timeout_s
+    seen: dict[str, list[str] | None] = {}
+    while time.monotonic() < deadline:
+        seen = {m.name: await asyncio.to_thread(_alarms, n.cluster, m.name) for m in n.cluster.running()}
+        if all(v == alarms for v in seen.values()):
+            n.fault(f"every member lists {alarms or 'no alarm'}")
+            return True
+        await asyncio.sleep(0.2)
+    n.problems.append(f"alarms: members list {seen} after {timeout_s:g} s, not {alarms}")
+    return False
+
+
+def _acked_writes(history: History, start: float, end: float) -> list[str]:
+    """The writes acknowledged in ``[start, end]`` that the NOSPACE alarm must refuse: puts and
+    compare-and-swaps of the KV clients, the once clients' numbered writes, and transactions
+    that appended (deletes go on under the alarm, as in etcd)."""
+    out = [f"{op['op']} {op['key']}" for op in history.ops
+           if op["op"] == "cas" or (op["op"] == "put" and not op.get("delete"))
+           if op.get("ret") is not None and start <= op["ret"] <= end]
+    out += [f"once {r['key']}" for r in history.once if r.get("status") == "ok" and start <= (r.get("ret") or 0) <= end]
+    out += [f"txn {r.get('mops')}" for r in history.txns if r.get("status") == "ok" and start <= (r.get("ret") or 0) <= end
+            and any(m[0] == "append" for m in r.get("mops", []))]
+    return out
+
+
+async def nospace_alarm(n: Nemesis) -> None:
+    """The backend quota runs out under load: 64 KiB values under ``rbfill/`` through the
+    leader until a put is refused with etcd's "database space exceeded". Every member must
+    then list the NOSPACE alarm and refuse writes while reads go on; the leader is killed and
+    restarted, and the alarm must still be there (it is replicated state, not memory). Then
+    the operator's recovery, as etcd documents it: delete, compact, defragment every member,
+    disarm; the writes must resume."""
+    await n.sleep(2)
+    leader = await n.leader()
+    url = n.cluster.url(leader)
+    filled, answer = 0, ""
+    for i in range(4 * NOSPACE_QUOTA_BYTES // FILL_VALUE_BYTES):
+        code, doc = await asyncio.to_thread(
+            post, url, "/v3/kv/put", {"key": b64(f"{FILL_PREFIX}{i:04d}"), "value": b64("x" * FILL_VALUE_BYTES)}, 10.0)
+        if code != 200:
+            answer = f"HTTP {code} {doc}"
+            break
+        filled += 1
+    n.fault(f"{filled} puts of 64 KiB through {leader}, then {answer[:120] or 'never refused'}")
+    if "database space exceeded" not in answer:
+        n.problems.append(f"quota: the fill was never refused with NOSPACE ({answer[:200] or f'{filled} puts taken'})")
+        return
+    if not await _every_member_lists(n, ["NOSPACE"]):
+        return
+    alarmed = time.monotonic()
+    await n.sleep(2)
+    await n.kill(leader)
+    await n.sleep(1)
+    await n.restart(leader)
+    await n.leader()
+    await _every_member_lists(n, ["NOSPACE"])  # the restarted member too: the alarm was applied, not remembered
+    await n.sleep(2)
+    before_disarm = time.monotonic()
+    reads = sum(1 for op in n.history.ops if op["op"] == "get" and op.get("ret") is not None
+                and alarmed <= op["ret"] <= before_disarm)
+    writes = _acked_writes(n.history, alarmed + 0.5, before_disarm)
+    n.fault(f"{reads} reads and {len(writes)} writes acknowledged under the alarm")
+    if writes:
+        n.problems.append(f"quota: {len(writes)} writes acknowledged under the NOSPACE alarm, e.g. {writes[:3]}")
+    if not reads:
+        n.problems.append("liveness: no read acknowledged under the NOSPACE alarm")
+    # the recovery
+    leader = await n.leader()
+    end = FILL_PREFIX[:-1] + chr(ord(FILL_PREFIX[-1]) + 1)
+    code, doc = await asyncio.to_thread(post, n.cluster.url(leader), "/v3/kv/deleterange",
+                                        {"key": b64(FILL_PREFIX), "range_end": b64(end)}, 10.0)
+    n.fault(f"delete {FILL_PREFIX}: HTTP {code}, {doc.get('deleted') if isinstance(doc, dict) else doc} deleted")
+    await n.compact(keep=0)
+    for m in n.cluster.running():
+        code, doc = await asyncio.to_thread(post, n.cluster.url(m.name), "/v3/maintenance/defragment", {}, 60.0)
+        n.fault(f"defragment {m.name}: HTTP {code}")
+        if code != 200:
+            n.problems.append(f"defragment {m.name}: HTTP {code} {doc}")
+    # disarmed as etcdctl does: every alarm listed, each with its member (the one that ran out)
+    code, doc = await asyncio.to_thread(post, n.cluster.url(leader), "/v3/maintenance/alarm", {"action": "GET"}, 10.0)
+    for alarm in doc.get("alarms", []) if code == 200 else []:
+        code, _ = await asyncio.to_thread(post, n.cluster.url(leader), "/v3/maintenance/alarm",
+                                          {"action": "DEACTIVATE", **alarm}, 10.0)
+        n.fault(f"alarm disarm {alarm}: HTTP {code}")
+    await _every_member_lists(n, [])
+    await n.expect_progress(4, "the writes after the NOSPACE alarm was disarmed")
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in [
@@ -483,5 +588,8 @@ SCENARIOS: dict[str, Scenario] = {
                  about="the leader's wall clock steps +90 s, then -90 s, while leases are kept alive and others expire"),
         Scenario("compaction-with-watches", 3, compaction_with_watches, lagging_watchers=2,
                  about="compact every second under watches; watches resumed below the compaction; leader killed"),
+        Scenario("nospace-alarm", 3, nospace_alarm, extra_args=("--quota-backend-bytes", str(NOSPACE_QUOTA_BYTES)),
+                 about="the quota runs out under load: writes refused, reads go on, the alarm survives the "
+                       "leader's restart; delete, compact, defragment, disarm"),
     ]
 }  # fmt: skip

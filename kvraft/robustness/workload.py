@@ -4,7 +4,8 @@
   set of keys through the v3 JSON API, each client pinned to a member and failing over to
   the next one when that member stops answering (as ``kvraft.client`` does). Every
   operation is recorded with its call and return time; a write whose outcome the client
-  could not see (timeout, reset, 5xx) is recorded with ``ret = None`` (outcome unknown).
+  could not see (timeout, reset, 5xx) is recorded with ``ret = None`` (outcome unknown); one
+  refused with a 4xx (``Definite``) is left out, as one that reached nobody.
   A request that could not even connect is dropped: it never reached a member.
 * **Watchers**, one per member, watch the key prefix from revision 1 and resume from the
   last revision they saw after every disconnect (on the next member, as a client would).
@@ -56,7 +57,15 @@ def _prefix_end(prefix: str) -> str:
 
 
 class Definite(Exception):
-    """The request certainly did not take effect (it never reached a member)."""
+    """The request certainly did not take effect: it never reached a member, or the member
+    refused it with a definite error (a 4xx: etcd's gateway answers the codes of requests
+    refused before or instead of being applied, e.g. 429 "database space exceeded", with a
+    4xx; 408 and 499, a request cut short, are not definite)."""
+
+
+def refused(status: int) -> bool:
+    """Whether an HTTP status is a definite refusal (``Definite``)."""
+    return 400 <= status < 500 and status not in (408, 499)
 
 
 @dataclass
@@ -233,6 +242,8 @@ class Workload:
             async with self._session.post(url + path, json=doc, timeout=aiohttp.ClientTimeout(total=timeout_s),
                                           headers=headers) as resp:
                 body = await resp.json(content_type=None)
+                if refused(resp.status):
+                    raise Definite(f"HTTP {resp.status}: {body}")
                 if resp.status != 200:
                     raise RuntimeError(f"HTTP {resp.status}: {body}")
                 return body  # type: ignore[no-any-return]

@@ -219,3 +219,36 @@ def test_numbered_writes_applied_twice_or_lost_are_caught() -> None:
     assert differ and "members differ" in differ[0], differ
     assert check_once([], {}) == []
     assert check_once(once, {}) == ["once: no member could be read after healing"]
+
+
+def test_writes_acknowledged_under_the_nospace_alarm_are_found() -> None:
+    """nospace-alarm's check: puts, compare-and-swaps, numbered writes and appending txns
+    acknowledged inside the alarm's window; deletes (allowed under the alarm), reads, writes
+    of unknown outcome and those outside the window are not."""
+    from kvraft.robustness.scenarios import _acked_writes
+
+    h = History()
+    h.ops = [
+        op(1, "put", "rb/k0", 9, 10.5, value="a"),  # inside
+        op(1, "cas", "rb/k1", 11, 11.5, value="b", expect=None, output=False),  # inside, even if it did not succeed
+        op(2, "put", "rb/k2", 10, 11, value=None, delete=True, deleted=1),  # a delete: allowed
+        op(2, "get", "rb/k0", 10, 11, output="a"),
+        op(3, "put", "rb/k3", 10, None, value="c"),  # unknown
+        op(3, "put", "rb/k4", 1, 2, value="d"),  # before
+        op(3, "put", "rb/k5", 20, 21, value="e"),  # after
+    ]
+    h.once = [{"key": "rbonce/p1", "status": "ok", "ret": 12.0}, {"key": "rbonce/p2", "status": "info", "ret": None},
+              {"key": "rbonce/p3", "status": "ok", "ret": 30.0}]
+    h.txns = [{"status": "ok", "ret": 13.0, "mops": [["r", "rbtxn/a", [1]]]},  # read-only: allowed
+              {"status": "ok", "ret": 14.0, "mops": [["append", "rbtxn/b", 7]]},
+              {"status": "fail", "ret": 14.0, "mops": [["append", "rbtxn/c", 8]]}]
+    got = _acked_writes(h, 10.0, 15.0)
+    assert got == ["put rb/k0", "cas rb/k1", "once rbonce/p1", "txn [['append', 'rbtxn/b', 7]]"]
+    assert _acked_writes(h, 100.0, 200.0) == []
+
+
+def test_a_definite_refusal_is_a_4xx_but_a_cut_short_request() -> None:
+    from kvraft.robustness.workload import refused
+
+    assert refused(429) and refused(400) and refused(403) and refused(404)
+    assert not refused(200) and not refused(408) and not refused(499) and not refused(500) and not refused(503)

@@ -21,6 +21,7 @@ needs_net = pytest.mark.skipif(not NET, reason=WHY)
     "compaction-with-watches",  # a leader kill and restart too (kill-leader's fault), in the same time
     pytest.param("partitioned-leader", marks=needs_net),
     pytest.param("membership-churn-under-faults", marks=needs_net),
+    "nospace-alarm",  # the alarm across a leader's restart, and the recovery (session 51)
 ])  # fmt: skip
 def test_scenario_passes(name: str) -> None:
     result = run_scenario(SCENARIOS[name], seed=11)
