@@ -309,4 +309,6 @@ def test_kvutl_completion_completes_its_own_commands() -> None:
     rc, out, _ = run_kvutl(["completion", "bash"])
     assert rc == 0 and "_shtab_kvutl_subparsers=('defrag' 'snapshot' 'hashkv' 'completion' 'version')" in out
     assert "--rev" in out and "--data-dir" in out and "kvctl" not in out
-    assert run_kvutl(["completion", "fish"])[0] == 1
+    rc, out, _ = run_kvutl(["completion", "fish"])
+    assert rc == 0 and "complete -c kvutl" in out and "complete -c kvctl" not in out
+    assert run_kvutl(["completion", "powershell"])[0] == 1
