@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kvraft import failpoints
 from kvraft.storage.backend import Backend
 from kvraft.storage.schema import BUCKET_KEY
 
@@ -107,6 +108,7 @@ def defragment(
                 last = _last_key(r.txn, r.dbis[BUCKET_KEY])
                 copied = sum(_copy_bucket(r.txn, r.dbis[name], env, dbis[name]) for name in backend.buckets)
             say(f"defrag: copied {copied} records ({in_use_before} bytes in use) into {scratch.name}")
+            failpoints.hit("defrag_after_copy")  # writers go on: the catch-up copies what they wrote
             rounds = delta = 0
             for rounds in range(1, catchup_rounds + 1):  # noqa: B007 - reported below
                 n, last = _copy_delta(backend, env, dbis, last)
@@ -127,6 +129,7 @@ def defragment(
                         pairs = list(r.txn.cursor(db=r.dbis[name]).iternext())
                         txn.cursor(db=dbis[name]).putmulti(pairs, append=True)
                 env.close()  # install() fsyncs the file and the directory
+                failpoints.hit("defrag_before_install")  # writers wait; the new file is whole, not live
                 old = backend.install(scratch)
                 pause = time.perf_counter() - pause0
             backend.release_old(old)

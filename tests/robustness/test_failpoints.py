@@ -115,3 +115,50 @@ def test_power_cut_tears_the_unsynced_frame_and_the_member_recovers(cluster: Rob
     cluster.restart(leader)
     cluster.wait_ready(90)
     assert "revision" in cluster.wait_converged(list(cluster.members), 90)
+
+
+def test_writes_go_on_while_the_leaders_defragmentation_copies(cluster: RobustCluster) -> None:
+    """The copy is held 3 s (``defrag_after_copy``): puts through the leader are answered
+    meanwhile, and the defragmentation then completes. Until session 51 the member ran the
+    copy on its event loop, so no put was answered until the defragmentation was."""
+    import threading
+
+    leader = cluster.wait_leader()
+    url = cluster.url(leader)
+    for i in range(50):
+        assert _put(url, f"d{i}") == 200
+    cluster.arm(leader, "defrag_after_copy", "1*sleep(3000)")
+    answer: list[object] = []
+    defrag = threading.Thread(target=lambda: answer.append(post(url, "/v3/maintenance/defragment", {}, timeout_s=60)))
+    defrag.start()
+    time.sleep(0.5)  # (inside the held copy: it ends 3 s after it began)
+    answered_during = 0
+    while defrag.is_alive() and answered_during < 5:
+        assert _put(url, f"during{answered_during}") == 200
+        answered_during += 1
+    still_defragmenting = defrag.is_alive()
+    defrag.join(60)
+    assert answer == [(200, {})]  # etcd 3.4's DefragmentResponse: no header
+    assert answered_during == 5 and still_defragmenting, "puts waited for the defragmentation"
+    assert "revision" in cluster.wait_converged(list(cluster.members), 90)
+
+
+def test_a_member_that_dies_in_the_defragmentations_switch_restarts_on_its_data(cluster: RobustCluster) -> None:
+    """``defrag_before_install``: writers paused, the new file whole but not live. The member
+    restarts on the old generation (the scratch file is removed at open) and catches up."""
+    leader = cluster.wait_leader()
+    follower = next(n for n in cluster.members if n != leader)
+    for i in range(50):
+        assert _put(cluster.url(leader), f"s{i}") == 200
+    cluster.arm(follower, "defrag_before_install", "1*panic")
+    with pytest.raises(OSError):  # the member exits with the request open
+        post(cluster.url(follower), "/v3/maintenance/defragment", {}, timeout_s=60)
+    assert _wait_exit(cluster, follower) == failpoints.EXIT_CODE
+    leftovers = sorted(p.name for p in cluster.members[follower].data_dir.rglob("*.lmdb.tmp"))
+    assert leftovers, "the scratch file the switch was about to install"
+    for i in range(20):
+        assert _put(cluster.url(leader), f"t{i}") == 200
+    cluster.restart(follower)
+    cluster.wait_ready(90)
+    assert "revision" in cluster.wait_converged(list(cluster.members), 90)
+    assert not list(cluster.members[follower].data_dir.rglob("*.lmdb.tmp"))

@@ -668,7 +668,8 @@ class MVCCStore:
     def close(self) -> None:
         self._settle()
         self._compactor.close()
-        self.backend.close()
+        with self.backend.maint_lock:  # a defragmentation in another thread finishes first
+            self.backend.close()
 
     def __enter__(self) -> MVCCStore:
         return self

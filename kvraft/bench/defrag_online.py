@@ -1,0 +1,154 @@
+"""What a defragmentation of the leader costs the cluster's writes, end to end.
+
+    python -m kvraft.bench defrag-online [--mb 150] [--value-kb 100] [--rounds 3] [--compare-etcd /usr/bin/etcd]
+
+A three-member cluster on 127.0.0.1 with default flags gets ``--mb`` of values written
+twice over (``--value-kb`` each, the same keys), then a compaction at the last revision, so
+half the file is free pages. Then, per round, one client puts a 100-byte key without pause
+(each put waits for its answer) while ``maintenance/defragment`` runs on the leader. Recorded
+per round: the defragmentation's wall time, the puts answered during it, the slowest put
+that overlapped it, the put latency's median outside it, the file size before and after, and
+whether the leader changed (its term moved: the defragmentation stopped its heartbeats).
+Progress on stderr, one JSON summary last on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from kvraft.server.local import LocalCluster, b64, post
+
+__all__ = ["main"]
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _status(url: str) -> dict[str, Any]:
+    code, doc = post(url, "/v3/maintenance/status", {}, timeout_s=30.0)
+    if code != 200:
+        raise RuntimeError(f"status: HTTP {code} {doc}")
+    return dict(doc)
+
+
+def _fill(url: str, megabytes: int, value_kb: int) -> int:
+    """Write ``megabytes`` of values twice over the same keys; return the last revision."""
+    count = max(1, megabytes * 1024 // value_kb)
+    value = b64(b"v" * (value_kb * 1024))
+    revision = 0
+    for rewrite in range(2):
+        for i in range(count):
+            code, doc = post(url, "/v3/kv/put", {"key": b64(f"fill/{i:06d}"), "value": value}, timeout_s=30.0)
+            if code != 200:
+                raise RuntimeError(f"put: HTTP {code} {doc}")
+            revision = int(doc["header"]["revision"])
+            if i % 200 == 0:
+                _say(f"fill: pass {rewrite + 1}/2, {i}/{count} values")
+    return revision
+
+
+class _Writer:
+    """One client putting without pause; each put's start and end (monotonic)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.spans: list[tuple[float, float, bool]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            began = time.monotonic()
+            try:
+                code, _ = post(self.url, "/v3/kv/put", {"key": b64(f"w/{n % 100}"), "value": b64("x" * 100)},
+                               timeout_s=30.0)
+                ok = code == 200
+            except OSError:
+                ok = False
+            self.spans.append((began, time.monotonic(), ok))
+
+
+def _round(cluster: LocalCluster, leader: str) -> dict[str, Any]:
+    url = cluster.url(leader)
+    before = _status(url)
+    writer = _Writer(url)
+    writer.thread.start()
+    time.sleep(1.0)
+    started = time.monotonic()
+    code, doc = post(url, "/v3/maintenance/defragment", {}, timeout_s=300.0)
+    ended = time.monotonic()
+    time.sleep(1.0)
+    writer.stop.set()
+    writer.thread.join(60)
+    if code != 200:
+        raise RuntimeError(f"defragment: HTTP {code} {doc}")
+    after = _status(url)
+    during = [(b, e, ok) for b, e, ok in writer.spans if e >= started and b <= ended]
+    outside = [e - b for b, e, ok in writer.spans if ok and (e < started or b > ended)]
+    return {
+        "defrag_s": round(ended - started, 3),
+        "puts_during": sum(1 for _, e, ok in during if ok and e <= ended),
+        "slowest_overlapping_put_s": round(max((e - b for b, e, _ in during), default=0.0), 3),
+        "failed_puts": sum(1 for _, _, ok in writer.spans if not ok),
+        "put_median_outside_ms": round(statistics.median(outside) * 1000, 2) if outside else None,
+        "db_before": int(before.get("dbSize", 0)),
+        "db_after": int(after.get("dbSize", 0)),
+        "term_moved": int(after["raftTerm"]) != int(before["raftTerm"]),
+    }
+
+
+def run(binary: str, megabytes: int, value_kb: int, rounds: int, base: Path) -> list[dict[str, Any]]:
+    cluster = LocalCluster(3, base, binary=binary)
+    try:
+        cluster.start(timeout_s=90)
+        leader = cluster.wait_leader()
+        revision = _fill(cluster.url(leader), megabytes, value_kb)
+        code, doc = post(cluster.url(leader), "/v3/kv/compaction", {"revision": str(revision), "physical": True},
+                         timeout_s=300.0)
+        if code != 200:
+            raise RuntimeError(f"compaction: HTTP {code} {doc}")
+        out = []
+        for r in range(rounds):
+            leader = cluster.wait_leader()
+            result = {"round": r + 1, "leader": leader, **_round(cluster, leader)}
+            _say(f"{binary}: {json.dumps(result)}")
+            out.append(result)
+            if r + 1 < rounds:  # the file is compact now: rewrite and compact again for the next round
+                revision = _fill(cluster.url(cluster.wait_leader()), megabytes // 2, value_kb)
+                post(cluster.url(cluster.wait_leader()), "/v3/kv/compaction",
+                     {"revision": str(revision), "physical": True}, timeout_s=300.0)
+        return out
+    finally:
+        cluster.stop()
+
+
+def main(_name: str, argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kvraft.bench defrag-online", description=__doc__.split("\n")[0])
+    parser.add_argument("--mb", type=int, default=150, help="megabytes of values, written twice (default 150)")
+    parser.add_argument("--value-kb", type=int, default=100, help="size of one value (default 100 KiB)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compare-etcd", metavar="PATH", help="also run etcd (its binary)")
+    args = parser.parse_args(argv)
+    if args.mb < 1 or args.value_kb < 1 or args.rounds < 1:
+        parser.error("--mb, --value-kb and --rounds must be positive")
+    systems = [("kvraft", "kvraft")] + ([("etcd", args.compare_etcd)] if args.compare_etcd else [])
+    summary: dict[str, Any] = {"mb": args.mb, "value_kb": args.value_kb}
+    for name, binary in systems:
+        if name == "etcd" and shutil.which(binary) is None:
+            parser.error(f"{binary}: not found")
+        with tempfile.TemporaryDirectory(prefix="kvraft-bench-defrag-") as tmp:
+            summary[name] = run(binary, args.mb, args.value_kb, args.rounds, Path(tmp))
+    print(json.dumps(summary))
+    return 0
