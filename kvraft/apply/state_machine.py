@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 import msgpack
 
+from kvraft import failpoints
 from kvraft.apply.chain import Applier, CorruptApplier, QuotaGuard, build_chain
 from kvraft.apply.errors import EtcdError
 from kvraft.apply.ops import BatchOp, MemberOp, SessionOp, TxnOp, describe
@@ -60,6 +61,15 @@ COMMIT_OPS = 10_000
 WARN_APPLY_S = 0.1
 """An op applied (or a read served) slower than this is logged and counted (etcd's
 ``warnApplyDuration``: ``etcd_server_slow_apply_total``)."""
+
+
+def _bin_header(length: int) -> bytes:
+    """msgpack's header of a bin of ``length`` bytes (bin 8, 16 or 32)."""
+    if length < 1 << 8:
+        return b"\xc4" + length.to_bytes(1, "big")
+    if length < 1 << 16:
+        return b"\xc5" + length.to_bytes(2, "big")
+    return b"\xc6" + length.to_bytes(4, "big")
 
 
 class StateMachine:
@@ -299,10 +309,28 @@ class StateMachine:
         return buffer.getvalue()
 
     def snapshot_data(self) -> bytes:
+        return self.snapshot_source()()
+
+    def snapshot_source(self) -> Callable[[], bytes]:
+        """What is held committed, the member registry copied and a read transaction opened
+        on that commit, here; the returned function builds ``snapshot_data``'s bytes from them
+        and may run in another thread (the store's copy is what takes time: the driver's
+        Ready loop no longer waits for it)."""
+        self.commit()
         members = self.membership.to_wire()
-        # msgpack has no type hints: packb's bytes are declared here
-        data: bytes = msgpack.packb([SNAPSHOT_FORMAT, members, self.backend_snapshot()], use_bin_type=True)
-        return data
+        stream = self.store.snapshot()
+
+        def build() -> bytes:
+            failpoints.hit("snapshot_build")
+            chunks = list(stream)  # (chunks of 1 MiB, each copied while the GIL comes and goes)
+            # msgpack ``[SNAPSHOT_FORMAT, members, <the stream as one bin>]``, packed around the
+            # chunks so the store is copied once (packb of one joined blob copied it twice,
+            # holding the GIL through each copy: the member's event loop stalled with it)
+            packer = msgpack.Packer(use_bin_type=True)
+            head = packer.pack_array_header(3) + packer.pack(SNAPSHOT_FORMAT) + packer.pack(members)
+            return b"".join([head, _bin_header(sum(len(c) for c in chunks)), *chunks])
+
+        return build
 
     def restore(self, snapshot: Any) -> None:
         version, members, data = msgpack.unpackb(snapshot.data, raw=False)

@@ -11,8 +11,9 @@ follower right after the leader is killed, kvraft and etcd); numbered (``numbere
 a write for the at-most-once table costs, kvraft's client numbered against plain); frozen-member
 (``frozen``: a read, a watch and a CLI read on a member that froze, keepalive on and off; what
 heartbeats cost a member with many idle watches); startup (``startup``: from the processes' start to the
-first acknowledged write, new and restarted clusters, kvraft and etcd); defrag-online
-(``defrag_online``: what defragmenting the leader costs the cluster's writes, kvraft and etcd)."""
+first acknowledged write, new and restarted clusters, kvraft and etcd); defrag-online and
+snapshot-stall (``large_store``: what defragmenting the leader, and the Raft snapshots of a
+large store, cost the cluster's writes, kvraft and etcd)."""
 
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ from collections.abc import Callable
 
 from kvraft.bench import (
     cluster_load,
-    defrag_online,
     failover,
     feature_suite,
     frozen,
     kv_load,
+    large_store,
     numbered,
     paired,
     raft_core,
@@ -52,7 +53,8 @@ WORKLOADS: dict[str, Callable[[str, list[str]], int]] = {
     "numbered": numbered.main,
     "frozen-member": frozen.main,
     "startup": startup.main,
-    "defrag-online": defrag_online.main,
+    "defrag-online": large_store.main,
+    "snapshot-stall": large_store.main,
 }
 
 

@@ -38,6 +38,7 @@ forwarded to the leader by the core itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import random
@@ -141,6 +142,13 @@ class ApplyTarget(Protocol):
     def snapshot_data(self) -> bytes:
         raise NotImplementedError
 
+    def snapshot_source(self) -> Callable[[], bytes]:
+        """The state as it is now, pinned, and a function that builds ``snapshot_data``'s bytes
+        from it and may run in another thread (the copy of a large store takes seconds). This
+        default builds them here."""
+        data = self.snapshot_data()
+        return lambda: data
+
     def flush(self) -> None:
         """Make everything applied durable (before the log behind it is compacted)."""
         raise NotImplementedError
@@ -216,6 +224,9 @@ class NodeDriver:
                                  self._own.records)
         self._snapshot_index = log_storage.snapshot().metadata.index
         self._snapshot_due = False
+        # a snapshot being built in a worker thread: (index, conf state, its future: the data
+        # and, where the log keeps snapshot files, the crc of the file written)
+        self._snapshot_build: tuple[int, ConfState, asyncio.Future[tuple[bytes, int | None]]] | None = None
         self._reads = ReadBatcher(member_id)
         self._read_started = 0.0
         self._late = LateHeartbeats(heartbeat_interval_s)  # etcd_server_heartbeat_send_failures_total
@@ -258,6 +269,10 @@ class NodeDriver:
             self._held_timer.cancel()
             self._held_timer = None
         await cancel_and_wait(*self._tasks)
+        if self._snapshot_build is not None:  # its thread reads the store: done before anything closes
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(self._snapshot_build[2])
+            self._snapshot_build = None
         self.writer.close()
         stopped = Unavailable("etcdserver: server stopped")
         for future in self._waiters.values():
@@ -610,8 +625,10 @@ class NodeDriver:
                 self._drain_inbox()
                 self._propose_queued()
                 self._start_read_round()
+                if self._snapshot_build is not None and self._snapshot_build[2].done():
+                    await self._finish_snapshot()
                 if self._snapshot_due:
-                    await self._create_snapshot()
+                    self._create_snapshot()
                 if not self.raw.has_ready():
                     break
                 rd = self.raw.ready()
@@ -813,16 +830,44 @@ class NodeDriver:
             self._snapshot_due = True
             self.kick()
 
-    async def _create_snapshot(self) -> None:
+    def _create_snapshot(self) -> None:
+        """Start a snapshot of the state at the applied index: pinned here (taken when the
+        stage is idle, so the index matches the state), made durable, and built in a worker
+        thread; ``_finish_snapshot`` records it once built. Until session 51 the Ready loop
+        built it, so the member's event loop stopped for the copy of the whole store (160 MB:
+        puts waited up to 1.6 s, once per ``--snapshot-count`` entries)."""
         self._snapshot_due = False
+        if self._snapshot_build is not None:
+            return  # one at a time (``_on_applied`` asks again after it)
         index = self.applied.applied
         if index - self._snapshot_index < self.snapshot_count or not self.stage.queue.empty():
-            return  # (taken when the stage is idle, so ``index`` matches the state)
-        data = self.target.snapshot_data()
+            return
+        build = self.target.snapshot_source()
+        conf = self.stage.conf_state
         self.target.flush()  # the state must be durable before the log behind it goes
-        await self.writer.snapshot(index, self.stage.conf_state, data, self.snapshot_catchup_entries)
-        self._snapshot_index = index
+        writer = self.writer
+
+        def build_and_write() -> tuple[bytes, int | None]:
+            data = build()
+            return data, writer.prepare_snapshot(index, data)  # (its file: a new one, any thread)
+
+        future = asyncio.get_running_loop().run_in_executor(None, build_and_write)
+        future.add_done_callback(lambda _f: self.kick())
+        self._snapshot_build = (index, conf, future)
+
+    async def _finish_snapshot(self) -> None:
+        """Record the snapshot built (and compact the log behind it), in the Ready loop, which
+        alone touches the log storage between its writes. A failed build is fatal, as a
+        failed write."""
+        assert self._snapshot_build is not None
+        index, conf, future = self._snapshot_build
+        self._snapshot_build = None
+        data, prepared_crc = future.result()
+        await self.writer.snapshot(index, conf, data, self.snapshot_catchup_entries, prepared_crc)
+        self._snapshot_index = max(self._snapshot_index, index)
         self._stats.snapshots_created += 1
+        if self.applied.applied - self._snapshot_index >= self.snapshot_count:
+            self._snapshot_due = True
 
 
 def _term(value: Any) -> int:

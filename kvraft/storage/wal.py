@@ -272,10 +272,29 @@ class WalLogStorage:
         if drop:
             self._drop_snapshot_files(keep)
 
-    def _drop_snapshot_files(self, keep: Path | None) -> None:
+    def _drop_snapshot_files(self, keep: Path | None, *, older_only: bool = False) -> None:
+        """Delete the snapshot files but ``keep``; with ``older_only`` (at run time) only those
+        of lower indexes: a newer one may be a file ``write_snapshot_file`` just wrote for a
+        snapshot not yet recorded."""
+        below = self._snapshot.metadata.index
         for f in self.path.glob("snap-*.snap"):
-            if f != keep:
-                f.unlink()
+            if f == keep:
+                continue
+            if older_only:
+                try:
+                    if int(f.stem.removeprefix("snap-"), 16) >= below:
+                        continue
+                except ValueError:
+                    continue
+            f.unlink(missing_ok=True)
+
+    def write_snapshot_file(self, index: int, data: bytes) -> int:
+        """Write a snapshot's data file ahead of ``create_snapshot(..., prepared_crc=)``; its
+        crc. Safe in another thread than the log's writer: it touches only a file of its own
+        (the driver writes it where the snapshot is built, so that the log's writer, which the
+        Ready loop waits for, only records it)."""
+        self._check_writable()
+        return self._write_snapshot_file(index, data)
 
     def _write_snapshot_file(self, index: int, data: bytes) -> int:
         """Write the data of a snapshot durably (before its record is staged); its crc."""
@@ -423,11 +442,16 @@ class WalLogStorage:
         self._entries = [Entry(term=meta.term, index=meta.index), *keep]
         self._install(snapshot, length, crc)
 
-    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
-        return self._create_snapshot(index, conf_state, data, len(data), None)
+    def create_snapshot(
+        self, index: int, conf_state: ConfState, data: bytes, prepared_crc: int | None = None
+    ) -> Snapshot:
+        """``prepared_crc``: ``write_snapshot_file`` wrote the data file already (written again
+        if it is gone)."""
+        return self._create_snapshot(index, conf_state, data, len(data), None, prepared_crc)
 
     def _create_snapshot(
-        self, index: int, conf_state: ConfState, data: bytes, length: int, crc: int | None
+        self, index: int, conf_state: ConfState, data: bytes, length: int, crc: int | None,
+        prepared_crc: int | None = None,
     ) -> Snapshot:
         self._require_newer(index)
         if index > self.last_index():
@@ -435,7 +459,10 @@ class WalLogStorage:
         meta = SnapshotMetadata(index=index, term=self.term(index), conf_state=conf_state)
         if crc is None:  # a live call (replay passes the recorded crc)
             self._check_writable()
-            crc = self._write_snapshot_file(index, data)
+            if prepared_crc is not None and (not data or self._snap_file(index).exists()):
+                crc = prepared_crc
+            else:
+                crc = self._write_snapshot_file(index, data)
         self._stage(encode_snap(SNAP_CREATE, meta, length, crc))
         snap = Snapshot(metadata=meta, data=data)
         self._install(snap, length, crc)
@@ -504,7 +531,7 @@ class WalLogStorage:
         if self._pos >= self._rotate_at and self._wants_rotation():
             self._rotate()
         elif self._snap_dirty:
-            self._drop_snapshot_files(self._current_snap_file())
+            self._drop_snapshot_files(self._current_snap_file(), older_only=True)
 
     def _current_snap_file(self) -> Path | None:
         self._snap_dirty = False
@@ -556,7 +583,7 @@ class WalLogStorage:
         for old in self.path.glob("*.wal"):
             if old != final:
                 old.unlink()
-        self._drop_snapshot_files(self._current_snap_file())
+        self._drop_snapshot_files(self._current_snap_file(), older_only=True)
 
     # -- maintenance ---------------------------------------------------------------------
 

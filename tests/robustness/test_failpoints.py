@@ -162,3 +162,40 @@ def test_a_member_that_dies_in_the_defragmentations_switch_restarts_on_its_data(
     cluster.wait_ready(90)
     assert "revision" in cluster.wait_converged(list(cluster.members), 90)
     assert not list(cluster.members[follower].data_dir.rglob("*.lmdb.tmp"))
+
+
+def _metric(url: str, name: str) -> float:
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_writes_go_on_while_a_raft_snapshot_is_built(tmp_path: object) -> None:
+    """``--snapshot-count 100``; the leader's build of its snapshot (the copy of the whole
+    store) is held 4 s (``snapshot_build``): puts through it are answered meanwhile, before
+    the snapshot is recorded; then it is, and the members converge. Until session 51 the
+    Ready loop built it on the event loop, so no put was answered until it was recorded."""
+    c = RobustCluster(3, str(tmp_path), extra_args=["--snapshot-count", "100"], env={"KVRAFT_FAILPOINTS": ""})
+    try:
+        c.start(90)
+        leader = c.wait_leader()
+        url = c.url(leader)
+        c.arm(leader, "snapshot_build", "1*sleep(4000)")
+        log = c.members[leader].log_path
+        i = 0
+        deadline = time.monotonic() + 60
+        while "failpoint snapshot_build" not in log.read_text():
+            assert time.monotonic() < deadline, "no snapshot was started"
+            assert _put(url, f"n{i}") == 200
+            i += 1
+        for j in range(5):
+            assert _put(url, f"during{j}") == 200
+        assert _metric(url, "kvraft_driver_snapshots_created_total") == 0, "the puts waited for the snapshot"
+        while _metric(url, "kvraft_driver_snapshots_created_total") < 1:
+            assert time.monotonic() < deadline, "the snapshot was never recorded"
+            time.sleep(0.1)
+        assert "revision" in c.wait_converged(list(c.members), 90)
+    finally:
+        c.stop()

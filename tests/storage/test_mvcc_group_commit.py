@@ -204,3 +204,41 @@ def test_the_committed_revision_reaches_the_disk_for_snapshots_and_reopening(tmp
         assert sm.revision() == 5 and sm.applied_index() == 8
     finally:
         sm.close()
+
+
+def test_a_snapshot_source_pins_the_state_and_builds_in_another_thread(tmp_path: Path) -> None:
+    """``snapshot_source`` commits and pins the state where it is called; the build (in
+    another thread here, as the driver runs it) gives exactly what ``packb`` of
+    ``[1, members, stream]`` gave, however many writes come after the pin, and restores."""
+    import msgpack
+
+    from kvraft.apply.state_machine import SNAPSHOT_FORMAT, _bin_header
+
+    for n in (0, 5, 255, 256, 65535, 65536, 300_000):
+        assert _bin_header(n) + b"y" * n == msgpack.packb(b"y" * n, use_bin_type=True)
+    sm = machine(tmp_path / "sm")
+    try:
+        for i in range(300):
+            sm.apply_ops([(1, PutOp(b"k%03d" % i, b"v" * 500))], i + 1, 1)
+        build = sm.snapshot_source()
+        assert not sm.holding
+        sm.apply_ops([(1, PutOp(b"after", b"1"))], 301, 1)  # after the pin: not in the snapshot
+        sm.commit()
+        out: list[bytes] = []
+        worker = threading.Thread(target=lambda: out.append(build()))
+        worker.start()
+        worker.join(30)
+        (data,) = out
+        version, members, blob = msgpack.unpackb(data, raw=False)
+        assert version == SNAPSHOT_FORMAT and members == sm.membership.to_wire()
+        assert data == msgpack.packb([SNAPSHOT_FORMAT, members, blob], use_bin_type=True)
+        other = machine(tmp_path / "other")
+        try:
+            other.restore(Snapshot(SnapshotMetadata(index=300, term=1), data))
+            assert other.range(RangeOp(b"k299")).kvs[0].value == b"v" * 500
+            assert not other.range(RangeOp(b"after")).kvs
+            assert other.applied_index() == 300
+        finally:
+            other.close()
+    finally:
+        sm.close()

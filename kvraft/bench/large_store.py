@@ -1,15 +1,24 @@
-"""What a defragmentation of the leader costs the cluster's writes, end to end.
+"""What a large store's maintenance costs the cluster's writes, end to end.
 
     python -m kvraft.bench defrag-online [--mb 150] [--value-kb 100] [--rounds 3] [--compare-etcd /usr/bin/etcd]
+    python -m kvraft.bench snapshot-stall [--mb 150] [--value-kb 100] [--snapshot-count 2000] [--seconds 20]
+                                          [--compare-etcd /usr/bin/etcd]
 
-A three-member cluster on 127.0.0.1 with default flags gets ``--mb`` of values written
-twice over (``--value-kb`` each, the same keys), then a compaction at the last revision, so
-half the file is free pages. Then, per round, one client puts a 100-byte key without pause
-(each put waits for its answer) while ``maintenance/defragment`` runs on the leader. Recorded
-per round: the defragmentation's wall time, the puts answered during it, the slowest put
-that overlapped it, the put latency's median outside it, the file size before and after, and
-whether the leader changed (its term moved: the defragmentation stopped its heartbeats).
-Progress on stderr, one JSON summary last on stdout.
+Both start a three-member cluster on 127.0.0.1 with default flags (``snapshot-stall`` adds
+``--snapshot-count``) and write ``--mb`` of values (``--value-kb`` each) twice over the same
+keys. Progress on stderr, one JSON summary last on stdout.
+
+``defrag-online``: a compaction at the last revision (half the file is then free pages),
+then, per round, one client puts a 100-byte key without pause (each put waits for its
+answer) while ``maintenance/defragment`` runs on the leader. Recorded per round: the
+defragmentation's wall time, the puts answered during it, the slowest put that overlapped
+it, the put latency's median outside it, the file size before and after, and whether the
+leader changed (its term moved: the defragmentation stopped its heartbeats).
+
+``snapshot-stall``: one client puts a 100-byte key without pause for ``--seconds`` through the
+leader; every ``--snapshot-count`` entries each member takes a Raft snapshot of the whole
+store. Recorded: puts, their median, p99 and slowest latency, how many took over 100 ms,
+whether the term moved.
 """
 
 from __future__ import annotations
@@ -134,21 +143,58 @@ def run(binary: str, megabytes: int, value_kb: int, rounds: int, base: Path) -> 
         cluster.stop()
 
 
-def main(_name: str, argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kvraft.bench defrag-online", description=__doc__.split("\n")[0])
+def stall(binary: str, megabytes: int, value_kb: int, snapshot_count: int, seconds: float,
+          base: Path) -> dict[str, Any]:
+    cluster = LocalCluster(3, base, binary=binary, extra_args=["--snapshot-count", str(snapshot_count)])
+    try:
+        cluster.start(timeout_s=90)
+        leader = cluster.wait_leader()
+        url = cluster.url(leader)
+        _fill(url, megabytes, value_kb)
+        before = _status(url)
+        writer = _Writer(url)
+        writer.thread.start()
+        time.sleep(seconds)
+        writer.stop.set()
+        writer.thread.join(60)
+        after = _status(url)
+        took = sorted(e - b for b, e, ok in writer.spans if ok)
+        if not took:
+            raise RuntimeError("no put was answered")
+        return {
+            "puts": len(took), "failed_puts": sum(1 for _, _, ok in writer.spans if not ok),
+            "p50_ms": round(took[len(took) // 2] * 1000, 2), "p99_ms": round(took[int(len(took) * 0.99)] * 1000, 1),
+            "slowest_s": round(took[-1], 3), "over_100ms": sum(1 for t in took if t > 0.1),
+            "db": int(after.get("dbSize", 0)), "term_moved": int(after["raftTerm"]) != int(before["raftTerm"]),
+        }
+    finally:
+        cluster.stop()
+
+
+def main(name: str, argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m kvraft.bench {name}", description=__doc__.split("\n")[0])
     parser.add_argument("--mb", type=int, default=150, help="megabytes of values, written twice (default 150)")
     parser.add_argument("--value-kb", type=int, default=100, help="size of one value (default 100 KiB)")
-    parser.add_argument("--rounds", type=int, default=3)
+    if name == "defrag-online":
+        parser.add_argument("--rounds", type=int, default=3)
+    else:
+        parser.add_argument("--snapshot-count", type=int, default=2000)
+        parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--compare-etcd", metavar="PATH", help="also run etcd (its binary)")
     args = parser.parse_args(argv)
-    if args.mb < 1 or args.value_kb < 1 or args.rounds < 1:
-        parser.error("--mb, --value-kb and --rounds must be positive")
+    counts = [args.mb, args.value_kb, getattr(args, "rounds", 1), getattr(args, "snapshot_count", 1)]
+    if min(counts) < 1 or getattr(args, "seconds", 1.0) <= 0:
+        parser.error("--mb, --value-kb, --rounds, --snapshot-count and --seconds must be positive")
     systems = [("kvraft", "kvraft")] + ([("etcd", args.compare_etcd)] if args.compare_etcd else [])
     summary: dict[str, Any] = {"mb": args.mb, "value_kb": args.value_kb}
-    for name, binary in systems:
-        if name == "etcd" and shutil.which(binary) is None:
+    for system, binary in systems:
+        if system == "etcd" and shutil.which(binary) is None:
             parser.error(f"{binary}: not found")
-        with tempfile.TemporaryDirectory(prefix="kvraft-bench-defrag-") as tmp:
-            summary[name] = run(binary, args.mb, args.value_kb, args.rounds, Path(tmp))
+        with tempfile.TemporaryDirectory(prefix="kvraft-bench-large-") as tmp:
+            if name == "defrag-online":
+                summary[system] = run(binary, args.mb, args.value_kb, args.rounds, Path(tmp))
+            else:
+                summary[system] = stall(binary, args.mb // 2, args.value_kb, args.snapshot_count, args.seconds, Path(tmp))
+                _say(f"{system}: {json.dumps(summary[system])}")
     print(json.dumps(summary))
     return 0

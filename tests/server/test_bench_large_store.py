@@ -1,0 +1,36 @@
+"""``kvraft.bench defrag-online`` and ``snapshot-stall``: the flags, and one small real run of
+each (2 MB of 100 KiB values: the shape, not the figures)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kvraft.bench.large_store import main
+
+
+@pytest.mark.parametrize(("name", "argv"), [
+    ("defrag-online", ["--rounds", "0"]),
+    ("defrag-online", ["--mb", "-1"]),
+    ("defrag-online", ["--compare-etcd", "/nonexistent/etcd"]),
+    ("snapshot-stall", ["--seconds", "0"]),
+    ("snapshot-stall", ["--rounds", "1"]),  # defrag-online's flag
+])  # fmt: skip
+def test_bad_flags_are_refused(name: str, argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(name, argv)
+    assert exit_.value.code == 2
+
+
+def test_one_small_defragmentation(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main("defrag-online", ["--mb", "2", "--rounds", "1"]) == 0
+    (run,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["kvraft"]
+    assert run["failed_puts"] == 0 and run["db_after"] < run["db_before"]
+    assert run["defrag_s"] > 0 and run["put_median_outside_ms"] > 0
+
+
+def test_one_small_snapshot_stall_run(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main("snapshot-stall", ["--mb", "2", "--snapshot-count", "100", "--seconds", "2"]) == 0
+    run = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["kvraft"]
+    assert run["puts"] > 0 and run["failed_puts"] == 0 and run["slowest_s"] >= run["p50_ms"] / 1000
