@@ -115,6 +115,7 @@ def _round(cluster: LocalCluster, leader: str) -> dict[str, Any]:
         "db_before": int(before.get("dbSize", 0)),
         "db_after": int(after.get("dbSize", 0)),
         "term_moved": int(after["raftTerm"]) != int(before["raftTerm"]),
+        "server_version": before.get("version"),  # (which server answered: etcd's release, kvraft's API)
     }
 
 
@@ -166,6 +167,7 @@ def stall(binary: str, megabytes: int, value_kb: int, snapshot_count: int, secon
             "p50_ms": round(took[len(took) // 2] * 1000, 2), "p99_ms": round(took[int(len(took) * 0.99)] * 1000, 1),
             "slowest_s": round(took[-1], 3), "over_100ms": sum(1 for t in took if t > 0.1),
             "db": int(after.get("dbSize", 0)), "term_moved": int(after["raftTerm"]) != int(before["raftTerm"]),
+            "server_version": before.get("version"),
         }
     finally:
         cluster.stop()

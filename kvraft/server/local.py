@@ -88,7 +88,7 @@ class LocalCluster:
         self.token = token
         self.extra_args = list(extra_args or [])
         self._own_dir = base_dir is None
-        self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix=f"{binary}-cluster-"))
+        self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix=f"{Path(binary).name}-cluster-"))
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.members: dict[str, ProcessMember] = {}
         for index in range(size):
@@ -106,7 +106,9 @@ class LocalCluster:
         return member
 
     def command(self, member: ProcessMember, initial_cluster: str, state: str) -> list[str]:
-        program = [shutil.which("etcd") or "etcd"] if self.binary == "etcd" else [sys.executable, "-m", "kvraft.server.main"]
+        # "etcd", or a path to an etcd binary (a benchmark's --compare-etcd: before, a path ran kvraft)
+        etcd = self.binary == "etcd" or Path(self.binary).name == "etcd"
+        program = [shutil.which(self.binary) or self.binary] if etcd else [sys.executable, "-m", "kvraft.server.main"]
         return program + [
             "--name", member.name,
             "--data-dir", str(member.data_dir),
