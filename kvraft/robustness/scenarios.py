@@ -175,6 +175,19 @@ class Nemesis:
         if not answers:
             self.problems.append("coverage: no watch was resumed below a compaction (no compacted answer)")
 
+    async def defragment(self, name: str, *, expect_ok: bool = True) -> None:
+        """``maintenance/defragment`` on ``name``; a refusal or a lost answer is a problem
+        unless ``expect_ok`` is false (a failpoint stops the member mid-request)."""
+        started = time.monotonic()
+        try:
+            code, doc = await asyncio.to_thread(post, self.cluster.url(name), "/v3/maintenance/defragment", {}, 120.0)
+            what = f"HTTP {code}"
+        except OSError as exc:
+            code, doc, what = 0, None, f"{type(exc).__name__}"
+        self.fault(f"defragment {name}: {what} in {time.monotonic() - started:.2f} s")
+        if expect_ok and code != 200:
+            self.problems.append(f"defragment {name}: {what} {str(doc)[:200]}")
+
     async def add_member(self, name: str) -> None:
         self.fault(f"member add {name}")
         await asyncio.to_thread(self.cluster.add_member, name)
@@ -452,6 +465,33 @@ async def compaction_with_watches(n: Nemesis) -> None:
     n.expect_compacted_answers()
 
 
+async def defrag_under_load(n: Nemesis) -> None:
+    """Every member defragmented in turn, the leader last, twice, with a compaction before
+    each (free pages to squeeze out) while the traffic and the watches run; then the leader's
+    copy is held 2 s (``defrag_after_copy``) and writes must still be acknowledged meanwhile;
+    then a follower dies in the switch (``defrag_before_install``: writers paused, the new
+    file whole but not live) and restarts on its old generation."""
+    for _ in range(2):
+        leader, followers = await n.followers()
+        for name in [*followers, leader]:
+            await n.compact(keep=20)
+            await n.defragment(name)
+            await n.sleep(0.5)
+    leader = await n.leader()
+    await n.arm(leader, "defrag_after_copy", "1*sleep(2000)")
+    held = asyncio.create_task(n.defragment(leader))
+    await n.sleep(0.2)
+    await n.expect_progress(1.5, "the leader's defragmentation (its copy held 2 s)")
+    await held
+    _, followers = await n.followers()
+    await n.arm(followers[0], "defrag_before_install", "1*panic")
+    await n.defragment(followers[0], expect_ok=False)
+    await n.wait_exit(followers[0])
+    await n.sleep(1)
+    await n.restart(followers[0])
+    await n.sleep(3)
+
+
 FILL_PREFIX = "rbfill/"  # outside the watched and checked prefixes
 FILL_VALUE_BYTES = 64 * 1024
 NOSPACE_QUOTA_BYTES = 6 * 1024 * 1024
@@ -588,6 +628,9 @@ SCENARIOS: dict[str, Scenario] = {
                  about="the leader's wall clock steps +90 s, then -90 s, while leases are kept alive and others expire"),
         Scenario("compaction-with-watches", 3, compaction_with_watches, lagging_watchers=2,
                  about="compact every second under watches; watches resumed below the compaction; leader killed"),
+        Scenario("defrag-under-load", 3, defrag_under_load, failpoints=True,
+                 about="every member defragmented twice under compactions and traffic; the leader's copy held 2 s; "
+                       "a follower killed in the switch"),
         Scenario("nospace-alarm", 3, nospace_alarm, extra_args=("--quota-backend-bytes", str(NOSPACE_QUOTA_BYTES)),
                  about="the quota runs out under load: writes refused, reads go on, the alarm survives the "
                        "leader's restart; delete, compact, defragment, disarm"),
