@@ -52,6 +52,7 @@ import msgpack
 from kvraft.aio import cancel_and_wait
 from kvraft.apply.errors import InvalidArgument, Unavailable
 from kvraft.apply.ops import BatchOp, MemberOp, encode_entry, op_to_wire
+from kvraft.durations import DurationHistogram
 from kvraft.raft.errors import NotLeaderError, ProposalDroppedError, RaftError
 from kvraft.raft.types import (
     NONE,
@@ -226,7 +227,12 @@ class NodeDriver:
         self._snapshot_due = False
         # a snapshot being built in a worker thread: (index, conf state, its future: the data
         # and, where the log keeps snapshot files, the crc of the file written)
-        self._snapshot_build: tuple[int, ConfState, asyncio.Future[tuple[bytes, int | None]]] | None = None
+        self._snapshot_build: tuple[int, ConfState, asyncio.Future[tuple[bytes, int | None, float]]] | None = None
+        self._snapshot_started = 0.0
+        # etcd's etcd_debugging_snap_save_{total,marshalling}_duration_seconds: from the pin to the
+        # snapshot recorded, and the build (the store's copy and its packing)
+        self.snap_save_seconds = DurationHistogram()
+        self.snap_marshal_seconds = DurationHistogram()
         self._reads = ReadBatcher(member_id)
         self._read_started = 0.0
         self._late = LateHeartbeats(heartbeat_interval_s)  # etcd_server_heartbeat_send_failures_total
@@ -847,9 +853,13 @@ class NodeDriver:
         self.target.flush()  # the state must be durable before the log behind it goes
         writer = self.writer
 
-        def build_and_write() -> tuple[bytes, int | None]:
+        def build_and_write() -> tuple[bytes, int | None, float]:
+            started = time.monotonic()
             data = build()
-            return data, writer.prepare_snapshot(index, data)  # (its file: a new one, any thread)
+            built = time.monotonic() - started
+            return data, writer.prepare_snapshot(index, data), built  # (its file: a new one, any thread)
+
+        self._snapshot_started = time.monotonic()
 
         future = asyncio.get_running_loop().run_in_executor(None, build_and_write)
         future.add_done_callback(lambda _f: self.kick())
@@ -862,8 +872,10 @@ class NodeDriver:
         assert self._snapshot_build is not None
         index, conf, future = self._snapshot_build
         self._snapshot_build = None
-        data, prepared_crc = future.result()
+        data, prepared_crc, built_s = future.result()
         await self.writer.snapshot(index, conf, data, self.snapshot_catchup_entries, prepared_crc)
+        self.snap_marshal_seconds.observe(built_s)
+        self.snap_save_seconds.observe(time.monotonic() - self._snapshot_started)
         self._snapshot_index = max(self._snapshot_index, index)
         self._stats.snapshots_created += 1
         if self.applied.applied - self._snapshot_index >= self.snapshot_count:

@@ -369,6 +369,12 @@ class MemberCollector(Collector):
             "etcd_disk_backend_commit_duration_seconds",
             "The latency distributions of commit called by backend.",
             getattr(node.state.store.backend, "commit_seconds", None))
+        yield histogram_family("etcd_debugging_snap_save_total_duration_seconds",
+                               "The total latency distributions of save called by snapshot.",
+                               node.driver.snap_save_seconds)
+        yield histogram_family("etcd_debugging_snap_save_marshalling_duration_seconds",
+                               "The marshalling cost distributions of save called by snapshot.",
+                               node.driver.snap_marshal_seconds)
 
     def _network(self, node: Any) -> Iterator[Metric]:
         stats = node.transport.stats

@@ -34,6 +34,8 @@ MEMBER_TYPES = {
     "etcd_debugging_mvcc_watcher_total": "gauge",
     "etcd_disk_wal_fsync_duration_seconds": "histogram",
     "etcd_disk_backend_commit_duration_seconds": "histogram",
+    "etcd_debugging_snap_save_total_duration_seconds": "histogram",
+    "etcd_debugging_snap_save_marshalling_duration_seconds": "histogram",
     "etcd_disk_wal_write_bytes_total": "gauge",  # as etcd
     "etcd_network_peer_sent_bytes": "counter",
     "etcd_network_peer_received_bytes": "counter",

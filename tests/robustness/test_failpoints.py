@@ -196,6 +196,11 @@ def test_writes_go_on_while_a_raft_snapshot_is_built(tmp_path: object) -> None:
         while _metric(url, "kvraft_driver_snapshots_created_total") < 1:
             assert time.monotonic() < deadline, "the snapshot was never recorded"
             time.sleep(0.1)
+        # etcd's snapshot timings: the build held 4 s is in both (the save counts from the pin)
+        assert _metric(url, "etcd_debugging_snap_save_marshalling_duration_seconds_count") == 1
+        assert _metric(url, "etcd_debugging_snap_save_marshalling_duration_seconds_sum") >= 4.0
+        assert _metric(url, "etcd_debugging_snap_save_total_duration_seconds_sum") >= \
+            _metric(url, "etcd_debugging_snap_save_marshalling_duration_seconds_sum")
         assert "revision" in c.wait_converged(list(c.members), 90)
     finally:
         c.stop()
