@@ -24,7 +24,6 @@ before the Raft log is compacted the store is flushed (``flush``).
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import time
@@ -298,15 +297,6 @@ class StateMachine:
     def defragment(self) -> None:
         self.commit()
         self.store.defragment()
-
-    def backend_snapshot(self) -> bytes:
-        """The MVCC store's own snapshot stream (checksummed; ``MVCCStore.restore`` reads
-        it): what ``maintenance/snapshot`` hands out."""
-        self.commit()
-        buffer = io.BytesIO()
-        for chunk in self.store.snapshot():
-            buffer.write(chunk)
-        return buffer.getvalue()
 
     def snapshot_data(self) -> bytes:
         return self.snapshot_source()()

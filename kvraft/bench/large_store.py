@@ -5,8 +5,10 @@
                                           [--compare-etcd /usr/bin/etcd]
 
 Both start a three-member cluster on 127.0.0.1 with default flags (``snapshot-stall`` adds
-``--snapshot-count``) and write ``--mb`` of values (``--value-kb`` each) twice over the same
-keys. Progress on stderr, one JSON summary last on stdout.
+``--snapshot-count``) and write values of ``--value-kb`` twice over the same keys:
+``defrag-online`` ``--mb`` of them (then a compaction leaves ``--mb`` in use), ``snapshot-stall``
+half as many (nothing compacted: both versions stay, ``--mb`` in the store). Progress on
+stderr, one JSON summary last on stdout.
 
 ``defrag-online``: a compaction at the last revision (half the file is then free pages),
 then, per round, one client puts a 100-byte key without pause (each put waits for its
@@ -119,26 +121,29 @@ def _round(cluster: LocalCluster, leader: str) -> dict[str, Any]:
     }
 
 
+def _fill_and_compact(cluster: LocalCluster, megabytes: int, value_kb: int) -> None:
+    """``_fill`` through the leader, then a physical compaction at its last revision: half
+    the file is free pages."""
+    url = cluster.url(cluster.wait_leader())
+    revision = _fill(url, megabytes, value_kb)
+    code, doc = post(url, "/v3/kv/compaction", {"revision": str(revision), "physical": True}, timeout_s=300.0)
+    if code != 200:
+        raise RuntimeError(f"compaction: HTTP {code} {doc}")
+
+
 def run(binary: str, megabytes: int, value_kb: int, rounds: int, base: Path) -> list[dict[str, Any]]:
     cluster = LocalCluster(3, base, binary=binary)
     try:
         cluster.start(timeout_s=90)
-        leader = cluster.wait_leader()
-        revision = _fill(cluster.url(leader), megabytes, value_kb)
-        code, doc = post(cluster.url(leader), "/v3/kv/compaction", {"revision": str(revision), "physical": True},
-                         timeout_s=300.0)
-        if code != 200:
-            raise RuntimeError(f"compaction: HTTP {code} {doc}")
+        _fill_and_compact(cluster, megabytes, value_kb)
         out = []
         for r in range(rounds):
             leader = cluster.wait_leader()
             result = {"round": r + 1, "leader": leader, **_round(cluster, leader)}
             _say(f"{binary}: {json.dumps(result)}")
             out.append(result)
-            if r + 1 < rounds:  # the file is compact now: rewrite and compact again for the next round
-                revision = _fill(cluster.url(cluster.wait_leader()), megabytes // 2, value_kb)
-                post(cluster.url(cluster.wait_leader()), "/v3/kv/compaction",
-                     {"revision": str(revision), "physical": True}, timeout_s=300.0)
+            if r + 1 < rounds:  # the file is compact now: rewrite half and compact again
+                _fill_and_compact(cluster, megabytes // 2, value_kb)
         return out
     finally:
         cluster.stop()

@@ -582,10 +582,7 @@ async def nospace_alarm(n: Nemesis) -> None:
     n.fault(f"delete {FILL_PREFIX}: HTTP {code}, {doc.get('deleted') if isinstance(doc, dict) else doc} deleted")
     await n.compact(keep=0)
     for m in n.cluster.running():
-        code, doc = await asyncio.to_thread(post, n.cluster.url(m.name), "/v3/maintenance/defragment", {}, 60.0)
-        n.fault(f"defragment {m.name}: HTTP {code}")
-        if code != 200:
-            n.problems.append(f"defragment {m.name}: HTTP {code} {doc}")
+        await n.defragment(m.name)
     # disarmed as etcdctl does: every alarm listed, each with its member (the one that ran out)
     code, doc = await asyncio.to_thread(post, n.cluster.url(leader), "/v3/maintenance/alarm", {"action": "GET"}, 10.0)
     for alarm in doc.get("alarms", []) if code == 200 else []:

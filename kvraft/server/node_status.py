@@ -113,9 +113,6 @@ class NodeStatusMixin:
         self.state.commit()
         await asyncio.get_running_loop().run_in_executor(None, self.state.store.defragment)
 
-    async def snapshot_blob(self) -> tuple[int, bytes]:
-        return self.state.revision(), self.state.backend_snapshot()
-
     def metrics(self) -> list[tuple[str, str, str, Any]]:
         driver, transport = self.driver.stats, self.transport.stats
         status = self.raw.status()

@@ -209,7 +209,7 @@ def _fail_next_commit(sm: StateMachine) -> None:
     backend.before_commit = fail
 
 
-@pytest.mark.parametrize("where", ["backend_snapshot", "defragment", "flush", "apply"])
+@pytest.mark.parametrize("where", ["snapshot_data", "defragment", "flush", "apply"])
 def test_a_failed_delayed_commit_stops_the_member_and_the_log_repairs_it(
     tmp_path: Path, reference: dict[str, Any], where: str,
 ) -> None:
