@@ -140,6 +140,10 @@ class StateMachine:
     def applied_index(self) -> int:
         return self.store.consistent_index[0]
 
+    def applied_term(self) -> int:
+        """The term of the entry at ``applied_index``."""
+        return self.store.consistent_index[1]
+
     def apply_ops(self, items: list[tuple[int, Any]], index: int, term: int) -> list[Any]:
         if self.failure is not None:
             raise BatchAbortedError(f"state machine stopped by a failed commit: {self.failure!r}")
@@ -290,7 +294,13 @@ class StateMachine:
         return zlib.crc32(members, kv_hash) & 0xFFFFFFFF
 
     # -- maintenance ---------------------------------------------------------------------
-    def flush(self) -> None:
+    def flush(self, index: int = 0, term: int = 0) -> None:
+        """Everything applied durable, with ``index`` (``term``) recorded as applied when the
+        store is behind it: entries after the last that wrote (a leader's no-op) change
+        nothing, but a Raft snapshot at ``index`` holds no data, and a store behind it at the
+        next start would be a store older than its log."""
+        if index > self.applied_index():
+            self.apply_ops([], index, term)
         self.commit()
         self.store.backend.sync()
 
@@ -304,8 +314,9 @@ class StateMachine:
     def snapshot_source(self) -> Callable[[], bytes]:
         """What is held committed, the member registry copied and a read transaction opened
         on that commit, here; the returned function builds ``snapshot_data``'s bytes from them
-        and may run in another thread (the store's copy is what takes time: the driver's
-        Ready loop no longer waits for it)."""
+        and may run in another thread (the store's copy is what takes time). The data of a
+        snapshot sent to a follower (``kvraft.server.snapshot_send``); the member's own
+        snapshots hold none."""
         self.commit()
         members = self.membership.to_wire()
         stream = self.store.snapshot()

@@ -2,7 +2,7 @@
 
     python -m kvraft.bench defrag-online [--mb 150] [--value-kb 100] [--rounds 3] [--compare-etcd /usr/bin/etcd]
     python -m kvraft.bench snapshot-stall [--mb 150] [--value-kb 100] [--snapshot-count 2000] [--seconds 20]
-                                          [--compare-etcd /usr/bin/etcd]
+                                          [--catchup-entries 5000] [--compare-etcd /usr/bin/etcd]
 
 Both start a three-member cluster on 127.0.0.1 with default flags (``snapshot-stall`` adds
 ``--snapshot-count``) and write values of ``--value-kb`` twice over the same keys:
@@ -20,7 +20,10 @@ leader changed (its term moved: the defragmentation stopped its heartbeats).
 ``snapshot-stall``: one client puts a 100-byte key without pause for ``--seconds`` through the
 leader; every ``--snapshot-count`` entries each member takes a Raft snapshot of the whole
 store. Recorded: puts, their median, p99 and slowest latency, how many took over 100 ms,
-whether the term moved.
+whether the term moved, each member's RSS after it. Then a follower is stopped while the
+leader writes past what its log keeps, and started again: it catches up by a snapshot of the
+whole store (``catch_up``: how long, the puts through the leader meanwhile and the slowest,
+each member's peak RSS).
 """
 
 from __future__ import annotations
@@ -150,8 +153,11 @@ def run(binary: str, megabytes: int, value_kb: int, rounds: int, base: Path) -> 
 
 
 def stall(binary: str, megabytes: int, value_kb: int, snapshot_count: int, seconds: float,
-          base: Path) -> dict[str, Any]:
-    cluster = LocalCluster(3, base, binary=binary, extra_args=["--snapshot-count", str(snapshot_count)])
+          base: Path, catchup_entries: int = 5000) -> dict[str, Any]:
+    extra = ["--snapshot-count", str(snapshot_count)]
+    if catchup_entries != 5000:  # (etcd 3.4 keeps 5,000, and has no flag for it)
+        extra += ["--snapshot-catchup-entries", str(catchup_entries)]
+    cluster = LocalCluster(3, base, binary=binary, extra_args=extra)
     try:
         cluster.start(timeout_s=90)
         leader = cluster.wait_leader()
@@ -167,15 +173,77 @@ def stall(binary: str, megabytes: int, value_kb: int, snapshot_count: int, secon
         took = sorted(e - b for b, e, ok in writer.spans if ok)
         if not took:
             raise RuntimeError("no put was answered")
-        return {
+        result = {
             "puts": len(took), "failed_puts": sum(1 for _, _, ok in writer.spans if not ok),
             "p50_ms": round(took[len(took) // 2] * 1000, 2), "p99_ms": round(took[int(len(took) * 0.99)] * 1000, 1),
             "slowest_s": round(took[-1], 3), "over_100ms": sum(1 for t in took if t > 0.1),
             "db": int(after.get("dbSize", 0)), "term_moved": int(after["raftTerm"]) != int(before["raftTerm"]),
             "server_version": before.get("version"),
+            "rss_mb": {name: _rss_mb(m.pid) for name, m in sorted(cluster.members.items())},
         }
+        _say(f"{binary}: {json.dumps(result)}")
+        result["catch_up"] = _catch_up(cluster, leader, snapshot_count + catchup_entries)
+        return result
     finally:
         cluster.stop()
+
+
+def _rss_mb(pid: int | None) -> float | None:
+    """A process's resident memory (``VmRSS``), in MB; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _catch_up(cluster: LocalCluster, leader: str, kept: int) -> dict[str, Any]:
+    """A follower stopped while the leader writes past what its log keeps (``kept``: the
+    snapshot interval plus the entries kept for catch-up, 5,000 by default), then
+    started: it needs a snapshot of the whole store. Recorded: the time from its start to its
+    revision reaching the leader's, the puts a client made through the leader meanwhile and
+    the slowest, and each member's peak RSS sampled meanwhile."""
+    follower = next(name for name in sorted(cluster.members) if name != leader)
+    cluster.stop_member(follower)
+    url = cluster.url(leader)
+    for i in range(kept + 500):
+        code, doc = post(url, "/v3/kv/put", {"key": b64(f"lag/{i % 1000}"), "value": b64("y" * 100)}, timeout_s=30.0)
+        if code != 200:
+            raise RuntimeError(f"put: HTTP {code} {doc}")
+        if i % 2000 == 0:
+            _say(f"catch-up: {i}/{kept + 500} puts with {follower} stopped")
+    target = int(_status(url)["header"]["revision"])
+    writer = _Writer(url)
+    writer.thread.start()
+    peaks: dict[str, float] = {}
+    started = time.monotonic()
+    cluster.start_member(follower)
+    caught = None
+    while caught is None and time.monotonic() - started < 300:
+        for name, member in cluster.members.items():
+            rss = _rss_mb(member.pid)
+            if rss is not None:
+                peaks[name] = max(peaks.get(name, 0.0), rss)
+        try:
+            if int(_status(cluster.url(follower))["header"]["revision"]) >= target:
+                caught = time.monotonic() - started
+        except (OSError, RuntimeError, KeyError, ValueError):
+            pass
+        time.sleep(0.2)
+    ended = time.monotonic()
+    writer.stop.set()
+    writer.thread.join(60)
+    during = [(b, e, ok) for b, e, ok in writer.spans if e >= started and b <= ended]
+    return {
+        "follower": follower, "caught_up_s": None if caught is None else round(caught, 2),
+        "puts_during": sum(1 for _, _, ok in during if ok),
+        "slowest_put_s": round(max((e - b for b, e, _ in during), default=0.0), 3),
+        "failed_puts": sum(1 for _, _, ok in during if not ok),
+        "peak_rss_mb": dict(sorted(peaks.items())),
+    }
 
 
 def main(name: str, argv: list[str] | None = None) -> int:
@@ -187,11 +255,15 @@ def main(name: str, argv: list[str] | None = None) -> int:
     else:
         parser.add_argument("--snapshot-count", type=int, default=2000)
         parser.add_argument("--seconds", type=float, default=20.0)
+        parser.add_argument("--catchup-entries", type=int, default=5000,
+                            help="kvraft's --snapshot-catchup-entries (default 5000, etcd 3.4's fixed figure)")
     parser.add_argument("--compare-etcd", metavar="PATH", help="also run etcd (its binary)")
     args = parser.parse_args(argv)
     counts = [args.mb, args.value_kb, getattr(args, "rounds", 1), getattr(args, "snapshot_count", 1)]
-    if min(counts) < 1 or getattr(args, "seconds", 1.0) <= 0:
-        parser.error("--mb, --value-kb, --rounds, --snapshot-count and --seconds must be positive")
+    if min(counts) < 1 or getattr(args, "seconds", 1.0) <= 0 or getattr(args, "catchup_entries", 1) < 1:
+        parser.error("--mb, --value-kb, --rounds, --snapshot-count, --seconds and --catchup-entries must be positive")
+    if args.compare_etcd and getattr(args, "catchup_entries", 5000) != 5000:
+        parser.error("--catchup-entries: etcd 3.4 keeps 5000 entries (no flag): compare with the default")
     systems = [("kvraft", "kvraft")] + ([("etcd", args.compare_etcd)] if args.compare_etcd else [])
     summary: dict[str, Any] = {"mb": args.mb, "value_kb": args.value_kb}
     for system, binary in systems:
@@ -201,7 +273,8 @@ def main(name: str, argv: list[str] | None = None) -> int:
             if name == "defrag-online":
                 summary[system] = run(binary, args.mb, args.value_kb, args.rounds, Path(tmp))
             else:
-                summary[system] = stall(binary, args.mb // 2, args.value_kb, args.snapshot_count, args.seconds, Path(tmp))
+                summary[system] = stall(binary, args.mb // 2, args.value_kb, args.snapshot_count, args.seconds, Path(tmp),
+                                        args.catchup_entries)
                 _say(f"{system}: {json.dumps(summary[system])}")
     print(json.dumps(summary))
     return 0

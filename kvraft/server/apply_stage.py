@@ -72,6 +72,10 @@ class ApplyStage:
         self.applied = applied
         self.conf_state = conf_state
         """The membership as of the last applied entry (for snapshots taken now)."""
+        self.applied_term = 0
+        """The term of the entry at ``applied.applied`` (0: none applied since the start, not
+        known here). With ``conf_state`` and the target's state it is what a snapshot sent
+        now describes: all three change together, in one step without an await."""
         self.on_applied = on_applied
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.entries_applied = 0
@@ -143,18 +147,22 @@ class ApplyStage:
                 self.applying_snapshot = 0
             self.snapshots_applied += 1
             self.conf_state = payload.metadata.conf_state
+            self.applied_term = payload.metadata.term
             self.applied.advance(payload.metadata.index)
         else:
             entries, conf_after = payload
-            self._apply(entries)
-            self.conf_state = conf_after
+            if self._apply(entries):
+                self.conf_state = conf_after
         self.on_applied()
         if self._commit_timer is None and getattr(self.target, "holding", False):
             loop = asyncio.get_running_loop()
             interval = getattr(self.target, "interval_s", None)
             self._commit_timer = loop.call_later(interval() if interval else COMMIT_INTERVAL_S, self._commit_due)
 
-    def _apply(self, entries: tuple[Entry, ...]) -> None:
+    def _apply(self, entries: tuple[Entry, ...]) -> bool:
+        """Apply ``entries``; whether the last is now the applied one (False: all of them were
+        applied before, a restart replaying its log: the membership and term as of the applied
+        index are not theirs)."""
         items: list[tuple[int, Any]] = []
         previous = last = entries[-1]
         for entry in entries:
@@ -188,7 +196,11 @@ class ApplyStage:
             previous = entry
         self._flush(items, last)
         self.entries_applied += len(entries)
+        reached = last.index >= self.applied.applied
+        if reached:
+            self.applied_term = last.term
         self.applied.advance(last.index)
+        return reached
 
     def _flush(self, items: list[tuple[int, Any]], upto: Entry) -> None:
         if not items:

@@ -93,26 +93,16 @@ class LogWriter:
         self.storage.set_conf_state(conf, index)
         self.storage.sync()
 
-    def prepare_snapshot(self, index: int, data: bytes) -> int | None:
-        """Write a snapshot's data file ahead of ``snapshot`` where the log has such files
-        (the WAL); may run in any thread. The crc to pass on, or None."""
-        write = getattr(self.storage, "write_snapshot_file", None)
-        return None if write is None else int(write(index, data))
-
-    async def snapshot(self, index: int, conf: ConfState, data: bytes, keep_entries: int,
-                       prepared_crc: int | None = None) -> None:
+    async def snapshot(self, index: int, conf: ConfState, data: bytes, keep_entries: int) -> None:
         """Record a snapshot at ``index`` and compact the log behind it, keeping the last
         ``keep_entries`` entries for followers that are only a little behind."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._thread, self._snapshot, index, conf, data, keep_entries, prepared_crc)
+        await loop.run_in_executor(self._thread, self._snapshot, index, conf, data, keep_entries)
 
-    def _snapshot(self, index: int, conf: ConfState, data: bytes, keep_entries: int, prepared_crc: int | None) -> None:
+    def _snapshot(self, index: int, conf: ConfState, data: bytes, keep_entries: int) -> None:
         if index <= self.storage.snapshot().metadata.index:
             return
-        if prepared_crc is None:
-            self.storage.create_snapshot(index, conf, data)
-        else:
-            self.storage.create_snapshot(index, conf, data, prepared_crc=prepared_crc)
+        self.storage.create_snapshot(index, conf, data)
         compact_to = index - keep_entries
         if compact_to > self.storage.first_index():
             self.storage.compact(compact_to)

@@ -30,7 +30,7 @@ from kvraft.raft.config import RaftConfig
 from kvraft.raft.errors import RaftError
 from kvraft.raft.events import RaftEvent
 from kvraft.raft.rawnode import RawNode
-from kvraft.raft.types import NONE, ConfChange, ConfChangeType, ConfState, StateRole
+from kvraft.raft.types import NONE, ConfChange, ConfChangeType, ConfState, Snapshot, StateRole
 from kvraft.server.api.grpc_stats import GrpcStats
 from kvraft.server.cert_names import CertRule
 from kvraft.server.compactor import AutoCompactor
@@ -203,12 +203,7 @@ class Node(NodeStatusMixin):
         self.initialized = self.state.applied_index() > 0
         """Whether this member had data before this start (the initial corruption check
         compares only such a member's, as etcd's)."""
-        snapshot = self.raft_log.snapshot()
-        if snapshot.data and self.state.applied_index() < snapshot.metadata.index:
-            # a crash between installing a received snapshot in the log and restoring the
-            # store from it: the entries it covers are gone from the log, so restore now
-            log.info("restoring the state machine from the log's snapshot at %d", snapshot.metadata.index)
-            self.state.restore(snapshot)
+        self._restore_if_behind()
         if config.force_new_cluster:
             try:
                 force_new_cluster(self.raft_log, self.member_id)
@@ -318,6 +313,30 @@ class Node(NodeStatusMixin):
         log.info("defragmenting at start: %d bytes free in a %d byte store (threshold %d MB)", free, size, threshold_mb)
         report = self.state.store.defragment()
         log.info("defragmented at start: %s", report)
+
+    def _restore_if_behind(self) -> None:
+        """A crash between installing a received snapshot in the log and restoring the store
+        from it: the entries it covers are gone from the log, so restore now from the
+        snapshot's file. A snapshot this member took has no data (its state is the store,
+        made durable before the snapshot was recorded), so a store behind one is a store
+        older than its log: refused, as ``_check_log_covers_state`` refuses the converse."""
+        meta = self.raft_log.snapshot().metadata
+        applied = self.state.applied_index()
+        if applied >= meta.index:
+            return
+        data = self.raft_log.snapshot_data()
+        if not data:
+            self.raft_log.close()
+            self.state.close()
+            raise StorageCorruptionError(
+                f"{self.data_dir}: the store has applied index {applied} but the Raft log was compacted up to its "
+                f"snapshot at {meta.index}, which holds no data (this member's own snapshots are its store): the "
+                "store is older than the log (a store restored from a backup without its WAL?); refusing to start "
+                "(restore this member from a snapshot, or remove it from the cluster and add it again with an "
+                "empty data dir)"
+            )
+        log.info("restoring the state machine from the log's snapshot at %d", meta.index)
+        self.state.restore(Snapshot(metadata=meta, data=data))
 
     def _check_log_covers_state(self) -> None:
         """A member applies only entries its log holds durably, so the state machine can

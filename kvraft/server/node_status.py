@@ -150,6 +150,10 @@ class NodeStatusMixin:
             ("kvraft_driver_read_index_rounds_total", "counter", "ReadIndex rounds started.", driver.read_rounds),
             ("kvraft_driver_snapshots_created_total", "counter", "Snapshots taken.", driver.snapshots_created),
             ("kvraft_driver_snapshots_applied_total", "counter", "Snapshots installed.", driver.snapshots_applied),
+            ("kvraft_driver_snapshots_sent_total", "counter", "Snapshots sent to followers (their data built from the "
+             "live store when sent).", driver.snapshots_sent),
+            ("kvraft_driver_snapshot_sends_failed_total", "counter", "Snapshots for followers not sent (the build "
+             "failed, or no applied state to describe yet; the core tries again).", driver.snapshot_sends_failed),
             ("kvraft_corruption_check_rounds_total", "counter", "Corruption check rounds run (as leader).",
              self.corruption.rounds),
             ("kvraft_corruption_alarms_raised_total", "counter", "CORRUPT alarms this member raised.",

@@ -380,6 +380,11 @@ class LmdbLogStorage:
     def snapshot(self) -> Snapshot:
         return self._snapshot
 
+    def snapshot_data(self) -> bytes:
+        """The current snapshot's data (``WalLogStorage.snapshot_data``; this older log keeps
+        it in memory)."""
+        return self._snapshot.data
+
     def term(self, index: int) -> int:
         if index < self._offset:
             raise CompactedError(f"term of {index}: compacted up to {self._offset}")

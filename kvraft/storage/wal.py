@@ -83,6 +83,7 @@ from kvraft.storage.wal_replay import (
     HardRecord,
     HeadRecord,
     SnapRecord,
+    check_snapshot_file,
     iter_records,
     read_snapshot_file,
     replay_segment,
@@ -246,7 +247,7 @@ class WalLogStorage:
             old.unlink()
         if len(segments) > 1:
             fsync_dir(self.path)
-        self._load_snapshot_data()
+        self._check_snapshot_file(read=False)
         self._fd = os.open(last, os.O_RDWR)
         self._rotate_at = self.segment_bytes
 
@@ -261,21 +262,33 @@ class WalLogStorage:
             self._replaying = False
         self.frames, self.torn_tail, self._pos = replayed.frames, replayed.torn_tail, replayed.end
 
-    def _load_snapshot_data(self, *, drop: bool = True) -> None:
-        """Read and check the current snapshot's file; delete the others (``drop``)."""
+    def _check_snapshot_file(self, *, read: bool, drop: bool = True) -> None:
+        """Check the current snapshot's file: its header and size (``read``: every byte against
+        its crc, as ``snapshot_data`` does); delete the others (``drop``). The data is not
+        kept: it is read again only where it is needed (a member whose store is behind it)."""
         meta = self._snapshot.metadata
         keep = None
         if meta.index and self._snap_len:
             keep = self._snap_file(meta.index)
-            body = read_snapshot_file(keep, self._snap_len, self._snap_crc)
-            self._snapshot = Snapshot(metadata=meta, data=body)
+            if read:
+                read_snapshot_file(keep, self._snap_len, self._snap_crc)
+            else:
+                check_snapshot_file(keep, self._snap_len, self._snap_crc)
         if drop:
             self._drop_snapshot_files(keep)
 
+    def snapshot_data(self) -> bytes:
+        """The current snapshot's data, read from its file and checked (empty for a snapshot
+        without data: one this member took, whose state is its store). ``snapshot()`` holds
+        only the metadata: a received snapshot's data is the size of the store, and a member
+        needs it again only after a crash between recording it and restoring the store."""
+        if not (self._snapshot.metadata.index and self._snap_len):
+            return b""
+        return read_snapshot_file(self._snap_file(self._snapshot.metadata.index), self._snap_len, self._snap_crc)
+
     def _drop_snapshot_files(self, keep: Path | None, *, older_only: bool = False) -> None:
         """Delete the snapshot files but ``keep``; with ``older_only`` (at run time) only those
-        of lower indexes: a newer one may be a file ``write_snapshot_file`` just wrote for a
-        snapshot not yet recorded."""
+        of lower indexes (never one of a snapshot about to be recorded)."""
         below = self._snapshot.metadata.index
         for f in self.path.glob("snap-*.snap"):
             if f == keep:
@@ -287,14 +300,6 @@ class WalLogStorage:
                 except ValueError:
                     continue
             f.unlink(missing_ok=True)
-
-    def write_snapshot_file(self, index: int, data: bytes) -> int:
-        """Write a snapshot's data file ahead of ``create_snapshot(..., prepared_crc=)``; its
-        crc. Safe in another thread than the log's writer: it touches only a file of its own
-        (the driver writes it where the snapshot is built, so that the log's writer, which the
-        Ready loop waits for, only records it)."""
-        self._check_writable()
-        return self._write_snapshot_file(index, data)
 
     def _write_snapshot_file(self, index: int, data: bytes) -> int:
         """Write the data of a snapshot durably (before its record is staged); its crc."""
@@ -412,7 +417,7 @@ class WalLogStorage:
         self._conf_index, self._conf = index, conf_state
 
     def _install(self, snapshot: Snapshot, length: int, crc: int) -> None:
-        self._snapshot = snapshot
+        self._snapshot = Snapshot(metadata=snapshot.metadata)  # (the data is in its file)
         self._snap_len, self._snap_crc = length, crc
         self._snap_dirty = True
         if snapshot.metadata.index >= self._conf_index:
@@ -442,27 +447,17 @@ class WalLogStorage:
         self._entries = [Entry(term=meta.term, index=meta.index), *keep]
         self._install(snapshot, length, crc)
 
-    def create_snapshot(
-        self, index: int, conf_state: ConfState, data: bytes, prepared_crc: int | None = None
-    ) -> Snapshot:
-        """``prepared_crc``: ``write_snapshot_file`` wrote the data file already (written again
-        if it is gone)."""
-        return self._create_snapshot(index, conf_state, data, len(data), None, prepared_crc)
+    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
+        return self._create_snapshot(index, conf_state, data, len(data), None)
 
-    def _create_snapshot(
-        self, index: int, conf_state: ConfState, data: bytes, length: int, crc: int | None,
-        prepared_crc: int | None = None,
-    ) -> Snapshot:
+    def _create_snapshot(self, index: int, conf_state: ConfState, data: bytes, length: int, crc: int | None) -> Snapshot:
         self._require_newer(index)
         if index > self.last_index():
             raise UnavailableError(f"snapshot at {index}: last index is {self.last_index()}")
         meta = SnapshotMetadata(index=index, term=self.term(index), conf_state=conf_state)
         if crc is None:  # a live call (replay passes the recorded crc)
             self._check_writable()
-            if prepared_crc is not None and (not data or self._snap_file(index).exists()):
-                crc = prepared_crc
-            else:
-                crc = self._write_snapshot_file(index, data)
+            crc = self._write_snapshot_file(index, data)
         self._stage(encode_snap(SNAP_CREATE, meta, length, crc))
         snap = Snapshot(metadata=meta, data=data)
         self._install(snap, length, crc)
@@ -596,7 +591,7 @@ class WalLogStorage:
         log.path, log._seq, log._fd, log._failed = Path(path), seq, -1, OSError("opened for a check")
         log._reset_state()
         log._replay(log._segment(seq), repair=False)
-        log._load_snapshot_data(drop=False)
+        log._check_snapshot_file(read=True, drop=False)
         return log
 
     def verify(self) -> int:

@@ -65,6 +65,7 @@ __all__ = [
     "Record",
     "SegmentReplay",
     "SnapRecord",
+    "check_snapshot_file",
     "cut_tail",
     "first_index_in",
     "iter_records",
@@ -271,3 +272,19 @@ def read_snapshot_file(path: Path, length: int, crc: int) -> bytes:
     if (file_length, file_crc) != (length, crc) or len(body) != length or zlib.crc32(body) != crc:
         raise LogCorruptionError(0, f"snapshot file {path.name} fails its checksum")
     return body
+
+
+def check_snapshot_file(path: Path, length: int, crc: int) -> None:
+    """``read_snapshot_file``'s checks but the crc of the body: the file is there, its header
+    names ``length`` and ``crc`` and it holds ``length`` bytes after it (what a start checks
+    without reading a store-sized file)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(SNAPFILE.size)
+            size = os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        raise LogCorruptionError(0, f"snapshot file {path.name} is missing") from None
+    if len(head) < SNAPFILE.size:
+        raise LogCorruptionError(0, f"snapshot file {path.name} is truncated")
+    if SNAPFILE.unpack_from(head) != (length, crc) or size != SNAPFILE.size + length:
+        raise LogCorruptionError(0, f"snapshot file {path.name} fails its checksum")

@@ -4,6 +4,7 @@ flow control, reads, transport reports and restarts."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import pytest
@@ -35,6 +36,7 @@ class Net:
     queue: list[Message] = field(default_factory=list)
     sent: list[Message] = field(default_factory=list)
     down: set[int] = field(default_factory=set)
+    rewrite: Callable[[Message], Message] | None = None  # (what a driver does to a message sent)
 
     @classmethod
     def build(cls, voters: list[int], **opts: object) -> Net:
@@ -58,8 +60,9 @@ class Net:
         storage.append(list(rd.entries))
         if rd.hard_state is not None:
             storage.set_hard_state(rd.hard_state)
-        self.sent.extend(rd.messages)
-        self.queue.extend(m for m in rd.messages if m.to not in self.down)
+        messages = [self.rewrite(m) for m in rd.messages] if self.rewrite else list(rd.messages)
+        self.sent.extend(messages)
+        self.queue.extend(m for m in messages if m.to not in self.down)
         for e in rd.committed_entries:
             if e.type == EntryType.CONF_CHANGE:
                 node.apply_conf_change(ConfChange.decode(e.data))
@@ -318,6 +321,51 @@ def test_report_snapshot_failure_resets_the_pending_snapshot() -> None:
     pr.become_snapshot(7)
     net.nodes[1].report_snapshot(3, ok=False)
     assert pr.state == ProgressState.PROBE and pr.pending_snapshot == 0 and pr.probe_sent
+
+
+def test_a_snapshot_sent_at_a_later_index_than_the_logs_catches_the_follower_up() -> None:
+    """kvraft's leader sends a snapshot of its state when it sends it (``snapshot_send``):
+    the core's MsgSnap names the log's snapshot (index 10), the follower gets the applied
+    state (index 25). The core takes the follower's answer (match 25) and replicates from
+    there, without a second snapshot."""
+    net = Net.build([1, 2, 3])
+    net.elect(1)
+    net.down = {3}
+    for i in range(20):
+        net.nodes[1].propose(b"p%d" % i)
+        net.drain()
+    leader_log = net.storages[1]
+    conf = net.nodes[1].status().conf_state
+    leader_log.create_snapshot(10, conf, b"")
+    leader_log.compact(10)
+    applied = net.nodes[1].status().applied
+    assert applied > 10
+    rewritten: list[Message] = []
+
+    def send_state_now(m: Message) -> Message:
+        if m.type != MessageType.SNAP or m.snapshot is None:
+            return m
+        assert m.snapshot.metadata.index == 10
+        meta = replace(m.snapshot.metadata, index=applied, term=leader_log.term(applied))
+        out = replace(m, snapshot=replace(m.snapshot, metadata=meta, data=b"state@%d" % applied))
+        rewritten.append(out)
+        return out
+
+    net.rewrite = send_state_now
+    net.down = set()
+    for _ in range(3):
+        net.nodes[1].tick()
+        net.drain()
+    assert len(rewritten) == 1
+    net.nodes[1].report_snapshot(3, ok=True)
+    net.nodes[1].propose(b"after")
+    net.drain()
+    last = net.storages[1].last_index()
+    assert net.storages[3].snapshot().metadata.index == applied
+    assert net.storages[3].last_index() == last and net.nodes[3].status().commit == last
+    pr = net.nodes[1].status().progress[3]
+    assert pr.state == ProgressState.REPLICATE and pr.match == last
+    assert len(rewritten) == 1  # no second snapshot
 
 
 # -- membership and restarts ---------------------------------------------------------

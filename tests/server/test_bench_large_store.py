@@ -16,6 +16,8 @@ from kvraft.bench.large_store import main
     ("defrag-online", ["--compare-etcd", "/nonexistent/etcd"]),
     ("snapshot-stall", ["--seconds", "0"]),
     ("snapshot-stall", ["--rounds", "1"]),  # defrag-online's flag
+    ("snapshot-stall", ["--catchup-entries", "0"]),
+    ("snapshot-stall", ["--catchup-entries", "10", "--compare-etcd", "/usr/bin/etcd"]),
 ])  # fmt: skip
 def test_bad_flags_are_refused(name: str, argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
@@ -31,9 +33,14 @@ def test_one_small_defragmentation(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_one_small_snapshot_stall_run(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main("snapshot-stall", ["--mb", "2", "--snapshot-count", "100", "--seconds", "2"]) == 0
+    argv = ["--mb", "2", "--snapshot-count", "100", "--seconds", "2", "--catchup-entries", "20"]
+    assert main("snapshot-stall", argv) == 0
     run = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["kvraft"]
     assert run["puts"] > 0 and run["failed_puts"] == 0 and run["slowest_s"] >= run["p50_ms"] / 1000
+    assert sorted(run["rss_mb"]) == ["m0", "m1", "m2"] and all(mb > 10 for mb in run["rss_mb"].values())
+    catch_up = run["catch_up"]  # (the follower got a snapshot: its log was compacted past it)
+    assert catch_up["caught_up_s"] is not None and catch_up["failed_puts"] == 0
+    assert set(catch_up["peak_rss_mb"]) == {"m0", "m1", "m2"}
 
 
 def test_a_path_to_etcd_runs_etcd(tmp_path: object) -> None:

@@ -144,6 +144,19 @@ def test_restarted_follower_catches_up_by_snapshot(tmp_path) -> None:
         code, text = _get_text(cluster.url(follower), "/metrics")
         installed = [line for line in text.splitlines() if line.startswith("kvraft_driver_snapshots_applied_total")]
         assert installed and float(installed[0].split()[1]) >= 1, installed
+        # the leader built the data from its live store when it sent it (its own snapshots have none)
+        _code, text = _get_text(url, "/metrics")
+        sent = [line for line in text.splitlines() if line.startswith("kvraft_driver_snapshots_sent_total")]
+        assert sent and float(sent[0].split()[1]) >= 1, sent
+        # and the follower starts again on the store it restored (the snapshot's file is not needed)
+        cluster.stop_member(follower)
+        cluster.start_member(follower)
+        wait_until(
+            lambda: get(cluster.url(follower), "s/", "s0", serializable=True) == expected,
+            90,
+            what="the follower to serve again",
+        )
+        assert "restoring the state machine" not in cluster.members[follower].log_path.read_text()
     finally:
         cluster.stop()
 

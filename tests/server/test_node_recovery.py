@@ -10,11 +10,12 @@ import pytest
 
 from kvraft.apply.ops import PutOp, RangeOp
 from kvraft.apply.state_machine import StateMachine
-from kvraft.raft.types import ConfState, HardState, Snapshot, SnapshotMetadata
+from kvraft.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
 from kvraft.server.config import parse_config
 from kvraft.server.local import free_port
 from kvraft.server.membership import Membership
 from kvraft.server.node import Node
+from kvraft.storage.errors import StorageCorruptionError
 from kvraft.storage.raft_log import LmdbLogStorage
 from kvraft.storage.wal import WalLogStorage
 
@@ -58,3 +59,49 @@ def test_store_is_restored_from_the_logs_snapshot(tmp_path, kind) -> None:
     finally:
         node.raft_log.close()
         node.state.close()
+
+
+def _config(tmp_path):
+    peer = f"http://127.0.0.1:{free_port()}"
+    return parse_config([
+        "--name", "n", "--data-dir", str(tmp_path / "member"),
+        "--listen-client-urls", f"http://127.0.0.1:{free_port()}", "--advertise-client-urls", "http://127.0.0.1:1",
+        "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", f"n={peer}",
+    ])
+
+
+def test_a_store_older_than_the_members_own_snapshot_is_refused(tmp_path) -> None:
+    """The member's own snapshots hold no data (its store is the state, flushed before the
+    log is compacted), so a store behind one cannot be rebuilt: the start is refused with
+    what to do, not served from a state missing the compacted entries."""
+    config = _config(tmp_path)
+    node = Node(config)
+    member_id, applied = node.member_id, node.state.applied_index()
+    node.raft_log.close()
+    node.state.close()
+    log = WalLogStorage(tmp_path / "member" / "raft.wal")
+    last = log.last_index()
+    log.append([Entry(term=2, index=i) for i in range(last + 1, last + 11)])
+    log.set_hard_state(HardState(term=2, vote=member_id, commit=last + 10))
+    log.create_snapshot(last + 10, ConfState(voters=frozenset({member_id})), b"")
+    log.compact(last + 10)
+    log.sync()
+    log.close()
+    with pytest.raises(StorageCorruptionError, match=f"applied index {applied} .* snapshot at {last + 10}, which holds no data"):
+        Node(config)
+
+
+def test_flush_records_entries_that_wrote_nothing(tmp_path) -> None:
+    """A leader's no-op after the last write changes nothing in the store, but a snapshot
+    taken at its index says the store holds it: ``flush`` records the index."""
+    sm = StateMachine(tmp_path / "sm", quota_bytes=1 << 30, member_id=1, max_txn_ops=128, membership=Membership())
+    sm.apply_ops([(1, PutOp(b"k", b"v"))], 10, 2)
+    sm.flush(12, 3)
+    assert (sm.applied_index(), sm.applied_term()) == (12, 3)
+    sm.flush(11, 3)  # never backwards
+    assert sm.applied_index() == 12
+    sm.close()
+    again = StateMachine(tmp_path / "sm", quota_bytes=1 << 30, member_id=1, max_txn_ops=128, membership=Membership())
+    assert again.applied_index() == 12
+    assert [kv.value for kv in again.range(RangeOp(key=b"k")).kvs] == [b"v"]
+    again.close()

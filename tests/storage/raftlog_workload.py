@@ -66,7 +66,9 @@ def observe(log: Any) -> tuple[Any, ...]:
         digest.update(b"%d/%d/%d/%d:" % (e.index, e.term, e.type, len(e.data)) + e.data)
     hard, conf = log.initial_state()
     snap = log.snapshot()
-    return (first, last, digest.hexdigest(), hard, conf, snap.metadata, snap.data)
+    # (the durable logs hold only the metadata in memory and read the data from disk)
+    data = log.snapshot_data() if hasattr(log, "snapshot_data") else snap.data
+    return (first, last, digest.hexdigest(), hard, conf, snap.metadata, data)
 
 
 def open_log(path: str, kind: str) -> Any:
