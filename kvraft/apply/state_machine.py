@@ -14,8 +14,10 @@
 - ``apply_member``: membership bookkeeping (the registry lives in the server layer and is
   handed in as ``membership``; it only needs ``apply(op)``, ``to_wire()`` and
   ``restore(wire)``).
-- ``snapshot_data`` / ``restore``: the whole state machine as bytes for a Raft snapshot:
-  msgpack ``[1, membership, mvcc snapshot]``.
+- ``snapshot_source`` / ``restore_begin`` + ``restore_end``: the whole state machine as bytes
+  for a Raft snapshot a leader sends (msgpack ``[1, membership, mvcc snapshot]``), built and
+  restored with the store's part in a worker thread; a member's own snapshots hold no data
+  (its store is the state: ``flush`` makes it durable at the snapshot's index).
 
 Snapshots, restores, defragmentation, ``flush`` and ``close`` commit what is held first;
 before the Raft log is compacted the store is flushed (``flush``).
@@ -28,7 +30,7 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -71,6 +73,40 @@ def _bin_header(length: int) -> bytes:
     return b"\xc6" + length.to_bytes(4, "big")
 
 
+RESTORE_CHUNK_BYTES = 1 << 20
+
+
+def split_snapshot(data: bytes) -> tuple[Any, Iterator[memoryview]]:
+    """A snapshot's data, ``[SNAPSHOT_FORMAT, members, <store stream as one bin>]``: the
+    member registry, and the store's stream as views of ``data`` in 1 MiB pieces (not copied:
+    unpacking the bin copied the whole store, and the restore then buffered it whole again).
+    ``ValueError`` on anything else."""
+    view = memoryview(data)
+    size = 4096
+    while True:
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(view[:size])
+        try:
+            fields, version, members = unpacker.read_array_header(), unpacker.unpack(), unpacker.unpack()
+            break
+        except msgpack.OutOfData:
+            if size >= len(data):
+                raise ValueError("snapshot data truncated") from None
+            size *= 16
+    if fields != 3 or version != SNAPSHOT_FORMAT:
+        raise ValueError(f"unknown snapshot format {version!r} ({fields} fields)")
+    offset = unpacker.tell()
+    width = {0xC4: 1, 0xC5: 2, 0xC6: 4}.get(data[offset]) if offset < len(data) else None
+    if width is None:
+        raise ValueError("snapshot data: the store's stream is not a bin")
+    start = offset + 1 + width
+    length = int.from_bytes(data[offset + 1 : start], "big")
+    if start + length != len(data):
+        raise ValueError(f"snapshot data: the store's stream is {len(data) - start} bytes, its header says {length}")
+    return members, (view[i : min(i + RESTORE_CHUNK_BYTES, len(data))]
+                     for i in range(start, len(data), RESTORE_CHUNK_BYTES))
+
+
 class StateMachine:
     def __init__(
         self,
@@ -109,6 +145,9 @@ class StateMachine:
         """Numbered writes' answers: a copy of one already applied is answered, not applied."""
         self.membership = membership
         self.on_members_changed: Callable[[], None] = lambda: None
+        self.after_restore: list[Callable[[], None]] = []
+        """Called once a received snapshot replaced the state (``kvraft.server.features``
+        reloads the leases, the auth state and the watch hub)."""
         self._held_since = 0.0
         self._held_ops = 0
         self.commits = 0
@@ -334,17 +373,40 @@ class StateMachine:
         return build
 
     def restore(self, snapshot: Any) -> None:
-        version, members, data = msgpack.unpackb(snapshot.data, raw=False)
-        if version != SNAPSHOT_FORMAT:
-            raise ValueError(f"unknown snapshot format {version}")
+        """Replace the state with a received snapshot's, here (at start: the store behind the
+        log's snapshot). The apply stage runs the same steps with the store's part in a worker
+        thread (``restore_begin``, the work, ``restore_end``)."""
+        work = self.restore_begin(snapshot)
+        work()
+        self.restore_end(snapshot)
+
+    def restore_begin(self, snapshot: Any) -> Callable[[], None]:
+        """Check the snapshot's data and commit what is held; the returned function rebuilds
+        the store from it and may run in another thread: it writes a new generation file while
+        reads go on, then installs it under the writer lock and the read gate, as the online
+        defragmentation does (``MVCCStore.restore``). On error the store is unchanged."""
+        members, chunks = split_snapshot(snapshot.data)
         self.commit()
-        self.store.restore([data])
+        # the registry first (its own file): a stop or crash before the store is switched
+        # leaves a store behind the log's snapshot, restored again at the next start; after
+        # the switch, a store at the snapshot's index whose registry is already the snapshot's
+        self.membership.restore(members)
+
+        def work() -> None:
+            self.store.restore(chunks)
+
+        return work
+
+    def restore_end(self, snapshot: Any) -> None:
+        """After ``restore_begin``'s work: the applied index, the sessions, the members'
+        callbacks and what ``after_restore`` reloads (leases, auth, the watch hub)."""
         meta = snapshot.metadata
         with self.store.batch():
             self.store.set_consistent_index(meta.index, meta.term)
-        self.membership.restore(members)
         self.sessions.load()
         self.on_members_changed()
+        for reload in self.after_restore:
+            reload()
 
     def close(self) -> None:
         self.commit()

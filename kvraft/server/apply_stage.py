@@ -109,7 +109,7 @@ class ApplyStage:
         item put on the queue stays there until this task resumes and takes it, and the
         task processes an item without awaiting, so an empty queue means nothing is
         pending or half done.) Never once the stage has failed."""
-        return self.failed is None and self.queue.empty()
+        return self.failed is None and self.queue.empty() and not self.applying_snapshot
 
     def apply_now(self, entries: tuple[Entry, ...], conf_after: ConfState) -> None:
         """Apply ``entries`` on the caller's stack instead of queueing them (the Ready
@@ -122,7 +122,29 @@ class ApplyStage:
     async def _run(self) -> None:
         while True:
             kind, payload = await self.queue.get()
-            self._process(kind, payload)
+            if kind == "snapshot" and hasattr(self.target, "restore_begin"):
+                await self._restore(payload)
+            else:
+                self._process(kind, payload)
+
+    async def _restore(self, snapshot: Snapshot) -> None:
+        """Install a received snapshot with the store's rebuild in a worker thread (seconds
+        for a large store: the member's loop goes on answering heartbeats and reads of the
+        state before it). Nothing else is applied meanwhile: entries wait on the queue, and
+        ``idle()`` is false, so none is applied inline."""
+        if self.failed is not None:
+            raise self.failed
+        self.applying_snapshot = 1
+        try:
+            work = self.target.restore_begin(snapshot)
+            await asyncio.get_running_loop().run_in_executor(None, work)
+            self.target.restore_end(snapshot)
+            self._restored(snapshot)
+        except BaseException as exc:
+            self.failed = exc
+            raise
+        finally:
+            self.applying_snapshot = 0
 
     def _process(self, kind: str, payload: Any) -> None:
         if self.failed is not None:
@@ -145,14 +167,21 @@ class ApplyStage:
                 self.target.restore(payload)
             finally:
                 self.applying_snapshot = 0
-            self.snapshots_applied += 1
-            self.conf_state = payload.metadata.conf_state
-            self.applied_term = payload.metadata.term
-            self.applied.advance(payload.metadata.index)
-        else:
-            entries, conf_after = payload
-            if self._apply(entries):
-                self.conf_state = conf_after
+            self._restored(payload)
+            return
+        entries, conf_after = payload
+        if self._apply(entries):
+            self.conf_state = conf_after
+        self._applied()
+
+    def _restored(self, snapshot: Snapshot) -> None:
+        self.snapshots_applied += 1
+        self.conf_state = snapshot.metadata.conf_state
+        self.applied_term = snapshot.metadata.term
+        self.applied.advance(snapshot.metadata.index)
+        self._applied()
+
+    def _applied(self) -> None:
         self.on_applied()
         if self._commit_timer is None and getattr(self.target, "holding", False):
             loop = asyncio.get_running_loop()

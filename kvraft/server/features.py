@@ -146,13 +146,7 @@ class Features:
             )
         )
         node.wrap_proposal = self.wrap_proposal
-        restore = node.state.restore
-
-        def restore_then_reload(snapshot: Any) -> None:
-            restore(snapshot)
-            self._after_restore()
-
-        node.state.restore = restore_then_reload
+        node.state.after_restore.append(self._after_restore)
         node_metrics = node.metrics
         node.metrics = lambda: [*node_metrics(), *self.metrics()]
         node.lessor = self.lessor  # its counters, for /metrics (kvraft.server.metrics)

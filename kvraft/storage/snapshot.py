@@ -158,7 +158,7 @@ class SnapshotFrameError(SnapshotCorruptionError):
         self.stray, self.cause = stray, cause
 
 
-def read_frames(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, Any]]:
+def read_frames(chunks: Iterable[bytes | memoryview]) -> Iterator[tuple[bytes, Any]]:
     """``(frame bytes, decoded payload)`` for each frame of a snapshot stream cut anywhere
     into ``chunks``. Each frame's crc32 is checked and its msgpack payload decoded before it
     is yielded; a damaged frame, or bytes left over at the end, raise ``SnapshotFrameError``.
@@ -187,7 +187,7 @@ def read_frames(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, Any]]:
         raise SnapshotFrameError("truncated", frame, offset, stray=len(buf))
 
 
-def restore_generation(backend: Backend, chunks: Iterable[bytes]) -> RestoreReport:
+def restore_generation(backend: Backend, chunks: Iterable[bytes | memoryview]) -> RestoreReport:
     """Build the next generation file from a snapshot stream and verify it; the caller
     installs it. On any failure the scratch file is removed and the error raised."""
     path = backend.next_generation_path()
@@ -206,7 +206,7 @@ def restore_generation(backend: Backend, chunks: Iterable[bytes]) -> RestoreRepo
             env.close()
 
 
-def _restore(env: Any, dbis: dict[bytes, Any], path: Path, chunks: Iterable[bytes]) -> RestoreReport:
+def _restore(env: Any, dbis: dict[bytes, Any], path: Path, chunks: Iterable[bytes | memoryview]) -> RestoreReport:
     digest = hashlib.sha256()
     head: dict[str, Any] | None = None
     records = nbytes = 0

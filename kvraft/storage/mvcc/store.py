@@ -638,7 +638,7 @@ class MVCCStore:
         self._settle()
         return SnapshotStream(self.backend, chunk_bytes, on_close=self.timings.snapshot_seconds.observe)
 
-    def restore(self, chunks: Iterable[bytes]) -> RestoreReport:
+    def restore(self, chunks: Iterable[bytes | memoryview]) -> RestoreReport:
         """Replace the whole state with a snapshot stream (verified first; on error the
         store is unchanged). Pending physical compactions of the old state are dropped;
         reads under way finish first (the gate), new ones see the restored state."""
