@@ -348,27 +348,27 @@ class StateMachine:
         self.store.defragment()
 
     def snapshot_data(self) -> bytes:
-        return self.snapshot_source()()
+        return b"".join(self.snapshot_source()())
 
-    def snapshot_source(self) -> Callable[[], bytes]:
+    def snapshot_source(self) -> Callable[[], list[bytes]]:
         """What is held committed, the member registry copied and a read transaction opened
-        on that commit, here; the returned function builds ``snapshot_data``'s bytes from them
-        and may run in another thread (the store's copy is what takes time). The data of a
+        on that commit, here; the returned function builds ``snapshot_data``'s bytes from them,
+        as pieces to be sent in order (never joined on the leader), and may run in another
+        thread (the store's copy is what takes time). The data of a
         snapshot sent to a follower (``kvraft.server.snapshot_send``); the member's own
         snapshots hold none."""
         self.commit()
         members = self.membership.to_wire()
         stream = self.store.snapshot()
 
-        def build() -> bytes:
+        def build() -> list[bytes]:
             failpoints.hit("snapshot_build")
             chunks = list(stream)  # (chunks of 1 MiB, each copied while the GIL comes and goes)
-            # msgpack ``[SNAPSHOT_FORMAT, members, <the stream as one bin>]``, packed around the
-            # chunks so the store is copied once (packb of one joined blob copied it twice,
-            # holding the GIL through each copy: the member's event loop stalled with it)
+            # msgpack ``[SNAPSHOT_FORMAT, members, <the stream as one bin>]``: its head, then the
+            # stream's chunks as they are (joining them copied the store again, holding the GIL)
             packer = msgpack.Packer(use_bin_type=True)
             head = packer.pack_array_header(3) + packer.pack(SNAPSHOT_FORMAT) + packer.pack(members)
-            return b"".join([head, _bin_header(sum(len(c) for c in chunks)), *chunks])
+            return [head + _bin_header(sum(len(c) for c in chunks)), *chunks]
 
         return build
 

@@ -143,13 +143,13 @@ class ApplyTarget(Protocol):
     def snapshot_data(self) -> bytes:
         raise NotImplementedError
 
-    def snapshot_source(self) -> Callable[[], bytes]:
+    def snapshot_source(self) -> Callable[[], list[bytes]]:
         """The state as it is now, pinned, and a function that builds ``snapshot_data``'s bytes
-        from it and may run in another thread (the copy of a large store takes seconds): the
-        data of a snapshot sent to a follower (``snapshot_send``). This default builds them
-        here."""
+        from it, as pieces sent in order, and may run in another thread (the copy of a large
+        store takes seconds): the data of a snapshot sent to a follower (``snapshot_send``).
+        This default builds them here."""
         data = self.snapshot_data()
-        return lambda: data
+        return lambda: [data]
 
     def flush(self, index: int = 0, term: int = 0) -> None:
         """Make everything applied durable, recording ``index`` (of ``term``) as applied if
@@ -236,7 +236,8 @@ class NodeDriver:
         # from the store's flush to the snapshot recorded; the record alone (its encoding and write)
         self.snap_save_seconds = DurationHistogram()
         self.snap_marshal_seconds = DurationHistogram()
-        self.snapshots_out = SnapshotSender(target, self.stage, transport.send, self.report_snapshot)
+        self.snapshots_out = SnapshotSender(target, self.stage, lambda m, pieces: self.transport.send_snapshot(m, pieces),
+                                            self.report_snapshot)
         """Builds the data of the snapshots sent to followers, when they are sent."""
         self._reads = ReadBatcher(member_id)
         self._read_started = 0.0

@@ -6,7 +6,8 @@ So when the core sends a follower a snapshot (``MsgSnap``, the follower being be
 log's first index), that message names the local snapshot and carries nothing. Here it gets
 its data: the target's state is pinned as it is now, at the applied index ``A`` (a read
 transaction on the store, the member registry copied), a worker thread builds the data from
-that pin (``ApplyTarget.snapshot_source``), and the message goes out describing ``A``: its
+that pin (``ApplyTarget.snapshot_source``, in pieces the transport sends as they are: the data is
+never joined on the leader), and the message goes out describing ``A``: its
 term and the membership as of ``A`` (the apply stage's ``applied_term`` and ``conf_state``,
 which change with the state in one step, so the three agree).
 
@@ -46,14 +47,14 @@ class SnapshotSender:
         self,
         target: Any,
         stage: Any,
-        send: Callable[[list[Message]], None],
+        send: Callable[[Message, list[bytes]], None],
         report: Callable[[int, bool], None],
     ) -> None:
         self.target = target
         self.stage = stage
         self._send = send
         self._report = report
-        self._builds: dict[int, tuple[asyncio.Future[bytes], SnapshotMetadata, list[Message]]] = {}
+        self._builds: dict[int, tuple[asyncio.Future[list[bytes]], SnapshotMetadata, list[Message]]] = {}
         self.build_seconds = DurationHistogram()
         """Time to build one snapshot's data (the store's copy and its packing)."""
         self.built = 0
@@ -78,9 +79,9 @@ class SnapshotSender:
         meta = SnapshotMetadata(index=index, term=term, conf_state=stage.conf_state)
         build = self.target.snapshot_source()  # (pinned here, with the stage between steps)
 
-        def timed() -> bytes:
+        def timed() -> list[bytes]:
             started = time.monotonic()
-            data: bytes = build()
+            data: list[bytes] = build()
             self.build_seconds.observe(time.monotonic() - started)
             return data
 
@@ -89,7 +90,7 @@ class SnapshotSender:
         log.info("building a snapshot at %d (term %d) for %x", index, term, msg.to)
         future.add_done_callback(lambda f: self._built(index, f))
 
-    def _built(self, index: int, future: asyncio.Future[bytes]) -> None:
+    def _built(self, index: int, future: asyncio.Future[list[bytes]]) -> None:
         _future, meta, waiting = self._builds.pop(index)
         try:
             data = future.result()
@@ -101,11 +102,12 @@ class SnapshotSender:
                 self._report(msg.to, False)
             return
         self.built += 1
-        snapshot = Snapshot(metadata=meta, data=data)
+        snapshot = Snapshot(metadata=meta)  # (its data: the pieces, sent as they are)
+        size = sum(len(piece) for piece in data)
         for msg in waiting:
             self.sent += 1
-            log.info("sending a snapshot at %d (%d bytes) to %x", index, len(data), msg.to)
-            self._send([dataclasses.replace(msg, snapshot=snapshot)])
+            log.info("sending a snapshot at %d (%d bytes) to %x", index, size, msg.to)
+            self._send(dataclasses.replace(msg, snapshot=snapshot), data)
 
     async def drain(self) -> None:
         """Wait for the builds running (their threads read the store: before it closes)."""

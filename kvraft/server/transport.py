@@ -45,7 +45,7 @@ import ssl
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -382,7 +382,9 @@ class PeerTransport:
         batches: dict[int, list[Any]] = {}
         for msg in messages:
             if msg.snapshot is not None and not msg.snapshot.is_empty():
-                self._send_snapshot(msg)
+                data = memoryview(msg.snapshot.data)  # (pieces of it, not copies)
+                self.send_snapshot(msg, (data[i : i + SNAPSHOT_CHUNK_BYTES]
+                                         for i in range(0, len(data), SNAPSHOT_CHUNK_BYTES)))
                 continue
             batches.setdefault(msg.to, []).append(wire.message_to_wire(msg))
         for target, batch in batches.items():
@@ -419,13 +421,14 @@ class PeerTransport:
         peer.wake.set()
         return True
 
-    def _send_snapshot(self, msg: Message) -> None:
-        assert msg.snapshot is not None
+    def send_snapshot(self, msg: Message, pieces: Iterable[bytes | memoryview]) -> None:
+        """Send the MsgSnap ``msg`` with ``pieces`` joined as its data (the message's own data
+        is not sent): a ``SNAP_CHUNK`` frame per piece, then ``SNAP_END``. A leader's sender
+        hands the pieces it built (``snapshot_send``), so the data is never joined on its side."""
         self._snap_seq += 1
         stream = self._snap_seq
-        data = msg.snapshot.data
-        for offset in range(0, len(data), SNAPSHOT_CHUNK_BYTES):
-            if not self.send_frame(msg.to, wire.SNAP_CHUNK, [stream, data[offset : offset + SNAPSHOT_CHUNK_BYTES]]):
+        for piece in pieces:
+            if not self.send_frame(msg.to, wire.SNAP_CHUNK, [stream, piece]):
                 self._on_snapshot_sent(msg.to, False)
                 return
         if not self.send_frame(msg.to, wire.SNAP_END, [stream, wire.message_to_wire(msg, False)]):

@@ -32,15 +32,15 @@ class _Target:
         self.gate.set()
         self.fail: BaseException | None = None
 
-    def snapshot_source(self) -> Callable[[], bytes]:
+    def snapshot_source(self) -> Callable[[], list[bytes]]:
         self.pins += 1
         pinned = self.state  # what is pinned is the state now, whatever changes later
 
-        def build() -> bytes:
+        def build() -> list[bytes]:
             self.gate.wait(10)
             if self.fail is not None:
                 raise self.fail
-            return pinned
+            return [pinned[:3], pinned[3:]]
 
         return build
 
@@ -50,10 +50,17 @@ def _msg(to: int, local_index: int = 100) -> Message:
     return Message(type=MessageType.SNAP, to=to, from_=1, term=3, snapshot=local)
 
 
-def _sender(stage: _Stage, target: _Target) -> tuple[SnapshotSender, list[Message], list[tuple[int, bool]]]:
-    sent: list[Message] = []
+Sent = list[tuple[Message, list[bytes]]]
+
+
+def _sender(stage: _Stage, target: _Target) -> tuple[SnapshotSender, Sent, list[tuple[int, bool]]]:
+    sent: Sent = []
     reports: list[tuple[int, bool]] = []
-    return SnapshotSender(target, stage, sent.extend, lambda to, ok: reports.append((to, ok))), sent, reports
+
+    def send(msg: Message, pieces: list[bytes]) -> None:
+        sent.append((msg, pieces))
+
+    return SnapshotSender(target, stage, send, lambda to, ok: reports.append((to, ok))), sent, reports
 
 
 async def _settle(sender: SnapshotSender) -> None:
@@ -69,9 +76,11 @@ async def test_the_data_and_metadata_are_the_applied_state_when_sent() -> None:
     sender.send(_msg(2))
     target.state = b"state-2"  # applied after the pin: not in this snapshot
     await _settle(sender)
-    (out,) = sent
+    ((out, pieces),) = sent
     assert out.to == 2 and out.type == MessageType.SNAP and out.term == 3
-    assert out.snapshot == Snapshot(SnapshotMetadata(index=150, term=3, conf_state=conf), b"state-1")
+    # the data goes as the pieces built (never joined on the leader), the message describes it
+    assert out.snapshot == Snapshot(SnapshotMetadata(index=150, term=3, conf_state=conf))
+    assert b"".join(pieces) == b"state-1" and len(pieces) == 2
     assert reports == [] and (sender.built, sender.sent) == (1, 1)
 
 
@@ -84,12 +93,13 @@ async def test_followers_behind_together_share_one_build() -> None:
     sender.send(_msg(3))
     target.gate.set()
     await _settle(sender)
-    assert target.pins == 1 and [m.to for m in sent] == [2, 3]
-    assert sent[0].snapshot is sent[1].snapshot
+    assert target.pins == 1 and [m.to for m, _ in sent] == [2, 3]
+    assert sent[0][0].snapshot is sent[1][0].snapshot and sent[0][1] is sent[1][1]
     stage.applied.applied = 160  # a later one: a build of its own
     sender.send(_msg(2))
     await _settle(sender)
-    assert target.pins == 2 and sent[-1].snapshot is not None and sent[-1].snapshot.metadata.index == 160
+    last = sent[-1][0].snapshot
+    assert target.pins == 2 and last is not None and last.metadata.index == 160
 
 
 @pytest.mark.asyncio

@@ -88,6 +88,23 @@ async def test_snapshot_is_streamed_in_chunks_and_reported() -> None:
         await b.close()
 
 
+async def test_a_snapshot_sent_as_pieces_arrives_joined() -> None:
+    """``send_snapshot``: the leader's pieces (of any sizes) go as they are, the message's own
+    data is not sent, and the follower gets one MsgSnap whose data is the pieces joined."""
+    key = cluster_key("tok")
+    a, b, _, inbox_b, _ = await make_pair(key, key)
+    try:
+        pieces = [b"head", bytes(range(256)) * 9000, b"", bytes(3 << 20)]
+        meta = SnapshotMetadata(70, 4, ConfState(frozenset({1, 2})))
+        a.send_snapshot(Message(MessageType.SNAP, to=2, from_=1, term=4, snapshot=Snapshot(meta, b"ignored")), pieces)
+        await inbox_b.wait_for(1)
+        (_, kind, msg), = inbox_b.frames
+        assert kind == wire.SNAP_END and msg.snapshot == Snapshot(meta, b"".join(pieces))
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_wrong_key_is_rejected_and_nothing_is_delivered() -> None:
     a, b, _, inbox_b, _ = await make_pair(cluster_key("tok"), cluster_key("other"))
     try:
