@@ -167,7 +167,7 @@ def main(_name: str, argv: list[str] | None = None) -> int:
                         continue
                     results = []
                     for n in range(args.rounds):
-                        binary = "kvraft" if system == "kvraft-plain" else system
+                        binary = {"kvraft-plain": "kvraft", "etcd": args.compare_etcd}.get(system, system)
                         result = one_round(binary, what, Path(tmp) / f"{system}-{fault}-{what}-{n}", fault, seed=n,
                                            request_ids=system != "kvraft-plain")
                         results.append(result)

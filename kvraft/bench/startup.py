@@ -92,6 +92,8 @@ def main(_name: str, argv: list[str] | None = None) -> int:
         for index in range(args.rounds):
             for system in systems:  # interleaved, so a slow moment of the machine hits every system
                 binary, extra = SYSTEMS[system]
+                if system == "etcd":
+                    binary = args.compare_etcd  # (the path given: "etcd" ran whichever was on PATH)
                 for size in (1, 3):
                     base = Path(tmp) / f"{index}-{binary}-{len(extra)}-{size}"
                     for case, seconds in one_round(binary, extra, size, base).items():

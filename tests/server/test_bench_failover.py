@@ -50,3 +50,21 @@ def test_one_round_of_a_put_to_a_leader_killed_while_it_is_in_flight(capsys: pyt
     numbered, plain = report["kvraft put-to-leader"], report["kvraft-plain put-to-leader"]
     assert numbered["ok"] == 1 and numbered["applied_twice"] == 0, numbered
     assert plain["rounds"] == 1 and plain["applied_twice"] == 0, plain
+
+
+def test_the_etcd_path_given_is_the_one_run(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """``--compare-etcd PATH`` runs that binary (it ran whichever ``etcd`` was on PATH)."""
+    import kvraft.bench.failover as failover
+
+    fake = tmp_path / "etcd-3.5"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    binaries: list[str] = []
+
+    def one_round(binary: str, what: str, base: object, fault: str = "kill", **_: object) -> dict[str, object]:
+        binaries.append(binary)
+        return {"ok": True, "seconds": 1.0, "error": ""}
+
+    monkeypatch.setattr(failover, "one_round", one_round)
+    assert main("failover", ["--rounds", "1", "--what", "put", "--compare-etcd", str(fake)]) == 0
+    assert str(fake) in binaries and "etcd" not in binaries
