@@ -22,6 +22,8 @@ needs_net = pytest.mark.skipif(not NET, reason=WHY)
     pytest.param("partitioned-leader", marks=needs_net),
     pytest.param("membership-churn-under-faults", marks=needs_net),
     "nospace-alarm",  # the alarm across a leader's restart, and the recovery (session 51)
+    # a snapshot built from the leader's live store, the follower killed while it installs it (session 52)
+    pytest.param("snapshot-catchup-with-crashes", marks=needs_net),
 ])  # fmt: skip
 def test_scenario_passes(name: str) -> None:
     result = run_scenario(SCENARIOS[name], seed=11)

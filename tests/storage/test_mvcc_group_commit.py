@@ -224,11 +224,13 @@ def test_a_snapshot_source_pins_the_state_and_builds_in_another_thread(tmp_path:
         assert not sm.holding
         sm.apply_ops([(1, PutOp(b"after", b"1"))], 301, 1)  # after the pin: not in the snapshot
         sm.commit()
-        out: list[bytes] = []
+        out: list[list[bytes]] = []
         worker = threading.Thread(target=lambda: out.append(build()))
         worker.start()
         worker.join(30)
-        (data,) = out
+        (pieces,) = out
+        assert len(pieces) > 1  # (sent as they are: the head, then the stream's chunks)
+        data = b"".join(pieces)
         version, members, blob = msgpack.unpackb(data, raw=False)
         assert version == SNAPSHOT_FORMAT and members == sm.membership.to_wire()
         assert data == msgpack.packb([SNAPSHOT_FORMAT, members, blob], use_bin_type=True)
