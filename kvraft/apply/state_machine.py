@@ -30,7 +30,7 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 _A = TypeVar("_A", bound=Applier)
 
 SNAPSHOT_FORMAT = 1
+SNAPSHOT_STREAM_FORMAT = 2
+"""``[2, members]`` then the store's stream, unwrapped: what a leader streams while it builds
+it, to a member that announced ``snapshot-stream`` (``kvraft.server.wire``)."""
 COMMIT_INTERVAL_S = 0.1
 """The longest applied units are held before their commit (etcd: ``--backend-batch-interval``)."""
 COMMIT_OPS = 10_000
@@ -77,10 +80,11 @@ RESTORE_CHUNK_BYTES = 1 << 20
 
 
 def split_snapshot(data: bytes) -> tuple[Any, Iterator[memoryview]]:
-    """A snapshot's data, ``[SNAPSHOT_FORMAT, members, <store stream as one bin>]``: the
-    member registry, and the store's stream as views of ``data`` in 1 MiB pieces (not copied:
-    unpacking the bin copied the whole store, and the restore then buffered it whole again).
-    ``ValueError`` on anything else."""
+    """A snapshot's data, ``[SNAPSHOT_FORMAT, members, <store stream as one bin>]`` or
+    ``[SNAPSHOT_STREAM_FORMAT, members]`` followed by the stream: the member registry, and the
+    store's stream as views of ``data`` in 1 MiB pieces (not copied: unpacking the bin copied
+    the whole store, and the restore then buffered it whole again). ``ValueError`` on anything
+    else."""
     view = memoryview(data)
     size = 4096
     while True:
@@ -93,9 +97,12 @@ def split_snapshot(data: bytes) -> tuple[Any, Iterator[memoryview]]:
             if size >= len(data):
                 raise ValueError("snapshot data truncated") from None
             size *= 16
+    offset = unpacker.tell()
+    if (fields, version) == (2, SNAPSHOT_STREAM_FORMAT):
+        return members, (view[i : min(i + RESTORE_CHUNK_BYTES, len(data))]
+                         for i in range(offset, len(data), RESTORE_CHUNK_BYTES))
     if fields != 3 or version != SNAPSHOT_FORMAT:
         raise ValueError(f"unknown snapshot format {version!r} ({fields} fields)")
-    offset = unpacker.tell()
     width = {0xC4: 1, 0xC5: 2, 0xC6: 4}.get(data[offset]) if offset < len(data) else None
     if width is None:
         raise ValueError("snapshot data: the store's stream is not a bin")
@@ -371,6 +378,25 @@ class StateMachine:
             return [head + _bin_header(sum(len(c) for c in chunks)), *chunks]
 
         return build
+
+    def snapshot_stream_source(self) -> Generator[bytes, None, None]:
+        """``snapshot_source`` for a member that takes the streamed format: pinned here (the
+        held units committed, the registry copied, a read transaction opened), and iterated
+        one piece at a time, in a worker thread, while the pieces are sent: ``[2, members]``,
+        then the store's stream as it is read. Closing it ends the read transaction."""
+        self.commit()
+        members = self.membership.to_wire()
+        stream = self.store.snapshot()
+
+        def pieces() -> Generator[bytes, None, None]:
+            try:
+                failpoints.hit("snapshot_build")
+                yield msgpack.packb([SNAPSHOT_STREAM_FORMAT, members], use_bin_type=True)
+                yield from stream
+            finally:
+                stream.close()
+
+        return pieces()
 
     def restore(self, snapshot: Any) -> None:
         """Replace the state with a received snapshot's, here (at start: the store behind the

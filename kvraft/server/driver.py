@@ -236,8 +236,12 @@ class NodeDriver:
         # from the store's flush to the snapshot recorded; the record alone (its encoding and write)
         self.snap_save_seconds = DurationHistogram()
         self.snap_marshal_seconds = DurationHistogram()
-        self.snapshots_out = SnapshotSender(target, self.stage, lambda m, pieces: self.transport.send_snapshot(m, pieces),
-                                            self.report_snapshot)
+        self.snapshots_out = SnapshotSender(
+            target, self.stage, lambda m, pieces: self.transport.send_snapshot(m, pieces), self.report_snapshot,
+            stream=(lambda m, next_piece: self.transport.stream_snapshot(m, next_piece))
+            if hasattr(target, "snapshot_stream_source") else None,
+            streams_to=lambda member: bool(self.transport.supports(member, wire.FEATURE_SNAPSHOT_STREAM)),
+        )
         """Builds the data of the snapshots sent to followers, when they are sent."""
         self._reads = ReadBatcher(member_id)
         self._read_started = 0.0

@@ -31,7 +31,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from kvraft.durations import DurationHistogram
@@ -49,11 +49,17 @@ class SnapshotSender:
         stage: Any,
         send: Callable[[Message, list[bytes]], None],
         report: Callable[[int, bool], None],
+        stream: Callable[[Message, Callable[[], Awaitable[bytes | None]]], Awaitable[bool]] | None = None,
+        streams_to: Callable[[int], bool] = lambda _member: False,
     ) -> None:
         self.target = target
         self.stage = stage
         self._send = send
         self._report = report
+        self._stream = stream
+        self._streams_to = streams_to
+        """Whether a member takes the streamed format (it announced ``snapshot-stream``)."""
+        self._streaming: set[asyncio.Task[None]] = set()
         self._builds: dict[int, tuple[asyncio.Future[list[bytes]], SnapshotMetadata, list[Message]]] = {}
         self.build_seconds = DurationHistogram()
         """Time to build one snapshot's data (the store's copy and its packing)."""
@@ -72,11 +78,17 @@ class SnapshotSender:
             self.failed += 1
             self._report(msg.to, False)
             return
+        meta = SnapshotMetadata(index=index, term=term, conf_state=stage.conf_state)
+        if self._stream is not None and self._streams_to(msg.to):
+            pieces = self.target.snapshot_stream_source()  # (pinned here, with the stage between steps)
+            task = asyncio.get_running_loop().create_task(self._send_streamed(msg, meta, pieces))
+            self._streaming.add(task)
+            task.add_done_callback(self._streaming.discard)
+            return
         running = self._builds.get(index)
         if running is not None:
             running[2].append(msg)
             return
-        meta = SnapshotMetadata(index=index, term=term, conf_state=stage.conf_state)
         build = self.target.snapshot_source()  # (pinned here, with the stage between steps)
 
         def timed() -> list[bytes]:
@@ -109,8 +121,59 @@ class SnapshotSender:
             log.info("sending a snapshot at %d (%d bytes) to %x", index, size, msg.to)
             self._send(dataclasses.replace(msg, snapshot=snapshot), data)
 
+    async def _send_streamed(self, msg: Message, meta: SnapshotMetadata, pieces: Generator[bytes, None, None]) -> None:
+        """Send ``msg`` with the data ``pieces`` yields, each read in a worker thread and queued
+        as it comes (``PeerTransport.stream_snapshot``): the leader holds a few pieces, not the
+        whole store, and the first is on the wire before the last is read."""
+        assert self._stream is not None
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        size = 0
+        reading: asyncio.Future[bytes | None] | None = None
+
+        async def next_piece() -> bytes | None:
+            nonlocal reading, size
+            reading = loop.run_in_executor(None, next, pieces, None)
+            piece = await asyncio.shield(reading)  # (cancelled, the thread reads on: awaited below)
+            if piece is not None:
+                if not size:
+                    log.info("sending a snapshot at %d (term %d) to %x, streamed as it is read", meta.index, meta.term,
+                             msg.to)
+                size += len(piece)
+            return piece
+
+        try:
+            queued = await self._stream(dataclasses.replace(msg, snapshot=Snapshot(metadata=meta)), next_piece)
+        except asyncio.CancelledError:
+            self.failed += 1
+            raise
+        except Exception as exc:  # noqa: BLE001 - the read failed: reported to the core, which retries
+            log.error("streaming the snapshot at %d to %x failed: %r", meta.index, msg.to, exc)
+            self.failed += 1
+            self._report(msg.to, False)
+            return
+        finally:
+            if reading is not None and not reading.done():  # (a thread still reads the store)
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(reading)
+            with contextlib.suppress(ValueError):
+                pieces.close()  # (the read transaction)
+        if not queued:  # (the transport reported it)
+            self.failed += 1
+            return
+        self.built += 1
+        self.sent += 1
+        self.build_seconds.observe(time.monotonic() - started)
+        log.info("sent a snapshot at %d (%d bytes) to %x", meta.index, size, msg.to)
+
     async def drain(self) -> None:
-        """Wait for the builds running (their threads read the store: before it closes)."""
+        """Wait for the builds running (their threads read the store: before it closes); the
+        streams under way are stopped (the core is told they failed)."""
         for future, _meta, _waiting in list(self._builds.values()):
             with contextlib.suppress(BaseException):
                 await asyncio.shield(future)
+        for task in list(self._streaming):
+            task.cancel()
+        for task in list(self._streaming):
+            with contextlib.suppress(BaseException):
+                await task

@@ -45,7 +45,7 @@ import ssl
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,6 +72,10 @@ _LEN = struct.Struct(">I")
 HANDSHAKE_TIMEOUT_S = 5.0
 WRITE_TIMEOUT_S = 10.0
 SNAPSHOT_CHUNK_BYTES = 1024 * 1024
+STREAM_BACKLOG = 8
+"""A streamed snapshot's pieces queued for a peer at most (``stream_snapshot``): ~8 MiB."""
+STREAM_STALL_S = 30.0
+STREAM_POLL_S = 0.005
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 1.0
 PROBE_INTERVAL_S = 4.0
@@ -433,6 +437,33 @@ class PeerTransport:
                 return
         if not self.send_frame(msg.to, wire.SNAP_END, [stream, wire.message_to_wire(msg, False)]):
             self._on_snapshot_sent(msg.to, False)
+
+    async def stream_snapshot(self, msg: Message, next_piece: Callable[[], Awaitable[bytes | None]]) -> bool:
+        """``send_snapshot`` for pieces that come one at a time (a leader's build in a worker
+        thread; ``next_piece`` gives None after the last): each is queued once the peer's queue
+        is under ``STREAM_BACKLOG`` frames, so the leader holds a few pieces, not the snapshot.
+        Whether every frame was queued; a failure (the peer gone, its connection down, or no
+        room for ``STREAM_STALL_S``) is reported to ``on_snapshot_sent``, as ``send_snapshot``
+        reports it. An error of ``next_piece`` is raised (the caller reports it)."""
+        self._snap_seq += 1
+        stream = self._snap_seq
+        while (piece := await next_piece()) is not None:
+            stalled = time.monotonic() + STREAM_STALL_S
+            while True:
+                peer = self._peers.get(msg.to)
+                if peer is None or peer.broken or peer.writer is None or time.monotonic() > stalled:
+                    self._on_snapshot_sent(msg.to, False)
+                    return False
+                if len(peer.queue) < STREAM_BACKLOG:
+                    break
+                await asyncio.sleep(STREAM_POLL_S)
+            if not self.send_frame(msg.to, wire.SNAP_CHUNK, [stream, piece]):
+                self._on_snapshot_sent(msg.to, False)
+                return False
+        if not self.send_frame(msg.to, wire.SNAP_END, [stream, wire.message_to_wire(msg, False)]):
+            self._on_snapshot_sent(msg.to, False)
+            return False
+        return True
 
     async def _dial(self, peer: _Peer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Connect to the peer and pass the handshake (its announced features recorded)."""

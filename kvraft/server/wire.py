@@ -52,6 +52,7 @@ __all__ = [
     "FEATURES",
     "FEATURE_FORWARD_TERM",
     "FEATURE_REQUEST_IDS",
+    "FEATURE_SNAPSHOT_STREAM",
     "FORWARD",
     "FORWARD_CONF",
     "FORWARD_CONF_TERM",
@@ -86,7 +87,12 @@ FEATURE_FORWARD_TERM = "forward-term"
 FEATURE_REQUEST_IDS = "request-ids"
 """Not a frame: this member applies ``SessionOp`` entries (``kvraft.apply.sessions``); a
 member proposes them only while every member has announced it (``Node.request_ids_missing``)."""
-FEATURES = (FEATURE_FORWARD_TERM, FEATURE_REQUEST_IDS)
+FEATURE_SNAPSHOT_STREAM = "snapshot-stream"
+"""Not a frame: this member installs a snapshot whose data is ``[2, members]`` followed by the
+store's stream as it is (``kvraft.apply.state_machine.split_snapshot``), which a leader sends
+while it builds it (``kvraft.server.snapshot_send``); to others it sends ``[1, members, bin]``,
+whose bin header needs the whole length first."""
+FEATURES = (FEATURE_FORWARD_TERM, FEATURE_REQUEST_IDS, FEATURE_SNAPSHOT_STREAM)
 """What this version's listener announces in its handshake answer (``kvraft.server.transport``):
 frames a dialer may send only to a listener that understands them (an older one ignores
 frame kinds it does not know)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 import pytest
@@ -129,3 +129,107 @@ async def test_a_failed_build_is_reported_for_every_follower_waiting() -> None:
     sender.send(_msg(3))
     await _settle(sender)
     assert sent == [] and sorted(reports) == [(2, False), (3, False)] and sender.failed == 2
+
+
+class _StreamTarget(_Target):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = 0
+        self.read = 0
+
+    def snapshot_stream_source(self) -> Generator[bytes, None, None]:
+        self.pins += 1
+        pinned = self.state
+
+        def pieces() -> Generator[bytes, None, None]:
+            try:
+                for i in range(0, len(pinned), 2):
+                    self.gate.wait(10)
+                    if self.fail is not None and i >= 4:
+                        raise self.fail
+                    self.read += 1
+                    yield pinned[i : i + 2]
+            finally:
+                self.closed += 1
+
+        return pieces()
+
+
+def _streaming_sender(stage: _Stage, target: _Target, queued: bool = True, streams: bool = True) -> tuple[
+        SnapshotSender, list[tuple[Message, bytes]], list[tuple[int, bool]]]:
+    out: list[tuple[Message, bytes]] = []
+    reports: list[tuple[int, bool]] = []
+
+    async def stream(msg: Message, next_piece: Callable[[], Awaitable[bytes | None]]) -> bool:
+        data = b""
+        while (piece := await next_piece()) is not None:
+            data += piece
+        out.append((msg, data))
+        return queued
+
+    def send(msg: Message, pieces: list[bytes]) -> None:
+        out.append((msg, b"".join(pieces)))
+
+    sender = SnapshotSender(target, stage, send, lambda to, ok: reports.append((to, ok)), stream=stream,
+                            streams_to=lambda member: streams and member != 9)
+    return sender, out, reports
+
+
+@pytest.mark.asyncio
+async def test_a_member_that_takes_the_streamed_format_gets_the_pieces_as_they_are_read() -> None:
+    conf = ConfState(voters=frozenset({1, 2, 9}))
+    stage, target = _Stage(applied=150, term=3, conf=conf), _StreamTarget()
+    target.state = b"abcdefgh"
+    sender, out, reports = _streaming_sender(stage, target)
+    sender.send(_msg(2))
+    target.state = b"later"  # after the pin
+    sender.send(_msg(9))  # did not announce snapshot-stream: the built format, whole
+    for _ in range(100):
+        if len(out) == 2 and not sender._streaming:
+            break
+        await asyncio.sleep(0.01)
+    await _settle(sender)
+    streamed = next(data for m, data in out if m.to == 2)
+    assert streamed == b"abcdefgh" and target.read == 4 and target.closed == 1
+    msg = next(m for m, _ in out if m.to == 2)
+    assert msg.snapshot == Snapshot(SnapshotMetadata(index=150, term=3, conf_state=conf))
+    assert next(data for m, data in out if m.to == 9) == b"later"  # (the _Target build: [:3] + [3:])
+    assert reports == [] and sender.sent == 2
+
+
+@pytest.mark.asyncio
+async def test_a_stream_whose_read_fails_is_reported_and_closed() -> None:
+    stage, target = _Stage(applied=150, term=3, conf=ConfState(voters=frozenset({1, 2}))), _StreamTarget()
+    target.state, target.fail = b"abcdefgh", OSError("store closed")
+    sender, out, reports = _streaming_sender(stage, target)
+    sender.send(_msg(2))
+    for _ in range(100):
+        if reports:
+            break
+        await asyncio.sleep(0.01)
+    assert reports == [(2, False)] and out == [] and target.closed == 1 and sender.failed == 1
+
+
+@pytest.mark.asyncio
+async def test_a_stream_the_transport_could_not_queue_is_not_reported_twice() -> None:
+    stage, target = _Stage(applied=150, term=3, conf=ConfState(voters=frozenset({1, 2}))), _StreamTarget()
+    sender, _out, reports = _streaming_sender(stage, target, queued=False)
+    sender.send(_msg(2))
+    for _ in range(100):
+        if sender.failed:
+            break
+        await asyncio.sleep(0.01)
+    assert sender.failed == 1 and sender.sent == 0 and reports == []  # (the transport reported it)
+
+
+@pytest.mark.asyncio
+async def test_a_stream_stopped_with_the_member_waits_for_its_read_and_closes() -> None:
+    stage, target = _Stage(applied=150, term=3, conf=ConfState(voters=frozenset({1, 2}))), _StreamTarget()
+    target.state = b"abcdefgh"
+    target.gate.clear()
+    sender, out, _reports = _streaming_sender(stage, target)
+    sender.send(_msg(2))
+    await asyncio.sleep(0.05)  # a worker thread is in the read, held
+    asyncio.get_running_loop().call_later(0.1, target.gate.set)
+    await sender.drain()
+    assert target.closed == 1 and out == [] and not sender._streaming

@@ -105,6 +105,47 @@ async def test_a_snapshot_sent_as_pieces_arrives_joined() -> None:
         await b.close()
 
 
+async def test_a_streamed_snapshot_arrives_joined_and_the_sender_holds_a_few_pieces() -> None:
+    """``stream_snapshot``: pieces come one at a time (a leader's read of its store); each is
+    queued once the peer's queue is short, so at most ``STREAM_BACKLOG`` wait at the sender;
+    the follower gets one MsgSnap with the pieces joined, and the send is reported."""
+    from kvraft.server.transport import STREAM_BACKLOG
+
+    key = cluster_key("tok")
+    a, b, _, inbox_b, _ = await make_pair(key, key)
+    reports: list[tuple[int, bool]] = []
+    a._on_snapshot_sent = lambda target, ok: reports.append((target, ok))
+    try:
+        a.send([app(2, 1)])  # (connected first: a stream needs the connection up)
+        await inbox_b.wait_for(1)
+        pieces = [bytes([i]) * (256 << 10) for i in range(40)]  # 10 MiB
+        backlog: list[int] = []
+
+        async def next_piece() -> bytes | None:
+            backlog.append(len(a._peers[2].queue))
+            return pieces[len(backlog) - 1] if len(backlog) <= len(pieces) else None
+
+        meta = SnapshotMetadata(90, 5, ConfState(frozenset({1, 2})))
+        assert await a.stream_snapshot(Message(MessageType.SNAP, to=2, from_=1, term=5, snapshot=Snapshot(meta)),
+                                       next_piece)
+        await inbox_b.wait_for(2)
+        kind, msg = inbox_b.frames[-1][1:]
+        assert kind == wire.SNAP_END and msg.snapshot == Snapshot(meta, b"".join(pieces))
+        assert max(backlog) <= STREAM_BACKLOG
+        for _ in range(100):
+            if reports:
+                break
+            await asyncio.sleep(0.05)
+        assert reports == [(2, True)]
+        # a peer this member has no connection to: reported failed at once
+        assert not await a.stream_snapshot(Message(MessageType.SNAP, to=7, from_=1, term=5, snapshot=Snapshot(meta)),
+                                           next_piece)
+        assert reports[-1] == (7, False)
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_wrong_key_is_rejected_and_nothing_is_delivered() -> None:
     a, b, _, inbox_b, _ = await make_pair(cluster_key("tok"), cluster_key("other"))
     try:
