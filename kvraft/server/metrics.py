@@ -105,6 +105,14 @@ def _bare_counter(name: str, help_text: str, value: float) -> Metric:
     return metric
 
 
+def _bare_per_peer(name: str, help_text: str, label: str, values: dict[int, int]) -> Metric:
+    """``_bare_counter`` per peer (etcd's counters named without ``_total``)."""
+    metric = Metric(name, help_text, "unknown")
+    for peer, value in sorted(values.items()):
+        metric.add_sample(name, {label: f"{peer:x}"}, value)
+    return metric
+
+
 def _per_peer(name: str, help_text: str, label: str, values: dict[int, int]) -> CounterMetricFamily:
     family = CounterMetricFamily(name, help_text, labels=[label])
     for peer, value in sorted(values.items()):
@@ -403,6 +411,16 @@ class MemberCollector(Collector):
         for peer, count in sorted(stats.disconnects.items()):
             lost.add_metric([local, f"{peer:x}"], count)
         yield lost
+        snapshots = node.driver.snapshots_out
+        yield _bare_per_peer("etcd_network_snapshot_send_success", "Total number of successful snapshot sends", "To",
+                             snapshots.send_success)
+        yield _bare_per_peer("etcd_network_snapshot_send_failures", "Total number of snapshot send failures", "To",
+                             snapshots.send_failures)
+        sends = HistogramMetricFamily("etcd_network_snapshot_send_total_duration_seconds",
+                                      "Total latency distributions of v3 snapshot sends", labels=["To"])
+        for peer, hist in sorted(snapshots.send_seconds.items()):
+            sends.add_metric([f"{peer:x}"], hist.cumulative(), hist.sum)
+        yield sends
         rtt = HistogramMetricFamily("etcd_network_peer_round_trip_time_seconds",
                                     "Round-Trip-Time histogram between peers", labels=["To"])
         for peer, hist in sorted(stats.round_trip_seconds.items()):

@@ -401,6 +401,7 @@ class Node(NodeStatusMixin):
         self.driver.return_unsent(member_id, kind, body)
 
     def _on_snapshot_sent(self, member_id: int, ok: bool) -> None:
+        self.driver.snapshots_out.settled(member_id, ok)
         self.driver.report_snapshot(member_id, ok)
 
     def _on_conf_change(self, conf: ConfState, cc: ConfChange) -> None:

@@ -34,7 +34,7 @@ import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
-from kvraft.durations import DurationHistogram
+from kvraft.durations import ETCD_SNAPSHOT_BUCKETS_S, DurationHistogram
 from kvraft.raft.types import Message, Snapshot, SnapshotMetadata
 
 log = logging.getLogger(__name__)
@@ -66,17 +66,46 @@ class SnapshotSender:
         self.built = 0
         self.sent = 0
         self.failed = 0
+        # etcd's etcd_network_snapshot_send_{success,failures,total_duration_seconds}{To}: a send
+        # from the core's MsgSnap to the transport's report that its last frame went out (or a
+        # failure: the transport's, or a build or read that failed here)
+        self.send_success: dict[int, int] = {}
+        self.send_failures: dict[int, int] = {}
+        self.send_seconds: dict[int, DurationHistogram] = {}
+        self._sending_since: dict[int, float] = {}
+
+    def settled(self, member_id: int, ok: bool) -> None:
+        """The transport's report on a snapshot sent to ``member_id`` (whether its last frame
+        went out), for etcd's send metrics; the core is told by the caller."""
+        started = self._sending_since.pop(member_id, None)
+        if not ok:
+            self.send_failures[member_id] = self.send_failures.get(member_id, 0) + 1
+            return
+        self.send_success[member_id] = self.send_success.get(member_id, 0) + 1
+        if started is not None:
+            hist = self.send_seconds.get(member_id)
+            if hist is None:
+                self.send_seconds[member_id] = hist = DurationHistogram(ETCD_SNAPSHOT_BUCKETS_S)
+            hist.observe(time.monotonic() - started)
+
+    def _fail(self, member_id: int) -> None:
+        """A send that failed here (no state yet, a failed build or read): counted, and
+        reported to the core."""
+        self.failed += 1
+        self._sending_since.pop(member_id, None)
+        self.send_failures[member_id] = self.send_failures.get(member_id, 0) + 1
+        self._report(member_id, False)
 
     def send(self, msg: Message) -> None:
         """Send ``msg`` (a ``MsgSnap``) with the data of the state as it is now."""
+        self._sending_since[msg.to] = time.monotonic()
         stage = self.stage
         index, term = stage.applied.applied, stage.applied_term
         wanted = msg.snapshot.metadata.index if msg.snapshot is not None else 0
         if stage.failed is not None or term == 0 or index < wanted:
             log.info("snapshot for %x not sent now: no applied state to describe yet (applied %d, the log's "
                      "snapshot %d); the core tries again", msg.to, index, wanted)
-            self.failed += 1
-            self._report(msg.to, False)
+            self._fail(msg.to)
             return
         meta = SnapshotMetadata(index=index, term=term, conf_state=stage.conf_state)
         if self._stream is not None and self._streams_to(msg.to):
@@ -110,8 +139,7 @@ class SnapshotSender:
             if not isinstance(exc, asyncio.CancelledError):
                 log.error("building the snapshot at %d failed: %r", index, exc)
             for msg in waiting:
-                self.failed += 1
-                self._report(msg.to, False)
+                self._fail(msg.to)
             return
         self.built += 1
         snapshot = Snapshot(metadata=meta)  # (its data: the pieces, sent as they are)
@@ -149,8 +177,7 @@ class SnapshotSender:
             raise
         except Exception as exc:  # noqa: BLE001 - the read failed: reported to the core, which retries
             log.error("streaming the snapshot at %d to %x failed: %r", meta.index, msg.to, exc)
-            self.failed += 1
-            self._report(msg.to, False)
+            self._fail(msg.to)
             return
         finally:
             if reading is not None and not reading.done():  # (a thread still reads the store)

@@ -148,6 +148,10 @@ def test_restarted_follower_catches_up_by_snapshot(tmp_path) -> None:
         _code, text = _get_text(url, "/metrics")
         sent = [line for line in text.splitlines() if line.startswith("kvraft_driver_snapshots_sent_total")]
         assert sent and float(sent[0].split()[1]) >= 1, sent
+        success = [line for line in text.splitlines() if line.startswith("etcd_network_snapshot_send_success{To=")]
+        timed = [line for line in text.splitlines()
+                 if line.startswith("etcd_network_snapshot_send_total_duration_seconds_count{To=")]
+        assert success and float(success[0].split()[1]) >= 1 and timed and float(timed[0].split()[1]) >= 1, text
         # streamed as it was read (the follower announced snapshot-stream), not built whole first
         assert "streamed as it is read" in cluster.members[leader].log_path.read_text()
         # and the follower starts again on the store it restored (the snapshot's file is not needed)

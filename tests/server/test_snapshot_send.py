@@ -233,3 +233,23 @@ async def test_a_stream_stopped_with_the_member_waits_for_its_read_and_closes() 
     asyncio.get_running_loop().call_later(0.1, target.gate.set)
     await sender.drain()
     assert target.closed == 1 and out == [] and not sender._streaming
+
+
+@pytest.mark.asyncio
+async def test_etcds_send_metrics_count_by_follower() -> None:
+    """``etcd_network_snapshot_send_{success,failures,total_duration_seconds}{To}``: the
+    transport's report settles a send (its duration from the MsgSnap); a failure here counts."""
+    stage, target = _Stage(applied=150, term=3, conf=ConfState(voters=frozenset({1, 2, 3}))), _Target()
+    sender, sent, reports = _sender(stage, target)
+    sender.send(_msg(2))
+    await _settle(sender)
+    assert len(sent) == 1
+    sender.settled(2, True)  # (the transport wrote the last frame)
+    sender.send(_msg(3))
+    await _settle(sender)
+    sender.settled(3, False)  # (its connection broke)
+    stage.applied_term = 0
+    sender.send(_msg(2))  # no state to describe: failed here
+    assert sender.send_success == {2: 1} and sender.send_failures == {3: 1, 2: 1}
+    assert sum(sender.send_seconds[2].counts) == 1 and 3 not in sender.send_seconds
+    assert reports == [(2, False)]
