@@ -88,6 +88,7 @@ class FakeAgent:
         self.status_retries = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped: dict[str, int] = {}  # key -> the revision whose end was reported for a stop
+        self._revisions: dict[str, int] = {}  # key -> the assignment revision its run in ``running`` is for
         self._stops: set[asyncio.Task[bool]] = set()
         self.ready = asyncio.Event()
 
@@ -162,8 +163,14 @@ class FakeAgent:
                 stop.add_done_callback(self._stops.discard)
             return
         if rest in self.running:
-            return
+            if self._revisions.get(rest) == revision:
+                return  # (the same assignment again: a relist)
+            # another assignment under the same key (the gang restarted while the watch was
+            # away, and a relist shows the new one): the old run's entry stayed, done or not, and
+            # skipping on the key alone never started the new one (the job waited for ever)
+            self.running.pop(rest).cancel()
         self.started[rest] = time.time()
+        self._revisions[rest] = revision
         self.running[rest] = asyncio.get_running_loop().create_task(self._run(parts[0], parts[1], parts[2], revision, doc))
 
     async def _status(self, node: str, job: str, task: str, revision: int, phase: str, **extra: Any) -> bool:

@@ -74,3 +74,21 @@ async def test_a_permanent_error_is_not_retried() -> None:
     with pytest.raises(PermissionDeniedError):
         await _run_once(client)
     assert client.calls == 1
+
+
+async def test_a_new_assignment_under_a_key_already_run_is_started() -> None:
+    """The gang restarted while the watch was away: a relist shows the key with another
+    assignment revision. The old run's entry stays in ``running`` once its Running is written
+    (a ``serve`` task ends there), and the agent skipped on the key alone: the new assignment
+    never got its Running. The same revision again (a plain relist) starts nothing."""
+    client = _FlakyClient()
+    agent = await _run_once(client)  # revision 7, Running written
+    doc = json.dumps({"spec": {"command": ["serve"]}}).encode()
+    agent._on_put(keys.assignment_key("n0", "j/worker-0"), 7, doc)
+    assert agent.statuses_written == 1
+    agent._on_put(keys.assignment_key("n0", "j/worker-0"), 12, doc)
+    async with asyncio.timeout(10):
+        await agent.running["n0/j/worker-0"]
+    assert agent.statuses_written == 2
+    revisions = [json.loads(op.body["value"])["assignment_revision"] for op in client.written]
+    assert revisions == [7, 12]
