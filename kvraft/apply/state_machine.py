@@ -47,6 +47,7 @@ from kvraft.storage.mvcc import MVCCStore
 from kvraft.storage.mvcc import ops as mvcc_ops
 from kvraft.storage.mvcc.errors import MVCCError
 from kvraft.storage.mvcc.types import HashKVResult
+from kvraft.storage.snapshot import SnapshotStream
 
 __all__ = ["WARN_APPLY_S", "StateMachine"]
 
@@ -99,8 +100,7 @@ def split_snapshot(data: bytes) -> tuple[Any, Iterator[memoryview]]:
             size *= 16
     offset = unpacker.tell()
     if (fields, version) == (2, SNAPSHOT_STREAM_FORMAT):
-        return members, (view[i : min(i + RESTORE_CHUNK_BYTES, len(data))]
-                         for i in range(offset, len(data), RESTORE_CHUNK_BYTES))
+        return members, _views(view, offset)
     if fields != 3 or version != SNAPSHOT_FORMAT:
         raise ValueError(f"unknown snapshot format {version!r} ({fields} fields)")
     width = {0xC4: 1, 0xC5: 2, 0xC6: 4}.get(data[offset]) if offset < len(data) else None
@@ -110,8 +110,12 @@ def split_snapshot(data: bytes) -> tuple[Any, Iterator[memoryview]]:
     length = int.from_bytes(data[offset + 1 : start], "big")
     if start + length != len(data):
         raise ValueError(f"snapshot data: the store's stream is {len(data) - start} bytes, its header says {length}")
-    return members, (view[i : min(i + RESTORE_CHUNK_BYTES, len(data))]
-                     for i in range(start, len(data), RESTORE_CHUNK_BYTES))
+    return members, _views(view, start)
+
+
+def _views(view: memoryview, start: int) -> Iterator[memoryview]:
+    """``view`` from ``start`` on, in ``RESTORE_CHUNK_BYTES`` pieces (slices: nothing copied)."""
+    return (view[i : i + RESTORE_CHUNK_BYTES] for i in range(start, len(view), RESTORE_CHUNK_BYTES))
 
 
 class StateMachine:
@@ -364,9 +368,7 @@ class StateMachine:
         thread (the store's copy is what takes time). The data of a
         snapshot sent to a follower (``kvraft.server.snapshot_send``); the member's own
         snapshots hold none."""
-        self.commit()
-        members = self.membership.to_wire()
-        stream = self.store.snapshot()
+        members, stream = self._pin()
 
         def build() -> list[bytes]:
             failpoints.hit("snapshot_build")
@@ -379,14 +381,18 @@ class StateMachine:
 
         return build
 
+    def _pin(self) -> tuple[list[Any], SnapshotStream]:
+        """The state to send as it is now: what is held committed, the member registry copied
+        and a read transaction opened on that commit (the store's snapshot stream)."""
+        self.commit()
+        return self.membership.to_wire(), self.store.snapshot()
+
     def snapshot_stream_source(self) -> Generator[bytes, None, None]:
         """``snapshot_source`` for a member that takes the streamed format: pinned here (the
         held units committed, the registry copied, a read transaction opened), and iterated
         one piece at a time, in a worker thread, while the pieces are sent: ``[2, members]``,
         then the store's stream as it is read. Closing it ends the read transaction."""
-        self.commit()
-        members = self.membership.to_wire()
-        stream = self.store.snapshot()
+        members, stream = self._pin()
 
         def pieces() -> Generator[bytes, None, None]:
             try:

@@ -122,7 +122,7 @@ class ApplyStage:
     async def _run(self) -> None:
         while True:
             kind, payload = await self.queue.get()
-            if kind == "snapshot" and hasattr(self.target, "restore_begin"):
+            if kind == "snapshot":
                 await self._restore(payload)
             else:
                 self._process(kind, payload)
@@ -160,14 +160,6 @@ class ApplyStage:
             commit = getattr(self.target, "commit", None)
             if commit is not None:
                 commit()
-            return
-        if kind == "snapshot":
-            self.applying_snapshot = 1
-            try:
-                self.target.restore(payload)
-            finally:
-                self.applying_snapshot = 0
-            self._restored(payload)
             return
         entries, conf_after = payload
         if self._apply(entries):

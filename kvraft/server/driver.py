@@ -160,6 +160,15 @@ class ApplyTarget(Protocol):
     def restore(self, snapshot: Snapshot) -> None:
         raise NotImplementedError
 
+    def restore_begin(self, snapshot: Snapshot) -> Callable[[], None]:
+        """The first step of installing a received snapshot, here; the returned work may run
+        in another thread (``ApplyStage._restore``), then ``restore_end`` runs here. This
+        default does the whole ``restore`` in ``restore_end``."""
+        return lambda: None
+
+    def restore_end(self, snapshot: Snapshot) -> None:
+        self.restore(snapshot)
+
 
 @dataclass
 class DriverStats:
@@ -860,7 +869,7 @@ class NodeDriver:
         started = time.monotonic()
         self.target.flush(index, self.stage.applied_term)
         recording = time.monotonic()
-        await self.writer.snapshot(index, self.stage.conf_state, b"", self.snapshot_catchup_entries)
+        await self.writer.snapshot(index, self.stage.conf_state, self.snapshot_catchup_entries)
         done = time.monotonic()
         self.snap_marshal_seconds.observe(done - recording)
         self.snap_save_seconds.observe(done - started)

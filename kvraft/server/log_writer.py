@@ -93,16 +93,17 @@ class LogWriter:
         self.storage.set_conf_state(conf, index)
         self.storage.sync()
 
-    async def snapshot(self, index: int, conf: ConfState, data: bytes, keep_entries: int) -> None:
-        """Record a snapshot at ``index`` and compact the log behind it, keeping the last
-        ``keep_entries`` entries for followers that are only a little behind."""
+    async def snapshot(self, index: int, conf: ConfState, keep_entries: int) -> None:
+        """Record a snapshot at ``index`` (without data: the member's store is its state) and
+        compact the log behind it, keeping the last ``keep_entries`` entries for followers that
+        are only a little behind."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._thread, self._snapshot, index, conf, data, keep_entries)
+        await loop.run_in_executor(self._thread, self._snapshot, index, conf, keep_entries)
 
-    def _snapshot(self, index: int, conf: ConfState, data: bytes, keep_entries: int) -> None:
+    def _snapshot(self, index: int, conf: ConfState, keep_entries: int) -> None:
         if index <= self.storage.snapshot().metadata.index:
             return
-        self.storage.create_snapshot(index, conf, data)
+        self.storage.create_snapshot(index, conf, b"")
         compact_to = index - keep_entries
         if compact_to > self.storage.first_index():
             self.storage.compact(compact_to)

@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
@@ -61,16 +62,14 @@ class SnapshotSender:
         """Whether a member takes the streamed format (it announced ``snapshot-stream``)."""
         self._streaming: set[asyncio.Task[None]] = set()
         self._builds: dict[int, tuple[asyncio.Future[list[bytes]], SnapshotMetadata, list[Message]]] = {}
-        self.build_seconds = DurationHistogram()
-        """Time to build one snapshot's data (the store's copy and its packing)."""
         self.built = 0
         self.sent = 0
         self.failed = 0
         # etcd's etcd_network_snapshot_send_{success,failures,total_duration_seconds}{To}: a send
         # from the core's MsgSnap to the transport's report that its last frame went out (or a
         # failure: the transport's, or a build or read that failed here)
-        self.send_success: dict[int, int] = {}
-        self.send_failures: dict[int, int] = {}
+        self.send_success: Counter[int] = Counter()
+        self.send_failures: Counter[int] = Counter()
         self.send_seconds: dict[int, DurationHistogram] = {}
         self._sending_since: dict[int, float] = {}
 
@@ -79,9 +78,9 @@ class SnapshotSender:
         went out), for etcd's send metrics; the core is told by the caller."""
         started = self._sending_since.pop(member_id, None)
         if not ok:
-            self.send_failures[member_id] = self.send_failures.get(member_id, 0) + 1
+            self.send_failures[member_id] += 1
             return
-        self.send_success[member_id] = self.send_success.get(member_id, 0) + 1
+        self.send_success[member_id] += 1
         if started is not None:
             hist = self.send_seconds.get(member_id)
             if hist is None:
@@ -93,7 +92,7 @@ class SnapshotSender:
         reported to the core."""
         self.failed += 1
         self._sending_since.pop(member_id, None)
-        self.send_failures[member_id] = self.send_failures.get(member_id, 0) + 1
+        self.send_failures[member_id] += 1
         self._report(member_id, False)
 
     def send(self, msg: Message) -> None:
@@ -119,14 +118,7 @@ class SnapshotSender:
             running[2].append(msg)
             return
         build = self.target.snapshot_source()  # (pinned here, with the stage between steps)
-
-        def timed() -> list[bytes]:
-            started = time.monotonic()
-            data: list[bytes] = build()
-            self.build_seconds.observe(time.monotonic() - started)
-            return data
-
-        future = asyncio.get_running_loop().run_in_executor(None, timed)
+        future: asyncio.Future[list[bytes]] = asyncio.get_running_loop().run_in_executor(None, build)
         self._builds[index] = (future, meta, [msg])
         log.info("building a snapshot at %d (term %d) for %x", index, term, msg.to)
         future.add_done_callback(lambda f: self._built(index, f))
@@ -155,7 +147,6 @@ class SnapshotSender:
         whole store, and the first is on the wire before the last is read."""
         assert self._stream is not None
         loop = asyncio.get_running_loop()
-        started = time.monotonic()
         size = 0
         reading: asyncio.Future[bytes | None] | None = None
 
@@ -190,12 +181,12 @@ class SnapshotSender:
             return
         self.built += 1
         self.sent += 1
-        self.build_seconds.observe(time.monotonic() - started)
         log.info("sent a snapshot at %d (%d bytes) to %x", meta.index, size, msg.to)
 
     async def drain(self) -> None:
         """Wait for the builds running (their threads read the store: before it closes); the
-        streams under way are stopped (the core is told they failed)."""
+        streams under way are stopped, each after the read its thread has under way, and
+        counted failed (the member is stopping: the core is not told)."""
         for future, _meta, _waiting in list(self._builds.values()):
             with contextlib.suppress(BaseException):
                 await asyncio.shield(future)

@@ -432,11 +432,17 @@ class PeerTransport:
         self._snap_seq += 1
         stream = self._snap_seq
         for piece in pieces:
-            if not self.send_frame(msg.to, wire.SNAP_CHUNK, [stream, piece]):
-                self._on_snapshot_sent(msg.to, False)
+            if not self._snap_frame(msg.to, wire.SNAP_CHUNK, [stream, piece]):
                 return
-        if not self.send_frame(msg.to, wire.SNAP_END, [stream, wire.message_to_wire(msg, False)]):
-            self._on_snapshot_sent(msg.to, False)
+        self._snap_frame(msg.to, wire.SNAP_END, [stream, wire.message_to_wire(msg, False)])
+
+    def _snap_frame(self, target: int, kind: int, body: Any) -> bool:
+        """``send_frame`` for a snapshot's frame; a frame not queued fails the snapshot
+        (reported to ``on_snapshot_sent``)."""
+        if self.send_frame(target, kind, body):
+            return True
+        self._on_snapshot_sent(target, False)
+        return False
 
     async def stream_snapshot(self, msg: Message, next_piece: Callable[[], Awaitable[bytes | None]]) -> bool:
         """``send_snapshot`` for pieces that come one at a time (a leader's build in a worker
@@ -457,13 +463,9 @@ class PeerTransport:
                 if len(peer.queue) < STREAM_BACKLOG:
                     break
                 await asyncio.sleep(STREAM_POLL_S)
-            if not self.send_frame(msg.to, wire.SNAP_CHUNK, [stream, piece]):
-                self._on_snapshot_sent(msg.to, False)
+            if not self._snap_frame(msg.to, wire.SNAP_CHUNK, [stream, piece]):
                 return False
-        if not self.send_frame(msg.to, wire.SNAP_END, [stream, wire.message_to_wire(msg, False)]):
-            self._on_snapshot_sent(msg.to, False)
-            return False
-        return True
+        return self._snap_frame(msg.to, wire.SNAP_END, [stream, wire.message_to_wire(msg, False)])
 
     async def _dial(self, peer: _Peer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Connect to the peer and pass the handshake (its announced features recorded)."""

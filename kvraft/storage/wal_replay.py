@@ -261,15 +261,12 @@ def cut_tail(segment: Path, pos: int, size: int) -> None:
 def read_snapshot_file(path: Path, length: int, crc: int) -> bytes:
     """The data of the snapshot file ``path``, checked against the ``length`` and ``crc``
     its SNAP record holds; ``LogCorruptionError`` if it is missing, truncated or differs."""
+    check_snapshot_file(path, length, crc)
     try:
-        raw = path.read_bytes()
+        body = path.read_bytes()[SNAPFILE.size :]
     except FileNotFoundError:
         raise LogCorruptionError(0, f"snapshot file {path.name} is missing") from None
-    if len(raw) < SNAPFILE.size:
-        raise LogCorruptionError(0, f"snapshot file {path.name} is truncated")
-    file_length, file_crc = SNAPFILE.unpack_from(raw)
-    body = raw[SNAPFILE.size :]
-    if (file_length, file_crc) != (length, crc) or len(body) != length or zlib.crc32(body) != crc:
+    if len(body) != length or zlib.crc32(body) != crc:
         raise LogCorruptionError(0, f"snapshot file {path.name} fails its checksum")
     return body
 

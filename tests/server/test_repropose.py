@@ -96,7 +96,11 @@ async def commit(driver: NodeDriver, term: int, index: int, data: bytes = b"", s
     await driver._handle_ready(ready)
     stage = driver.stage  # (its task is not running here: what the Ready queued, applied now)
     while not stage.queue.empty():
-        stage._process(*stage.queue.get_nowait())
+        kind, payload = stage.queue.get_nowait()
+        if kind == "snapshot":  # (as the task's loop does)
+            await stage._restore(payload)
+        else:
+            stage._process(kind, payload)
 
 
 def queued_ids(driver: NodeDriver) -> list[int]:
