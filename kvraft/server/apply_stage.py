@@ -135,11 +135,15 @@ class ApplyStage:
         if self.failed is not None:
             raise self.failed
         self.applying_snapshot = 1
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        log.info("installing the snapshot at %d (term %d)", snapshot.metadata.index, snapshot.metadata.term)
         try:
             work = self.target.restore_begin(snapshot)
-            await asyncio.get_running_loop().run_in_executor(None, work)
+            await loop.run_in_executor(None, work)
             self.target.restore_end(snapshot)
             self._restored(snapshot)
+            log.info("installed the snapshot at %d in %.3f s", snapshot.metadata.index, loop.time() - started)
         except BaseException as exc:
             self.failed = exc
             raise

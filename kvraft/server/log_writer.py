@@ -16,6 +16,7 @@ only appends), which keeps the log single-threaded in effect, as its contract re
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,6 +25,8 @@ from kvraft import failpoints
 from kvraft.raft.types import ConfState, Entry, HardState, Snapshot
 
 __all__ = ["LogWriter"]
+
+log = logging.getLogger("kvraft.log_writer")
 
 
 INLINE_MAX_ENTRIES = 4
@@ -73,6 +76,8 @@ class LogWriter:
         failpoints.hit("raft_before_save")
         if not snapshot.is_empty():
             self.storage.apply_snapshot(snapshot)
+            log.info("recorded the received snapshot at %d (%d bytes) in %.3f s", snapshot.metadata.index,
+                     len(snapshot.data), time.monotonic() - started)
         if entries:
             self.storage.append(list(entries))
         if hard is not None:

@@ -670,18 +670,25 @@ class PeerTransport:
             raise ValueError(f"hello addressed to {target:x}, this member is {self.member_id:x}")
         return source, target, nonce_d, os.urandom(16)
 
-    def _received(self, source: int, frame: Any, size: int, chunks: dict[int, list[bytes]]) -> None:
+    def _received(self, source: int, frame: Any, size: int, chunks: dict[int, _Incoming]) -> None:
         """One frame from an authenticated peer, to the handler (raises when malformed)."""
         self.stats.frames_received += 1
         received = self.stats.bytes_received
         received[source] = received.get(source, 0) + size
         kind, body = frame[0], frame[1]
         if kind == wire.SNAP_CHUNK:
-            chunks.setdefault(body[0], []).append(bytes(body[1]))
+            pieces = chunks.get(body[0])
+            if pieces is None:
+                pieces = chunks[body[0]] = _Incoming(time.monotonic())
+            pieces.append(bytes(body[1]))
             return
         if kind == wire.SNAP_END:
-            data = b"".join(chunks.pop(body[0], []))
+            pieces = chunks.pop(body[0], None) or _Incoming(time.monotonic())
+            data = b"".join(pieces)
             body = wire.message_from_wire(body[1], data)
+            if body.snapshot is not None:
+                log.info("received a snapshot at %d (%d bytes) from %x in %.3f s", body.snapshot.metadata.index,
+                         len(data), source, time.monotonic() - pieces.started)
         elif kind == wire.RAFT:
             body = [wire.message_from_wire(m) for m in body]
         elif kind == wire.PING:  # answered here, at once: the round trip is the transport's
@@ -691,6 +698,14 @@ class PeerTransport:
             self._ponged(source, body)
             return
         self._on_frame(source, kind, body)
+
+
+class _Incoming(list[bytes]):
+    """The chunks of a snapshot being received, and when the first came."""
+
+    def __init__(self, started: float) -> None:
+        super().__init__()
+        self.started = started
 
 
 class _Inbound(asyncio.Protocol):
@@ -710,7 +725,7 @@ class _Inbound(asyncio.Protocol):
         """The id the dialer addressed: this member's, or 0 from a joining member."""
         self.state = "hello"  # -> "answer" -> "frames" | "closed"
         self.nonces = (b"", b"")
-        self.chunks: dict[int, list[bytes]] = {}
+        self.chunks: dict[int, _Incoming] = {}
         self.timer: asyncio.TimerHandle | None = None
         self.last_read = 0.0
         """When the prober last saw bytes read on it (``--raft-read-timeout``)."""
