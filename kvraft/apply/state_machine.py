@@ -15,9 +15,11 @@
   handed in as ``membership``; it only needs ``apply(op)``, ``to_wire()`` and
   ``restore(wire)``).
 - ``snapshot_source`` / ``restore_begin`` + ``restore_end``: the whole state machine as bytes
-  for a Raft snapshot a leader sends (msgpack ``[1, membership, mvcc snapshot]``), built and
-  restored with the store's part in a worker thread; a member's own snapshots hold no data
-  (its store is the state: ``flush`` makes it durable at the snapshot's index).
+  for a Raft snapshot a leader sends (msgpack ``[1, membership, mvcc snapshot]``, or streamed:
+  ``[2, membership]`` then the stream), built and restored with the store's part in a worker
+  thread; a follower that built the store as it arrived installs that file
+  (``[3, membership, file name, sha256]``); a member's own snapshots hold no data (its store
+  is the state: ``flush`` makes it durable at the snapshot's index).
 
 Snapshots, restores, defragmentation, ``flush`` and ``close`` commit what is held first;
 before the Raft log is compacted the store is flushed (``flush``).
@@ -42,12 +44,12 @@ from kvraft.apply.errors import EtcdError
 from kvraft.apply.ops import BatchOp, MemberOp, SessionOp, TxnOp, describe
 from kvraft.apply.sessions import Sessions
 from kvraft.apply.validate import as_etcd_error
-from kvraft.storage.errors import BatchAbortedError
+from kvraft.storage.errors import BatchAbortedError, StorageCorruptionError
 from kvraft.storage.mvcc import MVCCStore
 from kvraft.storage.mvcc import ops as mvcc_ops
 from kvraft.storage.mvcc.errors import MVCCError
 from kvraft.storage.mvcc.types import HashKVResult
-from kvraft.storage.snapshot import SnapshotStream
+from kvraft.storage.snapshot import SnapshotStream, drop_prepared, prepared_index
 
 __all__ = ["WARN_APPLY_S", "StateMachine"]
 
@@ -57,6 +59,10 @@ _A = TypeVar("_A", bound=Applier)
 
 SNAPSHOT_FORMAT = 1
 SNAPSHOT_STREAM_FORMAT = 2
+SNAPSHOT_PREPARED_FORMAT = 3
+"""``[3, members, file name, sha256]``: the store was built as the snapshot arrived, and waits
+in that file beside the live one (``kvraft.server.snapshot_receive``); what a follower's WAL
+records for a snapshot it received streamed, instead of the store's bytes."""
 """``[2, members]`` then the store's stream, unwrapped: what a leader streams while it builds
 it, to a member that announced ``snapshot-stream`` (``kvraft.server.wire``)."""
 COMMIT_INTERVAL_S = 0.1
@@ -80,6 +86,18 @@ def _bin_header(length: int) -> bytes:
 RESTORE_CHUNK_BYTES = 1 << 20
 
 
+def snapshot_head(data: bytes | bytearray | memoryview) -> tuple[int, Any, Any, int] | None:
+    """The head of a snapshot's data: ``(fields, format, members, offset of what follows)``;
+    None when ``data`` ends before it (a receiver with only the first bytes yet)."""
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(data)
+    try:
+        fields, version, members = unpacker.read_array_header(), unpacker.unpack(), unpacker.unpack()
+    except msgpack.OutOfData:
+        return None
+    return fields, version, members, unpacker.tell()
+
+
 def split_snapshot(data: bytes) -> tuple[Any, Iterator[memoryview]]:
     """A snapshot's data, ``[SNAPSHOT_FORMAT, members, <store stream as one bin>]`` or
     ``[SNAPSHOT_STREAM_FORMAT, members]`` followed by the stream: the member registry, and the
@@ -88,17 +106,11 @@ def split_snapshot(data: bytes) -> tuple[Any, Iterator[memoryview]]:
     else."""
     view = memoryview(data)
     size = 4096
-    while True:
-        unpacker = msgpack.Unpacker(raw=False)
-        unpacker.feed(view[:size])
-        try:
-            fields, version, members = unpacker.read_array_header(), unpacker.unpack(), unpacker.unpack()
-            break
-        except msgpack.OutOfData:
-            if size >= len(data):
-                raise ValueError("snapshot data truncated") from None
-            size *= 16
-    offset = unpacker.tell()
+    while (head := snapshot_head(view[:size])) is None:
+        if size >= len(data):
+            raise ValueError("snapshot data truncated")
+        size *= 16
+    fields, version, members, offset = head
     if (fields, version) == (2, SNAPSHOT_STREAM_FORMAT):
         return members, _views(view, offset)
     if fields != 3 or version != SNAPSHOT_FORMAT:
@@ -111,6 +123,19 @@ def split_snapshot(data: bytes) -> tuple[Any, Iterator[memoryview]]:
     if start + length != len(data):
         raise ValueError(f"snapshot data: the store's stream is {len(data) - start} bytes, its header says {length}")
     return members, _views(view, start)
+
+
+def prepared_snapshot(data: bytes) -> tuple[Any, str] | None:
+    """``(members, file name)`` of a snapshot whose store a follower built as it arrived
+    (``[SNAPSHOT_PREPARED_FORMAT, members, name, sha256]``); None for the other formats.
+    ``ValueError`` when the name is not one a receiver gives (``prepared_name``)."""
+    if not data.startswith(b"\x94\x03"):  # (a fixarray of 4, then 3: never the others' head)
+        return None
+    fields, version, members, _ = snapshot_head(data) or (0, None, None, 0)
+    name = msgpack.unpackb(data, raw=False)[2]
+    if (fields, version) != (4, SNAPSHOT_PREPARED_FORMAT) or not isinstance(name, str) or prepared_index(name) is None:
+        raise ValueError(f"malformed prepared-store snapshot data (names {name!r})")
+    return members, name
 
 
 def _views(view: memoryview, start: int) -> Iterator[memoryview]:
@@ -415,18 +440,32 @@ class StateMachine:
     def restore_begin(self, snapshot: Any) -> Callable[[], None]:
         """Check the snapshot's data and commit what is held; the returned function rebuilds
         the store from it and may run in another thread: it writes a new generation file while
-        reads go on, then installs it under the writer lock and the read gate, as the online
-        defragmentation does (``MVCCStore.restore``). On error the store is unchanged."""
-        members, chunks = split_snapshot(snapshot.data)
+        reads go on (or takes the one built as the snapshot arrived), then installs it under the
+        writer lock and the read gate, as the online defragmentation does
+        (``MVCCStore.restore``, ``install_prepared``). On error the store is unchanged."""
+        meta = snapshot.metadata
+        prepared = prepared_snapshot(snapshot.data)
+        if prepared is not None:
+            members, name = prepared
+            path = self.store.backend.directory / name
+            if not path.is_file():
+                raise StorageCorruptionError(
+                    f"{path}: the store of the snapshot at {meta.index} that this member received is missing "
+                    "(deleted?): restore this member from a snapshot, or remove it from the cluster and add it "
+                    "again with an empty data dir")
+
+            def work() -> None:
+                self.store.install_prepared(path, (meta.index, meta.term))
+        else:
+            members, chunks = split_snapshot(snapshot.data)
+
+            def work() -> None:
+                self.store.restore(chunks)
         self.commit()
         # the registry first (its own file): a stop or crash before the store is switched
         # leaves a store behind the log's snapshot, restored again at the next start; after
         # the switch, a store at the snapshot's index whose registry is already the snapshot's
         self.membership.restore(members)
-
-        def work() -> None:
-            self.store.restore(chunks)
-
         return work
 
     def restore_end(self, snapshot: Any) -> None:
@@ -435,6 +474,7 @@ class StateMachine:
         meta = snapshot.metadata
         with self.store.batch():
             self.store.set_consistent_index(meta.index, meta.term)
+        drop_prepared(self.store.backend.directory, meta.index)  # (received again, or not taken)
         self.sessions.load()
         self.on_members_changed()
         for reload in self.after_restore:

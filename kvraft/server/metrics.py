@@ -421,6 +421,20 @@ class MemberCollector(Collector):
         for peer, hist in sorted(snapshots.send_seconds.items()):
             sends.add_metric([f"{peer:x}"], hist.cumulative(), hist.sum)
         yield sends
+        yield _bare_per_peer("etcd_network_snapshot_receive_success", "Total number of successful snapshot receives",
+                             "From", stats.snapshot_receive_success)
+        yield _bare_per_peer("etcd_network_snapshot_receive_failures", "Total number of snapshot receive failures",
+                             "From", stats.snapshot_receive_failures)
+        inflight = GaugeMetricFamily("etcd_network_snapshot_receive_inflights_total",
+                                     "Total number of inflight snapshot receives", labels=["From"])
+        for peer, count in sorted(stats.snapshot_receive_inflight.items()):
+            inflight.add_metric([f"{peer:x}"], count)
+        yield inflight
+        receives = HistogramMetricFamily("etcd_network_snapshot_receive_total_duration_seconds",
+                                         "Total latency distributions of v3 snapshot receives", labels=["From"])
+        for peer, hist in sorted(stats.snapshot_receive_seconds.items()):
+            receives.add_metric([f"{peer:x}"], hist.cumulative(), hist.sum)
+        yield receives
         rtt = HistogramMetricFamily("etcd_network_peer_round_trip_time_seconds",
                                     "Round-Trip-Time histogram between peers", labels=["To"])
         for peer, hist in sorted(stats.round_trip_seconds.items()):

@@ -45,6 +45,7 @@ from kvraft.server.membership import Member, Membership
 from kvraft.server.node_status import MemberCounters, NodeStatusMixin
 from kvraft.server.peer_features import PeerFeatures
 from kvraft.server.reconfig import ReconfigCheck
+from kvraft.server.snapshot_receive import SnapshotReceiver
 from kvraft.server.storage_version import check_storage_version
 from kvraft.server.tick_advance import advance_initial_ticks
 from kvraft.server.tls import peer_ssl_contexts
@@ -56,6 +57,7 @@ from kvraft.storage.errors import StorageCorruptionError
 from kvraft.storage.lmdb_env import write_durably
 from kvraft.storage.quota import MAX_QUOTA_BYTES
 from kvraft.storage.raft_log import LmdbLogStorage
+from kvraft.storage.snapshot import drop_prepared
 from kvraft.storage.wal import WalLogStorage
 
 __all__ = ["Node", "open_raft_log"]
@@ -204,6 +206,8 @@ class Node(NodeStatusMixin):
         """Whether this member had data before this start (the initial corruption check
         compares only such a member's, as etcd's)."""
         self._restore_if_behind()
+        for path in drop_prepared(self.state.store.backend.directory):  # (installed, or never taken)
+            log.info("deleted %s: a received snapshot's store no longer needed", path)
         if config.force_new_cluster:
             try:
                 force_new_cluster(self.raft_log, self.member_id)
@@ -251,6 +255,7 @@ class Node(NodeStatusMixin):
             write_timeout_s=parse_go_duration_s(config.raft_write_timeout),
             read_timeout_s=parse_go_duration_s(config.raft_read_timeout),
             local_address=self._local_peer_address(),
+            receive_snapshot=SnapshotReceiver(self.state.store.backend).begin,
         )
         self.driver = NodeDriver(
             self.member_id,

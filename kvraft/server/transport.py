@@ -52,7 +52,7 @@ from urllib.parse import urlsplit
 
 import msgpack
 
-from kvraft.durations import ETCD_PEER_RTT_BUCKETS_S, DurationHistogram
+from kvraft.durations import ETCD_PEER_RTT_BUCKETS_S, ETCD_SNAPSHOT_BUCKETS_S, DurationHistogram
 from kvraft.raft.types import Message
 from kvraft.server import wire
 from kvraft.server.cert_names import (
@@ -62,6 +62,7 @@ from kvraft.server.cert_names import (
     san_quick,
     san_refusal,
 )
+from kvraft.server.snapshot_receive import Receipt
 from kvraft.server.tls_accept import HandshakeFailures, accepting
 
 __all__ = ["NoAnswer", "PeerTransport", "TransportStats", "WrongKey", "ask_cluster", "cluster_key"]
@@ -128,6 +129,14 @@ class TransportStats:
     """Per peer ever connected: whether the connection to it is up (etcd_network_active_peers)."""
     disconnects: dict[int, int] = field(default_factory=dict)
     """Per peer: connections to it lost (etcd_network_disconnected_peers_total)."""
+    snapshot_receive_success: dict[int, int] = field(default_factory=dict)
+    """Per peer: snapshots received and checked (etcd_network_snapshot_receive_success)."""
+    snapshot_receive_failures: dict[int, int] = field(default_factory=dict)
+    """Per peer: snapshots cut off or damaged (etcd_network_snapshot_receive_failures)."""
+    snapshot_receive_seconds: dict[int, DurationHistogram] = field(default_factory=dict)
+    """Per peer: from a snapshot's first frame to its data kept (..._receive_total_duration_seconds)."""
+    snapshot_receive_inflight: dict[int, int] = field(default_factory=dict)
+    """Per peer: snapshots being received now (etcd_network_snapshot_receive_inflights_total)."""
 
 
 def _messages(kind: int, body: Any) -> int:
@@ -267,8 +276,14 @@ class PeerTransport:
         write_timeout_s: float = WRITE_TIMEOUT_S,
         read_timeout_s: float = 0.0,
         local_address: str | None = None,
+        receive_snapshot: Callable[[int, Callable[[], None], Callable[[], None]], Receipt] | None = None,
     ) -> None:
         self.member_id = member_id
+        self._receive_snapshot = receive_snapshot or (lambda source, _pause, _resume: Receipt(None, source))
+        """Makes the ``Receipt`` of a snapshot a peer starts sending (source, pause reading,
+        resume reading): ``SnapshotReceiver.begin`` builds a streamed snapshot's store as it
+        arrives; by default every snapshot is joined in memory."""
+        self._receiving: set[asyncio.Task[None]] = set()
         self.local_address = local_address
         """The address peer connections leave from (etcd 3.6's SetMemberLocalAddr); None: the
         system's choice."""
@@ -339,6 +354,8 @@ class PeerTransport:
             self.remove_peer(peer.member_id)
         for inbound in list(self._inbound):
             inbound.close()
+        for task in list(self._receiving):  # (their builds end: each was told its stream ended)
+            task.cancel()
         for server in self._servers:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
@@ -670,25 +687,57 @@ class PeerTransport:
             raise ValueError(f"hello addressed to {target:x}, this member is {self.member_id:x}")
         return source, target, nonce_d, os.urandom(16)
 
-    def _received(self, source: int, frame: Any, size: int, chunks: dict[int, _Incoming]) -> None:
+    def _begin_receipt(self, source: int, inbound: _Inbound) -> Receipt:
+        stats = self.stats
+        stats.snapshot_receive_inflight[source] = stats.snapshot_receive_inflight.get(source, 0) + 1
+        return self._receive_snapshot(source, inbound.pause, inbound.resume)
+
+    async def _snapshot_received(self, receipt: Receipt, msg: Message) -> None:
+        """A snapshot's last frame: its data checked and kept (``Receipt.finish``), then the
+        MsgSnap to the handler; a snapshot that does not check out is dropped (the leader
+        sends again) and counted."""
+        source, stats = receipt.source, self.stats
+        try:
+            msg = await receipt.finish(msg)
+        except Exception as exc:
+            stats.snapshot_receive_failures[source] = stats.snapshot_receive_failures.get(source, 0) + 1
+            log.warning("dropped the snapshot %x sent (%d bytes): %s", source, receipt.bytes, exc)
+            return
+        finally:
+            stats.snapshot_receive_inflight[source] -= 1
+        took = time.monotonic() - receipt.started
+        stats.snapshot_receive_success[source] = stats.snapshot_receive_success.get(source, 0) + 1
+        hist = stats.snapshot_receive_seconds.get(source)
+        if hist is None:
+            hist = stats.snapshot_receive_seconds[source] = DurationHistogram(ETCD_SNAPSHOT_BUCKETS_S)
+        hist.observe(took)
+        assert msg.snapshot is not None
+        log.info("received a snapshot at %d (%d bytes) from %x in %.3f s", msg.snapshot.metadata.index,
+                 receipt.bytes, source, took)
+        if not self._closed:
+            self._on_frame(source, wire.SNAP_END, msg)
+
+    def _received(self, source: int, frame: Any, size: int, inbound: _Inbound) -> None:
         """One frame from an authenticated peer, to the handler (raises when malformed)."""
+        receipts = inbound.receipts
         self.stats.frames_received += 1
         received = self.stats.bytes_received
         received[source] = received.get(source, 0) + size
         kind, body = frame[0], frame[1]
         if kind == wire.SNAP_CHUNK:
-            pieces = chunks.get(body[0])
-            if pieces is None:
-                pieces = chunks[body[0]] = _Incoming(time.monotonic())
-            pieces.append(bytes(body[1]))
+            receipt = receipts.get(body[0])
+            if receipt is None:
+                receipt = receipts[body[0]] = self._begin_receipt(source, inbound)
+            receipt.feed(bytes(body[1]))
             return
         if kind == wire.SNAP_END:
-            pieces = chunks.pop(body[0], None) or _Incoming(time.monotonic())
-            data = b"".join(pieces)
-            body = wire.message_from_wire(body[1], data)
-            if body.snapshot is not None:
-                log.info("received a snapshot at %d (%d bytes) from %x in %.3f s", body.snapshot.metadata.index,
-                         len(data), source, time.monotonic() - pieces.started)
+            receipt = receipts.pop(body[0], None) or self._begin_receipt(source, inbound)
+            receipt.end()
+            task = asyncio.get_running_loop().create_task(
+                self._snapshot_received(receipt, wire.message_from_wire(body[1], b"")))
+            self._receiving.add(task)
+            task.add_done_callback(self._receiving.discard)
+            return
         elif kind == wire.RAFT:
             body = [wire.message_from_wire(m) for m in body]
         elif kind == wire.PING:  # answered here, at once: the round trip is the transport's
@@ -698,14 +747,6 @@ class PeerTransport:
             self._ponged(source, body)
             return
         self._on_frame(source, kind, body)
-
-
-class _Incoming(list[bytes]):
-    """The chunks of a snapshot being received, and when the first came."""
-
-    def __init__(self, started: float) -> None:
-        super().__init__()
-        self.started = started
 
 
 class _Inbound(asyncio.Protocol):
@@ -725,7 +766,8 @@ class _Inbound(asyncio.Protocol):
         """The id the dialer addressed: this member's, or 0 from a joining member."""
         self.state = "hello"  # -> "answer" -> "frames" | "closed"
         self.nonces = (b"", b"")
-        self.chunks: dict[int, _Incoming] = {}
+        self.receipts: dict[int, Receipt] = {}
+        """The snapshots being received on this connection, by stream."""
         self.timer: asyncio.TimerHandle | None = None
         self.last_read = 0.0
         """When the prober last saw bytes read on it (``--raft-read-timeout``)."""
@@ -773,14 +815,34 @@ class _Inbound(asyncio.Protocol):
             self._reject(exc or ConnectionError("closed during the handshake"))
         self.state = "closed"
         self.owner._inbound.discard(self)
+        self._abandon()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
 
     def close(self) -> None:
         self.state = "closed"
+        self._abandon()
         if self.transport is not None:
             self.transport.close()
+
+    def _abandon(self) -> None:
+        """The snapshots left unfinished: their builds fail and remove their files."""
+        stats = self.owner.stats
+        for receipt in self.receipts.values():
+            receipt.abort()
+            stats.snapshot_receive_inflight[self.source] -= 1
+            stats.snapshot_receive_failures[self.source] = stats.snapshot_receive_failures.get(self.source, 0) + 1
+        self.receipts.clear()
+
+    def pause(self) -> None:
+        """Stop reading (a snapshot's chunks wait for the thread that builds its store)."""
+        if self.state != "closed" and self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.state != "closed" and self.transport is not None:
+            self.transport.resume_reading()
 
     def _reject(self, exc: BaseException) -> None:
         if self.state == "closed":
@@ -821,7 +883,7 @@ class _Inbound(asyncio.Protocol):
     def _frame(self, frame: Any, size: int) -> None:
         owner = self.owner
         if self.state == "frames":
-            owner._received(self.source, frame, size, self.chunks)
+            owner._received(self.source, frame, size, self)
         elif self.state == "hello":
             self.source, self.target, nonce_d, nonce_l = owner._hello(frame)
             self.nonces = (nonce_d, nonce_l)

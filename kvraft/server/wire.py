@@ -5,7 +5,9 @@ msgpack. After the handshake every frame is ``[kind, body]``:
 
 - ``RAFT``: body is a list of messages (each ``message_to_wire``), a batch for one peer;
 - ``SNAP_CHUNK``: ``[stream_id, chunk]`` one piece of a snapshot's data, in order;
-- ``SNAP_END``: ``[stream_id, message]`` the MsgSnap itself, its data = the chunks joined;
+- ``SNAP_END``: ``[stream_id, message]`` the MsgSnap itself, its data = the chunks joined (a
+  receiver that builds the store as it arrives hands Raft a reference to it instead:
+  ``kvraft.server.snapshot_receive``);
 - ``FORWARD``: ``[data, ...]`` proposals a follower forwards to the leader;
 - ``READ``: ``[ctx]`` a ReadIndex request a follower forwards to the leader;
 - ``READ_RESP``: ``[ctx, index]`` the leader's answer (index 0: could not confirm);

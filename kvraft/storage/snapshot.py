@@ -17,7 +17,10 @@ sha256 before anything is installed: a truncated or damaged stream raises
 ``SnapshotCorruptionError`` and leaves the live store untouched.
 
 Restore builds a new backend generation beside the live one (``Backend.next_generation_
-path``) and returns its path; ``MVCCStore.restore`` installs it and rebuilds the index.
+path``, or a path of the caller's) and returns its path; ``MVCCStore.restore`` installs it and
+rebuilds the index. A follower builds a received snapshot's store as it arrives and keeps it
+as ``snapshot-<index>.lmdb`` (``prepared_name``) until it is installed
+(``MVCCStore.install_prepared``; ``kvraft.server.snapshot_receive``).
 
 Threading: a stream may be consumed from any thread (one at a time); it holds its read
 transaction until exhausted or ``close()``d. Writers are never blocked by it.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import struct
 import time
 import zlib
@@ -45,6 +49,7 @@ from kvraft.storage.schema import (
     META_CURRENT_REV,
     decode_int,
     decode_meta,
+    encode_meta,
 )
 
 __all__ = [
@@ -55,6 +60,10 @@ __all__ = [
     "SnapshotFrameError",
     "SnapshotStream",
     "read_frames",
+    "drop_prepared",
+    "mark_consistent_index",
+    "prepared_index",
+    "prepared_name",
     "restore_generation",
 ]
 
@@ -187,10 +196,11 @@ def read_frames(chunks: Iterable[bytes | memoryview]) -> Iterator[tuple[bytes, A
         raise SnapshotFrameError("truncated", frame, offset, stray=len(buf))
 
 
-def restore_generation(backend: Backend, chunks: Iterable[bytes | memoryview]) -> RestoreReport:
-    """Build the next generation file from a snapshot stream and verify it; the caller
-    installs it. On any failure the scratch file is removed and the error raised."""
-    path = backend.next_generation_path()
+def restore_generation(backend: Backend, chunks: Iterable[bytes | memoryview], path: Path | None = None) -> RestoreReport:
+    """Build the next generation file (at ``path``, by default ``next_generation_path``) from a
+    snapshot stream and verify it; the caller installs it. On any failure the scratch file is
+    removed and the error raised."""
+    path = path or backend.next_generation_path()
     env, dbis = backend.open_scratch(path)
     try:
         report = _restore(env, dbis, path, chunks)
@@ -234,3 +244,43 @@ def _restore(env: Any, dbis: dict[bytes, Any], path: Path, chunks: Iterable[byte
         digest.update(frame)
         nbytes += len(frame)
     raise SnapshotCorruptionError("snapshot truncated: no end frame")
+
+
+_PREPARED = re.compile(r"snapshot-([0-9a-f]{16})\.lmdb")
+
+
+def prepared_name(index: int) -> str:
+    """The file name of a received snapshot's store at Raft ``index``, in the store's directory."""
+    return f"snapshot-{index:016x}.lmdb"
+
+
+def prepared_index(name: str) -> int | None:
+    """The index in a ``prepared_name``; None for any other name (one a peer sent, checked)."""
+    m = _PREPARED.fullmatch(name)
+    return int(m.group(1), 16) if m else None
+
+
+def drop_prepared(directory: Path, through: int | None = None) -> list[Path]:
+    """Delete the received snapshots' stores (and their lock files) at indexes up to
+    ``through`` (None: all of them); the paths deleted."""
+    dropped = []
+    for p in directory.iterdir():
+        index = prepared_index(p.name.removesuffix("-lock"))
+        if index is not None and (through is None or index <= through):
+            p.unlink(missing_ok=True)
+            dropped.append(p)
+    return dropped
+
+
+def mark_consistent_index(backend: Backend, path: Path, index: int, term: int) -> None:
+    """Record ``(index, term)`` as the consistent index of the generation file at ``path``
+    (not live), durably: a received snapshot's store is installed at the snapshot's index,
+    so a crash right after the switch finds a store that is not behind its log."""
+    env, dbis = backend.open_scratch(path)
+    try:
+        payload = index.to_bytes(8, "big") + term.to_bytes(8, "big")
+        with env.begin(write=True) as txn:
+            txn.put(META_CONSISTENT_INDEX, encode_meta(META_CONSISTENT_INDEX, payload), db=dbis[BUCKET_META])
+        env.sync(True)
+    finally:
+        env.close()

@@ -144,6 +144,16 @@ def test_restarted_follower_catches_up_by_snapshot(tmp_path) -> None:
         code, text = _get_text(cluster.url(follower), "/metrics")
         installed = [line for line in text.splitlines() if line.startswith("kvraft_driver_snapshots_applied_total")]
         assert installed and float(installed[0].split()[1]) >= 1, installed
+        received = [line for line in text.splitlines() if line.startswith("etcd_network_snapshot_receive_success{From=")]
+        assert received and float(received[0].split()[1]) >= 1, text
+        # its store was built as the snapshot arrived: the WAL recorded a reference, not the store's bytes
+        follower_log = cluster.members[follower].log_path.read_text()
+        assert "recorded the received snapshot" in follower_log
+        recorded = [int(line.split("(")[1].split(" bytes")[0]) for line in follower_log.splitlines()
+                    if "recorded the received snapshot" in line]
+        assert max(recorded) < 1000, recorded
+        data_dir = cluster.members[follower].data_dir
+        assert not list((data_dir / "mvcc.lmdb").glob("snapshot-*")), list((data_dir / "mvcc.lmdb").iterdir())
         # the leader built the data from its live store when it sent it (its own snapshots have none)
         _code, text = _get_text(url, "/metrics")
         sent = [line for line in text.splitlines() if line.startswith("kvraft_driver_snapshots_sent_total")]

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import shutil
 
+import msgpack
 import pytest
 
 from kvraft.apply.ops import PutOp, RangeOp
-from kvraft.apply.state_machine import StateMachine
+from kvraft.apply.state_machine import SNAPSHOT_PREPARED_FORMAT, StateMachine
 from kvraft.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
 from kvraft.server.config import parse_config
 from kvraft.server.local import free_port
 from kvraft.server.membership import Membership
 from kvraft.server.node import Node
+from kvraft.storage.backend import Backend
 from kvraft.storage.errors import StorageCorruptionError
 from kvraft.storage.raft_log import LmdbLogStorage
+from kvraft.storage.snapshot import prepared_name, restore_generation
 from kvraft.storage.wal import WalLogStorage
 
 
@@ -105,3 +108,55 @@ def test_flush_records_entries_that_wrote_nothing(tmp_path) -> None:
     assert again.applied_index() == 12
     assert [kv.value for kv in again.range(RangeOp(key=b"k")).kvs] == [b"v"]
     again.close()
+
+
+def _received_store(tmp_path, member_id: int, index: int) -> bytes:
+    """A leader's streamed snapshot built into ``prepared_name(index)`` in the member's store
+    directory, as a follower's receiver does; the data its MsgSnap then carries."""
+    source = StateMachine(tmp_path / "source", quota_bytes=1 << 30, member_id=1, max_txn_ops=128, membership=Membership())
+    source.apply_ops([(1, PutOp(b"k", b"from-received-store"))], index - 2, 2)
+    head, *stream = list(source.snapshot_stream_source())
+    members = msgpack.unpackb(head, raw=False)[1]
+    source.close()
+    backend = Backend(tmp_path / "member" / "mvcc.lmdb")
+    report = restore_generation(backend, stream, path=backend.directory / prepared_name(index))
+    backend.close()
+    return msgpack.packb([SNAPSHOT_PREPARED_FORMAT, members, prepared_name(index), report.sha256], use_bin_type=True)
+
+
+@pytest.mark.parametrize("file", ["kept", "lost"])
+def test_a_received_store_recorded_but_not_installed_is_installed_at_start(tmp_path, file) -> None:
+    """A crash after the WAL recorded a snapshot whose store was built as it arrived, before the
+    apply stage installed it: the next start installs the file the record names, and deletes
+    other received stores (an older one never taken); without the file the start is refused."""
+    config = _config(tmp_path)
+    node = Node(config)
+    member_id = node.member_id
+    node.raft_log.close()
+    node.state.close()
+    log = WalLogStorage(tmp_path / "member" / "raft.wal")
+    index = log.last_index() + 20
+    log.close()
+    data = _received_store(tmp_path, member_id, index)
+    stale = tmp_path / "member" / "mvcc.lmdb" / prepared_name(index - 15)
+    stale.write_bytes(b"never taken")
+    if file == "lost":
+        (tmp_path / "member" / "mvcc.lmdb" / prepared_name(index)).unlink()
+    log = WalLogStorage(tmp_path / "member" / "raft.wal")
+    meta = SnapshotMetadata(index=index, term=2, conf_state=ConfState(voters=frozenset({member_id})))
+    log.apply_snapshot(Snapshot(meta, data))
+    log.set_hard_state(HardState(term=2, vote=0, commit=index))
+    log.sync()
+    log.close()
+    if file == "lost":
+        with pytest.raises(StorageCorruptionError, match=f"store of the snapshot at {index} .* is missing"):
+            Node(config)
+        return
+    node = Node(config)
+    try:
+        assert node.state.applied_index() == index
+        assert [kv.value for kv in node.state.range(RangeOp(key=b"k")).kvs] == [b"from-received-store"]
+        assert not stale.exists() and not list((tmp_path / "member" / "mvcc.lmdb").glob("snapshot-*"))
+    finally:
+        node.raft_log.close()
+        node.state.close()

@@ -31,6 +31,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from kvraft.storage.backend import DEFAULT_MAP_SIZE, Backend, Batch
@@ -81,6 +82,7 @@ from kvraft.storage.snapshot import (
     DEFAULT_CHUNK_BYTES,
     RestoreReport,
     SnapshotStream,
+    mark_consistent_index,
     restore_generation,
 )
 
@@ -647,12 +649,27 @@ class MVCCStore:
             raise RuntimeError("restore cannot run inside a write batch")
         with self.backend.maint_lock:
             report = restore_generation(self.backend, chunks)
-            with self.backend.writer_lock, self.gate.exclusive():
-                self._compactor.cancel_pending()
-                old = self.backend.install(report.path)
-                self._reload()
-            self.backend.release_old(old)
+            self._install(report.path)
         return report
+
+    def install_prepared(self, path: Path, consistent_index: tuple[int, int]) -> None:
+        """``restore`` from a generation file built beforehand (``restore_generation`` at
+        ``path``: a received snapshot's store, built as it arrived), recording
+        ``consistent_index`` in it first. The file becomes the live generation."""
+        self._settle()
+        if self.backend.current_batch() is not None:
+            raise RuntimeError("restore cannot run inside a write batch")
+        with self.backend.maint_lock:
+            mark_consistent_index(self.backend, path, *consistent_index)
+            self._install(path)
+
+    def _install(self, path: Path) -> None:
+        """Switch to the generation file at ``path`` (the maintenance lock held)."""
+        with self.backend.writer_lock, self.gate.exclusive():
+            self._compactor.cancel_pending()
+            old = self.backend.install(path)
+            self._reload()
+        self.backend.release_old(old)
 
     def defragment(self, progress: Callable[[str], None] | None = None) -> DefragReport:
         """Rewrite the backend compactly while reads and writes go on (``defrag``)."""

@@ -1,0 +1,260 @@
+"""A follower builds a streamed snapshot's store as the chunks arrive (``SnapshotReceiver``):
+the MsgSnap then carries only a reference to the built file, which the WAL records and the
+apply stage installs; damaged or cut streams leave nothing behind; a slow build holds the
+connection's reading, not the chunks in memory."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from kvraft.apply.ops import PutOp, RangeOp
+from kvraft.apply.state_machine import SNAPSHOT_PREPARED_FORMAT, StateMachine, prepared_snapshot
+from kvraft.raft.types import ConfState, Message, MessageType, Snapshot, SnapshotMetadata
+from kvraft.server import snapshot_receive, wire
+from kvraft.server.membership import Membership
+from kvraft.server.snapshot_receive import Receipt, SnapshotReceiver
+from kvraft.server.transport import PeerTransport, cluster_key
+from kvraft.storage.errors import SnapshotCorruptionError
+from kvraft.storage.snapshot import prepared_name
+from kvraft.testing.ports import free_port
+
+META = SnapshotMetadata(index=60, term=4, conf_state=ConfState(voters=frozenset({1, 2})))
+"""(The leader's store is at 50: entries after it wrote nothing, a leader's no-op.)"""
+
+
+def _machine(path: Path) -> StateMachine:
+    return StateMachine(path, quota_bytes=1 << 30, member_id=1, max_txn_ops=128, membership=Membership())
+
+
+def _value(sm: StateMachine, key: bytes) -> bytes | None:
+    kvs = sm.range(RangeOp(key=key)).kvs
+    return kvs[0].value if kvs else None
+
+
+def _leader_pieces(tmp_path: Path, values: int = 1500, streamed: bool = True) -> list[bytes]:
+    """What a leader sends: ``[2, members]`` and its store's stream (or the built format)."""
+    source = _machine(tmp_path / "leader")
+    source.apply_ops([(i, PutOp(b"k%04d" % i, b"v%04d" % i * 500)) for i in range(values)], 50, 3)
+    pieces = list(source.snapshot_stream_source()) if streamed else source.snapshot_source()()
+    source.close()
+    return pieces
+
+
+def _resplit(pieces: list[bytes], first: int, size: int) -> list[bytes]:
+    """The same bytes cut elsewhere: a receiver may not count on the sender's pieces."""
+    data = b"".join(pieces)
+    return [data[:first]] + [data[i : i + size] for i in range(first, len(data), size)]
+
+
+def _msg(meta: SnapshotMetadata = META) -> Message:
+    return Message(MessageType.SNAP, to=2, from_=1, term=3, snapshot=Snapshot(meta))
+
+
+def _files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+async def _drained(receipt: Receipt) -> None:
+    for _ in range(400):
+        if receipt._queued == 0:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the build thread never took the chunks")
+
+
+async def test_the_store_is_built_as_it_arrives_and_the_message_names_the_file(tmp_path: Path) -> None:
+    follower = _machine(tmp_path / "follower")
+    follower.apply_ops([(1, PutOp(b"old", b"state"))], 7, 1)
+    directory = follower.store.backend.directory
+    receiver = SnapshotReceiver(follower.store.backend)
+    try:
+        receipt = receiver.begin(1, lambda: None, lambda: None)
+        for piece in _resplit(_leader_pieces(tmp_path), 7, 300_000):  # (the head cut in two)
+            receipt.feed(piece)
+        await _drained(receipt)  # (built before the MsgSnap comes: named only then)
+        assert any(n.endswith(".lmdb.tmp") for n in _files(directory))
+        receipt.end()
+        msg = await receipt.finish(_msg())
+        assert msg.snapshot is not None and msg.snapshot.metadata == META
+        data = msg.snapshot.data
+        assert len(data) < 1000 and msgpack.unpackb(data)[0] == SNAPSHOT_PREPARED_FORMAT
+        assert prepared_snapshot(data) == (follower.membership.to_wire(), prepared_name(60))
+        assert prepared_name(60) in _files(directory) and not any(".tmp" in n for n in _files(directory))
+        assert receiver.building == 0
+        assert _value(follower, b"old") == b"state"  # nothing installed yet
+
+        follower.restore_begin(msg.snapshot)()  # what the apply stage (or a restart) does with it
+        # the file went live at the snapshot's index: a crash now finds a store not behind its log
+        assert follower.store.consistent_index == (60, 4) and _value(follower, b"old") is None
+        assert prepared_name(60) not in _files(directory)
+        follower.restore_end(msg.snapshot)
+        assert follower.applied_index() == 60 and _value(follower, b"k1499") == b"v1499" * 500
+    finally:
+        follower.close()
+
+
+async def test_a_damaged_stream_fails_and_leaves_no_file(tmp_path: Path) -> None:
+    follower = _machine(tmp_path / "follower")
+    directory = follower.store.backend.directory
+    before = _files(directory)
+    receiver = SnapshotReceiver(follower.store.backend)
+    try:
+        data = bytearray(b"".join(_leader_pieces(tmp_path)))
+        data[len(data) // 2] ^= 0xFF
+        receipt = receiver.begin(1, lambda: None, lambda: None)
+        for i in range(0, len(data), 1 << 20):
+            receipt.feed(bytes(data[i : i + (1 << 20)]))
+        receipt.end()
+        with pytest.raises(SnapshotCorruptionError):
+            await receipt.finish(_msg())
+        assert _files(directory) == before and receiver.building == 0
+    finally:
+        follower.close()
+
+
+async def test_a_stream_cut_off_ends_its_build_and_leaves_no_file(tmp_path: Path) -> None:
+    follower = _machine(tmp_path / "follower")
+    directory = follower.store.backend.directory
+    before = _files(directory)
+    receiver = SnapshotReceiver(follower.store.backend)
+    try:
+        pieces = _leader_pieces(tmp_path)
+        receipt = receiver.begin(1, lambda: None, lambda: None)
+        for piece in pieces[: len(pieces) // 2]:
+            receipt.feed(piece)
+        receipt.abort()
+        assert receipt._build is not None
+        with pytest.raises(SnapshotCorruptionError, match="cut off"):
+            await receipt._build
+        assert _files(directory) == before and receiver.building == 0
+    finally:
+        follower.close()
+
+
+async def test_a_slow_build_pauses_reading_then_resumes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks wait for the build thread up to ``BACKLOG_BYTES``: past that the connection stops
+    reading (the sender's socket fills, and so its backlog), and reads again once the thread
+    has taken half."""
+    monkeypatch.setattr(snapshot_receive, "BACKLOG_BYTES", 1 << 20)
+    gate = threading.Event()
+    real = snapshot_receive.restore_generation
+
+    def slow(backend: Any, chunks: Any, path: Any = None) -> Any:
+        gate.wait(10)
+        return real(backend, chunks, path=path)
+
+    monkeypatch.setattr(snapshot_receive, "restore_generation", slow)
+    follower = _machine(tmp_path / "follower")
+    calls: list[str] = []
+    try:
+        receipt = SnapshotReceiver(follower.store.backend).begin(1, lambda: calls.append("pause"),
+                                                                 lambda: calls.append("resume"))
+        for piece in _resplit(_leader_pieces(tmp_path), 100, 256 << 10):
+            receipt.feed(piece)
+        assert calls == ["pause"] and receipt._queued > 1 << 20
+        gate.set()
+        await _drained(receipt)
+        await asyncio.sleep(0.05)
+        assert calls == ["pause", "resume"]
+        receipt.end()
+        msg = await receipt.finish(_msg())
+        assert msg.snapshot is not None and prepared_snapshot(msg.snapshot.data) is not None
+    finally:
+        gate.set()
+        follower.close()
+
+
+@pytest.mark.parametrize("receiving", ["built format", "no receiver"])
+async def test_other_formats_and_a_transport_alone_join_the_chunks(tmp_path: Path, receiving: str) -> None:
+    """``[1, members, bin]`` (from a member that does not stream), or any snapshot where the
+    transport has no receiver: the chunks joined in memory, the data as sent, no thread."""
+    follower = _machine(tmp_path / "follower")
+    try:
+        receiver = SnapshotReceiver(follower.store.backend)
+        if receiving == "built format":
+            pieces = _leader_pieces(tmp_path, 200, streamed=False)
+            receipt = receiver.begin(1, lambda: None, lambda: None)
+        else:
+            pieces = _leader_pieces(tmp_path, 200)
+            receipt = Receipt(None, 1)
+        for piece in _resplit(pieces, 3, 50_000):
+            receipt.feed(piece)
+        receipt.end()
+        msg = await receipt.finish(_msg())
+        assert msg.snapshot == Snapshot(META, b"".join(pieces))
+        assert receiver.building == 0 and receipt._build is None
+    finally:
+        follower.close()
+
+
+async def test_a_peer_streams_a_snapshot_and_the_receiving_member_counts_it(tmp_path: Path) -> None:
+    """Over real sockets: the MsgSnap reaches the member with the prepared store's reference;
+    etcd's ``etcd_network_snapshot_receive_{success,failures,total_duration_seconds}{From}``
+    count it, and a stream whose connection closes halfway counts as a failure."""
+    follower = _machine(tmp_path / "follower")
+    got: list[tuple[int, int, Any]] = []
+    arrived = asyncio.Event()
+
+    def inbox(source: int, kind: int, body: Any) -> None:
+        got.append((source, kind, body))
+        arrived.set()
+
+    key = cluster_key("tok")
+    port_a, port_b = free_port(), free_port()
+    a = PeerTransport(1, key, lambda *_: None)
+    b = PeerTransport(2, key, inbox, receive_snapshot=SnapshotReceiver(follower.store.backend).begin)
+    try:
+        await a.listen([f"http://127.0.0.1:{port_a}"])
+        await b.listen([f"http://127.0.0.1:{port_b}"])
+        a.set_peer(2, f"http://127.0.0.1:{port_b}")
+        pieces = iter(_leader_pieces(tmp_path))
+
+        async def next_piece() -> bytes | None:
+            return next(pieces, None)
+
+        for _ in range(100):  # (a stream needs the connection up)
+            if a._peers[2].connected:
+                break
+            await asyncio.sleep(0.02)
+        assert await a.stream_snapshot(_msg(), next_piece)
+        await asyncio.wait_for(arrived.wait(), 20)
+        (source, kind, msg), = got
+        assert (source, kind) == (1, wire.SNAP_END) and prepared_snapshot(msg.snapshot.data) is not None
+        stats = b.stats
+        assert stats.snapshot_receive_success == {1: 1} and stats.snapshot_receive_inflight == {1: 0}
+        assert stats.snapshot_receive_seconds[1].count == 1 and not stats.snapshot_receive_failures
+
+        # half a stream, then the connection goes: a failure, and the build's file is removed
+        head, stall = _leader_pieces(tmp_path / "again")[:4], asyncio.Event()
+
+        async def partial() -> bytes | None:
+            if head:
+                return head.pop(0)
+            await stall.wait()
+            return None
+
+        sending = asyncio.get_running_loop().create_task(a.stream_snapshot(_msg(), partial))
+        for _ in range(200):
+            if stats.snapshot_receive_inflight.get(1) == 1:
+                break
+            await asyncio.sleep(0.01)
+        a.remove_peer(2)
+        for _ in range(200):
+            if stats.snapshot_receive_failures.get(1) == 1 and not any(
+                    ".tmp" in n for n in _files(follower.store.backend.directory)):
+                break
+            await asyncio.sleep(0.02)
+        assert stats.snapshot_receive_failures == {1: 1} and stats.snapshot_receive_inflight == {1: 0}
+        assert not any(".tmp" in n for n in _files(follower.store.backend.directory))
+        stall.set()
+        await asyncio.wait_for(sending, 10)
+    finally:
+        await a.close()
+        await b.close()
+        follower.close()
