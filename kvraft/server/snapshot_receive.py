@@ -196,8 +196,12 @@ class Receipt:
             loop.call_soon_threadsafe(fn)
 
     def _keep(self, final: Path) -> None:
-        """Name the finished (synced) file after the snapshot's index, durably."""
-        os.replace(self._tmp, final)
+        """Name the finished (synced) file after the snapshot's index, durably. One already
+        there (the same index sent again: the same state) is kept, never replaced: the apply
+        stage may be installing it."""
+        with contextlib.suppress(FileExistsError):
+            os.link(self._tmp, final)
+        self._tmp.unlink()
         Path(f"{self._tmp}-lock").unlink(missing_ok=True)
         fsync_dir(final.parent)
 

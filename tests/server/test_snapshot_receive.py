@@ -258,3 +258,26 @@ async def test_a_peer_streams_a_snapshot_and_the_receiving_member_counts_it(tmp_
         await a.close()
         await b.close()
         follower.close()
+
+
+async def test_a_snapshot_received_again_at_the_same_index_keeps_the_first_file(tmp_path: Path) -> None:
+    """The same index is the same state; the file already there may be the one the apply stage
+    is installing, so a second receipt never replaces it (and leaves nothing of its own)."""
+    follower = _machine(tmp_path / "follower")
+    directory = follower.store.backend.directory
+    receiver = SnapshotReceiver(follower.store.backend)
+    try:
+        pieces = _leader_pieces(tmp_path)
+        inodes = []
+        for _ in range(2):
+            receipt = receiver.begin(1, lambda: None, lambda: None)
+            for piece in pieces:
+                receipt.feed(piece)
+            receipt.end()
+            msg = await receipt.finish(_msg())
+            inodes.append((directory / prepared_name(60)).stat().st_ino)
+        assert inodes[0] == inodes[1] and not any(".tmp" in n for n in _files(directory))
+        follower.restore(msg.snapshot)
+        assert _value(follower, b"k0001") == b"v0001" * 500
+    finally:
+        follower.close()
