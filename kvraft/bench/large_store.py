@@ -2,7 +2,7 @@
 
     python -m kvraft.bench defrag-online [--mb 150] [--value-kb 100] [--rounds 3] [--compare-etcd /usr/bin/etcd]
     python -m kvraft.bench snapshot-stall [--mb 150] [--value-kb 100] [--snapshot-count 2000] [--seconds 20]
-                                          [--catchup-entries 5000] [--compare-etcd /usr/bin/etcd]
+                                          [--catchup-entries 5000] [--catchup-rounds 1] [--compare-etcd /usr/bin/etcd]
 
 Both start a three-member cluster on 127.0.0.1 with default flags (``snapshot-stall`` adds
 ``--snapshot-count``) and write values of ``--value-kb`` twice over the same keys:
@@ -23,12 +23,16 @@ store. Recorded: puts, their median, p99 and slowest latency, how many took over
 whether the term moved, each member's RSS after it. Then a follower is stopped while the
 leader writes past what its log keeps, and started again: it catches up by a snapshot of the
 whole store (``catch_up``: how long, the puts through the leader meanwhile and the slowest,
-each member's peak RSS).
+each member's peak RSS; for kvraft, ``phases_s``: when the follower's log says it received,
+recorded and installed the snapshot, in seconds after it started serving). A catch-up's time
+moves by a few tenths of a second from run to run: ``--catchup-rounds N`` repeats it on the
+same cluster (``catch_up_rounds``: each; ``catch_up`` stays the first).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import shutil
 import statistics
@@ -153,7 +157,7 @@ def run(binary: str, megabytes: int, value_kb: int, rounds: int, base: Path) -> 
 
 
 def stall(binary: str, megabytes: int, value_kb: int, snapshot_count: int, seconds: float,
-          base: Path, catchup_entries: int = 5000) -> dict[str, Any]:
+          base: Path, catchup_entries: int = 5000, catchup_rounds: int = 1) -> dict[str, Any]:
     extra = ["--snapshot-count", str(snapshot_count)]
     if catchup_entries != 5000:  # (etcd 3.4 keeps 5,000, and has no flag for it)
         extra += ["--snapshot-catchup-entries", str(catchup_entries)]
@@ -182,7 +186,14 @@ def stall(binary: str, megabytes: int, value_kb: int, snapshot_count: int, secon
             "rss_mb": {name: _rss_mb(m.pid) for name, m in sorted(cluster.members.items())},
         }
         _say(f"{binary}: {json.dumps(result)}")
-        result["catch_up"] = _catch_up(cluster, leader, snapshot_count + catchup_entries)
+        rounds = []
+        for n in range(catchup_rounds):
+            rounds.append(_catch_up(cluster, leader, snapshot_count + catchup_entries))
+            if catchup_rounds > 1:
+                _say(f"{binary}: catch-up round {n + 1}/{catchup_rounds}: {json.dumps(rounds[-1])}")
+        result["catch_up"] = rounds[0]
+        if catchup_rounds > 1:
+            result["catch_up_rounds"] = rounds
         return result
     finally:
         cluster.stop()
@@ -210,6 +221,8 @@ def _catch_up(cluster: LocalCluster, leader: str, kept: int) -> dict[str, Any]:
     event loop stopped for the restore)."""
     follower = next(name for name in sorted(cluster.members) if name != leader)
     cluster.stop_member(follower)
+    log_path = cluster.members[follower].log_path
+    logged = log_path.stat().st_size if log_path.exists() else 0
     url = cluster.url(leader)
     for i in range(kept + 500):
         code, doc = post(url, "/v3/kv/put", {"key": b64(f"lag/{i % 1000}"), "value": b64("y" * 100)}, timeout_s=30.0)
@@ -250,7 +263,35 @@ def _catch_up(cluster: LocalCluster, leader: str, kept: int) -> dict[str, Any]:
         "failed_puts": sum(1 for _, _, ok in during if not ok),
         "peak_rss_mb": dict(sorted(peaks.items())),
         "follower_slowest_status_s": round(slowest_status, 3),
+        "phases_s": _phases(log_path, logged),
     }
+
+
+_PHASES = {"serving clients": "serving", "received a snapshot": "received",
+           "recorded the received snapshot": "recorded", "installed the snapshot": "installed"}
+
+
+def _phases(log_path: Path, offset: int) -> dict[str, float]:
+    """When a kvraft follower's log (from ``offset``) says it received, recorded and installed
+    a snapshot, in seconds after it said it was serving clients; {} for etcd's log."""
+    seen: dict[str, float] = {}
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        for text, name in _PHASES.items():
+            if text in line and name not in seen:
+                try:
+                    stamp = json.loads(line)["ts"]
+                except (ValueError, KeyError):
+                    continue
+                seen[name] = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    if "serving" not in seen:
+        return {}
+    return {name: round(at - seen["serving"], 3) for name, at in seen.items() if name != "serving"}
 
 
 def main(name: str, argv: list[str] | None = None) -> int:
@@ -264,11 +305,15 @@ def main(name: str, argv: list[str] | None = None) -> int:
         parser.add_argument("--seconds", type=float, default=20.0)
         parser.add_argument("--catchup-entries", type=int, default=5000,
                             help="kvraft's --snapshot-catchup-entries (default 5000, etcd 3.4's fixed figure)")
+        parser.add_argument("--catchup-rounds", type=int, default=1,
+                            help="catch-ups in a row on the same cluster (default 1)")
     parser.add_argument("--compare-etcd", metavar="PATH", help="also run etcd (its binary)")
     args = parser.parse_args(argv)
     counts = [args.mb, args.value_kb, getattr(args, "rounds", 1), getattr(args, "snapshot_count", 1)]
-    if min(counts) < 1 or getattr(args, "seconds", 1.0) <= 0 or getattr(args, "catchup_entries", 1) < 1:
-        parser.error("--mb, --value-kb, --rounds, --snapshot-count, --seconds and --catchup-entries must be positive")
+    counts += [getattr(args, "catchup_entries", 1), getattr(args, "catchup_rounds", 1)]
+    if min(counts) < 1 or getattr(args, "seconds", 1.0) <= 0:
+        parser.error("--mb, --value-kb, --rounds, --snapshot-count, --seconds, --catchup-entries and --catchup-rounds "
+                     "must be positive")
     if args.compare_etcd and getattr(args, "catchup_entries", 5000) != 5000:
         parser.error("--catchup-entries: etcd 3.4 keeps 5000 entries (no flag): compare with the default")
     systems = [("kvraft", "kvraft")] + ([("etcd", args.compare_etcd)] if args.compare_etcd else [])
@@ -281,7 +326,7 @@ def main(name: str, argv: list[str] | None = None) -> int:
                 summary[system] = run(binary, args.mb, args.value_kb, args.rounds, Path(tmp))
             else:
                 summary[system] = stall(binary, args.mb // 2, args.value_kb, args.snapshot_count, args.seconds, Path(tmp),
-                                        args.catchup_entries)
+                                        args.catchup_entries, args.catchup_rounds)
                 _say(f"{system}: {json.dumps(summary[system])}")
     print(json.dumps(summary))
     return 0

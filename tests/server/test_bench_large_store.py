@@ -17,6 +17,7 @@ from kvraft.bench.large_store import main
     ("snapshot-stall", ["--seconds", "0"]),
     ("snapshot-stall", ["--rounds", "1"]),  # defrag-online's flag
     ("snapshot-stall", ["--catchup-entries", "0"]),
+    ("snapshot-stall", ["--catchup-rounds", "0"]),
     ("snapshot-stall", ["--catchup-entries", "10", "--compare-etcd", "/usr/bin/etcd"]),
 ])  # fmt: skip
 def test_bad_flags_are_refused(name: str, argv: list[str]) -> None:
@@ -33,7 +34,7 @@ def test_one_small_defragmentation(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_one_small_snapshot_stall_run(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--mb", "2", "--snapshot-count", "100", "--seconds", "2", "--catchup-entries", "20"]
+    argv = ["--mb", "2", "--snapshot-count", "100", "--seconds", "2", "--catchup-entries", "20", "--catchup-rounds", "2"]
     assert main("snapshot-stall", argv) == 0
     run = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["kvraft"]
     assert run["puts"] > 0 and run["failed_puts"] == 0 and run["slowest_s"] >= run["p50_ms"] / 1000
@@ -41,6 +42,10 @@ def test_one_small_snapshot_stall_run(capsys: pytest.CaptureFixture[str]) -> Non
     catch_up = run["catch_up"]  # (the follower got a snapshot: its log was compacted past it)
     assert catch_up["caught_up_s"] is not None and catch_up["failed_puts"] == 0
     assert set(catch_up["peak_rss_mb"]) == {"m0", "m1", "m2"} and catch_up["follower_slowest_status_s"] > 0
+    # the follower's log: received, recorded and installed, in that order, after it served
+    phases = catch_up["phases_s"]
+    assert 0 <= phases["received"] <= phases["recorded"] <= phases["installed"], phases
+    assert len(run["catch_up_rounds"]) == 2 and run["catch_up_rounds"][0] == catch_up
 
 
 def test_a_path_to_etcd_runs_etcd(tmp_path: object) -> None:
