@@ -99,39 +99,30 @@ async def test_the_store_is_built_as_it_arrives_and_the_message_names_the_file(t
         follower.close()
 
 
-async def test_a_damaged_stream_fails_and_leaves_no_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fault", ["damaged", "cut off"])
+async def test_a_damaged_or_cut_stream_fails_and_leaves_no_file(tmp_path: Path, fault: str) -> None:
     follower = _machine(tmp_path / "follower")
     directory = follower.store.backend.directory
     before = _files(directory)
     receiver = SnapshotReceiver(follower.store.backend)
     try:
         data = bytearray(b"".join(_leader_pieces(tmp_path)))
-        data[len(data) // 2] ^= 0xFF
+        if fault == "damaged":
+            data[len(data) // 2] ^= 0xFF
+        else:
+            del data[len(data) // 2 :]
         receipt = receiver.begin(1, lambda: None, lambda: None)
         for i in range(0, len(data), 1 << 20):
             receipt.feed(bytes(data[i : i + (1 << 20)]))
-        receipt.end()
-        with pytest.raises(SnapshotCorruptionError):
-            await receipt.finish(_msg())
-        assert _files(directory) == before and receiver.building == 0
-    finally:
-        follower.close()
-
-
-async def test_a_stream_cut_off_ends_its_build_and_leaves_no_file(tmp_path: Path) -> None:
-    follower = _machine(tmp_path / "follower")
-    directory = follower.store.backend.directory
-    before = _files(directory)
-    receiver = SnapshotReceiver(follower.store.backend)
-    try:
-        pieces = _leader_pieces(tmp_path)
-        receipt = receiver.begin(1, lambda: None, lambda: None)
-        for piece in pieces[: len(pieces) // 2]:
-            receipt.feed(piece)
-        receipt.abort()
-        assert receipt._build is not None
-        with pytest.raises(SnapshotCorruptionError, match="cut off"):
-            await receipt._build
+        if fault == "damaged":
+            receipt.end()
+            with pytest.raises(SnapshotCorruptionError):
+                await receipt.finish(_msg())
+        else:  # (its connection closed)
+            receipt.abort()
+            assert receipt._build is not None
+            with pytest.raises(SnapshotCorruptionError, match="cut off"):
+                await receipt._build
         assert _files(directory) == before and receiver.building == 0
     finally:
         follower.close()
