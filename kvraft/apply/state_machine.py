@@ -468,6 +468,21 @@ class StateMachine:
         self.membership.restore(members)
         return work
 
+    def discard_snapshot(self, snapshot: Any) -> None:
+        """A received snapshot Raft did not take: its store, if one was built as it arrived, is
+        deleted (``ApplyTarget.discard_snapshot``)."""
+        try:
+            prepared = prepared_snapshot(snapshot.data)
+        except ValueError:
+            return
+        if prepared is not None:
+            path = self.store.backend.directory / prepared[1]
+            try:
+                for p in (path, Path(f"{path}-lock")):
+                    p.unlink(missing_ok=True)
+            except OSError as exc:  # (left for the next start, which deletes every one left)
+                log.warning("could not delete %s, a received snapshot's store not taken: %s", path, exc)
+
     def restore_end(self, snapshot: Any) -> None:
         """After ``restore_begin``'s work: the applied index, the sessions, the members'
         callbacks and what ``after_restore`` reloads (leases, auth, the watch hub)."""

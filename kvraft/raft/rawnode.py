@@ -42,6 +42,7 @@ from kvraft.raft.types import (
     MessageType,
     Ready,
     Snapshot,
+    SnapshotMetadata,
     SoftState,
     StateRole,
 )
@@ -253,6 +254,12 @@ class RawNode:
     def term(self) -> int:
         """The current term (what a proposal made now is appended at, when leading)."""
         return self._raft.term
+
+    def pending_snapshot(self) -> SnapshotMetadata | None:
+        """The received snapshot the next Ready will hand out (None: none): after stepping a
+        MsgSnap, whether it was taken (one at or below the commit index is not)."""
+        snap = self._raft.log.unstable.snapshot
+        return None if snap is None else snap.metadata
 
     @property
     def raft(self) -> Raft:

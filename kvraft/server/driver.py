@@ -169,6 +169,10 @@ class ApplyTarget(Protocol):
     def restore_end(self, snapshot: Snapshot) -> None:
         self.restore(snapshot)
 
+    def discard_snapshot(self, snapshot: Snapshot) -> None:
+        """A received snapshot Raft did not take (it had those entries already): what was kept
+        for installing it may go (a store built as it arrived). May run in another thread."""
+
 
 @dataclass
 class DriverStats:
@@ -240,6 +244,8 @@ class NodeDriver:
         self.stage = ApplyStage(target, self._waiters, self.applied, conf_state, self._on_applied,
                                  self._own.records)
         self._snapshot_index = log_storage.snapshot().metadata.index
+        self._snapshots_taken: set[int] = set()
+        """Indexes of received snapshots the core took and the apply stage has not installed."""
         self._snapshot_due = False
         # etcd's etcd_debugging_snap_save_{total,marshalling}_duration_seconds: a snapshot taken,
         # from the store's flush to the snapshot recorded; the record alone (its encoding and write)
@@ -336,7 +342,7 @@ class NodeDriver:
                 body = self._step_acks(body)
             self._inbox.extend(("step", msg) for msg in body)
         elif kind == wire.SNAP_END:
-            self._inbox.append(("step", body))
+            self._inbox.append(("snap", body))
         elif kind == wire.FORWARD:
             deadline = time.monotonic() + REQUEST_TIMEOUT_S
             self._proposals.extend((bytes(d), False, deadline, 0, 0) for d in body)
@@ -398,6 +404,23 @@ class NodeDriver:
         self._acks_stepped += len(messages)
         return []
 
+    def _step_snapshot(self, msg: Message) -> None:
+        """Step a received MsgSnap; if the core does not take it, what was kept for it goes
+        (``ApplyTarget.discard_snapshot``, off the loop), unless a snapshot taken at that index
+        is still to be installed (a copy sent again shares its file)."""
+        assert msg.snapshot is not None
+        index = msg.snapshot.metadata.index
+        try:
+            self.raw.step(msg)
+        finally:
+            pending = self.raw.pending_snapshot()
+            if pending is not None and pending.index == index:
+                self._snapshots_taken.add(index)
+            else:
+                self._snapshots_taken = {i for i in self._snapshots_taken if i > self.applied.applied}
+                if index not in self._snapshots_taken:
+                    asyncio.get_running_loop().run_in_executor(None, self.target.discard_snapshot, msg.snapshot)
+
     def _drain_inbox(self) -> None:
         inbox, self._inbox = self._inbox, []
         for item in inbox:
@@ -407,6 +430,8 @@ class NodeDriver:
         try:
             if item[0] == "step":
                 self.raw.step(item[1])
+            elif item[0] == "snap":
+                self._step_snapshot(item[1])
             elif item[0] == "tick":
                 self.raw.tick()
             elif item[0] == "ticks":  # --initial-election-tick-advance

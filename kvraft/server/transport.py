@@ -692,19 +692,22 @@ class PeerTransport:
         stats.snapshot_receive_inflight[source] = stats.snapshot_receive_inflight.get(source, 0) + 1
         return self._receive_snapshot(source, inbound.pause, inbound.resume)
 
-    async def _snapshot_received(self, receipt: Receipt, msg: Message) -> None:
+    async def _snapshot_received(self, receipt: Receipt, msg: Message, inbound: _Inbound) -> None:
         """A snapshot's last frame: its data checked and kept (``Receipt.finish``), then the
-        MsgSnap to the handler; a snapshot that does not check out is dropped (the leader
-        sends again) and counted."""
-        source, stats = receipt.source, self.stats
+        MsgSnap to the handler, then the frames after it (``_Inbound.hold``); a snapshot that
+        does not check out is dropped (the leader sends again) and counted."""
         try:
-            msg = await receipt.finish(msg)
+            self._snapshot_finished(receipt, await receipt.finish(msg))
         except Exception as exc:
-            stats.snapshot_receive_failures[source] = stats.snapshot_receive_failures.get(source, 0) + 1
-            log.warning("dropped the snapshot %x sent (%d bytes): %s", source, receipt.bytes, exc)
-            return
+            failures = self.stats.snapshot_receive_failures
+            failures[receipt.source] = failures.get(receipt.source, 0) + 1
+            log.warning("dropped the snapshot %x sent (%d bytes): %s", receipt.source, receipt.bytes, exc)
         finally:
-            stats.snapshot_receive_inflight[source] -= 1
+            self.stats.snapshot_receive_inflight[receipt.source] -= 1
+            inbound.release()
+
+    def _snapshot_finished(self, receipt: Receipt, msg: Message) -> None:
+        source, stats = receipt.source, self.stats
         took = time.monotonic() - receipt.started
         stats.snapshot_receive_success[source] = stats.snapshot_receive_success.get(source, 0) + 1
         hist = stats.snapshot_receive_seconds.get(source)
@@ -733,8 +736,9 @@ class PeerTransport:
         if kind == wire.SNAP_END:
             receipt = receipts.pop(body[0], None) or self._begin_receipt(source, inbound)
             receipt.end()
+            inbound.hold()
             task = asyncio.get_running_loop().create_task(
-                self._snapshot_received(receipt, wire.message_from_wire(body[1], b"")))
+                self._snapshot_received(receipt, wire.message_from_wire(body[1], b""), inbound))
             self._receiving.add(task)
             task.add_done_callback(self._receiving.discard)
             return
@@ -768,6 +772,8 @@ class _Inbound(asyncio.Protocol):
         self.nonces = (b"", b"")
         self.receipts: dict[int, Receipt] = {}
         """The snapshots being received on this connection, by stream."""
+        self.holding = False
+        """Frames wait: a snapshot's MsgSnap is not yet handed on (``hold``)."""
         self.timer: asyncio.TimerHandle | None = None
         self.last_read = 0.0
         """When the prober last saw bytes read on it (``--raft-read-timeout``)."""
@@ -841,8 +847,22 @@ class _Inbound(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume(self) -> None:
-        if self.state != "closed" and self.transport is not None:
+        if self.state != "closed" and self.transport is not None and not self.holding:
             self.transport.resume_reading()
+
+    def hold(self) -> None:
+        """A snapshot's last frame came: nothing after it is read or handed on until its
+        MsgSnap is (``release``), so the member steps them in the order they were sent (an
+        append after the snapshot stepped before it would be refused, and the leader would
+        send the whole snapshot again)."""
+        self.holding = True
+        self.pause()
+
+    def release(self) -> None:
+        self.holding = False
+        self.resume()
+        if self.buffer and self.state == "frames":
+            self.data_received(b"")  # (the frames read before the hold)
 
     def _reject(self, exc: BaseException) -> None:
         if self.state == "closed":
@@ -857,7 +877,7 @@ class _Inbound(asyncio.Protocol):
         buffer += data
         start, end = 0, len(buffer)
         try:
-            while end - start >= _LEN.size and self.state != "closed":
+            while end - start >= _LEN.size and self.state != "closed" and not self.holding:
                 (length,) = _LEN.unpack_from(buffer, start)
                 if length > wire.FRAME_MAX_BYTES:
                     raise ValueError(f"frame of {length} bytes is over the limit")

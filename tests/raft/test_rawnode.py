@@ -22,6 +22,8 @@ from kvraft.raft import (
     RaftConfig,
     RawNode,
     ReadOnlyOption,
+    Snapshot,
+    SnapshotMetadata,
     StateRole,
 )
 
@@ -366,6 +368,29 @@ def test_a_snapshot_sent_at_a_later_index_than_the_logs_catches_the_follower_up(
     pr = net.nodes[1].status().progress[3]
     assert pr.state == ProgressState.REPLICATE and pr.match == last
     assert len(rewritten) == 1  # no second snapshot
+
+
+def test_pending_snapshot_says_whether_a_msgsnap_was_taken() -> None:
+    """A MsgSnap at or below the commit index changes nothing; one past it is the snapshot the
+    next Ready hands out (the server deletes what it kept for one not taken)."""
+    net = Net.build([1, 2])
+    net.elect(1)
+    for i in range(5):
+        net.nodes[1].propose(b"p%d" % i)
+        net.drain()
+    follower = net.nodes[2]
+    commit, term = follower.status().commit, follower.status().term
+    conf = follower.status().conf_state
+
+    def snap(index: int) -> Message:
+        meta = SnapshotMetadata(index=index, term=term, conf_state=conf)
+        return Message(type=MessageType.SNAP, to=2, from_=1, term=term, snapshot=Snapshot(meta, b"s"))
+
+    follower.step(snap(commit - 1))
+    assert follower.pending_snapshot() is None
+    follower.step(snap(commit + 50))
+    pending = follower.pending_snapshot()
+    assert pending is not None and pending.index == commit + 50
 
 
 # -- membership and restarts ---------------------------------------------------------

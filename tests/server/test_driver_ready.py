@@ -342,3 +342,48 @@ async def test_a_callback_waiter_is_called_in_the_apply_and_a_failing_one_stops_
     await driver._handle_ready(Ready(hard_state=HardState(term=1, commit=2), committed_entries=entries))
     assert events == [("apply", 2), ("answered", b"b", None)]  # before any loop turn
     assert driver._waiters == {} and driver.applied.applied == 2
+
+
+class _Raw:
+    """The core's answer to a MsgSnap: taken (it is the pending snapshot) or not."""
+
+    def __init__(self) -> None:
+        self.take = False
+        self.pending: SnapshotMetadata | None = None
+
+    def step(self, m: Message) -> None:
+        assert m.snapshot is not None
+        self.pending = m.snapshot.metadata if self.take else None
+
+    def pending_snapshot(self) -> SnapshotMetadata | None:
+        return self.pending
+
+
+async def test_a_received_snapshot_the_core_does_not_take_is_discarded_unless_one_at_its_index_awaits_install() -> None:
+    discarded: list[int] = []
+
+    class Keeps(Target):
+        def discard_snapshot(self, snapshot: Snapshot) -> None:
+            discarded.append(snapshot.metadata.index)
+
+    driver = make_driver([])
+    driver.target = Keeps([])
+    raw = driver.raw = _Raw()  # type: ignore[assignment]
+
+    def snap(index: int) -> Message:
+        meta = SnapshotMetadata(index=index, term=1, conf_state=ConfState(voters=frozenset({1})))
+        return Message(type=MessageType.SNAP, to=1, from_=2, term=1, snapshot=Snapshot(meta, b"x"))
+
+    async def step(index: int, take: bool) -> None:
+        raw.take = take
+        driver.on_frame(2, wire.SNAP_END, snap(index))
+        driver._drain_inbox()
+        await asyncio.sleep(0.05)  # (discarded off the loop)
+
+    await step(50, take=True)
+    await step(50, take=False)  # the same snapshot sent again: its file awaits the install
+    await step(30, take=False)  # behind the commit: never installed
+    assert discarded == [30]
+    driver.applied.advance(50)  # installed
+    await step(50, take=False)  # a copy received after the install: its file would linger
+    assert discarded == [30, 50]

@@ -272,3 +272,53 @@ async def test_a_snapshot_received_again_at_the_same_index_keeps_the_first_file(
         assert _value(follower, b"k0001") == b"v0001" * 500
     finally:
         follower.close()
+
+
+async def test_frames_after_a_snapshot_are_handed_on_after_its_message(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MsgSnap is handed on once its store is built; what the leader sent after it (its
+    appends from the snapshot's index on) must not overtake it: stepped first, they would be
+    refused, and the leader would send the whole snapshot again."""
+    gate = threading.Event()
+    real = snapshot_receive.restore_generation
+
+    def slow(backend: Any, chunks: Any, path: Any = None) -> Any:
+        gate.wait(10)
+        return real(backend, chunks, path=path)
+
+    monkeypatch.setattr(snapshot_receive, "restore_generation", slow)
+    follower = _machine(tmp_path / "follower")
+    got: list[int] = []
+    key = cluster_key("tok")
+    port_b = free_port()
+    a = PeerTransport(1, key, lambda *_: None)
+    b = PeerTransport(2, key, lambda _source, kind, _body: got.append(kind),
+                      receive_snapshot=SnapshotReceiver(follower.store.backend).begin)
+    try:
+        await b.listen([f"http://127.0.0.1:{port_b}"])
+        a.set_peer(2, f"http://127.0.0.1:{port_b}")
+        pieces = iter(_leader_pieces(tmp_path, 200))
+
+        async def next_piece() -> bytes | None:
+            return next(pieces, None)
+
+        append = Message(MessageType.APP, to=2, from_=1, term=3, log_term=4, index=60, commit=60)
+        for _ in range(100):
+            if a._peers[2].connected:
+                break
+            await asyncio.sleep(0.02)
+        assert await a.stream_snapshot(_msg(), next_piece)
+        a.send([append])
+        await asyncio.sleep(0.3)
+        assert got == []  # (the build is held: nothing handed on, the append waits too)
+        gate.set()
+        for _ in range(200):
+            if len(got) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert got == [wire.SNAP_END, wire.RAFT]
+    finally:
+        gate.set()
+        await a.close()
+        await b.close()
+        follower.close()
