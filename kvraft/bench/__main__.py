@@ -37,6 +37,7 @@ from kvraft.bench import (
     storage,
     watch_load,
 )
+from kvraft.bytecode import compile_packages
 
 WORKLOADS: dict[str, Callable[[str, list[str]], int]] = {
     **{name: kv_load.main for name in ("put", "range", "txn-put", "mixed")},
@@ -59,6 +60,7 @@ WORKLOADS: dict[str, Callable[[str, list[str]], int]] = {
 
 
 def main(argv: list[str]) -> int:
+    compile_packages()  # (the members start from bytecode, as installed: kvraft.bytecode)
     if not argv or argv[0] not in WORKLOADS:
         print(f"usage: python -m kvraft.bench {{{'|'.join(WORKLOADS)}}} [flags]", file=sys.stderr)
         return 2

@@ -235,6 +235,7 @@ def _catch_up(cluster: LocalCluster, leader: str, kept: int) -> dict[str, Any]:
     writer.thread.start()
     peaks: dict[str, float] = {}
     started = time.monotonic()
+    launched = time.time()
     cluster.start_member(follower)
     caught = None
     slowest_status = 0.0
@@ -263,7 +264,7 @@ def _catch_up(cluster: LocalCluster, leader: str, kept: int) -> dict[str, Any]:
         "failed_puts": sum(1 for _, _, ok in during if not ok),
         "peak_rss_mb": dict(sorted(peaks.items())),
         "follower_slowest_status_s": round(slowest_status, 3),
-        "phases_s": _phases(log_path, logged),
+        "phases_s": _phases(log_path, logged, launched),
     }
 
 
@@ -271,9 +272,10 @@ _PHASES = {"serving clients": "serving", "received a snapshot": "received",
            "recorded the received snapshot": "recorded", "installed the snapshot": "installed"}
 
 
-def _phases(log_path: Path, offset: int) -> dict[str, float]:
+def _phases(log_path: Path, offset: int, launched: float) -> dict[str, float]:
     """When a kvraft follower's log (from ``offset``) says it received, recorded and installed
-    a snapshot, in seconds after it said it was serving clients; {} for etcd's log."""
+    a snapshot, in seconds after it said it was serving clients, and when it said that
+    (``serving``: seconds after it was launched at ``launched``); {} for etcd's log."""
     seen: dict[str, float] = {}
     try:
         with open(log_path, "rb") as f:
@@ -291,7 +293,8 @@ def _phases(log_path: Path, offset: int) -> dict[str, float]:
                 seen[name] = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
     if "serving" not in seen:
         return {}
-    return {name: round(at - seen["serving"], 3) for name, at in seen.items() if name != "serving"}
+    return {"serving": round(seen["serving"] - launched, 3)} | {
+        name: round(at - seen["serving"], 3) for name, at in seen.items() if name != "serving"}
 
 
 def main(name: str, argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kvraft.bytecode import compile_packages
 from kvraft.local.cluster import (
     MAX_AGENTS,
     ClusterError,
@@ -153,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = ap.parse_args(argv)
     if getattr(ns, "racks", None) is not None and ns.racks > ns.agents:
         ap.error(f"argument --racks: {ns.racks} racks for {ns.agents} agents: at most one rack per agent")
+    compile_packages()  # (the processes it starts read bytecode, as installed: kvraft.bytecode)
     terminated: list[int] = []
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (a service manager, `timeout`, kill) ends up and demo as Ctrl-C does: what

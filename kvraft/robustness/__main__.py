@@ -16,6 +16,7 @@ import shlex
 import sys
 import time
 
+from kvraft.bytecode import compile_packages
 from kvraft.robustness.runner import check_saved, run_scenario
 from kvraft.robustness.scenarios import SCENARIOS
 
@@ -23,6 +24,7 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
+    compile_packages()  # (the members start from bytecode, as installed: kvraft.bytecode)
     parser = argparse.ArgumentParser(prog="python -m kvraft.robustness", description=__doc__.split("\n")[0])
     parser.add_argument("--scenario", default="all", help="comma-separated names, or 'all' (see --list)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the first run (each further run adds 1)")

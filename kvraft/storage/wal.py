@@ -479,6 +479,11 @@ class WalLogStorage:
         self._stage(encode_compact(compact_index))
         i = compact_index - offset
         self._entries = [Entry(term=self._entries[i].term, index=compact_index), *self._entries[i + 1 :]]
+        # a segment grown past its size (the entries kept were many) is looked at again at the
+        # next sync, not a quarter segment later: a member that wrote large values, then small
+        # ones, kept (and read at every start) the grown segment until another 16 MiB came
+        if not self._replaying:  # (open sets it after the replay)
+            self._rotate_at = min(self._rotate_at, max(self._pos, self.segment_bytes))
 
     # -- durability ----------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ def test_one_small_snapshot_stall_run(capsys: pytest.CaptureFixture[str]) -> Non
     assert set(catch_up["peak_rss_mb"]) == {"m0", "m1", "m2"} and catch_up["follower_slowest_status_s"] > 0
     # the follower's log: received, recorded and installed, in that order, after it served
     phases = catch_up["phases_s"]
-    assert 0 <= phases["received"] <= phases["recorded"] <= phases["installed"], phases
+    assert phases["serving"] > 0 and 0 <= phases["received"] <= phases["recorded"] <= phases["installed"], phases
     assert len(run["catch_up_rounds"]) == 2 and run["catch_up_rounds"][0] == catch_up
 
 
