@@ -199,9 +199,14 @@ class Receipt:
         """Name the finished (synced) file after the snapshot's index, durably. One already
         there (the same index sent again: the same state) is kept, never replaced: the apply
         stage may be installing it."""
-        with contextlib.suppress(FileExistsError):
+        try:
             os.link(self._tmp, final)
-        self._tmp.unlink()
+        except FileExistsError:
+            pass
+        except OSError:  # (a file system without hard links: a rename, unless one is there)
+            if not final.exists():
+                os.replace(self._tmp, final)
+        self._tmp.unlink(missing_ok=True)
         Path(f"{self._tmp}-lock").unlink(missing_ok=True)
         fsync_dir(final.parent)
 

@@ -322,3 +322,23 @@ async def test_frames_after_a_snapshot_are_handed_on_after_its_message(tmp_path:
         await a.close()
         await b.close()
         follower.close()
+
+
+async def test_without_hard_links_the_file_is_renamed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(*_: Any) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(snapshot_receive.os, "link", no_links)
+    follower = _machine(tmp_path / "follower")
+    try:
+        receipt = SnapshotReceiver(follower.store.backend).begin(1, lambda: None, lambda: None)
+        for piece in _leader_pieces(tmp_path, 100):
+            receipt.feed(piece)
+        receipt.end()
+        msg = await receipt.finish(_msg())
+        assert prepared_name(60) in _files(follower.store.backend.directory)
+        assert not any(".tmp" in n for n in _files(follower.store.backend.directory))
+        follower.restore(msg.snapshot)
+        assert _value(follower, b"k0099") == b"v0099" * 500
+    finally:
+        follower.close()
