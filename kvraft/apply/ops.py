@@ -238,3 +238,23 @@ def describe(op: Any) -> str:
 def _quoted(data: bytes, limit: int = 64) -> str:
     text = data[:limit].decode("utf-8", "backslashreplace")
     return '"' + text.replace('"', '\\"') + ('..."' if len(data) > limit else '"')
+
+
+_ETCD_NAMES: dict[type, str] = {CompactOp: "Compaction"}
+
+
+def op_name(op: Any) -> str:
+    """The op as etcd's ``etcd_server_apply_duration_seconds{op}`` names it ("Put", "Txn",
+    "DeleteRange", "Compaction", "LeaseGrant", "AuthUserAdd"): a numbered write by its op, an
+    authenticated one by the op it wraps (from its wire tag: not decoded); kvraft's own
+    (a coalesced "Batch" of puts, "LeaseExpire") by their class."""
+    if type(op) is SessionOp:
+        op = op.op
+    cls: type = type(op)
+    wire = getattr(op, "wire", None)
+    if type(wire) is list and wire:  # an authenticated request (AuthedOp)
+        cls = next((c for c, tag in _TAG.items() if tag == wire[0]), cls)
+    action = getattr(op, "action", None)
+    if type(action) is str:  # AuthOp: "user_add" -> "AuthUserAdd"
+        return "Auth" + "".join(part.capitalize() for part in action.split("_"))
+    return _ETCD_NAMES.get(cls) or cls.__name__.removesuffix("Op")

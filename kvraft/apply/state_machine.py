@@ -41,13 +41,14 @@ import msgpack
 from kvraft import failpoints
 from kvraft.apply.chain import Applier, CorruptApplier, QuotaGuard, build_chain
 from kvraft.apply.errors import EtcdError
-from kvraft.apply.ops import BatchOp, MemberOp, SessionOp, TxnOp, describe
+from kvraft.apply.ops import BatchOp, MemberOp, SessionOp, TxnOp, describe, op_name
 from kvraft.apply.sessions import Sessions
 from kvraft.apply.validate import as_etcd_error
+from kvraft.durations import ETCD_APPLY_BUCKETS_S, DurationHistogram
 from kvraft.storage.errors import BatchAbortedError, StorageCorruptionError
 from kvraft.storage.mvcc import MVCCStore
 from kvraft.storage.mvcc import ops as mvcc_ops
-from kvraft.storage.mvcc.errors import MVCCError
+from kvraft.storage.mvcc.errors import CompactedRevisionError, MVCCError
 from kvraft.storage.mvcc.types import HashKVResult
 from kvraft.storage.snapshot import SnapshotStream, drop_prepared, prepared_index
 
@@ -188,6 +189,10 @@ class StateMachine:
         self._held_ops = 0
         self.commits = 0
         self.slow_applies = 0
+        self.apply_seconds: dict[tuple[str, bool], DurationHistogram] = {}
+        """Per (op, success): each op applied (etcd_server_apply_duration_seconds)."""
+        self.range_seconds = {ok: DurationHistogram(ETCD_APPLY_BUCKETS_S) for ok in (True, False)}
+        """Per success: each read served (etcd_server_range_duration_seconds)."""
         """Ops applied and reads served that took longer than ``warn_apply_s``."""
         self.failure: BaseException | None = None
         """Set when a commit of held units failed: they rolled back to the state on disk,
@@ -243,6 +248,7 @@ class StateMachine:
                     except EtcdError as exc:
                         results.append(exc)
                     took = time.perf_counter() - started
+                    self._observe_apply(op, results[-1], took)
                     if took > warn_s:
                         self._slow("", op, took, results[-1])
                 store.set_consistent_index(index, term)
@@ -259,6 +265,16 @@ class StateMachine:
         if self._held_ops >= limit or time.monotonic() - self._held_since >= self.interval_s() or store.compacting:
             self.commit()
         return results
+
+    def _observe_apply(self, op: Any, result: Any, took: float) -> None:
+        """etcd's ``etcd_server_apply_duration_seconds{version,op,success}``: a failure is an
+        error other than a compacted revision (etcd's rule)."""
+        ok = not isinstance(result, EtcdError) or result.message == CompactedRevisionError.message
+        key = (op_name(op), ok)
+        hist = self.apply_seconds.get(key)
+        if hist is None:
+            hist = self.apply_seconds[key] = DurationHistogram(ETCD_APPLY_BUCKETS_S)
+        hist.observe(took)
 
     def _apply(self, op: Any) -> Any:
         """``op`` through the chain; a numbered one through the table first (``Sessions``)."""
@@ -328,12 +344,16 @@ class StateMachine:
         """A read on the store, its MVCC error as etcd's, a slow one logged and counted
         under ``prefix`` (etcd's)."""
         started = time.perf_counter()
+        ok = False
         try:
-            return run(op)
+            result = run(op)
+            ok = True
+            return result
         except MVCCError as exc:
             raise as_etcd_error(exc) from None
         finally:
             took = time.perf_counter() - started
+            self.range_seconds[ok].observe(took)  # (etcd_server_range_duration_seconds{success})
             if took > self.warn_apply_s:
                 self._slow(prefix, op, took, None)
 

@@ -277,6 +277,18 @@ class MemberCollector(Collector):
                        stats.proposals_failed)
         yield _counter("etcd_server_slow_apply_total", "The total number of slow apply requests (likely "
                        "overloaded from slow disk).", node.state.slow_applies)
+        applies = HistogramMetricFamily("etcd_server_apply_duration_seconds",
+                                        "The latency distributions of v2 apply called by backend.",
+                                        labels=["version", "op", "success"])
+        for (op, ok), hist in sorted(node.state.apply_seconds.items()):
+            applies.add_metric(["v3", op, str(ok).lower()], hist.cumulative(), hist.sum)
+        yield applies
+        ranges = HistogramMetricFamily("etcd_server_range_duration_seconds", "The latency distributions of txn.Range",
+                                       labels=["success"])
+        for ok, hist in sorted(node.state.range_seconds.items()):
+            if hist.count:
+                ranges.add_metric([str(ok).lower()], hist.cumulative(), hist.sum)
+        yield ranges
         yield _counter("etcd_server_slow_read_indexes_total", "The total number of pending read indexes not in "
                        "sync with leader's or timed out read index requests.", stats.slow_read_indexes)
         yield _counter("etcd_server_read_indexes_failed_total", "The total number of failed read indexes seen.",

@@ -13,7 +13,19 @@ from typing import Any
 import pytest
 
 from kvraft.apply.chain import Applier
-from kvraft.apply.ops import PutOp, RangeOp, TxnOp
+from kvraft.apply.errors import EtcdError
+from kvraft.apply.feature_ops import AuthedOp, AuthOp, LeaseGrantOp, LeaseRevokeOp
+from kvraft.apply.ops import (
+    BatchOp,
+    CompactOp,
+    DeleteRangeOp,
+    PutOp,
+    RangeOp,
+    SessionOp,
+    TxnOp,
+    op_name,
+    op_to_wire,
+)
 from kvraft.apply.state_machine import WARN_APPLY_S, StateMachine
 from kvraft.server.membership import Membership
 
@@ -76,5 +88,44 @@ def test_slow_reads_are_counted_with_etcds_prefixes(tmp_path: Path, caplog: pyte
         assert sm.slow_applies == 2
         assert [f["prefix"] for f in warnings(caplog)] == ["read-only range ", "read-only txn "]
         assert [f["request"] for f in warnings(caplog)] == ['range key:"k"', "txn compare:0 success:1 failure:0"]
+    finally:
+        sm.close()
+
+
+@pytest.mark.parametrize(("op", "name"), [
+    (PutOp(b"k", b"v"), "Put"),
+    (RangeOp(key=b"k"), "Range"),
+    (DeleteRangeOp(key=b"k"), "DeleteRange"),
+    (TxnOp([], [], []), "Txn"),
+    (CompactOp(5), "Compaction"),
+    (LeaseGrantOp(60, 7), "LeaseGrant"),
+    (LeaseRevokeOp(7), "LeaseRevoke"),
+    (AuthOp("user_add", ["alice"]), "AuthUserAdd"),
+    (AuthOp("enable", []), "AuthEnable"),
+    (AuthedOp("alice", 3, op_to_wire(PutOp(b"k", b"v"))), "Put"),
+    (AuthedOp("alice", 3, op_to_wire(TxnOp([], [], []))), "Txn"),
+    (SessionOp(client=1, seq=2, op=DeleteRangeOp(key=b"k")), "DeleteRange"),
+    (BatchOp([PutOp(b"k", b"v")]), "Batch"),
+])  # fmt: skip
+def test_ops_are_named_as_etcds_apply_metric_names_them(op: Any, name: str) -> None:
+    assert op_name(op) == name
+
+
+def test_each_apply_and_read_is_timed_by_op_and_outcome(tmp_path: Path) -> None:
+    """``etcd_server_apply_duration_seconds{op,success}``: a failed op is one that ended in an
+    error, but a compacted revision counts as a success (etcd's rule);
+    ``etcd_server_range_duration_seconds{success}`` times the reads served."""
+    sm = machine(tmp_path)
+    try:
+        sm.apply_ops([(1, PutOp(b"a", b"1")), (2, PutOp(b"a", b"2")), (3, CompactOp(3))], 2, 1)
+        sm.apply_ops([(4, RangeOp(key=b"a", revision=2)),  # compacted: still a success
+                      (5, RangeOp(key=b"a", revision=99)),  # a future revision: a failure
+                      (6, SessionOp(client=1, seq=1, op=PutOp(b"b", b"1")))], 3, 1)
+        counts = {key: hist.count for key, hist in sm.apply_seconds.items()}
+        assert counts == {("Put", True): 3, ("Compaction", True): 1, ("Range", True): 1, ("Range", False): 1}
+        sm.range(RangeOp(key=b"a"))
+        with pytest.raises(EtcdError):
+            sm.range(RangeOp(key=b"a", revision=99))
+        assert (sm.range_seconds[True].count, sm.range_seconds[False].count) == (1, 1)
     finally:
         sm.close()

@@ -100,6 +100,13 @@ def test_warning_apply_duration_sets_what_counts_as_slow(members) -> None:
     assert _value(default, "etcd_server_slow_apply_total") == 0
     slow = [line for line in _log(members["tuned"]) if line["msg"] == "apply request took too long"]
     assert slow and slow[0]["expected-duration"] == "0ms", slow[:1]
+    # and every apply is timed, by op and outcome, as etcd's etcd_server_apply_duration_seconds
+    with urllib.request.urlopen(default + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    counts = {(sample.labels.get("op"), sample.labels.get("success"), sample.labels.get("version")): sample.value
+              for family in text_string_to_metric_families(text) for sample in family.samples
+              if sample.name == "etcd_server_apply_duration_seconds_count"}
+    assert counts.get(("Put", "true", "v3"), 0) >= 1, counts
 
 
 def test_compaction_batch_limit_splits_the_deletes(members) -> None:
