@@ -38,7 +38,12 @@ msgpack. After the handshake every frame is ``[kind, body]``:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import struct
 from typing import Any
+
+import msgpack
 
 from kvraft.raft.types import (
     ConfState,
@@ -59,6 +64,7 @@ __all__ = [
     "FORWARD_CONF",
     "FORWARD_CONF_TERM",
     "FORWARD_TERM",
+    "FRAME_LEN",
     "FRAME_MAX_BYTES",
     "HASH_KV",
     "HASH_KV_RESP",
@@ -73,6 +79,8 @@ __all__ = [
     "READ_RESP",
     "SNAP_CHUNK",
     "SNAP_END",
+    "encode_frame",
+    "handshake_mac",
     "message_from_wire",
     "message_to_wire",
     "snapshot_from_wire",
@@ -170,3 +178,19 @@ def message_from_wire(wire: list[Any], snapshot_data: bytes | None = None) -> Me
         wire[10],
         bytes(wire[11]),
     )
+
+
+FRAME_LEN = struct.Struct(">I")
+"""A frame's length prefix (big-endian u32)."""
+
+
+def encode_frame(obj: Any) -> bytes:
+    """``obj`` as a frame: its length, then its msgpack."""
+    body: bytes = msgpack.packb(obj, use_bin_type=True)  # msgpack has no type hints
+    return FRAME_LEN.pack(len(body)) + body
+
+
+def handshake_mac(key: bytes, role: bytes, nonce_d: bytes, nonce_l: bytes, source: int, target: int) -> bytes:
+    """The handshake's proof of the cluster key, for one role (dialer, listener, removed)."""
+    text = b"|".join([role, nonce_d, nonce_l, str(source).encode(), str(target).encode()])
+    return hmac.new(key, text, hashlib.sha256).digest()
