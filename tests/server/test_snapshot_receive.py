@@ -60,6 +60,19 @@ def _files(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
 
+def _gated_build(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """The build thread waits for the returned event before it takes any chunk."""
+    gate = threading.Event()
+    real = snapshot_receive.restore_generation
+
+    def slow(backend: Any, chunks: Any, path: Any = None) -> Any:
+        gate.wait(10)
+        return real(backend, chunks, path=path)
+
+    monkeypatch.setattr(snapshot_receive, "restore_generation", slow)
+    return gate
+
+
 async def _drained(receipt: Receipt) -> None:
     for _ in range(400):
         if receipt._queued == 0:
@@ -133,14 +146,7 @@ async def test_a_slow_build_pauses_reading_then_resumes_it(tmp_path: Path, monke
     reading (the sender's socket fills, and so its backlog), and reads again once the thread
     has taken half."""
     monkeypatch.setattr(snapshot_receive, "BACKLOG_BYTES", 1 << 20)
-    gate = threading.Event()
-    real = snapshot_receive.restore_generation
-
-    def slow(backend: Any, chunks: Any, path: Any = None) -> Any:
-        gate.wait(10)
-        return real(backend, chunks, path=path)
-
-    monkeypatch.setattr(snapshot_receive, "restore_generation", slow)
+    gate = _gated_build(monkeypatch)
     follower = _machine(tmp_path / "follower")
     calls: list[str] = []
     try:
@@ -279,14 +285,7 @@ async def test_frames_after_a_snapshot_are_handed_on_after_its_message(tmp_path:
     """The MsgSnap is handed on once its store is built; what the leader sent after it (its
     appends from the snapshot's index on) must not overtake it: stepped first, they would be
     refused, and the leader would send the whole snapshot again."""
-    gate = threading.Event()
-    real = snapshot_receive.restore_generation
-
-    def slow(backend: Any, chunks: Any, path: Any = None) -> Any:
-        gate.wait(10)
-        return real(backend, chunks, path=path)
-
-    monkeypatch.setattr(snapshot_receive, "restore_generation", slow)
+    gate = _gated_build(monkeypatch)
     follower = _machine(tmp_path / "follower")
     got: list[int] = []
     key = cluster_key("tok")
