@@ -414,12 +414,11 @@ class NodeDriver:
             self.raw.step(msg)
         finally:
             pending = self.raw.pending_snapshot()
+            self._snapshots_taken = {i for i in self._snapshots_taken if i > self.applied.applied}
             if pending is not None and pending.index == index:
                 self._snapshots_taken.add(index)
-            else:
-                self._snapshots_taken = {i for i in self._snapshots_taken if i > self.applied.applied}
-                if index not in self._snapshots_taken:
-                    asyncio.get_running_loop().run_in_executor(None, self.target.discard_snapshot, msg.snapshot)
+            elif index not in self._snapshots_taken:
+                asyncio.get_running_loop().run_in_executor(None, self.target.discard_snapshot, msg.snapshot)
 
     def _drain_inbox(self) -> None:
         inbox, self._inbox = self._inbox, []
