@@ -139,6 +139,7 @@ class ApplyStage:
         started = loop.time()
         log.info("installing the snapshot at %d (term %d)", snapshot.metadata.index, snapshot.metadata.term)
         try:
+            failpoints.hit("apply_before_restore")  # (the snapshot is in the log; the store is not yet switched)
             work = self.target.restore_begin(snapshot)
             await loop.run_in_executor(None, work)
             self.target.restore_end(snapshot)

@@ -210,3 +210,36 @@ def test_writes_go_on_while_a_snapshot_for_a_follower_is_built(tmp_path: object)
         assert "sending a snapshot at" in log.read_text()
     finally:
         c.stop()
+
+
+def test_a_member_that_dies_before_installing_a_received_snapshot_installs_it_at_its_next_start(
+        tmp_path: object) -> None:
+    """``apply_before_restore``: the follower's WAL recorded a snapshot whose store it built as
+    the snapshot arrived (``snapshot-<index>.lmdb``), and it dies before switching to it. Its
+    next start installs that file (the log no longer holds the entries it covers), deletes it,
+    and the member converges."""
+    extra = ["--snapshot-count", "100", "--snapshot-catchup-entries", "5"]
+    c = RobustCluster(3, str(tmp_path), extra_args=extra, env={"KVRAFT_FAILPOINTS": "apply_before_restore=1*panic"})
+    try:
+        c.start(90)
+        leader = c.wait_leader()
+        url = c.url(leader)
+        follower = next(name for name in c.members if name != leader)
+        c.kill(follower)
+        deadline, i = time.monotonic() + 60, 0
+        while _metric(url, "kvraft_driver_snapshots_created_total") < 2:
+            assert time.monotonic() < deadline, "the leader took no snapshot"
+            assert _put(url, f"n{i}") == 200
+            i += 1
+        c.restart(follower)
+        assert _wait_exit(c, follower) == failpoints.EXIT_CODE
+        store_dir = c.members[follower].data_dir / "mvcc.lmdb"
+        kept = sorted(p.name for p in store_dir.glob("snapshot-*.lmdb"))
+        assert kept, sorted(p.name for p in store_dir.iterdir())
+        c.restart(follower)  # (armed again, but nothing reaches the stage: the start installs it)
+        c.wait_ready(90)
+        assert "revision" in c.wait_converged(list(c.members), 90)
+        assert not list(store_dir.glob("snapshot-*")), sorted(p.name for p in store_dir.iterdir())
+        assert "restoring the state machine from the log's snapshot" in c.members[follower].log_path.read_text()
+    finally:
+        c.stop()
