@@ -132,9 +132,8 @@ def prepared_snapshot(data: bytes) -> tuple[Any, str] | None:
     ``ValueError`` when the name is not one a receiver gives (``prepared_name``)."""
     if not data.startswith(b"\x94\x03"):  # (a fixarray of 4, then 3: never the others' head)
         return None
-    fields, version, members, _ = snapshot_head(data) or (0, None, None, 0)
-    name = msgpack.unpackb(data, raw=False)[2]
-    if (fields, version) != (4, SNAPSHOT_PREPARED_FORMAT) or not isinstance(name, str) or prepared_index(name) is None:
+    _, members, name, _sha256 = msgpack.unpackb(data, raw=False)  # (a few hundred bytes)
+    if not isinstance(name, str) or prepared_index(name) is None:
         raise ValueError(f"malformed prepared-store snapshot data (names {name!r})")
     return members, name
 

@@ -154,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = ap.parse_args(argv)
     if getattr(ns, "racks", None) is not None and ns.racks > ns.agents:
         ap.error(f"argument --racks: {ns.racks} racks for {ns.agents} agents: at most one rack per agent")
-    compile_packages()  # (the processes it starts read bytecode, as installed: kvraft.bytecode)
+    if ns.verb in ("up", "start-node", "demo"):  # (what they start reads bytecode, as installed: kvraft.bytecode)
+        compile_packages()
     terminated: list[int] = []
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (a service manager, `timeout`, kill) ends up and demo as Ctrl-C does: what

@@ -119,7 +119,6 @@ class Receipt:
             chunk, self._head = bytes(self._head[offset:]), bytearray()
             self._build = asyncio.get_running_loop().run_in_executor(None, self._run)
             self._build.add_done_callback(_retrieved)  # (an abandoned build's error is not news)
-            self._receiver.building += 1
         if not chunk or self._done:
             return
         with self._lock:
@@ -186,7 +185,6 @@ class Receipt:
                 resume, self._paused = self._paused, False
             if resume:  # (chunks fed from now on are dropped)
                 self._call_soon(self._resume)
-            self._call_soon(self._receiver.built)
 
     def _call_soon(self, fn: Callable[[], None]) -> None:
         assert self._receiver is not None
@@ -219,14 +217,9 @@ class SnapshotReceiver:
         self.backend = backend
         self.directory = backend.directory
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.building = 0
-        """Stores being built from a stream now."""
         self._seq = 0
 
     def begin(self, source: int, pause: Callable[[], None], resume: Callable[[], None]) -> Receipt:
         self.loop = asyncio.get_running_loop()
         self._seq += 1
         return Receipt(self, source, f"recv-{source:x}-{os.getpid()}-{self._seq}", pause, resume)
-
-    def built(self) -> None:
-        self.building -= 1

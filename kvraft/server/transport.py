@@ -54,9 +54,7 @@ import msgpack
 from kvraft.durations import ETCD_PEER_RTT_BUCKETS_S, ETCD_SNAPSHOT_BUCKETS_S, DurationHistogram
 from kvraft.raft.types import Message
 from kvraft.server import wire
-from kvraft.server.cert_names import (
-    CertRule,
-)
+from kvraft.server.cert_names import CertRule
 from kvraft.server.snapshot_receive import Receipt
 from kvraft.server.tls_accept import HandshakeFailures, accepting
 from kvraft.server.transport_inbound import HANDSHAKE_TIMEOUT_S, Inbound
@@ -65,7 +63,6 @@ __all__ = ["NoAnswer", "PeerTransport", "TransportStats", "WrongKey", "ask_clust
 
 log = logging.getLogger("kvraft.transport")
 
-_LEN = wire.FRAME_LEN
 WRITE_TIMEOUT_S = 10.0
 SNAPSHOT_CHUNK_BYTES = 1024 * 1024
 STREAM_BACKLOG = 8
@@ -95,9 +92,6 @@ def cluster_key(token: str, secret_file: str = "") -> bytes:
             raise ValueError(f"{secret_file} is empty")
         return hashlib.sha256(b"kvraft-peer-secret|" + secret).digest()
     return hashlib.sha256(b"kvraft-peer-token|" + token.encode()).digest()
-
-
-_mac = wire.handshake_mac
 
 
 @dataclass
@@ -184,7 +178,7 @@ async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     """The dialer's side of the handshake (module docstring), on a connection just opened;
     returns the features the listener announced."""
     nonce_d = os.urandom(16)
-    writer.write(_frame(["kvraft-peer", 1, source, target, nonce_d]))
+    writer.write(wire.encode_frame(["kvraft-peer", 1, source, target, nonce_d]))
     async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
         try:
             reply = await _read_frame(reader)
@@ -193,11 +187,11 @@ async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             raise NoAnswer(f"{where} closed the connection without answering the hello"
                            + (" (does it refuse our certificate?)" if tls else "")) from None
     nonce_l, mac_l = bytes(reply[0]), bytes(reply[1])
-    if hmac.compare_digest(_mac(key, b"removed", nonce_d, nonce_l, source, target), mac_l):
+    if hmac.compare_digest(wire.handshake_mac(key, b"removed", nonce_d, nonce_l, source, target), mac_l):
         raise _Removed(f"{where} says this member was removed from the cluster")
-    if not hmac.compare_digest(_mac(key, b"listener", nonce_d, nonce_l, source, target), mac_l):
+    if not hmac.compare_digest(wire.handshake_mac(key, b"listener", nonce_d, nonce_l, source, target), mac_l):
         raise WrongKey(f"{where} does not hold this member's cluster key")
-    writer.write(_frame([_mac(key, b"dialer", nonce_d, nonce_l, source, target)]))
+    writer.write(wire.encode_frame([wire.handshake_mac(key, b"dialer", nonce_d, nonce_l, source, target)]))
     await writer.drain()
     announced = reply[2] if len(reply) > 2 and isinstance(reply[2], list) else []
     return frozenset(name for name in announced if isinstance(name, str))
@@ -235,13 +229,10 @@ async def _read_frame(reader: asyncio.StreamReader) -> Any:
 
 async def _read_sized_frame(reader: asyncio.StreamReader) -> tuple[Any, int]:
     """A frame and its size on the wire."""
-    (length,) = _LEN.unpack(await reader.readexactly(4))
+    (length,) = wire.FRAME_LEN.unpack(await reader.readexactly(4))
     if length > wire.FRAME_MAX_BYTES:
         raise ValueError(f"frame of {length} bytes is over the limit")
-    return msgpack.unpackb(await reader.readexactly(length), raw=False), _LEN.size + length
-
-
-_frame = wire.encode_frame
+    return msgpack.unpackb(await reader.readexactly(length), raw=False), wire.FRAME_LEN.size + length
 
 
 class PeerTransport:
@@ -419,7 +410,7 @@ class PeerTransport:
             # Ready and its messages; a leader's MsgApp is on the wire before its own
             # fsync starts). Order holds: the queue is empty and the sender task writes
             # what it pops without awaiting in between.
-            frame = _frame([kind, body])
+            frame = wire.encode_frame([kind, body])
             writer.write(frame)
             self.stats.frames_sent += 1
             sent = self.stats.bytes_sent
@@ -534,7 +525,7 @@ class PeerTransport:
                         kind, body = peer.queue.popleft()
                         if kind == wire.SNAP_END:
                             snapshot_ends.append(body)
-                        frames.append(_frame([kind, body]))
+                        frames.append(wire.encode_frame([kind, body]))
                         unsent += _messages(kind, body)
                     writer.writelines(frames)
                     # a peer that takes no bytes for this long is gone or wedged: redial

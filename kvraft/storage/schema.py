@@ -47,6 +47,7 @@ __all__ = [
     "decode_meta",
     "encode_int",
     "encode_kv",
+    "encode_consistent_index",
     "encode_meta",
 ]
 
@@ -99,6 +100,11 @@ def _where(rev_key: bytes) -> tuple[int, int]:
 def encode_meta(name: bytes, payload: bytes) -> bytes:
     """A meta value: ``crc32(name || payload) | payload``."""
     return _CRC.pack(zlib.crc32(name + payload)) + payload
+
+
+def encode_consistent_index(index: int, term: int) -> bytes:
+    """The ``META_CONSISTENT_INDEX`` value: u64 index | u64 term, as a meta value."""
+    return encode_meta(META_CONSISTENT_INDEX, index.to_bytes(8, "big") + term.to_bytes(8, "big"))
 
 
 def decode_meta(name: bytes, raw: bytes) -> bytes:

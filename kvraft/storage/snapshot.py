@@ -49,7 +49,7 @@ from kvraft.storage.schema import (
     META_CURRENT_REV,
     decode_int,
     decode_meta,
-    encode_meta,
+    encode_consistent_index,
 )
 
 __all__ = [
@@ -278,9 +278,8 @@ def mark_consistent_index(backend: Backend, path: Path, index: int, term: int) -
     so a crash right after the switch finds a store that is not behind its log."""
     env, dbis = backend.open_scratch(path)
     try:
-        payload = index.to_bytes(8, "big") + term.to_bytes(8, "big")
         with env.begin(write=True) as txn:
-            txn.put(META_CONSISTENT_INDEX, encode_meta(META_CONSISTENT_INDEX, payload), db=dbis[BUCKET_META])
+            txn.put(META_CONSISTENT_INDEX, encode_consistent_index(index, term), db=dbis[BUCKET_META])
         env.sync(True)
     finally:
         env.close()

@@ -5,6 +5,7 @@ unsynced WAL frame and the member recovers)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import subprocess
 import sys
@@ -172,6 +173,29 @@ def _metric(url: str, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
+@contextlib.contextmanager
+def _follower_behind_two_snapshots(tmp_path: object, armed: str) -> Iterator[tuple[RobustCluster, str, str, int]]:
+    """Three members taking a snapshot every 100 entries and keeping 5 (``KVRAFT_FAILPOINTS``
+    = ``armed``), a follower killed while the leader took two: it needs a snapshot when it
+    returns. Yields the cluster, the leader, the follower and the puts made."""
+    extra = ["--snapshot-count", "100", "--snapshot-catchup-entries", "5"]
+    c = RobustCluster(3, str(tmp_path), extra_args=extra, env={"KVRAFT_FAILPOINTS": armed})
+    try:
+        c.start(90)
+        leader = c.wait_leader()
+        url = c.url(leader)
+        follower = next(name for name in c.members if name != leader)
+        c.kill(follower)
+        deadline, i = time.monotonic() + 60, 0
+        while _metric(url, "kvraft_driver_snapshots_created_total") < 2:
+            assert time.monotonic() < deadline, "the leader took no snapshot"
+            assert _put(url, f"n{i}") == 200
+            i += 1
+        yield c, leader, follower, i
+    finally:
+        c.stop()
+
+
 def test_writes_go_on_while_a_snapshot_for_a_follower_is_built(tmp_path: object) -> None:
     """``--snapshot-count 100 --snapshot-catchup-entries 5``: a follower killed while the
     leader takes snapshots needs one when it returns. The leader builds its data then (the
@@ -180,20 +204,8 @@ def test_writes_go_on_while_a_snapshot_for_a_follower_is_built(tmp_path: object)
     hold no data: none of them passed ``snapshot_build``, and saving one costs no copy.
     (Until session 52 every member copied its store into each snapshot it took; until
     session 51 on its event loop, so no put was answered meanwhile.)"""
-    extra = ["--snapshot-count", "100", "--snapshot-catchup-entries", "5"]
-    c = RobustCluster(3, str(tmp_path), extra_args=extra, env={"KVRAFT_FAILPOINTS": ""})
-    try:
-        c.start(90)
-        leader = c.wait_leader()
-        url = c.url(leader)
-        follower = next(name for name in c.members if name != leader)
-        c.kill(follower)
-        deadline = time.monotonic() + 60
-        i = 0
-        while _metric(url, "kvraft_driver_snapshots_created_total") < 2:
-            assert time.monotonic() < deadline, "the leader took no snapshot"
-            assert _put(url, f"n{i}") == 200
-            i += 1
+    with _follower_behind_two_snapshots(tmp_path, "") as (c, leader, follower, i):
+        url, deadline = c.url(leader), time.monotonic() + 60
         log = c.members[leader].log_path
         assert "failpoint snapshot_build" not in log.read_text(), "a snapshot taken copied the store"
         assert _metric(url, "etcd_debugging_snap_save_total_duration_seconds_count") >= 2
@@ -208,8 +220,6 @@ def test_writes_go_on_while_a_snapshot_for_a_follower_is_built(tmp_path: object)
         assert "sending a snapshot at" not in log.read_text(), "the puts waited for the build"
         assert "revision" in c.wait_converged(list(c.members), 90)
         assert "sending a snapshot at" in log.read_text()
-    finally:
-        c.stop()
 
 
 def test_a_member_that_dies_before_installing_a_received_snapshot_installs_it_at_its_next_start(
@@ -218,19 +228,7 @@ def test_a_member_that_dies_before_installing_a_received_snapshot_installs_it_at
     the snapshot arrived (``snapshot-<index>.lmdb``), and it dies before switching to it. Its
     next start installs that file (the log no longer holds the entries it covers), deletes it,
     and the member converges."""
-    extra = ["--snapshot-count", "100", "--snapshot-catchup-entries", "5"]
-    c = RobustCluster(3, str(tmp_path), extra_args=extra, env={"KVRAFT_FAILPOINTS": "apply_before_restore=1*panic"})
-    try:
-        c.start(90)
-        leader = c.wait_leader()
-        url = c.url(leader)
-        follower = next(name for name in c.members if name != leader)
-        c.kill(follower)
-        deadline, i = time.monotonic() + 60, 0
-        while _metric(url, "kvraft_driver_snapshots_created_total") < 2:
-            assert time.monotonic() < deadline, "the leader took no snapshot"
-            assert _put(url, f"n{i}") == 200
-            i += 1
+    with _follower_behind_two_snapshots(tmp_path, "apply_before_restore=1*panic") as (c, _leader, follower, _puts):
         c.restart(follower)
         assert _wait_exit(c, follower) == failpoints.EXIT_CODE
         store_dir = c.members[follower].data_dir / "mvcc.lmdb"
@@ -241,5 +239,3 @@ def test_a_member_that_dies_before_installing_a_received_snapshot_installs_it_at
         assert "revision" in c.wait_converged(list(c.members), 90)
         assert not list(store_dir.glob("snapshot-*")), sorted(p.name for p in store_dir.iterdir())
         assert "restoring the state machine from the log's snapshot" in c.members[follower].log_path.read_text()
-    finally:
-        c.stop()

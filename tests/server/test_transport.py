@@ -11,7 +11,6 @@ import msgpack
 from kvraft.raft.types import ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata
 from kvraft.server import wire
 from kvraft.server.transport import PeerTransport, cluster_key
-from kvraft.server.transport import _mac as transport_mac
 from kvraft.testing.ports import free_port
 
 
@@ -196,7 +195,7 @@ async def test_a_listener_of_the_first_version_announces_nothing_and_still_gets_
 
         hello = await frame()
         nonce_d, nonce_l = bytes(hello[4]), b"n" * 16  # type: ignore[index]
-        send([nonce_l, transport_mac(key, b"listener", nonce_d, nonce_l, 1, 2)])
+        send([nonce_l, wire.handshake_mac(key, b"listener", nonce_d, nonce_l, 1, 2)])
         await frame()  # the dialer's proof
         got.append(await frame())
         done.set()

@@ -75,8 +75,8 @@ from kvraft.storage.schema import (
     META_NOSPACE_ALARM,
     META_SCHEDULED_COMPACT,
     alarm_record,
+    encode_consistent_index,
     encode_int,
-    encode_meta,
 )
 from kvraft.storage.snapshot import (
     DEFAULT_CHUNK_BYTES,
@@ -350,8 +350,7 @@ class MVCCStore:
             batch.txn.put(META_CURRENT_REV, encode_int(META_CURRENT_REV, self._pending), db=meta)
         if "consistent" in batch.data:
             index, term = self._consistent
-            payload = index.to_bytes(8, "big") + term.to_bytes(8, "big")
-            batch.txn.put(META_CONSISTENT_INDEX, encode_meta(META_CONSISTENT_INDEX, payload), db=meta)
+            batch.txn.put(META_CONSISTENT_INDEX, encode_consistent_index(index, term), db=meta)
 
     def _after_commit(self, batch: Batch) -> None:
         self._rev = self._disk_rev = self._pending
