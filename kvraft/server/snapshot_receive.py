@@ -44,6 +44,7 @@ from typing import Any
 
 import msgpack
 
+from kvraft import failpoints
 from kvraft.apply.state_machine import (
     SNAPSHOT_PREPARED_FORMAT,
     SNAPSHOT_STREAM_FORMAT,
@@ -173,6 +174,7 @@ class Receipt:
                 self._paused = self._paused and not resume
             if resume:
                 self._call_soon(self._resume)
+            failpoints.hit("snapshot_receive_chunk")  # (a slow disk under the build)
             yield chunk
 
     def _run(self) -> RestoreReport:

@@ -30,6 +30,17 @@ is full (the peer is slow or gone) the messages are dropped and the peer is repo
 unreachable, and Raft retransmits. All frames queued while a write is in flight go out as
 one batch. A broken connection is redialled with jittered exponential backoff.
 A malformed frame, or a frame over ``FRAME_MAX_BYTES``, closes only that connection.
+
+A snapshot goes on a connection dialed for it alone, to a peer whose listener announced
+``snapshot-connection`` (``wire.FEATURE_SNAPSHOT_CONNECTION``): its chunks as the leader reads
+them, each written once the socket has room, then its MsgSnap, asking for an answer; the
+receiver answers ``SNAP_ACK`` once the message went to its member, and only then is the
+snapshot reported sent (so the appends the leader sends next arrive after it), and the
+connection closed. Meanwhile the main connections carry heartbeats and appends both ways,
+however slowly the receiver builds its store (it stops reading the snapshot's connection
+while its build thread is behind). etcd sends snapshots on a connection of their own too (an
+HTTP POST answered once the snapshot was handed to Raft). To an older peer a snapshot goes on
+the main connection, in order with the other frames.
 """
 
 from __future__ import annotations
@@ -68,6 +79,11 @@ SNAPSHOT_CHUNK_BYTES = 1024 * 1024
 STREAM_BACKLOG = 8
 """A streamed snapshot's pieces queued for a peer at most (``stream_snapshot``): ~8 MiB."""
 STREAM_STALL_S = 30.0
+SNAPSHOT_ACK_TIMEOUT_S = 60.0
+"""How long a snapshot's sender waits for the receiver's ``SNAP_ACK`` after its last frame
+(the receiver finishes its store's build, syncs it and names it first)."""
+SNAPSHOT_WRITE_BUFFER = 4 << 20
+"""A snapshot connection's write buffer before ``drain`` waits: a few chunks in flight."""
 STREAM_POLL_S = 0.005
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 1.0
@@ -149,6 +165,8 @@ class _Peer:
     """The refusal last logged for a failed dial (each new one is logged once)."""
     features: frozenset[str] = frozenset()
     """What the peer's listener announced in its last handshake answer (kept while down)."""
+    snapshot_writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    """The connections dialed for a snapshot each (``_snapshot_connection``): cut with the peer."""
     redial: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the peer dialed this member while this member's dial to it was down: it is
     listening, so the backoff's wait ends and the dial is tried at once."""
@@ -166,6 +184,10 @@ class NoAnswer(_Refused):
 class _Removed(ConnectionError):
     """The listener answered the hello that the dialer was removed from the cluster
     (etcd's 410 Gone to a removed member's stream)."""
+
+
+class _SourceFailed(Exception):
+    """Reading a snapshot's pieces failed (the caller's error, raised as it is)."""
 
 
 class WrongKey(ConnectionError):
@@ -259,13 +281,18 @@ class PeerTransport:
         read_timeout_s: float = 0.0,
         local_address: str | None = None,
         receive_snapshot: Callable[[int, Callable[[], None], Callable[[], None]], Receipt] | None = None,
+        features: tuple[str, ...] = wire.FEATURES,
     ) -> None:
         self.member_id = member_id
+        self.features = features
+        """What the listener announces in its handshake answers (an older version's, in tests)."""
         self._receive_snapshot = receive_snapshot or (lambda source, _pause, _resume: Receipt(None, source))
         """Makes the ``Receipt`` of a snapshot a peer starts sending (source, pause reading,
         resume reading): ``SnapshotReceiver.begin`` builds a streamed snapshot's store as it
         arrives; by default every snapshot is joined in memory."""
         self._receiving: set[asyncio.Task[None]] = set()
+        self._snapshot_tasks: set[asyncio.Task[bool]] = set()
+        """Snapshots sent on connections of their own (``send_snapshot``'s)."""
         self.local_address = local_address
         """The address peer connections leave from (etcd 3.6's SetMemberLocalAddr); None: the
         system's choice."""
@@ -338,6 +365,8 @@ class PeerTransport:
             inbound.close()
         for task in list(self._receiving):  # (their builds end: each was told its stream ended)
             task.cancel()
+        for sending in list(self._snapshot_tasks):
+            sending.cancel()
         for server in self._servers:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
@@ -360,6 +389,9 @@ class PeerTransport:
         peer = self._peers.pop(member_id, None)
         if peer is not None and peer.task is not None:
             peer.task.cancel()
+        if peer is not None:
+            for writer in peer.snapshot_writers:
+                writer.transport.abort()
 
     def peers(self) -> list[int]:
         return sorted(self._peers)
@@ -428,6 +460,16 @@ class PeerTransport:
         """Send the MsgSnap ``msg`` with ``pieces`` joined as its data (the message's own data
         is not sent): a ``SNAP_CHUNK`` frame per piece, then ``SNAP_END``. A leader's sender
         hands the pieces it built (``snapshot_send``), so the data is never joined on its side."""
+        if self.supports(msg.to, wire.FEATURE_SNAPSHOT_CONNECTION):
+            source = iter(pieces)
+
+            async def next_piece() -> bytes | memoryview | None:
+                return next(source, None)
+
+            task = asyncio.get_running_loop().create_task(self._snapshot_connection(msg, next_piece))
+            self._snapshot_tasks.add(task)
+            task.add_done_callback(self._snapshot_tasks.discard)
+            return
         self._snap_seq += 1
         stream = self._snap_seq
         for piece in pieces:
@@ -449,7 +491,11 @@ class PeerTransport:
         is under ``STREAM_BACKLOG`` frames, so the leader holds a few pieces, not the snapshot.
         Whether every frame was queued; a failure (the peer gone, its connection down, or no
         room for ``STREAM_STALL_S``) is reported to ``on_snapshot_sent``, as ``send_snapshot``
-        reports it. An error of ``next_piece`` is raised (the caller reports it)."""
+        reports it. An error of ``next_piece`` is raised (the caller reports it). To a peer
+        that takes snapshots on a connection of their own, the stream goes there, and this
+        returns once the receiver answered (``_snapshot_connection``)."""
+        if self.supports(msg.to, wire.FEATURE_SNAPSHOT_CONNECTION):
+            return await self._snapshot_connection(msg, next_piece)
         self._snap_seq += 1
         stream = self._snap_seq
         while (piece := await next_piece()) is not None:
@@ -465,6 +511,67 @@ class PeerTransport:
             if not self._snap_frame(msg.to, wire.SNAP_CHUNK, [stream, piece]):
                 return False
         return self._snap_frame(msg.to, wire.SNAP_END, [stream, wire.message_to_wire(msg, False)])
+
+    async def _snapshot_connection(self, msg: Message,
+                                   next_piece: Callable[[], Awaitable[bytes | memoryview | None]]) -> bool:
+        """Send the MsgSnap ``msg`` on a connection dialed for it alone (module docstring):
+        the pieces ``next_piece`` gives, each written once the socket has room, then the
+        message, then wait for the receiver's ``SNAP_ACK``. Whether it took the snapshot; the
+        outcome is reported to ``on_snapshot_sent`` (not when cancelled: the member stops or
+        the peer went; an error of ``next_piece`` is raised, for the caller to report)."""
+        target, ok, writer, peer = msg.to, False, None, None
+        self._snap_seq += 1
+        stream = self._snap_seq
+        try:
+            peer = self._peers.get(target)
+            if peer is None or self._closed:
+                raise ConnectionError("not a peer")
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+                reader, writer = await self._dial(peer)
+            peer.snapshot_writers.add(writer)
+            writer.transport.set_write_buffer_limits(high=SNAPSHOT_WRITE_BUFFER)
+            while True:
+                try:
+                    piece = await next_piece()
+                except Exception as exc:
+                    raise _SourceFailed() from exc
+                if writer.transport.is_closing():
+                    raise ConnectionError("the snapshot's connection closed (the peer was removed)")
+                if piece is None:
+                    break
+                self._write_snapshot_frame(writer, target, [wire.SNAP_CHUNK, [stream, piece]])
+                async with asyncio.timeout(self.write_timeout_s):
+                    await writer.drain()
+            self._write_snapshot_frame(writer, target, [wire.SNAP_END, [stream, wire.message_to_wire(msg, False), True]])
+            async with asyncio.timeout(self.write_timeout_s):
+                await writer.drain()
+            async with asyncio.timeout(SNAPSHOT_ACK_TIMEOUT_S):
+                answer = await _read_frame(reader)
+            ok = answer == [wire.SNAP_ACK, [stream, True]]
+            if not ok:
+                log.warning("peer %x: did not take the snapshot at %d: %r", target,
+                            msg.snapshot.metadata.index if msg.snapshot else 0, answer)
+        except _SourceFailed as exc:
+            assert exc.__cause__ is not None
+            raise exc.__cause__ from None
+        except (TimeoutError, OSError, ConnectionError, asyncio.IncompleteReadError, ValueError, IndexError,
+                TypeError, msgpack.UnpackException) as exc:
+            log.warning("peer %x: sending a snapshot failed: %r", target, exc)
+        finally:
+            if writer is not None:
+                writer.close()
+                if peer is not None:
+                    peer.snapshot_writers.discard(writer)
+        if not self._closed:
+            self._on_snapshot_sent(target, ok)
+        return ok
+
+    def _write_snapshot_frame(self, writer: asyncio.StreamWriter, target: int, frame: list[Any]) -> None:
+        data = wire.encode_frame(frame)
+        writer.write(data)
+        self.stats.frames_sent += 1
+        sent = self.stats.bytes_sent
+        sent[target] = sent.get(target, 0) + len(data)
 
     async def _dial(self, peer: _Peer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Connect to the peer and pass the handshake (its announced features recorded)."""
@@ -639,7 +746,8 @@ class PeerTransport:
                 for inbound in list(self._inbound):
                     if inbound.heard:
                         inbound.heard, inbound.last_read = False, now
-                    elif inbound.state == "frames" and now - inbound.last_read > self.read_timeout_s:
+                    elif (inbound.state == "frames" and not inbound.paused
+                          and now - inbound.last_read > self.read_timeout_s):  # (not one paused here)
                         log.warning("closing the connection from peer %x: nothing read for %.1f s "
                                     "(--raft-read-timeout %.1f s)", inbound.source, now - inbound.last_read,
                                     self.read_timeout_s)
@@ -674,18 +782,23 @@ class PeerTransport:
         stats.snapshot_receive_inflight[source] = stats.snapshot_receive_inflight.get(source, 0) + 1
         return self._receive_snapshot(source, inbound.pause, inbound.resume)
 
-    async def _snapshot_received(self, receipt: Receipt, msg: Message, inbound: Inbound) -> None:
+    async def _snapshot_received(self, receipt: Receipt, msg: Message, inbound: Inbound, ack: int | None) -> None:
         """A snapshot's last frame: its data checked and kept (``Receipt.finish``), then the
         MsgSnap to the handler, then the frames after it (``Inbound.hold``); a snapshot that
-        does not check out is dropped (the leader sends again) and counted."""
+        does not check out is dropped (the leader sends again) and counted. With ``ack`` (its
+        stream, on a connection of its own), the sender is answered ``SNAP_ACK`` either way."""
+        taken = False
         try:
             self._snapshot_finished(receipt, await receipt.finish(msg))
+            taken = not self._closed
         except Exception as exc:
             failures = self.stats.snapshot_receive_failures
             failures[receipt.source] = failures.get(receipt.source, 0) + 1
             log.warning("dropped the snapshot %x sent (%d bytes): %s", receipt.source, receipt.bytes, exc)
         finally:
             self.stats.snapshot_receive_inflight[receipt.source] -= 1
+            if ack is not None:
+                inbound.answer([wire.SNAP_ACK, [ack, taken]])
             inbound.release()
 
     def _snapshot_finished(self, receipt: Receipt, msg: Message) -> None:
@@ -719,8 +832,9 @@ class PeerTransport:
             receipt = receipts.pop(body[0], None) or self._begin_receipt(source, inbound)
             receipt.end()
             inbound.hold()
+            ack = body[0] if len(body) > 2 and body[2] is True else None  # (on a connection of its own)
             task = asyncio.get_running_loop().create_task(
-                self._snapshot_received(receipt, wire.message_from_wire(body[1], b""), inbound))
+                self._snapshot_received(receipt, wire.message_from_wire(body[1], b""), inbound, ack))
             self._receiving.add(task)
             task.add_done_callback(self._receiving.discard)
             return

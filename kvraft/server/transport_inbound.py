@@ -49,6 +49,8 @@ class Inbound(asyncio.Protocol):
         """The snapshots being received on this connection, by stream."""
         self.holding = False
         """Frames wait: a snapshot's MsgSnap is not yet handed on (``hold``)."""
+        self.paused = False
+        """Reading is stopped here (``pause``, ``hold``): silence then is not the peer's."""
         self.timer: asyncio.TimerHandle | None = None
         self.last_read = 0.0
         """When the prober last saw bytes read on it (``--raft-read-timeout``)."""
@@ -119,11 +121,19 @@ class Inbound(asyncio.Protocol):
     def pause(self) -> None:
         """Stop reading (a snapshot's chunks wait for the thread that builds its store)."""
         if self.state != "closed" and self.transport is not None:
+            self.paused = True
             self.transport.pause_reading()
 
     def resume(self) -> None:
         if self.state != "closed" and self.transport is not None and not self.holding:
+            self.paused = False
+            self.last_read = asyncio.get_running_loop().time()  # (the silence was ours)
             self.transport.resume_reading()
+
+    def answer(self, frame: list[Any]) -> None:
+        """Write ``frame`` back to the dialer (a snapshot connection's ``SNAP_ACK``)."""
+        if self.state != "closed" and self.transport is not None:
+            self.transport.write(wire.encode_frame(frame))
 
     def hold(self) -> None:
         """A snapshot's last frame came: nothing after it is read or handed on until its
@@ -189,7 +199,7 @@ class Inbound(asyncio.Protocol):
                 self.close()
                 return
             mac = wire.handshake_mac(owner._key, b"listener", nonce_d, nonce_l, self.source, self.target)
-            self.transport.write(wire.encode_frame([nonce_l, mac, list(wire.FEATURES)]))
+            self.transport.write(wire.encode_frame([nonce_l, mac, list(owner.features)]))
             self.state = "answer"
         elif self.state == "answer":
             want = wire.handshake_mac(owner._key, b"dialer", *self.nonces, self.source, self.target)

@@ -32,6 +32,11 @@ msgpack. After the handshake every frame is ``[kind, body]``:
   (``kvraft.server.driver``). Sent only to a listener whose handshake answer names
   ``forward-term`` (``FEATURES``); to others, ``FORWARD``.
 - ``FORWARD_CONF_TERM``: ``[term, data]`` the same for a ConfChange.
+- ``SNAP_ACK``: ``[stream_id, ok]`` the one frame a listener writes after the handshake: on a
+  connection of its own that carried a snapshot (``FEATURE_SNAPSHOT_CONNECTION``), whose
+  ``SNAP_END`` was ``[stream_id, message, True]``, once the MsgSnap went to the member (ok) or
+  was dropped. The sender reports the snapshot sent only then, so the appends that follow it
+  on the main connection reach the member after it.
 
 (``READ``/``READ_RESP`` are reserved: the core forwards a follower's ReadIndex itself.)
 """
@@ -59,6 +64,7 @@ __all__ = [
     "FEATURES",
     "FEATURE_FORWARD_TERM",
     "FEATURE_REQUEST_IDS",
+    "FEATURE_SNAPSHOT_CONNECTION",
     "FEATURE_SNAPSHOT_STREAM",
     "FORWARD",
     "FORWARD_CONF",
@@ -77,6 +83,7 @@ __all__ = [
     "RAFT",
     "READ",
     "READ_RESP",
+    "SNAP_ACK",
     "SNAP_CHUNK",
     "SNAP_END",
     "encode_frame",
@@ -93,6 +100,7 @@ HASH_KV, HASH_KV_RESP = 10, 11
 PING, PONG = 12, 13
 LEARNER_READY, LEARNER_READY_RESP = 14, 15
 FORWARD_TERM, FORWARD_CONF_TERM = 16, 17
+SNAP_ACK = 18
 FEATURE_FORWARD_TERM = "forward-term"
 FEATURE_REQUEST_IDS = "request-ids"
 """Not a frame: this member applies ``SessionOp`` entries (``kvraft.apply.sessions``); a
@@ -102,7 +110,13 @@ FEATURE_SNAPSHOT_STREAM = "snapshot-stream"
 store's stream as it is (``kvraft.apply.state_machine.split_snapshot``), which a leader sends
 while it builds it (``kvraft.server.snapshot_send``); to others it sends ``[1, members, bin]``,
 whose bin header needs the whole length first."""
-FEATURES = (FEATURE_FORWARD_TERM, FEATURE_REQUEST_IDS, FEATURE_SNAPSHOT_STREAM)
+FEATURE_SNAPSHOT_CONNECTION = "snapshot-connection"
+"""This member's listener takes a snapshot on a connection dialed for it alone and answers its
+``SNAP_END`` with ``SNAP_ACK`` (``kvraft.server.transport``): the main connection's heartbeats
+and appends never wait behind a snapshot's chunks, nor behind a receiver slow to build its
+store (etcd sends snapshots on a connection of their own too). To others a snapshot goes on
+the main connection."""
+FEATURES = (FEATURE_FORWARD_TERM, FEATURE_REQUEST_IDS, FEATURE_SNAPSHOT_STREAM, FEATURE_SNAPSHOT_CONNECTION)
 """What this version's listener announces in its handshake answer (``kvraft.server.transport``):
 frames a dialer may send only to a listener that understands them (an older one ignores
 frame kinds it does not know)."""

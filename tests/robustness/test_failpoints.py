@@ -239,3 +239,59 @@ def test_a_member_that_dies_before_installing_a_received_snapshot_installs_it_at
         assert "revision" in c.wait_converged(list(c.members), 90)
         assert not list(store_dir.glob("snapshot-*")), sorted(p.name for p in store_dir.iterdir())
         assert "restoring the state machine from the log's snapshot" in c.members[follower].log_path.read_text()
+
+
+def _metric_from(url: str, prefix: str) -> float:
+    """The value of the first line of ``url``'s /metrics that starts with ``prefix`` (0 if none)."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(prefix):
+                return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_follower_slow_to_build_a_received_snapshot_keeps_answering_the_leader(tmp_path: object) -> None:
+    """``snapshot_receive_chunk`` = ``sleep(500)``: a disk that takes 0.5 s per MiB under the
+    store a follower builds from a received snapshot (16 MiB here, 8 s). The member that
+    could outvote it is killed meanwhile, so the leader keeps its quorum, and check-quorum
+    its leadership, only while the follower answers its heartbeats. The snapshot comes on a
+    connection of its own (etcd's design), so the heartbeats do not wait behind chunks that
+    wait for the disk: the leader leads on in the same term, a linearizable read through it
+    is answered during the build, and the follower converges."""
+    extra = ["--snapshot-count", "100", "--snapshot-catchup-entries", "5"]
+    c = RobustCluster(3, str(tmp_path), extra_args=extra, env={"KVRAFT_FAILPOINTS": "snapshot_receive_chunk=sleep(500)"})
+    try:
+        c.start(90)
+        leader = c.wait_leader()
+        url = c.url(leader)
+        follower, other = (name for name in c.members if name != leader)
+        c.kill(follower)
+        value = base64.b64encode(os.urandom(80_000)).decode()
+        for i in range(220):
+            status, _ = post(url, "/v3/kv/put", {"key": base64.b64encode(b"big%04d" % i).decode(), "value": value},
+                             timeout_s=10)
+            assert status == 200
+        assert _metric(url, "kvraft_driver_snapshots_created_total") >= 2
+        c.restart(follower)
+        deadline = time.monotonic() + 60
+        while True:  # (the follower's client URL answers while it receives)
+            with contextlib.suppress(OSError):
+                if _metric_from(c.url(follower), "etcd_network_snapshot_receive_inflights_total{") >= 1:
+                    break
+            assert time.monotonic() < deadline, "the follower received no snapshot"
+            time.sleep(0.05)
+        c.kill(other)
+        status = c.status(leader)
+        assert status is not None
+        term = int(status["raftTerm"])
+        time.sleep(2.5)  # (past check-quorum's election timeout, twice)
+        code, doc = post(url, "/v3/kv/range", {"key": base64.b64encode(b"big0000").decode()}, timeout_s=5)
+        assert code == 200 and doc.get("count") == "1", (code, doc)
+        assert _metric_from(c.url(follower), "etcd_network_snapshot_receive_inflights_total{") >= 1, \
+            "the build was over before the check"
+        assert "revision" in c.wait_converged([leader, follower], 90)
+        status = c.status(leader)
+        assert status is not None and status["leader"] == status["header"]["member_id"], status
+        assert int(status["raftTerm"]) == term, (term, status)
+    finally:
+        c.stop()

@@ -280,19 +280,28 @@ async def test_a_snapshot_received_again_at_the_same_index_keeps_the_first_file(
         follower.close()
 
 
-async def test_frames_after_a_snapshot_are_handed_on_after_its_message(tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("connection", ["own", "shared"])
+async def test_frames_after_a_snapshot_are_handed_on_after_its_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                        connection: str) -> None:
     """The MsgSnap is handed on once its store is built; what the leader sent after it (its
     appends from the snapshot's index on) must not overtake it: stepped first, they would be
-    refused, and the leader would send the whole snapshot again."""
+    refused, and the leader would send the whole snapshot again.
+
+    ``own``: the snapshot goes on a connection of its own, and the sender hears it was taken
+    (``SNAP_ACK``) only once its message was handed on, so the appends it sends next, on the
+    main connection, come after it; the heartbeats sent while the store is built arrive at
+    once. ``shared`` (a receiver of a version without ``snapshot-connection``): on the main
+    connection, where nothing after the snapshot is read until its message is handed on."""
     gate = _gated_build(monkeypatch)
     follower = _machine(tmp_path / "follower")
     got: list[int] = []
     key = cluster_key("tok")
     port_b = free_port()
+    features = wire.FEATURES if connection == "own" else tuple(
+        f for f in wire.FEATURES if f != wire.FEATURE_SNAPSHOT_CONNECTION)
     a = PeerTransport(1, key, lambda *_: None)
     b = PeerTransport(2, key, lambda _source, kind, _body: got.append(kind),
-                      receive_snapshot=SnapshotReceiver(follower.store.backend).begin)
+                      receive_snapshot=SnapshotReceiver(follower.store.backend).begin, features=features)
     try:
         await b.listen([f"http://127.0.0.1:{port_b}"])
         a.set_peer(2, f"http://127.0.0.1:{port_b}")
@@ -302,20 +311,34 @@ async def test_frames_after_a_snapshot_are_handed_on_after_its_message(tmp_path:
             return next(pieces, None)
 
         append = Message(MessageType.APP, to=2, from_=1, term=3, log_term=4, index=60, commit=60)
+        heartbeat = Message(MessageType.HEARTBEAT, to=2, from_=1, term=3)
         for _ in range(100):
             if a._peers[2].connected:
                 break
             await asyncio.sleep(0.02)
-        assert await a.stream_snapshot(_msg(), next_piece)
-        a.send([append])
-        await asyncio.sleep(0.3)
-        assert got == []  # (the build is held: nothing handed on, the append waits too)
-        gate.set()
+        if connection == "own":
+            sending = asyncio.get_running_loop().create_task(a.stream_snapshot(_msg(), next_piece))
+            await asyncio.sleep(0.1)
+            a.send([heartbeat])
+            await asyncio.sleep(0.3)
+            assert got == [wire.RAFT] and not sending.done()  # (the build is held: no answer yet)
+            gate.set()
+            assert await asyncio.wait_for(sending, 10)
+            assert got == [wire.RAFT, wire.SNAP_END]
+            a.send([append])
+            want = [wire.RAFT, wire.SNAP_END, wire.RAFT]
+        else:
+            assert await a.stream_snapshot(_msg(), next_piece)
+            a.send([append])
+            await asyncio.sleep(0.3)
+            assert got == []  # (the build is held: nothing handed on, the append waits too)
+            gate.set()
+            want = [wire.SNAP_END, wire.RAFT]
         for _ in range(200):
-            if len(got) == 2:
+            if len(got) == len(want):
                 break
             await asyncio.sleep(0.02)
-        assert got == [wire.SNAP_END, wire.RAFT]
+        assert got == want
     finally:
         gate.set()
         await a.close()
@@ -340,4 +363,42 @@ async def test_without_hard_links_the_file_is_renamed(tmp_path: Path, monkeypatc
         follower.restore(msg.snapshot)
         assert _value(follower, b"k0099") == b"v0099" * 500
     finally:
+        follower.close()
+
+
+async def test_a_snapshot_connection_waiting_for_its_build_is_not_closed_as_silent(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--raft-read-timeout`` closes a peer connection nothing was read from for that long;
+    a snapshot's connection that this member stopped reading (its build behind, or its
+    message not yet handed on) is not silent by the peer's fault, and is kept."""
+    gate = _gated_build(monkeypatch)
+    follower = _machine(tmp_path / "follower")
+    got: list[int] = []
+    key = cluster_key("tok")
+    port_b = free_port()
+    a = PeerTransport(1, key, lambda *_: None)
+    b = PeerTransport(2, key, lambda _source, kind, _body: got.append(kind), read_timeout_s=0.3,
+                      receive_snapshot=SnapshotReceiver(follower.store.backend).begin)
+    try:
+        await b.listen([f"http://127.0.0.1:{port_b}"])
+        a.set_peer(2, f"http://127.0.0.1:{port_b}")
+        pieces = iter(_leader_pieces(tmp_path, 200))
+
+        async def next_piece() -> bytes | None:
+            return next(pieces, None)
+
+        for _ in range(100):
+            if a._peers[2].connected:
+                break
+            await asyncio.sleep(0.02)
+        sending = asyncio.get_running_loop().create_task(a.stream_snapshot(_msg(), next_piece))
+        await asyncio.sleep(1.0)  # (three read timeouts, the build held)
+        assert not sending.done()
+        gate.set()
+        assert await asyncio.wait_for(sending, 10)
+        assert got == [wire.SNAP_END] and b.stats.snapshot_receive_success == {1: 1}
+    finally:
+        gate.set()
+        await a.close()
+        await b.close()
         follower.close()
