@@ -19,9 +19,9 @@ the same purpose).
 from __future__ import annotations
 
 import json
-from importlib import metadata
 from pathlib import Path
 
+from kvraft import __version__
 from kvraft.server.wal_dir import DataDirError
 from kvraft.storage.lmdb_env import write_durably
 
@@ -31,16 +31,9 @@ STORAGE_VERSION = 1
 FILE = "version"
 
 
-def _kvraft_version() -> str:
-    try:
-        return metadata.version("kvraft")
-    except metadata.PackageNotFoundError:  # run from a source tree without installing
-        return "unknown"
-
-
 def stamp(data_dir: Path) -> None:
     """Write the stamp of this kvraft (durably, atomically)."""
-    write_durably(data_dir / FILE, json.dumps({"storage": STORAGE_VERSION, "written_by": _kvraft_version()}) + "\n")
+    write_durably(data_dir / FILE, json.dumps({"storage": STORAGE_VERSION, "written_by": __version__}) + "\n")
 
 
 def check_storage_version(data_dir: Path) -> None:
@@ -61,9 +54,9 @@ def check_storage_version(data_dir: Path) -> None:
     if version > STORAGE_VERSION:
         raise DataDirError(
             f"{data_dir} holds storage format {version}, written by kvraft {writer}; this kvraft "
-            f"({_kvraft_version()}) reads format {STORAGE_VERSION} at most. Run the version that wrote it, "
+            f"({__version__}) reads format {STORAGE_VERSION} at most. Run the version that wrote it, "
             "or restore this member from a snapshot (kvctl snapshot restore) made with this version")
-    if writer != _kvraft_version():
+    if writer != __version__:
         stamp(data_dir)
 
 

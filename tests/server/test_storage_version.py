@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 
+import kvraft
 from kvraft.server.storage_version import STORAGE_VERSION, check_storage_version, stamp
 from kvraft.server.wal_dir import DataDirError
 
@@ -19,7 +21,7 @@ from kvraft.server.wal_dir import DataDirError
 def test_an_unstamped_data_dir_is_stamped(tmp_path: Path) -> None:
     check_storage_version(tmp_path)
     doc = json.loads((tmp_path / "version").read_text())
-    assert doc["storage"] == STORAGE_VERSION and doc["written_by"]
+    assert doc["storage"] == STORAGE_VERSION and doc["written_by"] == kvraft.__version__ == metadata.version("kvraft")
     check_storage_version(tmp_path)  # its own stamp passes
 
 
