@@ -60,12 +60,17 @@ _A = TypeVar("_A", bound=Applier)
 
 SNAPSHOT_FORMAT = 1
 SNAPSHOT_STREAM_FORMAT = 2
+"""``[2, members]`` then the store's stream, unwrapped: what a leader streams while it builds
+it, to a member that announced ``snapshot-stream`` (``kvraft.server.wire``)."""
 SNAPSHOT_PREPARED_FORMAT = 3
 """``[3, members, file name, sha256]``: the store was built as the snapshot arrived, and waits
 in that file beside the live one (``kvraft.server.snapshot_receive``); what a follower's WAL
 records for a snapshot it received streamed, instead of the store's bytes."""
-"""``[2, members]`` then the store's stream, unwrapped: what a leader streams while it builds
-it, to a member that announced ``snapshot-stream`` (``kvraft.server.wire``)."""
+SNAPSHOT_FILE_FORMAT = 4
+"""``[4, members]`` then the store's LMDB file as it is, compacted, and its trailer
+(``kvraft.storage.snapshot.SnapshotFile``): what a leader sends a member of its platform that
+announced ``snapshot-file`` (``kvraft.server.wire.FEATURE_SNAPSHOT_FILE``); its receiver
+writes the bytes instead of inserting records again."""
 COMMIT_INTERVAL_S = 0.1
 """The longest applied units are held before their commit (etcd: ``--backend-batch-interval``)."""
 COMMIT_OPS = 10_000
@@ -101,7 +106,8 @@ def snapshot_head(data: bytes | bytearray | memoryview) -> tuple[int, Any, Any, 
 
 def split_snapshot(data: bytes) -> tuple[Any, Iterator[memoryview]]:
     """A snapshot's data, ``[SNAPSHOT_FORMAT, members, <store stream as one bin>]`` or
-    ``[SNAPSHOT_STREAM_FORMAT, members]`` followed by the stream: the member registry, and the
+    ``[SNAPSHOT_STREAM_FORMAT, members]`` followed by the stream (or ``[SNAPSHOT_FILE_FORMAT,
+    members]`` followed by the store's file: ``is_file_snapshot``): the member registry, and the
     store's stream as views of ``data`` in 1 MiB pieces (not copied: unpacking the bin copied
     the whole store, and the restore then buffered it whole again). ``ValueError`` on anything
     else."""
@@ -112,7 +118,7 @@ def split_snapshot(data: bytes) -> tuple[Any, Iterator[memoryview]]:
             raise ValueError("snapshot data truncated")
         size *= 16
     fields, version, members, offset = head
-    if (fields, version) == (2, SNAPSHOT_STREAM_FORMAT):
+    if fields == 2 and version in (SNAPSHOT_STREAM_FORMAT, SNAPSHOT_FILE_FORMAT):
         return members, _views(view, offset)
     if fields != 3 or version != SNAPSHOT_FORMAT:
         raise ValueError(f"unknown snapshot format {version!r} ({fields} fields)")
@@ -124,6 +130,11 @@ def split_snapshot(data: bytes) -> tuple[Any, Iterator[memoryview]]:
     if start + length != len(data):
         raise ValueError(f"snapshot data: the store's stream is {len(data) - start} bytes, its header says {length}")
     return members, _views(view, start)
+
+
+def is_file_snapshot(data: bytes | bytearray | memoryview) -> bool:
+    """Whether a snapshot's data is ``[SNAPSHOT_FILE_FORMAT, members]`` and a store's file."""
+    return bytes(data[:2]) == b"\x92\x04"  # (a fixarray of 2, then 4)
 
 
 def prepared_snapshot(data: bytes) -> tuple[Any, str] | None:
@@ -431,17 +442,22 @@ class StateMachine:
         self.commit()
         return self.membership.to_wire(), self.store.snapshot()
 
-    def snapshot_stream_source(self) -> Generator[bytes, None, None]:
+    def snapshot_stream_source(self, file: bool = False) -> Generator[bytes, None, None]:
         """``snapshot_source`` for a member that takes the streamed format: pinned here (the
         held units committed, the registry copied, a read transaction opened), and iterated
         one piece at a time, in a worker thread, while the pieces are sent: ``[2, members]``,
-        then the store's stream as it is read. Closing it ends the read transaction."""
-        members, stream = self._pin()
+        then the store's stream as it is read. With ``file`` (a member of this platform that
+        takes it): ``[4, members]``, then the store's LMDB file as LMDB copies it. Closing it
+        ends the read transaction."""
+        self.commit()
+        members = self.membership.to_wire()
+        stream = self.store.snapshot_file() if file else self.store.snapshot()
 
         def pieces() -> Generator[bytes, None, None]:
             try:
                 failpoints.hit("snapshot_build")
-                yield msgpack.packb([SNAPSHOT_STREAM_FORMAT, members], use_bin_type=True)
+                yield msgpack.packb([SNAPSHOT_FILE_FORMAT if file else SNAPSHOT_STREAM_FORMAT, members],
+                                    use_bin_type=True)
                 yield from stream
             finally:
                 stream.close()
@@ -477,9 +493,10 @@ class StateMachine:
                 self.store.install_prepared(path, (meta.index, meta.term))
         else:
             members, chunks = split_snapshot(snapshot.data)
+            file = is_file_snapshot(snapshot.data)
 
             def work() -> None:
-                self.store.restore(chunks)
+                self.store.restore(chunks, file=file)
         self.commit()
         # the registry first (its own file): a stop or crash before the store is switched
         # leaves a store behind the log's snapshot, restored again at the next start; after

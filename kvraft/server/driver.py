@@ -256,6 +256,7 @@ class NodeDriver:
             stream=(lambda m, next_piece: self.transport.stream_snapshot(m, next_piece))
             if hasattr(target, "snapshot_stream_source") else None,
             streams_to=lambda member: bool(self.transport.supports(member, wire.FEATURE_SNAPSHOT_STREAM)),
+            files_to=lambda member: bool(self.transport.supports(member, wire.FEATURE_SNAPSHOT_FILE)),
         )
         """Builds the data of the snapshots sent to followers, when they are sent."""
         self._reads = ReadBatcher(member_id)

@@ -8,7 +8,10 @@ the store's bytes were written twice, and held whole until the install.
 
 Now a ``Receipt`` (one per stream, made by ``SnapshotReceiver.begin``) hands the store's
 stream to a worker thread as it arrives. The thread builds a new store generation beside the
-live one (``restore_generation``, which checks every frame and the stream's sha256). When the
+live one (``restore_generation``, which checks every frame and the stream's sha256). A leader
+of the same platform sends its store's file itself (``[4, members]``, then the file LMDB
+copied, since session 54): the thread writes its bytes (``restore_file``, checked against the
+trailer's length and sha256, then opened as a store). When the
 MsgSnap comes, the file, synced, is named after the snapshot's index (``prepared_name``: in
 the store's directory), and the message goes to Raft with only ``[3, members, name, sha256]``
 as its data (``SNAPSHOT_PREPARED_FORMAT``). That is what the WAL records. The apply stage
@@ -46,6 +49,7 @@ import msgpack
 
 from kvraft import failpoints
 from kvraft.apply.state_machine import (
+    SNAPSHOT_FILE_FORMAT,
     SNAPSHOT_PREPARED_FORMAT,
     SNAPSHOT_STREAM_FORMAT,
     snapshot_head,
@@ -54,7 +58,7 @@ from kvraft.raft.types import Message, Snapshot
 from kvraft.storage.backend import Backend
 from kvraft.storage.errors import SnapshotCorruptionError
 from kvraft.storage.lmdb_env import fsync_dir
-from kvraft.storage.snapshot import RestoreReport, prepared_name, restore_generation
+from kvraft.storage.snapshot import RestoreReport, prepared_name, restore_file, restore_generation
 
 __all__ = ["BACKLOG_BYTES", "HEAD_MAX_BYTES", "Receipt", "SnapshotReceiver"]
 
@@ -97,6 +101,8 @@ class Receipt:
         self._done = False
         self._ended = False
         self._build: asyncio.Future[RestoreReport] | None = None
+        self._file = False
+        """The data is the leader's store file (``SNAPSHOT_FILE_FORMAT``): written, not rebuilt."""
 
     # -- on the loop ------------------------------------------------------------------------
     def feed(self, chunk: bytes) -> None:
@@ -112,11 +118,12 @@ class Receipt:
                     raise ValueError(f"a snapshot's head is over {HEAD_MAX_BYTES} bytes")
                 return
             fields, version, members, offset = head
-            if (fields, version) != (2, SNAPSHOT_STREAM_FORMAT):
+            if fields != 2 or version not in (SNAPSHOT_STREAM_FORMAT, SNAPSHOT_FILE_FORMAT):
                 self._pieces = [bytes(self._head)]
                 return
             assert self._receiver is not None
             self._members = members
+            self._file = version == SNAPSHOT_FILE_FORMAT
             chunk, self._head = bytes(self._head[offset:]), bytearray()
             self._build = asyncio.get_running_loop().run_in_executor(None, self._run)
             self._build.add_done_callback(_retrieved)  # (an abandoned build's error is not news)
@@ -180,6 +187,8 @@ class Receipt:
     def _run(self) -> RestoreReport:
         assert self._receiver is not None
         try:
+            if self._file:
+                return restore_file(self._receiver.backend, self._chunks(), self._tmp)
             return restore_generation(self._receiver.backend, self._chunks(), path=self._tmp)
         finally:
             with self._lock:

@@ -52,6 +52,7 @@ class SnapshotSender:
         report: Callable[[int, bool], None],
         stream: Callable[[Message, Callable[[], Awaitable[bytes | None]]], Awaitable[bool]] | None = None,
         streams_to: Callable[[int], bool] = lambda _member: False,
+        files_to: Callable[[int], bool] = lambda _member: False,
     ) -> None:
         self.target = target
         self.stage = stage
@@ -60,6 +61,9 @@ class SnapshotSender:
         self._stream = stream
         self._streams_to = streams_to
         """Whether a member takes the streamed format (it announced ``snapshot-stream``)."""
+        self._files_to = files_to
+        """Whether a streamed snapshot goes to a member as the store's file (it announced this
+        platform's ``snapshot-file``)."""
         self._streaming: set[asyncio.Task[None]] = set()
         self._builds: dict[int, tuple[asyncio.Future[list[bytes]], SnapshotMetadata, list[Message]]] = {}
         self.built = 0
@@ -108,8 +112,10 @@ class SnapshotSender:
             return
         meta = SnapshotMetadata(index=index, term=term, conf_state=stage.conf_state)
         if self._stream is not None and self._streams_to(msg.to):
-            pieces = self.target.snapshot_stream_source()  # (pinned here, with the stage between steps)
-            task = asyncio.get_running_loop().create_task(self._send_streamed(msg, meta, pieces))
+            file = self._files_to(msg.to)
+            # (pinned here, with the stage between steps)
+            pieces = self.target.snapshot_stream_source(file=True) if file else self.target.snapshot_stream_source()
+            task = asyncio.get_running_loop().create_task(self._send_streamed(msg, meta, pieces, file))
             self._streaming.add(task)
             task.add_done_callback(self._streaming.discard)
             return
@@ -141,7 +147,8 @@ class SnapshotSender:
             log.info("sending a snapshot at %d (%d bytes) to %x", index, size, msg.to)
             self._send(dataclasses.replace(msg, snapshot=snapshot), data)
 
-    async def _send_streamed(self, msg: Message, meta: SnapshotMetadata, pieces: Generator[bytes, None, None]) -> None:
+    async def _send_streamed(self, msg: Message, meta: SnapshotMetadata, pieces: Generator[bytes, None, None],
+                             file: bool = False) -> None:
         """Send ``msg`` with the data ``pieces`` yields, each read in a worker thread and queued
         as it comes (``PeerTransport.stream_snapshot``): the leader holds a few pieces, not the
         whole store, and the first is on the wire before the last is read."""
@@ -156,8 +163,8 @@ class SnapshotSender:
             piece = await asyncio.shield(reading)  # (cancelled, the thread reads on: awaited below)
             if piece is not None:
                 if not size:
-                    log.info("sending a snapshot at %d (term %d) to %x, streamed as it is read", meta.index, meta.term,
-                             msg.to)
+                    log.info("sending a snapshot at %d (term %d) to %x, streamed as it is read (%s)", meta.index,
+                             meta.term, msg.to, "the store's file" if file else "the store's records")
                 size += len(piece)
             return piece
 

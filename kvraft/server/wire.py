@@ -45,7 +45,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import mmap
 import struct
+import sys
 from typing import Any
 
 import msgpack
@@ -65,6 +67,7 @@ __all__ = [
     "FEATURE_FORWARD_TERM",
     "FEATURE_REQUEST_IDS",
     "FEATURE_SNAPSHOT_CONNECTION",
+    "FEATURE_SNAPSHOT_FILE",
     "FEATURE_SNAPSHOT_STREAM",
     "FORWARD",
     "FORWARD_CONF",
@@ -110,13 +113,19 @@ FEATURE_SNAPSHOT_STREAM = "snapshot-stream"
 store's stream as it is (``kvraft.apply.state_machine.split_snapshot``), which a leader sends
 while it builds it (``kvraft.server.snapshot_send``); to others it sends ``[1, members, bin]``,
 whose bin header needs the whole length first."""
+FEATURE_SNAPSHOT_FILE = f"snapshot-file/{sys.byteorder}/{struct.calcsize('P') * 8}/{mmap.PAGESIZE}"
+"""Not a frame: this member takes a snapshot sent as the leader's store file (``[4, members]``
+and the LMDB file, ``kvraft.storage.snapshot.SnapshotFile``), on this platform: LMDB files are
+not portable across byte orders, word sizes or page sizes, so the name carries them, and a
+leader sends the file only to a member announcing the very name it would announce itself."""
 FEATURE_SNAPSHOT_CONNECTION = "snapshot-connection"
 """This member's listener takes a snapshot on a connection dialed for it alone and answers its
 ``SNAP_END`` with ``SNAP_ACK`` (``kvraft.server.transport``): the main connection's heartbeats
 and appends never wait behind a snapshot's chunks, nor behind a receiver slow to build its
 store (etcd sends snapshots on a connection of their own too). To others a snapshot goes on
 the main connection."""
-FEATURES = (FEATURE_FORWARD_TERM, FEATURE_REQUEST_IDS, FEATURE_SNAPSHOT_STREAM, FEATURE_SNAPSHOT_CONNECTION)
+FEATURES = (FEATURE_FORWARD_TERM, FEATURE_REQUEST_IDS, FEATURE_SNAPSHOT_STREAM, FEATURE_SNAPSHOT_CONNECTION,
+            FEATURE_SNAPSHOT_FILE)
 """What this version's listener announces in its handshake answer (``kvraft.server.transport``):
 frames a dialer may send only to a listener that understands them (an older one ignores
 frame kinds it does not know)."""

@@ -24,14 +24,25 @@ as ``snapshot-<index>.lmdb`` (``prepared_name``) until it is installed
 
 Threading: a stream may be consumed from any thread (one at a time); it holds its read
 transaction until exhausted or ``close()``d. Writers are never blocked by it.
+
+``SnapshotFile`` is the other form, for a member on the same platform (since session 54): the
+same read transaction's state as LMDB's own compacting copy of the file (``copyfd``, in a
+thread, through a pipe), then a trailer (``FILE_MAGIC``, the file's length and sha256). A
+receiver writes its bytes as they come (``restore_file``) instead of decoding records and
+inserting them again; etcd sends its bbolt file the same way. LMDB files are not portable
+across byte orders, word sizes or page sizes, so it goes only where they match
+(``kvraft.server.wire.FEATURE_SNAPSHOT_FILE``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import os
 import re
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -39,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lmdb
 import msgpack
 
 from kvraft.storage.backend import Backend
@@ -54,9 +66,12 @@ from kvraft.storage.schema import (
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
+    "FILE_MAGIC",
+    "FILE_TRAILER_BYTES",
     "MAGIC",
     "VERSION",
     "RestoreReport",
+    "SnapshotFile",
     "SnapshotFrameError",
     "SnapshotStream",
     "read_frames",
@@ -64,6 +79,7 @@ __all__ = [
     "mark_consistent_index",
     "prepared_index",
     "prepared_name",
+    "restore_file",
     "restore_generation",
 ]
 
@@ -71,6 +87,13 @@ DEFAULT_CHUNK_BYTES = 1 << 20
 MAGIC = "kvraft-snapshot"
 VERSION = 1
 _HEAD = struct.Struct(">II")
+
+
+FILE_MAGIC = b"KVRAFTDB"
+_FILE_TRAILER = struct.Struct(">8sQ32s")
+FILE_TRAILER_BYTES = _FILE_TRAILER.size
+"""``SnapshotFile``'s trailer: ``FILE_MAGIC``, the file's length (u64 BE), its sha256."""
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 def _frame(payload: bytes) -> bytes:
@@ -132,6 +155,72 @@ class SnapshotStream:
             if flat:
                 self.records += len(flat) // 2
                 yield _frame(msgpack.packb([name, flat]))
+
+    def close(self) -> None:
+        self._stack.close()
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close(time.monotonic() - self._opened)
+
+
+class SnapshotFile:
+    """The store as one read transaction sees it, as a compacted copy of its LMDB file, in
+    pieces of about ``piece_bytes``, then the trailer (module docstring). Iterate it once,
+    from any thread; LMDB copies in a thread of its own meanwhile (without the GIL), and the
+    read transaction is held until the copy is over and the iteration ends or ``close``."""
+
+    def __init__(self, backend: Backend, piece_bytes: int = DEFAULT_CHUNK_BYTES,
+                 on_close: Callable[[float], None] | None = None) -> None:
+        self._piece_bytes = piece_bytes
+        self._opened = time.monotonic()
+        self._on_close = on_close
+        self._stack = contextlib.ExitStack()
+        read = self._stack.enter_context(backend.read())
+        self._env, self._txn = read.env, read.txn
+        self.bytes = 0
+        self.sha256: str | None = None  # set once the copy is over
+
+    def __iter__(self) -> Iterator[bytes]:
+        rfd, wfd = os.pipe()
+        with contextlib.suppress(OSError):  # (a larger pipe: fewer wake-ups; the default 64 KiB works too)
+            fcntl.fcntl(wfd, _F_SETPIPE_SZ, 1 << 20)
+        failed: list[BaseException] = []
+
+        def copy() -> None:
+            try:
+                self._env.copyfd(wfd, compact=True, txn=self._txn)
+            except BaseException as exc:  # noqa: BLE001 - raised to the reader below
+                failed.append(exc)
+            finally:
+                os.close(wfd)
+
+        thread = threading.Thread(target=copy, name="snapshot-file-copy", daemon=True)
+        thread.start()
+        reader = os.fdopen(rfd, "rb", buffering=0)
+        try:
+            digest = hashlib.sha256()
+            while True:
+                piece = bytearray(self._piece_bytes)
+                view, got = memoryview(piece), 0
+                while got < len(piece) and (n := reader.readinto(view[got:])):
+                    got += n
+                del view
+                if not got:
+                    break
+                del piece[got:]
+                digest.update(piece)
+                self.bytes += got
+                yield bytes(piece)
+            reader.close()
+            thread.join()
+            if failed:
+                raise OSError(f"copying the store for a snapshot failed: {failed[0]!r}") from failed[0]
+            self.sha256 = digest.hexdigest()
+            yield _FILE_TRAILER.pack(FILE_MAGIC, self.bytes, digest.digest())
+        finally:
+            reader.close()  # (a copy still writing gets EPIPE and ends)
+            thread.join()
+            self.close()
 
     def close(self) -> None:
         self._stack.close()
@@ -244,6 +333,73 @@ def _restore(env: Any, dbis: dict[bytes, Any], path: Path, chunks: Iterable[byte
         digest.update(frame)
         nbytes += len(frame)
     raise SnapshotCorruptionError("snapshot truncated: no end frame")
+
+
+def restore_file(backend: Backend, chunks: Iterable[bytes | memoryview], path: Path) -> RestoreReport:
+    """Write a ``SnapshotFile``'s bytes to ``path`` as they come, check them against its
+    trailer, sync the file, and check that it opens as a store with this backend's buckets.
+    On any failure the file is removed and the error raised (``SnapshotCorruptionError`` for
+    bytes that do not check out)."""
+    try:
+        digest = hashlib.sha256()
+        written, tail = 0, b""
+        with open(path, "wb") as out:
+            for chunk in chunks:
+                view = memoryview(chunk)
+                if len(tail) + len(view) <= FILE_TRAILER_BYTES:
+                    tail += bytes(view)
+                    continue
+                body: list[bytes | memoryview]
+                if len(view) >= FILE_TRAILER_BYTES:  # (what comes before the last bytes is file)
+                    body, rest = [tail, view[:-FILE_TRAILER_BYTES]], bytes(view[-FILE_TRAILER_BYTES:])
+                else:
+                    joined = tail + bytes(view)
+                    body, rest = [joined[:-FILE_TRAILER_BYTES]], joined[-FILE_TRAILER_BYTES:]
+                for part in body:
+                    out.write(part)
+                    digest.update(part)
+                    written += len(part)
+                tail = rest
+            if len(tail) < FILE_TRAILER_BYTES:
+                raise SnapshotCorruptionError(f"snapshot file truncated: {written + len(tail)} bytes and no trailer")
+            magic, length, sha = _FILE_TRAILER.unpack(tail)
+            if magic != FILE_MAGIC or length != written or sha != digest.digest():
+                raise SnapshotCorruptionError(
+                    f"snapshot file fails its check ({written} bytes; the trailer says {length} and its sha256)")
+            out.flush()
+            os.fsync(out.fileno())
+        return _file_report(backend, path, written, digest.hexdigest())
+    except BaseException:
+        for p in (path, Path(str(path) + "-lock")):
+            p.unlink(missing_ok=True)
+        raise
+
+
+def _file_report(backend: Backend, path: Path, size: int, sha256: str) -> RestoreReport:
+    """What a received file holds (its revision, consistent index, records), opened as a
+    store; one that does not open, or lacks a bucket, is refused."""
+    try:
+        env = lmdb.open(str(path), subdir=False, readonly=True, lock=False, max_dbs=len(backend.buckets) + 1)
+    except lmdb.Error as exc:
+        raise SnapshotCorruptionError(f"the snapshot file is not a store: {exc}") from None
+    try:
+        with env.begin() as txn:
+            dbis = {}
+            for name in backend.buckets:
+                try:
+                    dbis[name] = env.open_db(name, txn=txn, create=False)
+                except lmdb.Error:
+                    raise SnapshotCorruptionError(f"the snapshot file has no bucket {name!r}") from None
+            meta = dbis[BUCKET_META]
+            raw = txn.get(META_CURRENT_REV, db=meta)
+            revision = decode_int(META_CURRENT_REV, raw) if raw is not None else 1
+            raw = txn.get(META_CONSISTENT_INDEX, db=meta)
+            ci = decode_meta(META_CONSISTENT_INDEX, raw) if raw is not None else bytes(16)
+            records = sum(txn.stat(dbi)["entries"] for dbi in dbis.values())
+    finally:
+        env.close()
+    return RestoreReport(path, records, size, revision, (int.from_bytes(ci[:8], "big"), int.from_bytes(ci[8:], "big")),
+                         sha256)
 
 
 _PREPARED = re.compile(r"snapshot-([0-9a-f]{16})\.lmdb")

@@ -162,8 +162,9 @@ def test_restarted_follower_catches_up_by_snapshot(tmp_path) -> None:
         timed = [line for line in text.splitlines()
                  if line.startswith("etcd_network_snapshot_send_total_duration_seconds_count{To=")]
         assert success and float(success[0].split()[1]) >= 1 and timed and float(timed[0].split()[1]) >= 1, text
-        # streamed as it was read (the follower announced snapshot-stream), not built whole first
-        assert "streamed as it is read" in cluster.members[leader].log_path.read_text()
+        # streamed as it was read (the follower announced snapshot-stream), not built whole first,
+        # and as the store's file (the follower announced this platform's snapshot-file)
+        assert "streamed as it is read (the store's file)" in cluster.members[leader].log_path.read_text()
         # and the follower starts again on the store it restored (the snapshot's file is not needed)
         cluster.stop_member(follower)
         cluster.start_member(follower)

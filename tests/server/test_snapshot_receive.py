@@ -14,7 +14,13 @@ import msgpack
 import pytest
 
 from kvraft.apply.ops import PutOp, RangeOp
-from kvraft.apply.state_machine import SNAPSHOT_PREPARED_FORMAT, StateMachine, prepared_snapshot
+from kvraft.apply.state_machine import (
+    SNAPSHOT_FILE_FORMAT,
+    SNAPSHOT_PREPARED_FORMAT,
+    SNAPSHOT_STREAM_FORMAT,
+    StateMachine,
+    prepared_snapshot,
+)
 from kvraft.raft.types import ConfState, Message, MessageType, Snapshot, SnapshotMetadata
 from kvraft.server import snapshot_receive, wire
 from kvraft.server.membership import Membership
@@ -37,11 +43,12 @@ def _value(sm: StateMachine, key: bytes) -> bytes | None:
     return kvs[0].value if kvs else None
 
 
-def _leader_pieces(tmp_path: Path, values: int = 1500, streamed: bool = True) -> list[bytes]:
-    """What a leader sends: ``[2, members]`` and its store's stream (or the built format)."""
+def _leader_pieces(tmp_path: Path, values: int = 1500, streamed: bool = True, file: bool = False) -> list[bytes]:
+    """What a leader sends: ``[2, members]`` and its store's stream (``file``: ``[4, members]``
+    and its store's file; or the built format)."""
     source = _machine(tmp_path / "leader")
     source.apply_ops([(i, PutOp(b"k%04d" % i, b"v%04d" % i * 500)) for i in range(values)], 50, 3)
-    pieces = list(source.snapshot_stream_source()) if streamed else source.snapshot_source()()
+    pieces = list(source.snapshot_stream_source(file=file)) if streamed else source.snapshot_source()()
     source.close()
     return pieces
 
@@ -63,13 +70,18 @@ def _files(directory: Path) -> list[str]:
 def _gated_build(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     """The build thread waits for the returned event before it takes any chunk."""
     gate = threading.Event()
-    real = snapshot_receive.restore_generation
+    real, real_file = snapshot_receive.restore_generation, snapshot_receive.restore_file
 
     def slow(backend: Any, chunks: Any, path: Any = None) -> Any:
         gate.wait(10)
         return real(backend, chunks, path=path)
 
+    def slow_file(backend: Any, chunks: Any, path: Any) -> Any:
+        gate.wait(10)
+        return real_file(backend, chunks, path)
+
     monkeypatch.setattr(snapshot_receive, "restore_generation", slow)
+    monkeypatch.setattr(snapshot_receive, "restore_file", slow_file)
     return gate
 
 
@@ -81,14 +93,19 @@ async def _drained(receipt: Receipt) -> None:
     raise AssertionError("the build thread never took the chunks")
 
 
-async def test_the_store_is_built_as_it_arrives_and_the_message_names_the_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("form", ["stream", "file"])
+async def test_the_store_is_built_as_it_arrives_and_the_message_names_the_file(tmp_path: Path, form: str) -> None:
+    """``stream``: the store's records, inserted into a new file as they come; ``file``: the
+    leader's store file (a member of its platform), written as it comes, checked, opened."""
     follower = _machine(tmp_path / "follower")
     follower.apply_ops([(1, PutOp(b"old", b"state"))], 7, 1)
     directory = follower.store.backend.directory
     receiver = SnapshotReceiver(follower.store.backend)
     try:
         receipt = receiver.begin(1, lambda: None, lambda: None)
-        for piece in _resplit(_leader_pieces(tmp_path), 7, 300_000):  # (the head cut in two)
+        pieces = _leader_pieces(tmp_path, file=form == "file")
+        assert msgpack.unpackb(pieces[0])[0] == (SNAPSHOT_FILE_FORMAT if form == "file" else SNAPSHOT_STREAM_FORMAT)
+        for piece in _resplit(pieces, 7, 300_000):  # (the head cut in two)
             receipt.feed(piece)
         await _drained(receipt)  # (built before the MsgSnap comes: named only then)
         assert any(n.endswith(".lmdb.tmp") for n in _files(directory))
@@ -112,14 +129,15 @@ async def test_the_store_is_built_as_it_arrives_and_the_message_names_the_file(t
         follower.close()
 
 
+@pytest.mark.parametrize("form", ["stream", "file"])
 @pytest.mark.parametrize("fault", ["damaged", "cut off"])
-async def test_a_damaged_or_cut_stream_fails_and_leaves_no_file(tmp_path: Path, fault: str) -> None:
+async def test_a_damaged_or_cut_stream_fails_and_leaves_no_file(tmp_path: Path, fault: str, form: str) -> None:
     follower = _machine(tmp_path / "follower")
     directory = follower.store.backend.directory
     before = _files(directory)
     receiver = SnapshotReceiver(follower.store.backend)
     try:
-        data = bytearray(b"".join(_leader_pieces(tmp_path)))
+        data = bytearray(b"".join(_leader_pieces(tmp_path, file=form == "file")))
         if fault == "damaged":
             data[len(data) // 2] ^= 0xFF
         else:

@@ -136,9 +136,11 @@ class _StreamTarget(_Target):
         super().__init__()
         self.closed = 0
         self.read = 0
+        self.files: list[bool] = []
 
-    def snapshot_stream_source(self) -> Generator[bytes, None, None]:
+    def snapshot_stream_source(self, file: bool = False) -> Generator[bytes, None, None]:
         self.pins += 1
+        self.files.append(file)
         pinned = self.state
 
         def pieces() -> Generator[bytes, None, None]:
@@ -155,7 +157,8 @@ class _StreamTarget(_Target):
         return pieces()
 
 
-def _streaming_sender(stage: _Stage, target: _Target, queued: bool = True, streams: bool = True) -> tuple[
+def _streaming_sender(stage: _Stage, target: _Target, queued: bool = True, streams: bool = True,
+                      files_to: Callable[[int], bool] = lambda _member: False) -> tuple[
         SnapshotSender, list[tuple[Message, bytes]], list[tuple[int, bool]]]:
     out: list[tuple[Message, bytes]] = []
     reports: list[tuple[int, bool]] = []
@@ -171,7 +174,7 @@ def _streaming_sender(stage: _Stage, target: _Target, queued: bool = True, strea
         out.append((msg, b"".join(pieces)))
 
     sender = SnapshotSender(target, stage, send, lambda to, ok: reports.append((to, ok)), stream=stream,
-                            streams_to=lambda member: streams and member != 9)
+                            streams_to=lambda member: streams and member != 9, files_to=files_to)
     return sender, out, reports
 
 
@@ -195,6 +198,23 @@ async def test_a_member_that_takes_the_streamed_format_gets_the_pieces_as_they_a
     assert msg.snapshot == Snapshot(SnapshotMetadata(index=150, term=3, conf_state=conf))
     assert next(data for m, data in out if m.to == 9) == b"later"  # (the _Target build: [:3] + [3:])
     assert reports == [] and sender.sent == 2
+
+
+@pytest.mark.asyncio
+async def test_a_member_of_this_platform_that_takes_files_gets_the_stores_file() -> None:
+    """A streaming member whose ``snapshot-file`` name is this member's (``files_to``) is sent
+    the store's file; another gets the records."""
+    stage, target = _Stage(applied=150, term=3, conf=ConfState(voters=frozenset({1, 2, 3}))), _StreamTarget()
+    target.state = b"abcd"
+    sender, out, reports = _streaming_sender(stage, target, files_to=lambda member: member == 3)
+    sender.send(_msg(2))
+    sender.send(_msg(3))
+    for _ in range(100):
+        if len(out) == 2 and not sender._streaming:
+            break
+        await asyncio.sleep(0.01)
+    await _settle(sender)
+    assert target.files == [False, True] and sorted(m.to for m, _ in out) == [2, 3] and sender.sent == 2
 
 
 @pytest.mark.asyncio

@@ -65,10 +65,10 @@ async def test_the_loop_runs_while_the_store_is_rebuilt(tmp_path: Path, monkeypa
     rebuilding, release = threading.Event(), threading.Event()
     restore = follower.store.restore
 
-    def held_restore(chunks: object) -> object:
+    def held_restore(chunks: object, file: bool = False) -> object:
         rebuilding.set()
         assert release.wait(10)
-        return restore(chunks)  # type: ignore[arg-type]
+        return restore(chunks, file=file)  # type: ignore[arg-type]
 
     monkeypatch.setattr(follower.store, "restore", held_restore)
     conf = ConfState(voters=frozenset({1}))

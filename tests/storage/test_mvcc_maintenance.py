@@ -3,7 +3,9 @@ the quota and NOSPACE alarm, batches and their rollback, and concurrent readers.
 
 from __future__ import annotations
 
+import hashlib
 import random
+import struct
 import threading
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from kvraft.storage.mvcc import (
     RangeRequest,
 )
 from kvraft.storage.quota import BackendQuota, cost
+from kvraft.storage.snapshot import FILE_MAGIC, SnapshotStream
 
 MB = 1 << 20
 
@@ -49,7 +52,10 @@ def everything(store: MVCCStore, rev: int = 0) -> Any:
 # -- snapshots ---------------------------------------------------------------------------
 
 
-def test_snapshot_is_point_in_time_while_writes_go_on(tmp_path: Path) -> None:
+@pytest.mark.parametrize("form", ["stream", "file"])
+def test_snapshot_is_point_in_time_while_writes_go_on(tmp_path: Path, form: str) -> None:
+    """Both forms: the records (``snapshot``) and the LMDB file as one read transaction sees
+    it (``snapshot_file``, copied by LMDB in a thread while the writes go on)."""
     src = open_store(tmp_path / "src")
     fill(src, 3000)
     src.compact(1500, physical=True)
@@ -58,13 +64,14 @@ def test_snapshot_is_point_in_time_while_writes_go_on(tmp_path: Path) -> None:
     rev = src.rev
     want = everything(src)
     want_hash = src.hash_kv()
-    stream = src.snapshot(chunk_bytes=16 * 1024)
+    stream = src.snapshot(chunk_bytes=16 * 1024) if form == "stream" else src.snapshot_file(piece_bytes=16 * 1024)
     chunks = []
     for i, chunk in enumerate(stream):
         chunks.append(chunk)
         if i % 5 == 0:
             src.put(b"k%06d" % i, b"changed after the snapshot began")
-    assert stream.revision == rev and stream.consistent_index == (77, 3)
+    if isinstance(stream, SnapshotStream):
+        assert stream.revision == rev and stream.consistent_index == (77, 3)
     assert stream.sha256 is not None and src.rev > rev
     # a receiver may cut the stream anywhere
     blob = b"".join(chunks)
@@ -73,7 +80,7 @@ def test_snapshot_is_point_in_time_while_writes_go_on(tmp_path: Path) -> None:
     pieces = [blob[a:b] for a, b in zip([0, *cuts], [*cuts, len(blob)], strict=True)]
     dst = open_store(tmp_path / "dst")
     dst.put(b"junk", b"replaced by the restore")
-    report = dst.restore(pieces)
+    report = dst.restore(pieces, file=form == "file")
     assert (report.revision, report.consistent_index, report.sha256) == (rev, (77, 3), stream.sha256)
     assert dst.rev == rev and dst.consistent_index == (77, 3)
     assert dst.compact_revision == 1500
@@ -90,11 +97,13 @@ def test_snapshot_is_point_in_time_while_writes_go_on(tmp_path: Path) -> None:
     dst.close()
 
 
+@pytest.mark.parametrize("form", ["stream", "file"])
 @pytest.mark.parametrize("damage", ["truncate", "flip", "drop-frame", "garbage"])
-def test_damaged_snapshots_are_refused_and_change_nothing(tmp_path: Path, damage: str) -> None:
+def test_damaged_snapshots_are_refused_and_change_nothing(tmp_path: Path, damage: str, form: str) -> None:
     src = open_store(tmp_path / "src")
     fill(src, 500)
-    chunks = list(src.snapshot(chunk_bytes=8 * 1024))
+    file = form == "file"
+    chunks = list(src.snapshot_file(piece_bytes=8 * 1024) if file else src.snapshot(chunk_bytes=8 * 1024))
     dst = open_store(tmp_path / "dst")
     dst.put(b"keep", b"me")
     if damage == "truncate":
@@ -108,10 +117,40 @@ def test_damaged_snapshots_are_refused_and_change_nothing(tmp_path: Path, damage
     else:
         bad = [b"\x00\x00\x00\x05\x00\x00\x00\x00hello"]
     with pytest.raises(SnapshotCorruptionError):
-        dst.restore(bad)
+        dst.restore(bad, file=file)
     assert everything(dst).count == 1 and dst.range(b"keep").kvs[0].value == b"me"
     assert [p.name for p in (tmp_path / "dst").iterdir() if ".tmp" in p.name] == []
     dst.close()
+    src.close()
+
+
+def test_a_file_that_checks_out_but_is_no_store_is_refused(tmp_path: Path) -> None:
+    """Bytes whose trailer matches (length, sha256) but that are not an LMDB store with the
+    backend's buckets are refused before anything is installed."""
+    dst = open_store(tmp_path / "dst")
+    dst.put(b"keep", b"me")
+    data = b"not a store" * 1000
+    trailer = struct.pack(">8sQ32s", FILE_MAGIC, len(data), hashlib.sha256(data).digest())
+    with pytest.raises(SnapshotCorruptionError, match="not a store"):
+        dst.restore([data, trailer], file=True)
+    assert dst.range(b"keep").kvs[0].value == b"me"
+    assert [p.name for p in (tmp_path / "dst").iterdir() if ".tmp" in p.name] == []
+    dst.close()
+
+
+def test_a_file_snapshot_left_unfinished_ends_its_copy_and_its_transaction(tmp_path: Path) -> None:
+    """A ``snapshot_file`` closed after its first piece: LMDB's copy thread ends (its pipe is
+    closed), the read transaction with it, and the store goes on (its file is not pinned:
+    defragmentation, which waits for old readers, completes)."""
+    src = open_store(tmp_path / "src", map_size=1 << 28)
+    fill(src, 2000, size=1000)
+    pieces = iter(src.snapshot_file(piece_bytes=16 * 1024))
+    assert next(pieces)
+    pieces.close()  # type: ignore[attr-defined]
+    assert not [t for t in threading.enumerate() if t.name == "snapshot-file-copy"]
+    src.defragment()
+    src.put(b"after", b"x")
+    assert src.range(b"after").count == 1
     src.close()
 
 

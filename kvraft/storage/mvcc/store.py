@@ -81,8 +81,10 @@ from kvraft.storage.schema import (
 from kvraft.storage.snapshot import (
     DEFAULT_CHUNK_BYTES,
     RestoreReport,
+    SnapshotFile,
     SnapshotStream,
     mark_consistent_index,
+    restore_file,
     restore_generation,
 )
 
@@ -639,15 +641,24 @@ class MVCCStore:
         self._settle()
         return SnapshotStream(self.backend, chunk_bytes, on_close=self.timings.snapshot_seconds.observe)
 
-    def restore(self, chunks: Iterable[bytes | memoryview]) -> RestoreReport:
-        """Replace the whole state with a snapshot stream (verified first; on error the
-        store is unchanged). Pending physical compactions of the old state are dropped;
-        reads under way finish first (the gate), new ones see the restored state."""
+    def snapshot_file(self, piece_bytes: int = DEFAULT_CHUNK_BYTES) -> SnapshotFile:
+        """``snapshot`` as the store's LMDB file, compacted (``kvraft.storage.snapshot``)."""
+        self._settle()
+        return SnapshotFile(self.backend, piece_bytes, on_close=self.timings.snapshot_seconds.observe)
+
+    def restore(self, chunks: Iterable[bytes | memoryview], file: bool = False) -> RestoreReport:
+        """Replace the whole state with a snapshot stream (``file``: a ``snapshot_file``'s
+        bytes), verified first; on error the store is unchanged. Pending physical compactions
+        of the old state are dropped; reads under way finish first (the gate), new ones see
+        the restored state."""
         self._settle()
         if self.backend.current_batch() is not None:
             raise RuntimeError("restore cannot run inside a write batch")
         with self.backend.maint_lock:
-            report = restore_generation(self.backend, chunks)
+            if file:
+                report = restore_file(self.backend, chunks, self.backend.next_generation_path())
+            else:
+                report = restore_generation(self.backend, chunks)
             self._install(report.path)
         return report
 
