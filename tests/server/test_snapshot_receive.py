@@ -6,7 +6,9 @@ connection's reading, not the chunks in memory."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,35 @@ def _gated_build(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     monkeypatch.setattr(snapshot_receive, "restore_generation", slow)
     monkeypatch.setattr(snapshot_receive, "restore_file", slow_file)
     return gate
+
+
+@contextlib.asynccontextmanager
+async def _leader_and_follower(tmp_path: Path, follower: StateMachine, got: list[int],
+                               **follower_options: Any) -> AsyncIterator[
+                                   tuple[PeerTransport, PeerTransport, Callable[[], Any]]]:
+    """A leader's transport (1) connected to a follower's (2) that builds received stores in
+    ``follower`` and records the kinds of the frames handed on in ``got``; yields both
+    transports and a ``next_piece`` over a 200-value store's streamed snapshot."""
+    key, port_b = cluster_key("tok"), free_port()
+    a = PeerTransport(1, key, lambda *_: None)
+    b = PeerTransport(2, key, lambda _source, kind, _body: got.append(kind),
+                      receive_snapshot=SnapshotReceiver(follower.store.backend).begin, **follower_options)
+    try:
+        await b.listen([f"http://127.0.0.1:{port_b}"])
+        a.set_peer(2, f"http://127.0.0.1:{port_b}")
+        pieces = iter(_leader_pieces(tmp_path, 200))
+
+        async def next_piece() -> bytes | None:
+            return next(pieces, None)
+
+        for _ in range(100):
+            if a._peers[2].connected:
+                break
+            await asyncio.sleep(0.02)
+        yield a, b, next_piece
+    finally:
+        await a.close()
+        await b.close()
 
 
 async def _drained(receipt: Receipt) -> None:
@@ -313,54 +344,37 @@ async def test_frames_after_a_snapshot_are_handed_on_after_its_message(tmp_path:
     gate = _gated_build(monkeypatch)
     follower = _machine(tmp_path / "follower")
     got: list[int] = []
-    key = cluster_key("tok")
-    port_b = free_port()
     features = wire.FEATURES if connection == "own" else tuple(
         f for f in wire.FEATURES if f != wire.FEATURE_SNAPSHOT_CONNECTION)
-    a = PeerTransport(1, key, lambda *_: None)
-    b = PeerTransport(2, key, lambda _source, kind, _body: got.append(kind),
-                      receive_snapshot=SnapshotReceiver(follower.store.backend).begin, features=features)
+    append = Message(MessageType.APP, to=2, from_=1, term=3, log_term=4, index=60, commit=60)
+    heartbeat = Message(MessageType.HEARTBEAT, to=2, from_=1, term=3)
     try:
-        await b.listen([f"http://127.0.0.1:{port_b}"])
-        a.set_peer(2, f"http://127.0.0.1:{port_b}")
-        pieces = iter(_leader_pieces(tmp_path, 200))
-
-        async def next_piece() -> bytes | None:
-            return next(pieces, None)
-
-        append = Message(MessageType.APP, to=2, from_=1, term=3, log_term=4, index=60, commit=60)
-        heartbeat = Message(MessageType.HEARTBEAT, to=2, from_=1, term=3)
-        for _ in range(100):
-            if a._peers[2].connected:
-                break
-            await asyncio.sleep(0.02)
-        if connection == "own":
-            sending = asyncio.get_running_loop().create_task(a.stream_snapshot(_msg(), next_piece))
-            await asyncio.sleep(0.1)
-            a.send([heartbeat])
-            await asyncio.sleep(0.3)
-            assert got == [wire.RAFT] and not sending.done()  # (the build is held: no answer yet)
-            gate.set()
-            assert await asyncio.wait_for(sending, 10)
-            assert got == [wire.RAFT, wire.SNAP_END]
-            a.send([append])
-            want = [wire.RAFT, wire.SNAP_END, wire.RAFT]
-        else:
-            assert await a.stream_snapshot(_msg(), next_piece)
-            a.send([append])
-            await asyncio.sleep(0.3)
-            assert got == []  # (the build is held: nothing handed on, the append waits too)
-            gate.set()
-            want = [wire.SNAP_END, wire.RAFT]
-        for _ in range(200):
-            if len(got) == len(want):
-                break
-            await asyncio.sleep(0.02)
-        assert got == want
+        async with _leader_and_follower(tmp_path, follower, got, features=features) as (a, _b, next_piece):
+            if connection == "own":
+                sending = asyncio.get_running_loop().create_task(a.stream_snapshot(_msg(), next_piece))
+                await asyncio.sleep(0.1)
+                a.send([heartbeat])
+                await asyncio.sleep(0.3)
+                assert got == [wire.RAFT] and not sending.done()  # (the build is held: no answer yet)
+                gate.set()
+                assert await asyncio.wait_for(sending, 10)
+                assert got == [wire.RAFT, wire.SNAP_END]
+                a.send([append])
+                want = [wire.RAFT, wire.SNAP_END, wire.RAFT]
+            else:
+                assert await a.stream_snapshot(_msg(), next_piece)
+                a.send([append])
+                await asyncio.sleep(0.3)
+                assert got == []  # (the build is held: nothing handed on, the append waits too)
+                gate.set()
+                want = [wire.SNAP_END, wire.RAFT]
+            for _ in range(200):
+                if len(got) == len(want):
+                    break
+                await asyncio.sleep(0.02)
+            assert got == want
     finally:
         gate.set()
-        await a.close()
-        await b.close()
         follower.close()
 
 
@@ -392,31 +406,14 @@ async def test_a_snapshot_connection_waiting_for_its_build_is_not_closed_as_sile
     gate = _gated_build(monkeypatch)
     follower = _machine(tmp_path / "follower")
     got: list[int] = []
-    key = cluster_key("tok")
-    port_b = free_port()
-    a = PeerTransport(1, key, lambda *_: None)
-    b = PeerTransport(2, key, lambda _source, kind, _body: got.append(kind), read_timeout_s=0.3,
-                      receive_snapshot=SnapshotReceiver(follower.store.backend).begin)
     try:
-        await b.listen([f"http://127.0.0.1:{port_b}"])
-        a.set_peer(2, f"http://127.0.0.1:{port_b}")
-        pieces = iter(_leader_pieces(tmp_path, 200))
-
-        async def next_piece() -> bytes | None:
-            return next(pieces, None)
-
-        for _ in range(100):
-            if a._peers[2].connected:
-                break
-            await asyncio.sleep(0.02)
-        sending = asyncio.get_running_loop().create_task(a.stream_snapshot(_msg(), next_piece))
-        await asyncio.sleep(1.0)  # (three read timeouts, the build held)
-        assert not sending.done()
-        gate.set()
-        assert await asyncio.wait_for(sending, 10)
-        assert got == [wire.SNAP_END] and b.stats.snapshot_receive_success == {1: 1}
+        async with _leader_and_follower(tmp_path, follower, got, read_timeout_s=0.3) as (a, b, next_piece):
+            sending = asyncio.get_running_loop().create_task(a.stream_snapshot(_msg(), next_piece))
+            await asyncio.sleep(1.0)  # (three read timeouts, the build held)
+            assert not sending.done()
+            gate.set()
+            assert await asyncio.wait_for(sending, 10)
+            assert got == [wire.SNAP_END] and b.stats.snapshot_receive_success == {1: 1}
     finally:
         gate.set()
-        await a.close()
-        await b.close()
         follower.close()

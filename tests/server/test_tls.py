@@ -35,6 +35,8 @@ from kvraft.server.local import LocalCluster, free_port
 ROOT = Path(__file__).resolve().parents[2]
 MAKE_CERTS = ROOT / "deploy" / "make-certs.sh"
 FAST_FLAGS = ["--heartbeat-interval", "50", "--election-timeout", "500"]
+SNAPSHOT_FLAGS = ["--snapshot-count", "50", "--snapshot-catchup-entries", "5"]
+"""(The shared cluster takes a snapshot every 50 entries: a member that joins needs one.)"""
 
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 
@@ -66,7 +68,7 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Loca
     base = tmp_path_factory.mktemp("tls-cluster")
     pki = base / "pki"
     make_certs(pki, "m0=127.0.0.1", "m1=127.0.0.1", "m2=127.0.0.1", clients=("admin", "scheduler"))
-    cluster = LocalCluster(3, base / "members", extra_args=FAST_FLAGS)
+    cluster = LocalCluster(3, base / "members", extra_args=FAST_FLAGS + SNAPSHOT_FLAGS)
     for name, member in cluster.members.items():
         member.client_url = member.client_url.replace("http://", "https://")
         member.peer_url = member.peer_url.replace("http://", "https://")
@@ -114,8 +116,13 @@ def test_client_with_ca_and_certificate_writes_through_one_member_reads_through_
 
 def test_a_member_joins_over_peer_tls(tls_cluster) -> None:
     """A joining member asks its peers for the cluster over the peer TLS (and the cluster
-    key), then is removed again (the module's cluster is shared)."""
+    key), then is removed again (the module's cluster is shared). The leader's log was
+    compacted before it joined (a snapshot every 50 entries): it gets the store as a
+    snapshot, on a TLS connection of the snapshot's own."""
     cluster, pki = tls_cluster
+    with SyncClient([cluster.members["m0"].client_url], tls=_admin(pki)) as client:
+        for i in range(120):
+            client.put(f"join/{i:03d}", "x" * 100)
     make_certs(pki, "m3=127.0.0.1")
     member = cluster.add_process("m3")
     member.client_url = member.client_url.replace("http://", "https://")
@@ -133,6 +140,10 @@ def test_a_member_joins_over_peer_tls(tls_cluster) -> None:
         try:
             cluster.start_member("m3", cluster.initial_cluster(), "existing")
             wait_for(lambda: _read_ok(member.client_url, _admin(pki)), what="m3 serving after joining over TLS")
+            with SyncClient([member.client_url], tls=_admin(pki)) as joined:
+                wait_for(lambda: joined.get("join/", prefix=True, serializable=True).count == 120,
+                         what="m3 holding what was written before it joined")
+            assert "received a snapshot at" in member.log_path.read_text()
         finally:
             wait_for(lambda: unless_unhealthy(lambda: client.member_remove(added.member.id)), what="member remove")
             cluster.stop_member("m3")
