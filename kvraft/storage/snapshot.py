@@ -100,18 +100,32 @@ def _frame(payload: bytes) -> bytes:
     return _HEAD.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-class SnapshotStream:
+class _Pinned:
+    """A read transaction held on the backend from here to ``close``; ``on_close`` gets the
+    seconds it was held."""
+
+    def __init__(self, backend: Backend, on_close: Callable[[float], None] | None) -> None:
+        self._opened = time.monotonic()
+        self._on_close = on_close
+        self._stack = contextlib.ExitStack()
+        read = self._stack.enter_context(backend.read())
+        self._env, self._txn, self._dbis = read.env, read.txn, read.dbis
+
+    def close(self) -> None:
+        self._stack.close()
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close(time.monotonic() - self._opened)
+
+
+class SnapshotStream(_Pinned):
     """Iterate to get the chunks; see the module docstring."""
 
     def __init__(self, backend: Backend, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
                  on_close: Callable[[float], None] | None = None) -> None:
         """``on_close`` gets the seconds from here to the first ``close``."""
+        super().__init__(backend, on_close)
         self._chunk_bytes = chunk_bytes
-        self._opened = time.monotonic()
-        self._on_close = on_close
-        self._stack = contextlib.ExitStack()
-        read = self._stack.enter_context(backend.read())
-        self._txn, self._dbis = read.txn, read.dbis
         meta = self._dbis[BUCKET_META]
         raw = self._txn.get(META_CURRENT_REV, db=meta)
         self.revision = decode_int(META_CURRENT_REV, raw) if raw is not None else 1
@@ -156,14 +170,8 @@ class SnapshotStream:
                 self.records += len(flat) // 2
                 yield _frame(msgpack.packb([name, flat]))
 
-    def close(self) -> None:
-        self._stack.close()
-        on_close, self._on_close = self._on_close, None
-        if on_close is not None:
-            on_close(time.monotonic() - self._opened)
 
-
-class SnapshotFile:
+class SnapshotFile(_Pinned):
     """The store as one read transaction sees it, as a compacted copy of its LMDB file, in
     pieces of about ``piece_bytes``, then the trailer (module docstring). Iterate it once,
     from any thread; LMDB copies in a thread of its own meanwhile (without the GIL), and the
@@ -171,12 +179,8 @@ class SnapshotFile:
 
     def __init__(self, backend: Backend, piece_bytes: int = DEFAULT_CHUNK_BYTES,
                  on_close: Callable[[float], None] | None = None) -> None:
+        super().__init__(backend, on_close)
         self._piece_bytes = piece_bytes
-        self._opened = time.monotonic()
-        self._on_close = on_close
-        self._stack = contextlib.ExitStack()
-        read = self._stack.enter_context(backend.read())
-        self._env, self._txn = read.env, read.txn
         self.bytes = 0
         self.sha256: str | None = None  # set once the copy is over
 
@@ -221,12 +225,6 @@ class SnapshotFile:
             reader.close()  # (a copy still writing gets EPIPE and ends)
             thread.join()
             self.close()
-
-    def close(self) -> None:
-        self._stack.close()
-        on_close, self._on_close = self._on_close, None
-        if on_close is not None:
-            on_close(time.monotonic() - self._opened)
 
 
 @dataclass(frozen=True)
