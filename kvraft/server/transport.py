@@ -62,6 +62,7 @@ from urllib.parse import urlsplit
 
 import msgpack
 
+from kvraft.apply.state_machine import is_file_snapshot
 from kvraft.durations import ETCD_PEER_RTT_BUCKETS_S, ETCD_SNAPSHOT_BUCKETS_S, DurationHistogram
 from kvraft.raft.types import Message
 from kvraft.server import wire
@@ -243,6 +244,16 @@ async def ask_cluster(url: str, key: bytes, client_ssl: ssl.SSLContext | Callabl
         raise ValueError(f"{host}:{port}: not a kvraft member's answer ({exc!r})") from None
     finally:
         writer.close()
+
+
+def _check_still_announced(features: frozenset[str], feature: str) -> None:
+    """A snapshot's connection was dialed on what the peer announced before (its features are
+    kept across restarts); the handshake just answered says again. A peer that no longer
+    announces what the snapshot needs (it runs an older kvraft now, or on another platform)
+    fails this send: the core sends again, and the snapshot then goes as the peer takes it
+    (an older kvraft would fail to install a file it cannot read)."""
+    if feature not in features:
+        raise ConnectionError(f"the peer no longer announces {feature}: sent again as it takes snapshots now")
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> Any:
@@ -529,7 +540,9 @@ class PeerTransport:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
                 reader, writer = await self._dial(peer)
             peer.snapshot_writers.add(writer)
+            _check_still_announced(peer.features, wire.FEATURE_SNAPSHOT_CONNECTION)
             writer.transport.set_write_buffer_limits(high=SNAPSHOT_WRITE_BUFFER)
+            first = True
             while True:
                 try:
                     piece = await next_piece()
@@ -539,6 +552,9 @@ class PeerTransport:
                     raise ConnectionError("the snapshot's connection closed (the peer was removed)")
                 if piece is None:
                     break
+                if first and is_file_snapshot(piece):
+                    _check_still_announced(peer.features, wire.FEATURE_SNAPSHOT_FILE)
+                first = False
                 self._write_snapshot_frame(writer, target, [wire.SNAP_CHUNK, [stream, piece]])
                 async with asyncio.timeout(self.write_timeout_s):
                     await writer.drain()

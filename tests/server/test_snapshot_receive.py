@@ -417,3 +417,51 @@ async def test_a_snapshot_connection_waiting_for_its_build_is_not_closed_as_sile
     finally:
         gate.set()
         follower.close()
+
+
+@pytest.mark.parametrize("gone", [wire.FEATURE_SNAPSHOT_CONNECTION, wire.FEATURE_SNAPSHOT_FILE])
+async def test_a_peer_that_no_longer_announces_what_a_snapshot_needs_gets_it_as_it_takes_it(
+        tmp_path: Path, gone: str) -> None:
+    """What a peer announced is kept across its restarts; one that restarted as an older kvraft
+    (or on another platform) announces less. The snapshot connection's own handshake says so:
+    that send fails (an older member would fail to install a file it cannot read), the
+    features are refreshed, and the next send goes as the peer takes it."""
+    follower = _machine(tmp_path / "follower")
+    got: list[int] = []
+    reports: list[bool] = []
+    key, port_b = cluster_key("tok"), free_port()
+    a = PeerTransport(1, key, lambda *_: None, on_snapshot_sent=lambda _to, ok: reports.append(ok))
+    b = PeerTransport(2, key, lambda _source, kind, _body: got.append(kind),
+                      receive_snapshot=SnapshotReceiver(follower.store.backend).begin,
+                      features=tuple(f for f in wire.FEATURES if f != gone))
+    try:
+        await b.listen([f"http://127.0.0.1:{port_b}"])
+        a.set_peer(2, f"http://127.0.0.1:{port_b}")
+        for _ in range(100):
+            if a._peers[2].connected:
+                break
+            await asyncio.sleep(0.02)
+        a._peers[2].features = frozenset(wire.FEATURES)  # (what it announced before its restart)
+
+        def pieces_of(where: str, file: bool) -> Callable[[], Any]:
+            pieces = iter(_leader_pieces(tmp_path / where, 200, file=file))
+
+            async def next_piece() -> bytes | None:
+                return next(pieces, None)
+
+            return next_piece
+
+        assert not await a.stream_snapshot(_msg(), pieces_of("first", file=True))
+        assert reports == [False] and got == [] and not a.supports(2, gone)
+        file = a.supports(2, wire.FEATURE_SNAPSHOT_FILE)  # (what the leader's sender decides by)
+        assert file == (gone != wire.FEATURE_SNAPSHOT_FILE)
+        assert await a.stream_snapshot(_msg(), pieces_of("again", file=file))
+        for _ in range(200):
+            if got:
+                break
+            await asyncio.sleep(0.02)
+        assert got == [wire.SNAP_END] and reports == [False, True]
+    finally:
+        await a.close()
+        await b.close()
+        follower.close()
