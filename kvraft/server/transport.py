@@ -32,15 +32,9 @@ one batch. A broken connection is redialled with jittered exponential backoff.
 A malformed frame, or a frame over ``FRAME_MAX_BYTES``, closes only that connection.
 
 A snapshot goes on a connection dialed for it alone, to a peer whose listener announced
-``snapshot-connection`` (``wire.FEATURE_SNAPSHOT_CONNECTION``): its chunks as the leader reads
-them, each written once the socket has room, then its MsgSnap, asking for an answer; the
-receiver answers ``SNAP_ACK`` once the message went to its member, and only then is the
-snapshot reported sent (so the appends the leader sends next arrive after it), and the
-connection closed. Meanwhile the main connections carry heartbeats and appends both ways,
-however slowly the receiver builds its store (it stops reading the snapshot's connection
-while its build thread is behind). etcd sends snapshots on a connection of their own too (an
-HTTP POST answered once the snapshot was handed to Raft). To an older peer a snapshot goes on
-the main connection, in order with the other frames.
+``snapshot-connection`` (``kvraft.server.snapshot_connection``): the main connections go on
+carrying heartbeats and appends however slowly the receiver builds its store. To an older
+peer a snapshot goes on the main connection, in order with the other frames.
 """
 
 from __future__ import annotations
@@ -62,11 +56,11 @@ from urllib.parse import urlsplit
 
 import msgpack
 
-from kvraft.apply.state_machine import is_file_snapshot
 from kvraft.durations import ETCD_PEER_RTT_BUCKETS_S, ETCD_SNAPSHOT_BUCKETS_S, DurationHistogram
 from kvraft.raft.types import Message
 from kvraft.server import wire
 from kvraft.server.cert_names import CertRule
+from kvraft.server.snapshot_connection import send_on_own_connection
 from kvraft.server.snapshot_receive import Receipt
 from kvraft.server.tls_accept import HandshakeFailures, accepting
 from kvraft.server.transport_inbound import HANDSHAKE_TIMEOUT_S, Inbound
@@ -80,11 +74,6 @@ SNAPSHOT_CHUNK_BYTES = 1024 * 1024
 STREAM_BACKLOG = 8
 """A streamed snapshot's pieces queued for a peer at most (``stream_snapshot``): ~8 MiB."""
 STREAM_STALL_S = 30.0
-SNAPSHOT_ACK_TIMEOUT_S = 60.0
-"""How long a snapshot's sender waits for the receiver's ``SNAP_ACK`` after its last frame
-(the receiver finishes its store's build, syncs it and names it first)."""
-SNAPSHOT_WRITE_BUFFER = 4 << 20
-"""A snapshot connection's write buffer before ``drain`` waits: a few chunks in flight."""
 STREAM_POLL_S = 0.005
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 1.0
@@ -167,7 +156,7 @@ class _Peer:
     features: frozenset[str] = frozenset()
     """What the peer's listener announced in its last handshake answer (kept while down)."""
     snapshot_writers: set[asyncio.StreamWriter] = field(default_factory=set)
-    """The connections dialed for a snapshot each (``_snapshot_connection``): cut with the peer."""
+    """The connections dialed for a snapshot each (``snapshot_connection``): cut with the peer."""
     redial: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the peer dialed this member while this member's dial to it was down: it is
     listening, so the backoff's wait ends and the dial is tried at once."""
@@ -185,10 +174,6 @@ class NoAnswer(_Refused):
 class _Removed(ConnectionError):
     """The listener answered the hello that the dialer was removed from the cluster
     (etcd's 410 Gone to a removed member's stream)."""
-
-
-class _SourceFailed(Exception):
-    """Reading a snapshot's pieces failed (the caller's error, raised as it is)."""
 
 
 class WrongKey(ConnectionError):
@@ -244,16 +229,6 @@ async def ask_cluster(url: str, key: bytes, client_ssl: ssl.SSLContext | Callabl
         raise ValueError(f"{host}:{port}: not a kvraft member's answer ({exc!r})") from None
     finally:
         writer.close()
-
-
-def _check_still_announced(features: frozenset[str], feature: str) -> None:
-    """A snapshot's connection was dialed on what the peer announced before (its features are
-    kept across restarts); the handshake just answered says again. A peer that no longer
-    announces what the snapshot needs (it runs an older kvraft now, or on another platform)
-    fails this send: the core sends again, and the snapshot then goes as the peer takes it
-    (an older kvraft would fail to install a file it cannot read)."""
-    if feature not in features:
-        raise ConnectionError(f"the peer no longer announces {feature}: sent again as it takes snapshots now")
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> Any:
@@ -525,69 +500,17 @@ class PeerTransport:
 
     async def _snapshot_connection(self, msg: Message,
                                    next_piece: Callable[[], Awaitable[bytes | memoryview | None]]) -> bool:
-        """Send the MsgSnap ``msg`` on a connection dialed for it alone (module docstring):
-        the pieces ``next_piece`` gives, each written once the socket has room, then the
-        message, then wait for the receiver's ``SNAP_ACK``. Whether it took the snapshot; the
-        outcome is reported to ``on_snapshot_sent`` (not when cancelled: the member stops or
-        the peer went; an error of ``next_piece`` is raised, for the caller to report)."""
-        target, ok, writer, peer = msg.to, False, None, None
+        """Send the MsgSnap ``msg`` on a connection dialed for it alone
+        (``kvraft.server.snapshot_connection``) and report the outcome to ``on_snapshot_sent``
+        (not when cancelled: the member stops or the peer went; an error of ``next_piece`` is
+        raised, for the caller to report)."""
         self._snap_seq += 1
-        stream = self._snap_seq
-        try:
-            peer = self._peers.get(target)
-            if peer is None or self._closed:
-                raise ConnectionError("not a peer")
-            async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
-                reader, writer = await self._dial(peer)
-            peer.snapshot_writers.add(writer)
-            _check_still_announced(peer.features, wire.FEATURE_SNAPSHOT_CONNECTION)
-            writer.transport.set_write_buffer_limits(high=SNAPSHOT_WRITE_BUFFER)
-            first = True
-            while True:
-                try:
-                    piece = await next_piece()
-                except Exception as exc:
-                    raise _SourceFailed() from exc
-                if writer.transport.is_closing():
-                    raise ConnectionError("the snapshot's connection closed (the peer was removed)")
-                if piece is None:
-                    break
-                if first and is_file_snapshot(piece):
-                    _check_still_announced(peer.features, wire.FEATURE_SNAPSHOT_FILE)
-                first = False
-                self._write_snapshot_frame(writer, target, [wire.SNAP_CHUNK, [stream, piece]])
-                async with asyncio.timeout(self.write_timeout_s):
-                    await writer.drain()
-            self._write_snapshot_frame(writer, target, [wire.SNAP_END, [stream, wire.message_to_wire(msg, False), True]])
-            async with asyncio.timeout(self.write_timeout_s):
-                await writer.drain()
-            async with asyncio.timeout(SNAPSHOT_ACK_TIMEOUT_S):
-                answer = await _read_frame(reader)
-            ok = answer == [wire.SNAP_ACK, [stream, True]]
-            if not ok:
-                log.warning("peer %x: did not take the snapshot at %d: %r", target,
-                            msg.snapshot.metadata.index if msg.snapshot else 0, answer)
-        except _SourceFailed as exc:
-            assert exc.__cause__ is not None
-            raise exc.__cause__ from None
-        except (TimeoutError, OSError, ConnectionError, asyncio.IncompleteReadError, ValueError, IndexError,
-                TypeError, msgpack.UnpackException) as exc:
-            log.warning("peer %x: sending a snapshot failed: %r", target, exc)
-        finally:
-            if writer is not None:
-                writer.close()
-                if peer is not None:
-                    peer.snapshot_writers.discard(writer)
+        peer = self._peers.get(msg.to)
+        ok = peer is not None and not self._closed and await send_on_own_connection(
+            self, peer, msg, next_piece, self._snap_seq)
         if not self._closed:
-            self._on_snapshot_sent(target, ok)
+            self._on_snapshot_sent(msg.to, ok)
         return ok
-
-    def _write_snapshot_frame(self, writer: asyncio.StreamWriter, target: int, frame: list[Any]) -> None:
-        data = wire.encode_frame(frame)
-        writer.write(data)
-        self.stats.frames_sent += 1
-        sent = self.stats.bytes_sent
-        sent[target] = sent.get(target, 0) + len(data)
 
     async def _dial(self, peer: _Peer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Connect to the peer and pass the handshake (its announced features recorded)."""
