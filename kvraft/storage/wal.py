@@ -323,7 +323,7 @@ class WalLogStorage:
 
     # -- records -------------------------------------------------------------------------
 
-    def _apply_payload(self, payload: bytes, head: bool) -> None:
+    def _apply_payload(self, payload: bytes | memoryview, head: bool) -> None:
         """Replay one frame's records through the methods that wrote them."""
         for record in iter_records(payload, head=head):
             match record:
@@ -402,7 +402,8 @@ class WalLogStorage:
     def append(self, entries: list[Entry]) -> None:
         entries = entries_to_append(self._entries, entries)
         if entries:
-            self._stage(encode_entries(entries))
+            if not self._replaying:  # (a replay stages nothing: not encoded for nothing either)
+                self._stage(encode_entries(entries))
             del self._entries[entries[0].index - self._entries[0].index :]
             self._entries.extend(entries)
 

@@ -121,7 +121,7 @@ class SegmentReplay(NamedTuple):
 class _Reader:
     """Decodes the records of one payload."""
 
-    def __init__(self, payload: bytes) -> None:
+    def __init__(self, payload: bytes | memoryview) -> None:
         self.buf = memoryview(payload)
         self.pos = 0
 
@@ -161,7 +161,7 @@ class _Reader:
         )
 
 
-def iter_records(payload: bytes, *, head: bool) -> Iterator[Record]:
+def iter_records(payload: bytes | memoryview, *, head: bool) -> Iterator[Record]:
     """The records of one frame's payload, decoded one at a time. ``head``: the first frame
     of a segment, which must start with a HEAD record (``LogCorruptionError`` if not).
     A record that does not decode raises ``ValueError`` (or ``struct.error``)."""
@@ -191,7 +191,7 @@ def iter_records(payload: bytes, *, head: bool) -> Iterator[Record]:
             raise ValueError(f"unexpected record kind {kind} at {r.pos}")
 
 
-def first_index_in(payload: bytes) -> int:
+def first_index_in(payload: bytes | memoryview) -> int:
     """The first entry index a (possibly damaged) payload names, or 0."""
     with contextlib.suppress(Exception):
         r = _Reader(payload)
@@ -204,13 +204,14 @@ def first_index_in(payload: bytes) -> int:
 
 
 def replay_segment(
-    segment: Path, apply: Callable[[bytes, bool], None], *, repair: bool = True
+    segment: Path, apply: Callable[[memoryview, bool], None], *, repair: bool = True
 ) -> SegmentReplay:
     """Read ``segment`` frame by frame, calling ``apply(payload, is_head)`` for each good
     frame; see the module docstring for torn tails (cut unless ``repair`` is false: a
     read-only check) and corruption. An error ``apply`` raises other than
     ``LogCorruptionError`` becomes one naming the frame."""
     data = segment.read_bytes()
+    view = memoryview(data)  # (frames are views of it, not copies: entries copy their own data)
     pos, first = 0, True
     frames, torn_tail = 0, None
     while pos + FRAME.size <= len(data):
@@ -218,7 +219,7 @@ def replay_segment(
         if length == 0 and crc == 0:
             break
         end = pos + FRAME.size + length
-        payload = data[pos + FRAME.size : end]
+        payload = view[pos + FRAME.size : end]
         if end > len(data) or zlib.crc32(payload) != crc or length == 0:
             after = len(data[max(end, pos + FRAME.size) :].strip(b"\0"))
             if first or after:
