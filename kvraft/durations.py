@@ -18,9 +18,9 @@ from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
 __all__ = [
+    "ETCD_APPLY_BUCKETS_S",
     "ETCD_DISK_BUCKETS_S",
     "ETCD_PEER_RTT_BUCKETS_S",
-    "ETCD_APPLY_BUCKETS_S",
     "ETCD_SNAPSHOT_BUCKETS_S",
     "PROMETHEUS_DEFAULT_BUCKETS_S",
     "DurationHistogram",
@@ -52,10 +52,10 @@ ETCD_PEER_RTT_BUCKETS_S: tuple[float, ...] = tuple(0.0001 * 2**i for i in range(
 ``prometheus.ExponentialBuckets(0.0001, 2, 14)``, 0.1 ms to 0.8192 s."""
 
 ETCD_SNAPSHOT_BUCKETS_S: tuple[float, ...] = tuple(0.1 * 2**i for i in range(10))
+"""etcd's ``etcd_network_snapshot_send_total_duration_seconds`` buckets: 0.1 s doubling to 51.2 s."""
 ETCD_APPLY_BUCKETS_S: tuple[float, ...] = tuple(0.0001 * 2**i for i in range(20))
 """etcd's ``etcd_server_apply_duration_seconds`` and ``etcd_server_range_duration_seconds``
 buckets: 0.1 ms doubling to 52.4 s."""
-"""etcd's ``etcd_network_snapshot_send_total_duration_seconds`` buckets: 0.1 s doubling to 51.2 s."""
 PROMETHEUS_DEFAULT_BUCKETS_S: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """``prometheus.DefBuckets``: go-grpc-prometheus's for ``grpc_server_handling_seconds``."""
 

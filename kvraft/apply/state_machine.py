@@ -50,7 +50,7 @@ from kvraft.storage.mvcc import MVCCStore
 from kvraft.storage.mvcc import ops as mvcc_ops
 from kvraft.storage.mvcc.errors import CompactedRevisionError, MVCCError
 from kvraft.storage.mvcc.types import HashKVResult
-from kvraft.storage.snapshot import SnapshotStream, drop_prepared, prepared_index
+from kvraft.storage.snapshot import SnapshotFile, SnapshotStream, drop_prepared, prepared_index
 
 __all__ = ["WARN_APPLY_S", "StateMachine"]
 
@@ -199,11 +199,11 @@ class StateMachine:
         self._held_ops = 0
         self.commits = 0
         self.slow_applies = 0
+        """Ops applied and reads served that took longer than ``warn_apply_s``."""
         self.apply_seconds: dict[tuple[str, bool], DurationHistogram] = {}
         """Per (op, success): each op applied (etcd_server_apply_duration_seconds)."""
         self.range_seconds = {ok: DurationHistogram(ETCD_APPLY_BUCKETS_S) for ok in (True, False)}
         """Per success: each read served (etcd_server_range_duration_seconds)."""
-        """Ops applied and reads served that took longer than ``warn_apply_s``."""
         self.failure: BaseException | None = None
         """Set when a commit of held units failed: they rolled back to the state on disk,
         so no further entry may be applied on top (its revisions would differ from every
@@ -436,11 +436,12 @@ class StateMachine:
 
         return build
 
-    def _pin(self) -> tuple[list[Any], SnapshotStream]:
+    def _pin(self, file: bool = False) -> tuple[list[Any], SnapshotStream | SnapshotFile]:
         """The state to send as it is now: what is held committed, the member registry copied
-        and a read transaction opened on that commit (the store's snapshot stream)."""
+        and a read transaction opened on that commit (the store's snapshot stream; ``file``:
+        its file)."""
         self.commit()
-        return self.membership.to_wire(), self.store.snapshot()
+        return self.membership.to_wire(), self.store.snapshot_file() if file else self.store.snapshot()
 
     def snapshot_stream_source(self, file: bool = False) -> Generator[bytes, None, None]:
         """``snapshot_source`` for a member that takes the streamed format: pinned here (the
@@ -449,9 +450,7 @@ class StateMachine:
         then the store's stream as it is read. With ``file`` (a member of this platform that
         takes it): ``[4, members]``, then the store's LMDB file as LMDB copies it. Closing it
         ends the read transaction."""
-        self.commit()
-        members = self.membership.to_wire()
-        stream = self.store.snapshot_file() if file else self.store.snapshot()
+        members, stream = self._pin(file)
 
         def pieces() -> Generator[bytes, None, None]:
             try:

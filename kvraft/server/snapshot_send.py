@@ -113,8 +113,7 @@ class SnapshotSender:
         meta = SnapshotMetadata(index=index, term=term, conf_state=stage.conf_state)
         if self._stream is not None and self._streams_to(msg.to):
             file = self._files_to(msg.to)
-            # (pinned here, with the stage between steps)
-            pieces = self.target.snapshot_stream_source(file=True) if file else self.target.snapshot_stream_source()
+            pieces = self.target.snapshot_stream_source(file=file)  # (pinned here, with the stage between steps)
             task = asyncio.get_running_loop().create_task(self._send_streamed(msg, meta, pieces, file))
             self._streaming.add(task)
             task.add_done_callback(self._streaming.discard)

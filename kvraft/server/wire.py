@@ -120,7 +120,7 @@ not portable across byte orders, word sizes or page sizes, so the name carries t
 leader sends the file only to a member announcing the very name it would announce itself."""
 FEATURE_SNAPSHOT_CONNECTION = "snapshot-connection"
 """This member's listener takes a snapshot on a connection dialed for it alone and answers its
-``SNAP_END`` with ``SNAP_ACK`` (``kvraft.server.transport``): the main connection's heartbeats
+``SNAP_END`` with ``SNAP_ACK`` (``kvraft.server.snapshot_connection``): the main connection's heartbeats
 and appends never wait behind a snapshot's chunks, nor behind a receiver slow to build its
 store (etcd sends snapshots on a connection of their own too). To others a snapshot goes on
 the main connection."""

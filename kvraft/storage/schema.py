@@ -44,10 +44,11 @@ __all__ = [
     "alarm_record",
     "decode_int",
     "decode_kv",
+    "decode_consistent_index",
     "decode_meta",
+    "encode_consistent_index",
     "encode_int",
     "encode_kv",
-    "encode_consistent_index",
     "encode_meta",
 ]
 
@@ -105,6 +106,14 @@ def encode_meta(name: bytes, payload: bytes) -> bytes:
 def encode_consistent_index(index: int, term: int) -> bytes:
     """The ``META_CONSISTENT_INDEX`` value: u64 index | u64 term, as a meta value."""
     return encode_meta(META_CONSISTENT_INDEX, index.to_bytes(8, "big") + term.to_bytes(8, "big"))
+
+
+def decode_consistent_index(raw: bytes | None) -> tuple[int, int]:
+    """``(index, term)`` from a ``META_CONSISTENT_INDEX`` value (None: never recorded, (0, 0))."""
+    if raw is None:
+        return 0, 0
+    payload = decode_meta(META_CONSISTENT_INDEX, raw)
+    return int.from_bytes(payload[:8], "big"), int.from_bytes(payload[8:], "big")
 
 
 def decode_meta(name: bytes, raw: bytes) -> bytes:

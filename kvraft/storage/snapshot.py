@@ -59,8 +59,8 @@ from kvraft.storage.schema import (
     BUCKET_META,
     META_CONSISTENT_INDEX,
     META_CURRENT_REV,
+    decode_consistent_index,
     decode_int,
-    decode_meta,
     encode_consistent_index,
 )
 
@@ -129,9 +129,7 @@ class SnapshotStream(_Pinned):
         meta = self._dbis[BUCKET_META]
         raw = self._txn.get(META_CURRENT_REV, db=meta)
         self.revision = decode_int(META_CURRENT_REV, raw) if raw is not None else 1
-        raw = self._txn.get(META_CONSISTENT_INDEX, db=meta)
-        ci = decode_meta(META_CONSISTENT_INDEX, raw) if raw is not None else bytes(16)
-        self.consistent_index = (int.from_bytes(ci[:8], "big"), int.from_bytes(ci[8:], "big"))
+        self.consistent_index = decode_consistent_index(self._txn.get(META_CONSISTENT_INDEX, db=meta))
         self.size_estimate = backend.sizes()[1]
         self.records = 0
         self.bytes = 0
@@ -215,8 +213,7 @@ class SnapshotFile(_Pinned):
                 digest.update(piece)
                 self.bytes += got
                 yield bytes(piece)
-            reader.close()
-            thread.join()
+            thread.join()  # (EOF: the copy has ended)
             if failed:
                 raise OSError(f"copying the store for a snapshot failed: {failed[0]!r}") from failed[0]
             self.sha256 = digest.hexdigest()
@@ -391,13 +388,11 @@ def _file_report(backend: Backend, path: Path, size: int, sha256: str) -> Restor
             meta = dbis[BUCKET_META]
             raw = txn.get(META_CURRENT_REV, db=meta)
             revision = decode_int(META_CURRENT_REV, raw) if raw is not None else 1
-            raw = txn.get(META_CONSISTENT_INDEX, db=meta)
-            ci = decode_meta(META_CONSISTENT_INDEX, raw) if raw is not None else bytes(16)
+            consistent_index = decode_consistent_index(txn.get(META_CONSISTENT_INDEX, db=meta))
             records = sum(txn.stat(dbi)["entries"] for dbi in dbis.values())
     finally:
         env.close()
-    return RestoreReport(path, records, size, revision, (int.from_bytes(ci[:8], "big"), int.from_bytes(ci[8:], "big")),
-                         sha256)
+    return RestoreReport(path, records, size, revision, consistent_index, sha256)
 
 
 _PREPARED = re.compile(r"snapshot-([0-9a-f]{16})\.lmdb")

@@ -34,6 +34,7 @@ from kvraft.storage.schema import (
     META_NOSPACE_ALARM,
     META_SCHEDULED_COMPACT,
     alarm_from_record,
+    decode_consistent_index,
     decode_int,
     decode_kv,
     decode_meta,
@@ -123,10 +124,7 @@ def _load(txn: Any, dbis: dict[bytes, Any]) -> State:
     if scheduled is not None and scheduled > state.compact_rev:
         state.compact_rev = scheduled
         state.resume_compaction = True
-    raw = txn.get(META_CONSISTENT_INDEX, db=meta)
-    if raw is not None:
-        payload = decode_meta(META_CONSISTENT_INDEX, raw)
-        state.consistent_index = (int.from_bytes(payload[:8], "big"), int.from_bytes(payload[8:], "big"))
+    state.consistent_index = decode_consistent_index(txn.get(META_CONSISTENT_INDEX, db=meta))
     alarm_db = dbis.get(BUCKET_ALARM)
     alarms = set() if alarm_db is None else {alarm_from_record(k, v) for k, v in txn.cursor(db=alarm_db).iternext()}
     raw = txn.get(META_NOSPACE_ALARM, db=meta)
