@@ -1,7 +1,7 @@
 """Writes right after the leader dies: does a write through a follower succeed, and when?
 
     python -m kvraft.bench failover [--rounds 5] [--what put,member-remove,put-to-leader]
-                                    [--fault kill,freeze] [--compare-etcd /usr/bin/etcd]
+                                    [--fault kill,freeze,term] [--compare-etcd /usr/bin/etcd]
 
 Each round starts a new 3-member cluster on 127.0.0.1 (default flags: heartbeat 100 ms,
 election 1000 ms), writes one key through a follower, takes the leader away and at once sends
@@ -9,7 +9,9 @@ one request through that follower: a ``put`` of a new key, or ``member remove`` 
 leader (what an operator replacing the machine runs). The fault: ``kill`` (SIGKILL: its
 connections close, so the follower's forward never leaves it) or ``freeze`` (SIGSTOP until the
 answer came, then SIGCONT: its connections stay up, so the forward is written into them and
-lost with the leader). The client waits up to 20 s and does not retry. Reported per system,
+lost with the leader) or ``term`` (SIGTERM, a graceful stop as for a restart or an upgrade: a
+leader hands its leadership over first, as etcd's does; the request is sent right after the
+signal, and the time includes the handover). The client waits up to 20 s and does not retry. Reported per system,
 fault and request: how many succeeded, the seconds from the fault to the answer (median and
 max over the successes), the errors of the others, and for a put the rounds where the key's
 version ended above 1 (applied twice). kvraft proposes a lost forward again to the next leader,
@@ -48,7 +50,7 @@ from kvraft.server.reconfig import HEALTH_INTERVAL_S
 __all__ = ["main", "one_round"]
 
 WHAT = ("put", "member-remove", "put-to-leader")
-FAULTS = ("kill", "freeze")
+FAULTS = ("kill", "freeze", "term")
 
 
 def one_round(binary: str, what: str, base: Path, fault: str = "kill", seed: int = 0,
@@ -66,13 +68,15 @@ def one_round(binary: str, what: str, base: Path, fault: str = "kill", seed: int
         leader_id = int(status.get("header", {}).get("member_id", 0))
         with SyncClient([cluster.url(follower)], request_timeout_s=20.0) as client:
             client.put("failover/warm", "x")
-            if what == "member-remove" and fault == "freeze":
-                # a frozen leader is still connected: the strict reconfig check (etcd's
+            if what == "member-remove" and fault in ("freeze", "term"):
+                # a frozen or stopping leader is still connected: the strict reconfig check (etcd's
                 # default, and kvraft's) counts only connections up for 5 s
                 time.sleep(HEALTH_INTERVAL_S + 1.0)
             pid = cluster.members[leader].pid
             if fault == "kill":
                 cluster.stop_member(leader, signal.SIGKILL)
+            elif fault == "term" and pid is not None:
+                os.kill(pid, signal.SIGTERM)  # (not waited for: the request goes at once)
             elif pid is not None:
                 os.kill(pid, signal.SIGSTOP)
             started = time.monotonic()
@@ -141,7 +145,7 @@ def main(_name: str, argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kvraft.bench failover", description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--what", default=",".join(WHAT), help="put, member-remove, or both (comma-separated)")
-    parser.add_argument("--fault", default="kill", help="kill, freeze, or both (comma-separated)")
+    parser.add_argument("--fault", default="kill", help="kill, freeze, term, or several (comma-separated)")
     parser.add_argument("--compare-etcd", metavar="ETCD", default="", help="also run etcd (a path to its binary)")
     args = parser.parse_args(argv)
     whats = [w for w in args.what.split(",") if w]

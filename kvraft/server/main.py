@@ -26,6 +26,7 @@ from kvraft.server.config import Config, ConfigError, parse_config
 from kvraft.server.corruption import CorruptionError
 from kvraft.server.crl import CRLError
 from kvraft.server.force_new import ForceNewClusterError
+from kvraft.server.handover import hand_over
 from kvraft.server.join import JoinError
 from kvraft.server.log_levels import apply_package_levels, parse_package_levels
 from kvraft.server.mlock import MlockError, lock_memory
@@ -124,6 +125,8 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
     fatal = loop.create_task(_watch_fatal(node, stop))
     try:
         await stop.wait()
+        if node.driver.fatal is None:  # (a leader stopping gracefully: its successor first, as etcd)
+            await hand_over(node)
     finally:
         fatal.cancel()
         if metrics_runner is not None:
