@@ -13,7 +13,8 @@ a write for the at-most-once table costs, kvraft's client numbered against plain
 heartbeats cost a member with many idle watches); startup (``startup``: from the processes' start to the
 first acknowledged write, new and restarted clusters, kvraft and etcd); defrag-online and
 snapshot-stall (``large_store``: what defragmenting the leader, and the Raft snapshots of a
-large store, cost the cluster's writes, kvraft and etcd)."""
+large store, cost the cluster's writes, kvraft and etcd); rolling-restart (``rolling``: a
+client's puts while each member is restarted in turn, kvraft and etcd)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from kvraft.bench import (
     paired,
     raft_core,
     range_stream,
+    rolling,
     scoped_tokens,
     server_compare,
     startup,
@@ -56,6 +58,7 @@ WORKLOADS: dict[str, Callable[[str, list[str]], int]] = {
     "startup": startup.main,
     "defrag-online": large_store.main,
     "snapshot-stall": large_store.main,
+    "rolling-restart": rolling.main,
 }
 
 

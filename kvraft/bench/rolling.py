@@ -1,0 +1,134 @@
+"""Writes during a rolling restart: how long does a client's put wait while each member of the
+cluster is restarted in turn, as for an upgrade?
+
+    python -m kvraft.bench rolling-restart [--rounds 3] [--compare-etcd /usr/bin/etcd]
+
+Each round starts a new 3-member cluster on 127.0.0.1 (default flags: heartbeat 100 ms,
+election 1000 ms). One client puts without pause through every member's URL (the client of
+``kvraft.client``, as ``kvctl`` has it: on a failed connection it goes on to the next
+endpoint; each put waits up to 20 s). Each member in turn, the leader last, is stopped by
+SIGTERM, started again on its data, and waited for until it serves; then 1 s passes before
+the next. Reported per system: the puts made and failed, the put latency's p50, p99 and max
+over the whole restart, the slowest put while a follower restarted and while the leader did,
+and the longest time without a put answered. A leader stopped gracefully hands its
+leadership over first (kvraft since session 55, etcd since 3.3); without that the writes stall
+for an election timeout. Progress on stderr; the last line on stdout is a JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import itertools
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from kvraft.client import ClientError, SyncClient
+from kvraft.server.local import LocalCluster
+
+__all__ = ["main", "one_round"]
+
+PAUSE_S = 1.0
+
+
+class _Writer:
+    """One client putting without pause through all ``urls``: each put's (start, end, ok)."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self.urls = urls
+        self.spans: list[tuple[float, float, bool]] = []
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with SyncClient(self.urls, request_timeout_s=20.0) as client:
+            n = 0
+            while not self.stop.is_set():
+                n += 1
+                began = time.monotonic()
+                try:
+                    client.put(f"rolling/{n % 100}", "x" * 100)
+                    ok = True
+                except ClientError as exc:
+                    ok = False
+                    self.errors[str(exc)[:120]] += 1
+                self.spans.append((began, time.monotonic(), ok))
+
+
+def one_round(binary: str, base: Path) -> dict[str, Any]:
+    """One cluster restarted member by member under a writer: the round's figures."""
+    cluster = LocalCluster(3, base, binary=binary)
+    try:
+        cluster.start()
+        leader = cluster.wait_ready()
+        order = [name for name in sorted(cluster.members) if name != leader] + [leader]
+        writer = _Writer([cluster.url(name) for name in sorted(cluster.members)])
+        writer.thread.start()
+        time.sleep(PAUSE_S)
+        windows: list[tuple[str, float, float]] = []
+        for name in order:
+            began = time.monotonic()
+            cluster.stop_member(name)
+            cluster.start_member(name)
+            cluster.wait_ready()
+            windows.append(("leader" if name == leader else "follower", began, time.monotonic()))
+            time.sleep(PAUSE_S)
+        writer.stop.set()
+        writer.thread.join(60)
+        return _figures(writer.spans, windows) | {"errors": dict(writer.errors.most_common(3))}
+    finally:
+        cluster.stop()
+
+
+def _figures(spans: list[tuple[float, float, bool]], windows: list[tuple[str, float, float]]) -> dict[str, Any]:
+    def slowest(kind: str) -> float:
+        return max((end - start for start, end, _ in spans
+                    for what, w_start, w_end in windows if what == kind and end >= w_start and start <= w_end),
+                   default=0.0)
+    latencies = sorted(end - start for start, end, ok in spans if ok)
+    answered = sorted(end for _, end, ok in spans if ok)
+    gaps = [b - a for a, b in itertools.pairwise(answered)]
+    return {
+        "puts": len(latencies), "failed": sum(1 for *_, ok in spans if not ok),
+        "p50_ms": round(statistics.median(latencies) * 1000, 2) if latencies else None,
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2) if latencies else None,
+        "max_s": round(latencies[-1], 3) if latencies else None,
+        "slowest_follower_restart_s": round(slowest("follower"), 3),
+        "slowest_leader_restart_s": round(slowest("leader"), 3),
+        "longest_gap_s": round(max(gaps, default=0.0), 3),
+    }
+
+
+def main(_name: str, argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kvraft.bench rolling-restart", description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compare-etcd", metavar="ETCD", default="", help="also run etcd (a path to its binary)")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds takes at least 1")
+    systems = {"kvraft": "kvraft"}
+    if args.compare_etcd:
+        if shutil.which(args.compare_etcd) is None:
+            parser.error(f"--compare-etcd: {args.compare_etcd} is not an executable")
+        systems["etcd"] = args.compare_etcd
+    report: dict[str, list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="kvraft-rolling-") as tmp:
+        for n in range(args.rounds):  # (systems interleaved: the box's moods fall on both)
+            for system, binary in systems.items():
+                figures = one_round(binary, Path(tmp) / f"{system}-{n}")
+                report.setdefault(system, []).append(figures)
+                print(f"{system} round {n + 1}/{args.rounds}: {json.dumps(figures)}", file=sys.stderr, flush=True)
+    for system, rounds in report.items():
+        print(f"{system:7} " + "; ".join(
+            f"max {r['max_s']} s (leader {r['slowest_leader_restart_s']}, follower {r['slowest_follower_restart_s']}), "
+            f"gap {r['longest_gap_s']} s, failed {r['failed']}/{r['puts'] + r['failed']}" for r in rounds), flush=True)
+    print(json.dumps(report))
+    return 0
