@@ -47,7 +47,7 @@ from kvraft.server.peer_features import PeerFeatures
 from kvraft.server.reconfig import ReconfigCheck
 from kvraft.server.snapshot_receive import SnapshotReceiver
 from kvraft.server.storage_version import check_storage_version
-from kvraft.server.tick_advance import advance_initial_ticks
+from kvraft.server.tick_advance import advance_initial_ticks, led_last_term
 from kvraft.server.tls import peer_ssl_contexts
 from kvraft.server.tls_accept import HandshakeFailures
 from kvraft.server.transport import PeerTransport, cluster_key
@@ -216,6 +216,10 @@ class Node(NodeStatusMixin):
                 self.state.close()
                 raise
         hard, _conf = self.raft_log.initial_state()
+        last = self.raft_log.last_index()
+        self.led_term = hard.term if led_last_term(self.member_id, hard.term, hard.vote,
+                                                   self.raft_log.term(last)) else 0
+        """The term this member led before it stopped, else 0 (kvraft.server.tick_advance)."""
         applied = min(self.state.applied_index(), hard.commit)
         applied = max(applied, self.raft_log.snapshot().metadata.index)
         self.raw = RawNode(
@@ -456,7 +460,7 @@ class Node(NodeStatusMixin):
         compactor = AutoCompactor(self, self.config.auto_compaction_mode, self.config.auto_compaction_retention)
         self._tasks = [
             loop.create_task(advance_initial_ticks(self, self.config.initial_election_tick_advance,
-                                                   self.config.election_ticks())),
+                                                   self.config.election_ticks(), led_term=self.led_term)),
             loop.create_task(self._publish()),
             loop.create_task(self._promote_learners()),
             loop.create_task(compactor.run()),

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from kvraft.server.local import LocalCluster
-from kvraft.server.tick_advance import DONE, WAIT, Advance, Campaign, advance_initial_ticks, decide
+from kvraft.server.tick_advance import DONE, WAIT, Advance, Campaign, advance_initial_ticks, decide, led_last_term
 
 ME = 1
 
@@ -47,6 +47,29 @@ def test_decide(voters, connected, leader, enabled, applied_all, want) -> None:
         assert want == f"advance {action.ticks}"
     else:
         assert action == want
+
+
+@pytest.mark.parametrize(
+    ("voters", "connected", "leader", "enabled", "want"),
+    [
+        ({ME, 2, 3}, {2}, 0, True, "campaign"),  # the last leader, with a quorum: at once
+        ({ME, 2, 3}, set(), 0, True, WAIT),  # not before a quorum is connected
+        ({ME, 2, 3, 4, 5}, {2}, 0, True, WAIT),
+        ({ME, 2, 3}, {2}, 3, True, DONE),  # a leader is known: nothing to do
+        ({ME, 2, 3}, {2, 3}, 0, False, DONE),  # the flag off
+        ({2, 3}, {2, 3}, 0, True, DONE),  # no longer a voter
+    ],
+)
+def test_the_last_leader_campaigns_once_a_quorum_is_connected(voters, connected, leader, enabled, want) -> None:
+    action = decide(ME, voters, connected, leader, 10, enabled, True, led=True)
+    assert ("campaign" if isinstance(action, Campaign) else action) == want
+
+
+def test_led_last_term_reads_the_vote_and_the_log() -> None:
+    assert led_last_term(ME, 7, ME, 7)  # voted for itself in 7, and wrote entries of 7: led 7
+    assert not led_last_term(ME, 7, ME, 6)  # a candidate of 7 that lost
+    assert not led_last_term(ME, 7, 2, 7)  # a follower of 7
+    assert not led_last_term(ME, 0, 0, 0)  # a new member
 
 
 def test_two_election_ticks_leave_nothing_to_advance() -> None:
@@ -90,6 +113,16 @@ async def test_a_voter_advances_once_a_quorum_of_peers_is_connected() -> None:
     node.up.add(3)
     await asyncio.wait_for(task, 1)
     assert node.calls == [("ticks", 8)]
+
+
+async def test_the_last_leader_campaigns_once_a_quorum_of_peers_is_connected() -> None:
+    node = FakeNode({ME, 2, 3}, [2, 3])
+    task = asyncio.create_task(advance_initial_ticks(node, True, 10, led_term=4, poll_s=0.01))
+    await asyncio.sleep(0.05)
+    assert node.calls == []
+    node.up.add(2)
+    await asyncio.wait_for(task, 1)
+    assert node.calls == [("campaign", 0)]
 
 
 async def test_nothing_when_a_leader_is_heard_first_or_no_quorum_connects_in_time() -> None:
@@ -145,3 +178,31 @@ def test_the_flag_off_leaves_a_member_of_several_to_its_timeout(tmp_path) -> Non
         cluster.start(timeout_s=60)
         cluster.wait_leader(60)
         assert not [m.name for m in cluster.members.values() if _forwarded(m.log_path.read_text())]
+
+
+def _said(cluster: LocalCluster, name: str, text: str) -> bool:
+    return text in cluster.members[name].log_path.read_text()
+
+
+def test_a_whole_cluster_restarting_elects_its_last_leader_at_once(tmp_path) -> None:
+    """With a 10 s election timeout, a restarted cluster's first election came 0.2-10 s after
+    its members connected; its last leader now campaigns as soon as a quorum is connected. It
+    is started first, so no other member's timer (2 ticks at the soonest) runs out before."""
+    flags = ["--heartbeat-interval", "100", "--election-timeout", "10000"]
+    with LocalCluster(3, tmp_path, extra_args=flags) as cluster:
+        cluster.start(timeout_s=60)
+        cluster.wait_ready(60)
+        for name in sorted(cluster.members):  # (each leader hands over to one still running)
+            cluster.stop_member(name)
+        (last,) = [name for name in cluster.members
+                   if _said(cluster, name, "leadership transfer failed: no other voting member is connected")]
+        cluster.start_member(last)
+        for name in sorted(cluster.members):
+            if name != last:
+                cluster.start_member(name)
+        leader = cluster.wait_leader(60)
+        assert leader == last
+        assert _said(cluster, last, "before it stopped; campaigning at once now that a quorum is connected")
+        for name in cluster.members:
+            if name != last:
+                assert not _said(cluster, name, "campaigning at once"), name
