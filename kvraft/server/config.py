@@ -219,8 +219,9 @@ class Config:
     mismatch raises the CORRUPT alarm, which stops writes."""
     initial_election_tick_advance: bool = True
     """etcd's flag: once enough peers are connected, fast-forward the election timer so the
-    first election comes two ticks early instead of a whole timeout after start; a member that
-    is the only voter campaigns at once either way (kvraft/server/tick_advance.py)."""
+    first election comes two ticks early instead of a whole timeout after start, and a member
+    that led its last term campaigns at once; a member that is the only voter campaigns at
+    once either way (kvraft/server/tick_advance.py)."""
     backend_batch_interval: str = ""
     """etcd's flag: the longest applied ops are held before their commit to the store (a Go
     duration; empty or 0: 100ms)."""
