@@ -19,7 +19,17 @@ from urllib.parse import unquote, urlsplit
 from aiohttp import web
 
 from kvraft.apply.errors import InvalidArgument
-from kvraft.server.api import cluster, debug, defaults, gate, kv, maintenance, misc, pprof
+from kvraft.server.api import (
+    cluster,
+    debug,
+    defaults,
+    gate,
+    kv,
+    maintenance,
+    misc,
+    open_streams,
+    pprof,
+)
 from kvraft.server.api.access import ACCESS, Access, answer_headers, refusal
 from kvraft.server.api.codec import JSON_OUT
 from kvraft.server.api.errors import GRPC_CODE, error_response
@@ -168,6 +178,7 @@ def make_app(server: Any) -> web.Application:
                 app.router.add_route("OPTIONS", prefix + path, _options)
     misc.add_routes(app.router)  # /version, /health, /metrics
     gate.install(app, server)  # watch, lease, auth, lock, election routes; auth middleware
+    open_streams.install(app)  # watch streams, lock waits, ...: ended at once when the member stops
     debug.install(app)  # /debug/failpoints, only with KVRAFT_FAILPOINTS set
     if server.config.enable_pprof:
         pprof.install(app)  # /debug/pprof/ (etcd's --enable-pprof)

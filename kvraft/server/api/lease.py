@@ -35,6 +35,7 @@ from kvraft.server.api.defaults import filler
 from kvraft.server.api.encode import encode_header
 from kvraft.server.api.errors import HTTP_STATUS, to_etcd_error
 from kvraft.server.api.feature_state import FEATURES
+from kvraft.server.api.open_streams import STREAM_RESPONSE
 from kvraft.server.api.request import OUT, header, read_body, read_request, respond
 from kvraft.server.api.state import SERVER
 from kvraft.server.api.stream import (
@@ -176,6 +177,7 @@ async def _keepalive_ws(request: web.Request) -> web.WebSocketResponse:
     Binary messages are kvraft's: one msgpack request each."""
     ws = web.WebSocketResponse()
     await ws.prepare(request)
+    request[STREAM_RESPONSE] = ws  # (closed, going away, when the member stops)
     features, server = request.app[FEATURES], request.app[SERVER]
     requests = JsonRequests(LEASE_ID)
     decoded = False

@@ -19,6 +19,7 @@ from kvraft.server.api import gojson
 from kvraft.server.api.access import answer_headers
 from kvraft.server.api.codec import MSGPACK, MSGPACK_OUT, Message, Out, decode_message
 from kvraft.server.api.defaults import filler
+from kvraft.server.api.open_streams import STREAM_RESPONSE
 from kvraft.server.api.state import SERVER
 
 __all__ = [
@@ -195,6 +196,7 @@ async def open_stream(request: web.Request, out: Out, heartbeats: bool = False) 
     response = web.StreamResponse(headers=headers)
     response.enable_chunked_encoding()
     await response.prepare(request)
+    request[STREAM_RESPONSE] = response  # (ended, not answered anew, when the member stops)
     sink = Sink(out, response=response, fill=filler(request))
     sink.heartbeat_s = heartbeat_s
     sink.last_write = asyncio.get_running_loop().time()

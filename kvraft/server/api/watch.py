@@ -37,6 +37,7 @@ from kvraft.server.api.codec import (
 from kvraft.server.api.defaults import filler
 from kvraft.server.api.encode import encode_kv
 from kvraft.server.api.feature_state import FEATURES
+from kvraft.server.api.open_streams import STREAM_RESPONSE
 from kvraft.server.api.request import OUT, header
 from kvraft.server.api.stream import JsonRequests, Sink, bare_error, open_stream, send_bare_error
 from kvraft.server.features import CALLER
@@ -285,6 +286,7 @@ async def _watch_ws(request: web.Request) -> web.WebSocketResponse:
     the watchers go on. Binary messages are kvraft's: one msgpack request each."""
     ws = web.WebSocketResponse()
     await ws.prepare(request)
+    request[STREAM_RESPONSE] = ws  # (closed, going away, when the member stops)
     session = _Session(request, Sink(JSON_OUT, ws=ws, fill=filler(request)))
     sender = asyncio.get_running_loop().create_task(session.send_loop())
     requests = JsonRequests(WATCH_REQUEST)
