@@ -54,6 +54,16 @@ AGENT_KEY = web.AppKey("agent", Agent)
 REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
 
 
+STOPPING_KEY = web.AppKey("stopping", asyncio.Event)
+"""Set on the app's ``on_shutdown`` (the agent stops): log follows end at their next look. aiohttp
+waits for every request being served (60 s) before it closes, and a follow of a live task
+never ends by itself: an agent stopped with ``jobctl logs -f`` open took a minute to exit."""
+
+
+async def _stopping(app: web.Application) -> None:
+    app[STOPPING_KEY].set()
+
+
 AUTH_KEY = web.AppKey("endpoint_auth", EndpointAuth)
 OPEN = ("/health", "/metrics")
 
@@ -75,6 +85,8 @@ def make_app(agent: Agent) -> web.Application:
                                  TLSConfig.from_flags(c.cacert, c.cert, c.key, c.insecure_skip_tls_verify),
                                  c.request_timeout_s, has_identity=bool(c.user or c.cert))
     app[REGISTRY_KEY] = agent_registry(agent)
+    app[STOPPING_KEY] = asyncio.Event()
+    app.on_shutdown.append(_stopping)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/tasks", tasks)
@@ -315,7 +327,8 @@ async def _follow(request: web.Request, key: str, attempt: int, path: Path, read
         f.seek(offset if inode == read_to[0] else 0)  # (replaced between the listing and the open)
         buf = b""
         ended_polls = 0
-        while True:
+        stopping = request.app[STOPPING_KEY]
+        while not stopping.is_set():  # (the agent stops: the follow ends, its response whole)
             chunk = f.read(65536)
             if chunk:
                 buf += chunk
