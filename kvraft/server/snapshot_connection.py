@@ -5,7 +5,7 @@ To a peer whose listener announced ``snapshot-connection`` (``wire.FEATURE_SNAPS
 as its main one: the chunks as the leader reads them (``SNAP_CHUNK``), each written once the
 socket has room (under ``WRITE_BUFFER`` waiting), then the MsgSnap as ``SNAP_END`` ``[stream,
 message, True]``. The receiver answers ``SNAP_ACK`` ``[stream, taken]`` once the message went to
-its member (``PeerTransport._snapshot_received``), and only then is the snapshot reported sent
+its member (``snapshot_inbound``), and only then is the snapshot reported sent
 (by the caller, ``PeerTransport._snapshot_connection``),
 so the appends the leader sends next, on the main connection, reach the member after it. The
 main connections meanwhile carry heartbeats and appends both ways, however slowly the receiver

@@ -56,9 +56,9 @@ from urllib.parse import urlsplit
 
 import msgpack
 
-from kvraft.durations import ETCD_PEER_RTT_BUCKETS_S, ETCD_SNAPSHOT_BUCKETS_S, DurationHistogram
+from kvraft.durations import ETCD_PEER_RTT_BUCKETS_S, DurationHistogram
 from kvraft.raft.types import Message
-from kvraft.server import wire
+from kvraft.server import snapshot_inbound, wire
 from kvraft.server.cert_names import CertRule
 from kvraft.server.snapshot_connection import send_on_own_connection
 from kvraft.server.snapshot_receive import Receipt
@@ -716,66 +716,17 @@ class PeerTransport:
             raise ValueError(f"hello addressed to {target:x}, this member is {self.member_id:x}")
         return source, target, nonce_d, os.urandom(16)
 
-    def _begin_receipt(self, source: int, inbound: Inbound) -> Receipt:
-        stats = self.stats
-        stats.snapshot_receive_inflight[source] = stats.snapshot_receive_inflight.get(source, 0) + 1
-        return self._receive_snapshot(source, inbound.pause, inbound.resume)
-
-    async def _snapshot_received(self, receipt: Receipt, msg: Message, inbound: Inbound, ack: int | None) -> None:
-        """A snapshot's last frame: its data checked and kept (``Receipt.finish``), then the
-        MsgSnap to the handler, then the frames after it (``Inbound.hold``); a snapshot that
-        does not check out is dropped (the leader sends again) and counted. With ``ack`` (its
-        stream, on a connection of its own), the sender is answered ``SNAP_ACK`` either way."""
-        taken = False
-        try:
-            self._snapshot_finished(receipt, await receipt.finish(msg))
-            taken = not self._closed
-        except Exception as exc:
-            failures = self.stats.snapshot_receive_failures
-            failures[receipt.source] = failures.get(receipt.source, 0) + 1
-            log.warning("dropped the snapshot %x sent (%d bytes): %s", receipt.source, receipt.bytes, exc)
-        finally:
-            self.stats.snapshot_receive_inflight[receipt.source] -= 1
-            if ack is not None:
-                inbound.answer([wire.SNAP_ACK, [ack, taken]])
-            inbound.release()
-
-    def _snapshot_finished(self, receipt: Receipt, msg: Message) -> None:
-        source, stats = receipt.source, self.stats
-        took = time.monotonic() - receipt.started
-        stats.snapshot_receive_success[source] = stats.snapshot_receive_success.get(source, 0) + 1
-        hist = stats.snapshot_receive_seconds.get(source)
-        if hist is None:
-            hist = stats.snapshot_receive_seconds[source] = DurationHistogram(ETCD_SNAPSHOT_BUCKETS_S)
-        hist.observe(took)
-        assert msg.snapshot is not None
-        log.info("received a snapshot at %d (%d bytes) from %x in %.3f s", msg.snapshot.metadata.index,
-                 receipt.bytes, source, took)
-        if not self._closed:
-            self._on_frame(source, wire.SNAP_END, msg)
-
     def _received(self, source: int, frame: Any, size: int, inbound: Inbound) -> None:
         """One frame from an authenticated peer, to the handler (raises when malformed)."""
-        receipts = inbound.receipts
         self.stats.frames_received += 1
         received = self.stats.bytes_received
         received[source] = received.get(source, 0) + size
         kind, body = frame[0], frame[1]
         if kind == wire.SNAP_CHUNK:
-            receipt = receipts.get(body[0])
-            if receipt is None:
-                receipt = receipts[body[0]] = self._begin_receipt(source, inbound)
-            receipt.feed(bytes(body[1]))
+            snapshot_inbound.chunk(self, source, body, inbound)
             return
         if kind == wire.SNAP_END:
-            receipt = receipts.pop(body[0], None) or self._begin_receipt(source, inbound)
-            receipt.end()
-            inbound.hold()
-            ack = body[0] if len(body) > 2 and body[2] is True else None  # (on a connection of its own)
-            task = asyncio.get_running_loop().create_task(
-                self._snapshot_received(receipt, wire.message_from_wire(body[1], b""), inbound, ack))
-            self._receiving.add(task)
-            task.add_done_callback(self._receiving.discard)
+            snapshot_inbound.end(self, source, body, inbound)
             return
         elif kind == wire.RAFT:
             body = [wire.message_from_wire(m) for m in body]
