@@ -25,6 +25,7 @@ from kvraft.server.cert_names import CertRule
 from kvraft.server.config import Config, ConfigError, parse_config
 from kvraft.server.corruption import CorruptionError
 from kvraft.server.crl import CRLError
+from kvraft.server.driver import REQUEST_TIMEOUT_S
 from kvraft.server.force_new import ForceNewClusterError
 from kvraft.server.handover import hand_over
 from kvraft.server.join import JoinError
@@ -94,8 +95,12 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
     client_ssl = client_ssl_context(config)
     node = Node(config, await join_cluster(config) if must_join(config) else None)
     app = make_app(node)
-    # (tcp_keepalive off: the fast path set each connection's keepalive from --grpc-keepalive-*)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, tcp_keepalive=False)
+    # (tcp_keepalive off: the fast path set each connection's keepalive from --grpc-keepalive-*;
+    # at a stop, requests still being served are waited for etcd's request timeout, as its
+    # graceful stop of the gRPC server, not aiohttp's 60 s: the long-lived ones end at once,
+    # api/open_streams.py)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, tcp_keepalive=False,
+                           shutdown_timeout=REQUEST_TIMEOUT_S)
     await runner.setup()  # (starts the member: its peers, its Raft loop, its stores)
     sites = []
     try:

@@ -130,3 +130,25 @@ def test_a_watch_goes_on_through_another_member_when_its_member_stops(tmp_path) 
         want = [f"v{i}".encode() for i in range(6)]
         assert seen == want
         assert session_seen == want
+
+
+def test_a_request_that_does_not_finish_is_cut_after_the_request_timeout(tmp_path) -> None:
+    """Any other request is waited for up to etcd's request timeout (7 s), as etcd's graceful
+    stop of its gRPC server, not aiohttp's 60 s: here a snapshot download whose client stopped
+    reading (the member cannot write the rest)."""
+    with LocalCluster(1, tmp_path) as cluster:
+        cluster.start()
+        cluster.wait_ready()
+        url = cluster.url("m0")
+        value = _b64("x" * 100_000)
+        for i in range(300):  # (30 MB: more than the socket buffers of both ends hold)
+            code, _ = post(url, "/v3/kv/put", {"key": _b64(f"big/{i}"), "value": value})
+            assert code == 200
+        request = urllib.request.Request(url + "/v3/maintenance/snapshot", data=b"{}")
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            assert answer.read(1000)  # the download started; nothing more is read
+            member = cluster.members["m0"]
+            assert member.process is not None
+            asyncio.run(asyncio.sleep(1.0))  # (the member fills the buffers and waits)
+            os.kill(member.process.pid, signal.SIGTERM)
+            member.process.wait(STOP_BOUND_S)  # (raises TimeoutExpired: it waited for the download)

@@ -11,7 +11,9 @@ before that wait. A stream ends as if its connection closed: its response is end
 WebSocket is closed), and kvraft's client resumes it on another member from the revision it
 needs (a WebSocket is closed with 1001, going away). A request still waiting for a lock or a campaign is answered etcd's
 "etcdserver: server stopped" (Unavailable). Other requests (a put waiting for its commit, a
-snapshot being downloaded) finish within aiohttp's shutdown timeout, as before.
+snapshot being downloaded) are waited for up to etcd's request timeout (7 s, the runner's
+``shutdown_timeout``, ``kvraft.server.main.serve``), as etcd's graceful stop of its gRPC
+server waits, then cut.
 """
 
 from __future__ import annotations
