@@ -13,8 +13,9 @@ a write for the at-most-once table costs, kvraft's client numbered against plain
 heartbeats cost a member with many idle watches); startup (``startup``: from the processes' start to the
 first acknowledged write, new and restarted clusters, kvraft and etcd); defrag-online and
 snapshot-stall (``large_store``: what defragmenting the leader, and the Raft snapshots of a
-large store, cost the cluster's writes, kvraft and etcd); rolling-restart (``rolling``: a
-client's puts while each member is restarted in turn, kvraft and etcd)."""
+large store, cost the cluster's writes, kvraft and etcd); rolling-restart and remove-leader
+(``rolling``: a client's puts while each member is restarted in turn, or while the leader is
+removed, kvraft and etcd)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ WORKLOADS: dict[str, Callable[[str, list[str]], int]] = {
     "defrag-online": large_store.main,
     "snapshot-stall": large_store.main,
     "rolling-restart": rolling.main,
+    "remove-leader": rolling.main,
 }
 
 

@@ -1,7 +1,8 @@
 """Writes during a rolling restart: how long does a client's put wait while each member of the
-cluster is restarted in turn, as for an upgrade?
+cluster is restarted in turn, as for an upgrade? And while the leader is removed?
 
     python -m kvraft.bench rolling-restart [--rounds 3] [--compare-etcd /usr/bin/etcd]
+    python -m kvraft.bench remove-leader [--rounds 5] [--via leader|follower] [--compare-etcd /usr/bin/etcd]
 
 Each round starts a new 3-member cluster on 127.0.0.1 (default flags: heartbeat 100 ms,
 election 1000 ms). One client puts without pause through every member's URL (the client of
@@ -13,6 +14,11 @@ over the whole restart, the slowest put while a follower restarted and while the
 and the longest time without a put answered. A leader stopped gracefully hands its
 leadership over first (kvraft since session 55, etcd since 3.3); without that the writes stall
 for an election timeout. Progress on stderr; the last line on stdout is a JSON summary.
+
+``remove-leader``: the same client puts through the two followers while ``member remove`` of
+the live leader goes through the leader itself (``--via leader``) or a follower, after 6 s of
+connections (the strict reconfig check). Reported per round: the longest time without a put
+answered, the failed puts, and the slowest put (its start after the removal's, its seconds).
 """
 
 from __future__ import annotations
@@ -32,8 +38,9 @@ from typing import Any
 
 from kvraft.client import ClientError, SyncClient
 from kvraft.server.local import LocalCluster
+from kvraft.server.reconfig import HEALTH_INTERVAL_S
 
-__all__ = ["main", "one_round"]
+__all__ = ["main", "one_round", "remove_leader_round"]
 
 PAUSE_S = 1.0
 
@@ -88,6 +95,34 @@ def one_round(binary: str, base: Path) -> dict[str, Any]:
         cluster.stop()
 
 
+def remove_leader_round(binary: str, base: Path, via: str) -> dict[str, Any]:
+    """One cluster whose live leader is removed under a writer: the round's figures."""
+    cluster = LocalCluster(3, base, binary=binary)
+    try:
+        cluster.start()
+        leader = cluster.wait_ready()
+        time.sleep(HEALTH_INTERVAL_S + 1.0)
+        ids = {name: int((cluster.status(name) or {})["header"]["member_id"]) for name in cluster.members}
+        followers = [name for name in sorted(cluster.members) if name != leader]
+        writer = _Writer([cluster.url(name) for name in followers])
+        writer.thread.start()
+        time.sleep(PAUSE_S)
+        with SyncClient([cluster.url(leader if via == "leader" else followers[0])], request_timeout_s=20.0) as admin:
+            began = time.monotonic()
+            admin.member_remove(ids[leader])
+        time.sleep(3.0)
+        writer.stop.set()
+        writer.thread.join(60)
+        spans = [(start, end, ok) for start, end, ok in writer.spans if end >= began]
+        slowest = max(spans, key=lambda span: span[1] - span[0])
+        figures = _figures(spans, [])
+        return {"longest_gap_s": figures["longest_gap_s"], "failed": figures["failed"],
+                "slowest_put_after_s": round(slowest[0] - began, 3), "slowest_put_s": round(slowest[1] - slowest[0], 3),
+                "errors": dict(writer.errors.most_common(3))}
+    finally:
+        cluster.stop()
+
+
 def _figures(spans: list[tuple[float, float, bool]], windows: list[tuple[str, float, float]]) -> dict[str, Any]:
     def slowest(kind: str) -> float:
         return max((end - start for start, end, _ in spans
@@ -107,9 +142,12 @@ def _figures(spans: list[tuple[float, float, bool]], windows: list[tuple[str, fl
     }
 
 
-def main(_name: str, argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kvraft.bench rolling-restart", description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
+def main(name: str, argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m kvraft.bench {name}", description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3 if name == "rolling-restart" else 5)
+    if name == "remove-leader":
+        parser.add_argument("--via", choices=("leader", "follower"), default="leader",
+                            help="the member the removal is sent to (default: the leader itself)")
     parser.add_argument("--compare-etcd", metavar="ETCD", default="", help="also run etcd (a path to its binary)")
     args = parser.parse_args(argv)
     if args.rounds < 1:
@@ -123,12 +161,18 @@ def main(_name: str, argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="kvraft-rolling-") as tmp:
         for n in range(args.rounds):  # (systems interleaved: the box's moods fall on both)
             for system, binary in systems.items():
-                figures = one_round(binary, Path(tmp) / f"{system}-{n}")
+                base = Path(tmp) / f"{system}-{n}"
+                figures = one_round(binary, base) if name == "rolling-restart" else \
+                    remove_leader_round(binary, base, args.via)
                 report.setdefault(system, []).append(figures)
                 print(f"{system} round {n + 1}/{args.rounds}: {json.dumps(figures)}", file=sys.stderr, flush=True)
     for system, rounds in report.items():
-        print(f"{system:7} " + "; ".join(
-            f"max {r['max_s']} s (leader {r['slowest_leader_restart_s']}, follower {r['slowest_follower_restart_s']}), "
-            f"gap {r['longest_gap_s']} s, failed {r['failed']}/{r['puts'] + r['failed']}" for r in rounds), flush=True)
+        if name == "rolling-restart":
+            print(f"{system:7} " + "; ".join(
+                f"max {r['max_s']} s (leader {r['slowest_leader_restart_s']}, follower {r['slowest_follower_restart_s']}), "
+                f"gap {r['longest_gap_s']} s, failed {r['failed']}/{r['puts'] + r['failed']}" for r in rounds), flush=True)
+        else:
+            print(f"{system:7} " + "; ".join(f"gap {r['longest_gap_s']} s (slowest put {r['slowest_put_s']} s), "
+                                             f"failed {r['failed']}" for r in rounds), flush=True)
     print(json.dumps(report))
     return 0
