@@ -621,7 +621,13 @@ class NodeDriver:
             kind, body, state = (wire.FORWARD_CONF_TERM if conf else wire.FORWARD_TERM), [term, body], term
         else:
             kind, state = (wire.FORWARD_CONF if conf else wire.FORWARD), UNTRACKED
-        self.transport.send_frame(leader, kind, body)
+        if not self.transport.send_frame(leader, kind, body):
+            # No copy left this member: the leader Raft still names is no peer any more (its
+            # removal applied here before an election) or its queue is full. Kept for the next
+            # turn, as when no leader is known; before, such a put was taken for forwarded to a
+            # member that does not check the term and waited out its 7 s deadline.
+            self._proposals.extend(proposals)
+            return
         self._own.handed(proposals, state)
         if not conf:
             self._stats.proposals_forwarded += len(proposals)

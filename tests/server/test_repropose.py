@@ -57,11 +57,15 @@ class Transport:
     def __init__(self, checks_term: bool = True) -> None:
         self.checks_term = checks_term
         self.frames: list[tuple[int, int, Any]] = []
+        self.gone: set[int] = set()
+        """Peers removed from the transport: a frame to one goes nowhere (``send_frame`` False)."""
 
     def supports(self, member_id: int, feature: str) -> bool:
-        return self.checks_term and feature == wire.FEATURE_FORWARD_TERM
+        return self.checks_term and member_id not in self.gone and feature == wire.FEATURE_FORWARD_TERM
 
     def send_frame(self, target: int, kind: int, body: Any) -> bool:
+        if target in self.gone:
+            return False
         self.frames.append((target, kind, body))
         return True
 
@@ -240,3 +244,23 @@ async def test_a_proposal_made_without_repropose_is_left_to_its_deadline() -> No
     raw.term, raw.leader = 4, 2
     await commit(driver, 4, 5)
     assert driver._proposals == [] and driver._own.records == {} and driver.stats.proposals_reproposed == 0
+
+
+async def test_a_forward_to_a_leader_removed_here_waits_for_the_next_leader() -> None:
+    """The leader removed itself; this member applied the removal (the transport dropped its
+    peer) while its Raft still names it. A put then found no peer to go to. It was taken for
+    one forwarded to a member that does not check the term, so never proposed again: it waited
+    out its 7 s deadline (``python -m kvraft.bench remove-leader``, one round in three). It
+    stays queued until a leader is known."""
+    driver, raw, transport = driver_with(term=3, leader=2)
+    transport.gone.add(2)
+    driver.submit(PutOp(b"k", b"v"))
+    (request_id,) = driver._own.records
+    data = driver._own.records[request_id][0]
+    driver._propose_queued()
+    assert transport.frames == [] and queued_ids(driver) == [request_id]
+    driver._propose_queued()  # (the next turn, the same leader named: still kept)
+    assert transport.frames == [] and queued_ids(driver) == [request_id]
+    raw.term, raw.leader = 4, 3  # member 3 won the election
+    driver._propose_queued()
+    assert transport.frames == [(3, wire.FORWARD_TERM, [4, [data]])]
