@@ -15,7 +15,15 @@ from types import SimpleNamespace
 import pytest
 
 from kvraft.server.local import LocalCluster
-from kvraft.server.tick_advance import DONE, WAIT, Advance, Campaign, advance_initial_ticks, decide, led_last_term
+from kvraft.server.tick_advance import (
+    DONE,
+    WAIT,
+    Advance,
+    Campaign,
+    advance_initial_ticks,
+    decide,
+    led_last_term,
+)
 
 ME = 1
 
