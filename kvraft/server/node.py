@@ -216,9 +216,8 @@ class Node(NodeStatusMixin):
                 self.state.close()
                 raise
         hard, _conf = self.raft_log.initial_state()
-        last = self.raft_log.last_index()
-        self.led_term = hard.term if led_last_term(self.member_id, hard.term, hard.vote,
-                                                   self.raft_log.term(last)) else 0
+        last_term = self.raft_log.term(self.raft_log.last_index())
+        self.led_term = hard.term if led_last_term(self.member_id, hard.term, hard.vote, last_term) else 0
         """The term this member led before it stopped, else 0 (kvraft.server.tick_advance)."""
         applied = min(self.state.applied_index(), hard.commit)
         applied = max(applied, self.raft_log.snapshot().metadata.index)

@@ -51,7 +51,9 @@ WAIT_S = 5.0
 
 @dataclass(frozen=True)
 class Campaign:
-    """Start an election now."""
+    """Start an election now: this member is the only voter, or ``led`` its last term."""
+
+    led: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ def decide(member_id: int, voters: Collection[int], connected: Collection[int], 
     reached = len({peer for peer in connected if peer in voters and peer != member_id})
     if reached + 1 >= len(voters) // 2 + 1:
         if led:
-            return Campaign()
+            return Campaign(led=True)
         return Advance(election_ticks - 2, reached) if election_ticks > 2 else DONE
     return WAIT
 
@@ -109,11 +111,11 @@ async def advance_initial_ticks(node: Any, enabled: bool, election_ticks: int, *
         action = decide(node.member_id, status.conf_state.voters, connected, status.leader, election_ticks, enabled,
                         status.applied >= status.commit, led=led_term > 0)
         if isinstance(action, Campaign):
-            if set(status.conf_state.voters) == {node.member_id}:
-                log.info("started as the only voter; campaigning at once (election ticks fast-forwarded)")
-            else:
+            if action.led:
                 log.info("led term %d before it stopped; campaigning at once now that a quorum is connected",
                          led_term, extra={"fields": {"active-remote-members": len(connected)}})
+            else:
+                log.info("started as the only voter; campaigning at once (election ticks fast-forwarded)")
             node.driver.campaign_now()
             return
         if isinstance(action, Advance):

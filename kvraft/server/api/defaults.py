@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from kvraft.apply.errors import InvalidArgument
-from kvraft.server.api.grpc_stats import method_for
+from kvraft.server.api.grpc_stats import gateway_route, method_for
 
 __all__ = ["HEADER", "MESSAGE", "fill", "filler", "message_for", "wants_defaults"]
 
@@ -162,10 +162,8 @@ def message_for(path: str) -> str | None:
     if method is not None:
         name = method[2]
         return "HeaderOnly" if name in _AUTH_HEADER_ONLY else _BY_METHOD.get(name)
-    for prefix in ("/v3/", "/v3beta/"):
-        if path.startswith(prefix):
-            return _BY_PATH.get(path[len(prefix) - 1:])
-    return None
+    route = gateway_route(path)
+    return _BY_PATH.get(route) if route is not None else None
 
 
 def wants_defaults(headers: Any, default: bool) -> bool:

@@ -76,12 +76,19 @@ for _path, _name in (
     _METHODS["/auth/" + _path] = (_UNARY, _AUTH, _name)
 
 
-def method_for(path: str) -> Method | None:
-    """The gRPC method a gateway path (``/v3/...`` or ``/v3beta/...``) stands for."""
+def gateway_route(path: str) -> str | None:
+    """A gateway path's route after its ``/v3`` or ``/v3beta`` (``/v3beta/kv/put`` ->
+    ``/kv/put``); None for a path outside the gateway."""
     for prefix in ("/v3/", "/v3beta/"):
         if path.startswith(prefix):
-            return _METHODS.get(path[len(prefix) - 1:])
+            return path[len(prefix) - 1:]
     return None
+
+
+def method_for(path: str) -> Method | None:
+    """The gRPC method a gateway path (``/v3/...`` or ``/v3beta/...``) stands for."""
+    route = gateway_route(path)
+    return _METHODS.get(route) if route is not None else None
 
 
 class GrpcStats:

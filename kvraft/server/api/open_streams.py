@@ -8,8 +8,8 @@ connected took a minute to exit, where etcd's exits at once (its server stops, a
 with it). Now ``LongLived`` keeps the tasks serving these routes (``PATHS``, under ``/v3/``
 and ``/v3beta/``, HTTP and WebSocket alike) and ends them all on the app's ``on_shutdown``,
 before that wait. A stream ends as if its connection closed: its response is ended (a
-WebSocket is closed), and kvraft's client resumes it on another member from the revision it
-needs (a WebSocket is closed with 1001, going away). A request still waiting for a lock or a campaign is answered etcd's
+WebSocket is closed with 1001, going away), and kvraft's client resumes it on another member
+from the revision it needs. A request still waiting for a lock or a campaign is answered etcd's
 "etcdserver: server stopped" (Unavailable). Other requests (a put waiting for its commit, a
 snapshot being downloaded) are waited for up to etcd's request timeout (7 s, the runner's
 ``shutdown_timeout``, ``kvraft.server.main.serve``), as etcd's graceful stop of its gRPC
@@ -26,6 +26,7 @@ from aiohttp import WSCloseCode, web
 from kvraft.apply.errors import Unavailable
 from kvraft.server.api.codec import JSON_OUT
 from kvraft.server.api.errors import error_response
+from kvraft.server.api.grpc_stats import gateway_route
 from kvraft.server.api.request import OUT
 
 __all__ = ["LONG_LIVED", "PATHS", "STREAM_RESPONSE", "LongLived", "install"]
@@ -41,12 +42,11 @@ class LongLived:
         self.tasks: set[asyncio.Task[object]] = set()
         self.stopping = False
 
-    def end_all(self) -> int:
-        """Cancel every long-lived request's task; how many there were."""
+    def end_all(self) -> None:
+        """Cancel every long-lived request's task."""
         self.stopping = True
         for task in self.tasks:
             task.cancel()
-        return len(self.tasks)
 
 
 LONG_LIVED = web.AppKey("long_lived", LongLived)
@@ -55,17 +55,10 @@ STREAM_RESPONSE = web.RequestKey("kvraft.stream_response", web.StreamResponse)
 upgraded): a stopped request ends it rather than answer anew."""
 
 
-def _long_lived(path: str) -> bool:
-    for prefix in ("/v3/", "/v3beta/"):
-        if path.startswith(prefix):
-            return "/" + path[len(prefix):] in PATHS
-    return False
-
-
 @web.middleware
 async def _keep(request: web.Request,
                 handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    if not _long_lived(request.path):
+    if gateway_route(request.path) not in PATHS:
         return await handler(request)
     tracked = request.app[LONG_LIVED]
     task = asyncio.current_task()
