@@ -67,6 +67,7 @@ from kvraft.raft.types import (
 )
 from kvraft.server import wire
 from kvraft.server.apply_stage import ApplyStage
+from kvraft.server.handover import HOLD, PROPOSE, OwnRemoval
 from kvraft.server.heartbeats import LateHeartbeats
 from kvraft.server.log_writer import LogWriter
 from kvraft.server.own_proposals import UNTRACKED, OwnProposals, Proposal
@@ -239,6 +240,7 @@ class NodeDriver:
         self.applied.applied = target.applied_index()
         self._waiters: dict[int, asyncio.Future[Any] | CallbackWaiter] = {}
         self._own = OwnProposals()
+        self._own_removal = OwnRemoval(member_id)
         self._deadlines: list[tuple[float, int, float]] = []  # (deadline, request id, submitted at)
         self._leader_since = 0.0  # when the current leader became known (time.monotonic())
         self.stage = ApplyStage(target, self._waiters, self.applied, conf_state, self._on_applied,
@@ -596,8 +598,12 @@ class NodeDriver:
         for proposal in queued:
             if not proposal[1]:
                 continue
+            cc = ConfChange.decode(proposal[0])
+            if self._own_removal.removes_self(cc.changes) and self._hand_over_first(term):
+                self._proposals.append(proposal)
+                continue
             try:
-                self.raw.propose_conf_change(ConfChange.decode(proposal[0]))
+                self.raw.propose_conf_change(cc)
                 self._own.handed([proposal], term)
             except NotLeaderError as exc:
                 if proposal[4]:
@@ -610,6 +616,25 @@ class NodeDriver:
                 self._proposals.append(proposal)  # a change is pending: retry
             except RaftError as exc:
                 log.warning("conf change refused: %s", exc)
+
+    def _hand_over_first(self, term: int) -> bool:
+        """Whether a change removing this member waits for a leadership transfer
+        (``handover.OwnRemoval``), which this starts when it is time to."""
+        status = self.raw.status()
+        if status.role != StateRole.LEADER:
+            return False  # (proposed: the core forwards it, or refuses it to be tried again)
+        action = self._own_removal.action(term, status.conf_state.voters, status.lead_transferee,
+                                          self.transport.active_since)
+        if action == HOLD:
+            return True
+        if action == PROPOSE:
+            return False
+        log.info("member %x is to be removed; handing its leadership over to %x first", self.member_id, action)
+        try:
+            self.raw.transfer_leader(action)
+        except RaftError as exc:
+            log.warning("member %x: leadership transfer to %x refused: %s", self.member_id, action, exc)
+        return True
 
     def _forward(self, leader: int, proposals: list[Proposal], term: int) -> None:
         """Send ``proposals`` (all normal or one conf change) to ``leader``, the leader of

@@ -66,6 +66,8 @@ log = logging.getLogger("kvraft.node")
 raft_trace_log = logging.getLogger("kvraft.raft")
 
 PROMOTE_CHECK_S = 0.5
+RETIRE_GRACE_S = 1.0
+"""How long a removed member's connections stay up (``Transport.retire_peer``)."""
 
 
 def _trace_raft(event: RaftEvent) -> None:
@@ -435,7 +437,9 @@ class Node(NodeStatusMixin):
         for member_id, url in wanted.items():
             self.transport.set_peer(member_id, url)
         for member_id in self.transport.peers():
-            if member_id not in wanted:
+            if member_id in self.membership.removed:
+                self.transport.retire_peer(member_id, RETIRE_GRACE_S)
+            elif member_id not in wanted:
                 self.transport.remove_peer(member_id)
 
     # -- lifecycle ------------------------------------------------------------------------

@@ -313,6 +313,7 @@ class PeerTransport:
         self._peers: dict[int, _Peer] = {}
         self._servers: list[asyncio.base_events.Server] = []
         self._inbound: set[Inbound] = set()
+        self._retiring: set[int] = set()  # removed members whose connections close soon (retire_peer)
         self._snap_seq = 0
         self._closed = False
         self._prober: asyncio.Task[None] | None = None
@@ -378,6 +379,29 @@ class PeerTransport:
         if peer is not None:
             for writer in peer.snapshot_writers:
                 writer.transport.abort()
+
+    def retire_peer(self, member_id: int, grace_s: float) -> None:
+        """A member removed from the cluster: for ``grace_s`` what is queued or sent to it still
+        goes (the leader's commit of its removal, sent in the Ready that applies it or held a
+        moment for the next MsgApp: the member applies its own removal, answers a client that
+        asked it, and stops), then its connection closes, and so do those it dialed here. It
+        dials again and its hello is answered that it was removed (etcd's 410 Gone to a removed
+        member's stream), so a member that missed its removal (cut off, or too slow for the
+        grace) learns of it all the same. Before, it went on running without a leader, and a
+        ``member remove`` sent to it waited out its 7 s deadline."""
+        if member_id in self._retiring or member_id not in self._peers:
+            return
+        self._retiring.add(member_id)
+        asyncio.get_running_loop().call_later(grace_s, self._retire, member_id)
+
+    def _retire(self, member_id: int) -> None:
+        self._retiring.discard(member_id)
+        if not self._is_removed(member_id):
+            return  # (never: a removed id is not reused; only a test's stub says otherwise)
+        self.remove_peer(member_id)
+        for inbound in list(self._inbound):
+            if inbound.source == member_id:
+                inbound.close()
 
     def peers(self) -> list[int]:
         return sorted(self._peers)
