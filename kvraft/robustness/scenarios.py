@@ -287,6 +287,26 @@ async def rolling_restart(n: Nemesis) -> None:
             n.expect_no_stall(began, 0.5, f"the restart of {name}" + (" (the leader)" if name == leader else ""))
 
 
+async def remove_leader(n: Nemesis) -> None:
+    """A fourth member added, then the live leader removed (``member remove`` sent to it). It
+    hands its leadership over before its removal is proposed, so the writes must go on: no
+    gap of half an election timeout without an acknowledged write (an election would leave
+    1-2 s); and the removed member stops by itself."""
+    await n.add_member("m3")
+    await n.sleep(2)
+    leader = await n.leader()
+    began = time.monotonic()
+    await n.remove_member(leader)
+    await n.sleep(1.5)
+    n.expect_no_stall(began, 0.5, f"the removal of {leader} (the leader)")
+    for _ in range(50):
+        if leader not in {member.name for member in n.cluster.running()}:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        n.problems.append(f"{leader} went on running 5 s after its removal")
+
+
 async def pause_leader(n: Nemesis) -> None:
     leader = await n.leader()
     await n.pause(leader)
@@ -647,6 +667,8 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("full-cluster-cold-restart-under-load", 3, cold_restart, about="SIGKILL every member mid-write, staggered restart"),
         Scenario("rolling-restart", 3, rolling_restart,
                  about="SIGTERM each member in turn, the leader last, and restart it, twice; writes go on throughout"),
+        Scenario("remove-leader", 3, remove_leader,
+                 about="add a member, then remove the live leader; writes go on throughout, the removed member stops"),
         Scenario("leader-pause", 3, pause_leader, about="SIGSTOP the leader for 3 election timeouts, SIGCONT"),
         Scenario("exactly-once-retries", 3, leader_changes,
                  about="numbered writes retried after forced timeouts while the leader is killed, then frozen"),

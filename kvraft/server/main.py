@@ -204,7 +204,7 @@ async def _serve_metrics(config: Config, node: Node, client_ssl: ssl.SSLContext 
 
 async def _watch_fatal(node: Node, stop: asyncio.Event) -> None:
     while node.driver.fatal is None and not node.removed:
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.1)  # (a removed member stops within 0.1 s, as etcd)
     stop.set()
 
 
