@@ -52,7 +52,7 @@ from kvraft.aio import cancel_and_wait
 from kvraft.apply.errors import InvalidArgument, Unavailable
 from kvraft.apply.ops import BatchOp, MemberOp, encode_entry, op_to_wire
 from kvraft.durations import DurationHistogram
-from kvraft.raft.errors import NotLeaderError, ProposalDroppedError, RaftError
+from kvraft.raft.errors import RaftError
 from kvraft.raft.types import (
     NONE,
     ConfChange,
@@ -67,15 +67,15 @@ from kvraft.raft.types import (
 )
 from kvraft.server import wire
 from kvraft.server.apply_stage import ApplyStage
-from kvraft.server.handover import HOLD, PROPOSE, OwnRemoval
 from kvraft.server.heartbeats import LateHeartbeats
 from kvraft.server.log_writer import LogWriter
-from kvraft.server.own_proposals import UNTRACKED, OwnProposals, Proposal
+from kvraft.server.proposals import ProposalQueue
 from kvraft.server.reads import AppliedWaiters, BarrierWait, ReadBatcher
 from kvraft.server.snapshot_send import SnapshotSender
 
 __all__ = ["ApplyTarget", "DriverStats", "NodeDriver"]
 
+_FORWARDS = frozenset({wire.FORWARD, wire.FORWARD_TERM, wire.FORWARD_CONF, wire.FORWARD_CONF_TERM})
 _ACK_TYPES = frozenset({MessageType.APP_RESP, MessageType.HEARTBEAT_RESP})
 """What a leader steps while its own sync runs (``NodeDriver._step_acks``)."""
 
@@ -239,12 +239,11 @@ class NodeDriver:
         self.applied = AppliedWaiters()
         self.applied.applied = target.applied_index()
         self._waiters: dict[int, asyncio.Future[Any] | CallbackWaiter] = {}
-        self._own = OwnProposals()
-        self._own_removal = OwnRemoval(member_id)
+        self._queue = ProposalQueue(member_id, self._stats, REQUEST_TIMEOUT_S)
         self._deadlines: list[tuple[float, int, float]] = []  # (deadline, request id, submitted at)
         self._leader_since = 0.0  # when the current leader became known (time.monotonic())
         self.stage = ApplyStage(target, self._waiters, self.applied, conf_state, self._on_applied,
-                                 self._own.records)
+                                 self._queue.own.records)
         self._snapshot_index = log_storage.snapshot().metadata.index
         self._snapshots_taken: set[int] = set()
         """Indexes of received snapshots the core took and the apply stage has not installed."""
@@ -266,7 +265,6 @@ class NodeDriver:
         self._late = LateHeartbeats(heartbeat_interval_s)  # etcd_server_heartbeat_send_failures_total
         self._next_request_id = random.getrandbits(62) + 1
         self._inbox: list[tuple[Any, ...]] = []
-        self._proposals: list[Proposal] = []  # in order
         self._later: list[Message] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -276,8 +274,6 @@ class NodeDriver:
         self.dropped_inputs: dict[tuple[str, str], int] = {}  # (input kind, error type) -> count
         self._acks_now = False  # the leader's own sync runs: acks are stepped on arrival
         self._held: dict[int, Message] = {}  # follower -> its held MsgApp without entries
-        self._forwarders: set[int] = set()  # followers whose forwarded proposals are queued
-        self._forwarded: dict[int, int] = {}  # follower -> the last index it forwarded
         self._held_timer: asyncio.TimerHandle | None = None
         self._acks_stepped = 0
 
@@ -346,37 +342,15 @@ class NodeDriver:
             self._inbox.extend(("step", msg) for msg in body)
         elif kind == wire.SNAP_END:
             self._inbox.append(("snap", body))
-        elif kind == wire.FORWARD:
-            deadline = time.monotonic() + REQUEST_TIMEOUT_S
-            self._proposals.extend((bytes(d), False, deadline, 0, 0) for d in body)
-            self._forwarders.add(source)
-        elif kind == wire.FORWARD_TERM:
-            deadline, term = time.monotonic() + REQUEST_TIMEOUT_S, _term(body[0])
-            self._proposals.extend((bytes(d), False, deadline, 0, term) for d in body[1])
-            self._forwarders.add(source)
-        elif kind == wire.FORWARD_CONF:
-            self._proposals.append((bytes(body), True, time.monotonic() + REQUEST_TIMEOUT_S, 0, 0))
-        elif kind == wire.FORWARD_CONF_TERM:
-            self._proposals.append((bytes(body[1]), True, time.monotonic() + REQUEST_TIMEOUT_S, 0, _term(body[0])))
+        elif kind in _FORWARDS:
+            self._queue.add_forwarded(source, kind, body)
         self.kick()
 
     def return_unsent(self, _target: int, kind: int, body: Any) -> None:
-        """Transport callback: forwarded proposals that never left this member (not a byte
-        written: the leader's connection was down, or it stopped leading first) are proposed
-        again, to whoever leads now, where etcd loses them until its client times out (a
-        leader killed: every write through a follower for the next ~7 s). Never twice, as
-        they were never sent. Only this member's own (its waiter here, its deadline kept)."""
-        if kind in (wire.FORWARD_TERM, wire.FORWARD_CONF_TERM):
-            kind, body = (wire.FORWARD if kind == wire.FORWARD_TERM else wire.FORWARD_CONF), body[1]
-        datas = body if kind == wire.FORWARD else [body]
-        returned = 0
-        for data in datas:
-            proposal = self._own.returned(_request_id(kind, data))
-            if proposal is not None:
-                self._proposals.append(proposal)
-                returned += 1
+        """Transport callback: forwarded proposals that never left this member are proposed
+        again, to whoever leads now (``ProposalQueue.returned``)."""
+        returned = self._queue.returned(kind, body)
         if returned:
-            self._stats.proposals_reforwarded += returned
             log.debug("member %x: %d forwarded proposal(s) returned unsent; proposing again", self.member_id, returned)
             self.kick()
 
@@ -525,10 +499,7 @@ class NodeDriver:
         self._waiters[request_id] = waiter
         now = time.monotonic()
         deadline = now + timeout_s
-        if repropose:
-            self._proposals.append(self._own.register(request_id, data, conf, deadline))
-        else:  # (not this member's to propose again: as a peer's)
-            self._proposals.append((data, conf, deadline, 0, 0))
+        self._queue.add_own(request_id, data, conf, deadline, repropose)
         heapq.heappush(self._deadlines, (deadline, request_id, now))
         self.kick()
 
@@ -539,7 +510,7 @@ class NodeDriver:
             now, heap = time.monotonic(), self._deadlines
             while heap and heap[0][0] <= now:
                 _, request_id, submitted = heapq.heappop(heap)
-                self._own.forget(request_id)
+                self._queue.own.forget(request_id)
                 future = self._waiters.pop(request_id, None)
                 if future is not None and not future.done():
                     self._stats.proposals_failed += 1
@@ -562,100 +533,7 @@ class NodeDriver:
         return "request timed out"
 
     def _propose_queued(self) -> None:
-        """Propose every queued proposal as one batch; forward them when not leading. A
-        proposal a peer forwarded for a term (``FORWARD_TERM``) is appended only in that
-        term, by its leader: anywhere else it is dropped, never appended at another term nor
-        passed on (its sender proposes it again, ``OwnProposals.lost``)."""
-        if not self._proposals:
-            return
-        now, term = time.monotonic(), self.raw.term
-        queued = []
-        for proposal in self._proposals:
-            if proposal[2] <= now:
-                continue  # (expired: its waiter is failed by the expiry)
-            if proposal[4] and proposal[4] != term:
-                self._stats.forwards_dropped += 1
-                continue
-            queued.append(proposal)
-        self._proposals = []
-        normal = [p for p in queued if not p[1]]
-        if normal:
-            try:
-                last = self.raw.propose_batch([p[0] for p in normal])
-                self._own.handed(normal, term)
-                for source in self._forwarders:  # (their commit index is not held: _transmit)
-                    self._forwarded[source] = last
-                self._forwarders.clear()
-            except NotLeaderError as exc:
-                mine = [p for p in normal if not p[4]]  # (forwarded for this term: not here)
-                self._stats.forwards_dropped += len(normal) - len(mine)
-                if exc.leader == NONE:
-                    self._proposals.extend(mine)  # retry when known
-                elif mine:
-                    self._forward(exc.leader, mine, term)
-            except ProposalDroppedError:
-                self._proposals.extend(normal)  # e.g. a transfer: retry
-        for proposal in queued:
-            if not proposal[1]:
-                continue
-            cc = ConfChange.decode(proposal[0])
-            if self._own_removal.removes_self(cc.changes) and self._hand_over_first(term):
-                self._proposals.append(proposal)
-                continue
-            try:
-                self.raw.propose_conf_change(cc)
-                self._own.handed([proposal], term)
-            except NotLeaderError as exc:
-                if proposal[4]:
-                    self._stats.forwards_dropped += 1
-                elif exc.leader == NONE:
-                    self._proposals.append(proposal)
-                else:
-                    self._forward(exc.leader, [proposal], term)
-            except ProposalDroppedError:
-                self._proposals.append(proposal)  # a change is pending: retry
-            except RaftError as exc:
-                log.warning("conf change refused: %s", exc)
-
-    def _hand_over_first(self, term: int) -> bool:
-        """Whether a change removing this member waits for a leadership transfer
-        (``handover.OwnRemoval``), which this starts when it is time to."""
-        status = self.raw.status()
-        if status.role != StateRole.LEADER:
-            return False  # (proposed: the core forwards it, or refuses it to be tried again)
-        action = self._own_removal.action(term, status.conf_state.voters, status.lead_transferee,
-                                          self.transport.active_since)
-        if action == HOLD:
-            return True
-        if action == PROPOSE:
-            return False
-        log.info("member %x is to be removed; handing its leadership over to %x first", self.member_id, action)
-        try:
-            self.raw.transfer_leader(action)
-        except RaftError as exc:
-            log.warning("member %x: leadership transfer to %x refused: %s", self.member_id, action, exc)
-        return True
-
-    def _forward(self, leader: int, proposals: list[Proposal], term: int) -> None:
-        """Send ``proposals`` (all normal or one conf change) to ``leader``, the leader of
-        ``term``: for that term (``FORWARD_TERM``) where the leader checks it, else as the
-        first version did (and this member's own among them are then never proposed again)."""
-        conf = proposals[0][1]
-        body: Any = proposals[0][0] if conf else [p[0] for p in proposals]
-        if self.transport.supports(leader, wire.FEATURE_FORWARD_TERM):
-            kind, body, state = (wire.FORWARD_CONF_TERM if conf else wire.FORWARD_TERM), [term, body], term
-        else:
-            kind, state = (wire.FORWARD_CONF if conf else wire.FORWARD), UNTRACKED
-        if not self.transport.send_frame(leader, kind, body):
-            # No copy left this member: the leader Raft still names is no peer any more (its
-            # removal applied here before an election) or its queue is full. Kept for the next
-            # turn, as when no leader is known; before, such a put was taken for forwarded to a
-            # member that does not check the term and waited out its 7 s deadline.
-            self._proposals.extend(proposals)
-            return
-        self._own.handed(proposals, state)
-        if not conf:
-            self._stats.proposals_forwarded += len(proposals)
+        self._queue.propose(self.raw, self.transport)
 
     # -- reads ----------------------------------------------------------------------------
     async def read_barrier(self, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
@@ -716,7 +594,7 @@ class NodeDriver:
     async def _handle_ready(self, rd: Ready) -> None:
         self._stats.readies += 1
         if rd.committed_entries or not rd.snapshot.is_empty():
-            self._own.note(rd)
+            self._queue.own.note(rd)
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
         hard = rd.hard_state
@@ -812,9 +690,9 @@ class NodeDriver:
                 self.snapshots_out.send(m)  # (its data is built now, in a worker thread)
                 continue
             elif m.type == MessageType.APP:
-                forwarded = self._forwarded.get(m.to)
+                forwarded = self._queue.forwarded.get(m.to)
                 if forwarded is not None and m.commit >= forwarded:
-                    del self._forwarded[m.to]  # (it learns that its proposals are committed)
+                    del self._queue.forwarded[m.to]  # (it learns that its proposals are committed)
                 elif not m.entries and self.role == StateRole.LEADER:
                     held[m.to] = m
                     continue
@@ -901,11 +779,9 @@ class NodeDriver:
 
     # -- snapshots ------------------------------------------------------------------------
     def _on_applied(self) -> None:
-        lost = self._own.lost(self.applied.applied)
+        lost = self._queue.requeue_lost(self.applied.applied)
         if lost:
-            self._proposals.extend(lost)
-            self._stats.proposals_reproposed += len(lost)
-            log.info("member %x: %d proposal(s) lost to a leader change proposed again", self.member_id, len(lost))
+            log.info("member %x: %d proposal(s) lost to a leader change proposed again", self.member_id, lost)
             self.kick()
         if self.applied.applied - self._snapshot_index >= self.snapshot_count:
             self._snapshot_due = True
@@ -931,23 +807,3 @@ class NodeDriver:
         self.snap_save_seconds.observe(done - started)
         self._snapshot_index = max(self._snapshot_index, index)
         self._stats.snapshots_created += 1
-
-
-def _term(value: Any) -> int:
-    """The term a ``FORWARD_TERM`` frame names (malformed: raises, and the transport closes
-    the sender's connection)."""
-    if not isinstance(value, int) or value < 1:
-        raise ValueError(f"not a term: {value!r}")
-    return value
-
-
-def _request_id(kind: int, data: Any) -> int | None:
-    """The request id a forwarded proposal carries (an entry's first field; a membership
-    change's in its context)."""
-    try:
-        if kind == wire.FORWARD_CONF:
-            data = ConfChange.decode(bytes(data)).context
-        head = msgpack.unpackb(data, raw=False)
-        return head[0] if isinstance(head, list) and head and isinstance(head[0], int) else None
-    except Exception:  # noqa: BLE001 - not one of ours: not returned
-        return None

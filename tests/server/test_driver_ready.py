@@ -338,7 +338,7 @@ async def test_a_callback_waiter_is_called_in_the_apply_and_a_failing_one_stops_
 
     driver.submit_then(PutOp(b"a", b"v"), broken)
     driver.submit_then(PutOp(b"b", b"v"), lambda result, error: events.append(("answered", result[1], error)))
-    entries = tuple(Entry(term=1, index=i + 1, data=data) for i, (data, *_) in enumerate(driver._proposals))
+    entries = tuple(Entry(term=1, index=i + 1, data=data) for i, (data, *_) in enumerate(driver._queue.items))
     await driver._handle_ready(Ready(hard_state=HardState(term=1, commit=2), committed_entries=entries))
     assert events == [("apply", 2), ("answered", b"b", None)]  # before any loop turn
     assert driver._waiters == {} and driver.applied.applied == 2

@@ -108,14 +108,14 @@ async def commit(driver: NodeDriver, term: int, index: int, data: bytes = b"", s
 
 
 def queued_ids(driver: NodeDriver) -> list[int]:
-    return [p[3] for p in driver._proposals]
+    return [p[3] for p in driver._queue.items]
 
 
 async def test_a_forward_lost_with_its_leader_is_proposed_again_once_a_later_term_commits() -> None:
     driver, raw, transport = driver_with(term=3, leader=2)
     future = driver.submit(PutOp(b"k", b"v"))
-    (request_id,) = driver._own.records
-    data = driver._own.records[request_id][0]
+    (request_id,) = driver._queue.own.records
+    data = driver._queue.own.records[request_id][0]
     driver._propose_queued()
     assert transport.frames == [(2, wire.FORWARD_TERM, [3, [data]])]
     # member 2 dies with it; member 3 wins term 4 and its first entry is applied here
@@ -126,16 +126,16 @@ async def test_a_forward_lost_with_its_leader_is_proposed_again_once_a_later_ter
     assert transport.frames[-1] == (3, wire.FORWARD_TERM, [4, [data]])
     await commit(driver, 4, 6, data)
     assert await future == ("ok", b"k")  # (the fake target's answer) once
-    assert driver._own.records == {}
+    assert driver._queue.own.records == {}
     raw.term = 5
     await commit(driver, 5, 7)
-    assert driver._proposals == [] and driver.stats.proposals_reproposed == 1
+    assert driver._queue.items == [] and driver.stats.proposals_reproposed == 1
 
 
 async def test_an_entry_of_the_same_term_proposes_nothing_again() -> None:
     driver, raw, _ = handed_put(term=3, leader=2)
     await commit(driver, 3, 5)  # the leader it went to still leads: it may commit it yet
-    assert driver._proposals == [] and driver.stats.proposals_reproposed == 0
+    assert driver._queue.items == [] and driver.stats.proposals_reproposed == 0
 
 
 async def test_a_forward_to_a_member_that_does_not_check_the_term_is_left_to_its_deadline() -> None:
@@ -145,7 +145,7 @@ async def test_a_forward_to_a_member_that_does_not_check_the_term_is_left_to_its
     assert [kind for _, kind, _ in transport.frames] == [wire.FORWARD]
     raw.term, raw.leader = 4, 3
     await commit(driver, 4, 5)
-    assert driver._proposals == [] and driver.stats.proposals_reproposed == 0
+    assert driver._queue.items == [] and driver.stats.proposals_reproposed == 0
 
 
 async def test_a_leaders_own_proposal_is_proposed_again_after_it_stepped_down() -> None:
@@ -166,7 +166,7 @@ async def test_a_snapshot_received_may_hold_the_proposal_so_it_is_not_proposed_a
     await commit(driver, 4, 20, snapshot=snapshot)
     assert driver.applied.applied == 20
     await commit(driver, 5, 21)
-    assert driver._proposals == [] and driver.stats.proposals_reproposed == 0
+    assert driver._queue.items == [] and driver.stats.proposals_reproposed == 0
 
 
 async def _persisted(*_args: Any) -> None:
@@ -179,7 +179,7 @@ async def test_a_proposal_never_handed_is_queued_once() -> None:
     driver._propose_queued()  # no leader known: kept queued
     raw.term = 4
     await commit(driver, 4, 5)
-    assert queued_ids(driver) == list(driver._own.records) and driver.stats.proposals_reproposed == 0
+    assert queued_ids(driver) == list(driver._queue.own.records) and driver.stats.proposals_reproposed == 0
 
 
 async def test_a_forward_returned_unsent_is_queued_once() -> None:
@@ -190,11 +190,11 @@ async def test_a_forward_returned_unsent_is_queued_once() -> None:
     driver._propose_queued()
     ((_, kind, body),) = transport.frames
     driver.return_unsent(2, kind, body)
-    assert queued_ids(driver) == list(driver._own.records) and driver.stats.proposals_reforwarded == 1
+    assert queued_ids(driver) == list(driver._queue.own.records) and driver.stats.proposals_reforwarded == 1
     driver.return_unsent(2, kind, body)  # (the same frame again: already queued)
     raw.term, raw.leader = 4, 3
     await commit(driver, 4, 5)
-    assert queued_ids(driver) == list(driver._own.records) and driver.stats.proposals_reproposed == 0
+    assert queued_ids(driver) == list(driver._queue.own.records) and driver.stats.proposals_reproposed == 0
 
 
 async def test_a_leader_drops_what_was_forwarded_for_another_term_and_proposes_the_rest() -> None:
@@ -224,16 +224,16 @@ def test_a_malformed_forward_for_a_term_is_refused(body: Any) -> None:
     driver, _, _ = driver_with(term=5, leader=1)
     with pytest.raises((ValueError, IndexError)):
         driver.on_frame(2, wire.FORWARD_TERM, body)
-    assert driver._proposals == []
+    assert driver._queue.items == []
 
 
 async def test_a_put_forwarded_and_applied_leaves_nothing_behind() -> None:
     driver, raw, _ = driver_with(term=3, leader=2)
     future = driver.submit(PutOp(b"k", b"v"))
     driver._propose_queued()
-    (request_id,) = driver._own.records
+    (request_id,) = driver._queue.own.records
     await commit(driver, 3, 5, encode_entry(request_id, PutOp(b"k", b"v")))
-    assert await future == ("ok", b"k") and driver._own.records == {}
+    assert await future == ("ok", b"k") and driver._queue.own.records == {}
 
 
 async def test_a_proposal_made_without_repropose_is_left_to_its_deadline() -> None:
@@ -243,7 +243,7 @@ async def test_a_proposal_made_without_repropose_is_left_to_its_deadline() -> No
     driver._propose_queued()
     raw.term, raw.leader = 4, 2
     await commit(driver, 4, 5)
-    assert driver._proposals == [] and driver._own.records == {} and driver.stats.proposals_reproposed == 0
+    assert driver._queue.items == [] and driver._queue.own.records == {} and driver.stats.proposals_reproposed == 0
 
 
 async def test_a_forward_to_a_leader_removed_here_waits_for_the_next_leader() -> None:
@@ -255,8 +255,8 @@ async def test_a_forward_to_a_leader_removed_here_waits_for_the_next_leader() ->
     driver, raw, transport = driver_with(term=3, leader=2)
     transport.gone.add(2)
     driver.submit(PutOp(b"k", b"v"))
-    (request_id,) = driver._own.records
-    data = driver._own.records[request_id][0]
+    (request_id,) = driver._queue.own.records
+    data = driver._queue.own.records[request_id][0]
     driver._propose_queued()
     assert transport.frames == [] and queued_ids(driver) == [request_id]
     driver._propose_queued()  # (the next turn, the same leader named: still kept)
