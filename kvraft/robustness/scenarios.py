@@ -299,12 +299,27 @@ async def remove_leader(n: Nemesis) -> None:
     await n.remove_member(leader)
     await n.sleep(1.5)
     n.expect_no_stall(began, 0.5, f"the removal of {leader} (the leader)")
-    for _ in range(50):
-        if leader not in {member.name for member in n.cluster.running()}:
-            break
-        await asyncio.sleep(0.1)
-    else:
+    if await n.wait_exit(leader, 5.0) is None:
         n.problems.append(f"{leader} went on running 5 s after its removal")
+
+
+async def remove_partitioned(n: Nemesis) -> None:
+    """A follower cut off from the others, then removed (it cannot get the commit of its
+    removal), then the network healed: it must learn that it was removed when it next
+    reaches a peer (the peers closed its connections: its redial is answered "removed", etcd's
+    410 Gone) and stop by itself, not run on without a leader."""
+    await n.add_member("m3")
+    await n.sleep(2)
+    _, followers = await n.followers()
+    gone = next(f for f in followers if f != "m3")
+    await n.partition([gone])
+    await n.sleep(1)
+    await n.remove_member(gone)
+    await n.sleep(2)
+    await n.heal()
+    if await n.wait_exit(gone, 15.0) is None:
+        n.problems.append(f"{gone}, removed while cut off, went on running 15 s after the heal")
+    await n.expect_progress(3, "the removal of a cut-off member")
 
 
 async def pause_leader(n: Nemesis) -> None:
@@ -680,6 +695,8 @@ SCENARIOS: dict[str, Scenario] = {
                  about="two of five members each reach only one follower"),
         Scenario("membership-churn-under-faults", 3, membership_churn, needs_net=True,
                  about="add a member, remove another while a third is partitioned"),
+        Scenario("remove-partitioned-member", 3, remove_partitioned, needs_net=True,
+                 about="add a member, cut a follower off, remove it, heal: the removed member stops by itself"),
         Scenario("snapshot-catchup-with-crashes", 3, snapshot_catchup, needs_net=True, extra_args=("--snapshot-count", "100", "--snapshot-catchup-entries", "20"),
                  about="follower cut off past a compaction, healed, killed mid catch-up"),
         Scenario("power-loss-unsynced-data", 3, power_loss, failpoints=True,
