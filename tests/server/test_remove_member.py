@@ -14,11 +14,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from types import SimpleNamespace
+from typing import Any
+
+import msgpack
 
 from kvraft.client import SyncClient
-from kvraft.raft.types import NONE, ConfChangeType
+from kvraft.raft.errors import NotLeaderError
+from kvraft.raft.types import NONE, ConfChange, ConfChangeType, StateRole
+from kvraft.server import wire
+from kvraft.server.driver import DriverStats
 from kvraft.server.handover import HOLD, PROPOSE, OwnRemoval
 from kvraft.server.local import LocalCluster
+from kvraft.server.proposals import ProposalQueue
 from kvraft.server.transport import PeerTransport, cluster_key
 from kvraft.testing.ports import free_port
 
@@ -137,3 +145,80 @@ def test_the_leader_removed_hands_over_first_and_its_followers_lead_at_once(tmp_
         with SyncClient([cluster.url(name) for name in cluster.members], request_timeout_s=20.0) as client:
             client.put("after/removals", "v")
             assert len(client.member_list().members) == 2
+
+
+class LeaderCore:
+    """The core as ``ProposalQueue`` sees it, leading (member 1) in term 5 of voters 1-3, until
+    the test says otherwise."""
+
+    def __init__(self) -> None:
+        self.term, self.leader, self.transferee = 5, ME, NONE
+        self.confs: list[ConfChange] = []
+        self.transfers: list[int] = []
+
+    def status(self) -> SimpleNamespace:
+        role = StateRole.LEADER if self.leader == ME else StateRole.FOLLOWER
+        return SimpleNamespace(role=role, conf_state=SimpleNamespace(voters={ME, 2, 3}),
+                               lead_transferee=self.transferee)
+
+    def transfer_leader(self, target: int) -> None:
+        self.transfers.append(target)
+        self.transferee = target
+
+    def propose_conf_change(self, cc: ConfChange) -> None:
+        if self.leader != ME:
+            raise NotLeaderError(self.leader)
+        self.confs.append(cc)
+
+
+class PeerLinks:
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, int, Any]] = []
+
+    def active_since(self, member_id: int) -> float | None:
+        return {2: 5.0, 3: 1.0}.get(member_id)
+
+    def supports(self, member_id: int, feature: str) -> bool:
+        return True
+
+    def send_frame(self, target: int, kind: int, body: Any) -> bool:
+        self.frames.append((target, kind, body))
+        return True
+
+
+def _own_removal(queue: ProposalQueue) -> bytes:
+    data = ConfChange(changes=((ConfChangeType.REMOVE_NODE, ME),), context=msgpack.packb([77, None])).encode()
+    queue.add_own(77, data, True, time.monotonic() + 60, True)
+    return data
+
+
+def test_the_queue_holds_a_leaders_own_removal_for_the_transfer_then_forwards_it() -> None:
+    queue, core, links = ProposalQueue(ME, DriverStats(), 7.0), LeaderCore(), PeerLinks()
+    data = _own_removal(queue)
+    queue.propose(core, links)
+    assert core.transfers == [3] and core.confs == [] and len(queue.items) == 1  # (3: connected the longest)
+    queue.propose(core, links)  # the transfer runs: held
+    assert core.transfers == [3] and core.confs == [] and len(queue.items) == 1
+    core.term, core.leader, core.transferee = 6, NONE, NONE  # it voted for 3: no leader known yet
+    queue.propose(core, links)
+    assert len(queue.items) == 1 and links.frames == []
+    core.leader = 3
+    queue.propose(core, links)
+    assert links.frames == [(3, wire.FORWARD_CONF_TERM, [6, data])] and queue.items == []
+    assert core.confs == []  # never proposed by the member it removes
+
+
+def test_a_transfer_that_does_not_take_leaves_the_removal_to_the_leader_itself() -> None:
+    queue, core, links = ProposalQueue(ME, DriverStats(), 7.0), LeaderCore(), PeerLinks()
+    _own_removal(queue)
+    queue.propose(core, links)
+    core.transferee = NONE  # the core gave the transfer up after an election timeout
+    queue.propose(core, links)
+    assert core.transfers == [3] and len(core.confs) == 1 and queue.items == []
+    # another member's removal is proposed at once, with no transfer
+    other = ProposalQueue(ME, DriverStats(), 7.0)
+    data = ConfChange(changes=((ConfChangeType.REMOVE_NODE, 2),), context=msgpack.packb([78, None])).encode()
+    other.add_own(78, data, True, time.monotonic() + 60, True)
+    core2 = LeaderCore()
+    other.propose(core2, links)
+    assert core2.transfers == [] and len(core2.confs) == 1
