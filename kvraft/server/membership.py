@@ -10,6 +10,7 @@ applied index. It is saved atomically in the data directory and travels in snaps
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ from kvraft.server.wal_dir import DataDirError
 from kvraft.urls import parse_peer_urls
 
 __all__ = ["Member", "Membership"]
+
+log = logging.getLogger("kvraft.membership")
 
 
 @dataclass
@@ -76,6 +79,7 @@ class Membership:
         --initial-cluster (``guess_from_flags``: only when its peers do not describe the
         cluster, ``kvraft.server.join``) and its log has not yet named."""
         self.own_id = 0
+        self.cluster_id = 0  # (for the log lines of ``apply``)
         self._path = path
 
     # -- queries --------------------------------------------------------------------------
@@ -138,7 +142,10 @@ class Membership:
         if op.action == "found":  # a founder's bootstrap entry
             self.guessed.discard(op.member_id)
             if member is None and op.member_id not in self.removed:
-                self.members[op.member_id] = Member(op.member_id, is_learner=op.is_learner)
+                self.members[op.member_id] = member = Member(op.member_id, is_learner=op.is_learner)
+            if member is not None:  # (etcd logs its bootstrap's conf changes the same way)
+                self._log("added member", {"added-peer-id": f"{op.member_id:x}", "added-peer-peer-urls": member.peer_urls,
+                                           "added-peer-is-learner": member.is_learner})
         elif op.action == "add":
             if op.member_id in self.removed:
                 return
@@ -150,17 +157,33 @@ class Membership:
             self.members[op.member_id] = Member(
                 op.member_id, op.name, list(op.peer_urls), list(op.client_urls), op.is_learner
             )
+            self._log("added member", {"added-peer-id": f"{op.member_id:x}", "added-peer-peer-urls": list(op.peer_urls),
+                                       "added-peer-is-learner": op.is_learner})
         elif op.action == "remove":
-            self.members.pop(op.member_id, None)
+            gone = self.members.pop(op.member_id, None)
             self.removed.add(op.member_id)
+            self._log("removed member", {"removed-remote-peer-id": f"{op.member_id:x}",
+                                         "removed-remote-peer-urls": gone.peer_urls if gone else [],
+                                         "removed-remote-peer-is-learner": bool(gone and gone.is_learner)})
         elif op.action == "promote" and member is not None:
             member.is_learner = False
+            self._log("promote member", {"promoted-member-id": f"{op.member_id:x}"})
         elif op.action == "update" and member is not None:
             member.peer_urls = list(op.peer_urls)
+            self._log("updated member", {"updated-remote-peer-id": f"{op.member_id:x}",
+                                         "updated-remote-peer-urls": list(op.peer_urls),
+                                         "updated-remote-peer-is-learner": member.is_learner})
         elif op.action == "publish" and member is not None:
             member.name = op.name
             member.client_urls = list(op.client_urls)
         self.save()
+
+    def _log(self, msg: str, fields: dict[str, Any]) -> None:
+        """etcd's line for an applied membership change (its ``RaftCluster``: "added member",
+        "removed member", "promote member", "updated member"), on every member, at every
+        replay of the entry too, as etcd's."""
+        ids = {"cluster-id": f"{self.cluster_id:x}", "local-member-id": f"{self.own_id:x}"}
+        log.info(msg, extra={"fields": {**ids, **fields}})
 
     # -- persistence ------------------------------------------------------------------------
     def to_wire(self) -> list[Any]:

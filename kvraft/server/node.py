@@ -176,6 +176,7 @@ class Node(NodeStatusMixin):
         self._warn_if_moved()
         new_cluster = config.initial_cluster_state == "new" and not config.force_new_cluster
         self.cluster_id = self._load_cluster_id()
+        self.membership.cluster_id = self.cluster_id
         self.raft_log = open_raft_log(self.data_dir, sorted(initial_ids.values()), new_cluster, wal_path)
         if config.snapshot_count == 0:
             log.info("set snapshot count to default %d", config.snapshot_entries())

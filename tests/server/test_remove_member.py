@@ -116,6 +116,15 @@ def test_a_follower_removed_through_itself_is_answered_and_stops(tmp_path) -> No
         with SyncClient([cluster.url(kept)], request_timeout_s=20.0) as client:
             client.put("after/removal", "v")
             assert ids[gone] not in {m.id for m in client.member_list().members}
+        # etcd's lines for applied membership changes, on every member
+        lines = [json.loads(text) for text in cluster.members[kept].log_path.read_text().splitlines()
+                 if text.startswith("{")]
+        added = {line["added-peer-id"] for line in lines if line["msg"] == "added member"}
+        assert added == {f"{member_id:x}" for member_id in ids.values()}  # (the bootstrap's)
+        (removed,) = [line for line in lines if line["msg"] == "removed member"]
+        assert removed["removed-remote-peer-id"] == f"{ids[gone]:x}"
+        assert removed["local-member-id"] == f"{ids[kept]:x}" and removed["removed-remote-peer-urls"] == [
+            cluster.members[gone].peer_url]
 
 
 def test_the_leader_removed_hands_over_first_and_its_followers_lead_at_once(tmp_path) -> None:
