@@ -765,7 +765,15 @@ class NodeDriver:
         if leader != self.leader:
             if leader != NONE:  # as etcd: a change to a known leader
                 self._stats.leader_changes += 1
-            log.info("member %x: leader is now %x", self.member_id, leader)
+            # etcd's raft.node lines (operators grep "elected leader" and "lost leader")
+            term = self.raw.term
+            if self.leader == NONE:
+                log.info("raft.node: %x elected leader %x at term %d", self.member_id, leader, term)
+            elif leader == NONE:
+                log.info("raft.node: %x lost leader %x at term %d", self.member_id, self.leader, term)
+            else:
+                log.info("raft.node: %x changed leader from %x to %x at term %d", self.member_id, self.leader,
+                         leader, term)
             if self.leader != NONE:
                 # rounds sent to the old leader will never be answered
                 abandoned = self._reads.fail_inflight(Unavailable("etcdserver: leader changed"))

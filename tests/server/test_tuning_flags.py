@@ -137,7 +137,7 @@ def test_log_package_levels_set_each_loggers_level(members) -> None:
     def said(lines: list[dict], logger: str, level: str = "") -> bool:  # type: ignore[type-arg]
         return any(line["logger"] == logger and (not level or line["level"] == level) for line in lines)
 
-    # etcdserver=WARNING: the driver's "leader is now" (INFO) is gone, the rest is not
+    # etcdserver=WARNING: the driver's "elected leader" (INFO) is gone, the rest is not
     assert said(default, "kvraft.driver", "info") and not said(tuned, "kvraft.driver", "info")
     assert said(tuned, "kvraft.main", "info")
     # raft=DEBUG: the Raft core's trace, on the tuned member alone
