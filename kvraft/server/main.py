@@ -119,11 +119,20 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
         # cluster whose third member was like this lost its quorum with the first.)
         await runner.cleanup()
         raise
-    logging.getLogger("kvraft.main").info(
+    main_log = logging.getLogger("kvraft.main")
+    main_log.info(
         "member %s (%x) serving clients on %s, peers on %s",
         config.name, node.member_id, ",".join((*config.listen_client_urls, *config.listen_client_http_urls)),
         ",".join(config.listen_peer_urls),
     )
+    main_log.info("ready to serve client requests")  # (etcd's lines, which scripts wait for)
+    for url in (*config.listen_client_urls, *config.listen_client_http_urls):
+        parts = urlsplit(url)
+        address = {"address": f"{parts.hostname}:{parts.port}"}
+        if parts.scheme == "https":
+            main_log.info("serving client traffic securely", extra={"fields": address})
+        else:
+            main_log.info("serving client traffic insecurely; this is strongly discouraged!", extra={"fields": address})
     for note in compatibility_notes(config):
         logging.getLogger("kvraft.main").info("%s", note)
     gc.freeze()  # what start-up built (modules, the recovered store) is never collected: skip it

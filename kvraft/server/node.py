@@ -492,6 +492,11 @@ class Node(NodeStatusMixin):
             with contextlib.suppress(Unavailable, asyncio.TimeoutError):
                 op = MemberOp("publish", self.member_id, self.config.name, [], list(self.config.advertise_client_urls))
                 await self.driver.propose(op, timeout_s=5.0)
+                attributes = f"{{Name:{op.name} ClientURLs:[{' '.join(op.client_urls)}]}}"
+                log.info("published local member to cluster through raft", extra={"fields": {
+                    "local-member-id": f"{self.member_id:x}", "local-member-attributes": attributes,
+                    "cluster-id": f"{self.cluster_id:x}", "publish-timeout": "5s"}})
+                return
             await asyncio.sleep(0.5)
 
     async def _promote_learners(self) -> None:

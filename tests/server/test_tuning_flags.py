@@ -151,3 +151,27 @@ def test_flags_kvraft_needs_nothing_for_are_taken_and_said_so(members) -> None:
                                    "always replicates") for note in notes)
     assert any(note.startswith("--experimental-backend-bbolt-freelist-type=map: ") for note in notes)
     assert not [line for line in _log(members["default"]) if "nothing changes" in line["msg"]]
+
+
+def test_etcds_start_up_lines_are_logged(members) -> None:
+    """What scripts and operators wait for in etcd's log: the member published, ready, and
+    how each client listener serves."""
+    cluster = members["default"]
+    lines = _log(cluster)
+    for _ in range(100):  # (the publish is applied a moment after the leader is known)
+        if any(line["msg"] == "published local member to cluster through raft" for line in lines):
+            break
+        time.sleep(0.05)
+        lines = _log(cluster)
+    (published,) = [line for line in lines if line["msg"] == "published local member to cluster through raft"]
+    url = cluster.members["m0"].client_url
+    assert published["local-member-attributes"] == f"{{Name:m0 ClientURLs:[{url}]}}"
+    assert any(line["msg"] == "ready to serve client requests" for line in lines)
+    (serving,) = [line for line in lines if line["msg"].startswith("serving client traffic")]
+    assert serving["msg"] == "serving client traffic insecurely; this is strongly discouraged!"
+    assert serving["address"] == url.removeprefix("http://")
+    assert any(line["msg"] == "raft.node: {0} elected leader {0} at term 2".format(published["local-member-id"])
+               for line in lines)
+    (added,) = [line for line in lines if line["msg"] == "added member"]
+    assert added["added-peer-id"] == published["local-member-id"] and added["added-peer-peer-urls"] == [
+        cluster.members["m0"].peer_url]
