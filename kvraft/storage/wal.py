@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import time
 import zlib
@@ -90,6 +91,11 @@ from kvraft.storage.wal_replay import (
 )
 
 __all__ = ["DEFAULT_SEGMENT_BYTES", "WalLogStorage", "is_wal_dir"]
+
+log = logging.getLogger("kvraft.wal")
+
+WARN_SYNC_S = 1.0
+"""A sync slower than this logs etcd's "slow fdatasync" (its ``warnSyncDuration``)."""
 
 DEFAULT_SEGMENT_BYTES = 64 << 20
 
@@ -521,7 +527,11 @@ class WalLogStorage:
             if self.fsync:
                 started = time.perf_counter()
                 os.fdatasync(self._fd)
-                self.fsync_seconds.observe(time.perf_counter() - started)
+                took = time.perf_counter() - started
+                self.fsync_seconds.observe(took)
+                if took > WARN_SYNC_S:  # (etcd's warning, the first sign of a slow or failing disk)
+                    log.warning("slow fdatasync", extra={"fields": {"took": f"{took:.6f}s",
+                                                                    "expected-duration": f"{WARN_SYNC_S:g}s"}})
             self._unsynced = None
         except BaseException as exc:
             self._failed = exc

@@ -47,6 +47,22 @@ def test_one_fdatasync_per_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     log.close()
 
 
+def test_a_slow_fdatasync_logs_etcds_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    log = WalLogStorage(tmp_path / "wal")
+    log.append([Entry(term=1, index=1, data=b"x")])
+    with caplog.at_level("WARNING", logger="kvraft.wal"):
+        log.sync()  # (well under the 1 s of etcd's warnSyncDuration)
+        assert [r for r in caplog.records if r.getMessage() == "slow fdatasync"] == []
+        monkeypatch.setattr(wal_module, "WARN_SYNC_S", 0.0)
+        log.append([Entry(term=1, index=2, data=b"x")])
+        log.sync()
+    (slow,) = [r for r in caplog.records if r.getMessage() == "slow fdatasync"]
+    fields = slow.fields  # type: ignore[attr-defined]
+    assert fields["expected-duration"] == "0s" and fields["took"].endswith("s")
+    log.close()
+
+
 def test_a_replay_does_not_encode_the_entries_it_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Opening a log replays its records through the methods that wrote them; the entries'
     encoding, which only a write needs, is skipped (it copied every entry's data once more:
