@@ -243,6 +243,11 @@ async def _read_sized_frame(reader: asyncio.StreamReader) -> tuple[Any, int]:
     return msgpack.unpackb(await reader.readexactly(length), raw=False), wire.FRAME_LEN.size + length
 
 
+def _inactive(member_id: int, error: BaseException) -> None:
+    log.warning("peer became inactive (message send to peer failed)",
+                extra={"fields": {"peer-id": f"{member_id:x}", "error": repr(error)}})
+
+
 class PeerTransport:
     def __init__(
         self,
@@ -579,7 +584,9 @@ class PeerTransport:
                 peer.connected, peer.broken, peer.dial_error = True, False, ""
                 peer.connected_at = time.monotonic()
                 self.stats.active[peer.member_id] = True
-                log.info("peer %x: connected to %s:%s", peer.member_id, peer.host, peer.port)
+                # (etcd's rafthttp lines, which operators grep for; with the address dialled)
+                log.info("peer became active", extra={"fields": {"peer-id": f"{peer.member_id:x}",
+                                                                 "address": f"{peer.host}:{peer.port}"}})
                 eof_task = asyncio.get_running_loop().create_task(self._watch_eof(peer, reader, writer))
                 backoff = BACKOFF_MIN_S
                 peer.writer = writer
@@ -620,13 +627,13 @@ class PeerTransport:
             except (ssl.SSLError, _Refused) as exc:  # (an OSError) a certificate refused, here or there
                 text = str(exc) if isinstance(exc, _Refused) else f"TLS with {peer.host}:{peer.port} failed: {exc}"
                 if peer.connected:
-                    log.info("peer %x: connection lost: %r", peer.member_id, exc)
+                    _inactive(peer.member_id, exc)
                 elif text != peer.dial_error:
                     peer.dial_error = text
                     log.warning("peer %x: %s", peer.member_id, text)
             except (TimeoutError, OSError, ConnectionError, asyncio.IncompleteReadError, ValueError, IndexError, TypeError, msgpack.UnpackException) as exc:
                 if peer.connected:  # once per lost connection, not per failed redial
-                    log.info("peer %x: connection lost: %r", peer.member_id, exc)
+                    _inactive(peer.member_id, exc)
                 else:
                     log.debug("peer %x: %s", peer.member_id, exc)
             except Exception as exc:  # never let the sender die: a dead task means a peer cut off for good
