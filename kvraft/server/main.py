@@ -103,8 +103,9 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
                            shutdown_timeout=REQUEST_TIMEOUT_S)
     await runner.setup()  # (starts the member: its peers, its Raft loop, its stores)
     sites = []
+    client_urls = (*config.listen_client_urls, *config.listen_client_http_urls)
     try:
-        for url in (*config.listen_client_urls, *config.listen_client_http_urls):
+        for url in client_urls:
             parts = urlsplit(url)
             site = FastTCPSite(runner, parts.hostname, parts.port, reuse_address=True, backlog=1024,
                                reuse_port=config.socket_reuse_port or None,
@@ -122,11 +123,10 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
     main_log = logging.getLogger("kvraft.main")
     main_log.info(
         "member %s (%x) serving clients on %s, peers on %s",
-        config.name, node.member_id, ",".join((*config.listen_client_urls, *config.listen_client_http_urls)),
-        ",".join(config.listen_peer_urls),
+        config.name, node.member_id, ",".join(client_urls), ",".join(config.listen_peer_urls),
     )
     main_log.info("ready to serve client requests")  # (etcd's lines, which scripts wait for)
-    for url in (*config.listen_client_urls, *config.listen_client_http_urls):
+    for url in client_urls:
         parts = urlsplit(url)
         address = {"address": f"{parts.hostname}:{parts.port}"}
         if parts.scheme == "https":
@@ -134,7 +134,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
         else:
             main_log.info("serving client traffic insecurely; this is strongly discouraged!", extra={"fields": address})
     for note in compatibility_notes(config):
-        logging.getLogger("kvraft.main").info("%s", note)
+        main_log.info("%s", note)
     gc.freeze()  # what start-up built (modules, the recovered store) is never collected: skip it
     fatal = loop.create_task(_watch_fatal(node, stop))
     try:

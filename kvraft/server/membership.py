@@ -144,8 +144,7 @@ class Membership:
             if member is None and op.member_id not in self.removed:
                 self.members[op.member_id] = member = Member(op.member_id, is_learner=op.is_learner)
             if member is not None:  # (etcd logs its bootstrap's conf changes the same way)
-                self._log("added member", {"added-peer-id": f"{op.member_id:x}", "added-peer-peer-urls": member.peer_urls,
-                                           "added-peer-is-learner": member.is_learner})
+                self._log_added(member)
         elif op.action == "add":
             if op.member_id in self.removed:
                 return
@@ -154,11 +153,10 @@ class Membership:
                 for guess in self.guessed:
                     self.members.pop(guess, None)
                 self.guessed = set()
-            self.members[op.member_id] = Member(
+            self.members[op.member_id] = member = Member(
                 op.member_id, op.name, list(op.peer_urls), list(op.client_urls), op.is_learner
             )
-            self._log("added member", {"added-peer-id": f"{op.member_id:x}", "added-peer-peer-urls": list(op.peer_urls),
-                                       "added-peer-is-learner": op.is_learner})
+            self._log_added(member)
         elif op.action == "remove":
             gone = self.members.pop(op.member_id, None)
             self.removed.add(op.member_id)
@@ -177,6 +175,10 @@ class Membership:
             member.name = op.name
             member.client_urls = list(op.client_urls)
         self.save()
+
+    def _log_added(self, member: Member) -> None:
+        self._log("added member", {"added-peer-id": f"{member.member_id:x}", "added-peer-peer-urls": member.peer_urls,
+                                   "added-peer-is-learner": member.is_learner})
 
     def _log(self, msg: str, fields: dict[str, Any]) -> None:
         """etcd's line for an applied membership change (its ``RaftCluster``: "added member",

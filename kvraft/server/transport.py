@@ -401,8 +401,6 @@ class PeerTransport:
 
     def _retire(self, member_id: int) -> None:
         self._retiring.discard(member_id)
-        if not self._is_removed(member_id):
-            return  # (never: a removed id is not reused; only a test's stub says otherwise)
         self.remove_peer(member_id)
         for inbound in list(self._inbound):
             if inbound.source == member_id:
