@@ -4,7 +4,8 @@ Every member process runs with its own group id (``RobustCluster`` sets it when 
 the member). The peer transport dials one connection per direction (A sends to B only on
 the connection A dialed to B's peer port), so dropping the packets that group A sends to
 B's peer port cuts A -> B and nothing else; the other direction is a separate rule.
-Symmetric, asymmetric and partial partitions are sets of such one-way cuts.
+Symmetric, asymmetric and partial partitions are sets of such one-way cuts; a lossy link is
+the same rule with iptables' ``statistic`` match, dropping each packet with a probability.
 
 Only the loopback interface is involved: every rule matches ``-o lo``, a destination port of
 one of our members, and the owner group of one of our members. The rules live in a chain of
@@ -52,6 +53,7 @@ class NetFaults:
         self.members = dict(members)
         self.chain = f"KVRAFT-{os.getpid()}"
         self.cuts: set[tuple[str, str]] = set()
+        self.losses: dict[tuple[str, str], float] = {}
         self._run("-N", self.chain)
         self._run("-I", "OUTPUT", "-j", self.chain)
         self._open = True
@@ -61,12 +63,13 @@ class NetFaults:
         if done.returncode != 0:
             raise RuntimeError(f"iptables {' '.join(args)}: {done.stderr.strip()}")
 
-    def _rule(self, src: str, dst: str) -> list[str]:
+    def _rule(self, src: str, dst: str, probability: float = 1.0) -> list[str]:
         gid, _ = self.members[src]
         _, port = self.members[dst]
+        sample = [] if probability >= 1.0 else ["-m", "statistic", "--mode", "random", "--probability", f"{probability:.4f}"]
         return [
             "-o", "lo", "-p", "tcp", "--dport", str(port),
-            "-m", "owner", "--gid-owner", str(gid), "-j", "DROP",
+            "-m", "owner", "--gid-owner", str(gid), *sample, "-j", "DROP",
         ]  # fmt: skip
 
     def add_member(self, name: str, gid: int, peer_port: int) -> None:
@@ -79,6 +82,17 @@ class NetFaults:
             return
         self._run("-A", self.chain, *self._rule(src, dst))
         self.cuts.add((src, dst))
+
+    def lossy(self, src: str, dst: str, probability: float) -> None:
+        """Drop each packet ``src`` sends to ``dst`` with ``probability`` (one direction; iptables'
+        ``statistic`` match, so TCP retransmits what is lost: delays and stalls, not a cut). A
+        second call for the same link adds a second, independent chance."""
+        if not 0.0 < probability < 1.0:
+            raise ValueError(f"a loss probability is in (0, 1), not {probability}")
+        if src == dst:
+            return
+        self._run("-A", self.chain, *self._rule(src, dst, probability))
+        self.losses[(src, dst)] = 1.0 - (1.0 - self.losses.get((src, dst), 0.0)) * (1.0 - probability)
 
     def cut_both(self, a: str, b: str) -> None:
         self.cut(a, b)
@@ -100,13 +114,21 @@ class NetFaults:
     def isolate(self, name: str) -> None:
         self.partition([name])
 
+    @property
+    def faulty(self) -> bool:
+        """Some cut or loss is in place."""
+        return bool(self.cuts or self.losses)
+
     def heal(self) -> None:
-        if self.cuts:
+        if self.faulty:
             self._run("-F", self.chain)
             self.cuts.clear()
+            self.losses.clear()
 
     def describe(self) -> str:
-        return ",".join(f"{a}->{b}" for a, b in sorted(self.cuts)) or "none"
+        parts = [f"{a}->{b}" for a, b in sorted(self.cuts)]
+        parts += [f"{a}->{b}~{p:.0%}" for (a, b), p in sorted(self.losses.items())]
+        return ",".join(parts) or "none"
 
     def close(self) -> None:
         if not self._open:

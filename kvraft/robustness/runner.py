@@ -106,7 +106,7 @@ async def _run(
         history = workload.history
         await workload.start()
         await asyncio.sleep(2 * pace)
-        nemesis = Nemesis(cluster, net, history, pace)
+        nemesis = Nemesis(cluster, net, history, pace, seed)
         try:
             await scenario.nemesis(nemesis)
         finally:

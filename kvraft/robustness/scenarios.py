@@ -11,6 +11,7 @@ paused members, restart killed ones) before it checks.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,11 +26,13 @@ __all__ = ["SCENARIOS", "Nemesis", "Scenario"]
 
 
 class Nemesis:
-    def __init__(self, cluster: RobustCluster, net: NetFaults | None, history: History, pace: float) -> None:
+    def __init__(self, cluster: RobustCluster, net: NetFaults | None, history: History, pace: float,
+                 seed: int = 0) -> None:
         self.cluster = cluster
         self.net = net
         self.history = history
         self.pace = pace
+        self.rng = random.Random(seed)  # the shapes of random faults (``flapping_partitions``)
         self.started = time.monotonic()
         self.removed: set[str] = set()
         self.problems: list[str] = []
@@ -137,8 +140,19 @@ class Nemesis:
         self._net().cut(src, dst)
         self.fault(f"cut {src}->{dst}")
 
+    async def lossy(self, probability: float) -> None:
+        """Every peer link between the members still in the cluster, both ways, drops each
+        packet with ``probability``."""
+        net = self._net()
+        names = [m for m in net.members if m not in self.removed]
+        for a in names:
+            for b in names:
+                if a != b:
+                    net.lossy(a, b, probability)
+        self.fault(f"packet loss {probability:.0%} on every peer link")
+
     async def heal(self) -> None:
-        if self.net is not None and self.net.cuts:
+        if self.net is not None and self.net.faulty:
             self.net.heal()
             self.fault("heal network")
 
@@ -385,6 +399,63 @@ async def partial_connectivity(n: Nemesis) -> None:
     await n.expect_progress(5, "partial connectivity")
     await n.heal()
     await n.sleep(3)
+
+
+async def lossy_network(n: Nemesis) -> None:
+    """Every peer link drops packets at random, 20 %, 50 % and then 70 % of them, each for 8 s,
+    with a heal between. TCP retransmits what is lost, so messages arrive late and in bursts
+    rather than not at all: heartbeats miss, elections may start, connections stall on
+    retransmission timeouts that double with each loss. Writes must go on in each phase, with
+    no gap of more than 5 s between acknowledged writes (an election or two, not a member
+    that gave up on a stalled connection)."""
+    for probability in (0.2, 0.5, 0.7):
+        began = time.monotonic()
+        await n.lossy(probability)
+        await n.sleep(8)
+        n.expect_no_stall(began, 5, f"{probability:.0%} packet loss on every peer link")
+        await n.heal()
+        await n.sleep(2)
+
+
+def _random_shape(rng: random.Random, names: list[str]) -> tuple[str, list[tuple[str, str]]]:
+    """One of Jepsen's partition shapes over ``names``, as (description, one-way cuts)."""
+    shuffled = rng.sample(names, len(names))
+    kind = rng.choice(["halves", "isolate", "bridge", "random-links"])
+    if kind == "random-links":
+        links = [(a, b) for a in names for b in names if a != b and rng.random() < 0.3]
+        return kind, links
+    if kind == "isolate":
+        sides = [shuffled[:1], shuffled[1:]]
+    elif kind == "halves":
+        sides = [shuffled[: len(names) // 2], shuffled[len(names) // 2 :]]
+    else:  # bridge: two halves that only the middle member reaches both of
+        middle = len(names) // 2
+        left, bridge, right = shuffled[:middle], shuffled[middle], shuffled[middle + 1 :]
+        links = [(a, b) for a in left for b in right] + [(b, a) for a in left for b in right]
+        return f"bridge through {bridge}", links
+    links = [(a, b) for a in sides[0] for b in sides[1]] + [(b, a) for a in sides[0] for b in sides[1]]
+    return f"{kind} {','.join(sorted(sides[0]))} | {','.join(sorted(sides[1]))}", links
+
+
+async def flapping_partitions(n: Nemesis) -> None:
+    """For 30 s the network changes shape every 0.3-2 s (seeded): random halves, one member
+    isolated, a bridge (two halves that one member connects), or random one-way cuts; a
+    leader elected under one shape is cut off by the next. Then the network heals, and the
+    writes must go on within 5 s."""
+    net = n._net()
+    names = [m for m in net.members if m not in n.removed]
+    end = time.monotonic() + 30 * n.pace
+    shapes = 0
+    while time.monotonic() < end:
+        what, links = _random_shape(n.rng, names)
+        net.heal()
+        for a, b in links:
+            net.cut(a, b)
+        shapes += 1
+        n.fault(f"shape {shapes}: {what} (cuts {net.describe()})")
+        await n.sleep(n.rng.uniform(0.3, 2.0))
+    await n.heal()
+    await n.expect_progress(5, f"the heal after {shapes} partition shapes")
 
 
 async def membership_churn(n: Nemesis) -> None:
@@ -693,6 +764,10 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("asymmetric-deaf-leader", 3, leader_deaf, needs_net=True, about="nothing reaches the leader; its sends arrive"),
         Scenario("partial-connectivity-5node", 5, partial_connectivity, needs_net=True,
                  about="two of five members each reach only one follower"),
+        Scenario("lossy-network", 3, lossy_network, needs_net=True,
+                 about="every peer link drops 20 %, 50 %, then 70 % of its packets at random; writes go on"),
+        Scenario("flapping-partitions", 5, flapping_partitions, needs_net=True,
+                 about="the network changes shape every 0.3-2 s for 30 s (halves, isolation, bridge, random cuts)"),
         Scenario("membership-churn-under-faults", 3, membership_churn, needs_net=True,
                  about="add a member, remove another while a third is partitioned"),
         Scenario("remove-partitioned-member", 3, remove_partitioned, needs_net=True,
