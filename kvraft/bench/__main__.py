@@ -15,7 +15,8 @@ first acknowledged write, new and restarted clusters, kvraft and etcd); defrag-o
 snapshot-stall (``large_store``: what defragmenting the leader, and the Raft snapshots of a
 large store, cost the cluster's writes, kvraft and etcd); rolling-restart and remove-leader
 (``rolling``: a client's puts while each member is restarted in turn, or while the leader is
-removed, kvraft and etcd)."""
+removed, kvraft and etcd); net-faults (``net_faults``: puts while peer links lose packets or the
+network keeps changing shape, kvraft and etcd)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from kvraft.bench import (
     frozen,
     kv_load,
     large_store,
+    net_faults,
     numbered,
     paired,
     raft_core,
@@ -61,6 +63,7 @@ WORKLOADS: dict[str, Callable[[str, list[str]], int]] = {
     "snapshot-stall": large_store.main,
     "rolling-restart": rolling.main,
     "remove-leader": rolling.main,
+    "net-faults": net_faults.main,
 }
 
 

@@ -40,16 +40,18 @@ from kvraft.client import ClientError, SyncClient
 from kvraft.server.local import LocalCluster
 from kvraft.server.reconfig import HEALTH_INTERVAL_S
 
-__all__ = ["main", "one_round", "remove_leader_round"]
+__all__ = ["Writer", "main", "one_round", "remove_leader_round"]
 
 PAUSE_S = 1.0
 
 
-class _Writer:
-    """One client putting without pause through all ``urls``: each put's (start, end, ok)."""
+class Writer:
+    """One client putting without pause through all ``urls`` (keys ``prefix`` + 0..99, 100-byte
+    values): each put's (start, end, ok)."""
 
-    def __init__(self, urls: list[str]) -> None:
+    def __init__(self, urls: list[str], prefix: str = "rolling/") -> None:
         self.urls = urls
+        self.prefix = prefix
         self.spans: list[tuple[float, float, bool]] = []
         self.errors: collections.Counter[str] = collections.Counter()
         self.stop = threading.Event()
@@ -62,7 +64,7 @@ class _Writer:
                 n += 1
                 began = time.monotonic()
                 try:
-                    client.put(f"rolling/{n % 100}", "x" * 100)
+                    client.put(f"{self.prefix}{n % 100}", "x" * 100)
                     ok = True
                 except ClientError as exc:
                     ok = False
@@ -77,7 +79,7 @@ def one_round(binary: str, base: Path) -> dict[str, Any]:
         cluster.start()
         leader = cluster.wait_ready()
         order = [name for name in sorted(cluster.members) if name != leader] + [leader]
-        writer = _Writer([cluster.url(name) for name in sorted(cluster.members)])
+        writer = Writer([cluster.url(name) for name in sorted(cluster.members)])
         writer.thread.start()
         time.sleep(PAUSE_S)
         windows: list[tuple[str, float, float]] = []
@@ -104,7 +106,7 @@ def remove_leader_round(binary: str, base: Path, via: str) -> dict[str, Any]:
         time.sleep(HEALTH_INTERVAL_S + 1.0)
         ids = {name: int((cluster.status(name) or {})["header"]["member_id"]) for name in cluster.members}
         followers = [name for name in sorted(cluster.members) if name != leader]
-        writer = _Writer([cluster.url(name) for name in followers])
+        writer = Writer([cluster.url(name) for name in followers])
         writer.thread.start()
         time.sleep(PAUSE_S)
         with SyncClient([cluster.url(leader if via == "leader" else followers[0])], request_timeout_s=20.0) as admin:

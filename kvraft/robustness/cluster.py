@@ -47,8 +47,9 @@ def faketime_env(offset_file: Path) -> dict[str, str]:
 
 
 class RobustCluster(LocalCluster):
-    def __init__(self, size: int, base_dir: str, *, extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
-        super().__init__(size, base_dir, token=f"robust-{os.getpid()}", extra_args=extra_args)
+    def __init__(self, size: int, base_dir: str, *, extra_args: list[str] | None = None, env: dict[str, str] | None = None,
+                 binary: str = "kvraft") -> None:
+        super().__init__(size, base_dir, binary=binary, token=f"robust-{os.getpid()}", extra_args=extra_args)
         self.env = dict(env or {})
         self.member_env: dict[str, dict[str, str]] = {}  # per member, on top of ``env``
         self.gids: dict[str, int] = {}

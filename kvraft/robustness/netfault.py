@@ -4,8 +4,9 @@ Every member process runs with its own group id (``RobustCluster`` sets it when 
 the member). The peer transport dials one connection per direction (A sends to B only on
 the connection A dialed to B's peer port), so dropping the packets that group A sends to
 B's peer port cuts A -> B and nothing else; the other direction is a separate rule.
-Symmetric, asymmetric and partial partitions are sets of such one-way cuts; a lossy link is
-the same rule with iptables' ``statistic`` match, dropping each packet with a probability.
+Symmetric, asymmetric and partial partitions are sets of such one-way cuts. Packet loss
+(``lossy``) is a second chain, jumped to from ``INPUT``: iptables' ``statistic`` match drops
+packets as they arrive on a member's peer port or come from it.
 
 Only the loopback interface is involved: every rule matches ``-o lo``, a destination port of
 one of our members, and the owner group of one of our members. The rules live in a chain of
@@ -51,25 +52,27 @@ class NetFaults:
             raise RuntimeError("iptables is not installed")
         self._bin = binary
         self.members = dict(members)
-        self.chain = f"KVRAFT-{os.getpid()}"
+        self.chain = f"KVRAFT-{os.getpid()}"  # cuts: what a member sends, by its group id
+        self.in_chain = f"KVRAFT-{os.getpid()}-IN"  # loss: what arrives on a peer port
         self.cuts: set[tuple[str, str]] = set()
-        self.losses: dict[tuple[str, str], float] = {}
+        self.loss = 0.0  # the chance that a packet on a peer connection is lost
         self._run("-N", self.chain)
         self._run("-I", "OUTPUT", "-j", self.chain)
         self._open = True
+        self._run("-N", self.in_chain)
+        self._run("-I", "INPUT", "-j", self.in_chain)
 
     def _run(self, *args: str) -> None:
         done = subprocess.run([self._bin, *args], capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"iptables {' '.join(args)}: {done.stderr.strip()}")
 
-    def _rule(self, src: str, dst: str, probability: float = 1.0) -> list[str]:
+    def _rule(self, src: str, dst: str) -> list[str]:
         gid, _ = self.members[src]
         _, port = self.members[dst]
-        sample = [] if probability >= 1.0 else ["-m", "statistic", "--mode", "random", "--probability", f"{probability:.4f}"]
         return [
             "-o", "lo", "-p", "tcp", "--dport", str(port),
-            "-m", "owner", "--gid-owner", str(gid), *sample, "-j", "DROP",
+            "-m", "owner", "--gid-owner", str(gid), "-j", "DROP",
         ]  # fmt: skip
 
     def add_member(self, name: str, gid: int, peer_port: int) -> None:
@@ -83,16 +86,22 @@ class NetFaults:
         self._run("-A", self.chain, *self._rule(src, dst))
         self.cuts.add((src, dst))
 
-    def lossy(self, src: str, dst: str, probability: float) -> None:
-        """Drop each packet ``src`` sends to ``dst`` with ``probability`` (one direction; iptables'
-        ``statistic`` match, so TCP retransmits what is lost: delays and stalls, not a cut). A
-        second call for the same link adds a second, independent chance."""
+    def lossy(self, probability: float) -> None:
+        """Every peer connection between the members, both ways, loses each packet with
+        ``probability``, whoever dialed it (kvraft's connections are dialed by the sender,
+        etcd's streams by the receiver). Dropped on arrival (the ``INPUT`` chain, iptables'
+        ``statistic`` match, on the members' peer ports), as a lossy network drops them: the
+        sender's TCP has sent the packet and must find out (duplicate and selective
+        acknowledgements, tail loss probes, retransmission timeouts). A drop in ``OUTPUT``
+        would not do: the sender's own stack learns of it at once and only retries on a timer.
+        A second call adds a second, independent chance."""
         if not 0.0 < probability < 1.0:
             raise ValueError(f"a loss probability is in (0, 1), not {probability}")
-        if src == dst:
-            return
-        self._run("-A", self.chain, *self._rule(src, dst, probability))
-        self.losses[(src, dst)] = 1.0 - (1.0 - self.losses.get((src, dst), 0.0)) * (1.0 - probability)
+        sample = ["-m", "statistic", "--mode", "random", "--probability", f"{probability:.4f}"]
+        for _, port in self.members.values():
+            for direction in ("--dport", "--sport"):
+                self._run("-A", self.in_chain, "-i", "lo", "-p", "tcp", direction, str(port), *sample, "-j", "DROP")
+        self.loss = 1.0 - (1.0 - self.loss) * (1.0 - probability)
 
     def cut_both(self, a: str, b: str) -> None:
         self.cut(a, b)
@@ -117,24 +126,26 @@ class NetFaults:
     @property
     def faulty(self) -> bool:
         """Some cut or loss is in place."""
-        return bool(self.cuts or self.losses)
+        return bool(self.cuts or self.loss)
 
     def heal(self) -> None:
         if self.faulty:
             self._run("-F", self.chain)
+            self._run("-F", self.in_chain)
             self.cuts.clear()
-            self.losses.clear()
+            self.loss = 0.0
 
     def describe(self) -> str:
         parts = [f"{a}->{b}" for a, b in sorted(self.cuts)]
-        parts += [f"{a}->{b}~{p:.0%}" for (a, b), p in sorted(self.losses.items())]
+        parts += [f"loss {self.loss:.0%}"] if self.loss else []
         return ",".join(parts) or "none"
 
     def close(self) -> None:
         if not self._open:
             return
         self._open = False
-        for args in (("-D", "OUTPUT", "-j", self.chain), ("-F", self.chain), ("-X", self.chain)):
+        for args in (("-D", "OUTPUT", "-j", self.chain), ("-F", self.chain), ("-X", self.chain),
+                     ("-D", "INPUT", "-j", self.in_chain), ("-F", self.in_chain), ("-X", self.in_chain)):
             subprocess.run([self._bin, *args], capture_output=True)
 
     def __enter__(self) -> NetFaults:
