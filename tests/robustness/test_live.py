@@ -24,6 +24,8 @@ needs_net = pytest.mark.skipif(not NET, reason=WHY)
     "nospace-alarm",  # the alarm across a leader's restart, and the recovery (session 51)
     # a snapshot built from the leader's live store, the follower killed while it installs it (session 52)
     pytest.param("snapshot-catchup-with-crashes", marks=needs_net),
+    # a new partition shape every 0.3-2 s for 30 s, five members: elections and redials (session 57)
+    pytest.param("flapping-partitions", marks=needs_net),
 ])  # fmt: skip
 def test_scenario_passes(name: str) -> None:
     result = run_scenario(SCENARIOS[name], seed=11)
