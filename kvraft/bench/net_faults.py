@@ -48,7 +48,7 @@ from typing import Any
 from kvraft.bench.rolling import Writer
 from kvraft.robustness.cluster import RobustCluster
 from kvraft.robustness.netfault import NetFaults, available
-from kvraft.robustness.scenarios import SYMMETRIC_SHAPES, random_shape
+from kvraft.robustness.shapes import SYMMETRIC_SHAPES, random_shape
 
 __all__ = ["FAULTS", "main", "one_round", "phase_figures"]
 

@@ -8,7 +8,8 @@ import random
 import pytest
 
 from kvraft.robustness.netfault import NetFaults
-from kvraft.robustness.scenarios import SCENARIOS, SYMMETRIC_SHAPES, random_shape
+from kvraft.robustness.scenarios import SCENARIOS
+from kvraft.robustness.shapes import SYMMETRIC_SHAPES, random_shape
 
 NAMES = ["m0", "m1", "m2", "m3", "m4"]
 
