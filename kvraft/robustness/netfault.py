@@ -55,7 +55,7 @@ class NetFaults:
         self.chain = f"KVRAFT-{os.getpid()}"  # cuts: what a member sends, by its group id
         self.in_chain = f"KVRAFT-{os.getpid()}-IN"  # loss: what arrives on a peer port
         self.cuts: set[tuple[str, str]] = set()
-        self.loss = 0.0  # the chance that a packet on a peer connection is lost
+        self.losses: dict[int, float] = {}  # port -> the chance that a packet to or from it is lost
         self._run("-N", self.chain)
         self._run("-I", "OUTPUT", "-j", self.chain)
         self._open = True
@@ -86,9 +86,10 @@ class NetFaults:
         self._run("-A", self.chain, *self._rule(src, dst))
         self.cuts.add((src, dst))
 
-    def lossy(self, probability: float) -> None:
-        """Every peer connection between the members, both ways, loses each packet with
-        ``probability``, whoever dialed it (kvraft's connections are dialed by the sender,
+    def lossy(self, probability: float, ports: Iterable[int] | None = None) -> None:
+        """Every connection to or from one of ``ports`` (by default the members' peer ports:
+        every peer connection), both ways, loses each packet with ``probability``, whoever
+        dialed it (kvraft's connections are dialed by the sender,
         etcd's streams by the receiver). Dropped on arrival (the ``INPUT`` chain, iptables'
         ``statistic`` match, on the members' peer ports), as a lossy network drops them: the
         sender's TCP has sent the packet and must find out (duplicate and selective
@@ -98,10 +99,10 @@ class NetFaults:
         if not 0.0 < probability < 1.0:
             raise ValueError(f"a loss probability is in (0, 1), not {probability}")
         sample = ["-m", "statistic", "--mode", "random", "--probability", f"{probability:.4f}"]
-        for _, port in self.members.values():
+        for port in [p for _, p in self.members.values()] if ports is None else ports:
             for direction in ("--dport", "--sport"):
                 self._run("-A", self.in_chain, "-i", "lo", "-p", "tcp", direction, str(port), *sample, "-j", "DROP")
-        self.loss = 1.0 - (1.0 - self.loss) * (1.0 - probability)
+            self.losses[port] = 1.0 - (1.0 - self.losses.get(port, 0.0)) * (1.0 - probability)
 
     def cut_both(self, a: str, b: str) -> None:
         self.cut(a, b)
@@ -126,18 +127,18 @@ class NetFaults:
     @property
     def faulty(self) -> bool:
         """Some cut or loss is in place."""
-        return bool(self.cuts or self.loss)
+        return bool(self.cuts or self.losses)
 
     def heal(self) -> None:
         if self.faulty:
             self._run("-F", self.chain)
             self._run("-F", self.in_chain)
             self.cuts.clear()
-            self.loss = 0.0
+            self.losses.clear()
 
     def describe(self) -> str:
         parts = [f"{a}->{b}" for a, b in sorted(self.cuts)]
-        parts += [f"loss {self.loss:.0%}"] if self.loss else []
+        parts += [f"port {port} loses {p:.0%}" for port, p in sorted(self.losses.items())]
         return ",".join(parts) or "none"
 
     def close(self) -> None:

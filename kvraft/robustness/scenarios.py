@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from kvraft.robustness.cluster import RobustCluster
 from kvraft.robustness.netfault import NetFaults
@@ -141,10 +142,14 @@ class Nemesis:
         self._net().cut(src, dst)
         self.fault(f"cut {src}->{dst}")
 
-    async def lossy(self, probability: float) -> None:
-        """Every peer connection, both ways, loses each packet with ``probability``."""
-        self._net().lossy(probability)
-        self.fault(f"packet loss {probability:.0%} on every peer link")
+    async def lossy(self, probability: float, *, clients: bool = False) -> None:
+        """Every peer connection (``clients``: every client connection instead), both ways,
+        loses each packet with ``probability``."""
+        ports = None
+        if clients:
+            ports = [urlsplit(m.client_url).port or 0 for name, m in self.cluster.members.items() if name not in self.removed]
+        self._net().lossy(probability, ports)
+        self.fault(f"packet loss {probability:.0%} on every {'client connection' if clients else 'peer link'}")
 
     async def heal(self) -> None:
         if self.net is not None and self.net.faulty:
@@ -412,6 +417,31 @@ async def lossy_network(n: Nemesis) -> None:
         n.expect_no_stall(began, 5, f"{probability:.0%} packet loss on every peer link")
         await n.heal()
         await n.sleep(2)
+
+
+async def lossy_clients(n: Nemesis) -> None:
+    """Every client connection (requests, answers, watch and keepalive streams) loses 5 %, then
+    10 % of its packets, 8 s each; in the first phase the leader is killed and restarted. The
+    clients' requests time out and are sent again: the numbered writes must still be applied
+    once, the watches must resume without a gap or a duplicate, the leases kept alive must
+    stay, and the writes must go on (some acknowledged in every phase)."""
+    began = time.monotonic()
+    await n.lossy(0.05, clients=True)
+    await n.sleep(2)
+    leader = await n.leader()
+    await n.kill(leader)
+    await n.sleep(2)
+    await n.restart(leader)
+    await n.sleep(4)
+    n.expect_no_stall(began, 8, "5 % loss on the client connections and the leader's kill")
+    await n.heal()
+    await n.sleep(2)
+    began = time.monotonic()
+    await n.lossy(0.1, clients=True)
+    await n.sleep(8)
+    n.expect_no_stall(began, 8, "10 % loss on the client connections")
+    await n.heal()
+    await n.sleep(2)
 
 
 async def flapping_partitions(n: Nemesis) -> None:
@@ -743,6 +773,8 @@ SCENARIOS: dict[str, Scenario] = {
                  about="two of five members each reach only one follower"),
         Scenario("lossy-network", 3, lossy_network, needs_net=True,
                  about="every peer connection loses 2 %, 5 %, then 10 % of its packets at random; writes go on"),
+        Scenario("lossy-clients", 3, lossy_clients, needs_net=True,
+                 about="every client connection loses 5 %, then 10 % of its packets; the leader killed meanwhile"),
         Scenario("flapping-partitions", 5, flapping_partitions, needs_net=True,
                  about="the network changes shape every 0.3-2 s for 30 s (halves, isolation, bridge, random cuts)"),
         Scenario("membership-churn-under-faults", 3, membership_churn, needs_net=True,

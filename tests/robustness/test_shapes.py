@@ -61,7 +61,7 @@ def test_symmetric_shapes_cut_both_ways_and_keep_a_majority_side() -> None:
 def test_a_loss_probability_outside_0_1_is_refused() -> None:
     net = NetFaults.__new__(NetFaults)  # no iptables needed to refuse the argument
     net.members = {"m0": (1, 2380), "m1": (2, 2381)}
-    net.loss = 0.0
+    net.losses = {}
     for bad in (0.0, 1.0, -0.1, 1.5):
         with pytest.raises(ValueError, match="loss probability"):
             net.lossy(bad)
@@ -70,6 +70,7 @@ def test_a_loss_probability_outside_0_1_is_refused() -> None:
 def test_the_new_scenarios_are_registered_and_need_the_network() -> None:
     assert SCENARIOS["lossy-network"].needs_net and SCENARIOS["lossy-network"].members == 3
     assert SCENARIOS["flapping-partitions"].needs_net and SCENARIOS["flapping-partitions"].members == 5
+    assert SCENARIOS["lossy-clients"].needs_net and SCENARIOS["lossy-clients"].members == 3
 
 
 def test_only_the_kinds_asked_for() -> None:
