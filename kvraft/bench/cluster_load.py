@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kvraft.bench import compared_etcd
 from kvraft.bench.http_client import JSON, HttpConnection, post_json, render_post
 from kvraft.server.local import LocalCluster
 
@@ -534,8 +535,7 @@ def main(_workload: str, argv: list[str] | None = None) -> int:
         parser.error("--steps must be positive integers; --step-seconds, --bind-rate and --workers positive")
     if args.skip_kvraft and not args.compare_etcd:
         parser.error("--skip-kvraft needs --compare-etcd")
-    if args.compare_etcd and not os.access(args.compare_etcd, os.X_OK):
-        parser.error(f"--compare-etcd: {args.compare_etcd} is not an executable")
+    compared_etcd(parser, args.compare_etcd)
     targets: list[tuple[str, Any]] = [] if args.skip_kvraft else [("kvraft", lambda d: LocalCluster(3, d, token="cluster-load"))]
     if args.compare_etcd:
         targets.append(("etcd", lambda d: _EtcdCluster(3, d, args.compare_etcd)))

@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import signal
 import statistics
 import sys
@@ -43,6 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kvraft.bench import add_compare_etcd, compared_etcd
 from kvraft.client import ClientError, SyncClient
 from kvraft.server.local import LocalCluster
 from kvraft.server.reconfig import HEALTH_INTERVAL_S
@@ -146,7 +146,7 @@ def main(_name: str, argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--what", default=",".join(WHAT), help="put, member-remove, or both (comma-separated)")
     parser.add_argument("--fault", default="kill", help="kill, freeze, term, or several (comma-separated)")
-    parser.add_argument("--compare-etcd", metavar="ETCD", default="", help="also run etcd (a path to its binary)")
+    add_compare_etcd(parser)
     args = parser.parse_args(argv)
     whats = [w for w in args.what.split(",") if w]
     faults = [f for f in args.fault.split(",") if f]
@@ -157,9 +157,7 @@ def main(_name: str, argv: list[str] | None = None) -> int:
     systems = ["kvraft", "kvraft-plain"] if "put-to-leader" in whats else ["kvraft"]
     if "put-to-leader" in whats and faults != ["kill"]:
         parser.error("put-to-leader takes --fault kill only")
-    if args.compare_etcd:
-        if shutil.which(args.compare_etcd) is None:
-            parser.error(f"--compare-etcd: {args.compare_etcd} is not an executable")
+    if compared_etcd(parser, args.compare_etcd):
         systems.append("etcd")
     report: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="kvraft-failover-") as tmp:

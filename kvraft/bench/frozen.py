@@ -39,6 +39,7 @@ from typing import Any
 
 import aiohttp
 
+from kvraft.bench import compared_etcd
 from kvraft.client import Client, ClientError
 from kvraft.server.local import LocalCluster
 
@@ -211,7 +212,6 @@ def main(_name: str, argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 0 or args.idle_streams < 0 or args.give_up <= 0 or args.seconds <= 0:
         parser.error("--rounds and --idle-streams at least 0; --give-up and --seconds positive")
-    if args.compare_etcd and shutil.which(args.compare_etcd) is None:
-        parser.error(f"--compare-etcd: {args.compare_etcd} is not an executable")
+    compared_etcd(parser, args.compare_etcd)
     print(json.dumps(asyncio.run(_main(args))))
     return 0

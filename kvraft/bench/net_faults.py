@@ -38,13 +38,13 @@ import collections
 import itertools
 import json
 import random
-import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from kvraft.bench import add_compare_etcd, compared_etcd
 from kvraft.bench.rolling import Writer
 from kvraft.robustness.cluster import RobustCluster
 from kvraft.robustness.netfault import NetFaults, available
@@ -159,16 +159,14 @@ def main(name: str, argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="the flapping shapes' seed (round n uses seed + n)")
     parser.add_argument("--writers", type=int, default=4, help="clients putting without pause (default 4)")
-    parser.add_argument("--compare-etcd", metavar="ETCD", default="", help="also run etcd (a path to its binary)")
+    add_compare_etcd(parser)
     parser.add_argument("--etcd-arg", action="append", default=[], metavar="FLAG",
                         help="a flag for every etcd member, e.g. --etcd-arg=--pre-vote (repeatable)")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.writers < 1:
         parser.error("--rounds and --writers take at least 1")
     systems = {"kvraft": "kvraft"}
-    if args.compare_etcd:
-        if shutil.which(args.compare_etcd) is None:
-            parser.error(f"--compare-etcd: {args.compare_etcd} is not an executable")
+    if compared_etcd(parser, args.compare_etcd):
         systems["etcd"] = args.compare_etcd
     usable, why = available()
     if not usable:

@@ -27,7 +27,6 @@ import argparse
 import collections
 import itertools
 import json
-import shutil
 import statistics
 import sys
 import tempfile
@@ -36,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kvraft.bench import add_compare_etcd, compared_etcd
 from kvraft.client import ClientError, SyncClient
 from kvraft.server.local import LocalCluster
 from kvraft.server.reconfig import HEALTH_INTERVAL_S
@@ -150,14 +150,12 @@ def main(name: str, argv: list[str] | None = None) -> int:
     if name == "remove-leader":
         parser.add_argument("--via", choices=("leader", "follower"), default="leader",
                             help="the member the removal is sent to (default: the leader itself)")
-    parser.add_argument("--compare-etcd", metavar="ETCD", default="", help="also run etcd (a path to its binary)")
+    add_compare_etcd(parser)
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds takes at least 1")
     systems = {"kvraft": "kvraft"}
-    if args.compare_etcd:
-        if shutil.which(args.compare_etcd) is None:
-            parser.error(f"--compare-etcd: {args.compare_etcd} is not an executable")
+    if compared_etcd(parser, args.compare_etcd):
         systems["etcd"] = args.compare_etcd
     report: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="kvraft-rolling-") as tmp:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kvraft.bench import compared_etcd
 from kvraft.server.local import LocalCluster, b64, post
 
 __all__ = ["main"]
@@ -84,8 +84,7 @@ def main(_name: str, argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    if args.compare_etcd and shutil.which(args.compare_etcd) is None:
-        parser.error(f"--compare-etcd: {args.compare_etcd} is not an executable")
+    compared_etcd(parser, args.compare_etcd)
     systems = [name for name in SYSTEMS if name != "etcd" or args.compare_etcd]
     results: dict[str, dict[str, list[float]]] = {name: {} for name in systems}
     with tempfile.TemporaryDirectory(prefix="kvraft-bench-startup-") as tmp:
