@@ -112,7 +112,7 @@ def run_policy(args: dict[str, Any]) -> tuple[dict[str, object], list[dict[str, 
     sim = Simulation(
         trace, nodes, chosen, seed=args["seed"],
         tenants=tenants_for(sum(n.gpus for n in nodes), args["quotas"]),
-        estimator=Estimator(args["estimates"]),
+        estimator=Estimator(args["estimates"], noise_sigma=args.get("progress_noise", 0.0), seed=args["seed"]),
         slowdown=SlowdownModel(nodes, args["seed"], args["cross_rack_scale"], not args["no_slowdown"]),
         restart_overhead_s=args["restart_s"],
         window_s=args["window_s"],
@@ -216,6 +216,9 @@ def _parser() -> argparse.ArgumentParser:
                         "run, or set the weight of one they run (repeatable; applied before --set, "
                         "which may then set its arguments), e.g. endtime or topology:4")
     p.add_argument("--estimates", choices=ESTIMATORS, default="history")
+    p.add_argument("--progress-noise", type=_real(0, high=5), default=0.0, metavar="SIGMA",
+                   help="--estimates progress: each multi-GPU job's estimate at its first start is its "
+                        "true duration times a log-normal error of this sigma (default 0: exact)")
     p.add_argument("--quotas", choices=("helios", "none"), default="helios",
                    help="helios: each VC of the Helios Philly table gets its share of the cluster as "
                         "a quota (a VC not in the table has none, with a warning); none: no quotas")
@@ -298,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         jobs.extend(dict(
             spec=spec, trace=trace, policy=name, seed=seed, quotas=opts.quotas,
-            estimates=opts.estimates, cross_rack_scale=opts.cross_rack_scale, no_slowdown=opts.no_slowdown,
+            estimates=opts.estimates, progress_noise=opts.progress_noise,
+            cross_rack_scale=opts.cross_rack_scale, no_slowdown=opts.no_slowdown,
             restart_s=opts.restart_s, window_s=opts.window_days * 86400, gpu_types=gpu_types,
             progress=not opts.no_progress, settings=list(opts.set), plugins=list(opts.plugin),
         ) for name in policies)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from scheduler.cycle import Scheduler
 from scheduler.framework.registry import Profile
@@ -27,6 +27,7 @@ from scheduler.model import (
     JobAdded,
     JobEvicted,
     JobFinished,
+    JobUpdated,
     Node,
     NodeAdded,
     Placement,
@@ -182,12 +183,19 @@ class Simulation:
                 t0 = time.perf_counter()
                 result = sched.schedule(now)
                 sched_wall += time.perf_counter() - t0
+                progressed = []  # estimates that the jobs' first progress reports change
                 for binding in result.bindings:
                     seq += 1
                     rec = records[binding.job_id]
+                    if rec.starts == 0 and (new := self.estimator.on_start(rec.job.job_id, rec.trace.gpus,
+                                                                            rec.trace.duration_s)) is not None:
+                        rec.job = replace(rec.job, est_runtime_s=new)
+                        progressed.append(JobUpdated(rec.job, stimulus_id=f"progress:{rec.job.job_id}"))
                     end = self._start(rec, binding.placement, now)
                     running += 1
                     heapq.heappush(heap, (end, seq, FINISH, rec.job.job_id, rec.token))
+                if progressed:
+                    sched.handle(*progressed)
                 if not result.preemptions:
                     break
                 evictions = []

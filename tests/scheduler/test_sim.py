@@ -171,6 +171,42 @@ def test_partial_oracles_give_true_durations_to_one_size_class_only() -> None:
     assert single.estimate("vc", 4, 999.0) == 70.0  # history for gangs
 
 
+def test_progress_estimates_become_true_at_a_gangs_first_start() -> None:
+    est = Estimator("progress")
+    est.observe("vc", 4, 70.0)
+    assert est.estimate("vc", 4, 999.0) == 70.0  # history until it starts
+    assert est.on_start("j", 4, 999.0) == 999.0
+    assert est.on_start("j", 1, 999.0) is None  # one-GPU jobs keep their history estimate
+    assert Estimator("history").on_start("j", 4, 999.0) is None
+    noisy = Estimator("progress", noise_sigma=0.5, seed=3)
+    first = noisy.on_start("j", 4, 1000.0)
+    assert first is not None and first != 1000.0 and first > 0
+    assert Estimator("progress", noise_sigma=0.5, seed=3).on_start("j", 4, 1000.0) == first  # seeded per job
+    assert Estimator("progress", noise_sigma=0.5, seed=4).on_start("j", 4, 1000.0) != first
+    with pytest.raises(ValueError, match="sigma"):
+        Estimator("progress", noise_sigma=-1.0)
+
+
+def test_a_replay_tells_the_core_the_progress_estimate_once_a_gang_starts() -> None:
+    nodes = build_nodes(ClusterSpec(2, 8, 1))
+    trace = synthetic_trace()
+    seen: list[tuple[str, float | None]] = []
+
+    class Spy(Estimator):
+        def on_start(self, job_id: str, gpus: int, true_duration_s: float) -> float | None:
+            new = super().on_start(job_id, gpus, true_duration_s)
+            seen.append((job_id, new))
+            return new
+
+    sim = Simulation(trace, nodes, profile("default"), estimator=Spy("progress"), slowdown=SlowdownModel(nodes, 0))
+    result = sim.run()
+    assert sorted(j for j, _ in seen) == sorted(t.job_id for t in trace)  # each job once, at its first start
+    truth = {t.job_id: t.duration_s for t in trace}
+    assert all(new == truth[j] for j, new in seen if truth[j] and j in ("big", "w0", "w1", "w2"))
+    assert all(new is None for j, new in seen if j.startswith("s"))
+    assert {r.job.job_id: r.job.est_runtime_s for r in result.records}["big"] == 3600.0
+
+
 def test_percentile() -> None:
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert percentile([5.0], 99) == 5.0
