@@ -41,6 +41,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +78,17 @@ def one_round(binary: str, base: Path, fault: str, seed: int, writers: int,
         phases: list[tuple[str, float, float, int, int, dict[str, int]]] = []
         # label, start, end, term before, term after, TCP counters' rise
 
-        def phase(label: str, seconds: float) -> None:
+        def phase(label: str, seconds: float, spend: Callable[[float], None] = time.sleep) -> None:
             term, counters, began = _term(cluster), tcp_counters(), time.monotonic()
-            time.sleep(seconds)
+            spend(seconds)
             phases.append((label, began, time.monotonic(), term, _term(cluster), _rise(counters, tcp_counters())))
+
+        def flap(seconds: float) -> None:
+            assert net is not None
+            rng, names, end = random.Random(seed), sorted(cluster.members), time.monotonic() + seconds
+            while time.monotonic() < end:
+                net.reshape(random_shape(rng, names, SYMMETRIC_SHAPES)[1])
+                time.sleep(rng.uniform(0.3, 2.0))
 
         phase("no fault", CALM_S)
         if fault == "lossy":
@@ -90,16 +98,7 @@ def one_round(binary: str, base: Path, fault: str, seed: int, writers: int,
                 net.heal()
                 time.sleep(HEALED_S)
         else:
-            rng = random.Random(seed)
-            names = sorted(cluster.members)
-            term, counters, began = _term(cluster), tcp_counters(), time.monotonic()
-            while time.monotonic() < began + FLAP_S:
-                _, links = random_shape(rng, names, SYMMETRIC_SHAPES)
-                net.heal()
-                for src, dst in links:
-                    net.cut(src, dst)
-                time.sleep(rng.uniform(0.3, 2.0))
-            phases.append(("flapping", began, time.monotonic(), term, _term(cluster), _rise(counters, tcp_counters())))
+            phase("flapping", FLAP_S, flap)
             net.heal()
         phase("healed", CALM_S)
         for client in clients:

@@ -69,6 +69,11 @@ class RobustCluster(LocalCluster):
         assert port is not None
         return port
 
+    def client_port(self, name: str) -> int:
+        port = urlsplit(self.members[name].client_url).port
+        assert port is not None
+        return port
+
     def start_member(self, name: str, initial_cluster: str | None = None, state: str = "new") -> None:
         member = self.members[name]
         if member.alive():

@@ -8,9 +8,10 @@ Symmetric, asymmetric and partial partitions are sets of such one-way cuts. Pack
 (``lossy``) is a second chain, jumped to from ``INPUT``: iptables' ``statistic`` match drops
 packets as they arrive on a member's peer port or come from it.
 
-Only the loopback interface is involved: every rule matches ``-o lo``, a destination port of
-one of our members, and the owner group of one of our members. The rules live in a chain of
-their own (``KVRAFT-<pid>``), jumped to from ``OUTPUT``, and are removed on ``close``.
+Only the loopback interface is involved: every cut matches ``-o lo``, a destination port of
+one of our members, and the owner group of one of our members; every loss rule ``-i lo`` and
+one of our members' ports. The rules live in chains of their own (``KVRAFT-<pid>``, jumped to
+from ``OUTPUT``; ``KVRAFT-<pid>-IN``, from ``INPUT``), removed on ``close``.
 
 Needs root and iptables with the ``owner`` match (``available()`` says whether this machine
 has them); scenarios that need it are skipped with that reason otherwise.
@@ -89,9 +90,9 @@ class NetFaults:
     def lossy(self, probability: float, ports: Iterable[int] | None = None) -> None:
         """Every connection to or from one of ``ports`` (by default the members' peer ports:
         every peer connection), both ways, loses each packet with ``probability``, whoever
-        dialed it (kvraft's connections are dialed by the sender,
-        etcd's streams by the receiver). Dropped on arrival (the ``INPUT`` chain, iptables'
-        ``statistic`` match, on the members' peer ports), as a lossy network drops them: the
+        dialed it (kvraft's connections are dialed by the sender, etcd's streams by the
+        receiver). Dropped on arrival (the ``INPUT`` chain, iptables' ``statistic`` match on
+        the ports), as a lossy network drops them: the
         sender's TCP has sent the packet and must find out (duplicate and selective
         acknowledgements, tail loss probes, retransmission timeouts). A drop in ``OUTPUT``
         would not do: the sender's own stack learns of it at once and only retries on a timer.
@@ -103,6 +104,12 @@ class NetFaults:
             for direction in ("--dport", "--sport"):
                 self._run("-A", self.in_chain, "-i", "lo", "-p", "tcp", direction, str(port), *sample, "-j", "DROP")
             self.losses[port] = 1.0 - (1.0 - self.losses.get(port, 0.0)) * (1.0 - probability)
+
+    def reshape(self, links: Iterable[tuple[str, str]]) -> None:
+        """Heal, then cut exactly ``links`` (one-way, (src, dst)): the network's next shape."""
+        self.heal()
+        for src, dst in links:
+            self.cut(src, dst)
 
     def cut_both(self, a: str, b: str) -> None:
         self.cut(a, b)

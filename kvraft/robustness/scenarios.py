@@ -16,7 +16,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from kvraft.robustness.cluster import RobustCluster
 from kvraft.robustness.netfault import NetFaults
@@ -145,10 +144,8 @@ class Nemesis:
     async def lossy(self, probability: float, *, clients: bool = False) -> None:
         """Every peer connection (``clients``: every client connection instead), both ways,
         loses each packet with ``probability``."""
-        ports = None
-        if clients:
-            ports = [urlsplit(m.client_url).port or 0 for name, m in self.cluster.members.items() if name not in self.removed]
-        self._net().lossy(probability, ports)
+        live = [name for name in self.cluster.members if name not in self.removed]
+        self._net().lossy(probability, [self.cluster.client_port(name) for name in live] if clients else None)
         self.fault(f"packet loss {probability:.0%} on every {'client connection' if clients else 'peer link'}")
 
     async def heal(self) -> None:
@@ -455,9 +452,7 @@ async def flapping_partitions(n: Nemesis) -> None:
     shapes = 0
     while time.monotonic() < end:
         what, links = random_shape(n.rng, names)
-        net.heal()
-        for a, b in links:
-            net.cut(a, b)
+        net.reshape(links)
         shapes += 1
         n.fault(f"shape {shapes}: {what} (cuts {net.describe()})")
         await n.sleep(n.rng.uniform(0.3, 2.0))
